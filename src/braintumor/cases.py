@@ -1,0 +1,301 @@
+"""The :class:`Case` and the discovery of BraTS-style inputs.
+
+Accepted inputs:
+
+* a BraTS case folder, 2017-2021 naming (``<case>_t1.nii.gz``, ``_t1ce``, ``_t2``,
+  ``_flair``, optional ``_seg``) or 2023+ naming (``<case>-t1n``, ``-t1c``, ``-t2w``,
+  ``-t2f``, optional ``-seg``), ``.nii`` or ``.nii.gz``;
+* a folder of such case folders;
+* a Medical Segmentation Decathlon 4D NIfTI (4 channels in the order FLAIR, T1, T1gd,
+  T2; its label file, if any, in a sibling ``labelsTr`` folder or given explicitly).
+
+Whatever the source, a :class:`Case` holds the modalities as one ``(4, X, Y, Z)``
+float32 array in the fixed order :data:`MODALITIES` and labels in the internal
+convention of :mod:`braintumor.labels`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from braintumor import labels as L
+from braintumor.errors import InputError
+from braintumor.io import Volume, is_nifti, load_label_nifti, load_nifti, strip_nifti_suffix
+
+#: Fixed channel order of every Case image.
+MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+MODALITY_NAMES = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+
+#: file-name suffix -> modality, per naming
+SUFFIXES_2021 = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
+SUFFIXES_2023 = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair"}
+#: MSD Task01 channel order: FLAIR, T1w, T1gd, T2w -> index in MODALITIES order
+MSD_ORDER = ("flair", "t1", "t1ce", "t2")
+
+_RE_2021 = re.compile(r"^(?P<case>.+)_(?P<mod>t1|t1ce|t2|flair|seg)$", re.IGNORECASE)
+_RE_2023 = re.compile(r"^(?P<case>.+)-(?P<mod>t1n|t1c|t2w|t2f|seg)$", re.IGNORECASE)
+
+
+@dataclass
+class CaseSource:
+    """Where a case's files are on disk (nothing read yet)."""
+
+    case_id: str
+    kind: str  # "brats2021" | "brats2023" | "msd"
+    modality_paths: dict[str, Path] = field(default_factory=dict)  # modality -> file
+    image4d: Path | None = None  # MSD 4D file
+    label_path: Path | None = None
+
+    @property
+    def reference_path(self) -> Path:
+        """The file whose geometry outputs copy."""
+        if self.image4d is not None:
+            return self.image4d
+        return self.modality_paths["t1"]
+
+
+@dataclass
+class Case:
+    """One multi-modal MRI case in memory.
+
+    ``image``: ``(4, X, Y, Z)`` float32 in :data:`MODALITIES` order; ``affine``: voxel
+    index -> mm; ``spacing``: voxel size (mm); ``label``: ``(X, Y, Z)`` uint8 internal
+    labels or None; ``header``: the reference file's header (3D geometry), used to write
+    outputs in the input's own geometry.
+    """
+
+    case_id: str
+    image: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    header: nib.Nifti1Header
+    label: np.ndarray | None = None
+    label_convention: str | None = None
+    source: CaseSource | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape ``(X, Y, Z)``."""
+        return tuple(int(s) for s in self.image.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (mm^3 / 1000)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def modality(self, name: str) -> np.ndarray:
+        """One modality ``(X, Y, Z)`` by name (t1, t1ce, t2, flair)."""
+        return self.image[MODALITIES.index(name)]
+
+
+def _match_brats_name(path: Path) -> tuple[str, str, str] | None:
+    """-> (case_id, naming, modality or 'seg') for a BraTS-named NIfTI file."""
+    if not is_nifti(path.name):
+        return None
+    stem = strip_nifti_suffix(path.name)
+    m = _RE_2023.match(stem)
+    if m:
+        mod = m.group("mod").lower()
+        return m.group("case"), "brats2023", "seg" if mod == "seg" else SUFFIXES_2023[mod]
+    m = _RE_2021.match(stem)
+    if m:
+        mod = m.group("mod").lower()
+        return m.group("case"), "brats2021", mod
+    return None
+
+
+def _source_from_files(files: list[Path], where: Path) -> list[CaseSource]:
+    groups: dict[tuple[str, str], CaseSource] = {}
+    for f in files:
+        hit = _match_brats_name(f)
+        if hit is None:
+            continue
+        case_id, naming, mod = hit
+        src = groups.setdefault((case_id, naming), CaseSource(case_id=case_id, kind=naming))
+        if mod == "seg":
+            src.label_path = f
+        else:
+            if mod in src.modality_paths:
+                raise InputError(
+                    f"{where}: holds two {MODALITY_NAMES[mod]} files for case {case_id} "
+                    f"({src.modality_paths[mod].name}, {f.name})."
+                )
+            src.modality_paths[mod] = f
+    return list(groups.values())
+
+
+def check_complete(src: CaseSource, where: Path) -> None:
+    """Raise one sentence listing found and missing modalities when any is missing."""
+    if src.image4d is not None:
+        return
+    missing = [m for m in MODALITIES if m not in src.modality_paths]
+    if missing:
+        found = [MODALITY_NAMES[m] for m in MODALITIES if m in src.modality_paths]
+        raise InputError(
+            f"{where}: case {src.case_id} is missing the "
+            f"{', '.join(MODALITY_NAMES[m] for m in missing)} modality"
+            f"{'ies' if len(missing) > 1 else ''} (found: {', '.join(found) or 'none'})."
+        )
+
+
+def _msd_label_for(image4d: Path) -> Path | None:
+    name = image4d.name
+    for folder in ("labelsTr", "labelsTs", "labels"):
+        cand = image4d.parent.parent / folder / name
+        if cand.exists():
+            return cand
+    return None
+
+
+def discover(path: str | Path) -> list[CaseSource]:
+    """Find every case under ``path`` (a case folder, a dataset folder or a 4D NIfTI).
+
+    Raises :class:`InputError` when nothing usable is found or a case lacks a modality.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder.")
+    if p.is_file():
+        if not is_nifti(p.name):
+            raise InputError(f"{p}: is not a NIfTI file or a case folder.")
+        hit = _match_brats_name(p)
+        if hit is not None:
+            # one modality file of a case: take its folder
+            return discover(p.parent)
+        return [CaseSource(case_id=strip_nifti_suffix(p.name), kind="msd", image4d=p,
+                           label_path=_msd_label_for(p))]
+    files = sorted(f for f in p.iterdir() if f.is_file())
+    sources = _source_from_files(files, p)
+    if sources:
+        for s in sources:
+            check_complete(s, p)
+        return sorted(sources, key=lambda s: s.case_id)
+    # a folder of case folders (or an MSD imagesTr folder)
+    out: list[CaseSource] = []
+    for sub in sorted(d for d in p.iterdir() if d.is_dir()):
+        found = _source_from_files(sorted(f for f in sub.iterdir() if f.is_file()), sub)
+        for s in found:
+            check_complete(s, sub)
+        out.extend(found)
+    if not out:
+        niftis = [f for f in files if is_nifti(f.name)]
+        if niftis and p.name.lower().startswith("images"):
+            out = [CaseSource(case_id=strip_nifti_suffix(f.name), kind="msd", image4d=f,
+                              label_path=_msd_label_for(f)) for f in niftis]
+    if not out:
+        raise InputError(
+            f"{p}: holds no BraTS case (expected files such as <case>_t1.nii.gz ... "
+            "_flair.nii.gz or <case>-t1n.nii.gz ... -t2f.nii.gz)."
+        )
+    return sorted(out, key=lambda s: s.case_id)
+
+
+def _same_grid(a: Volume, b: Volume) -> bool:
+    return a.data.shape == b.data.shape and np.allclose(a.affine, b.affine, atol=1e-3)
+
+
+def load_case(src: CaseSource | str | Path, with_label: bool = True,
+              label_path: str | Path | None = None) -> Case:
+    """Read a case into memory, with every consistency check.
+
+    Modalities must share one shape and affine; a label map (if present) must share it
+    too and its values must fit the convention the naming implies.
+    """
+    if not isinstance(src, CaseSource):
+        found = discover(src)
+        if len(found) != 1:
+            raise InputError(f"{src}: holds {len(found)} cases; give one case.")
+        src = found[0]
+    if label_path is not None:
+        src.label_path = Path(label_path)
+    if src.image4d is not None:
+        vol = load_nifti(src.image4d, ndim=4)
+        if vol.data.shape[3] != 4:
+            raise InputError(
+                f"{src.image4d}: a 4D image needs 4 channels (FLAIR, T1, T1gd, T2); "
+                f"it has {vol.data.shape[3]}."
+            )
+        chans = {m: vol.data[..., i] for i, m in enumerate(MSD_ORDER)}
+        image = np.stack([chans[m] for m in MODALITIES]).astype(np.float32)
+        hdr = vol.header.copy()
+        hdr.set_data_shape(vol.data.shape[:3])
+        ref = Volume(path=vol.path, data=image[0], affine=vol.affine, header=hdr)
+        label_conv_hint: str | None = "msd"
+    else:
+        check_complete(src, src.modality_paths[next(iter(src.modality_paths))].parent)
+        vols = {m: load_nifti(src.modality_paths[m]) for m in MODALITIES}
+        ref = vols["t1"]
+        for m in MODALITIES[1:]:
+            v = vols[m]
+            if v.data.shape != ref.data.shape:
+                raise InputError(
+                    f"{v.path}: shape {v.data.shape} differs from the T1 image's "
+                    f"{ref.data.shape}; all modalities must be co-registered on one grid."
+                )
+            if not np.allclose(v.affine, ref.affine, atol=1e-3):
+                raise InputError(
+                    f"{v.path}: its affine (voxel-to-world geometry) differs from the T1 "
+                    "image's; all modalities must be co-registered on one grid."
+                )
+        image = np.stack([vols[m].data for m in MODALITIES]).astype(np.float32)
+        label_conv_hint = src.kind
+    label = None
+    conv = None
+    if with_label and src.label_path is not None:
+        lv = load_label_nifti(src.label_path)
+        if lv.data.shape != ref.data.shape:
+            raise InputError(
+                f"{lv.path}: label map shape {lv.data.shape} differs from the image's "
+                f"{ref.data.shape}."
+            )
+        hint = L.convention_from_name(lv.path.name) or label_conv_hint
+        conv = L.detect_convention(lv.data, hint=hint, what=f"label map {lv.path}")
+        label = L.to_internal(lv.data, conv, what=f"label map {lv.path}")
+    return Case(
+        case_id=src.case_id,
+        image=image,
+        affine=ref.affine,
+        spacing=ref.spacing,
+        header=ref.header,
+        label=label,
+        label_convention=conv,
+        source=src,
+    )
+
+
+def output_name(case: Case, naming: str | None = None) -> str:
+    """File name of a case's label map: ``<case>.nii.gz``."""
+    _ = naming
+    return f"{case.case_id}.nii.gz"
+
+
+def write_label_map(case: Case, labels: np.ndarray, out_path: str | Path,
+                    convention: str = "brats2021") -> Path:
+    """Write internal ``labels`` in ``convention`` on the case's own geometry."""
+    from braintumor.io import save_label_nifti
+
+    if labels.shape != case.shape:
+        raise InputError(
+            f"Label map shape {labels.shape} differs from case {case.case_id}'s {case.shape}."
+        )
+    return save_label_nifti(L.from_internal(labels, convention), out_path,
+                            reference=case.header, affine=case.affine)
+
+
+def case_from_arrays(case_id: str, image: np.ndarray, affine: np.ndarray | None = None,
+                     label: np.ndarray | None = None) -> Case:
+    """Build a Case from arrays (tests, phantoms): ``image`` ``(4, X, Y, Z)``."""
+    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(image.shape[1:])
+    hdr.set_qform(aff, 1)
+    hdr.set_sform(aff, 1)
+    spacing = tuple(float(np.linalg.norm(aff[:3, i])) for i in range(3))
+    hdr.set_zooms(spacing)
+    return Case(case_id=case_id, image=np.asarray(image, dtype=np.float32), affine=aff,
+                spacing=spacing, header=hdr, label=label)  # type: ignore[arg-type]

@@ -1,0 +1,72 @@
+"""The ``braintumor`` command.
+
+Each sub-command lives in :mod:`braintumor.commands` as a module with ``NAME``,
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Those modules keep their
+heavy imports (torch, fastapi) inside ``run`` so ``braintumor --help`` stays instant.
+A user mistake (:class:`~braintumor.errors.InputError`) is printed as one sentence and
+exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from braintumor import __version__
+
+#: sub-command modules, in the order ``--help`` lists them
+COMMAND_MODULES = (
+    "demo",
+    "predict",
+    "evaluate",
+    "train",
+    "experiment",
+    "export_onnx",
+    "serve",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every sub-command registered)."""
+    parser = argparse.ArgumentParser(
+        prog="braintumor",
+        description="Find and outline brain tumours in multi-modal MRI.",
+    )
+    parser.add_argument("--version", action="version", version=f"braintumor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"braintumor.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"braintumor.commands.{name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    from braintumor.errors import BrainTumorError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except BrainTumorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

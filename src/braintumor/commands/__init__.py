@@ -1,0 +1,1 @@
+"""Sub-commands of the ``braintumor`` CLI, one module each (see :mod:`braintumor.cli`)."""

@@ -1,0 +1,282 @@
+"""The only place that reads and writes NIfTI, DICOM and 2D images.
+
+Every reader turns a fault into one :class:`~braintumor.errors.InputError` sentence that
+names the file and the fault (missing, unreadable or truncated, wrong number of
+dimensions, NaN/Inf voxels).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from braintumor.errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def is_nifti(path: str | Path) -> bool:
+    """True when the name ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_image_2d(path: str | Path) -> bool:
+    """True when the name ends in a 2D picture suffix (PNG/JPEG/TIFF/BMP)."""
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def strip_nifti_suffix(name: str) -> str:
+    """``case_t1.nii.gz`` -> ``case_t1``."""
+    low = name.lower()
+    for suf in (".nii.gz", ".nii"):
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A NIfTI image read from disk.
+
+    ``data`` keeps the file's own dimensions; ``affine`` maps voxel indices to mm
+    (RAS+); ``header`` is the file's header (kept so outputs share its geometry).
+    """
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the first three axes."""
+        zooms = self.header.get_zooms()
+        return (float(zooms[0]), float(zooms[1]), float(zooms[2]))
+
+
+def _open_nifti(path: Path) -> nib.Nifti1Image:
+    if not path.exists():
+        raise InputError(f"{path}: file not found.")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a NIfTI file.")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI image.")
+    return img  # type: ignore[return-value]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160].rstrip(".")
+
+
+def load_nifti(
+    path: str | Path,
+    ndim: int | tuple[int, ...] = 3,
+    dtype: type = np.float32,
+    check_finite: bool = True,
+) -> Volume:
+    """Read a NIfTI file with every check a user's file deserves.
+
+    ``ndim`` is the number of dimensions expected (3 for one modality, 4 for an MSD
+    4-channel file); singleton trailing dimensions are squeezed first.
+    """
+    p = Path(path)
+    img = _open_nifti(p)
+    want = (ndim,) if isinstance(ndim, int) else ndim
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > max(want) and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in want:
+        exp = " or ".join(f"{d}D" for d in want)
+        raise InputError(f"{p}: is a {len(shape)}D image of shape {shape}; expected {exp}.")
+    try:
+        data = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
+    except (EOFError, OSError, zlib.error, ValueError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{p}: the file is truncated or corrupt ({_short(exc)}).") from None
+    if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        n = int((~np.isfinite(data)).sum())
+        raise InputError(f"{p}: contains {n} NaN or infinite voxels.")
+    return Volume(path=p, data=data, affine=img.affine.copy(), header=img.header.copy())
+
+
+def load_label_nifti(path: str | Path) -> Volume:
+    """Read a 3D label map; values must be whole numbers (returned as uint8 array)."""
+    vol = load_nifti(path, ndim=3, dtype=np.float32)
+    data = vol.data
+    if (data < 0).any() or (data > 255).any() or not np.array_equal(data, np.round(data)):
+        raise InputError(f"{vol.path}: is not a label map (values must be whole numbers 0-255).")
+    return Volume(path=vol.path, data=data.astype(np.uint8), affine=vol.affine, header=vol.header)
+
+
+def save_label_nifti(
+    labels: np.ndarray,
+    out_path: str | Path,
+    reference: nib.Nifti1Header | None = None,
+    affine: np.ndarray | None = None,
+) -> Path:
+    """Write a label map ``(X, Y, Z)`` as uint8 NIfTI with the reference's geometry.
+
+    The reference header's qform/sform (codes included), zooms and units are kept, so
+    the output overlays the input exactly in any viewer.
+    """
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lab = np.asarray(labels).astype(np.uint8)
+    if reference is not None:
+        hdr = reference.copy()
+        hdr.set_data_dtype(np.uint8)
+        hdr.set_data_shape(lab.shape)
+        img = nib.Nifti1Image(lab, None, header=hdr)
+        sform, scode = reference.get_sform(coded=True)
+        qform, qcode = reference.get_qform(coded=True)
+        if sform is not None:
+            img.set_sform(sform, int(scode))
+        if qform is not None:
+            img.set_qform(qform, int(qcode))
+        if sform is None and qform is None and affine is not None:
+            img.set_sform(affine, 1)
+            img.set_qform(affine, 1)
+    else:
+        aff = np.eye(4) if affine is None else affine
+        img = nib.Nifti1Image(lab, aff)
+        img.set_qform(aff, 1)
+        img.set_sform(aff, 1)
+    img.header["scl_slope"] = 1
+    img.header["scl_inter"] = 0
+    img.header["cal_min"] = 0
+    img.header["cal_max"] = max(int(lab.max()), 1) if lab.size else 1
+    nib.save(img, str(out))
+    return out
+
+
+def save_float_nifti(
+    data: np.ndarray, out_path: str | Path, reference: nib.Nifti1Header | None, affine: np.ndarray
+) -> Path:
+    """Write a float32 map (e.g. uncertainty) on the reference geometry."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(data, dtype=np.float32)
+    hdr = reference.copy() if reference is not None else None
+    if hdr is not None:
+        hdr.set_data_dtype(np.float32)
+        hdr.set_data_shape(arr.shape)
+    img = nib.Nifti1Image(arr, affine, header=hdr)
+    img.header["scl_slope"] = 1
+    img.header["scl_inter"] = 0
+    nib.save(img, str(out))
+    return out
+
+
+def read_image_2d(path: str | Path) -> np.ndarray:
+    """Read a 2D picture as ``(H, W, C)`` uint8 (C = 1 or 3).
+
+    Greyscale pictures get C = 1; RGBA loses its alpha; 16-bit pictures are scaled to 8
+    bits by their own maximum.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found.")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{p}: not a readable image ({_short(exc)}).") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise InputError(f"{p}: is not a 2D image (shape {arr.shape}).")
+    if arr.shape[2] == 4:
+        arr = arr[..., :3]
+    elif arr.shape[2] == 2:
+        arr = arr[..., :1]
+    if arr.dtype != np.uint8:
+        a = arr.astype(np.float64)
+        top = a.max() if a.max() > 0 else 1.0
+        arr = np.clip(a / top * 255.0, 0, 255).astype(np.uint8)
+    return arr
+
+
+def write_png(array: np.ndarray, path: str | Path) -> Path:
+    """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG."""
+    from PIL import Image
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(out)
+    return out
+
+
+def dcm2niix_executable() -> str | None:
+    """Path of the dcm2niix binary (from the ``dcm2niix`` PyPI package or the system)."""
+    found = shutil.which("dcm2niix")
+    if found:
+        return found
+    try:
+        import dcm2niix as _d  # type: ignore[import-untyped]
+
+        exe = Path(_d.__file__).parent / "dcm2niix"
+        if exe.exists():
+            return str(exe)
+        bin_dir = getattr(_d, "bin", None)
+        if bin_dir:
+            return str(bin_dir)
+    except ImportError:
+        pass
+    return None
+
+
+def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = True) -> list[Path]:
+    """Convert every DICOM series under ``dicom_dir`` to NIfTI with dcm2niix.
+
+    With ``anonymize`` (the default) dcm2niix writes anonymised BIDS sidecars (``-ba y``)
+    and the NIfTI text fields (descrip, aux_file, db_name, intent_name) are blanked
+    afterwards, so no patient identifier is kept. Returns the NIfTI files written.
+    """
+    exe = dcm2niix_executable()
+    if exe is None:
+        raise InputError("DICOM conversion needs dcm2niix, which is not installed.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "-z", "y", "-b", "y", "-ba", "y" if anonymize else "n", "-f", "%s_%d",
+           "-o", str(out), str(dicom_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    files = sorted(out.glob("*.nii.gz"))
+    if not files:
+        raise InputError(f"{dicom_dir}: no DICOM series could be converted to NIfTI.")
+    if anonymize:
+        for f in files:
+            blank_text_fields(f)
+    _ = proc
+    return files
+
+
+def blank_text_fields(path: str | Path) -> None:
+    """Blank the free-text fields of a NIfTI header in place (they may hold identifiers)."""
+    p = Path(path)
+    img = nib.load(str(p))
+    hdr = img.header
+    for field in ("descrip", "aux_file", "intent_name", "db_name"):
+        if field in hdr:
+            hdr[field] = b""
+    data = np.asanyarray(img.dataobj)
+    new = nib.Nifti1Image(data, img.affine, header=hdr)
+    with tempfile.NamedTemporaryFile(suffix=".nii.gz", dir=p.parent, delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    nib.save(new, str(tmp_path))
+    tmp_path.replace(p)

@@ -1,0 +1,167 @@
+"""Every label and region convention in one place.
+
+Conventions (value -> meaning):
+
+* ``brats2021`` (BraTS 2017-2021): 0 background, 1 necrotic / non-enhancing core (NCR),
+  2 peritumoral edema (ED), 4 enhancing tumour (ET).
+* ``brats2023`` (BraTS 2023+): 0 background, 1 NETC, 2 SNFH (edema), 3 ET.
+* ``msd`` (Medical Segmentation Decathlon Task01): 0 background, 1 edema,
+  2 non-enhancing tumour, 3 enhancing tumour.
+
+Internally the project uses the ``brats2023`` values (contiguous 0..3): :data:`NCR` = 1,
+:data:`ED` = 2, :data:`ET` = 3. Regions: WT = NCR | ED | ET, TC = NCR | ET, ET = ET.
+
+MONAI's BraTS transforms hard-code ET = 4 and silently give an empty ET on 2023 data;
+here the convention is always explicit, detected from file names and checked against
+the values present, and a value that fits no convention is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+import numpy as np
+
+from braintumor.errors import InputError
+
+Convention = Literal["brats2021", "brats2023", "msd"]
+CONVENTIONS: tuple[Convention, ...] = ("brats2021", "brats2023", "msd")
+
+#: Internal label values (same as BraTS 2023).
+BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
+INTERNAL_NAMES = {NCR: "necrotic core", ED: "edema", ET: "enhancing tumour"}
+
+REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
+REGION_NAMES = {"WT": "whole tumour", "TC": "tumour core", "ET": "enhancing tumour"}
+
+#: value in the convention -> internal value
+_TO_INTERNAL: dict[str, dict[int, int]] = {
+    "brats2021": {0: 0, 1: NCR, 2: ED, 4: ET},
+    "brats2023": {0: 0, 1: NCR, 2: ED, 3: ET},
+    "msd": {0: 0, 1: ED, 2: NCR, 3: ET},
+}
+_FROM_INTERNAL: dict[str, dict[int, int]] = {
+    c: {v: k for k, v in m.items()} for c, m in _TO_INTERNAL.items()
+}
+
+
+def allowed_values(convention: str) -> set[int]:
+    """The label values a convention allows."""
+    _check_convention(convention)
+    return set(_TO_INTERNAL[convention])
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in _TO_INTERNAL:
+        raise InputError(
+            f"Unknown label convention {convention!r}; use one of {', '.join(CONVENTIONS)}."
+        )
+
+
+def _remap(labels: np.ndarray, mapping: dict[int, int], what: str) -> np.ndarray:
+    values = np.unique(labels)
+    bad = [int(v) for v in values if int(v) not in mapping or v != int(v)]
+    if bad:
+        raise InputError(
+            f"The {what} holds label values {bad} that fit no known convention "
+            f"(allowed: {sorted(mapping)})."
+        )
+    lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    return lut[labels.astype(np.int64)]
+
+
+def to_internal(labels: np.ndarray, convention: str, what: str = "label map") -> np.ndarray:
+    """Convert a label map ``(X, Y, Z)`` from ``convention`` to internal values (uint8)."""
+    _check_convention(convention)
+    return _remap(np.asarray(labels), _TO_INTERNAL[convention], what)
+
+
+def from_internal(labels: np.ndarray, convention: str) -> np.ndarray:
+    """Convert an internal label map to ``convention`` (uint8)."""
+    _check_convention(convention)
+    return _remap(np.asarray(labels), _FROM_INTERNAL[convention], "internal label map")
+
+
+def convert(labels: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Convert a label map between two conventions."""
+    return from_internal(to_internal(labels, source), target)
+
+
+_NAME_2023 = re.compile(r"-(t1n|t1c|t2w|t2f|seg)\.nii(\.gz)?$", re.IGNORECASE)
+_NAME_2021 = re.compile(r"_(t1|t1ce|t2|flair|seg)\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def convention_from_name(name: str) -> Convention | None:
+    """Guess the convention from a file name (BraTS 2023 ``-seg``, 2017-21 ``_seg``)."""
+    if _NAME_2023.search(name):
+        return "brats2023"
+    if _NAME_2021.search(name):
+        return "brats2021"
+    return None
+
+
+def detect_convention(
+    labels: np.ndarray, hint: str | None = None, what: str = "label map"
+) -> Convention:
+    """Decide the convention of ``labels``, checked against the values present.
+
+    ``hint`` (from the file name) wins when the values fit it. Without a hint, a 4 means
+    ``brats2021``; values within {0,1,2,3} are read as ``brats2023`` (the MSD layout is
+    only ever chosen by an explicit hint, since its values are the same set).
+    """
+    values = {int(v) for v in np.unique(labels)}
+    if hint is not None:
+        _check_convention(hint)
+        if values <= allowed_values(hint):
+            return hint  # type: ignore[return-value]
+        raise InputError(
+            f"The {what} holds label values {sorted(values)}, which do not fit the "
+            f"{hint} convention its name implies (allowed: {sorted(allowed_values(hint))})."
+        )
+    if values <= {0, 1, 2, 4}:
+        return "brats2021"
+    if values <= {0, 1, 2, 3}:
+        return "brats2023"
+    raise InputError(
+        f"The {what} holds label values {sorted(values)} that fit no known convention "
+        "(BraTS 2017-2021 uses 0,1,2,4; BraTS 2023 and MSD use 0,1,2,3)."
+    )
+
+
+def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks of WT, TC, ET from an internal label map ``(X, Y, Z)``."""
+    lab = np.asarray(labels)
+    return {
+        "WT": lab > 0,
+        "TC": (lab == NCR) | (lab == ET),
+        "ET": lab == ET,
+    }
+
+
+def regions_to_channels(labels: np.ndarray) -> np.ndarray:
+    """Internal labels ``(X, Y, Z)`` -> region channels ``(3, X, Y, Z)`` (WT, TC, ET), uint8."""
+    m = region_masks(labels)
+    return np.stack([m[r] for r in REGIONS]).astype(np.uint8)
+
+
+def channels_to_labels(channels: np.ndarray) -> np.ndarray:
+    """Nested region masks ``(3, ...)`` (WT, TC, ET; bool or 0/1) -> internal labels.
+
+    Nesting is enforced: ET lies inside TC, TC inside WT (a voxel predicted TC but not
+    WT counts as TC, as the BraTS winners' region-based decoders do).
+    """
+    wt, tc, et = (np.asarray(c).astype(bool) for c in channels)
+    out = np.zeros(wt.shape, dtype=np.uint8)
+    out[wt | tc | et] = ED
+    out[tc | et] = NCR
+    out[et] = ET
+    return out
+
+
+def names(values: Iterable[int]) -> list[str]:
+    """Human names of internal label values."""
+    return [INTERNAL_NAMES.get(int(v), "background") for v in values]

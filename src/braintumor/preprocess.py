@@ -1,0 +1,102 @@
+"""Brain mask, z-scoring, crop and uncrop: pure functions on numpy arrays.
+
+Shapes: images ``(C, X, Y, Z)``; masks and labels ``(X, Y, Z)``. A crop box is a tuple
+of three ``slice`` objects in the native grid, so ``uncrop`` can put a prediction back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+Box = tuple[slice, slice, slice]
+
+
+def brain_mask(image: np.ndarray, fill_holes: bool = True) -> np.ndarray:
+    """Voxels where any modality is non-zero (BraTS images are skull-stripped).
+
+    ``image``: ``(C, X, Y, Z)``. Holes are filled slice-wise-free (3D) so dark necrosis
+    inside the brain stays inside the mask.
+    """
+    mask = np.any(image != 0, axis=0)
+    if fill_holes and mask.any():
+        mask = ndi.binary_fill_holes(mask)
+    return mask
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0,
+                 min_size: tuple[int, int, int] | None = None) -> Box:
+    """Smallest box around ``mask`` grown by ``margin`` voxels (clipped to the volume),
+    then widened symmetrically to at least ``min_size`` where the volume allows."""
+    shape = mask.shape
+    if not mask.any():
+        return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.where(np.any(mask, axis=other))[0]
+        lo, hi = int(idx[0]) - margin, int(idx[-1]) + 1 + margin
+        if min_size is not None and hi - lo < min_size[axis]:
+            grow = min_size[axis] - (hi - lo)
+            lo -= grow // 2
+            hi += grow - grow // 2
+        if lo < 0:
+            hi, lo = hi - lo, 0
+        if hi > shape[axis]:
+            lo, hi = max(0, lo - (hi - shape[axis])), shape[axis]
+        out.append(slice(lo, hi))
+    return (out[0], out[1], out[2])
+
+
+def crop(array: np.ndarray, box: Box) -> np.ndarray:
+    """Crop the last three axes of ``array`` to ``box``."""
+    return array[(..., *box)]
+
+
+def uncrop(array: np.ndarray, box: Box, shape: tuple[int, int, int],
+           fill: float = 0) -> np.ndarray:
+    """Put a cropped ``array`` (``(..., x, y, z)``) back into a volume of ``shape``."""
+    out = np.full(array.shape[:-3] + tuple(shape), fill, dtype=array.dtype)
+    out[(..., *box)] = array
+    return out
+
+
+def zscore(image: np.ndarray, mask: np.ndarray | None = None, clip: float | None = 5.0
+           ) -> np.ndarray:
+    """Z-score each channel over ``mask`` voxels; outside the mask becomes 0.
+
+    ``image``: ``(C, X, Y, Z)`` -> float32 of the same shape. Channels that are constant
+    inside the mask become 0 (no division by zero).
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if mask is None:
+        mask = brain_mask(img)
+    out = np.zeros_like(img)
+    for c in range(img.shape[0]):
+        vals = img[c][mask]
+        if vals.size == 0:
+            continue
+        mu, sd = float(vals.mean()), float(vals.std())
+        if sd < 1e-8:
+            continue
+        ch = (img[c] - mu) / sd
+        if clip is not None:
+            np.clip(ch, -clip, clip, out=ch)
+        ch[~mask] = 0
+        out[c] = ch
+    return out
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int,
+                            connectivity: int = 26) -> np.ndarray:
+    """Drop connected components smaller than ``min_voxels`` (26-connectivity default)."""
+    if min_voxels <= 0 or not mask.any():
+        return mask.astype(bool)
+    structure = ndi.generate_binary_structure(3, 3 if connectivity == 26 else 1)
+    lab, n = ndi.label(mask, structure=structure)
+    if n == 0:
+        return mask.astype(bool)
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[lab]

@@ -1,0 +1,88 @@
+"""``segment(case, method)``: the one door that the CLI, the web app and the batch
+engine all go through.
+
+Methods are looked up lazily by name (so importing this module is cheap):
+
+* ``cnn``       the shipped (or a given) CNN model      -> :mod:`braintumor.inference`
+* ``watershed`` classical marker-controlled watershed   -> :mod:`braintumor.watershed`
+* ``hybrid``    CNN-guided watershed refinement         -> :mod:`braintumor.watershed`
+
+Each method is a function ``fn(case, **options) -> SegmentationResult``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from braintumor.cases import Case
+from braintumor.errors import InputError
+
+#: method name -> "module:function"
+METHODS: dict[str, str] = {
+    "cnn": "braintumor.inference:segment_cnn",
+    "watershed": "braintumor.watershed:segment_watershed",
+    "hybrid": "braintumor.watershed:segment_hybrid",
+}
+
+
+@dataclass
+class SegmentationResult:
+    """Output of a segmenter, in the case's native grid.
+
+    ``labels``: ``(X, Y, Z)`` uint8, internal convention. ``probabilities``: optional
+    ``(3, X, Y, Z)`` float32 region probabilities (WT, TC, ET). ``uncertainty``: optional
+    ``(X, Y, Z)`` float32. ``info``: method, model version, timings (s).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+def get_method(method: str) -> Callable[..., SegmentationResult]:
+    """Resolve a method name to its function."""
+    if method not in METHODS:
+        raise InputError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+    mod_name, fn_name = METHODS[method].split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == mod_name:
+            raise InputError(f"The {method} method is not available in this build.") from None
+        raise
+    fn: Callable[..., SegmentationResult] = getattr(mod, fn_name)
+    return fn
+
+
+def available_methods() -> list[str]:
+    """Names of methods whose module is present."""
+    out = []
+    for name in METHODS:
+        try:
+            get_method(name)
+        except InputError:
+            continue
+        out.append(name)
+    return out
+
+
+def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
+            **options: Any) -> SegmentationResult:
+    """Segment ``case`` with ``method``; labels come back in the case's native grid."""
+    fn = get_method(method)
+    result = fn(case, progress=progress, **options)
+    if result.labels.shape != case.shape:
+        raise RuntimeError(
+            f"{method} returned shape {result.labels.shape} for a case of shape {case.shape}"
+        )
+    result.info.setdefault("method", method)
+    return result

@@ -1,0 +1,46 @@
+"""Shared fixtures. Real data lives outside the project (licences): set
+BRAINTUMOR_DATA to the shared data folder, or it is looked for at ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """The shared real-data folder, or None when absent."""
+    env = os.environ.get("BRAINTUMOR_DATA")
+    cands = [Path(env)] if env else []
+    cands += [ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"]
+    for c in cands:
+        if (c / "brats2018").is_dir() or (c / "lgg_kaggle_3m").is_dir():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("shared real data not found (set BRAINTUMOR_DATA)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def brats_dir(data_dir: Path) -> Path:
+    d = data_dir / "brats2018"
+    if not d.is_dir():
+        pytest.skip("shared BraTS cases not found")
+    return d
+
+
+@pytest.fixture(scope="session")
+def lgg_dir(data_dir: Path) -> Path:
+    d = data_dir / "lgg_kaggle_3m"
+    if not d.is_dir():
+        pytest.skip("shared LGG slices not found")
+    return d
