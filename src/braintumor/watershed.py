@@ -1,0 +1,415 @@
+"""Marker-controlled 3D watershed segmentation, classical and CNN-guided.
+
+Two segmenters, both returning a :class:`~braintumor.segment.SegmentationResult` whose
+labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid:
+
+* :func:`segment_watershed` needs no training. On a brain-cropped, optionally
+  downsampled working grid it
+
+  1. z-scores every modality against *normal tissue*: the median and MAD
+     (x 1.4826) of the eroded brain, robust to a tumour filling a sixth of it;
+  2. builds an abnormality map ``A = w * z(FLAIR) + (1 - w) * z(T2)`` and an
+     enhancement map ``E = z(T1ce) - k * z(T1)``;
+  3. whole tumour (WT): sure-tumour markers where ``A`` is high, sure-background
+     markers where it is low or outside the brain; a watershed on the multi-modal
+     gradient magnitude (FLAIR, T2) settles the band between them; components too
+     small, too faint or too small beside the largest lesion are dropped;
+  4. inside WT, a second watershed on the T1ce gradient with three kinds of markers:
+     enhancing tumour (``E`` high and T1ce bright), necrosis / non-enhancing core
+     (T1ce dark, the low-grade "core" that has no enhancement at all) and edema
+     (T1ce near normal, no enhancement); the T1ce-dark interior enclosed by an
+     enhancing rim becomes necrosis whatever its markers said;
+  5. region rules: ET and TC lie inside WT, small ET specks become edema, small core
+     specks away from enhancement become edema;
+  6. labels go back to the native grid (region indicators interpolated linearly, so
+     a 2x working grid does not leave 2 mm staircases).
+
+  A tumour-free brain gives an empty map: no lesion smaller than
+  ``min_lesion_ml`` survives, and a lesion must reach an abnormality peak of
+  ``wt_peak`` (robust z) to be kept at all.
+
+* :func:`segment_hybrid` takes CNN region probabilities ``(3, X, Y, Z)`` (WT, TC, ET):
+  voxels the CNN is sure about become inside / outside markers for each region, and a
+  watershed on the image gradient decides the uncertain band between them.
+
+Every tunable number is a field of the frozen :class:`WatershedParams`; the defaults are
+the values chosen by cross-validation on the shared BraTS cases
+(``python -m braintumor.watershed_tune``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from braintumor import labels as L
+from braintumor.cases import Case
+from braintumor.errors import InputError
+from braintumor.preprocess import Box, bounding_box, brain_mask
+from braintumor.segment import ProgressFn, SegmentationResult
+
+T1, T1CE, T2, FLAIR = 0, 1, 2, 3
+_MAD_TO_SD = 1.4826
+
+
+@dataclass(frozen=True)
+class WatershedParams:
+    """Parameters of :func:`segment_watershed`.
+
+    Lengths are in working-grid voxels unless the name says mm; volumes in mL;
+    thresholds in robust z units (MADs x 1.4826 from the normal-tissue median).
+    """
+
+    factor: int = 2  #: downsampling factor of the working grid (1 = native)
+    sigma: float = 0.7  #: Gaussian smoothing of the z maps (working voxels)
+    stats_erode: int = 2  #: brain erosion before the normal-tissue statistics
+    rim_mm: float = 4.0  #: brain rim (mm) where no tumour marker may start
+    w_flair: float = 0.6  #: weight of FLAIR (vs T2) in the abnormality map
+    wt_hi: float = 2.6  #: abnormality above which a voxel is a sure-tumour marker
+    wt_lo: float = 1.0  #: abnormality below which a voxel is a sure-background marker
+    wt_compactness: float = 0.0  #: compactness of the WT watershed
+    grad_sigma: float = 1.0  #: Gaussian scale of the gradient magnitude
+    wt_peak: float = 3.5  #: a kept lesion must reach this abnormality somewhere
+    min_lesion_ml: float = 1.0  #: smaller WT components are dropped
+    rel_lesion: float = 0.05  #: components under this fraction of the largest are dropped
+    et_k: float = 0.5  #: weight of T1 subtracted from T1ce in the enhancement map
+    et_hi: float = 2.0  #: enhancement above which a WT voxel is an ET marker
+    et_t1c: float = 1.5  #: T1ce z an ET marker also needs
+    et_lo: float = 1.0  #: enhancement below which a voxel cannot be an ET marker
+    ncr_t1c: float = -1.0  #: T1ce z below which a WT voxel is a core marker
+    ed_t1c: float = -0.5  #: T1ce z above which a non-enhancing WT voxel is an edema marker
+    ed_edge: int = 1  #: WT border layer (voxels) always seeded as edema
+    core_compactness: float = 0.0  #: compactness of the sub-region watershed
+    rim_close: int = 2  #: closing radius before filling the interior of an ET rim
+    min_et_ml: float = 0.05  #: smaller ET components become edema
+    min_core_ml: float = 0.5  #: smaller core components without ET become edema
+
+    def replace(self, **changes: Any) -> WatershedParams:
+        """A copy with ``changes`` (unknown names raise :class:`InputError`)."""
+        return replace(self, **_checked(changes))
+
+
+def _checked(changes: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f.type for f in fields(WatershedParams)}
+    out = {}
+    for k, v in changes.items():
+        if k not in known:
+            raise InputError(
+                f"Unknown watershed parameter {k!r}; known: {', '.join(sorted(known))}."
+            )
+        out[k] = int(v) if k in ("factor", "stats_erode", "ed_edge", "rim_close") else float(v)
+    return out
+
+
+DEFAULT_PARAMS = WatershedParams()
+
+
+def params_from(params: WatershedParams | dict[str, Any] | None = None,
+                **overrides: Any) -> WatershedParams:
+    """Build parameters from defaults, a dataclass or a dict, then ``overrides``."""
+    base = DEFAULT_PARAMS
+    if isinstance(params, WatershedParams):
+        base = params
+    elif params:
+        base = base.replace(**params)
+    return base.replace(**overrides) if overrides else base
+
+
+# ---------------------------------------------------------------------------------------
+# grids
+
+
+@dataclass
+class WorkGrid:
+    """The brain-cropped, downsampled grid the watershed works on.
+
+    ``box``: crop box in the native grid; ``factor``: integer downsampling; ``padded``:
+    the cropped shape rounded up to a multiple of ``factor``; ``spacing``: working
+    voxel size (mm).
+    """
+
+    box: Box
+    factor: int
+    cropped: tuple[int, int, int]
+    padded: tuple[int, int, int]
+    native: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one working voxel in mL."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+def make_grid(brain: np.ndarray, spacing: tuple[float, float, float], factor: int,
+              margin: int = 2) -> WorkGrid:
+    """Working grid for a native brain mask ``(X, Y, Z)``."""
+    box = bounding_box(brain, margin=margin)
+    cropped = tuple(s.stop - s.start for s in box)
+    padded = tuple(int(np.ceil(c / factor)) * factor for c in cropped)
+    return WorkGrid(box=box, factor=factor, cropped=cropped, padded=padded,  # type: ignore[arg-type]
+                    native=brain.shape, spacing=tuple(s * factor for s in spacing))  # type: ignore[arg-type]
+
+
+def to_work(grid: WorkGrid, array: np.ndarray) -> np.ndarray:
+    """Native ``(..., X, Y, Z)`` -> working grid (crop, zero-pad, block mean), float32."""
+    a = np.asarray(array, dtype=np.float32)[(..., *grid.box)]
+    f = grid.factor
+    if f == 1:
+        return np.ascontiguousarray(a)
+    pad = [(0, 0)] * (a.ndim - 3) + [(0, p - c) for p, c in zip(grid.padded, grid.cropped)]
+    a = np.pad(a, pad)
+    lead = a.shape[:-3]
+    x, y, z = (p // f for p in grid.padded)
+    a = a.reshape(*lead, x, f, y, f, z, f)
+    return a.mean(axis=(-5, -3, -1))
+
+
+def from_work(grid: WorkGrid, fraction: np.ndarray) -> np.ndarray:
+    """Working-grid fraction ``(x, y, z)`` in [0, 1] -> native bool mask ``(X, Y, Z)``.
+
+    Linear interpolation with pixel-area alignment (``grid_mode``), the inverse of the
+    block mean, thresholded at 0.5.
+    """
+    f = grid.factor
+    if f == 1:
+        up = fraction >= 0.5
+    else:
+        up = ndi.zoom(fraction.astype(np.float32), f, order=1, grid_mode=True,
+                      mode="nearest") >= 0.5
+    cx, cy, cz = grid.cropped
+    out = np.zeros(grid.native, dtype=bool)
+    out[grid.box] = up[:cx, :cy, :cz]
+    return out
+
+
+def labels_from_work(grid: WorkGrid, labels: np.ndarray) -> np.ndarray:
+    """Working-grid internal labels -> native labels via the nested region masks."""
+    if grid.factor == 1:
+        out = np.zeros(grid.native, dtype=np.uint8)
+        cx, cy, cz = grid.cropped
+        out[grid.box] = labels[:cx, :cy, :cz]
+        return out
+    m = L.region_masks(labels)
+    wt = from_work(grid, m["WT"].astype(np.float32))
+    tc = from_work(grid, m["TC"].astype(np.float32)) & wt
+    et = from_work(grid, m["ET"].astype(np.float32)) & tc
+    out = np.zeros(grid.native, dtype=np.uint8)
+    out[wt] = L.ED
+    out[tc] = L.NCR
+    out[et] = L.ET
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# features
+
+
+def robust_z(image: np.ndarray, brain: np.ndarray, erode: int = 2) -> np.ndarray:
+    """Per-channel z against normal tissue: ``(I - median) / (1.4826 MAD)``.
+
+    ``image`` ``(C, x, y, z)``; statistics over the brain eroded by ``erode`` voxels
+    (the skull-stripping rim has partial-volume values). Outside the brain: 0.
+    """
+    inner = ndi.binary_erosion(brain, iterations=erode) if erode > 0 else brain
+    if inner.sum() < 100:
+        inner = brain
+    out = np.zeros(image.shape, dtype=np.float32)
+    for c in range(image.shape[0]):
+        vals = image[c][inner]
+        if vals.size == 0:
+            continue
+        med = float(np.median(vals))
+        mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD
+        if mad < 1e-6:
+            mad = float(vals.std()) or 1.0
+        z = (image[c] - med) / mad
+        z[~brain] = 0.0
+        out[c] = z
+    return out
+
+
+def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    return ndi.gaussian_filter(a, sigma) if sigma > 0 else a
+
+
+def _gradient(channels: list[np.ndarray], sigma: float) -> np.ndarray:
+    """Multi-modal gradient magnitude: root of the summed squared channel gradients."""
+    acc = np.zeros(channels[0].shape, dtype=np.float32)
+    for ch in channels:
+        g = ndi.gaussian_gradient_magnitude(ch, max(sigma, 0.5))
+        acc += g * g
+    return np.sqrt(acc)
+
+
+def _ball(radius: int) -> np.ndarray:
+    r = int(radius)
+    g = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
+    return (g ** 2).sum(0) <= r * r
+
+
+_STRUCT26 = ndi.generate_binary_structure(3, 3)
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    lab, n = ndi.label(mask, structure=_STRUCT26)
+    return lab, int(n)
+
+
+def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    lab, n = _components(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[lab]
+
+
+def _fill_rim_interior(et: np.ndarray, close: int) -> np.ndarray:
+    """Voxels enclosed by the enhancing rim (3D holes after a closing, plus the holes
+    of each axial slice, since rims are often open at the top or bottom)."""
+    shell = ndi.binary_closing(et, structure=_ball(close), iterations=1) if close > 0 else et
+    filled = ndi.binary_fill_holes(shell)
+    for z in range(shell.shape[2]):
+        if shell[:, :, z].any():
+            filled[:, :, z] |= ndi.binary_fill_holes(shell[:, :, z])
+    return filled & ~et
+
+
+# ---------------------------------------------------------------------------------------
+# the classical segmenter
+
+
+def _check_case(case: Case) -> None:
+    img = np.asarray(case.image)
+    if img.ndim != 4 or img.shape[0] != 4:
+        raise InputError(
+            f"Case {case.case_id}: the watershed needs a (4, X, Y, Z) image "
+            f"(T1, T1ce, T2, FLAIR); got shape {img.shape}."
+        )
+    if min(img.shape[1:]) < 4:
+        raise InputError(f"Case {case.case_id}: image {img.shape[1:]} is too small to segment.")
+
+
+def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm: float,
+                   p: WatershedParams) -> np.ndarray:
+    """The classical segmentation on the working grid.
+
+    ``z``: robust z maps ``(4, x, y, z)`` (T1, T1ce, T2, FLAIR), unsmoothed; ``brain``:
+    ``(x, y, z)`` bool; ``voxel_ml``: working voxel volume (mL); ``spacing_mm``: working
+    voxel edge (mm). Returns internal labels ``(x, y, z)`` uint8.
+    """
+    zs = np.stack([_smooth(z[c], p.sigma) for c in range(4)])
+    abn = p.w_flair * zs[FLAIR] + (1.0 - p.w_flair) * zs[T2]
+    enh = zs[T1CE] - p.et_k * zs[T1]
+
+    rim = max(1, int(round(p.rim_mm / spacing_mm)))
+    interior = ndi.binary_erosion(brain, iterations=rim)
+
+    # --- whole tumour
+    fg = (abn > p.wt_hi) & interior
+    fg = _drop_small(fg, max(1.0, 0.2 * p.min_lesion_ml / voxel_ml))
+    out = np.zeros(brain.shape, dtype=np.uint8)
+    if not fg.any():
+        return out
+    bg = ((abn < p.wt_lo) & brain) | ~ndi.binary_dilation(brain, iterations=1)
+    markers = np.zeros(brain.shape, dtype=np.int32)
+    markers[bg] = 1
+    markers[fg] = 2
+    elev = _gradient([zs[FLAIR], zs[T2]], p.grad_sigma)
+    ws = watershed(elev, markers, compactness=p.wt_compactness)
+    wt = (ws == 2) & brain
+    wt = ndi.binary_fill_holes(wt)
+
+    # lesion rules: big enough, bright enough, not a speck beside the main lesion
+    lab, n = _components(wt)
+    if n == 0:
+        return out
+    sizes = np.bincount(lab.ravel())[1:]
+    peaks = ndi.maximum(abn, lab, index=np.arange(1, n + 1))
+    largest = sizes.max()
+    keep = (sizes * voxel_ml >= p.min_lesion_ml) & (np.asarray(peaks) >= p.wt_peak) & \
+        (sizes >= p.rel_lesion * largest)
+    wt = np.concatenate([[False], keep])[lab]
+    if not wt.any():
+        return out
+
+    # --- sub-regions inside WT
+    et_seed = wt & (enh > p.et_hi) & (zs[T1CE] > p.et_t1c)
+    et_seed = _drop_small(et_seed, max(1.0, p.min_et_ml / voxel_ml))
+    core_seed = wt & (zs[T1CE] < p.ncr_t1c) & ~et_seed
+    edge = wt & ~ndi.binary_erosion(wt, iterations=p.ed_edge) if p.ed_edge > 0 else \
+        np.zeros_like(wt)
+    ed_seed = wt & (((zs[T1CE] > p.ed_t1c) & (enh < p.et_lo)) | edge) & ~et_seed & ~core_seed
+    sub = np.zeros(brain.shape, dtype=np.int32)
+    sub[ed_seed] = L.ED
+    sub[core_seed] = L.NCR
+    sub[et_seed] = L.ET
+    if not (sub > 0).any():
+        sub[wt] = L.ED
+    elev_c = _gradient([zs[T1CE], zs[T2]], p.grad_sigma)
+    regions = watershed(elev_c, sub, mask=wt, compactness=p.core_compactness)
+    regions[~wt] = 0
+
+    et = regions == L.ET
+    et = _drop_small(et, max(1.0, p.min_et_ml / voxel_ml))
+    core = (regions == L.NCR) | et
+    if et.any():
+        core |= _fill_rim_interior(et, p.rim_close) & wt
+    # core specks without enhancement are edema
+    lab, n = _components(core)
+    if n:
+        sizes = np.bincount(lab.ravel())
+        has_et = np.bincount(lab.ravel(), weights=et.ravel()) > 0
+        keep = (sizes * voxel_ml >= p.min_core_ml) | has_et
+        keep[0] = False
+        core = keep[lab]
+    out[wt] = L.ED
+    out[core] = L.NCR
+    out[et & core] = L.ET
+    return out
+
+
+def segment_watershed(case: Case, progress: ProgressFn | None = None,
+                      params: WatershedParams | dict[str, Any] | None = None,
+                      **overrides: Any) -> SegmentationResult:
+    """Classical marker-controlled watershed of ``case`` (see the module docstring).
+
+    ``params`` (a :class:`WatershedParams` or a dict) and keyword ``overrides`` change
+    the tuned defaults. Returns labels ``(X, Y, Z)`` uint8 on the native grid; ``info``
+    holds the parameters, the working grid and the time in seconds.
+    """
+    t0 = time.perf_counter()
+    _check_case(case)
+    p = params_from(params, **overrides)
+    if progress:
+        progress(0.0, "watershed: brain mask")
+    brain_native = brain_mask(case.image)
+    if not brain_native.any():
+        raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
+    grid = make_grid(brain_native, case.spacing, p.factor)
+    img = to_work(grid, case.image)
+    brain = to_work(grid, brain_native) >= 0.5
+    if progress:
+        progress(0.2, "watershed: normal-tissue statistics")
+    z = robust_z(img, brain, p.stats_erode)
+    if progress:
+        progress(0.4, "watershed: markers and flooding")
+    work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)), p)
+    if progress:
+        progress(0.9, "watershed: back to the native grid")
+    labels = labels_from_work(grid, work)
+    labels[~brain_native] = 0
+    if progress:
+        progress(1.0, "watershed: done")
+    return SegmentationResult(
+        labels=labels,
+        info={"method": "watershed", "params": asdict(p),
+              "seconds": time.perf_counter() - t0},
+    )
