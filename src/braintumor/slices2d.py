@@ -1,0 +1,725 @@
+"""2D slice images: LGG "kaggle_3m" data, preprocessing, inference and evaluation.
+
+Many users have one slice exported from a viewer (PNG/JPEG/TIFF) or a stack of numbered
+slices rather than four co-registered NIfTI volumes. This module serves them with a
+compact 2D network trained on the LGG slices of Buda et al. (2019):
+
+* data: ``<patient>/<patient>_<n>.tif`` (``(256, 256, 3)`` uint8; channels pre-contrast
+  T1, FLAIR, post-contrast T1) and ``<patient>_<n>_mask.tif`` (0/255, FLAIR
+  abnormality); :func:`load_patient` rebuilds a patient's volume from the slice numbers.
+* preprocessing: :func:`prepare_input` turns any picture ``(H, W, C)`` uint8 (C = 1 or 3)
+  into the network's ``(3, S, S)`` float32 input; a greyscale picture becomes three
+  identical channels, which the network saw in training (random greyscale conversion),
+  so one model serves both. :func:`restore` undoes the geometry.
+* inference: :func:`segment_image` (one slice), :func:`segment_stack` (a patient's
+  numbered slices, with 3D post-processing), :func:`predict_images` /
+  :func:`predict_2d_inputs` (files and folders -> ``<image>_mask.png`` 0/255 and
+  ``<image>_overlay.png``).
+* evaluation: :func:`stack_metrics` (Dice per patient volume as Buda et al. report it,
+  Dice per slice with tumour, false positives on tumour-free slices) and
+  :func:`evaluate_2d` on folders of mask pictures.
+
+Pixel size is unknown for exported pictures, so areas are reported in pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor.errors import InputError
+
+#: side (pixels) of the square the network works at
+INPUT_SIZE = 128
+#: the shipped model's folder inside the package
+MODEL_DIR = Path(__file__).resolve().parent / "models" / "lgg2d"
+MODEL_FILE = "unet2d_lgg.pt"
+_SLICE_RE = re.compile(r"^(?P<stem>.*?)[_\-\s]?(?P<num>\d+)$")
+_MASK_SUFFIXES = ("_mask", "_seg", "_label", "_overlay")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class PatientSlices:
+    """One patient's slices in slice-number order.
+
+    ``images``: ``(N, H, W, 3)`` uint8; ``masks``: ``(N, H, W)`` bool (None when the
+    folder has no masks); ``numbers``: the slice numbers ``(N,)``; ``paths``: the image files.
+    """
+
+    patient_id: str
+    images: np.ndarray
+    masks: np.ndarray | None
+    numbers: np.ndarray
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def tumour_slices(self) -> int:
+        """Number of slices whose mask holds any tumour pixel."""
+        if self.masks is None:
+            return 0
+        return int(self.masks.reshape(len(self.masks), -1).any(1).sum())
+
+
+def slice_number(path: str | Path) -> int | None:
+    """The trailing slice number of a file name (``TCGA_x_12.tif`` -> 12), or None."""
+    m = _SLICE_RE.match(Path(path).stem)
+    return int(m.group("num")) if m else None
+
+
+def is_mask_name(path: str | Path) -> bool:
+    """True for files that hold masks or outputs rather than images (``*_mask.*`` ...)."""
+    stem = Path(path).stem.lower()
+    return stem.endswith(_MASK_SUFFIXES)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from braintumor.io import is_image_2d
+
+    files = [p for p in folder.iterdir() if p.is_file() and is_image_2d(p) and not is_mask_name(p)]
+    numbered = [p for p in files if slice_number(p) is not None]
+    if numbered and len(numbered) == len(files):
+        return sorted(numbered, key=lambda p: (slice_number(p), p.name))
+    return sorted(files)
+
+
+def _mask_for(image: Path) -> Path | None:
+    for suf in (".tif", ".tiff", ".png"):
+        cand = image.with_name(image.stem + "_mask" + suf)
+        if cand.exists():
+            return cand
+    return None
+
+
+def load_patient(folder: str | Path, with_masks: bool = True) -> PatientSlices:
+    """Read a folder of numbered slices of one patient as a volume ``(N, H, W, 3)``.
+
+    Slices are ordered by their trailing number (``_1, _2, ..., _10``, not
+    alphabetically); masks ``<image>_mask.tif`` are read when present.
+    """
+    from braintumor.io import read_image_2d
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: is not a folder of slice images.")
+    files = _images_in(root)
+    if not files:
+        raise InputError(f"{root}: holds no PNG/JPEG/TIFF slice images.")
+    images, masks = [], []
+    shape: tuple[int, ...] | None = None
+    for f in files:
+        img = to_three_channels(read_image_2d(f))
+        if shape is None:
+            shape = img.shape
+        elif img.shape != shape:
+            raise InputError(f"{f}: is {img.shape[1]}x{img.shape[0]} pixels while the other "
+                             f"slices of {root.name} are {shape[1]}x{shape[0]}.")
+        images.append(img)
+        if with_masks:
+            mp = _mask_for(f)
+            masks.append(None if mp is None else read_image_2d(mp)[..., 0] > 127)
+    have = [m is not None for m in masks]
+    mask_arr = np.stack(masks) if with_masks and have and all(have) else None  # type: ignore[arg-type]
+    nums = np.array([slice_number(f) if slice_number(f) is not None else i
+                     for i, f in enumerate(files)])
+    return PatientSlices(root.name, np.stack(images), mask_arr, nums, list(files))
+
+
+def list_patients(root: str | Path) -> list[Path]:
+    """Patient folders of a kaggle_3m-style data set (sorted by name)."""
+    r = Path(root)
+    if not r.is_dir():
+        raise InputError(f"{r}: data folder not found.")
+    return sorted(p for p in r.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_lgg(root: str | Path, patients: Iterable[str] | None = None) -> list[PatientSlices]:
+    """All (or the named) patients of a kaggle_3m folder, each with its masks."""
+    want = None if patients is None else set(patients)
+    return [load_patient(p) for p in list_patients(root) if want is None or p.name in want]
+
+
+def make_folds(patient_ids: Sequence[str], k: int = 4, seed: int = 0) -> list[list[str]]:
+    """Split patients (never slices) into ``k`` folds of near-equal size, seeded.
+
+    Patients are shuffled within their acquisition site (the ``CS``/``DU``/... code of
+    the TCGA id) and dealt round-robin, so every fold mixes the sites.
+    """
+    rng = np.random.default_rng(seed)
+    ids = sorted(patient_ids)
+    by_site: dict[str, list[str]] = {}
+    for pid in ids:
+        parts = pid.split("_")
+        by_site.setdefault(parts[1] if len(parts) > 1 else "", []).append(pid)
+    order: list[str] = []
+    for site in sorted(by_site):
+        grp = list(by_site[site])
+        rng.shuffle(grp)
+        order += grp
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for i, pid in enumerate(order):
+        folds[i % k].append(pid)
+    return [sorted(f) for f in folds]
+
+
+def save_folds(folds: list[list[str]], path: str | Path) -> Path:
+    """Write folds as JSON ``{"folds": [[patient, ...], ...]}``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"folds": folds}, indent=1) + "\n")
+    return out
+
+
+def load_folds(path: str | Path) -> list[list[str]]:
+    """Read folds written by :func:`save_folds`."""
+    return [list(f) for f in json.loads(Path(path).read_text())["folds"]]
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+def to_three_channels(image: np.ndarray) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3+)`` -> ``(H, W, 3)`` uint8 (grey repeated)."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] < 1:
+        raise InputError(f"an image of shape {a.shape} is not a 2D picture.")
+    if a.shape[2] == 1 or a.shape[2] == 2:
+        a = np.repeat(a[..., :1], 3, axis=2)
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        f = a.astype(np.float64)
+        top = f.max() if f.max() > 0 else 1.0
+        a = np.clip(f / top * 255.0, 0, 255).astype(np.uint8)
+    return a
+
+
+def is_greyscale(image: np.ndarray) -> bool:
+    """True when a picture has one channel or three identical ones."""
+    a = np.asarray(image)
+    if a.ndim == 2 or a.shape[2] == 1:
+        return True
+    return bool(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32, each channel divided by its 99th
+    percentile inside the head and clipped to [0, 1.5].
+
+    Exported pictures carry whatever window the viewer had, so a per-picture scale
+    (rather than a fixed one) makes the input independent of the export.
+    """
+    x = np.asarray(image, dtype=np.float32)
+    ref = x.max(axis=2)
+    top = float(ref.max())
+    out = np.zeros((3,) + x.shape[:2], dtype=np.float32)
+    if top <= 0:
+        return out
+    fg = ref > 0.1 * top
+    for c in range(3):
+        ch = x[..., c]
+        vals = ch[fg]
+        s = float(np.percentile(vals, 99)) if vals.size else top
+        out[c] = np.clip(ch / max(s, 1.0), 0.0, 1.5)
+    return out
+
+
+def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(H, W, C)`` uint8 to ``size`` = (H', W') with antialiased bilinear."""
+    from PIL import Image
+
+    a = np.asarray(image, dtype=np.uint8)
+    bil = Image.Resampling.BILINEAR
+    chans = [np.asarray(Image.fromarray(a[..., c]).resize((size[1], size[0]), bil))
+             for c in range(a.shape[2])]
+    return np.stack(chans, axis=2)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a picture ``(H, W)`` was padded to a square and resized to ``size``."""
+
+    shape: tuple[int, int]
+    pad: tuple[int, int, int, int]  # top, bottom, left, right (pixels of the original)
+    size: int
+
+
+def to_square(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, Geometry]:
+    """Pad ``(H, W, C)`` with zeros to a square (keeps the aspect ratio), then resize to
+    ``(size, size, C)``."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    pad = (top, side - h - top, left, side - w - left)
+    sq = np.pad(image, ((pad[0], pad[1]), (pad[2], pad[3]), (0, 0)))
+    if side != size:
+        sq = resize_uint8(sq, (size, size))
+    return sq, Geometry((h, w), pad, size)
+
+
+def prepare_input(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, Geometry]:
+    """Any picture ``(H, W, C)`` (C = 1 or 3) -> network input ``(3, size, size)`` float32."""
+    sq, geo = to_square(to_three_channels(image), size)
+    return normalise(sq), geo
+
+
+def restore(prob: np.ndarray, geo: Geometry) -> np.ndarray:
+    """Undo :func:`to_square`: ``(size, size)`` probabilities -> ``(H, W)`` float32."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = geo.shape
+    side = max(h, w)
+    t = torch.as_tensor(np.asarray(prob, dtype=np.float32))[None, None]
+    if side != geo.size:
+        t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+    p = t[0, 0].numpy()
+    top, _, left, _ = geo.pad
+    return np.ascontiguousarray(p[top:top + h, left:left + w])
+
+
+def check_image(image: np.ndarray) -> str | None:
+    """A sentence saying why a picture does not look like a brain MRI slice, or None.
+
+    Heuristics: a blank picture has next to no range of grey levels (it gets an empty
+    mask); a very dark one is an end slice with little tissue; a brain MRI slice is a
+    head on a dark background (dark frame, a sizeable dark share of the picture), while
+    a photograph has a bright or busy frame. Of the 866 LGG slices, only end slices
+    with next to no tissue are flagged (as blank or very dark).
+    """
+    a = to_three_channels(image).astype(np.float32)
+    grey = a.mean(axis=2)
+    if float(grey.max() - grey.min()) < 8:
+        return f"the image is blank (all pixels close to {int(np.median(grey))}); no brain found."
+    lo, hi = (float(v) for v in np.percentile(grey, [1, 99.5]))
+    if hi - lo < 32:
+        return ("the image is very dark or has almost no contrast; little or no brain tissue "
+                "found.")
+    h, w = grey.shape
+    bh, bw = max(1, h // 16), max(1, w // 16)
+    frame = np.concatenate([grey[:bh].ravel(), grey[-bh:].ravel(),
+                            grey[:, :bw].ravel(), grey[:, -bw:].ravel()])
+    dark = grey < lo + 0.1 * (hi - lo)
+    if np.median(frame) > lo + 0.25 * (hi - lo) or dark.mean() < 0.15:
+        return ("the image does not look like a brain MRI slice (no dark background around "
+                "the head); the outline may be meaningless.")
+    return None
+
+
+# ---------------------------------------------------------------------- inference
+
+
+@dataclass
+class SliceResult:
+    """Result on one picture: ``mask`` ``(H, W)`` bool, ``probability`` ``(H, W)``
+    float32 in [0, 1], ``info`` (area in pixels, input kind, warning, timings)."""
+
+    mask: np.ndarray
+    probability: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Model2D:
+    """A loaded 2D network and the settings it was trained with."""
+
+    network: Any
+    config: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.config.get("size", INPUT_SIZE))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+
+def build_network(config: dict[str, Any]) -> Any:
+    """The registered network named in ``config`` (``network``, ``network_kwargs``)."""
+    from braintumor.networks import create_network
+
+    return create_network(config.get("network", "unet2d"), **dict(config.get("network_kwargs", {})))
+
+
+def load_model_2d(path: str | Path | None = None) -> Model2D:
+    """Load 2D weights (a ``.pt`` holding ``state_dict`` and ``config``); by default the
+    shipped model. Missing weights raise :class:`InputError`."""
+    p = Path(path) if path is not None else MODEL_DIR / MODEL_FILE
+    return _load_model_cached(str(p.resolve()))
+
+
+@lru_cache(maxsize=4)
+def _load_model_cached(path: str) -> Model2D:
+    import torch
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: 2D model weights not found.")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise InputError(f"{p}: not a readable 2D model ({type(exc).__name__}).") from None
+    cfg = dict(blob.get("config", {}))
+    net = build_network(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    net.load_state_dict(state)
+    net.eval()
+    return Model2D(net, cfg)
+
+
+def model_available() -> bool:
+    """True when the shipped 2D weights are in the package."""
+    return (MODEL_DIR / MODEL_FILE).exists()
+
+
+def predict_batch(model: Model2D, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Network probabilities for ``(N, 3, S, S)`` inputs -> ``(N, S, S)`` float32."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(inputs), batch):
+            x = torch.as_tensor(np.ascontiguousarray(inputs[i:i + batch]))
+            out.append(torch.sigmoid(model.network(x))[:, 0].numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0,) * 3, np.float32)
+
+
+def remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Drop connected components (8-connectivity in 2D, 26 in 3D) under ``min_pixels``."""
+    from scipy import ndimage
+
+    if min_pixels <= 1 or not mask.any():
+        return mask
+    lab, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[lab]
+
+
+def postprocess_slice(prob: np.ndarray, threshold: float = 0.5,
+                      min_fraction: float = 0.001) -> np.ndarray:
+    """Threshold ``(H, W)`` probabilities; drop specks under ``min_fraction`` of the
+    picture (0.1 % = 66 pixels of a 256x256 slice), which are mostly false positives."""
+    m = prob >= threshold
+    return remove_small(m, int(round(min_fraction * prob.size)))
+
+
+def postprocess_stack(probs: np.ndarray, threshold: float = 0.5, min_fraction: float = 0.001,
+                      keep: str = "largest") -> np.ndarray:
+    """Threshold ``(N, H, W)`` probabilities of one patient's slices, treated as a volume.
+
+    ``keep="largest"`` keeps the largest 3D connected component (26-connectivity), as
+    Buda et al. did for these data: a glioma is one lesion, and the false positives of a
+    slice-wise network are small islands elsewhere in the stack. ``"all"`` keeps every
+    component over ``min_fraction`` of a slice.
+    """
+    from scipy import ndimage
+
+    masks = np.stack([postprocess_slice(p, threshold, min_fraction) for p in probs]) \
+        if len(probs) else np.zeros_like(probs, dtype=bool)
+    if keep == "largest" and masks.any():
+        lab, n = ndimage.label(masks, structure=np.ones((3, 3, 3)))
+        if n > 1:
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)
+            sizes[0] = 0
+            masks = lab == int(np.argmax(sizes))
+    return masks
+
+
+def _describe(image: np.ndarray) -> str:
+    a = np.asarray(image)
+    return "greyscale" if is_greyscale(a) else "RGB (T1, FLAIR, T1 post-contrast)"
+
+
+def segment_image(image: np.ndarray, model: Model2D | str | Path | None = None,
+                  threshold: float | None = None) -> SliceResult:
+    """Outline the tumour (FLAIR abnormality) on one slice picture of any size.
+
+    ``image``: ``(H, W)`` or ``(H, W, C)`` uint8, C = 1 (greyscale, FLAIR-like) or 3
+    (pre-contrast T1, FLAIR, post-contrast T1 as in the LGG data set). Returns a
+    :class:`SliceResult` at the input's size. A picture that does not look like a brain
+    MRI slice is still processed, with ``info["warning"]`` saying what was found; a
+    blank picture gets an empty mask.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or arr.shape[0] < 8 or arr.shape[1] < 8:
+        raise InputError(f"an image of shape {arr.shape} is not a 2D picture of at least "
+                         "8x8 pixels.")
+    h, w = arr.shape[:2]
+    warning = check_image(arr)
+    info: dict[str, Any] = {"input": _describe(arr), "shape": [int(h), int(w)],
+                            "area_unit": "pixels"}
+    if warning is not None:
+        info["warning"] = warning
+    if warning is not None and warning.startswith("the image is blank"):
+        z = np.zeros((h, w), dtype=np.float32)
+        info.update(area_pixels=0, seconds=time.perf_counter() - t0)
+        return SliceResult(z > 0, z, info)
+    m = model if isinstance(model, Model2D) else load_model_2d(model)
+    x, geo = prepare_input(arr, m.size)
+    p_small = predict_batch(m, x[None])[0]
+    prob = np.clip(restore(p_small, geo), 0.0, 1.0)
+    thr = m.threshold if threshold is None else float(threshold)
+    mask = postprocess_slice(prob, thr, float(m.config.get("min_fraction", 0.001)))
+    info.update(area_pixels=int(mask.sum()), seconds=time.perf_counter() - t0)
+    return SliceResult(mask, prob, info)
+
+
+def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | None = None,
+                  threshold: float | None = None, keep: str = "largest") -> list[SliceResult]:
+    """Outline the tumour on the numbered slices of one patient, as a volume.
+
+    ``images``: slices of equal size, each ``(H, W, C)`` in order. Each slice is
+    predicted on its own; the thresholded stack then keeps its largest 3D component
+    (:func:`postprocess_stack`), so per-patient metrics apply.
+    """
+    m = model if isinstance(model, Model2D) else load_model_2d(model)
+    if not images:
+        return []
+    shapes = {np.asarray(i).shape[:2] for i in images}
+    if len(shapes) != 1:
+        raise InputError(f"the slices of one stack differ in size ({sorted(shapes)}).")
+    xs, geos, warns = [], [], []
+    for img in images:
+        x, g = prepare_input(img, m.size)
+        xs.append(x)
+        geos.append(g)
+        warns.append(check_image(img))
+    small = predict_batch(m, np.stack(xs))
+    probs = np.stack([np.clip(restore(p, g), 0, 1) for p, g in zip(small, geos, strict=True)])
+    for i, w in enumerate(warns):
+        if w is not None and w.startswith("the image is blank"):
+            probs[i] = 0.0
+    thr = m.threshold if threshold is None else float(threshold)
+    masks = postprocess_stack(probs, thr, float(m.config.get("min_fraction", 0.001)), keep)
+    out = []
+    for img, pr, mk, w in zip(images, probs, masks, warns, strict=True):
+        info: dict[str, Any] = {"input": _describe(img), "shape": list(pr.shape),
+                                "area_pixels": int(mk.sum()), "area_unit": "pixels"}
+        if w is not None:
+            info["warning"] = w
+        out.append(SliceResult(mk, pr.astype(np.float32), info))
+    return out
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40),
+            alpha: float = 0.4) -> np.ndarray:
+    """``(H, W, 3)`` uint8 picture with the mask tinted and its outline drawn."""
+    from scipy import ndimage
+
+    base = to_three_channels(image).astype(np.float32)
+    # a grey display keeps the tint readable on the colourful LGG composites
+    base = np.repeat(base.mean(axis=2, keepdims=True), 3, axis=2)
+    m = np.asarray(mask, dtype=bool)
+    col = np.array(color, dtype=np.float32)
+    base[m] = (1 - alpha) * base[m] + alpha * col
+    edge = m & ~ndimage.binary_erosion(m)
+    base[edge] = col
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def _is_stack_folder(path: Path) -> bool:
+    return path.is_dir() and bool(_images_in(path))
+
+
+def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
+                   model: Model2D | str | Path | None = None,
+                   log: Callable[[str], None] | None = None) -> list[Path]:
+    """Segment picture files and folders of numbered slices; write the results.
+
+    Each picture ``X.png`` gives ``out_dir/X_mask.png`` (0/255, same size as the input)
+    and ``out_dir/X_overlay.png``. A folder of numbered slices of one patient is
+    segmented as a volume and written to ``out_dir/<folder>/``. A folder of such folders
+    (e.g. kaggle_3m) is handled patient by patient. ``log`` receives one line per
+    picture (and every warning). Returns the written paths.
+    """
+    from braintumor.io import is_image_2d, read_image_2d, write_png
+
+    say = log or (lambda s: None)
+    out = Path(out_dir)
+    m = model if isinstance(model, Model2D) else load_model_2d(model)
+    written: list[Path] = []
+
+    def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str) -> None:
+        written.append(write_png(res.mask.astype(np.uint8) * 255, dest / f"{stem}_mask.png"))
+        written.append(write_png(overlay(img, res.mask), dest / f"{stem}_overlay.png"))
+        line = f"{name}: tumour area {res.info['area_pixels']} pixels"
+        if "warning" in res.info:
+            line += f" (warning: {res.info['warning']})"
+        say(line)
+
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"{p}: file not found.")
+        if p.is_file():
+            if not is_image_2d(p):
+                raise InputError(f"{p}: is not a PNG/JPEG/TIFF picture.")
+            img = read_image_2d(p)
+            _write(img, segment_image(img, m), out, p.stem, str(p))
+            continue
+        folders = [p] if _is_stack_folder(p) else [d for d in sorted(p.iterdir())
+                                                     if _is_stack_folder(d)]
+        if not folders:
+            raise InputError(f"{p}: holds no PNG/JPEG/TIFF slice images.")
+        for folder in folders:
+            files = _images_in(folder)
+            imgs = [read_image_2d(f) for f in files]
+            results = segment_stack(imgs, m)
+            dest = out / folder.name
+            for f, img, res in zip(files, imgs, results, strict=True):
+                _write(img, res, dest, f.stem, str(f))
+    return written
+
+
+def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """What ``braintumor predict`` calls for 2D inputs (pictures or slice folders):
+    writes ``<image>_mask.png`` and ``<image>_overlay.png`` under ``out_dir``, prints one
+    line per picture (warnings included) and returns the written paths."""
+    import sys
+
+    return predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr))
+
+
+def is_2d_input(path: str | Path) -> bool:
+    """True for a 2D picture, or a folder (of folders) of 2D slice pictures without NIfTI."""
+    from braintumor.io import is_image_2d, is_nifti
+
+    p = Path(path)
+    if p.is_file():
+        return is_image_2d(p)
+    if not p.is_dir():
+        return False
+    if any(is_nifti(f) for f in p.rglob("*")):
+        return False
+    return _is_stack_folder(p) or any(_is_stack_folder(d) for d in p.iterdir() if d.is_dir())
+
+
+# --------------------------------------------------------------------- evaluation
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two boolean arrays; 1.0 when both are empty."""
+    p, r = np.asarray(pred, bool), np.asarray(ref, bool)
+    s = int(p.sum()) + int(r.sum())
+    return 1.0 if s == 0 else 2.0 * int((p & r).sum()) / s
+
+
+def stack_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Metrics of one patient's stack ``(N, H, W)`` bool against its reference.
+
+    ``dice``: over the whole volume (Buda et al.'s per-patient Dice);
+    ``slice_dice_mean``: mean Dice over slices whose reference has tumour;
+    ``fp_slices`` / ``tumour_free_slices``: tumour-free slices where anything was
+    predicted; ``missed_slices``: tumour slices with an empty prediction.
+    """
+    p, r = np.asarray(pred, bool), np.asarray(ref, bool)
+    if p.shape != r.shape:
+        raise InputError(f"prediction shape {p.shape} differs from reference {r.shape}.")
+    has_p = np.asarray(p.reshape(len(p), -1).any(axis=1), dtype=bool)
+    has_r = np.asarray(r.reshape(len(r), -1).any(axis=1), dtype=bool)
+    sd = [dice(p[i], r[i]) for i in np.flatnonzero(has_r)]
+    return {
+        "dice": dice(p, r),
+        "slice_dice_mean": float(np.mean(sd)) if sd else float("nan"),
+        "slices": int(len(p)),
+        "tumour_slices": int(has_r.sum()),
+        "tumour_free_slices": int((~has_r).sum()),
+        "fp_slices": int((has_p & ~has_r).sum()),
+        "missed_slices": int((~has_p & has_r).sum()),
+        "slice_dices": [float(d) for d in sd],
+    }
+
+
+def summarise(per_patient: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Means over patients and pooled slice counts of :func:`stack_metrics` results."""
+    rows = list(per_patient.values())
+    if not rows:
+        return {}
+    slice_d = [d for r in rows for d in r["slice_dices"]]
+    free = sum(r["tumour_free_slices"] for r in rows)
+    fps = sum(r["fp_slices"] for r in rows)
+    return {
+        "patients": len(rows),
+        "dice_mean": float(np.mean([r["dice"] for r in rows])),
+        "dice_median": float(np.median([r["dice"] for r in rows])),
+        "dice_min": float(np.min([r["dice"] for r in rows])),
+        "slice_dice_mean": float(np.mean(slice_d)) if slice_d else float("nan"),
+        "tumour_slices": int(sum(r["tumour_slices"] for r in rows)),
+        "tumour_free_slices": int(free),
+        "fp_slices": int(fps),
+        "fp_rate": float(fps / free) if free else 0.0,
+        "missed_slices": int(sum(r["missed_slices"] for r in rows)),
+    }
+
+
+def _mask_files(root: Path) -> dict[str, Path]:
+    from braintumor.io import is_image_2d
+
+    out: dict[str, Path] = {}
+    for f in root.rglob("*"):
+        if f.is_file() and is_image_2d(f) and f.stem.lower().endswith("_mask"):
+            out[f.stem[: -len("_mask")]] = f
+    return out
+
+
+def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
+    """Score folders of 2D masks: ``<image>_mask.png`` predictions against references.
+
+    ``ref_dir``: a kaggle_3m-style folder (``<patient>/<image>_mask.tif``) or any folder
+    (tree) of ``<image>_mask.(png|tif)``; ``pred_dir``: the output of
+    :func:`predict_images` (files matched by ``<image>`` anywhere in the tree). Slices are
+    grouped into patients by the reference's parent folder and ordered by slice number;
+    a reference without a prediction counts as an empty prediction (and is listed in
+    ``missing``). Returns ``{"patients": {id: metrics}, "summary": {...}, "missing": [...]}``.
+    """
+    from braintumor.io import read_image_2d
+
+    pred_root, ref_root = Path(pred_dir), Path(ref_dir)
+    for d, what in ((pred_root, "prediction"), (ref_root, "reference")):
+        if not d.is_dir():
+            raise InputError(f"{d}: {what} folder not found.")
+    refs = _mask_files(ref_root)
+    if not refs:
+        raise InputError(f"{ref_root}: holds no <image>_mask.png/.tif reference masks.")
+    preds = _mask_files(pred_root)
+    if not set(refs) & set(preds):
+        raise InputError(f"{pred_root}: holds no <image>_mask.png matching the references "
+                         f"in {ref_root}.")
+    groups: dict[str, list[str]] = {}
+    for stem, f in refs.items():
+        groups.setdefault(f.parent.name if f.parent != ref_root else "all", []).append(stem)
+    per_patient: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    for pid, stems in sorted(groups.items()):
+        stems.sort(key=lambda s: (slice_number(s) if slice_number(s) is not None else -1, s))
+        P, R = [], []
+        for s in stems:
+            r = read_image_2d(refs[s])[..., 0] > 127
+            if s in preds:
+                pm = read_image_2d(preds[s])[..., 0] > 127
+                if pm.shape != r.shape:
+                    raise InputError(f"{preds[s]}: is {pm.shape[1]}x{pm.shape[0]} pixels, its "
+                                     f"reference {r.shape[1]}x{r.shape[0]}.")
+            else:
+                missing.append(s)
+                pm = np.zeros_like(r)
+            P.append(pm)
+            R.append(r)
+        per_patient[pid] = stack_metrics(np.stack(P), np.stack(R))
+    return {"patients": per_patient, "summary": summarise(per_patient), "missing": missing}

@@ -1,0 +1,393 @@
+"""Training and patient-wise cross-validation of the 2D slice model (LGG kaggle_3m).
+
+Independent of the 3D trainer: a small loop over slices resized to ``size`` x ``size``,
+with augmentation that imitates exported pictures (viewer windowing, greyscale export,
+resizing, JPEG compression, flips, small rotations). Checkpoints every
+``checkpoint_every`` steps make a run resumable: rerunning the same command continues.
+
+Usage::
+
+    python -m braintumor.training2d cv    --config configs/lgg2d.yaml [--fold K]
+    python -m braintumor.training2d final --config configs/lgg2d.yaml
+    python -m braintumor.training2d report --config configs/lgg2d.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import slices2d as s2d
+
+
+@dataclass(frozen=True)
+class Train2DConfig:
+    """How a 2D model is trained and judged; saved inside every checkpoint."""
+
+    data: str = "../shared/data/lgg_kaggle_3m"
+    out: str = "runs/lgg2d"
+    network: str = "unet2d"
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
+    size: int = 128
+    batch: int = 16
+    steps: int = 1200
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    tumour_fraction: float = 0.5  # share of each batch drawn from slices with tumour
+    # augmentation (probabilities)
+    p_grey_flair: float = 0.3  # FLAIR channel alone, repeated: a greyscale FLAIR export
+    p_grey_mix: float = 0.1  # luminance of the RGB composite: a colour export made grey
+    p_channel_gain: float = 0.3
+    p_window: float = 0.5
+    p_jpeg: float = 0.3
+    p_resize: float = 0.3
+    p_flip_ud: float = 0.1
+    rotate_deg: float = 15.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    # evaluation / post-processing
+    threshold: float = 0.5
+    min_fraction: float = 0.001
+    folds: int = 4
+    fold_seed: int = 0
+    seed: int = 0
+    threads: int = 1
+    checkpoint_every: int = 100
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scale"] = list(self.scale)
+        return d
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> Train2DConfig:
+    """Read a YAML config (unknown keys refused) and apply ``overrides``."""
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    names = {f.name for f in fields(Train2DConfig)}
+    bad = sorted(set(raw) - names)
+    if bad:
+        from braintumor.errors import InputError
+
+        raise InputError(f"{path}: unknown keys {', '.join(bad)}.")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    if "scale" in raw:
+        raw["scale"] = tuple(raw["scale"])
+    return Train2DConfig(**raw)
+
+
+# ------------------------------------------------------------------- augmentation
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        out = np.asarray(im.convert("RGB"))
+    return out
+
+
+def augment(image: np.ndarray, mask: np.ndarray, cfg: Train2DConfig,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample from a slice already resized to ``(S, S, 3)`` uint8 and its
+    ``(S, S)`` float mask -> network input ``(3, S, S)`` float32 and target ``(1, S, S)``.
+
+    Order follows an export: geometry, viewer window, greyscale conversion, file
+    resolution, JPEG, and finally the same :func:`~braintumor.slices2d.normalise` that
+    inference uses.
+    """
+    from scipy import ndimage
+
+    size = image.shape[0]
+    img = image.astype(np.float32)
+    msk = mask.astype(np.float32)
+    # geometry: one affine warp (rotation, isotropic scale, shift) about the centre
+    ang = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    sc = rng.uniform(*cfg.scale)
+    c, s_ = np.cos(ang), np.sin(ang)
+    mat = np.array([[c, -s_], [s_, c]]) / sc
+    centre = np.array([size / 2 - 0.5] * 2)
+    shift = rng.uniform(-0.06, 0.06, 2) * size
+    offset = centre - mat @ (centre + shift)
+    img = np.stack([ndimage.affine_transform(img[..., k], mat, offset, order=1, mode="constant")
+                    for k in range(3)], axis=2)
+    msk = ndimage.affine_transform(msk, mat, offset, order=1, mode="constant")
+    if rng.random() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    if rng.random() < cfg.p_flip_ud:
+        img, msk = img[::-1], msk[::-1]
+    # intensity: per-channel gain, then a viewer window (black level, white level, gamma)
+    if rng.random() < cfg.p_channel_gain:
+        img = (img * rng.uniform(0.7, 1.3, 3)[None, None, :]).astype(np.float32)
+    if rng.random() < cfg.p_window:
+        top = float(np.percentile(img, rng.uniform(97.0, 100.0))) or 1.0
+        lo = rng.uniform(0.0, 0.08) * top
+        hi = top * rng.uniform(0.75, 1.1)
+        img = (np.clip((img - lo) / max(hi - lo, 1e-3), 0, 1) ** rng.uniform(0.7, 1.5)
+               * 255.0).astype(np.float32)
+    img8 = np.clip(img, 0, 255).astype(np.uint8)
+    u = rng.random()
+    if u < cfg.p_grey_flair:
+        img8 = np.repeat(img8[..., 1:2], 3, axis=2)
+    elif u < cfg.p_grey_flair + cfg.p_grey_mix:
+        g = img8.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        img8 = np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if rng.random() < cfg.p_resize:
+        small = int(rng.integers(size // 3, size - 8))
+        img8 = s2d.resize_uint8(s2d.resize_uint8(img8, (small, small)), (size, size))
+    if rng.random() < cfg.p_jpeg:
+        img8 = _jpeg(np.ascontiguousarray(img8), int(rng.integers(25, 95)))
+    x = s2d.normalise(np.ascontiguousarray(img8))
+    y = (msk > 0.5).astype(np.float32)[None]
+    return x, np.ascontiguousarray(y)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class SliceSet:
+    """All slices of some patients at network size: ``images`` ``(N, S, S, 3)`` uint8,
+    ``masks`` ``(N, S, S)`` float32 (area-averaged), ``patient`` ``(N,)`` ids."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    patient: np.ndarray
+
+
+def to_slice_set(patients: list[s2d.PatientSlices], size: int) -> SliceSet:
+    """Resize every slice to ``size`` with the same routine inference uses."""
+    imgs, msks, pid = [], [], []
+    for p in patients:
+        assert p.masks is not None
+        for img, m in zip(p.images, p.masks, strict=True):
+            sq, _ = s2d.to_square(img, size)
+            imgs.append(sq)
+            mm, _ = s2d.to_square((m.astype(np.uint8) * 255)[..., None], size)
+            msks.append(mm[..., 0].astype(np.float32) / 255.0)
+            pid.append(p.patient_id)
+    return SliceSet(np.stack(imgs), np.stack(msks), np.array(pid))
+
+
+# ----------------------------------------------------------------------- training
+
+
+def _checkpoint(path: Path, net: Any, opt: Any, sched: Any, step: int, cfg: Train2DConfig,
+                rng: np.random.Generator, log: list[dict[str, float]]) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "step": step, "config": cfg.to_dict(),
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "log": log}, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path) -> Path:
+    """Train on ``data``; resume from ``out_dir/last.pt`` if present. Returns the path
+    of the final checkpoint ``out_dir/final.pt`` (weights + config)."""
+    import torch
+
+    from braintumor.slices2d import build_network
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / "final.pt"
+    if final.exists():
+        return final
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = build_network(cfg.to_dict())
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, cfg.steps // 20)
+
+    def lr_factor(t: int) -> float:
+        # linear warm-up, then cosine decay to zero at cfg.steps
+        cos = 0.5 * (1 + np.cos(np.pi * min(t, cfg.steps) / cfg.steps))
+        return float(min(1.0, (t + 1) / warm) * cos)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    step, log = 0, []
+    last = out / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        net.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, log = int(ck["step"]), list(ck["log"])
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resumed {out} at step {step}", flush=True)
+    has_t = data.masks.reshape(len(data.masks), -1).max(1) > 0.5
+    pos, neg = np.flatnonzero(has_t), np.flatnonzero(~has_t)
+    net.train()
+    t0, run_loss = time.perf_counter(), 0.0
+    while step < cfg.steps:
+        n_pos = int(rng.binomial(cfg.batch, cfg.tumour_fraction))
+        idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, cfg.batch - n_pos)])
+        pairs = [augment(data.images[i], data.masks[i], cfg, rng) for i in idx]
+        x = torch.as_tensor(np.stack([a for a, _ in pairs]))
+        y = torch.as_tensor(np.stack([b for _, b in pairs]))
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        run_loss += float(loss)
+        if step % 25 == 0:
+            el = time.perf_counter() - t0
+            log.append({"step": step, "loss": run_loss / 25, "seconds": el})
+            print(f"step {step}/{cfg.steps} loss {run_loss / 25:.4f} "
+                  f"lr {sched.get_last_lr()[0]:.2e} {el:.0f}s", flush=True)
+            run_loss = 0.0
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _checkpoint(last, net, opt, sched, step, cfg, rng, log)
+    torch.save({"state_dict": net.state_dict(), "config": cfg.to_dict(), "log": log}, final)
+    return final
+
+
+# --------------------------------------------------------------------- evaluation
+
+
+def _grey_flair(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img[..., 1:2])
+
+
+def _jpeg_q50(img: np.ndarray) -> np.ndarray:
+    return _jpeg(np.ascontiguousarray(img), 50)
+
+
+INPUT_MODES = {"rgb": lambda a: a, "grey": _grey_flair, "jpeg50": _jpeg_q50}
+
+
+def predict_patient(model: s2d.Model2D, patient: s2d.PatientSlices, mode: str) -> np.ndarray:
+    """Probabilities ``(N, H, W)`` of one patient's slices through the inference path
+    (``mode``: ``rgb`` as stored, ``grey`` the FLAIR channel alone, ``jpeg50``)."""
+    conv = INPUT_MODES[mode]
+    xs, geos = [], []
+    for img in patient.images:
+        x, g = s2d.prepare_input(conv(img), model.size)
+        xs.append(x)
+        geos.append(g)
+    small = s2d.predict_batch(model, np.stack(xs))
+    return np.stack([np.clip(s2d.restore(p, g), 0, 1) for p, g in zip(small, geos, strict=True)])
+
+
+POSTPROC = {"slice": "all", "volume": "largest"}
+
+
+def evaluate_model(model: s2d.Model2D, patients: list[s2d.PatientSlices],
+                   modes: tuple[str, ...] = ("rgb", "grey"),
+                   prob_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{mode: {post: {patient: stack_metrics}}}`` for each input mode and
+    post-processing (``slice``: each slice on its own, specks removed; ``volume``: the
+    largest 3D component kept). Probabilities are saved to ``prob_dir`` (uint8) if given."""
+    res: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        res[mode] = {k: {} for k in POSTPROC}
+        for p in patients:
+            assert p.masks is not None
+            probs = predict_patient(model, p, mode)
+            if prob_dir is not None:
+                prob_dir.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(prob_dir / f"{p.patient_id}_{mode}.npz",
+                                    prob=(probs * 255).round().astype(np.uint8))
+            for name, keep in POSTPROC.items():
+                pred = s2d.postprocess_stack(probs, model.threshold, model.config.get(
+                    "min_fraction", 0.001), keep)
+                res[mode][name][p.patient_id] = s2d.stack_metrics(pred, p.masks)
+    return res
+
+
+def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
+    """Patient-wise k-fold cross-validation: train on k-1 folds, judge the held-out
+    patients; results (per fold JSON) under ``out/cv``."""
+    out = Path(cfg.out) / "cv"
+    patients = s2d.load_lgg(cfg.data)
+    folds_file = out / "folds.json"
+    if folds_file.exists():
+        folds = s2d.load_folds(folds_file)
+    else:
+        folds = s2d.make_folds([p.patient_id for p in patients], cfg.folds, cfg.fold_seed)
+        s2d.save_folds(folds, folds_file)
+    for k, held in enumerate(folds):
+        if only_fold is not None and k != only_fold:
+            continue
+        res_file = out / f"fold{k}" / "metrics.json"
+        if res_file.exists():
+            continue
+        tr = [p for p in patients if p.patient_id not in held]
+        va = [p for p in patients if p.patient_id in held]
+        print(f"fold {k}: train {len(tr)} patients, validate {len(va)}", flush=True)
+        t0 = time.perf_counter()
+        ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}")
+        train_s = time.perf_counter() - t0
+        model = s2d.load_model_2d(ck)
+        model.config.update(threshold=cfg.threshold, min_fraction=cfg.min_fraction)
+        res = evaluate_model(model, va, ("rgb", "grey", "jpeg50"), out / f"fold{k}" / "probs")
+        res_file.write_text(json.dumps({"fold": k, "patients": held, "train_seconds": train_s,
+                                        "results": res}, indent=1) + "\n")
+        print(json.dumps({m: {pp: s2d.summarise(r) for pp, r in v.items()}
+                          for m, v in res.items()}, indent=1), flush=True)
+    return out
+
+
+def export_model(ck: Path, dest: Path, cfg: Train2DConfig) -> Path:
+    """Write shippable weights: float16 state dict + config (threshold included)."""
+    import torch
+
+    blob = torch.load(ck, map_location="cpu", weights_only=False)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    conf = cfg.to_dict()
+    conf.pop("data", None)
+    conf.pop("out", None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "config": conf}, dest)
+    return dest
+
+
+def run_final(cfg: Train2DConfig, steps: int | None = None) -> Path:
+    """Train on all patients and export the shipped weights into the package."""
+    patients = s2d.load_lgg(cfg.data)
+    c = replace(cfg, steps=steps or cfg.steps)
+    ck = train(c, to_slice_set(patients, c.size), Path(cfg.out) / "final")
+    return export_model(ck, s2d.MODEL_DIR / s2d.MODEL_FILE, c)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m braintumor.training2d", description=__doc__)
+    ap.add_argument("what", choices=["cv", "final"])
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--fold", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config, steps=a.steps, data=a.data, out=a.out)
+    if a.what == "cv":
+        run_cv(cfg, a.fold)
+    else:
+        print(run_final(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
