@@ -8,7 +8,8 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
 
   1. z-scores every modality against *normal tissue*: the median and MAD
      (x 1.4826) of the eroded brain, robust to a tumour filling a sixth of it;
-  2. builds an abnormality map ``A = w * z(FLAIR) + (1 - w) * z(T2)`` and an
+  2. builds an abnormality map ``A``, a weighted mean of ``z(FLAIR)``, ``z(T2)`` and
+     ``-z(T1)``, and an
      enhancement map ``E = z(T1ce) - k * z(T1)``;
   3. whole tumour (WT): sure-tumour markers where ``A`` is high, sure-background
      markers where it is low or outside the brain; a watershed on the multi-modal
@@ -69,19 +70,22 @@ class WatershedParams:
     sigma: float = 0.7  #: Gaussian smoothing of the z maps (working voxels)
     stats_erode: int = 2  #: brain erosion before the normal-tissue statistics
     rim_mm: float = 4.0  #: brain rim (mm) where no tumour marker may start
-    w_flair: float = 0.6  #: weight of FLAIR (vs T2) in the abnormality map
-    wt_hi: float = 2.6  #: abnormality above which a voxel is a sure-tumour marker
-    wt_lo: float = 1.0  #: abnormality below which a voxel is a sure-background marker
+    w_flair: float = 1.0  #: weight of z(FLAIR) in the abnormality map
+    w_t2: float = 0.5  #: weight of z(T2) in the abnormality map
+    w_t1: float = 0.3  #: weight of -z(T1) (T1 darkening) in the abnormality map
+    csf_flair: float = -1.0  #: FLAIR z below which a voxel is a background marker (CSF)
+    wt_hi: float = 1.5  #: abnormality above which a voxel is a sure-tumour marker
+    wt_lo: float = 0.3  #: abnormality below which a voxel is a sure-background marker
     wt_compactness: float = 0.0  #: compactness of the WT watershed
     grad_sigma: float = 1.0  #: Gaussian scale of the gradient magnitude
-    wt_peak: float = 3.5  #: a kept lesion must reach this abnormality somewhere
+    wt_peak: float = 3.0  #: a kept lesion must reach this abnormality somewhere
     min_lesion_ml: float = 1.0  #: smaller WT components are dropped
     rel_lesion: float = 0.05  #: components under this fraction of the largest are dropped
     et_k: float = 0.5  #: weight of T1 subtracted from T1ce in the enhancement map
-    et_hi: float = 2.0  #: enhancement above which a WT voxel is an ET marker
-    et_t1c: float = 1.5  #: T1ce z an ET marker also needs
+    et_hi: float = 1.2  #: enhancement above which a WT voxel is an ET marker
+    et_t1c: float = 1.0  #: T1ce z an ET marker also needs
     et_lo: float = 1.0  #: enhancement below which a voxel cannot be an ET marker
-    ncr_t1c: float = -1.0  #: T1ce z below which a WT voxel is a core marker
+    ncr_t1c: float = -0.7  #: T1ce z below which a WT voxel is a core marker
     ed_t1c: float = -0.5  #: T1ce z above which a non-enhancing WT voxel is an edema marker
     ed_edge: int = 1  #: WT border layer (voxels) always seeded as edema
     core_compactness: float = 0.0  #: compactness of the sub-region watershed
@@ -162,7 +166,8 @@ def to_work(grid: WorkGrid, array: np.ndarray) -> np.ndarray:
     f = grid.factor
     if f == 1:
         return np.ascontiguousarray(a)
-    pad = [(0, 0)] * (a.ndim - 3) + [(0, p - c) for p, c in zip(grid.padded, grid.cropped)]
+    extra = [(0, p - c) for p, c in zip(grid.padded, grid.cropped, strict=True)]
+    pad = [(0, 0)] * (a.ndim - 3) + extra
     a = np.pad(a, pad)
     lead = a.shape[:-3]
     x, y, z = (p // f for p in grid.padded)
@@ -177,14 +182,21 @@ def from_work(grid: WorkGrid, fraction: np.ndarray) -> np.ndarray:
     block mean, thresholded at 0.5.
     """
     f = grid.factor
-    if f == 1:
-        up = fraction >= 0.5
-    else:
-        up = ndi.zoom(fraction.astype(np.float32), f, order=1, grid_mode=True,
-                      mode="nearest") >= 0.5
     cx, cy, cz = grid.cropped
     out = np.zeros(grid.native, dtype=bool)
-    out[grid.box] = up[:cx, :cy, :cz]
+    if f == 1:
+        out[grid.box] = fraction[:cx, :cy, :cz] >= 0.5
+        return out
+    nz = fraction > 0
+    if not nz.any():
+        return out
+    # interpolate only around the non-zero part (the tumour is a small part of the brain)
+    sub = bounding_box(nz, margin=2)
+    up = ndi.zoom(fraction[sub].astype(np.float32), f, order=1, grid_mode=True,
+                  mode="nearest") >= 0.5
+    cropped = np.zeros(grid.padded, dtype=bool)
+    cropped[tuple(slice(s.start * f, s.stop * f) for s in sub)] = up
+    out[grid.box] = cropped[:cx, :cy, :cz]
     return out
 
 
@@ -306,7 +318,8 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     voxel edge (mm). Returns internal labels ``(x, y, z)`` uint8.
     """
     zs = np.stack([_smooth(z[c], p.sigma) for c in range(4)])
-    abn = p.w_flair * zs[FLAIR] + (1.0 - p.w_flair) * zs[T2]
+    wsum = max(p.w_flair + p.w_t2 + p.w_t1, 1e-6)
+    abn = (p.w_flair * zs[FLAIR] + p.w_t2 * zs[T2] - p.w_t1 * zs[T1]) / wsum
     enh = zs[T1CE] - p.et_k * zs[T1]
 
     rim = max(1, int(round(p.rim_mm / spacing_mm)))
@@ -318,7 +331,8 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     out = np.zeros(brain.shape, dtype=np.uint8)
     if not fg.any():
         return out
-    bg = ((abn < p.wt_lo) & brain) | ~ndi.binary_dilation(brain, iterations=1)
+    bg = (((abn < p.wt_lo) | (zs[FLAIR] < p.csf_flair)) & brain) | \
+        ~ndi.binary_dilation(brain, iterations=1)
     markers = np.zeros(brain.shape, dtype=np.int32)
     markers[bg] = 1
     markers[fg] = 2

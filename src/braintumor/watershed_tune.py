@@ -4,7 +4,7 @@ Run as a module::
 
     nice -n 10 python -m braintumor.watershed_tune cache --data ../shared/data/brats2018
     nice -n 10 python -m braintumor.watershed_tune tune  --folds 7 --trials 60
-    nice -n 10 python -m braintumor.watershed_tune evaluate --params experiments/watershed/params.json
+    nice -n 10 python -m braintumor.watershed_tune evaluate
 
 * ``cache``: loads each BraTS case once, crops it to the brain (plus a margin) and stores
   ``image`` (int16/float16 ``(4, x, y, z)``), ``label`` (internal, ``(x, y, z)``), the
@@ -28,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,7 @@ class Prepared:
 
     def __init__(self, path: Path, factor: int) -> None:
         from braintumor.preprocess import brain_mask
-        from braintumor.watershed import make_grid, robust_z, to_work
+        from braintumor.watershed import make_grid, to_work
 
         d = load_cached(path)
         case = d["case"]
@@ -209,3 +209,176 @@ def evaluate_params(prepared: Sequence[Prepared], p: Any, hd: bool = True
 def mean_dice(scores: dict[str, dict[str, dict[str, float]]], ids: Sequence[str]) -> float:
     """Mean over cases and the three regions of the Dice."""
     return float(np.mean([scores[c][r]["dice"] for c in ids for r in L.REGIONS]))
+
+
+# ---------------------------------------------------------------------------------------
+# tuning
+
+#: parameter -> ("float", lo, hi) | ("int", lo, hi) | ("cat", choices); the rest stay fixed
+SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
+    "sigma": ("float", 0.0, 1.5),
+    "rim_mm": ("float", 0.0, 8.0),
+    "w_t2": ("float", 0.0, 1.5),
+    "w_t1": ("float", 0.0, 1.5),
+    "csf_flair": ("float", -3.0, 0.0),
+    "wt_hi": ("float", 1.0, 4.0),
+    "wt_lo": ("float", -0.5, 2.0),
+    "wt_compactness": ("cat", (0.0, 0.001, 0.01, 0.1)),
+    "grad_sigma": ("float", 0.5, 2.0),
+    "wt_peak": ("float", 2.0, 6.0),
+    "rel_lesion": ("float", 0.01, 0.3),
+    "et_k": ("float", 0.0, 1.0),
+    "et_hi": ("float", 0.5, 4.0),
+    "et_t1c": ("float", 0.0, 3.0),
+    "et_lo": ("float", 0.0, 2.0),
+    "ncr_t1c": ("float", -3.0, 0.0),
+    "ed_t1c": ("float", -2.0, 1.0),
+    "ed_edge": ("int", 0, 2),
+    "core_compactness": ("cat", (0.0, 0.001, 0.01, 0.1)),
+    "rim_close": ("int", 0, 3),
+    "min_et_ml": ("float", 0.01, 0.5),
+    "min_core_ml": ("float", 0.1, 3.0),
+}
+
+
+def _suggest(trial: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, spec in SEARCH_SPACE.items():
+        if spec[0] == "float":
+            out[name] = trial.suggest_float(name, spec[1], spec[2])
+        elif spec[0] == "int":
+            out[name] = trial.suggest_int(name, spec[1], spec[2])
+        else:
+            out[name] = trial.suggest_categorical(name, list(spec[1]))
+    return out
+
+
+def tune_study(prepared: Sequence[Prepared], name: str, n_trials: int, storage: str,
+               seed: int = 0, start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Maximise the mean Dice (cases x regions) of ``prepared`` with Optuna TPE.
+
+    The study lives in ``storage`` under ``name`` and resumes where it stopped. Returns
+    the best parameters (changes from the defaults).
+    """
+    import optuna
+
+    from braintumor.watershed import params_from
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=15),
+    )
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done and start:
+        study.enqueue_trial({k: v for k, v in start.items() if k in SEARCH_SPACE})
+    ids = [c.case_id for c in prepared]
+
+    def objective(trial: Any) -> float:
+        p = params_from(_suggest(trial))
+        if p.wt_lo >= p.wt_hi:
+            raise optuna.TrialPruned()
+        sc = evaluate_params(prepared, p, hd=False)
+        return mean_dice(sc, ids)
+
+    remaining = n_trials - len(done)
+    t0 = time.perf_counter()
+    for i in range(max(0, remaining)):
+        study.optimize(objective, n_trials=1)
+        print(f"[{name}] trial {len(done) + i + 1}/{n_trials} best {study.best_value:.4f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return dict(study.best_params)
+
+
+def _params_json(params: dict[str, Any]) -> dict[str, Any]:
+    from braintumor.watershed import params_from
+
+    return asdict(params_from(params))
+
+
+def run_cv(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENTS,
+           storage: str | None = None, final_trials: int | None = None) -> None:
+    """K-fold CV: tune on the training folds, score the held-out fold (with HD95)."""
+    from braintumor.watershed import DEFAULT_PARAMS, params_from
+
+    storage = storage or f"sqlite:///{ROOT / 'cache' / 'watershed_optuna.db'}"
+    out.mkdir(parents=True, exist_ok=True)
+    ids = case_ids()
+    if not ids:
+        raise SystemExit("no cached cases: run `python -m braintumor.watershed_tune cache` first")
+    print(f"preparing {len(ids)} cases", flush=True)
+    prep = {c: Prepared(CACHE / f"{c}.npz", factor) for c in ids}
+    start = {k_: v for k_, v in asdict(DEFAULT_PARAMS).items()}
+    folds = folds_for(ids, k)
+    fold_params: dict[str, Any] = {}
+    held: dict[str, Any] = {}
+    for f, test in enumerate(folds):
+        train = [prep[c] for c in ids if c not in test]
+        best = tune_study(train, f"cv{k}_fold{f}_f{factor}", n_trials, storage, seed=f,
+                          start=start)
+        fold_params[str(f)] = {"test": test, "params": _params_json(best)}
+        sc = evaluate_params([prep[c] for c in test], params_from(best), hd=True)
+        for c in test:
+            sc[c]["fold"] = {"fold": f}
+        held.update(sc)
+        (out / "cv_params.json").write_text(json.dumps(fold_params, indent=1))
+        (out / "cv_heldout.json").write_text(json.dumps(held, indent=1))
+        print(f"fold {f} held-out " + " ".join(
+            f"{c}: " + ",".join(f"{sc[c][r]['dice']:.3f}" for r in L.REGIONS) for c in test),
+            flush=True)
+    write_table(held, out / "cv_watershed", "watershed (CV held-out)")
+    best_all = tune_study(list(prep.values()), f"all_f{factor}", final_trials or n_trials,
+                          storage, seed=100, start=start)
+    (out / "params.json").write_text(json.dumps(_params_json(best_all), indent=1))
+    print("tuned parameters for shipping:", json.dumps(_params_json(best_all)), flush=True)
+
+
+def write_table(scores: dict[str, Any], stem: Path, label: str) -> None:
+    """Per-case CSV and a Markdown summary (mean, median) of held-out scores."""
+    rows = []
+    for c, sc in sorted(scores.items()):
+        row: dict[str, Any] = {"case": c, "fold": sc.get("fold", {}).get("fold", "")}
+        for r in L.REGIONS:
+            for m in ("dice", "sensitivity", "specificity", "hd95"):
+                row[f"{r}_{m}"] = round(float(sc[r].get(m, math.nan)), 4)
+        row["seconds"] = round(float(sc["time"]["seconds"]), 2)
+        rows.append(row)
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"### {label}: {len(rows)} cases", "",
+             "| region | Dice | sensitivity | specificity | HD95 (mm) | median Dice |",
+             "|---|---|---|---|---|---|"]
+    for r in L.REGIONS:
+        d = [x[f"{r}_dice"] for x in rows]
+        lines.append(
+            f"| {r} | {np.mean(d):.3f} | {np.mean([x[f'{r}_sensitivity'] for x in rows]):.3f}"
+            f" | {np.mean([x[f'{r}_specificity'] for x in rows]):.4f}"
+            f" | {np.mean([x[f'{r}_hd95'] for x in rows]):.1f} | {np.median(d):.3f} |")
+    lines += ["", f"seconds per case (working grid, excluding file reading): "
+              f"{np.mean([x['seconds'] for x in rows]):.2f}", ""]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: ``cache``, ``tune``."""
+    ap = argparse.ArgumentParser(prog="python -m braintumor.watershed_tune")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache", help="crop the BraTS cases into cache/watershed")
+    c.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "brats2018")
+    t = sub.add_parser("tune", help="k-fold CV tuning; writes experiments/watershed")
+    t.add_argument("--folds", type=int, default=7)
+    t.add_argument("--trials", type=int, default=50)
+    t.add_argument("--final-trials", type=int, default=None)
+    t.add_argument("--factor", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.cmd == "cache":
+        cache_cases(args.data)
+    elif args.cmd == "tune":
+        run_cv(args.folds, args.trials, args.factor, final_trials=args.final_trials)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
