@@ -41,6 +41,9 @@ class Train2DConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     tumour_fraction: float = 0.5  # share of each batch drawn from slices with tumour
+    # the last layer's bias starts at the logit of the tumour pixels' prior (~2 %): from 0
+    # it takes Adam ~1/lr steps just to move the background logit where it belongs
+    output_bias_init: float = -4.0
     # augmentation (probabilities)
     p_grey_flair: float = 0.3  # FLAIR channel alone, repeated: a greyscale FLAIR export
     p_grey_mix: float = 0.1  # luminance of the RGB composite: a colour export made grey
@@ -212,6 +215,9 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path) -> Path:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = build_network(cfg.to_dict())
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    if convs and convs[-1].bias is not None:
+        torch.nn.init.constant_(convs[-1].bias, cfg.output_bias_init)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
 

@@ -1,0 +1,84 @@
+"""CPU time per 256x256 slice of the 2D model, against a reference run in the same process.
+
+The reference is MONAI's UNet as its tutorials configure it (channels 16-256, two residual
+units) applied at the full 256x256 resolution; the measured paths are
+``segment_image`` (one picture end to end: checks, resize, network, restore,
+post-processing) and ``segment_stack`` (a patient's slices batched).
+
+    python benchmarks/bench_2d.py [--threads 1] [--repeats 20]
+
+Uses the shipped weights when present, else an untrained network of the same shape
+(the time does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm-up
+    best = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best.append(time.perf_counter() - t)
+    return float(np.median(best))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=20)
+    a = ap.parse_args()
+
+    import torch
+    from monai.networks.nets import UNet
+
+    from braintumor import slices2d as s2d
+
+    torch.set_num_threads(a.threads)
+    if s2d.model_available():
+        model = s2d.load_model_2d()
+        source = "shipped weights"
+    else:
+        cfg = {"network": "unet2d", "network_kwargs": {"channels": [16, 32, 64, 128, 256]},
+               "size": s2d.INPUT_SIZE}
+        model = s2d.Model2D(s2d.build_network(cfg).eval(), cfg)
+        source = "untrained network (no shipped weights)"
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    head = ((yy - 128) / 100.0) ** 2 + ((xx - 128) / 85.0) ** 2 < 1
+    img = (head[..., None] * rng.integers(60, 200, (256, 256, 3))).astype(np.uint8)
+    stack = [img] * 20
+
+    ref = UNet(spatial_dims=2, in_channels=3, out_channels=1, channels=(16, 32, 64, 128, 256),
+               strides=(2, 2, 2, 2), num_res_units=2).eval()
+    x_ref = torch.randn(1, 3, 256, 256)
+
+    def run_ref() -> None:
+        with torch.inference_mode():
+            torch.sigmoid(ref(x_ref))
+
+    t_ref = _time(run_ref, a.repeats)
+    t_one = _time(lambda: s2d.segment_image(img, model), a.repeats)
+    t_stack = _time(lambda: s2d.segment_stack(stack, model), max(2, a.repeats // 5)) / len(stack)
+    n_par = sum(p.numel() for p in model.network.parameters())
+    n_ref = sum(p.numel() for p in ref.parameters())
+    print(f"threads {a.threads}; model: {source}, {n_par / 1e6:.2f} M parameters, "
+          f"input {model.size}x{model.size}")
+    print(f"reference  MONAI UNet 16-256 (2 res units, {n_ref / 1e6:.2f} M) at 256x256: "
+          f"{t_ref * 1000:7.1f} ms/slice")
+    print(f"segment_image (one 256x256 picture, end to end):            "
+          f"{t_one * 1000:7.1f} ms/slice  ratio {t_one / t_ref:.2f}")
+    print(f"segment_stack (20 slices of one patient, batched):          "
+          f"{t_stack * 1000:7.1f} ms/slice  ratio {t_stack / t_ref:.2f}")
+    print(f"target <= 100 ms/slice: {'met' if t_one <= 0.1 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""2D slice pictures: data layout, preprocessing, inference plumbing, evaluation, training.
+
+Synthetic pictures and a tiny untrained network keep these fast; the `realdata` tests
+read a few shared LGG slices (skipped when absent) and the shipped weights (skipped
+until they are in the package).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braintumor import slices2d as s2d
+from braintumor.errors import InputError
+
+torch = pytest.importorskip("torch")
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def fake_slice(h: int = 96, w: int = 96, tumour: bool = True, seed: int = 0,
+               grey: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A head-like ellipse on a dark background, optionally with a bright FLAIR blob:
+    ``(H, W, 3)`` (or ``(H, W, 1)``) uint8 and its ``(H, W)`` bool tumour mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    head = ((yy - h / 2) / (0.4 * h)) ** 2 + ((xx - w / 2) / (0.33 * w)) ** 2 < 1
+    blob = ((yy - 0.42 * h) ** 2 + (xx - 0.6 * w) ** 2) < (0.08 * min(h, w)) ** 2
+    img = np.zeros((h, w, 3), np.float32)
+    img[head] = (90, 80, 100)
+    if tumour:
+        img[blob, 1] = 200
+    img += rng.normal(0, 4, img.shape)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    if grey:
+        out = out[..., 1:2]
+    return out, (blob & tumour)
+
+
+def write_tif(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    a = arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+    Image.fromarray(a).save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> s2d.Model2D:
+    """An untrained 3-level 2D U-Net at 32x32: exercises every code path in milliseconds."""
+    cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8, 16]}, "size": 32,
+           "threshold": 0.5, "min_fraction": 0.001}
+    torch.manual_seed(0)
+    net = s2d.build_network(cfg)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save({"state_dict": net.state_dict(), "config": cfg}, path)
+    return s2d.load_model_2d(path)
+
+
+def make_patient(folder: Path, n: int = 12, size: int = 64) -> None:
+    folder.mkdir(parents=True)
+    for i in range(1, n + 1):
+        img, m = fake_slice(size, size, tumour=4 <= i <= 8, seed=i)
+        write_tif(img, folder / f"{folder.name}_{i}.tif")
+        write_tif((m * 255).astype(np.uint8), folder / f"{folder.name}_{i}_mask.tif")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_slice_numbers_order_numerically(tmp_path: Path) -> None:
+    make_patient(tmp_path / "TCGA_XX_0001_20000101", n=12)
+    p = s2d.load_patient(tmp_path / "TCGA_XX_0001_20000101")
+    assert list(p.numbers) == list(range(1, 13))  # not 1, 10, 11, 12, 2, ...
+    assert p.images.shape == (12, 64, 64, 3) and p.masks is not None
+    assert p.masks.shape == (12, 64, 64) and p.tumour_slices == 5
+    assert s2d.slice_number("TCGA_A_B_7_mask.tif") == 7 or s2d.is_mask_name("x_7_mask.tif")
+    assert s2d.slice_number("scan-003.png") == 3
+
+
+def test_load_patient_refuses_mixed_sizes(tmp_path: Path) -> None:
+    d = tmp_path / "p"
+    d.mkdir()
+    write_tif(fake_slice(64, 64)[0], d / "p_1.tif")
+    write_tif(fake_slice(80, 64)[0], d / "p_2.tif")
+    with pytest.raises(InputError, match="p_2.tif"):
+        s2d.load_patient(d)
+
+
+def test_folds_are_patient_wise_and_seeded() -> None:
+    ids = [f"TCGA_{site}_{i:04d}_2000" for site in ("CS", "DU", "FG", "HT") for i in range(6)]
+    folds = s2d.make_folds(ids, k=4, seed=0)
+    flat = [p for f in folds for p in f]
+    assert sorted(flat) == sorted(ids) and len(set(flat)) == len(ids)
+    assert all(len(f) == 6 for f in folds)
+    assert all(len({p.split("_")[1] for p in f}) >= 3 for f in folds)  # sites mixed
+    assert folds == s2d.make_folds(ids, k=4, seed=0)
+    assert folds != s2d.make_folds(ids, k=4, seed=1)
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (120, 80), (70, 200)])
+def test_prepare_and_restore_keep_geometry(shape: tuple[int, int]) -> None:
+    img, mask = fake_slice(*shape)
+    x, geo = s2d.prepare_input(img, 64)
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32
+    # the mask sent through the same square/resize path comes back where it was
+    sq, _ = s2d.to_square((mask * 255).astype(np.uint8)[..., None], 64)
+    back = s2d.restore(sq[..., 0] / 255.0, geo) > 0.5
+    assert back.shape == shape
+    assert s2d.dice(back, mask) > 0.85
+
+
+def test_normalise_ignores_the_viewer_window() -> None:
+    img, _ = fake_slice()
+    dim = (img.astype(np.float32) * 0.5).astype(np.uint8)
+    a, b = s2d.normalise(img), s2d.normalise(dim)
+    assert a.shape == (3, 96, 96)
+    assert np.abs(a - b).mean() < 0.03
+
+
+def test_greyscale_becomes_three_equal_channels() -> None:
+    g, _ = fake_slice(grey=True)
+    x, _ = s2d.prepare_input(g, 32)
+    assert np.array_equal(x[0], x[1]) and np.array_equal(x[1], x[2])
+    assert s2d.is_greyscale(g) and not s2d.is_greyscale(fake_slice()[0])
+
+
+def test_check_image_tells_blank_photo_and_mri_apart() -> None:
+    assert s2d.check_image(fake_slice()[0]) is None
+    assert "blank" in (s2d.check_image(np.zeros((50, 60, 3), np.uint8)) or "")
+    rng = np.random.default_rng(0)
+    photo = rng.integers(60, 255, (80, 100, 3)).astype(np.uint8)
+    assert "does not look like" in (s2d.check_image(photo) or "")
+
+
+# ----------------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize("name", ["unet2d", "basicunet2d"])
+def test_2d_networks_registered_and_run(name: str) -> None:
+    from braintumor.networks import create_network, list_networks, network_info
+
+    assert name in list_networks(dims=2) and network_info(name)["dims"] == 2
+    net = create_network(name).eval()
+    with torch.no_grad():
+        y = net(torch.randn(2, 3, 64, 64))
+    assert y.shape == (2, 1, 64, 64) and torch.isfinite(y).all()
+
+
+# ---------------------------------------------------------------------- inference
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_segment_image_any_size(tiny_model: s2d.Model2D, grey: bool) -> None:
+    img, _ = fake_slice(77, 131, grey=grey)
+    res = s2d.segment_image(img, tiny_model)
+    assert res.mask.shape == (77, 131) and res.mask.dtype == bool
+    assert res.probability.shape == (77, 131)
+    assert 0.0 <= res.probability.min() <= res.probability.max() <= 1.0
+    assert res.info["area_pixels"] == int(res.mask.sum())
+    assert ("greyscale" in res.info["input"]) == grey
+    assert "warning" not in res.info
+
+
+def test_segment_image_blank_and_photo_do_not_crash(tiny_model: s2d.Model2D) -> None:
+    blank = s2d.segment_image(np.zeros((40, 50), np.uint8), tiny_model)
+    assert not blank.mask.any() and "blank" in blank.info["warning"]
+    photo = np.random.default_rng(1).integers(0, 255, (64, 64, 3)).astype(np.uint8)
+    res = s2d.segment_image(photo, tiny_model)
+    assert res.mask.shape == (64, 64) and "warning" in res.info
+    with pytest.raises(InputError):
+        s2d.segment_image(np.zeros((3, 3), np.uint8), tiny_model)
+
+
+def test_postprocess_stack_keeps_the_largest_3d_component() -> None:
+    probs = np.zeros((5, 40, 40), np.float32)
+    probs[1:4, 10:20, 10:20] = 0.9  # the lesion, three slices
+    probs[0, 30:36, 30:36] = 0.8  # an island elsewhere
+    kept = s2d.postprocess_stack(probs, 0.5, 0.001, keep="largest")
+    assert kept[1:4, 10:20, 10:20].all() and not kept[0].any()
+    assert s2d.postprocess_stack(probs, 0.5, 0.001, keep="all")[0].any()
+    # specks under min_fraction go in either mode
+    probs[4, 0, 0] = 0.99
+    assert not s2d.postprocess_stack(probs, 0.5, 0.01, keep="all")[4].any()
+
+
+def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
+                                                  tmp_path: Path) -> None:
+    from PIL import Image
+
+    img, _ = fake_slice(70, 90)
+    src = tmp_path / "slice.png"
+    Image.fromarray(img).save(src)
+    jpg = tmp_path / "grey.jpg"
+    Image.fromarray(fake_slice(50, 50, grey=True)[0][..., 0]).save(jpg, quality=70)
+    make_patient(tmp_path / "patientA", n=6, size=48)
+    lines: list[str] = []
+    out = s2d.predict_images([src, jpg, tmp_path / "patientA"], tmp_path / "out",
+                             model=tiny_model, log=lines.append)
+    names = {p.name for p in out}
+    assert {"slice_mask.png", "slice_overlay.png", "grey_mask.png"} <= names
+    m = np.asarray(Image.open(tmp_path / "out" / "slice_mask.png"))
+    assert m.shape == (70, 90) and set(np.unique(m)) <= {0, 255}
+    ov = np.asarray(Image.open(tmp_path / "out" / "slice_overlay.png"))
+    assert ov.shape == (70, 90, 3)
+    # the folder is one patient: masks only for images, in a sub-folder
+    stack = sorted((tmp_path / "out" / "patientA").glob("*_mask.png"))
+    assert len(stack) == 6 and not any("_mask_mask" in p.name for p in stack)
+    assert len(lines) == 8
+    with pytest.raises(InputError, match="not found"):
+        s2d.predict_images([tmp_path / "nope.png"], tmp_path / "o2", model=tiny_model)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="PNG/JPEG/TIFF"):
+        s2d.predict_images([tmp_path / "notes.txt"], tmp_path / "o2", model=tiny_model)
+
+
+def test_is_2d_input(tmp_path: Path) -> None:
+    make_patient(tmp_path / "data" / "p1", n=3, size=32)
+    assert s2d.is_2d_input(tmp_path / "data" / "p1")
+    assert s2d.is_2d_input(tmp_path / "data")
+    assert s2d.is_2d_input(tmp_path / "data" / "p1" / "p1_1.tif")
+    (tmp_path / "nii").mkdir()
+    (tmp_path / "nii" / "a.nii.gz").write_bytes(b"")
+    assert not s2d.is_2d_input(tmp_path / "nii")
+
+
+# --------------------------------------------------------------------- evaluation
+
+
+def test_stack_metrics_hand_checked() -> None:
+    ref = np.zeros((4, 10, 10), bool)
+    pred = np.zeros_like(ref)
+    ref[1, 0:4, 0:5] = True  # 20 px
+    pred[1, 0:4, 0:4] = True  # 16 px, all inside
+    ref[2, 5:7, 5:7] = True  # missed slice (4 px)
+    pred[3, 0, 0] = True  # false positive on a tumour-free slice
+    m = s2d.stack_metrics(pred, ref)
+    assert m["dice"] == pytest.approx(2 * 16 / (17 + 24))
+    assert m["slice_dice_mean"] == pytest.approx((2 * 16 / 36 + 0.0) / 2)
+    assert (m["tumour_slices"], m["tumour_free_slices"]) == (2, 2)
+    assert (m["fp_slices"], m["missed_slices"]) == (1, 1)
+    s = s2d.summarise({"a": m, "b": s2d.stack_metrics(ref, ref)})
+    assert s["dice_mean"] == pytest.approx((m["dice"] + 1.0) / 2)
+    assert s["fp_rate"] == pytest.approx(1 / 4)
+
+
+def test_evaluate_2d_on_mask_folders(tmp_path: Path) -> None:
+    from PIL import Image
+
+    make_patient(tmp_path / "ref" / "P1", n=5, size=32)
+    pred = tmp_path / "pred" / "P1"
+    pred.mkdir(parents=True)
+    for i in (1, 3, 4, 5):  # slice 2 (tumour-free) has no prediction
+        m = np.asarray(Image.open(tmp_path / "ref" / "P1" / f"P1_{i}_mask.tif"))
+        Image.fromarray(m).save(pred / f"P1_{i}_mask.png")
+    res = s2d.evaluate_2d(tmp_path / "pred", tmp_path / "ref")
+    assert res["missing"] == ["P1_2"]
+    assert res["patients"]["P1"]["slices"] == 5
+    assert res["summary"]["dice_mean"] == pytest.approx(1.0)  # a missing empty slice
+    assert res["summary"]["tumour_slices"] == 2
+    json.dumps(res)
+    with pytest.raises(InputError):
+        s2d.evaluate_2d(tmp_path / "ref", tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------- training
+
+
+def test_augment_shapes_and_grey_mode() -> None:
+    from dataclasses import replace
+
+    from braintumor.training2d import Train2DConfig, augment
+
+    img, mask = fake_slice(64, 64)
+    cfg = replace(Train2DConfig(), p_grey_flair=1.0, p_jpeg=1.0, p_resize=1.0)
+    x, y = augment(img, mask.astype(np.float32), cfg, np.random.default_rng(0))
+    assert x.shape == (3, 64, 64) and y.shape == (1, 64, 64)
+    assert set(np.unique(y)) <= {0.0, 1.0} and y.sum() > 0
+    assert np.allclose(x[0], x[1]) and np.allclose(x[1], x[2])
+
+
+def test_train_resumes_and_exports(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+
+    pats = []
+    for k in range(2):
+        make_patient(tmp_path / "data" / f"P{k}", n=6, size=32)
+        pats.append(s2d.load_patient(tmp_path / "data" / f"P{k}"))
+    cfg = replace(t2.Train2DConfig(), network_kwargs={"channels": [4, 8]}, size=32, batch=4,
+                  steps=4, checkpoint_every=2)
+    data = t2.to_slice_set(pats, 32)
+    assert data.images.shape == (12, 32, 32, 3)
+    run = tmp_path / "run"
+    t2.train(replace(cfg, steps=2), data, run)  # stops at 2 steps: last.pt, final.pt
+    (run / "final.pt").unlink()
+    t2.train(cfg, data, run)  # resumes from step 2
+    ck = torch.load(run / "final.pt", map_location="cpu", weights_only=False)
+    assert ck["log"] == [] or ck["log"][-1]["step"] <= 4
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert last["step"] == 4
+    dest = t2.export_model(run / "final.pt", tmp_path / "ship.pt", cfg)
+    model = s2d.load_model_2d(dest)
+    assert s2d.segment_image(fake_slice(40, 40)[0], model).mask.shape == (40, 40)
+
+
+def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
+    from braintumor.training2d import load_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 5\nsize: 64\n")
+    assert load_config(f).steps == 5
+    f.write_text("stepz: 5\n")
+    with pytest.raises(InputError, match="stepz"):
+        load_config(f)
+
+
+# ---------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_real_patient_volume_rebuilt(lgg_dir: Path) -> None:
+    folder = s2d.list_patients(lgg_dir)[0]
+    p = s2d.load_patient(folder)
+    assert p.images.shape[1:] == (256, 256, 3) and p.masks is not None
+    assert list(p.numbers) == list(range(1, len(p.numbers) + 1))
+    assert 0 < p.tumour_slices < len(p.numbers)
+    # tumour slices form one contiguous run along the rebuilt volume
+    idx = np.flatnonzero(p.masks.reshape(len(p.masks), -1).any(1))
+    assert idx[-1] - idx[0] + 1 <= len(idx) + 2
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not s2d.model_available(), reason="shipped 2D weights not in the package")
+def test_shipped_model_on_real_slices(lgg_dir: Path, tmp_path: Path) -> None:
+    folder = s2d.list_patients(lgg_dir)[0]
+    p = s2d.load_patient(folder)
+    assert p.masks is not None
+    res = s2d.segment_stack(list(p.images), keep="largest")
+    pred = np.stack([r.mask for r in res])
+    assert s2d.stack_metrics(pred, p.masks)["dice"] > 0.6
+    grey = s2d.segment_stack([im[..., 1:2] for im in p.images])
+    assert s2d.stack_metrics(np.stack([r.mask for r in grey]), p.masks)["dice"] > 0.5
+    # CLI path on three files: masks written at the input size
+    files = p.paths[:3]
+    out = s2d.predict_2d_inputs(files, tmp_path)
+    assert len(out) == 6
