@@ -1,0 +1,397 @@
+"""Score a folder of predictions against a folder of references.
+
+3D (NIfTI label maps):
+
+* predictions: ``<case>.nii.gz`` files (what ``braintumor predict`` writes) or
+  BraTS-named label files (``<case>_seg.nii.gz``, ``<case>-seg.nii.gz``), flat or one
+  folder per case;
+* references: a BraTS dataset folder whose case folders hold ``*_seg.nii.gz`` or
+  ``*-seg.nii.gz``, or a flat folder of label files named as above;
+* cases are matched by case id (the file name without ``.nii[.gz]`` and without a
+  ``_seg`` / ``-seg`` suffix). A reference without a prediction is scored as *missing*
+  (Dice 0, sensitivity 0, specificity 0, HD95 374 mm, lesion-wise 0 / 374, flagged
+  ``status = missing``) and counted in the summary rows; predictions without a
+  reference are listed, not scored.
+
+Label conventions are detected per file (file name, then the values; see
+:func:`braintumor.labels.detect_convention`) unless given. Metrics are those of
+:mod:`braintumor.metrics`, computed with the reference's voxel spacing.
+
+2D (PNG/TIFF masks, 0 = background, anything > 127 = tumour): :func:`evaluate_2d`
+matches ``<image>_mask.png`` to ``<image>_mask.tif`` (or equal stems) and scores each
+picture as one region called ``tumour``, in pixel units.
+
+Output: :func:`write_csv` writes long-form CSV (one row per case and region, then the
+``mean`` and ``median`` rows per region) and :func:`write_json` the same plus the
+definitions used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import labels as L
+from braintumor import metrics as M
+from braintumor.errors import InputError
+from braintumor.io import IMAGE_SUFFIXES, is_image_2d, is_nifti, strip_nifti_suffix
+
+#: leading CSV columns, in order (the lesion-wise columns follow ``hd95``)
+CSV_COLUMNS: tuple[str, ...] = ("case", "region") + M.SCORE_KEYS + ("status",)
+#: scores given to a reference whose prediction is missing
+MISSING_SCORES: dict[str, float] = {
+    "dice": 0.0, "sensitivity": 0.0, "specificity": 0.0, "hd95": M.EMPTY_HD95,
+    "lesion_dice": 0.0, "lesion_hd95": M.EMPTY_HD95,
+}
+SUMMARY_KEYS = ("mean", "median")
+_SEG_SUFFIX = re.compile(r"([_-]seg)$", re.IGNORECASE)
+_MASK_SUFFIX = re.compile(r"_mask$", re.IGNORECASE)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Evaluation:
+    """Scores of a prediction folder.
+
+    ``rows``: one dict per case and region (keys :data:`CSV_COLUMNS`; status ``ok`` or
+    ``missing``); ``summary``: ``{"mean"|"median": {region: {metric: value}}}`` over
+    every case including missing ones; ``missing``: case ids without a prediction;
+    ``unmatched``: prediction files without a reference; ``regions``: region names.
+    """
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, dict[str, dict[str, float]]]
+    missing: list[str]
+    unmatched: list[str]
+    regions: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_cases(self) -> int:
+        return len({r["case"] for r in self.rows})
+
+
+# ------------------------------------------------------------------ file matching
+
+
+def case_id_from_name(name: str) -> str:
+    """``BraTS-GLI-00001-000-seg.nii.gz`` -> ``BraTS-GLI-00001-000``;
+    ``Brats18_x_seg.nii.gz`` -> ``Brats18_x``; ``case.nii.gz`` -> ``case``."""
+    return _SEG_SUFFIX.sub("", strip_nifti_suffix(name))
+
+
+def _label_files(folder: Path, seg_only: bool) -> list[Path]:
+    """NIfTI label files in ``folder`` and its sub-folders (one level)."""
+    out: list[Path] = []
+    for f in sorted(folder.iterdir()):
+        if f.is_dir():
+            out.extend(g for g in sorted(f.iterdir())
+                       if g.is_file() and is_nifti(g.name)
+                       and _SEG_SUFFIX.search(strip_nifti_suffix(g.name)))
+        elif f.is_file() and is_nifti(f.name):
+            if not seg_only or _SEG_SUFFIX.search(strip_nifti_suffix(f.name)):
+                out.append(f)
+    return out
+
+
+def _index(files: Iterable[Path], what: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for f in files:
+        cid = case_id_from_name(f.name)
+        if cid in found:
+            raise InputError(
+                f"{f.parent}: two {what} files for case {cid} ({found[cid].name}, {f.name})."
+            )
+        found[cid] = f
+    return found
+
+
+def find_references(ref_dir: str | Path) -> dict[str, Path]:
+    """Case id -> reference label file in a BraTS dataset folder or a flat folder."""
+    d = _folder(ref_dir, "reference")
+    segs = _label_files(d, seg_only=True)
+    if not segs:  # a flat folder of plain <case>.nii.gz label maps
+        segs = _label_files(d, seg_only=False)
+    if not segs:
+        raise InputError(
+            f"{d}: holds no reference label maps (expected <case>/<case>_seg.nii.gz, "
+            "<case>-seg.nii.gz or <case>.nii.gz files)."
+        )
+    return _index(segs, "reference")
+
+
+def find_predictions(pred_dir: str | Path) -> dict[str, Path]:
+    """Case id -> prediction label file (``<case>.nii.gz`` or BraTS-named seg files)."""
+    d = _folder(pred_dir, "prediction")
+    return _index(_label_files(d, seg_only=False), "prediction")
+
+
+def _folder(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such {what} folder.")
+    if not p.is_dir():
+        raise InputError(f"{p}: is not a folder; give the folder of {what} files.")
+    return p
+
+
+# ----------------------------------------------------------------------- scoring
+
+
+def load_label_map(path: Path, convention: str = "auto") -> tuple[np.ndarray,
+                                                                   tuple[float, ...], str]:
+    """Read a label map -> (internal labels ``(X, Y, Z)``, spacing in mm, convention)."""
+    from braintumor.io import load_label_nifti
+
+    vol = load_label_nifti(path)
+    what = f"label map {path}"
+    if convention == "auto":
+        conv = L.detect_convention(vol.data, hint=L.convention_from_name(path.name), what=what)
+    else:
+        conv = L.detect_convention(vol.data, hint=convention, what=what)
+    return L.to_internal(vol.data, conv, what=what), vol.spacing, conv
+
+
+def evaluate_pair(
+    pred_path: Path,
+    ref_path: Path,
+    pred_labels: str = "auto",
+    ref_labels: str = "auto",
+    hd95_method: str = "surface",
+    lesions: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Scores of one prediction file against its reference: ``{region: {metric: value}}``."""
+    pred, _, _ = load_label_map(pred_path, pred_labels)
+    ref, spacing, _ = load_label_map(ref_path, ref_labels)
+    if pred.shape != ref.shape:
+        raise InputError(
+            f"{pred_path}: the prediction's shape {pred.shape} differs from its reference "
+            f"{ref_path.name}'s {ref.shape}; predictions must be on the reference's grid."
+        )
+    return M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
+
+
+def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> dict[str, dict]:
+    ref, spacing, _ = load_label_map(ref_path, ref_labels)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    masks = L.region_masks(ref)
+    out = {}
+    for region in regions:
+        s: dict[str, float] = {k: math.nan for k in M.SCORE_KEYS}
+        s.update(MISSING_SCORES)
+        s.update(lesion_tp=0, lesion_fp=0, pred_volume_ml=0.0,
+                 ref_volume_ml=int(np.count_nonzero(masks[region])) * voxel_ml)
+        s["lesion_fn"] = float("nan")  # not counted: the case was never predicted
+        out[region] = s
+    return out
+
+
+def summarise(rows: list[dict[str, Any]], regions: Iterable[str],
+              keys: Iterable[str] = M.SCORE_KEYS) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and median of every metric per region over ``rows`` (NaNs ignored)."""
+    out: dict[str, dict[str, dict[str, float]]] = {k: {} for k in SUMMARY_KEYS}
+    keys = tuple(keys)
+    for region in regions:
+        sel = [r for r in rows if r["region"] == region]
+        for stat, fn in (("mean", np.nanmean), ("median", np.nanmedian)):
+            vals = {}
+            for k in keys:
+                col = np.array([float(r.get(k, math.nan)) for r in sel], dtype=float)
+                vals[k] = float(fn(col)) if np.isfinite(col).any() else math.nan
+            out[stat][region] = vals
+    return out
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    pred_labels: str = "auto",
+    ref_labels: str = "auto",
+    hd95_method: str = "surface",
+    lesions: bool = True,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Score every reference case against its prediction (see the module docstring)."""
+    if pred_labels not in ("auto",) + L.CONVENTIONS:
+        raise InputError(f"Unknown label convention {pred_labels!r}; use auto, "
+                         f"{', '.join(L.CONVENTIONS)}.")
+    refs = find_references(ref_dir)
+    preds = find_predictions(pred_dir)
+    regions = L.REGIONS
+    rows: list[dict[str, Any]] = []
+    missing = sorted(c for c in refs if c not in preds)
+    unmatched = sorted(str(preds[c]) for c in preds if c not in refs)
+    if not set(refs) & set(preds):
+        raise InputError(
+            f"{pred_dir}: no prediction matches a reference case of {ref_dir} "
+            f"(references: {', '.join(sorted(refs)[:3])}...; predictions: "
+            f"{', '.join(sorted(preds)[:3]) or 'none'})."
+        )
+    for i, cid in enumerate(sorted(refs)):
+        if progress is not None:
+            progress(i / len(refs), cid)
+        if cid in preds:
+            scores = evaluate_pair(preds[cid], refs[cid], pred_labels, ref_labels,
+                                   hd95_method, lesions)
+            status = "ok"
+        else:
+            scores = _missing_scores(refs[cid], ref_labels, regions)
+            status = "missing"
+        for region in regions:
+            rows.append({"case": cid, "region": region, **scores[region], "status": status})
+    if progress is not None:
+        progress(1.0, "done")
+    return Evaluation(rows=rows, summary=summarise(rows, regions), missing=missing,
+                      unmatched=unmatched, regions=regions,
+                      settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
+                                "pred_labels": pred_labels, "hd95_method": hd95_method,
+                                "lesion_dilation": M.LESION_DILATION,
+                                "lesion_min_volume_mm3": M.LESION_MIN_VOLUME_MM3,
+                                "empty_hd95_mm": M.EMPTY_HD95})
+
+
+# ------------------------------------------------------------------------------ 2D
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and is_image_2d(f.name)]
+    masks = [f for f in files if _MASK_SUFFIX.search(f.stem)]
+    return _index_2d(masks or files)
+
+
+def _index_2d(files: list[Path]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        key = _MASK_SUFFIX.sub("", f.stem)
+        if key in out:
+            raise InputError(f"{f.parent}: two masks for image {key} ({out[key].name}, {f.name}).")
+        out[key] = f
+    return out
+
+
+def read_mask_2d(path: Path) -> np.ndarray:
+    """A 2D mask picture -> boolean ``(H, W)`` (any channel above 127 is tumour)."""
+    from braintumor.io import read_image_2d
+
+    return read_image_2d(path).max(axis=2) > 127
+
+
+def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
+                progress: Progress | None = None) -> Evaluation:
+    """Per-picture Dice, sensitivity, specificity and HD95 (pixels) of 2D masks.
+
+    Pictures are matched by name (``<image>_mask.png`` to ``<image>_mask.tif``, or equal
+    stems); a reference without a prediction is scored as missing, as in 3D. The only
+    region is ``tumour``; lesion-wise scores are not computed.
+    """
+    refs = _mask_files(_folder(ref_dir, "reference"))
+    preds = _mask_files(_folder(pred_dir, "prediction"))
+    if not refs:
+        raise InputError(f"{ref_dir}: holds no mask pictures ({', '.join(IMAGE_SUFFIXES)}).")
+    if not set(refs) & set(preds):
+        raise InputError(f"{pred_dir}: no prediction mask matches a reference mask of {ref_dir}.")
+    keys = ("dice", "sensitivity", "specificity", "hd95")
+    rows: list[dict[str, Any]] = []
+    for i, key in enumerate(sorted(refs)):
+        if progress is not None:
+            progress(i / len(refs), key)
+        ref = read_mask_2d(refs[key])
+        row: dict[str, Any] = {"case": key, "region": "tumour"}
+        if key in preds:
+            pred = read_mask_2d(preds[key])
+            if pred.shape != ref.shape:
+                raise InputError(f"{preds[key]}: the mask's shape {pred.shape} differs from "
+                                 f"its reference {refs[key].name}'s {ref.shape}.")
+            s = M.score_masks(pred, ref, (1.0, 1.0), lesions=False)
+            row.update({k: s[k] for k in keys}, status="ok")
+        else:
+            row.update({k: MISSING_SCORES[k] for k in keys}, status="missing")
+        rows.append(row)
+    if progress is not None:
+        progress(1.0, "done")
+    return Evaluation(rows=rows, summary=summarise(rows, ("tumour",), keys),
+                      missing=sorted(k for k in refs if k not in preds),
+                      unmatched=sorted(str(preds[k]) for k in preds if k not in refs),
+                      regions=("tumour",),
+                      settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
+                                "hd95_method": "surface", "hd95_unit": "pixel"})
+
+
+def is_2d_folder(folder: str | Path) -> bool:
+    """True when ``folder`` holds 2D pictures and no NIfTI file."""
+    p = Path(folder)
+    if not p.is_dir():
+        return False
+    files = [f for f in p.rglob("*") if f.is_file()]
+    return any(is_image_2d(f.name) for f in files) and not any(is_nifti(f.name) for f in files)
+
+
+# ------------------------------------------------------------------------ output
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        return f"{v:.6g}"
+    return v
+
+
+def table_rows(ev: Evaluation) -> list[dict[str, Any]]:
+    """The CSV rows: cases then the summary rows (case ``mean`` / ``median``)."""
+    rows = list(ev.rows)
+    for stat in SUMMARY_KEYS:
+        for region in ev.regions:
+            rows.append({"case": stat, "region": region, **ev.summary[stat][region],
+                         "status": ""})
+    return rows
+
+
+def write_csv(ev: Evaluation, path: str | Path) -> Path:
+    """Long-form CSV: ``case,region,dice,sensitivity,specificity,hd95,lesion_...``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(ev)
+    cols = [c for c in CSV_COLUMNS if any(c in r for r in rows)]
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: _fmt(r.get(c, math.nan)) for c in cols})
+    return out
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def write_json(ev: Evaluation, path: str | Path) -> Path:
+    """The same numbers as the CSV, nested per case, with the settings used."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cases: dict[str, Any] = {}
+    for r in ev.rows:
+        c = cases.setdefault(r["case"], {"status": r["status"], "regions": {}})
+        c["regions"][r["region"]] = {k: v for k, v in r.items()
+                                     if k not in ("case", "region", "status")}
+    doc = {"settings": ev.settings, "cases": cases, "summary": ev.summary,
+           "missing": ev.missing, "unmatched_predictions": ev.unmatched}
+    out.write_text(json.dumps(_json_safe(doc), indent=2))
+    return out

@@ -1,0 +1,231 @@
+"""braintumor.evaluate and the ``braintumor evaluate`` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import evaluate as E
+from braintumor import labels as L
+from braintumor import metrics as M
+from braintumor.cli import main
+from braintumor.errors import InputError
+
+SPACING = (1.0, 1.0, 1.5)
+
+
+def labels2021(shift: int = 0, shape=(24, 24, 20)) -> np.ndarray:
+    lab = np.zeros(shape, dtype=np.uint8)
+    lab[5:19, 5:19, 4:16] = 2
+    lab[8:16, 8:16, 6:14] = 4
+    lab[10:14, 10:14, 8:12] = 1
+    return np.roll(lab, shift, axis=0)
+
+
+def save(lab: np.ndarray, path: Path, spacing=SPACING) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(lab.astype(np.uint8), np.diag([*spacing, 1.0]))
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """A BraTS 2017-21 dataset folder with three cases; predictions for two of them,
+    one in each label convention."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    for i, case in enumerate(("caseA", "caseB", "caseC")):
+        save(labels2021(), ref / case / f"{case}_seg.nii.gz")
+        save(np.zeros_like(labels2021()), ref / case / f"{case}_t1.nii.gz")  # ignored
+        _ = i
+    save(labels2021(shift=1), pred / "caseA.nii.gz")  # 2017-21 values (ET = 4)
+    save(L.convert(labels2021(shift=2), "brats2021", "brats2023"), pred / "caseB.nii.gz")
+    return pred, ref
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_evaluate_command_writes_csv_json_and_flags_missing(folders, tmp_path, capsys):
+    pred, ref = folders
+    out = tmp_path / "res" / "metrics.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "missing" in text and "caseC" in text and "Summary" in text
+    with out.open() as fh:
+        header = fh.readline().strip().split(",")
+    assert header[:6] == ["case", "region", "dice", "sensitivity", "specificity", "hd95"]
+    assert "lesion_dice" in header and "lesion_hd95" in header
+    rows = read_csv(out)
+    cases = [r["case"] for r in rows]
+    assert cases.count("caseA") == cases.count("caseC") == 3
+    assert cases[-6:] == ["mean"] * 3 + ["median"] * 3
+    # case A against a direct computation with the reference's spacing
+    direct = M.score_case(L.to_internal(labels2021(shift=1), "brats2021"),
+                          L.to_internal(labels2021(), "brats2021"), SPACING)
+    for r in rows:
+        if r["case"] == "caseA":
+            for k in ("dice", "hd95", "lesion_dice", "sensitivity", "specificity"):
+                assert float(r[k]) == pytest.approx(direct[r["region"]][k], rel=1e-5)
+    # case B was written in 2023 values: auto detection read ET correctly
+    b_et = next(r for r in rows if r["case"] == "caseB" and r["region"] == "ET")
+    assert float(b_et["dice"]) > 0.5
+    # case C has no prediction: flagged, Dice 0, HD95 374, and in the mean
+    c = [r for r in rows if r["case"] == "caseC"]
+    assert all(r["status"] == "missing" and float(r["dice"]) == 0.0
+               and float(r["hd95"]) == 374.0 for r in c)
+    mean_wt = next(r for r in rows if r["case"] == "mean" and r["region"] == "WT")
+    dice_wt = [float(r["dice"]) for r in rows if r["region"] == "WT"
+               and r["case"].startswith("case")]
+    assert float(mean_wt["dice"]) == pytest.approx(np.mean(dice_wt), rel=1e-5)
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["missing"] == ["caseC"]
+    assert doc["cases"]["caseC"]["status"] == "missing"
+    assert doc["summary"]["mean"]["WT"]["dice"] == pytest.approx(float(mean_wt["dice"]),
+                                                                 rel=1e-5)
+
+
+def test_flat_2023_folders_and_brats_named_predictions(tmp_path):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    lab = L.convert(labels2021(), "brats2021", "brats2023")
+    save(lab, ref / "BraTS-GLI-00001-000-seg.nii.gz")
+    save(lab, pred / "BraTS-GLI-00001-000-seg.nii.gz")
+    ev = E.evaluate_folders(pred, ref)
+    assert ev.missing == [] and ev.n_cases == 1
+    assert all(r["dice"] == 1.0 and r["hd95"] == 0.0 for r in ev.rows)
+
+
+def test_unmatched_predictions_are_listed(folders):
+    pred, ref = folders
+    save(labels2021(), pred / "stranger.nii.gz")
+    ev = E.evaluate_folders(pred, ref, lesions=False)
+    assert [Path(u).name for u in ev.unmatched] == ["stranger.nii.gz"]
+    assert "lesion_dice" not in ev.rows[0]
+
+
+def test_shape_mismatch_is_one_sentence(folders, tmp_path, capsys):
+    pred, ref = folders
+    save(np.zeros((10, 10, 10), np.uint8), pred / "caseA.nii.gz")
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref),
+                 "-o", str(tmp_path / "m.csv"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "caseA.nii.gz" in err and "shape (10, 10, 10) differs" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_explicit_convention_is_checked(folders, tmp_path, capsys):
+    pred, ref = folders
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--pred-labels",
+                 "brats2023", "-o", str(tmp_path / "m.csv"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "caseA.nii.gz" in err and "brats2023" in err
+
+
+def test_nothing_matches_or_no_folder(tmp_path, folders):
+    pred, ref = folders
+    other = tmp_path / "other"
+    save(labels2021(), other / "zzz.nii.gz")
+    with pytest.raises(InputError, match="no prediction matches"):
+        E.evaluate_folders(other, ref)
+    with pytest.raises(InputError, match="no such prediction folder"):
+        E.evaluate_folders(tmp_path / "nope", ref)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no reference label maps"):
+        E.evaluate_folders(pred, empty)
+
+
+def test_numbers_equal_the_official_package(folders, tmp_path):
+    """With --hd95 voxel, Dice and HD95 are the official package's (1 mm grids)."""
+    pytest.importorskip("brats_evaluation")
+    from brats_evaluation import config_path
+    from panoptica import Panoptica_Evaluator
+
+    pred, ref = folders
+    for case in ("caseA", "caseB"):  # isotropic copies (its global HD95 is in voxels)
+        save(L.to_internal(np.asarray(nib.load(str(pred / f"{case}.nii.gz")).dataobj),
+                           "brats2021" if case == "caseA" else "brats2023"),
+             tmp_path / "p1" / f"{case}.nii.gz", (1.0, 1.0, 1.0))
+        save(labels2021(), tmp_path / "r1" / case / f"{case}_seg.nii.gz", (1.0, 1.0, 1.0))
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "p1"), "--ref", str(tmp_path / "r1"),
+                 "--hd95", "voxel", "-o", str(out), "--quiet"]) == 0
+    rows = read_csv(out)
+    ev = Panoptica_Evaluator.load_from_config(str(config_path("gli")))
+    for case in ("caseA", "caseB"):
+        p = np.asarray(nib.load(str(tmp_path / "p1" / f"{case}.nii.gz")).dataobj)
+        r = L.convert(labels2021(), "brats2021", "brats2023")  # it expects 2023 labels
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = ev.evaluate(p, r, verbose=False, skip_groups=["snfh", "netc", "rc"])
+        for row in (x for x in rows if x["case"] == case):
+            o = res[row["region"].lower()].to_dict(True)
+            assert float(row["dice"]) == pytest.approx(o["global_bin_dsc"], abs=1e-6)
+            assert float(row["hd95"]) == pytest.approx(o["global_bin_hd95"], abs=0.01)
+
+
+# ----------------------------------------------------------------------------- 2D
+
+
+def test_evaluate_2d_masks(tmp_path, capsys):
+    from PIL import Image
+
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    m = np.zeros((32, 32), np.uint8)
+    m[8:20, 8:20] = 255
+    Image.fromarray(m).save(ref / "img1_mask.tif")
+    Image.fromarray(np.roll(m, 3, axis=1)).save(pred / "img1_mask.png")
+    Image.fromarray(np.zeros_like(m)).save(ref / "img2_mask.tif")  # tumour-free slice
+    Image.fromarray(np.zeros_like(m)).save(pred / "img2_mask.png")
+    Image.fromarray(m).save(ref / "img3_mask.tif")  # no prediction
+    Image.fromarray(m).save(ref / "img3.tif")  # the picture itself is not a mask
+    ev = E.evaluate_2d(pred, ref)
+    by = {r["case"]: r for r in ev.rows}
+    assert by["img1"]["dice"] == pytest.approx(9 / 12)
+    assert by["img1"]["hd95"] == pytest.approx(3.0)
+    assert (by["img2"]["dice"], by["img2"]["hd95"]) == (1.0, 0.0)
+    assert by["img3"]["status"] == "missing" and by["img3"]["dice"] == 0.0
+    assert ev.summary["mean"]["tumour"]["dice"] == pytest.approx((0.75 + 1 + 0) / 3)
+    out = tmp_path / "m2d.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]) == 0
+    rows = read_csv(out)
+    assert [r["case"] for r in rows] == ["img1", "img2", "img3", "mean", "median"]
+    assert "lesion_dice" not in rows[0]
+
+
+# ----------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_real_case_folder(brats_dir, tmp_path):
+    segs = sorted(brats_dir.glob("*/*_seg.nii.gz"))[:2]
+    if not segs:
+        pytest.skip("no BraTS label maps in the shared data")
+    ref = tmp_path / "ref"
+    for s in segs:  # a dataset folder of two cases (links; nothing copied)
+        (ref / s.parent.name).mkdir(parents=True)
+        (ref / s.parent.name / s.name).symlink_to(s)
+    img = nib.load(str(segs[0]))
+    lab = np.asarray(img.dataobj).astype(np.uint8)
+    pred_lab = np.roll(lab, 2, axis=1)
+    pred_lab[pred_lab == 4] = 1  # ET dropped
+    case = segs[0].parent.name
+    save(pred_lab, tmp_path / "pred" / f"{case}.nii.gz", img.header.get_zooms()[:3])
+    ev = E.evaluate_folders(tmp_path / "pred", ref)
+    assert ev.missing == [segs[1].parent.name]
+    by = {(r["case"], r["region"]): r for r in ev.rows}
+    assert by[(case, "ET")]["dice"] == 0.0 and by[(case, "ET")]["hd95"] == 374.0
+    assert 0.5 < by[(case, "WT")]["dice"] < 1.0
+    assert math.isfinite(by[(case, "TC")]["hd95"])
