@@ -265,6 +265,10 @@ def test_evaluate_2d_on_mask_folders(tmp_path: Path) -> None:
     assert res["summary"]["dice_mean"] == pytest.approx(1.0)  # a missing empty slice
     assert res["summary"]["tumour_slices"] == 2
     json.dumps(res)
+    assert s2d.has_2d_masks(tmp_path / "ref") and s2d.has_2d_masks(tmp_path / "pred")
+    assert not s2d.has_2d_masks(tmp_path / "nowhere")
+    rows = s2d.rows_2d(res)
+    assert [r["patient"] for r in rows] == ["P1", "mean"] and rows[-1]["slices"] == 5
     with pytest.raises(InputError):
         s2d.evaluate_2d(tmp_path / "ref", tmp_path / "empty")
 

@@ -723,3 +723,32 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
             R.append(r)
         per_patient[pid] = stack_metrics(np.stack(P), np.stack(R))
     return {"patients": per_patient, "summary": summarise(per_patient), "missing": missing}
+
+
+def has_2d_masks(path: str | Path) -> bool:
+    """True for a folder (tree) holding ``<image>_mask.(png|tif)`` pictures and no NIfTI:
+    what ``braintumor evaluate`` checks before handing the folders to :func:`evaluate_2d`."""
+    from braintumor.io import is_nifti
+
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    files = [f for f in p.rglob("*") if f.is_file()]
+    return not any(is_nifti(f) for f in files) and bool(_mask_files(p))
+
+
+def rows_2d(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows (one per patient, then ``mean``) of an :func:`evaluate_2d` result, for a
+    CSV: patient, dice, slice_dice_mean, slices, tumour_slices, tumour_free_slices,
+    fp_slices, missed_slices."""
+    rows: list[dict[str, Any]] = []
+    for pid, m in result["patients"].items():
+        rows.append({"patient": pid, **{k: v for k, v in m.items() if k != "slice_dices"}})
+    s = result["summary"]
+    rows.append({"patient": "mean", "dice": s["dice_mean"],
+                 "slice_dice_mean": s["slice_dice_mean"],
+                 "slices": sum(r["slices"] for r in rows),
+                 "tumour_slices": s["tumour_slices"],
+                 "tumour_free_slices": s["tumour_free_slices"], "fp_slices": s["fp_slices"],
+                 "missed_slices": s["missed_slices"]})
+    return rows

@@ -257,7 +257,7 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path) -> Path:
         opt.step()
         sched.step()
         step += 1
-        run_loss += float(loss)
+        run_loss += float(loss.detach())
         if step % 25 == 0:
             el = time.perf_counter() - t0
             log.append({"step": step, "loss": run_loss / 25, "seconds": el})
@@ -378,9 +378,87 @@ def run_final(cfg: Train2DConfig, steps: int | None = None) -> Path:
     return export_model(ck, s2d.MODEL_DIR / s2d.MODEL_FILE, c)
 
 
+def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Path:
+    """Collect the CV folds into ``dest``: ``cv_results.json`` (per patient, every input
+    mode and post-processing), ``cv_results.md`` (the table) and ``cv_dice.png``."""
+    cv = Path(cfg.out) / "cv"
+    folds = [json.loads(f.read_text()) for f in sorted(cv.glob("fold*/metrics.json"))]
+    if not folds:
+        from braintumor.errors import InputError
+
+        raise InputError(f"{cv}: no finished folds (fold*/metrics.json).")
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    for f in folds:
+        for mode, posts in f["results"].items():
+            for post, pats in posts.items():
+                merged.setdefault(mode, {}).setdefault(post, {}).update(pats)
+    summary = {m: {p: s2d.summarise(r) for p, r in v.items()} for m, v in merged.items()}
+    per_fold = [{"fold": f["fold"], "patients": f["patients"],
+                 "train_seconds": round(f["train_seconds"], 1),
+                 "rgb_volume_dice": s2d.summarise(f["results"]["rgb"]["volume"])["dice_mean"]}
+                for f in folds]
+    (out / "cv_results.json").write_text(json.dumps(
+        {"config": cfg.to_dict(), "folds": per_fold, "summary": summary,
+         "patients": {m: {p: {k: {kk: vv for kk, vv in r.items() if kk != "slice_dices"}
+                               for k, r in v.items()} for p, v in pp.items()}
+                      for m, pp in merged.items()}}, indent=1) + "\n")
+    names = {"rgb": "RGB (T1, FLAIR, T1c)", "grey": "greyscale (FLAIR only)",
+             "jpeg50": "RGB as JPEG q50"}
+    posts = {"volume": "stack (largest 3D component)", "slice": "each slice alone"}
+    lines = [
+        f"Patient-wise {len(folds)}-fold cross-validation, {sum(len(f['patients']) for f in folds)}"
+        " patients (LGG kaggle_3m), one model per fold serving every input kind.",
+        "",
+        "| input | post-processing | Dice per patient, mean (median, min) | "
+        "Dice per tumour slice | FP tumour-free slices | missed tumour slices |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in ("rgb", "grey", "jpeg50"):
+        for p in ("volume", "slice"):
+            if m not in summary or p not in summary[m]:
+                continue
+            s = summary[m][p]
+            lines.append(
+                f"| {names[m]} | {posts[p]} | {s['dice_mean']:.3f} ({s['dice_median']:.3f}, "
+                f"{s['dice_min']:.3f}) | {s['slice_dice_mean']:.3f} | {s['fp_slices']}/"
+                f"{s['tumour_free_slices']} ({100 * s['fp_rate']:.1f} %) | "
+                f"{s['missed_slices']}/{s['tumour_slices']} |")
+    lines += ["", "| fold | held-out patients | training time (s, 1 CPU thread) | "
+              "RGB Dice per patient |", "|---|---|---|---|"]
+    for f in per_fold:
+        lines.append(f"| {f['fold']} | {len(f['patients'])} | {f['train_seconds']:.0f} | "
+                     f"{f['rgb_volume_dice']:.3f} |")
+    (out / "cv_results.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pids = sorted(merged["rgb"]["volume"])
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    w = 0.27
+    for i, m in enumerate(("rgb", "grey", "jpeg50")):
+        if m in merged:
+            ax.bar(np.arange(len(pids)) + (i - 1) * w,
+                   [merged[m]["volume"][p]["dice"] for p in pids], w, label=names[m])
+    ax.set_xticks(np.arange(len(pids)))
+    ax.set_xticklabels([p[5:12] for p in pids], rotation=70, fontsize=7)
+    ax.set_ylabel("Dice per patient")
+    ax.set_ylim(0, 1)
+    ax.axhline(0.85, color="k", lw=0.6, ls="--")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Patient-wise cross-validation (held-out patients)")
+    fig.tight_layout()
+    fig.savefig(out / "cv_dice.png", dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m braintumor.training2d", description=__doc__)
-    ap.add_argument("what", choices=["cv", "final"])
+    ap.add_argument("what", choices=["cv", "final", "report"])
     ap.add_argument("--config", default=None)
     ap.add_argument("--fold", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
@@ -390,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(a.config, steps=a.steps, data=a.data, out=a.out)
     if a.what == "cv":
         run_cv(cfg, a.fold)
+    elif a.what == "report":
+        print(run_report(cfg))
     else:
         print(run_final(cfg))
     return 0
