@@ -1,0 +1,65 @@
+"""``braintumor serve``: the web page, in one process, on this machine by default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+NAME = "serve"
+HELP = "Start the web page: upload MRI, watch progress, view, correct, measure, download."
+
+
+def default_data_dir() -> Path:
+    """Where jobs live unless ``--data-dir`` says otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "braintumor" / "web"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help=f"folder for the job database and files (default "
+                             f"{default_data_dir()})")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="jobs run at the same time (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads each job may use (default: all)")
+    parser.add_argument("--ttl-hours", type=float, default=24.0,
+                        help="hours inputs and results are kept (default 24)")
+    parser.add_argument("--max-upload-mb", type=float, default=1024.0,
+                        help="largest upload in MiB (default 1024)")
+    parser.add_argument("--job-timeout-min", type=float, default=None,
+                        help="stop a job running longer than this (default: no limit)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from braintumor.errors import InputError
+    from braintumor.web.app import TOKEN_ENV, create_app
+
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a port number (1-65535).")
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{data_dir}: cannot be used as the data folder ({exc.strerror}).") \
+            from None
+    token = os.environ.get(TOKEN_ENV) or ""
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"warning: listening on {args.host} with no access token; set {TOKEN_ENV} to "
+              "require one.")
+    app = create_app(
+        data_dir, token=token, max_upload_bytes=int(args.max_upload_mb * 2**20),
+        ttl_s=args.ttl_hours * 3600.0, workers=args.workers, threads=args.threads,
+        job_timeout_s=args.job_timeout_min * 60 if args.job_timeout_min else None,
+    )
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    link = f"http://{shown}:{args.port}/" + ("?token=" + token if token else "")
+    print(f"braintumor web page: {link}  (data in {data_dir}; Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

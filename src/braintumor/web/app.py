@@ -1,0 +1,667 @@
+"""The FastAPI application: page, JSON API, job files.
+
+Every action the page takes is a JSON endpoint under ``/api`` (listed at ``/docs``,
+machine-readable at ``/openapi.json``), so scripts can do what the page does.
+
+Safety: an optional access token (``token`` argument, else the ``BRAINTUMOR_TOKEN``
+environment variable) is required on every request when set; uploads are limited in
+size while they stream (413 beyond); every user mistake is a 4xx with one sentence;
+job ids are random; files are only ever reached through a job id the store checks;
+responses carry a CSP without inline script, ``nosniff`` and ``frame-ancestors 'none'``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import shutil
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from braintumor import __version__
+from braintumor.cases import MODALITIES
+from braintumor.errors import InputError
+from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
+from braintumor.web.inputs import FeatureUnavailable, detect_modality
+from braintumor.web.store import Job, JobStore
+from braintumor.web.upload import UnsupportedUpload, UploadTooLarge
+from braintumor.web.worker import WorkerPool, labels_path
+
+log = logging.getLogger("braintumor.web")
+
+STATIC = Path(__file__).parent / "static"
+TOKEN_ENV = "BRAINTUMOR_TOKEN"
+TOKEN_COOKIE = "braintumor_token"
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+       "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self' data: blob:; worker-src 'self' blob:; font-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+
+# -- response models (they document the API) -------------------------------------------
+class MethodInfo(BaseModel):
+    name: str
+    available: bool
+    label: str
+
+
+class Info(BaseModel):
+    """What this server offers."""
+
+    version: str
+    methods: list[MethodInfo]
+    default_method: str | None
+    image2d_available: bool
+    sample_available: bool
+    correction_available: bool
+    dicom_available: bool
+    modalities: list[str]
+    max_upload_bytes: int
+    ttl_seconds: float
+    token_required: bool
+
+
+class JobOut(BaseModel):
+    """A job as the page sees it."""
+
+    id: str
+    kind: str
+    method: str
+    status: str = Field(description="awaiting_input | queued | running | done | failed | "
+                                    "cancelled")
+    stage: str
+    progress: float = Field(description="0..1")
+    message: str = Field(description="why it failed or was cancelled")
+    created: float
+    finished: float | None
+    expires: float
+    queue_position: int | None
+    label_version: int
+    inputs: dict[str, Any]
+    result: dict[str, Any]
+    urls: dict[str, Any]
+
+
+class SampleRequest(BaseModel):
+    method: str | None = Field(None, description="cnn | watershed | hybrid; default: the "
+                                                 "best available")
+
+
+class SeriesChoice(BaseModel):
+    modalities: dict[str, str] = Field(description="{series id: t1 | t1ce | t2 | flair}")
+
+
+class Seed(BaseModel):
+    x: int | None = None
+    y: int | None = None
+    z: int | None = None
+    mm: list[float] | None = Field(None, description="world coordinates (mm) instead of x,y,z")
+    label: int = Field(description="0 outside (remove), 1 NCR, 2 ED, 3 ET")
+
+
+class CorrectionRequest(BaseModel):
+    seeds: list[Seed]
+
+
+class NamesRequest(BaseModel):
+    names: list[str]
+
+
+_METHOD_LABELS = {"cnn": "CNN (trained model)", "watershed": "Watershed (classical)",
+                  "hybrid": "Hybrid (CNN-guided watershed)"}
+
+
+def _status_for(exc: InputError) -> int:
+    if isinstance(exc, UploadTooLarge):
+        return 413
+    if isinstance(exc, UnsupportedUpload):
+        return 415
+    if isinstance(exc, CorrectionUnavailable):
+        return 501
+    if isinstance(exc, FeatureUnavailable):
+        return 501
+    return 400
+
+
+# -- security middleware (pure ASGI: it must not buffer streaming uploads) ----------------
+class SecurityMiddleware:
+    """Adds the security headers to every response and checks the access token."""
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        self.app = app
+        self.token = token or None
+
+    def _ok(self, candidate: str | None) -> bool:
+        return bool(candidate) and hmac.compare_digest(str(candidate).encode(),
+                                                       str(self.token).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", [])
+                           if h[0].lower() not in {k for k, _ in SECURITY_HEADERS}]
+                headers += SECURITY_HEADERS
+                path = scope.get("path", "")
+                if path.startswith("/api/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        if self.token:
+            from starlette.datastructures import Headers
+
+            hdr = Headers(scope=scope)
+            auth = hdr.get("authorization", "")
+            given = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+            given = given or hdr.get("x-braintumor-token")
+            cookie = _cookie(hdr.get("cookie", ""), TOKEN_COOKIE)
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            qtoken = (query.get("token") or [None])[0]
+            if self._ok(qtoken) and scope.get("method") == "GET":
+                # a shared link with ?token=: set the cookie and drop the token from the URL
+                rest = {k: v for k, v in query.items() if k != "token"}
+                loc = scope.get("path", "/") + (("?" + urlencode(rest, doseq=True))
+                                                if rest else "")
+                resp: Response = Response(status_code=303, headers={"location": loc})
+                resp.set_cookie(TOKEN_COOKIE, str(self.token), httponly=True,
+                                samesite="strict", path="/")
+                await resp(scope, receive, send_with_headers)
+                return
+            if not (self._ok(given) or self._ok(cookie) or self._ok(qtoken)):
+                resp = JSONResponse({"detail": "This server needs an access token: open the "
+                                               "link with ?token=... or send the "
+                                               "Authorization: Bearer header."},
+                                    status_code=401)
+                await resp(scope, receive, send_with_headers)
+                return
+        await self.app(scope, receive, send_with_headers)
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k == name:
+            return v
+    return None
+
+
+# -- the app ------------------------------------------------------------------------------
+def create_app(data_dir: str | Path, *, token: str | None = None,
+               max_upload_bytes: int = 1 << 30, ttl_s: float = 24 * 3600.0, workers: int = 1,
+               isolation: str = "process", threads: int | None = None,
+               job_timeout_s: float | None = None, sample_options: dict[str, Any] | None = None,
+               janitor_interval_s: float = 60.0) -> FastAPI:
+    """Build the web application.
+
+    ``data_dir``: where the job database and the jobs' files live; ``token``: access
+    token (None: the ``BRAINTUMOR_TOKEN`` environment variable; ``""``: none);
+    ``max_upload_bytes``: upload limit (413 beyond); ``ttl_s``: seconds a job and its
+    files are kept; ``workers``: jobs run at once; ``isolation``: ``process`` (a crash
+    only fails its job) or ``thread``; ``threads``: CPU threads per job;
+    ``sample_options``: keyword arguments for :func:`braintumor.phantom.make_case` when
+    the sample case is asked for.
+    """
+    tok = os.environ.get(TOKEN_ENV) if token is None else token
+    store = JobStore(data_dir, ttl_s=ttl_s)
+    pool = WorkerPool(store, workers=workers, isolation=isolation, threads=threads,
+                      job_timeout_s=job_timeout_s, sample_options=sample_options)
+    corrector = Corrector(store)
+    stop = threading.Event()
+
+    def janitor() -> None:
+        while not stop.wait(janitor_interval_s):
+            try:
+                for jid in store.purge_expired():
+                    corrector.forget(jid)
+            except Exception:  # noqa: BLE001 - cleaning must never stop the server
+                log.exception("purging expired jobs failed")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        n = store.requeue_interrupted()
+        if n:
+            log.info("%d interrupted job(s) queued again", n)
+        store.purge_expired()
+        pool.start()
+        jt = threading.Thread(target=janitor, daemon=True, name="braintumor-janitor")
+        jt.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            pool.stop()
+
+    app = FastAPI(
+        title="braintumor",
+        version=__version__,
+        description="Upload multi-modal brain MRI, segment the tumour, view, correct, "
+                    "measure and download. Research software: not for clinical use.",
+        docs_url=None, redoc_url=None, lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.pool = pool
+    app.state.corrector = corrector
+    app.state.max_upload_bytes = int(max_upload_bytes)
+
+    method_cache: dict[str, Any] = {"t": 0.0, "names": []}
+
+    def methods() -> list[str]:
+        # resolving imports the segmenters: do it once a minute at most
+        from braintumor import segment as seg
+
+        key = tuple(seg.METHODS.items())
+        if time.monotonic() - method_cache["t"] > 60 or method_cache.get("key") != key:
+            method_cache.update(t=time.monotonic(), names=seg.available_methods(), key=key)
+        return list(method_cache["names"])
+
+    def choose_method(method: str | None) -> str:
+        names = methods()
+        if not names:
+            raise InputError("No segmentation method is available in this build.")
+        if not method:
+            return "cnn" if "cnn" in names else names[0]
+        if method not in names:
+            raise InputError(f"The {method!r} method is not available here; use one of "
+                             f"{', '.join(names)}.")
+        return method
+
+    def have_2d() -> bool:
+        try:
+            from braintumor import slices2d
+        except ImportError:
+            return False
+        if not hasattr(slices2d, "segment_image"):
+            return False
+        check = getattr(slices2d, "model_available", None)
+        return bool(check()) if callable(check) else True
+
+    def have_sample() -> bool:
+        try:
+            from braintumor.phantom import make_case, write_case  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    # -- errors -------------------------------------------------------------------------
+    @app.exception_handler(InputError)
+    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        if errs:
+            e = errs[0]
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            text = f"The request is malformed: {where or 'body'}: {e.get('msg', 'invalid')}."
+        else:
+            text = "The request is malformed."
+        return JSONResponse({"detail": text}, status_code=400)
+
+    def get_job(job_id: str) -> Job:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, "No such job: it never existed or has expired.")
+        return job
+
+    def job_out(job: Job) -> dict[str, Any]:
+        base = f"/api/jobs/{job.id}"
+        inputs = {k: v for k, v in job.inputs.items()
+                  if k not in ("modalities", "reference", "image", "reference_default")}
+        if "series" in inputs:
+            inputs["series"] = [{k: v for k, v in s.items() if k != "path"}
+                                for s in inputs["series"]]
+        urls: dict[str, Any] = {"page": f"/jobs/{job.id}", "self": base}
+        mods = job.inputs.get("modalities") or {}
+        if mods:
+            urls["images"] = {m: f"{base}/images/{m}{_suffix(p)}" for m, p in mods.items()}
+        res = job.result
+        if job.status == "done" and res.get("kind") == "3d":
+            urls["overlay"] = f"{base}/overlay/v{job.label_version}/labels.nii.gz"
+            if res.get("has_uncertainty"):
+                urls["uncertainty"] = f"{base}/overlay/uncertainty.nii.gz"
+            urls["download"] = f"{base}/download/labels.nii.gz"
+            urls["report_html"] = f"{base}/report.html"
+            urls["report_pdf"] = f"{base}/report.pdf"
+            urls["corrections"] = f"{base}/corrections"
+        if job.status == "done" and res.get("kind") == "2d":
+            urls["image2d"] = {k: f"{base}/image2d/{k}.png" for k in ("input", "mask", "overlay")}
+            urls["download"] = f"{base}/image2d/mask.png"
+        result = dict(res)
+        summaries = result.pop("summaries", None)
+        if summaries:
+            result["summary"] = summaries[-1]
+        corrections = result.pop("corrections", [])
+        result["corrections"] = len(corrections)
+        if corrections:
+            result["last_correction_s"] = corrections[-1].get("seconds")
+        return JobOut(
+            id=job.id, kind=job.kind, method=job.method, status=job.status, stage=job.stage,
+            progress=job.progress, message=job.message, created=job.created,
+            finished=job.finished, expires=job.expires,
+            queue_position=store.queue_position(job) if job.status == "queued" else None,
+            label_version=job.label_version, inputs=inputs, result=result, urls=urls,
+        ).model_dump()
+
+    # -- page and docs ------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/jobs/{job_id}", include_in_schema=False)
+    def job_page(job_id: str) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- API ----------------------------------------------------------------------------
+    @app.get("/api/info", response_model=Info, summary="What this server offers")
+    def info() -> Info:
+        names = methods()
+        from braintumor.io import dcm2niix_executable
+
+        return Info(
+            version=__version__,
+            methods=[MethodInfo(name=m, available=m in names, label=_METHOD_LABELS.get(m, m))
+                     for m in _all_methods()],
+            default_method=("cnn" if "cnn" in names else (names[0] if names else None)),
+            image2d_available=have_2d(),
+            sample_available=have_sample(),
+            correction_available=correction_available(),
+            dicom_available=dcm2niix_executable() is not None,
+            modalities=list(MODALITIES),
+            max_upload_bytes=app.state.max_upload_bytes,
+            ttl_seconds=store.ttl_s,
+            token_required=bool(tok),
+        )
+
+    @app.post("/api/detect-modalities", summary="Guess each file's modality from its name")
+    def detect(req: NamesRequest) -> dict[str, Any]:
+        """The guesses the page shows (and lets the user change) before uploading."""
+        return {"modalities": {n: detect_modality(n) for n in req.names[:64]}}
+
+    @app.post(
+        "/api/jobs", status_code=202, response_model=JobOut, summary="Upload a case",
+        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+            "schema": {"type": "object", "required": ["files"], "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                          "description": "four 3D NIfTI files (one per modality), one 4D "
+                                         "NIfTI, one zip of DICOM series, or one 2D picture"},
+                "reference": {"type": "string", "format": "binary",
+                              "description": "optional reference label map (NIfTI)"},
+                "method": {"type": "string", "description": "cnn | watershed | hybrid"},
+                "modalities": {"type": "string", "description": 'JSON {"file name or series '
+                               'id": "t1|t1ce|t2|flair"}; overrides detection'},
+                "confirm_series": {"type": "string", "description": "'true': stop after DICOM "
+                                   "conversion so the series can be assigned"},
+            }}}}}},
+    )
+    async def upload(request: Request) -> JSONResponse:
+        """Stream the upload into a new job, check it, and queue it (202)."""
+        from braintumor.web.upload import read_multipart
+
+        job = store.create("upload", "pending", status="awaiting_input")
+        job_dir = store.job_dir(job.id)
+        try:
+            fields, files = await read_multipart(request, job_dir / "upload",
+                                                 app.state.max_upload_bytes)
+            method = "2d"
+            inputs = await run_in_threadpool(_prepare, job_dir, fields, files)
+            if inputs.get("source") != "image2d":
+                method = choose_method(fields.get("method"))
+            shutil.rmtree(job_dir / "upload", ignore_errors=True)
+        except BaseException:
+            store.delete(job.id)
+            raise
+        status = "awaiting_input" if inputs.get("needs_confirmation") else "queued"
+        store.update(job.id, inputs=inputs, method=method, status=status,
+                     stage="waiting for the series to be assigned" if status != "queued"
+                     else "queued")
+        pool.notify()
+        return JSONResponse(job_out(get_job(job.id)), status_code=202)
+
+    def _prepare(job_dir: Path, fields: dict[str, str], files: list[Any]) -> dict[str, Any]:
+        from braintumor.web.inputs import prepare_upload
+
+        return prepare_upload(job_dir, fields, files, max_unzipped=2 * app.state.max_upload_bytes,
+                              have_2d=have_2d())
+
+    @app.post("/api/sample", status_code=202, response_model=JobOut,
+              summary="Segment the built-in sample case")
+    def sample(req: SampleRequest | None = Body(None)) -> dict[str, Any]:
+        """Queue a job on the synthetic demo case (its true outline gives metrics)."""
+        if not have_sample():
+            raise FeatureUnavailable("The sample case needs braintumor.phantom, which this "
+                                     "build lacks.")
+        method = choose_method(req.method if req else None)
+        job = store.create("sample", method, status="queued",
+                           inputs={"source": "sample", "files": []})
+        pool.notify()
+        return job_out(job)
+
+    @app.get("/api/jobs/{job_id}", response_model=JobOut, summary="A job's state and result")
+    def get(job_id: str) -> dict[str, Any]:
+        return job_out(get_job(job_id))
+
+    @app.post("/api/jobs/{job_id}/series", response_model=JobOut,
+              summary="Assign DICOM series to modalities and queue the job")
+    def series(job_id: str, req: SeriesChoice) -> dict[str, Any]:
+        from braintumor.web.inputs import confirm_series, parse_modality_choice
+
+        job = get_job(job_id)
+        if job.status != "awaiting_input":
+            raise HTTPException(409, "This job is not waiting for its series to be assigned.")
+        choice = parse_modality_choice(_json_dumps(req.modalities))
+        inputs = confirm_series(store.job_dir(job_id), job.inputs, choice)
+        method = choose_method(job.method if job.method != "pending" else None)
+        store.update(job_id, inputs=inputs, status="queued", stage="queued", method=method)
+        pool.notify()
+        return job_out(get_job(job_id))
+
+    @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut, summary="Cancel a job")
+    def cancel(job_id: str) -> dict[str, Any]:
+        job = get_job(job_id)
+        if job.terminal:
+            return job_out(job)
+        store.request_cancel(job_id)
+        pool.cancel(job_id)
+        return job_out(get_job(job_id))
+
+    @app.delete("/api/jobs/{job_id}", status_code=204, summary="Delete a job and its files now")
+    def delete(job_id: str) -> Response:
+        job = get_job(job_id)
+        if job.status == "running":
+            store.request_cancel(job_id)
+            pool.cancel(job_id)
+            for _ in range(50):
+                j = store.get(job_id)
+                if j is None or j.status != "running":
+                    break
+                time.sleep(0.1)
+        corrector.forget(job_id)
+        store.delete(job_id)
+        return Response(status_code=204)
+
+    @app.get("/api/jobs/{job_id}/images/{name}", summary="One input modality (NIfTI)",
+             response_class=FileResponse)
+    def image(job_id: str, name: str) -> FileResponse:
+        job = get_job(job_id)
+        mod = name.split(".", 1)[0]
+        mods = job.inputs.get("modalities") or {}
+        if mod not in mods:
+            raise HTTPException(404, f"This job has no {mod!r} image.")
+        return FileResponse(store.job_dir(job_id) / mods[mod], media_type="application/gzip"
+                            if mods[mod].endswith(".gz") else "application/octet-stream",
+                            headers={"cache-control": "private, max-age=3600"})
+
+    def done_3d(job_id: str) -> Job:
+        job = get_job(job_id)
+        if job.status != "done":
+            raise HTTPException(409, f"The job is {job.status}; results exist once it is done.")
+        if job.result.get("kind") != "3d":
+            raise HTTPException(404, "This job has no 3D label map.")
+        return job
+
+    @app.get("/api/jobs/{job_id}/overlay/v{version}/labels.nii.gz",
+             summary="A label map version for the viewer (internal values 0-3)",
+             response_class=FileResponse)
+    def overlay(job_id: str, version: int) -> FileResponse:
+        job = done_3d(job_id)
+        if not 0 <= version <= job.label_version:
+            raise HTTPException(404, "No such label map version.")
+        return FileResponse(labels_path(store.job_dir(job_id), version),
+                            media_type="application/gzip")
+
+    @app.get("/api/jobs/{job_id}/overlay/uncertainty.nii.gz", summary="Uncertainty map",
+             response_class=FileResponse)
+    def uncertainty(job_id: str) -> FileResponse:
+        job = done_3d(job_id)
+        path = store.job_dir(job_id) / "output" / "uncertainty.nii.gz"
+        if not job.result.get("has_uncertainty") or not path.exists():
+            raise HTTPException(404, "This method gave no uncertainty map.")
+        return FileResponse(path, media_type="application/gzip")
+
+    @app.get("/api/jobs/{job_id}/download/labels.nii.gz", response_class=FileResponse,
+             summary="Download the (corrected) label map in the input's geometry")
+    def download(job_id: str, convention: str = "brats2021") -> FileResponse:
+        """``convention``: brats2021 (ET = 4, default), brats2023 or msd."""
+        from braintumor import labels as L
+
+        job = done_3d(job_id)
+        L.allowed_values(convention)  # one sentence for an unknown convention
+        job_dir = store.job_dir(job_id)
+        out = job_dir / "output" / f"download_v{job.label_version}_{convention}.nii.gz"
+        if not out.exists():
+            _convert_labels(labels_path(job_dir, job.label_version), out, convention)
+        name = f"{job.inputs.get('case_id', 'case')}_seg.nii.gz"
+        return FileResponse(out, media_type="application/gzip", filename=name)
+
+    @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
+             summary="Printable HTML report")
+    def report_html(job_id: str) -> HTMLResponse:
+        from braintumor.web.report import VIEWS, render_html
+
+        job = done_3d(job_id)
+        urls = {v: f"/api/jobs/{job_id}/report/v{job.label_version}/{v}.png" for v in VIEWS}
+        return HTMLResponse(render_html(job, urls))
+
+    @app.get("/api/jobs/{job_id}/report/v{version}/{view}.png", response_class=FileResponse,
+             summary="A key slice picture of the report")
+    def report_png(job_id: str, version: int, view: str) -> FileResponse:
+        from braintumor.web.report import VIEWS
+
+        job = done_3d(job_id)
+        if view not in VIEWS or version != job.label_version:
+            raise HTTPException(404, "No such picture.")
+        return FileResponse(_pictures(job)[view], media_type="image/png")
+
+    @app.get("/api/jobs/{job_id}/report.pdf", response_class=FileResponse,
+             summary="PDF report")
+    def report_pdf(job_id: str) -> FileResponse:
+        from braintumor.web.report import render_pdf
+
+        job = done_3d(job_id)
+        out = store.job_dir(job_id) / "output" / f"report_v{job.label_version}.pdf"
+        if not out.exists():
+            render_pdf(job, _pictures(job), out)
+        return FileResponse(out, media_type="application/pdf",
+                            filename=f"{job.inputs.get('case_id', 'case')}_report.pdf")
+
+    def _pictures(job: Job) -> dict[str, Path]:
+        from braintumor.web.correct import read_labels
+        from braintumor.web.report import slice_pictures
+
+        job_dir = store.job_dir(job.id)
+        return slice_pictures(job_dir, job, read_labels(labels_path(job_dir, job.label_version)))
+
+    @app.get("/api/jobs/{job_id}/image2d/{name}.png", response_class=FileResponse,
+             summary="2D job pictures: input, mask or overlay")
+    def image2d(job_id: str, name: str) -> FileResponse:
+        job = get_job(job_id)
+        if job.status != "done" or job.result.get("kind") != "2d" or \
+                name not in ("input", "mask", "overlay"):
+            raise HTTPException(404, "No such picture.")
+        return FileResponse(store.job_dir(job_id) / "output" / f"{name}.png",
+                            media_type="image/png")
+
+    @app.post("/api/jobs/{job_id}/corrections", response_model=JobOut,
+              summary="Correct the outline with inside/outside seeds")
+    def correct(job_id: str, req: CorrectionRequest) -> dict[str, Any]:
+        """Seeds: voxel ``x, y, z`` or world ``mm``, with ``label`` 1-3 (inside that
+        region) or 0 (outside the tumour). Answers the job with the new label version."""
+        job = done_3d(job_id)
+        seeds = [s.model_dump(exclude_none=True) for s in req.seeds]
+        try:
+            corrector.apply(job, seeds)
+        except KeyError:
+            raise HTTPException(404, "No such job: it never existed or has expired.") from None
+        return job_out(get_job(job_id))
+
+    @app.post("/api/jobs/{job_id}/corrections/undo", response_model=JobOut,
+              summary="Undo the last correction")
+    def undo(job_id: str) -> dict[str, Any]:
+        job = done_3d(job_id)
+        corrector.undo(job)
+        return job_out(get_job(job_id))
+
+    app.add_middleware(SecurityMiddleware, token=tok)
+    return app
+
+
+def _all_methods() -> list[str]:
+    from braintumor import segment as seg
+
+    return list(seg.METHODS)
+
+
+def _suffix(path: str) -> str:
+    return ".nii.gz" if path.endswith(".nii.gz") else ".nii"
+
+
+def _json_dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj)
+
+
+def _convert_labels(src: Path, out: Path, convention: str) -> None:
+    """Write ``src`` (internal values, input geometry) in ``convention``, same geometry."""
+    import nibabel as nib
+    import numpy as np
+
+    from braintumor import labels as L
+    from braintumor.io import save_label_nifti
+
+    img: Any = nib.load(str(src))
+    data = np.asarray(img.dataobj, dtype=np.uint8)
+    save_label_nifti(L.from_internal(data, convention), out, reference=img.header,
+                     affine=img.affine)
+

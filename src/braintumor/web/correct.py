@@ -1,0 +1,185 @@
+"""Interactive correction of a finished job's label map.
+
+Each correction is a list of seeds ``(x, y, z, label)`` (voxel indices of the input
+grid, or millimetre coordinates turned into them with the input's affine; label an
+internal value 0..3, 0 meaning "not tumour here"). :func:`braintumor.correction.correct`
+gives the new label map, stored as the next version; undo steps back one version.
+The newest version is what the viewer shows and what downloads and reports use.
+
+The case and the current labels of recently corrected jobs stay in memory, so a click
+costs the correction itself and one file write, not a reload of the four volumes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor.cases import Case
+from braintumor.errors import InputError
+from braintumor.web.inputs import load_job_case
+from braintumor.web.store import Job, JobStore
+from braintumor.web.worker import VIEWER_CONVENTION, labels_path
+
+#: most seeds one request may carry
+MAX_SEEDS = 2000
+
+
+class CorrectionUnavailable(InputError):
+    """This build has no correction method (answered with 501)."""
+
+
+def correction_available() -> bool:
+    """True when :mod:`braintumor.correction` can be imported."""
+    try:
+        from braintumor.correction import correct  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """A label map written by the worker, as ``(X, Y, Z)`` uint8 internal values."""
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.uint8)
+
+
+def parse_seeds(raw: Any, case: Case) -> list[tuple[int, int, int, int]]:
+    """Seeds from JSON: ``[{"x","y","z","label"}]`` or ``[{"mm": [x, y, z], "label"}]``."""
+    if not isinstance(raw, list) or not raw:
+        raise InputError("Send at least one seed, e.g. {\"seeds\": [{\"x\": 10, \"y\": 20, "
+                         "\"z\": 30, \"label\": 3}]}.")
+    if len(raw) > MAX_SEEDS:
+        raise InputError(f"Send at most {MAX_SEEDS} seeds at once (got {len(raw)}).")
+    inv = np.linalg.inv(case.affine)
+    out = []
+    for i, s in enumerate(raw):
+        if not isinstance(s, dict):
+            raise InputError(f"Seed {i + 1} is not an object with x, y, z (or mm) and label.")
+        label = s.get("label")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label <= 3:
+            raise InputError(f"Seed {i + 1}: label must be 0 (outside), 1 (NCR), 2 (ED) or 3 "
+                             "(ET).")
+        if "mm" in s:
+            mm = s["mm"]
+            if (not isinstance(mm, list) or len(mm) != 3
+                    or not all(isinstance(v, (int, float)) for v in mm)):
+                raise InputError(f"Seed {i + 1}: mm must be three numbers.")
+            vox = inv @ np.array([*map(float, mm), 1.0])
+            xyz = [int(round(float(v))) for v in vox[:3]]
+        else:
+            vals = [s.get(k) for k in ("x", "y", "z")]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+                raise InputError(f"Seed {i + 1}: x, y and z must be whole voxel indices.")
+            xyz = [int(v) for v in vals]  # type: ignore[arg-type]
+        if not all(0 <= v < n for v, n in zip(xyz, case.shape, strict=True)):
+            raise InputError(f"Seed {i + 1} at voxel {tuple(xyz)} lies outside the image "
+                             f"{case.shape}.")
+        out.append((xyz[0], xyz[1], xyz[2], int(label)))
+    return out
+
+
+class Corrector:
+    """Applies and undoes corrections; keeps the last ``cache_size`` cases in memory."""
+
+    def __init__(self, store: JobStore, cache_size: int = 2) -> None:
+        self.store = store
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[Case, int, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._job_locks: dict[str, threading.Lock] = {}
+
+    def _job_lock(self, job_id: str) -> threading.Lock:
+        with self._lock:
+            return self._job_locks.setdefault(job_id, threading.Lock())
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job from the cache (deleted or expired)."""
+        with self._lock:
+            self._cache.pop(job_id, None)
+            self._job_locks.pop(job_id, None)
+
+    def _state(self, job: Job) -> tuple[Case, np.ndarray]:
+        with self._lock:
+            hit = self._cache.get(job.id)
+            if hit is not None and hit[1] == job.label_version:
+                self._cache.move_to_end(job.id)
+                return hit[0], hit[2]
+        job_dir = self.store.job_dir(job.id)
+        case = hit[0] if hit is not None else load_job_case(job_dir, job.inputs)
+        labels = read_labels(labels_path(job_dir, job.label_version))
+        self._remember(job.id, case, job.label_version, labels)
+        return case, labels
+
+    def _remember(self, job_id: str, case: Case, version: int, labels: np.ndarray) -> None:
+        with self._lock:
+            self._cache[job_id] = (case, version, labels)
+            self._cache.move_to_end(job_id)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def apply(self, job: Job, raw_seeds: Any) -> float:
+        """Apply one correction; returns the seconds it took."""
+        try:
+            from braintumor.correction import correct
+        except ImportError:
+            raise CorrectionUnavailable("Interactive correction is not available in this "
+                                        "build (braintumor.correction is missing).") from None
+        from braintumor.cases import write_label_map
+        from braintumor.web.measure import summary
+
+        with self._job_lock(job.id):
+            job = self._fresh(job)
+            t0 = time.perf_counter()
+            case, labels = self._state(job)
+            seeds = parse_seeds(raw_seeds, case)
+            new = np.asarray(correct(case, labels.copy(), seeds), dtype=np.uint8)
+            if new.shape != labels.shape:
+                raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
+            version = job.label_version + 1
+            job_dir = self.store.job_dir(job.id)
+            write_label_map(case, new, labels_path(job_dir, version), VIEWER_CONVENTION)
+            result = dict(job.result)
+            result["summaries"] = [*result.get("summaries", []),
+                                   summary(new, case.spacing, case.label)]
+            seconds = time.perf_counter() - t0
+            result["corrections"] = [*result.get("corrections", []),
+                                     {"seeds": [list(s) for s in seeds],
+                                      "seconds": round(seconds, 3)}]
+            self.store.update(job.id, result=result, label_version=version)
+            self._remember(job.id, case, version, new)
+            return seconds
+
+    def undo(self, job: Job) -> None:
+        """Step back to the previous label map version."""
+        with self._job_lock(job.id):
+            job = self._fresh(job)
+            if job.label_version == 0:
+                raise InputError("There is no correction to undo.")
+            job_dir = self.store.job_dir(job.id)
+            result = dict(job.result)
+            result["summaries"] = result.get("summaries", [])[:-1]
+            result["corrections"] = result.get("corrections", [])[:-1]
+            version = job.label_version - 1
+            self.store.update(job.id, result=result, label_version=version)
+            labels_path(job_dir, job.label_version).unlink(missing_ok=True)
+            with self._lock:
+                hit = self._cache.pop(job.id, None)
+            if hit is not None:
+                self._remember(job.id, hit[0], version,
+                               read_labels(labels_path(job_dir, version)))
+
+    def _fresh(self, job: Job) -> Job:
+        now = self.store.get(job.id)
+        if now is None:
+            raise KeyError(job.id)
+        if now.status != "done" or now.result.get("kind") != "3d":
+            raise InputError("Only a finished 3D segmentation can be corrected.")
+        return now

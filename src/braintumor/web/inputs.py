@@ -1,0 +1,526 @@
+"""Turn uploaded files into a job's inputs, with every check done before the job queues.
+
+What an upload may be:
+
+* four 3D NIfTI files, one per modality: the modality of each is detected from its name
+  (BraTS 2017-2021 and 2023 namings and common words such as ``flair``, ``t1gd``) or
+  given by the client (the page lets the user change it before submitting);
+* one 4D NIfTI with the four modalities (Decathlon order FLAIR, T1, T1gd, T2);
+* one zip of DICOM series: extracted under server-made names (no path from the archive
+  is used, and an entry whose path would leave the archive is refused), converted with
+  dcm2niix (anonymised), each series matched to a modality by its description; the
+  DICOM files and the sidecars are deleted after conversion, and the NIfTI text fields
+  are blanked, so no patient identifier is kept;
+* one 2D picture (PNG/JPEG/TIFF), when a 2D model is part of this build;
+* optionally a reference label map (field ``reference``) to score the result against.
+
+Every fault is one :class:`~braintumor.errors.InputError` sentence (answered 4xx).
+A job's inputs end up as canonical files in ``<job>/input/`` described by a JSON dict
+(paths relative to the job folder).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from braintumor.cases import MODALITIES, MODALITY_NAMES, Case, CaseSource, load_case
+from braintumor.errors import InputError
+from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge
+
+NIFTI_EXT = (".nii.gz", ".nii")
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+ZIP_EXT = (".zip",)
+
+#: most entries a DICOM zip may hold
+MAX_ZIP_MEMBERS = 20000
+
+
+class FeatureUnavailable(InputError):
+    """The request needs a part of the system this build lacks (answered with 501)."""
+
+
+def file_kind(name: str) -> tuple[str, str]:
+    """-> (kind, canonical suffix) for a client's file name: kind is nifti|image|zip."""
+    low = name.lower()
+    for kind, exts in (("nifti", NIFTI_EXT), ("image", IMAGE_EXT), ("zip", ZIP_EXT)):
+        for ext in exts:
+            if low.endswith(ext):
+                return kind, ext
+    raise UnsupportedUpload(
+        f"{name}: is not a NIfTI (.nii, .nii.gz), zip (DICOM) or picture (PNG, JPEG, TIFF) "
+        "file.")
+
+
+# -- modality detection ---------------------------------------------------------------
+_WORDS = {
+    "flair": "flair", "t2f": "flair", "t2flair": "flair", "t2_flair": "flair",
+    "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce", "t1_gd": "t1ce", "t1post": "t1ce",
+    "t1_post": "t1ce", "t1_ce": "t1ce", "t1_c": "t1ce", "t1contrast": "t1ce",
+    "t2w": "t2", "t2": "t2", "t2_tse": "t2",
+    "t1n": "t1", "t1w": "t1", "t1": "t1", "t1_pre": "t1", "t1pre": "t1",
+}
+_POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+c\b|contrast|\bce\b|_ce\b|\bc\+)")
+
+
+def detect_modality(text: str) -> str | None:
+    """Guess the modality (t1, t1ce, t2, flair) from a file name or series description.
+
+    BraTS names (``_t1ce``, ``-t1c`` ...) are read exactly; other texts by key words
+    (FLAIR first, then T1 with a contrast word as T1ce, then T2, then T1).
+    """
+    from braintumor.cases import _match_brats_name
+
+    hit = _match_brats_name(Path(text)) if text.lower().endswith(NIFTI_EXT) else None
+    if hit is not None and hit[2] in MODALITIES:
+        return hit[2]
+    low = text.lower()
+    for ext in NIFTI_EXT:
+        if low.endswith(ext):
+            low = low[: -len(ext)]
+    tokens = re.split(r"[^a-z0-9+]+", low)
+    joined = "_".join(t for t in tokens if t)
+    if "flair" in joined or "t2f" in tokens:
+        return "flair"
+    for tok in reversed(tokens):  # the modality word usually ends a BraTS-like name
+        if tok in _WORDS and _WORDS[tok] != "t1":
+            return _WORDS[tok]
+        if tok in _WORDS:
+            return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+    if re.search(r"t1", joined):
+        return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+    if re.search(r"t2", joined):
+        return "t2"
+    if "mprage" in joined or "spgr" in joined:
+        return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+    return None
+
+
+def parse_modality_choice(text: str | None) -> dict[str, str]:
+    """The client's modality choice: a JSON object {file name or series id: modality}."""
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError("The modalities field is not valid JSON; send an object such as "
+                         '{"case_t1.nii.gz": "t1"}.') from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in obj.items()):
+        raise InputError('The modalities field must be a JSON object such as '
+                         '{"case_t1.nii.gz": "t1"}.')
+    out = {}
+    for k, v in obj.items():
+        mod = v.strip().lower()
+        if mod in ("", "none", "ignore"):
+            continue
+        if mod not in MODALITIES:
+            raise InputError(f"Modality {v!r} for {k} is not one of t1, t1ce, t2, flair.")
+        out[k] = mod
+    return out
+
+
+def assign_modalities(names: list[str], choice: dict[str, str]) -> dict[str, str]:
+    """Map each of ``names`` to a distinct modality (client choice first, then the names).
+
+    Returns {name: modality}; raises one sentence when a modality is missing or doubled.
+    """
+    assigned: dict[str, str] = {}
+    for n in names:
+        mod = choice.get(n) or detect_modality(n)
+        if mod is None:
+            raise InputError(f"{n}: the modality cannot be told from the name; choose T1, "
+                             "T1ce, T2 or FLAIR for it.")
+        assigned[n] = mod
+    by_mod: dict[str, list[str]] = {}
+    for n, m in assigned.items():
+        by_mod.setdefault(m, []).append(n)
+    for m, ns in by_mod.items():
+        if len(ns) > 1:
+            raise InputError(f"{' and '.join(ns)} are both {MODALITY_NAMES[m]}; each modality "
+                             "must be given once.")
+    missing = [MODALITY_NAMES[m] for m in MODALITIES if m not in by_mod]
+    if missing:
+        raise InputError(f"The upload lacks the {', '.join(missing)} image; four modalities "
+                         "(T1, T1ce, T2, FLAIR) are needed.")
+    return assigned
+
+
+# -- loading a job's case -------------------------------------------------------------
+def load_job_case(job_dir: Path, inputs: dict[str, Any], with_reference: bool = True) -> Case:
+    """Read a job's canonical input files into a :class:`Case` (reference as ``label``)."""
+    from braintumor import labels as L
+    from braintumor.io import load_label_nifti
+
+    paths = {m: job_dir / p for m, p in inputs["modalities"].items()}
+    src = CaseSource(case_id=inputs.get("case_id", "case"), kind="brats2021",
+                     modality_paths=paths)
+    case = load_case(src, with_label=False)
+    ref = inputs.get("reference")
+    if with_reference and ref:
+        ref_name = inputs.get("reference_name", "reference label map")
+        lv = load_label_nifti(job_dir / ref)
+        if lv.data.shape != case.shape:
+            raise InputError(f"{ref_name}: label map shape {lv.data.shape} differs from the "
+                             f"image's {case.shape}.")
+        hint = inputs.get("reference_hint")
+        default = inputs.get("reference_default")
+        if hint is None and default and {int(v) for v in np.unique(lv.data)} <= \
+                L.allowed_values(default):
+            hint = default
+        conv = L.detect_convention(lv.data, hint=hint, what=f"label map {ref_name}")
+        case.label = L.to_internal(lv.data, conv, what=f"label map {ref_name}")
+        case.label_convention = conv
+    return case
+
+
+# -- preparing an upload ----------------------------------------------------------------
+def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFile],
+                   max_unzipped: int, have_2d: bool) -> dict[str, Any]:
+    """Check the uploaded files and lay them out as a job's inputs.
+
+    Returns the inputs dict. When DICOM series need the user's confirmation
+    (``fields['confirm_series']`` true, or some modality not matched) the dict has
+    ``needs_confirmation: True`` and ``series``; :func:`confirm_series` finishes it.
+    """
+    from braintumor import labels as L
+
+    inp_dir = job_dir / "input"
+    inp_dir.mkdir(parents=True, exist_ok=True)
+    unknown = sorted({f.field for f in files} - {"files", "reference"})
+    if unknown:
+        raise InputError(f"Unknown upload field {unknown[0]!r}; send the images as 'files' and "
+                         "an optional label map as 'reference'.")
+    images = [f for f in files if f.field == "files"]
+    refs = [f for f in files if f.field == "reference"]
+    if not images:
+        raise InputError("No image was uploaded; send four NIfTI files, one 4D NIfTI, a zip of "
+                         "DICOM series or one 2D picture.")
+    for f in files:
+        if f.size == 0:
+            raise InputError(f"{f.name}: the file is empty.")
+    if len(refs) > 1:
+        raise InputError("More than one reference label map was uploaded; send at most one.")
+    inputs: dict[str, Any] = {"files": [f.name for f in images]}
+
+    if refs:
+        r = refs[0]
+        kind, ext = file_kind(r.name)
+        if kind != "nifti":
+            raise InputError(f"{r.name}: a reference label map must be a NIfTI file.")
+        dest = inp_dir / f"reference{ext}"
+        r.path.replace(dest)
+        inputs["reference"] = str(dest.relative_to(job_dir))
+        inputs["reference_name"] = r.name
+        inputs["reference_hint"] = L.convention_from_name(r.name)
+
+    kinds = [file_kind(f.name) for f in images]
+    kset = {k for k, _ in kinds}
+    if len(kset) > 1:
+        raise InputError("The upload mixes kinds of files; send four NIfTI files, one 4D NIfTI, "
+                         "one DICOM zip or one picture.")
+    kind = kset.pop()
+    if kind in ("zip", "image") and len(images) > 1:
+        what = "zip of DICOM series" if kind == "zip" else "2D picture"
+        raise InputError(f"Send one {what} at a time (got {len(images)} files).")
+
+    if kind == "image":
+        if not have_2d:
+            raise UnsupportedUpload(f"{images[0].name}: 2D pictures need the 2D model, which "
+                                    "this build lacks; upload the four MRI volumes instead.")
+        if refs:
+            raise InputError("A reference label map is only used with 3D volumes.")
+        from braintumor.io import read_image_2d
+
+        dest = inp_dir / f"image{kinds[0][1]}"
+        images[0].path.replace(dest)
+        arr = _named(read_image_2d, dest, images[0].name)
+        inputs.update(source="image2d", image=str(dest.relative_to(job_dir)),
+                      case_id=_case_id(images[0].name), image_shape=list(arr.shape))
+        return inputs
+
+    if kind == "zip":
+        inputs.update(source="dicom", case_id="dicom-case")
+        inputs["series"] = convert_dicom_zip(job_dir, images[0], max_unzipped)
+        choice = parse_modality_choice(fields.get("modalities"))
+        want_confirm = fields.get("confirm_series", "").lower() in ("1", "true", "yes", "on")
+        guess = {s["id"]: (choice.get(s["id"]) or s["guess"]) for s in inputs["series"]
+                 if s["usable"]}
+        complete = _complete_assignment(guess)
+        if want_confirm or complete is None:
+            inputs["needs_confirmation"] = True
+            return inputs
+        return confirm_series(job_dir, inputs, complete)
+
+    # NIfTI
+    if len(images) == 1:
+        return _prepare_4d(job_dir, inputs, images[0])
+    if len(images) != 4:
+        raise InputError(f"Got {len(images)} NIfTI files; send four (T1, T1ce, T2, FLAIR) or "
+                         "one 4D file.")
+    names = [f.name for f in images]
+    if len(set(names)) != len(names):
+        raise InputError("Two uploaded files have the same name; give each modality its own "
+                         "file name.")
+    assigned = assign_modalities(names, parse_modality_choice(fields.get("modalities")))
+    mods: dict[str, str] = {}
+    for f, (_, ext) in zip(images, kinds, strict=True):
+        mod = assigned[f.name]
+        dest = inp_dir / f"{mod}{ext}"
+        f.path.replace(dest)
+        mods[mod] = str(dest.relative_to(job_dir))
+    inputs.update(source="nifti", modalities=mods, case_id=_case_id_from_names(names),
+                  file_modalities=assigned)
+    _validate_case(job_dir, inputs, {assigned[n]: n for n in names})
+    return inputs
+
+
+def _named(fn: Any, path: Path, name: str) -> Any:
+    """Call ``fn(path)``, restating an InputError with the user's file name."""
+    try:
+        return fn(path)
+    except InputError as exc:
+        raise InputError(str(exc).replace(str(path), name)) from None
+
+
+def _validate_case(job_dir: Path, inputs: dict[str, Any], display: dict[str, str]) -> Case:
+    """Load the case once (every check of :func:`load_case`), restating server paths as
+    the user's file names."""
+    try:
+        return load_job_case(job_dir, inputs)
+    except InputError as exc:
+        msg = str(exc)
+        for mod, rel in inputs.get("modalities", {}).items():
+            msg = msg.replace(str(job_dir / rel), display.get(mod, MODALITY_NAMES[mod]))
+        if inputs.get("reference"):
+            msg = msg.replace(str(job_dir / inputs["reference"]), inputs["reference_name"])
+        msg = msg.replace(str(job_dir / "input"), "the upload")
+        raise InputError(msg) from None
+
+
+def _case_id(name: str) -> str:
+    from braintumor.io import strip_nifti_suffix
+
+    stem = strip_nifti_suffix(name)
+    stem = re.sub(r"\.(png|jpe?g|tiff?|zip)$", "", stem, flags=re.IGNORECASE)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")
+    return stem[:80] or "case"
+
+
+def _case_id_from_names(names: list[str]) -> str:
+    from braintumor.cases import _match_brats_name
+
+    for n in names:
+        hit = _match_brats_name(Path(n))
+        if hit is not None:
+            return _case_id(hit[0])
+    return "case"
+
+
+def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[str, Any]:
+    """One 4D NIfTI (Decathlon channel order) -> four canonical 3D files."""
+    from braintumor.cases import MSD_ORDER
+    from braintumor.io import load_nifti, save_float_nifti
+
+    _, ext = file_kind(f.name)
+    raw = job_dir / "input" / f"image4d{ext}"
+    f.path.replace(raw)
+    vol = _named(lambda p: load_nifti(p, ndim=(3, 4)), raw, f.name)
+    if vol.data.ndim == 3:
+        raise InputError(f"{f.name}: is one 3D image; upload all four modalities (T1, T1ce, T2, "
+                         "FLAIR) or one 4D file holding them.")
+    if vol.data.shape[3] != 4:
+        raise InputError(f"{f.name}: a 4D image needs 4 channels (FLAIR, T1, T1gd, T2); it has "
+                         f"{vol.data.shape[3]}.")
+    hdr = vol.header.copy()
+    hdr.set_data_shape(vol.data.shape[:3])
+    mods = {}
+    for i, mod in enumerate(MSD_ORDER):
+        dest = job_dir / "input" / f"{mod}.nii.gz"
+        save_float_nifti(vol.data[..., i], dest, hdr, vol.affine)
+        mods[mod] = str(dest.relative_to(job_dir))
+    raw.unlink()
+    # a reference beside a Decathlon 4D file is read in the Decathlon layout unless its
+    # name or its values (a 4) say otherwise
+    inputs["reference_default"] = "msd"
+    inputs.update(source="nifti4d", modalities=mods, case_id=_case_id(f.name))
+    _validate_case(job_dir, inputs, {m: f"{f.name} ({MODALITY_NAMES[m]})" for m in mods})
+    return inputs
+
+
+# -- DICOM ------------------------------------------------------------------------------
+def safe_extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int:
+    """Extract every file of a zip under server-made names in ``dest``; returns the count.
+
+    An entry with an absolute path, a drive or a ``..`` component is refused (zip-slip),
+    as is an encrypted entry or more than ``max_total`` bytes uncompressed (zip bomb).
+    """
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise InputError(f"{display}: is not a readable zip file.") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    total = 0
+    n = 0
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise InputError(f"{display}: holds {len(infos)} entries, more than the "
+                             f"{MAX_ZIP_MEMBERS} allowed.")
+        for info in infos:
+            name = info.filename.replace("\\", "/")
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+                raise InputError(f"{display}: holds an entry whose path leaves the archive's "
+                                 f"folder ({info.filename!r}); the archive was refused.")
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise InputError(f"{display}: is encrypted; upload an unencrypted zip.")
+            target = dest / f"{n:06d}.dcm"
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while True:
+                        block = src.read(1 << 20)
+                        if not block:
+                            break
+                        total += len(block)
+                        if total > max_total:
+                            raise UploadTooLarge(
+                                f"{display}: unpacks to more than "
+                                f"{max_total / 2**20:.0f} MiB, over this server's limit.")
+                        out.write(block)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+                raise InputError(f"{display}: is a damaged zip file ({info.filename!r} cannot "
+                                 "be read).") from None
+            n += 1
+    if n == 0:
+        raise InputError(f"{display}: the zip file holds no files.")
+    return n
+
+
+def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list[dict[str, Any]]:
+    """Extract a DICOM zip, convert it with dcm2niix, delete the DICOM; -> series list.
+
+    Each series: ``dict(id, description, shape, guess, usable, path)`` where ``path`` is
+    relative to the job folder and ``usable`` means a 3D volume.
+    """
+    import nibabel as nib
+
+    from braintumor.io import convert_dicom
+
+    dicom_dir = job_dir / "dicom"
+    out_dir = job_dir / "series_raw"
+    try:
+        safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
+        f.path.unlink(missing_ok=True)
+        try:
+            niftis = convert_dicom(dicom_dir, out_dir, anonymize=True)
+        except InputError:
+            raise InputError(f"{f.name}: holds no DICOM series that could be converted to "
+                             "NIfTI.") from None
+    finally:
+        # the DICOM files carry patient identifiers: none is kept, whatever happened
+        shutil.rmtree(dicom_dir, ignore_errors=True)
+        f.path.unlink(missing_ok=True)
+    series_dir = job_dir / "series"
+    series_dir.mkdir(exist_ok=True)
+    series: list[dict[str, Any]] = []
+    for i, nii in enumerate(niftis):
+        sidecar = nii.with_name(nii.name[: -len(".nii.gz")] + ".json")
+        desc = ""
+        if sidecar.exists():
+            try:
+                meta = json.loads(sidecar.read_text())
+                desc = str(meta.get("SeriesDescription") or meta.get("ProtocolName") or "")
+            except (OSError, json.JSONDecodeError):
+                desc = ""
+        if not desc:  # dcm2niix named the file <series number>_<description>
+            desc = re.sub(r"^\d+_", "", nii.name[: -len(".nii.gz")])
+        sid = f"s{i + 1:02d}"
+        dest = series_dir / f"{sid}.nii.gz"
+        nii.replace(dest)
+        loaded: Any = nib.load(str(dest))
+        shape = [int(s) for s in loaded.shape]
+        usable = len([s for s in shape if s > 1]) == 3
+        series.append({"id": sid, "description": desc[:120], "shape": shape,
+                       "guess": detect_modality(desc) if usable else None, "usable": usable,
+                       "path": str(dest.relative_to(job_dir))})
+    shutil.rmtree(out_dir, ignore_errors=True)  # sidecars too: nothing else is needed
+    if not any(s["usable"] for s in series):
+        raise InputError(f"{f.name}: holds no 3D MRI series.")
+    return series
+
+
+def _complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
+    """{series id: modality} when each modality is guessed for exactly one series."""
+    by_mod: dict[str, list[str]] = {}
+    for sid, mod in guess.items():
+        if mod:
+            by_mod.setdefault(mod, []).append(sid)
+    if set(by_mod) != set(MODALITIES) or any(len(v) != 1 for v in by_mod.values()):
+        return None
+    return {v[0]: m for m, v in by_mod.items()}
+
+
+def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
+                   ) -> dict[str, Any]:
+    """Assign DICOM series to modalities ({series id: modality}); series on other grids
+    than the T1 are resampled onto it (linear, by their scanner coordinates)."""
+    series = {s["id"]: s for s in inputs.get("series", [])}
+    for sid in choice:
+        if sid not in series:
+            raise InputError(f"Series {sid!r} is not part of this upload (it has "
+                             f"{', '.join(series) or 'none'}).")
+        if not series[sid]["usable"]:
+            raise InputError(f"Series {sid} ({series[sid]['description']}) is not a 3D volume.")
+    chosen = {m: sid for sid, m in choice.items()}
+    if len(chosen) != len(choice):
+        raise InputError("Two series were given the same modality; give each modality once.")
+    missing = [MODALITY_NAMES[m] for m in MODALITIES if m not in chosen]
+    if missing:
+        raise InputError(f"No series was chosen for {', '.join(missing)}; four modalities are "
+                         "needed.")
+    mods = {}
+    for mod in MODALITIES:
+        src = job_dir / series[chosen[mod]]["path"]
+        dest = job_dir / "input" / f"{mod}.nii.gz"
+        shutil.copyfile(src, dest)
+        mods[mod] = str(dest.relative_to(job_dir))
+    _resample_onto_t1(job_dir, mods)
+    inputs = dict(inputs)
+    inputs.pop("needs_confirmation", None)
+    inputs.update(modalities=mods, series_modalities=choice)
+    display = {m: f"series {chosen[m]} ({series[chosen[m]]['description']})" for m in mods}
+    _validate_case(job_dir, inputs, display)
+    return inputs
+
+
+def _resample_onto_t1(job_dir: Path, mods: dict[str, str]) -> None:
+    """Bring every modality onto the T1's grid when grids differ (same-session DICOM
+    series share scanner coordinates, so the affines line them up)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    from braintumor.io import load_nifti, save_float_nifti
+
+    ref = load_nifti(job_dir / mods["t1"], ndim=3)
+    for mod in MODALITIES[1:]:
+        path = job_dir / mods[mod]
+        img: Any = nib.load(str(path))
+        if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
+            continue
+        vol = load_nifti(path, ndim=3)
+        # voxel of the reference -> mm -> voxel of this series
+        mat = np.linalg.inv(vol.affine) @ ref.affine
+        data = ndimage.affine_transform(vol.data, mat[:3, :3], offset=mat[:3, 3],
+                                        output_shape=ref.data.shape, order=1, mode="constant",
+                                        cval=0.0)
+        save_float_nifti(data.astype(np.float32), path, ref.header, ref.affine)

@@ -1,0 +1,215 @@
+"""A job's report: key slices with the outline, volumes, method, model version, metrics
+and the not-for-clinical-use notice, as printable HTML and as PDF (matplotlib, offline).
+
+Slices are shown in the neurological convention (the patient's right on the right of
+the picture) after turning the arrays to the closest RAS+ orientation, so a picture
+looks the same whatever the file's voxel order.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor.web.measure import VOLUME_ROWS
+from braintumor.web.store import Job
+
+NOTICE = ("Research software: not a medical device and not for clinical use. Every "
+          "outline and measurement must be checked by a qualified reader.")
+
+#: internal label -> RGB, the same colours as the viewer's legend
+COLOURS = {1: (230, 60, 60), 2: (60, 200, 90), 3: (255, 215, 0)}
+VIEWS = ("axial", "coronal", "sagittal")
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.apply_orientation(data, ornt)
+
+
+def key_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
+               alpha: float = 0.45) -> dict[str, np.ndarray]:
+    """Axial, coronal and sagittal RGB pictures ``(H, W, 3)`` uint8 with the outline.
+
+    ``image``: ``(X, Y, Z)`` one modality; ``labels``: ``(X, Y, Z)`` internal labels. The
+    axial slice is the one with the largest whole-tumour area; the other two pass
+    through the tumour's centre (the volume's centre when there is no tumour).
+    """
+    img = _canonical(np.asarray(image, dtype=np.float32), affine)
+    lab = _canonical(np.asarray(labels, dtype=np.uint8), affine)
+    wt = lab > 0
+    if wt.any():
+        z = int(np.argmax(wt.sum(axis=(0, 1))))
+        cx, cy, _ = (int(round(c)) for c in np.argwhere(wt).mean(axis=0))
+    else:
+        cx, cy, z = (s // 2 for s in lab.shape)
+    nz = img[img > 0]
+    lo, hi = (np.percentile(nz, [1, 99]) if nz.size else (0.0, 1.0))
+    grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255.0
+
+    def compose(g: np.ndarray, lb: np.ndarray) -> np.ndarray:
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        for value, colour in COLOURS.items():
+            m = lb == value
+            rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(colour, dtype=np.float32)
+        # rows from the top: anterior/superior first
+        return np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1]).astype(np.uint8)
+
+    return {
+        "axial": compose(grey[:, :, z], lab[:, :, z]),
+        "coronal": compose(grey[:, cy, :], lab[:, cy, :]),
+        "sagittal": compose(grey[cx, :, :], lab[cx, :, :]),
+    }
+
+
+def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = "flair"
+                   ) -> dict[str, Path]:
+    """Write (once per label version) and return the three key-slice PNGs of a job."""
+    import nibabel as nib
+
+    from braintumor.io import write_png
+
+    out = {v: job_dir / "output" / f"report_v{job.label_version}_{v}.png" for v in VIEWS}
+    if all(p.exists() for p in out.values()):
+        return out
+    img: Any = nib.load(str(job_dir / job.inputs["modalities"][modality]))
+    pics = key_slices(np.asarray(img.dataobj, dtype=np.float32), labels, img.affine)
+    for v, p in out.items():
+        write_png(pics[v], p)
+    return out
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _metric_rows(metrics: dict[str, Any] | None) -> tuple[list[str], list[list[str]]]:
+    if not metrics:
+        return [], []
+    cols = ["dice", "sensitivity", "specificity", "hd95"]
+    rows = []
+    for region in ("WT", "TC", "ET"):
+        m = metrics.get(region)
+        if isinstance(m, dict):
+            rows.append([region, *(_fmt(m.get(c)) for c in cols)])
+    return ["Region", "Dice", "Sensitivity", "Specificity", "HD95 (mm)"], rows
+
+
+def report_facts(job: Job) -> dict[str, Any]:
+    """The facts every report shows (shared by the HTML and the PDF)."""
+    res = job.result
+    summ = (res.get("summaries") or [{}])[-1]
+    vols = summ.get("volumes_ml", {})
+    return {
+        "case": job.inputs.get("case_id", "case"),
+        "job": job.id,
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished or time.time())),
+        "method": res.get("method", job.method),
+        "model_version": res.get("model_version", "-"),
+        "volumes": [(name, key, vols.get(key)) for key, name, _ in VOLUME_ROWS],
+        "lesion_count": summ.get("lesion_count", 0),
+        "metrics": summ.get("metrics"),
+        "corrections": len(res.get("corrections", [])),
+    }
+
+
+def render_html(job: Job, slice_urls: dict[str, str]) -> str:
+    """A printable HTML report (no script, styles from the app's static folder)."""
+    f = report_facts(job)
+    e = html.escape
+    vol_rows = "".join(f"<tr><td>{e(n)}</td><td>{e(k)}</td><td class=num>{_fmt(v, 2)}</td></tr>"
+                       for n, k, v in f["volumes"])
+    head, mrows = _metric_rows(f["metrics"])
+    metrics_html = ""
+    if mrows:
+        metrics_html = ("<h2>Agreement with the reference</h2><table><tr>"
+                        + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                                  for r in mrows) + "</table>")
+    pics = "".join(f'<figure><img src="{e(u)}" alt="{e(v)} slice"><figcaption>{e(v)}'
+                   "</figcaption></figure>" for v, u in slice_urls.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>braintumor report: {e(f['case'])}</title>
+<link rel="stylesheet" href="/static/report.css"></head>
+<body>
+<header><h1>Tumour segmentation report</h1>
+<p class="notice">{e(NOTICE)}</p></header>
+<table class="facts">
+<tr><th>Case</th><td>{e(f['case'])}</td></tr>
+<tr><th>Date</th><td>{e(f['date'])}</td></tr>
+<tr><th>Method</th><td>{e(f['method'])}</td></tr>
+<tr><th>Model version</th><td>{e(f['model_version'])}</td></tr>
+<tr><th>Lesions</th><td>{f['lesion_count']}</td></tr>
+<tr><th>Manual corrections</th><td>{f['corrections']}</td></tr>
+</table>
+<h2>Key slices</h2>
+<div class="slices">{pics}</div>
+<p class="legend"><span class="sw ncr"></span> necrotic / non-enhancing core
+<span class="sw ed"></span> edema <span class="sw et"></span> enhancing tumour</p>
+<h2>Volumes</h2>
+<table><tr><th>Region</th><th></th><th>Volume (mL)</th></tr>{vol_rows}</table>
+{metrics_html}
+<footer><p>Job {e(f['job'])}. {e(NOTICE)}</p></footer>
+</body></html>
+"""
+
+
+def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
+    """A one-page A4 PDF report (matplotlib's PdfPages; works offline)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+    from PIL import Image
+
+    f = report_facts(job)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = plt.figure(figsize=(8.27, 11.69))
+    fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
+    fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
+    facts = [("Case", f["case"]), ("Date", f["date"]), ("Method", f["method"]),
+             ("Model version", f["model_version"]), ("Lesions", str(f["lesion_count"])),
+             ("Manual corrections", str(f["corrections"]))]
+    for i, (k, v) in enumerate(facts):
+        fig.text(0.06, 0.895 - i * 0.02, f"{k}:", fontsize=9, weight="bold")
+        fig.text(0.25, 0.895 - i * 0.02, str(v)[:90], fontsize=9)
+    for i, view in enumerate(VIEWS):
+        ax = fig.add_axes((0.04 + i * 0.32, 0.5, 0.3, 0.26))
+        ax.imshow(np.asarray(Image.open(pictures[view])), interpolation="nearest")
+        ax.set_title(view, fontsize=9)
+        ax.axis("off")
+    fig.text(0.06, 0.475, "■ necrotic / non-enhancing core", color=np.array(COLOURS[1]) / 255,
+             fontsize=8)
+    fig.text(0.38, 0.475, "■ edema", color=np.array(COLOURS[2]) / 255, fontsize=8)
+    fig.text(0.52, 0.475, "■ enhancing tumour", color="#b09000", fontsize=8)
+    ax = fig.add_axes((0.06, 0.27, 0.88, 0.18))
+    ax.axis("off")
+    ax.set_title("Volumes", fontsize=11, loc="left")
+    t = ax.table(cellText=[[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
+                 colLabels=["Region", "", "Volume (mL)"], loc="upper left",
+                 colWidths=[0.6, 0.1, 0.3])
+    t.set_fontsize(9)
+    head, rows = _metric_rows(f["metrics"])
+    if rows:
+        ax2 = fig.add_axes((0.06, 0.08, 0.88, 0.15))
+        ax2.axis("off")
+        ax2.set_title("Agreement with the reference", fontsize=11, loc="left")
+        t2 = ax2.table(cellText=rows, colLabels=head, loc="upper left")
+        t2.set_fontsize(9)
+    fig.text(0.06, 0.03, f"Job {f['job']}", fontsize=7, color="#555555")
+    with PdfPages(out) as pdf:
+        pdf.savefig(fig)
+    plt.close(fig)
+    return out

@@ -1,0 +1,560 @@
+// braintumor web page: every action goes through the JSON API under /api.
+"use strict";
+
+const COLOURS = { 1: [230, 60, 60], 2: [60, 200, 90], 3: [255, 215, 0] };
+const MOD_NAMES = { t1: "T1", t1ce: "T1ce", t2: "T2", flair: "FLAIR" };
+const TERMINAL = ["done", "failed", "cancelled"];
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  info: null,
+  job: null,
+  files: [],            // File objects chosen for upload
+  modality: "flair",    // background shown in the viewer
+  nv: null,
+  loadedBg: null,       // URL of the background volume in the viewer
+  loadedOverlay: null,  // URL of the label volume in the viewer
+  loadedUnc: null,
+  hidden: new Set(),
+  opacity: 0.6,
+  pollTimer: null,
+  pendingClick: false,
+  clickLocation: null,
+  busy: false,
+};
+window.braintumor = state;  // for tests and the curious
+
+// -- API helpers ------------------------------------------------------------------------
+async function api(path, options = {}) {
+  const res = await fetch(path, { credentials: "same-origin", ...options });
+  let body = null;
+  const type = res.headers.get("content-type") || "";
+  if (type.includes("application/json")) body = await res.json();
+  if (!res.ok) {
+    const detail = body && body.detail ? body.detail : `The server answered ${res.status}.`;
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return body;
+}
+const postJSON = (path, obj) => api(path, {
+  method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(obj || {}),
+});
+
+function setMsg(id, text, ok = false) {
+  const el = $(id);
+  el.textContent = text || "";
+  el.classList.toggle("ok", !!ok);
+}
+
+// -- start ------------------------------------------------------------------------------
+async function init() {
+  try {
+    state.info = await api("/api/info");
+  } catch (e) {
+    setMsg("upload-msg", e.message);
+    return;
+  }
+  const sel = $("method");
+  for (const m of state.info.methods) {
+    const o = document.createElement("option");
+    o.value = m.name;
+    o.textContent = m.label + (m.available ? "" : " (not available)");
+    o.disabled = !m.available;
+    sel.appendChild(o);
+  }
+  if (state.info.default_method) sel.value = state.info.default_method;
+  if (!state.info.default_method) {
+    $("sample-btn").disabled = true;
+    setMsg("upload-msg", "No segmentation method is available on this server.");
+  }
+  wireUi();
+  const m = location.pathname.match(/^\/jobs\/([A-Za-z0-9_-]+)$/);
+  if (m) openJob(m[1]);
+}
+
+function wireUi() {
+  $("sample-btn").addEventListener("click", startSample);
+  $("file-input").addEventListener("change", (e) => chooseFiles([...e.target.files]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    chooseFiles([...e.dataTransfer.files]);
+  });
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file-input").click(); });
+  $("submit-btn").addEventListener("click", submitUpload);
+  $("cancel-btn").addEventListener("click", cancelJob);
+  $("series-btn").addEventListener("click", confirmSeries);
+  for (const b of document.querySelectorAll("#mod-btns button")) {
+    b.addEventListener("click", () => switchModality(b.dataset.mod));
+  }
+  $("layout").addEventListener("change", applyLayout);
+  for (const l of [1, 2, 3]) {
+    $(`show-${l}`).addEventListener("change", (e) => {
+      if (e.target.checked) state.hidden.delete(l); else state.hidden.add(l);
+      applyLabelColours();
+    });
+  }
+  $("opacity").addEventListener("input", (e) => {
+    state.opacity = parseFloat(e.target.value);
+    if (state.nv && state.nv.volumes.length > 1) state.nv.setOpacity(1, state.opacity);
+  });
+  $("unc-toggle").addEventListener("change", refreshUncertainty);
+  $("correct-toggle").addEventListener("change", (e) => {
+    $("correct-tools").classList.toggle("active", e.target.checked);
+    setMsg("correct-msg", e.target.checked ? "Click on a slice to place a seed." : "", true);
+  });
+  $("undo-btn").addEventListener("click", undoCorrection);
+}
+
+// -- upload -----------------------------------------------------------------------------
+function kindOf(name) {
+  const n = name.toLowerCase();
+  if (n.endsWith(".nii") || n.endsWith(".nii.gz")) return "nifti";
+  if (n.endsWith(".zip")) return "zip";
+  if (/\.(png|jpe?g|tiff?)$/.test(n)) return "image";
+  return "other";
+}
+
+async function chooseFiles(files) {
+  setMsg("upload-msg", "");
+  state.files = files;
+  const body = $("file-list").querySelector("tbody");
+  body.textContent = "";
+  if (!files.length) { $("file-list").hidden = true; $("submit-btn").disabled = true; return; }
+  const names = files.map((f) => f.name);
+  let guesses = {};
+  if (files.every((f) => kindOf(f.name) === "nifti") && files.length > 1) {
+    try { guesses = (await postJSON("/api/detect-modalities", { names })).modalities; } catch (e) { /* keep empty */ }
+  }
+  for (const f of files) {
+    const tr = document.createElement("tr");
+    const td1 = document.createElement("td");
+    td1.textContent = `${f.name} (${(f.size / 1048576).toFixed(1)} MiB)`;
+    const td2 = document.createElement("td");
+    const kind = kindOf(f.name);
+    if (kind === "nifti" && files.length > 1) {
+      const sel = document.createElement("select");
+      sel.dataset.name = f.name;
+      sel.className = "mod-select";
+      sel.appendChild(new Option("?", ""));
+      for (const [k, v] of Object.entries(MOD_NAMES)) sel.appendChild(new Option(v, k));
+      sel.value = guesses[f.name] || "";
+      td2.appendChild(sel);
+    } else {
+      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: "2D picture", other: "not supported" }[kind];
+    }
+    tr.append(td1, td2);
+    body.appendChild(tr);
+  }
+  $("file-list").hidden = false;
+  $("submit-btn").disabled = false;
+}
+
+function submitUpload() {
+  if (!state.files.length) return;
+  const form = new FormData();
+  for (const f of state.files) form.append("files", f, f.name);
+  const mods = {};
+  for (const sel of document.querySelectorAll(".mod-select")) if (sel.value) mods[sel.dataset.name] = sel.value;
+  if (Object.keys(mods).length) form.append("modalities", JSON.stringify(mods));
+  const ref = $("ref-input").files[0];
+  if (ref) form.append("reference", ref, ref.name);
+  form.append("method", $("method").value);
+  if (state.files.length === 1 && kindOf(state.files[0].name) === "zip") form.append("confirm_series", "true");
+  $("submit-btn").disabled = true;
+  setMsg("upload-msg", "Uploading…", true);
+  // XMLHttpRequest (not fetch) to show upload progress
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/api/jobs");
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) setMsg("upload-msg", `Uploading… ${Math.round(100 * e.loaded / e.total)} %`, true);
+  };
+  xhr.onload = () => {
+    $("submit-btn").disabled = false;
+    let body = null;
+    try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+    if (xhr.status >= 200 && xhr.status < 300 && body) {
+      setMsg("upload-msg", "Uploaded.", true);
+      showJob(body, true);
+    } else {
+      setMsg("upload-msg", (body && body.detail) || `The upload failed (${xhr.status}).`);
+    }
+  };
+  xhr.onerror = () => { $("submit-btn").disabled = false; setMsg("upload-msg", "The upload failed: the server could not be reached."); };
+  xhr.send(form);
+}
+
+async function startSample() {
+  $("sample-btn").disabled = true;
+  setMsg("upload-msg", "");
+  try {
+    const job = await postJSON("/api/sample", { method: $("method").value || null });
+    showJob(job, true);
+  } catch (e) {
+    setMsg("upload-msg", e.message);
+  } finally {
+    $("sample-btn").disabled = false;
+  }
+}
+
+// -- jobs -------------------------------------------------------------------------------
+async function openJob(id) {
+  try {
+    showJob(await api(`/api/jobs/${id}`), false);
+  } catch (e) {
+    $("job").hidden = false;
+    setMsg("job-msg", e.message);
+  }
+}
+
+function showJob(job, push) {
+  const fresh = !state.job || state.job.id !== job.id;
+  if (fresh) resetResultPanels();
+  state.job = job;
+  if (push && location.pathname !== job.urls.page) history.pushState({}, "", job.urls.page);
+  render(job);
+  clearTimeout(state.pollTimer);
+  if (!TERMINAL.includes(job.status) && job.status !== "awaiting_input") {
+    state.pollTimer = setTimeout(poll, 400);
+  }
+}
+
+async function poll() {
+  if (!state.job) return;
+  try {
+    const job = await api(`/api/jobs/${state.job.id}`);
+    showJob(job, false);
+  } catch (e) {
+    setMsg("job-msg", e.message);
+    state.pollTimer = setTimeout(poll, 2000);
+  }
+}
+
+async function cancelJob() {
+  if (!state.job) return;
+  try { showJob(await postJSON(`/api/jobs/${state.job.id}/cancel`), false); } catch (e) { setMsg("job-msg", e.message); }
+}
+
+function render(job) {
+  $("job").hidden = false;
+  const st = $("job-status");
+  st.textContent = job.status.replace("_", " ");
+  st.className = `badge ${job.status}`;
+  let stage = job.stage || "";
+  if (job.status === "queued" && job.queue_position) stage = `${job.queue_position} job(s) ahead`;
+  $("job-stage").textContent = stage;
+  $("job-progress").value = job.progress;
+  $("cancel-btn").disabled = TERMINAL.includes(job.status);
+  $("job-link").href = job.urls.page;
+  setMsg("job-msg", job.status === "failed" || job.status === "cancelled" ? job.message : "");
+  renderSeries(job);
+  const r = job.result || {};
+  if (r.kind === "2d" && job.status === "done") { show2d(job); return; }
+  if (job.urls.images) loadViewer(job);
+  if (job.status === "done") renderResult(job);
+}
+
+function resetResultPanels() {
+  $("vol-table").querySelector("tbody").textContent = "";
+  $("metrics-box").hidden = true;
+  $("lesion-count").textContent = "-";
+  $("m-method").textContent = "-";
+  $("m-model").textContent = "-";
+  $("m-corr").textContent = "0";
+  for (const id of ["dl-labels", "dl-report-html", "dl-report-pdf"]) {
+    $(id).classList.add("disabled");
+    $(id).href = "#";
+  }
+  $("correct-toggle").disabled = true;
+  $("undo-btn").disabled = true;
+  $("img2d").hidden = true;
+  state.loadedOverlay = null;
+  state.loadedUnc = null;
+}
+
+// -- DICOM series ------------------------------------------------------------------------
+function renderSeries(job) {
+  const box = $("series-box");
+  const series = (job.inputs && job.inputs.series) || [];
+  if (job.status !== "awaiting_input" || !series.length) { box.hidden = true; return; }
+  if (!box.hidden && box.dataset.job === job.id) return;
+  box.dataset.job = job.id;
+  const body = $("series-table").querySelector("tbody");
+  body.textContent = "";
+  for (const s of series) {
+    const tr = document.createElement("tr");
+    const td1 = document.createElement("td");
+    td1.textContent = `${s.id}: ${s.description || "(no description)"}`;
+    const td2 = document.createElement("td");
+    td2.textContent = s.shape.join("×");
+    const td3 = document.createElement("td");
+    const sel = document.createElement("select");
+    sel.dataset.series = s.id;
+    sel.className = "series-select";
+    sel.appendChild(new Option("not used", ""));
+    for (const [k, v] of Object.entries(MOD_NAMES)) sel.appendChild(new Option(v, k));
+    sel.value = s.guess || "";
+    sel.disabled = !s.usable;
+    td3.appendChild(sel);
+    tr.append(td1, td2, td3);
+    body.appendChild(tr);
+  }
+  box.hidden = false;
+}
+
+async function confirmSeries() {
+  const mods = {};
+  for (const sel of document.querySelectorAll(".series-select")) if (sel.value) mods[sel.dataset.series] = sel.value;
+  try {
+    showJob(await postJSON(`/api/jobs/${state.job.id}/series`, { modalities: mods }), false);
+    $("series-box").hidden = true;
+  } catch (e) { setMsg("job-msg", e.message); }
+}
+
+// -- viewer -----------------------------------------------------------------------------
+async function ensureViewer() {
+  if (state.nv) return state.nv;
+  const nv = new niivue.Niivue({
+    backColor: [0, 0, 0, 1],
+    show3Dcrosshair: true,
+    crosshairColor: [0.3, 0.7, 1.0, 0.9],
+    dragAndDropEnabled: false,
+    isColorbar: false,
+    loadingText: "loading…",
+  });
+  await nv.attachToCanvas($("gl"));
+  nv.onLocationChange = (d) => {
+    state.clickLocation = d;
+    $("location").textContent = d && d.string ? d.string : "";
+  };
+  const canvas = $("gl");
+  canvas.addEventListener("pointerdown", () => { state.pendingClick = true; state.clickLocation = null; });
+  canvas.addEventListener("pointerup", () => {
+    if (!state.pendingClick) return;
+    state.pendingClick = false;
+    // NiiVue moves the crosshair in its own mouse handlers: read the location just after
+    setTimeout(() => {
+      if ($("correct-toggle").checked && state.clickLocation) placeSeed(state.clickLocation.mm);
+    }, 40);
+  });
+  state.nv = nv;
+  applyLayout();
+  return nv;
+}
+
+function applyLayout() {
+  const nv = state.nv;
+  if (!nv) return;
+  const v = $("layout").value;
+  nv.opts.multiplanarShowRender = niivue.SHOW_RENDER.ALWAYS;
+  const types = { multi: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial, coronal: nv.sliceTypeCoronal,
+                  sagittal: nv.sliceTypeSagittal, render: nv.sliceTypeRender };
+  nv.setSliceType(types[v]);
+}
+
+function labelColormap() {
+  const cm = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: ["", "NCR", "ED", "ET"] };
+  for (const l of [1, 2, 3]) {
+    cm.R.push(COLOURS[l][0]); cm.G.push(COLOURS[l][1]); cm.B.push(COLOURS[l][2]);
+    cm.A.push(state.hidden.has(l) ? 0 : 255);
+    cm.I.push(l);
+  }
+  return cm;
+}
+
+function applyLabelColours() {
+  const nv = state.nv;
+  if (!nv || !state.loadedOverlay) return;
+  const vol = nv.volumes.find((v) => v.__role === "labels");
+  if (!vol) return;
+  vol.setColormapLabel(labelColormap());
+  nv.setOpacity(nv.volumes.indexOf(vol), state.opacity);
+  nv.updateGLVolume();
+}
+
+async function loadViewer(job) {
+  if (state.busy) return;
+  const bgUrl = job.urls.images[state.modality] || Object.values(job.urls.images)[0];
+  const overlayUrl = job.status === "done" ? job.urls.overlay : null;
+  if (bgUrl === state.loadedBg && overlayUrl === state.loadedOverlay) return;
+  state.busy = true;
+  try {
+    const nv = await ensureViewer();
+    $("placeholder").hidden = true;
+    $("img2d").hidden = true;
+    $("gl").hidden = false;
+    if (bgUrl !== state.loadedBg) {
+      const list = [{ url: bgUrl, colormap: "gray" }];
+      if (overlayUrl) list.push({ url: overlayUrl, colormap: "gray", opacity: state.opacity });
+      await nv.loadVolumes(list);
+      nv.volumes[0].__role = "bg";
+      if (overlayUrl) nv.volumes[1].__role = "labels";
+      state.loadedBg = bgUrl;
+      state.loadedOverlay = overlayUrl;
+      state.loadedUnc = null;
+    } else if (overlayUrl !== state.loadedOverlay) {
+      await replaceOverlay(overlayUrl);
+    }
+    applyLabelColours();
+    await refreshUncertainty();
+    document.body.dataset.viewer = overlayUrl ? "overlay" : "image";
+  } catch (e) {
+    setMsg("job-msg", `The viewer could not show the images: ${e.message || e}`);
+  } finally {
+    state.busy = false;
+  }
+  // the job may have moved on while we were loading
+  if (state.job && state.job.id === job.id && state.job !== job) loadViewer(state.job);
+}
+
+async function replaceOverlay(url) {
+  const nv = state.nv;
+  const old = nv.volumes.find((v) => v.__role === "labels");
+  if (old) nv.removeVolume(old);
+  const vol = await niivue.NVImage.loadFromUrl({ url, colormap: "gray", opacity: state.opacity });
+  vol.__role = "labels";
+  nv.addVolume(vol);
+  nv.setVolume(vol, 1);
+  state.loadedOverlay = url;
+}
+
+async function refreshUncertainty() {
+  const nv = state.nv;
+  const job = state.job;
+  if (!nv || !job) return;
+  const url = job.urls.uncertainty || null;
+  $("unc-toggle").disabled = !url;
+  const want = url && $("unc-toggle").checked ? url : null;
+  if (want === state.loadedUnc) return;
+  const old = nv.volumes.find((v) => v.__role === "unc");
+  if (old) nv.removeVolume(old);
+  state.loadedUnc = null;
+  if (want) {
+    const vol = await niivue.NVImage.loadFromUrl({ url: want, colormap: "warm", opacity: 0.5 });
+    vol.__role = "unc";
+    nv.addVolume(vol);
+    state.loadedUnc = want;
+  }
+}
+
+function switchModality(mod) {
+  state.modality = mod;
+  for (const b of document.querySelectorAll("#mod-btns button")) b.classList.toggle("on", b.dataset.mod === mod);
+  if (state.job && state.job.urls.images) {
+    state.loadedBg = null;
+    loadViewer(state.job);
+  }
+}
+
+function show2d(job) {
+  $("placeholder").hidden = true;
+  $("gl").hidden = true;
+  const img = $("img2d");
+  img.src = job.urls.image2d.overlay;
+  img.hidden = false;
+  const r = job.result;
+  $("m-method").textContent = "2D model";
+  $("m-model").textContent = r.model_version || "-";
+  $("lesion-count").textContent = "-";
+  const body = $("vol-table").querySelector("tbody");
+  body.textContent = "";
+  const tr = document.createElement("tr");
+  tr.innerHTML = "<td>Tumour area (pixels)</td><td class=num></td>";
+  tr.lastChild.textContent = `${r.area_px} (${(100 * r.area_fraction).toFixed(1)} %)`;
+  body.appendChild(tr);
+  enableLink("dl-labels", job.urls.download);
+  document.body.dataset.viewer = "2d";
+}
+
+// -- results ----------------------------------------------------------------------------
+function enableLink(id, url) {
+  const a = $(id);
+  if (!url) return;
+  a.href = url;
+  a.classList.remove("disabled");
+}
+
+function renderResult(job) {
+  const r = job.result || {};
+  const s = r.summary || {};
+  const body = $("vol-table").querySelector("tbody");
+  body.textContent = "";
+  for (const row of s.volume_rows || []) {
+    const tr = document.createElement("tr");
+    const td1 = document.createElement("td");
+    td1.textContent = row.name;
+    const td2 = document.createElement("td");
+    td2.className = "num";
+    td2.dataset.key = row.key;
+    td2.textContent = (s.volumes_ml[row.key] ?? 0).toFixed(2);
+    tr.append(td1, td2);
+    body.appendChild(tr);
+  }
+  $("lesion-count").textContent = s.lesion_count ?? "-";
+  $("m-method").textContent = r.method || job.method;
+  $("m-model").textContent = r.model_version || "-";
+  $("m-corr").textContent = r.corrections || 0;
+  const mbox = $("metrics-box");
+  const mbody = $("metrics-table").querySelector("tbody");
+  mbody.textContent = "";
+  if (s.metrics) {
+    for (const region of ["WT", "TC", "ET"]) {
+      const m = s.metrics[region];
+      if (!m) continue;
+      const tr = document.createElement("tr");
+      const cells = [region, m.dice, m.sensitivity, m.specificity, m.hd95];
+      cells.forEach((c, i) => {
+        const td = document.createElement(i === 0 ? "th" : "td");
+        td.textContent = i === 0 ? c : (c === null || c === undefined ? "-" : Number(c).toFixed(i === 4 ? 1 : 3));
+        if (i) td.className = "num";
+        tr.appendChild(td);
+      });
+      mbody.appendChild(tr);
+    }
+    mbox.hidden = false;
+  } else if (s.metrics_note) {
+    mbox.hidden = false;
+  } else {
+    mbox.hidden = true;
+  }
+  setMsg("metrics-note", s.metrics_note || "");
+  enableLink("dl-labels", job.urls.download);
+  enableLink("dl-report-html", job.urls.report_html);
+  enableLink("dl-report-pdf", job.urls.report_pdf);
+  $("correct-toggle").disabled = !(state.info && state.info.correction_available);
+  $("correct-toggle").title = $("correct-toggle").disabled ? "Correction is not available on this server." : "";
+  $("undo-btn").disabled = !(job.label_version > 0);
+  document.body.dataset.result = `v${job.label_version}`;
+}
+
+// -- correction ---------------------------------------------------------------------------
+async function placeSeed(mm) {
+  const job = state.job;
+  if (!job || job.status !== "done" || !mm) return;
+  const region = parseInt($("correct-region").value, 10);
+  const inside = document.querySelector("input[name=seed-kind]:checked").value === "inside";
+  const seed = { mm: [mm[0], mm[1], mm[2]], label: inside ? region : 0 };
+  setMsg("correct-msg", "Correcting…", true);
+  const t0 = performance.now();
+  try {
+    const updated = await postJSON(`/api/jobs/${job.id}/corrections`, { seeds: [seed] });
+    showJob(updated, false);
+    setMsg("correct-msg", `Updated in ${((performance.now() - t0) / 1000).toFixed(2)} s.`, true);
+  } catch (e) {
+    setMsg("correct-msg", e.message);
+  }
+}
+
+async function undoCorrection() {
+  if (!state.job) return;
+  try {
+    showJob(await postJSON(`/api/jobs/${state.job.id}/corrections/undo`), false);
+    setMsg("correct-msg", "Undone.", true);
+  } catch (e) { setMsg("correct-msg", e.message); }
+}
+
+window.addEventListener("popstate", () => location.reload());
+document.addEventListener("DOMContentLoaded", init);

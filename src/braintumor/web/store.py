@@ -1,0 +1,288 @@
+"""Persistent job store: one SQLite file under the data dir.
+
+A job moves ``awaiting_input -> queued -> running -> done | failed | cancelled``
+(``awaiting_input`` only when DICOM series still need their modality confirmed). The
+row keeps what the page needs to show a job after a reload or on another tab: status,
+stage, progress (0..1), the message of a failure, the inputs (JSON) and the result
+(JSON). Files live in ``<data dir>/jobs/<id>/``; :meth:`JobStore.job_dir` is the only
+place that turns an id into a path, and it refuses anything that is not an id this
+store could have made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: statuses after which a job never changes again (corrections aside)
+TERMINAL = ("done", "failed", "cancelled")
+STATUSES = ("awaiting_input", "queued", "running", *TERMINAL)
+
+#: ``secrets.token_urlsafe(18)`` gives 24 characters from this alphabet (144 random bits)
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{24}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    expires REAL NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    label_version INTEGER NOT NULL DEFAULT 0,
+    inputs TEXT NOT NULL DEFAULT '{}',
+    result TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
+"""
+
+
+def new_job_id() -> str:
+    """A random, unguessable job id (144 bits, URL-safe)."""
+    return secrets.token_urlsafe(18)
+
+
+def is_job_id(text: str) -> bool:
+    """True when ``text`` has the shape of a job id (nothing else may name a folder)."""
+    return bool(_ID_RE.match(text))
+
+
+@dataclass
+class Job:
+    """One row of the store, decoded."""
+
+    id: str
+    kind: str
+    method: str
+    status: str
+    stage: str = ""
+    progress: float = 0.0
+    message: str = ""
+    created: float = 0.0
+    updated: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    expires: float = 0.0
+    cancel_requested: bool = False
+    label_version: int = 0
+    inputs: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        """True when the job will not run (again)."""
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        d = dict(row)
+        d["inputs"] = json.loads(d["inputs"] or "{}")
+        d["result"] = json.loads(d["result"] or "{}")
+        d["cancel_requested"] = bool(d["cancel_requested"])
+        return cls(**d)
+
+
+class JobStore:
+    """Thread-safe access to the jobs table and the jobs' folders.
+
+    ``ttl_s``: seconds a job (inputs and results) is kept after it was created.
+    """
+
+    def __init__(self, data_dir: str | Path, ttl_s: float = 24 * 3600.0) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.jobs_root = self.data_dir / "jobs"
+        self.jobs_root.mkdir(parents=True, exist_ok=True)
+        self.ttl_s = float(ttl_s)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.data_dir / "jobs.sqlite3"), check_same_thread=False,
+                                   isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    # -- plumbing -------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def job_dir(self, job_id: str) -> Path:
+        """The folder of a job; raises ``KeyError`` for anything that is not an id."""
+        if not is_job_id(job_id):
+            raise KeyError(job_id)
+        path = (self.jobs_root / job_id).resolve()
+        if path.parent != self.jobs_root:  # belt and braces: the regex already forbids it
+            raise KeyError(job_id)
+        return path
+
+    # -- create / read --------------------------------------------------------------
+    def create(self, kind: str, method: str, status: str = "queued",
+               inputs: dict[str, Any] | None = None, job_id: str | None = None) -> Job:
+        """Insert a new job and make its folder."""
+        now = time.time()
+        jid = job_id or new_job_id()
+        self.job_dir(jid).mkdir(parents=True, exist_ok=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, method, status, created, updated, expires, inputs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (jid, kind, method, status, now, now, now + self.ttl_s,
+                 json.dumps(inputs or {})),
+            )
+        job = self.get(jid)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or expired."""
+        if not is_job_id(job_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        job = Job.from_row(row)
+        if job.expires <= time.time():
+            self.delete(job_id)
+            return None
+        return job
+
+    def count(self, status: str | None = None) -> int:
+        """Number of jobs (with ``status`` when given)."""
+        with self._lock:
+            if status is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?",
+                                        (status,)).fetchone()[0])
+
+    def queue_position(self, job: Job) -> int:
+        """How many queued jobs were created before this one (0 = next)."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND created < ?",
+                (job.created,)).fetchone()[0])
+
+    # -- state changes --------------------------------------------------------------
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set columns of one job (``inputs``/``result`` given as dicts)."""
+        if not fields:
+            return
+        for key in ("inputs", "result"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+
+    def set_progress(self, job_id: str, progress: float, stage: str) -> None:
+        """Record live progress of a running job."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET progress = ?, stage = ?, updated = ? "
+                       "WHERE id = ? AND status = 'running'",
+                       (float(min(max(progress, 0.0), 1.0)), stage, time.time(), job_id))
+
+    def claim_next(self) -> Job | None:
+        """Atomically take the oldest queued job and mark it running."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' "
+                             "ORDER BY created LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET status = 'running', started = ?, updated = ?, "
+                       "stage = 'starting', progress = 0 WHERE id = ?", (now, now, row["id"]))
+        return self.get(row["id"])
+
+    def finish(self, job_id: str, status: str, message: str = "",
+               result: dict[str, Any] | None = None) -> None:
+        """Mark a job done, failed or cancelled."""
+        assert status in TERMINAL
+        fields: dict[str, Any] = {"status": status, "message": message,
+                                  "finished": time.time()}
+        if status == "done":
+            fields.update(progress=1.0, stage="done")
+        if result is not None:
+            fields["result"] = result
+        self.update(job_id, **fields)
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Cancel a job: at once when it has not started, else flag it for its worker."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            if row["status"] in ("queued", "awaiting_input"):
+                db.execute("UPDATE jobs SET status = 'cancelled', stage = 'cancelled', "
+                           "message = 'Cancelled before it started.', cancel_requested = 1, "
+                           "finished = ?, updated = ? WHERE id = ?", (now, now, job_id))
+            elif row["status"] == "running":
+                db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?",
+                           (now, job_id))
+        return self.get(job_id)
+
+    def requeue_interrupted(self) -> int:
+        """Put jobs left 'running' by a stopped server back in the queue; returns how many."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET status = 'queued', stage = 'queued again after a "
+                             "server restart', progress = 0 WHERE status = 'running'")
+            return int(cur.rowcount)
+
+    # -- deletion -------------------------------------------------------------------
+    def delete(self, job_id: str) -> bool:
+        """Delete a job's row and folder; True when something was deleted."""
+        try:
+            folder = self.job_dir(job_id)
+        except KeyError:
+            return False
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        shutil.rmtree(folder, ignore_errors=True)
+        return cur.rowcount > 0
+
+    def purge_expired(self, now: float | None = None) -> list[str]:
+        """Delete every job past its time-to-live (and stray folders); returns their ids."""
+        t = time.time() if now is None else now
+        with self._lock:
+            ids = [r["id"] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE expires <= ? AND status != 'running'", (t,))]
+            known = {r["id"] for r in self._db.execute("SELECT id FROM jobs")}
+        for jid in ids:
+            self.delete(jid)
+        # folders with no row (a crash between mkdir and insert) go too
+        for folder in self.jobs_root.iterdir():
+            if folder.name not in known and folder.is_dir():
+                age = t - folder.stat().st_mtime
+                if age > 3600:
+                    shutil.rmtree(folder, ignore_errors=True)
+        return ids

@@ -1,0 +1,180 @@
+"""Streaming ``multipart/form-data`` reader with a size limit.
+
+Each file part is written straight into the job's folder under a name made by the
+server (``00.part``, ``01.part`` ...), never under the name the client sent, so no
+upload can place a file anywhere else; the client's name is kept only as text (for
+modality detection and display). The byte count is checked while the body streams in,
+so an over-large upload is refused (413) without being stored whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from braintumor.errors import InputError
+
+#: most file parts one upload may hold (four modalities, a reference, some slack)
+MAX_FILES = 16
+#: most bytes of all non-file form fields together
+MAX_FIELD_BYTES = 64 * 1024
+
+
+class UploadTooLarge(InputError):
+    """The request body is over the configured limit (answered with 413)."""
+
+
+class UnsupportedUpload(InputError):
+    """A kind of file or request the server does not handle (answered with 415)."""
+
+
+@dataclass
+class UploadedFile:
+    """One file part as stored: ``field`` (form field name), ``name`` (the client's file
+    name, as text only), ``path`` (where the server stored it), ``size`` (bytes)."""
+
+    field: str
+    name: str
+    path: Path
+    size: int
+
+
+def safe_display_name(raw: str) -> str:
+    """The last component of a client's file name, printable, at most 200 characters."""
+    base = re.split(r"[\\/]", raw)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    return base[:200] or "unnamed"
+
+
+class _Collector:
+    """python-multipart callbacks that write parts to ``dest``."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.fields: dict[str, str] = {}
+        self.files: list[UploadedFile] = []
+        self._field_bytes = 0
+        self._hname = b""
+        self._hval = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name = ""
+        self._filename: str | None = None
+        self._buf = bytearray()
+        self._fh: IO[bytes] | None = None
+        self._size = 0
+        self._path: Path | None = None
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": lambda d, s, e: self._acc("_hname", d[s:e]),
+            "on_header_value": lambda d, s, e: self._acc("_hval", d[s:e]),
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def _acc(self, attr: str, data: bytes) -> None:
+        setattr(self, attr, getattr(self, attr) + data)
+        if len(self._hname) + len(self._hval) > 8192:
+            raise InputError("The upload has a form header over 8 KiB; it is not a normal form.")
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._hname = self._hval = b""
+        self._name, self._filename = "", None
+        self._buf = bytearray()
+        self._size = 0
+
+    def on_header_end(self) -> None:
+        self._headers[self._hname.strip().lower()] = self._hval.strip()
+        self._hname = self._hval = b""
+
+    def on_headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        disp = self._headers.get(b"content-disposition", b"")
+        _, params = parse_options_header(disp)
+        self._name = params.get(b"name", b"").decode("utf-8", "replace")
+        fname = params.get(b"filename")
+        if fname is None:
+            self._filename = None
+            return
+        self._filename = safe_display_name(fname.decode("utf-8", "replace"))
+        if len(self.files) >= MAX_FILES:
+            raise InputError(f"The upload holds more than {MAX_FILES} files; "
+                             "send one case at a time.")
+        self._path = self.dest / f"{len(self.files):02d}.part"
+        self._fh = open(self._path, "wb")  # noqa: SIM115 - closed in on_part_end
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._fh is not None:
+            self._fh.write(chunk)
+            self._size += len(chunk)
+            return
+        self._field_bytes += len(chunk)
+        if self._field_bytes > MAX_FIELD_BYTES:
+            raise InputError("The upload's form fields are over 64 KiB; only short options "
+                             "belong there.")
+        self._buf += chunk
+
+    def on_part_end(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            assert self._path is not None and self._filename is not None
+            self.files.append(UploadedFile(self._name, self._filename, self._path, self._size))
+        else:
+            self.fields[self._name] = self._buf.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+async def read_multipart(request: Any, dest: Path, limit: int
+                         ) -> tuple[dict[str, str], list[UploadedFile]]:
+    """Read a ``multipart/form-data`` request body into ``dest``.
+
+    ``request``: a Starlette request; ``limit``: most bytes the body may have. Returns
+    the text fields and the stored files. Raises :class:`UploadTooLarge`,
+    :class:`UnsupportedUpload` or :class:`InputError` (one sentence each).
+    """
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+    from starlette.requests import ClientDisconnect
+
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise UnsupportedUpload("Send the files as multipart/form-data (as a browser form or "
+                                "curl -F does).")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(f"The upload is {int(declared) / 2**20:.0f} MiB, over this "
+                             f"server's limit of {limit / 2**20:.0f} MiB.")
+    dest.mkdir(parents=True, exist_ok=True)
+    col = _Collector(dest)
+    parser = MultipartParser(params[b"boundary"], col.callbacks())  # type: ignore[arg-type]
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise UploadTooLarge(f"The upload is over this server's limit of "
+                                     f"{limit / 2**20:.0f} MiB.")
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError:
+        raise InputError("The upload is not a well-formed multipart form.") from None
+    except ClientDisconnect:
+        raise InputError("The upload was interrupted before it finished.") from None
+    finally:
+        col.close()
+    if total == 0:
+        raise InputError("The upload is empty; send at least one file.")
+    return col.fields, col.files

@@ -1,0 +1,500 @@
+"""Running jobs: what one job does (:func:`run_job`) and the pool that runs them.
+
+The pool has ``workers`` slots. Each slot is a thread of the server that takes the
+oldest queued job from the store and, by default, runs it in a child process of its
+own (kept warm between jobs, so the segmenters are imported once). A job that crashes
+its child (a segfault, running out of memory) only fails that job: the slot starts a new
+child and goes on. Cancelling a running job ends its child at once. With
+``isolation="thread"`` jobs run in the slot thread itself (for debugging); then cancel
+takes effect at the job's next progress report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor.errors import InputError
+from braintumor.web.store import Job, JobStore
+
+log = logging.getLogger("braintumor.web")
+
+Report = Callable[[str, Any], None]
+
+#: internal label values written for the viewer: the BraTS 2023 layout is the internal one
+VIEWER_CONVENTION = "brats2023"
+
+
+class JobCancelled(Exception):
+    """Raised inside a thread-run job when its cancel flag is seen."""
+
+
+def labels_path(job_dir: Path, version: int) -> Path:
+    """Where label map version ``version`` of a job lives (0 = as segmented)."""
+    return job_dir / "output" / f"labels_v{version}.nii.gz"
+
+
+def model_version(info: dict[str, Any], method: str) -> str:
+    """The model version a segmenter reported, or a description of the method."""
+    for key in ("model_version", "model", "version", "weights"):
+        if info.get(key):
+            return str(info[key])
+    return {"watershed": "classical watershed (no trained model)"}.get(method, "not reported")
+
+
+def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
+    from braintumor.web.measure import _plain
+
+    out = {}
+    for k, v in info.items():
+        v = _plain(v)
+        if isinstance(v, (str, int, float, bool, type(None), list, dict)):
+            out[str(k)] = v
+        else:
+            out[str(k)] = str(v)
+    return out
+
+
+def run_job(job_dir: Path, spec: dict[str, Any], report: Report) -> dict[str, Any]:
+    """Run one job in ``job_dir``; returns its result dict (JSON-ready).
+
+    ``spec``: ``dict(kind, method, inputs, sample)``; ``report(kind, payload)`` sends
+    ``("progress", (fraction, stage))`` and ``("inputs", inputs)`` to the server.
+    """
+    inputs = spec["inputs"]
+    if spec["kind"] == "sample":
+        case, inputs = _make_sample(job_dir, spec, report)
+    elif inputs.get("source") == "image2d":
+        return _run_2d(job_dir, inputs, report)
+    else:
+        from braintumor.web.inputs import load_job_case
+
+        report("progress", (0.02, "reading the images"))
+        case = load_job_case(job_dir, inputs)
+    return _segment_and_measure(job_dir, case, spec["method"], report, spec.get("options", {}))
+
+
+def _make_sample(job_dir: Path, spec: dict[str, Any], report: Report) -> tuple[Any, dict]:
+    from braintumor.cases import MODALITIES, discover
+    from braintumor.phantom import make_case, write_case
+
+    report("progress", (0.01, "building the sample case"))
+    opts = dict(spec.get("sample") or {})
+    if "shape" in opts:
+        opts["shape"] = tuple(opts["shape"])
+    case = make_case(**opts)
+    folder = write_case(case, job_dir / "input" / "sample", naming="brats2021")
+    src = discover(folder)[0]
+    inputs: dict[str, Any] = {
+        "source": "sample", "case_id": case.case_id, "files": [],
+        "modalities": {m: str(Path(src.modality_paths[m]).relative_to(job_dir))
+                       for m in MODALITIES},
+        "reference": (str(Path(src.label_path).relative_to(job_dir))
+                      if src.label_path is not None else None),
+        "reference_name": "the sample's true outline", "reference_hint": "brats2021",
+    }
+    report("inputs", inputs)
+    return case, inputs
+
+
+def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
+                         options: dict[str, Any]) -> dict[str, Any]:
+    from braintumor.cases import write_label_map
+    from braintumor.io import save_float_nifti
+    from braintumor.segment import segment
+    from braintumor.web.measure import summary
+
+    report("progress", (0.05, f"segmenting ({method})"))
+    t0 = time.perf_counter()
+
+    def progress(fraction: float, stage: str = "") -> None:
+        report("progress", (0.05 + 0.85 * float(fraction), stage or f"segmenting ({method})"))
+
+    res = segment(case, method=method, progress=progress, **options)
+    seg_s = time.perf_counter() - t0
+    report("progress", (0.91, "measuring"))
+    labels = np.asarray(res.labels, dtype=np.uint8)
+    write_label_map(case, labels, labels_path(job_dir, 0), VIEWER_CONVENTION)
+    has_unc = res.uncertainty is not None
+    if has_unc:
+        save_float_nifti(np.asarray(res.uncertainty, dtype=np.float32),
+                         job_dir / "output" / "uncertainty.nii.gz", case.header, case.affine)
+    summ = summary(labels, case.spacing, case.label)
+    info = _plain_info(res.info)
+    return {
+        "kind": "3d",
+        "method": method,
+        "model_version": model_version(info, method),
+        "info": info,
+        "shape": list(case.shape),
+        "spacing_mm": [float(s) for s in case.spacing],
+        "has_uncertainty": has_unc,
+        "has_reference": case.label is not None,
+        "segment_s": round(seg_s, 3),
+        "summaries": [summ],
+        "corrections": [],
+    }
+
+
+def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
+    from braintumor.io import read_image_2d, write_png
+    from braintumor.slices2d import segment_image
+
+    report("progress", (0.05, "reading the picture"))
+    arr = read_image_2d(job_dir / inputs["image"])
+    report("progress", (0.2, "segmenting (2D model)"))
+    t0 = time.perf_counter()
+    out = segment_image(arr)
+    # a SliceResult (mask, probability, info) or a bare mask
+    mask = np.asarray(getattr(out, "mask", out)).astype(bool)
+    info2d = _plain_info(dict(getattr(out, "info", {}) or {}))
+    seg_s = time.perf_counter() - t0
+    if mask.shape != arr.shape[:2]:
+        raise RuntimeError(f"2D model returned shape {mask.shape} for a {arr.shape[:2]} picture")
+    report("progress", (0.9, "saving"))
+    grey = arr[..., 0] if arr.shape[2] == 1 else arr.mean(axis=2).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    rgb[mask] = 0.5 * rgb[mask] + 0.5 * np.array([255.0, 40.0, 40.0])
+    write_png(np.repeat(grey[..., None], 3, axis=2), job_dir / "output" / "input.png")
+    write_png(mask.astype(np.uint8) * 255, job_dir / "output" / "mask.png")
+    write_png(rgb.astype(np.uint8), job_dir / "output" / "overlay.png")
+    return {
+        "kind": "2d", "method": "2d", "model_version": model_version(info2d, "2d"),
+        "info": info2d, "warning": info2d.get("warning"), "shape": list(mask.shape),
+        "segment_s": round(seg_s, 3),
+        "area_px": int(mask.sum()), "area_fraction": round(float(mask.mean()), 5),
+        "has_uncertainty": False, "has_reference": False, "summaries": [], "corrections": [],
+    }
+
+
+def error_sentence(exc: BaseException) -> str:
+    """One sentence for a failed job: the InputError itself, else a plain summary."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"The segmentation failed ({type(exc).__name__}{': ' + text if text else ''})."
+
+
+# -- child process ------------------------------------------------------------------------
+def _child_main(conn: Any, threads: int | None) -> None:
+    """Loop of a worker child: receive a job spec, run it, send the outcome."""
+    import os
+
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
+    from braintumor import segment as seg
+
+    try:
+        seg.available_methods()  # import the segmenters now, not on the first job
+    except Exception:  # noqa: BLE001 - a broken method shows up when a job uses it
+        pass
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return
+        if spec is None:
+            return
+        seg.METHODS.clear()
+        seg.METHODS.update(spec.get("methods") or {})
+        report = _throttled_sender(conn)
+
+        job_dir = Path(spec["job_dir"])
+        try:
+            result = run_job(job_dir, spec, report)
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills
+            if not isinstance(exc, InputError):
+                _write_error_log(job_dir, exc)
+            conn.send(("error", error_sentence(exc)))
+        else:
+            conn.send(("done", result))
+
+
+def _throttled_sender(conn: Any) -> Report:
+    """A report function sending to ``conn``, progress at most ten times a second."""
+    last = [0.0]
+
+    def report(kind: str, payload: Any) -> None:
+        if kind == "progress":
+            now = time.monotonic()
+            if now - last[0] < 0.1 and payload[0] < 0.999:
+                return  # the page polls a few times a second; no need for more
+            last[0] = now
+        conn.send((kind, payload))
+
+    return report
+
+
+def _write_error_log(job_dir: Path, exc: BaseException) -> None:
+    try:
+        (job_dir / "error.log").write_text("".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    except OSError:
+        pass
+
+
+class _Child:
+    """A warm worker process and its pipe.
+
+    Started as ``python -c ...`` rather than through multiprocessing's spawn, which
+    would re-import the caller's ``__main__`` (and fail in a script without a main
+    guard); the pipe is a socket pair wrapped in a multiprocessing Connection.
+    """
+
+    def __init__(self, threads: int | None) -> None:
+        import os
+        import socket
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        parent_sock, child_sock = socket.socketpair()
+        fd = child_sock.fileno()
+        code = (f"from braintumor.web.worker import child_entry; child_entry({fd}, "
+                f"{threads!r})")
+        env = dict(os.environ)
+        # the child sees the modules the server sees (test helpers included)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(fd,), env=env,
+                                     stdin=subprocess.DEVNULL)
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        import subprocess
+
+        try:
+            self.conn.send(None)
+            self.proc.wait(2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+def child_entry(fd: int, threads: int | None) -> None:
+    """Entry point of a worker child process (see :class:`_Child`)."""
+    from multiprocessing.connection import Connection
+
+    _child_main(Connection(fd), threads)
+
+
+class WorkerPool:
+    """Slots that take queued jobs from ``store`` and run them.
+
+    ``workers``: number of jobs run at once; ``isolation``: ``"process"`` (default) or
+    ``"thread"``; ``threads``: CPU threads a job may use (None = library default);
+    ``job_timeout_s``: a job running longer is stopped and failed (None = no limit).
+    """
+
+    def __init__(self, store: JobStore, workers: int = 1, isolation: str = "process",
+                 threads: int | None = None, job_timeout_s: float | None = None,
+                 sample_options: dict[str, Any] | None = None) -> None:
+        if isolation not in ("process", "thread"):
+            raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
+        self.store = store
+        self.workers = max(1, int(workers))
+        self.isolation = isolation
+        self.threads = threads
+        self.job_timeout_s = job_timeout_s
+        self.sample_options = sample_options or {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._children: list[_Child | None] = [None] * self.workers
+        self._cancel: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- control --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the slot threads (and warm their children)."""
+        for i in range(self.workers):
+            t = threading.Thread(target=self._slot, args=(i,), daemon=True,
+                                 name=f"braintumor-slot-{i}")
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop taking jobs; end children. Running jobs go back to the queue next start."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(10)
+        for i, c in enumerate(self._children):
+            if c is not None:
+                c.stop()
+                self._children[i] = None
+
+    def notify(self) -> None:
+        """Tell idle slots a job was queued."""
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the slot running ``job_id`` to stop it."""
+        with self._lock:
+            self._cancel.add(job_id)
+
+    def _cancelled(self, job_id: str) -> bool:
+        with self._lock:
+            if job_id in self._cancel:
+                return True
+        job = self.store.get(job_id)
+        return job is None or job.cancel_requested
+
+    # -- slot loop --------------------------------------------------------------------
+    def _slot(self, index: int) -> None:
+        if self.isolation == "process":
+            try:
+                self._children[index] = _Child(self.threads)
+            except Exception:  # noqa: BLE001 - retried when the first job comes
+                log.exception("starting a worker process failed")
+        while not self._stop.is_set():
+            try:
+                job = self.store.claim_next()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the slot
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self._run(index, job)
+            except Exception as exc:  # noqa: BLE001 - last line of defence
+                log.exception("job %s failed in the pool", job.id)
+                self.store.finish(job.id, "failed", error_sentence(exc))
+            finally:
+                with self._lock:
+                    self._cancel.discard(job.id)
+            if self.isolation == "process" and self._children[index] is None \
+                    and not self._stop.is_set():
+                try:
+                    self._children[index] = _Child(self.threads)  # warm for the next job
+                except Exception:  # noqa: BLE001 - retried when the next job comes
+                    log.exception("starting a worker process failed")
+
+    def _spec(self, job: Job) -> dict[str, Any]:
+        from braintumor import segment as seg
+
+        return {"job_dir": str(self.store.job_dir(job.id)), "kind": job.kind,
+                "method": job.method, "inputs": job.inputs, "methods": dict(seg.METHODS),
+                "sample": self.sample_options, "options": {}}
+
+    def _run(self, index: int, job: Job) -> None:
+        spec = self._spec(job)
+        if self.isolation == "thread":
+            self._run_in_thread(job, spec)
+        else:
+            self._run_in_child(index, job, spec)
+
+    def _handle(self, job: Job, kind: str, payload: Any) -> bool:
+        """Apply one message from a job; True when the job is over."""
+        if kind == "progress":
+            self.store.set_progress(job.id, payload[0], payload[1])
+        elif kind == "inputs":
+            self.store.update(job.id, inputs=payload)
+        elif kind == "done":
+            self.store.finish(job.id, "done", result=payload)
+            return True
+        elif kind == "error":
+            self.store.finish(job.id, "failed", str(payload))
+            return True
+        return False
+
+    def _run_in_thread(self, job: Job, spec: dict[str, Any]) -> None:
+        def report(kind: str, payload: Any) -> None:
+            if self._cancelled(job.id):
+                raise JobCancelled
+            self._handle(job, kind, payload)
+
+        try:
+            result = run_job(Path(spec["job_dir"]), spec, report)
+        except JobCancelled:
+            self.store.finish(job.id, "cancelled", "Cancelled while running.")
+        except BaseException as exc:  # noqa: BLE001
+            if not isinstance(exc, InputError):
+                _write_error_log(Path(spec["job_dir"]), exc)
+            self.store.finish(job.id, "failed", error_sentence(exc))
+        else:
+            self._handle(job, "done", result)
+
+    def _run_in_child(self, index: int, job: Job, spec: dict[str, Any]) -> None:
+        child = self._children[index]
+        if child is None or not child.alive():
+            if child is not None:
+                child.kill()
+            child = self._children[index] = _Child(self.threads)
+        t0 = time.monotonic()
+        try:
+            child.conn.send(spec)
+        except (OSError, BrokenPipeError):
+            child.kill()
+            self._children[index] = None
+            self.store.finish(job.id, "failed", "The job could not be started; please try again.")
+            return
+        last_check = 0.0
+        while True:
+            try:
+                ready = child.conn.poll(0.2)
+                if ready:
+                    kind, payload = child.conn.recv()
+                    if self._handle(job, kind, payload):
+                        return
+                    continue
+            except (EOFError, OSError):
+                ready = False
+            if not child.alive():
+                code = child.exitcode
+                child.kill()
+                self._children[index] = None
+                self.store.finish(job.id, "failed",
+                                  f"The segmentation process stopped unexpectedly (exit code "
+                                  f"{code}); the server is fine, please try again.")
+                return
+            now = time.monotonic()
+            if now - last_check > 0.3:
+                last_check = now
+                if self._cancelled(job.id) or self._stop.is_set():
+                    child.kill()
+                    self._children[index] = None
+                    if self._stop.is_set() and not self._cancelled(job.id):
+                        return  # server stopping: the job stays 'running', requeued on start
+                    self.store.finish(job.id, "cancelled", "Cancelled while running.")
+                    return
+                if self.job_timeout_s is not None and now - t0 > self.job_timeout_s:
+                    child.kill()
+                    self._children[index] = None
+                    self.store.finish(job.id, "failed", f"The job ran over the time limit of "
+                                      f"{self.job_timeout_s:.0f} s and was stopped.")
+                    return

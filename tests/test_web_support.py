@@ -1,0 +1,159 @@
+"""Helpers shared by the web tests: a tiny synthetic case, a fast threshold segmenter
+(registered under the name ``threshold`` so the worker's child process can import it),
+and a uvicorn server on a free loopback port in a thread of the test process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from braintumor.cases import Case, case_from_arrays
+from braintumor.segment import SegmentationResult
+
+#: a non-trivial affine (1.2 x 1.0 x 1.5 mm, shifted, x flipped) so geometry bugs show
+AFFINE = np.array([[-1.2, 0, 0, 40.0], [0, 1.0, 0, -30.0], [0, 0, 1.5, -20.0], [0, 0, 0, 1]])
+SHAPE = (40, 44, 32)
+SUFFIX = {"t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "flair": "_flair"}
+
+
+def small_case(seed: int = 0, shape: tuple[int, int, int] = SHAPE) -> Case:
+    """A head-like ellipsoid with a tumour: edema shell, necrotic core, enhancing rim.
+
+    ``image`` ``(4, X, Y, Z)`` with whole-number intensities; ``label`` internal.
+    """
+    rng = np.random.default_rng(seed)
+    xx, yy, zz = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    c = np.array(shape) / 2
+    head = ((xx - c[0]) / (0.45 * shape[0])) ** 2 + ((yy - c[1]) / (0.45 * shape[1])) ** 2 + \
+        ((zz - c[2]) / (0.45 * shape[2])) ** 2 <= 1
+    t = c + np.array([4, -3, 2])
+    r = np.sqrt((xx - t[0]) ** 2 + (yy - t[1]) ** 2 + (zz - t[2]) ** 2)
+    label = np.zeros(shape, np.uint8)
+    label[(r <= 9) & head] = 2
+    label[r <= 6] = 3
+    label[r <= 3.5] = 1
+    base = {"t1": 400.0, "t1ce": 420.0, "t2": 300.0, "flair": 350.0}
+    bright = {  # intensity per internal label, per modality
+        "t1": {1: 250, 2: 350, 3: 380}, "t1ce": {1: 250, 2: 430, 3: 900},
+        "t2": {1: 700, 2: 650, 3: 500}, "flair": {1: 450, 2: 800, 3: 700},
+    }
+    image = np.zeros((4,) + shape, np.float32)
+    for i, m in enumerate(("t1", "t1ce", "t2", "flair")):
+        v = np.where(head, base[m], 0.0)
+        for lab, val in bright[m].items():
+            v[label == lab] = val
+        v = v + np.where(head, rng.normal(0, 10, shape), 0)
+        image[i] = np.round(np.clip(v, 0, None))
+    return case_from_arrays(f"Web{seed:03d}", image, AFFINE, label)
+
+
+def write_case_files(case: Case, folder: Path, with_label: bool = True) -> dict[str, Path]:
+    """Write the case as BraTS 2021-named files; returns {modality or 'seg': path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for i, m in enumerate(("t1", "t1ce", "t2", "flair")):
+        img = nib.Nifti1Image(case.image[i].astype(np.int16), case.affine)
+        img.set_qform(case.affine, 1)
+        p = folder / f"{case.case_id}{SUFFIX[m]}.nii.gz"
+        nib.save(img, str(p))
+        out[m] = p
+    if with_label and case.label is not None:
+        lab = case.label.copy()
+        lab[lab == 3] = 4  # BraTS 2021 values on disk
+        img = nib.Nifti1Image(lab.astype(np.uint8), case.affine)
+        p = folder / f"{case.case_id}_seg.nii.gz"
+        nib.save(img, str(p))
+        out["seg"] = p
+    return out
+
+
+def segment_threshold(case: Case, progress: Any = None, **_: Any) -> SegmentationResult:
+    """A fast stand-in segmenter for tests: thresholds FLAIR / T1ce / T1."""
+    if progress:
+        progress(0.2, "thresholding")
+    t1, t1ce, _t2, flair = case.image
+    labels = np.zeros(case.shape, np.uint8)
+    labels[flair > 600] = 2
+    labels[(t1ce > 700)] = 3
+    labels[(t1 < 300) & (t1 > 0)] = 1
+    if progress:
+        progress(1.0, "thresholding")
+    unc = (labels > 0).astype(np.float32) * 0.3
+    return SegmentationResult(labels=labels, uncertainty=unc,
+                              info={"model_version": "threshold-test-1"})
+
+
+def segment_crash(case: Case, progress: Any = None, **_: Any) -> SegmentationResult:
+    """A segmenter that kills its process, to prove the server survives it."""
+    import os
+
+    os._exit(3)
+
+
+def segment_slow(case: Case, progress: Any = None, **_: Any) -> SegmentationResult:
+    """A segmenter that takes a while (for cancel tests)."""
+    for i in range(300):
+        if progress:
+            progress(i / 300, "waiting")
+        time.sleep(0.1)
+    return segment_threshold(case)
+
+
+def register_test_methods(monkeypatch: Any) -> None:
+    """Add the stand-in segmenters to the segment door's registry."""
+    from braintumor import segment as seg
+
+    monkeypatch.setitem(seg.METHODS, "threshold", "test_web_support:segment_threshold")
+    monkeypatch.setitem(seg.METHODS, "crash", "test_web_support:segment_crash")
+    monkeypatch.setitem(seg.METHODS, "slow", "test_web_support:segment_slow")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        t0 = time.monotonic()
+        while not self.server.started:
+            if time.monotonic() - t0 > 30:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def wait_done(get: Any, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Poll ``get(f"/api/jobs/{id}")`` until the job is terminal; return its JSON."""
+    t0 = time.monotonic()
+    while True:
+        job = get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
+        time.sleep(0.1)
