@@ -1,0 +1,142 @@
+"""Frozen dataclass configs, saved as YAML next to every checkpoint.
+
+A checkpoint always knows how it was made: the config, the code version and the data
+split are written beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from braintumor.errors import InputError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Data augmentation; ``enabled=False`` turns all of it off.
+
+    ``strength`` scales every probability/magnitude (0 = off, 1 = default, 2 = strong).
+    """
+
+    enabled: bool = True
+    strength: float = 1.0
+    flips: bool = True
+    rotate: bool = True  # in-plane 90-degree rotations + small-angle rotation
+    scale: bool = True
+    elastic: bool = False  # costly on a CPU; off by default
+    intensity: bool = True  # gamma, brightness, contrast
+    noise: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run."""
+
+    name: str = "run"
+    network: str = "compact_unet"
+    network_args: dict[str, Any] = field(default_factory=dict)
+    output: str = "sigmoid"  # "sigmoid" (3 region channels WT,TC,ET) or "softmax" (4 labels)
+    data: str = "../shared/data/brats2018"
+    cache: str = "cache/brats2018"
+    synthetic: int = 0  # >0: train on this many phantom cases instead of `data`
+    synthetic_shape: tuple[int, int, int] = (64, 64, 48)
+    folds: int = 3
+    fold: int = 0  # -1: train on all cases (no validation)
+    split_seed: int = 0
+    patch: tuple[int, int, int] = (96, 96, 96)
+    batch_size: int = 2
+    fg_fraction: float = 0.33
+    steps_per_epoch: int = 50
+    epochs: int = 40
+    time_budget_min: float = 0.0  # >0: stop after this many minutes of training
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | poly | constant
+    warmup_steps: int = 50
+    dropout: float = 0.0
+    deep_supervision: bool = False
+    label_smoothing: float = 0.0
+    loss: str = "dice_bce"  # dice_bce | dice_ce (softmax)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_every: int = 5
+    early_stopping: int = 0  # epochs without val improvement before stopping (0 = never)
+    amp: bool = True  # mixed precision on GPU only
+    threads: int = 0  # torch threads on CPU (0 = torch default)
+    seed: int = 0
+    sw_overlap: float = 0.25
+    whole_volume_max: int = 0  # validate in one pass when the padded crop has <= this many voxels
+    num_workers: int = 0
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """Copy with some fields changed (dotted ``augment.x`` keys allowed)."""
+        aug = {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith("augment.")}
+        rest = {k: v for k, v in changes.items() if not k.startswith("augment.")}
+        if aug:
+            rest["augment"] = dataclasses.replace(self.augment, **aug)
+        return dataclasses.replace(self, **rest)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict (tuples as lists) for YAML/JSON."""
+    d = dataclasses.asdict(cfg)
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return list(v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    return {k: fix(v) for k, v in d.items()}
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Plain dict -> TrainConfig, refusing unknown keys with one sentence."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(d) - known
+    if unknown:
+        raise InputError(f"Unknown config keys: {', '.join(sorted(unknown))}.")
+    kw = dict(d)
+    if "augment" in kw and isinstance(kw["augment"], dict):
+        aknown = {f.name for f in fields(AugmentConfig)}
+        bad = set(kw["augment"]) - aknown
+        if bad:
+            raise InputError(f"Unknown augment keys: {', '.join(sorted(bad))}.")
+        kw["augment"] = AugmentConfig(**kw["augment"])
+    for key in ("patch", "synthetic_shape"):
+        if key in kw:
+            kw[key] = tuple(int(x) for x in kw[key])
+    return TrainConfig(**kw)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a training config YAML (a ``train:`` mapping or the fields at top level)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: config file not found.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{p}: a config must be a mapping of fields.")
+    if "train" in raw and isinstance(raw["train"], dict):
+        raw = raw["train"]
+    return from_dict(raw)
+
+
+def save_config(cfg: Any, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write a config (plus e.g. code version and data split) as YAML."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    d = {"train": to_dict(cfg)}
+    if extra:
+        d.update(extra)
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p

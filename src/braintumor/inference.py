@@ -1,0 +1,270 @@
+"""Predictor: checkpoint -> region probabilities -> labels in the input's native space.
+
+Pipeline: crop to the brain, z-score as in training, sliding-window inference (MONAI's
+inferer, Gaussian weighting) or a single whole-volume pass when it fits, optional
+mirroring test-time augmentation and fold ensembling, postprocessing, region channels
+turned back into labels, uncropped into the input's native grid.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import labels as L
+from braintumor.cases import Case
+from braintumor.errors import InputError
+from braintumor.preprocess import remove_small_components, uncrop
+from braintumor.segment import ProgressFn, SegmentationResult
+
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "brats3d"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA GPU is available.")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"Unknown device {device!r}; use auto, cpu or cuda.")
+    return device
+
+
+def _pad_to_multiple(x: Any, m: int) -> tuple[Any, tuple[int, ...]]:
+    import torch.nn.functional as F
+
+    shape = x.shape[2:]
+    pads: list[int] = []
+    for s in reversed(shape):
+        p = (-s) % m
+        pads += [0, p]
+    return F.pad(x, pads), tuple(shape)
+
+
+def sliding_window_probs(model: Any, image: np.ndarray, patch: tuple[int, int, int],
+                         overlap: float = 0.25, device: str = "cpu", output: str = "sigmoid",
+                         mirror: bool = False, whole_volume_max: int = 0) -> np.ndarray:
+    """Region probabilities ``(3, x, y, z)`` float32 for a prepared image ``(4, x, y, z)``.
+
+    When the (16-padded) volume has at most ``whole_volume_max`` voxels, one pass over
+    the whole volume replaces the sliding window (faster on a CPU, no seams).
+    ``mirror`` averages the 8 axis flips (test-time augmentation).
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    dev = torch.device(device)
+    use_amp = dev.type == "cuda"
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(dev)
+    x, orig = _pad_to_multiple(x, 16)
+    whole = whole_volume_max > 0 and int(np.prod(x.shape[2:])) <= whole_volume_max
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=dev.type, enabled=use_amp):
+            if whole:
+                out = model(inp)
+            else:
+                out = sliding_window_inference(inp, roi_size=patch, sw_batch_size=2 if
+                                               dev.type == "cpu" else 4, predictor=model,
+                                               overlap=overlap, mode="gaussian")
+        out = out.float()  # type: ignore[union-attr]
+        return to_region_probs(out, output)
+
+    flips: list[tuple[int, ...]] = [()]
+    if mirror:
+        flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
+    acc = None
+    with torch.inference_mode():
+        for f in flips:
+            inp = x.flip(f) if f else x
+            p = run(inp)
+            p = p.flip(f) if f else p
+            acc = p if acc is None else acc + p
+    assert acc is not None
+    probs = (acc / len(flips))[0, :, : orig[0], : orig[1], : orig[2]]
+    return probs.cpu().numpy().astype(np.float32)
+
+
+def to_region_probs(logits: Any, output: str) -> Any:
+    """Network logits -> region probabilities (B, 3, ...) (WT, TC, ET)."""
+    import torch
+
+    if output == "sigmoid":
+        return torch.sigmoid(logits)
+    p = torch.softmax(logits, dim=1)  # background, NCR, ED, ET
+    wt = p[:, 1:].sum(1)
+    tc = p[:, 1] + p[:, 3]
+    et = p[:, 3]
+    return torch.stack([wt, tc, et], dim=1)
+
+
+@dataclass
+class PostProcess:
+    """Postprocessing rules (chosen by cross-validation, see the model card).
+
+    ``et_min_voxels``: an enhancing tumour smaller than this in total is relabelled as
+    necrosis (BraTS scores an empty-reference ET with a false positive as Dice 0).
+    ``wt_min_voxels``: isolated whole-tumour components smaller than this are removed.
+    """
+
+    threshold: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    et_min_voxels: int = 0
+    wt_min_voxels: int = 0
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Region probabilities ``(3, ...)`` -> internal labels ``(...)``."""
+        wt = probs[0] > self.threshold[0]
+        tc = probs[1] > self.threshold[1]
+        et = probs[2] > self.threshold[2]
+        if self.wt_min_voxels:
+            keep = remove_small_components(wt | tc | et, self.wt_min_voxels)
+            wt, tc, et = wt & keep, tc & keep, et & keep
+        labels = L.channels_to_labels(np.stack([wt, tc, et]))
+        if self.et_min_voxels and 0 < int((labels == L.ET).sum()) < self.et_min_voxels:
+            labels[labels == L.ET] = L.NCR
+        return labels
+
+
+@dataclass
+class LoadedModel:
+    """One or more networks (folds) with the config they were trained with."""
+
+    nets: list[Any]
+    config: Any
+    version: str
+    patch: tuple[int, int, int]
+    output: str
+    post: PostProcess = field(default_factory=PostProcess)
+    whole_volume_max: int = 0
+    path: Path | None = None
+
+
+def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+    """Build the network a checkpoint was made with and load its weights."""
+    import torch
+
+    from braintumor.config import from_dict
+    from braintumor.networks import create_network
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: model checkpoint not found.")
+    try:
+        ck = torch.load(p, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable model checkpoint ({exc}).") from None
+    cfg = from_dict(ck["config"])
+    out_ch = 3 if cfg.output == "sigmoid" else 4
+    net = create_network(cfg.network, out_channels=out_ch, dropout=0.0,
+                         **{k: v for k, v in cfg.network_args.items() if k != "dropout"})
+    state = ck.get("model_ema") or ck["model"]
+    net.load_state_dict(state)
+    net.eval().to(device)
+    return net, cfg
+
+
+def load_model(model: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+    """Load a shipped model by name, a model folder (``model.json`` + fold checkpoints)
+    or a single checkpoint file."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    folder = MODELS_DIR / name if (MODELS_DIR / name).is_dir() else Path(name)
+    if folder.is_file():
+        net, cfg = load_checkpoint_net(folder, device)
+        return LoadedModel([net], cfg, f"checkpoint:{folder.name}", tuple(cfg.patch),
+                           cfg.output, path=folder)
+    meta_path = folder / "model.json"
+    if not meta_path.exists():
+        raise InputError(
+            f"No model found at {folder} (expected a model folder with model.json or a "
+            "checkpoint file); the shipped model may be missing from this installation."
+        )
+    meta = json.loads(meta_path.read_text())
+    nets, cfg = [], None
+    for ck in meta["checkpoints"]:
+        net, cfg = load_checkpoint_net(folder / ck, device)
+        nets.append(net)
+    post = PostProcess(**{k: tuple(v) if k == "threshold" else v
+                          for k, v in meta.get("postprocess", {}).items()})
+    return LoadedModel(nets, cfg, meta.get("version", "unknown"),
+                       tuple(meta.get("patch", cfg.patch)), cfg.output, post,  # type: ignore[union-attr]
+                       int(meta.get("whole_volume_max", 0)), folder)
+
+
+def shipped_model_available(name: str = DEFAULT_MODEL) -> bool:
+    """True when the shipped model's files are installed."""
+    return (MODELS_DIR / name / "model.json").exists()
+
+
+_CACHE: dict[tuple[str, str], LoadedModel] = {}
+
+
+def get_model(model: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+    """Load (once per process) and cache a model."""
+    key = (str(model), device)
+    if key not in _CACHE:
+        _CACHE[key] = load_model(model, device)
+    return _CACHE[key]
+
+
+def predict_probabilities(case: Case, model: str | Path | None = None, device: str = "auto",
+                          tta: bool = False, progress: ProgressFn | None = None,
+                          overlap: float = 0.25) -> tuple[np.ndarray, LoadedModel, dict[str, float]]:
+    """Region probabilities ``(3, X, Y, Z)`` in the case's native grid."""
+    import torch
+
+    from braintumor.training.data import prepare_case
+
+    dev = resolve_device(device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    lm = get_model(model, dev)
+    timings["load_model_s"] = time.perf_counter() - t0
+    if progress:
+        progress(0.1, "preprocessing")
+    t0 = time.perf_counter()
+    prep = prepare_case(case)
+    timings["preprocess_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    acc = None
+    for i, net in enumerate(lm.nets):
+        if progress:
+            progress(0.15 + 0.75 * i / len(lm.nets), f"CNN model {i + 1}/{len(lm.nets)}")
+        p = sliding_window_probs(net, prep.image, lm.patch, overlap, dev, lm.output,
+                                 mirror=tta, whole_volume_max=lm.whole_volume_max)
+        acc = p if acc is None else acc + p
+    assert acc is not None
+    probs = acc / len(lm.nets)
+    timings["inference_s"] = time.perf_counter() - t0
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    full = uncrop(probs, prep.box, case.shape, fill=0.0)
+    return full, lm, timings
+
+
+def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto",
+                progress: ProgressFn | None = None, tta: bool = False,
+                uncertainty: bool = False, **_: Any) -> SegmentationResult:
+    """Segment a case with a CNN model (the shipped one by default)."""
+    t0 = time.perf_counter()
+    probs, lm, timings = predict_probabilities(case, model, device, tta=tta or uncertainty,
+                                               progress=progress)
+    if progress:
+        progress(0.92, "postprocessing")
+    labels = lm.post.apply(probs)
+    unc = None
+    if uncertainty:
+        # binary entropy of the whole-tumour probability, in bits (0 certain .. 1)
+        p = np.clip(probs[0], 1e-6, 1 - 1e-6)
+        unc = (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))).astype(np.float32)
+    timings["total_s"] = time.perf_counter() - t0
+    info = {"method": "cnn", "model_version": lm.version, "folds": len(lm.nets), **timings}
+    return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)

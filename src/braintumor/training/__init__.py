@@ -1,0 +1,1 @@
+"""Training: cached preprocessing, patch sampling, augmentation, losses, Trainer."""

@@ -1,0 +1,346 @@
+"""The Trainer: one frozen :class:`~braintumor.config.TrainConfig` in, a checkpoint out.
+
+Writes into its run folder: ``config.yaml`` (config + code version + data split),
+``last.pt`` (resumable: model, optimiser, scheduler, RNG, epoch, best score),
+``best.pt`` (best validation Dice), ``log.csv`` (one row per epoch), ``curve.png``.
+Re-running with the same run folder resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import __version__
+from braintumor.config import TrainConfig, save_config, to_dict
+from braintumor.training.data import (
+    PatchSampler,
+    Prepared,
+    build_cache,
+    kfold_split,
+    load_prepared,
+    prepare_case,
+)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = int(a.sum()), int(b.sum())
+    if sa + sb == 0:
+        return 1.0
+    return 2.0 * int((a & b).sum()) / (sa + sb)
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except Exception:
+        rev = ""
+    return f"{__version__}+{rev}" if rev else __version__
+
+
+def load_cases(cfg: TrainConfig) -> list[Prepared]:
+    """Prepared training cases: the cache of ``cfg.data`` or synthetic phantoms."""
+    if cfg.synthetic > 0:
+        from braintumor.phantom import make_case
+
+        return [prepare_case(make_case(shape=cfg.synthetic_shape, seed=1000 + i,
+                                       low_grade=(i % 4 == 3)))
+                for i in range(cfg.synthetic)]
+    cache = Path(cfg.cache)
+    if not (cache / "cases.json").exists():
+        build_cache(cfg.data, cache)
+    ids = json.loads((cache / "cases.json").read_text())
+    return [load_prepared(cache / f"{i}.npz") for i in ids]
+
+
+class Trainer:
+    """Trains one network on one fold; see the module docstring for its outputs."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, device: str = "auto",
+                 progress: bool = True) -> None:
+        import torch
+
+        from braintumor.inference import resolve_device
+
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(device)
+        self.progress = progress
+        if cfg.threads and self.device == "cpu":
+            torch.set_num_threads(cfg.threads)
+        self.amp = cfg.amp and self.device == "cuda"
+
+    # ------------------------------------------------------------------ set-up
+    def _split(self, cases: list[Prepared]) -> tuple[list[Prepared], list[Prepared], dict]:
+        ids = [c.case_id for c in cases]
+        if self.cfg.fold < 0:
+            split = {"train": sorted(ids), "val": []}
+        else:
+            split = kfold_split(ids, self.cfg.folds, self.cfg.split_seed)[self.cfg.fold]
+        by_id = {c.case_id: c for c in cases}
+        return ([by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]], split)
+
+    def _build(self) -> None:
+        import torch
+
+        from braintumor.networks import create_network
+        from braintumor.training.losses import RegionLoss
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        out_ch = 3 if cfg.output == "sigmoid" else 4
+        args = dict(cfg.network_args)
+        if cfg.deep_supervision:
+            args["deep_supervision"] = True
+        self.net = create_network(cfg.network, out_channels=out_ch, dropout=cfg.dropout,
+                                  **args).to(self.device)
+        if cfg.optimizer == "sgd":
+            self.opt: torch.optim.Optimizer = torch.optim.SGD(
+                self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True,
+                weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
+                                         weight_decay=cfg.weight_decay)
+        self.total_steps = max(1, cfg.epochs * cfg.steps_per_epoch)
+        self.step_count = 0
+        self.elapsed_before = 0.0
+        self.t_start = time.perf_counter()
+        self.loss_fn = RegionLoss(cfg.output, cfg.label_smoothing)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    def progress_fraction(self) -> float:
+        """Share of the run done: by steps, or by time when a time budget is set, so the
+        learning-rate schedule always anneals fully within the budget."""
+        frac = self.step_count / self.total_steps
+        if self.cfg.time_budget_min > 0:
+            el = self.elapsed_before + time.perf_counter() - self.t_start
+            frac = max(frac, el / (self.cfg.time_budget_min * 60))
+        return min(1.0, frac)
+
+    def lr_factor(self) -> float:
+        """Warm-up, then cosine or poly decay over :meth:`progress_fraction`."""
+        cfg = self.cfg
+        if self.step_count < cfg.warmup_steps:
+            return (self.step_count + 1) / cfg.warmup_steps
+        t = self.progress_fraction()
+        if cfg.schedule == "cosine":
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.schedule == "poly":
+            return max(0.02, (1 - t) ** 0.9)
+        return 1.0
+
+    # ---------------------------------------------------------------- checkpoint
+    def _state(self, epoch: int, best: float, history: list[dict]) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step_count": self.step_count,
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "best": best,
+            "history": history,
+            "config": to_dict(self.cfg),
+            "version": code_version(),
+            "rng": {"torch": self.gen.get_state(), "numpy": self.sampler.rng.bit_generator.state},
+        }
+
+    def _save(self, name: str, state: dict[str, Any]) -> None:
+        import torch
+
+        tmp = self.out / f".{name}.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out / name)
+
+    # -------------------------------------------------------------------- train
+    def fit(self) -> dict[str, Any]:
+        """Train (or resume) and return a summary with the best validation Dice."""
+        import torch
+
+        cfg = self.cfg
+        cases = load_cases(cfg)
+        train, val, split = self._split(cases)
+        self.sampler = PatchSampler(train, cfg.patch, cfg.fg_fraction, seed=cfg.seed)
+        self._build()
+        save_config(cfg, self.out / "config.yaml",
+                    {"code_version": code_version(), "split": split, "device": self.device})
+        epoch0, best, history = 0, -1.0, []
+        last = self.out / "last.pt"
+        if last.exists():
+            ck = torch.load(last, map_location=self.device, weights_only=False)
+            self.net.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.step_count = ck.get("step_count", 0)
+            self.scaler.load_state_dict(ck["scaler"])
+            self.gen.set_state(ck["rng"]["torch"])
+            self.sampler.rng.bit_generator.state = ck["rng"]["numpy"]
+            epoch0, best, history = ck["epoch"], ck["best"], ck["history"]
+        t_start = time.perf_counter()
+        elapsed0 = history[-1]["elapsed_s"] if history else 0.0
+        self.t_start, self.elapsed_before = t_start, elapsed0
+        stale = 0
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.epochs, initial=epoch0, desc=cfg.name, unit="epoch",
+                       dynamic_ncols=True)
+        stop_reason = "epochs"
+        for epoch in range(epoch0, cfg.epochs):
+            self.net.train()
+            losses = []
+            t_ep = time.perf_counter()
+            for _ in range(cfg.steps_per_epoch):
+                losses.append(self._step())
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                                   "lr": self.opt.param_groups[0]["lr"],
+                                   "epoch_s": time.perf_counter() - t_ep}
+            if val and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                scores = self.validate(val)
+                row.update(scores)
+                if scores["val_dice"] > best:
+                    best, stale = scores["val_dice"], 0
+                    self._save("best.pt", self._state(epoch + 1, best, history + [row]))
+                else:
+                    stale += 1
+            row["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+            history.append(row)
+            self._save("last.pt", self._state(epoch + 1, best, history))
+            self._write_log(history)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.3f}",
+                                val=f"{row.get('val_dice', float('nan')):.3f}")
+            if cfg.early_stopping and stale >= cfg.early_stopping:
+                stop_reason = "early stopping"
+                break
+            if cfg.time_budget_min and self.progress_fraction() >= 1.0:
+                stop_reason = "time budget"
+                if val and "val_dice" not in row:
+                    scores = self.validate(val)
+                    row.update(scores)
+                    if scores["val_dice"] > best:
+                        best = scores["val_dice"]
+                        self._save("best.pt", self._state(epoch + 1, best, history))
+                    self._save("last.pt", self._state(epoch + 1, best, history))
+                    self._write_log(history)
+                break
+        if bar is not None:
+            bar.close()
+        if not val:  # no validation: the last weights are the result
+            self._save("best.pt", self._state(len(history), best, history))
+        self._plot(history)
+        summary = {"best_val_dice": best, "epochs": len(history), "stop": stop_reason,
+                   "train_s": history[-1]["elapsed_s"] if history else 0.0,
+                   "steps": len(history) * cfg.steps_per_epoch,
+                   "val_cases": [c.case_id for c in val]}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def _step(self) -> float:
+        import torch
+
+        from braintumor.training.augment import augment_batch
+
+        cfg = self.cfg
+        imgs, tgts = zip(*(self.sampler.sample() for _ in range(cfg.batch_size)))
+        x = torch.from_numpy(np.stack(imgs))
+        y = torch.from_numpy(np.stack(tgts)).float()
+        x, y = augment_batch(x, y, cfg.augment, self.gen)
+        if cfg.output == "softmax":
+            from braintumor.labels import channels_to_labels
+
+            lab = torch.from_numpy(np.stack([channels_to_labels(t.numpy()) for t in y]))
+            y = torch.nn.functional.one_hot(lab.long(), 4).permute(0, 4, 1, 2, 3).float()
+        x, y = x.to(self.device), y.to(self.device)
+        if self.step_count == 0:
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * self.lr_factor()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device, enabled=self.amp):
+            out = self.net(x)
+        if isinstance(out, (list, tuple)):
+            out = [o.float() for o in out]
+        else:
+            out = out.float()
+        loss = self.loss_fn(out, y)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 12.0)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step_count += 1
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.lr * self.lr_factor()
+        return float(loss.detach())
+
+    def validate(self, val: list[Prepared]) -> dict[str, float]:
+        """Mean Dice per region on whole validation cases (cropped grid)."""
+        from braintumor.inference import PostProcess, sliding_window_probs
+        from braintumor.labels import region_masks
+
+        self.net.eval()
+        per: dict[str, list[float]] = {"WT": [], "TC": [], "ET": []}
+        post = PostProcess()
+        for c in val:
+            probs = sliding_window_probs(self.net, c.image, self.cfg.patch,
+                                         self.cfg.sw_overlap, self.device, self.cfg.output,
+                                         whole_volume_max=self.cfg.whole_volume_max)
+            pred = region_masks(post.apply(probs))
+            ref = region_masks(c.label if c.label is not None else np.zeros_like(pred["WT"]))
+            for r in per:
+                per[r].append(_dice(pred[r], ref[r]))
+        self.net.train()
+        out = {f"val_{r.lower()}": float(np.mean(v)) for r, v in per.items()}
+        out["val_dice"] = float(np.mean([out["val_wt"], out["val_tc"], out["val_et"]]))
+        return out
+
+    def _write_log(self, history: list[dict[str, Any]]) -> None:
+        keys: list[str] = []
+        for row in history:
+            keys += [k for k in row if k not in keys]
+        with open(self.out / "log.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
+
+    def _plot(self, history: list[dict[str, Any]]) -> None:
+        if not history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ep = [r["epoch"] for r in history]
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+        ax[0].plot(ep, [r["loss"] for r in history])
+        ax[0].set_xlabel("epoch")
+        ax[0].set_ylabel("training loss")
+        vr = [r for r in history if "val_dice" in r]
+        for key in ("val_wt", "val_tc", "val_et", "val_dice"):
+            ax[1].plot([r["epoch"] for r in vr], [r[key] for r in vr], marker="o",
+                       label=key[4:].upper() if key != "val_dice" else "mean")
+        ax[1].set_xlabel("epoch")
+        ax[1].set_ylabel("validation Dice")
+        ax[1].set_ylim(0, 1)
+        if vr:
+            ax[1].legend(fontsize=8)
+        fig.suptitle(self.cfg.name)
+        fig.tight_layout()
+        fig.savefig(self.out / "curve.png", dpi=90)
+        plt.close(fig)
