@@ -69,6 +69,7 @@ class WatershedParams:
     factor: int = 2  #: downsampling factor of the working grid (1 = native)
     sigma: float = 0.7  #: Gaussian smoothing of the z maps (working voxels)
     stats_erode: int = 2  #: brain erosion before the normal-tissue statistics
+    slab: int = 5  #: half-thickness (working slices) of the axial intensity levelling
     rim_mm: float = 4.0  #: brain rim (mm) where no tumour marker may start
     w_flair: float = 1.0  #: weight of z(FLAIR) in the abnormality map
     w_t2: float = 0.5  #: weight of z(T2) in the abnormality map
@@ -106,11 +107,15 @@ def _checked(changes: dict[str, Any]) -> dict[str, Any]:
             raise InputError(
                 f"Unknown watershed parameter {k!r}; known: {', '.join(sorted(known))}."
             )
-        out[k] = int(v) if k in ("factor", "stats_erode", "ed_edge", "rim_close") else float(v)
+        out[k] = int(v) if k in ("factor", "stats_erode", "slab", "ed_edge", "rim_close") \
+            else float(v)
     return out
 
 
 DEFAULT_PARAMS = WatershedParams()
+
+#: brains whose bounding box holds fewer voxels are segmented on their own grid
+SMALL_VOXELS = 1_000_000
 
 
 def params_from(params: WatershedParams | dict[str, Any] | None = None,
@@ -162,7 +167,7 @@ def make_grid(brain: np.ndarray, spacing: tuple[float, float, float], factor: in
 
 def to_work(grid: WorkGrid, array: np.ndarray) -> np.ndarray:
     """Native ``(..., X, Y, Z)`` -> working grid (crop, zero-pad, block mean), float32."""
-    a = np.asarray(array, dtype=np.float32)[(..., *grid.box)]
+    a = np.asarray(array, dtype=np.float32)[(Ellipsis,) + tuple(grid.box)]
     f = grid.factor
     if f == 1:
         return np.ascontiguousarray(a)
@@ -222,25 +227,45 @@ def labels_from_work(grid: WorkGrid, labels: np.ndarray) -> np.ndarray:
 # features
 
 
-def robust_z(image: np.ndarray, brain: np.ndarray, erode: int = 2) -> np.ndarray:
+def robust_z(image: np.ndarray, brain: np.ndarray, erode: int = 2, slab: int = 0
+             ) -> np.ndarray:
     """Per-channel z against normal tissue: ``(I - median) / (1.4826 MAD)``.
 
     ``image`` ``(C, x, y, z)``; statistics over the brain eroded by ``erode`` voxels
     (the skull-stripping rim has partial-volume values). Outside the brain: 0.
+
+    ``slab`` > 0 first divides out the slow change of intensity along the axial (last)
+    axis: each slice is scaled so that the median of the brain in the slab of
+    ``2 * slab + 1`` slices around it matches the global median. Coil sensitivity makes
+    FLAIR of the posterior fossa and temporal lobes several MADs brighter than the
+    cerebrum in some scanners, which a global statistic would read as tumour.
     """
     inner = ndi.binary_erosion(brain, iterations=erode) if erode > 0 else brain
     if inner.sum() < 100:
         inner = brain
     out = np.zeros(image.shape, dtype=np.float32)
+    counts = inner.sum(axis=(0, 1))
     for c in range(image.shape[0]):
         vals = image[c][inner]
         if vals.size == 0:
             continue
         med = float(np.median(vals))
+        ch = image[c]
+        if slab > 0 and med > 0:
+            scale = np.ones(ch.shape[2], dtype=np.float32)
+            for k in range(ch.shape[2]):
+                lo, hi = max(0, k - slab), min(ch.shape[2], k + slab + 1)
+                if counts[lo:hi].sum() < 200:
+                    continue
+                level = float(np.median(ch[:, :, lo:hi][inner[:, :, lo:hi]]))
+                if level > 0:
+                    scale[k] = med / level
+            ch = ch * scale[None, None, :]
+            vals = ch[inner]
         mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD
         if mad < 1e-6:
             mad = float(vals.std()) or 1.0
-        z = (image[c] - med) / mad
+        z = (ch - med) / mad
         z[~brain] = 0.0
         out[c] = z
     return out
@@ -392,14 +417,18 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
 
 def segment_watershed(case: Case, progress: ProgressFn | None = None,
                       params: WatershedParams | dict[str, Any] | None = None,
+                      device: str | None = None, model: Any = None, tta: bool = False,
                       **overrides: Any) -> SegmentationResult:
     """Classical marker-controlled watershed of ``case`` (see the module docstring).
 
     ``params`` (a :class:`WatershedParams` or a dict) and keyword ``overrides`` change
-    the tuned defaults. Returns labels ``(X, Y, Z)`` uint8 on the native grid; ``info``
+    the tuned defaults (``device``, ``model`` and ``tta`` are accepted, and ignored, so
+    every method takes the same options). Returns labels ``(X, Y, Z)`` uint8 on the
+    native grid; ``info``
     holds the parameters, the working grid and the time in seconds.
     """
     t0 = time.perf_counter()
+    _ = (device, model, tta)
     _check_case(case)
     p = params_from(params, **overrides)
     if progress:
@@ -407,12 +436,15 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     brain_native = brain_mask(case.image)
     if not brain_native.any():
         raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
-    grid = make_grid(brain_native, case.spacing, p.factor)
+    box = bounding_box(brain_native)
+    # downsampling pays only on big volumes; a small one keeps thin rims on its own grid
+    small = np.prod([s.stop - s.start for s in box]) < SMALL_VOXELS
+    grid = make_grid(brain_native, case.spacing, 1 if small else p.factor)
     img = to_work(grid, case.image)
     brain = to_work(grid, brain_native) >= 0.5
     if progress:
         progress(0.2, "watershed: normal-tissue statistics")
-    z = robust_z(img, brain, p.stats_erode)
+    z = robust_z(img, brain, p.stats_erode, p.slab)
     if progress:
         progress(0.4, "watershed: markers and flooding")
     work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)), p)
@@ -426,4 +458,147 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
         labels=labels,
         info={"method": "watershed", "params": asdict(p),
               "seconds": time.perf_counter() - t0},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# CNN-guided refinement
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    """Parameters of :func:`segment_hybrid`.
+
+    A voxel whose region probability is above ``sure_in`` is an inside marker, below
+    ``sure_out`` an outside marker; the band between them is settled by a watershed on
+    the image gradient (Gaussian scale ``grad_sigma``, voxels). Lesions without a single
+    sure-inside voxel (``p > sure_in``) are dropped when ``drop_unsure`` is set, and
+    lesions under ``min_lesion_ml`` (mL) always.
+    """
+
+    sure_in: float = 0.8
+    sure_out: float = 0.2
+    grad_sigma: float = 1.0
+    compactness: float = 0.0
+    drop_unsure: bool = True
+    min_lesion_ml: float = 0.0
+
+
+#: region -> channels (T1, T1ce, T2, FLAIR indices) whose gradient bounds it
+_REGION_CHANNELS = {"WT": (FLAIR, T2), "TC": (T1CE, T2), "ET": (T1CE,)}
+
+
+def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
+                       tta: bool = False) -> np.ndarray:
+    no_model = InputError(
+        "The hybrid method needs a CNN model, and this installation has none; "
+        "give one with --model, or use --method watershed."
+    )
+    try:
+        from braintumor import inference
+    except ModuleNotFoundError as exc:
+        if exc.name == "braintumor.inference":
+            raise no_model from None
+        raise
+    available = getattr(inference, "shipped_model_available", None)
+    if model is None and available is not None and not available():
+        raise no_model
+    res = inference.segment_cnn(case, model=model, device=device, tta=tta)
+    if res.probabilities is None:
+        raise InputError("The hybrid method needs CNN probabilities, and the model gave none.")
+    return np.asarray(res.probabilities, dtype=np.float32)
+
+
+def _refine_region(prob: np.ndarray, channels: list[np.ndarray], parent: np.ndarray,
+                   p: HybridParams, voxel_ml: float) -> np.ndarray:
+    """One region: inside / outside markers from ``prob`` ``(x, y, z)``, watershed on
+    the gradient of ``channels`` inside ``parent``; returns the bool mask."""
+    inside = (prob > p.sure_in) & parent
+    outside = (prob < p.sure_out) | ~parent
+    band = ~inside & ~outside
+    if not inside.any():
+        return np.zeros(prob.shape, dtype=bool)
+    region = inside.copy()
+    if band.any():
+        markers = np.zeros(prob.shape, dtype=np.int32)
+        markers[outside] = 1
+        markers[inside] = 2
+        elev = _gradient(channels, p.grad_sigma)
+        ws = watershed(elev, markers, compactness=p.compactness)
+        region = (ws == 2) & parent
+    lab, n = _components(region)
+    if n:
+        idx = np.arange(1, n + 1)
+        keep = np.ones(n + 1, dtype=bool)
+        keep[0] = False
+        if p.drop_unsure:
+            keep[1:] &= np.asarray(ndi.maximum(prob, lab, idx)) > p.sure_in
+        if p.min_lesion_ml > 0:
+            keep[1:] &= np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_ml >= \
+                p.min_lesion_ml
+        region = keep[lab]
+    return region
+
+
+def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
+                   progress: ProgressFn | None = None,
+                   params: HybridParams | dict[str, Any] | None = None,
+                   model: Any = None, device: str = "auto", tta: bool = False,
+                   **overrides: Any) -> SegmentationResult:
+    """CNN-guided watershed: ``probabilities`` ``(3, X, Y, Z)`` (WT, TC, ET, in [0, 1],
+    native grid) give sure inside / outside markers per region; a watershed on the image
+    gradient settles the uncertain band. Regions are refined in nesting order (WT inside
+    the brain, TC inside WT, ET inside TC).
+
+    Without ``probabilities`` the shipped CNN (:mod:`braintumor.inference`) provides
+    them (``model``, ``device``, ``tta`` go to it); when there is none,
+    :class:`InputError` says so.
+    """
+    t0 = time.perf_counter()
+    _check_case(case)
+    if isinstance(params, HybridParams):
+        hp = replace(params, **overrides)
+    else:
+        known = {f.name for f in fields(HybridParams)}
+        opts = {**(params or {}), **overrides}
+        bad = sorted(set(opts) - known)
+        if bad:
+            raise InputError(f"Unknown hybrid parameter(s) {bad}; known: {sorted(known)}.")
+        hp = HybridParams(**opts)
+    if progress:
+        progress(0.0, "hybrid: CNN probabilities")
+    probs = _cnn_probabilities(case, model, device, tta) if probabilities is None else \
+        np.asarray(probabilities, dtype=np.float32)
+    if probs.shape != (3, *case.shape):
+        raise InputError(
+            f"Case {case.case_id}: CNN probabilities have shape {probs.shape}; the hybrid "
+            f"method needs (3, {', '.join(map(str, case.shape))}) (WT, TC, ET)."
+        )
+    brain = brain_mask(case.image)
+    # everything happens inside the box of voxels the CNN does not rule out
+    maybe = (probs[0] >= hp.sure_out) & brain
+    labels = np.zeros(case.shape, dtype=np.uint8)
+    if maybe.any():
+        box = bounding_box(maybe, margin=3)
+        img = case.image[(slice(None),) + tuple(box)]
+        b = brain[box]
+        z = robust_z(img, b, erode=0)
+        parent = b
+        masks = {}
+        for i, r in enumerate(L.REGIONS):
+            if progress:
+                progress(0.2 + 0.25 * i, f"hybrid: refining {r}")
+            chans = [z[c] for c in _REGION_CHANNELS[r]]
+            masks[r] = _refine_region(probs[i][box], chans, parent, hp, case.voxel_volume_ml)
+            parent = masks[r]
+        sub = np.zeros(b.shape, dtype=np.uint8)
+        sub[masks["WT"]] = L.ED
+        sub[masks["TC"]] = L.NCR
+        sub[masks["ET"]] = L.ET
+        labels[box] = sub
+    if progress:
+        progress(1.0, "hybrid: done")
+    return SegmentationResult(
+        labels=labels, probabilities=probs,
+        info={"method": "hybrid", "params": asdict(hp), "seconds": time.perf_counter() - t0},
     )

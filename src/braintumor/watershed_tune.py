@@ -59,7 +59,7 @@ def cache_cases(data: Path, out: Path = CACHE, margin: int = 2) -> list[Path]:
             continue
         case = load_case(src)
         box = bounding_box(brain_mask(case.image), margin=margin)
-        img = case.image[(slice(None), *box)]
+        img = case.image[(slice(None),) + tuple(box)]
         img_store = img.astype(np.int16) if np.allclose(img, np.round(img)) and \
             np.abs(img).max() < 32000 else img.astype(np.float32)
         lab = case.label[box] if case.label is not None else np.zeros(img.shape[1:], np.uint8)
@@ -82,6 +82,49 @@ def load_cached(path: Path) -> dict[str, Any]:
                             z["label"])
     box = tuple(slice(int(a), int(b)) for a, b in z["box"])
     return {"case": case, "box": box, "shape": tuple(int(s) for s in z["shape"])}
+
+
+HEALTHY_SUFFIX = "_healthy"
+
+
+def healthy_id(case_id: str) -> str:
+    """Id of the tumour-free brain made from ``case_id``'s healthy hemisphere."""
+    return case_id + HEALTHY_SUFFIX
+
+
+def _midline(image: np.ndarray) -> int:
+    brain = np.any(image != 0, axis=0)
+    xs = np.where(brain.any(axis=(1, 2)))[0]
+    return int(xs[0] + xs[-1]) // 2
+
+
+def mirrored_healthy(case: Any) -> Any:
+    """A tumour-free brain from a case whose tumour lies in one hemisphere: the healthy
+    half (first axis split at the middle of the brain) and its mirror image, with an
+    empty label. Raises ValueError when the tumour crosses the middle."""
+    from braintumor.cases import case_from_arrays
+
+    img, lab = case.image, case.label
+    mid = _midline(img)
+    left, right = int((lab[:mid] > 0).sum()), int((lab[mid:] > 0).sum())
+    if left and right:
+        raise ValueError(f"{case.case_id}: tumour on both sides")
+    half = img[:, mid:] if left else img[:, :mid]
+    new = np.concatenate([half[:, ::-1], half] if left else [half, half[:, ::-1]], axis=1)
+    return case_from_arrays(healthy_id(case.case_id), new, case.affine,
+                            np.zeros(new.shape[1:], dtype=np.uint8))
+
+
+def healthy_sources(ids: Sequence[str], cache: Path = CACHE) -> list[str]:
+    """Cases whose tumour lies in one hemisphere (so a tumour-free brain can be made)."""
+    out = []
+    for c in ids:
+        z = np.load(cache / f"{c}.npz")
+        lab = z["label"]
+        mid = _midline(z["image"])
+        if not ((lab[:mid] > 0).any() and (lab[mid:] > 0).any()):
+            out.append(c)
+    return out
 
 
 def case_ids(cache: Path = CACHE) -> list[str]:
@@ -157,13 +200,16 @@ def score_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
 class Prepared:
     """A cached case reduced to what :func:`watershed_work` needs for one ``factor``."""
 
-    def __init__(self, path: Path, factor: int) -> None:
+    def __init__(self, path: Path, factor: int, healthy: bool = False) -> None:
         from braintumor.preprocess import brain_mask
         from braintumor.watershed import make_grid, to_work
 
         d = load_cached(path)
         case = d["case"]
         self.case_id = path.stem
+        if healthy:
+            case = mirrored_healthy(case)
+            self.case_id = healthy_id(path.stem)
         self.label = case.label
         self.spacing = case.spacing
         self.total = int(np.prod(d["shape"]))
@@ -173,20 +219,20 @@ class Prepared:
         img = to_work(self.grid, case.image)
         self.brain = to_work(self.grid, bn) >= 0.5
         self.img = img
-        self._z: dict[int, np.ndarray] = {}
+        self._z: dict[tuple[int, int], np.ndarray] = {}
 
-    def z(self, erode: int) -> np.ndarray:
+    def z(self, erode: int, slab: int) -> np.ndarray:
         from braintumor.watershed import robust_z
 
-        if erode not in self._z:
-            self._z[erode] = robust_z(self.img, self.brain, erode)
-        return self._z[erode]
+        if (erode, slab) not in self._z:
+            self._z[(erode, slab)] = robust_z(self.img, self.brain, erode, slab)
+        return self._z[(erode, slab)]
 
     def run(self, p: Any) -> np.ndarray:
         """Native-cropped-grid labels for parameters ``p``."""
         from braintumor.watershed import labels_from_work, watershed_work
 
-        work = watershed_work(self.z(p.stats_erode), self.brain, self.grid.voxel_ml,
+        work = watershed_work(self.z(p.stats_erode, p.slab), self.brain, self.grid.voxel_ml,
                               float(np.mean(self.grid.spacing)), p)
         lab = labels_from_work(self.grid, work)
         lab[~self.brain_native] = 0
@@ -217,6 +263,7 @@ def mean_dice(scores: dict[str, dict[str, dict[str, float]]], ids: Sequence[str]
 #: parameter -> ("float", lo, hi) | ("int", lo, hi) | ("cat", choices); the rest stay fixed
 SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "sigma": ("float", 0.0, 1.5),
+    "slab": ("cat", (0, 3, 5, 8)),
     "rim_mm": ("float", 0.0, 8.0),
     "w_t2": ("float", 0.0, 1.5),
     "w_t1": ("float", 0.0, 1.5),
@@ -308,12 +355,17 @@ def run_cv(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENTS,
         raise SystemExit("no cached cases: run `python -m braintumor.watershed_tune cache` first")
     print(f"preparing {len(ids)} cases", flush=True)
     prep = {c: Prepared(CACHE / f"{c}.npz", factor) for c in ids}
+    # tumour-free brains made from the healthy hemisphere of one-sided cases: they
+    # belong to their source case's fold, and only an empty prediction scores Dice 1
+    for c in healthy_sources(ids):
+        prep[healthy_id(c)] = Prepared(CACHE / f"{c}.npz", factor, healthy=True)
     start = {k_: v for k_, v in asdict(DEFAULT_PARAMS).items()}
-    folds = folds_for(ids, k)
+    folds = [[*t, *(healthy_id(c) for c in t if healthy_id(c) in prep)]
+             for t in folds_for(ids, k)]
     fold_params: dict[str, Any] = {}
     held: dict[str, Any] = {}
     for f, test in enumerate(folds):
-        train = [prep[c] for c in ids if c not in test]
+        train = [prep[c] for c in prep if c not in test]
         best = tune_study(train, f"cv{k}_fold{f}_f{factor}", n_trials, storage, seed=f,
                           start=start)
         fold_params[str(f)] = {"test": test, "params": _params_json(best)}
@@ -326,7 +378,10 @@ def run_cv(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENTS,
         print(f"fold {f} held-out " + " ".join(
             f"{c}: " + ",".join(f"{sc[c][r]['dice']:.3f}" for r in L.REGIONS) for c in test),
             flush=True)
-    write_table(held, out / "cv_watershed", "watershed (CV held-out)")
+    write_table({c: v for c, v in held.items() if not c.endswith(HEALTHY_SUFFIX)},
+                out / "cv_watershed", "watershed (CV held-out)")
+    healthy = {c: v for c, v in held.items() if c.endswith(HEALTHY_SUFFIX)}
+    (out / "cv_healthy.json").write_text(json.dumps(healthy, indent=1))
     best_all = tune_study(list(prep.values()), f"all_f{factor}", final_trials or n_trials,
                           storage, seed=100, start=start)
     (out / "params.json").write_text(json.dumps(_params_json(best_all), indent=1))
