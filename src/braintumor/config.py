@@ -31,6 +31,9 @@ class AugmentConfig:
     elastic: bool = False  # costly on a CPU; off by default
     intensity: bool = True  # gamma, brightness, contrast
     noise: bool = True
+    # MONAI's BraTS-recipe intensity jitter, applied to every sample: scale by 1+U(-a, a),
+    # shift by U(-a, a) (standard deviations); 0 = off. Not scaled by ``strength``.
+    scale_shift: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class TrainConfig:
     cache: str = "cache/brats2018"
     synthetic: int = 0  # >0: train on this many phantom cases instead of `data`
     synthetic_shape: tuple[int, int, int] = (64, 64, 48)
+    case_ids: tuple[str, ...] = ()  # restrict training/validation to these cases (empty = all)
     folds: int = 3
     fold: int = 0  # -1: train on all cases (no validation)
     split_seed: int = 0
@@ -54,7 +58,7 @@ class TrainConfig:
     steps_per_epoch: int = 50
     epochs: int = 40
     time_budget_min: float = 0.0  # >0: stop after this many minutes of training
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: str = "adamw"  # adamw | adam | sgd
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | poly | constant
@@ -62,7 +66,8 @@ class TrainConfig:
     dropout: float = 0.0
     deep_supervision: bool = False
     label_smoothing: float = 0.0
-    loss: str = "dice_bce"  # dice_bce | dice_ce (softmax)
+    # dice_bce | dice_ce (softmax) | dice_sq (MONAI's BraTS recipe: squared Dice, no BCE)
+    loss: str = "dice_bce"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_every: int = 5
     early_stopping: int = 0  # epochs without val improvement before stopping (0 = never)
@@ -112,6 +117,8 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     for key in ("patch", "synthetic_shape"):
         if key in kw:
             kw[key] = tuple(int(x) for x in kw[key])
+    if "case_ids" in kw:
+        kw["case_ids"] = tuple(str(x) for x in kw["case_ids"] or ())
     return TrainConfig(**kw)
 
 

@@ -78,6 +78,9 @@ def augment_batch(image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
     if cfg.noise and rand(1).item() < 0.15 * s:
         sigma = rand(1).item() * 0.1 * s
         image = image + torch.randn(image.shape, generator=gen) * sigma
+    if cfg.scale_shift > 0:  # MONAI RandScaleIntensity + RandShiftIntensity, prob 1
+        a = float(cfg.scale_shift)
+        image = image * (1 + (rand(b, 1, 1, 1, 1) * 2 - 1) * a) + (rand(b, 1, 1, 1, 1) * 2 - 1) * a
     return image.contiguous(), target.contiguous()
 
 

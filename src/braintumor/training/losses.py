@@ -16,13 +16,20 @@ class RegionLoss(nn.Module):
     nearest-downsampled targets, weights halving per level (nnU-Net's scheme).
     """
 
-    def __init__(self, output: str = "sigmoid", label_smoothing: float = 0.0) -> None:
+    def __init__(self, output: str = "sigmoid", label_smoothing: float = 0.0,
+                 loss: str = "dice_bce") -> None:
         super().__init__()
         from monai.losses import DiceLoss
 
         self.output = output
         self.smooth = label_smoothing
-        if output == "sigmoid":
+        self.dice_only = loss == "dice_sq"
+        if loss == "dice_sq":
+            # MONAI's BraTS tutorial/bundle loss: squared-denominator Dice, no BCE term
+            self.dice = DiceLoss(sigmoid=output == "sigmoid", softmax=output != "sigmoid",
+                                 smooth_nr=0.0, smooth_dr=1e-5, squared_pred=True,
+                                 to_onehot_y=False)
+        elif output == "sigmoid":
             self.dice = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=True)
         else:
             self.dice = DiceLoss(softmax=True, to_onehot_y=False, include_background=False,
@@ -31,6 +38,8 @@ class RegionLoss(nn.Module):
     def _one(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[2:] != target.shape[2:]:
             target = F.interpolate(target, size=logits.shape[2:], mode="nearest")
+        if self.dice_only:
+            return self.dice(logits, target)
         if self.output == "sigmoid":
             t = target * (1 - self.smooth) + 0.5 * self.smooth if self.smooth else target
             return self.dice(logits, target) + F.binary_cross_entropy_with_logits(logits, t)

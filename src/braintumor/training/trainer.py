@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,26 @@ def code_version() -> str:
 
 
 def load_cases(cfg: TrainConfig) -> list[Prepared]:
-    """Prepared training cases: the cache of ``cfg.data`` or synthetic phantoms."""
+    """Prepared training cases: the cache of ``cfg.data`` or synthetic phantoms
+    (only ``cfg.case_ids`` when that is set)."""
     if cfg.synthetic > 0:
         from braintumor.phantom import make_case
 
-        return [prepare_case(make_case(shape=cfg.synthetic_shape, seed=1000 + i,
-                                       low_grade=(i % 4 == 3)))
-                for i in range(cfg.synthetic)]
+        cases = [prepare_case(make_case(shape=cfg.synthetic_shape, seed=1000 + i,
+                                        low_grade=(i % 4 == 3)))
+                 for i in range(cfg.synthetic)]
+        return [c for c in cases if not cfg.case_ids or c.case_id in cfg.case_ids]
     cache = Path(cfg.cache)
     if not (cache / "cases.json").exists():
         build_cache(cfg.data, cache)
     ids = json.loads((cache / "cases.json").read_text())
+    if cfg.case_ids:
+        missing = sorted(set(cfg.case_ids) - set(ids))
+        if missing:
+            from braintumor.errors import InputError
+
+            raise InputError(f"{cache}: no cached case {missing[0]!r} (asked for in case_ids).")
+        ids = [i for i in ids if i in cfg.case_ids]
     return [load_prepared(cache / f"{i}.npz") for i in ids]
 
 
@@ -68,7 +78,12 @@ class Trainer:
     """Trains one network on one fold; see the module docstring for its outputs."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, device: str = "auto",
-                 progress: bool = True) -> None:
+                 progress: bool = True,
+                 on_validate: Callable[[int, float, dict[str, float]], None] | None = None
+                 ) -> None:
+        """``on_validate(epoch, progress_fraction, scores)`` is called after every
+        validation (e.g. to report to a hyperparameter search's pruner, which may stop
+        the run by raising)."""
         import torch
 
         from braintumor.inference import resolve_device
@@ -78,6 +93,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(device)
         self.progress = progress
+        self.on_validate = on_validate
         if cfg.threads and self.device == "cpu":
             torch.set_num_threads(cfg.threads)
         self.amp = cfg.amp and self.device == "cuda"
@@ -112,6 +128,9 @@ class Trainer:
             self.opt: torch.optim.Optimizer = torch.optim.SGD(
                 self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True,
                 weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":  # MONAI's BraTS recipe: Adam with L2 weight decay
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr,
+                                        weight_decay=cfg.weight_decay)
         else:
             self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
                                          weight_decay=cfg.weight_decay)
@@ -119,7 +138,7 @@ class Trainer:
         self.step_count = 0
         self.elapsed_before = 0.0
         self.t_start = time.perf_counter()
-        self.loss_fn = RegionLoss(cfg.output, cfg.label_smoothing)
+        self.loss_fn = RegionLoss(cfg.output, cfg.label_smoothing, cfg.loss)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -212,6 +231,8 @@ class Trainer:
             if val and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 scores = self.validate(val)
                 row.update(scores)
+                if self.on_validate is not None:
+                    self.on_validate(epoch + 1, self.progress_fraction(), scores)
                 if scores["val_dice"] > best:
                     best, stale = scores["val_dice"], 0
                     self._save("best.pt", self._state(epoch + 1, best, history + [row]))
@@ -233,6 +254,8 @@ class Trainer:
                 if val and "val_dice" not in row:
                     scores = self.validate(val)
                     row.update(scores)
+                    if self.on_validate is not None:
+                        self.on_validate(epoch + 1, 1.0, scores)
                     if scores["val_dice"] > best:
                         best = scores["val_dice"]
                         self._save("best.pt", self._state(epoch + 1, best, history))
