@@ -214,7 +214,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                max_upload_bytes: int = 1 << 30, ttl_s: float = 24 * 3600.0, workers: int = 1,
                isolation: str = "process", threads: int | None = None,
                job_timeout_s: float | None = None, sample_options: dict[str, Any] | None = None,
-               janitor_interval_s: float = 60.0) -> FastAPI:
+               janitor_interval_s: float = 60.0, warm: bool = True) -> FastAPI:
     """Build the web application.
 
     ``data_dir``: where the job database and the jobs' files live; ``token``: access
@@ -223,12 +223,13 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     files are kept; ``workers``: jobs run at once; ``isolation``: ``process`` (a crash
     only fails its job) or ``thread``; ``threads``: CPU threads per job;
     ``sample_options``: keyword arguments for :func:`braintumor.phantom.make_case` when
-    the sample case is asked for.
+    the sample case is asked for; ``warm``: import the segmenters in the worker
+    process at start rather than on the first job.
     """
     tok = os.environ.get(TOKEN_ENV) if token is None else token
     store = JobStore(data_dir, ttl_s=ttl_s)
     pool = WorkerPool(store, workers=workers, isolation=isolation, threads=threads,
-                      job_timeout_s=job_timeout_s, sample_options=sample_options)
+                      job_timeout_s=job_timeout_s, sample_options=sample_options, warm=warm)
     corrector = Corrector(store)
     stop = threading.Event()
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from braintumor.cases import MODALITIES, MODALITY_NAMES, Case, CaseSource, load_case
 from braintumor.errors import InputError
-from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge
+from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge, human_size
 
 NIFTI_EXT = (".nii.gz", ".nii")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -395,7 +395,7 @@ def safe_extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -
                         if total > max_total:
                             raise UploadTooLarge(
                                 f"{display}: unpacks to more than "
-                                f"{max_total / 2**20:.0f} MiB, over this server's limit.")
+                                f"{human_size(max_total)}, over this server's limit.")
                         out.write(block)
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
                 raise InputError(f"{display}: is a damaged zip file ({info.filename!r} cannot "

@@ -41,6 +41,15 @@ class UploadedFile:
     size: int
 
 
+def human_size(n: float) -> str:
+    """Bytes as a short text: ``1.5 GiB``, ``20 MiB``, ``19.5 KiB``."""
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= factor:
+            v = n / factor
+            return f"{v:.0f} {unit}" if v >= 10 else f"{v:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
 def safe_display_name(raw: str) -> str:
     """The last component of a client's file name, printable, at most 200 characters."""
     base = re.split(r"[\\/]", raw)[-1]
@@ -155,8 +164,8 @@ async def read_multipart(request: Any, dest: Path, limit: int
                                 "curl -F does).")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UploadTooLarge(f"The upload is {int(declared) / 2**20:.0f} MiB, over this "
-                             f"server's limit of {limit / 2**20:.0f} MiB.")
+        raise UploadTooLarge(f"The upload is {human_size(int(declared))}, over this "
+                             f"server's limit of {human_size(limit)}.")
     dest.mkdir(parents=True, exist_ok=True)
     col = _Collector(dest)
     parser = MultipartParser(params[b"boundary"], col.callbacks())  # type: ignore[arg-type]
@@ -166,7 +175,7 @@ async def read_multipart(request: Any, dest: Path, limit: int
             total += len(chunk)
             if total > limit:
                 raise UploadTooLarge(f"The upload is over this server's limit of "
-                                     f"{limit / 2**20:.0f} MiB.")
+                                     f"{human_size(limit)}.")
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError:

@@ -183,7 +183,7 @@ def error_sentence(exc: BaseException) -> str:
 
 
 # -- child process ------------------------------------------------------------------------
-def _child_main(conn: Any, threads: int | None) -> None:
+def _child_main(conn: Any, threads: int | None, warm: bool = True) -> None:
     """Loop of a worker child: receive a job spec, run it, send the outcome."""
     import os
 
@@ -197,10 +197,11 @@ def _child_main(conn: Any, threads: int | None) -> None:
             pass
     from braintumor import segment as seg
 
-    try:
-        seg.available_methods()  # import the segmenters now, not on the first job
-    except Exception:  # noqa: BLE001 - a broken method shows up when a job uses it
-        pass
+    if warm:
+        try:
+            seg.available_methods()  # import the segmenters now, not on the first job
+        except Exception:  # noqa: BLE001 - a broken method shows up when a job uses it
+            pass
     while True:
         try:
             spec = conn.recv()
@@ -254,7 +255,7 @@ class _Child:
     guard); the pipe is a socket pair wrapped in a multiprocessing Connection.
     """
 
-    def __init__(self, threads: int | None) -> None:
+    def __init__(self, threads: int | None, warm: bool = True) -> None:
         import os
         import socket
         import subprocess
@@ -264,7 +265,7 @@ class _Child:
         parent_sock, child_sock = socket.socketpair()
         fd = child_sock.fileno()
         code = (f"from braintumor.web.worker import child_entry; child_entry({fd}, "
-                f"{threads!r})")
+                f"{threads!r}, {warm!r})")
         env = dict(os.environ)
         # the child sees the modules the server sees (test helpers included)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -303,11 +304,11 @@ class _Child:
         self.kill()
 
 
-def child_entry(fd: int, threads: int | None) -> None:
+def child_entry(fd: int, threads: int | None, warm: bool = True) -> None:
     """Entry point of a worker child process (see :class:`_Child`)."""
     from multiprocessing.connection import Connection
 
-    _child_main(Connection(fd), threads)
+    _child_main(Connection(fd), threads, warm)
 
 
 class WorkerPool:
@@ -315,12 +316,13 @@ class WorkerPool:
 
     ``workers``: number of jobs run at once; ``isolation``: ``"process"`` (default) or
     ``"thread"``; ``threads``: CPU threads a job may use (None = library default);
-    ``job_timeout_s``: a job running longer is stopped and failed (None = no limit).
+    ``job_timeout_s``: a job running longer is stopped and failed (None = no limit);
+    ``warm``: import the segmenters when a child starts, not on its first job.
     """
 
     def __init__(self, store: JobStore, workers: int = 1, isolation: str = "process",
                  threads: int | None = None, job_timeout_s: float | None = None,
-                 sample_options: dict[str, Any] | None = None) -> None:
+                 sample_options: dict[str, Any] | None = None, warm: bool = True) -> None:
         if isolation not in ("process", "thread"):
             raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
         self.store = store
@@ -329,6 +331,7 @@ class WorkerPool:
         self.threads = threads
         self.job_timeout_s = job_timeout_s
         self.sample_options = sample_options or {}
+        self.warm = warm
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -376,7 +379,7 @@ class WorkerPool:
     def _slot(self, index: int) -> None:
         if self.isolation == "process":
             try:
-                self._children[index] = _Child(self.threads)
+                self._children[index] = _Child(self.threads, self.warm)
             except Exception:  # noqa: BLE001 - retried when the first job comes
                 log.exception("starting a worker process failed")
         while not self._stop.is_set():
@@ -400,7 +403,7 @@ class WorkerPool:
             if self.isolation == "process" and self._children[index] is None \
                     and not self._stop.is_set():
                 try:
-                    self._children[index] = _Child(self.threads)  # warm for the next job
+                    self._children[index] = _Child(self.threads, self.warm)  # warm for the next job
                 except Exception:  # noqa: BLE001 - retried when the next job comes
                     log.exception("starting a worker process failed")
 
@@ -449,12 +452,19 @@ class WorkerPool:
         else:
             self._handle(job, "done", result)
 
+    @staticmethod
+    def _pending(child: _Child) -> bool:
+        try:
+            return bool(child.conn.poll(0))
+        except (EOFError, OSError):
+            return False
+
     def _run_in_child(self, index: int, job: Job, spec: dict[str, Any]) -> None:
         child = self._children[index]
         if child is None or not child.alive():
             if child is not None:
                 child.kill()
-            child = self._children[index] = _Child(self.threads)
+            child = self._children[index] = _Child(self.threads, self.warm)
         t0 = time.monotonic()
         try:
             child.conn.send(spec)
@@ -464,17 +474,20 @@ class WorkerPool:
             self.store.finish(job.id, "failed", "The job could not be started; please try again.")
             return
         last_check = 0.0
+        eof = False
         while True:
             try:
-                ready = child.conn.poll(0.2)
-                if ready:
+                if child.conn.poll(0.2):
                     kind, payload = child.conn.recv()
                     if self._handle(job, kind, payload):
                         return
-                    continue
             except (EOFError, OSError):
-                ready = False
-            if not child.alive():
+                eof = True  # the child closed its end: nothing more will come
+            if eof or (not child.alive() and not self._pending(child)):
+                try:
+                    child.proc.wait(5)
+                except Exception:  # noqa: BLE001 - killed below in any case
+                    pass
                 code = child.exitcode
                 child.kill()
                 self._children[index] = None

@@ -1,0 +1,635 @@
+"""The web API, endpoint by endpoint, with every kind of malformed upload.
+
+Jobs run through the real worker pool (a child process) with a fast threshold
+segmenter registered for the tests (``test_web_support.segment_threshold``), chosen
+through the API's ``method`` field, on a small synthetic case.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from braintumor.web import create_app  # noqa: E402
+from test_web_support import (  # noqa: E402
+    AFFINE,
+    SHAPE,
+    register_test_methods,
+    small_case,
+    wait_done,
+    write_case_files,
+    write_dicom_zip,
+)
+
+
+@pytest.fixture(scope="module")
+def methods() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        register_test_methods(mp)
+        yield
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_case_files(small_case(), tmp_path_factory.mktemp("case"))
+
+
+@pytest.fixture(scope="module")
+def client(methods: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    app = create_app(tmp_path_factory.mktemp("data"), token="", warm=False,
+                     max_upload_bytes=50 * 2**20)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def done_job(client: TestClient, case_files: dict[str, Path]) -> dict[str, Any]:
+    r = client.post("/api/jobs", files=_four(case_files, ref=True), data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    return job
+
+
+def _four(files: dict[str, Path], ref: bool = False, names: dict[str, str] | None = None
+          ) -> list[tuple[str, tuple[str, bytes]]]:
+    out = [("files", ((names or {}).get(m, p.name), p.read_bytes()))
+           for m, p in files.items() if m != "seg"]
+    if ref:
+        out.append(("reference", (files["seg"].name, files["seg"].read_bytes())))
+    return out
+
+
+def _nifti_bytes(data: np.ndarray, affine: np.ndarray = AFFINE, gz: bool = True) -> bytes:
+    img = nib.Nifti1Image(data, affine)
+    raw = img.to_bytes()
+    return gzip.compress(raw) if gz else raw
+
+
+def _load(content: bytes) -> nib.Nifti1Image:
+    return nib.Nifti1Image.from_bytes(gzip.decompress(content))
+
+
+def _detail(r: Any) -> str:
+    d = r.json()["detail"]
+    assert isinstance(d, str) and d.endswith((".", ")")) and "Traceback" not in d, d
+    return d
+
+
+# -- info, page, docs, headers -----------------------------------------------------------
+def test_info_lists_methods_and_limits(client: TestClient) -> None:
+    info = client.get("/api/info").json()
+    names = {m["name"]: m["available"] for m in info["methods"]}
+    assert names["threshold"] is True
+    assert info["max_upload_bytes"] == 50 * 2**20
+    assert info["modalities"] == ["t1", "t1ce", "t2", "flair"]
+    assert info["token_required"] is False
+
+
+def test_page_static_and_security_headers(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and "Try the sample case" in r.text
+    assert "<script>" not in r.text and "onclick" not in r.text  # no inline script
+    csp = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/jobs/anything").status_code == 200  # shareable job URL -> page
+    v = client.get("/static/vendor/niivue.umd.js")
+    assert v.status_code == 200 and len(v.content) > 1_000_000
+    api = client.get("/api/info")
+    assert api.headers["cache-control"] == "no-store"
+    assert api.headers["x-content-type-options"] == "nosniff"
+
+
+def test_docs_are_offline_and_openapi_lists_every_endpoint(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text.replace("http://127.0.0.1", "")
+    assert "https://" not in page.text and "cdn" not in page.text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/api/info", "/api/jobs", "/api/sample", "/api/jobs/{job_id}",
+              "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/corrections",
+              "/api/jobs/{job_id}/corrections/undo", "/api/jobs/{job_id}/series",
+              "/api/jobs/{job_id}/download/labels.nii.gz", "/api/jobs/{job_id}/report.pdf",
+              "/api/jobs/{job_id}/report.html", "/api/detect-modalities"):
+        assert p in paths, p
+    body = paths["/api/jobs"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body
+
+
+def test_detect_modalities(client: TestClient) -> None:
+    names = ["P1_t1.nii.gz", "P1_t1ce.nii.gz", "x-t2f.nii.gz", "AX T1 POST GAD.nii",
+             "scan_T2w.nii.gz", "notes.nii.gz"]
+    got = client.post("/api/detect-modalities", json={"names": names}).json()["modalities"]
+    assert got == {"P1_t1.nii.gz": "t1", "P1_t1ce.nii.gz": "t1ce", "x-t2f.nii.gz": "flair",
+                   "AX T1 POST GAD.nii": "t1ce", "scan_T2w.nii.gz": "t2",
+                   "notes.nii.gz": None}
+
+
+# -- a whole job -------------------------------------------------------------------------------
+def test_upload_runs_to_done_with_measurements(done_job: dict[str, Any]) -> None:
+    case = small_case()
+    res = done_job["result"]
+    assert res["method"] == "threshold" and res["model_version"] == "threshold-test-1"
+    vox_ml = 1.2 * 1.0 * 1.5 / 1000
+    vols = res["summary"]["volumes_ml"]
+    # the threshold segmenter recovers the synthetic truth exactly
+    for key, values in (("NCR", [1]), ("ED", [2]), ("ET", [3]), ("TC", [1, 3]),
+                        ("WT", [1, 2, 3])):
+        assert vols[key] == pytest.approx(np.isin(case.label, values).sum() * vox_ml, abs=1e-3)
+    assert res["summary"]["lesion_count"] == 1
+    m = res["summary"]["metrics"]
+    assert m is not None and m["WT"]["dice"] == pytest.approx(1.0)
+    assert done_job["progress"] == 1.0 and done_job["stage"] == "done"
+    assert res["has_uncertainty"] is True
+
+
+def test_download_is_native_geometry_in_chosen_convention(client: TestClient,
+                                                          done_job: dict[str, Any]) -> None:
+    case = small_case()
+    r = client.get(done_job["urls"]["download"])
+    assert r.status_code == 200
+    assert "attachment" in r.headers["content-disposition"]
+    img = _load(r.content)
+    assert img.shape == SHAPE
+    assert np.allclose(img.affine, AFFINE)
+    data = np.asarray(img.dataobj)
+    assert set(np.unique(data)) <= {0, 1, 2, 4}
+    assert (data == 4).sum() == (case.label == 3).sum()
+    r23 = client.get(done_job["urls"]["download"], params={"convention": "brats2023"})
+    assert (np.asarray(_load(r23.content).dataobj) == 3).sum() == (case.label == 3).sum()
+    bad = client.get(done_job["urls"]["download"], params={"convention": "nope"})
+    assert bad.status_code == 400 and "convention" in _detail(bad)
+
+
+def test_viewer_files(client: TestClient, done_job: dict[str, Any]) -> None:
+    urls = done_job["urls"]
+    for m in ("t1", "t1ce", "t2", "flair"):
+        r = client.get(urls["images"][m])
+        assert r.status_code == 200 and _load(r.content).shape == SHAPE
+    ov = _load(client.get(urls["overlay"]).content)
+    assert set(np.unique(np.asarray(ov.dataobj))) == {0, 1, 2, 3}
+    assert client.get(urls["uncertainty"]).status_code == 200
+    assert client.get(urls["self"] + "/images/t9.nii.gz").status_code == 404
+    assert client.get(urls["self"] + "/overlay/v7/labels.nii.gz").status_code == 404
+
+
+def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
+    html = client.get(done_job["urls"]["report_html"])
+    assert html.status_code == 200
+    assert "not for clinical use" in html.text and "threshold-test-1" in html.text
+    assert "<script" not in html.text
+    pics = [u for u in html.text.split('"') if u.endswith(".png")]
+    assert len(pics) == 3
+    for u in pics:
+        png = client.get(u)
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    pdf = client.get(done_job["urls"]["report_pdf"])
+    assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
+    assert pdf.headers["content-type"] == "application/pdf"
+
+
+def test_correction_changes_mask_and_undo_restores(client: TestClient,
+                                                   case_files: dict[str, Path]) -> None:
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    url = job["urls"]["corrections"]
+    before = np.asarray(_load(client.get(job["urls"]["download"]).content).dataobj)
+    # an "outside" seed in the middle of the tumour (voxel indices)
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    r = client.post(url, json={"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz),
+                                          "label": 0}]})
+    assert r.status_code == 200, r.text
+    j1 = r.json()
+    assert j1["label_version"] == 1 and j1["result"]["corrections"] == 1
+    after = np.asarray(_load(client.get(j1["urls"]["download"]).content).dataobj)
+    assert (after > 0).sum() < (before > 0).sum()
+    assert after[cx, cy, cz] == 0
+    assert j1["result"]["summary"]["volumes_ml"]["WT"] < \
+        job["result"]["summary"]["volumes_ml"]["WT"]
+    # the same place given in millimetres gives the same voxel
+    mm = (AFFINE @ np.array([cx, cy, cz, 1.0]))[:3].tolist()
+    r = client.post(url, json={"seeds": [{"mm": mm, "label": 3}]})
+    assert r.status_code == 200 and r.json()["label_version"] == 2
+    again = np.asarray(_load(client.get(job["urls"]["download"]).content).dataobj)
+    assert again[cx, cy, cz] == 4
+    u = client.post(url + "/undo")
+    assert u.status_code == 200 and u.json()["label_version"] == 1
+    u = client.post(url + "/undo")
+    assert u.json()["label_version"] == 0
+    restored = np.asarray(_load(client.get(job["urls"]["download"]).content).dataobj)
+    assert np.array_equal(restored, before)
+    nothing = client.post(url + "/undo")
+    assert nothing.status_code == 400 and "no correction" in _detail(nothing)
+
+
+@pytest.mark.parametrize("seeds, words", [
+    ([], "at least one seed"),
+    ([{"x": 1, "y": 2, "z": 3, "label": 7}], "label"),
+    ([{"x": 999, "y": 2, "z": 3, "label": 1}], "outside the image"),
+    ([{"x": -1, "y": 2, "z": 3, "label": 1}], "outside the image"),
+    ([{"mm": [1, 2], "label": 1}], "three numbers"),
+    ([{"label": 1}], "x, y and z"),
+])
+def test_bad_seeds_are_4xx(client: TestClient, done_job: dict[str, Any], seeds: list,
+                           words: str) -> None:
+    pytest.importorskip("braintumor.correction")
+    r = client.post(done_job["urls"]["corrections"], json={"seeds": seeds})
+    assert r.status_code == 400
+    assert words in _detail(r)
+
+
+def test_correction_body_must_be_json(client: TestClient, done_job: dict[str, Any]) -> None:
+    r = client.post(done_job["urls"]["corrections"], content=b"nonsense",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and _detail(r).startswith("The request is malformed")
+
+
+# -- other inputs --------------------------------------------------------------------------------
+def test_modalities_given_for_unnamed_files(client: TestClient,
+                                            case_files: dict[str, Path]) -> None:
+    names = {"t1": "a.nii.gz", "t1ce": "b.nii.gz", "t2": "c.nii.gz", "flair": "d.nii.gz"}
+    files = _four(case_files, names=names)
+    r = client.post("/api/jobs", files=files, data={"method": "threshold"})
+    assert r.status_code == 400 and "cannot be told" in _detail(r)
+    choice = json.dumps({v: k for k, v in names.items()})
+    r = client.post("/api/jobs", files=files, data={"method": "threshold", "modalities": choice})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done"
+    assert job["result"]["summary"]["lesion_count"] == 1
+    # a wrong choice (T1 and T1ce swapped) is followed, and shows in the result
+    swapped = json.dumps({"a.nii.gz": "t1ce", "b.nii.gz": "t1", "c.nii.gz": "t2",
+                          "d.nii.gz": "flair"})
+    r = client.post("/api/jobs", files=files, data={"method": "threshold",
+                                                    "modalities": swapped})
+    job2 = wait_done(client.get, r.json()["id"])
+    assert job2["inputs"]["file_modalities"]["a.nii.gz"] == "t1ce"
+    assert job2["result"]["summary"]["volumes_ml"] != job["result"]["summary"]["volumes_ml"]
+
+
+def test_4d_nifti(client: TestClient) -> None:
+    case = small_case()
+    # Decathlon order FLAIR, T1, T1gd, T2
+    data = np.stack([case.image[3], case.image[0], case.image[1], case.image[2]], axis=-1)
+    r = client.post("/api/jobs", files=[("files", ("BRATS_001.nii.gz", _nifti_bytes(data)))],
+                    data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done" and job["inputs"]["source"] == "nifti4d"
+    assert job["inputs"]["case_id"] == "BRATS_001"
+    vols = job["result"]["summary"]["volumes_ml"]
+    assert vols["ET"] == pytest.approx((case.label == 3).sum() * 1.8e-3, abs=1e-3)
+    img = _load(client.get(job["urls"]["download"]).content)
+    assert np.allclose(img.affine, AFFINE)
+
+
+@pytest.mark.slow
+def test_dicom_zip_is_converted_matched_and_anonymised(client: TestClient,
+                                                       tmp_path: Path) -> None:
+    case = small_case(shape=(32, 36, 24))
+    z = write_dicom_zip(case, tmp_path / "study.zip")
+    r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))],
+                    data={"method": "threshold", "confirm_series": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "awaiting_input"
+    series = job["inputs"]["series"]
+    guesses = {s["description"]: s["guess"] for s in series}
+    assert guesses == {"AX T1 SE": "t1", "AX T1 SE POST GAD": "t1ce", "AX T2 TSE": "t2",
+                       "AX T2 FLAIR": "flair"}
+    job_dir = client.app.state.store.job_dir(job["id"])  # type: ignore[attr-defined]
+    assert not (job_dir / "dicom").exists()
+    for f in job_dir.rglob("*"):
+        if f.is_file():
+            raw = f.read_bytes()
+            if f.suffix == ".gz":
+                raw = gzip.decompress(raw)
+            assert b"Doe" not in raw and b"PID-778899" not in raw, f
+            assert not f.name.endswith((".dcm", ".json")), f
+    # a bad assignment is refused, a good one queues the job
+    sids = [s["id"] for s in series]
+    bad = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": {sids[0]: "t1"}})
+    assert bad.status_code == 400 and "No series was chosen" in _detail(bad)
+    choice = {s["id"]: s["guess"] for s in series}
+    r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done", done
+    assert done["result"]["summary"]["volumes_ml"]["ET"] > 0
+    again = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
+    assert again.status_code == 409
+
+
+def test_2d_picture(client: TestClient) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(
+        buf, format="PNG")
+    r = client.post("/api/jobs", files=[("files", ("slice.png", buf.getvalue()))])
+    info = client.get("/api/info").json()
+    if not info["image2d_available"]:
+        assert r.status_code == 415 and "2D model" in _detail(r)
+        return
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"], timeout=300)
+    assert job["status"] == "done", job
+    assert job["result"]["kind"] == "2d"
+    png = client.get(job["urls"]["download"])
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+
+# -- malformed uploads: one sentence, 4xx, never 500 -----------------------------------------
+def _zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _truncated(files: dict[str, Path]) -> list:
+    out = _four(files)
+    name, data = out[0][1]
+    out[0] = ("files", (name, data[: len(data) // 2]))
+    return out
+
+
+def _shape_mismatch(files: dict[str, Path]) -> list:
+    out = _four(files)
+    out[1] = ("files", (out[1][1][0], _nifti_bytes(np.zeros((10, 10, 10), np.float32))))
+    return out
+
+
+def _nan(files: dict[str, Path]) -> list:
+    out = _four(files)
+    d = np.ones(SHAPE, np.float32)
+    d[0, 0, 0] = np.nan
+    out[2] = ("files", (out[2][1][0], _nifti_bytes(d)))
+    return out
+
+
+def _bad_ref_values(files: dict[str, Path]) -> list:
+    return _four(files) + [("reference", ("ref_seg.nii.gz",
+                                          _nifti_bytes(np.full(SHAPE, 7, np.uint8))))]
+
+
+def _bad_ref_shape(files: dict[str, Path]) -> list:
+    return _four(files) + [("reference", ("ref.nii.gz",
+                                          _nifti_bytes(np.zeros((5, 5, 5), np.uint8))))]
+
+
+MALFORMED = {
+    "no files": (lambda f: [("method", (None, b"threshold"))], 400, "No image"),
+    "three files": (lambda f: _four(f)[:3], 400, "Got 3 NIfTI files"),
+    "five files": (lambda f: _four(f) + [_four(f)[0]], 400, "Got 5"),
+    "duplicate modality": (lambda f: _four(f, names={"t1": "x_t1.nii.gz",
+                                                     "t1ce": "y_t1.nii.gz"}), 400, "both T1"),
+    "flair twice": (lambda f: _four(f, names={"t1": "a_flair.nii.gz"}), 400, "both FLAIR"),
+    "unknown extension": (lambda f: [("files", ("scan.doc", b"hello"))], 415, "scan.doc"),
+    "empty file": (lambda f: [("files", ("a_t1.nii.gz", b""))], 400, "empty"),
+    "not a nifti": (lambda f: _four(f, names={})[:3] + [("files", ("P_flair.nii.gz",
+                                                                    b"not nifti" * 50))],
+                    400, "P_flair.nii.gz"),
+    "truncated": (_truncated, 400, "truncated"),
+    "shape mismatch": (_shape_mismatch, 400, "co-registered"),
+    "NaN voxels": (_nan, 400, "NaN"),
+    "3D single file": (lambda f: [("files", ("one.nii.gz", f["t1"].read_bytes()))], 400,
+                       "one 3D image"),
+    "4D with 3 channels": (lambda f: [("files", ("x.nii.gz", _nifti_bytes(
+        np.zeros(SHAPE + (3,), np.float32))))], 400, "4 channels"),
+    "mixed kinds": (lambda f: _four(f)[:3] + [("files", ("a.zip", _zip_bytes({"a": b"1"})))],
+                    400, "mixes"),
+    "bad reference values": (_bad_ref_values, 400, "label values"),
+    "bad reference shape": (_bad_ref_shape, 400, "differs"),
+    "reference not nifti": (lambda f: _four(f) + [("reference", ("r.png", b"x"))], 400,
+                            "must be a NIfTI"),
+    "zip slip": (lambda f: [("files", ("evil.zip", _zip_bytes({"../../etc/x.dcm": b"1"})))],
+                 400, "leaves the archive"),
+    "absolute zip path": (lambda f: [("files", ("evil.zip", _zip_bytes({"/tmp/x": b"1"})))],
+                          400, "leaves the archive"),
+    "corrupt zip": (lambda f: [("files", ("bad.zip", b"PK\x03\x04 garbage" * 10))], 400,
+                    "not a readable zip"),
+    "empty zip": (lambda f: [("files", ("e.zip", _zip_bytes({})))], 400, "no files"),
+    "zip without dicom": (lambda f: [("files", ("t.zip", _zip_bytes({"a.txt": b"hi" * 100})))],
+                          400, "no DICOM series"),
+    "two zips": (lambda f: [("files", ("a.zip", b"1")), ("files", ("b.zip", b"2"))], 400,
+                 "one zip"),
+    "bad modalities json": (lambda f: _four(f) + [("modalities", (None, b"{nope"))], 400,
+                            "not valid JSON"),
+    "modalities not object": (lambda f: _four(f) + [("modalities", (None, b"[1]"))], 400,
+                              "JSON object"),
+    "unknown modality": (lambda f: _four(f) + [("modalities", (None, b'{"a": "pd"}'))], 400,
+                         "not one of"),
+    "unknown method": (lambda f: _four(f) + [("method", (None, b"magic"))], 400,
+                       "not available"),
+    "unknown field": (lambda f: [("photo", ("a_t1.nii.gz", b"x"))], 400, "Unknown upload field"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_upload_is_one_sentence_4xx(client: TestClient,
+                                              case_files: dict[str, Path], name: str) -> None:
+    build, status, words = MALFORMED[name]
+    before = len(list((client.app.state.store.jobs_root).iterdir()))  # type: ignore
+    r = client.post("/api/jobs", files=build(case_files))
+    assert r.status_code == status, (name, r.status_code, r.text)
+    assert words in _detail(r), (name, r.text)
+    # nothing of a refused upload is kept
+    after = len(list((client.app.state.store.jobs_root).iterdir()))  # type: ignore
+    assert after == before
+
+
+def test_not_multipart_and_empty_body(client: TestClient) -> None:
+    r = client.post("/api/jobs", json={"files": []})
+    assert r.status_code == 415 and "multipart/form-data" in _detail(r)
+    r = client.post("/api/jobs", content=b"", headers={
+        "content-type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 400 and _detail(r)
+    r = client.post("/api/jobs", content=b"--xyz\r\nbroken", headers={
+        "content-type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 400 and _detail(r)
+
+
+def test_upload_over_limit_is_413(methods: None, tmp_path: Path,
+                                  case_files: dict[str, Path]) -> None:
+    app = create_app(tmp_path / "d", token="", max_upload_bytes=20_000, warm=False)
+    with TestClient(app) as c:
+        r = c.post("/api/jobs", files=_four(case_files))
+        assert r.status_code == 413 and "limit" in _detail(r)
+        # also when the client hides the size (no Content-Length: chunked body)
+        body = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.nii\"" \
+               b"\r\n\r\n" + b"x" * 50_000 + b"\r\n--b--\r\n"
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(0, len(body), 4096):
+                yield body[i:i + 4096]
+
+        r = c.post("/api/jobs", content=chunks(),
+                   headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413
+        assert list((tmp_path / "d" / "jobs").iterdir()) == []
+        big_zip = _zip_bytes({"a.dcm": b"\0" * 200_000})  # compresses to < 20 kB
+        r = c.post("/api/jobs", files=[("files", ("bomb.zip", big_zip))])
+        assert r.status_code == 413 and "unpacks to more than" in _detail(r)
+
+
+# -- jobs: ids, cancel, delete, crash, restart, TTL ------------------------------------------
+def test_unknown_and_malformed_job_ids(client: TestClient) -> None:
+    for jid in ("x" * 24, "nope", "..%2F..%2Fjobs.sqlite3", "%2e%2e"):
+        r = client.get(f"/api/jobs/{jid}")
+        assert r.status_code == 404, jid
+    r = client.get("/api/jobs/..%2F..%2Fjobs.sqlite3/download/labels.nii.gz")
+    assert r.status_code == 404
+
+
+def test_job_ids_are_random(client: TestClient) -> None:
+    ids = {client.post("/api/jobs", files=[("files", ("a.zip", b"1"))]).status_code
+           for _ in range(2)}
+    assert ids == {400}
+    from braintumor.web.store import new_job_id
+
+    many = {new_job_id() for _ in range(1000)}
+    assert len(many) == 1000 and all(len(i) == 24 for i in many)
+
+
+def test_cancel_running_job_and_results_409(client: TestClient,
+                                            case_files: dict[str, Path]) -> None:
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "slow"})
+    jid = r.json()["id"]
+    t0 = time.monotonic()
+    while client.get(f"/api/jobs/{jid}").json()["status"] != "running":
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.1)
+    assert client.get(f"/api/jobs/{jid}/report.pdf").status_code == 409
+    c = client.post(f"/api/jobs/{jid}/cancel")
+    assert c.status_code == 200
+    job = wait_done(client.get, jid, timeout=30)
+    assert job["status"] == "cancelled"
+    # the pool goes on: a new job still runs
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    assert wait_done(client.get, r.json()["id"])["status"] == "done"
+
+
+def test_cancel_queued_and_delete(client: TestClient, case_files: dict[str, Path]) -> None:
+    slow = client.post("/api/jobs", files=_four(case_files), data={"method": "slow"}).json()
+    queued = client.post("/api/jobs", files=_four(case_files),
+                         data={"method": "threshold"}).json()
+    assert queued["status"] == "queued"
+    c = client.post(f"/api/jobs/{queued['id']}/cancel").json()
+    assert c["status"] == "cancelled"
+    d = client.delete(f"/api/jobs/{slow['id']}")
+    assert d.status_code == 204
+    assert client.get(f"/api/jobs/{slow['id']}").status_code == 404
+    store = client.app.state.store  # type: ignore[attr-defined]
+    assert not (store.jobs_root / slow["id"]).exists()
+
+
+def test_crash_in_a_job_fails_only_that_job(client: TestClient,
+                                            case_files: dict[str, Path]) -> None:
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "crash"})
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "failed"
+    assert "stopped unexpectedly" in job["message"]
+    assert client.get("/api/info").status_code == 200
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    assert wait_done(client.get, r.json()["id"])["status"] == "done"
+
+
+def test_jobs_survive_a_restart_and_expire(methods: None, tmp_path: Path,
+                                           case_files: dict[str, Path]) -> None:
+    data = tmp_path / "data"
+    app = create_app(data, token="", warm=False, workers=1)
+    with TestClient(app) as c:
+        done = c.post("/api/jobs", files=_four(case_files), data={"method": "threshold"}).json()
+        wait_done(c.get, done["id"])
+    # a job left running by a stopped server is queued again by the next one
+    store1 = app.state.store
+    left = store1.create("upload", "threshold", status="running",
+                         inputs=store1.get(done["id"]).inputs)
+    shutil.copytree(store1.job_dir(done["id"]) / "input", store1.job_dir(left.id) / "input")
+    app2 = create_app(data, token="", warm=False)
+    with TestClient(app2) as c:
+        assert c.get(f"/api/jobs/{done['id']}").json()["status"] == "done"
+        assert c.get(f"/api/jobs/{done['id']}/download/labels.nii.gz").status_code == 200
+        store = app2.state.store
+        t0 = time.monotonic()
+        while store.count("running") or store.count("queued"):
+            assert time.monotonic() - t0 < 60
+            time.sleep(0.1)
+        assert store.count("done") == 2
+    # time-to-live: past it, the job and its files are gone
+    app3 = create_app(data, token="", warm=False, ttl_s=0.5, janitor_interval_s=0.2)
+    with TestClient(app3) as c:
+        j = c.post("/api/jobs", files=_four(case_files), data={"method": "threshold"}).json()
+        folder = app3.state.store.job_dir(j["id"])
+        assert folder.exists()
+        t0 = time.monotonic()
+        while folder.exists():
+            assert time.monotonic() - t0 < 30
+            time.sleep(0.1)
+        assert c.get(f"/api/jobs/{j['id']}").status_code == 404
+        # the two older jobs (24 h TTL) are still there
+        assert c.get(f"/api/jobs/{done['id']}").status_code == 200
+
+
+@pytest.mark.slow
+def test_ten_jobs_at_once_all_finish(client: TestClient, case_files: dict[str, Path]) -> None:
+    ids = [client.post("/api/jobs", files=_four(case_files),
+                       data={"method": "threshold"}).json()["id"] for _ in range(10)]
+    jobs = [wait_done(client.get, i, timeout=300) for i in ids]
+    assert [j["status"] for j in jobs] == ["done"] * 10
+
+
+def test_sample_button_endpoint(client: TestClient) -> None:
+    info = client.get("/api/info").json()
+    r = client.post("/api/sample", json={"method": "threshold"})
+    if not info["sample_available"]:
+        assert r.status_code == 501
+        return
+    assert r.status_code == 202
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    assert job["inputs"]["source"] == "sample"
+    assert job["result"]["summary"]["metrics"] is not None  # the sample has its truth
+    assert client.post("/api/sample", json={"method": "nope"}).status_code == 400
+
+
+# -- access token -----------------------------------------------------------------------------
+def test_token_is_required_on_every_request(methods: None, tmp_path: Path) -> None:
+    app = create_app(tmp_path / "d", token="s3cret-token", warm=False)
+    with TestClient(app) as c:
+        for path in ("/", "/api/info", "/static/app.js", "/docs", "/openapi.json"):
+            r = c.get(path)
+            assert r.status_code == 401, path
+            assert r.headers["x-content-type-options"] == "nosniff"
+        assert c.get("/api/info", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/api/info",
+                     headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+        assert c.get("/api/info", headers={"x-braintumor-token": "s3cret-token"}
+                     ).status_code == 200
+        r = c.get("/?token=s3cret-token", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        assert "httponly" in r.headers["set-cookie"].lower()
+        # the cookie now carries the token
+        assert c.get("/api/info").status_code == 200
+        assert c.get("/api/info").json()["token_required"] is True
