@@ -259,3 +259,30 @@ def test_score_case_dropped_et_and_empty_case():
     for r in ("WT", "TC", "ET"):
         assert s[r]["dice"] == 1.0 and s[r]["hd95"] == 0.0
         assert s[r]["lesion_dice"] == 1.0 and s[r]["lesion_hd95"] == 0.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_lesion_scores_equal_isolated_computations(method):
+    """Per-lesion numbers come from subsets of the whole surfaces; they must equal the
+    metrics of each lesion and its matched components computed on their own."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    field = ndimage.gaussian_filter(rng.standard_normal((40, 36, 30)), 2.5)
+    ref = field > 0.08  # several irregular lesions
+    pred = np.roll(ref, 1, axis=0) & (ndimage.gaussian_filter(
+        rng.standard_normal(ref.shape), 2) > -0.3)
+    spacing = (1.0, 1.2, 2.0)
+    ls = M.lesion_wise(pred, ref, spacing, hd95_method=method)
+    assert len(ls.lesions) >= 3
+    dil = ndimage.binary_dilation(ref, ndimage.generate_binary_structure(3, 2), iterations=3)
+    dil_cc, n = ndimage.label(dil, np.ones((3, 3, 3)))
+    pred_cc, _ = ndimage.label(pred, np.ones((3, 3, 3)))
+    for k in range(1, n + 1):
+        gt_k = ref & (dil_cc == k)
+        hits = np.setdiff1d(np.unique(pred_cc[dil_cc == k]), [0])
+        pr_k = np.isin(pred_cc, hits) & (pred_cc > 0)
+        les = ls.lesions[k - 1]
+        assert les["volume_mm3"] == pytest.approx(gt_k.sum() * 2.4)
+        assert les["dice"] == pytest.approx(M.dice(pr_k, gt_k))
+        assert les["hd95"] == pytest.approx(M.hd95(pr_k, gt_k, spacing, method))
