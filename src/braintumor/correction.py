@@ -11,7 +11,8 @@ plus the window's faces, become "leave as it is" markers. A watershed on the
 multi-modal gradient magnitude then floods from all markers at once: each seed claims
 the basin around it up to the strongest edge before dissimilar tissue, and its label is
 written there. A background seed can only claim voxels that are tumour now (it removes,
-never adds); a region seed may claim any brain voxel.
+never adds), and a false positive that lies wholly inside the window is removed whole;
+a region seed may claim any brain voxel.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ Seed = tuple[int, int, int, int]
 class CorrectionParams:
     """``window_mm``: half-width of the window around the seeds (mm); ``seed_mm``:
     radius of each seed's marker ball (mm); ``tolerance``: how far (robust z, the worst
-    modality) a voxel may differ from a seed's mean and still be claimed by it;
+    modality) a voxel may differ from a seed's mean and still be claimed by it, or
+    ``relative`` times the seed's own z where that is larger;
     ``grad_sigma``: Gaussian scale of the gradient (voxels)."""
 
     window_mm: float = 30.0
     seed_mm: float = 2.0
     tolerance: float = 2.5
+    relative: float = 0.6
     grad_sigma: float = 1.0
 
 
@@ -92,7 +95,7 @@ def correct(case: Case, labels: np.ndarray, seeds: Sequence[Seed],
         med = float(np.median(v))
         mad = float(np.median(np.abs(v - med))) * 1.4826 or float(v.std()) or 1.0
         z[c] = (img[c] - med) / mad
-    zs = np.stack([ndi.gaussian_filter(z[c], 0.7) for c in range(z.shape[0])])
+    zs = np.stack([ndi.gaussian_filter(z[c], 0.5) for c in range(z.shape[0])])
 
     shape = lab.shape
     markers = np.zeros(shape, dtype=np.int32)
@@ -106,7 +109,11 @@ def correct(case: Case, labels: np.ndarray, seeds: Sequence[Seed],
         ball = d2 <= 1.0
         balls.append(ball)
         mean = zs[:, ball].mean(axis=1)
-        similar |= np.all(np.abs(zs - mean[:, None, None, None]) <= p.tolerance, axis=0)
+        # a seed far from normal tissue tolerates more: the lesion's own blurred edge
+        # lies halfway between the seed and its surroundings
+        allow = np.maximum(p.tolerance, p.relative * np.abs(mean))
+        similar |= np.all(np.abs(zs - mean[:, None, None, None]) <= allow[:, None, None, None],
+                          axis=0)
     keep_id = len(sds) + 1
     markers[~similar] = keep_id
     faces = np.ones(shape, dtype=bool)
@@ -127,11 +134,25 @@ def correct(case: Case, labels: np.ndarray, seeds: Sequence[Seed],
         elev += g * g
     np.sqrt(elev, out=elev)
     ws = watershed(elev, markers, mask=brain | (markers > 0))
+    tumour = lab > 0
+    comps, _ = ndi.label(tumour, structure=np.ones((3, 3, 3)))
+    inner = np.zeros(shape, dtype=bool)  # window faces that are not image faces
+    for axis in range(3):
+        for side, at_edge in ((0, lo[axis] == 0), (-1, hi[axis] == case.shape[axis])):
+            if not at_edge:
+                idx = [slice(None)] * 3
+                idx[axis] = slice(side, None) if side == -1 else slice(0, 1)
+                inner[tuple(idx)] = True
     for i, (_, _, _, label) in enumerate(sds):
         claim = ws == i + 1
         if label == 0:
-            claim &= lab > 0
+            # a false positive that lies wholly in the window goes entirely; one that
+            # runs on outside it loses only the basin the seed claims
+            hit = np.unique(comps[balls[i] & tumour])
+            for k in hit[hit > 0]:
+                comp = comps == k
+                claim |= comp if not (comp & inner).any() else np.zeros_like(comp)
+            claim &= tumour
         lab[claim & brain] = label
-        lab[balls[i] & (lab > 0) & (label == 0)] = 0
     out[box] = lab
     return out

@@ -1,0 +1,90 @@
+"""Interactive correction: seeds add missed lesions, remove false ones, and nothing far
+from the seeds changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from braintumor import labels as L
+from braintumor.cases import case_from_arrays
+from braintumor.correction import CorrectionParams, correct
+from braintumor.errors import InputError
+from braintumor.metrics import dice
+
+SHAPE = (80, 80, 60)
+
+
+def _ball(centre, radius) -> np.ndarray:
+    g = np.mgrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
+    return sum((g[i] - centre[i]) ** 2 for i in range(3)) <= radius ** 2
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A brain with three bright lesions A, B, C and a label map that found A and C,
+    missed B, and holds a false positive F over normal tissue."""
+    rng = np.random.default_rng(0)
+    img = 100 + rng.normal(0, 4, (4, *SHAPE)).astype(np.float32)
+    a, b, c = _ball((20, 20, 30), 7), _ball((58, 24, 30), 6), _ball((40, 62, 30), 7)
+    for m in (a, b, c):
+        img[2][m] += 40
+        img[3][m] += 50
+    fp = _ball((58, 58, 30), 5)
+    case = case_from_arrays("scene", img)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[a] = L.ED
+    labels[c] = L.ED
+    labels[fp] = L.ED
+    return case, labels, {"A": a, "B": b, "C": c, "F": fp}
+
+
+def test_seed_in_a_missed_lesion_adds_it(scene) -> None:
+    case, labels, m = scene
+    out = correct(case, labels, [(58, 24, 30, L.ED)])
+    assert dice(out == L.ED, m["B"] | m["A"] | m["C"] | m["F"]) > 0.95
+    assert dice((out > 0) & ~(labels > 0), m["B"]) > 0.9
+
+
+def test_background_seed_removes_a_false_positive(scene) -> None:
+    case, labels, m = scene
+    out = correct(case, labels, [(58, 58, 30, 0)])
+    assert not out[m["F"]].any()
+    assert np.array_equal(out[m["A"] | m["C"]], labels[m["A"] | m["C"]])
+
+
+def test_region_seed_relabels_a_lesion(scene) -> None:
+    case, labels, m = scene
+    out = correct(case, labels, [(40, 62, 30, L.NCR)])
+    assert (out[m["C"]] == L.NCR).mean() > 0.9
+
+
+def test_nothing_far_from_the_seeds_changes(scene) -> None:
+    case, labels, _ = scene
+    p = CorrectionParams(window_mm=12.0)
+    out = correct(case, labels, [(58, 24, 30, L.ED), (58, 58, 30, 0)], params=p)
+    changed = np.argwhere(out != labels)
+    assert len(changed) > 0
+    seeds = np.array([[58, 24, 30], [58, 58, 30]])
+    # every change is within the window (Chebyshev distance, 1 mm voxels) of a seed box
+    lo, hi = seeds.min(0) - 12, seeds.max(0) + 12
+    assert np.all((changed >= lo) & (changed <= hi))
+    assert np.array_equal(out[:30], labels[:30])
+
+
+def test_no_seeds_no_change_and_input_is_not_modified(scene) -> None:
+    case, labels, _ = scene
+    before = labels.copy()
+    assert np.array_equal(correct(case, labels, []), labels)
+    correct(case, labels, [(58, 24, 30, L.ET)])
+    assert np.array_equal(labels, before)
+
+
+def test_bad_seeds_are_input_errors(scene) -> None:
+    case, labels, _ = scene
+    with pytest.raises(InputError, match="outside"):
+        correct(case, labels, [(500, 1, 1, 1)])
+    with pytest.raises(InputError, match="internal label"):
+        correct(case, labels, [(1, 1, 1, 4)])
+    with pytest.raises(InputError, match="shape"):
+        correct(case, labels[:10], [(1, 1, 1, 1)])

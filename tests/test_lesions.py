@@ -1,0 +1,66 @@
+"""Lesion separation on hand-built label maps with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from braintumor.errors import InputError
+from braintumor.lesions import lesion_count, split_lesions
+
+
+def _ball(shape, centre, radius) -> np.ndarray:
+    g = np.mgrid[tuple(slice(0, s) for s in shape)]
+    return sum((g[i] - centre[i]) ** 2 for i in range(3)) <= radius ** 2
+
+
+def test_two_separate_balls_two_lesions_with_volumes() -> None:
+    shape = (40, 40, 40)
+    a, b = _ball(shape, (10, 10, 10), 5), _ball(shape, (28, 28, 28), 7)
+    labels = np.zeros(shape, np.uint8)
+    labels[a] = 2
+    labels[b] = 3
+    lmap, les = split_lesions(labels, (1.0, 1.0, 2.0))
+    assert len(les) == 2
+    # largest first; volume in mL with anisotropic voxels (2 mm^3 each)
+    assert les[0]["voxels"] == b.sum() and les[1]["voxels"] == a.sum()
+    assert les[0]["volume_ml"] == pytest.approx(b.sum() * 2 / 1000)
+    assert np.allclose(les[0]["centroid"], (28, 28, 28), atol=0.2)
+    assert set(np.unique(lmap[b])) == {1} and set(np.unique(lmap[a])) == {2}
+    assert not lmap[labels == 0].any()
+
+
+def test_touching_balls_are_split_at_the_neck() -> None:
+    shape = (30, 60, 30)
+    a, b = _ball(shape, (15, 20, 15), 9), _ball(shape, (15, 37, 15), 9)
+    labels = (a | b).astype(np.uint8)
+    from scipy import ndimage as ndi
+
+    assert ndi.label(labels)[1] == 1  # one connected component
+    lmap, les = split_lesions(labels, (1, 1, 1))
+    assert len(les) == 2
+    # each ball's centre region belongs to a different lesion, roughly half each
+    assert lmap[15, 20, 15] != lmap[15, 37, 15]
+    assert abs(les[0]["voxels"] - les[1]["voxels"]) < 0.2 * les[0]["voxels"]
+
+
+def test_a_single_bumpy_lesion_is_not_split() -> None:
+    shape = (40, 40, 40)
+    blob = _ball(shape, (20, 20, 20), 10) | _ball(shape, (20, 20, 31), 3)
+    assert lesion_count(blob.astype(np.uint8)) == 1
+
+
+def test_empty_and_min_volume() -> None:
+    assert split_lesions(np.zeros((8, 8, 8), np.uint8))[1] == []
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[_ball(labels.shape, (8, 8, 8), 5)] = 1
+    labels[_ball(labels.shape, (22, 22, 22), 1)] = 1  # 7 voxels = 0.007 mL
+    assert lesion_count(labels) == 2
+    assert lesion_count(labels, min_volume_ml=0.05) == 1
+
+
+def test_bad_input() -> None:
+    with pytest.raises(InputError):
+        split_lesions(np.zeros((4, 4)), (1, 1, 1))
+    with pytest.raises(InputError):
+        split_lesions(np.zeros((4, 4, 4)), (1, 0, 1))
