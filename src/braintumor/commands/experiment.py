@@ -1,0 +1,40 @@
+"""``braintumor experiment --config configs/<study>.yaml [--budget MIN] [--folds K ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "experiment"
+HELP = ("Run a study (architectures, regularisation ablation or hyperparameter search) "
+        "with patient-wise k-fold cross-validation; resumable.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="study YAML (configs/study_*.yaml)")
+    p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="training wall-clock budget per run (overrides the study file)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
+                   help="folds to run (default: the study file's run_folds)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="runs at once in separate processes (overrides the study file)")
+    p.add_argument("--tracking-uri", default="default",
+                   help="MLflow tracking URI (default: local store under mlruns/; "
+                        "'none' turns tracking off)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from braintumor.training.experiments import load_study, run_study
+
+    study = load_study(args.config, args.budget, args.folds)
+    if args.parallel is not None:
+        study.parallel = max(1, args.parallel)
+    if study.kind == "search":
+        from braintumor.training.search import run_search
+
+        run_search(study, args.device, args.tracking_uri, budget=args.budget,
+                   folds=args.folds)
+    else:
+        run_study(study, args.device, args.tracking_uri)
+    print(f"results: {study.out}/results.md")
+    return 0

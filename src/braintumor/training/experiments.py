@@ -1,0 +1,577 @@
+"""Studies: many training runs under patient-wise k-fold cross-validation.
+
+A study file (``configs/study_*.yaml``) names a common recipe (``base``, the fields of
+:class:`~braintumor.config.TrainConfig`) and a list of ``runs`` that each change some of
+it. Every run is trained on the training cases of each fold asked for and scored on that
+fold's held-out cases only, in the input's native space, with
+:func:`braintumor.metrics.score_case`. A study writes to its ``out`` folder:
+
+* ``folds.json``: the patient-wise split (which cases each fold holds out);
+* ``results.md`` / ``results.csv``: one row per run; per region (WT, TC, ET) Dice,
+  sensitivity, specificity and HD95 (mm) as mean and standard deviation, parameters,
+  training time, CPU inference time per case;
+* ``cases.csv``: every held-out case's scores (long form);
+* ``boxplot.png`` (per-region Dice per run) and ``curves.png`` (learning curves).
+
+Runs are resumable: a run whose ``result.json`` matches its config is skipped, an
+interrupted one resumes from its ``last.pt`` (the Trainer does that). Checkpoints live
+under ``runs_dir`` (ignored by git). Runs are tracked in MLflow (see
+:mod:`braintumor.training.tracking`).
+
+Study file::
+
+    study:
+      name: architectures
+      kind: compare          # compare | ablation | search (search: see training.search)
+      folds: 3               # k of the k-fold split (patient-wise)
+      run_folds: [0]         # folds to run (default: all k)
+      split_seed: 0
+      budget_min: 5          # wall-clock training budget per run (minutes)
+      parallel: 2            # runs at once, each with `base.threads` torch threads
+      out: experiments/architectures
+      runs_dir: runs/studies/architectures
+      base_from: experiments/architectures   # optional: start from that study's best run
+      note: text printed under the table
+    base: {TrainConfig fields}
+    runs:
+      - name: compact_unet
+        label: compact U-Net (own design)
+        reference: false     # reference rows are left out when picking the best run
+        set: {network: compact_unet, network_args: {channels: [16, 32, 64, 128]}}
+
+Training never sees a held-out case: a run is trained with ``case_ids`` set to its
+fold's training cases and ``fold: -1`` (no validation set), and its final weights
+(``last.pt``, not a checkpoint chosen on held-out cases) are the ones scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from braintumor.config import TrainConfig, from_dict, to_dict
+from braintumor.errors import InputError
+
+REGIONS = ("WT", "TC", "ET")
+METRICS = ("dice", "sensitivity", "specificity", "hd95")
+#: fields that decide nothing about the result (excluded from a run's identity)
+_NEUTRAL = ("threads", "num_workers", "name")
+
+
+@dataclass
+class RunSpec:
+    """One row of a study: a name, a label and its full training config."""
+
+    name: str
+    label: str
+    cfg: TrainConfig
+    reference: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    """A parsed study file."""
+
+    name: str
+    kind: str
+    folds: int
+    run_folds: list[int]
+    split_seed: int
+    budget_min: float
+    parallel: int
+    out: Path
+    runs_dir: Path
+    base: TrainConfig
+    runs: list[RunSpec]
+    note: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _apply(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """``cfg`` with ``changes`` (TrainConfig field names, dotted ``augment.x`` allowed)."""
+    d = to_dict(cfg)
+    for k, v in changes.items():
+        if k.startswith("augment."):
+            d["augment"][k.split(".", 1)[1]] = v
+        elif k == "augment" and isinstance(v, dict):
+            d["augment"].update(v)
+        else:
+            d[k] = v
+    return from_dict(d)
+
+
+def best_run_config(study_out: str | Path) -> tuple[str, dict[str, Any]]:
+    """The best non-reference run of a finished study: ``(name, train config dict)``."""
+    p = Path(study_out) / "best.json"
+    if not p.exists():
+        raise InputError(f"{p}: not found; run that study first (it names the best run).")
+    best = json.loads(p.read_text())
+    return best["name"], best["config"]
+
+
+def load_study(path: str | Path, budget_min: float | None = None,
+               folds: list[int] | None = None) -> Study:
+    """Read a study YAML; ``budget_min`` / ``folds`` override the file's values."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: study file not found.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    if not isinstance(raw, dict) or "study" not in raw:
+        raise InputError(f"{p}: a study file needs a 'study:' mapping.")
+    st = raw["study"]
+    kind = str(st.get("kind", "compare"))
+    if kind not in ("compare", "ablation", "search"):
+        raise InputError(f"{p}: study kind must be compare, ablation or search, not {kind!r}.")
+    base_d: dict[str, Any] = {}
+    if st.get("base_from"):
+        _, base_d = best_run_config(st["base_from"])
+        base_d = {k: v for k, v in base_d.items() if k not in ("case_ids", "fold", "name")}
+    base = _apply(from_dict(base_d), dict(raw.get("base") or {}))
+    k = int(st.get("folds", 3))
+    run_folds = [int(f) for f in (folds if folds is not None else st.get("run_folds", range(k)))]
+    bad = [f for f in run_folds if not 0 <= f < k]
+    if bad:
+        raise InputError(f"{p}: fold {bad[0]} does not exist (the study has {k} folds).")
+    budget = float(budget_min if budget_min is not None else st.get("budget_min", 0) or 0)
+    name = str(st.get("name", p.stem))
+    runs: list[RunSpec] = []
+    for i, r in enumerate(raw.get("runs") or []):
+        changes = dict(r.get("set") or {})
+        rname = str(r.get("name", f"run{i}"))
+        cfg = _apply(base, changes)
+        if budget > 0:
+            cfg = cfg.replace(time_budget_min=budget)
+        runs.append(RunSpec(rname, str(r.get("label", rname)), cfg.replace(name=rname),
+                            bool(r.get("reference", False)), changes))
+    if kind != "search" and not runs:
+        raise InputError(f"{p}: a {kind} study needs a non-empty 'runs:' list.")
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise InputError(f"{p}: run names must be unique.")
+    return Study(name=name, kind=kind, folds=k, run_folds=run_folds,
+                 split_seed=int(st.get("split_seed", 0)), budget_min=budget,
+                 parallel=max(1, int(st.get("parallel", 1))),
+                 out=Path(st.get("out", f"experiments/{name}")),
+                 runs_dir=Path(st.get("runs_dir", f"runs/studies/{name}")),
+                 base=base, runs=runs, note=str(st.get("note", "")).strip(), raw=raw, path=p)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def all_case_ids(cfg: TrainConfig) -> list[str]:
+    """Case ids the study draws its folds from (the cache index or the phantoms)."""
+    if cfg.synthetic > 0:
+        return [f"phantom_{1000 + i}" for i in range(cfg.synthetic)]
+    from braintumor.training.data import build_cache
+
+    cache = Path(cfg.cache)
+    if not (cache / "cases.json").exists():
+        build_cache(cfg.data, cache)
+    return sorted(json.loads((cache / "cases.json").read_text()))
+
+
+def study_folds(study: Study) -> list[dict[str, list[str]]]:
+    """The patient-wise folds of a study (written to ``folds.json``)."""
+    from braintumor.training.data import kfold_split
+
+    return kfold_split(all_case_ids(study.base), study.folds, study.split_seed)
+
+
+def _synthetic_case(cfg: TrainConfig, case_id: str) -> Any:
+    from braintumor.phantom import make_case
+
+    i = int(case_id.rsplit("_", 1)[1]) - 1000
+    case = make_case(shape=cfg.synthetic_shape, seed=1000 + i, low_grade=(i % 4 == 3))
+    case.case_id = case_id
+    return case
+
+
+def held_out_case(cfg: TrainConfig, case_id: str) -> tuple[Any, np.ndarray, tuple[float, ...]]:
+    """A held-out case as the model sees it and its reference in native space:
+    ``(Prepared, reference labels (X, Y, Z) internal, spacing mm)``."""
+    from braintumor.training.data import load_prepared, prepare_case
+
+    if cfg.synthetic > 0:
+        case = _synthetic_case(cfg, case_id)
+        prep = prepare_case(case)
+        prep.case_id = case_id
+        return prep, case.label, tuple(case.spacing)
+    from braintumor import labels as L
+    from braintumor.cases import discover
+    from braintumor.io import load_label_nifti
+
+    prep = load_prepared(Path(cfg.cache) / f"{case_id}.npz")
+    src = {s.case_id: s for s in discover(cfg.data)}.get(case_id)
+    if src is None or src.label_path is None:
+        raise InputError(f"{cfg.data}: no reference label for held-out case {case_id}.")
+    vol = load_label_nifti(src.label_path)
+    conv = L.detect_convention(vol.data, hint=L.convention_from_name(vol.path.name) or src.kind)
+    return prep, L.to_internal(vol.data, conv), vol.spacing
+
+
+# ------------------------------------------------------------------------ one run
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """Short hash of everything in a config that can change a result."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _NEUTRAL}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def evaluate_run(run_dir: Path, cfg: TrainConfig, case_ids: list[str], device: str = "cpu",
+                 checkpoint: str = "last.pt") -> list[dict[str, Any]]:
+    """Score a trained run on held-out cases in native space, one row per case."""
+    import torch
+
+    from braintumor.inference import PostProcess, load_checkpoint_net, sliding_window_probs
+    from braintumor.metrics import score_case
+    from braintumor.preprocess import uncrop
+
+    net, _ = load_checkpoint_net(run_dir / checkpoint, device)
+    post = PostProcess()
+    rows = []
+    for cid in case_ids:
+        prep, ref, spacing = held_out_case(cfg, cid)
+        t0 = time.perf_counter()
+        probs = sliding_window_probs(net, prep.image, cfg.patch, cfg.sw_overlap, device,
+                                     cfg.output, whole_volume_max=cfg.whole_volume_max)
+        lab = post.apply(probs)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        infer_s = time.perf_counter() - t0
+        pred = uncrop(lab, prep.box, ref.shape, fill=0)
+        scores = score_case(pred, ref, spacing, lesions=False)
+        row: dict[str, Any] = {"case": cid, "infer_s": infer_s}
+        for r in REGIONS:
+            for m in METRICS:
+                row[f"{r}_{m}"] = float(scores[r][m])
+        rows.append(row)
+    return rows
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one (run, fold) on the fold's training cases and score its held-out cases.
+
+    ``job``: ``cfg`` (dict), ``run_dir``, ``train_ids``, ``val_ids``, ``device``,
+    ``name``, ``fold``. Returns (and writes as ``result.json``) the per-case scores,
+    parameter count and timings. Top-level so worker processes can run it.
+    """
+    import torch
+
+    from braintumor.networks import count_parameters, create_network
+    from braintumor.training.trainer import Trainer
+
+    cfg = from_dict(job["cfg"])
+    run_dir = Path(job["run_dir"])
+    key = config_key(cfg)
+    res_path = run_dir / "result.json"
+    if res_path.exists():
+        old = json.loads(res_path.read_text())
+        if old.get("config_key") == key:
+            old["skipped"] = True
+            return old
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if not (run_dir / "summary.json").exists():
+        Trainer(cfg, run_dir, device=job.get("device", "cpu"), progress=False).fit()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    out_ch = 3 if cfg.output == "sigmoid" else 4
+    n_params = count_parameters(create_network(cfg.network, out_channels=out_ch,
+                                               **cfg.network_args))
+    from braintumor.inference import resolve_device
+
+    cases = evaluate_run(run_dir, cfg, list(job["val_ids"]), resolve_device(job.get("device",
+                                                                                  "cpu")))
+    result = {"name": job["name"], "fold": job["fold"], "config_key": key,
+              "params": n_params, "train_s": summary["train_s"], "steps": summary["steps"],
+              "epochs": summary["epochs"], "stop": summary["stop"],
+              "train_cases": list(job["train_ids"]), "val_cases": list(job["val_ids"]),
+              "cases": cases, "run_dir": str(run_dir)}
+    res_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+# ---------------------------------------------------------------------- the study
+
+
+def make_jobs(study: Study, folds: list[dict[str, list[str]]], device: str
+              ) -> list[dict[str, Any]]:
+    """One job per (run, fold), fold-major so early results cover every run."""
+    jobs = []
+    for f in study.run_folds:
+        for r in study.runs:
+            cfg = r.cfg.replace(case_ids=tuple(folds[f]["train"]), fold=-1)
+            jobs.append({"cfg": to_dict(cfg), "name": r.name, "fold": f,
+                         "run_dir": str(study.runs_dir / r.name / f"fold{f}"),
+                         "train_ids": folds[f]["train"], "val_ids": folds[f]["val"],
+                         "device": device})
+    return jobs
+
+
+def execute(jobs: list[dict[str, Any]], parallel: int,
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run jobs, ``parallel`` at once in worker processes (in-process when 1)."""
+    results: list[dict[str, Any]] = []
+    if parallel <= 1 or len(jobs) <= 1:
+        for j in jobs:
+            res = run_job(j)
+            results.append(res)
+            if on_result:
+                on_result(res)
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as ex:
+        futs = [ex.submit(run_job, j) for j in jobs]
+        for fut in as_completed(futs):
+            res = fut.result()
+            results.append(res)
+            if on_result:
+                on_result(res)
+    return results
+
+
+def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "default",
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or resume) a compare/ablation study and write its tables and plots."""
+    from braintumor.training.tracking import Tracker
+
+    folds = study_folds(study)
+    study.out.mkdir(parents=True, exist_ok=True)
+    write_folds(study, folds)
+    jobs = make_jobs(study, folds, device)
+    tracker = Tracker(tracking_uri, study.name)
+    done: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    def on_result(res: dict[str, Any]) -> None:
+        done.append(res)
+        m = _case_means(res["cases"])
+        log(f"[{len(done)}/{len(jobs)}] {res['name']} fold {res['fold']}"
+            f"{' (already done)' if res.get('skipped') else ''}: Dice WT {m['WT_dice']:.3f} "
+            f"TC {m['TC_dice']:.3f} ET {m['ET_dice']:.3f}; trained {res['train_s'] / 60:.1f} min"
+            f" ({time.perf_counter() - t0:.0f} s into the study)")
+        tracker.log_run(res, _spec(study, res["name"]).cfg, study)
+        write_outputs(study, folds, done)
+
+    log(f"study {study.name}: {len(study.runs)} runs x folds {study.run_folds} "
+        f"(k={study.folds}), budget {study.budget_min:g} min/run, {study.parallel} at once")
+    results = execute(jobs, study.parallel, on_result)
+    write_outputs(study, folds, results)
+    return results
+
+
+def _spec(study: Study, name: str) -> RunSpec:
+    return next(r for r in study.runs if r.name == name)
+
+
+def write_folds(study: Study, folds: list[dict[str, list[str]]]) -> Path:
+    """``folds.json``: the split, its seed and which folds this study ran."""
+    p = study.out / "folds.json"
+    p.write_text(json.dumps({"k": study.folds, "split_seed": study.split_seed,
+                             "run_folds": study.run_folds, "folds": folds}, indent=1))
+    return p
+
+
+# ------------------------------------------------------------------------ tables
+
+
+def _case_means(cases: list[dict[str, Any]]) -> dict[str, float]:
+    return {f"{r}_{m}": float(np.mean([c[f"{r}_{m}"] for c in cases]))
+            for r in REGIONS for m in METRICS}
+
+
+def aggregate(study: Study, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: metric means and standard deviations (over folds when more
+    than one fold was run, otherwise over held-out cases), parameters and timings."""
+    rows = []
+    for spec in study.runs:
+        res = sorted((r for r in results if r["name"] == spec.name), key=lambda r: r["fold"])
+        if not res:
+            continue
+        cases = [c for r in res for c in r["cases"]]
+        row: dict[str, Any] = {
+            "run": spec.name, "label": spec.label, "network": spec.cfg.network,
+            "reference": spec.reference, "folds": " ".join(str(r["fold"]) for r in res),
+            "n_cases": len(cases), "params_M": res[0]["params"] / 1e6,
+            "budget_min": spec.cfg.time_budget_min,
+            "train_min": float(np.mean([r["train_s"] for r in res])) / 60,
+            "steps": float(np.mean([r["steps"] for r in res])),
+            "patch": "x".join(str(p) for p in spec.cfg.patch),
+            "infer_s_per_case": float(np.mean([c["infer_s"] for c in cases])),
+            "sd_over": "folds" if len(res) > 1 else "cases",
+        }
+        for r in REGIONS:
+            for m in METRICS:
+                key = f"{r}_{m}"
+                vals = [c[key] for c in cases]
+                fold_means = [float(np.mean([c[key] for c in x["cases"]])) for x in res]
+                row[f"{key}_mean"] = float(np.mean(vals))
+                sd_src = fold_means if len(res) > 1 else vals
+                row[f"{key}_sd"] = float(np.std(sd_src, ddof=1)) if len(sd_src) > 1 else 0.0
+        row["mean_dice"] = float(np.mean([row[f"{r}_dice_mean"] for r in REGIONS]))
+        row["changes"] = json.dumps(spec.changes, sort_keys=True)
+        rows.append(row)
+    return rows
+
+
+def _fmt(mean: float, sd: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown_table(study: Study, rows: list[dict[str, Any]]) -> str:
+    """The results as Markdown: Dice and HD95 first, then sensitivity/specificity."""
+    sd_over = {r["sd_over"] for r in rows}
+    lines = [f"# Study: {study.name}", ""]
+    if study.note:
+        lines += [study.note, ""]
+    lines += [
+        f"Patient-wise {study.folds}-fold split of {len(all_case_ids(study.base))} cases "
+        f"(seed {study.split_seed}, `folds.json`); folds run: {study.run_folds}. "
+        f"Training budget per run: {study.budget_min:g} min wall clock "
+        f"(learning rate annealed over it), {study.base.threads or 'default'} torch "
+        f"thread(s), {study.parallel} run(s) at once. Scores from the final weights on "
+        "held-out cases only, in native space (`braintumor.metrics.score_case`); "
+        f"mean ± standard deviation over {' / '.join(sorted(sd_over))}. "
+        "Inference time: network + postprocessing per case on the brain crop "
+        "(CPU, same thread count, another run sharing the machine).",
+        "",
+        "| run | network | params (M) | patch | steps | train (min) | infer (s/case) "
+        "| WT Dice | TC Dice | ET Dice | mean Dice | WT HD95 | TC HD95 | ET HD95 |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        name = f"{r['label']}{' (reference)' if r['reference'] else ''}"
+        lines.append(
+            f"| {name} | {r['network']} | {r['params_M']:.2f} | {r['patch']} | "
+            f"{r['steps']:.0f} | {r['train_min']:.1f} | {r['infer_s_per_case']:.1f} | "
+            + " | ".join(_fmt(r[f"{g}_dice_mean"], r[f"{g}_dice_sd"]) for g in REGIONS)
+            + f" | {r['mean_dice']:.3f} | "
+            + " | ".join(_fmt(r[f"{g}_hd95_mean"], r[f"{g}_hd95_sd"], 1) for g in REGIONS)
+            + " |")
+    lines += ["", "Sensitivity and specificity:", "",
+              "| run | " + " | ".join(f"{g} sens | {g} spec" for g in REGIONS) + " |",
+              "|---|" + "---:|" * 6]
+    for r in rows:
+        lines.append(f"| {r['label']} | " + " | ".join(
+            f"{_fmt(r[f'{g}_sensitivity_mean'], r[f'{g}_sensitivity_sd'])} | "
+            f"{_fmt(r[f'{g}_specificity_mean'], r[f'{g}_specificity_sd'], 4)}"
+            for g in REGIONS) + " |")
+    lines += ["", "HD95 in mm (374 mm when exactly one of prediction and reference is empty)."]
+    cmd = f"braintumor experiment --config {study.path}" if study.path else ""
+    if cmd:
+        lines += ["", f"Reproduce: `{cmd}`"]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(study: Study, folds: list[dict[str, list[str]]],
+                  results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tables (Markdown, CSV), per-case CSV, plots and ``best.json``."""
+    rows = aggregate(study, results)
+    if not rows:
+        return rows
+    out = study.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown_table(study, rows))
+    keys = list(rows[0])
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    with open(out / "cases.csv", "w", newline="") as fh:
+        ck = ["run", "fold", *results[0]["cases"][0].keys()]
+        w = csv.DictWriter(fh, fieldnames=ck)
+        w.writeheader()
+        for res in sorted(results, key=lambda r: (r["name"], r["fold"])):
+            for c in res["cases"]:
+                w.writerow({"run": res["name"], "fold": res["fold"], **c})
+    cands = [r for r in rows if not r["reference"]] or rows
+    best = max(cands, key=lambda r: r["mean_dice"])
+    spec = _spec(study, best["run"])
+    (out / "best.json").write_text(json.dumps(
+        {"name": best["run"], "mean_dice": best["mean_dice"],
+         "complete": len(rows) == len(study.runs),
+         "config": to_dict(spec.cfg)}, indent=1))
+    plot_boxes(study, results, out / "boxplot.png")
+    plot_curves(study, results, out / "curves.png")
+    return rows
+
+
+def plot_boxes(study: Study, results: list[dict[str, Any]], path: Path) -> None:
+    """Per-region box plots of held-out per-case Dice, one box per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in study.runs if any(x["name"] == r.name for x in results)]
+    labels = [_spec(study, n).label for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.3 * len(names) * 1.5, 4), sharey=True)
+    for ax, reg in zip(axes, REGIONS, strict=True):
+        data = [[c[f"{reg}_dice"] for x in results if x["name"] == n for c in x["cases"]]
+                for n in names]
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(names) + 1))
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+        for i, d in enumerate(data):  # show the points: few cases per box
+            ax.scatter(np.full(len(d), i + 1) + np.linspace(-0.08, 0.08, len(d)), d, s=9,
+                       alpha=0.6)
+        ax.set_title(f"{reg} Dice (held-out cases)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{study.name}: folds {study.run_folds}, {study.budget_min:g} min/run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(study: Study, results: list[dict[str, Any]], path: Path) -> None:
+    """Training loss against wall-clock minutes, one line per run (first fold run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for spec in study.runs:
+        res = sorted((x for x in results if x["name"] == spec.name), key=lambda r: r["fold"])
+        if not res:
+            continue
+        log = Path(res[0]["run_dir"]) / "log.csv"
+        if not log.exists():
+            continue
+        with open(log) as fh:
+            hist = list(csv.DictReader(fh))
+        t = [float(h["elapsed_s"]) / 60 for h in hist]
+        loss = [float(h["loss"]) for h in hist]
+        ax.plot(t, loss, label=f"{spec.label} (fold {res[0]['fold']})")
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel("training loss (per epoch)")
+    ax.set_title(f"{study.name}: learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

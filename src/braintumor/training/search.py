@@ -1,0 +1,349 @@
+"""Hyperparameter search with Optuna, nested inside one cross-validation fold.
+
+The search never looks at the held-out cases it is judged on: for outer fold ``f`` it
+splits that fold's training cases again (``inner_folds``, patient-wise) and each trial
+trains on the inner training cases and reports Dice on the inner validation cases. Only
+the chosen configuration (and the starting one, for comparison) is then retrained on
+all of fold ``f``'s training cases and scored on its held-out cases, like any study row.
+
+Storage is SQLite (resumable: re-running continues the same study; a trial cut off by
+an interruption is re-queued with the same parameters, and as its run folder is named
+after them it resumes from its ``last.pt``). Pruning: every validation the Trainer makes
+is reported through its ``on_validate`` hook at the share of the time budget used
+(tenths, carried forward so trials validated at different moments stay comparable),
+and Optuna's median pruner stops trials below the median of earlier ones.
+
+Study file (besides ``study``/``base`` as in :mod:`braintumor.training.experiments`)::
+
+    search:
+      trials: 10              # trials finished or pruned, in all
+      fold: 0                 # the outer fold
+      inner_folds: 3
+      storage: experiments/search/optuna.db
+      seed: 0
+      startup_trials: 3       # no pruning before this many trials finished
+      space:
+        lr: {low: 3.0e-4, high: 1.0e-2, log: true}
+        weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}
+        dropout: {low: 0.0, high: 0.3}
+        augment.strength: {low: 0.0, high: 2.0}
+        patch: {choices: [48, 64, 80]}      # cubic patch side (voxels)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor.config import TrainConfig, to_dict
+from braintumor.errors import InputError
+from braintumor.training.experiments import (
+    RunSpec,
+    Study,
+    _apply,
+    execute,
+    make_jobs,
+    study_folds,
+    write_folds,
+    write_outputs,
+)
+
+
+def search_settings(study: Study) -> dict[str, Any]:
+    """The ``search:`` mapping with defaults filled in."""
+    s = dict(study.raw.get("search") or {})
+    if not s.get("space"):
+        raise InputError(f"{study.path}: a search study needs a 'search: space:' mapping.")
+    s.setdefault("trials", 10)
+    s.setdefault("fold", study.run_folds[0] if study.run_folds else 0)
+    s.setdefault("inner_folds", 3)
+    s.setdefault("storage", str(study.out / "optuna.db"))
+    s.setdefault("seed", 0)
+    s.setdefault("startup_trials", 3)
+    return s
+
+
+def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
+    """Draw one configuration from the search space (Optuna ``suggest_*``)."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        elif isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int) \
+                and not spec.get("float"):
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"],
+                                             log=bool(spec.get("log", False)))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                               log=bool(spec.get("log", False)))
+    return params
+
+
+def params_to_changes(params: dict[str, Any]) -> dict[str, Any]:
+    """Search parameters -> config changes (a patch side becomes a cubic patch)."""
+    ch = dict(params)
+    if "patch" in ch and not isinstance(ch["patch"], (list, tuple)):
+        p = int(ch["patch"])
+        ch["patch"] = [p, p, p]
+    return ch
+
+
+def base_params(base: TrainConfig, space: dict[str, Any]) -> dict[str, Any]:
+    """The starting configuration's values of the searched parameters."""
+    d = to_dict(base)
+    out: dict[str, Any] = {}
+    for name in space:
+        if name.startswith("augment."):
+            out[name] = d["augment"][name.split(".", 1)[1]]
+        elif name == "patch":
+            out[name] = int(base.patch[0])
+        else:
+            out[name] = d[name]
+    return out
+
+
+def _trial_dir(runs_dir: Path, params: dict[str, Any]) -> Path:
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return runs_dir / "trials" / key
+
+
+def _storage_url(path: str) -> str:
+    if "://" in path:
+        return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _open(study: Study, settings: dict[str, Any]) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study.name, storage=_storage_url(str(settings["storage"])),
+        direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=int(settings["seed"]),
+                                           n_startup_trials=int(settings["startup_trials"])),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=int(settings["startup_trials"]),
+                                           n_warmup_steps=3))
+
+
+def _inner_config(study: Study, settings: dict[str, Any], params: dict[str, Any],
+                  train_ids: list[str]) -> TrainConfig:
+    cfg = _apply(study.base, params_to_changes(params))
+    return cfg.replace(case_ids=tuple(train_ids), folds=int(settings["inner_folds"]), fold=0,
+                       split_seed=study.split_seed, name=f"{study.name}-trial",
+                       time_budget_min=study.budget_min or cfg.time_budget_min)
+
+
+def _worker(study_path: str, budget: float | None, folds: list[int] | None, device: str,
+            worker: int) -> None:
+    """One search worker process: runs trials until the study has enough."""
+    import optuna
+    import torch
+
+    from braintumor.training.experiments import load_study
+    from braintumor.training.trainer import Trainer
+
+    study = load_study(study_path, budget, folds)
+    settings = search_settings(study)
+    ostudy = _open(study, settings)
+    train_ids = study_folds(study)[int(settings["fold"])]["train"]
+    if study.base.threads:
+        torch.set_num_threads(study.base.threads)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, settings["space"])
+        cfg = _inner_config(study, settings, params, train_ids)
+        run_dir = _trial_dir(study.runs_dir, params)
+        trial.set_user_attr("run_dir", str(run_dir))
+        reported: dict[int, float] = {}
+
+        def on_validate(epoch: int, frac: float, scores: dict[str, float]) -> None:
+            # report at tenths of the budget, carrying the last value forward
+            tenth = int(round(frac * 10))
+            last = max(reported) if reported else 0
+            for step in range(last + 1, tenth + 1):
+                trial.report(scores["val_dice"], step)
+                reported[step] = scores["val_dice"]
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        summary = Trainer(cfg, run_dir, device=device, progress=False,
+                          on_validate=on_validate).fit()
+        with open(run_dir / "log.csv") as fh:
+            vals = [float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice")]
+        trial.set_user_attr("steps", summary["steps"])
+        trial.set_user_attr("train_s", summary["train_s"])
+        return vals[-1] if vals else float(summary["best_val_dice"])
+
+    stop = optuna.study.MaxTrialsCallback(
+        int(settings["trials"]),
+        states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    if _count_done(ostudy) < int(settings["trials"]):
+        ostudy.optimize(objective, callbacks=[stop], catch=())
+
+
+def _count_done(ostudy: Any) -> int:
+    import optuna
+
+    ok = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(1 for t in ostudy.trials if t.state in ok)
+
+
+def _requeue_interrupted(ostudy: Any) -> int:
+    """Trials left RUNNING by an interrupted session: mark failed, queue them again."""
+    import optuna
+
+    n = 0
+    for t in ostudy.trials:
+        if t.state == optuna.trial.TrialState.RUNNING:
+            ostudy._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            ostudy.enqueue_trial(t.params, skip_if_exists=False)
+            n += 1
+    return n
+
+
+def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "default",
+               log: Callable[[str], None] = print, budget: float | None = None,
+               folds: list[int] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the search, then retrain the best and the starting configuration
+    on the outer fold and score them on its held-out cases."""
+    import optuna
+
+    from braintumor.training.tracking import Tracker
+
+    settings = search_settings(study)
+    space = settings["space"]
+    all_folds = study_folds(study)
+    outer = int(settings["fold"])
+    study.out.mkdir(parents=True, exist_ok=True)
+    study.run_folds = [outer]
+    write_folds(study, all_folds)
+    ostudy = _open(study, settings)
+    requeued = _requeue_interrupted(ostudy)
+    if not ostudy.trials or all(t.state == optuna.trial.TrialState.FAIL
+                                for t in ostudy.trials):
+        ostudy.enqueue_trial(base_params(study.base, space))  # the starting point first
+    log(f"search {study.name}: {settings['trials']} trials, {study.budget_min:g} min each, "
+        f"outer fold {outer} (inner {settings['inner_folds']}-fold), {study.parallel} at "
+        f"once; {_count_done(ostudy)} done already"
+        + (f", {requeued} interrupted trial(s) re-queued" if requeued else ""))
+    t0 = time.perf_counter()
+    assert study.path is not None
+    if study.parallel <= 1:
+        _worker(str(study.path), budget, folds, device, 0)
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(str(study.path), budget, folds, device, i))
+                 for i in range(study.parallel)]
+        for p in procs:
+            p.start()
+            time.sleep(2.0)  # let the first worker create the storage tables alone
+        for p in procs:
+            p.join()
+    ostudy = _open(study, settings)
+    log(f"search finished in {(time.perf_counter() - t0) / 60:.1f} min; "
+        f"{_count_done(ostudy)} trials")
+    tracker = Tracker(tracking_uri, study.name)
+    for t in ostudy.trials:
+        rd = t.user_attrs.get("run_dir")
+        tracker.log_trial(t, Path(rd) if rd else None, study.name)
+    write_trials(study, ostudy, space)
+    complete = [t for t in ostudy.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        log("no trial completed; nothing to retrain")
+        return []
+    best = max(complete, key=lambda t: t.value)
+    start = base_params(study.base, space)
+    study.runs = [
+        RunSpec("search_best", f"search best (trial {best.number})",
+                _apply(study.base, params_to_changes(best.params)).replace(name="search_best"),
+                changes=params_to_changes(best.params)),
+        RunSpec("search_start", "search starting point",
+                _apply(study.base, params_to_changes(start)).replace(name="search_start"),
+                changes=params_to_changes(start)),
+    ]
+    if best.params == start:
+        study.runs = study.runs[:1]
+    for r in study.runs:
+        if study.budget_min:
+            r.cfg = r.cfg.replace(time_budget_min=study.budget_min)
+    jobs = make_jobs(study, all_folds, device)
+    done: list[dict[str, Any]] = []
+
+    def on_result(res: dict[str, Any]) -> None:
+        done.append(res)
+        tracker.log_run(res, next(r for r in study.runs if r.name == res["name"]).cfg, study)
+        write_outputs(study, all_folds, done)
+        log(f"retrained {res['name']} on outer fold {outer}: held-out Dice WT "
+            f"{np.mean([c['WT_dice'] for c in res['cases']]):.3f}")
+
+    results = execute(jobs, study.parallel, on_result)
+    write_outputs(study, all_folds, results)
+    return results
+
+
+def write_trials(study: Study, ostudy: Any, space: dict[str, Any]) -> None:
+    """``trials.md`` / ``trials.csv`` and ``search.png`` (value per trial and per parameter)."""
+    rows = []
+    for t in ostudy.trials:
+        rows.append({"trial": t.number, "state": t.state.name,
+                     "inner_val_dice": t.value if t.value is not None else (
+                         list(t.intermediate_values.values())[-1]
+                         if t.intermediate_values else float("nan")),
+                     "last_report_tenth": max(t.intermediate_values, default=0),
+                     "steps": t.user_attrs.get("steps", ""),
+                     **{k: t.params.get(k) for k in space}})
+    if not rows:
+        return
+    with open(study.out / "trials.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"# Search trials: {study.name}", "",
+             "Inner-validation mean Dice (WT, TC, ET) of each trial: selection only, these "
+             "cases are training cases of the outer fold. For pruned trials, the last value "
+             "reported (at `last_report_tenth` tenths of the budget).", "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    for r in rows:
+        cells = []
+        for v in r.values():
+            if isinstance(v, float):
+                cells.append(f"{v:.3g}" if abs(v) < 0.01 and v != 0 else f"{v:.3f}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    (study.out / "trials.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(space)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.2))
+    colour = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange"}
+    shown = [r for r in rows if r["state"] in colour and not np.isnan(r["inner_val_dice"])]
+    axes[0].scatter([r["trial"] for r in shown], [r["inner_val_dice"] for r in shown],
+                    c=[colour[r["state"]] for r in shown])
+    axes[0].set_xlabel("trial")
+    axes[0].set_ylabel("inner-validation Dice")
+    axes[0].set_title("blue: complete, orange: pruned", fontsize=8)
+    for ax, n in zip(axes[1:], names, strict=True):
+        ax.scatter([r[n] for r in shown], [r["inner_val_dice"] for r in shown],
+                   c=[colour[r["state"]] for r in shown])
+        ax.set_xlabel(n)
+        if space[n].get("log"):
+            ax.set_xscale("log")
+    fig.tight_layout()
+    fig.savefig(study.out / "search.png", dpi=90)
+    plt.close(fig)
+
