@@ -229,3 +229,31 @@ def test_real_case_folder(brats_dir, tmp_path):
     assert by[(case, "ET")]["dice"] == 0.0 and by[(case, "ET")]["hd95"] == 374.0
     assert 0.5 < by[(case, "WT")]["dice"] < 1.0
     assert math.isfinite(by[(case, "TC")]["hd95"])
+
+
+@pytest.mark.realdata
+def test_real_lgg_slices(lgg_dir, tmp_path, capsys):
+    from PIL import Image
+
+    patient = sorted(d for d in lgg_dir.iterdir() if d.is_dir())[0]
+    masks = sorted(patient.glob("*_mask.tif"))[:12]
+    ref, pred = tmp_path / "ref" / patient.name, tmp_path / "pred"
+    ref.mkdir(parents=True)
+    pred.mkdir()
+    for m in masks:
+        (ref / m.name).symlink_to(m)
+        arr = E.read_mask_2d(m)
+        Image.fromarray((np.roll(arr, 2, axis=0) * 255).astype(np.uint8)).save(
+            pred / m.name.replace(".tif", ".png"))
+    out = tmp_path / "lgg.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out)]) == 0
+    rows = read_csv(out)
+    assert len(rows) == len(masks) + 2
+    for r in rows[:-2]:
+        has = E.read_mask_2d(ref / f"{r['case']}_mask.tif").any()
+        d = float(r["dice"])
+        assert (0.5 < d < 1.0) if has else d == 1.0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    if "per_patient" in doc:  # the 2D module's per-patient volume Dice
+        assert patient.name in doc["per_patient"]["patients"]

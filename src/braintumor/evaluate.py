@@ -74,6 +74,8 @@ class Evaluation:
     unmatched: list[str]
     regions: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: further reports written to the JSON (e.g. ``per_patient`` for 2D slice stacks)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_cases(self) -> int:
@@ -323,7 +325,22 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
                       unmatched=sorted(str(preds[k]) for k in preds if k not in refs),
                       regions=("tumour",),
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
-                                "hd95_method": "surface", "hd95_unit": "pixel"})
+                                "hd95_method": "surface", "hd95_unit": "pixel"},
+                      extra=_per_patient_2d(pred_dir, ref_dir))
+
+
+def _per_patient_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
+    """Per-patient scores of numbered slice stacks (Dice of each patient's volume, as
+    the LGG literature reports it), from :func:`braintumor.slices2d.evaluate_2d` when
+    that module is present; empty otherwise."""
+    try:
+        from braintumor.slices2d import evaluate_2d as by_patient
+    except ImportError:
+        return {}
+    try:
+        return {"per_patient": by_patient(pred_dir, ref_dir)}
+    except InputError:
+        return {}  # names it cannot group into patients: the per-picture rows stand alone
 
 
 def is_2d_folder(folder: str | Path) -> bool:
@@ -392,6 +409,6 @@ def write_json(ev: Evaluation, path: str | Path) -> Path:
         c["regions"][r["region"]] = {k: v for k, v in r.items()
                                      if k not in ("case", "region", "status")}
     doc = {"settings": ev.settings, "cases": cases, "summary": ev.summary,
-           "missing": ev.missing, "unmatched_predictions": ev.unmatched}
+           "missing": ev.missing, "unmatched_predictions": ev.unmatched, **ev.extra}
     out.write_text(json.dumps(_json_safe(doc), indent=2))
     return out

@@ -104,6 +104,15 @@ def print_summary(console: Any, ev: Any) -> None:
             t.add_row(r if stat == "mean" else "", stat,
                       *[_cell(vals[k], 2 if "hd95" in k else 4) for k in keys])
     console.print(t)
+    pp = ev.extra.get("per_patient")
+    if pp and pp.get("patients"):
+        t = Table(title="Per patient (slice stacks): volume Dice", title_justify="left")
+        for col in ("patient", "dice", "slices", "false-positive slices", "missed slices"):
+            t.add_column(col, justify="left" if col == "patient" else "right")
+        for pid, m in pp["patients"].items():
+            t.add_row(pid, _cell(m.get("dice"), 4), str(m.get("slices", "-")),
+                      str(m.get("fp_slices", "-")), str(m.get("missed_slices", "-")))
+        console.print(t)
     if ev.missing:
         console.print(f"[red]missing predictions[/red]: {', '.join(ev.missing)}")
     if ev.unmatched:
