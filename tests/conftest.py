@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Tiny test volumes gain nothing from threads, and OpenMP threads that spin-wait on an
+# oversubscribed 2-core machine make convolutions many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

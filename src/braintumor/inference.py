@@ -167,14 +167,21 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
     net = create_network(cfg.network, out_channels=out_ch, dropout=0.0,
                          **{k: v for k, v in cfg.network_args.items() if k != "dropout"})
     state = ck.get("model_ema") or ck["model"]
-    net.load_state_dict(state)
+    # shipped checkpoints store weights in float16 to halve their size
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     net.eval().to(device)
     return net, cfg
 
 
-def load_model(model: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+def load_model(model: str | Path | None = None, device: str = "cpu",
+               backend: str = "auto") -> LoadedModel:
     """Load a shipped model by name, a model folder (``model.json`` + fold checkpoints)
-    or a single checkpoint file."""
+    or a single checkpoint file.
+
+    ``backend``: ``torch``, ``onnx`` or ``auto``. On a CPU, ``auto`` takes the model's
+    ONNX files with ONNX Runtime when both are there: the benchmark
+    (benchmarks/bench_predict.py) measured it faster than PyTorch for the shipped model.
+    """
     name = DEFAULT_MODEL if model is None else str(model)
     folder = MODELS_DIR / name if (MODELS_DIR / name).is_dir() else Path(name)
     if folder.is_file():
@@ -188,12 +195,23 @@ def load_model(model: str | Path | None = None, device: str = "cpu") -> LoadedMo
             "checkpoint file); the shipped model may be missing from this installation."
         )
     meta = json.loads(meta_path.read_text())
-    nets, cfg = [], None
-    for ck in meta["checkpoints"]:
+    nets: list[Any] = []
+    cfg = None
+    use_onnx = backend in ("auto", "onnx") and device == "cpu" and bool(meta.get("onnx"))
+    if use_onnx:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            use_onnx = False
+    for i, ck in enumerate(meta["checkpoints"]):
         net, cfg = load_checkpoint_net(folder / ck, device)
+        if use_onnx and (folder / meta["onnx"][i]).exists():
+            net = OnnxNet(folder / meta["onnx"][i])
         nets.append(net)
-    post = PostProcess(**{k: tuple(v) if k == "threshold" else v
-                          for k, v in meta.get("postprocess", {}).items()})
+    pp = meta.get("postprocess", {})
+    post = PostProcess(threshold=tuple(pp.get("threshold", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+                       et_min_voxels=int(pp.get("et_min_voxels", 0)),
+                       wt_min_voxels=int(pp.get("wt_min_voxels", 0)))
     return LoadedModel(nets, cfg, meta.get("version", "unknown"),
                        tuple(meta.get("patch", cfg.patch)), cfg.output, post,  # type: ignore[union-attr]
                        int(meta.get("whole_volume_max", 0)), folder)
@@ -204,20 +222,22 @@ def shipped_model_available(name: str = DEFAULT_MODEL) -> bool:
     return (MODELS_DIR / name / "model.json").exists()
 
 
-_CACHE: dict[tuple[str, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 
 
-def get_model(model: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+def get_model(model: str | Path | None = None, device: str = "cpu",
+              backend: str = "auto") -> LoadedModel:
     """Load (once per process) and cache a model."""
-    key = (str(model), device)
+    key = (str(model), device, backend)
     if key not in _CACHE:
-        _CACHE[key] = load_model(model, device)
+        _CACHE[key] = load_model(model, device, backend)
     return _CACHE[key]
 
 
 def predict_probabilities(case: Case, model: str | Path | None = None, device: str = "auto",
                           tta: bool = False, progress: ProgressFn | None = None,
-                          overlap: float = 0.25) -> tuple[np.ndarray, LoadedModel, dict[str, float]]:
+                          overlap: float = 0.25, backend: str = "auto"
+                          ) -> tuple[np.ndarray, LoadedModel, dict[str, float]]:
     """Region probabilities ``(3, X, Y, Z)`` in the case's native grid."""
     import torch
 
@@ -226,7 +246,7 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     dev = resolve_device(device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    lm = get_model(model, dev)
+    lm = get_model(model, dev, backend)
     timings["load_model_s"] = time.perf_counter() - t0
     if progress:
         progress(0.1, "preprocessing")
@@ -252,11 +272,12 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
 
 def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto",
                 progress: ProgressFn | None = None, tta: bool = False,
-                uncertainty: bool = False, **_: Any) -> SegmentationResult:
+                uncertainty: bool = False, backend: str = "auto", **_: Any
+                ) -> SegmentationResult:
     """Segment a case with a CNN model (the shipped one by default)."""
     t0 = time.perf_counter()
     probs, lm, timings = predict_probabilities(case, model, device, tta=tta or uncertainty,
-                                               progress=progress)
+                                               progress=progress, backend=backend)
     if progress:
         progress(0.92, "postprocessing")
     labels = lm.post.apply(probs)
@@ -266,5 +287,49 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
         p = np.clip(probs[0], 1e-6, 1 - 1e-6)
         unc = (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))).astype(np.float32)
     timings["total_s"] = time.perf_counter() - t0
-    info = {"method": "cnn", "model_version": lm.version, "folds": len(lm.nets), **timings}
+    info = {"method": "cnn", "model_version": lm.version, "folds": len(lm.nets),
+            "backend": "onnx" if isinstance(lm.nets[0], OnnxNet) else "torch", **timings}
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
+
+
+# --------------------------------------------------------------------------- ONNX
+class OnnxNet:
+    """Callable wrapper: runs an exported network with ONNX Runtime on the CPU.
+
+    Takes and returns torch tensors ``(B, 4, X, Y, Z)`` -> ``(B, K, X, Y, Z)`` so it drops
+    into :func:`sliding_window_probs` in place of the torch module.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+    def eval(self) -> OnnxNet:  # mimic nn.Module for callers that set eval mode
+        return self
+
+
+def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17) -> Path:
+    """Export a checkpoint's network to ONNX with dynamic batch and spatial axes."""
+    import torch
+
+    net, cfg = load_checkpoint_net(checkpoint, "cpu")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.zeros(1, 4, 64, 64, 64)
+    dyn = {0: "batch", 2: "x", 3: "y", 4: "z"}
+    torch.onnx.export(net, (x,), str(out), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": dyn, "logits": dyn}, opset_version=opset,
+                      dynamo=False)
+    return out

@@ -90,7 +90,7 @@ class CompactUNet(nn.Module):
             if i < len(self.enc) - 1:
                 skips.append(h)
         ds_feats: list[torch.Tensor] = []
-        for up, dec in zip(self.up, self.dec):
+        for up, dec in zip(self.up, self.dec, strict=False):
             h = up(h)
             h = dec(torch.cat([h, skips.pop()], dim=1))
             ds_feats.append(h)

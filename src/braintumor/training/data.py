@@ -136,7 +136,7 @@ class PatchSampler:
             start = centre - patch // 2 + self.rng.integers(-patch // 4, patch // 4 + 1)
         else:
             start = np.array([int(self.rng.integers(min(0, s - p), max(0, s - p) + 1))
-                              for s, p in zip(shape, patch)])
+                              for s, p in zip(shape, patch, strict=False)])
         start = np.clip(start, np.minimum(0, shape - patch), np.maximum(0, shape - patch))
         img = _extract(case.image, start, patch)
         if tgt is None:
@@ -150,9 +150,9 @@ def _extract(arr: np.ndarray, start: np.ndarray, patch: np.ndarray) -> np.ndarra
     """Crop ``arr`` ``(C, X, Y, Z)`` at ``start`` with zero padding outside."""
     out = np.zeros((arr.shape[0], *patch), dtype=arr.dtype)
     src, dst = [], []
-    for s, p, n in zip(start, patch, arr.shape[1:]):
+    for s, p, n in zip(start, patch, arr.shape[1:], strict=False):
         a, b = max(s, 0), min(s + p, n)
         src.append(slice(a, b))
         dst.append(slice(a - s, b - s))
-    out[(slice(None), *dst)] = arr[(slice(None), *src)]
+    out[(slice(None),) + tuple(dst)] = arr[(slice(None),) + tuple(src)]
     return out

@@ -52,5 +52,5 @@ class RegionLoss(nn.Module):
         if isinstance(out, (list, tuple)):
             weights = [0.5**i for i in range(len(out))]
             total = sum(weights)
-            return sum(w * self._one(o, target) for w, o in zip(weights, out)) / total  # type: ignore[return-value]
+            return sum(w * self._one(o, target) for w, o in zip(weights, out, strict=False)) / total  # type: ignore[return-value]
         return self._one(out, target)

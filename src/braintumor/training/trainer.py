@@ -280,7 +280,7 @@ class Trainer:
         from braintumor.training.augment import augment_batch
 
         cfg = self.cfg
-        imgs, tgts = zip(*(self.sampler.sample() for _ in range(cfg.batch_size)))
+        imgs, tgts = zip(*(self.sampler.sample() for _ in range(cfg.batch_size)), strict=False)
         x = torch.from_numpy(np.stack(imgs))
         y = torch.from_numpy(np.stack(tgts)).float()
         x, y = augment_batch(x, y, cfg.augment, self.gen)

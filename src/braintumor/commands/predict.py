@@ -1,0 +1,120 @@
+"""``braintumor predict INPUT... -o OUTDIR [--method cnn|watershed|hybrid] ...``.
+
+INPUT is a BraTS case folder (either naming), a folder of such cases, a 4D NIfTI, or 2D
+images (PNG/JPEG/TIFF) / a folder of numbered slices. Writes ``OUTDIR/<case>.nii.gz``
+on the input's own grid, or ``<image>_mask.png`` and ``<image>_overlay.png`` for 2D.
+A failing case is reported in one sentence and skipped; the others are still written,
+and the exit status is 1 when any case failed (2 when nothing could be read at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+NAME = "predict"
+HELP = "Segment BraTS cases, 4D NIfTI files or 2D slice images."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="case folder, dataset folder, 4D NIfTI, or 2D image(s)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--method", default="cnn", choices=["cnn", "watershed", "hybrid"],
+                   help="segmenter (default: cnn, the shipped model)")
+    p.add_argument("--labels", default="brats2021", choices=["brats2021", "brats2023"],
+                   help="label values written (2021: ET=4; 2023: ET=3)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model", default=None, help="model folder or checkpoint (default: shipped)")
+    p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
+
+
+def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """-> (3D inputs, 2D inputs). A folder holding only pictures counts as 2D."""
+    from braintumor.io import is_image_2d
+
+    three, two = [], []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_file() and is_image_2d(p.name):
+            two.append(p)
+        elif p.is_dir():
+            files = [f for f in p.iterdir() if f.is_file()]
+            if files and all(is_image_2d(f.name) for f in files):
+                two.append(p)
+            else:
+                three.append(p)
+        else:
+            three.append(p)
+    return three, two
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from braintumor.cases import CaseSource, discover, load_case, write_label_map
+    from braintumor.errors import InputError
+    from braintumor.segment import segment
+
+    console = Console(stderr=True)
+    out_dir = Path(args.output)
+    three, two = _split_inputs(args.inputs)
+    failures = 0
+    written: list[Path] = []
+
+    if two:
+        try:
+            from braintumor.slices2d import predict_2d_inputs
+        except ImportError:
+            raise InputError("2D images need the 2D model, which is not installed.") from None
+        written += predict_2d_inputs(two, out_dir)
+
+    sources: list[CaseSource] = []
+    for p in three:
+        try:
+            sources += discover(p)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
+    if not sources and not written:
+        if failures:
+            return 2
+        raise InputError("No input could be read.")
+
+    from braintumor.io import save_float_nifti
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
+                  TimeElapsedColumn(), console=console, transient=False) as prog:
+        for src in sources:
+            task = prog.add_task(src.case_id, total=1.0, stage="reading")
+
+            def cb(frac: float, stage: str, task: Any = task) -> None:
+                prog.update(task, completed=frac, stage=stage)
+
+            try:
+                case = load_case(src, with_label=False)
+                res = segment(case, args.method, progress=cb, device=args.device,
+                              model=args.model, tta=args.tta, uncertainty=args.uncertainty)
+                dst = write_label_map(case, res.labels, out_dir / f"{case.case_id}.nii.gz",
+                                      args.labels)
+                written.append(dst)
+                if args.uncertainty and res.uncertainty is not None:
+                    save_float_nifti(res.uncertainty, out_dir /
+                                     f"{case.case_id}_uncertainty.nii.gz", case.header,
+                                     case.affine)
+                prog.update(task, completed=1.0, stage="done")
+            except InputError as exc:
+                prog.update(task, stage="failed")
+                print(f"error: {exc}", file=sys.stderr)
+                failures += 1
+    for w in written:
+        print(w)
+    if failures:
+        print(f"{failures} input(s) failed; {len(written)} output(s) written.", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,192 @@
+"""Predictor and `braintumor predict`: geometry, labels, failures, ONNX agreement.
+
+A tiny randomly initialised compact U-Net stands in for the shipped model, so these
+tests check the machinery (cropping, uncropping, label conversion, file geometry), not
+accuracy (the model card reports accuracy by cross-validation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from braintumor import labels as L
+from braintumor.cases import load_case
+from braintumor.cli import main
+from braintumor.config import TrainConfig, to_dict
+from braintumor.inference import PostProcess, load_model, segment_cnn
+from braintumor.networks import create_network
+from braintumor.phantom import make_case, write_case
+
+SHAPE = (48, 56, 40)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder with one randomly initialised tiny compact U-Net."""
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    cfg = TrainConfig(network="compact_unet", network_args={"channels": [4, 8, 8, 8]},
+                      patch=(32, 32, 32))
+    net = create_network("compact_unet", channels=(4, 8, 8, 8))
+    with torch.no_grad():  # bias the WT logit up so a label map is not empty
+        net.head[1].bias[:] = torch.tensor([0.2, 0.1, 0.0])
+    torch.save({"model": net.state_dict(), "config": to_dict(cfg), "version": "test"},
+               folder / "fold0.pt")
+    (folder / "model.json").write_text(json.dumps(
+        {"version": "tiny-test", "checkpoints": ["fold0.pt"], "onnx": [], "patch": [32, 32, 32],
+         "postprocess": {}}))
+    return folder
+
+
+def test_postprocess_relabels_small_et_and_drops_small_components() -> None:
+    probs = np.zeros((3, 20, 20, 20), np.float32)
+    probs[:, 2:10, 2:10, 2:10] = 0.9  # big lesion with ET
+    probs[0, 15:17, 15:17, 15:17] = 0.9  # tiny isolated WT blob (8 voxels)
+    lab = PostProcess(et_min_voxels=0, wt_min_voxels=0).apply(probs)
+    assert (lab == L.ET).sum() == 512 and (lab == L.ED).sum() == 8
+    lab2 = PostProcess(et_min_voxels=1000, wt_min_voxels=20).apply(probs)
+    assert (lab2 == L.ET).sum() == 0 and (lab2 == L.NCR).sum() == 512
+    assert (lab2[15:17, 15:17, 15:17] == 0).all()
+
+
+def test_segment_cnn_native_grid(tiny_model: Path) -> None:
+    case = make_case(shape=SHAPE, seed=3)
+    res = segment_cnn(case, model=tiny_model, device="cpu", uncertainty=True)
+    assert res.labels.shape == case.shape
+    assert res.probabilities is not None and res.probabilities.shape == (3, *case.shape)
+    assert res.uncertainty is not None and res.uncertainty.shape == case.shape
+    assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
+    # nothing predicted outside the brain crop box
+    from braintumor.training.data import prepare_case
+
+    inside = np.zeros(case.shape, bool)
+    inside[prepare_case(case).box] = True
+    assert not res.labels[~inside].any()
+    assert res.info["model_version"] == "tiny-test"
+
+
+def test_mirroring_tta_is_flip_invariant() -> None:
+    """Averaging over all 8 axis flips makes the prediction exactly flip-equivariant."""
+    from braintumor.inference import sliding_window_probs
+
+    torch.manual_seed(1)
+    net = create_network("compact_unet", channels=(4, 8, 8, 8)).eval()
+    img = np.random.default_rng(0).normal(size=(4, 32, 32, 32)).astype(np.float32)
+    kw = dict(patch=(32, 32, 32), device="cpu", mirror=True, whole_volume_max=10**6)
+    a = sliding_window_probs(net, img, **kw)  # type: ignore[arg-type]
+    b = sliding_window_probs(net, img[:, ::-1].copy(), **kw)  # type: ignore[arg-type]
+    np.testing.assert_allclose(a, b[:, ::-1], atol=1e-5)
+    plain = sliding_window_probs(net, img, patch=(32, 32, 32), device="cpu",
+                                 whole_volume_max=10**6)
+    assert np.abs(plain - a).max() > 1e-4  # mirroring really changed something
+
+
+@pytest.mark.parametrize("naming,labels,et", [("brats2021", "brats2021", 4),
+                                              ("brats2023", "brats2023", 3)])
+def test_predict_cli_keeps_geometry(tmp_path: Path, tiny_model: Path, naming: str,
+                                    labels: str, et: int) -> None:
+    case = make_case(shape=SHAPE, seed=5)
+    folder = write_case(case, tmp_path / "in", naming=naming)
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), "-o", str(out), "--model", str(tiny_model),
+               "--labels", labels, "--device", "cpu"])
+    assert rc == 0
+    written = out / f"{case.case_id}.nii.gz"
+    ref = nib.load(str(next(folder.glob("*t1*.nii.gz"))))
+    img = nib.load(str(written))
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
+    assert img.header.get_data_dtype() == np.uint8
+    values = set(np.unique(np.asarray(img.dataobj)).tolist())
+    assert values <= {0, 1, 2, et}
+
+
+def test_predict_oblique_and_msd_geometry(tmp_path: Path, tiny_model: Path) -> None:
+    case = make_case(shape=SHAPE, seed=6)
+    # an oblique affine: rotated 20 degrees about z, anisotropic voxels, shifted origin
+    a = np.deg2rad(20)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.9, 1.1, 1.5])
+    aff[:3, 3] = [-40, 12.5, 7]
+    msd = tmp_path / "imagesTr"
+    msd.mkdir()
+    four = np.stack([case.modality(m) for m in ("flair", "t1", "t1ce", "t2")], axis=-1)
+    nib.save(nib.Nifti1Image(four.astype(np.float32), aff), str(msd / "BRATS_001.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["predict", str(msd / "BRATS_001.nii.gz"), "-o", str(out), "--model",
+                 str(tiny_model), "--device", "cpu"]) == 0
+    img = nib.load(str(out / "BRATS_001.nii.gz"))
+    assert img.shape == SHAPE
+    np.testing.assert_allclose(img.affine, aff, atol=1e-4)
+    assert nib.aff2axcodes(img.affine) == nib.aff2axcodes(aff)
+
+
+def test_predict_skips_a_failing_case(tmp_path: Path, tiny_model: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_case(make_case(shape=SHAPE, seed=7, case_id="good"), tmp_path / "data")
+    bad = write_case(make_case(shape=SHAPE, seed=8, case_id="bad"), tmp_path / "data")
+    next(bad.glob("*_t2.nii.gz")).write_bytes(b"not a nifti at all")
+    out = tmp_path / "out"
+    rc = main(["predict", str(good), str(bad), "-o", str(out), "--model", str(tiny_model),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert (out / "good.nii.gz").exists() and not (out / "bad.nii.gz").exists()
+    assert "bad_t2.nii.gz" in err and "Traceback" not in err
+
+
+def test_predict_missing_input_is_one_sentence(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["predict", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no such file or folder" in err and "Traceback" not in err
+
+
+def test_cuda_request_without_gpu_is_clear(tmp_path: Path, tiny_model: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    folder = write_case(make_case(shape=SHAPE, seed=9), tmp_path / "in")
+    rc = main(["predict", str(folder), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
+               "--device", "cuda"])
+    assert rc == 1 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    assert main(["export-onnx", str(tiny_model / "fold0.pt"), "-o",
+                 str(tmp_path / "m" / "fold0.onnx")]) == 0
+    folder = tmp_path / "m"
+    (folder / "fold0.pt").write_bytes((tiny_model / "fold0.pt").read_bytes())
+    meta = json.loads((tiny_model / "model.json").read_text())
+    meta["onnx"] = ["fold0.onnx"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    case = make_case(shape=SHAPE, seed=10)
+    a = segment_cnn(case, model=folder, device="cpu", backend="torch")
+    b = segment_cnn(case, model=folder, device="cpu", backend="onnx")
+    assert a.info["backend"] == "torch" and b.info["backend"] == "onnx"
+    assert a.probabilities is not None and b.probabilities is not None
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+
+
+def test_missing_model_is_one_sentence(tmp_path: Path) -> None:
+    from braintumor.errors import InputError
+
+    with pytest.raises(InputError, match="No model found"):
+        load_model(tmp_path / "nothing")
+
+
+def test_case_roundtrip_through_loader(tmp_path: Path) -> None:
+    case = make_case(shape=SHAPE, seed=11)
+    folder = write_case(case, tmp_path, naming="brats2023")
+    back = load_case(folder)
+    assert back.label is not None and back.label_convention == "brats2023"
+    np.testing.assert_array_equal(back.label, case.label)
