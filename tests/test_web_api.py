@@ -53,7 +53,7 @@ def case_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def client(methods: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = create_app(tmp_path_factory.mktemp("data"), token="", warm=False,
-                     max_upload_bytes=50 * 2**20)
+                     max_upload_bytes=50 * 2**20, sample_options={"shape": [48, 48, 48]})
     with TestClient(app) as c:
         yield c
 

@@ -63,6 +63,7 @@ class MethodInfo(BaseModel):
     name: str
     available: bool
     label: str
+    note: str = ""
 
 
 class Info(BaseModel):
@@ -229,7 +230,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     tok = os.environ.get(TOKEN_ENV) if token is None else token
     store = JobStore(data_dir, ttl_s=ttl_s)
     pool = WorkerPool(store, workers=workers, isolation=isolation, threads=threads,
-                      job_timeout_s=job_timeout_s, sample_options=sample_options, warm=warm)
+                      job_timeout_s=job_timeout_s, sample_options=sample_options, warm=warm,
+                      prepare_sample=warm and _have_sample())
     corrector = Corrector(store)
     stop = threading.Event()
 
@@ -276,7 +278,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
         key = tuple(seg.METHODS.items())
         if time.monotonic() - method_cache["t"] > 60 or method_cache.get("key") != key:
-            method_cache.update(t=time.monotonic(), names=seg.available_methods(), key=key)
+            method_cache.update(t=time.monotonic(), names=_ready_methods(), key=key)
         return list(method_cache["names"])
 
     def choose_method(method: str | None) -> str:
@@ -300,12 +302,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         check = getattr(slices2d, "model_available", None)
         return bool(check()) if callable(check) else True
 
-    def have_sample() -> bool:
-        try:
-            from braintumor.phantom import make_case, write_case  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    have_sample = _have_sample
 
     # -- errors -------------------------------------------------------------------------
     @app.exception_handler(InputError)
@@ -341,8 +338,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if mods:
             urls["images"] = {m: f"{base}/images/{m}{_suffix(p)}" for m, p in mods.items()}
         res = job.result
-        if job.status == "done" and res.get("kind") == "3d":
+        if res.get("kind") == "3d":  # from the moment the outline exists (measuring)
             urls["overlay"] = f"{base}/overlay/v{job.label_version}/labels.nii.gz"
+        if job.status == "done" and res.get("kind") == "3d":
             if res.get("has_uncertainty"):
                 urls["uncertainty"] = f"{base}/overlay/uncertainty.nii.gz"
             urls["download"] = f"{base}/download/labels.nii.gz"
@@ -391,7 +389,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
         return Info(
             version=__version__,
-            methods=[MethodInfo(name=m, available=m in names, label=_METHOD_LABELS.get(m, m))
+            methods=[MethodInfo(name=m, available=m in names, label=_METHOD_LABELS.get(m, m),
+                                note="" if m in names else _why_not(m))
                      for m in _all_methods()],
             default_method=("cnn" if "cnn" in names else (names[0] if names else None)),
             image2d_available=have_2d(),
@@ -523,6 +522,13 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                             if mods[mod].endswith(".gz") else "application/octet-stream",
                             headers={"cache-control": "private, max-age=3600"})
 
+    def outline_3d(job_id: str) -> Job:
+        job = get_job(job_id)
+        if job.result.get("kind") != "3d":
+            raise HTTPException(409 if not job.terminal else 404,
+                                "This job has no 3D label map (yet).")
+        return job
+
     def done_3d(job_id: str) -> Job:
         job = get_job(job_id)
         if job.status != "done":
@@ -535,7 +541,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
              summary="A label map version for the viewer (internal values 0-3)",
              response_class=FileResponse)
     def overlay(job_id: str, version: int) -> FileResponse:
-        job = done_3d(job_id)
+        job = outline_3d(job_id)
         if not 0 <= version <= job.label_version:
             raise HTTPException(404, "No such label map version.")
         return FileResponse(labels_path(store.job_dir(job_id), version),
@@ -635,6 +641,37 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     app.add_middleware(SecurityMiddleware, token=tok)
     return app
+
+
+def _have_sample() -> bool:
+    try:
+        from braintumor.phantom import make_case, write_case  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ready_methods() -> list[str]:
+    """Methods that can run here: their module imports and, for those built on the CNN,
+    a trained model is installed."""
+    from braintumor import segment as seg
+
+    names = seg.available_methods()
+    if "cnn" in names:
+        try:
+            from braintumor.inference import shipped_model_available
+        except ImportError:
+            shipped_model_available = None  # type: ignore[assignment]
+        if shipped_model_available is not None and not shipped_model_available():
+            # hybrid refines the CNN's probabilities: it needs the model too
+            names = [n for n in names if n not in ("cnn", "hybrid")]
+    return names
+
+
+def _why_not(method: str) -> str:
+    if method in ("cnn", "hybrid"):
+        return "no trained model is installed"
+    return "not part of this build"
 
 
 def _all_methods() -> list[str]:

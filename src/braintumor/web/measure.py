@@ -43,8 +43,24 @@ def lesions(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[dic
     except (ImportError, AttributeError):
         split = None
     if split is not None:
-        _, found = split(labels, spacing)
-        return [_plain(d) for d in found]
+        # lesions live in the tumour's bounding box: splitting only that box is several
+        # times faster on a full-size case and gives the same lesions
+        wt = np.asarray(labels) > 0
+        if not wt.any():
+            return []
+        idx = np.argwhere(wt)
+        lo = np.maximum(idx.min(0) - 2, 0)
+        hi = np.minimum(idx.max(0) + 3, wt.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        _, found = split(np.asarray(labels)[box], spacing)
+        out = []
+        for d in found:
+            d = dict(d)
+            if d.get("centroid") is not None:
+                d["centroid"] = [float(c) + float(o) for c, o in
+                                 zip(d["centroid"], lo, strict=True)]
+            out.append(_plain(d))
+        return out
     from scipy import ndimage
 
     wt = np.asarray(labels) > 0
@@ -73,19 +89,27 @@ def metrics(pred: np.ndarray, ref: np.ndarray,
 
 
 def summary(labels: np.ndarray, spacing: tuple[float, float, float],
-            reference: np.ndarray | None = None) -> dict[str, Any]:
-    """Everything the measurements panel shows, JSON-ready."""
+            reference: np.ndarray | None = None, quick: bool = False) -> dict[str, Any]:
+    """Everything the measurements panel shows, JSON-ready.
+
+    ``quick``: volumes only (lesions and metrics left None), to show at once while the
+    rest is computed.
+    """
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    les = lesions(labels, spacing)
     out: dict[str, Any] = {
         "volumes_ml": volumes_ml(labels, voxel_ml),
         "volume_rows": [{"key": k, "name": n} for k, n, _ in VOLUME_ROWS],
-        "lesion_count": len(les),
-        "lesions": les[:50],
+        "lesion_count": None,
+        "lesions": [],
         "voxel_ml": voxel_ml,
         "metrics": None,
         "metrics_note": "",
     }
+    if quick:
+        return out
+    les = lesions(labels, spacing)
+    out["lesion_count"] = len(les)
+    out["lesions"] = les[:50]
     if reference is not None:
         m = metrics(labels, reference, spacing)
         out["metrics"] = m

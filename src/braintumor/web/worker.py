@@ -82,16 +82,27 @@ def run_job(job_dir: Path, spec: dict[str, Any], report: Report) -> dict[str, An
 
 
 def _make_sample(job_dir: Path, spec: dict[str, Any], report: Report) -> tuple[Any, dict]:
-    from braintumor.cases import MODALITIES, discover
+    from braintumor.cases import MODALITIES, discover, load_case
     from braintumor.phantom import make_case, write_case
 
-    report("progress", (0.01, "building the sample case"))
+    report("progress", (0.01, "preparing the sample case"))
     opts = dict(spec.get("sample") or {})
-    if "shape" in opts:
-        opts["shape"] = tuple(opts["shape"])
-    case = make_case(**opts)
-    folder = write_case(case, job_dir / "input" / "sample", naming="brats2021")
-    src = discover(folder)[0]
+    cache = spec.get("sample_cache")
+    if cache:
+        cached = sample_files(Path(cache), opts)
+        folder = job_dir / "input" / "sample" / cached.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in cached.iterdir():
+            _link_or_copy(f, folder / f.name)
+        src = discover(folder)[0]
+        report("progress", (0.02, "reading the sample case"))
+        case = load_case(src)
+    else:
+        if "shape" in opts:
+            opts["shape"] = tuple(opts["shape"])
+        case = make_case(**opts)
+        folder = write_case(case, job_dir / "input" / "sample", naming="brats2021")
+        src = discover(folder)[0]
     inputs: dict[str, Any] = {
         "source": "sample", "case_id": case.case_id, "files": [],
         "modalities": {m: str(Path(src.modality_paths[m]).relative_to(job_dir))
@@ -102,6 +113,50 @@ def _make_sample(job_dir: Path, spec: dict[str, Any], report: Report) -> tuple[A
     }
     report("inputs", inputs)
     return case, inputs
+
+
+def sample_files(cache_dir: Path, options: dict[str, Any]) -> Path:
+    """The sample case's folder of files, built once per set of ``options`` and kept.
+
+    A full-size phantom takes longer to build than to segment, so every sample job after
+    the first reuses the files. Built in a temporary folder and renamed into place, so
+    two processes building at once cannot leave a half-written case.
+    """
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    from braintumor.phantom import make_case, write_case
+
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    final = cache_dir / key
+    if final.is_dir():
+        return next(d for d in final.iterdir() if d.is_dir())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".build-"))
+    try:
+        opts = dict(options)
+        if "shape" in opts:
+            opts["shape"] = tuple(opts["shape"])
+        write_case(make_case(**opts), tmp, naming="brats2021")
+        try:
+            tmp.rename(final)
+        except OSError:
+            pass  # another process finished first: use its files
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return next(d for d in final.iterdir() if d.is_dir())
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    import os
+    import shutil
+
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
@@ -126,9 +181,8 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
     if has_unc:
         save_float_nifti(np.asarray(res.uncertainty, dtype=np.float32),
                          job_dir / "output" / "uncertainty.nii.gz", case.header, case.affine)
-    summ = summary(labels, case.spacing, case.label)
     info = _plain_info(res.info)
-    return {
+    result = {
         "kind": "3d",
         "method": method,
         "model_version": model_version(info, method),
@@ -138,9 +192,13 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
         "has_uncertainty": has_unc,
         "has_reference": case.label is not None,
         "segment_s": round(seg_s, 3),
-        "summaries": [summ],
+        "summaries": [summary(labels, case.spacing, quick=True)],
         "corrections": [],
     }
+    # the outline can be shown now; lesions and metrics follow
+    report("partial", result)
+    result["summaries"] = [summary(labels, case.spacing, case.label)]
+    return result
 
 
 def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
@@ -183,7 +241,8 @@ def error_sentence(exc: BaseException) -> str:
 
 
 # -- child process ------------------------------------------------------------------------
-def _child_main(conn: Any, threads: int | None, warm: bool = True) -> None:
+def _child_main(conn: Any, threads: int | None, warm: bool = True,
+                sample: dict[str, Any] | None = None) -> None:
     """Loop of a worker child: receive a job spec, run it, send the outcome."""
     import os
 
@@ -201,6 +260,12 @@ def _child_main(conn: Any, threads: int | None, warm: bool = True) -> None:
         try:
             seg.available_methods()  # import the segmenters now, not on the first job
         except Exception:  # noqa: BLE001 - a broken method shows up when a job uses it
+            pass
+    if warm and sample is not None:
+        try:
+            # build the sample case before anyone asks for it
+            sample_files(Path(sample["cache"]), sample["options"])
+        except Exception:  # noqa: BLE001 - the sample job reports its own error
             pass
     while True:
         try:
@@ -255,7 +320,8 @@ class _Child:
     guard); the pipe is a socket pair wrapped in a multiprocessing Connection.
     """
 
-    def __init__(self, threads: int | None, warm: bool = True) -> None:
+    def __init__(self, threads: int | None, warm: bool = True,
+                 sample: dict[str, Any] | None = None) -> None:
         import os
         import socket
         import subprocess
@@ -265,7 +331,7 @@ class _Child:
         parent_sock, child_sock = socket.socketpair()
         fd = child_sock.fileno()
         code = (f"from braintumor.web.worker import child_entry; child_entry({fd}, "
-                f"{threads!r}, {warm!r})")
+                f"{threads!r}, {warm!r}, {sample!r})")
         env = dict(os.environ)
         # the child sees the modules the server sees (test helpers included)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -304,11 +370,12 @@ class _Child:
         self.kill()
 
 
-def child_entry(fd: int, threads: int | None, warm: bool = True) -> None:
+def child_entry(fd: int, threads: int | None, warm: bool = True,
+                sample: dict[str, Any] | None = None) -> None:
     """Entry point of a worker child process (see :class:`_Child`)."""
     from multiprocessing.connection import Connection
 
-    _child_main(Connection(fd), threads, warm)
+    _child_main(Connection(fd), threads, warm, sample)
 
 
 class WorkerPool:
@@ -317,12 +384,14 @@ class WorkerPool:
     ``workers``: number of jobs run at once; ``isolation``: ``"process"`` (default) or
     ``"thread"``; ``threads``: CPU threads a job may use (None = library default);
     ``job_timeout_s``: a job running longer is stopped and failed (None = no limit);
-    ``warm``: import the segmenters when a child starts, not on its first job.
+    ``warm``: import the segmenters when a child starts, not on its first job;
+    ``prepare_sample``: with ``warm``, also build the sample case's files then.
     """
 
     def __init__(self, store: JobStore, workers: int = 1, isolation: str = "process",
                  threads: int | None = None, job_timeout_s: float | None = None,
-                 sample_options: dict[str, Any] | None = None, warm: bool = True) -> None:
+                 sample_options: dict[str, Any] | None = None, warm: bool = True,
+                 prepare_sample: bool = False) -> None:
         if isolation not in ("process", "thread"):
             raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
         self.store = store
@@ -332,6 +401,7 @@ class WorkerPool:
         self.job_timeout_s = job_timeout_s
         self.sample_options = sample_options or {}
         self.warm = warm
+        self.prepare_sample = prepare_sample
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -379,7 +449,7 @@ class WorkerPool:
     def _slot(self, index: int) -> None:
         if self.isolation == "process":
             try:
-                self._children[index] = _Child(self.threads, self.warm)
+                self._children[index] = self._new_child()
             except Exception:  # noqa: BLE001 - retried when the first job comes
                 log.exception("starting a worker process failed")
         while not self._stop.is_set():
@@ -403,7 +473,7 @@ class WorkerPool:
             if self.isolation == "process" and self._children[index] is None \
                     and not self._stop.is_set():
                 try:
-                    self._children[index] = _Child(self.threads, self.warm)  # warm for the next job
+                    self._children[index] = self._new_child()  # warm for the next job
                 except Exception:  # noqa: BLE001 - retried when the next job comes
                     log.exception("starting a worker process failed")
 
@@ -412,7 +482,8 @@ class WorkerPool:
 
         return {"job_dir": str(self.store.job_dir(job.id)), "kind": job.kind,
                 "method": job.method, "inputs": job.inputs, "methods": dict(seg.METHODS),
-                "sample": self.sample_options, "options": {}}
+                "sample": self.sample_options, "options": {},
+                "sample_cache": str(self.store.data_dir / "sample")}
 
     def _run(self, index: int, job: Job) -> None:
         spec = self._spec(job)
@@ -427,6 +498,8 @@ class WorkerPool:
             self.store.set_progress(job.id, payload[0], payload[1])
         elif kind == "inputs":
             self.store.update(job.id, inputs=payload)
+        elif kind == "partial":
+            self.store.update(job.id, result=payload, stage="measuring", progress=0.95)
         elif kind == "done":
             self.store.finish(job.id, "done", result=payload)
             return True
@@ -452,6 +525,13 @@ class WorkerPool:
         else:
             self._handle(job, "done", result)
 
+    def _new_child(self) -> _Child:
+        sample = None
+        if self.prepare_sample:
+            sample = {"cache": str(self.store.data_dir / "sample"),
+                      "options": self.sample_options}
+        return _Child(self.threads, self.warm, sample)
+
     @staticmethod
     def _pending(child: _Child) -> bool:
         try:
@@ -464,7 +544,7 @@ class WorkerPool:
         if child is None or not child.alive():
             if child is not None:
                 child.kill()
-            child = self._children[index] = _Child(self.threads, self.warm)
+            child = self._children[index] = self._new_child()
         t0 = time.monotonic()
         try:
             child.conn.send(spec)

@@ -254,7 +254,7 @@ function render(job) {
   const r = job.result || {};
   if (r.kind === "2d" && job.status === "done") { show2d(job); return; }
   if (job.urls.images) loadViewer(job);
-  if (job.status === "done") renderResult(job);
+  if (job.result && job.result.summary) renderResult(job);
 }
 
 function resetResultPanels() {
@@ -378,7 +378,7 @@ function applyLabelColours() {
 async function loadViewer(job) {
   if (state.busy) return;
   const bgUrl = job.urls.images[state.modality] || Object.values(job.urls.images)[0];
-  const overlayUrl = job.status === "done" ? job.urls.overlay : null;
+  const overlayUrl = job.urls.overlay || null;
   if (bgUrl === state.loadedBg && overlayUrl === state.loadedOverlay) return;
   state.busy = true;
   try {
@@ -493,7 +493,7 @@ function renderResult(job) {
     tr.append(td1, td2);
     body.appendChild(tr);
   }
-  $("lesion-count").textContent = s.lesion_count ?? "-";
+  $("lesion-count").textContent = s.lesion_count ?? "counting…";
   $("m-method").textContent = r.method || job.method;
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;
@@ -521,6 +521,7 @@ function renderResult(job) {
     mbox.hidden = true;
   }
   setMsg("metrics-note", s.metrics_note || "");
+  if (job.status !== "done") return;
   enableLink("dl-labels", job.urls.download);
   enableLink("dl-report-html", job.urls.report_html);
   enableLink("dl-report-pdf", job.urls.report_pdf);
