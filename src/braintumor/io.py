@@ -68,6 +68,19 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
         raise InputError(f"{path}: file not found.")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a NIfTI file.")
+    if path.name.lower().endswith(".gz"):
+        # Decompress the whole stream ourselves: nibabel stops reading once it has the
+        # voxels, so a corrupt middle or a bad CRC at the end would pass unnoticed.
+        try:
+            raw = gzip.decompress(path.read_bytes())
+        except (EOFError, OSError, zlib.error) as exc:
+            raise InputError(
+                f"{path}: the file is truncated or corrupt ({_short(exc)})."
+            ) from None
+        try:
+            return _nifti_from_bytes(raw)
+        except Exception as exc:
+            raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad files
@@ -75,6 +88,13 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image.")
     return img  # type: ignore[return-value]
+
+
+def _nifti_from_bytes(raw: bytes) -> nib.Nifti1Image:
+    """Parse a whole (uncompressed) NIfTI-1 or NIfTI-2 file held in memory."""
+    if len(raw) >= 4 and int.from_bytes(raw[:4], "little") in (540, 540 << 24):
+        return nib.Nifti2Image.from_bytes(raw)  # type: ignore[return-value]
+    return nib.Nifti1Image.from_bytes(raw)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,184 @@
+"""NIfTI reading and writing (braintumor.io): every bad file gives one sentence naming
+the file; label maps keep the reference's shape, affine and header geometry."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import io
+from braintumor.errors import InputError
+
+SHAPE = (10, 9, 8)
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def _one_sentence(msg: str, path: Path) -> None:
+    assert str(path) in msg or path.name in msg, msg
+    assert "\n" not in msg and msg.endswith("."), msg
+    assert msg.count(". ") == 0 or msg.count(". ") == msg.count("(")  # a single sentence
+
+
+def test_reads_3d_and_keeps_geometry(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).random(SHAPE).astype(np.float32)
+    aff = np.diag([0.9, 1.1, 2.0, 1.0])
+    p = _save(tmp_path / "a.nii.gz", data, aff)
+    vol = io.load_nifti(p)
+    np.testing.assert_allclose(vol.data, data)
+    np.testing.assert_allclose(vol.affine, aff)
+    assert vol.spacing == pytest.approx((0.9, 1.1, 2.0))
+
+
+def test_trailing_singleton_dimension_is_squeezed(tmp_path: Path) -> None:
+    p = _save(tmp_path / "a.nii", np.ones((*SHAPE, 1), np.float32))
+    assert io.load_nifti(p).data.shape == SHAPE
+
+
+@pytest.mark.parametrize("shape,dims", [((10, 9), 2), ((10, 9, 8, 2, 3), 5), ((4, 4, 4, 4), 4)])
+def test_wrong_number_of_dimensions(tmp_path: Path, shape: tuple[int, ...], dims: int) -> None:
+    p = _save(tmp_path / "bad.nii.gz", np.ones(shape, np.float32))
+    with pytest.raises(InputError) as err:
+        io.load_nifti(p, ndim=3)
+    msg = str(err.value)
+    _one_sentence(msg, p)
+    assert f"{dims}D" in msg and "expected 3D" in msg
+
+
+def test_missing_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        io.load_nifti(tmp_path / "nope.nii.gz")
+    with pytest.raises(InputError, match="folder"):
+        io.load_nifti(tmp_path)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    p = tmp_path / "junk.nii.gz"
+    p.write_bytes(b"this is not a nifti file at all" * 10)
+    with pytest.raises(InputError) as err:
+        io.load_nifti(p)
+    _one_sentence(str(err.value), p)
+    q = tmp_path / "junk.nii"
+    q.write_bytes(bytes(400))
+    with pytest.raises(InputError):
+        io.load_nifti(q)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_truncated_file(tmp_path: Path, suffix: str) -> None:
+    full = _save(tmp_path / f"full{suffix}",
+                 np.random.default_rng(1).random((20, 20, 20)).astype(np.float32))
+    raw = full.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as err:
+        io.load_nifti(cut)
+    _one_sentence(str(err.value), cut)
+    assert "truncated" in str(err.value) or "readable" in str(err.value)
+
+
+def test_corrupt_gzip_stream(tmp_path: Path) -> None:
+    data = np.random.default_rng(2).random((20, 20, 20)).astype(np.float32)
+    raw = bytearray(gzip.compress(nib.Nifti1Image(data, np.eye(4)).to_bytes()))
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    p = tmp_path / "corrupt.nii.gz"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(InputError):
+        io.load_nifti(p)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels(tmp_path: Path, bad: float) -> None:
+    data = np.ones(SHAPE, np.float32)
+    data[1, 2, 3] = bad
+    data[4, 4, 4] = bad
+    p = _save(tmp_path / "nan.nii.gz", data)
+    with pytest.raises(InputError) as err:
+        io.load_nifti(p)
+    _one_sentence(str(err.value), p)
+    assert "2 NaN or infinite" in str(err.value)
+
+
+def test_label_map_must_hold_whole_numbers(tmp_path: Path) -> None:
+    data = np.zeros(SHAPE, np.float32)
+    data[0, 0, 0] = 1.5
+    p = _save(tmp_path / "x_seg.nii.gz", data)
+    with pytest.raises(InputError, match="whole numbers"):
+        io.load_label_nifti(p)
+    ok = _save(tmp_path / "y_seg.nii.gz", np.full(SHAPE, 4, np.int16))
+    assert io.load_label_nifti(ok).data.dtype == np.uint8
+
+
+def _oblique_affine() -> np.ndarray:
+    a, b = np.deg2rad(17.0), np.deg2rad(-8.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rz @ rx @ np.diag([0.94, 0.94, 3.0])
+    aff[:3, 3] = [-101.5, 87.25, -40.0]
+    return aff
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("oblique", [False, True])
+def test_label_map_keeps_reference_geometry(tmp_path: Path, suffix: str, oblique: bool) -> None:
+    aff = _oblique_affine() if oblique else np.diag([-1.0, -1.0, 1.0, 1.0])
+    img = nib.Nifti1Image(np.zeros(SHAPE, np.int16), aff)
+    img.header.set_qform(aff, 2)  # "aligned", as BraTS files carry
+    img.header.set_sform(aff, 1)  # "scanner"
+    img.header.set_xyzt_units("mm", "sec")
+    ref = tmp_path / f"ref{suffix}"
+    nib.save(img, str(ref))
+    vol = io.load_nifti(ref)
+    lab = np.random.default_rng(3).integers(0, 5, SHAPE).astype(np.uint8)
+    out = io.save_label_nifti(lab, tmp_path / f"out{suffix}", reference=vol.header,
+                              affine=vol.affine)
+    back = nib.load(str(out))
+    assert back.shape == SHAPE
+    assert back.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(back.dataobj), lab)
+    r_hdr, o_hdr = nib.load(str(ref)).header, back.header
+    for getter in ("get_qform", "get_sform"):
+        m_ref, code_ref = getattr(r_hdr, getter)(coded=True)
+        m_out, code_out = getattr(o_hdr, getter)(coded=True)
+        assert int(code_out) == int(code_ref)
+        np.testing.assert_allclose(m_out, m_ref, atol=1e-5)
+    np.testing.assert_allclose(back.affine, aff, atol=1e-5)
+    assert o_hdr.get_zooms()[:3] == pytest.approx(r_hdr.get_zooms()[:3])
+    assert o_hdr.get_xyzt_units() == r_hdr.get_xyzt_units()
+
+
+def test_label_map_without_reference_uses_affine(tmp_path: Path) -> None:
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    out = io.save_label_nifti(np.ones(SHAPE, np.uint8), tmp_path / "l.nii.gz", affine=aff)
+    back = nib.load(str(out))
+    np.testing.assert_allclose(back.affine, aff)
+    assert int(back.header["sform_code"]) == 1
+
+
+def test_2d_pictures(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(4).integers(0, 255, (16, 12, 3)).astype(np.uint8)
+    p = io.write_png(rgb, tmp_path / "a.png")
+    np.testing.assert_array_equal(io.read_image_2d(p), rgb)
+    grey = io.write_png(rgb[..., 0], tmp_path / "g.png")
+    assert io.read_image_2d(grey).shape == (16, 12, 1)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(InputError, match="not a readable image"):
+        io.read_image_2d(bad)
+    with pytest.raises(InputError, match="not found"):
+        io.read_image_2d(tmp_path / "none.png")
+
+
+def test_name_helpers() -> None:
+    assert io.is_nifti("a.NII.GZ") and io.is_nifti("a.nii") and not io.is_nifti("a.png")
+    assert io.strip_nifti_suffix("case_t1.nii.gz") == "case_t1"
+    assert io.strip_nifti_suffix("case_t1.nii") == "case_t1"
+    assert io.is_image_2d("x.TIF") and not io.is_image_2d("x.nii")
