@@ -123,7 +123,7 @@ def load_nifti(
         exp = " or ".join(f"{d}D" for d in want)
         raise InputError(f"{p}: is a {len(shape)}D image of shape {shape}; expected {exp}.")
     try:
-        data = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
+        data: np.ndarray = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
     except (EOFError, OSError, zlib.error, ValueError, gzip.BadGzipFile) as exc:
         raise InputError(f"{p}: the file is truncated or corrupt ({_short(exc)}).") from None
     if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
@@ -289,7 +289,7 @@ def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = 
 def blank_text_fields(path: str | Path) -> None:
     """Blank the free-text fields of a NIfTI header in place (they may hold identifiers)."""
     p = Path(path)
-    img = nib.load(str(p))
+    img = _open_nifti(p)
     hdr = img.header
     for field in ("descrip", "aux_file", "intent_name", "db_name"):
         if field in hdr:
