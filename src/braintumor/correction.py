@@ -38,7 +38,7 @@ class CorrectionParams:
     ``relative`` times the seed's own z where that is larger;
     ``grad_sigma``: Gaussian scale of the gradient (voxels)."""
 
-    window_mm: float = 30.0
+    window_mm: float = 24.0
     seed_mm: float = 2.0
     tolerance: float = 2.5
     relative: float = 0.6

@@ -1,0 +1,57 @@
+"""Seconds per interactive edit on a full-size case (target well under 0.5 s).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_correction.py [CASE_DIR]
+
+Segments the case (a full-size phantom without arguments) with the watershed, then
+times edits of one seed (add, remove) and of three seeds, and prints seconds per edit
+and the ratio to a reference step in the same process (one Gaussian filter of one
+full-size modality).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from braintumor.correction import correct
+from braintumor.watershed import segment_watershed
+
+
+def main(args: list[str]) -> None:
+    if args:
+        from braintumor.cases import load_case
+
+        case = load_case(args[0])
+    else:
+        from braintumor.phantom import make_case
+
+        case = make_case(seed=0)
+    labels = segment_watershed(case).labels
+    t0 = time.perf_counter()
+    ndi.gaussian_filter(case.image[3], 1.0)
+    ref = time.perf_counter() - t0
+    tumour = np.argwhere(labels > 0)
+    centre = tuple(int(v) for v in (tumour.mean(0) if len(tumour) else np.array(case.shape) // 2))
+    x, y, z = centre
+    edits = {
+        "add (1 seed)": [(x, y, z, 2)],
+        "remove (1 seed)": [(x, y, z, 0)],
+        "3 seeds": [(x, y, z, 3), (x + 5, y, z, 1), (x - 20, y + 20, z, 0)],
+    }
+    correct(case, labels, edits["add (1 seed)"])  # warm-up
+    for name, seeds in edits.items():
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            correct(case, labels, seeds)
+            runs.append(time.perf_counter() - t0)
+        best = float(np.median(runs))
+        print(f"{case.case_id} {case.shape} {name}: {best:.3f} s per edit "
+              f"(reference {ref:.3f} s, ratio {best / ref:.2f})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,47 @@
+"""Seconds per full-size case for the classical watershed (1 thread).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_watershed.py [CASE_DIR ...]
+
+Without arguments a full-size 240 x 240 x 155 phantom is used. Prints seconds per case
+and the ratio to a reference step timed in the same process (brain mask + z-score of the
+four modalities, the preprocessing every method shares), so numbers from machines of
+different speed compare.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from braintumor.preprocess import brain_mask, zscore
+from braintumor.watershed import segment_watershed
+
+
+def _cases(args: list[str]):
+    if args:
+        from braintumor.cases import load_case
+
+        return [load_case(a) for a in args]
+    from braintumor.phantom import make_case
+
+    return [make_case(seed=0)]
+
+
+def main(args: list[str]) -> None:
+    for case in _cases(args):
+        t0 = time.perf_counter()
+        zscore(case.image, brain_mask(case.image))
+        ref = time.perf_counter() - t0
+        segment_watershed(case)  # warm-up (imports, allocator)
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            segment_watershed(case)
+            runs.append(time.perf_counter() - t0)
+        best = min(runs)
+        print(f"{case.case_id} {case.shape}: watershed {best:.2f} s per case "
+              f"(reference {ref:.2f} s, ratio {best / ref:.1f})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

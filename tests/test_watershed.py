@@ -1,0 +1,227 @@
+"""The classical watershed and the CNN-guided hybrid on synthetic cases with known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from braintumor import labels as L
+from braintumor.cases import case_from_arrays
+from braintumor.errors import InputError
+from braintumor.metrics import dice
+from braintumor.phantom import make_case
+from braintumor.segment import segment
+from braintumor.watershed import (
+    WatershedParams,
+    from_work,
+    make_grid,
+    params_from,
+    robust_z,
+    segment_hybrid,
+    segment_watershed,
+    to_work,
+)
+
+SHAPE = (64, 64, 64)
+
+
+def synthetic_case(low_grade: bool = False, tumour: bool = True, seed: int = 0):
+    """A 64^3 brain with a known tumour: edema ball (radius 14) around a core (radius 8)
+    that is an enhancing rim around necrosis, or, low-grade, a dark non-enhancing core.
+    Normal tissue is a smooth two-class texture with noise; intensities mimic the
+    contrasts of T1, T1ce, T2, FLAIR (in units of the normal tissue's spread)."""
+    rng = np.random.default_rng(seed)
+    g = np.mgrid[:64, :64, :64].astype(np.float32)
+    brain = (((g[0] - 32) / 28) ** 2 + ((g[1] - 32) / 29) ** 2 + ((g[2] - 32) / 26) ** 2) <= 1
+    tissue = ndi.gaussian_filter(rng.normal(size=SHAPE), 3) > 0  # "grey" vs "white"
+    base = np.array([100.0, 100.0, 100.0, 100.0])
+    contrast = np.array([-8.0, -3.0, 8.0, 6.0])  # grey vs white matter (weak on T1ce)
+    img = np.zeros((4, *SHAPE), np.float32)
+    for c in range(4):
+        img[c] = base[c] + contrast[c] * tissue + rng.normal(0, 3, SHAPE)
+    label = np.zeros(SHAPE, np.uint8)
+    if tumour:
+        r = np.sqrt((g[0] - 36) ** 2 + (g[1] - 30) ** 2 + (g[2] - 32) ** 2)
+        ed, core = (r <= 14) & brain, r <= 8
+        img[:, ed] += np.array([-4.0, 0.0, 20.0, 30.0])[:, None]
+        label[ed] = L.ED
+        if low_grade:
+            img[:, core] += np.array([-20.0, -25.0, 15.0, -10.0])[:, None]
+            label[core] = L.NCR
+        else:
+            rim, nec = core & (r > 5), r <= 5
+            img[:, rim] += np.array([4.0, 45.0, -5.0, 0.0])[:, None]
+            img[:, nec] += np.array([-20.0, -25.0, 25.0, -15.0])[:, None]
+            label[rim], label[nec] = L.ET, L.NCR
+    img[:, ~brain] = 0
+    label[~brain] = 0
+    return case_from_arrays(f"synthetic{seed}", img, label=label)
+
+
+@pytest.fixture(scope="module")
+def hgg():
+    return synthetic_case()
+
+
+def _dices(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    pm, rm = L.region_masks(pred), L.region_masks(ref)
+    return {r: dice(pm[r], rm[r]) for r in L.REGIONS}
+
+
+def test_finds_all_three_regions(hgg) -> None:
+    res = segment_watershed(hgg)
+    assert res.labels.shape == hgg.shape and res.labels.dtype == np.uint8
+    assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
+    d = _dices(res.labels, hgg.label)
+    assert d["WT"] > 0.85, d
+    assert d["TC"] > 0.75, d
+    assert d["ET"] > 0.6, d
+    assert res.info["method"] == "watershed" and res.info["seconds"] > 0
+
+
+def test_low_grade_core_does_not_collapse() -> None:
+    case = synthetic_case(low_grade=True, seed=1)
+    labels = segment_watershed(case).labels
+    d = _dices(labels, case.label)
+    assert d["WT"] > 0.85, d
+    assert d["TC"] > 0.6, d
+    assert (labels == L.ET).sum() < 0.05 * (labels > 0).sum()
+
+
+def test_synthetic_tumour_free_brain_stays_empty() -> None:
+    assert not segment_watershed(synthetic_case(tumour=False, seed=2)).labels.any()
+
+
+def test_phantom_tumour_is_found() -> None:
+    case = make_case(SHAPE, seed=1)
+    pred = segment_watershed(case).labels
+    assert dice(pred > 0, case.label > 0) > 0.7
+
+
+def test_goes_through_the_segment_door(hgg) -> None:
+    a = segment(hgg, method="watershed").labels
+    b = segment_watershed(hgg).labels
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tumour_free_phantom_stays_empty(seed: int) -> None:
+    case = make_case(SHAPE, seed=seed, tumour=False)
+    assert not segment_watershed(case).labels.any()
+
+
+def test_two_lesions_both_found() -> None:
+    case = make_case(SHAPE, seed=1, second_lesion=True)
+    pred = segment_watershed(case).labels > 0
+    ref_lab, n = ndi.label(case.label > 0, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(ref_lab.ravel())
+    big = [k for k in range(1, n + 1) if sizes[k] * case.voxel_volume_ml >= 2.0]
+    assert big  # lesions above twice the documented minimum volume must be found
+    for k in big:
+        assert (pred & (ref_lab == k)).any(), f"lesion {k} ({sizes[k]} voxels) missed"
+
+
+def test_params_are_frozen_and_checked() -> None:
+    p = WatershedParams()
+    with pytest.raises(AttributeError):
+        p.wt_hi = 9.0  # type: ignore[misc]
+    assert params_from(None, wt_hi=9.0).wt_hi == 9.0
+    with pytest.raises(InputError, match="Unknown watershed parameter"):
+        params_from(None, no_such=1)
+
+
+def test_bad_image_is_one_input_error() -> None:
+    bad = case_from_arrays("bad", np.zeros((3, 16, 16, 16), np.float32))
+    with pytest.raises(InputError, match="T1ce"):
+        segment_watershed(bad)
+    empty = case_from_arrays("empty", np.zeros((4, 16, 16, 16), np.float32))
+    with pytest.raises(InputError, match="no brain"):
+        segment_watershed(empty)
+
+
+def test_working_grid_round_trip_keeps_a_ball() -> None:
+    shape = (50, 47, 41)
+    g = np.mgrid[:50, :47, :41]
+    ball = ((g[0] - 25) ** 2 + (g[1] - 22) ** 2 + (g[2] - 20) ** 2) <= 12 ** 2
+    brain = np.zeros(shape, bool)
+    brain[3:47, 2:45, 2:39] = True
+    grid = make_grid(brain, (1.0, 1.0, 1.0), factor=2)
+    back = from_work(grid, to_work(grid, ball.astype(np.float32)))
+    assert back.shape == shape
+    assert dice(back, ball) > 0.97
+
+
+def test_robust_z_levels_an_axial_intensity_drift() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 5, (1, 30, 30, 40)).astype(np.float32)
+    img *= np.linspace(0.8, 1.25, 40, dtype=np.float32)[None, None, None, :]
+    brain = np.ones((30, 30, 40), bool)
+    flat = robust_z(img, brain, erode=0, slab=3)[0]
+    raw = robust_z(img, brain, erode=0, slab=0)[0]
+    assert abs(flat[..., -3:].mean()) < 0.5 < abs(raw[..., -3:].mean())
+
+
+# --- hybrid
+
+
+def _soft_truth(label: np.ndarray, sigma: float, shift: int = 0) -> np.ndarray:
+    """CNN-like region probabilities: blurred (and shifted) truth."""
+    ch = L.regions_to_channels(label).astype(np.float32)
+    if shift:
+        ch = np.roll(ch, shift, axis=1)
+    return np.stack([ndi.gaussian_filter(c, sigma) for c in ch]).clip(0, 1)
+
+
+def test_hybrid_keeps_a_good_cnn_and_stays_nested(hgg) -> None:
+    probs = _soft_truth(hgg.label, 1.0)
+    res = segment_hybrid(hgg, probabilities=probs)
+    d = _dices(res.labels, hgg.label)
+    cnn = _dices(L.channels_to_labels(probs > 0.5), hgg.label)
+    for r in L.REGIONS:
+        assert d[r] > cnn[r] - 0.05, (r, d, cnn)
+    assert res.probabilities is not None and res.probabilities.shape == (3, *hgg.shape)
+
+
+def test_hybrid_band_moves_to_image_edges(hgg) -> None:
+    # a CNN that is blurred and off by 2 voxels: the watershed pulls WT back to the edge
+    probs = _soft_truth(hgg.label, 2.5, shift=2)
+    cnn = dice(probs[0] > 0.5, hgg.label > 0)
+    hyb = dice(segment_hybrid(hgg, probabilities=probs, sure_in=0.9, sure_out=0.1).labels > 0,
+               hgg.label > 0)
+    assert hyb > cnn, (hyb, cnn)
+
+
+def test_hybrid_drops_an_unsure_blob(hgg) -> None:
+    probs = _soft_truth(hgg.label, 1.0)
+    blob = np.zeros(hgg.shape, bool)
+    blob[10:14, 40:44, 30:34] = True
+    blob &= hgg.label == 0
+    probs[0][blob] = 0.6  # unsure everywhere: never an inside marker
+    labels = segment_hybrid(hgg, probabilities=probs).labels
+    assert not labels[blob].any()
+
+
+def test_hybrid_rejects_wrong_probabilities(hgg) -> None:
+    with pytest.raises(InputError, match=r"\(3, 64, 64, 64\)"):
+        segment_hybrid(hgg, probabilities=np.zeros((3, 8, 8, 8), np.float32))
+
+
+def test_hybrid_without_a_model_says_so(hgg, monkeypatch) -> None:
+    import braintumor.inference as inf
+
+    monkeypatch.setattr(inf, "shipped_model_available", lambda *a, **k: False)
+    with pytest.raises(InputError, match="needs a CNN model"):
+        segment_hybrid(hgg)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_low_grade_case(brats_dir) -> None:
+    from braintumor.cases import load_case
+
+    case = load_case(brats_dir / "Brats18_TCIA10_639_1")
+    res = segment_watershed(case)
+    d = _dices(res.labels, case.label)
+    assert d["WT"] > 0.75, d
+    assert d["TC"] > 0.5, d
