@@ -1,0 +1,254 @@
+"""Case discovery and loading (braintumor.cases): both BraTS namings, folders of cases,
+the MSD 4D layout, every consistency check, and label maps written on the input's grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import labels as L
+from braintumor.cases import (
+    MODALITIES,
+    MSD_ORDER,
+    case_from_arrays,
+    discover,
+    load_case,
+    write_label_map,
+)
+from braintumor.errors import InputError
+
+SHAPE = (12, 11, 9)
+BRATS_AFF = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+SUFFIX = {
+    "brats2021": {"t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "flair": "_flair", "seg": "_seg"},
+    "brats2023": {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "seg": "-seg"},
+}
+
+
+def _image(seed: int) -> np.ndarray:
+    """(4, X, Y, Z) whole-number intensities, one level per modality so order is testable."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(1, 50, SHAPE) + 100 * (m + 1) for m in range(4)]).astype(
+        np.float32)
+
+
+def _labels(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed + 100).integers(0, 4, SHAPE).astype(np.uint8)
+
+
+def write_brats(folder: Path, case_id: str, naming: str = "brats2021", seed: int = 0,
+                ext: str = ".nii.gz", affine: np.ndarray = BRATS_AFF, with_seg: bool = True,
+                skip: tuple[str, ...] = ()) -> Path:
+    """Write a small BraTS case by hand (nibabel only); returns the case folder."""
+    out = folder / case_id
+    out.mkdir(parents=True, exist_ok=True)
+    img = _image(seed)
+    for m, name in enumerate(MODALITIES):
+        if name in skip:
+            continue
+        nii = nib.Nifti1Image(img[m].astype(np.int16), affine)
+        nii.header.set_qform(affine, 2)
+        nii.header.set_sform(affine, 1)
+        nib.save(nii, str(out / f"{case_id}{SUFFIX[naming][name]}{ext}"))
+    if with_seg:
+        seg = L.from_internal(_labels(seed), naming)
+        nib.save(nib.Nifti1Image(seg, affine), str(out / f"{case_id}{SUFFIX[naming]['seg']}{ext}"))
+    return out
+
+
+@pytest.mark.parametrize("naming", ["brats2021", "brats2023"])
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_load_brats_case_both_namings(tmp_path: Path, naming: str, ext: str) -> None:
+    folder = write_brats(tmp_path, "Case-007_x", naming, seed=1, ext=ext)
+    (src,) = discover(folder)
+    assert src.kind == naming and src.case_id == "Case-007_x"
+    case = load_case(src)
+    assert case.image.shape == (4, *SHAPE) and case.image.dtype == np.float32
+    np.testing.assert_array_equal(case.image, _image(1))  # fixed modality order
+    np.testing.assert_array_equal(case.label, _labels(1))  # internal values
+    assert case.label_convention == naming
+    np.testing.assert_allclose(case.affine, BRATS_AFF)
+    assert case.spacing == (1.0, 1.0, 1.0)
+    assert case.shape == SHAPE and case.voxel_volume_ml == pytest.approx(0.001)
+    np.testing.assert_array_equal(case.modality("flair"), _image(1)[3])
+
+
+def test_discover_dataset_folder_and_single_file(tmp_path: Path) -> None:
+    write_brats(tmp_path / "data", "B_2", "brats2021", seed=2)
+    write_brats(tmp_path / "data", "A-1", "brats2023", seed=3)
+    found = discover(tmp_path / "data")
+    assert [s.case_id for s in found] == ["A-1", "B_2"]
+    assert [s.kind for s in found] == ["brats2023", "brats2021"]
+    # one modality file stands for its case
+    (one,) = discover(tmp_path / "data" / "B_2" / "B_2_flair.nii.gz")
+    assert one.case_id == "B_2"
+    with pytest.raises(InputError, match="holds 2 cases"):
+        load_case(tmp_path / "data")
+
+
+def test_missing_modality_lists_found_and_missing(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, "c1", "brats2021", skip=("t1ce", "flair"))
+    with pytest.raises(InputError) as err:
+        discover(folder)
+    msg = str(err.value)
+    assert "c1" in msg and "T1ce" in msg and "FLAIR" in msg
+    assert "found: T1, T2" in msg
+    assert msg.endswith(".") and "\n" not in msg
+
+
+def test_empty_or_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no BraTS case"):
+        discover(tmp_path / "empty")
+    with pytest.raises(InputError, match="no such file"):
+        discover(tmp_path / "nowhere")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="not a NIfTI"):
+        discover(tmp_path / "notes.txt")
+
+
+def test_modalities_on_different_grids(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, "c2", "brats2021", with_seg=False)
+    nib.save(nib.Nifti1Image(np.ones((12, 11, 8), np.int16), BRATS_AFF),
+             str(folder / "c2_t2.nii.gz"))
+    with pytest.raises(InputError) as err:
+        load_case(folder)
+    assert "c2_t2.nii.gz" in str(err.value) and "shape" in str(err.value)
+    shifted = BRATS_AFF.copy()
+    shifted[0, 3] += 2.0
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.int16), shifted), str(folder / "c2_t2.nii.gz"))
+    with pytest.raises(InputError) as err:
+        load_case(folder)
+    assert "c2_t2.nii.gz" in str(err.value) and "affine" in str(err.value)
+
+
+@pytest.mark.parametrize("shape", [(12, 11), (12, 11, 9, 2, 2)])
+def test_modality_with_wrong_dimensions(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    folder = write_brats(tmp_path, "c3", "brats2021", with_seg=False)
+    nib.save(nib.Nifti1Image(np.ones(shape, np.int16), np.eye(4)), str(folder / "c3_t1ce.nii.gz"))
+    with pytest.raises(InputError, match=rf"c3_t1ce.nii.gz: is a {len(shape)}D image"):
+        load_case(folder)
+
+
+def test_modality_with_nan(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, "c4", "brats2021", with_seg=False)
+    data = np.ones(SHAPE, np.float32)
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, BRATS_AFF), str(folder / "c4_flair.nii.gz"))
+    with pytest.raises(InputError, match="c4_flair.nii.gz: contains 1 NaN"):
+        load_case(folder)
+
+
+@pytest.mark.parametrize("naming,values", [("brats2021", [0, 1, 3]), ("brats2023", [0, 4]),
+                                           ("brats2021", [0, 6])])
+def test_label_values_that_fit_no_convention(tmp_path: Path, naming: str,
+                                             values: list[int]) -> None:
+    folder = write_brats(tmp_path, "c5", naming, with_seg=False)
+    seg = np.zeros(SHAPE, np.uint8)
+    seg.flat[: len(values)] = values
+    name = f"c5{SUFFIX[naming]['seg']}.nii.gz"
+    nib.save(nib.Nifti1Image(seg, BRATS_AFF), str(folder / name))
+    with pytest.raises(InputError) as err:
+        load_case(folder)
+    assert name in str(err.value) and str(max(values)) in str(err.value)
+    # the images alone still load
+    assert load_case(folder, with_label=False).label is None
+
+
+def test_label_map_on_another_grid(tmp_path: Path) -> None:
+    folder = write_brats(tmp_path, "c6", "brats2021", with_seg=False)
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), BRATS_AFF),
+             str(folder / "c6_seg.nii.gz"))
+    with pytest.raises(InputError, match="label map shape"):
+        load_case(folder)
+
+
+def _write_msd(root: Path, seed: int = 5, ext: str = ".nii.gz",
+               affine: np.ndarray = BRATS_AFF) -> tuple[Path, np.ndarray]:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    img = _image(seed)  # MODALITIES order
+    four = np.stack([img[MODALITIES.index(m)] for m in MSD_ORDER], axis=-1)
+    path = root / "imagesTr" / f"BRATS_001{ext}"
+    nib.save(nib.Nifti1Image(four.astype(np.float32), affine), str(path))
+    lab = _labels(seed)
+    nib.save(nib.Nifti1Image(L.from_internal(lab, "msd"), affine),
+             str(root / "labelsTr" / f"BRATS_001{ext}"))
+    return path, lab
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_msd_4d_layout(tmp_path: Path, ext: str) -> None:
+    path, lab = _write_msd(tmp_path / "Task01", ext=ext)
+    for where in (path, tmp_path / "Task01" / "imagesTr"):
+        (src,) = discover(where)
+        assert src.kind == "msd" and src.label_path is not None
+        case = load_case(src)
+        np.testing.assert_array_equal(case.image, _image(5))  # FLAIR,T1,T1gd,T2 reordered
+        np.testing.assert_array_equal(case.label, lab)  # 1 edema, 2 NET, 3 ET -> internal
+        assert case.label_convention == "msd"
+    # write back: 3D, on the 4D file's spatial grid
+    out = write_label_map(case, case.label, tmp_path / "out" / "BRATS_001.nii.gz", "msd")
+    back = nib.load(str(out))
+    assert back.shape == SHAPE
+    np.testing.assert_allclose(back.affine, BRATS_AFF)
+    np.testing.assert_array_equal(L.to_internal(np.asarray(back.dataobj), "msd"), lab)
+
+
+def test_msd_needs_four_channels(tmp_path: Path) -> None:
+    p = tmp_path / "three.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((*SHAPE, 3), np.float32), np.eye(4)), str(p))
+    with pytest.raises(InputError, match="needs 4 channels"):
+        load_case(p)
+
+
+def _oblique() -> np.ndarray:
+    a = np.deg2rad(23.0)
+    aff = np.eye(4)
+    aff[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0],
+                            [-np.sin(a), 0, np.cos(a)]]) @ np.diag([1.2, 0.8, 2.5])
+    aff[:3, 3] = [12.5, -30.0, 7.75]
+    return aff
+
+
+@pytest.mark.parametrize("naming", ["brats2021", "brats2023"])
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("oblique", [False, True])
+def test_write_label_map_keeps_input_geometry(tmp_path: Path, naming: str, ext: str,
+                                              oblique: bool) -> None:
+    aff = _oblique() if oblique else BRATS_AFF
+    folder = write_brats(tmp_path / "in", "c7", naming, seed=7, ext=ext, affine=aff)
+    case = load_case(folder)
+    assert case.label is not None
+    out = write_label_map(case, case.label, tmp_path / "out" / f"c7{ext}", naming)
+    back = nib.load(str(out))
+    ref = nib.load(str(folder / f"c7{SUFFIX[naming]['t1']}{ext}"))
+    assert back.shape == ref.shape
+    np.testing.assert_allclose(back.affine, ref.affine, atol=1e-5)
+    for getter in ("get_qform", "get_sform"):
+        m_ref, c_ref = getattr(ref.header, getter)(coded=True)
+        m_out, c_out = getattr(back.header, getter)(coded=True)
+        assert int(c_out) == int(c_ref)
+        np.testing.assert_allclose(m_out, m_ref, atol=1e-5)
+    assert back.header.get_zooms()[:3] == pytest.approx(ref.header.get_zooms()[:3])
+    written = np.asarray(back.dataobj)
+    np.testing.assert_array_equal(written, L.from_internal(_labels(7), naming))
+    # and the written map reads back as the same internal labels
+    np.testing.assert_array_equal(L.to_internal(written, naming), case.label)
+
+
+def test_write_label_map_refuses_other_shape(tmp_path: Path) -> None:
+    case = case_from_arrays("x", _image(0))
+    with pytest.raises(InputError, match="differs"):
+        write_label_map(case, np.zeros((3, 3, 3), np.uint8), tmp_path / "x.nii.gz")
+
+
+def test_case_from_arrays_geometry() -> None:
+    aff = np.diag([0.5, 2.0, 3.0, 1.0])
+    case = case_from_arrays("arr", _image(0), aff, _labels(0))
+    assert case.spacing == (0.5, 2.0, 3.0)
+    assert case.voxel_volume_ml == pytest.approx(0.003)
+    np.testing.assert_allclose(case.header.get_best_affine(), aff)
