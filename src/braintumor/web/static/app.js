@@ -240,6 +240,7 @@ async function cancelJob() {
 
 function render(job) {
   $("job").hidden = false;
+  document.body.dataset.status = job.status;
   const st = $("job-status");
   st.textContent = job.status.replace("_", " ");
   st.className = `badge ${job.status}`;

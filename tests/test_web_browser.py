@@ -1,0 +1,233 @@
+"""The page in a real headless Chromium (Debian's, driven by Playwright's Python API).
+
+A server runs on a free loopback port in this process, with the fast threshold
+segmenter of ``test_web_support`` chosen in the page's method menu. The tests upload a
+small synthetic case's four files, watch the job reach done, check that the viewer's
+canvas shows the label colours, that the volumes table matches the label map, that the
+download is a NIfTI with the input's affine, that a correction click changes the mask,
+and that the sample-case button works.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
+                       reason="Debian chromium is not installed"),
+]
+
+pytest.importorskip("playwright")
+pytest.importorskip("fastapi")
+
+from braintumor.web import create_app  # noqa: E402
+from test_web_support import (  # noqa: E402
+    AFFINE,
+    SHAPE,
+    ServerThread,
+    register_test_methods,
+    small_case,
+    write_case_files,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with pytest.MonkeyPatch.context() as mp:
+        register_test_methods(mp)
+        app = create_app(tmp_path_factory.mktemp("data"), token="", warm=False,
+                         sample_options={"shape": [64, 64, 48]})
+        with ServerThread(app) as srv:
+            yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, errors
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - loopback test server
+        return bytes(r.read())
+
+
+def _job(server: ServerThread, job_id: str) -> dict[str, Any]:
+    return dict(json.loads(_fetch(f"{server.url}/api/jobs/{job_id}")))
+
+
+def _label_pixels(png: bytes) -> dict[str, int]:
+    """How many pixels of the picture carry each label colour (blended on grey)."""
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    return {
+        "NCR": int(((r - np.maximum(g, b)) > 60).sum()),
+        "ED": int(((g - np.maximum(r, b)) > 50).sum()),
+        "ET": int(((np.minimum(r, g) - b) > 60).sum()),
+    }
+
+
+def _coloured_point(png: bytes) -> tuple[float, float]:
+    """Centre of the largest run of label-coloured pixels (canvas pixels)."""
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    mask = ((r - np.maximum(g, b)) > 60) | ((np.minimum(r, g) - b) > 60)
+    ys, xs = np.nonzero(mask)
+    assert len(xs), "no label colour on the canvas"
+    return float(np.median(xs)), float(np.median(ys))
+
+
+def _wait_overlay(page: Any, timeout_ms: int = 90_000) -> None:
+    page.wait_for_selector("body[data-viewer='overlay']", timeout=timeout_ms)
+    page.wait_for_timeout(600)  # a few frames for WebGL to draw
+
+
+def _volumes_from_nifti(content: bytes) -> dict[str, float]:
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(content))
+    lab = np.asarray(img.dataobj)
+    vox = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
+    ncr, ed, et = ((lab == v).sum() * vox for v in (1, 2, 4))
+    return {"NCR": ncr, "ED": ed, "ET": et, "TC": ncr + et, "WT": ncr + ed + et}
+
+
+def test_upload_progress_viewer_volumes_download_and_correction(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    # modalities detected from the names, editable before submitting
+    page.wait_for_selector(".mod-select")
+    chosen = page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)")
+    assert sorted(chosen) == ["flair", "t1", "t1ce", "t2"]
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    assert page.eval_on_selector("#job-progress", "e => e.value") == 1
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    assert page.url.endswith(f"/jobs/{job_id}")
+
+    # the canvas shows the three label colours, and hiding them in the legend removes them
+    page.select_option("#layout", "axial")
+    page.wait_for_timeout(500)
+    shot = page.locator("#gl").screenshot()
+    px = _label_pixels(shot)
+    assert px["NCR"] > 20 and px["ED"] > 20 and px["ET"] > 20, px
+    for lab in (1, 2, 3):
+        page.uncheck(f"#show-{lab}")
+    page.wait_for_timeout(400)
+    hidden = _label_pixels(page.locator("#gl").screenshot())
+    assert sum(hidden.values()) < 0.05 * sum(px.values()), (hidden, px)
+    for lab in (1, 2, 3):
+        page.check(f"#show-{lab}")
+    page.wait_for_timeout(400)
+
+    # the volumes table matches the downloaded label map, which has the input's affine
+    with page.expect_download() as dl:
+        page.click("#dl-labels")
+    path = dl.value.path()
+    content = Path(path).read_bytes()
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(content))
+    assert img.shape == SHAPE and np.allclose(img.affine, AFFINE)
+    table = {k: float(v) for k, v in page.eval_on_selector_all(
+        "#vol-table td[data-key]", "els => els.map(e => [e.dataset.key, e.textContent])")}
+    expect = _volumes_from_nifti(content)
+    assert set(table) == set(expect)
+    for k, v in expect.items():
+        assert table[k] == pytest.approx(v, abs=0.006), (k, table, expect)
+
+    # a correction click ("outside" on the tumour) changes the mask; undo restores it
+    pytest.importorskip("braintumor.correction")
+    x, y = _coloured_point(page.locator("#gl").screenshot())
+    page.check("#correct-toggle")
+    page.check("input[name=seed-kind][value=outside]")
+    t0 = time.monotonic()
+    page.locator("#gl").click(position={"x": x, "y": y})
+    page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    correction_s = time.monotonic() - t0
+    after = _fetch(f"{server.url}/api/jobs/{job_id}/download/labels.nii.gz")
+    before_lab = np.asarray(img.dataobj)
+    after_lab = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(after)).dataobj)
+    assert (after_lab > 0).sum() < (before_lab > 0).sum()
+    print(f"correction click to updated page: {correction_s:.2f} s")
+    page.wait_for_timeout(500)
+    assert float(page.eval_on_selector("td[data-key='WT']", "e => e.textContent")) < table["WT"]
+    page.click("#undo-btn")
+    page.wait_for_selector("body[data-result='v0']", timeout=30_000)
+    undone = _fetch(f"{server.url}/api/jobs/{job_id}/download/labels.nii.gz")
+    assert np.array_equal(np.asarray(nib.Nifti1Image.from_bytes(
+        gzip.decompress(undone)).dataobj), before_lab)
+
+    # the job survives a reload (the URL is the job's)
+    page.reload()
+    page.wait_for_selector("body[data-status='done']", timeout=30_000)
+    _wait_overlay(page)
+
+
+def test_sample_button(server: ServerThread, page: Any) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    t0 = time.monotonic()
+    page.click("#sample-btn")
+    _wait_overlay(page, timeout_ms=120_000)
+    seconds = time.monotonic() - t0
+    print(f"sample click to overlay (threshold stand-in, 64x64x48): {seconds:.1f} s")
+    page.wait_for_selector("body[data-status='done']", timeout=60_000)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert job["inputs"]["source"] == "sample"
+    assert job["result"]["summary"]["metrics"] is not None
+    assert page.is_visible("#metrics-box")
+    shot = page.locator("#gl").screenshot()
+    assert sum(_label_pixels(shot).values()) > 50
+
+
+def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option", state="attached")
+    page.set_input_files("#file-input", [str(bad)])
+    page.click("#submit-btn")
+    page.wait_for_selector("#upload-msg:has-text('notes')", timeout=30_000)
+    msg = page.text_content("#upload-msg")
+    assert msg is not None and "not a NIfTI" in msg and "Traceback" not in msg
