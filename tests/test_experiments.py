@@ -1,0 +1,182 @@
+"""Studies on tiny synthetic data: folds, held-out-only scoring, tables, resume, the
+Optuna search with pruning hook, MLflow tracking."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+
+from braintumor.cli import main  # noqa: E402
+from braintumor.errors import InputError  # noqa: E402
+from braintumor.training.experiments import (  # noqa: E402
+    _apply,
+    aggregate,
+    config_key,
+    load_study,
+    study_folds,
+)
+
+BASE = {
+    "synthetic": 4,
+    "synthetic_shape": [48, 48, 32],
+    "network": "compact_unet",
+    "network_args": {"channels": [4, 8, 16, 32]},
+    "patch": [32, 32, 32],
+    "batch_size": 1,
+    "steps_per_epoch": 2,
+    "epochs": 2,
+    "warmup_steps": 1,
+    "threads": 1,
+}
+
+
+def _write(tmp: Path, kind: str = "compare", **extra: object) -> Path:
+    doc: dict = {
+        "study": {"name": f"tiny-{kind}", "kind": kind, "folds": 2, "run_folds": [0],
+                  "parallel": 1, "out": str(tmp / "out"), "runs_dir": str(tmp / "runs")},
+        "base": dict(BASE),
+        "runs": [{"name": "a", "set": {"lr": 0.002}},
+                 {"name": "ref", "reference": True,
+                  "set": {"optimizer": "adam", "loss": "dice_sq",
+                          "augment.scale_shift": 0.1, "augment.rotate": False}}],
+    }
+    doc.update(extra)
+    p = tmp / f"{kind}.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_load_study_applies_changes_and_overrides(tmp_path: Path) -> None:
+    st = load_study(_write(tmp_path), budget_min=1.5, folds=[1])
+    assert st.run_folds == [1] and st.budget_min == 1.5
+    a, ref = st.runs
+    assert a.cfg.lr == 0.002 and a.cfg.time_budget_min == 1.5
+    assert ref.reference and ref.cfg.optimizer == "adam" and ref.cfg.loss == "dice_sq"
+    assert ref.cfg.augment.scale_shift == 0.1 and not ref.cfg.augment.rotate
+    assert ref.cfg.augment.flips  # untouched fields keep the base's value
+    assert config_key(a.cfg) != config_key(ref.cfg)
+    assert config_key(a.cfg) == config_key(a.cfg.replace(threads=2))  # threads: neutral
+
+
+def test_load_study_refuses_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        load_study(tmp_path / "missing.yaml")
+    with pytest.raises(InputError, match="fold 5"):
+        load_study(_write(tmp_path), folds=[5])
+    bad = _write(tmp_path)
+    doc = yaml.safe_load(bad.read_text())
+    doc["runs"][0]["set"] = {"no_such_field": 1}
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="no_such_field"):
+        load_study(bad)
+
+
+def test_folds_are_patient_wise_and_cover_every_case(tmp_path: Path) -> None:
+    st = load_study(_write(tmp_path))
+    folds = study_folds(st)
+    assert len(folds) == 2
+    held = [c for f in folds for c in f["val"]]
+    assert sorted(held) == sorted(set(held)) and len(held) == 4
+    for f in folds:
+        assert not set(f["train"]) & set(f["val"])
+
+
+@pytest.mark.slow
+def test_compare_study_end_to_end_and_resume(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["experiment", "--config", str(path), "--tracking-uri", uri]) == 0
+    out = tmp_path / "out"
+    for name in ("results.md", "results.csv", "cases.csv", "folds.json", "best.json",
+                 "boxplot.png", "curves.png"):
+        assert (out / name).exists(), name
+    folds = json.loads((out / "folds.json").read_text())
+    held_out = set(folds["folds"][0]["val"])
+    with open(out / "cases.csv") as fh:
+        cases = list(csv.DictReader(fh))
+    # only held-out cases are scored, once per run
+    assert {c["case"] for c in cases} == held_out
+    assert len(cases) == 2 * len(held_out)
+    for c in cases:
+        for r in ("WT", "TC", "ET"):
+            assert 0.0 <= float(c[f"{r}_dice"]) <= 1.0
+            assert float(c[f"{r}_hd95"]) >= 0.0
+    # the trainer never saw a held-out case
+    saved = yaml.safe_load((tmp_path / "runs" / "a" / "fold0" / "config.yaml").read_text())
+    assert not set(saved["split"]["train"]) & held_out and saved["split"]["val"] == []
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == ["a", "ref"]
+    md = (out / "results.md").read_text()
+    assert "(reference)" in md and "WT Dice" in md
+    best = json.loads((out / "best.json").read_text())
+    assert best["name"] == "a"  # reference rows are never "best"
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["braintumor-tiny-compare"])
+    assert len(runs) == 2 and "metrics.WT_dice" in runs.columns
+
+    # rerun: finished runs are skipped (no retraining, nothing logged twice)
+    before = (tmp_path / "runs" / "a" / "fold0" / "last.pt").stat().st_mtime
+    assert main(["experiment", "--config", str(path), "--tracking-uri", uri]) == 0
+    assert (tmp_path / "runs" / "a" / "fold0" / "last.pt").stat().st_mtime == before
+    assert len(mlflow.search_runs(experiment_names=["braintumor-tiny-compare"])) == 2
+
+
+def test_aggregate_uses_fold_sd_when_several_folds(tmp_path: Path) -> None:
+    st = load_study(_write(tmp_path))
+
+    def res(fold: int, d: float) -> dict:
+        case = {"case": f"c{fold}", "infer_s": 1.0,
+                **{f"{r}_{m}": d for r in ("WT", "TC", "ET")
+                   for m in ("dice", "sensitivity", "specificity", "hd95")}}
+        return {"name": "a", "fold": fold, "params": 10, "train_s": 60.0, "steps": 4,
+                "cases": [case, dict(case)], "run_dir": str(tmp_path)}
+
+    rows = aggregate(st, [res(0, 0.4), res(1, 0.8)])
+    assert len(rows) == 1 and rows[0]["sd_over"] == "folds"
+    assert rows[0]["WT_dice_mean"] == pytest.approx(0.6)
+    assert rows[0]["WT_dice_sd"] == pytest.approx(0.2828, abs=1e-3)  # sd of 0.4, 0.8
+
+
+@pytest.mark.slow
+def test_search_runs_trials_prunes_and_retrains_best(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    path = _write(tmp_path, kind="search", runs=[], search={
+        "trials": 3, "fold": 0, "inner_folds": 2, "startup_trials": 1,
+        "storage": str(tmp_path / "optuna.db"),
+        "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                  "augment.strength": {"low": 0.0, "high": 2.0},
+                  "patch": {"choices": [32, 48]}}})
+    doc = yaml.safe_load(path.read_text())
+    doc["base"]["val_every"] = 1
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none"]) == 0
+    st = optuna.load_study(study_name="tiny-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    done = [t for t in st.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 3
+    assert st.trials[0].params["lr"] == pytest.approx(2e-3)  # the starting point first
+    assert all(t.intermediate_values for t in done)  # validations were reported
+    out = tmp_path / "out"
+    assert (out / "trials.md").exists() and (out / "search.png").exists()
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["run"] == "search_best"
+    # rerun: the study is complete, nothing more is trained
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none"]) == 0
+    st = optuna.load_study(study_name="tiny-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(st.trials) == len(done) + sum(t.state.name == "FAIL" for t in st.trials)
+
+
+def test_apply_accepts_dotted_and_nested_augment_changes() -> None:
+    from braintumor.config import TrainConfig
+
+    cfg = _apply(TrainConfig(), {"augment.strength": 0.5, "augment": {"noise": False}})
+    assert cfg.augment.strength == 0.5 and not cfg.augment.noise
