@@ -1,0 +1,221 @@
+"""Pictures and a small report of one segmentation: overlay PNG, volumes, metrics.
+
+Pure functions of arrays plus writers, shared by ``braintumor demo`` and the web app:
+
+* :func:`volumes_ml` - mL per sub-region (NCR, ED, ET) and region (WT, TC, ET);
+* :func:`pick_slices` - axial slices through the tumour;
+* :func:`overlay_png` - FLAIR and T1ce slices in grey with the sub-regions coloured and
+  a legend;
+* :func:`write_report` - ``report.json`` and a self-contained ``report.html`` (picture
+  embedded), with a metrics table when a reference exists.
+
+Display orientation: slices are shown in the radiological convention (patient's left
+on the picture's right, anterior up), whatever the file's voxel order.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import labels as L
+
+#: RGB colour of each internal label in pictures (edema green, core red, ET yellow).
+COLOURS: dict[int, tuple[float, float, float]] = {
+    L.ED: (0.20, 0.85, 0.25),
+    L.NCR: (0.90, 0.15, 0.15),
+    L.ET: (1.00, 0.90, 0.10),
+}
+LEGEND = {L.ED: "edema (ED)", L.NCR: "necrotic core (NCR)", L.ET: "enhancing tumour (ET)"}
+
+
+def volumes_ml(labels: np.ndarray, voxel_volume_ml: float) -> dict[str, float]:
+    """Volumes (mL) of the sub-regions NCR, ED, ET and of the regions WT, TC, ET.
+
+    ``labels``: internal ``(X, Y, Z)``; ``voxel_volume_ml``: mm^3 / 1000 of one voxel.
+    The key ``ET`` is both a sub-region and a region (the same voxels).
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=4)
+    v = {name: float(counts[val]) * voxel_volume_ml
+         for name, val in (("NCR", L.NCR), ("ED", L.ED), ("ET", L.ET))}
+    v["TC"] = v["NCR"] + v["ET"]
+    v["WT"] = v["TC"] + v["ED"]
+    return {k: round(v[k], 3) for k in ("WT", "TC", "ET", "NCR", "ED")}
+
+
+def _to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Reorder the last three axes of ``volume`` to L, P, S voxel order (display grid)."""
+    import nibabel as nib
+
+    src = nib.orientations.io_orientation(affine)
+    dst = nib.orientations.axcodes2ornt(("L", "P", "S"))
+    tr = nib.orientations.ornt_transform(src, dst)
+    lead = volume.ndim - 3
+    out = volume
+    # apply_orientation works on the first axes; move spatial axes to the front
+    if lead:
+        out = np.moveaxis(out, list(range(lead)), list(range(-lead, 0)))
+    out = nib.orientations.apply_orientation(out, tr)
+    if lead:
+        out = np.moveaxis(out, list(range(-lead, 0)), list(range(lead)))
+    return np.ascontiguousarray(out)
+
+
+def pick_slices(labels: np.ndarray, n: int = 4) -> list[int]:
+    """``n`` axial (last-axis) slice indices through the tumour, spread over its extent
+    and always holding the slice of largest tumour area; the middle slices of the volume
+    when there is no tumour."""
+    lab = np.asarray(labels)
+    depth = lab.shape[2]
+    area = (lab > 0).sum(axis=(0, 1))
+    if not area.any():
+        return sorted({int(round(x)) for x in np.linspace(depth * 0.3, depth * 0.7, n)})
+    zs = np.nonzero(area)[0]
+    lo, hi = int(zs[0]), int(zs[-1])
+    picks = {int(np.argmax(area))}
+    for q in np.linspace(0.15, 0.85, n):
+        if len(picks) >= n:
+            break
+        picks.add(int(round(lo + q * (hi - lo))))
+    return sorted(picks)[:n]
+
+
+def _grey(slice2d: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((slice2d - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+
+def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray,
+                path: str | Path, slices: Sequence[int] | None = None,
+                channels: Sequence[tuple[str, int]] = (("FLAIR", 3), ("T1ce", 1)),
+                title: str | None = None, alpha: float = 0.45) -> Path:
+    """Write a PNG grid: rows = ``channels`` of ``image`` ``(4, X, Y, Z)`` (MODALITIES
+    order), columns = axial ``slices`` (display-grid indices; default
+    :func:`pick_slices`), regions of internal ``labels`` coloured, legend below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    img = _to_display(np.asarray(image, dtype=np.float32), affine)
+    lab = None if labels is None else _to_display(np.asarray(labels, np.uint8), affine)
+    if slices is None:
+        slices = pick_slices(lab if lab is not None else np.zeros(img.shape[1:], np.uint8))
+    slices = [int(min(max(s, 0), img.shape[3] - 1)) for s in slices]
+    rows, cols = len(channels), len(slices)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.5),
+                             squeeze=False, facecolor="black")
+    for r, (name, ch) in enumerate(channels):
+        vol = img[ch]
+        inside = vol[vol != 0]
+        lo, hi = (np.percentile(inside, [0.5, 99.5]) if inside.size else (0.0, 1.0))
+        for c, z in enumerate(slices):
+            ax = axes[r][c]
+            # rows = y (anterior at top), columns = x (patient left on the right)
+            g = _grey(vol[:, :, z].T, float(lo), float(hi))
+            rgb = np.repeat(g[..., None], 3, axis=-1)
+            if lab is not None:
+                ls = lab[:, :, z].T
+                for val, col in COLOURS.items():
+                    m = ls == val
+                    rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(col)
+            ax.imshow(rgb, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}  z={z}", color="white", fontsize=9)
+    handles = [Patch(color=COLOURS[v], label=LEGEND[v]) for v in (L.ED, L.NCR, L.ET)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False,
+               labelcolor="white", fontsize=9)
+    if title:
+        fig.suptitle(title, color="white", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90, facecolor="black")
+    plt.close(fig)
+    return out
+
+
+def score(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
+    """Per-region metrics of internal ``pred`` against ``ref`` (``braintumor.metrics``)."""
+    from braintumor.metrics import score_case
+
+    return score_case(pred, ref, tuple(spacing))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
+                 voxel_volume_ml: float, metrics: Mapping[str, Mapping[str, Any]] | None = None,
+                 picture: str | Path | None = None, info: Mapping[str, Any] | None = None,
+                 stem: str = "report") -> dict[str, Path]:
+    """Write ``<stem>.json`` and a self-contained ``<stem>.html`` into ``out_dir``.
+
+    ``labels``: internal ``(X, Y, Z)``; ``metrics``: region -> metric -> value (e.g. from
+    :func:`score`); ``picture``: a PNG to embed; ``info``: method, timings, paths.
+    Returns ``{"json": path, "html": path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vols = volumes_ml(labels, voxel_volume_ml)
+    doc: dict[str, Any] = {"case": case_id, "volumes_ml": vols,
+                           "metrics": {k: dict(v) for k, v in (metrics or {}).items()},
+                           "info": dict(info or {})}
+    if picture is not None:
+        doc["picture"] = Path(picture).name
+    jpath = out / f"{stem}.json"
+    jpath.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(case_id)}"
+             " - braintumor report</title><style>body{font-family:sans-serif;margin:2em;"
+             "max-width:60em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
+             "padding:.25em .6em;text-align:right}th{background:#eee}</style></head><body>",
+             f"<h1>Segmentation of {html.escape(case_id)}</h1>"]
+    if info:
+        parts.append("<p>" + ", ".join(f"{html.escape(str(k))}: {_fmt(v)}"
+                                       for k, v in info.items()) + "</p>")
+    if picture is not None and Path(picture).exists():
+        b64 = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
+        parts.append(f"<p><img alt='overlay' style='max-width:100%' "
+                     f"src='data:image/png;base64,{b64}'></p>")
+    parts.append("<h2>Volumes (mL)</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in vols)
+                 + "</tr><tr>" + "".join(f"<td>{v:.2f}</td>" for v in vols.values())
+                 + "</tr></table>")
+    parts.append("<p>WT whole tumour = NCR + ED + ET; TC tumour core = NCR + ET; "
+                 "ET enhancing tumour.</p>")
+    if metrics:
+        cols = ["dice", "sensitivity", "specificity", "hd95"]
+        extra = [c for c in ("lesion_dice", "lesion_hd95")
+                 if any(c in m for m in metrics.values())]
+        parts.append("<h2>Agreement with the reference</h2><table><tr><th>region</th>"
+                     + "".join(f"<th>{c}{' (mm)' if 'hd95' in c else ''}</th>"
+                               for c in cols + extra) + "</tr>")
+        for region, m in metrics.items():
+            parts.append(f"<tr><th>{html.escape(region)}</th>"
+                         + "".join(f"<td>{_fmt(m.get(c))}</td>" for c in cols + extra)
+                         + "</tr>")
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    hpath = out / f"{stem}.html"
+    hpath.write_text("\n".join(parts))
+    return {"json": jpath, "html": hpath}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
