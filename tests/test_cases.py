@@ -95,7 +95,7 @@ def test_missing_modality_lists_found_and_missing(tmp_path: Path) -> None:
         discover(folder)
     msg = str(err.value)
     assert "c1" in msg and "T1ce" in msg and "FLAIR" in msg
-    assert "found: T1, T2" in msg
+    assert "missing the T1ce, FLAIR modalities (found: T1, T2)." in msg
     assert msg.endswith(".") and "\n" not in msg
 
 

@@ -138,8 +138,9 @@ def check_complete(src: CaseSource, where: Path) -> None:
         found = [MODALITY_NAMES[m] for m in MODALITIES if m in src.modality_paths]
         raise InputError(
             f"{where}: case {src.case_id} is missing the "
-            f"{', '.join(MODALITY_NAMES[m] for m in missing)} modality"
-            f"{'ies' if len(missing) > 1 else ''} (found: {', '.join(found) or 'none'})."
+            f"{', '.join(MODALITY_NAMES[m] for m in missing)} "
+            f"{'modalities' if len(missing) > 1 else 'modality'} "
+            f"(found: {', '.join(found) or 'none'})."
         )
 
 

@@ -1,0 +1,159 @@
+"""Every bad input of the data layer, through the CLI: a non-zero exit, one ``error:``
+sentence naming the file and the fault, and no traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor.cli import main
+
+SHAPE = (12, 11, 9)
+AFF = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+MODS = ("t1", "t1ce", "t2", "flair")
+
+needs_predict = pytest.mark.skipif(
+    importlib.util.find_spec("braintumor.commands.predict") is None,
+    reason="braintumor predict is not built yet")
+
+
+def _case(root: Path, cid: str = "c1", seg: np.ndarray | None = None) -> Path:
+    d = root / cid
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for m in MODS:
+        nib.save(nib.Nifti1Image(rng.integers(1, 100, SHAPE).astype(np.int16), AFF),
+                 str(d / f"{cid}_{m}.nii.gz"))
+    if seg is not None:
+        nib.save(nib.Nifti1Image(seg, AFF), str(d / f"{cid}_seg.nii.gz"))
+    return d
+
+
+def _drop_flair(d: Path) -> str:
+    (d / "c1_flair.nii.gz").unlink()
+    (d / "c1_t1ce.nii.gz").unlink()
+    return "FLAIR"
+
+
+def _other_shape(d: Path) -> str:
+    nib.save(nib.Nifti1Image(np.ones((12, 11, 7), np.int16), AFF), str(d / "c1_t2.nii.gz"))
+    return "c1_t2.nii.gz"
+
+
+def _other_affine(d: Path) -> str:
+    aff = AFF.copy()
+    aff[2, 3] = 5.0
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.int16), aff), str(d / "c1_t2.nii.gz"))
+    return "c1_t2.nii.gz"
+
+
+def _two_d(d: Path) -> str:
+    nib.save(nib.Nifti1Image(np.ones((12, 11), np.int16), AFF), str(d / "c1_t1.nii.gz"))
+    return "2D"
+
+
+def _five_d(d: Path) -> str:
+    nib.save(nib.Nifti1Image(np.ones((*SHAPE, 2, 2), np.int16), AFF), str(d / "c1_t1ce.nii.gz"))
+    return "5D"
+
+
+def _garbage(d: Path) -> str:
+    (d / "c1_flair.nii.gz").write_bytes(b"\x00garbage" * 50)
+    return "c1_flair.nii.gz"
+
+
+def _truncated(d: Path) -> str:
+    p = d / "c1_t2.nii.gz"
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    return "c1_t2.nii.gz"
+
+
+def _nan(d: Path) -> str:
+    data = np.ones(SHAPE, np.float32)
+    data[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, AFF), str(d / "c1_t1.nii.gz"))
+    return "NaN"
+
+
+BAD_INPUTS: dict[str, Callable[[Path], str]] = {
+    "missing modality": _drop_flair,
+    "shape differs": _other_shape,
+    "affine differs": _other_affine,
+    "2D image": _two_d,
+    "5D image": _five_d,
+    "unreadable file": _garbage,
+    "truncated file": _truncated,
+    "NaN voxels": _nan,
+}
+
+
+def _check_one_sentence(err: str, expect: str) -> None:
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    assert expect in lines[0], lines[0]
+    assert lines[0].rstrip().endswith("."), lines[0]
+
+
+@needs_predict
+@pytest.mark.parametrize("fault", sorted(BAD_INPUTS))
+def test_predict_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           fault: str) -> None:
+    d = _case(tmp_path / "in")
+    expect = BAD_INPUTS[fault](d)
+    rc = main(["predict", str(d), "-o", str(tmp_path / "out"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    # 2 when nothing could be read at all; 1 is predict's "some inputs failed"
+    assert rc in (1, 2)
+    _check_one_sentence(err, expect)
+    assert not list((tmp_path / "out").glob("*.nii.gz")) if (tmp_path / "out").exists() else True
+
+
+@needs_predict
+def test_missing_modality_names_found_and_missing(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    d = _case(tmp_path / "in")
+    _drop_flair(d)
+    rc = main(["predict", str(d), "-o", str(tmp_path / "out"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    _check_one_sentence(err, "missing the T1ce, FLAIR modalities (found: T1, T2)")
+
+
+@pytest.mark.parametrize("values", [[0, 1, 3], [0, 7]])
+def test_evaluate_label_values_fitting_no_convention(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     values: list[int]) -> None:
+    seg = np.zeros(SHAPE, np.uint8)
+    seg.flat[: len(values)] = values
+    _case(tmp_path / "ref", seg=seg)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFF), str(pred / "c1.nii.gz"))
+    rc = main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref"),
+               "-o", str(tmp_path / "m.csv"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    _check_one_sentence(err, str(max(values)))
+
+
+def test_no_traceback_in_a_real_process(tmp_path: Path) -> None:
+    """The same contract seen from outside: exit status and stderr of ``python -m``."""
+    d = _case(tmp_path / "in")
+    _drop_flair(d)
+    cmd = "predict" if importlib.util.find_spec("braintumor.commands.predict") else "evaluate"
+    args = ([cmd, str(d), "-o", str(tmp_path / "out"), "--method", "watershed"]
+            if cmd == "predict" else [cmd, "--pred", str(d), "--ref", str(d)])
+    r = subprocess.run([sys.executable, "-m", "braintumor", *args], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "FLAIR" in r.stderr
