@@ -108,6 +108,14 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     if slices is None:
         slices = pick_slices(lab if lab is not None else np.zeros(img.shape[1:], np.uint8))
     slices = [int(min(max(s, 0), img.shape[3] - 1)) for s in slices]
+    # crop every panel to the brain (plus a margin) so the tumour is large enough to see
+    brain = np.any(img != 0, axis=(0, 3))
+    if brain.any():
+        xs, ys = np.nonzero(brain.any(axis=1))[0], np.nonzero(brain.any(axis=0))[0]
+        bx = slice(max(int(xs[0]) - 4, 0), int(xs[-1]) + 5)
+        by = slice(max(int(ys[0]) - 4, 0), int(ys[-1]) + 5)
+    else:
+        bx = by = slice(None)
     rows, cols = len(channels), len(slices)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.5),
                              squeeze=False, facecolor="black")
@@ -118,10 +126,10 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
         for c, z in enumerate(slices):
             ax = axes[r][c]
             # rows = y (anterior at top), columns = x (patient left on the right)
-            g = _grey(vol[:, :, z].T, float(lo), float(hi))
+            g = _grey(vol[bx, by, z].T, float(lo), float(hi))
             rgb = np.repeat(g[..., None], 3, axis=-1)
             if lab is not None:
-                ls = lab[:, :, z].T
+                ls = lab[bx, by, z].T
                 for val, col in COLOURS.items():
                     m = ls == val
                     rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(col)
