@@ -50,14 +50,14 @@ def bounding_box(mask: np.ndarray, margin: int = 0,
 
 def crop(array: np.ndarray, box: Box) -> np.ndarray:
     """Crop the last three axes of ``array`` to ``box``."""
-    return array[(..., *box)]
+    return array[(Ellipsis,) + tuple(box)]
 
 
 def uncrop(array: np.ndarray, box: Box, shape: tuple[int, int, int],
            fill: float = 0) -> np.ndarray:
     """Put a cropped ``array`` (``(..., x, y, z)``) back into a volume of ``shape``."""
     out = np.full(array.shape[:-3] + tuple(shape), fill, dtype=array.dtype)
-    out[(..., *box)] = array
+    out[(Ellipsis,) + tuple(box)] = array
     return out
 
 
