@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="label values written (2021: ET=4; 2023: ET=3)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--model", default=None, help="model folder or checkpoint (default: shipped)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="CNN runtime on a CPU (auto: ONNX Runtime when the model ships ONNX files)")
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 case = load_case(src, with_label=False)
                 res = segment(case, args.method, progress=cb, device=args.device,
-                              model=args.model, tta=args.tta, uncertainty=args.uncertainty)
+                              model=args.model, tta=args.tta, uncertainty=args.uncertainty,
+                              backend=args.backend)
                 dst = write_label_map(case, res.labels, out_dir / f"{case.case_id}.nii.gz",
                                       args.labels)
                 written.append(dst)
