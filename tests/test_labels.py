@@ -117,3 +117,13 @@ def test_regions_channels_round_trip_and_nesting() -> None:
     assert L.channels_to_labels(only_et).tolist() == [L.ET, 0]
     assert L.channels_to_labels(only_tc).tolist() == [0, L.NCR]
     assert L.names([0, 1, 2, 3]) == ["background", "necrotic core", "edema", "enhancing tumour"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32])
+def test_present_values_matches_unique(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    for hi in (1, 5, 40, 300):
+        lab = rng.choice([0, 1, hi], size=(20, 20, 5), p=[0.9, 0.05, 0.05]).astype(dtype)
+        np.testing.assert_array_equal(L.present_values(lab), np.unique(lab))
+    assert L.present_values(np.full((3, 3), -2, np.int16)).tolist() == [-2]
+    assert L.present_values(np.array([], np.uint8)).size == 0

@@ -243,7 +243,10 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
                     f"{v.path}: its affine (voxel-to-world geometry) differs from the T1 "
                     "image's; all modalities must be co-registered on one grid."
                 )
-        image = np.stack([vols[m].data for m in MODALITIES]).astype(np.float32)
+        # one float32 block filled in place: no second copy of 140 MB at BraTS size
+        image = np.empty((len(MODALITIES), *ref.data.shape), np.float32)
+        for i, m in enumerate(MODALITIES):
+            image[i] = vols[m].data
         label_conv_hint = src.kind
     label = None
     conv = None

@@ -114,7 +114,11 @@ def load_nifti(
     4-channel file); singleton trailing dimensions are squeezed first.
     """
     p = Path(path)
-    img = _open_nifti(p)
+    return _volume_from_image(_open_nifti(p), p, ndim, dtype, check_finite)
+
+
+def _volume_from_image(img: nib.Nifti1Image, p: Path, ndim: int | tuple[int, ...],
+                       dtype: type | np.dtype, check_finite: bool) -> Volume:
     want = (ndim,) if isinstance(ndim, int) else ndim
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > max(want) and shape[-1] == 1:
@@ -133,8 +137,22 @@ def load_nifti(
 
 
 def load_label_nifti(path: str | Path) -> Volume:
-    """Read a 3D label map; values must be whole numbers (returned as uint8 array)."""
-    vol = load_nifti(path, ndim=3, dtype=np.float32)
+    """Read a 3D label map; values must be whole numbers 0-255 (returned as uint8 array)."""
+    p = Path(path)
+    img = _open_nifti(p)
+    stored = img.get_data_dtype()
+    slope, inter = img.header.get_slope_inter()
+    plain = (slope in (None, 1.0) or slope != slope) and (inter in (None, 0.0) or inter != inter)
+    if np.issubdtype(stored, np.integer) and plain:
+        # the usual case: integer voxels, no scaling; checks need no float copy
+        vol = _volume_from_image(img, p, 3, stored, check_finite=False)
+        data = vol.data
+        if data.size and (int(data.min()) < 0 or int(data.max()) > 255):
+            raise InputError(
+                f"{vol.path}: is not a label map (values must be whole numbers 0-255).")
+        return Volume(path=vol.path, data=data.astype(np.uint8, copy=False), affine=vol.affine,
+                      header=vol.header)
+    vol = _volume_from_image(img, p, 3, np.float32, check_finite=True)
     data = vol.data
     if (data < 0).any() or (data > 255).any() or not np.array_equal(data, np.round(data)):
         raise InputError(f"{vol.path}: is not a label map (values must be whole numbers 0-255).")

@@ -60,9 +60,23 @@ def _check_convention(convention: str) -> None:
         )
 
 
+def present_values(labels: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of ``labels`` (comparisons or a counting pass for small
+    whole numbers, several times faster than sorting a 240 x 240 x 155 volume)."""
+    lab = np.asarray(labels)
+    if lab.size and np.issubdtype(lab.dtype, np.integer):
+        lo, hi = int(lab.min()), int(lab.max())
+        if hi - lo < 32:  # label maps: a few comparisons beat any sort or int64 copy
+            return np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (lab == v).any()],
+                            dtype=lab.dtype)
+        if lo >= 0 and hi < 65536:
+            return np.nonzero(np.bincount(lab.ravel(), minlength=hi + 1))[0].astype(lab.dtype)
+    return np.unique(lab)
+
+
 def _remap(labels: np.ndarray, mapping: dict[int, int], what: str) -> np.ndarray:
-    values = np.unique(labels)
-    bad = [int(v) for v in values if int(v) not in mapping or v != int(v)]
+    values = present_values(labels)
+    bad = [v.item() for v in values if v != int(v) or int(v) not in mapping]
     if bad:
         raise InputError(
             f"The {what} holds label values {bad} that fit no known convention "
@@ -71,7 +85,7 @@ def _remap(labels: np.ndarray, mapping: dict[int, int], what: str) -> np.ndarray
     lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
     for src, dst in mapping.items():
         lut[src] = dst
-    return lut[labels.astype(np.int64)]
+    return lut[labels if np.issubdtype(labels.dtype, np.integer) else labels.astype(np.int64)]
 
 
 def to_internal(labels: np.ndarray, convention: str, what: str = "label map") -> np.ndarray:
@@ -113,7 +127,7 @@ def detect_convention(
     ``brats2021``; values within {0,1,2,3} are read as ``brats2023`` (the MSD layout is
     only ever chosen by an explicit hint, since its values are the same set).
     """
-    values = {int(v) for v in np.unique(labels)}
+    values = {int(v) for v in present_values(labels)}
     if hint is not None:
         _check_convention(hint)
         if values <= allowed_values(hint):
