@@ -276,7 +276,13 @@ def _grow_lesion(lesion: _Lesion, fr: _Frame, anat: np.ndarray,
     pts = fr.to_frame(grid).reshape(3, -1)
     rel = lesion.rotation.T @ (pts - lesion.centre[:, None])
     r = np.sqrt(((rel / lesion.axes[:, None]) ** 2).sum(0))
-    n_core, n_rim, n_ed, _ = (_lattice_sample(lesion.noise[i], pts, lesion) for i in range(4))
+    # the core's two noise fields matter only near the core: sample them there alone
+    near = r < lesion.core_radius * 1.9
+    n_core = np.full(r.shape, 3.0, np.float32)
+    n_rim = np.zeros(r.shape, np.float32)
+    n_core[near] = _lattice_sample(lesion.noise[0], pts[:, near], lesion)
+    n_rim[near] = _lattice_sample(lesion.noise[1], pts[:, near], lesion)
+    n_ed = _lattice_sample(lesion.noise[2], pts, lesion)
     d_core = r + 0.22 * lesion.core_radius * n_core
     brain = anat[0][box].ravel() > 0.5
     wm = anat[2][box].ravel()
@@ -400,7 +406,8 @@ def make_case(
     # linear interpolation between lattice nodes lowers the sd to about 0.6; rescale
     textures = [ndi.map_coordinates(tex_lat[i], tex_c, order=1, mode="nearest") / 0.6
                 for i in range(5)]
-    norm = (pts_mm - (np.array(BRATS_SHAPE, float)[:, None] - 1) / 2) / 90.0
+    norm = ((pts_mm - (np.array(BRATS_SHAPE, np.float32)[:, None] - 1) / 2) / 90.0).astype(
+        np.float32)
 
     image = np.zeros((4, *shape), np.float32)
     for m in range(len(MODALITIES)):
