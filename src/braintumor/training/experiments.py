@@ -163,6 +163,26 @@ def load_study(path: str | Path, budget_min: float | None = None,
                             bool(r.get("reference", False)), changes))
     if kind != "search" and not runs:
         raise InputError(f"{p}: a {kind} study needs a non-empty 'runs:' list.")
+    note = str(st.get("note", "")).strip()
+    no_ds = {r.cfg.network for r in runs if r.cfg.deep_supervision
+             and not supports_deep_supervision(r.cfg.network, r.cfg.network_args)}
+    if no_ds:
+        # the knob does nothing for these networks: turn it off and drop rows that
+        # then repeat an earlier row
+        seen: set[str] = set()
+        kept: list[RunSpec] = []
+        dropped: list[RunSpec] = []
+        for r in runs:
+            if r.cfg.network in no_ds:
+                r.cfg = r.cfg.replace(deep_supervision=False)
+            key = config_key(r.cfg)
+            (dropped if key in seen else kept).append(r)
+            seen.add(key)
+        runs = kept
+        note += (f"\n\nDeep supervision does not apply to {', '.join(sorted(no_ds))} (no "
+                 "deep-supervision outputs): it is off in every row"
+                 + (f"; left out as duplicates: {', '.join(r.name for r in dropped)}."
+                    if dropped else "."))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise InputError(f"{p}: run names must be unique.")
@@ -171,7 +191,20 @@ def load_study(path: str | Path, budget_min: float | None = None,
                  parallel=max(1, int(st.get("parallel", 1))),
                  out=Path(st.get("out", f"experiments/{name}")),
                  runs_dir=Path(st.get("runs_dir", f"runs/studies/{name}")),
-                 base=base, runs=runs, note=str(st.get("note", "")).strip(), raw=raw, path=p)
+                 base=base, runs=runs, note=note.strip(), raw=raw, path=p)
+
+
+def supports_deep_supervision(network: str, network_args: dict[str, Any]) -> bool:
+    """Whether a network returns extra deep-supervision outputs when asked to."""
+    import torch
+
+    from braintumor.networks import create_network
+
+    net = create_network(network, out_channels=3, **{**network_args, "deep_supervision": True})
+    net.train()
+    with torch.no_grad():
+        out = net(torch.zeros(1, 4, 32, 32, 32))
+    return isinstance(out, (list, tuple))
 
 
 # ----------------------------------------------------------------------------- data
@@ -450,8 +483,10 @@ def markdown_table(study: Study, rows: list[dict[str, Any]]) -> str:
     lines += [
         f"Patient-wise {study.folds}-fold split of {len(all_case_ids(study.base))} cases "
         f"(seed {study.split_seed}, `folds.json`); folds run: {study.run_folds}. "
-        f"Training budget per run: {study.budget_min:g} min wall clock "
-        f"(learning rate annealed over it), {study.base.threads or 'default'} torch "
+        + (f"Training budget per run: {study.budget_min:g} min wall clock "
+           "(learning rate annealed over it), " if study.budget_min else
+           f"Training: {study.base.epochs} x {study.base.steps_per_epoch} steps per run, ")
+        + f"{study.base.threads or 'default'} torch "
         f"thread(s), {study.parallel} run(s) at once. Scores from the final weights on "
         "held-out cases only, in native space (`braintumor.metrics.score_case`); "
         f"mean ± standard deviation over {' / '.join(sorted(sd_over))}. "
