@@ -601,10 +601,12 @@ def plot_curves(study: Study, results: list[dict[str, Any]], path: Path) -> None
             hist = list(csv.DictReader(fh))
         t = [float(h["elapsed_s"]) / 60 for h in hist]
         loss = [float(h["loss"]) for h in hist]
-        ax.plot(t, loss, label=f"{spec.label} (fold {res[0]['fold']})")
+        ax.plot(t, loss, marker="o", markersize=2,
+                label=f"{spec.label} (fold {res[0]['fold']}, loss {spec.cfg.loss})")
     ax.set_xlabel("training time (min)")
     ax.set_ylabel("training loss (per epoch)")
-    ax.set_title(f"{study.name}: learning curves")
+    ax.set_title(f"{study.name}: learning curves (no validation during training: the "
+                 "held-out cases are never seen)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
