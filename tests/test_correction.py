@@ -88,3 +88,16 @@ def test_bad_seeds_are_input_errors(scene) -> None:
         correct(case, labels, [(1, 1, 1, 4)])
     with pytest.raises(InputError, match="shape"):
         correct(case, labels[:10], [(1, 1, 1, 1)])
+
+
+def test_scattered_seeds_change_only_near_themselves(scene) -> None:
+    # a region seed on normal tissue floods normal tissue, but only in its own cube,
+    # not over the whole box spanned by two distant seeds
+    case, labels, _ = scene
+    p = CorrectionParams(window_mm=10.0)
+    seeds = [(20, 50, 30, L.ED), (62, 12, 30, 0)]
+    out = correct(case, labels, seeds, params=p)
+    changed = np.argwhere(out != labels)
+    assert len(changed) > 0
+    cheb = np.abs(changed - np.array([20, 50, 30])).max(axis=1)
+    assert np.all(cheb <= 10)
