@@ -202,6 +202,38 @@ def test_hybrid_drops_an_unsure_blob(hgg) -> None:
     assert not labels[blob].any()
 
 
+def test_hybrid_with_no_region_refined_is_the_cnn_alone(hgg) -> None:
+    from braintumor.inference import PostProcess
+
+    probs = _soft_truth(hgg.label, 2.0, shift=2)
+    speck = np.zeros(hgg.shape, bool)
+    speck[8:10, 30:32, 30:32] = True
+    probs[0][speck] = 0.95  # a small confident false positive the postprocessing drops
+    post = PostProcess(et_min_voxels=0, wt_min_voxels=50)
+    cnn = post.apply(probs)
+    assert not cnn[speck].any()
+    same = segment_hybrid(hgg, probabilities=probs, post=post, regions=()).labels
+    assert np.array_equal(same, cnn)
+    # refining WT only moves WT voxels inside the uncertain band, and keeps the rules
+    hyb = segment_hybrid(hgg, probabilities=probs, post=post, regions="WT").labels
+    band = (probs[0] >= 0.2) & (probs[0] <= 0.8)
+    assert np.array_equal((hyb > 0)[~band], (cnn > 0)[~band])
+    assert not hyb[speck].any()
+    assert not np.array_equal(hyb, cnn)
+
+
+def test_hybrid_per_region_bands_and_checks(hgg) -> None:
+    from braintumor.watershed import hybrid_params
+
+    hp = hybrid_params(sure_out=[0.1, 0.3, 0.4], sure_in=(0.9, 0.7, 0.6), regions="et, wt")
+    assert hp.regions == ("WT", "ET")
+    assert hp.band("TC") == (0.3, 0.7)
+    for bad in ({"regions": "WT,XX"}, {"sure_out": 0.9, "sure_in": 0.1},
+                {"sure_in": (0.9, 0.8)}, {"band": 0.3}):
+        with pytest.raises(InputError):
+            hybrid_params(**bad)
+
+
 def test_hybrid_rejects_wrong_probabilities(hgg) -> None:
     with pytest.raises(InputError, match=r"\(3, 64, 64, 64\)"):
         segment_hybrid(hgg, probabilities=np.zeros((3, 8, 8, 8), np.float32))

@@ -41,7 +41,7 @@ the values chosen by cross-validation on the shared BraTS cases
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -464,75 +464,212 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
 # ---------------------------------------------------------------------------------------
 # CNN-guided refinement
 
+_REGION_INDEX = {r: i for i, r in enumerate(L.REGIONS)}
+PerRegion = float | tuple[float, float, float]
+
+
+def _per_region(value: PerRegion, region: str) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return float(value[_REGION_INDEX[region]])
+
 
 @dataclass(frozen=True)
 class HybridParams:
     """Parameters of :func:`segment_hybrid`.
 
-    A voxel whose region probability is above ``sure_in`` is an inside marker, below
-    ``sure_out`` an outside marker; the band between them is settled by a watershed on
-    the image gradient (Gaussian scale ``grad_sigma``, voxels). Lesions without a single
-    sure-inside voxel (``p > sure_in``) are dropped when ``drop_unsure`` is set, and
-    lesions under ``min_lesion_ml`` (mL) always.
+    For every region in ``regions`` a voxel whose probability is above ``sure_in`` is an
+    inside marker, below ``sure_out`` an outside marker, and a watershed on the image
+    gradient (Gaussian scale ``grad_sigma``, voxels) settles the band between them. The
+    other regions keep the CNN's own thresholded mask, so ``regions=()`` reproduces the
+    CNN alone exactly. ``sure_in``, ``sure_out`` and ``grad_sigma`` are one number for
+    all regions or a tuple (WT, TC, ET). Refined lesions without a single sure-inside
+    voxel are dropped when ``drop_unsure`` is set, and lesions under ``min_lesion_ml``
+    (mL) always.
+
+    The defaults are the choice of the cross-validation study
+    (``python -m braintumor.hybrid_study``, ``experiments/hybrid/``) on all cases.
     """
 
-    sure_in: float = 0.8
-    sure_out: float = 0.2
-    grad_sigma: float = 1.0
+    sure_in: PerRegion = 0.8
+    sure_out: PerRegion = 0.2
+    grad_sigma: PerRegion = 1.0
     compactness: float = 0.0
     drop_unsure: bool = True
     min_lesion_ml: float = 0.0
+    regions: tuple[str, ...] = ("WT", "TC", "ET")
+
+    def band(self, region: str) -> tuple[float, float]:
+        """``(sure_out, sure_in)`` of ``region``."""
+        return _per_region(self.sure_out, region), _per_region(self.sure_in, region)
+
+
+def hybrid_params(params: HybridParams | dict[str, Any] | None = None,
+                  **overrides: Any) -> HybridParams:
+    """Checked :class:`HybridParams` from a dataclass or dict plus ``overrides``.
+
+    ``regions`` may be a comma-separated string (``"WT,ET"``); lists become tuples.
+    A wrong name, region or band raises :class:`InputError`.
+    """
+    known = {f.name for f in fields(HybridParams)}
+    base = asdict(params) if isinstance(params, HybridParams) else dict(params or {})
+    opts = {**base, **overrides}
+    bad = sorted(set(opts) - known)
+    if bad:
+        raise InputError(f"Unknown hybrid parameter(s) {bad}; known: {sorted(known)}.")
+    regions = opts.get("regions", HybridParams.regions)
+    if isinstance(regions, str):
+        regions = [r.strip() for r in regions.split(",") if r.strip()]
+    regions = tuple(str(r).upper() for r in regions)
+    if set(regions) - set(L.REGIONS):
+        raise InputError(f"Hybrid regions {list(regions)} must be among WT, TC, ET.")
+    opts["regions"] = tuple(r for r in L.REGIONS if r in regions)
+    for k in ("sure_in", "sure_out", "grad_sigma"):
+        if k in opts and not isinstance(opts[k], (int, float)):
+            v = tuple(float(x) for x in opts[k])
+            if len(v) != 3:
+                raise InputError(f"Hybrid {k} must be one number or three (WT, TC, ET).")
+            opts[k] = v
+    hp = HybridParams(**opts)
+    for r in L.REGIONS:
+        lo, hi = hp.band(r)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise InputError(
+                f"Hybrid band for {r}: sure_out {lo} and sure_in {hi} must satisfy "
+                "0 <= sure_out <= sure_in <= 1."
+            )
+    return hp
+
+
+def cnn_postprocess(post: Any = None) -> Any:
+    """The CNN's postprocessing (:class:`braintumor.inference.PostProcess`).
+
+    ``post``: a PostProcess, a dict of its fields, or None for the shipped model's
+    (``model.json`` ``postprocess``; the plain 0.5 thresholds when there is no model).
+    """
+    import json
+
+    from braintumor.inference import DEFAULT_MODEL, MODELS_DIR, PostProcess
+
+    if isinstance(post, PostProcess):
+        return post
+    if post is None:
+        meta = MODELS_DIR / DEFAULT_MODEL / "model.json"
+        post = json.loads(meta.read_text()).get("postprocess", {}) if meta.exists() else {}
+    return PostProcess(threshold=tuple(post.get("threshold", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+                       et_min_voxels=int(post.get("et_min_voxels", 0)),
+                       wt_min_voxels=int(post.get("wt_min_voxels", 0)))
 
 
 #: region -> channels (T1, T1ce, T2, FLAIR indices) whose gradient bounds it
 _REGION_CHANNELS = {"WT": (FLAIR, T2), "TC": (T1CE, T2), "ET": (T1CE,)}
 
+#: the refinement works in the box of brain voxels where some region probability
+#: reaches this (or the lowest ``sure_out``, when that is lower): outside it nothing
+#: can change, since every voxel there is a sure-outside marker
+BOX_P = 0.05
 
-def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
-                       tta: bool = False) -> np.ndarray:
-    no_model = InputError(
+
+def _no_model_error() -> InputError:
+    return InputError(
         "The hybrid method needs a CNN model, and this installation has none; "
         "give one with --model, or use --method watershed."
     )
+
+
+def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
+                       tta: bool = False) -> tuple[np.ndarray, Any]:
+    """CNN region probabilities ``(3, X, Y, Z)`` and the model's PostProcess."""
     try:
         from braintumor import inference
     except ModuleNotFoundError as exc:
         if exc.name == "braintumor.inference":
-            raise no_model from None
+            raise _no_model_error() from None
         raise
     available = getattr(inference, "shipped_model_available", None)
     if model is None and available is not None and not available():
-        raise no_model
-    res = inference.segment_cnn(case, model=model, device=device, tta=tta)
-    if res.probabilities is None:
-        raise InputError("The hybrid method needs CNN probabilities, and the model gave none.")
-    return np.asarray(res.probabilities, dtype=np.float32)
+        raise _no_model_error()
+    probs, lm, _ = inference.predict_probabilities(case, model, device, tta=tta)
+    return np.asarray(probs, dtype=np.float32), lm.post
 
 
-def _refine_region(prob: np.ndarray, channels: list[np.ndarray], parent: np.ndarray,
-                   p: HybridParams, voxel_ml: float) -> np.ndarray:
-    """One region: inside / outside markers from ``prob`` ``(x, y, z)``, watershed on
-    the gradient of ``channels`` inside ``parent``; returns the bool mask."""
-    inside = (prob > p.sure_in) & parent
-    outside = (prob < p.sure_out) | ~parent
-    band = ~inside & ~outside
+@dataclass
+class HybridInputs:
+    """What the refinement needs from a case, cut to the box where it can act.
+
+    ``probs`` ``(3, x, y, z)`` float32, ``brain`` ``(x, y, z)`` bool and ``z`` robust z
+    ``(4, x, y, z)`` (normal-tissue median / MAD of the whole brain) inside ``box`` of
+    the native ``shape``; ``voxel_ml`` in mL. Gradients are cached per region and scale,
+    so many parameter sets can be tried on one case.
+    """
+
+    probs: np.ndarray
+    brain: np.ndarray
+    z: np.ndarray
+    box: Box | None
+    shape: tuple[int, int, int]
+    voxel_ml: float
+    _grads: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+
+    def gradient(self, region: str, sigma: float) -> np.ndarray:
+        """Multi-modal gradient magnitude bounding ``region`` ``(x, y, z)``."""
+        key = (region, float(sigma))
+        if key not in self._grads:
+            self._grads[key] = _gradient([self.z[c] for c in _REGION_CHANNELS[region]], sigma)
+        return self._grads[key]
+
+
+def prepare_hybrid(case: Case, probs: np.ndarray, box_p: float = BOX_P) -> HybridInputs:
+    """Cut ``case`` and its CNN probabilities ``(3, X, Y, Z)`` to the refinement box."""
+    brain = brain_mask(case.image)
+    maybe = (probs.max(axis=0) >= box_p) & brain
+    if not maybe.any():
+        empty = np.zeros((0, 0, 0), dtype=bool)
+        return HybridInputs(np.zeros((3, 0, 0, 0), np.float32), empty,
+                            np.zeros((4, 0, 0, 0), np.float32), None, case.shape,
+                            case.voxel_volume_ml)
+    box = bounding_box(maybe, margin=3)
+    # normal-tissue statistics from the whole brain (every other voxel is plenty), so
+    # the z scale, and with it the channels' weights in the gradient, does not depend
+    # on how large the box is
+    sub = brain[::2, ::2, ::2]
+    img = np.asarray(case.image[(slice(None),) + tuple(box)], dtype=np.float32)
+    b = brain[box]
+    z = np.zeros(img.shape, dtype=np.float32)
+    for c in range(img.shape[0]):
+        vals = case.image[c][::2, ::2, ::2][sub]
+        med = float(np.median(vals)) if vals.size else 0.0
+        mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD if vals.size else 0.0
+        if mad < 1e-6:
+            mad = float(vals.std()) if vals.size and vals.std() > 0 else 1.0
+        z[c] = (img[c] - med) / mad
+        z[c][~b] = 0.0
+    return HybridInputs(np.asarray(probs[(slice(None),) + tuple(box)], dtype=np.float32), b,
+                        z, box, case.shape, case.voxel_volume_ml)
+
+
+def _refine_region(prob: np.ndarray, elev: np.ndarray, brain: np.ndarray, lo: float,
+                   hi: float, p: HybridParams, voxel_ml: float) -> np.ndarray:
+    """One region: inside markers ``prob > hi``, outside markers ``prob < lo`` or outside
+    the brain, a watershed on ``elev`` for the band between; returns the bool mask."""
+    inside = (prob > hi) & brain
     if not inside.any():
         return np.zeros(prob.shape, dtype=bool)
-    region = inside.copy()
+    outside = (prob < lo) | ~brain
+    band = ~inside & ~outside
+    region = inside
     if band.any():
         markers = np.zeros(prob.shape, dtype=np.int32)
         markers[outside] = 1
         markers[inside] = 2
-        elev = _gradient(channels, p.grad_sigma)
         ws = watershed(elev, markers, compactness=p.compactness)
-        region = (ws == 2) & parent
+        region = (ws == 2) & brain
     lab, n = _components(region)
-    if n:
-        idx = np.arange(1, n + 1)
+    if n and (p.drop_unsure or p.min_lesion_ml > 0):
         keep = np.ones(n + 1, dtype=bool)
         keep[0] = False
         if p.drop_unsure:
-            keep[1:] &= np.asarray(ndi.maximum(prob, lab, idx)) > p.sure_in
+            keep[1:] &= np.asarray(ndi.maximum(prob, lab, np.arange(1, n + 1))) > hi
         if p.min_lesion_ml > 0:
             keep[1:] &= np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_ml >= \
                 p.min_lesion_ml
@@ -540,65 +677,71 @@ def _refine_region(prob: np.ndarray, channels: list[np.ndarray], parent: np.ndar
     return region
 
 
+def hybrid_labels(inp: HybridInputs, hp: HybridParams, post: Any) -> np.ndarray:
+    """Internal labels ``(X, Y, Z)`` of the hybrid for prepared inputs.
+
+    Regions in ``hp.regions`` are refined; the rest are the CNN's masks at ``post``'s
+    thresholds. The three masks then go through the CNN's own postprocessing (nesting,
+    small components, ET relabelling), so the hybrid differs from the CNN alone only
+    where the refinement changed a mask.
+    """
+    labels = np.zeros(inp.shape, dtype=np.uint8)
+    if inp.box is None:
+        return labels
+    masks = []
+    for i, r in enumerate(L.REGIONS):
+        if r in hp.regions:
+            lo, hi = hp.band(r)
+            masks.append(_refine_region(inp.probs[i], inp.gradient(r, _per_region(
+                hp.grad_sigma, r)), inp.brain, lo, hi, hp, inp.voxel_ml))
+        else:
+            masks.append(inp.probs[i] > post.threshold[i])
+    binary = replace(post, threshold=(0.5, 0.5, 0.5))
+    labels[inp.box] = binary.apply(np.stack(masks).astype(np.float32))
+    return labels
+
+
 def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
                    progress: ProgressFn | None = None,
                    params: HybridParams | dict[str, Any] | None = None,
                    model: Any = None, device: str = "auto", tta: bool = False,
-                   **overrides: Any) -> SegmentationResult:
+                   post: Any = None, **overrides: Any) -> SegmentationResult:
     """CNN-guided watershed: ``probabilities`` ``(3, X, Y, Z)`` (WT, TC, ET, in [0, 1],
     native grid) give sure inside / outside markers per region; a watershed on the image
-    gradient settles the uncertain band. Regions are refined in nesting order (WT inside
-    the brain, TC inside WT, ET inside TC).
+    gradient settles the uncertain band (see :class:`HybridParams`), and the CNN's
+    postprocessing ``post`` (default: the shipped model's) makes the label map.
 
     Without ``probabilities`` the shipped CNN (:mod:`braintumor.inference`) provides
-    them (``model``, ``device``, ``tta`` go to it); when there is none,
-    :class:`InputError` says so.
+    them and its postprocessing (``model``, ``device``, ``tta`` go to it); when there is
+    none, :class:`InputError` says so.
     """
     t0 = time.perf_counter()
     _check_case(case)
-    if isinstance(params, HybridParams):
-        hp = replace(params, **overrides)
-    else:
-        known = {f.name for f in fields(HybridParams)}
-        opts = {**(params or {}), **overrides}
-        bad = sorted(set(opts) - known)
-        if bad:
-            raise InputError(f"Unknown hybrid parameter(s) {bad}; known: {sorted(known)}.")
-        hp = HybridParams(**opts)
+    hp = hybrid_params(params, **overrides)
     if progress:
         progress(0.0, "hybrid: CNN probabilities")
-    probs = _cnn_probabilities(case, model, device, tta) if probabilities is None else \
-        np.asarray(probabilities, dtype=np.float32)
+    if probabilities is None:
+        probs, model_post = _cnn_probabilities(case, model, device, tta)
+        post = model_post if post is None else post
+    else:
+        probs = np.asarray(probabilities, dtype=np.float32)
     if probs.shape != (3, *case.shape):
         raise InputError(
             f"Case {case.case_id}: CNN probabilities have shape {probs.shape}; the hybrid "
             f"method needs (3, {', '.join(map(str, case.shape))}) (WT, TC, ET)."
         )
-    brain = brain_mask(case.image)
-    # everything happens inside the box of voxels the CNN does not rule out
-    maybe = (probs[0] >= hp.sure_out) & brain
-    labels = np.zeros(case.shape, dtype=np.uint8)
-    if maybe.any():
-        box = bounding_box(maybe, margin=3)
-        img = case.image[(slice(None),) + tuple(box)]
-        b = brain[box]
-        z = robust_z(img, b, erode=0)
-        parent = b
-        masks = {}
-        for i, r in enumerate(L.REGIONS):
-            if progress:
-                progress(0.2 + 0.25 * i, f"hybrid: refining {r}")
-            chans = [z[c] for c in _REGION_CHANNELS[r]]
-            masks[r] = _refine_region(probs[i][box], chans, parent, hp, case.voxel_volume_ml)
-            parent = masks[r]
-        sub = np.zeros(b.shape, dtype=np.uint8)
-        sub[masks["WT"]] = L.ED
-        sub[masks["TC"]] = L.NCR
-        sub[masks["ET"]] = L.ET
-        labels[box] = sub
+    pp = cnn_postprocess(post)
+    t1 = time.perf_counter()
+    if progress:
+        progress(0.5, "hybrid: refining the uncertain band")
+    lowest = min(hp.band(r)[0] for r in hp.regions) if hp.regions else BOX_P
+    inp = prepare_hybrid(case, probs, min(BOX_P, lowest))
+    labels = hybrid_labels(inp, hp, pp)
     if progress:
         progress(1.0, "hybrid: done")
+    t2 = time.perf_counter()
     return SegmentationResult(
         labels=labels, probabilities=probs,
-        info={"method": "hybrid", "params": asdict(hp), "seconds": time.perf_counter() - t0},
+        info={"method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
+              "refine_seconds": t2 - t1, "seconds": t2 - t0},
     )

@@ -1,0 +1,326 @@
+"""Cross-validated comparison: CNN alone, hybrid (CNN-guided watershed), watershed alone.
+
+Run as a module (about 10 minutes on one core for the 14 shared cases)::
+
+    OMP_NUM_THREADS=1 nice -n 10 python -m braintumor.hybrid_study
+
+For every case with held-out CNN probabilities (``cache/cv_probs/<case>.npz``: ``probs``
+float16 ``(3, X, Y, Z)`` WT, TC, ET on the native grid, and ``fold``, the CV fold whose
+model did not train on the case) it computes
+
+* **CNN alone**: the probabilities through the shipped model's postprocessing
+  (``model.json`` ``postprocess``, :class:`braintumor.inference.PostProcess`);
+* **hybrid**: :func:`braintumor.watershed.segment_hybrid` with those probabilities;
+* **watershed alone**: :func:`braintumor.watershed.segment_watershed` with the
+  parameters its own cross-validation picked without the case
+  (``experiments/watershed/cv_params.json``; the shipped defaults when absent);
+
+and scores all three with :func:`braintumor.metrics.score_case`.
+
+The hybrid's parameters are chosen per CNN fold on the *other* folds' cases only: for
+each region, every candidate band and gradient scale is tried with only that region
+refined, and a candidate is kept only if it raised the mean Dice (all three regions) of
+the training cases by more than ``MIN_GAIN`` over the CNN alone; otherwise the region
+keeps the CNN's mask. The held-out fold is then segmented once with that choice. The
+choice on all cases becomes the shipped default (``experiments/hybrid/params.json``).
+
+Results go to ``experiments/hybrid/`` (``hybrid_cv.md``, ``hybrid_cv.csv``,
+``summary.json``, ``cv_params.json``, ``params.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import labels as L
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBS = ROOT / "cache" / "cv_probs"
+DATA = ROOT.parent / "shared" / "data" / "brats2018"
+OUT = ROOT / "experiments" / "hybrid"
+WATERSHED_CV = ROOT / "experiments" / "watershed" / "cv_params.json"
+METHODS = ("cnn", "hybrid", "watershed")
+METRICS = ("dice", "sensitivity", "specificity", "hd95")
+
+#: (sure_out, sure_in) bands and gradient scales (voxels) tried for each region
+BANDS = ((0.4, 0.6), (0.3, 0.7), (0.2, 0.8), (0.1, 0.9))
+SIGMAS = (0.5, 1.0)
+#: a refinement must raise the training cases' mean Dice by more than this to be used
+MIN_GAIN = 0.001
+
+
+def candidates() -> list[dict[str, float]]:
+    """Every (band, gradient scale) tried for one region."""
+    return [{"sure_out": lo, "sure_in": hi, "grad_sigma": s} for lo, hi in BANDS
+            for s in SIGMAS]
+
+
+def _mean3(d: dict[str, float]) -> float:
+    return float(np.mean([d[r] for r in L.REGIONS]))
+
+
+def _dices(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    from braintumor.metrics import dice
+
+    pm, rm = L.region_masks(pred), L.region_masks(ref)
+    return {r: float(dice(pm[r], rm[r])) for r in L.REGIONS}
+
+
+def select(tuning: dict[str, dict[str, Any]], train: Sequence[str],
+           min_gain: float = MIN_GAIN) -> dict[str, Any]:
+    """Hybrid parameters chosen on the ``train`` cases only.
+
+    ``tuning``: case -> ``{"cnn": {region: dice}, "candidates": {region: [ {region:
+    dice} per candidate ]}}`` (the Dice of all regions with only that region refined by
+    that candidate). For each region the candidate with the best mean training Dice
+    (over the three regions) is used if it beats the CNN alone by more than
+    ``min_gain``; returns ``{"regions": [...], "per_region": {region: candidate or
+    None}, "gain": {region: training gain}}`` and the matching HybridParams fields.
+    """
+    cands = candidates()
+    base = float(np.mean([_mean3(tuning[c]["cnn"]) for c in train]))
+    chosen: dict[str, Any] = {}
+    gains: dict[str, float] = {}
+    for r in L.REGIONS:
+        scores = [float(np.mean([_mean3(tuning[c]["candidates"][r][k]) for c in train]))
+                  for k in range(len(cands))]
+        k = int(np.argmax(scores))
+        gains[r] = scores[k] - base
+        chosen[r] = dict(cands[k]) if gains[r] > min_gain else None
+    return {"per_region": chosen, "gain": gains, "params": params_for(chosen)}
+
+
+def params_for(chosen: dict[str, dict[str, float] | None]) -> dict[str, Any]:
+    """HybridParams fields for a per-region choice (None: the CNN's mask)."""
+    from braintumor.watershed import HybridParams
+
+    d = HybridParams()
+    regions = [r for r in L.REGIONS if chosen.get(r)]
+
+    def per(key: str, default: Any) -> list[float]:
+        return [float(chosen[r][key]) if chosen.get(r) else float(default)  # type: ignore[index]
+                for r in L.REGIONS]
+
+    return {"regions": regions,
+            "sure_out": per("sure_out", d.band("WT")[0]),
+            "sure_in": per("sure_in", d.band("WT")[1]),
+            "grad_sigma": per("grad_sigma", 1.0)}
+
+
+def _watershed_params() -> dict[str, dict[str, Any]]:
+    """case id -> the watershed parameters chosen without it (its CV's held-out fold)."""
+    if not WATERSHED_CV.exists():
+        return {}
+    out = {}
+    for fold in json.loads(WATERSHED_CV.read_text()).values():
+        for c in fold["test"]:
+            out[c] = fold["params"]
+    return out
+
+
+def _load(case_id: str, sources: dict[str, Any], probs_dir: Path
+          ) -> tuple[Any, np.ndarray, int]:
+    from braintumor.cases import load_case
+
+    z = np.load(probs_dir / f"{case_id}.npz")
+    case = load_case(sources[case_id])
+    return case, z["probs"].astype(np.float32), int(z["fold"])
+
+
+def _score(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
+           ) -> dict[str, dict[str, float]]:
+    from braintumor.metrics import score_case
+
+    sc = score_case(pred, ref, spacing, lesions=False)
+    return {r: {m: float(sc[r][m]) for m in METRICS} for r in L.REGIONS}
+
+
+def first_pass(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
+               ws_params: dict[str, Any] | None, cache: Path | None = None
+               ) -> dict[str, Any]:
+    """CNN alone and watershed alone (scored, timed) and the tuning table of one case."""
+    from braintumor.watershed import hybrid_labels, hybrid_params, prepare_hybrid, segment_watershed
+
+    stamp = (probs_dir / f"{case_id}.npz").stat().st_mtime
+    if cache is not None and (cache / f"{case_id}.json").exists():
+        old = dict(json.loads((cache / f"{case_id}.json").read_text()))
+        # a rewritten probability map, or other candidates, invalidate the entry
+        if old.get("probs_mtime") == stamp and old.get("candidates") == candidates():
+            return old
+    case, probs, fold = _load(case_id, sources, probs_dir)
+    ref = case.label
+    assert ref is not None, f"{case_id}: no reference label"
+    res: dict[str, Any] = {"case": case_id, "fold": fold, "scores": {}, "seconds": {},
+                           "probs_mtime": stamp, "candidates": candidates()}
+    t0 = time.perf_counter()
+    cnn = post.apply(probs)
+    res["seconds"]["cnn"] = time.perf_counter() - t0
+    res["scores"]["cnn"] = _score(cnn, ref, case.spacing)
+    t0 = time.perf_counter()
+    ws = segment_watershed(case, params=ws_params).labels
+    res["seconds"]["watershed"] = time.perf_counter() - t0
+    res["scores"]["watershed"] = _score(ws, ref, case.spacing)
+    inp = prepare_hybrid(case, probs, min(0.05, min(b[0] for b in BANDS)))
+    tune: dict[str, Any] = {"cnn": _dices(cnn, ref), "candidates": {}}
+    for r in L.REGIONS:
+        tune["candidates"][r] = [
+            _dices(hybrid_labels(inp, hybrid_params({"regions": (r,), **cand}), post), ref)
+            for cand in candidates()]
+    res["tuning"] = tune
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / f"{case_id}.json").write_text(json.dumps(res))
+    return res
+
+
+def run(probs_dir: Path = PROBS, data: Path = DATA, out: Path = OUT,
+        cache: Path | None = None, limit: int | None = None) -> dict[str, Any]:
+    """The whole study; writes ``out`` and returns the summary."""
+    from braintumor.cases import discover
+    from braintumor.watershed import cnn_postprocess, segment_hybrid
+
+    ids = sorted(p.stem for p in probs_dir.glob("*.npz"))[:limit]
+    if not ids:
+        raise SystemExit(f"no CNN probability maps in {probs_dir}")
+    sources = {s.case_id: s for s in discover(data)}
+    missing = [c for c in ids if c not in sources]
+    if missing:
+        raise SystemExit(f"cases not found under {data}: {missing}")
+    post = cnn_postprocess()
+    ws_cv = _watershed_params()
+    print(f"{len(ids)} cases; CNN postprocessing {asdict(post)}", flush=True)
+    cases = {}
+    for c in ids:
+        t0 = time.perf_counter()
+        cases[c] = first_pass(c, sources, probs_dir, post, ws_cv.get(c), cache)
+        print(f"{c} (fold {cases[c]['fold']}): CNN " + ", ".join(
+            f"{r} {cases[c]['scores']['cnn'][r]['dice']:.3f}" for r in L.REGIONS)
+            + f"; {time.perf_counter() - t0:.0f} s", flush=True)
+    tuning = {c: v["tuning"] for c, v in cases.items()}
+    folds = sorted({v["fold"] for v in cases.values()})
+    cv_params: dict[str, Any] = {}
+    for f in folds:
+        test = [c for c in ids if cases[c]["fold"] == f]
+        train = [c for c in ids if cases[c]["fold"] != f]
+        sel = select(tuning, train) if train else select(tuning, test, math.inf)
+        sel["test"], sel["train"] = test, train
+        cv_params[str(f)] = sel
+        print(f"fold {f}: refine {sel['params']['regions'] or 'nothing'}; training gains "
+              + ", ".join(f"{r} {g:+.4f}" for r, g in sel["gain"].items()), flush=True)
+        for c in test:
+            case, probs, _ = _load(c, sources, probs_dir)
+            res = segment_hybrid(case, probabilities=probs, params=sel["params"], post=post)
+            cases[c]["seconds"]["hybrid"] = float(res.info["refine_seconds"])
+            assert case.label is not None
+            cases[c]["scores"]["hybrid"] = _score(res.labels, case.label, case.spacing)
+            print(f"  {c}: hybrid " + ", ".join(
+                f"{r} {cases[c]['scores']['hybrid'][r]['dice']:.3f}" for r in L.REGIONS),
+                flush=True)
+    final = select(tuning, ids)
+    summary = write_results(cases, cv_params, final, asdict(post), out)
+    return summary
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std()), "median": float(np.median(a))}
+
+
+def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[str, Any],
+                  post: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``hybrid_cv.csv`` (one row per case, method and region), ``hybrid_cv.md``,
+    ``summary.json``, ``cv_params.json`` and ``params.json`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    ids = sorted(cases)
+    rows = []
+    for c in ids:
+        for m in METHODS:
+            for r in L.REGIONS:
+                sc = cases[c]["scores"][m][r]
+                rows.append({"case": c, "fold": cases[c]["fold"], "method": m, "region": r,
+                             **{k: round(sc[k], 5) for k in METRICS},
+                             "seconds": round(cases[c]["seconds"][m], 3)})
+    with open(out / "hybrid_cv.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summary: dict[str, Any] = {"cases": len(ids), "postprocess": post, "methods": {}}
+    for m in METHODS:
+        summary["methods"][m] = {
+            r: {k: _stats([cases[c]["scores"][m][r][k] for c in ids]) for k in METRICS}
+            for r in L.REGIONS}
+        summary["methods"][m]["seconds"] = _stats([cases[c]["seconds"][m] for c in ids])
+    diff = {r: summary["methods"]["hybrid"][r]["dice"]["mean"]
+            - summary["methods"]["cnn"][r]["dice"]["mean"] for r in L.REGIONS}
+    summary["hybrid_minus_cnn_dice"] = diff
+    summary["target_met"] = bool(min(diff.values()) >= -0.005)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "cv_params.json").write_text(json.dumps(cv_params, indent=1))
+    (out / "params.json").write_text(json.dumps(final, indent=1))
+
+    names = {"cnn": "CNN alone", "hybrid": "hybrid", "watershed": "watershed alone"}
+    lines = [f"### CNN alone vs hybrid vs watershed alone: {len(ids)} cases, held out", "",
+             "| method | region | Dice (mean ± sd) | median Dice | sensitivity | "
+             "specificity | HD95 mm (mean ± sd) |", "|---|---|---|---|---|---|---|"]
+    for m in METHODS:
+        for r in L.REGIONS:
+            s = summary["methods"][m][r]
+            lines.append(
+                f"| {names[m]} | {r} | {s['dice']['mean']:.3f} ± {s['dice']['std']:.3f} | "
+                f"{s['dice']['median']:.3f} | {s['sensitivity']['mean']:.3f} | "
+                f"{s['specificity']['mean']:.4f} | {s['hd95']['mean']:.1f} ± "
+                f"{s['hd95']['std']:.1f} |")
+    sec = {m: summary["methods"][m]["seconds"]["mean"] for m in METHODS}
+    lines += ["", "Hybrid minus CNN, mean Dice: " + ", ".join(
+        f"{r} {d:+.4f}" for r, d in diff.items())
+        + f" (target: none below -0.005: {'met' if summary['target_met'] else 'missed'}).",
+        "", f"Seconds per case on this CPU: watershed {sec['watershed']:.2f}; CNN "
+        f"postprocessing {sec['cnn']:.2f} and hybrid refinement {sec['hybrid']:.2f}, both "
+        "after the CNN's own inference.", "",
+        "Hybrid parameters per CNN fold (chosen on the other folds' cases):", ""]
+    for f, sel in cv_params.items():
+        ch = ", ".join(f"{r} band {v['sure_out']}-{v['sure_in']} sigma {v['grad_sigma']}"
+                       if v else f"{r} CNN" for r, v in sel["per_region"].items())
+        lines.append(f"* fold {f} ({len(sel['test'])} held out): {ch}; training gain "
+                     + ", ".join(f"{r} {g:+.4f}" for r, g in sel["gain"].items()))
+    lines += ["", "Per-case Dice (WT / TC / ET):", "",
+              "| case | fold | CNN alone | hybrid | watershed alone |", "|---|---|---|---|---|"]
+    for c in ids:
+        cells = [" / ".join(f"{cases[c]['scores'][m][r]['dice']:.3f}" for r in L.REGIONS)
+                 for m in METHODS]
+        lines.append(f"| {c} | {cases[c]['fold']} | " + " | ".join(cells) + " |")
+    (out / "hybrid_cv.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry."""
+    ap = argparse.ArgumentParser(prog="python -m braintumor.hybrid_study",
+                                 description="CNN alone vs hybrid vs watershed, held out.")
+    ap.add_argument("--probs", type=Path, default=PROBS,
+                    help="folder of <case>.npz held-out CNN probabilities")
+    ap.add_argument("--data", type=Path, default=DATA, help="the BraTS cases")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "hybrid_study",
+                    help="per-case first-pass results (resume); '' for none")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    args = ap.parse_args(argv)
+    cache = args.cache if str(args.cache) else None
+    run(args.probs, args.data, args.out, cache, args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
