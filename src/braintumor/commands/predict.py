@@ -119,5 +119,5 @@ def run(args: argparse.Namespace) -> int:
         print(w)
     if failures:
         print(f"{failures} input(s) failed; {len(written)} output(s) written.", file=sys.stderr)
-        return 1
+        return 2 if not written else 1
     return 0
