@@ -99,7 +99,7 @@ function wireUi() {
   }
   $("opacity").addEventListener("input", (e) => {
     state.opacity = parseFloat(e.target.value);
-    if (state.nv && state.nv.volumes.length > 1) state.nv.setOpacity(1, state.opacity);
+    if (state.nv && state.loadedOverlay) state.nv.setDrawOpacity(state.opacity);
   });
   $("unc-toggle").addEventListener("change", refreshUncertainty);
   $("correct-toggle").addEventListener("change", (e) => {
@@ -324,7 +324,7 @@ async function ensureViewer() {
     crosshairColor: [0.3, 0.7, 1.0, 0.9],
     dragAndDropEnabled: false,
     isColorbar: false,
-    loadingText: "loading…",
+    loadingText: "loading",
   });
   await nv.attachToCanvas($("gl"));
   nv.onLocationChange = (d) => {
@@ -342,17 +342,30 @@ async function ensureViewer() {
     }, 40);
   });
   state.nv = nv;
+  // a software renderer (no GPU) draws the 3D pane slowly: start with the slices only
+  if (softwareRenderer(nv)) $("layout").value = "slices";
   applyLayout();
   return nv;
+}
+
+function softwareRenderer(nv) {
+  try {
+    const gl = nv.gl;
+    const ext = gl.getExtension("WEBGL_debug_renderer_info");
+    const name = String(gl.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    return /swiftshader|llvmpipe|software/i.test(name);
+  } catch (e) {
+    return false;
+  }
 }
 
 function applyLayout() {
   const nv = state.nv;
   if (!nv) return;
   const v = $("layout").value;
-  nv.opts.multiplanarShowRender = niivue.SHOW_RENDER.ALWAYS;
-  const types = { multi: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial, coronal: nv.sliceTypeCoronal,
-                  sagittal: nv.sliceTypeSagittal, render: nv.sliceTypeRender };
+  nv.opts.multiplanarShowRender = v === "slices" ? niivue.SHOW_RENDER.NEVER : niivue.SHOW_RENDER.ALWAYS;
+  const types = { multi: nv.sliceTypeMultiplanar, slices: nv.sliceTypeMultiplanar, axial: nv.sliceTypeAxial,
+                  coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal, render: nv.sliceTypeRender };
   nv.setSliceType(types[v]);
 }
 
@@ -366,14 +379,13 @@ function labelColormap() {
   return cm;
 }
 
+// The label map is shown as NiiVue's drawing layer: a lookup in the slice shader, far
+// cheaper to load and to update after a correction than a blended overlay volume.
 function applyLabelColours() {
   const nv = state.nv;
   if (!nv || !state.loadedOverlay) return;
-  const vol = nv.volumes.find((v) => v.__role === "labels");
-  if (!vol) return;
-  vol.setColormapLabel(labelColormap());
-  nv.setOpacity(nv.volumes.indexOf(vol), state.opacity);
-  nv.updateGLVolume();
+  nv.setDrawColormap(labelColormap());
+  nv.setDrawOpacity(state.opacity);
 }
 
 async function loadViewer(job) {
@@ -388,17 +400,13 @@ async function loadViewer(job) {
     $("img2d").hidden = true;
     $("gl").hidden = false;
     if (bgUrl !== state.loadedBg) {
-      const list = [{ url: bgUrl, colormap: "gray" }];
-      if (overlayUrl) list.push({ url: overlayUrl, colormap: "gray", opacity: state.opacity });
-      await nv.loadVolumes(list);
+      await nv.loadVolumes([{ url: bgUrl, colormap: "gray" }]);
       nv.volumes[0].__role = "bg";
-      if (overlayUrl) nv.volumes[1].__role = "labels";
       state.loadedBg = bgUrl;
-      state.loadedOverlay = overlayUrl;
+      state.loadedOverlay = null;
       state.loadedUnc = null;
-    } else if (overlayUrl !== state.loadedOverlay) {
-      await replaceOverlay(overlayUrl);
     }
+    if (overlayUrl && overlayUrl !== state.loadedOverlay) await replaceOverlay(overlayUrl);
     applyLabelColours();
     await refreshUncertainty();
     document.body.dataset.viewer = overlayUrl ? "overlay" : "image";
@@ -412,13 +420,8 @@ async function loadViewer(job) {
 }
 
 async function replaceOverlay(url) {
-  const nv = state.nv;
-  const old = nv.volumes.find((v) => v.__role === "labels");
-  if (old) nv.removeVolume(old);
-  const vol = await niivue.NVImage.loadFromUrl({ url, colormap: "gray", opacity: state.opacity });
-  vol.__role = "labels";
-  nv.addVolume(vol);
-  nv.setVolume(vol, 1);
+  const ok = await state.nv.loadDrawingFromUrl(url);
+  if (!ok) throw new Error("the label map does not fit the image grid");
   state.loadedOverlay = url;
 }
 
