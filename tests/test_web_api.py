@@ -225,6 +225,11 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert after[cx, cy, cz] == 0
     assert j1["result"]["summary"]["volumes_ml"]["WT"] < \
         job["result"]["summary"]["volumes_ml"]["WT"]
+    # lesions are counted again in the background
+    t0 = time.monotonic()
+    while client.get(job["urls"]["self"]).json()["result"]["summary"]["lesion_count"] is None:
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.1)
     # the same place given in millimetres gives the same voxel
     mm = (AFFINE @ np.array([cx, cy, cz, 1.0]))[:3].tolist()
     r = client.post(url, json={"seeds": [{"mm": mm, "label": 3}]})

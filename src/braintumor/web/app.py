@@ -469,7 +469,10 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     @app.get("/api/jobs/{job_id}", response_model=JobOut, summary="A job's state and result")
     def get(job_id: str) -> dict[str, Any]:
-        return job_out(get_job(job_id))
+        job = get_job(job_id)
+        if job.status == "done" and job.result.get("kind") == "3d" and correction_available():
+            corrector.prefetch(job)
+        return job_out(job)
 
     @app.post("/api/jobs/{job_id}/series", response_model=JobOut,
               summary="Assign DICOM series to modalities and queue the job")

@@ -12,6 +12,7 @@ costs the correction itself and one file write, not a reload of the four volumes
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -95,6 +96,27 @@ class Corrector:
         self._cache: OrderedDict[str, tuple[Case, int, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self._job_locks: dict[str, threading.Lock] = {}
+        self._loading: set[str] = set()
+
+    def prefetch(self, job: Job) -> None:
+        """Load a finished job's case into memory in the background, so the first
+        correction click does not wait for the four volumes to be read."""
+        with self._lock:
+            if job.id in self._cache or job.id in self._loading:
+                return
+            self._loading.add(job.id)
+
+        def load() -> None:
+            try:
+                with self._job_lock(job.id):
+                    self._state(job)
+            except Exception:  # noqa: BLE001 - the click itself reports any problem
+                pass
+            finally:
+                with self._lock:
+                    self._loading.discard(job.id)
+
+        threading.Thread(target=load, daemon=True, name="braintumor-prefetch").start()
 
     def _job_lock(self, job_id: str) -> threading.Lock:
         with self._lock:
@@ -147,15 +169,41 @@ class Corrector:
             job_dir = self.store.job_dir(job.id)
             write_label_map(case, new, labels_path(job_dir, version), VIEWER_CONVENTION)
             result = dict(job.result)
+            # volumes now; lesions and metrics (about a second on a full-size case) follow
+            # in the background so the outline updates at once
             result["summaries"] = [*result.get("summaries", []),
-                                   summary(new, case.spacing, case.label)]
+                                   summary(new, case.spacing, quick=True)]
             seconds = time.perf_counter() - t0
+            token = secrets.token_hex(8)
             result["corrections"] = [*result.get("corrections", []),
                                      {"seeds": [list(s) for s in seeds],
-                                      "seconds": round(seconds, 3)}]
+                                      "seconds": round(seconds, 3), "id": token}]
             self.store.update(job.id, result=result, label_version=version)
             self._remember(job.id, case, version, new)
-            return seconds
+        threading.Thread(target=self._measure, args=(job.id, token, version, new, case),
+                         daemon=True, name="braintumor-measure").start()
+        return seconds
+
+    def _measure(self, job_id: str, token: str, version: int, labels: np.ndarray,
+                 case: Case) -> None:
+        """Complete the summary of label version ``version`` (if it is still current)."""
+        from braintumor.web.measure import summary
+
+        try:
+            full = summary(labels, case.spacing, case.label)
+        except Exception:  # noqa: BLE001 - the volumes already shown stay valid
+            return
+        with self._job_lock(job_id):
+            job = self.store.get(job_id)
+            if job is None or job.label_version != version:
+                return
+            corr = job.result.get("corrections", [])
+            summaries = list(job.result.get("summaries", []))
+            if len(corr) != version or corr[-1].get("id") != token or \
+                    len(summaries) != version + 1:
+                return
+            summaries[version] = full
+            self.store.update(job_id, result={**job.result, "summaries": summaries})
 
     def undo(self, job: Job) -> None:
         """Step back to the previous label map version."""

@@ -217,7 +217,9 @@ function showJob(job, push) {
   if (push && location.pathname !== job.urls.page) history.pushState({}, "", job.urls.page);
   render(job);
   clearTimeout(state.pollTimer);
-  if (!TERMINAL.includes(job.status) && job.status !== "awaiting_input") {
+  const summary = job.result && job.result.summary;
+  const measuring = job.status === "done" && summary && summary.lesion_count === null;
+  if ((!TERMINAL.includes(job.status) && job.status !== "awaiting_input") || measuring) {
     state.pollTimer = setTimeout(poll, 400);
   }
 }
