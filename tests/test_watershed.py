@@ -93,6 +93,36 @@ def test_synthetic_tumour_free_brain_stays_empty() -> None:
     assert not segment_watershed(synthetic_case(tumour=False, seed=2)).labels.any()
 
 
+def test_symmetric_bright_anatomy_is_not_tumour() -> None:
+    # FLAIR/T2-bright patches mirrored about the midline (coil brightness, normal
+    # anatomy) are not tumour; the same patch on one side only is
+    base = synthetic_case(tumour=False, seed=3)
+    g = np.mgrid[:64, :64, :64]
+    patches = [((g[0] - x) ** 2 + (g[1] - 34) ** 2 + (g[2] - 30) ** 2) <= 49 for x in (18, 46)]
+    both, one = base.image.copy(), base.image.copy()
+    for m in patches:
+        both[:, m] += np.array([-4.0, 0.0, 20.0, 30.0])[:, None]
+    one[:, patches[0]] += np.array([-4.0, 0.0, 20.0, 30.0])[:, None]
+    sym = case_from_arrays("sym", both)
+    assert not segment_watershed(sym).labels.any()
+    assert segment_watershed(sym, sym_fg=-99.0).labels.any()  # the rule is what holds
+    found = segment_watershed(case_from_arrays("one", one)).labels > 0
+    assert dice(found, patches[0]) > 0.6
+
+
+def test_asymmetry_cancels_a_mirrored_pair() -> None:
+    from braintumor.watershed import asymmetry
+
+    brain = np.zeros((20, 8, 8), bool)
+    brain[2:18] = True
+    a = np.zeros(brain.shape, np.float32)
+    a[4, 4, 4] = a[15, 4, 4] = 5.0  # mirror pair about the brain's middle (x = 9.5)
+    a[6, 2, 2] = 5.0  # alone
+    asym = asymmetry(a, brain, axis=0, reach=0)
+    assert asym[4, 4, 4] == 0 and asym[15, 4, 4] == 0
+    assert asym[6, 2, 2] == 5.0
+
+
 def test_phantom_tumour_is_found() -> None:
     case = make_case(SHAPE, seed=1)
     pred = segment_watershed(case).labels

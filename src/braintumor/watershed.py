@@ -93,6 +93,14 @@ class WatershedParams:
     rim_close: int = 2  #: closing radius before filling the interior of an ET rim
     min_et_ml: float = 0.05  #: smaller ET components become edema
     min_core_ml: float = 0.5  #: smaller core components without ET become edema
+    #: a sure-tumour marker needs its abnormality to exceed the mirror image's (left-right
+    #: through the middle of the brain, max over +-``sym_reach`` voxels) by this much;
+    #: -99 switches the rule off
+    sym_fg: float = 1.0
+    #: voxels whose abnormality falls this far below the mirror's (asymmetry under it)
+    #: are background markers; -99 switches it off
+    sym_bg: float = -99.0
+    sym_reach: int = 1  #: tolerance (working voxels) for an imperfect midline
 
     def replace(self, **changes: Any) -> WatershedParams:
         """A copy with ``changes`` (unknown names raise :class:`InputError`)."""
@@ -107,8 +115,8 @@ def _checked(changes: dict[str, Any]) -> dict[str, Any]:
             raise InputError(
                 f"Unknown watershed parameter {k!r}; known: {', '.join(sorted(known))}."
             )
-        out[k] = int(v) if k in ("factor", "stats_erode", "slab", "ed_edge", "rim_close") \
-            else float(v)
+        out[k] = int(v) if k in ("factor", "stats_erode", "slab", "ed_edge", "rim_close",
+                                 "sym_reach") else float(v)
     return out
 
 
@@ -334,13 +342,40 @@ def _check_case(case: Case) -> None:
         raise InputError(f"Case {case.case_id}: image {img.shape[1:]} is too small to segment.")
 
 
+def lr_axis(affine: np.ndarray) -> int:
+    """The array axis that runs left-right (the largest x component of the affine)."""
+    return int(np.argmax(np.abs(np.asarray(affine)[0, :3])))
+
+
+def asymmetry(a: np.ndarray, brain: np.ndarray, axis: int = 0, reach: int = 1
+              ) -> np.ndarray:
+    """``a`` minus its mirror image through the middle of the brain along ``axis``.
+
+    The mirror is max-filtered over ``2 * reach + 1`` voxels, so a midline a voxel or
+    two off does not make normal anatomy look asymmetric. ``a``, ``brain``: ``(x, y, z)``.
+    Coil brightness and normal FLAIR-bright anatomy (posterior fossa, temporal poles)
+    are roughly symmetric; a tumour seldom is.
+    """
+    idx = np.where(brain.any(axis=tuple(i for i in range(3) if i != axis)))[0]
+    mirror = np.zeros_like(a)
+    if idx.size:
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        sl = [slice(None)] * 3
+        sl[axis] = slice(lo, hi)
+        mirror[tuple(sl)] = np.flip(a[tuple(sl)], axis=axis)
+    if reach > 0:
+        mirror = ndi.maximum_filter(mirror, size=2 * reach + 1)
+    return a - mirror
+
+
 def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm: float,
-                   p: WatershedParams) -> np.ndarray:
+                   p: WatershedParams, lr: int = 0) -> np.ndarray:
     """The classical segmentation on the working grid.
 
     ``z``: robust z maps ``(4, x, y, z)`` (T1, T1ce, T2, FLAIR), unsmoothed; ``brain``:
     ``(x, y, z)`` bool; ``voxel_ml``: working voxel volume (mL); ``spacing_mm``: working
-    voxel edge (mm). Returns internal labels ``(x, y, z)`` uint8.
+    voxel edge (mm); ``lr``: the left-right axis. Returns internal labels ``(x, y, z)``
+    uint8.
     """
     zs = np.stack([_smooth(z[c], p.sigma) for c in range(4)])
     wsum = max(p.w_flair + p.w_t2 + p.w_t1, 1e-6)
@@ -352,12 +387,18 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
 
     # --- whole tumour
     fg = (abn > p.wt_hi) & interior
+    use_sym = p.sym_fg > -50 or p.sym_bg > -50
+    asym = asymmetry(abn, brain, lr, p.sym_reach) if use_sym else None
+    if asym is not None and p.sym_fg > -50:
+        fg &= asym > p.sym_fg
     fg = _drop_small(fg, max(1.0, 0.2 * p.min_lesion_ml / voxel_ml))
     out = np.zeros(brain.shape, dtype=np.uint8)
     if not fg.any():
         return out
     bg = (((abn < p.wt_lo) | (zs[FLAIR] < p.csf_flair)) & brain) | \
         ~ndi.binary_dilation(brain, iterations=1)
+    if asym is not None and p.sym_bg > -50:
+        bg |= (asym < p.sym_bg) & brain
     markers = np.zeros(brain.shape, dtype=np.int32)
     markers[bg] = 1
     markers[fg] = 2
@@ -447,7 +488,8 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     z = robust_z(img, brain, p.stats_erode, p.slab)
     if progress:
         progress(0.4, "watershed: markers and flooding")
-    work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)), p)
+    work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)), p,
+                          lr_axis(case.affine))
     if progress:
         progress(0.9, "watershed: back to the native grid")
     labels = labels_from_work(grid, work)
