@@ -53,9 +53,11 @@ WATERSHED_CV = ROOT / "experiments" / "watershed" / "cv_params.json"
 METHODS = ("cnn", "hybrid", "watershed")
 METRICS = ("dice", "sensitivity", "specificity", "hd95")
 
-#: (sure_out, sure_in) bands and gradient scales (voxels) tried for each region
-BANDS = ((0.4, 0.6), (0.3, 0.7), (0.2, 0.8), (0.1, 0.9))
-SIGMAS = (0.5, 1.0)
+#: (sure_out, sure_in) bands tried for each region: symmetric ones around the 0.5
+#: threshold, and one-sided ones that can only remove (0.5, hi) or only add (lo, 0.5)
+BANDS = ((0.4, 0.6), (0.3, 0.7), (0.2, 0.8), (0.1, 0.9), (0.5, 0.7), (0.5, 0.9), (0.3, 0.5))
+#: gradient scales (voxels)
+SIGMAS = (1.0,)
 #: a refinement must raise the training cases' mean Dice by more than this to be used
 MIN_GAIN = 0.001
 
@@ -149,35 +151,53 @@ def _score(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
 def first_pass(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
                ws_params: dict[str, Any] | None, cache: Path | None = None
                ) -> dict[str, Any]:
-    """CNN alone and watershed alone (scored, timed) and the tuning table of one case."""
-    from braintumor.watershed import hybrid_labels, hybrid_params, prepare_hybrid, segment_watershed
+    """CNN alone and watershed alone (scored, timed) and the tuning table of one case.
+
+    With ``cache``, a case's entry is reused while its probability map, the candidates
+    and the CNN postprocessing stay the same; other watershed parameters redo only the
+    watershed.
+    """
+    from braintumor.watershed import (
+        hybrid_labels,
+        hybrid_params,
+        params_from,
+        prepare_hybrid,
+        segment_watershed,
+    )
 
     stamp = (probs_dir / f"{case_id}.npz").stat().st_mtime
+    ws_key = asdict(params_from(ws_params))
+    key = {"probs_mtime": stamp, "candidates": candidates(),
+           "postprocess": json.loads(json.dumps(asdict(post)))}
+    res: dict[str, Any] | None = None
     if cache is not None and (cache / f"{case_id}.json").exists():
         old = dict(json.loads((cache / f"{case_id}.json").read_text()))
-        # a rewritten probability map, or other candidates, invalidate the entry
-        if old.get("probs_mtime") == stamp and old.get("candidates") == candidates():
-            return old
+        if all(old.get(k) == v for k, v in key.items()):
+            if old.get("watershed_params") == ws_key:
+                return old
+            res = old
     case, probs, fold = _load(case_id, sources, probs_dir)
     ref = case.label
     assert ref is not None, f"{case_id}: no reference label"
-    res: dict[str, Any] = {"case": case_id, "fold": fold, "scores": {}, "seconds": {},
-                           "probs_mtime": stamp, "candidates": candidates()}
-    t0 = time.perf_counter()
-    cnn = post.apply(probs)
-    res["seconds"]["cnn"] = time.perf_counter() - t0
-    res["scores"]["cnn"] = _score(cnn, ref, case.spacing)
+    if res is None:
+        res = {"case": case_id, "fold": fold, "scores": {}, "seconds": {}, **key}
+        t0 = time.perf_counter()
+        cnn = post.apply(probs)
+        res["seconds"]["cnn"] = time.perf_counter() - t0
+        res["scores"]["cnn"] = _score(cnn, ref, case.spacing)
+        inp = prepare_hybrid(case, probs, min(0.05, min(b[0] for b in BANDS)))
+        tune: dict[str, Any] = {"cnn": _dices(cnn, ref), "candidates": {}}
+        for r in L.REGIONS:
+            tune["candidates"][r] = [
+                _dices(hybrid_labels(inp, hybrid_params({"regions": (r,), **cand}), post),
+                       ref)
+                for cand in candidates()]
+        res["tuning"] = tune
     t0 = time.perf_counter()
     ws = segment_watershed(case, params=ws_params).labels
     res["seconds"]["watershed"] = time.perf_counter() - t0
     res["scores"]["watershed"] = _score(ws, ref, case.spacing)
-    inp = prepare_hybrid(case, probs, min(0.05, min(b[0] for b in BANDS)))
-    tune: dict[str, Any] = {"cnn": _dices(cnn, ref), "candidates": {}}
-    for r in L.REGIONS:
-        tune["candidates"][r] = [
-            _dices(hybrid_labels(inp, hybrid_params({"regions": (r,), **cand}), post), ref)
-            for cand in candidates()]
-    res["tuning"] = tune
+    res["watershed_params"] = ws_key
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         (cache / f"{case_id}.json").write_text(json.dumps(res))
