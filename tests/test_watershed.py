@@ -264,6 +264,15 @@ def test_hybrid_per_region_bands_and_checks(hgg) -> None:
             hybrid_params(**bad)
 
 
+def test_every_method_takes_the_predict_options(hgg) -> None:
+    # `braintumor predict` passes the same options whatever the method
+    opts = {"device": "cpu", "model": None, "tta": False, "uncertainty": True,
+            "backend": "auto"}
+    assert segment(hgg, "watershed", **opts).labels.shape == hgg.shape
+    res = segment_hybrid(hgg, probabilities=_soft_truth(hgg.label, 1.0), **opts)
+    assert res.uncertainty is not None and res.uncertainty.shape == hgg.shape
+
+
 def test_hybrid_rejects_wrong_probabilities(hgg) -> None:
     with pytest.raises(InputError, match=r"\(3, 64, 64, 64\)"):
         segment_hybrid(hgg, probabilities=np.zeros((3, 8, 8, 8), np.float32))

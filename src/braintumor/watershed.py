@@ -459,17 +459,18 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
 def segment_watershed(case: Case, progress: ProgressFn | None = None,
                       params: WatershedParams | dict[str, Any] | None = None,
                       device: str | None = None, model: Any = None, tta: bool = False,
+                      uncertainty: bool = False, backend: str | None = None,
                       **overrides: Any) -> SegmentationResult:
     """Classical marker-controlled watershed of ``case`` (see the module docstring).
 
     ``params`` (a :class:`WatershedParams` or a dict) and keyword ``overrides`` change
-    the tuned defaults (``device``, ``model`` and ``tta`` are accepted, and ignored, so
-    every method takes the same options). Returns labels ``(X, Y, Z)`` uint8 on the
-    native grid; ``info``
-    holds the parameters, the working grid and the time in seconds.
+    the tuned defaults (``device``, ``model``, ``tta``, ``uncertainty`` and ``backend``
+    are accepted, and ignored, so every method takes the same options). Returns labels
+    ``(X, Y, Z)`` uint8 on the native grid; ``info`` holds the parameters, the working
+    grid and the time in seconds.
     """
     t0 = time.perf_counter()
-    _ = (device, model, tta)
+    _ = (device, model, tta, uncertainty, backend)
     _check_case(case)
     p = params_from(params, **overrides)
     if progress:
@@ -620,7 +621,7 @@ def _no_model_error() -> InputError:
 
 
 def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
-                       tta: bool = False) -> tuple[np.ndarray, Any]:
+                       tta: bool = False, backend: str = "auto") -> tuple[np.ndarray, Any]:
     """CNN region probabilities ``(3, X, Y, Z)`` and the model's PostProcess."""
     try:
         from braintumor import inference
@@ -631,7 +632,8 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
     available = getattr(inference, "shipped_model_available", None)
     if model is None and available is not None and not available():
         raise _no_model_error()
-    probs, lm, _ = inference.predict_probabilities(case, model, device, tta=tta)
+    probs, lm, _ = inference.predict_probabilities(case, model, device, tta=tta,
+                                                   backend=backend)
     return np.asarray(probs, dtype=np.float32), lm.post
 
 
@@ -747,15 +749,17 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
                    progress: ProgressFn | None = None,
                    params: HybridParams | dict[str, Any] | None = None,
                    model: Any = None, device: str = "auto", tta: bool = False,
-                   post: Any = None, **overrides: Any) -> SegmentationResult:
+                   post: Any = None, uncertainty: bool = False, backend: str = "auto",
+                   **overrides: Any) -> SegmentationResult:
     """CNN-guided watershed: ``probabilities`` ``(3, X, Y, Z)`` (WT, TC, ET, in [0, 1],
     native grid) give sure inside / outside markers per region; a watershed on the image
     gradient settles the uncertain band (see :class:`HybridParams`), and the CNN's
     postprocessing ``post`` (default: the shipped model's) makes the label map.
 
     Without ``probabilities`` the shipped CNN (:mod:`braintumor.inference`) provides
-    them and its postprocessing (``model``, ``device``, ``tta`` go to it); when there is
-    none, :class:`InputError` says so.
+    them and its postprocessing (``model``, ``device``, ``tta``, ``backend`` go to it);
+    when there is none, :class:`InputError` says so. ``uncertainty`` adds the binary
+    entropy (bits) of the whole-tumour probability, as the CNN method does.
     """
     t0 = time.perf_counter()
     _check_case(case)
@@ -763,7 +767,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if progress:
         progress(0.0, "hybrid: CNN probabilities")
     if probabilities is None:
-        probs, model_post = _cnn_probabilities(case, model, device, tta)
+        probs, model_post = _cnn_probabilities(case, model, device, tta or uncertainty,
+                                               backend)
         post = model_post if post is None else post
     else:
         probs = np.asarray(probabilities, dtype=np.float32)
@@ -782,8 +787,12 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if progress:
         progress(1.0, "hybrid: done")
     t2 = time.perf_counter()
+    unc = None
+    if uncertainty:
+        pw = np.clip(probs[0], 1e-6, 1 - 1e-6)
+        unc = (-(pw * np.log2(pw) + (1 - pw) * np.log2(1 - pw))).astype(np.float32)
     return SegmentationResult(
-        labels=labels, probabilities=probs,
+        labels=labels, probabilities=probs, uncertainty=unc,
         info={"method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
               "refine_seconds": t2 - t1, "seconds": t2 - t0},
     )
