@@ -37,7 +37,7 @@ import numpy as np
 from braintumor.errors import InputError
 
 #: side (pixels) of the square the network works at
-INPUT_SIZE = 128
+INPUT_SIZE = 96
 #: the shipped model's folder inside the package
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "lgg2d"
 MODEL_FILE = "unet2d_lgg.pt"
