@@ -156,7 +156,7 @@ def test_cuda_request_without_gpu_is_clear(tmp_path: Path, tiny_model: Path,
     folder = write_case(make_case(shape=SHAPE, seed=9), tmp_path / "in")
     rc = main(["predict", str(folder), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
                "--device", "cuda"])
-    assert rc == 1 and "no CUDA GPU" in capsys.readouterr().err
+    assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
 
 
 def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path) -> None:

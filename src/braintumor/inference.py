@@ -146,6 +146,7 @@ class LoadedModel:
     post: PostProcess = field(default_factory=PostProcess)
     whole_volume_max: int = 0
     path: Path | None = None
+    overlap: float = 0.5
 
 
 def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -214,7 +215,8 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
                        wt_min_voxels=int(pp.get("wt_min_voxels", 0)))
     return LoadedModel(nets, cfg, meta.get("version", "unknown"),
                        tuple(meta.get("patch", cfg.patch)), cfg.output, post,  # type: ignore[union-attr]
-                       int(meta.get("whole_volume_max", 0)), folder)
+                       int(meta.get("whole_volume_max", 0)), folder,
+                       float(meta.get("overlap", 0.5)))
 
 
 def shipped_model_available(name: str = DEFAULT_MODEL) -> bool:
@@ -236,7 +238,7 @@ def get_model(model: str | Path | None = None, device: str = "cpu",
 
 def predict_probabilities(case: Case, model: str | Path | None = None, device: str = "auto",
                           tta: bool = False, progress: ProgressFn | None = None,
-                          overlap: float = 0.25, backend: str = "auto"
+                          overlap: float | None = None, backend: str = "auto"
                           ) -> tuple[np.ndarray, LoadedModel, dict[str, float]]:
     """Region probabilities ``(3, X, Y, Z)`` in the case's native grid."""
     import torch
@@ -258,7 +260,8 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     for i, net in enumerate(lm.nets):
         if progress:
             progress(0.15 + 0.75 * i / len(lm.nets), f"CNN model {i + 1}/{len(lm.nets)}")
-        p = sliding_window_probs(net, prep.image, lm.patch, overlap, dev, lm.output,
+        p = sliding_window_probs(net, prep.image, lm.patch,
+                                 lm.overlap if overlap is None else overlap, dev, lm.output,
                                  mirror=tta, whole_volume_max=lm.whole_volume_max)
         acc = p if acc is None else acc + p
     assert acc is not None

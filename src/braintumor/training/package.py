@@ -33,21 +33,22 @@ REGIONS = ("WT", "TC", "ET")
 
 
 def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Path,
-                          whole_volume_max: int = 6_000_000) -> dict[str, dict[str, Any]]:
+                          checkpoint: str = "last.pt", overlap: float = 0.5,
+                          whole_volume_max: int = 0) -> dict[str, dict[str, Any]]:
     """Predict each fold's validation cases; returns case_id -> {fold, seconds}."""
     sources = {s.case_id: s for s in discover(data)}
     probs_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
     for k, run in enumerate(run_dirs):
         meta = yaml.safe_load((run / "config.yaml").read_text())
-        net, cfg = load_checkpoint_net(run / "best.pt", "cpu")
+        net, cfg = load_checkpoint_net(run / checkpoint, "cpu")
         for cid in meta["split"]["val"]:
             dst = probs_dir / f"{cid}.npz"
             case = load_case(sources[cid], with_label=False)
             t0 = time.perf_counter()
             if not dst.exists():
                 prep = prepare_case(case)
-                p = sliding_window_probs(net, prep.image, tuple(cfg.patch), 0.25, "cpu",
+                p = sliding_window_probs(net, prep.image, tuple(cfg.patch), overlap, "cpu",
                                          cfg.output, whole_volume_max=whole_volume_max)
                 full = uncrop(p, prep.box, case.shape, fill=0.0)
                 np.savez_compressed(dst, probs=full.astype(np.float16), fold=k)
@@ -89,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="src/braintumor/models/brats3d")
     ap.add_argument("--version", default="brats3d-1.0")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--checkpoint", default="last.pt",
+                    help="which checkpoint of each fold (last.pt: the end of the annealed "
+                         "schedule; best.pt: best whole-volume validation)")
+    ap.add_argument("--overlap", type=float, default=0.5)
     args = ap.parse_args(argv)
 
     runs = sorted(Path(args.runs).glob("fold[0-9]*"))
     probs_dir, report = Path(args.probs), Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
-    info = heldout_probabilities(runs, args.data, probs_dir)
+    info = heldout_probabilities(runs, args.data, probs_dir, args.checkpoint, args.overlap)
     sources = {s.case_id: s for s in discover(args.data)}
     refs, spacing = {}, {}
     for cid in info:
@@ -144,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cks, onnx = [], []
     for k, run in enumerate(runs):
-        ck = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+        ck = torch.load(run / args.checkpoint, map_location="cpu", weights_only=False)
         slim = {"model": {n: t.half() if t.is_floating_point() else t
                           for n, t in ck["model"].items()},
                 "config": ck["config"], "version": ck["version"], "epoch": ck["epoch"],
-                "best_val_dice": ck["best"]}
+                "best_val_dice": ck["best"], "checkpoint": args.checkpoint}
         torch.save(slim, out / f"fold{k}.pt")
         cks.append(f"fold{k}.pt")
         if not args.no_onnx:
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load((runs[0] / "config.yaml").read_text())["train"]
     meta = {"version": args.version, "architecture": cfg["network"],
             "network_args": cfg["network_args"], "checkpoints": cks, "onnx": onnx,
-            "patch": cfg["patch"], "whole_volume_max": 6_000_000,
+            "patch": cfg["patch"], "whole_volume_max": 0, "overlap": args.overlap,
             "postprocess": summary["postprocess"],
             "cv": {r: {k: round(v["mean"], 4) for k, v in summary["regions"][r].items()}
                    for r in REGIONS},
