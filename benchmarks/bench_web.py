@@ -58,6 +58,8 @@ def main() -> int:
     ap.add_argument("--case", type=Path, default=None, help="a BraTS case folder to upload")
     ap.add_argument("--screenshot", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--layout", default=None, help="viewer layout for the screenshot "
+                    "(multi, slices, axial, ...)")
     args = ap.parse_args()
 
     import uvicorn
@@ -96,7 +98,17 @@ def main() -> int:
         out["sample_click_to_overlay_s"] = time.monotonic() - t
         page.wait_for_selector("body[data-status='done']", timeout=600_000)
         out["sample_click_to_done_s"] = time.monotonic() - t
+        job_id = page.url.rsplit("/", 1)[1]
+        job = page.evaluate(f"() => fetch('/api/jobs/{job_id}').then(r => r.json())")
+        out["sample_worker_job_start_to_outline_s"] = float(job["result"]["outline_s"])
+        out["sample_worker_segment_s"] = float(job["result"]["segment_s"])
+        tl = page.evaluate("() => window.braintumor.timeline")
+        for k, v in sorted(tl.items(), key=lambda kv: kv[1]):
+            out[f"sample_page_{k}_s"] = (v - tl["click"]) / 1000
         page.wait_for_timeout(800)
+        if args.layout:
+            page.select_option("#layout", args.layout)
+            page.wait_for_timeout(3000)
         if args.screenshot:
             args.screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.screenshot))
@@ -111,7 +123,14 @@ def main() -> int:
             t = time.monotonic()
             page.locator("#gl").click(position={"x": x, "y": y})
             page.wait_for_selector(f"body[data-result='v{i + 1}']", timeout=120_000)
+            page.wait_for_selector("#correct-msg:has-text('Updated')", timeout=120_000)
             out[f"correction_{i + 1}_click_to_update_s"] = time.monotonic() - t
+            timing = page.evaluate("() => window.braintumor.lastCorrection")
+            out[f"correction_{i + 1}_request_s"] = timing["request_ms"] / 1000
+            out[f"correction_{i + 1}_redraw_s"] = timing["redraw_ms"] / 1000
+            job_id = page.url.rsplit("/", 1)[1]
+            job = page.evaluate(f"() => fetch('/api/jobs/{job_id}').then(r => r.json())")
+            out[f"correction_{i + 1}_server_s"] = float(job["result"]["last_correction_s"])
         page.uncheck("#correct-toggle")
         if args.case:
             files = sorted(f for f in args.case.iterdir() if "seg" not in f.name
@@ -121,10 +140,11 @@ def main() -> int:
             page.select_option("#method", method)
             page.set_input_files("#file-input", [str(f) for f in files])
             page.click("#submit-btn")
-            page.wait_for_selector("#upload-msg:has-text('Uploaded')", timeout=600_000)
-            t = time.monotonic()
             page.wait_for_selector("body[data-viewer='overlay']", timeout=600_000)
-            out["upload_end_to_overlay_s"] = time.monotonic() - t
+            tl = page.evaluate("() => window.braintumor.timeline")
+            # from the browser's last byte sent to the outline drawn
+            out["upload_end_to_overlay_s"] = (tl["outline_shown"] - tl["upload_sent"]) / 1000
+            out["upload_s"] = (tl["upload_sent"] - tl["upload_start"]) / 1000
         browser.close()
     server.should_exit = True
     th.join(30)

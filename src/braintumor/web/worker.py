@@ -68,6 +68,7 @@ def run_job(job_dir: Path, spec: dict[str, Any], report: Report) -> dict[str, An
     ``spec``: ``dict(kind, method, inputs, sample)``; ``report(kind, payload)`` sends
     ``("progress", (fraction, stage))`` and ``("inputs", inputs)`` to the server.
     """
+    t_job = time.perf_counter()
     inputs = spec["inputs"]
     if spec["kind"] == "sample":
         case, inputs = _make_sample(job_dir, spec, report)
@@ -78,25 +79,32 @@ def run_job(job_dir: Path, spec: dict[str, Any], report: Report) -> dict[str, An
 
         report("progress", (0.02, "reading the images"))
         case = load_job_case(job_dir, inputs)
-    return _segment_and_measure(job_dir, case, spec["method"], report, spec.get("options", {}))
+    options = dict(spec.get("options") or {})
+    options["_t_job"] = t_job
+    return _segment_and_measure(job_dir, case, spec["method"], report, options)
+
+
+#: sample cases already read by this worker process (folder -> Case)
+_SAMPLE_CASES: dict[str, Any] = {}
 
 
 def _make_sample(job_dir: Path, spec: dict[str, Any], report: Report) -> tuple[Any, dict]:
-    from braintumor.cases import MODALITIES, discover, load_case
+    import copy
+
+    from braintumor.cases import MODALITIES, CaseSource, discover, load_case
     from braintumor.phantom import make_case, write_case
 
     report("progress", (0.01, "preparing the sample case"))
     opts = dict(spec.get("sample") or {})
     cache = spec.get("sample_cache")
+    case = None
     if cache:
         cached = sample_files(Path(cache), opts)
         folder = job_dir / "input" / "sample" / cached.name
         folder.mkdir(parents=True, exist_ok=True)
         for f in cached.iterdir():
             _link_or_copy(f, folder / f.name)
-        src = discover(folder)[0]
-        report("progress", (0.02, "reading the sample case"))
-        case = load_case(src)
+        src: CaseSource = discover(folder)[0]
     else:
         if "shape" in opts:
             opts["shape"] = tuple(opts["shape"])
@@ -104,14 +112,23 @@ def _make_sample(job_dir: Path, spec: dict[str, Any], report: Report) -> tuple[A
         folder = write_case(case, job_dir / "input" / "sample", naming="brats2021")
         src = discover(folder)[0]
     inputs: dict[str, Any] = {
-        "source": "sample", "case_id": case.case_id, "files": [],
+        "source": "sample", "case_id": src.case_id, "files": [],
         "modalities": {m: str(Path(src.modality_paths[m]).relative_to(job_dir))
                        for m in MODALITIES},
         "reference": (str(Path(src.label_path).relative_to(job_dir))
                       if src.label_path is not None else None),
         "reference_name": "the sample's true outline", "reference_hint": "brats2021",
     }
-    report("inputs", inputs)
+    report("inputs", inputs)  # the page can show the images while the case is read
+    if case is None:
+        key = str(cached)
+        if key not in _SAMPLE_CASES:
+            report("progress", (0.02, "reading the sample case"))
+            _SAMPLE_CASES.clear()
+            _SAMPLE_CASES[key] = load_case(src)
+        # a copy: a segmenter must never be able to change the kept case
+        case = copy.copy(_SAMPLE_CASES[key])
+        case.image = case.image.copy()
     return case, inputs
 
 
@@ -168,6 +185,7 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
 
     report("progress", (0.05, f"segmenting ({method})"))
     t0 = time.perf_counter()
+    t_job = options.pop("_t_job", t0)
 
     def progress(fraction: float, stage: str = "") -> None:
         report("progress", (0.05 + 0.85 * float(fraction), stage or f"segmenting ({method})"))
@@ -182,6 +200,7 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
         save_float_nifti(np.asarray(res.uncertainty, dtype=np.float32),
                          job_dir / "output" / "uncertainty.nii.gz", case.header, case.affine)
     info = _plain_info(res.info)
+    outline_s = time.perf_counter() - t_job
     result = {
         "kind": "3d",
         "method": method,
@@ -192,12 +211,14 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
         "has_uncertainty": has_unc,
         "has_reference": case.label is not None,
         "segment_s": round(seg_s, 3),
+        "outline_s": round(outline_s, 3),
         "summaries": [summary(labels, case.spacing, quick=True)],
         "corrections": [],
     }
     # the outline can be shown now; lesions and metrics follow
     report("partial", result)
     result["summaries"] = [summary(labels, case.spacing, case.label)]
+    result["done_s"] = round(time.perf_counter() - t_job, 3)
     return result
 
 

@@ -19,6 +19,7 @@ const state = {
   opacity: 0.6,
   pollTimer: null,
   pendingClick: false,
+  timeline: {},         // performance.now() stamps of the current job (for benchmarks)
   clickLocation: null,
   busy: false,
 };
@@ -169,6 +170,9 @@ function submitUpload() {
   // XMLHttpRequest (not fetch) to show upload progress
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/jobs");
+  state.timeline = {};
+  mark("upload_start");
+  xhr.upload.onload = () => mark("upload_sent");
   xhr.upload.onprogress = (e) => {
     if (e.lengthComputable) setMsg("upload-msg", `Uploading… ${Math.round(100 * e.loaded / e.total)} %`, true);
   };
@@ -187,7 +191,13 @@ function submitUpload() {
   xhr.send(form);
 }
 
+function mark(name) {
+  if (state.timeline[name] === undefined) state.timeline[name] = performance.now();
+}
+
 async function startSample() {
+  state.timeline = {};
+  mark("click");
   $("sample-btn").disabled = true;
   setMsg("upload-msg", "");
   try {
@@ -212,6 +222,8 @@ async function openJob(id) {
 
 function showJob(job, push) {
   const fresh = !state.job || state.job.id !== job.id;
+  mark("job_seen");
+  if (job.urls.overlay) mark("outline_seen");
   if (fresh) resetResultPanels();
   state.job = job;
   if (push && location.pathname !== job.urls.page) history.pushState({}, "", job.urls.page);
@@ -386,8 +398,16 @@ function labelColormap() {
 function applyLabelColours() {
   const nv = state.nv;
   if (!nv || !state.loadedOverlay) return;
-  nv.setDrawColormap(labelColormap());
-  nv.setDrawOpacity(state.opacity);
+  nv.drawOpacity = state.opacity;
+  if (niivue.cmapper && nv.refreshColormaps) {
+    // only the colour table changes: setDrawColormap would rebuild every volume layer,
+    // which takes seconds on a software renderer
+    nv.drawLut = niivue.cmapper.makeDrawLut(labelColormap());
+    nv.refreshColormaps();
+    nv.drawScene();
+  } else {
+    nv.setDrawColormap(labelColormap());
+  }
 }
 
 async function loadViewer(job) {
@@ -402,7 +422,9 @@ async function loadViewer(job) {
     $("img2d").hidden = true;
     $("gl").hidden = false;
     if (bgUrl !== state.loadedBg) {
+      mark("image_load_start");
       await nv.loadVolumes([{ url: bgUrl, colormap: "gray" }]);
+      mark("image_shown");
       nv.volumes[0].__role = "bg";
       state.loadedBg = bgUrl;
       state.loadedOverlay = null;
@@ -411,6 +433,7 @@ async function loadViewer(job) {
     if (overlayUrl && overlayUrl !== state.loadedOverlay) await replaceOverlay(overlayUrl);
     applyLabelColours();
     await refreshUncertainty();
+    if (overlayUrl) mark("outline_shown");
     document.body.dataset.viewer = overlayUrl ? "overlay" : "image";
   } catch (e) {
     setMsg("job-msg", `The viewer could not show the images: ${e.message || e}`);
@@ -548,11 +571,19 @@ async function placeSeed(mm) {
   const t0 = performance.now();
   try {
     const updated = await postJSON(`/api/jobs/${job.id}/corrections`, { seeds: [seed] });
+    const t1 = performance.now();
     showJob(updated, false);
-    setMsg("correct-msg", `Updated in ${((performance.now() - t0) / 1000).toFixed(2)} s.`, true);
+    await waitViewerIdle();
+    const t2 = performance.now();
+    state.lastCorrection = { request_ms: t1 - t0, redraw_ms: t2 - t1 };
+    setMsg("correct-msg", `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
     setMsg("correct-msg", e.message);
   }
+}
+
+async function waitViewerIdle() {
+  while (state.busy) await new Promise((r) => setTimeout(r, 20));
 }
 
 async function undoCorrection() {
