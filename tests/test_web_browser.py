@@ -175,6 +175,17 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     for k, v in expect.items():
         assert table[k] == pytest.approx(v, abs=0.006), (k, table, expect)
 
+    # switching the modality keeps the outline on the new image
+    page.click("#mod-btns button[data-mod='t1ce']")
+    page.wait_for_selector("#mod-btns button.on[data-mod='t1ce']")
+    t0 = time.monotonic()
+    while page.evaluate("() => window.braintumor.loadedBg || ''").split("/")[-1] != \
+            "t1ce.nii.gz" or page.evaluate("() => window.braintumor.busy"):
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.1)
+    page.wait_for_timeout(500)
+    assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 0.5 * sum(px.values())
+
     # a correction click ("outside" on the tumour) changes the mask; undo restores it
     pytest.importorskip("braintumor.correction")
     x, y = _coloured_point(page.locator("#gl").screenshot())

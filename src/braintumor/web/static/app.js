@@ -59,7 +59,7 @@ async function init() {
   for (const m of state.info.methods) {
     const o = document.createElement("option");
     o.value = m.name;
-    o.textContent = m.label + (m.available ? "" : " (not available)");
+    o.textContent = m.label + (m.available ? "" : ` (${m.note || "not available"})`);
     o.disabled = !m.available;
     sel.appendChild(o);
   }
