@@ -638,3 +638,39 @@ def test_token_is_required_on_every_request(methods: None, tmp_path: Path) -> No
         # the cookie now carries the token
         assert c.get("/api/info").status_code == 200
         assert c.get("/api/info").json()["token_required"] is True
+
+
+def test_2d_job_end_to_end_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """The 2D path (upload, job, pictures, download) with a stand-in 2D model, run in the
+    server's own thread so the stand-in is seen."""
+    from PIL import Image
+
+    from braintumor import slices2d
+
+    def fake_segment(image: np.ndarray) -> Any:
+        grey = image[..., 0] if image.ndim == 3 else image
+        return slices2d.SliceResult(grey > 128, (grey > 128).astype(np.float32),
+                                    {"model_version": "fake-2d"})
+
+    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    pic = np.zeros((40, 50), np.uint8)
+    pic[10:20, 10:30] = 200
+    buf = io.BytesIO()
+    Image.fromarray(pic).save(buf, format="PNG")
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        assert c.get("/api/info").json()["image2d_available"] is True
+        r = c.post("/api/jobs", files=[("files", ("slice.png", buf.getvalue()))])
+        assert r.status_code == 202, r.text
+        job = wait_done(c.get, r.json()["id"])
+        assert job["status"] == "done", job
+        assert job["result"]["area_px"] == 200
+        assert job["result"]["model_version"] == "fake-2d"
+        mask = np.asarray(Image.open(io.BytesIO(c.get(job["urls"]["download"]).content)))
+        assert mask.shape == (40, 50) and (mask > 0).sum() == 200
+        for k in ("input", "overlay"):
+            assert c.get(job["urls"]["image2d"][k]).status_code == 200
+        bad = c.post("/api/jobs", files=[("files", ("broken.png", b"\x89PNG garbage"))])
+        assert bad.status_code == 400 and "broken.png" in _detail(bad)
