@@ -60,7 +60,8 @@ def client(methods: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="module")
 def done_job(client: TestClient, case_files: dict[str, Path]) -> dict[str, Any]:
-    r = client.post("/api/jobs", files=_four(case_files, ref=True), data={"method": "threshold"})
+    r = client.post("/api/jobs", files=_four(case_files, ref=True),
+                    data={"method": "threshold", "uncertainty": "true"})
     assert r.status_code == 202, r.text
     job = wait_done(client.get, r.json()["id"])
     assert job["status"] == "done", job
@@ -281,6 +282,8 @@ def test_modalities_given_for_unnamed_files(client: TestClient,
     job = wait_done(client.get, r.json()["id"])
     assert job["status"] == "done"
     assert job["result"]["summary"]["lesion_count"] == 1
+    # no uncertainty map unless asked for
+    assert job["result"]["has_uncertainty"] is False and "uncertainty" not in job["urls"]
     # a wrong choice (T1 and T1ce swapped) is followed, and shows in the result
     swapped = json.dumps({"a.nii.gz": "t1ce", "b.nii.gz": "t1", "c.nii.gz": "t2",
                           "d.nii.gz": "flair"})

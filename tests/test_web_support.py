@@ -73,8 +73,10 @@ def write_case_files(case: Case, folder: Path, with_label: bool = True) -> dict[
     return out
 
 
-def segment_threshold(case: Case, progress: Any = None, **_: Any) -> SegmentationResult:
-    """A fast stand-in segmenter for tests: thresholds FLAIR / T1ce / T1."""
+def segment_threshold(case: Case, progress: Any = None, uncertainty: bool = False,
+                      **_: Any) -> SegmentationResult:
+    """A fast stand-in segmenter for tests: thresholds FLAIR / T1ce / T1 (an
+    uncertainty map only when asked for, as the real methods)."""
     if progress:
         progress(0.2, "thresholding")
     t1, t1ce, _t2, flair = case.image
@@ -84,7 +86,7 @@ def segment_threshold(case: Case, progress: Any = None, **_: Any) -> Segmentatio
     labels[(t1 < 300) & (t1 > 0)] = 1
     if progress:
         progress(1.0, "thresholding")
-    unc = (labels > 0).astype(np.float32) * 0.3
+    unc = (labels > 0).astype(np.float32) * 0.3 if uncertainty else None
     return SegmentationResult(labels=labels, uncertainty=unc,
                               info={"model_version": "threshold-test-1"})
 

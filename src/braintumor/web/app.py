@@ -106,6 +106,8 @@ class JobOut(BaseModel):
 class SampleRequest(BaseModel):
     method: str | None = Field(None, description="cnn | watershed | hybrid; default: the "
                                                  "best available")
+    uncertainty: bool = Field(False, description="also compute an uncertainty map "
+                                                 "(slower: test-time augmentation)")
 
 
 class SeriesChoice(BaseModel):
@@ -422,6 +424,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                                'id": "t1|t1ce|t2|flair"}; overrides detection'},
                 "confirm_series": {"type": "string", "description": "'true': stop after DICOM "
                                    "conversion so the series can be assigned"},
+                "uncertainty": {"type": "string", "description": "'true': also compute an "
+                                "uncertainty map (slower)"},
             }}}}}},
     )
     async def upload(request: Request) -> JSONResponse:
@@ -437,6 +441,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             inputs = await run_in_threadpool(_prepare, job_dir, fields, files)
             if inputs.get("source") != "image2d":
                 method = choose_method(fields.get("method"))
+                inputs["options"] = _job_options(_truthy(fields.get("uncertainty")))
             shutil.rmtree(job_dir / "upload", ignore_errors=True)
         except BaseException:
             store.delete(job.id)
@@ -463,7 +468,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                                      "build lacks.")
         method = choose_method(req.method if req else None)
         job = store.create("sample", method, status="queued",
-                           inputs={"source": "sample", "files": []})
+                           inputs={"source": "sample", "files": [],
+                                   "options": _job_options(req.uncertainty if req else False)})
         pool.notify()
         return job_out(job)
 
@@ -681,6 +687,15 @@ def _all_methods() -> list[str]:
     from braintumor import segment as seg
 
     return list(seg.METHODS)
+
+
+def _truthy(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _job_options(uncertainty: bool) -> dict[str, Any]:
+    """Options passed through ``segment(case, method, **options)``."""
+    return {"uncertainty": True} if uncertainty else {}
 
 
 def _suffix(path: str) -> str:

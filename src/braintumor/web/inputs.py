@@ -250,7 +250,8 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         inputs.update(source="dicom", case_id="dicom-case")
         inputs["series"] = convert_dicom_zip(job_dir, images[0], max_unzipped)
         choice = parse_modality_choice(fields.get("modalities"))
-        want_confirm = fields.get("confirm_series", "").lower() in ("1", "true", "yes", "on")
+        want_confirm = fields.get("confirm_series", "").strip().lower() in ("1", "true", "yes",
+                                                                              "on")
         guess = {s["id"]: (choice.get(s["id"]) or s["guess"]) for s in inputs["series"]
                  if s["usable"]}
         complete = _complete_assignment(guess)

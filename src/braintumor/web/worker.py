@@ -503,7 +503,7 @@ class WorkerPool:
 
         return {"job_dir": str(self.store.job_dir(job.id)), "kind": job.kind,
                 "method": job.method, "inputs": job.inputs, "methods": dict(seg.METHODS),
-                "sample": self.sample_options, "options": {},
+                "sample": self.sample_options, "options": dict(job.inputs.get("options") or {}),
                 "sample_cache": str(self.store.data_dir / "sample")}
 
     def _run(self, index: int, job: Job) -> None:

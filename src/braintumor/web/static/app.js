@@ -164,6 +164,7 @@ function submitUpload() {
   const ref = $("ref-input").files[0];
   if (ref) form.append("reference", ref, ref.name);
   form.append("method", $("method").value);
+  if ($("want-unc").checked) form.append("uncertainty", "true");
   if (state.files.length === 1 && kindOf(state.files[0].name) === "zip") form.append("confirm_series", "true");
   $("submit-btn").disabled = true;
   setMsg("upload-msg", "Uploading…", true);
@@ -201,7 +202,8 @@ async function startSample() {
   $("sample-btn").disabled = true;
   setMsg("upload-msg", "");
   try {
-    const job = await postJSON("/api/sample", { method: $("method").value || null });
+    const job = await postJSON("/api/sample", { method: $("method").value || null,
+                                                uncertainty: $("want-unc").checked });
     showJob(job, true);
   } catch (e) {
     setMsg("upload-msg", e.message);
