@@ -242,3 +242,14 @@ def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path
     page.wait_for_selector("#upload-msg:has-text('notes')", timeout=30_000)
     msg = page.text_content("#upload-msg")
     assert msg is not None and "not a NIfTI" in msg and "Traceback" not in msg
+
+
+def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server.url + "/docs")
+    page.wait_for_selector("#ops .op >> nth=10")
+    assert page.locator("#ops .op").count() >= 15
+    assert "/api/jobs/{job_id}/corrections" in (page.text_content("#ops") or "")
+    # nothing but this server was asked for anything
+    assert all(u.startswith(server.url) for u in requests), requests

@@ -415,8 +415,12 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list
     """
     import nibabel as nib
 
-    from braintumor.io import convert_dicom
+    from braintumor.io import convert_dicom, dcm2niix_executable
 
+    if dcm2niix_executable() is None:
+        f.path.unlink(missing_ok=True)
+        raise FeatureUnavailable("DICOM uploads need dcm2niix, which is not installed on this "
+                                 "server; upload NIfTI files instead.")
     dicom_dir = job_dir / "dicom"
     out_dir = job_dir / "series_raw"
     try:
