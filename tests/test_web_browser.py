@@ -76,9 +76,14 @@ def page(browser: Any) -> Iterator[Any]:
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    urls: list[str] = []
+    pg.on("request", lambda r: urls.append(r.url))
     yield pg
     ctx.close()
     assert not errors, errors
+    # the page works offline: it asks nothing of any host but the loopback server
+    outside = [u for u in urls if not u.startswith(("http://127.0.0.1:", "data:", "blob:"))]
+    assert not outside, outside
 
 
 def _fetch(url: str) -> bytes:
