@@ -282,6 +282,8 @@ def _child_main(conn: Any, threads: int | None, warm: bool = True,
             seg.available_methods()  # import the segmenters now, not on the first job
         except Exception:  # noqa: BLE001 - a broken method shows up when a job uses it
             pass
+    if warm:
+        _preload_model()
     if warm and sample is not None:
         try:
             # build the sample case before anyone asks for it
@@ -308,6 +310,18 @@ def _child_main(conn: Any, threads: int | None, warm: bool = True,
             conn.send(("error", error_sentence(exc)))
         else:
             conn.send(("done", result))
+
+
+def _preload_model() -> None:
+    """Load the shipped CNN into this process's model cache (as the first CNN job would),
+    so that job does not pay for it."""
+    try:
+        from braintumor.inference import get_model, resolve_device, shipped_model_available
+
+        if shipped_model_available():
+            get_model(None, resolve_device("auto"), "auto")
+    except Exception:  # noqa: BLE001 - the job itself reports a broken model
+        pass
 
 
 def _throttled_sender(conn: Any) -> Report:
