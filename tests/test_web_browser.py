@@ -47,6 +47,7 @@ from test_web_support import (  # noqa: E402
     register_test_methods,
     small_case,
     write_case_files,
+    write_dicom_zip,
 )
 
 
@@ -258,3 +259,25 @@ def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
     assert "/api/jobs/{job_id}/corrections" in (page.text_content("#ops") or "")
     # nothing but this server was asked for anything
     assert all(u.startswith(server.url) for u in requests), requests
+
+
+def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
+                                               tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from braintumor.io import dcm2niix_executable
+
+    if dcm2niix_executable() is None:
+        pytest.skip("dcm2niix is not installed")
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", [str(z)])
+    page.click("#submit-btn")
+    page.wait_for_selector("#series-box:not([hidden]) .series-select >> nth=3", timeout=60_000)
+    guesses = page.eval_on_selector_all(".series-select", "els => els.map(e => e.value)")
+    assert sorted(guesses) == ["flair", "t1", "t1ce", "t2"]
+    page.click("#series-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=60_000)
+    _wait_overlay(page)
+    assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 20
