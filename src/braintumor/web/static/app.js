@@ -119,6 +119,12 @@ function kindOf(name) {
   return "other";
 }
 
+function humanSize(n) {
+  if (n >= 1073741824) return `${(n / 1073741824).toFixed(1)} GiB`;
+  if (n >= 1048576) return `${(n / 1048576).toFixed(1)} MiB`;
+  return `${Math.max(1, Math.round(n / 1024))} KiB`;
+}
+
 async function chooseFiles(files) {
   setMsg("upload-msg", "");
   state.files = files;
@@ -133,7 +139,7 @@ async function chooseFiles(files) {
   for (const f of files) {
     const tr = document.createElement("tr");
     const td1 = document.createElement("td");
-    td1.textContent = `${f.name} (${(f.size / 1048576).toFixed(1)} MiB)`;
+    td1.textContent = `${f.name} (${humanSize(f.size)})`;
     const td2 = document.createElement("td");
     const kind = kindOf(f.name);
     if (kind === "nifti" && files.length > 1) {
