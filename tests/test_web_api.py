@@ -688,3 +688,20 @@ def test_2d_job_end_to_end_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
             assert c.get(job["urls"]["image2d"][k]).status_code == 200
         bad = c.post("/api/jobs", files=[("files", ("broken.png", b"\x89PNG garbage"))])
         assert bad.status_code == 400 and "broken.png" in _detail(bad)
+
+
+def test_store_ttl_spares_work_in_progress(tmp_path: Path) -> None:
+    from braintumor.web.store import JobStore
+
+    store = JobStore(tmp_path, ttl_s=0.0)
+    up = store.create("upload", "pending", status="uploading")
+    run = store.create("upload", "threshold", status="running")
+    old = store.create("upload", "threshold", status="done")
+    assert set(store.purge_expired()) == {old.id}
+    assert store.get(up.id) is not None and store.get(run.id) is not None
+    assert not store.job_dir(old.id).exists()
+    store.update(run.id, status="done")
+    assert store.get(run.id) is None  # expired once it is no longer running
+    with pytest.raises(KeyError):
+        store.job_dir("../../etc")
+    store.close()

@@ -88,8 +88,8 @@ class JobOut(BaseModel):
     id: str
     kind: str
     method: str
-    status: str = Field(description="awaiting_input | queued | running | done | failed | "
-                                    "cancelled")
+    status: str = Field(description="uploading | awaiting_input | queued | running | done | "
+                                    "failed | cancelled")
     stage: str
     progress: float = Field(description="0..1")
     message: str = Field(description="why it failed or was cancelled")
@@ -432,7 +432,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         """Stream the upload into a new job, check it, and queue it (202)."""
         from braintumor.web.upload import read_multipart
 
-        job = store.create("upload", "pending", status="awaiting_input")
+        job = store.create("upload", "pending", status="uploading")
         job_dir = store.job_dir(job.id)
         try:
             fields, files = await read_multipart(request, job_dir / "upload",
@@ -449,7 +449,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         status = "awaiting_input" if inputs.get("needs_confirmation") else "queued"
         store.update(job.id, inputs=inputs, method=method, status=status,
                      stage="waiting for the series to be assigned" if status != "queued"
-                     else "queued")
+                     else "queued", expires=time.time() + store.ttl_s)
         pool.notify()
         return JSONResponse(job_out(get_job(job.id)), status_code=202)
 

@@ -1,7 +1,8 @@
 """Persistent job store: one SQLite file under the data dir.
 
-A job moves ``awaiting_input -> queued -> running -> done | failed | cancelled``
-(``awaiting_input`` only when DICOM series still need their modality confirmed). The
+A job moves ``uploading -> (awaiting_input ->) queued -> running -> done | failed |
+cancelled`` (``awaiting_input`` only when DICOM series still need their modality
+confirmed). The
 row keeps what the page needs to show a job after a reload or on another tab: status,
 stage, progress (0..1), the message of a failure, the inputs (JSON) and the result
 (JSON). Files live in ``<data dir>/jobs/<id>/``; :meth:`JobStore.job_dir` is the only
@@ -26,7 +27,9 @@ from typing import Any
 
 #: statuses after which a job never changes again (corrections aside)
 TERMINAL = ("done", "failed", "cancelled")
-STATUSES = ("awaiting_input", "queued", "running", *TERMINAL)
+STATUSES = ("uploading", "awaiting_input", "queued", "running", *TERMINAL)
+#: statuses the time-to-live never cuts short (work in progress)
+_BUSY = ("uploading", "running")
 
 #: ``secrets.token_urlsafe(18)`` gives 24 characters from this alphabet (144 random bits)
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{24}$")
@@ -171,7 +174,7 @@ class JobStore:
         if row is None:
             return None
         job = Job.from_row(row)
-        if job.expires <= time.time():
+        if job.expires <= time.time() and job.status not in _BUSY:
             self.delete(job_id)
             return None
         return job
@@ -274,8 +277,11 @@ class JobStore:
         """Delete every job past its time-to-live (and stray folders); returns their ids."""
         t = time.time() if now is None else now
         with self._lock:
+            # an upload that never finished (the client went away) goes a day after its TTL
             ids = [r["id"] for r in self._db.execute(
-                "SELECT id FROM jobs WHERE expires <= ? AND status != 'running'", (t,))]
+                "SELECT id FROM jobs WHERE (expires <= ? AND status NOT IN (?, ?)) "
+                "OR (status = 'uploading' AND expires <= ?)",
+                (t, *_BUSY, t - 24 * 3600.0))]
             known = {r["id"] for r in self._db.execute("SELECT id FROM jobs")}
         for jid in ids:
             self.delete(jid)
