@@ -1,0 +1,44 @@
+"""Packaging fold models into a shipped model: CV table, postprocessing choice, card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from braintumor.config import TrainConfig
+from braintumor.inference import segment_cnn
+from braintumor.phantom import make_case, write_case
+from braintumor.training.package import main as package_main
+from braintumor.training.trainer import Trainer
+
+
+@pytest.mark.slow
+def test_package_two_folds(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for i in range(4):
+        write_case(make_case(shape=(40, 48, 32), seed=20 + i, case_id=f"case{i}"), data)
+    runs = tmp_path / "runs"
+    for k in range(2):
+        cfg = TrainConfig(name="pk", network="compact_unet",
+                          network_args={"channels": [4, 8, 8, 8]}, data=str(data),
+                          cache=str(tmp_path / "cache"), folds=2, fold=k, patch=(32, 32, 32),
+                          batch_size=1, steps_per_epoch=2, epochs=1, val_every=1,
+                          warmup_steps=1, augment=TrainConfig().augment)
+        Trainer(cfg, runs / f"fold{k}", device="cpu", progress=False).fit()
+    out = tmp_path / "model"
+    rc = package_main(["--runs", str(runs), "--data", str(data), "--probs",
+                       str(tmp_path / "probs"), "--report", str(tmp_path / "report"),
+                       "--out", str(out), "--version", "pk-test", "--card-copy", ""])
+    assert rc == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["checkpoints"] == ["fold0.pt", "fold1.pt"] and len(meta["onnx"]) == 2
+    assert set(meta["cv"]) == {"WT", "TC", "ET"}
+    # every case predicted once, by the fold that held it out
+    assert len(list((tmp_path / "probs").glob("*.npz"))) == 4
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "pk-test" in card and "| WT |" in card and "Not a medical device" in card
+    case = make_case(shape=(40, 48, 32), seed=99)
+    res = segment_cnn(case, model=out, device="cpu")
+    assert res.labels.shape == case.shape and res.info["folds"] == 2
