@@ -161,9 +161,9 @@ class JobStore:
                 (jid, kind, method, status, now, now, now + self.ttl_s,
                  json.dumps(inputs or {})),
             )
-        job = self.get(jid)
-        assert job is not None
-        return job
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
+        return Job.from_row(row)
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or expired."""
