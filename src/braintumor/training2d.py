@@ -62,6 +62,9 @@ class Train2DConfig:
     seed: int = 0
     threads: int = 1
     checkpoint_every: int = 100
+    # warm restart: start from the weights of an earlier run ("{part}" is "cv/fold<K>"
+    # or "final"), with a fresh optimiser and schedule
+    init_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -199,7 +202,7 @@ def _checkpoint(path: Path, net: Any, opt: Any, sched: Any, step: int, cfg: Trai
     tmp.replace(path)
 
 
-def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path) -> Path:
+def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "final") -> Path:
     """Train on ``data``; resume from ``out_dir/last.pt`` if present. Returns the path
     of the final checkpoint ``out_dir/final.pt`` (weights + config)."""
     import torch
@@ -218,6 +221,10 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path) -> Path:
     convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     if convs and convs[-1].bias is not None:
         torch.nn.init.constant_(convs[-1].bias, cfg.output_bias_init)
+    if cfg.init_from:
+        init = torch.load(cfg.init_from.format(part=part), map_location="cpu", weights_only=False)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in init["state_dict"].items()})
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
 
@@ -344,7 +351,7 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
         va = [p for p in patients if p.patient_id in held]
         print(f"fold {k}: train {len(tr)} patients, validate {len(va)}", flush=True)
         t0 = time.perf_counter()
-        ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}")
+        ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}", part=f"cv/fold{k}")
         train_s = time.perf_counter() - t0
         model = s2d.load_model_2d(ck)
         model.config.update(threshold=cfg.threshold, min_fraction=cfg.min_fraction)
