@@ -190,3 +190,24 @@ def test_case_roundtrip_through_loader(tmp_path: Path) -> None:
     back = load_case(folder)
     assert back.label is not None and back.label_convention == "brats2023"
     np.testing.assert_array_equal(back.label, case.label)
+
+
+def test_predict_routes_2d_pictures(tmp_path: Path) -> None:
+    slices2d = pytest.importorskip("braintumor.slices2d")
+    from PIL import Image
+
+    if not (Path(slices2d.__file__).parent / "models" / "lgg2d").is_dir():
+        pytest.skip("2D model not installed")
+    rng = np.random.default_rng(0)
+    img = np.zeros((200, 180), np.uint8)
+    img[40:160, 30:150] = rng.integers(60, 120, (120, 120))
+    Image.fromarray(img).save(tmp_path / "slice.png")
+    stack = tmp_path / "patient"
+    stack.mkdir()
+    for n in (1, 2, 10):
+        Image.fromarray(img).save(stack / f"patient_{n}.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "slice.png"), str(stack), "-o", str(out)]) == 0
+    mask = np.asarray(Image.open(out / "slice_mask.png"))
+    assert mask.shape == (200, 180) and set(np.unique(mask).tolist()) <= {0, 255}
+    assert len(list(out.rglob("patient_*_mask.png"))) == 3

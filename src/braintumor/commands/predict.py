@@ -36,22 +36,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
-    """-> (3D inputs, 2D inputs). A folder holding only pictures counts as 2D."""
+    """-> (3D inputs, 2D inputs): pictures and folders (of folders) of numbered slice
+    pictures go to the 2D model, everything else to the 3D pipeline."""
     from braintumor.io import is_image_2d
+
+    try:
+        from braintumor.slices2d import is_2d_input
+    except ImportError:  # 2D model not installed: pictures alone count as 2D
+
+        def is_2d_input(path: str | Path) -> bool:
+            return Path(path).is_file() and is_image_2d(Path(path).name)
 
     three, two = [], []
     for raw in inputs:
         p = Path(raw)
-        if p.is_file() and is_image_2d(p.name):
-            two.append(p)
-        elif p.is_dir():
-            files = [f for f in p.iterdir() if f.is_file()]
-            if files and all(is_image_2d(f.name) for f in files):
-                two.append(p)
-            else:
-                three.append(p)
-        else:
-            three.append(p)
+        (two if is_2d_input(p) else three).append(p)
     return three, two
 
 
