@@ -19,7 +19,7 @@ import numpy as np
 from braintumor import labels as L
 from braintumor.cases import Case
 from braintumor.errors import InputError
-from braintumor.preprocess import remove_small_components, uncrop
+from braintumor.preprocess import uncrop
 from braintumor.segment import ProgressFn, SegmentationResult
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -114,24 +114,43 @@ class PostProcess:
     ``et_min_voxels``: an enhancing tumour smaller than this in total is relabelled as
     necrosis (BraTS scores an empty-reference ET with a false positive as Dice 0).
     ``wt_min_voxels``: isolated whole-tumour components smaller than this are removed.
+    ``wt_keep_fraction``: components smaller than this fraction of the largest one are
+    removed too (distant false positives are what inflate HD95).
     """
 
     threshold: tuple[float, float, float] = (0.5, 0.5, 0.5)
     et_min_voxels: int = 0
     wt_min_voxels: int = 0
+    wt_keep_fraction: float = 0.0
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Region probabilities ``(3, ...)`` -> internal labels ``(...)``."""
         wt = probs[0] > self.threshold[0]
         tc = probs[1] > self.threshold[1]
         et = probs[2] > self.threshold[2]
-        if self.wt_min_voxels:
-            keep = remove_small_components(wt | tc | et, self.wt_min_voxels)
+        if self.wt_min_voxels or self.wt_keep_fraction:
+            keep = _filter_components(wt | tc | et, self.wt_min_voxels, self.wt_keep_fraction)
             wt, tc, et = wt & keep, tc & keep, et & keep
         labels = L.channels_to_labels(np.stack([wt, tc, et]))
         if self.et_min_voxels and 0 < int((labels == L.ET).sum()) < self.et_min_voxels:
             labels[labels == L.ET] = L.NCR
         return labels
+
+
+def _filter_components(mask: np.ndarray, min_voxels: int, keep_fraction: float) -> np.ndarray:
+    """Keep 26-connected components of at least ``min_voxels`` voxels and at least
+    ``keep_fraction`` of the largest component."""
+    from scipy import ndimage as ndi
+
+    if not mask.any():
+        return mask
+    lab, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    limit = max(min_voxels, keep_fraction * sizes.max())
+    keep = sizes >= limit
+    keep[0] = False
+    return keep[lab]
 
 
 @dataclass
@@ -212,7 +231,8 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
     pp = meta.get("postprocess", {})
     post = PostProcess(threshold=tuple(pp.get("threshold", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
                        et_min_voxels=int(pp.get("et_min_voxels", 0)),
-                       wt_min_voxels=int(pp.get("wt_min_voxels", 0)))
+                       wt_min_voxels=int(pp.get("wt_min_voxels", 0)),
+                       wt_keep_fraction=float(pp.get("wt_keep_fraction", 0.0)))
     return LoadedModel(nets, cfg, meta.get("version", "unknown"),
                        tuple(meta.get("patch", cfg.patch)), cfg.output, post,  # type: ignore[union-attr]
                        int(meta.get("whole_volume_max", 0)), folder,

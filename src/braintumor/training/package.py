@@ -66,19 +66,22 @@ def choose_postprocess(probs_dir: Path, refs: dict[str, np.ndarray],
 
     probs = {c: np.load(probs_dir / f"{c}.npz")["probs"].astype(np.float32) for c in refs}
     trials = []
-    for et_min in (0, 50, 100, 200, 400):
-        for wt_min in (0, 200, 1000):
-            pp = PostProcess(et_min_voxels=et_min, wt_min_voxels=wt_min)
-            d = []
-            for c, ref in refs.items():
-                pm, rm = region_masks(pp.apply(probs[c])), region_masks(ref)
-                d.append(np.mean([dice(pm[r], rm[r]) for r in REGIONS]))
-            trials.append({"et_min_voxels": et_min, "wt_min_voxels": wt_min,
-                           "mean_dice": float(np.mean(d))})
+    for et_min in (0, 100, 400):
+        for wt_min in (0, 1000, 4000):
+            for frac in (0.0, 0.1, 0.3):
+                pp = PostProcess(et_min_voxels=et_min, wt_min_voxels=wt_min,
+                                 wt_keep_fraction=frac)
+                d = []
+                for c, ref in refs.items():
+                    pm, rm = region_masks(pp.apply(probs[c])), region_masks(ref)
+                    d.append(np.mean([dice(pm[r], rm[r]) for r in REGIONS]))
+                trials.append({"et_min_voxels": et_min, "wt_min_voxels": wt_min,
+                               "wt_keep_fraction": frac, "mean_dice": float(np.mean(d))})
     best = max(trials, key=lambda t: (round(t["mean_dice"], 4), -t["et_min_voxels"],
-                                      -t["wt_min_voxels"]))
+                                      -t["wt_min_voxels"], -t["wt_keep_fraction"]))
     return PostProcess(et_min_voxels=int(best["et_min_voxels"]),
-                       wt_min_voxels=int(best["wt_min_voxels"])), trials
+                       wt_min_voxels=int(best["wt_min_voxels"]),
+                       wt_keep_fraction=float(best["wt_keep_fraction"])), trials
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,9 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 CARD_STATIC = """
 ## Intended use
@@ -266,3 +266,7 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
