@@ -245,7 +245,8 @@ def test_hybrid_with_no_region_refined_is_the_cnn_alone(hgg) -> None:
     same = segment_hybrid(hgg, probabilities=probs, post=post, regions=()).labels
     assert np.array_equal(same, cnn)
     # refining WT only moves WT voxels inside the uncertain band, and keeps the rules
-    hyb = segment_hybrid(hgg, probabilities=probs, post=post, regions="WT").labels
+    hyb = segment_hybrid(hgg, probabilities=probs, post=post, regions="WT", sure_out=0.2,
+                         sure_in=0.8).labels
     band = (probs[0] >= 0.2) & (probs[0] <= 0.8)
     assert np.array_equal((hyb > 0)[~band], (cnn > 0)[~band])
     assert not hyb[speck].any()

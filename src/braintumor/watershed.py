@@ -534,8 +534,8 @@ class HybridParams:
     (``python -m braintumor.hybrid_study``, ``experiments/hybrid/``) on all cases.
     """
 
-    sure_in: PerRegion = 0.8
-    sure_out: PerRegion = 0.2
+    sure_in: PerRegion = (0.9, 0.9, 0.5)
+    sure_out: PerRegion = (0.5, 0.1, 0.3)
     grad_sigma: PerRegion = 1.0
     compactness: float = 0.0
     drop_unsure: bool = True
