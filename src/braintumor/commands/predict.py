@@ -47,7 +47,8 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
         def is_2d_input(path: str | Path) -> bool:
             return Path(path).is_file() and is_image_2d(Path(path).name)
 
-    three, two = [], []
+    three: list[Path] = []
+    two: list[Path] = []
     for raw in inputs:
         p = Path(raw)
         (two if is_2d_input(p) else three).append(p)
