@@ -601,7 +601,8 @@ def cnn_postprocess(post: Any = None) -> Any:
         post = json.loads(meta.read_text()).get("postprocess", {}) if meta.exists() else {}
     return PostProcess(threshold=tuple(post.get("threshold", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
                        et_min_voxels=int(post.get("et_min_voxels", 0)),
-                       wt_min_voxels=int(post.get("wt_min_voxels", 0)))
+                       wt_min_voxels=int(post.get("wt_min_voxels", 0)),
+                       wt_keep_fraction=float(post.get("wt_keep_fraction", 0.0)))
 
 
 #: region -> channels (T1, T1ce, T2, FLAIR indices) whose gradient bounds it
@@ -654,12 +655,21 @@ class HybridInputs:
     shape: tuple[int, int, int]
     voxel_ml: float
     _grads: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    _squared: dict[tuple[int, float], np.ndarray] = field(default_factory=dict)
 
     def gradient(self, region: str, sigma: float) -> np.ndarray:
-        """Multi-modal gradient magnitude bounding ``region`` ``(x, y, z)``."""
+        """Multi-modal gradient magnitude bounding ``region`` ``(x, y, z)`` (as
+        :func:`_gradient`; each channel's part is computed once, since the regions
+        share channels)."""
         key = (region, float(sigma))
         if key not in self._grads:
-            self._grads[key] = _gradient([self.z[c] for c in _REGION_CHANNELS[region]], sigma)
+            acc = np.zeros(self.z.shape[1:], dtype=np.float32)
+            for c in _REGION_CHANNELS[region]:
+                if (c, float(sigma)) not in self._squared:
+                    g = ndi.gaussian_gradient_magnitude(self.z[c], max(sigma, 0.5))
+                    self._squared[(c, float(sigma))] = g * g
+                acc += self._squared[(c, float(sigma))]
+            self._grads[key] = np.sqrt(acc)
         return self._grads[key]
 
 
@@ -706,14 +716,19 @@ def _refine_region(prob: np.ndarray, elev: np.ndarray, brain: np.ndarray, lo: fl
         markers = np.zeros(prob.shape, dtype=np.int32)
         markers[outside] = 1
         markers[inside] = 2
-        ws = watershed(elev, markers, compactness=p.compactness)
-        region = (ws == 2) & brain
+        # only the band and the markers touching it take part: markers further away
+        # can flood nothing, and leaving them out of the watershed's queue makes the
+        # refinement several times faster on a full-size case
+        reach = ndi.binary_dilation(band)
+        ws = watershed(elev, markers, mask=reach, compactness=p.compactness)
+        region = (inside | ((ws == 2) & band)) & brain
     lab, n = _components(region)
     if n and (p.drop_unsure or p.min_lesion_ml > 0):
         keep = np.ones(n + 1, dtype=bool)
         keep[0] = False
         if p.drop_unsure:
-            keep[1:] &= np.asarray(ndi.maximum(prob, lab, np.arange(1, n + 1))) > hi
+            # components holding a sure voxel (a count, not a sort per component)
+            keep &= np.bincount(lab[prob > hi], minlength=n + 1) > 0
         if p.min_lesion_ml > 0:
             keep[1:] &= np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_ml >= \
                 p.min_lesion_ml
