@@ -110,3 +110,17 @@ def test_every_3d_network_trains_one_step(name: str, tmp_path: Path) -> None:
     assert changed and set(init) == set(ck["model"])
     assert all(torch.isfinite(v).all() for v in ck["model"].values()
                if v.dtype.is_floating_point)
+
+
+@pytest.mark.slow
+def test_deep_supervision_checkpoint_loads_for_inference(tmp_path: Path) -> None:
+    from braintumor.inference import load_checkpoint_net
+
+    cfg = load_config(SMOKE).replace(name="ds", deep_supervision=True, epochs=1,
+                                     steps_per_epoch=1, warmup_steps=1, fold=-1, synthetic=2)
+    Trainer(cfg, tmp_path, device="cpu", progress=False).fit()
+    net, loaded = load_checkpoint_net(tmp_path / "last.pt")
+    assert loaded.deep_supervision
+    with torch.inference_mode():
+        y = net(torch.zeros(1, 4, 32, 32, 32))
+    assert isinstance(y, torch.Tensor) and tuple(y.shape) == (1, 3, 32, 32, 32)

@@ -184,8 +184,10 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
         raise InputError(f"{p}: not a readable model checkpoint ({exc}).") from None
     cfg = from_dict(ck["config"])
     out_ch = 3 if cfg.output == "sigmoid" else 4
-    net = create_network(cfg.network, out_channels=out_ch, dropout=0.0,
-                         **{k: v for k, v in cfg.network_args.items() if k != "dropout"})
+    args = {k: v for k, v in cfg.network_args.items() if k != "dropout"}
+    if cfg.deep_supervision:  # the checkpoint holds the extra heads (unused in eval mode)
+        args["deep_supervision"] = True
+    net = create_network(cfg.network, out_channels=out_ch, dropout=0.0, **args)
     state = ck.get("model_ema") or ck["model"]
     # shipped checkpoints store weights in float16 to halve their size
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
