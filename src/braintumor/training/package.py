@@ -200,8 +200,9 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
 - Trained on 14 cases only (11 high-grade, 3 low-grade, BraTS 2018 training set): expect
   errors on scanners, protocols and tumour types it has not seen.
 - Low-grade tumours with little or no enhancement: the model may still predict some
-  enhancing tumour (scored ET Dice 0 when the reference has none); the postprocessing
-  relabels a small total ET volume as necrosis to limit this.
+  enhancing tumour (scored ET Dice 0 when the reference has none). Relabelling a small
+  total ET volume as necrosis was part of the postprocessing search and did not help on
+  these folds (see `experiments/shipped_cv/summary.json`).
 - Images that are not skull-stripped, not co-registered, or not in 1 mm isotropic
   resolution are outside what it has seen (the predictor does not resample).
 - Bright FLAIR artefacts (e.g. posterior fossa on some scanners) can become false edema.
