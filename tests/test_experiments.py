@@ -180,3 +180,19 @@ def test_apply_accepts_dotted_and_nested_augment_changes() -> None:
 
     cfg = _apply(TrainConfig(), {"augment.strength": 0.5, "augment": {"noise": False}})
     assert cfg.augment.strength == 0.5 and not cfg.augment.noise
+
+
+def test_interrupted_trial_is_requeued_with_its_run_folder(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from braintumor.training.search import _requeue_interrupted, _trial_dir
+
+    st = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    t = st.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    first = _trial_dir(tmp_path, t)
+    t.set_user_attr("run_dir", str(first))  # left RUNNING, as after an interruption
+    assert _requeue_interrupted(st) == 1
+    states = [x.state.name for x in st.trials]
+    assert states == ["FAIL", "WAITING"]
+    again = st.ask()
+    assert again.suggest_float("lr", 1e-4, 1e-2, log=True) == t.params["lr"]
+    assert _trial_dir(tmp_path, again) == first  # resumes from the same last.pt

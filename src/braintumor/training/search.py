@@ -7,8 +7,8 @@ the chosen configuration (and the starting one, for comparison) is then retraine
 all of fold ``f``'s training cases and scored on its held-out cases, like any study row.
 
 Storage is SQLite (resumable: re-running continues the same study; a trial cut off by
-an interruption is re-queued with the same parameters, and as its run folder is named
-after them it resumes from its ``last.pt``). Pruning: every validation the Trainer makes
+an interruption is re-queued with the same parameters and its run folder, so it resumes
+from its ``last.pt``). Each worker process samples with its own seed. Pruning: every validation the Trainer makes
 is reported through its ``on_validate`` hook at the share of the time budget used
 (tenths, carried forward so trials validated at different moments stay comparable),
 and Optuna's median pruner stops trials below the median of earlier ones.
@@ -33,8 +33,6 @@ Study file (besides ``study``/``base`` as in :mod:`braintumor.training.experimen
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,9 +107,11 @@ def base_params(base: TrainConfig, space: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial_dir(runs_dir: Path, params: dict[str, Any]) -> Path:
-    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    return runs_dir / "trials" / key
+def _trial_dir(runs_dir: Path, trial: Any) -> Path:
+    """A trial's run folder: its own, or the folder of the interrupted trial it repeats
+    (so training resumes from that ``last.pt``)."""
+    resume = trial.user_attrs.get("resume_dir")
+    return Path(resume) if resume else runs_dir / "trials" / f"trial{trial.number:03d}"
 
 
 def _storage_url(path: str) -> str:
@@ -121,14 +121,16 @@ def _storage_url(path: str) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def _open(study: Study, settings: dict[str, Any]) -> Any:
+def _open(study: Study, settings: dict[str, Any], worker: int = 0) -> Any:
+    """Create or load the Optuna study; each worker process samples with its own seed
+    (the same seed in two processes would draw the same parameters twice)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=study.name, storage=_storage_url(str(settings["storage"])),
         direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=int(settings["seed"]),
+        sampler=optuna.samplers.TPESampler(seed=int(settings["seed"]) + 1000 * worker,
                                            n_startup_trials=int(settings["startup_trials"])),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=int(settings["startup_trials"]),
                                            n_warmup_steps=3))
@@ -153,7 +155,7 @@ def _worker(study_path: str, budget: float | None, folds: list[int] | None, devi
 
     study = load_study(study_path, budget, folds)
     settings = search_settings(study)
-    ostudy = _open(study, settings)
+    ostudy = _open(study, settings, worker)
     train_ids = study_folds(study)[int(settings["fold"])]["train"]
     if study.base.threads:
         torch.set_num_threads(study.base.threads)
@@ -161,7 +163,7 @@ def _worker(study_path: str, budget: float | None, folds: list[int] | None, devi
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, settings["space"])
         cfg = _inner_config(study, settings, params, train_ids)
-        run_dir = _trial_dir(study.runs_dir, params)
+        run_dir = _trial_dir(study.runs_dir, trial)
         trial.set_user_attr("run_dir", str(run_dir))
         reported: dict[int, float] = {}
 
@@ -205,7 +207,9 @@ def _requeue_interrupted(ostudy: Any) -> int:
     for t in ostudy.trials:
         if t.state == optuna.trial.TrialState.RUNNING:
             ostudy._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            ostudy.enqueue_trial(t.params, skip_if_exists=False)
+            rd = t.user_attrs.get("run_dir")
+            ostudy.enqueue_trial(t.params, user_attrs={"resume_dir": rd} if rd else None,
+                                 skip_if_exists=False)
             n += 1
     return n
 
