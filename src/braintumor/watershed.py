@@ -76,7 +76,7 @@ class WatershedParams:
     w_t1: float = 0.3  #: weight of -z(T1) (T1 darkening) in the abnormality map
     csf_flair: float = -1.0  #: FLAIR z below which a voxel is a background marker (CSF)
     wt_hi: float = 1.5  #: abnormality above which a voxel is a sure-tumour marker
-    wt_lo: float = 0.3  #: abnormality below which a voxel is a sure-background marker
+    wt_lo: float = -0.3278  #: abnormality below which a voxel is a sure-background marker
     wt_compactness: float = 0.0  #: compactness of the WT watershed
     grad_sigma: float = 1.0  #: Gaussian scale of the gradient magnitude
     wt_peak: float = 3.0  #: a kept lesion must reach this abnormality somewhere
@@ -86,7 +86,7 @@ class WatershedParams:
     et_hi: float = 1.2  #: enhancement above which a WT voxel is an ET marker
     et_t1c: float = 1.0  #: T1ce z an ET marker also needs
     et_lo: float = 1.0  #: enhancement below which a voxel cannot be an ET marker
-    ncr_t1c: float = -0.7  #: T1ce z below which a WT voxel is a core marker
+    ncr_t1c: float = -0.5737  #: T1ce z below which a WT voxel is a core marker
     ed_t1c: float = -0.5  #: T1ce z above which a non-enhancing WT voxel is an edema marker
     ed_edge: int = 1  #: WT border layer (voxels) always seeded as edema
     core_compactness: float = 0.0  #: compactness of the sub-region watershed
@@ -540,7 +540,7 @@ class HybridParams:
     compactness: float = 0.0
     drop_unsure: bool = True
     min_lesion_ml: float = 0.0
-    regions: tuple[str, ...] = ("WT", "TC", "ET")
+    regions: tuple[str, ...] = ("TC", "ET")
 
     def band(self, region: str) -> tuple[float, float]:
         """``(sure_out, sure_in)`` of ``region``."""
