@@ -8,10 +8,12 @@ all of fold ``f``'s training cases and scored on its held-out cases, like any st
 
 Storage is SQLite (resumable: re-running continues the same study; a trial cut off by
 an interruption is re-queued with the same parameters and its run folder, so it resumes
-from its ``last.pt``). Each worker process samples with its own seed. Pruning: every validation the Trainer makes
-is reported through its ``on_validate`` hook at the share of the time budget used
-(tenths, carried forward so trials validated at different moments stay comparable),
-and Optuna's median pruner stops trials below the median of earlier ones.
+from its ``last.pt``). Each worker process samples with its own seed.
+
+Pruning: every validation the Trainer makes is reported through its ``on_validate``
+hook at the share of the time budget used (tenths, carried forward so trials validated
+at different moments stay comparable), and Optuna's median pruner stops trials below
+the median of earlier ones.
 
 Study file (besides ``study``/``base`` as in :mod:`braintumor.training.experiments`)::
 
