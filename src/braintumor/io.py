@@ -243,11 +243,16 @@ def read_image_2d(path: str | Path) -> np.ndarray:
         arr = arr[..., :3]
     elif arr.shape[2] == 2:
         arr = arr[..., :1]
-    if arr.dtype != np.uint8:
-        a = arr.astype(np.float64)
-        top = a.max() if a.max() > 0 else 1.0
-        arr = np.clip(a / top * 255.0, 0, 255).astype(np.uint8)
-    return arr
+    return to_uint8(arr)
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Pictures of other bit depths -> uint8, scaled by their own maximum."""
+    if array.dtype == np.uint8:
+        return array
+    a = np.asarray(array, dtype=np.float64)
+    top = a.max() if a.size and a.max() > 0 else 1.0
+    return np.clip(a / top * 255.0, 0, 255).astype(np.uint8)
 
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:

@@ -196,12 +196,9 @@ def to_three_channels(image: np.ndarray) -> np.ndarray:
         raise InputError(f"an image of shape {a.shape} is not a 2D picture.")
     if a.shape[2] == 1 or a.shape[2] == 2:
         a = np.repeat(a[..., :1], 3, axis=2)
-    a = a[..., :3]
-    if a.dtype != np.uint8:
-        f = a.astype(np.float64)
-        top = f.max() if f.max() > 0 else 1.0
-        a = np.clip(f / top * 255.0, 0, 255).astype(np.uint8)
-    return a
+    from braintumor.io import to_uint8
+
+    return to_uint8(a[..., :3])
 
 
 def is_greyscale(image: np.ndarray) -> bool:
