@@ -345,6 +345,20 @@ def _params_json(params: dict[str, Any]) -> dict[str, Any]:
     return asdict(params_from(params))
 
 
+def _prepare_all(factor: int) -> tuple[list[str], dict[str, Any]]:
+    """Every cached case on the work grid, plus the tumour-free brains made from the
+    healthy hemisphere of one-sided cases (they belong to their source case's fold, and
+    only an empty prediction scores Dice 1)."""
+    ids = case_ids()
+    if not ids:
+        raise SystemExit("no cached cases: run `python -m braintumor.watershed_tune cache` first")
+    print(f"preparing {len(ids)} cases", flush=True)
+    prep: dict[str, Any] = {c: Prepared(CACHE / f"{c}.npz", factor) for c in ids}
+    for c in healthy_sources(ids):
+        prep[healthy_id(c)] = Prepared(CACHE / f"{c}.npz", factor, healthy=True)
+    return ids, prep
+
+
 def run_cv(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENTS,
            storage: str | None = None, final_trials: int | None = None) -> None:
     """K-fold CV: tune on the training folds, score the held-out fold (with HD95)."""
@@ -352,15 +366,7 @@ def run_cv(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENTS,
 
     storage = storage or f"sqlite:///{ROOT / 'cache' / 'watershed_optuna.db'}"
     out.mkdir(parents=True, exist_ok=True)
-    ids = case_ids()
-    if not ids:
-        raise SystemExit("no cached cases: run `python -m braintumor.watershed_tune cache` first")
-    print(f"preparing {len(ids)} cases", flush=True)
-    prep = {c: Prepared(CACHE / f"{c}.npz", factor) for c in ids}
-    # tumour-free brains made from the healthy hemisphere of one-sided cases: they
-    # belong to their source case's fold, and only an empty prediction scores Dice 1
-    for c in healthy_sources(ids):
-        prep[healthy_id(c)] = Prepared(CACHE / f"{c}.npz", factor, healthy=True)
+    ids, prep = _prepare_all(factor)
     start = {k_: v for k_, v in asdict(DEFAULT_PARAMS).items()}
     folds = [[*t, *(healthy_id(c) for c in t if healthy_id(c) in prep)]
              for t in folds_for(ids, k)]
@@ -488,13 +494,7 @@ def run_cv_shared(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENT
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or f"sqlite:///{ROOT / 'cache' / 'watershed_optuna.db'}"
     out.mkdir(parents=True, exist_ok=True)
-    ids = case_ids()
-    if not ids:
-        raise SystemExit("no cached cases: run `python -m braintumor.watershed_tune cache` first")
-    print(f"preparing {len(ids)} cases", flush=True)
-    prep = {c: Prepared(CACHE / f"{c}.npz", factor) for c in ids}
-    for c in healthy_sources(ids):
-        prep[healthy_id(c)] = Prepared(CACHE / f"{c}.npz", factor, healthy=True)
+    ids, prep = _prepare_all(factor)
     name = study_name or f"shared_random_f{factor}_s{seed}" + (f"_local{local}" if local else "")
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize",
