@@ -77,6 +77,9 @@ class TrainConfig:
     sw_overlap: float = 0.25
     whole_volume_max: int = 0  # validate in one pass when the padded crop has <= this many voxels
     num_workers: int = 0
+    # start from these weights (a checkpoint path; "{fold}" is replaced by the fold) with a
+    # fresh optimizer and schedule: a warm restart that continues an earlier run
+    init_from: str = ""
 
     def replace(self, **changes: Any) -> TrainConfig:
         """Copy with some fields changed (dotted ``augment.x`` keys allowed)."""

@@ -185,6 +185,22 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self.out / name)
 
+    def _init_weights(self, path: str) -> None:
+        """Load network weights from another run's checkpoint (fresh optimizer)."""
+        import torch
+
+        from braintumor.errors import InputError
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"init_from: no checkpoint at {p}.")
+        ck = torch.load(p, map_location=self.device, weights_only=False)
+        try:
+            self.net.load_state_dict(ck["model"] if "model" in ck else ck)
+        except RuntimeError as e:
+            raise InputError(f"init_from: {p} does not fit network {self.cfg.network} "
+                             f"with {self.cfg.network_args}.") from e
+
     # -------------------------------------------------------------------- train
     def fit(self) -> dict[str, Any]:
         """Train (or resume) and return a summary with the best validation Dice."""
@@ -208,6 +224,8 @@ class Trainer:
             self.gen.set_state(ck["rng"]["torch"])
             self.sampler.rng.bit_generator.state = ck["rng"]["numpy"]
             epoch0, best, history = ck["epoch"], ck["best"], ck["history"]
+        elif cfg.init_from:
+            self._init_weights(cfg.init_from.replace("{fold}", str(cfg.fold)))
         t_start = time.perf_counter()
         elapsed0 = history[-1]["elapsed_s"] if history else 0.0
         self.t_start, self.elapsed_before = t_start, elapsed0
