@@ -211,3 +211,37 @@ def test_predict_routes_2d_pictures(tmp_path: Path) -> None:
     mask = np.asarray(Image.open(out / "slice_mask.png"))
     assert mask.shape == (200, 180) and set(np.unique(mask).tolist()) <= {0, 255}
     assert len(list(out.rglob("patient_*_mask.png"))) == 3
+
+
+def test_fast_mode_runs_only_the_fast_members(tmp_path: Path) -> None:
+    """``fast`` uses the members and overlap named in model.json's "fast" entry: with two
+    different members, the fast result equals member 1 alone at overlap 0, and differs
+    from the full ensemble."""
+    from braintumor.inference import predict_probabilities
+
+    cfg = TrainConfig(network="compact_unet", network_args={"channels": [4, 8, 8, 8]},
+                      patch=(32, 32, 32))
+    for k in range(2):
+        torch.manual_seed(10 + k)
+        net = create_network("compact_unet", channels=(4, 8, 8, 8))
+        torch.save({"model": net.state_dict(), "config": to_dict(cfg), "version": "t"},
+                   tmp_path / f"fold{k}.pt")
+    meta = {"version": "two", "checkpoints": ["fold0.pt", "fold1.pt"], "onnx": [],
+            "patch": [32, 32, 32], "overlap": 0.5, "postprocess": {},
+            "fast": {"members": [1], "overlap": 0.0}}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "fold1.pt").write_bytes((tmp_path / "fold1.pt").read_bytes())
+    (single / "model.json").write_text(json.dumps(
+        meta | {"checkpoints": ["fold1.pt"], "overlap": 0.0, "fast": {}}))
+    case = make_case(shape=SHAPE, seed=4)
+    fast, _, t_fast = predict_probabilities(case, tmp_path, "cpu", fast=True)
+    alone, _, _ = predict_probabilities(case, single, "cpu")
+    full, _, t_full = predict_probabilities(case, tmp_path, "cpu")
+    assert t_fast["members"] == 1 and t_fast["overlap"] == 0.0
+    assert t_full["members"] == 2 and t_full["overlap"] == 0.5
+    np.testing.assert_allclose(fast, alone, atol=1e-6)
+    assert np.abs(fast - full).max() > 1e-3
+    res = segment_cnn(case, model=tmp_path, device="cpu", fast=True)
+    assert res.info["mode"] == "fast" and res.info["folds"] == 1

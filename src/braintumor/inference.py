@@ -166,6 +166,9 @@ class LoadedModel:
     whole_volume_max: int = 0
     path: Path | None = None
     overlap: float = 0.5
+    # fast mode: a subset of the members at a lower window overlap (model.json "fast")
+    fast_members: tuple[int, ...] = (0,)
+    fast_overlap: float = 0.25
 
 
 def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -193,6 +196,19 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     net.eval().to(device)
     return net, cfg
+
+
+def _checkpoint_config(path: Path) -> Any:
+    """The training config saved in a checkpoint (without building its network)."""
+    import torch
+
+    from braintumor.config import from_dict
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable model checkpoint ({exc}).") from None
+    return from_dict(ck["config"])
 
 
 def load_model(model: str | Path | None = None, device: str = "cpu",
@@ -226,19 +242,27 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
         except ImportError:
             use_onnx = False
     for i, ck in enumerate(meta["checkpoints"]):
-        net, cfg = load_checkpoint_net(folder / ck, device)
-        if use_onnx and (folder / meta["onnx"][i]).exists():
-            net = OnnxNet(folder / meta["onnx"][i])
-        nets.append(net)
+        if use_onnx and i < len(meta["onnx"]) and (folder / meta["onnx"][i]).exists():
+            # the ONNX file replaces the torch network; its session opens on first use,
+            # so the fast mode pays only for the member it runs
+            if cfg is None:
+                cfg = _checkpoint_config(folder / ck)
+            nets.append(OnnxNet(folder / meta["onnx"][i]))
+        else:
+            net, cfg = load_checkpoint_net(folder / ck, device)
+            nets.append(net)
     pp = meta.get("postprocess", {})
     post = PostProcess(threshold=tuple(pp.get("threshold", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
                        et_min_voxels=int(pp.get("et_min_voxels", 0)),
                        wt_min_voxels=int(pp.get("wt_min_voxels", 0)),
                        wt_keep_fraction=float(pp.get("wt_keep_fraction", 0.0)))
+    fast = meta.get("fast", {})
+    members = tuple(int(i) for i in fast.get("members", [0]) if 0 <= int(i) < len(nets))
     return LoadedModel(nets, cfg, meta.get("version", "unknown"),
                        tuple(meta.get("patch", cfg.patch)), cfg.output, post,  # type: ignore[union-attr]
                        int(meta.get("whole_volume_max", 0)), folder,
-                       float(meta.get("overlap", 0.5)))
+                       float(meta.get("overlap", 0.5)), members or (0,),
+                       float(fast.get("overlap", 0.25)))
 
 
 def shipped_model_available(name: str = DEFAULT_MODEL) -> bool:
@@ -260,9 +284,15 @@ def get_model(model: str | Path | None = None, device: str = "cpu",
 
 def predict_probabilities(case: Case, model: str | Path | None = None, device: str = "auto",
                           tta: bool = False, progress: ProgressFn | None = None,
-                          overlap: float | None = None, backend: str = "auto"
+                          overlap: float | None = None, backend: str = "auto",
+                          fast: bool = False
                           ) -> tuple[np.ndarray, LoadedModel, dict[str, float]]:
-    """Region probabilities ``(3, X, Y, Z)`` in the case's native grid."""
+    """Region probabilities ``(3, X, Y, Z)`` in the case's native grid.
+
+    ``fast``: only the model's fast members (one fold model for the shipped ensemble) at
+    its fast overlap, about ten times fewer windows; its cross-validated accuracy is in
+    the model card.
+    """
     import torch
 
     from braintumor.training.data import prepare_case
@@ -278,16 +308,20 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     prep = prepare_case(case)
     timings["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    nets = [lm.nets[i] for i in lm.fast_members] if fast else lm.nets
+    if overlap is None:
+        overlap = lm.fast_overlap if fast else lm.overlap
     acc = None
-    for i, net in enumerate(lm.nets):
+    for i, net in enumerate(nets):
         if progress:
-            progress(0.15 + 0.75 * i / len(lm.nets), f"CNN model {i + 1}/{len(lm.nets)}")
-        p = sliding_window_probs(net, prep.image, lm.patch,
-                                 lm.overlap if overlap is None else overlap, dev, lm.output,
+            progress(0.15 + 0.75 * i / len(nets), f"CNN model {i + 1}/{len(nets)}")
+        p = sliding_window_probs(net, prep.image, lm.patch, overlap, dev, lm.output,
                                  mirror=tta, whole_volume_max=lm.whole_volume_max)
         acc = p if acc is None else acc + p
     assert acc is not None
-    probs = acc / len(lm.nets)
+    probs = acc / len(nets)
+    timings["members"] = float(len(nets))
+    timings["overlap"] = float(overlap)
     timings["inference_s"] = time.perf_counter() - t0
     if dev == "cuda":
         torch.cuda.synchronize()
@@ -297,12 +331,13 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
 
 def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto",
                 progress: ProgressFn | None = None, tta: bool = False,
-                uncertainty: bool = False, backend: str = "auto", **_: Any
-                ) -> SegmentationResult:
-    """Segment a case with a CNN model (the shipped one by default)."""
+                uncertainty: bool = False, backend: str = "auto", fast: bool = False,
+                **_: Any) -> SegmentationResult:
+    """Segment a case with a CNN model (the shipped one by default); ``fast`` runs
+    only the model's fast members at its fast overlap (see predict_probabilities)."""
     t0 = time.perf_counter()
     probs, lm, timings = predict_probabilities(case, model, device, tta=tta or uncertainty,
-                                               progress=progress, backend=backend)
+                                               progress=progress, backend=backend, fast=fast)
     if progress:
         progress(0.92, "postprocessing")
     labels = lm.post.apply(probs)
@@ -312,7 +347,8 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
         p = np.clip(probs[0], 1e-6, 1 - 1e-6)
         unc = (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))).astype(np.float32)
     timings["total_s"] = time.perf_counter() - t0
-    info = {"method": "cnn", "model_version": lm.version, "folds": len(lm.nets),
+    info = {"method": "cnn", "model_version": lm.version, "folds": int(timings["members"]),
+            "mode": "fast" if fast else "accurate",
             "backend": "onnx" if isinstance(lm.nets[0], OnnxNet) else "torch", **timings}
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
 
@@ -326,19 +362,32 @@ class OnnxNet:
     """
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
-        import onnxruntime as ort
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: ONNX model file not found.")
+        self.threads = threads
+        self._session: Any = None
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session, opened on first use."""
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
+            self._session = ort.InferenceSession(str(self.path), opts,
+                                                 providers=["CPUExecutionProvider"])
+        return self._session
 
     def __call__(self, x: Any) -> Any:
         import torch
 
-        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
+        session = self.session
+        name = session.get_inputs()[0].name
+        out = session.run(None, {name: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(out)
 
     def eval(self) -> OnnxNet:  # mimic nn.Module for callers that set eval mode
