@@ -108,6 +108,9 @@ class SampleRequest(BaseModel):
                                                  "best available")
     uncertainty: bool = Field(False, description="also compute an uncertainty map "
                                                  "(slower: test-time augmentation)")
+    accurate: bool = Field(False, description="CNN: run the whole ensemble at the full "
+                                              "window overlap (slower) instead of the "
+                                              "fast mode")
 
 
 class SeriesChoice(BaseModel):
@@ -426,6 +429,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                                    "conversion so the series can be assigned"},
                 "uncertainty": {"type": "string", "description": "'true': also compute an "
                                 "uncertainty map (slower)"},
+                "accurate": {"type": "string", "description": "'true': CNN ensemble at full "
+                             "overlap instead of the fast mode (slower)"},
             }}}}}},
     )
     async def upload(request: Request) -> JSONResponse:
@@ -441,7 +446,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             inputs = await run_in_threadpool(_prepare, job_dir, fields, files)
             if inputs.get("source") != "image2d":
                 method = choose_method(fields.get("method"))
-                inputs["options"] = _job_options(_truthy(fields.get("uncertainty")))
+                inputs["options"] = _job_options(_truthy(fields.get("uncertainty")),
+                                                 _truthy(fields.get("accurate")))
             shutil.rmtree(job_dir / "upload", ignore_errors=True)
         except BaseException:
             store.delete(job.id)
@@ -469,7 +475,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         method = choose_method(req.method if req else None)
         job = store.create("sample", method, status="queued",
                            inputs={"source": "sample", "files": [],
-                                   "options": _job_options(req.uncertainty if req else False)})
+                                   "options": _job_options(req.uncertainty if req else False,
+                                                           req.accurate if req else False)})
         pool.notify()
         return job_out(job)
 
@@ -693,9 +700,14 @@ def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _job_options(uncertainty: bool) -> dict[str, Any]:
-    """Options passed through ``segment(case, method, **options)``."""
-    return {"uncertainty": True} if uncertainty else {}
+def _job_options(uncertainty: bool, accurate: bool = False) -> dict[str, Any]:
+    """Options passed through ``segment(case, method, **options)``: the page runs the
+    CNN in its fast mode (one model, fewer windows) unless ``accurate`` is asked for, so
+    a case is outlined in seconds on a plain CPU."""
+    opts: dict[str, Any] = {"uncertainty": True} if uncertainty else {}
+    if not accurate:
+        opts["fast"] = True
+    return opts
 
 
 def _suffix(path: str) -> str:

@@ -45,6 +45,12 @@ def model_version(info: dict[str, Any], method: str) -> str:
     """The model version a segmenter reported, or a description of the method."""
     for key in ("model_version", "model", "version", "weights"):
         if info.get(key):
+            mode = info.get("mode")
+            folds = info.get("folds")
+            if mode == "fast" and folds:
+                return f"{info[key]} (fast mode: {folds} model{'s' if folds != 1 else ''})"
+            if mode:
+                return f"{info[key]} ({mode} mode)"
             return str(info[key])
     return {"watershed": "classical watershed (no trained model)"}.get(method, "not reported")
 
@@ -190,6 +196,8 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
     def progress(fraction: float, stage: str = "") -> None:
         report("progress", (0.05 + 0.85 * float(fraction), stage or f"segmenting ({method})"))
 
+    if method != "cnn":  # the fast mode is an option of the CNN predictor only
+        options.pop("fast", None)
     res = segment(case, method=method, progress=progress, **options)
     seg_s = time.perf_counter() - t0
     report("progress", (0.91, "measuring"))
@@ -319,7 +327,9 @@ def _preload_model() -> None:
         from braintumor.inference import get_model, resolve_device, shipped_model_available
 
         if shipped_model_available():
-            get_model(None, resolve_device("auto"), "auto")
+            lm = get_model(None, resolve_device("auto"), "auto")
+            for i in lm.fast_members:  # open the fast mode's ONNX session(s) now too
+                getattr(lm.nets[i], "session", None)
     except Exception:  # noqa: BLE001 - the job itself reports a broken model
         pass
 

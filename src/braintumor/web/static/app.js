@@ -171,6 +171,7 @@ function submitUpload() {
   if (ref) form.append("reference", ref, ref.name);
   form.append("method", $("method").value);
   if ($("want-unc").checked) form.append("uncertainty", "true");
+  if ($("want-accurate").checked) form.append("accurate", "true");
   if (state.files.length === 1 && kindOf(state.files[0].name) === "zip") form.append("confirm_series", "true");
   $("submit-btn").disabled = true;
   setMsg("upload-msg", "Uploading…", true);
@@ -209,7 +210,8 @@ async function startSample() {
   setMsg("upload-msg", "");
   try {
     const job = await postJSON("/api/sample", { method: $("method").value || null,
-                                                uncertainty: $("want-unc").checked });
+                                                uncertainty: $("want-unc").checked,
+                                                accurate: $("want-accurate").checked });
     showJob(job, true);
   } catch (e) {
     setMsg("upload-msg", e.message);
