@@ -124,3 +124,30 @@ def test_deep_supervision_checkpoint_loads_for_inference(tmp_path: Path) -> None
     with torch.inference_mode():
         y = net(torch.zeros(1, 4, 32, 32, 32))
     assert isinstance(y, torch.Tensor) and tuple(y.shape) == (1, 3, 32, 32, 32)
+
+
+@pytest.mark.slow
+def test_init_from_starts_from_another_runs_weights(tmp_path: Path) -> None:
+    """A warm restart loads the earlier run's weights (with a fresh optimizer) before its
+    first step; a checkpoint of another network is refused in one sentence."""
+    from braintumor.errors import InputError
+
+    base = load_config(SMOKE).replace(
+        name="a", network="compact_unet", network_args=_tiny("compact_unet"), epochs=1,
+        steps_per_epoch=1, warmup_steps=1, fold=-1, synthetic=2, folds=2)
+    Trainer(base, tmp_path / "a", device="cpu", progress=False).fit()
+    first = torch.load(tmp_path / "a" / "last.pt", map_location="cpu", weights_only=False)
+    # lr 0: the restart's step leaves the weights where the first run ended
+    warm = base.replace(name="b", init_from=str(tmp_path / "{fold}" / "last.pt"), lr=0.0,
+                        seed=1)
+    (tmp_path / "-1").symlink_to(tmp_path / "a")
+    Trainer(warm, tmp_path / "b", device="cpu", progress=False).fit()
+    second = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=False)
+    assert second["step_count"] == 1  # a fresh schedule, not a resume
+    for k, v in first["model"].items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(v, second["model"][k]), k
+    other = base.replace(name="c", network_args={"channels": [8, 16, 16, 16]},
+                         init_from=str(tmp_path / "a" / "last.pt"))
+    with pytest.raises(InputError, match="does not fit"):
+        Trainer(other, tmp_path / "c", device="cpu", progress=False).fit()
