@@ -196,6 +196,9 @@ def test_robust_z_levels_an_axial_intensity_drift() -> None:
 
 # --- hybrid
 
+#: the refinement alone, without the combination with the classical watershed
+ALONE = {"wt_from": "hybrid", "core": "keep"}
+
 
 def _soft_truth(label: np.ndarray, sigma: float, shift: int = 0) -> np.ndarray:
     """CNN-like region probabilities: blurred (and shifted) truth."""
@@ -220,7 +223,7 @@ def test_hybrid_band_moves_to_image_edges(hgg) -> None:
     probs = _soft_truth(hgg.label, 2.5, shift=2)
     cnn = dice(probs[0] > 0.5, hgg.label > 0)
     hyb = dice(segment_hybrid(hgg, probabilities=probs, sure_in=0.9, sure_out=0.1,
-                              regions="WT,TC,ET").labels > 0, hgg.label > 0)
+                              regions="WT,TC,ET", **ALONE).labels > 0, hgg.label > 0)
     assert hyb > cnn, (hyb, cnn)
 
 
@@ -231,7 +234,7 @@ def test_hybrid_drops_an_unsure_blob(hgg) -> None:
     blob &= hgg.label == 0
     probs[0][blob] = 0.6  # unsure everywhere: never an inside marker
     labels = segment_hybrid(hgg, probabilities=probs, regions="WT", sure_in=0.8, sure_out=0.2,
-                            post={}).labels
+                            post={}, **ALONE).labels
     assert not labels[blob].any()
 
 
@@ -245,11 +248,11 @@ def test_hybrid_with_no_region_refined_is_the_cnn_alone(hgg) -> None:
     post = PostProcess(et_min_voxels=0, wt_min_voxels=50)
     cnn = post.apply(probs)
     assert not cnn[speck].any()
-    same = segment_hybrid(hgg, probabilities=probs, post=post, regions=()).labels
+    same = segment_hybrid(hgg, probabilities=probs, post=post, regions=(), **ALONE).labels
     assert np.array_equal(same, cnn)
     # refining WT only moves WT voxels inside the uncertain band, and keeps the rules
     hyb = segment_hybrid(hgg, probabilities=probs, post=post, regions="WT", sure_out=0.2,
-                         sure_in=0.8).labels
+                         sure_in=0.8, **ALONE).labels
     band = (probs[0] >= 0.2) & (probs[0] <= 0.8)
     assert np.array_equal((hyb > 0)[~band], (cnn > 0)[~band])
     assert not hyb[speck].any()

@@ -15,7 +15,13 @@ model did not train on the case) it computes
   parameters its own cross-validation picked without the case
   (``experiments/watershed/cv_params.json``; the shipped defaults when absent);
 
-and scores all three with :func:`braintumor.metrics.score_case`.
+* **combined**: per region, the hybrid and the watershed put together by
+  :func:`braintumor.watershed.fuse_labels` (whole tumour from the watershed, the hybrid,
+  their union, intersection, or the watershed plus the hybrid lesions touching it, with
+  watershed lesions the CNN gives no probability vetoed; the core from the hybrid,
+  fitted into that whole tumour);
+
+and scores all four with :func:`braintumor.metrics.score_case`.
 
 The hybrid's parameters are chosen per CNN fold on the *other* folds' cases only: for
 each region, every candidate band and gradient scale is tried with only that region
@@ -23,6 +29,15 @@ refined, and a candidate is kept only if it raised the mean Dice (all three regi
 the training cases by more than ``MIN_GAIN`` over the CNN alone; otherwise the region
 keeps the CNN's mask. The held-out fold is then segmented once with that choice. The
 choice on all cases becomes the shipped default (``experiments/hybrid/params.json``).
+
+The combination rule is chosen by a second cross-validation over the cases, on the folds
+of the watershed's own CV (``experiments/watershed/cv_params.json``; 7 deterministic
+folds when absent): for each fold, among :func:`fusion_candidates`, the rule with the
+best mean Dice (three regions) on the training cases is used if it beats the hybrid
+alone there by more than ``MIN_GAIN``, and the held-out cases are scored with it. The
+inputs of that choice are the held-out predictions above (each case's hybrid and
+watershed labels come from parameters chosen without that case), as in stacking. The
+rule best on all cases goes into ``params.json`` with the hybrid's parameters.
 
 Results go to ``experiments/hybrid/`` (``hybrid_cv.md``, ``hybrid_cv.csv``,
 ``summary.json``, ``cv_params.json``, ``params.json``).
@@ -50,7 +65,7 @@ PROBS = ROOT / "cache" / "cv_probs"
 DATA = ROOT.parent / "shared" / "data" / "brats2018"
 OUT = ROOT / "experiments" / "hybrid"
 WATERSHED_CV = ROOT / "experiments" / "watershed" / "cv_params.json"
-METHODS = ("cnn", "hybrid", "watershed")
+METHODS = ("cnn", "hybrid", "watershed", "combined")
 METRICS = ("dice", "sensitivity", "specificity", "hd95")
 
 #: (sure_out, sure_in) bands tried for each region: symmetric ones around the 0.5
@@ -63,6 +78,56 @@ MIN_GAIN = 0.001
 #: ... and must not lower it (by over 1e-4) in more than a third of the training cases:
 #: a mean gain carried by one or two cases did not hold on held-out cases (WT)
 MIN_WIN = 2 / 3
+#: watershed-lesion vetoes tried (highest CNN WT probability a lesion needs)
+VETOES = (0.0, 0.1, 0.3, 0.5)
+#: the fusion that is the hybrid alone
+NO_FUSION = {"wt_from": "hybrid", "wt_veto": 0.0, "core": "keep"}
+
+
+def fusion_candidates() -> list[dict[str, Any]]:
+    """Every combination rule tried (:func:`braintumor.watershed.fuse_labels` fields);
+    the first is the hybrid alone."""
+    from braintumor.watershed import CORE_RULES, WT_SOURCES
+
+    return [dict(NO_FUSION)] + [
+        {"wt_from": src, "wt_veto": v, "core": core}
+        for src in WT_SOURCES if src != "hybrid" for v in VETOES for core in CORE_RULES]
+
+
+def select_fusion(dices: dict[str, list[dict[str, float]]], train: Sequence[str],
+                  min_gain: float = MIN_GAIN) -> dict[str, Any]:
+    """The combination rule chosen on the ``train`` cases only.
+
+    ``dices``: case -> one ``{region: dice}`` per :func:`fusion_candidates` entry. The
+    rule with the best mean training Dice (over cases and the three regions) is used if
+    it beats the first candidate (the hybrid alone) by more than ``min_gain``; ties go
+    to the earlier rule. Returns ``{"rule": ..., "index": k, "gain": training gain}``.
+    """
+    cands = fusion_candidates()
+    means = np.array([[_mean3(dices[c][k]) for k in range(len(cands))] for c in train])
+    avg = means.mean(axis=0)
+    k = int(np.argmax(avg))
+    if avg[k] - avg[0] <= min_gain:
+        k = 0
+    return {"rule": dict(cands[k]), "index": k, "gain": float(avg[k] - avg[0])}
+
+
+def fusion_folds(ids: Sequence[str]) -> list[list[str]]:
+    """The watershed CV's folds restricted to ``ids`` (its tumour-free brains left out);
+    cases it did not hold out go to deterministic extra folds."""
+    from braintumor.watershed_tune import folds_for
+
+    folds: list[list[str]] = []
+    if WATERSHED_CV.exists():
+        for fold in json.loads(WATERSHED_CV.read_text()).values():
+            test = [c for c in fold["test"] if c in ids]
+            if test:
+                folds.append(test)
+    seen = {c for f in folds for c in f}
+    rest = [c for c in ids if c not in seen]
+    if rest:
+        folds += [f for f in folds_for(rest, min(7, len(rest))) if f]
+    return folds
 
 
 def candidates() -> list[dict[str, float]]:
@@ -123,7 +188,7 @@ def params_for(chosen: dict[str, dict[str, float] | None]) -> dict[str, Any]:
     return {"regions": regions,
             "sure_out": per("sure_out", d.band("WT")[0]),
             "sure_in": per("sure_in", d.band("WT")[1]),
-            "grad_sigma": per("grad_sigma", 1.0)}
+            "grad_sigma": per("grad_sigma", 1.0), **NO_FUSION}
 
 
 def _watershed_params() -> dict[str, dict[str, Any]]:
@@ -210,11 +275,73 @@ def first_pass(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any
     return res
 
 
+def case_maps(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
+              hybrid: dict[str, Any], ws_params: dict[str, Any] | None,
+              cache: Path | None = None) -> dict[str, Any]:
+    """The held-out label maps of one case, cut to the box where any of them is not
+    background: ``ref``, ``cnn``, ``hybrid`` (with the fold's parameters ``hybrid``) and
+    ``watershed`` (with ``ws_params``) internal labels, ``wt_prob`` (the CNN's WT
+    probability), ``box``, ``shape``, ``spacing`` and the seconds of the hybrid's
+    refinement and the watershed. Cached as ``<case>.maps.npz`` while the probability
+    map and both parameter sets stay the same."""
+    from braintumor.preprocess import bounding_box
+    from braintumor.watershed import params_from, segment_hybrid, segment_watershed
+
+    key = json.dumps({"probs_mtime": (probs_dir / f"{case_id}.npz").stat().st_mtime,
+                      "hybrid": hybrid, "watershed": asdict(params_from(ws_params)),
+                      "postprocess": asdict(post)}, sort_keys=True, default=str)
+    path = cache / f"{case_id}.maps.npz" if cache is not None else None
+    if path is not None and path.exists():
+        z = np.load(path)
+        if str(z["key"]) == key:
+            return {k: z[k] for k in z.files if k != "key"}
+    case, probs, _ = _load(case_id, sources, probs_dir)
+    assert case.label is not None, f"{case_id}: no reference label"
+    res = segment_hybrid(case, probabilities=probs, params=hybrid, post=post)
+    t0 = time.perf_counter()
+    ws = segment_watershed(case, params=ws_params).labels
+    ws_seconds = time.perf_counter() - t0
+    maps = {"ref": case.label, "cnn": post.apply(probs), "hybrid": res.labels,
+            "watershed": ws}
+    present = np.zeros(case.shape, dtype=bool)
+    for m in maps.values():
+        present |= m > 0
+    box = bounding_box(present, margin=2)
+    out: dict[str, Any] = {k: np.asarray(v[box], dtype=np.uint8) for k, v in maps.items()}
+    out.update(wt_prob=probs[0][box].astype(np.float16),
+               box=np.array([[b.start, b.stop] for b in box]),
+               shape=np.array(case.shape), spacing=np.array(case.spacing),
+               seconds=np.array([float(res.info["refine_seconds"]), ws_seconds]))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, key=np.array(key), **out)
+    return out
+
+
+def _fused(maps: dict[str, Any], rule: dict[str, Any]) -> np.ndarray:
+    from braintumor.watershed import fuse_labels
+
+    return fuse_labels(maps["hybrid"], maps["watershed"],
+                       maps["wt_prob"].astype(np.float32), **rule)
+
+
+def _score_maps(pred: np.ndarray, maps: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Full-volume scores of a cut-out prediction (the box holds every foreground
+    voxel of the prediction and the reference, so only the true negatives outside it
+    are missing, and they are put back)."""
+    from braintumor.preprocess import uncrop
+
+    box = tuple(slice(int(a), int(b)) for a, b in maps["box"])
+    shape = tuple(int(v) for v in maps["shape"])
+    return _score(uncrop(pred, box, shape), uncrop(maps["ref"], box, shape),  # type: ignore[arg-type]
+                  tuple(float(v) for v in maps["spacing"]))
+
+
 def run(probs_dir: Path = PROBS, data: Path = DATA, out: Path = OUT,
         cache: Path | None = None, limit: int | None = None) -> dict[str, Any]:
     """The whole study; writes ``out`` and returns the summary."""
     from braintumor.cases import discover
-    from braintumor.watershed import cnn_postprocess, segment_hybrid
+    from braintumor.watershed import cnn_postprocess
 
     ids = sorted(p.stem for p in probs_dir.glob("*.npz"))[:limit]
     if not ids:
@@ -236,6 +363,7 @@ def run(probs_dir: Path = PROBS, data: Path = DATA, out: Path = OUT,
     tuning = {c: v["tuning"] for c, v in cases.items()}
     folds = sorted({v["fold"] for v in cases.values()})
     cv_params: dict[str, Any] = {}
+    maps: dict[str, dict[str, Any]] = {}
     for f in folds:
         test = [c for c in ids if cases[c]["fold"] == f]
         train = [c for c in ids if cases[c]["fold"] != f]
@@ -245,17 +373,51 @@ def run(probs_dir: Path = PROBS, data: Path = DATA, out: Path = OUT,
         print(f"fold {f}: refine {sel['params']['regions'] or 'nothing'}; training gains "
               + ", ".join(f"{r} {g:+.4f}" for r, g in sel["gain"].items()), flush=True)
         for c in test:
-            case, probs, _ = _load(c, sources, probs_dir)
-            res = segment_hybrid(case, probabilities=probs, params=sel["params"], post=post)
-            cases[c]["seconds"]["hybrid"] = float(res.info["refine_seconds"])
-            assert case.label is not None
-            cases[c]["scores"]["hybrid"] = _score(res.labels, case.label, case.spacing)
+            maps[c] = case_maps(c, sources, probs_dir, post, sel["params"], ws_cv.get(c),
+                                cache)
+            cases[c]["seconds"]["hybrid"] = float(maps[c]["seconds"][0])
+            cases[c]["scores"]["hybrid"] = _score_maps(maps[c]["hybrid"], maps[c])
             print(f"  {c}: hybrid " + ", ".join(
                 f"{r} {cases[c]['scores']['hybrid'][r]['dice']:.3f}" for r in L.REGIONS),
                 flush=True)
+
+    # the combination rule, cross-validated over the cases on the watershed's folds
+    rules = fusion_candidates()
+    print(f"scoring {len(rules)} combination rules on every case", flush=True)
+    fusion_dices: dict[str, list[dict[str, float]]] = {}
+    for c in ids:
+        ref = maps[c]["ref"]
+        fusion_dices[c] = [_dices(_fused(maps[c], rule), ref) for rule in rules]
+    fusion_cv: dict[str, Any] = {}
+    for f, test in enumerate(fusion_folds(ids)):
+        train = [c for c in ids if c not in test]
+        sel = select_fusion(fusion_dices, train)
+        sel["test"] = test
+        fusion_cv[str(f)] = sel
+        for c in test:
+            t0 = time.perf_counter()
+            pred = _fused(maps[c], sel["rule"])
+            fuse_s = time.perf_counter() - t0
+            cases[c]["scores"]["combined"] = _score_maps(pred, maps[c])
+            cases[c]["seconds"]["combined"] = float(
+                maps[c]["seconds"][0] + maps[c]["seconds"][1] + fuse_s)
+        print(f"combination fold {f}: {_rule_text(sel['rule'])} (training gain "
+              f"{sel['gain']:+.4f}); held out " + ", ".join(
+                  f"{c} " + "/".join(f"{cases[c]['scores']['combined'][r]['dice']:.3f}"
+                                     for r in L.REGIONS) for c in test), flush=True)
     final = select(tuning, ids)
-    summary = write_results(cases, cv_params, final, asdict(post), out)
+    final_fusion = select_fusion(fusion_dices, ids)
+    final["fusion"] = final_fusion
+    final["params"].update(final_fusion["rule"])
+    summary = write_results(cases, cv_params, final, asdict(post), out, fusion_cv)
     return summary
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    if rule == NO_FUSION:
+        return "hybrid alone"
+    veto = f", veto {rule['wt_veto']:g}" if rule["wt_veto"] > 0 else ""
+    return f"WT {rule['wt_from']}{veto}, core {rule['core']}"
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -263,15 +425,31 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "std": float(a.std()), "median": float(np.median(a))}
 
 
+def _normalised(hp: Any) -> dict[str, Any]:
+    """HybridParams fields with the per-region ones spelt out (WT, TC, ET), so that one
+    number and three equal numbers compare equal."""
+    from braintumor.watershed import _per_region
+
+    d = asdict(hp)
+    for k in ("sure_in", "sure_out", "grad_sigma"):
+        d[k] = tuple(_per_region(getattr(hp, k), r) for r in L.REGIONS)
+    return d
+
+
 def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[str, Any],
-                  post: dict[str, Any], out: Path) -> dict[str, Any]:
+                  post: dict[str, Any], out: Path,
+                  fusion_cv: dict[str, Any] | None = None) -> dict[str, Any]:
     """``hybrid_cv.csv`` (one row per case, method and region), ``hybrid_cv.md``,
-    ``summary.json``, ``cv_params.json`` and ``params.json`` under ``out``."""
+    ``summary.json``, ``cv_params.json``, ``fusion_cv.json`` and ``params.json`` under
+    ``out``."""
+    from braintumor.watershed import HybridParams, hybrid_params
+
     out.mkdir(parents=True, exist_ok=True)
     ids = sorted(cases)
+    methods = [m for m in METHODS if all(m in cases[c]["scores"] for c in ids)]
     rows = []
     for c in ids:
-        for m in METHODS:
+        for m in methods:
             for r in L.REGIONS:
                 sc = cases[c]["scores"][m][r]
                 rows.append({"case": c, "fold": cases[c]["fold"], "method": m, "region": r,
@@ -282,24 +460,41 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
         w.writeheader()
         w.writerows(rows)
     summary: dict[str, Any] = {"cases": len(ids), "postprocess": post, "methods": {}}
-    for m in METHODS:
+    for m in methods:
         summary["methods"][m] = {
             r: {k: _stats([cases[c]["scores"][m][r][k] for c in ids]) for k in METRICS}
             for r in L.REGIONS}
         summary["methods"][m]["seconds"] = _stats([cases[c]["seconds"][m] for c in ids])
-    diff = {r: summary["methods"]["hybrid"][r]["dice"]["mean"]
-            - summary["methods"]["cnn"][r]["dice"]["mean"] for r in L.REGIONS}
-    summary["hybrid_minus_cnn_dice"] = diff
-    summary["target_met"] = bool(min(diff.values()) >= -0.005)
+
+    def diff(a: str, b: str) -> dict[str, float]:
+        return {r: summary["methods"][a][r]["dice"]["mean"]
+                - summary["methods"][b][r]["dice"]["mean"] for r in L.REGIONS}
+
+    summary["hybrid_minus_cnn_dice"] = diff("hybrid", "cnn")
+    summary["target_met"] = bool(min(summary["hybrid_minus_cnn_dice"].values()) >= -0.005)
+    if "combined" in methods:
+        for b in ("cnn", "hybrid", "watershed"):
+            summary[f"combined_minus_{b}_dice"] = diff("combined", b)
+        # beats both: at least the better of hybrid and watershed in every region
+        summary["combined_beats_both"] = bool(all(
+            summary["methods"]["combined"][r]["dice"]["mean"] >= max(
+                summary["methods"][b][r]["dice"]["mean"] for b in ("hybrid", "watershed"))
+            for r in L.REGIONS))
+    summary["shipped_defaults_match"] = _normalised(HybridParams()) == _normalised(
+        hybrid_params(final["params"]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "cv_params.json").write_text(json.dumps(cv_params, indent=1))
+    if fusion_cv is not None:
+        (out / "fusion_cv.json").write_text(json.dumps(fusion_cv, indent=1))
     (out / "params.json").write_text(json.dumps(final, indent=1))
 
-    names = {"cnn": "CNN alone", "hybrid": "hybrid", "watershed": "watershed alone"}
-    lines = [f"### CNN alone vs hybrid vs watershed alone: {len(ids)} cases, held out", "",
+    names = {"cnn": "CNN alone", "hybrid": "hybrid", "watershed": "watershed alone",
+             "combined": "combined"}
+    lines = [f"### CNN alone, hybrid, watershed alone and combined: {len(ids)} cases, "
+             "held out", "",
              "| method | region | Dice (mean ± sd) | median Dice | sensitivity | "
              "specificity | HD95 mm (mean ± sd) |", "|---|---|---|---|---|---|---|"]
-    for m in METHODS:
+    for m in methods:
         for r in L.REGIONS:
             s = summary["methods"][m][r]
             lines.append(
@@ -307,24 +502,45 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
                 f"{s['dice']['median']:.3f} | {s['sensitivity']['mean']:.3f} | "
                 f"{s['specificity']['mean']:.4f} | {s['hd95']['mean']:.1f} ± "
                 f"{s['hd95']['std']:.1f} |")
-    sec = {m: summary["methods"][m]["seconds"]["mean"] for m in METHODS}
+    sec = {m: summary["methods"][m]["seconds"]["mean"] for m in methods}
     lines += ["", "Hybrid minus CNN, mean Dice: " + ", ".join(
-        f"{r} {d:+.4f}" for r, d in diff.items())
-        + f" (target: none below -0.005: {'met' if summary['target_met'] else 'missed'}).",
-        "", f"Seconds per case on this CPU: watershed {sec['watershed']:.2f}; CNN "
-        f"postprocessing {sec['cnn']:.2f} and hybrid refinement {sec['hybrid']:.2f}, both "
-        "after the CNN's own inference.", "",
-        "Hybrid parameters per CNN fold (chosen on the other folds' cases):", ""]
+        f"{r} {d:+.4f}" for r, d in summary["hybrid_minus_cnn_dice"].items())
+        + f" (target: none below -0.005: {'met' if summary['target_met'] else 'missed'})."]
+    if "combined" in methods:
+        for b in ("hybrid", "watershed", "cnn"):
+            lines.append(f"Combined minus {names[b]}, mean Dice: " + ", ".join(
+                f"{r} {d:+.4f}" for r, d in summary[f"combined_minus_{b}_dice"].items())
+                + ".")
+        lines.append("Combined at least as good as the better of hybrid and watershed in "
+                     f"every region: {'yes' if summary['combined_beats_both'] else 'no'}.")
+    lines += ["", f"Seconds per case on this CPU: watershed {sec['watershed']:.2f}; CNN "
+              f"postprocessing {sec['cnn']:.2f} and hybrid refinement {sec['hybrid']:.2f}, "
+              "both after the CNN's own inference"
+              + (f"; combined (refinement, watershed and fusion) {sec['combined']:.2f}, "
+                 "also after the CNN" if "combined" in methods else "") + ".", "",
+              "Hybrid parameters per CNN fold (chosen on the other folds' cases):", ""]
     for f, sel in cv_params.items():
         ch = ", ".join(f"{r} band {v['sure_out']}-{v['sure_in']} sigma {v['grad_sigma']}"
                        if v else f"{r} CNN" for r, v in sel["per_region"].items())
         lines.append(f"* fold {f} ({len(sel['test'])} held out): {ch}; training gain "
                      + ", ".join(f"{r} {g:+.4f}" for r, g in sel["gain"].items()))
+    if fusion_cv is not None:
+        lines += ["", "Combination rule per watershed fold (chosen on the other folds' "
+                  "cases; training gain in mean Dice over the hybrid alone):", ""]
+        for f, sel in fusion_cv.items():
+            lines.append(f"* fold {f} ({', '.join(sel['test'])}): {_rule_text(sel['rule'])}"
+                         f" ({sel['gain']:+.4f})")
+        if "fusion" in final:
+            lines += ["", f"On all cases: {_rule_text(final['fusion']['rule'])} "
+                      f"({final['fusion']['gain']:+.4f}); the shipped `HybridParams` "
+                      + ("defaults are this choice." if summary["shipped_defaults_match"]
+                         else "defaults differ from this choice (`params.json`).")]
     lines += ["", "Per-case Dice (WT / TC / ET):", "",
-              "| case | fold | CNN alone | hybrid | watershed alone |", "|---|---|---|---|---|"]
+              "| case | fold | " + " | ".join(names[m] for m in methods) + " |",
+              "|---|---|" + "---|" * len(methods)]
     for c in ids:
         cells = [" / ".join(f"{cases[c]['scores'][m][r]['dice']:.3f}" for r in L.REGIONS)
-                 for m in METHODS]
+                 for m in methods]
         lines.append(f"| {c} | {cases[c]['fold']} | " + " | ".join(cells) + " |")
     (out / "hybrid_cv.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
@@ -333,8 +549,9 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
-    ap = argparse.ArgumentParser(prog="python -m braintumor.hybrid_study",
-                                 description="CNN alone vs hybrid vs watershed, held out.")
+    ap = argparse.ArgumentParser(
+        prog="python -m braintumor.hybrid_study",
+        description="CNN alone vs hybrid vs watershed vs combined, held out.")
     ap.add_argument("--probs", type=Path, default=PROBS,
                     help="folder of <case>.npz held-out CNN probabilities")
     ap.add_argument("--data", type=Path, default=DATA, help="the BraTS cases")

@@ -31,7 +31,10 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
 
 * :func:`segment_hybrid` takes CNN region probabilities ``(3, X, Y, Z)`` (WT, TC, ET):
   voxels the CNN is sure about become inside / outside markers for each region, and a
-  watershed on the image gradient decides the uncertain band between them.
+  watershed on the image gradient decides the uncertain band between them. By default
+  the result is then combined per region with :func:`segment_watershed`'s
+  (:func:`fuse_labels`): the whole tumour is the watershed's plus the refined CNN
+  lesions touching it, the core (TC, ET) is the refined CNN's inside that whole tumour.
 
 Every tunable number is a field of the frozen :class:`WatershedParams`; the defaults are
 the values chosen by cross-validation on the shared BraTS cases
@@ -530,8 +533,14 @@ class HybridParams:
     voxel are dropped when ``drop_unsure`` is set, and lesions under ``min_lesion_ml``
     (mL) always.
 
+    ``wt_from``, ``wt_veto`` and ``core`` then combine the refined CNN with the classical
+    watershed per region (:func:`fuse_labels`): ``wt_from="hybrid"`` with ``core="keep"``
+    is the refinement alone. The default takes the whole tumour from the watershed plus
+    the refined CNN's lesions that touch it, and the refined core clipped to it.
+
     The defaults are the choice of the cross-validation study
-    (``python -m braintumor.hybrid_study``, ``experiments/hybrid/``) on all cases.
+    (``python -m braintumor.hybrid_study``, ``experiments/hybrid/params.json``) on all
+    cases; that study says whether they still match after a rerun.
     """
 
     sure_in: PerRegion = (0.9, 0.9, 0.5)
@@ -541,6 +550,18 @@ class HybridParams:
     drop_unsure: bool = True
     min_lesion_ml: float = 0.0
     regions: tuple[str, ...] = ("TC", "ET")
+    #: where the whole tumour comes from (:data:`WT_SOURCES`, see :func:`fuse_labels`);
+    #: anything but "hybrid" also runs :func:`segment_watershed` (its defaults)
+    wt_from: str = "touching"
+    #: watershed lesions whose highest CNN WT probability stays below this are dropped
+    wt_veto: float = 0.0
+    #: how the refined core (TC, ET) is fitted into that whole tumour (:data:`CORE_RULES`)
+    core: str = "clip"
+
+    @property
+    def fused(self) -> bool:
+        """Whether the label map combines the refined CNN with the classical watershed."""
+        return self.wt_from != "hybrid" or self.core != "keep"
 
     def band(self, region: str) -> tuple[float, float]:
         """``(sure_out, sure_in)`` of ``region``."""
@@ -573,6 +594,13 @@ def hybrid_params(params: HybridParams | dict[str, Any] | None = None,
             if len(v) != 3:
                 raise InputError(f"Hybrid {k} must be one number or three (WT, TC, ET).")
             opts[k] = v
+    for k, allowed in (("wt_from", WT_SOURCES), ("core", CORE_RULES)):
+        if k in opts and opts[k] not in allowed:
+            raise InputError(f"Hybrid {k} {opts[k]!r} must be one of {', '.join(allowed)}.")
+    if "wt_veto" in opts:
+        opts["wt_veto"] = float(opts["wt_veto"])
+        if not 0.0 <= opts["wt_veto"] <= 1.0:
+            raise InputError(f"Hybrid wt_veto {opts['wt_veto']} must lie in [0, 1].")
     hp = HybridParams(**opts)
     for r in L.REGIONS:
         lo, hi = hp.band(r)
@@ -760,6 +788,89 @@ def hybrid_labels(inp: HybridInputs, hp: HybridParams, post: Any) -> np.ndarray:
     return labels
 
 
+#: whole-tumour sources of :func:`fuse_labels`
+WT_SOURCES = ("hybrid", "watershed", "union", "intersection", "touching")
+#: ways to fit the refined core into the fused whole tumour
+CORE_RULES = ("keep", "clip", "extend")
+
+
+def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.ndarray,
+                wt_from: str = "hybrid", wt_veto: float = 0.0, core: str = "keep"
+                ) -> np.ndarray:
+    """Per-region combination of the refined CNN and the classical watershed.
+
+    ``hybrid``, ``watershed_labels``: internal labels ``(X, Y, Z)``; ``wt_prob``: the
+    CNN's whole-tumour probability ``(X, Y, Z)``. First, watershed lesions (26-connected
+    components of its WT) whose highest ``wt_prob`` is below ``wt_veto`` are dropped: the
+    watershed reads any asymmetric FLAIR brightness as tumour, the CNN knows better what
+    a tumour looks like. The whole tumour is then, by ``wt_from``:
+
+    * ``hybrid``: the hybrid's (the CNN's, refined where the refinement chose to);
+    * ``watershed``: the (vetoed) watershed's;
+    * ``union`` / ``intersection`` of the two;
+    * ``touching``: the watershed's plus every hybrid lesion that touches it (the CNN
+      extends a lesion the watershed found, but its isolated blobs are dropped).
+
+    The core (TC, ET: always the hybrid's) is fitted in by ``core``: ``keep`` as it is
+    (the whole tumour grows to hold it), ``clip`` cut to the whole tumour, ``extend``
+    core lesions touching the whole tumour kept whole (and the whole tumour grown to
+    hold them), the others dropped. Edema is the whole tumour minus the core. Returns
+    internal labels ``(X, Y, Z)`` uint8, nested.
+    """
+    if wt_from not in WT_SOURCES or core not in CORE_RULES:
+        raise InputError(f"Fusion {wt_from!r}/{core!r}: wt_from must be one of "
+                         f"{', '.join(WT_SOURCES)}, core one of {', '.join(CORE_RULES)}.")
+    if wt_from == "hybrid" and core == "keep":
+        return np.asarray(hybrid, dtype=np.uint8).copy()
+    out = np.zeros(hybrid.shape, dtype=np.uint8)
+    present = (hybrid > 0) | (watershed_labels > 0)
+    if not present.any():
+        return out
+    # everything happens inside the box of both label maps (a small part of the volume)
+    box = bounding_box(present, margin=2)
+    hm = L.region_masks(hybrid[box])
+    ws = watershed_labels[box] > 0
+    if wt_veto > 0 and ws.any():
+        lab, n = _components(ws)
+        peak = np.asarray(ndi.maximum(wt_prob[box], lab, index=np.arange(1, n + 1)))
+        ws = np.concatenate([[False], peak >= wt_veto])[lab]
+    cnn = hm["WT"]
+    if wt_from == "hybrid":
+        wt = cnn
+    elif wt_from == "watershed":
+        wt = ws
+    elif wt_from == "union":
+        wt = ws | cnn
+    elif wt_from == "intersection":
+        wt = ws & cnn
+    else:
+        wt = ws | _touching(cnn, ws)
+    tc, et = hm["TC"], hm["ET"]
+    if core == "clip":
+        tc = tc & wt
+    elif core == "extend":
+        tc = _touching(tc, wt)
+    wt = wt | tc
+    et = et & tc
+    sub = out[box]
+    sub[wt] = L.ED
+    sub[tc] = L.NCR
+    sub[et] = L.ET
+    return out
+
+
+def _touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The 26-connected components of ``mask`` that overlap or touch ``other``."""
+    if not mask.any() or not other.any():
+        return np.zeros(mask.shape, dtype=bool)
+    lab, n = _components(mask)
+    hit = np.unique(lab[ndi.binary_dilation(other, structure=_STRUCT26) & mask])
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[hit] = True
+    keep[0] = False
+    return keep[lab]
+
+
 def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
                    progress: ProgressFn | None = None,
                    params: HybridParams | dict[str, Any] | None = None,
@@ -775,6 +886,10 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     them and its postprocessing (``model``, ``device``, ``tta``, ``backend`` go to it);
     when there is none, :class:`InputError` says so. ``uncertainty`` adds the binary
     entropy (bits) of the whole-tumour probability, as the CNN method does.
+
+    With the fusion fields of :class:`HybridParams` set (``wt_from`` other than
+    "hybrid" or ``core`` other than "keep"), :func:`segment_watershed` (its defaults)
+    also runs and :func:`fuse_labels` combines the two label maps per region.
     """
     t0 = time.perf_counter()
     _check_case(case)
@@ -799,9 +914,17 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     lowest = min(hp.band(r)[0] for r in hp.regions) if hp.regions else BOX_P
     inp = prepare_hybrid(case, probs, min(BOX_P, lowest))
     labels = hybrid_labels(inp, hp, pp)
+    t2 = time.perf_counter()
+    ws_seconds = 0.0
+    if hp.fused:
+        if progress:
+            progress(0.7, "hybrid: classical watershed")
+        ws = segment_watershed(case).labels
+        ws_seconds = time.perf_counter() - t2
+        labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core)
     if progress:
         progress(1.0, "hybrid: done")
-    t2 = time.perf_counter()
+    t3 = time.perf_counter()
     unc = None
     if uncertainty:
         pw = np.clip(probs[0], 1e-6, 1 - 1e-6)
@@ -809,5 +932,6 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     return SegmentationResult(
         labels=labels, probabilities=probs, uncertainty=unc,
         info={"method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
-              "refine_seconds": t2 - t1, "seconds": t2 - t0},
+              "refine_seconds": t2 - t1, "watershed_seconds": ws_seconds,
+              "fuse_seconds": t3 - t2 - ws_seconds, "seconds": t3 - t0},
     )

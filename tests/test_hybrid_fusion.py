@@ -1,0 +1,188 @@
+"""Per-region combination of the hybrid and the classical watershed, on small volumes
+with known answers, and the study's leave-fold-out choice of the combination rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from braintumor import labels as L
+from braintumor.errors import InputError
+from braintumor.hybrid_study import NO_FUSION, fusion_candidates, fusion_folds, select_fusion
+from braintumor.metrics import dice
+from braintumor.watershed import fuse_labels, hybrid_params, segment_hybrid
+
+SHAPE = (40, 40, 40)
+
+
+def _ball(centre: tuple[int, int, int], radius: float) -> np.ndarray:
+    g = np.mgrid[:40, :40, :40]
+    return ((g - np.array(centre)[:, None, None, None]) ** 2).sum(0) <= radius ** 2
+
+
+def _labels(wt: np.ndarray, tc: np.ndarray | None = None, et: np.ndarray | None = None
+            ) -> np.ndarray:
+    out = np.zeros(SHAPE, np.uint8)
+    out[wt] = L.ED
+    if tc is not None:
+        out[tc] = L.NCR
+    if et is not None:
+        out[et] = L.ET
+    return out
+
+
+@pytest.fixture()
+def scene() -> dict[str, np.ndarray]:
+    """A true lesion at (20, 20, 20): the watershed finds it a little smaller plus a
+    false lesion at (6, 6, 30) the CNN gives no probability; the hybrid finds it a
+    little larger plus a distant false blob at (33, 33, 8), and its core sticks out of
+    the watershed's whole tumour on one side."""
+    true = _ball((20, 20, 20), 8)
+    ws_false = _ball((6, 6, 30), 3)
+    cnn_false = _ball((33, 33, 8), 3)
+    ws = _labels(_ball((20, 20, 20), 7) | ws_false)
+    core = _ball((20, 24, 20), 4.5)  # reaches y = 28.5, past the watershed's 27
+    hyb = _labels(_ball((20, 20, 20), 9) | cnn_false, core, _ball((20, 24, 20), 2))
+    prob = ndi.gaussian_filter(((hyb > 0) | true).astype(np.float32), 1.0)
+    prob[ws_false] = 0.0
+    return {"true": true, "ws_false": ws_false, "cnn_false": cnn_false, "ws": ws,
+            "hyb": hyb, "prob": prob, "core": core}
+
+
+def _nested(labels: np.ndarray) -> bool:
+    m = L.region_masks(labels)
+    return bool((m["ET"] <= m["TC"]).all() and (m["TC"] <= m["WT"]).all())
+
+
+def test_hybrid_alone_is_unchanged(scene) -> None:
+    out = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], **NO_FUSION)
+    assert np.array_equal(out, scene["hyb"])
+
+
+def test_veto_drops_the_lesion_the_cnn_gives_no_probability(scene) -> None:
+    kept = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "watershed", 0.0, "clip")
+    vetoed = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "watershed", 0.3, "clip")
+    assert kept[scene["ws_false"]].all()
+    assert not vetoed[scene["ws_false"]].any()
+    # the real lesion has high probability: untouched by the veto
+    assert np.array_equal(vetoed > 0, (scene["ws"] > 0) & ~scene["ws_false"])
+
+
+def test_touching_keeps_the_cnn_extension_and_drops_its_isolated_blob(scene) -> None:
+    out = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "touching", 0.3, "clip")
+    wt = out > 0
+    assert wt[_ball((20, 20, 20), 9)].all()  # the hybrid's larger lesion touches
+    assert not wt[scene["cnn_false"]].any()
+    assert not wt[scene["ws_false"]].any()
+    assert dice(wt, scene["true"]) > dice(scene["ws"] > 0, scene["true"])
+    assert dice(wt, scene["true"]) > dice(scene["hyb"] > 0, scene["true"])
+    assert _nested(out)
+
+
+def test_union_and_intersection(scene) -> None:
+    ws, hyb = scene["ws"] > 0, scene["hyb"] > 0
+    union = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "union", 0.0, "clip") > 0
+    inter = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "intersection", 0.0,
+                        "clip") > 0
+    assert np.array_equal(union, ws | hyb)
+    assert np.array_equal(inter, ws & hyb)
+
+
+def test_core_rules_fit_the_core_into_the_whole_tumour(scene) -> None:
+    core = scene["core"]
+    ws_wt = scene["ws"] > 0
+    outside = core & ~ws_wt
+    assert outside.any()
+    clip = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "watershed", 0.3, "clip")
+    ext = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "watershed", 0.3, "extend")
+    keep = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "watershed", 0.3, "keep")
+    tc = {k: L.region_masks(v)["TC"] for k, v in (("clip", clip), ("ext", ext),
+                                                    ("keep", keep))}
+    assert np.array_equal(tc["clip"], core & ws_wt)
+    assert np.array_equal(tc["ext"], core) and np.array_equal(tc["keep"], core)
+    assert (ext[outside] > 0).all()  # the whole tumour grew to hold the core
+    # edema is the whole tumour minus the core; ET stays the hybrid's, inside the core
+    assert np.array_equal(clip == L.ED, ws_wt & ~(scene["ws_false"]) & ~tc["clip"])
+    assert np.array_equal(ext == L.ET, scene["hyb"] == L.ET)
+    for out in (clip, ext, keep):
+        assert _nested(out)
+
+
+def test_extend_drops_a_core_lesion_away_from_the_whole_tumour(scene) -> None:
+    far = _ball((33, 6, 33), 2.5)
+    hyb = scene["hyb"].copy()
+    hyb[far] = L.NCR
+    ext = fuse_labels(hyb, scene["ws"], scene["prob"], "watershed", 0.0, "extend")
+    keep = fuse_labels(hyb, scene["ws"], scene["prob"], "watershed", 0.0, "keep")
+    assert not ext[far].any()
+    assert (keep[far] == L.NCR).all()
+
+
+def test_empty_maps_and_bad_rules() -> None:
+    z = np.zeros(SHAPE, np.uint8)
+    assert not fuse_labels(z, z, np.zeros(SHAPE, np.float32), "union", 0.5, "extend").any()
+    with pytest.raises(InputError):
+        fuse_labels(z, z, np.zeros(SHAPE, np.float32), "vote", 0.0, "keep")
+    for bad in ({"wt_from": "vote"}, {"core": "grow"}, {"wt_veto": 1.5}):
+        with pytest.raises(InputError):
+            hybrid_params(**bad)
+    hp = hybrid_params(wt_from="touching", wt_veto="0.3", core="extend")
+    assert hp.fused and hp.wt_veto == 0.3
+    assert not hybrid_params(**NO_FUSION).fused
+
+
+# --- through segment_hybrid, on the synthetic case of test_watershed
+
+
+@pytest.fixture(scope="module")
+def hgg():
+    from test_watershed import synthetic_case  # the same 64^3 case, known truth
+
+    return synthetic_case()
+
+
+def test_segment_hybrid_fuses_with_the_watershed(hgg) -> None:
+    ch = L.regions_to_channels(hgg.label).astype(np.float32)
+    probs = np.stack([ndi.gaussian_filter(c, 1.0) for c in ch]).clip(0, 1)
+    blob = np.zeros(hgg.shape, bool)
+    blob[10:16, 44:50, 28:34] = True
+    blob &= hgg.label == 0
+    probs[0][blob] = 0.95  # a confident false positive far from the tumour
+    alone = segment_hybrid(hgg, probabilities=probs, post={}, **NO_FUSION)
+    assert alone.labels[blob].all()
+    fused = segment_hybrid(hgg, probabilities=probs, post={}, wt_from="touching",
+                           wt_veto=0.3, core="extend")
+    assert not fused.labels[blob].any()
+    assert fused.info["watershed_seconds"] > 0 and fused.info["params"]["core"] == "extend"
+    truth = hgg.label > 0
+    assert dice(fused.labels > 0, truth) > dice(alone.labels > 0, truth)
+    assert _nested(fused.labels)
+
+
+# --- the study's choice of rule (bookkeeping only)
+
+
+def test_select_fusion_looks_only_at_the_training_cases() -> None:
+    n = len(fusion_candidates())
+    assert fusion_candidates()[0] == NO_FUSION
+
+    def case(best: int, gain: float) -> list[dict[str, float]]:
+        return [dict.fromkeys(L.REGIONS, 0.7 + (gain if k == best else 0.0))
+                for k in range(n)]
+
+    dices = {f"c{i}": case(5, 0.05) for i in range(4)}
+    dices["t"] = case(9, 0.9)  # held out: rule 9 would win there, it must not count
+    sel = select_fusion(dices, [f"c{i}" for i in range(4)])
+    assert sel["index"] == 5 and sel["rule"] == fusion_candidates()[5]
+    assert np.isclose(sel["gain"], 0.05)
+    # a gain under the minimum keeps the hybrid alone
+    small = {f"c{i}": case(5, 0.0005) for i in range(4)}
+    assert select_fusion(small, list(small))["rule"] == NO_FUSION
+
+
+def test_fusion_folds_cover_every_case_once() -> None:
+    ids = [f"Brats18_TCIA10_{i}_1" for i in range(3)] + [f"Brats18_X_{i}" for i in range(8)]
+    folds = fusion_folds(ids)
+    flat = [c for f in folds for c in f]
+    assert sorted(flat) == sorted(ids)
