@@ -5,10 +5,11 @@ units) applied at the full 256x256 resolution; the measured paths are
 ``segment_image`` (one picture end to end: checks, resize, network, restore,
 post-processing) and ``segment_stack`` (a patient's slices batched).
 
-    python benchmarks/bench_2d.py [--threads 1] [--repeats 20]
+    python benchmarks/bench_2d.py [--threads 1] [--repeats 20] [--model PATH]
 
-Uses the shipped weights when present, else an untrained network of the same shape
-(the time does not depend on the weights).
+Uses the shipped weights (or ``--model``, a candidate's exported weights) when present,
+else an untrained network of the same shape (the time does not depend on the weights).
+The model's own settings apply, mirrored-picture averaging (``tta``) included.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--model", default=None, help="exported 2D weights (default: shipped)")
     a = ap.parse_args()
 
     import torch
@@ -41,7 +43,10 @@ def main() -> None:
     from braintumor import slices2d as s2d
 
     torch.set_num_threads(a.threads)
-    if s2d.model_available():
+    if a.model:
+        model = s2d.load_model_2d(a.model)
+        source = a.model
+    elif s2d.model_available():
         model = s2d.load_model_2d()
         source = "shipped weights"
     else:
@@ -70,7 +75,8 @@ def main() -> None:
     n_par = sum(p.numel() for p in model.network.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
     print(f"threads {a.threads}; model: {source}, {n_par / 1e6:.2f} M parameters, "
-          f"input {model.size}x{model.size}")
+          f"input {model.size}x{model.size}, mirrored-picture averaging "
+          f"{'on' if model.config.get('tta') else 'off'}")
     print(f"reference  MONAI UNet 16-256 (2 res units, {n_ref / 1e6:.2f} M) at 256x256: "
           f"{t_ref * 1000:7.1f} ms/slice")
     print(f"segment_image (one 256x256 picture, end to end):            "

@@ -124,6 +124,18 @@ def test_normalise_ignores_the_viewer_window() -> None:
     assert np.abs(a - b).mean() < 0.03
 
 
+def test_normalise_removes_a_grey_background() -> None:
+    img, _ = fake_slice()
+    lifted = img.copy()
+    lifted[..., 0] = np.where(img[..., 0] < 20, 103, img[..., 0])  # flat grey surround
+    assert s2d.background_level(lifted)[0] > 90 and s2d.background_level(img).max() < 20
+    x = s2d.normalise(lifted)
+    assert x[0, :5, :5].max() == 0.0  # the surround is black again, as in training
+    # a head filling the picture on one side only keeps its signal
+    crop = img[:, 20:]
+    assert s2d.background_level(crop).max() < 20
+
+
 def test_greyscale_becomes_three_equal_channels() -> None:
     g, _ = fake_slice(grey=True)
     x, _ = s2d.prepare_input(g, 32)
@@ -188,6 +200,29 @@ def test_postprocess_stack_keeps_the_largest_3d_component() -> None:
     # specks under min_fraction go in either mode
     probs[4, 0, 0] = 0.99
     assert not s2d.postprocess_stack(probs, 0.5, 0.01, keep="all")[4].any()
+
+
+def test_postprocess_stack_longest_rule_prefers_slice_extent() -> None:
+    probs = np.zeros((8, 40, 40), np.float32)
+    probs[1:6, 10:14, 10:14] = 0.9  # the lesion: small, five slices
+    probs[6:8, 20:38, 20:38] = 0.9  # a flat blob on the top two slices, larger
+    largest = s2d.postprocess_stack(probs, 0.5, 0.0, keep="largest")
+    longest = s2d.postprocess_stack(probs, 0.5, 0.0, keep="longest")
+    assert largest[7].any() and not largest[3].any()
+    assert longest[1:6, 10:14, 10:14].all() and not longest[6:].any()
+    with pytest.raises(InputError, match="rule"):
+        s2d.postprocess_stack(probs, keep="biggest")
+
+
+def test_mirror_averaging_is_mirror_symmetric(tiny_model: s2d.Model2D) -> None:
+    x = np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32)
+    m = s2d.Model2D(tiny_model.network, {**tiny_model.config, "tta": True})
+    a = s2d.predict_batch(m, x)
+    b = s2d.predict_batch(m, np.ascontiguousarray(x[..., ::-1]))
+    assert np.allclose(a, b[..., ::-1], atol=1e-5)
+    plain = s2d.predict_batch(tiny_model, x)
+    assert not np.allclose(plain, s2d.predict_batch(tiny_model, np.ascontiguousarray(
+        x[..., ::-1]))[..., ::-1], atol=1e-5)
 
 
 def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
@@ -313,6 +348,30 @@ def test_train_resumes_and_exports(tmp_path: Path) -> None:
     dest = t2.export_model(run / "final.pt", tmp_path / "ship.pt", cfg)
     model = s2d.load_model_2d(dest)
     assert s2d.segment_image(fake_slice(40, 40)[0], model).mask.shape == (40, 40)
+
+
+def test_component_rule_chosen_without_the_held_out_fold() -> None:
+    from braintumor import training2d as t2
+
+    folds = [{"fold": k, "patients": [f"p{k}{i}" for i in range(2)]} for k in range(3)]
+
+    def met(d: float) -> dict[str, float]:
+        return {"dice": d}
+
+    # "longest" wins on folds 1 and 2, "volume" only on fold 0's own patients
+    merged = {m: {post: {} for post in t2.POSTPROC} for m in ("rgb", "grey")}
+    for m in merged:
+        for f in folds:
+            for pid in f["patients"]:
+                good0 = f["fold"] == 0
+                merged[m]["volume"][pid] = met(0.9 if good0 else 0.5)
+                merged[m]["longest"][pid] = met(0.6 if good0 else 0.8)
+                merged[m]["slice"][pid] = met(0.4)
+    sel, chosen = t2.cross_fold_selection(merged, folds)  # type: ignore[arg-type]
+    # fold 0 cannot pick "volume" from its own patients: the others favour "longest"
+    assert chosen[0] == "longest"
+    assert sel["rgb"]["p00"]["dice"] == 0.6
+    assert t2.select_rule(merged, ["p00", "p01"]) == "volume"  # type: ignore[arg-type]
 
 
 def test_config_refuses_unknown_keys(tmp_path: Path) -> None:

@@ -209,14 +209,35 @@ def is_greyscale(image: np.ndarray) -> bool:
     return bool(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
 
 
+def background_level(image: np.ndarray) -> np.ndarray:
+    """Per-channel background level ``(C,)`` of ``(H, W, C)``: the darkest of the four
+    picture sides' medians (outer 1/16 of each side).
+
+    A head slice has a dark surround, so this is 0 for nearly every picture; one LGG
+    patient's T1 channel sits on a flat grey (103 of 255) background, which the network
+    never saw elsewhere. Taking the darkest side keeps a head that touches one edge of a
+    cropped picture from being mistaken for background.
+    """
+    x = np.asarray(image, dtype=np.float32)
+    h, w = x.shape[:2]
+    bh, bw = max(1, h // 16), max(1, w // 16)
+    sides = [x[:bh].reshape(-1, x.shape[2]), x[-bh:].reshape(-1, x.shape[2]),
+             x[:, :bw].reshape(-1, x.shape[2]), x[:, -bw:].reshape(-1, x.shape[2])]
+    return np.min(np.stack([np.median(sd, axis=0) for sd in sides]), axis=0)
+
+
 def normalise(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32, each channel divided by its 99th
-    percentile inside the head and clipped to [0, 1.5].
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32: each channel's background level
+    (:func:`background_level`) subtracted, then divided by its 99th percentile inside the
+    head and clipped to [0, 1.5].
 
     Exported pictures carry whatever window the viewer had, so a per-picture scale
     (rather than a fixed one) makes the input independent of the export.
     """
     x = np.asarray(image, dtype=np.float32)
+    bg = background_level(x)
+    if np.any(bg > 0):
+        x = np.clip(x - bg[None, None, :], 0.0, None)
     ref = x.max(axis=2)
     top = float(ref.max())
     out = np.zeros((3,) + x.shape[:2], dtype=np.float32)
@@ -381,14 +402,22 @@ def model_available() -> bool:
 
 
 def predict_batch(model: Model2D, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Network probabilities for ``(N, 3, S, S)`` inputs -> ``(N, S, S)`` float32."""
+    """Network probabilities for ``(N, 3, S, S)`` inputs -> ``(N, S, S)`` float32;
+    averaged with the mirrored picture's when the model's config says ``tta``."""
     import torch
 
+    tta = bool(model.config.get("tta", False))
     out = []
     with torch.inference_mode():
         for i in range(0, len(inputs), batch):
             x = torch.as_tensor(np.ascontiguousarray(inputs[i:i + batch]))
-            out.append(torch.sigmoid(model.network(x))[:, 0].numpy())
+            p = torch.sigmoid(model.network(x))[:, 0]
+            if tta:
+                # mirror image: the brain is near-symmetric left/right and the net was
+                # trained with left-right flips, so averaging both views costs one more
+                # pass and removes part of the net's orientation-dependent error
+                p = 0.5 * (p + torch.sigmoid(model.network(x.flip(-1)))[:, 0].flip(-1))
+            out.append(p.numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0,) * 3, np.float32)
 
 
@@ -413,25 +442,38 @@ def postprocess_slice(prob: np.ndarray, threshold: float = 0.5,
     return remove_small(m, int(round(min_fraction * prob.size)))
 
 
+#: rules for choosing which 3D components of a thresholded stack to keep
+KEEP_RULES = ("largest", "longest", "all")
+
+
 def postprocess_stack(probs: np.ndarray, threshold: float = 0.5, min_fraction: float = 0.001,
                       keep: str = "largest") -> np.ndarray:
     """Threshold ``(N, H, W)`` probabilities of one patient's slices, treated as a volume.
 
     ``keep="largest"`` keeps the largest 3D connected component (26-connectivity), as
     Buda et al. did for these data: a glioma is one lesion, and the false positives of a
-    slice-wise network are small islands elsewhere in the stack. ``"all"`` keeps every
+    slice-wise network are small islands elsewhere in the stack. ``"longest"`` keeps the
+    component spanning the most slices (ties: the larger): the false positives that beat
+    the tumour on size are flat blobs on two to four slices at the top or bottom of the
+    head (vertex, orbits), while a glioma runs through more slices. ``"all"`` keeps every
     component over ``min_fraction`` of a slice.
     """
     from scipy import ndimage
 
+    if keep not in KEEP_RULES:
+        raise InputError(f"unknown component rule {keep!r}; use one of {', '.join(KEEP_RULES)}.")
     masks = np.stack([postprocess_slice(p, threshold, min_fraction) for p in probs]) \
         if len(probs) else np.zeros_like(probs, dtype=bool)
-    if keep == "largest" and masks.any():
+    if keep != "all" and masks.any():
         lab, n = ndimage.label(masks, structure=np.ones((3, 3, 3)))
         if n > 1:
-            sizes = np.bincount(lab.ravel(), minlength=n + 1)
-            sizes[0] = 0
-            masks = lab == int(np.argmax(sizes))
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+            if keep == "largest":
+                best = int(np.argmax(sizes))
+            else:
+                span = np.array([o[0].stop - o[0].start for o in ndimage.find_objects(lab)])
+                best = int(np.lexsort((sizes, span))[-1])
+            masks = lab == best + 1
     return masks
 
 
@@ -478,12 +520,13 @@ def segment_image(image: np.ndarray, model: Model2D | str | Path | None = None,
 
 
 def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | None = None,
-                  threshold: float | None = None, keep: str = "largest") -> list[SliceResult]:
+                  threshold: float | None = None, keep: str | None = None) -> list[SliceResult]:
     """Outline the tumour on the numbered slices of one patient, as a volume.
 
     ``images``: slices of equal size, each ``(H, W, C)`` in order. Each slice is
-    predicted on its own; the thresholded stack then keeps its largest 3D component
-    (:func:`postprocess_stack`), so per-patient metrics apply.
+    predicted on its own; the thresholded stack then keeps one 3D component
+    (:func:`postprocess_stack`; rule ``keep``, by default the model's ``keep`` setting,
+    else the largest), so per-patient metrics apply.
     """
     m = model if isinstance(model, Model2D) else load_model_2d(model)
     if not images:
@@ -503,7 +546,8 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
         if w is not None and w.startswith("the image is blank"):
             probs[i] = 0.0
     thr = m.threshold if threshold is None else float(threshold)
-    masks = postprocess_stack(probs, thr, float(m.config.get("min_fraction", 0.001)), keep)
+    rule = keep if keep is not None else str(m.config.get("keep", "largest"))
+    masks = postprocess_stack(probs, thr, float(m.config.get("min_fraction", 0.001)), rule)
     out = []
     for img, pr, mk, w in zip(images, probs, masks, warns, strict=True):
         info: dict[str, Any] = {"input": _describe(img), "shape": list(pr.shape),

@@ -57,6 +57,8 @@ class Train2DConfig:
     # evaluation / post-processing
     threshold: float = 0.5
     min_fraction: float = 0.001
+    tta: bool = False  # average with the left-right mirrored picture at inference
+    keep: str = "largest"  # 3D component rule of the shipped model (slices2d.KEEP_RULES)
     folds: int = 4
     fold_seed: int = 0
     seed: int = 0
@@ -304,7 +306,8 @@ def predict_patient(model: s2d.Model2D, patient: s2d.PatientSlices, mode: str) -
     return np.stack([np.clip(s2d.restore(p, g), 0, 1) for p, g in zip(small, geos, strict=True)])
 
 
-POSTPROC = {"slice": "all", "volume": "largest"}
+#: post-processings judged in CV: name -> component rule of slices2d.postprocess_stack
+POSTPROC = {"slice": "all", "volume": "largest", "longest": "longest"}
 
 
 def evaluate_model(model: s2d.Model2D, patients: list[s2d.PatientSlices],
@@ -312,7 +315,8 @@ def evaluate_model(model: s2d.Model2D, patients: list[s2d.PatientSlices],
                    prob_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """``{mode: {post: {patient: stack_metrics}}}`` for each input mode and
     post-processing (``slice``: each slice on its own, specks removed; ``volume``: the
-    largest 3D component kept). Probabilities are saved to ``prob_dir`` (uint8) if given."""
+    largest 3D component kept; ``longest``: the component spanning most slices).
+    Probabilities are saved to ``prob_dir`` (uint8) if given."""
     res: dict[str, dict[str, Any]] = {}
     for mode in modes:
         res[mode] = {k: {} for k in POSTPROC}
@@ -354,7 +358,7 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
         ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}", part=f"cv/fold{k}")
         train_s = time.perf_counter() - t0
         model = s2d.load_model_2d(ck)
-        model.config.update(threshold=cfg.threshold, min_fraction=cfg.min_fraction)
+        model.config.update(threshold=cfg.threshold, min_fraction=cfg.min_fraction, tta=cfg.tta)
         res = evaluate_model(model, va, ("rgb", "grey", "jpeg50"), out / f"fold{k}" / "probs")
         res_file.write_text(json.dumps({"fold": k, "patients": held, "train_seconds": train_s,
                                         "results": res}, indent=1) + "\n")
@@ -377,12 +381,72 @@ def export_model(ck: Path, dest: Path, cfg: Train2DConfig) -> Path:
     return dest
 
 
-def run_final(cfg: Train2DConfig, steps: int | None = None) -> Path:
-    """Train on all patients and export the shipped weights into the package."""
+def run_final(cfg: Train2DConfig, steps: int | None = None,
+              dest: str | Path | None = None) -> Path:
+    """Train on all patients and export the weights: into the package (the shipped
+    model) unless ``dest`` names another file, so a candidate can wait for its CV."""
     patients = s2d.load_lgg(cfg.data)
     c = replace(cfg, steps=steps or cfg.steps)
     ck = train(c, to_slice_set(patients, c.size), Path(cfg.out) / "final")
-    return export_model(ck, s2d.MODEL_DIR / s2d.MODEL_FILE, c)
+    return export_model(ck, Path(dest) if dest else s2d.MODEL_DIR / s2d.MODEL_FILE, c)
+
+
+def rescore_folds(cfg: Train2DConfig, folds: list[dict[str, Any]],
+                  modes: tuple[str, ...] = ("rgb", "grey", "jpeg50")
+                  ) -> dict[str, dict[str, dict[str, Any]]]:
+    """Score every fold's saved held-out probabilities (``fold<K>/probs``) under each
+    post-processing of :data:`POSTPROC` -> ``{mode: {post: {patient: stack_metrics}}}``.
+
+    Rescoring from the probabilities (rather than reading ``metrics.json``) lets runs
+    made before a rule existed be judged by it, with the same threshold everywhere.
+    """
+    cv = Path(cfg.out) / "cv"
+    ids = [pid for f in folds for pid in f["patients"]]
+    masks = {p.patient_id: p.masks for p in s2d.load_lgg(cfg.data, ids)}
+    res: dict[str, dict[str, dict[str, Any]]] = {}
+    for f in folds:
+        for mode in modes:
+            for pid in f["patients"]:
+                file = cv / f"fold{f['fold']}" / "probs" / f"{pid}_{mode}.npz"
+                if not file.exists():
+                    continue
+                with np.load(file) as z:
+                    probs = z["prob"].astype(np.float32) / 255.0
+                ref = masks[pid]
+                assert ref is not None  # load_lgg reads every patient's masks
+                for post, rule in POSTPROC.items():
+                    pred = s2d.postprocess_stack(probs, cfg.threshold, cfg.min_fraction, rule)
+                    res.setdefault(mode, {}).setdefault(post, {})[pid] = \
+                        s2d.stack_metrics(pred, ref)
+    return res
+
+
+def select_rule(merged: dict[str, dict[str, dict[str, Any]]], patients: list[str],
+                modes: tuple[str, ...] = ("rgb", "grey")) -> str:
+    """The component rule (``volume`` / ``longest`` / ``slice``) with the best mean
+    per-patient Dice over ``patients``, averaged over ``modes`` (ties: the first)."""
+    def score(post: str) -> float:
+        return float(np.mean([merged[m][post][p]["dice"] for m in modes for p in patients]))
+
+    return max(POSTPROC, key=score)
+
+
+def cross_fold_selection(merged: dict[str, dict[str, dict[str, Any]]],
+                         folds: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]],
+                                                              list[str]]:
+    """Post-processing chosen without the held-out patients: for fold K, the rule that
+    scores best on the other folds' held-out patients is applied to fold K's.
+
+    Returns ``({mode: {patient: stack_metrics}}, [rule per fold])``.
+    """
+    chosen, out = [], {m: {} for m in merged}  # type: ignore[var-annotated]
+    for f in folds:
+        others = [p for g in folds if g is not f for p in g["patients"]]
+        post = select_rule(merged, others)
+        chosen.append(post)
+        for m in merged:
+            out[m].update({p: merged[m][post][p] for p in f["patients"] if p in merged[m][post]})
+    return out, chosen
 
 
 def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Path:
@@ -396,34 +460,43 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
         raise InputError(f"{cv}: no finished folds (fold*/metrics.json).")
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
-    merged: dict[str, dict[str, dict[str, Any]]] = {}
-    for f in folds:
-        for mode, posts in f["results"].items():
-            for post, pats in posts.items():
-                merged.setdefault(mode, {}).setdefault(post, {}).update(pats)
+    merged = rescore_folds(cfg, folds)
+    selected, chosen = cross_fold_selection(merged, folds)
+    for m in merged:
+        merged[m]["selected"] = selected[m]
+    shipped_rule = POSTPROC[select_rule(merged, [p for f in folds for p in f["patients"]])]
     summary = {m: {p: s2d.summarise(r) for p, r in v.items()} for m, v in merged.items()}
     per_fold = [{"fold": f["fold"], "patients": f["patients"],
                  "train_seconds": round(f["train_seconds"], 1),
-                 "rgb_volume_dice": s2d.summarise(f["results"]["rgb"]["volume"])["dice_mean"]}
-                for f in folds]
+                 "rule": POSTPROC[c],
+                 "rgb_dice": s2d.summarise({p: merged["rgb"]["selected"][p]
+                                            for p in f["patients"]})["dice_mean"],
+                 "grey_dice": s2d.summarise({p: merged["grey"]["selected"][p]
+                                             for p in f["patients"]})["dice_mean"]}
+                for f, c in zip(folds, chosen, strict=True)]
     (out / "cv_results.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "folds": per_fold, "summary": summary,
+         "rule_for_all_patients": shipped_rule,
          "patients": {m: {p: {k: {kk: vv for kk, vv in r.items() if kk != "slice_dices"}
                                for k, r in v.items()} for p, v in pp.items()}
                       for m, pp in merged.items()}}, indent=1) + "\n")
     names = {"rgb": "RGB (T1, FLAIR, T1c)", "grey": "greyscale (FLAIR only)",
              "jpeg50": "RGB as JPEG q50"}
-    posts = {"volume": "stack (largest 3D component)", "slice": "each slice alone"}
+    posts = {"selected": "**stack, rule chosen on the other folds**",
+             "volume": "stack (largest 3D component)",
+             "longest": "stack (3D component over most slices)", "slice": "each slice alone"}
     lines = [
         f"Patient-wise {len(folds)}-fold cross-validation, {sum(len(f['patients']) for f in folds)}"
-        " patients (LGG kaggle_3m), one model per fold serving every input kind.",
+        f" patients (LGG kaggle_3m), one model per fold serving every input kind; "
+        f"input {cfg.size}x{cfg.size}, mirrored-picture averaging {'on' if cfg.tta else 'off'}"
+        f", threshold {cfg.threshold}. Config: `{cfg.out}` run of the config file below.",
         "",
         "| input | post-processing | Dice per patient, mean (median, min) | "
         "Dice per tumour slice | FP tumour-free slices | missed tumour slices |",
         "|---|---|---|---|---|---|",
     ]
     for m in ("rgb", "grey", "jpeg50"):
-        for p in ("volume", "slice"):
+        for p in ("selected", "volume", "longest", "slice"):
             if m not in summary or p not in summary[m]:
                 continue
             s = summary[m][p]
@@ -432,24 +505,28 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
                 f"{s['dice_min']:.3f}) | {s['slice_dice_mean']:.3f} | {s['fp_slices']}/"
                 f"{s['tumour_free_slices']} ({100 * s['fp_rate']:.1f} %) | "
                 f"{s['missed_slices']}/{s['tumour_slices']} |")
-    lines += ["", "| fold | held-out patients | training time (s, 1 CPU thread) | "
-              "RGB Dice per patient |", "|---|---|---|---|"]
+    lines += ["", "The component rule of each fold was chosen (largest / most slices / every "
+              "component; best mean of RGB and greyscale Dice) on the other three folds' "
+              f"held-out patients only. On all {sum(len(f['patients']) for f in folds)} "
+              f"patients the best rule is `{shipped_rule}`, the shipped model's setting.", "",
+              "| fold | held-out patients | training time (s, 1 CPU thread) | rule | "
+              "RGB Dice per patient | greyscale Dice per patient |", "|---|---|---|---|---|---|"]
     for f in per_fold:
         lines.append(f"| {f['fold']} | {len(f['patients'])} | {f['train_seconds']:.0f} | "
-                     f"{f['rgb_volume_dice']:.3f} |")
+                     f"{f['rule']} | {f['rgb_dice']:.3f} | {f['grey_dice']:.3f} |")
     (out / "cv_results.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pids = sorted(merged["rgb"]["volume"])
+    pids = sorted(merged["rgb"]["selected"])
     fig, ax = plt.subplots(figsize=(10, 3.6))
     w = 0.27
     for i, m in enumerate(("rgb", "grey", "jpeg50")):
         if m in merged:
             ax.bar(np.arange(len(pids)) + (i - 1) * w,
-                   [merged[m]["volume"][p]["dice"] for p in pids], w, label=names[m])
+                   [merged[m]["selected"][p]["dice"] for p in pids], w, label=names[m])
     ax.set_xticks(np.arange(len(pids)))
     ax.set_xticklabels([p[5:12] for p in pids], rotation=70, fontsize=7)
     ax.set_ylabel("Dice per patient")
@@ -471,14 +548,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--dest", default=None,
+                    help="final: write the weights here instead of into the package; "
+                         "report: the folder for the tables (default experiments/lgg2d)")
     a = ap.parse_args(argv)
     cfg = load_config(a.config, steps=a.steps, data=a.data, out=a.out)
     if a.what == "cv":
         run_cv(cfg, a.fold)
     elif a.what == "report":
-        print(run_report(cfg))
+        print(run_report(cfg, a.dest or "experiments/lgg2d"))
     else:
-        print(run_final(cfg))
+        print(run_final(cfg, dest=a.dest))
     return 0
 
 
