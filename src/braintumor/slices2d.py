@@ -209,35 +209,14 @@ def is_greyscale(image: np.ndarray) -> bool:
     return bool(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
 
 
-def background_level(image: np.ndarray) -> np.ndarray:
-    """Per-channel background level ``(C,)`` of ``(H, W, C)``: the darkest of the four
-    picture sides' medians (outer 1/16 of each side).
-
-    A head slice has a dark surround, so this is 0 for nearly every picture; one LGG
-    patient's T1 channel sits on a flat grey (103 of 255) background, which the network
-    never saw elsewhere. Taking the darkest side keeps a head that touches one edge of a
-    cropped picture from being mistaken for background.
-    """
-    x = np.asarray(image, dtype=np.float32)
-    h, w = x.shape[:2]
-    bh, bw = max(1, h // 16), max(1, w // 16)
-    sides = [x[:bh].reshape(-1, x.shape[2]), x[-bh:].reshape(-1, x.shape[2]),
-             x[:, :bw].reshape(-1, x.shape[2]), x[:, -bw:].reshape(-1, x.shape[2])]
-    return np.min(np.stack([np.median(sd, axis=0) for sd in sides]), axis=0)
-
-
 def normalise(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32: each channel's background level
-    (:func:`background_level`) subtracted, then divided by its 99th percentile inside the
-    head and clipped to [0, 1.5].
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32, each channel divided by its 99th
+    percentile inside the head and clipped to [0, 1.5].
 
     Exported pictures carry whatever window the viewer had, so a per-picture scale
     (rather than a fixed one) makes the input independent of the export.
     """
     x = np.asarray(image, dtype=np.float32)
-    bg = background_level(x)
-    if np.any(bg > 0):
-        x = np.clip(x - bg[None, None, :], 0.0, None)
     ref = x.max(axis=2)
     top = float(ref.max())
     out = np.zeros((3,) + x.shape[:2], dtype=np.float32)

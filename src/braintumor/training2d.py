@@ -48,6 +48,9 @@ class Train2DConfig:
     p_grey_flair: float = 0.3  # FLAIR channel alone, repeated: a greyscale FLAIR export
     p_grey_mix: float = 0.1  # luminance of the RGB composite: a colour export made grey
     p_channel_gain: float = 0.3
+    # one channel lifted onto a flat grey floor with its contrast squeezed: an exported
+    # composite whose channel kept a grey background (one LGG patient's T1 sits at 103/255)
+    p_channel_offset: float = 0.0
     p_window: float = 0.5
     p_jpeg: float = 0.3
     p_resize: float = 0.3
@@ -136,7 +139,11 @@ def augment(image: np.ndarray, mask: np.ndarray, cfg: Train2DConfig,
         img, msk = img[:, ::-1], msk[:, ::-1]
     if rng.random() < cfg.p_flip_ud:
         img, msk = img[::-1], msk[::-1]
-    # intensity: per-channel gain, then a viewer window (black level, white level, gamma)
+    # intensity: a channel on a grey floor, per-channel gain, then a viewer window (black
+    # level, white level, gamma)
+    if rng.random() < cfg.p_channel_offset:
+        k = int(rng.integers(3))
+        img[..., k] = rng.uniform(30.0, 120.0) + rng.uniform(0.3, 1.0) * img[..., k]
     if rng.random() < cfg.p_channel_gain:
         img = (img * rng.uniform(0.7, 1.3, 3)[None, None, :]).astype(np.float32)
     if rng.random() < cfg.p_window:
