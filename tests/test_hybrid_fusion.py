@@ -80,6 +80,17 @@ def test_touching_keeps_the_cnn_extension_and_drops_its_isolated_blob(scene) -> 
     assert _nested(out)
 
 
+def test_total_disagreement_falls_back_to_the_hybrid(scene) -> None:
+    only_false = _labels(scene["ws_false"])  # the watershed missed the real lesion
+    for ws in (np.zeros(SHAPE, np.uint8), only_false):
+        out = fuse_labels(scene["hyb"], ws, scene["prob"], "touching", 0.3, "clip")
+        assert np.array_equal(out, scene["hyb"])
+    # with nothing found by the CNN either, nothing is the answer
+    empty = np.zeros(SHAPE, np.uint8)
+    assert not fuse_labels(empty, only_false, np.zeros(SHAPE, np.float32), "touching",
+                           0.3, "clip").any()
+
+
 def test_union_and_intersection(scene) -> None:
     ws, hyb = scene["ws"] > 0, scene["hyb"] > 0
     union = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "union", 0.0, "clip") > 0

@@ -79,8 +79,10 @@ MIN_GAIN = 0.001
 #: ... and must not lower it (by over 1e-4) in more than a third of the training cases:
 #: a mean gain carried by one or two cases did not hold on held-out cases (WT)
 MIN_WIN = 2 / 3
-#: watershed-lesion vetoes tried (highest CNN WT probability a lesion needs)
-VETOES = (0.0, 0.1, 0.3, 0.5)
+#: watershed-lesion vetoes tried (highest CNN WT probability a lesion needs); strongest
+#: first, so that among rules the cases cannot tell apart the one that asks the two
+#: methods to agree most is chosen
+VETOES = (0.5, 0.3, 0.1, 0.0)
 #: the fusion that is the hybrid alone
 NO_FUSION = {"wt_from": "hybrid", "wt_veto": 0.0, "core": "keep"}
 

@@ -554,7 +554,7 @@ class HybridParams:
     #: anything but "hybrid" also runs :func:`segment_watershed` (its defaults)
     wt_from: str = "touching"
     #: watershed lesions whose highest CNN WT probability stays below this are dropped
-    wt_veto: float = 0.0
+    wt_veto: float = 0.5
     #: how the refined core (TC, ET) is fitted into that whole tumour (:data:`CORE_RULES`)
     core: str = "clip"
 
@@ -811,11 +811,12 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     * ``touching``: the watershed's plus every hybrid lesion that touches it (the CNN
       extends a lesion the watershed found, but its isolated blobs are dropped).
 
-    The core (TC, ET: always the hybrid's) is fitted in by ``core``: ``keep`` as it is
-    (the whole tumour grows to hold it), ``clip`` cut to the whole tumour, ``extend``
-    core lesions touching the whole tumour kept whole (and the whole tumour grown to
-    hold them), the others dropped. Edema is the whole tumour minus the core. Returns
-    internal labels ``(X, Y, Z)`` uint8, nested.
+    When that whole tumour is empty but the hybrid's is not, the hybrid's labels are
+    returned unchanged. The core (TC, ET: always the hybrid's) is fitted in by
+    ``core``: ``keep`` as it is (the whole tumour grows to hold it), ``clip`` cut to the
+    whole tumour, ``extend`` core lesions touching the whole tumour kept whole (and the
+    whole tumour grown to hold them), the others dropped. Edema is the whole tumour
+    minus the core. Returns internal labels ``(X, Y, Z)`` uint8, nested.
     """
     if wt_from not in WT_SOURCES or core not in CORE_RULES:
         raise InputError(f"Fusion {wt_from!r}/{core!r}: wt_from must be one of "
@@ -845,6 +846,10 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
         wt = ws & cnn
     else:
         wt = ws | _touching(cnn, ws)
+    if not wt.any() and cnn.any():
+        # the two disagree about every lesion (say the watershed missed a tumour that
+        # crosses the midline symmetrically): rather the hybrid than nothing at all
+        return np.asarray(hybrid, dtype=np.uint8).copy()
     tc, et = hm["TC"], hm["ET"]
     if core == "clip":
         tc = tc & wt
