@@ -245,3 +245,16 @@ def test_fast_mode_runs_only_the_fast_members(tmp_path: Path) -> None:
     assert np.abs(fast - full).max() > 1e-3
     res = segment_cnn(case, model=tmp_path, device="cpu", fast=True)
     assert res.info["mode"] == "fast" and res.info["folds"] == 1
+
+
+@pytest.mark.parametrize("method", ["cnn", "hybrid", "watershed"])
+def test_predict_cli_fast_flag_for_every_method(tmp_path: Path, tiny_model: Path,
+                                                method: str) -> None:
+    """--fast goes to the CNN (and the hybrid's CNN); the watershed ignores it."""
+    case = make_case(shape=SHAPE, seed=6)
+    folder = write_case(case, tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), "-o", str(out), "--model", str(tiny_model),
+               "--method", method, "--fast", "--device", "cpu"])
+    assert rc == 0
+    assert nib.load(str(out / f"{case.case_id}.nii.gz")).shape == case.shape

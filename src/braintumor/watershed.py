@@ -650,7 +650,8 @@ def _no_model_error() -> InputError:
 
 
 def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
-                       tta: bool = False, backend: str = "auto") -> tuple[np.ndarray, Any]:
+                       tta: bool = False, backend: str = "auto", fast: bool = False
+                       ) -> tuple[np.ndarray, Any]:
     """CNN region probabilities ``(3, X, Y, Z)`` and the model's PostProcess."""
     try:
         from braintumor import inference
@@ -662,7 +663,7 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
     if model is None and available is not None and not available():
         raise _no_model_error()
     probs, lm, _ = inference.predict_probabilities(case, model, device, tta=tta,
-                                                   backend=backend)
+                                                   backend=backend, fast=fast)
     return np.asarray(probs, dtype=np.float32), lm.post
 
 
@@ -881,6 +882,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
                    params: HybridParams | dict[str, Any] | None = None,
                    model: Any = None, device: str = "auto", tta: bool = False,
                    post: Any = None, uncertainty: bool = False, backend: str = "auto",
+                   fast: bool = False,
                    **overrides: Any) -> SegmentationResult:
     """CNN-guided watershed: ``probabilities`` ``(3, X, Y, Z)`` (WT, TC, ET, in [0, 1],
     native grid) give sure inside / outside markers per region; a watershed on the image
@@ -888,7 +890,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     postprocessing ``post`` (default: the shipped model's) makes the label map.
 
     Without ``probabilities`` the shipped CNN (:mod:`braintumor.inference`) provides
-    them and its postprocessing (``model``, ``device``, ``tta``, ``backend`` go to it);
+    them and its postprocessing (``model``, ``device``, ``tta``, ``backend`` and
+    ``fast``, the CNN's one-model fast mode, go to it);
     when there is none, :class:`InputError` says so. ``uncertainty`` adds the binary
     entropy (bits) of the whole-tumour probability, as the CNN method does.
 
@@ -903,7 +906,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
         progress(0.0, "hybrid: CNN probabilities")
     if probabilities is None:
         probs, model_post = _cnn_probabilities(case, model, device, tta or uncertainty,
-                                               backend)
+                                               backend, fast)
         post = model_post if post is None else post
     else:
         probs = np.asarray(probabilities, dtype=np.float32)

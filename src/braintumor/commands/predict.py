@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="CNN runtime on a CPU (auto: ONNX Runtime when the model ships ONNX files)")
     p.add_argument("--fast", action="store_true",
-                   help="CNN fast mode: one model of the ensemble at overlap 0.25 (about "
-                        "ten times fewer windows; accuracy in MODEL_CARD.md)")
+                   help="CNN (and hybrid) fast mode: one model of the ensemble at overlap 0.25 "
+                        "(about ten times fewer windows; accuracy in MODEL_CARD.md)")
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
             try:
                 case = load_case(src, with_label=False)
-                extra = {"fast": True} if args.fast and args.method == "cnn" else {}
+                extra = {"fast": True} if args.fast and args.method != "watershed" else {}
                 res = segment(case, args.method, progress=cb, device=args.device,
                               model=args.model, tta=args.tta, uncertainty=args.uncertainty,
                               backend=args.backend, **extra)

@@ -134,7 +134,7 @@ class NamesRequest(BaseModel):
 
 
 _METHOD_LABELS = {"cnn": "CNN (trained model)", "watershed": "Watershed (classical)",
-                  "hybrid": "Hybrid (CNN-guided watershed)"}
+                  "hybrid": "Hybrid (CNN + watershed, most accurate)"}
 
 
 def _status_for(exc: InputError) -> int:
