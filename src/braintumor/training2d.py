@@ -496,7 +496,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
         f"Patient-wise {len(folds)}-fold cross-validation, {sum(len(f['patients']) for f in folds)}"
         f" patients (LGG kaggle_3m), one model per fold serving every input kind; "
         f"input {cfg.size}x{cfg.size}, mirrored-picture averaging {'on' if cfg.tta else 'off'}"
-        f", threshold {cfg.threshold}. Config: `{cfg.out}` run of the config file below.",
+        f", threshold {cfg.threshold}; run folder `{cfg.out}`.",
         "",
         "| input | post-processing | Dice per patient, mean (median, min) | "
         "Dice per tumour slice | FP tumour-free slices | missed tumour slices |",
@@ -515,7 +515,8 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     lines += ["", "The component rule of each fold was chosen (largest / most slices / every "
               "component; best mean of RGB and greyscale Dice) on the other three folds' "
               f"held-out patients only. On all {sum(len(f['patients']) for f in folds)} "
-              f"patients the best rule is `{shipped_rule}`, the shipped model's setting.", "",
+              f"patients the best rule is `{shipped_rule}`; the config ships `{cfg.keep}`.",
+              "",
               "| fold | held-out patients | training time (s, 1 CPU thread) | rule | "
               "RGB Dice per patient | greyscale Dice per patient |", "|---|---|---|---|---|---|"]
     for f in per_fold:
