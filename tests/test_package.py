@@ -29,16 +29,21 @@ def test_package_two_folds(tmp_path: Path) -> None:
         Trainer(cfg, runs / f"fold{k}", device="cpu", progress=False).fit()
     out = tmp_path / "model"
     rc = package_main(["--runs", str(runs), "--data", str(data), "--probs",
-                       str(tmp_path / "probs"), "--report", str(tmp_path / "report"),
+                       str(tmp_path / "probs"), "--fast-probs", str(tmp_path / "fast"),
+                       "--report", str(tmp_path / "report"),
                        "--out", str(out), "--version", "pk-test", "--card-copy", ""])
     assert rc == 0
     meta = json.loads((out / "model.json").read_text())
     assert meta["checkpoints"] == ["fold0.pt", "fold1.pt"] and len(meta["onnx"]) == 2
     assert set(meta["cv"]) == {"WT", "TC", "ET"}
+    # the fast mode's held-out accuracy is measured with its own predictions
+    assert meta["fast"]["members"] == [0] and set(meta["fast"]["cv"]) == {"WT", "TC", "ET"}
+    assert len(list((tmp_path / "fast").glob("*.npz"))) == 4
     # every case predicted once, by the fold that held it out
     assert len(list((tmp_path / "probs").glob("*.npz"))) == 4
     card = (out / "MODEL_CARD.md").read_text()
     assert "pk-test" in card and "| WT |" in card and "Not a medical device" in card
+    assert "Fast mode" in card
     case = make_case(shape=(40, 48, 32), seed=99)
     res = segment_cnn(case, model=out, device="cpu")
     assert res.labels.shape == case.shape and res.info["folds"] == 2
