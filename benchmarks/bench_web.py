@@ -8,8 +8,9 @@ case prepared, as a server is a little after it starts), then in the page:
 * with ``--case DIR`` (a BraTS case folder), uploads its four files and times
   upload end -> outline drawn.
 
-The reference is ``segment(case, method)`` called directly in this process on the same
-sample case; the page's overhead is printed as a ratio to it.
+The reference is ``segment(case, method, **options)`` with the page's default options
+(the CNN's fast mode), called directly in this process on the same sample case; the
+page's overhead is printed as a ratio to it.
 
     python benchmarks/bench_web.py [--method watershed] [--shape 240 240 155]
         [--case ../shared/data/brats2018/<case>] [--screenshot docs/screenshot.png]
@@ -155,8 +156,14 @@ def main() -> int:
     from braintumor.web.worker import sample_files
 
     case = load_case(sample_files(data / "sample", sample))
+    # with the options the page sends by default (the CNN's fast mode)
+    from braintumor.web.app import _job_options
+
+    opts = _job_options(False)
+    if method == "watershed":
+        opts.pop("fast", None)
     t = time.perf_counter()
-    segment(case, method)
+    segment(case, method, **opts)
     ref = time.perf_counter() - t
     out["reference_segment_s"] = ref
     for k, v in out.items():
