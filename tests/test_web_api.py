@@ -705,3 +705,19 @@ def test_store_ttl_spares_work_in_progress(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         store.job_dir("../../etc")
     store.close()
+
+
+def test_cnn_fast_mode_is_the_default_and_accurate_turns_it_off(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    from braintumor.web.app import _job_options
+
+    assert _job_options(False) == {"fast": True}
+    assert _job_options(True, accurate=True) == {"uncertainty": True}
+    fast = client.post("/api/jobs", files=_four(case_files),
+                       data={"method": "threshold"}).json()
+    accurate = client.post("/api/jobs", files=_four(case_files),
+                           data={"method": "threshold", "accurate": "true"}).json()
+    jobs = [wait_done(client.get, j["id"]) for j in (fast, accurate)]
+    assert [j["status"] for j in jobs] == ["done", "done"]
+    assert jobs[0]["inputs"]["options"].get("fast") is True
+    assert "fast" not in jobs[1]["inputs"]["options"]

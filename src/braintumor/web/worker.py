@@ -196,7 +196,7 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
     def progress(fraction: float, stage: str = "") -> None:
         report("progress", (0.05 + 0.85 * float(fraction), stage or f"segmenting ({method})"))
 
-    if method == "watershed":  # the fast mode is an option of the CNN predictor
+    if method not in ("cnn", "hybrid"):  # the fast mode is an option of the CNN predictor
         options.pop("fast", None)
     res = segment(case, method=method, progress=progress, **options)
     seg_s = time.perf_counter() - t0
