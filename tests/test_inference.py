@@ -258,3 +258,26 @@ def test_predict_cli_fast_flag_for_every_method(tmp_path: Path, tiny_model: Path
                "--method", method, "--fast", "--device", "cpu"])
     assert rc == 0
     assert nib.load(str(out / f"{case.case_id}.nii.gz")).shape == case.shape
+
+
+@pytest.mark.parametrize("shape,roi,overlap", [((1, 2, 70, 50, 41), (32, 32, 32), 0.5),
+                                               ((1, 2, 70, 50, 41), (32, 32, 32), 0.25),
+                                               ((1, 2, 64, 20, 33), (32, 32, 16), 0.0),
+                                               ((1, 2, 80, 80, 80), (80, 80, 80), 0.5)])
+def test_own_sliding_window_agrees_with_monai(shape: tuple[int, ...], roi: tuple[int, int, int],
+                                              overlap: float) -> None:
+    """Same windows, Gaussian weights and padding (an axis shorter than the window
+    included) as MONAI's sliding_window_inference."""
+    from monai.inferers import sliding_window_inference
+
+    from braintumor.inference import sliding_window
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3, padding=1), torch.nn.Tanh(),
+                              torch.nn.Conv3d(3, 3, 3, padding=1)).eval()
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ours = sliding_window(x, roi, net, overlap, batch=3)
+        ref = sliding_window_inference(x, roi, 3, net, overlap=overlap, mode="gaussian")
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours.numpy(), np.asarray(ref), atol=1e-5)
