@@ -277,7 +277,32 @@ def test_own_sliding_window_agrees_with_monai(shape: tuple[int, ...], roi: tuple
                               torch.nn.Conv3d(3, 3, 3, padding=1)).eval()
     x = torch.randn(shape)
     with torch.inference_mode():
-        ours = sliding_window(x, roi, net, overlap, batch=3)
+        ours = sliding_window(x.numpy(), roi, lambda a: net(torch.from_numpy(a)).numpy(),
+                              overlap, batch=3)
         ref = sliding_window_inference(x, roi, 3, net, overlap=overlap, mode="gaussian")
-    assert ours.shape == ref.shape
-    np.testing.assert_allclose(ours.numpy(), np.asarray(ref), atol=1e-5)
+    assert ours.shape == tuple(ref.shape)
+    np.testing.assert_allclose(ours, np.asarray(ref), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_fast_path_does_not_import_torch_or_monai(tmp_path: Path) -> None:
+    """On a CPU the shipped model's ONNX path runs without torch or MONAI (their
+    imports cost about 3 s of a fast prediction)."""
+    import subprocess
+    import sys
+
+    from braintumor.inference import _nvidia_driver, shipped_model_available
+
+    if _nvidia_driver():
+        pytest.skip("with an NVIDIA driver, device auto asks torch for CUDA")
+    if not shipped_model_available():
+        pytest.skip("shipped model not installed")
+    pytest.importorskip("onnxruntime")
+    folder = write_case(make_case(shape=(96, 96, 80), seed=7), tmp_path / "in")
+    code = ("import sys; from braintumor.cli import main; "
+            f"rc = main(['predict', {str(folder)!r}, '-o', {str(tmp_path / 'out')!r}, "
+            "'--fast', '--device', 'auto']); "
+            "print(rc, 'torch' in sys.modules, any(m.startswith('monai') for m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.stdout.strip().splitlines()[-1] == "0 False False", r.stdout + r.stderr

@@ -28,7 +28,15 @@ DEFAULT_MODEL = "brats3d"
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error.
+
+    Without an NVIDIA driver on the machine ``auto`` is ``cpu`` at once, without
+    importing torch (the ONNX Runtime path does not need it).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"Unknown device {device!r}; use auto, cpu or cuda.")
+    if device == "cpu" or (device == "auto" and not _nvidia_driver()):
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -40,15 +48,11 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def _pad_to_multiple(x: Any, m: int) -> tuple[Any, tuple[int, ...]]:
-    import torch.nn.functional as F
+def _nvidia_driver() -> bool:
+    """True when an NVIDIA kernel driver is loaded (CUDA may then be usable)."""
+    import os
 
-    shape = x.shape[2:]
-    pads: list[int] = []
-    for s in reversed(shape):
-        p = (-s) % m
-        pads += [0, p]
-    return F.pad(x, pads), tuple(shape)
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
 
 
 def sliding_window_probs(model: Any, image: np.ndarray, patch: tuple[int, int, int],
@@ -58,52 +62,57 @@ def sliding_window_probs(model: Any, image: np.ndarray, patch: tuple[int, int, i
 
     When the (16-padded) volume has at most ``whole_volume_max`` voxels, one pass over
     the whole volume replaces the sliding window (faster on a CPU, no seams).
-    ``mirror`` averages the 8 axis flips (test-time augmentation).
+    ``mirror`` averages the 8 axis flips (test-time augmentation). Windows are cut and
+    blended in NumPy; only the network itself runs in PyTorch or ONNX Runtime, so the
+    ONNX path never imports torch (0.7 s of a fast prediction).
     """
-    import torch
-
-    dev = torch.device(device)
-    use_amp = dev.type == "cuda"
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(dev)
-    x, orig = _pad_to_multiple(x, 16)
+    x = np.ascontiguousarray(image, dtype=np.float32)[None]
+    orig = x.shape[2:]
+    x = np.pad(x, [(0, 0), (0, 0)] + [(0, (-s) % 16) for s in orig])
     whole = whole_volume_max > 0 and int(np.prod(x.shape[2:])) <= whole_volume_max
-
-    def run(inp: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=dev.type, enabled=use_amp):
-            if whole:
-                out = model(inp)
-            else:
-                out = sliding_window(inp, patch, model, overlap,
-                                     batch=2 if dev.type == "cpu" else 4)
-        out = out.float()  # type: ignore[union-attr]
-        return to_region_probs(out, output)
-
+    predict = model.run if isinstance(model, OnnxNet) else _torch_predictor(model, device)
     flips: list[tuple[int, ...]] = [()]
     if mirror:
         flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
-    acc = None
-    with torch.inference_mode():
-        for f in flips:
-            inp = x.flip(f) if f else x
-            p = run(inp)
-            p = p.flip(f) if f else p
-            acc = p if acc is None else acc + p
+    acc: np.ndarray | None = None
+    for f in flips:
+        inp = np.ascontiguousarray(np.flip(x, f)) if f else x
+        logits = predict(inp) if whole else sliding_window(
+            inp, patch, predict, overlap, batch=4 if device == "cuda" else 2)
+        p = region_probs(logits, output)
+        p = np.flip(p, f) if f else p
+        acc = p if acc is None else acc + p
     assert acc is not None
     probs = (acc / len(flips))[0, :, : orig[0], : orig[1], : orig[2]]
-    return probs.cpu().numpy().astype(np.float32)
+    return np.ascontiguousarray(probs, dtype=np.float32)
 
 
-def gaussian_importance(roi: tuple[int, ...], sigma_scale: float = 0.125) -> Any:
-    """Window weights ``roi``-shaped: a separable Gaussian (sigma = ``sigma_scale`` x
-    size), floored at its minimum or 1e-3 (the same map as MONAI's ``gaussian`` mode)."""
+def _torch_predictor(model: Any, device: str) -> Any:
+    """``(B, C, X, Y, Z)`` float32 array -> logits array, through a torch network
+    (mixed precision on a GPU)."""
     import torch
 
-    m: Any = None
+    dev = torch.device(device)
+
+    def predict(a: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast(device_type=dev.type,
+                                                    enabled=dev.type == "cuda"):
+            out = model(torch.from_numpy(a).to(dev))
+        return out.float().cpu().numpy()  # type: ignore[no-any-return]
+
+    return predict
+
+
+def gaussian_importance(roi: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
+    """Window weights ``roi``-shaped: a separable Gaussian (sigma = ``sigma_scale`` x
+    size), floored at its minimum or 1e-3 (the same map as MONAI's ``gaussian`` mode)."""
+    m: np.ndarray | None = None
     for i, r in enumerate(roi):
-        x = torch.arange(-(r - 1) / 2.0, (r - 1) / 2.0 + 1, dtype=torch.float32)
-        x = torch.exp(x ** 2 / (-2 * (r * sigma_scale) ** 2))
-        m = x if m is None else m.unsqueeze(-1) * x[(None,) * i]
-    return m.clamp(min=max(float(m.min()), 1e-3))
+        x = np.arange(-(r - 1) / 2.0, (r - 1) / 2.0 + 1, dtype=np.float32)
+        x = np.exp(x ** 2 / (-2 * (r * sigma_scale) ** 2)).astype(np.float32)
+        m = x if m is None else m[..., None] * x[(None,) * i]
+    assert m is not None
+    return np.maximum(m, max(float(m.min()), 1e-3)).astype(np.float32)
 
 
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
@@ -116,10 +125,11 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
             for i in range((n + 1) if n is not None else 1)]
 
 
-def sliding_window(x: Any, roi: tuple[int, int, int], predictor: Any, overlap: float,
-                   batch: int = 2) -> Any:
+def sliding_window(x: np.ndarray, roi: tuple[int, int, int], predict: Any, overlap: float,
+                   batch: int = 2) -> np.ndarray:
     """Gaussian-weighted sliding-window inference of ``x`` ``(1, C, X, Y, Z)`` ->
-    ``(1, K, X, Y, Z)``, windows of ``roi`` run ``batch`` at a time.
+    ``(1, K, X, Y, Z)``; ``predict`` maps a ``(B, C, *roi)`` array to ``(B, K, *roi)``
+    and gets ``batch`` windows at a time.
 
     The same windows, weights and padding as ``monai.inferers.sliding_window_inference``
     (tested to agree to 1e-5); written here because importing MONAI takes about 2 s,
@@ -127,49 +137,42 @@ def sliding_window(x: Any, roi: tuple[int, int, int], predictor: Any, overlap: f
     """
     import itertools
 
-    import torch
-    import torch.nn.functional as F
-
     spatial = tuple(int(s) for s in x.shape[2:])
-    pads: list[int] = []
-    # F.pad wants the last axis first
-    for s, r in zip(reversed(spatial), reversed(roi), strict=True):
+    pad = [(0, 0), (0, 0)]
+    for s, r in zip(spatial, roi, strict=True):
         d = max(r - s, 0)
-        pads += [d // 2, d - d // 2]
-    xp = F.pad(x, pads) if any(pads) else x
+        pad.append((d // 2, d - d // 2))
+    xp = np.pad(x, pad) if any(p for pp in pad for p in pp) else x
     size = tuple(int(s) for s in xp.shape[2:])
     corners = list(itertools.product(*(window_starts(s, r, overlap)
                                        for s, r in zip(size, roi, strict=True))))
-    w = gaussian_importance(roi).to(x.device)
-    out: Any = None
-    count = torch.zeros(size, device=x.device)
+    w = gaussian_importance(roi)
+    out: np.ndarray | None = None
+    count = np.zeros(size, np.float32)
     every = (slice(None),)
     for b in range(0, len(corners), batch):
         boxes = [(slice(i, i + roi[0]), slice(j, j + roi[1]), slice(k, k + roi[2]))
                  for i, j, k in corners[b:b + batch]]
-        y = predictor(torch.cat([xp[(0,) + every + box][None] for box in boxes])).float()
+        y = np.asarray(predict(np.ascontiguousarray(
+            np.stack([xp[(0,) + every + box] for box in boxes]))), dtype=np.float32)
         if out is None:
-            out = torch.zeros((1, y.shape[1]) + size, device=x.device)
+            out = np.zeros((1, y.shape[1]) + size, np.float32)
         for n, box in enumerate(boxes):
-            out[(0,) + every + box] += y[n].to(x.device) * w
+            out[(0,) + every + box] += y[n] * w
             count[box] += w
-    out = out / count
-    lo = pads[::2][::-1]  # front padding per axis, first axis first
-    keep = tuple(slice(p, p + n) for p, n in zip(lo, spatial, strict=True))
+    assert out is not None
+    out /= count
+    keep = tuple(slice(p[0], p[0] + n) for p, n in zip(pad[2:], spatial, strict=True))
     return out[every + every + keep]
 
 
-def to_region_probs(logits: Any, output: str) -> Any:
-    """Network logits -> region probabilities (B, 3, ...) (WT, TC, ET)."""
-    import torch
-
+def region_probs(logits: np.ndarray, output: str) -> np.ndarray:
+    """Network logits ``(B, K, ...)`` -> region probabilities ``(B, 3, ...)`` (WT, TC, ET)."""
     if output == "sigmoid":
-        return torch.sigmoid(logits)
-    p = torch.softmax(logits, dim=1)  # background, NCR, ED, ET
-    wt = p[:, 1:].sum(1)
-    tc = p[:, 1] + p[:, 3]
-    et = p[:, 3]
-    return torch.stack([wt, tc, et], dim=1)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    p = e / e.sum(1, keepdims=True)  # background, NCR, ED, ET
+    return np.stack([p[:, 1:].sum(1), p[:, 1] + p[:, 3], p[:, 3]], axis=1).astype(np.float32)
 
 
 @dataclass
@@ -310,7 +313,7 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
         if use_onnx and i < len(meta["onnx"]) and (folder / meta["onnx"][i]).exists():
             # the ONNX file replaces the torch network; its session opens on first use,
             # so the fast mode pays only for the member it runs
-            if cfg is None:
+            if cfg is None and "output" not in meta:
                 cfg = _checkpoint_config(folder / ck)
             nets.append(OnnxNet(folder / meta["onnx"][i]))
         else:
@@ -323,8 +326,9 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
                        wt_keep_fraction=float(pp.get("wt_keep_fraction", 0.0)))
     fast = meta.get("fast", {})
     members = tuple(int(i) for i in fast.get("members", [0]) if 0 <= int(i) < len(nets))
-    return LoadedModel(nets, cfg, meta.get("version", "unknown"),
-                       tuple(meta.get("patch", cfg.patch)), cfg.output, post,  # type: ignore[union-attr]
+    patch = tuple(meta["patch"]) if "patch" in meta else tuple(cfg.patch)  # type: ignore[union-attr]
+    output = meta["output"] if "output" in meta else cfg.output  # type: ignore[union-attr]
+    return LoadedModel(nets, cfg, meta.get("version", "unknown"), patch, output, post,  # type: ignore[arg-type]
                        int(meta.get("whole_volume_max", 0)), folder,
                        float(meta.get("overlap", 0.5)), members or (0,),
                        float(fast.get("overlap", 0.25)))
@@ -358,8 +362,6 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     its fast overlap, about ten times fewer windows; its cross-validated accuracy is in
     the model card.
     """
-    import torch
-
     from braintumor.training.data import prepare_case
 
     dev = resolve_device(device)
@@ -388,8 +390,6 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     timings["members"] = float(len(nets))
     timings["overlap"] = float(overlap)
     timings["inference_s"] = time.perf_counter() - t0
-    if dev == "cuda":
-        torch.cuda.synchronize()
     full = uncrop(probs, prep.box, case.shape, fill=0.0)
     return full, lm, timings
 
@@ -446,6 +446,13 @@ class OnnxNet:
             self._session = ort.InferenceSession(str(self.path), opts,
                                                  providers=["CPUExecutionProvider"])
         return self._session
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """``(B, 4, X, Y, Z)`` float32 array -> logits array (no torch involved)."""
+        session = self.session
+        out = session.run(None, {session.get_inputs()[0].name:
+                                 np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return np.asarray(out)
 
     def __call__(self, x: Any) -> Any:
         import torch

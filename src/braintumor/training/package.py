@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load((runs[0] / "config.yaml").read_text())["train"]
     meta = {"version": args.version, "architecture": cfg["network"],
             "network_args": cfg["network_args"], "checkpoints": cks, "onnx": onnx,
-            "patch": cfg["patch"], "whole_volume_max": 0, "overlap": args.overlap,
+            "patch": cfg["patch"], "output": cfg.get("output", "sigmoid"),
+            "whole_volume_max": 0, "overlap": args.overlap,
             "postprocess": summary["postprocess"],
             "cv": {r: {k: round(v["mean"], 4) for k, v in summary["regions"][r].items()}
                    for r in REGIONS},
