@@ -359,7 +359,7 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     """Region probabilities ``(3, X, Y, Z)`` in the case's native grid.
 
     ``fast``: only the model's fast members (one fold model for the shipped ensemble) at
-    its fast overlap, about ten times fewer windows; its cross-validated accuracy is in
+    its fast overlap, four to six times fewer windows; its cross-validated accuracy is in
     the model card.
     """
     from braintumor.training.data import prepare_case

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CNN runtime on a CPU (auto: ONNX Runtime when the model ships ONNX files)")
     p.add_argument("--fast", action="store_true",
                    help="CNN (and hybrid) fast mode: one model of the ensemble at overlap 0.25 "
-                        "(about ten times fewer windows; accuracy in MODEL_CARD.md)")
+                        "(four to six times fewer windows; accuracy in MODEL_CARD.md)")
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")

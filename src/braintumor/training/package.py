@@ -300,7 +300,7 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
         f = meta["fast"]
         lines += ["## Fast mode (`--fast`, the web page's default)", "",
                   f"One fold model (member {f['members'][0]}) at window overlap "
-                  f"{f['overlap']}: about ten times fewer windows than the full ensemble at "
+                  f"{f['overlap']}: four to six times fewer windows than the full ensemble at "
                   f"overlap {meta['overlap']}. Held out, as above (each case by the fold "
                   "model that did not train on it, at this overlap):", "",
                   "| region | Dice | sensitivity | specificity | HD95 (mm) |",
