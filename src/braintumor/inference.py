@@ -420,10 +420,9 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
 
 # --------------------------------------------------------------------------- ONNX
 class OnnxNet:
-    """Callable wrapper: runs an exported network with ONNX Runtime on the CPU.
-
-    Takes and returns torch tensors ``(B, 4, X, Y, Z)`` -> ``(B, K, X, Y, Z)`` so it drops
-    into :func:`sliding_window_probs` in place of the torch module.
+    """An exported network run with ONNX Runtime on the CPU: :meth:`run` maps a
+    ``(B, 4, X, Y, Z)`` float32 array to logits ``(B, K, X, Y, Z)``, which is what
+    :func:`sliding_window_probs` asks of a model; the session opens on first use.
     """
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
@@ -454,16 +453,6 @@ class OnnxNet:
                                  np.ascontiguousarray(x, dtype=np.float32)})[0]
         return np.asarray(out)
 
-    def __call__(self, x: Any) -> Any:
-        import torch
-
-        session = self.session
-        name = session.get_inputs()[0].name
-        out = session.run(None, {name: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out)
-
-    def eval(self) -> OnnxNet:  # mimic nn.Module for callers that set eval mode
-        return self
 
 
 def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17) -> Path:
