@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="window overlap of the fast mode (one fold model), whose held-out "
                          "accuracy is measured too (0: no fast mode)")
     ap.add_argument("--fast-probs", default="cache/cv_probs_fast")
-    ap.add_argument("--recipe", default="configs/compact_cv.yaml,configs/compact_cv2.yaml",
+    ap.add_argument("--recipe", default="configs/compact_cv.yaml",
                     help="the training configuration(s) the fold runs came from, in order")
     ap.add_argument("--card-copy", default="MODEL_CARD.md",
                     help="also copy the model card here ('' for no copy)")
