@@ -96,6 +96,8 @@ class Trainer:
         self.on_validate = on_validate
         if cfg.threads and self.device == "cpu":
             torch.set_num_threads(cfg.threads)
+        if self.device == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch shape: pick fast kernels once
         self.amp = cfg.amp and self.device == "cuda"
 
     # ------------------------------------------------------------------ set-up
@@ -299,15 +301,17 @@ class Trainer:
 
         cfg = self.cfg
         imgs, tgts = zip(*(self.sampler.sample() for _ in range(cfg.batch_size)), strict=False)
-        x = torch.from_numpy(np.stack(imgs))
-        y = torch.from_numpy(np.stack(tgts)).float()
+        # augmentation runs where the network runs (on a GPU it would otherwise be the
+        # bottleneck of a step)
+        x = torch.from_numpy(np.stack(imgs)).to(self.device)
+        y = torch.from_numpy(np.stack(tgts)).to(self.device).float()
         x, y = augment_batch(x, y, cfg.augment, self.gen)
         if cfg.output == "softmax":
             from braintumor.labels import channels_to_labels
 
-            lab = torch.from_numpy(np.stack([channels_to_labels(t.numpy()) for t in y]))
+            lab = torch.from_numpy(np.stack([channels_to_labels(t.cpu().numpy()) for t in y]))
             y = torch.nn.functional.one_hot(lab.long(), 4).permute(0, 4, 1, 2, 3).float()
-        x, y = x.to(self.device), y.to(self.device)
+            y = y.to(self.device)
         if self.step_count == 0:
             for g in self.opt.param_groups:
                 g["lr"] = cfg.lr * self.lr_factor()
