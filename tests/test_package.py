@@ -47,3 +47,55 @@ def test_package_two_folds(tmp_path: Path) -> None:
     case = make_case(shape=(40, 48, 32), seed=99)
     res = segment_cnn(case, model=out, device="cpu")
     assert res.labels.shape == case.shape and res.info["folds"] == 2
+
+
+@pytest.mark.slow
+def test_package_one_member_per_recipe(tmp_path: Path) -> None:
+    """Two recipes' fold runs: each case is scored with the average of its two held-out
+    predictions, and the listed members (one per recipe) are what ships."""
+    data = tmp_path / "data"
+    for i in range(4):
+        write_case(make_case(shape=(40, 48, 32), seed=40 + i, case_id=f"case{i}"), data)
+    roots = []
+    for name, folds in (("a", 2), ("b", 4)):
+        for k in [*range(folds), -1]:
+            cfg = TrainConfig(name=name, network="compact_unet",
+                              network_args={"channels": [4, 8, 8, 8]}, data=str(data),
+                              cache=str(tmp_path / "cache"), folds=folds, fold=k,
+                              patch=(32, 32, 32), batch_size=1, steps_per_epoch=1, epochs=1,
+                              val_every=1, warmup_steps=1, seed=k + 5)
+            if k < 0 and name == "a":
+                continue
+            Trainer(cfg, tmp_path / name / (f"fold{k}" if k >= 0 else "full"), device="cpu",
+                    progress=False).fit()
+        roots.append(str(tmp_path / name))
+    out = tmp_path / "model"
+    rc = package_main(["--runs", ",".join(roots), "--data", str(data),
+                       "--probs", str(tmp_path / "probs"),
+                       "--fast-probs", str(tmp_path / "fast"), "--report", str(tmp_path / "rep"),
+                       "--members", f"{roots[0]}/fold1,{roots[1]}/full", "--fast-member", "1",
+                       "--fast-root", "1", "--recipe", "ra.yaml,rb.yaml",
+                       "--out", str(out), "--version", "mix-test", "--card-copy", "",
+                       "--no-onnx"])
+    assert rc == 0
+    import numpy as np
+
+    for i in range(4):
+        avg = np.load(tmp_path / "probs" / f"case{i}.npz")
+        parts = [np.load(tmp_path / "probs" / f"root{r}" / f"case{i}.npz")["probs"]
+                 for r in (0, 1)]
+        want = (parts[0].astype(np.float32) + parts[1].astype(np.float32)) / 2
+        assert np.abs(avg["probs"].astype(np.float32) - want).max() < 2e-3
+        # the fold recorded is the last recipe's (4 folds: one case each)
+        assert int(avg["fold"]) in range(4)
+    assert sorted(int(np.load(tmp_path / "probs" / f"case{i}.npz")["fold"])
+                  for i in range(4)) == [0, 1, 2, 3]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["checkpoints"] == ["member0.pt", "member1.pt"]
+    assert meta["fast"]["members"] == [1]
+    assert [m["fold"] for m in meta["training"]["member_runs"]] == [1, -1]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "average of one held-out model per recipe" in card and "all 4 cases" in card
+    res = segment_cnn(make_case(shape=(40, 48, 32), seed=98), model=out, device="cpu",
+                      fast=True)
+    assert res.info["folds"] == 1

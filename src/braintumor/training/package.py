@@ -8,7 +8,9 @@ the hybrid study), chooses the postprocessing on those held-out predictions (as 
 does), scores every held-out case with :func:`braintumor.metrics.score_case`, writes the
 per-case table and the summary, and packs the fold models (fp16 weights + ONNX) with a
 ``model.json`` into the model folder: the shipped model is the ensemble of the fold
-models, each of which was validated on cases it did not train on.
+models, each of which was validated on cases it did not train on, or, with
+``--members``, of models trained the same way on all the cases (``--fold -1``), whose
+accuracy the fold models' cross-validation then estimates.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Pat
     return info
 
 
+def average_probabilities(dirs: list[Path], out: Path,
+                          info: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per case, the mean of the held-out probabilities in ``dirs`` (one folder per
+    recipe, each case predicted by a model that did not train on it), written to ``out``
+    with the fold of ``info`` (the last recipe's split)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for cid, meta in info.items():
+        acc = None
+        for d in dirs:
+            p = np.load(d / f"{cid}.npz")["probs"].astype(np.float32)
+            acc = p if acc is None else acc + p
+        assert acc is not None
+        np.savez_compressed(out / f"{cid}.npz", probs=(acc / len(dirs)).astype(np.float16),
+                            fold=meta["fold"])
+    return info
+
+
 def choose_postprocess(probs_dir: Path, refs: dict[str, np.ndarray],
                        spacing: dict[str, tuple[float, float, float]]) -> tuple[PostProcess,
                                                                                  list[dict]]:
@@ -86,7 +105,10 @@ def choose_postprocess(probs_dir: Path, refs: dict[str, np.ndarray],
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", default="runs/compact_cv")
+    ap.add_argument("--runs", default="runs/compact_cv",
+                    help="fold-run folder(s) (fold0, fold1, ...), comma-separated when the "
+                         "shipped ensemble takes one member per recipe: each case is then "
+                         "scored with the average of one held-out model per recipe")
     ap.add_argument("--data", default="../shared/data/brats2018")
     ap.add_argument("--probs", default="cache/cv_probs")
     ap.add_argument("--report", default="experiments/shipped_cv")
@@ -101,16 +123,43 @@ def main(argv: list[str] | None = None) -> int:
                     help="window overlap of the fast mode (one fold model), whose held-out "
                          "accuracy is measured too (0: no fast mode)")
     ap.add_argument("--fast-probs", default="cache/cv_probs_fast")
+    ap.add_argument("--root-probs", default="",
+                    help="with several --runs: their held-out probability folders, "
+                         "comma-separated (default <probs>/root<i>); existing files are reused")
+    ap.add_argument("--fast-member", type=int, default=0,
+                    help="the member the fast mode runs")
+    ap.add_argument("--fast-root", type=int, default=-1,
+                    help="which --runs entry's fold models estimate the fast member")
     ap.add_argument("--recipe", default="configs/compact_cv.yaml",
                     help="the training configuration(s) the fold runs came from, in order")
+    ap.add_argument("--members", default="",
+                    help="comma-separated run folders whose checkpoints are shipped instead of "
+                         "the fold runs' (e.g. models trained on all cases, fold -1, or one "
+                         "model per recipe); required with several --runs")
+    ap.add_argument("--timing", default="",
+                    help="JSON of measured speeds for the model card (default: timing.json "
+                         "in the report folder)")
+    ap.add_argument("--card-note", default="",
+                    help="a sentence for the model card's training section")
     ap.add_argument("--card-copy", default="MODEL_CARD.md",
                     help="also copy the model card here ('' for no copy)")
     args = ap.parse_args(argv)
 
-    runs = sorted(Path(args.runs).glob("fold[0-9]*"))
+    roots = [Path(r) for r in args.runs.split(",") if r]
+    fold_runs = [sorted(r.glob("fold[0-9]*")) for r in roots]
+    runs = fold_runs[-1]
     probs_dir, report = Path(args.probs), Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
-    info = heldout_probabilities(runs, args.data, probs_dir, args.checkpoint, args.overlap)
+    if len(roots) == 1:
+        info = heldout_probabilities(runs, args.data, probs_dir, args.checkpoint, args.overlap)
+    else:
+        if not args.members:
+            ap.error("several --runs need --members (one shipped model per recipe)")
+        rdirs = ([Path(d) for d in args.root_probs.split(",")] if args.root_probs
+                 else [probs_dir / f"root{i}" for i in range(len(roots))])
+        infos = [heldout_probabilities(fr, args.data, d, args.checkpoint, args.overlap)
+                 for fr, d in zip(fold_runs, rdirs, strict=True)]
+        info = average_probabilities(rdirs, probs_dir, infos[-1])
     sources = {s.case_id: s for s in discover(args.data)}
     refs, spacing = {}, {}
     for cid in info:
@@ -140,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                                  for k in ("dice", "sensitivity", "specificity", "hd95")}
     if args.fast_overlap > 0:
         # fast mode = one fold model at a lower overlap: each case by its held-out model
-        heldout_probabilities(runs, args.data, Path(args.fast_probs), args.checkpoint,
-                              args.fast_overlap)
+        heldout_probabilities(fold_runs[args.fast_root], args.data, Path(args.fast_probs),
+                              args.checkpoint, args.fast_overlap)
         frows = []
         for cid, ref in refs.items():
             probs = np.load(Path(args.fast_probs) / f"{cid}.npz")["probs"].astype(np.float32)
@@ -158,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{s['sensitivity']['mean']:.3f} | {s['specificity']['mean']:.4f} | "
                      f"{s['hd95']['mean']:.1f} |")
     if "fast" in summary:
-        lines += ["", f"Fast mode (one fold model, overlap {args.fast_overlap}):", "",
+        lines += ["", f"Fast mode (one model, overlap {args.fast_overlap}):", "",
                   lines[0], lines[1]]
         for r in REGIONS:
             s = summary["fast"]["regions"][r]
@@ -178,18 +227,36 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cks, onnx = [], []
-    for k, run in enumerate(runs):
+    members = [Path(m) for m in args.members.split(",") if m] or runs
+    for old in list(out.glob("*.pt")) + list(out.glob("*.onnx")):
+        old.unlink()  # a model folder holds only the members of this model
+    for k, run in enumerate(members):
         ck = torch.load(run / args.checkpoint, map_location="cpu", weights_only=False)
         slim = {"model": {n: t.half() if t.is_floating_point() else t
                           for n, t in ck["model"].items()},
-                "config": ck["config"], "version": ck["version"], "epoch": ck["epoch"],
-                "best_val_dice": ck["best"], "checkpoint": args.checkpoint}
-        torch.save(slim, out / f"fold{k}.pt")
-        cks.append(f"fold{k}.pt")
+                "config": ck["config"], "version": ck.get("version"), "epoch": ck["epoch"],
+                "best_val_dice": ck.get("best"), "checkpoint": args.checkpoint}
+        stem = f"fold{k}" if members is runs else f"member{k}"
+        torch.save(slim, out / f"{stem}.pt")
+        cks.append(f"{stem}.pt")
         if not args.no_onnx:
-            export_onnx(out / f"fold{k}.pt", out / f"fold{k}.onnx")
-            onnx.append(f"fold{k}.onnx")
-    cfg = yaml.safe_load((runs[0] / "config.yaml").read_text())["train"]
+            export_onnx(out / f"{stem}.pt", out / f"{stem}.onnx")
+            onnx.append(f"{stem}.onnx")
+    member_info = []
+    for m in members:
+        mm = yaml.safe_load((m / "config.yaml").read_text())
+        member_info.append({"run": str(m), "recipe": mm["train"]["name"],
+                            "fold": mm["train"]["fold"],
+                            "train_cases": len(mm.get("split", {}).get("train", [])),
+                            "device": mm.get("device", "cpu")})
+    recipes = args.recipe.split(",")
+    run_meta = yaml.safe_load((runs[0] / "config.yaml").read_text())
+    cfg = run_meta["train"]
+    root_cfgs = []
+    for fr in fold_runs:
+        rm = yaml.safe_load((fr[0] / "config.yaml").read_text())
+        root_cfgs.append({"config": rm["train"], "device": rm.get("device", "cpu"),
+                          "folds": len(fr)})
     meta = {"version": args.version, "architecture": cfg["network"],
             "network_args": cfg["network_args"], "checkpoints": cks, "onnx": onnx,
             "patch": cfg["patch"], "output": cfg.get("output", "sigmoid"),
@@ -197,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             "postprocess": summary["postprocess"],
             "cv": {r: {k: round(v["mean"], 4) for k, v in summary["regions"][r].items()}
                    for r in REGIONS},
-            "training": {"folds": len(runs), "recipe": args.recipe.split(",")}}
+            "training": {"folds": len(runs), "recipe": recipes,
+                         "members": "fold models" if members is runs else "listed",
+                         "member_runs": member_info, "recipes": root_cfgs,
+                         "note": args.card_note}}
     if "fast" in summary:
-        meta["fast"] = {"members": [0], "overlap": args.fast_overlap,
+        meta["fast"] = {"members": [args.fast_member], "overlap": args.fast_overlap,
                         "cv": {r: {k: round(v["mean"], 4)
                                    for k, v in summary["fast"]["regions"][r].items()}
                                for r in REGIONS}}
@@ -208,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     net0, _ = load_checkpoint_net(out / cks[0], "cpu")
     timing = None
-    tpath = Path(args.report) / "timing.json"
+    tpath = Path(args.timing) if args.timing else Path(args.report) / "timing.json"
     if tpath.exists():
         timing = json.loads(tpath.read_text())
     card = write_model_card(meta, summary, out, count_parameters(net0), timing)
@@ -240,13 +310,50 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
 """
 
 
+def _recipe_text(cfg: dict[str, Any] | None, device: str) -> str:
+    """One sentence on a training config (from the run's saved config)."""
+    if not cfg:
+        return "see the configuration file."
+    aug = cfg.get("augment", {})
+    kinds = [k for k in ("flips", "rotate", "scale", "elastic", "intensity", "noise")
+             if aug.get(k)]
+    where = "an NVIDIA GPU, several runs sharing it" if device == "cuda" else "one CPU thread"
+    loss = {"dice_bce": "Dice + BCE", "dice_ce": "Dice + cross-entropy",
+            "dice_sq": "squared Dice"}.get(cfg.get("loss", ""), cfg.get("loss", ""))
+    return (f"{loss} on region channels, {cfg.get('optimizer', 'adamw')} (lr {cfg['lr']}, "
+            f"weight decay {cfg['weight_decay']}), {cfg['schedule']} schedule annealed over a "
+            f"fixed wall-clock budget of {cfg['time_budget_min']:g} min per run on {where}, "
+            f"{cfg['patch'][0]}^3 patches ({cfg['fg_fraction']:.0%} centred on tumour), "
+            f"batch {cfg['batch_size']}, augmentation: {', '.join(kinds) or 'none'}; the "
+            "weights at the end of the schedule are kept (none chosen on validation).")
+
+
 def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
                      n_params: int, timing: dict[str, Any] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` from the measured numbers (and the 2D model's section)."""
     regions = summary["regions"]
-    recipes = meta["training"]["recipe"]
+    tr = meta["training"]
+    recipes = tr["recipe"]
     if isinstance(recipes, str):
         recipes = [recipes]
+    rcfgs = tr.get("recipes") or [{"config": tr.get("config"), "device": tr.get("device", "cpu"),
+                                   "folds": int(tr.get("folds", 3))}]
+    mruns = tr.get("member_runs") or []
+    n = len(meta["checkpoints"])
+    if mruns and tr.get("members") != "fold models":
+        shipped = (f"Shipped as an ensemble of {n} models (float16 weights, plus ONNX exports "
+                   "for ONNX Runtime) whose three sigmoid region channels (WT, TC, ET) are "
+                   "averaged:")
+        for i, m in enumerate(mruns):
+            trained = (f"all {m['train_cases']} cases" if int(m["fold"]) < 0
+                       else f"{m['train_cases']} cases (fold {m['fold']})")
+            shipped += (f" member {i}, recipe `{m['recipe']}`, trained on {trained} "
+                        f"({'GPU' if m['device'] == 'cuda' else 'CPU'})"
+                        + (";" if i < len(mruns) - 1 else "."))
+    else:
+        shipped = (f"Shipped as an ensemble of {n} fold models (float16 weights, plus ONNX "
+                   "exports for ONNX Runtime); outputs three sigmoid region channels (WT, TC, "
+                   "ET) averaged over the folds.")
     lines = [
         f"# Model card: `{meta['version']}` (3D BraTS model)",
         "",
@@ -255,10 +362,8 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
         f"- Architecture: `{meta['architecture']}` {meta['network_args']} "
         f"(`braintumor.networks.compact`): a residual U-Net working at half resolution "
         "from its first layer, with a thin full-resolution refinement head; "
-        f"{n_params / 1e6:.2f} M parameters per fold model.",
-        f"- Shipped as an ensemble of {len(meta['checkpoints'])} fold models (float16 "
-        "weights, plus ONNX exports for ONNX Runtime); outputs three sigmoid region "
-        "channels (WT, TC, ET) averaged over the folds.",
+        f"{n_params / 1e6:.2f} M parameters per model.",
+        f"- {shipped}",
         f"- Inference: brain crop, per-modality z-score over brain voxels, sliding window "
         f"{tuple(meta['patch'])} with overlap {meta['overlap']} and Gaussian weighting; "
         f"postprocessing {meta['postprocess']} (chosen on the held-out predictions).",
@@ -266,23 +371,32 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
         "## Training data and recipe",
         "",
         "- Data: the 14 shared BraTS 2018 training cases (Menze et al. 2015; Bakas et al. "
-        "2017, 2018), patient-wise 3-fold split (seeded; in each run's config.yaml).",
-        f"- Recipe: `{recipes[0]}`: Dice + BCE on region channels, AdamW "
-        "(lr 3e-3, weight decay 1e-4), cosine schedule annealed over a fixed wall-clock "
-        "budget (80 min per fold on one CPU thread of this 2-core machine, three folds in "
-        "parallel), 80^3 patches (half centred on tumour), batch 2, flips / rotations / "
-        "scaling / intensity / noise augmentation."
-        + (f" Then `{recipes[1]}`: a warm restart from those weights (fresh AdamW, "
-           "peak lr 1e-3, a second cosine cycle over 95 min per fold)."
-           if len(recipes) > 1 else ""),
-        "- Reproduce: " + ", then ".join(f"`braintumor train --config {r} --fold K`"
-                                         for r in recipes)
-        + " for K = 0, 1, 2, then `python -m braintumor.training.package`.",
+        "2017, 2018), patient-wise folds (seeded; the split is in each run's config.yaml).",
+    ]
+    for r, rc in zip(recipes, rcfgs, strict=False):
+        lines.append(f"- Recipe `{r}` ({rc['folds']} folds): "
+                     + _recipe_text(rc.get("config"), rc.get("device", "cpu")))
+    lines.append("- Reproduce: " + "; ".join(
+        f"`braintumor train --config {r} --fold K` for K = 0 .. {rc['folds'] - 1}"
+        for r, rc in zip(recipes, rcfgs, strict=False))
+        + ("; `--fold -1` trains a recipe on all cases (`--set seed=S` for another seed)"
+           if any(int(m["fold"]) < 0 for m in mruns) else "")
+        + "; then `python -m braintumor.training.package`"
+        + (" with `--members` naming the shipped runs." if mruns and tr.get("members") !=
+           "fold models" else "."))
+    if tr.get("note"):
+        lines.append(f"- {tr['note']}")
+    several = len(recipes) > 1
+    lines += [
         "",
-        "## Cross-validated accuracy (held-out folds, single fold models)",
+        "## Cross-validated accuracy (held-out folds)",
         "",
-        "Each case is predicted by the fold model that did not train on it; numbers are "
-        "mean ± std over the 14 cases, computed in native space with "
+        ("Each case is predicted by the average of one held-out model per recipe (in each "
+         "recipe, the fold model that did not train on it), as the shipped ensemble "
+         "averages one model per recipe; numbers are "
+         if several else
+         "Each case is predicted by the fold model that did not train on it; numbers are ")
+        + "mean ± std over the 14 cases, computed in native space with "
         "`braintumor.metrics.score_case` (HD95 in mm, BraTS 2023 surface definition).",
         "",
         "| region | Dice | sensitivity | specificity | HD95 (mm) |",
@@ -294,15 +408,16 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
                      f"{s['sensitivity']['mean']:.3f} | {s['specificity']['mean']:.4f} | "
                      f"{s['hd95']['mean']:.1f} |")
     lines += ["", "Per case: `experiments/shipped_cv/table.md`. The shipped ensemble itself "
-              "cannot be cross-validated on these 14 cases (every case trained two of its "
-              "three members); unseen BraTS cases are the judge of it.", ""]
+              "cannot be cross-validated on these 14 cases (every case is in the training "
+              "data of at least one member); unseen BraTS cases are the judge of it.", ""]
     if "fast" in meta:
         f = meta["fast"]
         lines += ["## Fast mode (`--fast`, the web page's default)", "",
-                  f"One fold model (member {f['members'][0]}) at window overlap "
-                  f"{f['overlap']}: four to six times fewer windows than the full ensemble at "
+                  f"One model (member {f['members'][0]}) at window overlap "
+                  f"{f['overlap']}: several times fewer windows than the full ensemble at "
                   f"overlap {meta['overlap']}. Held out, as above (each case by the fold "
-                  "model that did not train on it, at this overlap):", "",
+                  "model of the member's recipe that did not train on it, at this "
+                  "overlap):", "",
                   "| region | Dice | sensitivity | specificity | HD95 (mm) |",
                   "|---|---|---|---|---|"]
         for r in REGIONS:
