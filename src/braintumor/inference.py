@@ -169,7 +169,8 @@ def sliding_window(x: np.ndarray, roi: tuple[int, int, int], predict: Any, overl
 def region_probs(logits: np.ndarray, output: str) -> np.ndarray:
     """Network logits ``(B, K, ...)`` -> region probabilities ``(B, 3, ...)`` (WT, TC, ET)."""
     if output == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        # the logistic function through tanh: no overflow warning for very negative logits
+        return (0.5 + 0.5 * np.tanh(0.5 * logits)).astype(np.float32)
     e = np.exp(logits - logits.max(1, keepdims=True))
     p = e / e.sum(1, keepdims=True)  # background, NCR, ED, ET
     return np.stack([p[:, 1:].sum(1), p[:, 1] + p[:, 3], p[:, 3]], axis=1).astype(np.float32)
