@@ -543,13 +543,13 @@ class HybridParams:
     cases; that study says whether they still match after a rerun.
     """
 
-    sure_in: PerRegion = (0.9, 0.9, 0.5)
-    sure_out: PerRegion = (0.5, 0.1, 0.3)
+    sure_in: PerRegion = (0.6, 0.9, 0.6)
+    sure_out: PerRegion = (0.4, 0.1, 0.4)
     grad_sigma: PerRegion = 1.0
     compactness: float = 0.0
     drop_unsure: bool = True
     min_lesion_ml: float = 0.0
-    regions: tuple[str, ...] = ("TC", "ET")
+    regions: tuple[str, ...] = ("WT", "TC", "ET")
     #: where the whole tumour comes from (:data:`WT_SOURCES`, see :func:`fuse_labels`);
     #: anything but "hybrid" also runs :func:`segment_watershed` (its defaults)
     wt_from: str = "touching"
