@@ -52,7 +52,8 @@ def augment_batch(image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
         theta = torch.eye(3, device=dev).repeat(b, 1, 1)
         if do_rot:
             for i in range(b):
-                ang = (torch.rand(3, generator=gen) * 2 - 1) * (math.pi / 12) * s  # up to +-15 degrees
+                # up to +-15 degrees
+                ang = (torch.rand(3, generator=gen) * 2 - 1) * (math.pi / 12) * s
                 theta[i] = _rotation(ang).to(dev) @ theta[i]
         if do_scale:
             sc = 1 + (rand(b) * 2 - 1) * 0.15 * s
