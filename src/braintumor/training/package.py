@@ -228,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cks, onnx = [], []
     members = [Path(m) for m in args.members.split(",") if m] or runs
-    for old in list(out.glob("*.pt")) + list(out.glob("*.onnx")):
-        old.unlink()  # a model folder holds only the members of this model
     for k, run in enumerate(members):
         ck = torch.load(run / args.checkpoint, map_location="cpu", weights_only=False)
         slim = {"model": {n: t.half() if t.is_floating_point() else t
@@ -242,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_onnx:
             export_onnx(out / f"{stem}.pt", out / f"{stem}.onnx")
             onnx.append(f"{stem}.onnx")
+    for old in list(out.glob("*.pt")) + list(out.glob("*.onnx")):
+        if old.name not in cks + onnx:
+            old.unlink()  # a model folder holds only the members of this model
     member_info = []
     for m in members:
         mm = yaml.safe_load((m / "config.yaml").read_text())
