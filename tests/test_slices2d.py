@@ -168,6 +168,28 @@ def test_segment_image_any_size(tiny_model: s2d.Model2D, grey: bool) -> None:
     assert "warning" not in res.info
 
 
+def test_greyscale_pictures_go_to_the_greyscale_specialist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a greyscale specialist installed, greyscale pictures (and stacks) use it,
+    colour ones the main model; without it everything uses the main model."""
+    for name, size in ((s2d.MODEL_FILE, 32), (s2d.MODEL_FILE_GREY, 48)):
+        cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8, 16]}, "size": size,
+               "threshold": 0.5, "min_fraction": 0.001}
+        torch.save({"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg},
+                   tmp_path / name)
+    monkeypatch.setattr(s2d, "MODEL_DIR", tmp_path)
+    grey, _ = fake_slice(60, 70, grey=True)
+    colour, _ = fake_slice(60, 70, grey=False)
+    assert s2d.segment_image(grey).info["model"] == s2d.MODEL_FILE_GREY
+    assert s2d.pick_model(None, [grey])[0].size == 48
+    assert s2d.segment_image(colour).info["model"] == s2d.MODEL_FILE
+    assert {r.info["model"] for r in s2d.segment_stack([grey, grey])} == {s2d.MODEL_FILE_GREY}
+    # one colour slice in the stack: the whole stack goes to the main model
+    assert {r.info["model"] for r in s2d.segment_stack([grey, colour])} == {s2d.MODEL_FILE}
+    (tmp_path / s2d.MODEL_FILE_GREY).unlink()
+    assert s2d.segment_image(grey).info["model"] == s2d.MODEL_FILE
+
+
 def test_segment_image_blank_and_photo_do_not_crash(tiny_model: s2d.Model2D) -> None:
     blank = s2d.segment_image(np.zeros((40, 50), np.uint8), tiny_model)
     assert not blank.mask.any() and "blank" in blank.info["warning"]

@@ -41,6 +41,8 @@ INPUT_SIZE = 96
 #: the shipped model's folder inside the package
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "lgg2d"
 MODEL_FILE = "unet2d_lgg.pt"
+#: a greyscale specialist: when shipped, greyscale pictures go to it instead
+MODEL_FILE_GREY = "unet2d_lgg_grey.pt"
 _SLICE_RE = re.compile(r"^(?P<stem>.*?)[_\-\s]?(?P<num>\d+)$")
 _MASK_SUFFIXES = ("_mask", "_seg", "_label", "_overlay")
 
@@ -375,6 +377,21 @@ def _load_model_cached(path: str) -> Model2D:
     return Model2D(net, cfg)
 
 
+def pick_model(model: Model2D | str | Path | None, images: Sequence[np.ndarray]
+               ) -> tuple[Model2D, str]:
+    """The model for these pictures and its name: ``model`` when given, else the shipped
+    greyscale specialist for greyscale pictures (when it is installed), else the shipped
+    model."""
+    if isinstance(model, Model2D):
+        return model, "given"
+    if model is not None:
+        return load_model_2d(model), Path(model).name
+    grey = MODEL_DIR / MODEL_FILE_GREY
+    if images and grey.exists() and all(is_greyscale(i) for i in images):
+        return load_model_2d(grey), MODEL_FILE_GREY
+    return load_model_2d(), MODEL_FILE
+
+
 def model_available() -> bool:
     """True when the shipped 2D weights are in the package."""
     return (MODEL_DIR / MODEL_FILE).exists()
@@ -488,7 +505,8 @@ def segment_image(image: np.ndarray, model: Model2D | str | Path | None = None,
         z = np.zeros((h, w), dtype=np.float32)
         info.update(area_pixels=0, seconds=time.perf_counter() - t0)
         return SliceResult(z > 0, z, info)
-    m = model if isinstance(model, Model2D) else load_model_2d(model)
+    m, name = pick_model(model, [arr])
+    info["model"] = name
     x, geo = prepare_input(arr, m.size)
     p_small = predict_batch(m, x[None])[0]
     prob = np.clip(restore(p_small, geo), 0.0, 1.0)
@@ -507,9 +525,9 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     (:func:`postprocess_stack`; rule ``keep``, by default the model's ``keep`` setting,
     else the largest), so per-patient metrics apply.
     """
-    m = model if isinstance(model, Model2D) else load_model_2d(model)
     if not images:
         return []
+    m, name = pick_model(model, images)
     shapes = {np.asarray(i).shape[:2] for i in images}
     if len(shapes) != 1:
         raise InputError(f"the slices of one stack differ in size ({sorted(shapes)}).")
@@ -530,7 +548,8 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     out = []
     for img, pr, mk, w in zip(images, probs, masks, warns, strict=True):
         info: dict[str, Any] = {"input": _describe(img), "shape": list(pr.shape),
-                                "area_pixels": int(mk.sum()), "area_unit": "pixels"}
+                                "area_pixels": int(mk.sum()), "area_unit": "pixels",
+                                "model": name}
         if w is not None:
             info["warning"] = w
         out.append(SliceResult(mk, pr.astype(np.float32), info))
