@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from braintumor.config import TrainConfig
+from braintumor.errors import InputError
 from braintumor.inference import segment_cnn
 from braintumor.phantom import make_case, write_case
 from braintumor.training.package import main as package_main
@@ -44,6 +45,16 @@ def test_package_two_folds(tmp_path: Path) -> None:
     card = (out / "MODEL_CARD.md").read_text()
     assert "pk-test" in card and "| WT |" in card and "Not a medical device" in card
     assert "Fast mode" in card
+    # a new speed measurement rewrites the card alone, from what packaging left
+    (tmp_path / "report" / "timing.json").write_text(json.dumps({"one case": "1.25 s"}))
+    (out / "MODEL_CARD.md").unlink()
+    assert package_main(["--card-only", "--out", str(out), "--report",
+                         str(tmp_path / "report"), "--card-copy", ""]) == 0
+    new = (out / "MODEL_CARD.md").read_text()
+    assert "- one case: 1.25 s" in new and "pk-test" in new and "| WT |" in new
+    with pytest.raises(InputError):
+        package_main(["--card-only", "--out", str(tmp_path / "nothing"), "--report",
+                      str(tmp_path / "report"), "--card-copy", ""])
     case = make_case(shape=(40, 48, 32), seed=99)
     res = segment_cnn(case, model=out, device="cpu")
     assert res.labels.shape == case.shape and res.info["folds"] == 2

@@ -143,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="a sentence for the model card's training section")
     ap.add_argument("--card-copy", default="MODEL_CARD.md",
                     help="also copy the model card here ('' for no copy)")
+    ap.add_argument("--card-only", action="store_true",
+                    help="only rewrite the model card from the packaged model.json, the "
+                         "report's summary.json and the timing (no training or scoring)")
     args = ap.parse_args(argv)
+    if args.card_only:
+        return rewrite_card(Path(args.out), Path(args.report),
+                            Path(args.timing) if args.timing else None, args.card_copy)
 
     roots = [Path(r) for r in args.runs.split(",") if r]
     fold_runs = [sorted(r.glob("fold[0-9]*")) for r in roots]
@@ -288,6 +294,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model written to {out}; card {card}")
     return 0
 
+
+
+def rewrite_card(out: Path, report: Path, timing_path: Path | None = None,
+                 card_copy: str = "") -> int:
+    """Rewrite ``out/MODEL_CARD.md`` (and ``card_copy``) from what packaging left:
+    ``out/model.json``, ``report/summary.json`` and the timing JSON (default
+    ``report/timing.json``). For new speed measurements without repackaging."""
+    from braintumor.errors import InputError
+    from braintumor.networks import count_parameters
+
+    meta_path, summary_path = out / "model.json", report / "summary.json"
+    for p in (meta_path, summary_path):
+        if not p.exists():
+            raise InputError(f"{p} is missing: package the model first.")
+    meta = json.loads(meta_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    tpath = timing_path or report / "timing.json"
+    timing = json.loads(tpath.read_text()) if tpath.exists() else None
+    net0, _ = load_checkpoint_net(out / meta["checkpoints"][0], "cpu")
+    card = write_model_card(meta, summary, out, count_parameters(net0), timing)
+    if card_copy:
+        Path(card_copy).write_text(card.read_text())
+    print(f"model card rewritten: {card}")
+    return 0
 
 
 CARD_STATIC = """
