@@ -120,6 +120,19 @@ def test_core_rules_fit_the_core_into_the_whole_tumour(scene) -> None:
         assert _nested(out)
 
 
+def test_union_core_adds_the_watershed_core_inside_the_whole_tumour(scene) -> None:
+    ws = scene["ws"].copy()
+    ws_core = _ball((20, 16, 20), 3)  # a core the CNN missed, inside both whole tumours
+    ws[ws_core] = L.NCR
+    ws[_ball((6, 6, 30), 1.5)] = L.NCR  # the core of a vetoed false lesion
+    out = fuse_labels(scene["hyb"], ws, scene["prob"], "watershed", 0.3, "union")
+    tc = L.region_masks(out)["TC"]
+    ws_wt = ws > 0
+    assert np.array_equal(tc, ((scene["core"] | ws_core) & ws_wt & ~scene["ws_false"]))
+    assert np.array_equal(out == L.ET, scene["hyb"] == L.ET)  # ET stays the hybrid's
+    assert _nested(out)
+
+
 def test_extend_drops_a_core_lesion_away_from_the_whole_tumour(scene) -> None:
     far = _ball((33, 6, 33), 2.5)
     hyb = scene["hyb"].copy()
@@ -157,8 +170,8 @@ def test_segment_hybrid_fuses_with_the_watershed(hgg) -> None:
     ch = L.regions_to_channels(hgg.label).astype(np.float32)
     probs = np.stack([ndi.gaussian_filter(c, 1.0) for c in ch]).clip(0, 1)
     blob = np.zeros(hgg.shape, bool)
-    blob[10:16, 44:50, 28:34] = True
-    blob &= hgg.label == 0
+    blob[8:16, 42:50, 26:34] = True
+    blob &= (hgg.label == 0) & (hgg.image[3] > 0)
     probs[0][blob] = 0.95  # a confident false positive far from the tumour
     alone = segment_hybrid(hgg, probabilities=probs, post={}, **NO_FUSION)
     assert alone.labels[blob].all()

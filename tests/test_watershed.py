@@ -15,6 +15,7 @@ from braintumor.segment import segment
 from braintumor.watershed import (
     WatershedParams,
     from_work,
+    grid_params,
     make_grid,
     params_from,
     robust_z,
@@ -91,6 +92,44 @@ def test_low_grade_core_does_not_collapse() -> None:
     assert (labels == L.ET).sum() < 0.05 * (labels > 0).sum()
 
 
+def _tumour_radius() -> np.ndarray:
+    g = np.mgrid[:64, :64, :64]
+    return np.sqrt((g[0] - 36) ** 2 + (g[1] - 30) ** 2 + (g[2] - 32) ** 2)
+
+
+def test_growing_reaches_a_faint_edema_rim() -> None:
+    # a 2-voxel shell of faint FLAIR/T2 signal around the edema, too faint for a marker
+    case = synthetic_case(seed=3)
+    r = _tumour_radius()
+    shell = (r > 14) & (r <= 16) & (case.image[3] > 0)
+    img = case.image.copy()
+    img[:, shell] += np.array([0.0, 0.0, 5.0, 7.0], np.float32)[:, None]
+    label = case.label.copy()
+    label[shell] = L.ED
+    faint = case_from_arrays("faint_rim", img, label=label)
+    still = segment_watershed(faint, grow_reach=0).labels
+    grown = segment_watershed(faint, grow_reach=2).labels
+    assert _dices(grown, label)["WT"] > _dices(still, label)["WT"] + 0.03
+    assert ((grown > 0) & shell).sum() > 2 * ((still > 0) & shell).sum()
+    # it stops within its reach of the lesion: nothing beyond the shell's outer edge + 2
+    assert not ((grown > 0) & (r > 18)).any()
+
+
+def test_enhancing_rim_bounds_the_core() -> None:
+    # edema dark on T1ce (as it often is) must not join the core of an enhancing tumour
+    case = synthetic_case(seed=4)
+    img = case.image.copy()
+    ed = case.label == L.ED
+    img[1, ed] -= 15.0
+    img[0, ed] -= 7.5
+    dark = case_from_arrays("dark_edema", img, label=case.label)
+    rim = segment_watershed(dark, rim_core_ml=1.0).labels
+    markers = segment_watershed(dark, rim_core_ml=1e9).labels
+    assert _dices(rim, case.label)["TC"] > 0.85
+    assert _dices(rim, case.label)["TC"] > _dices(markers, case.label)["TC"] + 0.3
+    assert not (np.isin(rim, [L.NCR, L.ET]) & (_tumour_radius() > 10)).any()
+
+
 def test_synthetic_tumour_free_brain_stays_empty() -> None:
     assert not segment_watershed(synthetic_case(tumour=False, seed=2)).labels.any()
 
@@ -152,6 +191,15 @@ def test_two_lesions_both_found() -> None:
     assert big  # lesions above twice the documented minimum volume must be found
     for k in big:
         assert (pred & (ref_lab == k)).any(), f"lesion {k} ({sizes[k]} voxels) missed"
+
+
+def test_smoothing_keeps_its_scale_on_a_finer_grid() -> None:
+    p = WatershedParams(factor=2, sigma=0.3)
+    assert grid_params(p, 2) is p
+    fine = grid_params(p, 1)
+    # 0.6 native voxels for the same mm, plus the 2-voxel block mean's blur (sd 0.5)
+    assert fine.sigma == pytest.approx(np.sqrt(0.6 ** 2 + 0.25))
+    assert fine.replace(sigma=0.3) == p
 
 
 def test_params_are_frozen_and_checked() -> None:

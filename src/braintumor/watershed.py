@@ -14,12 +14,15 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
   3. whole tumour (WT): sure-tumour markers where ``A`` is high, sure-background
      markers where it is low or outside the brain; a watershed on the multi-modal
      gradient magnitude (FLAIR, T2) settles the band between them; components too
-     small, too faint or too small beside the largest lesion are dropped;
+     small, too faint or too small beside the largest lesion are dropped; the rest
+     grow a few voxels into connected voxels whose ``A`` passes a threshold between
+     the normal brain's and the lesion's median (the faint outer rim of the edema);
   4. inside WT, a second watershed on the T1ce gradient with three kinds of markers:
      enhancing tumour (``E`` high and T1ce bright), necrosis / non-enhancing core
      (T1ce dark, the low-grade "core" that has no enhancement at all) and edema
      (T1ce near normal, no enhancement); the T1ce-dark interior enclosed by an
-     enhancing rim becomes necrosis whatever its markers said;
+     enhancing rim becomes necrosis whatever its markers said, and when the
+     enhancement is large enough the core is that rim and its interior only;
   5. region rules: ET and TC lie inside WT, small ET specks become edema, small core
      specks away from enhancement become edema;
   6. labels go back to the native grid (region indicators interpolated linearly, so
@@ -70,14 +73,14 @@ class WatershedParams:
     """
 
     factor: int = 2  #: downsampling factor of the working grid (1 = native)
-    sigma: float = 0.7  #: Gaussian smoothing of the z maps (working voxels)
+    sigma: float = 0.216  #: Gaussian smoothing of the z maps (working voxels)
     stats_erode: int = 2  #: brain erosion before the normal-tissue statistics
     slab: int = 5  #: half-thickness (working slices) of the axial intensity levelling
     rim_mm: float = 4.0  #: brain rim (mm) where no tumour marker may start
     w_flair: float = 1.0  #: weight of z(FLAIR) in the abnormality map
-    w_t2: float = 0.5  #: weight of z(T2) in the abnormality map
+    w_t2: float = 1.376  #: weight of z(T2) in the abnormality map
     w_t1: float = 0.3  #: weight of -z(T1) (T1 darkening) in the abnormality map
-    csf_flair: float = -1.0  #: FLAIR z below which a voxel is a background marker (CSF)
+    csf_flair: float = -1.784  #: FLAIR z below which a voxel is a background marker (CSF)
     wt_hi: float = 1.5  #: abnormality above which a voxel is a sure-tumour marker
     wt_lo: float = -0.3278  #: abnormality below which a voxel is a sure-background marker
     wt_compactness: float = 0.0  #: compactness of the WT watershed
@@ -104,10 +107,26 @@ class WatershedParams:
     #: are background markers; -99 switches it off
     sym_bg: float = -99.0
     sym_reach: int = 1  #: tolerance (working voxels) for an imperfect midline
+    #: after the lesion rules WT grows (up to ``grow_reach`` working voxels, connected)
+    #: into voxels whose abnormality exceeds the normal brain's median plus
+    #: ``grow_alpha`` x (lesion median - normal median), and at least ``grow_min``:
+    #: the watershed stops at the steepest edge, inside the faint rim of the edema
+    grow_alpha: float = 0.4
+    grow_reach: int = 2  #: 0 switches the growing off
+    grow_min: float = 0.3
+    #: when the enhancing tumour exceeds this volume (mL) the core is the enhancing
+    #: rim and what it encloses only (T1ce-dark edema outside the rim stays edema);
+    #: smaller enhancement (low-grade) keeps the T1ce-dark core markers
+    rim_core_ml: float = 3.0
+    rim_core_close: int = 5  #: closing radius (working voxels) that shuts an open rim
 
     def replace(self, **changes: Any) -> WatershedParams:
         """A copy with ``changes`` (unknown names raise :class:`InputError`)."""
         return replace(self, **_checked(changes))
+
+
+_INT_PARAMS = ("factor", "stats_erode", "slab", "ed_edge", "rim_close", "sym_reach",
+               "grow_reach", "rim_core_close")
 
 
 def _checked(changes: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +137,7 @@ def _checked(changes: dict[str, Any]) -> dict[str, Any]:
             raise InputError(
                 f"Unknown watershed parameter {k!r}; known: {', '.join(sorted(known))}."
             )
-        out[k] = int(v) if k in ("factor", "stats_erode", "slab", "ed_edge", "rim_close",
-                                 "sym_reach") else float(v)
+        out[k] = int(v) if k in _INT_PARAMS else float(v)
     return out
 
 
@@ -371,6 +389,24 @@ def asymmetry(a: np.ndarray, brain: np.ndarray, axis: int = 0, reach: int = 1
     return a - mirror
 
 
+def _grow(wt: np.ndarray, abn: np.ndarray, brain: np.ndarray, p: WatershedParams
+          ) -> np.ndarray:
+    """``wt`` grown into connected, moderately abnormal voxels near it (a threshold
+    between the normal brain's and the lesion's median abnormality)."""
+    rest = brain & ~wt
+    if not rest.any():
+        return wt
+    lesion, normal = float(np.median(abn[wt])), float(np.median(abn[rest]))
+    thr = max(p.grow_min, normal + p.grow_alpha * (lesion - normal))
+    near = ndi.distance_transform_edt(~wt) <= p.grow_reach
+    cand = (abn > thr) & near & ndi.binary_erosion(brain, iterations=1)
+    lab, _ = _components(cand | wt)
+    keep = np.zeros(int(lab.max()) + 1, dtype=bool)
+    keep[np.unique(lab[wt])] = True
+    keep[0] = False
+    return ndi.binary_fill_holes(keep[lab] | wt)
+
+
 def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm: float,
                    p: WatershedParams, lr: int = 0) -> np.ndarray:
     """The classical segmentation on the working grid.
@@ -422,6 +458,8 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     wt = np.concatenate([[False], keep])[lab]
     if not wt.any():
         return out
+    if p.grow_reach > 0:
+        wt = _grow(wt, abn, brain, p)
 
     # --- sub-regions inside WT
     et_seed = wt & (enh > p.et_hi) & (zs[T1CE] > p.et_t1c)
@@ -442,9 +480,13 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
 
     et = regions == L.ET
     et = _drop_small(et, max(1.0, p.min_et_ml / voxel_ml))
-    core = (regions == L.NCR) | et
-    if et.any():
-        core |= _fill_rim_interior(et, p.rim_close) & wt
+    if et.sum() * voxel_ml >= p.rim_core_ml:
+        # an enhancing tumour: the core is the rim and what it encloses
+        core = et | (_fill_rim_interior(et, p.rim_core_close) & wt)
+    else:
+        core = (regions == L.NCR) | et
+        if et.any():
+            core |= _fill_rim_interior(et, p.rim_close) & wt
     # core specks without enhancement are edema
     lab, n = _components(core)
     if n:
@@ -457,6 +499,18 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     out[core] = L.NCR
     out[et & core] = L.ET
     return out
+
+
+def grid_params(p: WatershedParams, factor: int) -> WatershedParams:
+    """``p`` for a working grid of ``factor`` instead of ``p.factor`` (a small brain is
+    segmented on a finer grid). The smoothing ``sigma`` was tuned on ``p.factor``'s
+    grid, whose block mean already averages noise away: on a k-times finer grid it
+    becomes ``sqrt((k sigma)^2 + (k^2 - 1) / 12)`` voxels, the same scale in mm plus the
+    block mean's own blur (a box of k voxels has variance (k^2 - 1) / 12)."""
+    if factor >= p.factor or factor < 1:
+        return p
+    k = p.factor / factor
+    return replace(p, sigma=float(np.sqrt((k * p.sigma) ** 2 + (k * k - 1) / 12)))
 
 
 def segment_watershed(case: Case, progress: ProgressFn | None = None,
@@ -492,8 +546,8 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     z = robust_z(img, brain, p.stats_erode, p.slab)
     if progress:
         progress(0.4, "watershed: markers and flooding")
-    work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)), p,
-                          lr_axis(case.affine))
+    work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)),
+                          grid_params(p, grid.factor), lr_axis(case.affine))
     if progress:
         progress(0.9, "watershed: back to the native grid")
     labels = labels_from_work(grid, work)
@@ -792,7 +846,7 @@ def hybrid_labels(inp: HybridInputs, hp: HybridParams, post: Any) -> np.ndarray:
 #: whole-tumour sources of :func:`fuse_labels`
 WT_SOURCES = ("hybrid", "watershed", "union", "intersection", "touching")
 #: ways to fit the refined core into the fused whole tumour
-CORE_RULES = ("keep", "clip", "extend")
+CORE_RULES = ("keep", "clip", "extend", "union")
 
 
 def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.ndarray,
@@ -813,11 +867,12 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
       extends a lesion the watershed found, but its isolated blobs are dropped).
 
     When that whole tumour is empty but the hybrid's is not, the hybrid's labels are
-    returned unchanged. The core (TC, ET: always the hybrid's) is fitted in by
+    returned unchanged. The core (TC, ET: the hybrid's) is fitted in by
     ``core``: ``keep`` as it is (the whole tumour grows to hold it), ``clip`` cut to the
     whole tumour, ``extend`` core lesions touching the whole tumour kept whole (and the
-    whole tumour grown to hold them), the others dropped. Edema is the whole tumour
-    minus the core. Returns internal labels ``(X, Y, Z)`` uint8, nested.
+    whole tumour grown to hold them), the others dropped, ``union`` the hybrid's core
+    plus the (vetoed) watershed's, cut to the whole tumour (ET stays the hybrid's).
+    Edema is the whole tumour minus the core. Returns internal labels ``(X, Y, Z)`` uint8, nested.
     """
     if wt_from not in WT_SOURCES or core not in CORE_RULES:
         raise InputError(f"Fusion {wt_from!r}/{core!r}: wt_from must be one of "
@@ -854,6 +909,8 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     tc, et = hm["TC"], hm["ET"]
     if core == "clip":
         tc = tc & wt
+    elif core == "union":
+        tc = (tc | (np.isin(watershed_labels[box], (L.NCR, L.ET)) & ws)) & wt
     elif core == "extend":
         tc = _touching(tc, wt)
     wt = wt | tc

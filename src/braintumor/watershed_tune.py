@@ -287,6 +287,11 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "min_et_ml": ("float", 0.01, 0.5),
     "min_core_ml": ("float", 0.1, 3.0),
     "sym_fg": ("float", -0.5, 2.5),
+    "grow_alpha": ("float", 0.0, 0.8),
+    "grow_reach": ("int", 0, 4),
+    "grow_min": ("float", 0.0, 1.0),
+    "rim_core_ml": ("cat", (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 1e9)),
+    "rim_core_close": ("int", 2, 7),
 }
 
 
