@@ -69,6 +69,21 @@ def test_veto_drops_the_lesion_the_cnn_gives_no_probability(scene) -> None:
     assert np.array_equal(vetoed > 0, (scene["ws"] > 0) & ~scene["ws_false"])
 
 
+def test_veto_counts_the_share_of_the_lesion_the_cnn_supports(scene) -> None:
+    # a watershed lesion that grazes the CNN's tumour: its peak probability is high, but
+    # only a sliver of it is CNN tumour
+    graze = _ball((20, 33, 20), 5) & ~_ball((20, 20, 20), 9)
+    sliver = graze & _ball((20, 20, 20), 10.5)
+    ws = scene["ws"].copy()
+    ws[graze] = L.ED
+    prob = np.where(graze & ~sliver, 0.0, scene["prob"]).astype(np.float32)
+    prob[sliver] = 0.99
+    assert 0 < sliver.sum() < 0.3 * graze.sum()
+    out = fuse_labels(scene["hyb"], ws, prob, "watershed", 0.3, "clip")
+    assert not (out > 0)[graze & ~sliver].any()
+    assert (out > 0)[_ball((20, 20, 20), 7)].all()  # the real lesion stays
+
+
 def test_touching_keeps_the_cnn_extension_and_drops_its_isolated_blob(scene) -> None:
     out = fuse_labels(scene["hyb"], scene["ws"], scene["prob"], "touching", 0.3, "clip")
     wt = out > 0
@@ -118,19 +133,6 @@ def test_core_rules_fit_the_core_into_the_whole_tumour(scene) -> None:
     assert np.array_equal(ext == L.ET, scene["hyb"] == L.ET)
     for out in (clip, ext, keep):
         assert _nested(out)
-
-
-def test_union_core_adds_the_watershed_core_inside_the_whole_tumour(scene) -> None:
-    ws = scene["ws"].copy()
-    ws_core = _ball((20, 16, 20), 3)  # a core the CNN missed, inside both whole tumours
-    ws[ws_core] = L.NCR
-    ws[_ball((6, 6, 30), 1.5)] = L.NCR  # the core of a vetoed false lesion
-    out = fuse_labels(scene["hyb"], ws, scene["prob"], "watershed", 0.3, "union")
-    tc = L.region_masks(out)["TC"]
-    ws_wt = ws > 0
-    assert np.array_equal(tc, ((scene["core"] | ws_core) & ws_wt & ~scene["ws_false"]))
-    assert np.array_equal(out == L.ET, scene["hyb"] == L.ET)  # ET stays the hybrid's
-    assert _nested(out)
 
 
 def test_extend_drops_a_core_lesion_away_from_the_whole_tumour(scene) -> None:

@@ -19,7 +19,7 @@ model did not train on the case) it computes
 * **combined**: per region, the hybrid and the watershed put together by
   :func:`braintumor.watershed.fuse_labels` (whole tumour from the watershed, the hybrid,
   their union, intersection, or the watershed plus the hybrid lesions touching it, with
-  watershed lesions the CNN gives no probability vetoed; the core from the hybrid,
+  watershed lesions the CNN hardly supports vetoed; the core from the hybrid,
   fitted into that whole tumour);
 
 and scores all four with :func:`braintumor.metrics.score_case`.
@@ -79,7 +79,7 @@ MIN_GAIN = 0.001
 #: ... and must not lower it (by over 1e-4) in more than a third of the training cases:
 #: a mean gain carried by one or two cases did not hold on held-out cases (WT)
 MIN_WIN = 2 / 3
-#: watershed-lesion vetoes tried (highest CNN WT probability a lesion needs); strongest
+#: watershed-lesion vetoes tried (the fraction of a lesion the CNN must call tumour); strongest
 #: first, so that among rules the cases cannot tell apart the one that asks the two
 #: methods to agree most is chosen
 VETOES = (0.5, 0.3, 0.1, 0.0)

@@ -607,7 +607,8 @@ class HybridParams:
     #: where the whole tumour comes from (:data:`WT_SOURCES`, see :func:`fuse_labels`);
     #: anything but "hybrid" also runs :func:`segment_watershed` (its defaults)
     wt_from: str = "touching"
-    #: watershed lesions whose highest CNN WT probability stays below this are dropped
+    #: watershed lesions with less than this fraction of their voxels at a CNN WT
+    #: probability of 0.5 or more are dropped
     wt_veto: float = 0.5
     #: how the refined core (TC, ET) is fitted into that whole tumour (:data:`CORE_RULES`)
     core: str = "clip"
@@ -846,7 +847,7 @@ def hybrid_labels(inp: HybridInputs, hp: HybridParams, post: Any) -> np.ndarray:
 #: whole-tumour sources of :func:`fuse_labels`
 WT_SOURCES = ("hybrid", "watershed", "union", "intersection", "touching")
 #: ways to fit the refined core into the fused whole tumour
-CORE_RULES = ("keep", "clip", "extend", "union")
+CORE_RULES = ("keep", "clip", "extend")
 
 
 def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.ndarray,
@@ -856,9 +857,10 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
 
     ``hybrid``, ``watershed_labels``: internal labels ``(X, Y, Z)``; ``wt_prob``: the
     CNN's whole-tumour probability ``(X, Y, Z)``. First, watershed lesions (26-connected
-    components of its WT) whose highest ``wt_prob`` is below ``wt_veto`` are dropped: the
-    watershed reads any asymmetric FLAIR brightness as tumour, the CNN knows better what
-    a tumour looks like. The whole tumour is then, by ``wt_from``:
+    components of its WT) of which less than the fraction ``wt_veto`` has a ``wt_prob``
+    of 0.5 or more are dropped: the watershed reads any asymmetric FLAIR/T2 brightness
+    as tumour, the CNN knows better what a tumour looks like (a lesion's fraction, not
+    its peak: a false lesion beside the tumour often reaches the CNN's edge somewhere). The whole tumour is then, by ``wt_from``:
 
     * ``hybrid``: the hybrid's (the CNN's, refined where the refinement chose to);
     * ``watershed``: the (vetoed) watershed's;
@@ -870,9 +872,8 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     returned unchanged. The core (TC, ET: the hybrid's) is fitted in by
     ``core``: ``keep`` as it is (the whole tumour grows to hold it), ``clip`` cut to the
     whole tumour, ``extend`` core lesions touching the whole tumour kept whole (and the
-    whole tumour grown to hold them), the others dropped, ``union`` the hybrid's core
-    plus the (vetoed) watershed's, cut to the whole tumour (ET stays the hybrid's).
-    Edema is the whole tumour minus the core. Returns internal labels ``(X, Y, Z)`` uint8, nested.
+    whole tumour grown to hold them), the others dropped. Edema is the whole tumour minus
+    the core. Returns internal labels ``(X, Y, Z)`` uint8, nested.
     """
     if wt_from not in WT_SOURCES or core not in CORE_RULES:
         raise InputError(f"Fusion {wt_from!r}/{core!r}: wt_from must be one of "
@@ -889,8 +890,9 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     ws = watershed_labels[box] > 0
     if wt_veto > 0 and ws.any():
         lab, n = _components(ws)
-        peak = np.asarray(ndi.maximum(wt_prob[box], lab, index=np.arange(1, n + 1)))
-        ws = np.concatenate([[False], peak >= wt_veto])[lab]
+        sure = (wt_prob[box] >= 0.5).astype(np.float32)
+        support = np.asarray(ndi.mean(sure, lab, index=np.arange(1, n + 1)))
+        ws = np.concatenate([[False], support >= wt_veto])[lab]
     cnn = hm["WT"]
     if wt_from == "hybrid":
         wt = cnn
@@ -909,8 +911,6 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     tc, et = hm["TC"], hm["ET"]
     if core == "clip":
         tc = tc & wt
-    elif core == "union":
-        tc = (tc | (np.isin(watershed_labels[box], (L.NCR, L.ET)) & ws)) & wt
     elif core == "extend":
         tc = _touching(tc, wt)
     wt = wt | tc
