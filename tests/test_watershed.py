@@ -130,6 +130,20 @@ def test_enhancing_rim_bounds_the_core() -> None:
     assert not (np.isin(rim, [L.NCR, L.ET]) & (_tumour_radius() > 10)).any()
 
 
+def test_free_water_is_not_tumour() -> None:
+    # a one-sided T2-bright, FLAIR-dark, T1-dark blob (a cyst or a widened ventricle):
+    # bright enough on T2 to seed the abnormality map, but not edema
+    case = synthetic_case(tumour=False, seed=5)
+    g = np.mgrid[:64, :64, :64]
+    blob = ((g[0] - 20) ** 2 + (g[1] - 34) ** 2 + (g[2] - 30) ** 2) <= 8 ** 2
+    img = case.image.copy()
+    img[:, blob] += np.array([-25.0, -25.0, 60.0, -3.0], np.float32)[:, None]
+    water = case_from_arrays("free_water", img, label=case.label)
+    assert not segment_watershed(water).labels.any()
+    # the same blob as a lesion only when FLAIR-dark lesions are allowed
+    assert segment_watershed(water, lesion_flair=-99.0).labels[blob].mean() > 0.5
+
+
 def test_synthetic_tumour_free_brain_stays_empty() -> None:
     assert not segment_watershed(synthetic_case(tumour=False, seed=2)).labels.any()
 

@@ -14,7 +14,8 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
   3. whole tumour (WT): sure-tumour markers where ``A`` is high, sure-background
      markers where it is low or outside the brain; a watershed on the multi-modal
      gradient magnitude (FLAIR, T2) settles the band between them; components too
-     small, too faint or too small beside the largest lesion are dropped; the rest
+     small, too faint, too small beside the largest lesion or FLAIR-dark (free water
+     that is bright on T2 only) are dropped; the rest
      grow a few voxels into connected voxels whose ``A`` passes a threshold between
      the normal brain's and the lesion's median (the faint outer rim of the edema);
   4. inside WT, a second watershed on the T1ce gradient with three kinds of markers:
@@ -88,6 +89,9 @@ class WatershedParams:
     wt_peak: float = 3.0  #: a kept lesion must reach this abnormality somewhere
     min_lesion_ml: float = 1.0  #: smaller WT components are dropped
     rel_lesion: float = 0.05  #: components under this fraction of the largest are dropped
+    #: a kept lesion's median FLAIR z must reach this: T2-bright but FLAIR-dark signal is
+    #: free water (CSF; FLAIR suppresses it), not edema or tumour
+    lesion_flair: float = 0.5
     et_k: float = 0.5  #: weight of T1 subtracted from T1ce in the enhancement map
     et_hi: float = 1.2  #: enhancement above which a WT voxel is an ET marker
     et_t1c: float = 1.0  #: T1ce z an ET marker also needs
@@ -452,9 +456,10 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
         return out
     sizes = np.bincount(lab.ravel())[1:]
     peaks = ndi.maximum(abn, lab, index=np.arange(1, n + 1))
+    flair = ndi.median(zs[FLAIR], lab, index=np.arange(1, n + 1))
     largest = sizes.max()
     keep = (sizes * voxel_ml >= p.min_lesion_ml) & (np.asarray(peaks) >= p.wt_peak) & \
-        (sizes >= p.rel_lesion * largest)
+        (sizes >= p.rel_lesion * largest) & (np.asarray(flair) >= p.lesion_flair)
     wt = np.concatenate([[False], keep])[lab]
     if not wt.any():
         return out
@@ -860,7 +865,8 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     components of its WT) of which less than the fraction ``wt_veto`` has a ``wt_prob``
     of 0.5 or more are dropped: the watershed reads any asymmetric FLAIR/T2 brightness
     as tumour, the CNN knows better what a tumour looks like (a lesion's fraction, not
-    its peak: a false lesion beside the tumour often reaches the CNN's edge somewhere). The whole tumour is then, by ``wt_from``:
+    its peak: a false lesion beside the tumour often reaches the CNN's edge somewhere).
+    The whole tumour is then, by ``wt_from``:
 
     * ``hybrid``: the hybrid's (the CNN's, refined where the refinement chose to);
     * ``watershed``: the (vetoed) watershed's;

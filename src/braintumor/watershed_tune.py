@@ -292,6 +292,7 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "grow_min": ("float", 0.0, 1.0),
     "rim_core_ml": ("cat", (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 1e9)),
     "rim_core_close": ("int", 2, 7),
+    "lesion_flair": ("float", -1.0, 1.5),
 }
 
 
