@@ -144,6 +144,22 @@ def test_free_water_is_not_tumour() -> None:
     assert segment_watershed(water, lesion_flair=-99.0).labels[blob].mean() > 0.5
 
 
+def test_spurious_enhancement_does_not_cut_a_low_grade_core() -> None:
+    # a low-grade tumour with a small enhancing blob in its edema: a few percent of the
+    # lesion, so the core stays the T1ce-dark markers' instead of "rim and interior"
+    case = synthetic_case(low_grade=True, seed=6)
+    g = np.mgrid[:64, :64, :64]
+    blob = ((g[0] - 47) ** 2 + (g[1] - 30) ** 2 + (g[2] - 32) ** 2) <= 4 ** 2
+    img = case.image.copy()
+    img[1, blob] += 60.0
+    spur = case_from_arrays("spurious_et", img, label=case.label)
+    kept = segment_watershed(spur, rim_core_ml=0.01).labels
+    cut = segment_watershed(spur, rim_core_ml=0.01, rim_core_frac=0.0).labels
+    assert (kept == L.ET).any()
+    assert _dices(kept, case.label)["TC"] > 0.6
+    assert _dices(cut, case.label)["TC"] < 0.1
+
+
 def test_synthetic_tumour_free_brain_stays_empty() -> None:
     assert not segment_watershed(synthetic_case(tumour=False, seed=2)).labels.any()
 

@@ -77,31 +77,31 @@ class WatershedParams:
     sigma: float = 0.216  #: Gaussian smoothing of the z maps (working voxels)
     stats_erode: int = 2  #: brain erosion before the normal-tissue statistics
     slab: int = 5  #: half-thickness (working slices) of the axial intensity levelling
-    rim_mm: float = 4.0  #: brain rim (mm) where no tumour marker may start
+    rim_mm: float = 1.396  #: brain rim (mm) where no tumour marker may start
     w_flair: float = 1.0  #: weight of z(FLAIR) in the abnormality map
     w_t2: float = 1.376  #: weight of z(T2) in the abnormality map
-    w_t1: float = 0.3  #: weight of -z(T1) (T1 darkening) in the abnormality map
-    csf_flair: float = -1.784  #: FLAIR z below which a voxel is a background marker (CSF)
+    w_t1: float = 0.493  #: weight of -z(T1) (T1 darkening) in the abnormality map
+    csf_flair: float = -2.253  #: FLAIR z below which a voxel is a background marker (CSF)
     wt_hi: float = 1.5  #: abnormality above which a voxel is a sure-tumour marker
     wt_lo: float = -0.3278  #: abnormality below which a voxel is a sure-background marker
     wt_compactness: float = 0.0  #: compactness of the WT watershed
     grad_sigma: float = 1.0  #: Gaussian scale of the gradient magnitude
     wt_peak: float = 3.0  #: a kept lesion must reach this abnormality somewhere
     min_lesion_ml: float = 1.0  #: smaller WT components are dropped
-    rel_lesion: float = 0.05  #: components under this fraction of the largest are dropped
+    rel_lesion: float = 0.135  #: components under this fraction of the largest are dropped
     #: a kept lesion's median FLAIR z must reach this: T2-bright but FLAIR-dark signal is
     #: free water (CSF; FLAIR suppresses it), not edema or tumour
     lesion_flair: float = 0.5
     et_k: float = 0.5  #: weight of T1 subtracted from T1ce in the enhancement map
     et_hi: float = 1.2  #: enhancement above which a WT voxel is an ET marker
-    et_t1c: float = 1.0  #: T1ce z an ET marker also needs
+    et_t1c: float = 0.588  #: T1ce z an ET marker also needs
     et_lo: float = 1.0  #: enhancement below which a voxel cannot be an ET marker
     ncr_t1c: float = -0.5737  #: T1ce z below which a WT voxel is a core marker
     ed_t1c: float = -0.5  #: T1ce z above which a non-enhancing WT voxel is an edema marker
     ed_edge: int = 1  #: WT border layer (voxels) always seeded as edema
     core_compactness: float = 0.0  #: compactness of the sub-region watershed
     rim_close: int = 2  #: closing radius before filling the interior of an ET rim
-    min_et_ml: float = 0.05  #: smaller ET components become edema
+    min_et_ml: float = 0.224  #: smaller ET components become edema
     min_core_ml: float = 0.5  #: smaller core components without ET become edema
     #: a sure-tumour marker needs its abnormality to exceed the mirror image's (left-right
     #: through the middle of the brain, max over +-``sym_reach`` voxels) by this much;
@@ -122,6 +122,9 @@ class WatershedParams:
     #: rim and what it encloses only (T1ce-dark edema outside the rim stays edema);
     #: smaller enhancement (low-grade) keeps the T1ce-dark core markers
     rim_core_ml: float = 3.0
+    #: ... and this fraction of the whole tumour: the spurious enhancement of a
+    #: low-grade tumour (a few mL of a large lesion) must not cut its core away
+    rim_core_frac: float = 0.08
     rim_core_close: int = 5  #: closing radius (working voxels) that shuts an open rim
 
     def replace(self, **changes: Any) -> WatershedParams:
@@ -485,7 +488,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
 
     et = regions == L.ET
     et = _drop_small(et, max(1.0, p.min_et_ml / voxel_ml))
-    if et.sum() * voxel_ml >= p.rim_core_ml:
+    if et.sum() * voxel_ml >= p.rim_core_ml and et.sum() >= p.rim_core_frac * wt.sum():
         # an enhancing tumour: the core is the rim and what it encloses
         core = et | (_fill_rim_interior(et, p.rim_core_close) & wt)
     else:

@@ -293,6 +293,7 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "rim_core_ml": ("cat", (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 1e9)),
     "rim_core_close": ("int", 2, 7),
     "lesion_flair": ("float", -1.0, 1.5),
+    "rim_core_frac": ("cat", (0.0, 0.03, 0.05, 0.08, 0.12)),
 }
 
 
