@@ -407,11 +407,7 @@ def _grow(wt: np.ndarray, abn: np.ndarray, brain: np.ndarray, p: WatershedParams
     thr = max(p.grow_min, normal + p.grow_alpha * (lesion - normal))
     near = ndi.distance_transform_edt(~wt) <= p.grow_reach
     cand = (abn > thr) & near & ndi.binary_erosion(brain, iterations=1)
-    lab, _ = _components(cand | wt)
-    keep = np.zeros(int(lab.max()) + 1, dtype=bool)
-    keep[np.unique(lab[wt])] = True
-    keep[0] = False
-    return ndi.binary_fill_holes(keep[lab] | wt)
+    return ndi.binary_fill_holes(_touching(cand | wt, wt))
 
 
 def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm: float,
