@@ -281,18 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                                    for k, v in summary["fast"]["regions"][r].items()}
                                for r in REGIONS}}
     (out / "model.json").write_text(json.dumps(meta, indent=1))
-    from braintumor.networks import count_parameters
-
-    net0, _ = load_checkpoint_net(out / cks[0], "cpu")
-    timing = None
-    tpath = Path(args.timing) if args.timing else Path(args.report) / "timing.json"
-    if tpath.exists():
-        timing = json.loads(tpath.read_text())
-    card = write_model_card(meta, summary, out, count_parameters(net0), timing)
-    if args.card_copy:
-        Path(args.card_copy).write_text(card.read_text())
-    print(f"model written to {out}; card {card}")
-    return 0
+    print(f"model written to {out}")
+    # the card is written from the files just saved, as --card-only does
+    return rewrite_card(out, report, Path(args.timing) if args.timing else None,
+                        args.card_copy)
 
 
 
@@ -316,7 +308,7 @@ def rewrite_card(out: Path, report: Path, timing_path: Path | None = None,
     card = write_model_card(meta, summary, out, count_parameters(net0), timing)
     if card_copy:
         Path(card_copy).write_text(card.read_text())
-    print(f"model card rewritten: {card}")
+    print(f"model card written: {card}")
     return 0
 
 
