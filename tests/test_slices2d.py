@@ -365,6 +365,46 @@ def test_train_resumes_and_exports(tmp_path: Path) -> None:
     assert s2d.segment_image(fake_slice(40, 40)[0], model).mask.shape == (40, 40)
 
 
+def test_brats_slices_look_like_lgg_pictures(tmp_path: Path) -> None:
+    """A 3D case stored LPS (as BraTS ships it) becomes pictures with the nose up, the
+    mask on the bright FLAIR lesion, and the brain spanning ``fill`` of the picture."""
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+
+    X, Y, Z = 60, 70, 24
+    i, j, k = np.meshgrid(np.arange(X), np.arange(Y), np.arange(Z), indexing="ij")
+    brain = ((i - 30) / 26) ** 2 + ((j - 35) / 31) ** 2 + ((k - 12) / 14) ** 2 < 1
+    brain[:, :, 0] = (abs(i[:, :, 0] - 30) < 3) & (abs(j[:, :, 0] - 35) < 3)  # a speck
+    # LPS storage: j grows toward the back, so small j is anterior (world y = 69 - j)
+    lesion = ((i - 30) ** 2 + (j - 14) ** 2 < 36) & (abs(k - 12) < 4)
+    img = np.stack([brain * 100.0, brain * 100.0 + lesion * 150.0, brain * 90.0])
+    img = img.astype(np.float32)
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0])
+    aff[:2, 3] = [X - 1, Y - 1]
+    pics, masks = t2.case_slices(img, lesion.astype(np.uint8), aff, 64, every=1, fill=0.5)
+    assert pics.shape[1:] == (64, 64, 3) and pics.dtype == np.uint8
+    assert len(pics) == len(masks) == 24 - 1  # the slice with a speck of brain is skipped
+    with_t = masks.reshape(len(masks), -1).max(1) > 0.5
+    assert with_t.sum() == 7
+    m = masks[with_t][3] > 0.5
+    rows = np.nonzero(m)[0]
+    assert rows.mean() < 64 * 0.4  # anterior lesion drawn in the upper part
+    flair = pics[with_t][3][..., 1].astype(float)
+    assert flair[m].mean() > 2 * flair[(pics[with_t][3][..., 0] > 0) & ~m].mean()
+    # brain spans half the picture's side (the longer of its two axes)
+    cols = np.nonzero(pics[len(pics) // 2].max(axis=2).max(axis=0) > 0)[0]
+    rws = np.nonzero(pics[len(pics) // 2].max(axis=2).max(axis=1) > 0)[0]
+    assert abs(max(np.ptp(cols), np.ptp(rws)) + 1 - 32) <= 3
+    # the trainer draws its aux share from the extra slices
+    aux = t2.SliceSet(pics, masks, np.array(["aux"] * len(pics)))
+    make_patient(tmp_path / "data" / "P0", n=6, size=64)
+    data = t2.to_slice_set([s2d.load_patient(tmp_path / "data" / "P0")], 64)
+    cfg = replace(t2.Train2DConfig(), network_kwargs={"channels": [4, 8]}, size=64, batch=4,
+                  steps=2, aux_fraction=0.5)
+    assert (t2.train(cfg, data, tmp_path / "run", aux=aux)).exists()
+
+
 def test_component_rule_chosen_without_the_held_out_fold() -> None:
     from braintumor import training2d as t2
 

@@ -70,6 +70,13 @@ class Train2DConfig:
     # warm restart: start from the weights of an earlier run ("{part}" is "cv/fold<K>"
     # or "final"), with a fresh optimiser and schedule
     init_from: str = ""
+    # auxiliary training slices cut from 3D BraTS cases (T1, FLAIR, T1ce as RGB, whole
+    # tumour as the mask): a folder of cases, the share of each batch drawn from them, and
+    # every how many axial slices one is taken. They only ever train; every score is on
+    # held-out LGG patients.
+    aux_brats: str = ""
+    aux_fraction: float = 0.0
+    aux_every: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -196,6 +203,83 @@ def to_slice_set(patients: list[s2d.PatientSlices], size: int) -> SliceSet:
     return SliceSet(np.stack(imgs), np.stack(msks), np.array(pid))
 
 
+#: the 2D model's channel order, as the LGG pictures carry it (pre-contrast T1, FLAIR,
+#: post-contrast T1)
+AUX_CHANNELS = ("t1", "flair", "t1ce")
+
+
+def case_slices(image: np.ndarray, label: np.ndarray, affine: np.ndarray, size: int,
+                every: int = 2, fill: float = 0.68) -> tuple[np.ndarray, np.ndarray]:
+    """Axial slices of one 3D case, made to look like the LGG pictures.
+
+    ``image`` ``(3, X, Y, Z)`` in :data:`AUX_CHANNELS` order, ``label`` ``(X, Y, Z)``
+    (whole tumour > 0). The volume is turned to RAS so each picture has the nose up, as
+    in the LGG set; each channel is scaled to 8 bits by its 99.5th percentile inside the
+    brain; each picture is a square around the brain in which the brain spans ``fill`` of
+    the side (the LGG pictures show the skull too). Slices with less than 2 % brain are
+    skipped. Returns ``(N, size, size, 3)`` uint8 and ``(N, size, size)`` float32.
+    """
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    img = np.stack([nib.orientations.apply_orientation(c, ornt) for c in image])
+    lab = nib.orientations.apply_orientation(label, ornt) > 0
+    brain = img.max(axis=0) > 0
+    img8 = np.zeros(img.shape, np.uint8)
+    for c in range(img.shape[0]):
+        vals = img[c][brain]
+        top = float(np.percentile(vals, 99.5)) if vals.size else 1.0
+        img8[c] = np.clip(img[c] / max(top, 1e-6) * 220.0, 0, 255).astype(np.uint8)
+    xs, ys = np.nonzero(brain.any(axis=2))
+    if xs.size == 0:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32)
+    cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    half = max(xs.max() - xs.min(), ys.max() - ys.min()) / fill / 2
+    area = brain.sum(axis=(0, 1))
+    zs = [z for z in range(0, brain.shape[2], max(1, every))
+          if area[z] >= 0.02 * brain.shape[0] * brain.shape[1]]
+    pics, masks = [], []
+    for z in zs:
+        # rows = anterior (up) to posterior, columns = the x axis
+        pic = np.rot90(np.moveaxis(img8[:, :, :, z], 0, 2))
+        msk = np.rot90(lab[:, :, z]).astype(np.uint8) * 255
+        r0, c0 = int(round(img.shape[2] - 1 - cy - half)), int(round(cx - half))
+        side = int(round(2 * half))
+        canvas = np.zeros((side, side, 3), np.uint8)
+        mcanvas = np.zeros((side, side), np.uint8)
+        rs, cs = max(r0, 0), max(c0, 0)
+        re_, ce = min(r0 + side, pic.shape[0]), min(c0 + side, pic.shape[1])
+        canvas[rs - r0:re_ - r0, cs - c0:ce - c0] = pic[rs:re_, cs:ce]
+        mcanvas[rs - r0:re_ - r0, cs - c0:ce - c0] = msk[rs:re_, cs:ce]
+        sq, _ = s2d.to_square(canvas, size)
+        mm, _ = s2d.to_square(mcanvas[..., None], size)
+        pics.append(sq)
+        masks.append(mm[..., 0].astype(np.float32) / 255.0)
+    return np.stack(pics), np.stack(masks)
+
+
+def brats_slice_set(root: str | Path, size: int, every: int = 2) -> SliceSet:
+    """:func:`case_slices` of every labelled case under ``root`` (BraTS layout)."""
+    from braintumor import cases
+    from braintumor.cases import MODALITIES
+
+    imgs, msks, pid = [], [], []
+    for src in cases.discover(root):
+        case = cases.load_case(src)
+        if case.label is None:
+            continue
+        chans = case.image[[MODALITIES.index(m) for m in AUX_CHANNELS]]
+        a, b = case_slices(chans, case.label, case.affine, size, every)
+        imgs.append(a)
+        msks.append(b)
+        pid += [case.case_id] * len(a)
+    if not imgs:
+        from braintumor.errors import InputError
+
+        raise InputError(f"{root}: no labelled BraTS cases for the auxiliary slices.")
+    return SliceSet(np.concatenate(imgs), np.concatenate(msks), np.array(pid))
+
+
 # ----------------------------------------------------------------------- training
 
 
@@ -211,9 +295,11 @@ def _checkpoint(path: Path, net: Any, opt: Any, sched: Any, step: int, cfg: Trai
     tmp.replace(path)
 
 
-def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "final") -> Path:
-    """Train on ``data``; resume from ``out_dir/last.pt`` if present. Returns the path
-    of the final checkpoint ``out_dir/final.pt`` (weights + config)."""
+def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "final",
+          aux: SliceSet | None = None) -> Path:
+    """Train on ``data`` (and ``aux``, a share ``cfg.aux_fraction`` of every batch);
+    resume from ``out_dir/last.pt`` if present. Returns the path of the final checkpoint
+    ``out_dir/final.pt`` (weights + config)."""
     import torch
 
     from braintumor.slices2d import build_network
@@ -257,14 +343,24 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed {out} at step {step}", flush=True)
-    has_t = data.masks.reshape(len(data.masks), -1).max(1) > 0.5
-    pos, neg = np.flatnonzero(has_t), np.flatnonzero(~has_t)
+    def split(d: SliceSet) -> tuple[np.ndarray, np.ndarray]:
+        has_t = d.masks.reshape(len(d.masks), -1).max(1) > 0.5
+        return np.flatnonzero(has_t), np.flatnonzero(~has_t)
+
+    pools = [(data, *split(data))]
+    share = [1.0]
+    if aux is not None and cfg.aux_fraction > 0:
+        pools.append((aux, *split(aux)))
+        share = [1.0 - cfg.aux_fraction, cfg.aux_fraction]
     net.train()
     t0, run_loss = time.perf_counter(), 0.0
     while step < cfg.steps:
-        n_pos = int(rng.binomial(cfg.batch, cfg.tumour_fraction))
-        idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, cfg.batch - n_pos)])
-        pairs = [augment(data.images[i], data.masks[i], cfg, rng) for i in idx]
+        counts = rng.multinomial(cfg.batch, share)
+        pairs = []
+        for (d, pos, neg), n in zip(pools, counts, strict=True):
+            n_pos = int(rng.binomial(n, cfg.tumour_fraction))
+            idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, n - n_pos)])
+            pairs += [augment(d.images[i], d.masks[i], cfg, rng) for i in idx.astype(int)]
         x = torch.as_tensor(np.stack([a for a, _ in pairs]))
         y = torch.as_tensor(np.stack([b for _, b in pairs]))
         loss = loss_fn(net(x), y)
@@ -341,6 +437,13 @@ def evaluate_model(model: s2d.Model2D, patients: list[s2d.PatientSlices],
     return res
 
 
+def aux_slices(cfg: Train2DConfig) -> SliceSet | None:
+    """The auxiliary BraTS slices a config asks for, or None."""
+    if not cfg.aux_brats or cfg.aux_fraction <= 0:
+        return None
+    return brats_slice_set(cfg.aux_brats, cfg.size, cfg.aux_every)
+
+
 def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
     """Patient-wise k-fold cross-validation: train on k-1 folds, judge the held-out
     patients; results (per fold JSON) under ``out/cv``."""
@@ -362,7 +465,8 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
         va = [p for p in patients if p.patient_id in held]
         print(f"fold {k}: train {len(tr)} patients, validate {len(va)}", flush=True)
         t0 = time.perf_counter()
-        ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}", part=f"cv/fold{k}")
+        ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}", part=f"cv/fold{k}",
+                   aux=aux_slices(cfg))
         train_s = time.perf_counter() - t0
         model = s2d.load_model_2d(ck)
         model.config.update(threshold=cfg.threshold, min_fraction=cfg.min_fraction, tta=cfg.tta)
@@ -394,7 +498,7 @@ def run_final(cfg: Train2DConfig, steps: int | None = None,
     model) unless ``dest`` names another file, so a candidate can wait for its CV."""
     patients = s2d.load_lgg(cfg.data)
     c = replace(cfg, steps=steps or cfg.steps)
-    ck = train(c, to_slice_set(patients, c.size), Path(cfg.out) / "final")
+    ck = train(c, to_slice_set(patients, c.size), Path(cfg.out) / "final", aux=aux_slices(c))
     return export_model(ck, Path(dest) if dest else s2d.MODEL_DIR / s2d.MODEL_FILE, c)
 
 
