@@ -190,6 +190,23 @@ def test_greyscale_pictures_go_to_the_greyscale_specialist(
     assert s2d.segment_image(grey).info["model"] == s2d.MODEL_FILE
 
 
+def test_stacks_use_the_stack_threshold(tiny_model: s2d.Model2D) -> None:
+    """A stack is cut at the model's ``stack_threshold``, a single picture at its
+    ``threshold``; without a stack threshold both use ``threshold``."""
+    import dataclasses
+
+    img, _ = fake_slice(48, 48)
+    prob = s2d.segment_image(img, tiny_model).probability
+    lo, hi = float(np.quantile(prob, 0.3)), float(np.quantile(prob, 0.7))
+    assert tiny_model.stack_threshold == tiny_model.threshold
+    m = dataclasses.replace(tiny_model, config={**tiny_model.config, "threshold": hi,
+                                                "stack_threshold": lo, "min_fraction": 0.0})
+    single = s2d.segment_image(img, m).mask
+    stack = s2d.segment_stack([img], m, keep="all")[0].mask
+    assert np.array_equal(single, prob >= hi) and np.array_equal(stack, prob >= lo)
+    assert stack.sum() > single.sum()
+
+
 def test_segment_image_blank_and_photo_do_not_crash(tiny_model: s2d.Model2D) -> None:
     blank = s2d.segment_image(np.zeros((40, 50), np.uint8), tiny_model)
     assert not blank.mask.any() and "blank" in blank.info["warning"]
@@ -427,6 +444,29 @@ def test_component_rule_chosen_without_the_held_out_fold() -> None:
     assert chosen[0] == "longest"
     assert sel["rgb"]["p00"]["dice"] == 0.6
     assert t2.select_rule(merged, ["p00", "p01"]) == "volume"  # type: ignore[arg-type]
+
+
+def test_threshold_chosen_with_the_rule_on_other_folds() -> None:
+    from braintumor import training2d as t2
+
+    posts = t2.candidate_posts(0.5)
+    assert posts["longest"] == ("longest", 0.5) and posts["volume@0.3"] == ("largest", 0.3)
+    assert "slice@0.3" not in posts  # single slices keep the config's threshold
+    assert t2.describe_post("longest@0.2", 0.5) == "longest, threshold 0.2"
+    folds = [{"fold": k, "patients": [f"p{k}"]} for k in range(3)]
+    merged = {m: {post: {} for post in posts} for m in ("rgb", "grey")}
+    for m in merged:
+        for post in posts:
+            for k in range(3):
+                # a lower threshold helps every fold but fold 2, whose patient does best
+                # at 0.5 with "volume"
+                d = 0.8 if post == "longest@0.3" else 0.6
+                if k == 2:
+                    d = 0.85 if post == "volume" else 0.75
+                merged[m][post][f"p{k}"] = {"dice": d}
+    sel, chosen = t2.cross_fold_selection(merged, folds)  # type: ignore[arg-type]
+    assert chosen == ["longest@0.3", "longest@0.3", "longest@0.3"]
+    assert sel["grey"]["p2"]["dice"] == 0.75  # not its own best, 0.85
 
 
 def test_config_refuses_unknown_keys(tmp_path: Path) -> None:

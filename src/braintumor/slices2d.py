@@ -341,7 +341,15 @@ class Model2D:
 
     @property
     def threshold(self) -> float:
+        """Cut-off for a single picture."""
         return float(self.config.get("threshold", 0.5))
+
+    @property
+    def stack_threshold(self) -> float:
+        """Cut-off for a stack of slices, whose component rule removes the false
+        positives a lower cut-off lets in (``threshold`` when the config has none)."""
+        st = self.config.get("stack_threshold")
+        return self.threshold if st is None else float(st)
 
 
 def build_network(config: dict[str, Any]) -> Any:
@@ -521,9 +529,10 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     """Outline the tumour on the numbered slices of one patient, as a volume.
 
     ``images``: slices of equal size, each ``(H, W, C)`` in order. Each slice is
-    predicted on its own; the thresholded stack then keeps one 3D component
-    (:func:`postprocess_stack`; rule ``keep``, by default the model's ``keep`` setting,
-    else the largest), so per-patient metrics apply.
+    predicted on its own; the stack, thresholded at ``threshold`` (by default the
+    model's ``stack_threshold``), then keeps one 3D component (:func:`postprocess_stack`;
+    rule ``keep``, by default the model's ``keep`` setting, else the largest), so
+    per-patient metrics apply.
     """
     if not images:
         return []
@@ -542,7 +551,7 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     for i, w in enumerate(warns):
         if w is not None and w.startswith("the image is blank"):
             probs[i] = 0.0
-    thr = m.threshold if threshold is None else float(threshold)
+    thr = m.stack_threshold if threshold is None else float(threshold)
     rule = keep if keep is not None else str(m.config.get("keep", "largest"))
     masks = postprocess_stack(probs, thr, float(m.config.get("min_fraction", 0.001)), rule)
     out = []

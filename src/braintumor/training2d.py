@@ -58,7 +58,8 @@ class Train2DConfig:
     rotate_deg: float = 15.0
     scale: tuple[float, float] = (0.85, 1.15)
     # evaluation / post-processing
-    threshold: float = 0.5
+    threshold: float = 0.5  # single pictures
+    stack_threshold: float | None = None  # stacks of slices (None: ``threshold``)
     min_fraction: float = 0.001
     tta: bool = False  # average with the left-right mirrored picture at inference
     keep: str = "largest"  # 3D component rule of the shipped model (slices2d.KEEP_RULES)
@@ -502,18 +503,46 @@ def run_final(cfg: Train2DConfig, steps: int | None = None,
     return export_model(ck, Path(dest) if dest else s2d.MODEL_DIR / s2d.MODEL_FILE, c)
 
 
+#: thresholds the cross-fold selection may pick besides the config's own: a net trained
+#: on batches half made of tumour slices is not calibrated, and the best cut-off for
+#: per-patient Dice need not be 0.5
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
+
+
+def candidate_posts(threshold: float) -> dict[str, tuple[str, float]]:
+    """Post-processings the selection chooses from: ``{name: (component rule,
+    threshold)}``. The names of :data:`POSTPROC` stand for the config's ``threshold``;
+    the stack rules at each other threshold of :data:`THRESHOLDS` are named
+    ``"<name>@<t>"``. Ties go to the first, so the config's threshold is preferred."""
+    out = {name: (rule, threshold) for name, rule in POSTPROC.items()}
+    for t in THRESHOLDS:
+        if abs(t - threshold) > 1e-9:
+            out.update({f"{name}@{t:g}": (rule, t) for name, rule in POSTPROC.items()
+                        if rule != "all"})
+    return out
+
+
+def describe_post(name: str, threshold: float) -> str:
+    """``"longest@0.3"`` -> ``"longest, threshold 0.3"`` (the config's threshold when
+    the name carries none)."""
+    rule, _, t = name.partition("@")
+    return f"{POSTPROC.get(rule, rule)}, threshold {float(t) if t else threshold:g}"
+
+
 def rescore_folds(cfg: Train2DConfig, folds: list[dict[str, Any]],
                   modes: tuple[str, ...] = ("rgb", "grey", "jpeg50")
                   ) -> dict[str, dict[str, dict[str, Any]]]:
     """Score every fold's saved held-out probabilities (``fold<K>/probs``) under each
-    post-processing of :data:`POSTPROC` -> ``{mode: {post: {patient: stack_metrics}}}``.
+    post-processing of :func:`candidate_posts` -> ``{mode: {post: {patient:
+    stack_metrics}}}``.
 
     Rescoring from the probabilities (rather than reading ``metrics.json``) lets runs
-    made before a rule existed be judged by it, with the same threshold everywhere.
+    made before a rule existed be judged by it.
     """
     cv = Path(cfg.out) / "cv"
     ids = [pid for f in folds for pid in f["patients"]]
     masks = {p.patient_id: p.masks for p in s2d.load_lgg(cfg.data, ids)}
+    posts = candidate_posts(cfg.threshold)
     res: dict[str, dict[str, dict[str, Any]]] = {}
     for f in folds:
         for mode in modes:
@@ -525,8 +554,8 @@ def rescore_folds(cfg: Train2DConfig, folds: list[dict[str, Any]],
                     probs = z["prob"].astype(np.float32) / 255.0
                 ref = masks[pid]
                 assert ref is not None  # load_lgg reads every patient's masks
-                for post, rule in POSTPROC.items():
-                    pred = s2d.postprocess_stack(probs, cfg.threshold, cfg.min_fraction, rule)
+                for post, (rule, thr) in posts.items():
+                    pred = s2d.postprocess_stack(probs, thr, cfg.min_fraction, rule)
                     res.setdefault(mode, {}).setdefault(post, {})[pid] = \
                         s2d.stack_metrics(pred, ref)
     return res
@@ -534,12 +563,13 @@ def rescore_folds(cfg: Train2DConfig, folds: list[dict[str, Any]],
 
 def select_rule(merged: dict[str, dict[str, dict[str, Any]]], patients: list[str],
                 modes: tuple[str, ...] = ("rgb", "grey")) -> str:
-    """The component rule (``volume`` / ``longest`` / ``slice``) with the best mean
-    per-patient Dice over ``patients``, averaged over ``modes`` (ties: the first)."""
+    """The post-processing (a key of ``merged``: component rule, maybe with a threshold)
+    with the best mean per-patient Dice over ``patients``, averaged over ``modes``
+    (ties: the first)."""
     def score(post: str) -> float:
         return float(np.mean([merged[m][post][p]["dice"] for m in modes for p in patients]))
 
-    return max(POSTPROC, key=score)
+    return max((k for k in merged[modes[0]] if k != "selected"), key=score)
 
 
 def cross_fold_selection(merged: dict[str, dict[str, dict[str, Any]]],
@@ -575,11 +605,12 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     selected, chosen = cross_fold_selection(merged, folds)
     for m in merged:
         merged[m]["selected"] = selected[m]
-    shipped_rule = POSTPROC[select_rule(merged, [p for f in folds for p in f["patients"]])]
+    shipped_rule = describe_post(select_rule(merged, [p for f in folds for p in f["patients"]]),
+                                 cfg.threshold)
     summary = {m: {p: s2d.summarise(r) for p, r in v.items()} for m, v in merged.items()}
     per_fold = [{"fold": f["fold"], "patients": f["patients"],
                  "train_seconds": round(f["train_seconds"], 1),
-                 "rule": POSTPROC[c],
+                 "rule": describe_post(c, cfg.threshold),
                  "rgb_dice": s2d.summarise({p: merged["rgb"]["selected"][p]
                                             for p in f["patients"]})["dice_mean"],
                  "grey_dice": s2d.summarise({p: merged["grey"]["selected"][p]
@@ -616,10 +647,14 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
                 f"{s['dice_min']:.3f}) | {s['slice_dice_mean']:.3f} | {s['fp_slices']}/"
                 f"{s['tumour_free_slices']} ({100 * s['fp_rate']:.1f} %) | "
                 f"{s['missed_slices']}/{s['tumour_slices']} |")
-    lines += ["", "The component rule of each fold was chosen (largest / most slices / every "
-              "component; best mean of RGB and greyscale Dice) on the other three folds' "
-              f"held-out patients only. On all {sum(len(f['patients']) for f in folds)} "
-              f"patients the best rule is `{shipped_rule}`; the config ships `{cfg.keep}`.",
+    thr = ", ".join(f"{t:g}" for t in sorted({cfg.threshold, *THRESHOLDS}))
+    ships = cfg.threshold if cfg.stack_threshold is None else cfg.stack_threshold
+    lines += ["", "The component rule and threshold of each fold were chosen (largest / most "
+              f"slices / every component; thresholds {thr}; best mean of RGB and greyscale "
+              "Dice) on the other three folds' held-out patients only. On all "
+              f"{sum(len(f['patients']) for f in folds)} patients the best is "
+              f"`{shipped_rule}`; the config ships `{cfg.keep}, threshold {ships:g}` for a "
+              f"stack (single pictures: {cfg.threshold:g}).",
               "",
               "| fold | held-out patients | training time (s, 1 CPU thread) | rule | "
               "RGB Dice per patient | greyscale Dice per patient |", "|---|---|---|---|---|---|"]
