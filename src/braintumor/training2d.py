@@ -631,7 +631,8 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
         f"Patient-wise {len(folds)}-fold cross-validation, {sum(len(f['patients']) for f in folds)}"
         f" patients (LGG kaggle_3m), one model per fold serving every input kind; "
         f"input {cfg.size}x{cfg.size}, mirrored-picture averaging {'on' if cfg.tta else 'off'}"
-        f", threshold {cfg.threshold}; run folder `{cfg.out}`.",
+        f", threshold {cfg.threshold} where the row does not say it was chosen; run folder "
+        f"`{cfg.out}`.",
         "",
         "| input | post-processing | Dice per patient, mean (median, min) | "
         "Dice per tumour slice | FP tumour-free slices | missed tumour slices |",
