@@ -58,6 +58,21 @@ def test_package_two_folds(tmp_path: Path) -> None:
     case = make_case(shape=(40, 48, 32), seed=99)
     res = segment_cnn(case, model=out, device="cpu")
     assert res.labels.shape == case.shape and res.info["folds"] == 2
+    # held-out maps with test-time mirroring: every case by the fold that held it out,
+    # averaged over the recipes (here the same runs twice) and over the 8 flips
+    from braintumor.training.tta_maps import main as tta_main
+
+    assert tta_main(["--runs", f"{runs},{runs}", "--data", str(data),
+                     "--out", str(tmp_path / "tta")]) == 0
+    import numpy as np
+
+    for cid in (f"case{i}" for i in range(4)):
+        z = np.load(tmp_path / "tta" / f"{cid}.npz")
+        plain = np.load(tmp_path / "probs" / f"{cid}.npz")
+        assert int(z["fold"]) == int(plain["fold"])
+        p, q = z["probs"].astype(np.float32), plain["probs"].astype(np.float32)
+        assert p.shape == q.shape and 0 <= p.min() and p.max() <= 1
+        assert not np.allclose(p, q)  # the flips changed the average
 
 
 @pytest.mark.slow

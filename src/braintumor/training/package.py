@@ -36,8 +36,10 @@ REGIONS = ("WT", "TC", "ET")
 
 def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Path,
                           checkpoint: str = "last.pt", overlap: float = 0.5,
-                          whole_volume_max: int = 0) -> dict[str, dict[str, Any]]:
-    """Predict each fold's validation cases; returns case_id -> {fold, seconds}."""
+                          whole_volume_max: int = 0, mirror: bool = False
+                          ) -> dict[str, dict[str, Any]]:
+    """Predict each fold's validation cases (``mirror``: averaged over the 8 axis flips);
+    returns case_id -> {fold, seconds}."""
     sources = {s.case_id: s for s in discover(data)}
     probs_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
@@ -51,7 +53,8 @@ def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Pat
             if not dst.exists():
                 prep = prepare_case(case)
                 p = sliding_window_probs(net, prep.image, tuple(cfg.patch), overlap, "cpu",
-                                         cfg.output, whole_volume_max=whole_volume_max)
+                                         cfg.output, mirror=mirror,
+                                         whole_volume_max=whole_volume_max)
                 full = uncrop(p, prep.box, case.shape, fill=0.0)
                 np.savez_compressed(dst, probs=full.astype(np.float16), fold=k)
             info[cid] = {"fold": k, "seconds": time.perf_counter() - t0}
