@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,8 +442,13 @@ class OnnxNet:
 
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
+            # OMP_NUM_THREADS caps ONNX Runtime as it caps PyTorch: N workers of a
+            # distributed run (braintumor.scale) then share the cores instead of each
+            # starting one thread per core
+            env = os.environ.get("OMP_NUM_THREADS", "")
+            threads = self.threads or (int(env) if env.isdigit() else 0)
+            if threads:
+                opts.intra_op_num_threads = threads
             self._session = ort.InferenceSession(str(self.path), opts,
                                                  providers=["CPUExecutionProvider"])
         return self._session

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
+    p.add_argument("--scheduler", default=None, metavar="local:N|HOST:PORT",
+                   help="spread the cases over a Dask cluster: N local worker processes, or "
+                        "a running scheduler whose workers see the same folders "
+                        "(needs braintumor[scale])")
 
 
 def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
@@ -91,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         raise InputError("No input could be read.")
 
+    if args.scheduler:
+        return _run_distributed(args, sources, out_dir, written, failures)
+
     from braintumor.io import save_float_nifti
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
@@ -103,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
             try:
                 case = load_case(src, with_label=False)
-                extra = {"fast": True} if args.fast and args.method != "watershed" else {}
-                res = segment(case, args.method, progress=cb, device=args.device,
-                              model=args.model, tta=args.tta, uncertainty=args.uncertainty,
-                              backend=args.backend, **extra)
+                res = segment(case, args.method, progress=cb, **_options(args))
                 dst = write_label_map(case, res.labels, out_dir / f"{case.case_id}.nii.gz",
                                       args.labels)
                 written.append(dst)
@@ -119,6 +123,45 @@ def run(args: argparse.Namespace) -> int:
                 prog.update(task, stage="failed")
                 print(f"error: {exc}", file=sys.stderr)
                 failures += 1
+    return _finish(written, failures)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """segment() options from the command line."""
+    extra = {"fast": True} if args.fast and args.method != "watershed" else {}
+    return {"device": args.device, "model": args.model, "tta": args.tta,
+            "uncertainty": args.uncertainty, "backend": args.backend, **extra}
+
+
+def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path,
+                     written: list[Path], failures: int) -> int:
+    """The 3D cases on a Dask cluster (:mod:`braintumor.scale`), one line per case."""
+    from braintumor.scale import CaseOutcome, predict_many
+
+    done = 0
+
+    def report(o: CaseOutcome) -> None:
+        nonlocal done
+        done += 1
+        state = f"{o.seconds:.1f} s on {o.worker}" if o.ok else f"failed: {o.error}"
+        print(f"[{done}/{len(sources)}] {o.case_id}: {state}", file=sys.stderr, flush=True)
+
+    outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
+                            _options(args), on_done=report)
+    for o in outcomes:
+        if o.ok and o.path is not None:
+            written.append(Path(o.path))
+            if args.uncertainty:
+                unc = out_dir / f"{o.case_id}_uncertainty.nii.gz"
+                if unc.exists():
+                    written.append(unc)
+        else:
+            print(f"error: {o.case_id}: {o.error}", file=sys.stderr)
+            failures += 1
+    return _finish(written, failures)
+
+
+def _finish(written: list[Path], failures: int) -> int:
     for w in written:
         print(w)
     if failures:

@@ -1,0 +1,100 @@
+"""Batch inference on a real Dask cluster: a local one started by the project, and a
+running scheduler reached by its address."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from braintumor.cases import discover, load_case  # noqa: E402
+from braintumor.cli import main  # noqa: E402
+from braintumor.errors import InputError  # noqa: E402
+from braintumor.io import load_label_nifti  # noqa: E402
+from braintumor.phantom import make_case, write_case  # noqa: E402
+from braintumor.scale import predict_many, run_case, summary  # noqa: E402
+from braintumor.segment import segment  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three synthetic cases and one whose FLAIR file is not a NIfTI image."""
+    root = tmp_path_factory.mktemp("scale") / "data"
+    for i in range(4):
+        write_case(make_case(shape=(40, 48, 32), seed=40 + i, case_id=f"case{i}"), root)
+    (root / "case3" / "case3_flair.nii.gz").write_bytes(b"not an image")
+    return root
+
+
+def _check_run(dataset: Path, out: Path, outcomes: list) -> None:
+    by_id = {o.case_id: o for o in outcomes}
+    assert [o.case_id for o in outcomes] == [f"case{i}" for i in range(4)]
+    assert not by_id["case3"].ok and "case3_flair" in str(by_id["case3"].error)
+    assert not (out / "case3.nii.gz").exists()
+    for i in range(3):
+        o = by_id[f"case{i}"]
+        assert o.ok and Path(str(o.path)) == (out / f"case{i}.nii.gz").resolve()
+        case = load_case(dataset / f"case{i}", with_label=False)
+        # the same labels as the serial door gives, on the input's grid
+        want = segment(case, "watershed").labels
+        got = load_label_nifti(out / f"case{i}.nii.gz")
+        assert got.data.shape == case.shape and np.allclose(got.affine, case.affine)
+        assert np.array_equal(np.where(got.data == 4, 3, got.data), want)
+    s = summary(outcomes)
+    assert s["written"] == 3 and len(s["failed"]) == 1
+
+
+def test_local_cluster_writes_every_case_and_reports_the_broken_one(dataset: Path,
+                                                                   tmp_path: Path) -> None:
+    seen: list[str] = []
+    out = tmp_path / "out"
+    outcomes = predict_many(discover(dataset), out, "watershed", scheduler="local:2",
+                            on_done=lambda o: seen.append(o.case_id))
+    assert sorted(seen) == [f"case{i}" for i in range(4)]
+    _check_run(dataset, out, outcomes)
+    assert all(":" in o.worker for o in outcomes)
+
+
+def test_running_scheduler_by_address(dataset: Path, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        out = tmp_path / "out"
+        outcomes = predict_many(discover(dataset), out, "watershed",
+                                scheduler=cluster.scheduler_address)
+        _check_run(dataset, out, outcomes)
+        assert len({o.worker for o in outcomes}) == 1  # the one worker of that cluster
+
+
+def test_bad_scheduler_is_one_sentence(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="local:N"):
+        predict_many(discover(dataset), tmp_path, scheduler="local:x")
+    with pytest.raises(InputError, match="could not reach the Dask scheduler"):
+        predict_many(discover(dataset), tmp_path, scheduler="127.0.0.1:9", timeout=2)
+
+
+def test_run_case_in_process_turns_errors_into_outcomes(dataset: Path, tmp_path: Path) -> None:
+    srcs = {s.case_id: s for s in discover(dataset)}
+    bad = run_case(srcs["case3"], str(tmp_path), "watershed")
+    assert not bad.ok and bad.path is None and "\n" not in str(bad.error)
+    good = run_case(srcs["case0"], str(tmp_path), "watershed", labels="brats2023")
+    assert good.ok and set(np.unique(load_label_nifti(str(good.path)).data)) <= {0, 1, 2, 3}
+
+
+def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    rc = main(["predict", str(dataset), "-o", str(out), "--method", "watershed",
+               "--scheduler", "local:2"])
+    err = capsys.readouterr().err
+    assert rc == 1  # one case failed, the others were written
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"case{i}.nii.gz" for i in range(3)]
+    assert "error: case3:" in err and "Traceback" not in err
+    assert err.count("/4] ") == 4  # one progress line per case
+    rc = main(["predict", str(dataset), "-o", str(out), "--scheduler", "local:0"])
+    assert rc == 2 and "local:N" in capsys.readouterr().err
