@@ -98,3 +98,12 @@ def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert err.count("/4] ") == 4  # one progress line per case
     rc = main(["predict", str(dataset), "-o", str(out), "--scheduler", "local:0"])
     assert rc == 2 and "local:N" in capsys.readouterr().err
+
+
+def test_without_dask_one_sentence(dataset: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import now fails
+    with pytest.raises(InputError, match=r"braintumor\[scale\]"):
+        predict_many(discover(dataset), tmp_path, scheduler="local:1")

@@ -141,8 +141,6 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
     order); ``timeout`` is how long to wait for a running scheduler. Returns the
     outcomes in the order of ``sources``.
     """
-    from distributed import as_completed
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not sources:
@@ -150,6 +148,8 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
     run_id = uuid.uuid4().hex[:8]
     results: dict[str, CaseOutcome] = {}
     with open_client(scheduler, timeout) as client:
+        from distributed import as_completed
+
         futures = {client.submit(run_case, src, str(out.resolve()), method, labels, options,
                                  key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
                    for i, src in enumerate(sources)}
