@@ -422,6 +422,28 @@ def test_brats_slices_look_like_lgg_pictures(tmp_path: Path) -> None:
     assert (t2.train(cfg, data, tmp_path / "run", aux=aux)).exists()
 
 
+def test_external_check_on_3d_cases(tmp_path: Path) -> None:
+    """Labelled 3D cases become LGG-like stacks, go through the user's stack path and are
+    scored per patient in every input mode."""
+    from braintumor import training2d as t2
+    from braintumor.phantom import make_case, write_case
+
+    for i in range(2):
+        write_case(make_case(shape=(48, 56, 30), seed=60 + i, case_id=f"ext{i}"),
+                   tmp_path / "data")
+    cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8]}, "size": 32,
+           "threshold": 0.5, "stack_threshold": 0.3, "min_fraction": 0.001, "keep": "longest"}
+    torch.save({"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg},
+               tmp_path / "m.pt")
+    summ = t2.external_brats(tmp_path / "data", tmp_path / "ext", tmp_path / "m.pt", every=2,
+                             size=64)
+    assert set(summ) == {"rgb", "grey", "jpeg50"}
+    assert all(s["patients"] == 2 and 0.0 <= s["dice_mean"] <= 1.0 for s in summ.values())
+    res = json.loads((tmp_path / "ext" / "results.json").read_text())
+    assert set(res["patients"]["grey"]) == {"ext0", "ext1"}
+    assert "| greyscale (FLAIR only) |" in (tmp_path / "ext" / "results.md").read_text()
+
+
 def test_component_rule_chosen_without_the_held_out_fold() -> None:
     from braintumor import training2d as t2
 
