@@ -196,3 +196,45 @@ def test_interrupted_trial_is_requeued_with_its_run_folder(tmp_path: Path) -> No
     again = st.ask()
     assert again.suggest_float("lr", 1e-4, 1e-2, log=True) == t.params["lr"]
     assert _trial_dir(tmp_path, again) == first  # resumes from the same last.pt
+
+
+def test_compare_study_on_a_dask_cluster(tmp_path: Path) -> None:
+    """The same study with its runs as tasks of a local Dask cluster: every run trained
+    once, the same tables, and a rerun skips what is done."""
+    pytest.importorskip("distributed")
+    path = _write(tmp_path)
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none",
+                 "--scheduler", "local:2"]) == 0
+    out = tmp_path / "out"
+    with open(out / "results.csv") as fh:
+        assert [r["run"] for r in csv.DictReader(fh)] == ["a", "ref"]
+    for run in ("a", "ref"):
+        res = json.loads((tmp_path / "runs" / run / "fold0" / "result.json").read_text())
+        assert res["name"] == run and res["cases"]
+    before = (tmp_path / "runs" / "a" / "fold0" / "last.pt").stat().st_mtime
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none",
+                 "--scheduler", "local:2"]) == 0
+    assert (tmp_path / "runs" / "a" / "fold0" / "last.pt").stat().st_mtime == before
+
+
+@pytest.mark.slow
+def test_search_workers_on_a_dask_cluster(tmp_path: Path) -> None:
+    """Two search workers as Dask tasks share one Optuna storage: the trials add up."""
+    pytest.importorskip("distributed")
+    optuna = pytest.importorskip("optuna")
+    path = _write(tmp_path, kind="search", runs=[], search={
+        "trials": 3, "fold": 0, "inner_folds": 2, "startup_trials": 1,
+        "storage": str(tmp_path / "optuna.db"),
+        "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
+    doc = yaml.safe_load(path.read_text())
+    doc["study"]["parallel"] = 2
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none",
+                 "--scheduler", "local:2"]) == 0
+    st = optuna.load_study(study_name="tiny-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    done = [t for t in st.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    # each worker stops once the study holds 3 finished trials; one may still be running
+    # its last when the other finishes the third (Optuna's MaxTrialsCallback)
+    assert 3 <= len(done) <= 4
+    assert len({t.user_attrs["run_dir"] for t in done}) == len(done)
+    assert (tmp_path / "out" / "trials.md").exists()

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI (default: local store under mlruns/; "
                         "'none' turns tracking off)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--scheduler", default=None, metavar="local:N|HOST:PORT",
+                   help="run the training runs (and search workers) on a Dask cluster whose "
+                        "workers see the same folders (needs braintumor[scale])")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         from braintumor.training.search import run_search
 
         run_search(study, args.device, args.tracking_uri, budget=args.budget,
-                   folds=args.folds)
+                   folds=args.folds, scheduler=args.scheduler)
     else:
-        run_study(study, args.device, args.tracking_uri)
+        run_study(study, args.device, args.tracking_uri, scheduler=args.scheduler)
     print(f"results: {study.out}/results.md")
     return 0

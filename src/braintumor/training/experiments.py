@@ -361,9 +361,27 @@ def make_jobs(study: Study, folds: list[dict[str, list[str]]], device: str
 
 
 def execute(jobs: list[dict[str, Any]], parallel: int,
-            on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run jobs, ``parallel`` at once in worker processes (in-process when 1)."""
+            on_result: Callable[[dict[str, Any]], None] | None = None,
+            scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Run jobs, ``parallel`` at once in worker processes (in-process when 1), or as
+    tasks of a Dask cluster when ``scheduler`` is given (``local:N`` or ``HOST:PORT``,
+    see :mod:`braintumor.scale`; the data, cache and run folders must be seen under the
+    same paths by every worker)."""
     results: list[dict[str, Any]] = []
+    if scheduler:
+        from braintumor.scale import open_client
+
+        with open_client(scheduler) as client:
+            from distributed import as_completed as dask_completed
+
+            futs = [client.submit(run_job, j, key=f"braintumor-run-{j['name']}-{j['fold']}-"
+                                  f"{config_key(from_dict(j['cfg']))}") for j in jobs]
+            for fut in dask_completed(futs):
+                res = fut.result()
+                results.append(res)
+                if on_result:
+                    on_result(res)
+        return results
     if parallel <= 1 or len(jobs) <= 1:
         for j in jobs:
             res = run_job(j)
@@ -385,8 +403,10 @@ def execute(jobs: list[dict[str, Any]], parallel: int,
 
 
 def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "default",
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or resume) a compare/ablation study and write its tables and plots."""
+              log: Callable[[str], None] = print,
+              scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) a compare/ablation study and write its tables and plots; the runs
+    go to a Dask cluster when ``scheduler`` is given (:func:`execute`)."""
     from braintumor.training.tracking import Tracker
 
     folds = study_folds(study)
@@ -407,9 +427,10 @@ def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "def
         tracker.log_run(res, _spec(study, res["name"]).cfg, study)
         write_outputs(study, folds, done)
 
+    where = f"on the Dask cluster {scheduler}" if scheduler else f"{study.parallel} at once"
     log(f"study {study.name}: {len(study.runs)} runs x folds {study.run_folds} "
-        f"(k={study.folds}), budget {study.budget_min:g} min/run, {study.parallel} at once")
-    results = execute(jobs, study.parallel, on_result)
+        f"(k={study.folds}), budget {study.budget_min:g} min/run, {where}")
+    results = execute(jobs, study.parallel, on_result, scheduler)
     write_outputs(study, folds, results)
     return results
 

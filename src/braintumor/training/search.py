@@ -218,9 +218,13 @@ def _requeue_interrupted(ostudy: Any) -> int:
 
 def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "default",
                log: Callable[[str], None] = print, budget: float | None = None,
-               folds: list[int] | None = None) -> list[dict[str, Any]]:
+               folds: list[int] | None = None,
+               scheduler: str | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the search, then retrain the best and the starting configuration
-    on the outer fold and score them on its held-out cases."""
+    on the outer fold and score them on its held-out cases. With ``scheduler``
+    (``local:N`` or ``HOST:PORT``) the ``study.parallel`` search workers and the retraining
+    runs are tasks of a Dask cluster; they share the Optuna storage file, which every
+    worker must see under the same path."""
     import optuna
 
     from braintumor.training.tracking import Tracker
@@ -243,7 +247,22 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
         + (f", {requeued} interrupted trial(s) re-queued" if requeued else ""))
     t0 = time.perf_counter()
     assert study.path is not None
-    if study.parallel <= 1:
+    if scheduler:
+        from braintumor.scale import open_client
+
+        with open_client(scheduler) as client:
+            from distributed import wait
+
+            futs = []
+            for i in range(study.parallel):
+                futs.append(client.submit(_worker, str(study.path), budget, folds, device, i,
+                                          key=f"braintumor-search-{study.name}-{i}-{t0}"))
+                if i == 0:
+                    time.sleep(2.0)  # let the first worker create the storage tables alone
+            wait(futs)
+            for f in futs:
+                f.result()  # a worker's error surfaces here
+    elif study.parallel <= 1:
         _worker(str(study.path), budget, folds, device, 0)
     else:
         import multiprocessing as mp
@@ -293,7 +312,7 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
         log(f"retrained {res['name']} on outer fold {outer}: held-out Dice WT "
             f"{np.mean([c['WT_dice'] for c in res['cases']]):.3f}")
 
-    results = execute(jobs, study.parallel, on_result)
+    results = execute(jobs, study.parallel, on_result, scheduler)
     write_outputs(study, all_folds, results)
     return results
 
