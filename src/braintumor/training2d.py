@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -260,21 +261,28 @@ def case_slices(image: np.ndarray, label: np.ndarray, affine: np.ndarray, size: 
     return np.stack(pics), np.stack(masks)
 
 
-def brats_slice_set(root: str | Path, size: int, every: int = 2) -> SliceSet:
-    """:func:`case_slices` of every labelled case under ``root`` (BraTS layout)."""
+def brats_stacks(root: str | Path, size: int, every: int = 2
+                 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(case id, pictures, masks)``: :func:`case_slices` of each labelled case under
+    ``root`` (BraTS layout), one case at a time."""
     from braintumor import cases
     from braintumor.cases import MODALITIES
 
-    imgs, msks, pid = [], [], []
     for src in cases.discover(root):
         case = cases.load_case(src)
         if case.label is None:
             continue
         chans = case.image[[MODALITIES.index(m) for m in AUX_CHANNELS]]
-        a, b = case_slices(chans, case.label, case.affine, size, every)
+        yield (case.case_id, *case_slices(chans, case.label, case.affine, size, every))
+
+
+def brats_slice_set(root: str | Path, size: int, every: int = 2) -> SliceSet:
+    """:func:`case_slices` of every labelled case under ``root`` (BraTS layout)."""
+    imgs, msks, pid = [], [], []
+    for cid, a, b in brats_stacks(root, size, every):
         imgs.append(a)
         msks.append(b)
-        pid += [case.case_id] * len(a)
+        pid += [cid] * len(a)
     if not imgs:
         from braintumor.errors import InputError
 
@@ -699,22 +707,12 @@ def external_brats(root: str | Path, dest: str | Path, model: str | Path | None 
     A different cohort (mostly high-grade, skull-stripped, 1 mm slices) from the LGG
     training set, so a check of how the model carries over, not a second CV.
     Writes ``results.json`` and ``results.md`` to ``dest``; returns the summary."""
-    from braintumor import cases
-    from braintumor.cases import MODALITIES
-
     m = s2d.load_model_2d(model)
     per: dict[str, dict[str, Any]] = {mode: {} for mode in INPUT_MODES}
-    for src in cases.discover(root):
-        case = cases.load_case(src)
-        if case.label is None:
-            continue
-        chans = case.image[[MODALITIES.index(c) for c in AUX_CHANNELS]]
-        pics, masks = case_slices(chans, case.label, case.affine, size, every)
-        ref = masks > 0.5
+    for cid, pics, masks in brats_stacks(root, size, every):
         for mode, conv in INPUT_MODES.items():
             res = s2d.segment_stack([conv(p) for p in pics], m)
-            pred = np.stack([r.mask for r in res])
-            per[mode][case.case_id] = s2d.stack_metrics(pred, ref)
+            per[mode][cid] = s2d.stack_metrics(np.stack([r.mask for r in res]), masks > 0.5)
     summary = {mode: s2d.summarise(v) for mode, v in per.items()}
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)

@@ -368,6 +368,12 @@ def execute(jobs: list[dict[str, Any]], parallel: int,
     see :mod:`braintumor.scale`; the data, cache and run folders must be seen under the
     same paths by every worker)."""
     results: list[dict[str, Any]] = []
+
+    def take(res: dict[str, Any]) -> None:
+        results.append(res)
+        if on_result:
+            on_result(res)
+
     if scheduler:
         from braintumor.scale import open_client
 
@@ -376,29 +382,19 @@ def execute(jobs: list[dict[str, Any]], parallel: int,
 
             futs = [client.submit(run_job, j, key=f"braintumor-run-{j['name']}-{j['fold']}-"
                                   f"{config_key(from_dict(j['cfg']))}") for j in jobs]
-            for fut in dask_completed(futs):
-                res = fut.result()
-                results.append(res)
-                if on_result:
-                    on_result(res)
+            for dfut in dask_completed(futs):
+                take(dfut.result())
         return results
     if parallel <= 1 or len(jobs) <= 1:
         for j in jobs:
-            res = run_job(j)
-            results.append(res)
-            if on_result:
-                on_result(res)
+            take(run_job(j))
         return results
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(run_job, j) for j in jobs]
-        for fut in as_completed(futs):
-            res = fut.result()
-            results.append(res)
-            if on_result:
-                on_result(res)
+        for fut in as_completed([ex.submit(run_job, j) for j in jobs]):
+            take(fut.result())
     return results
 
 
