@@ -151,10 +151,6 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
     for o in outcomes:
         if o.ok and o.path is not None:
             written.append(Path(o.path))
-            if args.uncertainty:
-                unc = out_dir / f"{o.case_id}_uncertainty.nii.gz"
-                if unc.exists():
-                    written.append(unc)
         else:
             print(f"error: {o.case_id}: {o.error}", file=sys.stderr)
             failures += 1
