@@ -53,6 +53,21 @@ class CaseOutcome:
         return self.error is None
 
 
+def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats2021") -> Path:
+    """Write a segmentation result on the case's own grid: ``<case>.nii.gz`` in the
+    ``labels`` convention, and ``<case>_uncertainty.nii.gz`` when the result holds an
+    uncertainty map. Returns the label map's path. Shared by the serial ``predict`` loop
+    and the distributed tasks."""
+    from braintumor.cases import write_label_map
+    from braintumor.io import save_float_nifti
+
+    dst = write_label_map(case, res.labels, Path(out_dir) / f"{case.case_id}.nii.gz", labels)
+    if res.uncertainty is not None:
+        save_float_nifti(res.uncertainty, Path(out_dir) / f"{case.case_id}_uncertainty.nii.gz",
+                         case.header, case.affine)
+    return dst
+
+
 def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "brats2021",
              options: dict[str, Any] | None = None) -> CaseOutcome:
     """Read, segment and write one case (runs on a worker; also usable in-process).
@@ -60,7 +75,7 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     Every exception is caught and turned into ``error``: one case must not stop the
     others, and a worker's traceback would not help the person reading the summary.
     """
-    from braintumor.cases import load_case, write_label_map
+    from braintumor.cases import load_case
     from braintumor.segment import segment
 
     t0 = time.perf_counter()
@@ -68,13 +83,7 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     try:
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
-        dst = write_label_map(case, res.labels, Path(out_dir) / f"{case.case_id}.nii.gz",
-                              labels)
-        if (options or {}).get("uncertainty") and res.uncertainty is not None:
-            from braintumor.io import save_float_nifti
-
-            save_float_nifti(res.uncertainty, Path(out_dir) /
-                             f"{case.case_id}_uncertainty.nii.gz", case.header, case.affine)
+        dst = write_outputs(case, res, out_dir, labels)
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who)
     except InputError as exc:
         err = str(exc)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from braintumor.cases import CaseSource, discover, load_case, write_label_map
+    from braintumor.cases import CaseSource, discover, load_case
     from braintumor.errors import InputError
     from braintumor.segment import segment
 
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         return _run_distributed(args, sources, out_dir, written, failures)
 
-    from braintumor.io import save_float_nifti
+    from braintumor.scale import write_outputs
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TimeElapsedColumn(), console=console, transient=False) as prog:
@@ -111,13 +111,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 case = load_case(src, with_label=False)
                 res = segment(case, args.method, progress=cb, **_options(args))
-                dst = write_label_map(case, res.labels, out_dir / f"{case.case_id}.nii.gz",
-                                      args.labels)
-                written.append(dst)
-                if args.uncertainty and res.uncertainty is not None:
-                    save_float_nifti(res.uncertainty, out_dir /
-                                     f"{case.case_id}_uncertainty.nii.gz", case.header,
-                                     case.affine)
+                written.append(write_outputs(case, res, out_dir, args.labels))
                 prog.update(task, completed=1.0, stage="done")
             except InputError as exc:
                 prog.update(task, stage="failed")

@@ -251,17 +251,14 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
         from braintumor.scale import open_client
 
         with open_client(scheduler) as client:
-            from distributed import wait
-
             futs = []
             for i in range(study.parallel):
                 futs.append(client.submit(_worker, str(study.path), budget, folds, device, i,
                                           key=f"braintumor-search-{study.name}-{i}-{t0}"))
                 if i == 0:
                     time.sleep(2.0)  # let the first worker create the storage tables alone
-            wait(futs)
             for f in futs:
-                f.result()  # a worker's error surfaces here
+                f.result()  # waits; a worker's error surfaces here
     elif study.parallel <= 1:
         _worker(str(study.path), budget, folds, device, 0)
     else:
