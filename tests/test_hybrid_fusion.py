@@ -145,6 +145,59 @@ def test_extend_drops_a_core_lesion_away_from_the_whole_tumour(scene) -> None:
     assert (keep[far] == L.NCR).all()
 
 
+def test_adoption_takes_the_watershed_core_lesion_the_cnn_supports(scene) -> None:
+    # the watershed outlines two core lesions inside the whole tumour; the CNN's core is
+    # small. The CNN gives one of them a weak probability over half of it (adopted), the
+    # other almost none (the watershed reading edema as necrosis: left out)
+    supported = _ball((16, 16, 20), 3.5)
+    unsupported = _ball((24, 16, 20), 2.5)
+    ws = scene["ws"].copy()
+    ws[supported | unsupported] = L.NCR
+    ws[_ball((16, 16, 20), 1.5)] = L.ET
+    hyb = _labels(scene["hyb"] > 0, _ball((20, 24, 20), 2.5), _ball((20, 24, 20), 1))
+    tc_prob = np.zeros(SHAPE, np.float32)
+    tc_prob[supported & (np.mgrid[:40, :40, :40][0] >= 15)] = 0.3  # most of it, weakly
+    tc_prob[unsupported & (np.mgrid[:40, :40, :40][0] >= 26)] = 0.3  # a sliver
+    et_prob = np.zeros(SHAPE, np.float32)
+    et_prob[_ball((16, 16, 20), 1.5)] = 0.1
+    args = (hyb, ws, scene["prob"], "touching", 0.3, "clip")
+    plain = fuse_labels(*args)
+    adopted = fuse_labels(*args, core_adopt=0.5, tc_prob=tc_prob)
+    both = fuse_labels(*args, core_adopt=0.5, et_adopt=0.05, tc_prob=tc_prob,
+                       et_prob=et_prob)
+    tc = {k: L.region_masks(v)["TC"] for k, v in (("plain", plain), ("adopted", adopted))}
+    assert not tc["plain"][supported].any()
+    assert tc["adopted"][supported].all()  # joins whole, as the watershed outlines it
+    assert not tc["adopted"][unsupported].any()
+    assert np.array_equal(tc["adopted"] & ~supported, tc["plain"])  # nothing else moves
+    assert not (adopted == L.ET)[_ball((16, 16, 20), 1.5)].any()
+    assert (both == L.ET)[_ball((16, 16, 20), 1.5)].all()  # the supported ET joins too
+    assert np.array_equal(adopted > 0, plain > 0)  # the whole tumour is unchanged
+    for out in (adopted, both):
+        assert _nested(out)
+    # a lesion the CNN's core already covers mostly is its to outline: not adopted
+    covered = _ball((20, 24, 20), 3.5)
+    ws2 = ws.copy()
+    ws2[covered] = L.NCR
+    tc_prob2 = tc_prob.copy()
+    tc_prob2[covered] = 0.3
+    share = float(L.region_masks(plain)["TC"][covered].mean())
+    assert 0.3 < share < 0.9
+    loose = fuse_labels(hyb, ws2, scene["prob"], "touching", 0.3, "clip", core_adopt=0.5,
+                        tc_prob=tc_prob2)
+    strict = fuse_labels(hyb, ws2, scene["prob"], "touching", 0.3, "clip", core_adopt=0.5,
+                         tc_prob=tc_prob2, core_cover=0.3)
+    assert L.region_masks(loose)["TC"][covered].all()
+    assert not L.region_masks(strict)["TC"][covered & ~L.region_masks(plain)["TC"]].any()
+    assert L.region_masks(strict)["TC"][supported].all()  # the uncovered one still joins
+    with pytest.raises(InputError):
+        fuse_labels(*args, core_adopt=0.5)  # no TC probability to judge support by
+    hp = hybrid_params(wt_from="hybrid", core="keep", core_adopt=0.3)
+    assert hp.fused
+    with pytest.raises(InputError):
+        hybrid_params(et_adopt=2.0)
+
+
 def test_empty_maps_and_bad_rules() -> None:
     z = np.zeros(SHAPE, np.uint8)
     assert not fuse_labels(z, z, np.zeros(SHAPE, np.float32), "union", 0.5, "extend").any()

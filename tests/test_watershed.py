@@ -275,7 +275,7 @@ def test_robust_z_levels_an_axial_intensity_drift() -> None:
 # --- hybrid
 
 #: the refinement alone, without the combination with the classical watershed
-ALONE = {"wt_from": "hybrid", "core": "keep"}
+ALONE = {"wt_from": "hybrid", "core": "keep", "core_adopt": 0.0, "et_adopt": 0.0}
 
 
 def _soft_truth(label: np.ndarray, sigma: float, shift: int = 0) -> np.ndarray:

@@ -84,7 +84,15 @@ MIN_WIN = 2 / 3
 #: methods to agree most is chosen
 VETOES = (0.5, 0.3, 0.1, 0.0)
 #: the fusion that is the hybrid alone
-NO_FUSION = {"wt_from": "hybrid", "wt_veto": 0.0, "core": "keep"}
+NO_FUSION = {"wt_from": "hybrid", "wt_veto": 0.0, "core": "keep", "core_adopt": 0.0,
+             "core_cover": 1.0, "et_adopt": 0.0}
+#: watershed core lesions adopted (the fraction the CNN must support; 0: none), only
+#: those its core covers less than a fraction of (1: any), and watershed ET voxels
+#: adopted (the CNN ET probability they must exceed; 0: none), tried with the rules
+#: that clip the core to the whole tumour
+CORE_ADOPT = (0.0, 0.2, 0.3, 0.5)
+CORE_COVER = (1.0, 0.5)
+ET_ADOPT = (0.0, 0.05, 0.2)
 
 
 def fusion_candidates() -> list[dict[str, Any]]:
@@ -92,9 +100,14 @@ def fusion_candidates() -> list[dict[str, Any]]:
     the first is the hybrid alone."""
     from braintumor.watershed import CORE_RULES, WT_SOURCES
 
-    return [dict(NO_FUSION)] + [
-        {"wt_from": src, "wt_veto": v, "core": core}
-        for src in WT_SOURCES if src != "hybrid" for v in VETOES for core in CORE_RULES]
+    base = [{"wt_from": src, "wt_veto": v, "core": core}
+            for src in WT_SOURCES if src != "hybrid" for v in VETOES for core in CORE_RULES]
+    none = {"core_adopt": 0.0, "core_cover": 1.0, "et_adopt": 0.0}
+    # the rules without adoption first: on a tie the simpler rule wins
+    return [dict(NO_FUSION)] + [{**r, **none} for r in base] + [
+        {**r, "core_adopt": a, "core_cover": g, "et_adopt": e}
+        for r in base if r["core"] == "clip" for a in CORE_ADOPT
+        for g in (CORE_COVER if a > 0 else (1.0,)) for e in ET_ADOPT if a > 0 or e > 0]
 
 
 def select_fusion(dices: dict[str, list[dict[str, float]]], train: Sequence[str],
@@ -292,6 +305,7 @@ def case_maps(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
 
     key = json.dumps({"probs_mtime": (probs_dir / f"{case_id}.npz").stat().st_mtime,
                       "hybrid": hybrid, "watershed": asdict(params_from(ws_params)),
+                      "maps": 2,  # 2: the TC and ET probabilities are kept too
                       "postprocess": asdict(post)}, sort_keys=True, default=str)
     path = cache / f"{case_id}.maps.npz" if cache is not None else None
     if path is not None and path.exists():
@@ -312,6 +326,8 @@ def case_maps(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
     box = bounding_box(present, margin=2)
     out: dict[str, Any] = {k: np.asarray(v[box], dtype=np.uint8) for k, v in maps.items()}
     out.update(wt_prob=probs[0][box].astype(np.float16),
+               tc_prob=probs[1][box].astype(np.float16),
+               et_prob=probs[2][box].astype(np.float16),
                box=np.array([[b.start, b.stop] for b in box]),
                shape=np.array(case.shape), spacing=np.array(case.spacing),
                seconds=np.array([float(res.info["refine_seconds"]), ws_seconds]))
@@ -325,7 +341,9 @@ def _fused(maps: dict[str, Any], rule: dict[str, Any]) -> np.ndarray:
     from braintumor.watershed import fuse_labels
 
     return fuse_labels(maps["hybrid"], maps["watershed"],
-                       maps["wt_prob"].astype(np.float32), **rule)
+                       maps["wt_prob"].astype(np.float32), **rule,
+                       tc_prob=maps["tc_prob"].astype(np.float32),
+                       et_prob=maps["et_prob"].astype(np.float32))
 
 
 def _score_maps(pred: np.ndarray, maps: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -431,7 +449,12 @@ def _rule_text(rule: dict[str, Any]) -> str:
     if rule == NO_FUSION:
         return "hybrid alone"
     veto = f", veto {rule['wt_veto']:g}" if rule["wt_veto"] > 0 else ""
-    return f"WT {rule['wt_from']}{veto}, core {rule['core']}"
+    cover = f" and cover under {rule['core_cover']:g}" if rule.get("core_cover", 1) < 1 else ""
+    adopt = f", watershed core lesions adopted at support {rule['core_adopt']:g}{cover}" \
+        if rule.get("core_adopt", 0) > 0 else ""
+    et = f", watershed ET adopted above p {rule['et_adopt']:g}" \
+        if rule.get("et_adopt", 0) > 0 else ""
+    return f"WT {rule['wt_from']}{veto}, core {rule['core']}{adopt}{et}"
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -38,7 +38,9 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
   watershed on the image gradient decides the uncertain band between them. By default
   the result is then combined per region with :func:`segment_watershed`'s
   (:func:`fuse_labels`): the whole tumour is the watershed's plus the refined CNN
-  lesions touching it, the core (TC, ET) is the refined CNN's inside that whole tumour.
+  lesions touching it, the core (TC, ET) is the refined CNN's inside that whole tumour,
+  plus the watershed's core lesions and enhancing voxels the CNN supports (a T1ce-dark
+  core the CNN under-reads, with a low but real probability).
 
 Every tunable number is a field of the frozen :class:`WatershedParams`; the defaults are
 the values chosen by cross-validation on the shared BraTS cases
@@ -591,10 +593,14 @@ class HybridParams:
     voxel are dropped when ``drop_unsure`` is set, and lesions under ``min_lesion_ml``
     (mL) always.
 
-    ``wt_from``, ``wt_veto`` and ``core`` then combine the refined CNN with the classical
-    watershed per region (:func:`fuse_labels`): ``wt_from="hybrid"`` with ``core="keep"``
-    is the refinement alone. The default takes the whole tumour from the watershed plus
-    the refined CNN's lesions that touch it, and the refined core clipped to it.
+    ``wt_from``, ``wt_veto``, ``core`` and the adoptions then combine the refined CNN with
+    the classical watershed per region (:func:`fuse_labels`): ``wt_from="hybrid"`` with
+    ``core="keep"`` and no adoption (``core_adopt=0``, ``et_adopt=0``) is the refinement
+    alone. The default takes the whole tumour from the watershed plus the refined CNN's
+    lesions that touch it, and the refined core clipped to it, with the watershed's core
+    lesions that the CNN supports over 30 % of their voxels (TC probability 0.2 or more)
+    while its core covers less than half of them, and the watershed's ET voxels of CNN
+    ET probability above 0.05, added.
 
     The defaults are the choice of the cross-validation study
     (``python -m braintumor.hybrid_study``, ``experiments/hybrid/params.json``) on all
@@ -616,11 +622,21 @@ class HybridParams:
     wt_veto: float = 0.5
     #: how the refined core (TC, ET) is fitted into that whole tumour (:data:`CORE_RULES`)
     core: str = "clip"
+    #: watershed core lesions of which at least this fraction has a CNN TC probability of
+    #: :data:`ADOPT_P` or more join the core, as the watershed outlines them (0: off)
+    core_adopt: float = 0.3
+    #: ... and of which the refined CNN's (clipped) core covers less than this fraction: the
+    #: CNN cut that core too small (1: any lesion)
+    core_cover: float = 0.5
+    #: watershed ET voxels with a CNN ET probability above this join the enhancing tumour
+    #: (inside the core; 0: off)
+    et_adopt: float = 0.05
 
     @property
     def fused(self) -> bool:
         """Whether the label map combines the refined CNN with the classical watershed."""
-        return self.wt_from != "hybrid" or self.core != "keep"
+        return self.wt_from != "hybrid" or self.core != "keep" or self.core_adopt > 0 \
+            or self.et_adopt > 0
 
     def band(self, region: str) -> tuple[float, float]:
         """``(sure_out, sure_in)`` of ``region``."""
@@ -656,10 +672,11 @@ def hybrid_params(params: HybridParams | dict[str, Any] | None = None,
     for k, allowed in (("wt_from", WT_SOURCES), ("core", CORE_RULES)):
         if k in opts and opts[k] not in allowed:
             raise InputError(f"Hybrid {k} {opts[k]!r} must be one of {', '.join(allowed)}.")
-    if "wt_veto" in opts:
-        opts["wt_veto"] = float(opts["wt_veto"])
-        if not 0.0 <= opts["wt_veto"] <= 1.0:
-            raise InputError(f"Hybrid wt_veto {opts['wt_veto']} must lie in [0, 1].")
+    for k in ("wt_veto", "core_adopt", "core_cover", "et_adopt"):
+        if k in opts:
+            opts[k] = float(opts[k])
+            if not 0.0 <= opts[k] <= 1.0:
+                raise InputError(f"Hybrid {k} {opts[k]} must lie in [0, 1].")
     hp = HybridParams(**opts)
     for r in L.REGIONS:
         lo, hi = hp.band(r)
@@ -852,10 +869,15 @@ def hybrid_labels(inp: HybridInputs, hp: HybridParams, post: Any) -> np.ndarray:
 WT_SOURCES = ("hybrid", "watershed", "union", "intersection", "touching")
 #: ways to fit the refined core into the fused whole tumour
 CORE_RULES = ("keep", "clip", "extend")
+#: the CNN TC probability from which a voxel counts as supporting a watershed core lesion
+ADOPT_P = 0.2
 
 
 def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.ndarray,
-                wt_from: str = "hybrid", wt_veto: float = 0.0, core: str = "keep"
+                wt_from: str = "hybrid", wt_veto: float = 0.0, core: str = "keep",
+                core_adopt: float = 0.0, et_adopt: float = 0.0,
+                tc_prob: np.ndarray | None = None, et_prob: np.ndarray | None = None,
+                core_cover: float = 1.0
                 ) -> np.ndarray:
     """Per-region combination of the refined CNN and the classical watershed.
 
@@ -877,13 +899,27 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     returned unchanged. The core (TC, ET: the hybrid's) is fitted in by
     ``core``: ``keep`` as it is (the whole tumour grows to hold it), ``clip`` cut to the
     whole tumour, ``extend`` core lesions touching the whole tumour kept whole (and the
-    whole tumour grown to hold them), the others dropped. Edema is the whole tumour minus
-    the core. Returns internal labels ``(X, Y, Z)`` uint8, nested.
+    whole tumour grown to hold them), the others dropped.
+
+    Then the watershed's core may add what the CNN under-reads (a T1ce-dark core the
+    CNN gives a low but not negligible probability): with ``core_adopt`` > 0, each
+    watershed core lesion (26-connected component of its TC) of which at least that
+    fraction has a ``tc_prob`` of :data:`ADOPT_P` or more, and less than ``core_cover``
+    is already core, joins the core whole; with
+    ``et_adopt`` > 0, watershed ET voxels of ``et_prob`` above it join the enhancing
+    tumour. What joins is cut to the whole tumour under ``clip``. A lesion the CNN
+    hardly supports (the watershed reading edema as necrosis) stays out.
+
+    Edema is the whole tumour minus the core. Returns internal labels ``(X, Y, Z)``
+    uint8, nested.
     """
     if wt_from not in WT_SOURCES or core not in CORE_RULES:
         raise InputError(f"Fusion {wt_from!r}/{core!r}: wt_from must be one of "
                          f"{', '.join(WT_SOURCES)}, core one of {', '.join(CORE_RULES)}.")
-    if wt_from == "hybrid" and core == "keep":
+    if (core_adopt > 0 and tc_prob is None) or (et_adopt > 0 and et_prob is None):
+        raise InputError("Fusion: core_adopt needs tc_prob and et_adopt needs et_prob.")
+    adopt = core_adopt > 0 or et_adopt > 0
+    if wt_from == "hybrid" and core == "keep" and not adopt:
         return np.asarray(hybrid, dtype=np.uint8).copy()
     out = np.zeros(hybrid.shape, dtype=np.uint8)
     present = (hybrid > 0) | (watershed_labels > 0)
@@ -918,6 +954,18 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
         tc = tc & wt
     elif core == "extend":
         tc = _touching(tc, wt)
+    if adopt:
+        wsm = L.region_masks(watershed_labels[box])
+        if core_adopt > 0 and tc_prob is not None and wsm["TC"].any():
+            lab, n = _components(wsm["TC"])
+            sure = (tc_prob[box] >= ADOPT_P).astype(np.float32)
+            index = np.arange(1, n + 1)
+            support = np.asarray(ndi.mean(sure, lab, index=index))
+            cover = np.asarray(ndi.mean(tc.astype(np.float32), lab, index=index))
+            take = (support >= core_adopt) & (cover < core_cover)
+            tc = tc | (np.concatenate([[False], take])[lab] & (wt if core == "clip" else True))
+        if et_adopt > 0 and et_prob is not None:
+            et = et | (wsm["ET"] & (et_prob[box] > et_adopt))
     wt = wt | tc
     et = et & tc
     sub = out[box]
@@ -958,8 +1006,9 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     entropy (bits) of the whole-tumour probability, as the CNN method does.
 
     With the fusion fields of :class:`HybridParams` set (``wt_from`` other than
-    "hybrid" or ``core`` other than "keep"), :func:`segment_watershed` (its defaults)
-    also runs and :func:`fuse_labels` combines the two label maps per region.
+    "hybrid", ``core`` other than "keep", or an adoption on), :func:`segment_watershed`
+    (its defaults) also runs and :func:`fuse_labels` combines the two label maps per
+    region.
     """
     t0 = time.perf_counter()
     _check_case(case)
@@ -991,7 +1040,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
             progress(0.7, "hybrid: classical watershed")
         ws = segment_watershed(case).labels
         ws_seconds = time.perf_counter() - t2
-        labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core)
+        labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core,
+                             hp.core_adopt, hp.et_adopt, probs[1], probs[2], hp.core_cover)
     if progress:
         progress(1.0, "hybrid: done")
     t3 = time.perf_counter()
