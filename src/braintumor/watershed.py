@@ -905,10 +905,10 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     CNN gives a low but not negligible probability): with ``core_adopt`` > 0, each
     watershed core lesion (26-connected component of its TC) of which at least that
     fraction has a ``tc_prob`` of :data:`ADOPT_P` or more, and less than ``core_cover``
-    is already core, joins the core whole; with
-    ``et_adopt`` > 0, watershed ET voxels of ``et_prob`` above it join the enhancing
-    tumour. What joins is cut to the whole tumour under ``clip``. A lesion the CNN
-    hardly supports (the watershed reading edema as necrosis) stays out.
+    is already core, joins the core whole; with ``et_adopt`` > 0, watershed ET voxels of
+    ``et_prob`` above it join the enhancing tumour. What joins is cut to the whole tumour
+    under ``clip``. A lesion the CNN hardly supports (the watershed reading edema as
+    necrosis) stays out.
 
     Edema is the whole tumour minus the core. Returns internal labels ``(X, Y, Z)``
     uint8, nested.
@@ -1041,7 +1041,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
         ws = segment_watershed(case).labels
         ws_seconds = time.perf_counter() - t2
         labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core,
-                             hp.core_adopt, hp.et_adopt, probs[1], probs[2], hp.core_cover)
+                             core_adopt=hp.core_adopt, core_cover=hp.core_cover,
+                             et_adopt=hp.et_adopt, tc_prob=probs[1], et_prob=probs[2])
     if progress:
         progress(1.0, "hybrid: done")
     t3 = time.perf_counter()
