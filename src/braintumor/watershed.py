@@ -58,6 +58,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from braintumor import labels as L
+from braintumor import stacking
 from braintumor.cases import Case
 from braintumor.errors import InputError
 from braintumor.preprocess import Box, bounding_box, brain_mask
@@ -536,6 +537,36 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     _ = (device, model, tta, uncertainty, backend)
     _check_case(case)
     p = params_from(params, **overrides)
+    ws = watershed_grid(case, p, progress)
+    if progress:
+        progress(0.9, "watershed: back to the native grid")
+    labels = labels_from_work(ws.grid, ws.work)
+    labels[~ws.brain_native] = 0
+    if progress:
+        progress(1.0, "watershed: done")
+    return SegmentationResult(
+        labels=labels,
+        info={"method": "watershed", "params": asdict(p),
+              "seconds": time.perf_counter() - t0},
+    )
+
+
+@dataclass
+class WatershedWork:
+    """The classical segmentation on its working grid, with what it was computed from:
+    ``grid``, the native brain mask, the working brain mask, the robust z maps
+    ``(4, x, y, z)`` and the internal labels ``work``."""
+
+    grid: WorkGrid
+    brain_native: np.ndarray
+    brain: np.ndarray
+    z: np.ndarray
+    work: np.ndarray
+
+
+def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None = None
+                   ) -> WatershedWork:
+    """:func:`segment_watershed` up to its working-grid labels (checked ``case``)."""
     if progress:
         progress(0.0, "watershed: brain mask")
     brain_native = brain_mask(case.image)
@@ -554,17 +585,7 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
         progress(0.4, "watershed: markers and flooding")
     work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)),
                           grid_params(p, grid.factor), lr_axis(case.affine))
-    if progress:
-        progress(0.9, "watershed: back to the native grid")
-    labels = labels_from_work(grid, work)
-    labels[~brain_native] = 0
-    if progress:
-        progress(1.0, "watershed: done")
-    return SegmentationResult(
-        labels=labels,
-        info={"method": "watershed", "params": asdict(p),
-              "seconds": time.perf_counter() - t0},
-    )
+    return WatershedWork(grid, brain_native, brain, z, work)
 
 
 # ---------------------------------------------------------------------------------------
@@ -631,6 +652,9 @@ class HybridParams:
     #: watershed ET voxels with a CNN ET probability above this join the enhancing tumour
     #: (inside the core; 0: off)
     et_adopt: float = 0.05
+    #: the whole tumour from the packaged trees of :mod:`braintumor.stacking` (when the
+    #: package holds them and the result is fused), the core kept as fused
+    wt_learned: bool = True
 
     @property
     def fused(self) -> bool:
@@ -1035,14 +1059,27 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     labels = hybrid_labels(inp, hp, pp)
     t2 = time.perf_counter()
     ws_seconds = 0.0
+    learned = False
     if hp.fused:
         if progress:
             progress(0.7, "hybrid: classical watershed")
-        ws = segment_watershed(case).labels
+        wsw = watershed_grid(case, params_from(None))
+        ws = labels_from_work(wsw.grid, wsw.work)
+        ws[~wsw.brain_native] = 0
         ws_seconds = time.perf_counter() - t2
         labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core,
                              core_adopt=hp.core_adopt, core_cover=hp.core_cover,
                              et_adopt=hp.et_adopt, tc_prob=probs[1], et_prob=probs[2])
+        trees = stacking.shipped_model() if hp.wt_learned else None
+        if trees is not None:
+            if progress:
+                progress(0.85, "hybrid: learned whole tumour")
+            pw = stacking.whole_tumour_probability(
+                trees, wsw.z, wsw.brain, to_work(wsw.grid, probs), wsw.work,
+                lr_axis(case.affine))
+            labels = stacking.with_whole_tumour(
+                labels, from_work(wsw.grid, pw) & wsw.brain_native)
+            learned = True
     if progress:
         progress(1.0, "hybrid: done")
     t3 = time.perf_counter()
@@ -1054,5 +1091,6 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
         labels=labels, probabilities=probs, uncertainty=unc,
         info={"method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
               "refine_seconds": t2 - t1, "watershed_seconds": ws_seconds,
-              "fuse_seconds": t3 - t2 - ws_seconds, "seconds": t3 - t0},
+              "fuse_seconds": t3 - t2 - ws_seconds, "learned_wt": learned,
+              "seconds": t3 - t0},
     )
