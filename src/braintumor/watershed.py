@@ -540,8 +540,7 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     ws = watershed_grid(case, p, progress)
     if progress:
         progress(0.9, "watershed: back to the native grid")
-    labels = labels_from_work(ws.grid, ws.work)
-    labels[~ws.brain_native] = 0
+    labels = ws.native_labels()
     if progress:
         progress(1.0, "watershed: done")
     return SegmentationResult(
@@ -562,6 +561,12 @@ class WatershedWork:
     brain: np.ndarray
     z: np.ndarray
     work: np.ndarray
+
+    def native_labels(self) -> np.ndarray:
+        """The labels on the native grid, nothing outside the brain."""
+        labels = labels_from_work(self.grid, self.work)
+        labels[~self.brain_native] = 0
+        return labels
 
 
 def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None = None
@@ -1064,8 +1069,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
         if progress:
             progress(0.7, "hybrid: classical watershed")
         wsw = watershed_grid(case, params_from(None))
-        ws = labels_from_work(wsw.grid, wsw.work)
-        ws[~wsw.brain_native] = 0
+        ws = wsw.native_labels()
         ws_seconds = time.perf_counter() - t2
         labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core,
                              core_adopt=hp.core_adopt, core_cover=hp.core_cover,
