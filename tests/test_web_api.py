@@ -101,6 +101,12 @@ def test_info_lists_methods_and_limits(client: TestClient) -> None:
     assert info["max_upload_bytes"] == 50 * 2**20
     assert info["modalities"] == ["t1", "t1ce", "t2", "flair"]
     assert info["token_required"] is False
+    # the page starts on the most accurate installed method
+    best = next((m for m in ("hybrid", "cnn") if names.get(m)), None)
+    if best is not None:
+        assert info["default_method"] == best
+    else:
+        assert info["default_method"] in {m for m, ok in names.items() if ok}
 
 
 def test_page_static_and_security_headers(client: TestClient) -> None:

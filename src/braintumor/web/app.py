@@ -397,7 +397,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             methods=[MethodInfo(name=m, available=m in names, label=_METHOD_LABELS.get(m, m),
                                 note="" if m in names else _why_not(m))
                      for m in _all_methods()],
-            default_method=("cnn" if "cnn" in names else (names[0] if names else None)),
+            # the most accurate method that is installed (the hybrid needs the CNN)
+            default_method=next((m for m in ("hybrid", "cnn") if m in names),
+                                names[0] if names else None),
             image2d_available=have_2d(),
             sample_available=have_sample(),
             correction_available=correction_available(),
