@@ -9,7 +9,7 @@ post-processing) and ``segment_stack`` (a patient's slices batched).
 
 Uses the shipped weights (or ``--model``, a candidate's exported weights) when present,
 else an untrained network of the same shape (the time does not depend on the weights).
-The model's own settings apply, mirrored-picture averaging (``tta``) included.
+The model's own settings apply, the test-time flips it averages (``tta``) included.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def main() -> None:
     n_par = sum(p.numel() for p in model.network.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
     print(f"threads {a.threads}; model: {source}, {n_par / 1e6:.2f} M parameters, "
-          f"input {model.size}x{model.size}, mirrored-picture averaging "
-          f"{'on' if model.config.get('tta') else 'off'}")
+          f"input {model.size}x{model.size}, test-time flips averaged: "
+          f"{s2d.describe_tta(model.config.get('tta'))}")
     print(f"reference  MONAI UNet 16-256 (2 res units, {n_ref / 1e6:.2f} M) at 256x256: "
           f"{t_ref * 1000:7.1f} ms/slice")
     print(f"segment_image (one 256x256 picture, end to end):            "

@@ -252,6 +252,62 @@ def test_mirror_averaging_is_mirror_symmetric(tiny_model: s2d.Model2D) -> None:
         x[..., ::-1]))[..., ::-1], atol=1e-5)
 
 
+def test_four_flip_averaging_is_invariant_to_both_flips(tiny_model: s2d.Model2D) -> None:
+    x = np.random.default_rng(1).random((2, 3, 32, 32)).astype(np.float32)
+    m = s2d.Model2D(tiny_model.network, {**tiny_model.config, "tta": "hv"})
+    a = s2d.predict_batch(m, x)
+    for flip in ((-1,), (-2,), (-1, -2)):
+        b = s2d.predict_batch(m, np.ascontiguousarray(np.flip(x, flip)))
+        assert np.allclose(a, np.flip(b, flip), atol=1e-5)
+    # the left-right pair alone is not invariant upside down
+    h = s2d.Model2D(tiny_model.network, {**tiny_model.config, "tta": True})
+    ud = s2d.predict_batch(h, np.ascontiguousarray(x[:, :, ::-1]))[:, ::-1]
+    assert not np.allclose(s2d.predict_batch(h, x), ud, atol=1e-5)
+    # the four views' mean, computed by hand
+    with torch.inference_mode():
+        t = torch.as_tensor(x)
+        ref = sum(torch.sigmoid(tiny_model.network(t.flip(d) if d else t))[:, 0].flip(d)
+                  if d else torch.sigmoid(tiny_model.network(t))[:, 0]
+                  for d in ([], [-1], [-2], [-1, -2])) / 4
+    assert np.allclose(a, ref.numpy(), atol=1e-6)
+
+
+def test_tta_settings() -> None:
+    assert s2d.tta_views(False) == ("",)
+    assert s2d.tta_views(True) == s2d.tta_views("h") == ("", "h")
+    assert len(s2d.tta_views("HV")) == 4
+    with pytest.raises(InputError, match="tta"):
+        s2d.tta_views("rot90")
+
+
+def test_reeval_judges_earlier_fold_models_again(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+
+    for k in range(4):
+        make_patient(tmp_path / "data" / f"P{k}", n=6, size=32)
+    cfg = replace(t2.Train2DConfig(), data=str(tmp_path / "data"), out=str(tmp_path / "a"),
+                  network_kwargs={"channels": [4, 8]}, size=32, batch=4, steps=2, folds=2,
+                  checkpoint_every=2)
+    t2.run_cv(cfg)
+    again = replace(cfg, out=str(tmp_path / "b"), tta="hv")
+    t2.run_reeval(again, tmp_path / "a")
+    for k in range(2):
+        a = json.loads((tmp_path / "a" / "cv" / f"fold{k}" / "metrics.json").read_text())
+        b = json.loads((tmp_path / "b" / "cv" / f"fold{k}" / "metrics.json").read_text())
+        assert a["patients"] == b["patients"] and a["train_seconds"] == b["train_seconds"]
+        assert set(b["results"]) == {"rgb", "grey", "jpeg50"}
+        pid = a["patients"][0]
+        pa = np.load(tmp_path / "a" / "cv" / f"fold{k}" / "probs" / f"{pid}_rgb.npz")["prob"]
+        pb = np.load(tmp_path / "b" / "cv" / f"fold{k}" / "probs" / f"{pid}_rgb.npz")["prob"]
+        assert pa.shape == pb.shape and not np.array_equal(pa, pb)  # other views averaged
+    assert (t2.run_report(again, tmp_path / "rep") / "cv_results.md").read_text().count(
+        "4 (as is, mirrored, upside down, both)") == 1
+    with pytest.raises(InputError, match="folds.json"):
+        t2.run_reeval(again, tmp_path / "nowhere")
+
+
 def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
                                                   tmp_path: Path) -> None:
     from PIL import Image

@@ -405,23 +405,61 @@ def model_available() -> bool:
     return (MODEL_DIR / MODEL_FILE).exists()
 
 
+#: test-time views of a picture by the ``tta`` setting of a model's config: ``""`` as it
+#: is, ``"h"`` mirrored left-right, ``"v"`` upside down, ``"hv"`` both
+TTA_VIEWS: dict[str, tuple[str, ...]] = {"off": ("",), "h": ("", "h"), "hv": ("", "h", "v", "hv")}
+
+
+def tta_views(setting: Any) -> tuple[str, ...]:
+    """The views averaged at inference for a config's ``tta``: false -> the picture
+    alone, true or ``"h"`` -> also its mirror image, ``"hv"`` -> the four flips.
+    Anything else raises :class:`InputError`."""
+    if setting is None or setting is False:
+        return TTA_VIEWS["off"]
+    if setting is True:
+        return TTA_VIEWS["h"]
+    key = str(setting).lower()
+    if key not in TTA_VIEWS:
+        raise InputError(f"2D model setting tta={setting!r}: use true, false, "
+                         f"{', '.join(repr(k) for k in TTA_VIEWS)}.")
+    return TTA_VIEWS[key]
+
+
+def describe_tta(setting: Any) -> str:
+    """``"hv"`` -> ``"4 (as is, mirrored, upside down, both)"``."""
+    names = {"": "as is", "h": "mirrored", "v": "upside down", "hv": "both"}
+    views = tta_views(setting)
+    return "none" if len(views) == 1 else \
+        f"{len(views)} ({', '.join(names[v] for v in views)})"
+
+
+def _flip_dims(view: str) -> list[int]:
+    return ([-1] if "h" in view else []) + ([-2] if "v" in view else [])
+
+
 def predict_batch(model: Model2D, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Network probabilities for ``(N, 3, S, S)`` inputs -> ``(N, S, S)`` float32;
-    averaged with the mirrored picture's when the model's config says ``tta``."""
+    """Network probabilities for ``(N, 3, S, S)`` inputs -> ``(N, S, S)`` float32,
+    averaged over the flipped views the model's config asks for (``tta``, see
+    :func:`tta_views`).
+
+    The brain is near-symmetric left/right and the net was trained with left-right (and
+    some upside-down) flips, so each view's error is partly its own: averaging views
+    removes part of the net's orientation-dependent error, one more pass per view.
+    """
     import torch
 
-    tta = bool(model.config.get("tta", False))
+    views = tta_views(model.config.get("tta", False))
     out = []
     with torch.inference_mode():
         for i in range(0, len(inputs), batch):
             x = torch.as_tensor(np.ascontiguousarray(inputs[i:i + batch]))
-            p = torch.sigmoid(model.network(x))[:, 0]
-            if tta:
-                # mirror image: the brain is near-symmetric left/right and the net was
-                # trained with left-right flips, so averaging both views costs one more
-                # pass and removes part of the net's orientation-dependent error
-                p = 0.5 * (p + torch.sigmoid(model.network(x.flip(-1)))[:, 0].flip(-1))
-            out.append(p.numpy())
+            p = torch.zeros((x.shape[0],) + tuple(x.shape[2:]))
+            for v in views:
+                dims = _flip_dims(v)
+                xv = x.flip(dims) if dims else x
+                pv = torch.sigmoid(model.network(xv))[:, 0]
+                p += pv.flip(dims) if dims else pv
+            out.append((p / len(views)).numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0,) * 3, np.float32)
 
 

@@ -10,6 +10,9 @@ Usage::
     python -m braintumor.training2d cv    --config configs/lgg2d.yaml [--fold K]
     python -m braintumor.training2d final --config configs/lgg2d.yaml
     python -m braintumor.training2d report --config configs/lgg2d.yaml
+    python -m braintumor.training2d reeval --config configs/lgg2d_v5hv.yaml --from runs/lgg2d_v5
+    python -m braintumor.training2d export --config configs/lgg2d_v5hv.yaml \
+        --from runs/lgg2d_v5/final/final.pt
     python -m braintumor.training2d external [--brats ../shared/data/brats2018]
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -63,7 +67,9 @@ class Train2DConfig:
     threshold: float = 0.5  # single pictures
     stack_threshold: float | None = None  # stacks of slices (None: ``threshold``)
     min_fraction: float = 0.001
-    tta: bool = False  # average with the left-right mirrored picture at inference
+    # test-time flips averaged at inference: false, true (= "h", the left-right mirror
+    # image) or "hv" (the four flips; slices2d.tta_views)
+    tta: bool | str = False
     keep: str = "largest"  # 3D component rule of the shipped model (slices2d.KEEP_RULES)
     folds: int = 4
     fold_seed: int = 0
@@ -599,6 +605,43 @@ def cross_fold_selection(merged: dict[str, dict[str, dict[str, Any]]],
     return out, chosen
 
 
+def run_reeval(cfg: Train2DConfig, source: str | Path) -> Path:
+    """Judge the fold models of an earlier run (``source``, its ``cv/fold<K>/final.pt``)
+    again on their own held-out patients, with ``cfg``'s inference settings (``tta``,
+    ``threshold``, ``min_fraction``) and without training: results and probabilities go
+    to ``cfg.out/cv`` as :func:`run_cv` writes them (training time copied from the
+    source), so ``report`` tables them. Finished folds are skipped."""
+    import shutil
+
+    src = Path(source) / "cv"
+    out = Path(cfg.out) / "cv"
+    if not (src / "folds.json").exists():
+        from braintumor.errors import InputError
+
+        raise InputError(f"{src}: no folds.json, not a cross-validation run.")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "folds.json", out / "folds.json")
+    folds = s2d.load_folds(out / "folds.json")
+    patients = s2d.load_lgg(cfg.data, [p for f in folds for p in f])
+    for k, held in enumerate(folds):
+        res_file = out / f"fold{k}" / "metrics.json"
+        if res_file.exists():
+            continue
+        old = json.loads((src / f"fold{k}" / "metrics.json").read_text())
+        model = s2d.load_model_2d(src / f"fold{k}" / "final.pt")
+        model = s2d.Model2D(model.network, {**model.config, "threshold": cfg.threshold,
+                                            "min_fraction": cfg.min_fraction,
+                                            "tta": cfg.tta})
+        va = [p for p in patients if p.patient_id in held]
+        res = evaluate_model(model, va, ("rgb", "grey", "jpeg50"), out / f"fold{k}" / "probs")
+        res_file.write_text(json.dumps({"fold": k, "patients": held,
+                                        "train_seconds": old["train_seconds"],
+                                        "models_from": str(src / f"fold{k}"),
+                                        "results": res}, indent=1) + "\n")
+        print(f"fold {k}: judged {len(va)} patients", flush=True)
+    return out
+
+
 def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Path:
     """Collect the CV folds into ``dest``: ``cv_results.json`` (per patient, every input
     mode and post-processing), ``cv_results.md`` (the table) and ``cv_dice.png``."""
@@ -639,7 +682,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     lines = [
         f"Patient-wise {len(folds)}-fold cross-validation, {sum(len(f['patients']) for f in folds)}"
         f" patients (LGG kaggle_3m), one model per fold serving every input kind; "
-        f"input {cfg.size}x{cfg.size}, mirrored-picture averaging {'on' if cfg.tta else 'off'}"
+        f"input {cfg.size}x{cfg.size}, test-time flips averaged: {s2d.describe_tta(cfg.tta)}"
         f", threshold {cfg.threshold} where the row does not say it was chosen; run folder "
         f"`{cfg.out}`.",
         "",
@@ -743,7 +786,7 @@ def external_brats(root: str | Path, dest: str | Path, model: str | Path | None 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m braintumor.training2d", description=__doc__)
-    ap.add_argument("what", choices=["cv", "final", "report", "external"])
+    ap.add_argument("what", choices=["cv", "final", "report", "external", "reeval", "export"])
     ap.add_argument("--config", default=None)
     ap.add_argument("--fold", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
@@ -755,6 +798,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--brats", default="../shared/data/brats2018",
                     help="external: the BraTS cases to judge the shipped model on")
     ap.add_argument("--model", default=None, help="external: 2D weights (default: shipped)")
+    ap.add_argument("--from", dest="source", default=None,
+                    help="reeval: the earlier run whose fold models are judged again; "
+                         "export: the checkpoint to ship with this config's settings")
     a = ap.parse_args(argv)
     if a.what == "external":
         dest = a.dest or "experiments/lgg2d/external_brats"
@@ -765,6 +811,15 @@ def main(argv: list[str] | None = None) -> int:
         run_cv(cfg, a.fold)
     elif a.what == "report":
         print(run_report(cfg, a.dest or "experiments/lgg2d"))
+    elif a.what in ("reeval", "export"):
+        if not a.source:
+            print(f"error: {a.what} needs --from.", file=sys.stderr)
+            return 2
+        if a.what == "reeval":
+            print(run_reeval(cfg, a.source))
+        else:
+            print(export_model(Path(a.source), Path(a.dest) if a.dest else
+                               s2d.MODEL_DIR / s2d.MODEL_FILE, cfg))
     else:
         print(run_final(cfg, dest=a.dest))
     return 0
