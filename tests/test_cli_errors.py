@@ -157,3 +157,29 @@ def test_no_traceback_in_a_real_process(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert "FLAIR" in r.stderr
+
+
+def test_predict_2d_pixel_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--pixel-size`` gives 2D areas in mm^2 too; a wrong one is one sentence, exit 2."""
+    s2d = pytest.importorskip("braintumor.slices2d")
+    if not s2d.model_available():
+        pytest.skip("the 2D model is not installed")
+    from PIL import Image
+
+    pic = np.zeros((64, 64), np.uint8)
+    pic[16:48, 16:48] = 90
+    pic[26:34, 30:40] = 230
+    Image.fromarray(pic).save(tmp_path / "s.png")
+    rc = main(["predict", str(tmp_path / "s.png"), "-o", str(tmp_path / "out"),
+               "--pixel-size", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "mm^2" in err
+    table = (tmp_path / "out" / "areas_2d.csv").read_text().splitlines()
+    assert table[0].startswith("picture,stack,area_pixels,area_mm2")
+    px, mm2 = table[1].split(",")[2:4]
+    assert float(mm2) == pytest.approx(0.25 * int(px))
+    rc = main(["predict", str(tmp_path / "s.png"), "-o", str(tmp_path / "o2"),
+               "--pixel-size", "-1"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "pixel size" in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0

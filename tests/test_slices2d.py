@@ -331,6 +331,20 @@ def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
     stack = sorted((tmp_path / "out" / "patientA").glob("*_mask.png"))
     assert len(stack) == 6 and not any("_mask_mask" in p.name for p in stack)
     assert len(lines) == 8
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "out" / "areas_2d.csv").open()))
+    assert len(rows) == 8 and [r["stack"] for r in rows].count("patientA") == 6
+    assert int(rows[0]["area_pixels"]) == int((m > 0).sum()) and rows[0]["area_mm2"] == ""
+    # with the pixel size: mm^2 as well
+    lines.clear()
+    s2d.predict_images([src], tmp_path / "mm", model=tiny_model, log=lines.append,
+                       pixel_mm=0.5)
+    row = next(csv.DictReader((tmp_path / "mm" / "areas_2d.csv").open()))
+    assert float(row["area_mm2"]) == pytest.approx(0.25 * int(row["area_pixels"]))
+    assert "mm^2" in lines[0]
+    with pytest.raises(InputError, match="pixel size"):
+        s2d.predict_images([src], tmp_path / "o3", model=tiny_model, pixel_mm=0)
     with pytest.raises(InputError, match="not found"):
         s2d.predict_images([tmp_path / "nope.png"], tmp_path / "o2", model=tiny_model)
     (tmp_path / "notes.txt").write_text("x")
@@ -587,4 +601,4 @@ def test_shipped_model_on_real_slices(lgg_dir: Path, tmp_path: Path) -> None:
     # CLI path on three files: masks written at the input size
     files = p.paths[:3]
     out = s2d.predict_2d_inputs(files, tmp_path)
-    assert len(out) == 6
+    assert len(out) == 7 and out[-1].name == "areas_2d.csv"  # masks, overlays, the areas

@@ -625,29 +625,45 @@ def _is_stack_folder(path: Path) -> bool:
 
 def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                    model: Model2D | str | Path | None = None,
-                   log: Callable[[str], None] | None = None) -> list[Path]:
+                   log: Callable[[str], None] | None = None,
+                   pixel_mm: float | None = None) -> list[Path]:
     """Segment picture files and folders of numbered slices; write the results.
 
     Each picture ``X.png`` gives ``out_dir/X_mask.png`` (0/255, same size as the input)
     and ``out_dir/X_overlay.png``. A folder of numbered slices of one patient is
     segmented as a volume and written to ``out_dir/<folder>/``. A folder of such folders
-    (e.g. kaggle_3m) is handled patient by patient. ``log`` receives one line per
-    picture (and every warning). Returns the written paths.
+    (e.g. kaggle_3m) is handled patient by patient. ``out_dir/areas_2d.csv`` lists every
+    picture's tumour area in pixels, and in mm^2 when ``pixel_mm`` (the pixel size, which
+    exported pictures do not carry) is given. ``log`` receives one line per picture (and
+    every warning). Returns the written paths.
     """
+    import csv
+
     from braintumor.io import is_image_2d, read_image_2d, write_png
 
+    if pixel_mm is not None and not 0 < pixel_mm <= 20:
+        raise InputError(f"the pixel size must be a number of millimetres above 0 and at "
+                         f"most 20 (got {pixel_mm:g}).")
     say = log or (lambda s: None)
     out = Path(out_dir)
     m = model if isinstance(model, Model2D) else load_model_2d(model)
     written: list[Path] = []
+    rows: list[dict[str, Any]] = []
 
-    def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str) -> None:
+    def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str,
+               stack: str = "") -> None:
         written.append(write_png(res.mask.astype(np.uint8) * 255, dest / f"{stem}_mask.png"))
         written.append(write_png(overlay(img, res.mask), dest / f"{stem}_overlay.png"))
-        line = f"{name}: tumour area {res.info['area_pixels']} pixels"
+        area = int(res.info["area_pixels"])
+        mm2 = round(area * pixel_mm * pixel_mm, 2) if pixel_mm else None
+        line = f"{name}: tumour area {area} pixels" + (f" ({mm2:g} mm^2)" if mm2 is not None
+                                                       else "")
         if "warning" in res.info:
             line += f" (warning: {res.info['warning']})"
         say(line)
+        rows.append({"picture": name, "stack": stack, "area_pixels": area,
+                     "area_mm2": "" if mm2 is None else mm2,
+                     "warning": res.info.get("warning", "")})
 
     for raw in paths:
         p = Path(raw)
@@ -669,17 +685,28 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
             results = segment_stack(imgs, m)
             dest = out / folder.name
             for f, img, res in zip(files, imgs, results, strict=True):
-                _write(img, res, dest, f.stem, str(f))
+                _write(img, res, dest, f.stem, str(f), folder.name)
+    if rows:
+        out.mkdir(parents=True, exist_ok=True)
+        table = out / "areas_2d.csv"
+        with table.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        written.append(table)
     return written
 
 
-def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
+                      pixel_mm: float | None = None) -> list[Path]:
     """What ``braintumor predict`` calls for 2D inputs (pictures or slice folders):
-    writes ``<image>_mask.png`` and ``<image>_overlay.png`` under ``out_dir``, prints one
-    line per picture (warnings included) and returns the written paths."""
+    writes ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` under
+    ``out_dir``, prints one line per picture (warnings included) and returns the written
+    paths."""
     import sys
 
-    return predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr))
+    return predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr),
+                          pixel_mm=pixel_mm)
 
 
 def is_2d_input(path: str | Path) -> bool:

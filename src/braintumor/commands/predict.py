@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="MM",
+                   help="2D pictures: their pixel size in mm (exported pictures do not "
+                        "carry it), for tumour areas in mm^2 as well as pixels")
     p.add_argument("--scheduler", default=None, metavar="local:N|HOST:PORT",
                    help="spread the cases over a Dask cluster: N local worker processes, or "
                         "a running scheduler whose workers see the same folders "
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             from braintumor.slices2d import predict_2d_inputs
         except ImportError:
             raise InputError("2D images need the 2D model, which is not installed.") from None
-        written += predict_2d_inputs(two, out_dir)
+        written += predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size)
 
     sources: list[CaseSource] = []
     for p in three:
