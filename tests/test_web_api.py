@@ -696,6 +696,88 @@ def test_2d_job_end_to_end_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert bad.status_code == 400 and "broken.png" in _detail(bad)
 
 
+def _png(a: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    """Several pictures are the slices of one patient: put in slice order, segmented as
+    a volume, shown slice by slice, areas in mm^2 when the pixel size is given, every
+    mask in one zip; mask files are left out; sizes must agree."""
+    import zipfile
+
+    from PIL import Image
+
+    from braintumor import slices2d
+
+    seen: list[list[int]] = []
+
+    def fake_stack(images: list[np.ndarray]) -> Any:
+        seen.append([int((np.asarray(i) > 128).sum()) for i in images])
+        return [slices2d.SliceResult(i[..., 0] > 128, (i[..., 0] > 128).astype(np.float32),
+                                     {"model_version": "fake-2d"}) for i in images]
+
+    def fake_segment(image: np.ndarray) -> Any:
+        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
+                                    {"model_version": "fake-2d"})
+
+    monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
+    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    pics = {}
+    for num, area in ((10, 0), (2, 40), (1, 10)):
+        a = np.zeros((30, 36), np.uint8)
+        a[2:2 + area // 10, 5:15] = 200
+        pics[f"p_{num}.png"] = _png(a)
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        files = [("files", (n, b)) for n, b in pics.items()]
+        files.append(("files", ("p_1_mask.png", pics["p_1.png"])))
+        r = c.post("/api/jobs", files=files, data={"pixel_mm": "0,5"})
+        assert r.status_code == 202, r.text
+        job = wait_done(c.get, r.json()["id"])
+        assert job["status"] == "done", job
+        res = job["result"]
+        assert seen[-1] == [10, 40, 0]  # slice order by number, the mask file left out
+        assert res["slices"] == 3 and res["slice_names"] == ["p_1.png", "p_2.png", "p_10.png"]
+        assert res["slice_area_px"] == [10, 40, 0] and res["show_slice"] == 1
+        assert res["area_px"] == 50 and res["tumour_slices"] == 2
+        assert res["pixel_mm"] == 0.5 and res["area_mm2"] == 12.5
+        assert "p_1_mask.png" in res["warning"]
+        mid = c.get(job["urls"]["slice2d"] + "1/mask.png")
+        assert mid.status_code == 200
+        assert (np.asarray(Image.open(io.BytesIO(mid.content))) > 0).sum() == 40
+        assert c.get(job["urls"]["slice2d"] + "3/overlay.png").status_code == 404
+        assert c.get(job["urls"]["slice2d"] + "0/photo.png").status_code == 404
+        z = zipfile.ZipFile(io.BytesIO(c.get(job["urls"]["download"]).content))
+        assert sorted(z.namelist()) == ["p_10_mask.png", "p_1_mask.png", "p_2_mask.png"]
+        assert (np.asarray(Image.open(z.open("p_1_mask.png"))) > 0).sum() == 10
+        # one picture with a pixel size: mm^2 as well
+        r = c.post("/api/jobs", files=[("files", ("one.png", pics["p_2.png"]))],
+                   data={"pixel_mm": "0.25"})
+        one = wait_done(c.get, r.json()["id"])["result"]
+        assert one["slices"] == 1 and one["area_px"] == 40 and one["area_mm2"] == 2.5
+        # without: pixels only
+        r = c.post("/api/jobs", files=[("files", ("one.png", pics["p_2.png"]))])
+        assert "area_mm2" not in wait_done(c.get, r.json()["id"])["result"]
+        # faults: one sentence, 400
+        odd = _png(np.zeros((20, 20), np.uint8))
+        bad = c.post("/api/jobs", files=files[:1] + [("files", ("p_3.png", odd))])
+        assert bad.status_code == 400 and "p_3.png is 20x20" in _detail(bad)
+        assert "same size" in _detail(bad)
+        for px in ("abc", "0", "-1", "100"):
+            bad = c.post("/api/jobs", files=files[:2], data={"pixel_mm": px})
+            assert bad.status_code == 400 and "pixel size" in _detail(bad), px
+        only_masks = [("files", ("a_mask.png", odd)), ("files", ("b_mask.png", odd))]
+        bad = c.post("/api/jobs", files=only_masks)
+        assert bad.status_code == 400 and "mask" in _detail(bad)
+
+
 def test_store_ttl_spares_work_in_progress(tmp_path: Path) -> None:
     from braintumor.web.store import JobStore
 

@@ -281,3 +281,40 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     page.wait_for_selector("body[data-status='done']", timeout=60_000)
     _wait_overlay(page)
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 20
+
+
+def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """The numbered slices of one patient, uploaded together: one job, a slider through
+    the slices, areas in mm^2 from the pixel size typed in, every mask in one zip."""
+    from PIL import Image
+
+    info = json.loads(_fetch(server.url + "/api/info"))
+    if not info["image2d_available"]:
+        pytest.skip("this build has no 2D model")
+    yy, xx = np.mgrid[:96, :96]
+    head = ((yy - 48) / 38) ** 2 + ((xx - 48) / 32) ** 2 < 1
+    paths = []
+    for num in (3, 1, 2):
+        a = np.zeros((96, 96, 3), np.uint8)
+        a[head] = (90, 80, 100)
+        a[((yy - 40) ** 2 + (xx - 58) ** 2) < (4 * num) ** 2, 1] = 220
+        paths.append(tmp_path / f"pat_{num}.png")
+        Image.fromarray(a).save(paths[-1])
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option", state="attached")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.fill("#pixel-mm", "0.8")
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    page.wait_for_selector("#slice2d-nav:not([hidden])")
+    assert page.get_attribute("#slice2d", "max") == "2"
+    step = "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }"
+    page.eval_on_selector("#slice2d", step, "0")
+    assert "pat_1.png" in (page.text_content("#slice2d-name") or "")
+    assert (page.get_attribute("#img2d", "src") or "").endswith("/image2d/slice/0/overlay.png")
+    page.eval_on_selector("#slice2d", step, "2")
+    assert "pat_3.png" in (page.text_content("#slice2d-name") or "")
+    table = page.text_content("#vol-table") or ""
+    assert "mm²" in table and "of 3" in table and "unknown" not in table
+    page.wait_for_function("document.getElementById('img2d').naturalWidth === 96")
+    assert (page.get_attribute("#dl-labels", "href") or "").endswith("/image2d/masks.zip")

@@ -355,6 +355,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status == "done" and res.get("kind") == "2d":
             urls["image2d"] = {k: f"{base}/image2d/{k}.png" for k in ("input", "mask", "overlay")}
             urls["download"] = f"{base}/image2d/mask.png"
+            if int(res.get("slices", 1)) > 1:
+                # a stack: slice k's pictures at {base}/image2d/slice/k/<name>.png, every
+                # mask in one zip
+                urls["slice2d"] = f"{base}/image2d/slice/"
+                urls["download"] = f"{base}/image2d/masks.zip"
         result = dict(res)
         summaries = result.pop("summaries", None)
         if summaries:
@@ -421,7 +426,10 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             "schema": {"type": "object", "required": ["files"], "properties": {
                 "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                           "description": "four 3D NIfTI files (one per modality), one 4D "
-                                         "NIfTI, one zip of DICOM series, or one 2D picture"},
+                                         "NIfTI, one zip of DICOM series, one 2D picture or the "
+                                         "numbered slice pictures of one patient"},
+                "pixel_mm": {"type": "string", "description": "optional pixel size of 2D "
+                             "pictures in mm: areas in mm^2 instead of pixels"},
                 "reference": {"type": "string", "format": "binary",
                               "description": "optional reference label map (NIfTI)"},
                 "method": {"type": "string", "description": "cnn | watershed | hybrid"},
@@ -636,6 +644,28 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             raise HTTPException(404, "No such picture.")
         return FileResponse(store.job_dir(job_id) / "output" / f"{name}.png",
                             media_type="image/png")
+
+    @app.get("/api/jobs/{job_id}/image2d/slice/{index}/{name}.png", response_class=FileResponse,
+             summary="One slice of a 2D stack: input, mask or overlay")
+    def image2d_slice(job_id: str, index: int, name: str) -> FileResponse:
+        job = get_job(job_id)
+        n = int(job.result.get("slices", 1)) if job.status == "done" else 0
+        if job.result.get("kind") != "2d" or n < 2 or not 0 <= index < n or \
+                name not in ("input", "mask", "overlay"):
+            raise HTTPException(404, "No such slice picture.")
+        return FileResponse(store.job_dir(job_id) / "output" / "slices" / f"{index:03d}_{name}.png",
+                            media_type="image/png")
+
+    @app.get("/api/jobs/{job_id}/image2d/masks.zip", response_class=FileResponse,
+             summary="Every mask of a 2D stack, named after its picture")
+    def image2d_masks(job_id: str) -> FileResponse:
+        job = get_job(job_id)
+        if job.status != "done" or job.result.get("kind") != "2d" or \
+                int(job.result.get("slices", 1)) < 2:
+            raise HTTPException(404, "This job has no stack of masks.")
+        return FileResponse(store.job_dir(job_id) / "output" / "masks.zip",
+                            media_type="application/zip",
+                            filename=f"{job.inputs.get('case_id', 'slices')}_masks.zip")
 
     @app.post("/api/jobs/{job_id}/corrections", response_model=JobOut,
               summary="Correct the outline with inside/outside seeds")

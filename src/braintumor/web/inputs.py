@@ -11,7 +11,10 @@ What an upload may be:
   dcm2niix (anonymised), each series matched to a modality by its description; the
   DICOM files and the sidecars are deleted after conversion, and the NIfTI text fields
   are blanked, so no patient identifier is kept;
-* one 2D picture (PNG/JPEG/TIFF), when a 2D model is part of this build;
+* one 2D picture (PNG/JPEG/TIFF), or the slices of one patient as several pictures
+  (ordered by the trailing number of their names, ``name_1.png ... name_N.png``, else by
+  name), when a 2D model is part of this build; an optional ``pixel_mm`` field gives
+  their pixel size in mm (exported pictures do not carry it), for areas in mm^2;
 * optionally a reference label map (field ``reference``) to score the result against.
 
 Every fault is one :class:`~braintumor.errors.InputError` sentence (answered 4xx).
@@ -41,6 +44,37 @@ ZIP_EXT = (".zip",)
 
 #: most entries a DICOM zip may hold
 MAX_ZIP_MEMBERS = 20000
+#: most pictures one 2D stack may hold
+MAX_SLICES = 512
+#: the pixel sizes (mm) a 2D upload may state
+PIXEL_MM_RANGE = (0.01, 20.0)
+
+
+def parse_pixel_size(text: str | None) -> float | None:
+    """The ``pixel_mm`` form field: empty -> None, else a size in mm within
+    :data:`PIXEL_MM_RANGE` (anything else is one :class:`InputError` sentence)."""
+    if text is None or not str(text).strip():
+        return None
+    lo, hi = PIXEL_MM_RANGE
+    try:
+        v = float(str(text).strip().replace(",", "."))
+    except ValueError:
+        v = float("nan")
+    if not (lo <= v <= hi):
+        raise InputError(f"The pixel size must be a number of millimetres from {lo:g} to "
+                         f"{hi:g} (got {str(text).strip()[:40]!r}).")
+    return v
+
+
+def stack_order(names: list[str]) -> list[int]:
+    """Indices of ``names`` in slice order: by the trailing number of every name when all
+    have one (``x_2`` before ``x_10``), else by name."""
+    from braintumor.slices2d import slice_number
+
+    nums = [slice_number(n) for n in names]
+    if all(n is not None for n in nums):
+        return sorted(range(len(names)), key=lambda i: (nums[i], names[i]))
+    return sorted(range(len(names)), key=lambda i: names[i])
 
 
 class FeatureUnavailable(InputError):
@@ -202,7 +236,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     refs = [f for f in files if f.field == "reference"]
     if not images:
         raise InputError("No image was uploaded; send four NIfTI files, one 4D NIfTI, a zip of "
-                         "DICOM series or one 2D picture.")
+                         "DICOM series, or 2D pictures (one, or the slices of one patient).")
     for f in files:
         if f.size == 0:
             raise InputError(f"{f.name}: the file is empty.")
@@ -225,11 +259,10 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     kset = {k for k, _ in kinds}
     if len(kset) > 1:
         raise InputError("The upload mixes kinds of files; send four NIfTI files, one 4D NIfTI, "
-                         "one DICOM zip or one picture.")
+                         "one DICOM zip, or 2D pictures.")
     kind = kset.pop()
-    if kind in ("zip", "image") and len(images) > 1:
-        what = "zip of DICOM series" if kind == "zip" else "2D picture"
-        raise InputError(f"Send one {what} at a time (got {len(images)} files).")
+    if kind == "zip" and len(images) > 1:
+        raise InputError(f"Send one zip of DICOM series at a time (got {len(images)} files).")
 
     if kind == "image":
         if not have_2d:
@@ -237,14 +270,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
                                     "this build lacks; upload the four MRI volumes instead.")
         if refs:
             raise InputError("A reference label map is only used with 3D volumes.")
-        from braintumor.io import read_image_2d
-
-        dest = inp_dir / f"image{kinds[0][1]}"
-        images[0].path.replace(dest)
-        arr = _named(read_image_2d, dest, images[0].name)
-        inputs.update(source="image2d", image=str(dest.relative_to(job_dir)),
-                      case_id=_case_id(images[0].name), image_shape=list(arr.shape))
-        return inputs
+        return _prepare_2d(job_dir, inputs, images, fields)
 
     if kind == "zip":
         inputs.update(source="dicom", case_id="dicom-case")
@@ -280,6 +306,55 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     inputs.update(source="nifti", modalities=mods, case_id=_case_id_from_names(names),
                   file_modalities=assigned)
     _validate_case(job_dir, inputs, {assigned[n]: n for n in names})
+    return inputs
+
+
+def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile],
+                fields: dict[str, str]) -> dict[str, Any]:
+    """One picture, or the slices of one patient (same size, put in slice order; files
+    named as masks, ``*_mask.png``, are left out and listed)."""
+    from braintumor.io import read_image_2d
+    from braintumor.slices2d import is_mask_name
+
+    pixel_mm = parse_pixel_size(fields.get("pixel_mm"))
+    inp_dir = job_dir / "input"
+    skipped = [f.name for f in images if is_mask_name(f.name)] if len(images) > 1 else []
+    pics = [f for f in images if f.name not in skipped]
+    if not pics:
+        raise InputError("Every uploaded picture is named as a mask (*_mask); send the "
+                         "slice pictures themselves.")
+    if len(pics) > MAX_SLICES:
+        raise InputError(f"{len(pics)} pictures were uploaded; one stack may hold at most "
+                         f"{MAX_SLICES} slices.")
+    if pixel_mm is not None:
+        inputs["pixel_mm"] = pixel_mm
+    if len(pics) == 1:
+        dest = inp_dir / f"image{file_kind(pics[0].name)[1]}"
+        pics[0].path.replace(dest)
+        arr = _named(read_image_2d, dest, pics[0].name)
+        inputs.update(source="image2d", image=str(dest.relative_to(job_dir)),
+                      case_id=_case_id(pics[0].name), image_shape=list(arr.shape))
+        return inputs
+    order = stack_order([f.name for f in pics])
+    saved, names = [], []
+    first: tuple[str, tuple[int, ...]] | None = None
+    for k, i in enumerate(order):
+        f = pics[i]
+        dest = inp_dir / f"slice_{k:03d}{file_kind(f.name)[1]}"
+        f.path.replace(dest)
+        arr = _named(read_image_2d, dest, f.name)
+        if first is None:
+            first = (f.name, arr.shape[:2])
+        elif arr.shape[:2] != first[1]:
+            h, w = first[1]
+            raise InputError(f"{f.name} is {arr.shape[1]}x{arr.shape[0]} pixels while "
+                             f"{first[0]} is {w}x{h}; the slices of one stack must be the "
+                             "same size.")
+        saved.append(str(dest.relative_to(job_dir)))
+        names.append(f.name)
+    assert first is not None
+    inputs.update(source="image2d", images=saved, slice_names=names,
+                  case_id=_case_id(names[0]), image_shape=[*first[1]], skipped=skipped)
     return inputs
 
 

@@ -230,10 +230,32 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
     return result
 
 
+def _areas(area_px: int, pixel_mm: float | None) -> dict[str, Any]:
+    """A 2D area in pixels, and in mm^2 when the pixel size is known."""
+    out: dict[str, Any] = {"area_px": int(area_px)}
+    if pixel_mm:
+        out["area_mm2"] = round(float(area_px) * pixel_mm * pixel_mm, 2)
+    return out
+
+
+def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> None:
+    """``<stem>input.png`` (grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png``."""
+    from braintumor.io import write_png
+
+    grey = arr[..., 0] if arr.shape[2] == 1 else arr.mean(axis=2).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    rgb[mask] = 0.5 * rgb[mask] + 0.5 * np.array([255.0, 40.0, 40.0])
+    write_png(np.repeat(grey[..., None], 3, axis=2), dest / f"{stem}input.png")
+    write_png(mask.astype(np.uint8) * 255, dest / f"{stem}mask.png")
+    write_png(rgb.astype(np.uint8), dest / f"{stem}overlay.png")
+
+
 def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
-    from braintumor.io import read_image_2d, write_png
+    from braintumor.io import read_image_2d
     from braintumor.slices2d import segment_image
 
+    if inputs.get("images"):
+        return _run_2d_stack(job_dir, inputs, report)
     report("progress", (0.05, "reading the picture"))
     arr = read_image_2d(job_dir / inputs["image"])
     report("progress", (0.2, "segmenting (2D model)"))
@@ -246,17 +268,61 @@ def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, 
     if mask.shape != arr.shape[:2]:
         raise RuntimeError(f"2D model returned shape {mask.shape} for a {arr.shape[:2]} picture")
     report("progress", (0.9, "saving"))
-    grey = arr[..., 0] if arr.shape[2] == 1 else arr.mean(axis=2).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    rgb[mask] = 0.5 * rgb[mask] + 0.5 * np.array([255.0, 40.0, 40.0])
-    write_png(np.repeat(grey[..., None], 3, axis=2), job_dir / "output" / "input.png")
-    write_png(mask.astype(np.uint8) * 255, job_dir / "output" / "mask.png")
-    write_png(rgb.astype(np.uint8), job_dir / "output" / "overlay.png")
+    _write_2d(job_dir / "output", arr, mask)
+    pixel_mm = inputs.get("pixel_mm")
     return {
         "kind": "2d", "method": "2d", "model_version": model_version(info2d, "2d"),
         "info": info2d, "warning": info2d.get("warning"), "shape": list(mask.shape),
-        "segment_s": round(seg_s, 3),
-        "area_px": int(mask.sum()), "area_fraction": round(float(mask.mean()), 5),
+        "segment_s": round(seg_s, 3), "slices": 1, "pixel_mm": pixel_mm,
+        **_areas(int(mask.sum()), pixel_mm), "area_fraction": round(float(mask.mean()), 5),
+        "has_uncertainty": False, "has_reference": False, "summaries": [], "corrections": [],
+    }
+
+
+def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
+    """The slices of one patient as a volume (:func:`braintumor.slices2d.segment_stack`):
+    per slice ``output/slices/<k>_{input,mask,overlay}.png``, the slice with the largest
+    outline also as ``output/{input,mask,overlay}.png``, and every mask, named after its
+    picture, in ``output/masks.zip``."""
+    import zipfile
+
+    from braintumor.io import read_image_2d
+    from braintumor.slices2d import segment_stack
+
+    n = len(inputs["images"])
+    report("progress", (0.05, f"reading {n} slices"))
+    arrs = [read_image_2d(job_dir / p) for p in inputs["images"]]
+    report("progress", (0.2, f"segmenting {n} slices (2D model)"))
+    t0 = time.perf_counter()
+    results = segment_stack(arrs)
+    seg_s = time.perf_counter() - t0
+    masks = [np.asarray(r.mask, dtype=bool) for r in results]
+    report("progress", (0.8, "saving"))
+    out = job_dir / "output"
+    (out / "slices").mkdir(parents=True, exist_ok=True)
+    names = list(inputs.get("slice_names") or [Path(p).name for p in inputs["images"]])
+    with zipfile.ZipFile(out / "masks.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, (arr, mask) in enumerate(zip(arrs, masks, strict=True)):
+            _write_2d(out / "slices", arr, mask, f"{k:03d}_")
+            zf.write(out / "slices" / f"{k:03d}_mask.png", f"{Path(names[k]).stem}_mask.png")
+    areas = [int(m.sum()) for m in masks]
+    best = int(np.argmax(areas))
+    _write_2d(out, arrs[best], masks[best])
+    pixel_mm = inputs.get("pixel_mm")
+    info2d = _plain_info(dict(results[0].info))
+    info2d.pop("area_pixels", None)
+    warnings = sorted({str(r.info["warning"]) for r in results if r.info.get("warning")})
+    if inputs.get("skipped"):
+        warnings.append(f"{len(inputs['skipped'])} file(s) named as masks were left out "
+                        f"({', '.join(inputs['skipped'][:3])}"
+                        f"{', ...' if len(inputs['skipped']) > 3 else ''})")
+    return {
+        "kind": "2d", "method": "2d", "model_version": model_version(info2d, "2d"),
+        "info": info2d, "warning": "; ".join(warnings) or None, "shape": list(masks[0].shape),
+        "segment_s": round(seg_s, 3), "slices": n, "slice_names": names,
+        "slice_area_px": areas, "show_slice": best, "pixel_mm": pixel_mm,
+        "tumour_slices": sum(a > 0 for a in areas), **_areas(sum(areas), pixel_mm),
+        "area_fraction": round(float(sum(areas)) / (n * masks[0].size), 5),
         "has_uncertainty": False, "has_reference": False, "summaries": [], "corrections": [],
     }
 

@@ -151,7 +151,7 @@ async function chooseFiles(files) {
       sel.value = guesses[f.name] || "";
       td2.appendChild(sel);
     } else {
-      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: "2D picture", other: "not supported" }[kind];
+      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: files.length > 1 ? "2D slice" : "2D picture", other: "not supported" }[kind];
     }
     tr.append(td1, td2);
     body.appendChild(tr);
@@ -172,6 +172,8 @@ function submitUpload() {
   form.append("method", $("method").value);
   if ($("want-unc").checked) form.append("uncertainty", "true");
   if ($("want-accurate").checked) form.append("accurate", "true");
+  const px = $("pixel-mm").value.trim();
+  if (px && state.files.every((f) => kindOf(f.name) === "image")) form.append("pixel_mm", px);
   if (state.files.length === 1 && kindOf(state.files[0].name) === "zip") form.append("confirm_series", "true");
   $("submit-btn").disabled = true;
   setMsg("upload-msg", "Uploading…", true);
@@ -289,6 +291,10 @@ function resetResultPanels() {
   $("m-method").textContent = "-";
   $("m-model").textContent = "-";
   $("m-corr").textContent = "0";
+  $("dl-labels").textContent = "Label map (NIfTI)";
+  $("vol-h1").textContent = "Region";
+  $("vol-h2").textContent = "mL";
+  $("lesion-line").hidden = false;
   for (const id of ["dl-labels", "dl-report-html", "dl-report-pdf"]) {
     $(id).classList.add("disabled");
     $(id).href = "#";
@@ -296,6 +302,7 @@ function resetResultPanels() {
   $("correct-toggle").disabled = true;
   $("undo-btn").disabled = true;
   $("img2d").hidden = true;
+  $("slice2d-nav").hidden = true;
   state.loadedOverlay = null;
   state.loadedUnc = null;
 }
@@ -488,22 +495,59 @@ function switchModality(mod) {
   }
 }
 
+function areaText(px, mm2) {
+  return mm2 === undefined || mm2 === null ? `${px} pixels` : `${mm2.toFixed(1)} mm² (${px} pixels)`;
+}
+
 function show2d(job) {
   $("placeholder").hidden = true;
   $("gl").hidden = true;
   const img = $("img2d");
-  img.src = job.urls.image2d.overlay;
-  img.hidden = false;
   const r = job.result;
-  $("m-method").textContent = "2D model";
+  const n = r.slices || 1;
+  const known = r.pixel_mm !== undefined && r.pixel_mm !== null;
+  const unit = known ? "" : " (pixel size unknown)";
+  $("m-method").textContent = n > 1 ? `2D model, ${n} slices as one volume` : "2D model";
   $("m-model").textContent = r.model_version || "-";
-  $("lesion-count").textContent = "-";
+  $("lesion-line").hidden = true;
+  $("vol-h1").textContent = "Measure";
+  $("vol-h2").textContent = known ? "mm²" : "pixels";
   const body = $("vol-table").querySelector("tbody");
   body.textContent = "";
-  const tr = document.createElement("tr");
-  tr.innerHTML = "<td>Tumour area (pixels)</td><td class=num></td>";
-  tr.lastChild.textContent = `${r.area_px} (${(100 * r.area_fraction).toFixed(1)} %)`;
-  body.appendChild(tr);
+  const row = (name, value, id) => {
+    const tr = document.createElement("tr");
+    const td1 = document.createElement("td");
+    td1.textContent = name;
+    const td2 = document.createElement("td");
+    td2.className = "num";
+    td2.textContent = value;
+    if (id) td2.id = id;
+    tr.append(td1, td2);
+    body.appendChild(tr);
+  };
+  if (n > 1) {
+    row(`Tumour area, this slice${unit}`, "", "area2d-slice");
+    row(`Tumour area, all slices${unit}`, areaText(r.area_px, r.area_mm2));
+    row("Slices with tumour", `${r.tumour_slices} of ${n}`);
+    const nav = $("slice2d-nav");
+    const range = $("slice2d");
+    range.max = String(n - 1);
+    const showSlice = (k) => {
+      img.src = `${job.urls.slice2d}${k}/overlay.png`;
+      $("slice2d-name").textContent = `${k + 1}/${n} ${r.slice_names[k]}`;
+      const a = r.slice_area_px[k];
+      $("area2d-slice").textContent = areaText(a, known ? a * r.pixel_mm * r.pixel_mm : null);
+    };
+    range.oninput = () => showSlice(parseInt(range.value, 10));
+    range.value = String(r.show_slice || 0);
+    showSlice(r.show_slice || 0);
+    nav.hidden = false;
+  } else {
+    img.src = job.urls.image2d.overlay;
+    row(`Tumour area${unit}`, `${areaText(r.area_px, r.area_mm2)}, ${(100 * r.area_fraction).toFixed(1)} % of the picture`);
+  }
+  img.hidden = false;
+  $("dl-labels").textContent = n > 1 ? "Masks (zip of PNG, one per slice)" : "Mask (PNG)";
   enableLink("dl-labels", job.urls.download);
   document.body.dataset.viewer = "2d";
 }
