@@ -757,6 +757,15 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         z = zipfile.ZipFile(io.BytesIO(c.get(job["urls"]["download"]).content))
         assert sorted(z.namelist()) == ["p_10_mask.png", "p_1_mask.png", "p_2_mask.png"]
         assert (np.asarray(Image.open(z.open("p_1_mask.png"))) > 0).sum() == 10
+        # the report: area in mm^2, every slice, the picture with the largest outline
+        page = c.get(job["urls"]["report_html"])
+        assert page.status_code == 200
+        for text in ("12.5 mm²", "p_10.png", "10.0 mm² (40 pixels)", "2 of 3", "0.5 mm",
+                     "not a medical device"):
+            assert text in page.text, text
+        assert c.get(page.text.split('<img src="')[1].split('"')[0]).status_code == 200
+        pdf = c.get(job["urls"]["report_pdf"])
+        assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
         # one picture with a pixel size: mm^2 as well
         r = c.post("/api/jobs", files=[("files", ("one.png", pics["p_2.png"]))],
                    data={"pixel_mm": "0.25"})
@@ -764,7 +773,10 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert one["slices"] == 1 and one["area_px"] == 40 and one["area_mm2"] == 2.5
         # without: pixels only
         r = c.post("/api/jobs", files=[("files", ("one.png", pics["p_2.png"]))])
-        assert "area_mm2" not in wait_done(c.get, r.json()["id"])["result"]
+        plain = wait_done(c.get, r.json()["id"])
+        assert "area_mm2" not in plain["result"]
+        assert "not given: areas in pixels" in c.get(plain["urls"]["report_html"]).text
+        assert c.get(plain["urls"]["report_pdf"]).content[:5] == b"%PDF-"
         # faults: one sentence, 400
         odd = _png(np.zeros((20, 20), np.uint8))
         bad = c.post("/api/jobs", files=files[:1] + [("files", ("p_3.png", odd))])

@@ -318,3 +318,5 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     assert "mm²" in table and "of 3" in table and "unknown" not in table
     page.wait_for_function("document.getElementById('img2d').naturalWidth === 96")
     assert (page.get_attribute("#dl-labels", "href") or "").endswith("/image2d/masks.zip")
+    assert (page.get_attribute("#dl-report-pdf", "href") or "").endswith("/report.pdf")
+    assert "disabled" not in (page.get_attribute("#dl-report-html", "class") or "")

@@ -355,6 +355,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status == "done" and res.get("kind") == "2d":
             urls["image2d"] = {k: f"{base}/image2d/{k}.png" for k in ("input", "mask", "overlay")}
             urls["download"] = f"{base}/image2d/mask.png"
+            urls["report_html"] = f"{base}/report.html"
+            urls["report_pdf"] = f"{base}/report.pdf"
             if int(res.get("slices", 1)) > 1:
                 # a stack: slice k's pictures at {base}/image2d/slice/k/<name>.png, every
                 # mask in one zip
@@ -600,8 +602,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
              summary="Printable HTML report")
     def report_html(job_id: str) -> HTMLResponse:
-        from braintumor.web.report import VIEWS, render_html
+        from braintumor.web.report import VIEWS, render_html, render_html_2d
 
+        job = get_job(job_id)
+        if job.status == "done" and job.result.get("kind") == "2d":
+            return HTMLResponse(render_html_2d(job, f"/api/jobs/{job_id}/image2d/overlay.png"))
         job = done_3d(job_id)
         urls = {v: f"/api/jobs/{job_id}/report/v{job.label_version}/{v}.png" for v in VIEWS}
         return HTMLResponse(render_html(job, urls))
@@ -619,12 +624,18 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.get("/api/jobs/{job_id}/report.pdf", response_class=FileResponse,
              summary="PDF report")
     def report_pdf(job_id: str) -> FileResponse:
-        from braintumor.web.report import render_pdf
+        from braintumor.web.report import render_pdf, render_pdf_2d
 
-        job = done_3d(job_id)
-        out = store.job_dir(job_id) / "output" / f"report_v{job.label_version}.pdf"
-        if not out.exists():
-            render_pdf(job, _pictures(job), out)
+        job = get_job(job_id)
+        if job.status == "done" and job.result.get("kind") == "2d":
+            out = store.job_dir(job_id) / "output" / "report_2d.pdf"
+            if not out.exists():
+                render_pdf_2d(job, store.job_dir(job_id) / "output" / "overlay.png", out)
+        else:
+            job = done_3d(job_id)
+            out = store.job_dir(job_id) / "output" / f"report_v{job.label_version}.pdf"
+            if not out.exists():
+                render_pdf(job, _pictures(job), out)
         return FileResponse(out, media_type="application/pdf",
                             filename=f"{job.inputs.get('case_id', 'case')}_report.pdf")
 

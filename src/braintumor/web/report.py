@@ -213,3 +213,112 @@ def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
         pdf.savefig(fig)
     plt.close(fig)
     return out
+
+
+# -- 2D jobs -----------------------------------------------------------------------------
+def _area(px: int, pixel_mm: float | None) -> str:
+    return f"{px} pixels" if not pixel_mm else f"{px * pixel_mm * pixel_mm:.1f} mm² ({px} pixels)"
+
+
+def report_facts_2d(job: Job) -> dict[str, Any]:
+    """What a 2D job's report shows: the picture(s), the outlined area (mm^2 when the
+    pixel size was given), per slice for a stack."""
+    res = job.result
+    n = int(res.get("slices", 1))
+    px = res.get("pixel_mm")
+    names = res.get("slice_names") or job.inputs.get("files") or ["picture"]
+    areas = res.get("slice_area_px") or [res.get("area_px", 0)]
+    return {
+        "case": job.inputs.get("case_id", "picture"),
+        "job": job.id,
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished or time.time())),
+        "method": "2D model" + (f", {n} slices segmented as one volume" if n > 1 else
+                                ", one picture"),
+        "model_version": res.get("model_version", "-"),
+        "pixel": f"{px:g} mm" if px else "not given: areas in pixels",
+        "area": _area(int(res.get("area_px", 0)), px),
+        "tumour_slices": f"{res.get('tumour_slices', int(res.get('area_px', 0) > 0))} of {n}",
+        "shown": names[int(res.get("show_slice", 0))] if n > 1 else names[0],
+        "slices": [(k + 1, str(nm), _area(int(a), px))
+                   for k, (nm, a) in enumerate(zip(names, areas, strict=False))] if n > 1 else [],
+        "warning": res.get("warning") or "",
+    }
+
+
+def render_html_2d(job: Job, picture_url: str) -> str:
+    """A printable HTML report of a 2D job (no script)."""
+    f = report_facts_2d(job)
+    e = html.escape
+    rows = "".join(f"<tr><td>{k}</td><td>{e(n)}</td><td class=num>{e(a)}</td></tr>"
+                   for k, n, a in f["slices"])
+    per_slice = ("<h2>Per slice</h2><table><tr><th>Slice</th><th>Picture</th>"
+                 f"<th>Tumour area</th></tr>{rows}</table>") if rows else ""
+    warn = f"<tr><th>Warning</th><td>{e(f['warning'])}</td></tr>" if f["warning"] else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>braintumor report: {e(f['case'])}</title>
+<link rel="stylesheet" href="/static/report.css"></head>
+<body>
+<header><h1>Tumour segmentation report</h1>
+<p class="notice">{e(NOTICE)}</p></header>
+<table class="facts">
+<tr><th>Case</th><td>{e(f['case'])}</td></tr>
+<tr><th>Date</th><td>{e(f['date'])}</td></tr>
+<tr><th>Method</th><td>{e(f['method'])}</td></tr>
+<tr><th>Model version</th><td>{e(f['model_version'])}</td></tr>
+<tr><th>Pixel size</th><td>{e(f['pixel'])}</td></tr>
+<tr><th>Tumour area</th><td>{e(f['area'])}</td></tr>
+<tr><th>Slices with tumour</th><td>{e(f['tumour_slices'])}</td></tr>
+{warn}
+</table>
+<h2>Outline</h2>
+<div class="slices"><figure><img src="{e(picture_url)}" alt="outline on {e(f['shown'])}">
+<figcaption>{e(f['shown'])}</figcaption></figure></div>
+{per_slice}
+<footer><p>Job {e(f['job'])}. {e(NOTICE)}</p></footer>
+</body></html>
+"""
+
+
+def render_pdf_2d(job: Job, picture: Path, out: Path) -> Path:
+    """A one-page A4 PDF report of a 2D job (the per-slice table lists up to 30 slices
+    with tumour; the HTML report lists every slice)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+    from PIL import Image
+
+    f = report_facts_2d(job)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = plt.figure(figsize=(8.27, 11.69))
+    fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
+    fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
+    facts = [("Case", f["case"]), ("Date", f["date"]), ("Method", f["method"]),
+             ("Model version", f["model_version"]), ("Pixel size", f["pixel"]),
+             ("Tumour area", f["area"]), ("Slices with tumour", f["tumour_slices"])]
+    if f["warning"]:
+        facts.append(("Warning", f["warning"]))
+    for i, (k, v) in enumerate(facts):
+        fig.text(0.06, 0.895 - i * 0.02, f"{k}:", fontsize=9, weight="bold")
+        fig.text(0.25, 0.895 - i * 0.02, str(v)[:90], fontsize=9)
+    ax = fig.add_axes((0.2, 0.36, 0.6, 0.36))
+    ax.imshow(np.asarray(Image.open(picture)), interpolation="nearest")
+    ax.set_title(str(f["shown"])[:80], fontsize=9)
+    ax.axis("off")
+    rows = [r for r in f["slices"] if not r[2].startswith("0 pixels")
+            and not r[2].startswith("0.0 mm")][:30]
+    if rows:
+        ax2 = fig.add_axes((0.06, 0.05, 0.88, 0.28))
+        ax2.axis("off")
+        ax2.set_title("Slices with tumour", fontsize=11, loc="left")
+        t = ax2.table(cellText=[[str(k), n[:50], a] for k, n, a in rows],
+                      colLabels=["Slice", "Picture", "Tumour area"], loc="upper left",
+                      colWidths=[0.1, 0.55, 0.35])
+        t.set_fontsize(7)
+    fig.text(0.06, 0.02, f"Job {f['job']}", fontsize=7, color="#555555")
+    with PdfPages(out) as pdf:
+        pdf.savefig(fig)
+    plt.close(fig)
+    return out

@@ -549,6 +549,8 @@ function show2d(job) {
   img.hidden = false;
   $("dl-labels").textContent = n > 1 ? "Masks (zip of PNG, one per slice)" : "Mask (PNG)";
   enableLink("dl-labels", job.urls.download);
+  enableLink("dl-report-html", job.urls.report_html);
+  enableLink("dl-report-pdf", job.urls.report_pdf);
   document.body.dataset.viewer = "2d";
 }
 
