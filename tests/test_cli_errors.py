@@ -183,3 +183,12 @@ def test_predict_2d_pixel_size(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert rc != 0 and "pixel size" in err and "Traceback" not in err
     assert err.strip().count("\n") == 0
+    # a DICOM slice brings its own pixel size
+    pytest.importorskip("pydicom")
+    from test_web_support import write_dicom_slice
+
+    write_dicom_slice(tmp_path / "IM7.dcm", pic.astype(np.uint16) * 10, (0.4, 0.4))
+    assert main(["predict", str(tmp_path / "IM7.dcm"), "-o", str(tmp_path / "o3")]) == 0
+    assert (tmp_path / "o3" / "IM7_mask.png").exists()
+    px, mm2 = (tmp_path / "o3" / "areas_2d.csv").read_text().splitlines()[1].split(",")[2:4]
+    assert float(mm2) == pytest.approx(0.16 * int(px), abs=0.01)

@@ -182,3 +182,26 @@ def test_name_helpers() -> None:
     assert io.strip_nifti_suffix("case_t1.nii.gz") == "case_t1"
     assert io.strip_nifti_suffix("case_t1.nii") == "case_t1"
     assert io.is_image_2d("x.TIF") and not io.is_image_2d("x.nii")
+
+
+def test_dicom_slice_as_a_picture(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from test_web_support import write_dicom_slice
+
+    px = np.zeros((40, 50), np.uint16)
+    px[10:20, 5:25] = 1000
+    px[0, 0] = 60000  # one hot pixel must not darken the rest
+    f = write_dicom_slice(tmp_path / "s.dcm", px, (0.5, 0.8))
+    arr, mm = io.read_dicom_2d(f)
+    assert arr.shape == (40, 50, 1) and arr.dtype == np.uint8
+    assert arr[15, 10, 0] == 255 and arr[30, 40, 0] == 0
+    assert mm == pytest.approx(np.sqrt(0.5 * 0.8))  # areas exact: mm * mm = 0.4 mm^2
+    assert np.array_equal(io.read_image_2d(f), arr)
+    inv, _ = io.read_dicom_2d(write_dicom_slice(tmp_path / "m1.dcm", px, None, "MONOCHROME1"))
+    assert inv[15, 10, 0] < inv[30, 40, 0]
+    assert io.read_dicom_2d(tmp_path / "m1.dcm")[1] is None
+    with pytest.raises(InputError, match="3 frames"):
+        io.read_dicom_2d(write_dicom_slice(tmp_path / "mf.dcm", px, (1, 1), frames=3))
+    (tmp_path / "bad.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(InputError, match="bad.dcm: not a readable DICOM"):
+        io.read_dicom_2d(tmp_path / "bad.dcm")

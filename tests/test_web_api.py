@@ -790,6 +790,42 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert bad.status_code == 400 and "mask" in _detail(bad)
 
 
+def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A single-slice DICOM file is a 2D picture: its PixelSpacing gives areas in mm^2
+    (a pixel size typed in wins), and the DICOM file, with the patient's name, is gone."""
+    pytest.importorskip("pydicom")
+    from braintumor import slices2d
+    from test_web_support import write_dicom_slice
+
+    def fake_segment(image: np.ndarray) -> Any:
+        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
+                                    {"model_version": "fake-2d"})
+
+    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    px = np.zeros((32, 32), np.uint16)
+    px[4:14, 4:12] = 900  # 80 pixels
+    dcm = write_dicom_slice(tmp_path / "IM0001.dcm", px, (0.5, 0.5)).read_bytes()
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        r = c.post("/api/jobs", files=[("files", ("IM0001.dcm", dcm))])
+        assert r.status_code == 202, r.text
+        job = wait_done(c.get, r.json()["id"])
+        res = job["result"]
+        assert res["area_px"] == 80 and res["area_mm2"] == 20.0
+        assert res["pixel_source"] == "DICOM PixelSpacing"
+        assert "0.5 mm (DICOM PixelSpacing)" in c.get(job["urls"]["report_html"]).text
+        kept = [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+        assert not [p for p in kept if p.suffix == ".dcm"]
+        assert not any(b"Doe^Jane" in p.read_bytes() for p in kept)
+        r = c.post("/api/jobs", files=[("files", ("IM0001.dcm", dcm))], data={"pixel_mm": "1"})
+        given = wait_done(c.get, r.json()["id"])["result"]
+        assert given["area_mm2"] == 80.0 and given["pixel_source"] == "given"
+        bad = c.post("/api/jobs", files=[("files", ("x.dcm", b"DICM? no"))])
+        assert bad.status_code == 400 and "x.dcm: not a readable DICOM" in _detail(bad)
+
+
 def test_store_ttl_spares_work_in_progress(tmp_path: Path) -> None:
     from braintumor.web.store import JobStore
 

@@ -222,3 +222,42 @@ def write_dicom_zip(case: Case, zip_path: Path, patient: str = "Doe^Jane",
                 pydicom.dcmwrite(buf, ds, enforce_file_format=True)
                 zf.writestr(f"study/{m}/IM{z:04d}.dcm", buf.getvalue())
     return zip_path
+
+
+def write_dicom_slice(path: Path, pixels: np.ndarray, spacing: tuple[float, float] | None,
+                      photometric: str = "MONOCHROME2", frames: int = 1,
+                      patient: str = "Doe^Jane") -> Path:
+    """One MR slice ``pixels`` ``(rows, cols)`` uint16 as a DICOM file (``frames`` > 1
+    repeats it as a multi-frame file), with a patient name to show it is not kept."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    uid = generate_uid()
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = uid
+    ds.PatientName = patient
+    ds.PatientID = "PID-1234"
+    ds.Modality = "MR"
+    if spacing is not None:
+        ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    data = np.ascontiguousarray(pixels.astype(np.uint16))
+    if frames > 1:
+        ds.NumberOfFrames = frames
+        data = np.ascontiguousarray(np.repeat(data[None], frames, axis=0))
+    ds.PixelData = data.tobytes()
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path

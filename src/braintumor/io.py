@@ -34,6 +34,62 @@ def is_image_2d(path: str | Path) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+#: suffixes of a single DICOM picture (one 2D slice; series go through dcm2niix)
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def is_dicom_picture(path: str | Path) -> bool:
+    """True when the name ends in ``.dcm`` or ``.dicom``."""
+    return str(path).lower().endswith(DICOM_SUFFIXES)
+
+
+def read_dicom_2d(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """One DICOM slice -> ``(H, W, 1)`` (or ``(H, W, 3)`` for colour) uint8 and its pixel
+    size in mm (the square root of the PixelSpacing product, so areas come out exact;
+    None when the file does not say).
+
+    Grey values are rescaled (slope, intercept; MONOCHROME1 inverted) and mapped to 0-255
+    between the minimum and the 99.9th percentile, so one hot pixel does not darken the
+    picture. A multi-frame file is refused: a volume belongs in the 3D path.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found.")
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(f"{p}: reading a DICOM picture needs pydicom "
+                         "(pip install 'braintumor[web]').") from None
+    try:
+        ds = pydicom.dcmread(p)
+        arr = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many kinds for a broken file
+        raise InputError(f"{p}: not a readable DICOM image ({_short(exc)}).") from None
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    colour = int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3
+    if frames > 1 or arr.ndim != (3 if colour else 2):
+        raise InputError(f"{p}: holds {frames} frames; a DICOM picture must be one 2D slice "
+                         "(a series goes in as a zip or folder for the 3D path).")
+    if colour:
+        out = to_uint8(arr)
+    else:
+        a = arr.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1) or 1) + \
+            float(getattr(ds, "RescaleIntercept", 0) or 0)
+        if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+            a = a.max() - a
+        lo, hi = float(a.min()), float(np.percentile(a, 99.9))
+        out = (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
+        out = out[..., None]
+    pixel_mm = None
+    try:
+        dy, dx = (float(v) for v in ds.PixelSpacing)
+        if dy > 0 and dx > 0:
+            pixel_mm = float(np.sqrt(dy * dx))
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return out, pixel_mm
+
+
 def strip_nifti_suffix(name: str) -> str:
     """``case_t1.nii.gz`` -> ``case_t1``."""
     low = name.lower()
@@ -222,13 +278,16 @@ def read_image_2d(path: str | Path) -> np.ndarray:
     """Read a 2D picture as ``(H, W, C)`` uint8 (C = 1 or 3).
 
     Greyscale pictures get C = 1; RGBA loses its alpha; 16-bit pictures are scaled to 8
-    bits by their own maximum.
+    bits by their own maximum; a single DICOM slice (``.dcm``) is read by
+    :func:`read_dicom_2d`.
     """
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: file not found.")
+    if is_dicom_picture(p):
+        return read_dicom_2d(p)[0]
     try:
         with Image.open(p) as im:
             im.load()

@@ -639,7 +639,7 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     """
     import csv
 
-    from braintumor.io import is_image_2d, read_image_2d, write_png
+    from braintumor.io import is_dicom_picture, is_image_2d, read_dicom_2d, read_image_2d, write_png
 
     if pixel_mm is not None and not 0 < pixel_mm <= 20:
         raise InputError(f"the pixel size must be a number of millimetres above 0 and at "
@@ -651,11 +651,11 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     rows: list[dict[str, Any]] = []
 
     def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str,
-               stack: str = "") -> None:
+               stack: str = "", px: float | None = pixel_mm) -> None:
         written.append(write_png(res.mask.astype(np.uint8) * 255, dest / f"{stem}_mask.png"))
         written.append(write_png(overlay(img, res.mask), dest / f"{stem}_overlay.png"))
         area = int(res.info["area_pixels"])
-        mm2 = round(area * pixel_mm * pixel_mm, 2) if pixel_mm else None
+        mm2 = round(area * px * px, 2) if px else None
         line = f"{name}: tumour area {area} pixels" + (f" ({mm2:g} mm^2)" if mm2 is not None
                                                        else "")
         if "warning" in res.info:
@@ -670,8 +670,14 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         if not p.exists():
             raise InputError(f"{p}: file not found.")
         if p.is_file():
+            if is_dicom_picture(p):
+                # a DICOM slice says its own pixel size (a given one still wins)
+                img, own = read_dicom_2d(p)
+                _write(img, segment_image(img, m), out, p.stem, str(p),
+                       px=pixel_mm if pixel_mm is not None else own)
+                continue
             if not is_image_2d(p):
-                raise InputError(f"{p}: is not a PNG/JPEG/TIFF picture.")
+                raise InputError(f"{p}: is not a PNG/JPEG/TIFF picture or a DICOM slice.")
             img = read_image_2d(p)
             _write(img, segment_image(img, m), out, p.stem, str(p))
             continue
@@ -710,12 +716,13 @@ def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
 
 
 def is_2d_input(path: str | Path) -> bool:
-    """True for a 2D picture, or a folder (of folders) of 2D slice pictures without NIfTI."""
-    from braintumor.io import is_image_2d, is_nifti
+    """True for a 2D picture or a single DICOM slice file, or a folder (of folders) of 2D
+    slice pictures without NIfTI (a folder of DICOM files is a series: the 3D path)."""
+    from braintumor.io import is_dicom_picture, is_image_2d, is_nifti
 
     p = Path(path)
     if p.is_file():
-        return is_image_2d(p)
+        return is_image_2d(p) or is_dicom_picture(p)
     if not p.is_dir():
         return False
     if any(is_nifti(f) for f in p.rglob("*")):

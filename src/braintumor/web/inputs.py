@@ -14,7 +14,10 @@ What an upload may be:
 * one 2D picture (PNG/JPEG/TIFF), or the slices of one patient as several pictures
   (ordered by the trailing number of their names, ``name_1.png ... name_N.png``, else by
   name), when a 2D model is part of this build; an optional ``pixel_mm`` field gives
-  their pixel size in mm (exported pictures do not carry it), for areas in mm^2;
+  their pixel size in mm (exported pictures do not carry it), for areas in mm^2. A
+  single-slice DICOM file (``.dcm``) counts as a picture: its pixels are kept as PNG, its
+  PixelSpacing as the pixel size (unless one is given), and the DICOM file itself, with
+  its patient identifiers, is deleted;
 * optionally a reference label map (field ``reference``) to score the result against.
 
 Every fault is one :class:`~braintumor.errors.InputError` sentence (answered 4xx).
@@ -39,7 +42,7 @@ from braintumor.errors import InputError
 from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge, human_size
 
 NIFTI_EXT = (".nii.gz", ".nii")
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 ZIP_EXT = (".zip",)
 
 #: most entries a DICOM zip may hold
@@ -313,10 +316,28 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
                 fields: dict[str, str]) -> dict[str, Any]:
     """One picture, or the slices of one patient (same size, put in slice order; files
     named as masks, ``*_mask.png``, are left out and listed)."""
-    from braintumor.io import read_image_2d
     from braintumor.slices2d import is_mask_name
 
     pixel_mm = parse_pixel_size(fields.get("pixel_mm"))
+    own: list[float] = []
+
+    def read(dest: Path, name: str) -> tuple[np.ndarray, Path]:
+        """The picture's pixels; a DICOM slice becomes a PNG (the DICOM file, with its
+        patient identifiers, is deleted) and gives its pixel size."""
+        from braintumor.io import is_dicom_picture, read_dicom_2d, read_image_2d, write_png
+
+        if not is_dicom_picture(dest):
+            return _named(read_image_2d, dest, name), dest
+        try:
+            arr, px = _named(read_dicom_2d, dest, name)
+        finally:
+            dest.unlink(missing_ok=True)
+        if px is not None:
+            own.append(px)
+        png = dest.with_suffix(".png")
+        write_png(arr[..., 0] if arr.shape[2] == 1 else arr, png)
+        return arr, png
+
     inp_dir = job_dir / "input"
     skipped = [f.name for f in images if is_mask_name(f.name)] if len(images) > 1 else []
     pics = [f for f in images if f.name not in skipped]
@@ -326,15 +347,13 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     if len(pics) > MAX_SLICES:
         raise InputError(f"{len(pics)} pictures were uploaded; one stack may hold at most "
                          f"{MAX_SLICES} slices.")
-    if pixel_mm is not None:
-        inputs["pixel_mm"] = pixel_mm
     if len(pics) == 1:
         dest = inp_dir / f"image{file_kind(pics[0].name)[1]}"
         pics[0].path.replace(dest)
-        arr = _named(read_image_2d, dest, pics[0].name)
+        arr, dest = read(dest, pics[0].name)
         inputs.update(source="image2d", image=str(dest.relative_to(job_dir)),
                       case_id=_case_id(pics[0].name), image_shape=list(arr.shape))
-        return inputs
+        return _pixel_size(inputs, pixel_mm, own)
     order = stack_order([f.name for f in pics])
     saved, names = [], []
     first: tuple[str, tuple[int, ...]] | None = None
@@ -342,7 +361,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         f = pics[i]
         dest = inp_dir / f"slice_{k:03d}{file_kind(f.name)[1]}"
         f.path.replace(dest)
-        arr = _named(read_image_2d, dest, f.name)
+        arr, dest = read(dest, f.name)
         if first is None:
             first = (f.name, arr.shape[:2])
         elif arr.shape[:2] != first[1]:
@@ -355,6 +374,17 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     assert first is not None
     inputs.update(source="image2d", images=saved, slice_names=names,
                   case_id=_case_id(names[0]), image_shape=[*first[1]], skipped=skipped)
+    return _pixel_size(inputs, pixel_mm, own)
+
+
+def _pixel_size(inputs: dict[str, Any], given: float | None, own: list[float]
+                ) -> dict[str, Any]:
+    """The pixel size of a 2D job: the one given, else the DICOM files' own (the first
+    slice's; they seldom differ within one patient's slices)."""
+    if given is not None:
+        inputs.update(pixel_mm=given, pixel_source="given")
+    elif own:
+        inputs.update(pixel_mm=round(own[0], 6), pixel_source="DICOM PixelSpacing")
     return inputs
 
 

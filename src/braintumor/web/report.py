@@ -235,7 +235,8 @@ def report_facts_2d(job: Job) -> dict[str, Any]:
         "method": "2D model" + (f", {n} slices segmented as one volume" if n > 1 else
                                 ", one picture"),
         "model_version": res.get("model_version", "-"),
-        "pixel": f"{px:g} mm" if px else "not given: areas in pixels",
+        "pixel": (f"{px:g} mm" + (f" ({res['pixel_source']})" if res.get("pixel_source")
+                                   else "")) if px else "not given: areas in pixels",
         "area": _area(int(res.get("area_px", 0)), px),
         "tumour_slices": f"{res.get('tumour_slices', int(res.get('area_px', 0) > 0))} of {n}",
         "shown": names[int(res.get("show_slice", 0))] if n > 1 else names[0],

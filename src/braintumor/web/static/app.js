@@ -115,7 +115,7 @@ function kindOf(name) {
   const n = name.toLowerCase();
   if (n.endsWith(".nii") || n.endsWith(".nii.gz")) return "nifti";
   if (n.endsWith(".zip")) return "zip";
-  if (/\.(png|jpe?g|tiff?)$/.test(n)) return "image";
+  if (/\.(png|jpe?g|tiff?|dcm|dicom)$/.test(n)) return "image";
   return "other";
 }
 
