@@ -161,75 +161,9 @@ def wait_done(get: Any, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def write_dicom_zip(case: Case, zip_path: Path, patient: str = "Doe^Jane",
-                    patient_id: str = "PID-778899") -> Path:
-    """Write the case's four modalities as DICOM MR series (with patient identifiers) in
-    a zip. Axial slices, 1 mm pixels, so dcm2niix sees four ordinary series."""
-    import io
-    import zipfile
-
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    descriptions = {"t1": "AX T1 SE", "t1ce": "AX T1 SE POST GAD", "t2": "AX T2 TSE",
-                    "flair": "AX T2 FLAIR"}
-    study = generate_uid()
-    frame = generate_uid()
-    with zipfile.ZipFile(zip_path, "w") as zf:
-        for si, m in enumerate(("t1", "t1ce", "t2", "flair")):
-            series_uid = generate_uid()
-            vol = case.image[si].astype(np.uint16)
-            for z in range(vol.shape[2]):
-                meta = FileMetaDataset()
-                meta.MediaStorageSOPClassUID = MRImageStorage
-                uid = generate_uid()
-                meta.MediaStorageSOPInstanceUID = uid
-                meta.TransferSyntaxUID = ExplicitVRLittleEndian
-                ds = Dataset()
-                ds.file_meta = meta
-                ds.SOPClassUID = MRImageStorage
-                ds.SOPInstanceUID = uid
-                ds.PatientName = patient
-                ds.PatientID = patient_id
-                ds.PatientBirthDate = "19700101"
-                ds.StudyInstanceUID = study
-                ds.SeriesInstanceUID = series_uid
-                ds.FrameOfReferenceUID = frame
-                ds.StudyDate = "20240101"
-                ds.SeriesDate = "20240101"
-                ds.StudyTime = "120000"
-                ds.AcquisitionTime = f"1200{si:02d}"
-                ds.Modality = "MR"
-                ds.Manufacturer = "Test"
-                ds.SeriesNumber = si + 2
-                ds.SeriesDescription = descriptions[m]
-                ds.ProtocolName = descriptions[m]
-                ds.InstanceNumber = z + 1
-                ds.ImagePositionPatient = [0.0, 0.0, float(z)]
-                ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-                ds.PixelSpacing = [1.0, 1.0]
-                ds.SliceThickness = 1.0
-                ds.SamplesPerPixel = 1
-                ds.PhotometricInterpretation = "MONOCHROME2"
-                ds.Rows, ds.Columns = vol.shape[1], vol.shape[0]
-                ds.BitsAllocated = 16
-                ds.BitsStored = 16
-                ds.HighBit = 15
-                ds.PixelRepresentation = 0
-                ds.PixelData = np.ascontiguousarray(vol[:, :, z].T).tobytes()
-                buf = io.BytesIO()
-                pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-                zf.writestr(f"study/{m}/IM{z:04d}.dcm", buf.getvalue())
-    return zip_path
-
-
-def write_dicom_slice(path: Path, pixels: np.ndarray, spacing: tuple[float, float] | None,
-                      photometric: str = "MONOCHROME2", frames: int = 1,
-                      patient: str = "Doe^Jane") -> Path:
-    """One MR slice ``pixels`` ``(rows, cols)`` uint16 as a DICOM file (``frames`` > 1
-    repeats it as a multi-frame file), with a patient name to show it is not kept."""
-    import pydicom
+def _mr_slice(pixels: np.ndarray, spacing: tuple[float, float] | None,
+              patient: str = "Doe^Jane", patient_id: str = "PID-778899") -> Any:
+    """A DICOM MR image dataset (file meta included) of ``pixels`` ``(rows, cols)``."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -243,21 +177,75 @@ def write_dicom_slice(path: Path, pixels: np.ndarray, spacing: tuple[float, floa
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = uid
     ds.PatientName = patient
-    ds.PatientID = "PID-1234"
+    ds.PatientID = patient_id
     ds.Modality = "MR"
     if spacing is not None:
         ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
+    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    data = np.ascontiguousarray(pixels.astype(np.uint16))
+    ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()
+    return ds
+
+
+def write_dicom_zip(case: Case, zip_path: Path, patient: str = "Doe^Jane",
+                    patient_id: str = "PID-778899") -> Path:
+    """Write the case's four modalities as DICOM MR series (with patient identifiers) in
+    a zip. Axial slices, 1 mm pixels, so dcm2niix sees four ordinary series."""
+    import io
+    import zipfile
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    descriptions = {"t1": "AX T1 SE", "t1ce": "AX T1 SE POST GAD", "t2": "AX T2 TSE",
+                    "flair": "AX T2 FLAIR"}
+    study = generate_uid()
+    frame = generate_uid()
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for si, m in enumerate(("t1", "t1ce", "t2", "flair")):
+            series_uid = generate_uid()
+            vol = case.image[si].astype(np.uint16)
+            for z in range(vol.shape[2]):
+                ds = _mr_slice(vol[:, :, z].T, (1.0, 1.0), patient, patient_id)
+                ds.PatientBirthDate = "19700101"
+                ds.StudyInstanceUID = study
+                ds.SeriesInstanceUID = series_uid
+                ds.FrameOfReferenceUID = frame
+                ds.StudyDate = "20240101"
+                ds.SeriesDate = "20240101"
+                ds.StudyTime = "120000"
+                ds.AcquisitionTime = f"1200{si:02d}"
+                ds.Manufacturer = "Test"
+                ds.SeriesNumber = si + 2
+                ds.SeriesDescription = descriptions[m]
+                ds.ProtocolName = descriptions[m]
+                ds.InstanceNumber = z + 1
+                ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+                ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+                ds.SliceThickness = 1.0
+                buf = io.BytesIO()
+                pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+                zf.writestr(f"study/{m}/IM{z:04d}.dcm", buf.getvalue())
+    return zip_path
+
+
+def write_dicom_slice(path: Path, pixels: np.ndarray, spacing: tuple[float, float] | None,
+                      photometric: str = "MONOCHROME2", frames: int = 1,
+                      patient: str = "Doe^Jane") -> Path:
+    """One MR slice ``pixels`` ``(rows, cols)`` uint16 as a DICOM file (``frames`` > 1
+    repeats it as a multi-frame file), with a patient name to show it is not kept."""
+    import pydicom
+
+    ds = _mr_slice(pixels, spacing, patient, "PID-1234")
+    ds.PhotometricInterpretation = photometric
     if frames > 1:
         ds.NumberOfFrames = frames
-        data = np.ascontiguousarray(np.repeat(data[None], frames, axis=0))
-    ds.PixelData = data.tobytes()
+        ds.PixelData = np.ascontiguousarray(
+            np.repeat(pixels.astype(np.uint16)[None], frames, axis=0)).tobytes()
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path

@@ -123,6 +123,54 @@ def report_facts(job: Job) -> dict[str, Any]:
     }
 
 
+def _html_page(case: str, job_id: str, facts: list[tuple[str, str]], body: str) -> str:
+    """The report page around ``body`` (HTML): title, notice, the facts table, footer."""
+    e = html.escape
+    rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>braintumor report: {e(case)}</title>
+<link rel="stylesheet" href="/static/report.css"></head>
+<body>
+<header><h1>Tumour segmentation report</h1>
+<p class="notice">{e(NOTICE)}</p></header>
+<table class="facts">
+{rows}
+</table>
+{body}
+<footer><p>Job {e(job_id)}. {e(NOTICE)}</p></footer>
+</body></html>
+"""
+
+
+def _pdf_page(facts: list[tuple[str, str]]) -> Any:
+    """An A4 matplotlib figure with the report's title, notice and facts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8.27, 11.69))
+    fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
+    fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
+    for i, (k, v) in enumerate(facts):
+        fig.text(0.06, 0.895 - i * 0.02, f"{k}:", fontsize=9, weight="bold")
+        fig.text(0.25, 0.895 - i * 0.02, str(v)[:90], fontsize=9)
+    return fig
+
+
+def _save_pdf(fig: Any, job_id: str, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    fig.text(0.06, 0.02, f"Job {job_id}", fontsize=7, color="#555555")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with PdfPages(out) as pdf:
+        pdf.savefig(fig)
+    plt.close(fig)
+    return out
+
+
 def render_html(job: Job, slice_urls: dict[str, str]) -> str:
     """A printable HTML report (no script, styles from the app's static folder)."""
     f = report_facts(job)
@@ -138,53 +186,27 @@ def render_html(job: Job, slice_urls: dict[str, str]) -> str:
                                   for r in mrows) + "</table>")
     pics = "".join(f'<figure><img src="{e(u)}" alt="{e(v)} slice"><figcaption>{e(v)}'
                    "</figcaption></figure>" for v, u in slice_urls.items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>braintumor report: {e(f['case'])}</title>
-<link rel="stylesheet" href="/static/report.css"></head>
-<body>
-<header><h1>Tumour segmentation report</h1>
-<p class="notice">{e(NOTICE)}</p></header>
-<table class="facts">
-<tr><th>Case</th><td>{e(f['case'])}</td></tr>
-<tr><th>Date</th><td>{e(f['date'])}</td></tr>
-<tr><th>Method</th><td>{e(f['method'])}</td></tr>
-<tr><th>Model version</th><td>{e(f['model_version'])}</td></tr>
-<tr><th>Lesions</th><td>{f['lesion_count']}</td></tr>
-<tr><th>Manual corrections</th><td>{f['corrections']}</td></tr>
-</table>
-<h2>Key slices</h2>
+    return _html_page(f["case"], f["job"], _facts(f), f"""<h2>Key slices</h2>
 <div class="slices">{pics}</div>
 <p class="legend"><span class="sw ncr"></span> necrotic / non-enhancing core
 <span class="sw ed"></span> edema <span class="sw et"></span> enhancing tumour</p>
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th></th><th>Volume (mL)</th></tr>{vol_rows}</table>
-{metrics_html}
-<footer><p>Job {e(f['job'])}. {e(NOTICE)}</p></footer>
-</body></html>
-"""
+{metrics_html}""")
+
+
+def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
+    return [("Case", str(f["case"])), ("Date", f["date"]), ("Method", str(f["method"])),
+            ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"])),
+            ("Manual corrections", str(f["corrections"]))]
 
 
 def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
     """A one-page A4 PDF report (matplotlib's PdfPages; works offline)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
     from PIL import Image
 
     f = report_facts(job)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig = plt.figure(figsize=(8.27, 11.69))
-    fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
-    fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
-    facts = [("Case", f["case"]), ("Date", f["date"]), ("Method", f["method"]),
-             ("Model version", f["model_version"]), ("Lesions", str(f["lesion_count"])),
-             ("Manual corrections", str(f["corrections"]))]
-    for i, (k, v) in enumerate(facts):
-        fig.text(0.06, 0.895 - i * 0.02, f"{k}:", fontsize=9, weight="bold")
-        fig.text(0.25, 0.895 - i * 0.02, str(v)[:90], fontsize=9)
+    fig = _pdf_page(_facts(f))
     for i, view in enumerate(VIEWS):
         ax = fig.add_axes((0.04 + i * 0.32, 0.5, 0.3, 0.26))
         ax.imshow(np.asarray(Image.open(pictures[view])), interpolation="nearest")
@@ -208,11 +230,7 @@ def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
         ax2.set_title("Agreement with the reference", fontsize=11, loc="left")
         t2 = ax2.table(cellText=rows, colLabels=head, loc="upper left")
         t2.set_fontsize(9)
-    fig.text(0.06, 0.03, f"Job {f['job']}", fontsize=7, color="#555555")
-    with PdfPages(out) as pdf:
-        pdf.savefig(fig)
-    plt.close(fig)
-    return out
+    return _save_pdf(fig, f["job"], out)
 
 
 # -- 2D jobs -----------------------------------------------------------------------------
@@ -246,6 +264,13 @@ def report_facts_2d(job: Job) -> dict[str, Any]:
     }
 
 
+def _facts_2d(f: dict[str, Any]) -> list[tuple[str, str]]:
+    out = [("Case", str(f["case"])), ("Date", f["date"]), ("Method", f["method"]),
+           ("Model version", str(f["model_version"])), ("Pixel size", f["pixel"]),
+           ("Tumour area", f["area"]), ("Slices with tumour", f["tumour_slices"])]
+    return out + ([("Warning", str(f["warning"]))] if f["warning"] else [])
+
+
 def render_html_2d(job: Job, picture_url: str) -> str:
     """A printable HTML report of a 2D job (no script)."""
     f = report_facts_2d(job)
@@ -254,56 +279,19 @@ def render_html_2d(job: Job, picture_url: str) -> str:
                    for k, n, a in f["slices"])
     per_slice = ("<h2>Per slice</h2><table><tr><th>Slice</th><th>Picture</th>"
                  f"<th>Tumour area</th></tr>{rows}</table>") if rows else ""
-    warn = f"<tr><th>Warning</th><td>{e(f['warning'])}</td></tr>" if f["warning"] else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>braintumor report: {e(f['case'])}</title>
-<link rel="stylesheet" href="/static/report.css"></head>
-<body>
-<header><h1>Tumour segmentation report</h1>
-<p class="notice">{e(NOTICE)}</p></header>
-<table class="facts">
-<tr><th>Case</th><td>{e(f['case'])}</td></tr>
-<tr><th>Date</th><td>{e(f['date'])}</td></tr>
-<tr><th>Method</th><td>{e(f['method'])}</td></tr>
-<tr><th>Model version</th><td>{e(f['model_version'])}</td></tr>
-<tr><th>Pixel size</th><td>{e(f['pixel'])}</td></tr>
-<tr><th>Tumour area</th><td>{e(f['area'])}</td></tr>
-<tr><th>Slices with tumour</th><td>{e(f['tumour_slices'])}</td></tr>
-{warn}
-</table>
-<h2>Outline</h2>
+    return _html_page(f["case"], f["job"], _facts_2d(f), f"""<h2>Outline</h2>
 <div class="slices"><figure><img src="{e(picture_url)}" alt="outline on {e(f['shown'])}">
 <figcaption>{e(f['shown'])}</figcaption></figure></div>
-{per_slice}
-<footer><p>Job {e(f['job'])}. {e(NOTICE)}</p></footer>
-</body></html>
-"""
+{per_slice}""")
 
 
 def render_pdf_2d(job: Job, picture: Path, out: Path) -> Path:
     """A one-page A4 PDF report of a 2D job (the per-slice table lists up to 30 slices
     with tumour; the HTML report lists every slice)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
     from PIL import Image
 
     f = report_facts_2d(job)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig = plt.figure(figsize=(8.27, 11.69))
-    fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
-    fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
-    facts = [("Case", f["case"]), ("Date", f["date"]), ("Method", f["method"]),
-             ("Model version", f["model_version"]), ("Pixel size", f["pixel"]),
-             ("Tumour area", f["area"]), ("Slices with tumour", f["tumour_slices"])]
-    if f["warning"]:
-        facts.append(("Warning", f["warning"]))
-    for i, (k, v) in enumerate(facts):
-        fig.text(0.06, 0.895 - i * 0.02, f"{k}:", fontsize=9, weight="bold")
-        fig.text(0.25, 0.895 - i * 0.02, str(v)[:90], fontsize=9)
+    fig = _pdf_page(_facts_2d(f))
     ax = fig.add_axes((0.2, 0.36, 0.6, 0.36))
     ax.imshow(np.asarray(Image.open(picture)), interpolation="nearest")
     ax.set_title(str(f["shown"])[:80], fontsize=9)
@@ -318,8 +306,4 @@ def render_pdf_2d(job: Job, picture: Path, out: Path) -> Path:
                       colLabels=["Slice", "Picture", "Tumour area"], loc="upper left",
                       colWidths=[0.1, 0.55, 0.35])
         t.set_fontsize(7)
-    fig.text(0.06, 0.02, f"Job {f['job']}", fontsize=7, color="#555555")
-    with PdfPages(out) as pdf:
-        pdf.savefig(fig)
-    plt.close(fig)
-    return out
+    return _save_pdf(fig, f["job"], out)
