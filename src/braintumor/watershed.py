@@ -569,12 +569,13 @@ class WatershedWork:
         return labels
 
 
-def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None = None
-                   ) -> WatershedWork:
-    """:func:`segment_watershed` up to its working-grid labels (checked ``case``)."""
+def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None = None,
+                   brain: np.ndarray | None = None) -> WatershedWork:
+    """:func:`segment_watershed` up to its working-grid labels (checked ``case``;
+    ``brain``: its brain mask when the caller has it already)."""
     if progress:
         progress(0.0, "watershed: brain mask")
-    brain_native = brain_mask(case.image)
+    brain_native = brain_mask(case.image) if brain is None else brain
     if not brain_native.any():
         raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
     box = bounding_box(brain_native)
@@ -582,15 +583,15 @@ def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None =
     small = np.prod([s.stop - s.start for s in box]) < SMALL_VOXELS
     grid = make_grid(brain_native, case.spacing, 1 if small else p.factor)
     img = to_work(grid, case.image)
-    brain = to_work(grid, brain_native) >= 0.5
+    brain_work = to_work(grid, brain_native) >= 0.5
     if progress:
         progress(0.2, "watershed: normal-tissue statistics")
-    z = robust_z(img, brain, p.stats_erode, p.slab)
+    z = robust_z(img, brain_work, p.stats_erode, p.slab)
     if progress:
         progress(0.4, "watershed: markers and flooding")
-    work = watershed_work(z, brain, grid.voxel_ml, float(np.mean(grid.spacing)),
+    work = watershed_work(z, brain_work, grid.voxel_ml, float(np.mean(grid.spacing)),
                           grid_params(p, grid.factor), lr_axis(case.affine))
-    return WatershedWork(grid, brain_native, brain, z, work)
+    return WatershedWork(grid, brain_native, brain_work, z, work)
 
 
 # ---------------------------------------------------------------------------------------
@@ -807,9 +808,11 @@ class HybridInputs:
         return self._grads[key]
 
 
-def prepare_hybrid(case: Case, probs: np.ndarray, box_p: float = BOX_P) -> HybridInputs:
-    """Cut ``case`` and its CNN probabilities ``(3, X, Y, Z)`` to the refinement box."""
-    brain = brain_mask(case.image)
+def prepare_hybrid(case: Case, probs: np.ndarray, box_p: float = BOX_P,
+                   brain: np.ndarray | None = None) -> HybridInputs:
+    """Cut ``case`` and its CNN probabilities ``(3, X, Y, Z)`` to the refinement box
+    (``brain``: the case's brain mask when the caller has it already)."""
+    brain = brain_mask(case.image) if brain is None else brain
     maybe = (probs.max(axis=0) >= box_p) & brain
     if not maybe.any():
         empty = np.zeros((0, 0, 0), dtype=bool)
@@ -1060,7 +1063,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if progress:
         progress(0.5, "hybrid: refining the uncertain band")
     lowest = min(hp.band(r)[0] for r in hp.regions) if hp.regions else BOX_P
-    inp = prepare_hybrid(case, probs, min(BOX_P, lowest))
+    brain = brain_mask(case.image)  # shared by the refinement and the watershed
+    inp = prepare_hybrid(case, probs, min(BOX_P, lowest), brain)
     labels = hybrid_labels(inp, hp, pp)
     t2 = time.perf_counter()
     ws_seconds = 0.0
@@ -1068,7 +1072,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if hp.fused:
         if progress:
             progress(0.7, "hybrid: classical watershed")
-        wsw = watershed_grid(case, params_from(None))
+        wsw = watershed_grid(case, params_from(None), brain=brain)
         ws = wsw.native_labels()
         ws_seconds = time.perf_counter() - t2
         labels = fuse_labels(labels, ws, probs[0], hp.wt_from, hp.wt_veto, hp.core,
