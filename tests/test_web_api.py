@@ -777,8 +777,38 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert "area_mm2" not in plain["result"]
         assert "not given: areas in pixels" in c.get(plain["urls"]["report_html"]).text
         assert c.get(plain["urls"]["report_pdf"]).content[:5] == b"%PDF-"
+        # every picture with its mask: the outline is scored as one volume
+        ref = {k: np.zeros((30, 36), np.uint8) for k in (1, 2, 10)}
+        ref[1][2:3, 5:15] = 255  # = the outline (10 pixels)
+        ref[2][2:4, 5:15] = 255  # half of the outline's 40 pixels
+        with_masks = [f for f in files if "_mask" not in f[1][0]] + [
+            ("files", (f"p_{k}_mask.png", _png(v))) for k, v in ref.items()]
+        r = c.post("/api/jobs", files=with_masks)
+        scored = wait_done(c.get, r.json()["id"])
+        m = scored["result"]["metrics_2d"]
+        assert m["dice"] == pytest.approx(2 * 30 / (50 + 30))
+        assert m["slice_dice_mean"] == pytest.approx((1.0 + 2 * 20 / 60) / 2)
+        assert (m["tumour_slices"], m["tumour_free_slices"], m["fp_slices"],
+                m["missed_slices"]) == (2, 1, 0, 0)
+        assert scored["result"]["has_reference"] and not scored["result"]["warning"]
+        assert "0.750" in c.get(scored["urls"]["report_html"]).text
+        # a real patient's stack: dozens of slices with their masks in one upload
+        many = [("files", (f"s_{k}.png", pics["p_2.png"])) for k in range(1, 41)] + \
+            [("files", (f"s_{k}_mask.png", _png(ref[2]))) for k in range(1, 41)]
+        r = c.post("/api/jobs", files=many)
+        assert r.status_code == 202, r.text
+        big = wait_done(c.get, r.json()["id"])["result"]
+        assert big["slices"] == 40 and big["metrics_2d"]["dice"] == pytest.approx(2 * 20 / 60)
+        # one picture with its mask
+        r = c.post("/api/jobs", files=[("files", ("q.png", pics["p_2.png"])),
+                                       ("files", ("q_mask.tif", _png(ref[2])))])
+        one_m = wait_done(c.get, r.json()["id"])["result"]["metrics_2d"]
+        assert one_m["dice"] == pytest.approx(2 * 20 / 60)
         # faults: one sentence, 400
         odd = _png(np.zeros((20, 20), np.uint8))
+        bad = c.post("/api/jobs", files=[("files", ("q.png", pics["p_2.png"])),
+                                         ("files", ("q_mask.png", odd))])
+        assert bad.status_code == 400 and "q_mask.png is 20x20" in _detail(bad)
         bad = c.post("/api/jobs", files=files[:1] + [("files", ("p_3.png", odd))])
         assert bad.status_code == 400 and "p_3.png is 20x20" in _detail(bad)
         assert "same size" in _detail(bad)

@@ -17,7 +17,9 @@ What an upload may be:
   their pixel size in mm (exported pictures do not carry it), for areas in mm^2. A
   single-slice DICOM file (``.dcm``) counts as a picture: its pixels are kept as PNG, its
   PixelSpacing as the pixel size (unless one is given), and the DICOM file itself, with
-  its patient identifiers, is deleted;
+  its patient identifiers, is deleted. When every picture comes with its mask
+  (``<name>_mask.png``/``.tif``, 0/255, as the LGG data set has them), the masks are the
+  reference the outline is scored against (Dice per patient volume and per slice);
 * optionally a reference label map (field ``reference``) to score the result against.
 
 Every fault is one :class:`~braintumor.errors.InputError` sentence (answered 4xx).
@@ -341,21 +343,44 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     inp_dir = job_dir / "input"
     skipped = [f.name for f in images if is_mask_name(f.name)] if len(images) > 1 else []
     pics = [f for f in images if f.name not in skipped]
+    masks = {_stem(f.name): f for f in images if f.name in skipped}
+    refs = [masks.get(_stem(f.name) + "_mask") for f in pics]
+    scored = bool(pics) and all(r is not None for r in refs)
+    if scored:
+        skipped = [f.name for f in images if f.name in skipped and f not in refs]
     if not pics:
         raise InputError("Every uploaded picture is named as a mask (*_mask); send the "
                          "slice pictures themselves.")
     if len(pics) > MAX_SLICES:
         raise InputError(f"{len(pics)} pictures were uploaded; one stack may hold at most "
                          f"{MAX_SLICES} slices.")
+    def reference(k: int, i: int, shape: tuple[int, ...]) -> str:
+        """Save the mask of picture ``pics[i]`` as slice ``k``'s reference (checked:
+        readable, its picture's size)."""
+        from braintumor.io import read_image_2d
+
+        f, m = pics[i], refs[i]
+        assert m is not None
+        dest = inp_dir / f"ref_{k:03d}{file_kind(m.name)[1]}"
+        m.path.replace(dest)
+        arr = _named(read_image_2d, dest, m.name)
+        if arr.shape[:2] != shape[:2]:
+            raise InputError(f"{m.name} is {arr.shape[1]}x{arr.shape[0]} pixels while "
+                             f"{f.name} is {shape[1]}x{shape[0]}; a mask must match its "
+                             "picture.")
+        return str(dest.relative_to(job_dir))
+
     if len(pics) == 1:
         dest = inp_dir / f"image{file_kind(pics[0].name)[1]}"
         pics[0].path.replace(dest)
         arr, dest = read(dest, pics[0].name)
         inputs.update(source="image2d", image=str(dest.relative_to(job_dir)),
                       case_id=_case_id(pics[0].name), image_shape=list(arr.shape))
+        if scored:
+            inputs["ref_masks"] = [reference(0, 0, arr.shape)]
         return _pixel_size(inputs, pixel_mm, own)
     order = stack_order([f.name for f in pics])
-    saved, names = [], []
+    saved, names, ref_saved = [], [], []
     first: tuple[str, tuple[int, ...]] | None = None
     for k, i in enumerate(order):
         f = pics[i]
@@ -371,10 +396,23 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
                              "same size.")
         saved.append(str(dest.relative_to(job_dir)))
         names.append(f.name)
+        if scored:
+            ref_saved.append(reference(k, i, arr.shape))
     assert first is not None
     inputs.update(source="image2d", images=saved, slice_names=names,
                   case_id=_case_id(names[0]), image_shape=[*first[1]], skipped=skipped)
+    if scored:
+        inputs["ref_masks"] = ref_saved
     return _pixel_size(inputs, pixel_mm, own)
+
+
+def _stem(name: str) -> str:
+    """A file name without its picture suffix (``a_1.tif`` -> ``a_1``)."""
+    low = name.lower()
+    for ext in IMAGE_EXT:
+        if low.endswith(ext):
+            return name[: -len(ext)]
+    return name
 
 
 def _pixel_size(inputs: dict[str, Any], given: float | None, own: list[float]

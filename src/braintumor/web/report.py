@@ -261,6 +261,7 @@ def report_facts_2d(job: Job) -> dict[str, Any]:
         "slices": [(k + 1, str(nm), _area(int(a), px))
                    for k, (nm, a) in enumerate(zip(names, areas, strict=False))] if n > 1 else [],
         "warning": res.get("warning") or "",
+        "metrics": res.get("metrics_2d"),
     }
 
 
@@ -268,6 +269,15 @@ def _facts_2d(f: dict[str, Any]) -> list[tuple[str, str]]:
     out = [("Case", str(f["case"])), ("Date", f["date"]), ("Method", f["method"]),
            ("Model version", str(f["model_version"])), ("Pixel size", f["pixel"]),
            ("Tumour area", f["area"]), ("Slices with tumour", f["tumour_slices"])]
+    m = f.get("metrics")
+    if m:
+        out.append(("Dice (uploaded masks)", f"{m['dice']:.3f}"))
+        if m.get("slices", 1) > 1:
+            sd = m.get("slice_dice_mean")
+            out += [("Dice per tumour slice", "-" if sd is None else f"{sd:.3f}"),
+                    ("Tumour-free slices outlined",
+                     f"{m['fp_slices']} of {m['tumour_free_slices']}"),
+                    ("Tumour slices missed", f"{m['missed_slices']} of {m['tumour_slices']}")]
     return out + ([("Warning", str(f["warning"]))] if f["warning"] else [])
 
 

@@ -1,7 +1,7 @@
 """Streaming ``multipart/form-data`` reader with a size limit.
 
 Each file part is written straight into the job's folder under a name made by the
-server (``00.part``, ``01.part`` ...), never under the name the client sent, so no
+server (``0000.part``, ``0001.part`` ...), never under the name the client sent, so no
 upload can place a file anywhere else; the client's name is kept only as text (for
 modality detection and display). The byte count is checked while the body streams in,
 so an over-large upload is refused (413) without being stored whole.
@@ -16,8 +16,9 @@ from typing import IO, Any
 
 from braintumor.errors import InputError
 
-#: most file parts one upload may hold (four modalities, a reference, some slack)
-MAX_FILES = 16
+#: most file parts one upload may hold: a 2D stack of up to 512 slice pictures with their
+#: masks, and some slack (a 3D case needs five)
+MAX_FILES = 1040
 #: most bytes of all non-file form fields together
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -116,7 +117,7 @@ class _Collector:
         if len(self.files) >= MAX_FILES:
             raise InputError(f"The upload holds more than {MAX_FILES} files; "
                              "send one case at a time.")
-        self._path = self.dest / f"{len(self.files):02d}.part"
+        self._path = self.dest / f"{len(self.files):04d}.part"
         self._fh = open(self._path, "wb")  # noqa: SIM115 - closed in on_part_end
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

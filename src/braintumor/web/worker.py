@@ -238,6 +238,22 @@ def _areas(area_px: int, pixel_mm: float | None) -> dict[str, Any]:
     return out
 
 
+def _metrics_2d(job_dir: Path, inputs: dict[str, Any], masks: list[np.ndarray]
+                ) -> dict[str, Any] | None:
+    """The outline scored against the uploaded masks (one volume for a stack), or None."""
+    from braintumor.io import read_image_2d
+    from braintumor.slices2d import stack_metrics
+
+    refs = inputs.get("ref_masks")
+    if not refs:
+        return None
+    ref = np.stack([read_image_2d(job_dir / r)[..., 0] > 127 for r in refs])
+    m = stack_metrics(np.stack(masks), ref)
+    m.pop("slice_dices", None)
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in m.items()}
+
+
 def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> None:
     """``<stem>input.png`` (grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png``."""
     from braintumor.io import write_png
@@ -270,13 +286,15 @@ def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, 
     report("progress", (0.9, "saving"))
     _write_2d(job_dir / "output", arr, mask)
     pixel_mm = inputs.get("pixel_mm")
+    metrics = _metrics_2d(job_dir, inputs, [mask])
     return {
         "kind": "2d", "method": "2d", "model_version": model_version(info2d, "2d"),
         "info": info2d, "warning": info2d.get("warning"), "shape": list(mask.shape),
         "segment_s": round(seg_s, 3), "slices": 1, "pixel_mm": pixel_mm,
         "pixel_source": inputs.get("pixel_source"),
         **_areas(int(mask.sum()), pixel_mm), "area_fraction": round(float(mask.mean()), 5),
-        "has_uncertainty": False, "has_reference": False, "summaries": [], "corrections": [],
+        "metrics_2d": metrics, "has_uncertainty": False, "has_reference": metrics is not None,
+        "summaries": [], "corrections": [],
     }
 
 
@@ -310,6 +328,7 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     best = int(np.argmax(areas))
     _write_2d(out, arrs[best], masks[best])
     pixel_mm = inputs.get("pixel_mm")
+    metrics = _metrics_2d(job_dir, inputs, masks)
     info2d = _plain_info(dict(results[0].info))
     info2d.pop("area_pixels", None)
     warnings = sorted({str(r.info["warning"]) for r in results if r.info.get("warning")})
@@ -325,7 +344,8 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
         "pixel_source": inputs.get("pixel_source"),
         "tumour_slices": sum(a > 0 for a in areas), **_areas(sum(areas), pixel_mm),
         "area_fraction": round(float(sum(areas)) / (n * masks[0].size), 5),
-        "has_uncertainty": False, "has_reference": False, "summaries": [], "corrections": [],
+        "metrics_2d": metrics, "has_uncertainty": False, "has_reference": metrics is not None,
+        "summaries": [], "corrections": [],
     }
 
 

@@ -151,7 +151,7 @@ async function chooseFiles(files) {
       sel.value = guesses[f.name] || "";
       td2.appendChild(sel);
     } else {
-      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: files.length > 1 ? "2D slice" : "2D picture", other: "not supported" }[kind];
+      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: files.length < 2 ? "2D picture" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice"), other: "not supported" }[kind];
     }
     tr.append(td1, td2);
     body.appendChild(tr);
@@ -545,6 +545,15 @@ function show2d(job) {
   } else {
     img.src = job.urls.image2d.overlay;
     row(`Tumour area${unit}`, `${areaText(r.area_px, r.area_mm2)}, ${(100 * r.area_fraction).toFixed(1)} % of the picture`);
+  }
+  const m = r.metrics_2d;
+  if (m) {
+    row(n > 1 ? "Dice, all slices as one volume (uploaded masks)" : "Dice (uploaded mask)", m.dice.toFixed(3));
+    if (n > 1) {
+      row("Dice per slice with tumour, mean", m.slice_dice_mean === null ? "-" : m.slice_dice_mean.toFixed(3));
+      row("Tumour-free slices outlined", `${m.fp_slices} of ${m.tumour_free_slices}`);
+      row("Tumour slices missed", `${m.missed_slices} of ${m.tumour_slices}`);
+    }
   }
   img.hidden = false;
   $("dl-labels").textContent = n > 1 ? "Masks (zip of PNG, one per slice)" : "Mask (PNG)";
