@@ -852,6 +852,27 @@ def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(
         r = c.post("/api/jobs", files=[("files", ("IM0001.dcm", dcm))], data={"pixel_mm": "1"})
         given = wait_done(c.get, r.json()["id"])["result"]
         assert given["area_mm2"] == 80.0 and given["pixel_source"] == "given"
+        # a stack of DICOM slices named by UIDs: ordered by InstanceNumber, not name
+        seen: list[list[int]] = []
+
+        def fake_stack(images: list[np.ndarray]) -> Any:
+            seen.append([int((np.asarray(i) > 128).sum()) for i in images])
+            return [slices2d.SliceResult(i[..., 0] > 128, i[..., 0].astype(np.float32),
+                                         {"model_version": "fake-2d"}) for i in images]
+
+        monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
+        stack = []
+        uids = ((2, "1.2.3.9.dcm", 4), (1, "1.2.3.7.dcm", 2), (3, "1.2.3.8.dcm", 6))
+        for inst, name, rows in uids:
+            a = np.zeros((32, 32), np.uint16)
+            a[2:2 + rows, 4:12] = 900
+            a[31, 31] = 1  # not all-zero outside, so the scaling is the same
+            path = write_dicom_slice(tmp_path / name, a, (0.5, 0.5), instance=inst)
+            stack.append(("files", (name, path.read_bytes())))
+        r = c.post("/api/jobs", files=stack)
+        res = wait_done(c.get, r.json()["id"])["result"]
+        assert res["slice_names"] == ["1.2.3.7.dcm", "1.2.3.9.dcm", "1.2.3.8.dcm"]
+        assert seen[-1] == [16, 32, 48] and res["pixel_source"] == "DICOM PixelSpacing"
         bad = c.post("/api/jobs", files=[("files", ("x.dcm", b"DICM? no"))])
         assert bad.status_code == 400 and "x.dcm: not a readable DICOM" in _detail(bad)
 

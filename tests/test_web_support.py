@@ -236,13 +236,15 @@ def write_dicom_zip(case: Case, zip_path: Path, patient: str = "Doe^Jane",
 
 def write_dicom_slice(path: Path, pixels: np.ndarray, spacing: tuple[float, float] | None,
                       photometric: str = "MONOCHROME2", frames: int = 1,
-                      patient: str = "Doe^Jane") -> Path:
+                      patient: str = "Doe^Jane", instance: int | None = None) -> Path:
     """One MR slice ``pixels`` ``(rows, cols)`` uint16 as a DICOM file (``frames`` > 1
     repeats it as a multi-frame file), with a patient name to show it is not kept."""
     import pydicom
 
     ds = _mr_slice(pixels, spacing, patient, "PID-1234")
     ds.PhotometricInterpretation = photometric
+    if instance is not None:
+        ds.InstanceNumber = instance
     if frames > 1:
         ds.NumberOfFrames = frames
         ds.PixelData = np.ascontiguousarray(

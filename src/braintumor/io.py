@@ -90,6 +90,18 @@ def read_dicom_2d(path: str | Path) -> tuple[np.ndarray, float | None]:
     return out, pixel_mm
 
 
+def dicom_instance_number(path: str | Path) -> int | None:
+    """The InstanceNumber of a DICOM file (its place in the series), or None when the
+    file has none or cannot be read."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(Path(path), stop_before_pixels=True)
+        return int(ds.InstanceNumber)
+    except Exception:  # noqa: BLE001 - any unreadable header simply has no number
+        return None
+
+
 def strip_nifti_suffix(name: str) -> str:
     """``case_t1.nii.gz`` -> ``case_t1``."""
     low = name.lower()

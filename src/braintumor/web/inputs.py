@@ -15,7 +15,8 @@ What an upload may be:
   (ordered by the trailing number of their names, ``name_1.png ... name_N.png``, else by
   name), when a 2D model is part of this build; an optional ``pixel_mm`` field gives
   their pixel size in mm (exported pictures do not carry it), for areas in mm^2. A
-  single-slice DICOM file (``.dcm``) counts as a picture: its pixels are kept as PNG, its
+  single-slice DICOM file (``.dcm``) counts as a picture (DICOM slices of a stack are
+  ordered by their InstanceNumber): its pixels are kept as PNG, its
   PixelSpacing as the pixel size (unless one is given), and the DICOM file itself, with
   its patient identifiers, is deleted. When every picture comes with its mask
   (``<name>_mask.png``/``.tif``, 0/255, as the LGG data set has them), the masks are the
@@ -379,7 +380,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         if scored:
             inputs["ref_masks"] = [reference(0, 0, arr.shape)]
         return _pixel_size(inputs, pixel_mm, own)
-    order = stack_order([f.name for f in pics])
+    order = _dicom_order(pics) or stack_order([f.name for f in pics])
     saved, names, ref_saved = [], [], []
     first: tuple[str, tuple[int, ...]] | None = None
     for k, i in enumerate(order):
@@ -404,6 +405,19 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     if scored:
         inputs["ref_masks"] = ref_saved
     return _pixel_size(inputs, pixel_mm, own)
+
+
+def _dicom_order(pics: list[UploadedFile]) -> list[int] | None:
+    """Slice order of DICOM pictures by their InstanceNumber (their names are often UIDs
+    that say nothing of the order), or None unless every picture is DICOM and numbered."""
+    from braintumor.io import dicom_instance_number, is_dicom_picture
+
+    if not all(is_dicom_picture(f.name) for f in pics):
+        return None
+    nums = [dicom_instance_number(f.path) for f in pics]
+    if any(n is None for n in nums) or len(set(nums)) != len(nums):
+        return None
+    return sorted(range(len(pics)), key=lambda i: nums[i])  # type: ignore[arg-type, return-value]
 
 
 def _stem(name: str) -> str:
