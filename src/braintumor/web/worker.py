@@ -255,15 +255,15 @@ def _metrics_2d(job_dir: Path, inputs: dict[str, Any], masks: list[np.ndarray]
 
 
 def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> None:
-    """``<stem>input.png`` (grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png``."""
+    """``<stem>input.png`` (grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png`` (the
+    command line's overlay: tinted, outline drawn)."""
     from braintumor.io import write_png
+    from braintumor.slices2d import overlay
 
     grey = arr[..., 0] if arr.shape[2] == 1 else arr.mean(axis=2).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    rgb[mask] = 0.5 * rgb[mask] + 0.5 * np.array([255.0, 40.0, 40.0])
     write_png(np.repeat(grey[..., None], 3, axis=2), dest / f"{stem}input.png")
     write_png(mask.astype(np.uint8) * 255, dest / f"{stem}mask.png")
-    write_png(rgb.astype(np.uint8), dest / f"{stem}overlay.png")
+    write_png(overlay(arr, mask), dest / f"{stem}overlay.png")
 
 
 def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
