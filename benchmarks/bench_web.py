@@ -8,11 +8,12 @@ case prepared, as a server is a little after it starts), then in the page:
 * with ``--case DIR`` (a BraTS case folder), uploads its four files and times
   upload end -> outline drawn.
 
-The reference is ``segment(case, method, **options)`` with the page's default options
-(the CNN's fast mode), called directly in this process on the same sample case; the
+The reference is ``segment(case, method, **options)`` with the options the page sends
+(the CNN's fast mode, or with ``--accurate`` the ensemble at full overlap, as the page's
+*accurate* box asks), called directly in this process on the same sample case; the
 page's overhead is printed as a ratio to it.
 
-    python benchmarks/bench_web.py [--method watershed] [--shape 240 240 155]
+    python benchmarks/bench_web.py [--method watershed] [--accurate] [--shape 240 240 155]
         [--case ../shared/data/brats2018/<case>] [--screenshot docs/screenshot.png]
 """
 
@@ -58,6 +59,8 @@ def main() -> int:
                     help="sample size (default: the phantom's full BraTS size)")
     ap.add_argument("--case", type=Path, default=None, help="a BraTS case folder to upload")
     ap.add_argument("--screenshot", type=Path, default=None)
+    ap.add_argument("--accurate", action="store_true",
+                    help="tick the page's accurate box (the CNN ensemble at full overlap)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--layout", default=None, help="viewer layout for the screenshot "
                     "(multi, slices, axial, ...)")
@@ -86,13 +89,14 @@ def main() -> int:
     while not any((data / "sample").glob("*/*")):
         time.sleep(0.5)
     print(f"server up, sample prepared: {time.monotonic() - t0:.1f} s after start")
-    out: dict[str, Any] = {"method": method}
+    out: dict[str, Any] = {"method": method, "accurate": args.accurate}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 900})
         page.goto(url + "/")
         page.wait_for_selector(f"#method option[value='{method}']", state="attached")
         page.select_option("#method", method)
+        page.set_checked("#want-accurate", args.accurate)
         t = time.monotonic()
         page.click("#sample-btn")
         page.wait_for_selector("body[data-viewer='overlay']", timeout=600_000)
@@ -139,6 +143,7 @@ def main() -> int:
             page.goto(url + "/")
             page.wait_for_selector(f"#method option[value='{method}']", state="attached")
             page.select_option("#method", method)
+            page.set_checked("#want-accurate", args.accurate)
             page.set_input_files("#file-input", [str(f) for f in files])
             page.click("#submit-btn")
             page.wait_for_selector("body[data-viewer='overlay']", timeout=600_000)
@@ -156,10 +161,10 @@ def main() -> int:
     from braintumor.web.worker import sample_files
 
     case = load_case(sample_files(data / "sample", sample))
-    # with the options the page sends by default (the CNN's fast mode)
+    # with the options the page sends (the CNN's fast mode unless --accurate)
     from braintumor.web.app import _job_options
 
-    opts = _job_options(False)
+    opts = _job_options(False, args.accurate)
     if method == "watershed":
         opts.pop("fast", None)
     t = time.perf_counter()

@@ -224,8 +224,12 @@ def test_sample_button(server: ServerThread, page: Any) -> None:
     page.goto(server.url + "/")
     page.wait_for_selector("#method option[value='threshold']", state="attached")
     page.select_option("#method", "threshold")
+    # the page asks for the accurate mode unless the user unticks it
+    assert page.is_checked("#want-accurate")
     t0 = time.monotonic()
-    page.click("#sample-btn")
+    with page.expect_request("**/api/sample") as req:
+        page.click("#sample-btn")
+    assert req.value.post_data_json["accurate"] is True
     _wait_overlay(page, timeout_ms=120_000)
     seconds = time.monotonic() - t0
     print(f"sample click to overlay (threshold stand-in, 64x64x48): {seconds:.1f} s")

@@ -334,7 +334,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     def job_out(job: Job) -> dict[str, Any]:
         base = f"/api/jobs/{job.id}"
         inputs = {k: v for k, v in job.inputs.items()
-                  if k not in ("modalities", "reference", "image", "reference_default")}
+                  if k not in ("modalities", "reference", "image", "reference_default",
+                               "images", "ref_masks")}
         if "series" in inputs:
             inputs["series"] = [{k: v for k, v in s.items() if k != "path"}
                                 for s in inputs["series"]]
