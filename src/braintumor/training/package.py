@@ -449,7 +449,8 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
               "data of at least one member); unseen BraTS cases are the judge of it.", ""]
     if "fast" in meta:
         f = meta["fast"]
-        lines += ["## Fast mode (`--fast`, the web page's default)", "",
+        lines += ["## Fast mode (`--fast`, the web API's default; the page's when *accurate* "
+                  "is unticked)", "",
                   f"One model (member {f['members'][0]}) at window overlap "
                   f"{f['overlap']}: several times fewer windows than the full ensemble at "
                   f"overlap {meta['overlap']}. Held out, as above (each case by the fold "
