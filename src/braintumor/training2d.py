@@ -460,6 +460,20 @@ def aux_slices(cfg: Train2DConfig) -> SliceSet | None:
     return brats_slice_set(cfg.aux_brats, cfg.size, cfg.aux_every)
 
 
+def _judge_fold(cfg: Train2DConfig, ck: Path, va: list[s2d.PatientSlices], fold_dir: Path,
+                record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Judge the fold model ``ck`` on its held-out patients ``va`` with ``cfg``'s inference
+    settings; probabilities to ``fold_dir/probs``, ``record`` plus the results to
+    ``fold_dir/metrics.json``. Returns the results."""
+    model = s2d.load_model_2d(ck)
+    model = s2d.Model2D(model.network, {**model.config, "threshold": cfg.threshold,
+                                        "min_fraction": cfg.min_fraction, "tta": cfg.tta})
+    res = evaluate_model(model, va, ("rgb", "grey", "jpeg50"), fold_dir / "probs")
+    (fold_dir / "metrics.json").write_text(json.dumps({**record, "results": res}, indent=1)
+                                           + "\n")
+    return res
+
+
 def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
     """Patient-wise k-fold cross-validation: train on k-1 folds, judge the held-out
     patients; results (per fold JSON) under ``out/cv``."""
@@ -484,11 +498,8 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
         ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}", part=f"cv/fold{k}",
                    aux=aux_slices(cfg))
         train_s = time.perf_counter() - t0
-        model = s2d.load_model_2d(ck)
-        model.config.update(threshold=cfg.threshold, min_fraction=cfg.min_fraction, tta=cfg.tta)
-        res = evaluate_model(model, va, ("rgb", "grey", "jpeg50"), out / f"fold{k}" / "probs")
-        res_file.write_text(json.dumps({"fold": k, "patients": held, "train_seconds": train_s,
-                                        "results": res}, indent=1) + "\n")
+        res = _judge_fold(cfg, ck, va, out / f"fold{k}",
+                          {"fold": k, "patients": held, "train_seconds": train_s})
         print(json.dumps({m: {pp: s2d.summarise(r) for pp, r in v.items()}
                           for m, v in res.items()}, indent=1), flush=True)
     return out
@@ -628,16 +639,10 @@ def run_reeval(cfg: Train2DConfig, source: str | Path) -> Path:
         if res_file.exists():
             continue
         old = json.loads((src / f"fold{k}" / "metrics.json").read_text())
-        model = s2d.load_model_2d(src / f"fold{k}" / "final.pt")
-        model = s2d.Model2D(model.network, {**model.config, "threshold": cfg.threshold,
-                                            "min_fraction": cfg.min_fraction,
-                                            "tta": cfg.tta})
         va = [p for p in patients if p.patient_id in held]
-        res = evaluate_model(model, va, ("rgb", "grey", "jpeg50"), out / f"fold{k}" / "probs")
-        res_file.write_text(json.dumps({"fold": k, "patients": held,
-                                        "train_seconds": old["train_seconds"],
-                                        "models_from": str(src / f"fold{k}"),
-                                        "results": res}, indent=1) + "\n")
+        _judge_fold(cfg, src / f"fold{k}" / "final.pt", va, out / f"fold{k}",
+                    {"fold": k, "patients": held, "train_seconds": old["train_seconds"],
+                     "models_from": str(src / f"fold{k}")})
         print(f"fold {k}: judged {len(va)} patients", flush=True)
     return out
 
