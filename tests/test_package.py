@@ -125,3 +125,16 @@ def test_package_one_member_per_recipe(tmp_path: Path) -> None:
     res = segment_cnn(make_case(shape=(40, 48, 32), seed=98), model=out, device="cpu",
                       fast=True)
     assert res.info["folds"] == 1
+    # --score-only: the held-out table of recipes that are not shipped, nothing packed
+    rc = package_main(["--runs", ",".join(roots), "--data", str(data),
+                       "--probs", str(tmp_path / "probs2"), "--fast-overlap", "0",
+                       "--report", str(tmp_path / "rep2"), "--out", str(tmp_path / "none"),
+                       "--score-only"])
+    assert rc == 0 and not (tmp_path / "none").exists()
+    summary = json.loads((tmp_path / "rep2" / "summary.json").read_text())
+    assert set(summary["regions"]) == {"WT", "TC", "ET"} and "fast" not in summary
+    table = (tmp_path / "rep2" / "table.md").read_text()
+    assert all(f"| case{i} |" in table for i in range(4)) and "Fast mode" not in table
+    with pytest.raises(SystemExit):  # several recipes to ship need their members
+        package_main(["--runs", ",".join(roots), "--data", str(data), "--probs",
+                      str(tmp_path / "probs3"), "--out", str(tmp_path / "none")])

@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a sentence for the model card's training section")
     ap.add_argument("--card-copy", default="MODEL_CARD.md",
                     help="also copy the model card here ('' for no copy)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="cross-validate only: write the held-out table and summary to "
+                         "--report and pack nothing (for recipes that are not shipped)")
     ap.add_argument("--card-only", action="store_true",
                     help="only rewrite the model card from the packaged model.json, the "
                          "report's summary.json and the timing (no training or scoring)")
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(roots) == 1:
         info = heldout_probabilities(runs, args.data, probs_dir, args.checkpoint, args.overlap)
     else:
-        if not args.members:
+        if not args.members and not args.score_only:
             ap.error("several --runs need --members (one shipped model per recipe)")
         rdirs = ([Path(d) for d in args.root_probs.split(",")] if args.root_probs
                  else [probs_dir / f"root{i}" for i in range(len(roots))])
@@ -229,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{d['ET']:.3f} |")
     (report / "table.md").write_text("\n".join(lines + per_case) + "\n")
     print("\n".join(lines + per_case))
+    if args.score_only:
+        return 0
 
     # pack the shipped model
     import torch
