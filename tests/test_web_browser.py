@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import shutil
 import time
 import urllib.request
@@ -310,17 +311,23 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     page.fill("#pixel-mm", "0.8")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    from playwright.sync_api import expect  # assertions that wait for the page to update
+
     page.wait_for_selector("#slice2d-nav:not([hidden])")
-    assert page.get_attribute("#slice2d", "max") == "2"
+    expect(page.locator("#slice2d")).to_have_attribute("max", "2")
     step = "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }"
     page.eval_on_selector("#slice2d", step, "0")
-    assert "pat_1.png" in (page.text_content("#slice2d-name") or "")
-    assert (page.get_attribute("#img2d", "src") or "").endswith("/image2d/slice/0/overlay.png")
+    expect(page.locator("#slice2d-name")).to_contain_text("pat_1.png")
+    expect(page.locator("#img2d")).to_have_attribute(
+        "src", re.compile(r"/image2d/slice/0/overlay\.png$"))
     page.eval_on_selector("#slice2d", step, "2")
-    assert "pat_3.png" in (page.text_content("#slice2d-name") or "")
-    table = page.text_content("#vol-table") or ""
-    assert "mm²" in table and "of 3" in table and "unknown" not in table
+    expect(page.locator("#slice2d-name")).to_contain_text("pat_3.png")
+    table = page.locator("#vol-table")
+    expect(table).to_contain_text("mm²")
+    expect(table).to_contain_text("of 3")
+    expect(table).not_to_contain_text("unknown")
     page.wait_for_function("document.getElementById('img2d').naturalWidth === 96")
-    assert (page.get_attribute("#dl-labels", "href") or "").endswith("/image2d/masks.zip")
-    assert (page.get_attribute("#dl-report-pdf", "href") or "").endswith("/report.pdf")
+    expect(page.locator("#dl-labels")).to_have_attribute(
+        "href", re.compile(r"/image2d/masks\.zip$"))
+    expect(page.locator("#dl-report-pdf")).to_have_attribute("href", re.compile(r"/report\.pdf$"))
     assert "disabled" not in (page.get_attribute("#dl-report-html", "class") or "")
