@@ -306,3 +306,70 @@ def test_onnx_fast_path_does_not_import_torch_or_monai(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
     assert r.stdout.strip().splitlines()[-1] == "0 False False", r.stdout + r.stderr
+
+
+def test_model_grid_zoom_and_resampling() -> None:
+    """Cases about 1 mm are left alone; others get a per-axis zoom to 1 mm; linear
+    resampling keeps the field of view (a linear ramp survives up and back exactly)."""
+    from braintumor.inference import model_grid_zoom, resample_to
+
+    assert model_grid_zoom((1.0, 1.0, 1.0)) is None
+    assert model_grid_zoom((0.9, 1.1, 1.0)) is None
+    assert model_grid_zoom((1.0, 1.0, 3.0)) == (1.0, 1.0, 3.0)
+    assert model_grid_zoom((0.5, 0.5, 1.0)) == (0.5, 0.5, 1.0)
+    ramp = np.arange(12, dtype=np.float32)[None, None, None, :]
+    x = np.broadcast_to(ramp, (2, 4, 5, 12)).copy()
+    up = resample_to(x, (4, 5, 36))
+    assert up.shape == (2, 4, 5, 36) and up.dtype == np.float32
+    assert np.all(np.diff(up[0, 0, 0]) >= 0) and up.min() == 0 and up.max() == 11
+    assert np.abs(resample_to(up, (4, 5, 12)) - x).max() < 1e-5
+
+
+def test_postprocess_minimum_sizes_keep_their_volume() -> None:
+    pp = PostProcess(wt_min_voxels=4000, et_min_voxels=100)
+    assert pp.for_voxel(1.0) is pp
+    p8 = pp.for_voxel(8.0)  # 2 x 2 x 2 mm voxels
+    assert (p8.wt_min_voxels, p8.et_min_voxels) == (500, 13)
+    probs = np.zeros((3, 40, 40, 40), np.float32)
+    probs[0, 5:14, 5:14, 5:14] = 0.9  # 729 voxels: 0.7 mL at 1 mm^3, 5.8 mL at 8 mm^3
+    assert not pp.apply(probs).any()
+    assert int((p8.apply(probs) > 0).sum()) == 729
+
+
+def test_coarse_case_is_predicted_on_the_model_grid(tiny_model: Path) -> None:
+    """A 2 mm-slice case: the network sees 1 mm, the labels come back on the case's grid."""
+    from braintumor.resolution_study import coarsen
+
+    case = coarsen(make_case(shape=SHAPE, seed=4), (1, 1, 2))
+    assert case.shape == (48, 56, 20) and case.spacing == (1.0, 1.0, 2.0)
+    res = segment_cnn(case, model=tiny_model, device="cpu")
+    assert res.labels.shape == case.shape and res.probabilities is not None
+    assert res.probabilities.shape == (3, *case.shape)
+    assert res.info["resampled_to_mm"] == 1.0
+    assert "resampled_to_mm" not in segment_cnn(make_case(shape=SHAPE, seed=4),
+                                                model=tiny_model, device="cpu").info
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factors", [(1, 1, 3), (2, 2, 2)])
+def test_shipped_model_on_thick_slices_gains_from_the_model_grid(
+        factors: tuple[int, int, int]) -> None:
+    """A synthetic case made coarse (3 mm slices; 2 mm voxels): seen on the 1 mm grid
+    the shipped model learned on, its whole tumour is clearly closer to the truth than
+    when the network is fed the coarse grid as it is."""
+    from braintumor.inference import predict_probabilities, shipped_model_available
+    from braintumor.labels import region_masks
+    from braintumor.metrics import dice
+    from braintumor.resolution_study import coarsen
+    from braintumor.watershed import cnn_postprocess
+
+    if not shipped_model_available():
+        pytest.skip("the shipped model is not installed")
+    case = coarsen(make_case(seed=3), factors)
+    assert case.label is not None
+    post = cnn_postprocess(None).for_voxel(float(np.prod(case.spacing)))
+    wt = {}
+    for rs in (False, True):
+        probs, _, _ = predict_probabilities(case, None, "cpu", fast=True, resample=rs)
+        wt[rs] = dice(region_masks(post.apply(probs))["WT"], region_masks(case.label)["WT"])
+    assert wt[True] >= 0.85 and wt[True] > wt[False] + 0.03, wt

@@ -1058,7 +1058,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
             f"Case {case.case_id}: CNN probabilities have shape {probs.shape}; the hybrid "
             f"method needs (3, {', '.join(map(str, case.shape))}) (WT, TC, ET)."
         )
-    pp = cnn_postprocess(post)
+    pp = cnn_postprocess(post).for_voxel(float(np.prod(case.spacing)))
     t1 = time.perf_counter()
     if progress:
         progress(0.5, "hybrid: refining the uncertain band")

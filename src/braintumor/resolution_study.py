@@ -1,0 +1,112 @@
+"""Held-out accuracy of the CNN on cases that are not on the 1 mm grid it learned on.
+
+    python -m braintumor.resolution_study [--runs runs/compact_gpu] [--out experiments/resolution]
+
+Each shared BraTS case is made coarser the way clinical scans are: ``thick``: 3 mm
+slices (each run of three axial slices averaged, the label of the middle one kept), and
+``2mm``: 2 mm voxels on every axis (each 2x2x2 block averaged, the label at the block's
+first voxel). The case is then segmented by the fold model of ``--runs`` that did not
+train on it (as in the fast mode: one model, overlap 0.25), once with the network fed the
+coarse grid as it is and once resampled to 1 mm and back
+(:func:`braintumor.inference.predict_probabilities` ``resample``), and both are scored
+against the coarse reference with :func:`braintumor.metrics.score_case`, after the
+shipped model's postprocessing (its minimum sizes converted to the coarse voxels). The original
+1 mm case is scored too, as the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from braintumor.cases import Case, discover, load_case
+
+REGIONS = ("WT", "TC", "ET")
+
+
+def coarsen(case: Case, factors: tuple[int, int, int]) -> Case:
+    """Block-average the image by integer ``factors`` (x, y, z); the label is the one at
+    each block's centre voxel (rounded down); the affine keeps the world position of the
+    block centres."""
+    fx, fy, fz = factors
+    shp = tuple(n // f * f for n, f in zip(case.shape, factors, strict=True))
+    img = case.image[:, :shp[0], :shp[1], :shp[2]]
+    c = img.shape[0]
+    img = img.reshape(c, shp[0] // fx, fx, shp[1] // fy, fy, shp[2] // fz, fz).mean((2, 4, 6))
+    lab = None
+    if case.label is not None:
+        lab = case.label[fx // 2:shp[0]:fx, fy // 2:shp[1]:fy, fz // 2:shp[2]:fz]
+    aff = case.affine.copy()
+    aff[:3, 3] = aff[:3, :3] @ np.array([(f - 1) / 2 for f in factors]) + aff[:3, 3]
+    aff[:3, :3] = aff[:3, :3] * np.array(factors)[None, :]
+    spacing = tuple(s * f for s, f in zip(case.spacing, factors, strict=True))
+    hdr = case.header.copy()
+    hdr.set_data_shape(img.shape[1:])
+    hdr.set_zooms(spacing)
+    return Case(case_id=case.case_id, image=img.astype(np.float32), affine=aff,
+                spacing=spacing, header=hdr, label=lab)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from braintumor.inference import predict_probabilities
+    from braintumor.metrics import score_case
+    from braintumor.watershed import cnn_postprocess
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", default="runs/compact_gpu")
+    ap.add_argument("--data", default="../shared/data/brats2018")
+    ap.add_argument("--out", default="experiments/resolution")
+    ap.add_argument("--overlap", type=float, default=0.25)
+    args = ap.parse_args(argv)
+    folds = sorted(Path(args.runs).glob("fold[0-9]*"))
+    held = {cid: f for f in folds
+            for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
+    sources = {s.case_id: s for s in discover(args.data)}
+    conditions: dict[str, tuple[int, int, int]] = {"1mm": (1, 1, 1), "thick": (1, 1, 3),
+                                                   "2mm": (2, 2, 2)}
+    rows: list[dict[str, Any]] = []
+    for cid in sorted(held):
+        case = load_case(sources[cid])
+        ck = held[cid] / "last.pt"
+        for cond, fac in conditions.items():
+            c = case if cond == "1mm" else coarsen(case, fac)
+            assert c.label is not None
+            arms = (True,) if cond == "1mm" else (False, True)
+            for rs in arms:
+                probs, _, _ = predict_probabilities(c, ck, "cpu", overlap=args.overlap,
+                                                    resample=rs)
+                post = cnn_postprocess(None).for_voxel(float(np.prod(c.spacing)))
+                sc = score_case(post.apply(probs), c.label, c.spacing)
+                row = {"case": cid, "condition": cond, "resampled": rs,
+                       **{r: round(sc[r]["dice"], 4) for r in REGIONS},
+                       **{f"{r}_hd95": round(sc[r]["hd95"], 2) for r in REGIONS}}
+                rows.append(row)
+                print(row, flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cases.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| input | network sees | WT | TC | ET | HD95 WT / TC / ET (mm) |",
+             "|---|---|---|---|---|---|"]
+    for cond in conditions:
+        for rs in (False, True):
+            sel = [r for r in rows if r["condition"] == cond and r["resampled"] == rs]
+            if not sel:
+                continue
+            m = {k: float(np.mean([r[k] for r in sel]))
+                 for k in [*REGIONS, *(f"{x}_hd95" for x in REGIONS)]}
+            how = "1 mm grid (resampled)" if rs and cond != "1mm" else (
+                "its own grid" if cond != "1mm" else "1 mm (as is)")
+            lines.append(f"| {cond} | {how} | {m['WT']:.3f} | {m['TC']:.3f} | {m['ET']:.3f} | "
+                         f"{m['WT_hd95']:.1f} / {m['TC_hd95']:.1f} / {m['ET_hd95']:.1f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
