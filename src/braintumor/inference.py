@@ -26,11 +26,6 @@ from braintumor.segment import ProgressFn, SegmentationResult
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "brats3d"
-# the grid the 3D models learned on (BraTS: 1 mm isotropic); a case whose voxels differ
-# from it by more than MODEL_GRID_TOLERANCE (fraction) on any axis is resampled to it for
-# the network, and the probabilities are resampled back to the case's own grid
-MODEL_SPACING_MM = 1.0
-MODEL_GRID_TOLERANCE = 0.15
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -368,35 +363,17 @@ def get_model(model: str | Path | None = None, device: str = "cpu",
     return _CACHE[key]
 
 
-def model_grid_zoom(spacing: tuple[float, float, float]) -> tuple[float, float, float] | None:
-    """Per-axis zoom from a case's voxels to the models' 1 mm grid, or None when the case
-    is already on it (within :data:`MODEL_GRID_TOLERANCE`)."""
-    if all(abs(s / MODEL_SPACING_MM - 1.0) <= MODEL_GRID_TOLERANCE for s in spacing):
-        return None
-    return tuple(float(s) / MODEL_SPACING_MM for s in spacing)  # type: ignore[return-value]
-
-
-def resample_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Linear resampling of ``(C, X, Y, Z)`` to the spatial ``shape`` (voxel centres
-    aligned, as a voxel grid of the same field of view), float32."""
-    from scipy import ndimage
-
-    zoom = [t / c for t, c in zip(shape, array.shape[1:], strict=True)]
-    return np.stack([ndimage.zoom(a.astype(np.float32, copy=False), zoom, order=1,
-                                  mode="nearest", grid_mode=True) for a in array])
-
-
 def predict_probabilities(case: Case, model: str | Path | None = None, device: str = "auto",
                           tta: bool = False, progress: ProgressFn | None = None,
                           overlap: float | None = None, backend: str = "auto",
-                          fast: bool = False, resample: bool = True
+                          fast: bool = False
                           ) -> tuple[np.ndarray, LoadedModel, dict[str, float]]:
     """Region probabilities ``(3, X, Y, Z)`` in the case's native grid.
 
     ``fast``: only the model's fast members (one fold model for the shipped ensemble) at
     its fast overlap, four to six times fewer windows; its cross-validated accuracy is in
-    the model card. ``resample``: a case whose voxels are not about 1 mm (thick slices,
-    fine in-plane pixels) is seen by the network on the 1 mm grid it learned on.
+    the model card. The case is predicted on its own grid: :func:`braintumor.segment.segment`
+    brings cases that are not about 1 mm to the models' 1 mm grid first.
     """
     from braintumor.training.data import prepare_case
 
@@ -409,12 +386,6 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
         progress(0.1, "preprocessing")
     t0 = time.perf_counter()
     prep = prepare_case(case)
-    image = prep.image
-    zoom = model_grid_zoom(case.spacing) if resample else None
-    if zoom is not None:
-        grid = tuple(max(1, round(n * z)) for n, z in zip(image.shape[1:], zoom, strict=True))
-        image = resample_to(image, grid)
-        timings["resampled_to_mm"] = MODEL_SPACING_MM
     timings["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     nets = [lm.nets[i] for i in lm.fast_members] if fast else lm.nets
@@ -424,13 +395,11 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     for i, net in enumerate(nets):
         if progress:
             progress(0.15 + 0.75 * i / len(nets), f"CNN model {i + 1}/{len(nets)}")
-        p = sliding_window_probs(net, image, lm.patch, overlap, dev, lm.output,
+        p = sliding_window_probs(net, prep.image, lm.patch, overlap, dev, lm.output,
                                  mirror=tta, whole_volume_max=lm.whole_volume_max)
         acc = p if acc is None else acc + p
     assert acc is not None
     probs = acc / len(nets)
-    if zoom is not None:
-        probs = np.clip(resample_to(probs, prep.image.shape[1:]), 0.0, 1.0)
     timings["members"] = float(len(nets))
     timings["overlap"] = float(overlap)
     timings["inference_s"] = time.perf_counter() - t0
@@ -441,15 +410,16 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
 def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto",
                 progress: ProgressFn | None = None, tta: bool = False,
                 uncertainty: bool = False, backend: str = "auto", fast: bool = False,
-                **_: Any) -> SegmentationResult:
+                post: PostProcess | None = None, **_: Any) -> SegmentationResult:
     """Segment a case with a CNN model (the shipped one by default); ``fast`` runs
-    only the model's fast members at its fast overlap (see predict_probabilities)."""
+    only the model's fast members at its fast overlap (see predict_probabilities);
+    ``post``: postprocessing other than the model's own."""
     t0 = time.perf_counter()
     probs, lm, timings = predict_probabilities(case, model, device, tta=tta or uncertainty,
                                                progress=progress, backend=backend, fast=fast)
     if progress:
         progress(0.92, "postprocessing")
-    labels = lm.post.for_voxel(float(np.prod(case.spacing))).apply(probs)
+    labels = (post or lm.post).for_voxel(float(np.prod(case.spacing))).apply(probs)
     unc = None
     if uncertainty:
         # binary entropy of the whole-tumour probability, in bits (0 certain .. 1)

@@ -6,6 +6,8 @@ of three ``slice`` objects in the native grid, so ``uncrop`` can put a predictio
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -100,3 +102,57 @@ def remove_small_components(mask: np.ndarray, min_voxels: int,
     keep = sizes >= min_voxels
     keep[0] = False
     return keep[lab]
+
+
+# --------------------------------------------------------------------------- model grid
+#: the grid the 3D methods were built and trained on (BraTS: 1 mm isotropic); a case whose
+#: voxels differ from it by more than MODEL_GRID_TOLERANCE (fraction) on any axis is
+#: segmented on it and its results are brought back to the case's own grid
+MODEL_SPACING_MM = 1.0
+MODEL_GRID_TOLERANCE = 0.15
+
+
+def model_grid_zoom(spacing: tuple[float, ...]) -> tuple[float, ...] | None:
+    """Per-axis zoom from a case's voxels to the 1 mm model grid, or None when the case
+    is already on it (within :data:`MODEL_GRID_TOLERANCE`)."""
+    if all(abs(s / MODEL_SPACING_MM - 1.0) <= MODEL_GRID_TOLERANCE for s in spacing):
+        return None
+    return tuple(float(s) / MODEL_SPACING_MM for s in spacing)
+
+
+def resample_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Linear resampling of ``(C, X, Y, Z)`` to the spatial ``shape`` over the same field
+    of view (voxel centres aligned as grids of that extent), float32."""
+    zoom = [t / c for t, c in zip(shape, array.shape[1:], strict=True)]
+    return np.stack([ndi.zoom(a.astype(np.float32, copy=False), zoom, order=1,
+                              mode="nearest", grid_mode=True) for a in array])
+
+
+def resample_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-voxel resampling of a label map to ``shape`` over the same field of view
+    (each target voxel takes the label at its centre)."""
+    idx = [np.minimum(((np.arange(n) + 0.5) * (m / n)).astype(np.intp), m - 1)
+           for n, m in zip(shape, labels.shape, strict=True)]
+    return labels[np.ix_(*idx)]
+
+
+def on_model_grid(case: Any) -> Any | None:
+    """``case`` (a :class:`braintumor.cases.Case`) resampled to the 1 mm model grid over
+    the same field of view (image linear; no label), or None when it is already on it."""
+    from braintumor.cases import Case
+
+    zoom = model_grid_zoom(case.spacing)
+    if zoom is None:
+        return None
+    shape = tuple(max(1, round(n * z)) for n, z in zip(case.shape, zoom, strict=True))
+    scale = np.array(shape, float) / np.array(case.shape, float)
+    affine = case.affine.copy()
+    # new voxel j has its centre at old (continuous) index (j + 0.5) / scale - 0.5
+    affine[:3, 3] = affine[:3, :3] @ (0.5 / scale - 0.5) + affine[:3, 3]
+    affine[:3, :3] = affine[:3, :3] / scale[None, :]
+    spacing = tuple(float(s) / k for s, k in zip(case.spacing, scale, strict=True))
+    header = case.header.copy()
+    header.set_data_shape(shape)
+    header.set_zooms(spacing)
+    return Case(case_id=case.case_id, image=resample_to(case.image, shape), affine=affine,
+                spacing=spacing, header=header, label=None)  # type: ignore[arg-type]

@@ -76,10 +76,27 @@ def available_methods() -> list[str]:
 
 
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
-            **options: Any) -> SegmentationResult:
-    """Segment ``case`` with ``method``; labels come back in the case's native grid."""
+            resample: bool = True, **options: Any) -> SegmentationResult:
+    """Segment ``case`` with ``method``; labels come back in the case's native grid.
+
+    ``resample``: a case whose voxels are not about 1 mm (3 mm slices, 2 mm volumes,
+    fine in-plane pixels) is segmented on the 1 mm grid the methods were built on and its
+    labels (nearest voxel), probabilities and uncertainty (linear) are brought back
+    (:func:`braintumor.preprocess.on_model_grid`; held-out effect in the README).
+    """
+    from braintumor.preprocess import MODEL_SPACING_MM, on_model_grid, resample_labels, resample_to
+
     fn = get_method(method)
-    result = fn(case, progress=progress, **options)
+    work = on_model_grid(case) if resample else None
+    result = fn(case if work is None else work, progress=progress, **options)
+    if work is not None:
+        result.labels = resample_labels(result.labels, case.shape)
+        if result.probabilities is not None:
+            result.probabilities = np.clip(resample_to(result.probabilities, case.shape), 0, 1)
+        if result.uncertainty is not None:
+            result.uncertainty = resample_to(result.uncertainty[None], case.shape)[0]
+        result.info["resampled_to_mm"] = MODEL_SPACING_MM
+        result.info["grid"] = list(work.shape)
     if result.labels.shape != case.shape:
         raise RuntimeError(
             f"{method} returned shape {result.labels.shape} for a case of shape {case.shape}"
