@@ -28,6 +28,8 @@ METHODS: dict[str, str] = {
     "watershed": "braintumor.watershed:segment_watershed",
     "hybrid": "braintumor.watershed:segment_hybrid",
 }
+#: the methods built and trained on BraTS's 1 mm grid, which segment() runs on that grid
+MODEL_GRID_METHODS = frozenset({"cnn", "watershed", "hybrid"})
 
 
 @dataclass
@@ -80,14 +82,15 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     """Segment ``case`` with ``method``; labels come back in the case's native grid.
 
     ``resample``: a case whose voxels are not about 1 mm (3 mm slices, 2 mm volumes,
-    fine in-plane pixels) is segmented on the 1 mm grid the methods were built on and its
+    fine in-plane pixels) is segmented by :data:`MODEL_GRID_METHODS` on the 1 mm grid
+    they were built on and its
     labels (nearest voxel), probabilities and uncertainty (linear) are brought back
     (:func:`braintumor.preprocess.on_model_grid`; held-out effect in the README).
     """
     from braintumor.preprocess import MODEL_SPACING_MM, on_model_grid, resample_labels, resample_to
 
     fn = get_method(method)
-    work = on_model_grid(case) if resample else None
+    work = on_model_grid(case) if resample and method in MODEL_GRID_METHODS else None
     result = fn(case if work is None else work, progress=progress, **options)
     if work is not None:
         result.labels = resample_labels(result.labels, case.shape)
