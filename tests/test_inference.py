@@ -384,3 +384,25 @@ def test_shipped_methods_on_coarse_scans_gain_from_the_model_grid(
         pred = region_masks(segment(case, method, device="cpu", fast=True, resample=rs).labels)
         score[rs] = float(np.mean([dice(pred[r], ref[r]) for r in ("WT", "TC", "ET")]))
     assert score[True] >= 0.7 and score[True] > score[False] + 0.03, score
+
+
+def test_model_grid_keeps_the_brain_edge_bright() -> None:
+    """Resampling a skull-stripped case does not darken the brain's edge: every brain
+    voxel on the 1 mm grid keeps the brain's intensity, the background stays 0, and the
+    brain keeps its volume."""
+    from braintumor.cases import case_from_arrays
+    from braintumor.preprocess import on_model_grid
+
+    xx, yy, zz = np.meshgrid(*[np.arange(s) for s in (30, 32, 20)], indexing="ij")
+    brain = ((xx - 15) / 11) ** 2 + ((yy - 16) / 12) ** 2 + ((zz - 10) / 7) ** 2 <= 1
+    image = np.zeros((4, 30, 32, 20), np.float32)
+    image[:, brain] = 100.0
+    case = case_from_arrays("edge", image, np.diag([2.0, 2.0, 2.0, 1.0]), None)
+    fine = on_model_grid(case)
+    assert fine is not None and fine.shape == (60, 64, 40)
+    inside = fine.image[0] > 0
+    assert np.allclose(fine.image[:, inside], 100.0)
+    assert abs(inside.sum() / 8 - brain.sum()) / brain.sum() < 0.05
+    assert np.allclose(fine.affine[:3, :3], np.eye(3))
+    # the first fine voxel's centre lies half a fine voxel inside the coarse one's edge
+    assert np.allclose(fine.affine[:3, 3], [-0.5, -0.5, -0.5])

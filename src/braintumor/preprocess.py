@@ -154,5 +154,15 @@ def on_model_grid(case: Any) -> Any | None:
     header = case.header.copy()
     header.set_data_shape(shape)
     header.set_zooms(spacing)
-    return Case(case_id=case.case_id, image=resample_to(case.image, shape), affine=affine,
+    # the background (0 in every modality, as skull-stripped scans are) is first filled
+    # with the nearest brain voxel's values, so interpolation does not darken the brain's
+    # edge into a rim of tissue-like intensities; it is zero again after resampling
+    brain = np.any(case.image != 0, axis=0)
+    image = case.image
+    if brain.any() and not brain.all():
+        near = ndi.distance_transform_edt(~brain, return_distances=False, return_indices=True)
+        image = image[(slice(None), *near)]
+    image = resample_to(image, shape)
+    image[:, resample_to(brain[None].astype(np.float32), shape)[0] < 0.5] = 0
+    return Case(case_id=case.case_id, image=image, affine=affine,
                 spacing=spacing, header=header, label=None)  # type: ignore[arg-type]
