@@ -154,14 +154,13 @@ def on_model_grid(case: Any) -> Any | None:
     header = case.header.copy()
     header.set_data_shape(shape)
     header.set_zooms(spacing)
-    # the background (0 in every modality, as skull-stripped scans are) is first filled
-    # with the nearest brain voxel's values, so interpolation does not darken the brain's
-    # edge into a rim of tissue-like intensities; it is zero again after resampling
+    # the background (0 in every modality, as skull-stripped scans are) must not darken
+    # the brain's edge into a rim of tissue-like intensities: linear interpolation reaches
+    # one voxel out, so each background voxel next to the brain first takes the mean of
+    # its brain neighbours, and everything outside the resampled brain is 0 again after
     brain = np.any(case.image != 0, axis=0)
     image = case.image
     if brain.any() and not brain.all():
-        # linear interpolation reaches one voxel out, so one ring is enough: each
-        # background voxel next to the brain takes the mean of its brain neighbours
         weight = ndi.uniform_filter(brain.astype(np.float32), 3)
         ring = (weight > 0) & ~brain
         image = image.copy()

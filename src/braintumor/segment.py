@@ -83,9 +83,9 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
 
     ``resample``: a case whose voxels are not about 1 mm (3 mm slices, 2 mm volumes,
     fine in-plane pixels) is segmented by :data:`MODEL_GRID_METHODS` on the 1 mm grid
-    they were built on and its
-    labels (nearest voxel), probabilities and uncertainty (linear) are brought back
-    (:func:`braintumor.preprocess.on_model_grid`; held-out effect in the README).
+    they were built on (:func:`braintumor.preprocess.on_model_grid`), and its labels
+    (nearest voxel), probabilities and uncertainty (linear) are brought back; the
+    held-out effect is in the README.
     """
     from braintumor.preprocess import MODEL_SPACING_MM, on_model_grid, resample_labels, resample_to
 
