@@ -406,3 +406,22 @@ def test_model_grid_keeps_the_brain_edge_bright() -> None:
     assert np.allclose(fine.affine[:3, :3], np.eye(3))
     # the first fine voxel's centre lies half a fine voxel inside the coarse one's edge
     assert np.allclose(fine.affine[:3, 3], [-0.5, -0.5, -0.5])
+
+
+def test_predict_cli_on_thick_slices_keeps_their_grid(tmp_path: Path, tiny_model: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """`braintumor predict` on 3 mm slices: the label map is written on the input's own
+    grid and affine, and the progress line says the case was segmented at 1 mm."""
+    from braintumor.resolution_study import coarsen
+
+    case = coarsen(make_case(shape=SHAPE, seed=6), (1, 1, 3))
+    folder = write_case(case, tmp_path / "in")
+    rc = main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model",
+               str(tiny_model), "--device", "cpu"])
+    assert rc == 0
+    ref = nib.load(str(next(folder.glob("*t1*.nii.gz"))))
+    img = nib.load(str(tmp_path / "out" / f"{case.case_id}.nii.gz"))
+    assert img.shape == ref.shape == (48, 56, 13)
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
+    assert "1 mm resampling of its 1x1x3 mm voxels" in capsys.readouterr().err

@@ -115,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
                 case = load_case(src, with_label=False)
                 res = segment(case, args.method, progress=cb, **_options(args))
                 written.append(write_outputs(case, res, out_dir, args.labels))
-                prog.update(task, completed=1.0, stage="done")
+                done = "done"
+                if res.info.get("resampled_to_mm"):
+                    vox = "x".join(f"{s:g}" for s in case.spacing)
+                    done = f"done (segmented on a 1 mm resampling of its {vox} mm voxels)"
+                prog.update(task, completed=1.0, stage=done)
             except InputError as exc:
                 prog.update(task, stage="failed")
                 print(f"error: {exc}", file=sys.stderr)
