@@ -241,6 +241,29 @@ def test_sample_button(server: ServerThread, page: Any) -> None:
     assert page.is_visible("#metrics-box")
     shot = page.locator("#gl").screenshot()
     assert sum(_label_pixels(shot).values()) > 50
+    assert not page.is_visible("#m-grid")  # a 1 mm case needs no resampling
+
+
+def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """A case of 1.2 x 1 x 1.5 mm voxels run by the watershed: segmented on the 1 mm
+    grid, and the page says so next to the measurements."""
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='watershed']", state="attached")
+    page.select_option("#method", "watershed")
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    page.wait_for_selector(".mod-select")
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert job["result"]["info"]["resampled_to_mm"] == 1.0
+    assert job["result"]["shape"] == list(SHAPE)
+    from playwright.sync_api import expect
+
+    note = page.locator("#m-grid")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("1.2 × 1 × 1.5 mm")
+    expect(note).to_contain_text("1 mm resampling")
 
 
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:

@@ -508,6 +508,7 @@ function show2d(job) {
   const known = r.pixel_mm !== undefined && r.pixel_mm !== null;
   const unit = known ? "" : " (pixel size unknown)";
   $("m-method").textContent = n > 1 ? `2D model, ${n} slices as one volume` : "2D model";
+  $("m-grid").hidden = true;
   $("m-model").textContent = r.model_version || "-";
   $("lesion-line").hidden = true;
   $("vol-h1").textContent = "Measure";
@@ -591,6 +592,12 @@ function renderResult(job) {
   $("m-method").textContent = r.method || job.method;
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;
+  const resampled = r.info && r.info.resampled_to_mm && r.spacing_mm;
+  $("m-grid").hidden = !resampled;
+  $("m-grid").textContent = resampled
+    ? `Voxels of ${r.spacing_mm.map((v) => +v.toFixed(2)).join(" × ")} mm: segmented on a 1 mm ` +
+      "resampling (the grid the methods learned on); outline and volumes are on the scan's own grid."
+    : "";
   const mbox = $("metrics-box");
   const mbody = $("metrics-table").querySelector("tbody");
   mbody.textContent = "";
