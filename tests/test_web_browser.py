@@ -127,6 +127,21 @@ def _wait_overlay(page: Any, timeout_ms: int = 90_000) -> None:
     page.wait_for_timeout(600)  # a few frames for WebGL to draw
 
 
+def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str) -> list[str]:
+    """Upload the small case's four files with ``method`` and wait for the job to finish;
+    returns the modalities the page assigned to the files before submitting."""
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    page.goto(server.url + "/")
+    page.wait_for_selector(f"#method option[value='{method}']", state="attached")
+    page.select_option("#method", method)
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    page.wait_for_selector(".mod-select")
+    chosen = list(page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)"))
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    return chosen
+
+
 def _volumes_from_nifti(content: bytes) -> dict[str, float]:
     img = nib.Nifti1Image.from_bytes(gzip.decompress(content))
     lab = np.asarray(img.dataobj)
@@ -137,17 +152,9 @@ def _volumes_from_nifti(content: bytes) -> dict[str, float]:
 
 def test_upload_progress_viewer_volumes_download_and_correction(
         server: ServerThread, page: Any, tmp_path: Path) -> None:
-    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
-    page.goto(server.url + "/")
-    page.wait_for_selector("#method option[value='threshold']", state="attached")
-    page.select_option("#method", "threshold")
-    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    chosen = _upload_case(server, page, tmp_path, "threshold")
     # modalities detected from the names, editable before submitting
-    page.wait_for_selector(".mod-select")
-    chosen = page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)")
     assert sorted(chosen) == ["flair", "t1", "t1ce", "t2"]
-    page.click("#submit-btn")
-    page.wait_for_selector("body[data-status='done']", timeout=90_000)
     assert page.eval_on_selector("#job-progress", "e => e.value") == 1
     _wait_overlay(page)
     job_id = page.url.rsplit("/", 1)[1]
@@ -247,14 +254,7 @@ def test_sample_button(server: ServerThread, page: Any) -> None:
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """A case of 1.2 x 1 x 1.5 mm voxels run by the watershed: segmented on the 1 mm
     grid, and the page says so next to the measurements."""
-    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
-    page.goto(server.url + "/")
-    page.wait_for_selector("#method option[value='watershed']", state="attached")
-    page.select_option("#method", "watershed")
-    page.set_input_files("#file-input", [str(p) for p in files.values()])
-    page.wait_for_selector(".mod-select")
-    page.click("#submit-btn")
-    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    _upload_case(server, page, tmp_path, "watershed")
     job = _job(server, page.url.rsplit("/", 1)[1])
     assert job["result"]["info"]["resampled_to_mm"] == 1.0
     assert job["result"]["shape"] == list(SHAPE)
