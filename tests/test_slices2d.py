@@ -207,6 +207,104 @@ def test_stacks_use_the_stack_threshold(tiny_model: s2d.Model2D) -> None:
     assert stack.sum() > single.sum()
 
 
+def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius ** 2
+
+
+def test_refinement_grows_the_outline_to_flair_edges() -> None:
+    """A network that under-outlines a sharp FLAIR lesion (a soft probability cut at 0.5
+    inside the lesion's edge) is grown out to the edge; a bright blob elsewhere that the
+    outline does not reach stays out; an outline too large is never cut."""
+    from scipy import ndimage
+
+    shape = (256, 256)
+    lesion = _disc(shape, (120, 128), 30)
+    other = _disc(shape, (40, 40), 12)  # bright, but far from the network's outline
+    flair = np.where(lesion | other, 200.0, 90.0) + np.random.default_rng(0).normal(0, 3, shape)
+    prob = ndimage.gaussian_filter(_disc(shape, (120, 128), 26).astype(np.float32), 3)
+    base = prob >= 0.5
+    refined = s2d.refine_masks(prob, flair, base, (0.05, 1.0))
+    assert s2d.dice(base, lesion) < 0.9 and s2d.dice(refined, lesion) > 0.97
+    assert not (refined & other).any() and (refined >= base).all()
+    assert np.array_equal(s2d.refine_masks(prob, flair, base, None), base)
+    # the outline grows no further than where the network gives sure_out or more
+    strict = s2d.refine_masks(prob, flair, base, (0.45, 1.0))
+    assert (strict <= (prob >= 0.45)).all() and strict.sum() < refined.sum()
+    # too large an outline stays as it is; a stack is refined slice by slice
+    wide = _disc(shape, (120, 128), 40)
+    out = s2d.refine_masks(np.stack([prob, prob]), np.stack([flair, flair]),
+                           np.stack([base, wide]), (0.05, 1.0))
+    assert np.array_equal(out[0], refined) and np.array_equal(out[1], wide)
+    # distances scale with the picture: the same scene at twice the size refines alike
+    big = s2d.refine_masks(np.kron(prob, np.ones((2, 2))), np.kron(flair, np.ones((2, 2))),
+                           np.kron(base, np.ones((2, 2), bool)), (0.05, 1.0))
+    assert s2d.dice(big, np.kron(lesion, np.ones((2, 2), bool))) > 0.97
+
+
+def test_refine_settings_checked() -> None:
+    assert s2d.refine_setting(None) is None and s2d.refine_setting([0.05, 2]) == (0.05, 2.0)
+    for bad in ([1.5, 1.0], [0.1, 0.0], [0.1, 0.9, 1.0], "strong"):
+        with pytest.raises(InputError, match="2D refinement"):
+            s2d.refine_setting(bad)
+    with pytest.raises(InputError, match="differ in shape"):
+        s2d.refine_masks(np.ones((4, 4)), np.ones((4, 5)), np.ones((4, 4), bool), (0.1, 1.0))
+
+
+def test_refinement_follows_the_picture_kind(tiny_model: s2d.Model2D) -> None:
+    """The config's ``refine_colour`` serves colour pictures, ``refine_grey`` greyscale
+    ones, for single pictures and stacks, on the FLAIR the picture holds."""
+    import dataclasses
+
+    m = dataclasses.replace(tiny_model, config={**tiny_model.config, "min_fraction": 0.0,
+                                                "refine_colour": [0.3, 1.0]})
+    img, _ = fake_slice(48, 48)
+    res = s2d.segment_image(img, m)
+    plain = s2d.postprocess_slice(res.probability, m.threshold, 0.0)
+    assert res.info.get("refined") is True
+    assert np.array_equal(res.mask, s2d.refine_masks(res.probability, img[..., 1], plain,
+                                                     (0.3, 1.0)))
+    stack = s2d.segment_stack([img, img], m, keep="all")
+    assert all(r.info.get("refined") for r in stack)
+    grey, _ = fake_slice(48, 48, grey=True)
+    g = s2d.segment_image(grey, m)
+    assert "refined" not in g.info
+    assert np.array_equal(g.mask, s2d.postprocess_slice(g.probability, m.threshold, 0.0))
+    assert s2d.flair_of(grey)[5, 5] == grey[5, 5, 0] and s2d.flair_of(img)[5, 5] == img[5, 5, 1]
+
+
+def test_refinement_chosen_without_the_held_out_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fold's refinement is the best on the other folds' patients only (for colour on
+    RGB Dice, for greyscale on greyscale Dice), and none wins unless another gains more
+    than the bar."""
+    from braintumor import training2d as t2
+
+    folds = [{"fold": k, "patients": [f"p{k}"]} for k in range(3)]
+
+    def fake_score(self: t2.RefineScores, post: str, k: int, mode: str,
+                   pid: str) -> dict[str, float]:
+        if mode in ("rgb", "jpeg50"):
+            # refinement 2 helps everyone but p0, who alone would pick refinement 1
+            d = {0: 0.70, 1: 0.72, 2: 0.80}.get(k, 0.5) if pid != "p0" else \
+                {0: 0.70, 1: 0.74, 2: 0.70}.get(k, 0.5)
+        else:
+            d = 0.6 + (0.001 if k == 3 else 0.0)  # under the bar
+        return {"dice": d}
+
+    def fake_init(self: t2.RefineScores, cfg: object, folds: object) -> None:
+        pass
+
+    monkeypatch.setattr(t2.RefineScores, "__init__", fake_init)
+    monkeypatch.setattr(t2.RefineScores, "score", fake_score)
+    rows, picks, final = t2.refine_selection(t2.Train2DConfig(), folds,
+                                             ["longest"] * 3, ("rgb", "grey", "jpeg50"),
+                                             "longest")
+    assert [p["colour"] for p in picks] == [2, 2, 2] and all(p["grey"] == 0 for p in picks)
+    assert rows["refined"]["rgb"]["p0"]["dice"] == 0.70  # not its own best, 0.74
+    assert rows["refined"]["jpeg50"]["p1"]["dice"] == 0.80  # JPEG pictures are colour
+    assert final == {"colour": 2, "grey": 0}
+
+
 def test_segment_image_blank_and_photo_do_not_crash(tiny_model: s2d.Model2D) -> None:
     blank = s2d.segment_image(np.zeros((40, 50), np.uint8), tiny_model)
     assert not blank.mask.any() and "blank" in blank.info["warning"]
@@ -302,8 +400,12 @@ def test_reeval_judges_earlier_fold_models_again(tmp_path: Path) -> None:
         pa = np.load(tmp_path / "a" / "cv" / f"fold{k}" / "probs" / f"{pid}_rgb.npz")["prob"]
         pb = np.load(tmp_path / "b" / "cv" / f"fold{k}" / "probs" / f"{pid}_rgb.npz")["prob"]
         assert pa.shape == pb.shape and not np.array_equal(pa, pb)  # other views averaged
-    assert (t2.run_report(again, tmp_path / "rep") / "cv_results.md").read_text().count(
-        "4 (as is, mirrored, upside down, both)") == 1
+    table = (t2.run_report(again, tmp_path / "rep") / "cv_results.md").read_text()
+    assert table.count("4 (as is, mirrored, upside down, both)") == 1
+    assert "**stack, rule and refinement chosen on the other folds**" in table
+    rep = json.loads((tmp_path / "rep" / "cv_results.json").read_text())
+    assert set(rep["refine_for_all_patients"]) == {"colour", "grey"}
+    assert len(rep["patients"]["rgb"]["refined"]) == 4
     with pytest.raises(InputError, match="folds.json"):
         t2.run_reeval(again, tmp_path / "nowhere")
 

@@ -71,6 +71,11 @@ class Train2DConfig:
     # image) or "hv" (the four flips; slices2d.tta_views)
     tta: bool | str = False
     keep: str = "largest"  # 3D component rule of the shipped model (slices2d.KEEP_RULES)
+    # CNN-guided watershed growing the outline to the FLAIR picture's edges
+    # (slices2d.refine_masks: [sure_out, sigma] or None), for colour and greyscale
+    # pictures; chosen by the report's cross-fold selection
+    refine_colour: list[float] | None = None
+    refine_grey: list[float] | None = None
     folds: int = 4
     fold_seed: int = 0
     seed: int = 0
@@ -616,6 +621,103 @@ def cross_fold_selection(merged: dict[str, dict[str, dict[str, Any]]],
     return out, chosen
 
 
+#: refinements (:func:`braintumor.slices2d.refine_masks`: sure_out, sigma) the
+#: cross-fold selection chooses from for each input kind; None (the network's outline as
+#: it is) first, so it wins a tie
+REFINEMENTS: tuple[tuple[float, float] | None, ...] = (
+    None, (0.02, 1.0), (0.05, 1.0), (0.02, 2.0), (0.05, 2.0), (0.1, 2.0))
+#: a refinement must raise the training patients' mean Dice by more than this
+REFINE_MIN_GAIN = 0.002
+#: the input whose Dice chooses each kind's refinement, and the kind each input is
+REFINE_KIND = {"rgb": "colour", "grey": "grey", "jpeg50": "colour"}
+
+
+def describe_refine(setting: tuple[float, float] | list[float] | None) -> str:
+    """``(0.05, 2.0)`` -> ``"grow to p 0.05, sigma 2"``; None -> ``"none"``."""
+    if setting is None:
+        return "none"
+    lo, sg = setting
+    return f"grow to p {lo:g}, sigma {sg:g}"
+
+
+class RefineScores:
+    """Per-patient stack metrics of every refinement on top of a post-processing, for the
+    saved held-out probabilities of a CV run, computed on demand and kept."""
+
+    def __init__(self, cfg: Train2DConfig, folds: list[dict[str, Any]]):
+        self.cfg = cfg
+        self.fold_of = {pid: f["fold"] for f in folds for pid in f["patients"]}
+        self.patients = {p.patient_id: p for p in s2d.load_lgg(cfg.data, list(self.fold_of))}
+        self.posts = candidate_posts(cfg.threshold)
+        self._inputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._scores: dict[tuple[str, int, str, str], dict[str, Any]] = {}
+
+    def _input(self, mode: str, pid: str) -> tuple[np.ndarray, np.ndarray]:
+        key = (mode, pid)
+        if key not in self._inputs:
+            file = Path(self.cfg.out) / "cv" / f"fold{self.fold_of[pid]}" / "probs" / \
+                f"{pid}_{mode}.npz"
+            with np.load(file) as z:
+                probs = z["prob"].astype(np.float32) / 255.0
+            conv = INPUT_MODES[mode]
+            flair = np.stack([s2d.flair_of(conv(img)) for img in self.patients[pid].images])
+            self._inputs[key] = (probs, flair)
+        return self._inputs[key]
+
+    def score(self, post: str, k: int, mode: str, pid: str) -> dict[str, Any]:
+        """Metrics of patient ``pid`` (input ``mode``) under ``post`` then
+        :data:`REFINEMENTS` ``[k]``."""
+        key = (post, k, mode, pid)
+        if key not in self._scores:
+            probs, flair = self._input(mode, pid)
+            rule, thr = self.posts[post]
+            masks = s2d.postprocess_stack(probs, thr, self.cfg.min_fraction, rule)
+            masks = s2d.refine_masks(probs, flair, masks, REFINEMENTS[k])
+            ref = self.patients[pid].masks
+            assert ref is not None  # load_lgg reads every patient's masks
+            self._scores[key] = s2d.stack_metrics(masks, ref)
+        return self._scores[key]
+
+    def choose(self, post: str, kind: str, patients: list[str]) -> int:
+        """Index into :data:`REFINEMENTS` of the best refinement of ``kind`` (colour: judged
+        on the RGB input, grey: on the greyscale one) on ``patients`` under ``post``."""
+        mode = "rgb" if kind == "colour" else "grey"
+        means = [float(np.mean([self.score(post, k, mode, p)["dice"] for p in patients]))
+                 for k in range(len(REFINEMENTS))]
+        best = int(np.argmax(means))
+        return best if means[best] - means[0] > REFINE_MIN_GAIN else 0
+
+
+def refine_selection(cfg: Train2DConfig, folds: list[dict[str, Any]], chosen: list[str],
+                     modes: tuple[str, ...], final_post: str
+                     ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, int]],
+                                dict[str, int]]:
+    """The refinement of each input kind chosen without the held-out patients: for fold
+    K, on the other folds' held-out patients under fold K's own post-processing
+    (``chosen[K]``); single pictures ("each slice alone", the config's threshold) get
+    the same refinement, as the config holds one per kind. Returns
+    ``({row: {mode: {patient: metrics}}}`` with rows ``refined`` (stacks) and
+    ``slice_refined``, ``[{kind: index} per fold]``,
+    ``{kind: index}`` chosen on all patients under ``final_post``, the rule chosen on
+    them)."""
+    rs = RefineScores(cfg, folds)
+    rows: dict[str, dict[str, dict[str, Any]]] = {"refined": {m: {} for m in modes},
+                                                   "slice_refined": {m: {} for m in modes}}
+    picks = []
+    for f, post in zip(folds, chosen, strict=True):
+        others = [p for g in folds if g is not f for p in g["patients"]]
+        pick = {kind: rs.choose(post, kind, others) for kind in ("colour", "grey")}
+        picks.append(pick)
+        for m in modes:
+            kind = REFINE_KIND[m]
+            for p in f["patients"]:
+                rows["refined"][m][p] = rs.score(post, pick[kind], m, p)
+                rows["slice_refined"][m][p] = rs.score("slice", pick[kind], m, p)
+    everyone = [p for f in folds for p in f["patients"]]
+    final = {kind: rs.choose(final_post, kind, everyone) for kind in ("colour", "grey")}
+    return rows, picks, final
+
+
 def run_reeval(cfg: Train2DConfig, source: str | Path) -> Path:
     """Judge the fold models of an earlier run (``source``, its ``cv/fold<K>/final.pt``)
     again on their own held-out patients, with ``cfg``'s inference settings (``tta``,
@@ -662,28 +764,37 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     selected, chosen = cross_fold_selection(merged, folds)
     for m in merged:
         merged[m]["selected"] = selected[m]
-    shipped_rule = describe_post(select_rule(merged, [p for f in folds for p in f["patients"]]),
-                                 cfg.threshold)
+    all_post = select_rule(merged, [p for f in folds for p in f["patients"]])
+    shipped_rule = describe_post(all_post, cfg.threshold)
+    rows, picks, final = refine_selection(cfg, folds, chosen, tuple(merged), all_post)
+    for m in merged:
+        merged[m]["refined"] = rows["refined"][m]
+        merged[m]["slice_refined"] = rows["slice_refined"][m]
     summary = {m: {p: s2d.summarise(r) for p, r in v.items()} for m, v in merged.items()}
     per_fold = [{"fold": f["fold"], "patients": f["patients"],
                  "train_seconds": round(f["train_seconds"], 1),
                  "rule": describe_post(c, cfg.threshold),
-                 "rgb_dice": s2d.summarise({p: merged["rgb"]["selected"][p]
+                 "refine_colour": REFINEMENTS[pk["colour"]],
+                 "refine_grey": REFINEMENTS[pk["grey"]],
+                 "rgb_dice": s2d.summarise({p: merged["rgb"]["refined"][p]
                                             for p in f["patients"]})["dice_mean"],
-                 "grey_dice": s2d.summarise({p: merged["grey"]["selected"][p]
+                 "grey_dice": s2d.summarise({p: merged["grey"]["refined"][p]
                                              for p in f["patients"]})["dice_mean"]}
-                for f, c in zip(folds, chosen, strict=True)]
+                for f, c, pk in zip(folds, chosen, picks, strict=True)]
     (out / "cv_results.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "folds": per_fold, "summary": summary,
          "rule_for_all_patients": shipped_rule,
+         "refine_for_all_patients": {k: REFINEMENTS[v] for k, v in final.items()},
          "patients": {m: {p: {k: {kk: vv for kk, vv in r.items() if kk != "slice_dices"}
                                for k, r in v.items()} for p, v in pp.items()}
                       for m, pp in merged.items()}}, indent=1) + "\n")
     names = {"rgb": "RGB (T1, FLAIR, T1c)", "grey": "greyscale (FLAIR only)",
              "jpeg50": "RGB as JPEG q50"}
-    posts = {"selected": "**stack, rule chosen on the other folds**",
+    posts = {"refined": "**stack, rule and refinement chosen on the other folds**",
+             "selected": "stack, rule chosen on the other folds (no refinement)",
              "volume": "stack (largest 3D component)",
-             "longest": "stack (3D component over most slices)", "slice": "each slice alone"}
+             "longest": "stack (3D component over most slices)", "slice": "each slice alone",
+             "slice_refined": "each slice alone, refinement chosen on the other folds"}
     lines = [
         f"Patient-wise {len(folds)}-fold cross-validation, {sum(len(f['patients']) for f in folds)}"
         f" patients (LGG kaggle_3m), one model per fold serving every input kind; "
@@ -696,7 +807,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
         "|---|---|---|---|---|---|",
     ]
     for m in ("rgb", "grey", "jpeg50"):
-        for p in ("selected", "volume", "longest", "slice"):
+        for p in posts:
             if m not in summary or p not in summary[m]:
                 continue
             s = summary[m][p]
@@ -714,11 +825,28 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
               f"`{shipped_rule}`; the config ships `{cfg.keep}, threshold {ships:g}` for a "
               f"stack (single pictures: {cfg.threshold:g}).",
               "",
+              "Then the CNN-guided watershed that grows the outline out to the FLAIR "
+              "picture's edges (`slices2d.refine_masks`; none, or the probability under "
+              "which a pixel is sure background and the gradient scale: "
+              + "; ".join(describe_refine(r) for r in REFINEMENTS[1:])
+              + ") was chosen per fold on the other folds' held-out patients, for colour "
+              "pictures on the RGB Dice and for greyscale ones on the greyscale Dice (a "
+              f"refinement must gain more than {REFINE_MIN_GAIN} there); JPEG pictures are "
+              "colour pictures. On all patients: colour "
+              f"`{describe_refine(REFINEMENTS[final['colour']])}`, greyscale "
+              f"`{describe_refine(REFINEMENTS[final['grey']])}`; the config ships colour "
+              f"`{describe_refine(cfg.refine_colour)}`, greyscale "
+              f"`{describe_refine(cfg.refine_grey)}`, for stacks and single pictures alike.",
+              "",
               "| fold | held-out patients | training time (s, 1 CPU thread) | rule | "
-              "RGB Dice per patient | greyscale Dice per patient |", "|---|---|---|---|---|---|"]
+              "refinement colour / greyscale | "
+              "RGB Dice per patient | greyscale Dice per patient |",
+              "|---|---|---|---|---|---|---|"]
     for f in per_fold:
         lines.append(f"| {f['fold']} | {len(f['patients'])} | {f['train_seconds']:.0f} | "
-                     f"{f['rule']} | {f['rgb_dice']:.3f} | {f['grey_dice']:.3f} |")
+                     f"{f['rule']} | {describe_refine(f['refine_colour'])} / "
+                     f"{describe_refine(f['refine_grey'])} | "
+                     f"{f['rgb_dice']:.3f} | {f['grey_dice']:.3f} |")
     (out / "cv_results.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -731,7 +859,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     for i, m in enumerate(("rgb", "grey", "jpeg50")):
         if m in merged:
             ax.bar(np.arange(len(pids)) + (i - 1) * w,
-                   [merged[m]["selected"][p]["dice"] for p in pids], w, label=names[m])
+                   [merged[m]["refined"][p]["dice"] for p in pids], w, label=names[m])
     ax.set_xticks(np.arange(len(pids)))
     ax.set_xticklabels([p[5:12] for p in pids], rotation=70, fontsize=7)
     ax.set_ylabel("Dice per patient")
