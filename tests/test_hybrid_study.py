@@ -38,3 +38,26 @@ def test_select_keeps_only_refinements_that_helped_the_training_cases() -> None:
 def test_nothing_chosen_is_the_cnn_alone() -> None:
     hp = hybrid_params(params_for({"WT": None, "TC": None, "ET": None}))
     assert hp.regions == ()
+
+
+def test_a_tie_between_adoption_thresholds_goes_to_the_strictest() -> None:
+    """When the training cases cannot tell two adoption thresholds apart (no lesion's CNN
+    support lies between them), the rule asking the CNN for the most support wins: a
+    held-out case with a weakly supported false core must not be adopted by chance."""
+    from braintumor.hybrid_study import fusion_candidates, select_fusion
+
+    cands = fusion_candidates()
+
+    def dice(rule: dict[str, object]) -> dict[str, float]:
+        good = (rule["wt_from"] == "touching" and rule["wt_veto"] == 0.5
+                and rule["core"] == "clip" and float(rule["core_adopt"]) > 0  # type: ignore[arg-type]
+                and rule["core_cover"] == 0.5 and rule["et_adopt"] == 0.05)
+        return {"WT": 0.8, "TC": 0.8 if good else 0.7, "ET": 0.7}
+
+    dices = {c: [dice(r) for r in cands] for c in ("a", "b", "c")}
+    chosen = select_fusion(dices, ["a", "b", "c"])["rule"]
+    assert chosen["core_adopt"] == 0.5 and chosen["core_cover"] == 0.5
+    # and among ET thresholds, the stricter probability first
+    et = [r["et_adopt"] for r in cands if r["core_adopt"] == 0.5 and r["core_cover"] == 0.5
+          and r["wt_from"] == "touching" and r["wt_veto"] == 0.5]
+    assert et == [0.0, 0.2, 0.05]

@@ -348,8 +348,8 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
 gradient, combines it with the classical watershed (adopting watershed core lesions the
 model supports but outlines too small), and takes the whole tumour from gradient-boosted
 trees (`models/stacking/wt_trees.npz`, 156 KB, trained on the held-out maps of this
-model's cross-validation). Held out on the same 14 cases: Dice WT 0.883, TC 0.789,
-ET 0.654 (`experiments/hybrid/hybrid_cv.md`, `experiments/stacking/stack_cv.md`), for
+model's cross-validation). Held out on the same 14 cases: Dice WT 0.884, TC 0.815,
+ET 0.653 (`experiments/hybrid/hybrid_cv.md`, `experiments/stacking/stack_cv.md`), for
 about 3 s more per case on this CPU. The trees inherit this model's training data and
 its failure modes.
 """
