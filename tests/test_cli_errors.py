@@ -192,3 +192,27 @@ def test_predict_2d_pixel_size(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (tmp_path / "o3" / "IM7_mask.png").exists()
     px, mm2 = (tmp_path / "o3" / "areas_2d.csv").read_text().splitlines()[1].split(",")[2:4]
     assert float(mm2) == pytest.approx(0.16 * int(px), abs=0.01)
+
+
+@needs_predict
+def test_a_scan_that_is_not_skull_stripped_is_segmented_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Noise everywhere (no zero background) in 4 mm voxels: 2.5 L of non-zero voxels,
+    more than a brain. The labels are written, stderr says why they may be wrong."""
+    d = tmp_path / "in" / "c1"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    aff = np.diag([4.0, 4.0, 4.0, 1.0])
+    for m in MODS:
+        nib.save(nib.Nifti1Image(rng.integers(1, 100, (34, 34, 34)).astype(np.int16), aff),
+                 str(d / f"c1_{m}.nii.gz"))
+    rc = main(["predict", str(d), "-o", str(tmp_path / "out"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "out" / "c1.nii.gz").exists()
+    assert "warning: c1: the scan does not look skull-stripped (2.5 L" in err
+    assert "Traceback" not in err
+    # a skull-stripped case of the same size says nothing
+    case = _case(tmp_path / "in2")
+    assert main(["predict", str(case), "-o", str(tmp_path / "out2"), "--method",
+                 "watershed"]) == 0
+    assert "skull-stripped" not in capsys.readouterr().err

@@ -360,6 +360,30 @@ def test_coarse_case_is_segmented_on_the_model_grid(tiny_model: Path) -> None:
                                             model=tiny_model, device="cpu").info
 
 
+def test_scans_that_are_not_skull_stripped_are_flagged(tiny_model: Path) -> None:
+    """Over 2.3 L of non-zero voxels is more than a brain (BraTS: 1.1-1.7 L): a whole
+    head, or a noisy background. segment() still segments, and says so in its info."""
+    from braintumor.cases import case_from_arrays
+    from braintumor.preprocess import MAX_BRAIN_ML, skull_strip_warning
+    from braintumor.segment import segment
+
+    assert MAX_BRAIN_ML == 2300.0
+    brain = np.zeros((1, 100, 100, 250), np.float32)
+    brain[..., :170] = 1.0  # 1.7 L at 1 mm
+    assert skull_strip_warning(brain, (1.0, 1.0, 1.0)) is None
+    brain[..., 170:] = 0.5  # 2.5 L: the rest of the head
+    msg = skull_strip_warning(brain, (1.0, 1.0, 1.0))
+    assert msg is not None and "(2.5 L of non-zero voxels" in msg and "strip the skull" in msg
+    case = make_case(shape=SHAPE, seed=4)
+    assert skull_strip_warning(case.image, case.spacing) is None
+    assert "warning" not in segment(case, "cnn", model=tiny_model, device="cpu").info
+    noisy = case.image + np.random.default_rng(0).uniform(1, 5, case.image.shape)
+    head = case_from_arrays("noisy", noisy.astype(np.float32), np.diag([3.0, 3.0, 3.0, 1.0]))
+    res = segment(head, "cnn", model=tiny_model, device="cpu", resample=False)
+    assert "does not look skull-stripped" in res.info["warning"]
+    assert res.labels.shape == head.shape
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method,factors", [("cnn", (1, 1, 3)), ("cnn", (2, 2, 2)),
                                             ("hybrid", (1, 1, 3))])

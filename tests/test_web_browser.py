@@ -127,10 +127,13 @@ def _wait_overlay(page: Any, timeout_ms: int = 90_000) -> None:
     page.wait_for_timeout(600)  # a few frames for WebGL to draw
 
 
-def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str) -> list[str]:
-    """Upload the small case's four files with ``method`` and wait for the job to finish;
-    returns the modalities the page assigned to the files before submitting."""
-    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
+                 case: Any = None) -> list[str]:
+    """Upload the small case's (or ``case``'s) four files with ``method`` and wait for
+    the job to finish; returns the modalities the page assigned to the files before
+    submitting."""
+    files = write_case_files(case if case is not None else small_case(), tmp_path / "case",
+                             with_label=False)
     page.goto(server.url + "/")
     page.wait_for_selector(f"#method option[value='{method}']", state="attached")
     page.select_option("#method", method)
@@ -264,6 +267,28 @@ def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: 
     expect(note).to_be_visible()
     expect(note).to_contain_text("1.2 × 1 × 1.5 mm")
     expect(note).to_contain_text("1 mm resampling")
+
+
+def test_a_scan_that_is_not_skull_stripped_is_flagged(server: ServerThread, page: Any,
+                                                      tmp_path: Path) -> None:
+    """Noise in the background and 4 mm voxels: 3.6 L of non-zero voxels, more than a
+    brain. The outline is still shown, with one sentence saying why to doubt it."""
+    from playwright.sync_api import expect
+
+    from braintumor.cases import case_from_arrays
+
+    base = small_case()
+    noisy = base.image + np.random.default_rng(0).integers(1, 20, base.image.shape)
+    case = case_from_arrays("Head001", noisy.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+    _upload_case(server, page, tmp_path, "threshold", case)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert "skull-stripped" in job["result"]["warning"]
+    note = page.locator("#m-warn")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("does not look skull-stripped (3.6 L")
+    # the next, skull-stripped case clears it
+    _upload_case(server, page, tmp_path / "b", "threshold")
+    expect(page.locator("#m-warn")).to_be_hidden()
 
 
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:

@@ -40,13 +40,15 @@ from braintumor.errors import InputError
 @dataclass
 class CaseOutcome:
     """What one task reports back: the file written (``path``) or why not (``error``),
-    the seconds the worker spent, and which worker did it (``host:pid``)."""
+    the seconds the worker spent, which worker did it (``host:pid``), and a warning about
+    the input (say, a scan that is not skull-stripped)."""
 
     case_id: str
     path: str | None
     seconds: float
     worker: str
     error: str | None = None
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,7 +86,8 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
         dst = write_outputs(case, res, out_dir, labels)
-        return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who)
+        return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
+                           warning=res.info.get("warning"))
     except InputError as exc:
         err = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported per case, the run goes on

@@ -85,9 +85,17 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     fine in-plane pixels) is segmented by :data:`MODEL_GRID_METHODS` on the 1 mm grid
     they were built on (:func:`braintumor.preprocess.on_model_grid`), and its labels
     (nearest voxel), probabilities and uncertainty (linear) are brought back; the
-    held-out effect is in the README.
+    held-out effect is in the README. A scan that does not look skull-stripped is
+    segmented all the same, with ``info["warning"]`` saying so
+    (:func:`braintumor.preprocess.skull_strip_warning`).
     """
-    from braintumor.preprocess import MODEL_SPACING_MM, on_model_grid, resample_labels, resample_to
+    from braintumor.preprocess import (
+        MODEL_SPACING_MM,
+        on_model_grid,
+        resample_labels,
+        resample_to,
+        skull_strip_warning,
+    )
 
     fn = get_method(method)
     work = on_model_grid(case) if resample and method in MODEL_GRID_METHODS else None
@@ -105,4 +113,8 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             f"{method} returned shape {result.labels.shape} for a case of shape {case.shape}"
         )
     result.info.setdefault("method", method)
+    warning = skull_strip_warning(case.image, case.spacing)
+    if warning is not None:
+        earlier = result.info.get("warning")
+        result.info["warning"] = f"{earlier}; {warning}" if earlier else warning
     return result

@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
                     vox = "x".join(f"{s:g}" for s in case.spacing)
                     done = f"done (segmented on a 1 mm resampling of its {vox} mm voxels)"
                 prog.update(task, completed=1.0, stage=done)
+                if res.info.get("warning"):
+                    print(f"warning: {case.case_id}: {res.info['warning']}", file=sys.stderr)
             except InputError as exc:
                 prog.update(task, stage="failed")
                 print(f"error: {exc}", file=sys.stderr)
@@ -146,6 +148,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         done += 1
         state = f"{o.seconds:.1f} s on {o.worker}" if o.ok else f"failed: {o.error}"
         print(f"[{done}/{len(sources)}] {o.case_id}: {state}", file=sys.stderr, flush=True)
+        if o.warning:
+            print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
 
     outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
                             _options(args), on_done=report)

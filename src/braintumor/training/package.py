@@ -336,7 +336,9 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
   total ET volume as necrosis was part of the postprocessing search and did not help on
   these folds (see `experiments/shipped_cv/summary.json`).
 - Images that are not skull-stripped, not co-registered, or not in 1 mm isotropic
-  resolution are outside what it has seen. Other voxel sizes are segmented on a 1 mm
+  resolution are outside what it has seen. A scan with more than 2.3 L of non-zero voxels
+  (a whole head, a noisy background) is flagged as not skull-stripped, in one warning
+  sentence, and still segmented. Other voxel sizes are segmented on a 1 mm
   resampling and the labels written back on their own grid; coarse scans stay less
   accurate (3 mm slices: WT 0.828, TC 0.726, ET 0.583 held out, against 0.840 / 0.712 /
   0.580 at 1 mm and 0.752 / 0.621 / 0.483 without the resampling; `experiments/resolution/`).

@@ -279,6 +279,10 @@ function render(job) {
   setMsg("job-msg", job.status === "failed" || job.status === "cancelled" ? job.message : "");
   renderSeries(job);
   const r = job.result || {};
+  // what the method found odd about the input (a picture that is not an MRI slice, a
+  // scan that is not skull-stripped): said next to the result, never hidden
+  $("m-warn").hidden = !r.warning;
+  $("m-warn").textContent = r.warning ? `Note: ${r.warning}` : "";
   if (r.kind === "2d" && job.status === "done") { show2d(job); return; }
   if (job.urls.images) loadViewer(job);
   if (job.result && job.result.summary) renderResult(job);
