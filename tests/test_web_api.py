@@ -213,6 +213,26 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert pdf.headers["content-type"] == "application/pdf"
 
 
+def test_a_scan_that_is_not_skull_stripped_is_flagged_in_result_and_reports(
+        client: TestClient, tmp_path: Path) -> None:
+    """A noisy background in 4 mm voxels: segmented, and the warning travels with the
+    result into the HTML and PDF reports."""
+    from braintumor.cases import case_from_arrays
+
+    base = small_case()
+    noisy = base.image + np.random.default_rng(0).integers(1, 20, base.image.shape)
+    head = case_from_arrays("Head002", noisy.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+    files = write_case_files(head, tmp_path / "head", with_label=False)
+    r = client.post("/api/jobs", files=_four(files), data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    assert "does not look skull-stripped" in job["result"]["warning"]
+    page = client.get(job["urls"]["report_html"]).text
+    assert "<th>Warning</th>" in page and "does not look skull-stripped" in page
+    assert client.get(job["urls"]["report_pdf"]).content[:5] == b"%PDF-"
+
+
 def test_correction_changes_mask_and_undo_restores(client: TestClient,
                                                    case_files: dict[str, Path]) -> None:
     pytest.importorskip("braintumor.correction")

@@ -120,6 +120,7 @@ def report_facts(job: Job) -> dict[str, Any]:
         "lesion_count": summ.get("lesion_count", 0),
         "metrics": summ.get("metrics"),
         "corrections": len(res.get("corrections", [])),
+        "warning": res.get("warning") or "",
     }
 
 
@@ -198,7 +199,8 @@ def render_html(job: Job, slice_urls: dict[str, str]) -> str:
 def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Case", str(f["case"])), ("Date", f["date"]), ("Method", str(f["method"])),
             ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"])),
-            ("Manual corrections", str(f["corrections"]))]
+            ("Manual corrections", str(f["corrections"]))] + \
+        ([("Warning", str(f["warning"]))] if f.get("warning") else [])
 
 
 def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
