@@ -140,6 +140,27 @@ def test_predict_skips_a_failing_case(tmp_path: Path, tiny_model: Path,
     assert rc == 1
     assert (out / "good.nii.gz").exists() and not (out / "bad.nii.gz").exists()
     assert "bad_t2.nii.gz" in err and "Traceback" not in err
+    # volumes.csv: one row per written case, the volumes of its label map in mL
+    import csv
+
+    from braintumor.labels import region_masks
+
+    rows = list(csv.DictReader((out / "volumes.csv").open()))
+    assert [r["case"] for r in rows] == ["good"]
+    lab = np.asarray(nib.load(str(out / "good.nii.gz")).dataobj)
+    vox_ml = float(np.prod(nib.load(str(out / "good.nii.gz")).header.get_zooms()[:3])) / 1000
+    internal = np.where(lab == 4, 3, lab).astype(np.uint8)
+    for region, mask in region_masks(internal).items():
+        assert float(rows[0][f"{region}_mL"]) == pytest.approx(mask.sum() * vox_ml, abs=0.006)
+    assert rows[0]["method"] == "cnn"
+    assert rows[0]["voxel_mm"] == "1x1x1" and rows[0]["warning"] == ""
+    # a later run into the same folder replaces its own cases' rows and keeps the others
+    other = write_case(make_case(shape=SHAPE, seed=9, case_id="other"), tmp_path / "data2")
+    assert main(["predict", str(other), str(good), "-o", str(out), "--model",
+                 str(tiny_model), "--device", "cpu", "--method", "watershed"]) == 0
+    rows = list(csv.DictReader((out / "volumes.csv").open()))
+    assert sorted((r["case"], r["method"]) for r in rows) == [("good", "watershed"),
+                                                              ("other", "watershed")]
 
 
 def test_predict_missing_input_is_one_sentence(tmp_path: Path,

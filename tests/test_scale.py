@@ -106,6 +106,14 @@ def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"case{i}.nii.gz" for i in range(3)]
     assert "error: case3:" in err and "Traceback" not in err
     assert err.count("/4] ") == 4  # one progress line per case
+    import csv
+
+    rows = list(csv.DictReader((out / "volumes.csv").open()))
+    assert sorted(r["case"] for r in rows) == ["case0", "case1", "case2"]
+    for r in rows:  # the volumes of the label maps the workers wrote
+        lab = load_label_nifti(out / f"{r['case']}.nii.gz")
+        vox_ml = float(np.prod(np.abs(np.diag(lab.affine)[:3]))) / 1000
+        assert float(r["WT_mL"]) == pytest.approx((lab.data > 0).sum() * vox_ml, abs=0.006)
     rc = main(["predict", str(dataset), "-o", str(out), "--scheduler", "local:0"])
     assert rc == 2 and "local:N" in capsys.readouterr().err
 

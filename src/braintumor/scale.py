@@ -49,6 +49,7 @@ class CaseOutcome:
     worker: str
     error: str | None = None
     warning: str | None = None
+    row: dict[str, Any] | None = None  # its volumes.csv row
 
     @property
     def ok(self) -> bool:
@@ -70,6 +71,50 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
     return dst
 
 
+#: the columns of ``volumes.csv``, one row per segmented case
+VOLUME_FIELDS = ("case", "method", "WT_mL", "TC_mL", "ET_mL", "NCR_mL", "ED_mL", "voxel_mm",
+                 "warning")
+VOLUME_TABLE = "volumes.csv"
+
+
+def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
+    """One ``volumes.csv`` row: region volumes (mL, on the case's own grid), the voxel
+    size and the result's warning. (No lesion count: splitting touching lesions takes
+    about 1.4 s a case, a third of the fast mode's whole run; the web page counts them.)"""
+    import numpy as np
+
+    from braintumor.report import volumes_ml
+
+    vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
+    return {"case": case.case_id, "method": method,
+            **{f"{k}_mL": f"{vols[k]:.2f}" for k in ("WT", "TC", "ET", "NCR", "ED")},
+            "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),
+            "warning": res.info.get("warning") or ""}
+
+
+def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path | None:
+    """Add ``rows`` to ``out_dir/volumes.csv``: a case already listed there (an earlier
+    run into the same folder) is replaced, every other row is kept. Returns the table's
+    path, or None when there is nothing to write."""
+    import csv
+
+    if not rows:
+        return None
+    path = Path(out_dir) / VOLUME_TABLE
+    new = {str(r["case"]): r for r in rows}
+    kept: list[dict[str, Any]] = []
+    if path.exists():
+        with path.open(newline="") as fh:
+            kept = [r for r in csv.DictReader(fh) if r.get("case") not in new]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(VOLUME_FIELDS), extrasaction="ignore",
+                           restval="")
+        w.writeheader()
+        w.writerows(kept + list(new.values()))
+    return path
+
+
 def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "brats2021",
              options: dict[str, Any] | None = None) -> CaseOutcome:
     """Read, segment and write one case (runs on a worker; also usable in-process).
@@ -87,7 +132,7 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
         res = segment(case, method, **(options or {}))
         dst = write_outputs(case, res, out_dir, labels)
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
-                           warning=res.info.get("warning"))
+                           warning=res.info.get("warning"), row=volume_row(case, res, method))
     except InputError as exc:
         err = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported per case, the run goes on

@@ -2,7 +2,9 @@
 
 INPUT is a BraTS case folder (either naming), a folder of such cases, a 4D NIfTI, or 2D
 images (PNG/JPEG/TIFF) / a folder of numbered slices. Writes ``OUTDIR/<case>.nii.gz``
-on the input's own grid, or ``<image>_mask.png`` and ``<image>_overlay.png`` for 2D.
+on the input's own grid and a row per case in ``OUTDIR/volumes.csv`` (region volumes in
+mL, voxel size, warning; rows of earlier runs into the folder are kept),
+or ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` for 2D.
 A failing case is reported in one sentence and skipped; the others are still written,
 and the exit status is 1 when any case failed (2 when nothing could be read at all).
 """
@@ -101,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         return _run_distributed(args, sources, out_dir, written, failures)
 
-    from braintumor.scale import write_outputs
+    from braintumor.scale import volume_row, write_outputs, write_volume_table
 
+    rows: list[dict[str, Any]] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TimeElapsedColumn(), console=console, transient=False) as prog:
         for src in sources:
@@ -115,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
                 case = load_case(src, with_label=False)
                 res = segment(case, args.method, progress=cb, **_options(args))
                 written.append(write_outputs(case, res, out_dir, args.labels))
+                prog.update(task, stage="measuring")
+                rows.append(volume_row(case, res, args.method))
                 done = "done"
                 if res.info.get("resampled_to_mm"):
                     vox = "x".join(f"{s:g}" for s in case.spacing)
@@ -126,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
                 prog.update(task, stage="failed")
                 print(f"error: {exc}", file=sys.stderr)
                 failures += 1
-    return _finish(written, failures)
+    table = write_volume_table(rows, out_dir)
+    return _finish(written + ([table] if table else []), failures)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,7 +145,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path,
                      written: list[Path], failures: int) -> int:
     """The 3D cases on a Dask cluster (:mod:`braintumor.scale`), one line per case."""
-    from braintumor.scale import CaseOutcome, predict_many
+    from braintumor.scale import CaseOutcome, predict_many, write_volume_table
 
     done = 0
 
@@ -159,7 +165,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         else:
             print(f"error: {o.case_id}: {o.error}", file=sys.stderr)
             failures += 1
-    return _finish(written, failures)
+    table = write_volume_table([o.row for o in outcomes if o.ok and o.row], out_dir)
+    return _finish(written + ([table] if table else []), failures)
 
 
 def _finish(written: list[Path], failures: int) -> int:
