@@ -231,6 +231,15 @@ def test_a_scan_that_is_not_skull_stripped_is_flagged_in_result_and_reports(
     page = client.get(job["urls"]["report_html"]).text
     assert "<th>Warning</th>" in page and "does not look skull-stripped" in page
     assert client.get(job["urls"]["report_pdf"]).content[:5] == b"%PDF-"
+    # the PDF page gives the sentence whole (wrapped), not cut like a facts row
+    import matplotlib.pyplot as plt
+
+    from braintumor.web.report import _pdf_page
+
+    fig = _pdf_page([("Case", "Head002"), ("Warning", job["result"]["warning"])])
+    shown = "".join("".join(t.get_text() for t in fig.texts).split())
+    plt.close(fig)
+    assert "".join(job["result"]["warning"].split()) in shown
 
 
 def test_correction_changes_mask_and_undo_restores(client: TestClient,

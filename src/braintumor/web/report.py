@@ -9,6 +9,7 @@ looks the same whatever the file's voxel order.
 from __future__ import annotations
 
 import html
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -154,9 +155,15 @@ def _pdf_page(facts: list[tuple[str, str]]) -> Any:
     fig = plt.figure(figsize=(8.27, 11.69))
     fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
     fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
-    for i, (k, v) in enumerate(facts):
-        fig.text(0.06, 0.895 - i * 0.02, f"{k}:", fontsize=9, weight="bold")
-        fig.text(0.25, 0.895 - i * 0.02, str(v)[:90], fontsize=9)
+    # a warning is a sentence too long for a facts row: whole, in red, under the notice
+    warning = " ".join(str(v) for k, v in facts if k == "Warning")
+    lines = textwrap.wrap(f"Warning: {warning}", 120)[:4] if warning else []
+    for j, line in enumerate(lines):
+        fig.text(0.06, 0.912 - j * 0.012, line, fontsize=7, color="#a00000")
+    top = 0.895 - len(lines) * 0.012
+    for i, (k, v) in enumerate((k, v) for k, v in facts if k != "Warning"):
+        fig.text(0.06, top - i * 0.02, f"{k}:", fontsize=9, weight="bold")
+        fig.text(0.25, top - i * 0.02, str(v)[:90], fontsize=9)
     return fig
 
 
