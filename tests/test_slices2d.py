@@ -242,9 +242,29 @@ def test_refinement_grows_the_outline_to_flair_edges() -> None:
     assert s2d.dice(big, np.kron(lesion, np.ones((2, 2), bool))) > 0.97
 
 
+def test_the_cut_form_moves_an_edge_inwards_too() -> None:
+    """``(sure_out, sure_in, sigma)``: only the outline's sure pixels are tumour markers,
+    so an outline that reaches past the FLAIR edge is cut back to it (the form measured
+    and not shipped); a slice without a sure pixel keeps its outline."""
+    from scipy import ndimage
+
+    shape = (256, 256)
+    lesion = _disc(shape, (120, 128), 30)
+    flair = np.where(lesion, 200.0, 90.0) + np.random.default_rng(1).normal(0, 3, shape)
+    prob = ndimage.gaussian_filter(_disc(shape, (120, 128), 33).astype(np.float32), 3)
+    wide = prob >= 0.2  # reaches past the edge
+    assert s2d.dice(wide, lesion) < 0.9
+    assert np.array_equal(s2d.refine_masks(prob, flair, wide, (0.05, 2.0)), wide)  # grow only
+    cut = s2d.refine_masks(prob, flair, wide, (0.05, 0.9, 2.0))
+    assert s2d.dice(cut, lesion) > 0.97 and cut.sum() < wide.sum()
+    faint = s2d.refine_masks(0.5 * prob, flair, wide, (0.05, 0.9, 2.0))
+    assert np.array_equal(faint, wide)
+
+
 def test_refine_settings_checked() -> None:
     assert s2d.refine_setting(None) is None and s2d.refine_setting([0.05, 2]) == (0.05, 2.0)
-    for bad in ([1.5, 1.0], [0.1, 0.0], [0.1, 0.9, 1.0], "strong"):
+    assert s2d.refine_setting([0.1, 0.9, 2]) == (0.1, 0.9, 2.0)
+    for bad in ([1.5, 1.0], [0.1, 0.0], [0.9, 0.1, 1.0], [0.1, 0.9, 1.0, 2.0], "strong"):
         with pytest.raises(InputError, match="2D refinement"):
             s2d.refine_setting(bad)
     with pytest.raises(InputError, match="differ in shape"):
@@ -292,7 +312,7 @@ def test_refinement_chosen_without_the_held_out_fold(monkeypatch: pytest.MonkeyP
         return {"dice": d}
 
     def fake_init(self: t2.RefineScores, cfg: object, folds: object) -> None:
-        pass
+        self.candidates = t2.REFINEMENTS
 
     monkeypatch.setattr(t2.RefineScores, "__init__", fake_init)
     monkeypatch.setattr(t2.RefineScores, "score", fake_score)

@@ -351,7 +351,7 @@ class Model2D:
         st = self.config.get("stack_threshold")
         return self.threshold if st is None else float(st)
 
-    def refinement(self, image: np.ndarray) -> tuple[float, float] | None:
+    def refinement(self, image: np.ndarray) -> Refinement | None:
         """The CNN-guided watershed setting for this picture (:func:`refine_masks`): the
         config's ``refine_grey`` for a greyscale picture, ``refine_colour`` otherwise
         (None: the network's outline as it is)."""
@@ -540,23 +540,33 @@ def flair_of(image: np.ndarray) -> np.ndarray:
     return a[..., 0 if is_greyscale(a) else 1].astype(np.float32)
 
 
-def refine_setting(value: Any) -> tuple[float, float] | None:
-    """A model config's refinement (``refine_colour`` / ``refine_grey``): None, or
-    ``[sure_out, sigma]`` with ``0 <= sure_out <= 1`` and a positive sigma. Anything else
-    raises :class:`InputError`."""
+#: a refinement: ``(sure_out, sigma)`` grows the outline; ``(sure_out, sure_in, sigma)``
+#: may also cut it (see :func:`refine_masks`)
+Refinement = tuple[float, float] | tuple[float, float, float]
+
+
+def refine_setting(value: Any) -> Refinement | None:
+    """A model config's refinement (``refine_colour`` / ``refine_grey``): None,
+    ``[sure_out, sigma]`` or ``[sure_out, sure_in, sigma]`` with
+    ``0 <= sure_out <= sure_in <= 1`` and a positive sigma. Anything else raises
+    :class:`InputError`."""
     if value is None or value is False:
         return None
     try:
-        lo, sigma = (float(v) for v in value)
+        v = tuple(float(x) for x in value)
     except (TypeError, ValueError):
-        raise InputError(f"2D refinement {value!r}: give [sure_out, sigma] or null.") from None
-    if not (0.0 <= lo <= 1.0 and sigma > 0):
-        raise InputError(f"2D refinement {value!r}: need 0 <= sure_out <= 1 and sigma > 0.")
-    return lo, sigma
+        v = ()
+    if len(v) not in (2, 3):
+        raise InputError(f"2D refinement {value!r}: give [sure_out, sigma], "
+                         "[sure_out, sure_in, sigma] or null.")
+    if not (0.0 <= v[0] <= v[-2] <= 1.0 and v[-1] > 0):
+        raise InputError(f"2D refinement {value!r}: need 0 <= sure_out <= sure_in <= 1 "
+                         "and sigma > 0.")
+    return v  # type: ignore[return-value]
 
 
 def refine_masks(probs: np.ndarray, flair: np.ndarray, masks: np.ndarray,
-                 setting: tuple[float, float] | None, reach: int = 6) -> np.ndarray:
+                 setting: Refinement | None, reach: int = 6) -> np.ndarray:
     """CNN-guided watershed on 2D slices: the network's outline grown out to the FLAIR
     picture's own edges.
 
@@ -567,10 +577,11 @@ def refine_masks(probs: np.ndarray, flair: np.ndarray, masks: np.ndarray,
     the outline, are background markers; a watershed on the FLAIR gradient magnitude
     (Gaussian scale ``sigma``) decides the band between them. So the outline only grows,
     by at most ``reach``, up to where the FLAIR brightness changes; it is never cut and no
-    lesion is added. (Moving the edge both ways was tried: on the LGG pictures, where the
-    network's outline at the stack's low cut-off reaches too far, cutting gained; on
-    BraTS pictures, where it falls short, cutting lost far more.) ``reach`` and ``sigma``
-    are for a 256-pixel picture (:data:`REFINE_REFERENCE`) and scale with its side.
+    lesion is added. With ``(sure_out, sure_in, sigma)`` only the outline's pixels at
+    ``sure_in`` or more are tumour markers, so an edge may move inwards too (a slice with
+    no such pixel keeps its outline); that form lost on another cohort and is not
+    shipped (README, 2D). ``reach`` and ``sigma`` are for a 256-pixel picture
+    (:data:`REFINE_REFERENCE`) and scale with its side.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
@@ -586,7 +597,8 @@ def refine_masks(probs: np.ndarray, flair: np.ndarray, masks: np.ndarray,
     if not p.shape == f.shape == m.shape:
         raise InputError(f"refine_masks: probabilities {p.shape}, FLAIR {f.shape} and "
                          f"masks {m.shape} differ in shape.")
-    lo, sigma = setting
+    lo, sigma = setting[0], setting[-1]
+    hi = setting[1] if len(setting) == 3 else None
     scale = max(m.shape[1:]) / REFINE_REFERENCE
     sigma_px = sigma * scale
     steps = max(1, int(round(reach * scale)))
@@ -596,7 +608,7 @@ def refine_masks(probs: np.ndarray, flair: np.ndarray, masks: np.ndarray,
     margin = int(np.ceil(4 * sigma_px)) + 1  # the gradient's support, cut off the crop
     h, w = m.shape[1:]
     for i in range(len(m)):
-        inside = m[i]
+        inside = m[i] if hi is None else m[i] & (p[i] >= hi)
         if not inside.any():
             continue
         # work in the outline's box (plus the reach): the rest stays background

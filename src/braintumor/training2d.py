@@ -76,6 +76,9 @@ class Train2DConfig:
     # pictures; chosen by the report's cross-fold selection
     refine_colour: list[float] | None = None
     refine_grey: list[float] | None = None
+    # the candidates the report chooses from: "grow" (REFINEMENTS) or "cut" (CUT_REFINEMENTS,
+    # which may also move an edge inwards; measured, not shipped)
+    refine_candidates: str = "grow"
     folds: int = 4
     fold_seed: int = 0
     seed: int = 0
@@ -624,20 +627,36 @@ def cross_fold_selection(merged: dict[str, dict[str, dict[str, Any]]],
 #: refinements (:func:`braintumor.slices2d.refine_masks`: sure_out, sigma) the
 #: cross-fold selection chooses from for each input kind; None (the network's outline as
 #: it is) first, so it wins a tie
-REFINEMENTS: tuple[tuple[float, float] | None, ...] = (
+REFINEMENTS: tuple[s2d.Refinement | None, ...] = (
     None, (0.02, 1.0), (0.05, 1.0), (0.02, 2.0), (0.05, 2.0), (0.1, 2.0))
+#: the candidates that may also cut the outline (sure_out, sure_in, sigma): the first
+#: version, measured and not shipped (``refine_candidates: cut``)
+CUT_REFINEMENTS: tuple[s2d.Refinement | None, ...] = (
+    None, (0.1, 0.9, 1.0), (0.1, 0.9, 2.0), (0.2, 0.8, 2.0), (0.05, 0.9, 2.0), (0.1, 0.7, 2.0))
+
+
+def refine_candidates(cfg: Train2DConfig) -> tuple[s2d.Refinement | None, ...]:
+    """The refinements the report chooses from for ``cfg``."""
+    table = {"grow": REFINEMENTS, "cut": CUT_REFINEMENTS}
+    if cfg.refine_candidates not in table:
+        from braintumor.errors import InputError
+
+        raise InputError(f"refine_candidates {cfg.refine_candidates!r}: use grow or cut.")
+    return table[cfg.refine_candidates]
 #: a refinement must raise the training patients' mean Dice by more than this
 REFINE_MIN_GAIN = 0.002
 #: the input whose Dice chooses each kind's refinement, and the kind each input is
 REFINE_KIND = {"rgb": "colour", "grey": "grey", "jpeg50": "colour"}
 
 
-def describe_refine(setting: tuple[float, float] | list[float] | None) -> str:
-    """``(0.05, 2.0)`` -> ``"grow to p 0.05, sigma 2"``; None -> ``"none"``."""
+def describe_refine(setting: s2d.Refinement | list[float] | None) -> str:
+    """``(0.05, 2.0)`` -> ``"grow to p 0.05, sigma 2"``; ``(0.1, 0.9, 2.0)`` ->
+    ``"band 0.1-0.9, sigma 2"``; None -> ``"none"``."""
     if setting is None:
         return "none"
-    lo, sg = setting
-    return f"grow to p {lo:g}, sigma {sg:g}"
+    if len(setting) == 3:
+        return f"band {setting[0]:g}-{setting[1]:g}, sigma {setting[2]:g}"
+    return f"grow to p {setting[0]:g}, sigma {setting[1]:g}"
 
 
 class RefineScores:
@@ -649,6 +668,7 @@ class RefineScores:
         self.fold_of = {pid: f["fold"] for f in folds for pid in f["patients"]}
         self.patients = {p.patient_id: p for p in s2d.load_lgg(cfg.data, list(self.fold_of))}
         self.posts = candidate_posts(cfg.threshold)
+        self.candidates = refine_candidates(cfg)
         self._inputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._scores: dict[tuple[str, int, str, str], dict[str, Any]] = {}
 
@@ -666,24 +686,24 @@ class RefineScores:
 
     def score(self, post: str, k: int, mode: str, pid: str) -> dict[str, Any]:
         """Metrics of patient ``pid`` (input ``mode``) under ``post`` then
-        :data:`REFINEMENTS` ``[k]``."""
+        refinement ``k`` of :func:`refine_candidates`."""
         key = (post, k, mode, pid)
         if key not in self._scores:
             probs, flair = self._input(mode, pid)
             rule, thr = self.posts[post]
             masks = s2d.postprocess_stack(probs, thr, self.cfg.min_fraction, rule)
-            masks = s2d.refine_masks(probs, flair, masks, REFINEMENTS[k])
+            masks = s2d.refine_masks(probs, flair, masks, self.candidates[k])
             ref = self.patients[pid].masks
             assert ref is not None  # load_lgg reads every patient's masks
             self._scores[key] = s2d.stack_metrics(masks, ref)
         return self._scores[key]
 
     def choose(self, post: str, kind: str, patients: list[str]) -> int:
-        """Index into :data:`REFINEMENTS` of the best refinement of ``kind`` (colour: judged
+        """Index into the candidates of the best refinement of ``kind`` (colour: judged
         on the RGB input, grey: on the greyscale one) on ``patients`` under ``post``."""
         mode = "rgb" if kind == "colour" else "grey"
         means = [float(np.mean([self.score(post, k, mode, p)["dice"] for p in patients]))
-                 for k in range(len(REFINEMENTS))]
+                 for k in range(len(self.candidates))]
         best = int(np.argmax(means))
         return best if means[best] - means[0] > REFINE_MIN_GAIN else 0
 
@@ -767,6 +787,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     all_post = select_rule(merged, [p for f in folds for p in f["patients"]])
     shipped_rule = describe_post(all_post, cfg.threshold)
     rows, picks, final = refine_selection(cfg, folds, chosen, tuple(merged), all_post)
+    cands = refine_candidates(cfg)
     for m in merged:
         merged[m]["refined"] = rows["refined"][m]
         merged[m]["slice_refined"] = rows["slice_refined"][m]
@@ -774,8 +795,8 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     per_fold = [{"fold": f["fold"], "patients": f["patients"],
                  "train_seconds": round(f["train_seconds"], 1),
                  "rule": describe_post(c, cfg.threshold),
-                 "refine_colour": REFINEMENTS[pk["colour"]],
-                 "refine_grey": REFINEMENTS[pk["grey"]],
+                 "refine_colour": cands[pk["colour"]],
+                 "refine_grey": cands[pk["grey"]],
                  "rgb_dice": s2d.summarise({p: merged["rgb"]["refined"][p]
                                             for p in f["patients"]})["dice_mean"],
                  "grey_dice": s2d.summarise({p: merged["grey"]["refined"][p]
@@ -784,7 +805,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     (out / "cv_results.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "folds": per_fold, "summary": summary,
          "rule_for_all_patients": shipped_rule,
-         "refine_for_all_patients": {k: REFINEMENTS[v] for k, v in final.items()},
+         "refine_for_all_patients": {k: cands[v] for k, v in final.items()},
          "patients": {m: {p: {k: {kk: vv for kk, vv in r.items() if kk != "slice_dices"}
                                for k, r in v.items()} for p, v in pp.items()}
                       for m, pp in merged.items()}}, indent=1) + "\n")
@@ -825,16 +846,20 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
               f"`{shipped_rule}`; the config ships `{cfg.keep}, threshold {ships:g}` for a "
               f"stack (single pictures: {cfg.threshold:g}).",
               "",
-              "Then the CNN-guided watershed that grows the outline out to the FLAIR "
-              "picture's edges (`slices2d.refine_masks`; none, or the probability under "
-              "which a pixel is sure background and the gradient scale: "
-              + "; ".join(describe_refine(r) for r in REFINEMENTS[1:])
+              ("Then the CNN-guided watershed that grows the outline out to the FLAIR "
+               "picture's edges (`slices2d.refine_masks`; none, or the probability under "
+               "which a pixel is sure background and the gradient scale: "
+               if cfg.refine_candidates == "grow" else
+               "Then the CNN-guided watershed that moves the outline onto the FLAIR "
+               "picture's edges, outwards or inwards (`slices2d.refine_masks`; none, or the "
+               "band between sure background and sure tumour and the gradient scale: ")
+              + "; ".join(describe_refine(r) for r in cands[1:])
               + ") was chosen per fold on the other folds' held-out patients, for colour "
               "pictures on the RGB Dice and for greyscale ones on the greyscale Dice (a "
               f"refinement must gain more than {REFINE_MIN_GAIN} there); JPEG pictures are "
               "colour pictures. On all patients: colour "
-              f"`{describe_refine(REFINEMENTS[final['colour']])}`, greyscale "
-              f"`{describe_refine(REFINEMENTS[final['grey']])}`; the config ships colour "
+              f"`{describe_refine(cands[final['colour']])}`, greyscale "
+              f"`{describe_refine(cands[final['grey']])}`; the config ships colour "
               f"`{describe_refine(cfg.refine_colour)}`, greyscale "
               f"`{describe_refine(cfg.refine_grey)}`, for stacks and single pictures alike.",
               "",
