@@ -11,7 +11,7 @@ from braintumor import labels as L
 from braintumor.errors import InputError
 from braintumor.hybrid_study import NO_FUSION, fusion_candidates, fusion_folds, select_fusion
 from braintumor.metrics import dice
-from braintumor.watershed import fuse_labels, hybrid_params, segment_hybrid
+from braintumor.watershed import cnn_postprocess, fuse_labels, hybrid_params, segment_hybrid
 
 SHAPE = (40, 40, 40)
 
@@ -237,6 +237,47 @@ def test_segment_hybrid_fuses_with_the_watershed(hgg) -> None:
     truth = hgg.label > 0
     assert dice(fused.labels > 0, truth) > dice(alone.labels > 0, truth)
     assert _nested(fused.labels)
+    # the two methods' agreement comes with the fused result, not with the refinement alone
+    from braintumor.watershed import method_agreement, segment_watershed
+
+    assert "agreement" not in alone.info
+    ws = segment_watershed(hgg).labels
+    cnn = cnn_postprocess({}).apply(probs)
+    assert fused.info["agreement"] == method_agreement(cnn, ws)
+    assert all(0.0 <= v <= 1.0 for v in fused.info["agreement"].values())
+
+
+def test_agreement_and_its_note() -> None:
+    from braintumor.watershed import AGREEMENT_CHECK, agreement_note, method_agreement
+
+    a = np.zeros((10, 10, 10), np.uint8)
+    a[2:6, 2:6, 2:6] = L.ED
+    a[3:5, 3:5, 3:5] = L.ET
+    b = a.copy()
+    b[b == L.ET] = L.NCR  # same core, no enhancement
+    agree = method_agreement(a, b)
+    assert agree == {"WT": 1.0, "TC": 1.0, "ET": 0.0}
+    assert method_agreement(np.zeros_like(a), np.zeros_like(a)) == {"WT": 1.0, "TC": 1.0,
+                                                                    "ET": 1.0}
+    note = agreement_note(agree)
+    assert note is not None and "disagree on ET (0.00)" in note and "that region" in note
+    assert agreement_note({"WT": 0.9, "TC": AGREEMENT_CHECK, "ET": 0.7}) is None
+    two = agreement_note({"WT": 0.2, "TC": 0.3, "ET": 0.9})
+    assert two is not None and "WT (0.20), TC (0.30)" in two and "those regions" in two
+
+
+def test_agreement_summary_relates_agreement_to_held_out_dice() -> None:
+    from braintumor.hybrid_study import agreement_summary
+
+    agree = {f"c{i}": {"WT": 0.9, "TC": 0.2 + 0.1 * i, "ET": 0.1 * i} for i in range(6)}
+    true = {f"c{i}": {"WT": 0.8 + 0.01 * i, "TC": 0.3 + 0.1 * i, "ET": 0.9 - 0.1 * i}
+            for i in range(6)}
+    s = agreement_summary(agree, true)
+    assert s["TC"]["spearman"] == pytest.approx(1.0) and s["ET"]["pearson"] < -0.99
+    assert np.isnan(s["WT"]["spearman"])  # agreement constant: no correlation to speak of
+    assert s["TC"]["flagged_cases"] == ["c0", "c1", "c2"]  # 0.2, 0.3, 0.4 < 0.5
+    assert s["TC"]["flagged_dice"] == pytest.approx(0.4)
+    assert s["TC"]["other_dice"] == pytest.approx(0.7)
 
 
 # --- the study's choice of rule (bookkeeping only)

@@ -279,6 +279,17 @@ def test_predict_cli_fast_flag_for_every_method(tmp_path: Path, tiny_model: Path
                "--method", method, "--fast", "--device", "cpu"])
     assert rc == 0
     assert nib.load(str(out / f"{case.case_id}.nii.gz")).shape == case.shape
+    # the hybrid's row carries the two methods' agreement per region; the others' do not
+    import csv
+
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    agree = [row[f"agree_{r}"] for r in ("WT", "TC", "ET")]
+    if method == "hybrid":
+        assert all(0.0 <= float(a) <= 1.0 for a in agree)
+        low = [r for r in ("WT", "TC", "ET") if float(row[f"agree_{r}"]) < 0.5]
+        assert all(f"{r} (" in row["warning"] for r in low)
+    else:
+        assert agree == ["", "", ""]
 
 
 @pytest.mark.parametrize("shape,roi,overlap", [((1, 2, 70, 50, 41), (32, 32, 32), 0.5),

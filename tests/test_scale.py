@@ -85,7 +85,8 @@ def test_run_case_in_process_turns_errors_into_outcomes(dataset: Path, tmp_path:
     assert not bad.ok and bad.path is None and "\n" not in str(bad.error)
     good = run_case(srcs["case0"], str(tmp_path), "watershed", labels="brats2023")
     assert good.ok and set(np.unique(load_label_nifti(str(good.path)).data)) <= {0, 1, 2, 3}
-    assert good.warning is None
+    assert good.warning is None and good.row is not None
+    assert good.row["agree_WT"] == "" and good.row["warning"] == ""  # the watershed: no pair
     # a case with a noisy background in 4 mm voxels (3.9 L non-zero): written, with a warning
     case = make_case(shape=(40, 48, 32), seed=45, case_id="head")
     case.image = case.image + 1.0

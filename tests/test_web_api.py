@@ -203,6 +203,8 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert html.status_code == 200
     assert "not for clinical use" in html.text and "threshold-test-1" in html.text
     assert "<script" not in html.text
+    assert "<th>CNN and watershed agree (Dice)</th><td>WT 0.91, TC 0.84, ET 0.42</td>" \
+        in html.text
     pics = [u for u in html.text.split('"') if u.endswith(".png")]
     assert len(pics) == 3
     for u in pics:

@@ -158,6 +158,10 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     chosen = _upload_case(server, page, tmp_path, "threshold")
     # modalities detected from the names, editable before submitting
     assert sorted(chosen) == ["flair", "t1", "t1ce", "t2"]
+    from playwright.sync_api import expect
+
+    expect(page.locator("#m-agree")).to_have_text(
+        "CNN and watershed agree (Dice): WT 0.91 · TC 0.84 · ET 0.42")
     assert page.eval_on_selector("#job-progress", "e => e.value") == 1
     _wait_overlay(page)
     job_id = page.url.rsplit("/", 1)[1]

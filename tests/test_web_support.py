@@ -87,8 +87,10 @@ def segment_threshold(case: Case, progress: Any = None, uncertainty: bool = Fals
     if progress:
         progress(1.0, "thresholding")
     unc = (labels > 0).astype(np.float32) * 0.3 if uncertainty else None
+    # an agreement table as the hybrid reports one, so the page's display of it is tested
     return SegmentationResult(labels=labels, uncertainty=unc,
-                              info={"model_version": "threshold-test-1"})
+                              info={"model_version": "threshold-test-1",
+                                    "agreement": {"WT": 0.91, "TC": 0.84, "ET": 0.42}})
 
 
 def segment_crash(case: Case, progress: Any = None, **_: Any) -> SegmentationResult:

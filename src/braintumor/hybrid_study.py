@@ -431,6 +431,11 @@ def run(probs_dir: Path = PROBS, data: Path = DATA, out: Path = OUT,
               f"{sel['gain']:+.4f}); held out " + ", ".join(
                   f"{c} " + "/".join(f"{cases[c]['scores']['combined'][r]['dice']:.3f}"
                                      for r in L.REGIONS) for c in test), flush=True)
+    # how well the two methods' agreement tells the combination's held-out accuracy
+    from braintumor.watershed import method_agreement
+
+    for c in ids:
+        cases[c]["agreement"] = method_agreement(maps[c]["cnn"], maps[c]["watershed"])
     # the same choice on the CNN's folds instead: does the gain hinge on the split?
     alt: list[dict[str, float]] = []
     alt_rules = {}
@@ -448,6 +453,45 @@ def run(probs_dir: Path = PROBS, data: Path = DATA, out: Path = OUT,
     summary = write_results(cases, cv_params, final, asdict(post), out, fusion_cv,
                             on_cnn_folds)
     return summary
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    # average ranks, so ties (e.g. several regions both empty: agreement 1) share one
+    from scipy.stats import rankdata
+
+    return np.asarray(rankdata(x), dtype=float)
+
+
+def agreement_summary(agreement: dict[str, dict[str, float]],
+                      dice: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per region: how the two methods' agreement (case -> region -> Dice between them)
+    relates to the held-out Dice (case -> region -> Dice): Spearman and Pearson
+    correlation, and the mean Dice of the cases flagged (agreement under
+    :data:`braintumor.watershed.AGREEMENT_CHECK`) and of the others."""
+    from braintumor.watershed import AGREEMENT_CHECK
+
+    ids = sorted(agreement)
+    out: dict[str, dict[str, Any]] = {}
+    for r in L.REGIONS:
+        a = np.array([agreement[c][r] for c in ids], dtype=float)
+        d = np.array([dice[c][r] for c in ids], dtype=float)
+
+        def corr(x: np.ndarray, y: np.ndarray) -> float:
+            if len(x) < 3 or x.std() == 0 or y.std() == 0:
+                return float("nan")
+            return float(np.corrcoef(x, y)[0, 1])
+
+        flag = a < AGREEMENT_CHECK
+        out[r] = {"cases": len(ids), "spearman": corr(_ranks(a), _ranks(d)),
+                  "pearson": corr(a, d), "flagged": int(flag.sum()),
+                  "flagged_cases": [c for c, f in zip(ids, flag, strict=True) if f],
+                  "flagged_dice": float(d[flag].mean()) if flag.any() else None,
+                  "other_dice": float(d[~flag].mean()) if (~flag).any() else None}
+    return out
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
@@ -526,6 +570,11 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
             for r in L.REGIONS))
     if on_cnn_folds is not None:
         summary["combined_on_cnn_folds"] = on_cnn_folds
+    if "combined" in methods and all("agreement" in cases[c] for c in ids):
+        summary["agreement"] = agreement_summary(
+            {c: cases[c]["agreement"] for c in ids},
+            {c: {r: cases[c]["scores"]["combined"][r]["dice"] for r in L.REGIONS}
+             for c in ids})
     summary["shipped_defaults_match"] = _normalised(HybridParams()) == _normalised(
         hybrid_params(final["params"]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -586,6 +635,19 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
                       f"({final['fusion']['gain']:+.4f}); the shipped `HybridParams` "
                       + ("defaults are this choice." if summary["shipped_defaults_match"]
                          else "defaults differ from this choice (`params.json`).")]
+    if "agreement" in summary:
+        from braintumor.watershed import AGREEMENT_CHECK
+
+        lines += ["", "Agreement of the CNN alone and the watershed alone (Dice between their "
+                  "label maps) against the combined hybrid's held-out Dice, per region: "
+                  "rank correlation (Spearman), linear (Pearson), and the regions under "
+                  f"{AGREEMENT_CHECK} (flagged for a check):", "",
+                  "| region | Spearman | Pearson | flagged | their Dice (mean) | "
+                  "the others' Dice (mean) |", "|---|---|---|---|---|---|"]
+        for r, a in summary["agreement"].items():
+            lines.append(f"| {r} | {a['spearman']:.2f} | {a['pearson']:.2f} | "
+                         f"{a['flagged']} of {a['cases']} | {_fmt(a['flagged_dice'])} | "
+                         f"{_fmt(a['other_dice'])} |")
     lines += ["", "Per-case Dice (WT / TC / ET):", "",
               "| case | fold | " + " | ".join(names[m] for m in methods) + " |",
               "|---|---|" + "---|" * len(methods)]
@@ -593,6 +655,10 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
         cells = [" / ".join(f"{cases[c]['scores'][m][r]['dice']:.3f}" for r in L.REGIONS)
                  for m in methods]
         lines.append(f"| {c} | {cases[c]['fold']} | " + " | ".join(cells) + " |")
+    if "agreement" in summary:
+        lines += ["", "Agreement of CNN and watershed per case (WT / TC / ET): " + "; ".join(
+            f"{c} " + "/".join(f"{cases[c]['agreement'][r]:.2f}" for r in L.REGIONS)
+            for c in ids) + "."]
     (out / "hybrid_cv.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
     return summary

@@ -73,13 +73,14 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
 
 #: the columns of ``volumes.csv``, one row per segmented case
 VOLUME_FIELDS = ("case", "method", "WT_mL", "TC_mL", "ET_mL", "NCR_mL", "ED_mL", "voxel_mm",
-                 "warning")
+                 "agree_WT", "agree_TC", "agree_ET", "warning")
 VOLUME_TABLE = "volumes.csv"
 
 
 def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
     """One ``volumes.csv`` row: region volumes (mL, on the case's own grid), the voxel
-    size and the result's warning. (No lesion count: splitting touching lesions takes
+    size, the CNN's and the watershed's agreement per region (the hybrid only) and the
+    result's warning. (No lesion count: splitting touching lesions takes
     about 1.4 s a case, a third of the fast mode's whole run; the web page counts them.)"""
     import numpy as np
 
@@ -89,6 +90,8 @@ def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
     return {"case": case.case_id, "method": method,
             **{f"{k}_mL": f"{vols[k]:.2f}" for k in ("WT", "TC", "ET", "NCR", "ED")},
             "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),
+            **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")
+               for r in ("WT", "TC", "ET")},
             "warning": res.info.get("warning") or ""}
 
 

@@ -122,6 +122,7 @@ def report_facts(job: Job) -> dict[str, Any]:
         "metrics": summ.get("metrics"),
         "corrections": len(res.get("corrections", [])),
         "warning": res.get("warning") or "",
+        "agreement": (res.get("info") or {}).get("agreement"),
     }
 
 
@@ -207,6 +208,9 @@ def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Case", str(f["case"])), ("Date", f["date"]), ("Method", str(f["method"])),
             ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"])),
             ("Manual corrections", str(f["corrections"]))] + \
+        ([("CNN and watershed agree (Dice)", ", ".join(
+            f"{k} {float(v):.2f}" for k, v in f["agreement"].items()))]
+         if f.get("agreement") else []) + \
         ([("Warning", str(f["warning"]))] if f.get("warning") else [])
 
 

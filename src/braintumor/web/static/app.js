@@ -513,6 +513,7 @@ function show2d(job) {
   const unit = known ? "" : " (pixel size unknown)";
   $("m-method").textContent = n > 1 ? `2D model, ${n} slices as one volume` : "2D model";
   $("m-grid").hidden = true;
+  $("m-agree").hidden = true;
   $("m-model").textContent = r.model_version || "-";
   $("lesion-line").hidden = true;
   $("vol-h1").textContent = "Measure";
@@ -596,6 +597,13 @@ function renderResult(job) {
   $("m-method").textContent = r.method || job.method;
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;
+  // the hybrid's two methods: how far they agree, region by region (a low value: check it)
+  const agree = r.info && r.info.agreement;
+  $("m-agree").hidden = !agree;
+  $("m-agree").textContent = agree
+    ? "CNN and watershed agree (Dice): " +
+      ["WT", "TC", "ET"].map((k) => `${k} ${Number(agree[k]).toFixed(2)}`).join(" · ")
+    : "";
   const resampled = r.info && r.info.resampled_to_mm && r.spacing_mm;
   $("m-grid").hidden = !resampled;
   $("m-grid").textContent = resampled
