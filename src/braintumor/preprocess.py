@@ -40,7 +40,8 @@ def skull_strip_warning(image: np.ndarray, spacing: tuple[float, float, float]
     skull-stripped scans, whose non-zero voxels are the brain; more than
     :data:`MAX_BRAIN_ML` of them means scalp, skull or a noisy background is in.
     """
-    ml = float(np.any(np.asarray(image) != 0, axis=0).sum()) * float(np.prod(spacing)) / 1000
+    ml = float(brain_mask(np.asarray(image), fill_holes=False).sum()) * \
+        float(np.prod(spacing)) / 1000
     if ml <= MAX_BRAIN_ML:
         return None
     return (f"the scan does not look skull-stripped ({ml / 1000:.1f} L of non-zero voxels, "

@@ -1021,7 +1021,8 @@ def _touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 #: a region whose CNN and watershed outlines agree less than this (Dice) is flagged for a
 #: check: held out on the 14 shared cases, agreement ranked the combined hybrid's true
-#: Dice with Spearman 0.65 (WT), 0.75 (TC) and 0.88 (ET); README, "Agreement"
+#: Dice with Spearman 0.65 (WT), 0.75 (TC) and 0.88 (ET); README, "How far to trust a
+#: hybrid outline"
 AGREEMENT_CHECK = 0.5
 
 
@@ -1125,12 +1126,13 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if uncertainty:
         pw = np.clip(probs[0], 1e-6, 1 - 1e-6)
         unc = (-(pw * np.log2(pw) + (1 - pw) * np.log2(1 - pw))).astype(np.float32)
-    return SegmentationResult(
-        labels=labels, probabilities=probs, uncertainty=unc,
-        info={"method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
-              "refine_seconds": t2 - t1, "watershed_seconds": ws_seconds,
-              "fuse_seconds": t3 - t2 - ws_seconds, "learned_wt": learned,
-              "seconds": t3 - t0,
-              **({"agreement": agreement} if agreement is not None else {}),
-              **({"warning": note} if (note := agreement_note(agreement or {})) else {})},
-    )
+    info: dict[str, Any] = {
+        "method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
+        "refine_seconds": t2 - t1, "watershed_seconds": ws_seconds,
+        "fuse_seconds": t3 - t2 - ws_seconds, "learned_wt": learned, "seconds": t3 - t0}
+    if agreement is not None:
+        info["agreement"] = agreement
+        note = agreement_note(agreement)
+        if note is not None:
+            info["warning"] = note
+    return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
