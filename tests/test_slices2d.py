@@ -574,6 +574,115 @@ def test_train_resumes_and_exports(tmp_path: Path) -> None:
     assert s2d.segment_image(fake_slice(40, 40)[0], model).mask.shape == (40, 40)
 
 
+def test_packed_slices_train_elsewhere_and_are_judged_here(tmp_path: Path) -> None:
+    """A GPU machine trains the folds from the packed slices alone; the judging on the
+    pictures themselves happens afterwards without training again."""
+    import os
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+
+    for k in range(4):
+        make_patient(tmp_path / "data" / f"P{k}", n=6, size=40)
+    pack = tmp_path / "slices.npz"
+    assert t2.main(["pack", "--data", str(tmp_path / "data"), "--dest", str(pack),
+                    "--config", str(_cfg_file(tmp_path, size=32))]) == 0
+    packed = t2.load_slice_cache(pack)
+    direct = t2.to_slice_set(s2d.load_lgg(tmp_path / "data"), 32)
+    assert np.array_equal(packed.images, direct.images)
+    assert np.abs(packed.masks - direct.masks).max() <= 0.5 / 255 + 1e-7
+    assert list(packed.patient) == list(direct.patient)
+    part = t2.subset(packed, ["P1", "P3"])
+    assert set(part.patient) == {"P1", "P3"} and len(part.images) == 12
+
+    cfg = replace(t2.Train2DConfig(), data=str(tmp_path / "absent"), out=str(tmp_path / "run"),
+                  network_kwargs={"channels": [4, 8]}, size=32, batch=4, steps=2, folds=2,
+                  checkpoint_every=2, slice_cache=str(pack))
+    t2.run_cv(cfg, train_only=True)  # the pictures are not at hand: train only
+    cv = tmp_path / "run" / "cv"
+    finals = [cv / f"fold{k}" / "final.pt" for k in range(2)]
+    assert all(f.exists() for f in finals)
+    assert not any((cv / f"fold{k}" / "metrics.json").exists() for k in range(2))
+    folds = s2d.load_folds(cv / "folds.json")
+    assert folds == s2d.make_folds([f"P{k}" for k in range(4)], 2, 0)
+    stamps = [os.stat(f).st_mtime_ns for f in finals]
+    t2.run_cv(replace(cfg, data=str(tmp_path / "data")))  # here: judged, not retrained
+    assert [os.stat(f).st_mtime_ns for f in finals] == stamps
+    for k in range(2):
+        rec = json.loads((cv / f"fold{k}" / "metrics.json").read_text())
+        assert rec["patients"] == folds[k]
+        log = torch.load(finals[k], map_location="cpu", weights_only=False)["log"]
+        assert rec["train_seconds"] == (log[-1]["seconds"] if log else rec["train_seconds"])
+
+
+def test_an_ensemble_averages_its_members_probabilities(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+
+    for k in range(4):
+        make_patient(tmp_path / "data" / f"P{k}", n=6, size=32)
+    base = replace(t2.Train2DConfig(), data=str(tmp_path / "data"),
+                   network_kwargs={"channels": [4, 8]}, size=32, batch=4, steps=2, folds=2,
+                   checkpoint_every=2)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        t2.run_cv(replace(base, out=str(run), seed=seed))
+    cks = [r / "cv" / "fold0" / "final.pt" for r in runs]
+    ens = s2d.load_model_2d(t2.export_model(cks, tmp_path / "ens.pt", base))
+    members = [s2d.load_model_2d(t2.export_model(c, tmp_path / f"m{i}.pt", base))
+               for i, c in enumerate(cks)]
+    x = np.stack([s2d.prepare_input(fake_slice(32, 32, seed=i)[0], 32)[0] for i in range(3)])
+    want = np.mean([s2d.predict_batch(m, x) for m in members], axis=0)
+    assert not np.allclose(*[s2d.predict_batch(m, x) for m in members], atol=1e-3)
+    assert np.allclose(s2d.predict_batch(ens, x), want, atol=1e-5)
+    # cross-validated as an ensemble: every fold judged with its own fold models only
+    out = t2.run_ensemble_cv(replace(base, out=str(tmp_path / "e")), runs)
+    for k in range(2):
+        rec = json.loads((out / f"fold{k}" / "metrics.json").read_text())
+        assert rec["members"] == [str(r / "cv" / f"fold{k}" / "final.pt") for r in runs]
+        assert set(rec["results"]) == {"rgb", "grey", "jpeg50"}
+    (runs[1] / "cv" / "folds.json").write_text(json.dumps({"folds": [["P0"], ["P1"]]}))
+    with pytest.raises(InputError, match="same folds"):
+        t2.run_ensemble_cv(replace(base, out=str(tmp_path / "f")), runs)
+
+
+def _cfg_file(tmp_path: Path, **keys: object) -> Path:
+    import yaml
+
+    f = tmp_path / "cfg.yaml"
+    f.write_text(yaml.safe_dump(keys))
+    return f
+
+
+def test_time_budget_and_batch_workers(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+
+    pats = []
+    for k in range(2):
+        make_patient(tmp_path / "data" / f"P{k}", n=6, size=32)
+        pats.append(s2d.load_patient(tmp_path / "data" / f"P{k}"))
+    data = t2.to_slice_set(pats, 32)
+    cfg = replace(t2.Train2DConfig(), network_kwargs={"channels": [4, 8]}, size=32, batch=4,
+                  steps=10**6, checkpoint_every=10**6, tumour_fraction=1.0)
+    pools, share = t2._pools(data, None, cfg)
+    x, y = t2.make_batch(pools, share, cfg, np.random.default_rng(0))
+    assert x.shape == (4, 3, 32, 32) and y.shape == (4, 1, 32, 32)
+    assert (y.reshape(4, -1).max(1) > 0).all()  # every picture from a tumour slice
+    # a wall-clock budget ends the run long before its million steps; worker processes
+    # make the batches
+    timed = replace(cfg, time_budget_min=0.02, workers=1)
+    ck = torch.load(t2.train(timed, data, tmp_path / "run"), map_location="cpu",
+                    weights_only=False)
+    assert 1 <= ck["config"]["steps"] < 10**6
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA"):
+            t2.train(replace(cfg, device="cuda"), data, tmp_path / "gpu")
+    assert t2.train_device(replace(cfg, device="auto")) in ("cpu", "cuda")
+
+
 def test_brats_slices_look_like_lgg_pictures(tmp_path: Path) -> None:
     """A 3D case stored LPS (as BraTS ships it) becomes pictures with the nose up, the
     mask on the bright FLAIR lesion, and the brain spanning ``fill`` of the picture."""

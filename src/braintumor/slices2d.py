@@ -367,8 +367,9 @@ def build_network(config: dict[str, Any]) -> Any:
 
 
 def load_model_2d(path: str | Path | None = None) -> Model2D:
-    """Load 2D weights (a ``.pt`` holding ``state_dict`` and ``config``); by default the
-    shipped model. Missing weights raise :class:`InputError`."""
+    """Load 2D weights (a ``.pt`` holding ``state_dict`` and ``config``, or ``members``,
+    a list of state dicts whose probabilities are averaged); by default the shipped
+    model. Missing weights raise :class:`InputError`."""
     p = Path(path) if path is not None else MODEL_DIR / MODEL_FILE
     return _load_model_cached(str(p.resolve()))
 
@@ -385,11 +386,30 @@ def _load_model_cached(path: str) -> Model2D:
     except Exception as exc:  # torch raises many kinds for a bad file
         raise InputError(f"{p}: not a readable 2D model ({type(exc).__name__}).") from None
     cfg = dict(blob.get("config", {}))
-    net = build_network(cfg)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
-    net.load_state_dict(state)
-    net.eval()
-    return Model2D(net, cfg)
+    nets = []
+    # an ensemble holds one state dict per member ("members"), all of the config's network
+    for sd in blob.get("members") or [blob["state_dict"]]:
+        net = build_network(cfg)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        nets.append(net.eval())
+    return Model2D(nets[0] if len(nets) == 1 else mean_of_members(nets), cfg)
+
+
+def mean_of_members(nets: Sequence[Any]) -> Any:
+    """One network out of several: its logit is that of the members' mean probability,
+    so the sigmoid every caller applies gives the ensemble's averaged probability."""
+    import torch
+
+    class MeanOfMembers(torch.nn.Module):
+        def __init__(self, members: Sequence[Any]):
+            super().__init__()
+            self.members = torch.nn.ModuleList(members)
+
+        def forward(self, x: Any) -> Any:
+            p = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0)
+            return torch.logit(p, eps=1e-7)
+
+    return MeanOfMembers(nets).eval()
 
 
 def pick_model(model: Model2D | str | Path | None, images: Sequence[np.ndarray]

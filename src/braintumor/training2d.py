@@ -14,6 +14,11 @@ Usage::
     python -m braintumor.training2d export --config configs/lgg2d_v5hv.yaml \
         --from runs/lgg2d_v5/final/final.pt
     python -m braintumor.training2d external [--brats ../shared/data/brats2018]
+    python -m braintumor.training2d ensemble --config configs/lgg2d_ens.yaml \
+        --from runs/lgg2d_v5,runs/lgg2d_gpu            # fold models averaged, judged
+    python -m braintumor.training2d pack --config configs/lgg2d_gpu.yaml --dest FILE.npz
+    python -m braintumor.training2d cv --config configs/lgg2d_gpu.yaml --train-only \
+        --device cuda --budget 7 --fold K      # on a GPU machine, from the packed slices
 """
 
 from __future__ import annotations
@@ -94,6 +99,19 @@ class Train2DConfig:
     aux_brats: str = ""
     aux_fraction: float = 0.0
     aux_every: int = 2
+    # where a run trains: "cpu", "cuda" or "auto" (cuda when there is one); on a GPU the
+    # network runs under bfloat16 autocast
+    device: str = "cpu"
+    # processes that make the augmented batches (0: the training process itself, one
+    # random stream, as every CPU recipe here was trained)
+    workers: int = 0
+    # > 0: train for this many minutes of wall-clock time instead of ``steps``, the
+    # learning rate annealed over the time (runs sharing one GPU machine)
+    time_budget_min: float = 0.0
+    # a packed copy of the slices at ``size`` (``python -m braintumor.training2d pack``),
+    # read for training instead of ``data`` where the pictures are not at hand; held-out
+    # patients are always judged on the pictures themselves
+    slice_cache: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -290,6 +308,42 @@ def brats_stacks(root: str | Path, size: int, every: int = 2
         yield (case.case_id, *case_slices(chans, case.label, case.affine, size, every))
 
 
+def pack_slices(data: SliceSet, dest: str | Path) -> Path:
+    """Write ``data`` compactly (each picture as PNG bytes, the masks in steps of 1/255)
+    to ``dest`` (.npz), for :func:`load_slice_cache`."""
+    from PIL import Image
+
+    blobs, offsets = [], [0]
+    for img in data.images:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG", optimize=True)
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+        offsets.append(offsets[-1] + len(blobs[-1]))
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(dest, png=np.concatenate(blobs), offsets=np.array(offsets, np.int64),
+                        masks=np.round(data.masks * 255).astype(np.uint8),
+                        patient=data.patient.astype(str))
+    return dest
+
+
+def load_slice_cache(path: str | Path) -> SliceSet:
+    """The :class:`SliceSet` that :func:`pack_slices` wrote."""
+    from PIL import Image
+
+    with np.load(path) as z:
+        png, off = z["png"], z["offsets"]
+        images = np.stack([np.asarray(Image.open(io.BytesIO(png[a:b].tobytes())).convert("RGB"))
+                           for a, b in zip(off[:-1], off[1:], strict=True)])
+        return SliceSet(images, z["masks"].astype(np.float32) / 255.0, z["patient"].astype(str))
+
+
+def subset(data: SliceSet, patient_ids: set[str] | list[str]) -> SliceSet:
+    """The slices of the named patients."""
+    keep = np.isin(data.patient, list(patient_ids))
+    return SliceSet(data.images[keep], data.masks[keep], data.patient[keep])
+
+
 def brats_slice_set(root: str | Path, size: int, every: int = 2) -> SliceSet:
     """:func:`case_slices` of every labelled case under ``root`` (BraTS layout)."""
     imgs, msks, pid = [], [], []
@@ -307,15 +361,80 @@ def brats_slice_set(root: str | Path, size: int, every: int = 2) -> SliceSet:
 # ----------------------------------------------------------------------- training
 
 
+Pool = tuple[SliceSet, np.ndarray, np.ndarray]
+
+
+def _pools(data: SliceSet, aux: SliceSet | None, cfg: Train2DConfig
+           ) -> tuple[list[Pool], list[float]]:
+    """``(slice set, tumour slice indices, tumour-free indices)`` to draw batches from, and
+    each one's share of a batch."""
+    def split(d: SliceSet) -> Pool:
+        has_t = d.masks.reshape(len(d.masks), -1).max(1) > 0.5
+        return d, np.flatnonzero(has_t), np.flatnonzero(~has_t)
+
+    pools, share = [split(data)], [1.0]
+    if aux is not None and cfg.aux_fraction > 0:
+        pools.append(split(aux))
+        share = [1.0 - cfg.aux_fraction, cfg.aux_fraction]
+    return pools, share
+
+
+def make_batch(pools: list[Pool], share: list[float], cfg: Train2DConfig,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented batch: ``(B, 3, S, S)`` inputs and ``(B, 1, S, S)`` targets, a share
+    ``cfg.tumour_fraction`` of each pool's pictures drawn from slices with tumour."""
+    counts = rng.multinomial(cfg.batch, share)
+    pairs = []
+    for (d, pos, neg), n in zip(pools, counts, strict=True):
+        n_pos = int(rng.binomial(n, cfg.tumour_fraction))
+        idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, n - n_pos)])
+        pairs += [augment(d.images[i], d.masks[i], cfg, rng) for i in idx.astype(int)]
+    return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+
+
+def _worker_batches(pools: list[Pool], share: list[float], cfg: Train2DConfig,
+                    start: int) -> Any:
+    """An endless loader of batches made by ``cfg.workers`` processes, each with its own
+    random stream (seeded by the config's seed, the worker and the step it resumes at)."""
+    import torch
+
+    class Batches(torch.utils.data.IterableDataset):  # type: ignore[misc]
+        def __iter__(self) -> Iterator[tuple[Any, Any]]:
+            info = torch.utils.data.get_worker_info()
+            rng = np.random.default_rng([cfg.seed, info.id if info else 0, start])
+            while True:
+                x, y = make_batch(pools, share, cfg, rng)
+                yield torch.from_numpy(x), torch.from_numpy(y)
+
+    return iter(torch.utils.data.DataLoader(
+        Batches(), batch_size=None, num_workers=cfg.workers, prefetch_factor=4,
+        pin_memory=torch.cuda.is_available(), multiprocessing_context="fork",
+        persistent_workers=True))
+
+
+def train_device(cfg: Train2DConfig) -> str:
+    """The device a run trains on: ``cfg.device``, with ``auto`` resolved."""
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        from braintumor.errors import InputError
+
+        raise InputError("device cuda was asked for, but PyTorch sees no CUDA GPU.")
+    return cfg.device
+
+
 def _checkpoint(path: Path, net: Any, opt: Any, sched: Any, step: int, cfg: Train2DConfig,
-                rng: np.random.Generator, log: list[dict[str, float]]) -> None:
+                rng: np.random.Generator, log: list[dict[str, float]],
+                elapsed: float = 0.0) -> None:
     import torch
 
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "step": step, "config": cfg.to_dict(),
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "log": log}, tmp)
+                "log": log, "elapsed": elapsed}, tmp)
     tmp.replace(path)
 
 
@@ -334,6 +453,7 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "
     final = out / "final.pt"
     if final.exists():
         return final
+    device = train_device(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = build_network(cfg.to_dict())
@@ -344,65 +464,76 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "
         init = torch.load(cfg.init_from.format(part=part), map_location="cpu", weights_only=False)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v
                              for k, v in init["state_dict"].items()})
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = max(1, cfg.steps // 20)
+    budget_s = cfg.time_budget_min * 60.0
+    # progress through the schedule, 0 .. 1: steps done, or seconds spent, of the budget
+    progress = [0.0]
 
     def lr_factor(t: int) -> float:
-        # linear warm-up, then cosine decay to zero at cfg.steps
-        cos = 0.5 * (1 + np.cos(np.pi * min(t, cfg.steps) / cfg.steps))
-        return float(min(1.0, (t + 1) / warm) * cos)
+        # linear warm-up over the first 5 %, then cosine decay to zero at the end
+        if budget_s <= 0:
+            progress[0] = min(t, cfg.steps) / cfg.steps
+        warm = min(1.0, (progress[0] + 1.0 / max(cfg.steps, 1)) / 0.05) if budget_s > 0 \
+            else min(1.0, (t + 1) / max(1, cfg.steps // 20))
+        return float(warm * 0.5 * (1 + np.cos(np.pi * min(progress[0], 1.0))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
-    step, log = 0, []
+    step, log, spent = 0, [], 0.0
     last = out / "last.pt"
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         net.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        step, log = int(ck["step"]), list(ck["log"])
+        step, log, spent = int(ck["step"]), list(ck["log"]), float(ck.get("elapsed", 0.0))
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed {out} at step {step}", flush=True)
-    def split(d: SliceSet) -> tuple[np.ndarray, np.ndarray]:
-        has_t = d.masks.reshape(len(d.masks), -1).max(1) > 0.5
-        return np.flatnonzero(has_t), np.flatnonzero(~has_t)
-
-    pools = [(data, *split(data))]
-    share = [1.0]
-    if aux is not None and cfg.aux_fraction > 0:
-        pools.append((aux, *split(aux)))
-        share = [1.0 - cfg.aux_fraction, cfg.aux_fraction]
+    pools, share = _pools(data, aux, cfg)
+    loader = _worker_batches(pools, share, cfg, step) if cfg.workers > 0 else None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     net.train()
-    t0, run_loss = time.perf_counter(), 0.0
-    while step < cfg.steps:
-        counts = rng.multinomial(cfg.batch, share)
-        pairs = []
-        for (d, pos, neg), n in zip(pools, counts, strict=True):
-            n_pos = int(rng.binomial(n, cfg.tumour_fraction))
-            idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, n - n_pos)])
-            pairs += [augment(d.images[i], d.masks[i], cfg, rng) for i in idx.astype(int)]
-        x = torch.as_tensor(np.stack([a for a, _ in pairs]))
-        y = torch.as_tensor(np.stack([b for _, b in pairs]))
-        loss = loss_fn(net(x), y)
+    t0, run_loss = time.perf_counter() - spent, 0.0
+
+    def running() -> bool:
+        if budget_s > 0:
+            return time.perf_counter() - t0 < budget_s
+        return step < cfg.steps
+
+    while running():
+        if loader is not None:
+            xb, yb = next(loader)
+        else:
+            xa, ya = make_batch(pools, share, cfg, rng)
+            xb, yb = torch.as_tensor(xa), torch.as_tensor(ya)
+        x = xb.to(device, non_blocking=True)
+        y = yb.to(device, non_blocking=True)
+        with amp:
+            loss = loss_fn(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if budget_s > 0:
+            progress[0] = (time.perf_counter() - t0) / budget_s
         sched.step()
         step += 1
         run_loss += float(loss.detach())
         if step % 25 == 0:
             el = time.perf_counter() - t0
             log.append({"step": step, "loss": run_loss / 25, "seconds": el})
-            print(f"step {step}/{cfg.steps} loss {run_loss / 25:.4f} "
+            total = f"{budget_s:.0f}s" if budget_s > 0 else str(cfg.steps)
+            print(f"step {step} ({total}) loss {run_loss / 25:.4f} "
                   f"lr {sched.get_last_lr()[0]:.2e} {el:.0f}s", flush=True)
             run_loss = 0.0
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _checkpoint(last, net, opt, sched, step, cfg, rng, log)
-    torch.save({"state_dict": net.state_dict(), "config": cfg.to_dict(), "log": log}, final)
+        if step % cfg.checkpoint_every == 0 or (budget_s <= 0 and step == cfg.steps):
+            _checkpoint(last, net, opt, sched, step, cfg, rng, log, time.perf_counter() - t0)
+    net.to("cpu")
+    torch.save({"state_dict": net.state_dict(), "config": {**cfg.to_dict(), "steps": step},
+                "log": log}, final)
     return final
 
 
@@ -482,30 +613,60 @@ def _judge_fold(cfg: Train2DConfig, ck: Path, va: list[s2d.PatientSlices], fold_
     return res
 
 
-def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
+def training_slices(cfg: Train2DConfig, patient_ids: list[str],
+                    patients: list[s2d.PatientSlices] | None = None) -> SliceSet:
+    """The named patients' slices at ``cfg.size``: from ``cfg.slice_cache`` if the config
+    names one, else from ``patients`` (or the pictures under ``cfg.data``)."""
+    if cfg.slice_cache:
+        return subset(load_slice_cache(cfg.slice_cache), patient_ids)
+    if patients is None:
+        patients = s2d.load_lgg(cfg.data, patient_ids)
+    return to_slice_set([p for p in patients if p.patient_id in set(patient_ids)], cfg.size)
+
+
+def _all_patient_ids(cfg: Train2DConfig) -> list[str]:
+    if cfg.slice_cache:
+        return sorted({str(p) for p in load_slice_cache(cfg.slice_cache).patient})
+    return [p.name for p in s2d.list_patients(cfg.data)]
+
+
+def _train_seconds(ck: Path, measured: float) -> float:
+    """Training time of a fold: the run's own log (a model trained elsewhere and judged
+    here), else the time ``train`` took here."""
+    import torch
+
+    log = torch.load(ck, map_location="cpu", weights_only=False).get("log") or []
+    return float(log[-1]["seconds"]) if log else measured
+
+
+def run_cv(cfg: Train2DConfig, only_fold: int | None = None, train_only: bool = False) -> Path:
     """Patient-wise k-fold cross-validation: train on k-1 folds, judge the held-out
-    patients; results (per fold JSON) under ``out/cv``."""
+    patients; results (per fold JSON) under ``out/cv``. ``train_only`` skips the judging
+    (a later run without it judges the trained folds)."""
     out = Path(cfg.out) / "cv"
-    patients = s2d.load_lgg(cfg.data)
+    ids = _all_patient_ids(cfg)
     folds_file = out / "folds.json"
     if folds_file.exists():
         folds = s2d.load_folds(folds_file)
     else:
-        folds = s2d.make_folds([p.patient_id for p in patients], cfg.folds, cfg.fold_seed)
+        folds = s2d.make_folds(ids, cfg.folds, cfg.fold_seed)
         s2d.save_folds(folds, folds_file)
+    patients = None if train_only else s2d.load_lgg(cfg.data)
     for k, held in enumerate(folds):
         if only_fold is not None and k != only_fold:
             continue
         res_file = out / f"fold{k}" / "metrics.json"
         if res_file.exists():
             continue
-        tr = [p for p in patients if p.patient_id not in held]
-        va = [p for p in patients if p.patient_id in held]
-        print(f"fold {k}: train {len(tr)} patients, validate {len(va)}", flush=True)
+        tr = [pid for pid in ids if pid not in held]
+        print(f"fold {k}: train {len(tr)} patients, validate {len(held)}", flush=True)
         t0 = time.perf_counter()
-        ck = train(cfg, to_slice_set(tr, cfg.size), out / f"fold{k}", part=f"cv/fold{k}",
-                   aux=aux_slices(cfg))
-        train_s = time.perf_counter() - t0
+        ck = train(cfg, training_slices(cfg, tr, patients), out / f"fold{k}",
+                   part=f"cv/fold{k}", aux=aux_slices(cfg))
+        if patients is None:
+            continue
+        train_s = _train_seconds(ck, time.perf_counter() - t0)
+        va = [p for p in patients if p.patient_id in held]
         res = _judge_fold(cfg, ck, va, out / f"fold{k}",
                           {"fold": k, "patients": held, "train_seconds": train_s})
         print(json.dumps({m: {pp: s2d.summarise(r) for pp, r in v.items()}
@@ -513,17 +674,27 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None) -> Path:
     return out
 
 
-def export_model(ck: Path, dest: Path, cfg: Train2DConfig) -> Path:
-    """Write shippable weights: float16 state dict + config (threshold included)."""
+def export_model(ck: Path | list[Path], dest: Path, cfg: Train2DConfig) -> Path:
+    """Write shippable weights: float16 state dict + config (threshold included). Several
+    checkpoints (of the config's network) make an ensemble whose probabilities are
+    averaged (``members``)."""
     import torch
 
-    blob = torch.load(ck, map_location="cpu", weights_only=False)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    cks = ck if isinstance(ck, list) else [ck]
+    states = []
+    for c in cks:
+        blob = torch.load(c, map_location="cpu", weights_only=False)
+        states.append({k: v.half() if v.is_floating_point() else v
+                       for k, v in blob["state_dict"].items()})
     conf = cfg.to_dict()
-    conf.pop("data", None)
-    conf.pop("out", None)
+    for key in ("data", "out", "slice_cache", "device", "workers", "time_budget_min"):
+        conf.pop(key, None)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "config": conf}, dest)
+    out: dict[str, Any] = {"state_dict": states[0], "config": conf}
+    if len(states) > 1:
+        out["members"] = states
+        out["member_sources"] = [str(c) for c in cks]
+    torch.save(out, dest)
     return dest
 
 
@@ -531,9 +702,9 @@ def run_final(cfg: Train2DConfig, steps: int | None = None,
               dest: str | Path | None = None) -> Path:
     """Train on all patients and export the weights: into the package (the shipped
     model) unless ``dest`` names another file, so a candidate can wait for its CV."""
-    patients = s2d.load_lgg(cfg.data)
     c = replace(cfg, steps=steps or cfg.steps)
-    ck = train(c, to_slice_set(patients, c.size), Path(cfg.out) / "final", aux=aux_slices(c))
+    ck = train(c, training_slices(c, _all_patient_ids(c)), Path(cfg.out) / "final",
+               aux=aux_slices(c))
     return export_model(ck, Path(dest) if dest else s2d.MODEL_DIR / s2d.MODEL_FILE, c)
 
 
@@ -769,6 +940,40 @@ def run_reeval(cfg: Train2DConfig, source: str | Path) -> Path:
     return out
 
 
+def run_ensemble_cv(cfg: Train2DConfig, sources: list[str | Path],
+                    only_fold: int | None = None) -> Path:
+    """Cross-validate an ensemble of earlier runs without training: each fold's members
+    (``<source>/cv/fold<K>/final.pt``, the same folds in every source) are written as one
+    ensemble checkpoint (:func:`export_model`) and judged on the fold's held-out patients
+    through the inference path, as :func:`run_cv` writes it; ``report`` tables it."""
+    import shutil
+
+    srcs = [Path(s) / "cv" for s in sources]
+    folds = [s2d.load_folds(s / "folds.json") if (s / "folds.json").exists() else None
+             for s in srcs]
+    if folds[0] is None or any(f != folds[0] for f in folds):
+        from braintumor.errors import InputError
+
+        raise InputError("the ensemble's runs must be cross-validations on the same folds.")
+    out = Path(cfg.out) / "cv"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(srcs[0] / "folds.json", out / "folds.json")
+    patients = s2d.load_lgg(cfg.data, [p for f in folds[0] for p in f])
+    for k, held in enumerate(folds[0]):
+        done = (out / f"fold{k}" / "metrics.json").exists()
+        if done or (only_fold is not None and k != only_fold):
+            continue
+        cks = [s / f"fold{k}" / "final.pt" for s in srcs]
+        ck = export_model(cks, out / f"fold{k}" / "final.pt", cfg)
+        seconds = sum(json.loads((s / f"fold{k}" / "metrics.json").read_text())["train_seconds"]
+                      for s in srcs)
+        _judge_fold(cfg, ck, [p for p in patients if p.patient_id in held], out / f"fold{k}",
+                    {"fold": k, "patients": held, "train_seconds": seconds,
+                     "members": [str(c) for c in cks]})
+        print(f"fold {k}: judged the ensemble of {len(cks)}", flush=True)
+    return out
+
+
 def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Path:
     """Collect the CV folds into ``dest``: ``cv_results.json`` (per patient, every input
     mode and post-processing), ``cv_results.md`` (the table) and ``cv_dice.png``."""
@@ -782,6 +987,8 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     out.mkdir(parents=True, exist_ok=True)
     merged = rescore_folds(cfg, folds)
     selected, chosen = cross_fold_selection(merged, folds)
+    where = ("on a GPU, wall-clock" if cfg.device != "cpu" else
+             f"{cfg.threads} CPU thread{'s' if cfg.threads != 1 else ''}")
     for m in merged:
         merged[m]["selected"] = selected[m]
     all_post = select_rule(merged, [p for f in folds for p in f["patients"]])
@@ -863,7 +1070,7 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
               f"`{describe_refine(cfg.refine_colour)}`, greyscale "
               f"`{describe_refine(cfg.refine_grey)}`, for stacks and single pictures alike.",
               "",
-              "| fold | held-out patients | training time (s, 1 CPU thread) | rule | "
+              f"| fold | held-out patients | training time (s, {where}) | rule | "
               "refinement colour / greyscale | "
               "RGB Dice per patient | greyscale Dice per patient |",
               "|---|---|---|---|---|---|---|"]
@@ -944,7 +1151,8 @@ def external_brats(root: str | Path, dest: str | Path, model: str | Path | None 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m braintumor.training2d", description=__doc__)
-    ap.add_argument("what", choices=["cv", "final", "report", "external", "reeval", "export"])
+    ap.add_argument("what", choices=["cv", "final", "report", "external", "reeval", "export",
+                                     "pack", "ensemble"])
     ap.add_argument("--config", default=None)
     ap.add_argument("--fold", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
@@ -958,17 +1166,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="external: 2D weights (default: shipped)")
     ap.add_argument("--from", dest="source", default=None,
                     help="reeval: the earlier run whose fold models are judged again; "
-                         "export: the checkpoint to ship with this config's settings")
+                         "export: the checkpoint to ship with this config's settings "
+                         "(several, comma-separated: an ensemble)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="cv: train the folds without judging them (a later cv run judges)")
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
+    ap.add_argument("--slice-cache", default=None,
+                    help="train from this packed copy of the slices (pack) instead of --data")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="train for this many minutes of wall-clock time instead of steps")
     a = ap.parse_args(argv)
     if a.what == "external":
         dest = a.dest or "experiments/lgg2d/external_brats"
         print(json.dumps(external_brats(a.brats, dest, a.model), indent=1))
         return 0
-    cfg = load_config(a.config, steps=a.steps, data=a.data, out=a.out)
-    if a.what == "cv":
-        run_cv(cfg, a.fold)
+    cfg = load_config(a.config, steps=a.steps, data=a.data, out=a.out, device=a.device,
+                      time_budget_min=a.budget, slice_cache=a.slice_cache)
+    if a.what == "pack":
+        dest = a.dest or f"{cfg.out}/slices_{cfg.size}.npz"
+        ids = [p.name for p in s2d.list_patients(cfg.data)]
+        print(pack_slices(to_slice_set(s2d.load_lgg(cfg.data, ids), cfg.size), dest))
+    elif a.what == "cv":
+        run_cv(cfg, a.fold, a.train_only)
     elif a.what == "report":
         print(run_report(cfg, a.dest or "experiments/lgg2d"))
+    elif a.what == "ensemble":
+        if not a.source:
+            print("error: ensemble needs --from RUN,RUN[,...].", file=sys.stderr)
+            return 2
+        print(run_ensemble_cv(cfg, a.source.split(","), a.fold))
     elif a.what in ("reeval", "export"):
         if not a.source:
             print(f"error: {a.what} needs --from.", file=sys.stderr)
@@ -976,8 +1202,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.what == "reeval":
             print(run_reeval(cfg, a.source))
         else:
-            print(export_model(Path(a.source), Path(a.dest) if a.dest else
-                               s2d.MODEL_DIR / s2d.MODEL_FILE, cfg))
+            srcs = [Path(x) for x in a.source.split(",")]
+            print(export_model(srcs if len(srcs) > 1 else srcs[0], Path(a.dest) if a.dest
+                               else s2d.MODEL_DIR / s2d.MODEL_FILE, cfg))
     else:
         print(run_final(cfg, dest=a.dest))
     return 0
