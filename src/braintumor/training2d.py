@@ -987,7 +987,8 @@ def run_report(cfg: Train2DConfig, dest: str | Path = "experiments/lgg2d") -> Pa
     out.mkdir(parents=True, exist_ok=True)
     merged = rescore_folds(cfg, folds)
     selected, chosen = cross_fold_selection(merged, folds)
-    where = ("on a GPU, wall-clock" if cfg.device != "cpu" else
+    where = ("the members' own runs, added up" if any("members" in f for f in folds) else
+             "on a GPU, wall-clock" if cfg.device != "cpu" else
              f"{cfg.threads} CPU thread{'s' if cfg.threads != 1 else ''}")
     for m in merged:
         merged[m]["selected"] = selected[m]
