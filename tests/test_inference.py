@@ -71,6 +71,20 @@ def test_segment_cnn_native_grid(tiny_model: Path) -> None:
     assert res.info["model_version"] == "tiny-test"
 
 
+def test_hybrid_reports_the_cnn_it_ran(tiny_model: Path) -> None:
+    """The hybrid names the CNN model version behind its outline, as the CNN does; given
+    probabilities from elsewhere, it names none."""
+    from braintumor.watershed import segment_hybrid
+
+    case = make_case(shape=SHAPE, seed=3)
+    res = segment_hybrid(case, model=tiny_model, device="cpu")
+    assert res.info["method"] == "hybrid"
+    assert res.info["model_version"] == "tiny-test"
+    assert res.info["folds"] == 1 and res.info["mode"] == "accurate"
+    given = segment_hybrid(case, probabilities=res.probabilities)
+    assert "model_version" not in given.info
+
+
 def test_mirroring_tta_is_flip_invariant() -> None:
     """Averaging over all 8 axis flips makes the prediction exactly flip-equivariant."""
     from braintumor.inference import sliding_window_probs
@@ -153,6 +167,7 @@ def test_predict_skips_a_failing_case(tmp_path: Path, tiny_model: Path,
     for region, mask in region_masks(internal).items():
         assert float(rows[0][f"{region}_mL"]) == pytest.approx(mask.sum() * vox_ml, abs=0.006)
     assert rows[0]["method"] == "cnn"
+    assert rows[0]["model"] == "tiny-test" and rows[0]["mode"] == "accurate"
     assert rows[0]["voxel_mm"] == "1x1x1" and rows[0]["warning"] == ""
     # a later run into the same folder replaces its own cases' rows and keeps the others
     other = write_case(make_case(shape=SHAPE, seed=9, case_id="other"), tmp_path / "data2")
@@ -290,6 +305,9 @@ def test_predict_cli_fast_flag_for_every_method(tmp_path: Path, tiny_model: Path
         assert all(f"{r} (" in row["warning"] for r in low)
     else:
         assert agree == ["", "", ""]
+    # the CNN behind the outline, in the mode asked for; the watershed has none
+    assert (row["model"], row["mode"]) == (("", "") if method == "watershed" else
+                                           ("tiny-test", "fast"))
 
 
 @pytest.mark.parametrize("shape,roi,overlap", [((1, 2, 70, 50, 41), (32, 32, 32), 0.5),

@@ -72,15 +72,15 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
 
 
 #: the columns of ``volumes.csv``, one row per segmented case
-VOLUME_FIELDS = ("case", "method", "WT_mL", "TC_mL", "ET_mL", "NCR_mL", "ED_mL", "voxel_mm",
-                 "agree_WT", "agree_TC", "agree_ET", "warning")
+VOLUME_FIELDS = ("case", "method", "model", "mode", "WT_mL", "TC_mL", "ET_mL", "NCR_mL",
+                 "ED_mL", "voxel_mm", "agree_WT", "agree_TC", "agree_ET", "warning")
 VOLUME_TABLE = "volumes.csv"
 
 
 def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
-    """One ``volumes.csv`` row: region volumes (mL, on the case's own grid), the voxel
-    size, the CNN's and the watershed's agreement per region (the hybrid only) and the
-    result's warning. (No lesion count: splitting touching lesions takes
+    """One ``volumes.csv`` row: the CNN model version and its mode (fast / accurate) where
+    one ran, region volumes (mL, on the case's own grid), the voxel size, the CNN's and
+    the watershed's agreement per region (the hybrid only) and the result's warning. (No lesion count: splitting touching lesions takes
     about 1.4 s a case, a third of the fast mode's whole run; the web page counts them.)"""
     import numpy as np
 
@@ -88,6 +88,7 @@ def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
 
     vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
     return {"case": case.case_id, "method": method,
+            "model": res.info.get("model_version") or "", "mode": res.info.get("mode") or "",
             **{f"{k}_mL": f"{vols[k]:.2f}" for k in ("WT", "TC", "ET", "NCR", "ED")},
             "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),
             **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")

@@ -757,8 +757,9 @@ def _no_model_error() -> InputError:
 
 def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
                        tta: bool = False, backend: str = "auto", fast: bool = False
-                       ) -> tuple[np.ndarray, Any]:
-    """CNN region probabilities ``(3, X, Y, Z)`` and the model's PostProcess."""
+                       ) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """CNN region probabilities ``(3, X, Y, Z)``, the model's PostProcess, and what ran
+    (``model_version``, ``folds``: members run, ``mode``: fast or accurate)."""
     try:
         from braintumor import inference
     except ModuleNotFoundError as exc:
@@ -768,9 +769,11 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
     available = getattr(inference, "shipped_model_available", None)
     if model is None and available is not None and not available():
         raise _no_model_error()
-    probs, lm, _ = inference.predict_probabilities(case, model, device, tta=tta,
-                                                   backend=backend, fast=fast)
-    return np.asarray(probs, dtype=np.float32), lm.post
+    probs, lm, timings = inference.predict_probabilities(case, model, device, tta=tta,
+                                                         backend=backend, fast=fast)
+    ran = {"model_version": lm.version, "folds": int(timings["members"]),
+           "mode": "fast" if fast else "accurate"}
+    return np.asarray(probs, dtype=np.float32), lm.post, ran
 
 
 @dataclass
@@ -1077,11 +1080,11 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if progress:
         progress(0.0, "hybrid: CNN probabilities")
     if probabilities is None:
-        probs, model_post = _cnn_probabilities(case, model, device, tta or uncertainty,
-                                               backend, fast)
+        probs, model_post, cnn_ran = _cnn_probabilities(case, model, device,
+                                                        tta or uncertainty, backend, fast)
         post = model_post if post is None else post
     else:
-        probs = np.asarray(probabilities, dtype=np.float32)
+        probs, cnn_ran = np.asarray(probabilities, dtype=np.float32), {}
     if probs.shape != (3, *case.shape):
         raise InputError(
             f"Case {case.case_id}: CNN probabilities have shape {probs.shape}; the hybrid "
@@ -1129,7 +1132,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     info: dict[str, Any] = {
         "method": "hybrid", "params": asdict(hp), "postprocess": asdict(pp),
         "refine_seconds": t2 - t1, "watershed_seconds": ws_seconds,
-        "fuse_seconds": t3 - t2 - ws_seconds, "learned_wt": learned, "seconds": t3 - t0}
+        "fuse_seconds": t3 - t2 - ws_seconds, "learned_wt": learned, "seconds": t3 - t0,
+        **cnn_ran}  # the CNN's model version, members and mode, when it ran here
     if agreement is not None:
         info["agreement"] = agreement
         note = agreement_note(agreement)
