@@ -80,8 +80,9 @@ VOLUME_TABLE = "volumes.csv"
 def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
     """One ``volumes.csv`` row: the CNN model version and its mode (fast / accurate) where
     one ran, region volumes (mL, on the case's own grid), the voxel size, the CNN's and
-    the watershed's agreement per region (the hybrid only) and the result's warning. (No lesion count: splitting touching lesions takes
-    about 1.4 s a case, a third of the fast mode's whole run; the web page counts them.)"""
+    the watershed's agreement per region (the hybrid only) and the result's warning.
+    (No lesion count: splitting touching lesions takes about 1.4 s a case, a third of the
+    fast mode's whole run; the web page counts them.)"""
     import numpy as np
 
     from braintumor.report import volumes_ml
