@@ -169,6 +169,7 @@ def test_predict_skips_a_failing_case(tmp_path: Path, tiny_model: Path,
     assert rows[0]["method"] == "cnn"
     assert rows[0]["model"] == "tiny-test" and rows[0]["mode"] == "accurate"
     assert rows[0]["voxel_mm"] == "1x1x1" and rows[0]["warning"] == ""
+    assert not (out / "good_report.html").exists()  # only when asked for
     # a later run into the same folder replaces its own cases' rows and keeps the others
     other = write_case(make_case(shape=SHAPE, seed=9, case_id="other"), tmp_path / "data2")
     assert main(["predict", str(other), str(good), "-o", str(out), "--model",
@@ -176,6 +177,28 @@ def test_predict_skips_a_failing_case(tmp_path: Path, tiny_model: Path,
     rows = list(csv.DictReader((out / "volumes.csv").open()))
     assert sorted((r["case"], r["method"]) for r in rows) == [("good", "watershed"),
                                                               ("other", "watershed")]
+
+
+def test_predict_report_pages(tmp_path: Path, tiny_model: Path) -> None:
+    """--report: a page per case with its outline, volumes, model and the notice."""
+    import csv
+    import json as js
+
+    from braintumor.report import NOTICE
+
+    case = make_case(shape=SHAPE, seed=2, case_id="rep")
+    folder = write_case(case, tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "-o", str(out), "--model", str(tiny_model),
+                 "--device", "cpu", "--report"]) == 0
+    page = (out / "rep_report.html").read_text()
+    assert NOTICE in page and "model: tiny-test" in page and "mode: accurate" in page
+    assert "data:image/png;base64," in page
+    assert (out / "rep_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    doc = js.loads((out / "rep_report.json").read_text())
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    for r in ("WT", "TC", "ET"):
+        assert f"{doc['volumes_ml'][r]:.2f}" == row[f"{r}_mL"]
 
 
 def test_predict_missing_input_is_one_sentence(tmp_path: Path,

@@ -101,7 +101,7 @@ def test_run_case_in_process_turns_errors_into_outcomes(dataset: Path, tmp_path:
 def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     rc = main(["predict", str(dataset), "-o", str(out), "--method", "watershed",
-               "--scheduler", "local:2"])
+               "--scheduler", "local:2", "--report"])
     err = capsys.readouterr().err
     assert rc == 1  # one case failed, the others were written
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"case{i}.nii.gz" for i in range(3)]
@@ -115,6 +115,10 @@ def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         lab = load_label_nifti(out / f"{r['case']}.nii.gz")
         vox_ml = float(np.prod(np.abs(np.diag(lab.affine)[:3]))) / 1000
         assert float(r["WT_mL"]) == pytest.approx((lab.data > 0).sum() * vox_ml, abs=0.006)
+        # --report: each written case's page, made on the worker
+        page = (out / f"{r['case']}_report.html").read_text()
+        assert "method: watershed" in page and f"<td>{r['WT_mL']}</td>" in page
+    assert not (out / "case3_report.html").exists()
     rc = main(["predict", str(dataset), "-o", str(out), "--scheduler", "local:0"])
     assert rc == 2 and "local:N" in capsys.readouterr().err
 

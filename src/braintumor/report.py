@@ -163,6 +163,9 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+NOTICE = "Research software: not a medical device, not for clinical use."
+
+
 def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                  voxel_volume_ml: float, metrics: Mapping[str, Mapping[str, Any]] | None = None,
                  picture: str | Path | None = None, info: Mapping[str, Any] | None = None,
@@ -170,7 +173,8 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     """Write ``<stem>.json`` and a self-contained ``<stem>.html`` into ``out_dir``.
 
     ``labels``: internal ``(X, Y, Z)``; ``metrics``: region -> metric -> value (e.g. from
-    :func:`score`); ``picture``: a PNG to embed; ``info``: method, timings, paths.
+    :func:`score`); ``picture``: a PNG to embed; ``info``: method, timings, paths (a
+    ``warning`` there is set apart, as a note). The page carries :data:`NOTICE`.
     Returns ``{"json": path, "html": path}``.
     """
     out = Path(out_dir)
@@ -188,10 +192,15 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
              " - braintumor report</title><style>body{font-family:sans-serif;margin:2em;"
              "max-width:60em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
              "padding:.25em .6em;text-align:right}th{background:#eee}</style></head><body>",
-             f"<h1>Segmentation of {html.escape(case_id)}</h1>"]
-    if info:
+             f"<h1>Segmentation of {html.escape(case_id)}</h1>",
+             f"<p><strong>{NOTICE}</strong></p>"]
+    shown = {k: v for k, v in (info or {}).items() if k != "warning"}
+    if shown:
         parts.append("<p>" + ", ".join(f"{html.escape(str(k))}: {_fmt(v)}"
-                                       for k, v in info.items()) + "</p>")
+                                       for k, v in shown.items()) + "</p>")
+    if info and info.get("warning"):
+        parts.append("<p style='background:#fff3cd;padding:.5em'><strong>Note:</strong> "
+                     f"{html.escape(str(info['warning']))}</p>")
     if picture is not None and Path(picture).exists():
         b64 = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
         parts.append(f"<p><img alt='overlay' style='max-width:100%' "

@@ -56,11 +56,12 @@ class CaseOutcome:
         return self.error is None
 
 
-def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats2021") -> Path:
+def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats2021",
+                  report: bool = False, method: str = "") -> Path:
     """Write a segmentation result on the case's own grid: ``<case>.nii.gz`` in the
-    ``labels`` convention, and ``<case>_uncertainty.nii.gz`` when the result holds an
-    uncertainty map. Returns the label map's path. Shared by the serial ``predict`` loop
-    and the distributed tasks."""
+    ``labels`` convention, ``<case>_uncertainty.nii.gz`` when the result holds an
+    uncertainty map and, with ``report``, :func:`write_case_report`'s page. Returns the
+    label map's path. Shared by the serial ``predict`` loop and the distributed tasks."""
     from braintumor.cases import write_label_map
     from braintumor.io import save_float_nifti
 
@@ -68,7 +69,34 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
     if res.uncertainty is not None:
         save_float_nifti(res.uncertainty, Path(out_dir) / f"{case.case_id}_uncertainty.nii.gz",
                          case.header, case.affine)
+    if report:
+        write_case_report(case, res, out_dir, method)
     return dst
+
+
+def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> Path:
+    """``<case>_report.html`` (self-contained: key axial slices of FLAIR and T1ce with the
+    outline, volumes in mL, method, model and mode, the two methods' agreement for the
+    hybrid, any warning, the research-use notice) and its ``<case>_report.json``; the
+    picture is also kept as ``<case>_overlay.png``. Returns the page's path."""
+    import numpy as np
+
+    from braintumor.report import overlay_png, write_report
+
+    out = Path(out_dir)
+    png = overlay_png(case.image, res.labels, case.affine, out / f"{case.case_id}_overlay.png",
+                      title=f"{case.case_id}: {method}")
+    row = volume_row(case, res, method)
+    info = {"method": method, "model": row["model"] or "-", "mode": row["mode"] or "-",
+            "voxel size (mm)": row["voxel_mm"]}
+    if res.info.get("agreement"):
+        info["CNN and watershed agree (Dice)"] = " / ".join(
+            f"{r} {v:.2f}" for r, v in res.info["agreement"].items())
+    if res.info.get("warning"):
+        info["warning"] = res.info["warning"]
+    paths = write_report(out, case.case_id, res.labels, float(np.prod(case.spacing)) / 1000.0,
+                         picture=png, info=info, stem=f"{case.case_id}_report")
+    return paths["html"]
 
 
 #: the columns of ``volumes.csv``, one row per segmented case
@@ -121,7 +149,7 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
 
 
 def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "brats2021",
-             options: dict[str, Any] | None = None) -> CaseOutcome:
+             options: dict[str, Any] | None = None, report: bool = False) -> CaseOutcome:
     """Read, segment and write one case (runs on a worker; also usable in-process).
 
     Every exception is caught and turned into ``error``: one case must not stop the
@@ -135,7 +163,7 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     try:
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
-        dst = write_outputs(case, res, out_dir, labels)
+        dst = write_outputs(case, res, out_dir, labels, report, method)
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
                            warning=res.info.get("warning"), row=volume_row(case, res, method))
     except InputError as exc:
@@ -195,12 +223,13 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
                  labels: str = "brats2021", scheduler: str = "local:2",
                  options: dict[str, Any] | None = None,
                  on_done: Callable[[CaseOutcome], None] | None = None,
-                 timeout: float = 10.0) -> list[CaseOutcome]:
+                 timeout: float = 10.0, report: bool = False) -> list[CaseOutcome]:
     """Segment ``sources`` on the cluster ``scheduler``; label maps go to ``out_dir``.
 
     ``options`` are passed to :func:`braintumor.segment.segment` (``device``, ``fast``,
     ``tta``, ...). ``on_done`` is called with each outcome as it arrives (in completion
-    order); ``timeout`` is how long to wait for a running scheduler. Returns the
+    order); ``timeout`` is how long to wait for a running scheduler; ``report`` writes
+    each case's report page (:func:`write_case_report`). Returns the
     outcomes in the order of ``sources``.
     """
     out = Path(out_dir)
@@ -213,7 +242,7 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
         from distributed import as_completed
 
         futures = {client.submit(run_case, src, str(out.resolve()), method, labels, options,
-                                 key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
+                                 report, key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
                    for i, src in enumerate(sources)}
         for fut in as_completed(list(futures)):
             src = futures[fut]

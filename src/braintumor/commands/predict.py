@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
+    p.add_argument("--report", action="store_true",
+                   help="also write <case>_report.html for each 3D case: key slices with the "
+                        "outline, volumes, method and model, warnings")
     p.add_argument("--pixel-size", type=float, default=None, metavar="MM",
                    help="2D pictures: their pixel size in mm (exported pictures do not "
                         "carry it), for tumour areas in mm^2 as well as pixels")
@@ -117,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 case = load_case(src, with_label=False)
                 res = segment(case, args.method, progress=cb, **_options(args))
-                written.append(write_outputs(case, res, out_dir, args.labels))
+                if args.report:
+                    prog.update(task, stage="report")
+                written.append(write_outputs(case, res, out_dir, args.labels, args.report,
+                                             args.method))
                 prog.update(task, stage="measuring")
                 rows.append(volume_row(case, res, args.method))
                 done = "done"
@@ -158,7 +164,7 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
             print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
 
     outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
-                            _options(args), on_done=report)
+                            _options(args), on_done=report, report=args.report)
     for o in outcomes:
         if o.ok and o.path is not None:
             written.append(Path(o.path))
