@@ -1,7 +1,9 @@
 """``braintumor predict INPUT... -o OUTDIR [--method cnn|watershed|hybrid] ...``.
 
-INPUT is a BraTS case folder (either naming), a folder of such cases, a 4D NIfTI, or 2D
-images (PNG/JPEG/TIFF) / a folder of numbered slices. Writes ``OUTDIR/<case>.nii.gz``
+INPUT is a BraTS case folder (either naming), a folder of such cases, a 4D NIfTI, a
+folder of DICOM files (one study: its series converted with dcm2niix into
+``OUTDIR/<folder>_series/``, matched to the modalities by description or ``--series``), or
+2D images (PNG/JPEG/TIFF) / a folder of numbered slices. Writes ``OUTDIR/<case>.nii.gz``
 on the input's own grid and a row per case in ``OUTDIR/volumes.csv`` (region volumes in
 mL, voxel size, warning; rows of earlier runs into the folder are kept),
 or ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` for 2D.
@@ -22,7 +24,7 @@ HELP = "Segment BraTS cases, 4D NIfTI files or 2D slice images."
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="case folder, dataset folder, 4D NIfTI, or 2D image(s)")
+                   help="case folder, dataset folder, 4D NIfTI, DICOM study folder, or 2D image(s)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--method", default="cnn", choices=["cnn", "watershed", "hybrid"],
                    help="segmenter (default: cnn, the shipped model)")
@@ -38,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
+    p.add_argument("--series", default=None, metavar="N=MOD,...",
+                   help="a DICOM study folder: which series (by DICOM series number) is which "
+                        "modality, e.g. 3=t1,4=t1ce,5=t2,7=flair (default: read from the "
+                        "series descriptions)")
     p.add_argument("--report", action="store_true",
                    help="also write <case>_report.html for each 3D case: key slices with the "
                         "outline, volumes, method and model, warnings")
@@ -92,9 +98,16 @@ def run(args: argparse.Namespace) -> int:
         written += predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size)
 
     sources: list[CaseSource] = []
+    from braintumor import dicom
+
     for p in three:
         try:
-            sources += discover(p)
+            if dicom.is_dicom_study(p):  # converted next to the outputs, then a case
+                out_dir.mkdir(parents=True, exist_ok=True)
+                sources.append(dicom.study_source(p, out_dir,
+                                                  choice=dicom.parse_series_choice(args.series)))
+            else:
+                sources += discover(p)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1

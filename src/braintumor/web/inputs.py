@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from braintumor.cases import MODALITIES, MODALITY_NAMES, Case, CaseSource, load_case
+from braintumor.dicom import complete_assignment, describe_series, detect_modality, resample_onto_t1
 from braintumor.errors import InputError
 from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge, human_size
 
@@ -99,48 +100,7 @@ def file_kind(name: str) -> tuple[str, str]:
         "file.")
 
 
-# -- modality detection ---------------------------------------------------------------
-_WORDS = {
-    "flair": "flair", "t2f": "flair", "t2flair": "flair", "t2_flair": "flair",
-    "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce", "t1_gd": "t1ce", "t1post": "t1ce",
-    "t1_post": "t1ce", "t1_ce": "t1ce", "t1_c": "t1ce", "t1contrast": "t1ce",
-    "t2w": "t2", "t2": "t2", "t2_tse": "t2",
-    "t1n": "t1", "t1w": "t1", "t1": "t1", "t1_pre": "t1", "t1pre": "t1",
-}
-_POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+c\b|contrast|\bce\b|_ce\b|\bc\+)")
-
-
-def detect_modality(text: str) -> str | None:
-    """Guess the modality (t1, t1ce, t2, flair) from a file name or series description.
-
-    BraTS names (``_t1ce``, ``-t1c`` ...) are read exactly; other texts by key words
-    (FLAIR first, then T1 with a contrast word as T1ce, then T2, then T1).
-    """
-    from braintumor.cases import _match_brats_name
-
-    hit = _match_brats_name(Path(text)) if text.lower().endswith(NIFTI_EXT) else None
-    if hit is not None and hit[2] in MODALITIES:
-        return hit[2]
-    low = text.lower()
-    for ext in NIFTI_EXT:
-        if low.endswith(ext):
-            low = low[: -len(ext)]
-    tokens = re.split(r"[^a-z0-9+]+", low)
-    joined = "_".join(t for t in tokens if t)
-    if "flair" in joined or "t2f" in tokens:
-        return "flair"
-    for tok in reversed(tokens):  # the modality word usually ends a BraTS-like name
-        if tok in _WORDS and _WORDS[tok] != "t1":
-            return _WORDS[tok]
-        if tok in _WORDS:
-            return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
-    if re.search(r"t1", joined):
-        return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
-    if re.search(r"t2", joined):
-        return "t2"
-    if "mprage" in joined or "spgr" in joined:
-        return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
-    return None
+# -- modality detection: braintumor.dicom.detect_modality (re-exported here)
 
 
 def parse_modality_choice(text: str | None) -> dict[str, str]:
@@ -286,7 +246,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
                                                                               "on")
         guess = {s["id"]: (choice.get(s["id"]) or s["guess"]) for s in inputs["series"]
                  if s["usable"]}
-        complete = _complete_assignment(guess)
+        complete = complete_assignment(guess)
         if want_confirm or complete is None:
             inputs["needs_confirmation"] = True
             return inputs
@@ -570,7 +530,6 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list
     Each series: ``dict(id, description, shape, guess, usable, path)`` where ``path`` is
     relative to the job folder and ``usable`` means a 3D volume.
     """
-    import nibabel as nib
 
     from braintumor.io import convert_dicom, dcm2niix_executable
 
@@ -596,40 +555,17 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list
     series_dir.mkdir(exist_ok=True)
     series: list[dict[str, Any]] = []
     for i, nii in enumerate(niftis):
-        sidecar = nii.with_name(nii.name[: -len(".nii.gz")] + ".json")
-        desc = ""
-        if sidecar.exists():
-            try:
-                meta = json.loads(sidecar.read_text())
-                desc = str(meta.get("SeriesDescription") or meta.get("ProtocolName") or "")
-            except (OSError, json.JSONDecodeError):
-                desc = ""
-        if not desc:  # dcm2niix named the file <series number>_<description>
-            desc = re.sub(r"^\d+_", "", nii.name[: -len(".nii.gz")])
+        info = describe_series(nii)
         sid = f"s{i + 1:02d}"
         dest = series_dir / f"{sid}.nii.gz"
         nii.replace(dest)
-        loaded: Any = nib.load(str(dest))
-        shape = [int(s) for s in loaded.shape]
-        usable = len([s for s in shape if s > 1]) == 3
-        series.append({"id": sid, "description": desc[:120], "shape": shape,
-                       "guess": detect_modality(desc) if usable else None, "usable": usable,
+        series.append({"id": sid, "description": info.description, "shape": info.shape,
+                       "guess": info.guess, "usable": info.usable,
                        "path": str(dest.relative_to(job_dir))})
     shutil.rmtree(out_dir, ignore_errors=True)  # sidecars too: nothing else is needed
     if not any(s["usable"] for s in series):
         raise InputError(f"{f.name}: holds no 3D MRI series.")
     return series
-
-
-def _complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
-    """{series id: modality} when each modality is guessed for exactly one series."""
-    by_mod: dict[str, list[str]] = {}
-    for sid, mod in guess.items():
-        if mod:
-            by_mod.setdefault(mod, []).append(sid)
-    if set(by_mod) != set(MODALITIES) or any(len(v) != 1 for v in by_mod.values()):
-        return None
-    return {v[0]: m for m, v in by_mod.items()}
 
 
 def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
@@ -656,33 +592,10 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
         dest = job_dir / "input" / f"{mod}.nii.gz"
         shutil.copyfile(src, dest)
         mods[mod] = str(dest.relative_to(job_dir))
-    _resample_onto_t1(job_dir, mods)
+    resample_onto_t1({m: job_dir / p for m, p in mods.items()})
     inputs = dict(inputs)
     inputs.pop("needs_confirmation", None)
     inputs.update(modalities=mods, series_modalities=choice)
     display = {m: f"series {chosen[m]} ({series[chosen[m]]['description']})" for m in mods}
     _validate_case(job_dir, inputs, display)
     return inputs
-
-
-def _resample_onto_t1(job_dir: Path, mods: dict[str, str]) -> None:
-    """Bring every modality onto the T1's grid when grids differ (same-session DICOM
-    series share scanner coordinates, so the affines line them up)."""
-    import nibabel as nib
-    from scipy import ndimage
-
-    from braintumor.io import load_nifti, save_float_nifti
-
-    ref = load_nifti(job_dir / mods["t1"], ndim=3)
-    for mod in MODALITIES[1:]:
-        path = job_dir / mods[mod]
-        img: Any = nib.load(str(path))
-        if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
-            continue
-        vol = load_nifti(path, ndim=3)
-        # voxel of the reference -> mm -> voxel of this series
-        mat = np.linalg.inv(vol.affine) @ ref.affine
-        data = ndimage.affine_transform(vol.data, mat[:3, :3], offset=mat[:3, 3],
-                                        output_shape=ref.data.shape, order=1, mode="constant",
-                                        cval=0.0)
-        save_float_nifti(data.astype(np.float32), path, ref.header, ref.affine)

@@ -1,0 +1,102 @@
+"""DICOM studies on the command line: a folder of DICOM files converted with dcm2niix,
+its series matched to the modalities, segmented, and nothing identifying kept."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import dicom
+from braintumor.cli import main
+from braintumor.errors import InputError
+from test_web_support import small_case, write_dicom_zip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("pydicom")
+    from braintumor.io import dcm2niix_executable
+
+    if dcm2niix_executable() is None:
+        pytest.skip("dcm2niix is not installed")
+    root = tmp_path_factory.mktemp("dicom")
+    z = write_dicom_zip(small_case(shape=(40, 44, 28)), root / "study.zip")
+    zipfile.ZipFile(z).extractall(root / "exam")
+    z.unlink()
+    return root / "exam"
+
+
+def test_detect_a_study_folder(study: Path, tmp_path: Path) -> None:
+    assert dicom.is_dicom_study(study)
+    assert not dicom.is_dicom_study(tmp_path)  # empty
+    (tmp_path / "a_t1.nii.gz").write_bytes(b"")
+    assert not dicom.is_dicom_study(tmp_path)  # NIfTI: a case folder, not a study
+    assert dicom.is_dicom_file(next(study.rglob("*.dcm")))
+    assert not dicom.is_dicom_file(tmp_path / "a_t1.nii.gz")
+
+
+def test_series_choice_parsed() -> None:
+    assert dicom.parse_series_choice("3=t1, 4=T1CE,5=t2,7=flair") == {
+        3: "t1", 4: "t1ce", 5: "t2", 7: "flair"}
+    assert dicom.parse_series_choice(None) == {}
+    for bad in ("x", "3=t3", "t1=3"):
+        with pytest.raises(InputError, match="NUMBER=MODALITY"):
+            dicom.parse_series_choice(bad)
+
+
+def test_predict_a_dicom_study(study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["predict", str(study), "-o", str(out), "--method", "watershed"]) == 0
+    lab = nib.load(str(out / "exam.nii.gz"))
+    t1 = nib.load(str(out / "exam_series" / "t1.nii.gz"))
+    # the label map lies on the T1 series' grid, as dcm2niix converted it
+    assert lab.shape == t1.shape and np.allclose(lab.affine, t1.affine)
+    assert sorted(f.name for f in (out / "exam_series").iterdir()) == [
+        "flair.nii.gz", "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
+    # each modality is its own series (matched by description), not one copied four times
+    vols = {m: np.asarray(nib.load(str(out / "exam_series" / f"{m}.nii.gz")).dataobj)
+            for m in ("t1", "t1ce", "t2", "flair")}
+    assert not np.allclose(vols["t1"], vols["t1ce"]) and not np.allclose(vols["t2"], vols["flair"])
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    assert row["case"] == "exam" and float(row["WT_mL"]) > 0
+    # no patient identifier and no DICOM left in the output folder
+    for f in out.rglob("*"):
+        assert not f.name.startswith(".exam_dcm2niix")
+        if f.is_file():
+            raw = f.read_bytes()
+            raw = gzip.decompress(raw) if f.suffix == ".gz" else raw
+            assert b"Doe" not in raw and b"PID-778899" not in raw, f
+    # the series named by number give the same case
+    again = tmp_path / "again"
+    assert main(["predict", str(study), "-o", str(again), "--method", "watershed",
+                 "--series", "2=t1,3=t1ce,4=t2,5=flair"]) == 0
+    assert np.array_equal(np.asarray(nib.load(str(again / "exam.nii.gz")).dataobj),
+                          np.asarray(lab.dataobj))
+
+
+@pytest.mark.parametrize("series,says", [("2=t1,3=t1ce", "one series for each"),
+                                         ("2=t1,3=t1ce,4=t2,9=flair", "no series 9"),
+                                         ("2=t1,3=t1,4=t2,5=flair", "one series for each")])
+def test_a_bad_series_choice_is_one_sentence(study: Path, tmp_path: Path, series: str,
+                                             says: str, capsys: pytest.CaptureFixture[str]
+                                             ) -> None:
+    rc = main(["predict", str(study), "-o", str(tmp_path), "--series", series])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "Traceback" not in err
+    assert "2: AX T1 SE" in err  # the series found are listed
+    assert not list(tmp_path.glob(".*dcm2niix"))
+
+
+def test_unclear_descriptions_ask_for_series(study: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(dicom, "detect_modality", lambda text: None)
+    rc = main(["predict", str(study), "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "could not tell which series" in err and "--series" in err
