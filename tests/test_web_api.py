@@ -393,6 +393,39 @@ def test_dicom_zip_is_converted_matched_and_anonymised(client: TestClient,
     assert again.status_code == 409
 
 
+def test_loose_dicom_files_of_several_series_are_a_study(client: TestClient,
+                                                        tmp_path: Path) -> None:
+    """The DICOM files of a study sent as they are (no zip) are converted and matched as
+    the zip would be, not read as a stack of 2D slices mixing four series."""
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    with zipfile.ZipFile(z) as zf:
+        files = [("files", (Path(n).parent.name + "_" + Path(n).name, zf.read(n)))
+                 for n in zf.namelist()]
+    r = client.post("/api/jobs", files=files, data={"method": "threshold",
+                                                    "confirm_series": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "awaiting_input"
+    guesses = sorted((s["description"], s["guess"]) for s in job["inputs"]["series"])
+    assert guesses == [("AX T1 SE", "t1"), ("AX T1 SE POST GAD", "t1ce"), ("AX T2 FLAIR", "flair"),
+                       ("AX T2 TSE", "t2")]
+    job_dir = client.app.state.store.job_dir(job["id"])  # type: ignore[attr-defined]
+    for f in job_dir.rglob("*"):
+        assert not f.name.endswith(".dcm"), f
+        if f.is_file():
+            raw = f.read_bytes()
+            raw = gzip.decompress(raw) if f.suffix == ".gz" else raw
+            assert b"Doe" not in raw and b"PID-778899" not in raw, f
+    # the files of one series stay what they were: the slices of one 2D stack
+    if client.get("/api/info").json()["image2d_available"]:
+        flair = [f for f in files if f[1][0].startswith("flair_")][:3]
+        one = client.post("/api/jobs", files=flair)
+        assert one.status_code == 202, one.text
+        assert one.json()["status"] != "awaiting_input" and "series" not in one.json()["inputs"]
+
+
 def test_2d_picture(client: TestClient) -> None:
     from PIL import Image
 

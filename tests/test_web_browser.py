@@ -318,18 +318,26 @@ def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
     assert all(u.startswith(server.url) for u in requests), requests
 
 
+@pytest.mark.parametrize("packed", ["zip", "loose files"])
 def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
-                                               tmp_path: Path) -> None:
+                                               tmp_path: Path, packed: str) -> None:
     pytest.importorskip("pydicom")
+    import zipfile
+
     from braintumor.io import dcm2niix_executable
 
     if dcm2niix_executable() is None:
         pytest.skip("dcm2niix is not installed")
     z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    sent = [str(z)]
+    if packed == "loose files":  # the study's folder of .dcm files, dropped as it is
+        with zipfile.ZipFile(z) as zf:
+            zf.extractall(tmp_path / "study")
+        sent = [str(f) for f in sorted((tmp_path / "study").rglob("*.dcm"))]
     page.goto(server.url + "/")
     page.wait_for_selector("#method option[value='threshold']", state="attached")
     page.select_option("#method", "threshold")
-    page.set_input_files("#file-input", [str(z)])
+    page.set_input_files("#file-input", sent)
     page.click("#submit-btn")
     page.wait_for_selector("#series-box:not([hidden]) .series-select >> nth=3", timeout=60_000)
     guesses = page.eval_on_selector_all(".series-select", "els => els.map(e => e.value)")

@@ -230,6 +230,10 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     if kind == "zip" and len(images) > 1:
         raise InputError(f"Send one zip of DICOM series at a time (got {len(images)} files).")
 
+    if kind == "image" and _several_dicom_series(images):
+        # DICOM files of several series: a study, as a zip of it would be, not a stack of
+        # 2D slices
+        kind = "zip"
     if kind == "image":
         if not have_2d:
             raise UnsupportedUpload(f"{images[0].name}: 2D pictures need the 2D model, which "
@@ -240,7 +244,9 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 
     if kind == "zip":
         inputs.update(source="dicom", case_id="dicom-case")
-        inputs["series"] = convert_dicom_zip(job_dir, images[0], max_unzipped)
+        inputs["series"] = convert_dicom_zip(
+            job_dir, images[0] if len(images) == 1 and images[0].name.lower().endswith(".zip")
+            else images, max_unzipped)
         choice = parse_modality_choice(fields.get("modalities"))
         want_confirm = fields.get("confirm_series", "").strip().lower() in ("1", "true", "yes",
                                                                               "on")
@@ -273,6 +279,32 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
                   file_modalities=assigned)
     _validate_case(job_dir, inputs, {assigned[n]: n for n in names})
     return inputs
+
+
+def _several_dicom_series(images: list[UploadedFile]) -> bool:
+    """True when the uploaded files are DICOM files of more than one series (read from
+    their SeriesInstanceUID; files that do not say are left out of the count)."""
+    from braintumor.io import is_dicom_picture
+
+    if len(images) < 2 or not all(is_dicom_picture(f.name) for f in images):
+        return False
+    try:
+        import pydicom
+    except ImportError:
+        return False
+    uids = set()
+    for f in images:
+        try:
+            ds = pydicom.dcmread(str(f.path), stop_before_pixels=True,
+                                 specific_tags=["SeriesInstanceUID"])
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the 2D path
+            continue
+        uid = getattr(ds, "SeriesInstanceUID", None)
+        if uid:
+            uids.add(str(uid))
+        if len(uids) > 1:
+            return True
+    return False
 
 
 def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile],
@@ -524,8 +556,10 @@ def safe_extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -
     return n
 
 
-def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list[dict[str, Any]]:
-    """Extract a DICOM zip, convert it with dcm2niix, delete the DICOM; -> series list.
+def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
+                      max_unzipped: int) -> list[dict[str, Any]]:
+    """Extract a DICOM zip (or take loose DICOM files), convert it with dcm2niix, delete
+    the DICOM; -> series list.
 
     Each series: ``dict(id, description, shape, guess, usable, path)`` where ``path`` is
     relative to the job folder and ``usable`` means a 3D volume.
@@ -533,24 +567,33 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list
 
     from braintumor.io import convert_dicom, dcm2niix_executable
 
+    uploads = f if isinstance(f, list) else [f]
+    what = uploads[0].name if len(uploads) == 1 else f"The {len(uploads)} DICOM files"
     if dcm2niix_executable() is None:
-        f.path.unlink(missing_ok=True)
+        for u in uploads:
+            u.path.unlink(missing_ok=True)
         raise FeatureUnavailable("DICOM uploads need dcm2niix, which is not installed on this "
                                  "server; upload NIfTI files instead.")
     dicom_dir = job_dir / "dicom"
     out_dir = job_dir / "series_raw"
     try:
-        safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
-        f.path.unlink(missing_ok=True)
+        if isinstance(f, list):
+            dicom_dir.mkdir(parents=True, exist_ok=True)
+            for i, u in enumerate(uploads):
+                u.path.replace(dicom_dir / f"{i:05d}.dcm")
+        else:
+            safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
+            f.path.unlink(missing_ok=True)
         try:
             niftis = convert_dicom(dicom_dir, out_dir, anonymize=True)
         except InputError:
-            raise InputError(f"{f.name}: holds no DICOM series that could be converted to "
-                             "NIfTI.") from None
+            raise InputError(f"{what}: {'holds' if len(uploads) == 1 else 'hold'} no DICOM "
+                             "series that could be converted to NIfTI.") from None
     finally:
         # the DICOM files carry patient identifiers: none is kept, whatever happened
         shutil.rmtree(dicom_dir, ignore_errors=True)
-        f.path.unlink(missing_ok=True)
+        for u in uploads:
+            u.path.unlink(missing_ok=True)
     series_dir = job_dir / "series"
     series_dir.mkdir(exist_ok=True)
     series: list[dict[str, Any]] = []
@@ -564,7 +607,8 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile, max_unzipped: int) -> list
                        "path": str(dest.relative_to(job_dir))})
     shutil.rmtree(out_dir, ignore_errors=True)  # sidecars too: nothing else is needed
     if not any(s["usable"] for s in series):
-        raise InputError(f"{f.name}: holds no 3D MRI series.")
+        raise InputError(f"{what}: {'holds' if len(uploads) == 1 else 'hold'} no 3D MRI "
+                         "series.")
     return series
 
 

@@ -151,7 +151,7 @@ async function chooseFiles(files) {
       sel.value = guesses[f.name] || "";
       td2.appendChild(sel);
     } else {
-      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: files.length < 2 ? "2D picture" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice"), other: "not supported" }[kind];
+      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: files.length < 2 ? "2D picture" : (/\.(dcm|dicom)$/i.test(f.name) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
     }
     tr.append(td1, td2);
     body.appendChild(tr);
@@ -174,7 +174,9 @@ function submitUpload() {
   if ($("want-accurate").checked) form.append("accurate", "true");
   const px = $("pixel-mm").value.trim();
   if (px && state.files.every((f) => kindOf(f.name) === "image")) form.append("pixel_mm", px);
-  if (state.files.length === 1 && kindOf(state.files[0].name) === "zip") form.append("confirm_series", "true");
+  const isDicom = (f) => /\.(dcm|dicom)$/i.test(f.name);
+  if ((state.files.length === 1 && kindOf(state.files[0].name) === "zip")
+      || (state.files.length > 1 && state.files.every(isDicom))) form.append("confirm_series", "true");
   $("submit-btn").disabled = true;
   setMsg("upload-msg", "Uploading…", true);
   // XMLHttpRequest (not fetch) to show upload progress
