@@ -100,3 +100,15 @@ def test_unclear_descriptions_ask_for_series(study: Path, tmp_path: Path,
     rc = main(["predict", str(study), "-o", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "could not tell which series" in err and "--series" in err
+
+
+def test_a_study_of_too_few_series_says_so(study: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    part = tmp_path / "part"
+    for m in ("t1", "flair"):
+        shutil.copytree(study / "study" / m, part / m)
+    rc = main(["predict", str(part), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds 2 3D series" in err and "needs four" in err

@@ -207,6 +207,10 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
         for i, n in enumerate(niftis):  # echoes of one series share its number
             num = _series_number(n, i)
             series[num if num not in series else 1000 + i] = describe_series(n)
+        usable = sum(s.usable for s in series.values())
+        if usable < len(MODALITIES):
+            raise InputError(f"{folder}: holds {usable} 3D series ({_listing(series)}); a case "
+                             "needs four: T1, T1ce, T2 and FLAIR.")
         if choice:
             unknown = sorted(set(choice) - set(series))
             if unknown:
