@@ -18,7 +18,7 @@ Usage::
         --from runs/lgg2d_v5,runs/lgg2d_gpu            # fold models averaged, judged
     python -m braintumor.training2d pack --config configs/lgg2d_gpu.yaml --dest FILE.npz
     python -m braintumor.training2d cv --config configs/lgg2d_gpu.yaml --train-only \
-        --device cuda --budget 7 --fold K      # on a GPU machine, from the packed slices
+        --device cuda --budget 6.5 --fold K    # on a GPU machine, from the packed slices
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from braintumor import dicom
     from braintumor.cases import CaseSource, discover, load_case
     from braintumor.errors import InputError
     from braintumor.segment import segment
@@ -98,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
         written += predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size)
 
     sources: list[CaseSource] = []
-    from braintumor import dicom
-
     for p in three:
         try:
             if dicom.is_dicom_study(p):  # converted next to the outputs, then a case
