@@ -112,3 +112,23 @@ def test_a_study_of_too_few_series_says_so(study: Path, tmp_path: Path,
     rc = main(["predict", str(part), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "holds 2 3D series" in err and "needs four" in err
+
+
+def test_a_folder_of_studies_is_one_case_each(study: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Patients' studies side by side (told apart by StudyInstanceUID) are one case each;
+    the series folders of a single study stay one case."""
+    import shutil
+
+    root = tmp_path / "patients"
+    shutil.copytree(study, root / "P1")
+    z = write_dicom_zip(small_case(shape=(40, 44, 28), seed=5), tmp_path / "p2.zip")
+    zipfile.ZipFile(z).extractall(root / "P2")
+    shutil.copytree(study / "study" / "t1", root / "P3" / "t1")  # an incomplete study
+    assert dicom.find_studies(study) == [(study, "exam")]
+    assert [c for _, c in dicom.find_studies(root)] == ["P1", "P2", "P3"]
+    out = tmp_path / "out"
+    rc = main(["predict", str(root), "-o", str(out), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "P3" in err and "needs four" in err  # P3 fails, the others are written
+    assert sorted(f.name for f in out.glob("*.nii.gz")) == ["P1.nii.gz", "P2.nii.gz"]

@@ -166,6 +166,42 @@ def is_dicom_study(path: str | Path, probe: int = 20) -> bool:
     return False
 
 
+def _study_uid(folder: Path) -> str | None:
+    """The StudyInstanceUID of the first DICOM file under ``folder`` (None: none found,
+    or pydicom missing)."""
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and is_dicom_file(f):
+            try:
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True,
+                                     specific_tags=["StudyInstanceUID"])
+            except Exception:  # noqa: BLE001 - another file may say
+                continue
+            uid = getattr(ds, "StudyInstanceUID", None)
+            if uid:
+                return str(uid)
+    return None
+
+
+def find_studies(folder: str | Path) -> list[tuple[Path, str]]:
+    """``(folder, case id)`` for each DICOM study under a folder :func:`is_dicom_study`
+    accepts: the folder itself when everything in it is one study (series may sit in
+    subfolders), else each subfolder that holds DICOM files, named after it (a folder of
+    patients' studies)."""
+    root = Path(folder)
+    subs = [d for d in sorted(root.iterdir()) if d.is_dir() and is_dicom_study(d)]
+    loose = any(f.is_file() and is_dicom_file(f) for f in root.iterdir())
+    if len(subs) < 2 or loose:
+        return [(root, root.name)]
+    uids = {_study_uid(d) for d in subs}
+    if len(uids) < 2 or None in uids:
+        return [(root, root.name)]
+    return [(d, d.name) for d in subs]
+
+
 def parse_series_choice(text: str | None) -> dict[int, str]:
     """``--series`` text, ``"3=t1,4=t1ce,5=t2,7=flair"`` (DICOM series numbers), ->
     ``{series number: modality}``."""

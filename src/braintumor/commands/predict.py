@@ -1,8 +1,9 @@
 """``braintumor predict INPUT... -o OUTDIR [--method cnn|watershed|hybrid] ...``.
 
 INPUT is a BraTS case folder (either naming), a folder of such cases, a 4D NIfTI, a
-folder of DICOM files (one study: its series converted with dcm2niix into
-``OUTDIR/<folder>_series/``, matched to the modalities by description or ``--series``), or
+folder of DICOM files (one study, or one study per subfolder: its series converted with
+dcm2niix into ``OUTDIR/<folder>_series/``, matched to the modalities by description or
+``--series``), or
 2D images (PNG/JPEG/TIFF) / a folder of numbered slices. Writes ``OUTDIR/<case>.nii.gz``
 on the input's own grid and a row per case in ``OUTDIR/volumes.csv`` (region volumes in
 mL, voxel size, warning; rows of earlier runs into the folder are kept),
@@ -103,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             if dicom.is_dicom_study(p):  # converted next to the outputs, then a case
                 out_dir.mkdir(parents=True, exist_ok=True)
-                sources.append(dicom.study_source(p, out_dir,
-                                                  choice=dicom.parse_series_choice(args.series)))
+                choice = dicom.parse_series_choice(args.series)
+                for folder, cid in dicom.find_studies(p):
+                    try:
+                        sources.append(dicom.study_source(folder, out_dir, cid, choice))
+                    except InputError as exc:  # one study failing leaves the others
+                        print(f"error: {exc}", file=sys.stderr)
+                        failures += 1
             else:
                 sources += discover(p)
         except InputError as exc:
