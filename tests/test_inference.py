@@ -199,6 +199,9 @@ def test_predict_report_pages(tmp_path: Path, tiny_model: Path) -> None:
     row = next(csv.DictReader((out / "volumes.csv").open()))
     for r in ("WT", "TC", "ET"):
         assert f"{doc['volumes_ml'][r]:.2f}" == row[f"{r}_mL"]
+    index = (out / "report_index.html").read_text()
+    assert "href='rep_report.html'" in index and "src='rep_overlay.png'" in index
+    assert f"<td>{row['WT_mL']}</td>" in index and NOTICE in index
 
 
 def test_predict_missing_input_is_one_sentence(tmp_path: Path,

@@ -119,6 +119,8 @@ def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         page = (out / f"{r['case']}_report.html").read_text()
         assert "method: watershed" in page and f"<td>{r['WT_mL']}</td>" in page
     assert not (out / "case3_report.html").exists()
+    index = (out / "report_index.html").read_text()
+    assert [f"href='case{i}_report.html'" in index for i in range(4)] == [True] * 3 + [False]
     rc = main(["predict", str(dataset), "-o", str(out), "--scheduler", "local:0"])
     assert rc == 2 and "local:N" in capsys.readouterr().err
 
@@ -130,3 +132,19 @@ def test_without_dask_one_sentence(dataset: Path, tmp_path: Path,
     monkeypatch.setitem(sys.modules, "distributed", None)  # import now fails
     with pytest.raises(InputError, match=r"braintumor\[scale\]"):
         predict_many(discover(dataset), tmp_path, scheduler="local:1")
+
+
+def test_report_index_puts_warnings_first(tmp_path: Path) -> None:
+    from braintumor.scale import write_report_index, write_volume_table
+
+    assert write_report_index(tmp_path) is None  # no table yet
+    rows = [{"case": c, "method": "cnn", "model": "m-1", "mode": "fast", "WT_mL": "1.00",
+             "warning": w} for c, w in (("a", ""), ("b", "not <skull>-stripped"), ("c", ""))]
+    write_volume_table(rows, tmp_path)
+    assert write_report_index(tmp_path) is None  # no case has a page
+    for c in ("a", "b"):
+        (tmp_path / f"{c}_report.html").write_text("page")
+    page = write_report_index(tmp_path).read_text()  # type: ignore[union-attr]
+    assert page.index("b_report.html") < page.index("a_report.html")  # the warning first
+    assert "c_report.html" not in page and "not &lt;skull&gt;-stripped" in page
+    assert "m-1 (fast)" in page and "(2 cases)" in page

@@ -156,7 +156,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 failures += 1
     table = write_volume_table(rows, out_dir)
-    return _finish(written + ([table] if table else []), failures)
+    return _finish(written + ([table] if table else []) + _index(args, out_dir), failures)
+
+
+def _index(args: argparse.Namespace, out_dir: Path) -> list[Path]:
+    """With --report, the page that links every case's report in the folder."""
+    from braintumor.scale import write_report_index
+
+    index = write_report_index(out_dir) if args.report else None
+    return [index] if index else []
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,7 +198,7 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
             print(f"error: {o.case_id}: {o.error}", file=sys.stderr)
             failures += 1
     table = write_volume_table([o.row for o in outcomes if o.ok and o.row], out_dir)
-    return _finish(written + ([table] if table else []), failures)
+    return _finish(written + ([table] if table else []) + _index(args, out_dir), failures)
 
 
 def _finish(written: list[Path], failures: int) -> int:
