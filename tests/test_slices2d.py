@@ -792,6 +792,17 @@ def test_threshold_chosen_with_the_rule_on_other_folds() -> None:
     assert sel["grey"]["p2"]["dice"] == 0.75  # not its own best, 0.85
 
 
+def test_shipped_version_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results name the shipped 2D model by its version, as the 3D model's do."""
+    meta = json.loads((s2d.MODEL_DIR / "model.json").read_text())
+    assert meta["weights"] == s2d.MODEL_FILE
+    assert s2d.shipped_version() == meta["version"]
+    if (s2d.MODEL_DIR / s2d.MODEL_FILE).exists():
+        assert s2d.segment_image(fake_slice(64, 64)[0]).info["model"] == meta["version"]
+    monkeypatch.setattr(s2d, "MODEL_DIR", tmp_path)  # weights without a model.json
+    assert s2d.shipped_version() == s2d.MODEL_FILE
+
+
 def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
     from braintumor.training2d import load_config
 

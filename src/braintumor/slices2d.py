@@ -424,7 +424,16 @@ def pick_model(model: Model2D | str | Path | None, images: Sequence[np.ndarray]
     grey = MODEL_DIR / MODEL_FILE_GREY
     if images and grey.exists() and all(is_greyscale(i) for i in images):
         return load_model_2d(grey), MODEL_FILE_GREY
-    return load_model_2d(), MODEL_FILE
+    return load_model_2d(), shipped_version()
+
+
+def shipped_version() -> str:
+    """The shipped 2D model's version (``model.json`` beside its weights), else the name
+    of its weights file."""
+    try:
+        return str(json.loads((MODEL_DIR / "model.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return MODEL_FILE
 
 
 def model_available() -> bool:
