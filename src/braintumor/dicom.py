@@ -166,23 +166,28 @@ def is_dicom_study(path: str | Path, probe: int = 20) -> bool:
     return False
 
 
-def _study_uid(folder: Path) -> str | None:
-    """The StudyInstanceUID of the first DICOM file under ``folder`` (None: none found,
-    or pydicom missing)."""
+def header_tag(path: Path, tag: str) -> str | None:
+    """One text tag of a DICOM file's header (pixels not read); None when the file is
+    unreadable, lacks the tag, or pydicom is missing."""
     try:
         import pydicom
     except ImportError:
         return None
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=[tag])
+    except Exception:  # noqa: BLE001 - pydicom raises many kinds for a bad file
+        return None
+    value = getattr(ds, tag, None)
+    return str(value) if value else None
+
+
+def _study_uid(folder: Path) -> str | None:
+    """The StudyInstanceUID of the first DICOM file under ``folder`` that gives one."""
     for f in sorted(folder.rglob("*")):
         if f.is_file() and is_dicom_file(f):
-            try:
-                ds = pydicom.dcmread(str(f), stop_before_pixels=True,
-                                     specific_tags=["StudyInstanceUID"])
-            except Exception:  # noqa: BLE001 - another file may say
-                continue
-            uid = getattr(ds, "StudyInstanceUID", None)
+            uid = header_tag(f, "StudyInstanceUID")
             if uid:
-                return str(uid)
+                return uid
     return None
 
 

@@ -41,7 +41,13 @@ from typing import Any
 import numpy as np
 
 from braintumor.cases import MODALITIES, MODALITY_NAMES, Case, CaseSource, load_case
-from braintumor.dicom import complete_assignment, describe_series, detect_modality, resample_onto_t1
+from braintumor.dicom import (
+    complete_assignment,
+    describe_series,
+    detect_modality,
+    header_tag,
+    resample_onto_t1,
+)
 from braintumor.errors import InputError
 from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge, human_size
 
@@ -288,20 +294,11 @@ def _several_dicom_series(images: list[UploadedFile]) -> bool:
 
     if len(images) < 2 or not all(is_dicom_picture(f.name) for f in images):
         return False
-    try:
-        import pydicom
-    except ImportError:
-        return False
     uids = set()
-    for f in images:
-        try:
-            ds = pydicom.dcmread(str(f.path), stop_before_pixels=True,
-                                 specific_tags=["SeriesInstanceUID"])
-        except Exception:  # noqa: BLE001 - an unreadable file is reported by the 2D path
-            continue
-        uid = getattr(ds, "SeriesInstanceUID", None)
+    for f in images:  # an unreadable file is left to the 2D path, which reports it
+        uid = header_tag(f.path, "SeriesInstanceUID")
         if uid:
-            uids.add(str(uid))
+            uids.add(uid)
         if len(uids) > 1:
             return True
     return False
