@@ -111,7 +111,7 @@ def test_a_study_of_too_few_series_says_so(study: Path, tmp_path: Path,
         shutil.copytree(study / "study" / m, part / m)
     rc = main(["predict", str(part), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 2 and "holds 2 3D series" in err and "needs four" in err
+    assert rc == 2 and "no series that reads as T1ce" in err and "needs T1ce and FLAIR" in err
 
 
 def test_a_folder_of_studies_is_one_case_each(study: Path, tmp_path: Path,
@@ -130,5 +130,5 @@ def test_a_folder_of_studies_is_one_case_each(study: Path, tmp_path: Path,
     out = tmp_path / "out"
     rc = main(["predict", str(root), "-o", str(out), "--method", "watershed"])
     err = capsys.readouterr().err
-    assert rc == 1 and "P3" in err and "needs four" in err  # P3 fails, the others are written
+    assert rc == 1 and "P3" in err and "needs T1ce and FLAIR" in err  # P3 fails, others written
     assert sorted(f.name for f in out.glob("*.nii.gz")) == ["P1.nii.gz", "P2.nii.gz"]

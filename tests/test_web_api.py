@@ -168,6 +168,25 @@ def test_upload_runs_to_done_with_measurements(done_job: dict[str, Any]) -> None
     assert res["has_uncertainty"] is True
 
 
+def test_a_scan_without_t1_is_segmented_by_the_watershed(client: TestClient,
+                                                         case_files: dict[str, Path]) -> None:
+    """Three files (no T1): the job runs the watershed tuned for that, whatever method was
+    asked, says so, and offers no T1 image to the viewer."""
+    files = [f for f in _four(case_files, ref=True) if "_t1." not in f[1][0]]
+    assert len(files) == 4  # T1ce, T2, FLAIR and the reference
+    r = client.post("/api/jobs", files=files, data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    res = job["result"]
+    assert res["method"] == "watershed" and "no T1 image" in res["warning"]
+    assert "threshold method needs all four" in res["warning"]
+    assert sorted(job["urls"]["images"]) == ["flair", "t1ce", "t2"]
+    assert client.get(f"/api/jobs/{job['id']}/images/t1.nii.gz").status_code == 404
+    # the synthetic tumour is found without the T1
+    assert res["summary"]["metrics"]["WT"]["dice"] > 0.8
+
+
 def test_download_is_native_geometry_in_chosen_convention(client: TestClient,
                                                           done_job: dict[str, Any]) -> None:
     case = small_case()
@@ -487,7 +506,8 @@ def _bad_ref_shape(files: dict[str, Path]) -> list:
 
 MALFORMED = {
     "no files": (lambda f: [("method", (None, b"threshold"))], 400, "No image"),
-    "three files": (lambda f: _four(f)[:3], 400, "Got 3 NIfTI files"),
+    "no FLAIR": (lambda f: _four(f)[:3], 400, "lacks the FLAIR image"),
+    "one of two": (lambda f: _four(f)[1:2] + [("method", (None, b"cnn"))], 400, "one 3D image"),
     "five files": (lambda f: _four(f) + [_four(f)[0]], 400, "Got 5"),
     "duplicate modality": (lambda f: _four(f, names={"t1": "x_t1.nii.gz",
                                                      "t1ce": "y_t1.nii.gz"}), 400, "both T1"),

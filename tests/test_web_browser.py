@@ -295,6 +295,28 @@ def test_a_scan_that_is_not_skull_stripped_is_flagged(server: ServerThread, page
     expect(page.locator("#m-warn")).to_be_hidden()
 
 
+def test_a_scan_without_t1_in_the_page(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Three files: the page takes them, says the watershed segmented the scan and why,
+    and its T1 button is off."""
+    from playwright.sync_api import expect
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", [str(p) for m, p in files.items() if m != "t1"])
+    page.wait_for_selector(".mod-select")
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    _wait_overlay(page)
+    expect(page.locator("#m-method")).to_have_text("watershed")
+    expect(page.locator("#m-warn")).to_contain_text("the scan has no T1 image")
+    expect(page.locator("#mod-btns button[data-mod='t1']")).to_be_disabled()
+    expect(page.locator("#mod-btns button[data-mod='t2']")).to_be_enabled()
+    page.click("#mod-btns button[data-mod='t2']")  # the other images still show
+    expect(page.locator("#mod-btns button[data-mod='t2']")).to_have_class("on")
+
+
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")

@@ -30,6 +30,12 @@ from braintumor.io import Volume, is_nifti, load_label_nifti, load_nifti, strip_
 #: Fixed channel order of every Case image.
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 MODALITY_NAMES = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+#: modalities a case may lack: it is then segmented by the watershed tuned without them
+#: (T1ce and FLAIR are needed: they make the enhancing tumour and tell edema from free
+#: water). A missing channel of :attr:`Case.image` holds a copy of :data:`STAND_IN`'s.
+OPTIONAL_MODALITIES: tuple[str, ...] = ("t1", "t2")
+REQUIRED_MODALITIES: tuple[str, ...] = ("t1ce", "flair")
+STAND_IN = {"t1": "t1ce", "t2": "flair"}
 
 #: file-name suffix -> modality, per naming
 SUFFIXES_2021 = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
@@ -53,10 +59,17 @@ class CaseSource:
 
     @property
     def reference_path(self) -> Path:
-        """The file whose geometry outputs copy."""
+        """The file whose geometry outputs copy (the T1, or the first modality there)."""
         if self.image4d is not None:
             return self.image4d
-        return self.modality_paths["t1"]
+        return self.modality_paths[next(m for m in MODALITIES if m in self.modality_paths)]
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The modalities without a file (none for a 4D image)."""
+        if self.image4d is not None:
+            return ()
+        return tuple(m for m in MODALITIES if m not in self.modality_paths)
 
 
 @dataclass
@@ -77,6 +90,8 @@ class Case:
     label: np.ndarray | None = None
     label_convention: str | None = None
     source: CaseSource | None = None
+    #: modalities the scan lacks (their channels hold a stand-in: :data:`STAND_IN`)
+    missing: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -129,18 +144,22 @@ def _source_from_files(files: list[Path], where: Path) -> list[CaseSource]:
     return list(groups.values())
 
 
-def check_complete(src: CaseSource, where: Path) -> None:
-    """Raise one sentence listing found and missing modalities when any is missing."""
+def check_complete(src: CaseSource, where: Path, allow_missing: bool = True) -> None:
+    """Raise one sentence listing found and missing modalities when a needed one is
+    missing (T1ce or FLAIR; any, with ``allow_missing=False``)."""
     if src.image4d is not None:
         return
-    missing = [m for m in MODALITIES if m not in src.modality_paths]
-    if missing:
+    missing = list(src.missing)
+    needed = [m for m in missing if not allow_missing or m not in OPTIONAL_MODALITIES]
+    if needed:
         found = [MODALITY_NAMES[m] for m in MODALITIES if m in src.modality_paths]
+        hint = (" T1ce and FLAIR are needed; a case without T1 or T2 is segmented by the "
+                "watershed alone." if allow_missing else "")
         raise InputError(
             f"{where}: case {src.case_id} is missing the "
             f"{', '.join(MODALITY_NAMES[m] for m in missing)} "
             f"{'modalities' if len(missing) > 1 else 'modality'} "
-            f"(found: {', '.join(found) or 'none'})."
+            f"(found: {', '.join(found) or 'none'}).{hint}"
         )
 
 
@@ -228,25 +247,27 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         ref = Volume(path=vol.path, data=image[0], affine=vol.affine, header=hdr)
         label_conv_hint: str | None = "msd"
     else:
-        check_complete(src, src.modality_paths[next(iter(src.modality_paths))].parent)
-        vols = {m: load_nifti(src.modality_paths[m]) for m in MODALITIES}
-        ref = vols["t1"]
-        for m in MODALITIES[1:]:
+        check_complete(src, src.reference_path.parent)
+        present = [m for m in MODALITIES if m in src.modality_paths]
+        vols = {m: load_nifti(src.modality_paths[m]) for m in present}
+        ref = vols[present[0]]
+        ref_name = MODALITY_NAMES[present[0]]
+        for m in present[1:]:
             v = vols[m]
             if v.data.shape != ref.data.shape:
                 raise InputError(
-                    f"{v.path}: shape {v.data.shape} differs from the T1 image's "
+                    f"{v.path}: shape {v.data.shape} differs from the {ref_name} image's "
                     f"{ref.data.shape}; all modalities must be co-registered on one grid."
                 )
             if not np.allclose(v.affine, ref.affine, atol=1e-3):
                 raise InputError(
-                    f"{v.path}: its affine (voxel-to-world geometry) differs from the T1 "
-                    "image's; all modalities must be co-registered on one grid."
+                    f"{v.path}: its affine (voxel-to-world geometry) differs from the "
+                    f"{ref_name} image's; all modalities must be co-registered on one grid."
                 )
         # one float32 block filled in place: no second copy of 140 MB at BraTS size
         image = np.empty((len(MODALITIES), *ref.data.shape), np.float32)
         for i, m in enumerate(MODALITIES):
-            image[i] = vols[m].data
+            image[i] = vols[m if m in vols else STAND_IN[m]].data
         label_conv_hint = src.kind
     label = None
     conv = None
@@ -269,6 +290,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         label=label,
         label_convention=conv,
         source=src,
+        missing=src.missing,
     )
 
 

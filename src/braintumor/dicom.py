@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.cases import MODALITIES, MODALITY_NAMES, CaseSource
+from braintumor.cases import MODALITIES, MODALITY_NAMES, REQUIRED_MODALITIES, CaseSource
 from braintumor.errors import InputError
 
 NIFTI_EXT = (".nii.gz", ".nii")
@@ -102,27 +102,33 @@ def describe_series(nifti: Path) -> Series:
 
 
 def complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
-    """{series id: modality} when each modality is guessed for exactly one series."""
+    """{series id: modality} when each modality is guessed for exactly one series (of the
+    3D series ``guess`` lists). A T1 or T2 may lack a series, as long as every series got
+    a guess: one that did not might be the missing modality."""
     by_mod: dict[str, list[str]] = {}
     for sid, mod in guess.items():
         if mod:
             by_mod.setdefault(mod, []).append(sid)
-    if set(by_mod) != set(MODALITIES) or any(len(v) != 1 for v in by_mod.values()):
+    if any(len(v) != 1 for v in by_mod.values()) or \
+            not set(REQUIRED_MODALITIES) <= set(by_mod):
+        return None
+    if set(by_mod) != set(MODALITIES) and not all(guess.values()):
         return None
     return {v[0]: m for m, v in by_mod.items()}
 
 
 def resample_onto_t1(paths: dict[str, Path]) -> None:
-    """Bring every modality file onto the T1's grid, in place, when grids differ
-    (same-session DICOM series share scanner coordinates, so the affines line them up;
-    linear interpolation)."""
+    """Bring every modality file onto the T1's grid (the T1ce's when there is no T1), in
+    place, when grids differ (same-session DICOM series share scanner coordinates, so
+    the affines line them up; linear interpolation)."""
     import nibabel as nib
     from scipy import ndimage
 
     from braintumor.io import load_nifti, save_float_nifti
 
-    ref = load_nifti(paths["t1"], ndim=3)
-    for mod in MODALITIES[1:]:
+    present = [m for m in MODALITIES if m in paths]
+    ref = load_nifti(paths[present[0]], ndim=3)
+    for mod in present[1:]:
         path = paths[mod]
         img: Any = nib.load(str(path))
         if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
@@ -249,9 +255,9 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
             num = _series_number(n, i)
             series[num if num not in series else 1000 + i] = describe_series(n)
         usable = sum(s.usable for s in series.values())
-        if usable < len(MODALITIES):
+        if usable < len(REQUIRED_MODALITIES):
             raise InputError(f"{folder}: holds {usable} 3D series ({_listing(series)}); a case "
-                             "needs four: T1, T1ce, T2 and FLAIR.")
+                             "needs T1ce and FLAIR, and T1 and T2 where there are.")
         if choice:
             unknown = sorted(set(choice) - set(series))
             if unknown:
@@ -262,10 +268,20 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
             by_num = complete_assignment({str(k): s.guess for k, s in series.items()
                                           if s.usable}) or {}
         chosen = {m: int(k) for k, m in by_num.items()}
-        if choice and (set(chosen) != set(MODALITIES) or len(by_num) != len(chosen)):
-            raise InputError("--series must name one series for each of T1, T1ce, T2 and "
-                             f"FLAIR; {folder} holds {_listing(series)}.")
-        if set(chosen) != set(MODALITIES) or len(by_num) != len(chosen):
+        complete = set(REQUIRED_MODALITIES) <= set(chosen) and len(by_num) == len(chosen)
+        if choice and not complete:
+            raise InputError("--series must name one series for each of T1ce and FLAIR, and "
+                             "of T1 and T2 where the study has them, each modality once; "
+                             f"{folder} holds {_listing(series)}.")
+        guesses = [s.guess for s in series.values() if s.usable]
+        lacking = [MODALITY_NAMES[m] for m in REQUIRED_MODALITIES if m not in guesses]
+        if not complete and not choice and lacking and all(guesses):
+            raise InputError(
+                f"{folder}: holds no series that reads as {' or '.join(lacking)} "
+                f"({_listing(series)}); a case needs T1ce and FLAIR, and T1 and T2 where "
+                "there are. If one of these is it, name them with --series, e.g. --series "
+                "3=t1,4=t1ce,5=t2,7=flair.")
+        if not complete:
             raise InputError(
                 f"{folder}: could not tell which series is T1, T1ce, T2 and FLAIR; it holds "
                 f"{_listing(series)}. Name them with --series, e.g. --series "
@@ -276,7 +292,7 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                                  f"a 3D volume, so it cannot be the {MODALITY_NAMES[m]}.")
         dest.mkdir(parents=True, exist_ok=True)
         paths = {}
-        for m in MODALITIES:
+        for m in (m for m in MODALITIES if m in chosen):
             paths[m] = dest / f"{m}.nii.gz"
             shutil.copyfile(series[chosen[m]].path, paths[m])
         resample_onto_t1(paths)

@@ -415,6 +415,10 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
     only the model's fast members at its fast overlap (see predict_probabilities);
     ``post``: postprocessing other than the model's own."""
     t0 = time.perf_counter()
+    if case.missing:
+        names = " and ".join(m.upper() for m in case.missing)
+        raise InputError(f"Case {case.case_id} has no {names} image: the CNN needs all four "
+                         "modalities; segment it with the watershed.")
     probs, lm, timings = predict_probabilities(case, model, device, tta=tta or uncertainty,
                                                progress=progress, backend=backend, fast=fast)
     if progress:

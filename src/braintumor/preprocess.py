@@ -192,5 +192,5 @@ def on_model_grid(case: Any) -> Any | None:
             channel[ring] = ndi.uniform_filter(channel, 3)[ring] / weight[ring]
     image = resample_to(image, shape)
     image[:, resample_to(brain[None].astype(np.float32), shape)[0] < 0.5] = 0
-    return Case(case_id=case.case_id, image=image, affine=affine,
-                spacing=spacing, header=header, label=None)  # type: ignore[arg-type]
+    return Case(case_id=case.case_id, image=image, affine=affine, spacing=spacing,
+                header=header, label=None, missing=case.missing)  # type: ignore[arg-type]

@@ -84,6 +84,7 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     from braintumor.report import overlay_png, write_report
 
     out = Path(out_dir)
+    method = res.info.get("method") or method
     png = overlay_png(case.image, res.labels, case.affine, out / f"{case.case_id}_overlay.png",
                       title=f"{case.case_id}: {method}")
     row = volume_row(case, res, method)
@@ -116,7 +117,7 @@ def volume_row(case: Any, res: Any, method: str) -> dict[str, Any]:
     from braintumor.report import volumes_ml
 
     vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
-    return {"case": case.case_id, "method": method,
+    return {"case": case.case_id, "method": res.info.get("method") or method,
             "model": res.info.get("model_version") or "", "mode": res.info.get("mode") or "",
             **{f"{k}_mL": f"{vols[k]:.2f}" for k in ("WT", "TC", "ET", "NCR", "ED")},
             "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),

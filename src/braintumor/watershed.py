@@ -50,6 +50,7 @@ the values chosen by cross-validation on the shared BraTS cases
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -59,7 +60,7 @@ from skimage.segmentation import watershed
 
 from braintumor import labels as L
 from braintumor import stacking
-from braintumor.cases import Case
+from braintumor.cases import OPTIONAL_MODALITIES, Case
 from braintumor.errors import InputError
 from braintumor.preprocess import Box, bounding_box, brain_mask
 from braintumor.segment import ProgressFn, SegmentationResult
@@ -373,6 +374,14 @@ def _check_case(case: Case) -> None:
         raise InputError(f"Case {case.case_id}: image {img.shape[1:]} is too small to segment.")
 
 
+def _need_all(case: Case, method: str) -> None:
+    """Refuse a case without some modality: ``method`` learned on all four."""
+    if case.missing:
+        names = " and ".join(m.upper() for m in case.missing)
+        raise InputError(f"Case {case.case_id} has no {names} image: the {method} method "
+                         "needs all four modalities; segment it with the watershed.")
+
+
 def lr_axis(affine: np.ndarray) -> int:
     """The array axis that runs left-right (the largest x component of the affine)."""
     return int(np.argmax(np.abs(np.asarray(affine)[0, :3])))
@@ -413,15 +422,43 @@ def _grow(wt: np.ndarray, abn: np.ndarray, brain: np.ndarray, p: WatershedParams
     return ndi.binary_fill_holes(_touching(cand | wt, wt))
 
 
+def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedParams:
+    """``p`` with every use of a ``missing`` modality (``"t1"``, ``"t2"``) switched off."""
+    if "t1" in missing:
+        p = replace(p, w_t1=0.0, et_k=0.0)
+    if "t2" in missing:
+        p = replace(p, w_t2=0.0)
+    return p
+
+
+#: the fields of :class:`WatershedParams` that differ from the defaults for scans without
+#: T1, T2 or both, chosen by ``python -m braintumor.watershed_tune tune --without ...``
+#: (``experiments/watershed/without_*/params.json``)
+TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
+def params_without(missing: Sequence[str]) -> WatershedParams:
+    """The watershed's parameters for a scan without the ``missing`` modalities."""
+    key = tuple(m for m in OPTIONAL_MODALITIES if m in missing)
+    return without_modalities(DEFAULT_PARAMS.replace(**TUNED_WITHOUT.get(key, {})), missing)
+
+
 def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm: float,
-                   p: WatershedParams, lr: int = 0) -> np.ndarray:
+                   p: WatershedParams, lr: int = 0, missing: Sequence[str] = ()
+                   ) -> np.ndarray:
     """The classical segmentation on the working grid.
 
     ``z``: robust z maps ``(4, x, y, z)`` (T1, T1ce, T2, FLAIR), unsmoothed; ``brain``:
     ``(x, y, z)`` bool; ``voxel_ml``: working voxel volume (mL); ``spacing_mm``: working
-    voxel edge (mm); ``lr``: the left-right axis. Returns internal labels ``(x, y, z)``
-    uint8.
+    voxel edge (mm); ``lr``: the left-right axis; ``missing``: modalities the scan lacks
+    (``"t1"``, ``"t2"``), whose channels of ``z`` are then ignored. Returns internal
+    labels ``(x, y, z)`` uint8.
     """
+    bad = set(missing) - set(OPTIONAL_MODALITIES)
+    if bad:
+        raise InputError(f"The watershed needs the {', '.join(sorted(bad))} image.")
+    p = without_modalities(p, missing)
+    t2 = [] if "t2" in missing else [T2]
     zs = np.stack([_smooth(z[c], p.sigma) for c in range(4)])
     wsum = max(p.w_flair + p.w_t2 + p.w_t1, 1e-6)
     abn = (p.w_flair * zs[FLAIR] + p.w_t2 * zs[T2] - p.w_t1 * zs[T1]) / wsum
@@ -447,7 +484,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     markers = np.zeros(brain.shape, dtype=np.int32)
     markers[bg] = 1
     markers[fg] = 2
-    elev = _gradient([zs[FLAIR], zs[T2]], p.grad_sigma)
+    elev = _gradient([zs[c] for c in [FLAIR, *t2]], p.grad_sigma)
     ws = watershed(elev, markers, compactness=p.wt_compactness)
     wt = (ws == 2) & brain
     wt = ndi.binary_fill_holes(wt)
@@ -481,7 +518,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     sub[et_seed] = L.ET
     if not (sub > 0).any():
         sub[wt] = L.ED
-    elev_c = _gradient([zs[T1CE], zs[T2]], p.grad_sigma)
+    elev_c = _gradient([zs[c] for c in [T1CE, *t2]], p.grad_sigma)
     regions = watershed(elev_c, sub, mask=wt, compactness=p.core_compactness)
     regions[~wt] = 0
 
@@ -536,6 +573,8 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     t0 = time.perf_counter()
     _ = (device, model, tta, uncertainty, backend)
     _check_case(case)
+    if params is None and case.missing:
+        params = params_without(case.missing)
     p = params_from(params, **overrides)
     ws = watershed_grid(case, p, progress)
     if progress:
@@ -590,7 +629,7 @@ def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None =
     if progress:
         progress(0.4, "watershed: markers and flooding")
     work = watershed_work(z, brain_work, grid.voxel_ml, float(np.mean(grid.spacing)),
-                          grid_params(p, grid.factor), lr_axis(case.affine))
+                          grid_params(p, grid.factor), lr_axis(case.affine), case.missing)
     return WatershedWork(grid, brain_native, brain_work, z, work)
 
 
@@ -1076,6 +1115,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     """
     t0 = time.perf_counter()
     _check_case(case)
+    _need_all(case, "hybrid")
     hp = hybrid_params(params, **overrides)
     if progress:
         progress(0.0, "hybrid: CNN probabilities")

@@ -200,7 +200,8 @@ def score_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
 class Prepared:
     """A cached case reduced to what :func:`watershed_work` needs for one ``factor``."""
 
-    def __init__(self, path: Path, factor: int, healthy: bool = False) -> None:
+    def __init__(self, path: Path, factor: int, healthy: bool = False,
+                 missing: Sequence[str] = ()) -> None:
         from braintumor.preprocess import brain_mask
         from braintumor.watershed import lr_axis, make_grid, to_work
 
@@ -220,6 +221,7 @@ class Prepared:
         self.brain = to_work(self.grid, bn) >= 0.5
         self.img = img
         self.lr = lr_axis(case.affine)
+        self.missing = tuple(missing)
         self._z: dict[tuple[int, int], np.ndarray] = {}
 
     def z(self, erode: int, slab: int) -> np.ndarray:
@@ -234,7 +236,7 @@ class Prepared:
         from braintumor.watershed import labels_from_work, watershed_work
 
         work = watershed_work(self.z(p.stats_erode, p.slab), self.brain, self.grid.voxel_ml,
-                              float(np.mean(self.grid.spacing)), p, self.lr)
+                              float(np.mean(self.grid.spacing)), p, self.lr, self.missing)
         lab = labels_from_work(self.grid, work)
         lab[~self.brain_native] = 0
         return lab
@@ -297,9 +299,9 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
 }
 
 
-def _suggest(trial: Any) -> dict[str, Any]:
+def _suggest(trial: Any, space: dict[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, spec in SEARCH_SPACE.items():
+    for name, spec in (SEARCH_SPACE if space is None else space).items():
         if spec[0] == "float":
             out[name] = trial.suggest_float(name, spec[1], spec[2])
         elif spec[0] == "int":
@@ -352,7 +354,16 @@ def _params_json(params: dict[str, Any]) -> dict[str, Any]:
     return asdict(params_from(params))
 
 
-def _prepare_all(factor: int) -> tuple[list[str], dict[str, Any]]:
+def search_space(missing: Sequence[str] = ()) -> dict[str, tuple[Any, ...]]:
+    """:data:`SEARCH_SPACE` less the weights of ``missing`` modalities (always 0)."""
+    from braintumor.watershed import DEFAULT_PARAMS, without_modalities
+
+    fixed = without_modalities(DEFAULT_PARAMS, missing)
+    return {n: s for n, s in SEARCH_SPACE.items()
+            if getattr(fixed, n) == getattr(DEFAULT_PARAMS, n)}
+
+
+def _prepare_all(factor: int, missing: Sequence[str] = ()) -> tuple[list[str], dict[str, Any]]:
     """Every cached case on the work grid, plus the tumour-free brains made from the
     healthy hemisphere of one-sided cases (they belong to their source case's fold, and
     only an empty prediction scores Dice 1)."""
@@ -360,9 +371,11 @@ def _prepare_all(factor: int) -> tuple[list[str], dict[str, Any]]:
     if not ids:
         raise SystemExit("no cached cases: run `python -m braintumor.watershed_tune cache` first")
     print(f"preparing {len(ids)} cases", flush=True)
-    prep: dict[str, Any] = {c: Prepared(CACHE / f"{c}.npz", factor) for c in ids}
+    prep: dict[str, Any] = {c: Prepared(CACHE / f"{c}.npz", factor, missing=missing)
+                            for c in ids}
     for c in healthy_sources(ids):
-        prep[healthy_id(c)] = Prepared(CACHE / f"{c}.npz", factor, healthy=True)
+        prep[healthy_id(c)] = Prepared(CACHE / f"{c}.npz", factor, healthy=True,
+                                       missing=missing)
     return ids, prep
 
 
@@ -449,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--minutes", type=float, default=None,
                    help="stop drawing candidates after this many minutes")
     t.add_argument("--study", default=None, help="Optuna study name (resumes)")
+    t.add_argument("--without", default="",
+                   help="tune for scans lacking these modalities: t1, t2 or t1,t2; "
+                        "results go to experiments/watershed/without_<...>/")
     args = ap.parse_args(argv)
     if args.cmd == "cache":
         cache_cases(args.data)
@@ -456,19 +472,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.per_fold:
             run_cv(args.folds, args.trials, args.factor, final_trials=args.final_trials)
         else:
-            run_cv_shared(args.folds, args.trials, args.factor, local=args.local,
-                          minutes=args.minutes, study_name=args.study)
+            missing = tuple(m for m in args.without.lower().split(",") if m)
+            if set(missing) - {"t1", "t2"}:
+                ap.error("--without takes t1, t2 or t1,t2")
+            out = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+            run_cv_shared(args.folds, args.trials, args.factor, out=out, local=args.local,
+                          minutes=args.minutes, study_name=args.study, missing=missing)
     return 0
 
 
 
-def local_draw(rng: np.random.Generator, k: int) -> dict[str, Any]:
+def local_draw(rng: np.random.Generator, k: int,
+               space: dict[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
     """The shipped defaults with ``k`` search-space parameters redrawn uniformly."""
     from braintumor.watershed import DEFAULT_PARAMS
 
-    out = {n: getattr(DEFAULT_PARAMS, n) for n in SEARCH_SPACE}
-    for name in rng.choice(sorted(SEARCH_SPACE), size=k, replace=False):
-        spec = SEARCH_SPACE[str(name)]
+    space = SEARCH_SPACE if space is None else space
+    out = {n: getattr(DEFAULT_PARAMS, n) for n in space}
+    for name in rng.choice(sorted(space), size=k, replace=False):
+        spec = space[str(name)]
         if spec[0] == "float":
             out[str(name)] = float(rng.uniform(spec[1], spec[2]))
         elif spec[0] == "int":
@@ -480,7 +502,8 @@ def local_draw(rng: np.random.Generator, k: int) -> dict[str, Any]:
 
 def run_cv_shared(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENTS,
                   storage: str | None = None, seed: int = 0, local: int = 0,
-                  minutes: float | None = None, study_name: str | None = None) -> None:
+                  minutes: float | None = None, study_name: str | None = None,
+                  missing: Sequence[str] = ()) -> None:
     """K-fold CV with one shared random search.
 
     Every candidate parameter set is drawn at random (independently of any score) and
@@ -493,15 +516,21 @@ def run_cv_shared(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENT
     ``local`` > 0 draws each candidate as the shipped defaults with ``local`` parameters
     redrawn (still blind to scores; in 24 dimensions a uniform draw almost never beats
     hand-set values); ``minutes`` stops drawing after that long and scores what exists.
+    ``missing`` (``"t1"``, ``"t2"``): tune the watershed for scans without them.
     """
     import optuna
 
-    from braintumor.watershed import DEFAULT_PARAMS, params_from
+    from braintumor.watershed import DEFAULT_PARAMS, without_modalities
+    from braintumor.watershed import params_from as base_params
+
+    def params_from(params: dict[str, Any]) -> Any:
+        return without_modalities(base_params(params), missing)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or f"sqlite:///{ROOT / 'cache' / 'watershed_optuna.db'}"
     out.mkdir(parents=True, exist_ok=True)
-    ids, prep = _prepare_all(factor)
+    ids, prep = _prepare_all(factor, missing)
+    space = search_space(missing)
     name = study_name or f"shared_random_f{factor}_s{seed}" + (f"_local{local}" if local else "")
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize",
@@ -509,11 +538,11 @@ def run_cv_shared(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENT
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         study.enqueue_trial({n: v for n, v in asdict(DEFAULT_PARAMS).items()
-                             if n in SEARCH_SPACE})
+                             if n in space})
     rng = np.random.default_rng(seed + 1000 * len(study.trials))
 
     def objective(trial: Any) -> float:
-        p = params_from(_suggest(trial))
+        p = params_from(_suggest(trial, space))
         if p.wt_lo >= p.wt_hi:
             raise optuna.TrialPruned()
         sc = evaluate_params(list(prep.values()), p, hd=False)
@@ -527,7 +556,7 @@ def run_cv_shared(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENT
             print(f"time budget of {minutes} min spent", flush=True)
             break
         if local and (done or i > 0):
-            study.enqueue_trial(local_draw(rng, local))
+            study.enqueue_trial(local_draw(rng, local, space))
         study.optimize(objective, n_trials=1)
         print(f"trial {len(done) + i + 1}/{n_trials} best {study.best_value:.4f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -552,7 +581,8 @@ def run_cv_shared(k: int, n_trials: int, factor: int = 2, out: Path = EXPERIMENT
     (out / "cv_params.json").write_text(json.dumps(fold_params, indent=1))
     (out / "cv_heldout.json").write_text(json.dumps(held, indent=1))
     write_table({c: v for c, v in held.items() if not c.endswith(HEALTHY_SUFFIX)},
-                out / "cv_watershed", "watershed (CV held-out)")
+                out / "cv_watershed", "watershed (CV held-out)" + (
+                    f", without {' and '.join(m.upper() for m in missing)}" if missing else ""))
     healthy = {c: {"tumour_voxels_predicted": int(round(
         (1 - v["WT"]["specificity"]) * prep[c].total))} for c, v in held.items()
         if c.endswith(HEALTHY_SUFFIX)}

@@ -4,7 +4,9 @@ What an upload may be:
 
 * four 3D NIfTI files, one per modality: the modality of each is detected from its name
   (BraTS 2017-2021 and 2023 namings and common words such as ``flair``, ``t1gd``) or
-  given by the client (the page lets the user change it before submitting);
+  given by the client (the page lets the user change it before submitting); the T1 or
+  T2 may be left out (T1ce and FLAIR are needed), and the watershed tuned for that then
+  segments the case, whatever the method asked;
 * one 4D NIfTI with the four modalities (Decathlon order FLAIR, T1, T1gd, T2);
 * one zip of DICOM series: extracted under server-made names (no path from the archive
   is used, and an entry whose path would leave the archive is refused), converted with
@@ -40,7 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.cases import MODALITIES, MODALITY_NAMES, Case, CaseSource, load_case
+from braintumor.cases import (
+    MODALITIES,
+    MODALITY_NAMES,
+    OPTIONAL_MODALITIES,
+    Case,
+    CaseSource,
+    load_case,
+)
 from braintumor.dicom import (
     complete_assignment,
     describe_series,
@@ -152,10 +161,11 @@ def assign_modalities(names: list[str], choice: dict[str, str]) -> dict[str, str
         if len(ns) > 1:
             raise InputError(f"{' and '.join(ns)} are both {MODALITY_NAMES[m]}; each modality "
                              "must be given once.")
-    missing = [MODALITY_NAMES[m] for m in MODALITIES if m not in by_mod]
+    missing = [MODALITY_NAMES[m] for m in MODALITIES
+               if m not in by_mod and m not in OPTIONAL_MODALITIES]
     if missing:
-        raise InputError(f"The upload lacks the {', '.join(missing)} image; four modalities "
-                         "(T1, T1ce, T2, FLAIR) are needed.")
+        raise InputError(f"The upload lacks the {', '.join(missing)} image; T1ce and FLAIR "
+                         "are needed (without T1 or T2 the watershed segments the case alone).")
     return assigned
 
 
@@ -267,9 +277,9 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     # NIfTI
     if len(images) == 1:
         return _prepare_4d(job_dir, inputs, images[0])
-    if len(images) != 4:
-        raise InputError(f"Got {len(images)} NIfTI files; send four (T1, T1ce, T2, FLAIR) or "
-                         "one 4D file.")
+    if not 2 <= len(images) <= 4:
+        raise InputError(f"Got {len(images)} NIfTI files; send four (T1, T1ce, T2, FLAIR; the "
+                         "T1 or T2 may be left out) or one 4D file.")
     names = [f.name for f in images]
     if len(set(names)) != len(names):
         raise InputError("Two uploaded files have the same name; give each modality its own "
@@ -623,12 +633,13 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     chosen = {m: sid for sid, m in choice.items()}
     if len(chosen) != len(choice):
         raise InputError("Two series were given the same modality; give each modality once.")
-    missing = [MODALITY_NAMES[m] for m in MODALITIES if m not in chosen]
+    missing = [MODALITY_NAMES[m] for m in MODALITIES
+               if m not in chosen and m not in OPTIONAL_MODALITIES]
     if missing:
-        raise InputError(f"No series was chosen for {', '.join(missing)}; four modalities are "
-                         "needed.")
+        raise InputError(f"No series was chosen for {', '.join(missing)}; T1ce and FLAIR are "
+                         "needed (without T1 or T2 the watershed segments the case alone).")
     mods = {}
-    for mod in MODALITIES:
+    for mod in (m for m in MODALITIES if m in chosen):
         src = job_dir / series[chosen[mod]]["path"]
         dest = job_dir / "input" / f"{mod}.nii.gz"
         shutil.copyfile(src, dest)

@@ -208,6 +208,7 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
         save_float_nifti(np.asarray(res.uncertainty, dtype=np.float32),
                          job_dir / "output" / "uncertainty.nii.gz", case.header, case.affine)
     info = _plain_info(res.info)
+    method = str(info.get("method") or method)  # a case without T1 or T2: the watershed
     outline_s = time.perf_counter() - t_job
     result = {
         "kind": "3d",

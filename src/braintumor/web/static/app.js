@@ -435,6 +435,12 @@ function applyLabelColours() {
 
 async function loadViewer(job) {
   if (state.busy) return;
+  // a scan without T1 or T2 has no such image to show
+  for (const b of document.querySelectorAll("#mod-btns button")) {
+    b.disabled = !(b.dataset.mod in job.urls.images);
+    b.title = b.disabled ? `This scan has no ${b.textContent} image.` : "";
+  }
+  if (!(state.modality in job.urls.images) && "flair" in job.urls.images) switchMark("flair");
   const bgUrl = job.urls.images[state.modality] || Object.values(job.urls.images)[0];
   const overlayUrl = job.urls.overlay || null;
   if (bgUrl === state.loadedBg && overlayUrl === state.loadedOverlay) return;
@@ -492,9 +498,13 @@ async function refreshUncertainty() {
   }
 }
 
-function switchModality(mod) {
+function switchMark(mod) {
   state.modality = mod;
   for (const b of document.querySelectorAll("#mod-btns button")) b.classList.toggle("on", b.dataset.mod === mod);
+}
+
+function switchModality(mod) {
+  switchMark(mod);
   if (state.job && state.job.urls.images) {
     state.loadedBg = null;
     loadViewer(state.job);

@@ -1,0 +1,167 @@
+"""Scans without their T1 or T2: loaded, segmented by the watershed tuned for that, said
+so; without T1ce or FLAIR, refused in one sentence."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import dicom
+from braintumor.cases import MODALITIES, load_case
+from braintumor.cli import main
+from braintumor.errors import InputError
+from braintumor.metrics import dice
+from braintumor.segment import segment
+from braintumor.watershed import params_without, segment_watershed, without_modalities
+from test_web_support import small_case, write_case_files
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_case_files(small_case(seed=3), tmp_path_factory.mktemp("full") / "C")
+
+
+def _folder_without(files: dict[str, Path], dest: Path, drop: tuple[str, ...]) -> Path:
+    dest.mkdir(parents=True)
+    for m, p in files.items():
+        if m not in drop:
+            shutil.copyfile(p, dest / p.name)
+    return dest
+
+
+@pytest.mark.parametrize("drop", [("t1",), ("t2",), ("t1", "t2")])
+def test_a_case_loads_without_t1_or_t2(files: dict[str, Path], tmp_path: Path,
+                                       drop: tuple[str, ...]) -> None:
+    case = load_case(_folder_without(files, tmp_path / "C", drop))
+    assert case.missing == drop
+    stand_in = {"t1": "t1ce", "t2": "flair"}
+    full = load_case(files["t1"].parent)
+    for m in MODALITIES:  # a missing channel holds its stand-in's image, the others theirs
+        src = stand_in[m] if m in drop else m
+        assert np.array_equal(case.modality(m), full.modality(src))
+    assert np.allclose(case.affine, full.affine) and case.label is not None
+
+
+@pytest.mark.parametrize("drop,says", [(("t1ce",), "missing the T1ce modality"),
+                                       (("flair", "t1"), "missing the T1, FLAIR modalities")])
+def test_without_t1ce_or_flair_is_one_sentence(files: dict[str, Path], tmp_path: Path,
+                                               drop: tuple[str, ...], says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _folder_without(files, tmp_path / "C", drop)
+    with pytest.raises(InputError, match="T1ce and FLAIR are needed"):
+        load_case(folder)
+    rc = main(["predict", str(folder), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+@pytest.mark.parametrize("drop", [("t1",), ("t2",), ("t1", "t2")])
+def test_the_watershed_finds_the_tumour_without_t1_or_t2(files: dict[str, Path],
+                                                         tmp_path: Path,
+                                                         drop: tuple[str, ...]) -> None:
+    case = load_case(_folder_without(files, tmp_path / "C", drop))
+    res = segment(case, "watershed")
+    assert res.info["method"] == "watershed" and res.info["missing"] == list(drop)
+    assert f"no {' and '.join(m.upper() for m in drop)} image" in res.info["warning"]
+    assert "needs all four" not in res.info["warning"]  # the watershed was asked for
+    assert case.label is not None
+    full = segment(load_case(files["t1"].parent), "watershed").labels
+    for region in ((1, 2, 3), (1, 3), (3,)):  # as good as with all four, give or take
+        truth = np.isin(case.label, region)
+        got, ref = dice(np.isin(res.labels, region), truth), dice(np.isin(full, region), truth)
+        assert got > ref - 0.1 and got > 0.4, (region, got, ref)
+    assert dice(res.labels > 0, case.label > 0) > 0.85
+
+
+def test_the_missing_channel_is_not_used(files: dict[str, Path], tmp_path: Path) -> None:
+    """Whatever stands in for the T1, the outline is the same: its channel is ignored."""
+    case = load_case(_folder_without(files, tmp_path / "C", ("t1",)))
+    a = segment_watershed(case).labels
+    noise = np.random.default_rng(0).normal(300, 80, case.shape).astype(np.float32)
+    case.image[0] = np.where(case.image[0] != 0, noise, 0)  # the same brain
+    assert np.array_equal(segment_watershed(case).labels, a)
+    p = params_without(("t1",))
+    assert p.w_t1 == 0 and p.et_k == 0 and without_modalities(p, ("t2",)).w_t2 == 0
+
+
+def test_other_methods_hand_over_to_the_watershed(files: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    case = load_case(_folder_without(files, tmp_path / "C", ("t2",)))
+    ws = segment(case, "watershed")
+    for method in ("cnn", "hybrid"):
+        res = segment(case, method, fast=True, tta=True)
+        assert res.info["method"] == "watershed"
+        assert f"the {method} method needs all four modalities" in res.info["warning"]
+        assert np.array_equal(res.labels, ws.labels)
+    from braintumor.inference import segment_cnn
+    from braintumor.watershed import segment_hybrid
+
+    for fn in (segment_cnn, segment_hybrid):  # called directly, they refuse
+        with pytest.raises(InputError, match="has no T2 image"):
+            fn(case)
+
+
+def test_predict_without_t1_writes_and_says_so(files: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _folder_without(files, tmp_path / "C", ("t1",))
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), "-o", str(out), "--method", "hybrid", "--report"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "warning: Web003: the scan has no T1 image" in err
+    lab = nib.load(str(out / "Web003.nii.gz"))
+    ref = nib.load(str(files["t1ce"]))  # the geometry of the first modality there
+    assert lab.shape == ref.shape and np.allclose(lab.affine, ref.affine)
+    assert np.asarray(lab.dataobj).any()
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    assert row["method"] == "watershed" and "no T1 image" in row["warning"]
+    page = (out / "Web003_report.html").read_text()
+    assert "no T1 image" in page and "watershed" in page
+
+
+def test_dicom_matching_allows_a_missing_t1_or_t2() -> None:
+    full = {"1": "t1", "2": "t1ce", "3": "t2", "4": "flair"}
+    assert dicom.complete_assignment(full) == full
+    assert dicom.complete_assignment({"2": "t1ce", "4": "flair"}) == {"2": "t1ce", "4": "flair"}
+    # an unrecognised series might be the missing T1: ask
+    assert dicom.complete_assignment({"2": "t1ce", "4": "flair", "5": None}) is None
+    assert dicom.complete_assignment({"1": "t1", "3": "t2", "4": "flair"}) is None  # no T1ce
+    assert dicom.complete_assignment({"2": "t1ce", "3": "t1ce", "4": "flair"}) is None
+
+
+def test_a_dicom_study_without_t1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pydicom")
+    import zipfile
+
+    from braintumor.io import dcm2niix_executable
+    from test_web_support import write_dicom_zip
+
+    if dcm2niix_executable() is None:
+        pytest.skip("dcm2niix is not installed")
+    z = write_dicom_zip(small_case(shape=(40, 44, 28)), tmp_path / "study.zip")
+    zipfile.ZipFile(z).extractall(tmp_path / "exam")
+    study = tmp_path / "exam"
+    shutil.rmtree(study / "study" / "t1")
+    out = tmp_path / "out"
+    rc = main(["predict", str(study), "-o", str(out), "--method", "cnn"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "no T1 image" in err
+    assert sorted(p.name for p in (out / "exam_series").iterdir()) == [
+        "flair.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
+    lab = nib.load(str(out / "exam.nii.gz"))
+    t1ce = nib.load(str(out / "exam_series" / "t1ce.nii.gz"))
+    assert lab.shape == t1ce.shape and np.allclose(lab.affine, t1ce.affine)
+    # naming the series works too, leaving the T1 out
+    rc = main(["predict", str(study), "-o", str(tmp_path / "out2"), "--series",
+               "3=t1ce,4=t2,5=flair"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert np.array_equal(np.asarray(nib.load(str(tmp_path / "out2" / "exam.nii.gz")).dataobj),
+                          np.asarray(lab.dataobj))
