@@ -165,3 +165,13 @@ def test_a_dicom_study_without_t1(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert rc == 0, err
     assert np.array_equal(np.asarray(nib.load(str(tmp_path / "out2" / "exam.nii.gz")).dataobj),
                           np.asarray(lab.dataobj))
+
+
+def test_training_data_must_have_all_four(files: dict[str, Path], tmp_path: Path) -> None:
+    from braintumor.training.data import build_cache
+
+    data = tmp_path / "data"
+    _folder_without(files, data / "C", ("t2",))
+    with pytest.raises(InputError, match="missing the T2 modality"):
+        build_cache(data, tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())

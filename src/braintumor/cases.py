@@ -11,7 +11,10 @@ Accepted inputs:
 
 Whatever the source, a :class:`Case` holds the modalities as one ``(4, X, Y, Z)``
 float32 array in the fixed order :data:`MODALITIES` and labels in the internal
-convention of :mod:`braintumor.labels`.
+convention of :mod:`braintumor.labels`. A case folder may lack its T1 or T2
+(:data:`OPTIONAL_MODALITIES`): :attr:`Case.missing` names them, their channels hold a
+stand-in (:data:`STAND_IN`) that no segmenter reads, and outputs copy the geometry of
+the first modality present.
 """
 
 from __future__ import annotations

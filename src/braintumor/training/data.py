@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braintumor.cases import Case, discover, load_case
+from braintumor.cases import Case, check_complete, discover, load_case
 from braintumor.labels import regions_to_channels
 from braintumor.preprocess import Box, bounding_box, brain_mask, crop, zscore
 
@@ -81,6 +81,8 @@ def build_cache(data: str | Path, cache: str | Path, progress: bool = True) -> l
     cache_dir = Path(cache)
     out = []
     sources = discover(data)
+    for src in sources:  # the networks learn from all four; no stand-in channel
+        check_complete(src, Path(data), allow_missing=False)
     for i, src in enumerate(sources):
         dst = cache_dir / f"{src.case_id}.npz"
         if not dst.exists():
