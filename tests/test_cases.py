@@ -121,8 +121,38 @@ def test_modalities_on_different_grids(tmp_path: Path) -> None:
     shifted[0, 3] += 2.0
     nib.save(nib.Nifti1Image(np.ones(SHAPE, np.int16), shifted), str(folder / "c2_t2.nii.gz"))
     with pytest.raises(InputError) as err:
-        load_case(folder)
+        load_case(folder, regrid=False)
     assert "c2_t2.nii.gz" in str(err.value) and "affine" in str(err.value)
+    # resampled, it would cover 10 of the T1's 12 columns: too little to be one scan
+    with pytest.raises(InputError, match=r"c2_t2.nii.gz: lies on another grid .* covers "
+                                         r"only 83 % of the brain"):
+        load_case(folder)
+
+
+def test_a_modality_on_a_grid_of_its_own_is_resampled(tmp_path: Path) -> None:
+    """A T2 of 2 mm slices over a larger field of view, as a scanner's conversion leaves
+    it, comes onto the T1's grid by scanner coordinates (exact for a linear ramp)."""
+    folder = write_brats(tmp_path, "c3", "brats2021", with_seg=True)
+    world = lambda ijk, aff: ijk @ aff[:3, :3].T + aff[:3, 3]  # noqa: E731
+    aff = BRATS_AFF.copy()
+    aff[:3, 2] *= 2.0  # 2 mm slices
+    aff[:3, 3] = world(np.array([-2.0, -2.0, -1.0]), BRATS_AFF)  # starts outside the T1
+    shape = (SHAPE[0] + 4, SHAPE[1] + 4, SHAPE[2] // 2 + 3)
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    xyz = world(ijk.reshape(-1, 3).astype(float), aff).reshape(*shape, 3)
+    ramp = lambda p: 500 + 3 * p[..., 0] - 2 * p[..., 1] + 5 * p[..., 2]  # noqa: E731
+    nib.save(nib.Nifti1Image(ramp(xyz).astype(np.float32), aff), str(folder / "c3_t2.nii.gz"))
+    case = load_case(folder)
+    assert case.regridded == ("t2",) and case.shape == SHAPE
+    assert np.allclose(case.affine, BRATS_AFF) and case.label is not None
+    ijk1 = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij"), -1)
+    want = ramp(world(ijk1.reshape(-1, 3).astype(float), BRATS_AFF).reshape(*SHAPE, 3))
+    assert np.allclose(case.modality("t2"), want, atol=1e-3)
+    assert np.array_equal(case.modality("t1"), load_case(folder, regrid=True).modality("t1"))
+    from braintumor.segment import regrid_note
+
+    note = regrid_note(case)
+    assert note is not None and note.startswith("the T2 lay on a grid of its own")
 
 
 @pytest.mark.parametrize("shape", [(12, 11), (12, 11, 9, 2, 2)])

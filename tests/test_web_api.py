@@ -187,6 +187,27 @@ def test_a_scan_without_t1_is_segmented_by_the_watershed(client: TestClient,
     assert res["summary"]["metrics"]["WT"]["dice"] > 0.8
 
 
+def test_a_t2_on_a_grid_of_its_own_is_resampled(client: TestClient,
+                                                case_files: dict[str, Path]) -> None:
+    """A T2 of 3 mm slices (a scanner's own grid) is brought onto the T1's and the
+    result says so; the outline keeps the T1's grid."""
+    t2 = np.asarray(nib.load(str(case_files["t2"])).dataobj, dtype=np.float32)
+    z = t2.shape[2] // 2 * 2
+    coarse = t2[:, :, :z].reshape(*t2.shape[:2], z // 2, 2).mean(3)
+    aff = AFFINE.copy()
+    aff[:3, 2] *= 2
+    aff[:3, 3] += AFFINE[:3, 2] * 0.5
+    files = _four(case_files, ref=True)
+    files[2] = ("files", (case_files["t2"].name, _nifti_bytes(coarse, aff)))
+    r = client.post("/api/jobs", files=files, data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    assert "the T2 lay on a grid of its own" in job["result"]["warning"]
+    lab = _load(client.get(job["urls"]["download"]).content)
+    assert lab.shape == SHAPE and np.allclose(lab.affine, AFFINE)
+
+
 def test_download_is_native_geometry_in_chosen_convention(client: TestClient,
                                                           done_job: dict[str, Any]) -> None:
     case = small_case()

@@ -28,7 +28,14 @@ import numpy as np
 
 from braintumor import labels as L
 from braintumor.errors import InputError
-from braintumor.io import Volume, is_nifti, load_label_nifti, load_nifti, strip_nifti_suffix
+from braintumor.io import (
+    Volume,
+    is_nifti,
+    load_label_nifti,
+    load_nifti,
+    resample_onto,
+    strip_nifti_suffix,
+)
 
 #: Fixed channel order of every Case image.
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -39,6 +46,8 @@ MODALITY_NAMES = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
 OPTIONAL_MODALITIES: tuple[str, ...] = ("t1", "t2")
 REQUIRED_MODALITIES: tuple[str, ...] = ("t1ce", "flair")
 STAND_IN = {"t1": "t1ce", "t2": "flair"}
+#: a modality on another grid must cover this share of the reference's brain
+MIN_COVER = 0.9
 
 #: file-name suffix -> modality, per naming
 SUFFIXES_2021 = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
@@ -95,6 +104,8 @@ class Case:
     source: CaseSource | None = None
     #: modalities the scan lacks (their channels hold a stand-in: :data:`STAND_IN`)
     missing: tuple[str, ...] = ()
+    #: modalities read from another grid and resampled onto the reference's
+    regridded: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -223,11 +234,16 @@ def _same_grid(a: Volume, b: Volume) -> bool:
 
 
 def load_case(src: CaseSource | str | Path, with_label: bool = True,
-              label_path: str | Path | None = None) -> Case:
+              label_path: str | Path | None = None, regrid: bool = True) -> Case:
     """Read a case into memory, with every consistency check.
 
-    Modalities must share one shape and affine; a label map (if present) must share it
-    too and its values must fit the convention the naming implies.
+    Modalities should share one shape and affine (the reference's: the T1, else the first
+    modality present). With ``regrid``, one whose affine differs (a series acquired on a
+    grid of its own, as a scanner's conversion leaves it) is resampled onto the
+    reference by scanner coordinates, which line up within one session, provided it
+    covers :data:`MIN_COVER` of the reference's brain; :attr:`Case.regridded` names it.
+    The same affine with another shape is refused. A label map (if present) must share
+    the reference's grid and its values must fit the convention the naming implies.
     """
     if not isinstance(src, CaseSource):
         found = discover(src)
@@ -236,6 +252,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         src = found[0]
     if label_path is not None:
         src.label_path = Path(label_path)
+    other_grid: list[str] = []
     if src.image4d is not None:
         vol = load_nifti(src.image4d, ndim=4)
         if vol.data.shape[3] != 4:
@@ -257,20 +274,26 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         ref_name = MODALITY_NAMES[present[0]]
         for m in present[1:]:
             v = vols[m]
-            if v.data.shape != ref.data.shape:
+            same_affine = bool(np.allclose(v.affine, ref.affine, atol=1e-3))
+            if v.data.shape == ref.data.shape and same_affine:
+                continue
+            if same_affine or not regrid:  # one grid claimed, another size: a wrong file
                 raise InputError(
                     f"{v.path}: shape {v.data.shape} differs from the {ref_name} image's "
                     f"{ref.data.shape}; all modalities must be co-registered on one grid."
-                )
-            if not np.allclose(v.affine, ref.affine, atol=1e-3):
-                raise InputError(
+                    if v.data.shape != ref.data.shape else
                     f"{v.path}: its affine (voxel-to-world geometry) differs from the "
                     f"{ref_name} image's; all modalities must be co-registered on one grid."
                 )
+            other_grid.append(m)
         # one float32 block filled in place: no second copy of 140 MB at BraTS size
         image = np.empty((len(MODALITIES), *ref.data.shape), np.float32)
         for i, m in enumerate(MODALITIES):
-            image[i] = vols[m if m in vols else STAND_IN[m]].data
+            if m in other_grid:  # a series of its own: onto the reference by scanner mm
+                image[i] = resample_onto(vols[m], ref.data.shape, ref.affine,
+                                         inside=ref.data != 0, min_cover=MIN_COVER)
+            else:
+                image[i] = vols[m if m in vols else STAND_IN[m]].data
         label_conv_hint = src.kind
     label = None
     conv = None
@@ -294,6 +317,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         label_convention=conv,
         source=src,
         missing=src.missing,
+        regridded=tuple(other_grid),
     )
 
 

@@ -122,9 +122,8 @@ def resample_onto_t1(paths: dict[str, Path]) -> None:
     place, when grids differ (same-session DICOM series share scanner coordinates, so
     the affines line them up; linear interpolation)."""
     import nibabel as nib
-    from scipy import ndimage
 
-    from braintumor.io import load_nifti, save_float_nifti
+    from braintumor.io import load_nifti, resample_onto, save_float_nifti
 
     present = [m for m in MODALITIES if m in paths]
     ref = load_nifti(paths[present[0]], ndim=3)
@@ -133,13 +132,8 @@ def resample_onto_t1(paths: dict[str, Path]) -> None:
         img: Any = nib.load(str(path))
         if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
             continue
-        vol = load_nifti(path, ndim=3)
-        # voxel of the reference -> mm -> voxel of this series
-        mat = np.linalg.inv(vol.affine) @ ref.affine
-        data = ndimage.affine_transform(vol.data, mat[:3, :3], offset=mat[:3, 3],
-                                        output_shape=ref.data.shape, order=1, mode="constant",
-                                        cval=0.0)
-        save_float_nifti(data.astype(np.float32), path, ref.header, ref.affine)
+        data = resample_onto(load_nifti(path, ndim=3), ref.data.shape, ref.affine)
+        save_float_nifti(data, path, ref.header, ref.affine)
 
 
 def is_dicom_file(path: Path) -> bool:

@@ -131,6 +131,34 @@ class Volume:
         return (float(zooms[0]), float(zooms[1]), float(zooms[2]))
 
 
+def resample_onto(vol: Volume, shape: tuple[int, ...], affine: np.ndarray,
+                  inside: np.ndarray | None = None, min_cover: float = 0.0) -> np.ndarray:
+    """``vol``'s data on the grid ``(shape, affine)``, by scanner coordinates (images of
+    one session line up through their affines; linear interpolation, 0 outside).
+
+    ``inside``: a boolean mask on that grid (the reference's brain); when fewer than
+    ``min_cover`` of its voxels fall within ``vol``'s field of view, raise
+    :class:`InputError`: the images do not share one scanner space.
+    """
+    from scipy import ndimage
+
+    mat = np.linalg.inv(np.asarray(vol.affine, float)) @ np.asarray(affine, float)
+    if inside is not None and min_cover > 0:
+        pts = np.argwhere(inside)[:: max(1, int(inside.sum()) // 20000)]
+        if len(pts):
+            ijk = pts @ mat[:3, :3].T + mat[:3, 3]
+            within = np.all((ijk > -0.5) & (ijk < np.array(vol.data.shape[:3]) - 0.5), axis=1)
+            if within.mean() < min_cover:
+                raise InputError(
+                    f"{vol.path}: lies on another grid and, by its scanner coordinates, "
+                    f"covers only {100 * within.mean():.0f} % of the brain of the image it "
+                    "should match; co-register the modalities first.")
+    out = ndimage.affine_transform(vol.data.astype(np.float32), mat[:3, :3], offset=mat[:3, 3],
+                                   output_shape=tuple(shape[:3]), order=1, mode="constant",
+                                   cval=0.0)
+    return np.asarray(out, dtype=np.float32)
+
+
 def _open_nifti(path: Path) -> nib.Nifti1Image:
     if not path.exists():
         raise InputError(f"{path}: file not found.")

@@ -93,6 +93,21 @@ def missing_modality_note(missing: tuple[str, ...], method: str) -> str:
             f"tuned for scans without it{measured}{why}")
 
 
+def regrid_note(case: Case) -> str | None:
+    """The warning for a case some of whose modalities came on grids of their own."""
+    from braintumor.cases import MODALITIES, MODALITY_NAMES
+
+    if not case.regridded:
+        return None
+    ref = next(m for m in MODALITIES if m not in case.missing)
+    names = " and ".join(MODALITY_NAMES[m] for m in case.regridded)
+    return (f"the {names} lay on {'grids' if len(case.regridded) > 1 else 'a grid'} of "
+            f"{'their' if len(case.regridded) > 1 else 'its'} own and "
+            f"{'were' if len(case.regridded) > 1 else 'was'} resampled onto the "
+            f"{MODALITY_NAMES[ref]}'s by scanner coordinates, which line up within one "
+            "session; images from different sessions must be co-registered first")
+
+
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             resample: bool = True, **options: Any) -> SegmentationResult:
     """Segment ``case`` with ``method``; labels come back in the case's native grid.
@@ -139,7 +154,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     result.info.setdefault("method", method)
     if case.missing:
         result.info["missing"] = list(case.missing)
-    parts = [result.info.get("warning"), redirect,
+    parts = [result.info.get("warning"), redirect, regrid_note(case),
              skull_strip_warning(case.image, case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)
