@@ -175,3 +175,24 @@ def test_training_data_must_have_all_four(files: dict[str, Path], tmp_path: Path
     with pytest.raises(InputError, match="missing the T2 modality"):
         build_cache(data, tmp_path / "cache", progress=False)
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_the_study_fills_in_or_flags_missing_channels(tmp_path: Path) -> None:
+    import json
+
+    from braintumor.missing_study import fold_params, without
+
+    case = small_case(seed=1)
+    cnn_input = without(case, ("t1", "t2"), flag=False)
+    assert cnn_input.missing == () and case.missing == ()
+    assert np.array_equal(cnn_input.image[0], case.image[1])  # T1 <- T1ce
+    assert np.array_equal(cnn_input.image[2], case.image[3])  # T2 <- FLAIR
+    assert np.array_equal(cnn_input.image[1], case.image[1])
+    assert without(case, ("t2",), flag=True).missing == ("t2",)
+    folder = tmp_path / "without_t2"
+    folder.mkdir()
+    (folder / "cv_params.json").write_text(json.dumps({
+        "0": {"test": ["A", "A_healthy"], "params": {"wt_hi": 2.0}},
+        "1": {"test": ["B"], "params": {"wt_hi": 3.0}}}))
+    got = fold_params(("t2",), tmp_path)
+    assert got["A"] == {"wt_hi": 2.0} and got["B"] == {"wt_hi": 3.0}

@@ -433,6 +433,25 @@ def test_dicom_zip_is_converted_matched_and_anonymised(client: TestClient,
     assert again.status_code == 409
 
 
+def test_dicom_study_without_its_t1(client: TestClient, tmp_path: Path) -> None:
+    """Leaving the T1 series out of the assignment runs the watershed on the other three,
+    on the T1ce's grid."""
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))],
+                    data={"method": "threshold", "confirm_series": "true"})
+    job = r.json()
+    choice = {s["id"]: s["guess"] for s in job["inputs"]["series"] if s["guess"] != "t1"}
+    r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
+    assert r.status_code == 200, r.text
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done", done
+    assert done["result"]["method"] == "watershed"
+    assert "no T1 image" in done["result"]["warning"]
+    assert sorted(done["urls"]["images"]) == ["flair", "t1ce", "t2"]
+
+
 def test_loose_dicom_files_of_several_series_are_a_study(client: TestClient,
                                                         tmp_path: Path) -> None:
     """The DICOM files of a study sent as they are (no zip) are converted and matched as

@@ -1,0 +1,115 @@
+"""Held-out accuracy on scans without their T1 or T2.
+
+    python -m braintumor.missing_study [--runs runs/compact_gpu] [--out experiments/missing]
+
+For every shared BraTS case and every way of lacking modalities (none, T1, T2, both):
+
+* ``watershed``: the watershed with the parameters that its own cross-validation for
+  that input (``python -m braintumor.watershed_tune tune --without ...``, read from
+  ``experiments/watershed[/without_*]/cv_params.json``) chose without this case, on the
+  case with its missing channels ignored, as ``segment()`` runs it;
+* ``cnn``: the fold model of ``--runs`` that did not train on the case, fast-mode
+  settings, the shipped postprocessing, each missing modality filled in from its
+  stand-in (:data:`braintumor.cases.STAND_IN`: T1 from T1ce, T2 from FLAIR), which is
+  what running the CNN on such a scan would have to do.
+
+Scored in native space with :func:`braintumor.metrics.score_case`; writes ``cases.json``
+and ``table.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
+
+REGIONS = ("WT", "TC", "ET")
+CONDITIONS: dict[str, tuple[str, ...]] = {"all four": (), "no T1": ("t1",),
+                                           "no T2": ("t2",), "no T1, no T2": ("t1", "t2")}
+
+
+def without(case: Case, missing: tuple[str, ...], flag: bool) -> Case:
+    """``case`` with the ``missing`` channels replaced by their stand-ins; ``flag``: also
+    mark them missing (so the watershed ignores them), else leave the CNN to read them."""
+    image = case.image.copy()
+    for m in missing:
+        image[MODALITIES.index(m)] = image[MODALITIES.index(STAND_IN[m])]
+    return replace(case, image=image, missing=missing if flag else ())
+
+
+def fold_params(missing: tuple[str, ...], root: Path) -> dict[str, dict[str, Any]]:
+    """case id -> the watershed parameters its CV fold chose without it."""
+    folder = root / ("without_" + "_".join(missing)) if missing else root
+    chosen = json.loads((folder / "cv_params.json").read_text())
+    return {cid: f["params"] for f in chosen.values() for cid in f["test"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from braintumor.metrics import score_case
+    from braintumor.segment import segment
+    from braintumor.watershed import cnn_postprocess
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", default="runs/compact_gpu")
+    ap.add_argument("--data", default="../shared/data/brats2018")
+    ap.add_argument("--watershed", default="experiments/watershed")
+    ap.add_argument("--out", default="experiments/missing")
+    ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
+    ap.add_argument("--inputs", default=",".join(CONDITIONS),
+                    help="only these inputs (comma-separated names of CONDITIONS)")
+    args = ap.parse_args(argv)
+    conditions = {n: CONDITIONS[n] for n in args.inputs.split(",")}
+    folds = sorted(Path(args.runs).glob("fold[0-9]*"))
+    held = {cid: f for f in folds
+            for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
+    sources = {s.case_id: s for s in discover(args.data)}
+    params = {name: fold_params(miss, Path(args.watershed))
+              for name, miss in conditions.items()}
+    post = cnn_postprocess(None)
+    rows: list[dict[str, Any]] = []
+    for cid in sorted(c for c in held if not args.cases or c in args.cases.split(",")):
+        case = load_case(sources[cid])
+        assert case.label is not None
+        for name, miss in conditions.items():
+            runs = {"watershed": (without(case, miss, True), {"params": params[name][cid]}),
+                    "cnn": (without(case, miss, False),
+                            {"model": held[cid] / "last.pt", "device": "cpu", "fast": True,
+                             "post": post})}
+            for method, (c, options) in runs.items():
+                res = segment(c, method, **options)
+                sc = score_case(res.labels, case.label, case.spacing)
+                row = {"case": cid, "input": name, "method": method,
+                       **{r: round(sc[r]["dice"], 4) for r in REGIONS},
+                       **{f"{r}_hd95": round(sc[r]["hd95"], 2) for r in REGIONS}}
+                rows.append(row)
+                print(row, flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cases.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| input | method | WT | TC | ET | HD95 WT / TC / ET (mm) | worst case WT / TC |",
+             "|---|---|---|---|---|---|---|"]
+    for name in conditions:
+        for method, label in (("watershed", "watershed tuned for it"),
+                              ("cnn", "CNN, missing image filled in")):
+            sel = [r for r in rows if r["input"] == name and r["method"] == method]
+            m = {k: float(np.mean([r[k] for r in sel]))
+                 for k in [*REGIONS, *(f"{x}_hd95" for x in REGIONS)]}
+            lines.append(
+                f"| {name} | {label if name != 'all four' else method} | {m['WT']:.3f} | "
+                f"{m['TC']:.3f} | {m['ET']:.3f} | {m['WT_hd95']:.1f} / {m['TC_hd95']:.1f} / "
+                f"{m['ET_hd95']:.1f} | {min(r['WT'] for r in sel):.2f} / "
+                f"{min(r['TC'] for r in sel):.2f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
