@@ -59,8 +59,9 @@ def parse_size(text: str | None) -> tuple[int, int, int] | None:
 def choose_method(requested: str, available: list[str], model_installed: bool) -> str:
     """The method ``auto`` stands for, or ``requested`` when it can run.
 
-    ``auto``: the CNN when it and its shipped model are installed (the best segmenter),
-    else the hybrid when it can get CNN probabilities, else the watershed.
+    ``auto``: the CNN when it and its shipped model are installed (the shipped model,
+    as ``predict``'s default; the hybrid is more accurate and slower), else the hybrid
+    when it can get CNN probabilities, else the watershed.
     """
     from braintumor.errors import BrainTumorError
 

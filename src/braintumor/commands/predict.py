@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="case folder, dataset folder, 4D NIfTI, DICOM study folder, or 2D image(s)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--method", default="cnn", choices=["cnn", "watershed", "hybrid"],
-                   help="segmenter (default: cnn, the shipped model)")
+                   help="segmenter (default: cnn, the shipped model; hybrid, about 4 s more "
+                        "a case on a CPU, is the most accurate: README, Results)")
     p.add_argument("--labels", default="brats2021", choices=["brats2021", "brats2023"],
                    help="label values written (2021: ET=4; 2023: ET=3)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
