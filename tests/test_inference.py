@@ -525,3 +525,40 @@ def test_predict_cli_on_thick_slices_keeps_their_grid(tmp_path: Path, tiny_model
     assert img.shape == ref.shape == (48, 56, 13)
     np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
     assert "1 mm resampling of its 1x1x3 mm voxels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", [(1, 2, 0), (2, 0, 1), (0, 2, 1)])
+def test_sagittal_and_coronal_storage_is_segmented_in_axial_order(tiny_model: Path,
+                                                                  order: tuple) -> None:
+    """The same scan stored with its voxel axes in another order (as a sagittal or
+    coronal acquisition is) gets the same outline, transposed: every method works in
+    BraTS's axial order and hands the results back on the case's own axes."""
+    from braintumor.cases import case_from_arrays
+    from braintumor.preprocess import axial_order
+    from braintumor.segment import segment
+
+    case = make_case(shape=SHAPE, seed=6)
+    aff = np.diag([-1.0, -1.0, 2.0, 1.0])  # 2 mm slices: the 1 mm grid is used too
+    aff[:3, 3] = (10.0, 20.0, -30.0)
+    base = case_from_arrays("ax", case.image[:, :, :, ::2], aff)
+    stored_aff = aff.copy()
+    stored_aff[:3, :3] = aff[:3, list(order)]
+    stored = case_from_arrays("sag", np.ascontiguousarray(
+        base.image.transpose(0, *(o + 1 for o in order))), stored_aff)
+    # axis k of the stored scan is axis order[k] of the axial one
+    assert axial_order(base.affine) is None and axial_order(stored.affine) == tuple(
+        int(i) for i in np.argsort(order))
+    for method, opts in (("watershed", {}),
+                         ("cnn", {"model": tiny_model, "device": "cpu", "uncertainty": True}),
+                         ("hybrid", {"model": tiny_model, "device": "cpu"})):
+        ref = segment(base, method, **opts)
+        got = segment(stored, method, **opts)
+        assert got.labels.shape == stored.shape
+        assert np.array_equal(got.labels, ref.labels.transpose(order)), method
+        assert got.info["axes_transposed"] == list(axial_order(stored.affine) or ())
+        if method == "cnn":
+            assert got.probabilities is not None and ref.probabilities is not None
+            assert np.allclose(got.probabilities,
+                               ref.probabilities.transpose(0, *(o + 1 for o in order)))
+            assert got.uncertainty is not None and ref.uncertainty is not None
+            assert np.allclose(got.uncertainty, ref.uncertainty.transpose(order))

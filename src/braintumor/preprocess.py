@@ -160,6 +160,44 @@ def resample_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return labels[np.ix_(*idx)]
 
 
+def axial_order(affine: np.ndarray) -> tuple[int, int, int] | None:
+    """The transposition that puts the voxel axes of ``affine`` in the order of BraTS's
+    arrays (left-right, anterior-posterior, inferior-superior: the slices axial), or None
+    when they are in that order already. Directions (flips) are left as they are."""
+    import nibabel as nib
+
+    world = nib.orientations.io_orientation(np.asarray(affine, float))[:, 0]
+    if np.isnan(world).any():
+        return None
+    order = tuple(int(np.where(world == j)[0][0]) for j in range(3))
+    return None if order == (0, 1, 2) else order  # type: ignore[return-value]
+
+
+def in_axial_order(case: Any, order: tuple[int, int, int]) -> Any:
+    """``case`` (a :class:`braintumor.cases.Case`) with its voxel axes transposed by
+    ``order`` (:func:`axial_order`): the same voxels, the same world positions."""
+    from braintumor.cases import Case
+
+    image = np.ascontiguousarray(case.image.transpose(0, *(o + 1 for o in order)))
+    affine = case.affine.copy()
+    affine[:3, :3] = case.affine[:3, list(order)]
+    spacing = tuple(float(case.spacing[o]) for o in order)
+    header = case.header.copy()
+    header.set_data_shape(image.shape[1:])
+    header.set_zooms(spacing)
+    label = None if case.label is None else np.ascontiguousarray(case.label.transpose(order))
+    return Case(case_id=case.case_id, image=image, affine=affine, spacing=spacing,  # type: ignore[arg-type]
+                header=header, label=label, missing=case.missing)
+
+
+def from_axial_order(array: np.ndarray, order: tuple[int, int, int]) -> np.ndarray:
+    """Undo :func:`in_axial_order` on a ``(X, Y, Z)`` or ``(C, X, Y, Z)`` array."""
+    back = tuple(int(i) for i in np.argsort(order))
+    if array.ndim == 4:
+        return np.ascontiguousarray(array.transpose(0, *(b + 1 for b in back)))
+    return np.ascontiguousarray(array.transpose(back))
+
+
 def on_model_grid(case: Any) -> Any | None:
     """``case`` (a :class:`braintumor.cases.Case`) resampled to the 1 mm model grid over
     the same field of view (image linear; no label), or None when it is already on it."""

@@ -118,12 +118,18 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     (nearest voxel), probabilities and uncertainty (linear) are brought back; the
     held-out effect is in the README. A scan that does not look skull-stripped is
     segmented all the same, with ``info["warning"]`` saying so
-    (:func:`braintumor.preprocess.skull_strip_warning`). A case without its T1 or T2
+    (:func:`braintumor.preprocess.skull_strip_warning`). A case stored with its voxel
+    axes in another order than BraTS's (sagittal or coronal slices) is segmented
+    transposed to axial order and the results transposed back
+    (``info["axes_transposed"]``). A case without its T1 or T2
     (``case.missing``) is segmented by the watershed tuned for that, whatever ``method``
     asks, and ``info["warning"]`` says so with its held-out accuracy.
     """
     from braintumor.preprocess import (
         MODEL_SPACING_MM,
+        axial_order,
+        from_axial_order,
+        in_axial_order,
         on_model_grid,
         resample_labels,
         resample_to,
@@ -137,16 +143,27 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             method = "watershed"
             options = {k: v for k, v in options.items() if k == "params"}
     fn = get_method(method)
-    work = on_model_grid(case) if resample and method in MODEL_GRID_METHODS else None
-    result = fn(case if work is None else work, progress=progress, **options)
+    # the methods were built on BraTS's axial arrays: a scan stored sagittally or
+    # coronally is transposed to that order (no interpolation) and back afterwards
+    order = axial_order(case.affine) if method in MODEL_GRID_METHODS else None
+    axial = case if order is None else in_axial_order(case, order)
+    work = on_model_grid(axial) if resample and method in MODEL_GRID_METHODS else None
+    result = fn(axial if work is None else work, progress=progress, **options)
     if work is not None:
-        result.labels = resample_labels(result.labels, case.shape)
+        result.labels = resample_labels(result.labels, axial.shape)
         if result.probabilities is not None:
-            result.probabilities = np.clip(resample_to(result.probabilities, case.shape), 0, 1)
+            result.probabilities = np.clip(resample_to(result.probabilities, axial.shape), 0, 1)
         if result.uncertainty is not None:
-            result.uncertainty = resample_to(result.uncertainty[None], case.shape)[0]
+            result.uncertainty = resample_to(result.uncertainty[None], axial.shape)[0]
         result.info["resampled_to_mm"] = MODEL_SPACING_MM
         result.info["grid"] = list(work.shape)
+    if order is not None:
+        result.labels = from_axial_order(result.labels, order)
+        if result.probabilities is not None:
+            result.probabilities = from_axial_order(result.probabilities, order)
+        if result.uncertainty is not None:
+            result.uncertainty = from_axial_order(result.uncertainty, order)
+        result.info["axes_transposed"] = list(order)
     if result.labels.shape != case.shape:
         raise RuntimeError(
             f"{method} returned shape {result.labels.shape} for a case of shape {case.shape}"
