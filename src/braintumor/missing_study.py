@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
+from braintumor.resolution_study import held_out_folds
 
 REGIONS = ("WT", "TC", "ET")
 CONDITIONS: dict[str, tuple[str, ...]] = {"all four": (), "no T1": ("t1",),
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only these inputs (comma-separated names of CONDITIONS)")
     args = ap.parse_args(argv)
     conditions = {n: CONDITIONS[n] for n in args.inputs.split(",")}
-    folds = sorted(Path(args.runs).glob("fold[0-9]*"))
-    held = {cid: f for f in folds
-            for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
+    held = held_out_folds(args.runs)
     sources = {s.case_id: s for s in discover(args.data)}
     params = {name: fold_params(miss, Path(args.watershed))
               for name, miss in conditions.items()}

@@ -56,6 +56,13 @@ def coarsen(case: Case, factors: tuple[int, int, int]) -> Case:
                 spacing=spacing, header=hdr, label=lab)  # type: ignore[arg-type]
 
 
+def held_out_folds(runs: str | Path) -> dict[str, Path]:
+    """case id -> the fold run folder of ``runs`` whose model did not train on it."""
+    folds = sorted(Path(runs).glob("fold[0-9]*"))
+    return {cid: f for f in folds
+            for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     from braintumor.metrics import score_case
     from braintumor.segment import segment
@@ -67,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="experiments/resolution")
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
-    folds = sorted(Path(args.runs).glob("fold[0-9]*"))
-    held = {cid: f for f in folds
-            for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
+    held = held_out_folds(args.runs)
     sources = {s.case_id: s for s in discover(args.data)}
     conditions: dict[str, tuple[int, int, int]] = {"1mm": (1, 1, 1), "thick": (1, 1, 3),
                                                    "2mm": (2, 2, 2)}
