@@ -434,7 +434,10 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 #: the fields of :class:`WatershedParams` that differ from the defaults for scans without
 #: T1, T2 or both, chosen by ``python -m braintumor.watershed_tune tune --without ...``
 #: (``experiments/watershed/without_*/params.json``)
-TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {}
+TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
+    ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413},
+    ("t2",): {"sigma": 0.4836, "grad_sigma": 0.7329, "et_t1c": 0.7215},
+}
 
 
 def params_without(missing: Sequence[str]) -> WatershedParams:
