@@ -437,6 +437,7 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
     ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413},
     ("t2",): {"sigma": 0.4836, "grad_sigma": 0.7329, "et_t1c": 0.7215},
+    ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823},
 }
 
 
