@@ -32,7 +32,7 @@ from braintumor.resolution_study import held_out_folds
 
 REGIONS = ("WT", "TC", "ET")
 CONDITIONS: dict[str, tuple[str, ...]] = {"all four": (), "no T1": ("t1",),
-                                           "no T2": ("t2",), "no T1, no T2": ("t1", "t2")}
+                                           "no T2": ("t2",), "neither T1 nor T2": ("t1", "t2")}
 
 
 def without(case: Case, missing: tuple[str, ...], flag: bool) -> Case:

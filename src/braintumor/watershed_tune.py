@@ -28,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,14 @@ class Prepared:
         self.label = case.label
         self.spacing = case.spacing
         self.total = int(np.prod(d["shape"]))
+        image = case.image
+        if missing:  # as load_case fills them in, so the brain mask is the one a user's gets
+            from braintumor.cases import MODALITIES, STAND_IN
+
+            image = image.copy()
+            for m in missing:
+                image[MODALITIES.index(m)] = image[MODALITIES.index(STAND_IN[m])]
+            case = replace(case, image=image)
         bn = brain_mask(case.image)
         self.grid = make_grid(bn, case.spacing, factor)
         self.brain_native = bn
