@@ -436,7 +436,7 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 #: (``experiments/watershed/without_*/params.json``)
 TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
     ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413},
-    ("t2",): {"sigma": 0.4836, "grad_sigma": 0.7329, "et_t1c": 0.7215},
+    ("t2",): {"w_t1": 0.7405, "rim_core_close": 2},
     ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823},
 }
 
