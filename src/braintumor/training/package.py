@@ -342,6 +342,10 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
   resampling and the labels written back on their own grid; coarse scans stay less
   accurate (3 mm slices: WT 0.828, TC 0.726, ET 0.583 held out, against 0.840 / 0.712 /
   0.580 at 1 mm and 0.752 / 0.621 / 0.483 without the resampling; `experiments/resolution/`).
+- All four modalities are needed: with a missing one filled in from its neighbour the
+  model fails (held out, T1 from T1ce: WT 0.768, TC 0.548, ET 0.385; T2 from FLAIR:
+  0.680 / 0.559 / 0.549; `experiments/missing/`), so a scan without its T1 or T2 is
+  given to the watershed tuned for it instead, with a warning, and never to this model.
 - Bright FLAIR artefacts (e.g. posterior fossa on some scanners) can become false edema.
 
 ## With the watershed (`--method hybrid`)
