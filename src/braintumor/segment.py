@@ -145,7 +145,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         redirect = missing_modality_note(case.missing, method)
         if method != "watershed":
             method = "watershed"
-            options = {k: v for k, v in options.items() if k == "params"}
+            options = {}  # the watershed tuned for this input, whatever was asked of the other
     fn = get_method(method)
     # the methods were built on BraTS's axial arrays: a scan stored sagittally or
     # coronally is transposed to that order (no interpolation) and back afterwards
