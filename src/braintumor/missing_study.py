@@ -25,12 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
-from braintumor.resolution_study import held_out_folds
+from braintumor.resolution_study import held_out_folds, mean_cells, scores
 
-REGIONS = ("WT", "TC", "ET")
 CONDITIONS: dict[str, tuple[str, ...]] = {"all four": (), "no T1": ("t1",),
                                            "no T2": ("t2",), "neither T1 nor T2": ("t1", "t2")}
 
@@ -52,7 +49,6 @@ def fold_params(missing: tuple[str, ...], root: Path) -> dict[str, dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    from braintumor.metrics import score_case
     from braintumor.segment import segment
     from braintumor.watershed import cnn_postprocess
 
@@ -82,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                              "post": post})}
             for method, (c, options) in runs.items():
                 res = segment(c, method, **options)
-                sc = score_case(res.labels, case.label, case.spacing)
                 row = {"case": cid, "input": name, "method": method,
-                       **{r: round(sc[r]["dice"], 4) for r in REGIONS},
-                       **{f"{r}_hd95": round(sc[r]["hd95"], 2) for r in REGIONS}}
+                       **scores(res.labels, case)}
                 rows.append(row)
                 print(row, flush=True)
     out = Path(args.out)
@@ -97,13 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         for method, label in (("watershed", "watershed tuned for it"),
                               ("cnn", "CNN, missing image filled in")):
             sel = [r for r in rows if r["input"] == name and r["method"] == method]
-            m = {k: float(np.mean([r[k] for r in sel]))
-                 for k in [*REGIONS, *(f"{x}_hd95" for x in REGIONS)]}
             lines.append(
-                f"| {name} | {label if name != 'all four' else method} | {m['WT']:.3f} | "
-                f"{m['TC']:.3f} | {m['ET']:.3f} | {m['WT_hd95']:.1f} / {m['TC_hd95']:.1f} / "
-                f"{m['ET_hd95']:.1f} | {min(r['WT'] for r in sel):.2f} / "
-                f"{min(r['TC'] for r in sel):.2f} |")
+                f"| {name} | {label if name != 'all four' else method} | {mean_cells(sel)} | "
+                f"{min(r['WT'] for r in sel):.2f} / {min(r['TC'] for r in sel):.2f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

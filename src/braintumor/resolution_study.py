@@ -56,6 +56,24 @@ def coarsen(case: Case, factors: tuple[int, int, int]) -> Case:
                 spacing=spacing, header=hdr, label=lab)  # type: ignore[arg-type]
 
 
+def scores(labels: np.ndarray, case: Case) -> dict[str, float]:
+    """Dice and HD95 (mm) per region of ``labels`` against ``case``'s label, rounded."""
+    from braintumor.metrics import score_case
+
+    assert case.label is not None
+    sc = score_case(labels, case.label, case.spacing)
+    return {**{r: round(sc[r]["dice"], 4) for r in REGIONS},
+            **{f"{r}_hd95": round(sc[r]["hd95"], 2) for r in REGIONS}}
+
+
+def mean_cells(rows: list[dict[str, Any]]) -> str:
+    """Table cells ``WT | TC | ET | HD95 WT / TC / ET`` of the rows' means."""
+    m = {k: float(np.mean([r[k] for r in rows]))
+         for k in [*REGIONS, *(f"{x}_hd95" for x in REGIONS)]}
+    return (f"{m['WT']:.3f} | {m['TC']:.3f} | {m['ET']:.3f} | {m['WT_hd95']:.1f} / "
+            f"{m['TC_hd95']:.1f} / {m['ET_hd95']:.1f}")
+
+
 def held_out_folds(runs: str | Path) -> dict[str, Path]:
     """case id -> the fold run folder of ``runs`` whose model did not train on it."""
     folds = sorted(Path(runs).glob("fold[0-9]*"))
@@ -64,7 +82,6 @@ def held_out_folds(runs: str | Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from braintumor.metrics import score_case
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
@@ -94,10 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods.split(","):
                 for rs in ((True,) if cond == "1mm" else (False, True)):
                     res = segment(c, method, resample=rs, **options[method])
-                    sc = score_case(res.labels, c.label, c.spacing)
                     row = {"case": cid, "condition": cond, "method": method, "resampled": rs,
-                           **{r: round(sc[r]["dice"], 4) for r in REGIONS},
-                           **{f"{r}_hd95": round(sc[r]["hd95"], 2) for r in REGIONS}}
+                           **scores(res.labels, c)}
                     rows.append(row)
                     print(row, flush=True)
     out = Path(args.out)
@@ -111,13 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                and r["method"] == method]
         if not sel:
             continue
-        m = {k: float(np.mean([r[k] for r in sel]))
-             for k in [*REGIONS, *(f"{x}_hd95" for x in REGIONS)]}
         how = "1 mm grid (resampled)" if rs and cond != "1mm" else (
             "its own grid" if cond != "1mm" else "1 mm (as is)")
-        lines.append(f"| {method} | {cond} | {how} | {m['WT']:.3f} | {m['TC']:.3f} | "
-                     f"{m['ET']:.3f} | {m['WT_hd95']:.1f} / {m['TC_hd95']:.1f} / "
-                     f"{m['ET_hd95']:.1f} |")
+        lines.append(f"| {method} | {cond} | {how} | {mean_cells(sel)} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
