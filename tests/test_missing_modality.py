@@ -217,3 +217,18 @@ def test_shipped_parameters_are_the_ones_the_cv_chose() -> None:
         means = [float(line.split("|")[2]) for line in table.splitlines()
                  if line.startswith(("| WT", "| TC", "| ET"))]
         assert tuple(means) == WITHOUT_ACCURACY[key]
+
+
+def test_an_empty_outline_without_t2_does_not_read_as_no_tumour(tmp_path: Path) -> None:
+    from braintumor.phantom import make_case
+
+    case = make_case(shape=(64, 72, 56), seed=2, tumour=False)
+    case.image[2] = case.image[3]
+    case.missing = ("t2",)
+    res = segment(case, "cnn")
+    assert not res.labels.any()
+    assert "the watershed found no tumour, which on such a scan does not rule one out (" \
+        in res.info["warning"]
+    with_tumour = segment(load_case(_folder_without(
+        write_case_files(small_case(seed=3), tmp_path / "full"), tmp_path / "C", ("t2",))))
+    assert with_tumour.labels.any() and "found no tumour" not in with_tumour.info["warning"]

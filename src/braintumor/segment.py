@@ -175,6 +175,11 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     result.info.setdefault("method", method)
     if case.missing:
         result.info["missing"] = list(case.missing)
+    if redirect and not result.labels.any():
+        redirect += ("; the watershed found no tumour, which on such a scan does not rule "
+                     "one out" + (" (without its T2 one of the 14 test cases, "
+                                  "Brats18_2013_20_1, was missed whole)"
+                                  if "t2" in case.missing else ""))
     parts = [result.info.get("warning"), redirect, regrid_note(case),
              skull_strip_warning(case.image, case.spacing)]
     if any(parts):
