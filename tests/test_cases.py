@@ -282,3 +282,47 @@ def test_case_from_arrays_geometry() -> None:
     assert case.spacing == (0.5, 2.0, 3.0)
     assert case.voxel_volume_ml == pytest.approx(0.003)
     np.testing.assert_allclose(case.header.get_best_affine(), aff)
+
+
+SERIES_NAMES = {"t1": "3_AX_T1_SE.nii.gz", "t1ce": "4_AX_T1_SE_POST_GAD.nii.gz",
+                "t2": "5_AX_T2_TSE.nii.gz", "flair": "7_AX_T2_FLAIR.nii"}
+
+
+def _write_series_folder(folder: Path, names: dict[str, str], seg: str | None = None) -> Path:
+    folder.mkdir(parents=True)
+    img = _image(2)
+    for m, name in names.items():
+        nib.save(nib.Nifti1Image(img[MODALITIES.index(m)].astype(np.int16), BRATS_AFF),
+                 str(folder / name))
+    if seg:
+        nib.save(nib.Nifti1Image(L.from_internal(_labels(2), "brats2021"), BRATS_AFF),
+                 str(folder / seg))
+    return folder
+
+
+def test_a_folder_of_series_named_by_their_modality(tmp_path: Path) -> None:
+    """Files named as a converter names series (not BraTS's names) make one case, named
+    after the folder, read with the web page's rules; a 'seg' file is its label map."""
+    folder = _write_series_folder(tmp_path / "patient7", SERIES_NAMES, seg="seg.nii.gz")
+    (src,) = discover(folder)
+    assert src.case_id == "patient7" and src.kind == "named"
+    assert {m: p.name for m, p in src.modality_paths.items()} == SERIES_NAMES
+    case = load_case(src)
+    assert np.array_equal(case.image, _image(2)) and case.missing == ()
+    assert case.label is not None and np.array_equal(case.label, _labels(2))
+    three = _write_series_folder(tmp_path / "p8", {m: n for m, n in SERIES_NAMES.items()
+                                                   if m != "t1"})
+    assert load_case(three).missing == ("t1",)
+
+
+@pytest.mark.parametrize("names,says", [
+    ({"t1": "a_T1.nii.gz", "t1ce": "b_T1.nii.gz", "flair": "c_FLAIR.nii.gz"},
+     "a_T1.nii.gz: T1, b_T1.nii.gz: T1, c_FLAIR.nii.gz: FLAIR"),
+    ({"t1": "scan1.nii.gz", "flair": "scan2_flair.nii.gz"}, "scan1.nii.gz: ?"),
+    ({"t1": "t1.nii.gz", "t2": "t2.nii.gz"}, "missing the T1ce, FLAIR modalities")])
+def test_unclear_or_incomplete_series_names_are_one_sentence(tmp_path: Path, names: dict,
+                                                             says: str) -> None:
+    folder = _write_series_folder(tmp_path / "px", names)
+    with pytest.raises(InputError) as err:
+        discover(folder)
+    assert says in str(err.value)

@@ -232,3 +232,20 @@ def test_an_empty_outline_without_t2_does_not_read_as_no_tumour(tmp_path: Path) 
     with_tumour = segment(load_case(_folder_without(
         write_case_files(small_case(seed=3), tmp_path / "full"), tmp_path / "C", ("t2",))))
     assert with_tumour.labels.any() and "found no tumour" not in with_tumour.info["warning"]
+
+
+def test_predict_on_a_folder_of_series_named_by_their_modality(files: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    folder = tmp_path / "patient9"
+    folder.mkdir()
+    names = {"t1ce": "4_AX_T1_POST_GAD.nii.gz", "t2": "5_AX_T2_TSE.nii.gz",
+             "flair": "7_AX_T2_FLAIR.nii.gz"}
+    for m, name in names.items():
+        shutil.copyfile(files[m], folder / name)
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "-o", str(out), "--method", "watershed"]) == 0
+    lab = nib.load(str(out / "patient9.nii.gz"))
+    full = load_case(files["t1"].parent)
+    assert lab.shape == full.shape and np.allclose(lab.affine, full.affine)
+    assert full.label is not None
+    assert dice(np.asarray(lab.dataobj) > 0, full.label > 0) > 0.8

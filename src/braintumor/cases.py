@@ -64,7 +64,7 @@ class CaseSource:
     """Where a case's files are on disk (nothing read yet)."""
 
     case_id: str
-    kind: str  # "brats2021" | "brats2023" | "msd"
+    kind: str  # "brats2021" | "brats2023" | "msd" | "named" (modality words in the names)
     modality_paths: dict[str, Path] = field(default_factory=dict)  # modality -> file
     image4d: Path | None = None  # MSD 4D file
     label_path: Path | None = None
@@ -206,8 +206,19 @@ def discover(path: str | Path) -> list[CaseSource]:
     files = sorted(f for f in p.iterdir() if f.is_file())
     sources = _source_from_files(files, p)
     if sources:
-        for s in sources:
-            check_complete(s, p)
+        try:
+            for s in sources:
+                check_complete(s, p)
+        except InputError:
+            # BraTS-like endings on a converter's series names ("7_AX_T2_FLAIR.nii"): one
+            # case whose files each read as another case; take them as one named case
+            niftis = [f for f in files if is_nifti(f.name)]
+            grouped = {f for s in sources for f in [*s.modality_paths.values(), s.label_path]}
+            if not 2 <= len(niftis) <= 5 or (len(sources) == 1 and grouped >= set(niftis)):
+                raise
+            named = _named_case(p, niftis)
+            check_complete(named, p)
+            return [named]
         return sorted(sources, key=lambda s: s.case_id)
     # a folder of case folders (or an MSD imagesTr folder)
     out: list[CaseSource] = []
@@ -221,12 +232,45 @@ def discover(path: str | Path) -> list[CaseSource]:
         if niftis and p.name.lower().startswith("images"):
             out = [CaseSource(case_id=strip_nifti_suffix(f.name), kind="msd", image4d=f,
                               label_path=_msd_label_for(f)) for f in niftis]
+        elif 2 <= len(niftis) <= 5:
+            out = [_named_case(p, niftis)]
+            check_complete(out[0], p)
     if not out:
         raise InputError(
             f"{p}: holds no BraTS case (expected files such as <case>_t1.nii.gz ... "
             "_flair.nii.gz or <case>-t1n.nii.gz ... -t2f.nii.gz)."
         )
     return sorted(out, key=lambda s: s.case_id)
+
+
+_LABEL_WORDS = re.compile(r"(^|[^a-z])(seg|label|labels|mask)([^a-z]|$)", re.IGNORECASE)
+
+
+def _named_case(folder: Path, niftis: list[Path]) -> CaseSource:
+    """One case from a folder of NIfTI files named by their modality in other words than
+    BraTS's (``3_AX_T2_FLAIR.nii.gz``, ``t1_mprage_post.nii``, as converters name series),
+    read with the web page's rules; a file named seg, label or mask is the label map."""
+    from braintumor.dicom import detect_modality
+
+    labels = [f for f in niftis if _LABEL_WORDS.search(strip_nifti_suffix(f.name))]
+    images = [f for f in niftis if f not in labels]
+    guess = {f: detect_modality(f.name) for f in images}
+    by_mod: dict[str, list[Path]] = {}
+    for f, m in guess.items():
+        if m:
+            by_mod.setdefault(m, []).append(f)
+    unclear = len(labels) > 1 or any(m is None for m in guess.values()) or \
+        any(len(v) > 1 for v in by_mod.values())
+    if unclear:
+        listing = ", ".join(f"{f.name}: {MODALITY_NAMES[m] if m else '?'}"
+                            for f, m in guess.items())
+        raise InputError(
+            f"{folder}: its NIfTI files do not name their modalities clearly ({listing}); "
+            "name them <case>_t1.nii.gz, <case>_t1ce.nii.gz, <case>_t2.nii.gz and "
+            "<case>_flair.nii.gz.")
+    return CaseSource(case_id=folder.name, kind="named",
+                      modality_paths={m: v[0] for m, v in by_mod.items()},
+                      label_path=labels[0] if labels else None)
 
 
 def _same_grid(a: Volume, b: Volume) -> bool:
@@ -294,7 +338,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
                                          inside=ref.data != 0, min_cover=MIN_COVER)
             else:
                 image[i] = vols[m if m in vols else STAND_IN[m]].data
-        label_conv_hint = src.kind
+        label_conv_hint = src.kind if src.kind in ("brats2021", "brats2023") else None
     label = None
     conv = None
     if with_label and src.label_path is not None:
