@@ -326,3 +326,20 @@ def test_unclear_or_incomplete_series_names_are_one_sentence(tmp_path: Path, nam
     with pytest.raises(InputError) as err:
         discover(folder)
     assert says in str(err.value)
+
+
+def test_a_dataset_of_series_folders(tmp_path: Path) -> None:
+    """Patients' folders of series named by their modality are one case each; a folder
+    of earlier outputs beside them is no case and no error."""
+    root = tmp_path / "exports"
+    _write_series_folder(root / "P1", SERIES_NAMES)
+    _write_series_folder(root / "P2", {m: n for m, n in SERIES_NAMES.items() if m != "t2"})
+    out = root / "out"
+    out.mkdir()
+    for name in ("P1.nii.gz", "P2.nii.gz"):
+        nib.save(nib.Nifti1Image(_labels(0), BRATS_AFF), str(out / name))
+    found = discover(root)
+    assert [(s.case_id, s.kind) for s in found] == [("P1", "named"), ("P2", "named")]
+    assert load_case(found[1]).missing == ("t2",)
+    with pytest.raises(InputError, match="do not name their modalities clearly"):
+        discover(out)  # pointed at directly, it is an error

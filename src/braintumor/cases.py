@@ -204,37 +204,25 @@ def discover(path: str | Path) -> list[CaseSource]:
         return [CaseSource(case_id=strip_nifti_suffix(p.name), kind="msd", image4d=p,
                            label_path=_msd_label_for(p))]
     files = sorted(f for f in p.iterdir() if f.is_file())
-    sources = _source_from_files(files, p)
+    sources = _brats_cases(p, files)
     if sources:
-        try:
-            for s in sources:
-                check_complete(s, p)
-        except InputError:
-            # BraTS-like endings on a converter's series names ("7_AX_T2_FLAIR.nii"): one
-            # case whose files each read as another case; take them as one named case
-            niftis = [f for f in files if is_nifti(f.name)]
-            grouped = {f for s in sources for f in [*s.modality_paths.values(), s.label_path]}
-            if not 2 <= len(niftis) <= 5 or (len(sources) == 1 and grouped >= set(niftis)):
-                raise
-            named = _named_case(p, niftis)
-            check_complete(named, p)
-            return [named]
-        return sorted(sources, key=lambda s: s.case_id)
-    # a folder of case folders (or an MSD imagesTr folder)
+        return sources
+    # a folder of case folders (BraTS-named, or series named by their modality), or an
+    # MSD imagesTr folder
     out: list[CaseSource] = []
     for sub in sorted(d for d in p.iterdir() if d.is_dir()):
-        found = _source_from_files(sorted(f for f in sub.iterdir() if f.is_file()), sub)
-        for s in found:
-            check_complete(s, sub)
+        sub_files = sorted(f for f in sub.iterdir() if f.is_file())
+        found = _brats_cases(sub, sub_files)
+        if not found and not sub.name.lower().startswith(("images", "labels")):
+            found = _named_cases(sub, sub_files, strict=False)
         out.extend(found)
     if not out:
         niftis = [f for f in files if is_nifti(f.name)]
         if niftis and p.name.lower().startswith("images"):
             out = [CaseSource(case_id=strip_nifti_suffix(f.name), kind="msd", image4d=f,
                               label_path=_msd_label_for(f)) for f in niftis]
-        elif 2 <= len(niftis) <= 5:
-            out = [_named_case(p, niftis)]
-            check_complete(out[0], p)
+        else:
+            out = _named_cases(p, files)
     if not out:
         raise InputError(
             f"{p}: holds no BraTS case (expected files such as <case>_t1.nii.gz ... "
@@ -271,6 +259,40 @@ def _named_case(folder: Path, niftis: list[Path]) -> CaseSource:
     return CaseSource(case_id=folder.name, kind="named",
                       modality_paths={m: v[0] for m, v in by_mod.items()},
                       label_path=labels[0] if labels else None)
+
+
+def _named_cases(folder: Path, files: list[Path], strict: bool = True) -> list[CaseSource]:
+    """[the folder's named case] when it holds 2 to 5 NIfTI files, else []. Unclear or
+    incomplete names raise :class:`InputError`, or, not ``strict`` (a subfolder of the
+    folder given, which may hold anything, earlier outputs say), give []."""
+    niftis = [f for f in files if is_nifti(f.name)]
+    if not 2 <= len(niftis) <= 5:
+        return []
+    try:
+        named = _named_case(folder, niftis)
+        check_complete(named, folder)
+    except InputError:
+        if strict:
+            raise
+        return []
+    return [named]
+
+
+def _brats_cases(folder: Path, files: list[Path]) -> list[CaseSource]:
+    """The BraTS-named cases among ``files`` (checked), or, where those names are only
+    BraTS-like endings of a converter's series names ("7_AX_T2_FLAIR.nii": several
+    incomplete cases, or files left over), the folder's one named case."""
+    sources = _source_from_files(files, folder)
+    try:
+        for s in sources:
+            check_complete(s, folder)
+    except InputError:
+        niftis = [f for f in files if is_nifti(f.name)]
+        grouped = {f for s in sources for f in [*s.modality_paths.values(), s.label_path]}
+        if not 2 <= len(niftis) <= 5 or (len(sources) == 1 and grouped >= set(niftis)):
+            raise
+        return _named_cases(folder, files)
+    return sorted(sources, key=lambda s: s.case_id)
 
 
 def _same_grid(a: Volume, b: Volume) -> bool:
