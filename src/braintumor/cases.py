@@ -295,10 +295,6 @@ def _brats_cases(folder: Path, files: list[Path]) -> list[CaseSource]:
     return sorted(sources, key=lambda s: s.case_id)
 
 
-def _same_grid(a: Volume, b: Volume) -> bool:
-    return a.data.shape == b.data.shape and np.allclose(a.affine, b.affine, atol=1e-3)
-
-
 def load_case(src: CaseSource | str | Path, with_label: bool = True,
               label_path: str | Path | None = None, regrid: bool = True) -> Case:
     """Read a case into memory, with every consistency check.
