@@ -106,7 +106,7 @@ def test_empty_or_foreign_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         discover(tmp_path / "nowhere")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(InputError, match="not a NIfTI"):
+    with pytest.raises(InputError, match="is not a file braintumor reads: a NIfTI volume"):
         discover(tmp_path / "notes.txt")
 
 

@@ -249,3 +249,65 @@ def test_predict_on_a_folder_of_series_named_by_their_modality(files: dict[str, 
     assert lab.shape == full.shape and np.allclose(lab.affine, full.affine)
     assert full.label is not None
     assert dice(np.asarray(lab.dataobj) > 0, full.label > 0) > 0.8
+
+
+def _blank(files: dict[str, Path], dest: Path, modality: str, value: float = 0) -> Path:
+    """A copy of the case whose ``modality`` file holds ``value`` throughout."""
+    dest.mkdir(parents=True)
+    for m, p in files.items():
+        if m == modality:
+            img = nib.load(str(p))
+            nib.save(nib.Nifti1Image(np.full(img.shape, value, np.float32), img.affine),
+                     str(dest / p.name))
+        else:
+            shutil.copyfile(p, dest / p.name)
+    return dest
+
+
+@pytest.mark.parametrize("modality", ["t1", "t2"])
+def test_a_blank_t1_or_t2_is_a_missing_one(files: dict[str, Path], tmp_path: Path,
+                                          modality: str) -> None:
+    """An empty series (all zero, or one value) gets the outline of the scan without it,
+    and the warning says the image is blank, not that it is absent."""
+    without = segment(load_case(_folder_without(files, tmp_path / "W", (modality,))))
+    for value, sub in ((0, "Z"), (412.0, "K")):
+        case = load_case(_blank(files, tmp_path / sub, modality, value))
+        assert case.missing == ()  # the file is there: only segment() looks inside
+        res = segment(case, "cnn")
+        assert res.info["method"] == "watershed" and res.info["missing"] == [modality]
+        assert np.array_equal(res.labels, without.labels)
+        name = modality.upper()
+        assert f"the scan's {name} image is blank (one value throughout)" in res.info["warning"]
+        assert f"no {name} image" not in res.info["warning"]
+    both = load_case(_blank(files, tmp_path / "B", "t1"))
+    both.image[2] = 0
+    warning = segment(both, "watershed").info["warning"]
+    assert "the scan's T1 and T2 images are blank" in warning and "without them" in warning
+    half = load_case(_folder_without(files, tmp_path / "H", ("t2",)))
+    half.image[0] = 7
+    assert "the scan has no T2 image and its T1 image is blank" in \
+        segment(half, "watershed").info["warning"]
+
+
+@pytest.mark.parametrize("modality", ["t1ce", "flair"])
+def test_a_blank_t1ce_or_flair_is_one_sentence(files: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              modality: str) -> None:
+    folder = _blank(files, tmp_path / "C", modality)
+    out = tmp_path / "out"
+    for method in ("cnn", "watershed", "hybrid"):
+        rc = main(["predict", str(folder), "-o", str(out), "--method", method])
+        err = capsys.readouterr().err
+        name = {"t1ce": "T1ce", "flair": "FLAIR"}[modality]
+        assert rc != 0 and "Traceback" not in err
+        assert f"the {name} image is blank (every voxel 0); the tumour cannot be outlined" \
+            " without it." in err
+        assert not list(out.glob("*.nii.gz"))
+
+
+def test_a_scan_of_zeros_is_refused_by_every_method(files: dict[str, Path]) -> None:
+    case = load_case(files["t1"].parent)
+    case.image[:] = 0
+    for method in ("cnn", "watershed", "hybrid"):
+        with pytest.raises(InputError, match="every voxel is zero; there is no brain"):
+            segment(case, method)

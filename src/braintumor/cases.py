@@ -20,7 +20,7 @@ the first modality present.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +29,7 @@ import numpy as np
 from braintumor import labels as L
 from braintumor.errors import InputError
 from braintumor.io import (
+    IMAGE_SUFFIXES,
     Volume,
     is_nifti,
     load_label_nifti,
@@ -106,6 +107,8 @@ class Case:
     missing: tuple[str, ...] = ()
     #: modalities read from another grid and resampled onto the reference's
     regridded: tuple[str, ...] = ()
+    #: of :attr:`missing`, those whose file was there but blank (:func:`without_blank`)
+    blank: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -196,7 +199,10 @@ def discover(path: str | Path) -> list[CaseSource]:
         raise InputError(f"{p}: no such file or folder.")
     if p.is_file():
         if not is_nifti(p.name):
-            raise InputError(f"{p}: is not a NIfTI file or a case folder.")
+            raise InputError(
+                f"{p}: is not a file braintumor reads: a NIfTI volume (.nii, .nii.gz), a "
+                f"DICOM file, a picture ({', '.join(IMAGE_SUFFIXES)}) or a case folder."
+            )
         hit = _match_brats_name(p)
         if hit is not None:
             # one modality file of a case: take its folder
@@ -381,6 +387,39 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         missing=src.missing,
         regridded=tuple(other_grid),
     )
+
+
+def without_blank(case: Case) -> Case:
+    """``case``, with any blank image (one value throughout: an empty series, a failed
+    export) taken for what it is.
+
+    A blank T1 or T2 is missing (:attr:`Case.missing`, :attr:`Case.blank`): its channel
+    gets the stand-in and the case is segmented as one without it. A blank T1ce or
+    FLAIR, or a scan blank throughout, raises :class:`InputError`: no outline can be
+    drawn from it, and an empty one would read as "no tumour".
+    """
+    values = [(float(ch.min()), float(ch.max())) for ch in case.image]
+    if all(lo == hi == 0 for lo, hi in values):
+        raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
+    blank = [m for m, (lo, hi) in zip(MODALITIES, values, strict=True)
+             if lo == hi and m not in case.missing]
+    if not blank:
+        return case
+    needed = [m for m in blank if m not in OPTIONAL_MODALITIES]
+    if needed:
+        names = " and ".join(MODALITY_NAMES[m] for m in needed)
+        value = values[MODALITIES.index(needed[0])][0]
+        raise InputError(
+            f"Case {case.case_id}: the {names} image{'s are' if len(needed) > 1 else ' is'} "
+            f"blank (every voxel {value:g}); the tumour cannot be outlined without "
+            f"{'them' if len(needed) > 1 else 'it'}."
+        )
+    image = case.image.copy()
+    for m in blank:
+        image[MODALITIES.index(m)] = image[MODALITIES.index(STAND_IN[m])]
+    missing = tuple(m for m in MODALITIES if m in case.missing or m in blank)
+    return replace(case, image=image, missing=missing, blank=tuple(blank),
+                   regridded=tuple(m for m in case.regridded if m not in blank))
 
 
 def output_name(case: Case, naming: str | None = None) -> str:

@@ -84,17 +84,25 @@ def available_methods() -> list[str]:
     return out
 
 
-def missing_modality_note(missing: tuple[str, ...], method: str) -> str:
-    """The warning for a case without some modality that ``method`` needs."""
+def missing_modality_note(missing: tuple[str, ...], method: str,
+                          blank: tuple[str, ...] = ()) -> str:
+    """The warning for a case without some modality that ``method`` needs (``blank``:
+    those of them whose image was there but blank)."""
     from braintumor.cases import MODALITY_NAMES
 
-    names = " and ".join(MODALITY_NAMES[m] for m in missing)
+    absent = " and ".join(MODALITY_NAMES[m] for m in missing if m not in blank)
+    empty = " and ".join(MODALITY_NAMES[m] for m in missing if m in blank)
+    what = " and ".join(
+        ([f"has no {absent} image"] if absent else [])
+        + ([f"{'its ' if absent else ''}{empty} image{'s are' if len(blank) > 1 else ' is'}"
+            " blank (one value throughout)"] if empty else []))
     accuracy = WITHOUT_ACCURACY.get(tuple(missing))
     measured = (f" (held out on 14 BraTS cases: Dice WT {accuracy[0]:.2f}, TC {accuracy[1]:.2f},"
                 f" ET {accuracy[2]:.2f})" if accuracy else "")
     why = "" if method == "watershed" else f"; the {method} method needs all four modalities"
-    return (f"the scan has no {names} image, so it was segmented by the watershed alone, "
-            f"tuned for scans without it{measured}{why}")
+    return (f"the scan{'' if absent else chr(39) + 's'} {what}, so it was segmented by the "
+            f"watershed alone, tuned for scans without {'them' if len(missing) > 1 else 'it'}"
+            f"{measured}{why}")
 
 
 def regrid_note(case: Case) -> str | None:
@@ -127,8 +135,12 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     transposed to axial order and the results transposed back
     (``info["axes_transposed"]``). A case without its T1 or T2
     (``case.missing``) is segmented by the watershed tuned for that, whatever ``method``
-    asks, and ``info["warning"]`` says so with its held-out accuracy.
+    asks, and ``info["warning"]`` says so with its held-out accuracy; so is one whose T1 or
+    T2 image is blank (one value throughout), while a blank T1ce or FLAIR, or a scan
+    that is zero throughout, raises :class:`InputError`
+    (:func:`braintumor.cases.without_blank`).
     """
+    from braintumor.cases import without_blank
     from braintumor.preprocess import (
         MODEL_SPACING_MM,
         axial_order,
@@ -140,9 +152,10 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         skull_strip_warning,
     )
 
+    case = without_blank(case)
     redirect = None
     if case.missing:
-        redirect = missing_modality_note(case.missing, method)
+        redirect = missing_modality_note(case.missing, method, case.blank)
         if method != "watershed":
             method = "watershed"
             options = {}  # the watershed tuned for this input, whatever was asked of the other
