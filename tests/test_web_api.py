@@ -245,6 +245,11 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert "<script" not in html.text
     assert "<th>CNN and watershed agree (Dice)</th><td>WT 0.91, TC 0.84, ET 0.42</td>" \
         in html.text
+    # the RANO diameters of the result, in the facts and as a table per lesion
+    diam = done_job["result"]["summary"]["diameters"]
+    assert f"<th>Diameters, enhancing (RANO)</th><td>{diam['ET']['text']}</td>" in html.text
+    assert f"<th>Diameters, T2/FLAIR (RANO)</th><td>{diam['WT']['text']}</td>" in html.text
+    assert "<h2>Diameters (RANO)</h2>" in html.text
     pics = [u for u in html.text.split('"') if u.endswith(".png")]
     assert len(pics) == 3
     for u in pics:

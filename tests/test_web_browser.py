@@ -196,6 +196,18 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     for k, v in expect.items():
         assert table[k] == pytest.approx(v, abs=0.006), (k, table, expect)
 
+    # the RANO diameters are the server's, and a click puts the crosshair on the slice
+    # where the largest enhancing lesion was measured
+    diam = _job(server, job_id)["result"]["summary"]["diameters"]
+    for region, sel in (("ET", "#diam-et"), ("WT", "#diam-wt")):
+        assert diam[region]["lesions"], diam
+        assert page.text_content(sel) == diam[region]["text"]
+    centre = diam["ET"]["lesions"][0]["centre_mm"]
+    page.click("#diam-et")
+    page.wait_for_timeout(300)
+    at = page.evaluate("Array.from(state.nv.frac2mm(state.nv.scene.crosshairPos)).slice(0, 3)")
+    assert np.allclose(at, centre, atol=1.0), (at, centre)
+
     # switching the modality keeps the outline on the new image
     page.click("#mod-btns button[data-mod='t1ce']")
     page.wait_for_selector("#mod-btns button.on[data-mod='t1ce']")

@@ -169,12 +169,14 @@ NOTICE = "Research software: not a medical device, not for clinical use."
 def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                  voxel_volume_ml: float, metrics: Mapping[str, Mapping[str, Any]] | None = None,
                  picture: str | Path | None = None, info: Mapping[str, Any] | None = None,
-                 stem: str = "report") -> dict[str, Path]:
+                 stem: str = "report", diameters: Mapping[str, Any] | None = None
+                 ) -> dict[str, Path]:
     """Write ``<stem>.json`` and a self-contained ``<stem>.html`` into ``out_dir``.
 
     ``labels``: internal ``(X, Y, Z)``; ``metrics``: region -> metric -> value (e.g. from
     :func:`score`); ``picture``: a PNG to embed; ``info``: method, timings, paths (a
-    ``warning`` there is set apart, as a note). The page carries :data:`NOTICE`.
+    ``warning`` there is set apart, as a note); ``diameters``: the bidimensional
+    measurements of :func:`braintumor.diameters.rano`. The page carries :data:`NOTICE`.
     Returns ``{"json": path, "html": path}``.
     """
     out = Path(out_dir)
@@ -183,6 +185,8 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     doc: dict[str, Any] = {"case": case_id, "volumes_ml": vols,
                            "metrics": {k: dict(v) for k, v in (metrics or {}).items()},
                            "info": dict(info or {})}
+    if diameters is not None:
+        doc["diameters"] = dict(diameters)
     if picture is not None:
         doc["picture"] = Path(picture).name
     jpath = out / f"{stem}.json"
@@ -210,6 +214,8 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                  + "</tr></table>")
     parts.append("<p>WT whole tumour = NCR + ED + ET; TC tumour core = NCR + ET; "
                  "ET enhancing tumour.</p>")
+    if diameters is not None:
+        parts.append(diameters_html(diameters))
     if metrics:
         cols = ["dice", "sensitivity", "specificity", "hd95"]
         extra = [c for c in ("lesion_dice", "lesion_hd95")
@@ -236,3 +242,29 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
+
+
+def diameters_html(diameters: Mapping[str, Any]) -> str:
+    """The bidimensional measurements (:func:`braintumor.diameters.rano`) as a section of
+    a report page: one row per lesion, the measured slice numbered from 1 as viewers do."""
+    from braintumor.diameters import MAX_TARGETS, MEASURABLE_MM, describe
+
+    names = {"ET": "Enhancing tumour (holes filled)", "WT": "T2/FLAIR abnormality (WT)"}
+    rows = []
+    for region, summ in diameters.items():
+        rows.append(f"<tr><th style='text-align:left' colspan='6'>"
+                    f"{html.escape(names.get(region, region))}: "
+                    f"{html.escape(describe(summ))}</th></tr>")
+        for n, les in enumerate(summ["lesions"], start=1):
+            rows.append(
+                f"<tr><td>{n}</td><td>{'ijk'[les['axis']]} = {les['slice'] + 1}</td>"
+                f"<td>{les['longest_mm']:.1f}</td><td>{les['perpendicular_mm']:.1f}</td>"
+                f"<td>{les['product_mm2']:.0f}</td>"
+                f"<td>{'yes' if les['measurable'] else 'no'}</td></tr>")
+    return ("<h2>Diameters (RANO)</h2><p>On the axial slice where each lesion is largest: "
+            "the longest diameter and the longest one perpendicular to it. A lesion is "
+            f"measurable when both reach {MEASURABLE_MM:.0f} mm; SPD is the sum of the "
+            f"products of up to {MAX_TARGETS} measurable target lesions (RANO 2.0).</p>"
+            "<table><tr><th>lesion</th><th>slice</th><th>longest (mm)</th>"
+            "<th>perpendicular (mm)</th><th>product (mm²)</th><th>measurable</th></tr>"
+            + "".join(rows) + "</table>")

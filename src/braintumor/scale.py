@@ -76,11 +76,13 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
 
 def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> Path:
     """``<case>_report.html`` (self-contained: key axial slices of FLAIR and T1ce with the
-    outline, volumes in mL, method, model and mode, the two methods' agreement for the
-    hybrid, any warning, the research-use notice) and its ``<case>_report.json``; the
-    picture is also kept as ``<case>_overlay.png``. Returns the page's path."""
+    outline, volumes in mL, bidimensional diameters (RANO), method, model and mode, the
+    two methods' agreement for the hybrid, any warning, the research-use notice) and its
+    ``<case>_report.json``; the picture is also kept as ``<case>_overlay.png``. Returns
+    the page's path."""
     import numpy as np
 
+    from braintumor.diameters import rano
     from braintumor.report import overlay_png, write_report
 
     out = Path(out_dir)
@@ -96,7 +98,8 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     if res.info.get("warning"):
         info["warning"] = res.info["warning"]
     paths = write_report(out, case.case_id, res.labels, float(np.prod(case.spacing)) / 1000.0,
-                         picture=png, info=info, stem=f"{case.case_id}_report")
+                         picture=png, info=info, stem=f"{case.case_id}_report",
+                         diameters=rano(res.labels, case.affine))
     return paths["html"]
 
 

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     from braintumor import phantom, report
     from braintumor.cases import load_case, write_label_map
+    from braintumor.diameters import describe, rano
     from braintumor.segment import available_methods, segment
 
     console = Console()
@@ -141,12 +142,14 @@ def run(args: argparse.Namespace) -> int:
         png = report.overlay_png(case.image, result.labels, case.affine, out / "overlay.png",
                                  slices=report.pick_slices(case.label),
                                  title=f"{case.case_id}: {method} segmentation")
-        info = {"method": method, "model": result.info.get("model", ""),
+        info = {"method": method, "model": result.info.get("model_version", ""),
                 "shape": "x".join(str(s) for s in case.shape),
                 "segment_s": round(timings["segment_s"], 1),
                 "sample_s": round(timings["sample_s"], 1)}
+        diameters = rano(result.labels, case.affine)
         paths = report.write_report(out, case.case_id, result.labels, case.voxel_volume_ml,
-                                    metrics=metrics, picture=png, info=info)
+                                    metrics=metrics, picture=png, info=info,
+                                    diameters=diameters)
         prog.update(rep_task, completed=1.0, stage="done")
 
     table = Table(title=f"{case.case_id} - {method} against the sample's truth")
@@ -161,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{truth_ml[region]:.1f}")
     console.print(table)
     console.print(f"sample case : {case_dir}")
+    console.print("diameters   : " + "; ".join(
+        f"{region} {describe(summ)}" for region, summ in diameters.items()))
     console.print(f"label map   : {pred_path}")
     console.print(f"overlay     : {png}")
     console.print(f"report      : {paths['html']} (and {paths['json'].name})")

@@ -190,7 +190,7 @@ class Corrector:
         from braintumor.web.measure import summary
 
         try:
-            full = summary(labels, case.spacing, case.label)
+            full = summary(labels, case.spacing, case.label, affine=case.affine)
         except Exception:  # noqa: BLE001 - the volumes already shown stay valid
             return
         with self._job_lock(job_id):

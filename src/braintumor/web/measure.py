@@ -1,5 +1,6 @@
-"""Measurements the page shows: sub-region and region volumes (mL), lesion count and,
-when a reference label map was given, the BraTS metrics."""
+"""Measurements the page shows: sub-region and region volumes (mL), lesion count,
+bidimensional diameters (RANO) and, when a reference label map was given, the BraTS
+metrics."""
 
 from __future__ import annotations
 
@@ -89,11 +90,13 @@ def metrics(pred: np.ndarray, ref: np.ndarray,
 
 
 def summary(labels: np.ndarray, spacing: tuple[float, float, float],
-            reference: np.ndarray | None = None, quick: bool = False) -> dict[str, Any]:
+            reference: np.ndarray | None = None, quick: bool = False,
+            affine: np.ndarray | None = None) -> dict[str, Any]:
     """Everything the measurements panel shows, JSON-ready.
 
-    ``quick``: volumes only (lesions and metrics left None), to show at once while the
-    rest is computed.
+    ``quick``: volumes only (lesions, diameters and metrics left None), to show at once
+    while the rest is computed. ``affine``: the scan's geometry, for the bidimensional
+    diameters (:func:`braintumor.diameters.rano`); without it they stay None.
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out: dict[str, Any] = {
@@ -102,6 +105,7 @@ def summary(labels: np.ndarray, spacing: tuple[float, float, float],
         "lesion_count": None,
         "lesions": [],
         "voxel_ml": voxel_ml,
+        "diameters": None,
         "metrics": None,
         "metrics_note": "",
     }
@@ -110,6 +114,10 @@ def summary(labels: np.ndarray, spacing: tuple[float, float, float],
     les = lesions(labels, spacing)
     out["lesion_count"] = len(les)
     out["lesions"] = les[:50]
+    if affine is not None:
+        from braintumor.diameters import rano
+
+        out["diameters"] = _plain(rano(labels, affine))
     if reference is not None:
         m = metrics(labels, reference, spacing)
         out["metrics"] = m

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from braintumor.diameters import describe
+from braintumor.report import diameters_html
 from braintumor.web.measure import VOLUME_ROWS
 from braintumor.web.store import Job
 
@@ -119,6 +121,7 @@ def report_facts(job: Job) -> dict[str, Any]:
         "model_version": res.get("model_version", "-"),
         "volumes": [(name, key, vols.get(key)) for key, name, _ in VOLUME_ROWS],
         "lesion_count": summ.get("lesion_count", 0),
+        "diameters": summ.get("diameters"),
         "metrics": summ.get("metrics"),
         "corrections": len(res.get("corrections", [])),
         "warning": res.get("warning") or "",
@@ -201,13 +204,17 @@ def render_html(job: Job, slice_urls: dict[str, str]) -> str:
 <span class="sw ed"></span> edema <span class="sw et"></span> enhancing tumour</p>
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th></th><th>Volume (mL)</th></tr>{vol_rows}</table>
+{diameters_html(f["diameters"]) if f.get("diameters") else ""}
 {metrics_html}""")
 
 
 def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Case", str(f["case"])), ("Date", f["date"]), ("Method", str(f["method"])),
-            ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"])),
-            ("Manual corrections", str(f["corrections"]))] + \
+            ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"]))] + \
+        ([(f"Diameters, {name} (RANO)", describe(f["diameters"][region]))
+          for region, name in (("ET", "enhancing"), ("WT", "T2/FLAIR"))
+          if region in f["diameters"]] if f.get("diameters") else []) + \
+        [("Manual corrections", str(f["corrections"]))] + \
         ([("CNN and watershed agree (Dice)", ", ".join(
             f"{k} {float(v):.2f}" for k, v in f["agreement"].items()))]
          if f.get("agreement") else []) + \

@@ -227,7 +227,7 @@ def _segment_and_measure(job_dir: Path, case: Any, method: str, report: Report,
     }
     # the outline can be shown now; lesions and metrics follow
     report("partial", result)
-    result["summaries"] = [summary(labels, case.spacing, case.label)]
+    result["summaries"] = [summary(labels, case.spacing, case.label, affine=case.affine)]
     result["done_s"] = round(time.perf_counter() - t_job, 3)
     return result
 

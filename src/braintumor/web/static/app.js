@@ -108,6 +108,18 @@ function wireUi() {
     setMsg("correct-msg", e.target.checked ? "Click on a slice to place a seed." : "", true);
   });
   $("undo-btn").addEventListener("click", undoCorrection);
+  for (const id of ["diam-et", "diam-wt"]) {
+    $(id).addEventListener("click", (e) => { e.preventDefault(); showMeasuredSlice($(id).dataset.mm); });
+  }
+}
+
+// the viewer's crosshair to where a lesion's diameters were measured (scanner mm)
+function showMeasuredSlice(mmText) {
+  const nv = state.nv;
+  if (!mmText || !nv || !nv.volumes.length) return;
+  nv.scene.crosshairPos = nv.mm2frac(mmText.split(",").map(Number));
+  nv.drawScene();
+  nv.createOnLocationChange();
 }
 
 // -- upload -----------------------------------------------------------------------------
@@ -606,6 +618,14 @@ function renderResult(job) {
     body.appendChild(tr);
   }
   $("lesion-count").textContent = s.lesion_count ?? "counting…";
+  const diam = s.diameters;
+  $("diam-line").hidden = !diam;
+  for (const [region, id] of [["ET", "diam-et"], ["WT", "diam-wt"]]) {
+    const d = diam && diam[region];
+    const largest = d && d.lesions && d.lesions[0];
+    $(id).textContent = d ? d.text : "-";
+    $(id).dataset.mm = largest ? largest.centre_mm.join(",") : "";
+  }
   $("m-method").textContent = r.method || job.method;
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;

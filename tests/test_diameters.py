@@ -1,0 +1,174 @@
+"""Bidimensional (RANO) diameters on shapes whose diameters are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braintumor import labels as L
+from braintumor.diameters import (
+    MAX_TARGETS,
+    describe,
+    diameters_2d,
+    measure,
+    rano,
+    slice_axis,
+    summarise,
+)
+
+
+def _ellipse(shape: tuple[int, int], spacing: tuple[float, float], centre: tuple[float, float],
+             axes: tuple[float, float], angle_deg: float) -> np.ndarray:
+    x, y = np.meshgrid(np.arange(shape[0]) * spacing[0], np.arange(shape[1]) * spacing[1],
+                       indexing="ij")
+    x, y = x - centre[0], y - centre[1]
+    th = np.deg2rad(angle_deg)
+    u = x * np.cos(th) + y * np.sin(th)
+    v = -x * np.sin(th) + y * np.cos(th)
+    return (u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1
+
+
+def _ellipsoid(shape: tuple[int, int, int], spacing: tuple[float, float, float],
+               centre: tuple[float, float, float], axes: tuple[float, float, float],
+               angle_deg: float = 0.0) -> np.ndarray:
+    g = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)],
+                    indexing="ij")
+    x, y, z = (g[i] - centre[i] for i in range(3))
+    th = np.deg2rad(angle_deg)
+    u = x * np.cos(th) + y * np.sin(th)
+    v = -x * np.sin(th) + y * np.cos(th)
+    return (u / axes[0]) ** 2 + (v / axes[1]) ** 2 + (z / axes[2]) ** 2 <= 1
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.5, 1.0), (0.8, 0.8)])
+@pytest.mark.parametrize("angle", [0.0, 30.0, 75.0])
+def test_an_ellipse_reads_its_axes(spacing: tuple[float, float], angle: float) -> None:
+    m = _ellipse((200, 120), spacing, (50, 60), (20, 12), angle)
+    longest, perp, ends, pends = diameters_2d(m, spacing)
+    assert longest == pytest.approx(40, abs=1.5) and perp == pytest.approx(24, abs=1.5)
+    # the end points are as far apart as the diameters say, and the two lines cross at
+    # right angles
+    sp = np.asarray(spacing)
+    a, b = ends * sp
+    c, d = pends * sp
+    assert np.linalg.norm(b - a) == pytest.approx(longest, abs=1e-6)
+    assert np.linalg.norm(d - c) == pytest.approx(perp, abs=0.6)
+    assert abs(np.dot((b - a) / longest, (d - c) / np.linalg.norm(d - c))) < 1e-6
+    # the longest runs along the ellipse's long axis
+    along = np.array([np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))])
+    assert abs(np.dot((b - a) / longest, along)) > 0.99
+
+
+def test_a_ring_is_measured_across_its_outer_edge_when_holes_are_filled() -> None:
+    disc = _ellipsoid((80, 80, 30), (1, 1, 1), (40, 40, 15), (15, 15, 6))
+    ring = disc & ~_ellipsoid((80, 80, 30), (1, 1, 1), (40, 40, 15), (11, 11, 4))
+    filled = measure(ring, np.eye(4), fill_holes=True)[0]
+    assert filled.longest_mm == pytest.approx(31, abs=1.5)
+    assert filled.perpendicular_mm == pytest.approx(31, abs=1.5)
+    # unfilled, the perpendicular chord still spans the outer edge (first to last pixel)
+    assert measure(ring, np.eye(4))[0].perpendicular_mm == pytest.approx(31, abs=1.5)
+
+
+def test_the_largest_slice_of_an_ellipsoid_on_any_axis_order() -> None:
+    shape, spacing = (100, 90, 60), (1.0, 1.0, 2.0)
+    m = _ellipsoid(shape, spacing, (50, 45, 60), (20, 12, 16), angle_deg=20)
+    aff = np.diag([*spacing, 1.0])
+    (les,) = measure(m, aff)
+    assert les.axis == 2 and les.slice == 30  # z = 60 mm: the equator
+    assert les.longest_mm == pytest.approx(40, abs=1.5)
+    assert les.perpendicular_mm == pytest.approx(24, abs=1.5)
+    assert les.measurable and les.product_mm2 == pytest.approx(
+        les.longest_mm * les.perpendicular_mm)
+    assert np.allclose(les.centre_mm, (50, 45, 60), atol=1.0)
+    # the same brain stored sagittally (voxel axes z, x, y): the slices are still axial
+    perm = np.transpose(m, (2, 0, 1))
+    aff_p = np.zeros((4, 4))
+    aff_p[2, 0], aff_p[0, 1], aff_p[1, 2], aff_p[3, 3] = 2.0, 1.0, 1.0, 1.0
+    assert slice_axis(aff_p) == 0
+    (same,) = measure(perm, aff_p)
+    assert same.axis == 0 and same.slice == 30
+    assert same.longest_mm == pytest.approx(les.longest_mm, abs=1e-6)
+    assert same.perpendicular_mm == pytest.approx(les.perpendicular_mm, abs=1e-6)
+    assert np.allclose(same.centre_mm, les.centre_mm, atol=1e-6)
+
+
+def test_lesions_targets_and_sum_of_products() -> None:
+    shape = (160, 160, 40)
+    m = np.zeros(shape, bool)
+    sizes = [(20, 14), (15, 10), (12, 9), (9, 7), (4, 3)]  # semi-axes, mm
+    centres = [(30, 30), (90, 30), (30, 100), (100, 100), (130, 140)]
+    for (a, b), (cx, cy) in zip(sizes, centres, strict=True):
+        m |= _ellipsoid(shape, (1, 1, 1), (cx, cy, 20), (a, b, 6))
+    m[150, 5, 5] = True  # a speck: not listed
+    lesions = measure(m, np.eye(4))
+    assert len(lesions) == 5
+    products = [les.product_mm2 for les in lesions]
+    assert products == sorted(products, reverse=True)
+    assert [les.measurable for les in lesions] == [True, True, True, True, False]
+    summ = summarise(lesions)
+    assert summ["measurable"] == 4 and summ["targets"] == MAX_TARGETS == 3
+    assert summ["spd_mm2"] == pytest.approx(sum(products[:3]), abs=0.5)
+    assert summ["largest"] == f"{lesions[0].longest_mm:.0f} x {lesions[0].perpendicular_mm:.0f} mm"
+    assert summ["text"] == describe(summ) and "(3 targets)" in summ["text"]
+    small = summarise(lesions[-1:])
+    assert small["targets"] == 0 and "not measurable" in small["text"]
+    assert describe(summarise([])) == "none"
+
+
+def test_rano_reads_the_enhancing_tumour_and_the_whole_tumour() -> None:
+    shape = (90, 90, 40)
+    lab = np.zeros(shape, np.uint8)
+    lab[_ellipsoid(shape, (1, 1, 1), (45, 45, 20), (30, 20, 12))] = L.ED
+    lab[_ellipsoid(shape, (1, 1, 1), (45, 45, 20), (12, 12, 8))] = L.ET
+    lab[_ellipsoid(shape, (1, 1, 1), (45, 45, 20), (8, 8, 5))] = L.NCR
+    out = rano(lab, np.eye(4))
+    assert out["ET"]["lesions"][0]["longest_mm"] == pytest.approx(25, abs=1.5)
+    assert out["WT"]["lesions"][0]["longest_mm"] == pytest.approx(61, abs=1.5)
+    assert out["WT"]["lesions"][0]["perpendicular_mm"] == pytest.approx(41, abs=1.5)
+    json.dumps(out)  # JSON-ready
+    assert rano(np.zeros(shape, np.uint8), np.eye(4))["ET"]["lesions"] == []
+
+
+def test_predict_report_and_demo_show_the_diameters(tmp_path: Path) -> None:
+    from braintumor.cli import main
+    from test_web_support import small_case, write_case_files
+
+    files = write_case_files(small_case(seed=3), tmp_path / "case" / "C")
+    out = tmp_path / "out"
+    assert main(["predict", str(files["t1"].parent), "-o", str(out), "--method",
+                 "watershed", "--report"]) == 0
+    (page,) = out.glob("*_report.html")
+    doc = json.loads(page.with_suffix(".json").read_text())
+    et = doc["diameters"]["ET"]
+    assert et["lesions"] and et["lesions"][0]["longest_mm"] > 5
+    html = page.read_text()
+    assert "Diameters (RANO)" in html and et["text"] in html
+
+
+def test_the_longest_diameter_agrees_with_scikit_image_feret_diameter() -> None:
+    """An independent implementation: scikit-image's maximum Feret diameter (of the
+    outline's marching-squares contour, so up to about a pixel shorter than the pixel
+    squares' union measured here)."""
+    from skimage.measure import label, regionprops
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(30):
+        blobs = label(ndi_gauss(rng.random((80, 80))) > 0.52)
+        if blobs.max() == 0:
+            continue
+        big = blobs == np.argmax(np.bincount(blobs.ravel())[1:]) + 1
+        feret = regionprops(big.astype(int))[0].feret_diameter_max
+        longest = diameters_2d(big, (1.0, 1.0))[0]
+        assert -0.5 <= longest - feret <= 1.5, (longest, feret)
+        compared += 1
+    assert compared >= 20
+
+
+def ndi_gauss(a: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return np.asarray(ndi.gaussian_filter(a, 4))
