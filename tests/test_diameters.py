@@ -172,3 +172,21 @@ def ndi_gauss(a: np.ndarray) -> np.ndarray:
     from scipy import ndimage as ndi
 
     return np.asarray(ndi.gaussian_filter(a, 4))
+
+
+def test_the_agreement_study_table() -> None:
+    from braintumor.diameter_study import measures, percent_diff, summary_rows
+
+    assert percent_diff(120, 100) == pytest.approx(20) and percent_diff(5, 0) is None
+    lab = np.zeros((60, 60, 30), np.uint8)
+    lab[_ellipsoid(lab.shape, (1, 1, 1), (30, 30, 15), (15, 10, 6))] = L.ET
+    m = measures(lab, np.eye(4))
+    assert m["ET_measurable"] and m["ET_spd"] == pytest.approx(m["WT_spd"])
+    assert m["ET_longest"] == pytest.approx(31, abs=1.5)
+    rows = [{"method": "a", **m, **{f"expert_{k}": v for k, v in m.items()}},
+            {"method": "a", **{**m, "ET_spd": 2 * m["ET_spd"], "ET_measurable": False},
+             **{f"expert_{k}": v for k, v in m.items()}}]
+    table = "\n".join(summary_rows(rows, ["a"]))
+    # differences 0 % and +100 %: median 50 %, one case off by 25 % or more
+    assert "| a | SPD, enhancing | 2 | 50.0 % | +50.0 % (" in table
+    assert "| 1 of 2 |" in table and "| a | 1 of 2 |" in table

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "demo",
     "predict",
     "evaluate",
+    "compare",
     "train",
     "experiment",
     "export_onnx",

@@ -1,0 +1,164 @@
+"""Two outlines of one patient's tumour, at two dates: how much it changed.
+
+A follow-up scan is judged against the earlier one by size: RANO reads the sum of the
+products of the target lesions' bidimensional diameters (SPD,
+:mod:`braintumor.diameters`), and RANO 2.0 also allows volumes. This module compares
+two label maps by both, region by region. The two scans need not share a grid or be
+co-registered: volumes and diameters are measured on each in its own geometry, so
+nothing is said about where the tumour changed or whether a lesion is new.
+
+The thresholds quoted with each change are RANO's size criteria (bidimensional: a
+decrease of 50 % or more, an increase of 25 % or more; volumetric, RANO 2.0: 65 % and
+40 %). They are measurement thresholds only: a RANO response also rests on confirmation
+by a later scan, new lesions, non-measurable disease, corticosteroid dose and clinical
+state, which an outline does not know.
+
+Python: :func:`compare`, :func:`compare_files`; command line: ``braintumor compare
+BEFORE AFTER``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braintumor import labels as L
+from braintumor.diameters import rano
+from braintumor.report import NOTICE, volumes_ml
+
+#: size thresholds (fractional change): (decrease, increase) at or beyond which RANO
+#: counts a response or a progression by size
+SPD_THRESHOLDS = (-0.50, 0.25)
+VOLUME_THRESHOLDS = (-0.65, 0.40)
+#: volumes (mL) under this count as no tumour (a few stray voxels)
+EMPTY_ML = 0.01
+
+
+def change(before: float, after: float, thresholds: tuple[float, float],
+           empty: float = 0.0) -> dict[str, Any]:
+    """One quantity at two dates: ``{"before", "after", "change", "percent", "reading"}``.
+
+    ``reading`` names where the change falls against ``thresholds`` (fractions): "gone",
+    "new", "none in either", "decrease beyond the response threshold", "increase beyond
+    the progression threshold" or "within the thresholds".
+    """
+    out: dict[str, Any] = {"before": round(before, 3), "after": round(after, 3),
+                           "change": round(after - before, 3), "percent": None}
+    if before <= empty and after <= empty:
+        out["reading"] = "none in either"
+    elif before <= empty:
+        out["reading"] = "new"
+    elif after <= empty:
+        out["percent"] = -100.0
+        out["reading"] = "gone"
+    else:
+        frac = after / before - 1
+        out["percent"] = round(100 * frac, 1)
+        if frac <= thresholds[0]:
+            out["reading"] = f"decrease of {-100 * thresholds[0]:.0f} % or more"
+        elif frac >= thresholds[1]:
+            out["reading"] = f"increase of {100 * thresholds[1]:.0f} % or more"
+        else:
+            out["reading"] = "within the thresholds"
+    return out
+
+
+def compare(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
+            after_affine: np.ndarray) -> dict[str, Any]:
+    """Compare two internal label maps, each with its own affine.
+
+    Returns ``{"volumes": {region: change}, "spd": {"ET"|"WT": change},
+    "diameters": {"before": rano, "after": rano}}``, JSON-ready.
+    """
+    vox = [float(abs(np.linalg.det(np.asarray(a, dtype=float)[:3, :3]))) / 1000.0
+           for a in (before_affine, after_affine)]
+    vb, va = volumes_ml(before, vox[0]), volumes_ml(after, vox[1])
+    db, da = rano(before, before_affine), rano(after, after_affine)
+    return {
+        "volumes": {k: change(vb[k], va[k], VOLUME_THRESHOLDS, EMPTY_ML) for k in vb},
+        "spd": {r: change(db[r]["spd_mm2"], da[r]["spd_mm2"], SPD_THRESHOLDS)
+                for r in ("ET", "WT")},
+        "diameters": {"before": db, "after": da},
+    }
+
+
+def _load(path: str | Path, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    from braintumor.io import load_label_nifti
+
+    vol = load_label_nifti(path)
+    hint = None if labels == "auto" else labels
+    conv = L.detect_convention(vol.data, hint=hint or L.convention_from_name(Path(path).name),
+                               what=f"label map {path}")
+    return L.to_internal(vol.data, conv, what=f"label map {path}"), vol.affine
+
+
+def compare_files(before: str | Path, after: str | Path, labels: str = "auto"
+                  ) -> dict[str, Any]:
+    """:func:`compare` on two label map files (``labels``: their convention, or auto)."""
+    b, ab = _load(before, labels)
+    a, aa = _load(after, labels)
+    out = compare(b, ab, a, aa)
+    out["files"] = {"before": str(before), "after": str(after)}
+    return out
+
+
+ROWS = (("WT", "Whole tumour"), ("TC", "Tumour core"), ("ET", "Enhancing tumour"),
+        ("NCR", "Necrotic / non-enhancing core"), ("ED", "Edema"))
+SPD_ROWS = (("ET", "Enhancing tumour (RANO)"), ("WT", "T2/FLAIR abnormality (RANO 2.0)"))
+
+
+def _pct(c: dict[str, Any]) -> str:
+    return "-" if c["percent"] is None else f"{c['percent']:+.1f} %"
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The comparison as rows: quantity, before, after, change, percent, reading."""
+    rows = [[f"{name} (mL)", f"{result['volumes'][k]['before']:.2f}",
+             f"{result['volumes'][k]['after']:.2f}", f"{result['volumes'][k]['change']:+.2f}",
+             _pct(result["volumes"][k]), result["volumes"][k]["reading"]]
+            for k, name in ROWS]
+    rows += [[f"SPD, {name} (mm²)", f"{result['spd'][k]['before']:.0f}",
+              f"{result['spd'][k]['after']:.0f}", f"{result['spd'][k]['change']:+.0f}",
+              _pct(result["spd"][k]), result["spd"][k]["reading"]]
+             for k, name in SPD_ROWS]
+    return rows
+
+
+CAVEAT = ("Size only: thresholds are RANO's (SPD: -50 % / +25 %; volume, RANO 2.0: -65 % / "
+          "+40 %). A response assessment also needs a confirming scan, new lesions, "
+          "non-measurable disease, steroid dose and clinical state, and the two scans are "
+          "not registered, so nothing here says where the tumour changed.")
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """``<out>.json`` and a self-contained ``<out>.html`` (``out`` with or without a
+    suffix)."""
+    from braintumor.report import diameters_html
+
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix in (".html", ".json") else base
+    base.parent.mkdir(parents=True, exist_ok=True)
+    jpath, hpath = base.with_suffix(".json"), base.with_suffix(".html")
+    jpath.write_text(json.dumps(result, indent=2) + "\n")
+    e = html.escape
+    files = result.get("files", {})
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                   for r in table_rows(result))
+    hpath.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>braintumor: follow-up"
+        "</title><style>body{font-family:sans-serif;margin:2em;max-width:60em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.25em .6em}"
+        "th{background:#eee}</style></head><body><h1>Follow-up comparison</h1>"
+        f"<p><strong>{NOTICE}</strong></p>"
+        f"<p>Before: {e(files.get('before', '-'))}<br>After: {e(files.get('after', '-'))}</p>"
+        "<table><tr><th>quantity</th><th>before</th><th>after</th><th>change</th>"
+        f"<th>change (%)</th><th>size reading</th></tr>{rows}</table>"
+        f"<p>{e(CAVEAT)}</p>"
+        "<h2>Before</h2>" + diameters_html(result["diameters"]["before"])
+        + "<h2>After</h2>" + diameters_html(result["diameters"]["after"])
+        + "</body></html>\n")
+    return {"json": jpath, "html": hpath}

@@ -1,0 +1,81 @@
+"""Two outlines of one tumour at two dates: volumes, SPD and their change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import labels as L
+from braintumor.cli import main
+from braintumor.followup import SPD_THRESHOLDS, change, compare
+
+
+def _tumour(shape: tuple[int, int, int], spacing: float, scale: float) -> np.ndarray:
+    """Edema ellipsoid around an enhancing shell around necrosis, sized by ``scale``."""
+    g = np.meshgrid(*[(np.arange(n) - n / 2) * spacing for n in shape], indexing="ij")
+    r = np.sqrt((g[0] / 1.5) ** 2 + g[1] ** 2 + g[2] ** 2)
+    lab = np.zeros(shape, np.uint8)
+    lab[r <= 24 * scale] = L.ED
+    lab[r <= 12 * scale] = L.ET
+    lab[r <= 7 * scale] = L.NCR
+    return lab
+
+
+def test_change_readings() -> None:
+    assert change(100, 40, SPD_THRESHOLDS)["reading"] == "decrease of 50 % or more"
+    assert change(100, 60, SPD_THRESHOLDS)["reading"] == "within the thresholds"
+    assert change(100, 125, SPD_THRESHOLDS)["reading"] == "increase of 25 % or more"
+    assert change(100, 124, SPD_THRESHOLDS)["percent"] == 24.0
+    assert change(100, 0, SPD_THRESHOLDS)["reading"] == "gone"
+    assert change(0, 30, SPD_THRESHOLDS) == {"before": 0, "after": 30, "change": 30,
+                                             "percent": None, "reading": "new"}
+    assert change(0, 0, SPD_THRESHOLDS)["reading"] == "none in either"
+
+
+def test_a_tumour_grown_by_a_fifth_on_another_grid() -> None:
+    """Linear size x1.2: volumes x1.73 (+40 % or more), SPD x1.44 (+25 % or more), though
+    the later scan has 2 mm voxels and another shape."""
+    before = _tumour((120, 100, 90), 1.0, 1.0)
+    after = _tumour((60, 50, 45), 2.0, 1.2)
+    out = compare(before, np.eye(4), after, np.diag([2.0, 2.0, 2.0, 1.0]))
+    vol = out["volumes"]["WT"]
+    assert vol["after"] / vol["before"] == pytest.approx(1.2 ** 3, rel=0.08)
+    assert vol["reading"] == "increase of 40 % or more"
+    spd = out["spd"]["ET"]
+    assert spd["after"] / spd["before"] == pytest.approx(1.44, rel=0.1)
+    assert spd["reading"] == "increase of 25 % or more"
+    same = compare(before, np.eye(4), before, np.eye(4))
+    assert all(c["percent"] == 0 and c["reading"] == "within the thresholds"
+               for c in [*same["volumes"].values(), *same["spd"].values()])
+    json.dumps(out)
+
+
+def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = tmp_path / "before.nii.gz"
+    a = tmp_path / "after-seg.nii.gz"  # a BraTS 2023 name: values 1, 2, 3
+    nib.save(nib.Nifti1Image(L.from_internal(_tumour((120, 100, 90), 1.0, 1.0), "brats2021"),
+                             np.eye(4)), str(b))
+    nib.save(nib.Nifti1Image(L.from_internal(_tumour((120, 100, 90), 1.0, 0.7), "brats2023"),
+                             np.eye(4)), str(a))
+    assert main(["compare", str(b), str(a), "-o", str(tmp_path / "fu")]) == 0
+    out = capsys.readouterr().out
+    assert "Whole tumour" in out and "SPD" in out and "Size only" in out
+    doc = json.loads((tmp_path / "fu.json").read_text())
+    # x0.7: volume x0.34 (-65 % or more), SPD x0.49 (-50 % or more)
+    assert doc["volumes"]["WT"]["reading"] == "decrease of 65 % or more"
+    assert doc["spd"]["ET"]["reading"] == "decrease of 50 % or more"
+    assert doc["files"] == {"before": str(b), "after": str(a)}
+    page = (tmp_path / "fu.html").read_text()
+    assert "Follow-up comparison" in page and "not for clinical use" in page.lower()
+    # bad input: one sentence, exit 2
+    img = tmp_path / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32),
+                             np.eye(4)), str(img))
+    for args in ([str(b), str(tmp_path / "nowhere.nii.gz")], [str(img), str(a)]):
+        assert main(["compare", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
