@@ -146,6 +146,44 @@ def test_predict_report_and_demo_show_the_diameters(tmp_path: Path) -> None:
     assert et["lesions"] and et["lesions"][0]["longest_mm"] > 5
     html = page.read_text()
     assert "Diameters (RANO)" in html and et["text"] in html
+    assert "the measured slices" in html and len(list(out.glob("*_diameters.png"))) == 1
+
+
+def test_the_measured_slice_shows_both_diameters_where_they_were_measured() -> None:
+    """One lesion, stored in two axis orders: the picture holds the two line colours,
+    and they cross at the lesion's centre, in the same place for both orders."""
+    from braintumor.cases import MODALITIES
+    from braintumor.report import (
+        DIAMETER_VIEWS,
+        LONGEST_RGB,
+        PERPENDICULAR_RGB,
+        diameter_pictures,
+    )
+
+    shape = (80, 70, 40)
+    lab = np.zeros(shape, np.uint8)
+    lab[_ellipsoid(shape, (1, 1, 1), (40, 30, 20), (18, 9, 6), angle_deg=30)] = L.ET
+    image = np.zeros((4, *shape), np.float32)
+    image[:, 5:75, 5:65, 5:35] = 100.0
+    image[MODALITIES.index("t1ce")][lab > 0] = 300.0
+    pics = {}
+    for name, order, aff in (("axial", (0, 1, 2), np.eye(4)),
+                             ("sagittal", (2, 0, 1), np.array([[0, 1, 0, 0], [0, 0, 1, 0],
+                                                                [1, 0, 0, 0], [0, 0, 0, 1.]]))):
+        lab_o = np.transpose(lab, order)
+        img_o = np.transpose(image, (0, *(o + 1 for o in order)))
+        d = rano(lab_o, aff)
+        pics[name] = diameter_pictures(img_o, lab_o, aff, d)["ET"]
+        outline = np.argwhere((pics[name] == DIAMETER_VIEWS["ET"][1]).all(-1))
+        assert len(outline) > 50
+        for colour in (LONGEST_RGB, PERPENDICULAR_RGB):
+            hits = np.argwhere((pics[name] == colour).all(-1))
+            assert len(hits) > 20, (name, colour)
+            # each line runs through the middle of the outline
+            assert np.allclose(hits.mean(0), outline.mean(0), atol=3), \
+                (name, hits.mean(0), outline.mean(0))
+    assert pics["axial"].shape == pics["sagittal"].shape
+    assert np.array_equal(pics["axial"], pics["sagittal"])
 
 
 def test_the_longest_diameter_agrees_with_scikit_image_feret_diameter() -> None:

@@ -250,6 +250,11 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert f"<th>Diameters, enhancing (RANO)</th><td>{diam['ET']['text']}</td>" in html.text
     assert f"<th>Diameters, T2/FLAIR (RANO)</th><td>{diam['WT']['text']}</td>" in html.text
     assert "<h2>Diameters (RANO)</h2>" in html.text
+    version = done_job["label_version"]
+    measured = f"/api/jobs/{done_job['id']}/report/v{version}/diameters.png"
+    assert measured in html.text
+    png = client.get(measured)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     pics = [u for u in html.text.split('"') if u.endswith(".png")]
     assert len(pics) == 3
     for u in pics:

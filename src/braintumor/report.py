@@ -169,14 +169,15 @@ NOTICE = "Research software: not a medical device, not for clinical use."
 def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                  voxel_volume_ml: float, metrics: Mapping[str, Mapping[str, Any]] | None = None,
                  picture: str | Path | None = None, info: Mapping[str, Any] | None = None,
-                 stem: str = "report", diameters: Mapping[str, Any] | None = None
-                 ) -> dict[str, Path]:
+                 stem: str = "report", diameters: Mapping[str, Any] | None = None,
+                 diameter_picture: str | Path | None = None) -> dict[str, Path]:
     """Write ``<stem>.json`` and a self-contained ``<stem>.html`` into ``out_dir``.
 
     ``labels``: internal ``(X, Y, Z)``; ``metrics``: region -> metric -> value (e.g. from
     :func:`score`); ``picture``: a PNG to embed; ``info``: method, timings, paths (a
     ``warning`` there is set apart, as a note); ``diameters``: the bidimensional
-    measurements of :func:`braintumor.diameters.rano`. The page carries :data:`NOTICE`.
+    measurements of :func:`braintumor.diameters.rano`, and ``diameter_picture`` the PNG of
+    :func:`diameters_png` to embed with them. The page carries :data:`NOTICE`.
     Returns ``{"json": path, "html": path}``.
     """
     out = Path(out_dir)
@@ -215,7 +216,11 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     parts.append("<p>WT whole tumour = NCR + ED + ET; TC tumour core = NCR + ET; "
                  "ET enhancing tumour.</p>")
     if diameters is not None:
-        parts.append(diameters_html(diameters))
+        uri = None
+        if diameter_picture is not None and Path(diameter_picture).exists():
+            uri = "data:image/png;base64," + base64.b64encode(
+                Path(diameter_picture).read_bytes()).decode("ascii")
+        parts.append(diameters_html(diameters, uri))
     if metrics:
         cols = ["dice", "sensitivity", "specificity", "hd95"]
         extra = [c for c in ("lesion_dice", "lesion_hd95")
@@ -244,9 +249,107 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def diameters_html(diameters: Mapping[str, Any]) -> str:
+#: the modality each region's diameters are drawn on, and the region's outline colour
+DIAMETER_VIEWS: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "ET": ("t1ce", (255, 230, 25)),
+    "WT": ("flair", (50, 215, 65)),
+}
+#: colours of the longest diameter and of the perpendicular one
+LONGEST_RGB = (0, 200, 255)
+PERPENDICULAR_RGB = (255, 80, 200)
+
+
+def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
+                      diameters: Mapping[str, Any], axcodes: Sequence[str] = ("L", "P", "S"),
+                      scale: int = 2) -> dict[str, np.ndarray]:
+    """The slice on which each region's largest lesion was measured, with the region's
+    outline and the two diameters drawn: ``{"ET": rgb, "WT": rgb}`` (``(H, W, 3)`` uint8;
+    a region without a lesion is left out).
+
+    ``image``: ``(4, X, Y, Z)`` in MODALITIES order (ET on the T1ce, WT on the FLAIR);
+    ``labels``: internal; ``diameters``: :func:`braintumor.diameters.rano`'s. Shown with
+    rows along the second of ``axcodes`` and columns along the first (the default,
+    L, P, S, is the radiological convention of :func:`overlay_png`; R, P, S the
+    neurological one), enlarged ``scale`` times so the lines stay thin.
+    """
+    import nibabel as nib
+    from scipy import ndimage as ndi
+    from skimage.draw import line
+
+    from braintumor.cases import MODALITIES
+
+    lab = np.asarray(labels)
+    tr = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                         nib.orientations.axcodes2ornt(tuple(axcodes)))
+
+    def to_display(points: Sequence[Sequence[float]]) -> np.ndarray:
+        out = np.zeros((len(points), 3))
+        for a, (new, flip) in enumerate(tr):
+            for i, pt in enumerate(points):
+                out[i, int(new)] = pt[a] if flip > 0 else lab.shape[a] - 1 - pt[a]
+        return out
+
+    pictures: dict[str, np.ndarray] = {}
+    for region, (modality, colour) in DIAMETER_VIEWS.items():
+        summ = diameters.get(region) or {}
+        if not summ.get("lesions"):
+            continue
+        les = summ["lesions"][0]
+        pts = to_display([*les["ends"], *les["perpendicular_ends"]])
+        z = int(round(pts[0, 2]))
+        vol = nib.orientations.apply_orientation(
+            np.asarray(image[MODALITIES.index(modality)], dtype=np.float32), tr)
+        if not 0 <= z < vol.shape[2] or abs(pts[0, 2] - pts[2, 2]) > 0.5:
+            continue  # the measured slice is not an axial one of this display
+        values = (L.ET,) if region == "ET" else (L.NCR, L.ED, L.ET)
+        mask = np.isin(nib.orientations.apply_orientation(lab, tr)[:, :, z], values)
+        grey_slice = vol[:, :, z]
+        brain = grey_slice != 0
+        if brain.any():
+            xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
+            x0, x1, y0, y1 = max(xs[0] - 4, 0), xs[-1] + 5, max(ys[0] - 4, 0), ys[-1] + 5
+        else:
+            x0, x1, y0, y1 = 0, grey_slice.shape[0], 0, grey_slice.shape[1]
+        inside = grey_slice[brain]
+        lo, hi = np.percentile(inside, [0.5, 99.5]) if inside.size else (0.0, 1.0)
+        g = _grey(grey_slice[x0:x1, y0:y1].T, float(lo), float(hi))
+        rgb = (np.repeat(g[..., None], 3, axis=-1) * 255).astype(np.uint8)
+        m = mask[x0:x1, y0:y1].T
+        rgb = np.kron(rgb, np.ones((scale, scale, 1), np.uint8))
+        m = np.kron(m, np.ones((scale, scale), bool))
+        rgb[m & ~ndi.binary_erosion(m)] = colour
+        h, w = m.shape
+        for (a, b), col in (((0, 1), LONGEST_RGB), ((2, 3), PERPENDICULAR_RGB)):
+            ra, ca = ((pts[a, 1] - y0 + 0.5) * scale - 0.5, (pts[a, 0] - x0 + 0.5) * scale - 0.5)
+            rb, cb = ((pts[b, 1] - y0 + 0.5) * scale - 0.5, (pts[b, 0] - x0 + 0.5) * scale - 0.5)
+            rr, cc = line(int(round(ra)), int(round(ca)), int(round(rb)), int(round(cb)))
+            for dr, dc in ((0, 0), (1, 0), (0, 1)):
+                ok = (rr + dr >= 0) & (rr + dr < h) & (cc + dc >= 0) & (cc + dc < w)
+                rgb[rr[ok] + dr, cc[ok] + dc] = col
+        pictures[region] = rgb
+    return pictures
+
+
+def diameters_png(pictures: Mapping[str, np.ndarray], path: str | Path) -> Path | None:
+    """The pictures of :func:`diameter_pictures` side by side in one PNG (None when
+    there are none)."""
+    from braintumor.io import write_png
+
+    if not pictures:
+        return None
+    h = max(p.shape[0] for p in pictures.values())
+    gap = np.zeros((h, 8, 3), np.uint8)
+    row = []
+    for p in pictures.values():
+        pad = np.zeros((h - p.shape[0], p.shape[1], 3), np.uint8)
+        row += [np.concatenate([p, pad]), gap]
+    return write_png(np.concatenate(row[:-1], axis=1), path)
+
+
+def diameters_html(diameters: Mapping[str, Any], picture: str | None = None) -> str:
     """The bidimensional measurements (:func:`braintumor.diameters.rano`) as a section of
-    a report page: one row per lesion, the measured slice numbered from 1 as viewers do."""
+    a report page: one row per lesion, the measured slice numbered from 1 as viewers do;
+    ``picture``: the URL (or data URI) of :func:`diameters_png`'s picture, shown above."""
     from braintumor.diameters import MAX_TARGETS, MEASURABLE_MM, describe
 
     names = {"ET": "Enhancing tumour (holes filled)", "WT": "T2/FLAIR abnormality (WT)"}
@@ -265,6 +368,10 @@ def diameters_html(diameters: Mapping[str, Any]) -> str:
             "the longest diameter and the longest one perpendicular to it. A lesion is "
             f"measurable when both reach {MEASURABLE_MM:.0f} mm; SPD is the sum of the "
             f"products of up to {MAX_TARGETS} measurable target lesions (RANO 2.0).</p>"
-            "<table><tr><th>lesion</th><th>slice</th><th>longest (mm)</th>"
+            + (f"<p><img alt='the measured slices' style='max-width:100%' src='{picture}'>"
+               "<br>Largest lesion of each region, on the slice where it was measured: "
+               "enhancing tumour on the T1ce, T2/FLAIR abnormality on the FLAIR; the longest "
+               "diameter in blue, the perpendicular one in pink.</p>" if picture else "")
+            + "<table><tr><th>lesion</th><th>slice</th><th>longest (mm)</th>"
             "<th>perpendicular (mm)</th><th>product (mm²)</th><th>measurable</th></tr>"
             + "".join(rows) + "</table>")

@@ -78,12 +78,12 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     """``<case>_report.html`` (self-contained: key axial slices of FLAIR and T1ce with the
     outline, volumes in mL, bidimensional diameters (RANO), method, model and mode, the
     two methods' agreement for the hybrid, any warning, the research-use notice) and its
-    ``<case>_report.json``; the picture is also kept as ``<case>_overlay.png``. Returns
-    the page's path."""
+    ``<case>_report.json``; the pictures are also kept as ``<case>_overlay.png`` and
+    ``<case>_diameters.png`` (the measured slices). Returns the page's path."""
     import numpy as np
 
     from braintumor.diameters import rano
-    from braintumor.report import overlay_png, write_report
+    from braintumor.report import diameter_pictures, diameters_png, overlay_png, write_report
 
     out = Path(out_dir)
     method = res.info.get("method") or method
@@ -97,9 +97,12 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
             f"{r} {v:.2f}" for r, v in res.info["agreement"].items())
     if res.info.get("warning"):
         info["warning"] = res.info["warning"]
+    diameters = rano(res.labels, case.affine)
+    measured = diameters_png(diameter_pictures(case.image, res.labels, case.affine, diameters),
+                             out / f"{case.case_id}_diameters.png")
     paths = write_report(out, case.case_id, res.labels, float(np.prod(case.spacing)) / 1000.0,
                          picture=png, info=info, stem=f"{case.case_id}_report",
-                         diameters=rano(res.labels, case.affine))
+                         diameters=diameters, diameter_picture=measured)
     return paths["html"]
 
 

@@ -147,9 +147,12 @@ def run(args: argparse.Namespace) -> int:
                 "segment_s": round(timings["segment_s"], 1),
                 "sample_s": round(timings["sample_s"], 1)}
         diameters = rano(result.labels, case.affine)
+        measured = report.diameters_png(
+            report.diameter_pictures(case.image, result.labels, case.affine, diameters),
+            out / "diameters.png")
         paths = report.write_report(out, case.case_id, result.labels, case.voxel_volume_ml,
                                     metrics=metrics, picture=png, info=info,
-                                    diameters=diameters)
+                                    diameters=diameters, diameter_picture=measured)
         prog.update(rep_task, completed=1.0, stage="done")
 
     table = Table(title=f"{case.case_id} - {method} against the sample's truth")

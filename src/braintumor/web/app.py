@@ -610,7 +610,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             return HTMLResponse(render_html_2d(job, f"/api/jobs/{job_id}/image2d/overlay.png"))
         job = done_3d(job_id)
         urls = {v: f"/api/jobs/{job_id}/report/v{job.label_version}/{v}.png" for v in VIEWS}
-        return HTMLResponse(render_html(job, urls))
+        measured = (f"/api/jobs/{job_id}/report/v{job.label_version}/diameters.png"
+                    if _diameter_picture(job) is not None else None)
+        return HTMLResponse(render_html(job, urls, measured))
 
     @app.get("/api/jobs/{job_id}/report/v{version}/{view}.png", response_class=FileResponse,
              summary="A key slice picture of the report")
@@ -618,6 +620,10 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         from braintumor.web.report import VIEWS
 
         job = done_3d(job_id)
+        if view == "diameters" and version == job.label_version:
+            measured = _diameter_picture(job)
+            if measured is not None:
+                return FileResponse(measured, media_type="image/png")
         if view not in VIEWS or version != job.label_version:
             raise HTTPException(404, "No such picture.")
         return FileResponse(_pictures(job)[view], media_type="image/png")
@@ -639,6 +645,14 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 render_pdf(job, _pictures(job), out)
         return FileResponse(out, media_type="application/pdf",
                             filename=f"{job.inputs.get('case_id', 'case')}_report.pdf")
+
+    def _diameter_picture(job: Job) -> Path | None:
+        from braintumor.web.correct import read_labels
+        from braintumor.web.report import diameter_picture
+
+        job_dir = store.job_dir(job.id)
+        return diameter_picture(job_dir, job,
+                                read_labels(labels_path(job_dir, job.label_version)))
 
     def _pictures(job: Job) -> dict[str, Path]:
         from braintumor.web.correct import read_labels

@@ -88,6 +88,25 @@ def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = 
     return out
 
 
+def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray) -> Path | None:
+    """Write (once per label version) and return the PNG of the slices on which the
+    largest lesions' RANO diameters were measured (:func:`braintumor.report.
+    diameter_pictures`, shown as the other key slices are); None without a lesion."""
+    from braintumor.report import diameter_pictures, diameters_png
+    from braintumor.web.inputs import load_job_case
+
+    out = job_dir / "output" / f"report_v{job.label_version}_diameters.png"
+    if out.exists():
+        return out
+    summ = (job.result.get("summaries") or [{}])[-1]
+    if not summ.get("diameters"):
+        return None
+    case = load_job_case(job_dir, job.inputs, with_reference=False)
+    pics = diameter_pictures(case.image, labels, case.affine, summ["diameters"],
+                             axcodes=("R", "P", "S"))
+    return diameters_png(pics, out)
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -183,8 +202,10 @@ def _save_pdf(fig: Any, job_id: str, out: Path) -> Path:
     return out
 
 
-def render_html(job: Job, slice_urls: dict[str, str]) -> str:
-    """A printable HTML report (no script, styles from the app's static folder)."""
+def render_html(job: Job, slice_urls: dict[str, str], diameters_url: str | None = None
+                ) -> str:
+    """A printable HTML report (no script, styles from the app's static folder);
+    ``diameters_url``: the picture of :func:`diameter_picture`, when there is one."""
     f = report_facts(job)
     e = html.escape
     vol_rows = "".join(f"<tr><td>{e(n)}</td><td>{e(k)}</td><td class=num>{_fmt(v, 2)}</td></tr>"
@@ -204,7 +225,7 @@ def render_html(job: Job, slice_urls: dict[str, str]) -> str:
 <span class="sw ed"></span> edema <span class="sw et"></span> enhancing tumour</p>
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th></th><th>Volume (mL)</th></tr>{vol_rows}</table>
-{diameters_html(f["diameters"]) if f.get("diameters") else ""}
+{diameters_html(f["diameters"], diameters_url) if f.get("diameters") else ""}
 {metrics_html}""")
 
 
