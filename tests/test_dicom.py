@@ -132,3 +132,55 @@ def test_a_folder_of_studies_is_one_case_each(study: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert rc == 1 and "P3" in err and "needs T1ce and FLAIR" in err  # P3 fails, others written
     assert sorted(f.name for f in out.glob("*.nii.gz")) == ["P1.nii.gz", "P2.nii.gz"]
+
+
+def test_dicom_seg_lies_on_the_t1_series_and_equals_the_label_map(
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+
+    from braintumor import labels as L
+
+    out = tmp_path / "out"
+    assert main(["predict", str(study), "-o", str(out), "--method", "watershed",
+                 "--dicom-seg"]) == 0
+    seg = hd.seg.segread(str(out / "exam_seg.dcm"))
+    assert seg.Modality == "SEG" and seg.PatientID == "PID-778899"  # attached to its study
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [
+        "necrotic / non-enhancing tumour core", "peritumoural edema", "enhancing tumour"]
+    t1 = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted((study / "study" / "t1")
+                                                                       .glob("*.dcm"))]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1[0].SeriesInstanceUID
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[d.SOPInstanceUID for d in t1], combine_segments=True,
+        skip_overlap_checks=True)  # (slice, row, column): segment numbers 1-3
+    # the label map at each DICOM pixel's centre: the test study's pixel (row r, column c)
+    # of slice z lies at LPS (c, r, z) mm
+    lab = nib.load(str(out / "exam.nii.gz"))
+    internal = L.to_internal(np.asarray(lab.dataobj), "brats2021")
+    z, r, c = np.meshgrid(*[np.arange(n) for n in frames.shape], indexing="ij")
+    ras = np.stack([-c, -r, z, np.ones_like(z)], -1).astype(float)
+    vox = np.rint(ras @ np.linalg.inv(lab.affine).T)[..., :3].astype(int)
+    expected = internal[vox[..., 0], vox[..., 1], vox[..., 2]]
+    as_labels = np.array([0, L.NCR, L.ED, L.ET], np.uint8)[frames]
+    assert expected.any() and np.array_equal(as_labels, expected)
+    # NIfTI input: nothing to attach a SEG to, and the user is told
+    capsys.readouterr()
+    case = out / "exam_series"
+    for m in ("t1", "t1ce", "t2", "flair"):
+        (case / f"{m}.nii.gz").rename(case / f"exam_{m}.nii.gz")
+    assert main(["predict", str(case), "-o", str(tmp_path / "nifti"), "--method",
+                 "watershed", "--dicom-seg"]) == 0
+    assert "no input is a DICOM study, so no DICOM SEG is written" in capsys.readouterr().err
+    assert not list((tmp_path / "nifti").glob("*.dcm"))
+
+
+def test_no_dicom_seg_without_a_tumour(study: Path, tmp_path: Path) -> None:
+    pytest.importorskip("highdicom")
+    from braintumor.dicom_seg import series_files, write_seg
+
+    files = series_files(study, 2)
+    assert len(files) == 28
+    with pytest.raises(InputError, match="no tumour was outlined"):
+        write_seg(np.zeros((40, 44, 28), np.uint8), np.eye(4), files, tmp_path / "x.dcm")
+    assert series_files(study, 2, study_uid="1.2.3") == []

@@ -292,7 +292,9 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
         resample_onto_t1(paths)
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
-    return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths)
+    ref = next(m for m in MODALITIES if m in chosen)  # the grid the others were put on
+    return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths,
+                      dicom_reference=(folder, chosen[ref], _study_uid(folder)))
 
 
 def _series_number(nifti: Path, index: int) -> int:

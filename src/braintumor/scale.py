@@ -57,10 +57,13 @@ class CaseOutcome:
 
 
 def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats2021",
-                  report: bool = False, method: str = "") -> Path:
+                  report: bool = False, method: str = "", dicom_seg: bool = False) -> Path:
     """Write a segmentation result on the case's own grid: ``<case>.nii.gz`` in the
     ``labels`` convention, ``<case>_uncertainty.nii.gz`` when the result holds an
-    uncertainty map and, with ``report``, :func:`write_case_report`'s page. Returns the
+    uncertainty map, with ``report``, :func:`write_case_report`'s page and, with
+    ``dicom_seg`` and a case converted from a DICOM study, ``<case>_seg.dcm``
+    (:mod:`braintumor.dicom_seg`; a case from NIfTI files has no series to attach one to
+    and gets none; when none can be written, ``res.info["warning"]`` says why). Returns the
     label map's path. Shared by the serial ``predict`` loop and the distributed tasks."""
     from braintumor.cases import write_label_map
     from braintumor.io import save_float_nifti
@@ -71,6 +74,18 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
                          case.header, case.affine)
     if report:
         write_case_report(case, res, out_dir, method)
+    ref = getattr(case.source, "dicom_reference", None)
+    if dicom_seg and ref is not None:
+        from braintumor.dicom_seg import series_files, write_seg
+
+        try:
+            write_seg(res.labels, case.affine, series_files(*ref),
+                      Path(out_dir) / f"{case.case_id}_seg.dcm",
+                      version=res.info.get("model_version") or "",
+                      method=res.info.get("method") or method)
+        except InputError as exc:  # the label map stands; the SEG's absence is said
+            res.info["warning"] = "; ".join(
+                w for w in (res.info.get("warning"), f"no DICOM SEG written: {exc}") if w)
     return dst
 
 
@@ -203,7 +218,8 @@ def write_report_index(out_dir: str | Path) -> Path | None:
 
 
 def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "brats2021",
-             options: dict[str, Any] | None = None, report: bool = False) -> CaseOutcome:
+             options: dict[str, Any] | None = None, report: bool = False,
+             dicom_seg: bool = False) -> CaseOutcome:
     """Read, segment and write one case (runs on a worker; also usable in-process).
 
     Every exception is caught and turned into ``error``: one case must not stop the
@@ -217,7 +233,7 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     try:
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
-        dst = write_outputs(case, res, out_dir, labels, report, method)
+        dst = write_outputs(case, res, out_dir, labels, report, method, dicom_seg)
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
                            warning=res.info.get("warning"), row=volume_row(case, res, method))
     except InputError as exc:
@@ -277,13 +293,15 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
                  labels: str = "brats2021", scheduler: str = "local:2",
                  options: dict[str, Any] | None = None,
                  on_done: Callable[[CaseOutcome], None] | None = None,
-                 timeout: float = 10.0, report: bool = False) -> list[CaseOutcome]:
+                 timeout: float = 10.0, report: bool = False,
+                 dicom_seg: bool = False) -> list[CaseOutcome]:
     """Segment ``sources`` on the cluster ``scheduler``; label maps go to ``out_dir``.
 
     ``options`` are passed to :func:`braintumor.segment.segment` (``device``, ``fast``,
     ``tta``, ...). ``on_done`` is called with each outcome as it arrives (in completion
     order); ``timeout`` is how long to wait for a running scheduler; ``report`` writes
-    each case's report page (:func:`write_case_report`). Returns the
+    each case's report page (:func:`write_case_report`) and ``dicom_seg`` the DICOM SEG of
+    each case from a DICOM study. Returns the
     outcomes in the order of ``sources``.
     """
     out = Path(out_dir)
@@ -296,7 +314,8 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
         from distributed import as_completed
 
         futures = {client.submit(run_case, src, str(out.resolve()), method, labels, options,
-                                 report, key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
+                                 report, dicom_seg,
+                                 key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
                    for i, src in enumerate(sources)}
         for fut in as_completed(list(futures)):
             src = futures[fut]

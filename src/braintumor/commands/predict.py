@@ -49,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true",
                    help="also write <case>_report.html for each 3D case: key slices with the "
                         "outline, volumes, method and model, warnings")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="a DICOM study: also write <case>_seg.dcm, the outline as a DICOM "
+                        "Segmentation over the T1 series (for PACS and DICOM viewers; it "
+                        "carries the study's patient identifiers)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="MM",
                    help="2D pictures: their pixel size in mm (exported pictures do not "
                         "carry it), for tumour areas in mm^2 as well as pixels")
@@ -122,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         raise InputError("No input could be read.")
 
+    if args.dicom_seg and not any(s.dicom_reference for s in sources):
+        print("warning: --dicom-seg: no input is a DICOM study, so no DICOM SEG is written.",
+              file=sys.stderr)
     if args.scheduler:
         return _run_distributed(args, sources, out_dir, written, failures)
 
@@ -142,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
                 if args.report:
                     prog.update(task, stage="report")
                 written.append(write_outputs(case, res, out_dir, args.labels, args.report,
-                                             args.method))
+                                             args.method, args.dicom_seg))
+                seg_file = out_dir / f"{case.case_id}_seg.dcm"
+                if args.dicom_seg and src.dicom_reference is not None and seg_file.exists():
+                    written.append(seg_file)
                 prog.update(task, stage="measuring")
                 rows.append(volume_row(case, res, args.method))
                 done = "done"
@@ -191,7 +201,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
             print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
 
     outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
-                            _options(args), on_done=report, report=args.report)
+                            _options(args), on_done=report, report=args.report,
+                            dicom_seg=args.dicom_seg)
     for o in outcomes:
         if o.ok and o.path is not None:
             written.append(Path(o.path))
