@@ -1042,3 +1042,40 @@ def test_cnn_fast_mode_is_the_default_and_accurate_turns_it_off(
     assert [j["status"] for j in jobs] == ["done", "done"]
     assert jobs[0]["inputs"]["options"].get("fast") is True
     assert "fast" not in jobs[1]["inputs"]["options"]
+
+
+def test_compare_with_an_earlier_scan(client: TestClient, done_job: dict[str, Any]) -> None:
+    """The job's outline against an earlier label map: itself is no change, a larger
+    earlier tumour a shrinkage; a file that is no label map is one 400 sentence."""
+    url = f"/api/jobs/{done_job['id']}/compare"
+    now = client.get(done_job["urls"]["download"]).content
+    same = client.post(url, files=[("before", ("visit1_seg.nii.gz", now))])
+    assert same.status_code == 200, same.text
+    doc = same.json()
+    assert all(c["percent"] in (0, None) for c in doc["volumes"].values())
+    assert doc["rows"][0][0] == "Whole tumour (mL)" and "Size only" in doc["caveat"]
+    assert doc["files"]["before"] == "visit1_seg.nii.gz"
+    # an earlier outline twice as large in every direction (same centre, 2023 labels)
+    lab = np.asarray(_load(now).dataobj)
+    grown = np.zeros_like(lab)
+    idx = np.argwhere(lab > 0)
+    c = idx.mean(0)
+    for v_old, v_new in ((2, 2), (1, 1), (4, 3)):
+        pts = np.argwhere(lab == v_old)
+        for d in np.ndindex(2, 2, 2):
+            q = np.clip(np.rint(c + 2 * (pts - c)).astype(int) + d, 0,
+                        np.array(lab.shape) - 1)
+            grown[q[:, 0], q[:, 1], q[:, 2]] = v_new
+    bigger = client.post(url, files=[("before", ("old-seg.nii.gz", _nifti_bytes(grown)))])
+    assert bigger.status_code == 200, bigger.text
+    assert bigger.json()["volumes"]["WT"]["reading"] == "decrease of 65 % or more"
+    for name, content, says in (
+            ("notes.txt", b"hello", "must be a NIfTI file"),
+            ("img.nii.gz", _nifti_bytes(np.full((8, 8, 8), 0.5, np.float32)),
+             "is not a label map")):
+        r = client.post(url, files=[("before", (name, content))])
+        assert r.status_code == 400 and says in r.json()["detail"], r.text
+    r = client.post(url, files=[("files", ("a.nii.gz", now))])
+    assert r.status_code == 400 and "field 'before'" in r.json()["detail"]
+    assert client.post("/api/jobs/nope/compare",
+                       files=[("before", ("a.nii.gz", now))]).status_code == 404

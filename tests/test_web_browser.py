@@ -208,6 +208,17 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     at = page.evaluate("Array.from(state.nv.frac2mm(state.nv.scene.crosshairPos)).slice(0, 3)")
     assert np.allclose(at, centre, atol=1.0), (at, centre)
 
+    # the downloaded label map, given back as an earlier scan's: no change anywhere
+    earlier = tmp_path / "visit1_seg.nii.gz"
+    earlier.write_bytes(content)
+    page.set_input_files("#cmp-file", str(earlier))
+    page.wait_for_selector("#cmp-table:not([hidden])", timeout=30_000)
+    rows = page.eval_on_selector_all(
+        "#cmp-table tbody tr", "trs => trs.map(t => [...t.children].map(c => c.textContent))")
+    assert len(rows) == 7 and rows[0][0] == "Whole tumour (mL)"
+    assert all(r[4] in ("within the thresholds", "none in either") for r in rows), rows
+    assert "Size only" in (page.text_content("#cmp-caveat") or "")
+
     # switching the modality keeps the outline on the new image
     page.click("#mod-btns button[data-mod='t1ce']")
     page.wait_for_selector("#mod-btns button.on[data-mod='t1ce']")

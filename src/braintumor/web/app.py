@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
+import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -692,6 +694,53 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         return FileResponse(store.job_dir(job_id) / "output" / "masks.zip",
                             media_type="application/zip",
                             filename=f"{job.inputs.get('case_id', 'slices')}_masks.zip")
+
+    @app.post("/api/jobs/{job_id}/compare", summary="Compare with an earlier scan",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "multipart/form-data": {"schema": {
+                      "type": "object", "required": ["before"], "properties": {
+                          "before": {"type": "string", "format": "binary",
+                                     "description": "the earlier scan's label map (NIfTI, "
+                                                    "either convention), such as this "
+                                                    "page's download of that job"}}}}}}})
+    async def compare_with(job_id: str, request: Request) -> dict[str, Any]:
+        """This job's outline (the current version) against an earlier scan's label map:
+        volumes and RANO SPD at both dates, the change and where it falls against RANO's
+        size thresholds (:mod:`braintumor.followup`). The upload is not kept."""
+        from braintumor.web.upload import read_multipart
+
+        job = done_3d(job_id)
+        tmp = store.job_dir(job_id) / f"compare_{secrets.token_hex(4)}"
+        try:
+            _, files = await read_multipart(request, tmp, 256 << 20)
+            before = [f for f in files if f.field == "before"]
+            if len(before) != 1:
+                raise InputError("Send the earlier scan's label map as one file in the "
+                                 "field 'before'.")
+            return await run_in_threadpool(_compare, job, before[0].path, before[0].name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _compare(job: Job, before: Path, name: str) -> dict[str, Any]:
+        from braintumor.followup import CAVEAT, compare, table_rows
+        from braintumor.io import is_nifti, load_label_nifti
+        from braintumor.labels import convention_from_name, detect_convention, to_internal
+
+        if not is_nifti(name):
+            raise InputError(f"{name}: the earlier scan's label map must be a NIfTI file "
+                             "(.nii or .nii.gz).")
+        import nibabel as nib
+
+        vol = load_label_nifti(before.rename(before.with_name("before_" + Path(name).name)))
+        what = f"earlier label map {name}"
+        old = to_internal(vol.data, detect_convention(vol.data, convention_from_name(name),
+                                                      what=what), what=what)
+        now: Any = nib.load(str(labels_path(store.job_dir(job.id), job.label_version)))
+        result = compare(old, vol.affine, np.asarray(now.dataobj, dtype=np.uint8), now.affine)
+        result["files"] = {"before": name, "after": f"this job (version {job.label_version})"}
+        result["rows"] = table_rows(result)
+        result["caveat"] = CAVEAT
+        return result
 
     @app.post("/api/jobs/{job_id}/corrections", response_model=JobOut,
               summary="Correct the outline with inside/outside seeds")

@@ -108,6 +108,7 @@ function wireUi() {
     setMsg("correct-msg", e.target.checked ? "Click on a slice to place a seed." : "", true);
   });
   $("undo-btn").addEventListener("click", undoCorrection);
+  $("cmp-file").addEventListener("change", (e) => compareWith(e.target.files[0]));
   for (const id of ["diam-et", "diam-wt"]) {
     $(id).addEventListener("click", (e) => { e.preventDefault(); showMeasuredSlice($(id).dataset.mm); });
   }
@@ -321,6 +322,11 @@ function resetResultPanels() {
   $("undo-btn").disabled = true;
   $("img2d").hidden = true;
   $("slice2d-nav").hidden = true;
+  $("followup").hidden = true;
+  $("cmp-table").hidden = true;
+  $("cmp-caveat").hidden = true;
+  $("cmp-file").value = "";
+  setMsg("cmp-msg", "");
   state.loadedOverlay = null;
   state.loadedUnc = null;
 }
@@ -667,6 +673,7 @@ function renderResult(job) {
   }
   setMsg("metrics-note", s.metrics_note || "");
   if (job.status !== "done") return;
+  $("followup").hidden = false;
   enableLink("dl-labels", job.urls.download);
   enableLink("dl-report-html", job.urls.report_html);
   enableLink("dl-report-pdf", job.urls.report_pdf);
@@ -674,6 +681,40 @@ function renderResult(job) {
   $("correct-toggle").title = $("correct-toggle").disabled ? "Correction is not available on this server." : "";
   $("undo-btn").disabled = !(job.label_version > 0);
   document.body.dataset.result = `v${job.label_version}`;
+}
+
+// -- follow-up -----------------------------------------------------------------------------
+async function compareWith(file) {
+  const job = state.job;
+  if (!job || !file) return;
+  const form = new FormData();
+  form.append("before", file, file.name);
+  setMsg("cmp-msg", "Comparing…", true);
+  $("cmp-table").hidden = true;
+  $("cmp-caveat").hidden = true;
+  try {
+    const r = await api(`/api/jobs/${job.id}/compare`, { method: "POST", body: form });
+    const body = $("cmp-table").querySelector("tbody");
+    body.textContent = "";
+    for (const row of r.rows) {
+      const tr = document.createElement("tr");
+      // quantity, before, after, change, percent, reading: the change shown as a percent
+      const cells = [row[0], row[1], row[2], row[4] === "-" ? row[3] : row[4], row[5]];
+      cells.forEach((c, i) => {
+        const td = document.createElement(i === 0 ? "th" : "td");
+        td.textContent = c;
+        if (i > 0 && i < 4) td.className = "num";
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    }
+    $("cmp-table").hidden = false;
+    $("cmp-caveat").textContent = r.caveat;
+    $("cmp-caveat").hidden = false;
+    setMsg("cmp-msg", `Earlier: ${r.files.before}.`, true);
+  } catch (e) {
+    setMsg("cmp-msg", e.message);
+  }
 }
 
 // -- correction ---------------------------------------------------------------------------
