@@ -143,8 +143,8 @@ def diameters_2d(mask: np.ndarray, spacing: tuple[float, float]
 def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> list[Lesion]:
     """Every lesion of a 3D ``mask`` (file's voxel grid, ``affine`` its geometry) whose
     longest diameter reaches :data:`MIN_LISTED_MM`, largest product first (at most
-    :data:`MAX_LISTED`). ``fill_holes``: fill each
-    slice's holes first (enhancing rims: measured across their outer edge)."""
+    :data:`MAX_LISTED`). ``fill_holes``: fill each slice's holes first (enhancing rims:
+    measured across their outer edge)."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 3 or not m.any():
         return []
@@ -152,7 +152,7 @@ def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> l
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
     inplane = tuple(float(spacing[d]) for d in range(3) if d != axis)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    comp, n = ndi.label(m, structure=_STRUCT26)
+    comp, _ = ndi.label(m, structure=_STRUCT26)
     out: list[Lesion] = []
     for lab, box in enumerate(ndi.find_objects(comp), start=1):
         if box is None:

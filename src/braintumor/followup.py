@@ -86,21 +86,25 @@ def compare(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
     }
 
 
-def _load(path: str | Path, labels: str) -> tuple[np.ndarray, np.ndarray]:
+def read_label_map(path: str | Path, labels: str = "auto", name: str | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A label map file as ``(internal labels, affine)``; ``labels``: its convention, or
+    auto (from ``name``, the file's own name by default, then the values)."""
     from braintumor.io import load_label_nifti
 
     vol = load_label_nifti(path)
+    what = f"label map {name or path}"
     hint = None if labels == "auto" else labels
-    conv = L.detect_convention(vol.data, hint=hint or L.convention_from_name(Path(path).name),
-                               what=f"label map {path}")
-    return L.to_internal(vol.data, conv, what=f"label map {path}"), vol.affine
+    conv = L.detect_convention(
+        vol.data, hint=hint or L.convention_from_name(name or Path(path).name), what=what)
+    return L.to_internal(vol.data, conv, what=what), vol.affine
 
 
 def compare_files(before: str | Path, after: str | Path, labels: str = "auto"
                   ) -> dict[str, Any]:
     """:func:`compare` on two label map files (``labels``: their convention, or auto)."""
-    b, ab = _load(before, labels)
-    a, aa = _load(after, labels)
+    b, ab = read_label_map(before, labels)
+    a, aa = read_label_map(after, labels)
     out = compare(b, ab, a, aa)
     out["files"] = {"before": str(before), "after": str(after)}
     return out

@@ -72,8 +72,6 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
     if res.uncertainty is not None:
         save_float_nifti(res.uncertainty, Path(out_dir) / f"{case.case_id}_uncertainty.nii.gz",
                          case.header, case.affine)
-    if report:
-        write_case_report(case, res, out_dir, method)
     ref = getattr(case.source, "dicom_reference", None)
     if dicom_seg and ref is not None:
         from braintumor.dicom_seg import series_files, write_seg
@@ -86,6 +84,8 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
         except InputError as exc:  # the label map stands; the SEG's absence is said
             res.info["warning"] = "; ".join(
                 w for w in (res.info.get("warning"), f"no DICOM SEG written: {exc}") if w)
+    if report:  # last, so that its page carries every warning
+        write_case_report(case, res, out_dir, method)
     return dst
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import numpy as np
+import nibabel as nib
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -722,21 +722,19 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _compare(job: Job, before: Path, name: str) -> dict[str, Any]:
-        from braintumor.followup import CAVEAT, compare, table_rows
-        from braintumor.io import is_nifti, load_label_nifti
-        from braintumor.labels import convention_from_name, detect_convention, to_internal
+        from braintumor.followup import CAVEAT, compare, read_label_map, table_rows
+        from braintumor.io import is_nifti
+        from braintumor.web.correct import read_labels
 
         if not is_nifti(name):
             raise InputError(f"{name}: the earlier scan's label map must be a NIfTI file "
                              "(.nii or .nii.gz).")
-        import nibabel as nib
-
-        vol = load_label_nifti(before.rename(before.with_name("before_" + Path(name).name)))
-        what = f"earlier label map {name}"
-        old = to_internal(vol.data, detect_convention(vol.data, convention_from_name(name),
-                                                      what=what), what=what)
-        now: Any = nib.load(str(labels_path(store.job_dir(job.id), job.label_version)))
-        result = compare(old, vol.affine, np.asarray(now.dataobj, dtype=np.uint8), now.affine)
+        # under its own name's suffix, which tells the reader the format
+        old, old_affine = read_label_map(
+            before.rename(before.with_name("before_" + Path(name).name)), name=name)
+        path = labels_path(store.job_dir(job.id), job.label_version)
+        now: Any = nib.load(str(path))
+        result = compare(old, old_affine, read_labels(path), now.affine)
         result["files"] = {"before": name, "after": f"this job (version {job.label_version})"}
         result["rows"] = table_rows(result)
         result["caveat"] = CAVEAT
