@@ -228,3 +228,20 @@ def test_the_agreement_study_table() -> None:
     # differences 0 % and +100 %: median 50 %, one case off by 25 % or more
     assert "| a | SPD, enhancing | 2 | 50.0 % | +50.0 % (" in table
     assert "| 1 of 2 |" in table and "| a | 1 of 2 |" in table
+
+
+def test_picture_diameters_in_pixels_or_mm_and_over_a_stack() -> None:
+    from braintumor.diameters import picture_diameters
+
+    small = _ellipse((100, 100), (1, 1), (30, 30), (8, 5), 0)
+    big = _ellipse((100, 100), (1, 1), (60, 50), (20, 12), 30)
+    px = picture_diameters([small | big])
+    assert px is not None and px["unit"] == "pixels" and px["measurable"] is None
+    assert px["longest"] == pytest.approx(40, abs=1.5) and px["slice"] == 0
+    mm = picture_diameters([small | big], pixel_mm=0.5)
+    assert mm is not None and mm["unit"] == "mm" and mm["measurable"] is True
+    assert mm["longest"] == pytest.approx(px["longest"] / 2, abs=0.1)
+    assert mm["text"] == f"{mm['longest']:.0f} x {mm['perpendicular']:.0f} mm"
+    stack = picture_diameters([small, np.zeros_like(small), big], pixel_mm=0.2)
+    assert stack is not None and stack["slice"] == 2 and stack["measurable"] is False
+    assert picture_diameters([np.zeros((9, 9), bool)]) is None

@@ -458,12 +458,18 @@ def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
     rows = list(csv.DictReader((tmp_path / "out" / "areas_2d.csv").open()))
     assert len(rows) == 8 and [r["stack"] for r in rows].count("patientA") == 6
     assert int(rows[0]["area_pixels"]) == int((m > 0).sum()) and rows[0]["area_mm2"] == ""
+    with_lesion = [r for r in rows if r["longest"]]
+    assert all(r["diameter_unit"] == "pixels" for r in with_lesion)
+    assert all(float(r["longest"]) >= float(r["perpendicular"]) > 0 for r in with_lesion)
     # with the pixel size: mm^2 as well
     lines.clear()
     s2d.predict_images([src], tmp_path / "mm", model=tiny_model, log=lines.append,
                        pixel_mm=0.5)
     row = next(csv.DictReader((tmp_path / "mm" / "areas_2d.csv").open()))
     assert float(row["area_mm2"]) == pytest.approx(0.25 * int(row["area_pixels"]))
+    if rows[0]["longest"]:  # the same outline, its diameters now in mm
+        assert row["diameter_unit"] == "mm"
+        assert float(row["longest"]) == pytest.approx(0.5 * float(rows[0]["longest"]), abs=0.1)
     assert "mm^2" in lines[0]
     with pytest.raises(InputError, match="pixel size"):
         s2d.predict_images([src], tmp_path / "o3", model=tiny_model, pixel_mm=0)

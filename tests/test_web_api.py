@@ -882,6 +882,10 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert res["slice_area_px"] == [10, 40, 0] and res["show_slice"] == 1
         assert res["area_px"] == 50 and res["tumour_slices"] == 2
         assert res["pixel_mm"] == 0.5 and res["area_mm2"] == 12.5
+        # the largest lesion: the 4 x 10 pixel block of slice p_2, its diagonal longest
+        d = res["diameters"]
+        assert d["slice"] == 1 and d["unit"] == "mm" and d["measurable"] is False
+        assert d["longest"] == pytest.approx(0.5 * np.hypot(4, 10), abs=0.05)
         assert "p_1_mask.png" in res["warning"]
         mid = c.get(job["urls"]["slice2d"] + "1/mask.png")
         assert mid.status_code == 200
@@ -895,7 +899,7 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         page = c.get(job["urls"]["report_html"])
         assert page.status_code == 200
         for text in ("12.5 mm²", "p_10.png", "10.0 mm² (40 pixels)", "2 of 3", "0.5 mm",
-                     "not a medical device"):
+                     "not a medical device", f"{d['text']} (slice 2, p_2.png); under 10 x 10"):
             assert text in page.text, text
         assert c.get(page.text.split('<img src="')[1].split('"')[0]).status_code == 200
         pdf = c.get(job["urls"]["report_pdf"])

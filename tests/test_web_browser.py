@@ -431,6 +431,9 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     expect(table).to_contain_text("mm²")
     expect(table).to_contain_text("of 3")
     expect(table).not_to_contain_text("unknown")
+    # the largest lesion's diameters, as the result gives them
+    d = _job(server, page.url.rsplit("/", 1)[1])["result"]["diameters"]
+    expect(page.locator("#diam2d")).to_have_text(d["text"] if d else "none")
     page.wait_for_function("document.getElementById('img2d').naturalWidth === 96")
     expect(page.locator("#dl-labels")).to_have_attribute(
         "href", re.compile(r"/image2d/masks\.zip$"))

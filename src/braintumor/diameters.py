@@ -214,6 +214,31 @@ def summarise(lesions: list[Lesion]) -> dict[str, Any]:
     return out
 
 
+def picture_diameters(masks: list[np.ndarray], pixel_mm: float | None = None
+                      ) -> dict[str, Any] | None:
+    """The largest lesion's two diameters in 2D pictures (one, or a patient's slices):
+    each 8-connected outline of each picture measured with :func:`diameters_2d`, the
+    largest product kept. In mm when ``pixel_mm`` is known, else in pixels (and then no
+    word on measurability). None when nothing is outlined. JSON-ready: ``longest``,
+    ``perpendicular``, ``unit``, ``slice`` (index of the picture), ``measurable``
+    (:data:`MEASURABLE_MM`, or None in pixels), ``text``."""
+    size = float(pixel_mm) if pixel_mm else 1.0
+    best: tuple[float, float, int] | None = None
+    for k, mask in enumerate(masks):
+        comp, n = ndi.label(np.asarray(mask, bool), structure=np.ones((3, 3), bool))
+        for i in range(1, n + 1):
+            lo, pe, _, _ = diameters_2d(comp == i, (size, size))
+            if best is None or lo * pe > best[0] * best[1]:
+                best = (lo, pe, k)
+    if best is None:
+        return None
+    unit = "mm" if pixel_mm else "pixels"
+    return {"longest": round(best[0], 1), "perpendicular": round(best[1], 1), "unit": unit,
+            "slice": best[2],
+            "measurable": (min(best[0], best[1]) >= MEASURABLE_MM) if pixel_mm else None,
+            "text": f"{best[0]:.0f} x {best[1]:.0f} {unit}"}
+
+
 #: region -> (internal labels, fill each slice's holes)
 REGIONS: dict[str, tuple[tuple[int, ...], bool]] = {
     "ET": ((L.ET,), True),

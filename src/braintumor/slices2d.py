@@ -784,11 +784,14 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     segmented as a volume and written to ``out_dir/<folder>/``. A folder of such folders
     (e.g. kaggle_3m) is handled patient by patient. ``out_dir/areas_2d.csv`` lists every
     picture's tumour area in pixels, and in mm^2 when ``pixel_mm`` (the pixel size, which
-    exported pictures do not carry) is given. ``log`` receives one line per picture (and
+    exported pictures do not carry) is given, and its largest lesion's longest diameter
+    and the one perpendicular to it (:func:`braintumor.diameters.picture_diameters`; mm
+    or pixels likewise). ``log`` receives one line per picture (and
     every warning). Returns the written paths.
     """
     import csv
 
+    from braintumor.diameters import picture_diameters
     from braintumor.io import is_dicom_picture, is_image_2d, read_dicom_2d, read_image_2d, write_png
 
     if pixel_mm is not None and not 0 < pixel_mm <= 20:
@@ -806,13 +809,19 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         written.append(write_png(overlay(img, res.mask), dest / f"{stem}_overlay.png"))
         area = int(res.info["area_pixels"])
         mm2 = round(area * px * px, 2) if px else None
+        diam = picture_diameters([res.mask], px)
         line = f"{name}: tumour area {area} pixels" + (f" ({mm2:g} mm^2)" if mm2 is not None
                                                        else "")
+        if diam:
+            line += f", largest lesion {diam['text']}"
         if "warning" in res.info:
             line += f" (warning: {res.info['warning']})"
         say(line)
         rows.append({"picture": name, "stack": stack, "area_pixels": area,
                      "area_mm2": "" if mm2 is None else mm2,
+                     "longest": diam["longest"] if diam else "",
+                     "perpendicular": diam["perpendicular"] if diam else "",
+                     "diameter_unit": diam["unit"] if diam else "",
                      "warning": res.info.get("warning", "")})
 
     for raw in paths:

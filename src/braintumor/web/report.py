@@ -303,13 +303,27 @@ def report_facts_2d(job: Job) -> dict[str, Any]:
                    for k, (nm, a) in enumerate(zip(names, areas, strict=False))] if n > 1 else [],
         "warning": res.get("warning") or "",
         "metrics": res.get("metrics_2d"),
+        "diameters": _picture_diameters_text(res.get("diameters"), names, n),
     }
+
+
+def _picture_diameters_text(d: dict[str, Any] | None, names: list[Any], n: int) -> str:
+    """The largest lesion's diameters of a 2D job in words (and its slice, for a stack)."""
+    if not d:
+        return "none"
+    where = f" (slice {d['slice'] + 1}, {names[d['slice']]})" if n > 1 else ""
+    note = ("" if d.get("measurable") is None else
+            "; measurable (both at least 10 mm)" if d["measurable"] else
+            "; under 10 x 10 mm, not measurable")
+    return f"{d['text']}{where}{note}"
 
 
 def _facts_2d(f: dict[str, Any]) -> list[tuple[str, str]]:
     out = [("Case", str(f["case"])), ("Date", f["date"]), ("Method", f["method"]),
            ("Model version", str(f["model_version"])), ("Pixel size", f["pixel"]),
-           ("Tumour area", f["area"]), ("Slices with tumour", f["tumour_slices"])]
+           ("Tumour area", f["area"]),
+           ("Largest lesion, longest x perpendicular diameter", f["diameters"]),
+           ("Slices with tumour", f["tumour_slices"])]
     m = f.get("metrics")
     if m:
         out.append(("Dice (uploaded masks)", f"{m['dice']:.3f}"))

@@ -269,6 +269,7 @@ def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> 
 
 
 def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
+    from braintumor.diameters import picture_diameters
     from braintumor.io import read_image_2d
     from braintumor.slices2d import segment_image
 
@@ -295,6 +296,7 @@ def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, 
         "segment_s": round(seg_s, 3), "slices": 1, "pixel_mm": pixel_mm,
         "pixel_source": inputs.get("pixel_source"),
         **_areas(int(mask.sum()), pixel_mm), "area_fraction": round(float(mask.mean()), 5),
+        "diameters": picture_diameters([mask], pixel_mm),
         "metrics_2d": metrics, "has_uncertainty": False, "has_reference": metrics is not None,
         "summaries": [], "corrections": [],
     }
@@ -307,6 +309,7 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     picture, in ``output/masks.zip``."""
     import zipfile
 
+    from braintumor.diameters import picture_diameters
     from braintumor.io import read_image_2d
     from braintumor.slices2d import segment_stack
 
@@ -346,6 +349,7 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
         "pixel_source": inputs.get("pixel_source"),
         "tumour_slices": sum(a > 0 for a in areas), **_areas(sum(areas), pixel_mm),
         "area_fraction": round(float(sum(areas)) / (n * masks[0].size), 5),
+        "diameters": picture_diameters(masks, pixel_mm),
         "metrics_2d": metrics, "has_uncertainty": False, "has_reference": metrics is not None,
         "summaries": [], "corrections": [],
     }

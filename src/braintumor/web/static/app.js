@@ -582,6 +582,10 @@ function show2d(job) {
     img.src = job.urls.image2d.overlay;
     row(`Tumour area${unit}`, `${areaText(r.area_px, r.area_mm2)}, ${(100 * r.area_fraction).toFixed(1)} % of the picture`);
   }
+  // the largest lesion's longest diameter and the one perpendicular to it (RANO's way)
+  const d = r.diameters;
+  row(`Largest lesion, diameters${d && n > 1 ? ` (slice ${d.slice + 1})` : ""}`,
+      d ? d.text : "none", "diam2d");
   const m = r.metrics_2d;
   if (m) {
     row(n > 1 ? "Dice, all slices as one volume (uploaded masks)" : "Dice (uploaded mask)", m.dice.toFixed(3));
