@@ -79,3 +79,32 @@ def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert main(["compare", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_series_reads_response_from_baseline_and_progression_from_the_nadir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Baseline, a shrinkage to 0.6 of the size (SPD x0.36: a response), then regrowth to
+    0.8 (SPD x0.64 of baseline, but x1.78 of the nadir: a progression)."""
+    from braintumor.followup import series
+
+    shape, eye = (120, 100, 90), np.eye(4)
+    visits = [(f"v{k}", _tumour(shape, 1.0, s), eye) for k, s in enumerate((1.0, 0.6, 0.8))]
+    rows = series(visits)
+    assert "reading" not in rows[0]
+    assert rows[1]["reading"]["ET"] == "decrease of 50 % or more from baseline"
+    assert rows[2]["ET_vs_baseline"]["percent"] < 0
+    assert rows[2]["ET_vs_nadir"]["nadir"] == "v1"
+    assert rows[2]["reading"]["ET"] == "increase of 25 % or more from the nadir (v1)"
+    # the command: three files make a series table and its JSON
+    paths = []
+    for name, lab, aff in visits:
+        paths.append(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(L.from_internal(lab, "brats2021"), aff), str(paths[-1]))
+    assert main(["compare", *map(str, paths), "-o", str(tmp_path / "series")]) == 0
+    assert "Visits, in date order" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "series.json").read_text())
+    assert [v["name"] for v in doc["visits"]] == ["v0.nii.gz", "v1.nii.gz", "v2.nii.gz"]
+    assert "from the nadir (v1.nii.gz)" in doc["visits"][2]["reading"]["ET"]
+    assert "vs nadir" in (tmp_path / "series.html").read_text()
+    assert main(["compare", str(paths[0])]) == 2
+    assert "two label maps or more" in capsys.readouterr().err

@@ -43,8 +43,8 @@ def change(before: float, after: float, thresholds: tuple[float, float],
     """One quantity at two dates: ``{"before", "after", "change", "percent", "reading"}``.
 
     ``reading`` names where the change falls against ``thresholds`` (fractions): "gone",
-    "new", "none in either", "decrease beyond the response threshold", "increase beyond
-    the progression threshold" or "within the thresholds".
+    "new", "none in either", "decrease of X % or more", "increase of Y % or more" or
+    "within the thresholds".
     """
     out: dict[str, Any] = {"before": round(before, 3), "after": round(after, 3),
                            "change": round(after - before, 3), "percent": None}
@@ -86,6 +86,41 @@ def compare(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
     }
 
 
+def series(visits: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Several visits, in date order: ``(name, internal labels, affine)`` each.
+
+    Per visit: its volumes and SPDs and, from the second on, each region's SPD against
+    the baseline (the first visit) and against the nadir (the smallest SPD of the visits
+    before it), as RANO reads them: a response by the decrease from baseline, a
+    progression by the increase from the nadir. ``reading`` per region says which
+    threshold the visit crosses, the progression first. JSON-ready.
+    """
+    rows: list[dict[str, Any]] = []
+    for name, lab, aff in visits:
+        vox = float(abs(np.linalg.det(np.asarray(aff, dtype=float)[:3, :3]))) / 1000.0
+        d = rano(lab, aff)
+        rows.append({"name": name, "volumes_ml": volumes_ml(lab, vox),
+                     "spd_mm2": {r: d[r]["spd_mm2"] for r in ("ET", "WT")},
+                     "largest": {r: d[r]["largest"] for r in ("ET", "WT")}})
+    for k, row in enumerate(rows[1:], start=1):
+        row["reading"] = {}
+        for r in ("ET", "WT"):
+            now = row["spd_mm2"][r]
+            nadir = min(range(k), key=lambda j: rows[j]["spd_mm2"][r])
+            base = change(rows[0]["spd_mm2"][r], now, SPD_THRESHOLDS)
+            low = change(rows[nadir]["spd_mm2"][r], now, SPD_THRESHOLDS)
+            row[f"{r}_vs_baseline"] = base
+            row[f"{r}_vs_nadir"] = {**low, "nadir": rows[nadir]["name"]}
+            if low["reading"].startswith("increase") or low["reading"] == "new":
+                row["reading"][r] = (f"{low['reading']} from the nadir "
+                                     f"({rows[nadir]['name']})")
+            elif base["reading"].startswith("decrease") or base["reading"] == "gone":
+                row["reading"][r] = f"{base['reading']} from baseline"
+            else:
+                row["reading"][r] = base["reading"]
+    return rows
+
+
 def read_label_map(path: str | Path, labels: str = "auto", name: str | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """A label map file as ``(internal labels, affine)``; ``labels``: its convention, or
@@ -109,6 +144,29 @@ def compare_files(before: str | Path, after: str | Path, labels: str = "auto"
     out["files"] = {"before": str(before), "after": str(after)}
     return out
 
+
+def series_from_files(paths: list[str | Path], labels: str = "auto") -> list[dict[str, Any]]:
+    """:func:`series` on label map files, in date order."""
+    return series([(Path(p).name, *read_label_map(p, labels)) for p in paths])
+
+
+def series_rows(visits: list[dict[str, Any]]) -> list[list[str]]:
+    """The visits as rows: name, WT and ET volume (mL), ET and WT SPD (mm²), each SPD's
+    change from baseline and from the nadir (%), and the readings."""
+    def pct(c: dict[str, Any] | None) -> str:
+        return "-" if c is None else _pct(c) if c["percent"] is not None else c["reading"]
+
+    return [[v["name"], f"{v['volumes_ml']['WT']:.1f}", f"{v['volumes_ml']['ET']:.1f}",
+             f"{v['spd_mm2']['ET']:.0f}", pct(v.get("ET_vs_baseline")),
+             pct(v.get("ET_vs_nadir")), f"{v['spd_mm2']['WT']:.0f}",
+             pct(v.get("WT_vs_baseline")), pct(v.get("WT_vs_nadir")),
+             "; ".join(f"{r}: {t}" for r, t in v["reading"].items())
+             if "reading" in v else "baseline"]
+            for v in visits]
+
+
+SERIES_HEADER = ("visit", "WT mL", "ET mL", "ET SPD mm²", "vs baseline", "vs nadir",
+                 "WT SPD mm²", "vs baseline", "vs nadir", "size reading")
 
 ROWS = (("WT", "Whole tumour"), ("TC", "Tumour core"), ("ET", "Enhancing tumour"),
         ("NCR", "Necrotic / non-enhancing core"), ("ED", "Edema"))
@@ -138,31 +196,49 @@ CAVEAT = ("Size only: thresholds are RANO's (SPD: -50 % / +25 %; volume, RANO 2.
           "not registered, so nothing here says where the tumour changed.")
 
 
-def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    """``<out>.json`` and a self-contained ``<out>.html`` (``out`` with or without a
-    suffix)."""
-    from braintumor.report import diameters_html
+def _table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+            + "</table>")
 
+
+def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
+    """``<out>.json`` (``doc``) and a self-contained ``<out>.html`` around ``body``."""
     base = Path(out)
     base = base.with_suffix("") if base.suffix in (".html", ".json") else base
     base.parent.mkdir(parents=True, exist_ok=True)
     jpath, hpath = base.with_suffix(".json"), base.with_suffix(".html")
-    jpath.write_text(json.dumps(result, indent=2) + "\n")
-    e = html.escape
-    files = result.get("files", {})
-    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
-                   for r in table_rows(result))
+    jpath.write_text(json.dumps(doc, indent=2) + "\n")
     hpath.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>braintumor: follow-up"
         "</title><style>body{font-family:sans-serif;margin:2em;max-width:60em}"
         "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.25em .6em}"
         "th{background:#eee}</style></head><body><h1>Follow-up comparison</h1>"
-        f"<p><strong>{NOTICE}</strong></p>"
-        f"<p>Before: {e(files.get('before', '-'))}<br>After: {e(files.get('after', '-'))}</p>"
-        "<table><tr><th>quantity</th><th>before</th><th>after</th><th>change</th>"
-        f"<th>change (%)</th><th>size reading</th></tr>{rows}</table>"
-        f"<p>{e(CAVEAT)}</p>"
-        "<h2>Before</h2>" + diameters_html(result["diameters"]["before"])
-        + "<h2>After</h2>" + diameters_html(result["diameters"]["after"])
-        + "</body></html>\n")
+        f"<p><strong>{NOTICE}</strong></p>{body}<p>{html.escape(CAVEAT)}</p>"
+        "</body></html>\n")
     return {"json": jpath, "html": hpath}
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """``<out>.json`` and a self-contained ``<out>.html`` of :func:`compare`'s result
+    (``out`` with or without a suffix)."""
+    from braintumor.report import diameters_html
+
+    e = html.escape
+    files = result.get("files", {})
+    body = (f"<p>Before: {e(files.get('before', '-'))}<br>After: "
+            f"{e(files.get('after', '-'))}</p>"
+            + _table(("quantity", "before", "after", "change", "change (%)", "size reading"),
+                     table_rows(result))
+            + "<h2>Before</h2>" + diameters_html(result["diameters"]["before"])
+            + "<h2>After</h2>" + diameters_html(result["diameters"]["after"]))
+    return _write(result, body, out)
+
+
+def write_series_outputs(visits: list[dict[str, Any]], out: str | Path) -> dict[str, Path]:
+    """``<out>.json`` and ``<out>.html`` of :func:`series`'s visits."""
+    body = ("<p>Visits in date order; SPD changes from the baseline (the first visit) and "
+            "from the nadir (the smallest SPD before each visit).</p>"
+            + _table(SERIES_HEADER, series_rows(visits)))
+    return _write({"visits": visits}, body, out)

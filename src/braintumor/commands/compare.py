@@ -1,4 +1,5 @@
-"""``braintumor compare BEFORE AFTER``: how a tumour's outline changed between two scans."""
+"""``braintumor compare SCAN SCAN [SCAN ...]``: how a tumour's outline changed between
+scans (two side by side; three or more as a series against baseline and nadir)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,20 @@ import argparse
 from pathlib import Path
 
 NAME = "compare"
-HELP = ("Compare two label maps of one patient (an earlier and a later scan): volumes and "
-        "RANO diameters (SPD), their change, and where it falls against RANO's size "
-        "thresholds.")
+HELP = ("Compare label maps of one patient's scans in date order: volumes and RANO "
+        "diameters (SPD), their change (from baseline and nadir), and where it falls against "
+        "RANO's size thresholds.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("before", type=Path, help="label map of the earlier scan (NIfTI)")
-    parser.add_argument("after", type=Path, help="label map of the later scan (NIfTI)")
+    parser.add_argument("scans", type=Path, nargs="+", metavar="LABELMAP",
+                        help="label maps (NIfTI) of one patient's scans in date order: two "
+                             "are compared side by side; three or more as a series, each "
+                             "against the baseline and the nadir")
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                         help="also write FILE.html (a report) and FILE.json")
     parser.add_argument("--labels", default="auto", choices=("auto", "brats2021", "brats2023"),
-                        help="label convention of both maps (default auto: from the name, "
+                        help="label convention of the maps (default auto: from each name, "
                              "then the values)")
 
 
@@ -26,14 +29,39 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from braintumor.errors import InputError
-    from braintumor.followup import CAVEAT, compare_files, table_rows, write_outputs
+    from braintumor.followup import (
+        CAVEAT,
+        SERIES_HEADER,
+        compare_files,
+        series_from_files,
+        series_rows,
+        table_rows,
+        write_outputs,
+        write_series_outputs,
+    )
 
-    for p in (args.before, args.after):
+    if len(args.scans) < 2:
+        raise InputError("give two label maps or more, in date order.")
+    for p in args.scans:
         if not p.is_file():
-            raise InputError(f"{p}: no such file; give two label map files (NIfTI).")
-    result = compare_files(args.before, args.after, args.labels)
+            raise InputError(f"{p}: no such file; give label map files (NIfTI).")
     console = Console()
-    t = Table(title=f"{args.before.name} -> {args.after.name}", title_justify="left")
+    if len(args.scans) > 2:
+        visits = series_from_files(args.scans, args.labels)
+        t = Table(title="Visits, in date order", title_justify="left")
+        for col in SERIES_HEADER:
+            t.add_column(col, justify="left" if col in ("visit", "size reading") else "right")
+        for row in series_rows(visits):
+            t.add_row(*row)
+        console.print(t)
+        console.print(CAVEAT)
+        if args.output is not None:
+            paths = write_series_outputs(visits, args.output)
+            console.print(f"wrote {paths['html']} and {paths['json']}")
+        return 0
+    before, after = args.scans
+    result = compare_files(before, after, args.labels)
+    t = Table(title=f"{before.name} -> {after.name}", title_justify="left")
     for col in ("quantity", "before", "after", "change", "%", "size reading"):
         t.add_column(col, justify="left" if col in ("quantity", "size reading") else "right")
     for row in table_rows(result):
