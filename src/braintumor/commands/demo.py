@@ -7,7 +7,9 @@ method available, and scored against its known truth. Writes:
 
 * ``OUTDIR/prediction/<case>.nii.gz`` - the label map (BraTS 2021 values, input grid);
 * ``OUTDIR/overlay.png`` - axial FLAIR/T1ce slices with the regions coloured;
-* ``OUTDIR/report.html`` and ``OUTDIR/report.json`` - volumes and metrics.
+* ``OUTDIR/diameters.png`` - the slices the largest lesions' RANO diameters were
+  measured on, with both diameters drawn;
+* ``OUTDIR/report.html`` and ``OUTDIR/report.json`` - volumes, RANO diameters and metrics.
 """
 
 from __future__ import annotations
