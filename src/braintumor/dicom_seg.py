@@ -13,6 +13,9 @@ map lies on that series' grid, so this is the identity up to the converter's axi
 flips). Three binary segments: necrotic / non-enhancing core, edema, enhancing tumour,
 coded in SNOMED CT (Necrosis, Edema, Neoplasm), with the algorithm named.
 
+The series must be classic single-frame images (one file per slice, each with its
+ImagePositionPatient); an enhanced multi-frame file is refused with a sentence.
+
 Unlike the rest of the output folder, the object carries the patient's and study's
 identifiers, copied from the source series: that is what attaches it to the study. It is
 written only when asked for.
