@@ -23,7 +23,6 @@ disease is present. Writes ``cases.json`` and ``table.md`` under ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -84,15 +83,11 @@ def summary_rows(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from braintumor.missing_study import fold_params
-    from braintumor.resolution_study import held_out_folds
+    from braintumor.resolution_study import held_out_folds, study_parser
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", default="runs/compact_gpu")
-    ap.add_argument("--data", default="../shared/data/brats2018")
-    ap.add_argument("--watershed", default="experiments/watershed")
-    ap.add_argument("--out", default="experiments/diameters")
+    ap = study_parser(__doc__, "experiments/diameters", watershed=True)
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
     held = held_out_folds(args.runs)

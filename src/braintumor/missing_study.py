@@ -19,14 +19,13 @@ and ``table.md`` under ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
-from braintumor.resolution_study import held_out_folds, mean_cells, scores
+from braintumor.resolution_study import held_out_folds, mean_cells, scores, study_parser
 
 CONDITIONS: dict[str, tuple[str, ...]] = {"all four": (), "no T1": ("t1",),
                                            "no T2": ("t2",), "neither T1 nor T2": ("t1", "t2")}
@@ -52,11 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from braintumor.segment import segment
     from braintumor.watershed import cnn_postprocess
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", default="runs/compact_gpu")
-    ap.add_argument("--data", default="../shared/data/brats2018")
-    ap.add_argument("--watershed", default="experiments/watershed")
-    ap.add_argument("--out", default="experiments/missing")
+    ap = study_parser(__doc__, "experiments/missing", watershed=True)
     ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
     ap.add_argument("--inputs", default=",".join(CONDITIONS),
                     help="only these inputs (comma-separated names of CONDITIONS)")

@@ -74,6 +74,19 @@ def mean_cells(rows: list[dict[str, Any]]) -> str:
             f"{m['TC_hd95']:.1f} / {m['ET_hd95']:.1f}")
 
 
+def study_parser(doc: str | None, out: str, watershed: bool = False
+                 ) -> argparse.ArgumentParser:
+    """The held-out studies' shared options: ``--runs`` (fold models), ``--data`` (the
+    shared BraTS cases), ``--out`` and, with ``watershed``, the watershed CV folder."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--runs", default="runs/compact_gpu")
+    ap.add_argument("--data", default="../shared/data/brats2018")
+    if watershed:
+        ap.add_argument("--watershed", default="experiments/watershed")
+    ap.add_argument("--out", default=out)
+    return ap
+
+
 def held_out_folds(runs: str | Path) -> dict[str, Path]:
     """case id -> the fold run folder of ``runs`` whose model did not train on it."""
     folds = sorted(Path(runs).glob("fold[0-9]*"))
@@ -85,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", default="runs/compact_gpu")
-    ap.add_argument("--data", default="../shared/data/brats2018")
-    ap.add_argument("--out", default="experiments/resolution")
+    ap = study_parser(__doc__, "experiments/resolution")
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
     held = held_out_folds(args.runs)

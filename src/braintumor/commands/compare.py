@@ -4,6 +4,8 @@ scans (two side by side; three or more as a series against baseline and nadir)."
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 NAME = "compare"
@@ -45,30 +47,26 @@ def run(args: argparse.Namespace) -> int:
     for p in args.scans:
         if not p.is_file():
             raise InputError(f"{p}: no such file; give label map files (NIfTI).")
-    console = Console()
     if len(args.scans) > 2:
         visits = series_from_files(args.scans, args.labels)
-        t = Table(title="Visits, in date order", title_justify="left")
-        for col in SERIES_HEADER:
-            t.add_column(col, justify="left" if col in ("visit", "size reading") else "right")
-        for row in series_rows(visits):
-            t.add_row(*row)
-        console.print(t)
-        console.print(CAVEAT)
-        if args.output is not None:
-            paths = write_series_outputs(visits, args.output)
-            console.print(f"wrote {paths['html']} and {paths['json']}")
-        return 0
-    before, after = args.scans
-    result = compare_files(before, after, args.labels)
-    t = Table(title=f"{before.name} -> {after.name}", title_justify="left")
-    for col in ("quantity", "before", "after", "change", "%", "size reading"):
-        t.add_column(col, justify="left" if col in ("quantity", "size reading") else "right")
-    for row in table_rows(result):
+        header: tuple[str, ...] = SERIES_HEADER
+        title, rows = "Visits, in date order", series_rows(visits)
+        write: Callable[[Path], dict[str, Path]] = partial(write_series_outputs, visits)
+    else:
+        before, after = args.scans
+        result = compare_files(before, after, args.labels)
+        title = f"{before.name} -> {after.name}"
+        header = ("quantity", "before", "after", "change", "%", "size reading")
+        rows, write = table_rows(result), partial(write_outputs, result)
+    console = Console()
+    t = Table(title=title, title_justify="left")
+    for col in header:
+        t.add_column(col, justify="left" if col in (header[0], header[-1]) else "right")
+    for row in rows:
         t.add_row(*row)
     console.print(t)
     console.print(CAVEAT)
     if args.output is not None:
-        paths = write_outputs(result, args.output)
+        paths = write(args.output)
         console.print(f"wrote {paths['html']} and {paths['json']}")
     return 0
