@@ -246,6 +246,9 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     print(f"correction click to updated page: {correction_s:.2f} s")
     page.wait_for_timeout(500)
     assert float(page.eval_on_selector("td[data-key='WT']", "e => e.textContent")) < table["WT"]
+    # the comparison shown was of the outline before the correction: it is withdrawn
+    assert page.is_hidden("#cmp-table")
+    assert "The outline changed" in (page.text_content("#cmp-msg") or "")
     page.click("#undo-btn")
     page.wait_for_selector("body[data-result='v0']", timeout=30_000)
     undone = _fetch(f"{server.url}/api/jobs/{job_id}/download/labels.nii.gz")

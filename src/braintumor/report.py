@@ -368,7 +368,8 @@ def diameters_html(diameters: Mapping[str, Any], picture: str | None = None) -> 
             "the longest diameter and the longest one perpendicular to it. A lesion is "
             f"measurable when both reach {MEASURABLE_MM:.0f} mm; SPD is the sum of the "
             f"products of up to {MAX_TARGETS} measurable target lesions (RANO 2.0).</p>"
-            + (f"<p><img alt='the measured slices' style='max-width:100%' src='{picture}'>"
+            + (f"<p><img alt='the measured slices' style='max-width:100%' "
+               f"src='{html.escape(picture, quote=True)}'>"
                "<br>Largest lesion of each region, on the slice where it was measured: "
                "enhancing tumour on the T1ce, T2/FLAIR abnormality on the FLAIR; the longest "
                "diameter in blue, the perpendicular one in pink.</p>" if picture else "")

@@ -327,6 +327,7 @@ function resetResultPanels() {
   $("cmp-caveat").hidden = true;
   $("cmp-file").value = "";
   setMsg("cmp-msg", "");
+  state.cmpVersion = undefined;
   state.loadedOverlay = null;
   state.loadedUnc = null;
 }
@@ -678,6 +679,14 @@ function renderResult(job) {
   setMsg("metrics-note", s.metrics_note || "");
   if (job.status !== "done") return;
   $("followup").hidden = false;
+  if (state.cmpVersion !== undefined && state.cmpVersion !== job.label_version) {
+    // a correction changed the outline: the comparison shown is of the old one
+    $("cmp-table").hidden = true;
+    $("cmp-caveat").hidden = true;
+    $("cmp-file").value = "";
+    setMsg("cmp-msg", "The outline changed; choose the earlier label map again to compare.");
+    state.cmpVersion = undefined;
+  }
   enableLink("dl-labels", job.urls.download);
   enableLink("dl-report-html", job.urls.report_html);
   enableLink("dl-report-pdf", job.urls.report_pdf);
@@ -716,6 +725,7 @@ async function compareWith(file) {
     $("cmp-caveat").textContent = r.caveat;
     $("cmp-caveat").hidden = false;
     setMsg("cmp-msg", `Earlier: ${r.files.before}.`, true);
+    state.cmpVersion = job.label_version;
   } catch (e) {
     setMsg("cmp-msg", e.message);
   }
