@@ -245,3 +245,27 @@ def test_picture_diameters_in_pixels_or_mm_and_over_a_stack() -> None:
     stack = picture_diameters([small, np.zeros_like(small), big], pixel_mm=0.2)
     assert stack is not None and stack["slice"] == 2 and stack["measurable"] is False
     assert picture_diameters([np.zeros((9, 9), bool)]) is None
+
+
+def test_the_lines_volume_draws_both_diameters_on_the_measured_slice() -> None:
+    from braintumor.diameters import lines_volume
+
+    shape = (100, 90, 60)
+    m = _ellipsoid(shape, (1, 1, 1), (50, 45, 30), (20, 12, 8), angle_deg=20)
+    lab = np.where(m, L.ED, 0).astype(np.uint8)
+    d = rano(lab, np.eye(4))
+    vol = lines_volume(shape, d)
+    les = d["WT"]["lesions"][0]
+    for value, key, length in ((1, "ends", les["longest_mm"]),
+                               (2, "perpendicular_ends", les["perpendicular_mm"])):
+        pts = np.argwhere(vol == value)
+        assert set(pts[:, 2]) == {les["slice"]}  # on the measured slice only
+        # a connected line one voxel wide: between its longer axis-aligned extent (a
+        # diagonal of 8-connected steps) and the sum of both (4-connected steps)
+        ends = np.asarray(les[key])
+        span = np.abs(ends[1] - ends[0])[:2]
+        assert span.max() - 2 <= len(pts) <= span.sum() + 2
+        assert np.ptp(pts, axis=0)[:2].max() == pytest.approx(
+            np.abs(ends[1] - ends[0])[:2].max(), abs=2)
+        assert length > 0
+    assert not lines_volume(shape, rano(np.zeros(shape, np.uint8), np.eye(4))).any()

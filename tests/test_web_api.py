@@ -255,6 +255,15 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert measured in html.text
     png = client.get(measured)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    # the same diameters as a volume for the viewer, on the label map's grid
+    lines = client.get(done_job["urls"]["diameters"])
+    assert lines.status_code == 200
+    vol = _load(lines.content)
+    labels = _load(client.get(done_job["urls"]["download"]).content)
+    assert vol.shape == labels.shape and np.allclose(vol.affine, labels.affine)
+    assert set(np.unique(np.asarray(vol.dataobj)).tolist()) == {0, 1, 2}
+    assert client.get(done_job["urls"]["diameters"].replace(f"/v{version}/", "/v9/")
+                      ).status_code == 404
     pics = [u for u in html.text.split('"') if u.endswith(".png")]
     assert len(pics) == 3
     for u in pics:

@@ -207,6 +207,12 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     page.wait_for_timeout(300)
     at = page.evaluate("Array.from(state.nv.frac2mm(state.nv.scene.crosshairPos)).slice(0, 3)")
     assert np.allclose(at, centre, atol=1.0), (at, centre)
+    # ... and lays the diameters over the scan (the toggle takes them off again)
+    assert page.is_checked("#diam-toggle")
+    has_lines = "state.nv.volumes.some((v) => v.__role === 'diam')"
+    assert page.evaluate(has_lines)
+    page.uncheck("#diam-toggle")
+    page.wait_for_function(f"!({has_lines})")
 
     # the downloaded label map, given back as an earlier scan's: no change anywhere
     earlier = tmp_path / "visit1_seg.nii.gz"

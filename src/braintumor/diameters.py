@@ -254,6 +254,25 @@ def rano(labels: np.ndarray, affine: np.ndarray) -> dict[str, dict[str, Any]]:
             for region, (values, fill) in REGIONS.items()}
 
 
+def lines_volume(shape: tuple[int, ...], diameters: dict[str, dict[str, Any]]
+                 ) -> np.ndarray:
+    """A ``shape`` uint8 volume holding the largest lesion's two diameters of each region
+    of :func:`rano`'s result, one voxel wide on the measured slice: 1 along the longest,
+    2 along the perpendicular one (for a viewer to lay over the scan)."""
+    out = np.zeros(tuple(shape), np.uint8)
+    for summ in diameters.values():
+        if not summ.get("lesions"):
+            continue
+        les = summ["lesions"][0]
+        for value, (a, b) in ((1, les["ends"]), (2, les["perpendicular_ends"])):
+            a, b = np.asarray(a, float), np.asarray(b, float)
+            n = int(np.ceil(np.abs(b - a).max() * 4)) + 1
+            pts = np.rint(a + np.linspace(0, 1, n)[:, None] * (b - a)).astype(int)
+            pts = np.clip(pts, 0, np.array(shape) - 1)
+            out[pts[:, 0], pts[:, 1], pts[:, 2]] = value
+    return out
+
+
 def describe(summary: dict[str, Any]) -> str:
     """One region's measurement in a few words: ``"41 x 33 mm; SPD 1353 mm² (1 target)"``."""
     if not summary["lesions"]:

@@ -355,6 +355,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             urls["report_html"] = f"{base}/report.html"
             urls["report_pdf"] = f"{base}/report.pdf"
             urls["corrections"] = f"{base}/corrections"
+            urls["diameters"] = f"{base}/overlay/v{job.label_version}/diameters.nii.gz"
         if job.status == "done" and res.get("kind") == "2d":
             urls["image2d"] = {k: f"{base}/image2d/{k}.png" for k in ("input", "mask", "overlay")}
             urls["download"] = f"{base}/image2d/mask.png"
@@ -577,6 +578,28 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             raise HTTPException(404, "No such label map version.")
         return FileResponse(labels_path(store.job_dir(job_id), version),
                             media_type="application/gzip")
+
+    @app.get("/api/jobs/{job_id}/overlay/v{version}/diameters.nii.gz",
+             summary="The largest lesions' RANO diameters as a volume for the viewer",
+             response_class=FileResponse)
+    def diameter_lines(job_id: str, version: int) -> FileResponse:
+        """1 along each region's longest diameter, 2 along the perpendicular one, on the
+        label map's grid; 404 until the label version's diameters are measured."""
+        from braintumor.diameters import lines_volume
+
+        job = done_3d(job_id)
+        summ = (job.result.get("summaries") or [{}])[-1]
+        if version != job.label_version or not summ.get("diameters"):
+            raise HTTPException(404, "No diameters measured for this label map version.")
+        job_dir = store.job_dir(job_id)
+        out = job_dir / "output" / f"diameters_v{version}.nii.gz"
+        if not out.exists():
+            ref: Any = nib.load(str(labels_path(job_dir, version)))
+            lines = lines_volume(ref.shape, summ["diameters"])
+            tmp = out.with_name(f".{out.name}")
+            nib.save(nib.Nifti1Image(lines, ref.affine), str(tmp))
+            tmp.replace(out)
+        return FileResponse(out, media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/overlay/uncertainty.nii.gz", summary="Uncertainty map",
              response_class=FileResponse)

@@ -103,6 +103,7 @@ function wireUi() {
     if (state.nv && state.loadedOverlay) state.nv.setDrawOpacity(state.opacity);
   });
   $("unc-toggle").addEventListener("change", refreshUncertainty);
+  $("diam-toggle").addEventListener("change", refreshDiameters);
   $("correct-toggle").addEventListener("change", (e) => {
     $("correct-tools").classList.toggle("active", e.target.checked);
     setMsg("correct-msg", e.target.checked ? "Click on a slice to place a seed." : "", true);
@@ -115,9 +116,13 @@ function wireUi() {
 }
 
 // the viewer's crosshair to where a lesion's diameters were measured (scanner mm)
-function showMeasuredSlice(mmText) {
+async function showMeasuredSlice(mmText) {
   const nv = state.nv;
   if (!mmText || !nv || !nv.volumes.length) return;
+  if (!$("diam-toggle").disabled && !$("diam-toggle").checked) {
+    $("diam-toggle").checked = true;  // the lines are what the click is for
+    await refreshDiameters();
+  }
   nv.scene.crosshairPos = nv.mm2frac(mmText.split(",").map(Number));
   nv.drawScene();
   nv.createOnLocationChange();
@@ -330,6 +335,8 @@ function resetResultPanels() {
   state.cmpVersion = undefined;
   state.loadedOverlay = null;
   state.loadedUnc = null;
+  state.loadedDiam = null;
+  $("diam-toggle").disabled = true;
 }
 
 // -- DICOM series ------------------------------------------------------------------------
@@ -477,10 +484,12 @@ async function loadViewer(job) {
       state.loadedBg = bgUrl;
       state.loadedOverlay = null;
       state.loadedUnc = null;
+      state.loadedDiam = null;
     }
     if (overlayUrl && overlayUrl !== state.loadedOverlay) await replaceOverlay(overlayUrl);
     applyLabelColours();
     await refreshUncertainty();
+    await refreshDiameters();
     if (overlayUrl) mark("outline_shown");
     document.body.dataset.viewer = overlayUrl ? "overlay" : "image";
   } catch (e) {
@@ -496,6 +505,31 @@ async function replaceOverlay(url) {
   const ok = await state.nv.loadDrawingFromUrl(url);
   if (!ok) throw new Error("the label map does not fit the image grid");
   state.loadedOverlay = url;
+}
+
+// the largest lesions' two diameters (1 longest, 2 perpendicular) as a volume over the scan
+async function refreshDiameters() {
+  const nv = state.nv;
+  const job = state.job;
+  if (!nv || !job) return;
+  const s = job.result && job.result.summary;
+  const has = job.status === "done" && s && s.diameters &&
+    ["ET", "WT"].some((r) => s.diameters[r] && s.diameters[r].lesions.length);
+  const url = has ? job.urls.diameters : null;
+  $("diam-toggle").disabled = !url;
+  const want = url && $("diam-toggle").checked ? url : null;
+  if (want === state.loadedDiam) return;
+  const old = nv.volumes.find((v) => v.__role === "diam");
+  if (old) nv.removeVolume(old);
+  state.loadedDiam = null;
+  if (want) {
+    // white, apart from the blue crosshair and the coloured regions
+    const vol = await niivue.NVImage.loadFromUrl({ url: want, colormap: "gray", opacity: 1,
+                                                   cal_min: 0, cal_max: 1 });
+    vol.__role = "diam";
+    nv.addVolume(vol);
+    state.loadedDiam = want;
+  }
 }
 
 async function refreshUncertainty() {
@@ -679,6 +713,7 @@ function renderResult(job) {
   setMsg("metrics-note", s.metrics_note || "");
   if (job.status !== "done") return;
   $("followup").hidden = false;
+  if (!state.busy) refreshDiameters();  // measured after the outline was first shown
   if (state.cmpVersion !== undefined && state.cmpVersion !== job.label_version) {
     // a correction changed the outline: the comparison shown is of the old one
     $("cmp-table").hidden = true;
