@@ -127,8 +127,17 @@ def _wait_overlay(page: Any, timeout_ms: int = 90_000) -> None:
     page.wait_for_timeout(600)  # a few frames for WebGL to draw
 
 
+def _until(page: Any, expression: str, timeout_s: float = 30.0) -> None:
+    """Wait until the page's ``expression`` is true (polled from here: the page's
+    content security policy forbids the string predicates of ``wait_for_function``)."""
+    t0 = time.monotonic()
+    while not page.evaluate(expression):
+        assert time.monotonic() - t0 < timeout_s, f"still false: {expression}"
+        page.wait_for_timeout(100)
+
+
 def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
-                 case: Any = None) -> list[str]:
+                 case: Any = None, uncertainty: bool = False) -> list[str]:
     """Upload the small case's (or ``case``'s) four files with ``method`` and wait for
     the job to finish; returns the modalities the page assigned to the files before
     submitting."""
@@ -140,6 +149,8 @@ def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
     page.set_input_files("#file-input", [str(p) for p in files.values()])
     page.wait_for_selector(".mod-select")
     chosen = list(page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)"))
+    if uncertainty:
+        page.check("#want-unc")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     return chosen
@@ -212,7 +223,7 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     has_lines = "state.nv.volumes.some((v) => v.__role === 'diam')"
     assert page.evaluate(has_lines)
     page.uncheck("#diam-toggle")
-    page.wait_for_function(f"!({has_lines})")
+    _until(page, f"!({has_lines})")
 
     # the downloaded label map, given back as an earlier scan's: no change anywhere
     earlier = tmp_path / "visit1_seg.nii.gz"
@@ -303,6 +314,20 @@ def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: 
     expect(note).to_be_visible()
     expect(note).to_contain_text("1.2 × 1 × 1.5 mm")
     expect(note).to_contain_text("1 mm resampling")
+
+
+def test_the_uncertainty_map_is_laid_over_and_taken_off(server: ServerThread, page: Any,
+                                                        tmp_path: Path) -> None:
+    _upload_case(server, page, tmp_path, "threshold", uncertainty=True)
+    _wait_overlay(page)
+    assert _job(server, page.url.rsplit("/", 1)[1])["result"]["has_uncertainty"]
+    layer = "state.nv.volumes.some((v) => v.__role === 'unc')"
+    page.wait_for_selector("#unc-toggle:not([disabled])")
+    assert not page.evaluate(layer)
+    page.check("#unc-toggle")
+    _until(page, layer)
+    page.uncheck("#unc-toggle")
+    _until(page, f"!({layer})")
 
 
 def test_a_scan_that_is_not_skull_stripped_is_flagged(server: ServerThread, page: Any,

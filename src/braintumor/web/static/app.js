@@ -507,48 +507,41 @@ async function replaceOverlay(url) {
   state.loadedOverlay = url;
 }
 
-// the largest lesions' two diameters (1 longest, 2 perpendicular) as a volume over the scan
-async function refreshDiameters() {
+// a volume laid over the scan while its toggle is ticked: `role` names it among the
+// viewer's volumes, `key` is its state.loaded* field, `url` null when there is none
+async function refreshLayer(role, key, toggle, url, options) {
   const nv = state.nv;
-  const job = state.job;
-  if (!nv || !job) return;
-  const s = job.result && job.result.summary;
-  const has = job.status === "done" && s && s.diameters &&
-    ["ET", "WT"].some((r) => s.diameters[r] && s.diameters[r].lesions.length);
-  const url = has ? job.urls.diameters : null;
-  $("diam-toggle").disabled = !url;
-  const want = url && $("diam-toggle").checked ? url : null;
-  if (want === state.loadedDiam) return;
-  const old = nv.volumes.find((v) => v.__role === "diam");
+  $(toggle).disabled = !url;
+  const want = url && $(toggle).checked ? url : null;
+  if (want === state[key]) return;
+  const old = nv.volumes.find((v) => v.__role === role);
   if (old) nv.removeVolume(old);
-  state.loadedDiam = null;
+  state[key] = null;
   if (want) {
-    // white, apart from the blue crosshair and the coloured regions
-    const vol = await niivue.NVImage.loadFromUrl({ url: want, colormap: "gray", opacity: 1,
-                                                   cal_min: 0, cal_max: 1 });
-    vol.__role = "diam";
+    const vol = await niivue.NVImage.loadFromUrl({ url: want, ...options });
+    vol.__role = role;
     nv.addVolume(vol);
-    state.loadedDiam = want;
+    state[key] = want;
   }
 }
 
-async function refreshUncertainty() {
-  const nv = state.nv;
+// the largest lesions' two diameters (1 longest, 2 perpendicular) as a volume over the scan
+async function refreshDiameters() {
   const job = state.job;
-  if (!nv || !job) return;
-  const url = job.urls.uncertainty || null;
-  $("unc-toggle").disabled = !url;
-  const want = url && $("unc-toggle").checked ? url : null;
-  if (want === state.loadedUnc) return;
-  const old = nv.volumes.find((v) => v.__role === "unc");
-  if (old) nv.removeVolume(old);
-  state.loadedUnc = null;
-  if (want) {
-    const vol = await niivue.NVImage.loadFromUrl({ url: want, colormap: "warm", opacity: 0.5 });
-    vol.__role = "unc";
-    nv.addVolume(vol);
-    state.loadedUnc = want;
-  }
+  if (!state.nv || !job) return;
+  const s = job.result && job.result.summary;
+  const has = job.status === "done" && s && s.diameters &&
+    ["ET", "WT"].some((r) => s.diameters[r] && s.diameters[r].lesions.length);
+  // white, apart from the blue crosshair and the coloured regions
+  await refreshLayer("diam", "loadedDiam", "diam-toggle", has ? job.urls.diameters : null,
+                     { colormap: "gray", opacity: 1, cal_min: 0, cal_max: 1 });
+}
+
+async function refreshUncertainty() {
+  const job = state.job;
+  if (!state.nv || !job) return;
+  await refreshLayer("unc", "loadedUnc", "unc-toggle", job.urls.uncertainty || null,
+                     { colormap: "warm", opacity: 0.5 });
 }
 
 function switchMark(mod) {
