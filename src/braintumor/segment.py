@@ -100,9 +100,9 @@ def missing_modality_note(missing: tuple[str, ...], method: str,
     measured = (f" (held out on 14 BraTS cases: Dice WT {accuracy[0]:.2f}, TC {accuracy[1]:.2f},"
                 f" ET {accuracy[2]:.2f})" if accuracy else "")
     why = "" if method == "watershed" else f"; the {method} method needs all four modalities"
-    return (f"the scan{'' if absent else chr(39) + 's'} {what}, so it was segmented by the "
-            f"watershed alone, tuned for scans without {'them' if len(missing) > 1 else 'it'}"
-            f"{measured}{why}")
+    subject = "the scan" if absent else "the scan's"  # "has no T1 image" / "T1 image is"
+    return (f"{subject} {what}, so it was segmented by the watershed alone, tuned for scans "
+            f"without {'them' if len(missing) > 1 else 'it'}{measured}{why}")
 
 
 def regrid_note(case: Case) -> str | None:
