@@ -202,6 +202,9 @@ def test_predict_report_pages(tmp_path: Path, tiny_model: Path) -> None:
     index = (out / "report_index.html").read_text()
     assert "href='rep_report.html'" in index and "src='rep_overlay.png'" in index
     assert f"<td>{row['WT_mL']}</td>" in index and NOTICE in index
+    from braintumor.diameters import describe
+
+    assert f"WT: {describe(doc['diameters']['WT'])}" in index.replace("&#x27;", "'")
 
 
 def test_predict_missing_input_is_one_sentence(tmp_path: Path,

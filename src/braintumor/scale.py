@@ -176,8 +176,9 @@ REPORT_INDEX = "report_index.html"
 def write_report_index(out_dir: str | Path) -> Path | None:
     """``out_dir/report_index.html``: one row per case of ``volumes.csv`` that has a report
     page (this run's and earlier runs' into the folder): its picture, linked to its page,
-    method, model, volumes and warning, cases with a warning first, so a folder of many
-    cases can be checked by eye from one page. None when no case has a page."""
+    method, model, volumes, RANO diameters (from its ``<case>_report.json``) and warning,
+    cases with a warning first, so a folder of many cases can be checked by eye from one
+    page. None when no case has a page."""
     import csv
     import html
 
@@ -196,13 +197,14 @@ def write_report_index(out_dir: str | Path) -> Path | None:
     cells = []
     for r in rows:
         c = r["case"]
+        diam = _report_diameters(out / f"{c}_report.json")
         pic = (f"<a href='{e(c)}_report.html'><img src='{e(c)}_overlay.png' alt='{e(c)}' "
                "style='height:9em'></a>")
         model = f"{r.get('model') or '-'}{' (' + r['mode'] + ')' if r.get('mode') else ''}"
         cells.append(f"<tr><td><a href='{e(c)}_report.html'>{e(c)}</a></td><td>{pic}</td>"
                      f"<td>{e(r.get('method', ''))}<br>{e(model)}</td>"
                      + "".join(f"<td>{e(r.get(f'{k}_mL', ''))}</td>" for k in ("WT", "TC", "ET"))
-                     + f"<td>{e(r.get('warning') or '')}</td></tr>")
+                     + f"<td>{e(diam)}</td><td>{e(r.get('warning') or '')}</td></tr>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>braintumor: "
             f"{len(rows)} cases</title><style>body{{font-family:sans-serif;margin:2em}}"
             "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.3em .6em;"
@@ -210,11 +212,26 @@ def write_report_index(out_dir: str | Path) -> Path | None:
             f"<h1>Segmentations in {e(out.name)} ({len(rows)} cases)</h1>"
             f"<p><strong>{NOTICE}</strong> Cases with a warning come first.</p>"
             "<table><tr><th>case</th><th>outline</th><th>method, model</th><th>WT mL</th>"
-            "<th>TC mL</th><th>ET mL</th><th>warning</th></tr>" + "".join(cells)
+            "<th>TC mL</th><th>ET mL</th><th>RANO diameters, largest lesion (SPD)</th>"
+            "<th>warning</th></tr>" + "".join(cells)
             + "</table></body></html>\n")
     path = out / REPORT_INDEX
     path.write_text(page)
     return path
+
+
+def _report_diameters(path: Path) -> str:
+    """The RANO diameters a case's ``<case>_report.json`` holds, in a few words (empty
+    for a page written before reports carried them)."""
+    import json
+
+    from braintumor.diameters import describe
+
+    try:
+        diam = json.loads(path.read_text()).get("diameters") or {}
+    except (OSError, ValueError):
+        return ""
+    return "; ".join(f"{r}: {describe(d)}" for r, d in diam.items() if isinstance(d, dict))
 
 
 def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "brats2021",
