@@ -23,7 +23,6 @@ disease is present. Writes ``cases.json`` and ``table.md`` under ``--out``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,7 @@ def summary_rows(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from braintumor.missing_study import fold_params
-    from braintumor.resolution_study import held_out_folds, study_parser
+    from braintumor.resolution_study import held_out_folds, study_parser, write_study
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
@@ -112,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                    **{f"expert_{k}": v for k, v in expert.items()}}
             rows.append(row)
             print(row, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cases.json").write_text(json.dumps(rows, indent=1))
-    lines = summary_rows(rows, methods)
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_study(args.out, rows, summary_rows(rows, methods))
     return 0
 
 

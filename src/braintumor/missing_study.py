@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
-from braintumor.resolution_study import held_out_folds, mean_cells, scores, study_parser
+from braintumor.resolution_study import (
+    held_out_folds,
+    mean_cells,
+    scores,
+    study_parser,
+    write_study,
+)
 
 CONDITIONS: dict[str, tuple[str, ...]] = {"all four": (), "no T1": ("t1",),
                                            "no T2": ("t2",), "neither T1 nor T2": ("t1", "t2")}
@@ -77,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
                        **scores(res.labels, case)}
                 rows.append(row)
                 print(row, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cases.json").write_text(json.dumps(rows, indent=1))
     lines = ["| input | method | WT | TC | ET | HD95 WT / TC / ET (mm) | worst case WT / TC |",
              "|---|---|---|---|---|---|---|"]
     for name in conditions:
@@ -89,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {name} | {label if name != 'all four' else method} | {mean_cells(sel)} | "
                 f"{min(r['WT'] for r in sel):.2f} / {min(r['TC'] for r in sel):.2f} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_study(args.out, rows, lines)
     return 0
 
 

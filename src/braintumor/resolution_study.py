@@ -87,6 +87,16 @@ def study_parser(doc: str | None, out: str, watershed: bool = False
     return ap
 
 
+def write_study(out: str | Path, rows: list[dict[str, Any]], lines: list[str]) -> None:
+    """A held-out study's results: ``out/cases.json`` (``rows``, one per case and
+    condition) and ``out/table.md`` (``lines``), the table also printed."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cases.json").write_text(json.dumps(rows, indent=1))
+    (folder / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def held_out_folds(runs: str | Path) -> dict[str, Path]:
     """case id -> the fold run folder of ``runs`` whose model did not train on it."""
     folds = sorted(Path(runs).glob("fold[0-9]*"))
@@ -125,9 +135,6 @@ def main(argv: list[str] | None = None) -> int:
                            **scores(res.labels, c)}
                     rows.append(row)
                     print(row, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cases.json").write_text(json.dumps(rows, indent=1))
     lines = ["| method | input | segmented on | WT | TC | ET | HD95 WT / TC / ET (mm) |",
              "|---|---|---|---|---|---|---|"]
     for method, cond, rs in ((m, c, r) for m in args.methods.split(",") for c in conditions
@@ -139,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         how = "1 mm grid (resampled)" if rs and cond != "1mm" else (
             "its own grid" if cond != "1mm" else "1 mm (as is)")
         lines.append(f"| {method} | {cond} | {how} | {mean_cells(sel)} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_study(args.out, rows, lines)
     return 0
 
 
