@@ -257,3 +257,42 @@ def test_real_lgg_slices(lgg_dir, tmp_path, capsys):
     doc = json.loads(out.with_suffix(".json").read_text())
     if "per_patient" in doc:  # the 2D module's per-patient volume Dice
         assert patient.name in doc["per_patient"]["patients"]
+
+
+def test_evaluate_with_diameters(tmp_path: Path) -> None:
+    """A prediction 1.25 times as large in-plane (SPD x1.56) against its reference: the
+    SPD difference is +56 % within the pixel rounding, for ET and WT; TC gets none."""
+    from braintumor.diameters import rano
+
+    shape = (80, 80, 30)
+    g = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+
+    def tumour(scale: float) -> np.ndarray:
+        r = np.sqrt(g[0] ** 2 + g[1] ** 2) / scale
+        lab = np.zeros(shape, np.uint8)
+        lab[(r <= 24) & (abs(g[2]) <= 8)] = 2
+        lab[(r <= 14) & (abs(g[2]) <= 5)] = 4
+        lab[(r <= 8) & (abs(g[2]) <= 3)] = 1
+        return lab
+
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    save(tumour(1.0), ref / "c1" / "c1_seg.nii.gz", (1.0, 1.0, 1.0))
+    save(tumour(1.25), pred / "c1.nii.gz", (1.0, 1.0, 1.0))
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out),
+                 "--diameters", "--quiet"]) == 0
+    rows = {r["region"]: r for r in read_csv(out) if r["case"] == "c1"}
+    want = rano(L.to_internal(tumour(1.0), "brats2021"), np.eye(4))
+    for region in ("ET", "WT"):
+        assert float(rows[region]["spd_ref_mm2"]) == pytest.approx(
+            want[region]["spd_mm2"], rel=1e-4)
+        assert float(rows[region]["spd_diff_pct"]) == pytest.approx(56, abs=6)
+    assert rows["TC"]["spd_diff_pct"] == ""
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["settings"]["diameters"] is True
+    assert doc["summary"]["mean"]["ET"]["spd_diff_pct"] == pytest.approx(
+        float(rows["ET"]["spd_diff_pct"]))
+    # without the flag: no such columns
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o",
+                 str(tmp_path / "n.csv"), "--quiet"]) == 0
+    assert "spd_diff_pct" not in (tmp_path / "n.csv").read_text().splitlines()[0]

@@ -44,8 +44,11 @@ from braintumor import metrics as M
 from braintumor.errors import InputError
 from braintumor.io import IMAGE_SUFFIXES, is_image_2d, is_nifti, strip_nifti_suffix
 
+#: with ``diameters``: the RANO sum of products (mm^2) of prediction and reference and
+#: their difference in % of the reference's (regions ET and WT; :mod:`braintumor.diameters`)
+DIAMETER_KEYS: tuple[str, ...] = ("spd_pred_mm2", "spd_ref_mm2", "spd_diff_pct")
 #: leading CSV columns, in order (the lesion-wise columns follow ``hd95``)
-CSV_COLUMNS: tuple[str, ...] = ("case", "region") + M.SCORE_KEYS + ("status",)
+CSV_COLUMNS: tuple[str, ...] = ("case", "region") + M.SCORE_KEYS + DIAMETER_KEYS + ("status",)
 #: scores given to a reference whose prediction is missing
 MISSING_SCORES: dict[str, float] = {
     "dice": 0.0, "sensitivity": 0.0, "specificity": 0.0, "hd95": M.EMPTY_HD95,
@@ -170,8 +173,10 @@ def evaluate_pair(
     ref_labels: str = "auto",
     hd95_method: str = "surface",
     lesions: bool = True,
+    diameters: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Scores of one prediction file against its reference: ``{region: {metric: value}}``."""
+    """Scores of one prediction file against its reference: ``{region: {metric: value}}``
+    (with ``diameters``, also :data:`DIAMETER_KEYS` for ET and WT)."""
     pred, _, _ = load_label_map(pred_path, pred_labels)
     ref, spacing, _ = load_label_map(ref_path, ref_labels)
     if pred.shape != ref.shape:
@@ -179,7 +184,19 @@ def evaluate_pair(
             f"{pred_path}: the prediction's shape {pred.shape} differs from its reference "
             f"{ref_path.name}'s {ref.shape}; predictions must be on the reference's grid."
         )
-    return M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
+    scores = M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
+    if diameters:
+        import nibabel as nib
+
+        from braintumor.diameters import rano
+
+        affine = nib.load(str(ref_path)).affine  # type: ignore[attr-defined]
+        got, want = rano(pred, affine), rano(ref, affine)
+        for region in ("ET", "WT"):
+            a, b = got[region]["spd_mm2"], want[region]["spd_mm2"]
+            scores[region].update(spd_pred_mm2=a, spd_ref_mm2=b,
+                                  spd_diff_pct=100.0 * (a - b) / b if b > 0 else math.nan)
+    return scores
 
 
 def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> dict[str, dict]:
@@ -221,8 +238,10 @@ def evaluate_folders(
     hd95_method: str = "surface",
     lesions: bool = True,
     progress: Progress | None = None,
+    diameters: bool = False,
 ) -> Evaluation:
-    """Score every reference case against its prediction (see the module docstring)."""
+    """Score every reference case against its prediction (see the module docstring);
+    ``diameters`` adds the RANO sums of products and their difference (ET, WT)."""
     if pred_labels not in ("auto",) + L.CONVENTIONS:
         raise InputError(f"Unknown label convention {pred_labels!r}; use auto, "
                          f"{', '.join(L.CONVENTIONS)}.")
@@ -243,7 +262,7 @@ def evaluate_folders(
             progress(i / len(refs), cid)
         if cid in preds:
             scores = evaluate_pair(preds[cid], refs[cid], pred_labels, ref_labels,
-                                   hd95_method, lesions)
+                                   hd95_method, lesions, diameters)
             status = "ok"
         else:
             scores = _missing_scores(refs[cid], ref_labels, regions)
@@ -252,13 +271,14 @@ def evaluate_folders(
             rows.append({"case": cid, "region": region, **scores[region], "status": status})
     if progress is not None:
         progress(1.0, "done")
-    return Evaluation(rows=rows, summary=summarise(rows, regions), missing=missing,
+    keys = M.SCORE_KEYS + (("spd_diff_pct",) if diameters else ())
+    return Evaluation(rows=rows, summary=summarise(rows, regions, keys), missing=missing,
                       unmatched=unmatched, regions=regions,
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
                                 "pred_labels": pred_labels, "hd95_method": hd95_method,
                                 "lesion_dilation": M.LESION_DILATION,
                                 "lesion_min_volume_mm3": M.LESION_MIN_VOLUME_MM3,
-                                "empty_hd95_mm": M.EMPTY_HD95})
+                                "empty_hd95_mm": M.EMPTY_HD95, "diameters": diameters})
 
 
 # ------------------------------------------------------------------------------ 2D
