@@ -147,6 +147,21 @@ def test_predict_report_and_demo_show_the_diameters(tmp_path: Path) -> None:
     html = page.read_text()
     assert "Diameters (RANO)" in html and et["text"] in html
     assert "the measured slices" in html and len(list(out.glob("*_diameters.png"))) == 1
+    # --diameters: the same numbers in volumes.csv, before the warning column
+    import csv
+
+    assert main(["predict", str(files["t1"].parent), "-o", str(out), "--method",
+                 "watershed", "--diameters"]) == 0
+    with (out / "volumes.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        (row,) = list(reader)
+        header = list(reader.fieldnames or [])
+    assert header[-5:] == ["ET_SPD_mm2", "ET_largest_mm", "WT_SPD_mm2", "WT_largest_mm",
+                           "warning"]
+    for region in ("ET", "WT"):
+        summ = doc["diameters"][region]
+        assert row[f"{region}_SPD_mm2"] == f"{summ['spd_mm2']:.0f}"
+        assert row[f"{region}_largest_mm"] + " mm" == summ["largest"]
 
 
 def test_the_measured_slice_shows_both_diameters_where_they_were_measured() -> None:

@@ -49,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true",
                    help="also write <case>_report.html for each 3D case: key slices with the "
                         "outline, volumes, method and model, warnings")
+    p.add_argument("--diameters", action="store_true",
+                   help="also the RANO measurements in volumes.csv: each region's sum of "
+                        "products and its largest lesion's two diameters (ET, WT; about "
+                        "0.25 s a case)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="a DICOM study: also write <case>_seg.dcm, the outline as a DICOM "
                         "Segmentation over the T1 series (for PACS and DICOM viewers; it "
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.dicom_seg and src.dicom_reference is not None and seg_file.exists():
                     written.append(seg_file)
                 prog.update(task, stage="measuring")
-                rows.append(volume_row(case, res, args.method))
+                rows.append(volume_row(case, res, args.method, args.diameters))
                 done = "done"
                 if res.info.get("resampled_to_mm"):
                     vox = "x".join(f"{s:g}" for s in case.spacing)
@@ -202,7 +206,7 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
 
     outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
                             _options(args), on_done=report, report=args.report,
-                            dicom_seg=args.dicom_seg)
+                            dicom_seg=args.dicom_seg, diameters=args.diameters)
     for o in outcomes:
         if o.ok and o.path is not None:
             written.append(Path(o.path))
