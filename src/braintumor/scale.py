@@ -97,7 +97,6 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     ``<case>_diameters.png`` (the measured slices). Returns the page's path."""
     import numpy as np
 
-    from braintumor.diameters import rano
     from braintumor.report import diameter_pictures, diameters_png, overlay_png, write_report
 
     out = Path(out_dir)
@@ -112,7 +111,7 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
             f"{r} {v:.2f}" for r, v in res.info["agreement"].items())
     if res.info.get("warning"):
         info["warning"] = res.info["warning"]
-    diameters = rano(res.labels, case.affine)
+    diameters = case_diameters(case, res)
     measured = diameters_png(diameter_pictures(case.image, res.labels, case.affine, diameters),
                              out / f"{case.case_id}_diameters.png")
     paths = write_report(out, case.case_id, res.labels, float(np.prod(case.spacing)) / 1000.0,
@@ -128,6 +127,16 @@ VOLUME_TABLE = "volumes.csv"
 #: the columns ``predict --diameters`` adds (before ``warning``): each region's SPD and
 #: its largest lesion's two diameters
 DIAMETER_FIELDS = ("ET_SPD_mm2", "ET_largest_mm", "WT_SPD_mm2", "WT_largest_mm")
+
+
+def case_diameters(case: Any, res: Any) -> dict[str, Any]:
+    """:func:`braintumor.diameters.rano` of a result, measured once however many outputs
+    (report page, ``volumes.csv``) show it: kept in ``res.info["rano"]``."""
+    from braintumor.diameters import rano
+
+    if "rano" not in res.info:
+        res.info["rano"] = rano(res.labels, case.affine)
+    return dict(res.info["rano"])
 
 
 def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dict[str, Any]:
@@ -150,9 +159,7 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
               for r in ("WT", "TC", "ET")},
            "warning": res.info.get("warning") or ""}
     if diameters:
-        from braintumor.diameters import rano
-
-        for region, summ in rano(res.labels, case.affine).items():
+        for region, summ in case_diameters(case, res).items():
             row[f"{region}_SPD_mm2"] = f"{summ['spd_mm2']:.0f}"
             row[f"{region}_largest_mm"] = summ["largest"].removesuffix(" mm")
     return row
