@@ -1057,6 +1057,19 @@ def test_cnn_fast_mode_is_the_default_and_accurate_turns_it_off(
     assert "fast" not in jobs[1]["inputs"]["options"]
 
 
+def test_align_is_passed_to_the_job_and_reported(client: TestClient,
+                                                  case_files: dict[str, Path]) -> None:
+    from braintumor.web.app import _job_options
+
+    assert _job_options(False, align=True) == {"fast": True, "align": True}
+    job = client.post("/api/jobs", files=_four(case_files),
+                      data={"method": "threshold", "align": "true"}).json()
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done" and done["inputs"]["options"]["align"] is True
+    assert "by rigid registration" in json.dumps(done["result"]) or \
+        "kept as acquired" in json.dumps(done["result"])
+
+
 def test_compare_with_an_earlier_scan(client: TestClient, done_job: dict[str, Any]) -> None:
     """The job's outline against an earlier label map: itself is no change, a larger
     earlier tumour a shrinkage; a file that is no label map is one 400 sentence."""

@@ -121,7 +121,7 @@ def regrid_note(case: Case) -> str | None:
 
 
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
-            resample: bool = True, **options: Any) -> SegmentationResult:
+            resample: bool = True, align: bool = False, **options: Any) -> SegmentationResult:
     """Segment ``case`` with ``method``; labels come back in the case's native grid.
 
     ``resample``: a case whose voxels are not about 1 mm (3 mm slices, 2 mm volumes,
@@ -138,7 +138,10 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     asks, and ``info["warning"]`` says so with its held-out accuracy; so is one whose T1 or
     T2 image is blank (one value throughout), while a blank T1ce or FLAIR, or a scan
     that is zero throughout, raises :class:`InputError`
-    (:func:`braintumor.cases.without_blank`).
+    (:func:`braintumor.cases.without_blank`). ``align``: first register every modality
+    rigidly to the reference one, for a patient who moved between series
+    (:func:`braintumor.register.align_modalities`; ``info["aligned"]`` per modality and a
+    note in ``info["warning"]``).
     """
     from braintumor.cases import without_blank
     from braintumor.preprocess import (
@@ -153,6 +156,15 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     )
 
     case = without_blank(case)
+    aligned: list[Any] = []
+    align_note = None
+    if align:
+        from braintumor.cases import MODALITIES
+        from braintumor.register import align_modalities, alignment_note
+
+        case, aligned = align_modalities(case)
+        align_note = alignment_note(next(m for m in MODALITIES if m not in case.missing),
+                                    aligned)
     redirect = None
     if case.missing:
         redirect = missing_modality_note(case.missing, method, case.blank)
@@ -188,12 +200,14 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     result.info.setdefault("method", method)
     if case.missing:
         result.info["missing"] = list(case.missing)
+    if aligned:
+        result.info["aligned"] = {a.modality: a.as_dict() for a in aligned}
     if redirect and not result.labels.any():
         redirect += ("; the watershed found no tumour, which on such a scan does not rule "
                      "one out" + (" (without its T2 one of the 14 test cases, "
                                   "Brats18_2013_20_1, was missed whole)"
                                   if "t2" in case.missing else ""))
-    parts = [result.info.get("warning"), redirect, regrid_note(case),
+    parts = [result.info.get("warning"), redirect, regrid_note(case), align_note,
              skull_strip_warning(case.image, case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CNN (and hybrid) fast mode: one model of the ensemble at overlap 0.25 "
                         "(four to six times fewer windows; accuracy in MODEL_CARD.md)")
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
+    p.add_argument("--align", action="store_true",
+                   help="register each modality rigidly to the first before segmenting, for a "
+                        "patient who moved between series (about 5 s a modality on a CPU)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
     p.add_argument("--series", default=None, metavar="N=MOD,...",
@@ -186,7 +189,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     """segment() options from the command line."""
     extra = {"fast": True} if args.fast and args.method != "watershed" else {}
     return {"device": args.device, "model": args.model, "tta": args.tta,
-            "uncertainty": args.uncertainty, "backend": args.backend, **extra}
+            "uncertainty": args.uncertainty, "backend": args.backend, "align": args.align,
+            **extra}
 
 
 def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path,

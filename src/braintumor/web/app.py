@@ -447,6 +447,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                                 "uncertainty map (slower)"},
                 "accurate": {"type": "string", "description": "'true': CNN ensemble at full "
                              "overlap instead of the fast mode (slower)"},
+                "align": {"type": "string", "description": "'true': register the modalities "
+                          "to the first before segmenting (a patient who moved between "
+                          "series; slower)"},
             }}}}}},
     )
     async def upload(request: Request) -> JSONResponse:
@@ -463,7 +466,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             if inputs.get("source") != "image2d":
                 method = choose_method(fields.get("method"))
                 inputs["options"] = _job_options(_truthy(fields.get("uncertainty")),
-                                                 _truthy(fields.get("accurate")))
+                                                 _truthy(fields.get("accurate")),
+                                                 _truthy(fields.get("align")))
             shutil.rmtree(job_dir / "upload", ignore_errors=True)
         except BaseException:
             store.delete(job.id)
@@ -828,13 +832,17 @@ def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _job_options(uncertainty: bool, accurate: bool = False) -> dict[str, Any]:
+def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False
+                 ) -> dict[str, Any]:
     """Options passed through ``segment(case, method, **options)``: the page runs the
     CNN in its fast mode (one model, fewer windows) unless ``accurate`` is asked for, so
-    a case is outlined in seconds on a plain CPU."""
+    a case is outlined in seconds on a plain CPU; ``align`` registers the modalities
+    first (:mod:`braintumor.register`)."""
     opts: dict[str, Any] = {"uncertainty": True} if uncertainty else {}
     if not accurate:
         opts["fast"] = True
+    if align:
+        opts["align"] = True
     return opts
 
 
