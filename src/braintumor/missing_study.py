@@ -26,9 +26,10 @@ from typing import Any
 
 from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
 from braintumor.resolution_study import (
+    INPUT_TABLE,
     held_out_folds,
-    mean_cells,
-    scores,
+    input_line,
+    segment_row,
     study_parser,
     write_study,
 )
@@ -54,7 +55,6 @@ def fold_params(missing: tuple[str, ...], root: Path) -> dict[str, dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    from braintumor.segment import segment
     from braintumor.watershed import cnn_postprocess
 
     ap = study_parser(__doc__, "experiments/missing", watershed=True)
@@ -78,20 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                             {"model": held[cid] / "last.pt", "device": "cpu", "fast": True,
                              "post": post})}
             for method, (c, options) in runs.items():
-                res = segment(c, method, **options)
-                row = {"case": cid, "input": name, "method": method,
-                       **scores(res.labels, case)}
-                rows.append(row)
-                print(row, flush=True)
-    lines = ["| input | method | WT | TC | ET | HD95 WT / TC / ET (mm) | worst case WT / TC |",
-             "|---|---|---|---|---|---|---|"]
+                segment_row(rows, case, name, method, c, options)
+    lines = list(INPUT_TABLE)
     for name in conditions:
         for method, label in (("watershed", "watershed tuned for it"),
                               ("cnn", "CNN, missing image filled in")):
             sel = [r for r in rows if r["input"] == name and r["method"] == method]
-            lines.append(
-                f"| {name} | {label if name != 'all four' else method} | {mean_cells(sel)} | "
-                f"{min(r['WT'] for r in sel):.2f} / {min(r['TC'] for r in sel):.2f} |")
+            lines.append(input_line(name, label if name != "all four" else method, sel))
     write_study(args.out, rows, lines)
     return 0
 

@@ -97,6 +97,31 @@ def write_study(out: str | Path, rows: list[dict[str, Any]], lines: list[str]) -
     print("\n".join(lines))
 
 
+#: the header of a table of :func:`input_line` rows
+INPUT_TABLE = ["| input | method | WT | TC | ET | HD95 WT / TC / ET (mm) | worst case WT / TC |",
+               "|---|---|---|---|---|---|---|"]
+
+
+def input_line(name: str, method: str, rows: list[dict[str, Any]]) -> str:
+    """One row of :data:`INPUT_TABLE`: the rows' means and their worst WT and TC."""
+    return (f"| {name} | {method} | {mean_cells(rows)} | "
+            f"{min(r['WT'] for r in rows):.2f} / {min(r['TC'] for r in rows):.2f} |")
+
+
+def segment_row(rows: list[dict[str, Any]], case: Case, name: str, method: str,
+                image: Case, options: dict[str, Any], extra: dict[str, Any] | None = None
+                ) -> None:
+    """Segment ``image`` (a variant of ``case``) with ``method``, score it against
+    ``case``'s label and add the row, printed, to ``rows``."""
+    from braintumor.segment import segment
+
+    res = segment(image, method, **options)
+    row = {"case": case.case_id, "input": name, "method": method,
+           **scores(res.labels, case), **(extra or {})}
+    rows.append(row)
+    print(row, flush=True)
+
+
 def held_out_folds(runs: str | Path) -> dict[str, Path]:
     """case id -> the fold run folder of ``runs`` whose model did not train on it."""
     folds = sorted(Path(runs).glob("fold[0-9]*"))
