@@ -125,3 +125,20 @@ def test_predict_align(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "the FLAIR was aligned to the T1" in err
     row = next(csv.DictReader((out / "volumes.csv").open()))
     assert "aligned to the T1" in row["warning"]
+
+
+def test_the_motion_study_moves_and_measures(case: Case) -> None:
+    from braintumor.motion_study import MOVED, applied_mm, motion, residual_mm
+
+    moved, truth = motion(case, 7, 5.0, 5.0)
+    assert np.array_equal(moved.modality("t1"), case.modality("t1"))  # the T1 stays
+    applied = applied_mm(case, truth)
+    assert set(applied) == set(MOVED) and all(0.5 < v < 5.0 * math.sqrt(3) + 10 for v in
+                                              applied.values())
+    _, control = register.align_modalities(case)
+    _, fitted = register.align_modalities(moved)
+    res = residual_mm(case, fitted, control, truth)
+    assert set(res) == set(MOVED) and max(res.values()) < 1.0
+    # a wrong transform is seen: the control's own fit read as the moved case's
+    wrong = residual_mm(case, control, control, truth)
+    assert min(wrong.values()) > 0.5

@@ -68,11 +68,13 @@ class Alignment:
                 **({"reason": self.reason} if self.reason else {})}
 
 
-def _image(array: np.ndarray, spacing: tuple[float, float, float]) -> Any:
+def _image(array: np.ndarray, spacing: tuple[float, float, float],
+           origin: tuple[float, ...] = (0.0, 0.0, 0.0)) -> Any:
     import SimpleITK as sitk
 
     im = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
     im.SetSpacing([float(s) for s in spacing])
+    im.SetOrigin([float(o) for o in origin])
     return im
 
 
@@ -86,17 +88,31 @@ def rigid(fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float, fl
           mask: np.ndarray) -> tuple[Any, float, float]:
     """A rigid transform taking ``fixed``'s physical points to ``moving``'s (both
     ``(X, Y, Z)`` on one grid with voxel size ``spacing``), fitted on ``mask``; with the
-    metric (Mattes mutual information, lower is better) at the start and at the end."""
+    metric (Mattes mutual information, lower is better) at the start and at the end.
+    Only the box around ``mask`` is read (placed at its own position, so the transform
+    is the whole grid's)."""
     import SimpleITK as sitk
 
-    f, m = _image(fixed.astype(np.float32), spacing), _image(moving.astype(np.float32), spacing)
+    lo = np.argwhere(mask).min(axis=0)
+    hi = np.argwhere(mask).max(axis=0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    origin = tuple(float(a * s) for a, s in zip(lo, spacing, strict=True))
+    f = _image(fixed[box].astype(np.float32), spacing, origin)
+    # the moving image with room for its brain to have moved by up to twice the margin
+    pad = np.ceil(MARGIN_MM / np.asarray(spacing)).astype(int)
+    mlo = np.maximum(lo - pad, 0)
+    mhi = np.minimum(hi + pad, moving.shape)
+    mbox = tuple(slice(int(a), int(b)) for a, b in zip(mlo, mhi, strict=True))
+    m = _image(moving[mbox].astype(np.float32), spacing,
+               tuple(float(a * s) for a, s in zip(mlo, spacing, strict=True)))
+    mask = mask[box]
     start = sitk.CenteredTransformInitializer(
         f, m, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(SAMPLING, SEED)
-    reg.SetMetricFixedMask(_image(mask.astype(np.uint8), spacing))
+    reg.SetMetricFixedMask(_image(mask.astype(np.uint8), spacing, origin))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3,
                                                  numberOfIterations=150,
