@@ -137,7 +137,8 @@ def _until(page: Any, expression: str, timeout_s: float = 30.0) -> None:
 
 
 def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
-                 case: Any = None, uncertainty: bool = False) -> list[str]:
+                 case: Any = None, uncertainty: bool = False, align: bool = False
+                 ) -> list[str]:
     """Upload the small case's (or ``case``'s) four files with ``method`` and wait for
     the job to finish; returns the modalities the page assigned to the files before
     submitting."""
@@ -151,6 +152,8 @@ def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
     chosen = list(page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)"))
     if uncertainty:
         page.check("#want-unc")
+    if align:
+        page.check("#want-align")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     return chosen
@@ -350,6 +353,30 @@ def test_a_scan_that_is_not_skull_stripped_is_flagged(server: ServerThread, page
     # the next, skull-stripped case clears it
     _upload_case(server, page, tmp_path / "b", "threshold")
     expect(page.locator("#m-warn")).to_be_hidden()
+
+
+def test_a_patient_who_moved_is_aligned_and_told(server: ServerThread, page: Any,
+                                                 tmp_path: Path) -> None:
+    """The FLAIR moved 6 mm between series: with the box ticked the page aligns it and
+    says so next to the result."""
+    import math
+
+    import SimpleITK as sitk
+    from playwright.sync_api import expect
+
+    from braintumor.phantom import make_case
+    from braintumor.register import resample
+
+    case = make_case(shape=(96, 96, 72), seed=4, spacing=(2.0, 2.0, 2.0), case_id="Move001")
+    t = sitk.Euler3DTransform()
+    t.SetCenter([95.0, 95.0, 71.0])
+    t.SetRotation(0.0, 0.0, math.radians(4.0))
+    t.SetTranslation([6.0, 0.0, 0.0])
+    case.image[3] = resample(case.image[3], t, case.spacing)
+    _upload_case(server, page, tmp_path, "threshold", case, align=True)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert job["inputs"]["options"]["align"] is True
+    expect(page.locator("#m-warn")).to_contain_text("the FLAIR was aligned to the T1")
 
 
 def test_a_scan_without_t1_in_the_page(server: ServerThread, page: Any, tmp_path: Path) -> None:
