@@ -346,6 +346,11 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
   model fails (held out, T1 from T1ce: WT 0.768, TC 0.548, ET 0.385; T2 from FLAIR:
   0.680 / 0.559 / 0.549; `experiments/missing/`), so a scan without its T1 or T2 is
   given to the watershed tuned for it instead, with a warning, and never to this model.
+- A patient who moved between series leaves the images off one another, and the model
+  reads them voxel by voxel: T1ce, T2 and FLAIR moved by 3 to 8 mm bring it to WT 0.640,
+  TC 0.536, ET 0.332 held out. `predict --align` (the page's "align the series first")
+  registers them to the T1 first and brings it back to 0.832 / 0.727 / 0.591
+  (`experiments/motion/`); it is not on by default (about 14 s a case on a CPU).
 - Bright FLAIR artefacts (e.g. posterior fossa on some scanners) can become false edema.
 
 ## With the watershed (`--method hybrid`)
