@@ -67,11 +67,10 @@ def motion(case: Case, seed: int, degrees: float, mm: float) -> tuple[Case, dict
     return replace(case, image=image), truth
 
 
-def _brain_points(case: Case, points: int = 2000) -> np.ndarray:
-    brain = np.argwhere(np.any(case.image != 0, axis=0))
-    rng = np.random.default_rng(0)
-    pts = brain[rng.choice(len(brain), min(points, len(brain)), replace=False)]
-    return pts * np.asarray(case.spacing)
+def _brain_points(case: Case) -> np.ndarray:
+    from braintumor.register import brain_points
+
+    return brain_points(np.any(case.image != 0, axis=0), case.spacing, 0)
 
 
 def applied_mm(case: Case, truth: dict[str, Any]) -> dict[str, float]:

@@ -84,6 +84,14 @@ def displacement(tx: Any, points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(moved - points, axis=1)
 
 
+def brain_points(brain: np.ndarray, spacing: tuple[float, float, float], seed: int,
+                 points: int = 2000) -> np.ndarray:
+    """Up to ``points`` voxels of ``brain`` drawn at random (seeded), as mm rows."""
+    idx = np.argwhere(brain)
+    rng = np.random.default_rng(seed)
+    return idx[rng.choice(len(idx), min(points, len(idx)), replace=False)] * np.asarray(spacing)
+
+
 def rigid(fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float, float],
           mask: np.ndarray) -> tuple[Any, float, float]:
     """A rigid transform taking ``fixed``'s physical points to ``moving``'s (both
@@ -163,10 +171,8 @@ def align_modalities(case: Case) -> tuple[Case, list[Alignment]]:
     brain = np.any(case.image[[MODALITIES.index(m) for m in present]] != 0, axis=0)
     if brain.sum() < 1000:
         return case, []
-    idx = np.argwhere(brain)
-    rng = np.random.default_rng(SEED)
-    pts = idx[rng.choice(len(idx), min(2000, len(idx)), replace=False)] * np.asarray(case.spacing)
-    centre = idx.mean(axis=0) * np.asarray(case.spacing)
+    pts = brain_points(brain, case.spacing, SEED)
+    centre = np.argwhere(brain).mean(axis=0) * np.asarray(case.spacing)
     region = ndi.distance_transform_edt(~brain, sampling=case.spacing) <= MARGIN_MM
     image = case.image.copy()
     done = []
