@@ -115,6 +115,12 @@ def test_compare_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert [r["run"] for r in rows] == ["a", "ref"]
     md = (out / "results.md").read_text()
     assert "(reference)" in md and "WT Dice" in md
+    # intervals per run, and the best run against the reference on the same cases
+    assert "Intervals and paired tests" in md and "| a | " in md and "(best)" in md
+    ref_line = [line for line in md.splitlines() if line.startswith("| ref | ")][-1]
+    assert ref_line.count("[") == 4  # three regions' intervals and the difference's
+    wins, ties, losses = (int(x) for x in ref_line.rstrip(" |").split("|")[-1].split("/"))
+    assert wins + ties + losses == len(held_out)
     best = json.loads((out / "best.json").read_text())
     assert best["name"] == "a"  # reference rows are never "best"
     import mlflow

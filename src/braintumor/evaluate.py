@@ -55,6 +55,11 @@ MISSING_SCORES: dict[str, float] = {
     "lesion_dice": 0.0, "lesion_hd95": M.EMPTY_HD95,
 }
 SUMMARY_KEYS = ("mean", "median")
+#: metrics whose mean gets a 95 % bootstrap interval (JSON ``mean_ci95``, printed summary)
+CI_KEYS: tuple[str, ...] = ("dice", "sensitivity", "specificity", "hd95", "lesion_dice",
+                            "lesion_hd95")
+#: metrics of the paired comparison with ``--against``
+PAIRED_KEYS: tuple[str, ...] = ("dice", "hd95")
 _SEG_SUFFIX = re.compile(r"([_-]seg)$", re.IGNORECASE)
 _MASK_SUFFIX = re.compile(r"_mask$", re.IGNORECASE)
 
@@ -230,6 +235,42 @@ def summarise(rows: list[dict[str, Any]], regions: Iterable[str],
     return out
 
 
+def mean_intervals(rows: list[dict[str, Any]], regions: Iterable[str],
+                   keys: Iterable[str] = CI_KEYS) -> dict[str, dict[str, list[float]]]:
+    """region -> metric -> ``[low, high]``: the 95 % bootstrap interval of the mean over
+    the cases (:func:`braintumor.stats.mean_ci`; the same cases as the ``mean`` row)."""
+    from braintumor.stats import mean_ci
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for region in regions:
+        sel = [r for r in rows if r["region"] == region]
+        out[region] = {}
+        for k in keys:
+            if any(k in r for r in sel):
+                ci = mean_ci(float(r.get(k, math.nan)) for r in sel)
+                out[region][k] = [ci.low, ci.high]
+    return out
+
+
+def paired_against(ev: Evaluation, baseline: Evaluation | str | Path,
+                   keys: Iterable[str] = PAIRED_KEYS) -> list[Any]:
+    """This evaluation against a baseline on the same cases, per region and metric
+    (:func:`braintumor.stats.paired`: mean difference with its 95 % interval, Wilcoxon
+    p, cases better / equal / worse). ``baseline``: another :class:`Evaluation` or the
+    CSV an earlier ``braintumor evaluate`` wrote."""
+    from braintumor import stats as S
+
+    a = S.scores_from_rows(ev.rows)
+    b = (S.read_scores(baseline) if isinstance(baseline, (str, Path))
+         else S.scores_from_rows(baseline.rows))
+    keys = tuple(keys)
+    rows = S.compare(a, b, ev.regions, keys)
+    if not rows:
+        raise InputError(f"The baseline shares no scored case and region with "
+                         f"{ev.settings.get('pred_dir', 'the predictions')}.")
+    return rows
+
+
 def evaluate_folders(
     pred_dir: str | Path,
     ref_dir: str | Path,
@@ -273,6 +314,7 @@ def evaluate_folders(
         progress(1.0, "done")
     keys = M.SCORE_KEYS + (("spd_diff_pct",) if diameters else ())
     return Evaluation(rows=rows, summary=summarise(rows, regions, keys), missing=missing,
+                      extra={"mean_ci95": mean_intervals(rows, regions)},
                       unmatched=unmatched, regions=regions,
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
                                 "pred_labels": pred_labels, "hd95_method": hd95_method,
@@ -346,7 +388,8 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
                       regions=("tumour",),
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
                                 "hd95_method": "surface", "hd95_unit": "pixel"},
-                      extra=_per_patient_2d(pred_dir, ref_dir))
+                      extra={"mean_ci95": mean_intervals(rows, ("tumour",)),
+                             **_per_patient_2d(pred_dir, ref_dir)})
 
 
 def _per_patient_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
@@ -357,10 +400,15 @@ def _per_patient_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]
         from braintumor.slices2d import evaluate_2d as by_patient
     except ImportError:
         return {}
+    from braintumor.stats import mean_ci
+
     try:
-        return {"per_patient": by_patient(pred_dir, ref_dir)}
+        pp = by_patient(pred_dir, ref_dir)
     except InputError:
         return {}  # names it cannot group into patients: the per-picture rows stand alone
+    ci = mean_ci(m.get("dice", math.nan) for m in pp.get("patients", {}).values())
+    pp.setdefault("summary", {})["dice_ci95"] = [ci.low, ci.high]
+    return {"per_patient": pp}
 
 
 def is_2d_folder(folder: str | Path) -> bool:

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also the RANO sum of products of the enhancing tumour and "
                              "the whole tumour, of prediction and reference, and their "
                              "difference in %% (about 0.6 s a case)")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR_OR_CSV",
+                        help="compare with a baseline on the same cases: its prediction "
+                             "folder or the CSV an earlier evaluate wrote; prints per region "
+                             "the mean Dice and HD95 difference with its 95%% bootstrap "
+                             "interval, the Wilcoxon signed-rank p and the cases each wins, "
+                             "and writes <CSV stem>_paired.csv")
     parser.add_argument("--quiet", action="store_true", help="print no table")
 
 
@@ -54,25 +60,85 @@ def run(args: argparse.Namespace) -> int:
         def progress(fraction: float, stage: str) -> None:
             bar.update(task, completed=fraction, description=stage)
 
-        if E.is_2d_folder(args.pred) and E.is_2d_folder(args.ref):
-            ev = E.evaluate_2d(args.pred, args.ref, progress=progress)
-        else:
-            ev = E.evaluate_folders(args.pred, args.ref, pred_labels=args.pred_labels,
-                                    hd95_method=args.hd95_method,
-                                    lesions=not args.no_lesion_wise, progress=progress,
-                                    diameters=args.diameters)
+        def score(pred: Path) -> Any:
+            if E.is_2d_folder(pred) and E.is_2d_folder(args.ref):
+                return E.evaluate_2d(pred, args.ref, progress=progress)
+            return E.evaluate_folders(pred, args.ref, pred_labels=args.pred_labels,
+                                      hd95_method=args.hd95_method,
+                                      lesions=not args.no_lesion_wise, progress=progress,
+                                      diameters=args.diameters)
+
+        if args.against is not None and not args.against.exists():
+            from braintumor.errors import InputError
+
+            raise InputError(f"{args.against}: no such baseline folder or CSV.")
+        ev = score(args.pred)
+        paired = None
+        if args.against is not None:
+            baseline = (args.against if args.against.is_file() else score(args.against))
+            paired = E.paired_against(ev, baseline)
+            ev.extra["paired"] = {"against": str(args.against),
+                                  "rows": [p.as_row() for p in paired]}
     csv_path = E.write_csv(ev, args.output)
     json_path = E.write_json(ev, csv_path.with_suffix(".json"))
+    written = [str(csv_path), str(json_path)]
+    if paired is not None:
+        written.append(str(write_paired(paired, csv_path)))
     if not args.quiet:
         print_summary(console, ev)
-    console.print(f"wrote {csv_path} and {json_path}")
+        if paired is not None:
+            print_paired(console, paired, args.pred.name, args.against.name)
+    console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
     return 0
+
+
+def write_paired(rows: list[Any], csv_path: Path) -> Path:
+    """``<stem>_paired.csv``: one row per region and metric of the comparison."""
+    import csv
+
+    out = csv_path.with_name(csv_path.stem + "_paired.csv")
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0].as_row()))
+        w.writeheader()
+        for p in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                        for k, v in p.as_row().items()})
+    return out
+
+
+def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str) -> None:
+    """The comparison with a baseline, one line per region and metric."""
+    from rich.table import Table
+
+    from braintumor.stats import fmt_p
+
+    t = Table(title=f"{name_a} against {name_b}: paired over the same cases "
+              "(difference = mean of per-case differences)", title_justify="left")
+    for col in ("region", "metric", name_a, name_b, "difference [95% CI]", "Wilcoxon p",
+                "better / equal / worse"):
+        t.add_column(col, justify="left" if col in ("region", "metric") else "right")
+    for p in rows:
+        d = 2 if p.metric.endswith("hd95") else 3
+        ci = (f" [{p.low:+.{d}f}, {p.high:+.{d}f}]"
+              if math.isfinite(p.low) and math.isfinite(p.high) else "")
+        t.add_row(p.region, p.metric, _cell(p.mean_a, d), _cell(p.mean_b, d),
+                  f"{p.diff:+.{d}f}{ci}", fmt_p(p.p), f"{p.wins} / {p.ties} / {p.losses}")
+    console.print(t)
+    n = min(p.n for p in rows)
+    if n < 10:
+        console.print(f"with {n} cases these are rough: a bootstrap interval is too narrow "
+                      f"below about 10 cases, and the Wilcoxon p cannot fall below "
+                      f"{2 / 2 ** n:.3g}")
 
 
 def _cell(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{v:.{digits}f}"
+
+
+def _bound(bounds: Any, i: int, digits: int) -> str:
+    return _cell(bounds[i], digits) if bounds else "-"
 
 
 def print_summary(console: Any, ev: Any) -> None:
@@ -94,8 +160,10 @@ def print_summary(console: Any, ev: Any) -> None:
             status = next(iter(rr.values()))["status"]
             t.add_row(case, *cells, "[red]missing[/red]" if status == "missing" else status)
         console.print(t)
+    cis = ev.extra.get("mean_ci95", {})
     t = Table(title=f"Summary over {ev.n_cases} case(s)"
-              + (f", {len(ev.missing)} missing (scored Dice 0, HD95 374)" if ev.missing else ""),
+              + (f", {len(ev.missing)} missing (scored Dice 0, HD95 374)" if ev.missing else "")
+              + ("; CI: 95 % bootstrap interval of the mean" if cis else ""),
               title_justify="left")
     t.add_column("region")
     t.add_column("stat")
@@ -110,6 +178,10 @@ def print_summary(console: Any, ev: Any) -> None:
             t.add_row(r if stat == "mean" else "", stat,
                       *[_cell(vals[k], 1 if k == "spd_diff_pct" else 2 if "hd95" in k else 4)
                         for k in keys])
+        if r in cis:
+            for i, stat in enumerate(("CI low", "CI high")):
+                t.add_row("", stat, *[_bound(cis[r].get(k), i, 2 if "hd95" in k else 4)
+                                      for k in keys])
     console.print(t)
     pp = ev.extra.get("per_patient")
     if pp and pp.get("patients"):

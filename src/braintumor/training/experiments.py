@@ -538,6 +538,36 @@ def markdown_table(study: Study, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_section(results: list[dict[str, Any]], rows: list[dict[str, Any]],
+                   best: str) -> list[str]:
+    """Markdown lines: each run's held-out Dice with its 95 % bootstrap interval, and the
+    best run against every other on the same cases (:mod:`braintumor.stats`)."""
+    from braintumor import stats as S
+
+    def per_case(name: str, region: str | None) -> dict[str, float]:
+        cases = [c for r in results if r["name"] == name for c in r["cases"]]
+        if region is not None:
+            return {c["case"]: float(c[f"{region}_dice"]) for c in cases}
+        return {c["case"]: float(np.mean([c[f"{g}_dice"] for g in REGIONS])) for c in cases}
+
+    lines = ["", "Intervals and paired tests (95 % BCa bootstrap of the mean over held-out "
+             "cases; the best run minus each other run on the same cases, Wilcoxon "
+             "signed-rank; with n cases p cannot fall below 2 / 2^n):", "",
+             "| run | " + " | ".join(f"{g} Dice [95% CI]" for g in REGIONS)
+             + f" | mean Dice: {best} minus run [95% CI] | Wilcoxon p | {best} wins / ties "
+             "/ loses |", "|---|" + "---|" * (len(REGIONS) + 3)]
+    for r in rows:
+        cells = [S.mean_ci(per_case(r["run"], g).values()).text() for g in REGIONS]
+        if r["run"] == best:
+            tail = ["(best)", "", ""]
+        else:
+            p = S.paired(per_case(best, None), per_case(r["run"], None), "mean", "dice")
+            tail = [f"{p.diff:+.3f} [{p.low:+.3f}, {p.high:+.3f}]", S.fmt_p(p.p),
+                    f"{p.wins} / {p.ties} / {p.losses}"]
+        lines.append(f"| {r['label']} | " + " | ".join(cells + tail) + " |")
+    return lines
+
+
 def write_outputs(study: Study, folds: list[dict[str, list[str]]],
                   results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tables (Markdown, CSV), per-case CSV, plots and ``best.json``."""
@@ -546,7 +576,11 @@ def write_outputs(study: Study, folds: list[dict[str, list[str]]],
         return rows
     out = study.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown_table(study, rows))
+    cands = [r for r in rows if not r["reference"]] or rows
+    best = max(cands, key=lambda r: r["mean_dice"])
+    (out / "results.md").write_text(
+        markdown_table(study, rows) + "\n".join(paired_section(results, rows, best["run"]))
+        + "\n")
     keys = list(rows[0])
     with open(out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
@@ -559,8 +593,6 @@ def write_outputs(study: Study, folds: list[dict[str, list[str]]],
         for res in sorted(results, key=lambda r: (r["name"], r["fold"])):
             for c in res["cases"]:
                 w.writerow({"run": res["name"], "fold": res["fold"], **c})
-    cands = [r for r in rows if not r["reference"]] or rows
-    best = max(cands, key=lambda r: r["mean_dice"])
     spec = _spec(study, best["run"])
     (out / "best.json").write_text(json.dumps(
         {"name": best["run"], "mean_dice": best["mean_dice"],
