@@ -14,7 +14,10 @@ model did not train on the case) it computes
 * **hybrid**: :func:`braintumor.watershed.segment_hybrid` with those probabilities;
 * **watershed alone**: :func:`braintumor.watershed.segment_watershed` with the
   parameters its own cross-validation picked without the case
-  (``experiments/watershed/cv_params.json``; the shipped defaults when absent);
+  (``experiments/watershed/cv_params.json``; the shipped defaults when absent), on its
+  working grid only, without the native enhancing-tumour step, as
+  :func:`~braintumor.watershed.segment_hybrid` fuses it (the rules below were chosen on
+  that watershed);
 
 * **combined**: per region, the hybrid and the watershed put together by
   :func:`braintumor.watershed.fuse_labels` (whole tumour from the watershed, the hybrid,
@@ -216,10 +219,12 @@ def _watershed_params() -> dict[str, dict[str, Any]]:
     """case id -> the watershed parameters chosen without it (its CV's held-out fold)."""
     if not WATERSHED_CV.exists():
         return {}
+    from braintumor.watershed import saved_params
+
     out = {}
     for fold in json.loads(WATERSHED_CV.read_text()).values():
         for c in fold["test"]:
-            out[c] = fold["params"]
+            out[c] = saved_params(fold["params"])
     return out
 
 
@@ -286,7 +291,7 @@ def first_pass(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any
                 for cand in candidates()]
         res["tuning"] = tune
     t0 = time.perf_counter()
-    ws = segment_watershed(case, params=ws_params).labels
+    ws = segment_watershed(case, params=ws_params, et_native=99.0).labels
     res["seconds"]["watershed"] = time.perf_counter() - t0
     res["scores"]["watershed"] = _score(ws, ref, case.spacing)
     res["watershed_params"] = ws_key
@@ -321,7 +326,7 @@ def case_maps(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
     assert case.label is not None, f"{case_id}: no reference label"
     res = segment_hybrid(case, probabilities=probs, params=hybrid, post=post)
     t0 = time.perf_counter()
-    ws = segment_watershed(case, params=ws_params).labels
+    ws = segment_watershed(case, params=ws_params, et_native=99.0).labels
     ws_seconds = time.perf_counter() - t0
     maps = {"ref": case.label, "cnn": post.apply(probs), "hybrid": res.labels,
             "watershed": ws}

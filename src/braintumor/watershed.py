@@ -130,6 +130,17 @@ class WatershedParams:
     #: low-grade tumour (a few mL of a large lesion) must not cut its core away
     rim_core_frac: float = 0.08
     rim_core_close: int = 5  #: closing radius (working voxels) that shuts an open rim
+    #: the enhancing tumour is redrawn on the native grid (a 2 mm working grid blurs
+    #: rims of a few mm: even the reference's own ET loses 0.15 Dice on a round trip
+    #: through it): voxels of the core, widened by ``et_native_reach`` native voxels,
+    #: whose native enhancement (z(T1ce) - ``et_native_k`` x z(T1)) exceeds this and
+    #: whose z(T1ce) exceeds ``et_native_t1c``, connected to the working grid's ET; the
+    #: working grid's ET voxels that fail become necrosis. 99 switches it off. Chosen by
+    #: ``python -m braintumor.watershed_tune native`` (experiments/watershed/native_et).
+    et_native: float = 0.8
+    et_native_k: float = 0.7
+    et_native_t1c: float = 0.3
+    et_native_reach: int = 1
 
     def replace(self, **changes: Any) -> WatershedParams:
         """A copy with ``changes`` (unknown names raise :class:`InputError`)."""
@@ -137,7 +148,7 @@ class WatershedParams:
 
 
 _INT_PARAMS = ("factor", "stats_erode", "slab", "ed_edge", "rim_close", "sym_reach",
-               "grow_reach", "rim_core_close")
+               "grow_reach", "rim_core_close", "et_native_reach")
 
 
 def _checked(changes: dict[str, Any]) -> dict[str, Any]:
@@ -425,7 +436,7 @@ def _grow(wt: np.ndarray, abn: np.ndarray, brain: np.ndarray, p: WatershedParams
 def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedParams:
     """``p`` with every use of a ``missing`` modality (``"t1"``, ``"t2"``) switched off."""
     if "t1" in missing:
-        p = replace(p, w_t1=0.0, et_k=0.0)
+        p = replace(p, w_t1=0.0, et_k=0.0, et_native_k=0.0)
     if "t2" in missing:
         p = replace(p, w_t2=0.0)
     return p
@@ -434,10 +445,14 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 #: the fields of :class:`WatershedParams` that differ from the defaults for scans without
 #: T1, T2 or both, chosen by ``python -m braintumor.watershed_tune tune --without ...``
 #: (``experiments/watershed/without_*/params.json``)
+#: (they were tuned and measured before the native enhancing-tumour step, which stays
+#: off for them: ``et_native`` 99)
 TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
-    ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413},
-    ("t2",): {"w_t1": 0.7405, "rim_core_close": 2},
-    ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823},
+    ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413,
+              "et_native": 99.0},
+    ("t2",): {"w_t1": 0.7405, "rim_core_close": 2, "et_native": 99.0},
+    ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823,
+                   "et_native": 99.0},
 }
 
 
@@ -549,6 +564,100 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     return out
 
 
+#: et_native at or above this switches the native enhancing-tumour step off
+ET_NATIVE_OFF = 50.0
+
+
+def saved_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A parameter set as saved by a study: one saved before the native enhancing-tumour
+    step existed (no ``et_native`` field) runs without it, as it was measured."""
+    return params if "et_native" in params else {**params, "et_native": 99.0}
+
+
+def native_z(image: np.ndarray, brain: np.ndarray, slices: slice, erode: int, slab: int,
+             channels: Sequence[int] = (T1, T1CE)) -> np.ndarray:
+    """Robust z of ``channels`` on the native grid, for the axial ``slices`` only.
+
+    As :func:`robust_z` (median and MAD of the brain eroded by ``erode`` voxels, each
+    slice levelled to the median of the ``2 * slab + 1`` slices around it), except that
+    the MAD is taken before the levelling, so that only the slices asked for need their
+    level. Returns ``(len(channels), X, Y, len(slices))`` float32, 0 outside the brain.
+    """
+    box = bounding_box(brain, margin=0)
+    sub = brain[box]
+    inner = ndi.binary_erosion(sub, iterations=erode) if erode > 0 else sub
+    if inner.sum() < 100:
+        inner = sub
+    z0 = box[2].start
+    ks = range(slices.start or 0, slices.stop if slices.stop is not None else brain.shape[2])
+    out = np.zeros((len(channels), brain.shape[0], brain.shape[1], len(ks)), dtype=np.float32)
+    counts = inner.sum(axis=(0, 1))
+    for i, c in enumerate(channels):
+        ch = np.asarray(image[c], dtype=np.float32)[box]
+        vals = ch[inner]
+        if vals.size == 0:
+            continue
+        med = float(np.median(vals))
+        mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD
+        if mad < 1e-6:
+            mad = float(vals.std()) or 1.0
+        for j, k in enumerate(ks):
+            kk = k - z0
+            if kk < 0 or kk >= ch.shape[2]:
+                continue
+            scale = 1.0
+            if slab > 0 and med > 0:
+                lo, hi = max(0, kk - slab), min(ch.shape[2], kk + slab + 1)
+                if counts[lo:hi].sum() >= 200:
+                    level = float(np.median(ch[:, :, lo:hi][inner[:, :, lo:hi]]))
+                    if level > 0:
+                        scale = med / level
+            zk = (ch[:, :, kk] * scale - med) / mad
+            zk[~sub[:, :, kk]] = 0.0
+            out[i, box[0], box[1], j] = zk
+    return out
+
+
+def refine_et_native(labels: np.ndarray, image: np.ndarray, brain: np.ndarray,
+                     p: WatershedParams, z: np.ndarray | None = None) -> np.ndarray:
+    """Redraw the enhancing tumour of native ``labels`` on the native grid (see
+    ``WatershedParams.et_native``). ``z``: :func:`native_z` of T1 and T1ce over all
+    slices when the caller has it (tuning); otherwise it is computed around the core."""
+    et0 = labels == L.ET
+    if p.et_native >= ET_NATIVE_OFF or not et0.any():
+        return labels
+    core = (labels == L.NCR) | et0
+    reach = max(1, p.et_native_reach) + 1
+    box = bounding_box(core, margin=reach + 1)
+    lab = labels[box]
+    e0, c0 = et0[box], core[box]
+    inside = lab > 0
+    if z is None:
+        zz = native_z(image, brain, box[2], p.stats_erode * p.factor, p.slab * p.factor)
+        zb = zz[:, box[0], box[1], :]
+    else:
+        zb = z[(slice(None),) + tuple(box)]
+    zt1, zt1c = zb[0], zb[1]
+    region = (ndi.binary_dilation(c0, iterations=p.et_native_reach) & inside
+              if p.et_native_reach > 0 else c0.copy())
+    region |= ndi.binary_dilation(e0, iterations=1) & brain[box]
+    et = region & (zt1c - p.et_native_k * zt1 > p.et_native) & (zt1c > p.et_native_t1c)
+    comp, n = _components(et)
+    if n:
+        touching = np.unique(comp[ndi.binary_dilation(e0, iterations=1) & et])
+        keep = np.zeros(n + 1, dtype=bool)
+        keep[touching] = True
+        keep[0] = False
+        et = keep[comp]
+    if not et.any():
+        return labels  # nothing passes on the native grid: keep the working grid's
+    out = labels.copy()
+    ob = out[box]
+    ob[e0 & ~et] = L.NCR
+    ob[et] = L.ET
+    return out
+
+
 def grid_params(p: WatershedParams, factor: int) -> WatershedParams:
     """``p`` for a working grid of ``factor`` instead of ``p.factor`` (a small brain is
     segmented on a finer grid). The smoothing ``sigma`` was tuned on ``p.factor``'s
@@ -584,6 +693,9 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
     if progress:
         progress(0.9, "watershed: back to the native grid")
     labels = ws.native_labels()
+    if ws.grid.factor > 1:
+        labels = refine_et_native(labels, case.image, ws.brain_native,
+                                  without_modalities(p, case.missing))
     if progress:
         progress(1.0, "watershed: done")
     return SegmentationResult(
@@ -1149,6 +1261,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if hp.fused:
         if progress:
             progress(0.7, "hybrid: classical watershed")
+        # the working grid's labels, without the native enhancing-tumour step: the
+        # combination rule was chosen and measured on them (experiments/hybrid)
         wsw = watershed_grid(case, params_from(None), brain=brain)
         ws = wsw.native_labels()
         ws_seconds = time.perf_counter() - t2
