@@ -517,6 +517,38 @@ def round_trip(prep: dict[str, Any], ids: Sequence[str]) -> dict[str, dict[str, 
     return out
 
 
+def reference_enhancement(factor: int = 2, out: Path = NATIVE_OUT) -> dict[str, Any]:
+    """How bright the expert outline's enhancing tumour is on each case's own images:
+    per case, its volume, the median native z(T1ce) and enhancement (z(T1ce) -
+    ``et_native_k`` z(T1), the shipped step's map) of its voxels, and the share of them
+    that pass the shipped step's thresholds. An ET that does not enhance cannot be found
+    from the images by any rule; ``reference_et.json`` and ``reference_et.md``."""
+    from braintumor.watershed import DEFAULT_PARAMS as P
+
+    ids, prep = _prepare_all(factor)
+    rows = {}
+    for c in ids:
+        pc = prep[c]
+        z = pc.native_z(P.stats_erode * P.factor, P.slab * P.factor)
+        et = pc.label == L.ET
+        enh = z[1] - P.et_native_k * z[0]
+        passing = (enh > P.et_native) & (z[1] > P.et_native_t1c)
+        rows[c] = {"et_ml": float(et.sum() * np.prod(pc.spacing) / 1000),
+                   "t1c_z_median": float(np.median(z[1][et])) if et.any() else math.nan,
+                   "enhancement_median": float(np.median(enh[et])) if et.any() else math.nan,
+                   "passing": float(passing[et].mean()) if et.any() else math.nan}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reference_et.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| case | reference ET (mL) | median z(T1ce) | median enhancement | share "
+             "passing the step's thresholds |", "|---|---|---|---|---|"]
+    for c, r in rows.items():
+        lines.append(f"| {c} | {r['et_ml']:.1f} | {r['t1c_z_median']:+.2f} | "
+                     f"{r['enhancement_median']:+.2f} | {r['passing']:.2f} |")
+    (out / "reference_et.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return rows
+
+
 def run_native_cv(factor: int = 2, out: Path = NATIVE_OUT,
                   folds_from: Path = EXPERIMENTS / "cv_params.json") -> dict[str, Any]:
     """Cross-validate the native enhancing-tumour step on top of the watershed's own CV.
@@ -608,7 +640,7 @@ def run_native_cv(factor: int = 2, out: Path = NATIVE_OUT,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``cache``, ``tune``, ``native``."""
+    """Command-line entry: ``cache``, ``tune``, ``native``, ``reference``."""
     ap = argparse.ArgumentParser(prog="python -m braintumor.watershed_tune")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="crop the BraTS cases into cache/watershed")
@@ -631,11 +663,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = sub.add_parser("native", help="cross-validate the native enhancing-tumour step "
                        "on the watershed CV's folds; writes experiments/watershed/native_et")
     n.add_argument("--factor", type=int, default=2)
+    sub.add_parser("reference", help="how bright each case's expert ET is on its own "
+                   "images; writes experiments/watershed/native_et/reference_et.*")
     args = ap.parse_args(argv)
     if args.cmd == "cache":
         cache_cases(args.data)
     elif args.cmd == "native":
         run_native_cv(args.factor)
+    elif args.cmd == "reference":
+        reference_enhancement()
     elif args.cmd == "tune":
         if args.per_fold:
             run_cv(args.folds, args.trials, args.factor, final_trials=args.final_trials)
