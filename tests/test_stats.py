@@ -214,3 +214,18 @@ def test_significance_study_reproduces_the_committed_means(tmp_path: Path) -> No
     # the committed copy is what the committed results give
     assert text == (SS.OUT / "README.md").read_text()
 
+
+
+def test_study_table_survives_runs_without_a_common_case() -> None:
+    from braintumor.training.experiments import paired_section
+
+    def run(name: str, cases: list[str], d: float) -> dict:
+        return {"name": name, "cases": [{"case": c, "WT_dice": d, "TC_dice": d,
+                                         "ET_dice": d} for c in cases]}
+
+    results = [run("a", ["x", "y"], 0.8), run("b", ["z"], 0.6)]
+    rows = [{"run": "a", "label": "A"}, {"run": "b", "label": "B"}]
+    lines = paired_section(results, rows, "a")
+    assert any(line.startswith("| A | 0.800") and "(best)" in line for line in lines)
+    assert any(line.startswith("| B | 0.600") and "no common case yet" in line
+               for line in lines)

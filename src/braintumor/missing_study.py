@@ -49,9 +49,9 @@ def without(case: Case, missing: tuple[str, ...], flag: bool) -> Case:
 
 def fold_params(missing: tuple[str, ...], root: Path) -> dict[str, dict[str, Any]]:
     """case id -> the watershed parameters its CV fold chose without it."""
-    folder = root / ("without_" + "_".join(missing)) if missing else root
     from braintumor.watershed import saved_params
 
+    folder = root / ("without_" + "_".join(missing)) if missing else root
     chosen = json.loads((folder / "cv_params.json").read_text())
     return {cid: saved_params(f["params"]) for f in chosen.values() for cid in f["test"]}
 

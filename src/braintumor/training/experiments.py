@@ -561,9 +561,13 @@ def paired_section(results: list[dict[str, Any]], rows: list[dict[str, Any]],
         if r["run"] == best:
             tail = ["(best)", "", ""]
         else:
-            p = S.paired(per_case(best, None), per_case(r["run"], None), "mean", "dice")
-            tail = [f"{p.diff:+.3f} [{p.low:+.3f}, {p.high:+.3f}]", S.fmt_p(p.p),
-                    f"{p.wins} / {p.ties} / {p.losses}"]
+            try:
+                p = S.paired(per_case(best, None), per_case(r["run"], None), "mean", "dice")
+            except InputError:  # runs of a study in progress that share no fold yet
+                tail = ["no common case yet", "", ""]
+            else:
+                tail = [f"{p.diff:+.3f} [{p.low:+.3f}, {p.high:+.3f}]", S.fmt_p(p.p),
+                        f"{p.wins} / {p.ties} / {p.losses}"]
         lines.append(f"| {r['label']} | " + " | ".join(cells + tail) + " |")
     return lines
 
