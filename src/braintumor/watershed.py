@@ -445,14 +445,17 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 #: the fields of :class:`WatershedParams` that differ from the defaults for scans without
 #: T1, T2 or both, chosen by ``python -m braintumor.watershed_tune tune --without ...``
 #: (``experiments/watershed/without_*/params.json``)
-#: (they were tuned and measured before the native enhancing-tumour step, which stays
-#: off for them: ``et_native`` 99)
+#: plus the native enhancing-tumour step's setting chosen on each such CV's folds by
+#: ``python -m braintumor.watershed_tune native --without ...`` (``.../native_et/``)
 TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
     ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413,
-              "et_native": 99.0},
-    ("t2",): {"w_t1": 0.7405, "rim_core_close": 2, "et_native": 99.0},
+              "et_native": 0.8, "et_native_k": 0.3, "et_native_t1c": 0.3,
+              "et_native_reach": 1},
+    ("t2",): {"w_t1": 0.7405, "rim_core_close": 2,
+              "et_native": 0.8, "et_native_k": 0.7, "et_native_t1c": 0.6, "et_native_reach": 1},
     ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823,
-                   "et_native": 99.0},
+                   "et_native": 0.6, "et_native_k": 0.3, "et_native_t1c": 1.0,
+                   "et_native_reach": 1},
 }
 
 

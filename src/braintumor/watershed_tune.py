@@ -549,21 +549,24 @@ def reference_enhancement(factor: int = 2, out: Path = NATIVE_OUT) -> dict[str, 
     return rows
 
 
-def run_native_cv(factor: int = 2, out: Path = NATIVE_OUT,
-                  folds_from: Path = EXPERIMENTS / "cv_params.json") -> dict[str, Any]:
+def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
     """Cross-validate the native enhancing-tumour step on top of the watershed's own CV.
 
-    Each fold of ``folds_from`` keeps the parameters its search chose without its
-    held-out cases and picks, on its training cases only, the candidate of
-    :func:`native_candidates` with the best mean Dice (three regions); the held-out
-    cases are scored with it, and without the step (which reproduces the watershed's
-    published held-out rows). The candidate best on all cases over the shipped defaults
-    is the shipped setting (``params.json``).
+    Each fold of the watershed CV (``experiments/watershed[/without_*]/cv_params.json``
+    for scans with all four modalities or without ``missing``) keeps the parameters its
+    search chose without its held-out cases and picks, on its training cases only, the
+    candidate of :func:`native_candidates` with the best mean Dice (three regions); the
+    held-out cases are scored with it, and without the step (which reproduces the
+    watershed's published held-out rows). The candidate best on all cases over the
+    shipped parameters is the shipped setting (``params.json``). Results go to
+    ``native_et/`` beside that CV's own.
     """
-    from braintumor.watershed import DEFAULT_PARAMS, params_from, saved_params
+    from braintumor.watershed import params_from, params_without, saved_params
 
-    ids, prep = _prepare_all(factor)
-    folds = json.loads(folds_from.read_text())
+    root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+    out = root / "native_et"
+    ids, prep = _prepare_all(factor, missing)
+    folds = json.loads((root / "cv_params.json").read_text())
     cands = native_candidates()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -604,7 +607,7 @@ def run_native_cv(factor: int = 2, out: Path = NATIVE_OUT,
                 "watershed with the native enhancing-tumour step (CV held-out)")
     write_table({c: before[c] for c in real}, out / "cv_without_step",
                 "the same folds' watershed without the step (CV held-out)")
-    best_all, means_all = choose(DEFAULT_PARAMS.replace(et_native=99.0), list(prep))
+    best_all, means_all = choose(params_without(missing).replace(et_native=99.0), list(prep))
     shipped = cands[best_all]
     summary: dict[str, Any] = {
         "candidates": len(cands), "grid": NATIVE_GRID, "all_cases": shipped,
@@ -663,13 +666,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = sub.add_parser("native", help="cross-validate the native enhancing-tumour step "
                        "on the watershed CV's folds; writes experiments/watershed/native_et")
     n.add_argument("--factor", type=int, default=2)
+    n.add_argument("--without", default="",
+                   help="for scans lacking these modalities (t1, t2 or t1,t2), on the folds "
+                        "of experiments/watershed/without_<...>/")
     sub.add_parser("reference", help="how bright each case's expert ET is on its own "
                    "images; writes experiments/watershed/native_et/reference_et.*")
     args = ap.parse_args(argv)
     if args.cmd == "cache":
         cache_cases(args.data)
     elif args.cmd == "native":
-        run_native_cv(args.factor)
+        missing = tuple(m for m in args.without.lower().split(",") if m)
+        if set(missing) - {"t1", "t2"}:
+            ap.error("--without takes t1, t2 or t1,t2")
+        run_native_cv(args.factor, missing)
     elif args.cmd == "reference":
         reference_enhancement()
     elif args.cmd == "tune":
