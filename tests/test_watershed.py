@@ -107,8 +107,10 @@ def test_growing_reaches_a_faint_edema_rim() -> None:
     label = case.label.copy()
     label[shell] = L.ED
     faint = case_from_arrays("faint_rim", img, label=label)
-    still = segment_watershed(faint, grow_reach=0).labels
-    grown = segment_watershed(faint, grow_reach=2).labels
+    # (the FLAIR edema growing, which would reach the shell too, off: this is the
+    # abnormality map's growing)
+    still = segment_watershed(faint, grow_reach=0, flair_grow=99.0).labels
+    grown = segment_watershed(faint, grow_reach=2, flair_grow=99.0).labels
     assert _dices(grown, label)["WT"] > _dices(still, label)["WT"] + 0.03
     assert ((grown > 0) & shell).sum() > 2 * ((still > 0) & shell).sum()
     # it stops within its reach of the lesion: nothing beyond the shell's outer edge + 2
@@ -468,3 +470,75 @@ def test_native_step_defaults_are_the_cross_validation_choice() -> None:
     # held out, the step may not cost any region more than 0.005 Dice on average
     for r in ("WT", "TC", "ET"):
         assert summary["with"][r]["dice"] >= summary["without"][r]["dice"] - 0.005
+
+
+# --- edema grown through FLAIR-only signal
+
+
+def _flair_grow_setup():
+    """A 40x40x40 brain, a lesion (core + ET + edema) left of the midline, a FLAIR-bright
+    shell (z 2.5) around it, and z(FLAIR) 0 elsewhere."""
+    g = np.mgrid[:40, :40, :40]
+    r = np.sqrt((g[0] - 9) ** 2 + (g[1] - 14) ** 2 + (g[2] - 20) ** 2)
+    brain = np.zeros((40, 40, 40), bool)
+    brain[1:39, 1:39, 1:39] = True
+    labels = np.zeros(brain.shape, np.uint8)
+    labels[r <= 6] = L.ED
+    labels[r <= 4] = L.NCR
+    labels[(r > 3) & (r <= 4)] = L.ET
+    flair = np.zeros(brain.shape, np.float32)
+    shell = (r > 6) & (r <= 9) & brain
+    flair[shell] = 2.5
+    return brain, labels, flair, shell, r
+
+
+def test_flair_growing_adds_one_sided_faint_edema_only() -> None:
+    from braintumor.watershed import DEFAULT_PARAMS, grow_edema
+
+    brain, labels, flair, shell, r = _flair_grow_setup()
+    p = DEFAULT_PARAMS.replace(flair_grow=1.0, flair_asym=1.0, flair_reach=2)
+    out = grow_edema(labels, flair, brain, 0, p)
+    grown = (out > 0) & (labels == 0)
+    # within its reach of the lesion, all of it edema; the lesion itself untouched
+    assert grown.any() and (out[grown] == L.ED).all()
+    assert np.array_equal(out[labels > 0], labels[labels > 0])
+    # two steps of 6-connected growth: the shell within city-block distance 2
+    steps = ndi.distance_transform_cdt(labels == 0, metric="taxicab")
+    assert np.array_equal(grown, shell & (steps <= 2))
+    # a longer reach takes the whole shell, and never anything FLAIR-normal
+    out = grow_edema(labels, flair, brain, 0, p.replace(flair_reach=8))
+    grown = (out > 0) & (labels == 0)
+    assert np.array_equal(grown, shell)
+    # off, or no lesion to grow from: the labels come back as they were
+    assert grow_edema(labels, flair, brain, 0, p.replace(flair_grow=99.0)) is labels
+    empty = np.zeros_like(labels)
+    assert not grow_edema(empty, flair, brain, 0, p).any()
+
+
+def test_flair_growing_skips_signal_mirrored_across_the_midline() -> None:
+    from braintumor.watershed import DEFAULT_PARAMS, grow_edema
+
+    brain, labels, flair, shell, _ = _flair_grow_setup()
+    both = flair + np.flip(flair, axis=0)  # the same bright shell in the other hemisphere
+    p = DEFAULT_PARAMS.replace(flair_grow=1.0, flair_asym=1.0, flair_reach=8)
+    assert np.array_equal(grow_edema(labels, both, brain, 0, p), labels)
+    # measured along another axis the same image is one-sided again
+    assert (grow_edema(labels, both, brain, 1, p) > 0).sum() > (labels > 0).sum()
+
+
+def test_flair_growing_defaults_are_the_cross_validation_choice() -> None:
+    import json
+    from pathlib import Path
+
+    from braintumor.watershed import DEFAULT_PARAMS
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "watershed" / "flair_edema"
+    chosen = json.loads((folder / "params.json").read_text())
+    assert {k: getattr(DEFAULT_PARAMS, k) for k in chosen} == pytest.approx(chosen)
+    summary = json.loads((folder / "summary.json").read_text())
+    # held out it may not cost any region more than 0.005 Dice on average, and the
+    # tumour-free brains stay empty
+    for r in ("WT", "TC", "ET"):
+        assert summary["with"][r]["dice"] >= summary["without"][r]["dice"] - 0.005
+    assert summary["healthy_predicted_voxels"] and \
+        not any(summary["healthy_predicted_voxels"].values())

@@ -1,5 +1,5 @@
-"""braintumor.watershed_tune's native enhancing-tumour tools on real cases (skipped
-without the shared data)."""
+"""braintumor.watershed_tune's native enhancing-tumour and FLAIR edema tools on real
+cases (skipped without the shared data)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,74 @@ def test_round_trip_and_reference_enhancement(prepared, tmp_path, monkeypatch) -
     assert rows["Brats18_TCIA13_623_1"]["passing"] < 0.2 < 0.8 < \
         rows["Brats18_TCIA02_606_1"]["passing"]
     assert (tmp_path / "reference_et.md").read_text().count("| Brats18_") == 2
+
+
+@pytest.mark.realdata
+def test_flair_growing_only_adds_edema_and_the_cv_shortcut_is_exact(prepared) -> None:
+    pc = prepared["Brats18_TCIA13_623_1"]
+    off = DEFAULT_PARAMS.replace(flair_grow=99.0)
+    before, after = pc.run(off), pc.run(DEFAULT_PARAMS)
+    # what the CV scores each candidate with is what --method watershed computes
+    short = pc.native_et(pc.to_native(pc.grow_edema(pc.run_work(off), DEFAULT_PARAMS)),
+                         DEFAULT_PARAMS)
+    assert np.array_equal(short, after)
+    added = (after > 0) & (before == 0)
+    # edema, bar a few native voxels at the core's edge (a working-grid voxel's label
+    # comes back by a smooth upsampling of its neighbours)
+    assert added.sum() > 1000 and (after[added] == L.ED).mean() > 0.99
+    core = np.isin(before, [L.NCR, L.ET])
+    assert (core != np.isin(after, [L.NCR, L.ET])).sum() < 0.01 * core.sum()
+    ref = pc.label > 0
+
+    def dice(a: np.ndarray) -> float:
+        return 2 * float((a & ref).sum()) / float(a.sum() + ref.sum())
+
+    assert dice(after > 0) > dice(before > 0)  # its faint edema is the step's case
+
+
+@pytest.mark.realdata
+def test_flair_cv_chooses_on_training_cases_and_writes_its_tables(
+        prepared, tmp_path, monkeypatch) -> None:
+    import json
+
+    from braintumor.watershed import params_from
+
+    real = json.loads((T.NATIVE_OUT / "cv_params.json").read_text())
+    folds = {"0": {"test": [CASES[0]], "params": real["0"]["params"]},
+             "1": {"test": [CASES[1]], "params": real["1"]["params"]}}
+    (tmp_path / "native_et").mkdir()
+    (tmp_path / "native_et" / "cv_params.json").write_text(json.dumps(folds))
+    monkeypatch.setattr(T, "EXPERIMENTS", tmp_path)
+    monkeypatch.setattr(T, "_prepare_all", lambda factor, missing=(): (list(CASES), prepared))
+    monkeypatch.setattr(T, "flair_candidates", lambda: [
+        {"flair_grow": 99.0}, {"flair_grow": 1.4, "flair_asym": 0.5, "flair_reach": 24}])
+    summary = T.run_flair_cv()
+    out = tmp_path / "flair_edema"
+    chosen = json.loads((out / "cv_params.json").read_text())
+    assert set(chosen) == {"0", "1"} and chosen["0"]["test"] == [CASES[0]]
+    # fold 0 chose on case 1 only: its training gain is that case's gain
+    pc1 = prepared[CASES[1]]
+    base = params_from(real["0"]["params"]).replace(flair_grow=99.0)
+    on = base.replace(flair_grow=1.4, flair_asym=0.5, flair_reach=24)
+
+    def mean_dice(pc: T.Prepared, p) -> float:
+        sc = T.score_labels(pc.run(p), pc.label, pc.spacing, pc.total, hd=False)
+        return float(np.mean([sc[r]["dice"] for r in L.REGIONS]))
+
+    gain = mean_dice(pc1, on) - mean_dice(pc1, base)
+    assert chosen["0"]["train_gain"] == pytest.approx(max(gain, 0.0), abs=1e-9)
+    assert (chosen["0"]["flair"]["flair_grow"] < 50) == (gain > 0)
+    rows = (out / "cv_watershed.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith(CASES[0])
+    # without the step, held out, is the fold's own watershed
+    without = (out / "cv_without_step.csv").read_text().splitlines()[1].split(",")
+    pc0 = prepared[CASES[0]]
+    sc = T.score_labels(pc0.run(base), pc0.label, pc0.spacing, pc0.total, hd=False)
+    assert float(without[2]) == pytest.approx(sc["WT"]["dice"], abs=1e-4)
+    # the summary's means are the tables' rows
+    for stem, key in (("cv_watershed", "with"), ("cv_without_step", "without")):
+        lines = (out / f"{stem}.csv").read_text().splitlines()[1:]
+        wt = [float(line.split(",")[2]) for line in lines]
+        assert summary[key]["WT"]["dice"] == pytest.approx(np.mean(wt), abs=1e-4)
+    for name in ("cv_without_step.md", "summary.json", "params.json"):
+        assert (out / name).exists()

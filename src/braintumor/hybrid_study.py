@@ -291,7 +291,8 @@ def first_pass(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any
                 for cand in candidates()]
         res["tuning"] = tune
     t0 = time.perf_counter()
-    ws = segment_watershed(case, params=ws_params, et_native=99.0).labels
+    ws = segment_watershed(case, params=ws_params, et_native=99.0,
+                           flair_grow=99.0).labels
     res["seconds"]["watershed"] = time.perf_counter() - t0
     res["scores"]["watershed"] = _score(ws, ref, case.spacing)
     res["watershed_params"] = ws_key
@@ -326,7 +327,8 @@ def case_maps(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
     assert case.label is not None, f"{case_id}: no reference label"
     res = segment_hybrid(case, probabilities=probs, params=hybrid, post=post)
     t0 = time.perf_counter()
-    ws = segment_watershed(case, params=ws_params, et_native=99.0).labels
+    ws = segment_watershed(case, params=ws_params, et_native=99.0,
+                           flair_grow=99.0).labels
     ws_seconds = time.perf_counter() - t0
     maps = {"ref": case.label, "cnn": post.apply(probs), "hybrid": res.labels,
             "watershed": ws}

@@ -10,7 +10,8 @@ model, a few seconds) and writes ``README.md`` and ``significance.json`` under `
   95 % bootstrap intervals (:func:`braintumor.stats.mean_ci`), each against its
   accuracy target, and the paired comparisons behind the README's claims;
 * the watershed alone as ``--method watershed`` runs it (with the native
-  enhancing-tumour step), against its targets and against the same folds without it;
+  enhancing-tumour step and the FLAIR edema growing), against its targets, and each of
+  those two steps against the same folds without it;
 * the 2D model's patient-wise cross-validation (24 LGG patients): per-patient Dice with
   intervals per input kind, against the targets, and the refinement's paired effect;
 * the CNN studies (architectures, regularisation, search): each run's held-out Dice,
@@ -92,26 +93,37 @@ def section_3d(path: Path, stacked: Path, doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def section_watershed(folder: Path, doc: dict[str, Any]) -> list[str]:
-    with_step = S.read_scores(folder / "cv_watershed.csv")
-    without = S.read_scores(folder / "cv_without_step.csv")
-    cis = S.summary_ci(with_step, REGIONS, ("dice", "hd95"))
+def section_watershed(root: Path, doc: dict[str, Any]) -> list[str]:
+    """``--method watershed`` held out (``root/flair_edema``), and what its last two steps
+    each did on the same folds: the FLAIR edema growing (against ``root/native_et``'s
+    watershed) and the native enhancing-tumour step (against the working grid alone)."""
+    shipped = S.read_scores(root / "flair_edema" / "cv_watershed.csv")
+    native = S.read_scores(root / "native_et" / "cv_watershed.csv")
+    grid = S.read_scores(root / "native_et" / "cv_without_step.csv")
+    cis = S.summary_ci(shipped, REGIONS, ("dice", "hd95"))
+    folder = root / "flair_edema"
     lines = ["## 3D: the watershed alone, `--method watershed` (14 BraTS cases, held out)", "",
              f"Source: `{folder.relative_to(ROOT)}` (`python -m braintumor.watershed_tune "
-             "native`): each fold's parameters from the watershed's own CV plus the native "
-             "enhancing-tumour step chosen on its training cases (HD95 here: border voxels, "
-             "as the watershed's CV tables).", "",
+             "flair`): each fold's parameters from the watershed's own CV, plus the native "
+             "enhancing-tumour step and then the FLAIR edema growing, each chosen on its "
+             "training cases (HD95 here: border voxels, as the watershed's CV tables).", "",
              "| region | Dice, mean [95% CI] | HD95 mm, mean [95% CI] | target Dice |",
              "|---|---|---|---|"]
     for r in REGIONS:
         lines.append(f"| {r} | {cis[r]['dice'].text()} | {cis[r]['hd95'].text(1)} | "
                      f"{_target_cell(cis[r]['dice'], TARGET_WATERSHED[r])} |")
-    rows = S.compare(with_step, without, REGIONS, ("dice", "hd95"))
+    flair_rows = S.compare(shipped, native, REGIONS, ("dice", "hd95"))
+    native_rows = S.compare(native, grid, REGIONS, ("dice", "hd95"))
     doc["watershed"] = {"source": str(folder.relative_to(ROOT)),
                         "ci": {r: {k: _ci_json(v) for k, v in cis[r].items()} for r in REGIONS},
-                        "paired": [p.as_row() for p in rows]}
-    lines += ["", "**with the native step against without** (the same folds' parameters)", "",
-              S.paired_markdown(rows, "with", "without"), ""]
+                        "paired_flair_edema": [p.as_row() for p in flair_rows],
+                        "paired_native_et": [p.as_row() for p in native_rows]}
+    lines += ["", "**with the FLAIR edema growing against without** (both with the native "
+              "step; the same folds' parameters)", "",
+              S.paired_markdown(flair_rows, "with", "without"), "",
+              "**with the native enhancing-tumour step against without** (both without the "
+              "FLAIR edema growing; `native_et/`)", "",
+              S.paired_markdown(native_rows, "with", "without"), ""]
     return lines
 
 
@@ -210,7 +222,7 @@ def write(out: Path = OUT) -> dict[str, Any]:
              "per-case results only).", ""]
     lines += section_3d(EXPERIMENTS / "hybrid" / "hybrid_cv.csv",
                         EXPERIMENTS / "stacking" / "stack_cv.csv", doc)
-    lines += section_watershed(EXPERIMENTS / "watershed" / "native_et", doc)
+    lines += section_watershed(EXPERIMENTS / "watershed", doc)
     lines += [""] + section_2d(EXPERIMENTS / "lgg2d" / "cv_results.json", doc)
     lines += [""] + section_studies(doc)
     out.mkdir(parents=True, exist_ok=True)

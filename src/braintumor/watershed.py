@@ -141,6 +141,16 @@ class WatershedParams:
     et_native_k: float = 0.7
     et_native_t1c: float = 0.3
     et_native_reach: int = 1
+    #: last, edema grows out of WT (geodesically, up to ``flair_reach`` working voxels)
+    #: into brain voxels whose smoothed z(FLAIR) exceeds ``flair_grow`` and exceeds its
+    #: mirror image across the midline by ``flair_asym``: faint edema bright on FLAIR
+    #: only (normal on T2) lies under the abnormality map's threshold, while FLAIR-bright
+    #: normal anatomy is symmetric. Only edema is added; the core and ET stay as they
+    #: are. 99 switches it off. Chosen by ``python -m braintumor.watershed_tune flair``
+    #: (experiments/watershed/flair_edema).
+    flair_grow: float = 1.4
+    flair_asym: float = 0.5
+    flair_reach: int = 24
 
     def replace(self, **changes: Any) -> WatershedParams:
         """A copy with ``changes`` (unknown names raise :class:`InputError`)."""
@@ -148,7 +158,8 @@ class WatershedParams:
 
 
 _INT_PARAMS = ("factor", "stats_erode", "slab", "ed_edge", "rim_close", "sym_reach",
-               "grow_reach", "rim_core_close", "et_native_reach")
+               "grow_reach", "rim_core_close", "et_native_reach",
+               "flair_reach")
 
 
 def _checked(changes: dict[str, Any]) -> dict[str, Any]:
@@ -433,6 +444,36 @@ def _grow(wt: np.ndarray, abn: np.ndarray, brain: np.ndarray, p: WatershedParams
     return ndi.binary_fill_holes(_touching(cand | wt, wt))
 
 
+def brain_interior(brain: np.ndarray, spacing_mm: float, p: WatershedParams) -> np.ndarray:
+    """``brain`` without its outer ``rim_mm`` (at least one voxel), where tumour may start."""
+    rim = max(1, int(round(p.rim_mm / spacing_mm)))
+    return ndi.binary_erosion(brain, iterations=rim)
+
+
+#: flair_grow at or above this switches the FLAIR growing off
+FLAIR_GROW_OFF = 50.0
+
+
+def grow_edema(labels: np.ndarray, flair: np.ndarray, interior: np.ndarray, lr: int,
+               p: WatershedParams) -> np.ndarray:
+    """Working-grid ``labels`` with edema grown geodesically (``flair_reach`` steps) out of
+    the whole tumour through voxels of ``interior`` whose smoothed z(FLAIR) exceeds
+    ``flair_grow`` and its mirror image by ``flair_asym`` (see :class:`WatershedParams`).
+    Returns ``labels`` itself when the step is off or finds nothing."""
+    wt = labels > 0
+    if p.flair_grow >= FLAIR_GROW_OFF or p.flair_reach <= 0 or not wt.any():
+        return labels
+    cand = (flair > p.flair_grow) & interior
+    cand &= asymmetry(flair, interior, lr, p.sym_reach) > p.flair_asym
+    grown = ndi.binary_dilation(wt, iterations=p.flair_reach, mask=cand | wt)
+    grown = ndi.binary_fill_holes(grown) & ~wt
+    if not grown.any():
+        return labels
+    out = labels.copy()
+    out[grown] = L.ED
+    return out
+
+
 def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedParams:
     """``p`` with every use of a ``missing`` modality (``"t1"``, ``"t2"``) switched off."""
     if "t1" in missing:
@@ -450,12 +491,13 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
     ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413,
               "et_native": 0.8, "et_native_k": 0.3, "et_native_t1c": 0.3,
-              "et_native_reach": 1},
+              "et_native_reach": 1, "flair_grow": 99.0},
     ("t2",): {"w_t1": 0.7405, "rim_core_close": 2,
-              "et_native": 0.8, "et_native_k": 0.7, "et_native_t1c": 0.6, "et_native_reach": 1},
+              "et_native": 0.8, "et_native_k": 0.7, "et_native_t1c": 0.6, "et_native_reach": 1,
+              "flair_grow": 99.0},
     ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823,
                    "et_native": 0.6, "et_native_k": 0.3, "et_native_t1c": 1.0,
-                   "et_native_reach": 1},
+                   "et_native_reach": 1, "flair_grow": 99.0},
 }
 
 
@@ -486,8 +528,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     abn = (p.w_flair * zs[FLAIR] + p.w_t2 * zs[T2] - p.w_t1 * zs[T1]) / wsum
     enh = zs[T1CE] - p.et_k * zs[T1]
 
-    rim = max(1, int(round(p.rim_mm / spacing_mm)))
-    interior = ndi.binary_erosion(brain, iterations=rim)
+    interior = brain_interior(brain, spacing_mm, p)
 
     # --- whole tumour
     fg = (abn > p.wt_hi) & interior
@@ -564,7 +605,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     out[wt] = L.ED
     out[core] = L.NCR
     out[et & core] = L.ET
-    return out
+    return grow_edema(out, zs[FLAIR], interior, lr, p)
 
 
 #: et_native at or above this switches the native enhancing-tumour step off
@@ -573,8 +614,10 @@ ET_NATIVE_OFF = 50.0
 
 def saved_params(params: dict[str, Any]) -> dict[str, Any]:
     """A parameter set as saved by a study: one saved before the native enhancing-tumour
-    step existed (no ``et_native`` field) runs without it, as it was measured."""
-    return params if "et_native" in params else {**params, "et_native": 99.0}
+    step or the FLAIR edema growing existed (no ``et_native`` / ``flair_grow`` field)
+    runs without it, as it was measured."""
+    missing = {"et_native": 99.0, "flair_grow": 99.0}
+    return {**{k: v for k, v in missing.items() if k not in params}, **params}
 
 
 def native_z(image: np.ndarray, brain: np.ndarray, slices: slice, erode: int, slab: int,
@@ -1264,9 +1307,10 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if hp.fused:
         if progress:
             progress(0.7, "hybrid: classical watershed")
-        # the working grid's labels, without the native enhancing-tumour step: the
-        # combination rule was chosen and measured on them (experiments/hybrid)
-        wsw = watershed_grid(case, params_from(None), brain=brain)
+        # the working grid's labels, without the native enhancing-tumour step and the
+        # FLAIR edema growing: the combination rule was chosen and measured on them
+        # (experiments/hybrid)
+        wsw = watershed_grid(case, params_from(None, flair_grow=99.0), brain=brain)
         ws = wsw.native_labels()
         ws_seconds = time.perf_counter() - t2
         agreement = method_agreement(pp.apply(probs), ws)

@@ -233,6 +233,7 @@ class Prepared:
         self._z: dict[tuple[int, int], np.ndarray] = {}
         self.native = np.ascontiguousarray(image[:2])  # T1, T1ce for the native ET step
         self._zn: dict[tuple[int, int], np.ndarray] = {}
+        self._flair: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     def native_z(self, erode: int, slab: int) -> np.ndarray:
         """:func:`braintumor.watershed.native_z` of T1 and T1ce over every slice."""
@@ -257,13 +258,35 @@ class Prepared:
 
     def run_grid(self, p: Any) -> np.ndarray:
         """:meth:`run` without the native enhancing-tumour step."""
-        from braintumor.watershed import labels_from_work, watershed_work
+        return self.to_native(self.run_work(p))
 
-        work = watershed_work(self.z(p.stats_erode, p.slab), self.brain, self.grid.voxel_ml,
+    def run_work(self, p: Any) -> np.ndarray:
+        """:func:`braintumor.watershed.watershed_work`'s labels on the working grid."""
+        from braintumor.watershed import watershed_work
+
+        return watershed_work(self.z(p.stats_erode, p.slab), self.brain, self.grid.voxel_ml,
                               float(np.mean(self.grid.spacing)), p, self.lr, self.missing)
+
+    def to_native(self, work: np.ndarray) -> np.ndarray:
+        """Working-grid labels back on the native cropped grid, inside the brain."""
+        from braintumor.watershed import labels_from_work
+
         lab = labels_from_work(self.grid, work)
         lab[~self.brain_native] = 0
         return lab
+
+    def grow_edema(self, work: np.ndarray, p: Any) -> np.ndarray:
+        """:func:`braintumor.watershed.grow_edema` of ``p`` on working-grid ``work``
+        (labels computed with the step off), as :meth:`run_work` would apply it."""
+        from braintumor.watershed import FLAIR, _smooth, brain_interior, grow_edema
+
+        key = (p.stats_erode, p.slab, p.sigma, p.rim_mm)
+        if key not in self._flair:
+            self._flair = {key: (
+                _smooth(self.z(p.stats_erode, p.slab)[FLAIR], p.sigma),
+                brain_interior(self.brain, float(np.mean(self.grid.spacing)), p))}
+        flair, interior = self._flair[key]
+        return grow_edema(work, flair, interior, self.lr, p)
 
     def native_et(self, lab: np.ndarray, p: Any) -> np.ndarray:
         """The native enhancing-tumour step of ``p`` on :meth:`run_grid`'s labels."""
@@ -564,18 +587,92 @@ def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any
     from braintumor.watershed import params_from, params_without, saved_params
 
     root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
-    out = root / "native_et"
     ids, prep = _prepare_all(factor, missing)
     folds = json.loads((root / "cv_params.json").read_text())
-    cands = native_candidates()
+    summary = _step_cv(
+        prep, folds, lambda fp: params_from(saved_params(fp["params"])),
+        params_without(missing).replace(et_native=99.0),
+        lambda pc, p: pc.run_grid(p), lambda pc, grid, p: pc.native_et(grid, p),
+        native_candidates(), NATIVE_GRID, root / "native_et", "native", "ET",
+        ("watershed with the native enhancing-tumour step (CV held-out)",
+         "the same folds' watershed without the step (CV held-out)"))
+    real = [c for c in ids if c in prep]
+    summary["round_trip"] = round_trip(prep, real)
+    (root / "native_et" / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+#: the FLAIR edema growing's candidates (:class:`braintumor.watershed.WatershedParams`)
+FLAIR_GRID: dict[str, tuple[Any, ...]] = {
+    "flair_grow": (1.0, 1.4, 1.8, 2.2),
+    "flair_asym": (0.25, 0.5, 1.0),
+    "flair_reach": (8, 12, 16, 24),
+}
+
+
+def flair_candidates() -> list[dict[str, Any]]:
+    """Off first (a tie keeps the watershed as it was), then the grid."""
+    import itertools
+
+    out: list[dict[str, Any]] = [{"flair_grow": 99.0}]
+    for vals in itertools.product(*FLAIR_GRID.values()):
+        out.append(dict(zip(FLAIR_GRID, vals, strict=True)))
+    return out
+
+
+def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
+    """Cross-validate the FLAIR edema growing on top of the native step's CV.
+
+    Each fold keeps the parameters it had with the native enhancing-tumour step
+    (``native_et/cv_params.json`` of the CV for all four modalities or without
+    ``missing``) and picks, on its training cases only, the candidate of
+    :func:`flair_candidates` with the best mean Dice; its held-out cases are scored with
+    it, and without (which reproduces ``native_et/cv_watershed``). Results go to
+    ``flair_edema/`` beside that CV's own.
+    """
+    from braintumor.watershed import params_from, params_without
+
+    root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+    ids, prep = _prepare_all(factor, missing)
+    folds = json.loads((root / "native_et" / "cv_params.json").read_text())
+
+    def finish(pc: Prepared, work: np.ndarray, p: Any) -> np.ndarray:
+        return pc.native_et(pc.to_native(pc.grow_edema(work, p)), p)
+
+    return _step_cv(
+        prep, folds, lambda fp: params_from(fp["params"]).replace(flair_grow=99.0),
+        params_without(missing).replace(flair_grow=99.0),
+        lambda pc, p: pc.run_work(p), finish, flair_candidates(), FLAIR_GRID,
+        root / "flair_edema", "flair", "WT",
+        ("watershed with the FLAIR edema growing (CV held-out)",
+         "the same folds' watershed without it (CV held-out)"))
+
+
+def _step_cv(prep: dict[str, Any], folds: dict[str, Any], base_of: Any, all_base: Any,
+             precompute: Any, apply: Any, cands: list[dict[str, Any]],
+             grid: dict[str, Any], out: Path, key: str, region: str,
+             titles: tuple[str, str]) -> dict[str, Any]:
+    """One added step chosen fold by fold on the training cases and scored held out.
+
+    ``folds``: fold -> {"test": ids, "params": ...}; ``base_of(fold)``: that fold's
+    parameters with the step off; ``precompute(case, p)``: what the step starts from;
+    ``apply(case, start, p)``: native labels with the step of ``p``; ``cands``: the step's
+    settings, off first. Writes ``cv_watershed.*`` (with), ``cv_without_step.*``,
+    ``cv_params.json``, ``cv_heldout.json``, ``summary.json`` and ``params.json`` (the
+    setting best on all cases over ``all_base``) under ``out``; ``region`` is the one
+    the progress lines quote.
+    """
+    from braintumor.metrics import score_case
+    from braintumor.watershed import params_from
+
     out.mkdir(parents=True, exist_ok=True)
 
     def choose(base: Any, cases: Sequence[str]) -> tuple[int, list[float]]:
-        grids = {c: prep[c].run_grid(base) for c in cases}
+        starts = {c: precompute(prep[c], base) for c in cases}
         means = []
         for cand in cands:
             p = base.replace(**cand)
-            sc = {c: score_labels(prep[c].native_et(grids[c], p), prep[c].label,
+            sc = {c: score_labels(apply(prep[c], starts[c], p), prep[c].label,
                                   prep[c].spacing, prep[c].total, hd=False) for c in cases}
             means.append(mean_dice(sc, list(cases)))
         return int(np.argmax(means)), means
@@ -587,10 +684,10 @@ def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any
     for f, fold in sorted(folds.items(), key=lambda kv: int(kv[0])):
         test = [c for c in fold["test"] if c in prep]
         train = [c for c in prep if c not in test]
-        base = params_from(saved_params(fold["params"]))
+        base = base_of(fold)
         best, means = choose(base, train)
         params = base.replace(**cands[best])
-        fold_params[f] = {"test": test, "native": cands[best],
+        fold_params[f] = {"test": test, key: cands[best],
                           "train_gain": means[best] - means[0], "params": asdict(params)}
         sc = evaluate_params([prep[c] for c in test], params, hd=True)
         old = evaluate_params([prep[c] for c in test], base, hd=True)
@@ -599,18 +696,17 @@ def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any
         held.update(sc)
         before.update(old)
         print(f"fold {f}: {cands[best]} (training gain {means[best] - means[0]:+.4f}); "
-              + " ".join(f"{c}: ET {old[c]['ET']['dice']:.3f} -> {sc[c]['ET']['dice']:.3f}"
+              + " ".join(f"{c}: {region} {old[c][region]['dice']:.3f} -> "
+                         f"{sc[c][region]['dice']:.3f}"
                          for c in test if not c.endswith(HEALTHY_SUFFIX))
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
     real = [c for c in held if not c.endswith(HEALTHY_SUFFIX)]
-    write_table({c: held[c] for c in real}, out / "cv_watershed",
-                "watershed with the native enhancing-tumour step (CV held-out)")
-    write_table({c: before[c] for c in real}, out / "cv_without_step",
-                "the same folds' watershed without the step (CV held-out)")
-    best_all, means_all = choose(params_without(missing).replace(et_native=99.0), list(prep))
+    write_table({c: held[c] for c in real}, out / "cv_watershed", titles[0])
+    write_table({c: before[c] for c in real}, out / "cv_without_step", titles[1])
+    best_all, means_all = choose(all_base, list(prep))
     shipped = cands[best_all]
     summary: dict[str, Any] = {
-        "candidates": len(cands), "grid": NATIVE_GRID, "all_cases": shipped,
+        "candidates": len(cands), "grid": grid, "all_cases": shipped,
         "all_cases_gain": means_all[best_all] - means_all[0],
         "healthy_predicted_voxels": {
             c: int(round((1 - held[c]["WT"]["specificity"]) * prep[c].total))
@@ -619,21 +715,18 @@ def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any
         summary[name] = {r: {m: float(np.mean([res[c][r][m] for c in real]))
                              for m in ("dice", "hd95")} for r in L.REGIONS}
     # the HD95 of the results tables (BraTS 2023 surface definition, braintumor.metrics)
-    from braintumor.metrics import score_case
-
     by_case = {c: f for f, fp in fold_params.items() for c in fp["test"]}
     for name in ("with", "without"):
         vals: dict[str, list[float]] = {r: [] for r in L.REGIONS}
         for c in real:
             fp = fold_params[by_case[c]]
             p = params_from(fp["params"])
-            p = p if name == "with" else p.replace(et_native=99.0)
+            p = p if name == "with" else base_of(folds[by_case[c]])
             got = score_case(prep[c].run(p), prep[c].label, prep[c].spacing, lesions=False)
             for r in L.REGIONS:
                 vals[r].append(got[r]["hd95"])
         for r in L.REGIONS:
             summary[name][r]["hd95_surface"] = float(np.mean(vals[r]))
-    summary["round_trip"] = round_trip(prep, real)
     (out / "cv_params.json").write_text(json.dumps(fold_params, indent=1))
     (out / "cv_heldout.json").write_text(json.dumps(held, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -642,8 +735,16 @@ def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any
     return summary
 
 
+def _missing(ap: argparse.ArgumentParser, without: str) -> tuple[str, ...]:
+    """``--without``'s modalities (t1, t2 or both), or a usage error."""
+    missing = tuple(m for m in without.lower().split(",") if m)
+    if set(missing) - {"t1", "t2"}:
+        ap.error("--without takes t1, t2 or t1,t2")
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``cache``, ``tune``, ``native``, ``reference``."""
+    """Command-line entry: ``cache``, ``tune``, ``native``, ``flair``, ``reference``."""
     ap = argparse.ArgumentParser(prog="python -m braintumor.watershed_tune")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="crop the BraTS cases into cache/watershed")
@@ -669,25 +770,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     n.add_argument("--without", default="",
                    help="for scans lacking these modalities (t1, t2 or t1,t2), on the folds "
                         "of experiments/watershed/without_<...>/")
+    fl = sub.add_parser("flair", help="cross-validate the FLAIR edema growing on the "
+                        "native step's folds; writes experiments/watershed/flair_edema")
+    fl.add_argument("--factor", type=int, default=2)
+    fl.add_argument("--without", default="",
+                    help="for scans lacking these modalities (t1, t2 or t1,t2), on the "
+                         "folds of experiments/watershed/without_<...>/native_et")
     sub.add_parser("reference", help="how bright each case's expert ET is on its own "
                    "images; writes experiments/watershed/native_et/reference_et.*")
     args = ap.parse_args(argv)
     if args.cmd == "cache":
         cache_cases(args.data)
     elif args.cmd == "native":
-        missing = tuple(m for m in args.without.lower().split(",") if m)
-        if set(missing) - {"t1", "t2"}:
-            ap.error("--without takes t1, t2 or t1,t2")
-        run_native_cv(args.factor, missing)
+        run_native_cv(args.factor, _missing(ap, args.without))
     elif args.cmd == "reference":
         reference_enhancement()
+    elif args.cmd == "flair":
+        run_flair_cv(args.factor, _missing(ap, args.without))
     elif args.cmd == "tune":
         if args.per_fold:
             run_cv(args.folds, args.trials, args.factor, final_trials=args.final_trials)
         else:
-            missing = tuple(m for m in args.without.lower().split(",") if m)
-            if set(missing) - {"t1", "t2"}:
-                ap.error("--without takes t1, t2 or t1,t2")
+            missing = _missing(ap, args.without)
             out = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
             run_cv_shared(args.folds, args.trials, args.factor, out=out, local=args.local,
                           minutes=args.minutes, study_name=args.study, missing=missing)
