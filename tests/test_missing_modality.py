@@ -220,15 +220,17 @@ def test_shipped_parameters_are_the_ones_the_cv_chose() -> None:
     for key in TUNED_WITHOUT:
         folder = root / ("without_" + "_".join(key))
         chosen = json.loads((folder / "params.json").read_text())
-        # the native enhancing-tumour step's setting: chosen later, on the same folds
+        # the native enhancing-tumour step's and then the FLAIR edema growing's
+        # settings: chosen later, on the same folds
         chosen.update(json.loads((folder / "native_et" / "params.json").read_text()))
+        chosen.update(json.loads((folder / "flair_edema" / "params.json").read_text()))
         got = asdict(params_without(key))
         if "t1" in key:  # no T1 to subtract: the weight is switched off
             assert got["et_native_k"] == 0.0
             chosen["et_native_k"] = 0.0
         got = {k: v for k, v in got.items() if k in chosen}
         assert got == pytest.approx(chosen, abs=1e-4), key
-        table = (folder / "native_et" / "cv_watershed.md").read_text()
+        table = (folder / "flair_edema" / "cv_watershed.md").read_text()
         means = [float(line.split("|")[2]) for line in table.splitlines()
                  if line.startswith(("| WT", "| TC", "| ET"))]
         assert tuple(means) == WITHOUT_ACCURACY[key]

@@ -457,19 +457,24 @@ def test_native_step_adds_no_enhancement_apart_from_the_rim() -> None:
     assert dice(out == L.ET, rim) > 0.9
 
 
-def test_native_step_defaults_are_the_cross_validation_choice() -> None:
+@pytest.mark.parametrize("step", ["native_et", "flair_edema"])
+def test_step_defaults_are_the_cross_validation_choice(step: str) -> None:
+    """The native enhancing-tumour step's and the FLAIR edema growing's defaults are
+    their CV's all-case choice; held out, neither may cost any region more than 0.005
+    Dice on average, and the tumour-free brains stay empty."""
     import json
     from pathlib import Path
 
     from braintumor.watershed import DEFAULT_PARAMS
 
-    folder = Path(__file__).resolve().parents[1] / "experiments" / "watershed" / "native_et"
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "watershed" / step
     chosen = json.loads((folder / "params.json").read_text())
     assert {k: getattr(DEFAULT_PARAMS, k) for k in chosen} == pytest.approx(chosen)
     summary = json.loads((folder / "summary.json").read_text())
-    # held out, the step may not cost any region more than 0.005 Dice on average
     for r in ("WT", "TC", "ET"):
         assert summary["with"][r]["dice"] >= summary["without"][r]["dice"] - 0.005
+    assert summary["healthy_predicted_voxels"] and \
+        not any(summary["healthy_predicted_voxels"].values())
 
 
 # --- edema grown through FLAIR-only signal
@@ -525,20 +530,3 @@ def test_flair_growing_skips_signal_mirrored_across_the_midline() -> None:
     # measured along another axis the same image is one-sided again
     assert (grow_edema(labels, both, brain, 1, p) > 0).sum() > (labels > 0).sum()
 
-
-def test_flair_growing_defaults_are_the_cross_validation_choice() -> None:
-    import json
-    from pathlib import Path
-
-    from braintumor.watershed import DEFAULT_PARAMS
-
-    folder = Path(__file__).resolve().parents[1] / "experiments" / "watershed" / "flair_edema"
-    chosen = json.loads((folder / "params.json").read_text())
-    assert {k: getattr(DEFAULT_PARAMS, k) for k in chosen} == pytest.approx(chosen)
-    summary = json.loads((folder / "summary.json").read_text())
-    # held out it may not cost any region more than 0.005 Dice on average, and the
-    # tumour-free brains stay empty
-    for r in ("WT", "TC", "ET"):
-        assert summary["with"][r]["dice"] >= summary["without"][r]["dice"] - 0.005
-    assert summary["healthy_predicted_voxels"] and \
-        not any(summary["healthy_predicted_voxels"].values())

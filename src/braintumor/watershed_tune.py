@@ -764,18 +764,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--without", default="",
                    help="tune for scans lacking these modalities: t1, t2 or t1,t2; "
                         "results go to experiments/watershed/without_<...>/")
-    n = sub.add_parser("native", help="cross-validate the native enhancing-tumour step "
-                       "on the watershed CV's folds; writes experiments/watershed/native_et")
-    n.add_argument("--factor", type=int, default=2)
-    n.add_argument("--without", default="",
-                   help="for scans lacking these modalities (t1, t2 or t1,t2), on the folds "
-                        "of experiments/watershed/without_<...>/")
-    fl = sub.add_parser("flair", help="cross-validate the FLAIR edema growing on the "
-                        "native step's folds; writes experiments/watershed/flair_edema")
-    fl.add_argument("--factor", type=int, default=2)
-    fl.add_argument("--without", default="",
-                    help="for scans lacking these modalities (t1, t2 or t1,t2), on the "
-                         "folds of experiments/watershed/without_<...>/native_et")
+    steps = {"native": ("the native enhancing-tumour step on the watershed CV's folds",
+                        "native_et", ""),
+             "flair": ("the FLAIR edema growing on the native step's folds", "flair_edema",
+                       "/native_et")}
+    for name, (what, folder, base) in steps.items():
+        s = sub.add_parser(name, help=f"cross-validate {what}; writes "
+                           f"experiments/watershed/{folder}")
+        s.add_argument("--factor", type=int, default=2)
+        s.add_argument("--without", default="",
+                       help="for scans lacking these modalities (t1, t2 or t1,t2), on the "
+                            f"folds of experiments/watershed/without_<...>{base}/")
     sub.add_parser("reference", help="how bright each case's expert ET is on its own "
                    "images; writes experiments/watershed/native_et/reference_et.*")
     args = ap.parse_args(argv)
