@@ -485,16 +485,17 @@ def without_modalities(p: WatershedParams, missing: Sequence[str]) -> WatershedP
 
 #: the fields of :class:`WatershedParams` that differ from the defaults for scans without
 #: T1, T2 or both, chosen by ``python -m braintumor.watershed_tune tune --without ...``
-#: (``experiments/watershed/without_*/params.json``)
-#: plus the native enhancing-tumour step's setting chosen on each such CV's folds by
-#: ``python -m braintumor.watershed_tune native --without ...`` (``.../native_et/``)
+#: (``experiments/watershed/without_*/params.json``), plus the native enhancing-tumour
+#: step's and then the FLAIR edema growing's settings chosen on each such CV's folds by
+#: ``python -m braintumor.watershed_tune native|flair --without ...`` (``.../native_et/``,
+#: ``.../flair_edema/``)
 TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
     ("t1",): {"min_et_ml": 0.4332, "min_core_ml": 2.4356, "grow_alpha": 0.4413,
               "et_native": 0.8, "et_native_k": 0.3, "et_native_t1c": 0.3,
-              "et_native_reach": 1, "flair_grow": 99.0},
+              "et_native_reach": 1, "flair_grow": 1.4, "flair_asym": 1.0, "flair_reach": 24},
     ("t2",): {"w_t1": 0.7405, "rim_core_close": 2,
               "et_native": 0.8, "et_native_k": 0.7, "et_native_t1c": 0.6, "et_native_reach": 1,
-              "flair_grow": 99.0},
+              "flair_grow": 1.0, "flair_asym": 1.0, "flair_reach": 24},
     ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823,
                    "et_native": 0.6, "et_native_k": 0.3, "et_native_t1c": 1.0,
                    "et_native_reach": 1, "flair_grow": 99.0},
