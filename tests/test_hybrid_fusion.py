@@ -242,8 +242,9 @@ def test_segment_hybrid_fuses_with_the_watershed(hgg) -> None:
 
     assert "agreement" not in alone.info
     # the watershed as the hybrid fuses it: without the FLAIR edema growing (its rule was
-    # chosen on the watershed before that step), which does change this phantom
-    ws = segment_watershed(hgg, flair_grow=99.0).labels
+    # chosen on the watershed before that step), which does change this phantom; nor
+    # with the bias-field correction, were that switched on
+    ws = segment_watershed(hgg, flair_grow=99.0, n4=0).labels
     assert not np.array_equal(ws, segment_watershed(hgg).labels)
     cnn = cnn_postprocess({}).apply(probs)
     assert fused.info["agreement"] == method_agreement(cnn, ws)

@@ -195,16 +195,16 @@ def test_the_study_fills_in_or_flags_missing_channels(tmp_path: Path) -> None:
         "0": {"test": ["A", "A_healthy"], "params": {"wt_hi": 2.0}},
         "1": {"test": ["B"], "params": {"wt_hi": 3.0}}}))
     got = fold_params(("t2",), tmp_path)
-    # saved before the native enhancing-tumour step and the FLAIR edema growing
-    # existed: they run without them
-    off = {"et_native": 99.0, "flair_grow": 99.0}
+    # saved before the native enhancing-tumour step, the FLAIR edema growing and the
+    # bias-field correction existed: they run without them
+    off = {"et_native": 99.0, "flair_grow": 99.0, "n4": 0}
     assert got["A"] == {"wt_hi": 2.0, **off}
     assert got["B"] == {"wt_hi": 3.0, **off}
     # a set saved with a step keeps its own setting
     from braintumor.watershed import saved_params
 
-    assert saved_params({"et_native": 0.8, "flair_grow": 1.4}) == {"et_native": 0.8,
-                                                                   "flair_grow": 1.4}
+    kept = {"et_native": 0.8, "flair_grow": 1.4, "n4": 2}
+    assert saved_params(kept) == kept
 
 
 def test_shipped_parameters_are_the_ones_the_cv_chose() -> None:

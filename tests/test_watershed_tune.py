@@ -127,3 +127,28 @@ def test_flair_cv_chooses_on_training_cases_and_writes_its_tables(
         assert summary[key]["WT"]["dice"] == pytest.approx(np.mean(wt), abs=1e-4)
     for name in ("cv_without_step.md", "summary.json", "params.json"):
         assert (out / name).exists()
+
+
+@pytest.mark.realdata
+def test_prepared_bias_correction_is_what_the_watershed_runs(prepared, brats_dir) -> None:
+    """The CV's cached case with ``n4`` corrects the same modalities as
+    :func:`segment_watershed` does, and scores the labels it would give."""
+    from braintumor.cases import load_case
+    from braintumor.preprocess import bounding_box, brain_mask
+    from braintumor.watershed import segment_watershed
+
+    pc = prepared["Brats18_TCIA02_606_1"]
+    plain, two = pc.inputs(0), pc.inputs(2)
+    assert np.array_equal(plain[0][2:], two[0][2:])  # T2 and FLAIR untouched
+    assert not np.array_equal(plain[1], two[1])  # native T1 and T1ce corrected
+    p = DEFAULT_PARAMS.replace(n4=2)
+    ours = pc.run(p)
+    case = load_case(brats_dir / "Brats18_TCIA02_606_1")
+    full = segment_watershed(case, params=p).labels
+    box = bounding_box(brain_mask(case.image), margin=2)
+    # the cache is the brain's box (2 voxels of margin); N4 fits on every 3rd voxel of
+    # the brain's own box there too, so the two agree up to a few boundary voxels
+    crop = full[box]
+    assert crop.shape == ours.shape
+    assert (crop != ours).mean() < 0.001
+    assert not np.array_equal(ours, pc.run(p.replace(n4=0)))

@@ -1070,6 +1070,18 @@ def test_align_is_passed_to_the_job_and_reported(client: TestClient,
         "kept as acquired" in json.dumps(done["result"])
 
 
+def test_bias_correction_is_passed_to_the_job_and_reported(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    from braintumor.web.app import _job_options
+
+    assert _job_options(False, bias_correct=True) == {"fast": True, "bias_correct": True}
+    job = client.post("/api/jobs", files=_four(case_files),
+                      data={"method": "threshold", "bias_correct": "true"}).json()
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done" and done["inputs"]["options"]["bias_correct"] is True
+    assert '"bias_corrected": true' in json.dumps(done["result"])
+
+
 def test_compare_with_an_earlier_scan(client: TestClient, done_job: dict[str, Any]) -> None:
     """The job's outline against an earlier label map: itself is no change, a larger
     earlier tumour a shrinkage; a file that is no label map is one 400 sentence."""

@@ -137,8 +137,8 @@ def _until(page: Any, expression: str, timeout_s: float = 30.0) -> None:
 
 
 def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
-                 case: Any = None, uncertainty: bool = False, align: bool = False
-                 ) -> list[str]:
+                 case: Any = None, uncertainty: bool = False, align: bool = False,
+                 bias: bool = False) -> list[str]:
     """Upload the small case's (or ``case``'s) four files with ``method`` and wait for
     the job to finish; returns the modalities the page assigned to the files before
     submitting."""
@@ -154,6 +154,8 @@ def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
         page.check("#want-unc")
     if align:
         page.check("#want-align")
+    if bias:
+        page.check("#want-bias")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     return chosen
@@ -377,6 +379,14 @@ def test_a_patient_who_moved_is_aligned_and_told(server: ServerThread, page: Any
     job = _job(server, page.url.rsplit("/", 1)[1])
     assert job["inputs"]["options"]["align"] is True
     expect(page.locator("#m-warn")).to_contain_text("the FLAIR was aligned to the T1")
+
+
+def test_bias_correction_box(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Ticking the box sends the option with the job, and the result says it was done."""
+    _upload_case(server, page, tmp_path, "threshold", bias=True)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert job["inputs"]["options"]["bias_correct"] is True
+    assert job["result"]["info"]["bias_corrected"] is True
 
 
 def test_a_scan_without_t1_in_the_page(server: ServerThread, page: Any, tmp_path: Path) -> None:

@@ -292,7 +292,7 @@ def first_pass(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any
         res["tuning"] = tune
     t0 = time.perf_counter()
     ws = segment_watershed(case, params=ws_params, et_native=99.0,
-                           flair_grow=99.0).labels
+                           flair_grow=99.0, n4=0).labels
     res["seconds"]["watershed"] = time.perf_counter() - t0
     res["scores"]["watershed"] = _score(ws, ref, case.spacing)
     res["watershed_params"] = ws_key
@@ -328,7 +328,7 @@ def case_maps(case_id: str, sources: dict[str, Any], probs_dir: Path, post: Any,
     res = segment_hybrid(case, probabilities=probs, params=hybrid, post=post)
     t0 = time.perf_counter()
     ws = segment_watershed(case, params=ws_params, et_native=99.0,
-                           flair_grow=99.0).labels
+                           flair_grow=99.0, n4=0).labels
     ws_seconds = time.perf_counter() - t0
     maps = {"ref": case.label, "cnn": post.apply(probs), "hybrid": res.labels,
             "watershed": ws}

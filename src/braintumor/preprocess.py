@@ -6,6 +6,7 @@ of three ``slice`` objects in the native grid, so ``uncrop`` can put a predictio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -232,3 +233,46 @@ def on_model_grid(case: Any) -> Any | None:
     image[:, resample_to(brain[None].astype(np.float32), shape)[0] < 0.5] = 0
     return Case(case_id=case.case_id, image=image, affine=affine, spacing=spacing,
                 header=header, label=None, missing=case.missing)  # type: ignore[arg-type]
+
+
+#: N4 fits the bias field on a grid of about this voxel size (mm): the field is smooth at
+#: that scale, and fitting there takes about a second a modality on a CPU
+BIAS_GRID_MM = 6.0
+#: N4 iterations per fitting level (two levels)
+BIAS_ITERATIONS = (20, 20)
+
+
+def correct_bias(image: np.ndarray, brain: np.ndarray,
+                 spacing: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Each modality of ``image`` ``(C, X, Y, Z)`` divided by its N4 bias field.
+
+    SimpleITK's ``N4BiasFieldCorrectionImageFilter`` is fitted inside ``brain`` (where
+    the modality is positive) on a grid of about :data:`BIAS_GRID_MM` (every k-th voxel
+    of the brain's bounding box), and its log field is brought back to every voxel
+    linearly. Outside the box and for a channel with too few positive brain voxels the
+    image is unchanged. Returns float32.
+    """
+    import SimpleITK as sitk
+
+    out = image.astype(np.float32, copy=True)
+    if not brain.any():
+        return out
+    box = bounding_box(brain)
+    step = [max(1, int(round(BIAS_GRID_MM / float(s)))) for s in spacing]
+    thin = tuple(slice(None, None, k) for k in step)
+    for c in range(image.shape[0]):
+        sub = out[c][box]
+        fit = brain[box] & (sub > 0)
+        small, mask = sub[thin], fit[thin]
+        if mask.sum() < 64:
+            continue
+        img = sitk.GetImageFromArray(np.ascontiguousarray(small, dtype=np.float32))
+        msk = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8))
+        n4 = sitk.N4BiasFieldCorrectionImageFilter()
+        n4.SetMaximumNumberOfIterations(list(BIAS_ITERATIONS))
+        n4.Execute(img, msk)
+        log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(img))
+        zoom = [n / s for n, s in zip(sub.shape, log_field.shape, strict=True)]
+        full = ndi.zoom(log_field.astype(np.float32), zoom, order=1)
+        out[c][box] = sub / np.exp(full[tuple(slice(0, n) for n in sub.shape)])
+    return out

@@ -122,7 +122,8 @@ def regrid_note(case: Case) -> str | None:
 
 
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
-            resample: bool = True, align: bool = False, **options: Any) -> SegmentationResult:
+            resample: bool = True, align: bool = False, bias_correct: bool = False,
+            **options: Any) -> SegmentationResult:
     """Segment ``case`` with ``method``; labels come back in the case's native grid.
 
     ``resample``: a case whose voxels are not about 1 mm (3 mm slices, 2 mm volumes,
@@ -142,7 +143,9 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     (:func:`braintumor.cases.without_blank`). ``align``: first register every modality
     rigidly to the reference one, for a patient who moved between series
     (:func:`braintumor.register.align_modalities`; ``info["aligned"]`` per modality and a
-    note in ``info["warning"]``).
+    note in ``info["warning"]``). ``bias_correct``: then divide every modality by its N4
+    bias field (:func:`braintumor.preprocess.correct_bias`), for a scan whose intensity
+    drifts across the brain (not bias-corrected; ``info["bias_corrected"]``).
     """
     from braintumor.cases import without_blank
     from braintumor.preprocess import (
@@ -166,6 +169,13 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         case, aligned = align_modalities(case)
         align_note = alignment_note(next(m for m in MODALITIES if m not in case.missing),
                                     aligned)
+    if bias_correct:
+        from dataclasses import replace
+
+        from braintumor.preprocess import brain_mask, correct_bias
+
+        case = replace(case, image=correct_bias(case.image, brain_mask(case.image),
+                                                case.spacing))
     redirect = None
     if case.missing:
         redirect = missing_modality_note(case.missing, method, case.blank)
@@ -203,12 +213,19 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         result.info["missing"] = list(case.missing)
     if aligned:
         result.info["aligned"] = {a.modality: a.as_dict() for a in aligned}
+    if bias_correct:
+        result.info["bias_corrected"] = True
     if redirect and not result.labels.any():
         redirect += ("; the watershed found no tumour, which on such a scan does not rule "
                      "one out" + (" (without its T2 one of the 14 test cases, "
                                   "Brats18_2013_20_1, was missed whole)"
                                   if "t2" in case.missing else ""))
-    parts = [result.info.get("warning"), redirect, regrid_note(case), align_note,
+    bias_note = None
+    if method == "watershed" and not bias_correct and not redirect and \
+            not result.labels.any():
+        bias_note = ("the watershed found no tumour; on a scan that is not bias-corrected a "
+                     "strong intensity drift can hide one, so try again with bias correction")
+    parts = [result.info.get("warning"), redirect, bias_note, regrid_note(case), align_note,
              skull_strip_warning(case.image, case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)

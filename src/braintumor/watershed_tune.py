@@ -225,32 +225,42 @@ class Prepared:
         bn = brain_mask(case.image)
         self.grid = make_grid(bn, case.spacing, factor)
         self.brain_native = bn
-        img = to_work(self.grid, case.image)
         self.brain = to_work(self.grid, bn) >= 0.5
-        self.img = img
         self.lr = lr_axis(case.affine)
         self.missing = tuple(missing)
-        self._z: dict[tuple[int, int], np.ndarray] = {}
-        self.native = np.ascontiguousarray(image[:2])  # T1, T1ce for the native ET step
-        self._zn: dict[tuple[int, int], np.ndarray] = {}
+        self._raw = case.image
+        # n4 -> (working-grid image, native T1 and T1ce for the native ET step)
+        self._inputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._z: dict[tuple[int, int, int], np.ndarray] = {}
+        self._zn: dict[tuple[int, int, int], np.ndarray] = {}
         self._flair: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 
-    def native_z(self, erode: int, slab: int) -> np.ndarray:
+    def inputs(self, n4: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The working-grid image and the native T1 and T1ce, with the first ``n4``
+        modalities divided by their N4 bias field (``WatershedParams.n4``)."""
+        from braintumor.watershed import n4_image, to_work
+
+        if n4 not in self._inputs:
+            image = n4_image(self._raw, self.brain_native, self.spacing, n4)
+            self._inputs[n4] = (to_work(self.grid, image), np.ascontiguousarray(image[:2]))
+        return self._inputs[n4]
+
+    def native_z(self, erode: int, slab: int, n4: int = 0) -> np.ndarray:
         """:func:`braintumor.watershed.native_z` of T1 and T1ce over every slice."""
         from braintumor.watershed import native_z
 
-        if (erode, slab) not in self._zn:
-            self._zn[(erode, slab)] = native_z(self.native, self.brain_native,
-                                               slice(0, self.brain_native.shape[2]),
-                                               erode, slab)
-        return self._zn[(erode, slab)]
+        if (erode, slab, n4) not in self._zn:
+            self._zn[(erode, slab, n4)] = native_z(self.inputs(n4)[1], self.brain_native,
+                                                   slice(0, self.brain_native.shape[2]),
+                                                   erode, slab)
+        return self._zn[(erode, slab, n4)]
 
-    def z(self, erode: int, slab: int) -> np.ndarray:
+    def z(self, erode: int, slab: int, n4: int = 0) -> np.ndarray:
         from braintumor.watershed import robust_z
 
-        if (erode, slab) not in self._z:
-            self._z[(erode, slab)] = robust_z(self.img, self.brain, erode, slab)
-        return self._z[(erode, slab)]
+        if (erode, slab, n4) not in self._z:
+            self._z[(erode, slab, n4)] = robust_z(self.inputs(n4)[0], self.brain, erode, slab)
+        return self._z[(erode, slab, n4)]
 
     def run(self, p: Any) -> np.ndarray:
         """Native-cropped-grid labels for parameters ``p``."""
@@ -264,7 +274,8 @@ class Prepared:
         """:func:`braintumor.watershed.watershed_work`'s labels on the working grid."""
         from braintumor.watershed import watershed_work
 
-        return watershed_work(self.z(p.stats_erode, p.slab), self.brain, self.grid.voxel_ml,
+        return watershed_work(self.z(p.stats_erode, p.slab, p.n4), self.brain,
+                              self.grid.voxel_ml,
                               float(np.mean(self.grid.spacing)), p, self.lr, self.missing)
 
     def to_native(self, work: np.ndarray) -> np.ndarray:
@@ -280,10 +291,10 @@ class Prepared:
         (labels computed with the step off), as :meth:`run_work` would apply it."""
         from braintumor.watershed import FLAIR, _smooth, brain_interior, grow_edema
 
-        key = (p.stats_erode, p.slab, p.sigma, p.rim_mm)
+        key = (p.stats_erode, p.slab, p.sigma, p.rim_mm, p.n4)
         if key not in self._flair:
             self._flair = {key: (
-                _smooth(self.z(p.stats_erode, p.slab)[FLAIR], p.sigma),
+                _smooth(self.z(p.stats_erode, p.slab, p.n4)[FLAIR], p.sigma),
                 brain_interior(self.brain, float(np.mean(self.grid.spacing)), p))}
         flair, interior = self._flair[key]
         return grow_edema(work, flair, interior, self.lr, p)
@@ -294,9 +305,10 @@ class Prepared:
 
         if self.grid.factor == 1 or p.et_native >= ET_NATIVE_OFF:
             return lab
-        return refine_et_native(lab, self.native, self.brain_native,
+        return refine_et_native(lab, self.inputs(p.n4)[1], self.brain_native,
                                 without_modalities(p, self.missing),
-                                z=self.native_z(p.stats_erode * p.factor, p.slab * p.factor))
+                                z=self.native_z(p.stats_erode * p.factor, p.slab * p.factor,
+                                                p.n4))
 
 
 def evaluate_params(prepared: Sequence[Prepared], p: Any, hd: bool = True
@@ -648,6 +660,34 @@ def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]
          "the same folds' watershed without it (CV held-out)"))
 
 
+#: the bias-field correction's candidates (:class:`braintumor.watershed.WatershedParams`
+#: ``n4``): none, T1 and T1ce, all four modalities
+N4_GRID: dict[str, tuple[Any, ...]] = {"n4": (2, 4)}
+
+
+def run_n4_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
+    """Cross-validate the N4 bias-field correction on top of the FLAIR edema growing's CV.
+
+    Each fold keeps the parameters it had there (``flair_edema/cv_params.json`` of the CV
+    for all four modalities or without ``missing``) and picks, on its training cases
+    only, whether to correct none, T1 and T1ce, or all four modalities first (best mean
+    Dice; ties go to none); its held-out cases are scored with it, and without (which
+    reproduces ``flair_edema/cv_watershed``). Results go to ``n4/`` beside that CV's own.
+    """
+    from braintumor.watershed import params_from, params_without
+
+    root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+    ids, prep = _prepare_all(factor, missing)
+    folds = json.loads((root / "flair_edema" / "cv_params.json").read_text())
+    cands: list[dict[str, Any]] = [{"n4": 0}] + [{"n4": n} for n in N4_GRID["n4"]]
+    return _step_cv(
+        prep, folds, lambda fp: params_from(fp["params"]).replace(n4=0),
+        params_without(missing).replace(n4=0), lambda pc, p: None,
+        lambda pc, start, p: pc.run(p), cands, N4_GRID, root / "n4", "n4", "ET",
+        ("watershed with the bias-field correction chosen on the training folds "
+         "(CV held-out)", "the same folds' watershed without it (CV held-out)"))
+
+
 def _step_cv(prep: dict[str, Any], folds: dict[str, Any], base_of: Any, all_base: Any,
              precompute: Any, apply: Any, cands: list[dict[str, Any]],
              grid: dict[str, Any], out: Path, key: str, region: str,
@@ -744,7 +784,8 @@ def _missing(ap: argparse.ArgumentParser, without: str) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``cache``, ``tune``, ``native``, ``flair``, ``reference``."""
+    """Command-line entry: ``cache``, ``tune``, ``native``, ``flair``, ``n4``,
+    ``reference``."""
     ap = argparse.ArgumentParser(prog="python -m braintumor.watershed_tune")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="crop the BraTS cases into cache/watershed")
@@ -767,7 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = {"native": ("the native enhancing-tumour step on the watershed CV's folds",
                         "native_et", ""),
              "flair": ("the FLAIR edema growing on the native step's folds", "flair_edema",
-                       "/native_et")}
+                       "/native_et"),
+             "n4": ("the N4 bias-field correction on the FLAIR edema growing's folds", "n4",
+                    "/flair_edema")}
     for name, (what, folder, base) in steps.items():
         s = sub.add_parser(name, help=f"cross-validate {what}; writes "
                            f"experiments/watershed/{folder}")
@@ -786,6 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference_enhancement()
     elif args.cmd == "flair":
         run_flair_cv(args.factor, _missing(ap, args.without))
+    elif args.cmd == "n4":
+        run_n4_cv(args.factor, _missing(ap, args.without))
     elif args.cmd == "tune":
         if args.per_fold:
             run_cv(args.folds, args.trials, args.factor, final_trials=args.final_trials)

@@ -450,6 +450,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 "align": {"type": "string", "description": "'true': register the modalities "
                           "to the first before segmenting (a patient who moved between "
                           "series; slower)"},
+                "bias_correct": {"type": "string", "description": "'true': divide each "
+                                 "modality by its N4 bias field first (a scan that is not "
+                                 "bias-corrected; slower)"},
             }}}}}},
     )
     async def upload(request: Request) -> JSONResponse:
@@ -467,7 +470,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 method = choose_method(fields.get("method"))
                 inputs["options"] = _job_options(_truthy(fields.get("uncertainty")),
                                                  _truthy(fields.get("accurate")),
-                                                 _truthy(fields.get("align")))
+                                                 _truthy(fields.get("align")),
+                                                 _truthy(fields.get("bias_correct")))
             shutil.rmtree(job_dir / "upload", ignore_errors=True)
         except BaseException:
             store.delete(job.id)
@@ -832,17 +836,20 @@ def _truthy(text: str | None) -> bool:
     return (text or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False
-                 ) -> dict[str, Any]:
+def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False,
+                 bias_correct: bool = False) -> dict[str, Any]:
     """Options passed through ``segment(case, method, **options)``: the page runs the
     CNN in its fast mode (one model, fewer windows) unless ``accurate`` is asked for, so
     a case is outlined in seconds on a plain CPU; ``align`` registers the modalities
-    first (:mod:`braintumor.register`)."""
+    first (:mod:`braintumor.register`); ``bias_correct`` divides them by their N4 bias
+    fields (:func:`braintumor.preprocess.correct_bias`)."""
     opts: dict[str, Any] = {"uncertainty": True} if uncertainty else {}
     if not accurate:
         opts["fast"] = True
     if align:
         opts["align"] = True
+    if bias_correct:
+        opts["bias_correct"] = True
     return opts
 
 

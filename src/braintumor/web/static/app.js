@@ -191,6 +191,7 @@ function submitUpload() {
   if ($("want-unc").checked) form.append("uncertainty", "true");
   if ($("want-accurate").checked) form.append("accurate", "true");
   if ($("want-align").checked) form.append("align", "true");
+  if ($("want-bias").checked) form.append("bias_correct", "true");
   const px = $("pixel-mm").value.trim();
   if (px && state.files.every((f) => kindOf(f.name) === "image")) form.append("pixel_mm", px);
   const isDicom = (f) => /\.(dcm|dicom)$/i.test(f.name);
