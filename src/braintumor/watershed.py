@@ -26,8 +26,11 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
      enhancement is large enough the core is that rim and its interior only;
   5. region rules: ET and TC lie inside WT, small ET specks become edema, small core
      specks away from enhancement become edema;
-  6. labels go back to the native grid (region indicators interpolated linearly, so
-     a 2x working grid does not leave 2 mm staircases).
+  6. edema grows out of WT through one-sided FLAIR-bright voxels (:func:`grow_edema`:
+     edema bright on FLAIR only, normal on T2);
+  7. labels go back to the native grid (region indicators interpolated linearly, so
+     a 2x working grid does not leave 2 mm staircases), where the enhancing tumour is
+     redrawn from the native T1ce (:func:`refine_et_native`).
 
   A tumour-free brain gives an empty map: no lesion smaller than
   ``min_lesion_ml`` survives, and a lesion must reach an abnormality peak of
@@ -148,7 +151,8 @@ class WatershedParams:
     et_native_k: float = 0.7
     et_native_t1c: float = 0.3
     et_native_reach: int = 1
-    #: last, edema grows out of WT (geodesically, up to ``flair_reach`` working voxels)
+    #: at the end of the working-grid segmentation, edema grows out of WT
+    #: (geodesically, up to ``flair_reach`` working voxels)
     #: into brain voxels whose smoothed z(FLAIR) exceeds ``flair_grow`` and exceeds its
     #: mirror image across the midline by ``flair_asym``: faint edema bright on FLAIR
     #: only (normal on T2) lies under the abnormality map's threshold, while FLAIR-bright
@@ -1335,9 +1339,8 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
         if progress:
             progress(0.7, "hybrid: classical watershed")
         # the working grid's labels, without the native enhancing-tumour step, the
-        # FLAIR edema growing and the bias correction: the combination rule was chosen
-        # and measured on them
-        # (experiments/hybrid)
+        # FLAIR edema growing or a bias correction: the combination rule was chosen and
+        # measured on them (experiments/hybrid)
         wsw = watershed_grid(case, params_from(None, flair_grow=99.0, n4=0), brain=brain)
         ws = wsw.native_labels()
         ws_seconds = time.perf_counter() - t2

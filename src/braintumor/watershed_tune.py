@@ -645,7 +645,7 @@ def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]
     from braintumor.watershed import params_from, params_without
 
     root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
-    ids, prep = _prepare_all(factor, missing)
+    _, prep = _prepare_all(factor, missing)
     folds = json.loads((root / "native_et" / "cv_params.json").read_text())
 
     def finish(pc: Prepared, work: np.ndarray, p: Any) -> np.ndarray:
@@ -677,7 +677,7 @@ def run_n4_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
     from braintumor.watershed import params_from, params_without
 
     root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
-    ids, prep = _prepare_all(factor, missing)
+    _, prep = _prepare_all(factor, missing)
     folds = json.loads((root / "flair_edema" / "cv_params.json").read_text())
     cands: list[dict[str, Any]] = [{"n4": 0}] + [{"n4": n} for n in N4_GRID["n4"]]
     return _step_cv(
