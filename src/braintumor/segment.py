@@ -220,12 +220,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
                      "one out" + (" (without its T2 one of the 14 test cases, "
                                   "Brats18_2013_20_1, was missed whole)"
                                   if "t2" in case.missing else ""))
-    bias_note = None
-    if method == "watershed" and not bias_correct and not redirect and \
-            not result.labels.any():
-        bias_note = ("the watershed found no tumour; on a scan that is not bias-corrected a "
-                     "strong intensity drift can hide one, so try again with bias correction")
-    parts = [result.info.get("warning"), redirect, bias_note, regrid_note(case), align_note,
+    parts = [result.info.get("warning"), redirect, regrid_note(case), align_note,
              skull_strip_warning(case.image, case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)

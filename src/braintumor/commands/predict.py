@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "patient who moved between series (about 5 s a modality on a CPU)")
     p.add_argument("--bias-correct", action="store_true",
                    help="divide each modality by its N4 bias field before segmenting, for a "
-                        "scan that is not bias-corrected (about 1 s a modality on a CPU)")
+                        "scan that is not bias-corrected (2-3 s a full case on a CPU)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz (entropy of the mirrored WT)")
     p.add_argument("--series", default=None, metavar="N=MOD,...",
