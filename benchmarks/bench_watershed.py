@@ -58,5 +58,6 @@ def main(args: list[str]) -> None:
         n4 = time.perf_counter() - t0
         print(f"  --bias-correct adds {n4:.2f} s, {n4 / ref:.1f}x the reference")
 
+
 if __name__ == "__main__":
     main(sys.argv[1:])

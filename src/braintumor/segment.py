@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -151,6 +151,8 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     from braintumor.preprocess import (
         MODEL_SPACING_MM,
         axial_order,
+        brain_mask,
+        correct_bias,
         from_axial_order,
         in_axial_order,
         on_model_grid,
@@ -170,10 +172,6 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         align_note = alignment_note(next(m for m in MODALITIES if m not in case.missing),
                                     aligned)
     if bias_correct:
-        from dataclasses import replace
-
-        from braintumor.preprocess import brain_mask, correct_bias
-
         case = replace(case, image=correct_bias(case.image, brain_mask(case.image),
                                                 case.spacing))
     redirect = None
