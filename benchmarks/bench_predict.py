@@ -82,7 +82,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="OMP threads (0: torch default)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is kept")
     ap.add_argument("--extra", nargs="*", default=[], help="extra predict flags, e.g. --tta")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch-backend run")
+    ap.add_argument("--no-torch", action="store_true",
+                    help="skip the runs with the other backends (ONNX Runtime, PyTorch)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     case = args.case
@@ -98,27 +99,30 @@ def main() -> int:
                 for _ in range(args.repeat)), key=lambda r: r["seconds"])
     fast = min((_run(OURS, [case, str(tmp / "fast"), "--fast", *args.extra], args.threads)
                 for _ in range(args.repeat)), key=lambda r: r["seconds"])
-    torch_only = None
+    # the default backend is the fastest installed one (OpenVINO, else ONNX Runtime)
+    others = {}
     if not args.no_torch:
-        torch_only = min((_run(OURS, [case, str(tmp / "torch"), "--backend", "torch",
-                                      *args.extra], args.threads)
-                          for _ in range(args.repeat)), key=lambda r: r["seconds"])
+        for backend in ("onnx", "torch"):
+            others[backend] = min((_run(OURS, [case, str(tmp / backend), "--backend", backend,
+                                               *args.extra], args.threads)
+                                   for _ in range(args.repeat)), key=lambda r: r["seconds"])
     (tmp / "monai").mkdir()
     ref = min((_run(MONAI, [case, str(tmp / "monai")], args.threads)
                for _ in range(args.repeat)), key=lambda r: r["seconds"])
     print(f"case: {case}")
-    print(f"{'':24s}{'seconds':>10s}{'peak MB':>10s}")
-    print(f"{'braintumor predict':24s}{ours['seconds']:10.2f}{ours['peak_mb']:10.0f}")
-    print(f"{'braintumor predict --fast':24s}{fast['seconds']:10.2f}{fast['peak_mb']:10.0f}")
-    if torch_only:
-        print(f"{'  (PyTorch backend)':24s}{torch_only['seconds']:10.2f}"
-              f"{torch_only['peak_mb']:10.0f}")
-    print(f"{'MONAI SegResNet (bundle)':24s}{ref['seconds']:10.2f}{ref['peak_mb']:10.0f}")
+    print(f"{'':28s}{'seconds':>10s}{'peak MB':>10s}")
+    print(f"{'braintumor predict':28s}{ours['seconds']:10.2f}{ours['peak_mb']:10.0f}")
+    print(f"{'braintumor predict --fast':28s}{fast['seconds']:10.2f}{fast['peak_mb']:10.0f}")
+    names = {"onnx": "  (ONNX Runtime backend)", "torch": "  (PyTorch backend)"}
+    for backend, r in others.items():
+        print(f"{names[backend]:28s}{r['seconds']:10.2f}{r['peak_mb']:10.0f}")
+    print(f"{'MONAI SegResNet (bundle)':28s}{ref['seconds']:10.2f}{ref['peak_mb']:10.0f}")
     print(f"time ratio braintumor / MONAI: {ours['seconds'] / ref['seconds']:.3f}")
     print(f"time ratio braintumor --fast / MONAI: {fast['seconds'] / ref['seconds']:.3f}")
     print(f"memory ratio braintumor / MONAI: {ours['peak_mb'] / ref['peak_mb']:.3f}")
-    if torch_only:
-        print(f"backend ratio default / PyTorch: {ours['seconds'] / torch_only['seconds']:.3f}")
+    for backend, r in others.items():
+        print(f"backend ratio default / {names[backend].strip(' ()')}: "
+              f"{ours['seconds'] / r['seconds']:.3f}")
     return 0
 
 

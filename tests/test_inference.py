@@ -224,22 +224,61 @@ def test_cuda_request_without_gpu_is_clear(tmp_path: Path, tiny_model: Path,
     assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
 
 
-def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    assert main(["export-onnx", str(tiny_model / "fold0.pt"), "-o",
-                 str(tmp_path / "m" / "fold0.onnx")]) == 0
+def _with_onnx(tmp_path: Path, tiny_model: Path) -> Path:
+    """A copy of the tiny model folder that ships an ONNX file too."""
     folder = tmp_path / "m"
+    assert main(["export-onnx", str(tiny_model / "fold0.pt"), "-o",
+                 str(folder / "fold0.onnx")]) == 0
     (folder / "fold0.pt").write_bytes((tiny_model / "fold0.pt").read_bytes())
     meta = json.loads((tiny_model / "model.json").read_text())
     meta["onnx"] = ["fold0.onnx"]
     (folder / "model.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    folder = _with_onnx(tmp_path, tiny_model)
     case = make_case(shape=SHAPE, seed=10)
     a = segment_cnn(case, model=folder, device="cpu", backend="torch")
     b = segment_cnn(case, model=folder, device="cpu", backend="onnx")
     assert a.info["backend"] == "torch" and b.info["backend"] == "onnx"
     assert a.probabilities is not None and b.probabilities is not None
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+
+
+def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    folder = _with_onnx(tmp_path, tiny_model)
+    case = make_case(shape=SHAPE, seed=12)
+    a = segment_cnn(case, model=folder, device="cpu", backend="onnx")
+    b = segment_cnn(case, model=folder, device="cpu", backend="openvino")
+    auto = segment_cnn(case, model=folder, device="cpu")
+    assert a.info["backend"] == "onnx"
+    assert b.info["backend"] == auto.info["backend"] == "openvino"
+    assert a.probabilities is not None and b.probabilities is not None
+    # OpenVINO orders its float sums differently: agreement to 1e-3, not bit for bit
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-3)
+    assert (a.labels != b.labels).mean() < 1e-4
+
+
+def test_auto_backend_falls_back_without_openvino(tmp_path: Path, tiny_model: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    folder = _with_onnx(tmp_path, tiny_model)
+    from braintumor.inference import backend_name
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    for backend in ("auto", "openvino", "onnx"):
+        assert backend_name(load_model(folder, "cpu", backend).nets[0]) == "onnx"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert backend_name(load_model(folder, "cpu", "auto").nets[0]) == "torch"
 
 
 def test_missing_model_is_one_sentence(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="label values written (2021: ET=4; 2023: ET=3)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--model", default=None, help="model folder or checkpoint (default: shipped)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="CNN runtime on a CPU (auto: ONNX Runtime when the model ships ONNX files)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],
+                   help="CNN runtime on a CPU (auto: OpenVINO, else ONNX Runtime, when the "
+                        "model ships ONNX files)")
     p.add_argument("--fast", action="store_true",
                    help="CNN (and hybrid) fast mode: one model of the ensemble at overlap 0.25 "
                         "(four to six times fewer windows; accuracy in MODEL_CARD.md)")

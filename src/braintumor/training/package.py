@@ -401,8 +401,8 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
     n = len(meta["checkpoints"])
     if mruns and tr.get("members") != "fold models":
         shipped = (f"Shipped as an ensemble of {n} models (float16 weights, plus ONNX exports "
-                   "for ONNX Runtime) whose three sigmoid region channels (WT, TC, ET) are "
-                   "averaged:")
+                   "run by OpenVINO or ONNX Runtime) whose three sigmoid region channels "
+                   "(WT, TC, ET) are averaged:")
         for i, m in enumerate(mruns):
             trained = (f"all {m['train_cases']} cases" if int(m["fold"]) < 0
                        else f"{m['train_cases']} cases (fold {m['fold']})")
@@ -411,8 +411,8 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
                         + (";" if i < len(mruns) - 1 else "."))
     else:
         shipped = (f"Shipped as an ensemble of {n} fold models (float16 weights, plus ONNX "
-                   "exports for ONNX Runtime); outputs three sigmoid region channels (WT, TC, "
-                   "ET) averaged over the folds.")
+                   "exports run by OpenVINO or ONNX Runtime); outputs three sigmoid region "
+                   "channels (WT, TC, ET) averaged over the folds.")
     lines = [
         f"# Model card: `{meta['version']}` (3D BraTS model)",
         "",
