@@ -1,5 +1,6 @@
 """Seconds per sliding window of the shipped CNN with each installed CPU backend
-(OpenVINO, ONNX Runtime, PyTorch), side by side in one process on the same windows, and
+(OpenVINO in the precision it picks, bfloat16 where the CPU has it, and in 32-bit
+floats; ONNX Runtime; PyTorch), side by side in one process on the same windows, and
 how far their outputs are from ONNX Runtime's.
 
     python benchmarks/bench_backends.py [--repeat 5] [--batch 2]
@@ -49,14 +50,16 @@ def main() -> int:
     x = _windows(args.batch)
     folder = MODELS_DIR / DEFAULT_MODEL
     results: dict[str, tuple[float, np.ndarray]] = {}
-    for backend in ("openvino", "onnx", "torch"):
-        lm = load_model(folder, "cpu", backend)
+    for backend in ("openvino", "openvino-f32", "onnx", "torch"):
+        lm = load_model(folder, "cpu", backend.split("-")[0])
         net = lm.nets[0]
         got = type(net).__name__
-        if backend == "openvino" and got != "OpenVinoNet" or \
+        if backend.startswith("openvino") and got != "OpenVinoNet" or \
                 backend == "onnx" and got != "OnnxNet":
             print(f"{backend}: not installed, skipped")
             continue
+        if backend == "openvino-f32":
+            net.precision = "f32"  # type: ignore[attr-defined]
         if backend == "torch":
             import torch
 
@@ -67,13 +70,14 @@ def main() -> int:
             run = net.run
         out = run(x)  # warm-up (and the session's start)
         best = min(_timed(run, x) for _ in range(args.repeat))
-        results[backend] = (best / len(x), np.asarray(out, dtype=np.float32))
-    print(f"{'backend':12s}{'s / window':>12s}{'x ONNX Runtime':>16s}{'max |logit diff|':>18s}")
+        name = f"openvino {net.precision}" if backend == "openvino" else backend  # type: ignore[attr-defined]
+        results[name] = (best / len(x), np.asarray(out, dtype=np.float32))
+    print(f"{'backend':16s}{'s / window':>12s}{'x ONNX Runtime':>16s}{'max |logit diff|':>18s}")
     ref = results.get("onnx")
     for backend, (sec, out) in results.items():
         ratio = sec / ref[0] if ref else float("nan")
         diff = float(np.abs(out - ref[1]).max()) if ref else float("nan")
-        print(f"{backend:12s}{sec:12.3f}{ratio:16.2f}{diff:18.2e}")
+        print(f"{backend:16s}{sec:12.3f}{ratio:16.2f}{diff:18.2e}")
     return 0
 
 
