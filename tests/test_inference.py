@@ -280,6 +280,23 @@ def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> 
         OpenVinoNet(folder / "fold0.onnx", precision="int4")
 
 
+def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from braintumor.inference import OpenVinoNet
+
+    net = OpenVinoNet(_with_onnx(tmp_path, tiny_model) / "fold0.onnx")
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(1, 4, 32, 32, 32)).astype(np.float32) for _ in range(4)]
+    alone = [net.run(x) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        together = list(ex.map(net.run, xs * 3))
+    for i, y in enumerate(together):
+        np.testing.assert_array_equal(y, alone[i % 4])
+
+
 def test_auto_backend_falls_back_without_openvino(tmp_path: Path, tiny_model: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import sys

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -495,6 +496,7 @@ class OpenVinoNet(OnnxNet):
         if precision not in ("auto", "f32", "bf16"):
             raise ValueError(f"precision {precision!r}: auto, f32 or bf16")
         self.precision = precision
+        self._local = threading.local()
 
     @property
     def session(self) -> Any:
@@ -516,9 +518,14 @@ class OpenVinoNet(OnnxNet):
         return self._session
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """``(B, 4, X, Y, Z)`` float32 array -> logits array (float32)."""
-        out = self.session(np.ascontiguousarray(x, dtype=np.float32))
-        return np.asarray(out[0], dtype=np.float32)
+        """``(B, 4, X, Y, Z)`` float32 array -> logits array (float32). Each thread has an
+        inference request of its own (the web page's thread workers share one model)."""
+        compiled = self.session
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = compiled.create_infer_request()
+        out = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(out[0], dtype=np.float32)  # a copy: the request reuses its buffer
 
 
 def _onnx_runtime(backend: str) -> type[OnnxNet] | None:
