@@ -82,7 +82,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="OMP threads (0: torch default)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is kept")
     ap.add_argument("--extra", nargs="*", default=[], help="extra predict flags, e.g. --tta")
-    ap.add_argument("--no-torch", action="store_true",
+    ap.add_argument("--default-only", action="store_true",
                     help="skip the runs with the other backends (ONNX Runtime, PyTorch)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -101,7 +101,7 @@ def main() -> int:
                 for _ in range(args.repeat)), key=lambda r: r["seconds"])
     # the default backend is the fastest installed one (OpenVINO, else ONNX Runtime)
     others = {}
-    if not args.no_torch:
+    if not args.default_only:
         for backend in ("onnx", "torch"):
             others[backend] = min((_run(OURS, [case, str(tmp / backend), "--backend", backend,
                                                *args.extra], args.threads)

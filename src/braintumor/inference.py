@@ -485,7 +485,7 @@ class OpenVinoNet(OnnxNet):
 
     Measured on a 2-core AMD EPYC with bfloat16 (benchmarks/bench_backends.py and
     bench_predict.py): in 32-bit floats the windows take 0.68x ONNX Runtime's time with
-    probabilities within 3e-3 of its; in bfloat16 the default prediction takes 0.65x the
+    probabilities within 3e-3 of its; in bfloat16 the default prediction takes 0.68x the
     32-bit time, probabilities move by up to 0.023 and 40-222 of 8.9 million label
     voxels change per case, mean Dice against the expert outlines unchanged to 1e-4
     on the 14 shared cases (README, Speed).
