@@ -22,6 +22,7 @@ const state = {
   timeline: {},         // performance.now() stamps of the current job (for benchmarks)
   clickLocation: null,
   busy: false,
+  centredJob: null,     // the job whose outline the crosshair was last brought to
 };
 window.braintumor = state;  // for tests and the curious
 
@@ -489,6 +490,7 @@ async function loadViewer(job) {
       state.loadedDiam = null;
     }
     if (overlayUrl && overlayUrl !== state.loadedOverlay) await replaceOverlay(overlayUrl);
+    if (overlayUrl && state.centredJob !== job.id) centreOnTumour(job);
     applyLabelColours();
     await refreshUncertainty();
     await refreshDiameters();
@@ -501,6 +503,21 @@ async function loadViewer(job) {
   }
   // the job may have moved on while we were loading
   if (state.job && state.job.id === job.id && state.job !== job) loadViewer(state.job);
+}
+
+// once per job, when its outline first shows: the three views through the middle of the
+// largest lesion (its longest diameter's midpoint) instead of the middle of the volume
+function centreOnTumour(job) {
+  const s = job.result && job.result.summary;
+  const d = s && s.diameters;
+  const lesion = d && ["WT", "ET"].map((r) => d[r] && d[r].lesions && d[r].lesions[0])
+    .find((l) => l && l.centre_mm);
+  state.centredJob = job.id;
+  if (!lesion) return;
+  const nv = state.nv;
+  nv.scene.crosshairPos = nv.mm2frac(lesion.centre_mm);
+  nv.drawScene();
+  nv.createOnLocationChange();
 }
 
 async function replaceOverlay(url) {
