@@ -183,10 +183,16 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     job_id = page.url.rsplit("/", 1)[1]
     assert page.url.endswith(f"/jobs/{job_id}")
     # the views open through the middle of the largest lesion, not of the volume
+    _until(page, f"state.centredJob === '{job_id}'")
     lesion = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0]
     at = page.evaluate("Array.from(state.nv.frac2mm(state.nv.scene.crosshairPos)).slice(0, 3)")
     middle = page.evaluate("Array.from(state.nv.frac2mm([0.5, 0.5, 0.5])).slice(0, 3)")
     assert np.allclose(at, lesion["centre_mm"], atol=1.0), (at, lesion)
+    # ... on the outline as the viewer draws it (its own voxel order, reoriented to RAS)
+    drawn = page.evaluate("""(() => {
+      const nv = state.nv, v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dims;
+      return nv.drawBitmap[v[0] + v[1] * d[1] + v[2] * d[1] * d[2]]; })()""")
+    assert drawn > 0, drawn
     assert not np.allclose(at, middle, atol=3.0), (at, middle)
 
     # the canvas shows the three label colours, and hiding them in the legend removes them

@@ -490,7 +490,7 @@ async function loadViewer(job) {
       state.loadedDiam = null;
     }
     if (overlayUrl && overlayUrl !== state.loadedOverlay) await replaceOverlay(overlayUrl);
-    if (overlayUrl && state.centredJob !== job.id) centreOnTumour(job);
+    centreOnTumour(job);
     applyLabelColours();
     await refreshUncertainty();
     await refreshDiameters();
@@ -505,16 +505,21 @@ async function loadViewer(job) {
   if (state.job && state.job.id === job.id && state.job !== job) loadViewer(state.job);
 }
 
-// once per job, when its outline first shows: the three views through the middle of the
+// once per job, when its outline shows and its lesions are measured (the outline comes
+// first, the diameters a moment later): the three views through the middle of the
 // largest lesion (its longest diameter's midpoint) instead of the middle of the volume
 function centreOnTumour(job) {
-  const s = job.result && job.result.summary;
-  const d = s && s.diameters;
-  const lesion = d && ["WT", "ET"].map((r) => d[r] && d[r].lesions && d[r].lesions[0])
-    .find((l) => l && l.centre_mm);
-  state.centredJob = job.id;
-  if (!lesion) return;
+  const r = job.result || {};
+  const s = r.summary;
   const nv = state.nv;
+  if (state.centredJob === job.id || r.kind === "2d" || !s || !nv) return;
+  if (!job.urls || !job.urls.overlay || state.loadedOverlay !== job.urls.overlay) return;
+  if (!s.diameters && s.lesion_count == null) return;  // not measured yet
+  state.centredJob = job.id;
+  const d = s.diameters;
+  const lesion = d && ["WT", "ET"].map((k) => d[k] && d[k].lesions && d[k].lesions[0])
+    .find((l) => l && l.centre_mm);
+  if (!lesion) return;
   nv.scene.crosshairPos = nv.mm2frac(lesion.centre_mm);
   nv.drawScene();
   nv.createOnLocationChange();
@@ -683,6 +688,7 @@ function renderResult(job) {
     $(id).textContent = d ? d.text : "-";
     $(id).dataset.mm = largest ? largest.centre_mm.join(",") : "";
   }
+  centreOnTumour(job);
   $("m-method").textContent = r.method || job.method;
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;
