@@ -81,8 +81,10 @@ def test_hybrid_reports_the_cnn_it_ran(tiny_model: Path) -> None:
     assert res.info["method"] == "hybrid"
     assert res.info["model_version"] == "tiny-test"
     assert res.info["folds"] == 1 and res.info["mode"] == "accurate"
+    # the tiny model ships no ONNX file: PyTorch ran it, in 32-bit floats on this CPU
+    assert res.info["backend"] == "torch" and res.info["precision"] == "float32"
     given = segment_hybrid(case, probabilities=res.probabilities)
-    assert "model_version" not in given.info
+    assert "model_version" not in given.info and "backend" not in given.info
 
 
 def test_mirroring_tta_is_flip_invariant() -> None:

@@ -430,9 +430,7 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
     timings["total_s"] = time.perf_counter() - t0
     info = {"method": "cnn", "model_version": lm.version, "folds": int(timings["members"]),
             "mode": "fast" if fast else "accurate",
-            "backend": backend_name(lm.nets[0]),
-            "precision": net_precision(lm.nets[lm.fast_members[0] if fast else 0],
-                                       resolve_device(device)), **timings}
+            **runtime_info(lm, fast, device), **timings}
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
 
 
@@ -547,6 +545,12 @@ def backend_name(net: Any) -> str:
     if isinstance(net, OpenVinoNet):
         return "openvino"
     return "onnx" if isinstance(net, OnnxNet) else "torch"
+
+
+def runtime_info(lm: LoadedModel, fast: bool, device: str) -> dict[str, str]:
+    """``backend`` and ``precision`` of what ran ``lm`` (its fast member when ``fast``)."""
+    net = lm.nets[lm.fast_members[0] if fast else 0]
+    return {"backend": backend_name(net), "precision": net_precision(net, resolve_device(device))}
 
 
 def net_precision(net: Any, device: str) -> str:

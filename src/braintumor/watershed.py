@@ -991,7 +991,8 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
                        tta: bool = False, backend: str = "auto", fast: bool = False
                        ) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """CNN region probabilities ``(3, X, Y, Z)``, the model's PostProcess, and what ran
-    (``model_version``, ``folds``: members run, ``mode``: fast or accurate)."""
+    (``model_version``, ``folds``: members run, ``mode``: fast or accurate, ``backend``
+    and ``precision``)."""
     try:
         from braintumor import inference
     except ModuleNotFoundError as exc:
@@ -1004,7 +1005,7 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
     probs, lm, timings = inference.predict_probabilities(case, model, device, tta=tta,
                                                          backend=backend, fast=fast)
     ran = {"model_version": lm.version, "folds": int(timings["members"]),
-           "mode": "fast" if fast else "accurate"}
+           "mode": "fast" if fast else "accurate", **inference.runtime_info(lm, fast, device)}
     return np.asarray(probs, dtype=np.float32), lm.post, ran
 
 
