@@ -124,7 +124,13 @@ async function showMeasuredSlice(mmText) {
     $("diam-toggle").checked = true;  // the lines are what the click is for
     await refreshDiameters();
   }
-  nv.scene.crosshairPos = nv.mm2frac(mmText.split(",").map(Number));
+  moveCrosshair(mmText.split(",").map(Number));
+}
+
+// the viewer's crosshair (and so its three slices) to scanner coordinates in mm
+function moveCrosshair(mm) {
+  const nv = state.nv;
+  nv.scene.crosshairPos = nv.mm2frac(mm);
   nv.drawScene();
   nv.createOnLocationChange();
 }
@@ -519,10 +525,7 @@ function centreOnTumour(job) {
   const d = s.diameters;
   const lesion = d && ["WT", "ET"].map((k) => d[k] && d[k].lesions && d[k].lesions[0])
     .find((l) => l && l.centre_mm);
-  if (!lesion) return;
-  nv.scene.crosshairPos = nv.mm2frac(lesion.centre_mm);
-  nv.drawScene();
-  nv.createOnLocationChange();
+  if (lesion) moveCrosshair(lesion.centre_mm);
 }
 
 async function replaceOverlay(url) {
