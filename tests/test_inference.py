@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -297,6 +298,26 @@ def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:
         together = list(ex.map(net.run, xs * 3))
     for i, y in enumerate(together):
         np.testing.assert_array_equal(y, alone[i % 4])
+
+
+def test_onnx_runtime_steps_in_where_openvino_cannot_compile(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    folder = _with_onnx(tmp_path, tiny_model)
+    case = make_case(shape=SHAPE, seed=14)
+    ref = segment_cnn(case, model=folder, device="cpu", backend="onnx")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no CPU plugin here")
+
+    monkeypatch.setattr(ov.Core, "compile_model", refuse)
+    res = segment_cnn(case, model=folder, device="cpu", backend="openvino")
+    assert res.info["backend"] == "onnx" and res.info["precision"] == "float32"
+    assert "no CPU plugin here" in res.info["backend_note"]
+    assert ref.probabilities is not None and res.probabilities is not None
+    np.testing.assert_array_equal(res.probabilities, ref.probabilities)
 
 
 def test_auto_backend_falls_back_without_openvino(tmp_path: Path, tiny_model: Path,

@@ -495,6 +495,10 @@ class OpenVinoNet(OnnxNet):
             raise ValueError(f"precision {precision!r}: auto, f32 or bf16")
         self.precision = precision
         self._local = threading.local()
+        #: ONNX Runtime's session for the same file, when OpenVINO could not compile it
+        #: on this machine (``fallback_reason`` says why)
+        self.fallback: OnnxNet | None = None
+        self.fallback_reason = ""
 
     @property
     def session(self) -> Any:
@@ -517,8 +521,22 @@ class OpenVinoNet(OnnxNet):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """``(B, 4, X, Y, Z)`` float32 array -> logits array (float32). Each thread has an
-        inference request of its own (the web page's thread workers share one model)."""
-        compiled = self.session
+        inference request of its own (the web page's thread workers share one model).
+        Where OpenVINO cannot compile the model (a CPU or container it does not serve),
+        ONNX Runtime runs it instead, when installed."""
+        if self.fallback is not None:
+            return self.fallback.run(x)
+        try:
+            compiled = self.session
+        except Exception as exc:  # noqa: BLE001 - any runtime failure: the next runtime
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                raise exc from None
+            self.fallback = OnnxNet(self.path, self.threads)
+            self.fallback_reason = f"OpenVINO failed ({type(exc).__name__}: {exc})"[:200]
+            self.precision = "f32"
+            return self.fallback.run(x)
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = compiled.create_infer_request()
@@ -543,14 +561,17 @@ def _onnx_runtime(backend: str) -> type[OnnxNet] | None:
 def backend_name(net: Any) -> str:
     """``openvino``, ``onnx`` or ``torch``: what runs ``net``."""
     if isinstance(net, OpenVinoNet):
-        return "openvino"
+        return "onnx" if net.fallback is not None else "openvino"
     return "onnx" if isinstance(net, OnnxNet) else "torch"
 
 
 def runtime_info(lm: LoadedModel, fast: bool, device: str) -> dict[str, str]:
     """``backend`` and ``precision`` of what ran ``lm`` (its fast member when ``fast``)."""
     net = lm.nets[lm.fast_members[0] if fast else 0]
-    return {"backend": backend_name(net), "precision": net_precision(net, resolve_device(device))}
+    out = {"backend": backend_name(net), "precision": net_precision(net, resolve_device(device))}
+    if getattr(net, "fallback_reason", ""):
+        out["backend_note"] = net.fallback_reason
+    return out
 
 
 def net_precision(net: Any, device: str) -> str:
