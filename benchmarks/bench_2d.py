@@ -4,8 +4,11 @@ The reference is MONAI's UNet as its tutorials configure it (channels 16-256, tw
 units) applied at the full 256x256 resolution; the measured paths are
 ``segment_image`` (one picture end to end: checks, resize, network, restore,
 post-processing; a colour and a greyscale picture, since only the greyscale one gets the
-watershed refinement in the shipped config), ``segment_stack`` (a patient's slices
-batched) and the refinement alone (``refine_masks`` growing a 60-pixel outline).
+watershed refinement in the shipped config), with the ONNX export the package runs
+(OpenVINO or ONNX Runtime) and with PyTorch, ``segment_stack`` (a patient's slices
+batched) and the refinement alone (``refine_masks`` growing a 60-pixel outline). Last, a
+cold start: one picture in a fresh Python process (imports, loading the model, the
+picture), with the export and with PyTorch.
 
     python benchmarks/bench_2d.py [--threads 1] [--repeats 20] [--model PATH]
 
@@ -39,23 +42,28 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="exported 2D weights (default: shipped)")
     a = ap.parse_args()
 
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # OpenVINO and ONNX Runtime read it
     import torch
     from monai.networks.nets import UNet
 
     from braintumor import slices2d as s2d
+    from braintumor.inference import backend_name
 
     torch.set_num_threads(a.threads)
-    if a.model:
-        model = s2d.load_model_2d(a.model)
-        source = a.model
-    elif s2d.model_available():
-        model = s2d.load_model_2d()
-        source = "shipped weights"
+    weights = a.model or (str(s2d.MODEL_DIR / s2d.MODEL_FILE) if s2d.model_available()
+                          else None)
+    if weights:
+        model = s2d.load_model_2d(weights)
+        model_torch = s2d.load_model_2d(weights, onnx=False)
+        source = a.model or "shipped weights"
     else:
         cfg = {"network": "unet2d", "network_kwargs": {"channels": [16, 32, 64, 128, 256]},
                "size": s2d.INPUT_SIZE}
-        model = s2d.Model2D(s2d.build_network(cfg).eval(), cfg)
+        model = model_torch = s2d.Model2D(s2d.build_network(cfg).eval(), cfg)
         source = "untrained network (no shipped weights)"
+    runtime = backend_name(model.network)
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:256, :256]
@@ -73,6 +81,7 @@ def main() -> None:
 
     t_ref = _time(run_ref, a.repeats)
     t_one = _time(lambda: s2d.segment_image(img, model), a.repeats)
+    t_one_torch = _time(lambda: s2d.segment_image(img, model_torch), a.repeats)
     grey = np.ascontiguousarray(img[..., 1])
     t_grey = _time(lambda: s2d.segment_image(grey, model), a.repeats)
     t_stack = _time(lambda: s2d.segment_stack(stack, model), max(2, a.repeats // 5)) / len(stack)
@@ -81,15 +90,17 @@ def main() -> None:
     prob = np.clip(1.2 - np.sqrt(disc) / 30.0, 0, 1).astype(np.float32)
     outline = prob >= 0.2
     t_refine = _time(lambda: s2d.refine_masks(prob, flair, outline, (0.02, 2.0)), a.repeats)
-    n_par = sum(p.numel() for p in model.network.parameters())
+    n_par = sum(p.numel() for p in model_torch.network.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
     print(f"threads {a.threads}; model: {source}, {n_par / 1e6:.2f} M parameters, "
           f"input {model.size}x{model.size}, test-time flips averaged: "
           f"{s2d.describe_tta(model.config.get('tta'))}")
     print(f"reference  MONAI UNet 16-256 (2 res units, {n_ref / 1e6:.2f} M) at 256x256: "
           f"{t_ref * 1000:7.1f} ms/slice")
-    print(f"segment_image (one 256x256 picture, end to end):            "
+    print(f"segment_image (one 256x256 picture, end to end, {runtime}):  "
           f"{t_one * 1000:7.1f} ms/slice  ratio {t_one / t_ref:.2f}")
+    print(f"segment_image (the same, PyTorch):                          "
+          f"{t_one_torch * 1000:7.1f} ms/slice  ratio {t_one_torch / t_ref:.2f}")
     print(f"segment_image (the same picture, greyscale):                "
           f"{t_grey * 1000:7.1f} ms/slice  ratio {t_grey / t_ref:.2f}  "
           f"(refined: {describe(model, grey)})")
@@ -99,6 +110,31 @@ def main() -> None:
           f"{t_refine * 1000:7.1f} ms/slice  ratio {t_refine / t_ref:.2f}")
     worst = max(t_one, t_grey)
     print(f"target <= 100 ms/slice: {'met' if worst <= 0.1 else 'NOT met'}")
+    if weights:
+        cold = {onnx: _cold_start(weights, onnx, a.threads) for onnx in (True, False)}
+        print(f"cold start, one picture in a fresh process: {runtime} {cold[True]:.2f} s, "
+              f"PyTorch {cold[False]:.2f} s, ratio {cold[True] / cold[False]:.2f}")
+
+
+def _cold_start(weights: str, onnx: bool, threads: int) -> float:
+    """Seconds for a fresh Python process to import, load ``weights`` and segment one
+    picture (best of three)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from braintumor import slices2d as s2d\n"
+            f"m = s2d.load_model_2d({weights!r}, onnx={onnx})\n"
+            "img = np.zeros((256, 256, 3), np.uint8); img[40:216, 50:206] = 120\n"
+            "s2d.segment_image(img, m)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def describe(model, image: np.ndarray) -> str:  # type: ignore[no-untyped-def]

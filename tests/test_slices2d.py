@@ -850,3 +850,74 @@ def test_shipped_model_on_real_slices(lgg_dir: Path, tmp_path: Path) -> None:
     files = p.paths[:3]
     out = s2d.predict_2d_inputs(files, tmp_path)
     assert len(out) == 7 and out[-1].name == "areas_2d.csv"  # masks, overlays, the areas
+
+
+@pytest.mark.parametrize("shapes", [((32, 32), (48, 48)), ((32, 32), (20, 20)),
+                                    ((192, 192), (193, 193)), ((7, 5), (13, 3))])
+def test_resize_bilinear_matches_torch(shapes: tuple[tuple[int, int], tuple[int, int]]
+                                       ) -> None:
+    import torch.nn.functional as F
+
+    a = np.random.default_rng(0).random(shapes[0]).astype(np.float32)
+    want = F.interpolate(torch.from_numpy(a)[None, None], size=shapes[1], mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(s2d.resize_bilinear(a, shapes[1]), want, atol=1e-5)
+
+
+def test_onnx_export_agrees_with_the_weights(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8, 16]}, "size": 32,
+           "threshold": 0.5, "min_fraction": 0.001, "tta": "hv"}
+    torch.manual_seed(1)
+    path = tmp_path / "m.pt"
+    torch.save({"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg}, path)
+    assert not hasattr(s2d.load_model_2d(path).network, "run")  # no export yet: PyTorch
+    graph, cfg_path = s2d.export_onnx_2d(path)
+    assert graph.exists() and json.loads(cfg_path.read_text()) == cfg
+    fast, slow = s2d.load_model_2d(path), s2d.load_model_2d(path, onnx=False)
+    assert hasattr(fast.network, "run") and not hasattr(slow.network, "run")
+    assert fast.config == slow.config
+    x = np.stack([s2d.prepare_input(fake_slice(40, 56, seed=i)[0], 32)[0] for i in range(3)])
+    np.testing.assert_allclose(s2d.predict_batch(fast, x), s2d.predict_batch(slow, x),
+                               atol=1e-5)
+    img = fake_slice(50, 70, seed=4)[0]
+    a, b = s2d.segment_image(img, fast), s2d.segment_image(img, slow)
+    np.testing.assert_allclose(a.probability, b.probability, atol=1e-5)
+
+
+def test_shipped_2d_export_matches_the_shipped_weights() -> None:
+    """The package predicts with the ONNX export: it must be the weights' own (an
+    export left over from earlier weights would silently change every outline)."""
+    if not s2d.model_available():
+        pytest.skip("2D model not installed")
+    graph, cfg_path = s2d.onnx_files(s2d.MODEL_DIR / s2d.MODEL_FILE)
+    assert graph.exists() and cfg_path.exists()
+    fast, slow = s2d.load_model_2d(), s2d.load_model_2d(onnx=False)
+    assert hasattr(fast.network, "run") and fast.config == slow.config
+    x = np.stack([s2d.prepare_input(fake_slice(120, 100, seed=i)[0], fast.size)[0]
+                  for i in range(2)])
+    np.testing.assert_allclose(s2d.predict_batch(fast, x), s2d.predict_batch(slow, x),
+                               atol=1e-4)
+
+
+def test_a_picture_is_predicted_without_torch(tmp_path: Path) -> None:
+    """Importing PyTorch and MONAI took about 6 s of a 6.5 s single-picture prediction;
+    the shipped export needs neither."""
+    import subprocess
+    import sys
+
+    if not s2d.model_available():
+        pytest.skip("2D model not installed")
+    from PIL import Image
+
+    Image.fromarray(fake_slice(120, 100)[0]).save(tmp_path / "slice.png")
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+            "from braintumor.cli import main\n"
+            f"raise SystemExit(main(['predict', {str(tmp_path / 'slice.png')!r}, '-o', "
+            f"{str(tmp_path / 'out')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mask = np.asarray(Image.open(tmp_path / "out" / "slice_mask.png"))
+    assert mask.shape == (120, 100)

@@ -558,6 +558,16 @@ def _onnx_runtime(backend: str) -> type[OnnxNet] | None:
     return None
 
 
+def onnx_net(path: str | Path, backend: str = "auto", precision: str = "auto"
+             ) -> OnnxNet | None:
+    """An ONNX file's runner for ``backend`` (OpenVINO in ``precision``, else ONNX
+    Runtime), or None when neither is installed."""
+    runtime = _onnx_runtime(backend)
+    if runtime is None:
+        return None
+    return OpenVinoNet(path, precision=precision) if runtime is OpenVinoNet else runtime(path)
+
+
 def backend_name(net: Any) -> str:
     """``openvino``, ``onnx`` or ``torch``: what runs ``net``."""
     if isinstance(net, OpenVinoNet):

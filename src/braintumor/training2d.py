@@ -676,7 +676,8 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None, train_only: bool = 
 
 
 def export_model(ck: Path | list[Path], dest: Path, cfg: Train2DConfig) -> Path:
-    """Write shippable weights: float16 state dict + config (threshold included). Several
+    """Write shippable weights: float16 state dict + config (threshold included), and
+    their ONNX export beside them (:func:`braintumor.slices2d.export_onnx_2d`). Several
     checkpoints (of the config's network) make an ensemble whose probabilities are
     averaged (``members``)."""
     import torch
@@ -696,6 +697,12 @@ def export_model(ck: Path | list[Path], dest: Path, cfg: Train2DConfig) -> Path:
         out["members"] = states
         out["member_sources"] = [str(c) for c in cks]
     torch.save(out, dest)
+    # the ONNX export beside the weights is what predicting runs: never leave a stale one
+    try:
+        s2d.export_onnx_2d(dest)
+    except Exception:  # noqa: BLE001 - no exporter here: the weights run with PyTorch
+        for f in s2d.onnx_files(dest):
+            f.unlink(missing_ok=True)
     return dest
 
 
