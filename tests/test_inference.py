@@ -228,7 +228,10 @@ def test_cuda_request_without_gpu_is_clear(tmp_path: Path, tiny_model: Path,
 
 
 def _with_onnx(tmp_path: Path, tiny_model: Path) -> Path:
-    """A copy of the tiny model folder that ships an ONNX file too."""
+    """A copy of the tiny model folder that ships an ONNX file too (skips the test where
+    the exporter or ONNX Runtime is missing)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     folder = tmp_path / "m"
     assert main(["export-onnx", str(tiny_model / "fold0.pt"), "-o",
                  str(folder / "fold0.onnx")]) == 0
@@ -240,8 +243,6 @@ def _with_onnx(tmp_path: Path, tiny_model: Path) -> Path:
 
 
 def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     folder = _with_onnx(tmp_path, tiny_model)
     case = make_case(shape=SHAPE, seed=10)
     a = segment_cnn(case, model=folder, device="cpu", backend="torch")
@@ -253,8 +254,6 @@ def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path) -> None
 
 def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> None:
     ov = pytest.importorskip("openvino")
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     from braintumor.inference import OnnxNet, OpenVinoNet
 
     folder = _with_onnx(tmp_path, tiny_model)
@@ -285,7 +284,6 @@ def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> 
 
 def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:
     pytest.importorskip("openvino")
-    pytest.importorskip("onnx")
     from concurrent.futures import ThreadPoolExecutor
 
     from braintumor.inference import OpenVinoNet
@@ -303,8 +301,6 @@ def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:
 def test_onnx_runtime_steps_in_where_openvino_cannot_compile(
         tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ov = pytest.importorskip("openvino")
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     folder = _with_onnx(tmp_path, tiny_model)
     case = make_case(shape=SHAPE, seed=14)
     ref = segment_cnn(case, model=folder, device="cpu", backend="onnx")
@@ -324,8 +320,6 @@ def test_auto_backend_falls_back_without_openvino(tmp_path: Path, tiny_model: Pa
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     folder = _with_onnx(tmp_path, tiny_model)
     from braintumor.inference import backend_name
 
