@@ -168,11 +168,16 @@ def sliding_window(x: np.ndarray, roi: tuple[int, int, int], predict: Any, overl
     return out[every + every + keep]
 
 
+def logistic(logits: np.ndarray) -> np.ndarray:
+    """The logistic function through tanh (no overflow warning for very negative
+    logits), float32."""
+    return (0.5 + 0.5 * np.tanh(0.5 * logits)).astype(np.float32)
+
+
 def region_probs(logits: np.ndarray, output: str) -> np.ndarray:
     """Network logits ``(B, K, ...)`` -> region probabilities ``(B, 3, ...)`` (WT, TC, ET)."""
     if output == "sigmoid":
-        # the logistic function through tanh: no overflow warning for very negative logits
-        return (0.5 + 0.5 * np.tanh(0.5 * logits)).astype(np.float32)
+        return logistic(logits)
     e = np.exp(logits - logits.max(1, keepdims=True))
     p = e / e.sum(1, keepdims=True)  # background, NCR, ED, ET
     return np.stack([p[:, 1:].sum(1), p[:, 1] + p[:, 3], p[:, 3]], axis=1).astype(np.float32)
@@ -448,6 +453,13 @@ class OnnxNet:
         self.threads = threads
         self._session: Any = None
 
+    def thread_count(self) -> int:
+        """Threads for the runtime (0: its default). OMP_NUM_THREADS caps it as it caps
+        PyTorch: N workers of a distributed run (braintumor.scale) then share the cores
+        instead of each starting one thread per core."""
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        return self.threads or (int(env) if env.isdigit() else 0)
+
     @property
     def session(self) -> Any:
         """The ONNX Runtime session, opened on first use."""
@@ -456,11 +468,7 @@ class OnnxNet:
 
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # OMP_NUM_THREADS caps ONNX Runtime as it caps PyTorch: N workers of a
-            # distributed run (braintumor.scale) then share the cores instead of each
-            # starting one thread per core
-            env = os.environ.get("OMP_NUM_THREADS", "")
-            threads = self.threads or (int(env) if env.isdigit() else 0)
+            threads = self.thread_count()
             if threads:
                 opts.intra_op_num_threads = threads
             self._session = ort.InferenceSession(str(self.path), opts,
@@ -512,8 +520,7 @@ class OpenVinoNet(OnnxNet):
                 self.precision = "bf16" if native else "f32"
             config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                                       "INFERENCE_PRECISION_HINT": self.precision}
-            env = os.environ.get("OMP_NUM_THREADS", "")
-            threads = self.threads or (int(env) if env.isdigit() else 0)
+            threads = self.thread_count()
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self._session = core.compile_model(core.read_model(str(self.path)), "CPU", config)

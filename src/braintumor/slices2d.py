@@ -562,6 +562,8 @@ def predict_batch(model: Model2D, inputs: np.ndarray, batch: int = 16) -> np.nda
 def _predict_batch_onnx(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray,
                         views: Sequence[str], batch: int) -> np.ndarray:
     """:func:`predict_batch` through an ONNX export's ``run``."""
+    from braintumor.inference import logistic
+
     out = []
     for i in range(0, len(inputs), batch):
         x = np.asarray(inputs[i:i + batch], dtype=np.float32)
@@ -570,7 +572,7 @@ def _predict_batch_onnx(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndar
             dims = _flip_dims(v)
             xv = np.ascontiguousarray(np.flip(x, dims) if dims else x)
             logit = np.asarray(run(xv), dtype=np.float32)[:, 0]
-            pv = 0.5 + 0.5 * np.tanh(0.5 * logit)  # the logistic, without overflow
+            pv = logistic(logit)
             p += np.flip(pv, dims) if dims else pv
         out.append(p / len(views))
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0,) * 3, np.float32)
