@@ -73,6 +73,15 @@ def test_package_two_folds(tmp_path: Path) -> None:
         p, q = z["probs"].astype(np.float32), plain["probs"].astype(np.float32)
         assert p.shape == q.shape and 0 <= p.min() and p.max() <= 1
         assert not np.allclose(p, q)  # the flips changed the average
+    # another sliding window than the training patch, scored without packing anything
+    assert package_main(["--runs", str(runs), "--data", str(data), "--probs",
+                         str(tmp_path / "w48"), "--report", str(tmp_path / "report48"),
+                         "--window", "48", "--fast-overlap", "0", "--score-only"]) == 0
+    assert (tmp_path / "report48" / "table.md").exists()
+    for cid in (f"case{i}" for i in range(4)):
+        w = np.load(tmp_path / "w48" / f"{cid}.npz")["probs"].astype(np.float32)
+        q = np.load(tmp_path / "probs" / f"{cid}.npz")["probs"].astype(np.float32)
+        assert w.shape == q.shape and not np.allclose(w, q)
 
 
 @pytest.mark.slow

@@ -36,10 +36,11 @@ REGIONS = ("WT", "TC", "ET")
 
 def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Path,
                           checkpoint: str = "last.pt", overlap: float = 0.5,
-                          whole_volume_max: int = 0, mirror: bool = False
-                          ) -> dict[str, dict[str, Any]]:
-    """Predict each fold's validation cases (``mirror``: averaged over the 8 axis flips);
-    returns case_id -> {fold, seconds}."""
+                          whole_volume_max: int = 0, mirror: bool = False,
+                          window: int = 0) -> dict[str, dict[str, Any]]:
+    """Predict each fold's validation cases (``mirror``: averaged over the 8 axis flips;
+    ``window``: the sliding window's edge, 0 for the training patch); returns
+    case_id -> {fold, seconds}."""
     sources = {s.case_id: s for s in discover(data)}
     probs_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
@@ -52,7 +53,8 @@ def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Pat
             t0 = time.perf_counter()
             if not dst.exists():
                 prep = prepare_case(case)
-                p = sliding_window_probs(net, prep.image, tuple(cfg.patch), overlap, "cpu",
+                patch = (window,) * 3 if window else tuple(cfg.patch)
+                p = sliding_window_probs(net, prep.image, patch, overlap, "cpu",
                                          cfg.output, mirror=mirror,
                                          whole_volume_max=whole_volume_max)
                 full = uncrop(p, prep.box, case.shape, fill=0.0)
@@ -122,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="which checkpoint of each fold (last.pt: the end of the annealed "
                          "schedule; best.pt: best whole-volume validation)")
     ap.add_argument("--overlap", type=float, default=0.5)
+    ap.add_argument("--window", type=int, default=0,
+                    help="edge of the sliding window in voxels (0: the training patch); "
+                         "with --score-only, to measure other windows than the shipped one")
     ap.add_argument("--fast-overlap", type=float, default=0.25,
                     help="window overlap of the fast mode (one fold model), whose held-out "
                          "accuracy is measured too (0: no fast mode)")
@@ -163,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     probs_dir, report = Path(args.probs), Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
     if len(roots) == 1:
-        info = heldout_probabilities(runs, args.data, probs_dir, args.checkpoint, args.overlap)
+        info = heldout_probabilities(runs, args.data, probs_dir, args.checkpoint, args.overlap,
+                                     window=args.window)
     else:
         if not args.members and not args.score_only:
             ap.error("several --runs need --members (one shipped model per recipe)")
         rdirs = ([Path(d) for d in args.root_probs.split(",")] if args.root_probs
                  else [probs_dir / f"root{i}" for i in range(len(roots))])
-        infos = [heldout_probabilities(fr, args.data, d, args.checkpoint, args.overlap)
+        infos = [heldout_probabilities(fr, args.data, d, args.checkpoint, args.overlap,
+                                       window=args.window)
                  for fr, d in zip(fold_runs, rdirs, strict=True)]
         info = average_probabilities(rdirs, probs_dir, infos[-1])
     sources = {s.case_id: s for s in discover(args.data)}
@@ -274,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                           "folds": len(fr)})
     meta = {"version": args.version, "architecture": cfg["network"],
             "network_args": cfg["network_args"], "checkpoints": cks, "onnx": onnx,
-            "patch": cfg["patch"], "output": cfg.get("output", "sigmoid"),
+            "patch": [args.window] * 3 if args.window else cfg["patch"],
+            "output": cfg.get("output", "sigmoid"),
             "whole_volume_max": 0, "overlap": args.overlap,
             "postprocess": summary["postprocess"],
             "cv": {r: {k: round(v["mean"], 4) for k, v in summary["regions"][r].items()}
