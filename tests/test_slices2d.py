@@ -642,6 +642,18 @@ def test_an_ensemble_averages_its_members_probabilities(tmp_path: Path) -> None:
     want = np.mean([s2d.predict_batch(m, x) for m in members], axis=0)
     assert not np.allclose(*[s2d.predict_batch(m, x) for m in members], atol=1e-3)
     assert np.allclose(s2d.predict_batch(ens, x), want, atol=1e-5)
+    # the ensemble's ONNX export (its mean and logit in the graph) runs without PyTorch
+    # and agrees with the weights
+    from importlib.util import find_spec
+
+    if find_spec("onnx") and (find_spec("onnxruntime") or find_spec("openvino")):
+        assert all(f.exists() for f in s2d.onnx_files(tmp_path / "ens.pt"))
+        assert hasattr(ens.network, "run")
+        slow = s2d.load_model_2d(tmp_path / "ens.pt", onnx=False)
+        assert not hasattr(slow.network, "run")
+        np.testing.assert_allclose(s2d.predict_batch(slow, x), want, atol=1e-5)
+    else:  # no exporter or runtime installed: the weights run with PyTorch
+        assert not hasattr(ens.network, "run")
     # cross-validated as an ensemble: every fold judged with its own fold models only
     out = t2.run_ensemble_cv(replace(base, out=str(tmp_path / "e")), runs)
     for k in range(2):
