@@ -343,3 +343,12 @@ def test_a_dataset_of_series_folders(tmp_path: Path) -> None:
     assert load_case(found[1]).missing == ("t2",)
     with pytest.raises(InputError, match="do not name their modalities clearly"):
         discover(out)  # pointed at directly, it is an error
+
+
+def test_the_first_broken_modality_is_the_one_reported(tmp_path: Path) -> None:
+    """Modalities are read two at a time; the error is still the first file's in order."""
+    folder = write_brats(tmp_path, "c9", "brats2021", with_seg=False)
+    for name in ("t2", "t1ce"):
+        (folder / f"c9_{name}.nii.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 40)
+    with pytest.raises(InputError, match="c9_t1ce.nii.gz"):
+        load_case(folder)

@@ -171,7 +171,11 @@ def sliding_window(x: np.ndarray, roi: tuple[int, int, int], predict: Any, overl
 def logistic(logits: np.ndarray) -> np.ndarray:
     """The logistic function through tanh (no overflow warning for very negative
     logits), float32."""
-    return (0.5 + 0.5 * np.tanh(0.5 * logits)).astype(np.float32)
+    y = np.multiply(logits, 0.5, dtype=np.float32)
+    np.tanh(y, out=y)
+    y *= 0.5
+    y += 0.5
+    return y
 
 
 def region_probs(logits: np.ndarray, output: str) -> np.ndarray:

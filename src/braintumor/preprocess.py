@@ -23,8 +23,21 @@ def brain_mask(image: np.ndarray, fill_holes: bool = True) -> np.ndarray:
     """
     mask = np.any(image != 0, axis=0)
     if fill_holes and mask.any():
-        mask = ndi.binary_fill_holes(mask)
+        mask = fill_holes_3d(mask)
     return mask
+
+
+def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of a 3D mask, computed in the mask's
+    bounding box grown by one voxel: every hole lies inside it, and the one-voxel shell
+    of background joins all outside background, so the result is the same (tested), in
+    less time (a brain fills about 40 % of a BraTS volume)."""
+    box = bounding_box(mask, margin=1)
+    out = np.zeros_like(mask, dtype=bool)
+    sub = np.zeros(tuple(s.stop - s.start + 2 for s in box), bool)
+    sub[1:-1, 1:-1, 1:-1] = mask[box]
+    out[box] = ndi.binary_fill_holes(sub)[1:-1, 1:-1, 1:-1]
+    return out
 
 
 #: the largest non-zero volume (mL) a skull-stripped brain is taken to have: the 14 BraTS
