@@ -104,6 +104,28 @@ def test_mirroring_tta_is_flip_invariant() -> None:
     assert np.abs(plain - a).max() > 1e-4  # mirroring really changed something
 
 
+@pytest.mark.parametrize("mirror", [False, True])
+def test_an_ensemble_in_one_pass_averages_its_members(mirror: bool) -> None:
+    """A list of networks shares each window's cut: the result is the mean of each
+    network's own probabilities (bit for bit without mirroring)."""
+    from braintumor.inference import sliding_window_probs
+
+    nets = []
+    for seed in (2, 3):
+        torch.manual_seed(seed)
+        nets.append(create_network("compact_unet", channels=(4, 8, 8, 8)).eval())
+    img = np.random.default_rng(4).normal(size=(4, 45, 38, 33)).astype(np.float32)
+    kw = dict(patch=(32, 32, 32), overlap=0.5, device="cpu", mirror=mirror)
+    alone = [sliding_window_probs(n, img, **kw) for n in nets]  # type: ignore[arg-type]
+    both = sliding_window_probs(nets, img, **kw)  # type: ignore[arg-type]
+    assert both.shape == (3, 45, 38, 33)
+    assert np.abs(alone[0] - alone[1]).max() > 0.01  # two different members
+    if mirror:
+        np.testing.assert_allclose(both, (alone[0] + alone[1]) / 2, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(both, (alone[0] + alone[1]) / 2)
+
+
 @pytest.mark.parametrize("naming,labels,et", [("brats2021", "brats2021", 4),
                                               ("brats2023", "brats2023", 3)])
 def test_predict_cli_keeps_geometry(tmp_path: Path, tiny_model: Path, naming: str,

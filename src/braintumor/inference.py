@@ -62,30 +62,35 @@ def sliding_window_probs(model: Any, image: np.ndarray, patch: tuple[int, int, i
                          mirror: bool = False, whole_volume_max: int = 0) -> np.ndarray:
     """Region probabilities ``(3, x, y, z)`` float32 for a prepared image ``(4, x, y, z)``.
 
-    When the (16-padded) volume has at most ``whole_volume_max`` voxels, one pass over
-    the whole volume replaces the sliding window (faster on a CPU, no seams).
-    ``mirror`` averages the 8 axis flips (test-time augmentation). Windows are cut and
-    blended in NumPy; only the network itself runs in PyTorch or ONNX Runtime, so the
-    ONNX path never imports torch (0.7 s of a fast prediction).
+    ``model`` is one network or a list of them (an ensemble, whose probabilities are
+    averaged; each window is then cut once for all of them). When the (16-padded)
+    volume has at most ``whole_volume_max`` voxels, one pass over the whole volume
+    replaces the sliding window (faster on a CPU, no seams). ``mirror`` averages the 8
+    axis flips (test-time augmentation). Windows are cut and blended in NumPy; only the
+    network itself runs in PyTorch or ONNX Runtime, so the ONNX path never imports torch
+    (0.7 s of a fast prediction).
     """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     x = np.ascontiguousarray(image, dtype=np.float32)[None]
     orig = x.shape[2:]
     x = np.pad(x, [(0, 0), (0, 0)] + [(0, (-s) % 16) for s in orig])
     whole = whole_volume_max > 0 and int(np.prod(x.shape[2:])) <= whole_volume_max
-    predict = model.run if isinstance(model, OnnxNet) else _torch_predictor(model, device)
+    predicts = [m.run if isinstance(m, OnnxNet) else _torch_predictor(m, device)
+                for m in models]
     flips: list[tuple[int, ...]] = [()]
     if mirror:
         flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
     acc: np.ndarray | None = None
     for f in flips:
         inp = np.ascontiguousarray(np.flip(x, f)) if f else x
-        logits = predict(inp) if whole else sliding_window(
-            inp, patch, predict, overlap, batch=4 if device == "cuda" else 2)
-        p = region_probs(logits, output)
-        p = np.flip(p, f) if f else p
-        acc = p if acc is None else acc + p
+        logits = [predict(inp) for predict in predicts] if whole else sliding_windows(
+            inp, patch, predicts, overlap, batch=4 if device == "cuda" else 2)
+        for lg in logits:
+            p = region_probs(lg, output)
+            p = np.flip(p, f) if f else p
+            acc = p if acc is None else acc + p
     assert acc is not None
-    probs = (acc / len(flips))[0, :, : orig[0], : orig[1], : orig[2]]
+    probs = (acc / (len(flips) * len(predicts)))[0, :, : orig[0], : orig[1], : orig[2]]
     return np.ascontiguousarray(probs, dtype=np.float32)
 
 
@@ -137,6 +142,15 @@ def sliding_window(x: np.ndarray, roi: tuple[int, int, int], predict: Any, overl
     (tested to agree to 1e-5); written here because importing MONAI takes about 2 s,
     a third of a fast-mode prediction on a 2-core CPU.
     """
+    return sliding_windows(x, roi, [predict], overlap, batch)[0]
+
+
+def sliding_windows(x: np.ndarray, roi: tuple[int, int, int], predicts: list[Any],
+                    overlap: float, batch: int = 2) -> list[np.ndarray]:
+    """:func:`sliding_window` for several networks at once (an ensemble's members): each
+    batch of windows is cut once and given to every ``predict``, and the blending
+    weights are summed once; one output per network, each as :func:`sliding_window`
+    would give it."""
     import itertools
 
     spatial = tuple(int(s) for s in x.shape[2:])
@@ -149,23 +163,32 @@ def sliding_window(x: np.ndarray, roi: tuple[int, int, int], predict: Any, overl
     corners = list(itertools.product(*(window_starts(s, r, overlap)
                                        for s, r in zip(size, roi, strict=True))))
     w = gaussian_importance(roi)
-    out: np.ndarray | None = None
+    outs: list[np.ndarray | None] = [None] * len(predicts)
     count = np.zeros(size, np.float32)
     every = (slice(None),)
     for b in range(0, len(corners), batch):
         boxes = [(slice(i, i + roi[0]), slice(j, j + roi[1]), slice(k, k + roi[2]))
                  for i, j, k in corners[b:b + batch]]
-        y = np.asarray(predict(np.ascontiguousarray(
-            np.stack([xp[(0,) + every + box] for box in boxes]))), dtype=np.float32)
-        if out is None:
-            out = np.zeros((1, y.shape[1]) + size, np.float32)
-        for n, box in enumerate(boxes):
-            out[(0,) + every + box] += y[n] * w
+        windows = np.stack([xp[(0,) + every + box] for box in boxes])
+        for m, predict in enumerate(predicts):
+            y = np.asarray(predict(windows), dtype=np.float32)
+            if not y.flags.writeable:
+                y = y.copy()
+            y *= w  # weighted in place: no temporary per window
+            out = outs[m]
+            if out is None:
+                out = outs[m] = np.zeros((1, y.shape[1]) + size, np.float32)
+            for n, box in enumerate(boxes):
+                out[(0,) + every + box] += y[n]
+        for box in boxes:
             count[box] += w
-    assert out is not None
-    out /= count
     keep = tuple(slice(p[0], p[0] + n) for p, n in zip(pad[2:], spatial, strict=True))
-    return out[every + every + keep]
+    result = []
+    for out in outs:
+        assert out is not None
+        out /= count
+        result.append(out[every + every + keep])
+    return result
 
 
 def logistic(logits: np.ndarray) -> np.ndarray:
@@ -398,15 +421,11 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     nets = [lm.nets[i] for i in lm.fast_members] if fast else lm.nets
     if overlap is None:
         overlap = lm.fast_overlap if fast else lm.overlap
-    acc = None
-    for i, net in enumerate(nets):
-        if progress:
-            progress(0.15 + 0.75 * i / len(nets), f"CNN model {i + 1}/{len(nets)}")
-        p = sliding_window_probs(net, prep.image, lm.patch, overlap, dev, lm.output,
+    if progress:
+        progress(0.15, f"CNN: {len(nets)} model{'s' if len(nets) > 1 else ''}")
+    # the members share each window's cut and weights; their probabilities are averaged
+    probs = sliding_window_probs(nets, prep.image, lm.patch, overlap, dev, lm.output,
                                  mirror=tta, whole_volume_max=lm.whole_volume_max)
-        acc = p if acc is None else acc + p
-    assert acc is not None
-    probs = acc / len(nets)
     timings["members"] = float(len(nets))
     timings["overlap"] = float(overlap)
     timings["inference_s"] = time.perf_counter() - t0
@@ -551,8 +570,10 @@ class OpenVinoNet(OnnxNet):
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = compiled.create_infer_request()
-        out = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.array(out[0], dtype=np.float32)  # a copy: the request reuses its buffer
+        # the input is read in place; the output comes back as a copy of the request's
+        # buffer (share_outputs=False), which the next call reuses
+        out = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)}, share_inputs=True)
+        return np.asarray(out[0], dtype=np.float32)
 
 
 def _onnx_runtime(backend: str) -> type[OnnxNet] | None:
