@@ -117,8 +117,11 @@ def test_an_ensemble_in_one_pass_averages_its_members(mirror: bool) -> None:
     img = np.random.default_rng(4).normal(size=(4, 45, 38, 33)).astype(np.float32)
     kw = dict(patch=(32, 32, 32), overlap=0.5, device="cpu", mirror=mirror)
     alone = [sliding_window_probs(n, img, **kw) for n in nets]  # type: ignore[arg-type]
-    both = sliding_window_probs(nets, img, **kw)  # type: ignore[arg-type]
+    seen: list[float] = []
+    both = sliding_window_probs(nets, img, progress=seen.append, **kw)  # type: ignore[arg-type]
     assert both.shape == (3, 45, 38, 33)
+    # told after each batch of windows, up to all of them (8 flips when mirroring)
+    assert len(seen) >= (16 if mirror else 2) and seen == sorted(seen) and seen[-1] == 1.0
     assert np.abs(alone[0] - alone[1]).max() > 0.01  # two different members
     if mirror:
         np.testing.assert_allclose(both, (alone[0] + alone[1]) / 2, atol=1e-6)

@@ -28,11 +28,12 @@ def brain_mask(image: np.ndarray, fill_holes: bool = True) -> np.ndarray:
 
 
 def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
-    """``scipy.ndimage.binary_fill_holes`` of a 3D mask, computed in the mask's
-    bounding box grown by one voxel: every hole lies inside it, and the one-voxel shell
-    of background joins all outside background, so the result is the same (tested), in
-    less time (a brain fills about 40 % of a BraTS volume)."""
-    box = bounding_box(mask, margin=1)
+    """``scipy.ndimage.binary_fill_holes`` of a 3D mask, computed in the mask's bounding
+    box with a one-voxel ring of background around it: every hole lies inside the box,
+    and the ring joins all background outside it (the volume's faces included), so the
+    result is the same (tested), in less time (a brain fills about 40 % of a BraTS
+    volume)."""
+    box = bounding_box(mask)
     out = np.zeros_like(mask, dtype=bool)
     sub = np.zeros(tuple(s.stop - s.start + 2 for s in box), bool)
     sub[1:-1, 1:-1, 1:-1] = mask[box]
