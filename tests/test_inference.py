@@ -78,8 +78,14 @@ def test_hybrid_reports_the_cnn_it_ran(tiny_model: Path) -> None:
     from braintumor.watershed import segment_hybrid
 
     case = make_case(shape=SHAPE, seed=3)
-    res = segment_hybrid(case, model=tiny_model, device="cpu")
+    heard: list[tuple[float, str]] = []
+    res = segment_hybrid(case, model=tiny_model, device="cpu",
+                         progress=lambda f, stage: heard.append((f, stage)))
     assert res.info["method"] == "hybrid"
+    # the CNN's own progress (window by window) fills the first half of the bar
+    cnn = [f for f, stage in heard if stage.startswith("hybrid: CNN,")]
+    assert cnn and cnn == sorted(cnn) and 0 < cnn[0] and cnn[-1] == pytest.approx(0.45)
+    assert [f for f, _ in heard] == sorted(f for f, _ in heard)
     assert res.info["model_version"] == "tiny-test"
     assert res.info["folds"] == 1 and res.info["mode"] == "accurate"
     # the tiny model ships no ONNX file: PyTorch ran it, in 32-bit floats on this CPU

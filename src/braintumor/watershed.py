@@ -988,11 +988,12 @@ def _no_model_error() -> InputError:
 
 
 def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
-                       tta: bool = False, backend: str = "auto", fast: bool = False
+                       tta: bool = False, backend: str = "auto", fast: bool = False,
+                       progress: ProgressFn | None = None
                        ) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """CNN region probabilities ``(3, X, Y, Z)``, the model's PostProcess, and what ran
     (``model_version``, ``folds``: members run, ``mode``: fast or accurate, ``backend``
-    and ``precision``)."""
+    and ``precision``). ``progress`` hears the CNN's own progress."""
     try:
         from braintumor import inference
     except ModuleNotFoundError as exc:
@@ -1003,7 +1004,8 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
     if model is None and available is not None and not available():
         raise _no_model_error()
     probs, lm, timings = inference.predict_probabilities(case, model, device, tta=tta,
-                                                         backend=backend, fast=fast)
+                                                         backend=backend, fast=fast,
+                                                         progress=progress)
     ran = {"model_version": lm.version, "folds": int(timings["members"]),
            "mode": "fast" if fast else "accurate", **inference.runtime_info(lm, fast, device)}
     return np.asarray(probs, dtype=np.float32), lm.post, ran
@@ -1314,8 +1316,11 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
     if progress:
         progress(0.0, "hybrid: CNN probabilities")
     if probabilities is None:
+        cnn_progress = None if progress is None else (
+            lambda f, stage: progress(0.5 * f, f"hybrid: {stage}"))
         probs, model_post, cnn_ran = _cnn_probabilities(case, model, device,
-                                                        tta or uncertainty, backend, fast)
+                                                        tta or uncertainty, backend, fast,
+                                                        cnn_progress)
         post = model_post if post is None else post
     else:
         probs, cnn_ran = np.asarray(probabilities, dtype=np.float32), {}
