@@ -177,6 +177,21 @@ def test_2d_pictures(tmp_path: Path) -> None:
         io.read_image_2d(tmp_path / "none.png")
 
 
+def test_a_picture_claiming_too_many_pixels_is_refused(tmp_path: Path) -> None:
+    """A small file may claim a huge picture (a decompression bomb): refused in a sentence
+    before it is decoded."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("1", (9000, 9000)).save(big)  # 81 million pixels in a few kB
+    assert big.stat().st_size < 100_000
+    with pytest.raises(InputError, match="9000 x 9000 pixels, more than the 64 million"):
+        io.read_image_2d(big)
+    Image.new("1", (16000, 16000)).save(big)  # so many that Pillow refuses to open it
+    with pytest.raises(InputError, match="claims more than the 64 million"):
+        io.read_image_2d(big)
+
+
 def test_name_helpers() -> None:
     assert io.is_nifti("a.NII.GZ") and io.is_nifti("a.nii") and not io.is_nifti("a.png")
     assert io.strip_nifti_suffix("case_t1.nii.gz") == "case_t1"

@@ -120,6 +120,10 @@ def test_page_static_and_security_headers(client: TestClient) -> None:
     assert client.get("/jobs/anything").status_code == 200  # shareable job URL -> page
     v = client.get("/static/vendor/niivue.umd.js")
     assert v.status_code == 200 and len(v.content) > 1_000_000
+    for page in ("/", "/docs"):  # each names its icon, so no browser asks /favicon.ico
+        icon = client.get(page).text.split('<link rel="icon" href="')[1].split('"')[0]
+        got = client.get(icon)
+        assert got.status_code == 200 and got.content.startswith(b"<svg")
     api = client.get("/api/info")
     assert api.headers["cache-control"] == "no-store"
     assert api.headers["x-content-type-options"] == "nosniff"
@@ -206,6 +210,14 @@ def test_a_t2_on_a_grid_of_its_own_is_resampled(client: TestClient,
     assert "the T2 lay on a grid of its own" in job["result"]["warning"]
     lab = _load(client.get(job["urls"]["download"]).content)
     assert lab.shape == SHAPE and np.allclose(lab.affine, AFFINE)
+    # the viewer gets the T2 on the T1's grid, so the outline fits it; the others as sent
+    for _ in range(2):  # made once, then served again
+        shown = _load(client.get(job["urls"]["images"]["t2"]).content)
+        assert shown.shape == SHAPE and np.allclose(shown.affine, AFFINE)
+        inside = np.asarray(shown.dataobj)[:, :, 2:-2]
+        assert np.abs(inside - t2[:, :, 2:-2]).mean() < 0.2 * np.abs(t2).mean()
+    flair = client.get(job["urls"]["images"]["flair"]).content
+    assert flair == case_files["flair"].read_bytes()
 
 
 def test_download_is_native_geometry_in_chosen_convention(client: TestClient,
@@ -348,13 +360,18 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     ([{"x": 1, "y": 2, "z": 3, "label": 7}], "label"),
     ([{"x": 999, "y": 2, "z": 3, "label": 1}], "outside the image"),
     ([{"x": -1, "y": 2, "z": 3, "label": 1}], "outside the image"),
-    ([{"mm": [1, 2], "label": 1}], "three numbers"),
+    ([{"mm": [1, 2], "label": 1}], "three"),
+    ([{"mm": ["nan", "nan", "nan"], "label": 1}], "finite"),
+    ([{"mm": [float("nan"), 0, 0], "label": 1}], "finite"),
+    ([{"mm": [float("inf"), 0, 0], "label": 1}], "finite"),
     ([{"label": 1}], "x, y and z"),
 ])
 def test_bad_seeds_are_4xx(client: TestClient, done_job: dict[str, Any], seeds: list,
                            words: str) -> None:
     pytest.importorskip("braintumor.correction")
-    r = client.post(done_job["urls"]["corrections"], json={"seeds": seeds})
+    # NaN and Infinity as JavaScript's JSON.stringify never sends them, but a client may
+    r = client.post(done_job["urls"]["corrections"], content=json.dumps({"seeds": seeds}),
+                    headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert words in _detail(r)
 
@@ -363,6 +380,25 @@ def test_correction_body_must_be_json(client: TestClient, done_job: dict[str, An
     r = client.post(done_job["urls"]["corrections"], content=b"nonsense",
                     headers={"content-type": "application/json"})
     assert r.status_code == 400 and _detail(r).startswith("The request is malformed")
+
+
+def test_a_long_file_name_keeps_its_end(client: TestClient,
+                                        case_files: dict[str, Path]) -> None:
+    """A name over 200 characters is shortened in its middle: the modality and the file
+    type at its end still count."""
+    from braintumor.web.upload import safe_display_name
+
+    long = "P" * 230 + "_flair.nii.gz"
+    short = safe_display_name("C:\\scans\\" + long)
+    assert len(short) == 200 and short.endswith("_flair.nii.gz") and short.startswith("PPP")
+    r = client.post("/api/jobs", files=_four(case_files, names={"flair": long}),
+                    data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done"
+    found = sorted(job["inputs"]["file_modalities"].values())
+    assert found == sorted(["t1", "t1ce", "t2", "flair"])
+    assert long[:150] in str(job["inputs"]["file_modalities"])
 
 
 # -- other inputs --------------------------------------------------------------------------------
@@ -782,6 +818,25 @@ def test_sample_button_endpoint(client: TestClient) -> None:
     assert client.post("/api/sample", json={"method": "nope"}).status_code == 400
 
 
+def test_a_sample_job_runs_again_after_a_restart(tmp_path: Path) -> None:
+    """A sample job cut short by a server restart is run again from the start: its case
+    files, linked from the kept sample on the first run, are already in the job folder."""
+    pytest.importorskip("braintumor.phantom")
+    from braintumor.web import worker
+
+    spec = {"sample": {"shape": [40, 40, 40]}, "sample_cache": str(tmp_path / "cache")}
+    job_dir = tmp_path / "job"
+    first, inputs = worker._make_sample(job_dir, spec, lambda *a: None)
+    again, inputs2 = worker._make_sample(job_dir, spec, lambda *a: None)
+    assert inputs2 == inputs and np.array_equal(again.image, first.image)
+    # a partial copy left by a stopped server (a cache on another file system) is replaced
+    t1 = job_dir / inputs["modalities"]["t1"]
+    t1.unlink()
+    t1.write_bytes(b"partial")
+    worker._make_sample(job_dir, spec, lambda *a: None)
+    assert nib.load(str(t1)).shape == (40, 40, 40)
+
+
 # -- access token -----------------------------------------------------------------------------
 def test_token_is_required_on_every_request(methods: None, tmp_path: Path) -> None:
     app = create_app(tmp_path / "d", token="s3cret-token", warm=False)
@@ -1113,6 +1168,13 @@ def test_compare_with_an_earlier_scan(client: TestClient, done_job: dict[str, An
              "is not a label map")):
         r = client.post(url, files=[("before", (name, content))])
         assert r.status_code == 400 and says in r.json()["detail"], r.text
+        assert r.json()["detail"].startswith(name) and "/jobs/" not in r.text
+    # a name that is legal on the client but too long for the server's disk as it is
+    for name in ("\u00e9" * 150 + ".nii.gz", "\u8111\u80bf\u7624" * 30 + "_seg.nii"):
+        raw = now if name.endswith(".gz") else gzip.decompress(now)
+        r = client.post(url, files=[("before", (name, raw))])
+        assert r.status_code == 200, r.text
+        assert r.json()["files"]["before"] == name
     r = client.post(url, files=[("files", ("a.nii.gz", now))])
     assert r.status_code == 400 and "field 'before'" in r.json()["detail"]
     assert client.post("/api/jobs/nope/compare",

@@ -314,6 +314,11 @@ def save_float_nifti(
     return out
 
 
+#: the largest picture read_image_2d reads (8192 x 8192 pixels): a slice exported from a
+#: viewer is at most a few thousand pixels on a side, and a small file can claim far more
+MAX_PICTURE_PIXELS = 8192 * 8192
+
+
 def read_image_2d(path: str | Path) -> np.ndarray:
     """Read a 2D picture as ``(H, W, C)`` uint8 (C = 1 or 3).
 
@@ -328,10 +333,19 @@ def read_image_2d(path: str | Path) -> np.ndarray:
         raise InputError(f"{p}: file not found.")
     if is_dicom_picture(p):
         return read_dicom_2d(p)[0]
+    too_big = (f"more than the {MAX_PICTURE_PIXELS // 2**20} million this reads; an MRI "
+               "slice is far smaller.")
     try:
         with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_PICTURE_PIXELS:
+                raise InputError(f"{p}: the picture is {w} x {h} pixels, {too_big}")
             im.load()
             arr = np.asarray(im)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:  # refused by Pillow itself when opened
+        raise InputError(f"{p}: the picture claims {too_big}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{p}: not a readable image ({_short(exc)}).") from None
     if arr.ndim == 2:

@@ -36,7 +36,12 @@ from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
 from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
-from braintumor.web.inputs import FeatureUnavailable, detect_modality
+from braintumor.web.inputs import (
+    FeatureUnavailable,
+    call_named,
+    detect_modality,
+    on_case_grid,
+)
 from braintumor.web.store import Job, JobStore
 from braintumor.web.upload import UnsupportedUpload, UploadTooLarge
 from braintumor.web.worker import WorkerPool, labels_path
@@ -558,8 +563,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         mods = job.inputs.get("modalities") or {}
         if mod not in mods:
             raise HTTPException(404, f"This job has no {mod!r} image.")
-        return FileResponse(store.job_dir(job_id) / mods[mod], media_type="application/gzip"
-                            if mods[mod].endswith(".gz") else "application/octet-stream",
+        path = on_case_grid(store.job_dir(job_id), mods, mod)
+        return FileResponse(path, media_type="application/gzip"
+                            if path.name.endswith(".gz") else "application/octet-stream",
                             headers={"cache-control": "private, max-age=3600"})
 
     def outline_3d(job_id: str) -> Job:
@@ -760,9 +766,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if not is_nifti(name):
             raise InputError(f"{name}: the earlier scan's label map must be a NIfTI file "
                              "(.nii or .nii.gz).")
-        # under its own name's suffix, which tells the reader the format
-        old, old_affine = read_label_map(
-            before.rename(before.with_name("before_" + Path(name).name)), name=name)
+        # under its own name's suffix, which tells the reader the format (the rest of the
+        # client's name is not used on disk)
+        suffix = ".nii.gz" if name.lower().endswith(".gz") else ".nii"
+        stored = before.rename(before.with_name("before" + suffix))
+        old, old_affine = call_named(lambda p: read_label_map(p, name=name), stored, name)
         path = labels_path(store.job_dir(job.id), job.label_version)
         now: Any = nib.load(str(path))
         result = compare(old, old_affine, read_labels(path), now.affine)

@@ -12,6 +12,7 @@ costs the correction itself and one file write, not a reload of the four volumes
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -71,8 +72,8 @@ def parse_seeds(raw: Any, case: Case) -> list[tuple[int, int, int, int]]:
         if "mm" in s:
             mm = s["mm"]
             if (not isinstance(mm, list) or len(mm) != 3
-                    or not all(isinstance(v, (int, float)) for v in mm)):
-                raise InputError(f"Seed {i + 1}: mm must be three numbers.")
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in mm)):
+                raise InputError(f"Seed {i + 1}: mm must be three finite numbers.")
             vox = inv @ np.array([*map(float, mm), 1.0])
             xyz = [int(round(float(v))) for v in vox[:3]]
         else:

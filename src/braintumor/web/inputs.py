@@ -329,9 +329,9 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         from braintumor.io import is_dicom_picture, read_dicom_2d, read_image_2d, write_png
 
         if not is_dicom_picture(dest):
-            return _named(read_image_2d, dest, name), dest
+            return call_named(read_image_2d, dest, name), dest
         try:
-            arr, px = _named(read_dicom_2d, dest, name)
+            arr, px = call_named(read_dicom_2d, dest, name)
         finally:
             dest.unlink(missing_ok=True)
         if px is not None:
@@ -363,7 +363,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         assert m is not None
         dest = inp_dir / f"ref_{k:03d}{file_kind(m.name)[1]}"
         m.path.replace(dest)
-        arr = _named(read_image_2d, dest, m.name)
+        arr = call_named(read_image_2d, dest, m.name)
         if arr.shape[:2] != shape[:2]:
             raise InputError(f"{m.name} is {arr.shape[1]}x{arr.shape[0]} pixels while "
                              f"{f.name} is {shape[1]}x{shape[0]}; a mask must match its "
@@ -439,7 +439,7 @@ def _pixel_size(inputs: dict[str, Any], given: float | None, own: list[float]
     return inputs
 
 
-def _named(fn: Any, path: Path, name: str) -> Any:
+def call_named(fn: Any, path: Path, name: str) -> Any:
     """Call ``fn(path)``, restating an InputError with the user's file name."""
     try:
         return fn(path)
@@ -489,7 +489,7 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[
     _, ext = file_kind(f.name)
     raw = job_dir / "input" / f"image4d{ext}"
     f.path.replace(raw)
-    vol = _named(lambda p: load_nifti(p, ndim=(3, 4)), raw, f.name)
+    vol = call_named(lambda p: load_nifti(p, ndim=(3, 4)), raw, f.name)
     if vol.data.ndim == 3:
         raise InputError(f"{f.name}: is one 3D image; upload all four modalities (T1, T1ce, T2, "
                          "FLAIR) or one 4D file holding them.")
@@ -651,3 +651,33 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     display = {m: f"series {chosen[m]} ({series[chosen[m]]['description']})" for m in mods}
     _validate_case(job_dir, inputs, display)
     return inputs
+
+
+def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str) -> Path:
+    """The file the viewer shows for ``mod``: the uploaded one when it lies on the case's
+    grid (the first present of T1, T1ce, T2, FLAIR), else a copy resampled onto that grid
+    as the segmentation read it (made once, kept in the job's ``view/`` folder), so the
+    label map fits every image."""
+    import secrets
+
+    import nibabel as nib
+
+    from braintumor.io import load_nifti, resample_onto, save_float_nifti
+
+    path = job_dir / modalities[mod]
+    ref_mod = next(m for m in MODALITIES if m in modalities)
+    if mod == ref_mod:
+        return path
+    view = job_dir / "view" / f"{mod}.nii.gz"
+    if view.exists():
+        return view
+    ref: Any = nib.load(str(job_dir / modalities[ref_mod]))
+    img: Any = nib.load(str(path))
+    if img.shape[:3] == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-3):
+        return path
+    data = resample_onto(load_nifti(path, ndim=3), tuple(ref.shape[:3]), ref.affine)
+    view.parent.mkdir(exist_ok=True)
+    tmp = view.with_name(f".{secrets.token_hex(4)}_{view.name}")
+    save_float_nifti(data, tmp, ref.header, ref.affine)
+    tmp.replace(view)
+    return view

@@ -52,10 +52,14 @@ def human_size(n: float) -> str:
 
 
 def safe_display_name(raw: str) -> str:
-    """The last component of a client's file name, printable, at most 200 characters."""
+    """The last component of a client's file name, printable, at most 200 characters: a
+    longer one loses characters from its middle, so that its end (a modality's name, the
+    file type) still tells what it is."""
     base = re.split(r"[\\/]", raw)[-1]
     base = "".join(ch for ch in base if ch.isprintable()).strip()
-    return base[:200] or "unnamed"
+    if len(base) > 200:
+        base = base[:150] + "..." + base[-47:]
+    return base or "unnamed"
 
 
 class _Collector:

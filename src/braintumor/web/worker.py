@@ -173,9 +173,14 @@ def sample_files(cache_dir: Path, options: dict[str, Any]) -> Path:
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
+    """``dest`` as a hard link to ``src`` (a copy across file systems). A job restarted
+    after a server restart finds its earlier link, or a partial copy, in place."""
     import os
     import shutil
 
+    if dest.exists() and os.path.samefile(src, dest):
+        return
+    dest.unlink(missing_ok=True)
     try:
         os.link(src, dest)
     except OSError:

@@ -468,6 +468,8 @@ function applyLabelColours() {
   }
 }
 
+const VIEWER_ERROR = "The viewer could not show the images:";
+
 async function loadViewer(job) {
   if (state.busy) return;
   // a scan without T1 or T2 has no such image to show
@@ -502,8 +504,9 @@ async function loadViewer(job) {
     await refreshDiameters();
     if (overlayUrl) mark("outline_shown");
     document.body.dataset.viewer = overlayUrl ? "overlay" : "image";
+    if ($("job-msg").textContent.startsWith(VIEWER_ERROR)) setMsg("job-msg", "");
   } catch (e) {
-    setMsg("job-msg", `The viewer could not show the images: ${e.message || e}`);
+    setMsg("job-msg", `${VIEWER_ERROR} ${e.message || e}`);
   } finally {
     state.busy = false;
   }
