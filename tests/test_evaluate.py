@@ -123,12 +123,38 @@ def test_shape_mismatch_is_one_sentence(folders, tmp_path, capsys):
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+def test_a_prediction_is_scored_on_the_reference_grid(tmp_path: Path) -> None:
+    """The reference stored with its x axis reversed (affine to match) is the same map:
+    Dice 1; the reference shifted by 10 mm in its affine is not on the grid: refused;
+    an identity affine (a map saved from an array) is taken voxel for voxel."""
+    aff = np.array([[-1.0, 0, 0, 90.0], [0, 1.0, 0, -120.0], [0, 0, 1.5, -60.0], [0, 0, 0, 1]])
+    lab = labels2021()
+    lab[:4] = 0
+    ref = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(lab, aff), str(ref))
+    flip = aff @ np.array([[-1, 0, 0, lab.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0],
+                           [0, 0, 0, 1]])
+    flipped = tmp_path / "flipped.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(lab[::-1]), flip), str(flipped))
+    scores = E.evaluate_pair(flipped, ref, lesions=False)
+    assert all(scores[r]["dice"] == 1.0 for r in ("WT", "TC", "ET"))
+    shifted = tmp_path / "shifted.nii.gz"
+    moved = aff.copy()
+    moved[0, 3] += 10
+    nib.save(nib.Nifti1Image(lab, moved), str(shifted))
+    with pytest.raises(InputError, match="affine.* differs from its reference ref.nii.gz's"):
+        E.evaluate_pair(shifted, ref, lesions=False)
+    plain = tmp_path / "plain.nii.gz"
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(plain))
+    assert E.evaluate_pair(plain, ref, lesions=False)["WT"]["dice"] == 1.0
+
+
 def test_explicit_convention_is_checked(folders, tmp_path, capsys):
     pred, ref = folders
     code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--pred-labels",
                  "brats2023", "-o", str(tmp_path / "m.csv"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "caseA.nii.gz" in err and "brats2023" in err
+    assert code == 2 and "caseA.nii.gz" in err and "brats2023 convention asked for" in err
 
 
 def test_nothing_matches_or_no_folder(tmp_path, folders):

@@ -167,7 +167,7 @@ def load_label_map(path: Path, convention: str = "auto") -> tuple[np.ndarray,
     if convention == "auto":
         conv = L.detect_convention(vol.data, hint=L.convention_from_name(path.name), what=what)
     else:
-        conv = L.detect_convention(vol.data, hint=convention, what=what)
+        conv = L.detect_convention(vol.data, hint=convention, what=what, hint_given=True)
     return L.to_internal(vol.data, conv, what=what), vol.spacing, conv
 
 
@@ -184,11 +184,7 @@ def evaluate_pair(
     (with ``diameters``, also :data:`DIAMETER_KEYS` for ET and WT)."""
     pred, _, _ = load_label_map(pred_path, pred_labels)
     ref, spacing, _ = load_label_map(ref_path, ref_labels)
-    if pred.shape != ref.shape:
-        raise InputError(
-            f"{pred_path}: the prediction's shape {pred.shape} differs from its reference "
-            f"{ref_path.name}'s {ref.shape}; predictions must be on the reference's grid."
-        )
+    pred = on_reference_grid(pred, pred_path, ref.shape, ref_path)
     scores = M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
     if diameters:
         import nibabel as nib
@@ -202,6 +198,40 @@ def evaluate_pair(
             scores[region].update(spd_pred_mm2=a, spd_ref_mm2=b,
                                   spd_diff_pct=100.0 * (a - b) / b if b > 0 else math.nan)
     return scores
+
+
+def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, ...],
+                      ref_path: Path) -> np.ndarray:
+    """``pred`` voxel for voxel on its reference's grid: as it is when its file has the
+    reference's shape and affine (or no geometry of its own: an identity affine, as a
+    prediction saved from an array often has), its axes reordered or flipped when it is
+    the same grid stored in another orientation; else :class:`InputError` (a prediction
+    shifted or resampled would be scored against the wrong voxels)."""
+    import nibabel as nib
+    from nibabel import orientations as O
+
+    def affine(path: Path) -> np.ndarray:
+        return np.asarray(nib.load(str(path)).affine, float)  # type: ignore[attr-defined]
+
+    a_pred, a_ref = affine(pred_path), affine(ref_path)
+    tol = 0.01  # mm: what float32 storage of the affine moves
+    if pred.shape == tuple(ref_shape) and (np.allclose(a_pred, a_ref, atol=tol)
+                                           or np.allclose(a_pred, np.eye(4))):
+        return pred
+    turn = O.ornt_transform(O.io_orientation(a_pred), O.io_orientation(a_ref))
+    turned = O.apply_orientation(pred, turn)
+    a_turned = a_pred @ O.inv_ornt_aff(turn, pred.shape)
+    if turned.shape == tuple(ref_shape) and np.allclose(a_turned, a_ref, atol=tol):
+        return np.ascontiguousarray(turned)
+    if turned.shape != tuple(ref_shape):
+        raise InputError(
+            f"{pred_path}: the prediction's shape {pred.shape} differs from its reference "
+            f"{ref_path.name}'s {tuple(ref_shape)}; predictions must be on the reference's "
+            "grid.")
+    raise InputError(
+        f"{pred_path}: the prediction's voxel-to-world geometry (affine) differs from its "
+        f"reference {ref_path.name}'s, as if shifted, rotated or resampled; predictions "
+        "must be on the reference's grid.")
 
 
 def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> dict[str, dict]:

@@ -131,7 +131,8 @@ def read_label_map(path: str | Path, labels: str = "auto", name: str | None = No
     what = f"label map {name or path}"
     hint = None if labels == "auto" else labels
     conv = L.detect_convention(
-        vol.data, hint=hint or L.convention_from_name(name or Path(path).name), what=what)
+        vol.data, hint=hint or L.convention_from_name(name or Path(path).name), what=what,
+        hint_given=hint is not None)
     return L.to_internal(vol.data, conv, what=what), vol.affine
 
 

@@ -119,9 +119,11 @@ def convention_from_name(name: str) -> Convention | None:
 
 
 def detect_convention(
-    labels: np.ndarray, hint: str | None = None, what: str = "label map"
+    labels: np.ndarray, hint: str | None = None, what: str = "label map",
+    hint_given: bool = False,
 ) -> Convention:
-    """Decide the convention of ``labels``, checked against the values present.
+    """Decide the convention of ``labels``, checked against the values present
+    (``hint_given``: the hint is the user's choice, not read from the file's name).
 
     ``hint`` (from the file name) wins when the values fit it. Without a hint, a 4 means
     ``brats2021``; values within {0,1,2,3} are read as ``brats2023`` (the MSD layout is
@@ -134,7 +136,8 @@ def detect_convention(
             return hint  # type: ignore[return-value]
         raise InputError(
             f"The {what} holds label values {sorted(values)}, which do not fit the "
-            f"{hint} convention its name implies (allowed: {sorted(allowed_values(hint))})."
+            f"{hint} convention {'asked for' if hint_given else 'its name implies'} "
+            f"(allowed: {sorted(allowed_values(hint))})."
         )
     if values <= {0, 1, 2, 4}:
         return "brats2021"
