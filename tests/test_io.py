@@ -177,6 +177,22 @@ def test_2d_pictures(tmp_path: Path) -> None:
         io.read_image_2d(tmp_path / "none.png")
 
 
+def test_palette_and_cmyk_pictures_are_read_by_their_colours(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 255, (20, 24)).astype(np.uint8)
+    Image.fromarray(grey).convert("P").save(tmp_path / "grey_palette.png")
+    back = io.read_image_2d(tmp_path / "grey_palette.png")
+    assert back.shape == (20, 24, 1) and np.array_equal(back[..., 0], grey)
+    rgb = rng.integers(0, 255, (20, 24, 3)).astype(np.uint8)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    got = io.read_image_2d(tmp_path / "cmyk.jpg").astype(int)
+    assert got.shape == (20, 24, 3) and np.abs(got - rgb).mean() < 20
+    Image.fromarray(grey > 128).save(tmp_path / "bilevel.png")
+    assert set(np.unique(io.read_image_2d(tmp_path / "bilevel.png"))) == {0, 255}
+
+
 def test_a_picture_claiming_too_many_pixels_is_refused(tmp_path: Path) -> None:
     """A small file may claim a huge picture (a decompression bomb): refused in a sentence
     before it is decoded."""

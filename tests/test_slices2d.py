@@ -480,6 +480,50 @@ def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
         s2d.predict_images([tmp_path / "notes.txt"], tmp_path / "o2", model=tiny_model)
 
 
+def test_one_bad_picture_leaves_the_others(tiny_model: s2d.Model2D, tmp_path: Path) -> None:
+    """An unreadable picture, a second picture of one name, a picture whose reference
+    mask lies where its output would go: each refused in a sentence, the rest written;
+    a folder of unnumbered pictures is not one patient's stack."""
+    from PIL import Image
+
+    img, _ = fake_slice(40, 40)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(img).save(tmp_path / "a.jpg")  # same stem: its mask would clash
+    (tmp_path / "fake.png").write_bytes(b"not a picture")
+    Image.fromarray(img).save(tmp_path / "b.png")
+    two = tmp_path / "two_patients"
+    two.mkdir()
+    for name in ("patientA.png", "patientB.png"):
+        Image.fromarray(fake_slice(40, 40)[0]).save(two / name)
+    errors: list[InputError] = []
+    lines: list[str] = []
+    out = s2d.predict_images([tmp_path / "a.png", tmp_path / "fake.png", tmp_path / "a.jpg",
+                              tmp_path / "b.png", two], tmp_path / "out", model=tiny_model,
+                             log=lines.append, on_error=errors.append)
+    assert [type(e) for e in errors] == [InputError, InputError]
+    assert "not a readable image" in str(errors[0]) and "same name" in str(errors[1])
+    names = {p.relative_to(tmp_path / "out").as_posix() for p in out}
+    assert {"a_mask.png", "b_mask.png", "two_patients/patientA_mask.png",
+            "two_patients/patientB_mask.png", "areas_2d.csv"} <= names
+    assert any("not numbered slices" in line for line in lines)
+    rows = (tmp_path / "out" / "areas_2d.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and all(",two_patients," not in r for r in rows)  # no stack
+    # a second run into the folder keeps the other pictures' rows, replaces its own
+    s2d.predict_images([tmp_path / "b.png"], tmp_path / "out", model=tiny_model)
+    again = (tmp_path / "out" / "areas_2d.csv").read_text().splitlines()
+    assert sorted(again) == sorted(rows)
+    # without on_error the first failure is raised
+    with pytest.raises(InputError, match="not a readable image"):
+        s2d.predict_images([tmp_path / "fake.png", tmp_path / "b.png"], tmp_path / "o2",
+                           model=tiny_model)
+    # outputs into the picture's own folder, where its reference mask lies: refused
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "b_mask.png")
+    before = (tmp_path / "b_mask.png").read_bytes()
+    with pytest.raises(InputError, match="beside it"):
+        s2d.predict_images([tmp_path / "b.png"], tmp_path, model=tiny_model)
+    assert (tmp_path / "b_mask.png").read_bytes() == before
+
+
 def test_is_2d_input(tmp_path: Path) -> None:
     make_patient(tmp_path / "data" / "p1", n=3, size=32)
     assert s2d.is_2d_input(tmp_path / "data" / "p1")
@@ -860,7 +904,8 @@ def test_shipped_model_on_real_slices(lgg_dir: Path, tmp_path: Path) -> None:
     assert s2d.stack_metrics(np.stack([r.mask for r in grey]), p.masks)["dice"] > 0.5
     # CLI path on three files: masks written at the input size
     files = p.paths[:3]
-    out = s2d.predict_2d_inputs(files, tmp_path)
+    out, failed = s2d.predict_2d_inputs(files, tmp_path)
+    assert failed == 0
     assert len(out) == 7 and out[-1].name == "areas_2d.csv"  # masks, overlays, the areas
 
 
@@ -885,6 +930,11 @@ def test_onnx_export_agrees_with_the_weights(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
     torch.save({"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg}, path)
     assert not hasattr(s2d.load_model_2d(path).network, "run")  # no export yet: PyTorch
+    # the 3D export command points to this one instead of failing on the 2D config
+    from braintumor.cli import main
+
+    assert main(["export-onnx", str(path), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
     graph, cfg_path = s2d.export_onnx_2d(path)
     assert graph.exists() and json.loads(cfg_path.read_text()) == cfg
     fast, slow = s2d.load_model_2d(path), s2d.load_model_2d(path, onnx=False)

@@ -322,9 +322,10 @@ MAX_PICTURE_PIXELS = 8192 * 8192
 def read_image_2d(path: str | Path) -> np.ndarray:
     """Read a 2D picture as ``(H, W, C)`` uint8 (C = 1 or 3).
 
-    Greyscale pictures get C = 1; RGBA loses its alpha; 16-bit pictures are scaled to 8
-    bits by their own maximum; a single DICOM slice (``.dcm``) is read by
-    :func:`read_dicom_2d`.
+    Greyscale pictures get C = 1 (so do palette pictures whose colours are all grey);
+    palette, CMYK and other colour-space pictures are read by their colours; RGBA loses
+    its alpha; 16-bit pictures are scaled to 8 bits by their own maximum; a single DICOM
+    slice (``.dcm``) is read by :func:`read_dicom_2d`.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -341,7 +342,19 @@ def read_image_2d(path: str | Path) -> np.ndarray:
             if w * h > MAX_PICTURE_PIXELS:
                 raise InputError(f"{p}: the picture is {w} x {h} pixels, {too_big}")
             im.load()
-            arr = np.asarray(im)
+            if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                # a palette's indices or another colour space's numbers are not the
+                # picture's brightness: its colours are
+                rgb = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info
+                                 else "RGB")
+                arr = np.asarray(rgb)[..., :3]
+                if np.array_equal(arr[..., 0], arr[..., 1]) and \
+                        np.array_equal(arr[..., 1], arr[..., 2]):
+                    arr = arr[..., :1]  # a grey palette is a greyscale picture
+            elif im.mode == "1":
+                arr = np.asarray(im.convert("L"))
+            else:
+                arr = np.asarray(im)
     except InputError:
         raise
     except Image.DecompressionBombError:  # refused by Pillow itself when opened

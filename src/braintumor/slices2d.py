@@ -855,18 +855,28 @@ def _is_stack_folder(path: Path) -> bool:
 def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                    model: Model2D | str | Path | None = None,
                    log: Callable[[str], None] | None = None,
-                   pixel_mm: float | None = None) -> list[Path]:
+                   pixel_mm: float | None = None,
+                   on_error: Callable[[InputError], None] | None = None) -> list[Path]:
     """Segment picture files and folders of numbered slices; write the results.
 
     Each picture ``X.png`` gives ``out_dir/X_mask.png`` (0/255, same size as the input)
     and ``out_dir/X_overlay.png``. A folder of numbered slices of one patient is
     segmented as a volume and written to ``out_dir/<folder>/``. A folder of such folders
     (e.g. kaggle_3m) is handled patient by patient. ``out_dir/areas_2d.csv`` lists every
-    picture's tumour area in pixels, and in mm^2 when ``pixel_mm`` (the pixel size, which
+    picture's tumour area in pixels (rows of an earlier run into the folder are kept,
+    a picture segmented again replaced), and in mm^2 when ``pixel_mm`` (the pixel size, which
     exported pictures do not carry) is given, and its largest lesion's longest diameter
     and the one perpendicular to it (:func:`braintumor.diameters.picture_diameters`; mm
     or pixels likewise). ``log`` receives one line per picture (and
     every warning). Returns the written paths.
+
+    A folder whose pictures are not all numbered is not one patient's stack: each of its
+    pictures is outlined on its own, into ``out_dir/<folder>/``. A picture is refused
+    (:class:`InputError`) when its mask would overwrite another input's of this run (two
+    pictures of one name) or a mask beside it (the outputs written into the picture's
+    own folder). With ``on_error``, an input (a picture, or a patient's folder) that
+    fails is passed to it and the others are still segmented; without, the error is
+    raised.
     """
     import csv
 
@@ -881,6 +891,23 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     m = model if isinstance(model, Model2D) else load_model_2d(model)
     written: list[Path] = []
     rows: list[dict[str, Any]] = []
+
+    claimed: dict[Path, str] = {}
+
+    def _claim(picture: Path, dest: Path) -> None:
+        """Refuse a picture whose outputs would overwrite an input or an earlier one's."""
+        mask = (dest / f"{picture.stem}_mask.png").resolve()
+        if mask in claimed:
+            raise InputError(f"{picture}: another picture of this run ({claimed[mask]}) has "
+                             "the same name, and its mask would be overwritten; run it "
+                             "into another folder.")
+        if mask.parent == picture.resolve().parent and any(
+                picture.with_name(f"{picture.stem}_mask{suf}").exists()
+                for suf in (".png", ".tif", ".tiff")):
+            raise InputError(f"{picture}: a mask of that name lies beside it (a reference "
+                             "outline?), which the output would overwrite; write the "
+                             "outputs to another folder.")
+        claimed[mask] = str(picture)
 
     def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str,
                stack: str = "", px: float | None = pixel_mm) -> None:
@@ -903,54 +930,94 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                      "diameter_unit": diam["unit"] if diam else "",
                      "warning": res.info.get("warning", "")})
 
-    for raw in paths:
-        p = Path(raw)
+    def _picture(p: Path, dest: Path, stack: str = "") -> None:
+        _claim(p, dest)
+        if is_dicom_picture(p):
+            # a DICOM slice says its own pixel size (a given one still wins)
+            img, own = read_dicom_2d(p)
+            _write(img, segment_image(img, m), dest, p.stem, str(p), stack,
+                   px=pixel_mm if pixel_mm is not None else own)
+            return
+        if not is_image_2d(p):
+            raise InputError(f"{p}: is not a PNG/JPEG/TIFF picture or a DICOM slice.")
+        img = read_image_2d(p)
+        _write(img, segment_image(img, m), dest, p.stem, str(p), stack)
+
+    def _folder(folder: Path) -> None:
+        files = _images_in(folder)
+        dest = out / folder.name
+        if not all(slice_number(f) is not None for f in files):
+            say(f"{folder}: its pictures are not numbered slices of one patient "
+                "(name_1, name_2, ...), so each is outlined on its own.")
+            for f in files:
+                guarded(_picture, f, dest)
+            return
+        for f in files:
+            _claim(f, dest)
+        imgs = [read_image_2d(f) for f in files]
+        results = segment_stack(imgs, m)
+        for f, img, res in zip(files, imgs, results, strict=True):
+            _write(img, res, dest, f.stem, str(f), folder.name)
+
+    def guarded(fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except InputError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+
+    def _input(p: Path) -> None:
         if not p.exists():
             raise InputError(f"{p}: file not found.")
         if p.is_file():
-            if is_dicom_picture(p):
-                # a DICOM slice says its own pixel size (a given one still wins)
-                img, own = read_dicom_2d(p)
-                _write(img, segment_image(img, m), out, p.stem, str(p),
-                       px=pixel_mm if pixel_mm is not None else own)
-                continue
-            if not is_image_2d(p):
-                raise InputError(f"{p}: is not a PNG/JPEG/TIFF picture or a DICOM slice.")
-            img = read_image_2d(p)
-            _write(img, segment_image(img, m), out, p.stem, str(p))
-            continue
+            _picture(p, out)
+            return
         folders = [p] if _is_stack_folder(p) else [d for d in sorted(p.iterdir())
                                                      if _is_stack_folder(d)]
         if not folders:
             raise InputError(f"{p}: holds no PNG/JPEG/TIFF slice images.")
         for folder in folders:
-            files = _images_in(folder)
-            imgs = [read_image_2d(f) for f in files]
-            results = segment_stack(imgs, m)
-            dest = out / folder.name
-            for f, img, res in zip(files, imgs, results, strict=True):
-                _write(img, res, dest, f.stem, str(f), folder.name)
+            guarded(_folder, folder)
+
+    for raw in paths:
+        guarded(_input, Path(raw))
     if rows:
         out.mkdir(parents=True, exist_ok=True)
         table = out / "areas_2d.csv"
-        with table.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        kept: list[dict[str, Any]] = []
+        if table.is_file():  # an earlier run into the folder: its other pictures stay
+            mine = {r["picture"] for r in rows}
+            with table.open(newline="", encoding="utf-8", errors="replace") as fh:
+                kept = [r for r in csv.DictReader(fh) if r.get("picture") not in mine]
+        tmp = table.with_name(f".{table.name}.tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore",
+                               restval="")
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(kept + rows)
+        tmp.replace(table)
         written.append(table)
     return written
 
 
 def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
-                      pixel_mm: float | None = None) -> list[Path]:
+                      pixel_mm: float | None = None) -> tuple[list[Path], int]:
     """What ``braintumor predict`` calls for 2D inputs (pictures or slice folders):
     writes ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` under
-    ``out_dir``, prints one line per picture (warnings included) and returns the written
-    paths."""
+    ``out_dir``, prints one line per picture (warnings included) and one ``error:``
+    sentence per input that failed; returns the written paths and how many failed."""
     import sys
 
-    return predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr),
-                          pixel_mm=pixel_mm)
+    failed: list[InputError] = []
+
+    def report(exc: InputError) -> None:
+        print(f"error: {exc}", file=sys.stderr)
+        failed.append(exc)
+
+    written = predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr),
+                             pixel_mm=pixel_mm, on_error=report)
+    return written, len(failed)
 
 
 def is_2d_input(path: str | Path) -> bool:
