@@ -216,3 +216,88 @@ def test_a_scan_that_is_not_skull_stripped_is_segmented_with_a_warning(
     assert main(["predict", str(case), "-o", str(tmp_path / "out2"), "--method",
                  "watershed"]) == 0
     assert "skull-stripped" not in capsys.readouterr().err
+
+
+def _stack4d(path: Path, seed: int = 0) -> Path:
+    """A 4D NIfTI of the four modalities (Decathlon order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    nib.save(nib.Nifti1Image(rng.integers(1, 100, (*SHAPE, 4)).astype(np.int16), AFF),
+             str(path))
+    return path
+
+
+@needs_predict
+def test_predict_never_overwrites_an_input(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o`` the input's own folder: the label map would replace the scan; refused."""
+    scan = _stack4d(tmp_path / "r1" / "scan.nii.gz")
+    before = scan.read_bytes()
+    rc = main(["predict", str(scan), "-o", str(tmp_path / "r1"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 2 and scan.read_bytes() == before
+    _check_one_sentence(err, "would overwrite the input")
+
+
+@needs_predict
+def test_predict_batch_goes_on_past_clashes_and_file_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two inputs of one name: the second is refused, not written over the first; a case
+    whose output cannot be written (a folder in its way) is one sentence and the next
+    case is still written; the exit status says some failed."""
+    a = _stack4d(tmp_path / "a" / "scan.nii.gz", seed=1)
+    b = _stack4d(tmp_path / "b" / "scan.nii.gz", seed=2)
+    c = _stack4d(tmp_path / "c" / "blocked.nii.gz", seed=3)
+    d = _stack4d(tmp_path / "d" / "fine.nii.gz", seed=4)
+    out = tmp_path / "out"
+    (out / "blocked.nii.gz").mkdir(parents=True)
+    rc = main(["predict", str(a), str(b), str(c), str(d), "-o", str(out),
+               "--method", "watershed", "--uncertainty"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 2 and "Traceback" not in err, err
+    assert "also case 'scan'" in errors[0] and str(a) in errors[0]
+    assert errors[1].startswith("error: blocked: ") and "is a directory" in errors[1].lower()
+    assert (out / "scan.nii.gz").exists() and (out / "fine.nii.gz").exists()
+    rows = (out / "volumes.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["scan", "fine"]
+    assert "watershed gives no probabilities" in err  # --uncertainty has nothing to write
+
+
+@needs_predict
+def test_predict_output_folder_that_cannot_be_used(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    scan = _stack4d(tmp_path / "in" / "scan.nii.gz")
+    (tmp_path / "afile").write_text("keep me")
+    for target, says in ((tmp_path / "afile", "exists and is not a folder"),
+                         (tmp_path / "afile" / "sub", "cannot be made")):
+        rc = main(["predict", str(scan), "-o", str(target), "--method", "watershed"])
+        assert rc == 2
+        _check_one_sentence(capsys.readouterr().err, says)
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@needs_predict
+def test_a_volume_table_saved_by_a_spreadsheet_is_kept(tmp_path: Path) -> None:
+    """An earlier ``volumes.csv`` re-saved in a spreadsheet's own encoding (cp1252): its
+    rows are kept and the table is written again in UTF-8."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "volumes.csv").write_bytes("case,WT_ml,warning\r\nécho,1.5,\r\n".encode("cp1252"))
+    scan = _stack4d(tmp_path / "in" / "scan.nii.gz")
+    assert main(["predict", str(scan), "-o", str(out), "--method", "watershed"]) == 0
+    rows = (out / "volumes.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[1].startswith("écho,") and rows[2].startswith("scan,")
+
+
+def test_small_argument_mistakes_are_one_sentence(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:  # argparse's own usage line and sentence
+        main(["demo", "--seed=-1", "-o", str(tmp_path / "d")])
+    assert stop.value.code == 2 and "negative" in capsys.readouterr().err
+    folder = tmp_path / "visits"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFF), str(tmp_path / "b.nii.gz"))
+    assert main(["compare", str(folder), str(tmp_path / "b.nii.gz")]) == 2
+    _check_one_sentence(capsys.readouterr().err, "is a folder")

@@ -4,7 +4,8 @@ Each sub-command lives in :mod:`braintumor.commands` as a module with ``NAME``,
 ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Those modules keep their
 heavy imports (torch, fastapi) inside ``run`` so ``braintumor --help`` stays instant.
 A user mistake (:class:`~braintumor.errors.InputError`) is printed as one sentence and
-exits with status 2; no traceback.
+exits with status 2; a file or folder that cannot be read or written (an ``OSError``) as
+one sentence with status 1; no traceback.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from braintumor.errors import BrainTumorError
+    from braintumor.errors import BrainTumorError, describe_failure
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrainTumorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder that cannot be read or written, a full disk
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,3 +13,15 @@ class BrainTumorError(Exception):
 
 class InputError(BrainTumorError, ValueError):
     """Bad input from the user: a missing modality, a truncated file, wrong labels..."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One sentence for a failure: the message of an error raised on purpose, the file
+    and reason of a file-system error (a folder that cannot be written, a disk that is
+    full), else the error's type and message."""
+    if isinstance(exc, BrainTumorError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}."
+    return f"failed unexpectedly ({type(exc).__name__}: {exc})."

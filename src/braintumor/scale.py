@@ -170,23 +170,35 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
     run into the same folder) is replaced, every other row is kept. Returns the table's
     path, or None when there is nothing to write."""
     import csv
+    import io
 
     if not rows:
         return None
     path = Path(out_dir) / VOLUME_TABLE
     new = {str(r["case"]): r for r in rows}
     kept: list[dict[str, Any]] = []
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, so the table of volumes cannot be written "
+                         "there; the label maps are.")
     if path.exists():
-        with path.open(newline="") as fh:
-            kept = [r for r in csv.DictReader(fh) if r.get("case") not in new]
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:  # re-saved by a spreadsheet in its own encoding
+            text = raw.decode("cp1252", errors="replace")
+        kept = [r for r in csv.DictReader(io.StringIO(text, newline=""))
+                if r.get("case") not in new]
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(VOLUME_FIELDS)
     if any(k in r for r in kept + rows for k in DIAMETER_FIELDS):
         fields[-1:-1] = DIAMETER_FIELDS  # before the warning; empty for cases without
-    with path.open("w", newline="") as fh:
+    # written beside it and renamed over it: an interrupted write leaves the old table
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
         w.writeheader()
         w.writerows(kept + list(new.values()))
+    tmp.replace(path)
     return path
 
 

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give two label maps or more, in date order.")
     for p in args.scans:
         if not p.is_file():
-            raise InputError(f"{p}: no such file; give label map files (NIfTI).")
+            raise InputError(f"{p}: {'is a folder' if p.is_dir() else 'no such file'}; "
+                             "give label map files (NIfTI).")
     if len(args.scans) > 2:
         visits = series_from_files(args.scans, args.labels)
         header: tuple[str, ...] = SERIES_HEADER

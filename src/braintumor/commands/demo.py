@@ -18,7 +18,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 NAME = "demo"
 HELP = "Segment the built-in sample case and write a label map, a picture and a report."
@@ -36,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "else the classical watershed)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the CNN runs (default: auto)")
-    p.add_argument("--seed", type=int, default=0, help="sample case seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="sample case seed (default 0)")
     # a smaller sample for tests; not part of the documented interface
     p.add_argument("--size", default=None, help=argparse.SUPPRESS)
 
@@ -94,6 +93,17 @@ def _model_installed() -> bool:
         return False
 
 
+def _seed(text: str) -> int:
+    """A whole number from 0 up (what the sample's random generator takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -101,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
 
     from braintumor import phantom, report
     from braintumor.cases import load_case, write_label_map
+    from braintumor.commands import output_folder
     from braintumor.diameters import describe, rano
     from braintumor.segment import available_methods, segment
 
     console = Console()
     size = parse_size(args.size or os.environ.get(SIZE_ENV))
     method = choose_method(args.method, available_methods(), _model_installed())
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.output)
     timings: dict[str, float] = {}
 
     with Progress(TextColumn("{task.description:<12}"), BarColumn(),

@@ -17,6 +17,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from braintumor.inference import export_onnx
 
+    _not_2d(args.checkpoint)
     out = export_onnx(args.checkpoint, args.output, args.opset)
     print(out)
     return 0
+
+
+def _not_2d(checkpoint: str) -> None:
+    """A 2D slice model's checkpoint is exported by its own training module (its ONNX
+    file and config go beside the weights, where the 2D predictor looks for them)."""
+    from pathlib import Path
+
+    import torch
+
+    from braintumor.errors import InputError
+    from braintumor.networks import list_networks
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint file not found.")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: one sentence
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__}).") from None
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if isinstance(config, dict) and config.get("network") in list_networks(dims=2):
+        raise InputError(f"{path}: is a 2D slice model's checkpoint; its ONNX export goes "
+                         "beside the weights, where the 2D predictor looks for it: "
+                         "braintumor.slices2d.export_onnx_2d(weights) writes it.")

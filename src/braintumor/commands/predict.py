@@ -99,11 +99,12 @@ def run(args: argparse.Namespace) -> int:
 
     from braintumor import dicom
     from braintumor.cases import CaseSource, discover, load_case
-    from braintumor.errors import InputError
+    from braintumor.commands import output_folder
+    from braintumor.errors import InputError, describe_failure
     from braintumor.segment import segment
 
     console = Console(stderr=True)
-    out_dir = Path(args.output)
+    out_dir = output_folder(args.output)
     three, two = _split_inputs(args.inputs)
     failures = 0
     written: list[Path] = []
@@ -113,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
             from braintumor.slices2d import predict_2d_inputs
         except ImportError:
             raise InputError("2D images need the 2D model, which is not installed.") from None
-        written += predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size)
+        done_2d, failed_2d = predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size)
+        written += done_2d
+        failures += failed_2d
 
     sources: list[CaseSource] = []
     for p in three:
@@ -137,13 +140,19 @@ def run(args: argparse.Namespace) -> int:
             return 2
         raise InputError("No input could be read.")
 
+    sources, clashes = _without_clashes(sources, out_dir)
+    failures += clashes
+    if args.uncertainty and args.method == "watershed":
+        print("warning: --uncertainty: the watershed gives no probabilities, so no "
+              "uncertainty map is written (it comes with --method cnn or hybrid).",
+              file=sys.stderr)
     if args.dicom_seg and not any(s.dicom_reference for s in sources):
         print("warning: --dicom-seg: no input is a DICOM study, so no DICOM SEG is written.",
               file=sys.stderr)
     if args.scheduler:
         return _run_distributed(args, sources, out_dir, written, failures)
 
-    from braintumor.scale import volume_row, write_outputs, write_volume_table
+    from braintumor.scale import volume_row, write_outputs
 
     rows: list[dict[str, Any]] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
@@ -161,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
                     prog.update(task, stage="report")
                 written.append(write_outputs(case, res, out_dir, args.labels, args.report,
                                              args.method, args.dicom_seg))
+                unc = out_dir / f"{case.case_id}_uncertainty.nii.gz"
+                if res.uncertainty is not None and unc.exists():
+                    written.append(unc)
                 seg_file = out_dir / f"{case.case_id}_seg.dcm"
                 if args.dicom_seg and src.dicom_reference is not None and seg_file.exists():
                     written.append(seg_file)
@@ -173,12 +185,52 @@ def run(args: argparse.Namespace) -> int:
                 prog.update(task, completed=1.0, stage=done)
                 if res.info.get("warning"):
                     print(f"warning: {case.case_id}: {res.info['warning']}", file=sys.stderr)
-            except InputError as exc:
+            except Exception as exc:  # noqa: BLE001 - one case failing leaves the others
                 prog.update(task, stage="failed")
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"error: {src.case_id}: {describe_failure(exc)}", file=sys.stderr)
                 failures += 1
-    table = write_volume_table(rows, out_dir)
-    return _finish(written + ([table] if table else []) + _index(args, out_dir), failures)
+    table, failed = _table(rows, out_dir)
+    return _finish(written + table + _index(args, out_dir), failures + failed)
+
+
+def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]:
+    """The cases whose label map may be written: not over one of the inputs (``-o`` the
+    input's own folder, a 4D file named like its case) and not over another case's of
+    this run (two inputs of one name); each refused case is said in one sentence."""
+    inputs = set()
+    for s in sources:
+        files = [*s.modality_paths.values(), s.image4d, s.label_path]
+        inputs |= {Path(f).resolve() for f in files if f is not None}
+    first: dict[Path, Any] = {}
+    keep = []
+    for s in sources:
+        target = (out_dir / f"{s.case_id}.nii.gz").resolve()
+        if target in inputs:
+            print(f"error: {s.case_id}: its label map would overwrite the input {target}; "
+                  "write the outputs to another folder.", file=sys.stderr)
+        elif target in first:
+            print(f"error: {s.reference_path}: another input of this run "
+                  f"({first[target].reference_path}) is also case {s.case_id!r}, and its "
+                  "outputs would overwrite that one's; run it into another folder.",
+                  file=sys.stderr)
+        else:
+            first[target] = s
+            keep.append(s)
+    return keep, len(sources) - len(keep)
+
+
+def _table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[list[Path], int]:
+    """``volumes.csv`` with this run's rows, and 1 when it could not be written (said in
+    a sentence; the label maps stand)."""
+    from braintumor.errors import describe_failure
+    from braintumor.scale import write_volume_table
+
+    try:
+        table = write_volume_table(rows, out_dir)
+    except Exception as exc:  # noqa: BLE001 - the outputs already written stand
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return [], 1
+    return ([table] if table else []), 0
 
 
 def _index(args: argparse.Namespace, out_dir: Path) -> list[Path]:
@@ -200,7 +252,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path,
                      written: list[Path], failures: int) -> int:
     """The 3D cases on a Dask cluster (:mod:`braintumor.scale`), one line per case."""
-    from braintumor.scale import CaseOutcome, predict_many, write_volume_table
+    from braintumor.scale import CaseOutcome, predict_many
 
     done = 0
 
@@ -221,8 +273,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         else:
             print(f"error: {o.case_id}: {o.error}", file=sys.stderr)
             failures += 1
-    table = write_volume_table([o.row for o in outcomes if o.ok and o.row], out_dir)
-    return _finish(written + ([table] if table else []) + _index(args, out_dir), failures)
+    table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
+    return _finish(written + table + _index(args, out_dir), failures + failed)
 
 
 def _finish(written: list[Path], failures: int) -> int:
