@@ -151,3 +151,76 @@ def test_init_from_starts_from_another_runs_weights(tmp_path: Path) -> None:
                          init_from=str(tmp_path / "a" / "last.pt"))
     with pytest.raises(InputError, match="does not fit"):
         Trainer(other, tmp_path / "c", device="cpu", progress=False).fit()
+
+
+def _small(**changes: object) -> object:
+    small = {"network": "compact_unet", "network_args": _tiny("compact_unet"), "epochs": 2,
+             "steps_per_epoch": 1, "warmup_steps": 1, "fold": -1, "synthetic": 2, "folds": 2}
+    return load_config(SMOKE).replace(**{**small, **changes})
+
+
+def test_resume_refuses_another_config(tmp_path: Path) -> None:
+    """A run folder resumed with another recipe would mix two recipes in one checkpoint
+    and rewrite its record: refused in one sentence; more epochs are a resume."""
+    from braintumor.errors import InputError
+
+    cfg = _small()
+    Trainer(cfg, tmp_path / "r", device="cpu", progress=False).fit()
+    record = (tmp_path / "r" / "config.yaml").read_text()
+    with pytest.raises(InputError, match=r"another config \(lr 0\.\d+ -> 0\.5\)"):
+        Trainer(cfg.replace(lr=0.5), tmp_path / "r", device="cpu", progress=False).fit()
+    assert (tmp_path / "r" / "config.yaml").read_text() == record
+    Trainer(cfg.replace(epochs=3), tmp_path / "r", device="cpu", progress=False).fit()
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=False)["epoch"] == 3
+
+
+def test_resume_with_dropout_equals_one_run(tmp_path: Path) -> None:
+    """Dropout draws from torch's global generator: a run stopped and resumed ends with
+    the same weights as one that ran through (a constant schedule, so that stopping
+    after one epoch stands for an interruption)."""
+    cfg = _small(dropout=0.3, schedule="constant")
+    Trainer(cfg, tmp_path / "once", device="cpu", progress=False).fit()
+    Trainer(cfg.replace(epochs=1), tmp_path / "twice", device="cpu", progress=False).fit()
+    torch.manual_seed(123)  # whatever else the process draws in between
+    Trainer(cfg, tmp_path / "twice", device="cpu", progress=False).fit()
+    a = torch.load(tmp_path / "once" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "twice" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_budget_run_stays_finished(tmp_path: Path) -> None:
+    cfg = _small(epochs=50, time_budget_min=0.0001)
+    first = Trainer(cfg, tmp_path / "b", device="cpu", progress=False).fit()
+    assert first["stop"] == "time budget" and first["epochs"] == 1
+    before = (tmp_path / "b" / "last.pt").read_bytes()
+    again = Trainer(cfg, tmp_path / "b", device="cpu", progress=False).fit()
+    assert again["epochs"] == 1 and (tmp_path / "b" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"optimizer": "rmsprop"}, "optimizer must be one of adamw, adam, sgd"),
+    ({"schedule": "linear"}, "schedule must be one of"),
+    ({"loss": "focal"}, "loss must be one of"),
+    ({"output": "softmx"}, "output must be one of"),
+    ({"lr": "fast"}, "lr must be a number"),
+    ({"epochs": "6"}, "epochs must be a whole number"),
+    ({"patch": 32}, "patch must be three whole numbers"),
+    ({"patch": [32, 32]}, "patch must be three whole numbers"),
+    ({"augment": True}, "augment must be a mapping"),
+    ({"fold": 5}, "fold 5 does not exist"),
+    ({"dropout": 1.5}, "under 1"),
+])
+def test_config_values_are_checked(tmp_path: Path, change: dict, says: str) -> None:
+    """What the trainer would misread or silently replace by its default is refused in
+    one sentence, from a file and from --set alike."""
+    from braintumor.config import from_dict, to_dict
+    from braintumor.errors import InputError
+
+    with pytest.raises(InputError, match=says):
+        from_dict({**to_dict(load_config(SMOKE)), **change})
+    key, value = next(iter(change.items()))
+    arg = f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+    arg = arg.removesuffix("\n...").removesuffix(" ...")
+    assert main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "x"),
+                 "--no-progress", "--set", arg]) == 2
+    assert not (tmp_path / "x" / "last.pt").exists()

@@ -64,6 +64,7 @@ def load_cases(cfg: TrainConfig) -> list[Prepared]:
     if not (cache / "cases.json").exists():
         build_cache(cfg.data, cache)
     ids = json.loads((cache / "cases.json").read_text())
+    _check_cache_source(cfg, cache, ids)
     if cfg.case_ids:
         missing = sorted(set(cfg.case_ids) - set(ids))
         if missing:
@@ -72,6 +73,26 @@ def load_cases(cfg: TrainConfig) -> list[Prepared]:
             raise InputError(f"{cache}: no cached case {missing[0]!r} (asked for in case_ids).")
         ids = [i for i in ids if i in cfg.case_ids]
     return [load_prepared(cache / f"{i}.npz") for i in ids]
+
+
+def _check_cache_source(cfg: TrainConfig, cache: Path, ids: list[str]) -> None:
+    """Refuse a cache built from another data folder than ``cfg.data`` (judged by the
+    cases each holds; a data folder that is not here, as where only the cache was
+    carried, is not checked)."""
+    from braintumor.cases import discover
+    from braintumor.errors import InputError
+
+    if not Path(cfg.data).is_dir():
+        return
+    try:
+        found = sorted(s.case_id for s in discover(cfg.data))
+    except InputError:
+        return
+    if found and found != sorted(ids):
+        extra = sorted(set(found) - set(ids)) or sorted(set(ids) - set(found))
+        raise InputError(f"{cache}: this preprocessed cache holds other cases than {cfg.data} "
+                         f"(e.g. {extra[0]}); point 'cache' to a folder of its own for this "
+                         "data, or delete the cache to rebuild it.")
 
 
 class Trainer:
@@ -99,6 +120,8 @@ class Trainer:
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch shape: pick fast kernels once
         self.amp = cfg.amp and self.device == "cuda"
+        #: validations in a row without a better score (for early stopping; resumed)
+        self.stale = 0
 
     # ------------------------------------------------------------------ set-up
     def _split(self, cases: list[Prepared]) -> tuple[list[Prepared], list[Prepared], dict]:
@@ -177,7 +200,9 @@ class Trainer:
             "history": history,
             "config": to_dict(self.cfg),
             "version": code_version(),
-            "rng": {"torch": self.gen.get_state(), "numpy": self.sampler.rng.bit_generator.state},
+            "rng": {"torch": self.gen.get_state(), "numpy": self.sampler.rng.bit_generator.state,
+                    **_global_rng()},
+            "stale": self.stale,
         }
 
     def _save(self, name: str, state: dict[str, Any]) -> None:
@@ -213,25 +238,29 @@ class Trainer:
         train, val, split = self._split(cases)
         self.sampler = PatchSampler(train, cfg.patch, cfg.fg_fraction, seed=cfg.seed)
         self._build()
-        save_config(cfg, self.out / "config.yaml",
-                    {"code_version": code_version(), "split": split, "device": self.device})
         epoch0, best, history = 0, -1.0, []
         last = self.out / "last.pt"
-        if last.exists():
-            ck = torch.load(last, map_location=self.device, weights_only=False)
+        ck = torch.load(last, map_location=self.device, weights_only=False) \
+            if last.exists() else None
+        if ck is not None:  # checked before config.yaml, the run's record, is rewritten
+            check_resume(self.out, ck.get("config", {}), cfg)
+        save_config(cfg, self.out / "config.yaml",
+                    {"code_version": code_version(), "split": split, "device": self.device})
+        if ck is not None:
             self.net.load_state_dict(ck["model"])
             self.opt.load_state_dict(ck["optimizer"])
             self.step_count = ck.get("step_count", 0)
             self.scaler.load_state_dict(ck["scaler"])
             self.gen.set_state(ck["rng"]["torch"])
             self.sampler.rng.bit_generator.state = ck["rng"]["numpy"]
+            _set_global_rng(ck["rng"])
             epoch0, best, history = ck["epoch"], ck["best"], ck["history"]
+            self.stale = int(ck.get("stale", 0))
         elif cfg.init_from:
             self._init_weights(cfg.init_from.replace("{fold}", str(cfg.fold)))
         t_start = time.perf_counter()
         elapsed0 = history[-1]["elapsed_s"] if history else 0.0
         self.t_start, self.elapsed_before = t_start, elapsed0
-        stale = 0
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -239,7 +268,15 @@ class Trainer:
             bar = tqdm(total=cfg.epochs, initial=epoch0, desc=cfg.name, unit="epoch",
                        dynamic_ncols=True)
         stop_reason = "epochs"
+        stale = self.stale
         for epoch in range(epoch0, cfg.epochs):
+            # a resumed run that had already stopped stays stopped
+            if cfg.early_stopping and stale >= cfg.early_stopping:
+                stop_reason = "early stopping"
+                break
+            if cfg.time_budget_min and self.progress_fraction() >= 1.0:
+                stop_reason = "time budget"
+                break
             self.net.train()
             losses = []
             t_ep = time.perf_counter()
@@ -258,6 +295,7 @@ class Trainer:
                     self._save("best.pt", self._state(epoch + 1, best, history + [row]))
                 else:
                     stale += 1
+            self.stale = stale
             row["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
             history.append(row)
             self._save("last.pt", self._state(epoch + 1, best, history))
@@ -389,3 +427,46 @@ class Trainer:
         fig.tight_layout()
         fig.savefig(self.out / "curve.png", dpi=90)
         plt.close(fig)
+
+
+#: what may change when a run is resumed: how long it trains, how often it validates,
+#: and settings of the machine; anything else would mix two recipes in one checkpoint
+RESUMABLE_KEYS = ("epochs", "time_budget_min", "val_every", "early_stopping", "threads",
+                  "num_workers", "name")
+
+
+def check_resume(run_dir: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse (one sentence) to resume a run folder whose checkpoint was made with another
+    config, apart from :data:`RESUMABLE_KEYS`."""
+    from braintumor.errors import InputError
+
+    now = to_dict(cfg)
+    changed = [k for k in now if k not in RESUMABLE_KEYS and k in saved and saved[k] != now[k]]
+    if changed:
+        what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise InputError(f"{run_dir}: holds a run trained with another config ({what}{more}); "
+                         "resume it with its own config, or train into another folder.")
+
+
+def _global_rng() -> dict[str, Any]:
+    """The process-wide random states that a step also draws from (dropout draws from
+    torch's), so that a resumed run continues them."""
+    import torch
+
+    out: dict[str, Any] = {"torch_global": torch.get_rng_state(),
+                           "numpy_global": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_global_rng(saved: dict[str, Any]) -> None:
+    import torch
+
+    if "torch_global" in saved:  # checkpoints from before these were saved lack them
+        torch.set_rng_state(saved["torch_global"])
+        np.random.set_state(saved["numpy_global"])
+        random.setstate(saved["python"])
+    if "cuda" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda"])
