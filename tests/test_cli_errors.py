@@ -301,3 +301,14 @@ def test_small_argument_mistakes_are_one_sentence(tmp_path: Path,
     nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFF), str(tmp_path / "b.nii.gz"))
     assert main(["compare", str(folder), str(tmp_path / "b.nii.gz")]) == 2
     _check_one_sentence(capsys.readouterr().err, "is a folder")
+
+
+@needs_predict
+def test_a_scheduler_that_is_no_address_is_one_sentence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    scan = _stack4d(tmp_path / "in" / "scan.nii.gz")
+    rc = main(["predict", str(scan), "-o", str(tmp_path / "o"), "--method", "watershed",
+               "--scheduler", "bogus"])
+    assert rc == 2
+    _check_one_sentence(capsys.readouterr().err, "give local:N, or a running scheduler's")

@@ -244,3 +244,67 @@ def test_search_workers_on_a_dask_cluster(tmp_path: Path) -> None:
     assert 3 <= len(done) <= 4
     assert len({t.user_attrs["run_dir"] for t in done}) == len(done)
     assert (tmp_path / "out" / "trials.md").exists()
+
+
+def test_a_changed_run_is_trained_again_not_relabelled(tmp_path: Path) -> None:
+    """A study run whose config changed since it was trained (a new lr, a new budget) is
+    trained afresh; its old folder is set aside, not deleted, and the old weights are
+    never scored under the new config."""
+    import torch
+
+    from braintumor.config import to_dict
+    from braintumor.training.experiments import make_jobs, run_job
+
+    st = load_study(_write(tmp_path))
+    folds = study_folds(st)
+    job = next(j for j in make_jobs(st, folds, "cpu") if j["name"] == "a")
+    first = run_job(job)
+    changed = dict(job, cfg=to_dict(_apply(st.runs[0].cfg, {"lr": 0.01}).replace(
+        case_ids=tuple(folds[0]["train"]), fold=-1)))
+    second = run_job(changed)
+    assert second["config_key"] != first["config_key"] and not second.get("skipped")
+    run_dir = Path(job["run_dir"])
+    ck = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["config"]["lr"] == 0.01
+    aside = run_dir.with_name(run_dir.name + ".replaced-1")
+    old = torch.load(aside / "last.pt", map_location="cpu", weights_only=False)
+    assert old["config"]["lr"] == 0.002
+    assert run_job(changed)["skipped"]  # the same config again: nothing to do
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda d: d["study"].update(budget_minutes=3), "unknown 'study:' settings: budget_minutes"),
+    (lambda d: d["study"].update(folds="x"), "wrong kind"),
+    (lambda d: d.update(runs={"a": 1}), "'runs:' must be a list"),
+    (lambda d: d["runs"][0].update(set=[1]), "'set:' must be a mapping"),
+    (lambda d: d["runs"][0]["set"].update(lr="fast"), "lr must be a number"),
+    (lambda d: d["study"].update(folds=1), "2 folds or more"),
+])
+def test_study_mistakes_are_one_sentence(tmp_path: Path, edit: object, says: str) -> None:
+    path = _write(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    edit(doc)  # type: ignore[operator]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match=says):
+        load_study(path)
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none"]) == 2
+
+
+@pytest.mark.parametrize("space, says", [
+    ({"learning_rate": {"low": 0.001, "high": 0.01}}, "not a config field"),
+    ({"lr": {"high": 0.01}}, "needs 'choices"),
+])
+def test_search_space_mistakes_are_one_sentence(tmp_path: Path, space: dict,
+                                                says: str) -> None:
+    from braintumor.training.search import search_settings
+
+    path = _write(tmp_path, kind="search", search={"space": space, "trials": 1})
+    with pytest.raises(InputError, match=says):
+        search_settings(load_study(path))
+
+
+def test_more_folds_than_cases_is_one_sentence() -> None:
+    from braintumor.training.data import kfold_split
+
+    with pytest.raises(InputError, match="5 folds need at least 5 cases; there are 3"):
+        kfold_split(["a", "b", "c"], 5)

@@ -7,6 +7,7 @@ split are written beside it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,15 @@ class TrainConfig:
     init_from: str = ""
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """Copy with some fields changed (dotted ``augment.x`` keys allowed)."""
+        """Copy with some fields changed (dotted ``augment.x`` keys allowed); an unknown
+        field is one sentence."""
         aug = {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith("augment.")}
         rest = {k: v for k, v in changes.items() if not k.startswith("augment.")}
+        aug_names = {f.name for f in fields(self.augment)}
+        unknown = sorted(set(rest) - {f.name for f in fields(self)}
+                         | {f"augment.{k}" for k in set(aug) - aug_names})
+        if unknown:
+            raise InputError(f"Unknown config keys: {', '.join(unknown)}.")
         if aug:
             rest["augment"] = dataclasses.replace(self.augment, **aug)
         return dataclasses.replace(self, **rest)
@@ -117,12 +124,95 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
         if bad:
             raise InputError(f"Unknown augment keys: {', '.join(sorted(bad))}.")
         kw["augment"] = AugmentConfig(**kw["augment"])
+    elif "augment" in kw and not isinstance(kw["augment"], AugmentConfig):
+        raise InputError(f"augment must be a mapping of augmentation settings, not "
+                         f"{kw['augment']!r}.")
     for key in ("patch", "synthetic_shape"):
         if key in kw:
-            kw[key] = tuple(int(x) for x in kw[key])
+            v = kw[key]
+            if not isinstance(v, (list, tuple)) or len(v) != 3 or \
+                    not all(_whole(x) and int(x) > 0 for x in v):
+                raise InputError(f"{key} must be three whole numbers above 0 (x, y, z), not "
+                                 f"{v!r}.")
+            kw[key] = tuple(int(x) for x in v)
     if "case_ids" in kw:
         kw["case_ids"] = tuple(str(x) for x in kw["case_ids"] or ())
-    return TrainConfig(**kw)
+    cfg = TrainConfig(**kw)
+    check_config(cfg)
+    return cfg
+
+
+#: the values a config's named choices may take (what the trainer implements)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "output": ("sigmoid", "softmax"),
+    "optimizer": ("adamw", "adam", "sgd"),
+    "schedule": ("cosine", "poly", "constant"),
+    "loss": ("dice_bce", "dice_ce", "dice_sq"),
+}
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_fields(obj: Any, prefix: str = "") -> None:
+    """Each field's value of the kind its default has (a whole number where one is
+    expected, a number, a yes/no, a text, a mapping), in one sentence if not."""
+    for f in fields(obj):
+        v, default = getattr(obj, f.name), f.default
+        name = prefix + f.name
+        if isinstance(default, bool):
+            ok, kind = isinstance(v, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = _whole(v), "a whole number"
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            kind = "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(v, str), "a text"
+        elif f.name == "network_args":
+            ok, kind = isinstance(v, dict), "a mapping"
+        else:
+            continue
+        if not ok:
+            raise InputError(f"{name} must be {kind}, not {v!r}.")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse, in one sentence, a config the trainer would misread: a value of the wrong
+    kind, a choice it does not implement (which it would silently replace by its
+    default), or a number out of range."""
+    _check_fields(cfg)
+    if not isinstance(cfg.augment, AugmentConfig):
+        raise InputError(f"augment must be a mapping of augmentation settings, not "
+                         f"{cfg.augment!r}.")
+    _check_fields(cfg.augment, "augment.")
+    for key in ("patch", "synthetic_shape"):
+        v = getattr(cfg, key)
+        if not isinstance(v, tuple) or len(v) != 3 or not all(_whole(x) and x > 0 for x in v):
+            raise InputError(f"{key} must be three whole numbers above 0 (x, y, z), not "
+                             f"{v!r}.")
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise InputError(f"{key} must be one of {', '.join(allowed)}, not "
+                             f"{getattr(cfg, key)!r}.")
+    if cfg.loss == "dice_ce" and cfg.output != "softmax":
+        raise InputError("loss dice_ce goes with output softmax; sigmoid outputs use dice_bce "
+                         "or dice_sq.")
+    for key in ("epochs", "steps_per_epoch", "batch_size", "val_every"):
+        if getattr(cfg, key) <= 0:
+            raise InputError(f"{key} must be above 0, not {getattr(cfg, key)!r}.")
+    if cfg.folds < 2:
+        raise InputError(f"folds must be 2 or more, not {cfg.folds}.")
+    if not -1 <= cfg.fold < cfg.folds:
+        raise InputError(f"fold {cfg.fold} does not exist: folds run 0 to {cfg.folds - 1} "
+                         "(-1 trains on every case).")
+    for key in ("lr", "warmup_steps", "weight_decay", "dropout", "label_smoothing",
+                "time_budget_min", "fg_fraction"):
+        if getattr(cfg, key) < 0:
+            raise InputError(f"{key} must be 0 or more, not {getattr(cfg, key)!r}.")
+    if cfg.dropout >= 1 or cfg.fg_fraction > 1 or cfg.label_smoothing >= 1:
+        raise InputError("dropout and label_smoothing must be under 1, fg_fraction at most 1.")
 
 
 def load_config(path: str | Path) -> TrainConfig:

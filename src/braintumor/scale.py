@@ -328,9 +328,13 @@ def open_client(scheduler: str, timeout: float = 10.0) -> Iterator[Any]:
             cluster.close()
         return
     address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    host_port = address.split("://", 1)[1]
+    if ":" not in host_port or not host_port.rsplit(":", 1)[1].isdigit():
+        raise InputError(f"--scheduler {scheduler}: give local:N, or a running scheduler's "
+                         "HOST:PORT (tcp://HOST:PORT).")
     try:
         client = Client(address, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise InputError(f"could not reach the Dask scheduler at {address} "
                          f"({type(exc).__name__}).") from None
     try:

@@ -39,7 +39,7 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from braintumor.config import load_config
+    from braintumor.config import check_config, load_config
     from braintumor.training.trainer import Trainer
 
     cfg = load_config(args.config)
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         changes["fold"] = args.fold
     if changes:
         cfg = cfg.replace(**changes)
+        check_config(cfg)
     out = args.out or f"runs/{cfg.name}/fold{cfg.fold if cfg.fold >= 0 else 'all'}"
     summary = Trainer(cfg, out, device=args.device, progress=not args.no_progress).fit()
     print(json.dumps(summary, indent=1))

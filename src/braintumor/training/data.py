@@ -95,8 +95,14 @@ def build_cache(data: str | Path, cache: str | Path, progress: bool = True) -> l
 
 
 def kfold_split(case_ids: list[str], k: int, seed: int = 0) -> list[dict[str, list[str]]]:
-    """Patient-wise k folds: ``[{"train": [...], "val": [...]}, ...]`` (seeded shuffle)."""
+    """Patient-wise k folds: ``[{"train": [...], "val": [...]}, ...]`` (seeded shuffle);
+    every fold holds at least one case (:class:`InputError` when there are fewer cases
+    than folds)."""
     ids = sorted(case_ids)
+    if len(ids) < k:
+        from braintumor.errors import InputError
+
+        raise InputError(f"{k} folds need at least {k} cases; there are {len(ids)}.")
     rng = np.random.default_rng(seed)
     order = [ids[i] for i in rng.permutation(len(ids))]
     folds = [order[i::k] for i in range(k)]

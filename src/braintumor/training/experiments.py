@@ -134,9 +134,50 @@ def load_study(path: str | Path, budget_min: float | None = None,
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
-    if not isinstance(raw, dict) or "study" not in raw:
+    if not isinstance(raw, dict) or not isinstance(raw.get("study"), dict):
         raise InputError(f"{p}: a study file needs a 'study:' mapping.")
+    try:
+        return _read_study(p, raw, budget_min, folds)
+    except (TypeError, ValueError) as exc:  # a value of the wrong kind
+        if isinstance(exc, InputError):
+            msg = str(exc)
+            raise InputError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
+        raise InputError(f"{p}: a study setting has a value of the wrong kind "
+                         f"({exc}).") from None
+
+
+#: the settings a study file may hold, section by section
+STUDY_KEYS = {"study": ("kind", "name", "folds", "run_folds", "split_seed", "budget_min",
+                        "parallel", "out", "runs_dir", "note", "base_from"),
+              "run": ("name", "label", "set", "reference"),
+              "search": ("space", "trials", "fold", "inner_folds", "storage", "seed",
+                         "startup_trials"),
+              "top": ("study", "base", "runs", "search")}
+
+
+def _unknown(p: Path, where: str, given: Any, section: str) -> None:
+    if not isinstance(given, dict):
+        raise InputError(f"{p}: {where} must be a mapping, not {given!r}.")
+    bad = sorted(set(given) - set(STUDY_KEYS[section]))
+    if bad:
+        raise InputError(f"{p}: unknown {where} settings: {', '.join(map(str, bad))} (known: "
+                         f"{', '.join(STUDY_KEYS[section])}).")
+
+
+def _read_study(p: Path, raw: dict[str, Any], budget_min: float | None,
+                folds: list[int] | None) -> Study:
+    _unknown(p, "top-level", raw, "top")
     st = raw["study"]
+    _unknown(p, "'study:'", st, "study")
+    if raw.get("search") is not None:
+        _unknown(p, "'search:'", raw["search"], "search")
+    if not isinstance(raw.get("runs") or [], list):
+        raise InputError(f"{p}: 'runs:' must be a list of runs, each with a name and 'set:'.")
+    for i, r in enumerate(raw.get("runs") or []):
+        _unknown(p, f"run {i + 1}'s", r, "run")
+        if not isinstance(r.get("set") or {}, dict):
+            raise InputError(f"{p}: run {r.get('name', i + 1)}'s 'set:' must be a mapping of "
+                             "config fields.")
     kind = str(st.get("kind", "compare"))
     if kind not in ("compare", "ablation", "search"):
         raise InputError(f"{p}: study kind must be compare, ablation or search, not {kind!r}.")
@@ -146,6 +187,8 @@ def load_study(path: str | Path, budget_min: float | None = None,
         base_d = {k: v for k, v in base_d.items() if k not in ("case_ids", "fold", "name")}
     base = _apply(from_dict(base_d), dict(raw.get("base") or {}))
     k = int(st.get("folds", 3))
+    if k < 2:
+        raise InputError(f"{p}: a study needs 2 folds or more, not {k}.")
     run_folds = [int(f) for f in (folds if folds is not None else st.get("run_folds", range(k)))]
     bad = [f for f in run_folds if not 0 <= f < k]
     if bad:
@@ -322,6 +365,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if old.get("config_key") == key:
             old["skipped"] = True
             return old
+    _set_aside_if_changed(run_dir, key)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if not (run_dir / "summary.json").exists():
@@ -341,6 +385,27 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
               "cases": cases, "run_dir": str(run_dir)}
     res_path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _set_aside_if_changed(run_dir: Path, key: str) -> None:
+    """A run folder trained under another config (the study's config or its ``--budget``
+    changed since): renamed to ``<fold>.replaced-N`` beside it, nothing deleted, so the
+    run trains afresh under its new config instead of its old weights being scored (or
+    resumed) under the new one's name."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    try:
+        old_cfg = from_dict((yaml.safe_load(saved.read_text()) or {}).get("train") or {})
+        same = config_key(old_cfg) == key
+    except (InputError, yaml.YAMLError, TypeError, ValueError):
+        same = False
+    if same:
+        return
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.replaced-{n}").exists():
+        n += 1
+    run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{n}"))
 
 
 # ---------------------------------------------------------------------- the study

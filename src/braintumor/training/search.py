@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,21 @@ def search_settings(study: Study) -> dict[str, Any]:
     s.setdefault("storage", str(study.out / "optuna.db"))
     s.setdefault("seed", 0)
     s.setdefault("startup_trials", 3)
+    known = {f.name for f in fields(TrainConfig)}
+    space = s["space"]
+    if not isinstance(space, dict):
+        raise InputError(f"{study.path}: 'search: space:' must map config fields to ranges.")
+    for name, spec in space.items():
+        if name not in known and not str(name).startswith("augment."):
+            raise InputError(f"{study.path}: search space: {name!r} is not a config field.")
+        if not isinstance(spec, dict) or not ("choices" in spec or
+                                              {"low", "high"} <= set(spec)):
+            raise InputError(f"{study.path}: search space: {name!r} needs 'choices: [...]' "
+                             "or 'low:' and 'high:'.")
+    for key in ("trials", "inner_folds", "startup_trials", "seed", "fold"):
+        if not isinstance(s[key], int) or isinstance(s[key], bool):
+            raise InputError(f"{study.path}: search: {key} must be a whole number, not "
+                             f"{s[key]!r}.")
     return s
 
 
