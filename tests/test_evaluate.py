@@ -83,6 +83,8 @@ def test_evaluate_command_writes_csv_json_and_flags_missing(folders, tmp_path, c
     c = [r for r in rows if r["case"] == "caseC"]
     assert all(r["status"] == "missing" and float(r["dice"]) == 0.0
                and float(r["hd95"]) == 374.0 for r in c)
+    assert all(int(float(r["lesion_fn"])) == 1 and int(float(r["lesion_tp"])) == 0
+               for r in c)  # its one lesion per region is missed
     mean_wt = next(r for r in rows if r["case"] == "mean" and r["region"] == "WT")
     dice_wt = [float(r["dice"]) for r in rows if r["region"] == "WT"
                and r["case"].startswith("case")]

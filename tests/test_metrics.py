@@ -286,3 +286,12 @@ def test_lesion_scores_equal_isolated_computations(method):
         assert les["volume_mm3"] == pytest.approx(gt_k.sum() * 2.4)
         assert les["dice"] == pytest.approx(M.dice(pr_k, gt_k))
         assert les["hd95"] == pytest.approx(M.hd95(pr_k, gt_k, spacing, method))
+
+
+def test_score_case_refuses_brats_file_labels() -> None:
+    """ET is 3 inside; a map still holding BraTS 2017-21's 4 would score its ET as
+    nothing at all, so it is refused in one sentence."""
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[3:6, 3:6, 3:6] = 4
+    with pytest.raises(InputError, match="holds label 4; score_case takes internal labels"):
+        M.score_case(lab, lab)

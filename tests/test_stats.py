@@ -62,6 +62,11 @@ def test_paired_finds_a_consistent_gain_and_counts_cases() -> None:
     assert q.wins == 0 and q.losses == 14 and q.diff > 0
 
 
+def test_fewer_false_lesions_is_better() -> None:
+    p = S.paired({"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 1.0}, "WT", "lesion_fp")
+    assert (p.wins, p.ties, p.losses) == (1, 1, 0)
+
+
 def test_paired_without_a_difference() -> None:
     a = {"x": 0.8, "y": 0.6, "z": 0.7}
     p = S.paired(a, dict(a))
@@ -103,6 +108,14 @@ def test_module_command_on_a_study_csv(tmp_path: Path, capsys) -> None:
     assert "| combined | WT | 8 | 0.885 [" in out
     assert "| WT | dice | 0.885 | 0.835 | +0.050 [+0.050, +0.050] |" in out
     assert "8 / 0 / 0" in out and "0 / 8 / 0" in out  # Dice: all better; HD95: all equal
+    # without --method a table of several methods is refused, not silently merged
+    assert S.main([str(path)]) == 2
+    assert "several methods (combined, cnn); choose one with --method" in \
+        capsys.readouterr().err
+    # a study's cases.csv names its rows by run
+    runs = _write(tmp_path / "cases.csv", [{**r, "run": r.pop("method")} for r in rows])
+    assert S.main([str(runs), "--method", "cnn", "--metrics", "dice"]) == 0
+    assert "| cnn | WT | 8 | 0.835 [" in capsys.readouterr().out
     assert S.main([str(tmp_path / "nope.csv")]) == 2
     (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
     assert S.main([str(tmp_path / "bad.csv")]) == 2

@@ -242,9 +242,10 @@ def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> 
     for region in regions:
         s: dict[str, float] = {k: math.nan for k in M.SCORE_KEYS}
         s.update(MISSING_SCORES)
-        s.update(lesion_tp=0, lesion_fp=0, pred_volume_ml=0.0,
+        # every reference lesion is missed, as by an empty prediction
+        missed = M.lesion_wise(np.zeros_like(masks[region]), masks[region], spacing).fn
+        s.update(lesion_tp=0, lesion_fp=0, lesion_fn=missed, pred_volume_ml=0.0,
                  ref_volume_ml=int(np.count_nonzero(masks[region])) * voxel_ml)
-        s["lesion_fn"] = float("nan")  # not counted: the case was never predicted
         out[region] = s
     return out
 

@@ -34,7 +34,8 @@ LEVEL = 0.95
 RESAMPLES = 9999
 SEED = 0
 #: metrics where a lower value is better (the rest: higher is better)
-LOWER_IS_BETTER = frozenset({"hd95", "lesion_hd95", "seconds", "spd_diff_pct"})
+LOWER_IS_BETTER = frozenset({"hd95", "lesion_hd95", "seconds", "spd_diff_pct", "lesion_fp",
+                             "lesion_fn", "fp_slices", "missed_slices", "fp_rate"})
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,15 @@ def read_scores(path: str | Path, method: str | None = None,
             rows = list(csv.DictReader(fh))
     except (UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"{p} is not a readable CSV file ({e}).") from None
+    columns = set(rows[0]) if rows else set()
+    if method_key == "method" and "method" not in columns and "run" in columns:
+        method_key = "run"  # a study's per-case table names its rows by run
+    if method is None and method_key in columns:
+        names = list(dict.fromkeys(str(r.get(method_key, "")) for r in rows
+                                   if str(r.get("case", "")) not in ("", "mean", "median")))
+        if len(names) > 1:
+            raise InputError(f"{p} holds the results of several {method_key}s "
+                             f"({', '.join(names)}); choose one with --method.")
     out = scores_from_rows(rows, method, method_key)
     if not out:
         what = f" for method {method!r}" if method else ""
@@ -294,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "method column)")
     ap.add_argument("--baseline", default=None, metavar="METHOD_OR_CSV",
                     help="the method (in the same CSV) or another CSV to compare against")
-    ap.add_argument("--method-key", default="method", help="column naming the method")
+    ap.add_argument("--method-key", default="method",
+                    help="column naming the method (default: method, else a study's run)")
     ap.add_argument("--metrics", default="dice,hd95", help="comma-separated (default dice,hd95)")
     args = ap.parse_args(argv)
     try:
