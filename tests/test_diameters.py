@@ -284,3 +284,12 @@ def test_the_lines_volume_draws_both_diameters_on_the_measured_slice() -> None:
             np.abs(ends[1] - ends[0])[:2].max(), abs=2)
         assert length > 0
     assert not lines_volume(shape, rano(np.zeros(shape, np.uint8), np.eye(4))).any()
+
+
+def test_rano_refuses_brats_file_labels() -> None:
+    from braintumor.errors import InputError
+
+    lab = np.zeros((20, 20, 5), np.uint8)
+    lab[5:15, 5:15, 2] = 4
+    with pytest.raises(InputError, match="holds label 4; rano takes internal labels"):
+        rano(lab, np.eye(4))
