@@ -184,3 +184,59 @@ def test_no_dicom_seg_without_a_tumour(study: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no tumour was outlined"):
         write_seg(np.zeros((40, 44, 28), np.uint8), np.eye(4), files, tmp_path / "x.dcm")
     assert series_files(study, 2, study_uid="1.2.3") == []
+
+
+def test_two_studies_in_one_folder_are_refused(study: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Two examinations' series mixed in one folder: series chosen by number or name
+    could come from either (or from two patients), and a DICOM SEG would name the wrong
+    study; refused in one sentence that names no patient."""
+    import shutil
+
+    root = tmp_path / "mixed"
+    shutil.copytree(study, root)
+    z = write_dicom_zip(small_case(shape=(40, 44, 28), seed=5), tmp_path / "other.zip",
+                        patient="Roe^Richard")
+    zipfile.ZipFile(z).extractall(tmp_path / "other")
+    for m in ("t1", "t1ce", "t2", "flair"):
+        shutil.move(str(tmp_path / "other" / "study" / m), str(root / "study" / f"{m}_b"))
+    rc = main(["predict", str(root), "-o", str(tmp_path / "out"), "--method", "watershed",
+               "--series", "2=t1,3=t1ce,4=t2,5=flair", "--dicom-seg"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds DICOM files of 2 studies" in err and "Roe" not in err
+    assert not list((tmp_path / "out").glob("*.dcm"))
+
+
+def test_a_series_with_a_slice_missing_is_not_put_on_a_wrong_grid(
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A T1 series lacking a slice in its middle: either refused, or put on an evenly
+    spaced grid that still places every slice where the scanner says it was."""
+    import shutil
+
+    root = tmp_path / "gap"
+    shutil.copytree(study, root)
+    (root / "study" / "t1" / "IM0014.dcm").unlink()
+    out = tmp_path / "out"
+    rc = main(["predict", str(root), "-o", str(out), "--method", "watershed"])
+    err = capsys.readouterr().err
+    if rc != 0:
+        assert "not evenly spaced" in err and "series 2" in err
+        return
+    t1 = nib.load(str(out / "gap_series" / "t1.nii.gz"))
+    z = np.array([(t1.affine @ [0, 0, k, 1])[2] for k in range(t1.shape[2])])
+    assert np.allclose(np.diff(z), np.diff(z)[0])  # even spacing
+    assert abs(z.max() - z.min()) == pytest.approx(27.0, abs=0.01)  # spans slices 0 to 27
+
+
+def test_preview_pictures_in_a_study_leave_it_a_study(study: Path, tmp_path: Path) -> None:
+    """A PACS CD puts JPEG previews beside the DICOM files: the folder is still a study."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "cd"
+    shutil.copytree(study, root)
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(root / "study" / "t1" / "preview.jpg")
+    out = tmp_path / "out"
+    assert main(["predict", str(root), "-o", str(out), "--method", "watershed"]) == 0
+    assert (out / "cd.nii.gz").exists() and not list(out.rglob("*_mask.png"))

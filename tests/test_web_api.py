@@ -507,15 +507,17 @@ def test_dicom_study_without_its_t1(client: TestClient, tmp_path: Path) -> None:
     assert sorted(done["urls"]["images"]) == ["flair", "t1ce", "t2"]
 
 
+@pytest.mark.parametrize("suffix", [".dcm", ""])
 def test_loose_dicom_files_of_several_series_are_a_study(client: TestClient,
-                                                        tmp_path: Path) -> None:
-    """The DICOM files of a study sent as they are (no zip) are converted and matched as
-    the zip would be, not read as a stack of 2D slices mixing four series."""
+                                                        tmp_path: Path, suffix: str) -> None:
+    """The DICOM files of a study sent as they are (no zip; named IM0001.dcm, or without
+    an extension as on a CD) are converted and matched as the zip would be, not read as
+    a stack of 2D slices mixing four series."""
     pytest.importorskip("pydicom")
     _need_dcm2niix()
     z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
     with zipfile.ZipFile(z) as zf:
-        files = [("files", (Path(n).parent.name + "_" + Path(n).name, zf.read(n)))
+        files = [("files", (Path(n).parent.name + "_" + Path(n).stem + suffix, zf.read(n)))
                  for n in zf.namelist()]
     r = client.post("/api/jobs", files=files, data={"method": "threshold",
                                                     "confirm_series": "true"})

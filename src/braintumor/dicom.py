@@ -191,6 +191,18 @@ def _study_uid(folder: Path) -> str | None:
     return None
 
 
+def one_study(folder: Path, what: str) -> None:
+    """Refuse (one sentence, no identifier in it) DICOM files of more than one study in
+    one case: series chosen by number or description could come from two examinations, or
+    two patients, and a DICOM SEG would name the wrong one."""
+    from braintumor.io import dicom_study_uids
+
+    n = len(dicom_study_uids(folder))
+    if n > 1:
+        raise InputError(f"{what}: holds DICOM files of {n} studies (examinations); a case is "
+                         "one study: give each study's files in a folder (or zip) of its own.")
+
+
 def find_studies(folder: str | Path) -> list[tuple[Path, str]]:
     """``(folder, case id)`` for each DICOM study under a folder :func:`is_dicom_study`
     accepts: the folder itself when everything in it is one study (series may sit in
@@ -235,12 +247,14 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
 
     folder = Path(folder)
     cid = case_id or folder.name
+    one_study(folder, str(folder))
     dest = Path(out_dir) / f"{cid}_series"
     raw = Path(out_dir) / f".{cid}_dcm2niix"
     shutil.rmtree(raw, ignore_errors=True)
+    uneven: set[Path] = set()
     try:
         try:
-            niftis = convert_dicom(folder, raw, anonymize=True)
+            niftis = convert_dicom(folder, raw, anonymize=True, uneven=uneven)
         except InputError:
             raise InputError(f"{folder}: holds no DICOM series that could be converted to "
                              "NIfTI.") from None
@@ -284,6 +298,11 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
             if not series[num].usable:
                 raise InputError(f"{folder}: series {num} ({series[num].description}) is not "
                                  f"a 3D volume, so it cannot be the {MODALITY_NAMES[m]}.")
+            if series[num].path in uneven:
+                raise InputError(f"{folder}: series {num} ({series[num].description}), the "
+                                 f"{MODALITY_NAMES[m]}, has slices that are not evenly spaced "
+                                 "(one missing?), so it cannot be put on one grid; export "
+                                 "the whole series again.")
         dest.mkdir(parents=True, exist_ok=True)
         paths = {}
         for m in (m for m in MODALITIES if m in chosen):

@@ -8,6 +8,7 @@ dimensions, NaN/Inf voxels).
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import subprocess
 import tempfile
@@ -410,12 +411,17 @@ def dcm2niix_executable() -> str | None:
     return None
 
 
-def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = True) -> list[Path]:
+def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = True,
+                  uneven: set[Path] | None = None) -> list[Path]:
     """Convert every DICOM series under ``dicom_dir`` to NIfTI with dcm2niix.
 
     With ``anonymize`` (the default) dcm2niix writes anonymised BIDS sidecars (``-ba y``)
     and the NIfTI text fields (descrip, aux_file, db_name, intent_name) are blanked
     afterwards, so no patient identifier is kept. Returns the NIfTI files written.
+
+    A series whose slices are not evenly spaced (a slice missing) cannot lie on one NIfTI
+    grid: where dcm2niix made an evenly spaced copy of it, that copy takes its place;
+    otherwise its file is added to ``uneven`` (when given), for the caller to refuse it.
     """
     exe = dcm2niix_executable()
     if exe is None:
@@ -425,14 +431,51 @@ def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = 
     cmd = [exe, "-z", "y", "-b", "y", "-ba", "y" if anonymize else "n", "-f", "%s_%d",
            "-o", str(out), str(dicom_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for f in _uneven_series(proc.stdout + proc.stderr, out):
+        equal = sorted(out.glob(f.name[: -len(".nii.gz")] + "_Eq*.nii.gz"))
+        if equal:  # dcm2niix's evenly spaced copy stands in for the series
+            equal[0].replace(f)
+            side = equal[0].with_name(equal[0].name[: -len(".nii.gz")] + ".json")
+            if side.exists():
+                side.replace(f.with_name(f.name[: -len(".nii.gz")] + ".json"))
+        elif uneven is not None:
+            uneven.add(f)
     files = sorted(out.glob("*.nii.gz"))
     if not files:
         raise InputError(f"{dicom_dir}: no DICOM series could be converted to NIfTI.")
     if anonymize:
         for f in files:
             blank_text_fields(f)
-    _ = proc
     return files
+
+
+def _uneven_series(log: str, out: Path) -> list[Path]:
+    """The files dcm2niix's log says hold unevenly spaced slices: its warning comes before
+    the ``Convert N DICOM as <file>`` line of the series it concerns."""
+    found: list[Path] = []
+    pending = False
+    for m in re.finditer(r"Interslice distance varies|Convert \d+ DICOM as (\S+) \(", log):
+        if m.group(0).startswith("Interslice"):
+            pending = True
+            continue
+        name = Path(m.group(1)).name
+        if pending and "_Eq" not in name:
+            found.append(out / f"{name}.nii.gz")
+        pending = False
+    return [f for f in found if f.exists()]
+
+
+def dicom_study_uids(folder: str | Path) -> set[str]:
+    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
+    from braintumor.dicom import header_tag, is_dicom_file
+
+    uids: set[str] = set()
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and is_dicom_file(f):
+            uid = header_tag(f, "StudyInstanceUID")
+            if uid:
+                uids.add(uid)
+    return uids
 
 
 def blank_text_fields(path: str | Path) -> None:

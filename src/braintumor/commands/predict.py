@@ -85,11 +85,15 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
         def is_2d_input(path: str | Path) -> bool:
             return Path(path).is_file() and is_image_2d(Path(path).name)
 
+    from braintumor.dicom import is_dicom_study
+
     three: list[Path] = []
     two: list[Path] = []
     for raw in inputs:
         p = Path(raw)
-        (two if is_2d_input(p) else three).append(p)
+        # a folder of DICOM files is a study even when a viewer's preview pictures (a
+        # PACS CD's JPEGs) lie among them
+        (two if is_2d_input(p) and not is_dicom_study(p) else three).append(p)
     return three, two
 
 

@@ -55,6 +55,8 @@ from braintumor.dicom import (
     describe_series,
     detect_modality,
     header_tag,
+    is_dicom_file,
+    one_study,
     resample_onto_t1,
 )
 from braintumor.errors import InputError
@@ -222,6 +224,10 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     for f in files:
         if f.size == 0:
             raise InputError(f"{f.name}: the file is empty.")
+    for f in images:  # a CD's DICOM files often have no extension: known by their header
+        if not f.name.lower().endswith(NIFTI_EXT + IMAGE_EXT + ZIP_EXT) and \
+                is_dicom_file(f.path):
+            f.name += ".dcm"
     if len(refs) > 1:
         raise InputError("More than one reference label map was uploaded; send at most one.")
     inputs: dict[str, Any] = {"files": [f.name for f in images]}
@@ -591,8 +597,10 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
         else:
             safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
             f.path.unlink(missing_ok=True)
+        one_study(dicom_dir, what)
+        uneven: set[Path] = set()
         try:
-            niftis = convert_dicom(dicom_dir, out_dir, anonymize=True)
+            niftis = convert_dicom(dicom_dir, out_dir, anonymize=True, uneven=uneven)
         except InputError:
             raise InputError(f"{what}: {'holds' if len(uploads) == 1 else 'hold'} no DICOM "
                              "series that could be converted to NIfTI.") from None
@@ -608,10 +616,12 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
         info = describe_series(nii)
         sid = f"s{i + 1:02d}"
         dest = series_dir / f"{sid}.nii.gz"
+        even = nii not in uneven  # a series with a slice missing cannot be one volume
         nii.replace(dest)
-        series.append({"id": sid, "description": info.description, "shape": info.shape,
-                       "guess": info.guess, "usable": info.usable,
-                       "path": str(dest.relative_to(job_dir))})
+        series.append({"id": sid, "description": info.description + ("" if even else
+                                                                     " (slices unevenly spaced)"),
+                       "shape": info.shape, "guess": info.guess if even else None,
+                       "usable": info.usable and even, "path": str(dest.relative_to(job_dir))})
     shutil.rmtree(out_dir, ignore_errors=True)  # sidecars too: nothing else is needed
     if not any(s["usable"] for s in series):
         raise InputError(f"{what}: {'holds' if len(uploads) == 1 else 'hold'} no 3D MRI "
