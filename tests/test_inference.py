@@ -649,38 +649,52 @@ def test_predict_cli_on_thick_slices_keeps_their_grid(tmp_path: Path, tiny_model
     assert "1 mm resampling of its 1x1x3 mm voxels" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("order", [(1, 2, 0), (2, 0, 1), (0, 2, 1)])
-def test_sagittal_and_coronal_storage_is_segmented_in_axial_order(tiny_model: Path,
-                                                                  order: tuple) -> None:
+@pytest.mark.parametrize("order, flips", [((1, 2, 0), ()), ((2, 0, 1), ()), ((0, 2, 1), ()),
+                                          ((0, 1, 2), (1,)), ((1, 2, 0), (0, 2))])
+def test_storage_order_and_direction_do_not_change_the_outline(
+        tiny_model: Path, order: tuple, flips: tuple) -> None:
     """The same scan stored with its voxel axes in another order (as a sagittal or
-    coronal acquisition is) gets the same outline, transposed: every method works in
-    BraTS's axial order and hands the results back on the case's own axes."""
+    coronal acquisition is) or direction (the front-back axis reversed, as dcm2niix
+    stores an axial DICOM series) gets the same outline, voxel for voxel: every method
+    works in BraTS's orientation and hands the results back on the case's own axes."""
     from braintumor.cases import case_from_arrays
-    from braintumor.preprocess import axial_order
+    from braintumor.preprocess import model_orientation
     from braintumor.segment import segment
 
     case = make_case(shape=SHAPE, seed=6)
     aff = np.diag([-1.0, -1.0, 2.0, 1.0])  # 2 mm slices: the 1 mm grid is used too
     aff[:3, 3] = (10.0, 20.0, -30.0)
     base = case_from_arrays("ax", case.image[:, :, :, ::2], aff)
+
+    def store(a: np.ndarray) -> np.ndarray:
+        """An array on the base's axes -> on the stored scan's (channels first kept)."""
+        lead = a.ndim - 3
+        for f in flips:
+            a = np.flip(a, lead + f)
+        return np.ascontiguousarray(a.transpose(*range(lead), *(o + lead for o in order)))
+
     stored_aff = aff.copy()
-    stored_aff[:3, :3] = aff[:3, list(order)]
-    stored = case_from_arrays("sag", np.ascontiguousarray(
-        base.image.transpose(0, *(o + 1 for o in order))), stored_aff)
-    # axis k of the stored scan is axis order[k] of the axial one
-    assert axial_order(base.affine) is None and axial_order(stored.affine) == tuple(
-        int(i) for i in np.argsort(order))
+    for f in flips:  # voxel i along a reversed axis is voxel n - 1 - i of the base
+        stored_aff[:3, 3] += aff[:3, f] * (base.shape[f] - 1)
+        stored_aff[:3, f] = -aff[:3, f]
+    stored_aff[:3, :3] = stored_aff[:3, list(order)]
+    stored = case_from_arrays("stored", store(base.image), stored_aff)
+    probe = np.zeros(base.shape)
+    probe[1, 2, 3] = 1
+    hit = np.argwhere(store(probe))[0]
+    assert np.allclose(stored_aff @ [*hit, 1], aff @ [1, 2, 3, 1])  # same world positions
+    assert model_orientation(base.affine) is None
+    assert model_orientation(stored.affine) is not None
     for method, opts in (("watershed", {}),
                          ("cnn", {"model": tiny_model, "device": "cpu", "uncertainty": True}),
                          ("hybrid", {"model": tiny_model, "device": "cpu"})):
         ref = segment(base, method, **opts)
         got = segment(stored, method, **opts)
         assert got.labels.shape == stored.shape
-        assert np.array_equal(got.labels, ref.labels.transpose(order)), method
-        assert got.info["axes_transposed"] == list(axial_order(stored.affine) or ())
+        assert np.array_equal(got.labels, store(ref.labels)), method
+        assert got.info["reoriented_from"] != "LPS"
         if method == "cnn":
             assert got.probabilities is not None and ref.probabilities is not None
-            assert np.allclose(got.probabilities,
-                               ref.probabilities.transpose(0, *(o + 1 for o in order)))
+            assert np.allclose(got.probabilities, store(ref.probabilities))
             assert got.uncertainty is not None and ref.uncertainty is not None
-            assert np.allclose(got.uncertainty, ref.uncertainty.transpose(order))
+            assert np.allclose(got.uncertainty, store(ref.uncertainty))

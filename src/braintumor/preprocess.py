@@ -175,42 +175,69 @@ def resample_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return labels[np.ix_(*idx)]
 
 
-def axial_order(affine: np.ndarray) -> tuple[int, int, int] | None:
-    """The transposition that puts the voxel axes of ``affine`` in the order of BraTS's
-    arrays (left-right, anterior-posterior, inferior-superior: the slices axial), or None
-    when they are in that order already. Directions (flips) are left as they are."""
+#: the voxel directions of BraTS's arrays (and of the shipped phantom): x toward the
+#: patient's left, y toward the back, z up; the methods were built and tuned on them
+BRATS_AXCODES = ("L", "P", "S")
+
+
+def model_orientation(affine: np.ndarray) -> np.ndarray | None:
+    """The reorientation (a nibabel ``ornt``: for each voxel axis, the axis it becomes and
+    whether it is reversed) that puts the voxel axes of ``affine`` in the order and
+    directions of BraTS's arrays (:data:`BRATS_AXCODES`: axial slices, left, back, up), or
+    None when they are so already. Only axes are reordered and reversed: no
+    interpolation."""
     import nibabel as nib
 
-    world = nib.orientations.io_orientation(np.asarray(affine, float))[:, 0]
-    if np.isnan(world).any():
+    o = nib.orientations
+    current = o.io_orientation(np.asarray(affine, float))
+    if np.isnan(current).any():
         return None
-    order = tuple(int(np.where(world == j)[0][0]) for j in range(3))
-    return None if order == (0, 1, 2) else order  # type: ignore[return-value]
+    turn = o.ornt_transform(current, o.axcodes2ornt(BRATS_AXCODES))
+    if np.array_equal(turn, [[0, 1], [1, 1], [2, 1]]):
+        return None
+    return np.asarray(turn)
 
 
-def in_axial_order(case: Any, order: tuple[int, int, int]) -> Any:
-    """``case`` (a :class:`braintumor.cases.Case`) with its voxel axes transposed by
-    ``order`` (:func:`axial_order`): the same voxels, the same world positions."""
+def in_model_orientation(case: Any, turn: np.ndarray) -> Any:
+    """``case`` (a :class:`braintumor.cases.Case`) reoriented by ``turn``
+    (:func:`model_orientation`): the same voxels, the same world positions."""
+    import nibabel as nib
+
     from braintumor.cases import Case
 
-    image = np.ascontiguousarray(case.image.transpose(0, *(o + 1 for o in order)))
-    affine = case.affine.copy()
-    affine[:3, :3] = case.affine[:3, list(order)]
-    spacing = tuple(float(case.spacing[o]) for o in order)
+    o = nib.orientations
+    image = _apply_turn(case.image, turn)
+    affine = case.affine @ o.inv_ornt_aff(turn, case.shape)
+    spacing = [0.0, 0.0, 0.0]
+    for i, (axis, _) in enumerate(turn):
+        spacing[int(axis)] = float(case.spacing[i])
     header = case.header.copy()
     header.set_data_shape(image.shape[1:])
-    header.set_zooms(spacing)
-    label = None if case.label is None else np.ascontiguousarray(case.label.transpose(order))
-    return Case(case_id=case.case_id, image=image, affine=affine, spacing=spacing,  # type: ignore[arg-type]
-                header=header, label=label, missing=case.missing)
+    header.set_zooms(tuple(spacing))
+    label = None if case.label is None else _apply_turn(case.label, turn)
+    return Case(case_id=case.case_id, image=image, affine=affine,
+                spacing=(spacing[0], spacing[1], spacing[2]), header=header, label=label,
+                missing=case.missing)
 
 
-def from_axial_order(array: np.ndarray, order: tuple[int, int, int]) -> np.ndarray:
-    """Undo :func:`in_axial_order` on a ``(X, Y, Z)`` or ``(C, X, Y, Z)`` array."""
-    back = tuple(int(i) for i in np.argsort(order))
-    if array.ndim == 4:
-        return np.ascontiguousarray(array.transpose(0, *(b + 1 for b in back)))
-    return np.ascontiguousarray(array.transpose(back))
+def from_model_orientation(array: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Undo :func:`in_model_orientation` on a ``(X, Y, Z)`` or ``(C, X, Y, Z)`` array."""
+    back = np.zeros_like(turn)
+    for i, (axis, flip) in enumerate(turn):
+        back[int(axis)] = (i, flip)
+    return _apply_turn(array, back)
+
+
+def _apply_turn(array: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """nibabel's ``apply_orientation`` on the last three axes (a leading channel axis
+    kept), as a contiguous array."""
+    import nibabel as nib
+
+    a = np.asarray(array)
+    if a.ndim == 4:
+        moved = nib.orientations.apply_orientation(np.moveaxis(a, 0, -1), turn)
+        return np.ascontiguousarray(np.moveaxis(moved, -1, 0))
+    return np.ascontiguousarray(nib.orientations.apply_orientation(a, turn))
 
 
 def on_model_grid(case: Any) -> Any | None:

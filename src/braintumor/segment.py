@@ -133,9 +133,10 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     held-out effect is in the README. A scan that does not look skull-stripped is
     segmented all the same, with ``info["warning"]`` saying so
     (:func:`braintumor.preprocess.skull_strip_warning`). A case stored with its voxel
-    axes in another order than BraTS's (sagittal or coronal slices) is segmented
-    transposed to axial order and the results transposed back
-    (``info["axes_transposed"]``). A case without its T1 or T2
+    axes in another order or direction than BraTS's (sagittal or coronal slices; the
+    front-back axis reversed, as DICOM conversions store it) is segmented reoriented to
+    BraTS's and the results reoriented back (``info["reoriented_from"]``: its axis
+    codes, e.g. ``LAS``). A case without its T1 or T2
     (``case.missing``) is segmented by the watershed tuned for that, whatever ``method``
     asks, and ``info["warning"]`` says so with its held-out accuracy; so is one whose T1 or
     T2 image is blank (one value throughout), while a blank T1ce or FLAIR, or a scan
@@ -150,11 +151,11 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     from braintumor.cases import without_blank
     from braintumor.preprocess import (
         MODEL_SPACING_MM,
-        axial_order,
         brain_mask,
         correct_bias,
-        from_axial_order,
-        in_axial_order,
+        from_model_orientation,
+        in_model_orientation,
+        model_orientation,
         on_model_grid,
         resample_labels,
         resample_to,
@@ -181,10 +182,11 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             method = "watershed"
             options = {}  # the watershed tuned for this input, whatever was asked of the other
     fn = get_method(method)
-    # the methods were built on BraTS's axial arrays: a scan stored sagittally or
-    # coronally is transposed to that order (no interpolation) and back afterwards
-    order = axial_order(case.affine) if method in MODEL_GRID_METHODS else None
-    axial = case if order is None else in_axial_order(case, order)
+    # the methods were built on BraTS's arrays: a scan stored in another axis order
+    # (sagittal or coronal slices) or direction (as DICOM conversions leave it) is
+    # reoriented to theirs (no interpolation) and back afterwards
+    turn = model_orientation(case.affine) if method in MODEL_GRID_METHODS else None
+    axial = case if turn is None else in_model_orientation(case, turn)
     work = on_model_grid(axial) if resample and method in MODEL_GRID_METHODS else None
     result = fn(axial if work is None else work, progress=progress, **options)
     if work is not None:
@@ -195,13 +197,15 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             result.uncertainty = resample_to(result.uncertainty[None], axial.shape)[0]
         result.info["resampled_to_mm"] = MODEL_SPACING_MM
         result.info["grid"] = list(work.shape)
-    if order is not None:
-        result.labels = from_axial_order(result.labels, order)
+    if turn is not None:
+        result.labels = from_model_orientation(result.labels, turn)
         if result.probabilities is not None:
-            result.probabilities = from_axial_order(result.probabilities, order)
+            result.probabilities = from_model_orientation(result.probabilities, turn)
         if result.uncertainty is not None:
-            result.uncertainty = from_axial_order(result.uncertainty, order)
-        result.info["axes_transposed"] = list(order)
+            result.uncertainty = from_model_orientation(result.uncertainty, turn)
+        from nibabel.orientations import aff2axcodes
+
+        result.info["reoriented_from"] = "".join(str(c) for c in aff2axcodes(case.affine))
     if result.labels.shape != case.shape:
         raise RuntimeError(
             f"{method} returned shape {result.labels.shape} for a case of shape {case.shape}"
