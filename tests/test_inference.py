@@ -698,3 +698,73 @@ def test_storage_order_and_direction_do_not_change_the_outline(
             assert np.allclose(got.probabilities, store(ref.probabilities))
             assert got.uncertainty is not None and ref.uncertainty is not None
             assert np.allclose(got.uncertainty, store(ref.uncertainty))
+
+
+def test_library_mistakes_are_one_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    """What a notebook may pass in by mistake: each an InputError in one sentence, never
+    a silent empty outline or a raw numpy exception."""
+    from braintumor.cases import case_from_arrays
+    from braintumor.correction import correct
+    from braintumor.errors import InputError
+    from braintumor.io import save_label_nifti
+    from braintumor.segment import segment
+
+    case = make_case(shape=SHAPE, seed=3)
+    nan = case.image.copy()
+    nan[0, 30, 30, 20] = np.nan
+    with pytest.raises(InputError, match="1 NaN or infinite voxels"):
+        segment(case_from_arrays("n", nan), "watershed")
+    with pytest.raises(InputError, match=r"must be \(4, X, Y, Z\)"):
+        case_from_arrays("c", case.image[:3])
+    with pytest.raises(InputError, match=r"must be \(4, X, Y, Z\)"):
+        case_from_arrays("c", np.moveaxis(case.image, 0, -1))
+    with pytest.raises(InputError, match="invertible"):
+        case_from_arrays("c", case.image, np.zeros((4, 4)))
+    with pytest.raises(InputError, match="backend 'pytorch'"):
+        segment(case, "cnn", model=tiny_model, device="cpu", backend="pytorch")
+    bad = np.full((3, *case.shape), 200.0, np.float32)
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\]"):
+        segment(case, "hybrid", probabilities=bad)
+    labels = np.zeros(case.shape, np.uint8)
+    with pytest.raises(InputError, match="internal labels 0-3"):
+        correct(case, labels + 4, [(1, 1, 1, 0)])
+    with pytest.raises(InputError, match="whole numbers"):
+        correct(case, labels, [("a", 1, 1, 1)])
+    with pytest.raises(InputError, match="whole numbers 0-255"):
+        save_label_nifti(np.array([[[0, 1, 300]]]), tmp_path / "x.nii.gz", affine=np.eye(4))
+    with pytest.raises(InputError, match="not whole labels"):
+        L.detect_convention(np.array([0.0, np.nan]))
+    with pytest.raises(InputError, match="three"):
+        L.channels_to_labels(np.zeros((2, 4, 4, 4)))
+    # the watershed takes (and ignores) the CNN's options, as the other methods do
+    assert segment(case, "watershed", fast=True, device="cpu").labels.shape == case.shape
+
+
+def test_given_probabilities_move_with_the_case(tiny_model: Path) -> None:
+    """The hybrid on a scan stored in another orientation, given the CNN's probabilities
+    on the scan's own grid, equals the hybrid that ran its own CNN."""
+    from braintumor.cases import case_from_arrays
+    from braintumor.segment import segment
+
+    base = make_case(shape=SHAPE, seed=6)
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0])
+    stored = case_from_arrays("sag", np.ascontiguousarray(
+        base.image.transpose(0, 2, 3, 1)), aff[:, [1, 2, 0, 3]])
+    opts = {"model": tiny_model, "device": "cpu"}
+    own = segment(stored, "hybrid", **opts)
+    probs = segment(stored, "cnn", **opts).probabilities
+    given = segment(stored, "hybrid", probabilities=probs, **opts)
+    assert np.array_equal(given.labels, own.labels)
+
+
+def test_a_cnn_outline_dropped_as_too_small_is_said(tiny_model: Path) -> None:
+    """The shipped rule drops whole-tumour pieces under 4 mL: when it drops everything,
+    the result says so instead of reading as no tumour."""
+    from braintumor.inference import PostProcess
+    from braintumor.segment import segment
+
+    case = make_case(shape=SHAPE, seed=3)
+    res = segment(case, "cnn", model=tiny_model, device="cpu",
+                  post=PostProcess(wt_min_voxels=10**7))
+    assert not res.labels.any()
+    assert "tumour-like signal" in (res.info.get("warning") or "")

@@ -411,6 +411,15 @@ def without_blank(case: Case) -> Case:
     FLAIR, or a scan blank throughout, raises :class:`InputError`: no outline can be
     drawn from it, and an empty one would read as "no tumour".
     """
+    image_ok = isinstance(case.image, np.ndarray) and case.image.ndim == 4 and \
+        case.image.shape[0] == len(MODALITIES)
+    if not image_ok:
+        raise InputError(f"Case {case.case_id}: the image must be (4, X, Y, Z), the four "
+                         f"modalities first, not {np.shape(case.image)}.")
+    bad = int(np.count_nonzero(~np.isfinite(case.image)))
+    if bad:  # one NaN spreads through every filter, and the outline comes out empty
+        raise InputError(f"Case {case.case_id}: the image holds {bad} NaN or infinite "
+                         "voxels; every voxel must be a number.")
     values = [(float(ch.min()), float(ch.max())) for ch in case.image]
     if all(lo == hi == 0 for lo, hi in values):
         raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
@@ -456,8 +465,20 @@ def write_label_map(case: Case, labels: np.ndarray, out_path: str | Path,
 
 def case_from_arrays(case_id: str, image: np.ndarray, affine: np.ndarray | None = None,
                      label: np.ndarray | None = None) -> Case:
-    """Build a Case from arrays (tests, phantoms): ``image`` ``(4, X, Y, Z)``."""
+    """Build a Case from arrays (tests, phantoms, a notebook): ``image`` ``(4, X, Y, Z)``
+    in T1, T1ce, T2, FLAIR order; ``affine`` 4x4 voxel-to-mm (identity by default)."""
+    image = np.asarray(image)
+    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
+        raise InputError(f"Case {case_id}: the image must be (4, X, Y, Z), the four modalities "
+                         f"(T1, T1ce, T2, FLAIR) first, not {image.shape}.")
     aff = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all() or \
+            abs(np.linalg.det(aff[:3, :3])) < 1e-9:
+        raise InputError(f"Case {case_id}: the affine must be a 4x4 voxel-to-mm matrix with "
+                         "an invertible 3x3 part.")
+    if label is not None and np.shape(label) != image.shape[1:]:
+        raise InputError(f"Case {case_id}: the label map's shape {np.shape(label)} differs "
+                         f"from the image's {image.shape[1:]}.")
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(image.shape[1:])
     hdr.set_qform(aff, 1)

@@ -50,16 +50,36 @@ class CorrectionParams:
     grad_sigma: float = 1.0
 
 
+def _whole(v: object) -> int:
+    """A whole number (a float such as 3.0 included); else ValueError."""
+    if isinstance(v, bool):
+        raise ValueError(v)
+    f = float(v)  # type: ignore[arg-type]
+    if not f.is_integer():
+        raise ValueError(v)
+    return int(f)
+
+
 def _check(case: Case, labels: np.ndarray, seeds: Sequence[Seed]) -> list[Seed]:
     if labels.shape != case.shape:
         raise InputError(
             f"Label map shape {labels.shape} differs from case {case.case_id}'s {case.shape}."
         )
+    if min(case.shape) < 2:
+        raise InputError(f"Case {case.case_id} is {case.shape} voxels: a correction needs "
+                         "at least two voxels along every axis.")
+    if labels.size and (int(labels.max()) > 3 or int(labels.min()) < 0):
+        raise InputError(f"The label map holds label {int(labels.max())}; corrections take "
+                         "internal labels 0-3 (ET = 3): convert a BraTS file's labels with "
+                         "braintumor.labels.to_internal first.")
     out = []
     for s in seeds:
         if len(s) != 4:
             raise InputError(f"Seed {s!r} must be (x, y, z, label).")
-        x, y, z, lab = (int(v) for v in s)
+        try:
+            x, y, z, lab = (_whole(v) for v in s)
+        except (TypeError, ValueError):
+            raise InputError(f"Seed {s!r}: x, y, z and label must be whole numbers.") from None
         if not all(0 <= c < n for c, n in zip((x, y, z), case.shape, strict=True)):
             raise InputError(f"Seed ({x}, {y}, {z}) lies outside the image {case.shape}.")
         if lab not in (0, 1, 2, 3):

@@ -333,6 +333,10 @@ def _checkpoint_config(path: Path) -> Any:
     return from_dict(ck["config"])
 
 
+#: the CNN runtimes a prediction may ask for (``auto``: the fastest installed)
+BACKENDS = ("auto", "openvino", "onnx", "torch")
+
+
 def load_model(model: str | Path | None = None, device: str = "cpu",
                backend: str = "auto") -> LoadedModel:
     """Load a shipped model by name, a model folder (``model.json`` + fold checkpoints)
@@ -344,6 +348,8 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
     (benchmarks/bench_predict.py) measured them in that order of speed for the shipped
     model. A runtime that is not installed falls back to the next one.
     """
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
     name = DEFAULT_MODEL if model is None else str(model)
     folder = MODELS_DIR / name if (MODELS_DIR / name).is_dir() else Path(name)
     if folder.is_file():
@@ -460,7 +466,19 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
                                                progress=progress, backend=backend, fast=fast)
     if progress:
         progress(0.92, "postprocessing")
-    labels = (post or lm.post).for_voxel(float(np.prod(case.spacing))).apply(probs)
+    pp = (post or lm.post).for_voxel(float(np.prod(case.spacing)))
+    labels = pp.apply(probs)
+    dropped = None
+    if pp.wt_min_voxels and not labels.any():
+        # nothing kept: say whether something below the smallest kept size was dropped, so
+        # that "no tumour" is not read into a finding too small for the CNN's rule
+        found = int(np.count_nonzero(probs[0] > pp.threshold[0]))
+        if found:
+            vox_ml = float(np.prod(case.spacing)) / 1000.0
+            dropped = (f"the CNN found {found * vox_ml:.2g} mL of tumour-like signal, all of "
+                       f"it in pieces under {pp.wt_min_voxels * vox_ml:.2g} mL, the smallest "
+                       "it reports (a rule against scattered false positives); none is "
+                       "outlined, so look at the images before reading this as no tumour")
     unc = None
     if uncertainty:
         # binary entropy of the whole-tumour probability, in bits (0 certain .. 1)
@@ -470,6 +488,8 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
     info = {"method": "cnn", "model_version": lm.version, "folds": int(timings["members"]),
             "mode": "fast" if fast else "accurate",
             **runtime_info(lm, fast, device), **timings}
+    if dropped:
+        info["warning"] = dropped
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
 
 

@@ -268,8 +268,15 @@ def save_label_nifti(
     the output overlays the input exactly in any viewer.
     """
     out = Path(out_path)
+    raw = np.asarray(labels)
+    if raw.size and raw.dtype != np.uint8:
+        lo, hi = float(np.min(raw)), float(np.max(raw))
+        whole = np.issubdtype(raw.dtype, np.integer) or bool(np.all(np.mod(raw, 1) == 0))
+        if not (0 <= lo and hi <= 255 and whole):  # NaN fails too
+            raise InputError(f"{out}: a label map holds whole numbers 0-255; these labels "
+                             f"run from {lo:g} to {hi:g}{'' if whole else ', with fractions'}.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    lab = np.asarray(labels).astype(np.uint8)
+    lab = raw.astype(np.uint8)
     if reference is not None:
         hdr = reference.copy()
         hdr.set_data_dtype(np.uint8)

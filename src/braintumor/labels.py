@@ -76,7 +76,8 @@ def present_values(labels: np.ndarray) -> np.ndarray:
 
 def _remap(labels: np.ndarray, mapping: dict[int, int], what: str) -> np.ndarray:
     values = present_values(labels)
-    bad = [v.item() for v in values if v != int(v) or int(v) not in mapping]
+    bad = [v.item() for v in values
+           if not np.isfinite(v) or v != int(v) or int(v) not in mapping]
     if bad:
         raise InputError(
             f"The {what} holds label values {bad} that fit no known convention "
@@ -129,7 +130,11 @@ def detect_convention(
     ``brats2021``; values within {0,1,2,3} are read as ``brats2023`` (the MSD layout is
     only ever chosen by an explicit hint, since its values are the same set).
     """
-    values = {int(v) for v in present_values(labels)}
+    found = present_values(labels)
+    odd = [v.item() for v in found if not np.isfinite(v) or v != int(v)]
+    if odd:
+        raise InputError(f"The {what} holds values {odd[:3]} that are not whole labels.")
+    values = {int(v) for v in found}
     if hint is not None:
         _check_convention(hint)
         if values <= allowed_values(hint):
@@ -171,6 +176,8 @@ def channels_to_labels(channels: np.ndarray) -> np.ndarray:
     Nesting is enforced: ET lies inside TC, TC inside WT (a voxel predicted TC but not
     WT counts as TC, as the BraTS winners' region-based decoders do).
     """
+    if len(channels) != 3:
+        raise InputError(f"Region channels must be three (WT, TC, ET), not {len(channels)}.")
     wt, tc, et = (np.asarray(c).astype(bool) for c in channels)
     out = np.zeros(wt.shape, dtype=np.uint8)
     out[wt | tc | et] = ED

@@ -121,6 +121,22 @@ def regrid_note(case: Case) -> str | None:
             "session; images from different sessions must be co-registered first")
 
 
+def _probabilities_for(probs: Any, case: Case, turn: Any, work: Case | None) -> np.ndarray:
+    """Region probabilities given on ``case``'s own grid ``(3, X, Y, Z)``, put where the
+    method works: reoriented as the case was, and on the 1 mm grid when it is used."""
+    from braintumor.preprocess import _apply_turn, resample_to
+
+    p = np.asarray(probs, dtype=np.float32)
+    if p.shape != (3, *case.shape):
+        raise InputError(f"The probabilities have shape {p.shape}; the case needs "
+                         f"(3, {', '.join(map(str, case.shape))}) (WT, TC, ET on its grid).")
+    if turn is not None:
+        p = _apply_turn(p, turn)
+    if work is not None:
+        p = np.clip(resample_to(p, work.shape), 0, 1)
+    return p
+
+
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             resample: bool = True, align: bool = False, bias_correct: bool = False,
             **options: Any) -> SegmentationResult:
@@ -188,6 +204,9 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     turn = model_orientation(case.affine) if method in MODEL_GRID_METHODS else None
     axial = case if turn is None else in_model_orientation(case, turn)
     work = on_model_grid(axial) if resample and method in MODEL_GRID_METHODS else None
+    if options.get("probabilities") is not None:  # given on the case's grid: moved with it
+        options = dict(options, probabilities=_probabilities_for(
+            options["probabilities"], case, turn, work))
     result = fn(axial if work is None else work, progress=progress, **options)
     if work is not None:
         result.labels = resample_labels(result.labels, axial.shape)

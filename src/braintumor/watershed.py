@@ -745,17 +745,17 @@ def segment_watershed(case: Case, progress: ProgressFn | None = None,
                       params: WatershedParams | dict[str, Any] | None = None,
                       device: str | None = None, model: Any = None, tta: bool = False,
                       uncertainty: bool = False, backend: str | None = None,
-                      **overrides: Any) -> SegmentationResult:
+                      fast: bool = False, **overrides: Any) -> SegmentationResult:
     """Classical marker-controlled watershed of ``case`` (see the module docstring).
 
     ``params`` (a :class:`WatershedParams` or a dict) and keyword ``overrides`` change
-    the tuned defaults (``device``, ``model``, ``tta``, ``uncertainty`` and ``backend``
-    are accepted, and ignored, so every method takes the same options). Returns labels
+    the tuned defaults (``device``, ``model``, ``tta``, ``uncertainty``, ``backend`` and
+    ``fast`` are accepted, and ignored, so every method takes the same options). Returns labels
     ``(X, Y, Z)`` uint8 on the native grid; ``info`` holds the parameters, the working
     grid and the time in seconds.
     """
     t0 = time.perf_counter()
-    _ = (device, model, tta, uncertainty, backend)
+    _ = (device, model, tta, uncertainty, backend, fast)
     _check_case(case)
     if params is None and case.missing:
         params = params_without(case.missing)
@@ -1329,6 +1329,12 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
             f"Case {case.case_id}: CNN probabilities have shape {probs.shape}; the hybrid "
             f"method needs (3, {', '.join(map(str, case.shape))}) (WT, TC, ET)."
         )
+    if probabilities is not None:
+        lo, hi = float(probs.min()), float(probs.max())
+        if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
+            raise InputError(f"Case {case.case_id}: the probabilities run from {lo:g} to "
+                             f"{hi:g}; they must lie in [0, 1] (a logit or a 0-255 map is "
+                             "not a probability).")
     pp = cnn_postprocess(post).for_voxel(float(np.prod(case.spacing)))
     t1 = time.perf_counter()
     if progress:
