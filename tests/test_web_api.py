@@ -794,8 +794,9 @@ def test_jobs_survive_a_restart_and_expire(methods: None, tmp_path: Path,
             assert time.monotonic() - t0 < 30
             time.sleep(0.1)
         assert c.get(f"/api/jobs/{j['id']}").status_code == 404
-        # the two older jobs (24 h TTL) are still there
-        assert c.get(f"/api/jobs/{done['id']}").status_code == 200
+        # the time-to-live in force governs the jobs already there too: the two older
+        # jobs, made under 24 h, are older than 0.5 s
+        assert c.get(f"/api/jobs/{done['id']}").status_code == 404
 
 
 @pytest.mark.slow
@@ -1181,3 +1182,61 @@ def test_compare_with_an_earlier_scan(client: TestClient, done_job: dict[str, An
     assert r.status_code == 400 and "field 'before'" in r.json()["detail"]
     assert client.post("/api/jobs/nope/compare",
                        files=[("before", ("a.nii.gz", now))]).status_code == 404
+
+
+def test_one_server_per_data_folder_and_cut_uploads_go(methods: None, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """A second server on a data folder would run the first one's jobs again: refused.
+    An upload cut off by a stopped server is deleted when the next one starts."""
+    from braintumor.cli import main as cli
+    from braintumor.errors import InputError
+    from braintumor.web.store import JobStore
+
+    data = tmp_path / "data"
+    store = JobStore(data)
+    cut = store.create("upload", "pending", status="uploading")
+    (store.job_dir(cut.id) / "upload").mkdir()
+    (store.job_dir(cut.id) / "upload" / "0000.part").write_bytes(b"half a scan")
+    store.close()
+    first = create_app(data, token="", warm=False)
+    with TestClient(first) as c:
+        assert c.get(f"/api/jobs/{cut.id}").status_code == 404
+        assert not (data / "jobs" / cut.id).exists()
+        second = create_app(data, token="", warm=False)
+        with pytest.raises(InputError, match="another braintumor server"):
+            with TestClient(second):
+                pass
+        assert cli(["serve", "--data-dir", str(data), "--port", "8799"]) == 2
+        assert "another braintumor server is using this data folder" in capsys.readouterr().err
+    with TestClient(create_app(data, token="", warm=False)) as c:  # the first has stopped
+        assert c.get("/api/info").status_code == 200
+
+
+def test_head_requests_and_one_cache_header(client: TestClient,
+                                            done_job: dict[str, Any]) -> None:
+    for url in ("/", f"/api/jobs/{done_job['id']}", done_job["urls"]["images"]["t1"]):
+        got, head = client.get(url), client.head(url)
+        assert head.status_code == 200 and head.content == b"", url
+        assert head.headers.get("content-type") == got.headers.get("content-type")
+    image = client.get(done_job["urls"]["images"]["t1"])
+    assert image.headers.get_list("cache-control") == ["private, max-age=3600"]
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_nothing(client: TestClient,
+                                                       case_files: dict[str, Path],
+                                                       monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    import errno
+
+    from braintumor.web import upload
+
+    before = client.app.state.store.count("uploading")  # type: ignore[attr-defined]
+
+    async def full(*_: Any, **__: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(upload, "read_multipart", full)
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    assert r.status_code == 507 and "disk is full" in _detail(r)
+    assert client.app.state.store.count("uploading") == before  # type: ignore[attr-defined]

@@ -40,15 +40,22 @@ def run(args: argparse.Namespace) -> int:
 
     from braintumor.errors import InputError
     from braintumor.web.app import TOKEN_ENV, create_app
+    from braintumor.web.store import claim_data_dir
 
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port {args.port} is not a port number (1-65535).")
     data_dir = args.data_dir or default_data_dir()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")  # the job database and files are written here
+        probe.unlink()
     except OSError as exc:
         raise InputError(f"{data_dir}: cannot be used as the data folder ({exc.strerror}).") \
             from None
+    held = claim_data_dir(data_dir.resolve())  # one sentence if another server holds it
+    if held is not None:
+        held.close()
     token = os.environ.get(TOKEN_ENV) or ""
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(f"warning: listening on {args.host} with no access token; set {TOKEN_ENV} to "
@@ -61,5 +68,7 @@ def run(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     link = f"http://{shown}:{args.port}/" + ("?token=" + token if token else "")
     print(f"braintumor web page: {link}  (data in {data_dir}; Ctrl+C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # a stalled upload must not hold up a stop for ever (a service manager would kill it)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=10)
     return 0

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import sqlite3
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -172,14 +173,20 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        head = scope.get("method") == "HEAD"
+        if head:  # answered as GET without the body (monitors and download managers ask)
+            scope = dict(scope, method="GET")
 
         async def send_with_headers(message: Any) -> None:
+            if head and message["type"] == "http.response.body":
+                message = dict(message, body=b"")
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", [])
                            if h[0].lower() not in {k for k, _ in SECURITY_HEADERS}]
                 headers += SECURITY_HEADERS
                 path = scope.get("path", "")
-                if path.startswith("/api/"):
+                if path.startswith("/api/") and not any(
+                        h[0].lower() == b"cache-control" for h in headers):
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
@@ -257,7 +264,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
-        n = store.requeue_interrupted()
+        n = store.claim()
         if n:
             log.info("%d interrupted job(s) queued again", n)
         store.purge_expired()
@@ -269,6 +276,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         finally:
             stop.set()
             pool.stop()
+            store.release()
 
     app = FastAPI(
         title="braintumor",
@@ -320,6 +328,22 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc))
+
+    @app.exception_handler(OSError)
+    async def _os_error(_: Request, exc: OSError) -> JSONResponse:
+        if _disk_full(exc):
+            return JSONResponse({"detail": DISK_FULL}, status_code=507)
+        log.error("file error: %s", exc)
+        return JSONResponse({"detail": "The server could not read or write a file "
+                             f"({exc.strerror or type(exc).__name__})."}, status_code=500)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        if _disk_full(exc):
+            return JSONResponse({"detail": DISK_FULL}, status_code=507)
+        log.error("job database error: %s", exc)
+        return JSONResponse({"detail": "The job database could not be used (" + str(exc)
+                             + ")."}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -801,6 +825,19 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     app.add_middleware(SecurityMiddleware, token=tok)
     return app
+
+
+#: what a request hears when the data folder's disk is full
+DISK_FULL = ("The server's disk is full, so nothing more can be stored; the upload was "
+             "discarded. Try again later, or ask whoever runs the server to free space.")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "full" in str(exc).lower()
 
 
 def _have_sample() -> bool:

@@ -138,6 +138,32 @@ class JobStore:
         with self._lock:
             self._db.close()
 
+    # -- one server per data folder ---------------------------------------------------
+    def claim(self) -> int:
+        """Hold the data folder for this server (an exclusive lock on ``server.lock``,
+        released when the process ends or :meth:`release` is called), then tidy what a
+        stopped server left: running jobs go back in the queue, uploads that were cut
+        off are deleted (no upload survives its server), and no job outlives the
+        time-to-live in force now. A second server on the folder would run the first
+        one's jobs again: :class:`~braintumor.errors.InputError` says so instead. Returns
+        how many jobs went back in the queue."""
+        self._lock_fh = claim_data_dir(self.data_dir)
+        with self._lock:
+            cut = [r["id"] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE status = 'uploading'")]
+        for jid in cut:
+            self.delete(jid)
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET expires = MIN(expires, created + ?)", (self.ttl_s,))
+        return self.requeue_interrupted()
+
+    def release(self) -> None:
+        """Let another server use the data folder."""
+        fh = getattr(self, "_lock_fh", None)
+        if fh is not None:
+            fh.close()
+            self._lock_fh = None
+
     def job_dir(self, job_id: str) -> Path:
         """The folder of a job; raises ``KeyError`` for anything that is not an id."""
         if not is_job_id(job_id):
@@ -263,14 +289,15 @@ class JobStore:
 
     # -- deletion -------------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
-        """Delete a job's row and folder; True when something was deleted."""
+        """Delete a job's folder and row (the folder first: on a full disk, removing the
+        files makes the room the database needs); True when something was deleted."""
         try:
             folder = self.job_dir(job_id)
         except KeyError:
             return False
+        shutil.rmtree(folder, ignore_errors=True)
         with self._tx() as db:
             cur = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        shutil.rmtree(folder, ignore_errors=True)
         return cur.rowcount > 0
 
     def purge_expired(self, now: float | None = None) -> list[str]:
@@ -292,3 +319,22 @@ class JobStore:
                 if age > 3600:
                     shutil.rmtree(folder, ignore_errors=True)
         return ids
+
+
+def claim_data_dir(data_dir: Path) -> Any:
+    """An open file holding an exclusive lock on ``data_dir/server.lock`` (None where the
+    system has no ``fcntl``); :class:`InputError` when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not on this system: no lock
+        return None
+    from braintumor.errors import InputError
+
+    fh = open(data_dir / "server.lock", "a+")  # noqa: SIM115 - held for the server's life
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise InputError(f"{data_dir}: another braintumor server is using this data folder; "
+                         "stop it, or give this one another --data-dir.") from None
+    return fh
