@@ -36,6 +36,35 @@ def test_change_readings() -> None:
     assert change(0, 0, SPD_THRESHOLDS)["reading"] == "none in either"
 
 
+def test_a_change_on_a_threshold_reaches_it() -> None:
+    """Exactly +40 % or -65 % of volume is on the threshold (1.4 / 1.0 - 1 falls just
+    short of 0.4 in floating point); a shown percent never reads past a threshold the
+    change did not reach."""
+    from braintumor.followup import VOLUME_THRESHOLDS
+
+    assert change(1.0, 1.4, VOLUME_THRESHOLDS)["reading"] == "increase of 40 % or more"
+    assert change(3.0, 1.05, VOLUME_THRESHOLDS)["reading"] == "decrease of 65 % or more"
+    assert change(1.0, 1.4, VOLUME_THRESHOLDS)["percent"] == 40.0
+    near = change(1000, 1249.9, SPD_THRESHOLDS)
+    assert near["reading"] == "within the thresholds" and near["percent"] == 24.9
+    near = change(1000, 500.1, SPD_THRESHOLDS)
+    assert near["reading"] == "within the thresholds" and near["percent"] == -49.9
+    worst = sum(change(b / 1000, b * 1.4 / 1000, VOLUME_THRESHOLDS)["reading"]
+                != "increase of 40 % or more" for b in range(1, 5000))
+    assert worst == 0
+
+
+def test_an_spd_of_zero_with_tumour_left_is_not_gone() -> None:
+    """SPD 0 while enhancing tumour remains means nothing large enough to measure, not a
+    complete response; a lesion that grows to measurable size is not a new tumour."""
+    left = change(1690.5, 0, SPD_THRESHOLDS, present=(True, True))
+    assert left["percent"] == -100.0 and left["reading"].startswith("decrease of 50 % or more")
+    assert "smaller tumour remains" in left["reading"]
+    grown = change(0, 120, SPD_THRESHOLDS, present=(True, True))
+    assert grown["reading"].startswith("new measurable lesion")
+    assert change(1690.5, 0, SPD_THRESHOLDS, present=(True, False))["reading"] == "gone"
+
+
 def test_a_tumour_grown_by_a_fifth_on_another_grid() -> None:
     """Linear size x1.2: volumes x1.73 (+40 % or more), SPD x1.44 (+25 % or more), though
     the later scan has 2 mm voxels and another shape."""

@@ -244,9 +244,13 @@ def test_params_are_frozen_and_checked() -> None:
 
 
 def test_bad_image_is_one_input_error() -> None:
-    bad = case_from_arrays("bad", np.zeros((3, 16, 16, 16), np.float32))
-    with pytest.raises(InputError, match="T1ce"):
-        segment_watershed(bad)
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match="T1ce"):  # refused where the case is made
+        case_from_arrays("bad", np.zeros((3, 16, 16, 16), np.float32))
+    good = case_from_arrays("bad", np.zeros((4, 16, 16, 16), np.float32))
+    with pytest.raises(InputError, match="T1ce"):  # and by the method, for a case made else
+        segment_watershed(replace(good, image=np.zeros((3, 16, 16, 16), np.float32)))
     empty = case_from_arrays("empty", np.zeros((4, 16, 16, 16), np.float32))
     with pytest.raises(InputError, match="no brain"):
         segment_watershed(empty)

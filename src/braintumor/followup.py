@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +40,38 @@ EMPTY_ML = 0.01
 
 
 def change(before: float, after: float, thresholds: tuple[float, float],
-           empty: float = 0.0) -> dict[str, Any]:
+           empty: float = 0.0, present: tuple[bool, bool] | None = None) -> dict[str, Any]:
     """One quantity at two dates: ``{"before", "after", "change", "percent", "reading"}``.
 
-    ``reading`` names where the change falls against ``thresholds`` (fractions): "gone",
-    "new", "none in either", "decrease of X % or more", "increase of Y % or more" or
-    "within the thresholds".
+    ``reading`` names where the change falls against ``thresholds`` (fractions, reached
+    when the change equals them): "gone", "new", "none in either", "decrease of X % or
+    more", "increase of Y % or more" or "within the thresholds". ``present``: for an SPD,
+    whether the region is there at all at each date; an SPD of 0 then means no lesion
+    large enough to measure, not no tumour, and the reading says so. ``percent`` is
+    shown to 0.1, cut towards zero, so that it never reads past a threshold the change
+    did not reach.
     """
     out: dict[str, Any] = {"before": round(before, 3), "after": round(after, 3),
                            "change": round(after - before, 3), "percent": None}
+    there = present or (before > empty, after > empty)
     if before <= empty and after <= empty:
         out["reading"] = "none in either"
     elif before <= empty:
-        out["reading"] = "new"
+        out["reading"] = ("new measurable lesion (there before, too small to measure)"
+                          if there[0] else "new")
     elif after <= empty:
         out["percent"] = -100.0
-        out["reading"] = "gone"
+        out["reading"] = (f"decrease of {-100 * thresholds[0]:.0f} % or more (no lesion "
+                          "left large enough to measure; smaller tumour remains)"
+                          if there[1] else "gone")
     else:
         frac = after / before - 1
-        out["percent"] = round(100 * frac, 1)
-        if frac <= thresholds[0]:
+        tol = 1e-9  # 1.4 / 1.0 - 1 is 0.39999999999999991 in floating point
+        value = 100 * frac
+        out["percent"] = math.trunc(value * 10 + (1e-6 if value > 0 else -1e-6)) / 10
+        if frac <= thresholds[0] + tol:
             out["reading"] = f"decrease of {-100 * thresholds[0]:.0f} % or more"
-        elif frac >= thresholds[1]:
+        elif frac >= thresholds[1] - tol:
             out["reading"] = f"increase of {100 * thresholds[1]:.0f} % or more"
         else:
             out["reading"] = "within the thresholds"
@@ -80,7 +91,8 @@ def compare(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
     db, da = rano(before, before_affine), rano(after, after_affine)
     return {
         "volumes": {k: change(vb[k], va[k], VOLUME_THRESHOLDS, EMPTY_ML) for k in vb},
-        "spd": {r: change(db[r]["spd_mm2"], da[r]["spd_mm2"], SPD_THRESHOLDS)
+        "spd": {r: change(db[r]["spd_mm2"], da[r]["spd_mm2"], SPD_THRESHOLDS,
+                          present=(vb[r] > EMPTY_ML, va[r] > EMPTY_ML))
                 for r in ("ET", "WT")},
         "diameters": {"before": db, "after": da},
     }
@@ -107,11 +119,14 @@ def series(visits: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict[str, A
         for r in ("ET", "WT"):
             now = row["spd_mm2"][r]
             nadir = min(range(k), key=lambda j: rows[j]["spd_mm2"][r])
-            base = change(rows[0]["spd_mm2"][r], now, SPD_THRESHOLDS)
-            low = change(rows[nadir]["spd_mm2"][r], now, SPD_THRESHOLDS)
+            there = row["volumes_ml"][r] > EMPTY_ML
+            base = change(rows[0]["spd_mm2"][r], now, SPD_THRESHOLDS,
+                          present=(rows[0]["volumes_ml"][r] > EMPTY_ML, there))
+            low = change(rows[nadir]["spd_mm2"][r], now, SPD_THRESHOLDS,
+                         present=(rows[nadir]["volumes_ml"][r] > EMPTY_ML, there))
             row[f"{r}_vs_baseline"] = base
             row[f"{r}_vs_nadir"] = {**low, "nadir": rows[nadir]["name"]}
-            if low["reading"].startswith("increase") or low["reading"] == "new":
+            if low["reading"].startswith(("increase", "new")):
                 row["reading"][r] = (f"{low['reading']} from the nadir "
                                      f"({rows[nadir]['name']})")
             elif base["reading"].startswith("decrease") or base["reading"] == "gone":
