@@ -150,6 +150,8 @@ def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
     page.set_input_files("#file-input", [str(p) for p in files.values()])
     page.wait_for_selector(".mod-select")
     chosen = list(page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)"))
+    labels = page.eval_on_selector_all(".mod-select", "els => els.map(e => e.ariaLabel)")
+    assert all(str(x).startswith("Modality of ") for x in labels), labels
     if uncertainty:
         page.check("#want-unc")
     if align:
@@ -304,11 +306,20 @@ def test_sample_button(server: ServerThread, page: Any) -> None:
     page.select_option("#method", "threshold")
     # the page asks for the accurate mode unless the user unticks it
     assert page.is_checked("#want-accurate")
+    # before a result the downloads are not links, and say so to a screen reader
+    assert page.get_attribute("#dl-labels", "href") is None
+    assert page.get_attribute("#dl-labels", "aria-disabled") == "true"
     t0 = time.monotonic()
     with page.expect_request("**/api/sample") as req:
         page.click("#sample-btn")
     assert req.value.post_data_json["accurate"] is True
+    # the button is disabled while the job starts: focus goes to the job's status, a
+    # polite live region, instead of dropping to the page
+    _until(page, "document.activeElement && document.activeElement.id === 'job-status-line'")
+    assert page.get_attribute("#job-status-line", "role") == "status"
     _wait_overlay(page, timeout_ms=120_000)
+    assert page.get_attribute("#mod-btns button[data-mod='flair']", "aria-pressed") == "true"
+    assert page.get_attribute("#dl-labels", "aria-disabled") is None
     seconds = time.monotonic() - t0
     print(f"sample click to overlay (threshold stand-in, 64x64x48): {seconds:.1f} s")
     page.wait_for_selector("body[data-status='done']", timeout=60_000)

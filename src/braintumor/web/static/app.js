@@ -85,7 +85,9 @@ function wireUi() {
     drop.classList.remove("over");
     chooseFiles([...e.dataTransfer.files]);
   });
-  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file-input").click(); });
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); }
+  });
   $("submit-btn").addEventListener("click", submitUpload);
   $("cancel-btn").addEventListener("click", cancelJob);
   $("series-btn").addEventListener("click", confirmSeries);
@@ -171,6 +173,7 @@ async function chooseFiles(files) {
       const sel = document.createElement("select");
       sel.dataset.name = f.name;
       sel.className = "mod-select";
+      sel.setAttribute("aria-label", `Modality of ${f.name}`);
       sel.appendChild(new Option("?", ""));
       for (const [k, v] of Object.entries(MOD_NAMES)) sel.appendChild(new Option(v, k));
       sel.value = guesses[f.name] || "";
@@ -244,6 +247,9 @@ async function startSample() {
                                                 uncertainty: $("want-unc").checked,
                                                 accurate: $("want-accurate").checked });
     showJob(job, true);
+    // the button is disabled meanwhile, which would drop focus to the page: the job's
+    // status takes it (and is scrolled into view on a narrow screen)
+    $("job-status-line").focus();
   } catch (e) {
     setMsg("upload-msg", e.message);
   } finally {
@@ -301,8 +307,11 @@ function render(job) {
   st.className = `badge ${job.status}`;
   let stage = job.stage || "";
   if (job.status === "queued" && job.queue_position) stage = `${job.queue_position} job(s) ahead`;
-  $("job-stage").textContent = stage;
+  $("job-stage").textContent = stage === st.textContent ? "" : stage;
   $("job-progress").value = job.progress;
+  $("job-progress").setAttribute("aria-valuetext",
+    `${Math.round(100 * job.progress)} %${stage ? `, ${stage}` : ""}`);
+  document.title = `braintumor: ${st.textContent}`;
   $("cancel-btn").disabled = TERMINAL.includes(job.status);
   $("job-link").href = job.urls.page;
   setMsg("job-msg", job.status === "failed" || job.status === "cancelled" ? job.message : "");
@@ -330,7 +339,8 @@ function resetResultPanels() {
   $("lesion-line").hidden = false;
   for (const id of ["dl-labels", "dl-report-html", "dl-report-pdf"]) {
     $(id).classList.add("disabled");
-    $(id).href = "#";
+    $(id).removeAttribute("href");
+    $(id).setAttribute("aria-disabled", "true");
   }
   $("correct-toggle").disabled = true;
   $("undo-btn").disabled = true;
@@ -367,6 +377,7 @@ function renderSeries(job) {
     const sel = document.createElement("select");
     sel.dataset.series = s.id;
     sel.className = "series-select";
+    sel.setAttribute("aria-label", `Modality of series ${s.id}: ${s.description || "no description"}`);
     sel.appendChild(new Option("not used", ""));
     for (const [k, v] of Object.entries(MOD_NAMES)) sel.appendChild(new Option(v, k));
     sel.value = s.guess || "";
@@ -576,7 +587,10 @@ async function refreshUncertainty() {
 
 function switchMark(mod) {
   state.modality = mod;
-  for (const b of document.querySelectorAll("#mod-btns button")) b.classList.toggle("on", b.dataset.mod === mod);
+  for (const b of document.querySelectorAll("#mod-btns button")) {
+    b.classList.toggle("on", b.dataset.mod === mod);
+    b.setAttribute("aria-pressed", String(b.dataset.mod === mod));
+  }
 }
 
 function switchModality(mod) {
@@ -667,6 +681,7 @@ function enableLink(id, url) {
   if (!url) return;
   a.href = url;
   a.classList.remove("disabled");
+  a.removeAttribute("aria-disabled");
 }
 
 function renderResult(job) {
