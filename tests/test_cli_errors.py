@@ -312,3 +312,49 @@ def test_a_scheduler_that_is_no_address_is_one_sentence(
                "--scheduler", "bogus"])
     assert rc == 2
     _check_one_sentence(capsys.readouterr().err, "give local:N, or a running scheduler's")
+
+
+@needs_predict
+def test_a_dataset_goes_on_past_system_files_and_a_broken_case(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """macOS leaves ._<name> beside every file on a foreign disk: passed over. A case
+    folder missing its FLAIR is one error line; the dataset's other case is written."""
+    good = _case(tmp_path / "ds", "good")
+    (good / "._good_t1.nii.gz").write_bytes(b"\0" * 4096)
+    (good / ".DS_Store").write_bytes(b"junk")
+    bad = _case(tmp_path / "ds", "bad")
+    (bad / "bad_flair.nii.gz").unlink()
+    out = tmp_path / "out"
+    rc = main(["predict", str(tmp_path / "ds"), "-o", str(out), "--method", "watershed",
+               "--report"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "FLAIR" in err and "._good" not in err
+    assert (out / "good.nii.gz").exists() and not (out / "bad.nii.gz").exists()
+
+
+def test_nifti_read_by_what_it_is_not_its_name(tmp_path: Path) -> None:
+    """An uncompressed file named .Nii or .NII, a gzipped one named .nii and an
+    uncompressed one named .nii.gz are all read."""
+    import gzip
+
+    from braintumor.io import load_nifti
+
+    img = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), AFF)
+    raw = img.to_bytes()
+    for name, data in (("a.Nii", raw), ("b.NII", raw), ("c.nii", gzip.compress(raw)),
+                       ("d.nii.gz", raw)):
+        (tmp_path / name).write_bytes(data)
+        vol = load_nifti(tmp_path / name)
+        assert np.array_equal(vol.data, np.asarray(img.dataobj)), name
+
+
+def test_report_index_links_are_url_encoded(tmp_path: Path) -> None:
+    from braintumor.scale import write_report_index
+
+    (tmp_path / "volumes.csv").write_text("case,method,WT_mL,warning\nPat#1 a?b 100%,watershed,1,\n")
+    (tmp_path / "Pat#1 a?b 100%_report.html").write_text("<html></html>")
+    page = write_report_index(tmp_path)
+    assert page is not None
+    text = page.read_text()
+    assert "href='Pat%231%20a%3Fb%20100%25_report.html'" in text
+    assert ">Pat#1 a?b 100%<" in text

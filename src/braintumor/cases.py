@@ -31,6 +31,7 @@ from braintumor.errors import InputError
 from braintumor.io import (
     IMAGE_SUFFIXES,
     Volume,
+    is_hidden,
     is_nifti,
     load_label_nifti,
     load_nifti,
@@ -192,10 +193,13 @@ def _msd_label_for(image4d: Path) -> Path | None:
     return None
 
 
-def discover(path: str | Path) -> list[CaseSource]:
-    """Find every case under ``path`` (a case folder, a dataset folder or a 4D NIfTI).
+def discover(path: str | Path, errors: list[InputError] | None = None) -> list[CaseSource]:
+    """Find every case under ``path`` (a case folder, a dataset folder or a 4D NIfTI);
+    hidden files and folders (a leading dot) are passed over.
 
-    Raises :class:`InputError` when nothing usable is found or a case lacks a modality.
+    Raises :class:`InputError` when nothing usable is found or a case lacks a modality;
+    with ``errors``, a dataset's case folder that fails is added to it and the others
+    are still returned.
     """
     p = Path(path)
     if not p.exists():
@@ -212,18 +216,24 @@ def discover(path: str | Path) -> list[CaseSource]:
             return discover(p.parent)
         return [CaseSource(case_id=strip_nifti_suffix(p.name), kind="msd", image4d=p,
                            label_path=_msd_label_for(p))]
-    files = sorted(f for f in p.iterdir() if f.is_file())
+    files = sorted(f for f in p.iterdir() if f.is_file() and not is_hidden(f))
     sources = _brats_cases(p, files)
     if sources:
         return sources
     # a folder of case folders (BraTS-named, or series named by their modality), or an
     # MSD imagesTr folder
     out: list[CaseSource] = []
-    for sub in sorted(d for d in p.iterdir() if d.is_dir()):
-        sub_files = sorted(f for f in sub.iterdir() if f.is_file())
-        found = _brats_cases(sub, sub_files)
-        if not found and not sub.name.lower().startswith(("images", "labels")):
-            found = _named_cases(sub, sub_files, strict=False)
+    for sub in sorted(d for d in p.iterdir() if d.is_dir() and not is_hidden(d)):
+        sub_files = sorted(f for f in sub.iterdir() if f.is_file() and not is_hidden(f))
+        try:
+            found = _brats_cases(sub, sub_files)
+            if not found and not sub.name.lower().startswith(("images", "labels")):
+                found = _named_cases(sub, sub_files, strict=False)
+        except InputError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
+            continue
         out.extend(found)
     if not out:
         niftis = [f for f in files if is_nifti(f.name)]
@@ -232,6 +242,8 @@ def discover(path: str | Path) -> list[CaseSource]:
                               label_path=_msd_label_for(f)) for f in niftis]
         else:
             out = _named_cases(p, files)
+    if not out and errors:  # every case folder failed: the first says why
+        raise errors.pop(0)
     if not out:
         raise InputError(
             f"{p}: holds no BraTS case (expected files such as <case>_t1.nii.gz ... "

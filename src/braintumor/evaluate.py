@@ -42,7 +42,7 @@ import numpy as np
 from braintumor import labels as L
 from braintumor import metrics as M
 from braintumor.errors import InputError
-from braintumor.io import IMAGE_SUFFIXES, is_image_2d, is_nifti, strip_nifti_suffix
+from braintumor.io import IMAGE_SUFFIXES, is_hidden, is_image_2d, is_nifti, strip_nifti_suffix
 
 #: with ``diameters``: the RANO sum of products (mm^2) of prediction and reference and
 #: their difference in % of the reference's (regions ET and WT; :mod:`braintumor.diameters`)
@@ -103,9 +103,11 @@ def _label_files(folder: Path, seg_only: bool) -> list[Path]:
     """NIfTI label files in ``folder`` and its sub-folders (one level)."""
     out: list[Path] = []
     for f in sorted(folder.iterdir()):
+        if is_hidden(f):  # macOS's ._ copies, .DS_Store: never a label map
+            continue
         if f.is_dir():
             out.extend(g for g in sorted(f.iterdir())
-                       if g.is_file() and is_nifti(g.name)
+                       if g.is_file() and is_nifti(g.name) and not is_hidden(g)
                        and _SEG_SUFFIX.search(strip_nifti_suffix(g.name)))
         elif f.is_file() and is_nifti(f.name):
             if not seg_only or _SEG_SUFFIX.search(strip_nifti_suffix(f.name)):
@@ -358,7 +360,8 @@ def evaluate_folders(
 
 
 def _mask_files(folder: Path) -> dict[str, Path]:
-    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and is_image_2d(f.name)]
+    files = [f for f in sorted(folder.rglob("*"))
+             if f.is_file() and is_image_2d(f.name) and not is_hidden(f)]
     masks = [f for f in files if _MASK_SUFFIX.search(f.stem)]
     return _index_2d(masks or files)
 

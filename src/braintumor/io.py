@@ -25,6 +25,12 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
+def is_hidden(path: str | Path) -> bool:
+    """A file or folder named with a leading dot: a system's own (macOS's ``._`` copies of
+    every file on a foreign disk, ``.DS_Store``), never a scan."""
+    return Path(path).name.startswith(".")
+
+
 def is_nifti(path: str | Path) -> bool:
     """True when the name ends in ``.nii`` or ``.nii.gz``."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
@@ -165,7 +171,9 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
         raise InputError(f"{path}: file not found.")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a NIfTI file.")
-    if path.name.lower().endswith(".gz"):
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"  # what the file is, whatever its name says
+    if gzipped:
         # Decompress the whole stream ourselves: nibabel stops reading once it has the
         # voxels, so a corrupt middle or a bad CRC at the end would pass unnoticed.
         try:
@@ -176,6 +184,11 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
             ) from None
         try:
             return _nifti_from_bytes(raw)
+        except Exception as exc:
+            raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+    if not path.name.endswith(".nii"):  # .Nii, .NII, or a .nii.gz that is not compressed
+        try:
+            return _nifti_from_bytes(path.read_bytes())
         except Exception as exc:
             raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
     try:

@@ -213,6 +213,7 @@ def write_report_index(out_dir: str | Path) -> Path | None:
     page. None when no case has a page."""
     import csv
     import html
+    from urllib.parse import quote
 
     from braintumor.report import NOTICE
 
@@ -229,11 +230,12 @@ def write_report_index(out_dir: str | Path) -> Path | None:
     cells = []
     for r in rows:
         c = r["case"]
+        u = e(quote(c))  # a file name in a link: # ? % and spaces percent-encoded
         diam = _report_diameters(out / f"{c}_report.json")
-        pic = (f"<a href='{e(c)}_report.html'><img src='{e(c)}_overlay.png' alt='{e(c)}' "
+        pic = (f"<a href='{u}_report.html'><img src='{u}_overlay.png' alt='{e(c)}' "
                "style='height:9em'></a>")
         model = f"{r.get('model') or '-'}{' (' + r['mode'] + ')' if r.get('mode') else ''}"
-        cells.append(f"<tr><td><a href='{e(c)}_report.html'>{e(c)}</a></td><td>{pic}</td>"
+        cells.append(f"<tr><td><a href='{u}_report.html'>{e(c)}</a></td><td>{pic}</td>"
                      f"<td>{e(r.get('method', ''))}<br>{e(model)}</td>"
                      + "".join(f"<td>{e(r.get(f'{k}_mL', ''))}</td>" for k in ("WT", "TC", "ET"))
                      + f"<td>{e(diam)}</td><td>{e(r.get('warning') or '')}</td></tr>")

@@ -85,9 +85,10 @@ def is_mask_name(path: str | Path) -> bool:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from braintumor.io import is_image_2d
+    from braintumor.io import is_hidden, is_image_2d
 
-    files = [p for p in folder.iterdir() if p.is_file() and is_image_2d(p) and not is_mask_name(p)]
+    files = [p for p in folder.iterdir()
+             if p.is_file() and is_image_2d(p) and not is_mask_name(p) and not is_hidden(p)]
     numbered = [p for p in files if slice_number(p) is not None]
     if numbered and len(numbered) == len(files):
         return sorted(numbered, key=lambda p: (slice_number(p), p.name))

@@ -135,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
                         print(f"error: {exc}", file=sys.stderr)
                         failures += 1
             else:
-                sources += discover(p)
+                skipped: list[InputError] = []
+                sources += discover(p, errors=skipped)
+                for bad in skipped:  # a dataset's case that cannot be read: the rest go on
+                    print(f"error: {bad}", file=sys.stderr)
+                    failures += 1
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
