@@ -351,7 +351,8 @@ def test_nifti_read_by_what_it_is_not_its_name(tmp_path: Path) -> None:
 def test_report_index_links_are_url_encoded(tmp_path: Path) -> None:
     from braintumor.scale import write_report_index
 
-    (tmp_path / "volumes.csv").write_text("case,method,WT_mL,warning\nPat#1 a?b 100%,watershed,1,\n")
+    (tmp_path / "volumes.csv").write_text(
+        "case,method,WT_mL,warning\nPat#1 a?b 100%,watershed,1,\n")
     (tmp_path / "Pat#1 a?b 100%_report.html").write_text("<html></html>")
     page = write_report_index(tmp_path)
     assert page is not None
