@@ -902,10 +902,8 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
             raise InputError(f"{picture}: another picture of this run ({claimed[mask]}) has "
                              "the same name, and its mask would be overwritten; run it "
                              "into another folder.")
-        if mask.parent == picture.resolve().parent and any(
-                picture.with_name(f"{picture.stem}_mask{suf}").exists()
-                for suf in (".png", ".tif", ".tiff")):
-            raise InputError(f"{picture}: a mask of that name lies beside it (a reference "
+        if mask.parent == picture.resolve().parent and mask.exists():
+            raise InputError(f"{picture}: {mask.name} lies beside it (a reference "
                              "outline?), which the output would overwrite; write the "
                              "outputs to another folder.")
         claimed[mask] = str(picture)
