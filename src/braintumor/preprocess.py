@@ -206,7 +206,7 @@ def in_model_orientation(case: Any, turn: np.ndarray) -> Any:
     from braintumor.cases import Case
 
     o = nib.orientations
-    image = _apply_turn(case.image, turn)
+    image = apply_turn(case.image, turn)
     affine = case.affine @ o.inv_ornt_aff(turn, case.shape)
     spacing = [0.0, 0.0, 0.0]
     for i, (axis, _) in enumerate(turn):
@@ -214,7 +214,7 @@ def in_model_orientation(case: Any, turn: np.ndarray) -> Any:
     header = case.header.copy()
     header.set_data_shape(image.shape[1:])
     header.set_zooms(tuple(spacing))
-    label = None if case.label is None else _apply_turn(case.label, turn)
+    label = None if case.label is None else apply_turn(case.label, turn)
     return Case(case_id=case.case_id, image=image, affine=affine,
                 spacing=(spacing[0], spacing[1], spacing[2]), header=header, label=label,
                 missing=case.missing)
@@ -225,10 +225,10 @@ def from_model_orientation(array: np.ndarray, turn: np.ndarray) -> np.ndarray:
     back = np.zeros_like(turn)
     for i, (axis, flip) in enumerate(turn):
         back[int(axis)] = (i, flip)
-    return _apply_turn(array, back)
+    return apply_turn(array, back)
 
 
-def _apply_turn(array: np.ndarray, turn: np.ndarray) -> np.ndarray:
+def apply_turn(array: np.ndarray, turn: np.ndarray) -> np.ndarray:
     """nibabel's ``apply_orientation`` on the last three axes (a leading channel axis
     kept), as a contiguous array."""
     import nibabel as nib

@@ -124,14 +124,14 @@ def regrid_note(case: Case) -> str | None:
 def _probabilities_for(probs: Any, case: Case, turn: Any, work: Case | None) -> np.ndarray:
     """Region probabilities given on ``case``'s own grid ``(3, X, Y, Z)``, put where the
     method works: reoriented as the case was, and on the 1 mm grid when it is used."""
-    from braintumor.preprocess import _apply_turn, resample_to
+    from braintumor.preprocess import apply_turn, resample_to
 
     p = np.asarray(probs, dtype=np.float32)
     if p.shape != (3, *case.shape):
         raise InputError(f"The probabilities have shape {p.shape}; the case needs "
                          f"(3, {', '.join(map(str, case.shape))}) (WT, TC, ET on its grid).")
     if turn is not None:
-        p = _apply_turn(p, turn)
+        p = apply_turn(p, turn)
     if work is not None:
         p = np.clip(resample_to(p, work.shape), 0, 1)
     return p
