@@ -290,6 +290,15 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     undone = _fetch(f"{server.url}/api/jobs/{job_id}/download/labels.nii.gz")
     assert np.array_equal(np.asarray(nib.Nifti1Image.from_bytes(
         gzip.decompress(undone)).dataobj), before_lab)
+    # the same correction without a mouse: the crosshair (moved there) and a button
+    page.evaluate(f"() => {{ const nv = window.braintumor.nv; "
+                  f"nv.scene.crosshairPos = nv.canvasPos2frac([{x}, {y}]); nv.drawScene(); }}")
+    page.focus("#seed-here-btn")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    keyed = _fetch(f"{server.url}/api/jobs/{job_id}/download/labels.nii.gz")
+    keyed_lab = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(keyed)).dataobj)
+    assert (keyed_lab > 0).sum() < (before_lab > 0).sum()
 
     # the job survives a reload (the URL is the job's)
     page.reload()

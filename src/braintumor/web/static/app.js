@@ -107,7 +107,13 @@ function wireUi() {
   });
   $("unc-toggle").addEventListener("change", refreshUncertainty);
   $("diam-toggle").addEventListener("change", refreshDiameters);
+  $("seed-here-btn").addEventListener("click", () => {
+    // the keyboard's way to correct: the seed goes where the crosshair is
+    const nv = state.nv;
+    if (nv) placeSeed(Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3));
+  });
   $("correct-toggle").addEventListener("change", (e) => {
+    $("seed-here-btn").disabled = !e.target.checked;
     $("correct-tools").classList.toggle("active", e.target.checked);
     setMsg("correct-msg", e.target.checked ? "Click on a slice to place a seed." : "", true);
   });
@@ -343,6 +349,7 @@ function resetResultPanels() {
     $(id).setAttribute("aria-disabled", "true");
   }
   $("correct-toggle").disabled = true;
+  $("seed-here-btn").disabled = true;
   $("undo-btn").disabled = true;
   $("img2d").hidden = true;
   $("slice2d-nav").hidden = true;
@@ -765,6 +772,7 @@ function renderResult(job) {
   enableLink("dl-report-html", job.urls.report_html);
   enableLink("dl-report-pdf", job.urls.report_pdf);
   $("correct-toggle").disabled = !(state.info && state.info.correction_available);
+  $("seed-here-btn").disabled = $("correct-toggle").disabled || !$("correct-toggle").checked;
   $("correct-toggle").title = $("correct-toggle").disabled ? "Correction is not available on this server." : "";
   $("undo-btn").disabled = !(job.label_version > 0);
   document.body.dataset.result = `v${job.label_version}`;
