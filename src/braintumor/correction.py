@@ -68,10 +68,9 @@ def _check(case: Case, labels: np.ndarray, seeds: Sequence[Seed]) -> list[Seed]:
     if min(case.shape) < 2:
         raise InputError(f"Case {case.case_id} is {case.shape} voxels: a correction needs "
                          "at least two voxels along every axis.")
-    if labels.size and (int(labels.max()) > 3 or int(labels.min()) < 0):
-        raise InputError(f"The label map holds label {int(labels.max())}; corrections take "
-                         "internal labels 0-3 (ET = 3): convert a BraTS file's labels with "
-                         "braintumor.labels.to_internal first.")
+    from braintumor.labels import check_internal
+
+    check_internal(labels, "label map", "corrections take")
     out = []
     for s in seeds:
         if len(s) != 4:

@@ -252,12 +252,9 @@ def rano(labels: np.ndarray, affine: np.ndarray) -> dict[str, dict[str, Any]]:
     3 (a BraTS file's ET = 4, not yet converted) is refused: its ET would measure
     nothing."""
     lab = np.asarray(labels)
-    if lab.size and int(lab.max()) > 3:
-        from braintumor.errors import InputError
+    from braintumor.labels import check_internal
 
-        raise InputError(f"The label map holds label {int(lab.max())}; rano takes internal "
-                         "labels 0-3 (ET = 3): convert a BraTS file's labels with "
-                         "braintumor.labels.to_internal first.")
+    check_internal(lab, "label map", "rano takes")
     return {region: summarise(measure(np.isin(lab, values), affine, fill_holes=fill))
             for region, (values, fill) in REGIONS.items()}
 

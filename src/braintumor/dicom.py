@@ -191,12 +191,21 @@ def _study_uid(folder: Path) -> str | None:
     return None
 
 
+def dicom_study_uids(folder: str | Path) -> set[str]:
+    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
+    uids: set[str] = set()
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and is_dicom_file(f):
+            uid = header_tag(f, "StudyInstanceUID")
+            if uid:
+                uids.add(uid)
+    return uids
+
+
 def one_study(folder: Path, what: str) -> None:
     """Refuse (one sentence, no identifier in it) DICOM files of more than one study in
     one case: series chosen by number or description could come from two examinations, or
     two patients, and a DICOM SEG would name the wrong one."""
-    from braintumor.io import dicom_study_uids
-
     n = len(dicom_study_uids(folder))
     if n > 1:
         raise InputError(f"{what}: holds DICOM files of {n} studies (examinations); a case is "

@@ -485,19 +485,6 @@ def _uneven_series(log: str, out: Path) -> list[Path]:
     return [f for f in found if f.exists()]
 
 
-def dicom_study_uids(folder: str | Path) -> set[str]:
-    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
-    from braintumor.dicom import header_tag, is_dicom_file
-
-    uids: set[str] = set()
-    for f in Path(folder).rglob("*"):
-        if f.is_file() and is_dicom_file(f):
-            uid = header_tag(f, "StudyInstanceUID")
-            if uid:
-                uids.add(uid)
-    return uids
-
-
 def blank_text_fields(path: str | Path) -> None:
     """Blank the free-text fields of a NIfTI header in place (they may hold identifiers)."""
     p = Path(path)

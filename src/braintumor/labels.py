@@ -60,6 +60,20 @@ def _check_convention(convention: str) -> None:
         )
 
 
+def check_internal(labels: np.ndarray, what: str, who: str) -> None:
+    """Refuse (one sentence) a map that does not hold internal labels 0-3: a BraTS file's
+    ET = 4, passed in unconverted, would count as no enhancing tumour at all. ``what``
+    names the map, ``who`` the function that takes it."""
+    a = np.asarray(labels)
+    if not a.size:
+        return
+    lo, hi = int(a.min()), int(a.max())
+    if hi > 3 or lo < 0:
+        raise InputError(f"The {what} holds label {hi if hi > 3 else lo}; {who} internal "
+                         "labels 0-3 (ET = 3): convert a BraTS file's labels with "
+                         "braintumor.labels.to_internal first.")
+
+
 def present_values(labels: np.ndarray) -> np.ndarray:
     """Sorted distinct values of ``labels`` (comparisons or a counting pass for small
     whole numbers, several times faster than sorting a 240 x 240 x 155 volume)."""

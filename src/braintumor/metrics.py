@@ -676,13 +676,10 @@ def score_case(
         raise InputError(
             f"The prediction's shape {pl.shape} differs from the reference's {rl.shape}."
         )
-    for name, a in (("prediction", pl), ("reference", rl)):
-        top = int(a.max()) if a.size else 0
-        if top > 3 or (a.size and int(a.min()) < 0):
-            raise InputError(
-                f"The {name} holds label {top if top > 3 else int(a.min())}; score_case "
-                "takes internal labels 0-3 (ET = 3): convert a BraTS file's labels with "
-                "braintumor.labels.to_internal first.")
+    from braintumor.labels import check_internal
+
+    check_internal(pl, "prediction", "score_case takes")
+    check_internal(rl, "reference", "score_case takes")
     sp = _spacing(spacing, pl.ndim)
     box = bounding_box((pl > 0) | (rl > 0), margin=dilation + 2)
     if box is None:
