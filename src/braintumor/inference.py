@@ -92,12 +92,17 @@ def sliding_window_probs(model: Any, image: np.ndarray, patch: tuple[int, int, i
         if whole and progress is not None:
             progress((i + 1) / len(flips))
         for lg in logits:
-            p = region_probs(lg, output)
+            # in place where the logits are this function's own buffer: each fresh
+            # volume-sized array costs its page faults on a prediction's one pass
+            p = region_probs(lg, output, in_place=lg.flags.writeable)
             p = np.flip(p, f) if f else p
-            acc = p if acc is None else acc + p
+            if acc is None:
+                acc = p if p.flags.writeable and p.dtype == np.float32 else p.astype(np.float32)
+            else:
+                acc += p
     assert acc is not None
-    probs = (acc / (len(flips) * len(predicts)))[0, :, : orig[0], : orig[1], : orig[2]]
-    return np.ascontiguousarray(probs, dtype=np.float32)
+    acc *= np.float32(1.0 / (len(flips) * len(predicts)))
+    return np.ascontiguousarray(acc[0, :, : orig[0], : orig[1], : orig[2]], dtype=np.float32)
 
 
 def _torch_predictor(model: Any, device: str) -> Any:
@@ -200,20 +205,25 @@ def sliding_windows(x: np.ndarray, roi: tuple[int, int, int], predicts: list[Any
     return result
 
 
-def logistic(logits: np.ndarray) -> np.ndarray:
+def logistic(logits: np.ndarray, in_place: bool = False) -> np.ndarray:
     """The logistic function through tanh (no overflow warning for very negative
-    logits), float32."""
-    y = np.multiply(logits, 0.5, dtype=np.float32)
+    logits), float32; ``in_place`` overwrites ``logits`` (float32) with it."""
+    if in_place and logits.dtype == np.float32:
+        y = logits
+        y *= np.float32(0.5)
+    else:
+        y = np.multiply(logits, 0.5, dtype=np.float32)
     np.tanh(y, out=y)
     y *= 0.5
     y += 0.5
     return y
 
 
-def region_probs(logits: np.ndarray, output: str) -> np.ndarray:
-    """Network logits ``(B, K, ...)`` -> region probabilities ``(B, 3, ...)`` (WT, TC, ET)."""
+def region_probs(logits: np.ndarray, output: str, in_place: bool = False) -> np.ndarray:
+    """Network logits ``(B, K, ...)`` -> region probabilities ``(B, 3, ...)`` (WT, TC, ET);
+    ``in_place``: sigmoid outputs overwrite ``logits``."""
     if output == "sigmoid":
-        return logistic(logits)
+        return logistic(logits, in_place)
     e = np.exp(logits - logits.max(1, keepdims=True))
     p = e / e.sum(1, keepdims=True)  # background, NCR, ED, ET
     return np.stack([p[:, 1:].sum(1), p[:, 1] + p[:, 3], p[:, 3]], axis=1).astype(np.float32)
