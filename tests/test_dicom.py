@@ -240,3 +240,123 @@ def test_preview_pictures_in_a_study_leave_it_a_study(study: Path, tmp_path: Pat
     out = tmp_path / "out"
     assert main(["predict", str(root), "-o", str(out), "--method", "watershed"]) == 0
     assert (out / "cd.nii.gz").exists() and not list(out.rglob("*_mask.png"))
+
+
+def _restamp(series_dir: Path, new_uid: bool = False, **attrs: object) -> None:
+    """Rewrite the DICOM files of one series folder with ``attrs`` (a value None deletes
+    the attribute); ``new_uid``: make it a series of its own (a copy of another)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid()
+    for f in sorted(series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        if new_uid:
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        for key, value in attrs.items():
+            if value is None:
+                if key in ds:
+                    delattr(ds, key)
+            else:
+                setattr(ds, key, value)
+        ds.save_as(f, enforce_file_format=True)
+
+
+#: series descriptions as scanners write them, and the modality each is
+DESCRIPTIONS = [
+    ("t2_tirm_tra_dark-fluid", "flair"), ("t2_tirm_dark-fluid_fs", "flair"),
+    ("t2_tirm_cor_dark-fluid_3mm", "flair"), ("t2_spc_da-fl_sag_p2_iso", "flair"),
+    ("DARKFLUID", "flair"), ("dark fluid tra", "flair"), ("T2 FLAIR", "flair"),
+    ("FLAIR", "flair"), ("T2W_FLAIR", "flair"), ("3D_Brain_VIEW_FLAIR", "flair"),
+    ("Ax T2 FLAIR PROPELLER", "flair"), ("SAG CUBE FLAIR", "flair"), ("AX T2 FLAIR", "flair"),
+    ("t2_tirm_tra", None), ("t2_stir_cor", None), ("AX STIR", None),  # STIR: fat nulled
+    ("AX T1 FLAIR", "t1"), ("Sag T1 FLAIR +C", "t1ce"), ("T1FLAIR", "t1"),  # GE's T1 FLAIR
+    ("t1_tirm_tra", "t1"), ("t2_tse_tra", "t2"), ("T2W_TSE", "t2"), ("Ax T2 FRFSE", "t2"),
+    ("t1_mprage_sag_p2_iso", "t1"), ("3D T1 BRAVO +C", "t1ce"), ("AX T1 SE POST GAD", "t1ce"),
+    ("ep2d_diff_3scan", None),
+]
+
+
+@pytest.mark.parametrize("description,modality", DESCRIPTIONS)
+def test_series_descriptions_of_real_scanners(description: str, modality: str | None) -> None:
+    assert dicom.detect_modality(description) == modality
+    assert dicom.classify_series(description, dicom.Acquisition()) == modality
+
+
+#: (description, TI ms, TR ms, TE ms, ScanningSequence, SequenceName) -> modality
+ACQUISITIONS = [
+    # Siemens 2D FLAIR named without "dark-fluid", and its STIR, told apart by TI
+    (("t2_tirm_tra", 2500, 9000, 81, "SE\\IR", "*tir2d1_15"), "flair"),
+    (("t2_tirm_tra", 150, 5000, 50, "SE\\IR", "*tir2d1_13"), None),
+    (("t2_tirm_tra_dark-fluid", 150, 5000, 50, "SE\\IR", "*tir2d1_13"), None),
+    (("t2_spc_da-fl_sag_p2_iso", 1800, 5000, 387, "SE\\IR", "*spcir_282ns"), "flair"),
+    (("AX T2", 2200, 9000, 120, "SE\\IR", ""), "flair"),  # a FLAIR named as a T2
+    (("3D_Brain_VIEW_FLAIR", 1650, 4800, 340, "IR\\SE", ""), "flair"),
+    (("series 7", None, 9000, 90, "SE\\IR", "*tir2d1_15"), "flair"),  # no TI: IR, long TE
+    (("series 7", None, 5000, 50, "SE\\IR", "*tir2d1_13"), None),  # ... STIR's TE is short
+    (("AX T1 FLAIR", 860, 2200, 9, "SE\\IR", ""), "t1"),
+    (("FLAIR", 860, 2200, 9, "SE\\IR", ""), "t1"),  # T1-weighted IR named FLAIR alone
+    (("Ax T1 FLAIR +C", 860, 2200, 9, "SE\\IR", ""), "t1ce"),
+    (("t1_mprage_sag", 900, 2300, 2.3, "GR\\IR", "*tfl3d1_16ns"), "t1"),
+    (("t1_mp2rage_sag_INV2", 2500, 5000, 2.9, "GR\\IR", "*tfl3d1_16"), "t1"),
+    (("t2_tse_tra", None, 5000, 100, "SE", "*tse2d1_15"), "t2"),
+    (("AX T2 FSE", 150, 4000, 100, "SE", ""), "t2"),  # a TI on a sequence that is not IR
+    (("MR brain", 2400, 10000, 140, "", ""), "flair"),  # times alone
+]
+
+
+@pytest.mark.parametrize("row,modality", ACQUISITIONS)
+def test_series_acquisitions_tell_flair_from_t2_and_stir(row: tuple, modality: str | None
+                                                          ) -> None:
+    desc, ti, tr, te, seq, name = row
+    acq = dicom.Acquisition(ti, tr, te, seq, name)
+    assert dicom.classify_series(desc, acq) == modality
+    # dcm2niix's sidecar gives the times in seconds, a header in ms: both read alike
+    meta = {"InversionTime": ti / 1000 if ti else None, "RepetitionTime": tr / 1000,
+            "EchoTime": te / 1000, "ScanningSequence": seq, "SequenceName": name}
+    assert dicom.Acquisition.from_sidecar(meta) == acq
+
+
+def test_acquisition_from_a_dicom_header() -> None:
+    pydicom = pytest.importorskip("pydicom")
+    ds = pydicom.Dataset()
+    ds.InversionTime, ds.RepetitionTime, ds.EchoTime = 2500, 9000, 81
+    ds.ScanningSequence = ["SE", "IR"]
+    ds.SequenceName = "*tir2d1_15"
+    assert dicom.Acquisition.from_header(ds) == dicom.Acquisition(
+        2500.0, 9000.0, 81.0, "SE\\IR", "*tir2d1_15")
+    ds.InversionTime = 0  # GE writes 0 for a sequence without inversion
+    assert dicom.Acquisition.from_header(ds).inversion_ms is None
+
+
+def test_siemens_dark_fluid_study_is_matched(study: Path, tmp_path: Path) -> None:
+    """A Siemens study: FLAIR named dark fluid, a STIR beside the T2 (same tirm
+    sequence, short TI): the FLAIR is found by name and times, the STIR taken for neither."""
+    import shutil
+
+    import nibabel as nib
+
+    root = tmp_path / "siemens"
+    shutil.copytree(study, root)
+    s = root / "study"
+    _restamp(s / "flair", SeriesDescription="t2_tirm_tra_dark-fluid", ProtocolName=None,
+             Manufacturer="SIEMENS", InversionTime=2500, RepetitionTime=9000, EchoTime=81,
+             ScanningSequence=["SE", "IR"], SequenceName="*tir2d1_15")
+    _restamp(s / "t2", SeriesDescription="t2_tse_tra", ProtocolName=None, EchoTime=100,
+             RepetitionTime=5000, ScanningSequence=["SE"], SequenceName="*tse2d1_15")
+    shutil.copytree(s / "t2", s / "stir")
+    _restamp(s / "stir", new_uid=True, SeriesNumber=6, SeriesDescription="t2_tirm_tra",
+             InversionTime=150, EchoTime=50, ScanningSequence=["SE", "IR"],
+             SequenceName="*tir2d1_13")
+    src = dicom.study_source(root, tmp_path / "out")
+    flair = np.asarray(nib.load(str(src.modality_paths["flair"])).dataobj)
+    t2 = np.asarray(nib.load(str(src.modality_paths["t2"])).dataobj)
+    assert not np.array_equal(flair, t2)
+    expected = np.asarray(nib.load(str(study_source_of(study, tmp_path, "flair"))).dataobj)
+    assert np.array_equal(flair, expected)
+
+
+def study_source_of(study: Path, tmp_path: Path, modality: str) -> Path:
+    """The file the untouched test study gives for ``modality``."""
+    return dicom.study_source(study, tmp_path / "plain").modality_paths[modality]

@@ -32,13 +32,28 @@ _WORDS = {
     "t1n": "t1", "t1w": "t1", "t1": "t1", "t1_pre": "t1", "t1pre": "t1",
 }
 _POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+c\b|contrast|\bce\b|_ce\b|\bc\+)")
+#: FLAIR by another name: Siemens calls it dark fluid (``t2_tirm_tra_dark-fluid``,
+#: ``DARKFLUID``, ``t2_spc_da-fl_sag``); matched in the description's words joined by ``_``
+_FLAIR_WORDS = re.compile(r"flair|dark_?fluid|(^|_)da_?fl(_|$)")
+#: an inversion-recovery sequence named without saying which: Siemens' ``tirm`` is STIR
+#: (fat nulled) unless it says dark fluid, which the FLAIR words catch first
+_STIR_WORDS = {"stir", "tirm", "tir"}
+_T1_WORD = re.compile(r"(^|_)t1(w|n|c|ce|gd|flair|post|pre|\+c?)?(_|$)")
+_T2_WORD = re.compile(r"(^|_)t2(w|star)?(_|$)")
+
+
+def _t1_or_t1ce(joined: str) -> str:
+    return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
 
 
 def detect_modality(text: str) -> str | None:
     """Guess the modality (t1, t1ce, t2, flair) from a file name or series description.
 
-    BraTS names (``_t1ce``, ``-t1c`` ...) are read exactly; other texts by key words
-    (FLAIR first, then T1 with a contrast word as T1ce, then T2, then T1).
+    BraTS names (``_t1ce``, ``-t1c`` ...) are read exactly; other texts by key words:
+    FLAIR first (also Siemens' dark fluid; GE's T1 FLAIR, a T1-weighted inversion
+    recovery, is a T1), then a short-TI inversion recovery (STIR, Siemens' ``tirm``
+    without dark fluid) as none of the four, then T1 with a contrast word as T1ce, then
+    T2, then T1.
     """
     from braintumor.cases import _match_brats_name
 
@@ -51,21 +66,115 @@ def detect_modality(text: str) -> str | None:
             low = low[: -len(ext)]
     tokens = re.split(r"[^a-z0-9+]+", low)
     joined = "_".join(t for t in tokens if t)
-    if "flair" in joined or "t2f" in tokens:
+    t1_named = bool(_T1_WORD.search(joined))
+    if _FLAIR_WORDS.search(joined) or "t2f" in tokens:
+        if t1_named and not _T2_WORD.search(joined):  # "AX T1 FLAIR": T1-weighted
+            return _t1_or_t1ce(joined)
         return "flair"
+    if _STIR_WORDS & set(tokens) and not t1_named:
+        return None
     for tok in reversed(tokens):  # the modality word usually ends a BraTS-like name
         if tok in _WORDS and _WORDS[tok] != "t1":
             return _WORDS[tok]
         if tok in _WORDS:
-            return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+            return _t1_or_t1ce(joined)
     if re.search(r"t1", joined):
-        return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+        return _t1_or_t1ce(joined)
     if re.search(r"t2", joined):
         return "t2"
     if "mprage" in joined or "spgr" in joined:
-        return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+        return _t1_or_t1ce(joined)
     return None
 
+
+#: inversion times (ms) that tell FLAIR (CSF nulled: about 1500-2800 ms at 1.5-3 T, 2D or
+#: 3D) from STIR (fat nulled: 100-250 ms); T1-weighted inversion recovery (MPRAGE, GE's
+#: T1 FLAIR) lies between, with a short echo time
+FLAIR_MIN_TI_MS = 1500.0
+STIR_MAX_TI_MS = 300.0
+#: T2 weighting: FLAIR's echo time is long (80-140 ms 2D, longer 3D), its TR longer still
+T2_MIN_TE_MS = 60.0
+T1_MAX_TE_MS = 40.0
+FLAIR_MIN_TR_MS = 4000.0
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """How an MR series was acquired, as far as its files say (None or "" where not):
+    inversion, repetition and echo times in ms, the DICOM ScanningSequence (``SE\\IR``)
+    and SequenceName (Siemens' ``*tir2d1_15``)."""
+
+    inversion_ms: float | None = None
+    repetition_ms: float | None = None
+    echo_ms: float | None = None
+    scanning_sequence: str = ""
+    sequence_name: str = ""
+
+    @classmethod
+    def from_sidecar(cls, meta: dict[str, Any]) -> Acquisition:
+        """From dcm2niix's BIDS sidecar (times in seconds)."""
+
+        def ms(key: str) -> float | None:
+            v = meta.get(key)
+            return float(v) * 1000.0 if isinstance(v, (int, float)) and v > 0 else None
+
+        return cls(ms("InversionTime"), ms("RepetitionTime"), ms("EchoTime"),
+                   str(meta.get("ScanningSequence") or ""), str(meta.get("SequenceName") or ""))
+
+    @classmethod
+    def from_header(cls, ds: Any) -> Acquisition:
+        """From a DICOM header (times in ms)."""
+
+        def ms(key: str) -> float | None:
+            try:
+                v = float(getattr(ds, key, None) or 0)
+            except (TypeError, ValueError):
+                return None
+            return v if v > 0 else None
+
+        seq = getattr(ds, "ScanningSequence", None) or ""
+        text = seq if isinstance(seq, str) else "\\".join(str(v) for v in seq)
+        return cls(ms("InversionTime"), ms("RepetitionTime"), ms("EchoTime"), text,
+                   str(getattr(ds, "SequenceName", "") or ""))
+
+    @property
+    def inversion_recovery(self) -> bool | None:
+        """Whether the sequence is an inversion recovery (None when the files do not say)."""
+        if not self.scanning_sequence and not self.sequence_name:
+            return None
+        kinds = set(re.split(r"[^A-Z]+", self.scanning_sequence.upper()))
+        return "IR" in kinds or bool(re.search(r"tir|spcir|flair", self.sequence_name.lower()))
+
+
+def classify_series(description: str, acq: Acquisition | None = None) -> str | None:
+    """The modality of a series from its description (:func:`detect_modality`) and, where
+    its files give them, its inversion, repetition and echo times: a long inversion time
+    (CSF nulled) with long TR and TE is a FLAIR whatever the name (``t2_tirm_tra``,
+    ``AX T2``); a short one (STIR, fat nulled) is not a FLAIR, nor a T2; an inversion
+    recovery named FLAIR with a short echo time is T1-weighted (GE's T1 FLAIR). Without
+    an inversion time, an inversion recovery with TE >= 80 ms and TR >= 6000 ms is taken
+    for a FLAIR (STIR's echo is shorter). A series named T1 or T1ce stays one."""
+    text = detect_modality(description)
+    if acq is None or text in ("t1", "t1ce"):
+        return text
+    ti, tr, te = acq.inversion_ms, acq.repetition_ms, acq.echo_ms
+    ir = acq.inversion_recovery
+    if ti is None:
+        if ir and te is not None and te >= 80.0 and tr is not None and tr >= 6000.0:
+            return "flair"
+        return text
+    if ti >= FLAIR_MIN_TI_MS:
+        if (te is None or te >= T2_MIN_TE_MS) and (tr is None or tr >= FLAIR_MIN_TR_MS):
+            return "flair"
+        return text
+    if ir is False:  # an inversion time on a sequence that says it inverts nothing
+        return text
+    if ti < STIR_MAX_TI_MS:
+        return None
+    if text == "flair" and te is not None and te < T1_MAX_TE_MS:
+        low = "_".join(t for t in re.split(r"[^a-z0-9+]+", description.lower()) if t)
+        return _t1_or_t1ce(low)
+    return text
 
 
 @dataclass
@@ -87,18 +196,21 @@ def describe_series(nifti: Path) -> Series:
 
     sidecar = nifti.with_name(nifti.name[: -len(".nii.gz")] + ".json")
     desc = ""
+    meta: dict[str, Any] = {}
     if sidecar.exists():
         try:
-            meta = json.loads(sidecar.read_text())
+            loaded = json.loads(sidecar.read_text())
+            meta = loaded if isinstance(loaded, dict) else {}
             desc = str(meta.get("SeriesDescription") or meta.get("ProtocolName") or "")
         except (OSError, json.JSONDecodeError):
-            desc = ""
+            meta, desc = {}, ""
     if not desc:
         desc = re.sub(r"^\d+_", "", nifti.name[: -len(".nii.gz")])
     img: Any = nib.load(str(nifti))
     shape = [int(s) for s in img.shape]
     usable = len([s for s in shape if s > 1]) == 3
-    return Series(nifti, desc[:120], shape, usable, detect_modality(desc) if usable else None)
+    guess = classify_series(desc, Acquisition.from_sidecar(meta)) if usable else None
+    return Series(nifti, desc[:120], shape, usable, guess)
 
 
 def complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
