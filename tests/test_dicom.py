@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import zipfile
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def test_detect_a_study_folder(study: Path, tmp_path: Path) -> None:
 
 def test_series_choice_parsed() -> None:
     assert dicom.parse_series_choice("3=t1, 4=T1CE,5=t2,7=flair") == {
-        3: "t1", 4: "t1ce", 5: "t2", 7: "flair"}
+        "3": "t1", "4": "t1ce", "5": "t2", "7": "flair"}
+    # a volume sharing its number, one without a number, a description
+    assert dicom.parse_series_choice("4b=t2,no-number-1=t1, AX  T2 FLAIR =flair") == {
+        "4b": "t2", "no-number-1": "t1", "AX T2 FLAIR": "flair"}
     assert dicom.parse_series_choice(None) == {}
     for bad in ("x", "3=t3", "t1=3"):
         with pytest.raises(InputError, match="NUMBER=MODALITY"):
@@ -360,3 +364,69 @@ def test_siemens_dark_fluid_study_is_matched(study: Path, tmp_path: Path) -> Non
 def study_source_of(study: Path, tmp_path: Path, modality: str) -> Path:
     """The file the untouched test study gives for ``modality``."""
     return dicom.study_source(study, tmp_path / "plain").modality_paths[modality]
+
+
+def _series_error(root: Path, tmp_path: Path, choice: dict[str, str]) -> str:
+    with pytest.raises(InputError) as err:
+        dicom.study_source(root, tmp_path / "out", choice=choice)
+    return str(err.value).replace(str(root), "STUDY")
+
+
+def test_series_sharing_a_number_are_shown_and_chosen_as_listed(
+        study: Path, tmp_path: Path) -> None:
+    """Two series numbered 4 (the FLAIR exported with its T2's number): the list shows
+    4a and 4b, never a number the PACS does not show, and --series takes them."""
+    import shutil
+
+    root = tmp_path / "clash"
+    shutil.copytree(study, root)
+    _restamp(root / "study" / "flair", SeriesNumber=4)
+    msg = _series_error(root, tmp_path, {"9": "flair"})
+    assert "no series 9" in msg and "2: AX T1 SE; 3: AX T1 SE POST GAD" in msg
+    assert "4a: AX T2 FLAIR (one of 2 sharing series number 4)" in msg
+    assert "4b: AX T2 TSE (one of 2 sharing series number 4)" in msg
+    assert not re.search(r"\d{3,}", msg), msg  # no made-up number (1003 ...)
+    msg = _series_error(root, tmp_path, {"2": "t1", "3": "t1ce", "4": "t2", "5": "flair"})
+    assert "2 volumes have series number 4" in msg and "as 4a or 4b" in msg
+    src = dicom.study_source(root, tmp_path / "a", choice={
+        "2": "t1", "3": "t1ce", "4b": "t2", "4A": "flair"})
+    auto = dicom.study_source(root, tmp_path / "b")  # the descriptions settle it alone
+    plain = dicom.study_source(study, tmp_path / "c")
+    for m in ("t1", "t1ce", "t2", "flair"):
+        want = np.asarray(nib.load(str(plain.modality_paths[m])).dataobj)
+        for got in (src, auto):
+            assert np.array_equal(np.asarray(nib.load(str(got.modality_paths[m])).dataobj),
+                                  want), m
+    out = tmp_path / "cli"  # as typed on the command line
+    assert main(["predict", str(root), "-o", str(out), "--method", "watershed",
+                 "--series", "2=t1,3=t1ce,4b=t2,4a=flair"]) == 0
+
+
+def test_series_without_a_number_are_shown_and_chosen_as_listed(
+        study: Path, tmp_path: Path) -> None:
+    """Series whose files carry no SeriesNumber: a labelled stand-in (``no-number-1``),
+    not the checksum dcm2niix names the file by, and --series takes it or the
+    description; a DICOM SEG still finds the series its grid came from."""
+    import shutil
+
+    from braintumor.dicom_seg import series_files
+
+    root = tmp_path / "nonum"
+    shutil.copytree(study, root)
+    for m in ("t1", "t2", "flair"):
+        _restamp(root / "study" / m, SeriesNumber=None)
+    msg = _series_error(root, tmp_path, {"9": "flair"})
+    assert ("3: AX T1 SE POST GAD; no-number-1: AX T1 SE; no-number-2: AX T2 FLAIR; "
+            "no-number-3: AX T2 TSE") in msg, msg
+    assert not re.search(r"\d{3,}", msg), msg  # dcm2niix's checksum names are not shown
+    src = dicom.study_source(root, tmp_path / "a", choice={
+        "no-number-1": "t1", "3": "t1ce", "ax t2 tse": "t2", "NO-NUMBER-2": "flair"})
+    plain = dicom.study_source(study, tmp_path / "c")
+    for m in ("t1", "t1ce", "t2", "flair"):
+        assert np.array_equal(np.asarray(nib.load(str(src.modality_paths[m])).dataobj),
+                              np.asarray(nib.load(str(plain.modality_paths[m])).dataobj)), m
+    assert src.dicom_reference is not None
+    assert len(series_files(*src.dicom_reference)) == 28  # the T1, found by its UID
+    msg = _series_error(root, tmp_path, {"AX T1 SE": "t1", "3": "t1ce", "AX T2": "t2",
+                                         "no-number-2": "flair"})
+    assert "no series AX T2" in msg

@@ -70,9 +70,9 @@ class CaseSource:
     modality_paths: dict[str, Path] = field(default_factory=dict)  # modality -> file
     image4d: Path | None = None  # MSD 4D file
     label_path: Path | None = None
-    #: a converted DICOM study: (its folder, the series number whose grid the case lies
-    #: on, the StudyInstanceUID), for a DICOM SEG of the outline
-    dicom_reference: tuple[Path, int, str | None] | None = None
+    #: a converted DICOM study: (its folder, the series whose grid the case lies on, by its
+    #: SeriesInstanceUID or number, the StudyInstanceUID), for a DICOM SEG of the outline
+    dicom_reference: tuple[Path, str | int, str | None] | None = None
 
     @property
     def reference_path(self) -> Path:

@@ -1,5 +1,6 @@
 """DICOM studies: MR series converted to NIfTI with dcm2niix and matched to the four
-modalities (T1, T1ce, T2, FLAIR) by their descriptions.
+modalities (T1, T1ce, T2, FLAIR) by their descriptions and acquisition (inversion, echo and
+repetition times).
 
 Shared by the web page (a zip of DICOM files, matched in the page) and ``braintumor
 predict`` (a folder of DICOM files, matched automatically, or by ``--series``). No
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,9 +191,9 @@ class Series:
     guess: str | None
 
 
-def describe_series(nifti: Path) -> Series:
-    """What dcm2niix's sidecar (or, without one, its file name ``<series number>_<description>``)
-    says of a converted series."""
+def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
+    """What dcm2niix's sidecar (or, without one, ``header``, the DICOM series it came from,
+    or its file name ``<series number>_<description>``) says of a converted series."""
     import nibabel as nib
 
     sidecar = nifti.with_name(nifti.name[: -len(".nii.gz")] + ".json")
@@ -204,13 +206,15 @@ def describe_series(nifti: Path) -> Series:
             desc = str(meta.get("SeriesDescription") or meta.get("ProtocolName") or "")
         except (OSError, json.JSONDecodeError):
             meta, desc = {}, ""
+    if not desc and header is not None:
+        desc = header.description
     if not desc:
         desc = re.sub(r"^\d+_", "", nifti.name[: -len(".nii.gz")])
+    acq = Acquisition.from_sidecar(meta) if meta or header is None else header.acquisition
     img: Any = nib.load(str(nifti))
     shape = [int(s) for s in img.shape]
     usable = len([s for s in shape if s > 1]) == 3
-    guess = classify_series(desc, Acquisition.from_sidecar(meta)) if usable else None
-    return Series(nifti, desc[:120], shape, usable, guess)
+    return Series(nifti, desc[:120], shape, usable, classify_series(desc, acq) if usable else None)
 
 
 def complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
@@ -340,110 +344,272 @@ def find_studies(folder: str | Path) -> list[tuple[Path, str]]:
     return [(d, d.name) for d in subs]
 
 
-def parse_series_choice(text: str | None) -> dict[int, str]:
-    """``--series`` text, ``"3=t1,4=t1ce,5=t2,7=flair"`` (DICOM series numbers), ->
-    ``{series number: modality}``."""
-    out: dict[int, str] = {}
+def parse_series_choice(text: str | None) -> dict[str, str]:
+    """``--series`` text, ``"3=t1,4=t1ce,5=t2,7=flair"``, -> ``{series: modality}``: each
+    series as the series list shows it (its DICOM series number, ``4b`` where volumes share
+    a number, ``no-number-1`` for one without), or its description; matched to the study's
+    series by :func:`study_source`."""
+    out: dict[str, str] = {}
     for part in (text or "").split(","):
         if not part.strip():
             continue
-        num, _, mod = part.partition("=")
+        key, _, mod = part.rpartition("=")
         mod = mod.strip().lower()
-        if not num.strip().isdigit() or mod not in MODALITIES:
-            raise InputError(f"--series {text}: give each series as NUMBER=MODALITY, e.g. "
+        if not key.strip() or mod not in MODALITIES:
+            raise InputError(f"--series {text}: give each series as NUMBER=MODALITY (the number "
+                             "as the series list shows it, or the series description), e.g. "
                              "3=t1,4=t1ce,5=t2,7=flair.")
-        out[int(num)] = mod
+        out[" ".join(key.split())] = mod
     return out
 
 
+@dataclass
+class DicomSeries:
+    """One image series of a DICOM study as its headers tell it (no pixel read): its
+    SeriesInstanceUID, SeriesNumber (None when the files give none), description (the
+    SeriesDescription, else the ProtocolName), acquisition and files."""
+
+    uid: str
+    number: int | None
+    description: str
+    acquisition: Acquisition
+    files: list[Path]
+
+
+_SCANNED_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
+                 "ProtocolName", "Rows", "InversionTime", "RepetitionTime", "EchoTime",
+                 "ScanningSequence", "SequenceName"]
+
+
+def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
+    """The image series of the DICOM files under ``folder`` (headers only), in series
+    number order (those without one last), the StudyInstanceUIDs they name, and how many
+    DICOM files had a header that could not be read. Files that hold no image (a CD's
+    DICOMDIR, reports, presentation states) are passed over."""
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError("Reading a DICOM study needs pydicom, which is not installed "
+                         "(pip install pydicom).") from None
+    series: dict[str, DicomSeries] = {}
+    studies: set[str] = set()
+    unreadable = 0
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if not is_dicom_file(f):
+            continue
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=_SCANNED_TAGS)
+        except Exception:  # noqa: BLE001 - pydicom raises many kinds for a bad file
+            unreadable += 1
+            continue
+        if getattr(ds, "StudyInstanceUID", None):
+            studies.add(str(ds.StudyInstanceUID))
+        if not getattr(ds, "Rows", None):
+            continue
+        try:
+            number: int | None = int(ds.SeriesNumber)
+        except (AttributeError, TypeError, ValueError):
+            number = None
+        desc = str(getattr(ds, "SeriesDescription", "") or getattr(ds, "ProtocolName", "")
+                   or "").strip()
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or f"?{number}:{desc}")
+        if uid not in series:
+            series[uid] = DicomSeries(uid, number, desc[:120], Acquisition.from_header(ds), [])
+        series[uid].files.append(f)
+    order = sorted(series.values(), key=lambda d: (d.number is None, d.number or 0,
+                                                   d.description, d.files[0]))
+    return order, studies, unreadable
+
+
+@dataclass
+class StudySeries:
+    """A volume of a DICOM study as the command line shows it. ``label`` is what messages
+    show and ``--series`` takes: the DICOM SeriesNumber; with a letter (``4a``, ``4b``)
+    where several volumes share one (two series numbered alike, or the echoes of one
+    series); ``no-number-1`` ... for a series without one. ``volume`` is the converted
+    series, None when it could not be converted or read (``fault`` says why)."""
+
+    label: str
+    source: DicomSeries
+    volume: Series | None
+    fault: str | None = None
+    shared: int = 0  # how many volumes share its series number, when more than one
+
+    @property
+    def description(self) -> str:
+        return self.volume.description if self.volume is not None else self.source.description
+
+    @property
+    def usable(self) -> bool:
+        return self.volume is not None and self.volume.usable
+
+    @property
+    def guess(self) -> str | None:
+        """The modality it reads as (for one that could not be read, by its headers)."""
+        if self.volume is not None:
+            return self.volume.guess
+        return classify_series(self.source.description, self.source.acquisition)
+
+    def named(self) -> str:
+        return f"series {self.label} ({self.description or 'no description'})"
+
+
+def _study_series(scanned: list[DicomSeries], raw: Path, uneven: set[Path]
+                  ) -> list[StudySeries]:
+    """Convert each scanned series on its own (so that a failure is its own, and said)
+    and label the volumes (:class:`StudySeries`)."""
+    from braintumor.io import convert_dicom_series
+
+    out: list[StudySeries] = []
+    for k, src in enumerate(scanned):
+        niftis, fault = convert_dicom_series(src.files, raw / f"{k:04d}", uneven=uneven)
+        volumes = []
+        for n in niftis:
+            try:
+                volumes.append(describe_series(n, src))
+            except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds
+                fault = f"dcm2niix's NIfTI file of it could not be read ({type(exc).__name__})"
+        out += [StudySeries("", src, v) for v in volumes] or [
+            StudySeries("", src, None, fault or "dcm2niix made no image of it")]
+    by_number: dict[int | None, list[StudySeries]] = {}
+    for e in out:
+        by_number.setdefault(e.source.number, []).append(e)
+    for num, group in by_number.items():
+        for i, e in enumerate(group):
+            if num is None:
+                e.label = f"no-number-{i + 1}"
+            elif len(group) == 1:
+                e.label = str(num)
+            else:
+                e.label = f"{num}{chr(ord('a') + i) if i < 26 else f'-{i + 1}'}"
+                e.shared = len(group)
+    return out
+
+
+def _find_series(key: str, entries: list[StudySeries], folder: Path) -> StudySeries:
+    """The series ``--series`` names by ``key``: its label as listed, its series number
+    where that is one volume's, or its description."""
+    low = key.casefold()
+    for e in entries:
+        if e.label.casefold() == low:
+            return e
+    if key.isdigit():
+        same = [e for e in entries if e.source.number == int(key)]
+        if same:
+            raise InputError(f"{folder}: {len(same)} volumes have series number {key} ("
+                             + "; ".join(f"{e.label}: {e.description}" for e in same)
+                             + "); name one of them in --series as "
+                             + " or ".join(e.label for e in same) + ".")
+    by_desc = [e for e in entries if " ".join(e.description.casefold().split()) == low]
+    if len(by_desc) == 1:
+        return by_desc[0]
+    if by_desc:
+        raise InputError(f"{folder}: {len(by_desc)} series are described as {key!r}; name "
+                         "one of them in --series by its number, "
+                         + " or ".join(e.label for e in by_desc) + ".")
+    raise InputError(f"{folder}: no series {key}; it holds {_listing(entries)}.")
+
+
 def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = None,
-                 choice: dict[int, str] | None = None) -> CaseSource:
+                 choice: Mapping[str, str] | Mapping[int, str] | None = None
+                 ) -> CaseSource:
     """Convert the DICOM study under ``folder`` and match its series to the modalities
-    (``choice``: series number -> modality, else each series' description), every
-    modality on the T1 series' grid. The four volumes are written, anonymised, to
+    (``choice``: series -> modality, each series as :func:`parse_series_choice` takes it,
+    else each series' description and acquisition), every modality on the T1 series'
+    grid. The four volumes are written, anonymised, to
     ``out_dir/<case>_series/<modality>.nii.gz``; the returned source reads them, so the
     label map comes out on that T1 grid. An unclear match raises :class:`InputError`
-    listing the series found."""
-    from braintumor.io import convert_dicom
-
+    listing the series found, by their DICOM series numbers (:class:`StudySeries`)."""
     folder = Path(folder)
     cid = case_id or folder.name
-    one_study(folder, str(folder))
+    scanned, studies, _ = scan_study(folder)
+    if len(studies) > 1:
+        raise InputError(f"{folder}: holds DICOM files of {len(studies)} studies "
+                         "(examinations); a case is one study: give each study's files in a "
+                         "folder (or zip) of its own.")
     dest = Path(out_dir) / f"{cid}_series"
     raw = Path(out_dir) / f".{cid}_dcm2niix"
     shutil.rmtree(raw, ignore_errors=True)
     uneven: set[Path] = set()
     try:
-        try:
-            niftis = convert_dicom(folder, raw, anonymize=True, uneven=uneven)
-        except InputError:
+        entries = _study_series(scanned, raw, uneven)
+        if not any(e.volume for e in entries):
             raise InputError(f"{folder}: holds no DICOM series that could be converted to "
-                             "NIfTI.") from None
-        series: dict[int, Series] = {}
-        for i, n in enumerate(niftis):  # echoes of one series share its number
-            num = _series_number(n, i)
-            series[num if num not in series else 1000 + i] = describe_series(n)
-        usable = sum(s.usable for s in series.values())
+                             "NIfTI" + (f" ({_listing(entries)})." if entries else "."))
+        series = {e.label: e for e in entries}
+        usable = sum(e.usable for e in entries)
         if usable < len(REQUIRED_MODALITIES):
-            raise InputError(f"{folder}: holds {usable} 3D series ({_listing(series)}); a case "
-                             "needs T1ce and FLAIR, and T1 and T2 where there are.")
+            raise InputError(f"{folder}: holds {usable} 3D series ({_listing(entries)}); a "
+                             "case needs T1ce and FLAIR, and T1 and T2 where there are.")
         if choice:
-            unknown = sorted(set(choice) - set(series))
-            if unknown:
-                raise InputError(f"{folder}: no series {unknown[0]}; it holds "
-                                 f"{_listing(series)}.")
-            by_num = {str(k): v for k, v in choice.items()}
+            by_label: dict[str, str] = {}
+            for key, mod in choice.items():
+                e = _find_series(str(key), entries, folder)
+                if e.label in by_label:
+                    raise InputError(f"--series names {e.named()} twice; name each series "
+                                     "once.")
+                by_label[e.label] = mod
         else:
-            by_num = complete_assignment({str(k): s.guess for k, s in series.items()
-                                          if s.usable}) or {}
-        chosen = {m: int(k) for k, m in by_num.items()}
-        complete = set(REQUIRED_MODALITIES) <= set(chosen) and len(by_num) == len(chosen)
+            by_label = complete_assignment({e.label: e.guess for e in entries
+                                            if e.usable}) or {}
+        chosen = {m: k for k, m in by_label.items()}
+        complete = set(REQUIRED_MODALITIES) <= set(chosen) and len(by_label) == len(chosen)
         if choice and not complete:
             raise InputError("--series must name one series for each of T1ce and FLAIR, and "
                              "of T1 and T2 where the study has them, each modality once; "
-                             f"{folder} holds {_listing(series)}.")
-        guesses = [s.guess for s in series.values() if s.usable]
+                             f"{folder} holds {_listing(entries)}.")
+        guesses = [e.guess for e in entries if e.usable]
         lacking = [MODALITY_NAMES[m] for m in REQUIRED_MODALITIES if m not in guesses]
         if not complete and not choice and lacking and all(guesses):
             raise InputError(
                 f"{folder}: holds no series that reads as {' or '.join(lacking)} "
-                f"({_listing(series)}); a case needs T1ce and FLAIR, and T1 and T2 where "
+                f"({_listing(entries)}); a case needs T1ce and FLAIR, and T1 and T2 where "
                 "there are. If one of these is it, name them with --series, e.g. --series "
                 "3=t1,4=t1ce,5=t2,7=flair.")
         if not complete:
             raise InputError(
                 f"{folder}: could not tell which series is T1, T1ce, T2 and FLAIR; it holds "
-                f"{_listing(series)}. Name them with --series, e.g. --series "
+                f"{_listing(entries)}. Name them with --series, e.g. --series "
                 "3=t1,4=t1ce,5=t2,7=flair.")
-        for m, num in chosen.items():
-            if not series[num].usable:
-                raise InputError(f"{folder}: series {num} ({series[num].description}) is not "
-                                 f"a 3D volume, so it cannot be the {MODALITY_NAMES[m]}.")
-            if series[num].path in uneven:
-                raise InputError(f"{folder}: series {num} ({series[num].description}), the "
-                                 f"{MODALITY_NAMES[m]}, has slices that are not evenly spaced "
-                                 "(one missing?), so it cannot be put on one grid; export "
-                                 "the whole series again.")
+        for m, label in chosen.items():
+            e = series[label]
+            if e.volume is None:
+                raise InputError(f"{folder}: {e.named()}, given as the {MODALITY_NAMES[m]}, "
+                                 f"could not be read: {e.fault}.")
+            if not e.volume.usable:
+                raise InputError(f"{folder}: {e.named()} is not a 3D volume, so it cannot be "
+                                 f"the {MODALITY_NAMES[m]}.")
+            if e.volume.path in uneven:
+                raise InputError(f"{folder}: {e.named()}, the {MODALITY_NAMES[m]}, has slices "
+                                 "that are not evenly spaced (one missing?), so it cannot be "
+                                 "put on one grid; export the whole series again.")
         dest.mkdir(parents=True, exist_ok=True)
         paths = {}
         for m in (m for m in MODALITIES if m in chosen):
+            vol = series[chosen[m]].volume
+            assert vol is not None  # checked above
             paths[m] = dest / f"{m}.nii.gz"
-            shutil.copyfile(series[chosen[m]].path, paths[m])
+            shutil.copyfile(vol.path, paths[m])
         resample_onto_t1(paths)
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
-    ref = next(m for m in MODALITIES if m in chosen)  # the grid the others were put on
+    ref = series[chosen[next(m for m in MODALITIES if m in chosen)]]  # the others' grid
     return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths,
-                      dicom_reference=(folder, chosen[ref], _study_uid(folder)))
+                      dicom_reference=(folder, ref.source.uid, next(iter(studies), None)))
 
 
-def _series_number(nifti: Path, index: int) -> int:
-    """The DICOM series number dcm2niix put first in the file name (``%s_%d``), else
-    1000 + the file's position."""
-    m = re.match(r"(\d+)_", nifti.name)
-    return int(m.group(1)) if m else 1000 + index
-
-
-def _listing(series: dict[int, Series]) -> str:
-    return "; ".join(f"{k}: {s.description or 'no description'}"
-                     + ("" if s.usable else " (not 3D)") for k, s in sorted(series.items()))
+def _listing(entries: list[StudySeries]) -> str:
+    """The series as messages list them: ``label: description``, with what sets one apart
+    (its number shared, not 3D, not readable)."""
+    parts = []
+    for e in entries:
+        notes = []
+        if e.shared:
+            notes.append(f"one of {e.shared} sharing series number {e.source.number}")
+        if e.volume is None:
+            notes.append(f"could not be read: {e.fault}")
+        elif not e.volume.usable:
+            notes.append("not 3D")
+        parts.append(f"{e.label}: {e.description or 'no description'}"
+                     + (f" ({'; '.join(notes)})" if notes else ""))
+    return "; ".join(parts)

@@ -41,10 +41,10 @@ SEGMENTS = ((L.NCR, "necrotic / non-enhancing tumour core", "Necrosis"),
             (L.ET, "enhancing tumour", "Neoplasm"))
 
 
-def series_files(study: str | Path, series_number: int, study_uid: str | None = None
+def series_files(study: str | Path, series: str | int, study_uid: str | None = None
                  ) -> list[Path]:
-    """The DICOM files of series ``series_number`` (of ``study_uid``, when given) under
-    the folder ``study``."""
+    """The DICOM files of one series (``series``: its SeriesInstanceUID, or as a number its
+    SeriesNumber) of ``study_uid``, when given, under the folder ``study``."""
     import pydicom
 
     from braintumor.dicom import is_dicom_file
@@ -53,10 +53,11 @@ def series_files(study: str | Path, series_number: int, study_uid: str | None = 
     for f in sorted(p for p in Path(study).rglob("*") if p.is_file()):
         if not is_dicom_file(f):
             continue
-        ds = pydicom.dcmread(f, stop_before_pixels=True,
-                             specific_tags=["SeriesNumber", "StudyInstanceUID"])
-        if (int(getattr(ds, "SeriesNumber", -1) or -1) == series_number
-                and (study_uid is None or getattr(ds, "StudyInstanceUID", None) == study_uid)):
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=[
+            "SeriesNumber", "SeriesInstanceUID", "StudyInstanceUID"])
+        same = (getattr(ds, "SeriesInstanceUID", None) == series if isinstance(series, str)
+                else int(getattr(ds, "SeriesNumber", -1) or -1) == series)
+        if same and (study_uid is None or getattr(ds, "StudyInstanceUID", None) == study_uid):
             found.append(f)
     return found
 

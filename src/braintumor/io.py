@@ -443,15 +443,46 @@ def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = 
     grid: where dcm2niix made an evenly spaced copy of it, that copy takes its place;
     otherwise its file is added to ``uneven`` (when given), for the caller to refuse it.
     """
+    files, _ = _dcm2niix(Path(dicom_dir), Path(out_dir), anonymize, uneven)
+    if not files:
+        raise InputError(f"{dicom_dir}: no DICOM series could be converted to NIfTI.")
+    return files
+
+
+def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: bool = True,
+                         uneven: set[Path] | None = None) -> tuple[list[Path], str | None]:
+    """Convert the DICOM files of one series (as :func:`convert_dicom` does a folder):
+    ``(NIfTI files, why none or not all of them could be converted)``, the reason in
+    words of its own (no file name, which may carry the patient's), None when every file
+    was converted. The files are linked (copied where links are refused) into
+    ``work_dir/dicom`` as numbered names; the NIfTI files go to ``work_dir/nifti``."""
+    import os
+
+    work = Path(work_dir)
+    links = work / "dicom"
+    links.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
+        link = links / f"{i:05d}.dcm"
+        try:
+            os.symlink(Path(f).resolve(), link)
+        except OSError:  # a system without symbolic links for this user
+            shutil.copyfile(f, link)
+    out, log = _dcm2niix(links, work / "nifti", anonymize, uneven)
+    return out, dcm2niix_fault(log, len(files))
+
+
+def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | None
+              ) -> tuple[list[Path], str]:
+    """Run dcm2niix on a folder: (the NIfTI files written, its log)."""
     exe = dcm2niix_executable()
     if exe is None:
         raise InputError("DICOM conversion needs dcm2niix, which is not installed.")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "-z", "y", "-b", "y", "-ba", "y" if anonymize else "n", "-f", "%s_%d",
            "-o", str(out), str(dicom_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    for f in _uneven_series(proc.stdout + proc.stderr, out):
+    log = proc.stdout + proc.stderr
+    for f in _uneven_series(log, out):
         equal = sorted(out.glob(f.name[: -len(".nii.gz")] + "_Eq*.nii.gz"))
         if equal:  # dcm2niix's evenly spaced copy stands in for the series
             equal[0].replace(f)
@@ -461,12 +492,40 @@ def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = 
         elif uneven is not None:
             uneven.add(f)
     files = sorted(out.glob("*.nii.gz"))
-    if not files:
-        raise InputError(f"{dicom_dir}: no DICOM series could be converted to NIfTI.")
     if anonymize:
         for f in files:
             blank_text_fields(f)
-    return files
+    return files, log
+
+
+#: dcm2niix's complaints about a series, and what they mean in words of the project's
+_DCM2NIIX_FAULTS = (
+    (re.compile(r"File not large enough to store image data"),
+     "{n} of its {total} files {are} cut short (their pixel data ends early)"),
+    (re.compile(r"(?i)unsupported transfer syntax|unable to decode"),
+     "its pixels are compressed in a way (transfer syntax) dcm2niix cannot decode"),
+    (re.compile(r"dimensions vary across slices"),
+     "its slices differ in size, so they make no single volume"),
+)
+
+
+def dcm2niix_fault(log: str, total: int) -> str | None:
+    """What dcm2niix's ``log`` says went wrong with a series of ``total`` files (a phrase,
+    no file name), or None when it says it converted them all."""
+    for pattern, words in _DCM2NIIX_FAULTS:
+        n = len(pattern.findall(log))
+        if n:
+            return words.format(n=n, total=total, are="is" if n == 1 else "are")
+    done = re.search(r"Converted (\d+) of (\d+) files", log)
+    if done is None and "Convert " in log:
+        return None
+    lines = [ln.strip() for ln in log.splitlines()
+             if re.match(r"\s*(Error|Warning)\b", ln) and "Converted " not in ln
+             and "(0018,5100)" not in ln and "(0008,0070)" not in ln]
+    said = re.sub(r"(?:[A-Za-z]:)?[\\/]\S*", "a file", lines[0]) if lines else ""
+    left = f"{int(done.group(2)) - int(done.group(1))} of its {total} files were not " \
+        "converted" if done else "dcm2niix converted none of its files"
+    return left + (f" (dcm2niix: {said.rstrip('.')})" if said else "")
 
 
 def _uneven_series(log: str, out: Path) -> list[Path]:
