@@ -430,3 +430,76 @@ def test_series_without_a_number_are_shown_and_chosen_as_listed(
     msg = _series_error(root, tmp_path, {"AX T1 SE": "t1", "3": "t1ce", "AX T2": "t2",
                                          "no-number-2": "flair"})
     assert "no series AX T2" in msg
+
+
+def _cut_short(f: Path) -> None:
+    """One DICOM file whose pixel data ends early (a copy broken off)."""
+    import pydicom
+
+    ds = pydicom.dcmread(f)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(f, enforce_file_format=True)
+
+
+def _compress_unreadably(series_dir: Path) -> None:
+    """A series whose pixels are in a transfer syntax dcm2niix cannot decode (MPEG-2)."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    for f in sorted(series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+        ds.PixelData = encapsulate([ds.PixelData])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(f, enforce_file_format=True)
+
+
+def test_an_unreadable_t1_is_said_and_the_case_goes_on(
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A T1 series with one file cut short cannot be converted: the case goes on without
+    a T1 (as a study without one does), and says which series it lost and why, on stderr
+    and in the volumes table, naming no patient."""
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(study, root)
+    _cut_short(root / "study" / "t1" / "IM0005.dcm")
+    out = tmp_path / "out"
+    assert main(["predict", str(root), "-o", str(out), "--method", "watershed"]) == 0
+    err = capsys.readouterr().err
+    said = ("series 2 (AX T1 SE), the study's T1, could not be read, so the case goes without "
+            "it: 1 of its 28 files is cut short (their pixel data ends early)")
+    assert said in " ".join(err.split()), err
+    assert "Doe" not in err and "PID-778899" not in err and "IM0005" not in err
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    assert row["warning"].startswith(said) and "no T1 image" in row["warning"]
+    assert sorted(f.name for f in (out / "broken_series").iterdir()) == [
+        "flair.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
+
+
+def test_an_unreadable_needed_or_chosen_series_is_refused_with_why(
+        study: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(study, root)
+    _compress_unreadably(root / "study" / "t1ce")
+    why = "its pixels are compressed in a way (transfer syntax) dcm2niix cannot decode"
+    msg = _series_error(root, tmp_path, {})
+    assert f"series 3 (AX T1 SE POST GAD), the T1ce, could not be read: {why}" in msg
+    # named with --series: refused, not replaced
+    _cut_short(root / "study" / "t1" / "IM0005.dcm")
+    msg = _series_error(root, tmp_path, {"2": "t1", "4": "t2", "5": "flair", "3": "t1ce"})
+    assert "series 2 (AX T1 SE), given as the T1, could not be read: 1 of its 28 files" in msg
+    # a second T1 beside the unreadable one: the user chooses, told why the first is out
+    shutil.rmtree(root / "study" / "t1ce")
+    shutil.copytree(study / "study" / "t1ce", root / "study" / "t1ce")
+    shutil.copytree(study / "study" / "t1", root / "study" / "mprage")
+    _restamp(root / "study" / "mprage", new_uid=True, SeriesNumber=6,
+             SeriesDescription="t1_mprage_sag")
+    msg = _series_error(root, tmp_path, {})
+    assert "could not tell which series" in msg
+    assert "2: AX T1 SE (could not be read: 1 of its 28 files is cut short" in msg
+    src = dicom.study_source(root, tmp_path / "ok", choice={
+        "6": "t1", "3": "t1ce", "4": "t2", "5": "flair"})
+    assert src.notes == [] and set(src.modality_paths) == {"t1", "t1ce", "t2", "flair"}

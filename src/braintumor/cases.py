@@ -73,6 +73,9 @@ class CaseSource:
     #: a converted DICOM study: (its folder, the series whose grid the case lies on, by its
     #: SeriesInstanceUID or number, the StudyInstanceUID), for a DICOM SEG of the outline
     dicom_reference: tuple[Path, str | int, str | None] | None = None
+    #: what reading it found amiss that the case goes on without (a DICOM series that
+    #: could not be read), carried into the segmentation's warning
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reference_path(self) -> Path:

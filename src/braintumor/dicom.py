@@ -519,10 +519,15 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
     grid. The four volumes are written, anonymised, to
     ``out_dir/<case>_series/<modality>.nii.gz``; the returned source reads them, so the
     label map comes out on that T1 grid. An unclear match raises :class:`InputError`
-    listing the series found, by their DICOM series numbers (:class:`StudySeries`)."""
+    listing the series found, by their DICOM series numbers (:class:`StudySeries`).
+
+    A series that cannot be converted or read is said, with why: refused when it is the
+    T1ce or FLAIR (or named in ``choice``), and the case goes on without it, saying so in
+    ``notes`` (hence in the result's warning), when it is the T1 or T2, as for a study
+    without one."""
     folder = Path(folder)
     cid = case_id or folder.name
-    scanned, studies, _ = scan_study(folder)
+    scanned, studies, bad = scan_study(folder)
     if len(studies) > 1:
         raise InputError(f"{folder}: holds DICOM files of {len(studies)} studies "
                          "(examinations); a case is one study: give each study's files in a "
@@ -531,11 +536,20 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
     raw = Path(out_dir) / f".{cid}_dcm2niix"
     shutil.rmtree(raw, ignore_errors=True)
     uneven: set[Path] = set()
+    notes = [f"{bad} DICOM file{'s' if bad > 1 else ''} of the study could not be read (a "
+             f"damaged header) and {'were' if bad > 1 else 'was'} left out"] if bad else []
     try:
         entries = _study_series(scanned, raw, uneven)
         if not any(e.volume for e in entries):
             raise InputError(f"{folder}: holds no DICOM series that could be converted to "
                              "NIfTI" + (f" ({_listing(entries)})." if entries else "."))
+        if not choice:  # a needed series that reads as one but could not be read: say why
+            for m in REQUIRED_MODALITIES:
+                alike = [e for e in entries if e.guess == m and (e.usable or e.volume is None)]
+                if alike and all(e.volume is None for e in alike):
+                    raise InputError(f"{folder}: {alike[0].named()}, the {MODALITY_NAMES[m]}, "
+                                     f"could not be read: {alike[0].fault}; a case needs T1ce "
+                                     "and FLAIR.")
         series = {e.label: e for e in entries}
         usable = sum(e.usable for e in entries)
         if usable < len(REQUIRED_MODALITIES):
@@ -549,9 +563,16 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                     raise InputError(f"--series names {e.named()} twice; name each series "
                                      "once.")
                 by_label[e.label] = mod
-        else:
+        else:  # a series that could not be read still counts as a candidate: with two
+            # T1s, one unreadable, the user chooses, as with two readable ones
             by_label = complete_assignment({e.label: e.guess for e in entries
-                                            if e.usable}) or {}
+                                            if e.usable or e.volume is None and e.guess}) or {}
+            for label, m in list(by_label.items()):
+                e = series[label]
+                if e.volume is None:  # a T1 or T2 (a T1ce or FLAIR was refused above)
+                    del by_label[label]
+                    notes.append(f"{e.named()}, the study's {MODALITY_NAMES[m]}, could not be "
+                                 f"read, so the case goes without it: {e.fault}")
         chosen = {m: k for k, m in by_label.items()}
         complete = set(REQUIRED_MODALITIES) <= set(chosen) and len(by_label) == len(chosen)
         if choice and not complete:
@@ -595,7 +616,8 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
     ref = series[chosen[next(m for m in MODALITIES if m in chosen)]]  # the others' grid
     return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths,
-                      dicom_reference=(folder, ref.source.uid, next(iter(studies), None)))
+                      dicom_reference=(folder, ref.source.uid, next(iter(studies), None)),
+                      notes=notes)
 
 
 def _listing(entries: list[StudySeries]) -> str:

@@ -241,7 +241,8 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
                      "one out" + (" (without its T2 one of the 14 test cases, "
                                   "Brats18_2013_20_1, was missed whole)"
                                   if "t2" in case.missing else ""))
-    parts = [result.info.get("warning"), redirect, regrid_note(case), align_note,
+    notes = list(getattr(case.source, "notes", None) or [])  # what reading the case found
+    parts = [*notes, result.info.get("warning"), redirect, regrid_note(case), align_note,
              skull_strip_warning(case.image, case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)
