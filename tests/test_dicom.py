@@ -503,3 +503,42 @@ def test_an_unreadable_needed_or_chosen_series_is_refused_with_why(
     src = dicom.study_source(root, tmp_path / "ok", choice={
         "6": "t1", "3": "t1ce", "4": "t2", "5": "flair"})
     assert src.notes == [] and set(src.modality_paths) == {"t1", "t1ce", "t2", "flair"}
+
+
+def _nifti_case(study: Path, where: Path, name: str) -> Path:
+    """The test study as a BraTS-named NIfTI case folder ``where/name``."""
+    import shutil
+
+    src = dicom.study_source(study, where / "conv")
+    case = where / name
+    case.mkdir(parents=True)
+    for m, f in src.modality_paths.items():
+        shutil.copyfile(f, case / f"{name}_{m}.nii.gz")
+    return case
+
+
+def test_series_with_no_dicom_input_is_refused(study: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--series on NIfTI input would be ignored without a word: refused in one sentence."""
+    case = _nifti_case(study, tmp_path, "nifti")
+    out = tmp_path / "out"
+    rc = main(["predict", str(case), "-o", str(out), "--method", "watershed",
+               "--series", "flair=5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "--series names the series of a DICOM study, and no input is one" in err
+    assert not list(out.glob("*.nii.gz"))
+
+
+def test_series_with_dicom_and_nifti_inputs_warns_once(study: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    case = _nifti_case(study, tmp_path, "nifti")
+    out = tmp_path / "out"
+    rc = main(["predict", str(study), str(case), "-o", str(out), "--method", "watershed",
+               "--series", "2=t1,3=t1ce,4=t2,5=flair"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.count("--series applies to DICOM studies only") == 1
+    assert f"it is not used for {case}." in " ".join(err.split())
+    assert sorted(f.name for f in out.glob("*.nii.gz")) == ["exam.nii.gz", "nifti.nii.gz"]

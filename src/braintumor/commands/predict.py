@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     out_dir = output_folder(args.output)
     three, two = _split_inputs(args.inputs)
+    studies = [p for p in three if dicom.is_dicom_study(p)]
+    choice = _series_choice(args.series, studies, [p for p in [*three, *two]
+                                                   if p not in studies])
     failures = 0
     written: list[Path] = []
 
@@ -126,9 +129,8 @@ def run(args: argparse.Namespace) -> int:
     sources: list[CaseSource] = []
     for p in three:
         try:
-            if dicom.is_dicom_study(p):  # converted next to the outputs, then a case
+            if p in studies:  # converted next to the outputs, then a case
                 out_dir.mkdir(parents=True, exist_ok=True)
-                choice = dicom.parse_series_choice(args.series)
                 for folder, cid in dicom.find_studies(p):
                     try:
                         sources.append(dicom.study_source(folder, out_dir, cid, choice))
@@ -200,6 +202,29 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
     table, failed = _table(rows, out_dir)
     return _finish(written + table + _index(args, out_dir), failures + failed)
+
+
+def _series_choice(text: str | None, studies: list[Path], others: list[Path]
+                   ) -> dict[str, str]:
+    """``--series`` parsed, once for the run. It names the series of DICOM studies: with
+    no study among the inputs it is refused (it would be silently ignored); with some,
+    the other inputs are said once to be read without it."""
+    from braintumor.dicom import parse_series_choice
+    from braintumor.errors import InputError
+
+    if not text:
+        return {}
+    if not studies:
+        raise InputError("--series names the series of a DICOM study, and no input is one (a "
+                         "folder of DICOM files); a NIfTI case's modalities come from its file "
+                         "names, so leave --series out.")
+    choice = parse_series_choice(text)
+    if others:
+        shown = ", ".join(str(p) for p in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        print(f"warning: --series applies to DICOM studies only; it is not used for "
+              f"{shown}{more}.", file=sys.stderr)
+    return choice
 
 
 def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]:
