@@ -542,3 +542,21 @@ def test_series_with_dicom_and_nifti_inputs_warns_once(study: Path, tmp_path: Pa
     assert err.count("--series applies to DICOM studies only") == 1
     assert f"it is not used for {case}." in " ".join(err.split())
     assert sorted(f.name for f in out.glob("*.nii.gz")) == ["exam.nii.gz", "nifti.nii.gz"]
+
+
+def test_a_dicom_file_with_an_unreadable_header_is_said(
+        study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom
+
+    read = pydicom.dcmread
+    broken = study / "study" / "t2" / "IM0000.dcm"
+
+    def dcmread(path: object, *args: object, **kwargs: object) -> object:
+        if Path(str(path)) == broken:
+            raise pydicom.errors.InvalidDicomError("damaged")
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    src = dicom.study_source(study, tmp_path)
+    assert src.notes == ["1 DICOM file of the study could not be read (a damaged header) "
+                         "and was left out"]
