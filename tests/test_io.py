@@ -236,3 +236,24 @@ def test_dicom_slice_as_a_picture(tmp_path: Path) -> None:
     (tmp_path / "bad.dcm").write_bytes(b"not dicom at all")
     with pytest.raises(InputError, match="bad.dcm: not a readable DICOM"):
         io.read_dicom_2d(tmp_path / "bad.dcm")
+
+
+def test_dcm2niix_faults_in_words_without_file_names() -> None:
+    """dcm2niix's log of one series -> why it was not (all) converted, with no path (a
+    folder may be named after the patient)."""
+    ok = "Found 28 DICOM file(s)\nConvert 28 DICOM as /x/2_AX_T1 (40x44x28x1)\n"
+    assert io.dcm2niix_fault(ok, 28) is None
+    cut = ("Warning: File not large enough to store image data: /DOE_JANE/IM1.dcm\n"
+           "Warning: File not large enough to store image data: /DOE_JANE/IM2.dcm\n"
+           "Error: Converted 0 of 28 files\n")
+    assert io.dcm2niix_fault(cut, 28) == ("2 of its 28 files are cut short (their pixel data "
+                                          "ends early)")
+    coded = "Warning: Unsupported transfer syntax '1.2.840.10008.1.2.4.100' (see x.org/a)\n"
+    assert "compressed in a way (transfer syntax) dcm2niix cannot decode" in \
+        io.dcm2niix_fault(coded, 5)
+    odd = ("Warning: Something odd in /home/DOE_JANE/IM7.dcm here\n"
+           "Convert 20 DICOM as /x/2_AX (40x44x20x1)\nError: Converted 20 of 28 files\n")
+    assert io.dcm2niix_fault(odd, 28) == ("8 of its 28 files were not converted (dcm2niix: "
+                                          "Warning: Something odd in <path> here)")
+    assert io.dcm2niix_fault("No valid DICOM images were found\n", 3) == \
+        "dcm2niix converted none of its files"

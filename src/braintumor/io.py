@@ -522,7 +522,7 @@ def dcm2niix_fault(log: str, total: int) -> str | None:
     lines = [ln.strip() for ln in log.splitlines()
              if re.match(r"\s*(Error|Warning)\b", ln) and "Converted " not in ln
              and "(0018,5100)" not in ln and "(0008,0070)" not in ln]
-    said = re.sub(r"(?:[A-Za-z]:)?[\\/]\S*", "a file", lines[0]) if lines else ""
+    said = re.sub(r"\S*[\\/]\S*", "<path>", lines[0]) if lines else ""  # no folder names
     left = f"{int(done.group(2)) - int(done.group(1))} of its {total} files were not " \
         "converted" if done else "dcm2niix converted none of its files"
     return left + (f" (dcm2niix: {said.rstrip('.')})" if said else "")
