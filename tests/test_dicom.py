@@ -560,3 +560,18 @@ def test_a_dicom_file_with_an_unreadable_header_is_said(
     src = dicom.study_source(study, tmp_path)
     assert src.notes == ["1 DICOM file of the study could not be read (a damaged header) "
                          "and was left out"]
+
+
+def test_a_folder_that_cannot_be_listed_is_not_taken_for_a_study(tmp_path, monkeypatch) -> None:
+    """Looking for DICOM files in a folder that cannot be listed says "not a study" (the
+    case reader then says why it cannot be read) instead of stopping the whole run."""
+    from braintumor import dicom
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+
+    def refuse(self, pattern):  # type: ignore[no-untyped-def]
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(folder), "rglob", refuse)
+    assert dicom.is_dicom_study(folder) is False

@@ -266,19 +266,22 @@ def is_dicom_study(path: str | Path, probe: int = 20) -> bool:
     """A folder holding DICOM files (looked for among its first ``probe`` files, at any
     depth) and no NIfTI file: a study to convert."""
     p = Path(path)
-    if not p.is_dir():
-        return False
-    seen = 0
-    for f in sorted(p.rglob("*")):
-        if not f.is_file():
-            continue
-        if f.name.lower().endswith(NIFTI_EXT):
+    try:
+        if not p.is_dir():
             return False
-        if is_dicom_file(f):
-            return True
-        seen += 1
-        if seen >= probe:
-            break
+        seen = 0
+        for f in sorted(p.rglob("*")):
+            if not f.is_file():
+                continue
+            if f.name.lower().endswith(NIFTI_EXT):
+                return False
+            if is_dicom_file(f):
+                return True
+            seen += 1
+            if seen >= probe:
+                break
+    except OSError:  # a folder that cannot be listed: reading it as a case says why
+        return False
     return False
 
 
