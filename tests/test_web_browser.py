@@ -576,3 +576,38 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
         "href", re.compile(r"/image2d/masks\.zip$"))
     expect(page.locator("#dl-report-pdf")).to_have_attribute("href", re.compile(r"/report\.pdf$"))
     assert "disabled" not in (page.get_attribute("#dl-report-html", "class") or "")
+
+
+def _axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now (the engine that the
+    axe-playwright-python package ships, run in the page)."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright")
+    return list(axe.Axe().run(page).response["violations"])
+
+
+def test_accessibility_axe(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """axe-core on the empty page, on a finished sample job (metrics and a follow-up
+    comparison shown) and on its printable report: no finding of moderate impact or
+    worse, and none of the two rules the page once broke (``landmark-unique``, and
+    ``empty-table-header``, whose impact axe calls minor)."""
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    found = [("start", v) for v in _axe_violations(page)]
+    page.select_option("#method", "threshold")
+    page.click("#sample-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=120_000)
+    _wait_overlay(page, timeout_ms=120_000)
+    page.wait_for_selector("#metrics-box:not([hidden])")
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    earlier = tmp_path / "visit1_seg.nii.gz"
+    earlier.write_bytes(_fetch(server.url + job["urls"]["download"]))
+    page.set_input_files("#cmp-file", str(earlier))
+    page.wait_for_selector("#cmp-table:not([hidden])", timeout=30_000)
+    found += [("done", v) for v in _axe_violations(page)]
+    page.goto(server.url + job["urls"]["report_html"])
+    found += [("report", v) for v in _axe_violations(page)]
+    bad = [(when, v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+           for when, v in found
+           if v["id"] in ("landmark-unique", "empty-table-header")
+           or v["impact"] in ("moderate", "serious", "critical")]
+    assert not bad, bad

@@ -159,10 +159,12 @@ def _html_page(case: str, job_id: str, facts: list[tuple[str, str]], body: str) 
 <body>
 <header><h1>Tumour segmentation report</h1>
 <p class="notice">{e(NOTICE)}</p></header>
+<main>
 <table class="facts">
 {rows}
 </table>
 {body}
+</main>
 <footer><p>Job {e(job_id)}. {e(NOTICE)}</p></footer>
 </body></html>
 """
@@ -224,7 +226,7 @@ def render_html(job: Job, slice_urls: dict[str, str], diameters_url: str | None 
 <p class="legend"><span class="sw ncr"></span> necrotic / non-enhancing core
 <span class="sw ed"></span> edema <span class="sw et"></span> enhancing tumour</p>
 <h2>Volumes</h2>
-<table><tr><th>Region</th><th></th><th>Volume (mL)</th></tr>{vol_rows}</table>
+<table><tr><th>Region</th><th>Abbreviation</th><th>Volume (mL)</th></tr>{vol_rows}</table>
 {diameters_html(f["diameters"], diameters_url) if f.get("diameters") else ""}
 {metrics_html}""")
 
@@ -261,7 +263,7 @@ def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
     ax.axis("off")
     ax.set_title("Volumes", fontsize=11, loc="left")
     t = ax.table(cellText=[[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
-                 colLabels=["Region", "", "Volume (mL)"], loc="upper left",
+                 colLabels=["Region", "Abbr.", "Volume (mL)"], loc="upper left",
                  colWidths=[0.6, 0.1, 0.3])
     t.set_fontsize(9)
     head, rows = _metric_rows(f["metrics"])
