@@ -729,8 +729,13 @@ def test_cancel_running_job_and_results_409(client: TestClient,
     assert client.get(f"/api/jobs/{jid}/report.pdf").status_code == 409
     c = client.post(f"/api/jobs/{jid}/cancel")
     assert c.status_code == 200
+    # from the request on, the job says it is being cancelled, not the stage it was at
+    # (the segmenter goes on reporting "waiting" until its process is stopped)
+    assert c.json()["stage"] in ("cancelling", "cancelled"), c.json()
+    assert client.get(f"/api/jobs/{jid}").json()["stage"] in ("cancelling", "cancelled")
     job = wait_done(client.get, jid, timeout=30)
     assert job["status"] == "cancelled"
+    assert job["stage"] == "cancelled" and job["message"] == "Cancelled while running."
     # the pool goes on: a new job still runs
     r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
     assert wait_done(client.get, r.json()["id"])["status"] == "done"
@@ -742,7 +747,7 @@ def test_cancel_queued_and_delete(client: TestClient, case_files: dict[str, Path
                          data={"method": "threshold"}).json()
     assert queued["status"] == "queued"
     c = client.post(f"/api/jobs/{queued['id']}/cancel").json()
-    assert c["status"] == "cancelled"
+    assert c["status"] == "cancelled" and c["stage"] == "cancelled"
     d = client.delete(f"/api/jobs/{slow['id']}")
     assert d.status_code == 204
     assert client.get(f"/api/jobs/{slow['id']}").status_code == 404

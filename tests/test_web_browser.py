@@ -477,6 +477,34 @@ def test_a_t2_on_a_grid_of_its_own_in_the_page(server: ServerThread, page: Any,
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 50
 
 
+def test_a_cancelled_job_says_so(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Cancel in the page while the job runs: the badge says cancelled, and neither the
+    stage it had reached nor a part-filled progress bar is left on show."""
+    from playwright.sync_api import expect
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='slow']", state="attached")
+    page.select_option("#method", "slow")
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    page.wait_for_selector(".mod-select")
+    page.click("#submit-btn")
+    expect(page.locator("#job-stage")).to_have_text("waiting", timeout=60_000)
+    expect(page.locator("#job-progress")).to_be_visible()
+    page.click("#cancel-btn")
+    page.wait_for_selector("body[data-status='cancelled']", timeout=30_000)
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    expect(page.locator("#job-stage")).to_have_text("")
+    expect(page.locator("#job-progress")).to_be_hidden()
+    expect(page.locator("#job-msg")).to_have_text("Cancelled while running.")
+    expect(page.locator("#cancel-btn")).to_be_disabled()
+    # ... and so does the page opened afresh at the job's address
+    page.reload()
+    page.wait_for_selector("body[data-status='cancelled']", timeout=30_000)
+    expect(page.locator("#job-stage")).to_have_text("")
+    expect(page.locator("#job-progress")).to_be_hidden()
+
+
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")

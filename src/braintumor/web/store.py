@@ -234,10 +234,11 @@ class JobStore:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
 
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
-        """Record live progress of a running job."""
+        """Record live progress of a running job (not of one asked to stop: its stage
+        stays 'cancelling')."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET progress = ?, stage = ?, updated = ? "
-                       "WHERE id = ? AND status = 'running'",
+                       "WHERE id = ? AND status = 'running' AND cancel_requested = 0",
                        (float(min(max(progress, 0.0), 1.0)), stage, time.time(), job_id))
 
     def claim_next(self) -> Job | None:
@@ -260,6 +261,9 @@ class JobStore:
                                   "finished": time.time()}
         if status == "done":
             fields.update(progress=1.0, stage="done")
+        elif status == "cancelled":
+            # not the stage it had reached, which would read as if it were still at it
+            fields["stage"] = "cancelled"
         if result is not None:
             fields["result"] = result
         self.update(job_id, **fields)
@@ -276,8 +280,8 @@ class JobStore:
                            "message = 'Cancelled before it started.', cancel_requested = 1, "
                            "finished = ?, updated = ? WHERE id = ?", (now, now, job_id))
             elif row["status"] == "running":
-                db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?",
-                           (now, job_id))
+                db.execute("UPDATE jobs SET cancel_requested = 1, stage = 'cancelling', "
+                           "updated = ? WHERE id = ?", (now, job_id))
         return self.get(job_id)
 
     def requeue_interrupted(self) -> int:

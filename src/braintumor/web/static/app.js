@@ -314,11 +314,13 @@ function render(job) {
   let stage = job.stage || "";
   if (job.status === "queued" && job.queue_position) stage = `${job.queue_position} job(s) ahead`;
   $("job-stage").textContent = stage === st.textContent ? "" : stage;
+  // a job stopped part way has no progress left to show: the badge says what happened
+  $("job-progress").hidden = job.status === "cancelled" || job.status === "failed";
   $("job-progress").value = job.progress;
   $("job-progress").setAttribute("aria-valuetext",
     `${Math.round(100 * job.progress)} %${stage ? `, ${stage}` : ""}`);
   document.title = `braintumor: ${st.textContent}`;
-  $("cancel-btn").disabled = TERMINAL.includes(job.status);
+  $("cancel-btn").disabled = TERMINAL.includes(job.status) || job.stage === "cancelling";
   $("job-link").href = job.urls.page;
   setMsg("job-msg", job.status === "failed" || job.status === "cancelled" ? job.message : "");
   renderSeries(job);
