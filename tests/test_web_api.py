@@ -401,6 +401,58 @@ def test_a_long_file_name_keeps_its_end(client: TestClient,
     assert long[:150] in str(job["inputs"]["file_modalities"])
 
 
+@pytest.mark.parametrize(("name", "case_id"), [
+    ("Müller_ü.nii.gz", "Müller_ü"),
+    ("Mu\u0308ller.nii.gz", "Müller"),  # decomposed, as a Mac may send it
+    ("患者1.nii.gz", "患者1"),
+    ("राम_1.png", "राम_1"),  # the vowel sign is a mark, not a letter
+    ("Jane Doe\u202e\x07.nii.gz", "Jane_Doe"),  # right-to-left override, a bell
+    ("..\\a/b.nii.gz", "a_b"),
+    ("∅.nii.gz", "case"),
+])
+def test_case_ids_keep_letters_of_any_script(name: str, case_id: str) -> None:
+    from braintumor.web.inputs import case_id_from_name
+
+    assert case_id_from_name(name) == case_id
+
+
+def _download_name(disposition: str) -> str:
+    """The file name a client takes from a Content-Disposition header: RFC 5987's
+    ``filename*`` when there is one, else ``filename``."""
+    import re
+    from urllib.parse import unquote
+
+    assert disposition.isascii() and disposition.startswith("attachment;"), disposition
+    full = re.search(r"filename\*=UTF-8''([^;\s]+)", disposition)
+    if full:
+        return unquote(full.group(1), errors="strict")
+    plain = re.search(r'filename="([^"]+)"', disposition)
+    assert plain, disposition
+    return plain.group(1)
+
+
+@pytest.mark.parametrize(("stem", "case_id", "ascii_name"), [
+    ("Müller_ü", "Müller_ü", "Muller_u"), ("患者1", "患者1", "1")])
+def test_a_case_named_in_another_script_keeps_its_name(
+        client: TestClient, case_files: dict[str, Path], stem: str, case_id: str,
+        ascii_name: str) -> None:
+    names = {m: f"{stem}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")}
+    r = client.post("/api/jobs", files=_four(case_files, names=names),
+                    data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done" and job["inputs"]["case_id"] == case_id
+    for url, suffix in ((job["urls"]["download"], "_seg.nii.gz"),
+                        (job["urls"]["report_pdf"], "_report.pdf")):
+        d = client.get(url)
+        assert d.status_code == 200
+        disposition = d.headers["content-disposition"]
+        assert _download_name(disposition) == case_id + suffix
+        # and a plain name for a client that does not read filename*
+        assert f'filename="{ascii_name}{suffix}"' in disposition
+    assert case_id in client.get(job["urls"]["report_html"]).text
+
+
 # -- other inputs --------------------------------------------------------------------------------
 def test_modalities_given_for_unnamed_files(client: TestClient,
                                             case_files: dict[str, Path]) -> None:

@@ -505,6 +505,30 @@ def test_a_cancelled_job_says_so(server: ServerThread, page: Any, tmp_path: Path
     expect(page.locator("#job-progress")).to_be_hidden()
 
 
+def test_a_case_named_in_another_script_downloads_under_its_name(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Files named ``Müller_ü_<modality>.nii.gz``, sent by the browser itself: the case
+    keeps its name, and the browser saves the label map and the report under it."""
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    named = []
+    for mod, path in files.items():
+        named.append(path.rename(path.with_name(f"Müller_ü_{mod}.nii.gz")))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", [str(p) for p in named])
+    page.wait_for_selector(".mod-select")
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    page.wait_for_selector("#dl-labels[href]")
+    assert _job(server, page.url.rsplit("/", 1)[1])["inputs"]["case_id"] == "Müller_ü"
+    for link, name in (("#dl-labels", "Müller_ü_seg.nii.gz"),
+                       ("#dl-report-pdf", "Müller_ü_report.pdf")):
+        with page.expect_download() as dl:
+            page.click(link)
+        assert dl.value.suggested_filename == name
+
+
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")

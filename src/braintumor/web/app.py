@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -660,8 +661,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         out = job_dir / "output" / f"download_v{job.label_version}_{convention}.nii.gz"
         if not out.exists():
             _convert_labels(labels_path(job_dir, job.label_version), out, convention)
-        name = f"{job.inputs.get('case_id', 'case')}_seg.nii.gz"
-        return FileResponse(out, media_type="application/gzip", filename=name)
+        return _attachment(out, "application/gzip",
+                           f"{job.inputs.get('case_id', 'case')}_seg.nii.gz")
 
     @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
              summary="Printable HTML report")
@@ -706,8 +707,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             out = store.job_dir(job_id) / "output" / f"report_v{job.label_version}.pdf"
             if not out.exists():
                 render_pdf(job, _pictures(job), out)
-        return FileResponse(out, media_type="application/pdf",
-                            filename=f"{job.inputs.get('case_id', 'case')}_report.pdf")
+        return _attachment(out, "application/pdf",
+                           f"{job.inputs.get('case_id', 'case')}_report.pdf")
 
     def _diameter_picture(job: Job) -> Path | None:
         from braintumor.web.correct import read_labels
@@ -752,9 +753,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status != "done" or job.result.get("kind") != "2d" or \
                 int(job.result.get("slices", 1)) < 2:
             raise HTTPException(404, "This job has no stack of masks.")
-        return FileResponse(store.job_dir(job_id) / "output" / "masks.zip",
-                            media_type="application/zip",
-                            filename=f"{job.inputs.get('case_id', 'slices')}_masks.zip")
+        return _attachment(store.job_dir(job_id) / "output" / "masks.zip", "application/zip",
+                           f"{job.inputs.get('case_id', 'slices')}_masks.zip")
 
     @app.post("/api/jobs/{job_id}/compare", summary="Compare with an earlier scan",
               openapi_extra={"requestBody": {"required": True, "content": {
@@ -896,6 +896,26 @@ def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False,
     if bias_correct:
         opts["bias_correct"] = True
     return opts
+
+
+def content_disposition(name: str) -> str:
+    """``Content-Disposition`` of a download named ``name``: the name as an ASCII
+    ``filename`` (accents dropped, other characters as ``_``) for clients of old, and,
+    when that is not the name itself, the name in full as RFC 5987's ``filename*``."""
+    import unicodedata
+    from urllib.parse import quote
+
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name).strip("._-") or "download"
+    if ascii_name == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _attachment(path: Path, media_type: str, name: str) -> FileResponse:
+    """``path`` served as a download named ``name`` (:func:`content_disposition`)."""
+    return FileResponse(path, media_type=media_type,
+                        headers={"content-disposition": content_disposition(name)})
 
 
 def _suffix(path: str) -> str:

@@ -381,7 +381,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         pics[0].path.replace(dest)
         arr, dest = read(dest, pics[0].name)
         inputs.update(source="image2d", image=str(dest.relative_to(job_dir)),
-                      case_id=_case_id(pics[0].name), image_shape=list(arr.shape))
+                      case_id=case_id_from_name(pics[0].name), image_shape=list(arr.shape))
         if scored:
             inputs["ref_masks"] = [reference(0, 0, arr.shape)]
         return _pixel_size(inputs, pixel_mm, own)
@@ -406,7 +406,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
             ref_saved.append(reference(k, i, arr.shape))
     assert first is not None
     inputs.update(source="image2d", images=saved, slice_names=names,
-                  case_id=_case_id(names[0]), image_shape=[*first[1]], skipped=skipped)
+                  case_id=case_id_from_name(names[0]), image_shape=[*first[1]], skipped=skipped)
     if scored:
         inputs["ref_masks"] = ref_saved
     return _pixel_size(inputs, pixel_mm, own)
@@ -468,13 +468,23 @@ def _validate_case(job_dir: Path, inputs: dict[str, Any], display: dict[str, str
         raise InputError(msg) from None
 
 
-def _case_id(name: str) -> str:
+def case_id_from_name(name: str) -> str:
+    """A readable case id from a file name: its stem, with letters, marks and digits of
+    any script kept (``Müller_ü``, ``患者1``; composed as NFC, as a Mac may send them
+    decomposed), and ``_``, ``.``, ``-``; every other run of characters (path separators,
+    spaces, control and format characters such as a right-to-left override) as one
+    ``_``; at most 80 characters, ``case`` when nothing is left."""
+    import unicodedata
+
     from braintumor.io import strip_nifti_suffix
 
     stem = strip_nifti_suffix(name)
     stem = re.sub(r"\.(png|jpe?g|tiff?|zip)$", "", stem, flags=re.IGNORECASE)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")
-    return stem[:80] or "case"
+    stem = unicodedata.normalize("NFC", stem)
+    # letters, marks (the vowel signs of Indic scripts) and digits of any script
+    kept = "".join(ch if ch in "_.-" or unicodedata.category(ch)[0] in "LMN" else "\0"
+                   for ch in stem)
+    return re.sub("\0+", "_", kept).strip("._-")[:80].rstrip("._-") or "case"
 
 
 def _case_id_from_names(names: list[str]) -> str:
@@ -483,7 +493,7 @@ def _case_id_from_names(names: list[str]) -> str:
     for n in names:
         hit = _match_brats_name(Path(n))
         if hit is not None:
-            return _case_id(hit[0])
+            return case_id_from_name(hit[0])
     return "case"
 
 
@@ -513,7 +523,7 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[
     # a reference beside a Decathlon 4D file is read in the Decathlon layout unless its
     # name or its values (a 4) say otherwise
     inputs["reference_default"] = "msd"
-    inputs.update(source="nifti4d", modalities=mods, case_id=_case_id(f.name))
+    inputs.update(source="nifti4d", modalities=mods, case_id=case_id_from_name(f.name))
     _validate_case(job_dir, inputs, {m: f"{f.name} ({MODALITY_NAMES[m]})" for m in mods})
     return inputs
 
