@@ -399,6 +399,12 @@ def test_a_long_file_name_keeps_its_end(client: TestClient,
     found = sorted(job["inputs"]["file_modalities"].values())
     assert found == sorted(["t1", "t1ce", "t2", "flair"])
     assert long[:150] in str(job["inputs"]["file_modalities"])
+    # a name of exactly the limit, 1,024 characters (of 3 UTF-8 bytes each), is taken
+    longest = "患" * (1024 - len("_t2.nii.gz")) + "_t2.nii.gz"
+    r = client.post("/api/jobs", files=_four(case_files, names={"t2": longest}),
+                    data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    assert wait_done(client.get, r.json()["id"])["status"] == "done"
 
 
 @pytest.mark.parametrize(("name", "case_id"), [
@@ -699,6 +705,13 @@ MALFORMED = {
     "unknown method": (lambda f: _four(f) + [("method", (None, b"magic"))], 400,
                        "not available"),
     "unknown field": (lambda f: [("photo", ("a_t1.nii.gz", b"x"))], 400, "Unknown upload field"),
+    # a name far over what a file system allows: said so, not "a malformed form"
+    "file name of 5000 characters": (
+        lambda f: _four(f, names={"flair": "A" * 5000 + "_flair.nii.gz"}), 400,
+        "is 5,013 characters long, over this server's limit of 1,024; rename the file"),
+    "file name over the header limit": (
+        lambda f: _four(f, names={"flair": "患" * 6000 + "_flair.nii.gz"}), 400,
+        "A file name in the upload is over 1,024 characters long"),
 }
 
 

@@ -21,6 +21,12 @@ from braintumor.errors import InputError
 MAX_FILES = 1040
 #: most bytes of all non-file form fields together
 MAX_FIELD_BYTES = 64 * 1024
+#: most characters of a file's name as the client sends it (file systems allow 255; the
+#: page and the job keep at most 200 of them, :func:`safe_display_name`)
+MAX_NAME_CHARS = 1024
+#: most bytes of one header of a form part: room for a name of MAX_NAME_CHARS characters
+#: of 4 UTF-8 bytes each, or with every character percent-escaped, and what surrounds it
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class UploadTooLarge(InputError):
@@ -49,6 +55,18 @@ def human_size(n: float) -> str:
             v = n / factor
             return f"{v:.0f} {unit}" if v >= 10 else f"{v:.1f} {unit}"
     return f"{int(n)} bytes"
+
+
+def _name_too_long(name: str | None = None) -> InputError:
+    """The one sentence for a file name over :data:`MAX_NAME_CHARS` (``name``: the
+    name, when it was read whole)."""
+    if name is None:
+        return InputError(f"A file name in the upload is over {MAX_NAME_CHARS:,} characters "
+                          "long, this server's limit; rename the file shorter.")
+    shown = "".join(ch for ch in name if ch.isprintable())
+    shown = f"{shown[:24]}...{shown[-20:]}"
+    return InputError(f"The file name {shown!r} is {len(name):,} characters long, over this "
+                      f"server's limit of {MAX_NAME_CHARS:,}; rename the file shorter.")
 
 
 def safe_display_name(raw: str) -> str:
@@ -93,8 +111,12 @@ class _Collector:
 
     def _acc(self, attr: str, data: bytes) -> None:
         setattr(self, attr, getattr(self, attr) + data)
-        if len(self._hname) + len(self._hval) > 8192:
-            raise InputError("The upload has a form header over 8 KiB; it is not a normal form.")
+        if len(self._hname) + len(self._hval) > MAX_HEADER_BYTES:
+            if self._hname.strip().lower() == b"content-disposition" and \
+                    b"filename" in self._hval:
+                raise _name_too_long()
+            raise InputError(f"The upload has a form header over {MAX_HEADER_BYTES // 1024} "
+                             "KiB; it is not a normal form.")
 
     def on_part_begin(self) -> None:
         self._headers = {}
@@ -117,7 +139,10 @@ class _Collector:
         if fname is None:
             self._filename = None
             return
-        self._filename = safe_display_name(fname.decode("utf-8", "replace"))
+        name = fname.decode("utf-8", "replace")
+        if len(name) > MAX_NAME_CHARS:
+            raise _name_too_long(name)
+        self._filename = safe_display_name(name)
         if len(self.files) >= MAX_FILES:
             raise InputError(f"The upload holds more than {MAX_FILES} files; "
                              "send one case at a time.")
@@ -173,7 +198,14 @@ async def read_multipart(request: Any, dest: Path, limit: int
                              f"server's limit of {human_size(limit)}.")
     dest.mkdir(parents=True, exist_ok=True)
     col = _Collector(dest)
-    parser = MultipartParser(params[b"boundary"], col.callbacks())  # type: ignore[arg-type]
+    try:
+        # the parser's own limit on one header (about 4 KiB in recent versions) would
+        # refuse a long file name as a malformed form: the collector's limits, which say
+        # what is wrong, apply first (it sees a header at the latest at a chunk's end)
+        parser = MultipartParser(params[b"boundary"], col.callbacks(),  # type: ignore[arg-type]
+                                 max_header_size=MAX_HEADER_BYTES + 2**20)
+    except TypeError:  # an older python-multipart, without that limit
+        parser = MultipartParser(params[b"boundary"], col.callbacks())  # type: ignore[arg-type]
     total = 0
     try:
         async for chunk in request.stream():
