@@ -122,6 +122,23 @@ def _coloured_point(png: bytes) -> tuple[float, float]:
     return float(np.median(xs)), float(np.median(ys))
 
 
+def _values_near(url: str, mm: Any) -> set[float]:
+    """The values of the NIfTI at ``url`` in the (up to 8) voxels around the scanner
+    position ``mm`` (a viewer may round a point between voxels either way)."""
+    content = _fetch(url)
+    if content[:2] == b"\x1f\x8b":
+        content = gzip.decompress(content)
+    img = nib.Nifti1Image.from_bytes(content)
+    data = np.asarray(img.dataobj)
+    ijk = (np.linalg.inv(img.affine) @ [*mm, 1.0])[:3]
+    out = set()
+    for corner in np.ndindex(2, 2, 2):
+        v = np.where(corner, np.ceil(ijk), np.floor(ijk)).astype(int)
+        if all(0 <= v[a] < data.shape[a] for a in range(3)):
+            out.add(float(data[tuple(v)]))
+    return out
+
+
 def _wait_overlay(page: Any, timeout_ms: int = 90_000) -> None:
     page.wait_for_selector("body[data-viewer='overlay']", timeout=timeout_ms)
     page.wait_for_timeout(600)  # a few frames for WebGL to draw
@@ -196,6 +213,22 @@ def test_upload_progress_viewer_volumes_download_and_correction(
       return nv.drawBitmap[v[0] + v[1] * d[1] + v[2] * d[1] * d[2]]; })()""")
     assert drawn > 0, drawn
     assert not np.allclose(at, middle, atol=3.0), (at, middle)
+    # the readout under the viewer: the crosshair in mm, what the number is (the shown
+    # image's intensity) and the label there, as the files have them
+    job = _job(server, job_id)
+    readout = page.text_content("#location") or ""
+    m = re.fullmatch(r"Crosshair at \((-?[\d.]+), (-?[\d.]+), (-?[\d.]+)\) mm, scanner RAS"
+                     r" · FLAIR intensity (-?[\d.]+) · (.+)", readout)
+    assert m, readout
+    assert np.allclose([float(v) for v in m.groups()[:3]], at, atol=0.06), (readout, at)
+    near = _values_near(server.url + job["urls"]["images"]["flair"], at)
+    shown = float(m.group(4))
+    assert any(abs(shown - v) <= max(0.5, 0.005 * abs(v)) for v in near), (readout, near)
+    names = {0: "no tumour label", 1: "necrotic core (NCR)", 2: "edema (ED)",
+             3: "enhancing tumour (ET)"}
+    labels_near = _values_near(server.url + job["urls"]["overlay"], at)
+    assert m.group(5) in {names[int(v)] for v in labels_near}, (readout, labels_near)
+    assert m.group(5) != names[0]
 
     # the canvas shows the three label colours, and hiding them in the legend removes them
     page.select_option("#layout", "axial")
@@ -265,6 +298,7 @@ def test_upload_progress_viewer_volumes_download_and_correction(
         time.sleep(0.1)
     page.wait_for_timeout(500)
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 0.5 * sum(px.values())
+    assert " · T1ce intensity " in (page.text_content("#location") or "")
 
     # a correction click ("outside" on the tumour) changes the mask; undo restores it
     pytest.importorskip("braintumor.correction")

@@ -3,6 +3,8 @@
 
 const COLOURS = { 1: [230, 60, 60], 2: [60, 200, 90], 3: [255, 215, 0] };
 const MOD_NAMES = { t1: "T1", t1ce: "T1ce", t2: "T2", flair: "FLAIR" };
+const LABEL_NAMES = { 0: "no tumour label", 1: "necrotic core (NCR)", 2: "edema (ED)",
+                      3: "enhancing tumour (ET)" };
 const TERMINAL = ["done", "failed", "cancelled"];
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +15,7 @@ const state = {
   modality: "flair",    // background shown in the viewer
   nv: null,
   loadedBg: null,       // URL of the background volume in the viewer
+  bgModality: null,     // its modality (t1, t1ce, t2, flair)
   loadedOverlay: null,  // URL of the label volume in the viewer
   loadedUnc: null,
   hidden: new Set(),
@@ -421,7 +424,7 @@ async function ensureViewer() {
   await nv.attachToCanvas($("gl"));
   nv.onLocationChange = (d) => {
     state.clickLocation = d;
-    $("location").textContent = d && d.string ? d.string : "";
+    $("location").textContent = locationText(d);
   };
   const canvas = $("gl");
   canvas.addEventListener("pointerdown", () => { state.pendingClick = true; state.clickLocation = null; });
@@ -438,6 +441,29 @@ async function ensureViewer() {
   if (softwareRenderer(nv)) $("layout").value = "slices";
   applyLayout();
   return nv;
+}
+
+// the line under the viewer: where the crosshair is, in scanner millimetres (NIfTI's
+// RAS+ world space), the shown image's intensity there and the label drawn there
+function locationText(d) {
+  const nv = state.nv;
+  if (!d || !d.mm || !nv || !nv.volumes.length) return "";
+  const mm = Array.from(d.mm).slice(0, 3).map((v) => v.toFixed(1));
+  const parts = [`Crosshair at (${mm.join(", ")}) mm, scanner RAS`];
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : String(Number(v.toPrecision(3))));
+  nv.volumes.forEach((vol, i) => {
+    const v = d.values && d.values[i] ? d.values[i].value : undefined;
+    if (typeof v !== "number" || !Number.isFinite(v)) return;
+    if (vol.__role === "bg") parts.push(`${MOD_NAMES[state.bgModality] || "image"} intensity ${fmt(v)}`);
+    if (vol.__role === "unc") parts.push(`uncertainty ${fmt(v)}`);
+  });
+  const dims = nv.back && nv.back.dimsRAS;
+  if (state.loadedOverlay && dims && nv.drawBitmap && nv.drawBitmap.length === dims[1] * dims[2] * dims[3]) {
+    const v = nv.frac2vox(nv.scene.crosshairPos);
+    const label = nv.drawBitmap[v[0] + v[1] * dims[1] + v[2] * dims[1] * dims[2]];
+    if (label in LABEL_NAMES) parts.push(LABEL_NAMES[label]);
+  }
+  return parts.join(" · ");
 }
 
 function softwareRenderer(nv) {
@@ -498,7 +524,8 @@ async function loadViewer(job) {
     b.title = b.disabled ? `This scan has no ${b.textContent} image.` : "";
   }
   if (!(state.modality in job.urls.images) && "flair" in job.urls.images) switchMark("flair");
-  const bgUrl = job.urls.images[state.modality] || Object.values(job.urls.images)[0];
+  const bgMod = state.modality in job.urls.images ? state.modality : Object.keys(job.urls.images)[0];
+  const bgUrl = job.urls.images[bgMod];
   const overlayUrl = job.urls.overlay || null;
   if (bgUrl === state.loadedBg && overlayUrl === state.loadedOverlay) return;
   state.busy = true;
@@ -513,6 +540,7 @@ async function loadViewer(job) {
       mark("image_shown");
       nv.volumes[0].__role = "bg";
       state.loadedBg = bgUrl;
+      state.bgModality = bgMod;
       state.loadedOverlay = null;
       state.loadedUnc = null;
       state.loadedDiam = null;
@@ -523,6 +551,7 @@ async function loadViewer(job) {
     await refreshUncertainty();
     await refreshDiameters();
     if (overlayUrl) mark("outline_shown");
+    nv.createOnLocationChange();  // the readout, for the image and labels now shown
     document.body.dataset.viewer = overlayUrl ? "overlay" : "image";
     if ($("job-msg").textContent.startsWith(VIEWER_ERROR)) setMsg("job-msg", "");
   } catch (e) {
