@@ -97,27 +97,30 @@ def _job(server: ServerThread, job_id: str) -> dict[str, Any]:
     return dict(json.loads(_fetch(f"{server.url}/api/jobs/{job_id}")))
 
 
-def _label_pixels(png: bytes) -> dict[str, int]:
-    """How many pixels of the picture carry each label colour (blended on grey)."""
+def _label_masks(png: bytes) -> dict[str, np.ndarray]:
+    """Where the picture carries each label colour, blended on grey: necrotic core
+    vermillion (213, 94, 0), edema sky blue (86, 180, 233), enhancing tumour yellow
+    (240, 228, 66); the crosshair's bluish green (0, 158, 115) is none of them."""
     from PIL import Image
 
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     return {
-        "NCR": int(((r - np.maximum(g, b)) > 60).sum()),
-        "ED": int(((g - np.maximum(r, b)) > 50).sum()),
-        "ET": int(((np.minimum(r, g) - b) > 60).sum()),
+        "NCR": ((r - g) > 45) & ((g - b) > 25),
+        "ED": ((b - r) > 50) & ((b - g) > 15),
+        "ET": ((np.minimum(r, g) - b) > 60) & (np.abs(r - g) < 30),
     }
+
+
+def _label_pixels(png: bytes) -> dict[str, int]:
+    """How many pixels of the picture carry each label colour (blended on grey)."""
+    return {k: int(m.sum()) for k, m in _label_masks(png).items()}
 
 
 def _coloured_point(png: bytes) -> tuple[float, float]:
     """Centre of the largest run of label-coloured pixels (canvas pixels)."""
-    from PIL import Image
-
-    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    r, g, b = a[..., 0], a[..., 1], a[..., 2]
-    mask = ((r - np.maximum(g, b)) > 60) | ((np.minimum(r, g) - b) > 60)
-    ys, xs = np.nonzero(mask)
+    masks = _label_masks(png)
+    ys, xs = np.nonzero(masks["NCR"] | masks["ET"])
     assert len(xs), "no label colour on the canvas"
     return float(np.median(xs)), float(np.median(ys))
 

@@ -27,11 +27,20 @@ import numpy as np
 
 from braintumor import labels as L
 
-#: RGB colour of each internal label in pictures (edema green, core red, ET yellow).
+#: RGB (0-255) of each internal label wherever labels are coloured: these pictures, the
+#: web reports, and the web viewer and legends (``web/static/app.js``, ``style.css`` and
+#: ``report.css`` hold the same numbers; ``tests/test_colours.py`` checks they agree).
+#: Okabe and Ito's colour-blind-safe palette: necrotic core vermillion, edema sky blue,
+#: enhancing tumour yellow, told apart with deuteranopia and protanopia too, where the
+#: red and green used before were not.
+LABEL_RGB: dict[int, tuple[int, int, int]] = {
+    L.NCR: (213, 94, 0),
+    L.ED: (86, 180, 233),
+    L.ET: (240, 228, 66),
+}
+#: the same colours as fractions 0-1 (matplotlib's)
 COLOURS: dict[int, tuple[float, float, float]] = {
-    L.ED: (0.20, 0.85, 0.25),
-    L.NCR: (0.90, 0.15, 0.15),
-    L.ET: (1.00, 0.90, 0.10),
+    v: (r / 255, g / 255, b / 255) for v, (r, g, b) in LABEL_RGB.items()
 }
 LEGEND = {L.ED: "edema (ED)", L.NCR: "necrotic core (NCR)", L.ET: "enhancing tumour (ET)"}
 
@@ -255,13 +264,16 @@ def _json_default(o: Any) -> Any:
 
 
 #: the modality each region's diameters are drawn on, and the region's outline colour
+#: (the enhancing tumour's label colour; the whole tumour's is edema's, most of it)
 DIAMETER_VIEWS: dict[str, tuple[str, tuple[int, int, int]]] = {
-    "ET": ("t1ce", (255, 230, 25)),
-    "WT": ("flair", (50, 215, 65)),
+    "ET": ("t1ce", LABEL_RGB[L.ET]),
+    "WT": ("flair", LABEL_RGB[L.ED]),
 }
-#: colours of the longest diameter and of the perpendicular one
-LONGEST_RGB = (0, 200, 255)
-PERPENDICULAR_RGB = (255, 80, 200)
+#: colours of the longest diameter (Okabe and Ito's blue) and of the perpendicular one
+#: (vermillion): apart from each other, from both outlines and from grey, also with
+#: deuteranopia and protanopia
+LONGEST_RGB = (0, 114, 178)
+PERPENDICULAR_RGB = (213, 94, 0)
 
 
 def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
@@ -377,7 +389,8 @@ def diameters_html(diameters: Mapping[str, Any], picture: str | None = None) -> 
                f"src='{html.escape(picture, quote=True)}'>"
                "<br>Largest lesion of each region, on the slice where it was measured: "
                "enhancing tumour on the T1ce, T2/FLAIR abnormality on the FLAIR; the longest "
-               "diameter in blue, the perpendicular one in pink.</p>" if picture else "")
+               "diameter in blue, the perpendicular one in vermillion (orange-red).</p>"
+               if picture else "")
             + "<table><tr><th>lesion</th><th>slice</th><th>longest (mm)</th>"
             "<th>perpendicular (mm)</th><th>product (mm²)</th><th>measurable</th></tr>"
             + "".join(rows) + "</table>")

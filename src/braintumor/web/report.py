@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 
 from braintumor.diameters import describe
-from braintumor.report import diameters_html
+from braintumor.report import LABEL_RGB, diameters_html
 from braintumor.web.measure import VOLUME_ROWS
 from braintumor.web.store import Job
 
 NOTICE = ("Research software: not a medical device and not for clinical use. Every "
           "outline and measurement must be checked by a qualified reader.")
 
-#: internal label -> RGB, the same colours as the viewer's legend
-COLOURS = {1: (230, 60, 60), 2: (60, 200, 90), 3: (255, 215, 0)}
+#: internal label -> RGB (0-255), the same colours as the viewer's legend
+COLOURS = LABEL_RGB
 VIEWS = ("axial", "coronal", "sagittal")
 
 
@@ -246,6 +246,7 @@ def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
 
 def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
     """A one-page A4 PDF report (matplotlib's PdfPages; works offline)."""
+    from matplotlib.patches import Rectangle
     from PIL import Image
 
     f = report_facts(job)
@@ -255,10 +256,14 @@ def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
         ax.imshow(np.asarray(Image.open(pictures[view])), interpolation="nearest")
         ax.set_title(view, fontsize=9)
         ax.axis("off")
-    fig.text(0.06, 0.475, "■ necrotic / non-enhancing core", color=np.array(COLOURS[1]) / 255,
-             fontsize=8)
-    fig.text(0.38, 0.475, "■ edema", color=np.array(COLOURS[2]) / 255, fontsize=8)
-    fig.text(0.52, 0.475, "■ enhancing tumour", color="#b09000", fontsize=8)
+    # swatches with the names in black: a light colour (the yellow) is no colour for text
+    for x, (value, name) in zip((0.06, 0.36, 0.48), ((1, "necrotic / non-enhancing core"),
+                                                     (2, "edema"), (3, "enhancing tumour")),
+                                strict=True):
+        fig.add_artist(Rectangle((x, 0.4745), 0.012, 0.0085, transform=fig.transFigure,
+                                 facecolor=np.array(COLOURS[value]) / 255,
+                                 edgecolor="#333333", linewidth=0.5))
+        fig.text(x + 0.017, 0.475, name, fontsize=8)
     ax = fig.add_axes((0.06, 0.27, 0.88, 0.18))
     ax.axis("off")
     ax.set_title("Volumes", fontsize=11, loc="left")

@@ -1,7 +1,9 @@
 // braintumor web page: every action goes through the JSON API under /api.
 "use strict";
 
-const COLOURS = { 1: [230, 60, 60], 2: [60, 200, 90], 3: [255, 215, 0] };
+// RGB of each label: braintumor.report.LABEL_RGB (Okabe and Ito's colour-blind-safe
+// palette; tests/test_colours.py checks the two agree)
+const COLOURS = { 1: [213, 94, 0], 2: [86, 180, 233], 3: [240, 228, 66] };
 const MOD_NAMES = { t1: "T1", t1ce: "T1ce", t2: "T2", flair: "FLAIR" };
 const LABEL_NAMES = { 0: "no tumour label", 1: "necrotic core (NCR)", 2: "edema (ED)",
                       3: "enhancing tumour (ET)" };
@@ -416,7 +418,9 @@ async function ensureViewer() {
   const nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1],
     show3Dcrosshair: true,
-    crosshairColor: [0.3, 0.7, 1.0, 0.9],
+    // Okabe and Ito's bluish green: apart from the three label colours, also with
+    // deuteranopia and protanopia (the light blue of before was the edema's colour)
+    crosshairColor: [0.0, 0.62, 0.45, 0.9],
     dragAndDropEnabled: false,
     isColorbar: false,
     loadingText: "loading",
@@ -611,7 +615,7 @@ async function refreshDiameters() {
   const s = job.result && job.result.summary;
   const has = job.status === "done" && s && s.diameters &&
     ["ET", "WT"].some((r) => s.diameters[r] && s.diameters[r].lesions.length);
-  // white, apart from the blue crosshair and the coloured regions
+  // white, apart from the green crosshair and the coloured regions
   await refreshLayer("diam", "loadedDiam", "diam-toggle", has ? job.urls.diameters : null,
                      { colormap: "gray", opacity: 1, cal_min: 0, cal_max: 1 });
 }
