@@ -115,6 +115,9 @@ def main() -> int:
             page.select_option("#layout", args.layout)
             page.wait_for_timeout(3000)
         if args.screenshot:
+            # the page's top (header, toolbar): the sample button moved focus, and the
+            # view, down to the job's status
+            page.evaluate("() => window.scrollTo(0, 0)")
             args.screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.screenshot))
             print(f"screenshot: {args.screenshot}")
