@@ -161,8 +161,8 @@ class TreeEnsemble:
         score = np.full(n, self.baseline)
         columns = np.ascontiguousarray(x.T)  # one feature's values side by side
         for root in self.roots:
-            idx = np.arange(n)
-            node = np.full(n, root, dtype=np.int64)
+            idx: np.ndarray = np.arange(n)
+            node: np.ndarray = np.full(n, root, dtype=np.int64)
             if self.leaf[root]:
                 score += self.value[root]
                 continue
