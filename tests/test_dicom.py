@@ -16,7 +16,7 @@ import pytest
 from braintumor import dicom
 from braintumor.cli import main
 from braintumor.errors import InputError
-from test_web_support import small_case, write_dicom_zip
+from test_web_support import cut_short, restamp_series, small_case, write_dicom_zip
 
 
 @pytest.fixture(scope="module")
@@ -246,27 +246,6 @@ def test_preview_pictures_in_a_study_leave_it_a_study(study: Path, tmp_path: Pat
     assert (out / "cd.nii.gz").exists() and not list(out.rglob("*_mask.png"))
 
 
-def _restamp(series_dir: Path, new_uid: bool = False, **attrs: object) -> None:
-    """Rewrite the DICOM files of one series folder with ``attrs`` (a value None deletes
-    the attribute); ``new_uid``: make it a series of its own (a copy of another)."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    series_uid = generate_uid()
-    for f in sorted(series_dir.glob("*.dcm")):
-        ds = pydicom.dcmread(f)
-        if new_uid:
-            ds.SeriesInstanceUID = series_uid
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        for key, value in attrs.items():
-            if value is None:
-                if key in ds:
-                    delattr(ds, key)
-            else:
-                setattr(ds, key, value)
-        ds.save_as(f, enforce_file_format=True)
-
-
 #: series descriptions as scanners write them, and the modality each is
 DESCRIPTIONS = [
     ("t2_tirm_tra_dark-fluid", "flair"), ("t2_tirm_dark-fluid_fs", "flair"),
@@ -344,13 +323,13 @@ def test_siemens_dark_fluid_study_is_matched(study: Path, tmp_path: Path) -> Non
     root = tmp_path / "siemens"
     shutil.copytree(study, root)
     s = root / "study"
-    _restamp(s / "flair", SeriesDescription="t2_tirm_tra_dark-fluid", ProtocolName=None,
+    restamp_series(s / "flair", SeriesDescription="t2_tirm_tra_dark-fluid", ProtocolName=None,
              Manufacturer="SIEMENS", InversionTime=2500, RepetitionTime=9000, EchoTime=81,
              ScanningSequence=["SE", "IR"], SequenceName="*tir2d1_15")
-    _restamp(s / "t2", SeriesDescription="t2_tse_tra", ProtocolName=None, EchoTime=100,
+    restamp_series(s / "t2", SeriesDescription="t2_tse_tra", ProtocolName=None, EchoTime=100,
              RepetitionTime=5000, ScanningSequence=["SE"], SequenceName="*tse2d1_15")
     shutil.copytree(s / "t2", s / "stir")
-    _restamp(s / "stir", new_uid=True, SeriesNumber=6, SeriesDescription="t2_tirm_tra",
+    restamp_series(s / "stir", new_uid=True, SeriesNumber=6, SeriesDescription="t2_tirm_tra",
              InversionTime=150, EchoTime=50, ScanningSequence=["SE", "IR"],
              SequenceName="*tir2d1_13")
     src = dicom.study_source(root, tmp_path / "out")
@@ -380,7 +359,7 @@ def test_series_sharing_a_number_are_shown_and_chosen_as_listed(
 
     root = tmp_path / "clash"
     shutil.copytree(study, root)
-    _restamp(root / "study" / "flair", SeriesNumber=4)
+    restamp_series(root / "study" / "flair", SeriesNumber=4)
     msg = _series_error(root, tmp_path, {"9": "flair"})
     assert "no series 9" in msg and "2: AX T1 SE; 3: AX T1 SE POST GAD" in msg
     assert "4a: AX T2 FLAIR (one of 2 sharing series number 4)" in msg
@@ -414,7 +393,7 @@ def test_series_without_a_number_are_shown_and_chosen_as_listed(
     root = tmp_path / "nonum"
     shutil.copytree(study, root)
     for m in ("t1", "t2", "flair"):
-        _restamp(root / "study" / m, SeriesNumber=None)
+        restamp_series(root / "study" / m, SeriesNumber=None)
     msg = _series_error(root, tmp_path, {"9": "flair"})
     assert ("3: AX T1 SE POST GAD; no-number-1: AX T1 SE; no-number-2: AX T2 FLAIR; "
             "no-number-3: AX T2 TSE") in msg, msg
@@ -430,15 +409,6 @@ def test_series_without_a_number_are_shown_and_chosen_as_listed(
     msg = _series_error(root, tmp_path, {"AX T1 SE": "t1", "3": "t1ce", "AX T2": "t2",
                                          "no-number-2": "flair"})
     assert "no series AX T2" in msg
-
-
-def _cut_short(f: Path) -> None:
-    """One DICOM file whose pixel data ends early (a copy broken off)."""
-    import pydicom
-
-    ds = pydicom.dcmread(f)
-    ds.PixelData = ds.PixelData[:100]
-    ds.save_as(f, enforce_file_format=True)
 
 
 def _compress_unreadably(series_dir: Path) -> None:
@@ -463,7 +433,7 @@ def test_an_unreadable_t1_is_said_and_the_case_goes_on(
 
     root = tmp_path / "broken"
     shutil.copytree(study, root)
-    _cut_short(root / "study" / "t1" / "IM0005.dcm")
+    cut_short(root / "study" / "t1" / "IM0005.dcm")
     out = tmp_path / "out"
     assert main(["predict", str(root), "-o", str(out), "--method", "watershed"]) == 0
     err = capsys.readouterr().err
@@ -488,14 +458,14 @@ def test_an_unreadable_needed_or_chosen_series_is_refused_with_why(
     msg = _series_error(root, tmp_path, {})
     assert f"series 3 (AX T1 SE POST GAD), the T1ce, could not be read: {why}" in msg
     # named with --series: refused, not replaced
-    _cut_short(root / "study" / "t1" / "IM0005.dcm")
+    cut_short(root / "study" / "t1" / "IM0005.dcm")
     msg = _series_error(root, tmp_path, {"2": "t1", "4": "t2", "5": "flair", "3": "t1ce"})
     assert "series 2 (AX T1 SE), given as the T1, could not be read: 1 of its 28 files" in msg
     # a second T1 beside the unreadable one: the user chooses, told why the first is out
     shutil.rmtree(root / "study" / "t1ce")
     shutil.copytree(study / "study" / "t1ce", root / "study" / "t1ce")
     shutil.copytree(study / "study" / "t1", root / "study" / "mprage")
-    _restamp(root / "study" / "mprage", new_uid=True, SeriesNumber=6,
+    restamp_series(root / "study" / "mprage", new_uid=True, SeriesNumber=6,
              SeriesDescription="t1_mprage_sag")
     msg = _series_error(root, tmp_path, {})
     assert "could not tell which series" in msg

@@ -30,7 +30,9 @@ from braintumor.web import create_app  # noqa: E402
 from test_web_support import (  # noqa: E402
     AFFINE,
     SHAPE,
+    cut_short,
     register_test_methods,
+    restamp_series,
     small_case,
     wait_done,
     write_case_files,
@@ -598,6 +600,101 @@ def test_loose_dicom_files_of_several_series_are_a_study(client: TestClient,
         one = client.post("/api/jobs", files=flair)
         assert one.status_code == 202, one.text
         assert one.json()["status"] != "awaiting_input" and "series" not in one.json()["inputs"]
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, str(f.relative_to(folder)))
+    return buf.getvalue()
+
+
+def test_a_dicom_upload_says_what_the_command_line_says(client: TestClient,
+                                                        tmp_path: Path) -> None:
+    """A study whose T1 series has a file cut short, whose FLAIR shares its T2's series
+    number and is named as a T2 (its inversion time tells): the page lists the series as
+    the command line does (labels 2, 3, 4a, 4b; the T1 unreadable, and why), the
+    descriptions and acquisition read the FLAIR, and the job's warning says which series
+    was lost and why, with no patient identifier and no server path."""
+    from braintumor import dicom
+    from braintumor.errors import InputError
+
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    folder = tmp_path / "exam"
+    zipfile.ZipFile(z).extractall(folder)
+    cut_short(folder / "study" / "t1" / "IM0005.dcm")
+    restamp_series(folder / "study" / "flair", SeriesNumber=4, SeriesDescription="AX T2",
+                   ProtocolName=None, InversionTime=2200, RepetitionTime=9000, EchoTime=120,
+                   ScanningSequence=["SE", "IR"])
+    lost = ("series 2 (AX T1 SE), the study's T1, could not be read, so the case goes "
+            "without it: 1 of its 24 files is cut short (their pixel data ends early)")
+    # the command line, for comparison
+    with pytest.raises(InputError) as err:
+        dicom.study_source(folder, tmp_path / "cli", choice={"9": "t1"})
+    cli_listing = str(err.value).split("it holds ", 1)[1].rstrip(".")
+    cli = dicom.study_source(folder, tmp_path / "cli")
+    assert cli.notes == [lost]
+
+    # confirmed on the page: the series list in the command line's words
+    r = client.post("/api/jobs", files=[("files", ("exam.zip", _zip_folder(folder)))],
+                    data={"method": "threshold", "confirm_series": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    series = job["inputs"]["series"]
+    assert [(s["id"], s["description"], s["guess"], s["usable"]) for s in series] == [
+        ("2", "AX T1 SE", "t1", False), ("3", "AX T1 SE POST GAD", "t1ce", True),
+        ("4a", "AX T2", "flair", True), ("4b", "AX T2 TSE", "t2", True)]
+    assert all(set(s) == {"id", "description", "shape", "guess", "usable", "remarks"}
+               for s in series)  # no server path
+    page_listing = "; ".join(f"{s['id']}: {s['description']}"
+                             + (f" ({'; '.join(s['remarks'])})" if s["remarks"] else "")
+                             for s in series)
+    assert page_listing == cli_listing
+    assert series[0]["remarks"] == ["could not be read: 1 of its 24 files is cut short "
+                                    "(their pixel data ends early)"]
+    assert series[2]["remarks"] == ["one of 2 sharing series number 4"]
+    bad = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": {
+        "2": "t1", "3": "t1ce", "4b": "t2", "4a": "flair"}})
+    assert bad.status_code == 400
+    assert "series 2 (AX T1 SE), given as the T1, could not be read: 1 of its 24" in _detail(bad)
+    r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": {
+        "3": "t1ce", "4b": "t2", "4a": "flair"}})
+    assert r.status_code == 200, r.text
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done", done
+    assert done["result"]["warning"].startswith(lost), done["result"]["warning"]
+
+    # matched without asking: the same warning, the same volumes as the command line's
+    r = client.post("/api/jobs", files=[("files", ("exam.zip", _zip_folder(folder)))],
+                    data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    auto = wait_done(client.get, r.json()["id"])
+    assert auto["status"] == "done", auto
+    warning = auto["result"]["warning"]
+    assert warning.startswith(lost) and "no T1 image" in warning
+    assert auto["inputs"]["series_modalities"] == {"3": "t1ce", "4b": "t2", "4a": "flair"}
+    job_dir = client.app.state.store.job_dir(auto["id"])  # type: ignore[attr-defined]
+    for m in ("t1ce", "t2", "flair"):
+        got = nib.load(str(job_dir / "input" / f"{m}.nii.gz"))
+        assert np.array_equal(np.asarray(got.dataobj),
+                              np.asarray(nib.load(str(cli.modality_paths[m])).dataobj)), m
+    text = json.dumps(auto)
+    assert "Doe" not in text and "PID-778899" not in text
+    assert str(job_dir) not in text and str(tmp_path) not in text
+    for f in job_dir.rglob("*"):
+        assert not f.name.endswith((".dcm", ".json")), f
+
+    # the T1ce unreadable: refused, saying which series and why, as the command line does
+    cut_short(folder / "study" / "t1ce" / "IM0007.dcm")
+    r = client.post("/api/jobs", files=[("files", ("exam.zip", _zip_folder(folder)))],
+                    data={"method": "threshold"})
+    assert r.status_code == 400
+    assert ("exam.zip: series 3 (AX T1 SE POST GAD), the T1ce, could not be read: 1 of its "
+            "24 files is cut short (their pixel data ends early)") in _detail(r)
 
 
 def test_2d_picture(client: TestClient) -> None:

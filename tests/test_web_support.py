@@ -253,3 +253,33 @@ def write_dicom_slice(path: Path, pixels: np.ndarray, spacing: tuple[float, floa
             np.repeat(pixels.astype(np.uint16)[None], frames, axis=0)).tobytes()
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
+
+
+def restamp_series(series_dir: Path, new_uid: bool = False, **attrs: object) -> None:
+    """Rewrite the DICOM files of one series folder with ``attrs`` (a value None deletes
+    the attribute); ``new_uid``: make it a series of its own (a copy of another)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid()
+    for f in sorted(series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        if new_uid:
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        for key, value in attrs.items():
+            if value is None:
+                if key in ds:
+                    delattr(ds, key)
+            else:
+                setattr(ds, key, value)
+        ds.save_as(f, enforce_file_format=True)
+
+
+def cut_short(f: Path) -> None:
+    """One DICOM file whose pixel data ends early (a copy broken off)."""
+    import pydicom
+
+    ds = pydicom.dcmread(f)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(f, enforce_file_format=True)

@@ -2,10 +2,13 @@
 modalities (T1, T1ce, T2, FLAIR) by their descriptions and acquisition (inversion, echo and
 repetition times).
 
-Shared by the web page (a zip of DICOM files, matched in the page) and ``braintumor
-predict`` (a folder of DICOM files, matched automatically, or by ``--series``). No
-patient identifier is kept: dcm2niix writes anonymised sidecars and the NIfTI text
-fields are blanked (:func:`braintumor.io.convert_dicom`).
+One path for the web page (a zip of DICOM files, or the files themselves, matched in the
+page) and ``braintumor predict`` (a folder of DICOM files, matched automatically, or by
+``--series``): :func:`convert_study` converts each series on its own and labels it by its
+SeriesNumber, :func:`auto_assignment` and :func:`settle_assignment` match the series to
+the modalities and say which could not be read and why. No patient identifier is kept:
+dcm2niix writes anonymised sidecars and the NIfTI text fields are blanked
+(:func:`braintumor.io.convert_dicom_series`).
 """
 
 from __future__ import annotations
@@ -310,27 +313,6 @@ def _study_uid(folder: Path) -> str | None:
     return None
 
 
-def dicom_study_uids(folder: str | Path) -> set[str]:
-    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
-    uids: set[str] = set()
-    for f in Path(folder).rglob("*"):
-        if f.is_file() and is_dicom_file(f):
-            uid = header_tag(f, "StudyInstanceUID")
-            if uid:
-                uids.add(uid)
-    return uids
-
-
-def one_study(folder: Path, what: str) -> None:
-    """Refuse (one sentence, no identifier in it) DICOM files of more than one study in
-    one case: series chosen by number or description could come from two examinations, or
-    two patients, and a DICOM SEG would name the wrong one."""
-    n = len(dicom_study_uids(folder))
-    if n > 1:
-        raise InputError(f"{what}: holds DICOM files of {n} studies (examinations); a case is "
-                         "one study: give each study's files in a folder (or zip) of its own.")
-
-
 def find_studies(folder: str | Path) -> list[tuple[Path, str]]:
     """``(folder, case id)`` for each DICOM study under a folder :func:`is_dicom_study`
     accepts: the folder itself when everything in it is one study (series may sit in
@@ -426,43 +408,98 @@ def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
 
 @dataclass
 class StudySeries:
-    """A volume of a DICOM study as the command line shows it. ``label`` is what messages
-    show and ``--series`` takes: the DICOM SeriesNumber; with a letter (``4a``, ``4b``)
-    where several volumes share one (two series numbered alike, or the echoes of one
-    series); ``no-number-1`` ... for a series without one. ``volume`` is the converted
-    series, None when it could not be converted or read (``fault`` says why)."""
+    """A volume of a DICOM study as the command line and the web page show it. ``label``
+    is what messages and the page's series list show, and what ``--series`` takes: the
+    DICOM SeriesNumber; with a letter (``4a``, ``4b``) where several volumes share one
+    (two series numbered alike, or the echoes of one series); ``no-number-1`` ... for a
+    series without one. ``path`` is the converted volume (NIfTI), None when the series
+    could not be converted or read (``fault`` says why); ``guess`` the modality it reads
+    as (for one that could not be read, by its headers); ``uneven``: its slices are not
+    evenly spaced (so it cannot be put on one grid); ``uid`` its SeriesInstanceUID."""
 
     label: str
-    source: DicomSeries
-    volume: Series | None
+    number: int | None
+    description: str
+    shape: list[int]
+    guess: str | None
+    path: Path | None
     fault: str | None = None
+    uneven: bool = False
     shared: int = 0  # how many volumes share its series number, when more than one
+    uid: str = ""
 
     @property
-    def description(self) -> str:
-        return self.volume.description if self.volume is not None else self.source.description
+    def readable(self) -> bool:
+        return self.path is not None
 
     @property
     def usable(self) -> bool:
-        return self.volume is not None and self.volume.usable
-
-    @property
-    def guess(self) -> str | None:
-        """The modality it reads as (for one that could not be read, by its headers)."""
-        if self.volume is not None:
-            return self.volume.guess
-        return classify_series(self.source.description, self.source.acquisition)
+        """Read, and a 3D volume."""
+        return self.path is not None and len([s for s in self.shape if s > 1]) == 3
 
     def named(self) -> str:
         return f"series {self.label} ({self.description or 'no description'})"
 
+    def remarks(self) -> list[str]:
+        """What sets it apart in a list of the study's series (its number shared, not read
+        and why, not 3D, slices unevenly spaced)."""
+        out = []
+        if self.shared:
+            out.append(f"one of {self.shared} sharing series number {self.number}")
+        if self.path is None:
+            out.append(f"could not be read: {self.fault}")
+        elif not self.usable:
+            out.append("not 3D")
+        elif self.uneven:
+            out.append("slices not evenly spaced")
+        return out
 
-def _study_series(scanned: list[DicomSeries], raw: Path, uneven: set[Path]
-                  ) -> list[StudySeries]:
-    """Convert each scanned series on its own (so that a failure is its own, and said)
-    and label the volumes (:class:`StudySeries`)."""
+    def as_dict(self, base: Path) -> dict[str, Any]:
+        """Its fields as JSON values (``path`` relative to ``base``; ``uid`` left out), with
+        ``id`` for the label, ``usable`` and ``remarks``: one row of the web page's list."""
+        return {"id": self.label, "number": self.number, "description": self.description,
+                "shape": list(self.shape), "guess": self.guess, "usable": self.usable,
+                "remarks": self.remarks(), "fault": self.fault, "uneven": self.uneven,
+                "shared": self.shared,
+                "path": None if self.path is None else str(self.path.relative_to(base))}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], base: Path) -> StudySeries:
+        """The inverse of :meth:`as_dict`."""
+        return cls(str(d["id"]), d.get("number"), str(d.get("description") or ""),
+                   list(d.get("shape") or []), d.get("guess"),
+                   None if d.get("path") is None else base / str(d["path"]), d.get("fault"),
+                   bool(d.get("uneven")), int(d.get("shared") or 0))
+
+
+@dataclass
+class Study:
+    """A DICOM study converted series by series (:func:`convert_study`): its volumes,
+    its StudyInstanceUID, and what converting it found amiss that a case goes on without
+    (DICOM files whose header could not be read)."""
+
+    entries: list[StudySeries]
+    study_uid: str | None
+    notes: list[str]
+
+
+def convert_study(folder: str | Path, work_dir: str | Path, where: str) -> Study:
+    """Scan the DICOM files under ``folder`` (:func:`scan_study`), convert each series on
+    its own with dcm2niix into ``work_dir`` (so that a failure is its own, and said), read
+    what each volume is (:func:`describe_series`) and label it (:class:`StudySeries`).
+
+    Refused in one sentence starting with ``where`` (the study as the user knows it; no
+    patient identifier): files of more than one study, no series that could be converted,
+    fewer than two 3D series. The one path of the command line and the web page."""
     from braintumor.io import convert_dicom_series
 
+    scanned, studies, bad = scan_study(folder)
+    if len(studies) > 1:
+        raise InputError(f"{where}: holds DICOM files of {len(studies)} studies "
+                         "(examinations); a case is one study: give each study's files in a "
+                         "folder (or zip) of its own.")
+    raw = Path(work_dir)
+    uneven: set[Path] = set()
     out: list[StudySeries] = []
     for k, src in enumerate(scanned):
         niftis, fault = convert_dicom_series(src.files, raw / f"{k:04d}", uneven=uneven)
@@ -472,11 +509,14 @@ def _study_series(scanned: list[DicomSeries], raw: Path, uneven: set[Path]
                 volumes.append(describe_series(n, src))
             except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds
                 fault = f"dcm2niix's NIfTI file of it could not be read ({type(exc).__name__})"
-        out += [StudySeries("", src, v) for v in volumes] or [
-            StudySeries("", src, None, fault or "dcm2niix made no image of it")]
+        out += [StudySeries("", src.number, v.description, v.shape, v.guess, v.path,
+                            uneven=v.path in uneven, uid=src.uid) for v in volumes] or [
+            StudySeries("", src.number, src.description, [],
+                        classify_series(src.description, src.acquisition), None,
+                        fault or "dcm2niix made no image of it", uid=src.uid)]
     by_number: dict[int | None, list[StudySeries]] = {}
     for e in out:
-        by_number.setdefault(e.source.number, []).append(e)
+        by_number.setdefault(e.number, []).append(e)
     for num, group in by_number.items():
         for i, e in enumerate(group):
             if num is None:
@@ -486,7 +526,91 @@ def _study_series(scanned: list[DicomSeries], raw: Path, uneven: set[Path]
             else:
                 e.label = f"{num}{chr(ord('a') + i) if i < 26 else f'-{i + 1}'}"
                 e.shared = len(group)
-    return out
+    if not any(e.readable for e in out):
+        raise InputError(f"{where}: holds no DICOM series that could be converted to NIfTI"
+                         + (f" ({listing(out)})." if out else "."))
+    usable = sum(e.usable for e in out)
+    if usable < len(REQUIRED_MODALITIES):
+        raise InputError(f"{where}: holds {usable} 3D series ({listing(out)}); a case needs "
+                         "T1ce and FLAIR, and T1 and T2 where there are.")
+    notes = [f"{bad} DICOM file{'s' if bad > 1 else ''} of the study could not be read (a "
+             f"damaged header) and {'were' if bad > 1 else 'was'} left out"] if bad else []
+    return Study(out, next(iter(studies), None), notes)
+
+
+def auto_assignment(entries: list[StudySeries], where: str,
+                    overrides: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """{label: modality} from what each series reads as (``overrides``: label -> modality
+    the user gave), when that settles each modality (:func:`complete_assignment`), else
+    None. A series that could not be read still counts as a candidate: with two T1s, one
+    unreadable, the user chooses, as with two readable ones. Refused (one sentence from
+    ``where``, saying why) when the only series that reads as the T1ce or FLAIR could not
+    be read."""
+    over = overrides or {}
+    guess = {e.label: over.get(e.label) or e.guess for e in entries}
+    for m in REQUIRED_MODALITIES:
+        alike = [e for e in entries if guess[e.label] == m and (e.usable or not e.readable)]
+        if alike and not any(e.readable for e in alike):
+            raise InputError(f"{where}: {alike[0].named()}, the {MODALITY_NAMES[m]}, could not "
+                             f"be read: {alike[0].fault}; a case needs T1ce and FLAIR.")
+    return complete_assignment({e.label: guess[e.label] for e in entries
+                                if e.usable or not e.readable and guess[e.label]})
+
+
+def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], where: str,
+                      given: bool) -> tuple[dict[str, str], list[str]]:
+    """Check an assignment {label: modality} of a study's series (``given``: by the user,
+    else :func:`auto_assignment`'s) -> ({modality: label}, notes for the warning).
+
+    A series that could not be read is refused when the user gave it; when it was only
+    read as the T1 or T2, the case goes without it. A modality left without a series
+    while the only series that read as it could not be read: said, with why (refused for
+    the T1ce or FLAIR; a note for the T1 or T2). A chosen series that is not a 3D volume, or
+    whose slices are not evenly spaced, is refused."""
+    series = {e.label: e for e in entries}
+    chosen: dict[str, str] = {}
+    for label, m in by_label.items():
+        e = series[label]
+        if not e.readable:
+            if given:
+                raise InputError(f"{where}: {e.named()}, given as the {MODALITY_NAMES[m]}, "
+                                 f"could not be read: {e.fault}.")
+            continue
+        if not e.usable:
+            raise InputError(f"{where}: {e.named()} is not a 3D volume, so it cannot be the "
+                             f"{MODALITY_NAMES[m]}.")
+        if e.uneven:
+            raise InputError(f"{where}: {e.named()}, the {MODALITY_NAMES[m]}, has slices that "
+                             "are not evenly spaced (one missing?), so it cannot be put on one "
+                             "grid; export the whole series again.")
+        chosen[m] = label
+    notes = []
+    for m in (m for m in MODALITIES if m not in chosen):
+        lost = [e for e in entries if not e.readable and e.guess == m]
+        if not lost or any(e.usable and e.guess == m for e in entries):
+            continue  # the user left out a series that could be read
+        if m in REQUIRED_MODALITIES:
+            raise InputError(f"{where}: {lost[0].named()}, the {MODALITY_NAMES[m]}, could not "
+                             f"be read: {lost[0].fault}; a case needs T1ce and FLAIR.")
+        notes += [f"{e.named()}, the study's {MODALITY_NAMES[m]}, could not be read, so the "
+                  f"case goes without it: {e.fault}" for e in lost]
+    return chosen, notes
+
+
+def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Path
+                 ) -> dict[str, Path]:
+    """Copy the chosen series ({modality: label}) to ``dest/<modality>.nii.gz``, all on
+    the T1's grid (:func:`resample_onto_t1`)."""
+    series = {e.label: e for e in entries}
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for m in (m for m in MODALITIES if m in chosen):
+        src = series[chosen[m]].path
+        assert src is not None  # settle_assignment refuses one that could not be read
+        paths[m] = dest / f"{m}.nii.gz"
+        shutil.copyfile(src, paths[m])
+    resample_onto_t1(paths)
+    return paths
 
 
 def _find_series(key: str, entries: list[StudySeries], folder: Path) -> StudySeries:
@@ -497,7 +621,7 @@ def _find_series(key: str, entries: list[StudySeries], folder: Path) -> StudySer
         if e.label.casefold() == low:
             return e
     if key.isdigit():
-        same = [e for e in entries if e.source.number == int(key)]
+        same = [e for e in entries if e.number == int(key)]
         if same:
             raise InputError(f"{folder}: {len(same)} volumes have series number {key} ("
                              + "; ".join(f"{e.label}: {e.description}" for e in same)
@@ -510,54 +634,32 @@ def _find_series(key: str, entries: list[StudySeries], folder: Path) -> StudySer
         raise InputError(f"{folder}: {len(by_desc)} series are described as {key!r}; name "
                          "one of them in --series by its number, "
                          + " or ".join(e.label for e in by_desc) + ".")
-    raise InputError(f"{folder}: no series {key}; it holds {_listing(entries)}.")
+    raise InputError(f"{folder}: no series {key}; it holds {listing(entries)}.")
 
 
 def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = None,
                  choice: Mapping[str, str] | Mapping[int, str] | None = None
                  ) -> CaseSource:
-    """Convert the DICOM study under ``folder`` and match its series to the modalities
-    (``choice``: series -> modality, each series as :func:`parse_series_choice` takes it,
-    else each series' description and acquisition), every modality on the T1 series'
-    grid. The four volumes are written, anonymised, to
-    ``out_dir/<case>_series/<modality>.nii.gz``; the returned source reads them, so the
-    label map comes out on that T1 grid. An unclear match raises :class:`InputError`
-    listing the series found, by their DICOM series numbers (:class:`StudySeries`).
+    """Convert the DICOM study under ``folder`` (:func:`convert_study`) and match its
+    series to the modalities (``choice``: series -> modality, each series as
+    :func:`parse_series_choice` takes it, else each series' description and acquisition,
+    :func:`auto_assignment`), every modality on the T1 series' grid. The four volumes are
+    written, anonymised, to ``out_dir/<case>_series/<modality>.nii.gz``; the returned
+    source reads them, so the label map comes out on that T1 grid. An unclear match
+    raises :class:`InputError` listing the series found, by their DICOM series numbers
+    (:class:`StudySeries`).
 
     A series that cannot be converted or read is said, with why: refused when it is the
     T1ce or FLAIR (or named in ``choice``), and the case goes on without it, saying so in
     ``notes`` (hence in the result's warning), when it is the T1 or T2, as for a study
-    without one."""
+    without one (:func:`settle_assignment`)."""
     folder = Path(folder)
     cid = case_id or folder.name
-    scanned, studies, bad = scan_study(folder)
-    if len(studies) > 1:
-        raise InputError(f"{folder}: holds DICOM files of {len(studies)} studies "
-                         "(examinations); a case is one study: give each study's files in a "
-                         "folder (or zip) of its own.")
-    dest = Path(out_dir) / f"{cid}_series"
     raw = Path(out_dir) / f".{cid}_dcm2niix"
     shutil.rmtree(raw, ignore_errors=True)
-    uneven: set[Path] = set()
-    notes = [f"{bad} DICOM file{'s' if bad > 1 else ''} of the study could not be read (a "
-             f"damaged header) and {'were' if bad > 1 else 'was'} left out"] if bad else []
     try:
-        entries = _study_series(scanned, raw, uneven)
-        if not any(e.volume for e in entries):
-            raise InputError(f"{folder}: holds no DICOM series that could be converted to "
-                             "NIfTI" + (f" ({_listing(entries)})." if entries else "."))
-        if not choice:  # a needed series that reads as one but could not be read: say why
-            for m in REQUIRED_MODALITIES:
-                alike = [e for e in entries if e.guess == m and (e.usable or e.volume is None)]
-                if alike and all(e.volume is None for e in alike):
-                    raise InputError(f"{folder}: {alike[0].named()}, the {MODALITY_NAMES[m]}, "
-                                     f"could not be read: {alike[0].fault}; a case needs T1ce "
-                                     "and FLAIR.")
-        series = {e.label: e for e in entries}
-        usable = sum(e.usable for e in entries)
-        if usable < len(REQUIRED_MODALITIES):
-            raise InputError(f"{folder}: holds {usable} 3D series ({_listing(entries)}); a "
-                             "case needs T1ce and FLAIR, and T1 and T2 where there are.")
+        study = convert_study(folder, raw, str(folder))
+        entries = study.entries
         if choice:
             by_label: dict[str, str] = {}
             for key, mod in choice.items():
@@ -566,75 +668,44 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                     raise InputError(f"--series names {e.named()} twice; name each series "
                                      "once.")
                 by_label[e.label] = mod
-        else:  # a series that could not be read still counts as a candidate: with two
-            # T1s, one unreadable, the user chooses, as with two readable ones
-            by_label = complete_assignment({e.label: e.guess for e in entries
-                                            if e.usable or e.volume is None and e.guess}) or {}
-            for label, m in list(by_label.items()):
-                e = series[label]
-                if e.volume is None:  # a T1 or T2 (a T1ce or FLAIR was refused above)
-                    del by_label[label]
-                    notes.append(f"{e.named()}, the study's {MODALITY_NAMES[m]}, could not be "
-                                 f"read, so the case goes without it: {e.fault}")
-        chosen = {m: k for k, m in by_label.items()}
-        complete = set(REQUIRED_MODALITIES) <= set(chosen) and len(by_label) == len(chosen)
+        else:
+            by_label = auto_assignment(entries, str(folder)) or {}
+        chosen, lost = settle_assignment(entries, by_label, str(folder), bool(choice)) \
+            if by_label else ({}, [])
+        complete = set(REQUIRED_MODALITIES) <= set(chosen) and \
+            len(by_label) == len(set(by_label.values()))
         if choice and not complete:
             raise InputError("--series must name one series for each of T1ce and FLAIR, and "
                              "of T1 and T2 where the study has them, each modality once; "
-                             f"{folder} holds {_listing(entries)}.")
+                             f"{folder} holds {listing(entries)}.")
         guesses = [e.guess for e in entries if e.usable]
         lacking = [MODALITY_NAMES[m] for m in REQUIRED_MODALITIES if m not in guesses]
-        if not complete and not choice and lacking and all(guesses):
+        if not complete and lacking and all(guesses):
             raise InputError(
                 f"{folder}: holds no series that reads as {' or '.join(lacking)} "
-                f"({_listing(entries)}); a case needs T1ce and FLAIR, and T1 and T2 where "
+                f"({listing(entries)}); a case needs T1ce and FLAIR, and T1 and T2 where "
                 "there are. If one of these is it, name them with --series, e.g. --series "
                 "3=t1,4=t1ce,5=t2,7=flair.")
         if not complete:
             raise InputError(
                 f"{folder}: could not tell which series is T1, T1ce, T2 and FLAIR; it holds "
-                f"{_listing(entries)}. Name them with --series, e.g. --series "
+                f"{listing(entries)}. Name them with --series, e.g. --series "
                 "3=t1,4=t1ce,5=t2,7=flair.")
-        for m, label in chosen.items():
-            e = series[label]
-            if e.volume is None:
-                raise InputError(f"{folder}: {e.named()}, given as the {MODALITY_NAMES[m]}, "
-                                 f"could not be read: {e.fault}.")
-            if not e.volume.usable:
-                raise InputError(f"{folder}: {e.named()} is not a 3D volume, so it cannot be "
-                                 f"the {MODALITY_NAMES[m]}.")
-            if e.volume.path in uneven:
-                raise InputError(f"{folder}: {e.named()}, the {MODALITY_NAMES[m]}, has slices "
-                                 "that are not evenly spaced (one missing?), so it cannot be "
-                                 "put on one grid; export the whole series again.")
-        dest.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for m in (m for m in MODALITIES if m in chosen):
-            vol = series[chosen[m]].volume
-            assert vol is not None  # checked above
-            paths[m] = dest / f"{m}.nii.gz"
-            shutil.copyfile(vol.path, paths[m])
-        resample_onto_t1(paths)
+        paths = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
-    ref = series[chosen[next(m for m in MODALITIES if m in chosen)]]  # the others' grid
+    ref = {e.label: e for e in entries}[chosen[next(m for m in MODALITIES if m in chosen)]]
     return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths,
-                      dicom_reference=(folder, ref.source.uid, next(iter(studies), None)),
-                      notes=notes)
+                      dicom_reference=(folder, ref.uid, study.study_uid),
+                      notes=study.notes + lost)
 
 
-def _listing(entries: list[StudySeries]) -> str:
+def listing(entries: list[StudySeries]) -> str:
     """The series as messages list them: ``label: description``, with what sets one apart
-    (its number shared, not 3D, not readable)."""
+    (:meth:`StudySeries.remarks`)."""
     parts = []
     for e in entries:
-        notes = []
-        if e.shared:
-            notes.append(f"one of {e.shared} sharing series number {e.source.number}")
-        if e.volume is None:
-            notes.append(f"could not be read: {e.fault}")
-        elif not e.volume.usable:
-            notes.append("not 3D")
+        notes = e.remarks()
         parts.append(f"{e.label}: {e.description or 'no description'}"
                      + (f" ({'; '.join(notes)})" if notes else ""))
     return "; ".join(parts)

@@ -431,31 +431,21 @@ def dcm2niix_executable() -> str | None:
     return None
 
 
-def convert_dicom(dicom_dir: str | Path, out_dir: str | Path, anonymize: bool = True,
-                  uneven: set[Path] | None = None) -> list[Path]:
-    """Convert every DICOM series under ``dicom_dir`` to NIfTI with dcm2niix.
+def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: bool = True,
+                         uneven: set[Path] | None = None) -> tuple[list[Path], str | None]:
+    """Convert the DICOM files of one series with dcm2niix: ``(NIfTI files, why none or
+    not all of them could be converted)``, the reason in words of its own (no file name,
+    which may carry the patient's), None when every file was converted. The files are
+    linked (copied where links are refused) into ``work_dir/dicom`` as numbered names; the
+    NIfTI files go to ``work_dir/nifti``.
 
     With ``anonymize`` (the default) dcm2niix writes anonymised BIDS sidecars (``-ba y``)
     and the NIfTI text fields (descrip, aux_file, db_name, intent_name) are blanked
-    afterwards, so no patient identifier is kept. Returns the NIfTI files written.
+    afterwards, so no patient identifier is kept.
 
     A series whose slices are not evenly spaced (a slice missing) cannot lie on one NIfTI
     grid: where dcm2niix made an evenly spaced copy of it, that copy takes its place;
-    otherwise its file is added to ``uneven`` (when given), for the caller to refuse it.
-    """
-    files, _ = _dcm2niix(Path(dicom_dir), Path(out_dir), anonymize, uneven)
-    if not files:
-        raise InputError(f"{dicom_dir}: no DICOM series could be converted to NIfTI.")
-    return files
-
-
-def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: bool = True,
-                         uneven: set[Path] | None = None) -> tuple[list[Path], str | None]:
-    """Convert the DICOM files of one series (as :func:`convert_dicom` does a folder):
-    ``(NIfTI files, why none or not all of them could be converted)``, the reason in
-    words of its own (no file name, which may carry the patient's), None when every file
-    was converted. The files are linked (copied where links are refused) into
-    ``work_dir/dicom`` as numbered names; the NIfTI files go to ``work_dir/nifti``."""
+    otherwise its file is added to ``uneven`` (when given), for the caller to refuse it."""
     import os
 
     work = Path(work_dir)

@@ -142,6 +142,11 @@ class NamesRequest(BaseModel):
     names: list[str]
 
 
+#: what a job's DICOM series list shows of each series: its label (the series number as
+#: on the command line), description, shape, modality guess, whether it can be chosen,
+#: and what sets it apart (not read and why, number shared, not 3D)
+_SERIES_SHOWN = ("id", "description", "shape", "guess", "usable", "remarks")
+
 _METHOD_LABELS = {"cnn": "CNN (trained model)", "watershed": "Watershed (classical)",
                   "hybrid": "Hybrid (CNN + watershed, most accurate)"}
 
@@ -368,8 +373,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         inputs = {k: v for k, v in job.inputs.items()
                   if k not in ("modalities", "reference", "image", "reference_default",
                                "images", "ref_masks")}
-        if "series" in inputs:
-            inputs["series"] = [{k: v for k, v in s.items() if k != "path"}
+        if "series" in inputs:  # what the page's list shows of each (no server path)
+            inputs["series"] = [{k: v for k, v in s.items() if k in _SERIES_SHOWN}
                                 for s in inputs["series"]]
         urls: dict[str, Any] = {"page": f"/jobs/{job.id}", "self": base}
         mods = job.inputs.get("modalities") or {}

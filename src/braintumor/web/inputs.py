@@ -8,9 +8,12 @@ What an upload may be:
   T2 may be left out (T1ce and FLAIR are needed), and the watershed tuned for that then
   segments the case, whatever the method asked;
 * one 4D NIfTI with the four modalities (Decathlon order FLAIR, T1, T1gd, T2);
-* one zip of DICOM series: extracted under server-made names (no path from the archive
-  is used, and an entry whose path would leave the archive is refused), converted with
-  dcm2niix (anonymised), each series matched to a modality by its description; the
+* one zip of DICOM series (or the DICOM files of several series): extracted under
+  server-made names (no path from the archive is used, and an entry whose path would
+  leave the archive is refused), then read as the command line reads a study folder
+  (:func:`braintumor.dicom.convert_study`): each series converted on its own with
+  dcm2niix (anonymised), labelled by its SeriesNumber, matched to a modality by its
+  description and acquisition, and one that could not be read listed with why; the
   DICOM files and the sidecars are deleted after conversion, and the NIfTI text fields
   are blanked, so no patient identifier is kept;
 * one 2D picture (PNG/JPEG/TIFF), or the slices of one patient as several pictures
@@ -51,13 +54,14 @@ from braintumor.cases import (
     load_case,
 )
 from braintumor.dicom import (
-    complete_assignment,
-    describe_series,
+    Study,
+    StudySeries,
+    auto_assignment,
     detect_modality,
     header_tag,
     is_dicom_file,
-    one_study,
-    resample_onto_t1,
+    place_series,
+    settle_assignment,
 )
 from braintumor.errors import InputError
 from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge, human_size
@@ -179,7 +183,7 @@ def load_job_case(job_dir: Path, inputs: dict[str, Any], with_reference: bool = 
 
     paths = {m: job_dir / p for m, p in inputs["modalities"].items()}
     src = CaseSource(case_id=inputs.get("case_id", "case"), kind="brats2021",
-                     modality_paths=paths)
+                     modality_paths=paths, notes=list(inputs.get("notes") or []))
     case = load_case(src, with_label=False)
     ref = inputs.get("reference")
     if with_reference and ref:
@@ -266,19 +270,20 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 
     if kind == "zip":
         inputs.update(source="dicom", case_id="dicom-case")
-        inputs["series"] = convert_dicom_zip(
+        study = convert_dicom_zip(
             job_dir, images[0] if len(images) == 1 and images[0].name.lower().endswith(".zip")
             else images, max_unzipped)
+        inputs["series"] = [e.as_dict(job_dir) for e in study.entries]
+        inputs["notes"] = study.notes
         choice = parse_modality_choice(fields.get("modalities"))
         want_confirm = fields.get("confirm_series", "").strip().lower() in ("1", "true", "yes",
                                                                               "on")
-        guess = {s["id"]: (choice.get(s["id"]) or s["guess"]) for s in inputs["series"]
-                 if s["usable"]}
-        complete = complete_assignment(guess)
-        if want_confirm or complete is None:
+        auto = None if want_confirm else auto_assignment(
+            study.entries, study_name(inputs["files"]), overrides=choice)
+        if auto is None:
             inputs["needs_confirmation"] = True
             return inputs
-        return confirm_series(job_dir, inputs, complete)
+        return confirm_series(job_dir, inputs, auto, given=False)
 
     # NIfTI
     if len(images) == 1:
@@ -579,26 +584,31 @@ def safe_extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -
     return n
 
 
+def study_name(files: list[str]) -> str:
+    """A DICOM upload as its messages name it: the zip's name, or its files as a whole."""
+    return files[0] if len(files) == 1 else f"The upload ({len(files)} DICOM files)"
+
+
 def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
-                      max_unzipped: int) -> list[dict[str, Any]]:
-    """Extract a DICOM zip (or take loose DICOM files), convert it with dcm2niix, delete
-    the DICOM; -> series list.
+                      max_unzipped: int) -> Study:
+    """Extract a DICOM zip (or take loose DICOM files), convert it series by series as the
+    command line converts a study folder (:func:`braintumor.dicom.convert_study`), and
+    delete the DICOM files (they carry the patient's identifiers) whatever happened.
 
-    Each series: ``dict(id, description, shape, guess, usable, path)`` where ``path`` is
-    relative to the job folder and ``usable`` means a 3D volume.
-    """
-
-    from braintumor.io import convert_dicom, dcm2niix_executable
+    Each volume's NIfTI file is kept as ``<job>/series/NNN.nii.gz``; nothing else of the
+    conversion (sidecars) is."""
+    from braintumor.dicom import convert_study
+    from braintumor.io import dcm2niix_executable
 
     uploads = f if isinstance(f, list) else [f]
-    what = uploads[0].name if len(uploads) == 1 else f"The {len(uploads)} DICOM files"
+    what = study_name([u.name for u in uploads])
     if dcm2niix_executable() is None:
         for u in uploads:
             u.path.unlink(missing_ok=True)
         raise FeatureUnavailable("DICOM uploads need dcm2niix, which is not installed on this "
                                  "server; upload NIfTI files instead.")
     dicom_dir = job_dir / "dicom"
-    out_dir = job_dir / "series_raw"
+    raw = job_dir / "series_raw"
     try:
         if isinstance(f, list):
             dicom_dir.mkdir(parents=True, exist_ok=True)
@@ -607,68 +617,52 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
         else:
             safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
             f.path.unlink(missing_ok=True)
-        one_study(dicom_dir, what)
-        uneven: set[Path] = set()
-        try:
-            niftis = convert_dicom(dicom_dir, out_dir, anonymize=True, uneven=uneven)
-        except InputError:
-            raise InputError(f"{what}: {'holds' if len(uploads) == 1 else 'hold'} no DICOM "
-                             "series that could be converted to NIfTI.") from None
+        study = convert_study(dicom_dir, raw, what)
+        series_dir = job_dir / "series"
+        series_dir.mkdir(exist_ok=True)
+        for k, e in enumerate(study.entries):
+            if e.path is not None:
+                dest = series_dir / f"{k:03d}.nii.gz"
+                e.path.replace(dest)
+                e.path = dest
     finally:
-        # the DICOM files carry patient identifiers: none is kept, whatever happened
+        # the DICOM files carry patient identifiers: none is kept, whatever happened;
+        # nor dcm2niix's sidecars (anonymised, but nothing else needs them)
         shutil.rmtree(dicom_dir, ignore_errors=True)
+        shutil.rmtree(raw, ignore_errors=True)
         for u in uploads:
             u.path.unlink(missing_ok=True)
-    series_dir = job_dir / "series"
-    series_dir.mkdir(exist_ok=True)
-    series: list[dict[str, Any]] = []
-    for i, nii in enumerate(niftis):
-        info = describe_series(nii)
-        sid = f"s{i + 1:02d}"
-        dest = series_dir / f"{sid}.nii.gz"
-        even = nii not in uneven  # a series with a slice missing cannot be one volume
-        nii.replace(dest)
-        series.append({"id": sid, "description": info.description + ("" if even else
-                                                                     " (slices unevenly spaced)"),
-                       "shape": info.shape, "guess": info.guess if even else None,
-                       "usable": info.usable and even, "path": str(dest.relative_to(job_dir))})
-    shutil.rmtree(out_dir, ignore_errors=True)  # sidecars too: nothing else is needed
-    if not any(s["usable"] for s in series):
-        raise InputError(f"{what}: {'holds' if len(uploads) == 1 else 'hold'} no 3D MRI "
-                         "series.")
-    return series
+    return study
 
 
-def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
-                   ) -> dict[str, Any]:
-    """Assign DICOM series to modalities ({series id: modality}); series on other grids
-    than the T1 are resampled onto it (linear, by their scanner coordinates)."""
-    series = {s["id"]: s for s in inputs.get("series", [])}
+def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str],
+                   given: bool = True) -> dict[str, Any]:
+    """Assign DICOM series to modalities ({series id: modality}; ``given``: by the user,
+    else as the series read) with the command line's checks and notes
+    (:func:`braintumor.dicom.settle_assignment`); series on other grids than the T1 are
+    resampled onto it (linear, by their scanner coordinates)."""
+    entries = [StudySeries.from_dict(s, job_dir) for s in inputs.get("series", [])]
+    series = {e.label: e for e in entries}
     for sid in choice:
         if sid not in series:
             raise InputError(f"Series {sid!r} is not part of this upload (it has "
                              f"{', '.join(series) or 'none'}).")
-        if not series[sid]["usable"]:
-            raise InputError(f"Series {sid} ({series[sid]['description']}) is not a 3D volume.")
-    chosen = {m: sid for sid, m in choice.items()}
-    if len(chosen) != len(choice):
+    if len(set(choice.values())) != len(choice):
         raise InputError("Two series were given the same modality; give each modality once.")
+    chosen, lost = settle_assignment(entries, choice, study_name(inputs.get("files", [])),
+                                     given)
     missing = [MODALITY_NAMES[m] for m in MODALITIES
                if m not in chosen and m not in OPTIONAL_MODALITIES]
     if missing:
         raise InputError(f"No series was chosen for {', '.join(missing)}; T1ce and FLAIR are "
                          "needed (without T1 or T2 the watershed segments the case alone).")
-    mods = {}
-    for mod in (m for m in MODALITIES if m in chosen):
-        src = job_dir / series[chosen[mod]]["path"]
-        dest = job_dir / "input" / f"{mod}.nii.gz"
-        shutil.copyfile(src, dest)
-        mods[mod] = str(dest.relative_to(job_dir))
-    resample_onto_t1({m: job_dir / p for m, p in mods.items()})
+    paths = place_series(entries, chosen, job_dir / "input")
     inputs = dict(inputs)
     inputs.pop("needs_confirmation", None)
-    inputs.update(modalities=mods, series_modalities=choice)
-    display = {m: f"series {chosen[m]} ({series[chosen[m]]['description']})" for m in mods}
+    inputs.update(modalities={m: str(p.relative_to(job_dir)) for m, p in paths.items()},
+                  series_modalities={label: m for m, label in chosen.items()},
+                  notes=[*inputs.get("notes", []), *lost])
+    display = {m: series[chosen[m]].named() for m in paths}
     _validate_case(job_dir, inputs, display)
     return inputs
 

@@ -384,9 +384,12 @@ function renderSeries(job) {
   for (const s of series) {
     const tr = document.createElement("tr");
     const td1 = document.createElement("td");
-    td1.textContent = `${s.id}: ${s.description || "(no description)"}`;
+    // the series number as a PACS shows it, and what sets the series apart (the words
+    // of the command line's list: not read and why, number shared, not 3D)
+    const remarks = (s.remarks || []).join("; ");
+    td1.textContent = `${s.id}: ${s.description || "(no description)"}${remarks ? ` (${remarks})` : ""}`;
     const td2 = document.createElement("td");
-    td2.textContent = s.shape.join("×");
+    td2.textContent = s.shape.length ? s.shape.join("×") : "–";
     const td3 = document.createElement("td");
     const sel = document.createElement("select");
     sel.dataset.series = s.id;
@@ -394,12 +397,15 @@ function renderSeries(job) {
     sel.setAttribute("aria-label", `Modality of series ${s.id}: ${s.description || "no description"}`);
     sel.appendChild(new Option("not used", ""));
     for (const [k, v] of Object.entries(MOD_NAMES)) sel.appendChild(new Option(v, k));
-    sel.value = s.guess || "";
+    sel.value = s.usable ? (s.guess || "") : "";  // one that cannot be chosen is not sent
     sel.disabled = !s.usable;
     td3.appendChild(sel);
     tr.append(td1, td2, td3);
     body.appendChild(tr);
   }
+  const notes = (job.inputs && job.inputs.notes) || [];
+  $("series-notes").hidden = !notes.length;
+  $("series-notes").textContent = notes.length ? `Note: ${notes.join("; ")}` : "";
   box.hidden = false;
 }
 
