@@ -267,6 +267,24 @@ def test_series_descriptions_of_real_scanners(description: str, modality: str | 
     assert dicom.classify_series(description, dicom.Acquisition()) == modality
 
 
+#: T2-weighted, but not BraTS' T2 (a spin-echo or turbo spin-echo T2): T2* gradient
+#: echoes, susceptibility-weighted images (and their magnitude and phase), proton density
+#: and the dual echo that holds a PD and a T2; read as none of the four
+NOT_BRATS_T2 = [
+    "T2* GRE", "AX T2* GRE", "t2_fl2d_tra_hemo", "AX T2 GRE", "T2*", "T2 star", "t2star",
+    "Ax T2 MPGR", "t2_fl3d_tra", "T2 FIESTA", "SWI", "t2_swi_tra_p2", "SWI_Images",
+    "Mag_Images", "Pha_Images", "Ax SWAN", "SWIp", "PD", "AX PD FSE", "PDW_TSE",
+    "PD_T2 (dual echo) echo 1", "t2_de_tra", "PD+T2", "PD/T2 FSE",
+]
+
+
+@pytest.mark.parametrize("description", NOT_BRATS_T2)
+def test_t2_star_swi_and_pd_are_not_read_as_t2(description: str) -> None:
+    assert dicom.detect_modality(description) is None
+    assert dicom.classify_series(description, dicom.Acquisition()) is None
+    assert dicom.classify_series(description, None) is None
+
+
 #: (description, TI ms, TR ms, TE ms, ScanningSequence, SequenceName) -> modality
 ACQUISITIONS = [
     # Siemens 2D FLAIR named without "dark-fluid", and its STIR, told apart by TI
@@ -286,6 +304,20 @@ ACQUISITIONS = [
     (("t2_tse_tra", None, 5000, 100, "SE", "*tse2d1_15"), "t2"),
     (("AX T2 FSE", 150, 4000, 100, "SE", ""), "t2"),  # a TI on a sequence that is not IR
     (("MR brain", 2400, 10000, 140, "", ""), "flair"),  # times alone
+    # a gradient echo with a short TR is T2* (or T1) weighted, never BraTS' T2
+    (("AX T2", None, 650, 20, "GR", "*fl2d1"), None),
+    (("t2_me2d_tra", None, 600, 20, "GR", "*me2d1r3"), None),  # Siemens' MEDIC
+    (("t2_me2d_tra", None, 600, 20, "", "*me2d1r3"), None),  # by its sequence name
+    (("t2_swi_tra_p2", None, 28, 20, "GR", "*swi3d1r"), None),
+    (("series 9", None, 700, 15, "GR", ""), None),
+    (("AX T2 FSE", None, 4000, 100, "SE", ""), "t2"),
+    (("T2W_TSE", None, 3000, 80, "SE", ""), "t2"),
+    # a dual echo (PD and T2): the long echo is the T2, the short one (PD) none
+    (("t2_de_tra", None, 3000, 12, "SE", "*tse2d2_5"), None),
+    (("t2_de_tra", None, 3000, 96, "SE", "*tse2d2_5"), "t2"),
+    (("PD_T2 (dual echo) echo 1", None, 2500, 15, "SE", ""), None),
+    (("PD_T2 (dual echo) echo 1", None, 2500, 90, "SE", ""), "t2"),
+    (("PD", None, 2500, 90, "SE", ""), None),  # named PD alone: not a dual echo
 ]
 
 
@@ -338,6 +370,39 @@ def test_siemens_dark_fluid_study_is_matched(study: Path, tmp_path: Path) -> Non
     assert not np.array_equal(flair, t2)
     expected = np.asarray(nib.load(str(study_source_of(study, tmp_path, "flair"))).dataobj)
     assert np.array_equal(flair, expected)
+
+
+def test_a_dual_echo_gives_its_long_echo_as_the_t2(study: Path, tmp_path: Path) -> None:
+    """A dual-echo series (Siemens' ``t2_de_tra``: a PD and a T2 in one series, one
+    SeriesNumber): dcm2niix writes its echoes apart, listed as 4a and 4b; the long echo
+    is the T2, the short one (PD) none of the four, by each volume's echo time."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    root = tmp_path / "de"
+    shutil.copytree(study, root)
+    t2 = root / "study" / "t2"
+    for f in sorted(t2.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription = ds.ProtocolName = "t2_de_tra"
+        ds.RepetitionTime, ds.ScanningSequence, ds.SequenceName = 3000, ["SE"], "*tse2d2_5"
+        ds.EchoTime, ds.EchoNumbers = 96, 2
+        ds.save_as(f, enforce_file_format=True)
+        pd = pydicom.dcmread(f)  # the first echo: brighter, flatter
+        pd.EchoTime, pd.EchoNumbers = 12, 1
+        pd.SOPInstanceUID = pd.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        pixels = pd.pixel_array.astype(np.uint16)
+        pd.PixelData = (pixels // 2 + 300).astype(np.uint16).tobytes()
+        pd.save_as(f.with_name("PD" + f.name), enforce_file_format=True)
+    with pytest.raises(InputError) as err:
+        dicom.study_source(root, tmp_path / "x", choice={"9": "t2"})
+    assert "4a: t2_de_tra (one of 2 sharing series number 4)" in str(err.value)
+    src = dicom.study_source(root, tmp_path / "out")
+    got = np.asarray(nib.load(str(src.modality_paths["t2"])).dataobj)
+    assert np.array_equal(got, np.asarray(nib.load(str(study_source_of(
+        study, tmp_path, "t2"))).dataobj))  # the long echo, as the T2 TSE was
 
 
 def study_source_of(study: Path, tmp_path: Path, modality: str) -> Path:

@@ -45,6 +45,45 @@ _FLAIR_WORDS = re.compile(r"flair|dark_?fluid|(^|_)da_?fl(_|$)")
 _STIR_WORDS = {"stir", "tirm", "tir"}
 _T1_WORD = re.compile(r"(^|_)t1(w|n|c|ce|gd|flair|post|pre|\+c?)?(_|$)")
 _T2_WORD = re.compile(r"(^|_)t2(w|star)?(_|$)")
+#: T2-weighted by another contrast than BraTS' spin-echo T2: a gradient echo (T2*:
+#: ``T2* GRE``, Siemens' ``t2_fl2d_tra_hemo``, GE's MPGR and MERGE, Siemens' MEDIC, Philips'
+#: FFE; balanced steady state: FIESTA, CISS, TrueFISP), read in the description's words
+_GRADIENT_WORDS = {"gre", "fl2d", "fl3d", "flash", "mpgr", "merge", "medic", "ffe", "hemo",
+                   "haemo", "hemosiderin", "t2star", "fiesta", "ciss", "truefisp", "bffe"}
+_T2_STAR = re.compile(r"t2\s*\*|t2[\s_-]?star")
+#: susceptibility-weighted images (SWI, GE's SWAN, Philips' SWIp, VenoBOLD) and the
+#: magnitude, phase and minimum intensity projections they come as
+_SWI_WORDS = {"swi", "swan", "swip", "venobold", "susceptibility", "minip", "mag",
+              "magnitude", "pha", "phase"}
+#: proton density, and the dual echo (Siemens' ``t2_de``) that gives a PD and a T2 volume
+_PD_WORDS = {"pd", "pdw", "pdwi", "proton", "pdt2"}
+_DUAL_ECHO = re.compile(r"(^|_)(de|dual_?echo)(_|$)")
+
+
+def t2_lookalike(text: str) -> str | None:
+    """Which contrast a series that is not BraTS' T2 (a spin-echo or turbo spin-echo T2)
+    but could be read as one says it is, by its description: ``"t2star"`` (a gradient
+    echo), ``"swi"`` (susceptibility weighted, its magnitude or phase), ``"pd"`` (proton
+    density), ``"pd_t2"`` (a dual echo, PD and T2: its echo time tells which volume is
+    the T2), or None. A description that names T1 (a T1 gradient echo: FLASH, SPGR) is
+    none of these."""
+    low = text.lower()
+    tokens = [t for t in re.split(r"[^a-z0-9]+", low) if t]  # "PD+T2": PD and T2
+    joined = "_".join(tokens)
+    if _T1_WORD.search(joined):
+        return None
+    words = set(tokens)
+    pd = bool(words & _PD_WORDS)
+    if _DUAL_ECHO.search(joined) or ("dual" in words and "echo" in words) or \
+            (pd and (_T2_WORD.search(joined) or "pdt2" in words)):
+        return "pd_t2"
+    if pd:
+        return "pd"
+    if words & _SWI_WORDS:
+        return "swi"
+    if words & _GRADIENT_WORDS or _T2_STAR.search(low):
+        return "t2star"
+    return None
 
 
 def _t1_or_t1ce(joined: str) -> str:
@@ -57,8 +96,9 @@ def detect_modality(text: str) -> str | None:
     BraTS names (``_t1ce``, ``-t1c`` ...) are read exactly; other texts by key words:
     FLAIR first (also Siemens' dark fluid; GE's T1 FLAIR, a T1-weighted inversion
     recovery, is a T1), then a short-TI inversion recovery (STIR, Siemens' ``tirm``
-    without dark fluid) as none of the four, then T1 with a contrast word as T1ce, then
-    T2, then T1.
+    without dark fluid) as none of the four, then a T2* gradient echo, a
+    susceptibility-weighted or a proton-density series (:func:`t2_lookalike`) as none of
+    the four, then T1 with a contrast word as T1ce, then T2, then T1.
     """
     from braintumor.cases import _match_brats_name
 
@@ -77,6 +117,8 @@ def detect_modality(text: str) -> str | None:
             return _t1_or_t1ce(joined)
         return "flair"
     if _STIR_WORDS & set(tokens) and not t1_named:
+        return None
+    if t2_lookalike(text):  # T2*, SWI, PD: none of the four
         return None
     for tok in reversed(tokens):  # the modality word usually ends a BraTS-like name
         if tok in _WORDS and _WORDS[tok] != "t1":
@@ -101,6 +143,9 @@ STIR_MAX_TI_MS = 300.0
 T2_MIN_TE_MS = 60.0
 T1_MAX_TE_MS = 40.0
 FLAIR_MIN_TR_MS = 4000.0
+#: a gradient echo with a TR under this is T2*- (or T1-) weighted, never BraTS' T2, a
+#: spin echo whose TR runs to 2500-6000 ms
+GRADIENT_MAX_TR_MS = 1500.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +188,18 @@ class Acquisition:
                    str(getattr(ds, "SequenceName", "") or ""))
 
     @property
+    def gradient_echo(self) -> bool | None:
+        """Whether the echo is a gradient echo with no spin echo (ScanningSequence ``GR``;
+        Siemens' FLASH, SWI and MEDIC sequence names), None when the files do not say."""
+        if not self.scanning_sequence and not self.sequence_name:
+            return None
+        kinds = set(re.split(r"[^A-Z]+", self.scanning_sequence.upper()))
+        if "SE" in kinds:
+            return False
+        return "GR" in kinds or bool(re.match(r"\*?(fl\d|swi\d|me\d|e?fgre)",
+                                              self.sequence_name.lower()))
+
+    @property
     def inversion_recovery(self) -> bool | None:
         """Whether the sequence is an inversion recovery (None when the files do not say)."""
         if not self.scanning_sequence and not self.sequence_name:
@@ -158,12 +215,22 @@ def classify_series(description: str, acq: Acquisition | None = None) -> str | N
     ``AX T2``); a short one (STIR, fat nulled) is not a FLAIR, nor a T2; an inversion
     recovery named FLAIR with a short echo time is T1-weighted (GE's T1 FLAIR). Without
     an inversion time, an inversion recovery with TE >= 80 ms and TR >= 6000 ms is taken
-    for a FLAIR (STIR's echo is shorter). A series named T1 or T1ce stays one."""
+    for a FLAIR (STIR's echo is shorter). A series named T1 or T1ce stays one.
+
+    BraTS' T2 is a spin echo: a gradient echo with TR < 1500 ms (T2*) is not, whatever
+    its name; nor are series named T2*, SWI or PD (:func:`t2_lookalike`), except the long
+    echo of a dual echo (PD and T2), whose volumes dcm2niix writes apart, each with its
+    echo time: the one of TE >= 60 ms is the T2, the other (the PD) none."""
     text = detect_modality(description)
+    if acq is not None and acq.echo_ms is not None and acq.gradient_echo is not True and \
+            t2_lookalike(description) == "pd_t2":
+        return "t2" if acq.echo_ms >= T2_MIN_TE_MS else None
     if acq is None or text in ("t1", "t1ce"):
         return text
     ti, tr, te = acq.inversion_ms, acq.repetition_ms, acq.echo_ms
     ir = acq.inversion_recovery
+    if text == "t2" and acq.gradient_echo and tr is not None and tr < GRADIENT_MAX_TR_MS:
+        return None  # a T2* gradient echo named T2
     if ti is None:
         if ir and te is not None and te >= 80.0 and tr is not None and tr >= 6000.0:
             return "flair"
