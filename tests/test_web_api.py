@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import shutil
 import time
 import zipfile
@@ -288,6 +289,129 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert pdf.headers["content-type"] == "application/pdf"
 
 
+def _report_job(result: dict[str, Any], case_id: str) -> Any:
+    from braintumor.web.store import Job
+
+    return Job(id="a1b2c3d4e5f6a7b8", kind="upload", method="hybrid", status="done",
+               finished=1.7e9, inputs={"case_id": case_id}, result=result)
+
+
+def _overlaps_on_pdf_pages(flow: Any) -> list[str]:
+    """Every way the laid-out PDF pages break: a text (fact, warning, title, legend, a
+    table's title) over a picture's axes, over a table or over another text, or off the
+    page; matplotlib's renderer gives the boxes."""
+    from matplotlib.text import Text
+
+    bad = []
+    for k, fig in enumerate(flow.figures):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        pictures = [a.get_window_extent(r) for a in fig.axes if a.images]
+        tables = [t.get_window_extent(r) for a in fig.axes for t in a.tables]
+        titles = [c for a in fig.axes for c in a.get_children()
+                  if isinstance(c, Text) and c.get_text()]
+        texts = [(t.get_text()[:30], t.get_window_extent(r))
+                 for t in [*fig.texts, *titles] if t.get_text()]
+        for name, box in texts:
+            if not fig.bbox.contains(box.x0, box.y0) or not fig.bbox.contains(box.x1, box.y1):
+                bad.append(f"page {k + 1}: {name!r} off the page")
+            for other in pictures + tables:
+                if box.overlaps(other):
+                    bad.append(f"page {k + 1}: {name!r} over a picture or table")
+        for i, (name, box) in enumerate(texts):
+            for name2, box2 in texts[i + 1:]:
+                if box.overlaps(box2):
+                    bad.append(f"page {k + 1}: {name!r} over {name2!r}")
+        for i, box in enumerate(pictures + tables):
+            for box2 in (pictures + tables)[i + 1:]:
+                if box.overlaps(box2):
+                    bad.append(f"page {k + 1}: a picture or table over another")
+    return bad
+
+
+@pytest.mark.parametrize("extra_facts", [0, 45])
+def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     extra_facts: int) -> None:
+    """A job with every fact a report can have (RANO diameters of ET and WT, the
+    hybrid's CNN/watershed agreement, corrections, a long model name, long warnings,
+    metrics), and then many more rows: the facts wrap and push the key slices and
+    tables down, onto a second page when they must; nothing overlaps, nothing is cut."""
+    import matplotlib.pyplot as plt
+
+    from braintumor.io import write_png
+    from braintumor.web import report
+
+    lesion = {"axis": 2, "slice": 40, "longest_mm": 41.2, "perpendicular_mm": 33.0,
+              "product_mm2": 1353.0, "measurable": True}
+    diam = {"lesions": [lesion] * 3, "targets": 3, "spd_mm2": 4059.0,
+            "largest": "41 x 33 mm"}
+    warning = "; ".join([
+        "series 2 (AX T1 SE), the study's T1, could not be read, so the case goes without "
+        "it: 1 of its 28 files is cut short (their pixel data ends early)",
+        "no T1 image: the watershed tuned for three modalities segmented the case",
+        "the scan does not look skull-stripped (bright tissue around the brain), so the "
+        "outline may reach into the scalp"] * 4)
+    version = ("segresnet-ensemble-5fold-brats2021-v3.2.1+watershed-tuned-2024-11 (fast "
+               "mode, test-time augmentation off, CNN-guided refinement on the enhancing "
+               "core)_" + "x" * 120)
+    result = {"kind": "3d", "method": "hybrid", "model_version": version, "warning": warning,
+              "info": {"agreement": {"WT": 0.91, "TC": 0.84, "ET": 0.42}},
+              "corrections": [{}, {}],
+              "summaries": [{"volumes_ml": {"WT": 80.0, "TC": 30.0, "ET": 12.0, "NCR": 5.0,
+                                            "ED": 50.0},
+                             "lesion_count": 3, "diameters": {"ET": diam, "WT": diam},
+                             "metrics": {r: {"dice": 0.9, "sensitivity": 0.9,
+                                             "specificity": 0.99, "hd95": 3.2}
+                                         for r in ("WT", "TC", "ET")}}]}
+    job = _report_job(result, "BraTS-GLI-00000-000_" + "long_name_" * 6)
+    facts = report._facts(report.report_facts(job))
+    assert [k for k, _ in facts] == [
+        "Case", "Date", "Method", "Model version", "Lesions", "Diameters, enhancing (RANO)",
+        "Diameters, T2/FLAIR (RANO)", "Manual corrections", "CNN and watershed agree (Dice)",
+        "Warning"]
+    more = [(f"Extra fact number {i} with a label long enough to wrap", "value " * 20)
+            for i in range(extra_facts)]
+    monkeypatch.setattr(report, "_facts", lambda f: [*facts[:-1], *more, facts[-1]])
+    pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
+                for v in report.VIEWS}
+    flow = report.pdf_layout(job, pictures)
+    flow.close(job.id)  # the pages' feet
+    try:
+        assert _overlaps_on_pdf_pages(flow) == []
+        shown = "".join(t.get_text() for fig in flow.figures for t in fig.texts)
+        flat = "".join(shown.split())
+        for piece in (warning, version, facts[5][1], "WT 0.91, TC 0.84, ET 0.42"):
+            assert "".join(piece.split()) in flat, piece[:40]  # whole, wrapped, not cut
+        assert len(flow.figures) > (1 if extra_facts else 0)  # a second page when needed
+        assert sum(bool(a.images) for fig in flow.figures for a in fig.axes) == 3
+        if len(flow.figures) > 1:
+            assert f"Job {job.id}, page 2 of {len(flow.figures)}" in shown
+    finally:
+        for fig in flow.figures:
+            plt.close(fig)
+    pdf = report.render_pdf(job, pictures, tmp_path / "r.pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-" and len(re.findall(rb"/Type\s*/Page\b", pdf)) == len(
+        flow.figures)
+
+    # a 2D stack's report: the same rule
+    names = [f"slice_{i}_{'x' * 30}.png" for i in range(40)]
+    result2d = {"kind": "2d", "slices": 40, "pixel_mm": 0.5, "pixel_source": "given",
+                "slice_names": names, "slice_area_px": [100 + i for i in range(40)],
+                "area_px": 5000, "tumour_slices": 40, "show_slice": 3, "warning": warning,
+                "model_version": version, "diameters": None,
+                "metrics_2d": {"dice": 0.8, "slices": 40, "slice_dice_mean": 0.7,
+                               "fp_slices": 1, "tumour_free_slices": 3, "missed_slices": 2,
+                               "tumour_slices": 37}}
+    flow = report.pdf_layout_2d(_report_job(result2d, "stack"), pictures["axial"])
+    flow.close("a1b2c3d4e5f6a7b8")
+    try:
+        assert _overlaps_on_pdf_pages(flow) == []
+    finally:
+        for fig in flow.figures:
+            plt.close(fig)
+
+
 def test_a_scan_that_is_not_skull_stripped_is_flagged_in_result_and_reports(
         client: TestClient, tmp_path: Path) -> None:
     """A noisy background in 4 mm voxels: segmented, and the warning travels with the
@@ -311,9 +435,10 @@ def test_a_scan_that_is_not_skull_stripped_is_flagged_in_result_and_reports(
 
     from braintumor.web.report import _pdf_page
 
-    fig = _pdf_page([("Case", "Head002"), ("Warning", job["result"]["warning"])])
-    shown = "".join("".join(t.get_text() for t in fig.texts).split())
-    plt.close(fig)
+    flow = _pdf_page([("Case", "Head002"), ("Warning", job["result"]["warning"])])
+    shown = "".join("".join(t.get_text() for fig in flow.figures for t in fig.texts).split())
+    for fig in flow.figures:
+        plt.close(fig)
     assert "".join(job["result"]["warning"].split()) in shown
 
 

@@ -9,7 +9,6 @@ looks the same whatever the file's voxel order.
 from __future__ import annotations
 
 import html
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -170,37 +169,175 @@ def _html_page(case: str, job_id: str, facts: list[tuple[str, str]], body: str) 
 """
 
 
-def _pdf_page(facts: list[tuple[str, str]]) -> Any:
-    """An A4 matplotlib figure with the report's title, notice and facts."""
-    import matplotlib
+class PdfFlow:
+    """A PDF report laid out down A4 pages, top to bottom: each line of text and each
+    block (pictures, a table) goes under the one before, wrapped to the page's width,
+    and onto a new page when it does not fit on this one, so nothing overlaps whatever
+    the number and length of the facts. ``figures``: the pages (matplotlib figures);
+    positions are figure fractions."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    WIDTH_IN, HEIGHT_IN = 8.27, 11.69
+    LEFT, RIGHT, TOP, BOTTOM = 0.06, 0.94, 0.965, 0.05
+    #: the facts' value column: labels wrap left of it
+    VALUE_X = 0.36
+    GAP = 0.008
 
-    fig = plt.figure(figsize=(8.27, 11.69))
-    fig.text(0.06, 0.955, "Tumour segmentation report", fontsize=18, weight="bold")
-    fig.text(0.06, 0.93, NOTICE, fontsize=8, color="#a00000", wrap=True)
-    # a warning is a sentence too long for a facts row: whole, in red, under the notice
+    def __init__(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        self.figures: list[Any] = []
+        self.y = 0.0
+        self.new_page()
+
+    def new_page(self) -> None:
+        import matplotlib.pyplot as plt
+
+        self.figures.append(plt.figure(figsize=(self.WIDTH_IN, self.HEIGHT_IN)))
+        self.y = self.TOP
+
+    @property
+    def figure(self) -> Any:
+        return self.figures[-1]
+
+    def room(self, height: float) -> None:
+        """Start a new page unless ``height`` (a fraction of the page) fits under the
+        last line (a block taller than a page gets a page of its own)."""
+        if self.y - height < self.BOTTOM and self.y < self.TOP:
+            self.new_page()
+
+    def _line_height(self, fontsize: float) -> float:
+        return fontsize * 1.3 / 72.0 / self.HEIGHT_IN
+
+    def wrap(self, text: str, width: float, fontsize: float, weight: str = "normal"
+             ) -> list[str]:
+        """``text`` in lines no wider than ``width`` (a fraction of the page's width) as
+        the renderer measures them (a word too long for a line is cut into pieces)."""
+        from matplotlib.font_manager import FontProperties
+
+        renderer = self.figure.canvas.get_renderer()
+        prop = FontProperties(size=fontsize, weight=weight)
+        room_pt = width * self.WIDTH_IN * 72.0 / 1.06  # the PDF's metrics differ a little
+
+        def fits(s: str) -> bool:
+            w, _, _ = renderer.get_text_width_height_descent(s, prop, ismath=False)
+            return bool(w * 72.0 / self.figure.dpi <= room_pt)
+
+        lines: list[str] = []
+        for para in str(text).splitlines() or [""]:
+            line = ""
+            for word in para.split():
+                while not fits(word):  # cut a word wider than the line
+                    k = len(word) - 1
+                    while k > 1 and not fits(word[:k]):
+                        k -= 1
+                    if line:
+                        lines.append(line)
+                        line = ""
+                    lines.append(word[:k])
+                    word = word[k:]
+                trial = f"{line} {word}" if line else word
+                if fits(trial):
+                    line = trial
+                else:
+                    lines.append(line)
+                    line = word
+            lines.append(line)
+        return lines
+
+    def _place(self, x: float, y: float, lines: list[str], fontsize: float, **kw: Any
+               ) -> None:
+        step = self._line_height(fontsize)
+        for k, line in enumerate(lines):
+            if line:
+                self.figure.text(x, y - k * step, line, fontsize=fontsize, va="top",
+                                 parse_math=False, **kw)
+
+    def text(self, text: str, fontsize: float = 9, gap: float | None = None, **kw: Any
+             ) -> None:
+        """A paragraph across the page, wrapped; lines that do not fit go on the next
+        page."""
+        step = self._line_height(fontsize)
+        for line in self.wrap(text, self.RIGHT - self.LEFT, fontsize, kw.get("weight",
+                                                                             "normal")):
+            self.room(step)
+            self._place(self.LEFT, self.y, [line], fontsize, **kw)
+            self.y -= step
+        self.y -= self.GAP if gap is None else gap
+
+    def fact(self, label: str, value: str, fontsize: float = 9) -> None:
+        """One row of the facts: the label (bold) left of :attr:`VALUE_X`, the value right
+        of it, each wrapped, the row kept on one page."""
+        left = self.wrap(f"{label}:", self.VALUE_X - self.LEFT - 0.01, fontsize, "bold")
+        right = self.wrap(value, self.RIGHT - self.VALUE_X, fontsize)
+        step = self._line_height(fontsize)
+        self.room(max(len(left), len(right)) * step)
+        self._place(self.LEFT, self.y, left, fontsize, weight="bold")
+        self._place(self.VALUE_X, self.y, right, fontsize)
+        self.y -= max(len(left), len(right)) * step + 0.003
+
+    def block(self, height: float, title_size: float = 0.0) -> tuple[float, float]:
+        """Room for ``height`` (a fraction of the page) under a title of font size
+        ``title_size`` (drawn by the caller above the block): -> (bottom, top) of the
+        block, after which the flow goes on."""
+        # an axes' title sits 6 pt above it
+        title = (title_size * 1.3 + 8.0) / 72.0 / self.HEIGHT_IN if title_size else 0.0
+        self.room(height + title)
+        top = self.y - title
+        self.y = top - height - self.GAP
+        return top - height, top
+
+    def table(self, title: str, rows: list[list[str]], head: list[str],
+              col_widths: list[float] | None = None, fontsize: float = 9) -> Any:
+        """A table across the page under ``title``, as tall as its rows (matplotlib gives
+        each row the height of its default 10 pt text): -> the table."""
+        from matplotlib.table import Table
+
+        row = Table.FONTSIZE * 1.2 / 72.0 / self.HEIGHT_IN
+        bottom, top = self.block((len(rows) + 1) * row, title_size=11)
+        ax = self.figure.add_axes((self.LEFT, bottom, self.RIGHT - self.LEFT, top - bottom))
+        ax.axis("off")
+        ax.set_title(title, fontsize=11, loc="left")
+        t = ax.table(cellText=rows, colLabels=head, loc="upper left", colWidths=col_widths)
+        t.set_fontsize(fontsize)
+        return t
+
+    def close(self, job_id: str) -> list[Any]:
+        """Number the pages (and the job) at their feet; -> the figures."""
+        n = len(self.figures)
+        for k, fig in enumerate(self.figures):
+            fig.text(self.LEFT, 0.02, f"Job {job_id}" + (f", page {k + 1} of {n}" if n > 1
+                                                        else ""),
+                     fontsize=7, color="#555555", parse_math=False)
+        return self.figures
+
+
+def _pdf_page(facts: list[tuple[str, str]]) -> PdfFlow:
+    """The report's title, notice and facts on A4 (a warning, too long for a facts row,
+    whole and in red under the notice); the caller's pictures and tables follow."""
+    flow = PdfFlow()
+    flow.text("Tumour segmentation report", fontsize=18, weight="bold", gap=0.006)
+    flow.text(NOTICE, fontsize=8, color="#a00000", gap=0.004)
     warning = " ".join(str(v) for k, v in facts if k == "Warning")
-    lines = textwrap.wrap(f"Warning: {warning}", 120)[:4] if warning else []
-    for j, line in enumerate(lines):
-        fig.text(0.06, 0.912 - j * 0.012, line, fontsize=7, color="#a00000")
-    top = 0.895 - len(lines) * 0.012
-    for i, (k, v) in enumerate((k, v) for k, v in facts if k != "Warning"):
-        fig.text(0.06, top - i * 0.02, f"{k}:", fontsize=9, weight="bold")
-        fig.text(0.25, top - i * 0.02, str(v)[:90], fontsize=9)
-    return fig
+    if warning:
+        flow.text(f"Warning: {warning}", fontsize=7, color="#a00000")
+    flow.y -= 0.006
+    for k, v in facts:
+        if k != "Warning":
+            flow.fact(k, str(v))
+    flow.y -= 0.01
+    return flow
 
 
-def _save_pdf(fig: Any, job_id: str, out: Path) -> Path:
+def _save_pdf(flow: PdfFlow, job_id: str, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    fig.text(0.06, 0.02, f"Job {job_id}", fontsize=7, color="#555555")
     out.parent.mkdir(parents=True, exist_ok=True)
     with PdfPages(out) as pdf:
-        pdf.savefig(fig)
-    plt.close(fig)
+        for fig in flow.close(job_id):
+            pdf.savefig(fig)
+            plt.close(fig)
     return out
 
 
@@ -245,40 +382,42 @@ def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
-    """A one-page A4 PDF report (matplotlib's PdfPages; works offline)."""
+    """An A4 PDF report (matplotlib's PdfPages; works offline): one page, or more when
+    the facts leave the pictures and tables no room (:class:`PdfFlow`)."""
+    return _save_pdf(pdf_layout(job, pictures), job.id, out)
+
+
+def pdf_layout(job: Job, pictures: dict[str, Path]) -> PdfFlow:
+    """The pages of :func:`render_pdf`, laid out and not yet saved."""
     from matplotlib.patches import Rectangle
     from PIL import Image
 
     f = report_facts(job)
-    fig = _pdf_page(_facts(f))
+    flow = _pdf_page(_facts(f))
+    bottom, top = flow.block(0.26, title_size=9)
     for i, view in enumerate(VIEWS):
-        ax = fig.add_axes((0.04 + i * 0.32, 0.5, 0.3, 0.26))
+        ax = flow.figure.add_axes((0.04 + i * 0.32, bottom, 0.3, top - bottom))
         ax.imshow(np.asarray(Image.open(pictures[view])), interpolation="nearest")
         ax.set_title(view, fontsize=9)
         ax.axis("off")
     # swatches with the names in black: a light colour (the yellow) is no colour for text
+    y, _ = flow.block(0.012)
     for x, (value, name) in zip((0.06, 0.36, 0.48), ((1, "necrotic / non-enhancing core"),
                                                      (2, "edema"), (3, "enhancing tumour")),
                                 strict=True):
-        fig.add_artist(Rectangle((x, 0.4745), 0.012, 0.0085, transform=fig.transFigure,
-                                 facecolor=np.array(COLOURS[value]) / 255,
-                                 edgecolor="#333333", linewidth=0.5))
-        fig.text(x + 0.017, 0.475, name, fontsize=8)
-    ax = fig.add_axes((0.06, 0.27, 0.88, 0.18))
-    ax.axis("off")
-    ax.set_title("Volumes", fontsize=11, loc="left")
-    t = ax.table(cellText=[[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
-                 colLabels=["Region", "Abbr.", "Volume (mL)"], loc="upper left",
-                 colWidths=[0.6, 0.1, 0.3])
-    t.set_fontsize(9)
+        flow.figure.add_artist(Rectangle((x, y + 0.0015), 0.012, 0.0085,
+                                         transform=flow.figure.transFigure,
+                                         facecolor=np.array(COLOURS[value]) / 255,
+                                         edgecolor="#333333", linewidth=0.5))
+        flow.figure.text(x + 0.017, y + 0.002, name, fontsize=8)
+    flow.y -= 0.01
+    flow.table("Volumes", [[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
+               ["Region", "Abbr.", "Volume (mL)"], [0.6, 0.1, 0.3])
     head, rows = _metric_rows(f["metrics"])
     if rows:
-        ax2 = fig.add_axes((0.06, 0.08, 0.88, 0.15))
-        ax2.axis("off")
-        ax2.set_title("Agreement with the reference", fontsize=11, loc="left")
-        t2 = ax2.table(cellText=rows, colLabels=head, loc="upper left")
-        t2.set_fontsize(9)
-    return _save_pdf(fig, f["job"], out)
+        flow.y -= 0.02
+        flow.table("Agreement with the reference", rows, head)
+    return flow
 
 
 # -- 2D jobs -----------------------------------------------------------------------------
@@ -358,24 +497,27 @@ def render_html_2d(job: Job, picture_url: str) -> str:
 
 
 def render_pdf_2d(job: Job, picture: Path, out: Path) -> Path:
-    """A one-page A4 PDF report of a 2D job (the per-slice table lists up to 30 slices
-    with tumour; the HTML report lists every slice)."""
+    """An A4 PDF report of a 2D job (the per-slice table lists up to 30 slices with
+    tumour; the HTML report lists every slice): one page, or more when the facts leave
+    the picture and table no room (:class:`PdfFlow`)."""
+    return _save_pdf(pdf_layout_2d(job, picture), job.id, out)
+
+
+def pdf_layout_2d(job: Job, picture: Path) -> PdfFlow:
+    """The pages of :func:`render_pdf_2d`, laid out and not yet saved."""
     from PIL import Image
 
     f = report_facts_2d(job)
-    fig = _pdf_page(_facts_2d(f))
-    ax = fig.add_axes((0.2, 0.36, 0.6, 0.36))
+    flow = _pdf_page(_facts_2d(f))
+    bottom, top = flow.block(0.34, title_size=9)
+    ax = flow.figure.add_axes((0.2, bottom, 0.6, top - bottom))
     ax.imshow(np.asarray(Image.open(picture)), interpolation="nearest")
     ax.set_title(str(f["shown"])[:80], fontsize=9)
     ax.axis("off")
     rows = [r for r in f["slices"] if not r[2].startswith("0 pixels")
             and not r[2].startswith("0.0 mm")][:30]
     if rows:
-        ax2 = fig.add_axes((0.06, 0.05, 0.88, 0.28))
-        ax2.axis("off")
-        ax2.set_title("Slices with tumour", fontsize=11, loc="left")
-        t = ax2.table(cellText=[[str(k), n[:50], a] for k, n, a in rows],
-                      colLabels=["Slice", "Picture", "Tumour area"], loc="upper left",
-                      colWidths=[0.1, 0.55, 0.35])
-        t.set_fontsize(7)
-    return _save_pdf(fig, f["job"], out)
+        flow.y -= 0.01
+        flow.table("Slices with tumour", [[str(k), n[:50], a] for k, n, a in rows],
+                   ["Slice", "Picture", "Tumour area"], [0.1, 0.55, 0.35], fontsize=7)
+    return flow
