@@ -1532,3 +1532,26 @@ def test_a_full_disk_is_one_sentence_and_leaves_nothing(client: TestClient,
     r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
     assert r.status_code == 507 and "disk is full" in _detail(r)
     assert client.app.state.store.count("uploading") == before  # type: ignore[attr-defined]
+
+
+def test_pdf_tables_align_words_left_and_numbers_right() -> None:
+    """A PDF table reads as a table: names from the left, a column of numbers (and its
+    heading) aligned on the right, so that digits of the same place stand above each
+    other."""
+    import matplotlib.pyplot as plt
+
+    from braintumor.web.report import PdfFlow
+
+    flow = PdfFlow()
+    try:
+        t = flow.table("Volumes", [["Edema", "ED", "89.28"], ["Whole tumour (all)", "WT",
+                                                            "131.94"]],
+                       ["Region", "Abbr.", "Volume (mL)"])
+        cells = t.get_celld()
+        sides = {(r, c): cells[r, c].get_text().get_horizontalalignment()
+                 for r in range(3) for c in range(3)}
+        assert all(sides[r, 0] == "left" and sides[r, 1] == "left" for r in range(3))
+        assert all(sides[r, 2] == "right" for r in range(3))  # heading included
+    finally:
+        for fig in flow.figures:
+            plt.close(fig)

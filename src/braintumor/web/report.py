@@ -106,6 +106,14 @@ def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray) -> Path | None
     return diameters_png(pics, out)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -300,6 +308,13 @@ class PdfFlow:
         ax.set_title(title, fontsize=11, loc="left")
         t = ax.table(cellText=rows, colLabels=head, loc="upper left", colWidths=col_widths)
         t.set_fontsize(fontsize)
+        # words read from the left, a column of numbers (and its heading) aligns right
+        numeric = [bool(rows) and all(_is_number(r[c]) for r in rows) for c in range(len(head))]
+        for (_, c), cell in t.get_celld().items():
+            side = "right" if numeric[c] else "left"
+            cell.get_text().set_horizontalalignment(side)  # where a cell places its text
+            cell._loc = side  # the same, for matplotlib before 3.9
+            cell.PAD = 0.04
         return t
 
     def close(self, job_id: str) -> list[Any]:
