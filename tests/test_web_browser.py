@@ -156,6 +156,16 @@ def _until(page: Any, expression: str, timeout_s: float = 30.0) -> None:
         page.wait_for_timeout(100)
 
 
+def _choose_files(page: Any, server: ServerThread, paths: list[str], method: str) -> None:
+    """Open the page, pick ``method`` and choose the files ``paths``, up to the page's
+    modality choices for them (before Segment is pressed)."""
+    page.goto(server.url + "/")
+    page.wait_for_selector(f"#method option[value='{method}']", state="attached")
+    page.select_option("#method", method)
+    page.set_input_files("#file-input", paths)
+    page.wait_for_selector(".mod-select")
+
+
 def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
                  case: Any = None, uncertainty: bool = False, align: bool = False,
                  bias: bool = False) -> list[str]:
@@ -164,11 +174,7 @@ def _upload_case(server: ServerThread, page: Any, tmp_path: Path, method: str,
     submitting."""
     files = write_case_files(case if case is not None else small_case(), tmp_path / "case",
                              with_label=False)
-    page.goto(server.url + "/")
-    page.wait_for_selector(f"#method option[value='{method}']", state="attached")
-    page.select_option("#method", method)
-    page.set_input_files("#file-input", [str(p) for p in files.values()])
-    page.wait_for_selector(".mod-select")
+    _choose_files(page, server, [str(p) for p in files.values()], method)
     chosen = list(page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)"))
     labels = page.eval_on_selector_all(".mod-select", "els => els.map(e => e.ariaLabel)")
     assert all(str(x).startswith("Modality of ") for x in labels), labels
@@ -468,11 +474,7 @@ def test_a_scan_without_t1_in_the_page(server: ServerThread, page: Any, tmp_path
     from playwright.sync_api import expect
 
     files = write_case_files(small_case(), tmp_path / "case", with_label=False)
-    page.goto(server.url + "/")
-    page.wait_for_selector("#method option[value='threshold']", state="attached")
-    page.select_option("#method", "threshold")
-    page.set_input_files("#file-input", [str(p) for m, p in files.items() if m != "t1"])
-    page.wait_for_selector(".mod-select")
+    _choose_files(page, server, [str(p) for m, p in files.items() if m != "t1"], "threshold")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     _wait_overlay(page)
@@ -498,11 +500,7 @@ def test_a_t2_on_a_grid_of_its_own_in_the_page(server: ServerThread, page: Any,
     aff[:3, 3] += AFFINE[:3, 2] * 0.5
     nib.save(nib.Nifti1Image(t2[:, :, :z].reshape(*t2.shape[:2], z // 2, 2).mean(3), aff),
              str(files["t2"]))
-    page.goto(server.url + "/")
-    page.wait_for_selector("#method option[value='threshold']", state="attached")
-    page.select_option("#method", "threshold")
-    page.set_input_files("#file-input", [str(p) for p in files.values()])
-    page.wait_for_selector(".mod-select")
+    _choose_files(page, server, [str(p) for p in files.values()], "threshold")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     _wait_overlay(page)
@@ -520,11 +518,7 @@ def test_a_cancelled_job_says_so(server: ServerThread, page: Any, tmp_path: Path
     from playwright.sync_api import expect
 
     files = write_case_files(small_case(), tmp_path / "case", with_label=False)
-    page.goto(server.url + "/")
-    page.wait_for_selector("#method option[value='slow']", state="attached")
-    page.select_option("#method", "slow")
-    page.set_input_files("#file-input", [str(p) for p in files.values()])
-    page.wait_for_selector(".mod-select")
+    _choose_files(page, server, [str(p) for p in files.values()], "slow")
     page.click("#submit-btn")
     expect(page.locator("#job-stage")).to_have_text("waiting", timeout=60_000)
     expect(page.locator("#job-progress")).to_be_visible()
@@ -550,11 +544,7 @@ def test_a_case_named_in_another_script_downloads_under_its_name(
     named = []
     for mod, path in files.items():
         named.append(path.rename(path.with_name(f"Müller_ü_{mod}.nii.gz")))
-    page.goto(server.url + "/")
-    page.wait_for_selector("#method option[value='threshold']", state="attached")
-    page.select_option("#method", "threshold")
-    page.set_input_files("#file-input", [str(p) for p in named])
-    page.wait_for_selector(".mod-select")
+    _choose_files(page, server, [str(p) for p in named], "threshold")
     page.click("#submit-btn")
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     page.wait_for_selector("#dl-labels[href]")
