@@ -610,3 +610,42 @@ def test_a_folder_that_cannot_be_listed_is_not_taken_for_a_study(tmp_path, monke
 
     monkeypatch.setattr(type(folder), "rglob", refuse)
     assert dicom.is_dicom_study(folder) is False
+
+
+def test_a_series_stored_turned_on_the_t1_grid_is_turned_not_interpolated(
+        tmp_path, monkeypatch) -> None:
+    """dcm2niix stores a 3D acquisition with left and right the other way round from a 2D
+    one on the same grid: such a series is put on the T1's grid voxel for voxel (values
+    unchanged, no interpolation, which took seconds for a full-size series), while one on
+    a shifted grid is still interpolated."""
+    from braintumor import io
+
+    interpolated = []
+    real = io.resample_onto
+    monkeypatch.setattr(io, "resample_onto",
+                        lambda img, *a, **k: interpolated.append(img.data.shape) or
+                        real(img, *a, **k))
+    rng = np.random.default_rng(0)
+    t1_aff = np.diag([-1.0, 1.0, 1.0, 1.0])
+    t1_aff[:3, 3] = [60.0, -70.0, -40.0]
+    world = rng.normal(100, 20, (40, 48, 36)).astype(np.float32)
+    paths = {m: tmp_path / f"{m}.nii.gz" for m in ("t1", "t1ce", "flair")}
+    nib.save(nib.Nifti1Image(world, t1_aff), str(paths["t1"]))
+    # the same voxels, stored with the first axis reversed, a third stored as X, Z, Y
+    flip = t1_aff @ np.array([[-1, 0, 0, 39], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(world[::-1].copy(), flip), str(paths["t1ce"]))
+    swap = t1_aff @ np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])
+    shifted = swap.copy()
+    shifted[:3, 3] += [0.3, 0.0, 0.0]  # a third of a voxel off: a grid of its own
+    nib.save(nib.Nifti1Image(world.transpose(0, 2, 1).copy(), shifted), str(paths["flair"]))
+    dicom.resample_onto_t1(paths)
+    assert interpolated == [(40, 36, 48)]  # the FLAIR alone
+    t1ce = nib.load(str(paths["t1ce"]))
+    np.testing.assert_allclose(t1ce.affine, t1_aff, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(t1ce.dataobj, dtype=np.float32), world)
+    flair = nib.load(str(paths["flair"]))
+    assert flair.shape == world.shape
+    values = np.asarray(flair.dataobj, dtype=np.float32)
+    assert not np.array_equal(values, world)  # interpolated between voxels
+    inner = (slice(2, -2),) * 3
+    assert np.corrcoef(values[inner].ravel(), world[inner].ravel())[0, 1] > 0.4

@@ -306,7 +306,10 @@ def complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
 def resample_onto_t1(paths: dict[str, Path]) -> None:
     """Bring every modality file onto the T1's grid (the T1ce's when there is no T1), in
     place, when grids differ (same-session DICOM series share scanner coordinates, so
-    the affines line them up; linear interpolation)."""
+    the affines line them up; linear interpolation). A series on the same grid stored
+    with its axes in another order or direction (dcm2niix stores a 3D acquisition with
+    left and right the other way round from a 2D one) is turned, voxel for voxel, not
+    interpolated."""
     import nibabel as nib
 
     from braintumor.io import load_nifti, resample_onto, save_float_nifti
@@ -318,6 +321,15 @@ def resample_onto_t1(paths: dict[str, Path]) -> None:
         img: Any = nib.load(str(path))
         if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
             continue
+        if img.ndim == 3:
+            turn = nib.orientations.ornt_transform(nib.io_orientation(img.affine),
+                                                   nib.io_orientation(ref.affine))
+            turned: Any = img.as_reoriented(turn)
+            if turned.shape == ref.data.shape and np.allclose(turned.affine, ref.affine,
+                                                              atol=1e-3):
+                save_float_nifti(np.asarray(turned.dataobj, dtype=np.float32), path,
+                                 ref.header, ref.affine)
+                continue
         data = resample_onto(load_nifti(path, ndim=3), ref.data.shape, ref.affine)
         save_float_nifti(data, path, ref.header, ref.affine)
 
