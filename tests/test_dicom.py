@@ -649,3 +649,39 @@ def test_a_series_stored_turned_on_the_t1_grid_is_turned_not_interpolated(
     assert not np.array_equal(values, world)  # interpolated between voxels
     inner = (slice(2, -2),) * 3
     assert np.corrcoef(values[inner].ravel(), world[inner].ravel())[0, 1] > 0.4
+
+
+def test_two_studies_of_one_folder_name_are_not_mixed(
+        study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two CDs' ``DICOM`` folders would both be case 'DICOM': the second conversion would
+    overwrite the first's series, and patient B's images would end up under patient A's
+    DICOM SEG. The clash is refused before anything is converted; a NIfTI case of that
+    name is a clash too."""
+    import shutil
+
+    shutil.copytree(study, tmp_path / "cdA" / "DICOM")
+    z = write_dicom_zip(small_case(shape=(40, 44, 28), seed=5), tmp_path / "b.zip",
+                        patient="Roe^Richard")
+    zipfile.ZipFile(z).extractall(tmp_path / "cdB" / "DICOM")
+    nifti = _nifti_case(study, tmp_path / "nii", "dicom")
+    converted: list[Path] = []
+    real = dicom.study_source
+
+    def study_source(folder: Path, *args: object, **kwargs: object) -> object:
+        converted.append(Path(folder))
+        return real(folder, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dicom, "study_source", study_source)
+    out = tmp_path / "out"
+    rc = main(["predict", str(tmp_path / "cdA" / "DICOM"), str(tmp_path / "cdB" / "DICOM"),
+               str(nifti), "-o", str(out), "--method", "watershed"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1
+    assert converted == [tmp_path / "cdA" / "DICOM"]  # B never converted
+    assert (f"{tmp_path / 'cdB' / 'DICOM'}: another input of this run is also case 'DICOM' "
+            f"({tmp_path / 'cdA' / 'DICOM'}); give the studies folders of different names"
+            in err)
+    assert "another input of this run is also case 'dicom'" in err
+    assert sorted(f.name for f in out.glob("*.nii.gz")) == ["DICOM.nii.gz"]
+    assert "Roe" not in err

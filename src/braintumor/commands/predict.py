@@ -126,24 +126,33 @@ def run(args: argparse.Namespace) -> int:
         written += done_2d
         failures += failed_2d
 
-    sources: list[CaseSource] = []
+    # every input's cases first (a study by its folder, nothing converted yet), so that two
+    # of one name are told apart before anything of one is written under the other's name
+    planned: list[tuple[Path, str, CaseSource | None]] = []
     for p in three:
         try:
-            if p in studies:  # converted next to the outputs, then a case
-                out_dir.mkdir(parents=True, exist_ok=True)
-                for folder, cid in dicom.find_studies(p):
-                    try:
-                        sources.append(dicom.study_source(folder, out_dir, cid, choice))
-                    except InputError as exc:  # one study failing leaves the others
-                        print(f"error: {exc}", file=sys.stderr)
-                        failures += 1
+            if p in studies:
+                planned += [(folder, cid, None) for folder, cid in dicom.find_studies(p)]
             else:
                 skipped: list[InputError] = []
-                sources += discover(p, errors=skipped)
+                planned += [(s.reference_path, s.case_id, s) for s in discover(p, errors=skipped)]
                 for bad in skipped:  # a dataset's case that cannot be read: the rest go on
                     print(f"error: {bad}", file=sys.stderr)
                     failures += 1
         except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
+    planned, clashing = _distinct_case_ids(planned)
+    failures += clashing
+    sources: list[CaseSource] = []
+    for where, cid, found in planned:
+        if found is not None:
+            sources.append(found)
+            continue
+        try:  # a study: converted next to the outputs, then a case
+            out_dir.mkdir(parents=True, exist_ok=True)
+            sources.append(dicom.study_source(where, out_dir, cid, choice))
+        except InputError as exc:  # one study failing leaves the others
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
     if not sources and not written:
@@ -225,6 +234,28 @@ def _series_choice(text: str | None, studies: list[Path], others: list[Path]
         print(f"warning: --series applies to DICOM studies only; it is not used for "
               f"{shown}{more}.", file=sys.stderr)
     return choice
+
+
+def _distinct_case_ids(planned: list[tuple[Path, str, Any]]) -> tuple[list[Any], int]:
+    """The inputs' cases (where, case id, source or None for a DICOM study not yet
+    converted) less those whose case id an earlier one of this run already has (two CDs'
+    ``DICOM`` folders): each refused in one sentence, before anything is converted, so
+    that no study's series or outline is written under another's name. Case ids are
+    compared regardless of letter case (file systems that ignore it would mix them)."""
+    first: dict[str, Path] = {}
+    keep = []
+    for where, cid, found in planned:
+        key = cid.casefold()
+        if key in first:
+            advice = ("give the studies folders of different names" if found is None else
+                      "give the cases folders of different names, or run one into another "
+                      "folder")
+            print(f"error: {where}: another input of this run is also case {cid!r} "
+                  f"({first[key]}); {advice}.", file=sys.stderr)
+            continue
+        first[key] = where
+        keep.append((where, cid, found))
+    return keep, len(planned) - len(keep)
 
 
 def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]:
