@@ -685,3 +685,34 @@ def test_two_studies_of_one_folder_name_are_not_mixed(
     assert "another input of this run is also case 'dicom'" in err
     assert sorted(f.name for f in out.glob("*.nii.gz")) == ["DICOM.nii.gz"]
     assert "Roe" not in err
+
+
+def test_a_localizer_is_listed_with_why_and_refused_as_a_modality(
+        study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3-slice localizer (or a series covering under 80 mm) is no brain volume: named
+    in --series it is refused, else listed with why and left out of the match."""
+    import shutil
+
+    root = tmp_path / "scout"
+    shutil.copytree(study, root)
+    (root / "study" / "scout").mkdir()
+    for z in (10, 11, 12):
+        shutil.copy(root / "study" / "t1" / f"IM{z:04d}.dcm", root / "study" / "scout")
+    restamp_series(root / "study" / "scout", new_uid=True, SeriesNumber=9,
+                   SeriesDescription="t1_localizer")
+    with pytest.raises(InputError, match=r"series 9 \(t1_localizer\) covers too little to be "
+                       r"a brain volume \(3 slices: a localizer\?\), so it cannot be the T1"):
+        dicom.study_source(root, tmp_path / "a", choice={"9": "t1", "3": "t1ce", "4": "t2",
+                                                         "5": "flair"})
+    src = dicom.study_source(root, tmp_path / "b")  # the real T1 is matched, not the scout
+    assert src.modality_paths["t1"].exists() and nib.load(
+        str(src.modality_paths["t1"])).shape == (40, 44, 28)
+    entries = dicom.convert_study(root, tmp_path / "c", "scout").entries
+    scout = next(e for e in entries if e.label == "9")
+    assert not scout.usable and "9: t1_localizer (3 slices: a localizer?)" in dicom.listing(
+        entries)
+    assert dicom.StudySeries.from_dict(scout.as_dict(tmp_path / "c"), tmp_path / "c").small
+    # a thin slab: the synthetic heads are 28 mm thick, under the 80 mm a brain covers
+    monkeypatch.setattr(dicom, "MIN_COVER_MM", 80.0)
+    with pytest.raises(InputError, match="covers 28 mm along an axis: a localizer or a slab"):
+        dicom.study_source(study, tmp_path / "d")

@@ -249,16 +249,37 @@ def classify_series(description: str, acq: Acquisition | None = None) -> str | N
     return text
 
 
+#: the least a series must cover, along each of its axes, to be a brain volume: a
+#: localizer (scout) is a few slices, or a thin slab; a head is 140 mm or more across
+MIN_SLICES = 12
+MIN_COVER_MM = 80.0
+
+
+def too_small(shape: list[int], zooms: list[float]) -> str | None:
+    """Why a 3D volume of ``shape`` and voxel sizes ``zooms`` (mm) covers too little to be
+    a brain volume (fewer than :data:`MIN_SLICES` slices, or under :data:`MIN_COVER_MM`
+    mm, along an axis), or None."""
+    least = min(range(3), key=lambda i: shape[i])
+    if shape[least] < MIN_SLICES:
+        return f"{shape[least]} slices: a localizer?"
+    cover = [n * abs(z) for n, z in zip(shape[:3], zooms[:3], strict=True)]
+    if min(cover) < MIN_COVER_MM:
+        return f"covers {min(cover):.0f} mm along an axis: a localizer or a slab?"
+    return None
+
+
 @dataclass
 class Series:
     """One converted series: ``path`` (NIfTI), its description, shape, whether it is a 3D
-    volume (``usable``) and the modality its description suggests (``guess``)."""
+    volume covering enough to be a brain (``usable``; ``small`` says why one does not
+    cover enough) and the modality its description suggests (``guess``)."""
 
     path: Path
     description: str
     shape: list[int]
     usable: bool
     guess: str | None
+    small: str | None = None
 
 
 def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
@@ -284,7 +305,10 @@ def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
     img: Any = nib.load(str(nifti))
     shape = [int(s) for s in img.shape]
     usable = len([s for s in shape if s > 1]) == 3
-    return Series(nifti, desc[:120], shape, usable, classify_series(desc, acq) if usable else None)
+    small = too_small(shape, [float(z) for z in img.header.get_zooms()]) if usable else None
+    usable = usable and small is None
+    return Series(nifti, desc[:120], shape, usable,
+                  classify_series(desc, acq) if usable else None, small)
 
 
 def complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
@@ -506,6 +530,7 @@ class StudySeries:
     uneven: bool = False
     shared: int = 0  # how many volumes share its series number, when more than one
     uid: str = ""
+    small: str | None = None  # why a 3D volume covers too little to be a brain volume
 
     @property
     def readable(self) -> bool:
@@ -513,8 +538,9 @@ class StudySeries:
 
     @property
     def usable(self) -> bool:
-        """Read, and a 3D volume."""
-        return self.path is not None and len([s for s in self.shape if s > 1]) == 3
+        """Read, a 3D volume, and covering enough to be a brain volume."""
+        return self.path is not None and len([s for s in self.shape if s > 1]) == 3 and \
+            not self.small
 
     def named(self) -> str:
         return f"series {self.label} ({self.description or 'no description'})"
@@ -527,6 +553,8 @@ class StudySeries:
             out.append(f"one of {self.shared} sharing series number {self.number}")
         if self.path is None:
             out.append(f"could not be read: {self.fault}")
+        elif self.small:
+            out.append(self.small)
         elif not self.usable:
             out.append("not 3D")
         elif self.uneven:
@@ -539,7 +567,7 @@ class StudySeries:
         return {"id": self.label, "number": self.number, "description": self.description,
                 "shape": list(self.shape), "guess": self.guess, "usable": self.usable,
                 "remarks": self.remarks(), "fault": self.fault, "uneven": self.uneven,
-                "shared": self.shared,
+                "shared": self.shared, "small": self.small,
                 "path": None if self.path is None else str(self.path.relative_to(base))}
 
     @classmethod
@@ -548,7 +576,8 @@ class StudySeries:
         return cls(str(d["id"]), d.get("number"), str(d.get("description") or ""),
                    list(d.get("shape") or []), d.get("guess"),
                    None if d.get("path") is None else base / str(d["path"]), d.get("fault"),
-                   bool(d.get("uneven")), int(d.get("shared") or 0))
+                   bool(d.get("uneven")), int(d.get("shared") or 0),
+                   small=d.get("small"))
 
 
 @dataclass
@@ -589,7 +618,8 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str) -> Study
             except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds
                 fault = f"dcm2niix's NIfTI file of it could not be read ({type(exc).__name__})"
         out += [StudySeries("", src.number, v.description, v.shape, v.guess, v.path,
-                            uneven=v.path in uneven, uid=src.uid) for v in volumes] or [
+                            uneven=v.path in uneven, uid=src.uid, small=v.small)
+                for v in volumes] or [
             StudySeries("", src.number, src.description, [],
                         classify_series(src.description, src.acquisition), None,
                         fault or "dcm2niix made no image of it", uid=src.uid)]
@@ -655,6 +685,9 @@ def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], w
                 raise InputError(f"{where}: {e.named()}, given as the {MODALITY_NAMES[m]}, "
                                  f"could not be read: {e.fault}.")
             continue
+        if e.small:
+            raise InputError(f"{where}: {e.named()} covers too little to be a brain volume "
+                             f"({e.small}), so it cannot be the {MODALITY_NAMES[m]}.")
         if not e.usable:
             raise InputError(f"{where}: {e.named()} is not a 3D volume, so it cannot be the "
                              f"{MODALITY_NAMES[m]}.")
