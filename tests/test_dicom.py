@@ -54,6 +54,18 @@ def test_series_choice_parsed() -> None:
             dicom.parse_series_choice(bad)
 
 
+@pytest.mark.parametrize("text,says", [
+    ("10=t1,10=t1ce,5=t2,no-number-1=flair", "names series 10 twice"),
+    ("4b=t1,4B=t1ce,5=t2,7=flair", "names series 4B twice"),
+    ("2=t1,3=t1,4=t2,5=flair", "names two series as the T1"),
+    ("2=t1ce,3=t1ce,4=t2,5=flair", "names two series as the T1ce")])
+def test_a_series_or_modality_named_twice_is_refused(text: str, says: str) -> None:
+    """A dictionary would silently keep one of the two: refused in one sentence."""
+    with pytest.raises(InputError, match=says) as err:
+        dicom.parse_series_choice(text)
+    assert str(err.value).count(". ") == 0 and str(err.value).endswith(".")
+
+
 def test_predict_a_dicom_study(study: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["predict", str(study), "-o", str(out), "--method", "watershed"]) == 0
@@ -85,8 +97,7 @@ def test_predict_a_dicom_study(study: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("series,says", [("2=t1,3=t1ce", "one series for each"),
-                                         ("2=t1,3=t1ce,4=t2,9=flair", "no series 9"),
-                                         ("2=t1,3=t1,4=t2,5=flair", "one series for each")])
+                                         ("2=t1,3=t1ce,4=t2,9=flair", "no series 9")])
 def test_a_bad_series_choice_is_one_sentence(study: Path, tmp_path: Path, series: str,
                                              says: str, capsys: pytest.CaptureFixture[str]
                                              ) -> None:

@@ -436,18 +436,26 @@ def parse_series_choice(text: str | None) -> dict[str, str]:
     """``--series`` text, ``"3=t1,4=t1ce,5=t2,7=flair"``, -> ``{series: modality}``: each
     series as the series list shows it (its DICOM series number, ``4b`` where volumes share
     a number, ``no-number-1`` for one without), or its description; matched to the study's
-    series by :func:`study_source`."""
+    series by :func:`study_source`. A series, or a modality, named twice is refused in
+    one sentence (a dictionary would keep only the last)."""
     out: dict[str, str] = {}
     for part in (text or "").split(","):
         if not part.strip():
             continue
         key, _, mod = part.rpartition("=")
         mod = mod.strip().lower()
-        if not key.strip() or mod not in MODALITIES:
+        key = " ".join(key.split())
+        if not key or mod not in MODALITIES:
             raise InputError(f"--series {text}: give each series as NUMBER=MODALITY (the number "
                              "as the series list shows it, or the series description), e.g. "
                              "3=t1,4=t1ce,5=t2,7=flair.")
-        out[" ".join(key.split())] = mod
+        if key.casefold() in (k.casefold() for k in out):
+            raise InputError(f"--series {text}: names series {key} twice; name each series "
+                             "once, as the one modality it is.")
+        if mod in out.values():
+            raise InputError(f"--series {text}: names two series as the "
+                             f"{MODALITY_NAMES[mod]}; give one series for each modality.")
+        out[key] = mod
     return out
 
 
