@@ -54,11 +54,21 @@ def test_series_choice_parsed() -> None:
             dicom.parse_series_choice(bad)
 
 
+def test_series_choice_takes_brats_2023_words_in_any_case() -> None:
+    assert dicom.parse_series_choice("3=T1N,4=t1c,5=T2W,7=t2f") == {
+        "3": "t1", "4": "t1ce", "5": "t2", "7": "flair"}
+    assert dicom.parse_series_choice("3=T1,4=T1CE,5=T2,7=FLAIR") == {
+        "3": "t1", "4": "t1ce", "5": "t2", "7": "flair"}
+    with pytest.raises(InputError, match="the modality one of t1, t1n, t1ce, t1c, t2, t2w, "
+                                         "flair, t2f"):
+        dicom.parse_series_choice("3=t1gd")
+
+
 @pytest.mark.parametrize("text,says", [
     ("10=t1,10=t1ce,5=t2,no-number-1=flair", "names series 10 twice"),
     ("4b=t1,4B=t1ce,5=t2,7=flair", "names series 4B twice"),
     ("2=t1,3=t1,4=t2,5=flair", "names two series as the T1"),
-    ("2=t1ce,3=t1ce,4=t2,5=flair", "names two series as the T1ce")])
+    ("2=t1ce,3=t1c,4=t2,5=flair", "names two series as the T1ce")])
 def test_a_series_or_modality_named_twice_is_refused(text: str, says: str) -> None:
     """A dictionary would silently keep one of the two: refused in one sentence."""
     with pytest.raises(InputError, match=says) as err:

@@ -432,23 +432,30 @@ def find_studies(folder: str | Path) -> list[tuple[Path, str]]:
     return [(d, d.name) for d in subs]
 
 
+#: the modality words ``--series`` takes (case-insensitive): BraTS 2021's and 2023's
+SERIES_WORDS = {"t1": "t1", "t1n": "t1", "t1ce": "t1ce", "t1c": "t1ce", "t2": "t2",
+                "t2w": "t2", "flair": "flair", "t2f": "flair"}
+
+
 def parse_series_choice(text: str | None) -> dict[str, str]:
     """``--series`` text, ``"3=t1,4=t1ce,5=t2,7=flair"``, -> ``{series: modality}``: each
     series as the series list shows it (its DICOM series number, ``4b`` where volumes share
     a number, ``no-number-1`` for one without), or its description; matched to the study's
-    series by :func:`study_source`. A series, or a modality, named twice is refused in
-    one sentence (a dictionary would keep only the last)."""
+    series by :func:`study_source`. The modality is a word of :data:`SERIES_WORDS` (BraTS
+    2021's t1, t1ce, t2, flair or 2023's t1n, t1c, t2w, t2f). A series, or a modality,
+    named twice is refused in one sentence (a dictionary would keep only the last)."""
     out: dict[str, str] = {}
+    words = ", ".join(SERIES_WORDS)
     for part in (text or "").split(","):
         if not part.strip():
             continue
-        key, _, mod = part.rpartition("=")
-        mod = mod.strip().lower()
+        key, _, word = part.rpartition("=")
+        mod = SERIES_WORDS.get(word.strip().lower())
         key = " ".join(key.split())
-        if not key or mod not in MODALITIES:
+        if not key or mod is None:
             raise InputError(f"--series {text}: give each series as NUMBER=MODALITY (the number "
-                             "as the series list shows it, or the series description), e.g. "
-                             "3=t1,4=t1ce,5=t2,7=flair.")
+                             "as the series list shows it, or the series description; the "
+                             f"modality one of {words}), e.g. 3=t1,4=t1ce,5=t2,7=flair.")
         if key.casefold() in (k.casefold() for k in out):
             raise InputError(f"--series {text}: names series {key} twice; name each series "
                              "once, as the one modality it is.")

@@ -52,8 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--series", default=None, metavar="N=MOD,...",
                    help="a DICOM study folder: which series (by DICOM series number as "
                         "listed, e.g. 4b or no-number-1, or by description) is which "
-                        "modality, e.g. 3=t1,4=t1ce,5=t2,7=flair (default: read from the "
-                        "series descriptions and acquisition)")
+                        "modality, e.g. 3=t1,4=t1ce,5=t2,7=flair, or in BraTS 2023's words "
+                        "t1n, t1c, t2w, t2f (default: read from the series descriptions and "
+                        "acquisition)")
     p.add_argument("--report", action="store_true",
                    help="also write <case>_report.html for each 3D case: key slices with the "
                         "outline, volumes, method and model, warnings")
