@@ -279,6 +279,11 @@ DESCRIPTIONS = [
     ("t1_tirm_tra", "t1"), ("t2_tse_tra", "t2"), ("T2W_TSE", "t2"), ("Ax T2 FRFSE", "t2"),
     ("t1_mprage_sag_p2_iso", "t1"), ("3D T1 BRAVO +C", "t1ce"), ("AX T1 SE POST GAD", "t1ce"),
     ("ep2d_diff_3scan", None),
+    # German: KM (Kontrastmittel) is post-contrast, "ohne KM" and "nativ" are not
+    ("t1_se_tra_KM", "t1ce"), ("t1_mprage_sag_p2_iso_KM", "t1ce"), ("T1 SE tra nach KM", "t1ce"),
+    ("t1_vibe_fs_tra_KM", "t1ce"), ("T1+KM", "t1ce"), ("T1 tra mit KM", "t1ce"),
+    ("t1_se_tra post KM", "t1ce"), ("T1 SE +KM", "t1ce"), ("T1 SE tra ohne KM", "t1"),
+    ("t1_se_tra_nativ", "t1"), ("t1_se_tra", "t1"),
 ]
 
 
@@ -737,3 +742,33 @@ def test_a_localizer_is_listed_with_why_and_refused_as_a_modality(
     monkeypatch.setattr(dicom, "MIN_COVER_MM", 80.0)
     with pytest.raises(InputError, match="covers 28 mm along an axis: a localizer or a slab"):
         dicom.study_source(study, tmp_path / "d")
+
+
+def test_an_unclear_match_says_what_each_series_reads_as(
+        study: Path, tmp_path: Path) -> None:
+    """Two series that both read as T1: the message says what each reads as, and its
+    --series example is in this study's own labels."""
+    import shutil
+
+    root = tmp_path / "two_t1"
+    shutil.copytree(study, root)
+    restamp_series(root / "study" / "t1ce", SeriesDescription="t1_se_tra_nativ")
+    with pytest.raises(InputError) as err:
+        dicom.study_source(root, tmp_path / "out")
+    said = " ".join(str(err.value).split())
+    assert "holds no series that reads as T1ce" in said
+    assert ("2: AX T1 SE (reads as T1); 3: t1_se_tra_nativ (reads as T1); 4: AX T2 TSE "
+            "(reads as T2); 5: AX T2 FLAIR (reads as FLAIR)") in said
+    assert said.endswith("e.g. --series 2=t1,3=t1ce,4=t2,5=flair.")
+    restamp_series(root / "study" / "t2", SeriesDescription="ep2d_diff")  # a DWI's name
+    with pytest.raises(InputError) as err:
+        dicom.study_source(root, tmp_path / "out")
+    said = " ".join(str(err.value).split())
+    assert "could not tell which series is T1, T1ce, T2 and FLAIR" in said
+    assert "4: ep2d_diff (reads as none of the four)" in said
+    assert said.endswith("e.g. --series 2=t1,3=t1ce,4=t2,5=flair.")
+    entries = dicom.convert_study(root, tmp_path / "c", "x").entries
+    for e in entries:
+        e.guess = None  # nothing read: the example still names this study's series
+    assert dicom.series_example(entries) == "2=t1,3=t1ce,4=t2,5=flair"
+    assert dicom.series_example(entries[:1]) == "2=t1,N=t1ce,N=flair"

@@ -36,7 +36,10 @@ _WORDS = {
     "t2w": "t2", "t2": "t2", "t2_tse": "t2",
     "t1n": "t1", "t1w": "t1", "t1": "t1", "t1_pre": "t1", "t1pre": "t1",
 }
-_POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+c\b|contrast|\bce\b|_ce\b|\bc\+)")
+_POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+c\b|contrast|\bce\b|_ce\b|\bc\+|\bkm\b)")
+#: German descriptions: ``KM`` (Kontrastmittel, contrast agent) is post-contrast (``t1_se_tra_KM``,
+#: ``nach KM``, ``mit KM``, ``T1+KM``) unless it says without (``ohne KM``) or native (``nativ``)
+_PRE_CONTRAST = re.compile(r"\bohne\s*km\b|\bnativ\b")
 #: FLAIR by another name: Siemens calls it dark fluid (``t2_tirm_tra_dark-fluid``,
 #: ``DARKFLUID``, ``t2_spc_da-fl_sag``); matched in the description's words joined by ``_``
 _FLAIR_WORDS = re.compile(r"flair|dark_?fluid|(^|_)da_?fl(_|$)")
@@ -87,7 +90,8 @@ def t2_lookalike(text: str) -> str | None:
 
 
 def _t1_or_t1ce(joined: str) -> str:
-    return "t1ce" if _POST_CONTRAST.search(joined.replace("_", " ")) else "t1"
+    text = joined.replace("_", " ")
+    return "t1ce" if _POST_CONTRAST.search(text) and not _PRE_CONTRAST.search(text) else "t1"
 
 
 def detect_modality(text: str) -> str | None:
@@ -810,14 +814,14 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
         if not complete and lacking and all(guesses):
             raise InputError(
                 f"{folder}: holds no series that reads as {' or '.join(lacking)} "
-                f"({listing(entries)}); a case needs T1ce and FLAIR, and T1 and T2 where "
-                "there are. If one of these is it, name them with --series, e.g. --series "
-                "3=t1,4=t1ce,5=t2,7=flair.")
+                f"({listing(entries, readings=True)}); a case needs T1ce and FLAIR, and T1 "
+                "and T2 where there are. If one of these is it, name them with --series, "
+                f"e.g. --series {series_example(entries)}.")
         if not complete:
             raise InputError(
                 f"{folder}: could not tell which series is T1, T1ce, T2 and FLAIR; it holds "
-                f"{listing(entries)}. Name them with --series, e.g. --series "
-                "3=t1,4=t1ce,5=t2,7=flair.")
+                f"{listing(entries, readings=True)}. Name them with --series, e.g. --series "
+                f"{series_example(entries)}.")
         paths = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
@@ -827,12 +831,41 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                       notes=study.notes + lost)
 
 
-def listing(entries: list[StudySeries]) -> str:
+def series_example(entries: list[StudySeries]) -> str:
+    """A ``--series`` value in this study's own labels: each modality given the first
+    usable series that reads as it, then (for one still without) an unused series that
+    reads as its pre- or post-contrast, T2 or FLAIR sibling, or as none of the four;
+    ``N`` where none is left. Only an example: the user checks it against the list."""
+    usable = [e for e in entries if e.usable]
+    sibling = {"t1": "t1ce", "t1ce": "t1", "t2": "flair", "flair": "t2"}
+    used: set[str] = set()
+    picked: dict[str, str] = {}
+    for m in MODALITIES:
+        e = next((e for e in usable if e.guess == m and e.label not in used), None)
+        if e is not None:
+            picked[m] = e.label
+            used.add(e.label)
+    for m in (m for m in MODALITIES if m not in picked):
+        e = next((e for e in usable if e.label not in used and e.guess == sibling[m]), None) \
+            or next((e for e in usable if e.label not in used and e.guess is None), None)
+        if e is not None:
+            picked[m] = e.label
+            used.add(e.label)
+        elif m in REQUIRED_MODALITIES:
+            picked[m] = "N"
+    return ",".join(f"{picked[m]}={m}" for m in MODALITIES if m in picked)
+
+
+def listing(entries: list[StudySeries], readings: bool = False) -> str:
     """The series as messages list them: ``label: description``, with what sets one apart
-    (:meth:`StudySeries.remarks`)."""
+    (:meth:`StudySeries.remarks`); with ``readings``, also what each usable series reads
+    as (``reads as T1``, ``reads as none of the four``)."""
     parts = []
     for e in entries:
         notes = e.remarks()
+        if readings and e.usable:
+            notes.insert(0, f"reads as {MODALITY_NAMES[e.guess]}" if e.guess
+                         else "reads as none of the four")
         parts.append(f"{e.label}: {e.description or 'no description'}"
                      + (f" ({'; '.join(notes)})" if notes else ""))
     return "; ".join(parts)
