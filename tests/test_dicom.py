@@ -772,3 +772,17 @@ def test_an_unclear_match_says_what_each_series_reads_as(
         e.guess = None  # nothing read: the example still names this study's series
     assert dicom.series_example(entries) == "2=t1,3=t1ce,4=t2,5=flair"
     assert dicom.series_example(entries[:1]) == "2=t1,N=t1ce,N=flair"
+
+
+def test_a_utf8_description_is_read_as_the_header_says(study: Path, tmp_path: Path) -> None:
+    """dcm2niix's sidecar writes a UTF-8 (ISO_IR 192) description encoded twice
+    ('Ãberblick'); the header's, decoded by pydicom, is the one shown."""
+    import shutil
+
+    root = tmp_path / "utf8"
+    shutil.copytree(study, root)
+    restamp_series(root / "study" / "t1", SpecificCharacterSet="ISO_IR 192",
+                   SeriesDescription="Überblick T1 SE")
+    entries = dicom.convert_study(root, tmp_path / "w", "utf8").entries
+    assert [e.description for e in entries][0] == "Überblick T1 SE"
+    assert entries[0].guess == "t1"

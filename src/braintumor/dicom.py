@@ -288,7 +288,10 @@ class Series:
 
 def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
     """What dcm2niix's sidecar (or, without one, ``header``, the DICOM series it came from,
-    or its file name ``<series number>_<description>``) says of a converted series."""
+    or its file name ``<series number>_<description>``) says of a converted series. The
+    description is the header's where it gives one: pydicom decodes the series' character
+    set (SpecificCharacterSet), which dcm2niix's sidecar does not (``Überblick`` in UTF-8
+    comes out as ``Ãberblick``)."""
     import nibabel as nib
 
     sidecar = nifti.with_name(nifti.name[: -len(".nii.gz")] + ".json")
@@ -301,7 +304,7 @@ def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
             desc = str(meta.get("SeriesDescription") or meta.get("ProtocolName") or "")
         except (OSError, json.JSONDecodeError):
             meta, desc = {}, ""
-    if not desc and header is not None:
+    if header is not None and header.description:
         desc = header.description
     if not desc:
         desc = re.sub(r"^\d+_", "", nifti.name[: -len(".nii.gz")])
