@@ -786,3 +786,28 @@ def test_a_utf8_description_is_read_as_the_header_says(study: Path, tmp_path: Pa
     entries = dicom.convert_study(root, tmp_path / "w", "utf8").entries
     assert [e.description for e in entries][0] == "Überblick T1 SE"
     assert entries[0].guess == "t1"
+
+
+def test_a_cd_whose_viewer_sorts_first_is_a_study(study: Path, tmp_path: Path) -> None:
+    """A CD: AUTORUN.INF, a CDViewer/ folder (sorting before the images) and a DICOMDIR at
+    its root. The DICOMDIR marks a study; without it, the DICOM folder is probed before
+    the viewer's files."""
+    import shutil
+
+    cd = tmp_path / "cd"
+    (cd / "CDViewer").mkdir(parents=True)
+    for i in range(40):
+        (cd / "CDViewer" / f"part{i:02d}.bin").write_bytes(b"\0" * 200)
+        (cd / "CDViewer" / f"lib{i:02d}.dll").write_bytes(b"MZ" * 100)
+    (cd / "AUTORUN.INF").write_text("[autorun]\nopen=CDViewer\\viewer.exe\n")
+    shutil.copytree(study / "study", cd / "DICOM")
+    for f in (cd / "DICOM").rglob("*.dcm"):
+        f.rename(f.with_suffix(""))  # a CD's names: no extension
+    assert dicom.is_dicom_study(cd)  # the DICOM folder probed before the viewer's files
+    (cd / "DicomDir").write_bytes(b"\0" * 132)
+    shutil.rmtree(cd / "DICOM")
+    shutil.copytree(study / "study", cd / "zz" / "a" / "b" / "c")
+    assert dicom.is_dicom_study(cd)  # found by its DICOMDIR, however deep the images lie
+    assert [c for _, c in dicom.find_studies(cd)] == ["cd"]
+    (cd / "DicomDir").unlink()
+    assert not dicom.is_dicom_study(cd)  # 40 files probed, none DICOM: not read through

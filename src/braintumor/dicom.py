@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -375,17 +375,47 @@ def is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+#: folder names under which CDs and PACS exports keep their images, probed first
+_DICOM_FOLDERS = re.compile(r"^(dicom|dcm|images?|img|series|studies|study|data|"
+                            r"(pa|st|se|s)\d+)$", re.IGNORECASE)
+#: suffixes of a CD's viewer, autorun and reports: never DICOM, so never opened
+_NOT_DICOM = {".exe", ".dll", ".inf", ".ini", ".txt", ".htm", ".html", ".xml", ".xsl",
+              ".js", ".css", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".ico", ".pdf",
+              ".jar", ".cab", ".msi", ".bat", ".sh", ".json", ".cfg", ".log", ".so",
+              ".dylib", ".plist", ".icns", ".lic", ".chm", ".zip"}
+
+
+def _probe_order(folder: Path) -> Iterator[Path]:
+    """The files under ``folder``, those most likely DICOM first: in each folder its files
+    (``.dcm``/``.ima``, then extensionless names, then others; a viewer's ``.exe``,
+    ``.dll``, ``.inf`` ... left out), then its subfolders, those named as image folders
+    (``DICOM``, ``IMAGES``, ``S0001``) first. Lazy: a folder is listed only when
+    reached."""
+    entries = sorted(folder.iterdir())
+    files = [f for f in entries if f.is_file() and f.suffix.lower() not in _NOT_DICOM]
+    files.sort(key=lambda f: (0 if f.suffix.lower() in (".dcm", ".dicom", ".ima")
+                              else 1 if not f.suffix else 2))
+    yield from files
+    dirs = [d for d in entries if d.is_dir()]
+    dirs.sort(key=lambda d: not _DICOM_FOLDERS.match(d.name))
+    for d in dirs:
+        yield from _probe_order(d)
+
+
 def is_dicom_study(path: str | Path, probe: int = 20) -> bool:
-    """A folder holding DICOM files (looked for among its first ``probe`` files, at any
-    depth) and no NIfTI file: a study to convert."""
+    """A folder holding DICOM files and no NIfTI file: a study to convert. A ``DICOMDIR``
+    (a CD's index, any letter case) in it marks one; else the files most likely DICOM are
+    opened first (:func:`_probe_order`: in ``DICOM/``, ``IMAGES/``, without extension;
+    a CD viewer's programs not at all), at most ``probe`` of them, so a big folder is not
+    read through."""
     p = Path(path)
     try:
         if not p.is_dir():
             return False
+        if any(f.name.upper() == "DICOMDIR" and f.is_file() for f in p.iterdir()):
+            return True
         seen = 0
-        for f in sorted(p.rglob("*")):
-            if not f.is_file():
-                continue
+        for f in _probe_order(p):
             if f.name.lower().endswith(NIFTI_EXT):
                 return False
             if is_dicom_file(f):
