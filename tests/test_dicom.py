@@ -811,3 +811,26 @@ def test_a_cd_whose_viewer_sorts_first_is_a_study(study: Path, tmp_path: Path) -
     assert [c for _, c in dicom.find_studies(cd)] == ["cd"]
     (cd / "DicomDir").unlink()
     assert not dicom.is_dicom_study(cd)  # 40 files probed, none DICOM: not read through
+
+
+def test_swapped_series_are_kept_with_a_warning(study: Path, tmp_path: Path) -> None:
+    """--series 6=t2,5=flair where 6 is a FLAIR by its inversion time, or a T1 given as
+    the T1ce: the user's choice stands, and the case's warning says what each reads as."""
+    import shutil
+
+    root = tmp_path / "swap"
+    shutil.copytree(study, root)
+    restamp_series(root / "study" / "t2", SeriesDescription="AX T2 TSE", InversionTime=2500,
+                   RepetitionTime=9000, EchoTime=90, ScanningSequence="SE\\IR")
+    src = dicom.study_source(root, tmp_path / "a", choice=dicom.parse_series_choice(
+        "3=t1,2=t1ce,5=t2,4=flair"))
+    assert src.notes == [
+        "series 3 (AX T1 SE POST GAD) was given as the T1 but reads as T1ce",
+        "series 2 (AX T1 SE) was given as the T1ce but reads as T1",
+        "series 5 (AX T2 FLAIR) was given as the T2 but reads as FLAIR"]  # 4: a FLAIR by TI
+    out = tmp_path / "out"
+    assert main(["predict", str(study), "-o", str(out), "--method", "watershed",
+                 "--series", "2=t1,3=t1ce,5=t2,4=flair"]) == 0
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    assert "series 4 (AX T2 TSE) was given as the FLAIR but reads as T2" in row["warning"]
+    assert "series 5 (AX T2 FLAIR) was given as the T2 but reads as FLAIR" in row["warning"]

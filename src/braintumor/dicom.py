@@ -761,6 +761,16 @@ def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], w
     return chosen, notes
 
 
+def doubted_choice(entries: list[StudySeries], chosen: Mapping[str, str]) -> list[str]:
+    """Notes for the series the user gave ({modality: label}) that read as another of the
+    four modalities (by description or acquisition: a TI of 2500 ms is a FLAIR's): the
+    choice stands (the user may know better), but the result's warning says so."""
+    series = {e.label: e for e in entries}
+    return [f"{series[label].named()} was given as the {MODALITY_NAMES[m]} but reads as "
+            f"{MODALITY_NAMES[series[label].guess or m]}"
+            for m, label in chosen.items() if series[label].guess not in (None, m)]
+
+
 def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Path
                  ) -> dict[str, Path]:
     """Copy the chosen series ({modality: label}) to ``dest/<modality>.nii.gz``, all on
@@ -855,6 +865,8 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                 f"{folder}: could not tell which series is T1, T1ce, T2 and FLAIR; it holds "
                 f"{listing(entries, readings=True)}. Name them with --series, e.g. --series "
                 f"{series_example(entries)}.")
+        if choice:
+            lost += doubted_choice(entries, chosen)
         paths = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
