@@ -834,3 +834,23 @@ def test_swapped_series_are_kept_with_a_warning(study: Path, tmp_path: Path) -> 
     row = next(csv.DictReader((out / "volumes.csv").open()))
     assert "series 4 (AX T2 TSE) was given as the FLAIR but reads as T2" in row["warning"]
     assert "series 5 (AX T2 FLAIR) was given as the T2 but reads as FLAIR" in row["warning"]
+
+
+def test_a_missing_slice_filled_by_interpolation_is_said(study: Path, tmp_path: Path) -> None:
+    """dcm2niix's evenly spaced copy of a series lacking a slice stands in for it: the
+    case goes on, and its warning says which series lacked how many slices."""
+    import shutil
+
+    root = tmp_path / "gap"
+    shutil.copytree(study, root)
+    (root / "study" / "t1" / "IM0014.dcm").unlink()
+    # signed pixels: this dcm2niix makes its evenly spaced copy of these only
+    restamp_series(root / "study" / "t1", PixelRepresentation=1)
+    try:
+        src = dicom.study_source(root, tmp_path / "out")
+    except InputError as exc:  # a dcm2niix that makes no evenly spaced copy: refused
+        assert "not evenly spaced" in str(exc)
+        pytest.skip("this dcm2niix makes no evenly spaced copy of the series")
+    assert nib.load(str(src.modality_paths["t1"])).shape == (40, 44, 28)
+    assert ("series 2 (AX T1 SE), the T1, had a slice missing, filled in by interpolation"
+            in src.notes[0])

@@ -583,6 +583,7 @@ class StudySeries:
     shared: int = 0  # how many volumes share its series number, when more than one
     uid: str = ""
     small: str | None = None  # why a 3D volume covers too little to be a brain volume
+    filled: int | None = None  # slices missing from it that dcm2niix interpolated
 
     @property
     def readable(self) -> bool:
@@ -611,7 +612,15 @@ class StudySeries:
             out.append("not 3D")
         elif self.uneven:
             out.append("slices not evenly spaced")
+        elif self.filled is not None:
+            out.append(self.gap())
         return out
+
+    def gap(self) -> str:
+        """Its missing slices, as the series list and the warning say them."""
+        n = self.filled
+        many = f"{n} slices" if n and n > 1 else "a slice" if n else "slices"
+        return f"{many} missing, filled in by interpolation"
 
     def as_dict(self, base: Path) -> dict[str, Any]:
         """Its fields as JSON values (``path`` relative to ``base``; ``uid`` left out), with
@@ -619,7 +628,7 @@ class StudySeries:
         return {"id": self.label, "number": self.number, "description": self.description,
                 "shape": list(self.shape), "guess": self.guess, "usable": self.usable,
                 "remarks": self.remarks(), "fault": self.fault, "uneven": self.uneven,
-                "shared": self.shared, "small": self.small,
+                "shared": self.shared, "small": self.small, "filled": self.filled,
                 "path": None if self.path is None else str(self.path.relative_to(base))}
 
     @classmethod
@@ -629,7 +638,7 @@ class StudySeries:
                    list(d.get("shape") or []), d.get("guess"),
                    None if d.get("path") is None else base / str(d["path"]), d.get("fault"),
                    bool(d.get("uneven")), int(d.get("shared") or 0),
-                   small=d.get("small"))
+                   small=d.get("small"), filled=d.get("filled"))
 
 
 @dataclass
@@ -660,9 +669,11 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str) -> Study
                          "folder (or zip) of its own.")
     raw = Path(work_dir)
     uneven: set[Path] = set()
+    filled: dict[Path, int] = {}
     out: list[StudySeries] = []
     for k, src in enumerate(scanned):
-        niftis, fault = convert_dicom_series(src.files, raw / f"{k:04d}", uneven=uneven)
+        niftis, fault = convert_dicom_series(src.files, raw / f"{k:04d}", uneven=uneven,
+                                             filled=filled)
         volumes = []
         for n in niftis:
             try:
@@ -670,7 +681,8 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str) -> Study
             except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds
                 fault = f"dcm2niix's NIfTI file of it could not be read ({type(exc).__name__})"
         out += [StudySeries("", src.number, v.description, v.shape, v.guess, v.path,
-                            uneven=v.path in uneven, uid=src.uid, small=v.small)
+                            uneven=v.path in uneven, uid=src.uid, small=v.small,
+                            filled=filled.get(v.path))
                 for v in volumes] or [
             StudySeries("", src.number, src.description, [],
                         classify_series(src.description, src.acquisition), None,
@@ -867,6 +879,10 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                 f"{series_example(entries)}.")
         if choice:
             lost += doubted_choice(entries, chosen)
+        lost += [f"{e.named()}, the {MODALITY_NAMES[m]}, had {e.gap()} (the scanner's slice "
+                 "positions leave a gap); the outline there is less sure"
+                 for m, e in ((m, {e.label: e for e in entries}[x]) for m, x in chosen.items())
+                 if e.filled is not None]
         paths = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series

@@ -432,7 +432,8 @@ def dcm2niix_executable() -> str | None:
 
 
 def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: bool = True,
-                         uneven: set[Path] | None = None) -> tuple[list[Path], str | None]:
+                         uneven: set[Path] | None = None, filled: dict[Path, int] | None = None
+                         ) -> tuple[list[Path], str | None]:
     """Convert the DICOM files of one series with dcm2niix: ``(NIfTI files, why none or
     not all of them could be converted)``, the reason in words of its own (no file name,
     which may carry the patient's), None when every file was converted. The files are
@@ -444,8 +445,10 @@ def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: boo
     afterwards, so no patient identifier is kept.
 
     A series whose slices are not evenly spaced (a slice missing) cannot lie on one NIfTI
-    grid: where dcm2niix made an evenly spaced copy of it, that copy takes its place;
-    otherwise its file is added to ``uneven`` (when given), for the caller to refuse it."""
+    grid: where dcm2niix made an evenly spaced copy of it, that copy takes its place, and
+    ``filled`` (when given) maps its file to how many slices the copy interpolated in the
+    gaps; otherwise its file is added to ``uneven`` (when given), for the caller to refuse
+    it."""
     import os
 
     work = Path(work_dir)
@@ -457,12 +460,12 @@ def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: boo
             os.symlink(Path(f).resolve(), link)
         except OSError:  # a system without symbolic links for this user
             shutil.copyfile(f, link)
-    out, log = _dcm2niix(links, work / "nifti", anonymize, uneven)
+    out, log = _dcm2niix(links, work / "nifti", anonymize, uneven, filled)
     return out, dcm2niix_fault(log, len(files))
 
 
-def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | None
-              ) -> tuple[list[Path], str]:
+def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | None,
+              filled: dict[Path, int] | None = None) -> tuple[list[Path], str]:
     """Run dcm2niix on a folder: (the NIfTI files written, its log)."""
     exe = dcm2niix_executable()
     if exe is None:
@@ -475,6 +478,9 @@ def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | N
     for f in _uneven_series(log, out):
         equal = sorted(out.glob(f.name[: -len(".nii.gz")] + "_Eq*.nii.gz"))
         if equal:  # dcm2niix's evenly spaced copy stands in for the series
+            if filled is not None:  # the slices it has more than the series: interpolated
+                had, has = _open_nifti(f).shape, _open_nifti(equal[0]).shape
+                filled[f] = max(0, sum(has[:3]) - sum(had[:3]))
             equal[0].replace(f)
             side = equal[0].with_name(equal[0].name[: -len(".nii.gz")] + ".json")
             if side.exists():
