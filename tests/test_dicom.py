@@ -229,6 +229,9 @@ def test_two_studies_in_one_folder_are_refused(study: Path, tmp_path: Path,
                "--series", "2=t1,3=t1ce,4=t2,5=flair", "--dicom-seg"])
     err = capsys.readouterr().err
     assert rc == 2 and "holds DICOM files of 2 studies" in err and "Roe" not in err
+    # the command line takes folders, not zips: it offers no zip
+    assert "give each study's files in a folder of its own." in " ".join(err.split())
+    assert "zip" not in err
     assert not list((tmp_path / "out").glob("*.dcm"))
 
 

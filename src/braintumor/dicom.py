@@ -652,21 +652,24 @@ class Study:
     notes: list[str]
 
 
-def convert_study(folder: str | Path, work_dir: str | Path, where: str) -> Study:
+def convert_study(folder: str | Path, work_dir: str | Path, where: str,
+                  apart: str = "a folder") -> Study:
     """Scan the DICOM files under ``folder`` (:func:`scan_study`), convert each series on
     its own with dcm2niix into ``work_dir`` (so that a failure is its own, and said), read
     what each volume is (:func:`describe_series`) and label it (:class:`StudySeries`).
 
     Refused in one sentence starting with ``where`` (the study as the user knows it; no
-    patient identifier): files of more than one study, no series that could be converted,
-    fewer than two 3D series. The one path of the command line and the web page."""
+    patient identifier): files of more than one study (``apart``: what the user should
+    give each study in, as the caller takes it: the command line a folder, the web page
+    a zip), no series that could be converted, fewer than two 3D series. The one path of
+    the command line and the web page."""
     from braintumor.io import convert_dicom_series
 
     scanned, studies, bad = scan_study(folder)
     if len(studies) > 1:
         raise InputError(f"{where}: holds DICOM files of {len(studies)} studies "
-                         "(examinations); a case is one study: give each study's files in a "
-                         "folder (or zip) of its own.")
+                         "(examinations); a case is one study: give each study's files in "
+                         f"{apart} of its own.")
     raw = Path(work_dir)
     uneven: set[Path] = set()
     filled: dict[Path, int] = {}

@@ -617,7 +617,7 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
         else:
             safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
             f.path.unlink(missing_ok=True)
-        study = convert_study(dicom_dir, raw, what)
+        study = convert_study(dicom_dir, raw, what, apart="a zip")
         series_dir = job_dir / "series"
         series_dir.mkdir(exist_ok=True)
         for k, e in enumerate(study.entries):
