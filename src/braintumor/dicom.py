@@ -781,9 +781,12 @@ def doubted_choice(entries: list[StudySeries], chosen: Mapping[str, str]) -> lis
     four modalities (by description or acquisition: a TI of 2500 ms is a FLAIR's): the
     choice stands (the user may know better), but the result's warning says so."""
     series = {e.label: e for e in entries}
+    # a T1 read as such for want of a contrast word may well be the T1ce the user says
+    # it is (many post-contrast series are named without one): not doubted
     return [f"{series[label].named()} was given as the {MODALITY_NAMES[m]} but reads as "
             f"{MODALITY_NAMES[series[label].guess or m]}"
-            for m, label in chosen.items() if series[label].guess not in (None, m)]
+            for m, label in chosen.items() if series[label].guess not in (None, m)
+            and not (m == "t1ce" and series[label].guess == "t1")]
 
 
 def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Path
