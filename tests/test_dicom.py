@@ -235,6 +235,24 @@ def test_two_studies_in_one_folder_are_refused(study: Path, tmp_path: Path,
     assert not list((tmp_path / "out").glob("*.dcm"))
 
 
+def test_a_prior_exams_series_among_series_folders_is_one_refusal(
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A study exported one folder per series, with a series of an earlier examination
+    among them: not five cases of one series each (five errors that say nothing of the
+    mix), but one study refused as a mix of studies."""
+    import shutil
+
+    root = tmp_path / "export"
+    shutil.copytree(study / "study", root)
+    z = write_dicom_zip(small_case(shape=(40, 44, 28), seed=5), tmp_path / "prior.zip")
+    zipfile.ZipFile(z).extractall(tmp_path / "prior")
+    shutil.move(str(tmp_path / "prior" / "study" / "t2"), str(root / "t2_prior"))
+    assert dicom.find_studies(root) == [(root, "export")]
+    rc = main(["predict", str(root), "-o", str(tmp_path / "out"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1 and "holds DICOM files of 2 studies" in err
+
+
 def test_a_series_with_a_slice_missing_is_not_put_on_a_wrong_grid(
         study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A T1 series lacking a slice in its middle: either refused, or put on an evenly

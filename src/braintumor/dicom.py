@@ -457,16 +457,30 @@ def find_studies(folder: str | Path) -> list[tuple[Path, str]]:
     """``(folder, case id)`` for each DICOM study under a folder :func:`is_dicom_study`
     accepts: the folder itself when everything in it is one study (series may sit in
     subfolders), else each subfolder that holds DICOM files, named after it (a folder of
-    patients' studies)."""
+    patients' studies). Folders of one series each, most of one study, are that study's
+    series folders: the folder stays one case, and a series of another study among them
+    is refused as a mix of studies, not read as a case of one series."""
     root = Path(folder)
     subs = [d for d in sorted(root.iterdir()) if d.is_dir() and is_dicom_study(d)]
     loose = any(f.is_file() and is_dicom_file(f) for f in root.iterdir())
     if len(subs) < 2 or loose:
         return [(root, root.name)]
-    uids = {_study_uid(d) for d in subs}
-    if len(uids) < 2 or None in uids:
+    uids = [_study_uid(d) for d in subs]
+    if len(set(uids)) < 2 or None in uids:
         return [(root, root.name)]
+    if len(set(uids)) < len(uids) and all(_one_series(d) for d in subs):
+        return [(root, root.name)]  # a study's series folders, another study's among them
     return [(d, d.name) for d in subs]
+
+
+def _one_series(folder: Path) -> bool:
+    """Whether the DICOM files under ``folder`` look like one series: its first and last
+    files (in name order) name the same SeriesInstanceUID."""
+    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and is_dicom_file(f)]
+    if not files:
+        return False
+    first, last = (header_tag(f, "SeriesInstanceUID") for f in (files[0], files[-1]))
+    return first is not None and first == last
 
 
 #: the modality words ``--series`` takes (case-insensitive): BraTS 2021's and 2023's
