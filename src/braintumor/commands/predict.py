@@ -261,26 +261,20 @@ def _distinct_case_ids(planned: list[tuple[Path, str, Any]]) -> tuple[list[Any],
 
 def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]:
     """The cases whose label map may be written: not over one of the inputs (``-o`` the
-    input's own folder, a 4D file named like its case) and not over another case's of
-    this run (two inputs of one name); each refused case is said in one sentence."""
+    input's own folder, a 4D file named like its case); each refused case is said in one
+    sentence. (Two inputs of one case name were refused before, by
+    :func:`_distinct_case_ids`.)"""
     inputs = set()
     for s in sources:
         files = [*s.modality_paths.values(), s.image4d, s.label_path]
         inputs |= {Path(f).resolve() for f in files if f is not None}
-    first: dict[Path, Any] = {}
     keep = []
     for s in sources:
         target = (out_dir / f"{s.case_id}.nii.gz").resolve()
         if target in inputs:
             print(f"error: {s.case_id}: its label map would overwrite the input {target}; "
                   "write the outputs to another folder.", file=sys.stderr)
-        elif target in first:
-            print(f"error: {s.reference_path}: another input of this run "
-                  f"({first[target].reference_path}) is also case {s.case_id!r}, and its "
-                  "outputs would overwrite that one's; run it into another folder.",
-                  file=sys.stderr)
         else:
-            first[target] = s
             keep.append(s)
     return keep, len(sources) - len(keep)
 
