@@ -876,3 +876,24 @@ def test_a_missing_slice_filled_by_interpolation_is_said(study: Path, tmp_path: 
     assert nib.load(str(src.modality_paths["t1"])).shape == (40, 44, 28)
     assert ("series 2 (AX T1 SE), the T1, had a slice missing, filled in by interpolation"
             in src.notes[0])
+
+
+def test_a_thick_slice_series_interpolated_onto_the_t1_grid_is_said(
+        study: Path, tmp_path: Path) -> None:
+    """A FLAIR of 2 mm slices beside a 1 mm T1 is interpolated onto the T1's grid: the
+    case says so (its detail between slices is made up there); series on the T1's own
+    grid are not mentioned."""
+    import shutil
+
+    root = tmp_path / "thick"
+    shutil.copytree(study, root)
+    flair = sorted((root / "study" / "flair").glob("*.dcm"))
+    for f in flair[1::2]:  # every second slice gone: 2 mm apart
+        f.unlink()
+    restamp_series(root / "study" / "flair", SliceThickness=2.0)
+    src = dicom.study_source(root, tmp_path / "out")
+    said = [n for n in src.notes if "interpolated onto" in n]
+    assert len(said) == 1 and "the FLAIR, has 2 mm voxels" in said[0], src.notes
+    assert "the T1's 1 mm grid" in said[0]
+    img = nib.load(str(src.modality_paths["flair"]))
+    assert img.shape == nib.load(str(src.modality_paths["t1"])).shape

@@ -803,20 +803,36 @@ def doubted_choice(entries: list[StudySeries], chosen: Mapping[str, str]) -> lis
             and not (m == "t1ce" and series[label].guess == "t1")]
 
 
+#: a series whose coarsest voxel edge exceeds the T1 grid's by this factor is said to
+#: have been interpolated onto it (3 mm slices onto a 1 mm T1)
+COARSER_THAN_GRID = 1.5
+
+
 def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Path
-                 ) -> dict[str, Path]:
+                 ) -> tuple[dict[str, Path], list[str]]:
     """Copy the chosen series ({modality: label}) to ``dest/<modality>.nii.gz``, all on
-    the T1's grid (:func:`resample_onto_t1`)."""
+    the T1's grid (:func:`resample_onto_t1`): -> the files, and a note for each series
+    much coarser than that grid (its detail between slices is interpolated there)."""
+    import nibabel as nib
+
     series = {e.label: e for e in entries}
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
+    edges = {}
     for m in (m for m in MODALITIES if m in chosen):
         src = series[chosen[m]].path
         assert src is not None  # settle_assignment refuses one that could not be read
         paths[m] = dest / f"{m}.nii.gz"
         shutil.copyfile(src, paths[m])
+        img: Any = nib.load(str(src))
+        edges[m] = max(float(z) for z in img.header.get_zooms()[:3])
+    ref = next(iter(paths))
+    notes = [f"{series[chosen[m]].named()}, the {MODALITY_NAMES[m]}, has {edges[m]:.3g} mm "
+             f"voxels and was interpolated onto the {MODALITY_NAMES[ref]}'s "
+             f"{edges[ref]:.3g} mm grid: the outline relies less on it between its slices"
+             for m in paths if m != ref and edges[m] > COARSER_THAN_GRID * edges[ref]]
     resample_onto_t1(paths)
-    return paths
+    return paths, notes
 
 
 def _find_series(key: str, entries: list[StudySeries], folder: Path) -> StudySeries:
@@ -903,7 +919,8 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                  "positions leave a gap); the outline there is less sure"
                  for m, e in ((m, {e.label: e for e in entries}[x]) for m, x in chosen.items())
                  if e.filled is not None]
-        paths = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
+        paths, coarse = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
+        lost += coarse
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
     ref = {e.label: e for e in entries}[chosen[next(m for m in MODALITIES if m in chosen)]]

@@ -656,12 +656,12 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     if missing:
         raise InputError(f"No series was chosen for {', '.join(missing)}; T1ce and FLAIR are "
                          "needed (without T1 or T2 the watershed segments the case alone).")
-    paths = place_series(entries, chosen, job_dir / "input")
+    paths, coarse = place_series(entries, chosen, job_dir / "input")
     inputs = dict(inputs)
     inputs.pop("needs_confirmation", None)
     inputs.update(modalities={m: str(p.relative_to(job_dir)) for m, p in paths.items()},
                   series_modalities={label: m for m, label in chosen.items()},
-                  notes=[*inputs.get("notes", []), *lost])
+                  notes=[*inputs.get("notes", []), *lost, *coarse])
     display = {m: series[chosen[m]].named() for m in paths}
     _validate_case(job_dir, inputs, display)
     return inputs
