@@ -897,3 +897,20 @@ def test_a_thick_slice_series_interpolated_onto_the_t1_grid_is_said(
     assert "the T1's 1 mm grid" in said[0]
     img = nib.load(str(src.modality_paths["flair"]))
     assert img.shape == nib.load(str(src.modality_paths["t1"])).shape
+
+
+def test_a_zipped_study_on_the_command_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``predict study.zip``: a zipped DICOM study (as a PACS exports it, and as the web
+    page takes it) is a case named after the zip; the unpacked files are removed after
+    the run. A damaged zip is one sentence while the other inputs are written."""
+    z = write_dicom_zip(small_case(shape=(40, 44, 28)), tmp_path / "exam2024.zip")
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    out = tmp_path / "out"
+    rc = main(["predict", str(z), str(bad), "-o", str(out), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{bad}: is not a readable zip file." in err
+    assert (out / "exam2024.nii.gz").exists()
+    assert nib.load(str(out / "exam2024.nii.gz")).shape == (40, 44, 28)
+    assert not [p for p in out.iterdir() if p.name.startswith(".unzipped")]

@@ -15,6 +15,7 @@ and the exit status is 1 when any case failed (2 when nothing could be read at a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,64 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     return three, two
 
 
+#: most bytes a zipped DICOM study given on the command line may unpack to
+MAX_UNZIPPED_BYTES = 32 * 2**30
+
+
 def run(args: argparse.Namespace) -> int:
+    """``predict``: a zip among the inputs is a zipped DICOM study, unpacked next to the
+    outputs for the run (a case named after the zip) and removed afterwards."""
+    import shutil
+
+    from braintumor.commands import output_folder
+    from braintumor.errors import InputError
+
+    zips = {raw for raw in args.inputs
+            if str(raw).lower().endswith(".zip") and Path(raw).is_file()}
+    if not zips:
+        return _run(args)
+    out_dir = output_folder(args.output)
+    work = out_dir / f".unzipped-{os.getpid()}"
+    inputs: list[str] = []
+    failures = 0
+    try:
+        for raw in args.inputs:
+            if raw not in zips:
+                inputs.append(raw)
+                continue
+            folder = work / Path(raw).name[: -len(".zip")]
+            try:
+                _unzip_study(Path(raw), folder)
+            except InputError as exc:  # one unreadable zip leaves the other inputs
+                print(f"error: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            inputs.append(str(folder))
+        if not inputs:
+            return 2
+        return _run(argparse.Namespace(**{**vars(args), "inputs": inputs}), failures)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _unzip_study(zip_path: Path, folder: Path) -> None:
+    """Unpack a zipped DICOM study into ``folder`` (as the web page does an upload: no
+    entry may leave the folder, none may be encrypted, and all of them together at most
+    :data:`MAX_UNZIPPED_BYTES`)."""
+    from braintumor.errors import InputError
+
+    if folder.exists():
+        raise InputError(f"{zip_path}: another zip of this run is also named "
+                         f"{zip_path.name!r}; give the studies zips of different names.")
+    try:
+        from braintumor.web.inputs import safe_extract_zip
+    except ImportError:
+        raise InputError(f"{zip_path}: reading a zipped DICOM study needs the DICOM tools "
+                         "(pip install 'braintumor[web]').") from None
+    safe_extract_zip(zip_path, folder, str(zip_path), MAX_UNZIPPED_BYTES)
+
+
+def _run(args: argparse.Namespace, failures: int = 0) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -115,7 +173,6 @@ def run(args: argparse.Namespace) -> int:
     studies = [p for p in three if dicom.is_dicom_study(p)]
     choice = _series_choice(args.series, studies, [p for p in [*three, *two]
                                                    if p not in studies])
-    failures = 0
     written: list[Path] = []
 
     if two:
