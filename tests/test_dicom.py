@@ -899,6 +899,52 @@ def test_a_thick_slice_series_interpolated_onto_the_t1_grid_is_said(
     assert img.shape == nib.load(str(src.modality_paths["t1"])).shape
 
 
+def test_grid_modality_keeps_the_t1_unless_its_slices_are_thick() -> None:
+    """BraTS's grid is the T1's; a T1 of slices over 1.5 times a finer series' voxels
+    gives way to that series (the first of T1ce, T2, FLAIR among equals)."""
+    assert dicom.grid_modality({"t1": 1.0, "t1ce": 1.0, "t2": 1.0, "flair": 1.0}) == "t1"
+    assert dicom.grid_modality({"t1": 1.4, "t1ce": 1.0, "t2": 3.0, "flair": 3.0}) == "t1"
+    assert dicom.grid_modality({"t1": 5.0, "t1ce": 1.0, "t2": 5.0, "flair": 5.0}) == "t1ce"
+    assert dicom.grid_modality({"t1": 5.0, "t1ce": 3.0, "t2": 1.0, "flair": 1.0}) == "t2"
+    assert dicom.grid_modality({"t1ce": 5.0, "flair": 1.0}) == "flair"
+    assert dicom.grid_modality({"t1ce": 1.0, "flair": 5.0}) == "t1ce"
+
+
+def test_thick_t1_slices_put_the_case_on_the_finest_series_grid(
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A T1 of 2 mm slices beside 1 mm series: the case is put on the T1ce's grid, not
+    the T1's (which would throw away the other series' detail between its slices), the
+    warning says so, the label map lies on the T1ce series' grid and the DICOM SEG refers
+    to the T1ce series."""
+    pytest.importorskip("highdicom")
+    import shutil
+
+    import pydicom
+
+    root = tmp_path / "thickt1"
+    shutil.copytree(study, root)
+    for f in sorted((root / "study" / "t1").glob("*.dcm"))[1::2]:
+        f.unlink()
+    restamp_series(root / "study" / "t1", SliceThickness=2.0)
+    src = dicom.study_source(root, tmp_path / "src")
+    assert src.notes[0].startswith(
+        "The label map lies on the grid of series 3 (AX T1 SE POST GAD)"), src.notes
+    assert "the T1, has 2 mm voxels and was interpolated onto the T1ce's 1 mm grid" in \
+        " ".join(src.notes)
+    t1ce = [pydicom.dcmread(f, stop_before_pixels=True)
+            for f in sorted((root / "study" / "t1ce").glob("*.dcm"))]
+    assert src.dicom_reference is not None and src.dicom_reference[1] == \
+        t1ce[0].SeriesInstanceUID
+    out = tmp_path / "out"
+    assert main(["predict", str(root), "-o", str(out), "--method", "watershed",
+                 "--dicom-seg"]) == 0
+    assert "The label map lies on the grid of series 3" in capsys.readouterr().err
+    lab = nib.load(str(out / "thickt1.nii.gz"))
+    assert lab.shape == (40, 44, 28)  # the T1ce's 28 slices, not the T1's 14
+    seg = pydicom.dcmread(out / "thickt1_seg.dcm", stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1ce[0].SeriesInstanceUID
+
+
 def test_a_zipped_study_on_the_command_line(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """``predict study.zip``: a zipped DICOM study (as a PACS exports it, and as the web

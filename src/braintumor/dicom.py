@@ -334,20 +334,21 @@ def complete_assignment(guess: dict[str, str | None]) -> dict[str, str] | None:
     return {v[0]: m for m, v in by_mod.items()}
 
 
-def resample_onto_t1(paths: dict[str, Path]) -> None:
-    """Bring every modality file onto the T1's grid (the T1ce's when there is no T1), in
-    place, when grids differ (same-session DICOM series share scanner coordinates, so
-    the affines line them up; linear interpolation). A series on the same grid stored
-    with its axes in another order or direction (dcm2niix stores a 3D acquisition with
-    left and right the other way round from a 2D one) is turned, voxel for voxel, not
-    interpolated."""
+def resample_onto_t1(paths: dict[str, Path], ref_mod: str | None = None) -> None:
+    """Bring every modality file onto ``ref_mod``'s grid (by default the T1's, the T1ce's
+    when there is no T1), in place, when grids differ (same-session DICOM series share
+    scanner coordinates, so the affines line them up; linear interpolation). A series on
+    the same grid stored with its axes in another order or direction (dcm2niix stores a
+    3D acquisition with left and right the other way round from a 2D one) is turned,
+    voxel for voxel, not interpolated."""
     import nibabel as nib
 
     from braintumor.io import load_nifti, resample_onto, save_float_nifti
 
     present = [m for m in MODALITIES if m in paths]
-    ref = load_nifti(paths[present[0]], ndim=3)
-    for mod in present[1:]:
+    ref_mod = ref_mod or present[0]
+    ref = load_nifti(paths[ref_mod], ndim=3)
+    for mod in (m for m in present if m != ref_mod):
         path = paths[mod]
         img: Any = nib.load(str(path))
         if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
@@ -803,16 +804,30 @@ def doubted_choice(entries: list[StudySeries], chosen: Mapping[str, str]) -> lis
             and not (m == "t1ce" and series[label].guess == "t1")]
 
 
-#: a series whose coarsest voxel edge exceeds the T1 grid's by this factor is said to
-#: have been interpolated onto it (3 mm slices onto a 1 mm T1)
+#: a series whose coarsest voxel edge exceeds the case grid's by this factor is said to
+#: have been interpolated onto it (3 mm slices onto a 1 mm T1); a T1 whose coarsest edge
+#: exceeds another series' by this factor is not the case's grid (5 mm T1 slices beside
+#: a 1 mm 3D T1ce: the T1ce's grid keeps the detail of the other three)
 COARSER_THAN_GRID = 1.5
 
 
+def grid_modality(edges: Mapping[str, float]) -> str:
+    """The modality whose grid a DICOM study's case is put on, from each series' coarsest
+    voxel edge in mm: the T1's (the T1ce's when there is no T1), as in BraTS, unless the
+    finest series' edge is :data:`COARSER_THAN_GRID` times smaller: then that series'
+    (the first of T1, T1ce, T2, FLAIR among equals). Resampling thin series onto thick
+    slices would lose their detail between those slices for good."""
+    present = [m for m in MODALITIES if m in edges]
+    finest = min(present, key=lambda m: edges[m])
+    return finest if edges[present[0]] > COARSER_THAN_GRID * edges[finest] else present[0]
+
+
 def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Path
-                 ) -> tuple[dict[str, Path], list[str]]:
+                 ) -> tuple[dict[str, Path], list[str], str]:
     """Copy the chosen series ({modality: label}) to ``dest/<modality>.nii.gz``, all on
-    the T1's grid (:func:`resample_onto_t1`): -> the files, and a note for each series
-    much coarser than that grid (its detail between slices is interpolated there)."""
+    one grid (:func:`grid_modality`'s series, :func:`resample_onto_t1`): -> the files,
+    a note for each series much coarser than that grid (its detail between slices is
+    interpolated there) and for a grid other than the T1's, and the grid's modality."""
     import nibabel as nib
 
     series = {e.label: e for e in entries}
@@ -826,13 +841,18 @@ def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Pa
         shutil.copyfile(src, paths[m])
         img: Any = nib.load(str(src))
         edges[m] = max(float(z) for z in img.header.get_zooms()[:3])
-    ref = next(iter(paths))
+    ref = grid_modality(edges)
     notes = [f"{series[chosen[m]].named()}, the {MODALITY_NAMES[m]}, has {edges[m]:.3g} mm "
              f"voxels and was interpolated onto the {MODALITY_NAMES[ref]}'s "
              f"{edges[ref]:.3g} mm grid: the outline relies less on it between its slices"
              for m in paths if m != ref and edges[m] > COARSER_THAN_GRID * edges[ref]]
-    resample_onto_t1(paths)
-    return paths, notes
+    if ref != next(iter(paths)):
+        notes.insert(0, f"The label map lies on the grid of {series[chosen[ref]].named()}, "
+                        f"the {MODALITY_NAMES[ref]} ({edges[ref]:.3g} mm voxels), not the "
+                        f"{MODALITY_NAMES[next(iter(paths))]}'s "
+                        f"{edges[next(iter(paths))]:.3g} mm slices")
+    resample_onto_t1(paths, ref)
+    return paths, notes, ref
 
 
 def _find_series(key: str, entries: list[StudySeries], folder: Path) -> StudySeries:
@@ -865,11 +885,12 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
     """Convert the DICOM study under ``folder`` (:func:`convert_study`) and match its
     series to the modalities (``choice``: series -> modality, each series as
     :func:`parse_series_choice` takes it, else each series' description and acquisition,
-    :func:`auto_assignment`), every modality on the T1 series' grid. The four volumes are
-    written, anonymised, to ``out_dir/<case>_series/<modality>.nii.gz``; the returned
-    source reads them, so the label map comes out on that T1 grid. An unclear match
-    raises :class:`InputError` listing the series found, by their DICOM series numbers
-    (:class:`StudySeries`).
+    :func:`auto_assignment`), every modality on the T1 series' grid (a finer series' when
+    the T1's slices are thick, :func:`grid_modality`). The four volumes are written,
+    anonymised, to ``out_dir/<case>_series/<modality>.nii.gz``; the returned source reads
+    them, so the label map comes out on that grid, and a DICOM SEG refers to that series.
+    An unclear match raises :class:`InputError` listing the series found, by their DICOM
+    series numbers (:class:`StudySeries`).
 
     A series that cannot be converted or read is said, with why: refused when it is the
     T1ce or FLAIR (or named in ``choice``), and the case goes on without it, saying so in
@@ -919,11 +940,11 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                  "positions leave a gap); the outline there is less sure"
                  for m, e in ((m, {e.label: e for e in entries}[x]) for m, x in chosen.items())
                  if e.filled is not None]
-        paths, coarse = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
+        paths, coarse, grid = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
         lost += coarse
     finally:
         shutil.rmtree(raw, ignore_errors=True)  # sidecars and unused series
-    ref = {e.label: e for e in entries}[chosen[next(m for m in MODALITIES if m in chosen)]]
+    ref = {e.label: e for e in entries}[chosen[grid]]
     return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths,
                       dicom_reference=(folder, ref.uid, study.study_uid),
                       notes=study.notes + lost)

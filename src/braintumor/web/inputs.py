@@ -639,8 +639,9 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
                    given: bool = True) -> dict[str, Any]:
     """Assign DICOM series to modalities ({series id: modality}; ``given``: by the user,
     else as the series read) with the command line's checks and notes
-    (:func:`braintumor.dicom.settle_assignment`); series on other grids than the T1 are
-    resampled onto it (linear, by their scanner coordinates)."""
+    (:func:`braintumor.dicom.settle_assignment`); series on other grids than the case's
+    (the T1's, or a finer series' beside thick T1 slices) are resampled onto it (linear,
+    by their scanner coordinates)."""
     entries = [StudySeries.from_dict(s, job_dir) for s in inputs.get("series", [])]
     series = {e.label: e for e in entries}
     for sid in choice:
@@ -656,7 +657,7 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     if missing:
         raise InputError(f"No series was chosen for {', '.join(missing)}; T1ce and FLAIR are "
                          "needed (without T1 or T2 the watershed segments the case alone).")
-    paths, coarse = place_series(entries, chosen, job_dir / "input")
+    paths, coarse, _ = place_series(entries, chosen, job_dir / "input")
     inputs = dict(inputs)
     inputs.pop("needs_confirmation", None)
     inputs.update(modalities={m: str(p.relative_to(job_dir)) for m, p in paths.items()},
