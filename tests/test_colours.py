@@ -107,6 +107,22 @@ def test_the_viewer_crosshair_is_no_label_colour() -> None:
     assert closest > MIN_DELTA_E, (closest, vision)
 
 
+def test_the_uncertainty_map_is_no_label_colour() -> None:
+    """The viewer's uncertainty layer is one hue apart from the labels and the crosshair
+    (its red-to-yellow ramp of before read as necrotic core and enhancing tumour)."""
+    js = (STATIC / "app.js").read_text()
+    m = re.search(r"const UNCERTAINTY_RGB = \[(\d+), (\d+), (\d+)\];", js)
+    assert m
+    rgb = (int(m[1]), int(m[2]), int(m[3]))
+    assert 'colormap: "uncertainty"' in js and 'colormap: "warm"' not in js
+    closest, vision = min(_closest([rgb, other])
+                          for other in [_js_crosshair(), *LABEL_RGB.values()])
+    assert closest > MIN_DELTA_E, (closest, vision)
+    # the old ramp's hot end fails the same bar against the enhancing tumour's yellow
+    assert _closest([(255, 255, 0), LABEL_RGB[L.ET]])[0] < MIN_DELTA_E
+    assert "rgb({}, {}, {})".format(*rgb) in (STATIC / "style.css").read_text()
+
+
 def test_every_place_that_draws_labels_has_the_same_colours() -> None:
     from braintumor.web.report import COLOURS as WEB_COLOURS
 

@@ -410,8 +410,23 @@ def test_the_uncertainty_map_is_laid_over_and_taken_off(server: ServerThread, pa
     assert not page.evaluate(layer)
     page.check("#unc-toggle")
     _until(page, layer)
+    # in its own blue-violet colour map, not a ramp through the labels' red and yellow
+    assert page.evaluate("state.nv.volumes.find((v) => v.__role === 'unc').colormap") == \
+        "uncertainty"
     page.uncheck("#unc-toggle")
     _until(page, f"!({layer})")
+    # the map written after the outline was shown (as a full-size case's is): the next
+    # poll's job enables the toggle, though the image and outline need no reload
+    _until(page, "!state.busy")
+    page.evaluate("""async () => {
+        window.doneJob = state.job;
+        state.job = {...state.job, urls: {...state.job.urls}};
+        delete state.job.urls.uncertainty;
+        await loadViewer(state.job);
+    }""")
+    assert page.is_disabled("#unc-toggle")
+    page.evaluate("async () => { state.job = window.doneJob; await loadViewer(state.job); }")
+    assert page.is_enabled("#unc-toggle")
 
 
 def test_a_scan_that_is_not_skull_stripped_is_flagged(server: ServerThread, page: Any,

@@ -537,7 +537,20 @@ async function loadViewer(job) {
   const bgMod = state.modality in job.urls.images ? state.modality : Object.keys(job.urls.images)[0];
   const bgUrl = job.urls.images[bgMod];
   const overlayUrl = job.urls.overlay || null;
-  if (bgUrl === state.loadedBg && overlayUrl === state.loadedOverlay) return;
+  if (bgUrl === state.loadedBg && overlayUrl === state.loadedOverlay) {
+    // the image and outline are up, but a layer may have come since (the uncertainty map
+    // is written after the outline): its toggle is enabled when it is there
+    state.busy = true;
+    try {
+      await refreshUncertainty();
+      await refreshDiameters();
+    } catch (e) {
+      setMsg("job-msg", `${VIEWER_ERROR} ${e.message || e}`);
+    } finally {
+      state.busy = false;
+    }
+    return;
+  }
   state.busy = true;
   try {
     const nv = await ensureViewer();
@@ -626,11 +639,22 @@ async function refreshDiameters() {
                      { colormap: "gray", opacity: 1, cal_min: 0, cal_max: 1 });
 }
 
+// Uncertainty in one blue-violet hue, from clear (certain) to opaque (least certain):
+// a red-to-yellow ramp read as necrotic core and enhancing tumour where it lay over them
+const UNCERTAINTY_RGB = [51, 34, 255];
+
 async function refreshUncertainty() {
   const job = state.job;
   if (!state.nv || !job) return;
+  if (!state.nv.__uncertaintyColormap) {
+    const [r, g, b] = UNCERTAINTY_RGB;
+    state.nv.addColormap("uncertainty", { R: [0, r], G: [0, g], B: [0, b], A: [0, 255], I: [0, 255] });
+    state.nv.__uncertaintyColormap = true;
+  }
   await refreshLayer("unc", "loadedUnc", "unc-toggle", job.urls.uncertainty || null,
-                     { colormap: "warm", opacity: 0.5 });
+                     // entropy in bits (0 sure .. 1 a coin toss): clear under 0.1 bit
+                     // (p under 0.013 or over 0.987), so the sure brain keeps its grey
+                     { colormap: "uncertainty", opacity: 0.8, cal_min: 0.1, cal_max: 1 });
 }
 
 function switchMark(mod) {
