@@ -536,23 +536,40 @@ def _compress_unreadably(series_dir: Path) -> None:
         ds.save_as(f, enforce_file_format=True)
 
 
+def _cut(series_dir: Path, *slices: int) -> None:
+    """Cut short the files of these slices (by their number in the series, from 0)."""
+    for k in slices:
+        cut_short(series_dir / f"IM{k:04d}.dcm")
+
+
+#: a T1 series' files cut short past what it may do without, and why it may not
+_PAST_THE_RULE = [
+    ((5, 12, 20), "at least 3 of its 28 files are cut short (their pixel data ends early), "
+                  "too many to leave out (a series may lack one file in ten at most)"),
+    ((13, 14), "at least 2 of its 28 files are cut short (their pixel data ends early), two "
+               "of them neighbouring slices: too wide a gap to fill in")]
+
+
+@pytest.mark.parametrize("slices,why", _PAST_THE_RULE)
 def test_an_unreadable_t1_is_said_and_the_case_goes_on(
-        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A T1 series with one file cut short cannot be converted: the case goes on without
-    a T1 (as a study without one does), and says which series it lost and why, on stderr
-    and in the volumes table, naming no patient."""
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        slices: tuple[int, ...], why: str) -> None:
+    """A T1 series with more files cut short than it may do without (one in ten, never
+    two neighbouring slices) cannot be converted: the case goes on without a T1 (as a
+    study without one does), and says which series it lost and why, on stderr and in the
+    volumes table, naming no patient."""
     import shutil
 
     root = tmp_path / "broken"
     shutil.copytree(study, root)
-    cut_short(root / "study" / "t1" / "IM0005.dcm")
+    _cut(root / "study" / "t1", *slices)
     out = tmp_path / "out"
     assert main(["predict", str(root), "-o", str(out), "--method", "watershed"]) == 0
     err = capsys.readouterr().err
     said = ("series 2 (AX T1 SE), the study's T1, could not be read, so the case goes without "
-            "it: 1 of its 28 files is cut short (their pixel data ends early)")
+            f"it: {why}")
     assert said in " ".join(err.split()), err
-    assert "Doe" not in err and "PID-778899" not in err and "IM0005" not in err
+    assert "Doe" not in err and "PID-778899" not in err and "IM00" not in err
     row = next(csv.DictReader((out / "volumes.csv").open()))
     assert row["warning"].startswith(said) and "no T1 image" in row["warning"]
     assert sorted(f.name for f in (out / "broken_series").iterdir()) == [
@@ -570,9 +587,10 @@ def test_an_unreadable_needed_or_chosen_series_is_refused_with_why(
     msg = _series_error(root, tmp_path, {})
     assert f"series 3 (AX T1 SE POST GAD), the T1ce, could not be read: {why}" in msg
     # named with --series: refused, not replaced
-    cut_short(root / "study" / "t1" / "IM0005.dcm")
+    _cut(root / "study" / "t1", 5, 12, 20)
     msg = _series_error(root, tmp_path, {"2": "t1", "4": "t2", "5": "flair", "3": "t1ce"})
-    assert "series 2 (AX T1 SE), given as the T1, could not be read: 1 of its 28 files" in msg
+    assert ("series 2 (AX T1 SE), given as the T1, could not be read: at least 3 of its 28 "
+            "files are cut short (their pixel data ends early), too many to leave out") in msg
     # a second T1 beside the unreadable one: the user chooses, told why the first is out
     shutil.rmtree(root / "study" / "t1ce")
     shutil.copytree(study / "study" / "t1ce", root / "study" / "t1ce")
@@ -581,10 +599,124 @@ def test_an_unreadable_needed_or_chosen_series_is_refused_with_why(
              SeriesDescription="t1_mprage_sag")
     msg = _series_error(root, tmp_path, {})
     assert "could not tell which series" in msg
-    assert "2: AX T1 SE (could not be read: 1 of its 28 files is cut short" in msg
+    assert "2: AX T1 SE (could not be read: at least 3 of its 28 files are cut short" in msg
     src = dicom.study_source(root, tmp_path / "ok", choice={
         "6": "t1", "3": "t1ce", "4": "t2", "5": "flair"})
     assert src.notes == [] and set(src.modality_paths) == {"t1", "t1ce", "t2", "flair"}
+
+
+def test_the_cut_short_rule() -> None:
+    """Files cut short may be left out: at most one in ten, never two neighbouring slices
+    inside the series; those at its ends only shorten it (-> why not, end slices, slices
+    inside)."""
+    files = [Path(f"f{i}") for i in range(28)]
+    levels = list(range(28))
+    rule = dicom.cut_short_refusal
+    assert rule([files[5]], files, levels) == (None, 0, 1)
+    assert rule([files[0], files[27]], files, levels) == (None, 2, 0)
+    assert rule([files[1], files[0]], files, levels) == (None, 2, 0)  # shorter, not a gap
+    assert rule([files[0], files[5]], files, levels) == (None, 1, 1)
+    assert rule([files[5], files[7]], files, levels) == (None, 0, 2)
+    assert "neighbouring" in str(rule([files[6], files[5]], files, levels)[0])
+    assert "too many" in str(rule([files[3], files[10], files[20]], files, levels)[0])
+    assert "too many" in str(rule(files[:1], files[:9], levels[:9])[0])  # under ten files
+    assert "do not say where" in str(rule([files[5]], files, None)[0])
+    # two echoes of each slice: a file of either leaves its slice's position empty
+    echoes = [Path(f"e{i}") for i in range(56)]
+    assert rule([echoes[11]], echoes, [i // 2 for i in range(56)]) == (None, 0, 1)
+    assert rule([echoes[10], echoes[13]], echoes, [i // 2 for i in range(56)])[0]
+
+
+def test_a_t1_with_a_file_cut_short_is_kept_from_its_intact_files(
+        study: Path, tmp_path: Path) -> None:
+    """One file cut short in the middle of the T1: the series is converted from its other
+    files, the slice there filled in by interpolation (dcm2niix's evenly spaced copy), so
+    the volume keeps all its slices; the series list and the warning say so, naming no
+    file."""
+    import shutil
+
+    root = tmp_path / "cut"
+    shutil.copytree(study, root)
+    _cut(root / "study" / "t1", 14)
+    src = dicom.study_source(root, tmp_path / "out")
+    if "t1" not in src.modality_paths:  # a dcm2niix that makes no evenly spaced copy
+        assert src.notes == ["series 2 (AX T1 SE), the study's T1, could not be read, so the "
+                             "case goes without it: 1 of its 28 files is cut short (their "
+                             "pixel data ends early), and without it its slices are not "
+                             "evenly spaced (a gap dcm2niix could not fill in)"]
+        pytest.skip("this dcm2niix makes no evenly spaced copy of the series")
+    assert src.notes == ["series 2 (AX T1 SE), the T1: 1 of its 28 files is cut short and was "
+                         "left out, so the series has a slice missing, filled in by "
+                         "interpolation; the outline there is less sure"]
+    t1 = nib.load(str(src.modality_paths["t1"]))
+    assert t1.shape == (40, 44, 28)
+    z = np.array([(t1.affine @ [0, 0, k, 1])[2] for k in range(28)])
+    assert np.allclose(np.diff(z), np.diff(z)[0]) and abs(z.max() - z.min()) == \
+        pytest.approx(27.0, abs=0.01)
+    vol = np.asarray(t1.dataobj, dtype=np.float64)
+    k = int(np.argmin(np.abs(z - 14.0)))  # the slice left out, between its neighbours
+    assert np.abs(vol[..., k] - (vol[..., k - 1] + vol[..., k + 1]) / 2).max() <= 0.5
+    entries = dicom.convert_study(root, tmp_path / "raw", "cut").entries
+    assert entries[0].remarks() == ["1 of its 28 files cut short and left out: a slice "
+                                    "missing, filled in by interpolation"]
+    assert "2: AX T1 SE (1 of its 28 files cut short and left out" in dicom.listing(entries)
+    again = dicom.StudySeries.from_dict(entries[0].as_dict(tmp_path), tmp_path)
+    assert again.cut_said(sentence=True) == entries[0].cut_said(sentence=True)
+
+
+def test_cut_short_end_files_shorten_the_series_and_a_t1ce_is_kept(
+        study: Path, tmp_path: Path) -> None:
+    """The T1's first file and the T1ce's last cut short: no slice is made up, each
+    series ends a slice short, and neither is lost (the T1ce no longer refused)."""
+    import shutil
+
+    root = tmp_path / "ends"
+    shutil.copytree(study, root)
+    _cut(root / "study" / "t1", 0)
+    _cut(root / "study" / "t1ce", 27)
+    src = dicom.study_source(root, tmp_path / "out")
+    assert src.notes == [
+        "series 2 (AX T1 SE), the T1: 1 of its 28 files is cut short and was left out, so the "
+        "series ends a slice short",
+        "series 3 (AX T1 SE POST GAD), the T1ce: 1 of its 28 files is cut short and was left "
+        "out, so the series ends a slice short"]
+    t1 = nib.load(str(src.modality_paths["t1"]))  # the case's grid: the T1's 27 slices
+    assert t1.shape == (40, 44, 27)
+    z = sorted((t1.affine @ [0, 0, k, 1])[2] for k in range(27))
+    assert z[0] == pytest.approx(1.0, abs=0.01) and z[-1] == pytest.approx(27.0, abs=0.01)
+    entries = dicom.convert_study(root, tmp_path / "raw", "ends").entries
+    assert [e.remarks() for e in entries[:2]] == [
+        ["1 of its 28 files cut short and left out: ends a slice short"]] * 2
+    assert entries[1].shape == [40, 44, 27]
+
+
+def test_a_gap_dcm2niix_cannot_fill_leaves_the_series_unreadable(
+        study: Path, tmp_path: Path) -> None:
+    """A T1 whose pixels go past what signed 16-bit numbers hold, a file in its middle
+    cut short: where dcm2niix makes no evenly spaced copy of the series without it, the
+    series stays unreadable, and the warning says why."""
+    import shutil
+
+    import pydicom
+
+    root = tmp_path / "bright"
+    shutil.copytree(study, root)
+    for f in sorted((root / "study" / "t1").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        px = ds.pixel_array.astype(np.uint16)
+        px[0, 0] = 40000
+        ds.PixelData = px.tobytes()
+        ds.save_as(f, enforce_file_format=True)
+    _cut(root / "study" / "t1", 14)
+    src = dicom.study_source(root, tmp_path / "out")
+    if "t1" in src.modality_paths:  # a dcm2niix that fills gaps in unsigned pixels too
+        assert "the T1: 1 of its 28 files is cut short and was left out" in src.notes[0]
+        assert nib.load(str(src.modality_paths["t1"])).shape == (40, 44, 28)
+        return
+    assert src.notes == ["series 2 (AX T1 SE), the study's T1, could not be read, so the case "
+                         "goes without it: 1 of its 28 files is cut short (their pixel data "
+                         "ends early), and without it its slices are not evenly spaced (a gap "
+                         "dcm2niix could not fill in)"]
 
 
 def _nifti_case(study: Path, where: Path, name: str) -> Path:

@@ -738,7 +738,8 @@ def _zip_folder(folder: Path) -> bytes:
 
 def test_a_dicom_upload_says_what_the_command_line_says(client: TestClient,
                                                         tmp_path: Path) -> None:
-    """A study whose T1 series has a file cut short, whose FLAIR shares its T2's series
+    """A study whose T1 series has three files cut short (more than the one in ten it may
+    do without), whose FLAIR shares its T2's series
     number and is named as a T2 (its inversion time tells): the page lists the series as
     the command line does (labels 2, 3, 4a, 4b; the T1 unreadable, and why), the
     descriptions and acquisition read the FLAIR, and the job's warning says which series
@@ -751,12 +752,15 @@ def test_a_dicom_upload_says_what_the_command_line_says(client: TestClient,
     z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
     folder = tmp_path / "exam"
     zipfile.ZipFile(z).extractall(folder)
-    cut_short(folder / "study" / "t1" / "IM0005.dcm")
+    for k in (5, 10, 15):
+        cut_short(folder / "study" / "t1" / f"IM{k:04d}.dcm")
     restamp_series(folder / "study" / "flair", SeriesNumber=4, SeriesDescription="AX T2",
                    ProtocolName=None, InversionTime=2200, RepetitionTime=9000, EchoTime=120,
                    ScanningSequence=["SE", "IR"])
+    why = ("at least 3 of its 24 files are cut short (their pixel data ends early), too many "
+           "to leave out (a series may lack one file in ten at most)")
     lost = ("series 2 (AX T1 SE), the study's T1, could not be read, so the case goes "
-            "without it: 1 of its 24 files is cut short (their pixel data ends early)")
+            f"without it: {why}")
     # the command line, for comparison
     with pytest.raises(InputError) as err:
         dicom.study_source(folder, tmp_path / "cli", choice={"9": "t1"})
@@ -779,13 +783,12 @@ def test_a_dicom_upload_says_what_the_command_line_says(client: TestClient,
                              + (f" ({'; '.join(s['remarks'])})" if s["remarks"] else "")
                              for s in series)
     assert page_listing == cli_listing
-    assert series[0]["remarks"] == ["could not be read: 1 of its 24 files is cut short "
-                                    "(their pixel data ends early)"]
+    assert series[0]["remarks"] == [f"could not be read: {why}"]
     assert series[2]["remarks"] == ["one of 2 sharing series number 4"]
     bad = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": {
         "2": "t1", "3": "t1ce", "4b": "t2", "4a": "flair"}})
     assert bad.status_code == 400
-    assert "series 2 (AX T1 SE), given as the T1, could not be read: 1 of its 24" in _detail(bad)
+    assert f"series 2 (AX T1 SE), given as the T1, could not be read: {why}" in _detail(bad)
     r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": {
         "3": "t1ce", "4b": "t2", "4a": "flair"}})
     assert r.status_code == 200, r.text
@@ -814,12 +817,48 @@ def test_a_dicom_upload_says_what_the_command_line_says(client: TestClient,
         assert not f.name.endswith((".dcm", ".json")), f
 
     # the T1ce unreadable: refused, saying which series and why, as the command line does
-    cut_short(folder / "study" / "t1ce" / "IM0007.dcm")
+    for k in (7, 9, 11):
+        cut_short(folder / "study" / "t1ce" / f"IM{k:04d}.dcm")
     r = client.post("/api/jobs", files=[("files", ("exam.zip", _zip_folder(folder)))],
                     data={"method": "threshold"})
     assert r.status_code == 400
-    assert ("exam.zip: series 3 (AX T1 SE POST GAD), the T1ce, could not be read: 1 of its "
-            "24 files is cut short (their pixel data ends early)") in _detail(r)
+    assert ("exam.zip: series 3 (AX T1 SE POST GAD), the T1ce, could not be read: at least 3 "
+            "of its 24 files are cut short (their pixel data ends early), too many to leave "
+            "out") in _detail(r)
+
+
+def test_a_dicom_upload_with_a_file_cut_short_is_converted_without_it(
+        client: TestClient, tmp_path: Path) -> None:
+    """The T1's first file and the T1ce's last cut short: the page's series list says
+    each was converted without it, the T1ce is not refused, and the job's warning says
+    each series ends a slice short, as the command line says it."""
+    from braintumor import dicom
+
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    folder = tmp_path / "exam"
+    zipfile.ZipFile(z).extractall(folder)
+    cut_short(folder / "study" / "t1" / "IM0000.dcm")
+    cut_short(folder / "study" / "t1ce" / "IM0023.dcm")
+    r = client.post("/api/jobs", files=[("files", ("exam.zip", _zip_folder(folder)))],
+                    data={"method": "threshold", "confirm_series": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    series = job["inputs"]["series"]
+    assert [(s["id"], s["usable"], s["remarks"]) for s in series[:2]] == [
+        (label, True, ["1 of its 24 files cut short and left out: ends a slice short"])
+        for label in ("2", "3")]
+    r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": {
+        "2": "t1", "3": "t1ce", "4": "t2", "5": "flair"}})
+    assert r.status_code == 200, r.text
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done", done
+    said = [f"series {label}, the {m}: 1 of its 24 files is cut short and was left out, so "
+            "the series ends a slice short"
+            for label, m in (("2 (AX T1 SE)", "T1"), ("3 (AX T1 SE POST GAD)", "T1ce"))]
+    assert done["result"]["warning"].startswith("; ".join(said)), done["result"]["warning"]
+    assert dicom.study_source(folder, tmp_path / "cli").notes == said
 
 
 def test_2d_picture(client: TestClient) -> None:

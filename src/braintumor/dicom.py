@@ -585,7 +585,10 @@ class StudySeries:
     series without one. ``path`` is the converted volume (NIfTI), None when the series
     could not be converted or read (``fault`` says why); ``guess`` the modality it reads
     as (for one that could not be read, by its headers); ``uneven``: its slices are not
-    evenly spaced (so it cannot be put on one grid); ``uid`` its SeriesInstanceUID."""
+    evenly spaced (so it cannot be put on one grid); ``uid`` its SeriesInstanceUID.
+    ``left_out``: how many of its ``of_files`` files were cut short and left out (it was
+    converted from the others, :func:`convert_without_cut_short`), ``end_slices`` how many
+    of them lay at its ends (it is that much shorter; those inside are in ``filled``)."""
 
     label: str
     number: int | None
@@ -599,6 +602,9 @@ class StudySeries:
     uid: str = ""
     small: str | None = None  # why a 3D volume covers too little to be a brain volume
     filled: int | None = None  # slices missing from it that dcm2niix interpolated
+    left_out: int = 0  # its files cut short, left out of it
+    of_files: int = 0  # its files, cut short ones included, when some were left out
+    end_slices: int = 0  # slices at its ends that the files left out held
 
     @property
     def readable(self) -> bool:
@@ -615,21 +621,41 @@ class StudySeries:
 
     def remarks(self) -> list[str]:
         """What sets it apart in a list of the study's series (its number shared, not read
-        and why, not 3D, slices unevenly spaced)."""
+        and why, files cut short and left out, not 3D, slices unevenly spaced)."""
         out = []
         if self.shared:
             out.append(f"one of {self.shared} sharing series number {self.number}")
         if self.path is None:
             out.append(f"could not be read: {self.fault}")
-        elif self.small:
+            return out
+        if self.left_out:
+            out.append(self.cut_said())
+        if self.small:
             out.append(self.small)
         elif not self.usable:
             out.append("not 3D")
         elif self.uneven:
             out.append("slices not evenly spaced")
-        elif self.filled is not None:
+        elif self.filled is not None and not self.left_out:
             out.append(self.gap())
         return out
+
+    def cut_said(self, sentence: bool = False) -> str:
+        """Its files left out for being cut short, and what that made of it (slices missing
+        inside it, filled in by interpolation: :meth:`gap`; the series ending short of
+        those at its ends), as the series list says it, or with ``sentence`` the warning.
+        No file name: a file may be named after the patient."""
+        n, k = self.left_out, self.end_slices
+        parts = [f"{'has ' if sentence else ''}{self.gap()}"] if self.filled is not None \
+            else []
+        if k:
+            parts.append(f"ends {'a slice' if k == 1 else f'{k} slices'} short")
+        if not sentence:
+            return f"{n} of its {self.of_files} files cut short and left out" + \
+                (f": {', '.join(parts)}" if parts else "")
+        return f"{n} of its {self.of_files} files {'is' if n == 1 else 'are'} cut short and " \
+            f"{'was' if n == 1 else 'were'} left out" + \
+            (f", so the series {', and '.join(parts)}" if parts else "")
 
     def gap(self) -> str:
         """Its missing slices, as the series list and the warning say them."""
@@ -644,6 +670,8 @@ class StudySeries:
                 "shape": list(self.shape), "guess": self.guess, "usable": self.usable,
                 "remarks": self.remarks(), "fault": self.fault, "uneven": self.uneven,
                 "shared": self.shared, "small": self.small, "filled": self.filled,
+                "left_out": self.left_out, "of_files": self.of_files,
+                "end_slices": self.end_slices,
                 "path": None if self.path is None else str(self.path.relative_to(base))}
 
     @classmethod
@@ -653,7 +681,9 @@ class StudySeries:
                    list(d.get("shape") or []), d.get("guess"),
                    None if d.get("path") is None else base / str(d["path"]), d.get("fault"),
                    bool(d.get("uneven")), int(d.get("shared") or 0),
-                   small=d.get("small"), filled=d.get("filled"))
+                   small=d.get("small"), filled=d.get("filled"),
+                   left_out=int(d.get("left_out") or 0), of_files=int(d.get("of_files") or 0),
+                   end_slices=int(d.get("end_slices") or 0))
 
 
 @dataclass
@@ -667,19 +697,130 @@ class Study:
     notes: list[str]
 
 
+#: the share of a series' files that may be cut short (their pixel data ending early: a
+#: copy broken off) and left out, the series converted from the others
+#: (:func:`convert_without_cut_short`): one in ten, so that the outline rests on scanned
+#: slices almost everywhere and a badly broken copy is exported again rather than patched
+MAX_CUT_SHORT_SHARE = 0.1
+
+
+def _slice_levels(files: list[Path]) -> list[int] | None:
+    """Where each file's slice lies in its series: its rank among the series' distinct
+    slice positions (its ImagePositionPatient along the normal of the first file's
+    ImageOrientationPatient; the echoes of one slice share a rank), or None when a file
+    does not say (headers only; pixels not read)."""
+    import pydicom
+
+    normal = None
+    where = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=[
+                "ImagePositionPatient", "ImageOrientationPatient"])
+            pos = np.array([float(v) for v in ds.ImagePositionPatient])
+            if normal is None:
+                turn = [float(v) for v in ds.ImageOrientationPatient]
+                normal = np.cross(turn[:3], turn[3:6])
+        except Exception:  # noqa: BLE001 - pydicom raises many kinds; a tag missing or odd
+            return None
+        if pos.shape != (3,) or normal.shape != (3,) or not np.any(normal):
+            return None
+        where.append(float(normal @ pos))
+    levels: list[float] = []
+    for z in sorted(where):
+        if not levels or z - levels[-1] > 0.01:  # 0.01 mm: rounding in the headers
+            levels.append(z)
+    ranks = np.array(levels)
+    return [int(np.abs(ranks - z).argmin()) for z in where]
+
+
+def cut_short_refusal(cut: list[Path], files: list[Path], levels: list[int] | None
+                      ) -> tuple[str | None, int, int]:
+    """Whether the series of ``files`` (``levels``: :func:`_slice_levels`, read only when
+    needed) may be converted without the files in ``cut``: (why not, a phrase, or None;
+    how many of its slice positions the files leave empty at its ends, and inside it).
+
+    The rule: at most :data:`MAX_CUT_SHORT_SHARE` of its files, and never two neighbouring
+    slice positions inside it. A slice missing between two intact ones is filled in by
+    dcm2niix from those two, one slice spacing away on each side: the outline there is
+    less sure, not made up. Two neighbouring ones would be bridged across three spacings
+    (15 mm of 5 mm slices), where a small enhancing focus vanishes or is made up, so
+    that series stays unreadable, to be exported again. Missing end slices (the first or
+    last ones) are not made up at all: the series only ends short, losing the edge of its
+    field of view (the count limit bounds how much)."""
+    if len(cut) > MAX_CUT_SHORT_SHARE * len(files):
+        return "too many to leave out (a series may lack one file in ten at most)", 0, 0
+    if levels is None:
+        return "and its files do not say where their slices lie, so none can be left out", 0, 0
+    rank = dict(zip(files, levels, strict=True))
+    gone = {rank[f] for f in cut}
+    top = max(levels)
+    lead = next(i for i in range(top + 2) if i not in gone)
+    trail = next(i for i in range(top + 2) if top - i not in gone or top - i < lead)
+    inside = sorted(g for g in gone if lead <= g <= top - trail)
+    if any(b - a == 1 for a, b in zip(inside, inside[1:], strict=False)):
+        return "two of them neighbouring slices: too wide a gap to fill in", 0, 0
+    return None, lead + trail, len(inside)
+
+
+def convert_without_cut_short(src: DicomSeries, work: Path, uneven: set[Path],
+                              filled: dict[Path, int]) -> tuple[list[Path], str | None, int, int]:
+    """Convert a series with dcm2niix (:func:`braintumor.io.convert_dicom_series`, into
+    ``work``), and where some of its files are cut short, again from its intact files,
+    when :func:`cut_short_refusal` allows it: -> (its NIfTI files, why none, how many
+    files were left out, how many slices they left empty at its ends).
+
+    dcm2niix converts nothing of a series with a file cut short, and names only the first
+    it meets: each conversion without the files found so far may find another, until one
+    finds none or the rule is broken. The slices missing inside the series leave a gap
+    that dcm2niix's evenly spaced copy fills in by interpolation (``filled``); where it
+    makes none (or the gap goes unseen), the series stays unreadable, with why."""
+    from braintumor.io import convert_dicom_series, cut_short_words
+
+    cut: list[Path] = []
+    niftis, fault = convert_dicom_series(src.files, work, uneven=uneven, filled=filled, cut=cut)
+    if not cut:
+        return niftis, fault, 0, 0
+    total = len(src.files)
+    levels: list[int] | None = None
+    for attempt in range(1, total + 1):
+        if levels is None and len(cut) <= MAX_CUT_SHORT_SHARE * total:
+            levels = _slice_levels(src.files)
+        why, ends, inside = cut_short_refusal(cut, src.files, levels)
+        if why:
+            return [], f"{cut_short_words(len(cut), total, at_least=True)}, {why}", 0, 0
+        gone = set(cut)
+        more: list[Path] = []
+        gaps: set[Path] = set()
+        # signed pixels: this dcm2niix makes its evenly spaced copy of those only
+        niftis, fault = convert_dicom_series([f for f in src.files if f not in gone],
+                                             work.with_name(f"{work.name}-{attempt}"),
+                                             uneven=gaps, filled=filled, cut=more, signed=True)
+        if not more or set(more) <= gone:
+            break
+        cut += [f for f in more if f not in gone]
+    said = cut_short_words(len(cut), total)
+    if not niftis:
+        return [], said, 0, 0
+    if gaps or (inside and not any(n in filled for n in niftis)):
+        return [], (f"{said}, and without {'it' if len(cut) == 1 else 'them'} its slices are "
+                    "not evenly spaced (a gap dcm2niix could not fill in)"), 0, 0
+    return niftis, None, len(cut), ends
+
+
 def convert_study(folder: str | Path, work_dir: str | Path, where: str,
                   apart: str = "a folder") -> Study:
     """Scan the DICOM files under ``folder`` (:func:`scan_study`), convert each series on
     its own with dcm2niix into ``work_dir`` (so that a failure is its own, and said), read
-    what each volume is (:func:`describe_series`) and label it (:class:`StudySeries`).
+    what each volume is (:func:`describe_series`) and label it (:class:`StudySeries`). A
+    series with files cut short is converted from its intact files where few are
+    (:func:`convert_without_cut_short`), and says so (:meth:`StudySeries.cut_said`).
 
     Refused in one sentence starting with ``where`` (the study as the user knows it; no
     patient identifier): files of more than one study (``apart``: what the user should
     give each study in, as the caller takes it: the command line a folder, the web page
     a zip), no series that could be converted, fewer than two 3D series. The one path of
     the command line and the web page."""
-    from braintumor.io import convert_dicom_series
-
     scanned, studies, bad = scan_study(folder)
     if len(studies) > 1:
         raise InputError(f"{where}: holds DICOM files of {len(studies)} studies "
@@ -690,8 +831,8 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str,
     filled: dict[Path, int] = {}
     out: list[StudySeries] = []
     for k, src in enumerate(scanned):
-        niftis, fault = convert_dicom_series(src.files, raw / f"{k:04d}", uneven=uneven,
-                                             filled=filled)
+        niftis, fault, left_out, ends = convert_without_cut_short(src, raw / f"{k:04d}",
+                                                                  uneven, filled)
         volumes = []
         for n in niftis:
             try:
@@ -700,7 +841,8 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str,
                 fault = f"dcm2niix's NIfTI file of it could not be read ({type(exc).__name__})"
         out += [StudySeries("", src.number, v.description, v.shape, v.guess, v.path,
                             uneven=v.path in uneven, uid=src.uid, small=v.small,
-                            filled=filled.get(v.path))
+                            filled=filled.get(v.path), left_out=left_out,
+                            of_files=len(src.files) if left_out else 0, end_slices=ends)
                 for v in volumes] or [
             StudySeries("", src.number, src.description, [],
                         classify_series(src.description, src.acquisition), None,
@@ -757,7 +899,8 @@ def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], w
     read as the T1 or T2, the case goes without it. A modality left without a series
     while the only series that read as it could not be read: said, with why (refused for
     the T1ce or FLAIR; a note for the T1 or T2). A chosen series that is not a 3D volume, or
-    whose slices are not evenly spaced, is refused."""
+    whose slices are not evenly spaced, is refused; one with slices filled in by
+    interpolation, or files cut short and left out, is said (:func:`patched_notes`)."""
     series = {e.label: e for e in entries}
     chosen: dict[str, str] = {}
     for label, m in by_label.items():
@@ -788,7 +931,25 @@ def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], w
                              f"be read: {lost[0].fault}; a case needs T1ce and FLAIR.")
         notes += [f"{e.named()}, the study's {MODALITY_NAMES[m]}, could not be read, so the "
                   f"case goes without it: {e.fault}" for e in lost]
-    return chosen, notes
+    return chosen, notes + patched_notes(entries, chosen)
+
+
+def patched_notes(entries: list[StudySeries], chosen: Mapping[str, str]) -> list[str]:
+    """Notes for the chosen series ({modality: label}) that are not quite what the scanner
+    made: files cut short and left out (:meth:`StudySeries.cut_said`), slices missing
+    and filled in by interpolation (:meth:`StudySeries.gap`)."""
+    series = {e.label: e for e in entries}
+    notes = []
+    for m, label in chosen.items():
+        e = series[label]
+        unsure = "; the outline there is less sure" if e.filled is not None else ""
+        if e.left_out:
+            notes.append(f"{e.named()}, the {MODALITY_NAMES[m]}: {e.cut_said(sentence=True)}"
+                         + unsure)
+        elif e.filled is not None:
+            notes.append(f"{e.named()}, the {MODALITY_NAMES[m]}, had {e.gap()} (the scanner's "
+                         f"slice positions leave a gap){unsure}")
+    return notes
 
 
 def doubted_choice(entries: list[StudySeries], chosen: Mapping[str, str]) -> list[str]:
@@ -895,7 +1056,9 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
     A series that cannot be converted or read is said, with why: refused when it is the
     T1ce or FLAIR (or named in ``choice``), and the case goes on without it, saying so in
     ``notes`` (hence in the result's warning), when it is the T1 or T2, as for a study
-    without one (:func:`settle_assignment`)."""
+    without one (:func:`settle_assignment`). A series with a few files cut short is
+    converted from its intact ones (:func:`convert_without_cut_short`), and the notes say
+    so (:func:`patched_notes`)."""
     folder = Path(folder)
     cid = case_id or folder.name
     raw = Path(out_dir) / f".{cid}_dcm2niix"
@@ -936,10 +1099,6 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
                 f"{series_example(entries)}.")
         if choice:
             lost += doubted_choice(entries, chosen)
-        lost += [f"{e.named()}, the {MODALITY_NAMES[m]}, had {e.gap()} (the scanner's slice "
-                 "positions leave a gap); the outline there is less sure"
-                 for m, e in ((m, {e.label: e for e in entries}[x]) for m, x in chosen.items())
-                 if e.filled is not None]
         paths, coarse, grid = place_series(entries, chosen, Path(out_dir) / f"{cid}_series")
         lost += coarse
     finally:

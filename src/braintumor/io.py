@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -432,7 +433,8 @@ def dcm2niix_executable() -> str | None:
 
 
 def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: bool = True,
-                         uneven: set[Path] | None = None, filled: dict[Path, int] | None = None
+                         uneven: set[Path] | None = None, filled: dict[Path, int] | None = None,
+                         cut: list[Path] | None = None, signed: bool = False
                          ) -> tuple[list[Path], str | None]:
     """Convert the DICOM files of one series with dcm2niix: ``(NIfTI files, why none or
     not all of them could be converted)``, the reason in words of its own (no file name,
@@ -448,7 +450,13 @@ def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: boo
     grid: where dcm2niix made an evenly spaced copy of it, that copy takes its place, and
     ``filled`` (when given) maps its file to how many slices the copy interpolated in the
     gaps; otherwise its file is added to ``uneven`` (when given), for the caller to refuse
-    it."""
+    it.
+
+    ``cut`` (when given) gets the files dcm2niix found cut short (their pixel data ends
+    early; it converts nothing of a series with one, and names only the first it meets).
+    With ``signed``, unsigned 16-bit pixels are stored as signed ones where their values
+    fit (``-l n``, lossless): this dcm2niix makes its evenly spaced copy of signed pixels
+    only."""
     import os
 
     work = Path(work_dir)
@@ -460,19 +468,25 @@ def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: boo
             os.symlink(Path(f).resolve(), link)
         except OSError:  # a system without symbolic links for this user
             shutil.copyfile(f, link)
-    out, log = _dcm2niix(links, work / "nifti", anonymize, uneven, filled)
+    out, log = _dcm2niix(links, work / "nifti", anonymize, uneven, filled, signed)
+    if cut is not None:
+        for m in re.finditer(rf"{_CUT_SHORT}: *(.+)", log):
+            name = Path(m.group(1).strip()).name  # one of the links: its number is its file's
+            if re.fullmatch(r"\d{5}\.dcm", name) and int(name[:5]) < len(files):
+                cut.append(files[int(name[:5])])
     return out, dcm2niix_fault(log, len(files))
 
 
 def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | None,
-              filled: dict[Path, int] | None = None) -> tuple[list[Path], str]:
+              filled: dict[Path, int] | None = None, signed: bool = False
+              ) -> tuple[list[Path], str]:
     """Run dcm2niix on a folder: (the NIfTI files written, its log)."""
     exe = dcm2niix_executable()
     if exe is None:
         raise InputError("DICOM conversion needs dcm2niix, which is not installed.")
     out.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "-z", "y", "-b", "y", "-ba", "y" if anonymize else "n", "-f", "%s_%d",
-           "-o", str(out), str(dicom_dir)]
+           *(["-l", "n"] if signed else []), "-o", str(out), str(dicom_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     for f in _uneven_series(log, out):
@@ -494,10 +508,22 @@ def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | N
     return files, log
 
 
+#: dcm2niix's word for a file whose pixel data ends early (followed by the file's path)
+_CUT_SHORT = "File not large enough to store image data"
+
+
+def cut_short_words(n: int, total: int, at_least: bool = False) -> str:
+    """``n`` of a series' ``total`` files cut short, in words (``at_least``: there may be
+    more, dcm2niix naming only the first it meets)."""
+    return ("at least " if at_least and n < total else "") + \
+        f"{n} of its {total} files {'is' if n == 1 else 'are'} cut short (their pixel data " \
+        "ends early)"
+
+
+_Words = str | Callable[[int, int], str]
 #: dcm2niix's complaints about a series, and what they mean in words of the project's
-_DCM2NIIX_FAULTS = (
-    (re.compile(r"File not large enough to store image data"),
-     "{n} of its {total} files {are} cut short (their pixel data ends early)"),
+_DCM2NIIX_FAULTS: tuple[tuple[re.Pattern[str], _Words], ...] = (
+    (re.compile(_CUT_SHORT), cut_short_words),
     (re.compile(r"(?i)unsupported transfer syntax|unable to decode"),
      "its pixels are compressed in a way (transfer syntax) dcm2niix cannot decode"),
     (re.compile(r"dimensions vary across slices"),
@@ -511,7 +537,7 @@ def dcm2niix_fault(log: str, total: int) -> str | None:
     for pattern, words in _DCM2NIIX_FAULTS:
         n = len(pattern.findall(log))
         if n:
-            return words.format(n=n, total=total, are="is" if n == 1 else "are")
+            return words(n, total) if callable(words) else words
     done = re.search(r"Converted (\d+) of (\d+) files", log)
     if done is None and "Convert " in log:
         return None
