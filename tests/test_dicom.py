@@ -998,8 +998,8 @@ def test_a_missing_slice_filled_by_interpolation_is_said(study: Path, tmp_path: 
     root = tmp_path / "gap"
     shutil.copytree(study, root)
     (root / "study" / "t1" / "IM0014.dcm").unlink()
-    # signed pixels: this dcm2niix makes its evenly spaced copy of these only
-    restamp_series(root / "study" / "t1", PixelRepresentation=1)
+    # unsigned pixels, as most scanners store them: converted as signed ones (lossless),
+    # since this dcm2niix makes its evenly spaced copy of those only
     try:
         src = dicom.study_source(root, tmp_path / "out")
     except InputError as exc:  # a dcm2niix that makes no evenly spaced copy: refused

@@ -778,7 +778,8 @@ def convert_without_cut_short(src: DicomSeries, work: Path, uneven: set[Path],
     from braintumor.io import convert_dicom_series, cut_short_words
 
     cut: list[Path] = []
-    niftis, fault = convert_dicom_series(src.files, work, uneven=uneven, filled=filled, cut=cut)
+    niftis, fault = convert_dicom_series(src.files, work, uneven=uneven, filled=filled, cut=cut,
+                                         signed=True)
     if not cut:
         return niftis, fault, 0, 0
     total = len(src.files)
