@@ -618,6 +618,18 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     page.wait_for_selector("#series-box:not([hidden]) .series-select >> nth=3", timeout=60_000)
     guesses = page.eval_on_selector_all(".series-select", "els => els.map(e => e.value)")
     assert sorted(guesses) == ["flair", "t1", "t1ce", "t2"]
+    # a scanner's long names and full-size series still fit the side panel
+    fits = """() => {
+        const box = document.getElementById('series-box');
+        return box.scrollWidth <= box.clientWidth;
+    }"""
+    assert page.evaluate(fits)
+    page.evaluate("""() => renderSeries({...state.job, id: 'long', inputs: {...state.job.inputs,
+        series: state.job.inputs.series.map((s) => ({...s, shape: [240, 240, 155],
+            description: 't1_mprage_tra_p2_iso_post_contrast'}))}})""")
+    assert "t1_mprage_tra_p2_iso_post_contrast" in page.inner_text("#series-table")
+    assert page.evaluate(fits)
+    page.evaluate("() => renderSeries(state.job)")
     page.click("#series-btn")
     page.wait_for_selector("body[data-status='done']", timeout=60_000)
     _wait_overlay(page)

@@ -389,7 +389,7 @@ function renderSeries(job) {
     const remarks = (s.remarks || []).join("; ");
     td1.textContent = `${s.id}: ${s.description || "(no description)"}${remarks ? ` (${remarks})` : ""}`;
     const td2 = document.createElement("td");
-    td2.textContent = s.shape.length ? s.shape.join("×") : "–";
+    td2.textContent = s.shape.length ? s.shape.join("×\u200b") : "–";  // may wrap after ×
     const td3 = document.createElement("td");
     const sel = document.createElement("select");
     sel.dataset.series = s.id;
