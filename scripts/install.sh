@@ -14,10 +14,17 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 if [ "$dev" = 1 ]; then
-  if ! command -v chromium >/dev/null 2>&1 && [ -x "$(command -v apt-get)" ]; then
-    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  # Chromium for the browser tests, and a small CJK font (about 5 MB) with which the PDF
+  # reports draw Chinese, Japanese and Korean case names (tests/test_fonts.py)
+  if [ -x "$(command -v apt-get)" ]; then
+    pkgs=()
+    command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
+    dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || pkgs+=(fonts-wqy-microhei)
+    if [ "${#pkgs[@]}" -gt 0 ]; then
+      SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    fi
   fi
   "$PY" -m pip install -q -e ".[dev]"
 else
