@@ -18,13 +18,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from braintumor import fonts
 from braintumor import labels as L
 
 #: RGB (0-255) of each internal label wherever labels are coloured: these pictures, the
@@ -151,15 +151,15 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False,
                labelcolor="white", fontsize=9)
     if title:
-        fig.suptitle(title, color="white", fontsize=11)
+        # a case name in any script: CJK from an installed CJK font, a character no
+        # installed font has as its code point rather than an empty box (braintumor.fonts)
+        title = fonts.drawable(title)
+        fig.suptitle(title, color="white", fontsize=11, fontfamily=fonts.family_for(title),
+                     parse_math=False)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # a case name in a script the plotting font lacks (CJK, emoji) draws as boxes in
-        # the picture's title; the page around it shows the name in full
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
-        fig.savefig(out, dpi=90, facecolor="black")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    fig.savefig(out, dpi=90, facecolor="black")
     plt.close(fig)
     return out
 

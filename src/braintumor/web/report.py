@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from braintumor import fonts
 from braintumor.diameters import describe
 from braintumor.report import LABEL_RGB, diameters_html
 from braintumor.web.measure import VOLUME_ROWS
@@ -220,19 +222,13 @@ class PdfFlow:
     def wrap(self, text: str, width: float, fontsize: float, weight: str = "normal"
              ) -> list[str]:
         """``text`` in lines no wider than ``width`` (a fraction of the page's width) as
-        the renderer measures them (a word too long for a line is cut into pieces)."""
-        from matplotlib.font_manager import FontProperties
-
-        renderer = self.figure.canvas.get_renderer()
-        prop = FontProperties(size=fontsize, weight=weight)
-        room_pt = width * self.WIDTH_IN * 72.0 / 1.06  # the PDF's metrics differ a little
-
-        def fits(s: str) -> bool:
-            w, _, _ = renderer.get_text_width_height_descent(s, prop, ismath=False)
-            return bool(w * 72.0 / self.figure.dpi <= room_pt)
-
+        the renderer measures them, in the fonts :meth:`_place` draws them with (a word
+        too long for a line is cut into pieces; a character no installed font has is
+        written as its code point, :func:`braintumor.fonts.drawable`)."""
+        text = fonts.drawable(str(text), weight)
+        fits = self._fits(text, width, fontsize, weight)
         lines: list[str] = []
-        for para in str(text).splitlines() or [""]:
+        for para in text.splitlines() or [""]:
             line = ""
             for word in para.split():
                 while not fits(word):  # cut a word wider than the line
@@ -253,13 +249,43 @@ class PdfFlow:
             lines.append(line)
         return lines
 
+    def _fits(self, text: str, width: float, fontsize: float, weight: str = "normal"
+              ) -> Callable[[str], bool]:
+        """Whether a piece of ``text`` (drawable) fits ``width`` (a fraction of the page's
+        width), measured in the fonts it is drawn with (:func:`braintumor.fonts.
+        family_for`)."""
+        from matplotlib.font_manager import FontProperties
+
+        renderer = self.figure.canvas.get_renderer()
+        prop = FontProperties(family=fonts.family_for(text, weight), size=fontsize,
+                              weight=weight)
+        room_pt = width * self.WIDTH_IN * 72.0 / 1.06  # the PDF's metrics differ a little
+
+        def fits(s: str) -> bool:
+            w, _, _ = renderer.get_text_width_height_descent(s, prop, ismath=False)
+            return bool(w * 72.0 / self.figure.dpi <= room_pt)
+
+        return fits
+
+    def clip(self, text: str, width: float, fontsize: float) -> str:
+        """The longest beginning of ``text`` (drawable) that fits ``width`` (a fraction of
+        the page's width) on one line: a name in a table cell or over a picture, where a
+        character count would let wide (CJK) characters run over."""
+        text = fonts.drawable(" ".join(str(text).split()))
+        fits = self._fits(text, width, fontsize)
+        k = len(text)
+        while k > 1 and not fits(text[:k]):
+            k -= 1
+        return text[:k]
+
     def _place(self, x: float, y: float, lines: list[str], fontsize: float, **kw: Any
                ) -> None:
         step = self._line_height(fontsize)
+        family = fonts.family_for("".join(lines), kw.get("weight", "normal"))
         for k, line in enumerate(lines):
             if line:
                 self.figure.text(x, y - k * step, line, fontsize=fontsize, va="top",
-                                 parse_math=False, **kw)
+                                 parse_math=False, fontfamily=family, **kw)
 
     def text(self, text: str, fontsize: float = 9, gap: float | None = None, **kw: Any
              ) -> None:
@@ -308,6 +334,11 @@ class PdfFlow:
         ax.set_title(title, fontsize=11, loc="left")
         t = ax.table(cellText=rows, colLabels=head, loc="upper left", colWidths=col_widths)
         t.set_fontsize(fontsize)
+        for cell in t.get_celld().values():  # names in any script, as the facts
+            shown = fonts.drawable(cell.get_text().get_text())
+            cell.get_text().set_text(shown)
+            cell.get_text().set_fontfamily(fonts.family_for(shown))
+            cell.get_text().set_parse_math(False)  # a "$" in a name is a dollar sign
         # words read from the left, a column of numbers (and its heading) aligns right
         numeric = [bool(rows) and all(_is_number(r[c]) for r in rows) for c in range(len(head))]
         for (_, c), cell in t.get_celld().items():
@@ -327,12 +358,19 @@ class PdfFlow:
         return self.figures
 
 
-def _pdf_page(facts: list[tuple[str, str]]) -> PdfFlow:
+def _pdf_page(facts: list[tuple[str, str]], names: list[str] | None = None) -> PdfFlow:
     """The report's title, notice and facts on A4 (a warning, too long for a facts row,
-    whole and in red under the notice); the caller's pictures and tables follow."""
+    whole and in red under the notice); the caller's pictures and tables follow.
+
+    When a fact or one of ``names`` (the other texts the caller will draw: file names)
+    holds a character no installed font can draw, one line under the notice says that it
+    is written as its code point (:data:`braintumor.fonts.MISSING_NOTE`) rather than as
+    an empty box."""
     flow = PdfFlow()
     flow.text("Tumour segmentation report", fontsize=18, weight="bold", gap=0.006)
     flow.text(NOTICE, fontsize=8, color="#a00000", gap=0.004)
+    if any(fonts.missing(str(s)) for s in [*(v for _, v in facts), *(names or [])]):
+        flow.text(fonts.MISSING_NOTE, fontsize=7, color="#a00000", gap=0.004)
     warning = " ".join(str(v) for k, v in facts if k == "Warning")
     if warning:
         flow.text(f"Warning: {warning}", fontsize=7, color="#a00000")
@@ -523,16 +561,20 @@ def pdf_layout_2d(job: Job, picture: Path) -> PdfFlow:
     from PIL import Image
 
     f = report_facts_2d(job)
-    flow = _pdf_page(_facts_2d(f))
+    rows = [r for r in f["slices"] if not r[2].startswith("0 pixels")
+            and not r[2].startswith("0.0 mm")][:30]
+    flow = _pdf_page(_facts_2d(f), [str(f["shown"])[:80], *(str(n)[:50] for _, n, _ in rows)])
     bottom, top = flow.block(0.34, title_size=9)
     ax = flow.figure.add_axes((0.2, bottom, 0.6, top - bottom))
     ax.imshow(np.asarray(Image.open(picture)), interpolation="nearest")
-    ax.set_title(str(f["shown"])[:80], fontsize=9)
+    shown = flow.clip(str(f["shown"])[:80], 0.6, 9)
+    ax.set_title(shown, fontsize=9, fontfamily=fonts.family_for(shown), parse_math=False)
     ax.axis("off")
-    rows = [r for r in f["slices"] if not r[2].startswith("0 pixels")
-            and not r[2].startswith("0.0 mm")][:30]
     if rows:
         flow.y -= 0.01
-        flow.table("Slices with tumour", [[str(k), n[:50], a] for k, n, a in rows],
+        # the picture's column: 0.55 of the table, less the cell's padding
+        room = 0.55 * (flow.RIGHT - flow.LEFT) * 0.9
+        flow.table("Slices with tumour", [[str(k), flow.clip(str(n)[:50], room, 7), a]
+                                          for k, n, a in rows],
                    ["Slice", "Picture", "Tumour area"], [0.1, 0.55, 0.35], fontsize=7)
     return flow
