@@ -123,7 +123,10 @@ def drawable(text: str, weight: Any = "normal") -> str:
     installed; ``text`` itself when every character has a glyph."""
     # the fallback fonts looked at in their regular weight: a bold one is rarely there
     # (matplotlib draws with the regular one then) and coverage is the question
-    lost = set(_lacks("".join(_lacks(text, [PRIMARY], weight)), list(fallback_families())))
+    lacking = _lacks(text, [PRIMARY], weight)
+    if not lacking:  # DejaVu Sans draws it all: no need to look for other fonts
+        return str(text)
+    lost = set(_lacks("".join(lacking), list(fallback_families())))
     if not lost:
         return str(text)
     pattern = re.compile("[" + "".join(re.escape(c) for c in sorted(lost)) + "]+")
