@@ -692,6 +692,27 @@ def test_dicom_study_without_its_t1(client: TestClient, tmp_path: Path) -> None:
     assert sorted(done["urls"]["images"]) == ["flair", "t1ce", "t2"]
 
 
+def test_a_series_given_against_its_reading_is_warned(client: TestClient,
+                                                       tmp_path: Path) -> None:
+    """The page's assignment stands as the user gives it, but a series given as another
+    modality than it reads as is named in the result's warning, as on the command line."""
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))],
+                    data={"method": "threshold", "confirm_series": "true"})
+    job = r.json()
+    swap = {"t2": "flair", "flair": "t2"}
+    choice = {s["id"]: swap.get(s["guess"], s["guess"]) for s in job["inputs"]["series"]}
+    r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
+    assert r.status_code == 200, r.text
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done", done
+    warning = done["result"]["warning"]
+    assert "series 4 (AX T2 TSE) was given as the FLAIR but reads as T2" in warning
+    assert "series 5 (AX T2 FLAIR) was given as the T2 but reads as FLAIR" in warning
+
+
 @pytest.mark.parametrize("suffix", [".dcm", ""])
 def test_loose_dicom_files_of_several_series_are_a_study(client: TestClient,
                                                         tmp_path: Path, suffix: str) -> None:

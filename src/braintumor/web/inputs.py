@@ -58,6 +58,7 @@ from braintumor.dicom import (
     StudySeries,
     auto_assignment,
     detect_modality,
+    doubted_choice,
     header_tag,
     is_dicom_file,
     place_series,
@@ -657,6 +658,8 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     if missing:
         raise InputError(f"No series was chosen for {', '.join(missing)}; T1ce and FLAIR are "
                          "needed (without T1 or T2 the watershed segments the case alone).")
+    if given:  # as on the command line: the user's choice stands, its doubt is said
+        lost += doubted_choice(entries, chosen)
     paths, coarse, _ = place_series(entries, chosen, job_dir / "input")
     inputs = dict(inputs)
     inputs.pop("needs_confirmation", None)
