@@ -257,3 +257,29 @@ def test_dcm2niix_faults_in_words_without_file_names() -> None:
                                           "Warning: Something odd in <path> here)")
     assert io.dcm2niix_fault("No valid DICOM images were found\n", 3) == \
         "dcm2niix converted none of its files"
+
+
+def test_extract_zip_refuses_escaping_encrypted_and_oversized_archives(tmp_path: Path) -> None:
+    """The one unpacking of zips (the command line's zipped studies and the page's
+    uploads): every file under a name of its own, nothing outside the folder, and a zip
+    that unpacks to more than allowed is its own error (the page's 413)."""
+    import zipfile
+
+    from braintumor.io import ArchiveTooLarge, extract_zip
+
+    ok = tmp_path / "ok.zip"
+    with zipfile.ZipFile(ok, "w") as zf:
+        zf.writestr("study/a/IM1", b"x" * 100)
+        zf.writestr("study/b/IM2", b"y" * 100)
+    assert extract_zip(ok, tmp_path / "out", "ok.zip", 1000) == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.dcm", "000001.dcm"]
+    with pytest.raises(ArchiveTooLarge, match="ok.zip: unpacks to more than 150 bytes"):
+        extract_zip(ok, tmp_path / "small", "ok.zip", 150)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../etc/cron.d/x", b"boom")
+    with pytest.raises(InputError, match="leaves the archive's folder"):
+        extract_zip(evil, tmp_path / "evil", "evil.zip", 1000)
+    assert not (tmp_path / "etc").exists()
+    with pytest.raises(InputError, match="is not a readable zip file"):
+        extract_zip(tmp_path / "out" / "000000.dcm", tmp_path / "bad", "x.zip", 1000)

@@ -580,3 +580,75 @@ def blank_text_fields(path: str | Path) -> None:
         tmp_path = Path(tmp.name)
     nib.save(new, str(tmp_path))
     tmp_path.replace(p)
+
+
+def human_size(n: float) -> str:
+    """Bytes as a short text: ``1.5 GiB``, ``20 MiB``, ``19.5 KiB``."""
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= factor:
+            v = n / factor
+            return f"{v:.0f} {unit}" if v >= 10 else f"{v:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+#: entries a zip may hold (far more than the slices of any MRI exam)
+MAX_ZIP_MEMBERS = 20000
+
+
+class ArchiveTooLarge(InputError):
+    """A zip that unpacks to more than its reader allows (the web page answers 413)."""
+
+
+def extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int:
+    """Extract every file of a zip under names of our own in ``dest``; returns the count.
+
+    An entry with an absolute path, a drive or a ``..`` component is refused (zip-slip),
+    as is an encrypted entry, more than :data:`MAX_ZIP_MEMBERS` entries, or more than
+    ``max_total`` bytes uncompressed (zip bomb: :class:`ArchiveTooLarge`). The command line
+    (a zipped study) and the web page (an upload) unpack through this one function.
+    """
+    import zipfile
+    from pathlib import PurePosixPath
+
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise InputError(f"{display}: is not a readable zip file.") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    total = 0
+    n = 0
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise InputError(f"{display}: holds {len(infos)} entries, more than the "
+                             f"{MAX_ZIP_MEMBERS} allowed.")
+        for info in infos:
+            name = info.filename.replace("\\", "/")
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+                raise InputError(f"{display}: holds an entry whose path leaves the archive's "
+                                 f"folder ({info.filename!r}); the archive was refused.")
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise InputError(f"{display}: is encrypted; give an unencrypted zip.")
+            target = dest / f"{n:06d}.dcm"
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while True:
+                        block = src.read(1 << 20)
+                        if not block:
+                            break
+                        total += len(block)
+                        if total > max_total:
+                            raise ArchiveTooLarge(
+                                f"{display}: unpacks to more than "
+                                f"{human_size(max_total)}, the most allowed.")
+                        out.write(block)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+                raise InputError(f"{display}: is a damaged zip file ({info.filename!r} cannot "
+                                 "be read).") from None
+            n += 1
+    if n == 0:
+        raise InputError(f"{display}: the zip file holds no files.")
+    return n

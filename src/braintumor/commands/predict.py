@@ -145,16 +145,12 @@ def _unzip_study(zip_path: Path, folder: Path) -> None:
     entry may leave the folder, none may be encrypted, and all of them together at most
     :data:`MAX_UNZIPPED_BYTES`)."""
     from braintumor.errors import InputError
+    from braintumor.io import extract_zip
 
     if folder.exists():
         raise InputError(f"{zip_path}: another zip of this run is also named "
                          f"{zip_path.name!r}; give the studies zips of different names.")
-    try:
-        from braintumor.web.inputs import safe_extract_zip
-    except ImportError:
-        raise InputError(f"{zip_path}: reading a zipped DICOM study needs the DICOM tools "
-                         "(pip install 'braintumor[web]').") from None
-    safe_extract_zip(zip_path, folder, str(zip_path), MAX_UNZIPPED_BYTES)
+    extract_zip(zip_path, folder, str(zip_path), MAX_UNZIPPED_BYTES)
 
 
 def _run(args: argparse.Namespace, failures: int = 0) -> int:

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
+from braintumor.io import ArchiveTooLarge
 from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
 from braintumor.web.inputs import (
     FeatureUnavailable,
@@ -152,7 +153,7 @@ _METHOD_LABELS = {"cnn": "CNN (trained model)", "watershed": "Watershed (classic
 
 
 def _status_for(exc: InputError) -> int:
-    if isinstance(exc, UploadTooLarge):
+    if isinstance(exc, (UploadTooLarge, ArchiveTooLarge)):
         return 413
     if isinstance(exc, UnsupportedUpload):
         return 415

@@ -38,9 +38,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import zipfile
-import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,14 +63,13 @@ from braintumor.dicom import (
     settle_assignment,
 )
 from braintumor.errors import InputError
-from braintumor.web.upload import UnsupportedUpload, UploadedFile, UploadTooLarge, human_size
+from braintumor.io import extract_zip
+from braintumor.web.upload import UnsupportedUpload, UploadedFile
 
 NIFTI_EXT = (".nii.gz", ".nii")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 ZIP_EXT = (".zip",)
 
-#: most entries a DICOM zip may hold
-MAX_ZIP_MEMBERS = 20000
 #: most pictures one 2D stack may hold
 MAX_SLICES = 512
 #: the pixel sizes (mm) a 2D upload may state
@@ -535,56 +532,6 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[
 
 
 # -- DICOM ------------------------------------------------------------------------------
-def safe_extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int:
-    """Extract every file of a zip under server-made names in ``dest``; returns the count.
-
-    An entry with an absolute path, a drive or a ``..`` component is refused (zip-slip),
-    as is an encrypted entry or more than ``max_total`` bytes uncompressed (zip bomb).
-    """
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise InputError(f"{display}: is not a readable zip file.") from None
-    dest.mkdir(parents=True, exist_ok=True)
-    total = 0
-    n = 0
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise InputError(f"{display}: holds {len(infos)} entries, more than the "
-                             f"{MAX_ZIP_MEMBERS} allowed.")
-        for info in infos:
-            name = info.filename.replace("\\", "/")
-            parts = PurePosixPath(name).parts
-            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-                raise InputError(f"{display}: holds an entry whose path leaves the archive's "
-                                 f"folder ({info.filename!r}); the archive was refused.")
-            if info.is_dir():
-                continue
-            if info.flag_bits & 0x1:
-                raise InputError(f"{display}: is encrypted; upload an unencrypted zip.")
-            target = dest / f"{n:06d}.dcm"
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    while True:
-                        block = src.read(1 << 20)
-                        if not block:
-                            break
-                        total += len(block)
-                        if total > max_total:
-                            raise UploadTooLarge(
-                                f"{display}: unpacks to more than "
-                                f"{human_size(max_total)}, over this server's limit.")
-                        out.write(block)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
-                raise InputError(f"{display}: is a damaged zip file ({info.filename!r} cannot "
-                                 "be read).") from None
-            n += 1
-    if n == 0:
-        raise InputError(f"{display}: the zip file holds no files.")
-    return n
-
-
 def study_name(files: list[str]) -> str:
     """A DICOM upload as its messages name it: the zip's name, or its files as a whole."""
     return files[0] if len(files) == 1 else f"The upload ({len(files)} DICOM files)"
@@ -616,7 +563,7 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
             for i, u in enumerate(uploads):
                 u.path.replace(dicom_dir / f"{i:05d}.dcm")
         else:
-            safe_extract_zip(f.path, dicom_dir, f.name, max_unzipped)
+            extract_zip(f.path, dicom_dir, f.name, max_unzipped)
             f.path.unlink(missing_ok=True)
         study = convert_study(dicom_dir, raw, what, apart="a zip")
         series_dir = job_dir / "series"

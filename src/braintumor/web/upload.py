@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from braintumor.errors import InputError
+from braintumor.io import human_size
 
 #: most file parts one upload may hold: a 2D stack of up to 512 slice pictures with their
 #: masks, and some slack (a 3D case needs five)
@@ -46,15 +47,6 @@ class UploadedFile:
     name: str
     path: Path
     size: int
-
-
-def human_size(n: float) -> str:
-    """Bytes as a short text: ``1.5 GiB``, ``20 MiB``, ``19.5 KiB``."""
-    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= factor:
-            v = n / factor
-            return f"{v:.0f} {unit}" if v >= 10 else f"{v:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def _name_too_long(name: str | None = None) -> InputError:
