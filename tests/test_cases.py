@@ -155,6 +155,25 @@ def test_a_modality_on_a_grid_of_its_own_is_resampled(tmp_path: Path) -> None:
     assert note is not None and note.startswith("the T2 lay on a grid of its own")
 
 
+def test_a_missing_modalitys_stand_in_on_a_grid_of_its_own(tmp_path: Path) -> None:
+    """Without a T2, its channel holds the FLAIR as the case's grid has it: resampled
+    when the FLAIR came on a grid of its own (it was its own-grid array, which did not
+    fit the channel)."""
+    folder = write_brats(tmp_path, "noT2", "brats2021", with_seg=False, skip=("t2",))
+    aff = BRATS_AFF.copy()
+    aff[:3, 2] *= 2.0  # 2 mm slices
+    shape = (SHAPE[0], SHAPE[1], SHAPE[2] // 2 + 1)
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    z_mm = (ijk.reshape(-1, 3).astype(float) @ aff[:3, :3].T + aff[:3, 3])[:, 2]
+    nib.save(nib.Nifti1Image((500 + 5 * z_mm).reshape(shape).astype(np.float32), aff),
+             str(folder / "noT2_flair.nii.gz"))
+    case = load_case(folder)
+    assert case.missing == ("t2",) and case.regridded == ("flair",) and case.shape == SHAPE
+    want = np.broadcast_to(500 + 5 * np.arange(SHAPE[2], dtype=float), SHAPE)
+    assert np.allclose(case.modality("flair"), want, atol=1e-3)
+    np.testing.assert_array_equal(case.modality("t2"), case.modality("flair"))
+
+
 @pytest.mark.parametrize("shape", [(12, 11), (12, 11, 9, 2, 2)])
 def test_modality_with_wrong_dimensions(tmp_path: Path, shape: tuple[int, ...]) -> None:
     folder = write_brats(tmp_path, "c3", "brats2021", with_seg=False)

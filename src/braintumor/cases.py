@@ -388,8 +388,11 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
             if m in other_grid:  # a series of its own: onto the reference by scanner mm
                 image[i] = resample_onto(vols[m], ref.data.shape, ref.affine,
                                          inside=ref.data != 0, min_cover=MIN_COVER)
-            else:
-                image[i] = vols[m if m in vols else STAND_IN[m]].data
+            elif m in vols:
+                image[i] = vols[m].data
+        for i, m in enumerate(MODALITIES):  # as its stand-in lies on the grid, resampled
+            if m not in vols:
+                image[i] = image[MODALITIES.index(STAND_IN[m])]
         label_conv_hint = src.kind if src.kind in ("brats2021", "brats2023") else None
     label = None
     conv = None
