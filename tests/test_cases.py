@@ -155,6 +155,137 @@ def test_a_modality_on_a_grid_of_its_own_is_resampled(tmp_path: Path) -> None:
     assert note is not None and note.startswith("the T2 lay on a grid of its own")
 
 
+def _world(ijk: np.ndarray, aff: np.ndarray) -> np.ndarray:
+    return ijk @ aff[:3, :3].T + aff[:3, 3]
+
+
+def _ramp(xyz: np.ndarray) -> np.ndarray:
+    """A linear ramp in scanner mm: linear resampling reproduces it exactly."""
+    return 500 + 3 * xyz[..., 0] - 2 * xyz[..., 1] + 5 * xyz[..., 2]
+
+
+def _ramp_on(shape: tuple[int, ...], aff: np.ndarray) -> np.ndarray:
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    return _ramp(_world(ijk.reshape(-1, 3).astype(float), aff).reshape(*shape, 3))
+
+
+#: a T1 of 2 mm slices over the 1 mm series' field of view (slice k at their z = 2k)
+THICK_AFF = BRATS_AFF.copy()
+THICK_AFF[:3, 2] *= 2.0
+THICK_SHAPE = (SHAPE[0], SHAPE[1], SHAPE[2] // 2 + 1)
+
+
+def write_thick_t1(tmp_path: Path, case_id: str, seg: str | None = None,
+                   shape: tuple[int, int, int] = THICK_SHAPE) -> Path:
+    """A case of 1 mm T1ce, T2 and FLAIR with a T1 of 2 mm slices (a linear ramp); with
+    ``seg`` 't1' or 't1ce', a label map on that modality's grid."""
+    folder = write_brats(tmp_path, case_id, "brats2021", with_seg=False)
+    nib.save(nib.Nifti1Image(_ramp_on(shape, THICK_AFF).astype(np.float32), THICK_AFF),
+             str(folder / f"{case_id}_t1.nii.gz"))
+    if seg is not None:
+        aff, on = (THICK_AFF, shape) if seg == "t1" else (BRATS_AFF, SHAPE)
+        lab = np.zeros(on, np.uint8)
+        lab[3:6, 3:6, 1:3] = 4
+        nib.save(nib.Nifti1Image(lab, aff), str(folder / f"{case_id}_seg.nii.gz"))
+    return folder
+
+
+def test_a_thick_slice_t1_goes_onto_the_finer_grid(tmp_path: Path) -> None:
+    """A T1 of 2 mm slices beside 1 mm T1ce, T2 and FLAIR: the case lies on the T1ce's
+    grid (as a DICOM study's would), the T1 is resampled onto it, and the warning says
+    onto whose grid."""
+    from braintumor.cases import grid_of_files
+    from braintumor.segment import regrid_note
+
+    folder = write_thick_t1(tmp_path, "thick")
+    case = load_case(folder)
+    assert case.grid == "t1ce" and case.regridded == ("t1",)
+    assert case.shape == SHAPE and np.allclose(case.affine, BRATS_AFF)
+    assert case.spacing == (1.0, 1.0, 1.0)
+    assert np.allclose(case.modality("t1"), _ramp_on(SHAPE, BRATS_AFF), atol=1e-3)
+    np.testing.assert_array_equal(case.image[1:], _image(0)[1:])  # the 1 mm series as read
+    note = regrid_note(case)
+    assert note is not None and note.startswith(
+        "the T1 lay on a grid of its own and was resampled onto the T1ce's (finer than the "
+        "T1's slices")
+    (src,) = discover(folder)
+    assert grid_of_files(src.modality_paths) == "t1ce"
+    # the label map comes out on the T1ce's grid
+    out = tmp_path / "out.nii.gz"
+    write_label_map(case, np.zeros(case.shape, np.uint8), out)
+    assert nib.load(str(out)).shape == SHAPE
+    # without regridding the T1's grid is the case's, as ever: the others are refused
+    with pytest.raises(InputError, match="differs from the T1 image's"):
+        load_case(folder, regrid=False)
+
+
+def test_a_label_map_on_the_t1s_grid_keeps_the_case_there(tmp_path: Path) -> None:
+    """The same case with a label map drawn on the thick T1's grid stays on the T1's
+    grid (it is scored where it was drawn), whether or not the label map is read; one
+    drawn on the T1ce's grid goes with the finer grid."""
+    from braintumor.cases import grid_of_files
+    from braintumor.segment import regrid_note
+
+    folder = write_thick_t1(tmp_path, "onT1", seg="t1")
+    for with_label in (True, False):
+        case = load_case(folder, with_label=with_label)
+        assert case.grid == "t1" and case.regridded == ("t1ce", "t2", "flair")
+        assert case.shape == THICK_SHAPE and np.allclose(case.affine, THICK_AFF)
+        assert (case.label is not None) == with_label
+    assert case.label is None
+    case = load_case(folder)
+    assert case.label is not None and case.label.sum() == 3 * 3 * 2 * L.ET
+    note = regrid_note(case)
+    assert note is not None and "resampled onto the T1's by scanner" in note
+    (src,) = discover(folder)
+    assert grid_of_files(src.modality_paths, src.label_path) == "t1"
+    assert grid_of_files(src.modality_paths) == "t1ce"
+
+    folder = write_thick_t1(tmp_path, "onT1ce", seg="t1ce")
+    case = load_case(folder)
+    assert case.grid == "t1ce" and case.regridded == ("t1",) and case.label is not None
+    (src,) = discover(folder)
+    assert grid_of_files(src.modality_paths, src.label_path) == "t1ce"
+
+
+def test_case_grid_rule(tmp_path: Path) -> None:
+    """A case on one grid stays as it was read; a T1 up to 1.5 times coarser keeps its
+    grid; without a T1, a thick T1ce gives way to a finer FLAIR."""
+    folder = write_brats(tmp_path, "one", "brats2021", with_seg=True)
+    case = load_case(folder)
+    assert case.grid == "t1" and case.regridded == ()
+    np.testing.assert_array_equal(case.image, _image(0))
+    from braintumor.segment import regrid_note
+
+    assert regrid_note(case) is None
+
+    folder = write_brats(tmp_path, "fine", "brats2021", with_seg=False)
+    aff = BRATS_AFF.copy()
+    aff[:3, 2] *= 1.5
+    nib.save(nib.Nifti1Image(_ramp_on((12, 11, 6), aff).astype(np.float32), aff),
+             str(folder / "fine_t1.nii.gz"))
+    case = load_case(folder)
+    assert case.grid == "t1" and case.regridded == ("t1ce", "t2", "flair")
+
+    folder = write_brats(tmp_path, "noT1", "brats2021", with_seg=False, skip=("t1",))
+    nib.save(nib.Nifti1Image(_ramp_on(THICK_SHAPE, THICK_AFF).astype(np.float32), THICK_AFF),
+             str(folder / "noT1_t1ce.nii.gz"))
+    case = load_case(folder)
+    assert case.grid == "t2" and case.regridded == ("t1ce",) and case.missing == ("t1",)
+    note = regrid_note(case)
+    assert note is not None and "onto the T2's (finer than the T1ce's slices" in note
+
+
+def test_a_thick_t1_slab_too_short_for_the_finer_grid_keeps_its_grid(tmp_path: Path) -> None:
+    """A T1 of thick slices covering too little of the 1 mm series' brain (a slab beside a
+    3D series of the whole head) does not get the case refused: it keeps the T1's grid,
+    onto which the others are resampled, as before the finer grid was taken."""
+    folder = write_thick_t1(tmp_path, "slab", shape=(SHAPE[0], SHAPE[1], 3))  # z 0-4 mm
+    case = load_case(folder)
+    assert case.grid == "t1" and case.regridded == ("t1ce", "t2", "flair")
+    assert case.shape == (SHAPE[0], SHAPE[1], 3) and np.allclose(case.affine, THICK_AFF)
+
+
 def test_a_missing_modalitys_stand_in_on_a_grid_of_its_own(tmp_path: Path) -> None:
     """Without a T2, its channel holds the FLAIR as the case's grid has it: resampled
     when the FLAIR came on a grid of its own (it was its own-grid array, which did not

@@ -223,6 +223,72 @@ def test_a_t2_on_a_grid_of_its_own_is_resampled(client: TestClient,
     assert flair == case_files["flair"].read_bytes()
 
 
+def _thick_t1(case_files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The T1 as 3 mm slices (pairs of 1.5 mm slices averaged) and their affine."""
+    t1 = np.asarray(nib.load(str(case_files["t1"])).dataobj, dtype=np.float32)
+    z = t1.shape[2] // 2 * 2
+    aff = AFFINE.copy()
+    aff[:3, 2] *= 2
+    aff[:3, 3] += AFFINE[:3, 2] * 0.5
+    return t1[:, :, :z].reshape(*t1.shape[:2], z // 2, 2).mean(3), aff
+
+
+def test_a_thick_slice_t1_goes_onto_the_t1ces_grid(client: TestClient,
+                                                   case_files: dict[str, Path]) -> None:
+    """A T1 of 3 mm slices beside 1.2-1.5 mm T1ce, T2 and FLAIR: the case lies on the
+    T1ce's grid, as a DICOM study's would, the result says so, and the viewer shows the
+    T1 on that grid, where the outline is."""
+    thick, aff = _thick_t1(case_files)
+    files = _four(case_files)
+    files[0] = ("files", (case_files["t1"].name, _nifti_bytes(thick, aff)))
+    r = client.post("/api/jobs", files=files, data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    assert job["inputs"]["grid"] == "t1ce"
+    assert "the T1 lay on a grid of its own and was resampled onto the T1ce's (finer" in \
+        job["result"]["warning"]
+    lab = _load(client.get(job["urls"]["download"]).content)
+    assert lab.shape == SHAPE and np.allclose(lab.affine, AFFINE)
+    shown = _load(client.get(job["urls"]["images"]["t1"]).content)
+    assert shown.shape == SHAPE and np.allclose(shown.affine, AFFINE)
+    assert client.get(job["urls"]["images"]["t1ce"]).content == case_files["t1ce"].read_bytes()
+
+
+def test_on_case_grid_picks_the_cases_grid(tmp_path: Path, case_files: dict[str, Path]) -> None:
+    """The viewer's grid from the files' headers is load_case's: the T1ce's beside a thick
+    T1, the T1's where the reference label map lies on it, ``grid`` where the job says."""
+    from braintumor.web.inputs import load_job_case, on_case_grid
+
+    thick, aff = _thick_t1(case_files)
+    (tmp_path / "input").mkdir()
+    mods = {}
+    for m in ("t1", "t1ce", "t2", "flair"):
+        mods[m] = f"input/{m}.nii.gz"
+        shutil.copyfile(case_files[m], tmp_path / mods[m])
+    (tmp_path / mods["t1"]).write_bytes(_nifti_bytes(thick, aff))
+    seg = np.asarray(nib.load(str(case_files["seg"])).dataobj)[:, :, 1::2].astype(np.uint8)
+    (tmp_path / "input/reference.nii.gz").write_bytes(_nifti_bytes(seg, aff))
+
+    inputs = {"modalities": mods, "reference": "input/reference.nii.gz"}
+    case = load_job_case(tmp_path, inputs)  # the reference keeps the T1's grid
+    assert case.grid == "t1" and case.shape == thick.shape and case.label is not None
+    assert load_job_case(tmp_path, inputs, with_reference=False).grid == "t1"
+    assert load_job_case(tmp_path, {"modalities": mods}).grid == "t1ce"
+
+    assert on_case_grid(tmp_path, mods, "t1ce") == tmp_path / mods["t1ce"]
+    view = on_case_grid(tmp_path, mods, "t1")
+    assert nib.load(str(view)).shape == SHAPE
+    shutil.rmtree(tmp_path / "view")
+    assert on_case_grid(tmp_path, mods, "t1", reference="input/reference.nii.gz") == \
+        tmp_path / mods["t1"]
+    view = on_case_grid(tmp_path, mods, "t1ce", reference="input/reference.nii.gz")
+    assert nib.load(str(view)).shape == thick.shape
+    assert np.allclose(nib.load(str(view)).affine, aff)
+    shutil.rmtree(tmp_path / "view")
+    assert on_case_grid(tmp_path, mods, "t1", grid="t1") == tmp_path / mods["t1"]
+
+
 def test_download_is_native_geometry_in_chosen_convention(client: TestClient,
                                                           done_job: dict[str, Any]) -> None:
     case = small_case()

@@ -12,16 +12,19 @@ Accepted inputs:
 Whatever the source, a :class:`Case` holds the modalities as one ``(4, X, Y, Z)``
 float32 array in the fixed order :data:`MODALITIES` and labels in the internal
 convention of :mod:`braintumor.labels`. A case folder may lack its T1 or T2
-(:data:`OPTIONAL_MODALITIES`): :attr:`Case.missing` names them, their channels hold a
-stand-in (:data:`STAND_IN`) that no segmenter reads, and outputs copy the geometry of
-the first modality present.
+(:data:`OPTIONAL_MODALITIES`): :attr:`Case.missing` names them, and their channels hold
+a stand-in (:data:`STAND_IN`) that no segmenter reads. Outputs copy the geometry of the
+case's grid (:attr:`Case.grid`, :func:`case_grid`): the T1's, or the first modality
+present's, unless its slices are thick beside a finer series.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -50,6 +53,11 @@ REQUIRED_MODALITIES: tuple[str, ...] = ("t1ce", "flair")
 STAND_IN = {"t1": "t1ce", "t2": "flair"}
 #: a modality on another grid must cover this share of the reference's brain
 MIN_COVER = 0.9
+#: a series whose coarsest voxel edge exceeds the case grid's by this factor is said to
+#: have been interpolated onto it (3 mm slices onto a 1 mm T1); a T1 whose coarsest edge
+#: exceeds another series' by this factor is not the case's grid (5 mm T1 slices beside
+#: a 1 mm 3D T1ce: the T1ce's grid keeps the detail of the other three)
+COARSER_THAN_GRID = 1.5
 
 #: file-name suffix -> modality, per naming
 SUFFIXES_2021 = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}
@@ -79,7 +87,8 @@ class CaseSource:
 
     @property
     def reference_path(self) -> Path:
-        """The file whose geometry outputs copy (the T1, or the first modality there)."""
+        """The case's first file (the T1, or the first modality there; the 4D image),
+        which names where the case is (its grid: :attr:`Case.grid`)."""
         if self.image4d is not None:
             return self.image4d
         return self.modality_paths[next(m for m in MODALITIES if m in self.modality_paths)]
@@ -114,6 +123,9 @@ class Case:
     missing: tuple[str, ...] = ()
     #: modalities read from another grid and resampled onto the reference's
     regridded: tuple[str, ...] = ()
+    #: the modality whose grid the case lies on (:func:`case_grid`); None: the first
+    #: present (a 4D image, a case built from arrays)
+    grid: str | None = None
     #: of :attr:`missing`, those whose file was there but blank (:func:`without_blank`)
     blank: tuple[str, ...] = ()
 
@@ -329,17 +341,139 @@ def _read_parallel(paths: dict[str, Path]) -> dict[str, Volume]:
         return {m: f.result() for m, f in futures.items()}
 
 
+def grid_modality(edges: Mapping[str, float]) -> str:
+    """The modality whose grid a case is put on, from each modality's coarsest voxel edge
+    in mm: the T1's (the T1ce's when there is no T1), as in BraTS, unless the finest
+    modality's edge is :data:`COARSER_THAN_GRID` times smaller: then that modality's (the
+    first of T1, T1ce, T2, FLAIR among equals). Resampling thin series onto thick slices
+    would lose their detail between those slices for good."""
+    present = [m for m in MODALITIES if m in edges]
+    finest = min(present, key=lambda m: edges[m])
+    return finest if edges[present[0]] > COARSER_THAN_GRID * edges[finest] else present[0]
+
+
+def coarsest_edge(header: Any, affine: np.ndarray) -> float:
+    """A NIfTI image's coarsest voxel edge in mm (a 2D series' slice spacing): its
+    header's largest zoom of the three spatial ones, or, where those are not all positive
+    (a header written carelessly), the affine's longest voxel axis."""
+    zooms = [float(z) for z in header.get_zooms()[:3]]
+    if len(zooms) == 3 and all(np.isfinite(z) and z > 0 for z in zooms):
+        return max(zooms)
+    return float(np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0).max())
+
+
+#: one image's grid: (shape, affine, coarsest voxel edge in mm)
+Grid = tuple[tuple[int, ...], np.ndarray, float]
+
+
+def _file_grid(path: str | Path) -> Grid | None:
+    """A NIfTI file's :data:`Grid` from its header alone; None when it cannot be read (the
+    reading proper says why)."""
+    try:
+        img: Any = nib.load(str(path))
+        return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, float), \
+            coarsest_edge(img.header, img.affine)
+    except Exception:  # nibabel raises many types for bad files
+        return None
+
+
+def case_grid(grids: Mapping[str, Grid], label_path: str | Path | None = None) -> str:
+    """The modality whose grid a case lies on, from each present modality's :data:`Grid`:
+    :func:`grid_modality`'s (the T1's, the T1ce's without a T1, a finer modality's beside
+    thick T1 slices), the one rule of NIfTI files and DICOM studies.
+
+    A label map given with the case (``label_path``: a BraTS ``_seg`` file, the web
+    page's reference) that lies on the T1's grid (its shape, which is what the label
+    check asks) and not on the finer modality's (shape and affine) keeps the case on the
+    T1's grid: a label map is the expert's outline on the grid it was drawn on (BraTS's
+    are on the T1's), so the case is scored there rather than on an interpolated copy,
+    and the outline comes out where the label map lies. Only then is its header read."""
+    present = [m for m in MODALITIES if m in grids]
+    pick = grid_modality({m: grids[m][2] for m in present})
+    first = present[0]
+    if pick == first or label_path is None:
+        return pick
+    label = _file_grid(label_path)
+    if label is None:
+        return pick
+    on_pick = label[0] == tuple(grids[pick][0][:3]) and \
+        bool(np.allclose(label[1], grids[pick][1], atol=1e-3))
+    return first if not on_pick and label[0] == tuple(grids[first][0][:3]) else pick
+
+
+def grid_of_files(paths: Mapping[str, str | Path], label_path: str | Path | None = None
+                  ) -> str:
+    """:func:`case_grid` of a case's NIfTI files ({modality: file}) from their headers
+    alone: the grid :func:`load_case` puts them on, unless a modality covers too little
+    of the finer grid (which only their voxels tell; the case then keeps the T1's)."""
+    grids = {m: g for m, g in ((m, _file_grid(p)) for m, p in paths.items()) if g}
+    return case_grid(grids, label_path) if grids else next(m for m in MODALITIES
+                                                              if m in paths)
+
+
+def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
+    """The modalities of ``vols`` on another grid than ``grid``'s; a file on its affine
+    with another shape, or (not ``regrid``) on another affine, raises
+    :class:`InputError`."""
+    ref = vols[grid]
+    ref_name = MODALITY_NAMES[grid]
+    other = []
+    for m in (m for m in MODALITIES if m in vols and m != grid):
+        v = vols[m]
+        same_affine = bool(np.allclose(v.affine, ref.affine, atol=1e-3))
+        if v.data.shape == ref.data.shape and same_affine:
+            continue
+        if same_affine or not regrid:  # one grid claimed, another size: a wrong file
+            raise InputError(
+                f"{v.path}: shape {v.data.shape} differs from the {ref_name} image's "
+                f"{ref.data.shape}; all modalities must be co-registered on one grid."
+                if v.data.shape != ref.data.shape else
+                f"{v.path}: its affine (voxel-to-world geometry) differs from the "
+                f"{ref_name} image's; all modalities must be co-registered on one grid."
+            )
+        other.append(m)
+    return other
+
+
+def _stacked(vols: dict[str, Volume], grid: str, other: list[str]) -> np.ndarray:
+    """The ``(4, X, Y, Z)`` image on ``grid``'s grid, the ``other`` modalities resampled
+    onto it (each covering :data:`MIN_COVER` of its brain, else :class:`InputError`), a
+    missing one's channel its stand-in's."""
+    ref = vols[grid]
+    # one float32 block filled in place: no second copy of 140 MB at BraTS size
+    image = np.empty((len(MODALITIES), *ref.data.shape), np.float32)
+    for i, m in enumerate(MODALITIES):
+        if m in other:  # a series of its own: onto the reference by scanner mm
+            image[i] = resample_onto(vols[m], ref.data.shape, ref.affine,
+                                     inside=ref.data != 0, min_cover=MIN_COVER)
+        elif m in vols:
+            image[i] = vols[m].data
+    for i, m in enumerate(MODALITIES):  # as its stand-in lies on the grid, resampled or not
+        if m not in vols:
+            image[i] = image[MODALITIES.index(STAND_IN[m])]
+    return image
+
+
 def load_case(src: CaseSource | str | Path, with_label: bool = True,
               label_path: str | Path | None = None, regrid: bool = True) -> Case:
     """Read a case into memory, with every consistency check.
 
-    Modalities should share one shape and affine (the reference's: the T1, else the first
-    modality present). With ``regrid``, one whose affine differs (a series acquired on a
-    grid of its own, as a scanner's conversion leaves it) is resampled onto the
-    reference by scanner coordinates, which line up within one session, provided it
-    covers :data:`MIN_COVER` of the reference's brain; :attr:`Case.regridded` names it.
-    The same affine with another shape is refused. A label map (if present) must share
-    the reference's grid and its values must fit the convention the naming implies.
+    Modalities should share one shape and affine. With ``regrid``, those on grids of
+    their own (series acquired apart, as a scanner's conversion leaves them) are
+    resampled by scanner coordinates, which line up within one session, onto the case's
+    grid (:func:`case_grid`, :attr:`Case.grid`): the T1's (else the first modality
+    present's), or a finer modality's where the T1's slices are thick (5 mm T1 slices
+    beside a 1 mm 3D T1ce), as for a DICOM study; each must cover :data:`MIN_COVER` of
+    that grid's brain, and :attr:`Case.regridded` names them. Where one covers too little
+    of the finer grid (a slab of thick slices beside a 3D series of the whole head), the
+    case keeps the T1's grid, as the first modality's grid was always taken. A file on
+    the reference's affine with another shape is refused; without ``regrid`` so is one
+    on another affine.
+
+    A label map given with the case keeps it on the T1's grid where it lies there (so it
+    is scored on the grid it was drawn on, :func:`case_grid`), whether or not it is read
+    (``with_label``), so that the outline lies on one grid either way. It must share the
+    case's grid and its values must fit the convention the naming implies.
     """
     if not isinstance(src, CaseSource):
         found = discover(src)
@@ -349,6 +483,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     if label_path is not None:
         src.label_path = Path(label_path)
     other_grid: list[str] = []
+    grid: str | None = None
     if src.image4d is not None:
         vol = load_nifti(src.image4d, ndim=4)
         if vol.data.shape[3] != 4:
@@ -366,33 +501,22 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         check_complete(src, src.reference_path.parent)
         present = [m for m in MODALITIES if m in src.modality_paths]
         vols = _read_parallel({m: src.modality_paths[m] for m in present})
-        ref = vols[present[0]]
-        ref_name = MODALITY_NAMES[present[0]]
-        for m in present[1:]:
-            v = vols[m]
-            same_affine = bool(np.allclose(v.affine, ref.affine, atol=1e-3))
-            if v.data.shape == ref.data.shape and same_affine:
-                continue
-            if same_affine or not regrid:  # one grid claimed, another size: a wrong file
-                raise InputError(
-                    f"{v.path}: shape {v.data.shape} differs from the {ref_name} image's "
-                    f"{ref.data.shape}; all modalities must be co-registered on one grid."
-                    if v.data.shape != ref.data.shape else
-                    f"{v.path}: its affine (voxel-to-world geometry) differs from the "
-                    f"{ref_name} image's; all modalities must be co-registered on one grid."
-                )
-            other_grid.append(m)
-        # one float32 block filled in place: no second copy of 140 MB at BraTS size
-        image = np.empty((len(MODALITIES), *ref.data.shape), np.float32)
-        for i, m in enumerate(MODALITIES):
-            if m in other_grid:  # a series of its own: onto the reference by scanner mm
-                image[i] = resample_onto(vols[m], ref.data.shape, ref.affine,
-                                         inside=ref.data != 0, min_cover=MIN_COVER)
-            elif m in vols:
-                image[i] = vols[m].data
-        for i, m in enumerate(MODALITIES):  # as its stand-in lies on the grid, resampled
-            if m not in vols:
-                image[i] = image[MODALITIES.index(STAND_IN[m])]
+        grid = present[0]
+        if regrid:
+            grid = case_grid({m: (v.data.shape, v.affine, coarsest_edge(v.header, v.affine))
+                              for m, v in vols.items()}, src.label_path)
+        other_grid = _other_grids(vols, grid, regrid)
+        try:
+            image = _stacked(vols, grid, other_grid)
+        except InputError:
+            if grid == present[0]:
+                raise
+            # too little of the finer grid covered: the T1's grid, as before the finer
+            # one was taken (its own refusal stands)
+            grid = present[0]
+            other_grid = _other_grids(vols, grid, regrid)
+            image = _stacked(vols, grid, other_grid)
+        ref = vols[grid]
         label_conv_hint = src.kind if src.kind in ("brats2021", "brats2023") else None
     label = None
     conv = None
@@ -417,6 +541,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         source=src,
         missing=src.missing,
         regridded=tuple(other_grid),
+        grid=grid,
     )
 
 

@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.cases import MODALITIES, MODALITY_NAMES, REQUIRED_MODALITIES, CaseSource
+from braintumor.cases import (  # grid_modality: the case grid's rule, NIfTI's as well
+    COARSER_THAN_GRID,
+    MODALITIES,
+    MODALITY_NAMES,
+    REQUIRED_MODALITIES,
+    CaseSource,
+    grid_modality,
+)
 from braintumor.errors import InputError
 
 NIFTI_EXT = (".nii.gz", ".nii")
@@ -964,24 +971,6 @@ def doubted_choice(entries: list[StudySeries], chosen: Mapping[str, str]) -> lis
             f"{MODALITY_NAMES[series[label].guess or m]}"
             for m, label in chosen.items() if series[label].guess not in (None, m)
             and not (m == "t1ce" and series[label].guess == "t1")]
-
-
-#: a series whose coarsest voxel edge exceeds the case grid's by this factor is said to
-#: have been interpolated onto it (3 mm slices onto a 1 mm T1); a T1 whose coarsest edge
-#: exceeds another series' by this factor is not the case's grid (5 mm T1 slices beside
-#: a 1 mm 3D T1ce: the T1ce's grid keeps the detail of the other three)
-COARSER_THAN_GRID = 1.5
-
-
-def grid_modality(edges: Mapping[str, float]) -> str:
-    """The modality whose grid a DICOM study's case is put on, from each series' coarsest
-    voxel edge in mm: the T1's (the T1ce's when there is no T1), as in BraTS, unless the
-    finest series' edge is :data:`COARSER_THAN_GRID` times smaller: then that series'
-    (the first of T1, T1ce, T2, FLAIR among equals). Resampling thin series onto thick
-    slices would lose their detail between those slices for good."""
-    present = [m for m in MODALITIES if m in edges]
-    finest = min(present, key=lambda m: edges[m])
-    return finest if edges[present[0]] > COARSER_THAN_GRID * edges[finest] else present[0]
 
 
 def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Path

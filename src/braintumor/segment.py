@@ -107,18 +107,23 @@ def missing_modality_note(missing: tuple[str, ...], method: str,
 
 
 def regrid_note(case: Case) -> str | None:
-    """The warning for a case some of whose modalities came on grids of their own."""
+    """The warning for a case some of whose modalities came on grids of their own: which,
+    and onto whose grid (:attr:`Case.grid`) they were resampled; a grid other than the
+    first present modality's is said to be finer than that one's slices."""
     from braintumor.cases import MODALITIES, MODALITY_NAMES
 
     if not case.regridded:
         return None
-    ref = next(m for m in MODALITIES if m not in case.missing)
+    first = next(m for m in MODALITIES if m not in case.missing)
+    ref = case.grid or first
     names = " and ".join(MODALITY_NAMES[m] for m in case.regridded)
+    finer = (f" (finer than the {MODALITY_NAMES[first]}'s slices, so the others keep their "
+             "detail)" if ref != first and first in case.regridded else "")
     return (f"the {names} lay on {'grids' if len(case.regridded) > 1 else 'a grid'} of "
             f"{'their' if len(case.regridded) > 1 else 'its'} own and "
             f"{'were' if len(case.regridded) > 1 else 'was'} resampled onto the "
-            f"{MODALITY_NAMES[ref]}'s by scanner coordinates, which line up within one "
-            "session; images from different sessions must be co-registered first")
+            f"{MODALITY_NAMES[ref]}'s{finer} by scanner coordinates, which line up within "
+            "one session; images from different sessions must be co-registered first")
 
 
 def _probabilities_for(probs: Any, case: Case, turn: Any, work: Case | None) -> np.ndarray:

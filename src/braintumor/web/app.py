@@ -594,7 +594,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         mods = job.inputs.get("modalities") or {}
         if mod not in mods:
             raise HTTPException(404, f"This job has no {mod!r} image.")
-        path = on_case_grid(store.job_dir(job_id), mods, mod)
+        path = on_case_grid(store.job_dir(job_id), mods, mod, job.inputs.get("grid"),
+                            job.inputs.get("reference"))
         return FileResponse(path, media_type="application/gzip"
                             if path.name.endswith(".gz") else "application/octet-stream",
                             headers={"cache-control": "private, max-age=3600"})

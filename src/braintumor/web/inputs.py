@@ -175,15 +175,19 @@ def assign_modalities(names: list[str], choice: dict[str, str]) -> dict[str, str
 
 # -- loading a job's case -------------------------------------------------------------
 def load_job_case(job_dir: Path, inputs: dict[str, Any], with_reference: bool = True) -> Case:
-    """Read a job's canonical input files into a :class:`Case` (reference as ``label``)."""
+    """Read a job's canonical input files into a :class:`Case` (reference as ``label``).
+    The reference decides the case's grid as a label map given with a case does
+    (:func:`braintumor.cases.case_grid`), with or without ``with_reference``, so every
+    reading of the job lies on one grid."""
     from braintumor import labels as L
     from braintumor.io import load_label_nifti
 
     paths = {m: job_dir / p for m, p in inputs["modalities"].items()}
-    src = CaseSource(case_id=inputs.get("case_id", "case"), kind="brats2021",
-                     modality_paths=paths, notes=list(inputs.get("notes") or []))
-    case = load_case(src, with_label=False)
     ref = inputs.get("reference")
+    src = CaseSource(case_id=inputs.get("case_id", "case"), kind="brats2021",
+                     modality_paths=paths, notes=list(inputs.get("notes") or []),
+                     label_path=job_dir / ref if ref else None)
+    case = load_case(src, with_label=False)
     if with_reference and ref:
         ref_name = inputs.get("reference_name", "reference label map")
         lv = load_label_nifti(job_dir / ref)
@@ -458,9 +462,11 @@ def call_named(fn: Any, path: Path, name: str) -> Any:
 
 def _validate_case(job_dir: Path, inputs: dict[str, Any], display: dict[str, str]) -> Case:
     """Load the case once (every check of :func:`load_case`), restating server paths as
-    the user's file names."""
+    the user's file names; ``inputs['grid']`` becomes the modality whose grid it lies on."""
     try:
-        return load_job_case(job_dir, inputs)
+        case = load_job_case(job_dir, inputs)
+        inputs["grid"] = case.grid  # the viewer shows the images on it (on_case_grid)
+        return case
     except InputError as exc:
         msg = str(exc)
         for mod, rel in inputs.get("modalities", {}).items():
@@ -618,19 +624,26 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     return inputs
 
 
-def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str) -> Path:
+def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str | None = None,
+                 reference: str | None = None) -> Path:
     """The file the viewer shows for ``mod``: the uploaded one when it lies on the case's
-    grid (the first present of T1, T1ce, T2, FLAIR), else a copy resampled onto that grid
-    as the segmentation read it (made once, kept in the job's ``view/`` folder), so the
-    label map fits every image."""
+    grid, else a copy resampled onto that grid as the segmentation read it (made once,
+    kept in the job's ``view/`` folder), so the label map fits every image. The case's
+    grid is ``grid``'s (the job's ``inputs['grid']``, as its case was read), else the one
+    :func:`braintumor.cases.load_case` picks from the files' headers and the
+    ``reference`` label map's (:func:`braintumor.cases.grid_of_files`): the T1's (the
+    first present modality's), or a finer one's beside thick T1 slices."""
     import secrets
 
     import nibabel as nib
 
+    from braintumor.cases import grid_of_files
     from braintumor.io import load_nifti, resample_onto, save_float_nifti
 
     path = job_dir / modalities[mod]
-    ref_mod = next(m for m in MODALITIES if m in modalities)
+    ref_mod = grid if grid in modalities else grid_of_files(
+        {m: job_dir / p for m, p in modalities.items()},
+        job_dir / reference if reference else None)
     if mod == ref_mod:
         return path
     view = job_dir / "view" / f"{mod}.nii.gz"
