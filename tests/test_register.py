@@ -103,6 +103,19 @@ def test_the_reference_is_the_first_present_modality(case: Case) -> None:
     assert register.align_modalities(replace(case, missing=("t1", "t2", "flair")))[1] == []
 
 
+def test_the_reference_is_the_case_grid_modality(case: Case) -> None:
+    """A case put on the T1ce's grid beside thick T1 slices is aligned to the T1ce, the
+    series it lies on, not to the interpolated T1."""
+    on_t1ce = replace(case, grid="t1ce", regridded=("t1",))
+    moved, _ = _move(on_t1ce, ("t1",), (0.0, 3.0, 0.0), (0.0, 4.0, 0.0))
+    aligned, done = register.align_modalities(moved)
+    assert [a.modality for a in done] == ["t1", "t2", "flair"]
+    assert np.array_equal(aligned.modality("t1ce"), case.modality("t1ce"))
+    assert done[0].accepted and done[0].moved_mm > 1.0
+    assert register.reference_of(on_t1ce) == "t1ce"
+    assert register.reference_of(replace(case, grid="t1ce", missing=("t1ce",))) == "t1"
+
+
 def test_segment_aligns_and_says_so(case: Case) -> None:
     moved, _ = _move(case, ("flair", "t2", "t1ce"), (3.0, 3.0, -3.0), (4.0, 4.0, -4.0))
     plain = segment(moved, "watershed")

@@ -160,13 +160,23 @@ def _rotation_deg(tx: Any) -> float:
     return math.degrees(math.acos(float(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
 
 
+def reference_of(case: Case) -> str:
+    """The modality the others are registered to: the one whose grid the case lies on
+    (:attr:`Case.grid`: the T1's, or a finer series' beside thick T1 slices, which an
+    interpolated thick T1 would match worse), else the first present."""
+    present = [m for m in MODALITIES if m not in case.missing]
+    return case.grid if case.grid in present else present[0]
+
+
 def align_modalities(case: Case) -> tuple[Case, list[Alignment]]:
-    """``case`` with every present modality rigidly registered to the reference (the
-    first present); the reference, missing modalities and the grid are unchanged."""
+    """``case`` with every present modality rigidly registered to the reference
+    (:func:`reference_of`); the reference, missing modalities and the grid are
+    unchanged."""
     present = [m for m in MODALITIES if m not in case.missing]
     if len(present) < 2:
         return case, []
-    ref = present[0]
+    ref = reference_of(case)
+    present = [ref, *(m for m in present if m != ref)]
     fixed = case.modality(ref)
     brain = np.any(case.image[[MODALITIES.index(m) for m in present]] != 0, axis=0)
     if brain.sum() < 1000:

@@ -187,12 +187,10 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     aligned: list[Any] = []
     align_note = None
     if align:
-        from braintumor.cases import MODALITIES
-        from braintumor.register import align_modalities, alignment_note
+        from braintumor.register import align_modalities, alignment_note, reference_of
 
         case, aligned = align_modalities(case)
-        align_note = alignment_note(next(m for m in MODALITIES if m not in case.missing),
-                                    aligned)
+        align_note = alignment_note(reference_of(case), aligned)
     if bias_correct:
         case = replace(case, image=correct_bias(case.image, brain_mask(case.image),
                                                 case.spacing))
