@@ -1060,7 +1060,7 @@ def test_thick_t1_slices_put_the_case_on_the_finest_series_grid(
     restamp_series(root / "study" / "t1", SliceThickness=2.0)
     src = dicom.study_source(root, tmp_path / "src")
     assert src.notes[0].startswith(
-        "The label map lies on the grid of series 3 (AX T1 SE POST GAD)"), src.notes
+        "the label map lies on the grid of series 3 (AX T1 SE POST GAD)"), src.notes
     assert "the T1, has 2 mm voxels and was interpolated onto the T1ce's 1 mm grid" in \
         " ".join(src.notes)
     t1ce = [pydicom.dcmread(f, stop_before_pixels=True)
@@ -1070,7 +1070,7 @@ def test_thick_t1_slices_put_the_case_on_the_finest_series_grid(
     out = tmp_path / "out"
     assert main(["predict", str(root), "-o", str(out), "--method", "watershed",
                  "--dicom-seg"]) == 0
-    assert "The label map lies on the grid of series 3" in capsys.readouterr().err
+    assert "the label map lies on the grid of series 3" in capsys.readouterr().err
     lab = nib.load(str(out / "thickt1.nii.gz"))
     assert lab.shape == (40, 44, 28)  # the T1ce's 28 slices, not the T1's 14
     seg = pydicom.dcmread(out / "thickt1_seg.dcm", stop_before_pixels=True)

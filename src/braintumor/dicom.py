@@ -998,7 +998,7 @@ def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Pa
              f"{edges[ref]:.3g} mm grid: the outline relies less on it between its slices"
              for m in paths if m != ref and edges[m] > COARSER_THAN_GRID * edges[ref]]
     if ref != next(iter(paths)):
-        notes.insert(0, f"The label map lies on the grid of {series[chosen[ref]].named()}, "
+        notes.insert(0, f"the label map lies on the grid of {series[chosen[ref]].named()}, "
                         f"the {MODALITY_NAMES[ref]} ({edges[ref]:.3g} mm voxels), not the "
                         f"{MODALITY_NAMES[next(iter(paths))]}'s "
                         f"{edges[next(iter(paths))]:.3g} mm slices")
