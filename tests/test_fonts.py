@@ -113,6 +113,17 @@ def _boxes_in_pdf(pdf: bytes) -> list[str]:
             + re.findall(rb"/(\.notdef|lastresort\w*)", pdf)]
 
 
+
+def _render_pdf(kind: str, job: Any, pictures: dict[str, Path], out: Path) -> Path:
+    """The job's PDF report, 3D or 2D, written to ``out``."""
+    from braintumor.web import report
+
+    if kind == "3d":
+        report.render_pdf(job, pictures, out)
+    else:
+        report.render_pdf_2d(job, pictures["axial"], out)
+    return out
+
 def test_font_list_puts_dejavu_first() -> None:
     fams = fonts.families()
     assert fams[0] == "DejaVu Sans" and len(set(fams)) == len(fams)
@@ -188,11 +199,7 @@ def test_pdf_reports_draw_cjk_case_names(tmp_path: Path, name: str, no_boxes: No
         finally:
             for fig in flow.figures:
                 plt.close(fig)
-        out = tmp_path / f"{kind}.pdf"
-        if kind == "3d":
-            report.render_pdf(job, pictures, out)
-        else:
-            report.render_pdf_2d(job, pictures["axial"], out)
+        out = _render_pdf(kind, job, pictures, tmp_path / f"{kind}.pdf")
         pdf = out.read_bytes()
         assert set(name) <= _pdf_characters(pdf), kind
         assert _boxes_in_pdf(pdf) == [], kind
@@ -252,11 +259,7 @@ def test_pdf_without_a_cjk_font_says_so_and_draws_no_boxes(
         finally:
             for fig in flow.figures:
                 plt.close(fig)
-        out = tmp_path / f"{kind}.pdf"
-        if kind == "3d":
-            report.render_pdf(job, pictures, out)
-        else:
-            report.render_pdf_2d(job, pictures["axial"], out)
+        out = _render_pdf(kind, job, pictures, tmp_path / f"{kind}.pdf")
         assert _boxes_in_pdf(out.read_bytes()) == [], kind
     # a Latin name needs no note
     flow = report.pdf_layout(_report_job(RESULT_3D, "Müller_ü"), pictures)

@@ -739,15 +739,22 @@ def test_dicom_zip_is_converted_matched_and_anonymised(client: TestClient,
     assert again.status_code == 409
 
 
-def test_dicom_study_without_its_t1(client: TestClient, tmp_path: Path) -> None:
-    """Leaving the T1 series out of the assignment runs the watershed on the other three,
-    on the T1ce's grid."""
+def _dicom_job_to_assign(client: TestClient, tmp_path: Path) -> dict[str, Any]:
+    """A small four-series DICOM study uploaded as a zip, its job awaiting the user's
+    assignment of the series."""
     pytest.importorskip("pydicom")
     _need_dcm2niix()
     z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
     r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))],
                     data={"method": "threshold", "confirm_series": "true"})
-    job = r.json()
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+def test_dicom_study_without_its_t1(client: TestClient, tmp_path: Path) -> None:
+    """Leaving the T1 series out of the assignment runs the watershed on the other three,
+    on the T1ce's grid."""
+    job = _dicom_job_to_assign(client, tmp_path)
     choice = {s["id"]: s["guess"] for s in job["inputs"]["series"] if s["guess"] != "t1"}
     r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
     assert r.status_code == 200, r.text
@@ -762,12 +769,7 @@ def test_a_series_given_against_its_reading_is_warned(client: TestClient,
                                                        tmp_path: Path) -> None:
     """The page's assignment stands as the user gives it, but a series given as another
     modality than it reads as is named in the result's warning, as on the command line."""
-    pytest.importorskip("pydicom")
-    _need_dcm2niix()
-    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
-    r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))],
-                    data={"method": "threshold", "confirm_series": "true"})
-    job = r.json()
+    job = _dicom_job_to_assign(client, tmp_path)
     swap = {"t2": "flair", "flair": "t2"}
     choice = {s["id"]: swap.get(s["guess"], s["guess"]) for s in job["inputs"]["series"]}
     r = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
