@@ -641,7 +641,8 @@ def test_a_case_named_in_another_script_keeps_its_name(
     assert r.status_code == 202, r.text
     job = wait_done(client.get, r.json()["id"])
     assert job["status"] == "done" and job["inputs"]["case_id"] == case_id
-    for url, suffix in ((job["urls"]["download"], "_seg.nii.gz"),
+    # not the expert outline's <case>_seg.nii.gz, which a saved download would replace
+    for url, suffix in ((job["urls"]["download"], "_braintumor.nii.gz"),
                         (job["urls"]["report_pdf"], "_report.pdf")):
         d = client.get(url)
         assert d.status_code == 200

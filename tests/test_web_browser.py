@@ -216,6 +216,17 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     at = page.evaluate("Array.from(state.nv.frac2mm(state.nv.scene.crosshairPos)).slice(0, 3)")
     middle = page.evaluate("Array.from(state.nv.frac2mm([0.5, 0.5, 0.5])).slice(0, 3)")
     assert np.allclose(at, lesion["centre_mm"], atol=1.0), (at, lesion)
+    # the arrow keys move the crosshair a voxel, as the viewer's label says (and back)
+    page.focus("#gl")
+    vox = "Array.from(state.nv.frac2vox(state.nv.scene.crosshairPos))"
+    start = page.evaluate(vox)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowUp")
+    moved = page.evaluate(vox)
+    assert moved[0] == start[0] + 1 and moved[1] == start[1] + 1, (start, moved)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate(vox) == start
     # ... on the outline as the viewer draws it (its own voxel order, reoriented to RAS)
     drawn = page.evaluate("""(() => {
       const nv = state.nv, v = nv.frac2vox(nv.scene.crosshairPos), d = nv.back.dims;
@@ -296,6 +307,12 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     assert len(rows) == 7 and rows[0][0] == "Whole tumour (mL)"
     assert all(r[4] in ("within the thresholds", "none in either") for r in rows), rows
     assert "Size only" in (page.text_content("#cmp-caveat") or "")
+    # the five columns fit the side panel (they ran out of it at this width)
+    assert page.evaluate("""() => {
+        const t = document.getElementById('cmp-table').getBoundingClientRect();
+        const panel = document.getElementById('cmp-table').closest('aside').getBoundingClientRect();
+        return t.right <= panel.right + 0.5 && document.documentElement.scrollWidth <= innerWidth;
+    }""")
 
     # switching the modality keeps the outline on the new image
     page.click("#mod-btns button[data-mod='t1ce']")
@@ -313,7 +330,9 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     pytest.importorskip("braintumor.correction")
     x, y = _coloured_point(page.locator("#gl").screenshot())
     page.check("#correct-toggle")
+    assert page.is_enabled("#correct-region")
     page.check("input[name=seed-kind][value=outside]")
+    assert page.is_disabled("#correct-region")  # an outside seed removes any label
     t0 = time.monotonic()
     page.locator("#gl").click(position={"x": x, "y": y})
     page.wait_for_selector("body[data-result='v1']", timeout=30_000)
@@ -564,7 +583,7 @@ def test_a_case_named_in_another_script_downloads_under_its_name(
     page.wait_for_selector("body[data-status='done']", timeout=90_000)
     page.wait_for_selector("#dl-labels[href]")
     assert _job(server, page.url.rsplit("/", 1)[1])["inputs"]["case_id"] == "Müller_ü"
-    for link, name in (("#dl-labels", "Müller_ü_seg.nii.gz"),
+    for link, name in (("#dl-labels", "Müller_ü_braintumor.nii.gz"),
                        ("#dl-report-pdf", "Müller_ü_report.pdf")):
         with page.expect_download() as dl:
             page.click(link)
@@ -618,6 +637,7 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     page.wait_for_selector("#series-box:not([hidden]) .series-select >> nth=3", timeout=60_000)
     guesses = page.eval_on_selector_all(".series-select", "els => els.map(e => e.value)")
     assert sorted(guesses) == ["flair", "t1", "t1ce", "t2"]
+    assert "Check the modality of each DICOM series" in page.inner_text("#placeholder")
     # a scanner's long names and full-size series still fit the side panel
     fits = """() => {
         const box = document.getElementById('series-box');
@@ -681,6 +701,8 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     expect(page.locator("#dl-labels")).to_have_attribute(
         "href", re.compile(r"/image2d/masks\.zip$"))
     expect(page.locator("#dl-report-pdf")).to_have_attribute("href", re.compile(r"/report\.pdf$"))
+    # the outline is in the picture: no 3D legend or correction tools beside it
+    assert page.is_hidden("#legend") and page.is_hidden("#correct-tools")
     assert "disabled" not in (page.get_attribute("#dl-report-html", "class") or "")
 
 

@@ -668,8 +668,10 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         out = job_dir / "output" / f"download_v{job.label_version}_{convention}.nii.gz"
         if not out.exists():
             _convert_labels(labels_path(job_dir, job.label_version), out, convention)
+        # not <case>_seg.nii.gz: saved into a BraTS case folder, that would replace the
+        # expert's outline, which carries that name
         return _attachment(out, "application/gzip",
-                           f"{job.inputs.get('case_id', 'case')}_seg.nii.gz")
+                           f"{job.inputs.get('case_id', 'case')}_braintumor.nii.gz")
 
     @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
              summary="Printable HTML report")

@@ -168,8 +168,9 @@ def assign_modalities(names: list[str], choice: dict[str, str]) -> dict[str, str
     missing = [MODALITY_NAMES[m] for m in MODALITIES
                if m not in by_mod and m not in OPTIONAL_MODALITIES]
     if missing:
-        raise InputError(f"The upload lacks the {', '.join(missing)} image; T1ce and FLAIR "
-                         "are needed (without T1 or T2 the watershed segments the case alone).")
+        what = " and ".join(missing) + (" images" if len(missing) > 1 else " image")
+        raise InputError(f"The upload lacks the {what}; T1ce and FLAIR are needed (without "
+                         "T1 or T2 the watershed segments the case alone).")
     return assigned
 
 

@@ -117,6 +117,12 @@ function wireUi() {
     const nv = state.nv;
     if (nv) placeSeed(Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3));
   });
+  // an outside seed removes whatever label is there: no region to choose
+  for (const r of document.querySelectorAll("input[name=seed-kind]")) {
+    r.addEventListener("change", () => {
+      $("correct-region").disabled = document.querySelector("input[name=seed-kind]:checked").value === "outside";
+    });
+  }
   $("correct-toggle").addEventListener("change", (e) => {
     $("seed-here-btn").disabled = !e.target.checked;
     $("correct-tools").classList.toggle("active", e.target.checked);
@@ -373,10 +379,16 @@ function resetResultPanels() {
 }
 
 // -- DICOM series ------------------------------------------------------------------------
+const PLACEHOLDER = "Start with the sample case or upload an MRI case.";
+
 function renderSeries(job) {
   const box = $("series-box");
   const series = (job.inputs && job.inputs.series) || [];
-  if (job.status !== "awaiting_input" || !series.length) { box.hidden = true; return; }
+  const waiting = job.status === "awaiting_input" && series.length > 0;
+  $("placeholder").textContent = waiting
+    ? "Check the modality of each DICOM series (left), then press Start segmentation."
+    : PLACEHOLDER;
+  if (!waiting) { box.hidden = true; return; }
   if (!box.hidden && box.dataset.job === job.id) return;
   box.dataset.job = job.id;
   const body = $("series-table").querySelector("tbody");
@@ -438,6 +450,15 @@ async function ensureViewer() {
   };
   const canvas = $("gl");
   canvas.addEventListener("pointerdown", () => { state.pendingClick = true; state.clickLocation = null; });
+  // the arrow keys move the crosshair one voxel, as H, J, K, L do (NiiVue gives the
+  // left and right arrows to the frames of a 4D image, which a case does not have)
+  const ARROWS = { ArrowLeft: [-1, 0, 0], ArrowRight: [1, 0, 0], ArrowUp: [0, 1, 0], ArrowDown: [0, -1, 0] };
+  canvas.addEventListener("keydown", (e) => {
+    const step = ARROWS[e.key];
+    if (!step || e.ctrlKey || e.metaKey || e.altKey) return;
+    e.preventDefault();  // the page does not scroll under the viewer
+    nv.moveCrosshairInVox(...step);
+  });
   canvas.addEventListener("pointerup", () => {
     if (!state.pendingClick) return;
     state.pendingClick = false;
@@ -557,6 +578,8 @@ async function loadViewer(job) {
     $("placeholder").hidden = true;
     $("img2d").hidden = true;
     $("gl").hidden = false;
+    $("legend").hidden = false;
+    $("correct-tools").hidden = false;
     if (bgUrl !== state.loadedBg) {
       mark("image_load_start");
       await nv.loadVolumes([{ url: bgUrl, colormap: "gray" }]);
@@ -680,6 +703,10 @@ function areaText(px, mm2) {
 function show2d(job) {
   $("placeholder").hidden = true;
   $("gl").hidden = true;
+  // the picture's outline is drawn in it: the 3D labels' legend and the correction
+  // tools do not apply
+  $("legend").hidden = true;
+  $("correct-tools").hidden = true;
   const img = $("img2d");
   const r = job.result;
   const n = r.slices || 1;
