@@ -324,3 +324,29 @@ def test_evaluate_with_diameters(tmp_path: Path) -> None:
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o",
                  str(tmp_path / "n.csv"), "--quiet"]) == 0
     assert "spd_diff_pct" not in (tmp_path / "n.csv").read_text().splitlines()[0]
+
+
+def test_decathlon_references_are_read_as_decathlon_labels(tmp_path, capsys):
+    """A Decathlon task's labelsTr (1 edema, 2 non-enhancing core, 3 enhancing) holds the
+    same values as BraTS 2023's (1 core, 2 edema, 3 enhancing): read by their folder, a
+    perfect prediction scores 1 in every region, not a core made of edema."""
+    lab = labels2021()
+    ref = tmp_path / "Task01_BrainTumour" / "labelsTr"
+    save(L.convert(lab, "brats2021", "msd"), ref / "BRATS_001.nii.gz")
+    save(lab, tmp_path / "pred" / "BRATS_001.nii.gz")
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(ref),
+                 "-o", str(out), "--no-lesion-wise"]) == 0
+    dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "BRATS_001"}
+    assert dice == {"WT": 1.0, "TC": 1.0, "ET": 1.0}, dice
+    # the same file elsewhere is taken at its values' word, unless --ref-labels says
+    flat = tmp_path / "refs"
+    save(L.convert(lab, "brats2021", "msd"), flat / "BRATS_001.nii.gz")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(flat),
+                 "-o", str(out), "--no-lesion-wise", "--ref-labels", "msd"]) == 0
+    dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "BRATS_001"}
+    assert dice == {"WT": 1.0, "TC": 1.0, "ET": 1.0}, dice
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(flat),
+                 "-o", str(out), "--no-lesion-wise"]) == 0
+    dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "BRATS_001"}
+    assert dice["TC"] < 1.0  # read as BraTS 2023: edema taken for core

@@ -159,6 +159,10 @@ def _folder(path: str | Path, what: str) -> Path:
 # ----------------------------------------------------------------------- scoring
 
 
+#: the folders of a Medical Segmentation Decathlon task that hold its label maps
+MSD_LABEL_FOLDERS = ("labelsTr", "labelsTs")
+
+
 def load_label_map(path: Path, convention: str = "auto") -> tuple[np.ndarray,
                                                                    tuple[float, ...], str]:
     """Read a label map -> (internal labels ``(X, Y, Z)``, spacing in mm, convention)."""
@@ -167,7 +171,11 @@ def load_label_map(path: Path, convention: str = "auto") -> tuple[np.ndarray,
     vol = load_label_nifti(path)
     what = f"label map {path}"
     if convention == "auto":
-        conv = L.detect_convention(vol.data, hint=L.convention_from_name(path.name), what=what)
+        # a Decathlon label map (its values alike BraTS 2023's, its regions not) is known
+        # by its folder, as the Decathlon lays it out
+        hint = L.convention_from_name(path.name) or (
+            "msd" if path.parent.name in MSD_LABEL_FOLDERS else None)
+        conv = L.detect_convention(vol.data, hint=hint, what=what)
     else:
         conv = L.detect_convention(vol.data, hint=convention, what=what, hint_given=True)
     return L.to_internal(vol.data, conv, what=what), vol.spacing, conv
@@ -316,9 +324,10 @@ def evaluate_folders(
 ) -> Evaluation:
     """Score every reference case against its prediction (see the module docstring);
     ``diameters`` adds the RANO sums of products and their difference (ET, WT)."""
-    if pred_labels not in ("auto",) + L.CONVENTIONS:
-        raise InputError(f"Unknown label convention {pred_labels!r}; use auto, "
-                         f"{', '.join(L.CONVENTIONS)}.")
+    for given in (pred_labels, ref_labels):
+        if given not in ("auto",) + L.CONVENTIONS:
+            raise InputError(f"Unknown label convention {given!r}; use auto, "
+                             f"{', '.join(L.CONVENTIONS)}.")
     refs = find_references(ref_dir)
     preds = find_predictions(pred_dir)
     regions = L.REGIONS

@@ -23,9 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="CSV",
                         help="CSV to write (default metrics.csv); a JSON goes next to it")
     parser.add_argument("--pred-labels", default="auto",
-                        choices=("auto", "brats2021", "brats2023"),
+                        choices=("auto", "brats2021", "brats2023", "msd"),
                         help="label convention of the predictions (default auto: from the "
                              "file name, then the values: a 4 means brats2021)")
+    parser.add_argument("--ref-labels", default="auto",
+                        choices=("auto", "brats2021", "brats2023", "msd"),
+                        help="label convention of the references (default auto: a Decathlon "
+                             "labelsTr/labelsTs folder is msd, else as --pred-labels)")
     parser.add_argument("--hd95", default="surface", dest="hd95_method",
                         choices=("surface", "voxel", "voxel-directed"),
                         help="HD95 definition: surface (BraTS 2023 challenge, default), "
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             if E.is_2d_folder(pred) and E.is_2d_folder(args.ref):
                 return E.evaluate_2d(pred, args.ref, progress=progress)
             return E.evaluate_folders(pred, args.ref, pred_labels=args.pred_labels,
+                                      ref_labels=args.ref_labels,
                                       hd95_method=args.hd95_method,
                                       lesions=not args.no_lesion_wise, progress=progress,
                                       diameters=args.diameters)
