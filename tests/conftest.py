@@ -52,10 +52,13 @@ def lgg_dir(data_dir: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _small_test_heads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The synthetic DICOM heads of the tests are 24-44 mm across (small, so that tests
+    """The synthetic heads of the tests are 24-44 mm across (small, so that tests
     run fast); a real head is 140 mm or more, and a series covering under 80 mm along an
     axis is taken for a localizer or a slab. Lowered for the tests; the test of that rule
     sets it back."""
-    from braintumor import dicom
+    from braintumor import dicom, preprocess
 
     monkeypatch.setattr(dicom, "MIN_COVER_MM", 20.0)
+    # likewise the slab warning of a scan under 80 mm along an axis (its own test sets
+    # it back)
+    monkeypatch.setattr(preprocess, "MIN_FIELD_MM", 10.0)

@@ -273,7 +273,7 @@ def test_predict_output_folder_that_cannot_be_used(tmp_path: Path,
     for target, says in ((tmp_path / "afile", "exists and is not a folder"),
                          (tmp_path / "afile" / "sub", "cannot be made")):
         rc = main(["predict", str(scan), "-o", str(target), "--method", "watershed"])
-        assert rc == 2
+        assert rc == 1  # a folder that cannot be written, as the README's contract says
         _check_one_sentence(capsys.readouterr().err, says)
     assert (tmp_path / "afile").read_text() == "keep me"
 
@@ -359,3 +359,54 @@ def test_report_index_links_are_url_encoded(tmp_path: Path) -> None:
     text = page.read_text()
     assert "href='Pat%231%20a%3Fb%20100%25_report.html'" in text
     assert ">Pat#1 a?b 100%<" in text
+
+
+@needs_predict
+def test_error_lines_name_the_input_that_failed(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Two files of one case folder: the clash names the second file given, not the
+    case's first file twice. A 2D stack whose pictures differ in size names its folder."""
+    from PIL import Image
+
+    d = _case(tmp_path)
+    t1, t2 = d / "c1_t1.nii.gz", d / "c1_t2.nii.gz"
+    stack = tmp_path / "pat"
+    stack.mkdir()
+    for n, size in ((1, 64), (2, 80)):
+        Image.fromarray(np.full((size, size, 3), 90, np.uint8)).save(stack / f"pat_{n}.png")
+    rc = main(["predict", str(t1), str(t2), str(stack), "-o", str(tmp_path / "out"),
+               "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"error: {t2}: another input of this run is also case 'c1' ({t1})" in err, err
+    line = next(x for x in err.splitlines() if "differ in size" in x)
+    assert line.startswith(f"error: {stack}"), line
+
+
+def test_an_error_line_says_its_case_once() -> None:
+    from braintumor.commands.predict import _named
+
+    assert _named("b1", "Case b1: the T1ce image is blank.") == "b1: the T1ce image is blank."
+    assert _named("b1", "Case b1 has no T1 image.") == "Case b1 has no T1 image."
+    assert _named("b1", "a file is cut short.") == "b1: a file is cut short."
+
+
+@needs_predict
+def test_a_slab_of_a_few_slices_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan of a few slices is segmented, but its volumes are of the slab: the warning
+    says so, on stderr and in the volumes table; a whole head is not warned about."""
+    import csv
+
+    from braintumor import preprocess
+
+    monkeypatch.setattr(preprocess, "MIN_FIELD_MM", 80.0)
+    assert preprocess.coverage_warning((240, 240, 155), (1.0, 1.0, 1.0)) is None
+    assert preprocess.coverage_warning((240, 240, 30), (1.0, 1.0, 5.0)) is None
+    slab = _stack4d(tmp_path / "in" / "slab.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", str(slab), "-o", str(out), "--method", "watershed"]) == 0
+    said = "the scan covers only"
+    assert said in capsys.readouterr().err
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    assert said in row["warning"] and "not of the whole tumour" in row["warning"]

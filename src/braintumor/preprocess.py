@@ -47,6 +47,27 @@ def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
 MAX_BRAIN_ML = 2300.0
 
 
+#: the least a scan should cover along each of its axes to hold a whole brain (the rule
+#: that keeps a DICOM localizer from being a modality: braintumor.dicom.MIN_COVER_MM)
+MIN_FIELD_MM = 80.0
+
+
+def coverage_warning(shape: tuple[int, ...], spacing: tuple[float, float, float]
+                     ) -> str | None:
+    """One sentence when a scan covers too little to hold a whole brain (a slab of a few
+    slices), else None: its outline and volumes are those of the part scanned.
+    ``shape``: the spatial ``(X, Y, Z)``; ``spacing``: voxel size (mm)."""
+    fields = [int(n) * float(s) for n, s in zip(shape[-3:], spacing, strict=True)]
+    axis = int(np.argmin(fields))
+    if fields[axis] >= MIN_FIELD_MM:
+        return None
+    n = int(shape[-3:][axis])
+    return (f"the scan covers only {fields[axis]:.0f} mm along one of its axes "
+            f"({n} slice{'s' if n != 1 else ''}), where a brain spans over "
+            f"{MIN_FIELD_MM:.0f} mm: the outline and its volumes are of the part scanned, "
+            "not of the whole tumour.")
+
+
 def skull_strip_warning(image: np.ndarray, spacing: tuple[float, float, float]
                         ) -> str | None:
     """One sentence when a scan does not look skull-stripped, else None.

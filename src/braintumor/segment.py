@@ -174,6 +174,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         MODEL_SPACING_MM,
         brain_mask,
         correct_bias,
+        coverage_warning,
         from_model_orientation,
         in_model_orientation,
         model_orientation,
@@ -246,7 +247,8 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
                                   if "t2" in case.missing else ""))
     notes = list(getattr(case.source, "notes", None) or [])  # what reading the case found
     parts = [*notes, result.info.get("warning"), redirect, regrid_note(case), align_note,
-             skull_strip_warning(case.image, case.spacing)]
+             skull_strip_warning(case.image, case.spacing),
+             coverage_warning(case.image.shape[1:], case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)
     return result

@@ -964,6 +964,9 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         except InputError as exc:
             if on_error is None:
                 raise
+            where = str(args[0]) if args else ""
+            if where and where not in str(exc):  # every error line names its input
+                exc = InputError(f"{where}: {exc}")
             on_error(exc)
 
     def _input(p: Path) -> None:

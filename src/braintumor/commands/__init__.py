@@ -7,18 +7,20 @@ from pathlib import Path
 
 def output_folder(raw: str) -> Path:
     """The output folder, made when missing; one sentence when it cannot be written,
-    before any work is done."""
+    before any work is done. These are file-system failures (an ``OSError`` naming the
+    folder), so the command exits with status 1, as for any file it cannot write."""
+    import errno
     import os
-
-    from braintumor.errors import InputError
 
     out = Path(raw)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; give a folder for the outputs.")
+        raise FileExistsError(errno.EEXIST, "exists and is not a folder; give a folder for "
+                              "the outputs", str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{out}: the output folder cannot be made ({exc.strerror}).") from None
+        raise OSError(exc.errno, f"the output folder cannot be made ({exc.strerror})",
+                      str(out)) from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: the output folder is not writable.")
+        raise PermissionError(errno.EACCES, "the output folder is not writable", str(out))
     return out

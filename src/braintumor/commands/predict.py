@@ -189,7 +189,9 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
                 planned += [(folder, cid, None) for folder, cid in dicom.find_studies(p)]
             else:
                 skipped: list[InputError] = []
-                planned += [(s.reference_path, s.case_id, s) for s in discover(p, errors=skipped)]
+                # a file given names itself in a clash (two files of one case folder)
+                planned += [(p if p.is_file() else s.reference_path, s.case_id, s)
+                            for s in discover(p, errors=skipped)]
                 for bad in skipped:  # a dataset's case that cannot be read: the rest go on
                     print(f"error: {bad}", file=sys.stderr)
                     failures += 1
@@ -261,7 +263,7 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
                     print(f"warning: {case.case_id}: {res.info['warning']}", file=sys.stderr)
             except Exception as exc:  # noqa: BLE001 - one case failing leaves the others
                 prog.update(task, stage="failed")
-                print(f"error: {src.case_id}: {describe_failure(exc)}", file=sys.stderr)
+                print(f"error: {_named(src.case_id, describe_failure(exc))}", file=sys.stderr)
                 failures += 1
     table, failed = _table(rows, out_dir)
     return _finish(written + table + _index(args, out_dir), failures + failed)
@@ -332,6 +334,15 @@ def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]
     return keep, len(sources) - len(keep)
 
 
+def _named(case_id: str, message: str) -> str:
+    """An error line's text for one case: ``<case>: <message>``, the message's own
+    "Case <case>: " lead not said twice."""
+    lead = f"Case {case_id}: "
+    if message.startswith(lead):
+        return f"{case_id}: {message[len(lead):]}"
+    return message if message.startswith(f"Case {case_id} ") else f"{case_id}: {message}"
+
+
 def _table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[list[Path], int]:
     """``volumes.csv`` with this run's rows, and 1 when it could not be written (said in
     a sentence; the label maps stand)."""
@@ -384,7 +395,7 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         if o.ok and o.path is not None:
             written.append(Path(o.path))
         else:
-            print(f"error: {o.case_id}: {o.error}", file=sys.stderr)
+            print(f"error: {_named(o.case_id, str(o.error))}", file=sys.stderr)
             failures += 1
     table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
     return _finish(written + table + _index(args, out_dir), failures + failed)
