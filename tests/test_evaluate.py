@@ -350,3 +350,24 @@ def test_decathlon_references_are_read_as_decathlon_labels(tmp_path, capsys):
                  "-o", str(out), "--no-lesion-wise"]) == 0
     dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "BRATS_001"}
     assert dice["TC"] < 1.0  # read as BraTS 2023: edema taken for core
+
+
+def test_an_unreadable_prediction_is_scored_as_missing_and_the_rest_scored(folders, tmp_path,
+                                                                          capsys):
+    """One truncated prediction among others: the others are scored and written, the
+    broken one counts as missing (status unreadable), and the run says so and fails."""
+    pred, ref = folders
+    raw = (pred / "caseB.nii.gz").read_bytes()
+    (pred / "caseB.nii.gz").write_bytes(raw[: len(raw) // 2])
+    out = tmp_path / "res" / "metrics.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out),
+                 "--no-lesion-wise"]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "caseB.nii.gz" in err and "Traceback" not in err
+    rows = read_csv(out)
+    status = {r["case"]: r["status"] for r in rows if r["case"].startswith("case")}
+    assert status == {"caseA": "ok", "caseB": "unreadable", "caseC": "missing"}
+    assert float(next(r for r in rows if r["case"] == "caseA" and r["region"] == "WT")
+                 ["dice"]) > 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert len(doc["unreadable_predictions"]) == 1

@@ -15,6 +15,11 @@ class InputError(BrainTumorError, ValueError):
     """Bad input from the user: a missing modality, a truncated file, wrong labels..."""
 
 
+class UnreadableFile(InputError):
+    """A file that cannot be read as what it should be: truncated, corrupt, or not of its
+    format (a batch can score or segment the others and list it as failed)."""
+
+
 def describe_failure(exc: BaseException) -> str:
     """One sentence for a failure: the message of an error raised on purpose, the file
     and reason of a file-system error (a folder that cannot be written, a disk that is

@@ -41,7 +41,7 @@ import numpy as np
 
 from braintumor import labels as L
 from braintumor import metrics as M
-from braintumor.errors import InputError
+from braintumor.errors import InputError, UnreadableFile
 from braintumor.io import IMAGE_SUFFIXES, is_hidden, is_image_2d, is_nifti, strip_nifti_suffix
 
 #: with ``diameters``: the RANO sum of products (mm^2) of prediction and reference and
@@ -70,10 +70,12 @@ Progress = Callable[[float, str], None]
 class Evaluation:
     """Scores of a prediction folder.
 
-    ``rows``: one dict per case and region (keys :data:`CSV_COLUMNS`; status ``ok`` or
-    ``missing``); ``summary``: ``{"mean"|"median": {region: {metric: value}}}`` over
-    every case including missing ones; ``missing``: case ids without a prediction;
-    ``unmatched``: prediction files without a reference; ``regions``: region names.
+    ``rows``: one dict per case and region (keys :data:`CSV_COLUMNS`; status ``ok``,
+    ``missing`` or ``unreadable``); ``summary``: ``{"mean"|"median": {region: {metric:
+    value}}}`` over every case including missing and unreadable ones; ``missing``: case
+    ids without a prediction; ``unmatched``: prediction files without a reference;
+    ``regions``: region names; ``unreadable``: one sentence per prediction file that
+    could not be read (scored as missing, the other cases still scored).
     """
 
     rows: list[dict[str, Any]]
@@ -82,6 +84,7 @@ class Evaluation:
     unmatched: list[str]
     regions: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
     #: further reports written to the JSON (e.g. ``per_patient`` for 2D slice stacks)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -340,16 +343,24 @@ def evaluate_folders(
             f"(references: {', '.join(sorted(refs)[:3])}...; predictions: "
             f"{', '.join(sorted(preds)[:3]) or 'none'})."
         )
+    unreadable: list[str] = []
     for i, cid in enumerate(sorted(refs)):
         if progress is not None:
             progress(i / len(refs), cid)
+        status = "ok"
         if cid in preds:
-            scores = evaluate_pair(preds[cid], refs[cid], pred_labels, ref_labels,
-                                   hd95_method, lesions, diameters)
-            status = "ok"
-        else:
+            try:
+                scores = evaluate_pair(preds[cid], refs[cid], pred_labels, ref_labels,
+                                       hd95_method, lesions, diameters)
+            except UnreadableFile as exc:
+                if str(preds[cid]) not in str(exc):  # the reference's fault: said as it is
+                    raise
+                # one broken prediction file: scored as a missing one, the others go on
+                unreadable.append(str(exc))
+                status = "unreadable"
+        if status == "unreadable" or cid not in preds:
             scores = _missing_scores(refs[cid], ref_labels, regions)
-            status = "missing"
+            status = "missing" if cid not in preds else status
         for region in regions:
             rows.append({"case": cid, "region": region, **scores[region], "status": status})
     if progress is not None:
@@ -357,7 +368,7 @@ def evaluate_folders(
     keys = M.SCORE_KEYS + (("spd_diff_pct",) if diameters else ())
     return Evaluation(rows=rows, summary=summarise(rows, regions, keys), missing=missing,
                       extra={"mean_ci95": mean_intervals(rows, regions)},
-                      unmatched=unmatched, regions=regions,
+                      unmatched=unmatched, regions=regions, unreadable=unreadable,
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
                                 "pred_labels": pred_labels, "hd95_method": hd95_method,
                                 "lesion_dilation": M.LESION_DILATION,
@@ -520,6 +531,7 @@ def write_json(ev: Evaluation, path: str | Path) -> Path:
         c["regions"][r["region"]] = {k: v for k, v in r.items()
                                      if k not in ("case", "region", "status")}
     doc = {"settings": ev.settings, "cases": cases, "summary": ev.summary,
-           "missing": ev.missing, "unmatched_predictions": ev.unmatched, **ev.extra}
+           "missing": ev.missing, "unmatched_predictions": ev.unmatched,
+           "unreadable_predictions": ev.unreadable, **ev.extra}
     out.write_text(json.dumps(_json_safe(doc), indent=2))
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from braintumor.errors import InputError
+from braintumor.errors import InputError, UnreadableFile
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -180,24 +180,24 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
         try:
             raw = gzip.decompress(path.read_bytes())
         except (EOFError, OSError, zlib.error) as exc:
-            raise InputError(
+            raise UnreadableFile(
                 f"{path}: the file is truncated or corrupt ({_short(exc)})."
             ) from None
         try:
             return _nifti_from_bytes(raw)
         except Exception as exc:
-            raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+            raise UnreadableFile(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
     if not path.name.endswith(".nii"):  # .Nii, .NII, or a .nii.gz that is not compressed
         try:
             return _nifti_from_bytes(path.read_bytes())
         except Exception as exc:
-            raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+            raise UnreadableFile(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad files
-        raise InputError(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+        raise UnreadableFile(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{path}: not a NIfTI image.")
+        raise UnreadableFile(f"{path}: not a NIfTI image.")
     return img  # type: ignore[return-value]
 
 
@@ -240,7 +240,7 @@ def _volume_from_image(img: nib.Nifti1Image, p: Path, ndim: int | tuple[int, ...
     try:
         data: np.ndarray = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
     except (EOFError, OSError, zlib.error, ValueError, gzip.BadGzipFile) as exc:
-        raise InputError(f"{p}: the file is truncated or corrupt ({_short(exc)}).") from None
+        raise UnreadableFile(f"{p}: the file is truncated or corrupt ({_short(exc)}).") from None
     if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
         raise InputError(f"{p}: contains {n} NaN or infinite voxels.")

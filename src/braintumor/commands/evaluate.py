@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         if paired is not None:
             print_paired(console, paired, args.pred.name, args.against.name)
     console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
-    return 0
+    for said in ev.unreadable:  # scored as missing; the run says so and fails
+        print(f"error: {said}", file=sys.stderr)
+    return 1 if ev.unreadable else 0
 
 
 def write_paired(rows: list[Any], csv_path: Path) -> Path:
@@ -163,7 +166,7 @@ def print_summary(console: Any, ev: Any) -> None:
         for case, rr in by_case.items():
             cells = [f"{_cell(rr[r]['dice'])} / {_cell(rr[r]['hd95'], 1)}" for r in regions]
             status = next(iter(rr.values()))["status"]
-            t.add_row(case, *cells, "[red]missing[/red]" if status == "missing" else status)
+            t.add_row(case, *cells, f"[red]{status}[/red]" if status != "ok" else status)
         console.print(t)
     cis = ev.extra.get("mean_ci95", {})
     t = Table(title=f"Summary over {ev.n_cases} case(s)"
