@@ -410,3 +410,17 @@ def test_a_slab_of_a_few_slices_is_said(tmp_path: Path, capsys: pytest.CaptureFi
     assert said in capsys.readouterr().err
     row = next(csv.DictReader((out / "volumes.csv").open()))
     assert said in row["warning"] and "not of the whole tumour" in row["warning"]
+
+
+@needs_predict
+def test_cuda_without_a_gpu_is_one_sentence_before_any_case(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    a, b = _stack4d(tmp_path / "a.nii.gz"), _stack4d(tmp_path / "b.nii.gz", seed=1)
+    rc = main(["predict", str(a), str(b), "-o", str(tmp_path / "out"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("no CUDA GPU is available") == 1, err
+    assert not (tmp_path / "out" / "a.nii.gz").exists()

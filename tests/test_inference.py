@@ -63,6 +63,8 @@ def test_segment_cnn_native_grid(tiny_model: Path) -> None:
     assert res.probabilities is not None and res.probabilities.shape == (3, *case.shape)
     assert res.uncertainty is not None and res.uncertainty.shape == case.shape
     assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
+    # the mirrored passes the map needs are said where results are tabled
+    assert res.info["mode"] == "accurate + mirroring"
     # nothing predicted outside the brain crop box
     from braintumor.training.data import prepare_case
 

@@ -496,7 +496,9 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
         unc = (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))).astype(np.float32)
     timings["total_s"] = time.perf_counter() - t0
     info = {"method": "cnn", "model_version": lm.version, "folds": int(timings["members"]),
-            "mode": "fast" if fast else "accurate",
+            # test-time mirroring said, so a results table tells the runs apart
+            "mode": ("fast" if fast else "accurate") + (" + mirroring" if tta or uncertainty
+                                                         else ""),
             **runtime_info(lm, fast, device), **timings}
     if dropped:
         info["warning"] = dropped

@@ -112,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
     from braintumor.commands import output_folder
     from braintumor.errors import InputError
 
+    if getattr(args, "device", "auto") == "cuda":  # once, before any case is read
+        from braintumor.inference import resolve_device
+
+        resolve_device("cuda")
     zips = {raw for raw in args.inputs
             if str(raw).lower().endswith(".zip") and Path(raw).is_file()}
     if not zips:
