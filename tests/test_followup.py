@@ -79,7 +79,13 @@ def test_a_tumour_grown_by_a_fifth_on_another_grid() -> None:
     assert spd["reading"] == "increase of 25 % or more"
     same = compare(before, np.eye(4), before, np.eye(4))
     assert all(c["percent"] == 0 and c["reading"] == "within the thresholds"
-               for c in [*same["volumes"].values(), *same["spd"].values()])
+               for c in [same["volumes"]["ET"], same["volumes"]["WT"], *same["spd"].values()])
+    # RANO sets no threshold for the necrotic core, the edema or the tumour core
+    grown = compare(before, np.eye(4), np.where(before > 0, L.NCR, 0).astype(np.uint8),
+                    np.eye(4))
+    assert all(grown["volumes"][k]["reading"] == "no RANO threshold"
+               for k in ("NCR", "TC")), grown["volumes"]
+    assert same["volumes"]["ED"]["reading"] == "no RANO threshold"
     json.dumps(out)
 
 

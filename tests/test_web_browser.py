@@ -305,7 +305,8 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     rows = page.eval_on_selector_all(
         "#cmp-table tbody tr", "trs => trs.map(t => [...t.children].map(c => c.textContent))")
     assert len(rows) == 7 and rows[0][0] == "Whole tumour (mL)"
-    assert all(r[4] in ("within the thresholds", "none in either") for r in rows), rows
+    assert all(r[4] in ("within the thresholds", "none in either", "no RANO threshold")
+               for r in rows), rows
     assert "Size only" in (page.text_content("#cmp-caveat") or "")
     # the five columns fit the side panel (they ran out of it at this width)
     assert page.evaluate("""() => {

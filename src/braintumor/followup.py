@@ -39,7 +39,13 @@ VOLUME_THRESHOLDS = (-0.65, 0.40)
 EMPTY_ML = 0.01
 
 
-def change(before: float, after: float, thresholds: tuple[float, float],
+#: the volumes RANO 2.0 reads: the enhancing tumour's and, for a tumour that does not
+#: enhance, the T2/FLAIR abnormality's (the whole tumour); the necrotic core, the edema
+#: and the tumour core have no RANO threshold, so their changes carry no reading
+RANO_VOLUMES = ("ET", "WT")
+
+
+def change(before: float, after: float, thresholds: tuple[float, float] | None,
            empty: float = 0.0, present: tuple[bool, bool] | None = None) -> dict[str, Any]:
     """One quantity at two dates: ``{"before", "after", "change", "percent", "reading"}``.
 
@@ -49,10 +55,17 @@ def change(before: float, after: float, thresholds: tuple[float, float],
     whether the region is there at all at each date; an SPD of 0 then means no lesion
     large enough to measure, not no tumour, and the reading says so. ``percent`` is
     shown to 0.1, cut towards zero, so that it never reads past a threshold the change
-    did not reach.
+    did not reach. ``thresholds`` None: a quantity RANO sets none for; its reading is
+    "no RANO threshold" wherever the change falls (new, gone and none in either are
+    still said).
     """
     out: dict[str, Any] = {"before": round(before, 3), "after": round(after, 3),
                            "change": round(after - before, 3), "percent": None}
+    if thresholds is None:
+        out = change(before, after, (-1.0, math.inf), empty, present)
+        if out["reading"] not in ("none in either", "new", "gone"):
+            out["reading"] = "no RANO threshold"
+        return out
     there = present or (before > empty, after > empty)
     if before <= empty and after <= empty:
         out["reading"] = "none in either"
@@ -90,7 +103,9 @@ def compare(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
     vb, va = volumes_ml(before, vox[0]), volumes_ml(after, vox[1])
     db, da = rano(before, before_affine), rano(after, after_affine)
     return {
-        "volumes": {k: change(vb[k], va[k], VOLUME_THRESHOLDS, EMPTY_ML) for k in vb},
+        "volumes": {k: change(vb[k], va[k],
+                              VOLUME_THRESHOLDS if k in RANO_VOLUMES else None, EMPTY_ML)
+                    for k in vb},
         "spd": {r: change(db[r]["spd_mm2"], da[r]["spd_mm2"], SPD_THRESHOLDS,
                           present=(vb[r] > EMPTY_ML, va[r] > EMPTY_ML))
                 for r in ("ET", "WT")},
