@@ -1367,6 +1367,7 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         res = job["result"]
         assert seen[-1] == [10, 40, 0]  # slice order by number, the mask file left out
         assert res["slices"] == 3 and res["slice_names"] == ["p_1.png", "p_2.png", "p_10.png"]
+        assert job["inputs"]["case_id"] == "p"  # the patient's stem, not the first slice's
         assert res["slice_area_px"] == [10, 40, 0] and res["show_slice"] == 1
         assert res["area_px"] == 50 and res["tumour_slices"] == 2
         assert res["pixel_mm"] == 0.5 and res["area_mm2"] == 12.5

@@ -78,6 +78,13 @@ def slice_number(path: str | Path) -> int | None:
     return int(m.group("num")) if m else None
 
 
+def slice_stem(path: str | Path) -> str | None:
+    """What a numbered slice's file name holds besides its number (``TCGA_x_12.tif`` ->
+    ``TCGA_x``), or None for a name without a trailing number or with nothing else."""
+    m = _SLICE_RE.match(Path(path).stem)
+    return (m.group("stem") or None) if m else None
+
+
 def is_mask_name(path: str | Path) -> bool:
     """True for files that hold masks or outputs rather than images (``*_mask.*`` ...)."""
     stem = Path(path).stem.lower()

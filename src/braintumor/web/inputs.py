@@ -414,7 +414,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
             ref_saved.append(reference(k, i, arr.shape))
     assert first is not None
     inputs.update(source="image2d", images=saved, slice_names=names,
-                  case_id=case_id_from_name(names[0]), image_shape=[*first[1]], skipped=skipped)
+                  case_id=_stack_id(names), image_shape=[*first[1]], skipped=skipped)
     if scored:
         inputs["ref_masks"] = ref_saved
     return _pixel_size(inputs, pixel_mm, own)
@@ -495,6 +495,18 @@ def case_id_from_name(name: str) -> str:
     kept = "".join(ch if ch in "_.-" or unicodedata.category(ch)[0] in "LMN" else "\0"
                    for ch in stem)
     return re.sub("\0+", "_", kept).strip("._-")[:80].rstrip("._-") or "case"
+
+
+def _stack_id(names: list[str]) -> str:
+    """The case id of a stack of numbered slices (``TCGA_CS_4942_1.tif``, ``_2`` ...):
+    their shared stem, the patient's, not the first slice's name; one picture keeps its
+    own name."""
+    from braintumor.slices2d import slice_stem
+
+    stem = slice_stem(names[0]) if len(names) > 1 else None
+    if stem and all(slice_stem(n) == stem for n in names):
+        return case_id_from_name(stem)
+    return case_id_from_name(names[0])
 
 
 def _case_id_from_names(names: list[str]) -> str:

@@ -171,6 +171,8 @@ function humanSize(n) {
 
 async function chooseFiles(files) {
   setMsg("upload-msg", "");
+  // numbered slices in their order (pat_2 before pat_10), as the server stacks them
+  files = [...files].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   state.files = files;
   const body = $("file-list").querySelector("tbody");
   body.textContent = "";
