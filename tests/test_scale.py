@@ -148,3 +148,28 @@ def test_report_index_puts_warnings_first(tmp_path: Path) -> None:
     assert page.index("b_report.html") < page.index("a_report.html")  # the warning first
     assert "c_report.html" not in page and "not &lt;skull&gt;-stripped" in page
     assert "m-1 (fast)" in page and "(2 cases)" in page
+
+
+def test_a_volume_table_that_cannot_be_replaced_is_said_and_no_temporary_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renaming the new table over the old one fails (a locked file, a full disk): the
+    error names volumes.csv (not its temporary copy), the temporary copy is removed and
+    the earlier table is kept."""
+    import os
+
+    from braintumor.errors import describe_failure
+    from braintumor.scale import write_volume_table
+
+    (tmp_path / "volumes.csv").write_text("case,WT_ml\nold,1.0\n")
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError) as err:
+        write_volume_table([{"case": "new", "WT_ml": 2.0}], tmp_path)
+    said = describe_failure(err.value)
+    assert said.startswith(f"{tmp_path / 'volumes.csv'}: the volume table could not be "
+                           "written"), said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volumes.csv"]
+    assert "old,1.0" in (tmp_path / "volumes.csv").read_text()

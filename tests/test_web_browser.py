@@ -433,6 +433,8 @@ def test_the_uncertainty_map_is_laid_over_and_taken_off(server: ServerThread, pa
     # in its own blue-violet colour map, not a ramp through the labels' red and yellow
     assert page.evaluate("state.nv.volumes.find((v) => v.__role === 'unc').colormap") == \
         "uncertainty"
+    # the readout under the viewer names it at once, without a move of the crosshair
+    _until(page, "document.getElementById('location').textContent.includes('uncertainty')")
     page.uncheck("#unc-toggle")
     _until(page, f"!({layer})")
     # the map written after the outline was shown (as a full-size case's is): the next

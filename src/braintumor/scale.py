@@ -194,11 +194,17 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
         fields[-1:-1] = DIAMETER_FIELDS  # before the warning; empty for cases without
     # written beside it and renamed over it: an interrupted write leaves the old table
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
-        w.writeheader()
-        w.writerows(kept + list(new.values()))
-    tmp.replace(path)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
+            w.writeheader()
+            w.writerows(kept + list(new.values()))
+        tmp.replace(path)
+    except OSError as exc:  # a full disk, a locked table: the old table stands, said as it
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"the volume table could not be written ({exc.strerror}); "
+                      "the label maps are written, the earlier table is kept",
+                      str(path)) from None
     return path
 
 

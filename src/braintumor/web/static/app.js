@@ -650,6 +650,7 @@ async function refreshLayer(role, key, toggle, url, options) {
     nv.addVolume(vol);
     state[key] = want;
   }
+  nv.createOnLocationChange();  // the readout names the layers now shown, at once
 }
 
 // the largest lesions' two diameters (1 longest, 2 perpendicular) as a volume over the scan
