@@ -345,6 +345,8 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert set(np.unique(np.asarray(vol.dataobj)).tolist()) == {0, 1, 2}
     assert client.get(done_job["urls"]["diameters"].replace(f"/v{version}/", "/v9/")
                       ).status_code == 404
+    assert "Radiological view: the patient&#x27;s right is on the image&#x27;s left." \
+        in html.text
     pics = [u for u in html.text.split('"') if u.endswith(".png")]
     assert len(pics) == 3
     for u in pics:

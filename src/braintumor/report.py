@@ -9,8 +9,14 @@ Pure functions of arrays plus writers, shared by ``braintumor demo`` and the web
 * :func:`write_report` - ``report.json`` and a self-contained ``report.html`` (picture
   embedded), with a metrics table when a reference exists.
 
-Display orientation: slices are shown in the radiological convention (patient's left
-on the picture's right, anterior up), whatever the file's voxel order.
+Display orientation: every picture of a report (these, the measured slices, the web
+page's key slices) is drawn in the radiological convention, the one radiology reports
+and most PACS use: the patient's right on the picture's left, anterior up on an axial
+slice, superior up on coronal and sagittal ones, anterior on the left of a sagittal
+one, whatever the file's voxel order (:func:`display_grid`, :func:`plane`). Each panel
+carries the patient's direction at its four edges (:func:`plane_letters`, drawn by
+:func:`label_edges`), read from the case's affine through the same reordering and
+slicing that drew it, and the reports say the convention in words (:data:`VIEW_NOTE`).
 """
 
 from __future__ import annotations
@@ -59,13 +65,32 @@ def volumes_ml(labels: np.ndarray, voxel_volume_ml: float) -> dict[str, float]:
     return {k: round(v[k], 3) for k in ("WT", "TC", "ET", "NCR", "ED")}
 
 
-def _to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Reorder the last three axes of ``volume`` to L, P, S voxel order (display grid)."""
+#: the voxel order pictures are drawn from: the first axis runs to the patient's left, so
+#: that columns drawn along it put the patient's right on the picture's left (the
+#: radiological convention), the second to posterior (anterior at the top of an axial
+#: slice), the third to superior
+DISPLAY_AXCODES: tuple[str, str, str] = ("L", "P", "S")
+#: the views :func:`plane` draws
+VIEWS = ("axial", "coronal", "sagittal")
+#: the edges of a picture, as :func:`plane_letters` names them
+EDGES = ("left", "right", "top", "bottom")
+#: the convention of the pictures, in words, where a picture is shown
+VIEW_CONVENTION = "Radiological view: the patient's right is on the image's left."
+#: the line each report shows with its pictures
+VIEW_NOTE = (f"{VIEW_CONVENTION} Letters at the edges: R/L the patient's right/left, A/P "
+             "anterior/posterior, S/I superior/inferior.")
+#: colour of the orientation letters, on the black band around a picture
+LETTER_RGB = (255, 255, 255)
+
+
+def display_grid(volume: np.ndarray, affine: np.ndarray,
+                 axcodes: Sequence[str] = DISPLAY_AXCODES) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` with its last three axes reordered (and flipped) to the voxel order
+    ``axcodes``, the closest to the ``affine``'s axes, and the affine of the result."""
     import nibabel as nib
 
     src = nib.orientations.io_orientation(affine)
-    dst = nib.orientations.axcodes2ornt(("L", "P", "S"))
-    tr = nib.orientations.ornt_transform(src, dst)
+    tr = nib.orientations.ornt_transform(src, nib.orientations.axcodes2ornt(tuple(axcodes)))
     lead = volume.ndim - 3
     out = volume
     # apply_orientation works on the first axes; move spatial axes to the front
@@ -74,7 +99,82 @@ def _to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     out = nib.orientations.apply_orientation(out, tr)
     if lead:
         out = np.moveaxis(out, list(range(-lead, 0)), list(range(lead)))
-    return np.ascontiguousarray(out)
+    shown = np.asarray(affine, float) @ nib.orientations.inv_ornt_aff(tr, volume.shape[-3:])
+    return np.ascontiguousarray(out), shown
+
+
+def plane(volume: np.ndarray, view: str, index: int) -> np.ndarray:
+    """Slice ``index`` of the 3D display-grid ``volume`` (:func:`display_grid`) in
+    ``view`` as it is drawn: rows from the top of the picture, columns from its left.
+
+    Axial: rows along the second axis, columns along the first; coronal: rows along the
+    third axis reversed (superior at the top), columns along the first; sagittal: rows
+    along the third reversed, columns along the second. With :data:`DISPLAY_AXCODES`
+    that is the radiological view, and :func:`plane_letters` reads the letters of any
+    grid through this same function."""
+    if view == "axial":
+        return volume[:, :, index].T
+    if view == "coronal":
+        return volume[:, index, :].T[::-1]
+    if view == "sagittal":
+        return volume[index, :, :].T[::-1]
+    raise ValueError(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
+
+
+def _letter(direction: np.ndarray) -> str:
+    """The patient's direction (R, L, A, P, S, I) closest to a vector in scanner
+    coordinates (NIfTI's RAS+: x to the right, y anterior, z superior)."""
+    k = int(np.argmax(np.abs(direction)))
+    return ("LR", "PA", "IS")[k][int(direction[k] > 0)]
+
+
+def plane_letters(affine: np.ndarray, view: str) -> dict[str, str]:
+    """The patient's direction at each edge (``left``, ``right``, ``top``, ``bottom``)
+    of :func:`plane`'s picture of a volume whose voxels lie at ``affine``.
+
+    Read, not assumed: :func:`plane` slices a volume of voxel indices, which gives the
+    voxel step one pixel to the right and one down, and ``affine`` turns each into a
+    direction in scanner space, so the letters follow whatever voxel order the volume
+    has and whatever transposes and flips the view uses."""
+    grids = np.indices((2, 2, 2))
+    steps = np.stack([plane(g, view, 0) for g in grids]).astype(float)  # (3, rows, cols)
+    right = steps[:, 0, 1] - steps[:, 0, 0]
+    down = steps[:, 1, 0] - steps[:, 0, 0]
+    m = np.asarray(affine, float)[:3, :3]
+    return {"left": _letter(-m @ right), "right": _letter(m @ right),
+            "top": _letter(-m @ down), "bottom": _letter(m @ down)}
+
+
+def letter_band(size: int) -> int:
+    """Width (pixels) of the black band :func:`label_edges` puts around a picture."""
+    return size + size // 2 + 2
+
+
+def _letter_font(size: int) -> Any:
+    from matplotlib import font_manager as fm
+    from PIL import ImageFont
+
+    path = fm.findfont(fm.FontProperties(family="DejaVu Sans", weight="bold"))
+    return ImageFont.truetype(path, size)
+
+
+def label_edges(rgb: np.ndarray, letters: Mapping[str, str], size: int = 14) -> np.ndarray:
+    """``rgb`` (``(H, W, 3)`` uint8) in a black band :func:`letter_band` wide with
+    ``letters`` (:func:`plane_letters`) in :data:`LETTER_RGB`, each in the middle of its
+    edge's band, outside the picture so that no anatomy is covered."""
+    from PIL import Image, ImageDraw
+
+    band = letter_band(size)
+    h, w = rgb.shape[:2]
+    canvas = Image.new("RGB", (w + 2 * band, h + 2 * band))
+    canvas.paste(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)), (band, band))
+    draw = ImageDraw.Draw(canvas)
+    font = _letter_font(size)
+    middle = {"left": (band / 2, band + h / 2), "right": (band + w + band / 2, band + h / 2),
+              "top": (band + w / 2, band / 2), "bottom": (band + w / 2, band + h + band / 2)}
+    for edge in EDGES:
+        draw.text(middle[edge], letters[edge], fill=LETTER_RGB, font=font, anchor="mm")
+    return np.asarray(canvas)
 
 
 def pick_slices(labels: np.ndarray, n: int = 4) -> list[int]:
@@ -106,15 +206,18 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
                 title: str | None = None, alpha: float = 0.45) -> Path:
     """Write a PNG grid: rows = ``channels`` of ``image`` ``(4, X, Y, Z)`` (MODALITIES
     order), columns = axial ``slices`` (display-grid indices; default
-    :func:`pick_slices`), regions of internal ``labels`` coloured, legend below."""
+    :func:`pick_slices`), regions of internal ``labels`` coloured, each panel in the
+    radiological view with its orientation letters (:func:`overlay_panel`), the legend
+    and :data:`VIEW_CONVENTION` below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    img = _to_display(np.asarray(image, dtype=np.float32), affine)
-    lab = None if labels is None else _to_display(np.asarray(labels, np.uint8), affine)
+    img, shown = display_grid(np.asarray(image, dtype=np.float32), affine)
+    lab = None if labels is None else display_grid(np.asarray(labels, np.uint8), affine)[0]
+    letters = plane_letters(shown, "axial")
     if slices is None:
         slices = pick_slices(lab if lab is not None else np.zeros(img.shape[1:], np.uint8))
     slices = [int(min(max(s, 0), img.shape[3] - 1)) for s in slices]
@@ -127,7 +230,7 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     else:
         bx = by = slice(None)
     rows, cols = len(channels), len(slices)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.5),
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows + 0.5),
                              squeeze=False, facecolor="black")
     for r, (name, ch) in enumerate(channels):
         vol = img[ch]
@@ -135,21 +238,23 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
         lo, hi = (np.percentile(inside, [0.5, 99.5]) if inside.size else (0.0, 1.0))
         for c, z in enumerate(slices):
             ax = axes[r][c]
-            # rows = y (anterior at top), columns = x (patient left on the right)
-            g = _grey(vol[bx, by, z].T, float(lo), float(hi))
+            # radiological: anterior at the top, the patient's right on the left
+            g = _grey(plane(vol[bx, by], "axial", z), float(lo), float(hi))
             rgb = np.repeat(g[..., None], 3, axis=-1)
             if lab is not None:
-                ls = lab[bx, by, z].T
+                ls = plane(lab[bx, by], "axial", z)
                 for val, col in COLOURS.items():
                     m = ls == val
                     rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(col)
-            ax.imshow(rgb, interpolation="nearest")
+            ax.imshow(overlay_panel(rgb, letters), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{name}  z={z}", color="white", fontsize=9)
     handles = [Patch(color=COLOURS[v], label=LEGEND[v]) for v in (L.ED, L.NCR, L.ET)]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False,
-               labelcolor="white", fontsize=9)
+               labelcolor="white", fontsize=9, bbox_to_anchor=(0.5, 0.035))
+    fig.text(0.5, 0.008, VIEW_CONVENTION, color="white", fontsize=7, ha="center",
+             va="bottom", wrap=True)
     if title:
         # a case name in any script: CJK from an installed CJK font, a character no
         # installed font has as its code point rather than an empty box (braintumor.fonts)
@@ -158,10 +263,18 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
                      parse_math=False)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    # room between the rows for the titles, which tight_layout does not leave an image
+    # scaled to its axes
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95 if title else 1), h_pad=2.0)
     fig.savefig(out, dpi=90, facecolor="black")
     plt.close(fig)
     return out
+
+
+def overlay_panel(rgb: np.ndarray, letters: Mapping[str, str]) -> np.ndarray:
+    """One panel of :func:`overlay_png`: ``rgb`` (``(H, W, 3)``, 0-1) as uint8 with the
+    orientation ``letters`` around it (:func:`label_edges`)."""
+    return label_edges(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), letters, size=11)
 
 
 def score(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
@@ -223,7 +336,7 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     if picture is not None and Path(picture).exists():
         b64 = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
         parts.append(f"<p><img alt='overlay' style='max-width:100%' "
-                     f"src='data:image/png;base64,{b64}'></p>")
+                     f"src='data:image/png;base64,{b64}'><br>{html.escape(VIEW_NOTE)}</p>")
     parts.append("<h2>Volumes (mL)</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in vols)
                  + "</tr><tr>" + "".join(f"<td>{v:.2f}</td>" for v in vols.values())
                  + "</tr></table>")
@@ -277,17 +390,18 @@ PERPENDICULAR_RGB = (213, 94, 0)
 
 
 def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
-                      diameters: Mapping[str, Any], axcodes: Sequence[str] = ("L", "P", "S"),
+                      diameters: Mapping[str, Any], axcodes: Sequence[str] = DISPLAY_AXCODES,
                       scale: int = 2) -> dict[str, np.ndarray]:
     """The slice on which each region's largest lesion was measured, with the region's
     outline and the two diameters drawn: ``{"ET": rgb, "WT": rgb}`` (``(H, W, 3)`` uint8;
     a region without a lesion is left out).
 
     ``image``: ``(4, X, Y, Z)`` in MODALITIES order (ET on the T1ce, WT on the FLAIR);
-    ``labels``: internal; ``diameters``: :func:`braintumor.diameters.rano`'s. Shown with
-    rows along the second of ``axcodes`` and columns along the first (the default,
-    L, P, S, is the radiological convention of :func:`overlay_png`; R, P, S the
-    neurological one), enlarged ``scale`` times so the lines stay thin.
+    ``labels``: internal; ``diameters``: :func:`braintumor.diameters.rano`'s. Shown as
+    :func:`plane` draws an axial slice of the grid ``axcodes`` (the default,
+    :data:`DISPLAY_AXCODES`, is the radiological view of every picture), enlarged
+    ``scale`` times so the lines stay thin, with the orientation letters around it
+    (:func:`label_edges`).
     """
     import nibabel as nib
     from scipy import ndimage as ndi
@@ -298,6 +412,8 @@ def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
     lab = np.asarray(labels)
     tr = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
                                          nib.orientations.axcodes2ornt(tuple(axcodes)))
+    shown_lab, shown = display_grid(lab, affine, axcodes)
+    letters = plane_letters(shown, "axial")
 
     def to_display(points: Sequence[Sequence[float]]) -> np.ndarray:
         out = np.zeros((len(points), 3))
@@ -314,24 +430,26 @@ def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
         les = summ["lesions"][0]
         pts = to_display([*les["ends"], *les["perpendicular_ends"]])
         z = int(round(pts[0, 2]))
-        vol = nib.orientations.apply_orientation(
-            np.asarray(image[MODALITIES.index(modality)], dtype=np.float32), tr)
+        vol = display_grid(np.asarray(image[MODALITIES.index(modality)], dtype=np.float32),
+                           affine, axcodes)[0]
         if not 0 <= z < vol.shape[2] or abs(pts[0, 2] - pts[2, 2]) > 0.5:
             continue  # the measured slice is not an axial one of this display
         values = (L.ET,) if region == "ET" else (L.NCR, L.ED, L.ET)
-        mask = np.isin(nib.orientations.apply_orientation(lab, tr)[:, :, z], values)
-        grey_slice = vol[:, :, z]
+        # rows along the display's y and columns along its x (plane's axial view), as
+        # the diameters' ends are placed below
+        grey_slice = plane(vol, "axial", z)
+        mask = np.isin(plane(shown_lab, "axial", z), values)
         brain = grey_slice != 0
         if brain.any():
-            xs, ys = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
+            ys, xs = np.nonzero(brain.any(1))[0], np.nonzero(brain.any(0))[0]
             x0, x1, y0, y1 = max(xs[0] - 4, 0), xs[-1] + 5, max(ys[0] - 4, 0), ys[-1] + 5
         else:
-            x0, x1, y0, y1 = 0, grey_slice.shape[0], 0, grey_slice.shape[1]
+            x0, x1, y0, y1 = 0, grey_slice.shape[1], 0, grey_slice.shape[0]
         inside = grey_slice[brain]
         lo, hi = np.percentile(inside, [0.5, 99.5]) if inside.size else (0.0, 1.0)
-        g = _grey(grey_slice[x0:x1, y0:y1].T, float(lo), float(hi))
+        g = _grey(grey_slice[y0:y1, x0:x1], float(lo), float(hi))
         rgb = (np.repeat(g[..., None], 3, axis=-1) * 255).astype(np.uint8)
-        m = mask[x0:x1, y0:y1].T
+        m = mask[y0:y1, x0:x1]
         rgb = np.kron(rgb, np.ones((scale, scale, 1), np.uint8))
         m = np.kron(m, np.ones((scale, scale), bool))
         rgb[m & ~ndi.binary_erosion(m)] = colour
@@ -343,7 +461,7 @@ def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
             for dr, dc in ((0, 0), (1, 0), (0, 1)):
                 ok = (rr + dr >= 0) & (rr + dr < h) & (cc + dc >= 0) & (cc + dc < w)
                 rgb[rr[ok] + dr, cc[ok] + dc] = col
-        pictures[region] = rgb
+        pictures[region] = label_edges(rgb, letters, size=12 * scale)
     return pictures
 
 
@@ -389,7 +507,8 @@ def diameters_html(diameters: Mapping[str, Any], picture: str | None = None) -> 
                f"src='{html.escape(picture, quote=True)}'>"
                "<br>Largest lesion of each region, on the slice where it was measured: "
                "enhancing tumour on the T1ce, T2/FLAIR abnormality on the FLAIR; the longest "
-               "diameter in blue, the perpendicular one in vermillion (orange-red).</p>"
+               "diameter in blue, the perpendicular one in vermillion (orange-red). "
+               f"{html.escape(VIEW_NOTE)}</p>"
                if picture else "")
             + "<table><tr><th>lesion</th><th>slice</th><th>longest (mm)</th>"
             "<th>perpendicular (mm)</th><th>product (mm²)</th><th>measurable</th></tr>"

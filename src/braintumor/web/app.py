@@ -704,7 +704,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.get("/api/jobs/{job_id}/report.pdf", response_class=FileResponse,
              summary="PDF report")
     def report_pdf(job_id: str) -> FileResponse:
-        from braintumor.web.report import render_pdf, render_pdf_2d
+        from braintumor.web.report import render_pdf, render_pdf_2d, report_file
 
         job = get_job(job_id)
         if job.status == "done" and job.result.get("kind") == "2d":
@@ -713,7 +713,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 render_pdf_2d(job, store.job_dir(job_id) / "output" / "overlay.png", out)
         else:
             job = done_3d(job_id)
-            out = store.job_dir(job_id) / "output" / f"report_v{job.label_version}.pdf"
+            out = store.job_dir(job_id) / "output" / report_file(job, "report.pdf")
             if not out.exists():
                 render_pdf(job, _pictures(job), out)
         return _attachment(out, "application/pdf",

@@ -1,9 +1,10 @@
 """A job's report: key slices with the outline, volumes, method, model version, metrics
 and the not-for-clinical-use notice, as printable HTML and as PDF (matplotlib, offline).
 
-Slices are shown in the neurological convention (the patient's right on the right of
-the picture) after turning the arrays to the closest RAS+ orientation, so a picture
-looks the same whatever the file's voxel order.
+Slices are shown in the radiological convention, as every report picture is
+(:mod:`braintumor.report`): the patient's right on the picture's left, whatever the
+file's voxel order, with the patient's direction lettered at each edge of each picture
+and the convention said under them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from braintumor import fonts
 from braintumor.diameters import describe
-from braintumor.report import LABEL_RGB, diameters_html
+from braintumor.report import LABEL_RGB, VIEW_NOTE, VIEWS, diameters_html
 from braintumor.web.measure import VOLUME_ROWS
 from braintumor.web.store import Job
 
@@ -27,26 +28,42 @@ NOTICE = ("Research software: not a medical device and not for clinical use. Eve
 
 #: internal label -> RGB (0-255), the same colours as the viewer's legend
 COLOURS = LABEL_RGB
-VIEWS = ("axial", "coronal", "sagittal")
 
 
-def _canonical(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    import nibabel as nib
+#: part of the names of the pictures and PDF written once per label version, changed
+#: whenever the way they are drawn changes, so that a job's files written before (the
+#: neurological view, without letters) are not served under the present caption
+DRAWING = "rad"
 
-    ornt = nib.orientations.io_orientation(affine)
-    return nib.orientations.apply_orientation(data, ornt)
+
+def report_file(job: Job, name: str) -> str:
+    """The file name (in the job's ``output`` folder) of a report file of ``job``'s
+    present label version, as drawn now (:data:`DRAWING`)."""
+    return f"report_v{job.label_version}_{DRAWING}_{name}"
+
+
+#: the key slices are enlarged this many times (nearest neighbour), so that their letters
+#: of :data:`LETTER_SIZE` pixels stay sharp in print
+SCALE = 2
+LETTER_SIZE = 32
 
 
 def key_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
                alpha: float = 0.45) -> dict[str, np.ndarray]:
-    """Axial, coronal and sagittal RGB pictures ``(H, W, 3)`` uint8 with the outline.
+    """Axial, coronal and sagittal RGB pictures ``(H, W, 3)`` uint8 with the outline, in
+    the radiological view with the orientation letters around each
+    (:func:`braintumor.report.plane`, :func:`~braintumor.report.plane_letters`),
+    enlarged :data:`SCALE` times.
 
-    ``image``: ``(X, Y, Z)`` one modality; ``labels``: ``(X, Y, Z)`` internal labels. The
-    axial slice is the one with the largest whole-tumour area; the other two pass
-    through the tumour's centre (the volume's centre when there is no tumour).
+    ``image``: ``(X, Y, Z)`` one modality; ``labels``: ``(X, Y, Z)`` internal labels, both
+    on the grid of ``affine``. The axial slice is the one with the largest whole-tumour
+    area; the other two pass through the tumour's centre (the volume's centre when there
+    is no tumour).
     """
-    img = _canonical(np.asarray(image, dtype=np.float32), affine)
-    lab = _canonical(np.asarray(labels, dtype=np.uint8), affine)
+    from braintumor.report import display_grid, label_edges, plane, plane_letters
+
+    img, shown = display_grid(np.asarray(image, dtype=np.float32), affine)
+    lab = display_grid(np.asarray(labels, dtype=np.uint8), affine)[0]
     wt = lab > 0
     if wt.any():
         z = int(np.argmax(wt.sum(axis=(0, 1))))
@@ -57,33 +74,33 @@ def key_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
     lo, hi = (np.percentile(nz, [1, 99]) if nz.size else (0.0, 1.0))
     grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255.0
 
-    def compose(g: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    def compose(view: str, index: int) -> np.ndarray:
+        g, lb = plane(grey, view, index), plane(lab, view, index)
         rgb = np.repeat(g[..., None], 3, axis=2)
         for value, colour in COLOURS.items():
             m = lb == value
             rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(colour, dtype=np.float32)
-        # rows from the top: anterior/superior first
-        return np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1]).astype(np.uint8)
+        big = np.kron(rgb.astype(np.uint8), np.ones((SCALE, SCALE, 1), np.uint8))
+        return label_edges(big, plane_letters(shown, view), size=LETTER_SIZE)
 
-    return {
-        "axial": compose(grey[:, :, z], lab[:, :, z]),
-        "coronal": compose(grey[:, cy, :], lab[:, cy, :]),
-        "sagittal": compose(grey[cx, :, :], lab[cx, :, :]),
-    }
+    return {"axial": compose("axial", z), "coronal": compose("coronal", cy),
+            "sagittal": compose("sagittal", cx)}
 
 
 def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = "flair"
                    ) -> dict[str, Path]:
-    """Write (once per label version) and return the three key-slice PNGs of a job."""
-    import nibabel as nib
-
+    """Write (once per label version) and return the three key-slice PNGs of a job,
+    drawn on the case's grid, the label map's (a modality sent on a grid of its own is
+    shown resampled onto it, as the segmentation read it)."""
+    from braintumor.cases import MODALITIES
     from braintumor.io import write_png
+    from braintumor.web.inputs import load_job_case
 
-    out = {v: job_dir / "output" / f"report_v{job.label_version}_{v}.png" for v in VIEWS}
+    out = {v: job_dir / "output" / report_file(job, f"{v}.png") for v in VIEWS}
     if all(p.exists() for p in out.values()):
         return out
-    img: Any = nib.load(str(job_dir / job.inputs["modalities"][modality]))
-    pics = key_slices(np.asarray(img.dataobj, dtype=np.float32), labels, img.affine)
+    case = load_job_case(job_dir, job.inputs, with_reference=False)
+    pics = key_slices(case.image[MODALITIES.index(modality)], labels, case.affine)
     for v, p in out.items():
         write_png(pics[v], p)
     return out
@@ -96,15 +113,14 @@ def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray) -> Path | None
     from braintumor.report import diameter_pictures, diameters_png
     from braintumor.web.inputs import load_job_case
 
-    out = job_dir / "output" / f"report_v{job.label_version}_diameters.png"
+    out = job_dir / "output" / report_file(job, "diameters.png")
     if out.exists():
         return out
     summ = (job.result.get("summaries") or [{}])[-1]
     if not summ.get("diameters"):
         return None
     case = load_job_case(job_dir, job.inputs, with_reference=False)
-    pics = diameter_pictures(case.image, labels, case.affine, summ["diameters"],
-                             axcodes=("R", "P", "S"))
+    pics = diameter_pictures(case.image, labels, case.affine, summ["diameters"])
     return diameters_png(pics, out)
 
 
@@ -415,6 +431,7 @@ def render_html(job: Job, slice_urls: dict[str, str], diameters_url: str | None 
 <div class="slices">{pics}</div>
 <p class="legend"><span class="sw ncr"></span> necrotic / non-enhancing core
 <span class="sw ed"></span> edema <span class="sw et"></span> enhancing tumour</p>
+<p class="legend">{e(VIEW_NOTE)}</p>
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th>Abbreviation</th><th>Volume (mL)</th></tr>{vol_rows}</table>
 {diameters_html(f["diameters"], diameters_url) if f.get("diameters") else ""}
@@ -463,6 +480,7 @@ def pdf_layout(job: Job, pictures: dict[str, Path]) -> PdfFlow:
                                          facecolor=np.array(COLOURS[value]) / 255,
                                          edgecolor="#333333", linewidth=0.5))
         flow.figure.text(x + 0.017, y + 0.002, name, fontsize=8)
+    flow.text(VIEW_NOTE, fontsize=8)
     flow.y -= 0.01
     flow.table("Volumes", [[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
                ["Region", "Abbr.", "Volume (mL)"], [0.6, 0.1, 0.3])
