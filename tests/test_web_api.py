@@ -333,7 +333,6 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert "<h2>Diameters (RANO)</h2>" in html.text
     version = done_job["label_version"]
     measured = f"/api/jobs/{done_job['id']}/report/v{version}/diameters.png"
-    assert measured in html.text
     png = client.get(measured)
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     # the same diameters as a volume for the viewer, on the label map's grid
@@ -345,16 +344,40 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     assert set(np.unique(np.asarray(vol.dataobj)).tolist()) == {0, 1, 2}
     assert client.get(done_job["urls"]["diameters"].replace(f"/v{version}/", "/v9/")
                       ).status_code == 404
+    _assert_self_contained(html.text, pictures=4)  # three key slices, the measured slice
+    assert html.headers["content-security-policy"].count("img-src 'self' data:") == 1
     assert "Radiological view: the patient&#x27;s right is on the image&#x27;s left." \
         in html.text
-    pics = [u for u in html.text.split('"') if u.endswith(".png")]
-    assert len(pics) == 3
-    for u in pics:
-        png = client.get(u)
+    for v in ("axial", "coronal", "sagittal"):  # the pictures' own links stay
+        png = client.get(f"/api/jobs/{done_job['id']}/report/v{version}/{v}.png")
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     pdf = client.get(done_job["urls"]["report_pdf"])
     assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
     assert pdf.headers["content-type"] == "application/pdf"
+
+
+def _assert_self_contained(page: str, pictures: int) -> list[Any]:
+    """A report page needs nothing from the server: no link to an /api/ or /static/
+    file, the style inline, and ``pictures`` PNGs embedded as data: URIs that decode;
+    -> the pictures."""
+    import base64
+
+    from PIL import Image
+
+    assert "/api/" not in page and "/static/" not in page
+    assert re.findall(r"<link[^>]*>", page) == ['<link rel="icon" href="data:,">']
+    assert "<style>" in page and ".slices img" in page
+    srcs = re.findall(r"<img\b[^>]*\bsrc=[\"']([^\"']*)", page)
+    assert len(srcs) == pictures and all(s.startswith("data:image/png;base64,") for s in srcs)
+    out = []
+    for s in srcs:
+        raw = base64.b64decode(s.split(",", 1)[1], validate=True)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+        assert img.size[0] > 10 and img.size[1] > 10
+        out.append(img)
+    return out
 
 
 def _report_job(result: dict[str, Any], case_id: str) -> Any:
@@ -1392,7 +1415,9 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         for text in ("12.5 mm²", "p_10.png", "10.0 mm² (40 pixels)", "2 of 3", "0.5 mm",
                      "not a medical device", f"{d['text']} (slice 2, p_2.png); under 10 x 10"):
             assert text in page.text, text
-        assert c.get(page.text.split('<img src="')[1].split('"')[0]).status_code == 200
+        (shown,) = _assert_self_contained(page.text, pictures=1)
+        overlay = Image.open(io.BytesIO(c.get(job["urls"]["image2d"]["overlay"]).content))
+        assert np.array_equal(np.asarray(shown), np.asarray(overlay))
         pdf = c.get(job["urls"]["report_pdf"])
         assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
         # one picture with a pixel size: mm^2 as well

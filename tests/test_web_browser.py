@@ -403,6 +403,19 @@ def test_sample_button(server: ServerThread, page: Any) -> None:
     assert sum(_label_pixels(shot).values()) > 50
     assert not page.is_visible("#m-grid")  # a 1 mm case needs no resampling
     assert failed == []
+    # the HTML report shows its pictures under the server's content security policy,
+    # from the page itself: nothing more is fetched, so a saved copy keeps them
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(f"{m.text} {m.location}") if m.type == "error"
+            else None)
+    page.goto(server.url + job["urls"]["report_html"])
+    widths = page.eval_on_selector_all(
+        "img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+    assert len(widths) >= 3 and min(widths) > 10, widths
+    assert fetched == [server.url + job["urls"]["report_html"]], fetched
+    assert refused == [] and failed == [], (refused, failed)
 
 
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:

@@ -674,18 +674,16 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                            f"{job.inputs.get('case_id', 'case')}_braintumor.nii.gz")
 
     @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
-             summary="Printable HTML report")
+             summary="Printable HTML report, self-contained (pictures embedded)")
     def report_html(job_id: str) -> HTMLResponse:
-        from braintumor.web.report import VIEWS, render_html, render_html_2d
+        from braintumor.web.report import render_html, render_html_2d
 
         job = get_job(job_id)
         if job.status == "done" and job.result.get("kind") == "2d":
-            return HTMLResponse(render_html_2d(job, f"/api/jobs/{job_id}/image2d/overlay.png"))
+            return HTMLResponse(render_html_2d(
+                job, store.job_dir(job_id) / "output" / "overlay.png"))
         job = done_3d(job_id)
-        urls = {v: f"/api/jobs/{job_id}/report/v{job.label_version}/{v}.png" for v in VIEWS}
-        measured = (f"/api/jobs/{job_id}/report/v{job.label_version}/diameters.png"
-                    if _diameter_picture(job) is not None else None)
-        return HTMLResponse(render_html(job, urls, measured))
+        return HTMLResponse(render_html(job, _pictures(job), _diameter_picture(job)))
 
     @app.get("/api/jobs/{job_id}/report/v{version}/{view}.png", response_class=FileResponse,
              summary="A key slice picture of the report")

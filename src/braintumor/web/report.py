@@ -4,11 +4,14 @@ and the not-for-clinical-use notice, as printable HTML and as PDF (matplotlib, o
 Slices are shown in the radiological convention, as every report picture is
 (:mod:`braintumor.report`): the patient's right on the picture's left, whatever the
 file's voxel order, with the patient's direction lettered at each edge of each picture
-and the convention said under them.
+and the convention said under them. The HTML report is one self-contained file: its
+pictures are embedded as ``data:`` URIs and its style inline, so a saved copy keeps
+them after the job has expired and offline.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import time
 from collections.abc import Callable
@@ -28,6 +31,8 @@ NOTICE = ("Research software: not a medical device and not for clinical use. Eve
 
 #: internal label -> RGB (0-255), the same colours as the viewer's legend
 COLOURS = LABEL_RGB
+#: the style of the HTML reports, put inline so that a saved report keeps it
+STYLE = Path(__file__).parent / "static" / "report.css"
 
 
 #: part of the names of the pictures and PDF written once per label version, changed
@@ -173,14 +178,23 @@ def report_facts(job: Job) -> dict[str, Any]:
     }
 
 
+def data_uri(path: Path) -> str:
+    """The PNG at ``path`` as a ``data:`` URI, to embed in a page."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def _html_page(case: str, job_id: str, facts: list[tuple[str, str]], body: str) -> str:
-    """The report page around ``body`` (HTML): title, notice, the facts table, footer."""
+    """The report page around ``body`` (HTML): title, notice, the facts table, footer;
+    the style inline (:data:`STYLE`) and an empty icon, so the page asks for no other
+    file."""
     e = html.escape
     rows = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>braintumor report: {e(case)}</title>
-<link rel="stylesheet" href="/static/report.css"></head>
+<link rel="icon" href="data:,">
+<style>
+{STYLE.read_text()}</style></head>
 <body>
 <header><h1>Tumour segmentation report</h1>
 <p class="notice">{e(NOTICE)}</p></header>
@@ -410,10 +424,12 @@ def _save_pdf(flow: PdfFlow, job_id: str, out: Path) -> Path:
     return out
 
 
-def render_html(job: Job, slice_urls: dict[str, str], diameters_url: str | None = None
+def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = None
                 ) -> str:
-    """A printable HTML report (no script, styles from the app's static folder);
-    ``diameters_url``: the picture of :func:`diameter_picture`, when there is one."""
+    """A printable, self-contained HTML report (no script, the style inline): the key
+    slices ``pictures`` (:func:`slice_pictures`) and ``diameters``, the picture of
+    :func:`diameter_picture` when there is one, embedded as ``data:`` URIs, so that a
+    saved copy keeps them after the job has gone and offline."""
     f = report_facts(job)
     e = html.escape
     vol_rows = "".join(f"<tr><td>{e(n)}</td><td>{e(k)}</td><td class=num>{_fmt(v, 2)}</td></tr>"
@@ -425,8 +441,8 @@ def render_html(job: Job, slice_urls: dict[str, str], diameters_url: str | None 
                         + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
                                   for r in mrows) + "</table>")
-    pics = "".join(f'<figure><img src="{e(u)}" alt="{e(v)} slice"><figcaption>{e(v)}'
-                   "</figcaption></figure>" for v, u in slice_urls.items())
+    pics = "".join(f'<figure><img src="{data_uri(p)}" alt="{e(v)} slice"><figcaption>{e(v)}'
+                   "</figcaption></figure>" for v, p in pictures.items())
     return _html_page(f["case"], f["job"], _facts(f), f"""<h2>Key slices</h2>
 <div class="slices">{pics}</div>
 <p class="legend"><span class="sw ncr"></span> necrotic / non-enhancing core
@@ -434,7 +450,8 @@ def render_html(job: Job, slice_urls: dict[str, str], diameters_url: str | None 
 <p class="legend">{e(VIEW_NOTE)}</p>
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th>Abbreviation</th><th>Volume (mL)</th></tr>{vol_rows}</table>
-{diameters_html(f["diameters"], diameters_url) if f.get("diameters") else ""}
+{diameters_html(f["diameters"], None if diameters is None else data_uri(diameters))
+   if f.get("diameters") else ""}
 {metrics_html}""")
 
 
@@ -553,8 +570,9 @@ def _facts_2d(f: dict[str, Any]) -> list[tuple[str, str]]:
     return out + ([("Warning", str(f["warning"]))] if f["warning"] else [])
 
 
-def render_html_2d(job: Job, picture_url: str) -> str:
-    """A printable HTML report of a 2D job (no script)."""
+def render_html_2d(job: Job, picture: Path) -> str:
+    """A printable, self-contained HTML report of a 2D job (no script; the outlined
+    ``picture`` embedded as a ``data:`` URI, the style inline)."""
     f = report_facts_2d(job)
     e = html.escape
     rows = "".join(f"<tr><td>{k}</td><td>{e(n)}</td><td class=num>{e(a)}</td></tr>"
@@ -562,7 +580,7 @@ def render_html_2d(job: Job, picture_url: str) -> str:
     per_slice = ("<h2>Per slice</h2><table><tr><th>Slice</th><th>Picture</th>"
                  f"<th>Tumour area</th></tr>{rows}</table>") if rows else ""
     return _html_page(f["case"], f["job"], _facts_2d(f), f"""<h2>Outline</h2>
-<div class="slices"><figure><img src="{e(picture_url)}" alt="outline on {e(f['shown'])}">
+<div class="slices"><figure><img src="{data_uri(picture)}" alt="outline on {e(f['shown'])}">
 <figcaption>{e(f['shown'])}</figcaption></figure></div>
 {per_slice}""")
 
