@@ -401,8 +401,12 @@ def test_a_slab_of_a_few_slices_is_said(tmp_path: Path, capsys: pytest.CaptureFi
     from braintumor import preprocess
 
     monkeypatch.setattr(preprocess, "MIN_FIELD_MM", 80.0)
-    assert preprocess.coverage_warning((240, 240, 155), (1.0, 1.0, 1.0)) is None
-    assert preprocess.coverage_warning((240, 240, 30), (1.0, 1.0, 5.0)) is None
+    head = np.zeros((1, 60, 60, 40), np.float32)
+    head[:, 10:50, 10:50, 5:35] = 1.0  # a small head with room around it: not a slab
+    assert preprocess.coverage_warning(head, (1.0, 1.0, 1.0)) is None
+    assert preprocess.coverage_warning(np.ones((1, 48, 48, 30)), (5.0, 5.0, 5.0)) is None
+    cut = np.ones((1, 60, 60, 5), np.float32)  # five slices of a brain
+    assert "covers only 5 mm" in (preprocess.coverage_warning(cut, (1.0, 1.0, 1.0)) or "")
     slab = _stack4d(tmp_path / "in" / "slab.nii.gz")
     out = tmp_path / "out"
     assert main(["predict", str(slab), "-o", str(out), "--method", "watershed"]) == 0

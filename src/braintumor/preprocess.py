@@ -52,20 +52,27 @@ MAX_BRAIN_ML = 2300.0
 MIN_FIELD_MM = 80.0
 
 
-def coverage_warning(shape: tuple[int, ...], spacing: tuple[float, float, float]
+def coverage_warning(image: np.ndarray, spacing: tuple[float, float, float]
                      ) -> str | None:
-    """One sentence when a scan covers too little to hold a whole brain (a slab of a few
-    slices), else None: its outline and volumes are those of the part scanned.
-    ``shape``: the spatial ``(X, Y, Z)``; ``spacing``: voxel size (mm)."""
-    fields = [int(n) * float(s) for n, s in zip(shape[-3:], spacing, strict=True)]
-    axis = int(np.argmin(fields))
-    if fields[axis] >= MIN_FIELD_MM:
-        return None
-    n = int(shape[-3:][axis])
-    return (f"the scan covers only {fields[axis]:.0f} mm along one of its axes "
-            f"({n} slice{'s' if n != 1 else ''}), where a brain spans over "
-            f"{MIN_FIELD_MM:.0f} mm: the outline and its volumes are of the part scanned, "
-            "not of the whole tumour.")
+    """One sentence when a scan covers too little to hold a whole brain, else None: along
+    an axis under :data:`MIN_FIELD_MM`, with the brain (non-zero voxels) running out of
+    the image at both of its ends there (a slab of a few slices cut from a brain, not a
+    small head with room around it). Its outline and volumes are those of the part
+    scanned. ``image``: ``(C, X, Y, Z)``; ``spacing``: voxel size (mm)."""
+    image = np.asarray(image)
+    shape = image.shape[-3:]
+    for axis in np.argsort([n * float(s) for n, s in zip(shape, spacing, strict=True)]):
+        field = shape[axis] * float(spacing[axis])
+        if field >= MIN_FIELD_MM:
+            return None
+        ax = image.ndim - 3 + int(axis)
+        if image.take(0, axis=ax).any() and image.take(shape[axis] - 1, axis=ax).any():
+            n = int(shape[axis])
+            return (f"the scan covers only {field:.0f} mm along one of its axes "
+                    f"({n} slice{'s' if n != 1 else ''}), where a brain spans over "
+                    f"{MIN_FIELD_MM:.0f} mm: the outline and its volumes are of the part "
+                    "scanned, not of the whole tumour.")
+    return None
 
 
 def skull_strip_warning(image: np.ndarray, spacing: tuple[float, float, float]

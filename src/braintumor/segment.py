@@ -248,7 +248,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     notes = list(getattr(case.source, "notes", None) or [])  # what reading the case found
     parts = [*notes, result.info.get("warning"), redirect, regrid_note(case), align_note,
              skull_strip_warning(case.image, case.spacing),
-             coverage_warning(case.image.shape[1:], case.spacing)]
+             coverage_warning(case.image, case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)
     return result
