@@ -264,6 +264,7 @@ def test_reports_say_the_convention(tmp_path: Path) -> None:
 
     import matplotlib.pyplot as plt
 
+    from braintumor.diameters import rano
     from braintumor.io import write_png
     from braintumor.web.report import key_slices, pdf_layout
     from braintumor.web.store import Job
@@ -274,13 +275,24 @@ def test_reports_say_the_convention(tmp_path: Path) -> None:
     assert html.escape(VIEW_NOTE) in page and VIEW_NOTE.startswith(VIEW_CONVENTION)
     pictures = {v: write_png(p, tmp_path / f"{v}.png")
                 for v, p in key_slices(image[3], labels, affine).items()}
+    # and so does the picture of the measured slice, lettered as the key slices
+    diameters = rano(labels, affine)
+    drawn = report.diameter_pictures(image, labels, affine, diameters)
+    assert "".join(_read_letter(drawn["ET"], e, 24) for e in EDGES) == RADIOLOGICAL["axial"]
+    measured = report.diameters_png(drawn, tmp_path / "diameters.png")
+    assert measured is not None
     job = Job(id="a1b2c3d4e5f6a7b8", kind="upload", method="watershed", status="done",
               finished=1.7e9, inputs={"case_id": "c1"},
-              result={"kind": "3d", "summaries": [{"volumes_ml": {}, "lesion_count": 1}]})
-    flow = pdf_layout(job, pictures)
+              result={"kind": "3d", "summaries": [{"volumes_ml": {}, "lesion_count": 1,
+                                                   "diameters": diameters}]})
+    flow = pdf_layout(job, pictures, measured)
     try:
         words = " ".join(t.get_text() for fig in flow.figures for t in fig.texts).split()
+        shown = [np.asarray(a.images[0].get_array()) for fig in flow.figures
+                 for a in fig.axes if a.images]
     finally:
         for fig in flow.figures:
             plt.close(fig)
-    assert " ".join(VIEW_NOTE.split()) in " ".join(words)
+    assert " ".join(words).count(" ".join(VIEW_NOTE.split())) == 2
+    picture = np.asarray(Image.open(measured).convert("RGB"))
+    assert any(np.array_equal(s[..., :3], picture) for s in shown)

@@ -420,6 +420,145 @@ def _overlaps_on_pdf_pages(flow: Any) -> list[str]:
     return bad
 
 
+def _rano_tables(flow: Any) -> list[list[list[str]]]:
+    """The rows (text) of the laid-out PDF's RANO tables, page after page."""
+    from braintumor.report import RANO_HEAD
+
+    out = []
+    for fig in flow.figures:
+        for ax in fig.axes:
+            for t in ax.tables:
+                cells = t.get_celld()
+                n_rows, n_cols = (max(k[i] for k in cells) + 1 for i in (0, 1))
+                grid = [[cells[r, c].get_text().get_text() for c in range(n_cols)]
+                        for r in range(n_rows)]
+                if tuple(grid[0]) == RANO_HEAD:
+                    out.append(grid[1:])
+    return out
+
+
+def test_pdf_report_has_the_rano_section_of_the_html(client: TestClient,
+                                                    done_job: dict[str, Any]) -> None:
+    """The PDF says what the HTML report says about the RANO diameters: the heading, the
+    picture of the measured slices (embedded, the same file), a table per region whose
+    rows are the job's lesions, and each lesion's slice named the same way in both, as
+    a reader finds it ("88 of 155" and its position in mm), not as a voxel index."""
+    import matplotlib.pyplot as plt
+
+    from braintumor.report import RANO_REGIONS, rano_rows, slice_position
+    from braintumor.web import report
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    job = store.get(done_job["id"])
+    diam = done_job["result"]["summary"]["diameters"]
+    assert any(diam[r]["measurable"] for r in ("ET", "WT")), diam
+    page = client.get(done_job["urls"]["report_html"]).text  # writes the pictures
+    out = store.job_dir(job.id) / "output"
+    pictures = {v: out / report.report_file(job, f"{v}.png") for v in report.VIEWS}
+    measured = out / report.report_file(job, "diameters.png")
+    assert measured.exists() and all(p.exists() for p in pictures.values())
+    want = [rano_rows(diam[r]) for r in ("ET", "WT") if diam[r]["lesions"]]
+    for rows, region in zip(want, ("ET", "WT"), strict=False):
+        for row, les in zip(rows, diam[region]["lesions"], strict=True):
+            assert row[2:] == [f"{les['longest_mm']:.1f}", f"{les['perpendicular_mm']:.1f}",
+                               f"{les['product_mm2']:.0f}",
+                               "yes" if les["measurable"] else "no"]
+            assert row[1] == slice_position(les)
+            assert row[1].startswith(f"{les['slice'] + 1} of {les['slices']}, ")
+            assert row[1].endswith(f" {abs(les['centre_mm'][2]):.1f} mm")
+            assert f"<td>{row[1]}</td>" in page  # the HTML names it the same way
+    assert " = " not in "".join(re.findall(r"<td>[^<]*</td>", page))  # no "k = 87"
+    flow = report.pdf_layout(job, pictures, measured)
+    flow.close(job.id)
+    try:
+        assert _overlaps_on_pdf_pages(flow) == []
+        flat = "".join("".join(t.get_text() for fig in flow.figures for t in fig.texts
+                               ).split())
+        assert "Diameters(RANO)" in flat
+        for region in ("ET", "WT"):
+            assert "".join(f"{RANO_REGIONS[region]}: {diam[region]['text']}".split()) in flat
+        assert _rano_tables(flow) == want
+        shown = [a.images[0].get_array() for fig in flow.figures for a in fig.axes
+                 if a.images]
+        from PIL import Image
+
+        picture = np.asarray(Image.open(measured))
+        assert len(shown) == 4 and any(np.array_equal(np.asarray(s), picture) for s in shown)
+    finally:
+        for fig in flow.figures:
+            plt.close(fig)
+    pdf = client.get(done_job["urls"]["report_pdf"]).content
+    assert pdf[:5] == b"%PDF-" and len(re.findall(rb"/Subtype\s*/Image\b", pdf)) == 4
+
+
+@pytest.mark.parametrize("lesions", ["small", "none"])
+def test_reports_say_when_no_lesion_is_measurable(tmp_path: Path, lesions: str) -> None:
+    """Lesions all under 10 x 10 mm, or none at all: both reports say that nothing is
+    measurable (no target, no SPD), and the PDF still lists the small lesions."""
+    import matplotlib.pyplot as plt
+
+    from braintumor.diameters import describe
+    from braintumor.io import write_png
+    from braintumor.web import report
+
+    small = {"axis": 2, "slice": 40, "slices": 155, "centre_mm": [0.0, 0.0, -7.3],
+             "longest_mm": 8.2, "perpendicular_mm": 6.0, "product_mm2": 49.2,
+             "measurable": False}
+    summ = {"lesions": [small] if lesions == "small" else [], "measurable": 0,
+            "targets": 0, "spd_mm2": 0.0, "largest": "8 x 6 mm" if lesions == "small" else ""}
+    summ["text"] = describe(summ)
+    result = {"kind": "3d", "method": "threshold", "model_version": "-",
+              "summaries": [{"volumes_ml": {"WT": 1.0}, "lesion_count": 1,
+                             "diameters": {"ET": summ, "WT": summ}}]}
+    job = _report_job(result, "Small")
+    pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
+                for v in report.VIEWS}
+    verdict = "No measurable lesion (both diameters at least 10 mm): no target lesion and no SPD."
+    page = report.render_html(job, pictures)
+    assert verdict in page
+    flow = report.pdf_layout(job, pictures)
+    flow.close(job.id)
+    try:
+        assert _overlaps_on_pdf_pages(flow) == []
+        flat = "".join("".join(t.get_text() for fig in flow.figures for t in fig.texts
+                               ).split())
+        assert "".join(verdict.split()) in flat
+        tables = _rano_tables(flow)
+    finally:
+        for fig in flow.figures:
+            plt.close(fig)
+    if lesions == "small":
+        row = ["1", "41 of 155, I 7.3 mm", "8.2", "6.0", "49", "no"]
+        assert tables == [[row], [row]] and "<td>41 of 155, I 7.3 mm</td>" in page
+        assert "notmeasurable(under10x10mm)" in flat
+    else:
+        assert tables == [] and "nolesion(none5mmorlonger)" in flat
+        assert "no lesion (none 5 mm or longer)" in page
+
+
+def test_reports_of_a_job_not_yet_measured_say_so(tmp_path: Path) -> None:
+    """Lesions still being counted: both reports say the diameters are not measured yet,
+    rather than leaving the section out."""
+    import matplotlib.pyplot as plt
+
+    from braintumor.io import write_png
+    from braintumor.web import report
+
+    result = {"kind": "3d", "summaries": [{"volumes_ml": {}, "lesion_count": None,
+                                           "diameters": None}]}
+    job = _report_job(result, "Quick")
+    pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
+                for v in report.VIEWS}
+    assert "Not measured yet" in report.render_html(job, pictures)
+    flow = report.pdf_layout(job, pictures)
+    try:
+        assert "Not measured yet" in " ".join(t.get_text() for fig in flow.figures
+                                              for t in fig.texts)
+    finally:
+        for fig in flow.figures:
+            plt.close(fig)
+
+
 @pytest.mark.parametrize("extra_facts", [0, 45])
 def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch,
@@ -466,24 +605,31 @@ def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
     monkeypatch.setattr(report, "_facts", lambda f: [*facts[:-1], *more, facts[-1]])
     pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
                 for v in report.VIEWS}
-    flow = report.pdf_layout(job, pictures)
+    measured = write_png(np.full((70, 150, 3), 120, np.uint8), tmp_path / "diameters.png")
+    flow = report.pdf_layout(job, pictures, measured)
     flow.close(job.id)  # the pages' feet
     try:
         assert _overlaps_on_pdf_pages(flow) == []
         shown = "".join(t.get_text() for fig in flow.figures for t in fig.texts)
         flat = "".join(shown.split())
-        for piece in (warning, version, facts[5][1], "WT 0.91, TC 0.84, ET 0.42"):
+        for piece in (warning, version, facts[5][1], "WT 0.91, TC 0.84, ET 0.42",
+                      "Diameters (RANO)", "T2/FLAIR abnormality (WT): 41 x 33 mm"):
             assert "".join(piece.split()) in flat, piece[:40]  # whole, wrapped, not cut
         assert len(flow.figures) > (1 if extra_facts else 0)  # a second page when needed
-        assert sum(bool(a.images) for fig in flow.figures for a in fig.axes) == 3
+        # the key slices and the measured slices
+        assert sum(bool(a.images) for fig in flow.figures for a in fig.axes) == 4
+        # a lesion measured before slices were counted: its slice numbered alone
+        rows = [[str(n), "41", "41.2", "33.0", "1353", "yes"] for n in (1, 2, 3)]
+        assert _rano_tables(flow) == [rows, rows]
         if len(flow.figures) > 1:
             assert f"Job {job.id}, page 2 of {len(flow.figures)}" in shown
     finally:
         for fig in flow.figures:
             plt.close(fig)
-    pdf = report.render_pdf(job, pictures, tmp_path / "r.pdf").read_bytes()
+    pdf = report.render_pdf(job, pictures, tmp_path / "r.pdf", measured).read_bytes()
     assert pdf[:5] == b"%PDF-" and len(re.findall(rb"/Type\s*/Page\b", pdf)) == len(
         flow.figures)
+    assert len(re.findall(rb"/Subtype\s*/Image\b", pdf)) == 4
 
     # a 2D stack's report: the same rule
     names = [f"slice_{i}_{'x' * 30}.png" for i in range(40)]

@@ -53,7 +53,8 @@ class Lesion:
     ``longest_mm`` and ``perpendicular_mm``: the two diameters; ``ends`` and
     ``perpendicular_ends``: the end points of each diameter, as voxel coordinates
     ``(i, j, k)`` of the file (floats), for drawing them; ``centre_mm``: the longest
-    diameter's midpoint in scanner coordinates.
+    diameter's midpoint in scanner coordinates; ``slices``: how many slices the file has
+    along ``axis`` (to name the measured one "88 of 155").
     """
 
     longest_mm: float
@@ -65,6 +66,8 @@ class Lesion:
     perpendicular_ends: tuple[tuple[float, float, float], tuple[float, float, float]]
     #: the longest diameter's midpoint in scanner coordinates (mm), to show the slice
     centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: the file's number of slices along ``axis``
+    slices: int | None = None
 
     @property
     def product_mm2(self) -> float:
@@ -180,7 +183,8 @@ def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> l
                           ends=ends3,  # type: ignore[arg-type]
                           perpendicular_ends=_to_voxel(pends, z, axis,  # type: ignore[arg-type]
                                                        offset),
-                          centre_mm=tuple(round(float(c), 2) for c in mid[:3])))  # type: ignore[arg-type]
+                          centre_mm=tuple(round(float(c), 2) for c in mid[:3]),  # type: ignore[arg-type]
+                          slices=int(m.shape[axis])))
     out = [les for les in out if les.longest_mm >= MIN_LISTED_MM]
     out.sort(key=lambda les: -les.product_mm2)
     return out[:MAX_LISTED]

@@ -481,35 +481,96 @@ def diameters_png(pictures: Mapping[str, np.ndarray], path: str | Path) -> Path 
     return write_png(np.concatenate(row[:-1], axis=1), path)
 
 
+#: the regions of the RANO section of every report, in its order, by name
+RANO_REGIONS = {"ET": "Enhancing tumour (holes filled)", "WT": "T2/FLAIR abnormality (WT)"}
+#: the heading of a RANO table's columns
+RANO_HEAD = ("Lesion", "Axial slice", "Longest (mm)", "Perpendicular (mm)",
+             "Product (mm²)", "Measurable")
+#: what the picture of the measured slices shows (:func:`diameters_png`)
+DIAMETERS_CAPTION = ("Largest lesion of each region (lesion 1 of its table), on the slice "
+                     "where it was measured: enhancing tumour on the T1ce, T2/FLAIR "
+                     "abnormality on the FLAIR; the longest diameter in blue, the "
+                     "perpendicular one in vermillion (orange-red).")
+
+
+def rano_intro() -> str:
+    """What the RANO section measures and how its slices are named (every report)."""
+    from braintumor.diameters import MAX_TARGETS, MEASURABLE_MM
+
+    return ("On the axial slice where each lesion is largest: the longest diameter and the "
+            "longest one perpendicular to it. A lesion is measurable when both reach "
+            f"{MEASURABLE_MM:.0f} mm; SPD is the sum of the products of up to {MAX_TARGETS} "
+            "measurable target lesions (RANO 2.0). Slices are the scan's axial slices "
+            "numbered from 1 in the file's order (\"88 of 155\"), with the position of "
+            "the measured diameters along the scanner's foot-to-head axis (S above, I below "
+            "the scanner's origin, in mm), as a viewer shows it.")
+
+
+def slice_position(lesion: Mapping[str, Any]) -> str:
+    """The slice a lesion was measured on, as a reader finds it: ``"88 of 155, S 12.0
+    mm"`` (numbered from 1; the number of slices and the position in scanner coordinates
+    when the measurement has them, as older ones do not)."""
+    text = f"{int(lesion['slice']) + 1}"
+    if lesion.get("slices"):
+        text += f" of {int(lesion['slices'])}"
+    centre = lesion.get("centre_mm")
+    if centre is not None and len(centre) == 3:
+        s = float(centre[2])
+        text += f", {'S' if s >= 0 else 'I'} {abs(s):.1f} mm"
+    return text
+
+
+def rano_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """One region's lesions (:func:`braintumor.diameters.summarise`) as rows of text under
+    :data:`RANO_HEAD`, the same in every report."""
+    return [[str(n), slice_position(les), f"{les['longest_mm']:.1f}",
+             f"{les['perpendicular_mm']:.1f}", f"{les['product_mm2']:.0f}",
+             "yes" if les["measurable"] else "no"]
+            for n, les in enumerate(summary.get("lesions") or [], start=1)]
+
+
+def rano_regions(diameters: Mapping[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
+    """The RANO section's regions: ``(name, the measurement in a few words
+    (:func:`braintumor.diameters.describe`), rows (:func:`rano_rows`))`` each."""
+    from braintumor.diameters import describe
+
+    out = []
+    for region, summ in diameters.items():
+        text = describe(summ) if summ.get("lesions") else "no lesion (none 5 mm or longer)"
+        out.append((RANO_REGIONS.get(region, region), text, rano_rows(summ)))
+    return out
+
+
+def rano_verdict(diameters: Mapping[str, Any]) -> str | None:
+    """The sentence every report says when no region has a measurable lesion (no target,
+    no SPD to follow); None when one has."""
+    from braintumor.diameters import MEASURABLE_MM
+
+    if any((summ or {}).get("measurable") for summ in diameters.values()):
+        return None
+    found = any((summ or {}).get("lesions") for summ in diameters.values())
+    return (f"No measurable lesion (both diameters at least {MEASURABLE_MM:.0f} mm): no "
+            "target lesion and no SPD." + (" The lesions below are listed as "
+                                           "non-measurable." if found else ""))
+
+
 def diameters_html(diameters: Mapping[str, Any], picture: str | None = None) -> str:
     """The bidimensional measurements (:func:`braintumor.diameters.rano`) as a section of
-    a report page: one row per lesion, the measured slice numbered from 1 as viewers do;
+    a report page: one row per lesion, the measured slice named by :func:`slice_position`;
     ``picture``: the URL (or data URI) of :func:`diameters_png`'s picture, shown above."""
-    from braintumor.diameters import MAX_TARGETS, MEASURABLE_MM, describe
-
-    names = {"ET": "Enhancing tumour (holes filled)", "WT": "T2/FLAIR abnormality (WT)"}
+    e = html.escape
     rows = []
-    for region, summ in diameters.items():
-        rows.append(f"<tr><th style='text-align:left' colspan='6'>"
-                    f"{html.escape(names.get(region, region))}: "
-                    f"{html.escape(describe(summ))}</th></tr>")
-        for n, les in enumerate(summ["lesions"], start=1):
-            rows.append(
-                f"<tr><td>{n}</td><td>{'ijk'[les['axis']]} = {les['slice'] + 1}</td>"
-                f"<td>{les['longest_mm']:.1f}</td><td>{les['perpendicular_mm']:.1f}</td>"
-                f"<td>{les['product_mm2']:.0f}</td>"
-                f"<td>{'yes' if les['measurable'] else 'no'}</td></tr>")
-    return ("<h2>Diameters (RANO)</h2><p>On the axial slice where each lesion is largest: "
-            "the longest diameter and the longest one perpendicular to it. A lesion is "
-            f"measurable when both reach {MEASURABLE_MM:.0f} mm; SPD is the sum of the "
-            f"products of up to {MAX_TARGETS} measurable target lesions (RANO 2.0).</p>"
+    for name, text, lesions in rano_regions(diameters):
+        rows.append(f"<tr><th style='text-align:left' colspan='{len(RANO_HEAD)}'>"
+                    f"{e(name)}: {e(text)}</th></tr>")
+        rows += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in lesions]
+    verdict = rano_verdict(diameters)
+    return ("<h2>Diameters (RANO)</h2>"
+            f"<p>{e(rano_intro())}</p>"
+            + (f"<p class='verdict'><strong>{e(verdict)}</strong></p>" if verdict else "")
             + (f"<p><img alt='the measured slices' style='max-width:100%' "
-               f"src='{html.escape(picture, quote=True)}'>"
-               "<br>Largest lesion of each region, on the slice where it was measured: "
-               "enhancing tumour on the T1ce, T2/FLAIR abnormality on the FLAIR; the longest "
-               "diameter in blue, the perpendicular one in vermillion (orange-red). "
-               f"{html.escape(VIEW_NOTE)}</p>"
+               f"src='{e(picture, quote=True)}'>"
+               f"<br>{e(DIAMETERS_CAPTION)} {e(VIEW_NOTE)}</p>"
                if picture else "")
-            + "<table><tr><th>lesion</th><th>slice</th><th>longest (mm)</th>"
-            "<th>perpendicular (mm)</th><th>product (mm²)</th><th>measurable</th></tr>"
+            + "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in RANO_HEAD) + "</tr>"
             + "".join(rows) + "</table>")

@@ -702,7 +702,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.get("/api/jobs/{job_id}/report.pdf", response_class=FileResponse,
              summary="PDF report")
     def report_pdf(job_id: str) -> FileResponse:
-        from braintumor.web.report import render_pdf, render_pdf_2d, report_file
+        from braintumor.web.report import render_pdf, render_pdf_2d, report_facts, report_file
 
         job = get_job(job_id)
         if job.status == "done" and job.result.get("kind") == "2d":
@@ -711,9 +711,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 render_pdf_2d(job, store.job_dir(job_id) / "output" / "overlay.png", out)
         else:
             job = done_3d(job_id)
-            out = store.job_dir(job_id) / "output" / report_file(job, "report.pdf")
-            if not out.exists():
-                render_pdf(job, _pictures(job), out)
+            # named anew with the RANO section: a PDF written before, without it, is not served
+            out = store.job_dir(job_id) / "output" / report_file(job, "report_rano.pdf")
+            # kept once the diameters are in it: before, they are still being measured
+            if not out.exists() or report_facts(job)["diameters"] is None:
+                render_pdf(job, _pictures(job), out, _diameter_picture(job))
         return _attachment(out, "application/pdf",
                            f"{job.inputs.get('case_id', 'case')}_report.pdf")
 

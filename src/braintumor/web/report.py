@@ -1,5 +1,9 @@
-"""A job's report: key slices with the outline, volumes, method, model version, metrics
-and the not-for-clinical-use notice, as printable HTML and as PDF (matplotlib, offline).
+"""A job's report: key slices with the outline, volumes, the RANO diameters (the picture
+of the measured slices and a table of lesions per region), method, model version,
+metrics and the not-for-clinical-use notice, as printable HTML and as PDF (matplotlib,
+offline), both saying the same facts (:mod:`braintumor.report` words the RANO section
+for both, each lesion's slice as a reader finds it, :func:`braintumor.report.
+slice_position`).
 
 Slices are shown in the radiological convention, as every report picture is
 (:mod:`braintumor.report`): the patient's right on the picture's left, whatever the
@@ -22,7 +26,17 @@ import numpy as np
 
 from braintumor import fonts
 from braintumor.diameters import describe
-from braintumor.report import LABEL_RGB, VIEW_NOTE, VIEWS, diameters_html
+from braintumor.report import (
+    DIAMETERS_CAPTION,
+    LABEL_RGB,
+    RANO_HEAD,
+    VIEW_NOTE,
+    VIEWS,
+    diameters_html,
+    rano_intro,
+    rano_regions,
+    rano_verdict,
+)
 from braintumor.web.measure import VOLUME_ROWS
 from braintumor.web.store import Job
 
@@ -351,14 +365,18 @@ class PdfFlow:
         self.y = top - height - self.GAP
         return top - height, top
 
-    def table(self, title: str, rows: list[list[str]], head: list[str],
-              col_widths: list[float] | None = None, fontsize: float = 9) -> Any:
-        """A table across the page under ``title``, as tall as its rows (matplotlib gives
-        each row the height of its default 10 pt text): -> the table."""
+    def table_height(self, rows: int) -> float:
+        """The height (a fraction of the page) of a :meth:`table` of ``rows`` rows and its
+        heading, without its title."""
         from matplotlib.table import Table
 
-        row = Table.FONTSIZE * 1.2 / 72.0 / self.HEIGHT_IN
-        bottom, top = self.block((len(rows) + 1) * row, title_size=11)
+        return (rows + 1) * Table.FONTSIZE * 1.2 / 72.0 / self.HEIGHT_IN
+
+    def table(self, title: str, rows: list[list[str]], head: list[str],
+              col_widths: list[float] | None = None, fontsize: float = 9) -> Any:
+        """A table across the page under ``title`` (none when empty), as tall as its rows
+        (matplotlib gives each row the height of its default 10 pt text): -> the table."""
+        bottom, top = self.block(self.table_height(len(rows)), title_size=11 if title else 0)
         ax = self.figure.add_axes((self.LEFT, bottom, self.RIGHT - self.LEFT, top - bottom))
         ax.axis("off")
         ax.set_title(title, fontsize=11, loc="left")
@@ -451,7 +469,8 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th>Abbreviation</th><th>Volume (mL)</th></tr>{vol_rows}</table>
 {diameters_html(f["diameters"], None if diameters is None else data_uri(diameters))
-   if f.get("diameters") else ""}
+   if f.get("diameters") is not None else
+   f"<h2>Diameters (RANO)</h2><p>{e(not_measured(f))}</p>"}
 {metrics_html}""")
 
 
@@ -468,13 +487,67 @@ def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
         ([("Warning", str(f["warning"]))] if f.get("warning") else [])
 
 
-def render_pdf(job: Job, pictures: dict[str, Path], out: Path) -> Path:
-    """An A4 PDF report (matplotlib's PdfPages; works offline): one page, or more when
-    the facts leave the pictures and tables no room (:class:`PdfFlow`)."""
-    return _save_pdf(pdf_layout(job, pictures), job.id, out)
+def render_pdf(job: Job, pictures: dict[str, Path], out: Path,
+               diameters: Path | None = None) -> Path:
+    """An A4 PDF report (matplotlib's PdfPages; works offline) with what the HTML report
+    has (:func:`render_html`), the RANO section and ``diameters``' picture
+    (:func:`diameter_picture`) included: one page, or more when the facts leave the
+    pictures and tables no room (:class:`PdfFlow`)."""
+    return _save_pdf(pdf_layout(job, pictures, diameters), job.id, out)
 
 
-def pdf_layout(job: Job, pictures: dict[str, Path]) -> PdfFlow:
+#: the most of a page the picture of the measured slices takes
+DIAMETERS_HEIGHT = 0.3
+def not_measured(facts: dict[str, Any]) -> str:
+    """What every report says in place of the RANO section when the job has no diameters
+    (``facts``: :func:`report_facts`'): not yet, or not at all."""
+    if facts.get("lesion_count") is None:
+        return "Not measured yet: the lesions are still being counted; open the report again."
+    return "Not measured: the scan's geometry, which the diameters need, is unknown."
+
+
+def _pdf_rano(flow: PdfFlow, facts: dict[str, Any], picture: Path | None) -> None:
+    """The RANO section of the PDF, as :func:`braintumor.report.diameters_html` gives
+    the HTML's: heading, what is measured, the verdict when nothing is measurable, the
+    picture of the measured slices and its caption, and a table of lesions per region."""
+    from PIL import Image
+
+    diameters = facts.get("diameters")
+    img = (np.asarray(Image.open(picture)) if diameters is not None and picture is not None
+           and Path(picture).exists() else None)
+    width = flow.RIGHT - flow.LEFT
+    height = 0.0
+    if img is not None:  # its height on the page at the full width, capped (then narrower)
+        height = width * flow.WIDTH_IN * img.shape[0] / img.shape[1] / flow.HEIGHT_IN
+        if height > DIAMETERS_HEIGHT:
+            width, height = width * DIAMETERS_HEIGHT / height, DIAMETERS_HEIGHT
+    flow.room(0.1 + height)  # the heading and what it measures with the picture
+    flow.text("Diameters (RANO)", fontsize=12, weight="bold", gap=0.004)
+    if diameters is None:
+        flow.text(not_measured(facts), fontsize=9)
+        return
+    flow.text(rano_intro(), fontsize=8)
+    verdict = rano_verdict(diameters)
+    if verdict:
+        flow.text(verdict, fontsize=9, weight="bold")
+    if img is not None:
+        bottom, top = flow.block(height)
+        ax = flow.figure.add_axes((0.5 - width / 2, bottom, width, top - bottom))
+        ax.imshow(img, interpolation="nearest")
+        ax.axis("off")
+        flow.text(f"{DIAMETERS_CAPTION} {VIEW_NOTE}", fontsize=8)
+    for name, text, rows in rano_regions(diameters):
+        flow.y -= 0.006
+        # the region's line on the page of its table (when the table fits on one)
+        flow.room(0.03 + min(flow.table_height(len(rows)), 0.5) if rows else 0.03)
+        flow.text(f"{name}: {text}", fontsize=9, weight="bold", gap=0.002)
+        if rows:
+            flow.table("", rows, list(RANO_HEAD), [0.08, 0.3, 0.15, 0.19, 0.15, 0.13],
+                       fontsize=8)
+
+
+def pdf_layout(job: Job, pictures: dict[str, Path], diameters: Path | None = None
+               ) -> PdfFlow:
     """The pages of :func:`render_pdf`, laid out and not yet saved."""
     from matplotlib.patches import Rectangle
     from PIL import Image
@@ -501,6 +574,8 @@ def pdf_layout(job: Job, pictures: dict[str, Path]) -> PdfFlow:
     flow.y -= 0.01
     flow.table("Volumes", [[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
                ["Region", "Abbr.", "Volume (mL)"], [0.6, 0.1, 0.3])
+    flow.y -= 0.01
+    _pdf_rano(flow, f, diameters)
     head, rows = _metric_rows(f["metrics"])
     if rows:
         flow.y -= 0.02
