@@ -379,6 +379,7 @@ def test_error_lines_name_the_input_that_failed(tmp_path: Path,
     err = capsys.readouterr().err
     assert rc == 1
     assert f"error: {t2}: another input of this run is also case 'c1' ({t1})" in err, err
+    assert f"note: {t1} is one file of case c1; the case is segmented from its 4 images" in err
     line = next(x for x in err.splitlines() if "differ in size" in x)
     assert line.startswith(f"error: {stack}"), line
 
@@ -428,3 +429,24 @@ def test_cuda_without_a_gpu_is_one_sentence_before_any_case(
     err = capsys.readouterr().err
     assert rc == 2 and err.count("no CUDA GPU is available") == 1, err
     assert not (tmp_path / "out" / "a.nii.gz").exists()
+
+
+def test_options_the_inputs_do_not_take_are_said() -> None:
+    """A pixel size with only 3D cases, or 3D options with only 2D pictures: one warning
+    each, not silence (the run goes on)."""
+    import argparse
+
+    from braintumor.commands.predict import _unused_options, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["x", "-o", "o", "--pixel-size", "0.5"])
+    assert _unused_options(args, has_3d=True, has_2d=False) == [
+        "--pixel-size applies to 2D pictures only; the 3D cases' voxel sizes come from "
+        "their files."]
+    assert _unused_options(args, has_3d=True, has_2d=True) == []
+    args = parser.parse_args(["x", "-o", "o", "--report", "--method", "watershed"])
+    said = _unused_options(args, has_3d=False, has_2d=True)
+    assert len(said) == 1 and said[0].startswith("--method, --report apply to 3D cases only")
+    assert _unused_options(args, has_3d=True, has_2d=True) == []
+    assert _unused_options(parser.parse_args(["x", "-o", "o"]), False, True) == []

@@ -174,6 +174,8 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
     choice = _series_choice(args.series, studies, [p for p in [*three, *two]
                                                    if p not in studies])
     written: list[Path] = []
+    for said in _unused_options(args, bool(three), bool(two)):
+        print(f"warning: {said}", file=sys.stderr)
 
     if two:
         try:
@@ -194,8 +196,14 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
             else:
                 skipped: list[InputError] = []
                 # a file given names itself in a clash (two files of one case folder)
+                cases = discover(p, errors=skipped)
                 planned += [(p if p.is_file() else s.reference_path, s.case_id, s)
-                            for s in discover(p, errors=skipped)]
+                            for s in cases]
+                for s in cases:  # one file of a case folder stands for the whole case
+                    if p.is_file() and s.image4d is None and len(s.modality_paths) > 1:
+                        print(f"note: {p} is one file of case {s.case_id}; the case is "
+                              f"segmented from its {len(s.modality_paths)} images in "
+                              f"{p.parent}.", file=sys.stderr)
                 for bad in skipped:  # a dataset's case that cannot be read: the rest go on
                     print(f"error: {bad}", file=sys.stderr)
                     failures += 1
@@ -336,6 +344,30 @@ def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]
         else:
             keep.append(s)
     return keep, len(sources) - len(keep)
+
+
+#: the options only 3D cases take, with their defaults
+_OPTIONS_3D = {"method": "cnn", "labels": "brats2021", "fast": False, "tta": False,
+               "align": False, "bias_correct": False, "uncertainty": False, "report": False,
+               "diameters": False, "dicom_seg": False}
+
+
+def _unused_options(args: argparse.Namespace, has_3d: bool, has_2d: bool) -> list[str]:
+    """One sentence for each kind of option the run's inputs do not take (a pixel size
+    with no 2D picture, 3D options with 2D pictures only), rather than passing over them
+    in silence; the run goes on."""
+    out = []
+    if args.pixel_size is not None and not has_2d:
+        out.append("--pixel-size applies to 2D pictures only; the 3D cases' voxel sizes "
+                   "come from their files.")
+    if has_2d and not has_3d:
+        given = [f"--{k.replace('_', '-')}" for k, default in _OPTIONS_3D.items()
+                 if getattr(args, k, default) != default]
+        if given:
+            out.append(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to 3D "
+                       "cases only; the 2D pictures are outlined by the 2D model as they "
+                       "always are.")
+    return out
 
 
 def _named(case_id: str, message: str) -> str:
