@@ -683,7 +683,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             return HTMLResponse(render_html_2d(
                 job, store.job_dir(job_id) / "output" / "overlay.png"))
         job = done_3d(job_id)
-        return HTMLResponse(render_html(job, _pictures(job), _diameter_picture(job)))
+        return HTMLResponse(render_html(job, *_report_pictures(job)))
 
     @app.get("/api/jobs/{job_id}/report/v{version}/{view}.png", response_class=FileResponse,
              summary="A key slice picture of the report")
@@ -715,7 +715,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             out = store.job_dir(job_id) / "output" / report_file(job, "report_rano.pdf")
             # kept once the diameters are in it: before, they are still being measured
             if not out.exists() or report_facts(job)["diameters"] is None:
-                render_pdf(job, _pictures(job), out, _diameter_picture(job))
+                slices, measured = _report_pictures(job)
+                render_pdf(job, slices, out, measured)
         return _attachment(out, "application/pdf",
                            f"{job.inputs.get('case_id', 'case')}_report.pdf")
 
@@ -726,6 +727,14 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job_dir = store.job_dir(job.id)
         return diameter_picture(job_dir, job,
                                 read_labels(labels_path(job_dir, job.label_version)))
+
+    def _report_pictures(job: Job) -> tuple[dict[str, Path], Path | None]:
+        from braintumor.web.correct import read_labels
+        from braintumor.web.report import report_pictures
+
+        job_dir = store.job_dir(job.id)
+        return report_pictures(job_dir, job,
+                               read_labels(labels_path(job_dir, job.label_version)))
 
     def _pictures(job: Job) -> dict[str, Path]:
         from braintumor.web.correct import read_labels

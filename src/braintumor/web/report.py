@@ -106,31 +106,56 @@ def key_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
             "sagittal": compose("sagittal", cx)}
 
 
-def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = "flair"
-                   ) -> dict[str, Path]:
+def _case_reader(job_dir: Path, job: Job) -> Callable[[], Any]:
+    """The job's case (its four volumes on the label map's grid), read on the first call
+    only, so that the pictures of one report read it once."""
+    from braintumor.web.inputs import load_job_case
+
+    held: list[Any] = []
+
+    def read() -> Any:
+        if not held:
+            held.append(load_job_case(job_dir, job.inputs, with_reference=False))
+        return held[0]
+
+    return read
+
+
+def report_pictures(job_dir: Path, job: Job, labels: np.ndarray
+                    ) -> tuple[dict[str, Path], Path | None]:
+    """:func:`slice_pictures` and :func:`diameter_picture` of one report, the job's case
+    read at most once for both (four full volumes), and not at all once they are made."""
+    read = _case_reader(job_dir, job)
+    return (slice_pictures(job_dir, job, labels, case=read),
+            diameter_picture(job_dir, job, labels, case=read))
+
+
+def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = "flair",
+                   case: Callable[[], Any] | None = None) -> dict[str, Path]:
     """Write (once per label version) and return the three key-slice PNGs of a job,
     drawn on the case's grid, the label map's (a modality sent on a grid of its own is
-    shown resampled onto it, as the segmentation read it)."""
+    shown resampled onto it, as the segmentation read it). ``case``: where to read the
+    job's case from (:func:`_case_reader`)."""
     from braintumor.cases import MODALITIES
     from braintumor.io import write_png
-    from braintumor.web.inputs import load_job_case
 
     out = {v: job_dir / "output" / report_file(job, f"{v}.png") for v in VIEWS}
     if all(p.exists() for p in out.values()):
         return out
-    case = load_job_case(job_dir, job.inputs, with_reference=False)
-    pics = key_slices(case.image[MODALITIES.index(modality)], labels, case.affine)
+    c = (case or _case_reader(job_dir, job))()
+    pics = key_slices(c.image[MODALITIES.index(modality)], labels, c.affine)
     for v, p in out.items():
         write_png(pics[v], p)
     return out
 
 
-def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray) -> Path | None:
+def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray,
+                     case: Callable[[], Any] | None = None) -> Path | None:
     """Write (once per label version) and return the PNG of the slices on which the
     largest lesions' RANO diameters were measured (:func:`braintumor.report.
-    diameter_pictures`, shown as the other key slices are); None without a lesion."""
+    diameter_pictures`, shown as the other key slices are); None without a lesion.
+    ``case``: where to read the job's case from (:func:`_case_reader`)."""
     from braintumor.report import diameter_pictures, diameters_png
-    from braintumor.web.inputs import load_job_case
 
     out = job_dir / "output" / report_file(job, "diameters.png")
     if out.exists():
@@ -138,8 +163,8 @@ def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray) -> Path | None
     summ = (job.result.get("summaries") or [{}])[-1]
     if not summ.get("diameters"):
         return None
-    case = load_job_case(job_dir, job.inputs, with_reference=False)
-    pics = diameter_pictures(case.image, labels, case.affine, summ["diameters"])
+    c = (case or _case_reader(job_dir, job))()
+    pics = diameter_pictures(c.image, labels, c.affine, summ["diameters"])
     return diameters_png(pics, out)
 
 
