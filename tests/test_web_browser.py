@@ -216,14 +216,15 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     at = page.evaluate("Array.from(state.nv.frac2mm(state.nv.scene.crosshairPos)).slice(0, 3)")
     middle = page.evaluate("Array.from(state.nv.frac2mm([0.5, 0.5, 0.5])).slice(0, 3)")
     assert np.allclose(at, lesion["centre_mm"], atol=1.0), (at, lesion)
-    # the arrow keys move the crosshair a voxel, as the viewer's label says (and back)
+    # the arrow keys move the crosshair a voxel, as the viewer's label says (and back);
+    # right on the screen is the patient's left in the radiological view (-x in RAS)
     page.focus("#gl")
     vox = "Array.from(state.nv.frac2vox(state.nv.scene.crosshairPos))"
     start = page.evaluate(vox)
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowUp")
     moved = page.evaluate(vox)
-    assert moved[0] == start[0] + 1 and moved[1] == start[1] + 1, (start, moved)
+    assert moved[0] == start[0] - 1 and moved[1] == start[1] + 1, (start, moved)
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowDown")
     assert page.evaluate(vox) == start
@@ -416,6 +417,46 @@ def test_sample_button(server: ServerThread, page: Any) -> None:
     assert len(widths) >= 3 and min(widths) > 10, widths
     assert fetched == [server.url + job["urls"]["report_html"]], fetched
     assert refused == [] and failed == [], (refused, failed)
+
+
+def _lesion_side(page: Any) -> float:
+    """Where the outline lies across the axial slice on the screen: its centre's
+    distance from the canvas's middle, as a fraction of the canvas's width (> 0: to the
+    right)."""
+    shot = page.locator("#gl").screenshot()
+    x, _ = _coloured_point(shot)
+    from PIL import Image
+
+    width = Image.open(io.BytesIO(shot)).width
+    return (x - width / 2) / width
+
+
+def test_viewer_shows_the_radiological_view_unless_chosen_otherwise(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """The small case's tumour lies in the patient's left half (its voxel x runs to the
+    left, and the tumour sits 4 voxels past the middle): the radiological view, the
+    reports' and the default, draws it right of the middle, the neurological view left
+    of it, and a reload keeps the reader's choice."""
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    lesion = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0]
+    middle = page.evaluate("Array.from(state.nv.frac2mm([0.5, 0.5, 0.5])).slice(0, 3)")
+    assert lesion["centre_mm"][0] < middle[0] - 2, (lesion, middle)  # the patient's left
+    assert page.input_value("#convention") == "radiological"
+    page.select_option("#layout", "axial")
+    page.wait_for_timeout(400)
+    assert page.evaluate("state.nv.opts.isRadiologicalConvention") is True
+    assert _lesion_side(page) > 0.03
+    page.select_option("#convention", "neurological")
+    page.wait_for_timeout(400)
+    assert _lesion_side(page) < -0.03
+    # the choice is the reader's habit: kept across a reload of the job's page
+    page.reload()
+    _wait_overlay(page)
+    assert page.input_value("#convention") == "neurological"
+    assert page.evaluate("state.nv.opts.isRadiologicalConvention") is False
+    page.select_option("#convention", "radiological")
 
 
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:

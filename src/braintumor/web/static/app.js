@@ -100,6 +100,8 @@ function wireUi() {
     b.addEventListener("click", () => switchModality(b.dataset.mod));
   }
   $("layout").addEventListener("change", applyLayout);
+  $("convention").value = savedConvention();
+  $("convention").addEventListener("change", applyConvention);
   for (const l of [1, 2, 3]) {
     $(`show-${l}`).addEventListener("change", (e) => {
       if (e.target.checked) state.hidden.delete(l); else state.hidden.add(l);
@@ -444,6 +446,11 @@ async function ensureViewer() {
     dragAndDropEnabled: false,
     isColorbar: false,
     loadingText: "loading",
+    // the reports' view: the patient's right on the screen's left, anterior on the left of
+    // a sagittal slice, a letter at each edge of every slice
+    isRadiologicalConvention: $("convention").value === "radiological",
+    sagittalNoseLeft: true,
+    showAllOrientationMarkers: true,
   });
   await nv.attachToCanvas($("gl"));
   nv.onLocationChange = (d) => {
@@ -454,12 +461,15 @@ async function ensureViewer() {
   canvas.addEventListener("pointerdown", () => { state.pendingClick = true; state.clickLocation = null; });
   // the arrow keys move the crosshair one voxel, as H, J, K, L do (NiiVue gives the
   // left and right arrows to the frames of a 4D image, which a case does not have)
+  // left and right as the screen shows them: in the radiological view the patient's
+  // right (+x in RAS) lies on the screen's left
   const ARROWS = { ArrowLeft: [-1, 0, 0], ArrowRight: [1, 0, 0], ArrowUp: [0, 1, 0], ArrowDown: [0, -1, 0] };
   canvas.addEventListener("keydown", (e) => {
     const step = ARROWS[e.key];
     if (!step || e.ctrlKey || e.metaKey || e.altKey) return;
     e.preventDefault();  // the page does not scroll under the viewer
-    nv.moveCrosshairInVox(...step);
+    const flip = nv.opts.isRadiologicalConvention ? -1 : 1;
+    nv.moveCrosshairInVox(step[0] * flip, step[1], step[2]);
   });
   canvas.addEventListener("pointerup", () => {
     if (!state.pendingClick) return;
@@ -508,6 +518,22 @@ function softwareRenderer(nv) {
   } catch (e) {
     return false;
   }
+}
+
+// the orientation chosen last on this browser (radiological unless the user chose the
+// other), kept across visits as a reader's habit
+function savedConvention() {
+  try {
+    return localStorage.getItem("braintumor.convention") === "neurological" ? "neurological" : "radiological";
+  } catch (e) {
+    return "radiological";
+  }
+}
+
+function applyConvention() {
+  const v = $("convention").value;
+  try { localStorage.setItem("braintumor.convention", v); } catch (e) { /* private window */ }
+  if (state.nv) state.nv.setRadiologicalConvention(v === "radiological");
 }
 
 function applyLayout() {
