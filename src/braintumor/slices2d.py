@@ -447,14 +447,13 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
     without PyTorch."""
     import torch
 
+    from braintumor.inference import onnx_export
+
     p = Path(weights)
     model = _load_torch_model(p)
     graph, cfg_path = onnx_files(p)
     x = torch.zeros(1, 3, model.size, model.size)
-    dyn = {0: "batch", 2: "h", 3: "w"}
-    torch.onnx.export(model.network, (x,), str(graph), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": dyn, "logits": dyn},
-                      opset_version=opset, dynamo=False)
+    onnx_export(model.network, x, graph, {0: "batch", 2: "h", 3: "w"}, opset)
     cfg_path.write_text(json.dumps(model.config, indent=1) + "\n")
     _load_model_cached.cache_clear()
     return graph, cfg_path

@@ -14,12 +14,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=17)
 
 
+#: the largest probability difference between PyTorch and ONNX Runtime an export may show
+TOLERANCE = 1e-4
+
+
 def run(args: argparse.Namespace) -> int:
-    from braintumor.inference import export_onnx
+    import sys
+
+    from braintumor.inference import export_onnx, onnx_agreement
 
     _not_2d(args.checkpoint)
     out = export_onnx(args.checkpoint, args.output, args.opset)
     print(out)
+    # the export is checked as it is written: the same seeded input through both
+    diff = onnx_agreement(args.checkpoint, out)
+    if diff is None:
+        print("ONNX Runtime is not installed: the export was not checked against PyTorch.",
+              file=sys.stderr)
+    elif diff > TOLERANCE:
+        print(f"error: {out}: its probabilities differ from PyTorch's by up to {diff:.2g} on a "
+              f"random 64^3 input (more than {TOLERANCE:g}); do not use it.", file=sys.stderr)
+        return 1
+    else:
+        print(f"checked: ONNX Runtime's probabilities within {diff:.1g} of PyTorch's on a random "
+              "64^3 input")
     return 0
 
 
