@@ -296,3 +296,40 @@ def test_reports_say_the_convention(tmp_path: Path) -> None:
     assert " ".join(words).count(" ".join(VIEW_NOTE.split())) == 2
     picture = np.asarray(Image.open(measured).convert("RGB"))
     assert any(np.array_equal(s[..., :3], picture) for s in shown)
+
+
+def test_a_scan_without_orientation_is_segmented_as_stored(tmp_path: Path) -> None:
+    """A case written from bare arrays (qform and sform codes 0, voxel sizes only):
+    segmented as the same case with BraTS's header is (not turned front to back by
+    nibabel's Analyze fallback), its label map written back with codes 0 so that it
+    overlays its scan, and a warning saying what was assumed."""
+    import csv
+
+    from braintumor.cli import main
+    from braintumor.phantom import make_case, write_case
+
+    case = make_case(shape=(64, 64, 64), seed=1)
+    oriented = write_case(case, tmp_path / "oriented", with_label=False)
+    bare = tmp_path / "bare" / case.case_id
+    bare.mkdir(parents=True)
+    for f in oriented.iterdir():
+        img = nib.load(str(f))
+        out = nib.Nifti1Image(np.asarray(img.dataobj), None)
+        out.header.set_zooms(img.header.get_zooms()[:3])
+        assert out.header["sform_code"] == 0 and out.header["qform_code"] == 0
+        nib.save(out, str(bare / f.name))
+    for src in (oriented, bare):
+        assert main(["predict", str(src), "-o", str(tmp_path / f"out_{src.parent.name}"),
+                     "--method", "watershed"]) == 0
+    a = nib.load(str(tmp_path / "out_oriented" / f"{case.case_id}.nii.gz"))
+    b = nib.load(str(tmp_path / "out_bare" / f"{case.case_id}.nii.gz"))
+    assert np.asarray(a.dataobj).any()
+    assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert b.header["sform_code"] == 0 and b.header["qform_code"] == 0
+    assert np.allclose(b.header.get_zooms()[:3], a.header.get_zooms()[:3])
+    rows = {r["case"]: r for r in csv.DictReader(
+        (tmp_path / "out_bare" / "volumes.csv").open())}
+    assert "gives no orientation" in rows[case.case_id]["warning"]
+    rows = {r["case"]: r for r in csv.DictReader(
+        (tmp_path / "out_oriented" / "volumes.csv").open())}
+    assert "orientation" not in rows[case.case_id]["warning"]

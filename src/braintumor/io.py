@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -244,7 +245,28 @@ def _volume_from_image(img: nib.Nifti1Image, p: Path, ndim: int | tuple[int, ...
     if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
         raise InputError(f"{p}: contains {n} NaN or infinite voxels.")
-    return Volume(path=p, data=data, affine=img.affine.copy(), header=img.header.copy())
+    affine = img.affine.copy() if has_orientation(img.header) else assumed_affine(img.header)
+    return Volume(path=p, data=data, affine=affine, header=img.header.copy())
+
+
+def has_orientation(header: Any) -> bool:
+    """Whether a NIfTI header says where its voxels lie (a qform or sform code over 0).
+    A file written from a bare array (``nib.Nifti1Image(array, None)``) or stripped of
+    its geometry says nothing but its voxel sizes."""
+    if not isinstance(header, nib.Nifti1Header):
+        return True  # another format: its reader's affine is all there is
+    return bool(int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0)
+
+
+def assumed_affine(header: Any) -> np.ndarray:
+    """The voxel-to-mm map taken for a header without orientation: BraTS's voxel axes
+    (towards the patient's left, back and head: ``LPS``) at the header's voxel sizes,
+    so such a file is segmented as stored, as BraTS's arrays are. nibabel's own fallback
+    (the Analyze convention, ``LAS``) would turn the front-back axis and segment a
+    BraTS array written without its header upside down in the front-back direction."""
+    zooms = [float(z) if np.isfinite(z) and z > 0 else 1.0 for z in header.get_zooms()[:3]]
+    zooms += [1.0] * (3 - len(zooms))
+    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
 
 
 def load_label_nifti(path: str | Path) -> Volume:
@@ -302,9 +324,8 @@ def save_label_nifti(
             img.set_sform(sform, int(scode))
         if qform is not None:
             img.set_qform(qform, int(qcode))
-        if sform is None and qform is None and affine is not None:
-            img.set_sform(affine, 1)
-            img.set_qform(affine, 1)
+        # a reference without orientation (qform and sform codes 0) is answered in kind:
+        # the label map overlays its scan in any viewer only with the same header
     else:
         aff = np.eye(4) if affine is None else affine
         img = nib.Nifti1Image(lab, aff)

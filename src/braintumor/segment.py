@@ -106,6 +106,20 @@ def missing_modality_note(missing: tuple[str, ...], method: str,
             f"without {'them' if len(missing) > 1 else 'it'}{measured}{why}")
 
 
+def unoriented_note(case: Case) -> str | None:
+    """A sentence for a scan whose header says nothing of where its voxels lie (qform
+    and sform codes 0): it was segmented as stored, its axes taken as BraTS's
+    (:func:`braintumor.io.assumed_affine`), and the label map keeps that header."""
+    from braintumor.io import has_orientation
+
+    if case.header is None or has_orientation(case.header):
+        return None
+    return ("the scan's header gives no orientation (qform and sform codes 0), so its "
+            "voxel axes were taken as BraTS's (towards the patient's left, back and head) "
+            "and the report's side letters rest on that; the label map keeps the header "
+            "as it came")
+
+
 def regrid_note(case: Case) -> str | None:
     """The warning for a case some of whose modalities came on grids of their own: which,
     and onto whose grid (:attr:`Case.grid`) they were resampled; a grid other than the
@@ -246,7 +260,8 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
                                   "Brats18_2013_20_1, was missed whole)"
                                   if "t2" in case.missing else ""))
     notes = list(getattr(case.source, "notes", None) or [])  # what reading the case found
-    parts = [*notes, result.info.get("warning"), redirect, regrid_note(case), align_note,
+    parts = [*notes, result.info.get("warning"), redirect, regrid_note(case),
+             unoriented_note(case), align_note,
              skull_strip_warning(case.image, case.spacing),
              coverage_warning(case.image, case.spacing)]
     if any(parts):
