@@ -378,6 +378,45 @@ def test_msd_4d_layout(tmp_path: Path, ext: str) -> None:
     np.testing.assert_array_equal(L.to_internal(np.asarray(back.dataobj), "msd"), lab)
 
 
+def test_msd_task_root_and_a_folder_of_4d_files(tmp_path: Path) -> None:
+    """The Decathlon task's own folder is read through its imagesTr folder, and a folder
+    of 4D files named otherwise is recognised by the files' four channels."""
+    path, lab = _write_msd(tmp_path / "Task01")
+    (src,) = discover(tmp_path / "Task01")
+    assert src.kind == "msd" and src.image4d == path and src.label_path is not None
+    loose = tmp_path / "scans"
+    loose.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (loose / name).write_bytes(path.read_bytes())
+    assert [(s.case_id, s.kind) for s in discover(loose)] == [("a", "msd"), ("b", "msd")]
+    # with a file of three channels they are read as one case's series, by their names
+    nib.save(nib.Nifti1Image(np.ones((*SHAPE, 3), np.float32), np.eye(4)),
+             str(loose / "b.nii.gz"))
+    with pytest.raises(InputError, match="do not name their modalities clearly"):
+        discover(loose)
+    # an empty folder: the sentence says what would be read
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="4D NIfTI files of the four modalities"):
+        discover(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("suffix", [".mgz", ".img", ".nrrd"])
+def test_a_modality_in_another_format_is_named(tmp_path: Path, suffix: str) -> None:
+    """A T2 stored as MGZ, Analyze or NRRD is not taken as missing (which would hand the
+    case to the watershed without a word about the file): the file is named."""
+    folder = write_brats(tmp_path, "c7", "brats2021", with_seg=False)
+    t2 = folder / "c7_t2.nii.gz"
+    t2.rename(folder / f"c7_t2{suffix}")
+    with pytest.raises(InputError, match=rf"c7_t2\{suffix}: is an? .* file; braintumor "
+                                         r"reads NIfTI"):
+        discover(folder)
+    # beside its NIfTI copy, the other file is passed over
+    (folder / f"c7_t2{suffix}").rename(t2)
+    (folder / f"c7_t2{suffix}").write_bytes(b"x")
+    (src,) = discover(folder)
+    assert src.modality_paths["t2"] == t2
+
+
 def test_msd_needs_four_channels(tmp_path: Path) -> None:
     p = tmp_path / "three.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((*SHAPE, 3), np.float32), np.eye(4)), str(p))

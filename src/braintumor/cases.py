@@ -160,11 +160,34 @@ def _match_brats_name(path: Path) -> tuple[str, str, str] | None:
     return None
 
 
+#: image formats of the field that braintumor does not read, by their name's ending
+OTHER_FORMATS = {
+    ".mgz": "FreeSurfer MGZ", ".mgh": "FreeSurfer MGH", ".img": "Analyze",
+    ".img.gz": "Analyze", ".hdr": "Analyze", ".nrrd": "NRRD", ".nhdr": "NRRD",
+    ".mha": "MetaImage", ".mhd": "MetaImage", ".mnc": "MINC",
+}
+
+
+def _other_format(path: Path) -> tuple[str, str, str, str] | None:
+    """-> (case_id, naming, modality or 'seg', format) for a file named as a BraTS
+    modality but stored in another format (``<case>_t2.mgz``)."""
+    low = path.name.lower()
+    for suffix in sorted(OTHER_FORMATS, key=len, reverse=True):
+        if low.endswith(suffix):
+            hit = _match_brats_name(path.with_name(path.name[: -len(suffix)] + ".nii"))
+            return None if hit is None else (*hit, OTHER_FORMATS[suffix])
+    return None
+
+
 def _source_from_files(files: list[Path], where: Path) -> list[CaseSource]:
     groups: dict[tuple[str, str], CaseSource] = {}
+    others: list[tuple[Path, tuple[str, str, str, str]]] = []
     for f in files:
         hit = _match_brats_name(f)
         if hit is None:
+            other = _other_format(f)
+            if other is not None:
+                others.append((f, other))
             continue
         case_id, naming, mod = hit
         src = groups.setdefault((case_id, naming), CaseSource(case_id=case_id, kind=naming))
@@ -177,6 +200,15 @@ def _source_from_files(files: list[Path], where: Path) -> list[CaseSource]:
                     f"({src.modality_paths[mod].name}, {f.name})."
                 )
             src.modality_paths[mod] = f
+    for f, (case_id, naming, mod, fmt) in others:
+        # a modality left out because of its format is said, not taken as missing (which
+        # would hand the case to the watershed, or refuse it, without naming the file)
+        known = groups.get((case_id, naming))
+        if mod != "seg" and (known is None or mod not in known.modality_paths):
+            raise InputError(
+                f"{f}: is a{'n' if fmt[0] in 'AEIMO' else ''} {fmt} file; braintumor reads "
+                "NIfTI (.nii, .nii.gz): convert it first (nibabel, SimpleITK or "
+                "mri_convert write NIfTI).")
     return list(groups.values())
 
 
@@ -229,8 +261,7 @@ def discover(path: str | Path, errors: list[InputError] | None = None) -> list[C
         if hit is not None:
             # one modality file of a case: take its folder
             return discover(p.parent)
-        return [CaseSource(case_id=strip_nifti_suffix(p.name), kind="msd", image4d=p,
-                           label_path=_msd_label_for(p))]
+        return [_msd_source(p)]
     files = sorted(f for f in p.iterdir() if f.is_file() and not is_hidden(f))
     sources = _brats_cases(p, files)
     if sources:
@@ -252,9 +283,14 @@ def discover(path: str | Path, errors: list[InputError] | None = None) -> list[C
         out.extend(found)
     if not out:
         niftis = [f for f in files if is_nifti(f.name)]
-        if niftis and p.name.lower().startswith("images"):
-            out = [CaseSource(case_id=strip_nifti_suffix(f.name), kind="msd", image4d=f,
-                              label_path=_msd_label_for(f)) for f in niftis]
+        # a Decathlon task's root: its images folders hold the 4D cases
+        images = [d for d in sorted(p.iterdir()) if d.is_dir() and not is_hidden(d)
+                  and d.name.lower() in ("imagestr", "imagests")]
+        if niftis and (p.name.lower().startswith("images") or all(map(_is_4d_case, niftis))):
+            out = [_msd_source(f) for f in niftis]
+        elif images and not niftis:
+            out = [_msd_source(f) for d in images for f in sorted(d.iterdir())
+                   if f.is_file() and not is_hidden(f) and is_nifti(f.name)]
         else:
             out = _named_cases(p, files)
     if not out and errors:  # every case folder failed: the first says why
@@ -262,9 +298,27 @@ def discover(path: str | Path, errors: list[InputError] | None = None) -> list[C
     if not out:
         raise InputError(
             f"{p}: holds no BraTS case (expected files such as <case>_t1.nii.gz ... "
-            "_flair.nii.gz or <case>-t1n.nii.gz ... -t2f.nii.gz)."
+            "_flair.nii.gz or <case>-t1n.nii.gz ... -t2f.nii.gz, 4D NIfTI files of the "
+            "four modalities, or a Decathlon task's imagesTr folder)."
         )
     return sorted(out, key=lambda s: s.case_id)
+
+
+def _msd_source(image4d: Path) -> CaseSource:
+    return CaseSource(case_id=strip_nifti_suffix(image4d.name), kind="msd", image4d=image4d,
+                      label_path=_msd_label_for(image4d))
+
+
+def _is_4d_case(path: Path) -> bool:
+    """Whether a NIfTI file holds the four modalities as a 4th axis (read from its header
+    alone)."""
+    try:
+        shape = list(getattr(nib.load(str(path)), "shape", ()))
+    except Exception:  # noqa: BLE001 - an unreadable file is not one; reading says why
+        return False
+    while len(shape) > 4 and shape[-1] == 1:
+        shape.pop()
+    return len(shape) == 4 and shape[-1] == len(MODALITIES)
 
 
 _LABEL_WORDS = re.compile(r"(^|[^a-z])(seg|label|labels|mask)([^a-z]|$)", re.IGNORECASE)
