@@ -983,3 +983,21 @@ def test_a_picture_is_predicted_without_torch(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     mask = np.asarray(Image.open(tmp_path / "out" / "slice_mask.png"))
     assert mask.shape == (120, 100)
+
+
+def test_outlines_are_shown_on_the_pictures_flair() -> None:
+    """The LGG composite (pre-contrast T1, FLAIR, post-contrast T1 as red, green, blue)
+    is shown grey as its FLAIR, the picture the outline describes; a greyscale picture
+    as itself."""
+    from braintumor.slices2d import display_grey, overlay
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    mask = np.zeros((32, 40), bool)
+    mask[10:20, 12:24] = True
+    shown = overlay(rgb, mask)
+    assert np.array_equal(shown[~mask], np.repeat(rgb[..., 1][~mask][:, None], 3, axis=1))
+    assert np.array_equal(display_grey(rgb), rgb[..., 1])
+    grey = rgb[..., 0]
+    assert np.array_equal(display_grey(grey), grey)
+    assert np.array_equal(display_grey(np.repeat(grey[..., None], 3, axis=2)), grey)

@@ -839,14 +839,20 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     return out
 
 
+def display_grey(image: np.ndarray) -> np.ndarray:
+    """The picture an outline is shown on, ``(H, W)`` uint8: its FLAIR (:func:`flair_of`),
+    the image the outline describes. Grey keeps the tint readable on the colourful LGG
+    composites; their channels' mean, shown before, blurred FLAIR's edges with the two
+    T1 pictures'."""
+    return np.clip(flair_of(to_three_channels(image)), 0, 255).astype(np.uint8)
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40),
             alpha: float = 0.4) -> np.ndarray:
     """``(H, W, 3)`` uint8 picture with the mask tinted and its outline drawn."""
     from scipy import ndimage
 
-    base = to_three_channels(image).astype(np.float32)
-    # a grey display keeps the tint readable on the colourful LGG composites
-    base = np.repeat(base.mean(axis=2, keepdims=True), 3, axis=2)
+    base = np.repeat(display_grey(image)[..., None].astype(np.float32), 3, axis=2)
     m = np.asarray(mask, dtype=bool)
     col = np.array(color, dtype=np.float32)
     base[m] = (1 - alpha) * base[m] + alpha * col

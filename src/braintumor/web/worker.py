@@ -262,12 +262,12 @@ def _metrics_2d(job_dir: Path, inputs: dict[str, Any], masks: list[np.ndarray]
 
 
 def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> None:
-    """``<stem>input.png`` (grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png`` (the
+    """``<stem>input.png`` (the FLAIR, grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png`` (the
     command line's overlay: tinted, outline drawn)."""
     from braintumor.io import write_png
-    from braintumor.slices2d import overlay
+    from braintumor.slices2d import display_grey, overlay
 
-    grey = arr[..., 0] if arr.shape[2] == 1 else arr.mean(axis=2).astype(np.uint8)
+    grey = display_grey(arr)  # the FLAIR the outline describes
     write_png(np.repeat(grey[..., None], 3, axis=2), dest / f"{stem}input.png")
     write_png(mask.astype(np.uint8) * 255, dest / f"{stem}mask.png")
     write_png(overlay(arr, mask), dest / f"{stem}overlay.png")
