@@ -597,7 +597,7 @@ def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
     job = _report_job(result, "BraTS-GLI-00000-000_" + "long_name_" * 6)
     facts = report._facts(report.report_facts(job))
     assert [k for k, _ in facts] == [
-        "Case", "Date", "Method", "Model version", "Lesions", "Diameters, enhancing (RANO)",
+        "Case", "Segmented", "Method", "Model version", "Lesions", "Diameters, enhancing (RANO)",
         "Diameters, T2/FLAIR (RANO)", "Manual corrections", "CNN and watershed agree (Dice)",
         "Warning"]
     more = [(f"Extra fact number {i} with a label long enough to wrap", "value " * 20)

@@ -500,7 +500,7 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
 
 
 def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
-    return [("Case", str(f["case"])), ("Date", f["date"]), ("Method", str(f["method"])),
+    return [("Case", str(f["case"])), ("Segmented", f["date"]), ("Method", str(f["method"])),
             ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"]))] + \
         ([(f"Diameters, {name} (RANO)", describe(f["diameters"][region]))
           for region, name in (("ET", "enhancing"), ("WT", "T2/FLAIR"))
@@ -653,7 +653,7 @@ def _picture_diameters_text(d: dict[str, Any] | None, names: list[Any], n: int) 
 
 
 def _facts_2d(f: dict[str, Any]) -> list[tuple[str, str]]:
-    out = [("Case", str(f["case"])), ("Date", f["date"]), ("Method", f["method"]),
+    out = [("Case", str(f["case"])), ("Segmented", f["date"]), ("Method", f["method"]),
            ("Model version", str(f["model_version"])), ("Pixel size", f["pixel"]),
            ("Tumour area", f["area"]),
            ("Largest lesion, longest x perpendicular diameter", f["diameters"]),
