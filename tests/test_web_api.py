@@ -693,8 +693,16 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert r.status_code == 200, r.text
     j1 = r.json()
     assert j1["label_version"] == 1 and j1["result"]["corrections"] == 1
-    after = np.asarray(_load(client.get(j1["urls"]["download"]).content).dataobj)
+    got = client.get(j1["urls"]["download"])
+    after = np.asarray(_load(got.content).dataobj)
     assert (after > 0).sum() < (before > 0).sum()
+    # saved beside the first download, the corrected one keeps a name of its own
+    case_id = job["inputs"]["case_id"]
+    assert _download_name(got.headers["content-disposition"]) == \
+        f"{case_id}_braintumor_corrected1.nii.gz"
+    other = client.get(j1["urls"]["download"] + "?convention=brats2023")
+    assert _download_name(other.headers["content-disposition"]) == \
+        f"{case_id}_braintumor_corrected1_brats2023.nii.gz"
     assert after[cx, cy, cz] == 0
     assert j1["result"]["summary"]["volumes_ml"]["WT"] < \
         job["result"]["summary"]["volumes_ml"]["WT"]
@@ -713,8 +721,10 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert u.status_code == 200 and u.json()["label_version"] == 1
     u = client.post(url + "/undo")
     assert u.json()["label_version"] == 0
-    restored = np.asarray(_load(client.get(job["urls"]["download"]).content).dataobj)
+    got = client.get(job["urls"]["download"])
+    restored = np.asarray(_load(got.content).dataobj)
     assert np.array_equal(restored, before)
+    assert _download_name(got.headers["content-disposition"]) == f"{case_id}_braintumor.nii.gz"
     nothing = client.post(url + "/undo")
     assert nothing.status_code == 400 and "no correction" in _detail(nothing)
 

@@ -669,9 +669,14 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if not out.exists():
             _convert_labels(labels_path(job_dir, job.label_version), out, convention)
         # not <case>_seg.nii.gz: saved into a BraTS case folder, that would replace the
-        # expert's outline, which carries that name
-        return _attachment(out, "application/gzip",
-                           f"{job.inputs.get('case_id', 'case')}_braintumor.nii.gz")
+        # expert's outline, which carries that name; a corrected outline (version N) and
+        # another convention say so in the name, so saving one beside the other keeps both
+        name = job.inputs.get("case_id", "case") + "_braintumor"
+        if job.label_version:
+            name += f"_corrected{job.label_version}"
+        if convention != "brats2021":
+            name += f"_{convention}"
+        return _attachment(out, "application/gzip", f"{name}.nii.gz")
 
     @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
              summary="Printable HTML report, self-contained (pictures embedded)")
