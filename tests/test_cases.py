@@ -276,6 +276,28 @@ def test_case_grid_rule(tmp_path: Path) -> None:
     assert note is not None and "onto the T2's (finer than the T1ce's slices" in note
 
 
+
+def test_voxel_sizes_come_from_the_affine_not_pixdim(tmp_path: Path) -> None:
+    """Files whose sform says 3 mm slices while their pixdim says 1 mm (qform unset, as a
+    tool that rewrites only the sform leaves them): the case has 3 mm slices, so it is
+    segmented on a 1 mm resampling and its volumes count 3 mm^3 a voxel."""
+    from braintumor.preprocess import model_grid_zoom
+
+    aff = BRATS_AFF @ np.diag([1.0, 1.0, 3.0, 1.0])
+    folder = write_brats(tmp_path, "slabs", with_seg=False)
+    for f in folder.iterdir():
+        img = nib.load(str(f))
+        out = nib.Nifti1Image(np.asarray(img.dataobj), aff)
+        out.header.set_sform(aff, 2)
+        out.header.set_qform(None, 0)
+        out.header["pixdim"][1:4] = 1.0
+        nib.save(out, str(f))
+    assert nib.load(str(f)).header.get_zooms()[:3] == (1.0, 1.0, 1.0)
+    case = load_case(folder)
+    assert case.spacing == pytest.approx((1.0, 1.0, 3.0))
+    assert case.voxel_volume_ml == pytest.approx(0.003)
+    assert model_grid_zoom(case.spacing) is not None  # resampled to 1 mm to be segmented
+
 def test_a_thick_t1_slab_too_short_for_the_finer_grid_keeps_its_grid(tmp_path: Path) -> None:
     """A T1 of thick slices covering too little of the 1 mm series' brain (a slab beside a
     3D series of the whole head) does not get the case refused: it keeps the T1's grid,

@@ -4,6 +4,7 @@ the file; label maps keep the reference's shape, affine and header geometry."""
 from __future__ import annotations
 
 import gzip
+import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -115,6 +116,96 @@ def test_label_map_must_hold_whole_numbers(tmp_path: Path) -> None:
     ok = _save(tmp_path / "y_seg.nii.gz", np.full(SHAPE, 4, np.int16))
     assert io.load_label_nifti(ok).data.dtype == np.uint8
 
+
+
+def _labels() -> np.ndarray:
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[2:6, 2:6, 2:6] = 2
+    lab[3:5, 3:5, 3:5] = 1
+    lab[4, 4, 4] = 4
+    return lab
+
+
+def _with_scaling(path: Path, raw: np.ndarray, slope: float, inter: float = 0.0) -> Path:
+    """``raw`` integers stored with scl_slope / scl_inter written into the header, as
+    another tool writes a label map (nibabel would choose a scaling of its own)."""
+    b = bytearray(nib.Nifti1Image(raw, np.eye(4)).to_bytes())
+    struct.pack_into("<ff", b, 112, slope, inter)  # scl_slope, scl_inter
+    path.write_bytes(gzip.compress(bytes(b)))
+    return path
+
+
+def test_scaled_integer_label_maps_are_read_through_their_scale(tmp_path: Path) -> None:
+    """Integers with a scale factor are read as any NIfTI reader reads them, each value
+    the whole number the file stores as near as its step allows: nibabel's default for a
+    float label map saved as uint8 (slope 1/63.75: 1.0039, 1.9922, 4.0) and an int16 with
+    slope 1/25 (0.99999998 in float32) were read truncated, edema (2) as core (1)."""
+    lab = _labels()
+    img = nib.Nifti1Image(lab.astype(np.float32), np.eye(4))
+    img.set_data_dtype(np.uint8)  # nibabel picks the scaling: slope 4/255
+    nib.save(img, str(tmp_path / "u8_seg.nii.gz"))
+    assert float(nib.load(str(tmp_path / "u8_seg.nii.gz")).dataobj.slope) != 1.0
+    files = [tmp_path / "u8_seg.nii.gz",
+             _with_scaling(tmp_path / "s25.nii.gz", lab.astype(np.int16) * 25, 1 / 25),
+             _with_scaling(tmp_path / "s3.nii.gz", lab.astype(np.int16) * 3, 1 / 3),
+             _with_scaling(tmp_path / "off.nii.gz", lab.astype(np.int16) * 10 - 20, 0.1, 2.0)]
+    for f in files:
+        got = io.load_label_nifti(f).data
+        assert got.dtype == np.uint8 and np.array_equal(got, lab), (f.name, np.unique(got))
+
+
+def test_a_scaled_label_map_of_fractions_is_refused_quoting_a_value(tmp_path: Path) -> None:
+    raw = _labels().astype(np.int16) * 10
+    raw[0, 0, 0] = 5  # 0.5: no label, however it is stored
+    p = _with_scaling(tmp_path / "half_seg.nii.gz", raw, 0.1)
+    with pytest.raises(InputError) as err:
+        io.load_label_nifti(p)
+    msg = str(err.value)
+    _one_sentence(msg, p)
+    assert "the value 0.5" in msg and "scl_slope 0.1" in msg and "whole numbers 0-255" in msg
+
+
+def test_float_label_maps_within_a_thousandth_of_whole_numbers(tmp_path: Path) -> None:
+    """A float label map from another tool's resampling carries noise (0.999999 for 1):
+    read as the whole numbers; a value farther off is refused, quoted."""
+    lab = _labels()
+    noisy = lab.astype(np.float32) * np.float32(0.999999)
+    noisy[lab == 2] += np.float32(0.0004)
+    got = io.load_label_nifti(_save(tmp_path / "noisy.nii.gz", noisy)).data
+    assert np.array_equal(got, lab)
+    noisy[0, 0, 0] = 1.01
+    p = _save(tmp_path / "off.nii.gz", noisy)
+    with pytest.raises(InputError) as err:
+        io.load_label_nifti(p)
+    _one_sentence(str(err.value), p)
+    assert "the value 1.01" in str(err.value)
+    far = _save(tmp_path / "neg.nii.gz", np.full(SHAPE, -3, np.int16))
+    with pytest.raises(InputError, match="the value -3"):
+        io.load_label_nifti(far)
+
+
+def test_voxel_size_is_the_affines_when_pixdim_disagrees(tmp_path: Path) -> None:
+    """An sform of 3 mm slices over a header whose pixdim says 1 mm (qform unset): the
+    voxels lie where the sform puts them, so they are 3 mm thick wherever a size is
+    read (the volume's spacing, a case's grid rule)."""
+    from braintumor.cases import coarsest_edge
+
+    aff = np.diag([-1.0, 1.0, 3.0, 1.0])
+    img = nib.Nifti1Image(np.ones(SHAPE, np.float32), aff)
+    img.header.set_sform(aff, 2)
+    img.header.set_qform(None, 0)
+    img.header["pixdim"][1:4] = 1.0
+    p = tmp_path / "mismatch.nii.gz"
+    nib.save(img, str(p))
+    back = nib.load(str(p))
+    assert back.header.get_zooms()[:3] == (1.0, 1.0, 1.0)  # the file says both
+    vol = io.load_nifti(p)
+    assert vol.spacing == pytest.approx((1.0, 1.0, 3.0))
+    assert coarsest_edge(back.header, back.affine) == pytest.approx(3.0)
+    oblique = io.voxel_sizes(_oblique_affine())
+    assert oblique == pytest.approx((0.94, 0.94, 3.0))
+    flat = np.diag([1.0, 1.0, 0.0, 1.0])  # an axis of no length: the header's size stands
+    assert io.voxel_sizes(flat, (1.0, 1.0, 2.5)) == pytest.approx((1.0, 1.0, 2.5))
 
 def _oblique_affine() -> np.ndarray:
     a, b = np.deg2rad(17.0), np.deg2rad(-8.0)

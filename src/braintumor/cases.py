@@ -40,6 +40,7 @@ from braintumor.io import (
     load_nifti,
     resample_onto,
     strip_nifti_suffix,
+    voxel_sizes,
 )
 
 #: Fixed channel order of every Case image.
@@ -407,13 +408,11 @@ def grid_modality(edges: Mapping[str, float]) -> str:
 
 
 def coarsest_edge(header: Any, affine: np.ndarray) -> float:
-    """A NIfTI image's coarsest voxel edge in mm (a 2D series' slice spacing): its
-    header's largest zoom of the three spatial ones, or, where those are not all positive
-    (a header written carelessly), the affine's longest voxel axis."""
-    zooms = [float(z) for z in header.get_zooms()[:3]]
-    if len(zooms) == 3 and all(np.isfinite(z) and z > 0 for z in zooms):
-        return max(zooms)
-    return float(np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0).max())
+    """A NIfTI image's coarsest voxel edge in mm (a 2D series' slice spacing): the
+    affine's longest voxel axis (:func:`~braintumor.io.voxel_sizes`: the affine places the
+    voxels, whatever the header's own voxel sizes say; they count only for an axis the
+    affine gives no length)."""
+    return max(voxel_sizes(affine, header.get_zooms()[:3]))
 
 
 #: one image's grid: (shape, affine, coarsest voxel edge in mm)

@@ -29,9 +29,11 @@ from braintumor.cases import (  # grid_modality: the case grid's rule, NIfTI's a
     MODALITY_NAMES,
     REQUIRED_MODALITIES,
     CaseSource,
+    coarsest_edge,
     grid_modality,
 )
 from braintumor.errors import InputError
+from braintumor.io import voxel_sizes
 
 NIFTI_EXT = (".nii.gz", ".nii")
 
@@ -319,7 +321,10 @@ def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
     img: Any = nib.load(str(nifti))
     shape = [int(s) for s in img.shape]
     usable = len([s for s in shape if s > 1]) == 3
-    small = too_small(shape, [float(z) for z in img.header.get_zooms()]) if usable else None
+    # voxel sizes from the affine, as every image of the project's (the header's own may
+    # disagree with an sform)
+    small = too_small(shape, list(voxel_sizes(img.affine, img.header.get_zooms()[:3]))) \
+        if usable else None
     usable = usable and small is None
     return Series(nifti, desc[:120], shape, usable,
                   classify_series(desc, acq) if usable else None, small)
@@ -991,7 +996,7 @@ def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Pa
         paths[m] = dest / f"{m}.nii.gz"
         shutil.copyfile(src, paths[m])
         img: Any = nib.load(str(src))
-        edges[m] = max(float(z) for z in img.header.get_zooms()[:3])
+        edges[m] = coarsest_edge(img.header, img.affine)  # the NIfTI cases' rule
     ref = grid_modality(edges)
     notes = [f"{series[chosen[m]].named()}, the {MODALITY_NAMES[m]}, has {edges[m]:.3g} mm "
              f"voxels and was interpolated onto the {MODALITY_NAMES[ref]}'s "

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,9 +135,28 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the first three axes."""
-        zooms = self.header.get_zooms()
-        return (float(zooms[0]), float(zooms[1]), float(zooms[2]))
+        """Voxel size in mm along the first three axes (:func:`voxel_sizes` of the affine)."""
+        return voxel_sizes(self.affine, self.header.get_zooms()[:3])
+
+
+def voxel_sizes(affine: np.ndarray, zooms: Sequence[float] | None = None
+                ) -> tuple[float, float, float]:
+    """Voxel size in mm along the first three axes: the lengths of the affine's first three
+    columns.
+
+    The affine (nibabel's ``img.affine``: the sform, else the qform, else the header's
+    voxel sizes) is what places the voxels, so it gives their size too; the header's own
+    voxel sizes (pixdim, ``header.get_zooms()``) may disagree with an sform a tool wrote
+    without them (1 x 1 x 1 mm there, 3 mm slices in the sform). Only an axis the affine
+    gives no length (a singular or broken affine) takes its size from ``zooms``, when
+    given and positive."""
+    cols = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    out = [float(c) for c in cols]
+    for i, c in enumerate(out):
+        if not (np.isfinite(c) and c > 1e-6) and zooms is not None and len(zooms) > i:
+            z = abs(float(zooms[i]))
+            out[i] = z if np.isfinite(z) and z > 0 else c
+    return (out[0], out[1], out[2])
 
 
 def resample_onto(vol: Volume, shape: tuple[int, ...], affine: np.ndarray,
@@ -269,27 +288,58 @@ def assumed_affine(header: Any) -> np.ndarray:
     return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
 
 
+#: how far a label map's value may lie from a whole number and still be read as it: the
+#: float noise of another tool's resampling or arithmetic (0.999999 for 1)
+LABEL_TOLERANCE = 1e-3
+#: the most that half a scale factor's step widens :data:`LABEL_TOLERANCE` (a value this
+#: far from every whole number is no label, however coarse the file's scaling)
+LABEL_STEP_TOLERANCE = 0.25
+
+
 def load_label_nifti(path: str | Path) -> Volume:
-    """Read a 3D label map; values must be whole numbers 0-255 (returned as uint8 array)."""
+    """Read a 3D label map; values must be whole numbers 0-255 (returned as uint8 array).
+
+    Integers stored with a scale factor (``scl_slope`` / ``scl_inter``, as nibabel saves a
+    float array as uint8) are read through it, as any NIfTI reader does. A value within
+    :data:`LABEL_TOLERANCE` of a whole number is that number (0.999999 from a float label
+    map resampled by another tool is 1); so is one within half a step of a scaled file's
+    integers (the nearest such a file can store: 1.0039 for 1 with nibabel's slope of
+    1/63.75), up to :data:`LABEL_STEP_TOLERANCE`. Any other value is refused in one
+    sentence that names the file and quotes it.
+    """
     p = Path(path)
     img = _open_nifti(p)
     stored = img.get_data_dtype()
-    slope, inter = img.header.get_slope_inter()
-    plain = (slope in (None, 1.0) or slope != slope) and (inter in (None, 0.0) or inter != inter)
-    if np.issubdtype(stored, np.integer) and plain:
+    # nibabel moves the header's scl_slope / scl_inter onto the data proxy when it reads a
+    # file (the header then says none): the proxy's are the file's scaling
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    scaled = not (slope == 1.0 and inter == 0.0)
+    if np.issubdtype(stored, np.integer) and not scaled:
         # the usual case: integer voxels, no scaling; checks need no float copy
         vol = _volume_from_image(img, p, 3, stored, check_finite=False)
         data = vol.data
         if data.size and (int(data.min()) < 0 or int(data.max()) > 255):
-            raise InputError(
-                f"{vol.path}: is not a label map (values must be whole numbers 0-255).")
+            bad = int(data.min()) if int(data.min()) < 0 else int(data.max())
+            raise InputError(f"{vol.path}: is not a label map (it holds the value {bad}; "
+                             "labels are whole numbers 0-255).")
         return Volume(path=vol.path, data=data.astype(np.uint8, copy=False), affine=vol.affine,
                       header=vol.header)
-    vol = _volume_from_image(img, p, 3, np.float32, check_finite=True)
+    vol = _volume_from_image(img, p, 3, np.float64, check_finite=True)
     data = vol.data
-    if (data < 0).any() or (data > 255).any() or not np.array_equal(data, np.round(data)):
-        raise InputError(f"{vol.path}: is not a label map (values must be whole numbers 0-255).")
-    return Volume(path=vol.path, data=data.astype(np.uint8), affine=vol.affine, header=vol.header)
+    tol = LABEL_TOLERANCE
+    if np.issubdtype(stored, np.integer):  # a whole number stored as near as the step allows
+        tol = max(tol, min(0.5 * abs(slope) + 1e-6, LABEL_STEP_TOLERANCE))
+    whole = np.rint(data)
+    bad = (np.abs(data - whole) > tol) | (whole < 0) | (whole > 255)
+    if bad.any():
+        value = float(data[np.unravel_index(int(np.argmax(bad)), data.shape)])
+        how = (f", its stored values scaled by scl_slope {slope:g} and scl_inter {inter:g}"
+               if scaled else "")
+        raise InputError(f"{vol.path}: is not a label map (it holds the value {value:.6g}"
+                         f"{how}; labels are whole numbers 0-255).")
+    return Volume(path=vol.path, data=whole.astype(np.uint8), affine=vol.affine,
+                  header=vol.header)
 
 
 def save_label_nifti(
