@@ -230,13 +230,15 @@ def _stack4d(path: Path, seed: int = 0) -> Path:
 @needs_predict
 def test_predict_never_overwrites_an_input(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """``-o`` the input's own folder: the label map would replace the scan; refused."""
+    """``-o`` the input's own folder: the label map would replace the scan; refused (and
+    no empty progress display is left between the error and the summary line)."""
     scan = _stack4d(tmp_path / "r1" / "scan.nii.gz")
     before = scan.read_bytes()
     rc = main(["predict", str(scan), "-o", str(tmp_path / "r1"), "--method", "watershed"])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert rc == 2 and scan.read_bytes() == before
     _check_one_sentence(err, "would overwrite the input")
+    assert out == "" and "" not in err.splitlines(), err
 
 
 @needs_predict

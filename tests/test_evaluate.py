@@ -371,3 +371,92 @@ def test_an_unreadable_prediction_is_scored_as_missing_and_the_rest_scored(folde
                  ["dice"]) > 0
     doc = json.loads(out.with_suffix(".json").read_text())
     assert len(doc["unreadable_predictions"]) == 1
+
+
+def test_a_prediction_in_a_folder_named_labelsTs_is_read_by_its_values(tmp_path, capsys):
+    """``predict -o Task/labelsTs --labels brats2023`` writes BraTS 2023 values into a
+    folder named as the Decathlon's: the folder says the convention of references only,
+    so the prediction is read by its values (a perfect one scores 1), and as the
+    Decathlon's only when --pred-labels says so."""
+    lab = labels2021()
+    save(lab, tmp_path / "ref" / "case1" / "case1_seg.nii.gz")
+    pred = tmp_path / "Task" / "labelsTs"
+    save(L.convert(lab, "brats2021", "brats2023"), pred / "case1.nii.gz")
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out), "--no-lesion-wise", "--quiet"]) == 0
+    dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "case1"}
+    assert dice == {"WT": 1.0, "TC": 1.0, "ET": 1.0}, dice
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out), "--no-lesion-wise", "--quiet", "--pred-labels", "msd"]) == 0
+    dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "case1"}
+    assert dice["TC"] < 1.0  # asked for: edema (the Decathlon's 1) taken for core
+
+
+def test_volumes_and_distances_use_the_affines_voxel_size(tmp_path: Path) -> None:
+    """A reference whose sform says 3 mm slices while its pixdim says 1 mm: volumes and
+    HD95 are those of 3 mm slices, as the sform places the voxels."""
+    lab = labels2021()
+    aff = np.diag([1.0, 1.0, 3.0, 1.0])
+    img = nib.Nifti1Image(lab, aff)
+    img.header.set_sform(aff, 2)
+    img.header.set_qform(None, 0)
+    img.header["pixdim"][1:4] = 1.0
+    ref = tmp_path / "ref" / "case1.nii.gz"
+    ref.parent.mkdir()
+    nib.save(img, str(ref))
+    pred = save(np.roll(lab, 1, axis=2), tmp_path / "pred" / "case1.nii.gz", (1.0, 1.0, 3.0))
+    scores = E.evaluate_pair(pred, ref, lesions=False)
+    wt = L.region_masks(L.to_internal(lab, "brats2021"))["WT"]
+    assert scores["WT"]["ref_volume_ml"] == pytest.approx(wt.sum() * 3.0 / 1000)
+    assert scores["WT"]["hd95"] == pytest.approx(3.0)  # one slice off: 3 mm, not 1
+
+
+def test_a_reference_stored_with_a_scale_factor_is_scored_by_its_labels(tmp_path: Path) -> None:
+    """nibabel's default for a float label map saved as uint8 scales it (1 is stored as
+    1.0039, 2 as 1.9922): a perfect prediction scores 1, edema not read as core."""
+    lab = labels2021()
+    img = nib.Nifti1Image(lab.astype(np.float32), np.diag([*SPACING, 1.0]))
+    img.set_data_dtype(np.uint8)
+    ref = tmp_path / "ref" / "case1_seg.nii.gz"
+    ref.parent.mkdir()
+    nib.save(img, str(ref))
+    pred = save(lab, tmp_path / "pred" / "case1.nii.gz")
+    scores = E.evaluate_pair(pred, ref, lesions=False)
+    assert all(scores[r]["dice"] == 1.0 for r in ("WT", "TC", "ET")), scores
+
+
+def test_no_empty_line_on_stdout(folders, tmp_path, capsys):
+    """The progress bar is drawn on a terminal only: piped or captured, an error leaves
+    stdout empty and the results start at the first line."""
+    pred, ref = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(empty),
+                 "-o", str(tmp_path / "m.csv")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1, (out, err)
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref),
+                 "-o", str(tmp_path / "m.csv"), "--no-lesion-wise"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() and out.splitlines()[0].strip(), out[:200]
+
+
+def test_an_output_that_cannot_be_written_is_said_before_any_scoring(folders, tmp_path,
+                                                                    capsys, monkeypatch):
+    pred, ref = folders
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the output was checked")
+
+    monkeypatch.setattr(E, "evaluate_folders", never)
+    (tmp_path / "afile").write_text("keep me")
+    for target, says in ((tmp_path / "afile" / "m.csv", "exists and is not a folder"),
+                         (tmp_path / "afile" / "sub" / "m.csv", "cannot be made"),
+                         (tmp_path, "is a folder")):
+        assert main(["evaluate", "--pred", str(pred), "--ref", str(ref),
+                     "-o", str(target), "--quiet"]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+        assert says in err and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "keep me"

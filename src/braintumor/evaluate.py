@@ -14,7 +14,8 @@
   reference are listed, not scored.
 
 Label conventions are detected per file (file name, then the values; see
-:func:`braintumor.labels.detect_convention`) unless given. Metrics are those of
+:func:`braintumor.labels.detect_convention`; a reference in a Decathlon task's
+``labelsTr`` / ``labelsTs`` folder is the Decathlon's) unless given. Metrics are those of
 :mod:`braintumor.metrics`, computed with the reference's voxel spacing.
 
 2D (PNG/TIFF masks, 0 = background, anything > 127 = tumour): :func:`evaluate_2d`
@@ -166,9 +167,15 @@ def _folder(path: str | Path, what: str) -> Path:
 MSD_LABEL_FOLDERS = ("labelsTr", "labelsTs")
 
 
-def load_label_map(path: Path, convention: str = "auto") -> tuple[np.ndarray,
-                                                                   tuple[float, ...], str]:
-    """Read a label map -> (internal labels ``(X, Y, Z)``, spacing in mm, convention)."""
+def load_label_map(path: Path, convention: str = "auto", reference: bool = False
+                   ) -> tuple[np.ndarray, tuple[float, ...], str]:
+    """Read a label map -> (internal labels ``(X, Y, Z)``, spacing in mm, convention).
+
+    ``reference``: the map is a reference, so a Decathlon task's label folder
+    (:data:`MSD_LABEL_FOLDERS`) says its convention when ``convention`` is auto. A
+    prediction's folder says nothing: it is the user's choice of name (``predict -o
+    Task/labelsTs`` writes BraTS values there), so its convention comes from its file
+    name, then its values, unless given."""
     from braintumor.io import load_label_nifti
 
     vol = load_label_nifti(path)
@@ -177,7 +184,7 @@ def load_label_map(path: Path, convention: str = "auto") -> tuple[np.ndarray,
         # a Decathlon label map (its values alike BraTS 2023's, its regions not) is known
         # by its folder, as the Decathlon lays it out
         hint = L.convention_from_name(path.name) or (
-            "msd" if path.parent.name in MSD_LABEL_FOLDERS else None)
+            "msd" if reference and path.parent.name in MSD_LABEL_FOLDERS else None)
         conv = L.detect_convention(vol.data, hint=hint, what=what)
     else:
         conv = L.detect_convention(vol.data, hint=convention, what=what, hint_given=True)
@@ -196,7 +203,7 @@ def evaluate_pair(
     """Scores of one prediction file against its reference: ``{region: {metric: value}}``
     (with ``diameters``, also :data:`DIAMETER_KEYS` for ET and WT)."""
     pred, _, _ = load_label_map(pred_path, pred_labels)
-    ref, spacing, _ = load_label_map(ref_path, ref_labels)
+    ref, spacing, _ = load_label_map(ref_path, ref_labels, reference=True)
     pred = on_reference_grid(pred, pred_path, ref.shape, ref_path)
     scores = M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
     if diameters:
@@ -248,7 +255,7 @@ def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, .
 
 
 def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> dict[str, dict]:
-    ref, spacing, _ = load_label_map(ref_path, ref_labels)
+    ref, spacing, _ = load_label_map(ref_path, ref_labels, reference=True)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     masks = L.region_masks(ref)
     out = {}

@@ -24,3 +24,20 @@ def output_folder(raw: str) -> Path:
     if not os.access(out, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "the output folder is not writable", str(out))
     return out
+
+
+def output_file(raw: str | Path) -> Path:
+    """A file a command writes when its work is done (and the files written beside it):
+    its folder made and checked as :func:`output_folder` does, before any work, so a
+    folder that cannot be written is one sentence at once, not after the work is lost."""
+    import errno
+    import os
+
+    out = Path(raw)
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give the name of the file to "
+                                "write", str(out))
+    output_folder(str(out.parent))
+    if out.exists() and not os.access(out, os.W_OK):
+        raise PermissionError(errno.EACCES, "the file is not writable", str(out))
+    return out

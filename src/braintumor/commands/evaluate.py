@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -55,15 +56,21 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from braintumor import evaluate as E
+    from braintumor.commands import output_file
 
     console = Console(stderr=False)
-    with Progress(TextColumn("scoring {task.description}"), BarColumn(),
-                  TimeRemainingColumn(), console=console, transient=True,
-                  disable=args.quiet) as bar:
-        task = bar.add_task("", total=1.0)
+    output_file(args.output)  # before any scoring: a folder it cannot write is said at once
+    # The bar is drawn on a terminal only, and erased when done: elsewhere (a pipe, a
+    # file) it would show nothing, and rich would still end it with an empty line there.
+    bar = Progress(TextColumn("scoring {task.description}"), BarColumn(),
+                   TimeRemainingColumn(), console=console, transient=True) \
+        if console.is_interactive and not args.quiet else None
+    with bar if bar is not None else contextlib.nullcontext():
+        task = bar.add_task("", total=1.0) if bar is not None else None
 
         def progress(fraction: float, stage: str) -> None:
-            bar.update(task, completed=fraction, description=stage)
+            if bar is not None and task is not None:
+                bar.update(task, completed=fraction, description=stage)
 
         def score(pred: Path) -> Any:
             if E.is_2d_folder(pred) and E.is_2d_folder(args.ref):

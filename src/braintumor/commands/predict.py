@@ -159,13 +159,11 @@ def _unzip_study(zip_path: Path, folder: Path) -> None:
 
 def _run(args: argparse.Namespace, failures: int = 0) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from braintumor import dicom
-    from braintumor.cases import CaseSource, discover, load_case
+    from braintumor.cases import CaseSource, discover
     from braintumor.commands import output_folder
-    from braintumor.errors import InputError, describe_failure
-    from braintumor.segment import segment
+    from braintumor.errors import InputError
 
     console = Console(stderr=True)
     out_dir = output_folder(args.output)
@@ -240,9 +238,26 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
     if args.scheduler:
         return _run_distributed(args, sources, out_dir, written, failures)
 
-    from braintumor.scale import volume_row, write_outputs
-
     rows: list[dict[str, Any]] = []
+    if sources:  # every case refused: no progress display (it would print an empty line)
+        failures += _segment_each(args, sources, out_dir, console, written, rows)
+    table, failed = _table(rows, out_dir)
+    return _finish(written + table + _index(args, out_dir), failures + failed)
+
+
+def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, console: Any,
+                  written: list[Path], rows: list[dict[str, Any]]) -> int:
+    """Segment each case and write its outputs, with a progress line per case: adds the
+    files written to ``written`` and the cases' volumes to ``rows``; returns how many
+    cases failed (each said in one ``error:`` line, the others going on)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from braintumor.cases import load_case
+    from braintumor.errors import describe_failure
+    from braintumor.scale import volume_row, write_outputs
+    from braintumor.segment import segment
+
+    failures = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
                   TimeElapsedColumn(), console=console, transient=False) as prog:
         for src in sources:
@@ -277,8 +292,7 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
                 prog.update(task, stage="failed")
                 print(f"error: {_named(src.case_id, describe_failure(exc))}", file=sys.stderr)
                 failures += 1
-    table, failed = _table(rows, out_dir)
-    return _finish(written + table + _index(args, out_dir), failures + failed)
+    return failures
 
 
 def _series_choice(text: str | None, studies: list[Path], others: list[Path]
