@@ -339,6 +339,11 @@ def test_decathlon_references_are_read_as_decathlon_labels(tmp_path, capsys):
                  "-o", str(out), "--no-lesion-wise"]) == 0
     dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "BRATS_001"}
     assert dice == {"WT": 1.0, "TC": 1.0, "ET": 1.0}, dice
+    # the task's own folder is read through its labelsTr folder, the same way
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(ref.parent),
+                 "-o", str(out), "--no-lesion-wise"]) == 0
+    dice = {r["region"]: float(r["dice"]) for r in read_csv(out) if r["case"] == "BRATS_001"}
+    assert dice == {"WT": 1.0, "TC": 1.0, "ET": 1.0}, dice
     # the same file elsewhere is taken at its values' word, unless --ref-labels says
     flat = tmp_path / "refs"
     save(L.convert(lab, "brats2021", "msd"), flat / "BRATS_001.nii.gz")

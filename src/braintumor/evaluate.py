@@ -137,10 +137,14 @@ def find_references(ref_dir: str | Path) -> dict[str, Path]:
     segs = _label_files(d, seg_only=True)
     if not segs:  # a flat folder of plain <case>.nii.gz label maps
         segs = _label_files(d, seg_only=False)
+    if not segs:  # a Decathlon task's own folder: its label folders hold the maps
+        segs = [f for name in MSD_LABEL_FOLDERS if (d / name).is_dir()
+                for f in _label_files(d / name, seg_only=False)]
     if not segs:
         raise InputError(
             f"{d}: holds no reference label maps (expected <case>/<case>_seg.nii.gz, "
-            "<case>-seg.nii.gz or <case>.nii.gz files)."
+            "<case>-seg.nii.gz or <case>.nii.gz files, or a Decathlon task's labelsTr "
+            "folder)."
         )
     return _index(segs, "reference")
 
