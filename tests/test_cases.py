@@ -444,6 +444,26 @@ def test_msd_needs_four_channels(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.ones((*SHAPE, 3), np.float32), np.eye(4)), str(p))
     with pytest.raises(InputError, match="needs 4 channels"):
         load_case(p)
+    # channels on the first axis: the sentence says where NIfTI keeps them
+    first = tmp_path / "first.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, *SHAPE), np.float32), np.eye(4)), str(first))
+    with pytest.raises(InputError, match="its first axis has 4, but NIfTI keeps"):
+        load_case(first)
+
+
+def test_a_vector_image_of_the_four_modalities_is_one_case(tmp_path: Path) -> None:
+    """NIfTI stores a vector image's components on the 5th axis after a time axis of
+    one, (X, Y, Z, 1, 4): the same four volumes as a 4D file."""
+    path, _ = _write_msd(tmp_path / "Task01")
+    four = nib.load(str(path))
+    five = tmp_path / "vec" / "BRATS_001.nii.gz"
+    five.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.asarray(four.dataobj)[:, :, :, None, :], four.affine),
+             str(five))
+    (src,) = discover(five.parent)
+    assert src.kind == "msd"
+    case = load_case(src)
+    np.testing.assert_array_equal(case.image, load_case(path).image)
 
 
 def _oblique() -> np.ndarray:

@@ -319,6 +319,8 @@ def _is_4d_case(path: Path) -> bool:
         return False
     while len(shape) > 4 and shape[-1] == 1:
         shape.pop()
+    if len(shape) == 5 and shape[3] == 1:  # (X, Y, Z, 1, 4): a vector image's layout
+        shape.pop(3)
     return len(shape) == 4 and shape[-1] == len(MODALITIES)
 
 
@@ -538,11 +540,21 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     other_grid: list[str] = []
     grid: str | None = None
     if src.image4d is not None:
-        vol = load_nifti(src.image4d, ndim=4)
+        vol = load_nifti(src.image4d, ndim=(4, 5))
+        if vol.data.ndim == 5 and vol.data.shape[3] == 1:
+            # NIfTI's place for the components of a vector image is its 5th axis, after
+            # a time axis of one: (X, Y, Z, 1, 4) holds the same four volumes
+            vol = replace(vol, data=vol.data[:, :, :, 0, :])
+        if vol.data.ndim != 4:
+            raise InputError(f"{src.image4d}: is a 5D image of shape {vol.data.shape}; a "
+                             "case's four modalities lie along its 4th axis (X, Y, Z, 4) or "
+                             "its 5th after a time axis of one (X, Y, Z, 1, 4).")
         if vol.data.shape[3] != 4:
+            first = (f"; its first axis has 4, but NIfTI keeps a case's channels on the "
+                     f"4th (shape {vol.data.shape})" if vol.data.shape[0] == 4 else "")
             raise InputError(
                 f"{src.image4d}: a 4D image needs 4 channels (FLAIR, T1, T1gd, T2); "
-                f"it has {vol.data.shape[3]}."
+                f"it has {vol.data.shape[3]}{first}."
             )
         chans = {m: vol.data[..., i] for i, m in enumerate(MSD_ORDER)}
         image = np.stack([chans[m] for m in MODALITIES]).astype(np.float32)
