@@ -215,7 +215,8 @@ def test_predict_skips_a_failing_case(tmp_path: Path, tiny_model: Path,
                                                               ("other", "watershed")]
 
 
-def test_predict_report_pages(tmp_path: Path, tiny_model: Path) -> None:
+def test_predict_report_pages(tmp_path: Path, tiny_model: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
     """--report: a page per case with its outline, volumes, model and the notice."""
     import csv
     import json as js
@@ -227,6 +228,10 @@ def test_predict_report_pages(tmp_path: Path, tiny_model: Path) -> None:
     out = tmp_path / "out"
     assert main(["predict", str(folder), "-o", str(out), "--model", str(tiny_model),
                  "--device", "cpu", "--report"]) == 0
+    # the lines of what was written name the case's page, after its label map
+    listed = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert listed.index(str(out / "rep_report.html")) == listed.index(str(out / "rep.nii.gz")) + 1
+    assert str(out / "report_index.html") in listed
     page = (out / "rep_report.html").read_text()
     assert NOTICE in page and "model: tiny-test" in page and "mode: accurate" in page
     assert "data:image/png;base64," in page

@@ -273,6 +273,7 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                     prog.update(task, stage="report")
                 written.append(write_outputs(case, res, out_dir, args.labels, args.report,
                                              args.method, args.dicom_seg))
+                written.extend(_report_files(args, out_dir, case.case_id))
                 unc = out_dir / f"{case.case_id}_uncertainty.nii.gz"
                 if res.uncertainty is not None and unc.exists():
                     written.append(unc)
@@ -444,11 +445,19 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
     for o in outcomes:
         if o.ok and o.path is not None:
             written.append(Path(o.path))
+            written.extend(_report_files(args, out_dir, o.case_id))
         else:
             print(f"error: {_named(o.case_id, str(o.error))}", file=sys.stderr)
             failures += 1
     table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
     return _finish(written + table + _index(args, out_dir), failures + failed)
+
+
+def _report_files(args: argparse.Namespace, out_dir: Path, case_id: str) -> list[Path]:
+    """The page a case's ``--report`` wrote, to be listed with its label map (its
+    picture and JSON lie beside it)."""
+    page = out_dir / f"{case_id}_report.html"
+    return [page] if args.report and page.exists() else []
 
 
 def _finish(written: list[Path], failures: int) -> int:
