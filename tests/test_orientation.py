@@ -333,3 +333,17 @@ def test_a_scan_without_orientation_is_segmented_as_stored(tmp_path: Path) -> No
     rows = {r["case"]: r for r in csv.DictReader(
         (tmp_path / "out_oriented" / "volumes.csv").open())}
     assert "orientation" not in rows[case.case_id]["warning"]
+    # an sform that gives an axis no length places nothing either: the same outline
+    flat = tmp_path / "flat" / case.case_id
+    flat.mkdir(parents=True)
+    for f in oriented.iterdir():
+        img = nib.load(str(f))
+        broken = img.affine.copy()
+        broken[:3, 2] = 0
+        out = nib.Nifti1Image(np.asarray(img.dataobj), None)
+        out.header.set_sform(broken, 1)
+        nib.save(out, str(flat / f.name))
+    assert main(["predict", str(flat), "-o", str(tmp_path / "out_flat"),
+                 "--method", "watershed"]) == 0
+    c = nib.load(str(tmp_path / "out_flat" / f"{case.case_id}.nii.gz"))
+    assert np.array_equal(np.asarray(a.dataobj), np.asarray(c.dataobj))

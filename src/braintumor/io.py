@@ -269,12 +269,17 @@ def _volume_from_image(img: nib.Nifti1Image, p: Path, ndim: int | tuple[int, ...
 
 
 def has_orientation(header: Any) -> bool:
-    """Whether a NIfTI header says where its voxels lie (a qform or sform code over 0).
-    A file written from a bare array (``nib.Nifti1Image(array, None)``) or stripped of
-    its geometry says nothing but its voxel sizes."""
+    """Whether a NIfTI header says where its voxels lie (a qform or sform code over 0, and
+    an affine that gives every axis a length). A file written from a bare array
+    (``nib.Nifti1Image(array, None)``) or stripped of its geometry says nothing but its
+    voxel sizes."""
     if not isinstance(header, nib.Nifti1Header):
         return True  # another format: its reader's affine is all there is
-    return bool(int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0)
+    if not (int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0):
+        return False
+    # an affine that gives an axis no length (a column of zeros) places nothing either
+    det = float(np.linalg.det(np.asarray(header.get_best_affine(), float)[:3, :3]))
+    return bool(np.isfinite(det) and abs(det) > 1e-9)
 
 
 def assumed_affine(header: Any) -> np.ndarray:

@@ -114,7 +114,8 @@ def unoriented_note(case: Case) -> str | None:
 
     if case.header is None or has_orientation(case.header):
         return None
-    return ("the scan's header gives no orientation (qform and sform codes 0), so its "
+    return ("the scan's header gives no orientation (qform and sform codes 0, or an affine "
+            "that gives an axis no length), so its "
             "voxel axes were taken as BraTS's (towards the patient's left, back and head) "
             "and the report's side letters rest on that; the label map keeps the header "
             "as it came")
