@@ -1151,6 +1151,61 @@ def test_2d_picture(client: TestClient) -> None:
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
 
 
+def test_a_zip_of_a_nifti_case_is_its_files(client: TestClient,
+                                            case_files: dict[str, Path]) -> None:
+    """A case's folder zipped (BraTS names, its label map, the files macOS adds) is read
+    as its files sent as they are: modalities from the names, the label map as the
+    reference, no DICOM series to confirm even when the page asks; files named only by
+    modality take the zip's name as the case's."""
+    entries = {f"Web000/{p.name}": p.read_bytes() for p in case_files.values()}
+    entries.update({"__MACOSX/Web000/._Web000_t1.nii.gz": b"\0" * 300,
+                    "Web000/.DS_Store": b"\0" * 30})
+    r = client.post("/api/jobs", files=[("files", ("case.zip", _zip_bytes(entries)))],
+                    data={"method": "threshold", "confirm_series": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["inputs"]["case_id"] == "Web000"
+    assert job["inputs"]["files"] == ["case.zip"]
+    assert job["inputs"]["file_modalities"] == {f"Web000{SUFFIX}.nii.gz": m for m, SUFFIX in
+                                                 (("t1", "_t1"), ("t1ce", "_t1ce"),
+                                                  ("t2", "_t2"), ("flair", "_flair"))}
+    assert job["inputs"]["reference_name"] == "Web000_seg.nii.gz"
+    done = wait_done(client.get, job["id"])
+    assert done["status"] == "done", done
+    assert done["result"]["summary"]["metrics"]["WT"]["dice"] > 0.5
+    named = {"t1": "T1.nii.gz", "t1ce": "t1_gd.nii.gz", "t2": "T2.nii.gz", "flair": "flair.nii.gz"}
+    r = client.post("/api/jobs", data={"method": "threshold"}, files=[(
+        "files", ("Patient 7.zip", _zip_bytes({f"p7/{named[m]}": p.read_bytes()
+                                               for m, p in case_files.items() if m != "seg"})))])
+    assert r.status_code == 202, r.text
+    assert r.json()["inputs"]["case_id"] == "Patient_7"
+    assert sorted(r.json()["inputs"]["file_modalities"].values()) == ["flair", "t1", "t1ce",
+                                                                       "t2"]
+    assert wait_done(client.get, r.json()["id"])["status"] == "done"
+
+
+def test_a_zip_is_told_by_what_it_holds_not_by_dcm2niix(
+        client: TestClient, case_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without dcm2niix a zip of NIfTI files is still a case, while a zipped DICOM study
+    is refused (501) with nothing of it kept."""
+    import braintumor.io as bio
+
+    monkeypatch.setattr(bio, "dcm2niix_executable", lambda: None)
+    jobs = client.app.state.store.jobs_root  # type: ignore[attr-defined]
+    r = client.post("/api/jobs", data={"method": "threshold"}, files=[(
+        "files", ("case.zip", _zip_bytes({p.name: p.read_bytes() for m, p in case_files.items()
+                                          if m != "seg"})))])
+    assert r.status_code == 202, r.text
+    assert wait_done(client.get, r.json()["id"])["status"] == "done"
+    pytest.importorskip("pydicom")
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    before = len(list(jobs.iterdir()))
+    r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))])
+    assert r.status_code == 501 and "dcm2niix" in _detail(r)
+    assert len(list(jobs.iterdir())) == before
+
+
 # -- malformed uploads: one sentence, 4xx, never 500 -----------------------------------------
 def _zip_bytes(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
@@ -1224,8 +1279,16 @@ MALFORMED = {
     "corrupt zip": (lambda f: [("files", ("bad.zip", b"PK\x03\x04 garbage" * 10))], 400,
                     "not a readable zip"),
     "empty zip": (lambda f: [("files", ("e.zip", _zip_bytes({})))], 400, "no files"),
-    "zip without dicom": (lambda f: [("files", ("t.zip", _zip_bytes({"a.txt": b"hi" * 100})))],
-                          400, "no DICOM series"),
+    "zip of neither": (lambda f: [("files", ("t.zip", _zip_bytes({"a.txt": b"hi" * 100})))],
+                       400, "t.zip: holds 1 file (a.txt), neither NIfTI images nor DICOM files; a "
+                            "zip must hold one case's NIfTI files (T1, T1ce, T2, FLAIR) or one "
+                            "DICOM study."),
+    "zip of two cases": (lambda f: [("files", ("t.zip", _zip_bytes(
+        {f"{c}/{c}_{m}.nii.gz": b"1" for c in ("A1", "B2") for m in ("t1ce", "flair")})))],
+        400, "t.zip: holds the NIfTI files of 2 cases (A1, B2); send one case at a time."),
+    "zip of unnamed niftis": (lambda f: [("files", ("t.zip", _zip_bytes(
+        {"a.nii.gz": b"1", "b.nii.gz": b"2"})))], 400,
+        "t.zip: the modality of a.nii.gz, b.nii.gz cannot be told from their names"),
     "two zips": (lambda f: [("files", ("a.zip", b"1")), ("files", ("b.zip", b"2"))], 400,
                  "one zip"),
     "bad modalities json": (lambda f: _four(f) + [("modalities", (None, b"{nope"))], 400,
@@ -1251,8 +1314,6 @@ MALFORMED = {
 def test_malformed_upload_is_one_sentence_4xx(client: TestClient,
                                               case_files: dict[str, Path], name: str) -> None:
     build, status, words = MALFORMED[name]
-    if name == "zip without dicom":
-        _need_dcm2niix()
     before = len(list((client.app.state.store.jobs_root).iterdir()))  # type: ignore
     r = client.post("/api/jobs", files=build(case_files))
     assert r.status_code == status, (name, r.status_code, r.text)

@@ -676,7 +676,15 @@ class ArchiveTooLarge(InputError):
 
 
 def extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int:
-    """Extract every file of a zip under names of our own in ``dest``; returns the count.
+    """Extract every file of a zip under names of our own in ``dest``; returns the count
+    (:func:`extract_zip_entries`)."""
+    return len(extract_zip_entries(zip_path, dest, display, max_total))
+
+
+def extract_zip_entries(zip_path: Path, dest: Path, display: str, max_total: int
+                        ) -> list[tuple[str, Path]]:
+    """Extract every file of a zip under names of our own in ``dest``: ``(the entry's
+    path in the archive, as text only, where it was written)`` for each.
 
     An entry with an absolute path, a drive or a ``..`` component is refused (zip-slip),
     as is an encrypted entry, more than :data:`MAX_ZIP_MEMBERS` entries, or more than
@@ -693,6 +701,7 @@ def extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int
     dest.mkdir(parents=True, exist_ok=True)
     total = 0
     n = 0
+    written: list[tuple[str, Path]] = []
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -724,7 +733,8 @@ def extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
                 raise InputError(f"{display}: is a damaged zip file ({info.filename!r} cannot "
                                  "be read).") from None
+            written.append((name, target))
             n += 1
     if n == 0:
         raise InputError(f"{display}: the zip file holds no files.")
-    return n
+    return written

@@ -468,8 +468,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             "schema": {"type": "object", "required": ["files"], "properties": {
                 "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                           "description": "four 3D NIfTI files (one per modality), one 4D "
-                                         "NIfTI, one zip of DICOM series, one 2D picture or the "
-                                         "numbered slice pictures of one patient"},
+                                         "NIfTI, one zip of a case's NIfTI files or of a DICOM "
+                                         "study, one 2D picture or the numbered slice pictures "
+                                         "of one patient"},
                 "pixel_mm": {"type": "string", "description": "optional pixel size of 2D "
                              "pictures in mm: areas in mm^2 instead of pixels"},
                 "reference": {"type": "string", "format": "binary",

@@ -8,9 +8,14 @@ What an upload may be:
   T2 may be left out (T1ce and FLAIR are needed), and the watershed tuned for that then
   segments the case, whatever the method asked;
 * one 4D NIfTI with the four modalities (Decathlon order FLAIR, T1, T1gd, T2);
-* one zip of DICOM series (or the DICOM files of several series): extracted under
-  server-made names (no path from the archive is used, and an entry whose path would
-  leave the archive is refused), then read as the command line reads a study folder
+* one zip: extracted under server-made names (no path from the archive is used, and an
+  entry whose path would leave the archive is refused), then told by what it holds
+  (:func:`unpack_zip`): the NIfTI files of one case (its folder zipped, BraTS-named or
+  named by modality) are taken as those files uploaded as they are, a BraTS label map
+  among them (``_seg``) as the reference; DICOM files are a study, below; anything else
+  is refused in one sentence saying what the zip holds;
+* one zip of DICOM series (or the DICOM files of several series): read as the command
+  line reads a study folder
   (:func:`braintumor.dicom.convert_study`): each series converted on its own with
   dcm2niix (anonymised), labelled by its SeriesNumber, matched to a modality by its
   description and acquisition, and one that could not be read listed with why; the
@@ -64,7 +69,7 @@ from braintumor.dicom import (
 )
 from braintumor.errors import InputError
 from braintumor.io import extract_zip
-from braintumor.web.upload import UnsupportedUpload, UploadedFile
+from braintumor.web.upload import UnsupportedUpload, UploadedFile, safe_display_name
 
 NIFTI_EXT = (".nii.gz", ".nii")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
@@ -115,8 +120,8 @@ def file_kind(name: str) -> tuple[str, str]:
             if low.endswith(ext):
                 return kind, ext
     raise UnsupportedUpload(
-        f"{name}: is not a NIfTI (.nii, .nii.gz), zip (DICOM) or picture (PNG, JPEG, TIFF) "
-        "file.")
+        f"{name}: is not a NIfTI (.nii, .nii.gz), zip (of NIfTI files or a DICOM study) or "
+        "picture (PNG, JPEG, TIFF) file.")
 
 
 # -- modality detection: braintumor.dicom.detect_modality (re-exported here)
@@ -227,7 +232,8 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     refs = [f for f in files if f.field == "reference"]
     if not images:
         raise InputError("No image was uploaded; send four NIfTI files, one 4D NIfTI, a zip of "
-                         "DICOM series, or 2D pictures (one, or the slices of one patient).")
+                         "them or of a DICOM study, or 2D pictures (one, or the slices of one "
+                         "patient).")
     for f in files:
         if f.size == 0:
             raise InputError(f"{f.name}: the file is empty.")
@@ -239,25 +245,39 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         raise InputError("More than one reference label map was uploaded; send at most one.")
     inputs: dict[str, Any] = {"files": [f.name for f in images]}
 
+    kinds = [file_kind(f.name) for f in images]
+    kset = {k for k, _ in kinds}
+    if len(kset) > 1:
+        raise InputError("The upload mixes kinds of files; send four NIfTI files, one 4D NIfTI, "
+                         "one zip, or 2D pictures.")
+    kind = kset.pop()
+    if kind == "zip" and len(images) > 1:
+        raise InputError(f"Send one zip at a time (got {len(images)} files).")
+    if kind == "zip":  # the NIfTI files of a case, zipped: as those files sent as they are
+        unpacked = unpack_zip(job_dir, images[0], max_unzipped)
+        if unpacked is not None:
+            archive = images[0].name
+            images, seg = _zipped_case(archive, unpacked, parse_modality_choice(
+                fields.get("modalities")))
+            inputs["archive"] = archive
+            if seg is not None and refs:
+                inputs["notes"] = [f"{archive}: its label map {seg.name} was left out; the "
+                                   f"reference label map {refs[0].name} was used"]
+            elif seg is not None:
+                refs = [seg]
+            kinds = [file_kind(f.name) for f in images]
+            kind = "nifti"
+
     if refs:
         r = refs[0]
-        kind, ext = file_kind(r.name)
-        if kind != "nifti":
+        rkind, ext = file_kind(r.name)
+        if rkind != "nifti":
             raise InputError(f"{r.name}: a reference label map must be a NIfTI file.")
         dest = inp_dir / f"reference{ext}"
         r.path.replace(dest)
         inputs["reference"] = str(dest.relative_to(job_dir))
         inputs["reference_name"] = r.name
         inputs["reference_hint"] = L.convention_from_name(r.name)
-
-    kinds = [file_kind(f.name) for f in images]
-    kset = {k for k, _ in kinds}
-    if len(kset) > 1:
-        raise InputError("The upload mixes kinds of files; send four NIfTI files, one 4D NIfTI, "
-                         "one DICOM zip, or 2D pictures.")
-    kind = kset.pop()
-    if kind == "zip" and len(images) > 1:
-        raise InputError(f"Send one zip of DICOM series at a time (got {len(images)} files).")
 
     if kind == "image" and _several_dicom_series(images):
         # DICOM files of several series: a study, as a zip of it would be, not a stack of
@@ -290,7 +310,10 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 
     # NIfTI
     if len(images) == 1:
-        return _prepare_4d(job_dir, inputs, images[0])
+        inputs = _prepare_4d(job_dir, inputs, images[0])
+        if "archive" in inputs and inputs["case_id"] == "case":
+            inputs["case_id"] = case_id_from_name(inputs["archive"])
+        return inputs
     if not 2 <= len(images) <= 4:
         raise InputError(f"Got {len(images)} NIfTI files; send four (T1, T1ce, T2, FLAIR; the "
                          "T1 or T2 may be left out) or one 4D file.")
@@ -305,8 +328,9 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         dest = inp_dir / f"{mod}{ext}"
         f.path.replace(dest)
         mods[mod] = str(dest.relative_to(job_dir))
-    inputs.update(source="nifti", modalities=mods, case_id=_case_id_from_names(names),
-                  file_modalities=assigned)
+    inputs.update(source="nifti", modalities=mods, file_modalities=assigned,
+                  case_id=_case_id_from_names(names, case_id_from_name(inputs.get("archive",
+                                                                                  "case"))))
     _validate_case(job_dir, inputs, {assigned[n]: n for n in names})
     return inputs
 
@@ -509,14 +533,125 @@ def _stack_id(names: list[str]) -> str:
     return case_id_from_name(names[0])
 
 
-def _case_id_from_names(names: list[str]) -> str:
+def _case_id_from_names(names: list[str], default: str = "case") -> str:
+    """The case a BraTS name among ``names`` gives, else ``default``."""
     from braintumor.cases import _match_brats_name
 
     for n in names:
         hit = _match_brats_name(Path(n))
         if hit is not None:
             return case_id_from_name(hit[0])
-    return "case"
+    return default
+
+
+# -- zips -------------------------------------------------------------------------------
+#: file names a system leaves in a folder it zips, never a scan (macOS's ``._`` copies
+#: and ``__MACOSX`` folder are told by their leading dot and folder)
+_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
+
+
+def _system_entry(name: str) -> bool:
+    """A zip entry that a system made (``__MACOSX/``, ``._x.nii.gz``, ``.DS_Store``,
+    ``Thumbs.db``), never a scan."""
+    from pathlib import PurePosixPath
+
+    from braintumor.io import is_hidden
+
+    parts = PurePosixPath(name).parts
+    return any(p == "__MACOSX" or is_hidden(p) for p in parts) or \
+        (bool(parts) and parts[-1].lower() in _SYSTEM_FILES)
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    """``a, b, c and 4 more``."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def unpack_zip(job_dir: Path, z: UploadedFile, max_unzipped: int) -> list[UploadedFile] | None:
+    """Unpack an uploaded zip (:func:`braintumor.io.extract_zip_entries`) and tell what it
+    holds: NIfTI files, returned as uploads named by their file names (the folders in the
+    archive dropped), to be read as those files sent as they are; or DICOM files, a study,
+    None, its files left in ``<job>/dicom`` for :func:`convert_dicom_zip`. A zip of
+    neither, or of both, is refused in one sentence saying what it holds. Files a system
+    adds to a folder it zips (``__MACOSX``, ``.DS_Store``) are passed over."""
+    from braintumor.io import extract_zip_entries, is_nifti
+
+    dicom_dir = job_dir / "dicom"
+    study = False
+    try:
+        entries = extract_zip_entries(z.path, dicom_dir, z.name, max_unzipped)
+        z.path.unlink(missing_ok=True)
+        kept = [(n, p) for n, p in entries if not _system_entry(n)]
+        niftis = [(n, p) for n, p in kept if is_nifti(n)]
+        dicoms = [n for n, p in kept if not is_nifti(n) and is_dicom_file(p)]
+        if dicoms and niftis:
+            raise InputError(f"{z.name}: holds both NIfTI files ({len(niftis)}) and DICOM "
+                             f"files ({len(dicoms)}); send a case's NIfTI files or a DICOM "
+                             "study, each in a zip of its own.")
+        if dicoms:
+            study = True
+            return None
+        if not niftis:
+            names = [safe_display_name(n) for n, _ in (kept or entries)]
+            pictures = any(n.lower().endswith(IMAGE_EXT) for n in names)
+            raise InputError(
+                f"{z.name}: holds {len(names)} file{'s' if len(names) > 1 else ''} "
+                f"({_listed(names)}), neither NIfTI images nor DICOM files; a zip must hold "
+                "one case's NIfTI files (T1, T1ce, T2, FLAIR) or one DICOM study"
+                + (" (2D pictures are uploaded as they are, not zipped)." if pictures
+                   else "."))
+        out_dir = job_dir / "unzipped"
+        out_dir.mkdir(exist_ok=True)
+        files = []
+        for i, (n, p) in enumerate(niftis):
+            name = safe_display_name(n)
+            dest = out_dir / f"{i:04d}{file_kind(name)[1]}"
+            p.replace(dest)
+            files.append(UploadedFile("files", name, dest, dest.stat().st_size))
+        return files
+    finally:
+        z.path.unlink(missing_ok=True)
+        if not study:
+            shutil.rmtree(dicom_dir, ignore_errors=True)
+
+
+#: a label map's name in a case's folder: BraTS's ``_seg`` (2017-2021) or ``-seg`` (2023)
+_SEG_NAME = re.compile(r"(^|[_\-. ])seg(mentation)?$", re.IGNORECASE)
+
+
+def _zipped_case(archive: str, files: list[UploadedFile], choice: dict[str, str]
+                 ) -> tuple[list[UploadedFile], UploadedFile | None]:
+    """The NIfTI files of a zip as one case: ``(its images, its label map or None)``.
+    Refused in one sentence (naming the zip) when they are files of several BraTS cases,
+    hold two label maps, are too many to be one case, or name no modality."""
+    from braintumor.cases import _match_brats_name
+    from braintumor.io import strip_nifti_suffix
+
+    hits = {f.name: _match_brats_name(Path(f.name)) for f in files}
+    cases = sorted({h[0] for h in hits.values() if h is not None})
+    if len(cases) > 1:
+        raise InputError(f"{archive}: holds the NIfTI files of {len(cases)} cases "
+                         f"({_listed(cases)}); send one case at a time.")
+    segs = [f for f in files if (hits[f.name] or ("", "", ""))[2] == "seg"
+            or _SEG_NAME.search(strip_nifti_suffix(f.name))]
+    if len(segs) > 1:
+        raise InputError(f"{archive}: holds {len(segs)} label maps "
+                         f"({_listed([f.name for f in segs])}); a case has one.")
+    images = [f for f in files if f not in segs]
+    names = [f.name for f in images]
+    if not 1 <= len(images) <= 4:
+        raise InputError(f"{archive}: holds {len(images)} NIfTI images ({_listed(names)}); "
+                         "one case is four (T1, T1ce, T2, FLAIR; the T1 or T2 may be left "
+                         "out) or one 4D file.")
+    if len(images) > 1:
+        unknown = [n for n in names if not (choice.get(n) or detect_modality(n))]
+        if unknown:
+            raise InputError(f"{archive}: the modality of {_listed(unknown)} cannot be told "
+                             f"from {'its name' if len(unknown) == 1 else 'their names'}; name "
+                             "each file after its modality (_t1, _t1ce, _t2, _flair), or "
+                             "upload the files as they are to choose it.")
+    return images, (segs[0] if segs else None)
 
 
 def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[str, Any]:
@@ -569,19 +704,20 @@ def convert_dicom_zip(job_dir: Path, f: UploadedFile | list[UploadedFile],
 
     uploads = f if isinstance(f, list) else [f]
     what = study_name([u.name for u in uploads])
+    dicom_dir = job_dir / "dicom"
     if dcm2niix_executable() is None:
         for u in uploads:
             u.path.unlink(missing_ok=True)
+        shutil.rmtree(dicom_dir, ignore_errors=True)
         raise FeatureUnavailable("DICOM uploads need dcm2niix, which is not installed on this "
                                  "server; upload NIfTI files instead.")
-    dicom_dir = job_dir / "dicom"
     raw = job_dir / "series_raw"
     try:
         if isinstance(f, list):
             dicom_dir.mkdir(parents=True, exist_ok=True)
             for i, u in enumerate(uploads):
                 u.path.replace(dicom_dir / f"{i:05d}.dcm")
-        else:
+        elif not dicom_dir.is_dir():  # not yet unpacked (:func:`unpack_zip`)
             extract_zip(f.path, dicom_dir, f.name, max_unzipped)
             f.path.unlink(missing_ok=True)
         study = convert_study(dicom_dir, raw, what, apart="a zip")

@@ -200,7 +200,7 @@ async function chooseFiles(files) {
       sel.value = guesses[f.name] || "";
       td2.appendChild(sel);
     } else {
-      td2.textContent = { nifti: "4D (all four)", zip: "DICOM series", image: files.length < 2 ? "2D picture" : (/\.(dcm|dicom)$/i.test(f.name) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
+      td2.textContent = { nifti: "4D (all four)", zip: "zip archive", image: files.length < 2 ? "2D picture" : (/\.(dcm|dicom)$/i.test(f.name) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
     }
     tr.append(td1, td2);
     body.appendChild(tr);
