@@ -143,3 +143,57 @@ def test_a_series_reads_response_from_baseline_and_progression_from_the_nadir(
     assert "vs nadir" in (tmp_path / "series.html").read_text()
     assert main(["compare", str(paths[0])]) == 2
     assert "two label maps or more" in capsys.readouterr().err
+
+
+def test_names_that_tell_two_patients_apart() -> None:
+    """A label map's name names its patient once what the file is, which visit, its date,
+    a browser's copy mark and BraTS 2023's timepoint are set aside; names that name no
+    one give nothing to compare."""
+    from braintumor.followup import case_key
+
+    assert case_key("Brats18_CBICA_AQN_1_braintumor (1).nii.gz") == \
+        case_key("Brats18_CBICA_AQN_1") == "brats18_cbica_aqn_1"
+    assert case_key("BraTS-GLI-00005-001-seg.nii.gz") == case_key("BraTS-GLI-00005-000") \
+        == "brats_gli_00005"
+    assert case_key("Brats18_2013_11_1_seg.nii.gz") != case_key("Brats18_CBICA_AQN_1")
+    assert case_key("patient7_2018-03-14_seg.nii.gz") == case_key("Patient7 visit2.nii")
+    assert case_key("C:\\scans\\P12_followup2_labels.nii") == "p12"
+    assert case_key("Müller_ü_braintumor.nii.gz") == "müller_ü"
+    for nameless in ("visit1_seg.nii.gz", "v0.nii.gz", "before.nii.gz", "after-seg.nii.gz",
+                     "dicom-case", "case", "seg.nii.gz"):
+        assert case_key(nameless) == "", nameless
+
+
+def test_compare_warns_of_maps_of_two_patients(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Two maps named for different cases are compared, with a warning first (printed,
+    in the JSON and the HTML); as a series, the visit named for another case than the
+    baseline's is warned of. The same outline twice is said to be one outline."""
+    from braintumor.followup import checks
+
+    lab = _tumour((60, 50, 45), 2.0, 1.0)
+    paths = {}
+    for name, scale in (("A17_seg", 1.0), ("A17_v2_seg", 0.8), ("B03_seg", 0.6)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(L.from_internal(_tumour((60, 50, 45), 2.0, scale),
+                                                 "brats2021"), np.diag([2.0, 2, 2, 1])),
+                 str(paths[name]))
+    assert main(["compare", str(paths["A17_seg"]), str(paths["B03_seg"]), "-o",
+                 str(tmp_path / "fu")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Warning: Check that both are one patient's")
+    doc = json.loads((tmp_path / "fu.json").read_text())
+    assert doc["names"]["same"] is False and len(doc["warnings"]) == 1
+    assert "A17_seg.nii.gz" in doc["warnings"][0] and "B03_seg.nii.gz" in doc["warnings"][0]
+    assert "Warning: Check that both" in (tmp_path / "fu.html").read_text()
+    assert main(["compare", str(paths["A17_seg"]), str(paths["A17_v2_seg"])]) == 0
+    assert "Warning" not in capsys.readouterr().out
+    assert main(["compare", *map(str, paths.values()), "-o", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "B03_seg.nii.gz: Check that both" in " ".join(out.split())
+    series = json.loads((tmp_path / "s.json").read_text())
+    assert [len(v.get("warnings", [])) for v in series["visits"]] == [0, 0, 1]
+    one = checks("P1_seg.nii.gz", "P1_braintumor.nii.gz", lab, np.eye(4), lab, np.eye(4))
+    assert one["warnings"] == ["The two label maps are one outline (the same labels on the "
+                               "same grid), so nothing changed; give the earlier scan's label "
+                               "map."]

@@ -7,6 +7,13 @@ two label maps by both, region by region. The two scans need not share a grid or
 co-registered: volumes and diameters are measured on each in its own geometry, so
 nothing is said about where the tumour changed or whether a lesion is new.
 
+Nothing in a label map says whose it is, so :func:`checks` looks for what tells two
+patients apart: names that name different cases (:func:`case_key`: BraTS 2023's
+timepoints, a visit or a date in the name, and words such as ``_seg`` aside), fields of
+view that do not overlap in scanner space, and, the commonest slip, the same outline
+given twice. It warns, never refuses: one patient's files are often named differently.
+Grids that differ are said too, as a fact (follow-up scans often differ in resolution).
+
 The thresholds quoted with each change are RANO's size criteria (bidimensional: a
 decrease of 50 % or more, an increase of 25 % or more; volumetric, RANO 2.0: 65 % and
 40 %). They are measurement thresholds only: a RANO response also rests on confirmation
@@ -22,6 +29,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +160,109 @@ def series(visits: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict[str, A
     return rows
 
 
+#: what ends a label map's name without naming the patient: what the file is (BraTS's
+#: ``_seg``, this package's ``_braintumor`` download, ...) ...
+_KIND_WORDS = re.compile(r"(^|_)(seg|segmentation|labels?|labelmap|label_map|braintumor|pred|"
+                         r"prediction|mask|outline|corrected|brats2021|brats2023|msd)$")
+#: ... which visit it is (``_visit2``, ``_v2``, ``_tp1``, ``_baseline``, ``_followup_3``) ...
+_VISIT_WORDS = re.compile(r"(^|_)(visit|v|tp|timepoint|time|scan|exam|session|ses|followup|"
+                          r"fu|baseline|pre|post|before|after|earlier|later|old|new|previous|"
+                          r"prior|current|now)_?\d*$")
+#: ... or its date (``_2018-03-14``, ``_20180314``)
+_DATE_WORDS = re.compile(r"(^|_)(19|20)\d\d_?\d\d_?\d\d$")
+#: BraTS 2023: ``BraTS-GLI-00005-001`` is patient 00005's timepoint 001
+_BRATS_TIMEPOINT = re.compile(r"(brats_[a-z]+_\d{5})_\d{3}")
+#: case names that name no one (this package's own for a case named by nothing)
+_NAMELESS = {"", "case", "dicom_case", "image", "images", "scan", "patient", "unnamed",
+             "untitled", "download", "file", "labels"}
+
+
+def case_key(name: str) -> str:
+    """What in a file's or case's name names the patient, to compare two names by: the
+    name without folders, NIfTI suffix and a browser's copy mark (``x (1).nii.gz``), in
+    lower case with every run of separators one ``_``, less the words at its end that say
+    what the file is (``_seg``, ``_braintumor``), which visit (``_visit2``, ``_v2``,
+    ``_baseline``) or when (``_2018-03-14``), and BraTS 2023's timepoint
+    (``BraTS-GLI-00005-001`` -> ``brats_gli_00005``). Empty when nothing is left that
+    names anyone (``seg.nii.gz``, ``visit1``, ``case``)."""
+    from braintumor.io import strip_nifti_suffix
+
+    base = re.split(r"[\\/]", name)[-1].strip()
+    base = re.sub(r"\s*\(\d+\)$", "", strip_nifti_suffix(base))
+    key = re.sub(r"[\W_]+", "_", unicodedata.normalize("NFKC", base).lower()).strip("_")
+    before = None
+    while key != before:
+        before = key
+        for words in (_KIND_WORDS, _VISIT_WORDS, _DATE_WORDS):
+            key = words.sub("", key).strip("_")
+    m = _BRATS_TIMEPOINT.fullmatch(key)
+    key = m.group(1) if m else key
+    return "" if key in _NAMELESS else key
+
+
+def _grid(labels: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
+    """A label map's grid: shape, voxel size (mm) and its field of view's corners in
+    scanner space (mm), JSON-ready."""
+    aff = np.asarray(affine, dtype=float)
+    # the corners of the outer voxels' outer faces
+    corners = np.array(list(np.ndindex(2, 2, 2)), float) * np.array(labels.shape[:3]) - 0.5
+    mm = corners @ aff[:3, :3].T + aff[:3, 3]
+    return {"shape": [int(n) for n in labels.shape[:3]],
+            "voxel_mm": [round(float(v), 3) for v in np.linalg.norm(aff[:3, :3], axis=0)],
+            "extent_mm": [[round(float(v), 1) for v in mm.min(0)],
+                          [round(float(v), 1) for v in mm.max(0)]]}
+
+
+def _grid_text(g: dict[str, Any]) -> str:
+    return (" x ".join(str(n) for n in g["shape"]) + " voxels of "
+            + " x ".join(f"{v:g}" for v in g["voxel_mm"]) + " mm")
+
+
+def checks(before_name: str, after_name: str, before: np.ndarray, before_affine: np.ndarray,
+           after: np.ndarray, after_affine: np.ndarray,
+           said: tuple[str, str] = ("the earlier file", "the later file")) -> dict[str, Any]:
+    """Whether two label maps look like one patient's at two dates. Returns
+    ``{"warnings": [...], "notes": [...], "names": {...}, "grids": {...}}``, JSON-ready:
+    ``warnings``, sentences to show before the comparison: the names name different cases
+    (:func:`case_key`; not said when either names no one), the fields of view do not
+    overlap in scanner space, or the two are one outline (same grid, same labels);
+    ``notes``, facts: the grids differ (follow-up scans often do), a name that could not be
+    checked. ``before_name``/``after_name``: the files' names, or a case's; ``said``: how
+    the warnings call them."""
+    warnings: list[str] = []
+    notes: list[str] = []
+    keys = case_key(before_name), case_key(after_name)
+    same_name = None if not all(keys) else keys[0] == keys[1]
+    if same_name is False:
+        warnings.append(
+            f"Check that both are one patient's: {said[0]}, {before_name}, and {said[1]}, "
+            f"{after_name}, are named for different cases. Names often differ for one "
+            "patient, so the comparison is shown; between two patients it means nothing.")
+    elif same_name is None:
+        notes.append("The names do not say which patient each file is, so they were not "
+                     "checked against each other.")
+    gb, ga = _grid(before, before_affine), _grid(after, after_affine)
+    lo = np.maximum(gb["extent_mm"][0], ga["extent_mm"][0])
+    hi = np.minimum(gb["extent_mm"][1], ga["extent_mm"][1])
+    same_grid = gb["shape"] == ga["shape"] and np.allclose(
+        np.asarray(before_affine, float), np.asarray(after_affine, float), atol=1e-3)
+    if np.any(lo >= hi):
+        warnings.append("The two label maps do not overlap in scanner space: they are not "
+                        "of one head in one coordinate space. Check that the earlier file is "
+                        "this patient's label map.")
+    if same_grid and before.shape == after.shape and np.array_equal(before, after):
+        warnings.append("The two label maps are one outline (the same labels on the same "
+                        "grid), so nothing changed; give the earlier scan's label map.")
+    elif not same_grid and (gb["shape"] != ga["shape"] or
+                            not np.allclose(gb["voxel_mm"], ga["voxel_mm"], atol=1e-3)):
+        notes.append(f"The two lie on different grids (earlier {_grid_text(gb)}, this one "
+                     f"{_grid_text(ga)}), as two scans often do; each is measured on its "
+                     "own.")
+    return {"warnings": warnings, "notes": notes,
+            "names": {"before": before_name, "after": after_name, "same": same_name},
+            "grids": {"before": gb, "after": ga, "same": bool(same_grid)}}
+
+
 def read_label_map(path: str | Path, labels: str = "auto", name: str | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """A label map file as ``(internal labels, affine)``; ``labels``: its convention, or
@@ -168,17 +280,25 @@ def read_label_map(path: str | Path, labels: str = "auto", name: str | None = No
 
 def compare_files(before: str | Path, after: str | Path, labels: str = "auto"
                   ) -> dict[str, Any]:
-    """:func:`compare` on two label map files (``labels``: their convention, or auto)."""
+    """:func:`compare` on two label map files (``labels``: their convention, or auto),
+    with :func:`checks`' warnings and notes."""
     b, ab = read_label_map(before, labels)
     a, aa = read_label_map(after, labels)
     out = compare(b, ab, a, aa)
     out["files"] = {"before": str(before), "after": str(after)}
+    out.update(checks(Path(before).name, Path(after).name, b, ab, a, aa))
     return out
 
 
 def series_from_files(paths: list[str | Path], labels: str = "auto") -> list[dict[str, Any]]:
-    """:func:`series` on label map files, in date order."""
-    return series([(Path(p).name, *read_label_map(p, labels)) for p in paths])
+    """:func:`series` on label map files, in date order; each visit after the first with
+    the ``warnings`` of :func:`checks` against the first (the baseline)."""
+    maps = [(Path(p).name, *read_label_map(p, labels)) for p in paths]
+    visits = series(maps)
+    for visit, m in zip(visits[1:], maps[1:], strict=True):
+        visit["warnings"] = checks(maps[0][0], m[0], maps[0][1], maps[0][2], m[1], m[2],
+                                   said=("the baseline", "this visit"))["warnings"]
+    return visits
 
 
 def series_rows(visits: list[dict[str, Any]]) -> list[list[str]]:
@@ -246,7 +366,10 @@ def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
         "</title><style>body{font-family:sans-serif;margin:2em;max-width:60em}"
         "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.25em .6em}"
         "th{background:#eee}</style></head><body><h1>Follow-up comparison</h1>"
-        f"<p><strong>{NOTICE}</strong></p>{body}<p>{html.escape(CAVEAT)}</p>"
+        f"<p><strong>{NOTICE}</strong></p>"
+        + "".join(f"<p><strong>Warning: {html.escape(w)}</strong></p>"
+                  for w in doc.get("warnings", []))
+        + f"{body}<p>{html.escape(CAVEAT)}</p>"
         "</body></html>\n")
     return {"json": jpath, "html": hpath}
 
@@ -260,6 +383,7 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
     files = result.get("files", {})
     body = (f"<p>Before: {e(files.get('before', '-'))}<br>After: "
             f"{e(files.get('after', '-'))}</p>"
+            + "".join(f"<p>{e(n)}</p>" for n in result.get("notes", []))
             + _table(("quantity", "before", "after", "change", "change (%)", "size reading"),
                      table_rows(result))
             + "<h2>Before</h2>" + diameters_html(result["diameters"]["before"])
@@ -269,7 +393,8 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 def write_series_outputs(visits: list[dict[str, Any]], out: str | Path) -> dict[str, Path]:
     """``<out>.json`` and ``<out>.html`` of :func:`series`'s visits."""
+    warnings = [f"{v['name']}: {w}" for v in visits for w in v.get("warnings", [])]
     body = ("<p>Visits in date order; SPD changes from the baseline (the first visit) and "
             "from the nadir (the smallest SPD before each visit).</p>"
             + _table(SERIES_HEADER, series_rows(visits)))
-    return _write({"visits": visits}, body, out)
+    return _write({"visits": visits, "warnings": warnings}, body, out)

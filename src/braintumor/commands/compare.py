@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from braintumor.errors import InputError
@@ -53,13 +54,17 @@ def run(args: argparse.Namespace) -> int:
         header: tuple[str, ...] = SERIES_HEADER
         title, rows = "Visits, in date order", series_rows(visits)
         write: Callable[[Path], dict[str, Path]] = partial(write_series_outputs, visits)
+        warnings = [f"{v['name']}: {w}" for v in visits for w in v.get("warnings", [])]
     else:
         before, after = args.scans
         result = compare_files(before, after, args.labels)
         title = f"{before.name} -> {after.name}"
         header = ("quantity", "before", "after", "change", "%", "size reading")
         rows, write = table_rows(result), partial(write_outputs, result)
+        warnings = result["warnings"]
     console = Console()
+    for w in warnings:  # whether the maps look like one patient's: said first
+        console.print(f"[bold]Warning:[/bold] {escape(w)}")
     t = Table(title=title, title_justify="left")
     for col in header:
         t.add_column(col, justify="left" if col in (header[0], header[-1]) else "right")
