@@ -919,6 +919,14 @@ def test_dicom_zip_is_converted_matched_and_anonymised(client: TestClient,
     assert done["result"]["summary"]["volumes_ml"]["ET"] > 0
     again = client.post(f"/api/jobs/{job['id']}/series", json={"modalities": choice})
     assert again.status_code == 409
+    # the study's date is kept (no identifier is), and a follow-up comparison gives it;
+    # the case is named by nothing the label map's name could be checked against
+    assert done["inputs"]["study_date"] == "2024-01-01"
+    labels = client.get(done["urls"]["download"]).content
+    cmp = client.post(f"/api/jobs/{job['id']}/compare",
+                      files=[("before", ("visit1_seg.nii.gz", labels))]).json()
+    assert cmp["dates"] == {"before": None, "after": "2024-01-01"}
+    assert cmp["names"]["same"] is None
 
 
 def _dicom_job_to_assign(client: TestClient, tmp_path: Path) -> dict[str, Any]:
@@ -1848,6 +1856,68 @@ def test_compare_with_an_earlier_scan(client: TestClient, done_job: dict[str, An
     assert r.status_code == 400 and "field 'before'" in r.json()["detail"]
     assert client.post("/api/jobs/nope/compare",
                        files=[("before", ("a.nii.gz", now))]).status_code == 404
+
+
+def _grown(lab: np.ndarray) -> np.ndarray:
+    """A label map (BraTS 2021 values) with its tumour one voxel larger all round."""
+    from scipy import ndimage
+
+    out = lab.copy()
+    out[(out == 0) & ndimage.binary_dilation(lab > 0)] = 2
+    return out
+
+
+def test_compare_warns_when_the_earlier_file_is_not_this_patients(
+        client: TestClient, done_job: dict[str, Any]) -> None:
+    """A label map named for another case, whose field of view lies elsewhere, or that is
+    this outline itself gets a warning before the comparison (shown, never refused); one
+    named for this case (Web000) on its grid gets none. A label map has no date and this
+    job's NIfTI files none either: both said unknown, none made up."""
+    url = f"/api/jobs/{done_job['id']}/compare"
+    assert done_job["inputs"]["case_id"] == "Web000"
+    now = client.get(done_job["urls"]["download"]).content
+    earlier = _nifti_bytes(_grown(np.asarray(_load(now).dataobj)).astype(np.uint8))
+
+    def post(name: str, content: bytes) -> dict[str, Any]:
+        r = client.post(url, files=[("before", (name, content))])
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    other = post("Brats18_2013_11_1_seg.nii.gz", earlier)
+    assert other["warnings"] == [
+        "Check that both are one patient's: the earlier file, Brats18_2013_11_1_seg.nii.gz, "
+        "and this case, Web000, are named for different cases. Names often differ for one "
+        "patient, so the comparison is shown; between two patients it means nothing."]
+    assert other["names"]["same"] is False and other["rows"][0][0] == "Whole tumour (mL)"
+    assert other["dates"] == {"before": None, "after": None}
+    for name in ("Web000_seg.nii.gz", "Web000_braintumor (1).nii.gz",
+                 "web000-visit2_labels.nii.gz"):
+        same = post(name, earlier)
+        assert same["warnings"] == [] and same["names"]["same"] is True, (name, same)
+        assert same["grids"]["same"] is True and same["notes"] == []
+    # a name that names no one: not checked, and said so
+    unnamed = post("seg.nii.gz", earlier)
+    assert unnamed["warnings"] == [] and unnamed["names"]["same"] is None
+    assert "not checked" in unnamed["notes"][0]
+    # this outline given as the earlier one
+    itself = post("Web000_braintumor.nii.gz", now)
+    assert len(itself["warnings"]) == 1 and "one outline" in itself["warnings"][0]
+    # another grid in the same place: a note; a field of view elsewhere: a warning
+    lab = np.asarray(_load(earlier).dataobj)
+    fine = np.repeat(lab, 2, axis=0)
+    aff = AFFINE.copy()
+    aff[:3, 0] /= 2
+    regrid = post("Web000_seg.nii.gz", _nifti_bytes(fine, aff))
+    assert regrid["warnings"] == [] and regrid["grids"]["same"] is False
+    assert regrid["notes"] == [
+        "The two lie on different grids (earlier 80 x 44 x 32 voxels of 0.6 x 1 x 1.5 mm, "
+        "this one 40 x 44 x 32 voxels of 1.2 x 1 x 1.5 mm), as two scans often do; each is "
+        "measured on its own."]
+    away = AFFINE.copy()
+    away[:3, 3] += [0, 500, 0]
+    moved = post("Web000_seg.nii.gz", _nifti_bytes(lab, away))
+    assert len(moved["warnings"]) == 1 and "do not overlap in scanner space" in \
+        moved["warnings"][0]
 
 
 def test_one_server_per_data_folder_and_cut_uploads_go(methods: None, tmp_path: Path,

@@ -627,6 +627,60 @@ def test_a_cancelled_job_says_so(server: ServerThread, page: Any, tmp_path: Path
     expect(page.locator("#job-progress")).to_be_hidden()
 
 
+def test_a_zipped_case_then_an_earlier_map_of_another_patient(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """A case's folder zipped is listed as a zip archive and runs as its files would;
+    compared with a label map named for another case, the page shows the warning above
+    the table, and labels the columns and dates as it knows them (a NIfTI case: none);
+    a map named for this case brings no warning."""
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from braintumor.io import strip_nifti_suffix
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    z = tmp_path / "Web000.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for path in files.values():
+            zf.write(path, f"Web000/{path.name}")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", [str(z)])
+    expect(page.locator("#file-list td").nth(1)).to_have_text("zip archive")
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert job["inputs"]["case_id"] == "Web000"
+    page.wait_for_selector("#followup:not([hidden])")
+    lab = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(
+        _fetch(server.url + job["urls"]["download"]))).dataobj)
+    lab[(lab == 0) & (np.roll(lab, 1, axis=0) > 0)] = 2  # the tumour a voxel larger
+    for name in ("Brats18_2013_11_1_seg.nii.gz", "Web000_seg.nii.gz"):
+        earlier = tmp_path / name
+        nib.save(nib.Nifti1Image(lab, AFFINE), str(earlier))
+        page.set_input_files("#cmp-file", str(earlier))
+        expect(page.locator("#cmp-msg")).to_contain_text(f"Earlier file: {name}")
+        expect(page.locator("#cmp-table")).to_be_visible()
+        assert page.eval_on_selector_all("#cmp-table thead th", "ths => ths.map(t => "
+                                         "t.textContent)")[1:3] == ["earlier file", "this scan"]
+        expect(page.locator("#cmp-msg")).to_contain_text(
+            f"Earlier file: {name} (date not known). This scan: Web000, date not known.")
+        if name.startswith("Web000"):
+            expect(page.locator("#cmp-warn")).to_be_hidden()
+            continue
+        warn = page.locator("#cmp-warn")
+        expect(warn).to_be_visible()
+        expect(warn).to_contain_text(f"Warning: Check that both are one patient's: the "
+                                     f"earlier file, {name}, and this case, Web000, are "
+                                     "named for different cases.")
+        assert strip_nifti_suffix(name) in (warn.text_content() or "")
+        # above the table, where it is read first
+        assert page.evaluate("""() => document.getElementById('cmp-warn').getBoundingClientRect()
+            .bottom <= document.getElementById('cmp-table').getBoundingClientRect().top""")
+
+
 def test_a_case_named_in_another_script_downloads_under_its_name(
         server: ServerThread, page: Any, tmp_path: Path) -> None:
     """Files named ``Müller_ü_<modality>.nii.gz``, sent by the browser itself: the case

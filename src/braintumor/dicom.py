@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -534,18 +534,35 @@ def parse_series_choice(text: str | None) -> dict[str, str]:
 class DicomSeries:
     """One image series of a DICOM study as its headers tell it (no pixel read): its
     SeriesInstanceUID, SeriesNumber (None when the files give none), description (the
-    SeriesDescription, else the ProtocolName), acquisition and files."""
+    SeriesDescription, else the ProtocolName), acquisition and files; ``dates``: the
+    StudyDates its files give (else their SeriesDate or AcquisitionDate), ISO."""
 
     uid: str
     number: int | None
     description: str
     acquisition: Acquisition
     files: list[Path]
+    dates: set[str] = field(default_factory=set)
+
+
+def dicom_date(ds: Any) -> str | None:
+    """A DICOM header's date of the examination, ISO (``2018-03-14``): its StudyDate,
+    else its SeriesDate or AcquisitionDate; None when it gives none that is a date."""
+    import datetime
+
+    for tag in ("StudyDate", "SeriesDate", "AcquisitionDate"):
+        text = str(getattr(ds, tag, "") or "").strip()
+        try:
+            return datetime.datetime.strptime(text[:8], "%Y%m%d").date().isoformat()
+        except ValueError:
+            continue
+    return None
 
 
 _SCANNED_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
                  "ProtocolName", "Rows", "InversionTime", "RepetitionTime", "EchoTime",
-                 "ScanningSequence", "SequenceName"]
+                 "ScanningSequence", "SequenceName", "StudyDate", "SeriesDate",
+                 "AcquisitionDate"]
 
 
 def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
@@ -583,6 +600,9 @@ def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
         if uid not in series:
             series[uid] = DicomSeries(uid, number, desc[:120], Acquisition.from_header(ds), [])
         series[uid].files.append(f)
+        date = dicom_date(ds)
+        if date:
+            series[uid].dates.add(date)
     order = sorted(series.values(), key=lambda d: (d.number is None, d.number or 0,
                                                    d.description, d.files[0]))
     return order, studies, unreadable
@@ -702,11 +722,13 @@ class StudySeries:
 class Study:
     """A DICOM study converted series by series (:func:`convert_study`): its volumes,
     its StudyInstanceUID, and what converting it found amiss that a case goes on without
-    (DICOM files whose header could not be read)."""
+    (DICOM files whose header could not be read); ``date``: the examination's date (ISO)
+    when its files give one date, else None."""
 
     entries: list[StudySeries]
     study_uid: str | None
     notes: list[str]
+    date: str | None = None
 
 
 #: the share of a series' files that may be cut short (their pixel data ending early: a
@@ -881,7 +903,9 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str,
                          "T1ce and FLAIR, and T1 and T2 where there are.")
     notes = [f"{bad} DICOM file{'s' if bad > 1 else ''} of the study could not be read (a "
              f"damaged header) and {'were' if bad > 1 else 'was'} left out"] if bad else []
-    return Study(out, next(iter(studies), None), notes)
+    dates = set().union(*(s.dates for s in scanned)) if scanned else set()
+    return Study(out, next(iter(studies), None), notes,
+                 date=next(iter(dates)) if len(dates) == 1 else None)
 
 
 def auto_assignment(entries: list[StudySeries], where: str,

@@ -791,7 +791,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     async def compare_with(job_id: str, request: Request) -> dict[str, Any]:
         """This job's outline (the current version) against an earlier scan's label map:
         volumes and RANO SPD at both dates, the change and where it falls against RANO's
-        size thresholds (:mod:`braintumor.followup`). The upload is not kept."""
+        size thresholds (:mod:`braintumor.followup`). ``warnings``: why the earlier file
+        may not be this patient's (names of different cases, fields of view apart) or is
+        this outline itself (:func:`braintumor.followup.checks`); ``notes``: facts such as
+        grids that differ; ``dates``: each scan's date, None where not known (a label map
+        has none; a DICOM study's is its StudyDate). The upload is not kept."""
         from braintumor.web.upload import read_multipart
 
         job = done_3d(job_id)
@@ -807,7 +811,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _compare(job: Job, before: Path, name: str) -> dict[str, Any]:
-        from braintumor.followup import CAVEAT, compare, read_label_map, table_rows
+        from braintumor.followup import CAVEAT, checks, compare, read_label_map, table_rows
         from braintumor.io import is_nifti
         from braintumor.web.correct import read_labels
 
@@ -821,8 +825,15 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         old, old_affine = call_named(lambda p: read_label_map(p, name=name), stored, name)
         path = labels_path(store.job_dir(job.id), job.label_version)
         now: Any = nib.load(str(path))
-        result = compare(old, old_affine, read_labels(path), now.affine)
+        labels = read_labels(path)
+        result = compare(old, old_affine, labels, now.affine)
         result["files"] = {"before": name, "after": f"this job (version {job.label_version})"}
+        # whether the earlier file looks like this patient's: said, never refused
+        case = str(job.inputs.get("case_id") or "")
+        result.update(checks(name, case, old, old_affine, labels, now.affine,
+                             said=("the earlier file", "this case")))
+        # a label map carries no date; a DICOM study's is kept with its job
+        result["dates"] = {"before": None, "after": job.inputs.get("study_date")}
         result["rows"] = table_rows(result)
         result["caveat"] = CAVEAT
         return result

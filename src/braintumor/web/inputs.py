@@ -298,6 +298,8 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
             else images, max_unzipped)
         inputs["series"] = [e.as_dict(job_dir) for e in study.entries]
         inputs["notes"] = study.notes
+        if study.date:  # the examination's date, for a follow-up's comparison
+            inputs["study_date"] = study.date
         choice = parse_modality_choice(fields.get("modalities"))
         want_confirm = fields.get("confirm_series", "").strip().lower() in ("1", "true", "yes",
                                                                               "on")

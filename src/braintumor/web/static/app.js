@@ -373,6 +373,7 @@ function resetResultPanels() {
   $("followup").hidden = true;
   $("cmp-table").hidden = true;
   $("cmp-caveat").hidden = true;
+  $("cmp-warn").hidden = true;
   $("cmp-file").value = "";
   setMsg("cmp-msg", "");
   state.cmpVersion = undefined;
@@ -885,6 +886,7 @@ function renderResult(job) {
     // a correction changed the outline: the comparison shown is of the old one
     $("cmp-table").hidden = true;
     $("cmp-caveat").hidden = true;
+    $("cmp-warn").hidden = true;
     $("cmp-file").value = "";
     setMsg("cmp-msg", "The outline changed; choose the earlier label map again to compare.");
     state.cmpVersion = undefined;
@@ -908,6 +910,7 @@ async function compareWith(file) {
   setMsg("cmp-msg", "Comparing…", true);
   $("cmp-table").hidden = true;
   $("cmp-caveat").hidden = true;
+  $("cmp-warn").hidden = true;
   try {
     const r = await api(`/api/jobs/${job.id}/compare`, { method: "POST", body: form });
     const body = $("cmp-table").querySelector("tbody");
@@ -924,10 +927,24 @@ async function compareWith(file) {
       });
       body.appendChild(tr);
     }
+    // whether the earlier file looks like this patient's: above the table, not missed
+    const warn = $("cmp-warn");
+    warn.textContent = "";
+    for (const w of r.warnings || []) {
+      const line = document.createElement("strong");
+      line.textContent = `Warning: ${w}`;
+      warn.append(line, document.createElement("br"));
+    }
+    warn.hidden = !(r.warnings || []).length;
     $("cmp-table").hidden = false;
     $("cmp-caveat").textContent = r.caveat;
     $("cmp-caveat").hidden = false;
-    setMsg("cmp-msg", `Earlier: ${r.files.before}.`, true);
+    // a label map carries no date: the scans' dates only where known, never guessed
+    const dated = (d) => d || "date not known";
+    const case_ = job.inputs && job.inputs.case_id ? `${job.inputs.case_id}, ` : "";
+    setMsg("cmp-msg", [`Earlier file: ${r.files.before} (${dated(r.dates && r.dates.before)}).`,
+                       `This scan: ${case_}${dated(r.dates && r.dates.after)}.`,
+                       ...(r.notes || [])].join(" "), true);
     state.cmpVersion = job.label_version;
   } catch (e) {
     setMsg("cmp-msg", e.message);
