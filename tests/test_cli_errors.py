@@ -452,3 +452,41 @@ def test_options_the_inputs_do_not_take_are_said() -> None:
     assert len(said) == 1 and said[0].startswith("--method, --report apply to 3D cases only")
     assert _unused_options(args, has_3d=True, has_2d=True) == []
     assert _unused_options(parser.parse_args(["x", "-o", "o"]), False, True) == []
+
+
+def test_a_zipped_nifti_case_and_dataset_on_the_command_line(tmp_path: Path) -> None:
+    """``predict case.zip``: a zip of a case folder (or of a dataset of them) is read as
+    the folders it was made from, its files' names kept, with the system's own entries
+    (``__MACOSX``) passed over; a zip of files named by modality only is a case named
+    after the zip."""
+    import zipfile
+
+    from braintumor.cli import main
+    from braintumor.phantom import make_case, write_case
+
+    cases = [make_case(shape=(64, 64, 64), seed=s, case_id=f"Z{s}") for s in (1, 2)]
+    folders = [write_case(c, tmp_path / "src", with_label=False) for c in cases]
+    one = tmp_path / "one.zip"
+    with zipfile.ZipFile(one, "w") as z:
+        for f in folders[0].iterdir():
+            z.write(f, f"{folders[0].name}/{f.name}")
+        z.writestr("__MACOSX/._junk.nii.gz", b"not a scan")
+    both = tmp_path / "dataset.zip"
+    with zipfile.ZipFile(both, "w") as z:
+        for folder in folders:
+            for f in folder.iterdir():
+                z.write(f, f"data/{folder.name}/{f.name}")
+    plain = tmp_path / "visit3.zip"
+    series = {"_t1.": "3_AX_T1.", "_t1ce.": "4_AX_T1_POST_GAD.", "_t2.": "5_AX_T2.",
+              "_flair.": "7_AX_T2_FLAIR."}
+    with zipfile.ZipFile(plain, "w") as z:
+        for f in folders[1].iterdir():
+            key = next(k for k in series if k in f.name)
+            z.write(f, f.name.replace(f"Z2{key}", series[key]))
+    out = tmp_path / "out"
+    for zipped, names in ((one, ["Z1"]), (both, ["Z1", "Z2"]), (plain, ["visit3"])):
+        assert main(["predict", str(zipped), "-o", str(out / zipped.stem),
+                     "--method", "watershed"]) == 0, zipped
+        written = sorted(p.name for p in (out / zipped.stem).glob("*.nii.gz"))
+        assert written == [f"{n}.nii.gz" for n in names], written
+        assert not [p for p in (out / zipped.stem).iterdir() if p.name.startswith(".")]

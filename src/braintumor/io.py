@@ -681,6 +681,21 @@ def extract_zip(zip_path: Path, dest: Path, display: str, max_total: int) -> int
     return len(extract_zip_entries(zip_path, dest, display, max_total))
 
 
+#: file names a system leaves in a folder it zips, never a scan (macOS's ``._`` copies
+#: and ``__MACOSX`` folder are told by their leading dot and folder)
+SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
+
+
+def system_entry(name: str) -> bool:
+    """A zip entry that a system made (``__MACOSX/``, ``._x.nii.gz``, ``.DS_Store``,
+    ``Thumbs.db``), never a scan."""
+    from pathlib import PurePosixPath
+
+    parts = PurePosixPath(name).parts
+    return any(p == "__MACOSX" or is_hidden(p) for p in parts) or \
+        (bool(parts) and parts[-1].lower() in SYSTEM_FILES)
+
+
 def extract_zip_entries(zip_path: Path, dest: Path, display: str, max_total: int
                         ) -> list[tuple[str, Path]]:
     """Extract every file of a zip under names of our own in ``dest``: ``(the entry's

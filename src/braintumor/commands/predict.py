@@ -105,8 +105,9 @@ MAX_UNZIPPED_BYTES = 32 * 2**30
 
 
 def run(args: argparse.Namespace) -> int:
-    """``predict``: a zip among the inputs is a zipped DICOM study, unpacked next to the
-    outputs for the run (a case named after the zip) and removed afterwards."""
+    """``predict``: a zip among the inputs (a zipped DICOM study, case folder or dataset)
+    is unpacked next to the outputs for the run (a case named after the zip where its
+    files name none) and removed afterwards."""
     import shutil
 
     from braintumor.commands import output_folder
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             folder = work / Path(raw).name[: -len(".zip")]
             try:
-                _unzip_study(Path(raw), folder)
+                folder = _unzip_study(Path(raw), folder)
             except InputError as exc:  # one unreadable zip leaves the other inputs
                 print(f"error: {exc}", file=sys.stderr)
                 failures += 1
@@ -144,17 +145,44 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _unzip_study(zip_path: Path, folder: Path) -> None:
-    """Unpack a zipped DICOM study into ``folder`` (as the web page does an upload: no
-    entry may leave the folder, none may be encrypted, and all of them together at most
-    :data:`MAX_UNZIPPED_BYTES`)."""
+def _unzip_study(zip_path: Path, folder: Path) -> Path:
+    """Unpack a zip into ``folder`` (as the web page does an upload: no entry may leave
+    the folder, none may be encrypted, and all of them together at most
+    :data:`MAX_UNZIPPED_BYTES`). A zip of NIfTI files (a case folder or a dataset, zipped)
+    keeps its folders and file names, so its cases are found as in the folder it was
+    made from (a case named by its modalities' files after the zip; the folder, not the
+    folders around it alone, is returned); any other zip is a DICOM study, its files read
+    by their content."""
+    import shutil
+    from pathlib import PurePosixPath
+
     from braintumor.errors import InputError
-    from braintumor.io import extract_zip
+    from braintumor.io import extract_zip_entries, is_nifti, system_entry
 
     if folder.exists():
         raise InputError(f"{zip_path}: another zip of this run is also named "
-                         f"{zip_path.name!r}; give the studies zips of different names.")
-    extract_zip(zip_path, folder, str(zip_path), MAX_UNZIPPED_BYTES)
+                         f"{zip_path.name!r}; give the zips different names.")
+    raw = folder.with_name(f".raw-{folder.name}")
+    try:
+        entries = extract_zip_entries(zip_path, raw, str(zip_path), MAX_UNZIPPED_BYTES)
+        niftis = [(n, p) for n, p in entries if not system_entry(n) and is_nifti(n)]
+        if not niftis:
+            raw.rename(folder)
+            return folder
+        for name, path in niftis:  # entry names were checked not to leave the archive
+            parts = ["".join(c for c in part if c.isprintable()) or "_"
+                     for part in PurePosixPath(name).parts]
+            dest = folder.joinpath(*parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(dest)
+        top = folder
+        while True:  # the zip of a folder holds that folder: read what it holds
+            inside = list(top.iterdir())
+            if len(inside) != 1 or not inside[0].is_dir():
+                return top
+            top = inside[0]
+    finally:
+        shutil.rmtree(raw, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, failures: int = 0) -> int:

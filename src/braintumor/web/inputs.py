@@ -547,23 +547,6 @@ def _case_id_from_names(names: list[str], default: str = "case") -> str:
 
 
 # -- zips -------------------------------------------------------------------------------
-#: file names a system leaves in a folder it zips, never a scan (macOS's ``._`` copies
-#: and ``__MACOSX`` folder are told by their leading dot and folder)
-_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
-
-
-def _system_entry(name: str) -> bool:
-    """A zip entry that a system made (``__MACOSX/``, ``._x.nii.gz``, ``.DS_Store``,
-    ``Thumbs.db``), never a scan."""
-    from pathlib import PurePosixPath
-
-    from braintumor.io import is_hidden
-
-    parts = PurePosixPath(name).parts
-    return any(p == "__MACOSX" or is_hidden(p) for p in parts) or \
-        (bool(parts) and parts[-1].lower() in _SYSTEM_FILES)
-
-
 def _listed(names: list[str], most: int = 3) -> str:
     """``a, b, c and 4 more``."""
     shown = ", ".join(names[:most])
@@ -577,14 +560,14 @@ def unpack_zip(job_dir: Path, z: UploadedFile, max_unzipped: int) -> list[Upload
     None, its files left in ``<job>/dicom`` for :func:`convert_dicom_zip`. A zip of
     neither, or of both, is refused in one sentence saying what it holds. Files a system
     adds to a folder it zips (``__MACOSX``, ``.DS_Store``) are passed over."""
-    from braintumor.io import extract_zip_entries, is_nifti
+    from braintumor.io import extract_zip_entries, is_nifti, system_entry
 
     dicom_dir = job_dir / "dicom"
     study = False
     try:
         entries = extract_zip_entries(z.path, dicom_dir, z.name, max_unzipped)
         z.path.unlink(missing_ok=True)
-        kept = [(n, p) for n, p in entries if not _system_entry(n)]
+        kept = [(n, p) for n, p in entries if not system_entry(n)]
         niftis = [(n, p) for n, p in kept if is_nifti(n)]
         dicoms = [n for n, p in kept if not is_nifti(n) and is_dicom_file(p)]
         if dicoms and niftis:
