@@ -328,6 +328,13 @@ def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
         in html.text
     # the RANO diameters of the result, in the facts and as a table per lesion
     diam = done_job["result"]["summary"]["diameters"]
+    # each lesion's slice in the reports' words, for the page to say the same
+    from braintumor.report import slice_position
+
+    for region in ("ET", "WT"):
+        for les in diam[region]["lesions"]:
+            assert les["position"] == slice_position(les)
+            assert f"<td>{les['position']}</td>" in html.text
     assert f"<th>Diameters, enhancing (RANO)</th><td>{diam['ET']['text']}</td>" in html.text
     assert f"<th>Diameters, T2/FLAIR (RANO)</th><td>{diam['WT']['text']}</td>" in html.text
     assert "<h2>Diameters (RANO)</h2>" in html.text

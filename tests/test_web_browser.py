@@ -283,9 +283,14 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     # the RANO diameters are the server's, and a click puts the crosshair on the slice
     # where the largest enhancing lesion was measured
     diam = _job(server, job_id)["result"]["summary"]["diameters"]
+    from braintumor.report import slice_position
+
     for region, sel in (("ET", "#diam-et"), ("WT", "#diam-wt")):
         assert diam[region]["lesions"], diam
         assert page.text_content(sel) == diam[region]["text"]
+        # ... on the slice the reports name ("17 of 32, S 4.0 mm")
+        largest = diam[region]["lesions"][0]
+        assert page.text_content(f"{sel}-slice") == f"slice {slice_position(largest)}"
     centre = diam["ET"]["lesions"][0]["centre_mm"]
     page.click("#diam-et")
     page.wait_for_timeout(300)

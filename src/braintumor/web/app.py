@@ -152,6 +152,24 @@ _METHOD_LABELS = {"cnn": "CNN (trained model)", "watershed": "Watershed (classic
                   "hybrid": "Hybrid (CNN + watershed, most accurate)"}
 
 
+def _with_slice_positions(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with each RANO lesion's slice named as the reports name it
+    (:func:`braintumor.report.slice_position`: ``"88 of 155, S 12.0 mm"``) under
+    ``position``, so the page says the slice in the same words."""
+    from braintumor.report import slice_position
+
+    diam = summary.get("diameters")
+    if not diam:
+        return summary
+    named = {}
+    for region, summ in diam.items():
+        if summ and summ.get("lesions"):
+            summ = dict(summ, lesions=[dict(les, position=slice_position(les))
+                                       for les in summ["lesions"]])
+        named[region] = summ
+    return dict(summary, diameters=named)
+
+
 def _status_for(exc: InputError) -> int:
     if isinstance(exc, (UploadTooLarge, ArchiveTooLarge)):
         return 413
@@ -405,7 +423,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         result = dict(res)
         summaries = result.pop("summaries", None)
         if summaries:
-            result["summary"] = summaries[-1]
+            result["summary"] = _with_slice_positions(summaries[-1])
         corrections = result.pop("corrections", [])
         result["corrections"] = len(corrections)
         if corrections:

@@ -837,6 +837,8 @@ function renderResult(job) {
     const largest = d && d.lesions && d.lesions[0];
     $(id).textContent = d ? d.text : "-";
     $(id).dataset.mm = largest ? largest.centre_mm.join(",") : "";
+    // the slice it was measured on, in the reports' words ("123 of 155, S 122.0 mm")
+    $(`${id}-slice`).textContent = largest && largest.position ? `slice ${largest.position}` : "";
   }
   centreOnTumour(job);
   $("m-method").textContent = r.method || job.method;
