@@ -309,10 +309,29 @@ def test_upload_progress_viewer_volumes_download_and_correction(
     page.set_input_files("#cmp-file", str(earlier))
     page.wait_for_selector("#cmp-table:not([hidden])", timeout=30_000)
     rows = page.eval_on_selector_all(
-        "#cmp-table tbody tr", "trs => trs.map(t => [...t.children].map(c => c.textContent))")
+        "#cmp-table tbody",
+        "bs => bs.map(b => [...b.querySelectorAll('th, td')].map(c => c.textContent))")
     assert len(rows) == 7 and rows[0][0] == "Whole tumour (mL)"
     assert all(r[4] in ("within the thresholds", "none in either", "no RANO threshold")
                for r in rows), rows
+    # every word of it on one line: lines break between words, never inside one
+    # ("Meas ure", "tumo ur" in the narrow panel before)
+    split = page.evaluate("""() => {
+        const out = [];
+        for (const cell of document.querySelectorAll('#cmp-table th, #cmp-table td')) {
+          const text = cell.firstChild;
+          if (!text) continue;
+          for (const m of text.textContent.matchAll(/\\S+/g)) {
+            const r = document.createRange();
+            r.setStart(text, m.index);
+            r.setEnd(text, m.index + m[0].length);
+            const tops = new Set([...r.getClientRects()].map((q) => Math.round(q.top)));
+            if (tops.size > 1) out.push(m[0]);
+          }
+        }
+        return out;
+    }""")
+    assert split == [], split
     assert "Size only" in (page.text_content("#cmp-caveat") or "")
     # the five columns fit the side panel (they ran out of it at this width)
     assert page.evaluate("""() => {

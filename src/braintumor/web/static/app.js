@@ -915,19 +915,27 @@ async function compareWith(file) {
   $("cmp-warn").hidden = true;
   try {
     const r = await api(`/api/jobs/${job.id}/compare`, { method: "POST", body: form });
-    const body = $("cmp-table").querySelector("tbody");
-    body.textContent = "";
+    const table = $("cmp-table");
+    for (const old of table.querySelectorAll("tbody")) old.remove();
     for (const row of r.rows) {
+      // quantity, before, after, change, percent, reading: the quantity heads its group,
+      // the change is shown as a percent
+      const body = document.createElement("tbody");
+      const head = document.createElement("tr");
+      const th = document.createElement("th");
+      th.scope = "rowgroup";
+      th.colSpan = 4;
+      th.textContent = row[0];
+      head.appendChild(th);
       const tr = document.createElement("tr");
-      // quantity, before, after, change, percent, reading: the change shown as a percent
-      const cells = [row[0], row[1], row[2], row[4] === "-" ? row[3] : row[4], row[5]];
-      cells.forEach((c, i) => {
-        const td = document.createElement(i === 0 ? "th" : "td");
+      [row[1], row[2], row[4] === "-" ? row[3] : row[4], row[5]].forEach((c, i) => {
+        const td = document.createElement("td");
         td.textContent = c;
-        if (i > 0 && i < 4) td.className = "num";
+        if (i < 3) td.className = "num";
         tr.appendChild(td);
       });
-      body.appendChild(tr);
+      body.append(head, tr);
+      table.appendChild(body);
     }
     // whether the earlier file looks like this patient's: above the table, not missed
     const warn = $("cmp-warn");
