@@ -483,6 +483,71 @@ def test_viewer_shows_the_radiological_view_unless_chosen_otherwise(
     page.select_option("#convention", "radiological")
 
 
+def test_every_correction_click_places_a_seed_and_the_viewer_keeps_its_place(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """A click on the point where the crosshair already is (NiiVue reports no location
+    change then) places a seed as any other, a click beside the slices says why none
+    was placed; neither the crosshair's readout nor ticking the correction box moves or
+    resizes the viewer; the slice panes lie apart, so that their edge letters do not
+    meet."""
+    pytest.importorskip("braintumor.correction")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    # the viewer's place in its panel and its size (the panel stays in view as the page
+    # scrolls)
+    place = """() => {
+        const g = document.getElementById('gl').getBoundingClientRect();
+        const c = document.getElementById('centre').getBoundingClientRect();
+        return [g.top - c.top, g.width, g.height]; }"""
+    before = page.evaluate(place)
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    assert page.text_content("#location")
+    assert page.evaluate(place) == before
+    # each slice pane a letter's height and width apart from the next
+    gaps = page.evaluate("""() => {
+        const nv = state.nv;
+        const tiles = nv.screenSlices.filter((s) => s.axCorSag <= 2)
+          .map((s) => s.leftTopWidthHeight);
+        let least = Infinity;
+        for (const a of tiles) for (const b of tiles) {
+          if (a === b) continue;
+          const h = b[0] - (a[0] + a[2]), v = b[1] - (a[1] + a[3]);
+          if (h >= -0.5 && b[1] < a[1] + a[3] && a[1] < b[1] + b[3]) least = Math.min(least, h);
+          if (v >= -0.5 && b[0] < a[0] + a[2] && a[0] < b[0] + b[2]) least = Math.min(least, v);
+        }
+        return [least, nv.fontPx];
+    }""")
+    assert gaps[0] >= gaps[1], gaps
+    page.select_option("#layout", "axial")
+    page.wait_for_timeout(500)
+    x, y = _coloured_point(page.locator("#gl").screenshot())
+    page.locator("#gl").click(position={"x": x, "y": y})  # the crosshair there first
+    page.wait_for_timeout(300)
+    page.check("#correct-toggle")
+    assert page.evaluate(place) == before
+    page.evaluate("document.getElementById('location').textContent = 'a long line '.repeat(60)")
+    assert page.evaluate(place) == before
+    page.check("input[name=seed-kind][value=outside]")
+    seeds: list[Any] = []
+    page.on("request", lambda r: seeds.append(r.post_data_json)
+            if r.url.endswith("/corrections") else None)
+    page.locator("#gl").click(position={"x": x, "y": y})
+    page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    page.locator("#gl").click(position={"x": x, "y": y})  # the same point again
+    page.wait_for_selector("body[data-result='v2']", timeout=30_000)
+    assert len(seeds) == 2 and seeds[0] == seeds[1], seeds
+    assert seeds[0]["seeds"][0]["label"] == 0
+    # beside the slice (the axial view leaves black margins left and right): no seed, and
+    # the page says why
+    page.locator("#gl").click(position={"x": 3, "y": before[2] / 2})
+    from playwright.sync_api import expect
+
+    expect(page.locator("#correct-msg")).to_contain_text("No seed: click on one of the slices")
+    assert len(seeds) == 2
+    assert page.evaluate(place) == before
+
+
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """A case of 1.2 x 1 x 1.5 mm voxels run by the watershed: segmented on the 1 mm
     grid, and the page says so next to the measurements."""

@@ -23,9 +23,8 @@ const state = {
   hidden: new Set(),
   opacity: 0.6,
   pollTimer: null,
-  pendingClick: false,
+  pendingClick: false,   // a primary-button press on the viewer, not yet released
   timeline: {},         // performance.now() stamps of the current job (for benchmarks)
-  clickLocation: null,
   busy: false,
   centredJob: null,     // the job whose outline the crosshair was last brought to
 };
@@ -452,14 +451,19 @@ async function ensureViewer() {
     isRadiologicalConvention: $("convention").value === "radiological",
     sagittalNoseLeft: true,
     showAllOrientationMarkers: true,
+    // the letters sit just inside each pane's edges: a gap between the panes keeps one
+    // pane's right (or bottom) letter apart from the next one's left (or top) letter,
+    // which met as "LA" and stacked as "P" over "S" on a phone
+    multiplanarPadPixels: 20,
   });
   await nv.attachToCanvas($("gl"));
   nv.onLocationChange = (d) => {
-    state.clickLocation = d;
-    $("location").textContent = locationText(d);
+    const text = locationText(d);
+    $("location").textContent = text;
+    $("location").title = text;  // the whole of it, where the line is cut short
   };
   const canvas = $("gl");
-  canvas.addEventListener("pointerdown", () => { state.pendingClick = true; state.clickLocation = null; });
+  canvas.addEventListener("pointerdown", (e) => { state.pendingClick = e.button === 0; });
   // the arrow keys move the crosshair one voxel, as H, J, K, L do (NiiVue gives the
   // left and right arrows to the frames of a 4D image, which a case does not have)
   // left and right as the screen shows them: in the radiological view the patient's
@@ -472,12 +476,24 @@ async function ensureViewer() {
     const flip = nv.opts.isRadiologicalConvention ? -1 : 1;
     nv.moveCrosshairInVox(step[0] * flip, step[1], step[2]);
   });
-  canvas.addEventListener("pointerup", () => {
+  canvas.addEventListener("pointerup", (e) => {
     if (!state.pendingClick) return;
     state.pendingClick = false;
-    // NiiVue moves the crosshair in its own mouse handlers: read the location just after
+    if (!$("correct-toggle").checked) return;
+    // the seed goes where the click was, read from the slice under it: NiiVue reports no
+    // location change when the crosshair is there already (a second click on one point)
+    const rect = canvas.getBoundingClientRect();
+    const dpr = nv.uiData.dpr || 1;
+    const at = [(e.clientX - rect.left) * dpr, (e.clientY - rect.top) * dpr];
+    // after NiiVue's own handlers have moved the crosshair there
     setTimeout(() => {
-      if ($("correct-toggle").checked && state.clickLocation) placeSeed(state.clickLocation.mm);
+      const frac = nv.canvasPos2frac(at);
+      if (!frac || frac[0] < 0) {
+        setMsg("correct-msg", "No seed: click on one of the slices (the 3D view and the " +
+               "margins around the slices take none).");
+        return;
+      }
+      placeSeed(Array.from(nv.frac2mm(frac)).slice(0, 3));
     }, 40);
   });
   state.nv = nv;
