@@ -770,6 +770,65 @@ def test_a_zipped_case_then_an_earlier_map_of_another_patient(
             .bottom <= document.getElementById('cmp-table').getBoundingClientRect().top""")
 
 
+def _in_view(page: Any, selector: str) -> bool:
+    """Whether the element is shown whole within the window as it is scrolled now."""
+    return bool(page.eval_on_selector(selector, """(e) => {
+        const r = e.getBoundingClientRect();
+        return r.height > 0 && r.top >= -1 && r.bottom <= innerHeight + 1; }"""))
+
+
+def test_a_job_shows_its_case_and_state_at_once_and_runs_once(
+        server: ServerThread, page: Any, tmp_path: Path, browser: Any) -> None:
+    """Segment pressed at the foot of a long form: the job's state comes into view at the
+    top of the panel with the case's name, in the tab's title too, and Segment stays off
+    while the job runs (a second press sent the case twice), until it ends. The job's
+    link on a phone opens on the case and its state, not on the empty upload form, and
+    an unknown job's sentence is the first thing seen."""
+    from playwright.sync_api import expect
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    _choose_files(page, server, [str(p) for p in files.values()], "slow")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST"
+            and r.url.endswith("/api/jobs") else None)
+    page.locator("#submit-btn").scroll_into_view_if_needed()
+    page.click("#submit-btn")
+    expect(page.locator("#job-stage")).to_have_text("waiting", timeout=60_000)
+    assert _in_view(page, "#job-status-line") and _in_view(page, "#cancel-btn")
+    _until(page, "document.activeElement && document.activeElement.id === 'job-status-line'")
+    expect(page.locator("#job-case")).to_have_text("Web000")
+    assert page.title() == "Web000 · running · braintumor"
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    page.click("#submit-btn", force=True)  # a second press sends nothing
+    page.wait_for_timeout(300)
+    assert len(posts) == 1, posts
+    link = page.url
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True)
+    try:
+        pg = phone.new_page()
+        pg.goto(link)
+        pg.wait_for_selector("body[data-status='running']", timeout=30_000)
+        assert _in_view(pg, "#job-case") and _in_view(pg, "#job-status-line")
+        assert pg.text_content("#job-case") == "Web000"
+        assert pg.title() == "Web000 · running · braintumor"
+        # the empty upload form gives way to a link for another case
+        assert pg.is_hidden("#start") and pg.is_visible("#start-again a[href='/']")
+        pg.goto(server.url + "/jobs/nosuchjob0000")
+        pg.wait_for_selector("#job-msg:has-text('No such job')", timeout=30_000)
+        assert _in_view(pg, "#job-msg")
+        assert pg.is_hidden("#job-state") and pg.is_visible("#start")
+        assert pg.title() == "No such job · braintumor"
+    finally:
+        phone.close()
+
+    page.click("#cancel-btn")
+    page.wait_for_selector("body[data-status='cancelled']", timeout=30_000)
+    assert page.title() == "Web000 · cancelled · braintumor"
+    expect(page.locator("#submit-btn")).to_be_enabled()  # the job ended: send again
+
+
 def test_a_case_named_in_another_script_downloads_under_its_name(
         server: ServerThread, page: Any, tmp_path: Path) -> None:
     """Files named ``Müller_ü_<modality>.nii.gz``, sent by the browser itself: the case
@@ -793,6 +852,7 @@ def test_a_case_named_in_another_script_downloads_under_its_name(
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
+    page.set_viewport_size({"width": 390, "height": 844})  # Segment at the screen's foot
     page.goto(server.url + "/")
     page.wait_for_selector("#method option", state="attached")
     page.set_input_files("#file-input", [str(bad)])
@@ -800,6 +860,9 @@ def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path
     page.wait_for_selector("#upload-msg:has-text('notes')", timeout=30_000)
     msg = page.text_content("#upload-msg")
     assert msg is not None and "not a NIfTI" in msg and "Traceback" not in msg
+    # ... under the button, brought into view (it was below the screen's edge)
+    page.wait_for_timeout(300)
+    assert _in_view(page, "#upload-msg")
 
 
 def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:

@@ -26,6 +26,7 @@ const state = {
   pendingClick: false,   // a primary-button press on the viewer, not yet released
   timeline: {},         // performance.now() stamps of the current job (for benchmarks)
   busy: false,
+  sentJob: null,        // the job the chosen files were sent as, while it runs (Segment is off)
   centredJob: null,     // the job whose outline the crosshair was last brought to
 };
 window.braintumor = state;  // for tests and the curious
@@ -205,6 +206,7 @@ async function chooseFiles(files) {
     body.appendChild(tr);
   }
   $("file-list").hidden = false;
+  state.sentJob = null;  // new files: a new job
   $("submit-btn").disabled = false;
 }
 
@@ -239,18 +241,31 @@ function submitUpload() {
     if (e.lengthComputable) setMsg("upload-msg", `Uploading… ${Math.round(100 * e.loaded / e.total)} %`, true);
   };
   xhr.onload = () => {
-    $("submit-btn").disabled = false;
     let body = null;
     try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
     if (xhr.status >= 200 && xhr.status < 300 && body) {
       setMsg("upload-msg", "Uploaded.", true);
+      // Segment stays off while the job runs: a second press would send the case again
+      // (it comes back when the job ends, or with other files)
+      state.sentJob = body.id;
       showJob(body, true);
+      // the job's state, at the top of the panel, takes the focus (and so comes into
+      // view when the list of files has pushed it off the screen)
+      $("job-status-line").focus();
     } else {
-      setMsg("upload-msg", (body && body.detail) || `The upload failed (${xhr.status}).`);
+      $("submit-btn").disabled = false;
+      uploadError((body && body.detail) || `The upload failed (${xhr.status}).`);
     }
   };
-  xhr.onerror = () => { $("submit-btn").disabled = false; setMsg("upload-msg", "The upload failed: the server could not be reached."); };
+  xhr.onerror = () => { $("submit-btn").disabled = false; uploadError("The upload failed: the server could not be reached."); };
   xhr.send(form);
+}
+
+// why an upload was refused, under the Segment button: scrolled into view (on a phone the
+// button is at the bottom of the screen and its message below it)
+function uploadError(text) {
+  setMsg("upload-msg", text);
+  $("upload-msg").scrollIntoView({ block: "nearest" });
 }
 
 function mark(name) {
@@ -279,12 +294,38 @@ async function startSample() {
 
 // -- jobs -------------------------------------------------------------------------------
 async function openJob(id) {
+  let job;
   try {
-    showJob(await api(`/api/jobs/${id}`), false);
+    job = await api(`/api/jobs/${id}`);
   } catch (e) {
+    // an unknown or expired job: its sentence where the job's state would be, at the top,
+    // above the upload form (left for a new case)
     $("job").hidden = false;
+    $("job-state").hidden = true;
+    $("job-what").textContent = "Job";
+    $("job-case").textContent = "";
     setMsg("job-msg", e.message);
+    document.title = "No such job · braintumor";
+    return;
   }
+  // the page of one job (a shared link, a reload): its case and state, then the viewer;
+  // the empty upload form gives way to a link to start another case
+  $("start").hidden = true;
+  $("start-again").hidden = false;
+  $("job").classList.add("only");
+  showJob(job, false);
+}
+
+// whose scan a job is: the case's name as the downloads and reports give it (a DICOM
+// study's, which has none of its own, by the name of what was uploaded)
+function caseName(job) {
+  const inputs = job.inputs || {};
+  const files = inputs.files || [];
+  if (inputs.source === "dicom" && files.length) {
+    return files.length === 1 ? files[0] : `${files.length} DICOM files`;
+  }
+  if (inputs.case_id) return inputs.case_id;
+  return inputs.source === "sample" ? "sample case" : (files[0] || "");
 }
 
 function showJob(job, push) {
@@ -321,6 +362,10 @@ async function cancelJob() {
 
 function render(job) {
   $("job").hidden = false;
+  $("job-state").hidden = false;
+  const name = caseName(job);
+  $("job-what").textContent = name ? "Case" : "Job";
+  $("job-case").textContent = name;
   document.body.dataset.status = job.status;
   const st = $("job-status");
   st.textContent = job.status.replace("_", " ");
@@ -333,8 +378,14 @@ function render(job) {
   $("job-progress").value = job.progress;
   $("job-progress").setAttribute("aria-valuetext",
     `${Math.round(100 * job.progress)} %${stage ? `, ${stage}` : ""}`);
-  document.title = `braintumor: ${st.textContent}`;
+  // a shared link's tab says whose scan it is, then how far its job is
+  document.title = `${name ? `${name} · ` : ""}${st.textContent} · braintumor`;
   $("cancel-btn").disabled = TERMINAL.includes(job.status) || job.stage === "cancelling";
+  if (state.sentJob && (state.sentJob !== job.id || TERMINAL.includes(job.status))) {
+    // done, failed or cancelled (or another job shown): the files may be sent again
+    state.sentJob = null;
+    $("submit-btn").disabled = !state.files.length;
+  }
   $("job-link").href = job.urls.page;
   setMsg("job-msg", job.status === "failed" || job.status === "cancelled" ? job.message : "");
   renderSeries(job);
