@@ -865,6 +865,49 @@ def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path
     assert _in_view(page, "#upload-msg")
 
 
+def test_a_case_over_the_upload_limit_is_not_sent(server: ServerThread, page: Any,
+                                                  tmp_path: Path) -> None:
+    """The page knows the files' size and the server's limit (/api/info): a case over it
+    is refused in one sentence before anything is sent (it was sent whole, then
+    refused). A lone NIfTI is labelled by what its header says it holds."""
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST"
+            and r.url.endswith("/api/jobs") else None)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option", state="attached")
+    info = json.loads(_fetch(server.url + "/api/info"))
+    assert page.evaluate("state.info.max_upload_bytes") == info["max_upload_bytes"]
+    page.evaluate("state.info.max_upload_bytes = 20000")  # a server of a small limit
+    total = sum(p.stat().st_size for p in files.values())
+    assert total > 20000
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    page.wait_for_selector(".mod-select")
+    msg = page.text_content("#upload-msg") or ""
+    assert msg.startswith("The files come to ") and "upload limit of 20 KiB" in msg, msg
+    assert page.is_disabled("#submit-btn")
+    page.evaluate("submitUpload()")
+    page.wait_for_timeout(300)
+    assert sent == []
+    # a lone 3D file is one modality, a 4D file of four volumes a whole case, and what
+    # cannot be read is said neutrally
+    page.evaluate(f"state.info.max_upload_bytes = {info['max_upload_bytes']}")
+    stack = np.stack([np.asarray(nib.load(str(p)).dataobj) for p in files.values()], -1)
+    four = tmp_path / "case4d.nii.gz"
+    nib.save(nib.Nifti1Image(stack, AFFINE), str(four))
+    plain = tmp_path / "case4d.nii"
+    plain.write_bytes(gzip.decompress(four.read_bytes()))
+    odd = tmp_path / "odd.nii.gz"
+    odd.write_bytes(b"not a NIfTI at all" * 40)
+    for path, label in ((files["flair"], "one 3D image (one modality; the case needs all "
+                         "four)"), (four, "4D (all four)"), (plain, "4D (all four)"),
+                        (odd, "NIfTI: a 4D case or one modality")):
+        page.set_input_files("#file-input", [str(path)])
+        page.wait_for_selector(f"#file-list td:has-text('{path.name}')")
+        assert page.text_content("#file-list tbody td:nth-child(2)") == label, path
+        assert page.is_enabled("#submit-btn") and page.text_content("#upload-msg") == ""
+
+
 def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))

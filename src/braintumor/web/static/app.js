@@ -94,6 +94,7 @@ function wireUi() {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); }
   });
   $("submit-btn").addEventListener("click", submitUpload);
+  $("ref-input").addEventListener("change", () => { if (state.files.length) checkSize(); });
   $("cancel-btn").addEventListener("click", cancelJob);
   $("series-btn").addEventListener("click", confirmSeries);
   for (const b of document.querySelectorAll("#mod-btns button")) {
@@ -171,6 +172,73 @@ function humanSize(n) {
   return `${Math.max(1, Math.round(n / 1024))} KiB`;
 }
 
+// the upload's size against the server's limit (/api/info), so that a case over it is
+// refused before it is sent rather than after (the server reads all of it first): the
+// sentence why, or "" when it fits
+function sizeProblem() {
+  const limit = state.info && state.info.max_upload_bytes;
+  const ref = $("ref-input").files[0];
+  const total = state.files.reduce((n, f) => n + f.size, 0) + (ref ? ref.size : 0);
+  if (!limit || total <= limit) return "";
+  return `The files come to ${humanSize(total)}, over this server's upload limit of ` +
+    `${humanSize(limit)}; they cannot be sent.`;
+}
+
+// Segment on when files are chosen, fit the limit and are not running as a job already
+function checkSize() {
+  const problem = sizeProblem();
+  if (problem) uploadError(problem);
+  else if ($("upload-msg").textContent.startsWith("The files come to ")) setMsg("upload-msg", "");
+  $("submit-btn").disabled = !!problem || !state.files.length || !!state.sentJob;
+  return !problem;
+}
+
+// The dimensions of a NIfTI file from its header (NIfTI-1 or -2, either byte order,
+// gzipped or not), read in the browser: [ndim, nx, ny, nz, nt, ...], or null when it
+// cannot be read (not a NIfTI, or a browser without DecompressionStream)
+async function niftiDims(file) {
+  try {
+    let stream = file.stream();
+    if (file.name.toLowerCase().endsWith(".gz")) stream = stream.pipeThrough(new DecompressionStream("gzip"));
+    const reader = stream.getReader();
+    const chunks = [];
+    let have = 0;
+    while (have < 540) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      have += value.length;
+    }
+    reader.cancel().catch(() => {});
+    const head = new Uint8Array(have);
+    let at = 0;
+    for (const c of chunks) { head.set(c, at); at += c.length; }
+    const view = new DataView(head.buffer);
+    if (have < 348) return null;
+    for (const little of [true, false]) {
+      const size = view.getInt32(0, little);
+      if (size === 348) return Array.from({ length: 8 }, (_, i) => view.getInt16(40 + 2 * i, little));
+      if (size === 540 && have >= 80) {
+        return Array.from({ length: 8 }, (_, i) => Number(view.getBigInt64(16 + 8 * i, little)));
+      }
+    }
+    return null;
+  } catch (e) {
+    return null;
+  }
+}
+
+// what a lone NIfTI file is, from its header when it can be read: the four modalities
+// in one 4D file, or one 3D image (one modality), or unknown
+async function loneNiftiKind(file) {
+  const dims = await niftiDims(file);
+  if (!dims || dims[0] < 1 || dims[0] > 7) return "NIfTI: a 4D case or one modality";
+  const volumes = dims[0] >= 4 ? Math.max(1, dims[4]) : 1;
+  if (volumes === 4) return "4D (all four)";
+  if (volumes === 1) return "one 3D image (one modality; the case needs all four)";
+  return `4D of ${volumes} volumes (a case has 4)`;
+}
+
 async function chooseFiles(files) {
   setMsg("upload-msg", "");
   // numbered slices in their order (pat_2 before pat_10), as the server stacks them
@@ -184,6 +252,8 @@ async function chooseFiles(files) {
   if (files.every((f) => kindOf(f.name) === "nifti") && files.length > 1) {
     try { guesses = (await postJSON("/api/detect-modalities", { names })).modalities; } catch (e) { /* keep empty */ }
   }
+  const lone = files.length === 1 && kindOf(files[0].name) === "nifti" ? await loneNiftiKind(files[0]) : "";
+  if (state.files !== files) return;  // other files were chosen meanwhile
   for (const f of files) {
     const tr = document.createElement("tr");
     const td1 = document.createElement("td");
@@ -200,18 +270,18 @@ async function chooseFiles(files) {
       sel.value = guesses[f.name] || "";
       td2.appendChild(sel);
     } else {
-      td2.textContent = { nifti: "4D (all four)", zip: "zip archive", image: files.length < 2 ? "2D picture" : (/\.(dcm|dicom)$/i.test(f.name) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
+      td2.textContent = { nifti: lone, zip: "zip archive", image: files.length < 2 ? "2D picture" : (/\.(dcm|dicom)$/i.test(f.name) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
     }
     tr.append(td1, td2);
     body.appendChild(tr);
   }
   $("file-list").hidden = false;
   state.sentJob = null;  // new files: a new job
-  $("submit-btn").disabled = false;
+  checkSize();
 }
 
 function submitUpload() {
-  if (!state.files.length) return;
+  if (!state.files.length || !checkSize()) return;
   const form = new FormData();
   for (const f of state.files) form.append("files", f, f.name);
   const mods = {};
