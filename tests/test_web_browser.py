@@ -994,7 +994,17 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     expect(page.locator("#slice2d-name")).to_contain_text("pat_1.png")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/0/overlay\.png$"))
+    # the outline can be taken off to see the picture under it (its FLAIR, grey), and put
+    # back, on the slice shown
+    page.uncheck("#outline2d")
+    expect(page.locator("#img2d")).to_have_attribute(
+        "src", re.compile(r"/image2d/slice/0/input\.png$"))
     page.eval_on_selector("#slice2d", step, "2")
+    expect(page.locator("#img2d")).to_have_attribute(
+        "src", re.compile(r"/image2d/slice/2/input\.png$"))
+    page.check("#outline2d")
+    expect(page.locator("#img2d")).to_have_attribute(
+        "src", re.compile(r"/image2d/slice/2/overlay\.png$"))
     expect(page.locator("#slice2d-name")).to_contain_text("pat_3.png")
     table = page.locator("#vol-table")
     expect(table).to_contain_text("mm²")

@@ -867,6 +867,11 @@ function areaText(px, mm2) {
   return mm2 === undefined || mm2 === null ? `${px} pixels` : `${mm2.toFixed(1)} mm² (${px} pixels)`;
 }
 
+// the picture with its outline drawn in, or the picture alone to judge what is under it
+function picture2d() {
+  return $("outline2d").checked ? "overlay" : "input";
+}
+
 function show2d(job) {
   $("placeholder").hidden = true;
   $("gl").hidden = true;
@@ -907,17 +912,19 @@ function show2d(job) {
     const range = $("slice2d");
     range.max = String(n - 1);
     const showSlice = (k) => {
-      img.src = `${job.urls.slice2d}${k}/overlay.png`;
+      img.src = `${job.urls.slice2d}${k}/${picture2d()}.png`;
       $("slice2d-name").textContent = `${k + 1}/${n} ${r.slice_names[k]}`;
       const a = r.slice_area_px[k];
       $("area2d-slice").textContent = areaText(a, known ? a * r.pixel_mm * r.pixel_mm : null);
     };
     range.oninput = () => showSlice(parseInt(range.value, 10));
+    $("outline2d").onchange = () => showSlice(parseInt(range.value, 10));
     range.value = String(r.show_slice || 0);
     showSlice(r.show_slice || 0);
     nav.hidden = false;
   } else {
-    img.src = job.urls.image2d.overlay;
+    img.src = job.urls.image2d[picture2d()];
+    $("outline2d").onchange = () => { img.src = job.urls.image2d[picture2d()]; };
     row(`Tumour area${unit}`, `${areaText(r.area_px, r.area_mm2)}, ${(100 * r.area_fraction).toFixed(1)} % of the picture`);
   }
   // the largest lesion's longest diameter and the one perpendicular to it (RANO's way)
