@@ -78,6 +78,37 @@ def test_paired_without_a_difference() -> None:
         S.paired({"a": 1.0}, {"b": 1.0}, "WT", "dice")
 
 
+def test_signed_rank_p_is_exact_and_ignores_ties() -> None:
+    assert S.signed_rank_p([0.1, 0.2, 0.3]) == pytest.approx(0.25)  # 2 / 2^3
+    # 5 wins and 9 ties: the test is over the 5, and its floor is 2 / 2^5
+    assert S.signed_rank_p([0.1, 0.2, 0.3, 0.4, 0.5] + [0.0] * 9) == pytest.approx(0.0625)
+    assert S.signed_rank_p([0.0, 0.0]) == 1.0 and S.signed_rank_p([]) == 1.0
+    rng = np.random.default_rng(5)
+    for n in (4, 9, 17):
+        d = rng.normal(0.3, 1.0, n)
+        assert S.signed_rank_p(d) == pytest.approx(sps.wilcoxon(d, method="exact").pvalue)
+    # equal magnitudes: midranks, against every one of the 2^10 sign flips
+    import itertools
+
+    d = np.array([1, 1, 2, -2, 3, 3, 3, -1, 4, 5.0])
+    r = sps.rankdata(np.abs(d))
+    centre, obs = r.sum() / 2, r[d > 0].sum()
+    far = [abs(r[np.array(s, bool)].sum() - centre) >= abs(obs - centre) - 1e-9
+           for s in itertools.product([0, 1], repeat=d.size)]
+    assert S.signed_rank_p(d) == pytest.approx(np.mean(far))
+
+
+def test_paired_counts_only_untied_cases_in_the_test() -> None:
+    base = {f"c{i}": 0.5 for i in range(14)}
+    better = {c: v + (0.1 * (i + 1) / 5 if i < 5 else 0.0)
+              for i, (c, v) in enumerate(base.items())}
+    p = S.paired(better, base, "WT", "dice")
+    assert (p.cases, p.n, p.wins, p.ties, p.losses) == (14, 5, 5, 9, 0)
+    assert p.p == pytest.approx(0.0625)  # not the normal approximation's 0.043
+    assert "Wilcoxon p over 5 untied cases cannot fall below 0.0625" in S.rough_note(14, 5)
+    assert S.rough_note(14, 14) == "" and "over 3 cases" in S.rough_note(3)
+
+
 def test_scores_from_long_and_wide_rows() -> None:
     long = [{"case": "a", "method": "cnn", "region": "WT", "dice": "0.9", "hd95": "3"},
             {"case": "a", "method": "ws", "region": "WT", "dice": "0.8", "hd95": ""},
@@ -124,6 +155,19 @@ def test_module_command_on_a_study_csv(tmp_path: Path, capsys) -> None:
     assert "Traceback" not in err
 
 
+def test_module_command_says_few_cases_are_rough(tmp_path: Path, capsys) -> None:
+    path = _write(tmp_path / "two.csv", [{"case": f"c{i}", "region": "WT", "dice": 0.8 + i / 10}
+                                         for i in range(2)])
+    assert S.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| two | WT | 2 | 0.850 [" in out
+    assert "These are rough: a bootstrap interval over 2 cases is too narrow" in out
+    with pytest.raises(SystemExit):
+        S.main(["--help"])
+    out = capsys.readouterr().out
+    assert "95% bootstrap" in out and "%%" not in out
+
+
 # ------------------------------------------------------------ evaluate --against
 
 def labels2021(shift: int = 0) -> np.ndarray:
@@ -161,7 +205,8 @@ def test_evaluate_against_a_baseline_folder_and_csv(tmp_path: Path, capsys) -> N
                  "--against", str(poor), "--no-lesion-wise"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
     assert "good against poor" in text and "6 / 0 / 0" in text
-    assert "with 6 cases these are rough" in text and "CI low" in text
+    assert "These are rough: a bootstrap interval over 6 cases" in text and "CI low" in text
+    assert "Wilcoxon p over 6 untied cases cannot fall below 0.0312" in text
     assert "95 % bootstrap interval of the mean" in text
     paired = list(csv.DictReader((tmp_path / "res" / "good_paired.csv").open()))
     assert [(r["region"], r["metric"]) for r in paired] == [
@@ -199,6 +244,34 @@ def test_evaluate_against_bad_baselines(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "no such baseline folder or CSV" in err and "shares no scored case" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_evaluate_against_leaves_out_cases_neither_folder_predicts(tmp_path: Path,
+                                                                  capsys) -> None:
+    ref, good, poor = _cases(tmp_path)
+    for i in (3, 4, 5):  # predicted by neither: no comparison, not three ties
+        (good / f"case{i}.nii.gz").unlink()
+        (poor / f"case{i}.nii.gz").unlink()
+    out = tmp_path / "res" / "good.csv"
+    assert main(["evaluate", "--pred", str(good), "--ref", str(ref), "-o", str(out),
+                 "--against", str(poor), "--no-lesion-wise"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "left out: 3 case(s) with no prediction in either folder" in text
+    assert "Wilcoxon p over 3 untied cases cannot fall below 0.25" in text
+    paired = list(csv.DictReader((tmp_path / "res" / "good_paired.csv").open()))
+    for r in paired:
+        assert (int(r["cases"]), int(r["n"]), int(r["ties"])) == (3, 3, 0)
+        if r["metric"] == "dice":
+            assert float(r["p"]) == pytest.approx(0.25)  # exact, three wins
+            assert float(r["mean_a"]) == 1.0  # not diluted by the missing cases' zeros
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["paired"]["no_prediction_in_either"] == ["case3", "case4", "case5"]
+    # a case only one side predicts is a comparison: the other side scores it missing
+    (poor / "case2.nii.gz").unlink()
+    assert main(["evaluate", "--pred", str(good), "--ref", str(ref), "-o", str(out),
+                 "--against", str(poor), "--no-lesion-wise", "--quiet"]) == 0
+    paired = list(csv.DictReader((tmp_path / "res" / "good_paired.csv").open()))
+    assert all(int(r["cases"]) == 3 for r in paired)
 
 
 # ------------------------------------------------------------ the committed study

@@ -307,22 +307,46 @@ def mean_intervals(rows: list[dict[str, Any]], regions: Iterable[str],
     return out
 
 
+#: statuses of a case with no prediction to score (scored as missing)
+UNPREDICTED = ("missing", "unreadable")
+
+
+def _unpredicted(rows: Iterable[dict[str, Any]]) -> set[str]:
+    return {str(r["case"]) for r in rows if str(r.get("status", "")) in UNPREDICTED}
+
+
 def paired_against(ev: Evaluation, baseline: Evaluation | str | Path,
-                   keys: Iterable[str] = PAIRED_KEYS) -> list[Any]:
+                   keys: Iterable[str] = PAIRED_KEYS,
+                   left_out: list[str] | None = None) -> list[Any]:
     """This evaluation against a baseline on the same cases, per region and metric
     (:func:`braintumor.stats.paired`: mean difference with its 95 % interval, Wilcoxon
     p, cases better / equal / worse). ``baseline``: another :class:`Evaluation` or the
-    CSV an earlier ``braintumor evaluate`` wrote."""
+    CSV an earlier ``braintumor evaluate`` wrote.
+
+    A case neither side predicted (missing or unreadable in both) is no comparison: it
+    is left out rather than counted as a tie of two missing scores (its id is added to
+    ``left_out`` when given)."""
     from braintumor import stats as S
 
     a = S.scores_from_rows(ev.rows)
-    b = (S.read_scores(baseline) if isinstance(baseline, (str, Path))
-         else S.scores_from_rows(baseline.rows))
+    if isinstance(baseline, (str, Path)):
+        b = S.read_scores(baseline)
+        with Path(baseline).open(newline="") as fh:
+            b_rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+    else:
+        b = S.scores_from_rows(baseline.rows)
+        b_rows = baseline.rows
+    neither = _unpredicted(ev.rows) & _unpredicted(b_rows)
+    if left_out is not None:
+        left_out.extend(sorted(neither))
+    a = {k: v for k, v in a.items() if k[0] not in neither}
+    b = {k: v for k, v in b.items() if k[0] not in neither}
     keys = tuple(keys)
     rows = S.compare(a, b, ev.regions, keys)
     if not rows:
+        why = (f" ({len(neither)} case(s) have no prediction in either)" if neither else "")
         raise InputError(f"The baseline shares no scored case and region with "
-                         f"{ev.settings.get('pred_dir', 'the predictions')}.")
+                         f"{ev.settings.get('pred_dir', 'the predictions')}{why}.")
     return rows
 
 

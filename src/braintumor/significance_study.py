@@ -162,9 +162,10 @@ def section_studies(doc: dict[str, Any]) -> list[str]:
     lines = ["## CNN studies: is the best run distinguishable from the others?", "",
              "Each study's held-out cases (`experiments/<study>/cases.csv`, `braintumor "
              "experiment`); mean Dice over the three regions per case, best run (highest "
-             "mean) against each other run on the same cases. With n cases the two-sided "
-             "Wilcoxon p cannot fall below 2 / 2^n (0.0625 with 5), so a study that held out "
-             "5 cases can rank runs but cannot show a difference at the 0.05 level.", ""]
+             "mean) against each other run on the same cases. With n untied cases the "
+             "two-sided Wilcoxon p cannot fall below 2 / 2^n (0.0625 with 5), so a study "
+             "that held out 5 cases can rank runs but cannot show a difference at the "
+             "0.05 level.", ""]
     doc["studies"] = {}
     for study in STUDIES:
         path = EXPERIMENTS / study / "cases.csv"
@@ -211,10 +212,12 @@ def write(out: Path = OUT) -> dict[str, Any]:
     """Write ``README.md`` and ``significance.json`` under ``out``; returns the JSON."""
     doc: dict[str, Any] = {"level": S.LEVEL, "resamples": S.RESAMPLES, "seed": S.SEED,
                            "interval": "BCa bootstrap of the mean over cases",
-                           "test": "Wilcoxon signed-rank, two-sided"}
+                           "test": "Wilcoxon signed-rank, two-sided, exact, over the cases "
+                                   "that differ (ties left out)"}
     lines = ["# How far to trust the held-out results", "",
              "Intervals: 95 % BCa bootstrap of the mean over cases (9,999 resamples, "
-             "seeded); paired tests: Wilcoxon signed-rank, two-sided. A target 'above the "
+             "seeded); paired tests: Wilcoxon signed-rank, two-sided, exact over the cases that "
+             "differ (tied cases carry no sign). A target 'above the "
              "interval' is not reached even at the interval's optimistic end. With 14 cases "
              "these intervals are wide, and a bootstrap interval of so few values tends to "
              "be somewhat too narrow, so read them as lower bounds on the uncertainty.",

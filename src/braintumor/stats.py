@@ -6,8 +6,11 @@ moves a mean Dice by several hundredths. Two numbers say how far to trust a resu
 * :func:`mean_ci`: the mean over cases with a bootstrap confidence interval (BCa,
   ``scipy.stats.bootstrap``; percentile where BCa is undefined, e.g. one value repeated);
 * :func:`paired`: two methods scored on the same cases, the mean of their per-case
-  differences with its bootstrap interval, the Wilcoxon signed-rank test
-  (``scipy.stats.wilcoxon``, two-sided) and how many cases each wins.
+  differences with its bootstrap interval, the Wilcoxon signed-rank test (two-sided)
+  and how many cases each wins. Tied cases (no difference) carry no sign, so the test
+  runs over the others (:func:`signed_rank_p`: exact, from the distribution of the
+  statistic over every sign flip, midranks for equal differences) and its ``n`` counts
+  only them: with n such cases p cannot fall below 2 / 2^n.
 
 The resampling is seeded, so a table is the same on every run. ``python -m
 braintumor.stats CSV`` prints both for a per-case results file of the studies
@@ -33,6 +36,11 @@ from braintumor.errors import InputError
 LEVEL = 0.95
 RESAMPLES = 9999
 SEED = 0
+#: below this many cases an interval is rough (a bootstrap interval of fewer values is
+#: too narrow) and so is the Wilcoxon p (it cannot fall below 2 / 2^n)
+ROUGH_BELOW = 10
+#: untied pairs up to which the signed-rank p is exact (above: normal approximation)
+EXACT_MAX = 400
 #: metrics where a lower value is better (the rest: higher is better)
 LOWER_IS_BETTER = frozenset({"hd95", "lesion_hd95", "seconds", "spd_diff_pct", "lesion_fp",
                              "lesion_fn", "fp_slices", "missed_slices", "fp_rate"})
@@ -59,14 +67,17 @@ class MeanCI:
 class Paired:
     """Method A against method B on the same cases, for one region and metric.
 
-    ``diff`` is the mean of A - B over the cases both have, with its interval
-    (``low``, ``high``); ``p`` the two-sided Wilcoxon signed-rank p-value (1.0 when
-    every case ties); ``wins``/``losses`` count the cases where A is better/worse by
-    more than ``tol`` (for HD95 and time, lower is better), ``ties`` the rest.
+    ``cases`` is how many cases both have; ``diff`` the mean of A - B over them, with
+    its interval (``low``, ``high``); ``wins``/``losses`` count the cases where A is
+    better/worse by more than ``tol`` (for HD95 and time, lower is better), ``ties`` the
+    rest. ``p`` is the two-sided Wilcoxon signed-rank p-value over the ``n`` untied
+    cases (``wins + losses``; 1.0 when every case ties), exact for up to
+    :data:`EXACT_MAX` of them.
     """
 
     region: str
     metric: str
+    cases: int
     n: int
     mean_a: float
     mean_b: float
@@ -122,15 +133,51 @@ def mean_ci(values: Iterable[float], level: float = LEVEL, n_resamples: int = RE
     return MeanCI(float(a.mean()), lo, hi, int(a.size))
 
 
+def signed_rank_p(d: Iterable[float]) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test of the differences ``d`` (zeros
+    dropped: a tie says nothing about the sign).
+
+    Exact up to :data:`EXACT_MAX` differences: the statistic (sum of the ranks of the
+    positive differences, midranks for equal magnitudes) against its distribution over
+    all 2^n sign flips, so equal magnitudes need no correction and the p of n
+    differences of one sign is exactly 2 / 2^n. Above that, the normal approximation
+    with the tie correction (``scipy.stats.wilcoxon``).
+    """
+    from scipy import stats
+
+    a = np.asarray(list(d), dtype=float)
+    a = a[np.isfinite(a) & (a != 0)]
+    n = int(a.size)
+    if n == 0:
+        return 1.0
+    if n > EXACT_MAX:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(stats.wilcoxon(a, zero_method="wilcox", method="approx").pvalue)
+    # doubled midranks are whole numbers: the statistic's distribution is a count per sum
+    ranks = np.rint(2 * stats.rankdata(np.abs(a))).astype(np.int64)
+    total = int(ranks.sum())
+    dist: np.ndarray = np.zeros(total + 1)
+    dist[0] = 1.0
+    for r in ranks:  # each rank is added (positive) or not (negative), each with odds 1/2
+        shifted = np.zeros_like(dist)
+        shifted[r:] = dist[:total + 1 - r]
+        dist = 0.5 * (dist + shifted)
+    t = int(ranks[a > 0].sum())
+    # two-sided: every sign pattern at least as far from the centre (total / 2)
+    far = np.abs(2 * np.arange(total + 1) - total) >= abs(2 * t - total)
+    return float(min(1.0, dist[far].sum()))
+
+
 def paired(a: Mapping[str, float], b: Mapping[str, float], region: str = "",
            metric: str = "dice", tol: float = 1e-4, level: float = LEVEL,
            n_resamples: int = RESAMPLES, seed: int = SEED) -> Paired:
     """Compare per-case values ``a`` and ``b`` (case id -> value) on the cases both score.
 
+    Cases within ``tol`` of each other tie: they count in the mean difference and its
+    interval, not in the signed-rank test nor its ``n`` (:func:`signed_rank_p`).
     Raises :class:`InputError` when they share no case.
     """
-    from scipy import stats
-
     common = sorted(c for c in a if c in b and math.isfinite(float(a[c]))
                     and math.isfinite(float(b[c])))
     if not common:
@@ -142,16 +189,28 @@ def paired(a: Mapping[str, float], b: Mapping[str, float], region: str = "",
     better = -d if metric in LOWER_IS_BETTER else d
     wins = int(np.sum(better > tol))
     losses = int(np.sum(better < -tol))
-    if np.all(np.abs(d) <= tol) or d.size < 2:
-        p = 1.0
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = float(stats.wilcoxon(va, vb, zero_method="wilcox",
-                                     alternative="two-sided").pvalue)
-    return Paired(region=region, metric=metric, n=len(common), mean_a=float(va.mean()),
-                  mean_b=float(vb.mean()), diff=float(d.mean()), low=lo, high=hi, p=p,
-                  wins=wins, ties=len(common) - wins - losses, losses=losses)
+    p = signed_rank_p(d[np.abs(d) > tol])
+    return Paired(region=region, metric=metric, cases=len(common), n=wins + losses,
+                  mean_a=float(va.mean()), mean_b=float(vb.mean()), diff=float(d.mean()),
+                  low=lo, high=hi, p=p, wins=wins, ties=len(common) - wins - losses,
+                  losses=losses)
+
+
+def rough_note(cases: int, untied: int | None = None) -> str:
+    """One sentence saying why results over few cases are rough: intervals over fewer
+    than :data:`ROUGH_BELOW` ``cases``, a Wilcoxon p over fewer than that many
+    ``untied`` pairs (its floor is 2 / 2^n); empty when neither applies."""
+    parts = []
+    if cases < ROUGH_BELOW:
+        parts.append(f"a bootstrap interval over {cases} case{'s' * (cases != 1)} is too "
+                     f"narrow (below about {ROUGH_BELOW} cases)")
+    if untied is not None and untied < ROUGH_BELOW:
+        floor = f"{2 / 2 ** untied:.3g}" if untied else "1"
+        what = f"{untied} untied case{'s' * (untied != 1)}"
+        parts.append(f"the Wilcoxon p over {what} cannot fall below {floor}")
+    if not parts:
+        return ""
+    return "These are rough: " + ", and ".join(parts) + "."
 
 
 # ---------------------------------------------------------------- per-case tables
@@ -297,7 +356,7 @@ def ci_markdown(cis: Mapping[str, Mapping[str, Mapping[str, MeanCI]]],
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m braintumor.stats",
-        description="Mean with a 95%% bootstrap interval per region and metric of a per-case "
+        description="Mean with a 95% bootstrap interval per region and metric of a per-case "
                     "results CSV; with --baseline, the paired comparison of two methods.")
     ap.add_argument("csv", type=Path, help="per-case results (long or wide)")
     ap.add_argument("--method", default=None, help="rows of this method (long CSVs with a "
@@ -331,9 +390,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(ci_markdown(cis, metrics))
+    counts = [c.n for by_region in cis.values() for by_metric in by_region.values()
+              for c in by_metric.values() if c.n]
+    note = rough_note(min(counts, default=0))
     if rows:
         print()
         print(paired_markdown(rows, name_a, name_b))
+        note = rough_note(min(min(counts, default=0), min(p.cases for p in rows)),
+                          min(p.n for p in rows))
+    if note:
+        print()
+        print(note)
     return 0
 
 

@@ -87,11 +87,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.against}: no such baseline folder or CSV.")
         ev = score(args.pred)
         paired = None
+        left_out: list[str] = []
         if args.against is not None:
             baseline = (args.against if args.against.is_file() else score(args.against))
-            paired = E.paired_against(ev, baseline)
+            paired = E.paired_against(ev, baseline, left_out=left_out)
             ev.extra["paired"] = {"against": str(args.against),
-                                  "rows": [p.as_row() for p in paired]}
+                                  "rows": [p.as_row() for p in paired],
+                                  "no_prediction_in_either": left_out}
     csv_path = E.write_csv(ev, args.output)
     json_path = E.write_json(ev, csv_path.with_suffix(".json"))
     written = [str(csv_path), str(json_path)]
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(console, ev)
         if paired is not None:
-            print_paired(console, paired, args.pred.name, args.against.name)
+            print_paired(console, paired, args.pred.name, args.against.name, left_out)
     console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
     for said in ev.unreadable:  # scored as missing; the run says so and fails
         print(f"error: {said}", file=sys.stderr)
@@ -121,14 +123,17 @@ def write_paired(rows: list[Any], csv_path: Path) -> Path:
     return out
 
 
-def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str) -> None:
-    """The comparison with a baseline, one line per region and metric."""
+def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str,
+                 left_out: list[str] | None = None) -> None:
+    """The comparison with a baseline, one line per region and metric; ``left_out``:
+    the cases neither predicts (no comparison)."""
     from rich.table import Table
 
-    from braintumor.stats import fmt_p
+    from braintumor.stats import fmt_p, rough_note
 
     t = Table(title=f"{name_a} against {name_b}: paired over the same cases "
-              "(difference = mean of per-case differences)", title_justify="left")
+              "(difference = mean of per-case differences; Wilcoxon over the cases that "
+              "differ)", title_justify="left")
     for col in ("region", "metric", name_a, name_b, "difference [95% CI]", "Wilcoxon p",
                 "better / equal / worse"):
         t.add_column(col, justify="left" if col in ("region", "metric") else "right")
@@ -139,11 +144,12 @@ def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str) -> Non
         t.add_row(p.region, p.metric, _cell(p.mean_a, d), _cell(p.mean_b, d),
                   f"{p.diff:+.{d}f}{ci}", fmt_p(p.p), f"{p.wins} / {p.ties} / {p.losses}")
     console.print(t)
-    n = min(p.n for p in rows)
-    if n < 10:
-        console.print(f"with {n} cases these are rough: a bootstrap interval is too narrow "
-                      f"below about 10 cases, and the Wilcoxon p cannot fall below "
-                      f"{2 / 2 ** n:.3g}")
+    if left_out:
+        console.print(f"left out: {len(left_out)} case(s) with no prediction in either "
+                      f"folder ({', '.join(left_out)})")
+    note = rough_note(min(p.cases for p in rows), min(p.n for p in rows))
+    if note:
+        console.print(note)
 
 
 def _cell(v: Any, digits: int = 3) -> str:

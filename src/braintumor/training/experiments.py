@@ -617,7 +617,8 @@ def paired_section(results: list[dict[str, Any]], rows: list[dict[str, Any]],
 
     lines = ["", "Intervals and paired tests (95 % BCa bootstrap of the mean over held-out "
              "cases; the best run minus each other run on the same cases, Wilcoxon "
-             "signed-rank; with n cases p cannot fall below 2 / 2^n):", "",
+             "signed-rank over the cases that differ; with n of them p cannot fall below "
+             "2 / 2^n):", "",
              "| run | " + " | ".join(f"{g} Dice [95% CI]" for g in REGIONS)
              + f" | mean Dice: {best} minus run [95% CI] | Wilcoxon p | {best} wins / ties "
              "/ loses |", "|---|" + "---|" * (len(REGIONS) + 3)]
