@@ -274,6 +274,32 @@ def test_evaluate_against_leaves_out_cases_neither_folder_predicts(tmp_path: Pat
     assert all(int(r["cases"]) == 3 for r in paired)
 
 
+def test_evaluate_against_a_csv_scored_otherwise_is_refused(tmp_path: Path, capsys) -> None:
+    ref, good, poor = _cases(tmp_path)
+    base = tmp_path / "poor.csv"
+    assert main(["evaluate", "--pred", str(poor), "--ref", str(ref), "-o", str(base),
+                 "--no-lesion-wise", "--quiet", "--hd95", "voxel"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "good.csv"
+    assert main(["evaluate", "--pred", str(good), "--ref", str(ref), "-o", str(out),
+                 "--against", str(base), "--no-lesion-wise", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "poor.csv was scored with hd95_method (--hd95) = voxel and these predictions " \
+        "with surface" in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    # scored the same way: compared
+    assert main(["evaluate", "--pred", str(good), "--ref", str(ref), "-o", str(out),
+                 "--against", str(base), "--no-lesion-wise", "--quiet", "--hd95",
+                 "voxel"]) == 0
+    assert capsys.readouterr().err == ""
+    # without the JSON beside it the settings cannot be checked: said, then compared
+    base.with_suffix(".json").unlink()
+    assert main(["evaluate", "--pred", str(good), "--ref", str(ref), "-o", str(out),
+                 "--against", str(base), "--no-lesion-wise", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: poor.json") and "is not checked" in err
+
+
 # ------------------------------------------------------------ the committed study
 
 def test_significance_study_reproduces_the_committed_means(tmp_path: Path) -> None:

@@ -307,6 +307,10 @@ def mean_intervals(rows: list[dict[str, Any]], regions: Iterable[str],
     return out
 
 
+#: settings of an evaluation that change its numbers: a CSV baseline scored otherwise
+#: is not comparable (``hd95_unit``: 2D pictures are scored in pixels)
+SCORING_SETTINGS: tuple[str, ...] = ("hd95_method", "hd95_unit", "lesion_dilation",
+                                     "lesion_min_volume_mm3", "empty_hd95_mm")
 #: statuses of a case with no prediction to score (scored as missing)
 UNPREDICTED = ("missing", "unreadable")
 
@@ -315,13 +319,39 @@ def _unpredicted(rows: Iterable[dict[str, Any]]) -> set[str]:
     return {str(r["case"]) for r in rows if str(r.get("status", "")) in UNPREDICTED}
 
 
+def baseline_settings(ev: Evaluation, csv_path: str | Path) -> str:
+    """Check that a baseline CSV was scored as ``ev`` was, from the JSON an evaluate run
+    writes beside it (its ``settings``). A scoring setting that differs raises
+    :class:`InputError`; returns a warning when there is no such JSON to check (empty
+    when the settings agree)."""
+    path = Path(csv_path).with_suffix(".json")
+    try:
+        theirs = json.loads(path.read_text()).get("settings")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        theirs = None
+    if not isinstance(theirs, dict):
+        return (f"{path.name} (the JSON evaluate writes beside its CSV) is missing or "
+                f"unreadable, so whether {Path(csv_path).name} was scored with the same "
+                f"settings (HD95: {ev.settings.get('hd95_method', 'surface')}) is not "
+                "checked.")
+    for key in SCORING_SETTINGS:
+        if key in theirs and key in ev.settings and theirs[key] != ev.settings[key]:
+            flag = {"hd95_method": " (--hd95)"}.get(key, "")
+            raise InputError(f"{csv_path} was scored with {key}{flag} = {theirs[key]} and "
+                             f"these predictions with {ev.settings[key]}: score both the "
+                             "same way to compare them.")
+    return ""
+
+
 def paired_against(ev: Evaluation, baseline: Evaluation | str | Path,
                    keys: Iterable[str] = PAIRED_KEYS,
+                   warn: Callable[[str], None] | None = None,
                    left_out: list[str] | None = None) -> list[Any]:
     """This evaluation against a baseline on the same cases, per region and metric
     (:func:`braintumor.stats.paired`: mean difference with its 95 % interval, Wilcoxon
     p, cases better / equal / worse). ``baseline``: another :class:`Evaluation` or the
-    CSV an earlier ``braintumor evaluate`` wrote.
+    CSV an earlier ``braintumor evaluate`` wrote (checked against the JSON beside it:
+    :func:`baseline_settings`; ``warn`` hears when that JSON is missing).
 
     A case neither side predicted (missing or unreadable in both) is no comparison: it
     is left out rather than counted as a tie of two missing scores (its id is added to
@@ -331,6 +361,9 @@ def paired_against(ev: Evaluation, baseline: Evaluation | str | Path,
     a = S.scores_from_rows(ev.rows)
     if isinstance(baseline, (str, Path)):
         b = S.read_scores(baseline)
+        said = baseline_settings(ev, baseline)
+        if said and warn is not None:
+            warn(said)
         with Path(baseline).open(newline="") as fh:
             b_rows: list[dict[str, Any]] = list(csv.DictReader(fh))
     else:

@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         left_out: list[str] = []
         if args.against is not None:
             baseline = (args.against if args.against.is_file() else score(args.against))
-            paired = E.paired_against(ev, baseline, left_out=left_out)
+            paired = E.paired_against(
+                ev, baseline, warn=lambda said: print(f"warning: {said}", file=sys.stderr),
+                left_out=left_out)
             ev.extra["paired"] = {"against": str(args.against),
                                   "rows": [p.as_row() for p in paired],
                                   "no_prediction_in_either": left_out}
