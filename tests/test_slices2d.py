@@ -1001,3 +1001,77 @@ def test_outlines_are_shown_on_the_pictures_flair() -> None:
     grey = rgb[..., 0]
     assert np.array_equal(display_grey(grey), grey)
     assert np.array_equal(display_grey(np.repeat(grey[..., None], 3, axis=2)), grey)
+
+
+def test_training_refuses_bad_input_in_one_sentence(tmp_path: Path, capsys) -> None:
+    from braintumor import training2d as t2
+
+    def refused(*argv: str) -> str:
+        assert t2.main(list(argv)) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1
+        return err
+
+    assert "nope.yaml: no such config file" in refused("cv", "--config",
+                                                        str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stepz: 5\n")
+    assert "unknown keys stepz" in refused("cv", "--config", str(bad))
+    bad.write_text("steps: many\n")
+    assert "steps is 'many'; it should be a whole number" in refused("cv", "--config", str(bad))
+    bad.write_text("size: [1, 2\n")
+    assert "is not a readable YAML config" in refused("final", "--config", str(bad))
+    bad.write_text("- a list\n")
+    assert "a mapping of settings" in refused("cv", "--config", str(bad))
+    bad.write_text(f"data: {tmp_path / 'nowhere'}\n")
+    assert "no such data folder; name the LGG kaggle_3m folder with --data" in \
+        refused("cv", "--config", str(bad))
+    assert "export needs --from" in refused("export", "--config", str(bad))
+    assert "no such checkpoint to export" in refused("export", "--config", str(bad), "--from",
+                                                     str(tmp_path / "none.pt"))
+
+
+def test_training_folds_finished_runs_and_changed_recipes(tmp_path: Path, capsys) -> None:
+    from braintumor import training2d as t2
+
+    for k in range(4):
+        make_patient(tmp_path / "data" / f"P{k}", n=6, size=32)
+    run = tmp_path / "run"
+    cfg = _cfg_file(tmp_path, data=str(tmp_path / "data"), out=str(run),
+                    network_kwargs={"channels": [4, 8]}, size=32, batch=4, steps=2, folds=2,
+                    checkpoint_every=2)
+    base = ["--config", str(cfg)]
+    assert t2.main(["cv", *base, "--fold", "9"]) == 2
+    assert "--fold 9: the folds are numbered 0 to 1." in capsys.readouterr().err
+    assert not (run / "cv" / "fold9").exists()
+    assert t2.main(["cv", *base, "--fold", "0", "--train-only"]) == 0
+    fold = run / "cv" / "fold0"
+    assert (fold / "final.pt").exists()
+    capsys.readouterr()
+    # the same command again: nothing to do, and said so
+    assert t2.main(["cv", *base, "--fold", "0", "--train-only"]) == 0
+    assert "fold 0: already trained (2 steps)" in capsys.readouterr().out
+    # a finished run is not silently kept when asked for more steps
+    assert t2.main(["cv", *base, "--fold", "0", "--train-only", "--steps", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "finished training at 2 steps" in err and "another folder (--out)" in err
+    # an unfinished run goes on only with its own recipe
+    (fold / "final.pt").unlink()
+    other = tmp_path / "other.yaml"
+    other.write_text(cfg.read_text().replace("size: 32", "size: 40") + "lr: 0.01\n")
+    assert t2.main(["cv", "--config", str(other), "--fold", "0", "--train-only"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run trained with another config (size 32 -> 40, lr 0.002 -> 0.01)" in err
+    assert not (fold / "final.pt").exists()
+    # its own recipe, trained longer: resumed
+    assert t2.main(["cv", *base, "--fold", "0", "--train-only", "--steps", "4"]) == 0
+    assert "resumed" in capsys.readouterr().out
+    # final and export write beside the run, never over the shipped model
+    shipped = s2d.MODEL_DIR / s2d.MODEL_FILE
+    stamp = shipped.stat().st_mtime_ns if shipped.exists() else None
+    assert t2.main(["final", *base]) == 0
+    assert (run / "final" / s2d.MODEL_FILE).exists()
+    (run / "final" / s2d.MODEL_FILE).unlink()
+    assert t2.main(["export", *base, "--from", str(run / "final" / "final.pt")]) == 0
+    assert (run / "final" / s2d.MODEL_FILE).exists()
+    assert (shipped.stat().st_mtime_ns if shipped.exists() else None) == stamp

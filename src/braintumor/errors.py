@@ -6,6 +6,9 @@ fault. The CLI prints it and exits non-zero; the web app answers it with a 4xx.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class BrainTumorError(Exception):
     """Base class of every error the project raises on purpose."""
@@ -30,3 +33,20 @@ def describe_failure(exc: BaseException) -> str:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}."
     return f"failed unexpectedly ({type(exc).__name__}: {exc})."
+
+
+def run_guarded(body: Callable[[], int | None]) -> int:
+    """Run a command's ``body`` as the CLI does: an error raised on purpose prints its
+    sentence and exits 2, a file-system error (a file that cannot be read or written, a
+    full disk) its file and reason and exits 1; never a traceback for either."""
+    try:
+        return int(body() or 0)
+    except BrainTumorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,18 +1,23 @@
-"""Training and patient-wise cross-validation of the 2D slice model (LGG kaggle_3m).
+r"""Training and patient-wise cross-validation of the 2D slice model (LGG kaggle_3m).
 
 Independent of the 3D trainer: a small loop over slices resized to ``size`` x ``size``,
 with augmentation that imitates exported pictures (viewer windowing, greyscale export,
 resizing, JPEG compression, flips, small rotations). Checkpoints every
 ``checkpoint_every`` steps make a run resumable: rerunning the same command continues.
+A run folder goes on only with the recipe it was started with (how long it trains, where
+the data lie, the machine and how models are judged may change; :data:`RESUMABLE_KEYS`),
+and a finished run is not stretched to another length: its schedule has ended. ``final``
+and ``export`` write weights beside the run (``<out>/final/unet2d_lgg.pt``); the shipped
+model in the package is replaced only by a ``--dest`` that names it.
 
 Usage::
 
     python -m braintumor.training2d cv    --config configs/lgg2d.yaml [--fold K]
-    python -m braintumor.training2d final --config configs/lgg2d.yaml
+    python -m braintumor.training2d final --config configs/lgg2d.yaml   # -> runs/lgg2d/final/
     python -m braintumor.training2d report --config configs/lgg2d.yaml
     python -m braintumor.training2d reeval --config configs/lgg2d_v5hv.yaml --from runs/lgg2d_v5
     python -m braintumor.training2d export --config configs/lgg2d_v5hv.yaml \
-        --from runs/lgg2d_v5/final/final.pt
+        --from runs/lgg2d_v5/final/final.pt --dest src/braintumor/models/lgg2d/unet2d_lgg.pt
     python -m braintumor.training2d external [--brats ../shared/data/brats2018]
     python -m braintumor.training2d ensemble --config configs/lgg2d_ens.yaml \
         --from runs/lgg2d_v5,runs/lgg2d_gpu            # fold models averaged, judged
@@ -26,7 +31,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -119,23 +123,124 @@ class Train2DConfig:
         return d
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: how each kind of setting is checked (by its annotation) and what it should be, in words
+_KINDS: dict[str, tuple[Any, str]] = {
+    "str": (lambda v: isinstance(v, str), "a text"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "dict[str, Any]": (lambda v: isinstance(v, dict), "a mapping of settings"),
+    "tuple[float, float]": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                            and all(_is_number(x) for x in v), "a pair of numbers"),
+    "float | None": (lambda v: v is None or _is_number(v), "a number or null"),
+    "bool | str": (lambda v: isinstance(v, (bool, str)), "true, false or a text"),
+    "list[float] | None": (lambda v: v is None or (isinstance(v, (list, tuple))
+                                                   and all(_is_number(x) for x in v)),
+                           "a list of numbers or null"),
+}
+#: settings that must be at least this much
+_AT_LEAST = {"size": 8, "batch": 1, "steps": 1, "folds": 2, "threads": 1,
+             "checkpoint_every": 1, "aux_every": 1, "workers": 0}
+
+
+def check_config(raw: dict[str, Any], where: str) -> None:
+    """Refuse (one sentence naming ``where`` and the key) a setting of the wrong kind or
+    out of range."""
+    from braintumor.errors import InputError
+
+    for f in fields(Train2DConfig):
+        if f.name not in raw:
+            continue
+        v = raw[f.name]
+        ok, what = _KINDS.get(str(f.type), (lambda _: True, ""))
+        if not ok(v):
+            raise InputError(f"{where}: {f.name} is {v!r}; it should be {what}.")
+        if f.name in _AT_LEAST and v < _AT_LEAST[f.name]:
+            raise InputError(f"{where}: {f.name} is {v!r}; it should be at least "
+                             f"{_AT_LEAST[f.name]}.")
+    if raw.get("device", "cpu") not in ("cpu", "cuda", "auto"):
+        raise InputError(f"{where}: device is {raw['device']!r}; use cpu, cuda or auto.")
+    if "lr" in raw and raw["lr"] <= 0:
+        raise InputError(f"{where}: lr is {raw['lr']!r}; it should be above 0.")
+    for key in ("time_budget_min", "weight_decay", "tumour_fraction", "aux_fraction"):
+        if key in raw and raw[key] < 0:
+            raise InputError(f"{where}: {key} is {raw[key]!r}; it should not be negative.")
+
+
 def load_config(path: str | Path | None, **overrides: Any) -> Train2DConfig:
-    """Read a YAML config (unknown keys refused) and apply ``overrides``."""
+    """Read a YAML config (unknown keys and settings of the wrong kind refused, one
+    sentence each) and apply ``overrides``."""
     import yaml
+
+    from braintumor.errors import InputError
 
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: no such config file.")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"{p} is not a readable YAML config ({first}).") from None
+        if not isinstance(raw, dict):
+            raise InputError(f"{p}: a config is a mapping of settings (key: value), "
+                             f"not {type(raw).__name__}.")
     names = {f.name for f in fields(Train2DConfig)}
-    bad = sorted(set(raw) - names)
+    bad = sorted(str(k) for k in set(raw) - names)
     if bad:
-        from braintumor.errors import InputError
-
         raise InputError(f"{path}: unknown keys {', '.join(bad)}.")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    check_config(raw, str(path))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    check_config(given, "the command line")
+    raw.update(given)
     if "scale" in raw:
         raw["scale"] = tuple(raw["scale"])
     return Train2DConfig(**raw)
+
+
+#: what may differ from the config a run folder was trained with when the same command
+#: runs again: how long it trains (while unfinished), where the data and the run live,
+#: the machine, and how the models are judged; anything else mixes two recipes in one
+#: checkpoint
+RESUMABLE_KEYS = ("data", "out", "steps", "time_budget_min", "checkpoint_every", "threads",
+                  "workers", "device", "slice_cache", "threshold", "stack_threshold",
+                  "min_fraction", "tta", "keep", "refine_colour", "refine_grey",
+                  "refine_candidates", "folds", "fold_seed")
+
+
+def check_resume(run_dir: Path, saved: dict[str, Any], cfg: Train2DConfig,
+                 finished: bool = False) -> None:
+    """Refuse (one sentence) to go on with a run folder whose checkpoint was made with
+    another recipe (any key but :data:`RESUMABLE_KEYS`), or, ``finished``, to stretch a
+    finished run to another length: its schedule has already ended."""
+    from braintumor.errors import InputError
+
+    now = cfg.to_dict()
+    norm = {k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()}
+    changed = [k for k in now if k not in RESUMABLE_KEYS and k in norm and norm[k] != now[k]]
+    if changed:
+        what = ", ".join(f"{k} {norm[k]!r} -> {now[k]!r}" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise InputError(f"{run_dir}: holds a run trained with another config ({what}{more}); "
+                         "go on with its own config, or train into another folder (--out).")
+    if not finished:
+        return
+    if float(saved.get("time_budget_min") or 0) != float(cfg.time_budget_min or 0):
+        raise InputError(
+            f"{run_dir}: finished training with a time budget of "
+            f"{saved.get('time_budget_min') or 0:g} min, not {cfg.time_budget_min:g}; its "
+            "results stand: to train for another budget, train into another folder (--out).")
+    if not cfg.time_budget_min and "steps" in saved and int(saved["steps"]) != cfg.steps:
+        raise InputError(
+            f"{run_dir}: finished training at {saved['steps']} steps, so --steps "
+            f"{cfg.steps} would not train it on (its learning-rate schedule has ended); its "
+            f"results stand: to train {cfg.steps} steps, train into another folder (--out).")
 
 
 # ------------------------------------------------------------------- augmentation
@@ -452,6 +557,8 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "
     out.mkdir(parents=True, exist_ok=True)
     final = out / "final.pt"
     if final.exists():
+        check_resume(out, torch.load(final, map_location="cpu", weights_only=False)
+                     .get("config", {}), cfg, finished=True)
         return final
     device = train_device(cfg)
     torch.manual_seed(cfg.seed)
@@ -486,6 +593,7 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "
     last = out / "last.pt"
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
+        check_resume(out, ck.get("config", {}), cfg)
         net.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -644,9 +752,17 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None, train_only: bool = 
     """Patient-wise k-fold cross-validation: train on k-1 folds, judge the held-out
     patients; results (per fold JSON) under ``out/cv``. ``train_only`` skips the judging
     (a later run without it judges the trained folds)."""
+    from braintumor.errors import InputError
+
     out = Path(cfg.out) / "cv"
-    ids = _all_patient_ids(cfg)
     folds_file = out / "folds.json"
+    n_folds = len(s2d.load_folds(folds_file)) if folds_file.exists() else cfg.folds
+    if n_folds != cfg.folds:
+        raise InputError(f"{folds_file}: this run is split into {n_folds} folds, the config "
+                         f"asks for {cfg.folds}; train into another folder (--out).")
+    if only_fold is not None and not 0 <= only_fold < n_folds:
+        raise InputError(f"--fold {only_fold}: the folds are numbered 0 to {n_folds - 1}.")
+    ids = _all_patient_ids(cfg)
     if folds_file.exists():
         folds = s2d.load_folds(folds_file)
     else:
@@ -657,7 +773,18 @@ def run_cv(cfg: Train2DConfig, only_fold: int | None = None, train_only: bool = 
         if only_fold is not None and k != only_fold:
             continue
         res_file = out / f"fold{k}" / "metrics.json"
+        final = out / f"fold{k}" / "final.pt"
+        if final.exists() and (res_file.exists() or train_only):
+            import torch
+
+            saved = torch.load(final, map_location="cpu", weights_only=False)
+            check_resume(out / f"fold{k}", saved.get("config", {}), cfg, finished=True)
+            steps = saved.get("config", {}).get("steps", "?")
+            print(f"fold {k}: already trained ({steps} steps)"
+                  + (f" and judged: {res_file}" if res_file.exists() else ""), flush=True)
+            continue
         if res_file.exists():
+            print(f"fold {k}: already judged: {res_file}", flush=True)
             continue
         tr = [pid for pid in ids if pid not in held]
         print(f"fold {k}: train {len(tr)} patients, validate {len(held)}", flush=True)
@@ -706,14 +833,21 @@ def export_model(ck: Path | list[Path], dest: Path, cfg: Train2DConfig) -> Path:
     return dest
 
 
+def default_export(cfg: Train2DConfig) -> Path:
+    """Where ``final`` and ``export`` write the weights unless told: beside the run's
+    final checkpoint (``<out>/final/unet2d_lgg.pt``), never the package's shipped model,
+    which only a ``--dest`` naming it replaces."""
+    return Path(cfg.out) / "final" / s2d.MODEL_FILE
+
+
 def run_final(cfg: Train2DConfig, steps: int | None = None,
               dest: str | Path | None = None) -> Path:
-    """Train on all patients and export the weights: into the package (the shipped
-    model) unless ``dest`` names another file, so a candidate can wait for its CV."""
+    """Train on all patients and export the weights to ``dest`` (default
+    :func:`default_export`), so a candidate waits for its CV before it is shipped."""
     c = replace(cfg, steps=steps or cfg.steps)
     ck = train(c, training_slices(c, _all_patient_ids(c)), Path(cfg.out) / "final",
                aux=aux_slices(c))
-    return export_model(ck, Path(dest) if dest else s2d.MODEL_DIR / s2d.MODEL_FILE, c)
+    return export_model(ck, Path(dest) if dest else default_export(c), c)
 
 
 #: thresholds the cross-fold selection may pick besides the config's own: a net trained
@@ -1159,7 +1293,10 @@ def external_brats(root: str | Path, dest: str | Path, model: str | Path | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m braintumor.training2d", description=__doc__)
+    from braintumor.errors import run_guarded
+
+    ap = argparse.ArgumentParser(prog="python -m braintumor.training2d", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["cv", "final", "report", "external", "reeval", "export",
                                      "pack", "ensemble"])
     ap.add_argument("--config", default=None)
@@ -1168,8 +1305,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--dest", default=None,
-                    help="final: write the weights here instead of into the package; "
-                         "report: the folder for the tables (default experiments/lgg2d)")
+                    help="final, export: write the weights here (default "
+                         "<out>/final/unet2d_lgg.pt; the shipped model is replaced only when "
+                         "this names it); report: the folder for the tables (default "
+                         "experiments/lgg2d)")
     ap.add_argument("--brats", default="../shared/data/brats2018",
                     help="external: the BraTS cases to judge the shipped model on")
     ap.add_argument("--model", default=None, help="external: 2D weights (default: shipped)")
@@ -1185,12 +1324,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=None,
                     help="train for this many minutes of wall-clock time instead of steps")
     a = ap.parse_args(argv)
+    return run_guarded(lambda: _main(a))
+
+
+def _needs_data(a: argparse.Namespace, cfg: Train2DConfig) -> bool:
+    """Whether the command reads the LGG pictures themselves."""
+    if a.what in ("export", "external"):
+        return False
+    if cfg.slice_cache and (a.what == "final" or (a.what == "cv" and a.train_only)):
+        return False
+    return True
+
+
+def _main(a: argparse.Namespace) -> int:
+    from braintumor.errors import InputError
+
     if a.what == "external":
         dest = a.dest or "experiments/lgg2d/external_brats"
         print(json.dumps(external_brats(a.brats, dest, a.model), indent=1))
         return 0
     cfg = load_config(a.config, steps=a.steps, data=a.data, out=a.out, device=a.device,
                       time_budget_min=a.budget, slice_cache=a.slice_cache)
+    if _needs_data(a, cfg) and not Path(cfg.data).is_dir():
+        raise InputError(f"{cfg.data}: no such data folder; name the LGG kaggle_3m folder "
+                         "with --data (or data: in the config).")
+    if cfg.slice_cache and a.what in ("cv", "final") and not Path(cfg.slice_cache).is_file():
+        raise InputError(f"{cfg.slice_cache}: no such packed slice file (slice_cache).")
+    if a.what in ("reeval", "export", "ensemble") and not a.source:
+        what = "RUN,RUN[,...]" if a.what == "ensemble" else "RUN" if a.what == "reeval" \
+            else "CHECKPOINT[,CHECKPOINT...]"
+        raise InputError(f"{a.what} needs --from {what}.")
     if a.what == "pack":
         dest = a.dest or f"{cfg.out}/slices_{cfg.size}.npz"
         ids = [p.name for p in s2d.list_patients(cfg.data)]
@@ -1200,20 +1363,16 @@ def main(argv: list[str] | None = None) -> int:
     elif a.what == "report":
         print(run_report(cfg, a.dest or "experiments/lgg2d"))
     elif a.what == "ensemble":
-        if not a.source:
-            print("error: ensemble needs --from RUN,RUN[,...].", file=sys.stderr)
-            return 2
         print(run_ensemble_cv(cfg, a.source.split(","), a.fold))
-    elif a.what in ("reeval", "export"):
-        if not a.source:
-            print(f"error: {a.what} needs --from.", file=sys.stderr)
-            return 2
-        if a.what == "reeval":
-            print(run_reeval(cfg, a.source))
-        else:
-            srcs = [Path(x) for x in a.source.split(",")]
-            print(export_model(srcs if len(srcs) > 1 else srcs[0], Path(a.dest) if a.dest
-                               else s2d.MODEL_DIR / s2d.MODEL_FILE, cfg))
+    elif a.what == "reeval":
+        print(run_reeval(cfg, a.source))
+    elif a.what == "export":
+        srcs = [Path(x) for x in a.source.split(",")]
+        for src in srcs:
+            if not src.is_file():
+                raise InputError(f"{src}: no such checkpoint to export (--from).")
+        print(export_model(srcs if len(srcs) > 1 else srcs[0],
+                           Path(a.dest) if a.dest else default_export(cfg), cfg))
     else:
         print(run_final(cfg, dest=a.dest))
     return 0
