@@ -49,11 +49,26 @@ def _check_run(dataset: Path, out: Path, outcomes: list) -> None:
     assert s["written"] == 3 and len(s["failed"]) == 1
 
 
+def test_paths_are_discovered_into_cases(dataset: Path, tmp_path: Path) -> None:
+    from braintumor.scale import as_sources
+
+    ids = [s.case_id for s in discover(dataset)]
+    assert [s.case_id for s in as_sources(dataset)] == ids
+    assert [s.case_id for s in as_sources(str(dataset))] == ids
+    mixed = as_sources([dataset / "case0", str(dataset / "case2"), discover(dataset)[1]])
+    assert [s.case_id for s in mixed] == ["case0", "case2", "case1"]
+    with pytest.raises(InputError, match="no such file or folder"):
+        as_sources([tmp_path / "nope"])
+    with pytest.raises(InputError, match="neither a path nor a case"):
+        as_sources([42])  # type: ignore[list-item]
+
+
 def test_local_cluster_writes_every_case_and_reports_the_broken_one(dataset: Path,
                                                                    tmp_path: Path) -> None:
     seen: list[str] = []
     out = tmp_path / "out"
-    outcomes = predict_many(discover(dataset), out, "watershed", scheduler="local:2",
+    # a dataset folder as it is: its cases are discovered
+    outcomes = predict_many(dataset, out, "watershed", scheduler="local:2",
                             on_done=lambda o: seen.append(o.case_id))
     assert sorted(seen) == [f"case{i}" for i in range(4)]
     _check_run(dataset, out, outcomes)

@@ -351,13 +351,37 @@ def open_client(scheduler: str, timeout: float = 10.0) -> Iterator[Any]:
         client.close()
 
 
-def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str = "cnn",
+def as_sources(sources: str | Path | CaseSource | Sequence[CaseSource | str | Path]
+               ) -> list[CaseSource]:
+    """Cases to segment: each path (a case folder, a dataset folder, a NIfTI file) is
+    discovered into its cases (:func:`braintumor.cases.discover`), a
+    :class:`~braintumor.cases.CaseSource` is taken as it is."""
+    from braintumor.cases import discover
+
+    items = [sources] if isinstance(sources, (str, Path, CaseSource)) else list(sources)
+    out: list[CaseSource] = []
+    for item in items:
+        if isinstance(item, CaseSource):
+            out.append(item)
+        elif isinstance(item, (str, Path)):
+            out.extend(discover(item))
+        else:
+            raise InputError(f"predict_many: {item!r} is neither a path nor a case "
+                             "(braintumor.cases.discover gives cases).")
+    return out
+
+
+def predict_many(sources: str | Path | Sequence[CaseSource | str | Path], out_dir: str | Path,
+                 method: str = "cnn",
                  labels: str = "brats2021", scheduler: str = "local:2",
                  options: dict[str, Any] | None = None,
                  on_done: Callable[[CaseOutcome], None] | None = None,
                  timeout: float = 10.0, report: bool = False,
                  dicom_seg: bool = False, diameters: bool = False) -> list[CaseOutcome]:
     """Segment ``sources`` on the cluster ``scheduler``; label maps go to ``out_dir``.
+
+    ``sources``: cases (:func:`braintumor.cases.discover`) or paths to find them in
+    (:func:`as_sources`), or one such path.
 
     ``options`` are passed to :func:`braintumor.segment.segment` (``device``, ``fast``,
     ``tta``, ...). ``on_done`` is called with each outcome as it arrives (in completion
@@ -367,6 +391,7 @@ def predict_many(sources: Sequence[CaseSource], out_dir: str | Path, method: str
     each case from a DICOM study. Returns the
     outcomes in the order of ``sources``.
     """
+    sources = as_sources(sources)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not sources:
