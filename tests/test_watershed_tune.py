@@ -152,3 +152,39 @@ def test_prepared_bias_correction_is_what_the_watershed_runs(prepared, brats_dir
     assert crop.shape == ours.shape
     assert (crop != ours).mean() < 0.001
     assert not np.array_equal(ours, pc.run(p.replace(n4=0)))
+
+
+def test_tune_reads_the_published_runs_config(monkeypatch, tmp_path: Path, capsys) -> None:
+    """``tune --config configs/watershed.yaml`` runs the README's published command; flags
+    override the file; a bad file is one sentence."""
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(T, "run_cv_shared", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(T, "run_cv", lambda *a, **k: calls.append((("per-fold", *a), k)))
+    config = T.ROOT / "configs" / "watershed.yaml"
+    assert T.main(["tune", "--config", str(config)]) == 0
+    (folds, trials, factor), kw = calls.pop()
+    assert (folds, trials, factor) == (7, 400, 2)
+    assert (kw["local"], kw["minutes"], kw["study_name"], kw["missing"]) == \
+        (3, 25, "shared_v5_rimfrac", ())
+    readme = " ".join((T.ROOT / "README.md").read_text().split())
+    assert ("watershed_tune tune --folds 7 \\ --trials 400 --local 3 --minutes 25 "
+            "--study shared_v5_rimfrac") in readme
+    assert T.main(["tune", "--config", str(config), "--trials", "5", "--minutes", "1",
+                   "--without", "t1"]) == 0
+    (_, trials, _), kw = calls.pop()
+    assert trials == 5 and kw["minutes"] == 1 and kw["missing"] == ("t1",)
+    assert kw["out"] == T.EXPERIMENTS / "without_t1"
+    assert T.main(["tune"]) == 0  # no config: the built-in defaults
+    (folds, trials, _), kw = calls.pop()
+    assert (folds, trials, kw["local"], kw["minutes"]) == (7, 50, 0, None)
+    bad = tmp_path / "w.yaml"
+    for text, said in (("trials: many\n", "trials is 'many'; it should be a whole number"),
+                       ("cache: x\n", "unknown keys cache"),
+                       ("search: tpe\n", "use shared-random or per-fold")):
+        bad.write_text(text)
+        assert T.main(["tune", "--config", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+    assert T.main(["tune", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert not calls

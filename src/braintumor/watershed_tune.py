@@ -1,10 +1,14 @@
-"""Cross-validated tuning and evaluation of the watershed segmenters.
+r"""Cross-validated tuning and evaluation of the watershed segmenters.
 
 Run as a module::
 
     nice -n 10 python -m braintumor.watershed_tune cache --data ../shared/data/brats2018
     OMP_NUM_THREADS=1 nice -n 10 python -m braintumor.watershed_tune tune --folds 7 \
         --trials 60 --local 3 --minutes 35
+    OMP_NUM_THREADS=1 python -m braintumor.watershed_tune tune --config configs/watershed.yaml
+
+``--config`` reads the settings of a YAML file (``configs/watershed.yaml``: the published
+run's); flags given as well override it.
 
 * ``cache``: loads each BraTS case once, crops it to the brain (plus a margin) and stores
   ``image`` (int16/float16 ``(4, x, y, z)``), ``label`` (internal, ``(x, y, z)``), the
@@ -783,26 +787,82 @@ def _missing(ap: argparse.ArgumentParser, without: str) -> tuple[str, ...]:
     return missing
 
 
+#: ``tune`` settings a ``--config`` YAML may hold (flags given on the command line win),
+#: with the defaults used when neither says; ``data`` is ``cache``'s
+TUNE_DEFAULTS: dict[str, Any] = {"folds": 7, "trials": 50, "final_trials": None, "factor": 2,
+                                 "search": "shared-random", "local": 0, "minutes": None,
+                                 "study": None, "without": ""}
+CONFIG_KEYS = ("data", *TUNE_DEFAULTS)
+
+
+def read_tune_config(path: Path) -> dict[str, Any]:
+    """The settings of a ``--config`` YAML (``configs/watershed.yaml``), checked: an
+    unknown key or a value of the wrong kind is one sentence."""
+    import yaml
+
+    from braintumor.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} is not a readable YAML config ({first}).") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a config is a mapping of settings (key: value).")
+    unknown = sorted(str(k) for k in raw if k not in CONFIG_KEYS)
+    if unknown:
+        raise InputError(f"{path}: unknown keys {', '.join(unknown)} (known: "
+                         f"{', '.join(CONFIG_KEYS)}).")
+    kinds: dict[str, tuple[tuple[type, ...], str]] = {
+        "folds": ((int,), "a whole number"), "trials": ((int,), "a whole number"),
+        "final_trials": ((int,), "a whole number"), "factor": ((int,), "a whole number"),
+        "local": ((int,), "a whole number"), "minutes": ((int, float), "a number"),
+        "data": ((str,), "a path"), "study": ((str,), "a name"),
+        "without": ((str,), "t1, t2 or t1,t2"), "search": ((str,), "a text")}
+    for k, v in raw.items():
+        if v is None and k in ("final_trials", "minutes", "study"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, kinds[k][0]):
+            raise InputError(f"{path}: {k} is {v!r}; it should be {kinds[k][1]}.")
+    if raw.get("search", "shared-random") not in ("shared-random", "per-fold"):
+        raise InputError(f"{path}: search is {raw['search']!r}; use shared-random or "
+                         "per-fold.")
+    return raw
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``cache``, ``tune``, ``native``, ``flair``, ``n4``,
     ``reference``."""
-    ap = argparse.ArgumentParser(prog="python -m braintumor.watershed_tune")
+    from braintumor.errors import run_guarded
+
+    ap = argparse.ArgumentParser(prog="python -m braintumor.watershed_tune",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="crop the BraTS cases into cache/watershed")
-    c.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "brats2018")
+    c.add_argument("--data", type=Path, default=None,
+                   help="the BraTS cases (default: the config's data, else "
+                        "../shared/data/brats2018 beside the repository)")
+    c.add_argument("--config", type=Path, default=None,
+                   help="read data from this YAML (configs/watershed.yaml)")
     t = sub.add_parser("tune", help="k-fold CV tuning; writes experiments/watershed")
-    t.add_argument("--folds", type=int, default=7)
-    t.add_argument("--trials", type=int, default=50)
+    t.add_argument("--config", type=Path, default=None,
+                   help="settings from this YAML (configs/watershed.yaml: the published "
+                        "run's); flags given here override it")
+    t.add_argument("--folds", type=int, default=None, help="default 7")
+    t.add_argument("--trials", type=int, default=None, help="default 50")
     t.add_argument("--final-trials", type=int, default=None)
-    t.add_argument("--factor", type=int, default=2)
-    t.add_argument("--per-fold", action="store_true",
+    t.add_argument("--factor", type=int, default=None, help="default 2")
+    t.add_argument("--per-fold", action="store_true", default=None,
                    help="a separate TPE search per fold instead of one shared random search")
-    t.add_argument("--local", type=int, default=0,
+    t.add_argument("--local", type=int, default=None,
                    help="draw candidates as the defaults with this many parameters redrawn")
     t.add_argument("--minutes", type=float, default=None,
                    help="stop drawing candidates after this many minutes")
     t.add_argument("--study", default=None, help="Optuna study name (resumes)")
-    t.add_argument("--without", default="",
+    t.add_argument("--without", default=None,
                    help="tune for scans lacking these modalities: t1, t2 or t1,t2; "
                         "results go to experiments/watershed/without_<...>/")
     steps = {"native": ("the native enhancing-tumour step on the watershed CV's folds",
@@ -821,8 +881,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("reference", help="how bright each case's expert ET is on its own "
                    "images; writes experiments/watershed/native_et/reference_et.*")
     args = ap.parse_args(argv)
+    return run_guarded(lambda: _run(ap, args))
+
+
+def tune_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``tune``'s settings: the defaults, then the config's, then the flags given."""
+    conf = read_tune_config(args.config) if args.config is not None else {}
+    out = {**TUNE_DEFAULTS, **{k: v for k, v in conf.items() if k != "data"}}
+    if args.per_fold:
+        out["search"] = "per-fold"
+    for k in ("folds", "trials", "final_trials", "factor", "local", "minutes", "study",
+              "without"):
+        if getattr(args, k) is not None:
+            out[k] = getattr(args, k)
+    return out
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.cmd == "cache":
-        cache_cases(args.data)
+        data = args.data
+        if data is None and args.config is not None:
+            data = read_tune_config(args.config).get("data")
+        cache_cases(Path(data) if data else ROOT.parent / "shared" / "data" / "brats2018")
     elif args.cmd == "native":
         run_native_cv(args.factor, _missing(ap, args.without))
     elif args.cmd == "reference":
@@ -832,15 +912,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "n4":
         run_n4_cv(args.factor, _missing(ap, args.without))
     elif args.cmd == "tune":
-        if args.per_fold:
-            run_cv(args.folds, args.trials, args.factor, final_trials=args.final_trials)
+        st = tune_settings(args)
+        if st["search"] == "per-fold":
+            run_cv(st["folds"], st["trials"], st["factor"], final_trials=st["final_trials"])
         else:
-            missing = _missing(ap, args.without)
+            missing = _missing(ap, st["without"])
             out = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
-            run_cv_shared(args.folds, args.trials, args.factor, out=out, local=args.local,
-                          minutes=args.minutes, study_name=args.study, missing=missing)
+            run_cv_shared(st["folds"], st["trials"], st["factor"], out=out, local=st["local"],
+                          minutes=st["minutes"], study_name=st["study"], missing=missing)
     return 0
-
 
 
 def local_draw(rng: np.random.Generator, k: int,
