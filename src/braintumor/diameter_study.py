@@ -30,6 +30,7 @@ import numpy as np
 
 from braintumor.cases import discover, load_case
 from braintumor.diameters import rano
+from braintumor.errors import guarded
 
 QUANTITIES = (("ET_spd", "SPD, enhancing"), ("WT_spd", "SPD, T2/FLAIR (WT)"),
               ("ET_longest", "longest diameter, largest enhancing lesion"),
@@ -80,13 +81,15 @@ def summary_rows(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
     return lines
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from braintumor.missing_study import fold_params
     from braintumor.resolution_study import held_out_folds, study_parser, write_study
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
-    ap = study_parser(__doc__, "experiments/diameters", watershed=True)
+    ap = study_parser(__doc__, "experiments/diameters", watershed=True,
+                      prog="python -m braintumor.diameter_study")
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
     held = held_out_folds(args.runs)

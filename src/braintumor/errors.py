@@ -6,8 +6,10 @@ fault. The CLI prints it and exits non-zero; the web app answers it with a 4xx.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 class BrainTumorError(Exception):
@@ -50,3 +52,14 @@ def run_guarded(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def guarded(main: Callable[..., int]) -> Callable[..., int]:
+    """A module's ``main`` run through :func:`run_guarded`: its user mistakes end in one
+    sentence and exit 2, a file it cannot read or write in one sentence and exit 1."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        return run_guarded(lambda: main(*args, **kwargs))
+
+    return wrapper

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from braintumor import labels as L
+from braintumor.errors import guarded
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBS = ROOT / "cache" / "cv_probs"
@@ -671,11 +672,12 @@ def write_results(cases: dict[str, Any], cv_params: dict[str, Any], final: dict[
     return summary
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
     ap = argparse.ArgumentParser(
-        prog="python -m braintumor.hybrid_study",
-        description="CNN alone vs hybrid vs watershed vs combined, held out.")
+        prog="python -m braintumor.hybrid_study", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probs", type=Path, default=PROBS,
                     help="folder of <case>.npz held-out CNN probabilities")
     ap.add_argument("--data", type=Path, default=DATA, help="the BraTS cases")

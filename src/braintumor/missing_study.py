@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
+from braintumor.errors import InputError, guarded
 from braintumor.resolution_study import (
     INPUT_TABLE,
     held_out_folds,
@@ -52,14 +53,19 @@ def fold_params(missing: tuple[str, ...], root: Path) -> dict[str, dict[str, Any
     from braintumor.watershed import saved_params
 
     folder = root / ("without_" + "_".join(missing)) if missing else root
+    if not (folder / "cv_params.json").is_file():
+        raise InputError(f"{folder}: holds no cv_params.json (the watershed's cross-"
+                         "validation choices); --watershed names the folder that does.")
     chosen = json.loads((folder / "cv_params.json").read_text())
     return {cid: saved_params(f["params"]) for f in chosen.values() for cid in f["test"]}
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from braintumor.watershed import cnn_postprocess
 
-    ap = study_parser(__doc__, "experiments/missing", watershed=True)
+    ap = study_parser(__doc__, "experiments/missing", watershed=True,
+                      prog="python -m braintumor.missing_study")
     ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
     ap.add_argument("--inputs", default=",".join(CONDITIONS),
                     help="only these inputs (comma-separated names of CONDITIONS)")

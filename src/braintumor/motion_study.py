@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from braintumor.cases import MODALITIES, Case, discover, load_case
+from braintumor.errors import guarded
 from braintumor.missing_study import fold_params
 from braintumor.resolution_study import (
     INPUT_TABLE,
@@ -97,11 +98,13 @@ def residual_mm(case: Case, moved: list[Any], control: list[Any], truth: dict[st
     return out
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from braintumor.register import align_modalities
     from braintumor.watershed import cnn_postprocess
 
-    ap = study_parser(__doc__, "experiments/motion", watershed=True)
+    ap = study_parser(__doc__, "experiments/motion", watershed=True,
+                      prog="python -m braintumor.motion_study")
     ap.add_argument("--degrees", type=float, default=5.0)
     ap.add_argument("--mm", type=float, default=5.0)
     ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")

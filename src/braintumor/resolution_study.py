@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from braintumor.cases import Case, discover, load_case
+from braintumor.errors import guarded
 
 REGIONS = ("WT", "TC", "ET")
 
@@ -74,16 +75,31 @@ def mean_cells(rows: list[dict[str, Any]]) -> str:
             f"{m['TC_hd95']:.1f} / {m['ET_hd95']:.1f}")
 
 
-def study_parser(doc: str | None, out: str, watershed: bool = False
-                 ) -> argparse.ArgumentParser:
+#: the repository checkout the studies read and write in (their defaults are in it, so a
+#: study runs the same from any folder; paths given on the command line are the user's)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def study_parser(doc: str | None, out: str, watershed: bool = False,
+                 prog: str | None = None) -> argparse.ArgumentParser:
     """The held-out studies' shared options: ``--runs`` (fold models), ``--data`` (the
-    shared BraTS cases), ``--out`` and, with ``watershed``, the watershed CV folder."""
-    ap = argparse.ArgumentParser(description=doc)
-    ap.add_argument("--runs", default="runs/compact_gpu")
-    ap.add_argument("--data", default="../shared/data/brats2018")
+    shared BraTS cases), ``--out`` and, with ``watershed``, the watershed CV folder; the
+    defaults lie in the repository checkout, and the help keeps the docstring's
+    paragraphs."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "compact_gpu"),
+                    help="the fold runs (fold0, fold1, ...) whose models did not train on "
+                         "each case (default: runs/compact_gpu of the repository)")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "brats2018"),
+                    help="the shared BraTS cases (default: ../shared/data/brats2018 beside "
+                         "the repository)")
     if watershed:
-        ap.add_argument("--watershed", default="experiments/watershed")
-    ap.add_argument("--out", default=out)
+        ap.add_argument("--watershed", default=str(ROOT / "experiments" / "watershed"),
+                        help="the watershed's cross-validation folder (its cv_params.json; "
+                             "default: experiments/watershed)")
+    ap.add_argument("--out", default=str(ROOT / out),
+                    help=f"where the results go (default: {out} of the repository)")
     return ap
 
 
@@ -123,17 +139,21 @@ def segment_row(rows: list[dict[str, Any]], case: Case, name: str, method: str,
 
 
 def held_out_folds(runs: str | Path) -> dict[str, Path]:
-    """case id -> the fold run folder of ``runs`` whose model did not train on it."""
-    folds = sorted(Path(runs).glob("fold[0-9]*"))
-    return {cid: f for f in folds
+    """case id -> the fold run folder of ``runs`` whose model did not train on it; one
+    sentence when ``runs`` holds no fold runs."""
+    from braintumor.training.package import fold_run_dirs
+
+    return {cid: f for f in fold_run_dirs(runs)
             for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
-    ap = study_parser(__doc__, "experiments/resolution")
+    ap = study_parser(__doc__, "experiments/resolution",
+                      prog="python -m braintumor.resolution_study")
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
     held = held_out_folds(args.runs)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from braintumor import stats as S
+from braintumor.errors import guarded
 from braintumor.labels import REGIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,9 +245,11 @@ def _safe(v: Any) -> Any:
     return v
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m braintumor.significance_study",
-                                 description=__doc__.splitlines()[0])
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     write(args.out)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from braintumor import labels as L
+from braintumor.errors import guarded
 from braintumor.hybrid_study import DATA, METRICS, PROBS, ROOT
 from braintumor.hybrid_study import OUT as HYBRID_OUT
 
@@ -226,11 +227,12 @@ def write_results(cases: dict[str, Any], out: Path) -> dict[str, Any]:
     return summary
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry."""
     ap = argparse.ArgumentParser(
-        prog="python -m braintumor.stack_study",
-        description="The learned whole tumour against the combined hybrid, held out.")
+        prog="python -m braintumor.stack_study", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probs", type=Path, default=PROBS,
                     help="folder of <case>.npz held-out CNN probabilities")
     ap.add_argument("--data", type=Path, default=DATA, help="the BraTS cases")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from braintumor.errors import InputError
+from braintumor.errors import InputError, guarded
 
 LEVEL = 0.95
 RESAMPLES = 9999
@@ -353,6 +353,7 @@ def ci_markdown(cis: Mapping[str, Mapping[str, Mapping[str, MeanCI]]],
     return "\n".join(lines)
 
 
+@guarded
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m braintumor.stats",

@@ -26,12 +26,28 @@ import numpy as np
 import yaml
 
 from braintumor.cases import discover, load_case
+from braintumor.errors import InputError, guarded
 from braintumor.inference import PostProcess, export_onnx, load_checkpoint_net, sliding_window_probs
 from braintumor.metrics import score_case
 from braintumor.preprocess import uncrop
 from braintumor.training.data import prepare_case
 
 REGIONS = ("WT", "TC", "ET")
+
+
+def fold_run_dirs(root: str | Path) -> list[Path]:
+    """The fold runs of a run folder (``fold0``, ``fold1``, ..., each with its
+    ``config.yaml``), in order; one sentence when there are none."""
+    r = Path(root)
+    if not r.is_dir():
+        raise InputError(f"{r}: no such run folder (--runs names a folder of fold runs "
+                         "fold0, fold1, ...).")
+    folds = sorted((p for p in r.glob("fold[0-9]*") if (p / "config.yaml").is_file()),
+                   key=lambda p: (len(p.name), p.name))
+    if not folds:
+        raise InputError(f"{r}: holds no fold runs (fold0, fold1, ... with their "
+                         "config.yaml); --runs names the folder that does.")
+    return folds
 
 
 def heldout_probabilities(run_dirs: list[Path], data: str | Path, probs_dir: Path,
@@ -108,8 +124,11 @@ def choose_postprocess(probs_dir: Path, refs: dict[str, np.ndarray],
                        wt_keep_fraction=float(best["wt_keep_fraction"])), trials
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m braintumor.training.package",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs/compact_cv",
                     help="fold-run folder(s) (fold0, fold1, ...), comma-separated when the "
                          "shipped ensemble takes one member per recipe: each case is then "
@@ -163,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                             Path(args.timing) if args.timing else None, args.card_copy)
 
     roots = [Path(r) for r in args.runs.split(",") if r]
-    fold_runs = [sorted(r.glob("fold[0-9]*")) for r in roots]
+    if not roots:
+        raise InputError("--runs names no run folder.")
+    fold_runs = [fold_run_dirs(r) for r in roots]
     runs = fold_runs[-1]
     probs_dir, report = Path(args.probs), Path(args.report)
     report.mkdir(parents=True, exist_ok=True)

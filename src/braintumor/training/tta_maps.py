@@ -15,12 +15,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from braintumor.training.package import average_probabilities, heldout_probabilities
+from braintumor.errors import InputError, guarded
+from braintumor.training.package import (
+    average_probabilities,
+    fold_run_dirs,
+    heldout_probabilities,
+)
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m braintumor.training.tta_maps",
-                                 description=__doc__)
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs/compact_cv,runs/compact_gpu",
                     help="one folder of fold runs per recipe, comma-separated")
     ap.add_argument("--data", default="../shared/data/brats2018")
@@ -29,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default="last.pt")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    roots = [r for r in a.runs.split(",") if r]
+    if not roots:
+        raise InputError("--runs names no run folder.")
+    every = [fold_run_dirs(r) for r in roots]  # all checked before any work
     dirs, info = [], {}
-    for root in a.runs.split(","):
-        folds = sorted(p for p in Path(root).glob("fold*") if (p / "config.yaml").exists())
+    for root, folds in zip(roots, every, strict=True):
         d = out.parent / f"{out.name}_{Path(root).name}"
         info = heldout_probabilities(folds, a.data, d, a.checkpoint, a.overlap, mirror=True)
         dirs.append(d)

@@ -1,0 +1,71 @@
+"""The research modules run with ``python -m``: a wrong path is one sentence and a
+non-zero exit wherever they are started from, and their help keeps the docstring's
+paragraphs."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+STUDIES = ("diameter_study", "hybrid_study", "missing_study", "motion_study",
+           "resolution_study", "significance_study", "stack_study", "training.package",
+           "training.tta_maps", "training2d", "watershed_tune")
+
+
+def _one_sentence(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("name", ["diameter_study", "resolution_study", "missing_study",
+                                  "motion_study", "training.package", "training.tta_maps"])
+def test_missing_runs_are_one_sentence(name: str, tmp_path: Path, monkeypatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    mod = importlib.import_module(f"braintumor.{name}")
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    out = ["--out", str(tmp_path / "out")]
+    if name == "training.package":
+        out += ["--report", str(tmp_path / "report")]
+    assert mod.main(["--runs", str(tmp_path / "nope"), *out]) == 2
+    assert "nope: no such run folder" in _one_sentence(capsys)
+    (tmp_path / "empty").mkdir()
+    assert mod.main(["--runs", str(tmp_path / "empty"), *out]) == 2
+    assert "empty: holds no fold runs (fold0, fold1, ..." in _one_sentence(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # nothing written
+
+
+def test_study_defaults_lie_in_the_repository(tmp_path: Path, monkeypatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from braintumor import diameter_study
+    from braintumor.resolution_study import ROOT, study_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = study_parser(None, "experiments/diameters", watershed=True).parse_args([])
+    assert Path(args.watershed) == ROOT / "experiments" / "watershed"
+    assert Path(args.out) == ROOT / "experiments" / "diameters"
+    runs = tmp_path / "runs" / "fold0"
+    runs.mkdir(parents=True)
+    (runs / "config.yaml").write_text("split: {val: [c1]}\n")
+    assert diameter_study.main(["--runs", str(runs.parent), "--watershed",
+                                str(tmp_path / "ws")]) == 2
+    assert "ws: holds no cv_params.json" in _one_sentence(capsys)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_help_keeps_the_paragraphs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = importlib.import_module(f"braintumor.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        mod.main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "%%" not in text
+    doc = mod.__doc__
+    assert doc is not None
+    paragraphs = [p for p in doc.strip().split("\n\n") if p.strip()]
+    assert len(paragraphs) > 1
+    for para in paragraphs[:3]:  # each starts its own line, as written
+        first = para.splitlines()[0].rstrip()
+        assert f"\n{first}\n" in f"\n{text}", (name, first)
