@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from braintumor.config import TrainConfig
-from braintumor.errors import InputError
 from braintumor.inference import segment_cnn
 from braintumor.phantom import make_case, write_case
 from braintumor.training.package import main as package_main
@@ -16,7 +15,7 @@ from braintumor.training.trainer import Trainer
 
 
 @pytest.mark.slow
-def test_package_two_folds(tmp_path: Path) -> None:
+def test_package_two_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     for i in range(4):
         write_case(make_case(shape=(40, 48, 32), seed=20 + i, case_id=f"case{i}"), data)
@@ -52,9 +51,10 @@ def test_package_two_folds(tmp_path: Path) -> None:
                          str(tmp_path / "report"), "--card-copy", ""]) == 0
     new = (out / "MODEL_CARD.md").read_text()
     assert "- one case: 1.25 s" in new and "pk-test" in new and "| WT |" in new
-    with pytest.raises(InputError):
-        package_main(["--card-only", "--out", str(tmp_path / "nothing"), "--report",
-                      str(tmp_path / "report"), "--card-copy", ""])
+    # a module run: the user's mistake is one sentence and exit status 2
+    assert package_main(["--card-only", "--out", str(tmp_path / "nothing"), "--report",
+                         str(tmp_path / "report"), "--card-copy", ""]) == 2
+    assert "model.json is missing: package the model first." in capsys.readouterr().err
     case = make_case(shape=(40, 48, 32), seed=99)
     res = segment_cnn(case, model=out, device="cpu")
     assert res.labels.shape == case.shape and res.info["folds"] == 2
