@@ -1069,9 +1069,18 @@ def test_training_folds_finished_runs_and_changed_recipes(tmp_path: Path, capsys
     # final and export write beside the run, never over the shipped model
     shipped = s2d.MODEL_DIR / s2d.MODEL_FILE
     stamp = shipped.stat().st_mtime_ns if shipped.exists() else None
-    assert t2.main(["final", *base]) == 0
+    # (each in a process of its own, as the commands run: an ONNX export in the process
+    # that has run this module's OpenVINO models made a later torch test crash natively)
+    import subprocess
+    import sys
+
+    def command(*argv: str) -> int:
+        return subprocess.run([sys.executable, "-m", "braintumor.training2d", *argv],
+                              capture_output=True, text=True, timeout=600).returncode
+
+    assert command("final", *base) == 0
     assert (run / "final" / s2d.MODEL_FILE).exists()
     (run / "final" / s2d.MODEL_FILE).unlink()
-    assert t2.main(["export", *base, "--from", str(run / "final" / "final.pt")]) == 0
+    assert command("export", *base, "--from", str(run / "final" / "final.pt")) == 0
     assert (run / "final" / s2d.MODEL_FILE).exists()
     assert (shipped.stat().st_mtime_ns if shipped.exists() else None) == stamp
