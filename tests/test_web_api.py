@@ -1678,6 +1678,20 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
                 m["missed_slices"]) == (2, 1, 0, 0)
         assert scored["result"]["has_reference"] and not scored["result"]["warning"]
         assert "0.750" in c.get(scored["urls"]["report_html"]).text
+        # the reference's outline is drawn over the model's, in its own colour, where the
+        # reference mask lies (slice p_2: its rows 2-3)
+        from braintumor.slices2d import REFERENCE_COLOUR
+
+        order = scored["result"]["slice_names"]
+        k = order.index("p_2.png")
+        got = c.get(f"{scored['urls']['slice2d']}{k}/reference.png")
+        assert got.status_code == 200
+        pic = np.asarray(Image.open(io.BytesIO(got.content)).convert("RGB"))
+        blue = np.all(pic == REFERENCE_COLOUR, axis=2)
+        assert blue.any() and not blue[ref[2] == 0].any()
+        # a job without a reference has no such picture: one sentence, 404
+        none = c.get(plain["urls"]["image2d"]["reference"])
+        assert none.status_code == 404 and "no reference mask" in _detail(none)
         # a real patient's stack: dozens of slices with their masks in one upload
         many = [("files", (f"s_{k}.png", pics["p_2.png"])) for k in range(1, 41)] + \
             [("files", (f"s_{k}_mask.png", _png(ref[2]))) for k in range(1, 41)]

@@ -996,13 +996,14 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
         "src", re.compile(r"/image2d/slice/0/overlay\.png$"))
     # the outline can be taken off to see the picture under it (its FLAIR, grey), and put
     # back, on the slice shown
-    page.uncheck("#outline2d")
+    assert page.eval_on_selector("#show2d option[value='reference']", "o => o.hidden")
+    page.select_option("#show2d", "input")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/0/input\.png$"))
     page.eval_on_selector("#slice2d", step, "2")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/2/input\.png$"))
-    page.check("#outline2d")
+    page.select_option("#show2d", "overlay")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/2/overlay\.png$"))
     expect(page.locator("#slice2d-name")).to_contain_text("pat_3.png")

@@ -847,9 +847,16 @@ def display_grey(image: np.ndarray) -> np.ndarray:
     return np.clip(flair_of(to_three_channels(image)), 0, 255).astype(np.uint8)
 
 
+#: the colour of a reference outline drawn beside the model's (sky blue: apart from the
+#: model's red, also with red-green colour blindness)
+REFERENCE_COLOUR = (86, 180, 233)
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40),
-            alpha: float = 0.4) -> np.ndarray:
-    """``(H, W, 3)`` uint8 picture with the mask tinted and its outline drawn."""
+            alpha: float = 0.4, reference: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 picture with the mask tinted and its outline drawn; with
+    ``reference`` (an expert's mask), that mask's outline too, in
+    :data:`REFERENCE_COLOUR`, over the model's."""
     from scipy import ndimage
 
     base = np.repeat(display_grey(image)[..., None].astype(np.float32), 3, axis=2)
@@ -858,6 +865,9 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (
     base[m] = (1 - alpha) * base[m] + alpha * col
     edge = m & ~ndimage.binary_erosion(m)
     base[edge] = col
+    if reference is not None:
+        r = np.asarray(reference, dtype=bool)
+        base[r & ~ndimage.binary_erosion(r)] = np.array(REFERENCE_COLOUR, dtype=np.float32)
     return np.clip(base, 0, 255).astype(np.uint8)
 
 

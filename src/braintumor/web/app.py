@@ -411,7 +411,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             urls["corrections"] = f"{base}/corrections"
             urls["diameters"] = f"{base}/overlay/v{job.label_version}/diameters.nii.gz"
         if job.status == "done" and res.get("kind") == "2d":
-            urls["image2d"] = {k: f"{base}/image2d/{k}.png" for k in ("input", "mask", "overlay")}
+            urls["image2d"] = {k: f"{base}/image2d/{k}.png"
+                               for k in ("input", "mask", "overlay", "reference")}
             urls["download"] = f"{base}/image2d/mask.png"
             urls["report_html"] = f"{base}/report.html"
             urls["report_pdf"] = f"{base}/report.pdf"
@@ -768,25 +769,32 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         return slice_pictures(job_dir, job, read_labels(labels_path(job_dir, job.label_version)))
 
     @app.get("/api/jobs/{job_id}/image2d/{name}.png", response_class=FileResponse,
-             summary="2D job pictures: input, mask or overlay")
+             summary="2D job pictures: input, mask, overlay or reference (the overlay "
+                     "with an uploaded reference mask's outline)")
     def image2d(job_id: str, name: str) -> FileResponse:
         job = get_job(job_id)
         if job.status != "done" or job.result.get("kind") != "2d" or \
-                name not in ("input", "mask", "overlay"):
+                name not in ("input", "mask", "overlay", "reference"):
             raise HTTPException(404, "No such picture.")
-        return FileResponse(store.job_dir(job_id) / "output" / f"{name}.png",
-                            media_type="image/png")
+        path = store.job_dir(job_id) / "output" / f"{name}.png"
+        if not path.exists():  # a reference picture of a job given no reference mask
+            raise HTTPException(404, "This job has no such picture (no reference mask "
+                                     "was uploaded).")
+        return FileResponse(path, media_type="image/png")
 
     @app.get("/api/jobs/{job_id}/image2d/slice/{index}/{name}.png", response_class=FileResponse,
-             summary="One slice of a 2D stack: input, mask or overlay")
+             summary="One slice of a 2D stack: input, mask, overlay or reference")
     def image2d_slice(job_id: str, index: int, name: str) -> FileResponse:
         job = get_job(job_id)
         n = int(job.result.get("slices", 1)) if job.status == "done" else 0
         if job.result.get("kind") != "2d" or n < 2 or not 0 <= index < n or \
-                name not in ("input", "mask", "overlay"):
+                name not in ("input", "mask", "overlay", "reference"):
             raise HTTPException(404, "No such slice picture.")
-        return FileResponse(store.job_dir(job_id) / "output" / "slices" / f"{index:03d}_{name}.png",
-                            media_type="image/png")
+        path = store.job_dir(job_id) / "output" / "slices" / f"{index:03d}_{name}.png"
+        if not path.exists():  # no reference mask for this slice
+            raise HTTPException(404, "This slice has no such picture (no reference mask "
+                                     "was uploaded for it).")
+        return FileResponse(path, media_type="image/png")
 
     @app.get("/api/jobs/{job_id}/image2d/masks.zip", response_class=FileResponse,
              summary="Every mask of a 2D stack, named after its picture")

@@ -261,9 +261,12 @@ def _metrics_2d(job_dir: Path, inputs: dict[str, Any], masks: list[np.ndarray]
             for k, v in m.items()}
 
 
-def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> None:
-    """``<stem>input.png`` (the FLAIR, grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png`` (the
-    command line's overlay: tinted, outline drawn)."""
+def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "",
+              reference: np.ndarray | None = None) -> None:
+    """``<stem>input.png`` (the FLAIR, grey), ``<stem>mask.png`` (0/255), ``<stem>overlay.png``
+    (the command line's overlay: tinted, outline drawn) and, with an uploaded
+    ``reference`` mask, ``<stem>reference.png``: the overlay with the reference's outline
+    drawn over it, to see where the two differ."""
     from braintumor.io import write_png
     from braintumor.slices2d import display_grey, overlay
 
@@ -271,6 +274,22 @@ def _write_2d(dest: Path, arr: np.ndarray, mask: np.ndarray, stem: str = "") -> 
     write_png(np.repeat(grey[..., None], 3, axis=2), dest / f"{stem}input.png")
     write_png(mask.astype(np.uint8) * 255, dest / f"{stem}mask.png")
     write_png(overlay(arr, mask), dest / f"{stem}overlay.png")
+    if reference is not None:
+        write_png(overlay(arr, mask, reference=reference), dest / f"{stem}reference.png")
+
+
+def _reference_masks(job_dir: Path, inputs: dict[str, Any], shapes: list[tuple[int, ...]]
+                     ) -> list[np.ndarray | None]:
+    """The uploaded reference masks, one per picture (None where there is none, or where
+    one does not fit its picture: the metrics then say why)."""
+    from braintumor.io import read_image_2d
+
+    refs = inputs.get("ref_masks") or []
+    out: list[np.ndarray | None] = []
+    for k, shape in enumerate(shapes):
+        ref = read_image_2d(job_dir / refs[k])[..., 0] > 127 if k < len(refs) else None
+        out.append(ref if ref is not None and ref.shape == shape[:2] else None)
+    return out
 
 
 def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, Any]:
@@ -292,7 +311,8 @@ def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, 
     if mask.shape != arr.shape[:2]:
         raise RuntimeError(f"2D model returned shape {mask.shape} for a {arr.shape[:2]} picture")
     report("progress", (0.9, "saving"))
-    _write_2d(job_dir / "output", arr, mask)
+    _write_2d(job_dir / "output", arr, mask,
+              reference=_reference_masks(job_dir, inputs, [arr.shape])[0])
     pixel_mm = inputs.get("pixel_mm")
     metrics = _metrics_2d(job_dir, inputs, [mask])
     return {
@@ -330,13 +350,14 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     out = job_dir / "output"
     (out / "slices").mkdir(parents=True, exist_ok=True)
     names = list(inputs.get("slice_names") or [Path(p).name for p in inputs["images"]])
+    refs = _reference_masks(job_dir, inputs, [a.shape for a in arrs])
     with zipfile.ZipFile(out / "masks.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         for k, (arr, mask) in enumerate(zip(arrs, masks, strict=True)):
-            _write_2d(out / "slices", arr, mask, f"{k:03d}_")
+            _write_2d(out / "slices", arr, mask, f"{k:03d}_", reference=refs[k])
             zf.write(out / "slices" / f"{k:03d}_mask.png", f"{Path(names[k]).stem}_mask.png")
     areas = [int(m.sum()) for m in masks]
     best = int(np.argmax(areas))
-    _write_2d(out, arrs[best], masks[best])
+    _write_2d(out, arrs[best], masks[best], reference=refs[best])
     pixel_mm = inputs.get("pixel_mm")
     metrics = _metrics_2d(job_dir, inputs, masks)
     info2d = _plain_info(dict(results[0].info))

@@ -867,9 +867,10 @@ function areaText(px, mm2) {
   return mm2 === undefined || mm2 === null ? `${px} pixels` : `${mm2.toFixed(1)} mm² (${px} pixels)`;
 }
 
-// the picture with its outline drawn in, or the picture alone to judge what is under it
+// the picture with its outline drawn in, with the uploaded reference's outline over it,
+// or alone, to judge what is under the outline
 function picture2d() {
-  return $("outline2d").checked ? "overlay" : "input";
+  return $("show2d").value;
 }
 
 function show2d(job) {
@@ -882,6 +883,10 @@ function show2d(job) {
   const img = $("img2d");
   const r = job.result;
   const n = r.slices || 1;
+  // the reference's outline is there to show only when a reference mask came with the job
+  const withRef = $("show2d").querySelector("option[value='reference']");
+  withRef.hidden = !r.has_reference;
+  if (!r.has_reference && $("show2d").value === "reference") $("show2d").value = "overlay";
   const known = r.pixel_mm !== undefined && r.pixel_mm !== null;
   const unit = known ? "" : " (pixel size unknown)";
   $("m-method").textContent = n > 1 ? `2D model, ${n} slices as one volume` : "2D model";
@@ -918,13 +923,13 @@ function show2d(job) {
       $("area2d-slice").textContent = areaText(a, known ? a * r.pixel_mm * r.pixel_mm : null);
     };
     range.oninput = () => showSlice(parseInt(range.value, 10));
-    $("outline2d").onchange = () => showSlice(parseInt(range.value, 10));
+    $("show2d").onchange = () => showSlice(parseInt(range.value, 10));
     range.value = String(r.show_slice || 0);
     showSlice(r.show_slice || 0);
     nav.hidden = false;
   } else {
     img.src = job.urls.image2d[picture2d()];
-    $("outline2d").onchange = () => { img.src = job.urls.image2d[picture2d()]; };
+    $("show2d").onchange = () => { img.src = job.urls.image2d[picture2d()]; };
     row(`Tumour area${unit}`, `${areaText(r.area_px, r.area_mm2)}, ${(100 * r.area_fraction).toFixed(1)} % of the picture`);
   }
   // the largest lesion's longest diameter and the one perpendicular to it (RANO's way)
