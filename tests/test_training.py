@@ -224,3 +224,31 @@ def test_config_values_are_checked(tmp_path: Path, change: dict, says: str) -> N
     assert main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "x"),
                  "--no-progress", "--set", arg]) == 2
     assert not (tmp_path / "x" / "last.pt").exists()
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path: Path) -> None:
+    """PyYAML reads 1e-3 (no dot) as text; a number field takes it as the number."""
+    from braintumor.config import from_dict, to_dict
+
+    path = tmp_path / "sci.yaml"
+    path.write_text(SMOKE.read_text().replace("lr: 0.003", "lr: 3e-3\n  weight_decay: 1e-5"))
+    cfg = load_config(path)
+    assert cfg.lr == 0.003 and cfg.weight_decay == 1e-5
+    assert cfg.replace(lr="1e-4").lr == 1e-4
+    assert cfg.replace(**{"augment.strength": "5e-1"}).augment.strength == 0.5
+    assert from_dict({**to_dict(cfg), "augment": {"strength": "2e0"}}).augment.strength == 2.0
+
+
+def test_one_case_id_alone_is_one_case(tmp_path: Path) -> None:
+    from braintumor.config import from_dict, to_dict
+
+    cfg = load_config(SMOKE)
+    assert cfg.replace(case_ids="Brats18_2013_11_1").case_ids == ("Brats18_2013_11_1",)
+    assert from_dict({**to_dict(cfg), "case_ids": "phantom_1000"}).case_ids == ("phantom_1000",)
+    # through the command line: trained on that one case
+    out = tmp_path / "one"
+    assert main(["train", "--config", str(SMOKE), "--out", str(out), "--no-progress",
+                 "--set", "case_ids=phantom_1000", "epochs=1", "fold=-1"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["case_ids"] == ["phantom_1000"]
+    assert saved["split"]["train"] == ["phantom_1000"]

@@ -92,9 +92,34 @@ class TrainConfig:
                          | {f"augment.{k}" for k in set(aug) - aug_names})
         if unknown:
             raise InputError(f"Unknown config keys: {', '.join(unknown)}.")
+        rest = _normalise(rest, TrainConfig)
         if aug:
-            rest["augment"] = dataclasses.replace(self.augment, **aug)
+            rest["augment"] = dataclasses.replace(self.augment,
+                                                  **_normalise(aug, AugmentConfig))
         return dataclasses.replace(self, **rest)
+
+
+def _normalise(kw: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Values as the fields hold them: a number written as text in a number field
+    (PyYAML reads ``1e-3``, which has no dot, as text) becomes that number, and one case
+    id given alone (``case_ids=Brats18_2013_11_1``) a list of that one id."""
+    out = dict(kw)
+    for f in fields(cls):
+        v = out.get(f.name)
+        if isinstance(f.default, float) and isinstance(v, str):
+            try:
+                out[f.name] = float(v.strip())
+            except ValueError:
+                pass  # left as it is: the check names the field
+    if "case_ids" in out and cls is TrainConfig:
+        ids = out["case_ids"]
+        if ids is None:
+            out["case_ids"] = ()
+        elif isinstance(ids, (str, int)) and not isinstance(ids, bool):
+            out["case_ids"] = (str(ids),)
+        elif isinstance(ids, (list, tuple)):
+            out["case_ids"] = tuple(str(x) for x in ids)
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -117,13 +142,13 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     unknown = set(d) - known
     if unknown:
         raise InputError(f"Unknown config keys: {', '.join(sorted(unknown))}.")
-    kw = dict(d)
+    kw = _normalise(d, TrainConfig)
     if "augment" in kw and isinstance(kw["augment"], dict):
         aknown = {f.name for f in fields(AugmentConfig)}
         bad = set(kw["augment"]) - aknown
         if bad:
             raise InputError(f"Unknown augment keys: {', '.join(sorted(bad))}.")
-        kw["augment"] = AugmentConfig(**kw["augment"])
+        kw["augment"] = AugmentConfig(**_normalise(kw["augment"], AugmentConfig))
     elif "augment" in kw and not isinstance(kw["augment"], AugmentConfig):
         raise InputError(f"augment must be a mapping of augmentation settings, not "
                          f"{kw['augment']!r}.")
@@ -135,8 +160,6 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
                 raise InputError(f"{key} must be three whole numbers above 0 (x, y, z), not "
                                  f"{v!r}.")
             kw[key] = tuple(int(x) for x in v)
-    if "case_ids" in kw:
-        kw["case_ids"] = tuple(str(x) for x in kw["case_ids"] or ())
     cfg = TrainConfig(**kw)
     check_config(cfg)
     return cfg
@@ -187,6 +210,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"augment must be a mapping of augmentation settings, not "
                          f"{cfg.augment!r}.")
     _check_fields(cfg.augment, "augment.")
+    if not isinstance(cfg.case_ids, tuple) or not all(isinstance(x, str) for x in cfg.case_ids):
+        raise InputError(f"case_ids must be a list of case ids, not {cfg.case_ids!r}.")
     for key in ("patch", "synthetic_shape"):
         v = getattr(cfg, key)
         if not isinstance(v, tuple) or len(v) != 3 or not all(_whole(x) and x > 0 for x in v):
