@@ -308,3 +308,17 @@ def test_more_folds_than_cases_is_one_sentence() -> None:
 
     with pytest.raises(InputError, match="5 folds need at least 5 cases; there are 3"):
         kfold_split(["a", "b", "c"], 5)
+
+
+def test_a_run_that_does_not_fit_its_network_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["runs"][0]["set"]["network_args"] = {"chanels": [4, 8, 16, 32]}
+    doc["runs"][1]["set"]["patch"] = [24, 24, 24]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="run a: network_args chanels: not an argument"):
+        load_study(path)
+    doc["runs"][0]["set"].pop("network_args")
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match=r"run ref: patch \[24, 24, 24\] does not fit"):
+        load_study(path)

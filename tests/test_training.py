@@ -252,3 +252,43 @@ def test_one_case_id_alone_is_one_case(tmp_path: Path) -> None:
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["case_ids"] == ["phantom_1000"]
     assert saved["split"]["train"] == ["phantom_1000"]
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("patch=[24,24,24]", "patch [24, 24, 24] does not fit network compact_unet with its "
+                         "network_args: each side must be a multiple of 16 and at least 32 "
+                         "(e.g. patch [32, 32, 32])."),
+    ("network_args={chanels: [4, 8, 16, 32]}", "network_args chanels: not an argument of "
+                                               "network compact_unet, which takes: channels."),
+    ("network_args={dropout: 0.2}", "network_args dropout comes from the config field dropout"),
+    ("network=unet2d", "network unet2d is a 2D network"),
+])
+def test_network_mistakes_are_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           setting: str, says: str) -> None:
+    """A patch the network's downsampling does not divide, or a network argument it does
+    not take (each factory ignores extra keywords), is refused before training."""
+    assert main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "x"),
+                 "--no-progress", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not (tmp_path / "x" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("name", list_networks(dims=3))
+def test_patch_rule_matches_each_network(name: str) -> None:
+    """The smallest patch the rule accepts runs through the network (training mode, so
+    normalisation sees its coarsest level), and the rule refuses a side off its multiple."""
+    from braintumor.errors import InputError
+    from braintumor.networks import check_network, patch_rule
+
+    rule = patch_rule(name, _tiny(name))
+    assert rule is not None
+    multiple, minimum = rule
+    net = create_network(name, out_channels=3, **_tiny(name)).train()
+    with torch.no_grad():
+        y = net(torch.zeros(1, 4, *minimum))
+    assert tuple(y.shape[2:]) == minimum
+    if multiple[0] > 1:
+        bad = (minimum[0] + multiple[0] // 2, *minimum[1:])
+        with pytest.raises(InputError, match=f"multiple of {multiple[0]}|multiples of"):
+            check_network(name, _tiny(name), bad)

@@ -104,7 +104,16 @@ class CompactUNet(nn.Module):
         return out
 
 
-@register("compact_unet", dims=3, note="own design: half-resolution residual U-Net for CPUs")
+def _compact_patch(channels: Sequence[int] = (24, 48, 96, 160), **_: object
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    # a strided stem, then one stride-2 block per further level; instance norm needs
+    # more than one voxel at the coarsest level
+    m = 2 ** len(channels)
+    return (m, m, m), (2 * m, 2 * m, 2 * m)
+
+
+@register("compact_unet", dims=3, note="own design: half-resolution residual U-Net for CPUs",
+          patch_rule=_compact_patch)
 def compact_unet(in_channels: int = 4, out_channels: int = 3,
                  channels: Sequence[int] = (24, 48, 96, 160), dropout: float = 0.0,
                  deep_supervision: bool = False, **_: object) -> nn.Module:

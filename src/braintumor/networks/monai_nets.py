@@ -12,7 +12,29 @@ import torch.nn as nn
 from braintumor.networks import register
 
 
-@register("unet3d", dims=3, note="MONAI UNet with residual units")
+def _unet_patch(channels: Sequence[int] = (16, 32, 64, 128), **_: object
+                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    # one stride-2 step per further level; normalisation needs more than one voxel at
+    # the coarsest level
+    m = 2 ** (len(channels) - 1)
+    return (m, m, m), (2 * m, 2 * m, 2 * m)
+
+
+def _segresnet_patch(blocks_down: Sequence[int] = (1, 2, 2, 4), **_: object
+                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    m = 2 ** (len(blocks_down) - 1)  # group norm: one voxel at the coarsest level is enough
+    return (m, m, m), (m, m, m)
+
+
+def _slices_patch(channels: Sequence[int] = (32, 64, 128, 256), **_: object
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    # 2D: x and y are downsampled, z is not; the slices are the batch of batch norm,
+    # which needs more than one value per channel
+    m = 2 ** (len(channels) - 1)
+    return (m, m, 1), (m, m, 2)
+
+
+@register("unet3d", dims=3, note="MONAI UNet with residual units", patch_rule=_unet_patch)
 def unet3d(in_channels: int = 4, out_channels: int = 3,
            channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.0,
            num_res_units: int = 2, **_: object) -> nn.Module:
@@ -23,7 +45,8 @@ def unet3d(in_channels: int = 4, out_channels: int = 3,
                 num_res_units=num_res_units, dropout=dropout, norm="instance")
 
 
-@register("segresnet", dims=3, note="MONAI SegResNet (residual encoder)")
+@register("segresnet", dims=3, note="MONAI SegResNet (residual encoder)",
+          patch_rule=_segresnet_patch)
 def segresnet(in_channels: int = 4, out_channels: int = 3, init_filters: int = 8,
               blocks_down: Sequence[int] = (1, 2, 2, 4), blocks_up: Sequence[int] = (1, 1, 1),
               dropout: float = 0.0, **_: object) -> nn.Module:
@@ -34,7 +57,7 @@ def segresnet(in_channels: int = 4, out_channels: int = 3, init_filters: int = 8
                      blocks_up=tuple(blocks_up), dropout_prob=dropout or None)
 
 
-@register("attention_unet", dims=3, note="MONAI AttentionUnet")
+@register("attention_unet", dims=3, note="MONAI AttentionUnet", patch_rule=_unet_patch)
 def attention_unet(in_channels: int = 4, out_channels: int = 3,
                    channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.0,
                    **_: object) -> nn.Module:
@@ -45,7 +68,8 @@ def attention_unet(in_channels: int = 4, out_channels: int = 3,
                          dropout=dropout)
 
 
-@register("unet2p5d", dims=3, note="2.5D: a 2D MONAI UNet over axial slices with neighbours")
+@register("unet2p5d", dims=3, note="2.5D: a 2D MONAI UNet over axial slices with neighbours",
+          patch_rule=_slices_patch)
 def unet2p5d(in_channels: int = 4, out_channels: int = 3,
              channels: Sequence[int] = (32, 64, 128, 256), context: int = 1,
              dropout: float = 0.0, **_: object) -> nn.Module:

@@ -206,6 +206,15 @@ def _read_study(p: Path, raw: dict[str, Any], budget_min: float | None,
                             bool(r.get("reference", False)), changes))
     if kind != "search" and not runs:
         raise InputError(f"{p}: a {kind} study needs a non-empty 'runs:' list.")
+    from braintumor.networks import check_network
+
+    for r in runs:
+        try:
+            check_network(r.cfg.network, r.cfg.network_args, r.cfg.patch)
+        except InputError as exc:
+            raise InputError(f"run {r.name}: {exc}") from None
+    if kind == "search":
+        check_network(base.network, base.network_args, base.patch)
     note = str(st.get("note", "")).strip()
     no_ds = {r.cfg.network for r in runs if r.cfg.deep_supervision
              and not supports_deep_supervision(r.cfg.network, r.cfg.network_args)}
@@ -241,12 +250,14 @@ def supports_deep_supervision(network: str, network_args: dict[str, Any]) -> boo
     """Whether a network returns extra deep-supervision outputs when asked to."""
     import torch
 
-    from braintumor.networks import create_network
+    from braintumor.networks import create_network, patch_rule
 
     net = create_network(network, out_channels=3, **{**network_args, "deep_supervision": True})
     net.train()
+    rule = patch_rule(network, network_args)
+    side = [32, 32, 32] if rule is None else [max(32, m) for m in rule[1]]
     with torch.no_grad():
-        out = net(torch.zeros(1, 4, 32, 32, 32))
+        out = net(torch.zeros(2, 4, *side))
     return isinstance(out, (list, tuple))
 
 

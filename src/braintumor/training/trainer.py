@@ -233,7 +233,10 @@ class Trainer:
         """Train (or resume) and return a summary with the best validation Dice."""
         import torch
 
+        from braintumor.networks import check_network
+
         cfg = self.cfg
+        check_network(cfg.network, cfg.network_args, cfg.patch)
         cases = load_cases(cfg)
         train, val, split = self._split(cases)
         self.sampler = PatchSampler(train, cfg.patch, cfg.fg_fraction, seed=cfg.seed)
