@@ -292,3 +292,21 @@ def test_patch_rule_matches_each_network(name: str) -> None:
         bad = (minimum[0] + multiple[0] // 2, *minimum[1:])
         with pytest.raises(InputError, match=f"multiple of {multiple[0]}|multiples of"):
             check_network(name, _tiny(name), bad)
+
+
+def test_stop_reason_is_the_epoch_limit_when_time_is_left(tmp_path: Path) -> None:
+    """A run that ends at its last epoch with most of its time budget left stopped at its
+    epoch limit, not for the budget (the schedule's share of the run is 1 by steps)."""
+    summary = Trainer(_small(time_budget_min=30.0), tmp_path / "e", device="cpu",
+                      progress=False).fit()
+    assert summary["epochs"] == 2 and summary["stop"] == "epochs"
+
+
+def test_a_run_without_validation_has_no_best_score(tmp_path: Path) -> None:
+    """fold -1 trains on every case: there is no validation Dice to report (null, not
+    -1)."""
+    import json
+
+    summary = Trainer(_small(epochs=1), tmp_path / "all", device="cpu", progress=False).fit()
+    assert summary["best_val_dice"] is None
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["best_val_dice"] is None

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         slim = {"model": {n: t.half() if t.is_floating_point() else t
                           for n, t in ck["model"].items()},
                 "config": ck["config"], "version": ck.get("version"), "epoch": ck["epoch"],
-                "best_val_dice": ck.get("best"), "checkpoint": args.checkpoint}
+                "best_val_dice": _best_score(ck), "checkpoint": args.checkpoint}
         stem = f"fold{k}" if members is runs else f"member{k}"
         torch.save(slim, out / f"{stem}.pt")
         cks.append(f"{stem}.pt")
@@ -323,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     return rewrite_card(out, report, Path(args.timing) if args.timing else None,
                         args.card_copy)
 
+
+
+def _best_score(ck: dict[str, Any]) -> float | None:
+    """A checkpoint's best validation Dice; None for a run without validation (fold -1),
+    whose checkpoint keeps -1 as its starting value."""
+    best = ck.get("best")
+    return float(best) if best is not None and best >= 0 else None
 
 
 def rewrite_card(out: Path, report: Path, timing_path: Path | None = None,

@@ -201,7 +201,10 @@ def _worker(study_path: str, budget: float | None, folds: list[int] | None, devi
             vals = [float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice")]
         trial.set_user_attr("steps", summary["steps"])
         trial.set_user_attr("train_s", summary["train_s"])
-        return vals[-1] if vals else float(summary["best_val_dice"])
+        if vals:
+            return vals[-1]
+        best = summary["best_val_dice"]
+        return float(best) if best is not None else float("nan")
 
     stop = optuna.study.MaxTrialsCallback(
         int(settings["trials"]),

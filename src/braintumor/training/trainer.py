@@ -170,11 +170,14 @@ class Trainer:
     def progress_fraction(self) -> float:
         """Share of the run done: by steps, or by time when a time budget is set, so the
         learning-rate schedule always anneals fully within the budget."""
-        frac = self.step_count / self.total_steps
-        if self.cfg.time_budget_min > 0:
-            el = self.elapsed_before + time.perf_counter() - self.t_start
-            frac = max(frac, el / (self.cfg.time_budget_min * 60))
-        return min(1.0, frac)
+        return min(1.0, max(self.step_count / self.total_steps, self.time_fraction()))
+
+    def time_fraction(self) -> float:
+        """Share of the time budget used (0 without one)."""
+        if self.cfg.time_budget_min <= 0:
+            return 0.0
+        el = self.elapsed_before + time.perf_counter() - self.t_start
+        return el / (self.cfg.time_budget_min * 60)
 
     def lr_factor(self) -> float:
         """Warm-up, then cosine or poly decay over :meth:`progress_fraction`."""
@@ -270,6 +273,28 @@ class Trainer:
 
             bar = tqdm(total=cfg.epochs, initial=epoch0, desc=cfg.name, unit="epoch",
                        dynamic_ncols=True)
+        try:
+            history, best, stop_reason = self._epochs(epoch0, best, history, val, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not val:  # no validation: the last weights are the result
+            self._save("best.pt", self._state(len(history), best, history))
+        self._plot(history)
+        summary = {"best_val_dice": best if val else None, "epochs": len(history),
+                   "stop": stop_reason,
+                   "train_s": history[-1]["elapsed_s"] if history else 0.0,
+                   "steps": len(history) * cfg.steps_per_epoch,
+                   "val_cases": [c.case_id for c in val]}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def _epochs(self, epoch0: int, best: float, history: list[dict[str, Any]],
+                val: list[Prepared], bar: Any) -> tuple[list[dict[str, Any]], float, str]:
+        """The training loop from ``epoch0``: ``(history, best score, why it stopped)``;
+        ``last.pt`` is written after every epoch."""
+        cfg = self.cfg
+        t_start, elapsed0 = self.t_start, self.elapsed_before
         stop_reason = "epochs"
         stale = self.stale
         for epoch in range(epoch0, cfg.epochs):
@@ -277,7 +302,7 @@ class Trainer:
             if cfg.early_stopping and stale >= cfg.early_stopping:
                 stop_reason = "early stopping"
                 break
-            if cfg.time_budget_min and self.progress_fraction() >= 1.0:
+            if self.time_fraction() >= 1.0:
                 stop_reason = "time budget"
                 break
             self.net.train()
@@ -307,10 +332,12 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}",
                                 val=f"{row.get('val_dice', float('nan')):.3f}")
+            if epoch + 1 == cfg.epochs:
+                break  # the epoch limit, whatever the clock says
             if cfg.early_stopping and stale >= cfg.early_stopping:
                 stop_reason = "early stopping"
                 break
-            if cfg.time_budget_min and self.progress_fraction() >= 1.0:
+            if self.time_fraction() >= 1.0:
                 stop_reason = "time budget"
                 if val and "val_dice" not in row:
                     scores = self.validate(val)
@@ -323,17 +350,7 @@ class Trainer:
                     self._save("last.pt", self._state(epoch + 1, best, history))
                     self._write_log(history)
                 break
-        if bar is not None:
-            bar.close()
-        if not val:  # no validation: the last weights are the result
-            self._save("best.pt", self._state(len(history), best, history))
-        self._plot(history)
-        summary = {"best_val_dice": best, "epochs": len(history), "stop": stop_reason,
-                   "train_s": history[-1]["elapsed_s"] if history else 0.0,
-                   "steps": len(history) * cfg.steps_per_epoch,
-                   "val_cases": [c.case_id for c in val]}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        return summary
+        return history, best, stop_reason
 
     def _step(self) -> float:
         import torch
