@@ -310,3 +310,41 @@ def test_a_run_without_validation_has_no_best_score(tmp_path: Path) -> None:
     summary = Trainer(_small(epochs=1), tmp_path / "all", device="cpu", progress=False).fit()
     assert summary["best_val_dice"] is None
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["best_val_dice"] is None
+
+
+def test_resume_says_from_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    args = ["train", "--config", str(SMOKE), "--out", str(out), "--no-progress"]
+    assert main([*args, "--set", "epochs=1"]) == 0
+    assert "resumed" not in capsys.readouterr().err
+    assert main([*args, "--set", "epochs=2"]) == 0
+    assert f"resumed from {out / 'last.pt'} at epoch 1/2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signame, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_run_says_where_its_checkpoint_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        signame: str, status: int) -> None:
+    """Ctrl-C or SIGTERM after the first epoch: one line with the checkpoint and the
+    command that resumes the run, the signal's exit status, no traceback."""
+    import os
+    import signal
+
+    write_log = Trainer._write_log
+
+    def then_signal(self: Trainer, history: list) -> None:
+        write_log(self, history)
+        os.kill(os.getpid(), getattr(signal, signame))
+
+    monkeypatch.setattr(Trainer, "_write_log", then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "r"
+    assert main(["train", "--config", str(SMOKE), "--out", str(out), "--no-progress",
+                 "--set", "epochs=5"]) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"interrupted ({signame}) after epoch 1/5: checkpoint {out / 'last.pt'}" in err
+    assert (f"resume with: braintumor train --config {SMOKE} --out {out} --no-progress "
+            "--set epochs=5") in err
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back

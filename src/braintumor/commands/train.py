@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 NAME = "train"
 HELP = "Train a segmentation network from a YAML config (resumes when its run folder exists)."
@@ -40,6 +42,7 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from braintumor.config import check_config, load_config
+    from braintumor.interrupts import Interrupted, interruptible
     from braintumor.training.trainer import Trainer
 
     cfg = load_config(args.config)
@@ -50,7 +53,41 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**changes)
         check_config(cfg)
     out = args.out or f"runs/{cfg.name}/fold{cfg.fold if cfg.fold >= 0 else 'all'}"
-    summary = Trainer(cfg, out, device=args.device, progress=not args.no_progress).fit()
+    trainer = Trainer(cfg, out, device=args.device, progress=not args.no_progress)
+    try:
+        with interruptible():
+            summary = trainer.fit()
+    except Interrupted as exc:
+        print(interrupted_message(args, out, cfg.epochs, trainer.epochs_done, exc.name),
+              file=sys.stderr)
+        return exc.exit_status
     print(json.dumps(summary, indent=1))
     print(f"checkpoint: {out}/best.pt")
     return 0
+
+
+def resume_command(args: argparse.Namespace, out: str) -> str:
+    """The command line that continues this run (same config, overrides and folder)."""
+    import shlex
+
+    cmd = ["braintumor", "train", "--config", str(args.config), "--out", str(out)]
+    if args.fold is not None:
+        cmd += ["--fold", str(args.fold)]
+    if args.device != "auto":
+        cmd += ["--device", args.device]
+    if args.no_progress:
+        cmd += ["--no-progress"]
+    if args.set:
+        cmd += ["--set", *args.set]
+    return shlex.join(cmd)
+
+
+def interrupted_message(args: argparse.Namespace, out: str, epochs: int, done: int,
+                        signal_name: str) -> str:
+    """One line: where the run stopped, what was kept and how to go on."""
+    last = Path(out) / "last.pt"
+    if done and last.exists():
+        kept = f"after epoch {done}/{epochs}: checkpoint {last}; resume with: "
+    else:
+        kept = "before the first epoch ended (no checkpoint yet); start again with: "
+    return f"interrupted ({signal_name}) {kept}{resume_command(args, out)}"

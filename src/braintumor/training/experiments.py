@@ -379,8 +379,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     _set_aside_if_changed(run_dir, key)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    resumed = False
     if not (run_dir / "summary.json").exists():
-        Trainer(cfg, run_dir, device=job.get("device", "cpu"), progress=False).fit()
+        trainer = Trainer(cfg, run_dir, device=job.get("device", "cpu"), progress=False)
+        trainer.fit()
+        resumed = trainer.resumed_epoch is not None
     summary = json.loads((run_dir / "summary.json").read_text())
     out_ch = 3 if cfg.output == "sigmoid" else 4
     n_params = count_parameters(create_network(cfg.network, out_channels=out_ch,
@@ -395,7 +398,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
               "train_cases": list(job["train_ids"]), "val_cases": list(job["val_ids"]),
               "cases": cases, "run_dir": str(run_dir)}
     res_path.write_text(json.dumps(result, indent=1))
-    return result
+    return {**result, "resumed": True} if resumed else result
 
 
 def _set_aside_if_changed(run_dir: Path, key: str) -> None:
@@ -492,8 +495,10 @@ def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "def
     def on_result(res: dict[str, Any]) -> None:
         done.append(res)
         m = _case_means(res["cases"])
-        log(f"[{len(done)}/{len(jobs)}] {res['name']} fold {res['fold']}"
-            f"{' (already done)' if res.get('skipped') else ''}: Dice WT {m['WT_dice']:.3f} "
+        state = " (already done)" if res.get("skipped") else (
+            " (resumed)" if res.get("resumed") else "")
+        log(f"[{len(done)}/{len(jobs)}] {res['name']} fold {res['fold']}{state}: "
+            f"Dice WT {m['WT_dice']:.3f} "
             f"TC {m['TC_dice']:.3f} ET {m['ET_dice']:.3f}; trained {res['train_s'] / 60:.1f} min"
             f" ({time.perf_counter() - t0:.0f} s into the study)")
         tracker.log_run(res, _spec(study, res["name"]).cfg, study)

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,9 @@ class Trainer:
         self.amp = cfg.amp and self.device == "cuda"
         #: validations in a row without a better score (for early stopping; resumed)
         self.stale = 0
+        #: epochs in ``last.pt`` (0 before the first ends); the epoch a resume began at
+        self.epochs_done = 0
+        self.resumed_epoch: int | None = None
 
     # ------------------------------------------------------------------ set-up
     def _split(self, cases: list[Prepared]) -> tuple[list[Prepared], list[Prepared], dict]:
@@ -262,11 +266,17 @@ class Trainer:
             _set_global_rng(ck["rng"])
             epoch0, best, history = ck["epoch"], ck["best"], ck["history"]
             self.stale = int(ck.get("stale", 0))
+            self.resumed_epoch = epoch0
+            used = (f" ({history[-1]['elapsed_s'] / 60:.2g} of {cfg.time_budget_min:g} min "
+                    "of its time budget used)" if cfg.time_budget_min and history else "")
+            print(f"resumed from {last} at epoch {epoch0}/{cfg.epochs}{used}", file=sys.stderr,
+                  flush=True)
         elif cfg.init_from:
             self._init_weights(cfg.init_from.replace("{fold}", str(cfg.fold)))
         t_start = time.perf_counter()
         elapsed0 = history[-1]["elapsed_s"] if history else 0.0
         self.t_start, self.elapsed_before = t_start, elapsed0
+        self.epochs_done = epoch0
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -327,6 +337,7 @@ class Trainer:
             row["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
             history.append(row)
             self._save("last.pt", self._state(epoch + 1, best, history))
+            self.epochs_done = epoch + 1
             self._write_log(history)
             if bar is not None:
                 bar.update(1)

@@ -1,0 +1,65 @@
+"""SIGINT (Ctrl-C) and SIGTERM as one exception, so that long commands stop the same way
+for both and can say what was kept and how to go on.
+
+Within :func:`interruptible`, either signal raises :class:`Interrupted`. It is a
+``BaseException`` but not a ``KeyboardInterrupt``: code that catches
+``KeyboardInterrupt`` to record a failure (Optuna marks a trial FAIL on one, and never
+runs it again) lets it through, so an interrupted trial is left as a killed one would
+be, and re-queued by the next session.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while :func:`interruptible` was in force."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        """``SIGINT`` or ``SIGTERM``."""
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by this signal (130, 143)."""
+        return 128 + self.signum
+
+
+@contextmanager
+def interruptible(then_ignore: bool = False) -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` within (main thread only; elsewhere
+    nothing changes). After the first signal the previous handlers are back, or, with
+    ``then_ignore`` (a worker process that its parent also signals), both signals are
+    ignored while the worker winds down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before: dict[int, Any] = {s: signal.getsignal(s) for s in sigs}
+
+    def restore() -> None:
+        for s in sigs:
+            signal.signal(s, signal.SIG_IGN if then_ignore else before[s])
+
+    def handler(signum: int, frame: Any) -> None:
+        restore()
+        raise Interrupted(signum)
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s in sigs:
+            if signal.getsignal(s) is handler or not then_ignore:
+                signal.signal(s, before[s])
