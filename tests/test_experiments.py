@@ -246,10 +246,11 @@ def test_search_workers_on_a_dask_cluster(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "trials.md").exists()
 
 
-def test_a_changed_run_is_trained_again_not_relabelled(tmp_path: Path) -> None:
+def test_a_changed_run_is_trained_again_not_relabelled(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A study run whose config changed since it was trained (a new lr, a new budget) is
-    trained afresh; its old folder is set aside, not deleted, and the old weights are
-    never scored under the new config."""
+    trained afresh; its old folder is set aside, not deleted, and said so with what
+    changed; the old weights are never scored under the new config."""
     import torch
 
     from braintumor.config import to_dict
@@ -261,9 +262,13 @@ def test_a_changed_run_is_trained_again_not_relabelled(tmp_path: Path) -> None:
     first = run_job(job)
     changed = dict(job, cfg=to_dict(_apply(st.runs[0].cfg, {"lr": 0.01}).replace(
         case_ids=tuple(folds[0]["train"]), fold=-1)))
+    capsys.readouterr()
     second = run_job(changed)
     assert second["config_key"] != first["config_key"] and not second.get("skipped")
     run_dir = Path(job["run_dir"])
+    assert capsys.readouterr().err == (
+        f"{run_dir}: trained under another config (lr 0.002 -> 0.01); set aside as "
+        "fold0.replaced-1 (nothing deleted), this run trains afresh\n")
     ck = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
     assert ck["config"]["lr"] == 0.01
     aside = run_dir.with_name(run_dir.name + ".replaced-1")
@@ -321,4 +326,44 @@ def test_a_run_that_does_not_fit_its_network_is_refused(tmp_path: Path) -> None:
     doc["runs"][0]["set"].pop("network_args")
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match=r"run ref: patch \[24, 24, 24\] does not fit"):
+        load_study(path)
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("nan")])
+def test_a_budget_must_be_above_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     budget: float) -> None:
+    """--budget 0 or below would train for the file's epochs (100000 in the shipped
+    studies) and set the finished runs aside: refused in one sentence."""
+    path = _write(tmp_path)
+    with pytest.raises(InputError, match="--budget must be a number of minutes above 0"):
+        load_study(path, budget_min=budget)
+    assert main(["experiment", "--config", str(path), "--budget", str(budget),
+                 "--tracking-uri", "none"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+    doc = yaml.safe_load(path.read_text())
+    doc["study"]["budget_min"] = -1
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="budget_min must be a number of minutes above 0"):
+        load_study(path)
+
+
+def test_reproduce_line_gives_the_overrides(tmp_path: Path) -> None:
+    from braintumor.training.experiments import markdown_table
+
+    st = load_study(_write(tmp_path), budget_min=0.05, folds=[1])
+    md = markdown_table(st, [])
+    assert f"Reproduce: `braintumor experiment --config {st.path} --budget 0.05 --folds 1`" in md
+
+
+def test_base_from_an_unfinished_study_is_refused(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "best.json").write_text(json.dumps({"name": "a", "complete": False,
+                                                "config": {"lr": 0.001}}))
+    path = _write(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["study"]["base_from"] = str(done)
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="that study has not finished"):
         load_study(path)

@@ -26,11 +26,11 @@ Study file::
       folds: 3               # k of the k-fold split (patient-wise)
       run_folds: [0]         # folds to run (default: all k)
       split_seed: 0
-      budget_min: 5          # wall-clock training budget per run (minutes)
+      budget_min: 5          # wall-clock training budget per run (minutes; 0: none)
       parallel: 2            # runs at once, each with `base.threads` torch threads
       out: experiments/architectures
       runs_dir: runs/studies/architectures
-      base_from: experiments/architectures   # optional: start from that study's best run
+      base_from: experiments/architectures   # optional: that (finished) study's best run
       note: text printed under the table
     base: {TrainConfig fields}
     runs:
@@ -97,6 +97,10 @@ class Study:
     note: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: the folds given on the command line (``--folds``), None when the file's are used
+    folds_given: list[int] | None = None
+    #: command-line options that change the study's results (for its "Reproduce" line)
+    overrides: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- loading
@@ -121,6 +125,10 @@ def best_run_config(study_out: str | Path) -> tuple[str, dict[str, Any]]:
     if not p.exists():
         raise InputError(f"{p}: not found; run that study first (it names the best run).")
     best = json.loads(p.read_text())
+    if best.get("complete") is False:
+        raise InputError(f"{p}: that study has not finished (not every run has a result, so "
+                         f"{best['name']} is only the best so far); finish it before starting "
+                         "from its best run.")
     return best["name"], best["config"]
 
 
@@ -128,6 +136,9 @@ def load_study(path: str | Path, budget_min: float | None = None,
                folds: list[int] | None = None) -> Study:
     """Read a study YAML; ``budget_min`` / ``folds`` override the file's values."""
     p = Path(path)
+    if budget_min is not None and not (math.isfinite(budget_min) and budget_min > 0):
+        raise InputError(f"--budget must be a number of minutes above 0, not {budget_min:g} "
+                         "(leave it out to use the study file's budget_min).")
     if not p.exists():
         raise InputError(f"{p}: study file not found.")
     try:
@@ -137,13 +148,19 @@ def load_study(path: str | Path, budget_min: float | None = None,
     if not isinstance(raw, dict) or not isinstance(raw.get("study"), dict):
         raise InputError(f"{p}: a study file needs a 'study:' mapping.")
     try:
-        return _read_study(p, raw, budget_min, folds)
+        study = _read_study(p, raw, budget_min, folds)
     except (TypeError, ValueError) as exc:  # a value of the wrong kind
         if isinstance(exc, InputError):
             msg = str(exc)
             raise InputError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
         raise InputError(f"{p}: a study setting has a value of the wrong kind "
                          f"({exc}).") from None
+    study.folds_given = list(folds) if folds is not None else None
+    if budget_min is not None:
+        study.overrides += ["--budget", f"{budget_min:g}"]
+    if folds is not None:
+        study.overrides += ["--folds", *(str(f) for f in folds)]
+    return study
 
 
 #: the settings a study file may hold, section by section
@@ -194,6 +211,9 @@ def _read_study(p: Path, raw: dict[str, Any], budget_min: float | None,
     if bad:
         raise InputError(f"{p}: fold {bad[0]} does not exist (the study has {k} folds).")
     budget = float(budget_min if budget_min is not None else st.get("budget_min", 0) or 0)
+    if not (math.isfinite(budget) and budget >= 0):
+        raise InputError(f"{p}: budget_min must be a number of minutes above 0 (or 0: no time "
+                         f"budget, each run trains for its epochs), not {budget:g}.")
     name = str(st.get("name", p.stem))
     runs: list[RunSpec] = []
     for i, r in enumerate(raw.get("runs") or []):
@@ -376,7 +396,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if old.get("config_key") == key:
             old["skipped"] = True
             return old
-    _set_aside_if_changed(run_dir, key)
+    _set_aside_if_changed(run_dir, cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     resumed = False
@@ -401,25 +421,51 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return {**result, "resumed": True} if resumed else result
 
 
-def _set_aside_if_changed(run_dir: Path, key: str) -> None:
+def _set_aside_if_changed(run_dir: Path, cfg: TrainConfig) -> Path | None:
     """A run folder trained under another config (the study's config or its ``--budget``
     changed since): renamed to ``<fold>.replaced-N`` beside it, nothing deleted, so the
     run trains afresh under its new config instead of its old weights being scored (or
-    resumed) under the new one's name."""
+    resumed) under the new one's name. Says so on stderr, with what changed; returns the
+    new name of the old folder (None when it was kept)."""
+    import sys
+
     saved = run_dir / "config.yaml"
     if not saved.exists():
-        return
+        return None
     try:
         old_cfg = from_dict((yaml.safe_load(saved.read_text()) or {}).get("train") or {})
-        same = config_key(old_cfg) == key
     except (InputError, yaml.YAMLError, TypeError, ValueError):
-        same = False
-    if same:
-        return
+        why = f"its {saved.name} cannot be read as a config"
+    else:
+        if config_key(old_cfg) == config_key(cfg):
+            return None
+        why = "trained under another config (" + config_changes(old_cfg, cfg) + ")"
     n = 1
     while run_dir.with_name(f"{run_dir.name}.replaced-{n}").exists():
         n += 1
-    run_dir.rename(run_dir.with_name(f"{run_dir.name}.replaced-{n}"))
+    aside = run_dir.with_name(f"{run_dir.name}.replaced-{n}")
+    run_dir.rename(aside)
+    print(f"{run_dir}: {why}; set aside as {aside.name} (nothing deleted), this run trains "
+          "afresh", file=sys.stderr, flush=True)
+    return aside
+
+
+def config_changes(old: TrainConfig, new: TrainConfig, most: int = 3) -> str:
+    """``"lr 0.002 -> 0.01, time_budget_min 5.0 -> 0.05"``: the fields that change a
+    result and differ (the first ``most`` of them)."""
+    a, b = to_dict(old), to_dict(new)
+    keys = [k for k in b if k not in _NEUTRAL and a.get(k) != b[k]]
+    parts = []
+    for k in keys:
+        if isinstance(b[k], dict) and isinstance(a.get(k), dict):
+            parts += [f"{k}.{x} {a[k].get(x)!r} -> {b[k].get(x)!r}" for x in b[k]
+                      if a[k].get(x) != b[k].get(x)]
+        elif k == "case_ids":
+            parts.append(f"case_ids ({len(a.get(k) or [])} -> {len(b[k])} cases)")
+        else:
+            parts.append(f"{k} {a.get(k)!r} -> {b[k]!r}")
+    more = f" and {len(parts) - most} more" if len(parts) > most else ""
+    return ", ".join(parts[:most]) + more
 
 
 # ---------------------------------------------------------------------- the study
@@ -505,8 +551,10 @@ def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "def
         write_outputs(study, folds, done)
 
     where = f"on the Dask cluster {scheduler}" if scheduler else f"{study.parallel} at once"
+    budget = (f"budget {study.budget_min:g} min/run" if study.budget_min else
+              "no time budget (each run trains for its epochs)")
     log(f"study {study.name}: {len(study.runs)} runs x folds {study.run_folds} "
-        f"(k={study.folds}), budget {study.budget_min:g} min/run, {where}")
+        f"(k={study.folds}), {budget}, {where}")
     results = execute(jobs, study.parallel, on_result, scheduler)
     write_outputs(study, folds, results)
     return results
@@ -613,7 +661,10 @@ def markdown_table(study: Study, rows: list[dict[str, Any]]) -> str:
             f"{_fmt(r[f'{g}_specificity_mean'], r[f'{g}_specificity_sd'], 4)}"
             for g in REGIONS) + " |")
     lines += ["", "HD95 in mm (374 mm when exactly one of prediction and reference is empty)."]
-    cmd = f"braintumor experiment --config {study.path}" if study.path else ""
+    import shlex
+
+    cmd = shlex.join(["braintumor", "experiment", "--config", str(study.path),
+                      *study.overrides]) if study.path else ""
     if cmd:
         lines += ["", f"Reproduce: `{cmd}`"]
     return "\n".join(lines) + "\n"
