@@ -367,3 +367,58 @@ def test_base_from_an_unfinished_study_is_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match="that study has not finished"):
         load_study(path)
+
+
+def test_a_search_interrupted_by_ctrl_c_is_requeued(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a trial leaves it as SIGTERM does (RUNNING, not FAIL, which Optuna
+    never runs again), without a traceback; the next session re-queues it with its run
+    folder, so it resumes from its last.pt."""
+    import os
+    import signal
+
+    optuna = pytest.importorskip("optuna")
+    from braintumor.training.search import _requeue_interrupted, _trial_dir
+    from braintumor.training.trainer import Trainer
+
+    def ctrl_c(self: Trainer) -> dict:
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("the signal did not stop the trial")
+
+    monkeypatch.setattr(Trainer, "fit", ctrl_c)
+    path = _write(tmp_path, kind="search", runs=[], search={
+        "trials": 2, "fold": 0, "inner_folds": 2, "storage": str(tmp_path / "optuna.db"),
+        "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "re-queued" in err and err.count("\n") == 1
+    st = optuna.load_study(study_name="tiny-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    (t,) = st.trials
+    assert t.state.name == "RUNNING"
+    assert _requeue_interrupted(st) == 1
+    again = st.ask()
+    assert again.suggest_float("lr", 1e-4, 1e-2, log=True) == t.params["lr"]
+    assert _trial_dir(tmp_path / "runs", again) == Path(t.user_attrs["run_dir"])
+
+
+def test_failed_search_workers_fail_the_command_once(tmp_path: Path) -> None:
+    """Worker processes that fail make the search fail with their error said once (a
+    crashed worker used to end with exit 0)."""
+    from braintumor.errors import RunFailed
+    from braintumor.training.search import _run_processes
+
+    err = [str(tmp_path / f"w{i}.txt") for i in range(2)]
+    bad_input = ("from braintumor.errors import InputError\n"
+                 "raise InputError('init_from: no checkpoint at x.pt.')",)
+    with pytest.raises(InputError) as exc:
+        _run_processes(exec, [bad_input, bad_input], err, stagger_s=0)
+    assert str(exc.value) == ("search worker 0 failed: init_from: no checkpoint at x.pt (so "
+                              "did 1 other search worker).")
+    with pytest.raises(RunFailed, match=r"search worker 0 failed: stopped with exit status 3 "
+                                        r"\(1 other search worker failed otherwise\)"):
+        _run_processes(exec, [("import os; os._exit(3)",), ("1/0",)], err, stagger_s=0)
+    with pytest.raises(RunFailed, match=r"search worker 1 failed: failed unexpectedly "
+                                        r"\(ZeroDivisionError: division by zero\) \(traceback"):
+        _run_processes(exec, [("pass",), ("1/0",)], err, stagger_s=0)
+    assert "ZeroDivisionError" in Path(err[1]).read_text()

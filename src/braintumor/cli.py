@@ -4,8 +4,10 @@ Each sub-command lives in :mod:`braintumor.commands` as a module with ``NAME``,
 ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Those modules keep their
 heavy imports (torch, fastapi) inside ``run`` so ``braintumor --help`` stays instant.
 A user mistake (:class:`~braintumor.errors.InputError`) is printed as one sentence and
-exits with status 2; a file or folder that cannot be read or written (an ``OSError``) as
-one sentence with status 1; no traceback.
+exits with status 2; a file or folder that cannot be read or written (an ``OSError``), or
+a worker process that failed (:class:`~braintumor.errors.RunFailed`), as one sentence
+with status 1; no traceback. SIGINT / SIGTERM, where a command stops on them
+(:mod:`braintumor.interrupts`), exit with 130 / 143.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from braintumor.errors import BrainTumorError, describe_failure
+    from braintumor.errors import BrainTumorError, RunFailed, describe_failure
+    from braintumor.interrupts import Interrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,13 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except BrainTumorError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, RunFailed) else 2
     except OSError as exc:  # a file or folder that cannot be read or written, a full disk
         print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Interrupted as exc:
+        print(f"interrupted ({exc.name})", file=sys.stderr)
+        return exc.exit_status
 
 
 if __name__ == "__main__":  # pragma: no cover

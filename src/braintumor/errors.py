@@ -25,6 +25,11 @@ class UnreadableFile(InputError):
     format (a batch can score or segment the others and list it as failed)."""
 
 
+class RunFailed(BrainTumorError):
+    """Work handed to another process (a search worker) failed there for a reason other
+    than the user's input; the message says which and why."""
+
+
 def describe_failure(exc: BaseException) -> str:
     """One sentence for a failure: the message of an error raised on purpose, the file
     and reason of a file-system error (a folder that cannot be written, a disk that is

@@ -27,17 +27,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from braintumor.interrupts import Interrupted, interruptible
     from braintumor.training.experiments import load_study, run_study
 
     study = load_study(args.config, args.budget, args.folds)
     if args.parallel is not None:
         study.parallel = max(1, args.parallel)
-    if study.kind == "search":
-        from braintumor.training.search import run_search
+        study.overrides += ["--parallel", str(study.parallel)]
+    if args.device != "cpu":
+        study.overrides += ["--device", args.device]
+    try:
+        with interruptible():
+            if study.kind == "search":
+                from braintumor.training.search import run_search
 
-        run_search(study, args.device, args.tracking_uri, budget=args.budget,
-                   folds=args.folds, scheduler=args.scheduler)
-    else:
-        run_study(study, args.device, args.tracking_uri, scheduler=args.scheduler)
+                run_search(study, args.device, args.tracking_uri, budget=args.budget,
+                           folds=args.folds, scheduler=args.scheduler)
+            else:
+                run_study(study, args.device, args.tracking_uri, scheduler=args.scheduler)
+    except Interrupted as exc:
+        what = ("an unfinished trial is re-queued and resumes from its last.pt"
+                if study.kind == "search" else
+                "finished runs are kept, an unfinished one resumes from its last.pt")
+        print(f"interrupted ({exc.name}): run the same command again to go on ({what}).",
+              file=sys.stderr)
+        return exc.exit_status
     print(f"results: {study.out}/results.md")
     return 0

@@ -45,6 +45,7 @@ import numpy as np
 
 from braintumor.config import TrainConfig, to_dict
 from braintumor.errors import InputError
+from braintumor.interrupts import interruptible
 from braintumor.training.experiments import (
     RunSpec,
     Study,
@@ -165,9 +166,12 @@ def _inner_config(study: Study, settings: dict[str, Any], params: dict[str, Any]
 def _worker(study_path: str, budget: float | None, folds: list[int] | None, device: str,
             worker: int) -> None:
     """One search worker process: runs trials until the study has enough."""
+    import signal
+
     import optuna
     import torch
 
+    from braintumor.interrupts import Interrupted
     from braintumor.training.experiments import load_study
     from braintumor.training.trainer import Trainer
 
@@ -195,8 +199,21 @@ def _worker(study_path: str, budget: float | None, folds: list[int] | None, devi
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        summary = Trainer(cfg, run_dir, device=device, progress=False,
-                          on_validate=on_validate).fit()
+        try:
+            summary = Trainer(cfg, run_dir, device=device, progress=False,
+                              on_validate=on_validate).fit()
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            # past Optuna (which would mark the trial FAIL, never to be run again): left
+            # RUNNING, as a killed one is, and re-queued with its run folder next time
+            raise Interrupted(signal.SIGINT) from None
+        except Exception as exc:
+            # marked FAIL here and raised past Optuna, so that the error is said once,
+            # by whoever runs the search, not also as Optuna's warning with a traceback
+            ostudy._storage.set_trial_state_values(trial._trial_id,
+                                                   optuna.trial.TrialState.FAIL)
+            raise _TrialFailed(exc) from exc
         with open(run_dir / "log.csv") as fh:
             vals = [float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice")]
         trial.set_user_attr("steps", summary["steps"])
@@ -210,7 +227,130 @@ def _worker(study_path: str, budget: float | None, folds: list[int] | None, devi
         int(settings["trials"]),
         states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     if _count_done(ostudy) < int(settings["trials"]):
-        ostudy.optimize(objective, callbacks=[stop], catch=())
+        try:
+            ostudy.optimize(objective, callbacks=[stop], catch=())
+        except _TrialFailed as failed:
+            raise failed.error from None
+
+
+class _TrialFailed(BaseException):
+    """A trial's error, carried past Optuna (which logs and re-raises only ``Exception``
+    and ``KeyboardInterrupt``); the trial is already marked FAIL."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _process_worker(target: Callable[..., Any], args: tuple[Any, ...], conn: Any,
+                    error_file: str) -> None:
+    """A search worker process: runs ``target(*args)``. SIGINT / SIGTERM leave its trial
+    RUNNING, to be re-queued (exit 130 / 143); a failure is sent to the parent as
+    ``(kind, one sentence)`` (exit 2 for the user's input, 1 otherwise, the traceback of
+    an unexpected error in ``error_file``), so the parent says it once."""
+    import sys
+
+    from braintumor.errors import describe_failure
+    from braintumor.interrupts import Interrupted, interruptible
+
+    try:
+        with interruptible(then_ignore=True):
+            target(*args)
+    except Interrupted as exc:
+        sys.exit(exc.exit_status)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException as exc:
+        if isinstance(exc, InputError):
+            conn.send(("input", str(exc)))
+            sys.exit(2)
+        import traceback
+
+        msg = describe_failure(exc)
+        try:
+            Path(error_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(error_file).write_text("".join(traceback.format_exception(exc)))
+            msg = f"{msg.rstrip('.')} (traceback in {error_file})."
+        except OSError:
+            pass
+        conn.send(("error", msg))
+        sys.exit(1)
+
+
+def _run_processes(target: Callable[..., Any], arg_sets: list[tuple[Any, ...]],
+                   error_files: list[str], what: str = "search worker",
+                   stagger_s: float = 2.0) -> None:
+    """Run ``target(*args)`` for each of ``arg_sets`` in its own process (spawned) and
+    wait for all. SIGINT / SIGTERM here (:class:`~braintumor.interrupts.Interrupted`)
+    are passed on to the processes, which are waited for. A process that fails makes
+    this raise its error (:class:`InputError` for the user's input, else
+    :class:`~braintumor.errors.RunFailed`), said once however many failed alike."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from braintumor.errors import RunFailed
+    from braintumor.interrupts import Interrupted
+
+    ctx = mp.get_context("spawn")
+    procs, pipes = [], []
+    try:
+        for i, args in enumerate(arg_sets):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_process_worker,
+                               args=(target, args, send, error_files[i]))
+            proc.start()
+            send.close()
+            procs.append(proc)
+            pipes.append(recv)
+            if i + 1 < len(arg_sets):
+                time.sleep(stagger_s)  # let the first worker create the storage tables alone
+        for proc in procs:
+            proc.join()
+    except Interrupted as exc:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                try:
+                    os.kill(proc.pid, exc.signum)
+                except ProcessLookupError:
+                    pass
+        for proc in procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        raise
+    failures: list[tuple[int, str, str]] = []
+    for i, (proc, recv) in enumerate(zip(procs, pipes, strict=True)):
+        code = proc.exitcode
+        if code == 0:
+            continue
+        said = None
+        try:
+            said = recv.recv() if recv.poll() else None
+        except (EOFError, OSError):  # ended without a word (a crash)
+            pass
+        if said is not None:
+            kind, msg = said
+        elif code is not None and code in (130, 143):
+            kind, msg = "error", "was interrupted (its trial resumes on the next run)"
+        elif code is not None and code < 0:
+            kind, msg = "error", f"was killed by {signal.Signals(-code).name}"
+        else:
+            kind, msg = "error", f"stopped with exit status {code}"
+        failures.append((i, kind, msg))
+    if not failures:
+        return
+    i, kind, msg = failures[0]
+    alike = sum(1 for _, _, m in failures[1:] if m == msg)
+    others = len(failures) - 1 - alike
+    tail = ""
+    if alike:
+        tail += f" (so did {alike} other {what}{'s' if alike > 1 else ''})"
+    if others:
+        tail += f" ({others} other {what}{'s' if others > 1 else ''} failed otherwise)"
+    text = f"{what} {i} failed: {msg.rstrip('.')}{tail}."
+    raise InputError(text) if kind == "input" else RunFailed(text)
 
 
 def _count_done(ostudy: Any) -> int:
@@ -265,32 +405,8 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
         f"once; {_count_done(ostudy)} done already"
         + (f", {requeued} interrupted trial(s) re-queued" if requeued else ""))
     t0 = time.perf_counter()
-    assert study.path is not None
-    if scheduler:
-        from braintumor.scale import open_client
-
-        with open_client(scheduler) as client:
-            futs = []
-            for i in range(study.parallel):
-                futs.append(client.submit(_worker, str(study.path), budget, folds, device, i,
-                                          key=f"braintumor-search-{study.name}-{i}-{t0}"))
-                if i == 0:
-                    time.sleep(2.0)  # let the first worker create the storage tables alone
-            for f in futs:
-                f.result()  # waits; a worker's error surfaces here
-    elif study.parallel <= 1:
-        _worker(str(study.path), budget, folds, device, 0)
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(str(study.path), budget, folds, device, i))
-                 for i in range(study.parallel)]
-        for p in procs:
-            p.start()
-            time.sleep(2.0)  # let the first worker create the storage tables alone
-        for p in procs:
-            p.join()
+    with interruptible():
+        _run_workers(study, device, budget, folds, scheduler)
     ostudy = _open(study, settings)
     log(f"search finished in {(time.perf_counter() - t0) / 60:.1f} min; "
         f"{_count_done(ostudy)} trials")
@@ -331,6 +447,33 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
     results = execute(jobs, study.parallel, on_result, scheduler)
     write_outputs(study, all_folds, results)
     return results
+
+
+def _run_workers(study: Study, device: str, budget: float | None, folds: list[int] | None,
+                 scheduler: str | None) -> None:
+    """The search's ``study.parallel`` workers: in this process, in spawned processes or
+    as tasks of a Dask cluster; returns when the study has its trials."""
+    assert study.path is not None
+    if scheduler:
+        from braintumor.scale import open_client
+
+        stamp = time.time()
+        with open_client(scheduler) as client:
+            futs = []
+            for i in range(study.parallel):
+                futs.append(client.submit(_worker, str(study.path), budget, folds, device, i,
+                                          key=f"braintumor-search-{study.name}-{i}-{stamp}"))
+                if i == 0:
+                    time.sleep(2.0)  # let the first worker create the storage tables alone
+            for f in futs:
+                f.result()  # waits; a worker's error surfaces here
+    elif study.parallel <= 1:
+        _worker(str(study.path), budget, folds, device, 0)
+    else:
+        _run_processes(_worker, [(str(study.path), budget, folds, device, i)
+                                 for i in range(study.parallel)],
+                       [str(study.out / f"search_worker{i}_error.txt")
+                        for i in range(study.parallel)])
 
 
 def write_trials(study: Study, ostudy: Any, space: dict[str, Any]) -> None:
