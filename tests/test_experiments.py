@@ -298,6 +298,12 @@ def test_study_mistakes_are_one_sentence(tmp_path: Path, edit: object, says: str
 @pytest.mark.parametrize("space, says", [
     ({"learning_rate": {"low": 0.001, "high": 0.01}}, "not a config field"),
     ({"lr": {"high": 0.01}}, "needs 'choices"),
+    ({"dropout": {"low": 0.5, "high": 1.5}}, "dropout high 1.5 cannot be trained: dropout "
+                                             "and label_smoothing must be under 1"),
+    ({"patch": {"choices": [32, 24, 40]}}, r"patch choice 24 cannot be trained: patch "
+                                           r"\[24, 24, 24\] does not fit network compact_unet"),
+    ({"lr": {"low": 0.01, "high": 0.001}}, "lr low 0.01 is above high 0.001"),
+    ({"lr": {"low": 0, "high": 0.01, "log": True}}, "low must be above 0"),
 ])
 def test_search_space_mistakes_are_one_sentence(tmp_path: Path, space: dict,
                                                 says: str) -> None:
@@ -305,6 +311,21 @@ def test_search_space_mistakes_are_one_sentence(tmp_path: Path, space: dict,
 
     path = _write(tmp_path, kind="search", search={"space": space, "trials": 1})
     with pytest.raises(InputError, match=says):
+        search_settings(load_study(path))
+
+
+def test_search_choices_are_checked_together(tmp_path: Path) -> None:
+    """A patch that fits the base network but not another network the search may pick
+    with it is refused before the search starts."""
+    from braintumor.training.search import search_settings
+
+    path = _write(tmp_path, kind="search", base={**BASE, "patch": [64, 64, 64]}, search={
+        "trials": 1, "space": {
+            "patch": {"choices": [64, 48]},
+            "network_args": {"choices": [{"channels": [4, 8, 16, 32]},
+                                         {"channels": [2, 4, 8, 16, 32]}]}}})
+    with pytest.raises(InputError, match=r"network_args \{'channels': \[2, 4, 8, 16, 32\]\} "
+                                         r"with patch 48 cannot be trained: .* multiple of 32"):
         search_settings(load_study(path))
 
 
@@ -400,6 +421,52 @@ def test_a_search_interrupted_by_ctrl_c_is_requeued(
     again = st.ask()
     assert again.suggest_float("lr", 1e-4, 1e-2, log=True) == t.params["lr"]
     assert _trial_dir(tmp_path / "runs", again) == Path(t.user_attrs["run_dir"])
+
+
+def _search(tmp_path: Path, **search: object) -> Path:
+    return _write(tmp_path, kind="search", runs=[], search={
+        "trials": 2, "fold": 0, "inner_folds": 2, "storage": str(tmp_path / "optuna.db"),
+        "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                  "patch": {"choices": [32, 48]}}, **search})
+
+
+def test_a_search_resumes_only_with_its_own_settings(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The storage keeps what defines a trial; a rerun with another space (Optuna's raw
+    'dynamic value space' error), budget (trials of two budgets mixed silently) or outer
+    fold is refused in one sentence that says what changed and how to start afresh."""
+    pytest.importorskip("optuna")
+    from braintumor.training.search import _open, check_storage, search_settings
+
+    path = _search(tmp_path)
+    st = load_study(path, budget_min=0.1)
+    settings = search_settings(st)
+    check_storage(st, settings, _open(st, settings))  # the first session records them
+    check_storage(st, settings, _open(st, settings))  # the same settings: resumed
+    doc = yaml.safe_load(path.read_text())
+    doc["search"]["space"]["patch"]["choices"] = [32, 64]
+    path.write_text(yaml.safe_dump(doc))
+    for args, says in [([], "search space patch {choices: [32, 48]} -> {choices: [32, 64]}"),
+                       (["--budget", "0.2"], "budget_min 0.1 -> 0.2"),
+                       (["--folds", "1"], "fold 0 -> 1")]:
+        if args:
+            path.write_text(_search(tmp_path).read_text())
+        assert main(["experiment", "--config", str(path), "--tracking-uri", "none",
+                     *(args or ["--budget", "0.1"])]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+        assert f"give another 'search: storage' or delete {tmp_path / 'optuna.db'}" in err
+    assert not (tmp_path / "runs").exists()  # refused before any training
+
+
+def test_search_folds_option_picks_the_outer_fold(tmp_path: Path) -> None:
+    from braintumor.training.search import search_settings
+
+    path = _search(tmp_path)
+    assert search_settings(load_study(path, folds=[1]))["fold"] == 1
+    with pytest.raises(InputError, match="a search runs on one outer fold; give one --folds "
+                                         "value, not 0 1"):
+        search_settings(load_study(path, folds=[0, 1]))
 
 
 def test_failed_search_workers_fail_the_command_once(tmp_path: Path) -> None:

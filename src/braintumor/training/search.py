@@ -7,8 +7,10 @@ the chosen configuration (and the starting one, for comparison) is then retraine
 all of fold ``f``'s training cases and scored on its held-out cases, like any study row.
 
 Storage is SQLite (resumable: re-running continues the same study; a trial cut off by
-an interruption is re-queued with the same parameters and its run folder, so it resumes
-from its ``last.pt``). Each worker process samples with its own seed.
+an interruption, Ctrl-C or SIGTERM, is re-queued with the same parameters and its run
+folder, so it resumes from its ``last.pt``). The storage keeps what defines a trial
+(:func:`search_definition`); a rerun that changes it is refused. Each worker process
+samples with its own seed; ``--folds K`` (one fold) picks the outer fold.
 
 Pruning: every validation the Trainer makes is reported through its ``on_validate``
 hook at the share of the time budget used (tenths, carried forward so trials validated
@@ -80,11 +82,73 @@ def search_settings(study: Study) -> dict[str, Any]:
                                               {"low", "high"} <= set(spec)):
             raise InputError(f"{study.path}: search space: {name!r} needs 'choices: [...]' "
                              "or 'low:' and 'high:'.")
+    if study.folds_given is not None:  # --folds: the outer fold of the search
+        if len(set(study.folds_given)) != 1:
+            raise InputError(f"{study.path}: a search runs on one outer fold; give one "
+                             f"--folds value, not {' '.join(map(str, study.folds_given))}.")
+        s["fold"] = study.folds_given[0]
     for key in ("trials", "inner_folds", "startup_trials", "seed", "fold"):
         if not isinstance(s[key], int) or isinstance(s[key], bool):
             raise InputError(f"{study.path}: search: {key} must be a whole number, not "
                              f"{s[key]!r}.")
+    if not 0 <= s["fold"] < study.folds:
+        raise InputError(f"{study.path}: search: fold {s['fold']} does not exist (the study "
+                         f"has {study.folds} folds).")
+    if s["inner_folds"] < 2:
+        raise InputError(f"{study.path}: search: inner_folds must be 2 or more, not "
+                         f"{s['inner_folds']}.")
+    check_space(study, space)
     return s
+
+
+def check_space(study: Study, space: dict[str, Any]) -> None:
+    """Refuse, in one sentence, a search space that can draw a value the trainer cannot
+    take: bounds out of order, a log range that reaches 0, a value outside the config's
+    limits (dropout 1.5), a patch the network's downsampling does not divide. Every
+    choice and both ends of every range are applied to the base config and checked as a
+    config is (with every combination of the choices, which may depend on each other:
+    patch and network)."""
+    import itertools
+
+    from braintumor.networks import check_network
+
+    def check(changes: dict[str, Any], what: str) -> None:
+        try:
+            cfg = _apply(study.base, params_to_changes(changes))
+            check_network(cfg.network, cfg.network_args, cfg.patch)
+        except InputError as exc:
+            raise InputError(f"{study.path}: search space: {what} cannot be trained: "
+                             f"{str(exc).rstrip('.')}.") from None
+
+    choices: dict[str, list[Any]] = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            vals = spec["choices"]
+            if not isinstance(vals, list) or not vals:
+                raise InputError(f"{study.path}: search space: {name} choices must be a "
+                                 f"non-empty list, not {vals!r}.")
+            choices[name] = vals
+            for v in vals:
+                check({name: v}, f"{name} choice {v!r}")
+            continue
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+        except (TypeError, ValueError):
+            raise InputError(f"{study.path}: search space: {name} low and high must be "
+                             f"numbers, not {spec['low']!r} and {spec['high']!r}.") from None
+        if not low <= high:
+            raise InputError(f"{study.path}: search space: {name} low {spec['low']!r} is above "
+                             f"high {spec['high']!r}.")
+        if spec.get("log") and low <= 0:
+            raise InputError(f"{study.path}: search space: {name} is searched on a log scale, "
+                             f"so low must be above 0, not {spec['low']!r}.")
+        for end in ("low", "high"):
+            check({name: spec[end]}, f"{name} {end} {spec[end]!r}")
+    if len(choices) > 1:
+        names = list(choices)
+        for combo in itertools.islice(itertools.product(*choices.values()), 1000):
+            check(dict(zip(names, combo, strict=True)),
+                  " with ".join(f"{n} {v!r}" for n, v in zip(names, combo, strict=True)))
 
 
 def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +217,72 @@ def _open(study: Study, settings: dict[str, Any], worker: int = 0) -> Any:
                                            n_startup_trials=int(settings["startup_trials"])),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=int(settings["startup_trials"]),
                                            n_warmup_steps=3))
+
+
+#: the Optuna study's user attribute holding what defines its trials
+SETTINGS_ATTR = "braintumor_search"
+
+
+def search_definition(study: Study, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a trial's result depends on (kept with the Optuna study, so that a resumed
+    search adds only trials of the same kind): the space, the time budget per trial, the
+    outer fold and its inner split, and the base config."""
+    import json
+
+    from braintumor.training.experiments import _NEUTRAL
+
+    d = {"space": settings["space"],
+         "budget_min": study.budget_min or study.base.time_budget_min,
+         "fold": int(settings["fold"]), "inner_folds": int(settings["inner_folds"]),
+         "folds": study.folds, "split_seed": study.split_seed,
+         "base": {k: v for k, v in to_dict(study.base).items() if k not in _NEUTRAL}}
+    return json.loads(json.dumps(d))  # as the storage gives it back (lists, no tuples)
+
+
+def _spec_text(spec: dict[str, Any] | None) -> str:
+    if spec is None:
+        return "(not searched)"
+    return "{" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}"
+
+
+def check_storage(study: Study, settings: dict[str, Any], ostudy: Any) -> None:
+    """Refuse, in one sentence, to resume a search whose storage holds trials of another
+    definition (:func:`search_definition`): Optuna would fail on a changed space, or mix
+    trials of different budgets silently. A study without the record (made before it was
+    kept) takes the current one."""
+    now = search_definition(study, settings)
+    old = ostudy.user_attrs.get(SETTINGS_ATTR)
+    if old is None:
+        ostudy.set_user_attr(SETTINGS_ATTR, now)
+        return
+    changed: list[str] = []
+    for key, val in now.items():
+        was = old.get(key)
+        if was == val:
+            continue
+        if key == "space":
+            was = was or {}
+            names = [n for n in {**was, **val} if was.get(n) != val.get(n)]
+            changed += [f"search space {n} {_spec_text(was.get(n))} -> {_spec_text(val.get(n))}"
+                        for n in names[:2]]
+            if len(names) > 2:
+                changed.append(f"{len(names) - 2} more searched parameters")
+        elif key == "base":
+            was = was or {}
+            diff = [k for k in val if was.get(k) != val[k]]
+            changed += [f"base {k} {was.get(k)!r} -> {val[k]!r}" for k in diff[:2]]
+            if len(diff) > 2:
+                changed.append(f"{len(diff) - 2} more base fields")
+        else:
+            changed.append(f"{key} {was!r} -> {val!r}")
+    if not changed:
+        return
+    storage = settings["storage"]
+    where = ("another 'search: storage'" if "storage" in (study.raw.get("search") or {})
+             else "another 'out' folder")
+    raise InputError(f"{storage}: holds search {study.name} with other settings "
+                     f"({', '.join(changed)}); to resume it keep its settings, to start "
+                     f"afresh give {where} or delete {storage}.")
 
 
 def _inner_config(study: Study, settings: dict[str, Any], params: dict[str, Any],
@@ -392,10 +522,11 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
     space = settings["space"]
     all_folds = study_folds(study)
     outer = int(settings["fold"])
+    ostudy = _open(study, settings)
+    check_storage(study, settings, ostudy)  # before this search's files are rewritten
     study.out.mkdir(parents=True, exist_ok=True)
     study.run_folds = [outer]
     write_folds(study, all_folds)
-    ostudy = _open(study, settings)
     requeued = _requeue_interrupted(ostudy)
     if not ostudy.trials or all(t.state == optuna.trial.TrialState.FAIL
                                 for t in ostudy.trials):
