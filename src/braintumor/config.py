@@ -240,6 +240,33 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError("dropout and label_smoothing must be under 1, fg_fraction at most 1.")
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML settings file as a mapping, each way it can fail one sentence: no such
+    file, not readable YAML, not a mapping of settings. An empty file is ``{}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such config file.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{p} is not a readable YAML config ({first}).") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{p}: a config is a mapping of settings (key: value), "
+                         f"not {type(raw).__name__}.")
+    return raw
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], keep: tuple[str, ...] = (),
+                     most: int = 3) -> str:
+    """``"lr 0.002 -> 0.01, size 32 -> 40"``: the settings of ``now`` that ``saved`` holds
+    with another value (those in ``keep`` aside), the first ``most`` of them and how many
+    more; empty when none differs."""
+    changed = [k for k in now if k not in keep and k in saved and saved[k] != now[k]]
+    what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed[:most])
+    return what + (f" and {len(changed) - most} more" if len(changed) > most else "")
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Read a training config YAML (a ``train:`` mapping or the fields at top level)."""
     p = Path(path)

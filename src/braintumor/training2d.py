@@ -174,23 +174,10 @@ def check_config(raw: dict[str, Any], where: str) -> None:
 def load_config(path: str | Path | None, **overrides: Any) -> Train2DConfig:
     """Read a YAML config (unknown keys and settings of the wrong kind refused, one
     sentence each) and apply ``overrides``."""
-    import yaml
-
+    from braintumor.config import read_yaml_mapping
     from braintumor.errors import InputError
 
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: no such config file.")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except (UnicodeDecodeError, yaml.YAMLError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"{p} is not a readable YAML config ({first}).") from None
-        if not isinstance(raw, dict):
-            raise InputError(f"{p}: a config is a mapping of settings (key: value), "
-                             f"not {type(raw).__name__}.")
+    raw: dict[str, Any] = {} if path is None else read_yaml_mapping(path)
     names = {f.name for f in fields(Train2DConfig)}
     bad = sorted(str(k) for k in set(raw) - names)
     if bad:
@@ -219,15 +206,13 @@ def check_resume(run_dir: Path, saved: dict[str, Any], cfg: Train2DConfig,
     """Refuse (one sentence) to go on with a run folder whose checkpoint was made with
     another recipe (any key but :data:`RESUMABLE_KEYS`), or, ``finished``, to stretch a
     finished run to another length: its schedule has already ended."""
+    from braintumor.config import changed_settings
     from braintumor.errors import InputError
 
-    now = cfg.to_dict()
     norm = {k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()}
-    changed = [k for k in now if k not in RESUMABLE_KEYS and k in norm and norm[k] != now[k]]
-    if changed:
-        what = ", ".join(f"{k} {norm[k]!r} -> {now[k]!r}" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise InputError(f"{run_dir}: holds a run trained with another config ({what}{more}); "
+    what = changed_settings(norm, cfg.to_dict(), RESUMABLE_KEYS)
+    if what:
+        raise InputError(f"{run_dir}: holds a run trained with another config ({what}); "
                          "go on with its own config, or train into another folder (--out).")
     if not finished:
         return

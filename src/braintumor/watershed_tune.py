@@ -798,19 +798,10 @@ CONFIG_KEYS = ("data", *TUNE_DEFAULTS)
 def read_tune_config(path: Path) -> dict[str, Any]:
     """The settings of a ``--config`` YAML (``configs/watershed.yaml``), checked: an
     unknown key or a value of the wrong kind is one sentence."""
-    import yaml
-
+    from braintumor.config import read_yaml_mapping
     from braintumor.errors import InputError
 
-    if not path.is_file():
-        raise InputError(f"{path}: no such config file.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path} is not a readable YAML config ({first}).") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: a config is a mapping of settings (key: value).")
+    raw = read_yaml_mapping(path)
     unknown = sorted(str(k) for k in raw if k not in CONFIG_KEYS)
     if unknown:
         raise InputError(f"{path}: unknown keys {', '.join(unknown)} (known: "

@@ -469,14 +469,12 @@ RESUMABLE_KEYS = ("epochs", "time_budget_min", "val_every", "early_stopping", "t
 def check_resume(run_dir: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
     """Refuse (one sentence) to resume a run folder whose checkpoint was made with another
     config, apart from :data:`RESUMABLE_KEYS`."""
+    from braintumor.config import changed_settings
     from braintumor.errors import InputError
 
-    now = to_dict(cfg)
-    changed = [k for k in now if k not in RESUMABLE_KEYS and k in saved and saved[k] != now[k]]
-    if changed:
-        what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise InputError(f"{run_dir}: holds a run trained with another config ({what}{more}); "
+    what = changed_settings(saved, to_dict(cfg), RESUMABLE_KEYS)
+    if what:
+        raise InputError(f"{run_dir}: holds a run trained with another config ({what}); "
                          "resume it with its own config, or train into another folder.")
 
 
