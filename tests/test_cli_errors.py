@@ -490,3 +490,14 @@ def test_a_zipped_nifti_case_and_dataset_on_the_command_line(tmp_path: Path) -> 
         written = sorted(p.name for p in (out / zipped.stem).glob("*.nii.gz"))
         assert written == [f"{n}.nii.gz" for n in names], written
         assert not [p for p in (out / zipped.stem).iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("option", ["--ttl-hours", "--max-upload-mb", "--workers", "--threads",
+                                    "--job-timeout-min"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_serve_refuses_limits_that_are_not_above_zero(
+        option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:  # before any folder, port or model is touched
+        main(["serve", f"{option}={value}"])
+    assert stop.value.code == 2
+    assert f"{option}: {value} is not a number above 0" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 NAME = "serve"
@@ -16,6 +18,21 @@ def default_data_dir() -> Path:
     return Path(base) / "braintumor" / "web"
 
 
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse ``type`` that takes a number above 0 (``int`` or ``float``)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            word = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {word}") from None
+        if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"{text} is not a number above 0")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
@@ -23,15 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help=f"folder for the job database and files (default "
                              f"{default_data_dir()})")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=_positive(int), default=1,
                         help="jobs run at the same time (default 1)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=_positive(int), default=None,
                         help="CPU threads each job may use (default: all)")
-    parser.add_argument("--ttl-hours", type=float, default=24.0,
+    parser.add_argument("--ttl-hours", type=_positive(float), default=24.0,
                         help="hours inputs and results are kept (default 24)")
-    parser.add_argument("--max-upload-mb", type=float, default=1024.0,
+    parser.add_argument("--max-upload-mb", type=_positive(float), default=1024.0,
                         help="largest upload in MiB (default 1024)")
-    parser.add_argument("--job-timeout-min", type=float, default=None,
+    parser.add_argument("--job-timeout-min", type=_positive(float), default=None,
                         help="stop a job running longer than this (default: no limit)")
 
 
