@@ -112,6 +112,24 @@ def test_info_lists_methods_and_limits(client: TestClient) -> None:
         assert info["default_method"] in {m for m, ok in names.items() if ok}
 
 
+def test_a_job_without_a_method_runs_the_one_info_names(
+        methods: None, case_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from braintumor import segment as seg
+    from braintumor.web import app as web_app
+
+    for name in ("cnn", "hybrid"):  # stand-ins, so the job is quick if it starts
+        monkeypatch.setitem(seg.METHODS, name, "test_web_support:segment_threshold")
+    monkeypatch.setattr(web_app, "_ready_methods", lambda: ["threshold", "cnn", "hybrid"])
+    app = create_app(tmp_path / "data", token="", warm=False)
+    with TestClient(app) as c:
+        assert c.get("/api/info").json()["default_method"] == "hybrid"
+        r = c.post("/api/jobs", files=_four(case_files))
+        assert r.status_code == 202, r.text
+        assert r.json()["method"] == "hybrid"
+        assert wait_done(c.get, r.json()["id"])["status"] == "done"
+
+
 def test_page_static_and_security_headers(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and "Try the sample case" in r.text

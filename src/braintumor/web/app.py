@@ -331,7 +331,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if not names:
             raise InputError("No segmentation method is available in this build.")
         if not method:
-            return "cnn" if "cnn" in names else names[0]
+            return _default_method(names)
         if method not in names:
             raise InputError(f"The {method!r} method is not available here; use one of "
                              f"{', '.join(names)}.")
@@ -463,9 +463,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             methods=[MethodInfo(name=m, available=m in names, label=_METHOD_LABELS.get(m, m),
                                 note="" if m in names else _why_not(m))
                      for m in _all_methods()],
-            # the most accurate method that is installed (the hybrid needs the CNN)
-            default_method=next((m for m in ("hybrid", "cnn") if m in names),
-                                names[0] if names else None),
+            default_method=_default_method(names) if names else None,
             image2d_available=have_2d(),
             sample_available=have_sample(),
             correction_available=correction_available(),
@@ -494,7 +492,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                              "pictures in mm: areas in mm^2 instead of pixels"},
                 "reference": {"type": "string", "format": "binary",
                               "description": "optional reference label map (NIfTI)"},
-                "method": {"type": "string", "description": "cnn | watershed | hybrid"},
+                "method": {"type": "string", "description": "cnn | watershed | hybrid "
+                           "(default: /api/info's default_method)"},
                 "modalities": {"type": "string", "description": 'JSON {"file name or series '
                                'id": "t1|t1ce|t2|flair"}; overrides detection'},
                 "confirm_series": {"type": "string", "description": "'true': stop after DICOM "
@@ -936,6 +935,12 @@ def _all_methods() -> list[str]:
     from braintumor import segment as seg
 
     return list(seg.METHODS)
+
+
+def _default_method(names: list[str]) -> str:
+    """The method a job runs when none is asked for, and the one ``/api/info`` names: the
+    most accurate that is installed (the hybrid needs the CNN)."""
+    return next((m for m in ("hybrid", "cnn") if m in names), names[0])
 
 
 def _truthy(text: str | None) -> bool:
