@@ -1333,6 +1333,14 @@ MALFORMED = {
     "unknown method": (lambda f: _four(f) + [("method", (None, b"magic"))], 400,
                        "not available"),
     "unknown field": (lambda f: [("photo", ("a_t1.nii.gz", b"x"))], 400, "Unknown upload field"),
+    # a misspelt field or switch would otherwise run the default silently
+    "misspelt text field": (lambda f: _four(f) + [("methd", (None, b"watershed"))], 400,
+                            "Unknown upload field 'methd'; the text fields are method, "
+                            "modalities,"),
+    "switch that is neither": (lambda f: _four(f) + [("accurate", (None, b"tru"))], 400,
+                               "The 'accurate' field is 'tru'; give true or false"),
+    "files as text": (lambda f: [("files", (None, b"scan.nii.gz"))], 400,
+                      "The 'files' field must be a file"),
     # a name far over what a file system allows: said so, not "a malformed form"
     "file name of 5000 characters": (
         lambda f: _four(f, names={"flair": "A" * 5000 + "_flair.nii.gz"}), 400,
@@ -2038,3 +2046,17 @@ def test_pdf_tables_align_words_left_and_numbers_right() -> None:
     finally:
         for fig in flow.figures:
             plt.close(fig)
+
+
+def test_switch_fields_take_the_usual_spellings_of_yes_and_no() -> None:
+    from braintumor.errors import InputError
+    from braintumor.web.inputs import check_fields, switch
+
+    for text, value in (("true", True), ("ON", True), ("1", True), ("yes", True),
+                        ("false", False), ("off", False), ("0", False), ("No", False),
+                        ("", False)):
+        assert switch({"accurate": text}, "accurate") is value, text
+    assert switch({}, "accurate") is False
+    check_fields({"method": "watershed", "uncertainty": "yes", "pixel_mm": "0.5"})
+    with pytest.raises(InputError, match="give true or false"):
+        check_fields({"align": "2"})

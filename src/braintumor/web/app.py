@@ -44,6 +44,7 @@ from braintumor.web.inputs import (
     call_named,
     detect_modality,
     on_case_grid,
+    switch,
 )
 from braintumor.web.store import Job, JobStore
 from braintumor.web.upload import UnsupportedUpload, UploadTooLarge
@@ -523,10 +524,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             inputs = await run_in_threadpool(_prepare, job_dir, fields, files)
             if inputs.get("source") != "image2d":
                 method = choose_method(fields.get("method"))
-                inputs["options"] = _job_options(_truthy(fields.get("uncertainty")),
-                                                 _truthy(fields.get("accurate")),
-                                                 _truthy(fields.get("align")),
-                                                 _truthy(fields.get("bias_correct")))
+                inputs["options"] = _job_options(
+                    *(switch(fields, name)
+                      for name in ("uncertainty", "accurate", "align", "bias_correct")))
             shutil.rmtree(job_dir / "upload", ignore_errors=True)
         except BaseException:
             store.delete(job.id)
@@ -941,10 +941,6 @@ def _default_method(names: list[str]) -> str:
     """The method a job runs when none is asked for, and the one ``/api/info`` names: the
     most accurate that is installed (the hybrid needs the CNN)."""
     return next((m for m in ("hybrid", "cnn") if m in names), names[0])
-
-
-def _truthy(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False,

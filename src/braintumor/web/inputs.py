@@ -212,6 +212,40 @@ def load_job_case(job_dir: Path, inputs: dict[str, Any], with_reference: bool = 
 
 
 # -- preparing an upload ----------------------------------------------------------------
+#: the upload's text fields, and those of them that are yes/no switches
+TEXT_FIELDS = ("method", "modalities", "confirm_series", "uncertainty", "accurate", "align",
+               "bias_correct", "pixel_mm")
+SWITCH_FIELDS = ("confirm_series", "uncertainty", "accurate", "align", "bias_correct")
+_YES = ("1", "true", "yes", "on")
+_NO = ("", "0", "false", "no", "off")
+
+
+def switch(fields: dict[str, str], name: str) -> bool:
+    """A yes/no field's value (absent or empty: no); a value that is neither is refused
+    rather than read as no, so a typo (``accurate=tru``) does not silently change the run."""
+    text = fields.get(name, "").strip().lower()
+    if text in _YES:
+        return True
+    if text in _NO:
+        return False
+    raise InputError(f"The {name!r} field is {fields[name][:40]!r}; give true or false "
+                     "(or 1/0, yes/no, on/off).")
+
+
+def check_fields(fields: dict[str, str]) -> None:
+    """Refuse a text field the upload does not take (a misspelt ``methd`` would otherwise be
+    ignored and the default run instead) and a yes/no field that is neither."""
+    for name in sorted(fields):
+        if name in ("files", "reference"):
+            raise InputError(f"The {name!r} field must be a file (with curl: -F {name}=@PATH), "
+                             "not text.")
+        if name not in TEXT_FIELDS:
+            raise InputError(f"Unknown upload field {name[:40]!r}; the text fields are "
+                             f"{', '.join(TEXT_FIELDS)}.")
+    for name in SWITCH_FIELDS:
+        switch(fields, name)
+
+
 def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFile],
                    max_unzipped: int, have_2d: bool) -> dict[str, Any]:
     """Check the uploaded files and lay them out as a job's inputs.
@@ -222,6 +256,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
     """
     from braintumor import labels as L
 
+    check_fields(fields)
     inp_dir = job_dir / "input"
     inp_dir.mkdir(parents=True, exist_ok=True)
     unknown = sorted({f.field for f in files} - {"files", "reference"})
@@ -301,8 +336,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         if study.date:  # the examination's date, for a follow-up's comparison
             inputs["study_date"] = study.date
         choice = parse_modality_choice(fields.get("modalities"))
-        want_confirm = fields.get("confirm_series", "").strip().lower() in ("1", "true", "yes",
-                                                                              "on")
+        want_confirm = switch(fields, "confirm_series")
         auto = None if want_confirm else auto_assignment(
             study.entries, study_name(inputs["files"]), overrides=choice)
         if auto is None:
