@@ -11,7 +11,7 @@ and the alignment's residual against the applied motion.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import numpy as np
@@ -48,4 +48,9 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", nargs="?", metavar="CASE_DIR",
+                        help="case folder to time (default: a full-size phantom)")
+    a = parser.parse_args()
+    main([a.case] if a.case else [])

@@ -10,7 +10,7 @@ lesion split the page already runs on every result
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import numpy as np
@@ -49,4 +49,9 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", nargs="?", metavar="CASE_DIR",
+                        help="case folder to time (default: a full-size phantom)")
+    a = parser.parse_args()
+    main([a.case] if a.case else [])

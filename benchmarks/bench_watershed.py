@@ -14,7 +14,7 @@ different speed compare.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 from braintumor.preprocess import brain_mask, correct_bias, zscore
@@ -60,4 +60,8 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", metavar="CASE_DIR",
+                        help="case folders to time (default: a full-size phantom)")
+    main(parser.parse_args().cases)

@@ -39,3 +39,13 @@ def test_help_is_fast_and_lists_commands() -> None:
               "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
               "print('torch' in sys.modules, 'fastapi' in sys.modules)"])
     assert r.stdout.strip().endswith("False False"), r.stdout
+
+
+def test_every_benchmark_says_what_it_measures_on_help() -> None:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 0 and r.stdout.startswith("usage:"), (script.name, r.stderr)
