@@ -501,3 +501,19 @@ def test_serve_refuses_limits_that_are_not_above_zero(
         main(["serve", f"{option}={value}"])
     assert stop.value.code == 2
     assert f"{option}: {value} is not a number above 0" in capsys.readouterr().err
+
+
+def test_serve_on_a_port_in_use_is_one_sentence_before_the_link(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    pytest.importorskip("uvicorn")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = main(["serve", "--port", str(port), "--data-dir", str(tmp_path / "web")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "http://" not in out
+    _check_one_sentence(err, f"port {port} on 127.0.0.1 is already in use")
+    assert main(["serve", "--host", "10.255.255.254", "--data-dir", str(tmp_path / "web")]) == 2
+    _check_one_sentence(capsys.readouterr().err, "not an address of this machine")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop a job running longer than this (default: no limit)")
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (one sentence), or None; a host
+    that is no address here is a user mistake (:class:`InputError`). Binds a socket the
+    way uvicorn will (address reuse on) and lets it go at once."""
+    import errno
+    import socket
+
+    from braintumor.errors import InputError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        with socket.create_server(address[:2], family=family):
+            return None
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc.strerror}).") \
+            from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"port {port} on {host} is already in use (another server?); stop it or "
+                    "give another --port.")
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise InputError(f"--host {host}: not an address of this machine.") from None
+        if exc.errno == errno.EACCES:
+            return f"port {port} needs administrator rights here; give --port 1024 or above."
+        return f"cannot listen on {host}:{port} ({exc.strerror})."
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -73,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     held = claim_data_dir(data_dir.resolve())  # one sentence if another server holds it
     if held is not None:
         held.close()
+    problem = _cannot_listen(args.host, args.port)
+    if problem:  # said before the link is printed, not as uvicorn's log line after it
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     token = os.environ.get(TOKEN_ENV) or ""
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(f"warning: listening on {args.host} with no access token; set {TOKEN_ENV} to "
