@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 NAME = "export-onnx"
-HELP = "Export a trained checkpoint to ONNX (dynamic batch and spatial axes)."
+HELP = ("Export a trained checkpoint to ONNX (dynamic batch and spatial axes), checked "
+        "against PyTorch on a random input.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .pt checkpoint written by braintumor train")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
 
 #: the largest probability difference between PyTorch and ONNX Runtime an export may show

@@ -43,8 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(four to six times fewer windows; accuracy in MODEL_CARD.md)")
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--align", action="store_true",
-                   help="register each modality rigidly to the first before segmenting, for a "
-                        "patient who moved between series (about 5 s a modality on a CPU)")
+                   help="register each modality rigidly to the one whose grid the case lies "
+                        "on (the T1, or the finer series beside thick T1 slices) before "
+                        "segmenting, for a patient who moved between series (about 5 s a "
+                        "modality on a CPU)")
     p.add_argument("--bias-correct", action="store_true",
                    help="divide each modality by its N4 bias field before segmenting, for a "
                         "scan that is not bias-corrected (2-3 s a full case on a CPU)")
@@ -65,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0.25 s a case)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="a DICOM study: also write <case>_seg.dcm, the outline as a DICOM "
-                        "Segmentation over the T1 series (for PACS and DICOM viewers; it "
+                        "Segmentation over the series the case's grid is on (the T1, or the "
+                        "finer series beside thick T1 slices; for PACS and DICOM viewers; it "
                         "carries the study's patient identifiers)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="MM",
                    help="2D pictures: their pixel size in mm (exported pictures do not "

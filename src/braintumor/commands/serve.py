@@ -35,6 +35,10 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Access token: with BRAINTUMOR_TOKEN set in the environment, every "
+                     "request needs it (Authorization: Bearer TOKEN, or open the printed "
+                     "?token= link once, which sets a cookie); without it, anyone who can "
+                     "reach --host can use the page.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
