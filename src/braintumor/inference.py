@@ -426,9 +426,10 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     """Region probabilities ``(3, X, Y, Z)`` in the case's native grid.
 
     ``fast``: only the model's fast members (one fold model for the shipped ensemble) at
-    its fast overlap, four to six times fewer windows; its cross-validated accuracy is in
-    the model card. The case is predicted on its own grid: :func:`braintumor.segment.segment`
-    brings cases that are not about 1 mm to the models' 1 mm grid first.
+    its fast overlap: 18-27 windows of 80^3 on a full-size case instead of 72 (2 members x
+    36); its cross-validated accuracy is in the model card. The case is predicted on its
+    own grid: :func:`braintumor.segment.segment` brings cases that are not about 1 mm to
+    the models' 1 mm grid first.
     """
     from braintumor.training.data import prepare_case
 

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="case folder, dataset folder, 4D NIfTI, DICOM study folder, or 2D image(s)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--method", default="cnn", choices=["cnn", "watershed", "hybrid"],
-                   help="segmenter (default: cnn, the shipped model; hybrid, about 4 s more "
+                   help="segmenter (default: cnn, the shipped model; hybrid, about 3 s more "
                         "a case on a CPU, is the most accurate: README, Results)")
     p.add_argument("--labels", default="brats2021", choices=["brats2021", "brats2023"],
                    help="label values written (2021: ET=4; 2023: ET=3)")
@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model ships ONNX files)")
     p.add_argument("--fast", action="store_true",
                    help="CNN (and hybrid) fast mode: one model of the ensemble at overlap 0.25 "
-                        "(four to six times fewer windows; accuracy in MODEL_CARD.md)")
+                        "(18-27 windows of 80^3 instead of 72, 2 members x 36; accuracy in "
+                        "MODEL_CARD.md)")
     p.add_argument("--tta", action="store_true", help="test-time mirroring (8 flips, slower)")
     p.add_argument("--align", action="store_true",
                    help="register each modality rigidly to the one whose grid the case lies "
