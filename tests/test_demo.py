@@ -46,6 +46,21 @@ def test_no_segmenter_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixt
     assert rc == 2 and err.startswith("error: No segmenter") and "Traceback" not in err
 
 
+def test_cuda_without_a_gpu_is_said_before_the_sample_is_built(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_gpu(device: str = "auto") -> str:
+        raise InputError("--device cuda was asked for, but no CUDA GPU is available.")
+
+    monkeypatch.setattr("braintumor.commands.demo._model_installed", lambda: True)
+    monkeypatch.setattr("braintumor.segment.available_methods", lambda: ["cnn", "watershed"])
+    monkeypatch.setattr("braintumor.inference.resolve_device", no_gpu)
+    rc = main(["demo", "-o", str(tmp_path / "d"), "--size", "32", "--method", "cnn",
+               "--device", "cuda"])
+    assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # no sample, no output folder
+
+
 def test_report_pieces(tmp_path: Path) -> None:
     lab = np.zeros((20, 20, 10), np.uint8)
     lab[5:10, 5:10, 3:6] = 2

@@ -118,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     size = parse_size(args.size or os.environ.get(SIZE_ENV))
     method = choose_method(args.method, available_methods(), _model_installed())
+    if args.device == "cuda" and method in ("cnn", "hybrid"):
+        from braintumor.inference import resolve_device
+
+        resolve_device("cuda")  # one sentence before the sample is built and written
     out = output_folder(args.output)
     timings: dict[str, float] = {}
 
