@@ -314,6 +314,12 @@ def test_a_scheduler_that_is_no_address_is_one_sentence(
                "--scheduler", "bogus"])
     assert rc == 2
     _check_one_sentence(capsys.readouterr().err, "give local:N, or a running scheduler's")
+    for bad, words in (("local:0", "give local:N with N a whole number"),
+                       ("127.0.0.1:1", "could not reach the Dask scheduler")):
+        out = tmp_path / f"o-{bad.replace(':', '-')}"
+        assert main(["predict", str(scan), "-o", str(out), "--scheduler", bad]) == 2
+        _check_one_sentence(capsys.readouterr().err, words)
+        assert not out.exists()  # refused before the output folder is made
 
 
 @needs_predict

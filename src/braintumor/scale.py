@@ -314,6 +314,40 @@ def _local_workers(scheduler: str) -> int | None:
     return None
 
 
+def _address(scheduler: str) -> str:
+    """A remote scheduler's address (``tcp://HOST:PORT``), or an :class:`InputError`."""
+    address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    host_port = address.split("://", 1)[1]
+    if ":" not in host_port or not host_port.rsplit(":", 1)[1].isdigit():
+        raise InputError(f"--scheduler {scheduler}: give local:N, or a running scheduler's "
+                         "HOST:PORT (tcp://HOST:PORT).")
+    return address
+
+
+def check_scheduler(scheduler: str, timeout: float = 5.0) -> None:
+    """Refuse, in one sentence and before anything is written, a ``--scheduler`` value
+    that is no scheduler, a run that lacks Dask, or a TCP scheduler nothing answers at."""
+    import socket
+
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise InputError("distributed runs need Dask: pip install 'braintumor[scale]'.") from None
+    if _local_workers(scheduler) is not None:
+        return
+    address = _address(scheduler)
+    scheme, host_port = address.split("://", 1)
+    if scheme != "tcp":
+        return  # tls://, ucx://: left to Dask's client
+    host, port = host_port.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InputError(f"could not reach the Dask scheduler at {address} ({why}).") from None
+
+
 @contextmanager
 def open_client(scheduler: str, timeout: float = 10.0) -> Iterator[Any]:
     """A Dask client for ``scheduler`` (see the module text); a local cluster started
@@ -335,11 +369,7 @@ def open_client(scheduler: str, timeout: float = 10.0) -> Iterator[Any]:
             client.close()
             cluster.close()
         return
-    address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
-    host_port = address.split("://", 1)[1]
-    if ":" not in host_port or not host_port.rsplit(":", 1)[1].isdigit():
-        raise InputError(f"--scheduler {scheduler}: give local:N, or a running scheduler's "
-                         "HOST:PORT (tcp://HOST:PORT).")
+    address = _address(scheduler)
     try:
         client = Client(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:

@@ -121,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         from braintumor.inference import resolve_device
 
         resolve_device("cuda")
+    if args.scheduler:  # a bad value or an unreachable scheduler before the output folder
+        from braintumor.scale import check_scheduler
+
+        check_scheduler(args.scheduler)
     zips = {raw for raw in args.inputs
             if str(raw).lower().endswith(".zip") and Path(raw).is_file()}
     if not zips:
