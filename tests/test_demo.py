@@ -93,6 +93,7 @@ def test_report_pieces(tmp_path: Path) -> None:
 def test_demo_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if "watershed" not in available_methods():
         pytest.skip("no segmenter installed yet")
+    tmp_path = tmp_path / ("a-long-folder-name-" * 4)  # paths past 80 columns
     rc = main(["demo", "-o", str(tmp_path), "--size", "48", "--method", "watershed"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -110,3 +111,9 @@ def test_demo_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert 0.0 <= dice <= 1.0
     assert f"{dice:.3f}" in out  # the printed table shows the same Dice
     assert "report.html" in out and doc["info"]["method"] == "watershed"
+    # method, model and mode as predict's reports give them, timings in words
+    assert doc["info"]["model"] == "-" and "mode" in doc["info"]
+    assert doc["info"]["segmentation took"].endswith(" s")
+    # every file named, each path and the command on one line however long
+    assert f"diameters picture : {tmp_path / 'diameters.png'}" in out
+    assert f"--pred {tmp_path / 'prediction'} --ref {tmp_path / 'sample'}" in out

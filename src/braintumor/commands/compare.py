@@ -74,5 +74,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(CAVEAT)
     if args.output is not None:
         paths = write(args.output)
-        console.print(f"wrote {paths['html']} and {paths['json']}")
+        console.print(f"wrote {paths['html']} and {paths['json']}",
+                      soft_wrap=True, markup=False, highlight=False)
     return 0

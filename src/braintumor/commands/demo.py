@@ -158,10 +158,12 @@ def run(args: argparse.Namespace) -> int:
         png = report.overlay_png(case.image, result.labels, case.affine, out / "overlay.png",
                                  slices=report.pick_slices(case.label),
                                  title=f"{case.case_id}: {method} segmentation")
-        info = {"method": method, "model": result.info.get("model_version", ""),
-                "shape": "x".join(str(s) for s in case.shape),
-                "segment_s": round(timings["segment_s"], 1),
-                "sample_s": round(timings["sample_s"], 1)}
+        # as predict's reports say them: method, model and mode ("-" where none applies)
+        info = {"method": method, "model": result.info.get("model_version") or "-",
+                "mode": result.info.get("mode") or "-",
+                "size (voxels)": "x".join(str(s) for s in case.shape),
+                "segmentation took": f"{timings['segment_s']:.1f} s",
+                "sample built in": f"{timings['sample_s']:.1f} s"}
         diameters = rano(result.labels, case.affine)
         measured = report.diameters_png(
             report.diameter_pictures(case.image, result.labels, case.affine, diameters),
@@ -182,13 +184,17 @@ def run(args: argparse.Namespace) -> int:
                       f"{m.get('hd95', float('nan')):.1f}", f"{pred_ml[region]:.1f}",
                       f"{truth_ml[region]:.1f}")
     console.print(table)
-    console.print(f"sample case : {case_dir}")
-    console.print("diameters   : " + "; ".join(
-        f"{region} {describe(summ)}" for region, summ in diameters.items()))
-    console.print(f"label map   : {pred_path}")
-    console.print(f"overlay     : {png}")
-    console.print(f"report      : {paths['html']} (and {paths['json'].name})")
-    console.print(f"re-score    : braintumor evaluate --pred {pred_path.parent} "
-                  f"--ref {out / 'sample'}")
+    lines = [f"sample case : {case_dir}",
+             "diameters   : " + "; ".join(f"{region} {describe(summ)}"
+                                          for region, summ in diameters.items()),
+             f"label map   : {pred_path}",
+             f"overlay     : {png}"]
+    if measured is not None:
+        lines.append(f"diameters picture : {measured}")
+    lines += [f"report      : {paths['html']} (and {paths['json'].name})",
+              f"re-score    : braintumor evaluate --pred {pred_path.parent} "
+              f"--ref {out / 'sample'}"]
+    for line in lines:  # unwrapped and taken literally, so paths and commands copy whole
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     sys.stdout.flush()
     return 0

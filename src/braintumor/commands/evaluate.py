@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         print_summary(console, ev)
         if paired is not None:
             print_paired(console, paired, args.pred.name, args.against.name, left_out)
-    console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
+    console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}",
+                  soft_wrap=True, markup=False, highlight=False)
     for said in ev.unreadable:  # scored as missing; the run says so and fails
         print(f"error: {said}", file=sys.stderr)
     return 1 if ev.unreadable else 0
