@@ -340,6 +340,8 @@ def test_viewer_files(client: TestClient, done_job: dict[str, Any]) -> None:
 def test_reports(client: TestClient, done_job: dict[str, Any]) -> None:
     html = client.get(done_job["urls"]["report_html"])
     assert html.status_code == 200
+    case_id = done_job["inputs"]["case_id"]  # opens in the browser, saved under the case
+    assert html.headers["content-disposition"] == f'inline; filename="{case_id}_report.html"'
     assert "not for clinical use" in html.text and "threshold-test-1" in html.text
     assert "<script" not in html.text
     assert "<th>CNN and watershed agree (Dice)</th><td>WT 0.91, TC 0.84, ET 0.42</td>" \

@@ -703,11 +703,14 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         from braintumor.web.report import render_html, render_html_2d
 
         job = get_job(job_id)
+        # opens in the browser; saved (curl -OJ, the browser's save) under the case's name
+        named = {"content-disposition": content_disposition(
+            f"{job.inputs.get('case_id') or 'case'}_report.html", inline=True)}
         if job.status == "done" and job.result.get("kind") == "2d":
             return HTMLResponse(render_html_2d(
-                job, store.job_dir(job_id) / "output" / "overlay.png"))
+                job, store.job_dir(job_id) / "output" / "overlay.png"), headers=named)
         job = done_3d(job_id)
-        return HTMLResponse(render_html(job, *_report_pictures(job)))
+        return HTMLResponse(render_html(job, *_report_pictures(job)), headers=named)
 
     @app.get("/api/jobs/{job_id}/report/v{version}/{view}.png", response_class=FileResponse,
              summary="A key slice picture of the report")
@@ -960,7 +963,7 @@ def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False,
     return opts
 
 
-def content_disposition(name: str) -> str:
+def content_disposition(name: str, inline: bool = False) -> str:
     """``Content-Disposition`` of a download named ``name``: the name as an ASCII
     ``filename`` (accents dropped, other characters as ``_``) for clients of old, and,
     when that is not the name itself, the name in full as RFC 5987's ``filename*``."""
@@ -969,9 +972,10 @@ def content_disposition(name: str) -> str:
 
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     ascii_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name).strip("._-") or "download"
+    kind = "inline" if inline else "attachment"  # inline: shown in the browser, saved named
     if ascii_name == name:
-        return f'attachment; filename="{name}"'
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+        return f'{kind}; filename="{name}"'
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _attachment(path: Path, media_type: str, name: str) -> FileResponse:
