@@ -523,3 +523,8 @@ def test_serve_on_a_port_in_use_is_one_sentence_before_the_link(
     _check_one_sentence(err, f"port {port} on 127.0.0.1 is already in use")
     assert main(["serve", "--host", "10.255.255.254", "--data-dir", str(tmp_path / "web")]) == 2
     _check_one_sentence(capsys.readouterr().err, "not an address of this machine")
+
+
+def test_no_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err

@@ -60,9 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 1
+    if not getattr(args, "_run", None):  # no command: a user mistake, as argparse's are
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return int(args._run(args) or 0)
     except BrainTumorError as exc:
