@@ -1554,7 +1554,10 @@ def test_token_is_required_on_every_request(methods: None, tmp_path: Path) -> No
             r = c.get(path)
             assert r.status_code == 401, path
             assert r.headers["x-content-type-options"] == "nosniff"
-        assert c.get("/api/info", headers={"authorization": "Bearer wrong"}).status_code == 401
+        wrong = c.get("/api/info", headers={"authorization": "Bearer wrong"})
+        assert wrong.status_code == 401
+        # the scheme a client is to answer with, as HTTP asks of a 401
+        assert wrong.headers["www-authenticate"].startswith("Bearer")
         assert c.get("/api/info",
                      headers={"authorization": "Bearer s3cret-token"}).status_code == 200
         assert c.get("/api/info", headers={"x-braintumor-token": "s3cret-token"}

@@ -915,6 +915,8 @@ def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
     page.wait_for_selector("#ops .op >> nth=10")
     assert page.locator("#ops .op").count() >= 15
     assert "/api/jobs/{job_id}/corrections" in (page.text_content("#ops") or "")
+    # the example's address is this server's, whatever its port
+    assert page.text_content("#origin") == server.url
     # nothing but this server was asked for anything
     assert all(u.startswith(server.url) for u in requests), requests
 

@@ -241,7 +241,8 @@ class SecurityMiddleware:
                 resp = JSONResponse({"detail": "This server needs an access token: open the "
                                                "link with ?token=... or send the "
                                                "Authorization: Bearer header."},
-                                    status_code=401)
+                                    status_code=401,
+                                    headers={"WWW-Authenticate": 'Bearer realm="braintumor"'})
                 await resp(scope, receive, send_with_headers)
                 return
         await self.app(scope, receive, send_with_headers)

@@ -25,6 +25,8 @@ function describeSchema(spec, schema, depth = 0) {
 }
 
 async function main() {
+  // the example names this server, whatever host and port it runs on
+  document.getElementById("origin").textContent = location.origin;
   const box = document.getElementById("ops");
   let spec;
   try {
