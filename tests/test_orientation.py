@@ -347,3 +347,29 @@ def test_a_scan_without_orientation_is_segmented_as_stored(tmp_path: Path) -> No
                  "--method", "watershed"]) == 0
     c = nib.load(str(tmp_path / "out_flat" / f"{case.case_id}.nii.gz"))
     assert np.array_equal(np.asarray(a.dataobj), np.asarray(c.dataobj))
+
+
+@pytest.mark.parametrize("affine", [
+    np.array([[-1.0, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]]),  # BraTS, LPS
+    np.array([[1.0, 0, 0, -90], [0, 1, 0, -120], [0, 0, 2, -60], [0, 0, 0, 1]]),  # RAS, 2 mm
+    np.array([[0, 0, -1.0, 80], [1, 0, 0, -100], [0, 1, 0, -40], [0, 0, 0, 1]]),  # sagittal
+])
+def test_overlay_slices_are_named_as_the_rano_tables_name_them(affine: np.ndarray) -> None:
+    """An overlay panel's title names its slice as a measured lesion's is named: the
+    number along the file's own axial axis, from 1, of how many, and its S/I position,
+    whatever order the file stores its axes in."""
+    from braintumor.diameters import slice_axis
+    from braintumor.report import display_grid, display_slice_name, slice_position
+
+    shape = (30, 34, 26)
+    vol = np.zeros(shape, np.uint8)
+    voxel = (7, 11, 5)
+    vol[voxel] = 1
+    img, shown = display_grid(vol, affine)
+    z = int(np.argwhere(img)[0][2])
+    world = affine @ [*voxel, 1.0]
+    axis = slice_axis(affine)
+    name = display_slice_name(shown, affine, img.shape, z)
+    expected = slice_position({"slice": voxel[axis], "slices": shape[axis],
+                               "centre_mm": [0.0, 0.0, float(world[2])]})
+    assert name == expected, (name, expected)

@@ -249,7 +249,8 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
             ax.imshow(overlay_panel(rgb, letters), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{name}  z={z}", color="white", fontsize=9)
+            ax.set_title(f"{name}, {display_slice_name(shown, affine, img.shape[1:], z)}",
+                         color="white", fontsize=8)
     handles = [Patch(color=COLOURS[v], label=LEGEND[v]) for v in (L.ED, L.NCR, L.ET)]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False,
                labelcolor="white", fontsize=9, bbox_to_anchor=(0.5, 0.035))
@@ -504,6 +505,22 @@ def rano_intro() -> str:
             "numbered from 1 in the file's order (\"88 of 155\"), with the position of "
             "the measured diameters along the scanner's foot-to-head axis (S above, I below "
             "the scanner's origin, in mm), as a viewer shows it.")
+
+
+def display_slice_name(shown: np.ndarray, affine: np.ndarray, shape: Sequence[int],
+                       z: int) -> str:
+    """Axial slice ``z`` of a display grid (affine ``shown``, :func:`display_grid`; 3D
+    ``shape``) named as :func:`slice_position` names a measured lesion's: its number
+    along the file's own axial axis, from 1, of how many, and where it lies (S/I in mm).
+    The overlay's titles and the RANO tables then name one slice the same way."""
+    from braintumor.diameters import slice_axis
+
+    centre = np.asarray(shown, float) @ [(shape[0] - 1) / 2, (shape[1] - 1) / 2, z, 1.0]
+    ijk = np.linalg.solve(np.asarray(affine, float), centre)[:3]
+    # the display grid's third axis is the file's axial one, laid out head-foot
+    return slice_position({"slice": int(round(float(ijk[slice_axis(affine)]))),
+                           "slices": int(shape[2]),
+                           "centre_mm": [float(v) for v in centre[:3]]})
 
 
 def slice_position(lesion: Mapping[str, Any]) -> str:
