@@ -117,11 +117,18 @@ def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "cli"
     rc = main(["predict", str(dataset), "-o", str(out), "--method", "watershed",
                "--scheduler", "local:2", "--report"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert rc == 1  # one case failed, the others were written
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"case{i}.nii.gz" for i in range(3)]
     assert "error: case3:" in err and "Traceback" not in err
     assert err.count("/4] ") == 4  # one progress line per case
+    # the failure's sentence once (its error line), and the files named as given
+    assert sum("case3" in line for line in err.splitlines()) == 2
+    assert "case3: failed\n" in err
+    assert "1 input(s) failed; 8 file(s) written." in err
+    listed = captured.out.split()
+    assert str(out / "case0.nii.gz") in listed and str(out / "volumes.csv") in listed
     import csv
 
     rows = list(csv.DictReader((out / "volumes.csv").open()))

@@ -470,7 +470,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
     def report(o: CaseOutcome) -> None:
         nonlocal done
         done += 1
-        state = f"{o.seconds:.1f} s on {o.worker}" if o.ok else f"failed: {o.error}"
+        # a failure's sentence comes once, in its error line after the run
+        state = f"{o.seconds:.1f} s on {o.worker}" if o.ok else "failed"
         print(f"[{done}/{len(sources)}] {o.case_id}: {state}", file=sys.stderr, flush=True)
         if o.warning:
             print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
@@ -480,7 +481,9 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
                             dicom_seg=args.dicom_seg, diameters=args.diameters)
     for o in outcomes:
         if o.ok and o.path is not None:
-            written.append(Path(o.path))
+            # named under the output folder as given, as the other files are (a worker
+            # answers with its absolute path)
+            written.append(out_dir / Path(o.path).name)
             written.extend(_report_files(args, out_dir, o.case_id))
         else:
             print(f"error: {_named(o.case_id, str(o.error))}", file=sys.stderr)
@@ -500,6 +503,6 @@ def _finish(written: list[Path], failures: int) -> int:
     for w in written:
         print(w)
     if failures:
-        print(f"{failures} input(s) failed; {len(written)} output(s) written.", file=sys.stderr)
+        print(f"{failures} input(s) failed; {len(written)} file(s) written.", file=sys.stderr)
         return 2 if not written else 1
     return 0
