@@ -1058,3 +1058,18 @@ def test_accessibility_axe(server: ServerThread, page: Any, tmp_path: Path) -> N
            if v["id"] in ("landmark-unique", "empty-table-header")
            or v["impact"] in ("moderate", "serious", "critical")]
     assert not bad, bad
+
+
+def test_on_a_phone_the_result_comes_into_view_when_the_job_ends(
+        server: ServerThread, browser: Any, tmp_path: Path) -> None:
+    """In one column the viewer lies below the upload form: when the job started from
+    the page is done, the viewer is scrolled into view, not left below the fold."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    try:
+        _upload_case(server, page, tmp_path, "threshold")
+        _wait_overlay(page)
+        _until(page, "Math.abs(document.getElementById('centre')"
+                     ".getBoundingClientRect().top) < 2")
+    finally:
+        ctx.close()

@@ -27,6 +27,7 @@ const state = {
   timeline: {},         // performance.now() stamps of the current job (for benchmarks)
   busy: false,
   sentJob: null,        // the job the chosen files were sent as, while it runs (Segment is off)
+  started: null,        // the job started from this page (files or sample), until it ends
   centredJob: null,     // the job whose outline the crosshair was last brought to
 };
 window.braintumor = state;  // for tests and the curious
@@ -318,6 +319,7 @@ function submitUpload() {
       // Segment stays off while the job runs: a second press would send the case again
       // (it comes back when the job ends, or with other files)
       state.sentJob = body.id;
+      state.started = body.id;
       showJob(body, true);
       // the job's state, at the top of the panel, takes the focus (and so comes into
       // view when the list of files has pushed it off the screen)
@@ -351,6 +353,7 @@ async function startSample() {
     const job = await postJSON("/api/sample", { method: $("method").value || null,
                                                 uncertainty: $("want-unc").checked,
                                                 accurate: $("want-accurate").checked });
+    state.started = job.id;
     showJob(job, true);
     // the button is disabled meanwhile, which would drop focus to the page: the job's
     // status takes it (and is scrolled into view on a narrow screen)
@@ -430,6 +433,9 @@ async function cancelJob() {
   try { showJob(await postJSON(`/api/jobs/${state.job.id}/cancel`), false); } catch (e) { setMsg("job-msg", e.message); }
 }
 
+// the page in one column (style.css's narrow layout): the viewer lies below the panels
+const NARROW = window.matchMedia("(max-width: 1100px)");
+
 function render(job) {
   $("job").hidden = false;
   $("job-state").hidden = false;
@@ -451,6 +457,12 @@ function render(job) {
   // a shared link's tab says whose scan it is, then how far its job is
   document.title = `${name ? `${name} · ` : ""}${st.textContent} · braintumor`;
   $("cancel-btn").disabled = TERMINAL.includes(job.status) || job.stage === "cancelling";
+  if (state.started === job.id && TERMINAL.includes(job.status)) {
+    state.started = null;
+    // one column (a phone, a narrow window): the job started from this page has its
+    // result, which lies below the upload form; the viewer comes into view
+    if (job.status === "done" && NARROW.matches) $("centre").scrollIntoView({ block: "start" });
+  }
   if (state.sentJob && (state.sentJob !== job.id || TERMINAL.includes(job.status))) {
     // done, failed or cancelled (or another job shown): the files may be sent again
     state.sentJob = null;
