@@ -1084,3 +1084,47 @@ def test_training_folds_finished_runs_and_changed_recipes(tmp_path: Path, capsys
     assert command("export", *base, "--from", str(run / "final" / "final.pt")) == 0
     assert (run / "final" / s2d.MODEL_FILE).exists()
     assert (shipped.stat().st_mtime_ns if shipped.exists() else None) == stamp
+
+
+def test_several_patients_slices_in_one_folder(tiny_model: s2d.Model2D, tmp_path: Path) -> None:
+    """Two patients' numbered slices copied into one folder are two volumes, each
+    segmented as in a folder of its own (one stack interleaved them and kept one
+    patient's tumour); a flat folder of references scores them as two patients, and the
+    hidden copies and colour masks a system or tool leaves are handled as elsewhere."""
+    import shutil
+
+    from PIL import Image
+
+    for name in ("PA", "PB"):
+        make_patient(tmp_path / "apart" / name, n=5, size=48)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in (tmp_path / "apart").rglob("*.tif"):
+        if not f.stem.endswith("_mask"):
+            shutil.copy(f, flat / f.name)
+    lines: list[str] = []
+    s2d.predict_images([flat], tmp_path / "out_flat", model=tiny_model, log=lines.append)
+    assert any("numbered slices of 2 names" in line for line in lines)
+    for name in ("PA", "PB"):
+        s2d.predict_images([tmp_path / "apart" / name], tmp_path / "out_apart",
+                           model=tiny_model)
+        for k in range(1, 6):
+            a = np.asarray(Image.open(tmp_path / "out_flat" / "flat" / f"{name}_{k}_mask.png"))
+            b = np.asarray(Image.open(tmp_path / "out_apart" / name / f"{name}_{k}_mask.png"))
+            assert np.array_equal(a, b), (name, k)
+    # references in one flat folder: two patients by their names
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for f in (tmp_path / "apart").rglob("*_mask.tif"):
+        shutil.copy(f, refs / f.name)
+    (refs / "._PA_1_mask.tif").write_bytes(b"\x00\x05\x16\x07 not a picture")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for f in (tmp_path / "apart").rglob("*_mask.tif"):  # perfect, saved in green
+        m = np.asarray(Image.open(f))
+        rgb = np.zeros((*m.shape, 3), np.uint8)
+        rgb[..., 1] = m
+        Image.fromarray(rgb).save(preds / f"{f.stem}.png")
+    res = s2d.evaluate_2d(preds, refs)
+    assert sorted(res["patients"]) == ["PA", "PB"]
+    assert all(p["dice"] == 1.0 for p in res["patients"].values())

@@ -526,8 +526,8 @@ def _per_patient_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]
 
     try:
         pp = by_patient(pred_dir, ref_dir)
-    except InputError:
-        return {}  # names it cannot group into patients: the per-picture rows stand alone
+    except InputError as exc:  # the per-picture rows stand alone, and the reason is said
+        return {"per_patient_skipped": str(exc)}
     ci = mean_ci(m.get("dice", math.nan) for m in pp.get("patients", {}).values())
     pp.setdefault("summary", {})["dice_ci95"] = [ci.low, ci.high]
     return {"per_patient": pp}

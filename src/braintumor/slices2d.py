@@ -973,12 +973,27 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
             for f in files:
                 guarded(_picture, f, dest)
             return
+        # numbered slices of several names (patients copied into one folder) are several
+        # volumes: one stack would interleave them and keep one patient's tumour
+        stems: dict[str, list[Path]] = {}
+        for f in files:
+            stems.setdefault(slice_stem(f) or "", []).append(f)
+        if len(stems) > 1:
+            say(f"{folder}: holds the numbered slices of {len(stems)} names "
+                f"({', '.join(sorted(stems)[:3])}{', ...' if len(stems) > 3 else ''}); "
+                "each is segmented as a volume of its own.")
+            for stem, group in sorted(stems.items()):
+                guarded(_stack, group, dest, f"{folder.name}/{stem}")
+            return
+        _stack(files, dest, folder.name)
+
+    def _stack(files: list[Path], dest: Path, name: str) -> None:
         for f in files:
             _claim(f, dest)
         imgs = [read_image_2d(f) for f in files]
         results = segment_stack(imgs, m)
         for f, img, res in zip(files, imgs, results, strict=True):
-            _write(img, res, dest, f.stem, str(f), folder.name)
+            _write(img, res, dest, f.stem, str(f), name)
 
     def guarded(fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -1118,13 +1133,25 @@ def summarise(per_patient: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _mask_files(root: Path) -> dict[str, Path]:
-    from braintumor.io import is_image_2d
+    """``<image>`` -> its ``<image>_mask`` picture anywhere under ``root``; hidden files
+    and folders (macOS's ``._`` copies) are passed over, as everywhere."""
+    from braintumor.io import is_hidden, is_image_2d
 
     out: dict[str, Path] = {}
     for f in root.rglob("*"):
+        if any(is_hidden(part) for part in f.relative_to(root).parts):
+            continue
         if f.is_file() and is_image_2d(f) and f.stem.lower().endswith("_mask"):
             out[f.stem[: -len("_mask")]] = f
     return out
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A mask picture as boolean ``(H, W)``: any channel above 127 is tumour (a mask
+    saved in colour counts as the per-picture scores count it)."""
+    from braintumor.evaluate import read_mask_2d
+
+    return read_mask_2d(path)
 
 
 def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
@@ -1133,12 +1160,11 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
     ``ref_dir``: a kaggle_3m-style folder (``<patient>/<image>_mask.tif``) or any folder
     (tree) of ``<image>_mask.(png|tif)``; ``pred_dir``: the output of
     :func:`predict_images` (files matched by ``<image>`` anywhere in the tree). Slices are
-    grouped into patients by the reference's parent folder and ordered by slice number;
+    grouped into patients by the reference's parent folder (in a flat folder, by their
+    names before the slice number) and ordered by slice number;
     a reference without a prediction counts as an empty prediction (and is listed in
     ``missing``). Returns ``{"patients": {id: metrics}, "summary": {...}, "missing": [...]}``.
     """
-    from braintumor.io import read_image_2d
-
     pred_root, ref_root = Path(pred_dir), Path(ref_dir)
     for d, what in ((pred_root, "prediction"), (ref_root, "reference")):
         if not d.is_dir():
@@ -1152,16 +1178,19 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
                          f"in {ref_root}.")
     groups: dict[str, list[str]] = {}
     for stem, f in refs.items():
-        groups.setdefault(f.parent.name if f.parent != ref_root else "all", []).append(stem)
+        # a patient's folder names the patient; in one flat folder, the slices' names
+        # before their numbers do (several patients' slices are never one volume)
+        pid = f.parent.name if f.parent != ref_root else (slice_stem(stem) or "all")
+        groups.setdefault(pid, []).append(stem)
     per_patient: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     for pid, stems in sorted(groups.items()):
         stems.sort(key=lambda s: (slice_number(s) if slice_number(s) is not None else -1, s))
         P, R = [], []
         for s in stems:
-            r = read_image_2d(refs[s])[..., 0] > 127
+            r = _read_mask(refs[s])
             if s in preds:
-                pm = read_image_2d(preds[s])[..., 0] > 127
+                pm = _read_mask(preds[s])
                 if pm.shape != r.shape:
                     raise InputError(f"{preds[s]}: is {pm.shape[1]}x{pm.shape[0]} pixels, its "
                                      f"reference {r.shape[1]}x{r.shape[0]}.")

@@ -207,6 +207,9 @@ def print_summary(console: Any, ev: Any) -> None:
                 t.add_row("", stat, *[_bound(cis[r].get(k), i, 2 if "hd95" in k else 4)
                                       for k in keys])
     console.print(t)
+    if ev.extra.get("per_patient_skipped"):
+        print(f"warning: no per-patient scores: {ev.extra['per_patient_skipped']}",
+              file=sys.stderr)
     pp = ev.extra.get("per_patient")
     if pp and pp.get("patients"):
         t = Table(title="Per patient (slice stacks): volume Dice", title_justify="left")
