@@ -1128,3 +1128,27 @@ def test_several_patients_slices_in_one_folder(tiny_model: s2d.Model2D, tmp_path
     res = s2d.evaluate_2d(preds, refs)
     assert sorted(res["patients"]) == ["PA", "PB"]
     assert all(p["dice"] == 1.0 for p in res["patients"].values())
+
+
+def test_a_later_run_into_the_folder_keeps_areas_2d_true(tiny_model: s2d.Model2D,
+                                                         tmp_path: Path) -> None:
+    """A later run writing the same mask file (another picture of the same name) or the
+    same picture by another path replaces its row: the table never describes a mask
+    that is no longer there, nor one picture twice."""
+    import csv
+
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "other").mkdir()
+    Image.fromarray(fake_slice(48, 48)[0]).save(tmp_path / "in" / "s.png")
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(tmp_path / "other" / "s.png")
+    out = tmp_path / "out"
+    s2d.predict_images([tmp_path / "in" / "s.png"], out, model=tiny_model)
+    s2d.predict_images([(tmp_path / "in" / "s.png").resolve()], out, model=tiny_model)
+    rows = list(csv.DictReader((out / "areas_2d.csv").open()))
+    assert len(rows) == 1 and rows[0]["mask"] == "s_mask.png"
+    s2d.predict_images([tmp_path / "other" / "s.png"], out, model=tiny_model)
+    rows = list(csv.DictReader((out / "areas_2d.csv").open()))
+    assert [(r["picture"], r["area_pixels"]) for r in rows] == \
+        [(str(tmp_path / "other" / "s.png"), "0")]

@@ -949,7 +949,9 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                      "longest": diam["longest"] if diam else "",
                      "perpendicular": diam["perpendicular"] if diam else "",
                      "diameter_unit": diam["unit"] if diam else "",
-                     "warning": res.info.get("warning", "")})
+                     "warning": res.info.get("warning", ""),
+                     # last, so that the earlier columns keep their places
+                     "mask": (dest / f"{stem}_mask.png").relative_to(out).as_posix()})
 
     def _picture(p: Path, dest: Path, stack: str = "") -> None:
         _claim(p, dest)
@@ -1025,10 +1027,19 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         out.mkdir(parents=True, exist_ok=True)
         table = out / "areas_2d.csv"
         kept: list[dict[str, Any]] = []
-        if table.is_file():  # an earlier run into the folder: its other pictures stay
-            mine = {r["picture"] for r in rows}
+        if table.is_file():
+            # an earlier run into the folder: its other pictures' rows stay, but not a
+            # row of this run's pictures (however their paths were typed) nor one whose
+            # mask this run has written over
+            def where(picture: str) -> str:
+                return str(Path(picture).resolve()) if picture else ""
+
+            mine = {where(str(r["picture"])) for r in rows}
+            masks = {str(r["mask"]) for r in rows}
             with table.open(newline="", encoding="utf-8", errors="replace") as fh:
-                kept = [r for r in csv.DictReader(fh) if r.get("picture") not in mine]
+                kept = [r for r in csv.DictReader(fh)
+                        if where(r.get("picture") or "") not in mine
+                        and (r.get("mask") or "") not in masks]
         tmp = table.with_name(f".{table.name}.tmp")
         with tmp.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore",
