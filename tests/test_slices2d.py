@@ -1152,3 +1152,29 @@ def test_a_later_run_into_the_folder_keeps_areas_2d_true(tiny_model: s2d.Model2D
     rows = list(csv.DictReader((out / "areas_2d.csv").open()))
     assert [(r["picture"], r["area_pixels"]) for r in rows] == \
         [(str(tmp_path / "other" / "s.png"), "0")]
+
+
+def test_evaluate_reports_patients_beside_pictures(tmp_path: Path, capsys) -> None:
+    """``braintumor evaluate`` on 2D mask folders: the per-picture rows in the CSV, the
+    patients' volume Dice (the number the LGG literature reports) in ``_patients.csv``
+    with a mean row, and the summary calls its rows pictures, not cases."""
+    import csv
+    import shutil
+
+    from braintumor.cli import main
+
+    for name in ("PA", "PB"):
+        make_patient(tmp_path / "ref" / name, n=6, size=40)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for f in (tmp_path / "ref").rglob("*_mask.tif"):
+        shutil.copy(f, pred / f.name)
+    out = tmp_path / "ev" / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Summary over 12 picture(s)" in printed
+    rows = list(csv.DictReader((tmp_path / "ev" / "m_patients.csv").open()))
+    assert [r["patient"] for r in rows] == ["PA", "PB", "mean"]
+    assert all(float(r["dice"]) == 1.0 for r in rows)
+    assert rows[-1]["tumour_slices"] == str(sum(int(r["tumour_slices"]) for r in rows[:-1]))

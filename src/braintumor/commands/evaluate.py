@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     csv_path = E.write_csv(ev, args.output)
     json_path = E.write_json(ev, csv_path.with_suffix(".json"))
     written = [str(csv_path), str(json_path)]
+    if ev.extra.get("per_patient", {}).get("patients"):
+        written.append(str(write_patients(ev.extra["per_patient"], csv_path)))
     if paired is not None:
         written.append(str(write_paired(paired, csv_path)))
     if not args.quiet:
@@ -155,6 +157,23 @@ def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str,
         console.print(note)
 
 
+def write_patients(per_patient: dict[str, Any], csv_path: Path) -> Path:
+    """``<stem>_patients.csv``: one row per patient of 2D slice stacks (Dice of the
+    patient's volume, mean Dice over slices with tumour, slice counts) and the mean row,
+    the numbers the LGG literature reports, beside the per-picture rows."""
+    import csv
+
+    from braintumor.slices2d import rows_2d
+
+    rows = rows_2d(per_patient)
+    out = csv_path.with_name(csv_path.stem + "_patients.csv")
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
 def _cell(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -185,7 +204,10 @@ def print_summary(console: Any, ev: Any) -> None:
             t.add_row(case, *cells, f"[red]{status}[/red]" if status != "ok" else status)
         console.print(t)
     cis = ev.extra.get("mean_ci95", {})
-    t = Table(title=f"Summary over {ev.n_cases} case(s)"
+    # 2D masks are scored picture by picture (a tumour-free picture predicted empty
+    # scores Dice 1): the patients' volumes are the table below
+    unit = "picture(s)" if ev.settings.get("hd95_unit") == "pixel" else "case(s)"
+    t = Table(title=f"Summary over {ev.n_cases} {unit}"
               + (f", {len(ev.missing)} missing (scored Dice 0, HD95 374)" if ev.missing else "")
               + ("; CI: 95 % bootstrap interval of the mean" if cis else ""),
               title_justify="left")
@@ -212,12 +234,25 @@ def print_summary(console: Any, ev: Any) -> None:
               file=sys.stderr)
     pp = ev.extra.get("per_patient")
     if pp and pp.get("patients"):
-        t = Table(title="Per patient (slice stacks): volume Dice", title_justify="left")
-        for col in ("patient", "dice", "slices", "false-positive slices", "missed slices"):
-            t.add_column(col, justify="left" if col == "patient" else "right")
+        t = Table(title="Per patient (slice stacks): Dice of each patient's volume, and "
+                  "mean Dice over its slices with tumour", title_justify="left")
+        for col in ("patient", "volume Dice", "slice Dice", "slices",
+                    "false-positive slices", "missed slices"):
+            t.add_column(col, justify="left" if col == "patient" else "right",
+                         overflow="fold")
+
+        def of(part: Any, whole: Any) -> str:
+            return f"{part} of {whole}" if part is not None and whole is not None else "-"
+
         for pid, m in pp["patients"].items():
-            t.add_row(pid, _cell(m.get("dice"), 4), str(m.get("slices", "-")),
-                      str(m.get("fp_slices", "-")), str(m.get("missed_slices", "-")))
+            t.add_row(pid, _cell(m.get("dice"), 4), _cell(m.get("slice_dice_mean"), 4),
+                      str(m.get("slices", "-")),
+                      of(m.get("fp_slices"), m.get("tumour_free_slices")),
+                      of(m.get("missed_slices"), m.get("tumour_slices")))
+        s = pp.get("summary", {})
+        t.add_row("mean", _cell(s.get("dice_mean"), 4), _cell(s.get("slice_dice_mean"), 4),
+                  "", of(s.get("fp_slices"), s.get("tumour_free_slices")),
+                  of(s.get("missed_slices"), s.get("tumour_slices")))
         console.print(t)
     if ev.missing:
         console.print(f"[red]missing predictions[/red]: {', '.join(ev.missing)}")
