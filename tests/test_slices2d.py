@@ -1178,3 +1178,33 @@ def test_evaluate_reports_patients_beside_pictures(tmp_path: Path, capsys) -> No
     assert [r["patient"] for r in rows] == ["PA", "PB", "mean"]
     assert all(float(r["dice"]) == 1.0 for r in rows)
     assert rows[-1]["tumour_slices"] == str(sum(int(r["tumour_slices"]) for r in rows[:-1]))
+
+
+def test_evaluate_2d_goes_on_past_a_missing_or_odd_mask(tmp_path: Path, capsys) -> None:
+    """One prediction missing and one of another size: both scored as missing pictures
+    (the odd one said in an error line, exit 1), the others scored, and the patient's
+    row says how many of its pictures had no prediction."""
+    import csv
+    import shutil
+
+    from PIL import Image
+
+    from braintumor.cli import main
+
+    make_patient(tmp_path / "ref" / "PA", n=6, size=40)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for f in (tmp_path / "ref").rglob("*_mask.tif"):
+        shutil.copy(f, pred / f.name)
+    (pred / "PA_2_mask.tif").unlink()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(pred / "PA_5_mask.tif")
+    out = tmp_path / "ev" / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "PA_5_mask.tif" in captured.err and "Traceback" not in captured.err
+    status = {r["case"]: r["status"] for r in csv.DictReader(out.open()) if r["case"][:2] == "PA"}
+    assert status["PA_2"] == "missing" and status["PA_5"] == "unreadable"
+    assert sum(v == "ok" for v in status.values()) == 4
+    (row, _) = list(csv.DictReader((tmp_path / "ev" / "m_patients.csv").open()))
+    assert row["patient"] == "PA" and row["missing_slices_pred"] == "2"

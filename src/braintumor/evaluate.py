@@ -487,24 +487,31 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
         raise InputError(f"{pred_dir}: no prediction mask matches a reference mask of {ref_dir}.")
     keys = ("dice", "sensitivity", "specificity", "hd95")
     rows: list[dict[str, Any]] = []
+    unreadable: list[str] = []
     for i, key in enumerate(sorted(refs)):
         if progress is not None:
             progress(i / len(refs), key)
         ref = read_mask_2d(refs[key])
         row: dict[str, Any] = {"case": key, "region": "tumour"}
+        status = "missing"
         if key in preds:
-            pred = read_mask_2d(preds[key])
-            if pred.shape != ref.shape:
-                raise InputError(f"{preds[key]}: the mask's shape {pred.shape} differs from "
-                                 f"its reference {refs[key].name}'s {ref.shape}.")
-            s = M.score_masks(pred, ref, (1.0, 1.0), lesions=False)
-            row.update({k: s[k] for k in keys}, status="ok")
-        else:
-            row.update({k: MISSING_SCORES[k] for k in keys}, status="missing")
+            try:
+                pred = read_mask_2d(preds[key])
+                if pred.shape != ref.shape:
+                    raise InputError(f"{preds[key]}: the mask's shape {pred.shape} differs "
+                                     f"from its reference {refs[key].name}'s {ref.shape}.")
+                s = M.score_masks(pred, ref, (1.0, 1.0), lesions=False)
+                row.update({k: s[k] for k in keys}, status="ok")
+            except InputError as exc:  # one broken mask: scored as missing, the rest go on
+                unreadable.append(str(exc))
+                status = "unreadable"
+        if "status" not in row:
+            row.update({k: MISSING_SCORES[k] for k in keys}, status=status)
         rows.append(row)
     if progress is not None:
         progress(1.0, "done")
     return Evaluation(rows=rows, summary=summarise(rows, ("tumour",), keys),
+                      unreadable=unreadable,
                       missing=sorted(k for k in refs if k not in preds),
                       unmatched=sorted(str(preds[k]) for k in preds if k not in refs),
                       regions=("tumour",),

@@ -1174,7 +1174,9 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
     grouped into patients by the reference's parent folder (in a flat folder, by their
     names before the slice number) and ordered by slice number;
     a reference without a prediction counts as an empty prediction (and is listed in
-    ``missing``). Returns ``{"patients": {id: metrics}, "summary": {...}, "missing": [...]}``.
+    ``missing``; an unreadable one or one of another size likewise, in ``unreadable``;
+    each patient's ``missing_slices_pred`` counts them). Returns ``{"patients": {id:
+    metrics}, "summary": {...}, "missing": [...], "unreadable": [...]}``.
     """
     pred_root, ref_root = Path(pred_dir), Path(ref_dir)
     for d, what in ((pred_root, "prediction"), (ref_root, "reference")):
@@ -1195,23 +1197,34 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
         groups.setdefault(pid, []).append(stem)
     per_patient: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
+    unreadable: list[str] = []
     for pid, stems in sorted(groups.items()):
         stems.sort(key=lambda s: (slice_number(s) if slice_number(s) is not None else -1, s))
         P, R = [], []
+        lacking = 0
         for s in stems:
             r = _read_mask(refs[s])
+            pm = None
             if s in preds:
-                pm = _read_mask(preds[s])
-                if pm.shape != r.shape:
-                    raise InputError(f"{preds[s]}: is {pm.shape[1]}x{pm.shape[0]} pixels, its "
-                                     f"reference {r.shape[1]}x{r.shape[0]}.")
+                try:
+                    pm = _read_mask(preds[s])
+                    if pm.shape != r.shape:
+                        raise InputError(f"{preds[s]}: is {pm.shape[1]}x{pm.shape[0]} pixels, "
+                                         f"its reference {r.shape[1]}x{r.shape[0]}.")
+                except InputError as exc:  # scored as a missing picture, and said
+                    unreadable.append(str(exc))
+                    pm = None
             else:
                 missing.append(s)
+            if pm is None:  # an empty outline in its place, counted apart
+                lacking += 1
                 pm = np.zeros_like(r)
             P.append(pm)
             R.append(r)
-        per_patient[pid] = stack_metrics(np.stack(P), np.stack(R))
-    return {"patients": per_patient, "summary": summarise(per_patient), "missing": missing}
+        per_patient[pid] = {**stack_metrics(np.stack(P), np.stack(R)),
+                            "missing_slices_pred": lacking}
+    return {"patients": per_patient, "summary": summarise(per_patient), "missing": missing,
+            "unreadable": unreadable}
 
 
 def has_2d_masks(path: str | Path) -> bool:

@@ -245,7 +245,10 @@ def print_summary(console: Any, ev: Any) -> None:
             return f"{part} of {whole}" if part is not None and whole is not None else "-"
 
         for pid, m in pp["patients"].items():
-            t.add_row(pid, _cell(m.get("dice"), 4), _cell(m.get("slice_dice_mean"), 4),
+            lacking = m.get("missing_slices_pred") or 0
+            # a patient scored with pictures it has no prediction for says so
+            t.add_row(pid + (f" ({lacking} without a prediction)" if lacking else ""),
+                      _cell(m.get("dice"), 4), _cell(m.get("slice_dice_mean"), 4),
                       str(m.get("slices", "-")),
                       of(m.get("fp_slices"), m.get("tumour_free_slices")),
                       of(m.get("missed_slices"), m.get("tumour_slices")))
