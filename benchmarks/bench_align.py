@@ -11,7 +11,6 @@ and the alignment's residual against the applied motion.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -48,9 +47,6 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", nargs="?", metavar="CASE_DIR",
-                        help="case folder to time (default: a full-size phantom)")
-    a = parser.parse_args()
-    main([a.case] if a.case else [])
+    from _cases import case_arguments
+
+    main(case_arguments(__doc__))

@@ -10,7 +10,6 @@ lesion split the page already runs on every result
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -49,9 +48,6 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", nargs="?", metavar="CASE_DIR",
-                        help="case folder to time (default: a full-size phantom)")
-    a = parser.parse_args()
-    main([a.case] if a.case else [])
+    from _cases import case_arguments
+
+    main(case_arguments(__doc__))

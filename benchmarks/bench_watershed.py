@@ -14,7 +14,6 @@ different speed compare.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from braintumor.preprocess import brain_mask, correct_bias, zscore
@@ -60,8 +59,6 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cases", nargs="*", metavar="CASE_DIR",
-                        help="case folders to time (default: a full-size phantom)")
-    main(parser.parse_args().cases)
+    from _cases import case_arguments
+
+    main(case_arguments(__doc__, many=True))
