@@ -952,7 +952,7 @@ def test_dicom_zip_is_converted_matched_and_anonymised(client: TestClient,
     labels = client.get(done["urls"]["download"]).content
     cmp = client.post(f"/api/jobs/{job['id']}/compare",
                       files=[("before", ("visit1_seg.nii.gz", labels))]).json()
-    assert cmp["dates"] == {"before": None, "after": "2024-01-01"}
+    assert cmp["dates"] == {"before": None, "after": "2024-01-01", "days": None}
     assert cmp["names"]["same"] is None
 
 
@@ -1941,7 +1941,21 @@ def test_compare_warns_when_the_earlier_file_is_not_this_patients(
         "and this case, Web000, are named for different cases. Names often differ for one "
         "patient, so the comparison is shown; between two patients it means nothing."]
     assert other["names"]["same"] is False and other["rows"][0][0] == "Whole tumour (mL)"
-    assert other["dates"] == {"before": None, "after": None}
+    assert other["dates"] == {"before": None, "after": None, "days": None}
+    # dates the reader types: the time between the scans; one that is none, lies ahead or
+    # reverses the order is one sentence
+    dated = client.post(url, files=[("before", ("Web000_seg.nii.gz", earlier))],
+                        data={"before_date": "2024-01-15", "after_date": "2024-04-14"})
+    assert dated.status_code == 200, dated.text
+    assert dated.json()["dates"] == {"before": "2024-01-15", "after": "2024-04-14",
+                                     "days": 90}
+    for data, words in (({"before_date": "15.01.2024"}, "is not a date"),
+                        ({"before_date": "2999-01-01"}, "lies ahead of today"),
+                        ({"before_date": "2024-05-01", "after_date": "2024-04-14"},
+                         "is not before this scan's"),
+                        ({"beforedate": "2024-01-15"}, "Unknown field 'beforedate'")):
+        bad = client.post(url, files=[("before", ("Web000_seg.nii.gz", earlier))], data=data)
+        assert bad.status_code == 400 and words in _detail(bad), (data, bad.text)
     for name in ("Web000_seg.nii.gz", "Web000_braintumor (1).nii.gz",
                  "web000-visit2_labels.nii.gz"):
         same = post(name, earlier)

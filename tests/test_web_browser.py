@@ -768,6 +768,12 @@ def test_a_zipped_case_then_an_earlier_map_of_another_patient(
         # above the table, where it is read first
         assert page.evaluate("""() => document.getElementById('cmp-warn').getBoundingClientRect()
             .bottom <= document.getElementById('cmp-table').getBoundingClientRect().top""")
+    # the scans' dates typed after the file was chosen: compared again, the time said
+    page.fill("#cmp-before-date", "2024-01-15")
+    page.fill("#cmp-after-date", "2024-04-14")
+    page.dispatch_event("#cmp-after-date", "change")
+    expect(page.locator("#cmp-msg")).to_contain_text(
+        "(2024-01-15). This scan: Web000, 2024-04-14. 90 days apart.")
 
 
 def _in_view(page: Any, selector: str) -> bool:

@@ -816,7 +816,14 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                           "before": {"type": "string", "format": "binary",
                                      "description": "the earlier scan's label map (NIfTI, "
                                                     "either convention), such as this "
-                                                    "page's download of that job"}}}}}}})
+                                                    "page's download of that job"},
+                          "before_date": {"type": "string", "format": "date",
+                                          "description": "the earlier scan's date, "
+                                                         "YYYY-MM-DD (optional)"},
+                          "after_date": {"type": "string", "format": "date",
+                                         "description": "this scan's date, YYYY-MM-DD "
+                                                        "(optional; a DICOM study's "
+                                                        "own otherwise)"}}}}}}})
     async def compare_with(job_id: str, request: Request) -> dict[str, Any]:
         """This job's outline (the current version) against an earlier scan's label map:
         volumes and RANO SPD at both dates, the change and where it falls against RANO's
@@ -824,22 +831,62 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         may not be this patient's (names of different cases, fields of view apart) or is
         this outline itself (:func:`braintumor.followup.checks`); ``notes``: facts such as
         grids that differ; ``dates``: each scan's date, None where not known (a label map
-        has none; a DICOM study's is its StudyDate). The upload is not kept."""
+        has none: the form's ``before_date`` and ``after_date``, YYYY-MM-DD, give them; a
+        DICOM study's is its StudyDate), and the ``days`` between them. The upload is not
+        kept."""
         from braintumor.web.upload import read_multipart
 
         job = done_3d(job_id)
         tmp = store.job_dir(job_id) / f"compare_{secrets.token_hex(4)}"
         try:
-            _, files = await read_multipart(request, tmp, 256 << 20)
+            fields, files = await read_multipart(request, tmp, 256 << 20)
             before = [f for f in files if f.field == "before"]
             if len(before) != 1:
                 raise InputError("Send the earlier scan's label map as one file in the "
                                  "field 'before'.")
-            return await run_in_threadpool(_compare, job, before[0].path, before[0].name)
+            dates = _scan_dates(fields, job)
+            return await run_in_threadpool(_compare, job, before[0].path, before[0].name,
+                                           dates)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _compare(job: Job, before: Path, name: str) -> dict[str, Any]:
+    def _scan_dates(fields: dict[str, str], job: Job) -> dict[str, Any]:
+        """The two scans' dates: typed by the reader (``before_date``, ``after_date``,
+        YYYY-MM-DD), else this job's DICOM StudyDate; ``days`` between them where both are
+        known. A date that is no date, lies ahead, or puts the earlier scan after this one
+        is refused in one sentence."""
+        import datetime as dt
+
+        unknown = sorted(set(fields) - {"before_date", "after_date"})
+        if unknown:
+            raise InputError(f"Unknown field {unknown[0]!r}; a comparison takes the file "
+                             "'before' and the dates 'before_date' and 'after_date'.")
+        said = {"before_date": "the earlier scan's date", "after_date": "this scan's date"}
+        got: dict[str, dt.date | None] = {}
+        for key, given in (("before_date", fields.get("before_date")),
+                           ("after_date", fields.get("after_date")
+                            or job.inputs.get("study_date"))):
+            text = (given or "").strip()
+            if not text:
+                got[key] = None
+                continue
+            try:
+                day = dt.date.fromisoformat(text)
+            except ValueError:
+                raise InputError(f"{said[key]} {text!r} is not a date; give it as "
+                                 "YYYY-MM-DD.") from None
+            if day > dt.date.today():
+                raise InputError(f"{said[key]} {day} lies ahead of today.")
+            got[key] = day
+        b, a = got["before_date"], got["after_date"]
+        if b is not None and a is not None and b >= a:
+            raise InputError(f"The earlier scan's date ({b}) is not before this scan's "
+                             f"({a}).")
+        return {"before": b.isoformat() if b else None, "after": a.isoformat() if a else None,
+                "days": (a - b).days if a is not None and b is not None else None}
+
+    def _compare(job: Job, before: Path, name: str,
+                 dates: dict[str, Any] | None = None) -> dict[str, Any]:
         from braintumor.followup import CAVEAT, checks, compare, read_label_map, table_rows
         from braintumor.io import is_nifti
         from braintumor.web.correct import read_labels
@@ -861,8 +908,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         case = str(job.inputs.get("case_id") or "")
         result.update(checks(name, case, old, old_affine, labels, now.affine,
                              said=("the earlier file", "this case")))
-        # a label map carries no date; a DICOM study's is kept with its job
-        result["dates"] = {"before": None, "after": job.inputs.get("study_date")}
+        # a label map carries no date: the reader's, or a DICOM study's kept with its job
+        result["dates"] = dates or {"before": None, "after": job.inputs.get("study_date"),
+                                    "days": None}
         result["rows"] = table_rows(result)
         result["caveat"] = CAVEAT
         return result

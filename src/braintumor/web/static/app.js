@@ -134,6 +134,13 @@ function wireUi() {
   });
   $("undo-btn").addEventListener("click", undoCorrection);
   $("cmp-file").addEventListener("change", (e) => compareWith(e.target.files[0]));
+  // a date typed after the file was chosen: the comparison again, with it
+  for (const id of ["cmp-before-date", "cmp-after-date"]) {
+    $(id).addEventListener("change", () => {
+      const f = $("cmp-file").files[0];
+      if (f) compareWith(f);
+    });
+  }
   for (const id of ["diam-et", "diam-wt"]) {
     $(id).addEventListener("click", (e) => { e.preventDefault(); showMeasuredSlice($(id).dataset.mm); });
   }
@@ -507,6 +514,9 @@ function resetResultPanels() {
   $("cmp-caveat").hidden = true;
   $("cmp-warn").hidden = true;
   $("cmp-file").value = "";
+  // another job: its own dates (a DICOM study's is known; a NIfTI case's is not)
+  $("cmp-before-date").value = "";
+  $("cmp-after-date").value = "";
   setMsg("cmp-msg", "");
   state.cmpVersion = undefined;
   state.loadedOverlay = null;
@@ -1044,6 +1054,10 @@ function renderResult(job) {
   setMsg("metrics-note", s.metrics_note || "");
   if (job.status !== "done") return;
   $("followup").hidden = false;
+  // a DICOM study says its own date; the reader may still change it
+  if (!$("cmp-after-date").value && job.inputs && job.inputs.study_date) {
+    $("cmp-after-date").value = job.inputs.study_date;
+  }
   if (!state.busy) refreshDiameters();  // measured after the outline was first shown
   if (state.cmpVersion !== undefined && state.cmpVersion !== job.label_version) {
     // a correction changed the outline: the comparison shown is of the old one
@@ -1070,6 +1084,9 @@ async function compareWith(file) {
   if (!job || !file) return;
   const form = new FormData();
   form.append("before", file, file.name);
+  // the dates a reader typed (a label map carries none), sent only when given
+  if ($("cmp-before-date").value) form.append("before_date", $("cmp-before-date").value);
+  if ($("cmp-after-date").value) form.append("after_date", $("cmp-after-date").value);
   setMsg("cmp-msg", "Comparing…", true);
   $("cmp-table").hidden = true;
   $("cmp-caveat").hidden = true;
@@ -1113,9 +1130,11 @@ async function compareWith(file) {
     // a label map carries no date: the scans' dates only where known, never guessed
     const dated = (d) => d || "date not known";
     const case_ = job.inputs && job.inputs.case_id ? `${job.inputs.case_id}, ` : "";
+    const days = r.dates && r.dates.days !== null && r.dates.days !== undefined
+      ? `${r.dates.days} days apart.` : "";
     setMsg("cmp-msg", [`Earlier file: ${r.files.before} (${dated(r.dates && r.dates.before)}).`,
-                       `This scan: ${case_}${dated(r.dates && r.dates.after)}.`,
-                       ...(r.notes || [])].join(" "), true);
+                       `This scan: ${case_}${dated(r.dates && r.dates.after)}.`, days,
+                       ...(r.notes || [])].filter(Boolean).join(" "), true);
     state.cmpVersion = job.label_version;
   } catch (e) {
     setMsg("cmp-msg", e.message);
