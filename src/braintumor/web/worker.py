@@ -245,17 +245,16 @@ def _areas(area_px: int, pixel_mm: float | None) -> dict[str, Any]:
     return out
 
 
-def _metrics_2d(job_dir: Path, inputs: dict[str, Any], masks: list[np.ndarray]
+def _metrics_2d(masks: list[np.ndarray], refs: list[np.ndarray | None]
                 ) -> dict[str, Any] | None:
-    """The outline scored against the uploaded masks (one volume for a stack), or None."""
-    from braintumor.io import read_image_2d
+    """The outline scored against the uploaded masks (:func:`_reference_masks`, one volume
+    for a stack), or None without them."""
     from braintumor.slices2d import stack_metrics
 
-    refs = inputs.get("ref_masks")
-    if not refs:
+    given = [r for r in refs if r is not None]
+    if not given or len(given) != len(masks):
         return None
-    ref = np.stack([read_image_2d(job_dir / r)[..., 0] > 127 for r in refs])
-    m = stack_metrics(np.stack(masks), ref)
+    m = stack_metrics(np.stack(masks), np.stack(given))
     m.pop("slice_dices", None)
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
             for k, v in m.items()}
@@ -311,10 +310,10 @@ def _run_2d(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict[str, 
     if mask.shape != arr.shape[:2]:
         raise RuntimeError(f"2D model returned shape {mask.shape} for a {arr.shape[:2]} picture")
     report("progress", (0.9, "saving"))
-    _write_2d(job_dir / "output", arr, mask,
-              reference=_reference_masks(job_dir, inputs, [arr.shape])[0])
+    refs = _reference_masks(job_dir, inputs, [arr.shape])  # read once: pictures and scores
+    _write_2d(job_dir / "output", arr, mask, reference=refs[0])
     pixel_mm = inputs.get("pixel_mm")
-    metrics = _metrics_2d(job_dir, inputs, [mask])
+    metrics = _metrics_2d([mask], refs)
     return {
         "kind": "2d", "method": "2d", "model_version": model_version(info2d, "2d"),
         "info": info2d, "warning": info2d.get("warning"), "shape": list(mask.shape),
@@ -359,7 +358,7 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     best = int(np.argmax(areas))
     _write_2d(out, arrs[best], masks[best], reference=refs[best])
     pixel_mm = inputs.get("pixel_mm")
-    metrics = _metrics_2d(job_dir, inputs, masks)
+    metrics = _metrics_2d(masks, refs)
     info2d = _plain_info(dict(results[0].info))
     info2d.pop("area_pixels", None)
     warnings = sorted({str(r.info["warning"]) for r in results if r.info.get("warning")})
