@@ -702,9 +702,12 @@ def test_a_cancelled_job_says_so(server: ServerThread, page: Any, tmp_path: Path
     page.click("#submit-btn")
     expect(page.locator("#job-stage")).to_have_text("waiting", timeout=60_000)
     expect(page.locator("#job-progress")).to_be_visible()
-    page.click("#cancel-btn")
+    page.focus("#cancel-btn")
+    page.keyboard.press("Enter")
     page.wait_for_selector("body[data-status='cancelled']", timeout=30_000)
     expect(page.locator("#job-status")).to_have_text("cancelled")
+    # Cancel, disabled once the job stopped, hands the focus to the line saying so
+    assert page.evaluate("document.activeElement.id") == "job-status-line"
     expect(page.locator("#job-stage")).to_have_text("")
     expect(page.locator("#job-progress")).to_be_hidden()
     expect(page.locator("#job-msg")).to_have_text("Cancelled while running.")
@@ -862,13 +865,23 @@ def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path
     page.goto(server.url + "/")
     page.wait_for_selector("#method option", state="attached")
     page.set_input_files("#file-input", [str(bad)])
-    page.click("#submit-btn")
-    page.wait_for_selector("#upload-msg:has-text('notes')", timeout=30_000)
-    msg = page.text_content("#upload-msg")
+    page.evaluate("""window.__focused = [];
+        document.addEventListener('focusin', (e) => __focused.push(e.target.id))""")
+    page.focus("#submit-btn")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#upload-err:has-text('notes')", timeout=30_000)
+    msg = page.text_content("#upload-err")
     assert msg is not None and "not a NIfTI" in msg and "Traceback" not in msg
+    # ... said at once (an alert, not the polite status of the upload's progress)
+    assert page.get_attribute("#upload-err", "role") == "alert"
+    assert page.text_content("#upload-msg") == ""
     # ... under the button, brought into view (it was below the screen's edge)
     page.wait_for_timeout(300)
-    assert _in_view(page, "#upload-msg")
+    assert _in_view(page, "#upload-err")
+    # Segment, off while the files went, did not drop the focus to the page: it went to
+    # the upload's status, then to the sentence why it was refused
+    _until(page, "document.activeElement.id === 'upload-err'")
+    assert page.evaluate("__focused") == ["submit-btn", "upload-msg", "upload-err"]
 
 
 def test_a_case_over_the_upload_limit_is_not_sent(server: ServerThread, page: Any,
@@ -889,7 +902,7 @@ def test_a_case_over_the_upload_limit_is_not_sent(server: ServerThread, page: An
     assert total > 20000
     page.set_input_files("#file-input", [str(p) for p in files.values()])
     page.wait_for_selector(".mod-select")
-    msg = page.text_content("#upload-msg") or ""
+    msg = page.text_content("#upload-err") or ""
     assert msg.startswith("The files come to ") and "upload limit of 20 KiB" in msg, msg
     assert page.is_disabled("#submit-btn")
     page.evaluate("submitUpload()")
@@ -911,7 +924,7 @@ def test_a_case_over_the_upload_limit_is_not_sent(server: ServerThread, page: An
         page.set_input_files("#file-input", [str(path)])
         page.wait_for_selector(f"#file-list td:has-text('{path.name}')")
         assert page.text_content("#file-list tbody td:nth-child(2)") == label, path
-        assert page.is_enabled("#submit-btn") and page.text_content("#upload-msg") == ""
+        assert page.is_enabled("#submit-btn") and page.text_content("#upload-err") == ""
 
 
 def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
@@ -1000,6 +1013,13 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     step = "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }"
     page.eval_on_selector("#slice2d", step, "0")
     expect(page.locator("#slice2d-name")).to_contain_text("pat_1.png")
+    # the slider is named "Slice" whatever slice it is on, which its value's text says;
+    # the picture's text says which slice and what is drawn on it
+    expect(page.locator("#slice2d")).to_have_accessible_name("Slice")
+    expect(page.locator("#slice2d")).to_have_attribute("aria-valuetext",
+                                                       "slice 1 of 3, pat_1.png")
+    expect(page.locator("#img2d")).to_have_attribute(
+        "alt", "Slice 1 of 3, pat_1.png, with the outline")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/0/overlay\.png$"))
     # the outline can be taken off to see the picture under it (its FLAIR, grey), and put
@@ -1008,6 +1028,8 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     page.select_option("#show2d", "input")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/0/input\.png$"))
+    expect(page.locator("#img2d")).to_have_attribute(
+        "alt", "Slice 1 of 3, pat_1.png, without the outline")
     page.eval_on_selector("#slice2d", step, "2")
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/2/input\.png$"))
@@ -1015,6 +1037,9 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     expect(page.locator("#img2d")).to_have_attribute(
         "src", re.compile(r"/image2d/slice/2/overlay\.png$"))
     expect(page.locator("#slice2d-name")).to_contain_text("pat_3.png")
+    expect(page.locator("#slice2d")).to_have_attribute("aria-valuetext",
+                                                       "slice 3 of 3, pat_3.png")
+    expect(page.locator("#slice2d")).to_have_accessible_name("Slice")
     table = page.locator("#vol-table")
     expect(table).to_contain_text("mm²")
     expect(table).to_contain_text("of 3")
@@ -1079,3 +1104,140 @@ def test_on_a_phone_the_result_comes_into_view_when_the_job_ends(
                      ".getBoundingClientRect().top) < 2")
     finally:
         ctx.close()
+
+
+def test_the_empty_page_names_its_parts_and_keeps_idle_controls_out_of_reach(
+        server: ServerThread, page: Any) -> None:
+    """Before a case: the viewer's controls are disabled (out of the tab order, they did
+    nothing), the upload form and the viewer are landmarks named by their headings, the
+    drop zone is named by its short text (the list of file kinds is its description),
+    the seed radios and the diameter links say what they are; the upload's status is
+    rewritten every tenth of the way, not at every progress event; in forced colours the
+    legend keeps its colours, the pressed modality stands out and the correction frame
+    shows only while correction is on."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    idle = page.eval_on_selector_all(
+        "#toolbar button, #toolbar select, #toolbar input, #legend input, #correct-tools input,"
+        " #correct-tools select, #correct-tools button",
+        "els => els.filter(e => e.checkVisibility() && !e.disabled).map(e => e.id || e.value)")
+    assert idle == [], idle
+    for sel, name in (("#start", "New case"), ("#centre", "Viewer")):
+        expect(page.locator(sel)).to_have_role("region")
+        expect(page.locator(sel)).to_have_accessible_name(name)
+    drop = page.locator("#drop")
+    expect(drop).to_have_accessible_name("Drop MRI files here")
+    expect(drop).to_have_accessible_description(re.compile(r"^four NIfTI files .* one patient$"))
+    expect(page.locator("[role=radiogroup]:has(input[name=seed-kind])")).to_have_accessible_name(
+        "Seed kind")
+    for link in ("#diam-et", "#diam-wt"):
+        expect(page.locator(link)).to_have_accessible_description(
+            "shows this slice in the viewer, with the diameters drawn")
+    gl = page.locator("#gl")
+    expect(gl).to_have_role("application")
+    assert gl.get_attribute("aria-roledescription") == "MRI viewer"
+    label = gl.get_attribute("aria-label") or ""
+    assert "Page Up" in label and "Ctrl" not in label, label
+    assert page.get_attribute("#location-live", "role") == "status"
+
+    # the upload's progress: a polite status rewritten each tenth of the way
+    page.evaluate("""window.__said = 0; state.uploadStep = 0;
+        new MutationObserver(() => __said++).observe(document.getElementById('upload-msg'),
+                                                     {childList: true, characterData: true,
+                                                      subtree: true})""")
+    page.evaluate("""() => { for (let k = 0; k <= 1000; k += 7) uploadProgress(k, 1000);
+                             uploadProgress(1000, 1000); }""")
+    _until(page, "__said > 0")
+    assert page.evaluate("__said") <= 10, page.evaluate("__said")
+    assert page.text_content("#upload-msg") == "Uploading… 100 %"
+
+    page.emulate_media(forced_colors="active")
+    assert page.evaluate("matchMedia('(forced-colors: active)').matches")
+    style = "(e, p) => getComputedStyle(e)[p]"
+    for sw, rgb in (("ncr", "rgb(213, 94, 0)"), ("ed", "rgb(86, 180, 233)"),
+                    ("et", "rgb(240, 228, 66)")):
+        assert page.eval_on_selector(f".sw.{sw}", style, "backgroundColor") == rgb, sw
+    assert "gradient" in page.eval_on_selector(".sw.unc", style, "backgroundImage")
+    on = page.eval_on_selector("#mod-btns button.on", style, "backgroundColor")
+    off = page.eval_on_selector("#mod-btns button:not(.on)", style, "backgroundColor")
+    assert on != off, (on, off)
+    assert page.eval_on_selector("#mod-btns button.on", style, "textDecorationLine") == "underline"
+    assert page.eval_on_selector("#correct-tools", style, "outlineStyle") == "none"
+    page.evaluate("document.getElementById('correct-tools').classList.add('active')")
+    assert page.eval_on_selector("#correct-tools", style, "outlineStyle") == "solid"
+
+
+def test_the_viewer_from_the_keyboard(server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """With the viewer focused (the mouse over it too, where NiiVue reads keys): Page Up
+    and Page Down move the crosshair a slice, with no browser default; H, J, K, L move it
+    as the arrow keys do, left and right as the radiological view shows them; the
+    readout is said (a live region) when the crosshair comes to rest, not at every step.
+    The viewer's controls come on with the case. Undo, disabled after the last undo, hands
+    the focus to the message saying so. In one column a diameter link brings the viewer
+    into view."""
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    assert page.is_enabled("#layout") and page.is_enabled("#show-1")
+    assert page.is_enabled("#opacity") and page.is_enabled("input[name=seed-kind] >> nth=1")
+    page.hover("#gl")
+    page.focus("#gl")
+    vox = "Array.from(state.nv.frac2vox(state.nv.scene.crosshairPos))"
+    page.evaluate("""window.__keys = [];
+        window.addEventListener('keydown', (e) => __keys.push(e), {capture: true})""")
+    start = page.evaluate(vox)
+    page.keyboard.press("PageUp")
+    assert page.evaluate(vox) == [start[0], start[1], start[2] + 1]
+    page.keyboard.press("PageDown")
+    assert page.evaluate(vox) == start
+    moves = {"ArrowRight": -1, "KeyL": -1, "ArrowLeft": 1, "KeyH": 1}  # radiological
+    for key, dx in moves.items():
+        page.keyboard.press(key)
+        assert page.evaluate(vox) == [start[0] + dx, start[1], start[2]], key
+        page.keyboard.press({-1: "ArrowLeft", 1: "ArrowRight"}[dx])
+    page.keyboard.press("KeyK")
+    assert page.evaluate(vox) == [start[0], start[1] + 1, start[2]]
+    page.keyboard.press("KeyJ")
+    assert page.evaluate(vox) == start
+    assert page.evaluate("__keys.every((e) => e.defaultPrevented)"), page.evaluate(
+        "__keys.map((e) => [e.code, e.defaultPrevented])")
+    # the readout said at most twice a second while a key is held, then where it rests
+    page.wait_for_timeout(700)
+    page.evaluate("""window.__said = 0;
+        new MutationObserver(() => __said++).observe(document.getElementById('location-live'),
+                                                     {childList: true, characterData: true,
+                                                      subtree: true})""")
+    t0 = time.monotonic()
+    for _ in range(12):
+        page.keyboard.press("ArrowUp")
+    held_s = time.monotonic() - t0
+    page.wait_for_timeout(700)
+    said = page.evaluate("__said")
+    assert 1 <= said <= 2 + held_s / 0.5, (said, held_s)
+    assert page.text_content("#location-live") == page.text_content("#location")
+    assert page.get_attribute("#location", "aria-hidden") == "true"
+
+    # Undo from the keyboard, the last one: the focus goes to the message, not the page
+    pytest.importorskip("braintumor.correction")
+    page.select_option("#layout", "axial")
+    page.wait_for_timeout(400)
+    x, y = _coloured_point(page.locator("#gl").screenshot())
+    page.evaluate(f"() => {{ const nv = window.braintumor.nv; "
+                  f"nv.scene.crosshairPos = nv.canvasPos2frac([{x}, {y}]); nv.drawScene(); }}")
+    page.check("#correct-toggle")
+    page.focus("#seed-here-btn")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    page.focus("#undo-btn")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-result='v0']", timeout=30_000)
+    assert page.is_disabled("#undo-btn")
+    assert page.evaluate("document.activeElement.id") == "correct-msg"
+    assert page.text_content("#correct-msg") == "Undone."
+
+    # 200 % zoom (one column): the diameter link, below the viewer, brings it into view
+    page.set_viewport_size({"width": 640, "height": 800})
+    page.wait_for_timeout(300)
+    page.click("#diam-et")
+    _until(page, "Math.abs(document.getElementById('centre').getBoundingClientRect().top) < 2")

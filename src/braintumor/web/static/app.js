@@ -54,12 +54,22 @@ function setMsg(id, text, ok = false) {
   el.classList.toggle("ok", !!ok);
 }
 
+// A control disabled while it has the keyboard's focus would drop it to the page's
+// start: the focus goes to `to` (a message that says what happened, or a control still
+// of use) instead
+function disable(id, off, to) {
+  const el = $(id);
+  const had = off && document.activeElement === el;
+  el.disabled = off;
+  if (had && to) $(to).focus();
+}
+
 // -- start ------------------------------------------------------------------------------
 async function init() {
   try {
     state.info = await api("/api/info");
   } catch (e) {
-    setMsg("upload-msg", e.message);
+    uploadError(e.message);
     return;
   }
   const sel = $("method");
@@ -155,6 +165,9 @@ async function showMeasuredSlice(mmText) {
     await refreshDiameters();
   }
   moveCrosshair(mmText.split(",").map(Number));
+  // one column (a phone, a zoomed-in window): the viewer lies above the measurements,
+  // off the screen; it comes into view to show the slice
+  if (NARROW.matches) $("centre").scrollIntoView({ block: "start" });
 }
 
 // the viewer's crosshair (and so its three slices) to scanner coordinates in mm
@@ -196,7 +209,7 @@ function sizeProblem() {
 function checkSize() {
   const problem = sizeProblem();
   if (problem) uploadError(problem);
-  else if ($("upload-msg").textContent.startsWith("The files come to ")) setMsg("upload-msg", "");
+  else if ($("upload-err").textContent.startsWith("The files come to ")) setMsg("upload-err", "");
   $("submit-btn").disabled = !!problem || !state.files.length || !!state.sentJob;
   return !problem;
 }
@@ -249,6 +262,7 @@ async function loneNiftiKind(file) {
 
 async function chooseFiles(files) {
   setMsg("upload-msg", "");
+  setMsg("upload-err", "");
   // numbered slices in their order (pat_2 before pat_10), as the server stacks them
   files = [...files].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   state.files = files;
@@ -307,17 +321,18 @@ function submitUpload() {
   const isDicom = (f) => /\.(dcm|dicom)$/i.test(f.name);
   if ((state.files.length === 1 && kindOf(state.files[0].name) === "zip")
       || (state.files.length > 1 && state.files.every(isDicom))) form.append("confirm_series", "true");
-  $("submit-btn").disabled = true;
+  setMsg("upload-err", "");
   setMsg("upload-msg", "Uploading…", true);
+  state.uploadStep = 0;
+  // Segment is off while the files go: the focus goes to the line that says how far
+  disable("submit-btn", true, "upload-msg");
   // XMLHttpRequest (not fetch) to show upload progress
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/jobs");
   state.timeline = {};
   mark("upload_start");
   xhr.upload.onload = () => mark("upload_sent");
-  xhr.upload.onprogress = (e) => {
-    if (e.lengthComputable) setMsg("upload-msg", `Uploading… ${Math.round(100 * e.loaded / e.total)} %`, true);
-  };
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) uploadProgress(e.loaded, e.total); };
   xhr.onload = () => {
     let body = null;
     try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
@@ -343,8 +358,23 @@ function submitUpload() {
 // why an upload was refused, under the Segment button: scrolled into view (on a phone the
 // button is at the bottom of the screen and its message below it)
 function uploadError(text) {
-  setMsg("upload-msg", text);
-  $("upload-msg").scrollIntoView({ block: "nearest" });
+  setMsg("upload-msg", "");
+  setMsg("upload-err", text);
+  $("upload-err").scrollIntoView({ block: "nearest" });
+  // Segment was off while the files went, and the focus on the line saying so: it goes
+  // to the sentence why, a step before Segment, so that it is read and Segment is next
+  if (document.activeElement === $("upload-msg") || document.activeElement === document.body) {
+    $("upload-err").focus();
+  }
+}
+
+// how far the upload is, in whole tenths: a status rewritten at every progress event
+// (many a second) would be read out without end
+function uploadProgress(loaded, total) {
+  const step = Math.floor((10 * loaded) / total);
+  if (step === state.uploadStep) return;
+  state.uploadStep = step;
+  setMsg("upload-msg", `Uploading… ${10 * step} %`, true);
 }
 
 function mark(name) {
@@ -356,6 +386,7 @@ async function startSample() {
   mark("click");
   $("sample-btn").disabled = true;
   setMsg("upload-msg", "");
+  setMsg("upload-err", "");
   try {
     const job = await postJSON("/api/sample", { method: $("method").value || null,
                                                 uncertainty: $("want-unc").checked,
@@ -366,7 +397,7 @@ async function startSample() {
     // status takes it (and is scrolled into view on a narrow screen)
     $("job-status-line").focus();
   } catch (e) {
-    setMsg("upload-msg", e.message);
+    uploadError(e.message);
   } finally {
     $("sample-btn").disabled = false;
   }
@@ -463,7 +494,9 @@ function render(job) {
     `${Math.round(100 * job.progress)} %${stage ? `, ${stage}` : ""}`);
   // a shared link's tab says whose scan it is, then how far its job is
   document.title = `${name ? `${name} · ` : ""}${st.textContent} · braintumor`;
-  $("cancel-btn").disabled = TERMINAL.includes(job.status) || job.stage === "cancelling";
+  // a job that stops takes Cancel away: the focus goes to the line that says it stopped
+  disable("cancel-btn", TERMINAL.includes(job.status) || job.stage === "cancelling",
+          "job-status-line");
   if (state.started === job.id && TERMINAL.includes(job.status)) {
     state.started = null;
     // one column (a phone, a narrow window): the job started from this page has its
@@ -604,21 +637,34 @@ async function ensureViewer() {
     const text = locationText(d);
     $("location").textContent = text;
     $("location").title = text;  // the whole of it, where the line is cut short
+    sayLocation(text);
   };
   const canvas = $("gl");
   canvas.addEventListener("pointerdown", (e) => { state.pendingClick = e.button === 0; });
-  // the arrow keys move the crosshair one voxel, as H, J, K, L do (NiiVue gives the
-  // left and right arrows to the frames of a 4D image, which a case does not have)
-  // left and right as the screen shows them: in the radiological view the patient's
-  // right (+x in RAS) lies on the screen's left
-  const ARROWS = { ArrowLeft: [-1, 0, 0], ArrowRight: [1, 0, 0], ArrowUp: [0, 1, 0], ArrowDown: [0, -1, 0] };
-  canvas.addEventListener("keydown", (e) => {
-    const step = ARROWS[e.key];
-    if (!step || e.ctrlKey || e.metaKey || e.altKey) return;
-    e.preventDefault();  // the page does not scroll under the viewer
-    const flip = nv.opts.isRadiologicalConvention ? -1 : 1;
+  // The viewer's keys, handled here before NiiVue's own (a listener that captures the
+  // key on the way down to the canvas): the arrow keys and H, J, K, L move the crosshair
+  // one voxel within the slice, left and right as the screen shows them (in the
+  // radiological view the patient's right, +x in RAS, lies on the screen's left; NiiVue
+  // moves H and L the other way there, and gives the left and right arrows to the frames
+  // of a 4D image, which a case does not have); Page Up and Page Down move it to the next
+  // or previous slice (NiiVue's Ctrl+U and Ctrl+D are the browser's page source and
+  // bookmark keys). None of them scrolls the page. In the 3D view alone, H, J, K, L are
+  // left to NiiVue, which turns the rendering with them.
+  const KEYS = {
+    ArrowLeft: [-1, 0, 0], ArrowRight: [1, 0, 0], ArrowUp: [0, 1, 0], ArrowDown: [0, -1, 0],
+    KeyH: [-1, 0, 0], KeyL: [1, 0, 0], KeyK: [0, 1, 0], KeyJ: [0, -1, 0],
+    PageUp: [0, 0, 1], PageDown: [0, 0, -1],
+  };
+  $("canvas-wrap").addEventListener("keydown", (e) => {
+    const step = KEYS[e.code] || KEYS[e.key];
+    if (e.target !== canvas || !step || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (/^Key/.test(e.code) && nv.opts.sliceType === nv.sliceTypeRender) return;
+    e.preventDefault();
+    e.stopPropagation();  // NiiVue's own handling of the key is not run
+    if (!nv.volumes.length) return;
+    const flip = step[0] && nv.opts.isRadiologicalConvention ? -1 : 1;
     nv.moveCrosshairInVox(step[0] * flip, step[1], step[2]);
-  });
+  }, { capture: true });
   canvas.addEventListener("pointerup", (e) => {
     if (!state.pendingClick) return;
     state.pendingClick = false;
@@ -644,6 +690,22 @@ async function ensureViewer() {
   if (softwareRenderer(nv)) $("layout").value = "slices";
   applyLayout();
   return nv;
+}
+
+// The readout said to a screen reader (a polite live region) at most twice a second:
+// the crosshair moved by a held key says where it came to rest, not every voxel on the way
+const SAY_EVERY_MS = 500;
+function sayLocation(text) {
+  state.locationText = text;
+  if (state.locationTimer) return;  // said when the wait is over, as it is then
+  const wait = Math.max(0, (state.locationSaid || -Infinity) + SAY_EVERY_MS - performance.now());
+  state.locationTimer = setTimeout(() => {
+    state.locationTimer = null;
+    state.locationSaid = performance.now();
+    if ($("location-live").textContent !== state.locationText) {
+      $("location-live").textContent = state.locationText;
+    }
+  }, wait);
 }
 
 // the line under the viewer: where the crosshair is, in scanner millimetres (NIfTI's
@@ -735,6 +797,14 @@ function applyLabelColours() {
 
 const VIEWER_ERROR = "The viewer could not show the images:";
 
+// The viewer's controls act on a case shown in it: off (and out of the tab order) until
+// there is one
+function enableViewerControls() {
+  for (const el of document.querySelectorAll(".needs-case")) el.disabled = false;
+  // an outside seed removes whatever label is there: no region to choose
+  $("correct-region").disabled = document.querySelector("input[name=seed-kind]:checked").value === "outside";
+}
+
 async function loadViewer(job) {
   if (state.busy) return;
   // a scan without T1 or T2 has no such image to show
@@ -742,6 +812,7 @@ async function loadViewer(job) {
     b.disabled = !(b.dataset.mod in job.urls.images);
     b.title = b.disabled ? `This scan has no ${b.textContent} image.` : "";
   }
+  enableViewerControls();
   if (!(state.modality in job.urls.images) && "flair" in job.urls.images) switchMark("flair");
   const bgMod = state.modality in job.urls.images ? state.modality : Object.keys(job.urls.images)[0];
   const bgUrl = job.urls.images[bgMod];
@@ -895,6 +966,13 @@ function picture2d() {
   return $("show2d").value;
 }
 
+// the picture's text alternative: which slice (of a stack) and what is drawn on it
+function alt2d(where) {
+  const shown = { overlay: "with the outline", reference: "with the outline and the reference's (blue)",
+                  input: "without the outline" }[picture2d()];
+  return `${where}, ${shown}`;
+}
+
 function show2d(job) {
   $("placeholder").hidden = true;
   $("gl").hidden = true;
@@ -940,7 +1018,9 @@ function show2d(job) {
     range.max = String(n - 1);
     const showSlice = (k) => {
       img.src = `${job.urls.slice2d}${k}/${picture2d()}.png`;
+      img.alt = alt2d(`Slice ${k + 1} of ${n}, ${r.slice_names[k]}`);
       $("slice2d-name").textContent = `${k + 1}/${n} ${r.slice_names[k]}`;
+      range.setAttribute("aria-valuetext", `slice ${k + 1} of ${n}, ${r.slice_names[k]}`);
       const a = r.slice_area_px[k];
       $("area2d-slice").textContent = areaText(a, known ? a * r.pixel_mm * r.pixel_mm : null);
     };
@@ -950,8 +1030,12 @@ function show2d(job) {
     showSlice(r.show_slice || 0);
     nav.hidden = false;
   } else {
-    img.src = job.urls.image2d[picture2d()];
-    $("show2d").onchange = () => { img.src = job.urls.image2d[picture2d()]; };
+    const showPicture = () => {
+      img.src = job.urls.image2d[picture2d()];
+      img.alt = alt2d("The 2D picture");
+    };
+    showPicture();
+    $("show2d").onchange = showPicture;
     row(`Tumour area${unit}`, `${areaText(r.area_px, r.area_mm2)}, ${(100 * r.area_fraction).toFixed(1)} % of the picture`);
   }
   // the largest lesion's longest diameter and the one perpendicular to it (RANO's way)
@@ -1074,7 +1158,8 @@ function renderResult(job) {
   $("correct-toggle").disabled = !(state.info && state.info.correction_available);
   $("seed-here-btn").disabled = $("correct-toggle").disabled || !$("correct-toggle").checked;
   $("correct-toggle").title = $("correct-toggle").disabled ? "Correction is not available on this server." : "";
-  $("undo-btn").disabled = !(job.label_version > 0);
+  // nothing left to undo: the focus goes to the message that says it was undone
+  disable("undo-btn", !(job.label_version > 0), "correct-msg");
   document.body.dataset.result = `v${job.label_version}`;
 }
 
