@@ -88,6 +88,17 @@ def page(browser: Any) -> Iterator[Any]:
     assert not outside, outside
 
 
+def _contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two CSS ``rgb(r, g, b)`` colours."""
+    def lum(css: str) -> float:
+        c = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 def _fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - loopback test server
         return bytes(r.read())
@@ -936,6 +947,18 @@ def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:
     assert "/api/jobs/{job_id}/corrections" in (page.text_content("#ops") or "")
     # the example's address is this server's, whatever its port
     assert page.text_content("#origin") == server.url
+    # a main landmark; each operation's heading a level under the page's h1; every
+    # schema block (which scrolls sideways when wide) reachable by the keyboard, named
+    assert page.locator("main#doc #ops").count() == 1
+    assert page.locator("#ops h3").count() == 0
+    assert page.locator("#ops .op h2").count() == page.locator("#ops .op").count()
+    blocks = page.eval_on_selector_all(
+        "#ops pre", "ps => ps.map(p => [p.tabIndex, p.getAttribute('aria-label')])")
+    assert blocks and all(t == 0 and label for t, label in blocks), blocks
+    # the verbs' colours readable on white (4.5:1, WCAG AA for text of this size)
+    for verb in ("get", "post"):
+        rgb = page.eval_on_selector(f"#ops .verb.{verb}", "e => getComputedStyle(e).color")
+        assert _contrast(rgb, "rgb(255, 255, 255)") >= 4.5, (verb, rgb)
     # nothing but this server was asked for anything
     assert all(u.startswith(server.url) for u in requests), requests
 

@@ -24,6 +24,16 @@ function describeSchema(spec, schema, depth = 0) {
   return s.type || name || "";
 }
 
+// a block of a schema: it scrolls sideways when wide, so it takes the keyboard's focus
+// (the arrow keys scroll it) and is named for what it describes
+function codeBlock(name) {
+  const pre = document.createElement("pre");
+  pre.tabIndex = 0;
+  pre.setAttribute("role", "group");
+  pre.setAttribute("aria-label", name);
+  return pre;
+}
+
 async function main() {
   // the example names this server, whatever host and port it runs on
   document.getElementById("origin").textContent = location.origin;
@@ -41,7 +51,7 @@ async function main() {
     for (const [verb, op] of Object.entries(ops)) {
       const div = document.createElement("div");
       div.className = "op";
-      const h = document.createElement("h3");
+      const h = document.createElement("h2");  // the page's h1 above it
       const v = document.createElement("span");
       v.className = `verb ${verb}`;
       v.textContent = verb.toUpperCase();
@@ -59,7 +69,7 @@ async function main() {
       const body = op.requestBody && op.requestBody.content;
       if (body) {
         for (const [type, c] of Object.entries(body)) {
-          const pre = document.createElement("pre");
+          const pre = codeBlock(`${verb.toUpperCase()} ${path}, request body`);
           pre.textContent = `Body (${type}):\n` + describeSchema(spec, c.schema);
           div.appendChild(pre);
         }
@@ -68,7 +78,7 @@ async function main() {
       if (ok) {
         const [code, r] = ok;
         const c = r.content && (r.content["application/json"] || Object.values(r.content)[0]);
-        const pre = document.createElement("pre");
+        const pre = codeBlock(`${verb.toUpperCase()} ${path}, answer`);
         pre.textContent = `Answer ${code}: ` + (c && c.schema ? describeSchema(spec, c.schema) : r.description || "");
         div.appendChild(pre);
       }
