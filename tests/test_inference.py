@@ -620,6 +620,37 @@ def test_shipped_methods_on_coarse_scans_gain_from_the_model_grid(
     assert score[True] >= 0.7 and score[True] > score[False] + 0.03, score
 
 
+def test_fine_case_brings_probabilities_back_only_when_read(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.5 mm case is segmented on the 1 mm grid; its labels come back at once, its
+    probabilities (3 channels, 8 times the voxels) only when something reads them, and
+    then equal to the clipped linear resampling of the 1 mm ones."""
+    from braintumor import preprocess
+    from braintumor.cases import case_from_arrays
+    from braintumor.segment import segment
+
+    base = make_case(shape=(24, 28, 20), seed=4)
+    fine = case_from_arrays("fine", preprocess.resample_to(base.image, (48, 56, 40)),
+                            np.diag([0.5, 0.5, 0.5, 1.0]))
+    calls: list[tuple[int, ...]] = []
+    real = preprocess.resample_to
+
+    def counting(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        calls.append(array.shape)
+        return real(array, shape)
+
+    monkeypatch.setattr(preprocess, "resample_to", counting)
+    res = segment(fine, "cnn", model=tiny_model, device="cpu")
+    assert res.labels.shape == fine.shape and res.info["grid"] == [24, 28, 20]
+    assert res.has_probabilities
+    assert (3, 24, 28, 20) not in calls  # not brought back unasked
+    probs = res.probabilities
+    assert calls.count((3, 24, 28, 20)) == 1
+    assert probs is not None and probs.shape == (3, *fine.shape) and probs.dtype == np.float32
+    assert probs.min() >= 0 and probs.max() <= 1
+    assert res.probabilities is probs  # computed once
+
+
 def test_model_grid_keeps_the_brain_edge_bright() -> None:
     """Resampling a skull-stripped case does not darken the brain's edge: every brain
     voxel on the 1 mm grid keeps the brain's intensity, the background stays 0, and the

@@ -191,8 +191,12 @@ def resample_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Linear resampling of ``(C, X, Y, Z)`` to the spatial ``shape`` over the same field
     of view (voxel centres aligned as grids of that extent), float32."""
     zoom = [t / c for t, c in zip(shape, array.shape[1:], strict=True)]
-    return np.stack([ndi.zoom(a.astype(np.float32, copy=False), zoom, order=1,
-                              mode="nearest", grid_mode=True) for a in array])
+    # channel by channel into one block: no list of channels stacked into a second copy
+    out = np.empty((array.shape[0], *shape), np.float32)
+    for c, a in enumerate(array):
+        ndi.zoom(a.astype(np.float32, copy=False), zoom, output=out[c], order=1,
+                 mode="nearest", grid_mode=True)
+    return out
 
 
 def resample_labels(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

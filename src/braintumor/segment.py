@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,19 +40,55 @@ WITHOUT_ACCURACY: dict[tuple[str, ...], tuple[float, float, float]] = {
 MODEL_GRID_METHODS = frozenset({"cnn", "watershed", "hybrid"})
 
 
-@dataclass
 class SegmentationResult:
     """Output of a segmenter, in the case's native grid.
 
     ``labels``: ``(X, Y, Z)`` uint8, internal convention. ``probabilities``: optional
     ``(3, X, Y, Z)`` float32 region probabilities (WT, TC, ET). ``uncertainty``: optional
     ``(X, Y, Z)`` float32. ``info``: method, model version, timings (s).
+
+    Probabilities that :func:`segment` must bring back from the 1 mm model grid are
+    brought back when first read (:meth:`defer_probabilities`): at 0.5 mm that takes
+    longer than the segmentation and twice its memory, and most callers never read them.
     """
 
-    labels: np.ndarray
-    probabilities: np.ndarray | None = None
-    uncertainty: np.ndarray | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, labels: np.ndarray, probabilities: np.ndarray | None = None,
+                 uncertainty: np.ndarray | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.labels = labels
+        self._probabilities = probabilities
+        self._pending: Callable[[], np.ndarray] | None = None
+        self.uncertainty = uncertainty
+        self.info: dict[str, Any] = {} if info is None else info
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """The region probabilities, computed on first read when they were deferred."""
+        if self._pending is not None:
+            make, self._pending = self._pending, None
+            self._probabilities = make()
+        return self._probabilities
+
+    @probabilities.setter
+    def probabilities(self, value: np.ndarray | None) -> None:
+        self._pending = None
+        self._probabilities = value
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Whether there are probabilities to read, without computing deferred ones."""
+        return self._pending is not None or self._probabilities is not None
+
+    def defer_probabilities(self, make: Callable[[], np.ndarray]) -> None:
+        """Let ``make()`` give the probabilities when they are first read."""
+        self._probabilities = None
+        self._pending = make
+
+    def __repr__(self) -> str:
+        return (f"SegmentationResult(labels={self.labels.shape}, "
+                f"probabilities={'yes' if self.has_probabilities else 'no'}, "
+                f"uncertainty={'yes' if self.uncertainty is not None else 'no'}, "
+                f"info={self.info!r})")
 
 
 ProgressFn = Callable[[float, str], None]
@@ -153,8 +189,26 @@ def _probabilities_for(probs: Any, case: Case, turn: Any, work: Case | None) -> 
     if turn is not None:
         p = apply_turn(p, turn)
     if work is not None:
-        p = np.clip(resample_to(p, work.shape), 0, 1)
+        p = resample_to(p, work.shape)
+        np.clip(p, 0, 1, out=p)
     return p
+
+
+def _back_to_case(probs: np.ndarray | None, shape: tuple[int, ...], turn: Any
+                  ) -> Callable[[], np.ndarray]:
+    """What brings model-grid probabilities ``(3, x, y, z)`` back to the case's grid of
+    ``shape`` (and orientation, ``turn``): linearly, channel by channel into one float32
+    array, clipped to [0, 1] in place."""
+    from braintumor.preprocess import from_model_orientation, resample_to
+
+    assert probs is not None
+
+    def make() -> np.ndarray:
+        out = resample_to(probs, shape)
+        np.clip(out, 0, 1, out=out)
+        return out if turn is None else from_model_orientation(out, turn)
+
+    return make
 
 
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
@@ -229,15 +283,17 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     result = fn(axial if work is None else work, progress=progress, **options)
     if work is not None:
         result.labels = resample_labels(result.labels, axial.shape)
-        if result.probabilities is not None:
-            result.probabilities = np.clip(resample_to(result.probabilities, axial.shape), 0, 1)
+        if result.has_probabilities:
+            # brought back only when read: at 0.5 mm this took longer than the
+            # segmentation and doubled the memory, for callers that never read them
+            result.defer_probabilities(_back_to_case(result.probabilities, axial.shape, turn))
         if result.uncertainty is not None:
             result.uncertainty = resample_to(result.uncertainty[None], axial.shape)[0]
         result.info["resampled_to_mm"] = MODEL_SPACING_MM
         result.info["grid"] = list(work.shape)
     if turn is not None:
         result.labels = from_model_orientation(result.labels, turn)
-        if result.probabilities is not None:
+        if work is None and result.probabilities is not None:
             result.probabilities = from_model_orientation(result.probabilities, turn)
         if result.uncertainty is not None:
             result.uncertainty = from_model_orientation(result.uncertainty, turn)
