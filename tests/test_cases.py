@@ -4,6 +4,7 @@ the MSD 4D layout, every consistency check, and label maps written on the input'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -583,3 +584,38 @@ def test_the_first_broken_modality_is_the_one_reported(tmp_path: Path) -> None:
         (folder / f"c9_{name}.nii.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 40)
     with pytest.raises(InputError, match="c9_t1ce.nii.gz"):
         load_case(folder)
+
+
+def _traced_peak(fn: Any) -> tuple[Any, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_reading_a_case_holds_it_about_once(tmp_path: Path, ext: str) -> None:
+    """A case read from one 4D file or from four files is held about once while it is
+    put into its float32 block (a 4D file was held three times, float32 read, stacked and
+    copied again; four files were all held beside the block), with the same values."""
+    rng = np.random.default_rng(0)
+    shape = (48, 40, 36)
+    vols = rng.integers(0, 3000, (4, *shape)).astype(np.int16)
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for m, name in enumerate(MODALITIES):
+        nib.save(nib.Nifti1Image(vols[m], BRATS_AFF), str(folder / f"c_{name}{ext}"))
+    four = np.stack([vols[MODALITIES.index(m)] for m in MSD_ORDER], axis=-1)
+    nib.save(nib.Nifti1Image(four, BRATS_AFF), str(tmp_path / f"BRATS_001{ext}"))
+    block = vols.size * 4  # the case's float32 (4, X, Y, Z)
+    # (the 4D file's bound holds without gzip: inflating it in memory takes its own copies)
+    for where, bound in ((tmp_path / f"BRATS_001{ext}", 1.8 if ext == ".nii" else 3.2),
+                         (folder, 1.8)):
+        case, peak = _traced_peak(lambda w=where: load_case(w, with_label=False))
+        np.testing.assert_array_equal(case.image, vols.astype(np.float32))
+        assert case.image.flags.c_contiguous
+        assert peak < bound * block, (where, peak / block)

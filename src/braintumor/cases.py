@@ -388,13 +388,30 @@ def _brats_cases(folder: Path, files: list[Path]) -> list[CaseSource]:
     return sorted(sources, key=lambda s: s.case_id)
 
 
+def _read_dtype(path: str | Path) -> type:
+    """The type to read a NIfTI image's voxels as: its own when it stores small integers
+    without scaling (as scanners and BraTS store them: exact, and half the memory of
+    float32 until the case's float32 block is filled), else float32."""
+    try:
+        hdr: Any = nib.load(str(path)).header
+        dt = np.dtype(hdr.get_data_dtype())
+        slope, inter = hdr.get_slope_inter()
+    except Exception:  # the reading proper says what is wrong with the file
+        return np.float32
+    if dt.kind in "iu" and dt.itemsize <= 2 and slope in (None, 1.0) and inter in (None, 0.0):
+        return dt.newbyteorder("=").type
+    return np.float32
+
+
 def _read_parallel(paths: dict[str, Path]) -> dict[str, Volume]:
     """:func:`load_nifti` of each path, two at a time (gzip inflates outside the GIL);
-    the first file in order that fails raises its error, as a loop would."""
+    the first file in order that fails raises its error, as a loop would. Small
+    unscaled integers stay in their own type (:func:`_read_dtype`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(min(2, len(paths)) or 1) as pool:
-        futures = {m: pool.submit(load_nifti, p) for m, p in paths.items()}
+        futures = {m: pool.submit(load_nifti, p, dtype=_read_dtype(p))
+                   for m, p in paths.items()}
         return {m: f.result() for m, f in futures.items()}
 
 
@@ -493,16 +510,20 @@ def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
 def _stacked(vols: dict[str, Volume], grid: str, other: list[str]) -> np.ndarray:
     """The ``(4, X, Y, Z)`` image on ``grid``'s grid, the ``other`` modalities resampled
     onto it (each covering :data:`MIN_COVER` of its brain, else :class:`InputError`), a
-    missing one's channel its stand-in's."""
+    missing one's channel its stand-in's. Each modality on the grid is released once
+    copied (its entry in ``vols`` then holds its channel of the block, the same values),
+    so the case is never held twice."""
+    shape = vols[grid].data.shape
+    image = np.empty((len(MODALITIES), *shape), np.float32)
+    for i, m in enumerate(MODALITIES):  # the reference first: the others need its brain
+        if m in vols and m not in other:
+            image[i] = vols[m].data
+            vols[m] = replace(vols[m], data=image[i])
     ref = vols[grid]
-    # one float32 block filled in place: no second copy of 140 MB at BraTS size
-    image = np.empty((len(MODALITIES), *ref.data.shape), np.float32)
     for i, m in enumerate(MODALITIES):
         if m in other:  # a series of its own: onto the reference by scanner mm
-            image[i] = resample_onto(vols[m], ref.data.shape, ref.affine,
+            image[i] = resample_onto(vols[m], shape, ref.affine,
                                      inside=ref.data != 0, min_cover=MIN_COVER)
-        elif m in vols:
-            image[i] = vols[m].data
     for i, m in enumerate(MODALITIES):  # as its stand-in lies on the grid, resampled or not
         if m not in vols:
             image[i] = image[MODALITIES.index(STAND_IN[m])]
@@ -540,7 +561,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     other_grid: list[str] = []
     grid: str | None = None
     if src.image4d is not None:
-        vol = load_nifti(src.image4d, ndim=(4, 5))
+        vol = load_nifti(src.image4d, ndim=(4, 5), dtype=_read_dtype(src.image4d))
         if vol.data.ndim == 5 and vol.data.shape[3] == 1:
             # NIfTI's place for the components of a vector image is its 5th axis, after
             # a time axis of one: (X, Y, Z, 1, 4) holds the same four volumes
@@ -556,11 +577,15 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
                 f"{src.image4d}: a 4D image needs 4 channels (FLAIR, T1, T1gd, T2); "
                 f"it has {vol.data.shape[3]}{first}."
             )
-        chans = {m: vol.data[..., i] for i, m in enumerate(MSD_ORDER)}
-        image = np.stack([chans[m] for m in MODALITIES]).astype(np.float32)
+        # one float32 block filled channel by channel from the file's own voxels: the
+        # 4D float32 array, its stack and its float32 copy held the case three times
+        image = np.empty((len(MODALITIES), *vol.data.shape[:3]), np.float32)
+        for i, m in enumerate(MSD_ORDER):
+            image[MODALITIES.index(m)] = vol.data[..., i]
         hdr = vol.header.copy()
         hdr.set_data_shape(vol.data.shape[:3])
         ref = Volume(path=vol.path, data=image[0], affine=vol.affine, header=hdr)
+        del vol
         label_conv_hint: str | None = "msd"
     else:
         check_complete(src, src.reference_path.parent)
