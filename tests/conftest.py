@@ -62,3 +62,5 @@ def _small_test_heads(monkeypatch: pytest.MonkeyPatch) -> None:
     # likewise the slab warning of a scan under 80 mm along an axis (its own test sets
     # it back)
     monkeypatch.setattr(preprocess, "MIN_FIELD_MM", 10.0)
+    # and the cut field of view's least brain volume (its own test sets it back)
+    monkeypatch.setattr(preprocess, "MIN_BRAIN_ML", 0.0)

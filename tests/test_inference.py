@@ -651,6 +651,19 @@ def test_fine_case_brings_probabilities_back_only_when_read(
     assert res.probabilities is probs  # computed once
 
 
+def test_thick_slices_are_warned_about() -> None:
+    """A case of 5 mm slices is segmented with a warning that its volumes may be off;
+    3 mm slices (the thickest measured) are not warned about."""
+    from braintumor.resolution_study import coarsen
+    from braintumor.segment import segment
+
+    base = make_case(shape=SHAPE, seed=4)
+    thick = segment(coarsen(base, (1, 1, 5)), "watershed", fast=True)
+    assert "accuracy was measured on voxels up to 3 mm" in thick.info.get("warning", "")
+    three = segment(coarsen(base, (1, 1, 3)), "watershed", fast=True)
+    assert "measured on voxels" not in three.info.get("warning", "")
+
+
 def test_model_grid_keeps_the_brain_edge_bright() -> None:
     """Resampling a skull-stripped case does not darken the brain's edge: every brain
     voxel on the 1 mm grid keeps the brain's intensity, the background stays 0, and the

@@ -72,3 +72,45 @@ def test_model_grid_works_channel_by_channel() -> None:
     assert peak < image.nbytes
     inside = fine.image[0] > 0
     assert fine.image[:, inside].min() >= 50 and fine.image[:, inside].max() <= 150
+
+
+def _head(shape: tuple[int, int, int], semi_mm: tuple[float, float, float],
+          spacing: float) -> np.ndarray:
+    """(4, X, Y, Z): an ellipsoid brain of ``semi_mm`` semi-axes in the middle."""
+    grids = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * spacing for n in shape],
+                        indexing="ij")
+    brain = sum((g / s) ** 2 for g, s in zip(grids, semi_mm, strict=True)) <= 1
+    return np.repeat(brain[None].astype(np.float32) * 100, 4, axis=0)
+
+
+def test_a_cut_field_of_view_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole adult-sized head is not warned about; the same head cut to a box around
+    part of the brain (reaching four faces or more), or a brain too small to be a
+    whole adult's, is: normalisation then rests on part of the brain."""
+    from braintumor import preprocess
+
+    monkeypatch.setattr(preprocess, "MIN_BRAIN_ML", 900.0)
+    sp = (2.0, 2.0, 2.0)
+    head = _head((90, 108, 80), (68, 84, 62), 2.0)  # about 1.5 L, room around it
+    assert preprocess.coverage_warning(head, sp) is None
+    bottom = head[:, :, :, 8:]  # the brain reaching the bottom face, as BraTS's do
+    assert preprocess.coverage_warning(bottom, sp) is None
+    cut = head[:, 20:54, 30:85, 20:60]  # 68x110x80 mm inside the brain
+    said = preprocess.coverage_warning(cut, sp) or ""
+    assert "6 of its 6 sides" in said and "intensity normalisation" in said
+    small = _head((90, 108, 80), (45, 55, 40), 2.0)  # 0.41 L, inside the volume
+    said = preprocess.coverage_warning(small, sp) or ""
+    assert "0.41 L of brain" in said and "sides" not in said
+    # not skull-stripped (noise everywhere): said by its own warning, not as a cut
+    assert preprocess.coverage_warning(np.ones((1, 48, 48, 30)), (5.0, 5.0, 5.0)) is None
+
+
+def test_slices_thicker_than_measured_are_said() -> None:
+    """Voxels up to 3 mm (the resolution study's coarsest) pass; 5 mm slices are said
+    to inflate volumes, with what was measured."""
+    from braintumor.preprocess import thick_slice_warning
+
+    for ok in ((1.0, 1.0, 1.0), (0.5, 0.5, 3.0), (2.0, 2.0, 2.0), (1.0, 3.02, 1.0)):
+        assert thick_slice_warning(ok) is None
+    said = thick_slice_warning((0.9, 0.9, 5.0)) or ""
+    assert "5.0 mm" in said and "up to 3 mm" in said and "a fifth" in said

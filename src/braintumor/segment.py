@@ -251,6 +251,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         resample_labels,
         resample_to,
         skull_strip_warning,
+        thick_slice_warning,
     )
 
     case = without_blank(case)
@@ -320,7 +321,7 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     parts = [*notes, result.info.get("warning"), redirect, regrid_note(case),
              unoriented_note(case), align_note,
              skull_strip_warning(case.image, case.spacing),
-             coverage_warning(case.image, case.spacing)]
+             coverage_warning(case.image, case.spacing), thick_slice_warning(case.spacing)]
     if any(parts):
         result.info["warning"] = "; ".join(w for w in parts if w)
     return result
