@@ -374,3 +374,46 @@ def test_extract_zip_refuses_escaping_encrypted_and_oversized_archives(tmp_path:
     assert not (tmp_path / "etc").exists()
     with pytest.raises(InputError, match="is not a readable zip file"):
         extract_zip(tmp_path / "out" / "000000.dcm", tmp_path / "bad", "x.zip", 1000)
+
+
+def _claiming(path: Path, shape: tuple[int, ...], dtype: type = np.float32,
+              body: bytes = b"", gz: bool = True) -> Path:
+    """A NIfTI file of a header claiming ``shape`` voxels followed by ``body`` only."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(dtype)
+    hdr.set_data_shape(shape)
+    hdr["vox_offset"] = 352
+    raw = hdr.binaryblock + b"\0" * 4 + body
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_header_claiming_a_huge_volume_is_refused_before_reading(tmp_path: Path,
+                                                                   gz: bool) -> None:
+    """A few hundred bytes that claim 30000^3 float32 voxels (or 512 x 512 x 2048, more
+    than a scan has) are refused in one sentence, never allocated."""
+    for shape in ((30000, 30000, 30000), (512, 512, 2048)):
+        p = _claiming(tmp_path / ("big.nii.gz" if gz else "big.nii"), shape, np.uint8
+                      if shape[2] == 2048 else np.float32, gz=gz)
+        with pytest.raises(io.VolumeTooLarge) as err:
+            io.load_nifti(p)
+        _one_sentence(str(err.value), p)
+        assert "x".join(str(s) for s in shape) in str(err.value).replace(" ", "")
+        with pytest.raises(io.VolumeTooLarge):
+            io.load_label_nifti(p)
+
+
+def test_gzip_decompression_stops_past_what_the_header_claims(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A small image followed by far more compressed zeros than its header accounts for
+    is refused once decompression passes the header's size, not read whole."""
+    monkeypatch.setattr(io, "_NIFTI_SLACK_BYTES", 1 << 16)
+    p = _claiming(tmp_path / "padded.nii.gz", (4, 4, 4), body=b"\0" * (1 << 20))
+    with pytest.raises(io.VolumeTooLarge) as err:
+        io.load_nifti(p)
+    _one_sentence(str(err.value), p)
+    # within the slack it is an ordinary file
+    ok = _claiming(tmp_path / "ok.nii.gz", (4, 4, 4), body=b"\0" * (4 * 64))
+    assert io.load_nifti(ok).data.shape == (4, 4, 4)

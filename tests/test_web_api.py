@@ -2079,3 +2079,41 @@ def test_switch_fields_take_the_usual_spellings_of_yes_and_no() -> None:
     check_fields({"method": "watershed", "uncertainty": "yes", "pixel_mm": "0.5"})
     with pytest.raises(InputError, match="give true or false"):
         check_fields({"align": "2"})
+
+
+# -- limits, hostile requests, a full disk -------------------------------------------------
+def _claiming_huge(shape: tuple[int, ...] = (30000, 30000, 30000)) -> bytes:
+    """A gzipped NIfTI header claiming ``shape`` float32 voxels, with no voxels."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.float32)
+    hdr.set_data_shape(shape)
+    hdr["vox_offset"] = 352
+    return gzip.compress(hdr.binaryblock + b"\0" * 4)
+
+
+def test_a_file_claiming_a_huge_volume_is_413_not_read(client: TestClient,
+                                                       done_job: dict[str, Any]) -> None:
+    before = len(list(client.app.state.store.jobs_root.iterdir()))  # type: ignore
+    for shape in ((30000, 30000, 30000), (512, 512, 2048)):
+        r = client.post("/api/jobs", files=[("files", ("huge_t1.nii.gz",
+                                                       _claiming_huge(shape)))],
+                        data={"method": "threshold"})
+        assert r.status_code == 413 and "claims" in _detail(r), r.text
+        assert _detail(r).startswith("huge_t1.nii.gz")
+        r = client.post(f"/api/jobs/{done_job['id']}/compare",
+                        files=[("before", ("old_seg.nii.gz", _claiming_huge(shape)))])
+        assert r.status_code == 413 and "claims" in _detail(r), r.text
+    assert len(list(client.app.state.store.jobs_root.iterdir())) == before  # type: ignore
+
+
+def test_running_out_of_memory_is_one_sentence(client: TestClient,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import braintumor.web.app as web_app
+
+    def no_memory(name: str) -> str:
+        raise MemoryError
+
+    monkeypatch.setattr(web_app, "detect_modality", no_memory)
+    r = client.post("/api/detect-modalities", json={"names": ["a_t1.nii.gz"]})
+    assert r.status_code == 507 and "memory" in _detail(r)
+

@@ -187,26 +187,105 @@ def resample_onto(vol: Volume, shape: tuple[int, ...], affine: np.ndarray,
     return np.asarray(out, dtype=np.float32)
 
 
+#: the most voxels a NIfTI file may hold (512 x 512 x 1024, twice the largest clinical
+#: volume): the voxels are read as float32, so this is 1 GiB of memory; a file claiming
+#: more (a few kB of gzip can claim terabytes) is refused before anything is decompressed
+MAX_VOLUME_VOXELS = 512 * 512 * 1024
+#: the most bytes a NIfTI file's voxels may take as stored (that many float32 voxels)
+MAX_VOLUME_BYTES = MAX_VOLUME_VOXELS * 4
+#: room for the header and its extensions on top of the voxels, and for what some writers
+#: leave after them, when a compressed file is decompressed
+_NIFTI_SLACK_BYTES = 16 << 20
+
+
+class VolumeTooLarge(InputError):
+    """A NIfTI file whose header claims more voxels than are ever read (the web page
+    answers 413)."""
+
+
+def _header_from_bytes(head: bytes) -> Any:
+    """The NIfTI-1 or NIfTI-2 header at the start of ``head`` (a file's first bytes), or
+    None when they are no such header (nibabel's reading then says why)."""
+    try:
+        if len(head) >= 540 and int.from_bytes(head[:4], "little") in (540, 540 << 24) \
+                and head[4:8] in (b"n+2\0", b"ni2\0"):
+            return nib.Nifti2Header(head[:540], check=False)
+        if len(head) >= 348 and head[344:348] in (b"n+1\0", b"ni1\0"):
+            return nib.Nifti1Header(head[:348], check=False)
+    except Exception:  # noqa: BLE001 - a malformed header: nibabel's reading says so
+        return None
+    return None
+
+
+def check_volume_size(header: Any, path: Path) -> int:
+    """Refuse (:class:`VolumeTooLarge`) a header that claims more than
+    :data:`MAX_VOLUME_VOXELS` voxels or :data:`MAX_VOLUME_BYTES` bytes of them; returns
+    the bytes its voxels take as stored."""
+    try:
+        shape = tuple(int(s) for s in header.get_data_shape())
+        itemsize = int(np.dtype(header.get_data_dtype()).itemsize)
+    except Exception as exc:  # noqa: BLE001 - a header nibabel cannot make sense of
+        raise UnreadableFile(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+    voxels = 1
+    for s in shape:
+        voxels *= max(s, 0)
+    nbytes = voxels * itemsize
+    if voxels > MAX_VOLUME_VOXELS or nbytes > MAX_VOLUME_BYTES:
+        dims = " x ".join(str(s) for s in shape)
+        raise VolumeTooLarge(
+            f"{path}: its header claims {dims} voxels ({human_size(nbytes)}), more than the "
+            f"{MAX_VOLUME_VOXELS // 2**20} million voxels ({human_size(MAX_VOLUME_BYTES)}) "
+            "a scan may have here.")
+    return nbytes
+
+
+def _gunzip_nifti(path: Path) -> bytes:
+    """A gzipped NIfTI file decompressed whole (so a corrupt middle or a bad CRC at the
+    end is noticed), its header's size checked first and the decompression stopped once
+    it passes what that header claims by more than a little."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(540)
+            hdr = _header_from_bytes(head)
+            need = MAX_VOLUME_BYTES if hdr is None else check_volume_size(hdr, path)
+            cap = need + _NIFTI_SLACK_BYTES
+            parts = [head]
+            got = len(head)
+            while True:
+                block = fh.read(1 << 22)
+                if not block:
+                    break
+                got += len(block)
+                if got > cap:
+                    raise VolumeTooLarge(
+                        f"{path}: decompresses to more than {human_size(cap)}, far more "
+                        "than its header's voxels take.")
+                parts.append(block)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise UnreadableFile(f"{path}: the file is truncated or corrupt ({_short(exc)}).") \
+            from None
+    return b"".join(parts)
+
+
 def _open_nifti(path: Path) -> nib.Nifti1Image:
     if not path.exists():
         raise InputError(f"{path}: file not found.")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a NIfTI file.")
     with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"  # what the file is, whatever its name says
+        head = fh.read(540)
+    gzipped = head[:2] == b"\x1f\x8b"  # what the file is, whatever its name says
     if gzipped:
         # Decompress the whole stream ourselves: nibabel stops reading once it has the
         # voxels, so a corrupt middle or a bad CRC at the end would pass unnoticed.
-        try:
-            raw = gzip.decompress(path.read_bytes())
-        except (EOFError, OSError, zlib.error) as exc:
-            raise UnreadableFile(
-                f"{path}: the file is truncated or corrupt ({_short(exc)})."
-            ) from None
+        raw = _gunzip_nifti(path)
         try:
             return _nifti_from_bytes(raw)
         except Exception as exc:
             raise UnreadableFile(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
+    hdr = _header_from_bytes(head)
+    if hdr is not None:
+        check_volume_size(hdr, path)
     if not path.name.endswith(".nii"):  # .Nii, .NII, or a .nii.gz that is not compressed
         try:
             return _nifti_from_bytes(path.read_bytes())

@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
-from braintumor.io import ArchiveTooLarge
+from braintumor.io import ArchiveTooLarge, VolumeTooLarge
 from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
 from braintumor.web.inputs import (
     FeatureUnavailable,
@@ -172,7 +172,7 @@ def _with_slice_positions(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status_for(exc: InputError) -> int:
-    if isinstance(exc, (UploadTooLarge, ArchiveTooLarge)):
+    if isinstance(exc, (UploadTooLarge, ArchiveTooLarge, VolumeTooLarge)):
         return 413
     if isinstance(exc, UnsupportedUpload):
         return 415
@@ -363,6 +363,12 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         log.error("file error: %s", exc)
         return JSONResponse({"detail": "The server could not read or write a file "
                              f"({exc.strerror or type(exc).__name__})."}, status_code=500)
+
+    @app.exception_handler(MemoryError)
+    async def _memory_error(_: Request, exc: MemoryError) -> JSONResponse:
+        log.error("out of memory answering a request")
+        return JSONResponse({"detail": "The server ran out of memory on this request; the "
+                             "file is too large for it to read."}, status_code=507)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:

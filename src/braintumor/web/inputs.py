@@ -514,11 +514,17 @@ def _pixel_size(inputs: dict[str, Any], given: float | None, own: list[float]
 
 
 def call_named(fn: Any, path: Path, name: str) -> Any:
-    """Call ``fn(path)``, restating an InputError with the user's file name."""
+    """Call ``fn(path)``, restating an InputError with the user's file name (of the same
+    kind: a file too large to read stays one, answered 413)."""
     try:
         return fn(path)
     except InputError as exc:
-        raise InputError(str(exc).replace(str(path), name)) from None
+        text = str(exc).replace(str(path), name)
+        try:
+            again = type(exc)(text)
+        except Exception:  # noqa: BLE001 - a kind built otherwise: the plain sentence
+            again = InputError(text)
+        raise again from None
 
 
 def _validate_case(job_dir: Path, inputs: dict[str, Any], display: dict[str, str]) -> Case:
