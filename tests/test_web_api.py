@@ -2117,3 +2117,61 @@ def test_running_out_of_memory_is_one_sentence(client: TestClient,
     r = client.post("/api/detect-modalities", json={"names": ["a_t1.nii.gz"]})
     assert r.status_code == 507 and "memory" in _detail(r)
 
+
+def _fake_2d(monkeypatch: pytest.MonkeyPatch) -> None:
+    from braintumor import slices2d
+
+    def fake_segment(image: np.ndarray) -> Any:
+        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
+                                    {"model_version": "fake-2d"})
+
+    def fake_stack(images: list[np.ndarray]) -> Any:
+        return [fake_segment(i) for i in images]
+
+    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
+    monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+
+
+def test_a_2d_stack_over_the_pixel_budget_is_413(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """Pictures each within the per-picture limit but too many pixels together are
+    refused in one sentence at upload, before the worker holds them."""
+    import braintumor.web.inputs as web_inputs
+
+    _fake_2d(monkeypatch)
+    monkeypatch.setattr(web_inputs, "MAX_STACK_PIXELS", 3 * 30 * 36 - 1)
+    pics = [("files", (f"p_{k}.png", _png(np.full((30, 36), 40 * k, np.uint8))))
+            for k in (1, 2, 3)]
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        r = c.post("/api/jobs", files=pics)
+        assert r.status_code == 413 and "pixels in all" in _detail(r), r.text
+        assert list((tmp_path / "d" / "jobs").iterdir()) == []
+        r = c.post("/api/jobs", files=pics[:2])  # within the budget
+        assert r.status_code == 202, r.text
+
+
+def test_a_dicom_reference_mask_is_kept_as_pixels_not_as_dicom(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A DICOM slice's DICOM mask, like the slice, is kept only as a PNG: no file with
+    the patient's name stays on the server."""
+    pytest.importorskip("pydicom")
+    from test_web_support import write_dicom_slice
+
+    _fake_2d(monkeypatch)
+    px = np.zeros((32, 32), np.uint16)
+    px[4:14, 4:12] = 900
+    mask = (px > 0).astype(np.uint16)
+    files = [("files", (name, write_dicom_slice(tmp_path / name, a, (0.5, 0.5)).read_bytes()))
+             for name, a in (("slice_1.dcm", px), ("slice_1_mask.dcm", mask))]
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        r = c.post("/api/jobs", files=files)
+        assert r.status_code == 202, r.text
+        job = wait_done(c.get, r.json()["id"])
+        assert job["status"] == "done", job
+        kept = [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+        assert not [p for p in kept if p.suffix == ".dcm"], kept
+        assert not any(b"Doe^Jane" in p.read_bytes() for p in kept)
+        assert c.get(job["urls"]["image2d"]["reference"]).status_code == 200

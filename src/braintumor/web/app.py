@@ -41,6 +41,7 @@ from braintumor.io import ArchiveTooLarge, VolumeTooLarge
 from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
 from braintumor.web.inputs import (
     FeatureUnavailable,
+    StackTooLarge,
     call_named,
     detect_modality,
     on_case_grid,
@@ -172,7 +173,7 @@ def _with_slice_positions(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status_for(exc: InputError) -> int:
-    if isinstance(exc, (UploadTooLarge, ArchiveTooLarge, VolumeTooLarge)):
+    if isinstance(exc, (UploadTooLarge, ArchiveTooLarge, VolumeTooLarge, StackTooLarge)):
         return 413
     if isinstance(exc, UnsupportedUpload):
         return 415

@@ -77,6 +77,13 @@ ZIP_EXT = (".zip",)
 
 #: most pictures one 2D stack may hold
 MAX_SLICES = 512
+#: most pixels one 2D upload may hold, its pictures together (64 million: 256 slices of
+#: 512 x 512, or one picture of 8192 x 8192); the worker holds several copies of them
+MAX_STACK_PIXELS = 8192 * 8192
+
+
+class StackTooLarge(InputError):
+    """A 2D upload whose pictures hold more pixels in all than one job reads (413)."""
 #: the pixel sizes (mm) a 2D upload may state
 PIXEL_MM_RANGE = (0.01, 20.0)
 
@@ -397,9 +404,10 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     pixel_mm = parse_pixel_size(fields.get("pixel_mm"))
     own: list[float] = []
 
-    def read(dest: Path, name: str) -> tuple[np.ndarray, Path]:
-        """The picture's pixels; a DICOM slice becomes a PNG (the DICOM file, with its
-        patient identifiers, is deleted) and gives its pixel size."""
+    def read(dest: Path, name: str, spacing: bool = True) -> tuple[np.ndarray, Path]:
+        """The picture's pixels; a DICOM slice (a picture or its mask) becomes a PNG (the
+        DICOM file, with its patient identifiers, is deleted) and, with ``spacing``, gives
+        its pixel size."""
         from braintumor.io import is_dicom_picture, read_dicom_2d, read_image_2d, write_png
 
         if not is_dicom_picture(dest):
@@ -408,7 +416,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
             arr, px = call_named(read_dicom_2d, dest, name)
         finally:
             dest.unlink(missing_ok=True)
-        if px is not None:
+        if px is not None and spacing:
             own.append(px)
         png = dest.with_suffix(".png")
         write_png(arr[..., 0] if arr.shape[2] == 1 else arr, png)
@@ -430,14 +438,12 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
                          f"{MAX_SLICES} slices.")
     def reference(k: int, i: int, shape: tuple[int, ...]) -> str:
         """Save the mask of picture ``pics[i]`` as slice ``k``'s reference (checked:
-        readable, its picture's size)."""
-        from braintumor.io import read_image_2d
-
+        readable, its picture's size; a DICOM mask kept as a PNG, like the slices)."""
         f, m = pics[i], refs[i]
         assert m is not None
         dest = inp_dir / f"ref_{k:03d}{file_kind(m.name)[1]}"
         m.path.replace(dest)
-        arr = call_named(read_image_2d, dest, m.name)
+        arr, dest = read(dest, m.name, spacing=False)
         if arr.shape[:2] != shape[:2]:
             raise InputError(f"{m.name} is {arr.shape[1]}x{arr.shape[0]} pixels while "
                              f"{f.name} is {shape[1]}x{shape[0]}; a mask must match its "
@@ -456,11 +462,17 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     order = _dicom_order(pics) or stack_order([f.name for f in pics])
     saved, names, ref_saved = [], [], []
     first: tuple[str, tuple[int, ...]] | None = None
+    pixels = 0
     for k, i in enumerate(order):
         f = pics[i]
         dest = inp_dir / f"slice_{k:03d}{file_kind(f.name)[1]}"
         f.path.replace(dest)
         arr, dest = read(dest, f.name)
+        pixels += int(arr.shape[0]) * int(arr.shape[1])
+        if pixels > MAX_STACK_PIXELS:
+            raise StackTooLarge(
+                f"The {len(pics)} pictures hold more than {MAX_STACK_PIXELS // 2**20} million "
+                "pixels in all, the most one upload may hold; send fewer or smaller slices.")
         if first is None:
             first = (f.name, arr.shape[:2])
         elif arr.shape[:2] != first[1]:
