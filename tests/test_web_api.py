@@ -2175,3 +2175,88 @@ def test_a_dicom_reference_mask_is_kept_as_pixels_not_as_dicom(
         assert not [p for p in kept if p.suffix == ".dcm"], kept
         assert not any(b"Doe^Jane" in p.read_bytes() for p in kept)
         assert c.get(job["urls"]["image2d"]["reference"]).status_code == 200
+
+
+def test_another_website_cannot_make_the_browser_change_anything(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """A page elsewhere can make the reader's browser send a form or a no-cors fetch; with
+    no token set that would start jobs or upload files. Such requests carry an Origin
+    that is not this server's, or Sec-Fetch-Site: cross-site, and are refused; so is a
+    body that is no JSON (the text/plain a no-cors fetch sends). Clients that are no
+    browser send neither header and are served as before."""
+    jobs = client.app.state.store.jobs_root  # type: ignore[attr-defined]
+    before = len(list(jobs.iterdir()))
+    evil = {"origin": "http://evil.example"}
+    for headers in (evil, {"origin": "null"}, {"sec-fetch-site": "cross-site"},
+                    {"origin": "http://testserver.evil.example"}):
+        r = client.post("/api/sample", json={}, headers=headers)
+        assert r.status_code == 403 and "another website" in _detail(r), headers
+        r = client.post("/api/jobs", files=_four(case_files), headers=headers)
+        assert r.status_code == 403, headers
+    r = client.post("/api/sample", content=b'{"method": "threshold"}',
+                    headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "JSON" in _detail(r)
+    assert len(list(jobs.iterdir())) == before
+    # the page itself (same origin), and reading, are served
+    for headers in ({"origin": "http://testserver"}, {"sec-fetch-site": "same-origin"}, {}):
+        r = client.post("/api/detect-modalities", json={"names": ["a_flair.nii.gz"]},
+                        headers=headers)
+        assert r.status_code == 200, (headers, r.text)
+    assert client.get("/api/info", headers=evil).status_code == 200
+    # behind a proxy that passes the name it was reached by
+    r = client.post("/api/detect-modalities", json={"names": []},
+                    headers={"origin": "https://brain.example.org",
+                             "x-forwarded-host": "brain.example.org"})
+    assert r.status_code == 200, r.text
+
+
+def test_only_the_names_the_server_was_started_for_are_answered(methods: None,
+                                                                tmp_path: Path) -> None:
+    """A name rebound to this machine's address (DNS rebinding) makes another site's
+    page same-origin with the server: the Host it sends is refused."""
+    from braintumor.commands.serve import served_hosts
+
+    hosts = served_hosts("127.0.0.1", ["brain.example.org"])
+    assert hosts is not None and {"127.0.0.1", "localhost", "brain.example.org"} <= set(hosts)
+    assert served_hosts("0.0.0.0") is None and served_hosts("::") is None
+    app = create_app(tmp_path / "d", token="", warm=False, hosts=hosts)
+    with TestClient(app, base_url="http://rebound.evil.example:8000") as c:
+        r = c.get("/api/info")
+        assert r.status_code == 400 and "does not answer to the name" in _detail(r)
+        assert c.post("/api/sample", json={}).status_code == 400
+        for base in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000",
+                     "https://brain.example.org"):
+            assert c.get(f"{base}/api/info").status_code == 200, base
+
+
+def test_the_token_link_redirects_only_within_the_server(methods: None,
+                                                         tmp_path: Path) -> None:
+    app = create_app(tmp_path / "d", token="s3cret-token", warm=False)
+    with TestClient(app) as c:
+        for path in ("//evil.example/", "///evil.example/", "/\\evil.example/",
+                     "/\\/evil.example/"):
+            r = c.get(f"http://testserver{path}?token=s3cret-token", follow_redirects=False)
+            assert r.status_code == 303, path
+            loc = r.headers["location"]
+            assert loc.startswith("/") and not loc.startswith(("//", "/\\")), (path, loc)
+
+
+def test_a_request_body_that_is_no_upload_is_capped(client: TestClient,
+                                                    done_job: dict[str, Any]) -> None:
+    from braintumor.web.app import MAX_JSON_BYTES
+
+    big = b'{"names": ["' + b"a" * MAX_JSON_BYTES + b'"]}'
+    for url in ("/api/detect-modalities", done_job["urls"]["corrections"]):
+        r = client.post(url, content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "MiB" in _detail(r), url
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for i in range(0, len(big), 1 << 20):
+            yield big[i:i + (1 << 20)]
+
+    r = client.post("/api/detect-modalities", content=chunks(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/api/detect-modalities", json={"names": ["x_t2.nii.gz"]})
+    assert r.status_code == 200 and r.json()["modalities"]["x_t2.nii.gz"] == "t2"
+

@@ -55,6 +55,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest upload in MiB (default 1024)")
     parser.add_argument("--job-timeout-min", type=_positive(float), default=None,
                         help="stop a job running longer than this (default: no limit)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="another name the page may be opened by (a reverse proxy's); "
+                             "repeatable. Without it, only --host, localhost and this "
+                             "machine's names are answered, unless --host listens on every "
+                             "address")
+
+
+#: --host values that listen on every address of the machine
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def served_hosts(host: str, extra: list[str] | None = None) -> list[str] | None:
+    """The names a request may give in its ``Host`` header: ``host`` itself, the loopback
+    names, this machine's names and ``extra``; None (any name) when ``host`` listens on
+    every address, where the machine's addresses are not known in advance. A web page on
+    a name rebound to this machine's address (DNS rebinding) is refused otherwise."""
+    import socket
+
+    if host in WILDCARD_HOSTS:
+        return None
+    names = {host, "localhost", "127.0.0.1", "::1", *(extra or [])}
+    for name in (socket.gethostname, socket.getfqdn):
+        try:
+            names.add(name())
+        except OSError:
+            pass
+    return sorted(n.lower() for n in names if n)
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
@@ -119,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
         data_dir, token=token, max_upload_bytes=int(args.max_upload_mb * 2**20),
         ttl_s=args.ttl_hours * 3600.0, workers=args.workers, threads=args.threads,
         job_timeout_s=args.job_timeout_min * 60 if args.job_timeout_min else None,
+        hosts=served_hosts(args.host, args.allow_host),
     )
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    shown = "127.0.0.1" if args.host in WILDCARD_HOSTS else args.host
     link = f"http://{shown}:{args.port}/" + ("?token=" + token if token else "")
     print(f"braintumor web page: {link}  (data in {data_dir}; Ctrl+C stops)")
     # a stalled upload must not hold up a stop for ever (a service manager would kill it)

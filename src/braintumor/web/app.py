@@ -21,6 +21,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -185,16 +186,76 @@ def _status_for(exc: InputError) -> int:
 
 
 # -- security middleware (pure ASGI: it must not buffer streaming uploads) ----------------
-class SecurityMiddleware:
-    """Adds the security headers to every response and checks the access token."""
+#: the largest request body that is not an upload (JSON: seeds, series, names); uploads are
+#: multipart and limited by ``max_upload_bytes`` as they stream
+MAX_JSON_BYTES = 8 << 20
+#: methods that change nothing, so another site may cause them (a link, a picture)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
-    def __init__(self, app: Any, token: str | None) -> None:
+
+def host_name(host: str) -> str:
+    """The name of a ``Host`` header (or an origin's host and port), its port dropped:
+    ``localhost:8000`` -> ``localhost``, ``[::1]:8000`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
+class SecurityMiddleware:
+    """Adds the security headers to every response and checks the access token.
+
+    It also refuses what a browser does on another site's behalf: a request naming a
+    host the server was not started for (``hosts``; None: any, as when it listens on
+    every address), so a name rebound to this machine's address cannot reach it; and a
+    request that would change something coming from another site (its ``Origin`` not
+    this server, ``Sec-Fetch-Site: cross-site``), so a page elsewhere cannot upload or
+    start jobs through the reader's browser. Clients that are no browser (curl, scripts)
+    send neither header. A body that is no upload must be JSON, of at most
+    :data:`MAX_JSON_BYTES`."""
+
+    def __init__(self, app: Any, token: str | None,
+                 hosts: Collection[str] | None = None) -> None:
         self.app = app
         self.token = token or None
+        self.hosts = None if hosts is None else {host_name(h) for h in hosts}
 
     def _ok(self, candidate: str | None) -> bool:
         return bool(candidate) and hmac.compare_digest(str(candidate).encode(),
                                                        str(self.token).encode())
+
+    def _refusal(self, hdr: Any, method: str) -> tuple[int, str] | None:
+        """Why a request is refused before anything else (status, sentence), or None."""
+        host = hdr.get("host", "")
+        if self.hosts is not None and host and host_name(host) not in self.hosts:
+            return 400, (f"This server does not answer to the name {host_name(host)[:100]!r}; "
+                         "open it by the address it was started on.")
+        if method in SAFE_METHODS:
+            return None
+        cross = ("Requests that change something are only taken from this server's own "
+                 "page, not from another website.")
+        if hdr.get("sec-fetch-site", "").lower() == "cross-site":
+            return 403, cross
+        origin = hdr.get("origin")
+        if origin is not None:
+            from urllib.parse import urlsplit
+
+            try:
+                where = urlsplit(origin.strip()).netloc.lower()
+            except ValueError:
+                where = ""
+            own = {host.lower(), hdr.get("x-forwarded-host", "").split(",")[0].strip().lower()}
+            if not where or where not in own - {""}:
+                return 403, cross
+        ctype = hdr.get("content-type", "").split(";")[0].strip().lower()
+        has_body = hdr.get("content-length", "0").strip() not in ("", "0") or \
+            "transfer-encoding" in hdr
+        if has_body and ctype != "multipart/form-data" and not (
+                ctype == "application/json" or ctype.endswith("+json")):
+            return 415, ("Send the request body as JSON (Content-Type: application/json), "
+                         "or files as multipart/form-data.")
+        return None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -218,10 +279,16 @@ class SecurityMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        if self.token:
-            from starlette.datastructures import Headers
+        from starlette.datastructures import Headers
 
-            hdr = Headers(scope=scope)
+        hdr = Headers(scope=scope)
+        method = str(scope.get("method", "GET")).upper()
+        refused = self._refusal(hdr, method)
+        if refused is not None:
+            resp: Response = JSONResponse({"detail": refused[1]}, status_code=refused[0])
+            await resp(scope, receive, send_with_headers)
+            return
+        if self.token:
             auth = hdr.get("authorization", "")
             given = auth[7:].strip() if auth.lower().startswith("bearer ") else None
             given = given or hdr.get("x-braintumor-token")
@@ -229,11 +296,13 @@ class SecurityMiddleware:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             qtoken = (query.get("token") or [None])[0]
             if self._ok(qtoken) and scope.get("method") == "GET":
-                # a shared link with ?token=: set the cookie and drop the token from the URL
+                # a shared link with ?token=: set the cookie and drop the token from the URL;
+                # the path with one leading slash, so it stays on this server (//host/ and
+                # /\\host/ would send the browser to another)
                 rest = {k: v for k, v in query.items() if k != "token"}
-                loc = scope.get("path", "/") + (("?" + urlencode(rest, doseq=True))
-                                                if rest else "")
-                resp: Response = Response(status_code=303, headers={"location": loc})
+                loc = "/" + scope.get("path", "/").lstrip("/\\") + (
+                    ("?" + urlencode(rest, doseq=True)) if rest else "")
+                resp = Response(status_code=303, headers={"location": loc})
                 resp.set_cookie(TOKEN_COOKIE, str(self.token), httponly=True,
                                 samesite="strict", path="/")
                 await resp(scope, receive, send_with_headers)
@@ -246,7 +315,51 @@ class SecurityMiddleware:
                                     headers={"WWW-Authenticate": 'Bearer realm="braintumor"'})
                 await resp(scope, receive, send_with_headers)
                 return
+        ctype = hdr.get("content-type", "").split(";")[0].strip().lower()
+        if method not in SAFE_METHODS and ctype != "multipart/form-data":
+            # a body that is no upload: read whole here, within MAX_JSON_BYTES
+            body = await _read_capped(hdr, receive)
+            if body is None:
+                resp = JSONResponse({"detail": "The request body is larger than the "
+                                     f"{MAX_JSON_BYTES >> 20} MiB a request that is no upload "
+                                     "may send."}, status_code=413)
+                await resp(scope, receive, send_with_headers)
+                return
+            sent = False
+
+            async def replay() -> Any:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            receive = replay
         await self.app(scope, receive, send_with_headers)
+
+
+async def _read_capped(hdr: Any, receive: Any) -> bytes | None:
+    """The whole request body, or None once it is larger than :data:`MAX_JSON_BYTES`
+    (said by its Content-Length, or counted as it arrives)."""
+    try:
+        if int(hdr.get("content-length", "0") or 0) > MAX_JSON_BYTES:
+            return None
+    except ValueError:
+        pass
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
 
 
 def _cookie(header: str, name: str) -> str | None:
@@ -262,7 +375,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                max_upload_bytes: int = 1 << 30, ttl_s: float = 24 * 3600.0, workers: int = 1,
                isolation: str = "process", threads: int | None = None,
                job_timeout_s: float | None = None, sample_options: dict[str, Any] | None = None,
-               janitor_interval_s: float = 60.0, warm: bool = True) -> FastAPI:
+               janitor_interval_s: float = 60.0, warm: bool = True,
+               hosts: Collection[str] | None = None) -> FastAPI:
     """Build the web application.
 
     ``data_dir``: where the job database and the jobs' files live; ``token``: access
@@ -272,7 +386,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     only fails its job) or ``thread``; ``threads``: CPU threads per job;
     ``sample_options``: keyword arguments for :func:`braintumor.phantom.make_case` when
     the sample case is asked for; ``warm``: import the segmenters in the worker
-    process at start rather than on the first job.
+    process at start rather than on the first job; ``hosts``: the names the server
+    answers to in the ``Host`` header (None: any, as when it listens on every address;
+    :class:`SecurityMiddleware`).
     """
     tok = os.environ.get(TOKEN_ENV) if token is None else token
     store = JobStore(data_dir, ttl_s=ttl_s)
@@ -942,7 +1058,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         corrector.undo(job)
         return job_out(get_job(job_id))
 
-    app.add_middleware(SecurityMiddleware, token=tok)
+    app.add_middleware(SecurityMiddleware, token=tok, hosts=hosts)
     return app
 
 
