@@ -2260,3 +2260,50 @@ def test_a_request_body_that_is_no_upload_is_capped(client: TestClient,
     r = client.post("/api/detect-modalities", json={"names": ["x_t2.nii.gz"]})
     assert r.status_code == 200 and r.json()["modalities"]["x_t2.nii.gz"] == "t2"
 
+def _disk_full(written: list[Path], arg: int) -> Any:
+    """A writer of the file named by its argument ``arg`` that leaves it empty, as a
+    full disk does, and fails."""
+    import errno
+
+    def write(*args: Any, **_: Any) -> None:
+        out = Path(args[arg])
+        out.write_bytes(b"")
+        written.append(out)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_a_full_disk_leaves_no_empty_download_or_label_version(
+        client: TestClient, done_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download converted, or a correction written, when the disk is full is a 507;
+    nothing half-written stays to be served once there is room again."""
+    import braintumor.cases
+    import braintumor.web.app as web_app
+
+    job_dir = client.app.state.store.job_dir(done_job["id"])  # type: ignore[attr-defined]
+    url = done_job["urls"]["download"] + "?convention=brats2023"
+    for f in (job_dir / "output").glob("download_*brats2023*"):
+        f.unlink()
+    written: list[Path] = []
+    with monkeypatch.context() as mp:
+        mp.setattr(web_app, "_convert_labels", _disk_full(written, 1))
+        r = client.get(url)
+        assert r.status_code == 507 and "disk is full" in _detail(r)
+    assert written and not any(p.exists() for p in written)
+    assert not list((job_dir / "output").glob("*download_*brats2023*"))
+    r = client.get(url)
+    assert r.status_code == 200 and _load(r.content).shape == SHAPE
+    pytest.importorskip("braintumor.correction")
+    job = client.get(f"/api/jobs/{done_job['id']}").json()
+    version = job["label_version"]
+    x, y, z = (s // 2 for s in SHAPE)
+    with monkeypatch.context() as mp:
+        mp.setattr(braintumor.cases, "write_label_map", _disk_full(written, 2))
+        r = client.post(done_job["urls"]["corrections"],
+                        json={"seeds": [{"x": x, "y": y, "z": z, "label": 0}]})
+        assert r.status_code == 507 and "disk is full" in _detail(r)
+    assert not (job_dir / "output" / f"labels_v{version + 1}.nii.gz").exists()
+    assert not [p for p in (job_dir / "output").iterdir() if ".part" in p.name]
+    assert client.get(f"/api/jobs/{done_job['id']}").json()["label_version"] == version
+

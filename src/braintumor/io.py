@@ -426,6 +426,28 @@ def load_label_nifti(path: str | Path) -> Volume:
                   header=vol.header)
 
 
+def write_replacing(out: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write`` on a temporary file beside ``out`` (of its suffix, so writers that
+    go by it still do) and rename that into place: a write cut short (a full disk) leaves
+    no partial or empty file under ``out``'s name, which a cache would serve as it is.
+    The temporary file is removed when ``write`` fails."""
+    import secrets
+
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = target.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else target.suffix
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.part{suffix}")
+    try:
+        write(tmp)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
 def save_label_nifti(
     labels: np.ndarray,
     out_path: str | Path,

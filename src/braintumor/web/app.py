@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
-from braintumor.io import ArchiveTooLarge, VolumeTooLarge
+from braintumor.io import ArchiveTooLarge, VolumeTooLarge, write_replacing
 from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
 from braintumor.web.inputs import (
     FeatureUnavailable,
@@ -785,9 +785,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if not out.exists():
             ref: Any = nib.load(str(labels_path(job_dir, version)))
             lines = lines_volume(ref.shape, summ["diameters"])
-            tmp = out.with_name(f".{out.name}")
-            nib.save(nib.Nifti1Image(lines, ref.affine), str(tmp))
-            tmp.replace(out)
+            write_replacing(out, lambda tmp: nib.save(nib.Nifti1Image(lines, ref.affine),
+                                                      str(tmp)))
         return FileResponse(out, media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/overlay/uncertainty.nii.gz", summary="Uncertainty map",
@@ -809,8 +808,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         L.allowed_values(convention)  # one sentence for an unknown convention
         job_dir = store.job_dir(job_id)
         out = job_dir / "output" / f"download_v{job.label_version}_{convention}.nii.gz"
-        if not out.exists():
-            _convert_labels(labels_path(job_dir, job.label_version), out, convention)
+        if not out.exists():  # written whole or not at all: this file is served as it is
+            write_replacing(out, lambda tmp: _convert_labels(
+                labels_path(job_dir, job.label_version), tmp, convention))
         # not <case>_seg.nii.gz: saved into a BraTS case folder, that would replace the
         # expert's outline, which carries that name; a corrected outline (version N) and
         # another convention say so in the name, so saving one beside the other keeps both
@@ -859,7 +859,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status == "done" and job.result.get("kind") == "2d":
             out = store.job_dir(job_id) / "output" / "report_2d.pdf"
             if not out.exists():
-                render_pdf_2d(job, store.job_dir(job_id) / "output" / "overlay.png", out)
+                write_replacing(out, lambda tmp: render_pdf_2d(
+                    job, store.job_dir(job_id) / "output" / "overlay.png", tmp))
         else:
             job = done_3d(job_id)
             # named anew with the RANO section: a PDF written before, without it, is not served
@@ -867,7 +868,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             # kept once the diameters are in it: before, they are still being measured
             if not out.exists() or report_facts(job)["diameters"] is None:
                 slices, measured = _report_pictures(job)
-                render_pdf(job, slices, out, measured)
+                write_replacing(out, lambda tmp: render_pdf(job, slices, tmp, measured))
         return _attachment(out, "application/pdf",
                            f"{job.inputs.get('case_id', 'case')}_report.pdf")
 

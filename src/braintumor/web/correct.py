@@ -156,6 +156,7 @@ class Corrector:
             raise CorrectionUnavailable("Interactive correction is not available in this "
                                         "build (braintumor.correction is missing).") from None
         from braintumor.cases import write_label_map
+        from braintumor.io import write_replacing
         from braintumor.web.measure import summary
 
         with self._job_lock(job.id):
@@ -168,7 +169,9 @@ class Corrector:
                 raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
             version = job.label_version + 1
             job_dir = self.store.job_dir(job.id)
-            write_label_map(case, new, labels_path(job_dir, version), VIEWER_CONVENTION)
+            # written whole or not at all (a full disk leaves no empty version behind)
+            write_replacing(labels_path(job_dir, version),
+                            lambda tmp: write_label_map(case, new, tmp, VIEWER_CONVENTION))
             result = dict(job.result)
             # volumes now; lesions and metrics (about a second on a full-size case) follow
             # in the background so the outline updates at once
