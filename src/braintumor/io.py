@@ -834,21 +834,29 @@ def extract_zip_entries(zip_path: Path, dest: Path, display: str, max_total: int
             if info.flag_bits & 0x1:
                 raise InputError(f"{display}: is encrypted; give an unencrypted zip.")
             target = dest / f"{n:06d}.dcm"
+            damaged = (f"{display}: is a damaged zip file ({info.filename!r} cannot be "
+                       "read).")
+            unreadable = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
             try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    while True:
+                src = zf.open(info)
+            except unreadable:
+                raise InputError(damaged) from None
+            # reading the archive fails on a damaged zip; writing fails on this machine (a
+            # full disk), which is no fault of the zip and is raised as it is
+            with src, open(target, "wb") as out:
+                while True:
+                    try:
                         block = src.read(1 << 20)
-                        if not block:
-                            break
-                        total += len(block)
-                        if total > max_total:
-                            raise ArchiveTooLarge(
-                                f"{display}: unpacks to more than "
-                                f"{human_size(max_total)}, the most allowed.")
-                        out.write(block)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
-                raise InputError(f"{display}: is a damaged zip file ({info.filename!r} cannot "
-                                 "be read).") from None
+                    except unreadable:
+                        raise InputError(damaged) from None
+                    if not block:
+                        break
+                    total += len(block)
+                    if total > max_total:
+                        raise ArchiveTooLarge(
+                            f"{display}: unpacks to more than "
+                            f"{human_size(max_total)}, the most allowed.")
+                    out.write(block)
             written.append((name, target))
             n += 1
     if n == 0:
