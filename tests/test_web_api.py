@@ -2260,6 +2260,7 @@ def test_a_request_body_that_is_no_upload_is_capped(client: TestClient,
     r = client.post("/api/detect-modalities", json={"names": ["x_t2.nii.gz"]})
     assert r.status_code == 200 and r.json()["modalities"]["x_t2.nii.gz"] == "t2"
 
+
 def _disk_full(written: list[Path], arg: int) -> Any:
     """A writer of the file named by its argument ``arg`` that leaves it empty, as a
     full disk does, and fails."""
@@ -2307,6 +2308,7 @@ def test_a_full_disk_leaves_no_empty_download_or_label_version(
     assert not [p for p in (job_dir / "output").iterdir() if ".part" in p.name]
     assert client.get(f"/api/jobs/{done_job['id']}").json()["label_version"] == version
 
+
 def test_a_full_disk_while_unzipping_an_upload_is_507(client: TestClient,
                                                       case_files: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -2337,3 +2339,42 @@ def test_a_full_disk_while_unzipping_an_upload_is_507(client: TestClient,
     assert r.status_code == 507 and "disk is full" in _detail(r), r.text
     assert len(list(jobs.iterdir())) == before
 
+
+def test_a_job_whose_files_cannot_be_deleted_is_kept(
+        client: TestClient, case_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELETE answers an error and keeps the job when its folder cannot be removed (no
+    204 for files still on the server); a job whose row cannot be written leaves no
+    folder behind."""
+    import sqlite3
+    from contextlib import contextmanager
+
+    import braintumor.web.store as web_store
+
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    jid = r.json()["id"]
+    wait_done(client.get, jid)
+
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with monkeypatch.context() as mp:
+        mp.setattr(web_store.shutil, "rmtree", refuse)
+        r = client.delete(f"/api/jobs/{jid}")
+        assert r.status_code == 500 and "could not all be deleted" in _detail(r)
+    assert client.get(f"/api/jobs/{jid}").status_code == 200
+    assert client.delete(f"/api/jobs/{jid}").status_code == 204
+    assert client.get(f"/api/jobs/{jid}").status_code == 404
+    store = client.app.state.store  # type: ignore[attr-defined]
+    before = sorted(p.name for p in store.jobs_root.iterdir())
+
+    @contextmanager
+    def full() -> Iterator[Any]:
+        raise sqlite3.OperationalError("database or disk is full")
+        yield
+
+    with monkeypatch.context() as mp:
+        mp.setattr(store, "_tx", full)
+        r = client.post("/api/sample", json={"method": "threshold"})
+        assert r.status_code == 507 and "disk is full" in _detail(r)
+    assert sorted(p.name for p in store.jobs_root.iterdir()) == before

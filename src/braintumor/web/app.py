@@ -726,7 +726,15 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                     break
                 time.sleep(0.1)
         corrector.forget(job_id)
-        store.delete(job_id)
+        try:
+            store.delete(job_id, strict=True)
+        except OSError as exc:
+            if _disk_full(exc):
+                raise
+            log.error("job %s: its folder could not be deleted: %s", job_id, exc)
+            raise HTTPException(500, "The job's files could not all be deleted "
+                                f"({exc.strerror or type(exc).__name__}); the job is kept, "
+                                "so deleting it can be tried again.") from None
         return Response(status_code=204)
 
     @app.get("/api/jobs/{job_id}/images/{name}", summary="One input modality (NIfTI)",

@@ -13,10 +13,12 @@ store could have made.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("braintumor.web")
 
 #: statuses after which a job never changes again (corrections aside)
 TERMINAL = ("done", "failed", "cancelled")
@@ -179,14 +183,19 @@ class JobStore:
         """Insert a new job and make its folder."""
         now = time.time()
         jid = job_id or new_job_id()
-        self.job_dir(jid).mkdir(parents=True, exist_ok=True)
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO jobs (id, kind, method, status, created, updated, expires, inputs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (jid, kind, method, status, now, now, now + self.ttl_s,
-                 json.dumps(inputs or {})),
-            )
+        folder = self.job_dir(jid)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO jobs (id, kind, method, status, created, updated, expires,"
+                    " inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (jid, kind, method, status, now, now, now + self.ttl_s,
+                     json.dumps(inputs or {})),
+                )
+        except BaseException:  # no row (a full disk): no folder either
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
         return Job.from_row(row)
@@ -292,14 +301,24 @@ class JobStore:
             return int(cur.rowcount)
 
     # -- deletion -------------------------------------------------------------------
-    def delete(self, job_id: str) -> bool:
+    def delete(self, job_id: str, strict: bool = False) -> bool:
         """Delete a job's folder and row (the folder first: on a full disk, removing the
-        files makes the room the database needs); True when something was deleted."""
+        files makes the room the database needs); True when something was deleted.
+
+        A folder that cannot be removed keeps its row, so the job stays listed (and is
+        tried again when it expires) rather than leaving files no job accounts for; with
+        ``strict`` (a user's delete) the :class:`OSError` is raised, else logged."""
         try:
             folder = self.job_dir(job_id)
         except KeyError:
             return False
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            remove_tree(folder)
+        except OSError as exc:
+            if strict:
+                raise
+            log.warning("job %s: its folder could not be deleted (%s)", job_id, exc)
+            return False
         with self._tx() as db:
             cur = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         return cur.rowcount > 0
@@ -323,6 +342,20 @@ class JobStore:
                 if age > 3600:
                     shutil.rmtree(folder, ignore_errors=True)
         return ids
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove ``folder`` and everything in it (nothing when it is gone already); an
+    entry that cannot be removed raises its :class:`OSError`."""
+    def gone_already(_: Any, path: str, exc: Any) -> None:
+        err = exc[1] if isinstance(exc, tuple) else exc
+        if not isinstance(err, FileNotFoundError):
+            raise err
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(folder, onexc=gone_already)
+    else:
+        shutil.rmtree(folder, onerror=gone_already)
 
 
 def claim_data_dir(data_dir: Path) -> Any:
