@@ -187,12 +187,15 @@ def resample_onto(vol: Volume, shape: tuple[int, ...], affine: np.ndarray,
     return np.asarray(out, dtype=np.float32)
 
 
-#: the most voxels a NIfTI file may hold (512 x 512 x 1024, twice the largest clinical
-#: volume): the voxels are read as float32, so this is 1 GiB of memory; a file claiming
-#: more (a few kB of gzip can claim terabytes) is refused before anything is decompressed
+#: the most voxels one volume of a NIfTI file may hold (512 x 512 x 1024, twice the
+#: largest clinical volume; 1 GiB as float32): a file claiming more (a few kB of gzip can
+#: claim terabytes) is refused before anything is decompressed
 MAX_VOLUME_VOXELS = 512 * 512 * 1024
+#: the most voxels a whole file may hold: a 4D file carries a case's four modalities, so
+#: twice one volume's limit (four 0.5 mm volumes of 480 x 480 x 310 pass)
+MAX_FILE_VOXELS = 2 * MAX_VOLUME_VOXELS
 #: the most bytes a NIfTI file's voxels may take as stored (that many float32 voxels)
-MAX_VOLUME_BYTES = MAX_VOLUME_VOXELS * 4
+MAX_VOLUME_BYTES = MAX_FILE_VOXELS * 4
 #: room for the header and its extensions on top of the voxels, and for what some writers
 #: leave after them, when a compressed file is decompressed
 _NIFTI_SLACK_BYTES = 16 << 20
@@ -219,23 +222,26 @@ def _header_from_bytes(head: bytes) -> Any:
 
 def check_volume_size(header: Any, path: Path) -> int:
     """Refuse (:class:`VolumeTooLarge`) a header that claims more than
-    :data:`MAX_VOLUME_VOXELS` voxels or :data:`MAX_VOLUME_BYTES` bytes of them; returns
-    the bytes its voxels take as stored."""
+    :data:`MAX_VOLUME_VOXELS` voxels in one volume (its first three axes), more than
+    :data:`MAX_FILE_VOXELS` in all, or more than :data:`MAX_VOLUME_BYTES` bytes of them;
+    returns the bytes its voxels take as stored."""
     try:
         shape = tuple(int(s) for s in header.get_data_shape())
         itemsize = int(np.dtype(header.get_data_dtype()).itemsize)
     except Exception as exc:  # noqa: BLE001 - a header nibabel cannot make sense of
         raise UnreadableFile(f"{path}: not a readable NIfTI file ({_short(exc)}).") from None
-    voxels = 1
-    for s in shape:
+    voxels = spatial = 1
+    for i, s in enumerate(shape):
         voxels *= max(s, 0)
+        if i < 3:
+            spatial *= max(s, 0)
     nbytes = voxels * itemsize
-    if voxels > MAX_VOLUME_VOXELS or nbytes > MAX_VOLUME_BYTES:
+    if spatial > MAX_VOLUME_VOXELS or voxels > MAX_FILE_VOXELS or nbytes > MAX_VOLUME_BYTES:
         dims = " x ".join(str(s) for s in shape)
         raise VolumeTooLarge(
-            f"{path}: its header claims {dims} voxels ({human_size(nbytes)}), more than the "
-            f"{MAX_VOLUME_VOXELS // 2**20} million voxels ({human_size(MAX_VOLUME_BYTES)}) "
-            "a scan may have here.")
+            f"{path}: its header claims {dims} voxels ({human_size(nbytes)}), more than a "
+            f"scan may have here (at most {MAX_VOLUME_VOXELS / 1e6:.0f} million voxels in "
+            f"one volume and {MAX_FILE_VOXELS / 1e6:.0f} million in a file).")
     return nbytes
 
 
