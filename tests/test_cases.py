@@ -619,3 +619,30 @@ def test_reading_a_case_holds_it_about_once(tmp_path: Path, ext: str) -> None:
         np.testing.assert_array_equal(case.image, vols.astype(np.float32))
         assert case.image.flags.c_contiguous
         assert peak < bound * block, (where, peak / block)
+
+
+@pytest.mark.parametrize("four_d", [False, True])
+def test_scaled_integer_files_are_read_with_their_scale(tmp_path: Path, four_d: bool) -> None:
+    """Integers stored with scl_slope / scl_inter (as dcm2niix writes Philips scans) are
+    read as the values they stand for, not rounded or wrapped back into their integer
+    type (nibabel hands out a header without the scaling, which sits on the proxy)."""
+    shape = (24, 20, 18)
+    stored = np.random.default_rng(1).integers(0, 30000, (4, *shape)).astype(np.int16)
+    slope, inter = 2.5, 3.5  # values up to 75,003.5: fractional, and beyond an int16
+
+    def save(arr: np.ndarray, path: Path) -> None:
+        img = nib.Nifti1Image(arr, BRATS_AFF)
+        img.header.set_data_dtype(np.int16)
+        img.header.set_slope_inter(slope, inter)
+        nib.save(img, str(path))
+
+    if four_d:
+        where = tmp_path / "BRATS_001.nii.gz"
+        save(np.stack([stored[MODALITIES.index(m)] for m in MSD_ORDER], axis=-1), where)
+    else:
+        for m, name in enumerate(MODALITIES):
+            save(stored[m], tmp_path / f"c_{name}.nii.gz")
+        where = tmp_path
+    case = load_case(where, with_label=False)
+    np.testing.assert_allclose(case.image, stored.astype(np.float64) * slope + inter,
+                               rtol=1e-6)

@@ -2208,6 +2208,39 @@ def test_another_website_cannot_make_the_browser_change_anything(
                     headers={"origin": "https://brain.example.org",
                              "x-forwarded-host": "brain.example.org"})
     assert r.status_code == 200, r.text
+    # the same address written with its default port, or a trailing dot, is the same
+    for origin, host in (("https://brain.example.org", "brain.example.org:443"),
+                         ("http://testserver", "testserver:80"),
+                         ("http://testserver.", "testserver")):
+        r = client.post("/api/detect-modalities", json={"names": []},
+                        headers={"origin": origin, "host": host})
+        assert r.status_code == 200, (origin, host, r.text)
+
+
+def test_the_page_behind_a_reverse_proxy_may_change_things(methods: None,
+                                                           tmp_path: Path) -> None:
+    """A proxy such as nginx passes its own upstream Host (or its name with another port)
+    and no X-Forwarded-Host; the page it serves sends the public name as its Origin. With
+    that name given (``--allow-host``), the page's uploads and jobs are taken; other
+    sites still are not."""
+    from braintumor.commands.serve import served_hosts
+
+    names = ["brain.example.org", "Pacs.Example.org:8443"]
+    app = create_app(tmp_path / "d", token="", warm=False,
+                     hosts=served_hosts("127.0.0.1", names), proxies=names)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        for origin, host in (("https://brain.example.org", "127.0.0.1:8000"),
+                             ("https://brain.example.org", "brain.example.org:443"),
+                             ("https://pacs.example.org:8443", "pacs.example.org"),
+                             ("https://brain.example.org.", "localhost.:8000")):
+            r = c.post("/api/detect-modalities", json={"names": []},
+                       headers={"origin": origin, "host": host})
+            assert r.status_code == 200, (origin, host, r.text)
+        for origin in ("https://evil.example", "https://pacs.example.org",
+                       "http://brain.example.org:8080"):
+            r = c.post("/api/detect-modalities", json={"names": []},
+                       headers={"origin": origin, "host": "127.0.0.1:8000"})
+            assert r.status_code == 403, origin
 
 
 def test_only_the_names_the_server_was_started_for_are_answered(methods: None,

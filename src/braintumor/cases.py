@@ -393,12 +393,15 @@ def _read_dtype(path: str | Path) -> type:
     without scaling (as scanners and BraTS store them: exact, and half the memory of
     float32 until the case's float32 block is filled), else float32."""
     try:
-        hdr: Any = nib.load(str(path)).header
-        dt = np.dtype(hdr.get_data_dtype())
-        slope, inter = hdr.get_slope_inter()
+        img: Any = nib.load(str(path))
+        dt = np.dtype(img.header.get_data_dtype())
+        # nibabel moves the header's scl_slope / scl_inter onto the image's proxy (the
+        # header it hands out says None), so the scaling is read there
+        slope = float(getattr(img.dataobj, "slope", 1.0))
+        inter = float(getattr(img.dataobj, "inter", 0.0))
     except Exception:  # the reading proper says what is wrong with the file
         return np.float32
-    if dt.kind in "iu" and dt.itemsize <= 2 and slope in (None, 1.0) and inter in (None, 0.0):
+    if dt.kind in "iu" and dt.itemsize <= 2 and slope == 1.0 and inter == 0.0:
         return dt.newbyteorder("=").type
     return np.float32
 

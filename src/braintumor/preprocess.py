@@ -68,9 +68,11 @@ def coverage_warning(image: np.ndarray, spacing: tuple[float, float, float]
     out of the image at both of its ends there (a slab of a few slices cut from a brain,
     not a small head with room around it): its outline and volumes are those of the part
     scanned. Otherwise a field of view cut around part of the brain: the brain reaching
-    more than :data:`MAX_FACES_REACHED` of the volume's six faces, or holding less than
+    more than :data:`MAX_FACES_REACHED` of the volume's six faces *and* holding less than
     :data:`MIN_BRAIN_ML`; intensity normalisation then rests on part of the brain, and
-    the volumes may be off. ``image``: ``(C, X, Y, Z)``; ``spacing``: voxel size (mm)."""
+    the volumes may be off. Either alone is no sign: a whole brain cropped to its own box
+    reaches all six faces, and a child's whole brain may hold less. ``image``:
+    ``(C, X, Y, Z)``; ``spacing``: voxel size (mm)."""
     image = np.asarray(image)
     shape = image.shape[-3:]
     for axis in np.argsort([n * float(s) for n, s in zip(shape, spacing, strict=True)]):
@@ -91,13 +93,10 @@ def coverage_warning(image: np.ndarray, spacing: tuple[float, float, float]
     if ml == 0 or ml > MAX_BRAIN_ML:  # blank, or not skull-stripped (said apart)
         return None
     faces = sum(bool(brain.take(i, axis=a).any()) for a in range(3) for i in (0, shape[a] - 1))
-    if faces <= MAX_FACES_REACHED and ml >= MIN_BRAIN_ML:
+    if faces <= MAX_FACES_REACHED or ml >= MIN_BRAIN_ML:
         return None
-    what = (f"the brain reaches the image's edge on {faces} of its 6 sides"
-            if faces > MAX_FACES_REACHED else "")
-    if ml < MIN_BRAIN_ML:
-        what += (" and " if what else "") + (
-            f"the scan holds {ml / 1000:.2f} L of brain, where an adult's has over "
+    what = (f"the brain reaches the image's edge on {faces} of its 6 sides and the scan "
+            f"holds {ml / 1000:.2f} L of brain, where an adult's has over "
             f"{MIN_BRAIN_ML / 1000:.1f} L")
     return (f"{what}: the field of view looks cut around part of the brain, so intensity "
             "normalisation rests on that part and the outline and its volumes may be off "

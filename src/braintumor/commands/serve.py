@@ -56,10 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-timeout-min", type=_positive(float), default=None,
                         help="stop a job running longer than this (default: no limit)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                        help="another name the page may be opened by (a reverse proxy's); "
-                             "repeatable. Without it, only --host, localhost and this "
-                             "machine's names are answered, unless --host listens on every "
-                             "address")
+                        help="another name (NAME or NAME:PORT) the page may be opened by, "
+                             "such as a reverse proxy's public name; repeatable. Without "
+                             "it, only --host, localhost and this machine's names are "
+                             "answered, unless --host listens on every address")
 
 
 #: --host values that listen on every address of the machine
@@ -75,13 +75,15 @@ def served_hosts(host: str, extra: list[str] | None = None) -> list[str] | None:
 
     if host in WILDCARD_HOSTS:
         return None
-    names = {host, "localhost", "127.0.0.1", "::1", *(extra or [])}
+    from braintumor.web.app import host_name
+
+    names = {host, "localhost", "127.0.0.1", "::1", *(host_name(e) for e in extra or [])}
     for name in (socket.gethostname, socket.getfqdn):
         try:
             names.add(name())
         except OSError:
             pass
-    return sorted(n.lower() for n in names if n)
+    return sorted(n.lower().rstrip(".") for n in names if n)
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir, token=token, max_upload_bytes=int(args.max_upload_mb * 2**20),
         ttl_s=args.ttl_hours * 3600.0, workers=args.workers, threads=args.threads,
         job_timeout_s=args.job_timeout_min * 60 if args.job_timeout_min else None,
-        hosts=served_hosts(args.host, args.allow_host),
+        hosts=served_hosts(args.host, args.allow_host), proxies=args.allow_host,
     )
     shown = "127.0.0.1" if args.host in WILDCARD_HOSTS else args.host
     link = f"http://{shown}:{args.port}/" + ("?token=" + token if token else "")

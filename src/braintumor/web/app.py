@@ -200,7 +200,22 @@ def host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:].partition("]")[0]
     name, colon, port = host.rpartition(":")
-    return name if colon and port.isdigit() and ":" not in name else host
+    # a fully qualified name's trailing dot names the same host
+    return (name if colon and port.isdigit() and ":" not in name else host).rstrip(".")
+
+
+def host_port(netloc: str, scheme: str = "") -> str:
+    """``host[:port]`` of a ``Host`` header or an origin's netloc, lower case, without a
+    trailing dot on the name, and without the port that is the default for ``scheme``
+    (``https``: 443, ``http``: 80; with no scheme, either), so the forms one browser
+    and one proxy give of the same address compare equal."""
+    netloc = netloc.strip().lower()
+    name, colon, port = netloc.rpartition(":")
+    if not colon or not port.isdigit() or (":" in name and not name.endswith("]")):
+        name, port = netloc, ""
+    default = {"https": {"443"}, "http": {"80"}}.get(scheme, {"80", "443"})
+    name = name.rstrip(".")
+    return name if not port or port in default else f"{name}:{port}"
 
 
 class SecurityMiddleware:
@@ -216,10 +231,15 @@ class SecurityMiddleware:
     :data:`MAX_JSON_BYTES`."""
 
     def __init__(self, app: Any, token: str | None,
-                 hosts: Collection[str] | None = None) -> None:
+                 hosts: Collection[str] | None = None,
+                 proxies: Collection[str] = ()) -> None:
         self.app = app
         self.token = token or None
         self.hosts = None if hosts is None else {host_name(h) for h in hosts}
+        #: the names (``name`` or ``name:port``) a reverse proxy serves the page by: an
+        #: ``Origin`` naming one is this server's own page, whatever ``Host`` the proxy
+        #: passes on
+        self.proxies = {host_port(p) for p in proxies}
 
     def _ok(self, candidate: str | None) -> bool:
         return bool(candidate) and hmac.compare_digest(str(candidate).encode(),
@@ -242,11 +262,14 @@ class SecurityMiddleware:
             from urllib.parse import urlsplit
 
             try:
-                where = urlsplit(origin.strip()).netloc.lower()
+                parts = urlsplit(origin.strip())
+                where = host_port(parts.netloc, parts.scheme) if parts.netloc else ""
             except ValueError:
                 where = ""
-            own = {host.lower(), hdr.get("x-forwarded-host", "").split(",")[0].strip().lower()}
-            if not where or where not in own - {""}:
+            forwarded = hdr.get("x-forwarded-host", "").split(",")[0]
+            own = {host_port(h, parts.scheme if where else "")
+                   for h in (host, forwarded) if h.strip()} | self.proxies
+            if not where or where not in own:
                 return 403, cross
         ctype = hdr.get("content-type", "").split(";")[0].strip().lower()
         has_body = hdr.get("content-length", "0").strip() not in ("", "0") or \
@@ -376,7 +399,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                isolation: str = "process", threads: int | None = None,
                job_timeout_s: float | None = None, sample_options: dict[str, Any] | None = None,
                janitor_interval_s: float = 60.0, warm: bool = True,
-               hosts: Collection[str] | None = None) -> FastAPI:
+               hosts: Collection[str] | None = None,
+               proxies: Collection[str] = ()) -> FastAPI:
     """Build the web application.
 
     ``data_dir``: where the job database and the jobs' files live; ``token``: access
@@ -388,7 +412,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     the sample case is asked for; ``warm``: import the segmenters in the worker
     process at start rather than on the first job; ``hosts``: the names the server
     answers to in the ``Host`` header (None: any, as when it listens on every address;
-    :class:`SecurityMiddleware`).
+    :class:`SecurityMiddleware`); ``proxies``: the names (``name`` or ``name:port``) a
+    reverse proxy serves the page by, whose ``Origin`` is the page's own.
     """
     tok = os.environ.get(TOKEN_ENV) if token is None else token
     store = JobStore(data_dir, ttl_s=ttl_s)
@@ -1067,7 +1092,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         corrector.undo(job)
         return job_out(get_job(job_id))
 
-    app.add_middleware(SecurityMiddleware, token=tok, hosts=hosts)
+    app.add_middleware(SecurityMiddleware, token=tok, hosts=hosts, proxies=proxies)
     return app
 
 
