@@ -8,6 +8,7 @@ dimensions, NaN/Inf voxels).
 from __future__ import annotations
 
 import gzip
+import io as stdio
 import re
 import shutil
 import subprocess
@@ -245,7 +246,7 @@ def check_volume_size(header: Any, path: Path) -> int:
     return nbytes
 
 
-def _gunzip_nifti(path: Path) -> bytes:
+def _gunzip_nifti(path: Path) -> stdio.BytesIO:
     """A gzipped NIfTI file decompressed whole (so a corrupt middle or a bad CRC at the
     end is noticed), its header's size checked first and the decompression stopped once
     it passes what that header claims by more than a little."""
@@ -255,22 +256,24 @@ def _gunzip_nifti(path: Path) -> bytes:
             hdr = _header_from_bytes(head)
             need = MAX_VOLUME_BYTES if hdr is None else check_volume_size(hdr, path)
             cap = need + _NIFTI_SLACK_BYTES
-            parts = [head]
-            got = len(head)
+            # one growing buffer, read by nibabel in place: blocks joined at the end
+            # held the file twice
+            out = stdio.BytesIO()
+            out.write(head)
             while True:
-                block = fh.read(1 << 22)
+                block = fh.read(1 << 18)  # a read allocates its whole size first
                 if not block:
                     break
-                got += len(block)
-                if got > cap:
+                if out.tell() + len(block) > cap:
                     raise VolumeTooLarge(
                         f"{path}: decompresses to more than {human_size(cap)}, far more "
                         "than its header's voxels take.")
-                parts.append(block)
+                out.write(block)
     except (EOFError, OSError, zlib.error) as exc:
         raise UnreadableFile(f"{path}: the file is truncated or corrupt ({_short(exc)}).") \
             from None
-    return b"".join(parts)
+    out.seek(0)
+    return out
 
 
 def _open_nifti(path: Path) -> nib.Nifti1Image:
@@ -306,11 +309,15 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
     return img  # type: ignore[return-value]
 
 
-def _nifti_from_bytes(raw: bytes) -> nib.Nifti1Image:
-    """Parse a whole (uncompressed) NIfTI-1 or NIfTI-2 file held in memory."""
-    if len(raw) >= 4 and int.from_bytes(raw[:4], "little") in (540, 540 << 24):
-        return nib.Nifti2Image.from_bytes(raw)  # type: ignore[return-value]
-    return nib.Nifti1Image.from_bytes(raw)
+def _nifti_from_bytes(raw: bytes | stdio.BytesIO) -> nib.Nifti1Image:
+    """Parse a whole (uncompressed) NIfTI-1 or NIfTI-2 file held in memory (bytes, or a
+    buffer read in place)."""
+    stream = raw if isinstance(raw, stdio.BytesIO) else stdio.BytesIO(raw)
+    first = stream.getbuffer()[:4].tobytes()
+    cls: Any = nib.Nifti2Image if len(first) == 4 and \
+        int.from_bytes(first, "little") in (540, 540 << 24) else nib.Nifti1Image
+    holder = nib.FileHolder(fileobj=stream)
+    return cls.from_file_map({"header": holder, "image": holder})  # type: ignore[no-any-return]
 
 
 def _short(exc: BaseException) -> str:
