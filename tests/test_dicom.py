@@ -127,6 +127,23 @@ def test_unclear_descriptions_ask_for_series(study: Path, tmp_path: Path,
     assert rc == 2 and "could not tell which series" in err and "--series" in err
 
 
+def test_a_pre_contrast_t1_beside_an_unnamed_one_asks_for_series(
+        study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A T1 said to be without contrast and a T1 that names no contrast: neither is read
+    as the T1ce, so the user is asked which is which rather than the two being guessed
+    (and swapped, the outline losing its enhancing tumour)."""
+    import shutil
+
+    root = tmp_path / "swap"
+    shutil.copytree(study, root)
+    restamp_series(root / "study" / "t1", SeriesDescription="AX T1 SE W/O CONTRAST")
+    restamp_series(root / "study" / "t1ce", SeriesDescription="AX T1 MPRAGE")
+    rc = main(["predict", str(root), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no series that reads as T1ce" in err and "--series" in err
+    assert "2: AX T1 SE W/O CONTRAST (reads as T1)" in err and "Traceback" not in err
+
+
 def test_a_study_of_too_few_series_says_so(study: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
@@ -305,6 +322,16 @@ DESCRIPTIONS = [
     ("t1_vibe_fs_tra_KM", "t1ce"), ("T1+KM", "t1ce"), ("T1 tra mit KM", "t1ce"),
     ("t1_se_tra post KM", "t1ce"), ("T1 SE +KM", "t1ce"), ("T1 SE tra ohne KM", "t1"),
     ("t1_se_tra_nativ", "t1"), ("t1_se_tra", "t1"),
+    # said without contrast: the pre-contrast T1, whatever contrast word follows
+    ("AX T1 PRE GAD", "t1"), ("T1 pre contrast", "t1"), ("T1 precontrast", "t1"),
+    ("T1 W/O CONTRAST", "t1"), ("AX T1 WO GAD", "t1"), ("T1 non-contrast", "t1"),
+    ("T1 without contrast", "t1"), ("T1 before gad", "t1"), ("T1_SE_TRA_PRE_KM", "t1"),
+    ("AX T1 SE W/O CONTRAST", "t1"), ("T1 noncontrast", "t1"), ("T1 vor KM", "t1"),
+    ("t1_pre", "t1"),
+    # said with contrast
+    ("AX T1 SE + C", "t1ce"), ("AX T1 SE +C", "t1ce"), ("T1 C+", "t1ce"), ("T1 post", "t1ce"),
+    ("AX T1 W/ CONTRAST", "t1ce"), ("T1 with contrast", "t1ce"), ("T1 mit KM", "t1ce"),
+    ("T1W_SE +C", "t1ce"), ("sT1W_3D_TFE_Gd", "t1ce"),
 ]
 
 

@@ -45,10 +45,20 @@ _WORDS = {
     "t2w": "t2", "t2": "t2", "t2_tse": "t2",
     "t1n": "t1", "t1w": "t1", "t1": "t1", "t1_pre": "t1", "t1pre": "t1",
 }
-_POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+c\b|contrast|\bce\b|_ce\b|\bc\+|\bkm\b)")
-#: German descriptions: ``KM`` (Kontrastmittel, contrast agent) is post-contrast (``t1_se_tra_KM``,
-#: ``nach KM``, ``mit KM``, ``T1+KM``) unless it says without (``ohne KM``) or native (``nativ``)
-_PRE_CONTRAST = re.compile(r"\bohne\s*km\b|\bnativ\b")
+#: a contrast agent named (in the description's words joined by spaces): ``gad``,
+#: ``gd``, ``contrast``, ``ce``, ``+C`` (``+ C``, ``C+``), German ``KM`` (Kontrastmittel)
+_AGENT = r"(contrast|gad\w*|gd|km|ce|c|enhanced|enhancement)"
+#: said without a contrast agent: ``PRE GAD``, ``pre contrast``, ``precontrast``,
+#: ``W/O CONTRAST``, ``WO GAD``, ``non-contrast``, ``without contrast``, ``before gad``,
+#: ``no contrast``, German ``ohne KM``, ``vor KM``, ``_PRE_KM``; ``nativ``, ``native``,
+#: ``unenhanced``, ``pre`` on its own (``T1 pre``)
+_PRE_CONTRAST = re.compile(
+    rf"\b(pre|w ?o|without|non|no|before|ohne|vor)[ -]?(iv )?{_AGENT}\b"
+    r"|\b(nativ|native|unenhanced|nonenhanced|noncon|pre)\b")
+#: a contrast agent given: ``POST``, ``GAD``, ``Gd``, ``+C``, ``+ C``, ``C+``, ``contrast``
+#: (``w/ contrast``, ``with contrast``), ``CE``, German ``KM`` (``mit KM``, ``nach KM``,
+#: ``T1+KM``), read once the phrases that say without one are taken out
+_POST_CONTRAST = re.compile(r"(post|gad|\bgd\b|\+ ?c\b|contrast|\bce\b|\bc ?\+|\bkm\b)")
 #: FLAIR by another name: Siemens calls it dark fluid (``t2_tirm_tra_dark-fluid``,
 #: ``DARKFLUID``, ``t2_spc_da-fl_sag``); matched in the description's words joined by ``_``
 _FLAIR_WORDS = re.compile(r"flair|dark_?fluid|(^|_)da_?fl(_|$)")
@@ -99,8 +109,13 @@ def t2_lookalike(text: str) -> str | None:
 
 
 def _t1_or_t1ce(joined: str) -> str:
-    text = joined.replace("_", " ")
-    return "t1ce" if _POST_CONTRAST.search(text) and not _PRE_CONTRAST.search(text) else "t1"
+    """T1ce when the description names a contrast agent given, else T1: a phrase that says
+    without one (``PRE GAD``, ``W/O CONTRAST``, ``non-contrast``, ``ohne KM``, ``nativ``)
+    is taken out before the contrast words are looked for, so it reads as the T1."""
+    text = " ".join(t for t in re.split(r"[^a-z0-9+]+", joined.lower().replace("+", " + "))
+                    if t)
+    text = _PRE_CONTRAST.sub(" ", text)
+    return "t1ce" if _POST_CONTRAST.search(text) else "t1"
 
 
 def detect_modality(text: str) -> str | None:
