@@ -76,9 +76,16 @@ def test_a_series_or_modality_named_twice_is_refused(text: str, says: str) -> No
     assert str(err.value).count(". ") == 0 and str(err.value).endswith(".")
 
 
-def test_predict_a_dicom_study(study: Path, tmp_path: Path) -> None:
+def test_predict_a_dicom_study(study: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert main(["predict", str(study), "-o", str(out), "--method", "watershed"]) == 0
+    assert main(["predict", str(study), "-o", str(out), "--method", "watershed",
+                 "--report"]) == 0
+    # which series became which modality: said, kept in the table and on the report page
+    used = ("T1 = series 2 (AX T1 SE), T1ce = series 3 (AX T1 SE POST GAD), "
+            "T2 = series 4 (AX T2 TSE), FLAIR = series 5 (AX T2 FLAIR)")
+    assert f"exam: {used}" in capsys.readouterr().err
+    assert used in (out / "exam_report.html").read_text()
     lab = nib.load(str(out / "exam.nii.gz"))
     t1 = nib.load(str(out / "exam_series" / "t1.nii.gz"))
     # the label map lies on the T1 series' grid, as dcm2niix converted it
@@ -90,7 +97,7 @@ def test_predict_a_dicom_study(study: Path, tmp_path: Path) -> None:
             for m in ("t1", "t1ce", "t2", "flair")}
     assert not np.allclose(vols["t1"], vols["t1ce"]) and not np.allclose(vols["t2"], vols["flair"])
     row = next(csv.DictReader((out / "volumes.csv").open()))
-    assert row["case"] == "exam" and float(row["WT_mL"]) > 0
+    assert row["case"] == "exam" and float(row["WT_mL"]) > 0 and row["series"] == used
     # no patient identifier and no DICOM left in the output folder
     for f in out.rglob("*"):
         assert not f.name.startswith(".exam_dcm2niix")

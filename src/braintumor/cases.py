@@ -85,6 +85,9 @@ class CaseSource:
     #: what reading it found amiss that the case goes on without (a DICOM series that
     #: could not be read), carried into the segmentation's warning
     notes: list[str] = field(default_factory=list)
+    #: a converted DICOM study: which series became which modality, as the command line
+    #: says it (``T1 = series 2 (AX T1 SE), T1ce = series 3 (AX T1 +C), ...``); else ""
+    series: str = ""
 
     @property
     def reference_path(self) -> Path:

@@ -1140,7 +1140,15 @@ def study_source(folder: str | Path, out_dir: str | Path, case_id: str | None = 
     ref = {e.label: e for e in entries}[chosen[grid]]
     return CaseSource(case_id=cid, kind="brats2021", modality_paths=paths,
                       dicom_reference=(folder, ref.uid, study.study_uid),
-                      notes=study.notes + lost)
+                      notes=study.notes + lost, series=series_used(entries, chosen))
+
+
+def series_used(entries: list[StudySeries], chosen: Mapping[str, str]) -> str:
+    """Which series became which modality ({modality: label}), in one line:
+    ``T1 = series 2 (AX T1 SE), T1ce = series 3 (AX T1 +C), T2 = ..., FLAIR = ...``."""
+    series = {e.label: e for e in entries}
+    return ", ".join(f"{MODALITY_NAMES[m]} = {series[chosen[m]].named()}"
+                     for m in MODALITIES if m in chosen)
 
 
 def series_example(entries: list[StudySeries]) -> str:

@@ -109,6 +109,8 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     if res.info.get("agreement"):
         info["CNN and watershed agree (Dice)"] = " / ".join(
             f"{r} {v:.2f}" for r, v in res.info["agreement"].items())
+    if row["series"]:  # a DICOM study: which series became which modality
+        info["series"] = row["series"]
     if res.info.get("warning"):
         info["warning"] = res.info["warning"]
     diameters = case_diameters(case, res)
@@ -120,9 +122,11 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     return paths["html"]
 
 
-#: the columns of ``volumes.csv``, one row per segmented case
+#: the columns of ``volumes.csv``, one row per segmented case (``series``: for a DICOM
+#: study, which series became which modality)
 VOLUME_FIELDS = ("case", "method", "model", "mode", "WT_mL", "TC_mL", "ET_mL", "NCR_mL",
-                 "ED_mL", "voxel_mm", "agree_WT", "agree_TC", "agree_ET", "warning")
+                 "ED_mL", "voxel_mm", "agree_WT", "agree_TC", "agree_ET", "series",
+                 "warning")
 VOLUME_TABLE = "volumes.csv"
 #: the columns ``predict --diameters`` adds (before ``warning``): each region's SPD and
 #: its largest lesion's two diameters
@@ -157,6 +161,7 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
            "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),
            **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")
               for r in ("WT", "TC", "ET")},
+           "series": getattr(getattr(case, "source", None), "series", "") or "",
            "warning": res.info.get("warning") or ""}
     if diameters:
         for region, summ in case_diameters(case, res).items():

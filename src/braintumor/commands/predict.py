@@ -254,6 +254,8 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
         try:  # a study: converted next to the outputs, then a case
             out_dir.mkdir(parents=True, exist_ok=True)
             sources.append(dicom.study_source(where, out_dir, cid, choice))
+            # which series became which modality, for the user to check the match
+            print(f"{cid}: {sources[-1].series}", file=sys.stderr)
         except InputError as exc:  # one study failing leaves the others
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
