@@ -1126,3 +1126,66 @@ def test_a_zipped_study_on_the_command_line(tmp_path: Path,
     assert (out / "exam2024.nii.gz").exists()
     assert nib.load(str(out / "exam2024.nii.gz")).shape == (40, 44, 28)
     assert not [p for p in out.iterdir() if p.name.startswith(".unzipped")]
+
+
+def _strip_preamble(f: Path, meta: bool = False) -> None:
+    """Rewrite a DICOM file without the 128-byte preamble and ``DICM`` mark, as older
+    scanners and PACS exports write them: a bare implicit VR data set, or (``meta``) its
+    file meta elements first, explicit VR."""
+    import io
+
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    ds = pydicom.dcmread(f)
+    if meta:
+        f.write_bytes(f.read_bytes()[128 + 4:])
+        return
+    ds.file_meta = FileMetaDataset()
+    ds.preamble = None
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=True, little_endian=True)
+    f.write_bytes(buf.getvalue())
+
+
+def test_dicom_files_without_preamble_are_read(study: Path, tmp_path: Path) -> None:
+    """Files without the preamble and ``DICM`` mark are DICOM files all the same: a study
+    of them is converted, and one whose T1ce lacks it in a few files keeps those slices
+    (not skipped and filled in by interpolation)."""
+    import shutil
+
+    bare = tmp_path / "bare" / "exam"
+    shutil.copytree(study, bare)
+    for i, f in enumerate(sorted(bare.rglob("*.dcm"))):
+        _strip_preamble(f, meta=bool(i % 2))
+        f.rename(f.with_suffix(""))  # as CDs name them: no extension
+    first = next(bare.rglob("IM0000"))
+    assert first.read_bytes()[128:132] != b"DICM" and dicom.is_dicom_file(first)
+    assert dicom.is_dicom_study(bare) and dicom.find_studies(bare) == [(bare, "exam")]
+    src = dicom.study_source(bare, tmp_path / "out1")
+    assert src.series.startswith("T1 = series 2 (AX T1 SE), T1ce = series 3") and not src.notes
+
+    part = tmp_path / "part"
+    shutil.copytree(study, part)
+    for z in range(10, 14):
+        _strip_preamble(part / "study" / "t1ce" / f"IM{z:04d}.dcm")
+    src = dicom.study_source(part, tmp_path / "out2")
+    assert nib.load(str(src.modality_paths["t1ce"])).shape == (40, 44, 28) and not src.notes
+
+
+def test_pictures_nifti_and_text_are_not_taken_for_dicom(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.jpg")
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    nib.save(img, tmp_path / "a.nii")
+    nib.save(img, tmp_path / "a.nii.gz")
+    nib.save(nib.Nifti2Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "b.nii")
+    (tmp_path / "a.txt").write_text("Patient report\n" * 20)
+    (tmp_path / "b.bin").write_bytes(bytes(range(256)))
+    (tmp_path / "c.bin").write_bytes(b"\x08\x00\x05\x00" + b"\xff" * 200)  # odd length
+    (tmp_path / "short").write_bytes(b"\x08\x00")
+    for f in tmp_path.iterdir():
+        assert not dicom.is_dicom_file(f), f.name
+    assert not dicom.is_dicom_study(tmp_path)

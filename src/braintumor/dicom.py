@@ -393,14 +393,40 @@ def resample_onto_t1(paths: dict[str, Path], ref_mod: str | None = None) -> None
         save_float_nifti(data, path, ref.header, ref.affine)
 
 
+#: the value representations a DICOM element may name (explicit VR)
+_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST",
+        b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+
+
 def is_dicom_file(path: Path) -> bool:
-    """A DICOM Part 10 file (the ``DICM`` mark after the 128-byte preamble)."""
+    """A DICOM file: a Part 10 one (the ``DICM`` mark after the 128-byte preamble), or one
+    written without preamble and mark, as older scanners and PACS exports do, which
+    dcm2niix converts too (:func:`bare_dicom`). Only the first 132 bytes are read."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:] == b"DICM"
+    return (len(head) == 132 and head[128:] == b"DICM") or bare_dicom(head)
+
+
+def bare_dicom(head: bytes) -> bool:
+    """Whether ``head``, a file's first bytes, starts as a DICOM data set without the
+    preamble: the tag of a file meta (group 0002) or identifying (group 0008) element,
+    little endian, then a value representation (explicit VR) or an even value length
+    under 64 KiB (implicit VR). No picture, NIfTI file or text starts so: a PNG starts
+    ``\x89PNG``, a JPEG ``\xff\xd8``, a NIfTI header with its size (348 or 540), a
+    gzip file ``\x1f\x8b``."""
+    if len(head) < 8 or head[1] != 0 or head[0] not in (0x02, 0x08):
+        return False
+    element = int.from_bytes(head[2:4], "little")
+    if element > 0x1200:  # groups 0002 and 0008 define no element beyond (0008,1199)
+        return False
+    if head[4:6] in _VRS:
+        return True
+    length = int.from_bytes(head[4:8], "little")
+    return length < 0x10000 and length % 2 == 0
 
 
 #: folder names under which CDs and PACS exports keep their images, probed first
@@ -464,7 +490,8 @@ def header_tag(path: Path, tag: str) -> str | None:
     except ImportError:
         return None
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=[tag])
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=[tag],
+                             force=True)  # a file without preamble, too: is_dicom_file
     except Exception:  # noqa: BLE001 - pydicom raises many kinds for a bad file
         return None
     value = getattr(ds, tag, None)
@@ -597,7 +624,8 @@ def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
         if not is_dicom_file(f):
             continue
         try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=_SCANNED_TAGS)
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=_SCANNED_TAGS,
+                                 force=True)  # a file without preamble, too: is_dicom_file
         except Exception:  # noqa: BLE001 - pydicom raises many kinds for a bad file
             unreadable += 1
             continue
@@ -764,7 +792,7 @@ def _slice_levels(files: list[Path]) -> list[int] | None:
     where = []
     for f in files:
         try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=[
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True, specific_tags=[
                 "ImagePositionPatient", "ImageOrientationPatient"])
             pos = np.array([float(v) for v in ds.ImagePositionPatient])
             if normal is None:

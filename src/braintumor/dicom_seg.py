@@ -53,7 +53,7 @@ def series_files(study: str | Path, series: str | int, study_uid: str | None = N
     for f in sorted(p for p in Path(study).rglob("*") if p.is_file()):
         if not is_dicom_file(f):
             continue
-        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=[
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=[
             "SeriesNumber", "SeriesInstanceUID", "StudyInstanceUID"])
         same = (getattr(ds, "SeriesInstanceUID", None) == series if isinstance(series, str)
                 else int(getattr(ds, "SeriesNumber", -1) or -1) == series)
@@ -96,7 +96,7 @@ def write_seg(labels: np.ndarray, affine: np.ndarray, source: list[Path],
                          "'braintumor[web]').") from None
     from braintumor import __version__
 
-    datasets = [pydicom.dcmread(f) for f in source]
+    datasets = [pydicom.dcmread(f, force=True) for f in source]  # with or without preamble
     if not datasets:
         raise InputError("no DICOM file of the reference series was found for the SEG.")
     for ds in datasets:
