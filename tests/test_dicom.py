@@ -1189,3 +1189,65 @@ def test_pictures_nifti_and_text_are_not_taken_for_dicom(tmp_path: Path) -> None
     for f in tmp_path.iterdir():
         assert not dicom.is_dicom_file(f), f.name
     assert not dicom.is_dicom_study(tmp_path)
+
+
+def test_neighbouring_slices_absent_from_the_folder_are_refused(study: Path,
+                                                                tmp_path: Path) -> None:
+    """Two neighbouring slices missing from the folder make as wide a gap as two
+    neighbouring files cut short: refused, not filled in by interpolation."""
+    import shutil
+
+    root = tmp_path / "gap"
+    shutil.copytree(study, root)
+    for z in (13, 14):
+        (root / "study" / "t1ce" / f"IM{z:04d}.dcm").unlink()
+    with pytest.raises(InputError) as err:
+        dicom.study_source(root, tmp_path / "out")
+    said = str(err.value)
+    assert "series 3 (AX T1 SE POST GAD), the T1ce, lacks 2 neighbouring slices" in said
+    assert said.count(". ") == 0 and said.endswith(".")
+
+
+def test_spacing_is_said_for_what_it_is(study: Path, tmp_path: Path) -> None:
+    """A slice position given twice, or slices shifted off an even spacing, are said as
+    such, not as slices missing."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    dup = tmp_path / "dup"
+    shutil.copytree(study, dup)
+    ds = pydicom.dcmread(dup / "study" / "t1" / "IM0010.dcm")
+    ds.InstanceNumber = 999
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(dup / "study" / "t1" / "IM_dup.dcm", enforce_file_format=True)
+    uneven = tmp_path / "uneven"
+    shutil.copytree(study, uneven)
+    for f in sorted((uneven / "study" / "t1").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        if ds.ImagePositionPatient[2] > 15:
+            ds.ImagePositionPatient = [0.0, 0.0, float(ds.ImagePositionPatient[2]) + 0.5]
+            ds.save_as(f, enforce_file_format=True)
+    for root, said in ((dup, "had a duplicate slice position"),
+                       (uneven, "had uneven slice spacing, put on an even grid")):
+        try:
+            src = dicom.study_source(root, tmp_path / f"out_{root.name}")
+        except InputError as exc:  # a dcm2niix that makes no evenly spaced copy: refused
+            assert "not evenly spaced" in str(exc)
+            continue
+        (note,) = src.notes
+        assert note.startswith(f"series 2 (AX T1 SE), the T1, {said}"), note
+        assert "missing" not in note
+
+
+def test_slice_spacing_of_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [tmp_path / str(i) for i in range(6)]
+    for where, expect in (([0, 1, 2, 3, 4, 5], (0, 0, 0, 0)),
+                          ([0, 1, 2, 4, 5, 6], (1, 1, 0, 0)),
+                          ([0, 1, 2, 5, 6, 7], (2, 2, 0, 0)),
+                          ([0, 1, 2, 2, 3, 4], (0, 0, 1, 0)),
+                          ([0, 1, 2, 3.5, 4.5, 5.5], (0, 0, 0, 1)),
+                          ([0, 0, 1, 1, 2, 2], (0, 0, 0, 0))):  # two echoes a slice
+        monkeypatch.setattr(dicom, "_slice_positions", lambda f, w=where: [float(z) for z in w])
+        assert dicom.slice_spacing(files) == dicom.SliceSpacing(*expect), where

@@ -680,6 +680,9 @@ class StudySeries:
     left_out: int = 0  # its files cut short, left out of it
     of_files: int = 0  # its files, cut short ones included, when some were left out
     end_slices: int = 0  # slices at its ends that the files left out held
+    #: where ``filled``: why dcm2niix put it on an even grid, as its headers tell
+    #: (:func:`slice_spacing`); None when they do not say
+    spacing: SliceSpacing | None = None
 
     @property
     def readable(self) -> bool:
@@ -732,11 +735,28 @@ class StudySeries:
             f"{'was' if n == 1 else 'were'} left out" + \
             (f", so the series {', and '.join(parts)}" if parts else "")
 
+    @property
+    def missing_slices(self) -> bool:
+        """Whether it was put on an even grid for slices missing (not only for a position
+        given twice or an uneven spacing)."""
+        return self.filled is not None and (self.spacing is None or self.spacing.missing > 0)
+
     def gap(self) -> str:
-        """Its missing slices, as the series list and the warning say them."""
-        n = self.filled
-        many = f"{n} slices" if n and n > 1 else "a slice" if n else "slices"
-        return f"{many} missing, filled in by interpolation"
+        """Why dcm2niix put it on an even grid, as the series list and the warning say it:
+        slices missing (filled in by interpolation), a duplicate slice position, uneven
+        slice spacing."""
+        sp = self.spacing
+        parts = []
+        if self.missing_slices:
+            n = self.filled if sp is None else sp.missing
+            many = f"{n} slices" if n and n > 1 else "a slice" if n else "slices"
+            parts.append(f"{many} missing, filled in by interpolation")
+        if sp is not None and sp.duplicates:
+            parts.append("a duplicate slice position" if sp.duplicates == 1
+                         else f"{sp.duplicates} duplicate slice positions")
+        if sp is not None and (sp.uneven or not parts):
+            parts.append("uneven slice spacing, put on an even grid")
+        return ", and ".join(parts)
 
     def as_dict(self, base: Path) -> dict[str, Any]:
         """Its fields as JSON values (``path`` relative to ``base``; ``uid`` left out), with
@@ -747,6 +767,7 @@ class StudySeries:
                 "shared": self.shared, "small": self.small, "filled": self.filled,
                 "left_out": self.left_out, "of_files": self.of_files,
                 "end_slices": self.end_slices,
+                "spacing": None if self.spacing is None else vars(self.spacing),
                 "path": None if self.path is None else str(self.path.relative_to(base))}
 
     @classmethod
@@ -758,7 +779,8 @@ class StudySeries:
                    bool(d.get("uneven")), int(d.get("shared") or 0),
                    small=d.get("small"), filled=d.get("filled"),
                    left_out=int(d.get("left_out") or 0), of_files=int(d.get("of_files") or 0),
-                   end_slices=int(d.get("end_slices") or 0))
+                   end_slices=int(d.get("end_slices") or 0),
+                   spacing=SliceSpacing(**d["spacing"]) if d.get("spacing") else None)
 
 
 @dataclass
@@ -786,6 +808,66 @@ def _slice_levels(files: list[Path]) -> list[int] | None:
     slice positions (its ImagePositionPatient along the normal of the first file's
     ImageOrientationPatient; the echoes of one slice share a rank), or None when a file
     does not say (headers only; pixels not read)."""
+    where = _slice_positions(files)
+    if where is None:
+        return None
+    levels: list[float] = []
+    for z in sorted(where):
+        if not levels or z - levels[-1] > 0.01:  # 0.01 mm: rounding in the headers
+            levels.append(z)
+    ranks = np.array(levels)
+    return [int(np.abs(ranks - z).argmin()) for z in where]
+
+
+@dataclass(frozen=True)
+class SliceSpacing:
+    """How a series' slices lie, as its headers place them: ``missing`` slice positions
+    between its slices (gaps of a whole number of slice spacings), ``widest`` the most of
+    them neighbouring one another in one gap, ``duplicates`` files at a position other
+    files of it already fill (beyond its echoes), ``uneven`` gaps that are no whole number
+    of slice spacings."""
+
+    missing: int = 0
+    widest: int = 0
+    duplicates: int = 0
+    uneven: int = 0
+
+
+def slice_spacing(files: list[Path]) -> SliceSpacing | None:
+    """:class:`SliceSpacing` of the series of ``files`` (headers only), None when a file
+    does not say where its slice lies. The slice spacing is the median distance between
+    neighbouring positions; a gap within a tenth of a whole number of them leaves that
+    many less one slices missing."""
+    where = _slice_positions(files)
+    if where is None or len(where) < 2:
+        return None
+    levels: list[float] = []
+    counts: list[int] = []
+    for z in sorted(where):
+        if levels and z - levels[-1] <= 0.01:  # 0.01 mm: rounding in the headers
+            counts[-1] += 1
+        else:
+            levels.append(z)
+            counts.append(1)
+    duplicates = sum(c - min(counts) for c in counts)  # the echoes of a slice share it
+    gaps = np.diff(levels)
+    if not len(gaps):
+        return SliceSpacing(duplicates=duplicates)
+    step = float(np.median(gaps))
+    missing = widest = uneven = 0
+    for g in gaps / step:
+        k = int(round(g))
+        if abs(g - k) > 0.1 or k < 1:
+            uneven += 1
+        elif k > 1:
+            missing += k - 1
+            widest = max(widest, k - 1)
+    return SliceSpacing(missing, widest, duplicates, uneven)
+
+
+def _slice_positions(files: list[Path]) -> list[float] | None:
+    """Each file's slice position along the normal of the first file's
+    ImageOrientationPatient (mm), or None when a file does not say."""
     import pydicom
 
     normal = None
@@ -803,12 +885,7 @@ def _slice_levels(files: list[Path]) -> list[int] | None:
         if pos.shape != (3,) or normal.shape != (3,) or not np.any(normal):
             return None
         where.append(float(normal @ pos))
-    levels: list[float] = []
-    for z in sorted(where):
-        if not levels or z - levels[-1] > 0.01:  # 0.01 mm: rounding in the headers
-            levels.append(z)
-    ranks = np.array(levels)
-    return [int(np.abs(ranks - z).argmin()) for z in where]
+    return where
 
 
 def cut_short_refusal(cut: list[Path], files: list[Path], levels: list[int] | None
@@ -841,7 +918,8 @@ def cut_short_refusal(cut: list[Path], files: list[Path], levels: list[int] | No
 
 
 def convert_without_cut_short(src: DicomSeries, work: Path, uneven: set[Path],
-                              filled: dict[Path, int]) -> tuple[list[Path], str | None, int, int]:
+                              filled: dict[Path, int], left: list[Path] | None = None
+                              ) -> tuple[list[Path], str | None, int, int]:
     """Convert a series with dcm2niix (:func:`braintumor.io.convert_dicom_series`, into
     ``work``), and where some of its files are cut short, again from its intact files,
     when :func:`cut_short_refusal` allows it: -> (its NIfTI files, why none, how many
@@ -883,6 +961,8 @@ def convert_without_cut_short(src: DicomSeries, work: Path, uneven: set[Path],
     if gaps or (inside and not any(n in filled for n in niftis)):
         return [], (f"{said}, and without {'it' if len(cut) == 1 else 'them'} its slices are "
                     "not evenly spaced (a gap dcm2niix could not fill in)"), 0, 0
+    if left is not None:  # the files it was converted without
+        left += cut
     return niftis, None, len(cut), ends
 
 
@@ -909,8 +989,13 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str,
     filled: dict[Path, int] = {}
     out: list[StudySeries] = []
     for k, src in enumerate(scanned):
+        left: list[Path] = []
         niftis, fault, left_out, ends = convert_without_cut_short(src, raw / f"{k:04d}",
-                                                                  uneven, filled)
+                                                                  uneven, filled, left)
+        # where dcm2niix put its slices on an even grid: why, from where the files it was
+        # converted from place them (slices missing, a position given twice, or uneven)
+        spacing = slice_spacing([f for f in src.files if f not in left]) \
+            if any(n in filled for n in niftis) else None
         volumes = []
         for n in niftis:
             try:
@@ -920,7 +1005,8 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str,
         out += [StudySeries("", src.number, v.description, v.shape, v.guess, v.path,
                             uneven=v.path in uneven, uid=src.uid, small=v.small,
                             filled=filled.get(v.path), left_out=left_out,
-                            of_files=len(src.files) if left_out else 0, end_slices=ends)
+                            of_files=len(src.files) if left_out else 0, end_slices=ends,
+                            spacing=spacing if v.path in filled else None)
                 for v in volumes] or [
             StudySeries("", src.number, src.description, [],
                         classify_series(src.description, src.acquisition), None,
@@ -1000,6 +1086,10 @@ def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], w
             raise InputError(f"{where}: {e.named()}, the {MODALITY_NAMES[m]}, has slices that "
                              "are not evenly spaced (one missing?), so it cannot be put on one "
                              "grid; export the whole series again.")
+        if e.spacing is not None and e.spacing.widest > 1:  # the cut-short rule's limit
+            raise InputError(f"{where}: {e.named()}, the {MODALITY_NAMES[m]}, lacks "
+                             f"{e.spacing.widest} neighbouring slices, too wide a gap to fill "
+                             "in by interpolation; export the whole series again.")
         chosen[m] = label
     notes = []
     for m in (m for m in MODALITIES if m not in chosen):
@@ -1022,13 +1112,14 @@ def patched_notes(entries: list[StudySeries], chosen: Mapping[str, str]) -> list
     notes = []
     for m, label in chosen.items():
         e = series[label]
-        unsure = "; the outline there is less sure" if e.filled is not None else ""
+        unsure = "; the outline there is less sure" if e.filled is not None and (
+            e.missing_slices or e.spacing is not None and e.spacing.uneven) else ""
         if e.left_out:
             notes.append(f"{e.named()}, the {MODALITY_NAMES[m]}: {e.cut_said(sentence=True)}"
                          + unsure)
         elif e.filled is not None:
-            notes.append(f"{e.named()}, the {MODALITY_NAMES[m]}, had {e.gap()} (the scanner's "
-                         f"slice positions leave a gap){unsure}")
+            why = " (the scanner's slice positions leave a gap)" if e.missing_slices else ""
+            notes.append(f"{e.named()}, the {MODALITY_NAMES[m]}, had {e.gap()}{why}{unsure}")
     return notes
 
 
