@@ -1251,3 +1251,30 @@ def test_slice_spacing_of_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                           ([0, 0, 1, 1, 2, 2], (0, 0, 0, 0))):  # two echoes a slice
         monkeypatch.setattr(dicom, "_slice_positions", lambda f, w=where: [float(z) for z in w])
         assert dicom.slice_spacing(files) == dicom.SliceSpacing(*expect), where
+
+
+def test_derived_series_are_set_aside_for_the_acquired_one(study: Path, tmp_path: Path) -> None:
+    """A subtraction and a reformat made from the T1ce read as T1ce too: the acquired
+    T1ce is used, the derived ones are set aside (said), and no --series is asked for."""
+    import shutil
+
+    root = tmp_path / "mixed"
+    shutil.copytree(study, root)
+    for name, number, desc, kind in (
+            ("sub", 11, "t1_se_tra_KM_SUB", ["DERIVED", "SECONDARY", "SUBTRACTION"]),
+            ("mpr", 12, "T1 POST GAD MPR COR", ["DERIVED", "SECONDARY", "MPR"])):
+        shutil.copytree(root / "study" / "t1ce", root / "study" / name)
+        restamp_series(root / "study" / name, new_uid=True, SeriesNumber=number,
+                       SeriesDescription=desc, ImageType=kind)
+    restamp_series(root / "study" / "t1ce", ImageType=["ORIGINAL", "PRIMARY", "M"])
+    src = dicom.study_source(root, tmp_path / "out")
+    assert "T1ce = series 3 (AX T1 SE POST GAD)" in src.series
+    assert src.notes == [
+        "series 11 (t1_se_tra_KM_SUB) is derived (DERIVED\\SECONDARY\\SUBTRACTION) and was set "
+        "aside for series 3 (AX T1 SE POST GAD), the acquired T1ce",
+        "series 12 (T1 POST GAD MPR COR) is derived (DERIVED\\SECONDARY\\MPR) and was set "
+        "aside for series 3 (AX T1 SE POST GAD), the acquired T1ce"]
+    # named in --series, a derived series is used as given
+    src = dicom.study_source(root, tmp_path / "out2", choice=dicom.parse_series_choice(
+        "2=t1,11=t1ce,4=t2,5=flair"))
+    assert "T1ce = series 11 (t1_se_tra_KM_SUB)" in src.series

@@ -585,6 +585,14 @@ class DicomSeries:
     acquisition: Acquisition
     files: list[Path]
     dates: set[str] = field(default_factory=set)
+    image_type: str = ""  # its ImageType, ``ORIGINAL\\PRIMARY\\M``, ``DERIVED\\SECONDARY\\MPR``
+
+
+def is_derived(image_type: str) -> bool:
+    """Whether an ImageType (``DERIVED\\SECONDARY\\SUBTRACTION``) says the series was made
+    from others (a subtraction, a reformat, a map), not acquired: DERIVED, or SECONDARY."""
+    values = [v.strip().upper() for v in image_type.split("\\")]
+    return values[0] == "DERIVED" or (len(values) > 1 and values[1] == "SECONDARY")
 
 
 def dicom_date(ds: Any) -> str | None:
@@ -604,7 +612,7 @@ def dicom_date(ds: Any) -> str | None:
 _SCANNED_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
                  "ProtocolName", "Rows", "InversionTime", "RepetitionTime", "EchoTime",
                  "ScanningSequence", "SequenceName", "StudyDate", "SeriesDate",
-                 "AcquisitionDate"]
+                 "AcquisitionDate", "ImageType"]
 
 
 def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
@@ -641,7 +649,10 @@ def scan_study(folder: str | Path) -> tuple[list[DicomSeries], set[str], int]:
                    or "").strip()
         uid = str(getattr(ds, "SeriesInstanceUID", "") or f"?{number}:{desc}")
         if uid not in series:
-            series[uid] = DicomSeries(uid, number, desc[:120], Acquisition.from_header(ds), [])
+            kind = getattr(ds, "ImageType", None) or ""
+            kind = kind if isinstance(kind, str) else "\\".join(str(v) for v in kind)
+            series[uid] = DicomSeries(uid, number, desc[:120], Acquisition.from_header(ds), [],
+                                      image_type=kind)
         series[uid].files.append(f)
         date = dicom_date(ds)
         if date:
@@ -683,6 +694,13 @@ class StudySeries:
     #: where ``filled``: why dcm2niix put it on an even grid, as its headers tell
     #: (:func:`slice_spacing`); None when they do not say
     spacing: SliceSpacing | None = None
+    image_type: str = ""  # its ImageType (``DERIVED\\SECONDARY\\MPR``: made from others)
+
+    @property
+    def derived(self) -> bool:
+        """Made from other series (a subtraction, a reformat), not acquired: its ImageType
+        says DERIVED or SECONDARY (:func:`is_derived`)."""
+        return bool(self.image_type) and is_derived(self.image_type)
 
     @property
     def readable(self) -> bool:
@@ -708,6 +726,8 @@ class StudySeries:
             return out
         if self.left_out:
             out.append(self.cut_said())
+        if self.derived:
+            out.append(f"derived ({self.image_type})")
         if self.small:
             out.append(self.small)
         elif not self.usable:
@@ -768,6 +788,7 @@ class StudySeries:
                 "left_out": self.left_out, "of_files": self.of_files,
                 "end_slices": self.end_slices,
                 "spacing": None if self.spacing is None else vars(self.spacing),
+                "image_type": self.image_type,
                 "path": None if self.path is None else str(self.path.relative_to(base))}
 
     @classmethod
@@ -780,7 +801,8 @@ class StudySeries:
                    small=d.get("small"), filled=d.get("filled"),
                    left_out=int(d.get("left_out") or 0), of_files=int(d.get("of_files") or 0),
                    end_slices=int(d.get("end_slices") or 0),
-                   spacing=SliceSpacing(**d["spacing"]) if d.get("spacing") else None)
+                   spacing=SliceSpacing(**d["spacing"]) if d.get("spacing") else None,
+                   image_type=str(d.get("image_type") or ""))
 
 
 @dataclass
@@ -1006,11 +1028,13 @@ def convert_study(folder: str | Path, work_dir: str | Path, where: str,
                             uneven=v.path in uneven, uid=src.uid, small=v.small,
                             filled=filled.get(v.path), left_out=left_out,
                             of_files=len(src.files) if left_out else 0, end_slices=ends,
-                            spacing=spacing if v.path in filled else None)
+                            spacing=spacing if v.path in filled else None,
+                            image_type=src.image_type)
                 for v in volumes] or [
             StudySeries("", src.number, src.description, [],
                         classify_series(src.description, src.acquisition), None,
-                        fault or "dcm2niix made no image of it", uid=src.uid)]
+                        fault or "dcm2niix made no image of it", uid=src.uid,
+                        image_type=src.image_type)]
     by_number: dict[int | None, list[StudySeries]] = {}
     for e in out:
         by_number.setdefault(e.number, []).append(e)
@@ -1044,9 +1068,13 @@ def auto_assignment(entries: list[StudySeries], where: str,
     None. A series that could not be read still counts as a candidate: with two T1s, one
     unreadable, the user chooses, as with two readable ones. Refused (one sentence from
     ``where``, saying why) when the only series that reads as the T1ce or FLAIR could not
-    be read."""
+    be read. A derived series (a subtraction, a reformat: :attr:`StudySeries.derived`)
+    that reads as a modality an acquired series reads as too is set aside
+    (:func:`set_aside`)."""
     over = overrides or {}
     guess = {e.label: over.get(e.label) or e.guess for e in entries}
+    aside = set_aside(entries, over)
+    entries = [e for e in entries if e.label not in aside]
     for m in REQUIRED_MODALITIES:
         alike = [e for e in entries if guess[e.label] == m and (e.usable or not e.readable)]
         if alike and not any(e.readable for e in alike):
@@ -1054,6 +1082,19 @@ def auto_assignment(entries: list[StudySeries], where: str,
                              f"be read: {alike[0].fault}; a case needs T1ce and FLAIR.")
     return complete_assignment({e.label: guess[e.label] for e in entries
                                 if e.usable or not e.readable and guess[e.label]})
+
+
+def set_aside(entries: list[StudySeries], overrides: Mapping[str, str] | None = None
+              ) -> set[str]:
+    """The labels of the derived series (ImageType DERIVED or SECONDARY: a subtraction, a
+    reformat) that read as a modality an acquired (ORIGINAL/PRIMARY) usable series of the
+    study reads as too: that one is the scan, these are made from it or beside it. A
+    series given a modality in ``overrides`` is never set aside."""
+    over = overrides or {}
+    guess = {e.label: over.get(e.label) or e.guess for e in entries}
+    acquired = {guess[e.label] for e in entries if e.usable and not e.derived}
+    return {e.label for e in entries if e.derived and e.label not in over
+            and guess[e.label] is not None and guess[e.label] in acquired}
 
 
 def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], where: str,
@@ -1101,6 +1142,13 @@ def settle_assignment(entries: list[StudySeries], by_label: Mapping[str, str], w
                              f"be read: {lost[0].fault}; a case needs T1ce and FLAIR.")
         notes += [f"{e.named()}, the study's {MODALITY_NAMES[m]}, could not be read, so the "
                   f"case goes without it: {e.fault}" for e in lost]
+    if not given:  # matched by what the series read as: the derived ones set aside, said
+        named = {m: series[label].named() for m, label in chosen.items()}
+        notes += [f"{series[label].named()} is derived ({series[label].image_type}) and was "
+                  f"set aside for {named[series[label].guess or '']}, the acquired "
+                  f"{MODALITY_NAMES[series[label].guess or '']}"
+                  for label in sorted(set_aside(entries)) if label not in by_label
+                  and series[label].guess in named]
     return chosen, notes + patched_notes(entries, chosen)
 
 
