@@ -1278,3 +1278,41 @@ def test_derived_series_are_set_aside_for_the_acquired_one(study: Path, tmp_path
     src = dicom.study_source(root, tmp_path / "out2", choice=dicom.parse_series_choice(
         "2=t1,11=t1ce,4=t2,5=flair"))
     assert "T1ce = series 11 (t1_se_tra_KM_SUB)" in src.series
+
+
+def _deflate(series_dir: Path) -> None:
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    for f in sorted(series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(f, enforce_file_format=True)
+
+
+def test_a_deflated_series_is_inflated_for_dcm2niix(study: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deflated Explicit VR Little Endian, which dcm2niix does not read, is inflated into
+    the conversion's work folder: the series comes out as its plain copy does, and the
+    user's files stay as they were. Where inflating fails, the fault names the syntax and
+    how to convert the files."""
+    import shutil
+
+    from braintumor import io as bio
+
+    root = tmp_path / "deflated"
+    shutil.copytree(study, root)
+    _deflate(root / "study" / "t1ce")
+    before = {f: f.read_bytes() for f in (root / "study" / "t1ce").glob("*.dcm")}
+    plain = dicom.study_source(study, tmp_path / "plain")
+    src = dicom.study_source(root, tmp_path / "out")
+    assert np.array_equal(np.asarray(nib.load(str(src.modality_paths["t1ce"])).dataobj),
+                          np.asarray(nib.load(str(plain.modality_paths["t1ce"])).dataobj))
+    assert all(f.read_bytes() == raw for f, raw in before.items()) and not src.notes
+
+    monkeypatch.setattr(bio, "_inflate", lambda files, links: False)
+    with pytest.raises(InputError) as err:
+        dicom.study_source(root, tmp_path / "out2")
+    said = str(err.value)
+    assert "the T1ce, could not be read: its files are deflated (transfer syntax Deflated " \
+        "Explicit VR Little Endian, 1.2.840.10008.1.2.1.99)" in said and "dcmconv +te" in said

@@ -659,6 +659,9 @@ def convert_dicom_series(files: list[Path], work_dir: str | Path, anonymize: boo
         except OSError:  # a system without symbolic links for this user
             shutil.copyfile(f, link)
     out, log = _dcm2niix(links, work / "nifti", anonymize, uneven, filled, signed)
+    if _DEFLATED in log and _inflate(files, links):  # dcm2niix reads no deflated file
+        shutil.rmtree(work / "nifti", ignore_errors=True)
+        out, log = _dcm2niix(links, work / "nifti", anonymize, uneven, filled, signed)
     if cut is not None:
         for m in re.finditer(rf"{_CUT_SHORT}: *(.+)", log):
             name = Path(m.group(1).strip()).name  # one of the links: its number is its file's
@@ -698,6 +701,38 @@ def _dcm2niix(dicom_dir: Path, out: Path, anonymize: bool, uneven: set[Path] | N
     return files, log
 
 
+#: Deflated Explicit VR Little Endian: the whole data set zip-compressed, which dcm2niix
+#: does not read (it asks for the files to be inflated first)
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _inflate(files: list[Path], links: Path) -> bool:
+    """Replace the links (``links/<number>.dcm``) of the deflated files among ``files`` by
+    inflated copies (pydicom reads them; written as Explicit VR Little Endian, the same
+    data set uncompressed), for dcm2niix to read: True when every deflated file was
+    inflated (the user's files are never written)."""
+    try:
+        import pydicom
+        from pydicom.filereader import read_file_meta_info
+        from pydicom.uid import ExplicitVRLittleEndian
+    except ImportError:
+        return False
+    done = False
+    for i, f in enumerate(files):
+        try:
+            if str(read_file_meta_info(f).get("TransferSyntaxUID", "")) != _DEFLATED:
+                continue
+            ds = pydicom.dcmread(f)
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            link = links / f"{i:05d}.dcm"
+            link.unlink()  # the link, not the file it points to
+            ds.save_as(link, enforce_file_format=True)
+        except Exception:  # noqa: BLE001 - pydicom raises many kinds; said by dcm2niix_fault
+            return False
+        done = True
+    return done
+
+
 #: dcm2niix's word for a file whose pixel data ends early (followed by the file's path)
 _CUT_SHORT = "File not large enough to store image data"
 
@@ -714,6 +749,10 @@ _Words = str | Callable[[int, int], str]
 #: dcm2niix's complaints about a series, and what they mean in words of the project's
 _DCM2NIIX_FAULTS: tuple[tuple[re.Pattern[str], _Words], ...] = (
     (re.compile(_CUT_SHORT), cut_short_words),
+    (re.compile(re.escape(_DEFLATED)),
+     "its files are deflated (transfer syntax Deflated Explicit VR Little Endian, "
+     f"{_DEFLATED}) and could not be inflated for dcm2niix; inflate them first "
+     "(dcmconv +te, or gdcmconv -w) and give the study again"),
     (re.compile(r"(?i)unsupported transfer syntax|unable to decode"),
      "its pixels are compressed in a way (transfer syntax) dcm2niix cannot decode"),
     (re.compile(r"dimensions vary across slices"),
