@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -433,7 +432,6 @@ def test_a_full_disk_while_unzipping_is_no_damaged_zip(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing the entries failing (a full disk) is raised as the OSError it is, for the
     page's 507 and the command line's message, not blamed on the zip."""
-    import builtins
     import errno
     import zipfile
 
@@ -441,20 +439,9 @@ def test_a_full_disk_while_unzipping_is_no_damaged_zip(tmp_path: Path,
     with zipfile.ZipFile(ok, "w") as zf:
         zf.writestr("study/a/IM1", b"x" * 100)
 
-    class Full:
-        def __init__(self, path: Any, mode: str = "r") -> None:
-            self.fh = builtins.open(path, mode)
+    from test_web_support import FullDiskFile
 
-        def __enter__(self) -> Any:
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            self.fh.close()
-
-        def write(self, block: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(io, "open", Full, raising=False)
+    monkeypatch.setattr(io, "open", FullDiskFile, raising=False)
     with pytest.raises(OSError) as err:
         io.extract_zip(ok, tmp_path / "out", "ok.zip", 1000)
     assert err.value.errno == errno.ENOSPC and not isinstance(err.value, InputError)

@@ -2345,28 +2345,13 @@ def test_a_full_disk_leaves_no_empty_download_or_label_version(
 def test_a_full_disk_while_unzipping_an_upload_is_507(client: TestClient,
                                                       case_files: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-    import errno
-
     import braintumor.io as bio
-
-    class Full:
-        def __init__(self, path: Any, mode: str = "r") -> None:
-            self.fh = builtins.open(path, mode)
-
-        def __enter__(self) -> Any:
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            self.fh.close()
-
-        def write(self, block: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
+    from test_web_support import FullDiskFile
 
     jobs = client.app.state.store.jobs_root  # type: ignore[attr-defined]
     before = len(list(jobs.iterdir()))
     zipped = _zip_bytes({p.name: p.read_bytes() for m, p in case_files.items() if m != "seg"})
-    monkeypatch.setattr(bio, "open", Full, raising=False)
+    monkeypatch.setattr(bio, "open", FullDiskFile, raising=False)
     r = client.post("/api/jobs", files=[("files", ("case.zip", zipped))],
                     data={"method": "threshold"})
     assert r.status_code == 507 and "disk is full" in _detail(r), r.text

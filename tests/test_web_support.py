@@ -283,3 +283,24 @@ def cut_short(f: Path) -> None:
     ds = pydicom.dcmread(f)
     ds.PixelData = ds.PixelData[:100]
     ds.save_as(f, enforce_file_format=True)
+
+
+class FullDiskFile:
+    """A stand-in for ``open`` in :mod:`braintumor.io`: files open, and every write fails
+    as on a full disk (ENOSPC)."""
+
+    def __init__(self, path: Any, mode: str = "r") -> None:
+        import builtins
+
+        self.fh = builtins.open(path, mode)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fh.close()
+
+    def write(self, block: bytes) -> int:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
