@@ -323,7 +323,8 @@ DESCRIPTIONS = [
     ("AX T1 FLAIR", "t1"), ("Sag T1 FLAIR +C", "t1ce"), ("T1FLAIR", "t1"),  # GE's T1 FLAIR
     ("t1_tirm_tra", "t1"), ("t2_tse_tra", "t2"), ("T2W_TSE", "t2"), ("Ax T2 FRFSE", "t2"),
     ("t1_mprage_sag_p2_iso", "t1"), ("3D T1 BRAVO +C", "t1ce"), ("AX T1 SE POST GAD", "t1ce"),
-    ("ep2d_diff_3scan", None),
+    ("ep2d_diff_3scan", None), ("Ax 3D BRAVO +C", "t1ce"), ("Sag 3D BRAVO", "t1"),
+    ("3D TFE GADO", "t1ce"), ("sag_mp2rage_iso", "t1"), ("Ax T2 TFE", "t2"),
     # German: KM (Kontrastmittel) is post-contrast, "ohne KM" and "nativ" are not
     ("t1_se_tra_KM", "t1ce"), ("t1_mprage_sag_p2_iso_KM", "t1ce"), ("T1 SE tra nach KM", "t1ce"),
     ("t1_vibe_fs_tra_KM", "t1ce"), ("T1+KM", "t1ce"), ("T1 tra mit KM", "t1ce"),

@@ -157,7 +157,9 @@ def detect_modality(text: str) -> str | None:
         return _t1_or_t1ce(joined)
     if re.search(r"t2", joined):
         return "t2"
-    if "mprage" in joined or "spgr" in joined:
+    # T1-weighted 3D sequences named by their vendor's word alone: Siemens' MPRAGE and
+    # MP2RAGE, GE's (F)SPGR and BRAVO, Philips' TFE
+    if any(w in joined for w in ("mprage", "mp2rage", "spgr", "bravo")) or "tfe" in tokens:
         return _t1_or_t1ce(joined)
     return None
 
