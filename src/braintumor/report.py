@@ -136,13 +136,41 @@ def plane_letters(affine: np.ndarray, view: str) -> dict[str, str]:
     voxel step one pixel to the right and one down, and ``affine`` turns each into a
     direction in scanner space, so the letters follow whatever voxel order the volume
     has and whatever transposes and flips the view uses."""
-    grids = np.indices((2, 2, 2))
-    steps = np.stack([plane(g, view, 0) for g in grids]).astype(float)  # (3, rows, cols)
-    right = steps[:, 0, 1] - steps[:, 0, 0]
-    down = steps[:, 1, 0] - steps[:, 0, 0]
+    right, down = _plane_steps(view)
     m = np.asarray(affine, float)[:3, :3]
     return {"left": _letter(-m @ right), "right": _letter(m @ right),
             "top": _letter(-m @ down), "bottom": _letter(m @ down)}
+
+
+def _plane_steps(view: str) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel step (of the grid :func:`plane` slices) of one pixel to the right and of
+    one pixel down in its picture of ``view``."""
+    grids = np.indices((2, 2, 2))
+    steps = np.stack([plane(g, view, 0) for g in grids]).astype(float)  # (3, rows, cols)
+    return steps[:, 0, 1] - steps[:, 0, 0], steps[:, 1, 0] - steps[:, 0, 0]
+
+
+def plane_spacing(affine: np.ndarray, view: str) -> tuple[float, float]:
+    """The distance (mm) between two rows and between two columns of :func:`plane`'s
+    picture of ``view`` of a volume whose voxels lie at ``affine``."""
+    right, down = _plane_steps(view)
+    m = np.asarray(affine, float)[:3, :3]
+    return float(np.linalg.norm(m @ down)), float(np.linalg.norm(m @ right))
+
+
+def true_aspect(picture: np.ndarray, spacing: Sequence[float], order: int) -> np.ndarray:
+    """A 2D ``picture`` (rows, columns; further axes kept) whose pixels are ``spacing``
+    (row, column) mm apart, resampled to square pixels of the finer of the two, so that
+    it is drawn at its true aspect: a 1 x 1 x 5 mm scan's coronal slice five times as
+    tall as it is stored. ``order``: 0 (nearest) for labels, 1 (linear) for an image."""
+    from scipy import ndimage as ndi
+
+    fine = max(min(float(spacing[0]), float(spacing[1])), 1e-6)
+    zoom = [float(spacing[0]) / fine, float(spacing[1]) / fine]
+    if abs(zoom[0] - 1) < 1e-3 and abs(zoom[1] - 1) < 1e-3:
+        return picture
+    zoom += [1.0] * (picture.ndim - 2)
+    return ndi.zoom(picture, zoom, order=order, mode="nearest", grid_mode=True)
 
 
 def letter_band(size: int) -> int:
@@ -218,6 +246,7 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     img, shown = display_grid(np.asarray(image, dtype=np.float32), affine)
     lab = None if labels is None else display_grid(np.asarray(labels, np.uint8), affine)[0]
     letters = plane_letters(shown, "axial")
+    spacing = plane_spacing(shown, "axial")  # square pixels for any in-plane voxel size
     if slices is None:
         slices = pick_slices(lab if lab is not None else np.zeros(img.shape[1:], np.uint8))
     slices = [int(min(max(s, 0), img.shape[3] - 1)) for s in slices]
@@ -239,10 +268,11 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
         for c, z in enumerate(slices):
             ax = axes[r][c]
             # radiological: anterior at the top, the patient's right on the left
-            g = _grey(plane(vol[bx, by], "axial", z), float(lo), float(hi))
+            g = _grey(true_aspect(plane(vol[bx, by], "axial", z), spacing, 1),
+                      float(lo), float(hi))
             rgb = np.repeat(g[..., None], 3, axis=-1)
             if lab is not None:
-                ls = plane(lab[bx, by], "axial", z)
+                ls = true_aspect(plane(lab[bx, by], "axial", z), spacing, 0)
                 for val, col in COLOURS.items():
                     m = ls == val
                     rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(col)
@@ -508,33 +538,56 @@ def rano_intro() -> str:
 
 
 def display_slice_name(shown: np.ndarray, affine: np.ndarray, shape: Sequence[int],
-                       z: int) -> str:
-    """Axial slice ``z`` of a display grid (affine ``shown``, :func:`display_grid`; 3D
-    ``shape``) named as :func:`slice_position` names a measured lesion's: its number
-    along the file's own axial axis, from 1, of how many, and where it lies (S/I in mm).
-    The overlay's titles and the RANO tables then name one slice the same way."""
+                       z: int, view: str = "axial") -> str:
+    """Slice ``z`` of a display grid (affine ``shown``, :func:`display_grid`; 3D
+    ``shape``) in ``view`` (:func:`plane`) named as :func:`slice_position` names a
+    measured lesion's: its number along the file's own axis, from 1, of how many, and
+    where it lies (an axial slice S/I, a coronal one A/P, a sagittal one R/L of the
+    scanner's origin, in mm). The overlay's titles, the web report's key slices and the
+    RANO tables then name one slice the same way."""
     from braintumor.diameters import slice_axis
 
-    centre = np.asarray(shown, float) @ [(shape[0] - 1) / 2, (shape[1] - 1) / 2, z, 1.0]
+    fixed = VIEWS.index(view)  # the display axis the view's slices step along: 2, 1, 0
+    fixed = 2 - fixed
+    point = [(shape[0] - 1) / 2, (shape[1] - 1) / 2, (shape[2] - 1) / 2, 1.0]
+    point[fixed] = z
+    centre = np.asarray(shown, float) @ point
     ijk = np.linalg.solve(np.asarray(affine, float), centre)[:3]
-    # the display grid's third axis is the file's axial one, laid out head-foot
-    return slice_position({"slice": int(round(float(ijk[slice_axis(affine)]))),
-                           "slices": int(shape[2]),
-                           "centre_mm": [float(v) for v in centre[:3]]})
+    if view == "axial":
+        axis = slice_axis(affine)
+    else:  # the file's axis along which the display's slices of this view step
+        point[fixed] = z + 1
+        step = np.linalg.solve(np.asarray(affine, float), np.asarray(shown, float) @ point)
+        axis = int(np.argmax(np.abs(step[:3] - ijk)))
+    return slice_position({"slice": int(round(float(ijk[axis]))),
+                           "slices": int(shape[fixed]),
+                           "centre_mm": [float(v) for v in centre[:3]]}, coordinate=fixed)
 
 
-def slice_position(lesion: Mapping[str, Any]) -> str:
+def slice_position(lesion: Mapping[str, Any], coordinate: int = 2) -> str:
     """The slice a lesion was measured on, as a reader finds it: ``"88 of 155, S 12.0
     mm"`` (numbered from 1; the number of slices and the position in scanner coordinates
-    when the measurement has them, as older ones do not)."""
+    when the measurement has them, as older ones do not). ``coordinate``: which scanner
+    coordinate places the slice (2, S/I, for an axial slice; 1, A/P, coronal; 0, R/L,
+    sagittal)."""
     text = f"{int(lesion['slice']) + 1}"
     if lesion.get("slices"):
         text += f" of {int(lesion['slices'])}"
     centre = lesion.get("centre_mm")
     if centre is not None and len(centre) == 3:
-        s = float(centre[2])
-        text += f", {'S' if s >= 0 else 'I'} {abs(s):.1f} mm"
+        text += f", {_coordinate(float(centre[coordinate]), coordinate, 1)} mm"
     return text
+
+
+def _coordinate(value: float, k: int, digits: int = 0) -> str:
+    """Scanner coordinate ``k`` (RAS+) in a reader's words: ``"R 23"``, ``"A 10.0"``."""
+    return f"{('LR', 'PA', 'IS')[k][int(value >= 0)]} {abs(value):.{digits}f}"
+
+
+def centre_position(centre_mm: Sequence[float]) -> str:
+    """A point in scanner coordinates as a reader finds it: ``"R 23 A 10 S 70"`` (mm;
+    R/L, A/P, S/I of the scanner's origin)."""
+    return " ".join(_coordinate(float(centre_mm[k]), k) for k in range(3))
 
 
 def rano_rows(summary: Mapping[str, Any]) -> list[list[str]]:

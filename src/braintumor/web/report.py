@@ -51,8 +51,9 @@ STYLE = Path(__file__).parent / "static" / "report.css"
 
 #: part of the names of the pictures and PDF written once per label version, changed
 #: whenever the way they are drawn changes, so that a job's files written before (the
-#: neurological view, without letters) are not served under the present caption
-DRAWING = "rad"
+#: neurological view, without letters; squashed along thick slices, unnamed) are not
+#: served under the present caption
+DRAWING = "rad2"
 
 
 def report_file(job: Job, name: str) -> str:
@@ -67,43 +68,92 @@ SCALE = 2
 LETTER_SIZE = 32
 
 
-def key_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
-               alpha: float = 0.45) -> dict[str, np.ndarray]:
-    """Axial, coronal and sagittal RGB pictures ``(H, W, 3)`` uint8 with the outline, in
-    the radiological view with the orientation letters around each
-    (:func:`braintumor.report.plane`, :func:`~braintumor.report.plane_letters`),
-    enlarged :data:`SCALE` times.
-
-    ``image``: ``(X, Y, Z)`` one modality; ``labels``: ``(X, Y, Z)`` internal labels, both
-    on the grid of ``affine``. The axial slice is the one with the largest whole-tumour
-    area; the other two pass through the tumour's centre (the volume's centre when there
-    is no tumour).
-    """
-    from braintumor.report import display_grid, label_edges, plane, plane_letters
-
-    img, shown = display_grid(np.asarray(image, dtype=np.float32), affine)
-    lab = display_grid(np.asarray(labels, dtype=np.uint8), affine)[0]
+def _key_indices(lab: np.ndarray) -> dict[str, int]:
+    """The slice of each view :func:`key_slices` shows, of a display-grid label map."""
     wt = lab > 0
     if wt.any():
         z = int(np.argmax(wt.sum(axis=(0, 1))))
         cx, cy, _ = (int(round(c)) for c in np.argwhere(wt).mean(axis=0))
     else:
         cx, cy, z = (s // 2 for s in lab.shape)
+    return {"axial": z, "coronal": cy, "sagittal": cx}
+
+
+def key_slice_names(labels: np.ndarray, affine: np.ndarray) -> dict[str, str]:
+    """The slice :func:`key_slices` shows in each view, named as the command line's
+    overlay and the RANO tables name slices (:func:`braintumor.report.
+    display_slice_name`): ``"83 of 155, A 12.0 mm"``."""
+    from braintumor.report import display_grid, display_slice_name
+
+    lab, shown = display_grid(np.asarray(labels, dtype=np.uint8), affine)
+    return {v: display_slice_name(shown, affine, lab.shape, k, v)
+            for v, k in _key_indices(lab).items()}
+
+
+def key_slices(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
+               alpha: float = 0.45) -> dict[str, np.ndarray]:
+    """Axial, coronal and sagittal RGB pictures ``(H, W, 3)`` uint8 with the outline, in
+    the radiological view with the orientation letters around each
+    (:func:`braintumor.report.plane`, :func:`~braintumor.report.plane_letters`), at the
+    true aspect of the voxels (:func:`braintumor.report.true_aspect`: a coronal slice of
+    5 mm slices is drawn five times as tall as it is stored), enlarged :data:`SCALE`
+    times.
+
+    ``image``: ``(X, Y, Z)`` one modality; ``labels``: ``(X, Y, Z)`` internal labels, both
+    on the grid of ``affine``. The axial slice is the one with the largest whole-tumour
+    area; the other two pass through the tumour's centre (the volume's centre when there
+    is no tumour); :func:`key_slice_names` names them.
+    """
+    from braintumor.report import (
+        display_grid,
+        label_edges,
+        plane,
+        plane_letters,
+        plane_spacing,
+        true_aspect,
+    )
+
+    img, shown = display_grid(np.asarray(image, dtype=np.float32), affine)
+    lab = display_grid(np.asarray(labels, dtype=np.uint8), affine)[0]
     nz = img[img > 0]
     lo, hi = (np.percentile(nz, [1, 99]) if nz.size else (0.0, 1.0))
     grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255.0
 
     def compose(view: str, index: int) -> np.ndarray:
-        g, lb = plane(grey, view, index), plane(lab, view, index)
+        spacing = plane_spacing(shown, view)
+        g = true_aspect(plane(grey, view, index), spacing, 1)
+        lb = true_aspect(plane(lab, view, index), spacing, 0)
         rgb = np.repeat(g[..., None], 3, axis=2)
         for value, colour in COLOURS.items():
             m = lb == value
             rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(colour, dtype=np.float32)
-        big = np.kron(rgb.astype(np.uint8), np.ones((SCALE, SCALE, 1), np.uint8))
+        big = np.kron(np.clip(np.round(rgb), 0, 255).astype(np.uint8),
+                      np.ones((SCALE, SCALE, 1), np.uint8))
         return label_edges(big, plane_letters(shown, view), size=LETTER_SIZE)
 
-    return {"axial": compose("axial", z), "coronal": compose("coronal", cy),
-            "sagittal": compose("sagittal", cx)}
+    return {v: compose(v, k) for v, k in _key_indices(lab).items()}
+
+
+#: the key PNG's text chunk that names its slice (:func:`key_slice_names`)
+SLICE_NAME_KEY = "Slice"
+
+
+def slice_name(picture: Path) -> str:
+    """The slice a key-slice PNG of :func:`slice_pictures` shows, as named there ("" for
+    a picture that does not say)."""
+    from PIL import Image
+
+    try:
+        with Image.open(picture) as im:
+            return str(getattr(im, "text", {}).get(SLICE_NAME_KEY, ""))
+    except OSError:
+        return ""
+
+
+def slice_caption(view: str, picture: Path) -> str:
+    """A key slice's caption: its view and, where its PNG names it, the slice."""
+    name = slice_name(picture)
+    return f"{view}, {name}" if name else view
 
 
 def _case_reader(job_dir: Path, job: Job) -> Callable[[], Any]:
@@ -137,15 +187,21 @@ def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = 
     shown resampled onto it, as the segmentation read it). ``case``: where to read the
     job's case from (:func:`_case_reader`)."""
     from braintumor.cases import MODALITIES
-    from braintumor.io import write_png
 
     out = {v: job_dir / "output" / report_file(job, f"{v}.png") for v in VIEWS}
     if all(p.exists() for p in out.values()):
         return out
     c = (case or _case_reader(job_dir, job))()
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
     pics = key_slices(c.image[MODALITIES.index(modality)], labels, c.affine)
+    names = key_slice_names(labels, c.affine)
     for v, p in out.items():
-        write_png(pics[v], p)
+        info = PngInfo()
+        info.add_text(SLICE_NAME_KEY, names[v])  # the slice's name travels with it
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pics[v]).save(p, pnginfo=info)
     return out
 
 
@@ -484,8 +540,9 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
                         + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
                                   for r in mrows) + "</table>")
-    pics = "".join(f'<figure><img src="{data_uri(p)}" alt="{e(v)} slice"><figcaption>{e(v)}'
-                   "</figcaption></figure>" for v, p in pictures.items())
+    pics = "".join(f'<figure><img src="{data_uri(p)}" alt="{e(v)} slice"><figcaption>'
+                   f"{e(slice_caption(v, p))}</figcaption></figure>"
+                   for v, p in pictures.items())
     return _html_page(f["case"], f["job"], _facts(f), f"""<h2>Key slices</h2>
 <div class="slices">{pics}</div>
 <p class="legend"><span class="sw ncr"></span> necrotic / non-enhancing core
@@ -583,7 +640,7 @@ def pdf_layout(job: Job, pictures: dict[str, Path], diameters: Path | None = Non
     for i, view in enumerate(VIEWS):
         ax = flow.figure.add_axes((0.04 + i * 0.32, bottom, 0.3, top - bottom))
         ax.imshow(np.asarray(Image.open(pictures[view])), interpolation="nearest")
-        ax.set_title(view, fontsize=9)
+        ax.set_title(flow.clip(slice_caption(view, pictures[view]), 0.3, 8), fontsize=8)
         ax.axis("off")
     # swatches with the names in black: a light colour (the yellow) is no colour for text
     y, _ = flow.block(0.012)
