@@ -14,6 +14,7 @@ from braintumor.diameters import (
     describe,
     diameters_2d,
     measure,
+    mm_text,
     rano,
     slice_axis,
     summarise,
@@ -111,7 +112,8 @@ def test_lesions_targets_and_sum_of_products() -> None:
     summ = summarise(lesions)
     assert summ["measurable"] == 4 and summ["targets"] == MAX_TARGETS == 3
     assert summ["spd_mm2"] == pytest.approx(sum(products[:3]), abs=0.5)
-    assert summ["largest"] == f"{lesions[0].longest_mm:.0f} x {lesions[0].perpendicular_mm:.0f} mm"
+    assert summ["largest"] == (f"{mm_text(lesions[0].longest_mm)} x "
+                               f"{mm_text(lesions[0].perpendicular_mm)} mm")
     assert summ["text"] == describe(summ) and "(3 targets)" in summ["text"]
     small = summarise(lesions[-1:])
     assert small["targets"] == 0 and "not measurable" in small["text"]
@@ -256,7 +258,7 @@ def test_picture_diameters_in_pixels_or_mm_and_over_a_stack() -> None:
     mm = picture_diameters([small | big], pixel_mm=0.5)
     assert mm is not None and mm["unit"] == "mm" and mm["measurable"] is True
     assert mm["longest"] == pytest.approx(px["longest"] / 2, abs=0.1)
-    assert mm["text"] == f"{mm['longest']:.0f} x {mm['perpendicular']:.0f} mm"
+    assert mm["text"] == f"{mm_text(mm['longest'])} x {mm_text(mm['perpendicular'])} mm"
     stack = picture_diameters([small, np.zeros_like(small), big], pixel_mm=0.2)
     assert stack is not None and stack["slice"] == 2 and stack["measurable"] is False
     assert picture_diameters([np.zeros((9, 9), bool)]) is None

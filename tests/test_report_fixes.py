@@ -89,3 +89,24 @@ def test_web_reports_name_their_key_slices(tmp_path) -> None:
     for k, v in enumerate(report.VIEWS):
         assert f"<figcaption>{v}, {k + 3} of 9, S {k}.0 mm</figcaption>" in page
         assert f"{v}, {k + 3} of 9, S {k}.0 mm" in text
+
+
+def _lesion(longest: float, perpendicular: float):
+    from braintumor.diameters import Lesion
+
+    zero = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    return Lesion(longest_mm=longest, perpendicular_mm=perpendicular, axis=2, slice=3,
+                  volume_ml=1.0, ends=zero, perpendicular_ends=zero,
+                  centre_mm=(-23.4, 10.2, 70.0), slices=9)
+
+
+def test_shown_diameters_never_contradict_the_measurability_verdict() -> None:
+    from braintumor.diameters import summarise
+
+    summ = summarise([_lesion(10.3, 9.8)])
+    assert summ["text"] == "10.3 x 9.8 mm; not measurable (under 10 x 10 mm)"
+    # one short of 10 mm is not shown as reaching it, in words or in the table's numbers
+    summ = summarise([_lesion(12.0, 9.96)])
+    assert summ["largest"] == "12.0 x 9.9 mm" and summ["lesions"][0]["perpendicular_mm"] == 9.9
+    assert summarise([_lesion(41.2, 33.4)])["largest"] == "41 x 33 mm"
+    assert summarise([_lesion(10.04, 10.0)])["text"].startswith("10.0 x 10.0 mm; SPD 100")

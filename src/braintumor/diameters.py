@@ -26,6 +26,7 @@ Python: :func:`measure` (one mask), :func:`rano` (a label map, both regions).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,8 +81,8 @@ class Lesion:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(product_mm2=round(self.product_mm2, 1), measurable=self.measurable,
-                 longest_mm=round(self.longest_mm, 1),
-                 perpendicular_mm=round(self.perpendicular_mm, 1))
+                 longest_mm=tenths(self.longest_mm),
+                 perpendicular_mm=tenths(self.perpendicular_mm))
         return d
 
 
@@ -201,6 +202,26 @@ def _to_voxel(points: np.ndarray, z: int, axis: int, offset: list[int]
     return tuple(rows)
 
 
+#: diameters under this (mm) are shown to 0.1 mm: whole millimetres would hide on which
+#: side of :data:`MEASURABLE_MM` they fall ("10 x 10 mm", not measurable, for 10.3 x 9.8)
+WHOLE_MM_FROM = 20.0
+
+
+def tenths(value: float) -> float:
+    """A diameter to 0.1 mm, cut down rather than rounded under :data:`MEASURABLE_MM`, so
+    that one short of it (9.96 mm) never reads as reaching it (10.0)."""
+    if value < MEASURABLE_MM:
+        return math.floor(value * 10 + 1e-9) / 10
+    return round(value, 1)
+
+
+def mm_text(value: float) -> str:
+    """A diameter as shown: to 0.1 mm (:func:`tenths`) under :data:`WHOLE_MM_FROM`, where
+    whole millimetres could hide on which side of :data:`MEASURABLE_MM` it falls, else in
+    whole mm."""
+    return f"{tenths(value):.1f}" if value < WHOLE_MM_FROM - 0.05 else f"{value:.0f}"
+
+
 def summarise(lesions: list[Lesion]) -> dict[str, Any]:
     """Targets, sum of products, the largest lesion's diameters and all of it in a few
     words (``text``, :func:`describe`), JSON-ready."""
@@ -211,7 +232,7 @@ def summarise(lesions: list[Lesion]) -> dict[str, Any]:
         "measurable": sum(les.measurable for les in lesions),
         "targets": len(targets),
         "spd_mm2": round(sum(t.product_mm2 for t in targets), 1),
-        "largest": (f"{largest.longest_mm:.0f} x {largest.perpendicular_mm:.0f} mm"
+        "largest": (f"{mm_text(largest.longest_mm)} x {mm_text(largest.perpendicular_mm)} mm"
                     if largest else ""),
     }
     out["text"] = describe(out)
@@ -237,10 +258,11 @@ def picture_diameters(masks: list[np.ndarray], pixel_mm: float | None = None
     if best is None:
         return None
     unit = "mm" if pixel_mm else "pixels"
-    return {"longest": round(best[0], 1), "perpendicular": round(best[1], 1), "unit": unit,
+    return {"longest": tenths(best[0]), "perpendicular": tenths(best[1]), "unit": unit,
             "slice": best[2],
             "measurable": (min(best[0], best[1]) >= MEASURABLE_MM) if pixel_mm else None,
-            "text": f"{best[0]:.0f} x {best[1]:.0f} {unit}"}
+            "text": (f"{mm_text(best[0])} x {mm_text(best[1])} mm" if pixel_mm else
+                     f"{best[0]:.0f} x {best[1]:.0f} {unit}")}
 
 
 #: region -> (internal labels, fill each slice's holes)
