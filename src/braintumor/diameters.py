@@ -208,11 +208,12 @@ WHOLE_MM_FROM = 20.0
 
 
 def tenths(value: float) -> float:
-    """A diameter to 0.1 mm, cut down rather than rounded under :data:`MEASURABLE_MM`, so
-    that one short of it (9.96 mm) never reads as reaching it (10.0)."""
-    if value < MEASURABLE_MM:
-        return math.floor(value * 10 + 1e-9) / 10
-    return round(value, 1)
+    """A diameter to 0.1 mm, but one short of :data:`MEASURABLE_MM` that would round up
+    to it (9.96 mm) cut down (9.9), so that it never reads as reaching it."""
+    shown = round(value, 1)
+    if value < MEASURABLE_MM <= shown:
+        return math.floor(value * 10) / 10
+    return shown
 
 
 def mm_text(value: float) -> str:
