@@ -110,3 +110,20 @@ def test_shown_diameters_never_contradict_the_measurability_verdict() -> None:
     assert summ["largest"] == "12.0 x 9.9 mm" and summ["lesions"][0]["perpendicular_mm"] == 9.9
     assert summarise([_lesion(41.2, 33.4)])["largest"] == "41 x 33 mm"
     assert summarise([_lesion(10.04, 10.0)])["text"].startswith("10.0 x 10.0 mm; SPD 100")
+
+
+def test_a_2d_stacks_area_is_its_largest_slices_and_the_sum_is_named_for_what_it_is(
+        tmp_path) -> None:
+    from braintumor.web import report
+
+    job = _job({"kind": "2d", "slices": 3, "pixel_mm": 0.5, "slice_names": ["a", "b", "c"],
+                "slice_area_px": [0, 300, 100], "area_px": 400, "tumour_slices": 2,
+                "show_slice": 1})
+    facts = dict(report._facts_2d(report.report_facts_2d(job)))
+    assert "Tumour area" not in facts
+    assert facts["Tumour area, largest slice"] == "75.0 mm² (300 pixels), slice 2 of 3, b"
+    assert facts["Tumour area, slices added up"] == ("100.0 mm² (400 pixels), summed over 2 "
+                                                     "slices with tumour")
+    one = _job({"kind": "2d", "slices": 1, "pixel_mm": 0.5, "area_px": 40})
+    assert dict(report._facts_2d(report.report_facts_2d(one)))["Tumour area"] == (
+        "10.0 mm² (40 pixels)")

@@ -1657,6 +1657,7 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert res["slices"] == 3 and res["slice_names"] == ["p_1.png", "p_2.png", "p_10.png"]
         assert job["inputs"]["case_id"] == "p"  # the patient's stem, not the first slice's
         assert res["slice_area_px"] == [10, 40, 0] and res["show_slice"] == 1
+        assert res["largest_slice"] == 1 and res["largest_slice_area_px"] == 40
         assert res["area_px"] == 50 and res["tumour_slices"] == 2
         assert res["pixel_mm"] == 0.5 and res["area_mm2"] == 12.5
         # the largest lesion: the 4 x 10 pixel block of slice p_2, its diagonal longest

@@ -672,12 +672,23 @@ def _area(px: int, pixel_mm: float | None) -> str:
 
 def report_facts_2d(job: Job) -> dict[str, Any]:
     """What a 2D job's report shows: the picture(s), the outlined area (mm^2 when the
-    pixel size was given), per slice for a stack."""
+    pixel size was given), per slice for a stack. A stack's ``area`` is its largest
+    slice's (which slice, said), and ``summed`` the sum over its slices with tumour, said
+    for what it is: slices' areas added up are neither an area nor a volume."""
     res = job.result
     n = int(res.get("slices", 1))
     px = res.get("pixel_mm")
     names = res.get("slice_names") or job.inputs.get("files") or ["picture"]
     areas = res.get("slice_area_px") or [res.get("area_px", 0)]
+    with_tumour = sum(int(a) > 0 for a in areas)
+    area = _area(int(res.get("area_px", 0)), px)
+    summed = ""
+    if n > 1:
+        k = int(np.argmax(areas))
+        name = f", {names[k]}" if k < len(names) else ""
+        area = f"{_area(int(areas[k]), px)}, slice {k + 1} of {n}{name}"
+        summed = (f"{_area(int(res.get('area_px', 0)), px)}, summed over {with_tumour} "
+                  f"slice{'s' if with_tumour != 1 else ''} with tumour")
     return {
         "case": job.inputs.get("case_id", "picture"),
         "job": job.id,
@@ -687,7 +698,8 @@ def report_facts_2d(job: Job) -> dict[str, Any]:
         "model_version": res.get("model_version", "-"),
         "pixel": (f"{px:g} mm" + (f" ({res['pixel_source']})" if res.get("pixel_source")
                                    else "")) if px else "not given: areas in pixels",
-        "area": _area(int(res.get("area_px", 0)), px),
+        "area": area,
+        "summed": summed,
         "tumour_slices": f"{res.get('tumour_slices', int(res.get('area_px', 0) > 0))} of {n}",
         "shown": names[int(res.get("show_slice", 0))] if n > 1 else names[0],
         "slices": [(k + 1, str(nm), _area(int(a), px))
@@ -712,7 +724,9 @@ def _picture_diameters_text(d: dict[str, Any] | None, names: list[Any], n: int) 
 def _facts_2d(f: dict[str, Any]) -> list[tuple[str, str]]:
     out = [("Case", str(f["case"])), ("Segmented", f["date"]), ("Method", f["method"]),
            ("Model version", str(f["model_version"])), ("Pixel size", f["pixel"]),
-           ("Tumour area", f["area"]),
+           *([("Tumour area, largest slice", f["area"]),
+              ("Tumour area, slices added up", f["summed"])] if f.get("summed") else
+             [("Tumour area", f["area"])]),
            ("Largest lesion, longest x perpendicular diameter", f["diameters"]),
            ("Slices with tumour", f["tumour_slices"])]
     m = f.get("metrics")

@@ -371,6 +371,8 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
         "info": info2d, "warning": "; ".join(warnings) or None, "shape": list(masks[0].shape),
         "segment_s": round(seg_s, 3), "slices": n, "slice_names": names,
         "slice_area_px": areas, "show_slice": best, "pixel_mm": pixel_mm,
+        # the largest slice's area: a stack's areas added up are no area of the tumour
+        "largest_slice": best, "largest_slice_area_px": int(areas[best]),
         "pixel_source": inputs.get("pixel_source"),
         "tumour_slices": sum(a > 0 for a in areas), **_areas(sum(areas), pixel_mm),
         "area_fraction": round(float(sum(areas)) / (n * masks[0].size), 5),

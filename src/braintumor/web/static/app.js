@@ -1011,7 +1011,14 @@ function show2d(job) {
   };
   if (n > 1) {
     row(`Tumour area, this slice${unit}`, "", "area2d-slice");
-    row(`Tumour area, all slices${unit}`, areaText(r.area_px, r.area_mm2));
+    // the largest slice's area is an area of the tumour; the slices' areas added up
+    // are not (neither an area nor a volume), and are said for what they are
+    const big = r.slice_area_px.indexOf(Math.max(...r.slice_area_px));
+    const bigPx = r.slice_area_px[big];
+    row(`Tumour area, largest slice (${big + 1} of ${n})${unit}`,
+        areaText(bigPx, known ? bigPx * r.pixel_mm * r.pixel_mm : null));
+    row(`Tumour area summed over ${r.tumour_slices} slices with tumour${unit}`,
+        areaText(r.area_px, r.area_mm2));
     row("Slices with tumour", `${r.tumour_slices} of ${n}`);
     const nav = $("slice2d-nav");
     const range = $("slice2d");
