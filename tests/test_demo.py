@@ -80,12 +80,12 @@ def test_report_pieces(tmp_path: Path) -> None:
     assert doc["volumes_ml"]["WT"] == pytest.approx(0.15) and doc["metrics"]["WT"]["dice"] == 0.5
     page = paths["html"].read_text()
     assert "c&lt;1&gt;" in page and "data:image/png;base64" in page and "0.500" in page
-    assert report.NOTICE in page and "Note:" not in page
-    # a warning is set apart as a note, not lost among the facts
+    assert report.NOTICE in page and "Warning:" not in page
+    # a warning is set apart, not lost among the facts
     warned = report.write_report(tmp_path, "c1", lab, 0.002, stem="w",
                                  info={"method": "cnn", "warning": "scan <not> stripped"})
     page = warned["html"].read_text()
-    assert "<strong>Note:</strong> scan &lt;not&gt; stripped" in page
+    assert "<strong>Warning:</strong> scan &lt;not&gt; stripped" in page
     assert "method: cnn" in page and "warning:" not in page
 
 

@@ -221,7 +221,7 @@ def test_predict_report_pages(tmp_path: Path, tiny_model: Path,
     import csv
     import json as js
 
-    from braintumor.report import NOTICE
+    from braintumor.report import NOTICE, ml_text
 
     case = make_case(shape=SHAPE, seed=2, case_id="rep")
     folder = write_case(case, tmp_path / "in")
@@ -239,7 +239,7 @@ def test_predict_report_pages(tmp_path: Path, tiny_model: Path,
     doc = js.loads((out / "rep_report.json").read_text())
     row = next(csv.DictReader((out / "volumes.csv").open()))
     for r in ("WT", "TC", "ET"):
-        assert f"{doc['volumes_ml'][r]:.2f}" == row[f"{r}_mL"]
+        assert ml_text(doc["volumes_ml"][r]) == row[f"{r}_mL"]
     index = (out / "report_index.html").read_text()
     assert "href='rep_report.html'" in index and "src='rep_overlay.png'" in index
     assert f"<td>{row['WT_mL']}</td>" in index and NOTICE in index

@@ -127,3 +127,72 @@ def test_a_2d_stacks_area_is_its_largest_slices_and_the_sum_is_named_for_what_it
     one = _job({"kind": "2d", "slices": 1, "pixel_mm": 0.5, "area_px": 40})
     assert dict(report._facts_2d(report.report_facts_2d(one)))["Tumour area"] == (
         "10.0 mm² (40 pixels)")
+
+
+def test_empty_and_implausible_outlines_are_said_plainly(tmp_path) -> None:
+    import json
+
+    from braintumor import report
+
+    empty = report.write_report(tmp_path, "e", np.zeros((9, 9, 9), np.uint8), 0.001,
+                                diameters={"ET": {"lesions": []}, "WT": {"lesions": []}})
+    page = empty["html"].read_text()
+    assert report.NO_TUMOUR in page and "No measurable lesion" not in page
+    assert json.loads(empty["json"].read_text())["outline_warning"] == report.NO_TUMOUR
+    big = np.ones((90, 90, 60), np.uint8)  # 486 mL of whole tumour at 1 mm
+    page = report.write_report(tmp_path, "b", big, 0.001, stem="b")["html"].read_text()
+    assert "<strong>Warning:</strong> The whole tumour outlined is 486 mL" in page
+    assert "implausible" in page
+    assert report.outline_warning({"WT": 350.0}) is None
+
+
+def test_web_report_says_nothing_was_outlined(tmp_path) -> None:
+    from braintumor import report as cli
+    from braintumor.web import report
+
+    empty = {"ET": {"lesions": [], "measurable": 0, "targets": 0, "spd_mm2": 0.0,
+                    "largest": "", "text": "none"}}
+    empty["WT"] = empty["ET"]
+    job = _job({"kind": "3d", "summaries": [{"volumes_ml": {k: 0.0 for k in
+                                                            ("NCR", "ED", "ET", "TC", "WT")},
+                                             "lesion_count": 0, "diameters": empty}]})
+    pictures = _named_pictures(tmp_path)
+    page = report.render_html(job, pictures)
+    assert cli.NO_TUMOUR in page and "No measurable lesion" not in page
+    assert cli.NO_TUMOUR in _pdf_text(report.pdf_layout(job, pictures))
+
+
+def test_one_notice_and_a_warning_box_in_every_report(tmp_path) -> None:
+    from braintumor import report as cli
+    from braintumor.web import report
+
+    assert report.NOTICE == cli.NOTICE and "qualified reader" in cli.NOTICE
+    page = cli.write_report(tmp_path, "c", np.zeros((4, 4, 4), np.uint8), 0.001,
+                            info={"warning": "w"})["html"].read_text()
+    assert cli.NOTICE in page and "<strong>Warning:</strong> w" in page and "Note:" not in page
+
+
+def test_small_volumes_keep_their_precision_where_shown(tmp_path) -> None:
+    from braintumor import report
+
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab.flat[:4] = 1  # NCR 4 voxels
+    lab.flat[10:54] = 3  # ET 44 voxels
+    page = report.write_report(tmp_path, "s", lab, 0.001)["html"].read_text()
+    # TC = NCR + ET as shown, and the necrotic core does not look absent
+    assert "<td>0.048</td><td>0.044</td><td>0.004</td>" in page
+    assert report.ml_text(45.556) == "45.56" and report.ml_text(0.0) == "0.00"
+    assert report.ml_text(0.0004) == "< 0.001"
+
+
+def test_follow_up_changes_are_the_differences_of_the_values_shown() -> None:
+    from braintumor.followup import change, table_rows
+
+    vols = {k: change(1.0, 1.0, None) for k in ("WT", "TC", "ET", "NCR", "ED")}
+    vols["WT"] = change(45.556, 27.504, (-0.65, 0.4), 0.01)
+    vols["NCR"] = change(0.004, 0.05, None)
+    spd = {k: change(100.4, 200.6, (-0.5, 0.25)) for k in ("ET", "WT")}
+    rows = {r[0]: r for r in table_rows({"volumes": vols, "spd": spd})}
+    assert rows["Whole tumour (mL)"][1:4] == ["45.56", "27.50", "-18.06"]
+    assert rows["Necrotic / non-enhancing core (mL)"][1:4] == ["0.004", "0.050", "+0.046"]
+    assert rows["SPD, Enhancing tumour (RANO) (mm²)"][1:4] == ["100", "201", "+101"]

@@ -328,16 +328,27 @@ def _pct(c: dict[str, Any]) -> str:
     return "-" if c["percent"] is None else f"{c['percent']:+.1f} %"
 
 
+def _shown_change(before: float, after: float, digits: int) -> tuple[str, str, str]:
+    """Two values and their change to ``digits`` decimals, the change computed from the
+    values as shown, so that the row adds up as read (45.56 -> 27.50 reads -18.06)."""
+    b, a = round(float(before), digits), round(float(after), digits)
+    return f"{b:.{digits}f}", f"{a:.{digits}f}", f"{a - b:+.{digits}f}"
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """The comparison as rows: quantity, before, after, change, percent, reading."""
-    rows = [[f"{name} (mL)", f"{result['volumes'][k]['before']:.2f}",
-             f"{result['volumes'][k]['after']:.2f}", f"{result['volumes'][k]['change']:+.2f}",
-             _pct(result["volumes"][k]), result["volumes"][k]["reading"]]
-            for k, name in ROWS]
-    rows += [[f"SPD, {name} (mm²)", f"{result['spd'][k]['before']:.0f}",
-              f"{result['spd'][k]['after']:.0f}", f"{result['spd'][k]['change']:+.0f}",
-              _pct(result["spd"][k]), result["spd"][k]["reading"]]
-             for k, name in SPD_ROWS]
+    """The comparison as rows: quantity, before, after, change, percent, reading. Volumes
+    to 0.01 mL, or 0.001 mL where either is under 0.1 mL (as :func:`braintumor.report.
+    ml_text` shows them); each change is the difference of the values as shown."""
+    rows = []
+    for k, name in ROWS:
+        c = result["volumes"][k]
+        small = any(0 < float(c[w]) < 0.1 for w in ("before", "after"))
+        rows.append([f"{name} (mL)", *_shown_change(c["before"], c["after"], 3 if small else 2),
+                     _pct(c), c["reading"]])
+    for k, name in SPD_ROWS:
+        c = result["spd"][k]
+        rows.append([f"SPD, {name} (mm²)", *_shown_change(c["before"], c["after"], 0),
+                     _pct(c), c["reading"]])
     return rows
 
 

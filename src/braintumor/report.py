@@ -321,7 +321,48 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-NOTICE = "Research software: not a medical device, not for clinical use."
+#: the notice every report carries (command line, web, follow-up), in the same words
+NOTICE = ("Research software: not a medical device and not for clinical use. Every "
+          "outline and measurement is an automatic estimate and must be checked by a "
+          "qualified reader.")
+#: what a report says when nothing was outlined
+NO_TUMOUR = ("No tumour was outlined; an automatic result without tumour does not rule "
+             "one out.")
+#: a whole tumour larger than this (mL) is implausible: the largest gliomas of BraTS
+#: (2018-2021) reach about 300 mL of whole tumour, and an adult brain is 1100-1400 mL, so
+#: past 400 mL the outline has most likely taken in healthy brain (or the skull) and is
+#: to be checked before any of its figures is read
+IMPLAUSIBLE_WT_ML = 400.0
+
+
+def outline_warning(volumes: Mapping[str, Any]) -> str | None:
+    """A sentence for an outline whose figures should not be read as they stand: none at
+    all (:data:`NO_TUMOUR`), or a whole tumour over :data:`IMPLAUSIBLE_WT_ML`; None
+    otherwise or when the whole tumour's volume is not known. ``volumes``: mL by region
+    (:func:`volumes_ml`)."""
+    wt = volumes.get("WT")
+    if wt is None:
+        return None
+    if float(wt) <= 0:
+        return NO_TUMOUR
+    if float(wt) > IMPLAUSIBLE_WT_ML:
+        return (f"The whole tumour outlined is {float(wt):.0f} mL, more than "
+                f"{IMPLAUSIBLE_WT_ML:.0f} mL, which no tumour in the data this tool was "
+                "checked on reaches: the outline is implausible (it has likely taken in "
+                "healthy brain) and should be checked before any figure is read.")
+    return None
+
+
+def ml_text(value: float | None) -> str:
+    """A volume (mL) as shown: to 0.01 mL, to 0.001 mL under 0.1 mL so that a small
+    region neither looks absent nor makes the shown sums disagree (TC = NCR + ET), and
+    "< 0.001" for one present that rounds to 0."""
+    if value is None:
+        return "-"
+    v = float(value)
+    if v == 0 or v >= 0.1:
+        return f"{v:.2f}"
+    return f"{v:.3f}" if round(v, 3) > 0 else "< 0.001"
 
 
 def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
@@ -346,6 +387,9 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                            "info": dict(info or {})}
     if diameters is not None:
         doc["diameters"] = dict(diameters)
+    outline = outline_warning(vols)
+    if outline:
+        doc["outline_warning"] = outline
     if picture is not None:
         doc["picture"] = Path(picture).name
     jpath = out / f"{stem}.json"
@@ -361,15 +405,16 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     if shown:
         parts.append("<p>" + ", ".join(f"{html.escape(str(k))}: {_fmt(v)}"
                                        for k, v in shown.items()) + "</p>")
-    if info and info.get("warning"):
-        parts.append("<p style='background:#fff3cd;padding:.5em'><strong>Note:</strong> "
-                     f"{html.escape(str(info['warning']))}</p>")
+    for warning in (outline, (info or {}).get("warning")):
+        if warning:
+            parts.append("<p style='background:#fff3cd;padding:.5em'><strong>Warning:"
+                         f"</strong> {html.escape(str(warning))}</p>")
     if picture is not None and Path(picture).exists():
         b64 = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
         parts.append(f"<p><img alt='overlay' style='max-width:100%' "
                      f"src='data:image/png;base64,{b64}'><br>{html.escape(VIEW_NOTE)}</p>")
     parts.append("<h2>Volumes (mL)</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in vols)
-                 + "</tr><tr>" + "".join(f"<td>{v:.2f}</td>" for v in vols.values())
+                 + "</tr><tr>" + "".join(f"<td>{ml_text(v)}</td>" for v in vols.values())
                  + "</tr></table>")
     parts.append("<p>WT whole tumour = NCR + ED + ET; TC tumour core = NCR + ET; "
                  "ET enhancing tumour.</p>")
@@ -378,7 +423,7 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
         if diameter_picture is not None and Path(diameter_picture).exists():
             uri = "data:image/png;base64," + base64.b64encode(
                 Path(diameter_picture).read_bytes()).decode("ascii")
-        parts.append(diameters_html(diameters, uri))
+        parts.append(diameters_html(diameters, uri, outlined=vols["WT"] > 0))
     if metrics:
         cols = ["dice", "sensitivity", "specificity", "hd95"]
         extra = [c for c in ("lesion_dice", "lesion_hd95")
@@ -611,11 +656,15 @@ def rano_regions(diameters: Mapping[str, Any]) -> list[tuple[str, str, list[list
     return out
 
 
-def rano_verdict(diameters: Mapping[str, Any]) -> str | None:
+def rano_verdict(diameters: Mapping[str, Any], outlined: bool | None = None) -> str | None:
     """The sentence every report says when no region has a measurable lesion (no target,
-    no SPD to follow); None when one has."""
+    no SPD to follow); None when one has. ``outlined`` False (nothing outlined at all):
+    :data:`NO_TUMOUR` is said first, plainly, rather than only that nothing is
+    measurable."""
     from braintumor.diameters import MEASURABLE_MM
 
+    if outlined is False:
+        return f"{NO_TUMOUR} No target lesion and no SPD."
     if any((summ or {}).get("measurable") for summ in diameters.values()):
         return None
     found = any((summ or {}).get("lesions") for summ in diameters.values())
@@ -624,17 +673,19 @@ def rano_verdict(diameters: Mapping[str, Any]) -> str | None:
                                            "non-measurable." if found else ""))
 
 
-def diameters_html(diameters: Mapping[str, Any], picture: str | None = None) -> str:
+def diameters_html(diameters: Mapping[str, Any], picture: str | None = None,
+                   outlined: bool | None = None) -> str:
     """The bidimensional measurements (:func:`braintumor.diameters.rano`) as a section of
     a report page: one row per lesion, the measured slice named by :func:`slice_position`;
-    ``picture``: the URL (or data URI) of :func:`diameters_png`'s picture, shown above."""
+    ``picture``: the URL (or data URI) of :func:`diameters_png`'s picture, shown above;
+    ``outlined``: whether anything was outlined (:func:`rano_verdict`)."""
     e = html.escape
     rows = []
     for name, text, lesions in rano_regions(diameters):
         rows.append(f"<tr><th style='text-align:left' colspan='{len(RANO_HEAD)}'>"
                     f"{e(name)}: {e(text)}</th></tr>")
         rows += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in lesions]
-    verdict = rano_verdict(diameters)
+    verdict = rano_verdict(diameters, outlined)
     return ("<h2>Diameters (RANO)</h2>"
             f"<p>{e(rano_intro())}</p>"
             + (f"<p class='verdict'><strong>{e(verdict)}</strong></p>" if verdict else "")

@@ -152,12 +152,12 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
     fast mode's whole run; the web page counts them.)"""
     import numpy as np
 
-    from braintumor.report import volumes_ml
+    from braintumor.report import ml_text, volumes_ml
 
     vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
     row = {"case": case.case_id, "method": res.info.get("method") or method,
            "model": res.info.get("model_version") or "", "mode": res.info.get("mode") or "",
-           **{f"{k}_mL": f"{vols[k]:.2f}" for k in ("WT", "TC", "ET", "NCR", "ED")},
+           **{f"{k}_mL": ml_text(vols[k]) for k in ("WT", "TC", "ET", "NCR", "ED")},
            "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),
            **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")
               for r in ("WT", "TC", "ET")},

@@ -29,19 +29,19 @@ from braintumor.diameters import describe
 from braintumor.report import (
     DIAMETERS_CAPTION,
     LABEL_RGB,
+    NOTICE,
     RANO_HEAD,
     VIEW_NOTE,
     VIEWS,
     diameters_html,
+    ml_text,
+    outline_warning,
     rano_intro,
     rano_regions,
     rano_verdict,
 )
 from braintumor.web.measure import VOLUME_ROWS
 from braintumor.web.store import Job
-
-NOTICE = ("Research software: not a medical device and not for clinical use. Every "
-          "outline and measurement must be checked by a qualified reader.")
 
 #: internal label -> RGB (0-255), the same colours as the viewer's legend
 COLOURS = LABEL_RGB
@@ -268,7 +268,9 @@ def report_facts(job: Job) -> dict[str, Any]:
         "diameters": summ.get("diameters"),
         "metrics": summ.get("metrics"),
         "corrections": len(res.get("corrections", [])),
-        "warning": res.get("warning") or "",
+        # an empty or implausibly large outline is said first
+        "warning": "; ".join(w for w in (outline_warning(vols), res.get("warning")) if w),
+        "outlined": None if vols.get("WT") is None else float(vols["WT"]) > 0,
         "agreement": (res.get("info") or {}).get("agreement"),
     }
 
@@ -531,8 +533,8 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
     saved copy keeps them after the job has gone and offline."""
     f = report_facts(job)
     e = html.escape
-    vol_rows = "".join(f"<tr><td>{e(n)}</td><td>{e(k)}</td><td class=num>{_fmt(v, 2)}</td></tr>"
-                       for n, k, v in f["volumes"])
+    vol_rows = "".join(f"<tr><td>{e(n)}</td><td>{e(k)}</td><td class=num>{e(ml_text(v))}"
+                       "</td></tr>" for n, k, v in f["volumes"])
     head, mrows = _metric_rows(f["metrics"])
     metrics_html = ""
     if mrows:
@@ -550,7 +552,8 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
 <p class="legend">{e(VIEW_NOTE)}</p>
 <h2>Volumes</h2>
 <table><tr><th>Region</th><th>Abbreviation</th><th>Volume (mL)</th></tr>{vol_rows}</table>
-{diameters_html(f["diameters"], None if diameters is None else data_uri(diameters))
+{diameters_html(f["diameters"], None if diameters is None else data_uri(diameters),
+                f["outlined"])
    if f.get("diameters") is not None else
    f"<h2>Diameters (RANO)</h2><p>{e(not_measured(f))}</p>"}
 {metrics_html}""")
@@ -609,7 +612,7 @@ def _pdf_rano(flow: PdfFlow, facts: dict[str, Any], picture: Path | None) -> Non
         flow.text(not_measured(facts), fontsize=9)
         return
     flow.text(rano_intro(), fontsize=8)
-    verdict = rano_verdict(diameters)
+    verdict = rano_verdict(diameters, facts.get("outlined"))
     if verdict:
         flow.text(verdict, fontsize=9, weight="bold")
     if img is not None:
@@ -654,7 +657,7 @@ def pdf_layout(job: Job, pictures: dict[str, Path], diameters: Path | None = Non
         flow.figure.text(x + 0.017, y + 0.002, name, fontsize=8)
     flow.text(VIEW_NOTE, fontsize=8)
     flow.y -= 0.01
-    flow.table("Volumes", [[n, k, _fmt(v, 2)] for n, k, v in f["volumes"]],
+    flow.table("Volumes", [[n, k, ml_text(v)] for n, k, v in f["volumes"]],
                ["Region", "Abbr.", "Volume (mL)"], [0.6, 0.1, 0.3])
     flow.y -= 0.01
     _pdf_rano(flow, f, diameters)
