@@ -196,3 +196,14 @@ def test_follow_up_changes_are_the_differences_of_the_values_shown() -> None:
     assert rows["Whole tumour (mL)"][1:4] == ["45.56", "27.50", "-18.06"]
     assert rows["Necrotic / non-enhancing core (mL)"][1:4] == ["0.004", "0.050", "+0.046"]
     assert rows["SPD, Enhancing tumour (RANO) (mm²)"][1:4] == ["100", "201", "+101"]
+
+
+def test_rano_rows_place_each_lesion_and_mark_the_targets() -> None:
+    from braintumor.diameters import summarise
+    from braintumor.report import RANO_HEAD, rano_rows
+
+    lesions = [_lesion(30.0 - k, 20.0) for k in range(4)] + [_lesion(9.0, 8.0)]
+    rows = rano_rows(summarise(lesions))
+    assert RANO_HEAD[2] == "Centre (mm)" and RANO_HEAD[-1] == "Target"
+    assert rows[0][2] == "L 23 A 10 S 70"
+    assert [r[-1] for r in rows] == ["yes", "yes", "yes", "no", "no"]

@@ -472,7 +472,7 @@ def test_pdf_report_has_the_rano_section_of_the_html(client: TestClient,
     a reader finds it ("88 of 155" and its position in mm), not as a voxel index."""
     import matplotlib.pyplot as plt
 
-    from braintumor.report import RANO_REGIONS, rano_rows, slice_position
+    from braintumor.report import RANO_REGIONS, centre_position, rano_rows, slice_position
     from braintumor.web import report
 
     store = client.app.state.store  # type: ignore[attr-defined]
@@ -487,9 +487,10 @@ def test_pdf_report_has_the_rano_section_of_the_html(client: TestClient,
     want = [rano_rows(diam[r]) for r in ("ET", "WT") if diam[r]["lesions"]]
     for rows, region in zip(want, ("ET", "WT"), strict=False):
         for row, les in zip(rows, diam[region]["lesions"], strict=True):
-            assert row[2:] == [f"{les['longest_mm']:.1f}", f"{les['perpendicular_mm']:.1f}",
-                               f"{les['product_mm2']:.0f}",
-                               "yes" if les["measurable"] else "no"]
+            assert row[3:7] == [f"{les['longest_mm']:.1f}", f"{les['perpendicular_mm']:.1f}",
+                                f"{les['product_mm2']:.0f}",
+                                "yes" if les["measurable"] else "no"]
+            assert row[2] == centre_position(les["centre_mm"])
             assert row[1] == slice_position(les)
             assert row[1].startswith(f"{les['slice'] + 1} of {les['slices']}, ")
             assert row[1].endswith(f" {abs(les['centre_mm'][2]):.1f} mm")
@@ -555,7 +556,7 @@ def test_reports_say_when_no_lesion_is_measurable(tmp_path: Path, lesions: str) 
         for fig in flow.figures:
             plt.close(fig)
     if lesions == "small":
-        row = ["1", "41 of 155, I 7.3 mm", "8.2", "6.0", "49", "no"]
+        row = ["1", "41 of 155, I 7.3 mm", "R 0 A 0 I 7", "8.2", "6.0", "49", "no", "no"]
         assert tables == [[row], [row]] and "<td>41 of 155, I 7.3 mm</td>" in page
         assert "notmeasurable(under10x10mm)" in flat
     else:
@@ -646,7 +647,7 @@ def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
         # the key slices and the measured slices
         assert sum(bool(a.images) for fig in flow.figures for a in fig.axes) == 4
         # a lesion measured before slices were counted: its slice numbered alone
-        rows = [[str(n), "41", "41.2", "33.0", "1353", "yes"] for n in (1, 2, 3)]
+        rows = [[str(n), "41", "-", "41.2", "33.0", "1353", "yes", "yes"] for n in (1, 2, 3)]
         assert _rano_tables(flow) == [rows, rows]
         if len(flow.figures) > 1:
             assert f"Job {job.id}, page 2 of {len(flow.figures)}" in shown

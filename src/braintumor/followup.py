@@ -355,7 +355,9 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
 CAVEAT = ("Size only: thresholds are RANO's (SPD: -50 % / +25 %; volume, RANO 2.0: -65 % / "
           "+40 %). A response assessment also needs a confirming scan, new lesions, "
           "non-measurable disease, steroid dose and clinical state, and the two scans are "
-          "not registered, so nothing here says where the tumour changed.")
+          "not registered, so nothing here says where the tumour changed. Target lesions "
+          "are re-chosen by size at each scan (the largest measurable ones), not followed "
+          "from one scan to the next.")
 
 
 def _table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:

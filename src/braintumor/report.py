@@ -560,8 +560,8 @@ def diameters_png(pictures: Mapping[str, np.ndarray], path: str | Path) -> Path 
 #: the regions of the RANO section of every report, in its order, by name
 RANO_REGIONS = {"ET": "Enhancing tumour (holes filled)", "WT": "T2/FLAIR abnormality (WT)"}
 #: the heading of a RANO table's columns
-RANO_HEAD = ("Lesion", "Axial slice", "Longest (mm)", "Perpendicular (mm)",
-             "Product (mm²)", "Measurable")
+RANO_HEAD = ("Lesion", "Axial slice", "Centre (mm)", "Longest (mm)", "Perpendicular (mm)",
+             "Product (mm²)", "Measurable", "Target")
 #: what the picture of the measured slices shows (:func:`diameters_png`)
 DIAMETERS_CAPTION = ("Largest lesion of each region (lesion 1 of its table), on the slice "
                      "where it was measured: enhancing tumour on the T1ce, T2/FLAIR "
@@ -579,7 +579,9 @@ def rano_intro() -> str:
             "measurable target lesions (RANO 2.0). Slices are the scan's axial slices "
             "numbered from 1 in the file's order (\"88 of 155\"), with the position of "
             "the measured diameters along the scanner's foot-to-head axis (S above, I below "
-            "the scanner's origin, in mm), as a viewer shows it.")
+            "the scanner's origin, in mm), as a viewer shows it; each lesion's centre is given "
+            "in scanner coordinates (R/L, A/P, S/I of the origin, in mm), and the target "
+            "lesions summed in the SPD are marked.")
 
 
 def display_slice_name(shown: np.ndarray, affine: np.ndarray, shape: Sequence[int],
@@ -637,11 +639,25 @@ def centre_position(centre_mm: Sequence[float]) -> str:
 
 def rano_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     """One region's lesions (:func:`braintumor.diameters.summarise`) as rows of text under
-    :data:`RANO_HEAD`, the same in every report."""
-    return [[str(n), slice_position(les), f"{les['longest_mm']:.1f}",
-             f"{les['perpendicular_mm']:.1f}", f"{les['product_mm2']:.0f}",
-             "yes" if les["measurable"] else "no"]
-            for n, les in enumerate(summary.get("lesions") or [], start=1)]
+    :data:`RANO_HEAD`, the same in every report: each lesion's centre in scanner
+    coordinates (:func:`centre_position`), which tells apart two lesions on one slice,
+    and whether it is one of the target lesions summed in the SPD (the first
+    :data:`~braintumor.diameters.MAX_TARGETS` measurable ones, largest product first)."""
+    from braintumor.diameters import MAX_TARGETS
+
+    rows = []
+    targets = 0
+    for n, les in enumerate(summary.get("lesions") or [], start=1):
+        target = bool(les["measurable"]) and targets < MAX_TARGETS
+        targets += target
+        centre = les.get("centre_mm")
+        rows.append([str(n), slice_position(les),
+                     centre_position(centre) if centre is not None and len(centre) == 3
+                     else "-",
+                     f"{les['longest_mm']:.1f}", f"{les['perpendicular_mm']:.1f}",
+                     f"{les['product_mm2']:.0f}", "yes" if les["measurable"] else "no",
+                     "yes" if target else "no"])
+    return rows
 
 
 def rano_regions(diameters: Mapping[str, Any]) -> list[tuple[str, str, list[list[str]]]]:

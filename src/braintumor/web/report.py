@@ -627,8 +627,8 @@ def _pdf_rano(flow: PdfFlow, facts: dict[str, Any], picture: Path | None) -> Non
         flow.room(0.03 + min(flow.table_height(len(rows)), 0.5) if rows else 0.03)
         flow.text(f"{name}: {text}", fontsize=9, weight="bold", gap=0.002)
         if rows:
-            flow.table("", rows, list(RANO_HEAD), [0.08, 0.3, 0.15, 0.19, 0.15, 0.13],
-                       fontsize=8)
+            flow.table("", rows, list(RANO_HEAD),
+                       [0.06, 0.2, 0.19, 0.1, 0.13, 0.11, 0.11, 0.1], fontsize=7)
 
 
 def pdf_layout(job: Job, pictures: dict[str, Path], diameters: Path | None = None
