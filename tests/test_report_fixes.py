@@ -207,3 +207,17 @@ def test_rano_rows_place_each_lesion_and_mark_the_targets() -> None:
     assert RANO_HEAD[2] == "Centre (mm)" and RANO_HEAD[-1] == "Target"
     assert rows[0][2] == "L 23 A 10 S 70"
     assert [r[-1] for r in rows] == ["yes", "yes", "yes", "no", "no"]
+
+
+def test_tied_slices_are_chosen_in_scanner_coordinates_not_storage_order() -> None:
+    from braintumor.diameters import measure
+
+    m = np.zeros((30, 30, 12), bool)
+    m[5:20, 5:18, 3:7] = True  # four identical slices: their products tie
+    up = np.diag([1.0, 1.0, 2.0, 1.0])
+    down = up.copy()
+    down[2, 2], down[2, 3] = -2.0, 22.0  # the same voxels' positions, stored head first
+    a = measure(m, up)[0]
+    b = measure(m[:, :, ::-1], down)[0]
+    assert a.centre_mm[2] == b.centre_mm[2] == 10.0  # nearest the centre, then superior
+    assert a.slice == 5 and b.slice == 6

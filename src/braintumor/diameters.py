@@ -15,7 +15,9 @@ can be checked against, and carried into, a radiologist's report:
 Lesions are 3D connected components (26-connectivity) whose longest diameter reaches
 :data:`MIN_LISTED_MM`; each is measured on the slice,
 of those holding at least half its largest cross-section, where the product of its two
-diameters is largest. Slices are the voxel axis closest to the scanner's head-foot axis
+diameters is largest (of slices that tie, the one nearest the lesion's centre, then the
+most superior: the same anatomy gives the same slice whatever the storage order).
+Slices are the voxel axis closest to the scanner's head-foot axis
 (axial), whatever order the file stores its axes in. Diameters are measured on the
 union of the lesion's pixel squares in millimetres (in-plane voxel size included), so a
 digitised disc of diameter D reads D within about one pixel. Targets are the up to
@@ -169,13 +171,20 @@ def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> l
         if fill_holes:
             piece = np.stack([ndi.binary_fill_holes(s) for s in piece])
         areas = piece.reshape(len(piece), -1).sum(1)
-        best: tuple[float, float, float, int, np.ndarray, np.ndarray] | None = None
+        found = []
         for z in np.flatnonzero(areas >= areas.max() / 2):
             lo, pe, ends, pends = diameters_2d(piece[z], inplane)  # type: ignore[arg-type]
-            if best is None or lo * pe > best[0]:
-                best = (lo * pe, lo, pe, int(z), ends, pends)
-        assert best is not None
-        _, lo, pe, z, ends, pends = best
+            found.append((lo * pe, lo, pe, int(z), ends, pends))
+        # slices whose products tie are told apart in scanner coordinates, not by the
+        # order the file stores them in: the one nearest the lesion's centre along the
+        # slice axis, then the most superior, so mirrored storage gives the same slice
+        top = max(f[0] for f in found)
+        middle = float(np.average(np.arange(len(areas)), weights=areas))
+        head = float(np.asarray(affine, dtype=float)[2, axis])  # mm up per slice
+        _, lo, pe, z, ends, pends = min(
+            (f for f in found if f[0] >= top * (1 - 1e-9)),
+            key=lambda f: (round(abs(f[3] - middle) * float(spacing[axis]), 6),
+                           -f[3] * head))
         offset = [s.start for s in box]
         ends3 = _to_voxel(ends, z, axis, offset)
         mid = np.asarray(affine, dtype=float) @ np.append(np.mean(ends3, axis=0), 1.0)
