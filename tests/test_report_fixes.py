@@ -221,3 +221,38 @@ def test_tied_slices_are_chosen_in_scanner_coordinates_not_storage_order() -> No
     b = measure(m[:, :, ::-1], down)[0]
     assert a.centre_mm[2] == b.centre_mm[2] == 10.0  # nearest the centre, then superior
     assert a.slice == 5 and b.slice == 6
+
+
+def test_an_assumed_orientation_is_marked_on_the_overlay_itself(tmp_path, monkeypatch) -> None:
+    from braintumor import report
+
+    seen: list[dict] = []
+    real = report.overlay_panel
+    monkeypatch.setattr(report, "overlay_panel",
+                        lambda rgb, letters: seen.append(dict(letters)) or real(rgb, letters))
+    img = np.ones((4, 12, 12, 6), np.float32)
+    lab = np.zeros((12, 12, 6), np.uint8)
+    report.overlay_png(img, lab, np.eye(4), tmp_path / "a.png", slices=[3],
+                       orientation_assumed=True)
+    report.overlay_png(img, lab, np.eye(4), tmp_path / "b.png", slices=[3])
+    assert seen[0]["left"] == "R?" and seen[0]["right"] == "L?"
+    assert seen[-1]["left"] == "R"
+
+
+def test_pdf_warnings_are_as_large_as_the_body_and_name_no_flags(tmp_path) -> None:
+    from braintumor.preprocess import thick_slice_warning
+    from braintumor.web import report
+
+    warning = thick_slice_warning((1.0, 1.0, 6.0))
+    assert warning is not None and "--" not in warning and "fast mode" in warning
+    job = _job({"kind": "3d", "warning": warning,
+                "summaries": [{"volumes_ml": {"WT": 1.0}, "lesion_count": None,
+                               "diameters": None}]})
+    flow = report.pdf_layout(job, _named_pictures(tmp_path))
+    import matplotlib.pyplot as plt
+
+    sizes = [t.get_fontsize() for fig in flow.figures for t in fig.texts
+             if t.get_text().startswith("Warning:")]
+    for fig in flow.figures:
+        plt.close(fig)
+    assert sizes and min(sizes) >= 9

@@ -119,7 +119,7 @@ def thick_slice_warning(spacing: Sequence[float]) -> str | None:
     return (f"the scan's voxels are {edge:.1f} mm along one axis; accuracy was measured on "
             f"voxels up to {MAX_MEASURED_MM:.0f} mm, and at this thickness volumes may be off "
             "by a fifth or more (one BraTS case made into 5 mm slices: whole tumour +21 % "
-            "and edema +30 % with --fast, whole tumour +9 % by the default CNN).")
+            "and edema +30 % in the fast mode, whole tumour +9 % by the default CNN).")
 
 
 def skull_strip_warning(image: np.ndarray, spacing: tuple[float, float, float]

@@ -79,6 +79,9 @@ VIEW_CONVENTION = "Radiological view: the patient's right is on the image's left
 #: the line each report shows with its pictures
 VIEW_NOTE = (f"{VIEW_CONVENTION} Letters at the edges: R/L the patient's right/left, A/P "
              "anterior/posterior, S/I superior/inferior.")
+#: what a picture says when its scan's header gave no orientation (its letters marked "?")
+ASSUMED_NOTE = ("Orientation assumed (R?/L?): the scan's header gives none, so the side "
+                "letters rest on BraTS's axes.")
 #: colour of the orientation letters, on the black band around a picture
 LETTER_RGB = (255, 255, 255)
 
@@ -231,12 +234,15 @@ def _grey(slice2d: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray,
                 path: str | Path, slices: Sequence[int] | None = None,
                 channels: Sequence[tuple[str, int]] = (("FLAIR", 3), ("T1ce", 1)),
-                title: str | None = None, alpha: float = 0.45) -> Path:
+                title: str | None = None, alpha: float = 0.45,
+                orientation_assumed: bool = False) -> Path:
     """Write a PNG grid: rows = ``channels`` of ``image`` ``(4, X, Y, Z)`` (MODALITIES
     order), columns = axial ``slices`` (display-grid indices; default
     :func:`pick_slices`), regions of internal ``labels`` coloured, each panel in the
     radiological view with its orientation letters (:func:`overlay_panel`), the legend
-    and :data:`VIEW_CONVENTION` below."""
+    and :data:`VIEW_CONVENTION` below. ``orientation_assumed``: the header gave no
+    orientation, so the letters rest on an assumed one: each is marked "?" and
+    :data:`ASSUMED_NOTE` is said on the picture itself, which may be seen alone."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,6 +252,8 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     img, shown = display_grid(np.asarray(image, dtype=np.float32), affine)
     lab = None if labels is None else display_grid(np.asarray(labels, np.uint8), affine)[0]
     letters = plane_letters(shown, "axial")
+    if orientation_assumed:
+        letters = {k: f"{v}?" for k, v in letters.items()}
     spacing = plane_spacing(shown, "axial")  # square pixels for any in-plane voxel size
     if slices is None:
         slices = pick_slices(lab if lab is not None else np.zeros(img.shape[1:], np.uint8))
@@ -284,7 +292,9 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     handles = [Patch(color=COLOURS[v], label=LEGEND[v]) for v in (L.ED, L.NCR, L.ET)]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False,
                labelcolor="white", fontsize=9, bbox_to_anchor=(0.5, 0.035))
-    fig.text(0.5, 0.008, VIEW_CONVENTION, color="white", fontsize=7, ha="center",
+    fig.text(0.5, 0.008, VIEW_CONVENTION + (f" {ASSUMED_NOTE}" if orientation_assumed
+                                            else ""),
+             color="#ffcc00" if orientation_assumed else "white", fontsize=7, ha="center",
              va="bottom", wrap=True)
     if title:
         # a case name in any script: CJK from an installed CJK font, a character no

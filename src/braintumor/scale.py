@@ -101,8 +101,12 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
 
     out = Path(out_dir)
     method = res.info.get("method") or method
+    from braintumor.io import has_orientation
+
+    header = getattr(case, "header", None)
     png = overlay_png(case.image, res.labels, case.affine, out / f"{case.case_id}_overlay.png",
-                      title=f"{case.case_id}: {method}")
+                      title=f"{case.case_id}: {method}",
+                      orientation_assumed=header is not None and not has_orientation(header))
     row = volume_row(case, res, method)
     info = {"method": method, "model": row["model"] or "-", "mode": row["mode"] or "-",
             "voxel size (mm)": row["voxel_mm"]}

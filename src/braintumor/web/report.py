@@ -504,7 +504,8 @@ def _pdf_page(facts: list[tuple[str, str]], names: list[str] | None = None) -> P
         flow.text(fonts.MISSING_NOTE, fontsize=7, color="#a00000", gap=0.004)
     warning = " ".join(str(v) for k, v in facts if k == "Warning")
     if warning:
-        flow.text(f"Warning: {warning}", fontsize=7, color="#a00000")
+        # as large as the body text: a warning is read first, not skipped as small print
+        flow.text(f"Warning: {warning}", fontsize=9, color="#a00000")
     flow.y -= 0.006
     for k, v in facts:
         if k != "Warning":
