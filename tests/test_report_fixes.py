@@ -256,3 +256,65 @@ def test_pdf_warnings_are_as_large_as_the_body_and_name_no_flags(tmp_path) -> No
     for fig in flow.figures:
         plt.close(fig)
     assert sizes and min(sizes) >= 9
+
+
+def test_analysis_dates_carry_their_offset_from_utc(tmp_path) -> None:
+    import json
+    import re
+
+    from braintumor import report
+    from braintumor.web import report as web
+
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC[+-]\d\d:\d\d"
+    assert re.fullmatch(stamp, report.analysis_time(1.7e9))
+    paths = report.write_report(tmp_path, "c", np.zeros((4, 4, 4), np.uint8), 0.001)
+    doc = json.loads(paths["json"].read_text())
+    assert re.fullmatch(stamp, doc["analysed"])
+    assert f"Analysed: {doc['analysed']}" in paths["html"].read_text()
+    job = _job({"kind": "3d", "summaries": [{}]})
+    assert web.report_facts(job)["date"] == report.analysis_time(1.7e9)
+    assert web.report_facts_2d(job)["date"] == report.analysis_time(1.7e9)
+
+
+def _maps(tmp_path, n: int) -> list[str]:
+    import nibabel as nib
+
+    from braintumor import labels as L
+
+    out = []
+    for k in range(n):
+        lab = np.zeros((40, 40, 30), np.uint8)
+        lab[10:30 - 2 * k, 10:30, 8:20] = 2
+        lab[14:24 - 2 * k, 14:26, 10:18] = 3
+        path = tmp_path / f"p7_visit{k + 1}.nii.gz"
+        nib.save(nib.Nifti1Image(L.from_internal(lab, "brats2021"), np.eye(4)), str(path))
+        out.append(str(path))
+    return out
+
+
+def test_compare_takes_the_scans_dates(tmp_path, capsys) -> None:
+    import json
+
+    from braintumor.cli import main
+
+    two = _maps(tmp_path, 3)
+    assert main(["compare", *two[:2], "--dates", "2024-01-15,2024-04-20",
+                 "-o", str(tmp_path / "fu")]) == 0
+    doc = json.loads((tmp_path / "fu.json").read_text())
+    assert doc["dates"] == {"before": "2024-01-15", "after": "2024-04-20", "days": 96}
+    page = (tmp_path / "fu.html").read_text()
+    assert "(2024-01-15)" in page and "96 days apart" in page
+    assert "re-chosen by size at each scan" in page
+    assert main(["compare", *two, "--dates", "2024-01-15,2024-04-20,2024-05-01",
+                 "-o", str(tmp_path / "s")]) == 0
+    visits = json.loads((tmp_path / "s.json").read_text())["visits"]
+    assert [(v["date"], v["days"]) for v in visits] == [
+        ("2024-01-15", 0), ("2024-04-20", 96), ("2024-05-01", 107)]
+    capsys.readouterr()
+    for dates, said in (("2024-01-15", "gives 1 date for 2 label maps"),
+                        ("2024-01-15,15/04/2024", "'15/04/2024' is not a date"),
+                        ("2024-04-20,2024-01-15", "is not after the scan before it"),
+                        ("2024-01-15,2999-01-01", "lies ahead of today")):
+        assert main(["compare", *two[:2], "--dates", dates]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and err.count("\n") == 1

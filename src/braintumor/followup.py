@@ -26,6 +26,7 @@ BEFORE AFTER``.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import math
@@ -120,6 +121,54 @@ def compare(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
                 for r in ("ET", "WT")},
         "diameters": {"before": db, "after": da},
     }
+
+
+def scan_dates(text: str, count: int) -> list[dt.date]:
+    """``count`` scans' dates given as ``"2024-01-15,2024-04-20,..."`` (ISO, YYYY-MM-DD,
+    one per label map, in the maps' order), each after the one before and none ahead of
+    today; anything else is refused in one sentence."""
+    from braintumor.errors import InputError
+
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != count:
+        raise InputError(f"--dates gives {len(parts)} date{'s' if len(parts) != 1 else ''} "
+                         f"for {count} label maps; give one per map, in their order, "
+                         "separated by commas.")
+    days: list[dt.date] = []
+    for part in parts:
+        try:
+            day = dt.date.fromisoformat(part)
+        except ValueError:
+            raise InputError(f"--dates: {part!r} is not a date; give each as YYYY-MM-DD."
+                             ) from None
+        if day > dt.date.today():
+            raise InputError(f"--dates: {day} lies ahead of today.")
+        if days and day <= days[-1]:
+            raise InputError(f"--dates: {day} is not after the scan before it ({days[-1]}); "
+                             "give the maps and their dates in date order.")
+        days.append(day)
+    return days
+
+
+def dated(before: dt.date | None, after: dt.date | None) -> dict[str, Any]:
+    """Two scans' dates as a comparison carries them (the command line's and the web
+    page's alike): ``{"before", "after"}`` ISO or None, and ``days`` between them where
+    both are known."""
+    return {"before": before.isoformat() if before else None,
+            "after": after.isoformat() if after else None,
+            "days": (after - before).days if before is not None and after is not None
+            else None}
+
+
+def dates_text(dates: dict[str, Any] | None) -> str:
+    """A comparison's dates in words ("" when neither is known)."""
+    if not dates or not (dates.get("before") or dates.get("after")):
+        return ""
+    text = f"Scans of {dates.get('before') or 'an unknown date'} and " \
+           f"{dates.get('after') or 'an unknown date'}"
+    if dates.get("days") is not None:
+        text += f", {dates['days']} days apart"
+    return text + "."
 
 
 def series(visits: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
@@ -394,8 +443,12 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
     e = html.escape
     files = result.get("files", {})
-    body = (f"<p>Before: {e(files.get('before', '-'))}<br>After: "
-            f"{e(files.get('after', '-'))}</p>"
+    dates = result.get("dates") or {}
+    body = (f"<p>Before: {e(files.get('before', '-'))}"
+            + (f" ({e(dates['before'])})" if dates.get("before") else "")
+            + f"<br>After: {e(files.get('after', '-'))}"
+            + (f" ({e(dates['after'])})" if dates.get("after") else "") + "</p>"
+            + (f"<p>{e(dates_text(dates))}</p>" if dates_text(dates) else "")
             + "".join(f"<p>{e(n)}</p>" for n in result.get("notes", []))
             + _table(("quantity", "before", "after", "change", "change (%)", "size reading"),
                      table_rows(result))
@@ -407,7 +460,12 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
 def write_series_outputs(visits: list[dict[str, Any]], out: str | Path) -> dict[str, Path]:
     """``<out>.json`` and ``<out>.html`` of :func:`series`'s visits."""
     warnings = [f"{v['name']}: {w}" for v in visits for w in v.get("warnings", [])]
+    dated_visits = [v for v in visits if v.get("date")]
     body = ("<p>Visits in date order; SPD changes from the baseline (the first visit) and "
             "from the nadir (the smallest SPD before each visit).</p>"
+            + ("<p>Dates: " + "; ".join(
+                f"{html.escape(v['name'])} {v['date']}"
+                + (f" ({v['days']} days after the baseline)" if v.get("days") else "")
+                for v in dated_visits) + ".</p>" if dated_visits else "")
             + _table(SERIES_HEADER, series_rows(visits)))
     return _write({"visits": visits, "warnings": warnings}, body, out)

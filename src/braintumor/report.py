@@ -363,6 +363,18 @@ def outline_warning(volumes: Mapping[str, Any]) -> str | None:
     return None
 
 
+def analysis_time(when: float | None = None) -> str:
+    """A moment (seconds since the epoch; now by default) as every report dates its
+    analysis: local time with its offset from UTC, ``"2026-11-28 20:43 UTC+01:00"``, so
+    that it reads the same wherever the report is opened."""
+    import datetime as dt
+    import time
+
+    moment = dt.datetime.fromtimestamp(time.time() if when is None else when).astimezone()
+    offset = moment.strftime("%z") or "+0000"
+    return f"{moment:%Y-%m-%d %H:%M} UTC{offset[:3]}:{offset[3:]}"
+
+
 def ml_text(value: float | None) -> str:
     """A volume (mL) as shown: to 0.01 mL, to 0.001 mL under 0.1 mL so that a small
     region neither looks absent nor makes the shown sums disagree (TC = NCR + ET), and
@@ -392,7 +404,8 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vols = volumes_ml(labels, voxel_volume_ml)
-    doc: dict[str, Any] = {"case": case_id, "volumes_ml": vols,
+    analysed = analysis_time()
+    doc: dict[str, Any] = {"case": case_id, "analysed": analysed, "volumes_ml": vols,
                            "metrics": {k: dict(v) for k, v in (metrics or {}).items()},
                            "info": dict(info or {})}
     if diameters is not None:
@@ -410,7 +423,7 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
              "max-width:60em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
              "padding:.25em .6em;text-align:right}th{background:#eee}</style></head><body>",
              f"<h1>Segmentation of {html.escape(case_id)}</h1>",
-             f"<p><strong>{NOTICE}</strong></p>"]
+             f"<p><strong>{NOTICE}</strong></p>", f"<p>Analysed: {analysed}</p>"]
     shown = {k: v for k, v in (info or {}).items() if k != "warning"}
     if shown:
         parts.append("<p>" + ", ".join(f"{html.escape(str(k))}: {_fmt(v)}"

@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "against the baseline and the nadir")
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                         help="also write FILE.html (a report) and FILE.json")
+    parser.add_argument("--dates", default=None, metavar="D1,D2,...",
+                        help="the scans' dates (YYYY-MM-DD, one per label map, in their "
+                             "order, increasing), shown with the comparison with the days "
+                             "between the scans")
     parser.add_argument("--labels", default="auto", choices=("auto", "brats2021", "brats2023"),
                         help="label convention of the maps (default auto: from each name, "
                              "then the values)")
@@ -36,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         CAVEAT,
         SERIES_HEADER,
         compare_files,
+        dated,
+        dates_text,
+        scan_dates,
         series_from_files,
         series_rows,
         table_rows,
@@ -49,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         if not p.is_file():
             raise InputError(f"{p}: {'is a folder' if p.is_dir() else 'no such file'}; "
                              "give label map files (NIfTI).")
+    days = None if args.dates is None else scan_dates(args.dates, len(args.scans))
     if len(args.scans) > 2:
         visits = series_from_files(args.scans, args.labels)
+        for v, day in zip(visits, days or [], strict=False):
+            v["date"], v["days"] = day.isoformat(), (day - days[0]).days  # type: ignore[index]
         header: tuple[str, ...] = SERIES_HEADER
         title, rows = "Visits, in date order", series_rows(visits)
         write: Callable[[Path], dict[str, Path]] = partial(write_series_outputs, visits)
@@ -58,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         before, after = args.scans
         result = compare_files(before, after, args.labels)
+        result["dates"] = dated(*(days or (None, None)))
         title = f"{before.name} -> {after.name}"
+        if dates_text(result["dates"]):
+            title += f" ({dates_text(result['dates']).rstrip('.')})"
         header = ("quantity", "before", "after", "change", "%", "size reading")
         rows, write = table_rows(result), partial(write_outputs, result)
         warnings = result["warnings"]

@@ -1014,6 +1014,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         is refused in one sentence."""
         import datetime as dt
 
+        from braintumor.followup import dated
+
         unknown = sorted(set(fields) - {"before_date", "after_date"})
         if unknown:
             raise InputError(f"Unknown field {unknown[0]!r}; a comparison takes the file "
@@ -1039,8 +1041,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if b is not None and a is not None and b >= a:
             raise InputError(f"The earlier scan's date ({b}) is not before this scan's "
                              f"({a}).")
-        return {"before": b.isoformat() if b else None, "after": a.isoformat() if a else None,
-                "days": (a - b).days if a is not None and b is not None else None}
+        return dated(b, a)
 
     def _compare(job: Job, before: Path, name: str,
                  dates: dict[str, Any] | None = None) -> dict[str, Any]:

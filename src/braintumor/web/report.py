@@ -33,6 +33,7 @@ from braintumor.report import (
     RANO_HEAD,
     VIEW_NOTE,
     VIEWS,
+    analysis_time,
     diameters_html,
     ml_text,
     outline_warning,
@@ -260,7 +261,7 @@ def report_facts(job: Job) -> dict[str, Any]:
     return {
         "case": job.inputs.get("case_id", "case"),
         "job": job.id,
-        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished or time.time())),
+        "date": analysis_time(job.finished or time.time()),
         "method": res.get("method", job.method),
         "model_version": res.get("model_version", "-"),
         "volumes": [(name, key, vols.get(key)) for key, name, _ in VOLUME_ROWS],
@@ -696,7 +697,7 @@ def report_facts_2d(job: Job) -> dict[str, Any]:
     return {
         "case": job.inputs.get("case_id", "picture"),
         "job": job.id,
-        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished or time.time())),
+        "date": analysis_time(job.finished or time.time()),
         "method": "2D model" + (f", {n} slices segmented as one volume" if n > 1 else
                                 ", one picture"),
         "model_version": res.get("model_version", "-"),
