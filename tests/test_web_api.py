@@ -757,6 +757,33 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert nothing.status_code == 400 and "no correction" in _detail(nothing)
 
 
+def test_a_correction_made_after_an_undo_is_what_downloads_and_reports_show(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """Files made from a version that was undone are not served for the version written
+    anew under its number."""
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    url = job["urls"]["corrections"]
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    first = client.post(url, json={"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz),
+                                              "label": 0}]}).json()
+    assert first["label_version"] == 1
+    assert client.get(first["urls"]["download"]).status_code == 200
+    assert client.get(f"/api/jobs/{job['id']}/report/v1/axial.png").status_code == 200
+    assert client.get(first["urls"]["report_pdf"]).status_code == 200
+    assert client.post(url + "/undo").json()["label_version"] == 0
+    output = client.app.state.store.job_dir(job["id"]) / "output"  # type: ignore[attr-defined]
+    assert not [p.name for p in output.iterdir() if "_v1" in p.name]
+    again = client.post(url, json={"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz),
+                                              "label": 3}]}).json()
+    assert again["label_version"] == 1
+    shown = np.asarray(_load(client.get(again["urls"]["overlay"]).content).dataobj)
+    got = np.asarray(_load(client.get(again["urls"]["download"]).content).dataobj)
+    assert got[cx, cy, cz] == 4
+    assert np.array_equal(got, np.where(shown == 3, 4, shown))
+
+
 @pytest.mark.parametrize("seeds, words", [
     ([], "at least one seed"),
     ([{"x": 1, "y": 2, "z": 3, "label": 7}], "label"),

@@ -88,6 +88,21 @@ def parse_seeds(raw: Any, case: Case) -> list[tuple[int, int, int, int]]:
     return out
 
 
+#: files made from one label map version, ``{v}`` its number: downloads in each
+#: convention, the report's pictures and PDF, the diameters volume for the viewer. They are
+#: kept to be served again, so a version undone and written anew must not leave them behind
+DERIVED_PATTERNS = ("download_v{v}_*", "report_v{v}_*", "diameters_v{v}.nii.gz")
+
+
+def drop_derived(job_dir: Path, version: int) -> None:
+    """Remove every file made from label map version ``version`` of the job in
+    ``job_dir`` (its downloads, report files and diameters volume)."""
+    out = job_dir / "output"
+    for pattern in DERIVED_PATTERNS:
+        for path in out.glob(pattern.format(v=version)):
+            path.unlink(missing_ok=True)
+
+
 class Corrector:
     """Applies and undoes corrections; keeps the last ``cache_size`` cases in memory."""
 
@@ -169,6 +184,9 @@ class Corrector:
                 raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
             version = job.label_version + 1
             job_dir = self.store.job_dir(job.id)
+            # files made from an earlier version of this number (undone since) would be
+            # served in place of this one's
+            drop_derived(job_dir, version)
             # written whole or not at all (a full disk leaves no empty version behind)
             write_replacing(labels_path(job_dir, version),
                             lambda tmp: write_label_map(case, new, tmp, VIEWER_CONVENTION))
@@ -222,6 +240,7 @@ class Corrector:
             version = job.label_version - 1
             self.store.update(job.id, result=result, label_version=version)
             labels_path(job_dir, job.label_version).unlink(missing_ok=True)
+            drop_derived(job_dir, job.label_version)
             with self._lock:
                 hit = self._cache.pop(job.id, None)
             if hit is not None:
