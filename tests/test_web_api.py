@@ -1495,6 +1495,64 @@ def test_crash_in_a_job_fails_only_that_job(client: TestClient,
     assert wait_done(client.get, r.json()["id"])["status"] == "done"
 
 
+_KILLED_SERVER = """
+import sys, time
+from pathlib import Path
+from braintumor.web.worker import _Child
+from test_web_support import small_case, write_case_files
+job = Path(sys.argv[1])
+files = write_case_files(small_case(), job / "input", with_label=False)
+child = _Child(None, warm=False)
+child.conn.send({"job_dir": str(job), "kind": "upload", "method": "silent", "options": {},
+                 "inputs": {"modalities": {m: str(p) for m, p in files.items()}},
+                 "methods": {"silent": "test_web_support:segment_silent"}})
+child.conn.recv()  # reading the images: the job is under way
+print(child.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_server_takes_its_worker_process_with_it(tmp_path: Path) -> None:
+    """A server killed outright (kill -9) must not leave its worker computing a job that
+    the next server runs again in the same folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    server = subprocess.Popen([sys.executable, "-c", _KILLED_SERVER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        child = int(server.stdout.readline())
+        time.sleep(1.5)  # the worker is busy with the job
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        t0 = time.monotonic()
+        while _process_alive(child):
+            assert time.monotonic() - t0 < 5, "the worker outlived its server"
+            time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its new parent counts as ended)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state not in ("Z", "X")
+
+
 def test_jobs_survive_a_restart_and_expire(methods: None, tmp_path: Path,
                                            case_files: dict[str, Path]) -> None:
     data = tmp_path / "data"

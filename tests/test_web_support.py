@@ -109,6 +109,13 @@ def segment_slow(case: Case, progress: Any = None, **_: Any) -> SegmentationResu
     return segment_threshold(case)
 
 
+def segment_silent(case: Case, progress: Any = None, **_: Any) -> SegmentationResult:
+    """A segmenter that works a minute without a word (as a CNN between its progress
+    reports), so only the end of its process stops it."""
+    time.sleep(60)
+    return segment_threshold(case)
+
+
 def register_test_methods(monkeypatch: Any) -> None:
     """Add the stand-in segmenters to the segment door's registry."""
     from braintumor import segment as seg

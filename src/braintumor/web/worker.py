@@ -497,7 +497,7 @@ class _Child:
         parent_sock, child_sock = socket.socketpair()
         fd = child_sock.fileno()
         code = (f"from braintumor.web.worker import child_entry; child_entry({fd}, "
-                f"{threads!r}, {warm!r}, {sample!r})")
+                f"{threads!r}, {warm!r}, {sample!r}, parent={os.getpid()})")
         env = dict(os.environ)
         # the child sees the modules the server sees (test helpers included)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -536,11 +536,43 @@ class _Child:
         self.kill()
 
 
+def _die_with_parent(parent: int) -> None:
+    """End this process when the server process ``parent`` ends, however it ends (a
+    server killed outright would otherwise leave its child computing a job the next
+    server runs again in the same folder): at once on Linux (``PR_SET_PDEATHSIG``; the
+    child is started from a slot thread, which lives as long as the pool), and within a
+    second anywhere (a thread watching for this process being handed to another parent)."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # gone before the line above took effect
+        os._exit(0)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="braintumor-parent-watch").start()
+
+
 def child_entry(fd: int, threads: int | None, warm: bool = True,
-                sample: dict[str, Any] | None = None) -> None:
-    """Entry point of a worker child process (see :class:`_Child`)."""
+                sample: dict[str, Any] | None = None, parent: int | None = None) -> None:
+    """Entry point of a worker child process (see :class:`_Child`); ``parent``: the
+    server's process id, whose end ends this process too."""
     from multiprocessing.connection import Connection
 
+    if parent is not None:
+        _die_with_parent(parent)
     _child_main(Connection(fd), threads, warm, sample)
 
 
