@@ -1912,6 +1912,40 @@ def test_store_ttl_spares_work_in_progress(tmp_path: Path) -> None:
     store.close()
 
 
+def test_the_time_to_live_runs_from_when_a_job_finished(tmp_path: Path) -> None:
+    """A job waiting its turn is not deleted before it ran, nor one that ran long the
+    moment it finishes: it is kept the time-to-live after it finished."""
+    from braintumor.web.store import JobStore
+
+    store = JobStore(tmp_path, ttl_s=0.5)
+    queued = store.create("upload", "threshold", status="queued")
+    waiting = store.create("upload", "threshold", status="queued")
+    time.sleep(0.7)
+    assert store.purge_expired() == []
+    assert store.get(queued.id) is not None and store.get(waiting.id) is not None
+    assert store.claim_next() is not None  # the older one runs
+    time.sleep(0.7)  # longer than the time-to-live
+    store.finish(queued.id, "done", result={})
+    store.request_cancel(waiting.id)
+    assert store.purge_expired() == []
+    assert store.get(queued.id).status == "done"  # type: ignore[union-attr]
+    assert store.get(waiting.id).status == "cancelled"  # type: ignore[union-attr]
+    time.sleep(0.7)
+    assert set(store.purge_expired()) == {queued.id, waiting.id}
+    store.close()
+    # a server started with a shorter time-to-live counts it from the end too
+    store = JobStore(tmp_path, ttl_s=3600.0)
+    old = store.create("upload", "threshold", status="running")
+    store.update(old.id, created=time.time() - 7200)
+    store.finish(old.id, "failed", "The segmentation failed.")
+    store.close()
+    store = JobStore(tmp_path, ttl_s=1800.0)
+    store.claim()
+    assert store.get(old.id) is not None
+    store.release()
+    store.close()
+
+
 def test_cnn_fast_mode_is_the_default_and_accurate_turns_it_off(
         client: TestClient, case_files: dict[str, Path]) -> None:
     from braintumor.web.app import _job_options

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive(int), default=None,
                         help="CPU threads each job may use (default: all)")
     parser.add_argument("--ttl-hours", type=_positive(float), default=24.0,
-                        help="hours inputs and results are kept (default 24)")
+                        help="hours inputs and results are kept after a job finishes "
+                             "(default 24)")
     parser.add_argument("--max-upload-mb", type=_positive(float), default=1024.0,
                         help="largest upload in MiB (default 1024)")
     parser.add_argument("--job-timeout-min", type=_positive(float), default=None,

@@ -32,8 +32,9 @@ log = logging.getLogger("braintumor.web")
 #: statuses after which a job never changes again (corrections aside)
 TERMINAL = ("done", "failed", "cancelled")
 STATUSES = ("uploading", "awaiting_input", "queued", "running", *TERMINAL)
-#: statuses the time-to-live never cuts short (work in progress)
-_BUSY = ("uploading", "running")
+#: statuses the time-to-live never cuts short (work in progress, or waiting its turn): a
+#: job's time-to-live runs from when it finished
+_BUSY = ("uploading", "queued", "running")
 
 #: ``secrets.token_urlsafe(18)`` gives 24 characters from this alphabet (144 random bits)
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{24}$")
@@ -109,7 +110,8 @@ class Job:
 class JobStore:
     """Thread-safe access to the jobs table and the jobs' folders.
 
-    ``ttl_s``: seconds a job (inputs and results) is kept after it was created.
+    ``ttl_s``: seconds a job (inputs and results) is kept after it finished (one still
+    waiting for its series to be assigned: after its upload).
     """
 
     def __init__(self, data_dir: str | Path, ttl_s: float = 24 * 3600.0) -> None:
@@ -158,7 +160,8 @@ class JobStore:
         for jid in cut:
             self.delete(jid)
         with self._tx() as db:
-            db.execute("UPDATE jobs SET expires = MIN(expires, created + ?)", (self.ttl_s,))
+            db.execute("UPDATE jobs SET expires = MIN(expires, COALESCE(finished, created) + ?)",
+                       (self.ttl_s,))
         return self.requeue_interrupted()
 
     def release(self) -> None:
@@ -264,10 +267,11 @@ class JobStore:
 
     def finish(self, job_id: str, status: str, message: str = "",
                result: dict[str, Any] | None = None) -> None:
-        """Mark a job done, failed or cancelled."""
+        """Mark a job done, failed or cancelled; its time-to-live starts now."""
         assert status in TERMINAL
+        now = time.time()
         fields: dict[str, Any] = {"status": status, "message": message,
-                                  "finished": time.time()}
+                                  "finished": now, "expires": now + self.ttl_s}
         if status == "done":
             fields.update(progress=1.0, stage="done")
         elif status == "cancelled":
@@ -287,7 +291,8 @@ class JobStore:
             if row["status"] in ("queued", "awaiting_input"):
                 db.execute("UPDATE jobs SET status = 'cancelled', stage = 'cancelled', "
                            "message = 'Cancelled before it started.', cancel_requested = 1, "
-                           "finished = ?, updated = ? WHERE id = ?", (now, now, job_id))
+                           "finished = ?, updated = ?, expires = ? WHERE id = ?",
+                           (now, now, now + self.ttl_s, job_id))
             elif row["status"] == "running":
                 db.execute("UPDATE jobs SET cancel_requested = 1, stage = 'cancelling', "
                            "updated = ? WHERE id = ?", (now, job_id))
@@ -329,7 +334,7 @@ class JobStore:
         with self._lock:
             # an upload that never finished (the client went away) goes a day after its TTL
             ids = [r["id"] for r in self._db.execute(
-                "SELECT id FROM jobs WHERE (expires <= ? AND status NOT IN (?, ?)) "
+                "SELECT id FROM jobs WHERE (expires <= ? AND status NOT IN (?, ?, ?)) "
                 "OR (status = 'uploading' AND expires <= ?)",
                 (t, *_BUSY, t - 24 * 3600.0))]
             known = {r["id"] for r in self._db.execute("SELECT id FROM jobs")}
