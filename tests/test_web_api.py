@@ -784,6 +784,84 @@ def test_a_correction_made_after_an_undo_is_what_downloads_and_reports_show(
     assert np.array_equal(got, np.where(shown == 3, 4, shown))
 
 
+def test_an_undo_on_a_job_deleted_meanwhile_is_404(client: TestClient,
+                                                   case_files: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    app: Any = client.app
+    undo = app.state.corrector.undo
+
+    def expiring(j: Any) -> None:  # the job goes between the request's check and the undo
+        app.state.store.delete(j.id)
+        undo(j)
+
+    monkeypatch.setattr(app.state.corrector, "undo", expiring)
+    r = client.post(job["urls"]["corrections"] + "/undo")
+    assert r.status_code == 404 and _detail(r).startswith("No such job")
+
+
+def test_a_report_of_a_job_expiring_meanwhile_is_404(client: TestClient,
+                                                     case_files: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from braintumor.web import report
+
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    app: Any = client.app
+    render = report.render_pdf
+
+    def expiring(*args: Any, **kw: Any) -> Any:  # the job expires while its PDF is drawn
+        shutil.rmtree(app.state.store.job_dir(job["id"]))
+        return render(*args, **kw)
+
+    monkeypatch.setattr(report, "render_pdf", expiring)
+    r = client.get(job["urls"]["report_pdf"])
+    assert r.status_code == 404 and _detail(r).startswith("No such job")
+
+
+def test_a_correction_racing_a_delete_leaves_nothing_and_says_no_path(
+        client: TestClient, case_files: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A correction under way when the job is deleted finishes first; one asked for while
+    it is deleted is a 404 in one sentence; nothing is written into the deleted folder."""
+    import threading
+
+    correction = pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    folder = client.app.state.store.job_dir(job["id"])  # type: ignore[attr-defined]
+    slow_correct = correction.correct
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        time.sleep(1.0)
+        return slow_correct(*args, **kw)
+
+    monkeypatch.setattr(correction, "correct", slow)
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    seeds = {"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]}
+    answers: dict[str, Any] = {}
+
+    def ask(name: str, call: Any) -> threading.Thread:
+        t = threading.Thread(target=lambda: answers.__setitem__(name, call()))
+        t.start()
+        return t
+
+    first = ask("first", lambda: client.post(job["urls"]["corrections"], json=seeds))
+    time.sleep(0.4)
+    gone = ask("delete", lambda: client.delete(job["urls"]["self"]))
+    time.sleep(0.2)
+    late = ask("late", lambda: client.post(job["urls"]["corrections"], json=seeds))
+    for t in (first, gone, late):
+        t.join(30)
+    assert answers["delete"].status_code == 204
+    assert answers["first"].status_code in (200, 404)
+    assert answers["late"].status_code == 404
+    assert _detail(answers["late"]).startswith("No such job")
+    assert not folder.exists()
+
+
 @pytest.mark.parametrize("seeds, words", [
     ([], "at least one seed"),
     ([{"x": 1, "y": 2, "z": 3, "label": 7}], "label"),

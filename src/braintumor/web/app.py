@@ -21,8 +21,8 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Collection
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -421,6 +421,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                       job_timeout_s=job_timeout_s, sample_options=sample_options, warm=warm,
                       prepare_sample=warm and _have_sample())
     corrector = Corrector(store)
+    store.delete_guard = corrector.guard
     stop = threading.Event()
 
     def janitor() -> None:
@@ -494,12 +495,26 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     have_sample = _have_sample
 
     # -- errors -------------------------------------------------------------------------
+    def vanished(request: Request) -> JSONResponse | None:
+        """The 404 of a request whose job was deleted or expired while it was answered
+        (its files gone under it), or None."""
+        job_id = request.path_params.get("job_id")
+        if isinstance(job_id, str) and store.vanishing(job_id):
+            return JSONResponse({"detail": NO_JOB}, status_code=404)
+        return None
+
     @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        gone = vanished(request)
+        if gone is not None:
+            return gone
         return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc))
 
     @app.exception_handler(OSError)
-    async def _os_error(_: Request, exc: OSError) -> JSONResponse:
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        gone = vanished(request)
+        if gone is not None:
+            return gone
         if _disk_full(exc):
             return JSONResponse({"detail": DISK_FULL}, status_code=507)
         log.error("file error: %s", exc)
@@ -534,8 +549,18 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     def get_job(job_id: str) -> Job:
         job = store.get(job_id)
         if job is None:
-            raise HTTPException(404, "No such job: it never existed or has expired.")
+            raise HTTPException(404, NO_JOB)
         return job
+
+    @contextmanager
+    def writing(job_id: str) -> Iterator[None]:
+        """Around writing a file of a job (a download, a report): not while the job is
+        deleted (it waits), and nothing for a job gone (404), so no file is left behind
+        in a deleted job's folder."""
+        with corrector.guard(job_id):
+            if store.vanishing(job_id):
+                raise HTTPException(404, NO_JOB)
+            yield
 
     def job_out(job: Job) -> dict[str, Any]:
         base = f"/api/jobs/{job.id}"
@@ -750,8 +775,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 if j is None or j.status != "running":
                     break
                 time.sleep(0.1)
-        corrector.forget(job_id)
         try:
+            # waits for a correction under way, which then writes nothing more
             store.delete(job_id, strict=True)
         except OSError as exc:
             if _disk_full(exc):
@@ -760,6 +785,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             raise HTTPException(500, "The job's files could not all be deleted "
                                 f"({exc.strerror or type(exc).__name__}); the job is kept, "
                                 "so deleting it can be tried again.") from None
+        finally:
+            corrector.forget(job_id)
         return Response(status_code=204)
 
     @app.get("/api/jobs/{job_id}/images/{name}", summary="One input modality (NIfTI)",
@@ -816,10 +843,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job_dir = store.job_dir(job_id)
         out = job_dir / "output" / f"diameters_v{version}.nii.gz"
         if not out.exists():
-            ref: Any = nib.load(str(labels_path(job_dir, version)))
-            lines = lines_volume(ref.shape, summ["diameters"])
-            write_replacing(out, lambda tmp: nib.save(nib.Nifti1Image(lines, ref.affine),
-                                                      str(tmp)))
+            with writing(job_id):
+                ref: Any = nib.load(str(labels_path(job_dir, version)))
+                lines = lines_volume(ref.shape, summ["diameters"])
+                write_replacing(out, lambda tmp: nib.save(nib.Nifti1Image(lines, ref.affine),
+                                                          str(tmp)))
         return FileResponse(out, media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/overlay/uncertainty.nii.gz", summary="Uncertainty map",
@@ -842,8 +870,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job_dir = store.job_dir(job_id)
         out = job_dir / "output" / f"download_v{job.label_version}_{convention}.nii.gz"
         if not out.exists():  # written whole or not at all: this file is served as it is
-            write_replacing(out, lambda tmp: _convert_labels(
-                labels_path(job_dir, job.label_version), tmp, convention))
+            with writing(job_id):
+                write_replacing(out, lambda tmp: _convert_labels(
+                    labels_path(job_dir, job.label_version), tmp, convention))
         # not <case>_seg.nii.gz: saved into a BraTS case folder, that would replace the
         # expert's outline, which carries that name; a corrected outline (version N) and
         # another convention say so in the name, so saving one beside the other keeps both
@@ -892,16 +921,18 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status == "done" and job.result.get("kind") == "2d":
             out = store.job_dir(job_id) / "output" / "report_2d.pdf"
             if not out.exists():
-                write_replacing(out, lambda tmp: render_pdf_2d(
-                    job, store.job_dir(job_id) / "output" / "overlay.png", tmp))
+                with writing(job_id):
+                    write_replacing(out, lambda tmp: render_pdf_2d(
+                        job, store.job_dir(job_id) / "output" / "overlay.png", tmp))
         else:
             job = done_3d(job_id)
             # named anew with the RANO section: a PDF written before, without it, is not served
             out = store.job_dir(job_id) / "output" / report_file(job, "report_rano.pdf")
             # kept once the diameters are in it: before, they are still being measured
             if not out.exists() or report_facts(job)["diameters"] is None:
-                slices, measured = _report_pictures(job)
-                write_replacing(out, lambda tmp: render_pdf(job, slices, tmp, measured))
+                with writing(job_id):
+                    slices, measured = _report_pictures(job)
+                    write_replacing(out, lambda tmp: render_pdf(job, slices, tmp, measured))
         return _attachment(out, "application/pdf",
                            f"{job.inputs.get('case_id', 'case')}_report.pdf")
 
@@ -910,23 +941,27 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         from braintumor.web.report import diameter_picture
 
         job_dir = store.job_dir(job.id)
-        return diameter_picture(job_dir, job,
-                                read_labels(labels_path(job_dir, job.label_version)))
+        with writing(job.id):
+            return diameter_picture(job_dir, job,
+                                    read_labels(labels_path(job_dir, job.label_version)))
 
     def _report_pictures(job: Job) -> tuple[dict[str, Path], Path | None]:
         from braintumor.web.correct import read_labels
         from braintumor.web.report import report_pictures
 
         job_dir = store.job_dir(job.id)
-        return report_pictures(job_dir, job,
-                               read_labels(labels_path(job_dir, job.label_version)))
+        with writing(job.id):
+            return report_pictures(job_dir, job,
+                                   read_labels(labels_path(job_dir, job.label_version)))
 
     def _pictures(job: Job) -> dict[str, Path]:
         from braintumor.web.correct import read_labels
         from braintumor.web.report import slice_pictures
 
         job_dir = store.job_dir(job.id)
-        return slice_pictures(job_dir, job, read_labels(labels_path(job_dir, job.label_version)))
+        with writing(job.id):
+            return slice_pictures(job_dir, job,
+                                  read_labels(labels_path(job_dir, job.label_version)))
 
     @app.get("/api/jobs/{job_id}/image2d/{name}.png", response_class=FileResponse,
              summary="2D job pictures: input, mask, overlay or reference (the overlay "
@@ -1083,19 +1118,25 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         try:
             corrector.apply(job, seeds)
         except KeyError:
-            raise HTTPException(404, "No such job: it never existed or has expired.") from None
+            raise HTTPException(404, NO_JOB) from None
         return job_out(get_job(job_id))
 
     @app.post("/api/jobs/{job_id}/corrections/undo", response_model=JobOut,
               summary="Undo the last correction")
     def undo(job_id: str) -> dict[str, Any]:
         job = done_3d(job_id)
-        corrector.undo(job)
+        try:
+            corrector.undo(job)
+        except KeyError:  # deleted or expired meanwhile
+            raise HTTPException(404, NO_JOB) from None
         return job_out(get_job(job_id))
 
     app.add_middleware(SecurityMiddleware, token=tok, hosts=hosts, proxies=proxies)
     return app
 
+
+#: what a request about a job hears when there is no such job
+NO_JOB = "No such job: it never existed or has expired."
 
 #: what a request hears when the data folder's disk is full
 DISK_FULL = ("The server's disk is full, so nothing more can be stored; the upload was "

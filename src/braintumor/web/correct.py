@@ -17,6 +17,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,9 @@ class Corrector:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[Case, int, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
-        self._job_locks: dict[str, threading.Lock] = {}
+        # re-entrant: a job that expires under a correction is deleted (store.get) with
+        # its lock held (JobStore.delete_guard)
+        self._job_locks: dict[str, threading.RLock] = {}
         self._loading: set[str] = set()
 
     def prefetch(self, job: Job) -> None:
@@ -134,9 +138,17 @@ class Corrector:
 
         threading.Thread(target=load, daemon=True, name="braintumor-prefetch").start()
 
-    def _job_lock(self, job_id: str) -> threading.Lock:
+    def _job_lock(self, job_id: str) -> threading.RLock:
         with self._lock:
-            return self._job_locks.setdefault(job_id, threading.Lock())
+            return self._job_locks.setdefault(job_id, threading.RLock())
+
+    @contextmanager
+    def guard(self, job_id: str) -> Iterator[None]:
+        """Hold a job still: no correction or undo runs meanwhile (one under way finishes
+        first). Held while a job is deleted, so a correction can neither write into the
+        deleted folder nor read half of it."""
+        with self._job_lock(job_id):
+            yield
 
     def forget(self, job_id: str) -> None:
         """Drop a job from the cache (deleted or expired)."""
@@ -184,6 +196,8 @@ class Corrector:
                 raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
             version = job.label_version + 1
             job_dir = self.store.job_dir(job.id)
+            if self.store.vanishing(job.id):  # nothing is written for a job gone
+                raise KeyError(job.id)
             # files made from an earlier version of this number (undone since) would be
             # served in place of this one's
             drop_derived(job_dir, version)

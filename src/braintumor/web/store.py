@@ -21,8 +21,8 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,11 @@ class JobStore:
         self.jobs_root.mkdir(parents=True, exist_ok=True)
         self.ttl_s = float(ttl_s)
         self._lock = threading.RLock()
+        #: jobs whose deletion is under way
+        self._deleting: set[str] = set()
+        #: ``guard(job_id)``: held while a job is deleted, so what writes a job's files
+        #: (a correction) finishes first and cannot write into the deleted folder after
+        self.delete_guard: Callable[[str], AbstractContextManager[Any]] | None = None
         self._db = sqlite3.connect(str(self.data_dir / "jobs.sqlite3"), check_same_thread=False,
                                    isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
@@ -317,16 +322,34 @@ class JobStore:
             folder = self.job_dir(job_id)
         except KeyError:
             return False
+        with self._lock:
+            self._deleting.add(job_id)
         try:
-            remove_tree(folder)
-        except OSError as exc:
-            if strict:
-                raise
-            log.warning("job %s: its folder could not be deleted (%s)", job_id, exc)
-            return False
-        with self._tx() as db:
-            cur = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        return cur.rowcount > 0
+            with self.delete_guard(job_id) if self.delete_guard else nullcontext():
+                try:
+                    remove_tree(folder)
+                except OSError as exc:
+                    if strict:
+                        raise
+                    log.warning("job %s: its folder could not be deleted (%s)", job_id, exc)
+                    return False
+                with self._tx() as db:
+                    cur = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                return cur.rowcount > 0
+        finally:
+            with self._lock:
+                self._deleting.discard(job_id)
+
+    def vanishing(self, job_id: str) -> bool:
+        """True when a job is gone or going: being deleted, its row or its folder gone."""
+        with self._lock:
+            if job_id in self._deleting:
+                return True
+            row = self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        try:
+            return row is None or not self.job_dir(job_id).is_dir()
+        except KeyError:
+            return True
 
     def purge_expired(self, now: float | None = None) -> list[str]:
         """Delete every job past its time-to-live (and stray folders); returns their ids."""
