@@ -2214,6 +2214,41 @@ def test_one_server_per_data_folder_and_cut_uploads_go(methods: None, tmp_path: 
         assert c.get("/api/info").status_code == 200
 
 
+def test_serve_holds_the_data_folder_from_its_check_to_its_stop(
+        methods: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers started at the same moment on one data folder: the one that checked
+    first keeps the folder, so the other is refused in one sentence before its link,
+    not with a traceback once its link is printed."""
+    import uvicorn
+
+    from braintumor.cli import main as cli
+    from braintumor.errors import InputError
+    from braintumor.web.store import claim_data_dir
+
+    data = tmp_path / "data"
+    seen: list[str] = []
+
+    def serving(app: Any, **_: Any) -> None:
+        try:  # a second server starting now
+            claim_data_dir(data.resolve()).close()
+            seen.append("taken by another")
+        except InputError:
+            seen.append("held")
+        with TestClient(app, base_url="http://127.0.0.1") as c:  # on the lock it holds
+            assert c.get("/api/info").status_code == 200
+
+    monkeypatch.setattr(uvicorn, "run", serving)
+    assert cli(["serve", "--data-dir", str(data), "--port", str(_free_port())]) == 0
+    assert seen == ["held"]
+    claim_data_dir(data.resolve()).close()  # and let go when it stopped
+
+
+def _free_port() -> int:
+    from test_web_support import free_port
+
+    return free_port()
+
+
 def test_head_requests_and_one_cache_header(client: TestClient,
                                             done_job: dict[str, Any]) -> None:
     for url in ("/", f"/api/jobs/{done_job['id']}", done_job["urls"]["images"]["t1"]):

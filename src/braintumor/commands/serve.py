@@ -134,11 +134,13 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise InputError(f"{data_dir}: cannot be used as the data folder ({exc.strerror}).") \
             from None
-    held = claim_data_dir(data_dir.resolve())  # one sentence if another server holds it
-    if held is not None:
-        held.close()
+    # one sentence if another server holds it; held from here on (the app takes it over),
+    # so a server started at the same moment cannot take it in between
+    held = claim_data_dir(data_dir.resolve())
     problem = _cannot_listen(args.host, args.port)
     if problem:  # said before the link is printed, not as uvicorn's log line after it
+        if held is not None:
+            held.close()
         print(f"error: {problem}", file=sys.stderr)
         return 1
     token = os.environ.get(TOKEN_ENV) or ""
@@ -150,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         ttl_s=args.ttl_hours * 3600.0, workers=args.workers, threads=args.threads,
         job_timeout_s=args.job_timeout_min * 60 if args.job_timeout_min else None,
         hosts=served_hosts(args.host, args.allow_host), proxies=args.allow_host,
+        data_lock=held,
     )
     shown = "127.0.0.1" if args.host in WILDCARD_HOSTS else args.host
     link = f"http://{shown}:{args.port}/" + ("?token=" + token if token else "")

@@ -400,7 +400,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                job_timeout_s: float | None = None, sample_options: dict[str, Any] | None = None,
                janitor_interval_s: float = 60.0, warm: bool = True,
                hosts: Collection[str] | None = None,
-               proxies: Collection[str] = ()) -> FastAPI:
+               proxies: Collection[str] = (), data_lock: Any = None) -> FastAPI:
     """Build the web application.
 
     ``data_dir``: where the job database and the jobs' files live; ``token``: access
@@ -413,7 +413,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     process at start rather than on the first job; ``hosts``: the names the server
     answers to in the ``Host`` header (None: any, as when it listens on every address;
     :class:`SecurityMiddleware`); ``proxies``: the names (``name`` or ``name:port``) a
-    reverse proxy serves the page by, whose ``Origin`` is the page's own.
+    reverse proxy serves the page by, whose ``Origin`` is the page's own; ``data_lock``:
+    the data folder's lock (:func:`~braintumor.web.store.claim_data_dir`) taken by the
+    caller, which the server holds from then on instead of claiming the folder itself.
     """
     tok = os.environ.get(TOKEN_ENV) if token is None else token
     store = JobStore(data_dir, ttl_s=ttl_s)
@@ -434,7 +436,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
-        n = store.claim()
+        n = store.claim(data_lock)
         if n:
             log.info("%d interrupted job(s) queued again", n)
         store.purge_expired()

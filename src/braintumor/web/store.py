@@ -150,15 +150,17 @@ class JobStore:
             self._db.close()
 
     # -- one server per data folder ---------------------------------------------------
-    def claim(self) -> int:
+    def claim(self, held: Any = None) -> int:
         """Hold the data folder for this server (an exclusive lock on ``server.lock``,
         released when the process ends or :meth:`release` is called), then tidy what a
         stopped server left: running jobs go back in the queue, uploads that were cut
         off are deleted (no upload survives its server), and no job outlives the
         time-to-live in force now. A second server on the folder would run the first
-        one's jobs again: :class:`~braintumor.errors.InputError` says so instead. Returns
-        how many jobs went back in the queue."""
-        self._lock_fh = claim_data_dir(self.data_dir)
+        one's jobs again: :class:`~braintumor.errors.InputError` says so instead. ``held``:
+        the lock :func:`claim_data_dir` gave the caller already, now this store's to hold
+        (so no other server can take the folder in between). Returns how many jobs went
+        back in the queue."""
+        self._lock_fh = held if held is not None else claim_data_dir(self.data_dir)
         with self._lock:
             cut = [r["id"] for r in self._db.execute(
                 "SELECT id FROM jobs WHERE status = 'uploading'")]
