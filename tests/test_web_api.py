@@ -2228,7 +2228,9 @@ def test_serve_holds_the_data_folder_from_its_check_to_its_stop(
     data = tmp_path / "data"
     seen: list[str] = []
 
-    def serving(app: Any, **_: Any) -> None:
+    def serving(server: Any, *_: Any) -> None:
+        app = server.config.app
+        server.started = True
         try:  # a second server starting now
             claim_data_dir(data.resolve()).close()
             seen.append("taken by another")
@@ -2237,7 +2239,7 @@ def test_serve_holds_the_data_folder_from_its_check_to_its_stop(
         with TestClient(app, base_url="http://127.0.0.1") as c:  # on the lock it holds
             assert c.get("/api/info").status_code == 200
 
-    monkeypatch.setattr(uvicorn, "run", serving)
+    monkeypatch.setattr(uvicorn.Server, "run", serving)
     assert cli(["serve", "--data-dir", str(data), "--port", str(_free_port())]) == 0
     assert seen == ["held"]
     claim_data_dir(data.resolve()).close()  # and let go when it stopped
@@ -2247,6 +2249,50 @@ def _free_port() -> int:
     from test_web_support import free_port
 
     return free_port()
+
+
+def test_a_stop_answers_an_upload_still_arriving_at_once(methods: None,
+                                                        tmp_path: Path) -> None:
+    """Stopping the server (SIGTERM) while an upload streams in answers it with a 503 in
+    one sentence at once, keeps nothing of it, and the stop takes well under 10 s."""
+    import signal
+    import socket
+    import threading
+
+    import uvicorn
+
+    from braintumor.commands.serve import GRACEFUL_STOP_S, _stopping_server
+    from test_web_support import free_port
+
+    app = create_app(tmp_path / "data", token="", warm=False)
+    port = free_port()
+    server = _stopping_server()(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_STOP_S))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    while not server.started:
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.05)
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a_t1.nii.gz\""
+            b"\r\n\r\n" + b"x" * (1 << 20) + b"\r\n--B--\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"multipart/form-data; boundary=B\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body[: len(body) // 2])
+        time.sleep(0.5)  # the upload is under way, and stalls
+        t0 = time.monotonic()
+        server.handle_exit(signal.SIGTERM, None)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    thread.join(15)
+    took = time.monotonic() - t0
+    assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+    assert b"The server is stopping" in reply
+    assert not thread.is_alive() and took < 5, took
+    assert list((tmp_path / "data" / "jobs").iterdir()) == []
 
 
 def test_head_requests_and_one_cache_header(client: TestClient,

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 NAME = "serve"
 HELP = "Start the web page: upload MRI, watch progress, view, correct, measure, download."
@@ -116,6 +117,28 @@ def _cannot_listen(host: str, port: int) -> str | None:
         return f"cannot listen on {host}:{port} ({exc.strerror})."
 
 
+#: seconds a stop waits for requests under way (uploads end at once: StoppingServer), so
+#: that with the workers' own stop it stays within 10 s
+GRACEFUL_STOP_S = 5
+
+
+def _stopping_server() -> type:
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        """uvicorn's server, which also tells the app (``app.state.stopping``) when it is
+        asked to stop, so uploads still streaming in are answered at once (503) rather
+        than holding up the stop."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+            if stopping is not None:
+                stopping.set()
+            super().handle_exit(sig, frame)
+
+    return StoppingServer
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -158,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     link = f"http://{shown}:{args.port}/" + ("?token=" + token if token else "")
     print(f"braintumor web page: {link}  (data in {data_dir}; Ctrl+C stops)")
     # a stalled upload must not hold up a stop for ever (a service manager would kill it)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=10)
-    return 0
+    server = _stopping_server()(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_STOP_S))
+    server.run()
+    return 0 if server.started else 1

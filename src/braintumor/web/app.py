@@ -49,7 +49,7 @@ from braintumor.web.inputs import (
     switch,
 )
 from braintumor.web.store import Job, JobStore
-from braintumor.web.upload import UnsupportedUpload, UploadTooLarge
+from braintumor.web.upload import ServerStopping, UnsupportedUpload, UploadTooLarge
 from braintumor.web.worker import WorkerPool, labels_path
 
 log = logging.getLogger("braintumor.web")
@@ -178,6 +178,8 @@ def _status_for(exc: InputError) -> int:
         return 413
     if isinstance(exc, UnsupportedUpload):
         return 415
+    if isinstance(exc, ServerStopping):
+        return 503
     if isinstance(exc, CorrectionUnavailable):
         return 501
     if isinstance(exc, FeatureUnavailable):
@@ -461,6 +463,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     app.state.pool = pool
     app.state.corrector = corrector
     app.state.max_upload_bytes = int(max_upload_bytes)
+    #: set when the server is told to stop (:class:`braintumor.commands.serve.StoppingServer`):
+    #: uploads still streaming in end at once with a 503 instead of holding up the stop
+    app.state.stopping = threading.Event()
 
     method_cache: dict[str, Any] = {"t": 0.0, "names": []}
 
@@ -695,7 +700,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job_dir = store.job_dir(job.id)
         try:
             fields, files = await read_multipart(request, job_dir / "upload",
-                                                 app.state.max_upload_bytes)
+                                                 app.state.max_upload_bytes,
+                                                 app.state.stopping.is_set)
             method = "2d"
             inputs = await run_in_threadpool(_prepare, job_dir, fields, files)
             if inputs.get("source") != "image2d":
@@ -1033,7 +1039,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job = done_3d(job_id)
         tmp = store.job_dir(job_id) / f"compare_{secrets.token_hex(4)}"
         try:
-            fields, files = await read_multipart(request, tmp, 256 << 20)
+            fields, files = await read_multipart(request, tmp, 256 << 20,
+                                                 app.state.stopping.is_set)
             before = [f for f in files if f.field == "before"]
             if len(before) != 1:
                 raise InputError("Send the earlier scan's label map as one file in the "

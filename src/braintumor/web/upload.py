@@ -9,7 +9,9 @@ so an over-large upload is refused (413) without being stored whole.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +38,41 @@ class UploadTooLarge(InputError):
 
 class UnsupportedUpload(InputError):
     """A kind of file or request the server does not handle (answered with 415)."""
+
+
+class ServerStopping(InputError):
+    """The server is stopping while the upload streams in (answered with 503)."""
+
+
+STOPPING = ("The server is stopping, so the upload was not kept; send it again once the "
+            "server is back.")
+
+
+async def _chunks(request: Any, stopping: Callable[[], bool] | None) -> AsyncIterator[bytes]:
+    """The request body's chunks as they arrive; once ``stopping()`` is true (checked
+    between chunks, and every quarter second while none arrives), :class:`ServerStopping`."""
+    stream = request.stream().__aiter__()
+    while True:
+        if stopping is None:
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                return
+            yield chunk
+            continue
+        if stopping():
+            raise ServerStopping(STOPPING)
+        task = asyncio.ensure_future(stream.__anext__())
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and stopping():
+                task.cancel()
+                raise ServerStopping(STOPPING)
+        try:
+            chunk = task.result()
+        except StopAsyncIteration:
+            return
+        yield chunk
 
 
 @dataclass
@@ -168,11 +205,14 @@ class _Collector:
             self._fh = None
 
 
-async def read_multipart(request: Any, dest: Path, limit: int
+async def read_multipart(request: Any, dest: Path, limit: int,
+                         stopping: Callable[[], bool] | None = None
                          ) -> tuple[dict[str, str], list[UploadedFile]]:
     """Read a ``multipart/form-data`` request body into ``dest``.
 
-    ``request``: a Starlette request; ``limit``: most bytes the body may have. Returns
+    ``request``: a Starlette request; ``limit``: most bytes the body may have;
+    ``stopping``: true once the server stops, which ends the reading
+    (:class:`ServerStopping`) rather than keep the stop waiting for the client. Returns
     the text fields and the stored files. Raises :class:`UploadTooLarge`,
     :class:`UnsupportedUpload` or :class:`InputError` (one sentence each).
     """
@@ -200,7 +240,7 @@ async def read_multipart(request: Any, dest: Path, limit: int
         parser = MultipartParser(params[b"boundary"], col.callbacks())  # type: ignore[arg-type]
     total = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, stopping):
             total += len(chunk)
             if total > limit:
                 raise UploadTooLarge(f"The upload is over this server's limit of "
