@@ -2024,6 +2024,17 @@ def test_the_time_to_live_runs_from_when_a_job_finished(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_failed_job_does_not_keep_the_stage_it_had_reached(tmp_path: Path) -> None:
+    from braintumor.web.store import JobStore
+
+    store = JobStore(tmp_path)
+    job = store.create("upload", "cnn", status="running")
+    store.set_progress(job.id, 0.4, "CNN, 1 model")
+    store.finish(job.id, "failed", "The segmentation process stopped unexpectedly.")
+    assert store.get(job.id).stage == "failed"  # type: ignore[union-attr]
+    store.close()
+
+
 def test_cnn_fast_mode_is_the_default_and_accurate_turns_it_off(
         client: TestClient, case_files: dict[str, Path]) -> None:
     from braintumor.web.app import _job_options

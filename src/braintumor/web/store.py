@@ -281,9 +281,9 @@ class JobStore:
                                   "finished": now, "expires": now + self.ttl_s}
         if status == "done":
             fields.update(progress=1.0, stage="done")
-        elif status == "cancelled":
+        else:
             # not the stage it had reached, which would read as if it were still at it
-            fields["stage"] = "cancelled"
+            fields["stage"] = status
         if result is not None:
             fields["result"] = result
         self.update(job_id, **fields)
