@@ -1264,3 +1264,42 @@ def test_the_viewer_from_the_keyboard(server: ServerThread, page: Any, tmp_path:
     page.wait_for_timeout(300)
     page.click("#diam-et")
     _until(page, "Math.abs(document.getElementById('centre').getBoundingClientRect().top) < 2")
+
+
+def _delete(server: ServerThread, job_id: str) -> None:
+    req = urllib.request.Request(f"{server.url}/api/jobs/{job_id}", method="DELETE")
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback test server
+        assert r.status == 204
+
+
+def test_a_job_deleted_while_its_page_is_open_says_so(server: ServerThread, page: Any,
+                                                     tmp_path: Path) -> None:
+    """A job deleted (or expired) while its page is open: a download says why in the
+    page instead of replacing it; a queued job stops waiting and offers no Cancel."""
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    job_id = page.url.rsplit("/", 1)[1]
+    _delete(server, job_id)
+    page.click("#dl-labels")
+    expect(page.locator("#job-msg")).to_have_text(re.compile("^No such job"))
+    assert page.url.endswith(f"/jobs/{job_id}")
+    expect(page.locator("#dl-labels")).to_have_class(re.compile("disabled"))
+    # a queued job behind a slow one, deleted while its page polls
+    files = write_case_files(small_case(), tmp_path / "queued", with_label=False)
+    ids = []
+    for method in ("slow", "threshold"):
+        _choose_files(page, server, [str(p) for p in files.values()], method)
+        page.click("#submit-btn")
+        page.wait_for_selector("body[data-status='queued'], body[data-status='running']")
+        _until(page, "location.pathname.startsWith('/jobs/')")
+        ids.append(page.url.rsplit("/", 1)[1])
+    expect(page.locator("#cancel-btn")).to_be_visible()
+    _delete(server, ids[1])
+    expect(page.locator("#job-msg")).to_have_text(re.compile("^No such job"), timeout=10_000)
+    expect(page.locator("#cancel-btn")).to_be_hidden()
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/api/jobs/" in r.url else None)
+    page.wait_for_timeout(4500)
+    assert polls == []  # it stopped asking
+    _delete(server, ids[0])

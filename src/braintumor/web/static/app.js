@@ -40,7 +40,9 @@ async function api(path, options = {}) {
   if (type.includes("application/json")) body = await res.json();
   if (!res.ok) {
     const detail = body && body.detail ? body.detail : `The server answered ${res.status}.`;
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    err.status = res.status;
+    throw err;
   }
   return body;
 }
@@ -107,6 +109,7 @@ function wireUi() {
   $("submit-btn").addEventListener("click", submitUpload);
   $("ref-input").addEventListener("change", () => { if (state.files.length) checkSize(); });
   $("cancel-btn").addEventListener("click", cancelJob);
+  for (const id of ["dl-labels", "dl-report-pdf"]) $(id).addEventListener("click", checkedDownload);
   $("series-btn").addEventListener("click", confirmSeries);
   for (const b of document.querySelectorAll("#mod-btns button")) {
     b.addEventListener("click", () => switchModality(b.dataset.mod));
@@ -462,8 +465,42 @@ async function poll() {
     showJob(job, false);
   } catch (e) {
     setMsg("job-msg", e.message);
-    state.pollTimer = setTimeout(poll, 2000);
+    if (e.status === 404) jobGone();  // deleted or expired: nothing more will come
+    else state.pollTimer = setTimeout(poll, 2000);
   }
+}
+
+// the job was deleted or expired while its page was open: its sentence stays, and
+// nothing offers to act on it any more
+function jobGone() {
+  $("cancel-btn").hidden = true;
+  for (const id of ["dl-labels", "dl-report-html", "dl-report-pdf"]) {
+    $(id).classList.add("disabled");
+    $(id).removeAttribute("href");
+    $(id).setAttribute("aria-disabled", "true");
+  }
+}
+
+// a download asks first whether the job is still there, so a job gone since shows its
+// sentence here instead of replacing the page with the server's answer
+async function checkedDownload(ev) {
+  const a = ev.currentTarget;
+  if (!a.href) return;
+  ev.preventDefault();
+  const url = a.href;
+  let res = null;
+  try {
+    res = await fetch(url, { method: "HEAD", credentials: "same-origin" });
+  } catch (e) {
+    setMsg("job-msg", `The server could not be reached (${e.message}).`);
+    return;
+  }
+  if (!res.ok) {
+    try { await api(url); } catch (e) { setMsg("job-msg", e.message); }  // its sentence
+    if (res.status === 404) jobGone();
+    return;
+  }
+  window.location.href = url;
 }
 
 async function cancelJob() {
@@ -495,6 +532,7 @@ function render(job) {
   // a shared link's tab says whose scan it is, then how far its job is
   document.title = `${name ? `${name} · ` : ""}${st.textContent} · braintumor`;
   // a job that stops takes Cancel away: the focus goes to the line that says it stopped
+  $("cancel-btn").hidden = false;
   disable("cancel-btn", TERMINAL.includes(job.status) || job.stage === "cancelling",
           "job-status-line");
   if (state.started === job.id && TERMINAL.includes(job.status)) {
