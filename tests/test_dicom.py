@@ -325,6 +325,7 @@ DESCRIPTIONS = [
     ("t1_mprage_sag_p2_iso", "t1"), ("3D T1 BRAVO +C", "t1ce"), ("AX T1 SE POST GAD", "t1ce"),
     ("ep2d_diff_3scan", None), ("Ax 3D BRAVO +C", "t1ce"), ("Sag 3D BRAVO", "t1"),
     ("3D TFE GADO", "t1ce"), ("sag_mp2rage_iso", "t1"), ("Ax T2 TFE", "t2"),
+    ("T1_KM_nativ", "t1"), ("t1_tse_tra_prae_KM", "t1"),
     # German: KM (Kontrastmittel) is post-contrast, "ohne KM" and "nativ" are not
     ("t1_se_tra_KM", "t1ce"), ("t1_mprage_sag_p2_iso_KM", "t1ce"), ("T1 SE tra nach KM", "t1ce"),
     ("t1_vibe_fs_tra_KM", "t1ce"), ("T1+KM", "t1ce"), ("T1 tra mit KM", "t1ce"),

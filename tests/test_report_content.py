@@ -183,6 +183,11 @@ def test_small_volumes_keep_their_precision_where_shown(tmp_path) -> None:
     assert "<td>0.048</td><td>0.044</td><td>0.004</td>" in page
     assert report.ml_text(45.556) == "45.56" and report.ml_text(0.0) == "0.00"
     assert report.ml_text(0.0004) == "< 0.001"
+    # one voxel of 0.5 mm (0.000125 mL) is there, in the volumes and as shown
+    one = np.zeros((10, 10, 10), np.uint8)
+    one[5, 5, 5] = 3
+    vols = report.volumes_ml(one, 0.000125)
+    assert vols["ET"] > 0 and report.ml_text(vols["WT"]) == "< 0.001"
 
 
 def test_follow_up_changes_are_the_differences_of_the_values_shown() -> None:

@@ -53,8 +53,11 @@ _AGENT = r"(contrast|gad\w*|gd|km|ce|c|enhanced|enhancement)"
 #: ``no contrast``, German ``ohne KM``, ``vor KM``, ``_PRE_KM``; ``nativ``, ``native``,
 #: ``unenhanced``, ``pre`` on its own (``T1 pre``)
 _PRE_CONTRAST = re.compile(
-    rf"\b(pre|w ?o|without|non|no|before|ohne|vor)[ -]?(iv )?{_AGENT}\b"
+    rf"\b(pre|prae|w ?o|without|non|no|before|ohne|vor)[ -]?(iv )?{_AGENT}\b"
     r"|\b(nativ|native|unenhanced|nonenhanced|noncon|pre)\b")
+#: a series named as one without contrast by a word of its own (German ``nativ``):
+#: whatever agent the description names besides (``T1_KM_nativ``), it is the T1
+_NATIVE = re.compile(r"\b(nativ|native|unenhanced|nonenhanced)\b")
 #: a contrast agent given: ``POST``, ``GAD``, ``Gd``, ``+C``, ``+ C``, ``C+``, ``contrast``
 #: (``w/ contrast``, ``with contrast``), ``CE``, German ``KM`` (``mit KM``, ``nach KM``,
 #: ``T1+KM``), read once the phrases that say without one are taken out
@@ -114,6 +117,8 @@ def _t1_or_t1ce(joined: str) -> str:
     is taken out before the contrast words are looked for, so it reads as the T1."""
     text = " ".join(t for t in re.split(r"[^a-z0-9+]+", joined.lower().replace("+", " + "))
                     if t)
+    if _NATIVE.search(text):  # said to be without contrast outright: no agent word counts
+        return "t1"
     text = _PRE_CONTRAST.sub(" ", text)
     return "t1ce" if _POST_CONTRAST.search(text) else "t1"
 

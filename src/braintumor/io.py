@@ -725,8 +725,12 @@ def _inflate(files: list[Path], links: Path) -> bool:
             ds = pydicom.dcmread(f)
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             link = links / f"{i:05d}.dcm"
-            link.unlink()  # the link, not the file it points to
-            ds.save_as(link, enforce_file_format=True)
+            part = links / f"{i:05d}.part"
+            try:  # pydicom 3's keyword; 2.x writes a whole file with write_like_original off
+                pydicom.dcmwrite(part, ds, enforce_file_format=True)
+            except TypeError:
+                ds.save_as(part, write_like_original=False)
+            part.replace(link)  # the link, not the file it pointed to, is replaced
         except Exception:  # noqa: BLE001 - pydicom raises many kinds; said by dcm2niix_fault
             return False
         done = True

@@ -62,7 +62,8 @@ def volumes_ml(labels: np.ndarray, voxel_volume_ml: float) -> dict[str, float]:
          for name, val in (("NCR", L.NCR), ("ED", L.ED), ("ET", L.ET))}
     v["TC"] = v["NCR"] + v["ET"]
     v["WT"] = v["TC"] + v["ED"]
-    return {k: round(v[k], 3) for k in ("WT", "TC", "ET", "NCR", "ED")}
+    # to 1e-6 mL (a voxel of 0.5 mm is 1.25e-4 mL): a region present never rounds to 0
+    return {k: round(v[k], 6) for k in ("WT", "TC", "ET", "NCR", "ED")}
 
 
 #: the voxel order pictures are drawn from: the first axis runs to the patient's left, so
