@@ -1164,6 +1164,11 @@ def test_the_empty_page_names_its_parts_and_keeps_idle_controls_out_of_reach(
     label = gl.get_attribute("aria-label") or ""
     assert "Page Up" in label and "Ctrl" not in label, label
     assert page.get_attribute("#location-live", "role") == "status"
+    # small volumes read as the reports give them (report.ml_text)
+    from braintumor.report import ml_text
+
+    for v in (0.0, 0.0004, 0.004, 0.0449, 0.1, 45.556):
+        assert page.evaluate(f"mlText({v})") == ml_text(v), v
 
     # the upload's progress: a polite status rewritten each tenth of the way
     page.evaluate("""window.__said = 0; state.uploadStep = 0;

@@ -27,7 +27,8 @@ def volumes_ml(labels: np.ndarray, voxel_ml: float) -> dict[str, float]:
     ``labels``: ``(X, Y, Z)`` internal labels; ``voxel_ml``: one voxel's volume in mL.
     """
     counts = np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=4)
-    return {key: round(float(sum(int(counts[v]) for v in vals)) * voxel_ml, 3)
+    # to 1e-6 mL, as the reports keep them: a region present never rounds to 0
+    return {key: round(float(sum(int(counts[v]) for v in vals)) * voxel_ml, 6)
             for key, _, vals in VOLUME_ROWS}
 
 

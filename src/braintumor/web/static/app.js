@@ -1113,6 +1113,14 @@ function enableLink(id, url) {
   a.removeAttribute("aria-disabled");
 }
 
+// a volume (mL) as the reports show it (report.ml_text): to 0.01 mL, to 0.001 mL under
+// 0.1 mL so that a small region neither looks absent nor makes TC = NCR + ET disagree as
+// shown, and "< 0.001" for one present that rounds to 0
+function mlText(v) {
+  if (v === 0 || v >= 0.1) return v.toFixed(2);
+  return Number(v.toFixed(3)) > 0 ? v.toFixed(3) : "< 0.001";
+}
+
 function renderResult(job) {
   const r = job.result || {};
   const s = r.summary || {};
@@ -1125,7 +1133,7 @@ function renderResult(job) {
     const td2 = document.createElement("td");
     td2.className = "num";
     td2.dataset.key = row.key;
-    td2.textContent = (s.volumes_ml[row.key] ?? 0).toFixed(2);
+    td2.textContent = mlText(s.volumes_ml[row.key] ?? 0);
     tr.append(td1, td2);
     body.appendChild(tr);
   }
