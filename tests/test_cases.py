@@ -646,3 +646,27 @@ def test_scaled_integer_files_are_read_with_their_scale(tmp_path: Path, four_d: 
     case = load_case(where, with_label=False)
     np.testing.assert_allclose(case.image, stored.astype(np.float64) * slope + inter,
                                rtol=1e-6)
+
+
+def test_cohort_sorted_into_site_folders_and_4d_files_beside_cases(tmp_path: Path) -> None:
+    """A cohort kept as site folders of case folders (some a level deeper), with a 4D
+    file lying beside the case folders: every case is found, none passed over in silence,
+    and a broken case below is reported while the others are kept."""
+    cohort = tmp_path / "cohort"
+    write_brats(cohort / "siteA", "A1", seed=1)
+    write_brats(cohort / "siteA", "A2", seed=2)
+    write_brats(cohort / "siteB" / "scanner2", "B1", seed=3)
+    write_brats(cohort / "siteB", "Bbad", skip=("flair",))
+    msd, _ = _write_msd(tmp_path / "Task01")
+    (cohort / "siteA" / "four.nii.gz").write_bytes(msd.read_bytes())
+    (cohort / "notes").mkdir()  # a folder holding no case is passed over
+    (cohort / "notes" / "readme.txt").write_text("x")
+    errors: list[InputError] = []
+    found = discover(cohort, errors=errors)
+    assert [s.case_id for s in found] == ["A1", "A2", "B1", "four"]
+    assert [str(e) for e in errors] == [
+        f"{cohort / 'siteB' / 'Bbad'}: case Bbad is missing the FLAIR modality (found: T1, "
+        "T1ce, T2). T1ce and FLAIR are needed; a case without T1 or T2 is segmented by the "
+        "watershed alone."]
+    # one site folder given: its 4D file beside the case folders counts too
+    assert [s.case_id for s in discover(cohort / "siteA")] == ["A1", "A2", "four"]

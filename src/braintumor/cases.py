@@ -244,9 +244,17 @@ def _msd_label_for(image4d: Path) -> Path | None:
     return None
 
 
-def discover(path: str | Path, errors: list[InputError] | None = None) -> list[CaseSource]:
+#: how many folders deep below the one given a cohort's cases are looked for (site /
+#: scanner / time point folders around the case folders)
+MAX_NESTING = 4
+
+
+def discover(path: str | Path, errors: list[InputError] | None = None,
+             _depth: int = 0) -> list[CaseSource]:
     """Find every case under ``path`` (a case folder, a dataset folder or a 4D NIfTI);
-    hidden files and folders (a leading dot) are passed over.
+    hidden files and folders (a leading dot) are passed over. A dataset's cases may lie in
+    folders of folders (a cohort sorted by site, up to :data:`MAX_NESTING` deep), and 4D
+    NIfTI cases may lie beside case folders.
 
     Raises :class:`InputError` when nothing usable is found or a case lacks a modality;
     with ``errors``, a dataset's case folder that fails is added to it and the others
@@ -279,13 +287,18 @@ def discover(path: str | Path, errors: list[InputError] | None = None) -> list[C
             found = _brats_cases(sub, sub_files)
             if not found and not sub.name.lower().startswith(("images", "labels")):
                 found = _named_cases(sub, sub_files, strict=False)
+            if not found and _depth < MAX_NESTING and not sub.name.lower().startswith("labels"):
+                # a site's (or scanner's) folder of cases, or of 4D files: its cases count
+                found = discover(sub, errors, _depth + 1)
         except InputError as exc:
             if errors is None:
                 raise
             errors.append(exc)
             continue
         out.extend(found)
-    if not out:
+    if out:  # 4D NIfTI cases lying beside case folders are cases too
+        out += [_msd_source(f) for f in files if is_nifti(f.name) and _is_4d_case(f)]
+    else:
         niftis = [f for f in files if is_nifti(f.name)]
         # a Decathlon task's root: its images folders hold the 4D cases
         images = [d for d in sorted(p.iterdir()) if d.is_dir() and not is_hidden(d)
@@ -296,7 +309,10 @@ def discover(path: str | Path, errors: list[InputError] | None = None) -> list[C
             out = [_msd_source(f) for d in images for f in sorted(d.iterdir())
                    if f.is_file() and not is_hidden(f) and is_nifti(f.name)]
         else:
-            out = _named_cases(p, files)
+            # a folder below the one given may hold anything (earlier outputs, notes)
+            out = _named_cases(p, files, strict=not _depth)
+    if _depth:  # its failing cases are in ``errors``; one holding none is passed over
+        return out
     if not out and errors:  # every case folder failed: the first says why
         raise errors.pop(0)
     if not out:
