@@ -528,3 +528,54 @@ def test_serve_on_a_port_in_use_is_one_sentence_before_the_link(
 def test_no_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+@needs_predict
+def test_predict_interrupted_keeps_finished_cases_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a cohort's third case: the two cases finished before it keep their
+    label maps and their volumes.csv rows (with an earlier run's row), and nothing
+    half-written is left in the output folder."""
+    import braintumor.segment as segment_module
+
+    for cid in ("c1", "c2", "c3"):
+        _case(tmp_path / "ds", cid)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "volumes.csv").write_text("case,WT_mL\nearlier,1.00\n")
+    real = segment_module.segment
+
+    def stopped_at_c3(case: object, *args: object, **kwargs: object) -> object:
+        if getattr(case, "case_id", "") == "c3":
+            raise KeyboardInterrupt
+        return real(case, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segment_module, "segment", stopped_at_c3)
+    assert main(["predict", str(tmp_path / "ds"), "-o", str(out), "--method",
+                 "watershed"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at c3: the 2 case(s) finished before it are written" in err
+    rows = (out / "volumes.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["earlier", "c1", "c2"]
+    assert sorted(p.name for p in out.iterdir()) == ["c1.nii.gz", "c2.nii.gz", "volumes.csv"]
+
+
+def test_label_map_stopped_mid_write_leaves_the_earlier_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label map whose writing is stopped half-way (Ctrl-C, a full disk) leaves the
+    earlier file whole, and no partial file beside it."""
+    from braintumor.io import save_label_nifti
+
+    target = save_label_nifti(np.ones(SHAPE, np.uint8), tmp_path / "c1.nii.gz", affine=AFF)
+    before = target.read_bytes()
+
+    def half_write(img: object, filename: str) -> None:
+        Path(filename).write_bytes(before[: len(before) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nib, "save", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_label_nifti(np.zeros(SHAPE, np.uint8), target, affine=AFF)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c1.nii.gz"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io as stdio
+import os
 import re
 import shutil
 import subprocess
@@ -504,8 +505,21 @@ def save_label_nifti(
     img.header["scl_inter"] = 0
     img.header["cal_min"] = 0
     img.header["cal_max"] = max(int(lab.max()), 1) if lab.size else 1
-    nib.save(img, str(out))
+    save_whole(img, out)
     return out
+
+
+def save_whole(img: Any, out: Path) -> None:
+    """``nib.save`` beside ``out`` (a hidden file, passed over by discovery) and renamed
+    over it: a run stopped mid-write (Ctrl-C, a full disk) leaves the earlier file, or
+    none, never a half-written one that reads as truncated."""
+    tmp = out.with_name(f".part-{os.getpid()}-{out.name}")
+    try:
+        nib.save(img, str(tmp))
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_float_nifti(
@@ -522,7 +536,7 @@ def save_float_nifti(
     img = nib.Nifti1Image(arr, affine, header=hdr)
     img.header["scl_slope"] = 1
     img.header["scl_inter"] = 0
-    nib.save(img, str(out))
+    save_whole(img, out)
     return out
 
 

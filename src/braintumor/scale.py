@@ -214,6 +214,8 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
         raise OSError(exc.errno, f"the volume table could not be written ({exc.strerror}); "
                       "the label maps are written, the earlier table is kept",
                       str(path)) from None
+    finally:  # a Ctrl-C mid-write leaves no copy behind either
+        tmp.unlink(missing_ok=True)
     return path
 
 

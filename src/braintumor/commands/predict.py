@@ -320,6 +320,7 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                     written.append(seg_file)
                 prog.update(task, stage="measuring")
                 rows.append(volume_row(case, res, args.method, args.diameters))
+                _keep_row(rows[-1], out_dir)
                 done = "done"
                 if res.info.get("resampled_to_mm"):
                     vox = "x".join(f"{s:g}" for s in case.spacing)
@@ -327,11 +328,30 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                 prog.update(task, completed=1.0, stage=done)
                 if res.info.get("warning"):
                     print(f"warning: {case.case_id}: {res.info['warning']}", file=sys.stderr)
+            except KeyboardInterrupt:
+                prog.update(task, stage="interrupted")
+                prog.stop()
+                print(f"interrupted at {src.case_id}: the {len(rows)} case(s) finished "
+                      f"before it are written, with their rows in {out_dir / 'volumes.csv'}.",
+                      file=sys.stderr)
+                raise
             except Exception as exc:  # noqa: BLE001 - one case failing leaves the others
                 prog.update(task, stage="failed")
                 print(f"error: {_named(src.case_id, describe_failure(exc))}", file=sys.stderr)
                 failures += 1
     return failures
+
+
+def _keep_row(row: dict[str, Any], out_dir: Path) -> None:
+    """Add a finished case's row to ``volumes.csv`` at once, so that a run stopped later
+    (Ctrl-C, a killed job) keeps it; a table that cannot be written is said once, at the
+    end of the run."""
+    from braintumor.scale import write_volume_table
+
+    try:
+        write_volume_table([row], out_dir)
+    except Exception:  # noqa: BLE001,S110 - _table says why, after the run
+        pass
 
 
 def _series_choice(text: str | None, studies: list[Path], others: list[Path]
@@ -477,6 +497,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         print(f"[{done}/{len(sources)}] {o.case_id}: {state}", file=sys.stderr, flush=True)
         if o.warning:
             print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
+        if o.ok and o.row:
+            _keep_row(o.row, out_dir)
 
     outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
                             _options(args), on_done=report, report=args.report,
