@@ -579,3 +579,25 @@ def test_label_map_stopped_mid_write_leaves_the_earlier_one(
         save_label_nifti(np.zeros(SHAPE, np.uint8), target, affine=AFF)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c1.nii.gz"]
+
+
+@needs_predict
+def test_predict_log_lines_and_failures_summed_up_at_the_end(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr not a terminal (a log file): a plain line per case as it ends, no bars or
+    control characters; the run ends by listing every failure with its sentence."""
+    _case(tmp_path / "ds", "c1")
+    bad = _case(tmp_path / "ds", "c2")
+    (bad / "c2_flair.nii.gz").write_bytes((bad / "c2_flair.nii.gz").read_bytes()[:200])
+    _case(tmp_path / "ds", "c3")
+    rc = main(["predict", str(tmp_path / "ds"), "-o", str(tmp_path / "out"), "--method",
+               "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "\x1b" not in err and "━" not in err and "\r" not in err
+    lines = err.splitlines()
+    progress = [ln.split(" (")[0] for ln in lines if ln.startswith("[")]
+    assert progress == ["[1/3] c1: done", "[2/3] c2: failed", "[3/3] c3: done"]
+    (said,) = [ln[len("error: "):] for ln in lines if ln.startswith("error: ")]
+    assert said.startswith("c2: ") and "truncated or corrupt" in said
+    assert lines[-2:] == ["1 input(s) failed; 3 file(s) written. Failed:", f"  - {said}"]

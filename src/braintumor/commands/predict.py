@@ -108,11 +108,25 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
 MAX_UNZIPPED_BYTES = 32 * 2**30
 
 
+#: this run's failures, each one sentence, said again together at its end
+_FAILED: list[str] = []
+
+
+def _error(text: object) -> None:
+    """One input's failure: its ``error:`` line now, and its sentence again in the
+    summary at the end of the run, where a long cohort's failures would otherwise be
+    scrolled away among the progress lines."""
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    _FAILED.append(str(text))
+
+
 def run(args: argparse.Namespace) -> int:
     """``predict``: a zip among the inputs (a zipped DICOM study, case folder or dataset)
     is unpacked next to the outputs for the run (a case named after the zip where its
     files name none) and removed afterwards."""
     import shutil
+
+    _FAILED.clear()
 
     from braintumor.commands import output_folder
     from braintumor.errors import InputError
@@ -142,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 folder = _unzip_study(Path(raw), folder)
             except InputError as exc:  # one unreadable zip leaves the other inputs
-                print(f"error: {exc}", file=sys.stderr)
+                _error(exc)
                 failures += 1
                 continue
             inputs.append(str(folder))
@@ -239,10 +253,10 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
                               f"segmented from its {len(s.modality_paths)} images in "
                               f"{p.parent}.", file=sys.stderr)
                 for bad in skipped:  # a dataset's case that cannot be read: the rest go on
-                    print(f"error: {bad}", file=sys.stderr)
+                    _error(bad)
                     failures += 1
         except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(exc)
             failures += 1
     planned, clashing = _distinct_case_ids(planned)
     failures += clashing
@@ -257,7 +271,7 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
             # which series became which modality, for the user to check the match
             print(f"{cid}: {sources[-1].series}", file=sys.stderr)
         except InputError as exc:  # one study failing leaves the others
-            print(f"error: {exc}", file=sys.stderr)
+            _error(exc)
             failures += 1
     if not sources and not written:
         if failures:
@@ -296,8 +310,12 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
     from braintumor.segment import segment
 
     failures = 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stage]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as prog:
+    # a log (stderr piped to a file) gets a line per case as it ends, not bars at the end
+    prog: Any = (Progress(TextColumn("{task.description}"), BarColumn(),
+                          TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                          console=console, transient=False)
+                 if console.is_terminal else _CaseLines(len(sources)))
+    with prog:
         for src in sources:
             task = prog.add_task(src.case_id, total=1.0, stage="reading")
 
@@ -337,9 +355,43 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                 raise
             except Exception as exc:  # noqa: BLE001 - one case failing leaves the others
                 prog.update(task, stage="failed")
-                print(f"error: {_named(src.case_id, describe_failure(exc))}", file=sys.stderr)
+                _error(_named(src.case_id, describe_failure(exc)))
                 failures += 1
     return failures
+
+
+class _CaseLines:
+    """Progress where stderr is no terminal (a log file, a pipe): a plain line per case
+    when it ends (``[3/40] case: done (12.5 s)``), flushed, so that a long cohort's log
+    shows how far it got without a terminal's control characters."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.ended = total, 0
+        self.started: dict[str, float] = {}
+
+    def __enter__(self) -> _CaseLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, name: str, **_: Any) -> str:
+        import time
+
+        self.started[name] = time.perf_counter()
+        return name
+
+    def update(self, task: str, completed: float | None = None, stage: str = "") -> None:
+        import time
+
+        if stage.startswith("done") or stage in ("failed", "interrupted"):
+            self.ended += stage != "interrupted"
+            took = time.perf_counter() - self.started.get(task, time.perf_counter())
+            print(f"[{self.ended}/{self.total}] {task}: {stage} ({took:.1f} s)",
+                  file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        return None
 
 
 def _keep_row(row: dict[str, Any], out_dir: Path) -> None:
@@ -391,8 +443,8 @@ def _distinct_case_ids(planned: list[tuple[Path, str, Any]]) -> tuple[list[Any],
             advice = ("give the studies folders of different names" if found is None else
                       "give the cases folders of different names, or run one into another "
                       "folder")
-            print(f"error: {where}: another input of this run is also case {cid!r} "
-                  f"({first[key]}); {advice}.", file=sys.stderr)
+            _error(f"{where}: another input of this run is also case {cid!r} "
+                   f"({first[key]}); {advice}.")
             continue
         first[key] = where
         keep.append((where, cid, found))
@@ -412,8 +464,8 @@ def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]
     for s in sources:
         target = (out_dir / f"{s.case_id}.nii.gz").resolve()
         if target in inputs:
-            print(f"error: {s.case_id}: its label map would overwrite the input {target}; "
-                  "write the outputs to another folder.", file=sys.stderr)
+            _error(f"{s.case_id}: its label map would overwrite the input {target}; "
+                   "write the outputs to another folder.")
         else:
             keep.append(s)
     return keep, len(sources) - len(keep)
@@ -461,7 +513,7 @@ def _table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[list[Path], int]:
     try:
         table = write_volume_table(rows, out_dir)
     except Exception as exc:  # noqa: BLE001 - the outputs already written stand
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        _error(describe_failure(exc))
         return [], 1
     return ([table] if table else []), 0
 
@@ -510,6 +562,7 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
             written.append(out_dir / Path(o.path).name)
             written.extend(_report_files(args, out_dir, o.case_id))
         else:
+            # said at the end, just before the summary: not repeated in it
             print(f"error: {_named(o.case_id, str(o.error))}", file=sys.stderr)
             failures += 1
     table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
@@ -527,6 +580,11 @@ def _finish(written: list[Path], failures: int) -> int:
     for w in written:
         print(w)
     if failures:
-        print(f"{failures} input(s) failed; {len(written)} file(s) written.", file=sys.stderr)
+        # the failures said during the run, again, unless the one line is just above
+        recap = _FAILED if written or len(_FAILED) > 1 else []
+        print(f"{failures} input(s) failed; {len(written)} file(s) written."
+              + (" Failed:" if recap else ""), file=sys.stderr)
+        for text in recap:
+            print(f"  - {text}", file=sys.stderr)
         return 2 if not written else 1
     return 0
