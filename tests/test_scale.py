@@ -123,10 +123,13 @@ def test_cli_scheduler(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"case{i}.nii.gz" for i in range(3)]
     assert "error: case3:" in err and "Traceback" not in err
     assert err.count("/4] ") == 4  # one progress line per case
-    # the failure's sentence once (its error line), and the files named as given
-    assert sum("case3" in line for line in err.splitlines()) == 2
+    # the failure's sentence in its error line and again in the summary that ends the
+    # run, and the files named as given
+    assert sum("case3" in line for line in err.splitlines()) == 3
     assert "case3: failed\n" in err
-    assert "1 input(s) failed; 8 file(s) written." in err
+    said = next(ln for ln in err.splitlines() if ln.startswith("error: case3: "))
+    assert err.endswith(f"1 input(s) failed; 8 file(s) written. Failed:\n"
+                        f"  - {said[len('error: '):]}\n")
     listed = captured.out.split()
     assert str(out / "case0.nii.gz") in listed and str(out / "volumes.csv") in listed
     import csv

@@ -544,9 +544,12 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
     def report(o: CaseOutcome) -> None:
         nonlocal done
         done += 1
-        # a failure's sentence comes once, in its error line after the run
+        # a failure's sentence comes in its error line (as it arrives, as a serial run
+        # says it) and in the summary
         state = f"{o.seconds:.1f} s on {o.worker}" if o.ok else "failed"
         print(f"[{done}/{len(sources)}] {o.case_id}: {state}", file=sys.stderr, flush=True)
+        if not o.ok:
+            _error(_named(o.case_id, str(o.error)))
         if o.warning:
             print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
         if o.ok and o.row:
@@ -562,8 +565,6 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
             written.append(out_dir / Path(o.path).name)
             written.extend(_report_files(args, out_dir, o.case_id))
         else:
-            # said at the end, just before the summary: not repeated in it
-            print(f"error: {_named(o.case_id, str(o.error))}", file=sys.stderr)
             failures += 1
     table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
     return _finish(written + table + _index(args, out_dir), failures + failed)
