@@ -465,3 +465,20 @@ def test_an_output_that_cannot_be_written_is_said_before_any_scoring(folders, tm
         assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
         assert says in err and "Traceback" not in err
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_without_lesion_wise_a_missing_case_invents_no_lesion_wise_mean(folders, tmp_path):
+    # caseC has no prediction; with lesion-wise scoring off, no case has a lesion-wise
+    # score, so the summary must not report the missing case's penalty as the mean
+    pred, ref = folders
+    ev = E.evaluate_folders(pred, ref, lesions=False)
+    assert ev.missing == ["caseC"]
+    assert all(not k.startswith("lesion_") for r in ev.rows for k in r)
+    assert all(math.isnan(ev.summary["mean"][reg].get("lesion_dice", math.nan))
+               for reg in ev.regions)
+    out = E.write_csv(ev, tmp_path / "m.csv")
+    assert not any(c.startswith("lesion_") for c in read_csv(out)[0])
+    # with lesion-wise scoring on, the missing case still counts as every lesion missed
+    ev = E.evaluate_folders(pred, ref)
+    row = next(r for r in ev.rows if r["case"] == "caseC" and r["region"] == "WT")
+    assert (row["lesion_dice"], row["lesion_hd95"], row["lesion_fn"]) == (0.0, 374.0, 1)

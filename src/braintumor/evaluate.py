@@ -258,7 +258,11 @@ def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, .
         "must be on the reference's grid.")
 
 
-def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> dict[str, dict]:
+def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str],
+                    lesions: bool = True) -> dict[str, dict]:
+    """The worst-value scores of a reference without a (readable) prediction; without
+    ``lesions`` the lesion-wise keys are left out, as they are for the scored cases (a
+    summary of them would be the missing cases' penalties alone)."""
     ref, spacing, _ = load_label_map(ref_path, ref_labels, reference=True)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     masks = L.region_masks(ref)
@@ -266,10 +270,14 @@ def _missing_scores(ref_path: Path, ref_labels: str, regions: Iterable[str]) -> 
     for region in regions:
         s: dict[str, float] = {k: math.nan for k in M.SCORE_KEYS}
         s.update(MISSING_SCORES)
-        # every reference lesion is missed, as by an empty prediction
-        missed = M.lesion_wise(np.zeros_like(masks[region]), masks[region], spacing).fn
-        s.update(lesion_tp=0, lesion_fp=0, lesion_fn=missed, pred_volume_ml=0.0,
+        s.update(pred_volume_ml=0.0,
                  ref_volume_ml=int(np.count_nonzero(masks[region])) * voxel_ml)
+        if lesions:
+            # every reference lesion is missed, as by an empty prediction
+            missed = M.lesion_wise(np.zeros_like(masks[region]), masks[region], spacing).fn
+            s.update(lesion_tp=0, lesion_fp=0, lesion_fn=missed)
+        else:
+            s = {k: v for k, v in s.items() if not k.startswith("lesion_")}
         out[region] = s
     return out
 
@@ -427,15 +435,19 @@ def evaluate_folders(
                 unreadable.append(str(exc))
                 status = "unreadable"
         if status == "unreadable" or cid not in preds:
-            scores = _missing_scores(refs[cid], ref_labels, regions)
+            scores = _missing_scores(refs[cid], ref_labels, regions, lesions)
             status = "missing" if cid not in preds else status
         for region in regions:
             rows.append({"case": cid, "region": region, **scores[region], "status": status})
     if progress is not None:
         progress(1.0, "done")
-    keys = M.SCORE_KEYS + (("spd_diff_pct",) if diameters else ())
+    def scored(k: str) -> bool:
+        return lesions or not k.startswith("lesion_")
+
+    keys = tuple(filter(scored, M.SCORE_KEYS)) + (("spd_diff_pct",) if diameters else ())
     return Evaluation(rows=rows, summary=summarise(rows, regions, keys), missing=missing,
-                      extra={"mean_ci95": mean_intervals(rows, regions)},
+                      extra={"mean_ci95": mean_intervals(rows, regions,
+                                                         tuple(filter(scored, CI_KEYS)))},
                       unmatched=unmatched, regions=regions, unreadable=unreadable,
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
                                 "pred_labels": pred_labels, "hd95_method": hd95_method,
