@@ -295,3 +295,19 @@ def test_score_case_refuses_brats_file_labels() -> None:
     lab[3:6, 3:6, 3:6] = 4
     with pytest.raises(InputError, match="holds label 4; score_case takes internal labels"):
         M.score_case(lab, lab)
+
+
+@pytest.mark.parametrize("method", M.HD95_METHODS)
+def test_hd95_beyond_the_empty_penalty_is_not_capped(method):
+    # two 3-voxel cubes 88 slices apart at 5 mm slices: 440 mm between them, as
+    # surface-distance, MONAI and medpy all measure; 374 is only the empty-side penalty
+    ref = np.zeros((8, 8, 100), bool)
+    pred = ref.copy()
+    ref[2:5, 2:5, 2:5] = True
+    pred[2:5, 2:5, 90:93] = True
+    assert M.hd95(pred, ref, (1.0, 1.0, 5.0), method=method) == pytest.approx(440.0)
+    lab_p, lab_r = pred.astype(np.uint8) * 2, ref.astype(np.uint8) * 2
+    wt = M.score_case(lab_p, lab_r, (1.0, 1.0, 5.0), hd95_method=method)["WT"]
+    assert wt["hd95"] == pytest.approx(440.0)
+    # the far prediction touches no dilated lesion: a miss plus a false positive
+    assert (wt["lesion_fn"], wt["lesion_fp"], wt["lesion_hd95"]) == (1, 1, 374.0)

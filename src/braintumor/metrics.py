@@ -49,6 +49,10 @@ Empty masks (every metric documents the same rules)
       2023 code computes it, ``0 / (0 + eps)``);
     * specificity with no negative voxel at all (the reference fills the array): 1.
 
+    374 mm replaces only a distance that does not exist: a measured HD95 is never capped
+    (the BraTS 2023 code replaces only the infinite distance of an empty side), so on a
+    grid larger than BraTS's a prediction farther away than 374 mm scores its distance.
+
 Lesion-wise Dice and HD95 (BraTS 2023)
     As the BraTS 2023 challenge code (``get_lesion_wise_results``) computes them:
 
@@ -466,7 +470,7 @@ def _hd95_surfaces(sp_: Surface, sr_: Surface, method: str, percentile: float = 
     else:
         value = max(float(np.percentile(d_pr, percentile)),
                     float(np.percentile(d_rp, percentile)))
-    return min(value, EMPTY_HD95)
+    return value  # a real distance stands even past the empty-mask penalty
 
 
 def hd95(
