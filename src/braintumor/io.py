@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import io as stdio
-import os
 import re
 import shutil
 import subprocess
@@ -510,16 +509,10 @@ def save_label_nifti(
 
 
 def save_whole(img: Any, out: Path) -> None:
-    """``nib.save`` beside ``out`` (a hidden file, passed over by discovery) and renamed
-    over it: a run stopped mid-write (Ctrl-C, a full disk) leaves the earlier file, or
-    none, never a half-written one that reads as truncated."""
-    tmp = out.with_name(f".part-{os.getpid()}-{out.name}")
-    try:
-        nib.save(img, str(tmp))
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``nib.save`` through :func:`write_replacing`: a run stopped mid-write (Ctrl-C, a
+    full disk) leaves the earlier file, or none, never a half-written one that reads as
+    truncated (the temporary file is hidden, so discovery passes it over)."""
+    write_replacing(out, lambda tmp: nib.save(img, str(tmp)))
 
 
 def save_float_nifti(
