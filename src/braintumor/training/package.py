@@ -367,10 +367,13 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
 
 - Trained on 14 cases only (11 high-grade, 3 low-grade, BraTS 2018 training set): expect
   errors on scanners, protocols and tumour types it has not seen.
-- Low-grade tumours with little or no enhancement: the model may still predict some
-  enhancing tumour (scored ET Dice 0 when the reference has none). Relabelling a small
-  total ET volume as necrosis was part of the postprocessing search and did not help on
-  these folds (see `experiments/shipped_cv/summary.json`).
+- Enhancing tumour drawn where the T1ce does not enhance: in the low-grade case
+  Brats18_TCIA13_623_1 the expert outline has 4,674 ET voxels (4.7 mL) that are no
+  brighter than normal brain on the case's own T1ce (median z -0.63; 0 % pass the
+  watershed's enhancement thresholds), and every method misses them (ET Dice 0;
+  `experiments/watershed/native_et/reference_et.md`). Relabelling a small total ET volume
+  as necrosis was part of the postprocessing search and did not help on these folds (see
+  `experiments/shipped_cv/summary.json`).
 - Images that are not skull-stripped, not co-registered, or not in 1 mm isotropic
   resolution are outside what it has seen. A scan with more than 2.3 L of non-zero voxels
   (a whole head, a noisy background) is flagged as not skull-stripped, in one warning
