@@ -391,10 +391,11 @@ FLAIR, 1 mm). **Not a medical device; not for diagnosis or treatment decisions.*
   registers them to the T1 first and brings it back to 0.832 / 0.727 / 0.591
   (`experiments/motion/`); it is not on by default (about 14 s a case on a CPU).
 - Bright FLAIR artefacts (e.g. posterior fossa on some scanners) can become false edema.
-- The cross-validated numbers above come from one training run per fold. Both recipes
-  trained again on the same folds scored WT 0.810, TC 0.716, ET 0.605 for this model's
-  pair and 0.863 / 0.768 / 0.635 for `--method hybrid` (`experiments/rerun/`): on 14
-  cases, training alone moves a mean Dice by 0.01 to 0.05.
+- The cross-validated numbers above come from one training run per fold. Trained again
+  (the GPU recipe on its original 7 folds; the CPU recipe on 7 folds of 12 training
+  cases, where its first run used 3 folds of 9), the recipes scored WT 0.810, TC 0.716,
+  ET 0.605 for this model's pair and 0.863 / 0.768 / 0.635 for `--method hybrid`
+  (`experiments/rerun/`): on 14 cases, training alone moves a mean Dice by 0.01 to 0.05.
 
 ## With the watershed (`--method hybrid`)
 
