@@ -482,3 +482,14 @@ def test_without_lesion_wise_a_missing_case_invents_no_lesion_wise_mean(folders,
     ev = E.evaluate_folders(pred, ref)
     row = next(r for r in ev.rows if r["case"] == "caseC" and r["region"] == "WT")
     assert (row["lesion_dice"], row["lesion_hd95"], row["lesion_fn"]) == (0.0, 374.0, 1)
+
+
+def test_a_summary_over_few_cases_says_its_intervals_are_rough(folders, tmp_path, capsys):
+    """The plain summary prints CI rows too, so with few cases it says how rough they are,
+    as the comparison with ``--against`` does."""
+    pred, ref = folders
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref),
+                 "-o", str(tmp_path / "m.csv")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "CI low" in text
+    assert "These are rough: a bootstrap interval over 3 cases is too narrow" in text

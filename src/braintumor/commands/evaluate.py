@@ -229,6 +229,12 @@ def print_summary(console: Any, ev: Any) -> None:
                 t.add_row("", stat, *[_bound(cis[r].get(k), i, 2 if "hd95" in k else 4)
                                       for k in keys])
     console.print(t)
+    if cis:  # the CI rows over few cases are too narrow: said here as with --against
+        from braintumor.stats import rough_note
+
+        note = rough_note(ev.n_cases)
+        if note:
+            console.print(note)
     if ev.extra.get("per_patient_skipped"):
         print(f"warning: no per-patient scores: {ev.extra['per_patient_skipped']}",
               file=sys.stderr)
