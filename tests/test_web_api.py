@@ -164,6 +164,9 @@ def test_docs_are_offline_and_openapi_lists_every_endpoint(client: TestClient) -
         assert p in paths, p
     body = paths["/api/jobs"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body
+    # align registers to the modality whose grid the case lies on, as register.reference_of
+    align = body["multipart/form-data"]["schema"]["properties"]["align"]["description"]
+    assert "whose grid the case lies on" in align and "the first" not in align
 
 
 def test_detect_modalities(client: TestClient) -> None:

@@ -684,9 +684,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                                 "uncertainty map (slower)"},
                 "accurate": {"type": "string", "description": "'true': CNN ensemble at full "
                              "overlap instead of the fast mode (slower)"},
-                "align": {"type": "string", "description": "'true': register the modalities "
-                          "to the first before segmenting (a patient who moved between "
-                          "series; slower)"},
+                "align": {"type": "string", "description": "'true': register each "
+                          "modality rigidly to the one whose grid the case lies on (the "
+                          "T1, the T1ce without a T1, or the finer series beside thick T1 "
+                          "slices) before segmenting (a patient who moved between series; "
+                          "slower)"},
                 "bias_correct": {"type": "string", "description": "'true': divide each "
                                  "modality by its N4 bias field first (a scan that is not "
                                  "bias-corrected; slower)"},
