@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
-from braintumor.io import ArchiveTooLarge, VolumeTooLarge, write_replacing
+from braintumor.io import ArchiveTooLarge, VolumeTooLarge, save_whole, write_replacing
 from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
 from braintumor.web.inputs import (
     FeatureUnavailable,
@@ -856,8 +856,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             with writing(job_id):
                 ref: Any = nib.load(str(labels_path(job_dir, version)))
                 lines = lines_volume(ref.shape, summ["diameters"])
-                write_replacing(out, lambda tmp: nib.save(nib.Nifti1Image(lines, ref.affine),
-                                                          str(tmp)))
+                save_whole(nib.Nifti1Image(lines, ref.affine), out)
         return FileResponse(out, media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/overlay/uncertainty.nii.gz", summary="Uncertainty map",

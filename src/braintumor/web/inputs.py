@@ -819,8 +819,6 @@ def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str 
     :func:`braintumor.cases.load_case` picks from the files' headers and the
     ``reference`` label map's (:func:`braintumor.cases.grid_of_files`): the T1's (the
     first present modality's), or a finer one's beside thick T1 slices."""
-    import secrets
-
     import nibabel as nib
 
     from braintumor.cases import grid_of_files
@@ -840,8 +838,6 @@ def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str 
     if img.shape[:3] == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-3):
         return path
     data = resample_onto(load_nifti(path, ndim=3), tuple(ref.shape[:3]), ref.affine)
-    view.parent.mkdir(exist_ok=True)
-    tmp = view.with_name(f".{secrets.token_hex(4)}_{view.name}")
-    save_float_nifti(data, tmp, ref.header, ref.affine)
-    tmp.replace(view)
+    # written whole (io.write_replacing): a request that finds it reads a complete file
+    save_float_nifti(data, view, ref.header, ref.affine)
     return view
