@@ -147,3 +147,23 @@ def test_package_one_member_per_recipe(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):  # several recipes to ship need their members
         package_main(["--runs", ",".join(roots), "--data", str(data), "--probs",
                       str(tmp_path / "probs3"), "--out", str(tmp_path / "none")])
+
+
+def test_the_cards_agree_with_the_readme_and_their_template() -> None:
+    """The repository's model card is the packaged one, carries the template's fixed
+    text, and its 2D cross-validation block is the README's (from the 2D card)."""
+    from braintumor.training.package import CARD_STATIC
+
+    root = Path(__file__).resolve().parents[1]
+    models = root / "src" / "braintumor" / "models"
+    card = (root / "MODEL_CARD.md").read_text()
+    assert card == (models / "brats3d" / "MODEL_CARD.md").read_text()
+    assert CARD_STATIC.strip() in card
+
+    def block(text: str) -> str:
+        start, end = text.index("<!-- cv-table -->"), text.index("<!-- /cv-table -->")
+        return text[start:end]
+
+    readme = block((root / "README.md").read_text())
+    assert block(card) == readme
+    assert block((models / "lgg2d" / "MODEL_CARD_2D.md").read_text()) == readme
