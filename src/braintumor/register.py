@@ -5,8 +5,8 @@ lays them on one grid by their affines. That holds only while the head keeps sti
 patient who moves between the T1 and the FLAIR (minutes apart) leaves the FLAIR a few
 millimetres or degrees off, and every method here reads the four images voxel by voxel.
 :func:`align_modalities` registers each modality to the reference one (the one whose grid
-the case lies on and the outline is written on, :func:`reference_of`) with SimpleITK: a rigid (Euler) transform,
-Mattes mutual information over the reference's brain and a margin of
+the case lies on and the outline is written on, :func:`reference_of`) with SimpleITK:
+a rigid (Euler) transform, Mattes mutual information over the reference's brain and a margin of
 :data:`MARGIN_MM` around it (the brain's edge against the background is the surest
 feature two modalities share; on the brain alone one shared case's still T2 slid
 17 mm), three resolution levels. A
