@@ -206,7 +206,8 @@ def test_evaluate_against_a_baseline_folder_and_csv(tmp_path: Path, capsys) -> N
     text = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
     assert "good against poor" in text and "6 / 0 / 0" in text
     assert "These are rough: a bootstrap interval over 6 cases" in text and "CI low" in text
-    assert "Wilcoxon p over 6 untied cases cannot fall below 0.0312" in text
+    assert text.count("a bootstrap interval over 6 cases") == 1  # said once, not per table
+    assert "These are rough: the Wilcoxon p over 6 untied cases cannot fall below 0.0312" in text
     assert "95 % bootstrap interval of the mean" in text
     paired = list(csv.DictReader((tmp_path / "res" / "good_paired.csv").open()))
     assert [(r["region"], r["metric"]) for r in paired] == [

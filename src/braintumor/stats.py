@@ -196,12 +196,13 @@ def paired(a: Mapping[str, float], b: Mapping[str, float], region: str = "",
                   losses=losses)
 
 
-def rough_note(cases: int, untied: int | None = None) -> str:
+def rough_note(cases: int | None, untied: int | None = None) -> str:
     """One sentence saying why results over few cases are rough: intervals over fewer
     than :data:`ROUGH_BELOW` ``cases``, a Wilcoxon p over fewer than that many
-    ``untied`` pairs (its floor is 2 / 2^n); empty when neither applies."""
+    ``untied`` pairs (its floor is 2 / 2^n); empty when neither applies. ``cases`` None:
+    the intervals were already said of (the Wilcoxon part only)."""
     parts = []
-    if cases < ROUGH_BELOW:
+    if cases is not None and cases < ROUGH_BELOW:
         parts.append(f"a bootstrap interval over {cases} case{'s' * (cases != 1)} is too "
                      f"narrow (below about {ROUGH_BELOW} cases)")
     if untied is not None and untied < ROUGH_BELOW:

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(console, ev)
         if paired is not None:
-            print_paired(console, paired, args.pred.name, args.against.name, left_out)
+            print_paired(console, paired, args.pred.name, args.against.name, left_out,
+                         said_cases=ev.n_cases)
     console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}",
                   soft_wrap=True, markup=False, highlight=False)
     for said in ev.unreadable:  # scored as missing; the run says so and fails
@@ -129,9 +130,10 @@ def write_paired(rows: list[Any], csv_path: Path) -> Path:
 
 
 def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str,
-                 left_out: list[str] | None = None) -> None:
+                 left_out: list[str] | None = None, said_cases: int | None = None) -> None:
     """The comparison with a baseline, one line per region and metric; ``left_out``:
-    the cases neither predicts (no comparison)."""
+    the cases neither predicts (no comparison); ``said_cases``: the number of cases the
+    summary above already called too few for its intervals (not said twice)."""
     from rich.table import Table
 
     from braintumor.stats import fmt_p, rough_note
@@ -152,7 +154,8 @@ def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str,
     if left_out:
         console.print(f"left out: {len(left_out)} case(s) with no prediction in either "
                       f"folder ({', '.join(left_out)})")
-    note = rough_note(min(p.cases for p in rows), min(p.n for p in rows))
+    cases = min(p.cases for p in rows)
+    note = rough_note(None if cases == said_cases else cases, min(p.n for p in rows))
     if note:
         console.print(note)
 
