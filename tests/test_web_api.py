@@ -824,6 +824,26 @@ def test_a_report_of_a_job_expiring_meanwhile_is_404(client: TestClient,
     assert r.status_code == 404 and _detail(r).startswith("No such job")
 
 
+def test_a_report_link_of_a_deleted_job_opened_in_a_tab_is_a_page(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """The report and download links open in a new tab: once the job is gone, the tab
+    shows the sentence on a page, not the API's JSON; the page's own fetches keep JSON."""
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    assert client.delete(job["urls"]["self"]).status_code == 204
+    tab = {"sec-fetch-dest": "document", "accept": "text/html,*/*;q=0.8"}
+    for url in (job["urls"]["report_html"], job["urls"]["report_pdf"]):
+        r = client.get(url, headers=tab)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        assert "No such job" in r.text and 'href="/"' in r.text and "{" not in r.text
+        r = client.get(url, headers={"sec-fetch-dest": "empty"})  # the page's fetch
+        assert r.status_code == 404 and _detail(r).startswith("No such job")
+    # without Sec-Fetch-Dest (older browsers), a request for HTML is a navigation
+    r = client.get(job["urls"]["report_html"], headers={"accept": "text/html"})
+    assert r.headers["content-type"].startswith("text/html") and "No such job" in r.text
+    assert client.get(job["urls"]["report_html"]).json()["detail"].startswith("No such job")
+
+
 def test_a_correction_racing_a_delete_leaves_nothing_and_says_no_path(
         client: TestClient, case_files: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:

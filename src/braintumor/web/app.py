@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from braintumor import __version__
 from braintumor.cases import MODALITIES
@@ -193,6 +194,31 @@ def _status_for(exc: InputError) -> int:
 MAX_JSON_BYTES = 8 << 20
 #: methods that change nothing, so another site may cause them (a link, a picture)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _navigating(request: Request) -> bool:
+    """Whether the browser is opening this address as a page (a link followed or opened
+    in a tab), not the page's script fetching it."""
+    if request.method != "GET":
+        return False
+    dest = request.headers.get("sec-fetch-dest")
+    if dest is not None:
+        return dest == "document"
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept
+
+
+def _error_page(message: str) -> str:
+    """A small page saying why a link opened in a tab has nothing to show."""
+    import html
+
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<title>braintumor: not available</title></head>"
+            "<body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;"
+            "padding:0 1rem;line-height:1.5\"><main><h1>Not available</h1>"
+            f"<p role=\"alert\">{html.escape(message)}</p>"
+            "<p><a href=\"/\">Back to braintumor</a></p></main></body></html>")
 
 
 def host_name(host: str) -> str:
@@ -502,23 +528,37 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     have_sample = _have_sample
 
     # -- errors -------------------------------------------------------------------------
-    def vanished(request: Request) -> JSONResponse | None:
+    def vanished(request: Request) -> Response | None:
         """The 404 of a request whose job was deleted or expired while it was answered
         (its files gone under it), or None."""
         job_id = request.path_params.get("job_id")
         if isinstance(job_id, str) and store.vanishing(job_id):
+            if _navigating(request):
+                return HTMLResponse(_error_page(NO_JOB), status_code=404)
             return JSONResponse({"detail": NO_JOB}, status_code=404)
         return None
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """A refusal answers JSON, as the API says; a link the reader opened in a tab
+        (a report or download of a job deleted since) gets the sentence on a page."""
+        from fastapi.exception_handlers import http_exception_handler
+
+        if 400 <= exc.status_code < 500 and _navigating(request) and isinstance(exc.detail,
+                                                                                 str):
+            return HTMLResponse(_error_page(exc.detail), status_code=exc.status_code,
+                                headers=getattr(exc, "headers", None))
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(InputError)
-    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+    async def _input_error(request: Request, exc: InputError) -> Response:
         gone = vanished(request)
         if gone is not None:
             return gone
         return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc))
 
     @app.exception_handler(OSError)
-    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+    async def _os_error(request: Request, exc: OSError) -> Response:
         gone = vanished(request)
         if gone is not None:
             return gone
