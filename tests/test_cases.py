@@ -17,6 +17,7 @@ from braintumor.cases import (
     case_from_arrays,
     discover,
     load_case,
+    parse_channels,
     write_label_map,
 )
 from braintumor.errors import InputError
@@ -670,3 +671,80 @@ def test_cohort_sorted_into_site_folders_and_4d_files_beside_cases(tmp_path: Pat
         "watershed alone."]
     # one site folder given: its 4D file beside the case folders counts too
     assert [s.case_id for s in discover(cohort / "siteA")] == ["A1", "A2", "four"]
+
+
+# -- a 4D file's channel order -----------------------------------------------------------
+BRATS_FILE_ORDER = ("t1", "t1ce", "t2", "flair")
+
+
+def _phantom_4d(path: Path, order: tuple[str, ...]) -> np.ndarray:
+    """A phantom case written as one 4D file with its channels in ``order``; returns its
+    image in MODALITIES order."""
+    from braintumor.phantom import make_case
+
+    img = make_case((48, 48, 40), seed=1).image
+    four = np.stack([img[MODALITIES.index(m)] for m in order], axis=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(four, BRATS_AFF), str(path))
+    return img
+
+
+def test_channel_check_passes_the_decathlon_order_and_flags_brats_order() -> None:
+    from braintumor.cases import channel_order_note
+    from braintumor.phantom import make_case
+
+    img = make_case((48, 48, 40), seed=2).image
+    assert channel_order_note(img) is None
+    # a file stacked T1, T1ce, T2, FLAIR read as FLAIR, T1, T1gd, T2
+    misread = np.empty_like(img)
+    for i, m in enumerate(MSD_ORDER):
+        misread[MODALITIES.index(m)] = img[MODALITIES.index(BRATS_FILE_ORDER[i])]
+    note = channel_order_note(misread)
+    assert note is not None and "--channels" in note
+
+
+def test_4d_file_in_another_order_warns_and_is_read_as_stated(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "Task01" / "imagesTr" / "BRATS_001.nii.gz"
+    img = _phantom_4d(path, BRATS_FILE_ORDER)
+    # nothing says the order: the Decathlon's is taken, and the images say it is wrong
+    (src,) = discover(path)
+    case = load_case(src)
+    assert not np.array_equal(case.image, img)
+    assert any("do not look like FLAIR, T1, T1ce and T2" in n for n in src.notes)
+    # the order stated by the caller (predict --channels)
+    (src,) = discover(path)
+    src.channels = parse_channels("t1,t1ce,t2,flair")
+    np.testing.assert_array_equal(load_case(src).image, img)
+    assert src.notes == []
+    # ... or by the task's dataset.json one folder up, in the Decathlon's own words
+    (tmp_path / "Task01" / "dataset.json").write_text(json.dumps(
+        {"name": "BRATS", "modality": {"0": "T1w", "1": "t1gd", "2": "T2w", "3": "FLAIR"}}))
+    (src,) = discover(path)
+    np.testing.assert_array_equal(load_case(src).image, img)
+    assert src.notes == []
+
+
+def test_4d_file_in_the_decathlon_order_passes_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "BRATS_002.nii.gz"
+    img = _phantom_4d(path, MSD_ORDER)
+    (src,) = discover(path)
+    np.testing.assert_array_equal(load_case(src).image, img)
+    assert src.notes == []
+
+
+@pytest.mark.parametrize("text", ["t1,t1,t2,flair", "flair,t1,t1ce", "flair,t1,t1ce,pd"])
+def test_channel_order_that_is_no_permutation_is_refused(text: str) -> None:
+    with pytest.raises(InputError, match="each named once in the file's order"):
+        parse_channels(text)
+
+
+def test_dataset_json_naming_other_channels_is_refused(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "BRATS_003.nii.gz"
+    _phantom_4d(path, MSD_ORDER)
+    (tmp_path / "dataset.json").write_text(json.dumps({"modality": {"0": "CT", "1": "PET"}}))
+    with pytest.raises(InputError, match=r"dataset.json \(its modality block\): names"):
+        load_case(path)

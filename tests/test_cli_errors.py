@@ -601,3 +601,15 @@ def test_predict_log_lines_and_failures_summed_up_at_the_end(
     (said,) = [ln[len("error: "):] for ln in lines if ln.startswith("error: ")]
     assert said.startswith("c2: ") and "truncated or corrupt" in said
     assert lines[-2:] == ["1 input(s) failed; 3 file(s) written. Failed:", f"  - {said}"]
+
+
+@needs_predict
+def test_predict_channels_that_are_no_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    four = tmp_path / "case4d.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((*SHAPE, 4), np.float32), AFF), str(four))
+    code = main(["predict", str(four), "-o", str(tmp_path / "out"), "--channels", "t1,t2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--channels: names the channels t1, t2;" in err
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -76,3 +76,22 @@ def test_every_lgg_slice_pair_reads(lgg_dir: Path) -> None:
             n_pairs += 1
             n_tumour += 255 in values
     assert n_pairs >= len(patients) and 0 < n_tumour < n_pairs
+
+
+def test_channel_check_on_real_cases_stacked_both_ways(brats_dir: Path) -> None:
+    """A 4D file of the Decathlon's order passes the contrast check quietly, one stacked
+    in BraTS's order (T1, T1ce, T2, FLAIR) and read as the Decathlon's warns (all 14
+    cases were checked so; a few here)."""
+    from braintumor.cases import MSD_ORDER, channel_order_note
+
+    for name in ("Brats18_2013_11_1", "Brats18_CBICA_AME_1", "Brats18_TCIA10_639_1"):
+        folder = brats_dir / name
+        if not folder.is_dir():
+            continue
+        img = load_case(folder, with_label=False).image
+        assert channel_order_note(img) is None, name
+        misread = np.empty_like(img)
+        for i, m in enumerate(MSD_ORDER):
+            misread[MODALITIES.index(m)] = img[MODALITIES.index(("t1", "t1ce", "t2",
+                                                                   "flair")[i])]
+        assert channel_order_note(misread) is not None, name

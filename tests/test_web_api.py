@@ -1031,6 +1031,22 @@ def test_4d_nifti(client: TestClient) -> None:
     assert np.allclose(img.affine, AFFINE)
 
 
+def test_4d_nifti_in_another_channel_order_is_warned_of(client: TestClient) -> None:
+    from braintumor.phantom import make_case
+
+    img = make_case((48, 48, 40), seed=1).image
+    # stacked in BraTS's order (T1, T1ce, T2, FLAIR), which the page reads as FLAIR, T1, ...
+    data = np.stack(list(img), axis=-1)
+    r = client.post("/api/jobs", files=[("files", ("case.nii.gz", _nifti_bytes(data)))],
+                    data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done"
+    warning = job["result"]["warning"] or ""
+    assert "case.nii.gz: its channels do not look like FLAIR, T1, T1ce and T2" in warning
+    assert "upload the four modalities as separate files" in warning
+
+
 def _need_dcm2niix() -> None:
     from braintumor.io import dcm2niix_executable
 

@@ -7,7 +7,9 @@ Accepted inputs:
   ``-t2f``, optional ``-seg``), ``.nii`` or ``.nii.gz``;
 * a folder of such case folders;
 * a Medical Segmentation Decathlon 4D NIfTI (4 channels in the order FLAIR, T1, T1gd,
-  T2; its label file, if any, in a sibling ``labelsTr`` folder or given explicitly).
+  T2, unless a ``dataset.json`` beside it or one folder up, or the caller
+  (:attr:`CaseSource.channels`), names another; its label file, if any, in a sibling
+  ``labelsTr`` folder or given explicitly).
 
 Whatever the source, a :class:`Case` holds the modalities as one ``(4, X, Y, Z)``
 float32 array in the fixed order :data:`MODALITIES` and labels in the internal
@@ -66,6 +68,16 @@ SUFFIXES_2023 = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair"}
 #: MSD Task01 channel order: FLAIR, T1w, T1gd, T2w -> index in MODALITIES order
 MSD_ORDER = ("flair", "t1", "t1ce", "t2")
 
+#: the words a Decathlon ``dataset.json`` (or a user) names a channel by, lower case and
+#: without punctuation -> modality
+CHANNEL_WORDS = {
+    "flair": "flair", "t2flair": "flair", "t2f": "flair",
+    "t1": "t1", "t1w": "t1", "t1n": "t1", "t1native": "t1",
+    "t1gd": "t1ce", "t1c": "t1ce", "t1ce": "t1ce", "t1wce": "t1ce", "t1post": "t1ce",
+    "t1contrast": "t1ce",
+    "t2": "t2", "t2w": "t2",
+}
+
 _RE_2021 = re.compile(r"^(?P<case>.+)_(?P<mod>t1|t1ce|t2|flair|seg)$", re.IGNORECASE)
 _RE_2023 = re.compile(r"^(?P<case>.+)-(?P<mod>t1n|t1c|t2w|t2f|seg)$", re.IGNORECASE)
 
@@ -88,6 +100,10 @@ class CaseSource:
     #: a converted DICOM study: which series became which modality, as the command line
     #: says it (``T1 = series 2 (AX T1 SE), T1ce = series 3 (AX T1 +C), ...``); else ""
     series: str = ""
+    #: a 4D file: its channels' modalities in the file's order, as the user stated them
+    #: (``--channels``); None: a ``dataset.json`` beside the file names them, else
+    #: :data:`MSD_ORDER` is taken, and checked (:func:`channel_order_note`)
+    channels: tuple[str, ...] | None = None
 
     @property
     def reference_path(self) -> Path:
@@ -322,6 +338,96 @@ def discover(path: str | Path, errors: list[InputError] | None = None,
             "four modalities, or a Decathlon task's imagesTr folder)."
         )
     return sorted(out, key=lambda s: s.case_id)
+
+
+def parse_channels(names: list[str] | str, where: str = "--channels") -> tuple[str, ...]:
+    """A 4D file's channel names in its order (``flair,t1,t1ce,t2``, or a list) -> their
+    modalities; anything but the four modalities, each once, raises :class:`InputError`."""
+    words = names.split(",") if isinstance(names, str) else list(names)
+    mods = [CHANNEL_WORDS.get(re.sub(r"[^a-z0-9]", "", str(w).lower())) for w in words]
+    if len(mods) != len(MODALITIES) or None in mods or len(set(mods)) != len(MODALITIES):
+        given = ", ".join(str(w).strip() for w in words)
+        raise InputError(
+            f"{where}: names the channels {given}; a 4D file's four channels are FLAIR, T1, "
+            "T1ce and T2, each named once in the file's order (e.g. flair,t1,t1ce,t2).")
+    return tuple(m for m in mods if m is not None)
+
+
+def dataset_channels(image4d: Path) -> tuple[str, ...] | None:
+    """The channel order a Decathlon ``dataset.json`` beside a 4D file (or one folder up,
+    as a task keeps ``imagesTr/`` beside it) names in its ``modality`` (or
+    ``channel_names``) block; None without one. A block that does not name the four
+    modalities raises :class:`InputError`."""
+    import json
+
+    for folder in (image4d.parent, image4d.parent.parent):
+        meta = folder / "dataset.json"
+        if not meta.is_file():
+            continue
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue  # not a Decathlon description: as if there were none
+        block = data.get("modality") or data.get("channel_names") \
+            if isinstance(data, dict) else None
+        if not isinstance(block, dict):
+            continue
+        try:
+            order = sorted(block.items(), key=lambda kv: int(kv[0]))
+        except (TypeError, ValueError):
+            continue
+        return parse_channels([str(v) for _, v in order], f"{meta} (its modality block)")
+    return None
+
+
+#: a 4D file's channels are checked to look like T1, T1ce, T2 and FLAIR on a sample of
+#: this many brain voxels
+_CHANNEL_SAMPLE = 200_000
+
+
+#: how a 4D file's channel order is stated on the command line
+CHANNELS_ADVICE = "on the command line: --channels t1,t1ce,t2,flair for BraTS's order"
+
+
+def channel_order_note(image: np.ndarray, advice: str = CHANNELS_ADVICE) -> str | None:
+    """A warning when the channels of a ``(4, X, Y, Z)`` image in :data:`MODALITIES` order
+    do not look like T1, T1ce, T2 and FLAIR (a 4D file stacked in another order than the
+    one taken); None when they do, or when there is too little brain to tell.
+
+    Within the brain (no channel 0), by each channel's own intensity ranks: the
+    T1 and T1ce (both T1-weighted) must be the pair most alike, and the T2 must be bright
+    where the FLAIR is dark (the cerebrospinal fluid) far more often than the reverse. Both
+    hold on the 14 shared BraTS cases and fail for each of them stacked in BraTS's order
+    (T1, T1ce, T2, FLAIR) and read as the Decathlon's; a T1 and T1ce swapped are not told
+    apart. ``advice`` says how to state the order."""
+    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
+        return None
+    from scipy.stats import rankdata
+
+    # every other voxel along each axis: an eighth of the case, so the check holds little
+    # beside it (a view, and the brain's samples copied alone)
+    view = image[:, ::2, ::2, ::2] if min(image.shape[1:]) >= 16 else image
+    brain = np.flatnonzero(np.all(view != 0, axis=0))
+    if brain.size < 1000:
+        return None
+    brain = brain[:: max(1, brain.size // _CHANNEL_SAMPLE)]
+    ranks = np.stack([(rankdata(ch.reshape(-1)[brain]) / brain.size).astype(np.float32)
+                      for ch in view])  # ties share their mean rank
+    corr = np.corrcoef(ranks)
+    t1, t1ce, t2, flair = (MODALITIES.index(m) for m in ("t1", "t1ce", "t2", "flair"))
+
+    def bright_dark(a: int, b: int) -> float:
+        return float(np.mean((ranks[a] > 0.9) & (ranks[b] < 0.3)))
+
+    t1_pair = corr[t1, t1ce] >= 0.25 and corr[t1, t1ce] > max(corr[t1, t2], corr[t1ce, t2])
+    csf = bright_dark(t2, flair) > 1.5 * bright_dark(flair, t2)
+    if t1_pair and csf:
+        return None
+    why = ("the T1 and T1ce are not the most alike pair" if not t1_pair else
+           "the T2 is not bright where the FLAIR is dark (the fluid around the brain)")
+    return (f"its channels do not look like FLAIR, T1, T1ce and T2 in the order taken ({why}), "
+            f"so the outline may be wrong; if the file holds them in another order, state it "
+            f"({advice})")
 
 
 def _msd_source(image4d: Path) -> CaseSource:
@@ -601,9 +707,14 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
             )
         # one float32 block filled channel by channel from the file's own voxels: the
         # 4D float32 array, its stack and its float32 copy held the case three times
+        order = src.channels or dataset_channels(src.image4d)
         image = np.empty((len(MODALITIES), *vol.data.shape[:3]), np.float32)
-        for i, m in enumerate(MSD_ORDER):
+        for i, m in enumerate(order or MSD_ORDER):
             image[MODALITIES.index(m)] = vol.data[..., i]
+        if order is None:  # the Decathlon's order taken, not stated: it must look so
+            note = channel_order_note(image)
+            if note and note not in src.notes:
+                src.notes.append(note)
         hdr = vol.header.copy()
         hdr.set_data_shape(vol.data.shape[:3])
         ref = Volume(path=vol.path, data=image[0], affine=vol.affine, header=hdr)

@@ -59,6 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "modality, e.g. 3=t1,4=t1ce,5=t2,7=flair, or in BraTS 2023's words "
                         "t1n, t1c, t2w, t2f (default: read from the series descriptions and "
                         "acquisition)")
+    p.add_argument("--channels", default=None, metavar="MOD,MOD,MOD,MOD",
+                   help="a 4D NIfTI file: its four channels in the file's order, e.g. "
+                        "t1,t1ce,t2,flair for BraTS's (default: as a dataset.json beside the "
+                        "file or one folder up names them, else the Decathlon's "
+                        "flair,t1,t1ce,t2, checked against the images' contrasts)")
     p.add_argument("--report", action="store_true",
                    help="also write <case>_report.html for each 3D case: key slices with the "
                         "outline, volumes, method and model, warnings")
@@ -216,6 +221,11 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
     from braintumor.errors import InputError
 
     console = Console(stderr=True)
+    channels = None
+    if getattr(args, "channels", None):  # a wrong order named before any work
+        from braintumor.cases import parse_channels
+
+        channels = parse_channels(args.channels)
     out_dir = output_folder(args.output)
     three, two = _split_inputs(args.inputs)
     studies = [p for p in three if dicom.is_dicom_study(p)]
@@ -280,6 +290,14 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
 
     sources, clashes = _without_clashes(sources, out_dir)
     failures += clashes
+    if channels is not None:
+        fours = [s for s in sources if s.image4d is not None]
+        for s in fours:
+            s.channels = channels
+        if not fours:
+            print("warning: --channels names the channels of a 4D NIfTI file, and no input "
+                  "is one; the cases' modalities come from their file names.",
+                  file=sys.stderr)
     if args.uncertainty and args.method == "watershed":
         print("warning: --uncertainty: the watershed gives no probabilities, so no "
               "uncertainty map is written (it comes with --method cnn or hybrid).",

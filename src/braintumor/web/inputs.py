@@ -693,7 +693,7 @@ def _zipped_case(archive: str, files: list[UploadedFile], choice: dict[str, str]
 
 def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[str, Any]:
     """One 4D NIfTI (Decathlon channel order) -> four canonical 3D files."""
-    from braintumor.cases import MSD_ORDER
+    from braintumor.cases import MODALITIES, MSD_ORDER, channel_order_note
     from braintumor.io import load_nifti, save_float_nifti
 
     _, ext = file_kind(f.name)
@@ -714,6 +714,12 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[
         save_float_nifti(vol.data[..., i], dest, hdr, vol.affine)
         mods[mod] = str(dest.relative_to(job_dir))
     raw.unlink()
+    # the Decathlon's order is taken: a file stacked in another says so in the job's warning
+    note = channel_order_note(
+        np.stack([vol.data[..., MSD_ORDER.index(m)] for m in MODALITIES]),
+        "upload the four modalities as separate files, or use braintumor predict --channels")
+    if note:
+        inputs["notes"] = [*inputs.get("notes", []), f"{f.name}: {note}"]
     # a reference beside a Decathlon 4D file is read in the Decathlon layout unless its
     # name or its values (a 4) say otherwise
     inputs["reference_default"] = "msd"
