@@ -748,3 +748,46 @@ def test_dataset_json_naming_other_channels_is_refused(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text(json.dumps({"modality": {"0": "CT", "1": "PET"}}))
     with pytest.raises(InputError, match=r"dataset.json \(its modality block\): names"):
         load_case(path)
+
+
+# -- the label map's header ---------------------------------------------------------------
+def test_nifti2_case_gets_a_nifti2_label_map_without_complaint(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "c2"
+    folder.mkdir()
+    img = _image(3)
+    for i, m in enumerate(MODALITIES):
+        nib.save(nib.Nifti2Image(img[i].astype(np.int16), BRATS_AFF),
+                 str(folder / f"c2_{m}.nii.gz"))
+    case = load_case(folder, with_label=False)
+    out = write_label_map(case, _labels(3), tmp_path / "out" / "c2.nii.gz")
+    back = nib.load(str(out))
+    assert isinstance(back, nib.Nifti2Image) and back.header.sizeof_hdr == 540
+    np.testing.assert_allclose(back.affine, BRATS_AFF)
+    assert "sizeof_hdr" not in capfd.readouterr().err + caplog.text
+
+
+def test_label_map_of_a_vector_image_is_no_vector(tmp_path: Path) -> None:
+    """A 4D case stored as NIfTI's vector image (X, Y, Z, 1, 4; intent "vector") gets a
+    label map with no intent, as one of a 3D case has; a time step of 0 stays 0."""
+    img = _image(4)
+    five = np.stack([img[MODALITIES.index(m)] for m in MSD_ORDER], axis=-1)[:, :, :, None, :]
+    vec = nib.Nifti1Image(five.astype(np.float32), BRATS_AFF)
+    vec.header.set_intent("vector")
+    path = tmp_path / "v.nii.gz"
+    nib.save(vec, str(path))
+    case = load_case(path, with_label=False)
+    back = nib.load(str(write_label_map(case, _labels(4), tmp_path / "out" / "v.nii.gz")))
+    assert back.header.get_intent()[0] == "none"
+    assert back.shape == SHAPE and int(back.header["dim"][0]) == 3
+    # a 3D file whose time step is 0: the label map keeps 0
+    folder = tmp_path / "c0"
+    folder.mkdir()
+    for i, m in enumerate(MODALITIES):
+        three = nib.Nifti1Image(img[i].astype(np.int16), BRATS_AFF)
+        three.header["pixdim"][4] = 0
+        nib.save(three, str(folder / f"c0_{m}.nii.gz"))
+    case = load_case(folder, with_label=False)
+    back = nib.load(str(write_label_map(case, _labels(4), tmp_path / "out" / "c0.nii.gz")))
+    assert float(back.header["pixdim"][4]) == 0.0

@@ -470,7 +470,8 @@ def save_label_nifti(
     """Write a label map ``(X, Y, Z)`` as uint8 NIfTI with the reference's geometry.
 
     The reference header's qform/sform (codes included), zooms and units are kept, so
-    the output overlays the input exactly in any viewer.
+    the output overlays the input exactly in any viewer, in the reference's format
+    (NIfTI-1 or NIfTI-2); its intent (a vector image's) is not: a label map has none.
     """
     out = Path(out_path)
     raw = np.asarray(labels)
@@ -485,8 +486,16 @@ def save_label_nifti(
     if reference is not None:
         hdr = reference.copy()
         hdr.set_data_dtype(np.uint8)
+        extra = np.array(hdr["pixdim"][4:], copy=True)
         hdr.set_data_shape(lab.shape)
-        img = nib.Nifti1Image(lab, None, header=hdr)
+        # the input's time step and further pixdims as it had them (0 stays 0, not 1)
+        hdr["pixdim"][4:] = extra
+        # a label map is no vector or time series, whatever the 4D or 5D input was
+        hdr.set_intent("none")
+        # the input's own format: a NIfTI-2 header in a NIfTI-1 image was written as
+        # NIfTI-1 with nibabel's complaint about its size on stderr
+        cls: Any = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+        img = cls(lab, None, header=hdr)
         sform, scode = reference.get_sform(coded=True)
         qform, qcode = reference.get_qform(coded=True)
         if sform is not None:
