@@ -445,3 +445,36 @@ def test_a_full_disk_while_unzipping_is_no_damaged_zip(tmp_path: Path,
     with pytest.raises(OSError) as err:
         io.extract_zip(ok, tmp_path / "out", "ok.zip", 1000)
     assert err.value.errno == errno.ENOSPC and not isinstance(err.value, InputError)
+
+
+def test_a_picture_is_read_as_its_exif_orientation_shows_it(tmp_path: Path) -> None:
+    """A JPEG stored 30 x 20 with EXIF orientation 6 (a phone held upright) is shown
+    turned a quarter clockwise, 20 x 30: it is read so."""
+    from PIL import Image
+
+    stored = np.zeros((20, 30), np.uint8)  # (H, W) as stored
+    stored[:, :10] = 250  # its left third bright
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    im.save(path, quality=95, exif=exif)
+    arr = io.read_image_2d(path)
+    assert arr.shape == (30, 20, 1)  # as shown
+    np.testing.assert_allclose(arr[..., 0], np.rot90(stored, -1), atol=12)  # top now bright
+    assert arr[:10, :, 0].mean() > 200 and arr[12:, :, 0].mean() < 30
+
+
+def test_a_tiff_of_several_pages_is_refused(tmp_path: Path) -> None:
+    """Only its first page was read (a blank first page gave "blank image" while the
+    second held the brain)."""
+    from PIL import Image
+
+    pages = [Image.fromarray(np.full((20, 30), v, np.uint8)) for v in (0, 120, 200)]
+    path = tmp_path / "stack.tif"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    with pytest.raises(InputError, match=r"stack.tif: is a TIFF of 3 pages.*folder of "
+                                         r"numbered pictures"):
+        io.read_image_2d(path)
+    pages[1].save(tmp_path / "one.tif")  # one page: read
+    assert io.read_image_2d(tmp_path / "one.tif").shape == (20, 30, 1)

@@ -480,6 +480,27 @@ def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
         s2d.predict_images([tmp_path / "notes.txt"], tmp_path / "o2", model=tiny_model)
 
 
+def test_mask_of_a_turned_jpeg_overlays_it_as_shown(tiny_model: s2d.Model2D,
+                                                   tmp_path: Path) -> None:
+    """A picture whose EXIF orientation turns it (a phone's JPEG, stored 90 x 60, shown 60 x
+    90) gets its mask and overlay as it is shown."""
+    from PIL import Image
+
+    img, _ = fake_slice(60, 90)
+    im = Image.fromarray(img)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    s2d.predict_images([tmp_path / "phone.jpg"], tmp_path / "out", model=tiny_model)
+    with Image.open(tmp_path / "phone.jpg") as shown:
+        from PIL import ImageOps
+
+        size = ImageOps.exif_transpose(shown).size
+    assert size == (60, 90)
+    assert Image.open(tmp_path / "out" / "phone_mask.png").size == size
+    assert Image.open(tmp_path / "out" / "phone_overlay.png").size == size
+
+
 def test_one_bad_picture_leaves_the_others(tiny_model: s2d.Model2D, tmp_path: Path) -> None:
     """An unreadable picture, a second picture of one name, a picture whose reference
     mask lies where its output would go: each refused in a sentence, the rest written;

@@ -553,7 +553,9 @@ def read_image_2d(path: str | Path) -> np.ndarray:
     Greyscale pictures get C = 1 (so do palette pictures whose colours are all grey);
     palette, CMYK and other colour-space pictures are read by their colours; RGBA loses
     its alpha; 16-bit pictures are scaled to 8 bits by their own maximum; a single DICOM
-    slice (``.dcm``) is read by :func:`read_dicom_2d`.
+    slice (``.dcm``) is read by :func:`read_dicom_2d`. A picture whose EXIF orientation
+    says it is shown turned or mirrored (a phone's JPEG) is read as it is shown. A TIFF
+    of several pages is refused (a folder of numbered pictures is a stack).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -569,7 +571,18 @@ def read_image_2d(path: str | Path) -> np.ndarray:
             w, h = im.size
             if w * h > MAX_PICTURE_PIXELS:
                 raise InputError(f"{p}: the picture is {w} x {h} pixels, {too_big}")
+            pages = int(getattr(im, "n_frames", 1) or 1)
+            if im.format == "TIFF" and pages > 1:  # the pages after the first were dropped
+                raise InputError(
+                    f"{p}: is a TIFF of {pages} pages, and a picture here is one slice; give "
+                    "the pages as a folder of numbered pictures (name_1.png ... "
+                    f"name_{pages}.png), which is read as one patient's stack.")
             im.load()
+            if (im.getexif() or {}).get(0x0112, 1) != 1:  # Orientation: shown turned
+                from PIL import ImageOps
+
+                # the picture as every viewer shows it, so that its mask overlays that
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                 # a palette's indices or another colour space's numbers are not the
                 # picture's brightness: its colours are
