@@ -114,15 +114,33 @@ def test_unmatched_predictions_are_listed(folders):
     assert "lesion_dice" not in ev.rows[0]
 
 
-def test_shape_mismatch_is_one_sentence(folders, tmp_path, capsys):
+@pytest.mark.parametrize("off", ["shape", "affine"])
+def test_a_prediction_off_its_reference_grid_is_scored_as_missing(folders, tmp_path, capsys,
+                                                                  off):
+    """One prediction of another shape, or on an affine shifted against its reference's,
+    no longer stops the whole cohort (exit 2, no CSV): that case is scored as missing
+    with status unreadable and its sentence, the others are scored, and the run exits 1."""
     pred, ref = folders
-    save(np.zeros((10, 10, 10), np.uint8), pred / "caseA.nii.gz")
-    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref),
-                 "-o", str(tmp_path / "m.csv"), "--quiet"])
+    if off == "shape":
+        save(np.zeros((10, 10, 10), np.uint8), pred / "caseA.nii.gz")
+        said = "shape (10, 10, 10) differs"
+    else:
+        moved = np.eye(4)
+        moved[0, 3] = 10.0
+        nib.save(nib.Nifti1Image(labels2021(shift=1), moved), str(pred / "caseA.nii.gz"))
+        said = "affine) differs from its reference"
+    out = tmp_path / "m.csv"
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out),
+                 "--quiet", "--no-lesion-wise"])
     err = capsys.readouterr().err
-    assert code == 2
-    assert "caseA.nii.gz" in err and "shape (10, 10, 10) differs" in err
-    assert "Traceback" not in err and err.count("\n") == 1
+    assert code == 1
+    assert "error: " in err and "caseA.nii.gz" in err and said in err
+    assert "Traceback" not in err
+    rows = read_csv(out)
+    status = {r["case"]: r["status"] for r in rows if r["case"].startswith("case")}
+    assert status == {"caseA": "unreadable", "caseB": "ok", "caseC": "missing"}
+    assert float(next(r for r in rows if r["case"] == "caseB" and r["region"] == "WT")
+                 ["dice"]) > 0
 
 
 def test_a_prediction_is_scored_on_the_reference_grid(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ class Evaluation:
     value}}}`` over every case including missing and unreadable ones; ``missing``: case
     ids without a prediction; ``unmatched``: prediction files without a reference;
     ``regions``: region names; ``unreadable``: one sentence per prediction file that
-    could not be read (scored as missing, the other cases still scored).
+    could not be read or lies off its reference's grid (scored as missing, status
+    ``unreadable``, the other cases still scored).
     """
 
     rows: list[dict[str, Any]]
@@ -224,13 +225,19 @@ def evaluate_pair(
     return scores
 
 
+class OffGrid(InputError):
+    """A prediction that does not lie on its reference's grid (another shape, or an affine
+    shifted, rotated or resampled against it): scored as a missing one, as an unreadable
+    file is, while the other cases are scored."""
+
+
 def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, ...],
                       ref_path: Path) -> np.ndarray:
     """``pred`` voxel for voxel on its reference's grid: as it is when its file has the
     reference's shape and affine (or no geometry of its own: an identity affine, as a
     prediction saved from an array often has), its axes reordered or flipped when it is
     the same grid stored in another orientation; else :class:`InputError` (a prediction
-    shifted or resampled would be scored against the wrong voxels)."""
+    shifted or resampled would be scored against the wrong voxels; :class:`OffGrid`)."""
     import nibabel as nib
     from nibabel import orientations as O
 
@@ -248,11 +255,11 @@ def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, .
     if turned.shape == tuple(ref_shape) and np.allclose(a_turned, a_ref, atol=tol):
         return np.ascontiguousarray(turned)
     if turned.shape != tuple(ref_shape):
-        raise InputError(
+        raise OffGrid(
             f"{pred_path}: the prediction's shape {pred.shape} differs from its reference "
             f"{ref_path.name}'s {tuple(ref_shape)}; predictions must be on the reference's "
             "grid.")
-    raise InputError(
+    raise OffGrid(
         f"{pred_path}: the prediction's voxel-to-world geometry (affine) differs from its "
         f"reference {ref_path.name}'s, as if shifted, rotated or resampled; predictions "
         "must be on the reference's grid.")
@@ -428,10 +435,11 @@ def evaluate_folders(
             try:
                 scores = evaluate_pair(preds[cid], refs[cid], pred_labels, ref_labels,
                                        hd95_method, lesions, diameters)
-            except UnreadableFile as exc:
+            except (UnreadableFile, OffGrid) as exc:
                 if str(preds[cid]) not in str(exc):  # the reference's fault: said as it is
                     raise
-                # one broken prediction file: scored as a missing one, the others go on
+                # one broken prediction file, or one on another grid than its reference:
+                # scored as a missing one, the others go on
                 unreadable.append(str(exc))
                 status = "unreadable"
         if status == "unreadable" or cid not in preds:
