@@ -157,6 +157,31 @@ def test_a_modality_on_a_grid_of_its_own_is_resampled(tmp_path: Path) -> None:
     assert note is not None and note.startswith("the T2 lay on a grid of its own")
 
 
+@pytest.mark.parametrize("axes", [(0, 1), (1, 0, 2)])
+def test_a_modality_on_the_same_grid_stored_turned_is_not_resampled(
+        tmp_path: Path, axes: tuple[int, ...]) -> None:
+    """A T2 stored with x and y reversed (RAS beside the others' LPS), or x and y swapped,
+    its affine to match, lies on the T1's grid: it is turned onto it voxel for voxel, with
+    no resampling and no warning."""
+    folder = write_brats(tmp_path, "c9", "brats2021", with_seg=False)
+    t2 = np.asarray(nib.load(str(folder / "c9_t2.nii.gz")).dataobj).astype(np.float32)
+    if len(axes) == 2:  # reversed along these axes
+        flip = np.eye(4)
+        for a in axes:
+            flip[a, a], flip[a, 3] = -1.0, SHAPE[a] - 1
+        data, aff = np.flip(t2, axes), BRATS_AFF @ flip
+    else:  # axes swapped
+        perm = np.eye(4)[[*axes, 3]].T
+        data, aff = np.transpose(t2, axes), BRATS_AFF @ perm
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), aff), str(folder / "c9_t2.nii.gz"))
+    case = load_case(folder, with_label=False)
+    assert case.regridded == () and case.shape == SHAPE
+    np.testing.assert_array_equal(case.modality("t2"), t2)
+    from braintumor.segment import regrid_note
+
+    assert regrid_note(case) is None
+
+
 def _world(ijk: np.ndarray, aff: np.ndarray) -> np.ndarray:
     return ijk @ aff[:3, :3].T + aff[:3, 3]
 

@@ -611,10 +611,30 @@ def grid_of_files(paths: Mapping[str, str | Path], label_path: str | Path | None
                                                               if m in paths)
 
 
+def _turned_onto(v: Volume, ref: Volume) -> Volume | None:
+    """``v`` with its voxel axes reordered or reversed onto ``ref``'s grid when it is that
+    grid stored in another orientation (RAS beside LPS storage: the same voxels, its affine
+    to match), exactly, without interpolation; None when it is another grid."""
+    from nibabel import orientations as O
+
+    if v.data.ndim != 3:
+        return None
+    turn = O.ornt_transform(O.io_orientation(v.affine), O.io_orientation(ref.affine))
+    if np.array_equal(turn, [[0, 1], [1, 1], [2, 1]]):
+        return None  # nothing to turn: another grid
+    shape = tuple(v.data.shape[int(a)] for a in np.argsort(turn[:, 0]))
+    affine = v.affine @ O.inv_ornt_aff(turn, v.data.shape)
+    if shape != ref.data.shape or not np.allclose(affine, ref.affine, atol=1e-3):
+        return None
+    data = np.ascontiguousarray(O.apply_orientation(v.data, turn))
+    return replace(v, data=data, affine=ref.affine)
+
+
 def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
     """The modalities of ``vols`` on another grid than ``grid``'s; a file on its affine
     with another shape, or (not ``regrid``) on another affine, raises
-    :class:`InputError`."""
+    :class:`InputError`. One on ``grid``'s grid stored in another orientation is turned
+    onto it in ``vols`` (:func:`_turned_onto`) and is on the grid."""
     ref = vols[grid]
     ref_name = MODALITY_NAMES[grid]
     other = []
@@ -622,6 +642,10 @@ def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
         v = vols[m]
         same_affine = bool(np.allclose(v.affine, ref.affine, atol=1e-3))
         if v.data.shape == ref.data.shape and same_affine:
+            continue
+        turned = None if same_affine else _turned_onto(v, ref)
+        if turned is not None:
+            vols[m] = turned
             continue
         if same_affine or not regrid:  # one grid claimed, another size: a wrong file
             raise InputError(
