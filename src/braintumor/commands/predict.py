@@ -9,7 +9,7 @@ on the input's own grid and a row per case in ``OUTDIR/volumes.csv`` (region vol
 mL, voxel size, warning; rows of earlier runs into the folder are kept),
 or ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` for 2D.
 A failing case is reported in one sentence and skipped; the others are still written,
-and the exit status is 1 when any case failed (2 when nothing could be read at all).
+and the exit status is 1 when any case failed (2 when none gave an output).
 """
 
 from __future__ import annotations
