@@ -232,9 +232,19 @@ def _source_from_files(files: list[Path], where: Path) -> list[CaseSource]:
     return list(groups.values())
 
 
+class IncompleteCase(InputError):
+    """A case without a modality it needs (:func:`check_complete`), carrying the case, so
+    that training can say what training needs."""
+
+    def __init__(self, message: str, source: CaseSource, where: Path) -> None:
+        super().__init__(message)
+        self.source = source
+        self.where = where
+
+
 def check_complete(src: CaseSource, where: Path, allow_missing: bool = True) -> None:
     """Raise one sentence listing found and missing modalities when a needed one is
-    missing (T1ce or FLAIR; any, with ``allow_missing=False``)."""
+    missing (T1ce or FLAIR; any, with ``allow_missing=False``, as training needs)."""
     if src.image4d is not None:
         return
     missing = list(src.missing)
@@ -242,12 +252,14 @@ def check_complete(src: CaseSource, where: Path, allow_missing: bool = True) -> 
     if needed:
         found = [MODALITY_NAMES[m] for m in MODALITIES if m in src.modality_paths]
         hint = (" T1ce and FLAIR are needed; a case without T1 or T2 is segmented by the "
-                "watershed alone." if allow_missing else "")
-        raise InputError(
+                "watershed alone." if allow_missing else
+                " Training needs all four in every case; complete the case or move it out "
+                "of the training data.")
+        raise IncompleteCase(
             f"{where}: case {src.case_id} is missing the "
             f"{', '.join(MODALITY_NAMES[m] for m in missing)} "
             f"{'modalities' if len(missing) > 1 else 'modality'} "
-            f"(found: {', '.join(found) or 'none'}).{hint}"
+            f"(found: {', '.join(found) or 'none'}).{hint}", src, where
         )
 
 

@@ -4,21 +4,36 @@ Each case is cropped to the brain's bounding box, each modality z-scored over br
 voxels, and stored as ``<cache>/<case_id>.npz`` with ``image`` ``(4, x, y, z)`` float16,
 ``label`` ``(x, y, z)`` uint8 (internal values), ``box`` ``(3, 2)`` (the crop in the native
 grid) and ``shape`` (native shape), so a prediction can be put back in native space.
+``<cache>/sources.json`` records, for each case, the files it was made from (path in the
+data folder, size, modification time) and the preprocessing settings, so a case whose
+files changed since is made again rather than trained on as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from braintumor.cases import Case, check_complete, discover, load_case
+from braintumor.cases import (
+    Case,
+    CaseSource,
+    IncompleteCase,
+    check_complete,
+    discover,
+    load_case,
+)
 from braintumor.labels import regions_to_channels
 from braintumor.preprocess import Box, bounding_box, brain_mask, crop, zscore
 
 CROP_MARGIN = 2
+#: what a cached case depends on besides its files (change when preprocessing changes)
+CACHE_SETTINGS = {"format": 1, "crop_margin": CROP_MARGIN}
 
 
 @dataclass
@@ -58,7 +73,7 @@ def save_prepared(p: Prepared, folder: Path) -> Path:
     """Write a prepared case to ``folder/<case_id>.npz`` (float16 image)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{p.case_id}.npz"
-    tmp = folder / f".{p.case_id}.tmp.npz"
+    tmp = folder / f".{p.case_id}.{os.getpid()}.tmp.npz"
     arrays = {"image": p.image.astype(np.float16), "box": box_to_array(p.box),
               "shape": np.array(p.shape, dtype=np.int64)}
     if p.label is not None:
@@ -76,21 +91,78 @@ def load_prepared(path: Path) -> Prepared:
                         array_to_box(z["box"]), tuple(int(s) for s in z["shape"]))  # type: ignore[arg-type]
 
 
+def source_fingerprint(src: CaseSource, data: str | Path) -> list[list[Any]]:
+    """The files a case is made from as ``[path, size, mtime_ns]`` (path relative to the
+    data folder where it lies under it): cheap to take, and changed by any rewrite."""
+    files = [src.image4d] if src.image4d is not None else list(src.modality_paths.values())
+    if src.label_path is not None:
+        files.append(src.label_path)
+    out: list[list[Any]] = []
+    for f in sorted({Path(x) for x in files if x is not None}):
+        st = f.stat()
+        try:
+            name = str(f.resolve().relative_to(Path(data).resolve()))
+        except ValueError:
+            name = str(f.resolve())
+        out.append([name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def training_sources(data: str | Path) -> list[CaseSource]:
+    """The cases of a training data folder, each with all four modalities (the networks
+    learn from all four; no stand-in channel), else one sentence that says so."""
+    try:
+        sources = discover(data)
+    except IncompleteCase as exc:  # said as prediction would: a case may lack T1 or T2
+        check_complete(exc.source, exc.where, allow_missing=False)
+        raise
+    for src in sources:
+        check_complete(src, Path(data), allow_missing=False)
+    return sources
+
+
 def build_cache(data: str | Path, cache: str | Path, progress: bool = True) -> list[Path]:
-    """Preprocess every case under ``data`` into ``cache`` (skips cases already there)."""
+    """Preprocess every case under ``data`` into ``cache``: a case already there is kept
+    when its files and the preprocessing settings are those it was made from
+    (``sources.json``), and made again otherwise, which is said in one line."""
     cache_dir = Path(cache)
     out = []
-    sources = discover(data)
-    for src in sources:  # the networks learn from all four; no stand-in channel
-        check_complete(src, Path(data), allow_missing=False)
+    sources = training_sources(data)
+    index = cache_dir / "sources.json"
+    try:
+        known = json.loads(index.read_text()) if index.exists() else {}
+    except (OSError, ValueError):
+        known = {}
+    same_settings = known.get("settings") == CACHE_SETTINGS
+    before: dict[str, Any] = dict(known.get("cases") or {}) if same_settings else {}
+    now: dict[str, Any] = {}
+    remade: list[str] = []
     for i, src in enumerate(sources):
         dst = cache_dir / f"{src.case_id}.npz"
-        if not dst.exists():
+        now[src.case_id] = source_fingerprint(src, data)
+        fresh = dst.exists() and before.get(src.case_id) == now[src.case_id]
+        if not fresh:
+            if dst.exists():
+                remade.append(src.case_id)
             save_prepared(prepare_case(load_case(src)), cache_dir)
-        if progress:
-            print(f"[{i + 1}/{len(sources)}] {src.case_id}", flush=True)
+            if progress:
+                print(f"[{i + 1}/{len(sources)}] {src.case_id}", flush=True)
         out.append(dst)
-    (cache_dir / "cases.json").write_text(json.dumps([s.case_id for s in sources], indent=1))
+    if remade:
+        why = ("the cache did not record what its cases were made from" if not known else
+               "the preprocessing settings changed" if not same_settings else
+               "their files changed since they were cached")
+        print(f"{cache_dir}: made {len(remade)} cached case(s) again ({', '.join(remade[:3])}"
+              f"{', ...' if len(remade) > 3 else ''}): {why}", file=sys.stderr, flush=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if known.get("cases") != now or not same_settings:
+        tmp = cache_dir / f".sources.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"settings": CACHE_SETTINGS, "cases": now}, indent=1))
+        tmp.replace(index)
+    ids = cache_dir / "cases.json"
+    text = json.dumps([s.case_id for s in sources], indent=1)
+    if not ids.exists() or ids.read_text() != text:
+        ids.write_text(text)
     return out
 
 

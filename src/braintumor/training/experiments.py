@@ -288,12 +288,9 @@ def all_case_ids(cfg: TrainConfig) -> list[str]:
     """Case ids the study draws its folds from (the cache index or the phantoms)."""
     if cfg.synthetic > 0:
         return [f"phantom_{1000 + i}" for i in range(cfg.synthetic)]
-    from braintumor.training.data import build_cache
+    from braintumor.training.trainer import cached_case_ids
 
-    cache = Path(cfg.cache)
-    if not (cache / "cases.json").exists():
-        build_cache(cfg.data, cache)
-    return sorted(json.loads((cache / "cases.json").read_text()))
+    return sorted(cached_case_ids(cfg))
 
 
 def study_folds(study: Study) -> list[dict[str, list[str]]]:

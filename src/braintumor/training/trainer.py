@@ -62,10 +62,7 @@ def load_cases(cfg: TrainConfig) -> list[Prepared]:
                  for i in range(cfg.synthetic)]
         return [c for c in cases if not cfg.case_ids or c.case_id in cfg.case_ids]
     cache = Path(cfg.cache)
-    if not (cache / "cases.json").exists():
-        build_cache(cfg.data, cache)
-    ids = json.loads((cache / "cases.json").read_text())
-    _check_cache_source(cfg, cache, ids)
+    ids = cached_case_ids(cfg)
     if cfg.case_ids:
         missing = sorted(set(cfg.case_ids) - set(ids))
         if missing:
@@ -74,6 +71,19 @@ def load_cases(cfg: TrainConfig) -> list[Prepared]:
             raise InputError(f"{cache}: no cached case {missing[0]!r} (asked for in case_ids).")
         ids = [i for i in ids if i in cfg.case_ids]
     return [load_prepared(cache / f"{i}.npz") for i in ids]
+
+
+def cached_case_ids(cfg: TrainConfig) -> list[str]:
+    """The case ids of ``cfg.cache``, built or brought up to date from ``cfg.data`` first
+    (a case whose files changed since it was cached is made again); a cache carried
+    without its data folder is taken as it is."""
+    cache = Path(cfg.cache)
+    index = cache / "cases.json"
+    if index.exists():
+        _check_cache_source(cfg, cache, json.loads(index.read_text()))
+    if Path(cfg.data).is_dir() or not index.exists():
+        build_cache(cfg.data, cache)
+    return list(json.loads(index.read_text()))
 
 
 def _check_cache_source(cfg: TrainConfig, cache: Path, ids: list[str]) -> None:
