@@ -239,6 +239,20 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path: Path) -> None:
     assert from_dict({**to_dict(cfg), "augment": {"strength": "2e0"}}).augment.strength == 2.0
 
 
+def test_set_augment_mapping_merges_as_a_study_set_does() -> None:
+    """``--set 'augment={strength: 2.0}'`` changes that setting and keeps the others, as a
+    study's ``set:`` block does (it was refused as 'not a mapping' of a mapping)."""
+    from braintumor.commands.train import parse_overrides
+    from braintumor.errors import InputError
+
+    cfg = load_config(SMOKE).replace(**{"augment.rotate": False})
+    got = cfg.replace(**parse_overrides(["augment={strength: 2.0}"]))
+    assert got.augment.strength == 2.0 and got.augment.rotate is False
+    assert cfg.replace(augment={"strength": "5e-1"}).augment.strength == 0.5
+    with pytest.raises(InputError, match="Unknown config keys: augment.strenth"):
+        cfg.replace(augment={"strenth": 2.0})
+
+
 def test_one_case_id_alone_is_one_case(tmp_path: Path) -> None:
     from braintumor.config import from_dict, to_dict
 

@@ -83,9 +83,13 @@ class TrainConfig:
     init_from: str = ""
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """Copy with some fields changed (dotted ``augment.x`` keys allowed); an unknown
-        field is one sentence."""
+        """Copy with some fields changed (dotted ``augment.x`` keys allowed, and an
+        ``augment`` mapping, merged into the current settings as a study's ``set:`` is);
+        an unknown field is one sentence."""
         aug = {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith("augment.")}
+        if isinstance(changes.get("augment"), dict):
+            changes = dict(changes)
+            aug = {**changes.pop("augment"), **aug}
         rest = {k: v for k, v in changes.items() if not k.startswith("augment.")}
         aug_names = {f.name for f in fields(self.augment)}
         unknown = sorted(set(rest) - {f.name for f in fields(self)}
