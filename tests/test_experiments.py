@@ -489,3 +489,31 @@ def test_failed_search_workers_fail_the_command_once(tmp_path: Path) -> None:
                                         r"\(ZeroDivisionError: division by zero\) \(traceback"):
         _run_processes(exec, [("pass",), ("1/0",)], err, stagger_s=0)
     assert "ZeroDivisionError" in Path(err[1]).read_text()
+
+
+def test_a_fold_given_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--folds 0 0`` would score fold 0's held-out cases twice (n_cases doubled, an SD
+    over folds of 0): one sentence, before any training."""
+    with pytest.raises(InputError, match="fold 0 is given twice"):
+        load_study(_write(tmp_path), folds=[0, 0])
+    assert main(["experiment", "--config", str(_write(tmp_path)), "--folds", "0", "1", "0",
+                 "--tracking-uri", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "fold 0 is given twice" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_search_log_says_when_trials_have_no_time_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("optuna")
+    from braintumor.training import search
+
+    monkeypatch.setattr(search, "_run_workers", lambda *a, **k: None)  # no trial runs
+    lines: list[str] = []
+    search.run_search(load_study(_search(tmp_path)), tracking_uri=None, log=lines.append)
+    assert "2 trials, no time budget (each run trains for its epochs)" in lines[0], lines
+    lines.clear()
+    (tmp_path / "b").mkdir()
+    search.run_search(load_study(_search(tmp_path / "b"), budget_min=0.5), tracking_uri=None,
+                      log=lines.append)
+    assert "2 trials, 0.5 min each" in lines[0], lines

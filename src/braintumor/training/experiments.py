@@ -210,6 +210,10 @@ def _read_study(p: Path, raw: dict[str, Any], budget_min: float | None,
     bad = [f for f in run_folds if not 0 <= f < k]
     if bad:
         raise InputError(f"{p}: fold {bad[0]} does not exist (the study has {k} folds).")
+    twice = sorted({f for f in run_folds if run_folds.count(f) > 1})
+    if twice:
+        raise InputError(f"{p}: fold {twice[0]} is given twice; each fold is run once (its "
+                         "held-out cases would otherwise count twice).")
     budget = float(budget_min if budget_min is not None else st.get("budget_min", 0) or 0)
     if not (math.isfinite(budget) and budget >= 0):
         raise InputError(f"{p}: budget_min must be a number of minutes above 0 (or 0: no time "

@@ -531,7 +531,9 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
     if not ostudy.trials or all(t.state == optuna.trial.TrialState.FAIL
                                 for t in ostudy.trials):
         ostudy.enqueue_trial(base_params(study.base, space))  # the starting point first
-    log(f"search {study.name}: {settings['trials']} trials, {study.budget_min:g} min each, "
+    per = study.budget_min or study.base.time_budget_min  # as _inner_config sets it
+    each = f"{per:g} min each" if per else "no time budget (each run trains for its epochs)"
+    log(f"search {study.name}: {settings['trials']} trials, {each}, "
         f"outer fold {outer} (inner {settings['inner_folds']}-fold), {study.parallel} at "
         f"once; {_count_done(ostudy)} done already"
         + (f", {requeued} interrupted trial(s) re-queued" if requeued else ""))
