@@ -517,3 +517,52 @@ def test_search_log_says_when_trials_have_no_time_budget(
     search.run_search(load_study(_search(tmp_path / "b"), budget_min=0.5), tracking_uri=None,
                       log=lines.append)
     assert "2 trials, 0.5 min each" in lines[0], lines
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_study_workers_end_when_the_study_is_killed_outright(tmp_path: Path) -> None:
+    """``kill -9`` of ``experiment --parallel N`` left its workers training on (parent 1),
+    and a rerun trained the same run folders beside them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from braintumor.training.experiments import worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    ex = worker_pool(1)\n"
+        "    print(ex.submit(os.getpid).result(), flush=True)\n"
+        "    ex.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        end = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -335,6 +335,47 @@ def test_resume_says_from_where(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"resumed from {out / 'last.pt'} at epoch 1/2" in capsys.readouterr().err
 
 
+def test_fewer_epochs_than_the_run_has_leave_it_as_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resuming with fewer epochs than done said 'at epoch 2/1' and rewrote config.yaml to
+    the smaller number, which no longer matched the checkpoint: nothing to do, said once,
+    and the record is left as it is."""
+    out = tmp_path / "r"
+    args = ["train", "--config", str(SMOKE), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    record = (out / "config.yaml").read_text()
+    last = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--set", "epochs=1"]) == 0
+    err = capsys.readouterr().err
+    assert f"the run in {out} already has 2 epochs (asked 1); nothing to do" in err
+    assert "resumed" not in err
+    assert (out / "config.yaml").read_text() == record
+    assert (out / "last.pt").read_bytes() == last
+
+
+def test_a_run_folder_in_training_is_refused_to_a_second_trainer(tmp_path: Path) -> None:
+    """Two trainers on one folder (a study rerun while its killed parent's workers went
+    on) would write the same checkpoints: the second is refused in one sentence."""
+    import os
+
+    from braintumor.errors import InputError
+    from braintumor.training.trainer import lock_run_folder
+
+    out = tmp_path / "r"
+    out.mkdir()
+    held = lock_run_folder(out)  # as another process training it
+    try:
+        with pytest.raises(InputError, match=rf"{out} is being trained by another process "
+                                             rf"\(pid {os.getpid()}\)"):
+            Trainer(_small(epochs=1), out, device="cpu", progress=False).fit()
+        assert not (out / "last.pt").exists()
+    finally:
+        held.close()
+    Trainer(_small(epochs=1), out, device="cpu", progress=False).fit()  # free again
+    assert (out / "last.pt").exists()
+
+
 @pytest.mark.parametrize("signame, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_an_interrupted_run_says_where_its_checkpoint_is(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -10,8 +10,11 @@ be, and re-queued by the next session.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,3 +66,29 @@ def interruptible(then_ignore: bool = False) -> Iterator[None]:
         for s in sigs:
             if signal.getsignal(s) is handler or not then_ignore:
                 signal.signal(s, before[s])
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when the process ``parent`` ends, however it ends (one killed
+    outright would otherwise leave its worker computing what the next run of the command
+    computes again in the same folder): at once on Linux (``PR_SET_PDEATHSIG``, sent when
+    the thread that started this process ends), and within a second anywhere (a thread
+    watching for this process being handed to another parent). For a worker process's
+    start (the web's job children, a study's and a search's training processes)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # gone before the line above took effect
+        os._exit(0)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="braintumor-parent-watch").start()

@@ -515,13 +515,26 @@ def execute(jobs: list[dict[str, Any]], parallel: int,
         for j in jobs:
             take(run_job(j))
         return results
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as ex:
+    with worker_pool(parallel) as ex:
         for fut in as_completed([ex.submit(run_job, j) for j in jobs]):
             take(fut.result())
     return results
+
+
+def worker_pool(parallel: int) -> Any:
+    """``parallel`` spawned worker processes that end with this process however it ends
+    (killed outright, its workers would go on training run folders that a rerun of the
+    study trains again)."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from braintumor.interrupts import die_with_parent
+
+    return ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
 
 
 def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "default",

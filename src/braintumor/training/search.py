@@ -373,16 +373,19 @@ class _TrialFailed(BaseException):
 
 
 def _process_worker(target: Callable[..., Any], args: tuple[Any, ...], conn: Any,
-                    error_file: str) -> None:
+                    error_file: str, parent: int | None = None) -> None:
     """A search worker process: runs ``target(*args)``. SIGINT / SIGTERM leave its trial
     RUNNING, to be re-queued (exit 130 / 143); a failure is sent to the parent as
     ``(kind, one sentence)`` (exit 2 for the user's input, 1 otherwise, the traceback of
-    an unexpected error in ``error_file``), so the parent says it once."""
+    an unexpected error in ``error_file``), so the parent says it once. It ends with the
+    process ``parent`` (a parent killed outright leaves no worker training on)."""
     import sys
 
     from braintumor.errors import describe_failure
-    from braintumor.interrupts import Interrupted, interruptible
+    from braintumor.interrupts import Interrupted, die_with_parent, interruptible
 
+    if parent is not None:
+        die_with_parent(parent)
     try:
         with interruptible(then_ignore=True):
             target(*args)
@@ -428,7 +431,7 @@ def _run_processes(target: Callable[..., Any], arg_sets: list[tuple[Any, ...]],
         for i, args in enumerate(arg_sets):
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_process_worker,
-                               args=(target, args, send, error_files[i]))
+                               args=(target, args, send, error_files[i], os.getpid()))
             proc.start()
             send.close()
             procs.append(proc)

@@ -247,7 +247,16 @@ class Trainer:
 
     # -------------------------------------------------------------------- train
     def fit(self) -> dict[str, Any]:
-        """Train (or resume) and return a summary with the best validation Dice."""
+        """Train (or resume) and return a summary with the best validation Dice. The run
+        folder is locked meanwhile: a second trainer on it is refused in one sentence."""
+        lock = lock_run_folder(self.out)
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _fit(self) -> dict[str, Any]:
         import torch
 
         from braintumor.networks import check_network
@@ -264,6 +273,11 @@ class Trainer:
             if last.exists() else None
         if ck is not None:  # checked before config.yaml, the run's record, is rewritten
             check_resume(self.out, ck.get("config", {}), cfg)
+            if ck["epoch"] > cfg.epochs:  # its record stays as it is: it says what was run
+                print(f"the run in {self.out} already has {ck['epoch']} epochs (asked "
+                      f"{cfg.epochs}); nothing to do", file=sys.stderr, flush=True)
+                self.epochs_done = self.resumed_epoch = int(ck["epoch"])
+                return _finished_summary(self.out, ck)
         save_config(cfg, self.out / "config.yaml",
                     {"code_version": code_version(), "split": split, "device": self.device})
         if ck is not None:
@@ -468,6 +482,47 @@ class Trainer:
         fig.tight_layout()
         fig.savefig(self.out / "curve.png", dpi=90)
         plt.close(fig)
+
+
+def lock_run_folder(out: Path) -> Any:
+    """Take the advisory lock of a run folder (``.train.lock``, holding this process's id)
+    and return its open file (closing it lets go), or refuse in one sentence when
+    another process holds it; None where file locks are not available."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform
+        return None
+    import os
+
+    from braintumor.errors import InputError
+
+    fh = open(out / ".train.lock", "a+")  # noqa: SIM115 (held open for the run)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        pid = fh.read().strip() or "unknown"
+        fh.close()
+        raise InputError(f"{out} is being trained by another process (pid {pid}); wait for "
+                         "it to end, or train into another folder.") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def _finished_summary(out: Path, ck: dict[str, Any]) -> dict[str, Any]:
+    """The summary of a run that needs no more training: its ``summary.json``, or one
+    made from its checkpoint where that is missing."""
+    path = out / "summary.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    history = ck.get("history") or []
+    return {"best_val_dice": ck["best"] if ck.get("best", -1.0) >= 0 else None,
+            "epochs": len(history), "stop": "epochs",
+            "train_s": history[-1]["elapsed_s"] if history else 0.0,
+            "steps": int(ck.get("step_count", 0)), "val_cases": []}
 
 
 #: what may change when a run is resumed: how long it trains, how often it validates,

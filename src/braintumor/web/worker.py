@@ -536,35 +536,6 @@ class _Child:
         self.kill()
 
 
-def _die_with_parent(parent: int) -> None:
-    """End this process when the server process ``parent`` ends, however it ends (a
-    server killed outright would otherwise leave its child computing a job the next
-    server runs again in the same folder): at once on Linux (``PR_SET_PDEATHSIG``; the
-    child is started from a slot thread, which lives as long as the pool), and within a
-    second anywhere (a thread watching for this process being handed to another parent)."""
-    import os
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # gone before the line above took effect
-        os._exit(0)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="braintumor-parent-watch").start()
-
-
 def child_entry(fd: int, threads: int | None, warm: bool = True,
                 sample: dict[str, Any] | None = None, parent: int | None = None) -> None:
     """Entry point of a worker child process (see :class:`_Child`); ``parent``: the
@@ -572,7 +543,10 @@ def child_entry(fd: int, threads: int | None, warm: bool = True,
     from multiprocessing.connection import Connection
 
     if parent is not None:
-        _die_with_parent(parent)
+        from braintumor.interrupts import die_with_parent
+
+        die_with_parent(parent)  # the child is started from a slot thread, which lives
+        # as long as the pool
     _child_main(Connection(fd), threads, warm, sample)
 
 
