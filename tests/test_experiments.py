@@ -566,3 +566,34 @@ def test_study_workers_end_when_the_study_is_killed_outright(tmp_path: Path) -> 
             parent.kill()
         if child and _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_rerun_with_other_folds_keeps_the_earlier_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A rerun with other --folds or --budget overwrote results.md/csv, cases.csv and
+    best.json with a partial table: the earlier ones are kept aside, said in one line."""
+    from braintumor.training import experiments as E
+
+    monkeypatch.setattr(E, "execute", lambda *a, **k: [])  # no training here
+    path = _write(tmp_path)
+    out = tmp_path / "out"
+    E.run_study(load_study(path), tracking_uri=None, log=lambda s: None)
+    for name in E.OUTPUT_FILES:  # as a finished study with fold 0 left them
+        (out / name).write_text(f"earlier {name}")
+    E.run_study(load_study(path), tracking_uri=None, log=lambda s: None)  # same: kept
+    assert (out / "results.md").read_text() == "earlier results.md"
+    assert not list(out.glob("*.prev-*"))
+    capsys.readouterr()
+    E.run_study(load_study(path, folds=[1]), tracking_uri=None, log=lambda s: None)
+    err = capsys.readouterr().err
+    assert "the earlier tables (folds [0], no time budget) are kept as results.prev-1.md" in err
+    assert "this run (folds [1], no time budget)" in err and err.count("\n") == 1
+    assert (out / "results.prev-1.md").read_text() == "earlier results.md"
+    assert (out / "cases.prev-1.csv").read_text() == "earlier cases.csv"
+    assert (out / "best.prev-1.json").exists() and not (out / "best.json").exists()
+    (out / "results.md").write_text("fold 1's")
+    E.run_study(load_study(path, folds=[1], budget_min=0.5), tracking_uri=None,
+                log=lambda s: None)
+    assert (out / "results.prev-2.md").read_text() == "fold 1's"
+    assert "0.5 min/run" in capsys.readouterr().err

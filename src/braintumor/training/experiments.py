@@ -545,6 +545,7 @@ def run_study(study: Study, device: str = "cpu", tracking_uri: str | None = "def
     from braintumor.training.tracking import Tracker
 
     folds = study_folds(study)
+    keep_earlier_outputs(study)
     study.out.mkdir(parents=True, exist_ok=True)
     write_folds(study, folds)
     jobs = make_jobs(study, folds, device)
@@ -578,11 +579,52 @@ def _spec(study: Study, name: str) -> RunSpec:
     return next(r for r in study.runs if r.name == name)
 
 
+#: what :func:`write_outputs` writes: one table's worth, kept aside together
+OUTPUT_FILES = ("results.md", "results.csv", "cases.csv", "best.json", "boxplot.png",
+                "curves.png")
+
+
+def _budget_words(budget: float) -> str:
+    return f"{budget:g} min/run" if budget else "no time budget"
+
+
+def keep_earlier_outputs(study: Study) -> int | None:
+    """A rerun with other folds or another budget would overwrite the study's tables with
+    its own: the earlier ones are renamed ``results.prev-N.md`` (and ``.csv``,
+    ``cases.prev-N.csv``, ...) beside them, said in one line on stderr; returns N (None
+    when nothing was kept aside: no earlier tables, or the same folds and budget)."""
+    import sys
+
+    out = study.out
+    if not (out / "results.md").exists() or not (out / "folds.json").exists():
+        return None
+    try:
+        old = json.loads((out / "folds.json").read_text())
+    except ValueError:
+        old = {}
+    old_folds = old.get("run_folds")
+    old_budget = old.get("budget_min", study.budget_min)  # not recorded before: unknown
+    if old_folds == study.run_folds and old_budget == study.budget_min:
+        return None
+    n = 1
+    while any((out / f"{Path(f).stem}.prev-{n}{Path(f).suffix}").exists() for f in OUTPUT_FILES):
+        n += 1
+    for f in OUTPUT_FILES:
+        if (out / f).exists():
+            (out / f).rename(out / f"{Path(f).stem}.prev-{n}{Path(f).suffix}")
+    print(f"{out}: the earlier tables (folds {old_folds}, {_budget_words(float(old_budget))}) "
+          f"are kept as results.prev-{n}.md, .csv and the like; this run (folds "
+          f"{study.run_folds}, {_budget_words(study.budget_min)}) writes its own",
+          file=sys.stderr, flush=True)
+    return n
+
+
 def write_folds(study: Study, folds: list[dict[str, list[str]]]) -> Path:
-    """``folds.json``: the split, its seed and which folds this study ran."""
+    """``folds.json``: the split, its seed, which folds this study ran and its budget."""
     p = study.out / "folds.json"
     p.write_text(json.dumps({"k": study.folds, "split_seed": study.split_seed,
-                             "run_folds": study.run_folds, "folds": folds}, indent=1))
+                             "run_folds": study.run_folds, "budget_min": study.budget_min,
+                             "folds": folds}, indent=1))
     return p
 
 
