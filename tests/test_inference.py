@@ -824,3 +824,86 @@ def test_a_cnn_outline_dropped_as_too_small_is_said(tiny_model: Path) -> None:
                   post=PostProcess(wt_min_voxels=10**7))
     assert not res.labels.any()
     assert "tumour-like signal" in (res.info.get("warning") or "")
+
+
+def _run_folder(tiny_model: Path, folder: Path, *names: str) -> Path:
+    """A run folder as ``braintumor train`` leaves it, holding the tiny network."""
+    import shutil
+
+    folder.mkdir()
+    for name in names:
+        shutil.copyfile(tiny_model / "fold0.pt", folder / name)
+    (folder / "config.yaml").write_text("train: {}\n")
+    return folder
+
+
+def test_predict_takes_a_run_folder_of_train(tmp_path: Path, tiny_model: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model RUN_FOLDER`` said 'No model found ... the shipped model may be missing':
+    a run folder stands for its best.pt, else its last.pt."""
+    from braintumor.inference import model_location
+
+    run = _run_folder(tiny_model, tmp_path / "run", "best.pt", "last.pt")
+    assert model_location(run) == run / "best.pt"
+    only_last = _run_folder(tiny_model, tmp_path / "run2", "last.pt")
+    assert model_location(only_last) == only_last / "last.pt"
+    folder = write_case(make_case(shape=SHAPE, seed=5), tmp_path / "in")
+    rc = main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(run),
+               "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / f"{folder.name}.nii.gz").exists()
+
+
+@pytest.mark.parametrize("what, says", [
+    ("onnx", "ONNX files are not taken as a model (they lack the config the model runs "
+             "with); give the checkpoint (.pt) it was exported from, or the run folder"),
+    ("empty", "No model found at"),
+    ("junk", "not a readable model checkpoint"),
+])
+def test_a_bad_model_is_said_once_for_a_cohort(tmp_path: Path, what: str, says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A model that cannot be loaded was reported once per case, and an ONNX file from
+    export-onnx as 'invalid load key': one sentence, once, exit 2, nothing written."""
+    model = {"onnx": tmp_path / "m.onnx", "empty": tmp_path / "runs",
+             "junk": tmp_path / "m.pt"}[what]
+    if what == "empty":
+        model.mkdir()
+    else:
+        model.write_bytes(b"\x08\x07\x12\x07pytorch not a pickle")
+    data = tmp_path / "data"
+    for i in range(3):
+        write_case(make_case(shape=(32, 32, 24), seed=i, case_id=f"c{i}"), data)
+    rc = main(["predict", str(data), "-o", str(tmp_path / "out"), "--model", str(model)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count(says) == 1, err
+    assert "shipped model" not in err and "Traceback" not in err
+    assert not list(tmp_path.glob("out/*.nii.gz"))
+
+
+def test_an_implausible_volume_is_warned_of_by_predict(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An outline over 400 mL (an undertrained model's, say) went into volumes.csv with no
+    word: the reports' implausible-volume sentence is said on stderr and in its row."""
+    import csv
+
+    import braintumor.segment as S
+
+    real = S.segment
+
+    def everything(case: Any, method: str, **kw: Any) -> Any:
+        res = real(case, method, **kw)
+        res.labels[...] = 2  # the whole grid outlined
+        return res
+
+    monkeypatch.setattr(S, "segment", everything)
+    case = make_case(shape=SHAPE, seed=5, spacing=(3.0, 3.0, 3.0))
+    folder = write_case(case, tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "-o", str(out), "--model", str(tiny_model),
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {case.case_id}: The whole tumour outlined is" in err
+    assert "the outline is implausible" in err
+    row = next(csv.DictReader((out / "volumes.csv").open()))
+    assert "more than 400 mL" in row["warning"]

@@ -317,6 +317,7 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
         ck = torch.load(p, map_location=device, weights_only=False)
     except Exception as exc:
         raise InputError(f"{p}: not a readable model checkpoint ({exc}).") from None
+    _check_checkpoint(p, ck)
     cfg = from_dict(ck["config"])
     out_ch = 3 if cfg.output == "sigmoid" else 4
     args = {k: v for k, v in cfg.network_args.items() if k != "dropout"}
@@ -340,7 +341,48 @@ def _checkpoint_config(path: Path) -> Any:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise InputError(f"{path}: not a readable model checkpoint ({exc}).") from None
+    _check_checkpoint(path, ck)
     return from_dict(ck["config"])
+
+
+def _check_checkpoint(path: Path, ck: Any) -> None:
+    if not (isinstance(ck, dict) and isinstance(ck.get("config"), dict) and "model" in ck):
+        raise InputError(f"{path}: not a model checkpoint written by braintumor train (it "
+                         "holds no network weights with their config).")
+
+
+def model_location(model: str | Path | None = None) -> Path:
+    """Where a model given by name or path is: a shipped model's or a model folder (with
+    ``model.json``), or a checkpoint file; a run folder of ``braintumor train`` stands for
+    its ``best.pt`` (else ``last.pt``). Refused in one sentence: nothing there, or an
+    ONNX file (it lacks the config the model runs with)."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    folder = MODELS_DIR / name if (MODELS_DIR / name).is_dir() else Path(name)
+    if folder.is_dir() and not (folder / "model.json").exists():
+        for ck in ("best.pt", "last.pt"):
+            if (folder / ck).is_file():
+                return folder / ck
+    if folder.is_file() and folder.suffix.lower() == ".onnx":
+        raise InputError(f"{folder}: ONNX files are not taken as a model (they lack the "
+                         "config the model runs with); give the checkpoint (.pt) it was "
+                         "exported from, or the run folder of braintumor train.")
+    if not folder.is_file() and not (folder / "model.json").exists():
+        shipped = ("; the shipped model may be missing from this installation" if model is None
+                   else "")
+        raise InputError(
+            f"No model found at {folder} (expected a model folder with model.json, a run "
+            f"folder of braintumor train with best.pt or last.pt, or a checkpoint "
+            f"file){shipped}."
+        )
+    return folder
+
+
+def check_model(model: str | Path | None = None) -> None:
+    """Refuse a model that cannot be loaded (:func:`model_location`, a checkpoint that is
+    not one) in one sentence, so a cohort hears it once rather than once per case."""
+    where = model_location(model)
+    if where.is_file():
+        _checkpoint_config(where)
 
 
 #: the CNN runtimes a prediction may ask for (``auto``: the fastest installed)
@@ -349,8 +391,8 @@ BACKENDS = ("auto", "openvino", "onnx", "torch")
 
 def load_model(model: str | Path | None = None, device: str = "cpu",
                backend: str = "auto") -> LoadedModel:
-    """Load a shipped model by name, a model folder (``model.json`` + fold checkpoints)
-    or a single checkpoint file.
+    """Load a shipped model by name, a model folder (``model.json`` + fold checkpoints),
+    a single checkpoint file or a run folder of ``braintumor train`` (its ``best.pt``).
 
     ``backend``: ``torch``, ``onnx`` (ONNX Runtime), ``openvino`` or ``auto``. On a CPU,
     ``auto`` runs the model's ONNX files with OpenVINO when it is installed, else with
@@ -360,18 +402,12 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
     """
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
-    name = DEFAULT_MODEL if model is None else str(model)
-    folder = MODELS_DIR / name if (MODELS_DIR / name).is_dir() else Path(name)
+    folder = model_location(model)
     if folder.is_file():
         net, cfg = load_checkpoint_net(folder, device)
         return LoadedModel([net], cfg, f"checkpoint:{folder.name}", tuple(cfg.patch),
                            cfg.output, path=folder)
     meta_path = folder / "model.json"
-    if not meta_path.exists():
-        raise InputError(
-            f"No model found at {folder} (expected a model folder with model.json or a "
-            "checkpoint file); the shipped model may be missing from this installation."
-        )
     meta = json.loads(meta_path.read_text())
     nets: list[Any] = []
     cfg = None

@@ -356,7 +356,14 @@ def outline_warning(volumes: Mapping[str, Any]) -> str | None:
         return None
     if float(wt) <= 0:
         return NO_TUMOUR
-    if float(wt) > IMPLAUSIBLE_WT_ML:
+    return implausible_warning(volumes)
+
+
+def implausible_warning(volumes: Mapping[str, Any]) -> str | None:
+    """The sentence for a whole tumour over :data:`IMPLAUSIBLE_WT_ML` (None otherwise),
+    which ``predict`` also says on stderr and in ``volumes.csv``."""
+    wt = volumes.get("WT")
+    if wt is not None and float(wt) > IMPLAUSIBLE_WT_ML:
         return (f"The whole tumour outlined is {float(wt):.0f} mL, more than "
                 f"{IMPLAUSIBLE_WT_ML:.0f} mL, which no tumour in the data this tool was "
                 "checked on reaches: the outline is implausible (it has likely taken in "

@@ -156,9 +156,10 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
     fast mode's whole run; the web page counts them.)"""
     import numpy as np
 
-    from braintumor.report import ml_text, volumes_ml
+    from braintumor.report import implausible_warning, ml_text, volumes_ml
 
     vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
+    warning = "; ".join(w for w in (res.info.get("warning"), implausible_warning(vols)) if w)
     row = {"case": case.case_id, "method": res.info.get("method") or method,
            "model": res.info.get("model_version") or "", "mode": res.info.get("mode") or "",
            **{f"{k}_mL": ml_text(vols[k]) for k in ("WT", "TC", "ET", "NCR", "ED")},
@@ -166,7 +167,7 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
            **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")
               for r in ("WT", "TC", "ET")},
            "series": getattr(getattr(case, "source", None), "series", "") or "",
-           "warning": res.info.get("warning") or ""}
+           "warning": warning}
     if diameters:
         for region, summ in case_diameters(case, res).items():
             row[f"{region}_SPD_mm2"] = f"{summ['spd_mm2']:.0f}"
@@ -302,9 +303,9 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
         dst = write_outputs(case, res, out_dir, labels, report, method, dicom_seg)
+        row = volume_row(case, res, method, diameters)  # its warning: the volume's too
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
-                           warning=res.info.get("warning"),
-                           row=volume_row(case, res, method, diameters))
+                           warning=row["warning"] or None, row=row)
     except InputError as exc:
         err = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported per case, the run goes on

@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default="brats2021", choices=["brats2021", "brats2023"],
                    help="label values written (2021: ET=4; 2023: ET=3)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--model", default=None, help="model folder or checkpoint (default: shipped)")
+    p.add_argument("--model", default=None,
+                   help="model folder, checkpoint or train's run folder (default: shipped)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],
                    help="CNN runtime on a CPU (auto: OpenVINO, else ONNX Runtime, when the "
                         "model ships ONNX files)")
@@ -140,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         from braintumor.inference import resolve_device
 
         resolve_device("cuda")
+    if getattr(args, "model", None) and getattr(args, "method", "cnn") != "watershed":
+        from braintumor.inference import check_model
+
+        check_model(args.model)
     if args.scheduler:  # a bad value or an unreachable scheduler before the output folder
         from braintumor.scale import check_scheduler
 
@@ -362,8 +367,8 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                     vox = "x".join(f"{s:g}" for s in case.spacing)
                     done = f"done (segmented on a 1 mm resampling of its {vox} mm voxels)"
                 prog.update(task, completed=1.0, stage=done)
-                if res.info.get("warning"):
-                    print(f"warning: {case.case_id}: {res.info['warning']}", file=sys.stderr)
+                if rows[-1]["warning"]:  # the result's, and an implausible volume's
+                    print(f"warning: {case.case_id}: {rows[-1]['warning']}", file=sys.stderr)
             except KeyboardInterrupt:
                 prog.update(task, stage="interrupted")
                 prog.stop()
