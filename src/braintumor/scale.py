@@ -178,46 +178,113 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
 def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path | None:
     """Add ``rows`` to ``out_dir/volumes.csv``: a case already listed there (an earlier
     run into the same folder) is replaced, every other row is kept. Returns the table's
-    path, or None when there is nothing to write."""
+    path, or None when there is nothing to write.
+
+    A table re-saved by a spreadsheet (``;`` or tab between the columns, its own text
+    encoding) is read as such and written back with commas; columns the user added (a
+    reader's note) are kept, with their values, after the project's own, and a case
+    segmented again keeps its values there. A file that is no table with a ``case``
+    column is not overwritten: it is renamed ``volumes.csv.bak-N`` beside the new table,
+    said in a warning. Writers sharing the folder (two runs, a run and a notebook) take
+    turns through an advisory lock on ``.volumes.csv.lock`` (where the system has
+    ``fcntl``), so that no one's rows are lost."""
     import csv
-    import io
 
     if not rows:
         return None
     path = Path(out_dir) / VOLUME_TABLE
     new = {str(r["case"]): r for r in rows}
-    kept: list[dict[str, Any]] = []
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, so the table of volumes cannot be written "
-                         "there; the label maps are.")
-    if path.exists():
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:  # re-saved by a spreadsheet in its own encoding
-            text = raw.decode("cp1252", errors="replace")
-        kept = [r for r in csv.DictReader(io.StringIO(text, newline=""))
-                if r.get("case") not in new]
+        raise InputError(f"{path} is a folder, so the table of volumes cannot be written "
+                         "there (the label maps are); rename or remove that folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(VOLUME_FIELDS)
-    if any(k in r for r in kept + rows for k in DIAMETER_FIELDS):
-        fields[-1:-1] = DIAMETER_FIELDS  # before the warning; empty for cases without
-    # written beside it and renamed over it: an interrupted write leaves the old table
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
-            w.writeheader()
-            w.writerows(kept + list(new.values()))
-        tmp.replace(path)
-    except OSError as exc:  # a full disk, a locked table: the old table stands, said as it
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, f"the volume table could not be written ({exc.strerror}); "
-                      "the label maps are written, the earlier table is kept",
-                      str(path)) from None
-    finally:  # a Ctrl-C mid-write leaves no copy behind either
-        tmp.unlink(missing_ok=True)
+    with _table_lock(path):
+        kept, extra = _read_volume_table(path)
+        old = {str(r.get("case")): r for r in kept}
+        kept = [r for r in kept if r.get("case") not in new]
+        fields = list(VOLUME_FIELDS)
+        if any(k in r for r in kept + rows for k in DIAMETER_FIELDS):
+            fields[-1:-1] = DIAMETER_FIELDS  # before the warning; empty for cases without
+        fields += [f for f in extra if f not in fields]
+        out_rows = kept + [{**{f: old[c].get(f, "") for f in extra if c in old}, **r}
+                           for c, r in new.items()]
+        # written beside it and renamed over it: an interrupted write leaves the old table
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
+                w.writeheader()
+                w.writerows(out_rows)
+            tmp.replace(path)
+        except OSError as exc:  # a full disk, a locked table: the old table stands, said
+            tmp.unlink(missing_ok=True)
+            raise OSError(exc.errno, f"the volume table could not be written "
+                          f"({exc.strerror}); the label maps are written, the earlier "
+                          "table is kept", str(path)) from None
+        finally:  # a Ctrl-C mid-write leaves no copy behind either
+            tmp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def _table_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``.<table>.lock`` beside ``path`` for a
+    read-modify-rename of the table (none where the system lacks ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, as before
+        yield
+        return
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fh = lock.open("a")
+    except OSError:  # a read-only folder: the write that follows says why
+        yield
+        return
+    with fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _read_volume_table(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of an existing table and its columns that are not the project's (a
+    user's); ``[], []`` when there is none. The separator (``,`` ``;`` tab) is taken from
+    the header line. A file that is not such a table is renamed aside (said in a
+    warning), so that nothing in it is lost."""
+    import csv
+    import io
+    import sys
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], []
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # re-saved by a spreadsheet in its own encoding
+        text = raw.decode("cp1252", errors="replace")
+    if not text.strip():
+        return [], []
+    header = text.lstrip().splitlines()[0]
+    for sep in (",", ";", "\t"):
+        names = [c.strip() for c in next(csv.reader([header], delimiter=sep))]
+        if "case" in names:
+            reader = csv.DictReader(io.StringIO(text.lstrip(), newline=""), delimiter=sep)
+            rows = [{(k or "").strip(): v for k, v in r.items() if k is not None}
+                    for r in reader]
+            rows = [r for r in rows if (r.get("case") or "").strip()]
+            known = set(VOLUME_FIELDS) | set(DIAMETER_FIELDS)
+            return rows, [n for n in names if n and n not in known]
+    n = 1
+    while (aside := path.with_name(f"{path.name}.bak-{n}")).exists():
+        n += 1
+    path.replace(aside)
+    print(f"warning: {path} is not a table with a 'case' column, so it was kept as "
+          f"{aside.name} and a new table was started.", file=sys.stderr)
+    return [], []
 
 
 REPORT_INDEX = "report_index.html"

@@ -1,0 +1,74 @@
+"""``volumes.csv`` as people and other programs leave it: re-saved by a spreadsheet, with
+their own columns, not a table at all, or written by two runs at once."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from braintumor.scale import write_volume_table
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_spreadsheet_resaved_table_keeps_its_rows(tmp_path: Path, sep: str) -> None:
+    (tmp_path / "volumes.csv").write_text(
+        sep.join(["case", "method", "WT_mL"]) + "\n" + sep.join(["old1", "cnn", "12,5"])
+        + "\n", encoding="cp1252")
+    write_volume_table([{"case": "new", "method": "watershed", "WT_mL": "3.00"}], tmp_path)
+    rows = {r["case"]: r for r in _rows(tmp_path / "volumes.csv")}
+    assert set(rows) == {"old1", "new"}
+    assert rows["old1"]["method"] == "cnn" and rows["old1"]["WT_mL"] == "12,5"
+
+
+def test_a_users_column_is_kept(tmp_path: Path) -> None:
+    write_volume_table([{"case": "a", "method": "cnn"}, {"case": "b", "method": "cnn"}],
+                       tmp_path)
+    table = tmp_path / "volumes.csv"
+    rows = _rows(table)
+    fields = [*rows[0].keys(), "reviewer_note"]
+    with table.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows([{**r, "reviewer_note": f"checked {r['case']}"} for r in rows])
+    write_volume_table([{"case": "b", "method": "watershed"}, {"case": "c", "method": "cnn"}],
+                       tmp_path)
+    got = {r["case"]: r for r in _rows(table)}
+    assert list(_rows(table)[0])[-1] == "reviewer_note"
+    assert got["a"]["reviewer_note"] == "checked a"
+    assert got["b"]["method"] == "watershed" and got["b"]["reviewer_note"] == "checked b"
+    assert got["c"]["reviewer_note"] == ""
+
+
+def test_a_file_that_is_no_table_is_kept_aside(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "volumes.csv"
+    table.write_text("my notes about these patients\nnot a table\n")
+    write_volume_table([{"case": "a", "method": "cnn"}], tmp_path)
+    assert (tmp_path / "volumes.csv.bak-1").read_text().startswith("my notes")
+    assert [r["case"] for r in _rows(table)] == ["a"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "volumes.csv.bak-1" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl lock there")
+def test_two_writers_lose_no_row(tmp_path: Path) -> None:
+    code = ("import sys\nfrom braintumor.scale import write_volume_table\n"
+            "for i in range(60):\n"
+            "    write_volume_table([{'case': f'{sys.argv[1]}_{i:03d}'}], sys.argv[2])\n")
+    import braintumor
+
+    env = {**os.environ, "PYTHONPATH": str(Path(braintumor.__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code, tag, str(tmp_path)], env=env)
+             for tag in ("A", "B")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(_rows(tmp_path / "volumes.csv")) == 120
