@@ -691,7 +691,8 @@ def test_cohort_sorted_into_site_folders_and_4d_files_beside_cases(tmp_path: Pat
     found = discover(cohort, errors=errors)
     assert [s.case_id for s in found] == ["A1", "A2", "B1", "four"]
     assert [str(e) for e in errors] == [
-        f"{cohort / 'siteB' / 'Bbad'}: case Bbad is missing the FLAIR modality (found: T1, "
+        f"Bbad: the case in {cohort / 'siteB' / 'Bbad'} is missing the FLAIR modality "
+        "(found: T1, "
         "T1ce, T2). T1ce and FLAIR are needed; a case without T1 or T2 is segmented by the "
         "watershed alone."]
     # one site folder given: its 4D file beside the case folders counts too

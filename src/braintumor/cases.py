@@ -256,7 +256,7 @@ def check_complete(src: CaseSource, where: Path, allow_missing: bool = True) -> 
                 " Training needs all four in every case; complete the case or move it out "
                 "of the training data.")
         raise IncompleteCase(
-            f"{where}: case {src.case_id} is missing the "
+            f"{src.case_id}: the case in {where} is missing the "
             f"{', '.join(MODALITY_NAMES[m] for m in missing)} "
             f"{'modalities' if len(missing) > 1 else 'modality'} "
             f"(found: {', '.join(found) or 'none'}).{hint}", src, where
