@@ -198,3 +198,82 @@ def test_a_volume_table_that_cannot_be_replaced_is_said_and_no_temporary_left(
                            "written"), said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volumes.csv"]
     assert "old,1.0" in (tmp_path / "volumes.csv").read_text()
+
+
+@pytest.mark.parametrize("speaks", [b"", b"HTTP/1.0 200 OK\r\n\r\n<html>dashboard</html>"])
+def test_a_port_that_is_no_scheduler_is_one_sentence_in_bounded_time(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], speaks: bytes) -> None:
+    import socket
+    import threading
+    import time
+
+    from braintumor.scale import open_client
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:  # accepts, says its piece (or nothing) and keeps the line open
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            if speaks:
+                conn.recv(65536)
+                conn.sendall(speaks * 50)
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    address = f"127.0.0.1:{srv.getsockname()[1]}"
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match="no Dask scheduler answered at tcp://"), \
+                open_client(address, timeout=1):
+            pass
+        t1 = time.monotonic()
+        rc = main(["predict", str(tmp_path / "x"), "-o", str(tmp_path / "o"),
+                   "--scheduler", address])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "8786" in err, err
+        assert t1 - t0 < 8 and time.monotonic() - t1 < 20
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+
+
+def test_relative_inputs_reach_a_worker_elsewhere(dataset: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from distributed import Client, LocalCluster
+
+    from braintumor.cases import CaseSource
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.run(os.chdir, str(elsewhere))  # the worker's working folder is not ours
+        monkeypatch.chdir(dataset.parent)
+        out = tmp_path / "out"
+        got = predict_many([Path(dataset.name) / "case0"], out, "watershed",
+                           scheduler=cluster.scheduler_address)
+        assert got[0].ok, got[0].error
+        # a file the worker cannot see: said to be the worker's
+        ghost = CaseSource("ghost", "brats2021",
+                           {m: tmp_path / "gone" / f"ghost_{m}.nii.gz"
+                            for m in ("t1", "t1ce", "t2", "flair")})
+        lost = predict_many([ghost], out, "watershed", scheduler=cluster.scheduler_address)
+        assert "file not found on the worker" in str(lost[0].error)
+
+
+def test_a_dead_worker_is_said_as_such() -> None:
+    from distributed.scheduler import KilledWorker
+
+    from braintumor.scale import _lost
+
+    said = _lost(KilledWorker("k", "w", 3))
+    assert "worker process" in said and "memory" in said and "KilledWorker" not in said

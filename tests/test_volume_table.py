@@ -62,13 +62,22 @@ def test_a_file_that_is_no_table_is_kept_aside(tmp_path: Path,
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl lock there")
 def test_two_writers_lose_no_row(tmp_path: Path) -> None:
-    code = ("import sys\nfrom braintumor.scale import write_volume_table\n"
-            "for i in range(60):\n"
+    go = tmp_path / "go"
+    code = ("import os, sys, time\nfrom braintumor.scale import write_volume_table\n"
+            "open(sys.argv[2] + '/ready-' + sys.argv[1], 'w').close()\n"
+            "while not os.path.exists(sys.argv[3]):\n    time.sleep(0.001)\n"
+            "for i in range(150):\n"
             "    write_volume_table([{'case': f'{sys.argv[1]}_{i:03d}'}], sys.argv[2])\n")
+    import time
+
     import braintumor
 
     env = {**os.environ, "PYTHONPATH": str(Path(braintumor.__file__).parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", code, tag, str(tmp_path)], env=env)
-             for tag in ("A", "B")]
+    procs = [subprocess.Popen([sys.executable, "-c", code, tag, str(tmp_path), str(go)],
+                              env=env) for tag in ("A", "B")]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # both write at once
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    assert len(_rows(tmp_path / "volumes.csv")) == 120
+    assert len(_rows(tmp_path / "volumes.csv")) == 300

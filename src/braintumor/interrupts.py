@@ -55,7 +55,11 @@ def interruptible(then_ignore: bool = False) -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN if then_ignore else before[s])
 
     def handler(signum: int, frame: Any) -> None:
+        global _pending
         restore()
+        if _holding:  # within held(): raised as that step ends
+            _pending = signum
+            return
         raise Interrupted(signum)
 
     for s in sigs:
@@ -92,3 +96,24 @@ def die_with_parent(parent: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="braintumor-parent-watch").start()
+
+
+#: how many :func:`held` blocks are open, and the signal that came during them
+_holding = 0
+_pending: int | None = None
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Within :func:`interruptible`, a step that must not be cut in two (a label map and
+    its row in the table): SIGINT or SIGTERM arriving during it raises
+    :class:`Interrupted` as it ends, not within it."""
+    global _holding, _pending
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
+        if not _holding and _pending is not None:  # the signal before a failure's report
+            signum, _pending = _pending, None
+            raise Interrupted(signum)

@@ -35,6 +35,7 @@ from typing import Any
 
 from braintumor.cases import CaseSource
 from braintumor.errors import InputError
+from braintumor.interrupts import Interrupted, held
 
 
 @dataclass
@@ -50,6 +51,8 @@ class CaseOutcome:
     error: str | None = None
     warning: str | None = None
     row: dict[str, Any] | None = None  # its volumes.csv row
+    #: the run was stopped (Ctrl-C, SIGTERM) before this case was written: not a failure
+    stopped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -186,8 +189,8 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
     segmented again keeps its values there. A file that is no table with a ``case``
     column is not overwritten: it is renamed ``volumes.csv.bak-N`` beside the new table,
     said in a warning. Writers sharing the folder (two runs, a run and a notebook) take
-    turns through an advisory lock on ``.volumes.csv.lock`` (where the system has
-    ``fcntl``), so that no one's rows are lost."""
+    turns through an advisory lock on the folder (where the system has ``fcntl``), so
+    that no one's rows are lost."""
     import csv
 
     if not rows:
@@ -228,25 +231,24 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
 
 @contextmanager
 def _table_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``.<table>.lock`` beside ``path`` for a
-    read-modify-rename of the table (none where the system lacks ``fcntl``)."""
+    """An exclusive advisory lock on the folder holding the table ``path``, for a
+    read-modify-rename of it (no file of its own is left behind; none where the system
+    lacks ``fcntl``)."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock, as before
         yield
         return
-    lock = path.with_name(f".{path.name}.lock")
     try:
-        fh = lock.open("a")
-    except OSError:  # a read-only folder: the write that follows says why
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # the write that follows says why
         yield
         return
-    with fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _read_volume_table(path: Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -355,11 +357,14 @@ def _report_diameters(path: Path) -> str:
 
 def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "brats2021",
              options: dict[str, Any] | None = None, report: bool = False,
-             dicom_seg: bool = False, diameters: bool = False) -> CaseOutcome:
+             dicom_seg: bool = False, diameters: bool = False,
+             stop: str | None = None) -> CaseOutcome:
     """Read, segment and write one case (runs on a worker; also usable in-process).
 
     Every exception is caught and turned into ``error``: one case must not stop the
     others, and a worker's traceback would not help the person reading the summary.
+    ``stop`` names a Dask event that, once set (the run was interrupted), makes the task
+    end without writing anything (looked at before reading and before writing).
     """
     from braintumor.cases import load_case
     from braintumor.segment import segment
@@ -367,17 +372,53 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     t0 = time.perf_counter()
     who = f"{socket.gethostname()}:{os.getpid()}"
     try:
+        if _stopped(stop):
+            return CaseOutcome(src.case_id, None, 0.0, who, "not started", stopped=True)
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
+        if _stopped(stop):
+            return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who,
+                               "not written", stopped=True)
         dst = write_outputs(case, res, out_dir, labels, report, method, dicom_seg)
         row = volume_row(case, res, method, diameters)  # its warning: the volume's too
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
                            warning=row["warning"] or None, row=row)
     except InputError as exc:
         err = str(exc)
+        if err.endswith("file not found.") and _on_worker():  # say where it was looked for
+            err = f"{err[:-len('file not found.')]}file not found on the worker {who} " \
+                  "(every worker must see the input and output folders under the same paths)."
+    except FileNotFoundError as exc:
+        err = f"{exc.filename}: no such file or folder" + (
+            f" on the worker {who} (every worker must see the input and output folders "
+            "under the same paths)." if _on_worker() else ".")
     except Exception as exc:  # noqa: BLE001 - reported per case, the run goes on
         err = f"{type(exc).__name__}: {exc}".rstrip(": ")
     return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who, err)
+
+
+def _on_worker() -> bool:
+    """Whether this runs in a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except Exception:  # noqa: BLE001 - ValueError outside one, ImportError without Dask
+        return False
+    return True
+
+
+def _stopped(stop: str | None) -> bool:
+    """Whether the Dask event ``stop`` is set (False outside a cluster, or when it cannot
+    be asked)."""
+    if not stop:
+        return False
+    try:
+        from distributed import Event
+
+        return bool(Event(stop).is_set())
+    except Exception:  # noqa: BLE001 - no scheduler to ask: go on
+        return False
 
 
 def _local_workers(scheduler: str) -> int | None:
@@ -406,15 +447,18 @@ def _address(scheduler: str) -> str:
 def check_scheduler(scheduler: str, timeout: float = 5.0) -> None:
     """Refuse, in one sentence and before anything is written, a ``--scheduler`` value
     that is no scheduler, a run that lacks Dask, or a TCP scheduler nothing answers at."""
-    import socket
-
     try:
         import distributed  # noqa: F401
     except ImportError:
         raise InputError("distributed runs need Dask: pip install 'braintumor[scale]'.") from None
     if _local_workers(scheduler) is not None:
         return
-    address = _address(scheduler)
+    _reach(_address(scheduler), timeout)
+
+
+def _reach(address: str, timeout: float) -> None:
+    """An :class:`InputError` in one sentence when nothing listens at a TCP ``address``
+    or what listens there is no Dask scheduler (:func:`_handshake`)."""
     scheme, host_port = address.split("://", 1)
     if scheme != "tcp":
         return  # tls://, ucx://: left to Dask's client
@@ -425,6 +469,38 @@ def check_scheduler(scheduler: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise InputError(f"could not reach the Dask scheduler at {address} ({why}).") from None
+    _handshake(address, 2 * timeout)
+
+
+def _handshake(address: str, timeout: float) -> None:
+    """Dask's own greeting with ``address``, within ``timeout`` seconds in all: a port
+    that accepts connections but is no scheduler (its dashboard, a web server) would
+    otherwise keep the client waiting for ever. An :class:`InputError` in one sentence
+    when none answers."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def greet() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:  # in a thread of its own: the caller may be running an event loop (a notebook)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, greet()).result()
+    except (TimeoutError, asyncio.TimeoutError):
+        raise InputError(f"no Dask scheduler answered at {address} within {timeout:g} s (is "
+                         "this the scheduler's port, usually 8786, not the dashboard's "
+                         "8787?).") from None
+    except OSError as exc:  # refused, unreachable: nothing listens there
+        why = exc.strerror or type(exc).__name__
+        raise InputError(f"could not reach the Dask scheduler at {address} ({why}).") from None
+    except Exception as exc:  # noqa: BLE001 - junk bytes, a refused connection
+        raise InputError(f"no Dask scheduler answered at {address} ({type(exc).__name__}; "
+                         "is this the scheduler's port, usually 8786, not the dashboard's "
+                         "8787?).") from None
 
 
 @contextmanager
@@ -439,8 +515,11 @@ def open_client(scheduler: str, timeout: float = 10.0) -> Iterator[Any]:
     if n is not None:
         per = str(max(1, (os.cpu_count() or 1) // n))
         env = {k: per for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env=env, silence_logs=40)
+        # the workers started here ignore Ctrl-C (the terminal sends it to them as well):
+        # the run stops them itself, without their tracebacks
+        with _ignoring_sigint():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, env=env, silence_logs=40)
         client = Client(cluster)
         try:
             yield client
@@ -449,15 +528,41 @@ def open_client(scheduler: str, timeout: float = 10.0) -> Iterator[Any]:
             cluster.close()
         return
     address = _address(scheduler)
+    _reach(address, timeout / 2)
     try:
         client = Client(address, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, junk from the port
         raise InputError(f"could not reach the Dask scheduler at {address} "
                          f"({type(exc).__name__}).") from None
     try:
         yield client
     finally:
         client.close()
+
+
+@contextmanager
+def _ignoring_sigint() -> Iterator[None]:
+    """SIGINT ignored while processes are started (they inherit it), then as before."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _quiet_dask() -> None:
+    """Dask's own messages about a run being stopped (closed comms, lost workers) kept
+    off the terminal: the command says what was kept in its own words."""
+    import logging
+
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def as_sources(sources: str | Path | CaseSource | Sequence[CaseSource | str | Path]
@@ -500,31 +605,118 @@ def predict_many(sources: str | Path | Sequence[CaseSource | str | Path], out_di
     each case from a DICOM study. Returns the
     outcomes in the order of ``sources``.
     """
-    sources = as_sources(sources)
+    cases = [_resolved(s) for s in as_sources(sources)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not sources:
+    if not cases:
         return []
     run_id = uuid.uuid4().hex[:8]
+    stop = f"braintumor-{run_id}-stop"
     results: dict[str, CaseOutcome] = {}
-    with open_client(scheduler, timeout) as client:
-        from distributed import as_completed
+    try:
+        with open_client(scheduler, timeout) as client:
+            from distributed import as_completed
 
-        futures = {client.submit(run_case, src, str(out.resolve()), method, labels, options,
-                                 report, dicom_seg, diameters,
-                                 key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
-                   for i, src in enumerate(sources)}
-        for fut in as_completed(list(futures)):
-            src = futures[fut]
+            futures = {client.submit(run_case, src, str(out.resolve()), method, labels,
+                                     options, report, dicom_seg, diameters, stop,
+                                     key=f"braintumor-{run_id}-{i}-{src.case_id}"): src
+                       for i, src in enumerate(cases)}
+
+            def take(fut: Any) -> None:
+                src = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. the worker died under it
+                    res = CaseOutcome(src.case_id, None, 0.0, "?", _lost(exc))
+                with held():  # an outcome is recorded whole (its row with its map)
+                    results[src.case_id] = res
+                    if on_done is not None and not res.stopped:
+                        on_done(res)
+
             try:
-                res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. the worker died under the task
-                res = CaseOutcome(src.case_id, None, 0.0, "?",
-                                  f"the task was lost ({type(exc).__name__}).")
-            results[src.case_id] = res
-            if on_done is not None:
-                on_done(res)
-    return [results[s.case_id] for s in sources]
+                for fut in as_completed(list(futures)):
+                    take(fut)
+            except (KeyboardInterrupt, Interrupted) as exc:  # stop the tasks, keep what came
+                _quiet_dask()
+                left, told = _stop_tasks(client, stop, [f for f in futures
+                                                        if futures[f].case_id not in results],
+                                         take)
+                exc.still_running, exc.may_write = left, not told  # type: ignore[union-attr]
+                raise
+    except (KeyboardInterrupt, Interrupted):
+        if _local_workers(scheduler) is not None:  # its workers are gone: no writer is left
+            _remove_parts(out, [s.case_id for s in cases
+                                if s.case_id not in results or not results[s.case_id].ok])
+        raise
+    return [results[s.case_id] for s in cases]
+
+
+def _resolved(src: CaseSource) -> CaseSource:
+    """``src`` with absolute paths: a worker's working folder is not the client's."""
+    from dataclasses import replace
+
+    def res(p: Path | None) -> Path | None:
+        return None if p is None else Path(p).resolve()
+
+    ref = src.dicom_reference
+    return replace(src, modality_paths={m: Path(p).resolve()
+                                        for m, p in src.modality_paths.items()},
+                   image4d=res(src.image4d), label_path=res(src.label_path),
+                   dicom_reference=None if ref is None else (Path(ref[0]).resolve(),
+                                                             *ref[1:]))  # type: ignore[arg-type]
+
+
+def _lost(exc: BaseException) -> str:
+    """One sentence for a task that came back with no outcome."""
+    if type(exc).__name__ == "KilledWorker":
+        return ("the worker process running it died (often for lack of memory; a worker "
+                "with more memory, or fewer workers per machine, may do).")
+    return f"the task was lost ({type(exc).__name__})."
+
+
+#: seconds an interrupted run waits for tasks that are writing their outputs
+STOP_GRACE_S = 5.0
+
+
+def _stop_tasks(client: Any, stop: str, pending: list[Any],
+                take: Callable[[Any], None]) -> tuple[int, bool]:
+    """Tell the tasks of an interrupted run to stop (a Dask event each looks at before it
+    reads and before it writes), wait :data:`STOP_GRACE_S` for those that are writing,
+    take the outcomes that came, cancel the rest. Returns how many were still running
+    (they write nothing) and whether they were told (when the scheduler could not be
+    reached they may still write their label maps)."""
+    from distributed import Event, wait
+
+    told = True
+    try:
+        Event(stop, client=client).set()
+    except Exception:  # noqa: BLE001 - the scheduler is gone
+        told = False
+    try:
+        wait(pending, timeout=STOP_GRACE_S)
+    except Exception:  # noqa: BLE001,S110 - a timeout: those left are cancelled below
+        pass
+    left = []
+    for fut in pending:
+        if fut.status in ("finished", "error"):
+            take(fut)
+        else:
+            left.append(fut)
+    try:
+        client.cancel(left)
+    except Exception:  # noqa: BLE001,S110 - the scheduler is gone
+        pass
+    return len(left), told
+
+
+def _remove_parts(out: Path, case_ids: list[str]) -> None:
+    """The temporary files (``.<case>....part...``) of cases whose worker was stopped
+    while writing them."""
+    import glob
+
+    for cid in case_ids:
+        for part in out.glob(f".{glob.escape(cid)}*.part*"):
+            part.unlink(missing_ok=True)
 
 
 def summary(outcomes: Sequence[CaseOutcome]) -> dict[str, Any]:
