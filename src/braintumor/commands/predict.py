@@ -80,6 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="MM",
                    help="2D pictures: their pixel size in mm (exported pictures do not "
                         "carry it), for tumour areas in mm^2 as well as pixels")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="pass over each case whose label map is already in OUTDIR with its "
+                        "row in volumes.csv by the same method (and mode), to go on with a "
+                        "run that was stopped")
     p.add_argument("--scheduler", default=None, metavar="local:N|HOST:PORT",
                    help="spread the cases over a Dask cluster: N local worker processes, or "
                         "a running scheduler whose workers see the same folders "
@@ -107,6 +111,15 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
         # a folder of DICOM files is a study even when a viewer's preview pictures (a
         # PACS CD's JPEGs) lie among them
         (two if is_2d_input(p) and not is_dicom_study(p) else three).append(p)
+        if p in three and p.is_dir() and not is_dicom_study(p):
+            # a 2D patient's folder of numbered slices among a dataset's 3D cases (which
+            # the 3D search passes over): segmented by the 2D model, and said so
+            for sub in sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")):
+                if is_2d_input(sub) and not is_dicom_study(sub):
+                    print(f"note: {sub} holds 2D slice pictures, not a 3D case: it is "
+                          "segmented by the 2D model (masks and areas_2d.csv).",
+                          file=sys.stderr)
+                    two.append(sub)
     return three, two
 
 
@@ -130,12 +143,7 @@ def run(args: argparse.Namespace) -> int:
     """``predict``: a zip among the inputs (a zipped DICOM study, case folder or dataset)
     is unpacked next to the outputs for the run (a case named after the zip where its
     files name none) and removed afterwards."""
-    import shutil
-
     _FAILED.clear()
-
-    from braintumor.commands import output_folder
-    from braintumor.errors import InputError
 
     if getattr(args, "device", "auto") == "cuda":  # once, before any case is read
         from braintumor.inference import resolve_device
@@ -149,6 +157,18 @@ def run(args: argparse.Namespace) -> int:
         from braintumor.scale import check_scheduler
 
         check_scheduler(args.scheduler)
+    from braintumor.interrupts import interruptible
+
+    with interruptible():  # SIGTERM (a time limit, docker stop) stops a run as Ctrl-C does
+        return _run_inputs(args)
+
+
+def _run_inputs(args: argparse.Namespace) -> int:
+    import shutil
+
+    from braintumor.commands import output_folder
+    from braintumor.errors import InputError
+
     zips = {raw for raw in args.inputs
             if str(raw).lower().endswith(".zip") and Path(raw).is_file()}
     if not zips:
@@ -310,6 +330,8 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
     if args.dicom_seg and not any(s.dicom_reference for s in sources):
         print("warning: --dicom-seg: no input is a DICOM study, so no DICOM SEG is written.",
               file=sys.stderr)
+    if getattr(args, "skip_existing", False):
+        sources = _not_done(args, sources, out_dir)
     if args.scheduler:
         return _run_distributed(args, sources, out_dir, written, failures)
 
@@ -317,7 +339,7 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
     if sources:  # every case refused: no progress display (it would print an empty line)
         failures += _segment_each(args, sources, out_dir, console, written, rows)
     table, failed = _table(rows, out_dir)
-    return _finish(written + table + _index(args, out_dir), failures + failed)
+    return _finish(written + table + _index(args, out_dir), failures, failed)
 
 
 def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, console: Any,
@@ -329,6 +351,7 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
 
     from braintumor.cases import load_case
     from braintumor.errors import describe_failure
+    from braintumor.interrupts import Interrupted, held
     from braintumor.scale import volume_row, write_outputs
     from braintumor.segment import segment
 
@@ -350,8 +373,11 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                 res = segment(case, args.method, progress=cb, **_options(args))
                 if args.report:
                     prog.update(task, stage="report")
-                written.append(write_outputs(case, res, out_dir, args.labels, args.report,
-                                             args.method, args.dicom_seg))
+                with held():  # the label map and its row, both or neither
+                    written.append(write_outputs(case, res, out_dir, args.labels,
+                                                 args.report, args.method, args.dicom_seg))
+                    rows.append(volume_row(case, res, args.method, args.diameters))
+                    _keep_row(rows[-1], out_dir)
                 written.extend(_report_files(args, out_dir, case.case_id))
                 unc = out_dir / f"{case.case_id}_uncertainty.nii.gz"
                 if res.uncertainty is not None and unc.exists():
@@ -359,9 +385,6 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                 seg_file = out_dir / f"{case.case_id}_seg.dcm"
                 if args.dicom_seg and src.dicom_reference is not None and seg_file.exists():
                     written.append(seg_file)
-                prog.update(task, stage="measuring")
-                rows.append(volume_row(case, res, args.method, args.diameters))
-                _keep_row(rows[-1], out_dir)
                 done = "done"
                 if res.info.get("resampled_to_mm"):
                     vox = "x".join(f"{s:g}" for s in case.spacing)
@@ -369,16 +392,14 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                 prog.update(task, completed=1.0, stage=done)
                 if rows[-1]["warning"]:  # the result's, and an implausible volume's
                     print(f"warning: {case.case_id}: {rows[-1]['warning']}", file=sys.stderr)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Interrupted):
                 prog.update(task, stage="interrupted")
                 prog.stop()
-                print(f"interrupted at {src.case_id}: the {len(rows)} case(s) finished "
-                      f"before it are written, with their rows in {out_dir / 'volumes.csv'}.",
-                      file=sys.stderr)
+                _say_interrupted(out_dir, len(rows), f" at {src.case_id}")
                 raise
             except Exception as exc:  # noqa: BLE001 - one case failing leaves the others
                 prog.update(task, stage="failed")
-                _error(_named(src.case_id, describe_failure(exc)))
+                _case_failed(src.case_id, describe_failure(exc), out_dir)
                 failures += 1
     return failures
 
@@ -415,6 +436,47 @@ class _CaseLines:
 
     def stop(self) -> None:
         return None
+
+
+def _say_interrupted(out_dir: Path, finished: int, where: str = "", note: str = "") -> None:
+    """The line that says what an interrupted run kept and how to go on."""
+    table = out_dir / "volumes.csv"
+    before = " before it" if where else ""
+    kept = (f"the {finished} case(s) finished{before} are written, with their rows in {table}"
+            if finished else "no case of this run had finished, so none was written")
+    print(f"interrupted{where}: {kept}{note}; run the same command with --skip-existing "
+          "to go on.", file=sys.stderr, flush=True)
+
+
+def _case_failed(case_id: str, message: str, out_dir: Path) -> None:
+    """A case's failure in one sentence, saying so when an earlier run's label map of
+    that case is in the output folder (it is kept, with its row)."""
+    text = _named(case_id, message)
+    if (out_dir / f"{case_id}.nii.gz").exists():
+        text = f"{text.rstrip()} (the earlier result in {out_dir} is kept)"
+    _error(text)
+
+
+def _not_done(args: argparse.Namespace, sources: list[Any], out_dir: Path) -> list[Any]:
+    """``--skip-existing``: the cases still to do; each one whose label map is in
+    ``out_dir`` and whose row in ``volumes.csv`` has this run's method (and, where the
+    row records one, the CNN's mode) is passed over in a one-line note."""
+    from braintumor.scale import VOLUME_TABLE, _read_volume_table
+
+    table = out_dir / VOLUME_TABLE
+    rows = ({r.get("case"): r for r in _read_volume_table(table)[0]}
+            if table.is_file() else {})
+    todo = []
+    for s in sources:
+        row = rows.get(s.case_id)
+        same = (row is not None and row.get("method") == args.method
+                and (not row.get("mode") or row["mode"].startswith("fast") == bool(args.fast)))
+        if same and (out_dir / f"{s.case_id}.nii.gz").is_file():
+            print(f"note: {s.case_id}: skipped, its label map and row are in {out_dir} "
+                  "(--skip-existing).", file=sys.stderr)
+        else:
+            todo.append(s)
+    return todo
 
 
 def _keep_row(row: dict[str, Any], out_dir: Path) -> None:
@@ -464,8 +526,9 @@ def _distinct_case_ids(planned: list[tuple[Path, str, Any]]) -> tuple[list[Any],
         key = cid.casefold()
         if key in first:
             advice = ("give the studies folders of different names" if found is None else
-                      "give the cases folders of different names, or run one into another "
-                      "folder")
+                      "a case is named by its files' common prefix (or a 4D file's name), "
+                      "not by its folder, so rename one case's files, or run it into "
+                      "another folder")
             _error(f"{where}: another input of this run is also case {cid!r} "
                    f"({first[key]}); {advice}.")
             continue
@@ -536,7 +599,7 @@ def _table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[list[Path], int]:
     try:
         table = write_volume_table(rows, out_dir)
     except Exception as exc:  # noqa: BLE001 - the outputs already written stand
-        _error(describe_failure(exc))
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return [], 1
     return ([table] if table else []), 0
 
@@ -572,15 +635,36 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         state = f"{o.seconds:.1f} s on {o.worker}" if o.ok else "failed"
         print(f"[{done}/{len(sources)}] {o.case_id}: {state}", file=sys.stderr, flush=True)
         if not o.ok:
-            _error(_named(o.case_id, str(o.error)))
+            _case_failed(o.case_id, str(o.error), out_dir)
         if o.warning:
             print(f"warning: {o.case_id}: {o.warning}", file=sys.stderr, flush=True)
         if o.ok and o.row:
             _keep_row(o.row, out_dir)
 
-    outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
-                            _options(args), on_done=report, report=args.report,
-                            dicom_seg=args.dicom_seg, diameters=args.diameters)
+    from braintumor.interrupts import Interrupted
+
+    kept = 0
+
+    def report_and_count(o: CaseOutcome) -> None:
+        nonlocal kept
+        report(o)
+        kept += bool(o.ok and o.row)
+
+    try:
+        outcomes = predict_many(sources, out_dir, args.method, args.labels, args.scheduler,
+                                _options(args), on_done=report_and_count,
+                                report=args.report, dicom_seg=args.dicom_seg,
+                                diameters=args.diameters)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        left = getattr(exc, "still_running", 0)
+        note = ""
+        if left and getattr(exc, "may_write", False):
+            note = (f"; {left} case(s) running on the workers could not be told to stop "
+                    "and may still write their label maps, without rows")
+        elif left:
+            note = f"; the other {left} case(s) were stopped on the workers and write nothing"
+        _say_interrupted(out_dir, kept, note=note)
+        raise
     for o in outcomes:
         if o.ok and o.path is not None:
             # named under the output folder as given, as the other files are (a worker
@@ -590,7 +674,9 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
         else:
             failures += 1
     table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
-    return _finish(written + table + _index(args, out_dir), failures + failed)
+    rc = _finish(written + table + _index(args, out_dir), failures, failed)
+    # every worker died (no memory, say): cases failed, no mistake of the user's
+    return 1 if rc == 2 and any(o.worker == "?" for o in outcomes) else rc
 
 
 def _report_files(args: argparse.Namespace, out_dir: Path, case_id: str) -> list[Path]:
@@ -600,9 +686,13 @@ def _report_files(args: argparse.Namespace, out_dir: Path, case_id: str) -> list
     return [page] if args.report and page.exists() else []
 
 
-def _finish(written: list[Path], failures: int) -> int:
+def _finish(written: list[Path], failures: int, table_failed: int = 0) -> int:
     for w in written:
         print(w)
+    if table_failed and not failures:  # its sentence is just above
+        print(f"{len(written)} file(s) written, without the table of volumes.",
+              file=sys.stderr)
+        return 1
     if failures:
         # the failures said during the run, again, unless the one line is just above
         recap = _FAILED if written or len(_FAILED) > 1 else []

@@ -1,0 +1,160 @@
+"""``predict`` on a cohort: stopped by a signal, gone on with ``--skip-existing``, a
+case that fails after an earlier success, duplicate case names, a broken table, a 2D
+patient among 3D cases."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import braintumor
+from braintumor.cli import main
+from braintumor.phantom import make_case, write_case
+
+
+def _cohort(root: Path, n: int, shape: tuple[int, int, int] = (40, 48, 32)) -> Path:
+    for i in range(n):
+        write_case(make_case(shape=shape, seed=60 + i, case_id=f"p{i}"), root)
+    return root
+
+
+def _rows(out: Path) -> list[str]:
+    with (out / "volumes.csv").open(newline="") as fh:
+        return sorted(r["case"] for r in csv.DictReader(fh))
+
+
+def _signal_after_first_case(cmd: list[str], sig: int) -> tuple[int, str]:
+    """Run ``braintumor`` ``cmd`` in a process group of its own, send ``sig`` to the group
+    once its first case has ended; its exit status and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(Path(braintumor.__file__).parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "braintumor", *cmd], env=env, text=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    assert p.stderr is not None
+    lines = []
+    for line in p.stderr:
+        lines.append(line)
+        if line.startswith("[1/"):
+            os.killpg(p.pid, sig)
+            break
+    lines += p.stderr.readlines()
+    return p.wait(timeout=120), "".join(lines)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_serial_run_like_ctrl_c(tmp_path: Path) -> None:
+    data, out = _cohort(tmp_path / "data", 6, (64, 64, 48)), tmp_path / "out"
+    rc, err = _signal_after_first_case(["predict", str(data), "-o", str(out), "--method",
+                                        "watershed"], signal.SIGTERM)
+    assert rc == 143, err
+    assert "Traceback" not in err and "--skip-existing" in err
+    maps = sorted(p.name[: -len(".nii.gz")] for p in out.glob("*.nii.gz"))
+    assert maps and maps == _rows(out)  # every label map with its row
+    assert not [p for p in out.iterdir() if ".part" in p.name or p.suffix == ".tmp"]
+    line = next(x for x in err.splitlines() if x.startswith("interrupted at"))
+    assert f"the {len(maps)} case(s) finished before it are written" in line
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_dask_run_keeping_each_finished_row(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    data, out = _cohort(tmp_path / "data", 6, (64, 64, 48)), tmp_path / "out"
+    rc, err = _signal_after_first_case(["predict", str(data), "-o", str(out), "--method",
+                                        "watershed", "--scheduler", "local:1"], signal.SIGINT)
+    assert rc == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) < 10, err
+    assert any(x.startswith("interrupted: the ") and "--skip-existing" in x
+               for x in err.splitlines()), err
+    maps = sorted(p.name[: -len(".nii.gz")] for p in out.glob("*.nii.gz"))
+    assert maps and maps == _rows(out)
+    assert not [p for p in out.iterdir() if ".part" in p.name]
+
+
+def test_skip_existing_and_an_earlier_result_kept(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = _cohort(tmp_path / "data", 2), tmp_path / "out"
+    args = ["predict", str(data), "-o", str(out), "--method", "watershed"]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = (out / "p0.nii.gz").stat().st_mtime_ns
+    assert main([*args, "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped, its label map and row are in") == 2
+    assert (out / "p0.nii.gz").stat().st_mtime_ns == before
+    # a case that fails now: its earlier map and row stand, and that is said
+    (data / "p1" / "p1_flair.nii.gz").write_bytes(b"broken")
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error: p1"))
+    assert line.endswith(f"(the earlier result in {out} is kept)"), line
+    assert _rows(out) == ["p0", "p1"]
+
+
+def test_skip_existing_redoes_a_case_without_its_row(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = _cohort(tmp_path / "data", 2), tmp_path / "out"
+    args = ["predict", str(data), "-o", str(out), "--method", "watershed"]
+    assert main(args) == 0
+    (out / "volumes.csv").write_text("case,method\np0,watershed\np1,cnn\n")
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert "p0: skipped" in err and "p1: skipped" not in err
+
+
+def test_duplicate_case_names_say_the_files_name_the_case(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_case(make_case(shape=(40, 48, 32), seed=1, case_id="same"), tmp_path / "siteA")
+    write_case(make_case(shape=(40, 48, 32), seed=2, case_id="same"), tmp_path / "siteB")
+    rc = main(["predict", str(tmp_path / "siteA"), str(tmp_path / "siteB"), "-o",
+               str(tmp_path / "out"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    line = next(x for x in err.splitlines() if "another input of this run" in x)
+    assert "files' common prefix" in line and "folders of different names" not in line
+
+
+def test_a_table_that_is_a_folder_is_one_sentence(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = _cohort(tmp_path / "data", 1), tmp_path / "out"
+    (out / "volumes.csv").mkdir(parents=True)
+    rc = main(["predict", str(data), "-o", str(out), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert "input(s) failed" not in err
+    assert any("volumes.csv is a folder" in x for x in err.splitlines()), err
+    assert (out / "p0.nii.gz").exists()
+
+
+def test_interrupting_the_first_case_says_none_was_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from braintumor.commands.predict import _say_interrupted
+
+    _say_interrupted(tmp_path, 0, " at p0")
+    err = capsys.readouterr().err
+    assert "0 case(s)" not in err and "volumes.csv" not in err
+    assert err.startswith("interrupted at p0: no case of this run had finished")
+
+
+def test_a_2d_patient_folder_in_a_3d_dataset_goes_to_the_2d_model(tmp_path: Path) -> None:
+    pytest.importorskip("braintumor.slices2d")
+    import numpy as np
+    from PIL import Image
+
+    from braintumor.commands.predict import _split_inputs
+
+    data = _cohort(tmp_path / "data", 1)
+    pat = data / "TCGA_X_1"
+    pat.mkdir()
+    for n in (1, 2, 3):
+        Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(pat / f"TCGA_X_1_{n}.tif")
+    three, two = _split_inputs([str(data)])
+    assert three == [data] and two == [pat]
