@@ -45,6 +45,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def test_segment_cnn_refuses_an_unknown_option(tiny_model: Path) -> None:
+    # a misspelt "fast" must not run the accurate mode without a word
+    from braintumor.errors import InputError
+    from braintumor.segment import segment
+
+    case = make_case(shape=SHAPE, seed=3)
+    with pytest.raises(InputError, match=r"Unknown CNN option\(s\) 'fsat'; known: .*fast"):
+        segment(case, "cnn", model=tiny_model, device="cpu", fsat=True)
+    # the options every method takes (as `braintumor predict` and the page pass them) run
+    opts = {"device": "cpu", "model": tiny_model, "tta": False, "uncertainty": False,
+            "backend": "auto", "fast": True}
+    assert segment(case, "cnn", **opts).labels.shape == case.shape
+
+
 def test_postprocess_relabels_small_et_and_drops_small_components() -> None:
     probs = np.zeros((3, 20, 20, 20), np.float32)
     probs[:, 2:10, 2:10, 2:10] = 0.9  # big lesion with ET

@@ -500,11 +500,17 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
 def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto",
                 progress: ProgressFn | None = None, tta: bool = False,
                 uncertainty: bool = False, backend: str = "auto", fast: bool = False,
-                post: PostProcess | None = None, **_: Any) -> SegmentationResult:
+                post: PostProcess | None = None, **unknown: Any) -> SegmentationResult:
     """Segment a case with a CNN model (the shipped one by default); ``fast`` runs
     only the model's fast members at its fast overlap (see predict_probabilities);
-    ``post``: postprocessing other than the model's own."""
+    ``post``: postprocessing other than the model's own. Any other keyword raises
+    :class:`InputError`, as the watershed's and the hybrid's unknown parameters do (a
+    misspelt ``fast`` would otherwise run the accurate mode without a word)."""
     t0 = time.perf_counter()
+    if unknown:
+        known = ("model", "device", "tta", "uncertainty", "backend", "fast", "post")
+        raise InputError(f"Unknown CNN option(s) {', '.join(map(repr, sorted(unknown)))}; "
+                         f"known: {', '.join(known)}.")
     if case.missing:
         names = " and ".join(m.upper() for m in case.missing)
         raise InputError(f"Case {case.case_id} has no {names} image: the CNN needs all four "
@@ -534,8 +540,7 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
     timings["total_s"] = time.perf_counter() - t0
     info = {"method": "cnn", "model_version": lm.version, "folds": int(timings["members"]),
             # test-time mirroring said, so a results table tells the runs apart
-            "mode": ("fast" if fast else "accurate") + (" + mirroring" if tta or uncertainty
-                                                         else ""),
+            "mode": run_mode(fast, tta or uncertainty),
             **runtime_info(lm, fast, device), **timings}
     if dropped:
         info["warning"] = dropped
@@ -685,6 +690,12 @@ def backend_name(net: Any) -> str:
     if isinstance(net, OpenVinoNet):
         return "onnx" if net.fallback is not None else "openvino"
     return "onnx" if isinstance(net, OnnxNet) else "torch"
+
+
+def run_mode(fast: bool, mirrored: bool) -> str:
+    """``info["mode"]`` of a CNN run: fast or accurate, and whether test-time mirroring
+    ran, so a results table tells the runs apart."""
+    return ("fast" if fast else "accurate") + (" + mirroring" if mirrored else "")
 
 
 def runtime_info(lm: LoadedModel, fast: bool, device: str) -> dict[str, str]:
