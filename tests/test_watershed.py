@@ -377,6 +377,27 @@ def test_hybrid_without_a_model_says_so(hgg, monkeypatch) -> None:
         segment_hybrid(hgg)
 
 
+def test_hybrid_mode_says_the_mirroring_its_cnn_ran(hgg, monkeypatch) -> None:
+    # an uncertainty map mirrors the CNN's input: the hybrid's mode says so, as the CNN's
+    import braintumor.inference as inf
+
+    seen = {}
+
+    def fake(case, model, device, tta=False, backend="auto", fast=False, progress=None):
+        seen["tta"] = tta
+        lm = type("LM", (), {"version": "fake", "post": inf.PostProcess()})()
+        return _soft_truth(hgg.label, 1.0), lm, {"members": 1}
+
+    monkeypatch.setattr(inf, "predict_probabilities", fake)
+    monkeypatch.setattr(inf, "shipped_model_available", lambda *a, **k: True)
+    monkeypatch.setattr(inf, "runtime_info", lambda *a, **k: {})
+    alone = {"wt_from": "hybrid", "core": "keep", "core_adopt": 0.0, "et_adopt": 0.0}
+    res = segment_hybrid(hgg, fast=True, uncertainty=True, params=alone)
+    assert seen["tta"] and res.info["mode"] == "fast + mirroring"
+    assert segment_hybrid(hgg, fast=True, params=alone).info["mode"] == "fast"
+    assert segment_hybrid(hgg, params=alone).info["mode"] == "accurate"
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_low_grade_case(brats_dir) -> None:

@@ -1016,7 +1016,7 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
                        progress: ProgressFn | None = None
                        ) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """CNN region probabilities ``(3, X, Y, Z)``, the model's PostProcess, and what ran
-    (``model_version``, ``folds``: members run, ``mode``: fast or accurate, ``backend``
+    (``model_version``, ``folds``: members run, ``mode``: as the CNN method says it, ``backend``
     and ``precision``). ``progress`` hears the CNN's own progress."""
     try:
         from braintumor import inference
@@ -1031,7 +1031,7 @@ def _cnn_probabilities(case: Case, model: Any = None, device: str = "auto",
                                                          backend=backend, fast=fast,
                                                          progress=progress)
     ran = {"model_version": lm.version, "folds": int(timings["members"]),
-           "mode": "fast" if fast else "accurate", **inference.runtime_info(lm, fast, device)}
+           "mode": inference.run_mode(fast, tta), **inference.runtime_info(lm, fast, device)}
     return np.asarray(probs, dtype=np.float32), lm.post, ran
 
 
