@@ -50,6 +50,17 @@ def test_a_single_bumpy_lesion_is_not_split() -> None:
     assert lesion_count(blob.astype(np.uint8)) == 1
 
 
+def test_two_equally_high_peaks_under_one_dome_are_one_lesion() -> None:
+    # two overlapping balls of one radius: their distance peaks are exactly as high and
+    # the neck between them only 0.2 mm lower, far under min_depth_mm
+    shape = (40, 40, 40)
+    blob = _ball(shape, (18, 20, 20), 10) | _ball(shape, (22, 20, 20), 10)
+    assert lesion_count(blob.astype(np.uint8)) == 1
+    # equal peaks with a deep neck still split
+    pair = _ball(shape, (10, 20, 20), 8) | _ball(shape, (26, 20, 20), 8)
+    assert lesion_count(pair.astype(np.uint8)) == 2
+
+
 def test_empty_and_min_volume() -> None:
     assert split_lesions(np.zeros((8, 8, 8), np.uint8))[1] == []
     labels = np.zeros((30, 30, 30), np.uint8)

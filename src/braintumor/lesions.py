@@ -3,7 +3,9 @@
 Connected components (26-connectivity) are lesions; where two lesions touch, a
 component is split further by a watershed on its distance transform (in mm), seeded by
 the distance maxima that stand out by at least ``min_depth_mm`` from the saddle between
-them (h-maxima), so a neck between two blobs splits and a bumpy single lesion does not.
+them (the regional maxima of the h-dome reconstruction, one per dome even where it has
+two equally high peaks), so a neck between two blobs splits and a bumpy single lesion
+does not.
 Used for the lesion count and per-lesion volumes of a report and by lesion-wise metrics.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import h_maxima
+from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 from braintumor.errors import InputError
@@ -54,7 +56,7 @@ def split_lesions(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
         sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
         m = comp[sl] == i
         dist = ndi.distance_transform_edt(m, sampling=sp)
-        peaks = h_maxima(dist, min_depth_mm) if min_depth_mm > 0 else \
+        peaks = _dome_tops(dist, min_depth_mm) if min_depth_mm > 0 else \
             (dist == dist.max()) & m
         mk, nk = ndi.label(peaks & m, structure=_STRUCT26)
         if nk <= 1:
@@ -87,6 +89,16 @@ def split_lesions(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
                 "centroid": tuple(float(c) for c in cents[new - 1]),
             })
     return out, lesions
+
+
+def _dome_tops(dist: np.ndarray, depth: float) -> np.ndarray:
+    """One marker per peak of ``dist`` standing at least ``depth`` above the saddle to any
+    higher one: the regional maxima of the reconstruction of ``dist - depth`` under
+    ``dist`` (a dome's top is one flat plateau there). ``h_maxima`` marks only the voxels
+    at the very peak height, so two equally high peaks under one dome, joined by a neck
+    shallower than ``depth``, gave two markers and split one lesion."""
+    tops = reconstruction(dist - depth, dist, method="dilation")
+    return np.asarray(local_maxima(tops), dtype=bool)
 
 
 def _merge_small(pieces: np.ndarray, min_voxels: float) -> np.ndarray:
