@@ -3,8 +3,10 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_correction.py [CASE_DIR]
 
 Segments the case (a full-size phantom without arguments) with the watershed, then
-times edits of one seed (add, remove) and of three seeds, and prints seconds per edit
-and the ratio to a reference step in the same process (one Gaussian filter of one
+times edits of one seed (add, remove), of three seeds near the tumour, of three seeds
+across the brain (the tumour, and two points about 50 mm from it in opposite
+directions) and of ten seeds scattered over the brain, and prints seconds per edit and
+the ratio to a reference step in the same process (one Gaussian filter of one
 full-size modality).
 """
 
@@ -17,6 +19,12 @@ from scipy import ndimage as ndi
 
 from braintumor.correction import correct
 from braintumor.watershed import segment_watershed
+
+
+def _in_brain(brain: np.ndarray, point: np.ndarray) -> tuple[int, int, int]:
+    """The brain voxel nearest ``point`` (voxel indices)."""
+    inside = np.argwhere(brain)
+    return tuple(int(v) for v in inside[np.argmin(((inside - point) ** 2).sum(1))])  # type: ignore[return-value]
 
 
 def main(args: list[str]) -> None:
@@ -35,10 +43,20 @@ def main(args: list[str]) -> None:
     tumour = np.argwhere(labels > 0)
     centre = tuple(int(v) for v in (tumour.mean(0) if len(tumour) else np.array(case.shape) // 2))
     x, y, z = centre
+    brain = np.any(np.asarray(case.image) != 0, axis=0)
+    mid = np.argwhere(brain).mean(0)
+    away = np.array([50.0, 50.0, 25.0]) / np.asarray(case.spacing)
+    far = [_in_brain(brain, mid + away), _in_brain(brain, mid - away)]
+    # ten points over the brain: a fixed spread of its voxels, every label
+    inside = np.argwhere(brain)
+    pick = np.random.default_rng(0).choice(len(inside), 10, replace=False)
     edits = {
         "add (1 seed)": [(x, y, z, 2)],
         "remove (1 seed)": [(x, y, z, 0)],
         "3 seeds": [(x, y, z, 3), (x + 5, y, z, 1), (x - 20, y + 20, z, 0)],
+        "3 seeds across the brain": [(x, y, z, 2), (*far[0], 0), (*far[1], 3)],
+        "10 scattered seeds": [(*(int(v) for v in inside[j]), i % 4)
+                               for i, j in enumerate(pick)],
     }
     correct(case, labels, edits["add (1 seed)"])  # warm-up
     for name, seeds in edits.items():

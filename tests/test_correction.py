@@ -101,3 +101,56 @@ def test_scattered_seeds_change_only_near_themselves(scene) -> None:
     assert len(changed) > 0
     cheb = np.abs(changed - np.array([20, 50, 30])).max(axis=1)
     assert np.all(cheb <= 10)
+
+
+def test_one_bare_seed_and_malformed_seeds(scene) -> None:
+    case, labels, _ = scene
+    # one seed given without a list is that seed
+    assert np.array_equal(correct(case, labels, (58, 24, 30, L.ED)),
+                          correct(case, labels, [(58, 24, 30, L.ED)]))
+    for bad in (None, 5, "58,24,30,2"):
+        with pytest.raises(InputError, match=r"list of \(x, y, z, label\)"):
+            correct(case, labels, bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"\(x, y, z, label\)"):
+        correct(case, labels, [5])  # type: ignore[list-item]
+
+
+def test_two_labels_on_one_voxel_are_refused(scene) -> None:
+    case, labels, _ = scene
+    with pytest.raises(InputError, match=r"Two seeds at \(58, 24, 30\) ask for different "
+                                         r"labels \(2 and 0\); keep one of them\."):
+        correct(case, labels, [(58, 24, 30, L.ED), (58, 24, 30, 0)])
+    # the same seed twice is fine
+    correct(case, labels, [(58, 24, 30, L.ED), (58, 24, 30, L.ED)])
+
+
+def test_seeds_that_change_nothing_are_said(scene) -> None:
+    case, labels, m = scene
+    img = np.array(case.image)
+    img[:, :8] = 0  # a slab outside the brain
+    case = case_from_arrays("scene", img)
+    notes: list[str] = []
+    out = correct(case, labels, [(2, 40, 30, L.ED)], notes=notes)
+    assert np.array_equal(out, labels)
+    assert notes == ["the seed at (2, 40, 30) lies outside the brain (every modality is 0 "
+                     "there); nothing changed there"]
+    notes = []
+    correct(case, labels, [(20, 20, 30, L.ED), (30, 40, 30, 0)], notes=notes)
+    assert notes == ["the seed at (20, 20, 30) asks for edema (ED), which is what the "
+                     "outline holds there already; nothing changed there",
+                     "the background seed at (30, 40, 30) found no tumour to take away; "
+                     "nothing changed there"]
+    notes = []
+    correct(case, labels, [(58, 24, 30, L.ED)], notes=notes)  # adds lesion B
+    assert notes == []
+
+
+def test_far_apart_seeds_are_worked_on_each_in_its_own_window(scene) -> None:
+    # seeds whose cubes do not meet give what each gives alone, whatever lies between
+    case, labels, _ = scene
+    p = CorrectionParams(window_mm=10.0)
+    a, b = (58, 24, 30, L.ED), (58, 58, 30, 0)
+    both = correct(case, labels, [a, b], params=p)
+    one = correct(case, correct(case, labels, [a], params=p), [b], params=p)
+    assert np.array_equal(both, one)
+    assert not np.array_equal(both, labels)
