@@ -735,6 +735,11 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert _download_name(other.headers["content-disposition"]) == \
         f"{case_id}_braintumor_corrected1_brats2023.nii.gz"
     assert after[cx, cy, cz] == 0
+    assert "last_correction_note" not in j1["result"]
+    # a seed that changes nothing is said so, with the correction's answer
+    r = client.post(url, json={"seeds": [{"x": 0, "y": 0, "z": 0, "label": 2}]})
+    assert "lies outside the brain" in r.json()["result"]["last_correction_note"]
+    assert client.post(url + "/undo").json()["label_version"] == 1
     assert j1["result"]["summary"]["volumes_ml"]["WT"] < \
         job["result"]["summary"]["volumes_ml"]["WT"]
     # lesions are counted again in the background

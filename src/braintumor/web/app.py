@@ -651,6 +651,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         result["corrections"] = len(corrections)
         if corrections:
             result["last_correction_s"] = corrections[-1].get("seconds")
+            if corrections[-1].get("note"):  # e.g. a seed outside the brain changed nothing
+                result["last_correction_note"] = corrections[-1]["note"]
         return JobOut(
             id=job.id, kind=job.kind, method=job.method, status=job.status, stage=job.stage,
             progress=job.progress, message=job.message, created=job.created,

@@ -191,7 +191,8 @@ class Corrector:
             t0 = time.perf_counter()
             case, labels = self._state(job)
             seeds = parse_seeds(raw_seeds, case)
-            new = np.asarray(correct(case, labels.copy(), seeds), dtype=np.uint8)
+            notes: list[str] = []  # seeds that changed nothing, said on the page
+            new = np.asarray(correct(case, labels.copy(), seeds, notes=notes), dtype=np.uint8)
             if new.shape != labels.shape:
                 raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
             version = job.label_version + 1
@@ -213,7 +214,8 @@ class Corrector:
             token = secrets.token_hex(8)
             result["corrections"] = [*result.get("corrections", []),
                                      {"seeds": [list(s) for s in seeds],
-                                      "seconds": round(seconds, 3), "id": token}]
+                                      "seconds": round(seconds, 3), "id": token,
+                                      **({"note": "; ".join(notes)} if notes else {})}]
             self.store.update(job.id, result=result, label_version=version)
             self._remember(job.id, case, version, new)
         threading.Thread(target=self._measure, args=(job.id, token, version, new, case),

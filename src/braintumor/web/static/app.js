@@ -1295,7 +1295,9 @@ async function placeSeed(mm) {
     await waitViewerIdle();
     const t2 = performance.now();
     state.lastCorrection = { request_ms: t1 - t0, redraw_ms: t2 - t1 };
-    setMsg("correct-msg", `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
+    const note = (updated.result || {}).last_correction_note;
+    setMsg("correct-msg", note ? `Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
+      : `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
     setMsg("correct-msg", e.message);
   }
