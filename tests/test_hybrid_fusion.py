@@ -310,3 +310,30 @@ def test_fusion_folds_cover_every_case_once() -> None:
     folds = fusion_folds(ids)
     flat = [c for f in folds for c in f]
     assert sorted(flat) == sorted(ids)
+
+
+def test_the_combined_hybrid_keeps_no_speck_under_the_smallest_lesion(hgg,
+                                                                      monkeypatch) -> None:
+    # the learned whole tumour comes back from the working grid and may leave a speck of
+    # a few voxels away from the tumour (as the core kept outside it may): it goes
+    from braintumor import stacking
+
+    ch = L.regions_to_channels(hgg.label).astype(np.float32)
+    probs = np.stack([ndi.gaussian_filter(c, 1.0) for c in ch]).clip(0, 1)
+    speck = np.zeros(hgg.shape, bool)
+    speck[10:12, 44:46, 28:30] = True  # 8 voxels, far from the tumour
+    plain = stacking.with_whole_tumour
+
+    def with_speck(labels: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        out = plain(labels, wt)
+        out[speck] = L.ET
+        return out
+
+    monkeypatch.setattr(stacking, "shipped_model", lambda: object())
+    monkeypatch.setattr(stacking, "whole_tumour_probability",
+                        lambda trees, z, brain, p, work, lr: p[0])
+    monkeypatch.setattr(stacking, "with_whole_tumour", with_speck)
+    res = segment_hybrid(hgg, probabilities=probs, post={})
+    assert res.info["learned_wt"]
+    assert not res.labels[speck].any()
+    assert res.labels.any() and _nested(res.labels)

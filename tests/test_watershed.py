@@ -582,3 +582,29 @@ def test_a_z_scored_scan_gets_the_raw_scans_outline() -> None:
     from braintumor.watershed import with_zero_floor
 
     assert with_zero_floor(case) is case
+
+
+def test_the_step_back_to_the_native_grid_leaves_no_detached_speck() -> None:
+    # the linear interpolation back from a 2x working grid can cut a lesion's corner off
+    # as a speck of a few voxels: it goes, the lesion itself and a second lesion of the
+    # working grid (however small natively) stay
+    from braintumor.watershed import make_grid, without_specks
+
+    brain = np.ones((40, 40, 40), dtype=bool)
+    grid = make_grid(brain, (1.0, 1.0, 1.0), 2, margin=0)
+    work = np.zeros(grid.padded, np.uint8)
+    work = work[::2, ::2, ::2].copy()
+    work[4:9, 4:9, 4:9] = L.ED      # one lesion: blocks 4-8, native voxels 8-17
+    work[15, 15, 15] = L.ED         # a second, one block (8 native voxels)
+    native = np.zeros(grid.native, np.uint8)
+    native[8:18, 8:18, 8:18] = L.ED
+    native[8:10, 8:10, 8:10] = 0    # its corner ...
+    native[8, 8, 8] = L.ET          # ... and a speck of it cut off there
+    native[30:32, 30:32, 30:32] = L.ED
+    out = without_specks(native, grid, work, 0.001, 1.0)
+    assert out[8, 8, 8] == 0
+    assert np.array_equal(out[10:18, 10:18, 10:18], native[10:18, 10:18, 10:18])
+    assert (out[30:32, 30:32, 30:32] == L.ED).all()
+    assert int((out != native).sum()) == 1
+    # a speck of the minimum's size or more stays
+    assert without_specks(native, grid, work, 0.001, 0.001)[8, 8, 8] == L.ET

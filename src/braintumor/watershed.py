@@ -29,8 +29,9 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
   6. edema grows out of WT through one-sided FLAIR-bright voxels (:func:`grow_edema`:
      edema bright on FLAIR only, normal on T2);
   7. labels go back to the native grid (region indicators interpolated linearly, so
-     a 2x working grid does not leave 2 mm staircases), where the enhancing tumour is
-     redrawn from the native T1ce (:func:`refine_et_native`).
+     a 2x working grid does not leave 2 mm staircases; the detached specks that leaves
+     at a lesion's corners are dropped, :func:`without_specks`), where the enhancing
+     tumour is redrawn from the native T1ce (:func:`refine_et_native`).
 
   A tumour-free brain gives an empty map: no lesion smaller than
   ``min_lesion_ml`` survives, and a lesion must reach an abnormality peak of
@@ -293,6 +294,46 @@ def labels_from_work(grid: WorkGrid, labels: np.ndarray) -> np.ndarray:
     out[wt] = L.ED
     out[tc] = L.NCR
     out[et] = L.ET
+    return out
+
+
+def without_specks(native: np.ndarray, grid: WorkGrid, work: np.ndarray, voxel_ml: float,
+                   min_ml: float) -> np.ndarray:
+    """``native`` labels ``(X, Y, Z)`` (from working-grid ``work`` through
+    :func:`labels_from_work`, clipped to the brain) without the detached specks the step
+    back made: where a working-grid lesion comes back in several pieces (its corners
+    cut off by the interpolation or the native brain mask), only its largest piece and
+    pieces of ``min_ml`` (mL, on the native voxel of ``voxel_ml``) or more stay, so no
+    lesion under the working grid's own minimum appears on the native grid."""
+    comp, n = _components(native > 0)
+    if n <= 1:
+        return native
+    sizes = np.bincount(comp.ravel())
+    small = sizes * voxel_ml < min_ml
+    small[0] = False
+    if not small.any():
+        return native
+    # the working-grid lesion each piece comes from, on the native grid (nearest block)
+    wlab, _ = _components(work > 0)
+    f = grid.factor
+    up = wlab
+    for axis in range(3):
+        up = np.repeat(up, f, axis=axis)
+    cx, cy, cz = grid.cropped
+    origin = np.zeros(grid.native, dtype=wlab.dtype)
+    origin[grid.box] = up[:cx, :cy, :cz]
+    index = np.arange(1, n + 1)
+    source = np.concatenate([[0], np.asarray(ndi.maximum(origin, comp, index=index))])
+    largest: dict[int, int] = {}
+    for k in index:
+        w = int(source[k])
+        if w and (w not in largest or sizes[k] > sizes[largest[w]]):
+            largest[w] = int(k)
+    keep = ~small
+    keep[0] = False
+    keep[list(largest.values())] = True
+    out = native.copy()
+    out[~keep[comp]] = 0
     return out
 
 
@@ -817,12 +858,16 @@ class WatershedWork:
     brain: np.ndarray
     z: np.ndarray
     work: np.ndarray
+    #: the working grid's smallest lesion (mL), kept on the native grid too
+    min_lesion_ml: float = 1.0
 
     def native_labels(self) -> np.ndarray:
-        """The labels on the native grid, nothing outside the brain."""
+        """The labels on the native grid, nothing outside the brain and no detached speck
+        that the step back made (:func:`without_specks`)."""
         labels = labels_from_work(self.grid, self.work)
         labels[~self.brain_native] = 0
-        return labels
+        vox = float(np.prod(self.grid.spacing)) / self.grid.factor ** 3 / 1000.0
+        return without_specks(labels, self.grid, self.work, vox, self.min_lesion_ml)
 
 
 def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None = None,
@@ -847,7 +892,7 @@ def watershed_grid(case: Case, p: WatershedParams, progress: ProgressFn | None =
         progress(0.4, "watershed: markers and flooding")
     work = watershed_work(z, brain_work, grid.voxel_ml, float(np.mean(grid.spacing)),
                           grid_params(p, grid.factor), lr_axis(case.affine), case.missing)
-    return WatershedWork(grid, brain_native, brain_work, z, work)
+    return WatershedWork(grid, brain_native, brain_work, z, work, p.min_lesion_ml)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1269,6 +1314,21 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
     return out
 
 
+def _without_small_lesions(labels: np.ndarray, min_ml: float, voxel_ml: float
+                           ) -> np.ndarray:
+    """``labels`` without the detached lesions (26-connected) under ``min_ml`` mL."""
+    comp, n = _components(labels > 0)
+    if n == 0:
+        return labels
+    small = np.bincount(comp.ravel()) * voxel_ml < min_ml
+    small[0] = False
+    if not small.any():
+        return labels
+    out = labels.copy()
+    out[small[comp]] = 0
+    return out
+
+
 def _touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
     """The 26-connected components of ``mask`` that overlap or touch ``other``."""
     if not mask.any() or not other.any():
@@ -1394,6 +1454,10 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
             labels = stacking.with_whole_tumour(
                 labels, from_work(wsw.grid, pw) & wsw.brain_native)
             learned = True
+        # the combination leaves specks of a few voxels where the learned whole tumour,
+        # back from the working grid, or the clipping cut a lesion's edge off: no lesion
+        # under the watershed's smallest (the CNN's own is larger still) stays
+        labels = _without_small_lesions(labels, wsw.min_lesion_ml, case.voxel_volume_ml)
     if progress:
         progress(1.0, "hybrid: done")
     t3 = time.perf_counter()

@@ -272,7 +272,7 @@ class Prepared:
 
     def run_grid(self, p: Any) -> np.ndarray:
         """:meth:`run` without the native enhancing-tumour step."""
-        return self.to_native(self.run_work(p))
+        return self.to_native(self.run_work(p), p.min_lesion_ml)
 
     def run_work(self, p: Any) -> np.ndarray:
         """:func:`braintumor.watershed.watershed_work`'s labels on the working grid."""
@@ -282,13 +282,15 @@ class Prepared:
                               self.grid.voxel_ml,
                               float(np.mean(self.grid.spacing)), p, self.lr, self.missing)
 
-    def to_native(self, work: np.ndarray) -> np.ndarray:
-        """Working-grid labels back on the native cropped grid, inside the brain."""
-        from braintumor.watershed import labels_from_work
+    def to_native(self, work: np.ndarray, min_lesion_ml: float = 1.0) -> np.ndarray:
+        """Working-grid labels back on the native cropped grid, inside the brain, without
+        the specks the step back makes, as :meth:`WatershedWork.native_labels`."""
+        from braintumor.watershed import labels_from_work, without_specks
 
         lab = labels_from_work(self.grid, work)
         lab[~self.brain_native] = 0
-        return lab
+        vox = float(np.prod(self.grid.spacing)) / self.grid.factor ** 3 / 1000.0
+        return without_specks(lab, self.grid, work, vox, min_lesion_ml)
 
     def grow_edema(self, work: np.ndarray, p: Any) -> np.ndarray:
         """:func:`braintumor.watershed.grow_edema` of ``p`` on working-grid ``work``
@@ -653,7 +655,7 @@ def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]
     folds = json.loads((root / "native_et" / "cv_params.json").read_text())
 
     def finish(pc: Prepared, work: np.ndarray, p: Any) -> np.ndarray:
-        return pc.native_et(pc.to_native(pc.grow_edema(work, p)), p)
+        return pc.native_et(pc.to_native(pc.grow_edema(work, p), p.min_lesion_ml), p)
 
     return _step_cv(
         prep, folds, lambda fp: params_from(fp["params"]).replace(flair_grow=99.0),
