@@ -75,3 +75,19 @@ def test_bad_input() -> None:
         split_lesions(np.zeros((4, 4)), (1, 1, 1))
     with pytest.raises(InputError):
         split_lesions(np.zeros((4, 4, 4)), (1, 0, 1))
+
+
+def test_the_page_and_reports_count_no_speck_as_a_lesion() -> None:
+    # a few voxels beside a tumour (say what a correction left) are not a second lesion;
+    # the floor is BraTS's own lesion-wise minimum, 50 mm^3
+    from braintumor.web.measure import LESION_FLOOR_ML, lesions, summary
+
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[_ball(labels.shape, (15, 15, 15), 6)] = 2
+    labels[30:32, 30:32, 30:32] = 3  # 8 voxels, 0.008 mL
+    assert LESION_FLOOR_ML == 0.05
+    assert len(lesions(labels, (1.0, 1.0, 1.0))) == 1
+    assert summary(labels, (1.0, 1.0, 1.0))["lesion_count"] == 1
+    assert len(lesions(labels, (1.0, 1.0, 1.0), min_volume_ml=0.0)) == 2
+    # at 2 mm the same voxels are 0.064 mL: counted
+    assert len(lesions(labels, (2.0, 2.0, 2.0))) == 2

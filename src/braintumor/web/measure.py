@@ -32,8 +32,16 @@ def volumes_ml(labels: np.ndarray, voxel_ml: float) -> dict[str, float]:
             for key, _, vals in VOLUME_ROWS}
 
 
-def lesions(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[dict[str, Any]]:
-    """Connected tumour lesions: ``[dict(id, volume_ml, voxels, centroid)]``.
+#: the smallest lesion the lesion count and table list (mL): BraTS's own lesion-wise
+#: floor (50 mm^3), so a speck of a few voxels, say one a correction left, is not
+#: counted as a lesion; the lesion-wise metrics keep their own rules
+LESION_FLOOR_ML = 0.05
+
+
+def lesions(labels: np.ndarray, spacing: tuple[float, float, float],
+            min_volume_ml: float = LESION_FLOOR_ML) -> list[dict[str, Any]]:
+    """Connected tumour lesions of ``min_volume_ml`` or more: ``[dict(id, volume_ml,
+    voxels, centroid)]``.
 
     Uses :func:`braintumor.lesions.split_lesions` when present, else connected
     components of the whole tumour with 26-connectivity (the BraTS 2023 rule).
@@ -54,7 +62,7 @@ def lesions(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[dic
         lo = np.maximum(idx.min(0) - 2, 0)
         hi = np.minimum(idx.max(0) + 3, wt.shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        _, found = split(np.asarray(labels)[box], spacing)
+        _, found = split(np.asarray(labels)[box], spacing, min_volume_ml=min_volume_ml)
         out = []
         for d in found:
             d = dict(d)
@@ -75,7 +83,7 @@ def lesions(labels: np.ndarray, spacing: tuple[float, float, float]) -> list[dic
     vox_ml = float(np.prod(spacing)) / 1000.0
     out = [{"id": int(i), "voxels": int(s), "volume_ml": round(float(s) * vox_ml, 3),
             "centroid": [round(float(c), 1) for c in cen]}
-           for i, s, cen in zip(idx, sizes, cents, strict=True)]
+           for i, s, cen in zip(idx, sizes, cents, strict=True) if s * vox_ml >= min_volume_ml]
     return sorted(out, key=lambda d: -d["voxels"])
 
 
