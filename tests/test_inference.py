@@ -921,3 +921,30 @@ def test_an_implausible_volume_is_warned_of_by_predict(
     assert "the outline is implausible" in err
     row = next(csv.DictReader((out / "volumes.csv").open()))
     assert "more than 400 mL" in row["warning"]
+
+
+def test_a_small_fast_finding_is_warned_of(tiny_model: Path, monkeypatch) -> None:
+    # one model alone found blobs of up to 14 mL on tumour-free brains where two found
+    # none: a small fast-mode finding says so, a small accurate one and a large one not
+    import braintumor.inference as inf
+
+    case = make_case(shape=SHAPE, seed=3)
+
+    def probs_of(ml: float):
+        def fake(case, model, device, tta=False, progress=None, backend="auto", fast=False):
+            p = np.zeros((3, *case.shape), np.float32)
+            n = int(ml * 1000 / float(np.prod(case.spacing)))
+            p[0].reshape(-1)[:n] = 0.9
+            lm = load_model(tiny_model, "cpu")
+            return p, lm, {"members": 1}
+        return fake
+
+    monkeypatch.setattr(inf, "predict_probabilities", probs_of(5.0))
+    res = segment_cnn(case, model=tiny_model, device="cpu", fast=True,
+                      post=PostProcess())
+    assert "fast mode (one model) found 5.0 mL" in res.info["warning"]
+    assert "warning" not in segment_cnn(case, model=tiny_model, device="cpu",
+                                        post=PostProcess()).info
+    monkeypatch.setattr(inf, "predict_probabilities", probs_of(30.0))
+    assert "warning" not in segment_cnn(case, model=tiny_model, device="cpu", fast=True,
+                                        post=PostProcess()).info

@@ -1470,9 +1470,15 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
         "refine_seconds": t2 - t1, "watershed_seconds": ws_seconds,
         "fuse_seconds": t3 - t2 - ws_seconds, "learned_wt": learned, "seconds": t3 - t0,
         **cnn_ran}  # the CNN's model version, members and mode, when it ran here
+    notes = []
     if agreement is not None:
         info["agreement"] = agreement
-        note = agreement_note(agreement)
-        if note is not None:
-            info["warning"] = note
+        notes.append(agreement_note(agreement))
+    if probabilities is None:  # the CNN ran here, perhaps in its fast mode
+        from braintumor.inference import fast_small_note
+
+        notes.append(fast_small_note(fast, float(np.count_nonzero(labels))
+                                     * case.voxel_volume_ml))
+    if any(notes):
+        info["warning"] = "; ".join(n for n in notes if n)
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
