@@ -295,3 +295,20 @@ def test_rano_refuses_brats_file_labels() -> None:
     lab[5:15, 5:15, 2] = 4
     with pytest.raises(InputError, match="holds label 4; rano takes internal labels"):
         rano(lab, np.eye(4))
+
+
+def test_a_thread_of_a_few_voxels_is_not_listed_as_a_lesion() -> None:
+    """A 15-voxel thread 15 mm long (0.015 mL) passes the 5 mm length rule but not the
+    lesion floor that the page's lesion count uses, so both list the same lesions."""
+    from braintumor.diameters import measure
+    from braintumor.lesions import LESION_FLOOR_ML
+
+    m = np.zeros((60, 60, 40), bool)
+    g = np.indices(m.shape)
+    m |= ((g[0] - 20) ** 2 + (g[1] - 20) ** 2 + (g[2] - 20) ** 2) <= 64  # 2.1 mL ball
+    m[45, 10:25, 20] = True  # the thread, apart from the ball
+    assert 15 * 0.001 < LESION_FLOOR_ML
+    found = measure(m, np.eye(4))
+    assert len(found) == 1 and found[0].volume_ml > 2
+    m[40:44, 40:44, 30:34] = True  # a 64-voxel cube (0.064 mL) is listed
+    assert len(measure(m, np.eye(4))) == 2

@@ -311,3 +311,14 @@ class FullDiskFile:
         import errno
 
         raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_the_model_version_line_keeps_a_mirrored_fast_run_apart() -> None:
+    from braintumor.web.worker import model_version
+
+    info = {"model_version": "m-1", "mode": "fast", "folds": 1}
+    assert model_version(info, "cnn") == "m-1 (fast mode: 1 model)"
+    info["mode"] = "fast + mirroring"
+    assert model_version(info, "hybrid") == "m-1 (fast mode + mirroring: 1 model)"
+    assert model_version({"model_version": "m-1", "mode": "accurate"}, "cnn") == \
+        "m-1 (accurate mode)"

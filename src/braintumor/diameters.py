@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from braintumor import labels as L
+from braintumor.lesions import LESION_FLOOR_ML
 
 #: both diameters at least this long (mm) make a lesion measurable (RANO)
 MEASURABLE_MM = 10.0
@@ -148,7 +149,8 @@ def diameters_2d(mask: np.ndarray, spacing: tuple[float, float]
 
 def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> list[Lesion]:
     """Every lesion of a 3D ``mask`` (file's voxel grid, ``affine`` its geometry) whose
-    longest diameter reaches :data:`MIN_LISTED_MM`, largest product first (at most
+    longest diameter reaches :data:`MIN_LISTED_MM` and whose volume reaches
+    :data:`braintumor.lesions.LESION_FLOOR_ML`, largest product first (at most
     :data:`MAX_LISTED`). ``fill_holes``: fill each slice's holes first (enhancing rims:
     measured across their outer edge)."""
     m = np.asarray(mask, dtype=bool)
@@ -168,6 +170,8 @@ def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> l
             continue
         piece = np.moveaxis(comp[box] == lab, axis, 0)  # (slices, a, b)
         volume = float(piece.sum()) * voxel_ml
+        if volume < LESION_FLOOR_ML:  # a thread of a few voxels: not a lesion either
+            continue
         if fill_holes:
             piece = np.stack([ndi.binary_fill_holes(s) for s in piece])
         areas = piece.reshape(len(piece), -1).sum(1)

@@ -1479,6 +1479,7 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
 
         notes.append(fast_small_note(fast, float(np.count_nonzero(labels))
                                      * case.voxel_volume_ml))
-    if any(notes):
-        info["warning"] = "; ".join(n for n in notes if n)
+    kept = [n for n in notes if n]
+    if kept:  # one sentence: no full stop before the "; " that joins two notes
+        info["warning"] = "; ".join([n.rstrip(".") for n in kept[:-1]] + kept[-1:])
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from braintumor import labels as L
+from braintumor.lesions import LESION_FLOOR_ML as _LESION_FLOOR_ML
 
 #: (key, name, internal label values) in the order the page lists them
 VOLUME_ROWS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
@@ -32,10 +33,8 @@ def volumes_ml(labels: np.ndarray, voxel_ml: float) -> dict[str, float]:
             for key, _, vals in VOLUME_ROWS}
 
 
-#: the smallest lesion the lesion count and table list (mL): BraTS's own lesion-wise
-#: floor (50 mm^3), so a speck of a few voxels, say one a correction left, is not
-#: counted as a lesion; the lesion-wise metrics keep their own rules
-LESION_FLOOR_ML = 0.05
+#: the smallest lesion the lesion count and table list (mL), as the diameters
+LESION_FLOOR_ML = _LESION_FLOOR_ML
 
 
 def lesions(labels: np.ndarray, spacing: tuple[float, float, float],

@@ -47,8 +47,10 @@ def model_version(info: dict[str, Any], method: str) -> str:
         if info.get(key):
             mode = info.get("mode")
             folds = info.get("folds")
-            if mode == "fast" and folds:
-                return f"{info[key]} (fast mode: {folds} model{'s' if folds != 1 else ''})"
+            if isinstance(mode, str) and mode.startswith("fast") and folds:
+                more = mode[len("fast"):]  # " + mirroring" when the CNN ran mirrored
+                return (f"{info[key]} (fast mode{more}: {folds} "
+                        f"model{'s' if folds != 1 else ''})")
             if mode:
                 return f"{info[key]} ({mode} mode)"
             return str(info[key])
