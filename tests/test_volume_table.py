@@ -81,3 +81,51 @@ def test_two_writers_lose_no_row(tmp_path: Path) -> None:
     go.touch()  # both write at once
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len(_rows(tmp_path / "volumes.csv")) == 300
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl lock there")
+@pytest.mark.parametrize("err", ["EBADF", "ENOLCK", "EINVAL", "EOPNOTSUPP"])
+def test_a_folder_that_takes_no_lock_still_gets_its_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        err: str) -> None:
+    """NFS (a lock there needs write access, and the folder is opened read-only: EBADF),
+    SMB or a file system without locks: the table is written without the lock, said once."""
+    import errno
+    import fcntl
+
+    from braintumor import scale
+
+    def no_lock(fd: int, op: int) -> None:
+        raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)))
+
+    monkeypatch.setattr(fcntl, "flock", no_lock)
+    monkeypatch.setattr(scale, "_said_no_lock", set(), raising=False)
+    write_volume_table([{"case": "a", "method": "watershed"}], tmp_path)
+    write_volume_table([{"case": "b", "method": "watershed"}], tmp_path)
+    assert [r["case"] for r in _rows(tmp_path / "volumes.csv")] == ["a", "b"]
+    said = capsys.readouterr().err
+    assert said.count("does not support file locks") == 1
+    assert "do not run two commands into it at once" in said
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl lock there")
+def test_a_table_held_too_long_by_another_command_is_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another command holding the folder's lock (a hung writer): the wait ends, and the
+    table is left as it was, in a sentence that says why."""
+    import fcntl
+
+    from braintumor import scale
+
+    write_volume_table([{"case": "a", "method": "watershed"}], tmp_path)
+    monkeypatch.setattr(scale, "TABLE_LOCK_WAIT_S", 0.3)
+    other = os.open(tmp_path, os.O_RDONLY)  # as another process: its own open of the folder
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(OSError, match="another command has held the table for over 0.3 s"):
+            write_volume_table([{"case": "b", "method": "watershed"}], tmp_path)
+    finally:
+        os.close(other)
+    assert [r["case"] for r in _rows(tmp_path / "volumes.csv")] == ["a"]
+    write_volume_table([{"case": "b", "method": "watershed"}], tmp_path)  # free again
+    assert [r["case"] for r in _rows(tmp_path / "volumes.csv")] == ["a", "b"]

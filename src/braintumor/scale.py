@@ -189,8 +189,9 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
     segmented again keeps its values there. A file that is no table with a ``case``
     column is not overwritten: it is renamed ``volumes.csv.bak-N`` beside the new table,
     said in a warning. Writers sharing the folder (two runs, a run and a notebook) take
-    turns through an advisory lock on the folder (where the system has ``fcntl``), so
-    that no one's rows are lost."""
+    turns through an advisory lock on the folder (where the system has ``fcntl`` and the
+    folder's file system takes locks: :func:`_table_lock`), so that no one's rows are
+    lost."""
     import csv
 
     if not rows:
@@ -229,13 +230,22 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
     return path
 
 
+#: seconds a writer of ``volumes.csv`` waits for another command's turn at the table
+TABLE_LOCK_WAIT_S = 60.0
+#: the note on an output folder that takes no lock is said once a run
+_said_no_lock: set[str] = set()
+
+
 @contextmanager
 def _table_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on the folder holding the table ``path``, for a
     read-modify-rename of it (no file of its own is left behind; none where the system
-    lacks ``fcntl``)."""
+    lacks ``fcntl``). A folder whose file system takes no such lock (NFS, which needs
+    write access to lock, SMB, some FUSE mounts) is written without it, said once in a
+    note; another command holding it longer than :data:`TABLE_LOCK_WAIT_S` is an
+    :class:`OSError` that says so (the table is left as it is)."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - whether the system has it (used by _take_lock)
     except ImportError:  # Windows: no lock, as before
         yield
         return
@@ -245,10 +255,40 @@ def _table_lock(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _take_lock(fd, path)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _take_lock(fd: int, path: Path) -> bool:
+    """Lock the open folder ``fd`` (see :func:`_table_lock`); False when its file system
+    takes no lock."""
+    import errno
+    import fcntl
+    import sys
+
+    deadline = time.monotonic() + TABLE_LOCK_WAIT_S
+    pause = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # EBADF (NFS), ENOLCK, EINVAL, EOPNOTSUPP: this folder takes no lock
+                if str(path.parent) not in _said_no_lock:
+                    _said_no_lock.add(str(path.parent))
+                    print(f"note: the output folder {path.parent} does not support file "
+                          f"locks ({exc.strerror or exc}), so {path.name} is written without "
+                          "one; do not run two commands into it at once.", file=sys.stderr)
+                return False
+            if time.monotonic() >= deadline:
+                raise OSError(exc.errno, f"another command has held the table for over "
+                              f"{TABLE_LOCK_WAIT_S:g} s, so this run's rows were not added "
+                              "to it", str(path)) from None
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
 
 
 def _read_volume_table(path: Path) -> tuple[list[dict[str, str]], list[str]]:
