@@ -376,6 +376,44 @@ def test_a_run_folder_in_training_is_refused_to_a_second_trainer(tmp_path: Path)
     assert (out / "last.pt").exists()
 
 
+@pytest.mark.parametrize("err", ["ENOLCK", "EINVAL", "EOPNOTSUPP", "EBADF"])
+def test_a_run_folder_that_takes_no_lock_is_trained_unlocked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        err: str) -> None:
+    """A file system without locks (NFS without its lock service) is no other trainer:
+    the run goes on without the lock, said in a note."""
+    import errno
+    import fcntl
+    import os
+
+    from braintumor.training.trainer import lock_run_folder
+
+    def no_lock(fd: object, op: int) -> None:
+        raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)))
+
+    monkeypatch.setattr(fcntl, "flock", no_lock)
+    assert lock_run_folder(tmp_path) is None
+    said = capsys.readouterr().err
+    assert "does not support file locks" in said and "trained by another" not in said
+
+
+def test_a_run_folder_held_elsewhere_is_refused_whatever_errno_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EACCES is how some systems say the lock is held: still a refusal."""
+    import errno
+    import fcntl
+
+    from braintumor.errors import InputError
+    from braintumor.training.trainer import lock_run_folder
+
+    def held(fd: object, op: int) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(fcntl, "flock", held)
+    with pytest.raises(InputError, match="is being trained by another process"):
+        lock_run_folder(tmp_path)
+
+
 @pytest.mark.parametrize("signame, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_an_interrupted_run_says_where_its_checkpoint_is(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

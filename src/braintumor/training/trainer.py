@@ -485,21 +485,32 @@ class Trainer:
 
 
 def lock_run_folder(out: Path) -> Any:
-    """Take the advisory lock of a run folder (``.train.lock``, holding this process's id)
-    and return its open file (closing it lets go), or refuse in one sentence when
-    another process holds it; None where file locks are not available."""
+    """Take the advisory lock of a run folder (``.train.lock``, holding this process's id;
+    the file is left in the folder, as removing a lock file others may be waiting on is
+    not safe) and return its open file (closing it lets go), or refuse in one sentence
+    when another process holds it. None where file locks are not available: no
+    ``fcntl``, or a file system that takes no lock (NFS without its lock service, some
+    network and FUSE mounts; the run then trains unlocked, said in a note)."""
     try:
         import fcntl
     except ImportError:  # not on this platform
         return None
+    import errno
     import os
+    import sys
 
     from braintumor.errors import InputError
 
     fh = open(out / ".train.lock", "a+")  # noqa: SIM115 (held open for the run)
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            fh.close()  # ENOLCK, EINVAL, EOPNOTSUPP: no lock here, not another trainer
+            print(f"note: {out} is on a file system that does not support file locks "
+                  f"({exc.strerror or exc}), so it is trained without one; do not train "
+                  "into it from two commands at once.", file=sys.stderr)
+            return None
         fh.seek(0)
         pid = fh.read().strip() or "unknown"
         fh.close()
