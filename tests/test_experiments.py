@@ -597,3 +597,21 @@ def test_a_rerun_with_other_folds_keeps_the_earlier_tables(
                 log=lambda s: None)
     assert (out / "results.prev-2.md").read_text() == "fold 1's"
     assert "0.5 min/run" in capsys.readouterr().err
+
+
+def test_a_rerun_naming_the_same_folds_in_another_order_keeps_its_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--folds 1 0 after --folds 0 1 runs the same folds: nothing is moved aside."""
+    from braintumor.training import experiments as E
+
+    monkeypatch.setattr(E, "execute", lambda *a, **k: [])  # no training here
+    path = _write(tmp_path)
+    out = tmp_path / "out"
+    E.run_study(load_study(path, folds=[0, 1]), tracking_uri=None, log=lambda s: None)
+    for name in E.OUTPUT_FILES:
+        (out / name).write_text(f"earlier {name}")
+    capsys.readouterr()
+    E.run_study(load_study(path, folds=[1, 0]), tracking_uri=None, log=lambda s: None)
+    assert not list(out.glob("*.prev-*"))
+    assert "earlier tables" not in capsys.readouterr().err

@@ -592,7 +592,8 @@ def keep_earlier_outputs(study: Study) -> int | None:
     """A rerun with other folds or another budget would overwrite the study's tables with
     its own: the earlier ones are renamed ``results.prev-N.md`` (and ``.csv``,
     ``cases.prev-N.csv``, ...) beside them, said in one line on stderr; returns N (None
-    when nothing was kept aside: no earlier tables, or the same folds and budget)."""
+    when nothing was kept aside: no earlier tables, or the same folds, in any order, and
+    budget)."""
     import sys
 
     out = study.out
@@ -604,7 +605,8 @@ def keep_earlier_outputs(study: Study) -> int | None:
         old = {}
     old_folds = old.get("run_folds")
     old_budget = old.get("budget_min", study.budget_min)  # not recorded before: unknown
-    if old_folds == study.run_folds and old_budget == study.budget_min:
+    same_folds = isinstance(old_folds, list) and set(old_folds) == set(study.run_folds)
+    if same_folds and old_budget == study.budget_min:  # --folds 1 0 after 0 1: the same
         return None
     n = 1
     while any((out / f"{Path(f).stem}.prev-{n}{Path(f).suffix}").exists() for f in OUTPUT_FILES):
