@@ -817,3 +817,17 @@ def test_label_map_of_a_vector_image_is_no_vector(tmp_path: Path) -> None:
     case = load_case(folder, with_label=False)
     back = nib.load(str(write_label_map(case, _labels(4), tmp_path / "out" / "c0.nii.gz")))
     assert float(back.header["pixdim"][4]) == 0.0
+
+
+@pytest.mark.parametrize("step", [0.0, 2.5])
+def test_label_map_of_a_4d_case_keeps_its_time_step(tmp_path: Path, step: float) -> None:
+    """A 4D case's pixdim[4] (0, or a time step) is the label map's as well, not 1."""
+    img = _image(4)
+    four = np.stack([img[MODALITIES.index(m)] for m in MSD_ORDER], axis=-1)
+    nii = nib.Nifti1Image(four.astype(np.float32), BRATS_AFF)
+    nii.header["pixdim"][4] = step
+    path = tmp_path / "f.nii.gz"
+    nib.save(nii, str(path))
+    case = load_case(path, with_label=False)
+    back = nib.load(str(write_label_map(case, _labels(4), tmp_path / "out" / "f.nii.gz")))
+    assert float(back.header["pixdim"][4]) == step

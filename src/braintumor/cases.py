@@ -752,7 +752,9 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
             if note and note not in src.notes:
                 src.notes.append(note)
         hdr = vol.header.copy()
+        extra = np.array(hdr["pixdim"][4:], copy=True)
         hdr.set_data_shape(vol.data.shape[:3])
+        hdr["pixdim"][4:] = extra  # the input's time step as it was (0 stays 0, not 1)
         ref = Volume(path=vol.path, data=image[0], affine=vol.affine, header=hdr)
         del vol
         label_conv_hint: str | None = "msd"
