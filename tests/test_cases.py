@@ -182,6 +182,59 @@ def test_a_modality_on_the_same_grid_stored_turned_is_not_resampled(
     assert regrid_note(case) is None
 
 
+def _store_turned(path: Path, axes: tuple[int, ...]) -> None:
+    """Rewrite a BraTS file as the same grid stored in another orientation: reversed along
+    ``axes`` (two of them), or its axes swapped (three), its affine to match."""
+    img = nib.load(str(path))
+    vox = np.asarray(img.dataobj)
+    aff = np.asarray(img.affine, float)
+    if len(axes) == 2:
+        flip = np.eye(4)
+        for a in axes:
+            flip[a, a], flip[a, 3] = -1.0, vox.shape[a] - 1
+        data, aff = np.flip(vox, axes), aff @ flip
+    else:
+        data, aff = np.transpose(vox, axes), aff @ np.eye(4)[[*axes, 3]].T
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), aff), str(path))
+
+
+@pytest.mark.parametrize("turned", ["seg", "t1"])
+@pytest.mark.parametrize("axes", [(0, 1), (1, 0, 2)])
+def test_a_label_map_stored_turned_from_its_t1_is_turned_onto_the_case_grid(
+        tmp_path: Path, turned: str, axes: tuple[int, ...]) -> None:
+    """A _seg file stored flipped or with its axes swapped beside the T1 (or the T1 so
+    stored beside the seg, the case then lying on the T1's storage) outlines the same
+    voxels: it is turned onto the case's grid as the modalities are, not taken as it lies
+    (which kept the tumour mirrored, or refused a swapped shape)."""
+    plain = load_case(write_brats(tmp_path / "a", "c7", "brats2021"), with_label=True)
+    folder = write_brats(tmp_path / "b", "c7", "brats2021")
+    _store_turned(folder / f"c7_{turned}.nii.gz", axes)
+    case = load_case(folder, with_label=True)
+    assert case.label is not None and plain.label is not None
+    t1 = case.modality("t1")
+    if turned == "seg":  # the case stays on the T1's grid
+        np.testing.assert_array_equal(case.label, plain.label)
+        np.testing.assert_array_equal(t1, plain.modality("t1"))
+    else:  # the case lies on the turned T1: its label map is turned along
+        move = (lambda a: np.flip(a, axes)) if len(axes) == 2 else \
+            (lambda a: np.transpose(a, axes))
+        np.testing.assert_array_equal(t1, move(plain.modality("t1")))
+        np.testing.assert_array_equal(case.label, move(plain.label))
+
+
+def test_a_label_map_on_another_grid_of_the_same_shape_is_refused(tmp_path: Path) -> None:
+    """A _seg file of the image's shape but shifted in scanner space outlines other
+    voxels: refused in one sentence, not taken voxel for voxel."""
+    folder = write_brats(tmp_path, "c8", "brats2021")
+    seg = nib.load(str(folder / "c8_seg.nii.gz"))
+    aff = np.asarray(seg.affine, float).copy()
+    aff[0, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj), aff), str(folder / "c8_seg.nii.gz"))
+    with pytest.raises(InputError, match=r"c8_seg.nii.gz: the label map's voxel-to-world "
+                                         r"geometry \(affine\) differs from the image's"):
+        load_case(folder, with_label=True)
+
+
 def _world(ijk: np.ndarray, aff: np.ndarray) -> np.ndarray:
     return ijk @ aff[:3, :3].T + aff[:3, 3]
 

@@ -623,23 +623,57 @@ def grid_of_files(paths: Mapping[str, str | Path], label_path: str | Path | None
                                                               if m in paths)
 
 
-def _turned_onto(v: Volume, ref: Volume) -> Volume | None:
-    """``v`` with its voxel axes reordered or reversed onto ``ref``'s grid when it is that
+def _turned_onto(v: Volume, shape: tuple[int, ...], affine: np.ndarray, tol: float = 1e-3
+                 ) -> Volume | None:
+    """``v`` with its voxel axes reordered or reversed onto the grid ``shape``, ``affine``
+    (a reference image's) when it is that
     grid stored in another orientation (RAS beside LPS storage: the same voxels, its affine
-    to match), exactly, without interpolation; None when it is another grid."""
+    to match, within ``tol`` mm), exactly, without interpolation; None when it is another
+    grid."""
     from nibabel import orientations as O
 
     if v.data.ndim != 3:
         return None
-    turn = O.ornt_transform(O.io_orientation(v.affine), O.io_orientation(ref.affine))
+    turn = O.ornt_transform(O.io_orientation(v.affine), O.io_orientation(affine))
     if np.array_equal(turn, [[0, 1], [1, 1], [2, 1]]):
         return None  # nothing to turn: another grid
-    shape = tuple(v.data.shape[int(a)] for a in np.argsort(turn[:, 0]))
-    affine = v.affine @ O.inv_ornt_aff(turn, v.data.shape)
-    if shape != ref.data.shape or not np.allclose(affine, ref.affine, atol=1e-3):
+    turned_shape = tuple(v.data.shape[int(a)] for a in np.argsort(turn[:, 0]))
+    turned_affine = v.affine @ O.inv_ornt_aff(turn, v.data.shape)
+    if turned_shape != tuple(shape) or not np.allclose(turned_affine, affine, atol=tol):
         return None
     data = np.ascontiguousarray(O.apply_orientation(v.data, turn))
-    return replace(v, data=data, affine=ref.affine)
+    return replace(v, data=data, affine=affine)
+
+
+#: mm a label map's affine may differ from its image's and still be on its grid (what
+#: float32 storage of an affine moves; as :func:`braintumor.evaluate.on_reference_grid`)
+LABEL_GRID_TOL = 0.01
+
+
+def label_on_grid(lv: Volume, shape: tuple[int, ...], affine: np.ndarray) -> Volume:
+    """A case's label map voxel for voxel on its image's grid (``shape``, ``affine``): as
+    it is when it
+    has the image's shape and affine (or no geometry of its own: an identity affine, as a
+    label map saved from an array often has), its axes reordered or reversed when it is
+    that grid stored in another orientation (a T1 stored flipped beside a label map that
+    is not, or the other way round), exactly, as the modalities are
+    (:func:`_turned_onto`); else :class:`InputError`: a label map on another grid would
+    outline the wrong voxels (the rule of
+    :func:`braintumor.evaluate.on_reference_grid`)."""
+    same_shape = lv.data.shape == tuple(shape)
+    if same_shape and (np.allclose(lv.affine, affine, atol=LABEL_GRID_TOL)
+                       or np.allclose(lv.affine, np.eye(4))):
+        return lv
+    turned = _turned_onto(lv, shape, affine, tol=LABEL_GRID_TOL)
+    if turned is not None:
+        return turned
+    if not same_shape:
+        raise InputError(f"{lv.path}: label map shape {lv.data.shape} differs from the "
+                         f"image's {tuple(shape)}; the label map must lie on the case's "
+                         "grid.")
+    raise InputError(f"{lv.path}: the label map's voxel-to-world geometry (affine) differs "
+                     "from the image's, as if shifted, rotated or resampled; the label map "
+                     "must lie on the case's grid.")
 
 
 def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
@@ -655,7 +689,7 @@ def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
         same_affine = bool(np.allclose(v.affine, ref.affine, atol=1e-3))
         if v.data.shape == ref.data.shape and same_affine:
             continue
-        turned = None if same_affine else _turned_onto(v, ref)
+        turned = None if same_affine else _turned_onto(v, ref.data.shape, ref.affine)
         if turned is not None:
             vols[m] = turned
             continue
@@ -713,7 +747,9 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     A label map given with the case keeps it on the T1's grid where it lies there (so it
     is scored on the grid it was drawn on, :func:`case_grid`), whether or not it is read
     (``with_label``), so that the outline lies on one grid either way. It must share the
-    case's grid and its values must fit the convention the naming implies.
+    case's grid (stored in another orientation it is turned onto it, as the modalities
+    are: :func:`label_on_grid`) and its values must fit the convention the naming
+    implies.
     """
     if not isinstance(src, CaseSource):
         found = discover(src)
@@ -782,12 +818,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     label = None
     conv = None
     if with_label and src.label_path is not None:
-        lv = load_label_nifti(src.label_path)
-        if lv.data.shape != ref.data.shape:
-            raise InputError(
-                f"{lv.path}: label map shape {lv.data.shape} differs from the image's "
-                f"{ref.data.shape}."
-            )
+        lv = label_on_grid(load_label_nifti(src.label_path), ref.data.shape, ref.affine)
         hint = L.convention_from_name(lv.path.name) or label_conv_hint
         conv = L.detect_convention(lv.data, hint=hint, what=f"label map {lv.path}")
         label = L.to_internal(lv.data, conv, what=f"label map {lv.path}")

@@ -54,6 +54,7 @@ from braintumor.cases import (
     OPTIONAL_MODALITIES,
     Case,
     CaseSource,
+    label_on_grid,
     load_case,
 )
 from braintumor.dicom import (
@@ -204,9 +205,10 @@ def load_job_case(job_dir: Path, inputs: dict[str, Any], with_reference: bool = 
     if with_reference and ref:
         ref_name = inputs.get("reference_name", "reference label map")
         lv = load_label_nifti(job_dir / ref)
-        if lv.data.shape != case.shape:
-            raise InputError(f"{ref_name}: label map shape {lv.data.shape} differs from the "
-                             f"image's {case.shape}.")
+        try:  # stored in another orientation than the case's grid: turned onto it exactly
+            lv = label_on_grid(lv, case.shape, case.affine)
+        except InputError as exc:  # said of the file as the user named it
+            raise InputError(f"{ref_name}: {str(exc).split(': ', 1)[1]}") from None
         hint = inputs.get("reference_hint")
         default = inputs.get("reference_default")
         if hint is None and default and {int(v) for v in np.unique(lv.data)} <= \
