@@ -277,3 +277,46 @@ def test_a_dead_worker_is_said_as_such() -> None:
 
     said = _lost(KilledWorker("k", "w", 3))
     assert "worker process" in said and "memory" in said and "KilledWorker" not in said
+
+
+def test_a_task_that_cannot_ask_whether_it_was_stopped_writes_nothing(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the cluster closes after Ctrl-C the stop event cannot be read: a task at its
+    check before writing takes that as stopped (it wrote a label map without a row after
+    the run had said it stopped)."""
+    import distributed
+
+    class Unreadable:
+        def __init__(self, *a: object, **k: object) -> None:
+            pass
+
+        def is_set(self) -> bool:
+            raise OSError("the scheduler is closing")
+
+    monkeypatch.setattr(distributed, "Event", Unreadable)
+    src = {s.case_id: s for s in discover(dataset)}["case0"]
+    o = run_case(src, str(tmp_path), "watershed", stop="braintumor-x-stop")
+    assert not list(tmp_path.iterdir())
+    from braintumor.scale import NOT_ASKED
+
+    assert o.stopped and not o.ok and o.error == NOT_ASKED and o.path is None
+
+
+def test_an_interrupted_local_run_removes_only_its_own_unrecorded_files(
+        tmp_path: Path) -> None:
+    """After a local cluster is closed, files a task wrote whose outcome never came (no
+    row) are removed; an earlier run's files of such a case are kept."""
+    import os
+
+    from braintumor.scale import _output_stamps, _remove_unrecorded
+
+    (tmp_path / "old.nii.gz").write_bytes(b"earlier run")
+    (tmp_path / "old_report.html").write_text("earlier page")
+    (tmp_path / "kept.nii.gz").write_bytes(b"earlier, rewritten")
+    before = _output_stamps(tmp_path, ["old", "new", "kept"])
+    (tmp_path / "new.nii.gz").write_bytes(b"written after the stop")
+    tmp = tmp_path / ".kept.part"  # written beside and renamed over, as the label maps are
+    tmp.write_bytes(b"this run's")
+    os.replace(tmp, tmp_path / "kept.nii.gz")
+    _remove_unrecorded(tmp_path, before, ["old", "new", "kept"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.nii.gz", "old_report.html"]

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -404,7 +404,8 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     Every exception is caught and turned into ``error``: one case must not stop the
     others, and a worker's traceback would not help the person reading the summary.
     ``stop`` names a Dask event that, once set (the run was interrupted), makes the task
-    end without writing anything (looked at before reading and before writing).
+    end without writing anything (looked at before reading and before writing; one that
+    cannot be looked at before writing, as while the cluster closes, counts as set).
     """
     from braintumor.cases import load_case
     from braintumor.segment import segment
@@ -412,13 +413,15 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
     t0 = time.perf_counter()
     who = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        if _stopped(stop):
+        if _stopped(stop) is True:  # one that cannot ask reads on: it asks again below
             return CaseOutcome(src.case_id, None, 0.0, who, "not started", stopped=True)
         case = load_case(src, with_label=False)
         res = segment(case, method, **(options or {}))
-        if _stopped(stop):
-            return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who,
-                               "not written", stopped=True)
+        told = _stopped(stop)
+        if told is not False:  # stopped, or the scheduler cannot say (closing): no write
+            why = "not written" if told else NOT_ASKED
+            return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who, why,
+                               stopped=True)
         dst = write_outputs(case, res, out_dir, labels, report, method, dicom_seg)
         row = volume_row(case, res, method, diameters)  # its warning: the volume's too
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
@@ -448,17 +451,23 @@ def _on_worker() -> bool:
     return True
 
 
-def _stopped(stop: str | None) -> bool:
-    """Whether the Dask event ``stop`` is set (False outside a cluster, or when it cannot
-    be asked)."""
+#: a task's outcome when the scheduler could not say, before it wrote, whether the run
+#: was stopped (its error where the run was not stopped after all)
+NOT_ASKED = ("the Dask scheduler could not be asked before writing whether the run was "
+             "stopped, so nothing was written for this case; run it again.")
+
+
+def _stopped(stop: str | None) -> bool | None:
+    """Whether the Dask event ``stop`` is set: False without one (outside a cluster),
+    None when it cannot be asked (the scheduler is closing or gone)."""
     if not stop:
         return False
     try:
         from distributed import Event
 
         return bool(Event(stop).is_set())
-    except Exception:  # noqa: BLE001 - no scheduler to ask: go on
-        return False
+    except Exception:  # noqa: BLE001 - no scheduler to ask
+        return None
 
 
 def _local_workers(scheduler: str) -> int | None:
@@ -653,6 +662,8 @@ def predict_many(sources: str | Path | Sequence[CaseSource | str | Path], out_di
     run_id = uuid.uuid4().hex[:8]
     stop = f"braintumor-{run_id}-stop"
     results: dict[str, CaseOutcome] = {}
+    before = _output_stamps(out, [s.case_id for s in cases])
+    interrupted = False
     try:
         with open_client(scheduler, timeout) as client:
             from distributed import as_completed
@@ -668,6 +679,8 @@ def predict_many(sources: str | Path | Sequence[CaseSource | str | Path], out_di
                     res = fut.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. the worker died under it
                     res = CaseOutcome(src.case_id, None, 0.0, "?", _lost(exc))
+                if res.stopped and not interrupted:  # could not ask, and no one stopped it
+                    res = replace(res, stopped=False, error=NOT_ASKED)
                 with held():  # an outcome is recorded whole (its row with its map)
                     results[src.case_id] = res
                     if on_done is not None and not res.stopped:
@@ -677,6 +690,7 @@ def predict_many(sources: str | Path | Sequence[CaseSource | str | Path], out_di
                 for fut in as_completed(list(futures)):
                     take(fut)
             except (KeyboardInterrupt, Interrupted) as exc:  # stop the tasks, keep what came
+                interrupted = True
                 _quiet_dask()
                 left, told = _stop_tasks(client, stop, [f for f in futures
                                                         if futures[f].case_id not in results],
@@ -687,6 +701,10 @@ def predict_many(sources: str | Path | Sequence[CaseSource | str | Path], out_di
         if _local_workers(scheduler) is not None:  # its workers are gone: no writer is left
             _remove_parts(out, [s.case_id for s in cases
                                 if s.case_id not in results or not results[s.case_id].ok])
+            # a task that wrote after it was told to stop, its outcome never taken: its
+            # files have no row; an earlier run's files (unchanged since) are kept
+            _remove_unrecorded(out, before, [s.case_id for s in cases
+                                             if s.case_id not in results])
         raise
     return [results[s.case_id] for s in cases]
 
@@ -757,6 +775,42 @@ def _remove_parts(out: Path, case_ids: list[str]) -> None:
     for cid in case_ids:
         for part in out.glob(f".{glob.escape(cid)}*.part*"):
             part.unlink(missing_ok=True)
+
+
+def _case_files(out: Path, case_id: str) -> list[Path]:
+    """The files a task may write for a case (:func:`write_outputs`)."""
+    return [out / f"{case_id}{tail}" for tail in (
+        ".nii.gz", "_uncertainty.nii.gz", "_seg.dcm", "_report.html", "_report.json",
+        "_overlay.png", "_diameters.png")]
+
+
+def _output_stamps(out: Path, case_ids: list[str]) -> dict[Path, tuple[int, int]]:
+    """(inode, modification time) of each case's files in ``out`` before a run: files a
+    task writes replace them under a new inode (written beside and renamed), so a file
+    whose stamp is unchanged is an earlier run's."""
+    stamps = {}
+    for cid in case_ids:
+        for f in _case_files(out, cid):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            stamps[f] = (st.st_ino, st.st_mtime_ns)
+    return stamps
+
+
+def _remove_unrecorded(out: Path, before: dict[Path, tuple[int, int]],
+                       case_ids: list[str]) -> None:
+    """The files of ``case_ids`` (cases of an interrupted run with no recorded outcome,
+    hence no row) written by this run: those whose stamp differs from ``before``'s."""
+    for cid in case_ids:
+        for f in _case_files(out, cid):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            if before.get(f) != (st.st_ino, st.st_mtime_ns):
+                f.unlink(missing_ok=True)
 
 
 def summary(outcomes: Sequence[CaseOutcome]) -> dict[str, Any]:
