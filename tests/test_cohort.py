@@ -158,3 +158,107 @@ def test_a_2d_patient_folder_in_a_3d_dataset_goes_to_the_2d_model(tmp_path: Path
         Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(pat / f"TCGA_X_1_{n}.tif")
     three, two = _split_inputs([str(data)])
     assert three == [data] and two == [pat]
+
+
+def test_skip_existing_redoes_cases_made_with_other_labels_or_missing_outputs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rerun with another --labels convention, or asking for files or columns the first
+    run did not write (--report, --diameters), segments those cases again rather than
+    keeping outputs that do not match; one with the same settings skips them."""
+    data, out = _cohort(tmp_path / "data", 1), tmp_path / "out"
+    args = ["predict", str(data), "-o", str(out), "--method", "watershed"]
+    assert main(args) == 0
+    with (out / "volumes.csv").open(newline="") as fh:
+        assert next(csv.DictReader(fh))["labels"] == "brats2021"
+    capsys.readouterr()
+    for extra in (["--labels", "brats2023"], ["--labels", "brats2023", "--report"],
+                  ["--labels", "brats2023", "--diameters"]):
+        assert main([*args, "--skip-existing", *extra]) == 0
+        err = capsys.readouterr().err
+        assert "p0: skipped" not in err and "segmented again" in err, extra
+    with (out / "volumes.csv").open(newline="") as fh:
+        assert next(csv.DictReader(fh))["labels"] == "brats2023"
+    assert (out / "p0_report.html").exists()
+    assert main([*args, "--skip-existing", "--labels", "brats2023", "--report",
+                 "--diameters"]) == 0
+    assert "p0: skipped" in capsys.readouterr().err
+
+
+def test_skip_existing_reads_a_table_from_before_the_labels_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row without the labels column: the label map's own values tell (ET 4: 2021; no
+    ET: the conventions write the same values)."""
+    import nibabel as nib
+    import numpy as np
+
+    data, out = _cohort(tmp_path / "data", 1), tmp_path / "out"
+    args = ["predict", str(data), "-o", str(out), "--method", "watershed"]
+    assert main(args) == 0
+    old = "case,method\np0,watershed\n"
+    (out / "volumes.csv").write_text(old)
+    capsys.readouterr()
+    assert main([*args, "--skip-existing", "--labels", "brats2023"]) == 0  # no ET in it
+    assert "p0: skipped" in capsys.readouterr().err
+    img = nib.load(str(out / "p0.nii.gz"))
+    lab = np.asarray(img.dataobj).copy()
+    lab[10:12, 10:12, 10:12] = 4  # an ET in 2021's values
+    nib.save(nib.Nifti1Image(lab, img.affine, img.header), str(out / "p0.nii.gz"))
+    (out / "volumes.csv").write_text(old)
+    assert main([*args, "--skip-existing"]) == 0
+    assert "p0: skipped" in capsys.readouterr().err
+    assert main([*args, "--skip-existing", "--labels", "brats2023"]) == 0
+    assert "p0: skipped" not in capsys.readouterr().err
+
+
+def test_skip_existing_compares_model_mode_and_a_watershed_fallback(tmp_path: Path) -> None:
+    """The CNN's rows are told apart by model version and mode (--fast, --tta); a case
+    the CNN left to the watershed (no T1) counts as done by a CNN rerun."""
+    import argparse
+
+    from braintumor.cases import CaseSource
+    from braintumor.commands.predict import _made_alike
+    from braintumor.segment import FALLBACK_NOTE
+
+    (tmp_path / "c.nii.gz").write_bytes(b"")  # not read: the row says its labels
+    src = CaseSource(case_id="c", kind="brats2021", modality_paths={})
+
+    def args(**kw: object) -> argparse.Namespace:
+        base = {"method": "cnn", "fast": False, "tta": False, "uncertainty": False,
+                "labels": "brats2021", "report": False, "diameters": False,
+                "dicom_seg": False}
+        return argparse.Namespace(**{**base, **kw})
+
+    row = {"case": "c", "method": "cnn", "model": "v2", "mode": "accurate",
+           "labels": "brats2021", "warning": ""}
+    assert _made_alike(args(), row, src, tmp_path, "v2")
+    assert not _made_alike(args(), row, src, tmp_path, "v3")  # another --model
+    assert not _made_alike(args(), row, src, tmp_path, None)  # a model of no version
+    assert not _made_alike(args(tta=True), row, src, tmp_path, "v2")
+    assert not _made_alike(args(fast=True), row, src, tmp_path, "v2")
+    assert not _made_alike(args(labels="brats2023"), row, src, tmp_path, "v2")
+    assert not _made_alike(args(method="hybrid"), row, src, tmp_path, "v2")
+    mirrored = {**row, "mode": "accurate + mirroring"}
+    assert _made_alike(args(tta=True), mirrored, src, tmp_path, "v2")
+    fallback = {**row, "method": "watershed", "model": "", "mode": "",
+                "warning": f"the scan has no T1 image, {FALLBACK_NOTE}, tuned for scans"}
+    assert _made_alike(args(), fallback, src, tmp_path, "v2")
+    assert _made_alike(args(method="hybrid", uncertainty=True), fallback, src, tmp_path, "v2")
+    assert not _made_alike(args(), {**fallback, "warning": ""}, src, tmp_path, "v2")
+
+
+def test_skip_existing_leaves_a_file_that_is_no_table_where_it_is(tmp_path: Path) -> None:
+    """Deciding what to skip only reads volumes.csv: a file there that is no table is not
+    renamed aside outside the table's lock (the run's first write does that)."""
+    import argparse
+
+    from braintumor.cases import discover
+    from braintumor.commands.predict import _not_done
+
+    data, out = _cohort(tmp_path / "data", 1), tmp_path / "out"
+    out.mkdir()
+    (out / "volumes.csv").write_text("my notes\n")
+    args = argparse.Namespace(method="watershed", fast=False, tta=False, uncertainty=False,
+                              labels="brats2021", report=False, diameters=False,
+                              dicom_seg=False, model=None)
+    assert len(_not_done(args, discover(data), out)) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["volumes.csv"]

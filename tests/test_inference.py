@@ -948,3 +948,33 @@ def test_a_small_fast_finding_is_warned_of(tiny_model: Path, monkeypatch) -> Non
     monkeypatch.setattr(inf, "predict_probabilities", probs_of(30.0))
     assert "warning" not in segment_cnn(case, model=tiny_model, device="cpu", fast=True,
                                         post=PostProcess()).info
+
+
+def test_skip_existing_tells_cnn_modes_and_models_apart(
+        tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--skip-existing after a CNN run: the same model and mode skip, --tta (another mode),
+    another model version, or --uncertainty (its file missing) segment again."""
+    import shutil
+
+    data = write_case(make_case(shape=SHAPE, seed=7, case_id="c1"), tmp_path / "data")
+    out = tmp_path / "out"
+    args = ["predict", str(data), "-o", str(out), "--model", str(tiny_model),
+            "--device", "cpu"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0
+    assert "c1: skipped" in capsys.readouterr().err
+    assert main([*args, "--skip-existing", "--tta"]) == 0
+    assert "c1: skipped" not in capsys.readouterr().err
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model, other)
+    meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "version": "tiny-test-2"}))
+    other_args = [*args[:-4], "--model", str(other), "--device", "cpu", "--tta"]
+    assert main([*other_args, "--skip-existing"]) == 0
+    assert "c1: skipped" not in capsys.readouterr().err
+    assert main([*other_args, "--skip-existing"]) == 0
+    assert "c1: skipped" in capsys.readouterr().err
+    assert main([*other_args, "--skip-existing", "--uncertainty"]) == 0
+    assert "c1: skipped" not in capsys.readouterr().err
+    assert (out / "c1_uncertainty.nii.gz").exists()

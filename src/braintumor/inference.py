@@ -385,6 +385,16 @@ def check_model(model: str | Path | None = None) -> None:
         _checkpoint_config(where)
 
 
+def model_version(model: str | Path | None = None) -> str:
+    """The version a model's results record (``info["model_version"]``, the ``model``
+    column of ``volumes.csv``), read without loading it: a model folder's ``model.json``
+    version, a checkpoint's ``checkpoint:<file name>``."""
+    where = model_location(model)
+    if where.is_file():
+        return f"checkpoint:{where.name}"
+    return str(json.loads((where / "model.json").read_text()).get("version", "unknown"))
+
+
 #: the CNN runtimes a prediction may ask for (``auto``: the fastest installed)
 BACKENDS = ("auto", "openvino", "onnx", "torch")
 

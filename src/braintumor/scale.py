@@ -129,9 +129,10 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
     return paths["html"]
 
 
-#: the columns of ``volumes.csv``, one row per segmented case (``series``: for a DICOM
-#: study, which series became which modality)
-VOLUME_FIELDS = ("case", "method", "model", "mode", "WT_mL", "TC_mL", "ET_mL", "NCR_mL",
+#: the columns of ``volumes.csv``, one row per segmented case (``labels``: the label
+#: map's convention, brats2021 or brats2023; ``series``: for a DICOM study, which series
+#: became which modality)
+VOLUME_FIELDS = ("case", "method", "model", "mode", "labels", "WT_mL", "TC_mL", "ET_mL", "NCR_mL",
                  "ED_mL", "voxel_mm", "agree_WT", "agree_TC", "agree_ET", "series",
                  "warning")
 VOLUME_TABLE = "volumes.csv"
@@ -150,10 +151,12 @@ def case_diameters(case: Any, res: Any) -> dict[str, Any]:
     return dict(res.info["rano"])
 
 
-def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dict[str, Any]:
-    """One ``volumes.csv`` row: the CNN model version and its mode (fast / accurate) where
-    one ran, region volumes (mL, on the case's own grid), the voxel size, the CNN's and
-    the watershed's agreement per region (the hybrid only), with ``diameters`` the RANO
+def volume_row(case: Any, res: Any, method: str, diameters: bool = False,
+               labels: str = "") -> dict[str, Any]:
+    """One ``volumes.csv`` row: the CNN model version and its mode (fast / accurate, with
+    mirroring) where one ran, the label map's convention (``labels``), region volumes
+    (mL, on the case's own grid), the voxel size, the CNN's and the watershed's agreement
+    per region (the hybrid only), with ``diameters`` the RANO
     measurements (:data:`DIAMETER_FIELDS`, about 0.25 s) and the result's warning.
     (No lesion count: splitting touching lesions takes about 1.4 s a case, a third of the
     fast mode's whole run; the web page counts them.)"""
@@ -165,6 +168,7 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False) -> dic
     warning = "; ".join(w for w in (res.info.get("warning"), implausible_warning(vols)) if w)
     row = {"case": case.case_id, "method": res.info.get("method") or method,
            "model": res.info.get("model_version") or "", "mode": res.info.get("mode") or "",
+           "labels": labels,
            **{f"{k}_mL": ml_text(vols[k]) for k in ("WT", "TC", "ET", "NCR", "ED")},
            "voxel_mm": "x".join(f"{s:g}" for s in case.spacing),
            **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")
@@ -291,11 +295,23 @@ def _take_lock(fd: int, path: Path) -> bool:
         pause = min(2 * pause, 0.1)
 
 
-def _read_volume_table(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+def read_volume_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``volumes.csv`` as they are, for reading only (``--skip-existing``):
+    none when there is no table, or a file that is no table, which is left where it is
+    (the next write keeps it aside)."""
+    try:
+        return _read_volume_table(path, keep_aside=False)[0]
+    except OSError:  # unreadable: nothing is known to be done
+        return []
+
+
+def _read_volume_table(path: Path, keep_aside: bool = True
+                       ) -> tuple[list[dict[str, str]], list[str]]:
     """The rows of an existing table and its columns that are not the project's (a
     user's); ``[], []`` when there is none. The separator (``,`` ``;`` tab) is taken from
     the header line. A file that is not such a table is renamed aside (said in a
-    warning), so that nothing in it is lost."""
+    warning), so that nothing in it is lost; without ``keep_aside`` it is left as it is
+    (a reader that does not write, outside the table's lock)."""
     import csv
     import io
     import sys
@@ -320,6 +336,8 @@ def _read_volume_table(path: Path) -> tuple[list[dict[str, str]], list[str]]:
             rows = [r for r in rows if (r.get("case") or "").strip()]
             known = set(VOLUME_FIELDS) | set(DIAMETER_FIELDS)
             return rows, [n for n in names if n and n not in known]
+    if not keep_aside:
+        return [], []
     n = 1
     while (aside := path.with_name(f"{path.name}.bak-{n}")).exists():
         n += 1
@@ -423,7 +441,7 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
             return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who, why,
                                stopped=True)
         dst = write_outputs(case, res, out_dir, labels, report, method, dicom_seg)
-        row = volume_row(case, res, method, diameters)  # its warning: the volume's too
+        row = volume_row(case, res, method, diameters, labels)  # its warning: the volume's too
         return CaseOutcome(src.case_id, str(dst), time.perf_counter() - t0, who,
                            warning=row["warning"] or None, row=row)
     except InputError as exc:

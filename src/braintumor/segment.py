@@ -121,6 +121,11 @@ def available_methods() -> list[str]:
     return out
 
 
+#: what the warning of a case segmented by the watershed in place of the method asked
+#: (it lacked its T1 or T2) says, in ``volumes.csv`` too (``--skip-existing`` reads it)
+FALLBACK_NOTE = "so it was segmented by the watershed alone"
+
+
 def missing_modality_note(missing: tuple[str, ...], method: str,
                           blank: tuple[str, ...] = ()) -> str:
     """The warning for a case without some modality that ``method`` needs (``blank``:
@@ -138,7 +143,7 @@ def missing_modality_note(missing: tuple[str, ...], method: str,
                 f" ET {accuracy[2]:.2f})" if accuracy else "")
     why = "" if method == "watershed" else f"; the {method} method needs all four modalities"
     subject = "the scan" if absent else "the scan's"  # "has no T1 image" / "T1 image is"
-    return (f"{subject} {what}, so it was segmented by the watershed alone, tuned for scans "
+    return (f"{subject} {what}, {FALLBACK_NOTE}, tuned for scans "
             f"without {'them' if len(missing) > 1 else 'it'}{measured}{why}")
 
 

@@ -82,8 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "carry it), for tumour areas in mm^2 as well as pixels")
     p.add_argument("--skip-existing", action="store_true",
                    help="pass over each case whose label map is already in OUTDIR with its "
-                        "row in volumes.csv by the same method (and mode), to go on with a "
-                        "run that was stopped")
+                        "row in volumes.csv made as this run would make it (method, model, "
+                        "mode, --labels, and the files --report, --uncertainty, --diameters "
+                        "and --dicom-seg add), to go on with a run that was stopped")
     p.add_argument("--scheduler", default=None, metavar="local:N|HOST:PORT",
                    help="spread the cases over a Dask cluster: N local worker processes, or "
                         "a running scheduler whose workers see the same folders "
@@ -376,7 +377,8 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                 with held():  # the label map and its row, both or neither
                     written.append(write_outputs(case, res, out_dir, args.labels,
                                                  args.report, args.method, args.dicom_seg))
-                    rows.append(volume_row(case, res, args.method, args.diameters))
+                    rows.append(volume_row(case, res, args.method, args.diameters,
+                                           args.labels))
                     _keep_row(rows[-1], out_dir)
                 written.extend(_report_files(args, out_dir, case.case_id))
                 unc = out_dir / f"{case.case_id}_uncertainty.nii.gz"
@@ -458,25 +460,92 @@ def _case_failed(case_id: str, message: str, out_dir: Path) -> None:
 
 
 def _not_done(args: argparse.Namespace, sources: list[Any], out_dir: Path) -> list[Any]:
-    """``--skip-existing``: the cases still to do; each one whose label map is in
-    ``out_dir`` and whose row in ``volumes.csv`` has this run's method (and, where the
-    row records one, the CNN's mode) is passed over in a one-line note."""
-    from braintumor.scale import VOLUME_TABLE, _read_volume_table
+    """``--skip-existing``: the cases still to do. A case is passed over, in a one-line
+    note, when its label map is in ``out_dir`` with its row in ``volumes.csv`` made as this
+    run would make it (:func:`_made_alike`); the others are segmented again, said in one
+    line with how many. The table is only read (a file there that is no table is left
+    for the run's first write to keep aside)."""
+    from braintumor.scale import VOLUME_TABLE, read_volume_rows
 
-    table = out_dir / VOLUME_TABLE
-    rows = ({r.get("case"): r for r in _read_volume_table(table)[0]}
-            if table.is_file() else {})
-    todo = []
+    rows = {r.get("case"): r for r in read_volume_rows(out_dir / VOLUME_TABLE)}
+    version = _model_version(args)
+    todo, redone = [], 0
     for s in sources:
         row = rows.get(s.case_id)
-        same = (row is not None and row.get("method") == args.method
-                and (not row.get("mode") or row["mode"].startswith("fast") == bool(args.fast)))
-        if same and (out_dir / f"{s.case_id}.nii.gz").is_file():
+        if row is not None and (out_dir / f"{s.case_id}.nii.gz").is_file() and \
+                _made_alike(args, row, s, out_dir, version):
             print(f"note: {s.case_id}: skipped, its label map and row are in {out_dir} "
                   "(--skip-existing).", file=sys.stderr)
         else:
+            redone += row is not None
             todo.append(s)
+    if redone:
+        print(f"note: {redone} case(s) in {out_dir} were made with other settings (method, "
+              "model, mode, --labels) or lack a file this run writes, so they are "
+              "segmented again (--skip-existing).", file=sys.stderr)
     return todo
+
+
+def _model_version(args: argparse.Namespace) -> str | None:
+    """The CNN model version this run's rows record (None when it cannot be told)."""
+    if args.method == "watershed":
+        return None
+    try:
+        from braintumor.inference import model_version
+
+        version = model_version(args.model)
+    except Exception:  # noqa: BLE001 - no model here: the run says so itself
+        return None
+    return None if version == "unknown" else version  # no version: models not told apart
+
+
+def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir: Path,
+                version: str | None) -> bool:
+    """Whether a case's earlier row and files are what this run would write: the same
+    method (a case the CNN or hybrid left to the watershed for a missing T1 or T2,
+    which its warning says, counts as done by them), CNN model version and mode (fast or
+    accurate, with mirroring: ``--tta``, ``--uncertainty``), label values (``--labels``)
+    and the files and columns the options ask for (``--report``, ``--uncertainty``,
+    ``--diameters``, ``--dicom-seg``)."""
+    from braintumor.segment import FALLBACK_NOTE
+
+    method = row.get("method") or ""
+    fallback = method == "watershed" and FALLBACK_NOTE in (row.get("warning") or "")
+    if method != args.method and not fallback:
+        return False
+    if args.method != "watershed" and not fallback:
+        mirrored = args.tta or args.uncertainty
+        mode = ("fast" if args.fast else "accurate") + (" + mirroring" if mirrored else "")
+        if version is None or row.get("model") != version or row.get("mode") != mode:
+            return False
+    if (row.get("labels") or _labels_of(out_dir / f"{src.case_id}.nii.gz")) not in \
+            (args.labels, "either"):
+        return False
+    cid = src.case_id
+    wanted = [f"{cid}_report.html"] if args.report else []
+    if args.uncertainty and args.method != "watershed" and not fallback:
+        wanted.append(f"{cid}_uncertainty.nii.gz")
+    if args.dicom_seg and src.dicom_reference is not None and \
+            "no DICOM SEG written" not in (row.get("warning") or ""):
+        wanted.append(f"{cid}_seg.dcm")
+    if not all((out_dir / f).is_file() for f in wanted):
+        return False
+    return not args.diameters or bool(row.get("ET_SPD_mm2") and row.get("WT_SPD_mm2"))
+
+
+def _labels_of(path: Path) -> str:
+    """The convention of a label map written before ``volumes.csv`` recorded it, from its
+    values: ET is 4 in brats2021's, 3 in brats2023's; ``either`` without ET (the two
+    conventions then write the same values)."""
+    import numpy as np
+
+    from braintumor.io import load_label_nifti
+
+    try:
+        counts = np.bincount(load_label_nifti(path).data.ravel(), minlength=5)
+    except Exception:  # noqa: BLE001 - unreadable: made again
+        return ""
+    return "brats2021" if counts[4] else "brats2023" if counts[3] else "either"
 
 
 def _keep_row(row: dict[str, Any], out_dir: Path) -> None:
