@@ -1806,8 +1806,13 @@ def test_2d_job_end_to_end_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert job["status"] == "done", job
         assert job["result"]["area_px"] == 200
         assert job["result"]["model_version"] == "fake-2d"
-        mask = np.asarray(Image.open(io.BytesIO(c.get(job["urls"]["download"]).content)))
+        saved = c.get(job["urls"]["download"])
+        mask = np.asarray(Image.open(io.BytesIO(saved.content)))
         assert mask.shape == (40, 50) and (mask > 0).sum() == 200
+        # the download is a file saved under the picture's name, as the command line
+        # names it, while the page's own picture of the mask is shown, not saved
+        assert saved.headers["content-disposition"] == 'attachment; filename="slice_mask.png"'
+        assert "content-disposition" not in c.get(job["urls"]["image2d"]["mask"]).headers
         for k in ("input", "overlay"):
             assert c.get(job["urls"]["image2d"][k]).status_code == 200
         bad = c.post("/api/jobs", files=[("files", ("broken.png", b"\x89PNG garbage"))])

@@ -635,7 +635,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status == "done" and res.get("kind") == "2d":
             urls["image2d"] = {k: f"{base}/image2d/{k}.png"
                                for k in ("input", "mask", "overlay", "reference")}
-            urls["download"] = f"{base}/image2d/mask.png"
+            # saved as <image>_mask.png, not opened in the tab as a picture
+            urls["download"] = f"{base}/image2d/mask.png?download=1"
             urls["report_html"] = f"{base}/report.html"
             urls["report_pdf"] = f"{base}/report.pdf"
             if int(res.get("slices", 1)) > 1:
@@ -1017,7 +1018,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.get("/api/jobs/{job_id}/image2d/{name}.png", response_class=FileResponse,
              summary="2D job pictures: input, mask, overlay or reference (the overlay "
                      "with an uploaded reference mask's outline)")
-    def image2d(job_id: str, name: str) -> FileResponse:
+    def image2d(job_id: str, name: str, download: bool = False) -> FileResponse:
+        """``download=1``: sent as a file to save (the mask as ``<image>_mask.png``, as
+        ``braintumor predict`` names it) instead of a picture the browser shows."""
         job = get_job(job_id)
         if job.status != "done" or job.result.get("kind") != "2d" or \
                 name not in ("input", "mask", "overlay", "reference"):
@@ -1026,6 +1029,9 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if not path.exists():  # a reference picture of a job given no reference mask
             raise HTTPException(404, "This job has no such picture (no reference mask "
                                      "was uploaded).")
+        if download:
+            return _attachment(path, "image/png",
+                               f"{job.inputs.get('case_id') or 'image'}_{name}.png")
         return FileResponse(path, media_type="image/png")
 
     @app.get("/api/jobs/{job_id}/image2d/slice/{index}/{name}.png", response_class=FileResponse,
