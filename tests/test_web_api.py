@@ -736,10 +736,19 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
         f"{case_id}_braintumor_corrected1_brats2023.nii.gz"
     assert after[cx, cy, cz] == 0
     assert "last_correction_note" not in j1["result"]
-    # a seed that changes nothing is said so, with the correction's answer
+    assert j1["changed"] is True and j1["note"] == ""
+    # a seed that changes nothing is said so, placed in scanner mm as the page's line
+    # under the viewer says it; it is no correction: no new version, not counted, nothing
+    # to undo, not in the report
     r = client.post(url, json={"seeds": [{"x": 0, "y": 0, "z": 0, "label": 2}]})
-    assert "lies outside the brain" in r.json()["result"]["last_correction_note"]
-    assert client.post(url + "/undo").json()["label_version"] == 1
+    nothing = r.json()
+    assert r.status_code == 200 and nothing["changed"] is False
+    origin = ", ".join(f"{v:.1f}" for v in AFFINE[:3, 3])
+    assert nothing["note"].startswith(f"the seed at ({origin}) mm (voxel 0, 0, 0) lies "
+                                      "outside the brain"), nothing["note"]
+    assert nothing["label_version"] == 1 and nothing["result"]["corrections"] == 1
+    assert "last_correction_note" not in nothing["result"]
+    assert "<th>Manual corrections</th><td>1</td>" in client.get(j1["urls"]["report_html"]).text
     assert j1["result"]["summary"]["volumes_ml"]["WT"] < \
         job["result"]["summary"]["volumes_ml"]["WT"]
     # lesions are counted again in the background

@@ -545,15 +545,26 @@ def test_every_correction_click_places_a_seed_and_the_viewer_keeps_its_place(
             if r.url.endswith("/corrections") else None)
     page.locator("#gl").click(position={"x": x, "y": y})
     page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    from playwright.sync_api import expect
+
+    expect(page.locator("#m-corr")).to_have_text("1")
     page.locator("#gl").click(position={"x": x, "y": y})  # the same point again
-    page.wait_for_selector("body[data-result='v2']", timeout=30_000)
+    # ... which finds no tumour left to take away: said as a plain fact where the seed
+    # is, in scanner mm as the line under the viewer says it, not as an update; it is no
+    # correction (not counted, no step to undo)
+    expect(page.locator("#correct-msg")).to_contain_text("Nothing changed: the background "
+                                                         "seed at (", timeout=30_000)
+    msg = page.text_content("#correct-msg") or ""
+    assert re.search(r"at \(-?\d+\.\d, -?\d+\.\d, -?\d+\.\d\) mm", msg), msg
+    assert "Updated" not in msg
+    assert page.eval_on_selector("#correct-msg", "e => e.className") == "msg info"
     assert len(seeds) == 2 and seeds[0] == seeds[1], seeds
     assert seeds[0]["seeds"][0]["label"] == 0
+    assert page.evaluate("document.body.dataset.result") == "v1"
+    expect(page.locator("#m-corr")).to_have_text("1")
     # beside the slice (the axial view leaves black margins left and right): no seed, and
     # the page says why
     page.locator("#gl").click(position={"x": 3, "y": before[2] / 2})
-    from playwright.sync_api import expect
-
     expect(page.locator("#correct-msg")).to_contain_text("No seed: click on one of the slices")
     assert len(seeds) == 2
     assert page.evaluate(place) == before

@@ -29,7 +29,7 @@ its seeds' cubes hold, not the seeds times the box they span.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,8 +119,8 @@ _NAMES = {0: "background", 1: "necrosis (NCR)", 2: "edema (ED)", 3: "enhancing t
 
 
 def correct(case: Case, labels: np.ndarray, seeds: Sequence[Seed] | Seed,
-            params: CorrectionParams | None = None, notes: list[str] | None = None
-            ) -> np.ndarray:
+            params: CorrectionParams | None = None, notes: list[str] | None = None,
+            where: Callable[[int, int, int], str] | None = None) -> np.ndarray:
     """Corrected copy of ``labels`` ``(X, Y, Z)`` (internal, uint8) given ``seeds``, a list
     of ``(x, y, z, label)`` voxel indices with an internal label (0 removes tumour); one
     seed may be given bare. Two seeds on one voxel asking for different labels raise
@@ -131,7 +131,9 @@ def correct(case: Case, labels: np.ndarray, seeds: Sequence[Seed] | Seed,
     their cubes span; seeds far apart each in their own, so scattered clicks cost what
     that many single clicks do. ``notes``: when a list is given, a sentence is added to
     it for every seed that changed nothing (one outside the brain, or one asking for
-    what is there already).
+    what is there already); ``where`` names a seed's place in them (default: its voxel
+    indices, ``(x, y, z)``), so a caller can say it as its reader sees it (the web page:
+    scanner millimetres, as the line under its viewer).
     """
     p = params or CorrectionParams()
     labels = np.asarray(labels)
@@ -152,14 +154,15 @@ def correct(case: Case, labels: np.ndarray, seeds: Sequence[Seed] | Seed,
         for (x, y, z, lab_), moved_ in zip(sds, changed, strict=True):
             if moved_:
                 continue
+            at = where(x, y, z) if where is not None else f"({x}, {y}, {z})"
             if not np.any(np.asarray(case.image[:, x, y, z]) != 0):
-                notes.append(f"the seed at ({x}, {y}, {z}) lies outside the brain (every "
+                notes.append(f"the seed at {at} lies outside the brain (every "
                              "modality is 0 there); nothing changed there")
             elif lab_ == 0:
-                notes.append(f"the background seed at ({x}, {y}, {z}) found no tumour to "
+                notes.append(f"the background seed at {at} found no tumour to "
                              "take away; nothing changed there")
             else:
-                notes.append(f"the seed at ({x}, {y}, {z}) asks for {_NAMES[lab_]}, which "
+                notes.append(f"the seed at {at} asks for {_NAMES[lab_]}, which "
                              "is what the outline holds there already; nothing changed there")
     return out
 

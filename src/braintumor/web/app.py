@@ -143,6 +143,17 @@ class CorrectionRequest(BaseModel):
     seeds: list[Seed]
 
 
+class CorrectionOut(JobOut):
+    """A job after a correction, with what the correction did."""
+
+    changed: bool = Field(description="whether the correction changed a voxel; one that "
+                                      "changed none is no correction: no new label "
+                                      "version, not counted, nothing to undo")
+    note: str = Field("", description="what its seeds that changed nothing say (outside "
+                                      "the brain, asking for what is there), each "
+                                      "placed in scanner mm and voxel indices")
+
+
 class NamesRequest(BaseModel):
     names: list[str]
 
@@ -1166,18 +1177,20 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         result["caveat"] = CAVEAT
         return result
 
-    @app.post("/api/jobs/{job_id}/corrections", response_model=JobOut,
+    @app.post("/api/jobs/{job_id}/corrections", response_model=CorrectionOut,
               summary="Correct the outline with inside/outside seeds")
     def correct(job_id: str, req: CorrectionRequest) -> dict[str, Any]:
         """Seeds: voxel ``x, y, z`` or world ``mm``, with ``label`` 1-3 (inside that
-        region) or 0 (outside the tumour). Answers the job with the new label version."""
+        region) or 0 (outside the tumour). Answers the job with the new label version,
+        ``changed`` and ``note``; a correction that changes no voxel answers the job as
+        it was (``changed`` false, ``note`` saying why)."""
         job = done_3d(job_id)
         seeds = [s.model_dump(exclude_none=True) for s in req.seeds]
         try:
-            corrector.apply(job, seeds)
+            _, changed, note = corrector.apply(job, seeds)
         except KeyError:
             raise HTTPException(404, NO_JOB) from None
-        return job_out(get_job(job_id))
+        return {**job_out(get_job(job_id)), "changed": changed, "note": note}
 
     @app.post("/api/jobs/{job_id}/corrections/undo", response_model=JobOut,
               summary="Undo the last correction")

@@ -90,6 +90,14 @@ def parse_seeds(raw: Any, case: Case) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def seed_place(case: Case, x: int, y: int, z: int) -> str:
+    """Where a seed lies, as the page's line under the viewer says it: the voxel's centre
+    in scanner millimetres (RAS), then its indices, ``(-24.0, 14.0, 75.0) mm (voxel 24,
+    225, 75)``."""
+    mm = (np.asarray(case.affine) @ np.array([x, y, z, 1.0]))[:3]
+    return f"({', '.join(f'{float(v):.1f}' for v in mm)}) mm (voxel {x}, {y}, {z})"
+
+
 #: files made from one label map version, ``{v}`` its number: downloads in each
 #: convention, the report's pictures and PDF, the diameters volume for the viewer. They are
 #: kept to be served again, so a version undone and written anew must not leave them behind
@@ -175,8 +183,13 @@ class Corrector:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
-    def apply(self, job: Job, raw_seeds: Any) -> float:
-        """Apply one correction; returns the seconds it took."""
+    def apply(self, job: Job, raw_seeds: Any) -> tuple[float, bool, str]:
+        """Apply one correction: the seconds it took, whether it changed a voxel, and
+        what its seeds that changed nothing say ("" when every one changed something).
+
+        A correction that changes no voxel (every seed outside the brain, or asking for
+        what is there) is no correction: no label version is written, it is not counted
+        and leaves nothing to undo."""
         try:
             from braintumor.correction import correct
         except ImportError:
@@ -192,9 +205,13 @@ class Corrector:
             case, labels = self._state(job)
             seeds = parse_seeds(raw_seeds, case)
             notes: list[str] = []  # seeds that changed nothing, said on the page
-            new = np.asarray(correct(case, labels.copy(), seeds, notes=notes), dtype=np.uint8)
+            new = np.asarray(correct(case, labels.copy(), seeds, notes=notes,
+                                     where=lambda x, y, z: seed_place(case, x, y, z)),
+                             dtype=np.uint8)
             if new.shape != labels.shape:
                 raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
+            if np.array_equal(new, labels):
+                return time.perf_counter() - t0, False, "; ".join(notes)
             version = job.label_version + 1
             job_dir = self.store.job_dir(job.id)
             if self.store.vanishing(job.id):  # nothing is written for a job gone
@@ -220,7 +237,7 @@ class Corrector:
             self._remember(job.id, case, version, new)
         threading.Thread(target=self._measure, args=(job.id, token, version, new, case),
                          daemon=True, name="braintumor-measure").start()
-        return seconds
+        return seconds, True, "; ".join(notes)
 
     def _measure(self, job_id: str, token: str, version: int, labels: np.ndarray,
                  case: Case) -> None:

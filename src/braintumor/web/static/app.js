@@ -50,10 +50,13 @@ const postJSON = (path, obj) => api(path, {
   method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(obj || {}),
 });
 
+// a message: an error (red) by default, `true` for one of success (green), "info" for a
+// plain fact that is neither (a correction that changed nothing)
 function setMsg(id, text, ok = false) {
   const el = $(id);
   el.textContent = text || "";
-  el.classList.toggle("ok", !!ok);
+  el.classList.toggle("ok", ok === true);
+  el.classList.toggle("info", ok === "info");
 }
 
 // A control disabled while it has the keyboard's focus would drop it to the page's
@@ -1295,7 +1298,13 @@ async function placeSeed(mm) {
     await waitViewerIdle();
     const t2 = performance.now();
     state.lastCorrection = { request_ms: t1 - t0, redraw_ms: t2 - t1 };
-    const note = (updated.result || {}).last_correction_note;
+    if (updated.changed === false) {
+      // no voxel changed (outside the brain, or asking for what is there): no correction,
+      // not counted, nothing to undo; said as a fact, not as an update
+      setMsg("correct-msg", `Nothing changed: ${updated.note || "the seed asks for what the outline holds"}.`, "info");
+      return;
+    }
+    const note = updated.note;
     setMsg("correct-msg", note ? `Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
       : `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
