@@ -1058,7 +1058,42 @@ def test_4d_nifti_in_another_channel_order_is_warned_of(client: TestClient) -> N
     assert job["status"] == "done"
     warning = job["result"]["warning"] or ""
     assert "case.nii.gz: its channels do not look like FLAIR, T1, T1ce and T2" in warning
-    assert "upload the four modalities as separate files" in warning
+    # ... and on its own, from the upload on, with advice the page can follow (not the
+    # command line's)
+    alone = job["inputs"]["channel_warning"]
+    assert alone.startswith("case.nii.gz: its channels do not look like") and alone in warning
+    assert "Channel order of the 4D file" in alone and "channels field" in alone
+    assert "--channels" not in alone and "upload the four modalities as separate files" in alone
+    # the order stated in the upload's channels field is followed, as predict --channels
+    # follows it: the T1 is the file's first channel, and nothing is doubted
+    r = client.post("/api/jobs", files=[("files", ("case.nii.gz", _nifti_bytes(data)))],
+                    data={"method": "threshold", "channels": "t1,t1ce,t2,flair"})
+    assert r.status_code == 202, r.text
+    stated = wait_done(client.get, r.json()["id"])
+    assert stated["status"] == "done", stated
+    assert stated["inputs"]["channels"] == ["t1", "t1ce", "t2", "flair"]
+    assert "channel_warning" not in stated["inputs"]
+    assert "channels do not look like" not in (stated["result"]["warning"] or "")
+    t1 = _load(client.get(stated["urls"]["images"]["t1"]).content).get_fdata()
+    assert np.allclose(t1, img[0], atol=1e-3)
+    # an order that does not name the four once each, or one given with files that are no
+    # 4D file, is refused in one sentence
+    for fields, files, said in (
+            ({"channels": "t1,t1,t2,flair"}, [("files", ("case.nii.gz", _nifti_bytes(data)))],
+             "The 'channels' field 't1,t1,t2,flair' does not name T1, T1ce, T2 and FLAIR "
+             "once each in the 4D file's order (e.g. t1,t1ce,t2,flair)."),
+            ({"channels": "t1,t1ce,t2,flair"},
+             [("files", (f"c_{m}.nii.gz", _nifti_bytes(img[i])))
+              for i, m in enumerate(("t1", "t1ce", "t2", "flair"))],
+             "The 'channels' field gives the channel order of one 4D NIfTI file; this upload "
+             "is 4 NIfTI files, one per modality.")):
+        bad = client.post("/api/jobs", files=files, data={"method": "threshold", **fields})
+        assert bad.status_code == 400 and _detail(bad) == said, bad.text
+    # the API's description names the field
+    spec = client.get("/openapi.json").json()
+    props = spec["paths"]["/api/jobs"]["post"]["requestBody"]["content"][
+        "multipart/form-data"]["schema"]["properties"]
+    assert "t1,t1ce,t2,flair" in props["channels"]["description"]
 
 
 def _need_dcm2niix() -> None:

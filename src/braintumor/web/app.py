@@ -746,6 +746,12 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 "bias_correct": {"type": "string", "description": "'true': divide each "
                                  "modality by its N4 bias field first (a scan that is not "
                                  "bias-corrected; slower)"},
+                "channels": {"type": "string", "description": "one 4D NIfTI file: its four "
+                             "channels in the file's order, e.g. 't1,t1ce,t2,flair' (BraTS's "
+                             "order), as braintumor predict --channels takes it; without it "
+                             "the Medical Segmentation Decathlon's order (flair,t1,t1ce,t2) "
+                             "is taken and checked against the images, a doubt said in the "
+                             "job's inputs.channel_warning"},
             }}}}}},
     )
     async def upload(request: Request) -> JSONResponse:

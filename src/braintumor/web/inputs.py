@@ -223,7 +223,7 @@ def load_job_case(job_dir: Path, inputs: dict[str, Any], with_reference: bool = 
 # -- preparing an upload ----------------------------------------------------------------
 #: the upload's text fields, and those of them that are yes/no switches
 TEXT_FIELDS = ("method", "modalities", "confirm_series", "uncertainty", "accurate", "align",
-               "bias_correct", "pixel_mm")
+               "bias_correct", "pixel_mm", "channels")
 SWITCH_FIELDS = ("confirm_series", "uncertainty", "accurate", "align", "bias_correct")
 _YES = ("1", "true", "yes", "on")
 _NO = ("", "0", "false", "no", "off")
@@ -253,6 +253,39 @@ def check_fields(fields: dict[str, str]) -> None:
                              f"{', '.join(TEXT_FIELDS)}.")
     for name in SWITCH_FIELDS:
         switch(fields, name)
+    channel_order(fields)
+
+
+#: how the page and the API state a 4D file's channel order, said in its warning
+CHANNELS_ADVICE_WEB = ("on this page: the upload form's Channel order of the 4D file, the "
+                       "API's channels field, t1,t1ce,t2,flair for BraTS's order, or upload "
+                       "the four modalities as separate files")
+
+
+def channel_order(fields: dict[str, str]) -> tuple[str, ...] | None:
+    """The ``channels`` field: a 4D file's four channels in the file's order
+    (``t1,t1ce,t2,flair``), read as ``braintumor predict --channels`` reads it
+    (:func:`braintumor.cases.parse_channels`); None when not given (the Decathlon's
+    order, FLAIR, T1, T1ce, T2, is taken and checked). One that does not name the four
+    modalities once each is refused in one sentence."""
+    from braintumor.cases import parse_channels
+
+    text = fields.get("channels", "").strip()
+    if not text:
+        return None
+    try:
+        return parse_channels(text)
+    except InputError:
+        raise InputError(f"The 'channels' field {text[:60]!r} does not name T1, T1ce, T2 and "
+                         "FLAIR once each in the 4D file's order (e.g. t1,t1ce,t2,flair)."
+                         ) from None
+
+
+def _no_channels(fields: dict[str, str], what: str) -> None:
+    """Refuse a channel order given with an upload that is not one 4D file."""
+    if fields.get("channels", "").strip():
+        raise InputError(f"The 'channels' field gives the channel order of one 4D NIfTI "
+                         f"file; this upload is {what}.")
 
 
 def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFile],
@@ -333,9 +366,11 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
                                     "this build lacks; upload the four MRI volumes instead.")
         if refs:
             raise InputError("A reference label map is only used with 3D volumes.")
+        _no_channels(fields, "of 2D pictures")
         return _prepare_2d(job_dir, inputs, images, fields)
 
     if kind == "zip":
+        _no_channels(fields, "a DICOM study")
         inputs.update(source="dicom", case_id="dicom-case")
         study = convert_dicom_zip(
             job_dir, images[0] if len(images) == 1 and images[0].name.lower().endswith(".zip")
@@ -355,13 +390,14 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 
     # NIfTI
     if len(images) == 1:
-        inputs = _prepare_4d(job_dir, inputs, images[0])
+        inputs = _prepare_4d(job_dir, inputs, images[0], channel_order(fields))
         if "archive" in inputs and inputs["case_id"] == "case":
             inputs["case_id"] = case_id_from_name(inputs["archive"])
         return inputs
     if not 2 <= len(images) <= 4:
         raise InputError(f"Got {len(images)} NIfTI files; send four (T1, T1ce, T2, FLAIR; the "
                          "T1 or T2 may be left out) or one 4D file.")
+    _no_channels(fields, f"{len(images)} NIfTI files, one per modality")
     names = [f.name for f in images]
     if len(set(names)) != len(names):
         raise InputError("Two uploaded files have the same name; give each modality its own "
@@ -693,8 +729,13 @@ def _zipped_case(archive: str, files: list[UploadedFile], choice: dict[str, str]
     return images, (segs[0] if segs else None)
 
 
-def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[str, Any]:
-    """One 4D NIfTI (Decathlon channel order) -> four canonical 3D files."""
+def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile,
+                channels: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """One 4D NIfTI -> four canonical 3D files. ``channels``: its channels' modalities
+    in the file's order, as stated (the ``channels`` field, ``predict --channels``);
+    None: the Decathlon's order (FLAIR, T1, T1ce, T2), checked against the images, a
+    doubt kept as the job's ``channel_warning`` (and among its notes, so the reports
+    carry it too)."""
     from braintumor.cases import MODALITIES, MSD_ORDER, channel_order_note
     from braintumor.io import load_nifti, save_float_nifti
 
@@ -710,18 +751,23 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile) -> dict[
                          f"{vol.data.shape[3]}.")
     hdr = vol.header.copy()
     hdr.set_data_shape(vol.data.shape[:3])
+    order = channels or MSD_ORDER
     mods = {}
-    for i, mod in enumerate(MSD_ORDER):
+    for i, mod in enumerate(order):
         dest = job_dir / "input" / f"{mod}.nii.gz"
         save_float_nifti(vol.data[..., i], dest, hdr, vol.affine)
         mods[mod] = str(dest.relative_to(job_dir))
     raw.unlink()
-    # the Decathlon's order is taken: a file stacked in another says so in the job's warning
-    note = channel_order_note(
-        np.stack([vol.data[..., MSD_ORDER.index(m)] for m in MODALITIES]),
-        "upload the four modalities as separate files, or use braintumor predict --channels")
-    if note:
-        inputs["notes"] = [*inputs.get("notes", []), f"{f.name}: {note}"]
+    if channels is not None:
+        inputs["channels"] = list(channels)
+    else:
+        # the Decathlon's order is taken, not stated: a file stacked in another says so
+        note = channel_order_note(
+            np.stack([vol.data[..., MSD_ORDER.index(m)] for m in MODALITIES]),
+            CHANNELS_ADVICE_WEB)
+        if note:
+            inputs["channel_warning"] = f"{f.name}: {note}"
+            inputs["notes"] = [*inputs.get("notes", []), inputs["channel_warning"]]
     # a reference beside a Decathlon 4D file is read in the Decathlon layout unless its
     # name or its values (a 4) say otherwise
     inputs["reference_default"] = "msd"
