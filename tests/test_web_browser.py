@@ -881,19 +881,33 @@ def test_a_case_named_in_another_script_downloads_under_its_name(
 
 
 def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path: Path) -> None:
-    bad = tmp_path / "notes.txt"
-    bad.write_text("not an image")
+    from playwright.sync_api import expect
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
     page.set_viewport_size({"width": 390, "height": 844})  # Segment at the screen's foot
     page.goto(server.url + "/")
     page.wait_for_selector("#method option", state="attached")
+    # a file of a kind the page does not take cannot run: Segment is off, the reason
+    # beside it (it was on, and the server refused the upload)
+    page.set_input_files("#file-input", [str(text)])
+    page.wait_for_selector("#file-list td:has-text('not supported')")
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    expect(page.locator("#submit-why")).to_have_text(re.compile(
+        r"^Segment is off: notes\.txt is not a file this page takes"))
+    # a file the page takes but the server finds unreadable: refused in one sentence
+    bad = tmp_path / "notes.nii"
+    bad.write_bytes(b"not an image at all" * 40)
     page.set_input_files("#file-input", [str(bad)])
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    expect(page.locator("#submit-why")).to_have_text("")
     page.evaluate("""window.__focused = [];
         document.addEventListener('focusin', (e) => __focused.push(e.target.id))""")
     page.focus("#submit-btn")
     page.keyboard.press("Enter")
     page.wait_for_selector("#upload-err:has-text('notes')", timeout=30_000)
     msg = page.text_content("#upload-err")
-    assert msg is not None and "not a NIfTI" in msg and "Traceback" not in msg
+    assert msg is not None and "not a readable NIfTI" in msg and "Traceback" not in msg
     # ... said at once (an alert, not the polite status of the upload's progress)
     assert page.get_attribute("#upload-err", "role") == "alert"
     assert page.text_content("#upload-msg") == ""
@@ -947,6 +961,59 @@ def test_a_case_over_the_upload_limit_is_not_sent(server: ServerThread, page: An
         page.wait_for_selector(f"#file-list td:has-text('{path.name}')")
         assert page.text_content("#file-list tbody td:nth-child(2)") == label, path
         assert page.is_enabled("#submit-btn") and page.text_content("#upload-err") == ""
+
+
+def test_a_4d_file_s_channel_order_is_chosen_in_the_form(server: ServerThread, page: Any,
+                                                        tmp_path: Path) -> None:
+    """A lone 4D file: the form asks the order of its channels (the Decathlon's unless
+    told), a doubt about the order taken is said on its own at the head of the
+    measurements with advice the page can follow, the order chosen is sent and followed;
+    Segment is off for a channel order that names a modality twice and for the same
+    files sent again with the same options, the reason beside it."""
+    from playwright.sync_api import expect
+
+    from braintumor.phantom import make_case
+
+    img = make_case((48, 48, 40), seed=1).image
+    path = tmp_path / "brats_order.nii.gz"  # T1, T1ce, T2, FLAIR: BraTS's order
+    nib.save(nib.Nifti1Image(np.stack(list(img), -1).astype(np.float32), AFFINE), str(path))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    assert page.is_hidden("#channels-box")
+    page.set_input_files("#file-input", [str(path)])
+    page.wait_for_selector("#channels-box:not([hidden])")
+    expect(page.locator("#channels")).to_have_accessible_name(
+        re.compile("^Channel order of the 4D file"))
+    submit, why = page.locator("#submit-btn"), page.locator("#submit-why")
+    page.select_option("#channels", "custom")
+    expect(page.locator(".channel-select").nth(0)).to_have_accessible_name("Channel 1")
+    page.locator(".channel-select").nth(1).select_option("flair")  # FLAIR twice
+    expect(submit).to_be_disabled()
+    expect(why).to_contain_text("name each of T1, T1ce, T2 and FLAIR once")
+    page.select_option("#channels", "")  # the Decathlon's order, checked by the server
+    expect(submit).to_be_enabled()
+    expect(why).to_have_text("")
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    first = page.url.rsplit("/", 1)[1]
+    channels = page.locator("#m-channels")
+    expect(channels).to_be_visible()
+    expect(channels).to_contain_text("brats_order.nii.gz: its channels do not look like")
+    expect(channels).to_contain_text("the upload form's Channel order of the 4D file")
+    assert "--channels" not in (channels.text_content() or "")
+    assert "channels do not look like" not in (page.text_content("#m-warn") or "")
+    # the same file with the same options again would be the same job
+    expect(submit).to_be_disabled()
+    expect(why).to_contain_text("these files were sent with these options")
+    page.select_option("#channels", "t1,t1ce,t2,flair")  # an option changed: on again
+    expect(submit).to_be_enabled()
+    page.click("#submit-btn")
+    _until(page, f"state.job && state.job.id !== '{first}' && state.job.status === 'done'",
+           90)
+    job = _job(server, page.url.rsplit("/", 1)[1])
+    assert job["inputs"]["channels"] == ["t1", "t1ce", "t2", "flair"]
+    expect(channels).to_be_hidden()
 
 
 def test_api_docs_page_renders_offline(server: ServerThread, page: Any) -> None:

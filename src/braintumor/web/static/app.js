@@ -110,7 +110,19 @@ function wireUi() {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); }
   });
   $("submit-btn").addEventListener("click", submitUpload);
-  $("ref-input").addEventListener("change", () => { if (state.files.length) checkSize(); });
+  // an option changed: the files may be sent again (or no longer can be)
+  for (const ev of ["change", "input"]) {
+    $("start").addEventListener(ev, (e) => {
+      if (e.target.id !== "file-input" && state.files.length) checkSize();
+    });
+  }
+  $("channels").addEventListener("change", () => {
+    $("channels-custom").hidden = $("channels").value !== "custom";
+  });
+  for (const sel of document.querySelectorAll(".channel-select")) {
+    for (const [k, v] of Object.entries(MOD_NAMES)) sel.appendChild(new Option(v, k));
+  }
+  ["flair", "t1", "t1ce", "t2"].forEach((m, i) => { document.querySelectorAll(".channel-select")[i].value = m; });
   $("cancel-btn").addEventListener("click", cancelJob);
   for (const id of ["dl-labels", "dl-report-pdf"]) $(id).addEventListener("click", checkedDownload);
   $("series-btn").addEventListener("click", confirmSeries);
@@ -211,13 +223,57 @@ function sizeProblem() {
     `${humanSize(limit)}; they cannot be sent.`;
 }
 
-// Segment on when files are chosen, fit the limit and are not running as a job already
+// the channel order of a lone 4D file as the upload's channels field sends it: "" when
+// the Decathlon's (the server's default, checked against the images) or no 4D file,
+// null when the four channels chosen one by one do not name each modality once
+function channelsValue() {
+  if ($("channels-box").hidden) return "";
+  const v = $("channels").value;
+  if (v !== "custom") return v;
+  const mods = [...document.querySelectorAll(".channel-select")].map((s) => s.value);
+  return new Set(mods).size === 4 && mods.every(Boolean) ? mods.join(",") : null;
+}
+
+// what the form would send, files and options: the same again is the same job again
+function formSignature() {
+  const ref = $("ref-input").files[0];
+  const mods = [...document.querySelectorAll(".mod-select")].map((s) => s.value);
+  return JSON.stringify([$("method").value, $("want-unc").checked, $("want-accurate").checked,
+    $("want-align").checked, $("want-bias").checked, $("pixel-mm").value.trim(), channelsValue(),
+    mods, ref ? [ref.name, ref.size, ref.lastModified] : null]);
+}
+
+// why Segment cannot run the files chosen (said beside it), or "": a file of a kind the
+// page does not take, a channel order naming a modality twice, or files already sent
+// with these very options (Segment again would run the same job a second time)
+function submitProblem() {
+  if (!state.files.length) return "";
+  const other = state.files.find((f) => kindOf(f.name) === "other");
+  if (other) {
+    return `Segment is off: ${other.name} is not a file this page takes (NIfTI, a zip, PNG, ` +
+      "JPEG, TIFF or DICOM); choose other files.";
+  }
+  if (channelsValue() === null) {
+    return "Segment is off: name each of T1, T1ce, T2 and FLAIR once in the channel order.";
+  }
+  if (state.sent && state.sent.files === state.files && state.sent.sig === formSignature()) {
+    return "Segment is off: these files were sent with these options (the job shown); " +
+      "change a file or an option to segment them again.";
+  }
+  return "";
+}
+
+// Segment on when files are chosen, can run, fit the limit and are not running as a job
+// already; the reason it is off said beside it
 function checkSize() {
   const problem = sizeProblem();
   if (problem) uploadError(problem);
   else if ($("upload-err").textContent.startsWith("The files come to ")) setMsg("upload-err", "");
-  $("submit-btn").disabled = !!problem || !state.files.length || !!state.sentJob;
-  return !problem;
+  const why = problem ? "" : submitProblem();
+  if ($("submit-why").textContent !== why) setMsg("submit-why", why, "info");
+  disable("submit-btn", !!problem || !!why || !state.files.length || !!state.sentJob ||
+          !!state.uploading, "submit-why");
+  return !problem && !why;
 }
 
 // The dimensions of a NIfTI file from its header (NIfTI-1 or -2, either byte order,
@@ -274,7 +330,12 @@ async function chooseFiles(files) {
   state.files = files;
   const body = $("file-list").querySelector("tbody");
   body.textContent = "";
-  if (!files.length) { $("file-list").hidden = true; $("submit-btn").disabled = true; return; }
+  if (!files.length) {
+    $("file-list").hidden = true;
+    $("channels-box").hidden = true;
+    checkSize();
+    return;
+  }
   const names = files.map((f) => f.name);
   let guesses = {};
   if (files.every((f) => kindOf(f.name) === "nifti") && files.length > 1) {
@@ -304,6 +365,8 @@ async function chooseFiles(files) {
     body.appendChild(tr);
   }
   $("file-list").hidden = false;
+  // a lone 4D file (or one whose header could not be read): the order of its channels
+  $("channels-box").hidden = !(lone && !lone.startsWith("one 3D"));
   state.sentJob = null;  // new files: a new job
   checkSize();
 }
@@ -322,6 +385,7 @@ function submitUpload() {
   if ($("want-accurate").checked) form.append("accurate", "true");
   if ($("want-align").checked) form.append("align", "true");
   if ($("want-bias").checked) form.append("bias_correct", "true");
+  if (channelsValue()) form.append("channels", channelsValue());
   const px = $("pixel-mm").value.trim();
   if (px && state.files.every((f) => kindOf(f.name) === "image")) form.append("pixel_mm", px);
   const isDicom = (f) => /\.(dcm|dicom)$/i.test(f.name);
@@ -339,7 +403,10 @@ function submitUpload() {
   mark("upload_start");
   xhr.upload.onload = () => mark("upload_sent");
   xhr.upload.onprogress = (e) => { if (e.lengthComputable) uploadProgress(e.loaded, e.total); };
+  state.uploading = true;
+  xhr.onloadend = () => { state.uploading = false; };
   xhr.onload = () => {
+    state.uploading = false;
     let body = null;
     try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
     if (xhr.status >= 200 && xhr.status < 300 && body) {
@@ -348,6 +415,9 @@ function submitUpload() {
       // (it comes back when the job ends, or with other files)
       state.sentJob = body.id;
       state.started = body.id;
+      // the same files with the same options would be the same job: Segment stays off for
+      // them until a file or an option changes (or this job fails or is cancelled)
+      state.sent = { id: body.id, files: state.files, sig: formSignature() };
       showJob(body, true);
       // the job's state, at the top of the panel, takes the focus (and so comes into
       // view when the list of files has pushed it off the screen)
@@ -357,7 +427,7 @@ function submitUpload() {
       uploadError((body && body.detail) || `The upload failed (${xhr.status}).`);
     }
   };
-  xhr.onerror = () => { $("submit-btn").disabled = false; uploadError("The upload failed: the server could not be reached."); };
+  xhr.onerror = () => { state.uploading = false; $("submit-btn").disabled = false; uploadError("The upload failed: the server could not be reached."); };
   xhr.send(form);
 }
 
@@ -544,19 +614,33 @@ function render(job) {
     // result, which lies below the upload form; the viewer comes into view
     if (job.status === "done" && NARROW.matches) $("centre").scrollIntoView({ block: "start" });
   }
+  if (state.sent && state.sent.id === job.id && (job.status === "failed" || job.status === "cancelled")) {
+    state.sent = null;  // it did not run to its end: the same files may be sent again
+  }
   if (state.sentJob && (state.sentJob !== job.id || TERMINAL.includes(job.status))) {
-    // done, failed or cancelled (or another job shown): the files may be sent again
+    // done, failed or cancelled (or another job shown): the files may be sent again,
+    // unless they were segmented with these options already
     state.sentJob = null;
-    $("submit-btn").disabled = !state.files.length;
+    checkSize();
   }
   $("job-link").href = job.urls.page;
   setMsg("job-msg", job.status === "failed" || job.status === "cancelled" ? job.message : "");
   renderSeries(job);
   const r = job.result || {};
+  // a 4D file whose channels do not look like the order taken: said on its own, at the
+  // head of the measurements, from the upload on (the outline may be wrong throughout)
+  const channels = (job.inputs && job.inputs.channel_warning) || "";
+  $("m-channels").hidden = !channels;
+  if ($("m-channels").textContent !== channels) {
+    $("m-channels").textContent = channels ? `Warning: ${channels}.` : "";
+  }
   // what the method found odd about the input (a picture that is not an MRI slice, a
   // scan that is not skull-stripped): said next to the result, never hidden
-  $("m-warn").hidden = !r.warning;
-  $("m-warn").textContent = r.warning ? `Note: ${r.warning}` : "";
+  const warning = channels
+    ? (r.warning || "").replace(`${channels}; `, "").replace(`; ${channels}`, "").replace(channels, "")
+    : (r.warning || "");
+  $("m-warn").hidden = !warning;
+  $("m-warn").textContent = warning ? `Note: ${warning}` : "";
   if (r.kind === "2d" && job.status === "done") { show2d(job); return; }
   if (job.urls.images) loadViewer(job);
   if (job.result && job.result.summary) renderResult(job);
