@@ -570,6 +570,47 @@ def test_every_correction_click_places_a_seed_and_the_viewer_keeps_its_place(
     assert page.evaluate(place) == before
 
 
+def test_a_second_tab_on_the_job_follows_what_the_first_did(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Two tabs on one job: the second shows what the first corrected or undid when it
+    comes back into view, and after a refused undo (undone in the first already) it
+    shows the job as it is: its count, its Undo off, its outline."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    url = page.url
+    job_id = url.rsplit("/", 1)[1]
+    outline = _job(server, job_id)["urls"]["overlay"]
+    lesion = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0]
+    seed = json.dumps({"seeds": [{"mm": lesion["centre_mm"], "label": 0}]}).encode()
+
+    def post(path: str, body: bytes = b"{}") -> dict[str, Any]:
+        req = urllib.request.Request(f"{server.url}/api/jobs/{job_id}/{path}", data=body,
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback server
+            return dict(json.loads(r.read()))
+
+    other = page.context.new_page()
+    other.goto(url)
+    _wait_overlay(other)
+    assert post("corrections", seed)["label_version"] == 1  # "the first tab" corrects
+    expect(other.locator("#m-corr")).to_have_text("0")  # not told yet
+    other.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # back in view
+    expect(other.locator("#m-corr")).to_have_text("1")
+    expect(other.locator("#undo-btn")).to_be_enabled()
+    _until(other, "document.body.dataset.result === 'v1'")
+    assert post("corrections/undo")["label_version"] == 0  # ... and undoes it
+    other.click("#undo-btn")  # still on: refused, and the job shown as it is
+    expect(other.locator("#correct-msg")).to_contain_text("There is no correction to undo.")
+    expect(other.locator("#correct-msg")).to_contain_text("Another tab changed this outline")
+    expect(other.locator("#m-corr")).to_have_text("0")
+    expect(other.locator("#undo-btn")).to_be_disabled()
+    _until(other, f"state.loadedOverlay && state.loadedOverlay.endsWith('{outline[-25:]}')")
+    other.close()
+
+
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """A case of 1.2 x 1 x 1.5 mm voxels run by the watershed: segmented on the 1 mm
     grid, and the page says so next to the measurements."""
@@ -847,7 +888,7 @@ def test_a_job_shows_its_case_and_state_at_once_and_runs_once(
         # the empty upload form gives way to a link for another case
         assert pg.is_hidden("#start") and pg.is_visible("#start-again a[href='/']")
         pg.goto(server.url + "/jobs/nosuchjob0000")
-        pg.wait_for_selector("#job-msg:has-text('No such job')", timeout=30_000)
+        pg.wait_for_selector("#job-msg:has-text('This job is no longer on the server')", timeout=30_000)
         assert _in_view(pg, "#job-msg")
         assert pg.is_hidden("#job-state") and pg.is_visible("#start")
         assert pg.title() == "No such job · braintumor"
@@ -1361,13 +1402,22 @@ def test_a_job_deleted_while_its_page_is_open_says_so(server: ServerThread, page
     page instead of replacing it; a queued job stops waiting and offers no Cancel."""
     from playwright.sync_api import expect
 
+    gone = re.compile(r"^This job is no longer on the server \(deleted or expired\)")
+    page.set_viewport_size({"width": 1280, "height": 800})
     _upload_case(server, page, tmp_path, "threshold")
     job_id = page.url.rsplit("/", 1)[1]
     _delete(server, job_id)
+    page.locator("#dl-labels").scroll_into_view_if_needed()
     page.click("#dl-labels")
-    expect(page.locator("#job-msg")).to_have_text(re.compile("^No such job"))
+    expect(page.locator("#job-msg")).to_have_text(gone)
+    # ... said where the reader is, not only at the top of the left panel, scrolled away
+    expect(page.locator("#gone-text")).to_have_text(gone)
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    assert _in_view(page, "#gone-msg")
+    assert page.get_attribute("#gone-msg", "role") == "alert"
     assert page.url.endswith(f"/jobs/{job_id}")
     expect(page.locator("#dl-labels")).to_have_class(re.compile("disabled"))
+    expect(page.locator("#correct-toggle")).to_be_disabled()
     # a queued job behind a slow one, deleted while its page polls
     files = write_case_files(small_case(), tmp_path / "queued", with_label=False)
     ids = []
@@ -1379,8 +1429,9 @@ def test_a_job_deleted_while_its_page_is_open_says_so(server: ServerThread, page
         ids.append(page.url.rsplit("/", 1)[1])
     expect(page.locator("#cancel-btn")).to_be_visible()
     _delete(server, ids[1])
-    expect(page.locator("#job-msg")).to_have_text(re.compile("^No such job"), timeout=10_000)
+    expect(page.locator("#job-msg")).to_have_text(gone, timeout=10_000)
     expect(page.locator("#cancel-btn")).to_be_hidden()
+    expect(page.locator("#gone-msg")).to_be_visible()
     polls: list[str] = []
     page.on("request", lambda r: polls.append(r.url) if "/api/jobs/" in r.url else None)
     page.wait_for_timeout(4500)

@@ -1213,7 +1213,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
 
 #: what a request about a job hears when there is no such job
-NO_JOB = "No such job: it never existed or has expired."
+NO_JOB = "This job is no longer on the server (deleted or expired), or its link is wrong."
 
 #: what a request hears when the data folder's disk is full
 DISK_FULL = ("The server's disk is full, so nothing more can be stored; the upload was "

@@ -517,6 +517,11 @@ function caseName(job) {
 
 function showJob(job, push) {
   const fresh = !state.job || state.job.id !== job.id;
+  if (state.gone && !fresh) return;  // deleted meanwhile: an answer sent before stays unshown
+  if (fresh) {
+    state.gone = false;
+    $("gone-msg").hidden = true;
+  }
   mark("job_seen");
   if (job.urls.overlay) mark("outline_seen");
   if (fresh) resetResultPanels();
@@ -532,20 +537,58 @@ function showJob(job, push) {
 }
 
 async function poll() {
-  if (!state.job) return;
+  if (!state.job || state.gone) return;
   try {
     const job = await api(`/api/jobs/${state.job.id}`);
     showJob(job, false);
   } catch (e) {
     setMsg("job-msg", e.message);
-    if (e.status === 404) jobGone();  // deleted or expired: nothing more will come
+    if (e.status === 404) jobGone(e.message);  // deleted or expired: nothing more will come
     else state.pollTimer = setTimeout(poll, 2000);
   }
 }
 
-// the job was deleted or expired while its page was open: its sentence stays, and
-// nothing offers to act on it any more
-function jobGone() {
+// The job as the server has it now, redrawn (its corrections count, Undo, the outline):
+// another tab on the same job may have corrected or undone since. Returns whether its
+// outline changed; a job gone since says so.
+async function refreshJob() {
+  const job = state.job;
+  if (!job || state.gone) return false;
+  try {
+    const now = await api(`/api/jobs/${job.id}`);
+    if (!state.job || state.job.id !== now.id) return false;
+    showJob(now, false);
+    return now.label_version !== job.label_version;
+  } catch (e) {
+    if (e.status === 404) jobGone(e.message);
+    return false;
+  }
+}
+
+// back to this tab (or window): what another tab did to the job meanwhile is shown
+let lastRefresh = 0;
+function refreshOnReturn() {
+  if (document.visibilityState !== "visible" || !state.job || performance.now() - lastRefresh < 1000) return;
+  lastRefresh = performance.now();
+  refreshJob();
+}
+document.addEventListener("visibilitychange", refreshOnReturn);
+window.addEventListener("focus", refreshOnReturn);
+
+// the job was deleted or expired while its page was open: its sentence stays, said where
+// the reader is looking (a notice held in view at the top of the window, as well as in
+// the job's panel), and nothing offers to act on it any more
+function jobGone(message) {
+  state.gone = true;
+  clearTimeout(state.pollTimer);
+  if (message) {
+    setMsg("job-msg", message);
+    $("gone-text").textContent = message;
+    $("gone-msg").hidden = false;
+  }
+  $("correct-toggle").checked = false;
+  $("correct-tools").classList.remove("active");
+  for (const id of ["correct-toggle", "seed-here-btn", "undo-btn"]) $(id).disabled = true;
   $("cancel-btn").hidden = true;
   for (const id of ["dl-labels", "dl-report-html", "dl-report-pdf"]) {
     $(id).classList.add("disabled");
@@ -569,8 +612,9 @@ async function checkedDownload(ev) {
     return;
   }
   if (!res.ok) {
-    try { await api(url); } catch (e) { setMsg("job-msg", e.message); }  // its sentence
-    if (res.status === 404) jobGone();
+    let why = "";
+    try { await api(url); } catch (e) { why = e.message; setMsg("job-msg", why); }  // its sentence
+    if (res.status === 404) jobGone(why);
     return;
   }
   window.location.href = url;
@@ -1393,6 +1437,10 @@ async function placeSeed(mm) {
       : `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
     setMsg("correct-msg", e.message);
+    if (e.status === 404) jobGone(e.message);
+    else if (await refreshJob()) {
+      setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
+    }
   }
 }
 
@@ -1405,7 +1453,15 @@ async function undoCorrection() {
   try {
     showJob(await postJSON(`/api/jobs/${state.job.id}/corrections/undo`), false);
     setMsg("correct-msg", "Undone.", true);
-  } catch (e) { setMsg("correct-msg", e.message); }
+  } catch (e) {
+    // refused: the job may have changed in another tab (undone there already), so it is
+    // fetched again and its count, Undo and outline shown as they are
+    setMsg("correct-msg", e.message);
+    if (e.status === 404) jobGone(e.message);
+    else if (await refreshJob()) {
+      setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
+    }
+  }
 }
 
 window.addEventListener("popstate", () => location.reload());
