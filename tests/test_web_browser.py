@@ -568,6 +568,20 @@ def test_every_correction_click_places_a_seed_and_the_viewer_keeps_its_place(
     expect(page.locator("#correct-msg")).to_contain_text("No seed: click on one of the slices")
     assert len(seeds) == 2
     assert page.evaluate(place) == before
+    # at 1280 x 800 a long note stays inside the viewer's card, in the window (it ran out
+    # of the card, below the fold)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.scrollTo(0, 0)")
+    note = ("the seed at (-24.0, 14.0, 75.0) mm (voxel 24, 225, 75) lies outside the brain "
+            "(every modality is 0 there); nothing changed there")
+    page.evaluate(f"setMsg('correct-msg', 'Nothing changed: {note}; {note}.', 'info')")
+    page.wait_for_timeout(200)
+    fits = page.evaluate("""() => {
+        const m = document.getElementById('correct-msg').getBoundingClientRect();
+        const c = document.getElementById('centre').getBoundingClientRect();
+        return [m.top >= c.top, m.bottom <= c.bottom, c.bottom <= innerHeight, m.height];
+    }""")
+    assert fits[:3] == [True, True, True], fits
 
 
 def test_a_second_tab_on_the_job_follows_what_the_first_did(
