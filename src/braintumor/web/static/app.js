@@ -1252,6 +1252,16 @@ function mlText(v) {
   return Number(v.toFixed(3)) > 0 ? v.toFixed(3) : "< 0.001";
 }
 
+// the method that ran: a scan without T1 or T2 is outlined by the watershed alone,
+// whatever was asked for (the form's Method menu keeps the reader's choice), and says why
+function methodText(job) {
+  const ran = (job.result && job.result.method) || job.method;
+  const images = job.urls.images;
+  const missing = images ? ["t1", "t2"].filter((m) => !(m in images)).map((m) => MOD_NAMES[m]) : [];
+  if (ran === job.method || !missing.length) return ran;
+  return `${ran} (${missing.join("/")} missing; ${job.method} asked for)`;
+}
+
 function renderResult(job) {
   const r = job.result || {};
   const s = r.summary || {};
@@ -1280,7 +1290,7 @@ function renderResult(job) {
     $(`${id}-slice`).textContent = largest && largest.position ? `slice ${largest.position}` : "";
   }
   centreOnTumour(job);
-  $("m-method").textContent = r.method || job.method;
+  $("m-method").textContent = methodText(job);
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;
   // the hybrid's two methods: how far they agree, region by region (a low value: check it)
