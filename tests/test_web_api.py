@@ -40,6 +40,9 @@ from test_web_support import (  # noqa: E402
     write_dicom_zip,
 )
 
+#: how a request about a job deleted or expired (or never made) begins
+GONE = "This job is no longer on the server (deleted or expired)"
+
 
 @pytest.fixture(scope="module")
 def methods() -> Iterator[None]:
@@ -816,7 +819,7 @@ def test_an_undo_on_a_job_deleted_meanwhile_is_404(client: TestClient,
 
     monkeypatch.setattr(app.state.corrector, "undo", expiring)
     r = client.post(job["urls"]["corrections"] + "/undo")
-    assert r.status_code == 404 and _detail(r).startswith("This job is no longer on the server")
+    assert r.status_code == 404 and _detail(r).startswith(GONE)
 
 
 def test_a_report_of_a_job_expiring_meanwhile_is_404(client: TestClient,
@@ -835,7 +838,7 @@ def test_a_report_of_a_job_expiring_meanwhile_is_404(client: TestClient,
 
     monkeypatch.setattr(report, "render_pdf", expiring)
     r = client.get(job["urls"]["report_pdf"])
-    assert r.status_code == 404 and _detail(r).startswith("This job is no longer on the server")
+    assert r.status_code == 404 and _detail(r).startswith(GONE)
 
 
 def test_a_report_link_of_a_deleted_job_opened_in_a_tab_is_a_page(
@@ -849,13 +852,13 @@ def test_a_report_link_of_a_deleted_job_opened_in_a_tab_is_a_page(
     for url in (job["urls"]["report_html"], job["urls"]["report_pdf"]):
         r = client.get(url, headers=tab)
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
-        assert "This job is no longer on the server" in r.text and 'href="/"' in r.text and "{" not in r.text
+        assert GONE in r.text and 'href="/"' in r.text and "{" not in r.text
         r = client.get(url, headers={"sec-fetch-dest": "empty"})  # the page's fetch
-        assert r.status_code == 404 and _detail(r).startswith("This job is no longer on the server")
+        assert r.status_code == 404 and _detail(r).startswith(GONE)
     # without Sec-Fetch-Dest (older browsers), a request for HTML is a navigation
     r = client.get(job["urls"]["report_html"], headers={"accept": "text/html"})
-    assert r.headers["content-type"].startswith("text/html") and "This job is no longer on the server" in r.text
-    assert client.get(job["urls"]["report_html"]).json()["detail"].startswith("This job is no longer on the server")
+    assert r.headers["content-type"].startswith("text/html") and GONE in r.text
+    assert client.get(job["urls"]["report_html"]).json()["detail"].startswith(GONE)
 
 
 def test_a_correction_racing_a_delete_leaves_nothing_and_says_no_path(
@@ -895,7 +898,7 @@ def test_a_correction_racing_a_delete_leaves_nothing_and_says_no_path(
     assert answers["delete"].status_code == 204
     assert answers["first"].status_code in (200, 404)
     assert answers["late"].status_code == 404
-    assert _detail(answers["late"]).startswith("This job is no longer on the server")
+    assert _detail(answers["late"]).startswith(GONE)
     assert not folder.exists()
 
 

@@ -903,7 +903,8 @@ def test_a_job_shows_its_case_and_state_at_once_and_runs_once(
         # the empty upload form gives way to a link for another case
         assert pg.is_hidden("#start") and pg.is_visible("#start-again a[href='/']")
         pg.goto(server.url + "/jobs/nosuchjob0000")
-        pg.wait_for_selector("#job-msg:has-text('This job is no longer on the server')", timeout=30_000)
+        pg.wait_for_selector("#job-msg:has-text('This job is no longer on the server')",
+                             timeout=30_000)
         assert _in_view(pg, "#job-msg")
         assert pg.is_hidden("#job-state") and pg.is_visible("#start")
         assert pg.title() == "No such job · braintumor"
