@@ -1439,7 +1439,9 @@ async function placeSeed(mm) {
     if (updated.changed === false) {
       // no voxel changed (outside the brain, or asking for what is there): no correction,
       // not counted, nothing to undo; said as a fact, not as an update
-      setMsg("correct-msg", `Nothing changed: ${updated.note || "the seed asks for what the outline holds"}.`, "info");
+      // "Nothing changed:" says it once, not again after each seed's note
+      const why = (updated.note || "").replace(/; nothing changed there/g, "");
+      setMsg("correct-msg", `Nothing changed: ${why || "the seed asks for what the outline holds"}.`, "info");
       return;
     }
     const note = updated.note;
