@@ -821,14 +821,10 @@ def _remove_unrecorded(out: Path, before: dict[Path, tuple[int, int]],
                        case_ids: list[str]) -> None:
     """The files of ``case_ids`` (cases of an interrupted run with no recorded outcome,
     hence no row) written by this run: those whose stamp differs from ``before``'s."""
-    for cid in case_ids:
-        for f in _case_files(out, cid):
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            if before.get(f) != (st.st_ino, st.st_mtime_ns):
-                f.unlink(missing_ok=True)
+    now = _output_stamps(out, case_ids)
+    for f, stamp in now.items():
+        if before.get(f) != stamp:
+            f.unlink(missing_ok=True)
 
 
 def summary(outcomes: Sequence[CaseOutcome]) -> dict[str, Any]:
