@@ -23,6 +23,7 @@ sentence and the others are still written. Python: :func:`predict_many`; command
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -268,29 +269,27 @@ def _table_lock(path: Path) -> Iterator[None]:
 def _take_lock(fd: int, path: Path) -> bool:
     """Lock the open folder ``fd`` (see :func:`_table_lock`); False when its file system
     takes no lock."""
-    import errno
-    import fcntl
     import sys
+
+    from braintumor.locks import try_lock
 
     deadline = time.monotonic() + TABLE_LOCK_WAIT_S
     pause = 0.005
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                # EBADF (NFS), ENOLCK, EINVAL, EOPNOTSUPP: this folder takes no lock
-                if str(path.parent) not in _said_no_lock:
-                    _said_no_lock.add(str(path.parent))
-                    print(f"note: the output folder {path.parent} does not support file "
-                          f"locks ({exc.strerror or exc}), so {path.name} is written without "
-                          "one; do not run two commands into it at once.", file=sys.stderr)
-                return False
-            if time.monotonic() >= deadline:
-                raise OSError(exc.errno, f"another command has held the table for over "
-                              f"{TABLE_LOCK_WAIT_S:g} s, so this run's rows were not added "
-                              "to it", str(path)) from None
+            if try_lock(fd):
+                return True
+        except OSError as exc:  # EBADF (NFS), ENOLCK, EINVAL, EOPNOTSUPP: no lock here
+            if str(path.parent) not in _said_no_lock:
+                _said_no_lock.add(str(path.parent))
+                print(f"note: the output folder {path.parent} does not support file "
+                      f"locks ({exc.strerror or exc}), so {path.name} is written without "
+                      "one; do not run two commands into it at once.", file=sys.stderr)
+            return False
+        if time.monotonic() >= deadline:
+            raise OSError(errno.EWOULDBLOCK, f"another command has held the table for over "
+                          f"{TABLE_LOCK_WAIT_S:g} s, so this run's rows were not added "
+                          "to it", str(path))
         time.sleep(pause)
         pause = min(2 * pause, 0.1)
 

@@ -491,31 +491,30 @@ def lock_run_folder(out: Path) -> Any:
     when another process holds it. None where file locks are not available: no
     ``fcntl``, or a file system that takes no lock (NFS without its lock service, some
     network and FUSE mounts; the run then trains unlocked, said in a note)."""
-    try:
-        import fcntl
-    except ImportError:  # not on this platform
-        return None
-    import errno
     import os
     import sys
 
     from braintumor.errors import InputError
+    from braintumor.locks import try_lock
 
     fh = open(out / ".train.lock", "a+")  # noqa: SIM115 (held open for the run)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            fh.close()  # ENOLCK, EINVAL, EOPNOTSUPP: no lock here, not another trainer
-            print(f"note: {out} is on a file system that does not support file locks "
-                  f"({exc.strerror or exc}), so it is trained without one; do not train "
-                  "into it from two commands at once.", file=sys.stderr)
-            return None
+        taken = try_lock(fh)
+    except ImportError:  # no fcntl on this platform
+        fh.close()
+        return None
+    except OSError as exc:  # ENOLCK, EINVAL, EOPNOTSUPP: no lock here, not another trainer
+        fh.close()
+        print(f"note: {out} is on a file system that does not support file locks "
+              f"({exc.strerror or exc}), so it is trained without one; do not train "
+              "into it from two commands at once.", file=sys.stderr)
+        return None
+    if not taken:
         fh.seek(0)
         pid = fh.read().strip() or "unknown"
         fh.close()
         raise InputError(f"{out} is being trained by another process (pid {pid}); wait for "
-                         "it to end, or train into another folder.") from None
+                         "it to end, or train into another folder.")
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
