@@ -1060,6 +1060,14 @@ def test_a_4d_file_s_channel_order_is_chosen_in_the_form(server: ServerThread, p
     expect(channels).to_contain_text("the upload form's Channel order of the 4D file")
     assert "--channels" not in (channels.text_content() or "")
     assert "channels do not look like" not in (page.text_content("#m-warn") or "")
+    # an alert: drawn again with the job (a focus, a poll), it is not said again
+    page.evaluate("""() => { window.channelWrites = 0;
+        new MutationObserver(() => { window.channelWrites += 1; })
+            .observe(document.getElementById('m-channels'),
+                     {childList: true, characterData: true, subtree: true}); }""")
+    for _ in range(3):
+        page.evaluate("render(state.job)")
+    assert page.evaluate("window.channelWrites") == 0
     # the same file with the same options again would be the same job
     expect(submit).to_be_disabled()
     expect(why).to_contain_text("these files were sent with these options")
@@ -1428,9 +1436,16 @@ def test_a_job_deleted_while_its_page_is_open_says_so(server: ServerThread, page
     expect(page.locator("#job-msg")).to_have_text(gone)
     # ... said where the reader is, not only at the top of the left panel, scrolled away
     expect(page.locator("#gone-text")).to_have_text(gone)
+    # the research-use notice of the header stays seen above it
+    page.evaluate("window.scrollTo(0, 0)")
+    notice = page.locator("header .notice").bounding_box()
+    msg = page.locator("#gone-msg").bounding_box()
+    assert notice and msg and msg["y"] >= notice["y"] + notice["height"], (notice, msg)
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     assert _in_view(page, "#gone-msg")
     assert page.get_attribute("#gone-msg", "role") == "alert"
+    # the same files may be segmented again: their job is no more
+    expect(page.locator("#submit-btn")).to_be_enabled()
     assert page.url.endswith(f"/jobs/{job_id}")
     expect(page.locator("#dl-labels")).to_have_class(re.compile("disabled"))
     expect(page.locator("#correct-toggle")).to_be_disabled()

@@ -42,6 +42,8 @@ async function api(path, options = {}) {
     const detail = body && body.detail ? body.detail : `The server answered ${res.status}.`;
     const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
     err.status = res.status;
+    // this server's own refusal (its JSON sentence), not a proxy's or another page's 404
+    err.fromServer = !!(body && body.detail);
     throw err;
   }
   return body;
@@ -543,7 +545,7 @@ async function poll() {
     showJob(job, false);
   } catch (e) {
     setMsg("job-msg", e.message);
-    if (e.status === 404) jobGone(e.message);  // deleted or expired: nothing more will come
+    if (e.status === 404 && e.fromServer) jobGone(e.message);  // deleted or expired: nothing more will come
     else state.pollTimer = setTimeout(poll, 2000);
   }
 }
@@ -560,7 +562,7 @@ async function refreshJob() {
     showJob(now, false);
     return now.label_version !== job.label_version;
   } catch (e) {
-    if (e.status === 404) jobGone(e.message);
+    if (e.status === 404 && e.fromServer) jobGone(e.message);
     return false;
   }
 }
@@ -581,6 +583,10 @@ window.addEventListener("focus", refreshOnReturn);
 function jobGone(message) {
   state.gone = true;
   clearTimeout(state.pollTimer);
+  // the files it was sent as may be sent again: its job is no more
+  state.sentJob = null;
+  state.sent = null;
+  checkSize();
   if (message) {
     setMsg("job-msg", message);
     $("gone-text").textContent = message;
@@ -613,8 +619,9 @@ async function checkedDownload(ev) {
   }
   if (!res.ok) {
     let why = "";
-    try { await api(url); } catch (e) { why = e.message; setMsg("job-msg", why); }  // its sentence
-    if (res.status === 404) jobGone(why);
+    let ours = false;
+    try { await api(url); } catch (e) { why = e.message; ours = !!e.fromServer; setMsg("job-msg", why); }  // its sentence
+    if (res.status === 404 && ours) jobGone(why);
     return;
   }
   window.location.href = url;
@@ -675,8 +682,9 @@ function render(job) {
   // head of the measurements, from the upload on (the outline may be wrong throughout)
   const channels = (job.inputs && job.inputs.channel_warning) || "";
   $("m-channels").hidden = !channels;
-  if ($("m-channels").textContent !== channels) {
-    $("m-channels").textContent = channels ? `Warning: ${channels}.` : "";
+  const channelText = channels ? `Warning: ${channels}.` : "";
+  if ($("m-channels").textContent !== channelText) {  // an alert: said once, not per poll
+    $("m-channels").textContent = channelText;
   }
   // what the method found odd about the input (a picture that is not an MRI slice, a
   // scan that is not skull-stripped): said next to the result, never hidden
@@ -1449,7 +1457,7 @@ async function placeSeed(mm) {
       : `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
     setMsg("correct-msg", e.message);
-    if (e.status === 404) jobGone(e.message);
+    if (e.status === 404 && e.fromServer) jobGone(e.message);
     else if (await refreshJob()) {
       setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
     }
@@ -1469,7 +1477,7 @@ async function undoCorrection() {
     // refused: the job may have changed in another tab (undone there already), so it is
     // fetched again and its count, Undo and outline shown as they are
     setMsg("correct-msg", e.message);
-    if (e.status === 404) jobGone(e.message);
+    if (e.status === 404 && e.fromServer) jobGone(e.message);
     else if (await refreshJob()) {
       setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
     }
