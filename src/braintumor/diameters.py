@@ -36,7 +36,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from braintumor import labels as L
-from braintumor.lesions import LESION_FLOOR_ML
+
+#: the smallest lesion that is listed or counted (mL): BraTS's own lesion-wise floor
+#: (50 mm^3), so a speck of a few voxels, say one a correction left, is not a lesion of
+#: the diameters or of the page's lesion count and table; the lesion-wise metrics keep
+#: their own rules. Here, not in :mod:`braintumor.lesions`, so that reading it does not
+#: load scikit-image
+LESION_FLOOR_ML = 0.05
 
 #: both diameters at least this long (mm) make a lesion measurable (RANO)
 MEASURABLE_MM = 10.0
@@ -150,7 +156,7 @@ def diameters_2d(mask: np.ndarray, spacing: tuple[float, float]
 def measure(mask: np.ndarray, affine: np.ndarray, fill_holes: bool = False) -> list[Lesion]:
     """Every lesion of a 3D ``mask`` (file's voxel grid, ``affine`` its geometry) whose
     longest diameter reaches :data:`MIN_LISTED_MM` and whose volume reaches
-    :data:`braintumor.lesions.LESION_FLOOR_ML`, largest product first (at most
+    :data:`LESION_FLOOR_ML`, largest product first (at most
     :data:`MAX_LISTED`). ``fill_holes``: fill each slice's holes first (enhancing rims:
     measured across their outer edge)."""
     m = np.asarray(mask, dtype=bool)

@@ -19,13 +19,8 @@ from scipy import ndimage as ndi
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
+from braintumor.diameters import LESION_FLOOR_ML  # noqa: F401 - the floor, kept light
 from braintumor.errors import InputError
-
-#: the smallest lesion that is listed or counted (mL): BraTS's own lesion-wise floor
-#: (50 mm^3), so a speck of a few voxels, say one a correction left, is not a lesion of
-#: the page's count and table or of the diameters; the lesion-wise metrics keep their
-#: own rules
-LESION_FLOOR_ML = 0.05
 
 _STRUCT26 = ndi.generate_binary_structure(3, 3)
 

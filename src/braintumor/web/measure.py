@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from braintumor import labels as L
-from braintumor.lesions import LESION_FLOOR_ML as _LESION_FLOOR_ML
+from braintumor.diameters import LESION_FLOOR_ML as _LESION_FLOOR_ML
 
 #: (key, name, internal label values) in the order the page lists them
 VOLUME_ROWS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
