@@ -478,3 +478,20 @@ def test_a_tiff_of_several_pages_is_refused(tmp_path: Path) -> None:
         io.read_image_2d(path)
     pages[1].save(tmp_path / "one.tif")  # one page: read
     assert io.read_image_2d(tmp_path / "one.tif").shape == (20, 30, 1)
+
+
+def test_a_float_map_on_a_nifti2_4d_scan_keeps_its_format_and_time_step(
+        tmp_path: Path, capsys) -> None:
+    """The uncertainty map and the web's split of a 4D upload are written as the label
+    map is: the scan's NIfTI format, no vector intent, its time step as it was."""
+    from braintumor.io import save_float_nifti
+
+    hdr = nib.Nifti2Header()
+    hdr.set_data_shape((6, 5, 4, 4))
+    hdr["pixdim"][4] = 0.0
+    hdr.set_intent("vector")
+    out = save_float_nifti(np.ones((6, 5, 4)), tmp_path / "u.nii.gz", hdr, np.eye(4))
+    back = nib.load(str(out))
+    assert isinstance(back, nib.Nifti2Image) and back.shape == (6, 5, 4)
+    assert float(back.header["pixdim"][4]) == 0.0 and back.header.get_intent()[0] == "none"
+    assert "sizeof_hdr" not in capsys.readouterr().err

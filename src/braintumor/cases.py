@@ -36,6 +36,7 @@ from braintumor.errors import InputError
 from braintumor.io import (
     IMAGE_SUFFIXES,
     Volume,
+    header_for,
     is_hidden,
     is_nifti,
     load_label_nifti,
@@ -787,10 +788,7 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
             note = channel_order_note(image)
             if note and note not in src.notes:
                 src.notes.append(note)
-        hdr = vol.header.copy()
-        extra = np.array(hdr["pixdim"][4:], copy=True)
-        hdr.set_data_shape(vol.data.shape[:3])
-        hdr["pixdim"][4:] = extra  # the input's time step as it was (0 stays 0, not 1)
+        hdr = header_for(vol.header, vol.data.shape[:3], vol.header.get_data_dtype())
         ref = Volume(path=vol.path, data=image[0], affine=vol.affine, header=hdr)
         del vol
         label_conv_hint: str | None = "msd"

@@ -484,18 +484,8 @@ def save_label_nifti(
     out.parent.mkdir(parents=True, exist_ok=True)
     lab = raw.astype(np.uint8)
     if reference is not None:
-        hdr = reference.copy()
-        hdr.set_data_dtype(np.uint8)
-        extra = np.array(hdr["pixdim"][4:], copy=True)
-        hdr.set_data_shape(lab.shape)
-        # the input's time step and further pixdims as it had them (0 stays 0, not 1)
-        hdr["pixdim"][4:] = extra
-        # a label map is no vector or time series, whatever the 4D or 5D input was
-        hdr.set_intent("none")
-        # the input's own format: a NIfTI-2 header in a NIfTI-1 image was written as
-        # NIfTI-1 with nibabel's complaint about its size on stderr
-        cls: Any = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
-        img = cls(lab, None, header=hdr)
+        hdr = header_for(reference, lab.shape, np.uint8)
+        img = image_class(hdr)(lab, None, header=hdr)
         sform, scode = reference.get_sform(coded=True)
         qform, qcode = reference.get_qform(coded=True)
         if sform is not None:
@@ -517,6 +507,26 @@ def save_label_nifti(
     return out
 
 
+def header_for(reference: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A copy of the scan's header ``reference`` for a 3D map of ``shape`` and ``dtype``
+    on its grid: the input's time step and further pixdims as it had them (nibabel's
+    ``set_data_shape`` sets them to 1; 0 stays 0), and no intent (a map is no vector or
+    time series, whatever the 4D or 5D input was)."""
+    hdr = reference.copy()
+    hdr.set_data_dtype(dtype)
+    extra = np.array(hdr["pixdim"][4:], copy=True)
+    hdr.set_data_shape(shape)
+    hdr["pixdim"][4:] = extra
+    hdr.set_intent("none")
+    return hdr
+
+
+def image_class(header: Any) -> Any:
+    """The NIfTI image class of ``header``'s format: a NIfTI-2 header in a NIfTI-1 image is
+    written as NIfTI-1, with nibabel's complaint about its size on stderr."""
+    return nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+
+
 def save_whole(img: Any, out: Path) -> None:
     """``nib.save`` through :func:`write_replacing`: a run stopped mid-write (Ctrl-C, a
     full disk) leaves the earlier file, or none, never a half-written one that reads as
@@ -531,11 +541,8 @@ def save_float_nifti(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(data, dtype=np.float32)
-    hdr = reference.copy() if reference is not None else None
-    if hdr is not None:
-        hdr.set_data_dtype(np.float32)
-        hdr.set_data_shape(arr.shape)
-    img = nib.Nifti1Image(arr, affine, header=hdr)
+    hdr = header_for(reference, arr.shape, np.float32) if reference is not None else None
+    img = image_class(hdr)(arr, affine, header=hdr)
     img.header["scl_slope"] = 1
     img.header["scl_inter"] = 0
     save_whole(img, out)

@@ -737,7 +737,7 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile,
     doubt kept as the job's ``channel_warning`` (and among its notes, so the reports
     carry it too)."""
     from braintumor.cases import MODALITIES, MSD_ORDER, channel_order_note
-    from braintumor.io import load_nifti, save_float_nifti
+    from braintumor.io import header_for, load_nifti, save_float_nifti
 
     _, ext = file_kind(f.name)
     raw = job_dir / "input" / f"image4d{ext}"
@@ -749,8 +749,7 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile,
     if vol.data.shape[3] != 4:
         raise InputError(f"{f.name}: a 4D image needs 4 channels (FLAIR, T1, T1gd, T2); it has "
                          f"{vol.data.shape[3]}.")
-    hdr = vol.header.copy()
-    hdr.set_data_shape(vol.data.shape[:3])
+    hdr = header_for(vol.header, vol.data.shape[:3], np.float32)
     order = channels or MSD_ORDER
     mods = {}
     for i, mod in enumerate(order):
