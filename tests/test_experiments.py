@@ -615,3 +615,34 @@ def test_a_rerun_naming_the_same_folds_in_another_order_keeps_its_tables(
     E.run_study(load_study(path, folds=[1, 0]), tracking_uri=None, log=lambda s: None)
     assert not list(out.glob("*.prev-*"))
     assert "earlier tables" not in capsys.readouterr().err
+
+
+def test_a_held_out_reference_stored_in_another_orientation_is_scored_on_the_cases_grid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The held-out reference is read as the cache was made: a label map stored flipped
+    beside images that are not is turned onto their grid, not compared mirrored."""
+    import nibabel as nib
+    import numpy as np
+
+    from braintumor.config import TrainConfig
+    from braintumor.phantom import make_case, write_case
+    from braintumor.training import data as D
+    from braintumor.training.experiments import held_out_case
+
+    case = make_case(shape=(40, 44, 36), seed=5, case_id="flip_1")
+    folder = write_case(case, tmp_path / "data")
+    seg = folder / "flip_1_seg.nii.gz"
+    img = nib.load(str(seg))
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = img.shape[0] - 1  # voxel i stored at n-1-i: the same grid, flipped
+    aff = img.affine @ flip
+    out = nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), aff)
+    out.set_sform(aff, 1)
+    out.set_qform(aff, 1)
+    nib.save(out, str(seg))
+    monkeypatch.setattr(D, "load_prepared", lambda path: "prepared")
+    cfg = TrainConfig().replace(data=str(tmp_path / "data"), cache=str(tmp_path / "cache"))
+    prep, ref, spacing = held_out_case(cfg, "flip_1")
+    assert prep == "prepared" and ref.shape == case.label.shape
+    assert np.array_equal(ref, case.label)  # not its mirror image
+    assert not np.array_equal(ref[::-1], case.label)

@@ -323,17 +323,17 @@ def held_out_case(cfg: TrainConfig, case_id: str) -> tuple[Any, np.ndarray, tupl
         prep = prepare_case(case)
         prep.case_id = case_id
         return prep, case.label, tuple(case.spacing)
-    from braintumor import labels as L
-    from braintumor.cases import discover
-    from braintumor.io import load_label_nifti
+    from braintumor.cases import discover, load_case
 
     prep = load_prepared(Path(cfg.cache) / f"{case_id}.npz")
     src = {s.case_id: s for s in discover(cfg.data)}.get(case_id)
     if src is None or src.label_path is None:
         raise InputError(f"{cfg.data}: no reference label for held-out case {case_id}.")
-    vol = load_label_nifti(src.label_path)
-    conv = L.detect_convention(vol.data, hint=L.convention_from_name(vol.path.name) or src.kind)
-    return prep, L.to_internal(vol.data, conv), vol.spacing
+    # read as the cache was made (load_case): the reference on the grid the prediction
+    # is uncropped onto, turned as the modalities are where it is stored otherwise
+    case = load_case(src, with_label=True)
+    assert case.label is not None
+    return prep, case.label, tuple(case.spacing)
 
 
 # ------------------------------------------------------------------------ one run
