@@ -129,3 +129,27 @@ def test_a_table_held_too_long_by_another_command_is_said(
     assert [r["case"] for r in _rows(tmp_path / "volumes.csv")] == ["a"]
     write_volume_table([{"case": "b", "method": "watershed"}], tmp_path)  # free again
     assert [r["case"] for r in _rows(tmp_path / "volumes.csv")] == ["a", "b"]
+
+
+def test_the_2d_area_table_takes_turns_at_the_folder_as_volumes_csv_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """areas_2d.csv waits for another writer of the folder (it wrote a fixed temporary
+    file, which two runs wrote at once) and is left as it was when that one holds on."""
+    import fcntl
+
+    from braintumor import scale
+    from braintumor.slices2d import _write_areas
+
+    table = tmp_path / "areas_2d.csv"
+    _write_areas(table, [{"picture": str(tmp_path / "a.png"), "mask": "a_mask.png"}])
+    monkeypatch.setattr(scale, "TABLE_LOCK_WAIT_S", 0.3)
+    other = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(OSError, match="another command has held the table"):
+            _write_areas(table, [{"picture": str(tmp_path / "b.png"), "mask": "b_mask.png"}])
+    finally:
+        os.close(other)
+    _write_areas(table, [{"picture": str(tmp_path / "b.png"), "mask": "b_mask.png"}])
+    assert [r["mask"] for r in _rows(table)] == ["a_mask.png", "b_mask.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

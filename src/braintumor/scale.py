@@ -195,7 +195,7 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
     column is not overwritten: it is renamed ``volumes.csv.bak-N`` beside the new table,
     said in a warning. Writers sharing the folder (two runs, a run and a notebook) take
     turns through an advisory lock on the folder (where the system has ``fcntl`` and the
-    folder's file system takes locks: :func:`_table_lock`), so that no one's rows are
+    folder's file system takes locks: :func:`table_lock`), so that no one's rows are
     lost."""
     import csv
 
@@ -207,7 +207,7 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
         raise InputError(f"{path} is a folder, so the table of volumes cannot be written "
                          "there (the label maps are); rename or remove that folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _table_lock(path):
+    with table_lock(path):
         kept, extra = _read_volume_table(path)
         old = {str(r.get("case")): r for r in kept}
         kept = [r for r in kept if r.get("case") not in new]
@@ -242,7 +242,7 @@ _said_no_lock: set[str] = set()
 
 
 @contextmanager
-def _table_lock(path: Path) -> Iterator[None]:
+def table_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on the folder holding the table ``path``, for a
     read-modify-rename of it (no file of its own is left behind; none where the system
     lacks ``fcntl``). A folder whose file system takes no such lock (NFS, which needs
@@ -267,7 +267,7 @@ def _table_lock(path: Path) -> Iterator[None]:
 
 
 def _take_lock(fd: int, path: Path) -> bool:
-    """Lock the open folder ``fd`` (see :func:`_table_lock`); False when its file system
+    """Lock the open folder ``fd`` (see :func:`table_lock`); False when its file system
     takes no lock."""
     import sys
 

@@ -901,8 +901,6 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     fails is passed to it and the others are still segmented; without, the error is
     raised.
     """
-    import csv
-
     from braintumor.diameters import picture_diameters
     from braintumor.io import is_dicom_picture, is_image_2d, read_dicom_2d, read_image_2d, write_png
 
@@ -1026,6 +1024,19 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     if rows:
         out.mkdir(parents=True, exist_ok=True)
         table = out / "areas_2d.csv"
+        written.append(_write_areas(table, rows))
+    return written
+
+
+def _write_areas(table: Path, rows: list[dict[str, Any]]) -> Path:
+    """Add ``rows`` to ``areas_2d.csv``, taking turns with other writers of the folder
+    through the lock ``volumes.csv`` takes (:func:`braintumor.scale.table_lock`)."""
+    import csv
+    import os
+
+    from braintumor.scale import table_lock
+
+    with table_lock(table):
         kept: list[dict[str, Any]] = []
         if table.is_file():
             # an earlier run into the folder: its other pictures' rows stay, but not a
@@ -1040,15 +1051,18 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                 kept = [r for r in csv.DictReader(fh)
                         if where(r.get("picture") or "") not in mine
                         and (r.get("mask") or "") not in masks]
-        tmp = table.with_name(f".{table.name}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore",
-                               restval="")
-            w.writeheader()
-            w.writerows(kept + rows)
-        tmp.replace(table)
-        written.append(table)
-    return written
+        # one temporary name per process: two runs no longer write one file
+        tmp = table.with_name(f".{table.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore",
+                                   restval="")
+                w.writeheader()
+                w.writerows(kept + rows)
+            tmp.replace(table)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return table
 
 
 def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
