@@ -613,3 +613,12 @@ def test_predict_channels_that_are_no_order(tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and "Traceback" not in err
     assert "--channels: names the channels t1, t2;" in err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_warnings_are_joined_without_a_full_stop_before_the_semicolon() -> None:
+    from braintumor.errors import join_warnings
+
+    assert join_warnings(None, "", "one") == "one"
+    assert join_warnings("the T2 is missing.", None, "The whole tumour is large.") == \
+        "the T2 is missing; The whole tumour is large."
+    assert join_warnings() == ""

@@ -68,3 +68,10 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
         return run_guarded(lambda: main(*args, **kwargs))
 
     return wrapper
+
+
+def join_warnings(*parts: str | None) -> str:
+    """Warnings as one line: the empty ones left out, the others joined by "; " with no
+    full stop before it (a sentence's own stays at the end)."""
+    kept = [p for p in parts if p]
+    return "; ".join([p.rstrip(".") for p in kept[:-1]] + kept[-1:])

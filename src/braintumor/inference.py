@@ -22,7 +22,7 @@ import numpy as np
 
 from braintumor import labels as L
 from braintumor.cases import Case
-from braintumor.errors import InputError
+from braintumor.errors import InputError, join_warnings
 from braintumor.preprocess import uncrop
 from braintumor.segment import ProgressFn, SegmentationResult
 
@@ -555,7 +555,7 @@ def segment_cnn(case: Case, model: str | Path | None = None, device: str = "auto
     small = fast_small_note(fast, float(np.count_nonzero(labels)) * float(np.prod(case.spacing))
                             / 1000.0)
     if dropped or small:
-        info["warning"] = "; ".join(w for w in (dropped, small) if w)
+        info["warning"] = join_warnings(dropped, small)
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)
 
 

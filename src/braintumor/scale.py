@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from braintumor.cases import CaseSource
-from braintumor.errors import InputError
+from braintumor.errors import InputError, join_warnings
 from braintumor.interrupts import Interrupted, held
 
 
@@ -86,8 +86,8 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
                       version=res.info.get("model_version") or "",
                       method=res.info.get("method") or method)
         except InputError as exc:  # the label map stands; the SEG's absence is said
-            res.info["warning"] = "; ".join(
-                w for w in (res.info.get("warning"), f"no DICOM SEG written: {exc}") if w)
+            res.info["warning"] = join_warnings(res.info.get("warning"),
+                                                f"no DICOM SEG written: {exc}")
     if report:  # last, so that its page carries every warning
         write_case_report(case, res, out_dir, method)
     return dst
@@ -166,7 +166,7 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False,
     from braintumor.report import implausible_warning, ml_text, volumes_ml
 
     vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
-    warning = "; ".join(w for w in (res.info.get("warning"), implausible_warning(vols)) if w)
+    warning = join_warnings(res.info.get("warning"), implausible_warning(vols))
     row = {"case": case.case_id, "method": res.info.get("method") or method,
            "model": res.info.get("model_version") or "", "mode": res.info.get("mode") or "",
            "labels": labels,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from braintumor.cases import Case
-from braintumor.errors import InputError
+from braintumor.errors import InputError, join_warnings
 
 #: method name -> "module:function"
 METHODS: dict[str, str] = {
@@ -328,5 +328,5 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
              skull_strip_warning(case.image, case.spacing),
              coverage_warning(case.image, case.spacing), thick_slice_warning(case.spacing)]
     if any(parts):
-        result.info["warning"] = "; ".join(w for w in parts if w)
+        result.info["warning"] = join_warnings(*parts)
     return result

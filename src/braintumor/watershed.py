@@ -65,7 +65,7 @@ from skimage.segmentation import watershed
 from braintumor import labels as L
 from braintumor import stacking
 from braintumor.cases import OPTIONAL_MODALITIES, Case
-from braintumor.errors import InputError
+from braintumor.errors import InputError, join_warnings
 from braintumor.preprocess import Box, bounding_box, brain_mask
 from braintumor.segment import ProgressFn, SegmentationResult
 
@@ -1479,7 +1479,6 @@ def segment_hybrid(case: Case, probabilities: np.ndarray | None = None,
 
         notes.append(fast_small_note(fast, float(np.count_nonzero(labels))
                                      * case.voxel_volume_ml))
-    kept = [n for n in notes if n]
-    if kept:  # one sentence: no full stop before the "; " that joins two notes
-        info["warning"] = "; ".join([n.rstrip(".") for n in kept[:-1]] + kept[-1:])
+    if any(notes):
+        info["warning"] = join_warnings(*notes)
     return SegmentationResult(labels=labels, probabilities=probs, uncertainty=unc, info=info)

@@ -26,6 +26,7 @@ import numpy as np
 
 from braintumor import fonts
 from braintumor.diameters import describe
+from braintumor.errors import join_warnings
 from braintumor.report import (
     DIAMETERS_CAPTION,
     LABEL_RGB,
@@ -270,7 +271,7 @@ def report_facts(job: Job) -> dict[str, Any]:
         "metrics": summ.get("metrics"),
         "corrections": len(res.get("corrections", [])),
         # an empty or implausibly large outline is said first
-        "warning": "; ".join(w for w in (outline_warning(vols), res.get("warning")) if w),
+        "warning": join_warnings(outline_warning(vols), res.get("warning")),
         "outlined": None if vols.get("WT") is None else float(vols["WT"]) > 0,
         "agreement": (res.get("info") or {}).get("agreement"),
     }
