@@ -780,6 +780,12 @@ def test_channel_check_passes_the_decathlon_order_and_flags_brats_order() -> Non
         misread[MODALITIES.index(m)] = img[MODALITIES.index(BRATS_FILE_ORDER[i])]
     note = channel_order_note(misread)
     assert note is not None and "--channels" in note
+    # the 4D file's own voxels, channels last, give the same answers without a copy
+    from braintumor.cases import channel_order_note_4d
+
+    brats_file = np.stack([img[MODALITIES.index(m)] for m in BRATS_FILE_ORDER], axis=-1)
+    assert channel_order_note_4d(brats_file, MSD_ORDER) == note
+    assert channel_order_note_4d(brats_file, BRATS_FILE_ORDER) is None
 
 
 def test_4d_file_in_another_order_warns_and_is_read_as_stated(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ present's, unless its slices are thick beside a finer series.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -415,11 +415,27 @@ def channel_order_note(image: np.ndarray, advice: str = CHANNELS_ADVICE) -> str 
     apart. ``advice`` says how to state the order."""
     if image.ndim != 4 or image.shape[0] != len(MODALITIES):
         return None
-    from scipy.stats import rankdata
-
     # every other voxel along each axis: an eighth of the case, so the check holds little
     # beside it (a view, and the brain's samples copied alone)
-    view = image[:, ::2, ::2, ::2] if min(image.shape[1:]) >= 16 else image
+    step = 2 if min(image.shape[1:]) >= 16 else 1
+    return _channel_note(image[:, ::step, ::step, ::step], advice)
+
+
+def channel_order_note_4d(data: np.ndarray, order: Sequence[str],
+                          advice: str = CHANNELS_ADVICE) -> str | None:
+    """:func:`channel_order_note` of a 4D file's ``(X, Y, Z, 4)`` voxels read in ``order``,
+    taking only the voxels it looks at (not a stacked copy of the whole case)."""
+    if data.ndim != 4 or data.shape[3] != len(MODALITIES):
+        return None
+    step = 2 if min(data.shape[:3]) >= 16 else 1
+    return _channel_note(np.stack([data[::step, ::step, ::step, list(order).index(m)]
+                                   for m in MODALITIES]), advice)
+
+
+def _channel_note(view: np.ndarray, advice: str) -> str | None:
+    """The check of :func:`channel_order_note` on its sampled ``(4, x, y, z)`` view."""
+    from scipy.stats import rankdata
+
     brain = np.flatnonzero(np.all(view != 0, axis=0))
     if brain.size < 1000:
         return None

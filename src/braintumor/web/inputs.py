@@ -736,7 +736,7 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile,
     None: the Decathlon's order (FLAIR, T1, T1ce, T2), checked against the images, a
     doubt kept as the job's ``channel_warning`` (and among its notes, so the reports
     carry it too)."""
-    from braintumor.cases import MODALITIES, MSD_ORDER, channel_order_note
+    from braintumor.cases import MSD_ORDER, channel_order_note_4d
     from braintumor.io import header_for, load_nifti, save_float_nifti
 
     _, ext = file_kind(f.name)
@@ -761,9 +761,7 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile,
         inputs["channels"] = list(channels)
     else:
         # the Decathlon's order is taken, not stated: a file stacked in another says so
-        note = channel_order_note(
-            np.stack([vol.data[..., MSD_ORDER.index(m)] for m in MODALITIES]),
-            CHANNELS_ADVICE_WEB)
+        note = channel_order_note_4d(vol.data, MSD_ORDER, CHANNELS_ADVICE_WEB)
         if note:
             inputs["channel_warning"] = f"{f.name}: {note}"
             inputs["notes"] = [*inputs.get("notes", []), inputs["channel_warning"]]
