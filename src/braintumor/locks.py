@@ -10,6 +10,8 @@ server's data folder all lock through :func:`try_lock`.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 #: the errors of a lock that another process holds (the rest: no locks here)
@@ -30,3 +32,36 @@ def try_lock(fd: Any) -> bool:
             return False
         raise
     return True
+
+
+def claim(path: Path, busy: Callable[[str], str], no_locks: str) -> Any:
+    """Hold the lock file ``path`` (made if missing; it holds the process id of its
+    holder) for as long as the returned open file stays open. :class:`InputError` with
+    ``busy(pid)`` when another process holds it; None where locks cannot be had: no
+    ``fcntl``, or a file system that takes none (``no_locks`` is said on stderr, with
+    the reason, and the caller goes on unlocked)."""
+    import os
+    import sys
+
+    from braintumor.errors import InputError
+
+    fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's life
+    try:
+        taken = try_lock(fh)
+    except ImportError:  # no fcntl on this platform
+        fh.close()
+        return None
+    except OSError as exc:  # ENOLCK, EINVAL, EOPNOTSUPP: no lock here, not another holder
+        fh.close()
+        print(f"note: {no_locks} ({exc.strerror or exc}).", file=sys.stderr)
+        return None
+    if not taken:
+        fh.seek(0)
+        pid = fh.read().strip() or "unknown"
+        fh.close()
+        raise InputError(busy(pid))
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh

@@ -491,35 +491,13 @@ def lock_run_folder(out: Path) -> Any:
     when another process holds it. None where file locks are not available: no
     ``fcntl``, or a file system that takes no lock (NFS without its lock service, some
     network and FUSE mounts; the run then trains unlocked, said in a note)."""
-    import os
-    import sys
+    from braintumor.locks import claim
 
-    from braintumor.errors import InputError
-    from braintumor.locks import try_lock
-
-    fh = open(out / ".train.lock", "a+")  # noqa: SIM115 (held open for the run)
-    try:
-        taken = try_lock(fh)
-    except ImportError:  # no fcntl on this platform
-        fh.close()
-        return None
-    except OSError as exc:  # ENOLCK, EINVAL, EOPNOTSUPP: no lock here, not another trainer
-        fh.close()
-        print(f"note: {out} is on a file system that does not support file locks "
-              f"({exc.strerror or exc}), so it is trained without one; do not train "
-              "into it from two commands at once.", file=sys.stderr)
-        return None
-    if not taken:
-        fh.seek(0)
-        pid = fh.read().strip() or "unknown"
-        fh.close()
-        raise InputError(f"{out} is being trained by another process (pid {pid}); wait for "
-                         "it to end, or train into another folder.")
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    return fh
+    return claim(out / ".train.lock",
+                 lambda pid: f"{out} is being trained by another process (pid {pid}); wait "
+                             "for it to end, or train into another folder.",
+                 f"{out} is on a file system that does not support file locks, so it is "
+                 "trained without one; do not train into it from two commands at once")
 
 
 def _finished_summary(out: Path, ck: dict[str, Any]) -> dict[str, Any]:

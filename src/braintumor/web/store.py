@@ -391,24 +391,10 @@ def remove_tree(folder: Path) -> None:
 def claim_data_dir(data_dir: Path) -> Any:
     """An open file holding an exclusive lock on ``data_dir/server.lock`` (None where the
     system has no ``fcntl``); :class:`InputError` when another process holds it."""
-    import sys
+    from braintumor.locks import claim
 
-    from braintumor.errors import InputError
-    from braintumor.locks import try_lock
-
-    fh = open(data_dir / "server.lock", "a+")  # noqa: SIM115 - held for the server's life
-    try:
-        taken = try_lock(fh.fileno())
-    except ImportError:  # not on this system: no lock
-        fh.close()
-        return None
-    except OSError as exc:  # a file system without locks: not another server
-        fh.close()
-        print(f"note: the data folder {data_dir} does not support file locks "
-              f"({exc.strerror or exc}); do not start two servers on it.", file=sys.stderr)
-        return None
-    if not taken:
-        fh.close()
-        raise InputError(f"{data_dir}: another braintumor server is using this data folder; "
-                         "stop it, or give this one another --data-dir.")
-    return fh
+    return claim(data_dir / "server.lock",
+                 lambda _: f"{data_dir}: another braintumor server is using this data "
+                           "folder; stop it, or give this one another --data-dir.",
+                 f"the data folder {data_dir} does not support file locks; do not start "
+                 "two servers on it")
