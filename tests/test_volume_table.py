@@ -153,3 +153,23 @@ def test_the_2d_area_table_takes_turns_at_the_folder_as_volumes_csv_does(
     _write_areas(table, [{"picture": str(tmp_path / "b.png"), "mask": "b_mask.png"}])
     assert [r["mask"] for r in _rows(table)] == ["a_mask.png", "b_mask.png"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_2d_area_table_keeps_a_spreadsheets_rows_and_columns(tmp_path: Path) -> None:
+    """areas_2d.csv re-saved by a spreadsheet (';' between columns, a reader's column
+    added) keeps its rows and that column, as volumes.csv does."""
+    from braintumor.slices2d import _write_areas
+
+    table = tmp_path / "areas_2d.csv"
+    table.write_text("picture;mask;area_px;note\n"
+                     f"{tmp_path / 'a.png'};a_mask.png;12;seen by Dr X\n"
+                     f"{tmp_path / 'b.png'};b_mask.png;7;redo\n", encoding="utf-8")
+    _write_areas(table, [{"picture": str(tmp_path / "b.png"), "mask": "b_mask.png",
+                          "area_px": 9}])
+    rows = _rows(table)
+    assert [(r["mask"], r["area_px"], r["note"]) for r in rows] == [
+        ("a_mask.png", "12", "seen by Dr X"), ("b_mask.png", "9", "redo")]
+    table.write_text("not a table\n", encoding="utf-8")  # kept aside, not lost
+    _write_areas(table, [{"picture": str(tmp_path / "c.png"), "mask": "c_mask.png"}])
+    assert (tmp_path / "areas_2d.csv.bak-1").read_text(encoding="utf-8") == "not a table\n"
+    assert [r["mask"] for r in _rows(table)] == ["c_mask.png"]

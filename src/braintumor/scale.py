@@ -306,11 +306,19 @@ def read_volume_rows(path: Path) -> list[dict[str, str]]:
 
 def _read_volume_table(path: Path, keep_aside: bool = True
                        ) -> tuple[list[dict[str, str]], list[str]]:
-    """The rows of an existing table and its columns that are not the project's (a
-    user's); ``[], []`` when there is none. The separator (``,`` ``;`` tab) is taken from
-    the header line. A file that is not such a table is renamed aside (said in a
-    warning), so that nothing in it is lost; without ``keep_aside`` it is left as it is
-    (a reader that does not write, outside the table's lock)."""
+    """The rows of an existing ``volumes.csv`` and its columns that are not the
+    project's (:func:`read_table`)."""
+    return read_table(path, "case", [*VOLUME_FIELDS, *DIAMETER_FIELDS], keep_aside)
+
+
+def read_table(path: Path, key: str, known: Sequence[str], keep_aside: bool = True
+               ) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of an existing table of the project's (a row per ``key``) and its
+    columns that are not in ``known`` (a user's); ``[], []`` when there is none. The
+    separator (``,`` ``;`` tab) is taken from the header line. A file that is not such a
+    table is renamed aside (said in a warning), so that nothing in it is lost; without
+    ``keep_aside`` it is left as it is (a reader that does not write, outside the
+    table's lock)."""
     import csv
     import io
     import sys
@@ -328,20 +336,19 @@ def _read_volume_table(path: Path, keep_aside: bool = True
     header = text.lstrip().splitlines()[0]
     for sep in (",", ";", "\t"):
         names = [c.strip() for c in next(csv.reader([header], delimiter=sep))]
-        if "case" in names:
+        if key in names:
             reader = csv.DictReader(io.StringIO(text.lstrip(), newline=""), delimiter=sep)
             rows = [{(k or "").strip(): v for k, v in r.items() if k is not None}
                     for r in reader]
-            rows = [r for r in rows if (r.get("case") or "").strip()]
-            known = set(VOLUME_FIELDS) | set(DIAMETER_FIELDS)
-            return rows, [n for n in names if n and n not in known]
+            rows = [r for r in rows if (r.get(key) or "").strip()]
+            return rows, [n for n in names if n and n not in set(known)]
     if not keep_aside:
         return [], []
     n = 1
     while (aside := path.with_name(f"{path.name}.bak-{n}")).exists():
         n += 1
     path.replace(aside)
-    print(f"warning: {path} is not a table with a 'case' column, so it was kept as "
+    print(f"warning: {path} is not a table with a '{key}' column, so it was kept as "
           f"{aside.name} and a new table was started.", file=sys.stderr)
     return [], []
 

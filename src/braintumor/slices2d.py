@@ -1029,36 +1029,38 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
 
 
 def _write_areas(table: Path, rows: list[dict[str, Any]]) -> Path:
-    """Add ``rows`` to ``areas_2d.csv``, taking turns with other writers of the folder
-    through the lock ``volumes.csv`` takes (:func:`braintumor.scale.table_lock`)."""
+    """Add ``rows`` to ``areas_2d.csv`` as ``volumes.csv`` is added to
+    (:func:`braintumor.scale.write_volume_table`): an earlier run's rows for other
+    pictures stay, but not a row of this run's pictures (however their paths were typed)
+    nor one whose mask this run has written over; a table re-saved by a spreadsheet is
+    read by its own separator, columns a user added are kept with their values, a file
+    that is no such table is kept aside, and writers of the folder take turns through
+    its lock."""
     import csv
     import os
 
-    from braintumor.scale import table_lock
+    from braintumor.scale import read_table, table_lock
+
+    def where(picture: str) -> str:
+        return str(Path(picture).resolve()) if picture else ""
 
     with table_lock(table):
-        kept: list[dict[str, Any]] = []
-        if table.is_file():
-            # an earlier run into the folder: its other pictures' rows stay, but not a
-            # row of this run's pictures (however their paths were typed) nor one whose
-            # mask this run has written over
-            def where(picture: str) -> str:
-                return str(Path(picture).resolve()) if picture else ""
-
-            mine = {where(str(r["picture"])) for r in rows}
-            masks = {str(r["mask"]) for r in rows}
-            with table.open(newline="", encoding="utf-8", errors="replace") as fh:
-                kept = [r for r in csv.DictReader(fh)
-                        if where(r.get("picture") or "") not in mine
-                        and (r.get("mask") or "") not in masks]
+        old, extra = read_table(table, "mask", list(rows[0]))
+        mine = {where(str(r["picture"])) for r in rows}
+        masks = {str(r["mask"]) for r in rows}
+        kept = [r for r in old if where(r.get("picture") or "") not in mine
+                and (r.get("mask") or "") not in masks]
+        earlier = {str(r.get("mask")): r for r in old}
+        out_rows = kept + [{**{f: earlier[str(r["mask"])].get(f, "") for f in extra
+                               if str(r["mask"]) in earlier}, **r} for r in rows]
         # one temporary name per process: two runs no longer write one file
         tmp = table.with_name(f".{table.name}.{os.getpid()}.tmp")
         try:
             with tmp.open("w", newline="", encoding="utf-8") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore",
+                w = csv.DictWriter(fh, fieldnames=[*rows[0], *extra], extrasaction="ignore",
                                    restval="")
                 w.writeheader()
-                w.writerows(kept + rows)
+                w.writerows(out_rows)
             tmp.replace(table)
         finally:
             tmp.unlink(missing_ok=True)
