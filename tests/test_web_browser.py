@@ -5,7 +5,7 @@ segmenter of ``test_web_support`` chosen in the page's method menu. The tests up
 small synthetic case's four files, watch the job reach done, check that the viewer's
 canvas shows the label colours, that the volumes table matches the label map, that the
 download is a NIfTI with the input's affine, that a correction click changes the mask,
-and that the sample-case button works.
+that the sample-case button works, and that a job is deleted from its page.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -1468,3 +1469,214 @@ def test_a_job_deleted_while_its_page_is_open_says_so(server: ServerThread, page
     page.wait_for_timeout(4500)
     assert polls == []  # it stopped asking
     _delete(server, ids[0])
+
+
+def _jobs_root(server: ServerThread) -> Path:
+    """The folder the server keeps each job's files in (one folder a job)."""
+    return Path(server.server.config.app.state.store.jobs_root)
+
+
+DELETED = ("The job was deleted: its uploaded scans, outline, corrections and reports are "
+           "no longer on this server.")
+
+
+def _confirm(page: Any, accept: bool, said: list[str]) -> None:
+    """Answer the page's next dialog, a confirm(), as a reader would; its type and text
+    to ``said``."""
+    def answer(dialog: Any) -> None:
+        said.append(f"{dialog.type}: {dialog.message}")
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.once("dialog", answer)
+
+
+def _asked(page: Any, said: list[str], count: int) -> None:
+    """Wait until the page has asked its ``count``-th question."""
+    t0 = time.monotonic()
+    while len(said) < count:
+        assert time.monotonic() - t0 < 10, said
+        page.wait_for_timeout(50)
+
+
+def test_a_job_is_deleted_from_its_page(server: ServerThread, page: Any) -> None:
+    """Delete job asks first, saying what goes and what does not; dismissed, nothing is
+    deleted; accepted, the job's folder is gone from the server, the page says so in one
+    sentence on a fresh upload form at /, nothing of the job is left on the screen or
+    asked for again, and the job's own address says it is gone."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.click("#sample-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=120_000)
+    _wait_overlay(page, timeout_ms=120_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    folder = _jobs_root(server) / job_id
+    assert folder.is_dir()
+    button = page.locator("#delete-btn")
+    expect(button).to_be_visible()
+    expect(button).to_have_accessible_name("Delete job")
+    deletes: list[str] = []
+    page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+
+    said: list[str] = []
+    _confirm(page, False, said)
+    button.click()
+    _asked(page, said, 1)
+    case = page.text_content("#job-case")
+    assert len(said) == 1 and said[0].startswith(f"confirm: Delete this job ({case}) "), said
+    for words in ("uploaded scans", "outline", "corrections", "reports",
+                  "files already downloaded are not affected"):
+        assert words in said[0], (words, said[0])
+    page.wait_for_timeout(300)
+    assert deletes == []
+    assert folder.is_dir() and _job(server, job_id)["status"] == "done"
+    assert page.url.endswith(f"/jobs/{job_id}")
+    expect(page.locator("body")).to_have_attribute("data-viewer", "overlay")
+
+    _confirm(page, True, said)
+    button.click()
+    page.wait_for_url(server.url + "/", timeout=30_000)
+    assert deletes == [f"{server.url}/api/jobs/{job_id}"]
+    expect(page.locator("#job-msg")).to_have_text(DELETED)
+    assert page.get_attribute("#job-msg", "role") == "alert"
+    assert not folder.exists()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _job(server, job_id)
+    assert err.value.code == 404
+    # a fresh upload form, and nothing of the job: no state, viewer, result or download
+    expect(page.locator("#start")).to_be_visible()
+    expect(page.locator("#sample-btn")).to_be_enabled()
+    expect(page.locator("#job-state")).to_be_hidden()
+    expect(page.locator("#placeholder")).to_be_visible()
+    assert page.get_attribute("body", "data-viewer") is None
+    assert page.get_attribute("body", "data-status") is None
+    assert page.get_attribute("#dl-labels", "href") is None
+    expect(page.locator("#vol-table tbody tr")).to_have_count(0)
+    expect(page.locator("#lesion-count")).to_have_text("-")
+    assert job_id not in page.content()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if job_id in r.url else None)
+    page.wait_for_timeout(1500)
+    assert asked == []  # nothing more is polled
+    # reloaded, the form is a fresh one without the sentence
+    page.reload()
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    expect(page.locator("#job")).to_be_hidden()
+    # the job's own address says it is no longer there
+    page.goto(f"{server.url}/jobs/{job_id}")
+    expect(page.locator("#job-msg")).to_have_text(
+        re.compile(r"^This job is no longer on the server \(deleted or expired\)"))
+
+
+def test_a_job_that_could_not_be_deleted_stays_as_it_was(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Delete job while the job runs, refused: with no server reached, the page says so
+    and the job runs on; with files the server could not delete, its sentence is said and
+    the job (stopped first) is kept, on the page and on the server; with the job gone
+    already (expired, deleted elsewhere), the page says it is gone."""
+    from playwright.sync_api import expect
+
+    import braintumor.web.store as web_store
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    _choose_files(page, server, [str(p) for p in files.values()], "slow")
+    page.click("#submit-btn")
+    expect(page.locator("#job-stage")).to_have_text("waiting", timeout=60_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    folder = _jobs_root(server) / job_id
+    case = page.text_content("#job-case")
+    assert case
+    button = page.locator("#delete-btn")
+    expect(button).to_be_visible()
+    said: list[str] = []
+
+    # the server out of reach
+    def unreachable(route: Any) -> None:
+        if route.request.method == "DELETE":
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(f"**/api/jobs/{job_id}", unreachable)
+    _confirm(page, True, said)
+    button.click()
+    expect(page.locator("#delete-msg")).to_have_text(re.compile(
+        r"^The job could not be deleted: the server could not be reached"))
+    assert "It is stopped" in said[0], said
+    page.unroute(f"**/api/jobs/{job_id}")
+    assert page.url.endswith(f"/jobs/{job_id}") and folder.is_dir()
+    progress = float(page.get_attribute("#job-progress", "value") or 0)
+    _until(page, f"document.getElementById('job-progress').value > {progress}")  # polled on
+    expect(page.locator("body")).to_have_attribute("data-status", "running")
+
+    # files the server cannot delete: the job is stopped and kept
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(web_store.shutil, "rmtree", refuse)
+        _confirm(page, True, said)
+        button.click()
+        expect(page.locator("#delete-msg")).to_have_text(re.compile(
+            r"^The job's files could not all be deleted \(Permission denied\); the job is "
+            r"kept"), timeout=30_000)
+    assert folder.is_dir() and _job(server, job_id)["status"] == "cancelled"
+    expect(page.locator("body")).to_have_attribute("data-status", "cancelled", timeout=10_000)
+    assert page.url.endswith(f"/jobs/{job_id}")
+    expect(page.locator("#job-case")).to_have_text(case)
+    expect(button).to_have_text("Delete job")
+    assert button.get_attribute("aria-disabled") is None
+    expect(page.locator("#gone-msg")).to_be_hidden()
+
+    # gone already: said as a job gone while its page is open
+    _delete(server, job_id)
+    _confirm(page, True, said)
+    button.click()
+    gone = re.compile(r"^This job is no longer on the server \(deleted or expired\)")
+    expect(page.locator("#job-msg")).to_have_text(gone)
+    expect(page.locator("#gone-text")).to_have_text(gone)
+    expect(button).to_be_hidden()
+    assert page.url.endswith(f"/jobs/{job_id}")
+
+
+def test_a_job_is_deleted_from_its_page_on_a_server_with_a_token(
+        browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With BRAINTUMOR_TOKEN set, the page's delete carries the token (its cookie) as its
+    other requests do: a sample job deleted while it runs is gone."""
+    from playwright.sync_api import expect
+
+    register_test_methods(monkeypatch)
+    app = create_app(tmp_path / "data", token="s3cret-token", warm=False,
+                     sample_options={"shape": [64, 64, 48]})
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    try:
+        with ServerThread(app) as srv:
+            req = urllib.request.Request(f"{srv.url}/api/jobs/none", method="DELETE")
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=30)  # noqa: S310 - loopback test server
+            assert err.value.code == 401
+            page.goto(srv.url + "/?token=s3cret-token")
+            page.wait_for_selector("#method option[value='slow']", state="attached")
+            page.select_option("#method", "slow")
+            page.click("#sample-btn")
+            page.wait_for_selector("body[data-status='running']", timeout=60_000)
+            job_id = page.url.rsplit("/", 1)[1]
+            folder = _jobs_root(srv) / job_id
+            assert folder.is_dir()
+            answers: list[int] = []
+            page.on("response", lambda r: answers.append(r.status)
+                    if r.request.method == "DELETE" else None)
+            _confirm(page, True, [])
+            page.click("#delete-btn")
+            page.wait_for_url(srv.url + "/", timeout=30_000)
+            assert answers == [204]
+            expect(page.locator("#job-msg")).to_have_text(DELETED)
+            assert not folder.exists()
+    finally:
+        ctx.close()

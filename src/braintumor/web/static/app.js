@@ -29,6 +29,8 @@ const state = {
   sentJob: null,        // the job the chosen files were sent as, while it runs (Segment is off)
   started: null,        // the job started from this page (files or sample), until it ends
   centredJob: null,     // the job whose outline the crosshair was last brought to
+  deleting: false,      // the job shown is being deleted from the page (its answer awaited)
+  deleted: false,       // ... and was: the page is left for the upload form
 };
 window.braintumor = state;  // for tests and the curious
 
@@ -72,7 +74,22 @@ function disable(id, off, to) {
 }
 
 // -- start ------------------------------------------------------------------------------
+// what the upload form says after a job was deleted from its page (/?deleted)
+const DELETED_TEXT = "The job was deleted: its uploaded scans, outline, corrections and " +
+  "reports are no longer on this server.";
+
 async function init() {
+  if (location.pathname === "/" && new URLSearchParams(location.search).has("deleted")) {
+    // said where a job's state would be, at the top, above the upload form; the address
+    // is the page's own again, so a reload is a fresh form
+    history.replaceState({}, "", "/");
+    $("job").hidden = false;
+    $("job-state").hidden = true;
+    $("job-what").textContent = "Job";
+    $("job-case").textContent = "";
+    setMsg("job-msg", DELETED_TEXT, true);
+    document.title = "Job deleted · braintumor";
+  }
   try {
     state.info = await api("/api/info");
   } catch (e) {
@@ -126,6 +143,7 @@ function wireUi() {
   }
   ["flair", "t1", "t1ce", "t2"].forEach((m, i) => { document.querySelectorAll(".channel-select")[i].value = m; });
   $("cancel-btn").addEventListener("click", cancelJob);
+  $("delete-btn").addEventListener("click", deleteJob);
   for (const id of ["dl-labels", "dl-report-pdf"]) $(id).addEventListener("click", checkedDownload);
   $("series-btn").addEventListener("click", confirmSeries);
   for (const b of document.querySelectorAll("#mod-btns button")) {
@@ -523,6 +541,7 @@ function showJob(job, push) {
   if (fresh) {
     state.gone = false;
     $("gone-msg").hidden = true;
+    setMsg("delete-msg", "");
   }
   mark("job_seen");
   if (job.urls.overlay) mark("outline_seen");
@@ -539,7 +558,7 @@ function showJob(job, push) {
 }
 
 async function poll() {
-  if (!state.job || state.gone) return;
+  if (!state.job || state.gone || state.deleting) return;
   try {
     const job = await api(`/api/jobs/${state.job.id}`);
     showJob(job, false);
@@ -555,7 +574,7 @@ async function poll() {
 // outline changed; a job gone since says so.
 async function refreshJob() {
   const job = state.job;
-  if (!job || state.gone) return false;
+  if (!job || state.gone || state.deleting) return false;
   try {
     const now = await api(`/api/jobs/${job.id}`);
     if (!state.job || state.job.id !== now.id) return false;
@@ -581,6 +600,7 @@ window.addEventListener("focus", refreshOnReturn);
 // the reader is looking (a notice held in view at the top of the window, as well as in
 // the job's panel), and nothing offers to act on it any more
 function jobGone(message) {
+  if (state.deleting) return;  // deleted from this page: its own answer says what follows
   state.gone = true;
   clearTimeout(state.pollTimer);
   // the files it was sent as may be sent again: its job is no more
@@ -596,6 +616,7 @@ function jobGone(message) {
   $("correct-tools").classList.remove("active");
   for (const id of ["correct-toggle", "seed-here-btn", "undo-btn"]) $(id).disabled = true;
   $("cancel-btn").hidden = true;
+  $("delete-btn").hidden = true;
   for (const id of ["dl-labels", "dl-report-html", "dl-report-pdf"]) {
     $(id).classList.add("disabled");
     $(id).removeAttribute("href");
@@ -632,6 +653,51 @@ async function cancelJob() {
   try { showJob(await postJSON(`/api/jobs/${state.job.id}/cancel`), false); } catch (e) { setMsg("job-msg", e.message); }
 }
 
+// Delete job: the job and its files off this server now, rather than when it expires
+// (a job still running is stopped first). Asked first, saying what goes and what does
+// not. Done, the page leaves the job's address for a fresh upload form that says so
+// (nothing of the job left on the screen, nothing polled); refused, the server's sentence
+// is said under the button and the job stays as it was; a job gone already says so.
+async function deleteJob() {
+  const job = state.job;
+  if (!job || state.gone || state.deleting) return;
+  const name = caseName(job);
+  const stopped = job.status === "running";
+  const ask = `Delete this job${name ? ` (${name})` : ""} from this server now? ` +
+    `${stopped ? "It is stopped, and its" : "Its"} uploaded scans, outline, corrections and ` +
+    "reports on this server are deleted for good; files already downloaded are not affected.";
+  if (!window.confirm(ask)) return;
+  const btn = $("delete-btn");
+  state.deleting = true;
+  clearTimeout(state.pollTimer);
+  setMsg("delete-msg", "");
+  // not disabled, which would drop the keyboard's focus: marked busy, pressed in vain
+  btn.setAttribute("aria-disabled", "true");
+  btn.textContent = "Deleting…";
+  try {
+    await api(job.urls.self, { method: "DELETE" });
+  } catch (e) {
+    state.deleting = false;
+    btn.removeAttribute("aria-disabled");
+    btn.textContent = "Delete job";
+    if (e.status === 404 && e.fromServer) {
+      jobGone(e.message);  // expired, or deleted elsewhere: gone already
+      return;
+    }
+    setMsg("delete-msg", e.status ? e.message
+      : `The job could not be deleted: the server could not be reached (${e.message}).`);
+    // kept: shown as it is now (a running job may have been stopped) and followed again
+    refreshJob();
+    return;
+  }
+  state.deleted = true;
+  location.replace("/?deleted");
+}
+
+// a page left after its job was deleted, shown again from the browser's back-forward
+// cache: loaded afresh, so that nothing of the job is shown again
+window.addEventListener("pageshow", (e) => { if (e.persisted && state.deleted) location.reload(); });
+
 // the page in one column (style.css's narrow layout): the viewer lies below the panels
 const NARROW = window.matchMedia("(max-width: 1100px)");
 
@@ -657,6 +723,7 @@ function render(job) {
   document.title = `${name ? `${name} · ` : ""}${st.textContent} · braintumor`;
   // a job that stops takes Cancel away: the focus goes to the line that says it stopped
   $("cancel-btn").hidden = false;
+  $("delete-btn").hidden = false;
   disable("cancel-btn", TERMINAL.includes(job.status) || job.stage === "cancelling",
           "job-status-line");
   if (state.started === job.id && TERMINAL.includes(job.status)) {
