@@ -870,8 +870,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         path = on_case_grid(store.job_dir(job_id), mods, mod, job.inputs.get("grid"),
                             job.inputs.get("reference"))
         return FileResponse(path, media_type="application/gzip"
-                            if path.name.endswith(".gz") else "application/octet-stream",
-                            headers={"cache-control": "private, max-age=3600"})
+                            if path.name.endswith(".gz") else "application/octet-stream")
 
     def outline_3d(job_id: str) -> Job:
         job = get_job(job_id)
