@@ -96,11 +96,11 @@ class TrainConfig:
                          | {f"augment.{k}" for k in set(aug) - aug_names})
         if unknown:
             raise InputError(f"Unknown config keys: {', '.join(unknown)}.")
-        rest = _normalise(rest, TrainConfig)
+        d = to_dict(self)
+        d.update(rest)
         if aug:
-            rest["augment"] = dataclasses.replace(self.augment,
-                                                  **_normalise(aug, AugmentConfig))
-        return dataclasses.replace(self, **rest)
+            d["augment"] = {**to_dict(self.augment), **aug}
+        return from_dict(d)  # checked as a config file is
 
 
 def _normalise(kw: dict[str, Any], cls: type) -> dict[str, Any]:

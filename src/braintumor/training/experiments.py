@@ -108,15 +108,7 @@ class Study:
 
 def _apply(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     """``cfg`` with ``changes`` (TrainConfig field names, dotted ``augment.x`` allowed)."""
-    d = to_dict(cfg)
-    for k, v in changes.items():
-        if k.startswith("augment."):
-            d["augment"][k.split(".", 1)[1]] = v
-        elif k == "augment" and isinstance(v, dict):
-            d["augment"].update(v)
-        else:
-            d[k] = v
-    return from_dict(d)
+    return cfg.replace(**changes)
 
 
 def best_run_config(study_out: str | Path) -> tuple[str, dict[str, Any]]:
