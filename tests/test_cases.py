@@ -222,6 +222,58 @@ def test_a_label_map_stored_turned_from_its_t1_is_turned_onto_the_case_grid(
         np.testing.assert_array_equal(case.label, move(plain.label))
 
 
+@pytest.mark.parametrize("flipped", [False, True])
+def test_modalities_and_label_maps_share_one_grid_tolerance(tmp_path: Path,
+                                                            flipped: bool) -> None:
+    """A T2 and a _seg file whose affines are 0.005 mm off the T1's (another tool's
+    float rounding), stored as the T1 or flipped, lie on its grid: taken voxel for voxel,
+    with or without ``regrid`` (the T2 was resampled and warned of, or refused, at
+    1e-3 mm while the label map beside it was taken at 0.01 mm). 0.05 mm off, the T2 is
+    resampled and the label map refused."""
+    from braintumor.io import GRID_TOLERANCE_MM
+
+    def store(folder: Path, off: float) -> None:
+        for name in ("c6_t2.nii.gz", "c6_seg.nii.gz"):
+            img = nib.load(str(folder / name))
+            data, aff = np.asarray(img.dataobj), np.asarray(img.affine, float).copy()
+            if flipped:
+                flip = np.eye(4)
+                flip[0, 0], flip[0, 3] = -1.0, SHAPE[0] - 1
+                data, aff = np.ascontiguousarray(data[::-1]), aff @ flip
+            aff[:3, 3] += off
+            nib.save(nib.Nifti1Image(data, aff), str(folder / name))
+
+    plain = load_case(write_brats(tmp_path / "a", "c6"), with_label=True)
+    near = write_brats(tmp_path / "b", "c6")
+    store(near, 0.5 * GRID_TOLERANCE_MM)
+    for regrid in (True, False):
+        case = load_case(near, with_label=True, regrid=regrid)
+        assert case.regridded == ()
+        np.testing.assert_array_equal(case.modality("t2"), plain.modality("t2"))
+        np.testing.assert_array_equal(case.label, plain.label)
+    far = write_brats(tmp_path / "c", "c6")
+    store(far, 5 * GRID_TOLERANCE_MM)
+    assert load_case(far, with_label=False).regridded == ("t2",)
+    with pytest.raises(InputError, match="label map's voxel-to-world geometry"):
+        load_case(far, with_label=True)
+
+
+def test_a_label_map_stored_turned_and_shifted_is_refused_for_its_affine(
+        tmp_path: Path) -> None:
+    """A _seg file stored with x and y swapped (its shape then 11, 12, 9) and shifted by
+    5 mm has the case's shape once turned: its geometry is the fault, as evaluate says of
+    such a prediction (its shape was named before, against the image's 12, 11, 9)."""
+    folder = write_brats(tmp_path, "c5", "brats2021")
+    _store_turned(folder / "c5_seg.nii.gz", (1, 0, 2))
+    seg = nib.load(str(folder / "c5_seg.nii.gz"))
+    aff = np.asarray(seg.affine, float).copy()
+    aff[0, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj), aff), str(folder / "c5_seg.nii.gz"))
+    with pytest.raises(InputError, match=r"c5_seg.nii.gz: the label map's voxel-to-world "
+                                         r"geometry \(affine\) differs from the image's"):
+        load_case(folder, with_label=True)
+
+
 def test_a_label_map_on_another_grid_of_the_same_shape_is_refused(tmp_path: Path) -> None:
     """A _seg file of the image's shape but shifted in scanner space outlines other
     voxels: refused in one sentence, not taken voxel for voxel."""

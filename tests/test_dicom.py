@@ -866,6 +866,25 @@ def test_a_series_stored_turned_on_the_t1_grid_is_turned_not_interpolated(
     assert np.corrcoef(values[inner].ravel(), world[inner].ravel())[0, 1] > 0.4
 
 
+def test_a_series_within_the_grid_tolerance_is_kept_voxel_for_voxel(tmp_path) -> None:
+    """A series whose affine is 0.005 mm off the T1's (float rounding) lies on its grid,
+    as :func:`braintumor.cases.load_case` and the label maps take it: kept as it is (it
+    was interpolated at the 1e-3 mm the study's conversion used alone)."""
+    from braintumor.io import GRID_TOLERANCE_MM
+
+    t1_aff = np.diag([-1.0, 1.0, 1.0, 1.0])
+    t1_aff[:3, 3] = [60.0, -70.0, -40.0]
+    world = np.random.default_rng(1).normal(100, 20, (20, 24, 18)).astype(np.float32)
+    paths = {m: tmp_path / f"{m}.nii.gz" for m in ("t1", "t1ce")}
+    nib.save(nib.Nifti1Image(world, t1_aff), str(paths["t1"]))
+    near = t1_aff.copy()
+    near[:3, 3] += 0.5 * GRID_TOLERANCE_MM
+    nib.save(nib.Nifti1Image(world, near), str(paths["t1ce"]))
+    before = paths["t1ce"].read_bytes()
+    dicom.resample_onto_t1(paths)
+    assert paths["t1ce"].read_bytes() == before
+
+
 def test_two_studies_of_one_folder_name_are_not_mixed(
         study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

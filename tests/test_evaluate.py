@@ -169,6 +169,40 @@ def test_a_prediction_is_scored_on_the_reference_grid(tmp_path: Path) -> None:
     assert E.evaluate_pair(plain, ref, lesions=False)["WT"]["dice"] == 1.0
 
 
+def test_a_prediction_no_turn_puts_on_the_grid_is_refused_for_its_affine(
+        tmp_path: Path) -> None:
+    """A prediction of its reference's shape whose affine says its x and y are swapped,
+    or one whose affine places an axis nowhere, is refused for its geometry (the first
+    was said to differ in shape, quoting two equal shapes; the second stopped the whole
+    run with nibabel's ValueError); evaluate then scores it as unreadable."""
+    aff = np.array([[-1.0, 0, 0, 90.0], [0, 1.0, 0, -120.0], [0, 0, 1.0, -60.0],
+                    [0, 0, 0, 1]])
+    lab = labels2021(shape=(24, 22, 20))
+    ref = tmp_path / "ref" / "caseA" / "caseA_seg.nii.gz"
+    ref.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(lab, aff), str(ref))
+    swapped = tmp_path / "swapped.nii.gz"
+    nib.save(nib.Nifti1Image(lab, aff @ np.eye(4)[[1, 0, 2, 3]].T), str(swapped))
+    with pytest.raises(E.OffGrid, match=r"affine\) differs from its reference caseA_seg"):
+        E.evaluate_pair(swapped, ref, lesions=False)
+    flat = aff.copy()
+    flat[:3, 2] = 0.0  # z placed nowhere
+    img = nib.Nifti1Image(lab, aff)
+    img.header.set_sform(flat, code=1)
+    img.header.set_qform(None, code=0)
+    img.update_header = lambda: None  # the degenerate sform saved as written
+    pred = tmp_path / "pred" / "caseA.nii.gz"
+    pred.parent.mkdir()
+    nib.save(img, str(pred))
+    assert np.allclose(nib.load(str(pred)).affine, flat)
+    with pytest.raises(E.OffGrid, match=r"affine\) differs from its reference caseA_seg"):
+        E.evaluate_pair(pred, ref, lesions=False)
+    out = tmp_path / "m.csv"
+    main(["evaluate", "--pred", str(pred.parent), "--ref", str(ref.parent.parent), "-o",
+          str(out), "--quiet"])
+    assert {r["status"] for r in read_csv(out) if r["case"] == "caseA"} == {"unreadable"}
+
+
 def test_explicit_convention_is_checked(folders, tmp_path, capsys):
     pred, ref = folders
     code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--pred-labels",

@@ -495,3 +495,114 @@ def test_a_float_map_on_a_nifti2_4d_scan_keeps_its_format_and_time_step(
     assert isinstance(back, nib.Nifti2Image) and back.shape == (6, 5, 4)
     assert float(back.header["pixdim"][4]) == 0.0 and back.header.get_intent()[0] == "none"
     assert "sizeof_hdr" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- exact turns onto a grid
+#: a 2 x 3 x 4 array whose values name their voxels (100 i + 10 j + k), on 1 mm voxels at
+#: the origin: voxel (i, j, k) lies at world (i, j, k)
+SMALL = (100 * np.arange(2)[:, None, None] + 10 * np.arange(3)[None, :, None]
+         + np.arange(4)[None, None, :]).astype(np.int16)
+
+
+def _grid(columns: list[list[float]], origin: list[float]) -> np.ndarray:
+    aff = np.eye(4)
+    aff[:3, :3] = np.array(columns, float).T
+    aff[:3, 3] = origin
+    return aff
+
+
+def test_a_flipped_grid_is_the_array_reversed() -> None:
+    """The grid whose x runs the other way (voxel 0 at world x = 1) holds SMALL reversed
+    along x: its voxel (0, 2, 3) is SMALL's (1, 2, 3), 123."""
+    flipped = _grid([[-1, 0, 0], [0, 1, 0], [0, 0, 1]], [1, 0, 0])
+    out = io.turned_onto(SMALL, np.eye(4), (2, 3, 4), flipped)
+    assert out[0, 2, 3] == 123 and out[1, 0, 0] == 0
+    np.testing.assert_array_equal(out, SMALL[::-1])
+    assert out.flags.c_contiguous
+    both = _grid([[1, 0, 0], [0, -1, 0], [0, 0, -1]], [0, 2, 3])  # y and z reversed
+    np.testing.assert_array_equal(io.turned_onto(SMALL, np.eye(4), (2, 3, 4), both),
+                                  SMALL[:, ::-1, ::-1])
+
+
+def test_a_permuted_grid_is_the_array_transposed() -> None:
+    """x and y swapped: the grid's voxel (j, i, k) is SMALL's (i, j, k), its shape 3, 2, 4;
+    a sagittal storage (its axes world z reversed, x, y) is a transpose and a flip."""
+    swapped = _grid([[0, 1, 0], [1, 0, 0], [0, 0, 1]], [0, 0, 0])
+    out = io.turned_onto(SMALL, np.eye(4), (3, 2, 4), swapped)
+    assert out.shape == (3, 2, 4) and out[2, 1, 3] == 123
+    np.testing.assert_array_equal(out, SMALL.transpose(1, 0, 2))
+    sagittal = _grid([[0, 0, -1], [1, 0, 0], [0, 1, 0]], [0, 0, 3])
+    out = io.turned_onto(SMALL, np.eye(4), (4, 2, 3), sagittal)
+    assert out[0, 1, 2] == 123  # grid voxel (0, 1, 2) lies at world (1, 2, 3)
+    np.testing.assert_array_equal(out, SMALL.transpose(2, 0, 1)[::-1])
+    # and back: the turn of the turned array onto SMALL's grid is SMALL
+    np.testing.assert_array_equal(io.turned_onto(out, sagittal, SMALL.shape, np.eye(4)), SMALL)
+
+
+def test_a_4d_array_keeps_its_trailing_axis() -> None:
+    """Only the first three axes turn; a fourth (channels, time) is kept, and counted in
+    the shape: a 4D array is on no 3D grid."""
+    four = np.stack([SMALL, -SMALL], axis=-1)
+    swapped = _grid([[0, 1, 0], [1, 0, 0], [0, 0, 1]], [0, 0, 0])
+    out = io.turned_onto(four, np.eye(4), (3, 2, 4, 2), swapped)
+    assert out[2, 1, 3, 0] == 123 and out[2, 1, 3, 1] == -123
+    np.testing.assert_array_equal(out, four.transpose(1, 0, 2, 3))
+    with pytest.raises(io.NotOnGrid) as exc:
+        io.turned_onto(four, np.eye(4), (3, 2, 4), swapped)
+    assert exc.value.shape_differs
+
+
+def test_an_affine_within_the_tolerance_is_on_the_grid_and_beyond_it_is_not() -> None:
+    """0.004 mm off (float noise): on the grid, turned or as it is (then the array itself,
+    not a copy); 0.02 mm off: another grid, and its affine is the fault."""
+    tol = io.GRID_TOLERANCE_MM
+    near = _grid([[-1, 0, 0], [0, 1, 0], [0, 0, 1]], [1 + 0.4 * tol, 0, -0.4 * tol])
+    np.testing.assert_array_equal(io.turned_onto(SMALL, np.eye(4), (2, 3, 4), near),
+                                  SMALL[::-1])
+    same = np.eye(4)
+    same[:3, 3] = 0.4 * tol
+    assert io.on_grid(SMALL.shape, np.eye(4), (2, 3, 4), same)
+    assert io.turned_onto(SMALL, np.eye(4), (2, 3, 4), same) is SMALL
+    far = near.copy()
+    far[0, 3] = 1 + 2 * tol
+    assert not io.on_grid((2, 3, 4), np.eye(4), (2, 3, 4), far)
+    with pytest.raises(io.NotOnGrid) as exc:
+        io.turned_onto(SMALL, np.eye(4), (2, 3, 4), far)
+    assert not exc.value.shape_differs
+
+
+def test_oblique_sheared_and_degenerate_grids_are_no_turn() -> None:
+    """No reordering or reversal of axes puts voxels on a grid rotated by 10 degrees, a
+    sheared one or one whose affine places an axis nowhere: each is another grid, the
+    affine's fault, not the shape's."""
+    a = np.deg2rad(10)
+    oblique = _grid([[np.cos(a), np.sin(a), 0], [-np.sin(a), np.cos(a), 0], [0, 0, 1]],
+                    [0, 0, 0])
+    sheared = _grid([[1, 0, 0], [0.2, 1, 0], [0, 0, 1]], [0, 0, 0])
+    for grid in (oblique, sheared):
+        with pytest.raises(io.NotOnGrid) as exc:
+            io.turned_onto(SMALL, np.eye(4), (2, 3, 4), grid)
+        assert not exc.value.shape_differs
+    flat = np.diag([1.0, 1.0, 0.0, 1.0])  # z placed nowhere
+    for src, dst in ((flat, np.eye(4)), (np.eye(4), flat)):
+        with pytest.raises(io.NotOnGrid) as exc:
+            io.turned_onto(SMALL, src, (2, 3, 4), dst)
+        assert not exc.value.shape_differs
+
+
+def test_the_shape_is_the_fault_only_when_it_fits_neither_as_stored_nor_turned() -> None:
+    """Another size is the shape's fault; the grid's shape, but an affine that says its
+    axes are swapped (so, turned, it would be 3, 2, 4), is the affine's; the grid's shape
+    once turned, but shifted, is the affine's too."""
+    with pytest.raises(io.NotOnGrid) as exc:
+        io.turned_onto(SMALL, np.eye(4), (2, 3, 5), np.eye(4))
+    assert exc.value.shape_differs
+    swapped = _grid([[0, 1, 0], [1, 0, 0], [0, 0, 1]], [0, 0, 0])
+    with pytest.raises(io.NotOnGrid) as exc:
+        io.turned_onto(SMALL, swapped, (2, 3, 4), np.eye(4))
+    assert not exc.value.shape_differs
+    shifted = swapped.copy()
+    shifted[0, 3] = 5.0
+    with pytest.raises(io.NotOnGrid) as exc:
+        io.turned_onto(SMALL, np.eye(4), (3, 2, 4), shifted)
+    assert not exc.value.shape_differs

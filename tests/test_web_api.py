@@ -313,6 +313,33 @@ def test_on_case_grid_picks_the_cases_grid(tmp_path: Path, case_files: dict[str,
     assert on_case_grid(tmp_path, mods, "t1", grid="t1") == tmp_path / mods["t1"]
 
 
+def test_on_case_grid_turns_a_modality_stored_flipped(
+        tmp_path: Path, case_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A T2 stored flipped on the T1's grid is shown turned voxel for voxel, as load_case
+    reads it, not interpolated."""
+    from braintumor import io as bio
+    from braintumor.web.inputs import on_case_grid
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("interpolated")
+
+    monkeypatch.setattr(bio, "resample_onto", refuse)
+
+    (tmp_path / "input").mkdir()
+    mods = {m: f"input/{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")}
+    for m, p in mods.items():
+        shutil.copyfile(case_files[m], tmp_path / p)
+    t2 = nib.load(str(case_files["t2"]))
+    values = np.asarray(t2.dataobj, dtype=np.float32)
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, values.shape[0] - 1
+    (tmp_path / mods["t2"]).write_bytes(
+        _nifti_bytes(np.ascontiguousarray(values[::-1]), t2.affine @ flip))
+    view = nib.load(str(on_case_grid(tmp_path, mods, "t2")))
+    assert np.allclose(view.affine, nib.load(str(case_files["t1"])).affine)
+    np.testing.assert_array_equal(np.asarray(view.dataobj, dtype=np.float32), values)
+
+
 def test_download_is_native_geometry_in_chosen_convention(client: TestClient,
                                                           done_job: dict[str, Any]) -> None:
     case = small_case()

@@ -34,15 +34,19 @@ import numpy as np
 from braintumor import labels as L
 from braintumor.errors import InputError
 from braintumor.io import (
+    GRID_TOLERANCE_MM,
     IMAGE_SUFFIXES,
+    NotOnGrid,
     Volume,
     header_for,
     is_hidden,
     is_nifti,
     load_label_nifti,
     load_nifti,
+    on_grid,
     resample_onto,
     strip_nifti_suffix,
+    turned_onto,
     voxel_sizes,
 )
 
@@ -625,8 +629,7 @@ def case_grid(grids: Mapping[str, Grid], label_path: str | Path | None = None) -
     label = _file_grid(label_path)
     if label is None:
         return pick
-    on_pick = label[0] == tuple(grids[pick][0][:3]) and \
-        bool(np.allclose(label[1], grids[pick][1], atol=1e-3))
+    on_pick = on_grid(label[0], label[1], grids[pick][0][:3], grids[pick][1])
     return first if not on_pick and label[0] == tuple(grids[first][0][:3]) else pick
 
 
@@ -640,54 +643,25 @@ def grid_of_files(paths: Mapping[str, str | Path], label_path: str | Path | None
                                                               if m in paths)
 
 
-def _turned_onto(v: Volume, shape: tuple[int, ...], affine: np.ndarray, tol: float = 1e-3
-                 ) -> Volume | None:
-    """``v`` with its voxel axes reordered or reversed onto the grid ``shape``, ``affine``
-    (a reference image's) when it is that
-    grid stored in another orientation (RAS beside LPS storage: the same voxels, its affine
-    to match, within ``tol`` mm), exactly, without interpolation; None when it is another
-    grid."""
-    from nibabel import orientations as O
-
-    if v.data.ndim != 3:
-        return None
-    turn = O.ornt_transform(O.io_orientation(v.affine), O.io_orientation(affine))
-    if np.array_equal(turn, [[0, 1], [1, 1], [2, 1]]):
-        return None  # nothing to turn: another grid
-    turned_shape = tuple(v.data.shape[int(a)] for a in np.argsort(turn[:, 0]))
-    turned_affine = v.affine @ O.inv_ornt_aff(turn, v.data.shape)
-    if turned_shape != tuple(shape) or not np.allclose(turned_affine, affine, atol=tol):
-        return None
-    data = np.ascontiguousarray(O.apply_orientation(v.data, turn))
-    return replace(v, data=data, affine=affine)
-
-
-#: mm a label map's affine may differ from its image's and still be on its grid (what
-#: float32 storage of an affine moves; as :func:`braintumor.evaluate.on_reference_grid`)
-LABEL_GRID_TOL = 0.01
-
-
 def label_on_grid(lv: Volume, shape: tuple[int, ...], affine: np.ndarray) -> Volume:
     """A case's label map voxel for voxel on its image's grid (``shape``, ``affine``): as
-    it is when it
-    has the image's shape and affine (or no geometry of its own: an identity affine, as a
-    label map saved from an array often has), its axes reordered or reversed when it is
-    that grid stored in another orientation (a T1 stored flipped beside a label map that
-    is not, or the other way round), exactly, as the modalities are
-    (:func:`_turned_onto`); else :class:`InputError`: a label map on another grid would
-    outline the wrong voxels (the rule of
+    it is when it has the image's shape and affine (or no geometry of its own: an identity
+    affine, as a label map saved from an array often has), its axes reordered or reversed
+    when it is that grid stored in another orientation (a T1 stored flipped beside a label
+    map that is not, or the other way round), exactly, as the modalities are
+    (:func:`~braintumor.io.turned_onto`); else :class:`InputError`: a label map on another
+    grid would outline the wrong voxels (the rule of
     :func:`braintumor.evaluate.on_reference_grid`)."""
-    same_shape = lv.data.shape == tuple(shape)
-    if same_shape and (np.allclose(lv.affine, affine, atol=LABEL_GRID_TOL)
-                       or np.allclose(lv.affine, np.eye(4))):
+    if lv.data.shape == tuple(shape) and np.allclose(lv.affine, np.eye(4)):
         return lv
-    turned = _turned_onto(lv, shape, affine, tol=LABEL_GRID_TOL)
-    if turned is not None:
-        return turned
-    if not same_shape:
-        raise InputError(f"{lv.path}: label map shape {lv.data.shape} differs from the "
-                         f"image's {tuple(shape)}; the label map must lie on the case's "
-                         "grid.")
+    try:
+        return replace(lv, data=turned_onto(lv.data, lv.affine, shape, affine),
+                       affine=affine)
+    except NotOnGrid as exc:
+        if exc.shape_differs:
+            raise InputError(f"{lv.path}: label map shape {lv.data.shape} differs from the "
+                             f"image's {tuple(shape)}; the label map must lie on the case's "
+                             "grid.") from None
     raise InputError(f"{lv.path}: the label map's voxel-to-world geometry (affine) differs "
                      "from the image's, as if shifted, rotated or resampled; the label map "
                      "must lie on the case's grid.")
@@ -697,24 +671,26 @@ def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
     """The modalities of ``vols`` on another grid than ``grid``'s; a file on its affine
     with another shape, or (not ``regrid``) on another affine, raises
     :class:`InputError`. One on ``grid``'s grid stored in another orientation is turned
-    onto it in ``vols`` (:func:`_turned_onto`) and is on the grid."""
+    onto it in ``vols`` (:func:`~braintumor.io.turned_onto`) and is on the grid."""
     ref = vols[grid]
     ref_name = MODALITY_NAMES[grid]
     other = []
     for m in (m for m in MODALITIES if m in vols and m != grid):
         v = vols[m]
-        same_affine = bool(np.allclose(v.affine, ref.affine, atol=1e-3))
-        if v.data.shape == ref.data.shape and same_affine:
+        try:
+            data = turned_onto(v.data, v.affine, ref.data.shape, ref.affine)
+        except NotOnGrid as exc:
+            shape_differs = exc.shape_differs
+        else:
+            if data is not v.data:
+                vols[m] = replace(v, data=data, affine=ref.affine)
             continue
-        turned = None if same_affine else _turned_onto(v, ref.data.shape, ref.affine)
-        if turned is not None:
-            vols[m] = turned
-            continue
+        same_affine = bool(np.allclose(v.affine, ref.affine, atol=GRID_TOLERANCE_MM))
         if same_affine or not regrid:  # one grid claimed, another size: a wrong file
             raise InputError(
                 f"{v.path}: shape {v.data.shape} differs from the {ref_name} image's "
                 f"{ref.data.shape}; all modalities must be co-registered on one grid."
-                if v.data.shape != ref.data.shape else
+                if shape_differs else
                 f"{v.path}: its affine (voxel-to-world geometry) differs from the "
                 f"{ref_name} image's; all modalities must be co-registered on one grid."
             )

@@ -377,7 +377,14 @@ def resample_onto_t1(paths: dict[str, Path], ref_mod: str | None = None) -> None
     voxel for voxel, not interpolated."""
     import nibabel as nib
 
-    from braintumor.io import load_nifti, resample_onto, save_float_nifti
+    from braintumor.io import (
+        NotOnGrid,
+        load_nifti,
+        on_grid,
+        resample_onto,
+        save_float_nifti,
+        turned_onto,
+    )
 
     present = [m for m in MODALITIES if m in paths]
     ref_mod = ref_mod or present[0]
@@ -385,18 +392,13 @@ def resample_onto_t1(paths: dict[str, Path], ref_mod: str | None = None) -> None
     for mod in (m for m in present if m != ref_mod):
         path = paths[mod]
         img: Any = nib.load(str(path))
-        if img.shape[:3] == ref.data.shape and np.allclose(img.affine, ref.affine, atol=1e-3):
+        if on_grid(img.shape[:3], img.affine, ref.data.shape, ref.affine):
             continue
-        if img.ndim == 3:
-            turn = nib.orientations.ornt_transform(nib.io_orientation(img.affine),
-                                                   nib.io_orientation(ref.affine))
-            turned: Any = img.as_reoriented(turn)
-            if turned.shape == ref.data.shape and np.allclose(turned.affine, ref.affine,
-                                                              atol=1e-3):
-                save_float_nifti(np.asarray(turned.dataobj, dtype=np.float32), path,
-                                 ref.header, ref.affine)
-                continue
-        data = resample_onto(load_nifti(path, ndim=3), ref.data.shape, ref.affine)
+        try:  # its voxels read only when they fit
+            data = np.asarray(turned_onto(img.dataobj, img.affine, ref.data.shape,
+                                          ref.affine), dtype=np.float32)
+        except NotOnGrid:
+            data = resample_onto(load_nifti(path, ndim=3), ref.data.shape, ref.affine)
         save_float_nifti(data, path, ref.header, ref.affine)
 
 

@@ -236,29 +236,27 @@ def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, .
     """``pred`` voxel for voxel on its reference's grid: as it is when its file has the
     reference's shape and affine (or no geometry of its own: an identity affine, as a
     prediction saved from an array often has), its axes reordered or flipped when it is
-    the same grid stored in another orientation; else :class:`InputError` (a prediction
-    shifted or resampled would be scored against the wrong voxels; :class:`OffGrid`)."""
+    the same grid stored in another orientation (:func:`braintumor.io.turned_onto`); else
+    :class:`OffGrid` (a prediction shifted or resampled would be scored against the wrong
+    voxels)."""
     import nibabel as nib
-    from nibabel import orientations as O
+
+    from braintumor.io import NotOnGrid, turned_onto
 
     def affine(path: Path) -> np.ndarray:
         return np.asarray(nib.load(str(path)).affine, float)  # type: ignore[attr-defined]
 
     a_pred, a_ref = affine(pred_path), affine(ref_path)
-    tol = 0.01  # mm: what float32 storage of the affine moves
-    if pred.shape == tuple(ref_shape) and (np.allclose(a_pred, a_ref, atol=tol)
-                                           or np.allclose(a_pred, np.eye(4))):
+    if pred.shape == tuple(ref_shape) and np.allclose(a_pred, np.eye(4)):
         return pred
-    turn = O.ornt_transform(O.io_orientation(a_pred), O.io_orientation(a_ref))
-    turned = O.apply_orientation(pred, turn)
-    a_turned = a_pred @ O.inv_ornt_aff(turn, pred.shape)
-    if turned.shape == tuple(ref_shape) and np.allclose(a_turned, a_ref, atol=tol):
-        return np.ascontiguousarray(turned)
-    if turned.shape != tuple(ref_shape):
-        raise OffGrid(
-            f"{pred_path}: the prediction's shape {pred.shape} differs from its reference "
-            f"{ref_path.name}'s {tuple(ref_shape)}; predictions must be on the reference's "
-            "grid.")
+    try:
+        return turned_onto(pred, a_pred, ref_shape, a_ref)
+    except NotOnGrid as exc:
+        if exc.shape_differs:
+            raise OffGrid(
+                f"{pred_path}: the prediction's shape {pred.shape} differs from its "
+                f"reference {ref_path.name}'s {tuple(ref_shape)}; predictions must be on "
+                "the reference's grid.") from None
     raise OffGrid(
         f"{pred_path}: the prediction's voxel-to-world geometry (affine) differs from its "
         f"reference {ref_path.name}'s, as if shifted, rotated or resampled; predictions "

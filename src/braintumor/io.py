@@ -188,6 +188,57 @@ def resample_onto(vol: Volume, shape: tuple[int, ...], affine: np.ndarray,
     return np.asarray(out, dtype=np.float32)
 
 
+#: mm two affines may differ and still place the same voxels: above what float32 storage
+#: or another tool's writer moves them, a hundredth of a 1 mm voxel, less than any
+#: resampling would change
+GRID_TOLERANCE_MM = 0.01
+
+
+def on_grid(shape: Sequence[int], affine: np.ndarray, grid_shape: Sequence[int],
+            grid_affine: np.ndarray) -> bool:
+    """Whether an image of ``shape`` and ``affine`` lies on the grid ``grid_shape``,
+    ``grid_affine`` as it is stored: the same shape, the affines within
+    :data:`GRID_TOLERANCE_MM`."""
+    return tuple(shape) == tuple(grid_shape) and bool(np.allclose(
+        np.asarray(affine, float), np.asarray(grid_affine, float), atol=GRID_TOLERANCE_MM))
+
+
+class NotOnGrid(ValueError):
+    """No reordering or reversal of an array's axes puts it on a grid
+    (:func:`turned_onto`). ``shape_differs``: its shape is not the grid's, neither as
+    stored nor turned as its affine says; else its affine is the fault (shifted, rotated,
+    resampled or degenerate)."""
+
+    def __init__(self, shape_differs: bool) -> None:
+        super().__init__("another shape" if shape_differs else "another affine")
+        self.shape_differs = shape_differs
+
+
+def turned_onto(data: np.ndarray, affine: np.ndarray, grid_shape: Sequence[int],
+                grid_affine: np.ndarray) -> np.ndarray:
+    """``data`` (placed by ``affine``) on the grid ``grid_shape``, ``grid_affine``, exactly:
+    its first three axes reordered and reversed when it is that grid stored in another
+    orientation (RAS beside LPS, a sagittal series), as it is when already there
+    (:func:`on_grid`); trailing axes are kept and counted in the shape. No
+    interpolation, so anything else (another shape, a shifted or oblique grid, a
+    degenerate affine) raises :class:`NotOnGrid`. ``data`` may be a nibabel array proxy:
+    it is read only when it fits."""
+    from nibabel import orientations as O
+
+    affine = np.asarray(affine, float)
+    shape = tuple(int(n) for n in data.shape)
+    src, dst = O.io_orientation(affine), O.io_orientation(np.asarray(grid_affine, float))
+    if len(shape) < 3 or np.isnan(src).any() or np.isnan(dst).any():  # an axis unplaced
+        raise NotOnGrid(shape != tuple(grid_shape))
+    turn = O.ornt_transform(src, dst)
+    turned = tuple(shape[int(a)] for a in np.argsort(turn[:, 0])) + shape[3:]
+    if not on_grid(turned, affine @ O.inv_ornt_aff(turn, shape), grid_shape, grid_affine):
+        raise NotOnGrid(tuple(grid_shape) not in (shape, turned))
+    if np.array_equal(turn, [[0, 1], [1, 1], [2, 1]]):
+        return np.asarray(data)
+    return np.ascontiguousarray(O.apply_orientation(np.asarray(data), turn))
+
+
 #: the most voxels one volume of a NIfTI file may hold (512 x 512 x 1024, twice the
 #: largest clinical volume; 1 GiB as float32): a file claiming more (a few kB of gzip can
 #: claim terabytes) is refused before anything is decompressed

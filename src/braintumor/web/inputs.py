@@ -864,16 +864,23 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
 def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str | None = None,
                  reference: str | None = None) -> Path:
     """The file the viewer shows for ``mod``: the uploaded one when it lies on the case's
-    grid, else a copy resampled onto that grid as the segmentation read it (made once,
-    kept in the job's ``view/`` folder), so the label map fits every image. The case's
-    grid is ``grid``'s (the job's ``inputs['grid']``, as its case was read), else the one
-    :func:`braintumor.cases.load_case` picks from the files' headers and the
-    ``reference`` label map's (:func:`braintumor.cases.grid_of_files`): the T1's (the
-    first present modality's), or a finer one's beside thick T1 slices."""
+    grid, else a copy on that grid as the segmentation read it (turned exactly, else
+    resampled; made once, kept in the job's ``view/`` folder), so the label map fits
+    every image. The case's grid is ``grid``'s (the job's ``inputs['grid']``, as its case
+    was read), else the one :func:`braintumor.cases.load_case` picks from the files'
+    headers and the ``reference`` label map's (:func:`braintumor.cases.grid_of_files`):
+    the T1's (the first present modality's), or a finer one's beside thick T1 slices."""
     import nibabel as nib
 
     from braintumor.cases import grid_of_files
-    from braintumor.io import load_nifti, resample_onto, save_float_nifti
+    from braintumor.io import (
+        NotOnGrid,
+        load_nifti,
+        on_grid,
+        resample_onto,
+        save_float_nifti,
+        turned_onto,
+    )
 
     path = job_dir / modalities[mod]
     ref_mod = grid if grid in modalities else grid_of_files(
@@ -886,9 +893,13 @@ def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str 
         return view
     ref: Any = nib.load(str(job_dir / modalities[ref_mod]))
     img: Any = nib.load(str(path))
-    if img.shape[:3] == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-3):
+    if on_grid(img.shape[:3], img.affine, ref.shape[:3], ref.affine):
         return path
-    data = resample_onto(load_nifti(path, ndim=3), tuple(ref.shape[:3]), ref.affine)
+    try:  # the same grid stored in another orientation: turned, as load_case turns it
+        data = np.asarray(turned_onto(img.dataobj, img.affine, ref.shape[:3], ref.affine),
+                          dtype=np.float32)
+    except NotOnGrid:
+        data = resample_onto(load_nifti(path, ndim=3), tuple(ref.shape[:3]), ref.affine)
     # written whole (io.write_replacing): a request that finds it reads a complete file
     save_float_nifti(data, view, ref.header, ref.affine)
     return view
