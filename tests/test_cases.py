@@ -222,6 +222,21 @@ def test_a_label_map_stored_turned_from_its_t1_is_turned_onto_the_case_grid(
         np.testing.assert_array_equal(case.label, move(plain.label))
 
 
+def test_a_voxel_size_a_little_off_is_another_grid(tmp_path: Path) -> None:
+    """A T2 whose voxels are 0.5 % larger than the T1's moves no affine entry by the
+    0.01 mm tolerance, yet its far corner by 0.1 mm: it is resampled (said in
+    ``regridded``), not taken voxel for voxel, and its label map beside it is refused."""
+    folder = write_brats(tmp_path / "a", "c7")
+    for name in ("c7_t2.nii.gz", "c7_seg.nii.gz"):
+        img = nib.load(str(folder / name))
+        aff = np.asarray(img.affine, float).copy()
+        aff[:3, :3] *= 1.005
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), aff), str(folder / name))
+    assert load_case(folder, with_label=False).regridded == ("t2",)
+    with pytest.raises(InputError, match="label map's voxel-to-world geometry"):
+        load_case(folder, with_label=True)
+
+
 @pytest.mark.parametrize("flipped", [False, True])
 def test_modalities_and_label_maps_share_one_grid_tolerance(tmp_path: Path,
                                                             flipped: bool) -> None:

@@ -571,6 +571,26 @@ def test_an_affine_within_the_tolerance_is_on_the_grid_and_beyond_it_is_not() ->
     assert not exc.value.shape_differs
 
 
+def test_the_tolerance_is_a_distance_between_voxel_centres_across_the_grid() -> None:
+    """A voxel size 0.9 % larger or a 0.55 degree rotation moves no affine entry by the
+    tolerance but the far corner of a 240x240x155 grid by over 3 mm: another grid. An
+    error that stays within the tolerance at every corner is on the grid."""
+    shape = (240, 240, 155)
+    zoomed = np.diag([1.009, 1.009, 1.009, 1.0])
+    t = np.deg2rad(0.55)
+    turned = np.eye(4)
+    turned[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    for other in (zoomed, turned):
+        assert np.abs(other - np.eye(4)).max() < io.GRID_TOLERANCE_MM
+        assert not io.on_grid(shape, other, shape, np.eye(4))
+        assert io.on_grid((2, 2, 2), other, (2, 2, 2), np.eye(4))  # 1 voxel: 0.009 mm
+    tiny = np.diag([1 + 0.4 * io.GRID_TOLERANCE_MM / 239] * 3 + [1.0])
+    assert io.on_grid(shape, tiny, shape, np.eye(4))
+    nan = np.eye(4)
+    nan[0, 0] = np.nan
+    assert not io.on_grid(shape, nan, shape, np.eye(4))
+
+
 def test_oblique_sheared_and_degenerate_grids_are_no_turn() -> None:
     """No reordering or reversal of axes puts voxels on a grid rotated by 10 degrees, a
     sheared one or one whose affine places an axis nowhere: each is another grid, the

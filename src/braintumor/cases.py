@@ -34,7 +34,6 @@ import numpy as np
 from braintumor import labels as L
 from braintumor.errors import InputError
 from braintumor.io import (
-    GRID_TOLERANCE_MM,
     IMAGE_SUFFIXES,
     NotOnGrid,
     Volume,
@@ -45,6 +44,7 @@ from braintumor.io import (
     load_nifti,
     on_grid,
     resample_onto,
+    same_placement,
     strip_nifti_suffix,
     turned_onto,
     voxel_sizes,
@@ -685,7 +685,7 @@ def _other_grids(vols: dict[str, Volume], grid: str, regrid: bool) -> list[str]:
             if data is not v.data:
                 vols[m] = replace(v, data=data, affine=ref.affine)
             continue
-        same_affine = bool(np.allclose(v.affine, ref.affine, atol=GRID_TOLERANCE_MM))
+        same_affine = same_placement(v.affine, ref.affine, ref.data.shape)
         if same_affine or not regrid:  # one grid claimed, another size: a wrong file
             raise InputError(
                 f"{v.path}: shape {v.data.shape} differs from the {ref_name} image's "

@@ -197,10 +197,27 @@ GRID_TOLERANCE_MM = 0.01
 def on_grid(shape: Sequence[int], affine: np.ndarray, grid_shape: Sequence[int],
             grid_affine: np.ndarray) -> bool:
     """Whether an image of ``shape`` and ``affine`` lies on the grid ``grid_shape``,
-    ``grid_affine`` as it is stored: the same shape, the affines within
-    :data:`GRID_TOLERANCE_MM`."""
-    return tuple(shape) == tuple(grid_shape) and bool(np.allclose(
-        np.asarray(affine, float), np.asarray(grid_affine, float), atol=GRID_TOLERANCE_MM))
+    ``grid_affine`` as it is stored: the same shape and :func:`same_placement`."""
+    return tuple(shape) == tuple(grid_shape) and same_placement(affine, grid_affine,
+                                                                grid_shape)
+
+
+def same_placement(affine: np.ndarray, grid_affine: np.ndarray,
+                   grid_shape: Sequence[int]) -> bool:
+    """Whether the two affines place every voxel centre of a ``grid_shape`` grid within
+    :data:`GRID_TOLERANCE_MM` of each other. The gap is measured at the grid's corners,
+    which bound it (it is affine in the voxel index): a tolerance on each affine entry
+    would let a voxel size or a rotation off by a little add up to millimetres across a
+    240-voxel grid."""
+    a, b = np.asarray(affine, float), np.asarray(grid_affine, float)
+    if a.shape != (4, 4) or b.shape != (4, 4):
+        return False
+    n = [max(int(x) - 1, 0) for x in tuple(grid_shape)[:3]]
+    n += [0] * (3 - len(n))
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1])
+                        for k in (0, n[2])]).T
+    gap = (a - b)[:3] @ corners
+    return bool(np.all(np.isfinite(gap)) and np.abs(gap).max() <= GRID_TOLERANCE_MM)
 
 
 class NotOnGrid(ValueError):
