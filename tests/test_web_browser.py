@@ -1595,14 +1595,9 @@ def test_a_job_that_could_not_be_deleted_stays_as_it_was(
     expect(button).to_be_visible()
     said: list[str] = []
 
-    # the server out of reach
-    def unreachable(route: Any) -> None:
-        if route.request.method == "DELETE":
-            route.abort()
-        else:
-            route.continue_()
-
-    page.route(f"**/api/jobs/{job_id}", unreachable)
+    # the server out of reach for every request about the job (a network drop), the
+    # delete and the polls after it: the page keeps trying and follows the job once back
+    page.route(f"**/api/jobs/{job_id}", lambda route: route.abort())
     _confirm(page, True, said)
     button.click()
     expect(page.locator("#delete-msg")).to_have_text(re.compile(

@@ -686,8 +686,9 @@ async function deleteJob() {
     }
     setMsg("delete-msg", e.status ? e.message
       : `The job could not be deleted: the server could not be reached (${e.message}).`);
-    // kept: shown as it is now (a running job may have been stopped) and followed again
-    refreshJob();
+    // kept: shown as it is now (a running job may have been stopped) and followed again,
+    // by the poll, which keeps trying while the server cannot be reached
+    poll();
     return;
   }
   state.deleted = true;
