@@ -626,3 +626,24 @@ def test_the_shape_is_the_fault_only_when_it_fits_neither_as_stored_nor_turned()
     with pytest.raises(io.NotOnGrid) as exc:
         io.turned_onto(SMALL, np.eye(4), (3, 2, 4), shifted)
     assert not exc.value.shape_differs
+
+
+def test_a_label_map_that_is_no_nifti_is_read_without_nibabels_lines(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """nibabel's complaints about the header of a file that is no NIfTI (a text file, a
+    picture) stay off stderr: the reader's one sentence says it; the logger is left as
+    it was for the next read."""
+    import logging
+
+    text = tmp_path / "readme.txt"
+    text.write_text("These are the scans of patient 1.\n" * 20)
+    png = tmp_path / "pic.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(600))
+    for path in (text, png):
+        with pytest.raises(InputError) as err:
+            io.load_label_nifti(path)
+        _one_sentence(str(err.value), path)
+    got = capfd.readouterr().err + caplog.text
+    assert "sizeof_hdr" not in got and "not attempting fix" not in got, got
+    assert not logging.getLogger("nibabel.global").filters

@@ -7,14 +7,16 @@ dimensions, NaN/Inf voxels).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io as stdio
+import logging
 import re
 import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +346,26 @@ def _gunzip_nifti(path: Path) -> stdio.BytesIO:
     return out
 
 
+class _Drop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def quiet_nibabel() -> Iterator[None]:
+    """nibabel's own lines about a header it checks ("sizeof_hdr should be 348", "data
+    code ... not recognized") kept off stderr while a file is read: a file that is no
+    NIfTI is said in the reader's one sentence, not after two lines of nibabel's. A filter
+    of this call's own, not the logger's level, so that two threads reading at once never
+    leave the logger silenced."""
+    log, drop = logging.getLogger("nibabel.global"), _Drop()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 def _open_nifti(path: Path) -> nib.Nifti1Image:
     if not path.exists():
         raise InputError(f"{path}: file not found.")
@@ -473,7 +495,8 @@ def load_label_nifti(path: str | Path) -> Volume:
     sentence that names the file and quotes it.
     """
     p = Path(path)
-    img = _open_nifti(p)
+    with quiet_nibabel():
+        img = _open_nifti(p)
     stored = img.get_data_dtype()
     # nibabel moves the header's scl_slope / scl_inter onto the data proxy when it reads a
     # file (the header then says none): the proxy's are the file's scaling
