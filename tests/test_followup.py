@@ -197,3 +197,203 @@ def test_compare_warns_of_maps_of_two_patients(tmp_path: Path,
     assert one["warnings"] == ["The two label maps are one outline (the same labels on the "
                                "same grid), so nothing changed; give the earlier scan's label "
                                "map."]
+
+
+def _save_map(path: Path, lab: np.ndarray, convention: str,
+              affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(L.from_internal(lab, convention),
+                             np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def test_dotted_output_names_keep_their_dots(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """-o adds .html and .json to the whole name: two dated reports are two pairs of
+    files, not one overwritten; a name ending in .html or .json names the pair without it."""
+    lab = _tumour((60, 50, 45), 2.0, 1.0)
+    b = _save_map(tmp_path / "P1_v1_seg.nii.gz", lab, "brats2021")
+    a = _save_map(tmp_path / "P1_v2_seg.nii.gz", _tumour((60, 50, 45), 2.0, 0.9), "brats2021")
+    for day in ("2024.03.15", "2024.03.20"):
+        assert main(["compare", str(b), str(a), "-o", str(tmp_path / "o" / f"pat_{day}")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "pat_2024.03.15.html", "pat_2024.03.15.json", "pat_2024.03.20.html",
+        "pat_2024.03.20.json"]
+    assert "wrote" in capsys.readouterr().out
+    from braintumor.followup import output_paths
+
+    assert output_paths("r.HTML") == {"json": Path("r.json"), "html": Path("r.html")}
+    assert output_paths("d/r.json")["html"] == Path("d/r.html")
+    assert output_paths("pat.v2")["json"] == Path("pat.v2.json")
+
+
+def test_an_output_that_cannot_be_written_is_said_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """-o naming a folder, or below a file, is one sentence (exit 1) before a map is
+    read; no file is written beside the folder."""
+    import braintumor.followup as fu
+
+    lab = _tumour((60, 50, 45), 2.0, 1.0)
+    b = _save_map(tmp_path / "P1_v1_seg.nii.gz", lab, "brats2021")
+    a = _save_map(tmp_path / "P1_v2_seg.nii.gz", lab, "brats2021")
+    c = _save_map(tmp_path / "P1_v3_seg.nii.gz", lab, "brats2021")
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "afile").write_text("x")
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the maps were read before -o was checked")
+
+    monkeypatch.setattr(fu, "read_label_map", no_work)
+    for out, says in (("outdir", "is a folder"), ("afile/sub", "is not a folder")):
+        for scans in ([b, a], [b, a, c]):
+            assert main(["compare", *map(str, scans), "-o", str(tmp_path / out)]) == 1
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".nii.gz")) == [
+        "afile", "outdir"]
+
+
+def test_maps_of_two_conventions_each_read_by_their_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A BraTS 2021 map and a BraTS 2023 one, both named *_seg (2021's name), compare:
+    the values that fit only BraTS 2023 win over the name, and a note says so (terminal,
+    JSON, HTML). Values that fit no convention, or not the one asked for, are one
+    sentence naming the way out."""
+    import json as _json
+
+    from braintumor.followup import map_convention, read_label_map
+
+    lab = _tumour((60, 50, 45), 2.0, 1.0)
+    old = _save_map(tmp_path / "P1_2021_seg.nii.gz", lab, "brats2021")
+    new = _save_map(tmp_path / "P1_2023_seg.nii.gz", _tumour((60, 50, 45), 2.0, 0.8),
+                    "brats2023")
+    got, _, note = read_label_map(new)
+    assert got.max() == L.ET and note is not None and "BraTS 2023" in note
+    assert main(["compare", str(old), str(new), "-o", str(tmp_path / "fu")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Note: P1_2023_seg.nii.gz was read as BraTS 2023 labels" in out
+    doc = _json.loads((tmp_path / "fu.json").read_text())
+    assert doc["notes"][0].startswith("P1_2023_seg.nii.gz was read as BraTS 2023 labels")
+    assert doc["volumes"]["ET"]["after"] > 0
+    assert "was read as BraTS 2023 labels" in (tmp_path / "fu.html").read_text()
+    # BraTS 2021 values under a BraTS 2023 name: the values again
+    assert map_convention(L.from_internal(lab, "brats2021"), "auto", "x-seg.nii.gz",
+                          "map")[0] == "brats2021"
+    # a map whose values fit its name, or fit both: no note
+    assert map_convention(np.array([0, 1, 2]), "auto", "x_seg.nii.gz", "map") == \
+        ("brats2021", None)
+    assert map_convention(np.array([0, 3]), "auto", "x-seg.nii.gz", "map") == \
+        ("brats2023", None)
+    assert main(["compare", str(old), str(new), "--labels", "brats2021"]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit the brats2021 convention" in err and "leave --labels out" in err
+    assert err.count("\n") == 1
+    both = L.from_internal(lab, "brats2021")
+    both[0, 0, 0] = 3  # a 3 and a 4: no convention
+    nib.save(nib.Nifti1Image(both, np.eye(4)), str(tmp_path / "P1_34_seg.nii.gz"))
+    assert main(["compare", str(old), str(tmp_path / "P1_34_seg.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "fit no known convention" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("first, second", [
+    ("Pat01_preop_seg.nii.gz", "Pat01_postop_seg.nii.gz"),
+    ("Pat01_pre-op.nii.gz", "Pat01_post-op.nii.gz"),
+    ("Pat01_05-01-2023.nii.gz", "Pat01_12-06-2023.nii.gz"),
+    ("Pat01_05012023.nii.gz", "Pat01_2023-06-12.nii.gz"),
+    ("Pat01_week12.nii.gz", "Pat01_week24_seg.nii.gz"),
+    ("Pat01_month3.nii.gz", "Pat01_6months.nii.gz"),
+    ("Pat01_m3.nii.gz", "Pat01_w12.nii.gz"),
+    ("sub-01_ses-baseline_dseg.nii.gz", "sub-01_ses-followup_dseg.nii.gz"),
+    ("sub-01_ses-01_desc-tumor_dseg.nii.gz", "sub-01_ses-02_space-T1w_desc-tumor_dseg.nii.gz"),
+    ("Pat01_2023-01-05T10-30.nii.gz", "Pat01_2023-06-12T08-15-00_seg.nii.gz"),
+    ("Pat01_20230105T103000.nii.gz", "Pat01_2023_06_12_08_15.nii.gz"),
+])
+def test_one_patients_common_names_name_one_case(first: str, second: str) -> None:
+    from braintumor.followup import case_key
+
+    assert case_key(first) == case_key(second) != "", (case_key(first), case_key(second))
+
+
+def test_names_of_two_cases_still_differ() -> None:
+    """The visit and date words do not eat what names the case."""
+    from braintumor.followup import case_key
+
+    assert case_key("Brats18_2013_10_1") != case_key("Brats18_2013_11_1")
+    assert case_key("Pat01_preop") != case_key("Pat02_preop")
+    assert case_key("smith_m") != case_key("smith_f")
+    assert case_key("sub-01_ses-01_dseg.nii.gz") != case_key("sub-02_ses-01_dseg.nii.gz")
+
+
+def test_the_terminal_says_the_notes_and_dates_the_files_say(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two maps on different grids: the grid note printed as in the JSON; three: the grid
+    note kept per visit (terminal, JSON, HTML), and --dates in the title and a line."""
+    fine = _save_map(tmp_path / "P1_v1_seg.nii.gz", _tumour((120, 100, 90), 1.0, 1.0),
+                     "brats2021")
+    coarse = _save_map(tmp_path / "P1_v2_seg.nii.gz", _tumour((60, 50, 45), 2.0, 0.8),
+                       "brats2021", np.diag([2.0, 2, 2, 1]))
+    last = _save_map(tmp_path / "P1_v3_seg.nii.gz", _tumour((120, 100, 90), 1.0, 0.7),
+                     "brats2021")
+    assert main(["compare", str(fine), str(coarse), "-o", str(tmp_path / "two")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    doc = json.loads((tmp_path / "two.json").read_text())
+    assert doc["notes"] and all(f"Note: {n}" in out for n in doc["notes"])
+    assert "different grids" in out
+    assert main(["compare", str(fine), str(coarse), str(last), "--dates",
+                 "2024-01-15,2024-04-20,2024-07-01", "-o", str(tmp_path / "s")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Visits, in date order: 2024-01-15 to 2024-07-01 (168 days)" in out
+    assert "P1_v2_seg.nii.gz 2024-04-20 (96 days after the baseline)" in out
+    assert "Note: P1_v2_seg.nii.gz: The two lie on different grids" in out
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert [len(v.get("notes", [])) for v in doc["visits"]] == [0, 1, 0]
+    assert doc["notes"] == [f"P1_v2_seg.nii.gz: {doc['visits'][1]['notes'][0]}"]
+    assert "different grids" in (tmp_path / "s.html").read_text()
+
+
+def test_a_decrease_never_reads_as_an_increase(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """139.26 -> 139.16 mL is -0.07 %: cut to 0.1 it keeps its sign (-0.0 %), in the
+    terminal, the JSON and the HTML alike; no change at all is unsigned."""
+    from braintumor.followup import _pct, table_rows
+
+    down = change(139.257, 139.16, SPD_THRESHOLDS)
+    assert down["percent"] == 0 and math_sign(down["percent"]) < 0 and _pct(down) == "-0.0 %"
+    up = change(139.16, 139.257, SPD_THRESHOLDS)
+    assert _pct(up) == "+0.0 %"
+    assert _pct(change(10, 10, SPD_THRESHOLDS)) == "0.0 %"
+    assert _pct(change(100, 60, SPD_THRESHOLDS)) == "-40.0 %"
+    lab = _tumour((60, 50, 45), 2.0, 1.0)
+    less = lab.copy()
+    less[tuple(np.argwhere(lab == L.ED)[0])] = 0  # one voxel of edema fewer: -0.0x %
+    b = _save_map(tmp_path / "P1_v1_seg.nii.gz", lab, "brats2021")
+    a = _save_map(tmp_path / "P1_v2_seg.nii.gz", less, "brats2021")
+    assert main(["compare", str(b), str(a), "-o", str(tmp_path / "fu")]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "fu.json").read_text())
+    assert math_sign(doc["volumes"]["WT"]["percent"]) < 0
+    row = next(r for r in table_rows(doc) if r[0] == "Whole tumour (mL)")
+    assert row[4] == "-0.0 %" and "-0.0 %" in out and "+0.0 %" not in out
+    assert "<td>-0.0 %</td>" in (tmp_path / "fu.html").read_text()
+
+
+def math_sign(x: float) -> float:
+    import math
+
+    return math.copysign(1.0, x)
+
+
+def test_a_file_that_is_no_nifti_is_one_sentence(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A text file or a picture given as a label map: the reader's one sentence, none of
+    nibabel's lines about the header before it."""
+    lab = _save_map(tmp_path / "P1_seg.nii.gz", _tumour((60, 50, 45), 2.0, 1.0), "brats2021")
+    (tmp_path / "readme.txt").write_text("These are the scans of patient 1.\n" * 20)
+    (tmp_path / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(600))
+    for bad in ("readme.txt", "pic.png"):
+        assert main(["compare", str(lab), str(tmp_path / bad)]) == 2
+        err = capfd.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "not attempting fix" not in err + caplog.text, caplog.text

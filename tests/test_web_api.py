@@ -2319,6 +2319,30 @@ def test_compare_warns_when_the_earlier_file_is_not_this_patients(
         moved["warnings"][0]
 
 
+def test_compare_reads_an_earlier_map_of_the_other_convention(
+        client: TestClient, done_job: dict[str, Any]) -> None:
+    """An earlier BraTS 2023 map named as BraTS 2021's (``_seg``) is read by its values,
+    with a note; the field ``labels`` chooses a convention, and one that does not fit is
+    one 400 sentence naming the way out."""
+    url = f"/api/jobs/{done_job['id']}/compare"
+    now = client.get(done_job["urls"]["download"]).content
+    lab = np.asarray(_load(now).dataobj)
+    assert 4 in lab
+    as2023 = _nifti_bytes(np.where(lab == 4, 3, lab).astype(np.uint8))
+    r = client.post(url, files=[("before", ("Web000_seg.nii.gz", as2023))])
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["notes"][0].startswith("Web000_seg.nii.gz was read as BraTS 2023 labels")
+    assert doc["volumes"]["ET"]["before"] == doc["volumes"]["ET"]["after"] > 0
+    r = client.post(url, files=[("before", ("Web000_seg.nii.gz", as2023))],
+                    data={"labels": "brats2023"})
+    assert r.status_code == 200 and r.json()["notes"] == [], r.text
+    for labels, says in (("brats2021", "labels=auto"), ("msd2", "is no label convention")):
+        r = client.post(url, files=[("before", ("Web000_seg.nii.gz", as2023))],
+                        data={"labels": labels})
+        assert r.status_code == 400 and says in _detail(r), r.text
+
+
 def test_one_server_per_data_folder_and_cut_uploads_go(methods: None, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]
                                                       ) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 
 from braintumor import labels as L
 from braintumor.diameters import rano
+from braintumor.errors import InputError
 from braintumor.report import NOTICE, volumes_ml
 
 #: size thresholds (fractional change): (decrease, increase) at or beyond which RANO
@@ -65,7 +66,9 @@ def change(before: float, after: float, thresholds: tuple[float, float] | None,
     whether the region is there at all at each date; an SPD of 0 then means no lesion
     large enough to measure, not no tumour, and the reading says so. ``percent`` is
     shown to 0.1, cut towards zero, so that it never reads past a threshold the change
-    did not reach. ``thresholds`` None: a quantity RANO sets none for; its reading is
+    did not reach; a change cut to 0 keeps its direction's sign (-0.0 for a decrease,
+    +0.0 for an increase; 0.0 for none), so that a decrease never reads as one.
+    ``thresholds`` None: a quantity RANO sets none for; its reading is
     "no RANO threshold" wherever the change falls (new, gone and none in either are
     still said).
     """
@@ -91,7 +94,8 @@ def change(before: float, after: float, thresholds: tuple[float, float] | None,
         frac = after / before - 1
         tol = 1e-9  # 1.4 / 1.0 - 1 is 0.39999999999999991 in floating point
         value = 100 * frac
-        out["percent"] = math.trunc(value * 10 + (1e-6 if value > 0 else -1e-6)) / 10
+        cut = abs(math.trunc(value * 10 + (1e-6 if value > 0 else -1e-6))) / 10
+        out["percent"] = math.copysign(cut, value) if value else 0.0
         if frac <= thresholds[0] + tol:
             out["reading"] = f"decrease of {-100 * thresholds[0]:.0f} % or more"
         elif frac >= thresholds[1] - tol:
@@ -127,8 +131,6 @@ def scan_dates(text: str, count: int) -> list[dt.date]:
     """``count`` scans' dates given as ``"2024-01-15,2024-04-20,..."`` (ISO, YYYY-MM-DD,
     one per label map, in the maps' order), each after the one before and none ahead of
     today; anything else is refused in one sentence."""
-    from braintumor.errors import InputError
-
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != count:
         raise InputError(f"--dates gives {len(parts)} date{'s' if len(parts) != 1 else ''} "
@@ -210,15 +212,24 @@ def series(visits: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict[str, A
 
 
 #: what ends a label map's name without naming the patient: what the file is (BraTS's
-#: ``_seg``, this package's ``_braintumor`` download, ...) ...
-_KIND_WORDS = re.compile(r"(^|_)(seg|segmentation|labels?|labelmap|label_map|braintumor|pred|"
-                         r"prediction|mask|outline|corrected|brats2021|brats2023|msd)$")
-#: ... which visit it is (``_visit2``, ``_v2``, ``_tp1``, ``_baseline``, ``_followup_3``) ...
-_VISIT_WORDS = re.compile(r"(^|_)(visit|v|tp|timepoint|time|scan|exam|session|ses|followup|"
-                          r"fu|baseline|pre|post|before|after|earlier|later|old|new|previous|"
-                          r"prior|current|now)_?\d*$")
-#: ... or its date (``_2018-03-14``, ``_20180314``)
-_DATE_WORDS = re.compile(r"(^|_)(19|20)\d\d_?\d\d_?\d\d$")
+#: ``_seg``, this package's ``_braintumor`` download, BIDS's ``_dseg`` and its
+#: ``desc-tumor`` or ``space-T1w``, ...) ...
+_KIND_WORDS = re.compile(r"(^|_)(seg|dseg|segmentation|labels?|labelmap|label_map|braintumor|"
+                         r"pred|prediction|mask|outline|corrected|brats2021|brats2023|msd|"
+                         r"(desc|space|rec|acq|run)_[a-z0-9]+)$")
+#: ... which visit it is (``_visit2``, ``_v2``, ``_tp1``, ``_baseline``, ``_followup_3``,
+#: ``_preop``, ``_pre-op``, ``_week12``, ``_month3``, ``_6months``; BIDS's ``ses-`` before
+#: any of them) ...
+_VISIT_WORDS = re.compile(
+    r"(^|_)((visit|v|tp|timepoint|time|scan|exam|session|ses|followup|follow_up|fu|baseline|"
+    r"base|pre|post|before|after|earlier|later|old|new|previous|prior|current|now|"
+    r"(pre|post)_?(op|operative|operatively|surgery|surgical|treatment|therapy|tx|rt|chemo)|"
+    r"day|week|wk|month|mo|year|yr)_?\d*|[wm]_?\d+|"
+    r"\d+_?(days?|weeks?|wks?|w|months?|mos?|m|years?|yrs?|y))$")
+#: ... or its date (``_2018-03-14``, ``_20180314``, day first ``_14-03-2018`` or
+#: ``_14032018``), with a time of day after it or not (``_2018-03-14T10-30``)
+_DATE_WORDS = re.compile(r"(^|_)((19|20)\d\d_?[01]\d_?[0-3]\d|[0-3]?\d_[01]?\d_(19|20)\d\d|"
+                         r"[0-3]\d[01]\d(19|20)\d\d)((t|_)[0-2]\d_?[0-5]\d(_?[0-5]\d)?z?)?$")
 #: BraTS 2023: ``BraTS-GLI-00005-001`` is patient 00005's timepoint 001
 _BRATS_TIMEPOINT = re.compile(r"(brats_[a-z]+_\d{5})_\d{3}")
 #: case names that name no one (this package's own for a case named by nothing)
@@ -230,8 +241,10 @@ def case_key(name: str) -> str:
     """What in a file's or case's name names the patient, to compare two names by: the
     name without folders, NIfTI suffix and a browser's copy mark (``x (1).nii.gz``), in
     lower case with every run of separators one ``_``, less the words at its end that say
-    what the file is (``_seg``, ``_braintumor``), which visit (``_visit2``, ``_v2``,
-    ``_baseline``) or when (``_2018-03-14``), and BraTS 2023's timepoint
+    what the file is (``_seg``, ``_braintumor``, BIDS's ``_dseg``), which visit
+    (``_visit2``, ``_v2``, ``_baseline``, ``_preop``, ``_week12``, BIDS's
+    ``ses-baseline``) or when (``_2018-03-14``, ``_14-03-2018``, ``_2018-03-14T10-30``),
+    and BraTS 2023's timepoint
     (``BraTS-GLI-00005-001`` -> ``brats_gli_00005``). Empty when nothing is left that
     names anyone (``seg.nii.gz``, ``visit1``, ``case``)."""
     from braintumor.io import strip_nifti_suffix
@@ -312,42 +325,130 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
             "grids": {"before": gb, "after": ga, "same": bool(same_grid)}}
 
 
-def read_label_map(path: str | Path, labels: str = "auto", name: str | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """A label map file as ``(internal labels, affine)``; ``labels``: its convention, or
-    auto (from ``name``, the file's own name by default, then the values)."""
+#: how each convention is named in a sentence
+_CONVENTION_WORDS = {"brats2021": "BraTS 2017-2021 labels (ET = 4)",
+                     "brats2023": "BraTS 2023 labels (ET = 3)",
+                     "msd": "MSD labels (edema = 1, ET = 3)"}
+#: how the command line chooses a convention, named where a choice does not fit a map
+CHOOSE_ON_COMMAND_LINE = "leave --labels out (auto) to read each map by its own values"
+
+
+def map_convention(data: np.ndarray, labels: str, name: str, what: str,
+                   choose: str = CHOOSE_ON_COMMAND_LINE) -> tuple[str, str | None]:
+    """The convention to read one label map of a comparison by, and a note when its values
+    overruled its name. ``labels``: the user's choice, or ``auto``: the values, where they
+    fit one convention only (a 4: BraTS 2017-2021; a 3 without a 4: BraTS 2023, MSD being
+    chosen only by name), else the name's (BraTS 2023's ``-seg``, 2017-2021's ``_seg``).
+
+    A comparison's maps are often of two conventions (an earlier scan's BraTS 2021 file
+    and a later BraTS 2023 one, both named ``*_seg``), so each is read by its own values;
+    a name that says otherwise is only a hint, and the note says which convention was
+    read. Values that fit no convention, or not the one chosen, are refused in one
+    sentence that names the way out (``choose``: how the user leaves the choice to the
+    values). Commands that read one map (``predict``'s, ``evaluate``'s) keep
+    :func:`braintumor.labels.detect_convention`, where a name that contradicts the values
+    is refused.
+    """
+    values = {int(v) for v in L.present_values(data)}
+    shown = ", ".join(str(v) for v in sorted(values))
+    if labels != "auto":
+        if values <= L.allowed_values(labels):
+            return labels, None
+        raise InputError(f"The {what} holds label values {shown}, which do not fit the "
+                         f"{labels} convention asked for (allowed: "
+                         f"{', '.join(str(v) for v in sorted(L.allowed_values(labels)))}); "
+                         f"{choose}.")
+    fits = [c for c in ("brats2021", "brats2023") if values <= L.allowed_values(c)]
+    if not fits:
+        raise InputError(f"The {what} holds label values {shown}, which fit no known "
+                         "convention (BraTS 2017-2021 uses 0, 1, 2, 4; BraTS 2023 and MSD "
+                         "0, 1, 2, 3); give a label map in one of them.")
+    named = L.convention_from_name(name)
+    if named is not None and values <= L.allowed_values(named):
+        return named, None
+    if named is None or len(fits) > 1:
+        return fits[0], None  # 0, 1, 2 alone: the same in both BraTS conventions
+    return fits[0], (f"{name} was read as {_CONVENTION_WORDS[fits[0]]}: its label values "
+                     f"({shown}) fit only that convention, not the "
+                     f"{_CONVENTION_WORDS[named]} its name suggests.")
+
+
+def read_label_map(path: str | Path, labels: str = "auto", name: str | None = None,
+                   choose: str = CHOOSE_ON_COMMAND_LINE
+                   ) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A label map file as ``(internal labels, affine, note)``; ``labels``: its
+    convention, or auto (:func:`map_convention`: the values, then ``name``, the file's
+    own name by default); ``note``: the convention read, where the values overruled the
+    name, else None."""
     from braintumor.io import load_label_nifti
 
     vol = load_label_nifti(path)
     what = f"label map {name or path}"
-    hint = None if labels == "auto" else labels
-    conv = L.detect_convention(
-        vol.data, hint=hint or L.convention_from_name(name or Path(path).name), what=what,
-        hint_given=hint is not None)
-    return L.to_internal(vol.data, conv, what=what), vol.affine
+    conv, note = map_convention(vol.data, labels, name or Path(path).name, what, choose)
+    return L.to_internal(vol.data, conv, what=what), vol.affine, note
 
 
 def compare_files(before: str | Path, after: str | Path, labels: str = "auto"
                   ) -> dict[str, Any]:
-    """:func:`compare` on two label map files (``labels``: their convention, or auto),
-    with :func:`checks`' warnings and notes."""
-    b, ab = read_label_map(before, labels)
-    a, aa = read_label_map(after, labels)
+    """:func:`compare` on two label map files (``labels``: their convention, or auto,
+    each map by its own values), with :func:`checks`' warnings and notes (after a note on
+    a map read against its name's convention)."""
+    b, ab, nb = read_label_map(before, labels)
+    a, aa, na = read_label_map(after, labels)
     out = compare(b, ab, a, aa)
     out["files"] = {"before": str(before), "after": str(after)}
     out.update(checks(Path(before).name, Path(after).name, b, ab, a, aa))
+    out["notes"] = [n for n in (nb, na) if n] + out["notes"]
     return out
 
 
 def series_from_files(paths: list[str | Path], labels: str = "auto") -> list[dict[str, Any]]:
     """:func:`series` on label map files, in date order; each visit after the first with
-    the ``warnings`` of :func:`checks` against the first (the baseline)."""
-    maps = [(Path(p).name, *read_label_map(p, labels)) for p in paths]
+    the ``warnings`` and ``notes`` of :func:`checks` against the first (the baseline),
+    and any visit with a note on a convention read against its name."""
+    read = [(Path(p).name, *read_label_map(p, labels)) for p in paths]
+    maps = [m[:3] for m in read]
     visits = series(maps)
-    for visit, m in zip(visits[1:], maps[1:], strict=True):
-        visit["warnings"] = checks(maps[0][0], m[0], maps[0][1], maps[0][2], m[1], m[2],
-                                   said=("the baseline", "this visit"))["warnings"]
+    for k, (visit, m) in enumerate(zip(visits, read, strict=True)):
+        notes = [m[3]] if m[3] else []
+        if k:
+            said = checks(read[0][0], m[0], read[0][1], read[0][2], m[1], m[2],
+                          said=("the baseline", "this visit"))
+            visit["warnings"] = said["warnings"]
+            notes += said["notes"]
+        if notes:
+            visit["notes"] = notes
     return visits
+
+
+def series_notes(visits: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """A series' ``(warnings, notes)``, each named by its visit, as the terminal, the
+    JSON and the HTML say them."""
+    return ([f"{v['name']}: {w}" for v in visits for w in v.get("warnings", [])],
+            [f"{v['name']}: {n}" for v in visits for n in v.get("notes", [])])
+
+
+def series_dates_text(visits: list[dict[str, Any]]) -> str:
+    """The visits' dates in words ("" when none is given): each visit's date and its
+    days after the baseline."""
+    dated_visits = [v for v in visits if v.get("date")]
+    if not dated_visits:
+        return ""
+    return "Dates: " + "; ".join(
+        f"{v['name']} {v['date']}"
+        + (f" ({v['days']} days after the baseline)" if v.get("days") else "")
+        for v in dated_visits) + "."
+
+
+def series_title(visits: list[dict[str, Any]]) -> str:
+    """A series' title: the visits in date order, and the span of their dates where
+    given."""
+    days = [v for v in visits if v.get("date")]
+    if len(days) < 2:
+        return "Visits, in date order"
+    span = (dt.date.fromisoformat(days[-1]["date"])
+            - dt.date.fromisoformat(days[0]["date"])).days
+    return f"Visits, in date order: {days[0]['date']} to {days[-1]['date']} ({span} days)"
 
 
 def series_rows(visits: list[dict[str, Any]]) -> list[list[str]]:
@@ -374,14 +475,22 @@ SPD_ROWS = (("ET", "Enhancing tumour (RANO)"), ("WT", "T2/FLAIR abnormality (RAN
 
 
 def _pct(c: dict[str, Any]) -> str:
-    return "-" if c["percent"] is None else f"{c['percent']:+.1f} %"
+    """A change's percent as :func:`change` cut it, signed by the change's direction (a
+    decrease cut to 0 reads -0.0 %), unsigned where nothing changed."""
+    if c["percent"] is None:
+        return "-"
+    if c["percent"] == 0 and c["before"] == c["after"]:
+        return "0.0 %"
+    return f"{c['percent']:+.1f} %"
 
 
 def _shown_change(before: float, after: float, digits: int) -> tuple[str, str, str]:
     """Two values and their change to ``digits`` decimals, the change computed from the
     values as shown, so that the row adds up as read (45.56 -> 27.50 reads -18.06)."""
     b, a = round(float(before), digits), round(float(after), digits)
-    return f"{b:.{digits}f}", f"{a:.{digits}f}", f"{a - b:+.{digits}f}"
+    diff = round(a - b, digits)
+    return (f"{b:.{digits}f}", f"{a:.{digits}f}",
+            f"{diff:+.{digits}f}" if diff else f"{0:.{digits}f}")
 
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -416,12 +525,25 @@ def _table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
             + "</table>")
 
 
-def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
-    """``<out>.json`` (``doc``) and a self-contained ``<out>.html`` around ``body``."""
+def output_paths(out: str | Path) -> dict[str, Path]:
+    """The two files ``-o OUT`` writes: ``OUT.json`` and ``OUT.html``, each suffix added
+    to the whole name, so a name with dots keeps them (``pat_2024.03.15`` ->
+    ``pat_2024.03.15.html``, not ``pat_2024.03.html``). A name that already ends in
+    ``.html`` or ``.json`` (in any case) names the pair without it: ``report.html``
+    writes ``report.html`` and ``report.json``."""
     base = Path(out)
-    base = base.with_suffix("") if base.suffix in (".html", ".json") else base
-    base.parent.mkdir(parents=True, exist_ok=True)
-    jpath, hpath = base.with_suffix(".json"), base.with_suffix(".html")
+    if base.suffix.lower() in (".html", ".json"):
+        base = base.with_suffix("")
+    return {"json": base.with_name(base.name + ".json"),
+            "html": base.with_name(base.name + ".html")}
+
+
+def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
+    """``<out>.json`` (``doc``) and a self-contained ``<out>.html`` around ``body``
+    (:func:`output_paths`)."""
+    paths = output_paths(out)
+    jpath, hpath = paths["json"], paths["html"]
+    jpath.parent.mkdir(parents=True, exist_ok=True)
     jpath.write_text(json.dumps(doc, indent=2) + "\n")
     hpath.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>braintumor: follow-up"
@@ -433,12 +555,12 @@ def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
                   for w in doc.get("warnings", []))
         + f"{body}<p>{html.escape(CAVEAT)}</p>"
         "</body></html>\n")
-    return {"json": jpath, "html": hpath}
+    return paths
 
 
 def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """``<out>.json`` and a self-contained ``<out>.html`` of :func:`compare`'s result
-    (``out`` with or without a suffix)."""
+    (:func:`output_paths`)."""
     from braintumor.report import diameters_html
 
     e = html.escape
@@ -458,14 +580,13 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 
 def write_series_outputs(visits: list[dict[str, Any]], out: str | Path) -> dict[str, Path]:
-    """``<out>.json`` and ``<out>.html`` of :func:`series`'s visits."""
-    warnings = [f"{v['name']}: {w}" for v in visits for w in v.get("warnings", [])]
-    dated_visits = [v for v in visits if v.get("date")]
+    """``<out>.json`` and ``<out>.html`` of :func:`series`'s visits (their warnings and
+    notes gathered, each named by its visit, as the terminal says them)."""
+    warnings, notes = series_notes(visits)
+    dates = series_dates_text(visits)
     body = ("<p>Visits in date order; SPD changes from the baseline (the first visit) and "
             "from the nadir (the smallest SPD before each visit).</p>"
-            + ("<p>Dates: " + "; ".join(
-                f"{html.escape(v['name'])} {v['date']}"
-                + (f" ({v['days']} days after the baseline)" if v.get("days") else "")
-                for v in dated_visits) + ".</p>" if dated_visits else "")
+            + (f"<p>{html.escape(dates)}</p>" if dates else "")
+            + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
             + _table(SERIES_HEADER, series_rows(visits)))
-    return _write({"visits": visits, "warnings": warnings}, body, out)
+    return _write({"visits": visits, "warnings": warnings, "notes": notes}, body, out)

@@ -1088,17 +1088,24 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                           "after_date": {"type": "string", "format": "date",
                                          "description": "this scan's date, YYYY-MM-DD "
                                                         "(optional; a DICOM study's "
-                                                        "own otherwise)"}}}}}}})
+                                                        "own otherwise)"},
+                          "labels": {"type": "string",
+                                     "enum": ["auto", "brats2021", "brats2023"],
+                                     "default": "auto",
+                                     "description": "the earlier file's label convention "
+                                                    "(optional; auto: by its values, its "
+                                                    "name where they fit either)"}}}}}}})
     async def compare_with(job_id: str, request: Request) -> dict[str, Any]:
         """This job's outline (the current version) against an earlier scan's label map:
         volumes and RANO SPD at both dates, the change and where it falls against RANO's
         size thresholds (:mod:`braintumor.followup`). ``warnings``: why the earlier file
         may not be this patient's (names of different cases, fields of view apart) or is
         this outline itself (:func:`braintumor.followup.checks`); ``notes``: facts such as
-        grids that differ; ``dates``: each scan's date, None where not known (a label map
-        has none: the form's ``before_date`` and ``after_date``, YYYY-MM-DD, give them; a
-        DICOM study's is its StudyDate), and the ``days`` between them. The upload is not
-        kept."""
+        grids that differ, or the earlier file read as another convention than its name
+        suggests (``labels``: auto, by its values; or brats2021, brats2023); ``dates``:
+        each scan's date, None where not known (a label map has none: the form's
+        ``before_date`` and ``after_date``, YYYY-MM-DD, give them; a DICOM study's is its
+        StudyDate), and the ``days`` between them. The upload is not kept."""
         from braintumor.web.upload import read_multipart
 
         job = done_3d(job_id)
@@ -1111,8 +1118,12 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 raise InputError("Send the earlier scan's label map as one file in the "
                                  "field 'before'.")
             dates = _scan_dates(fields, job)
+            labels = (fields.get("labels") or "auto").strip().lower() or "auto"
+            if labels not in ("auto", "brats2021", "brats2023"):
+                raise InputError(f"labels {fields['labels']!r} is no label convention; give "
+                                 "auto, brats2021 or brats2023.")
             return await run_in_threadpool(_compare, job, before[0].path, before[0].name,
-                                           dates)
+                                           dates, labels)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -1125,10 +1136,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
         from braintumor.followup import dated
 
-        unknown = sorted(set(fields) - {"before_date", "after_date"})
+        unknown = sorted(set(fields) - {"before_date", "after_date", "labels"})
         if unknown:
             raise InputError(f"Unknown field {unknown[0]!r}; a comparison takes the file "
-                             "'before' and the dates 'before_date' and 'after_date'.")
+                             "'before', the dates 'before_date' and 'after_date' and the "
+                             "convention 'labels'.")
         said = {"before_date": "the earlier scan's date", "after_date": "this scan's date"}
         got: dict[str, dt.date | None] = {}
         for key, given in (("before_date", fields.get("before_date")),
@@ -1153,7 +1165,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         return dated(b, a)
 
     def _compare(job: Job, before: Path, name: str,
-                 dates: dict[str, Any] | None = None) -> dict[str, Any]:
+                 dates: dict[str, Any] | None = None, convention: str = "auto"
+                 ) -> dict[str, Any]:
         from braintumor.followup import CAVEAT, checks, compare, read_label_map, table_rows
         from braintumor.io import is_nifti
         from braintumor.web.correct import read_labels
@@ -1165,7 +1178,10 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         # client's name is not used on disk)
         suffix = ".nii.gz" if name.lower().endswith(".gz") else ".nii"
         stored = before.rename(before.with_name("before" + suffix))
-        old, old_affine = call_named(lambda p: read_label_map(p, name=name), stored, name)
+        old, old_affine, note = call_named(
+            lambda p: read_label_map(p, convention, name=name,
+                                     choose="send labels=auto to read it by its own values"),
+            stored, name)
         path = labels_path(store.job_dir(job.id), job.label_version)
         now: Any = nib.load(str(path))
         labels = read_labels(path)
@@ -1175,6 +1191,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         case = str(job.inputs.get("case_id") or "")
         result.update(checks(name, case, old, old_affine, labels, now.affine,
                              said=("the earlier file", "this case")))
+        result["notes"] = [note, *result["notes"]] if note else result["notes"]
         # a label map carries no date: the reader's, or a DICOM study's kept with its job
         result["dates"] = dates or {"before": None, "after": job.inputs.get("study_date"),
                                     "days": None}
