@@ -339,6 +339,30 @@ def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> 
         OpenVinoNet(folder / "fold0.onnx", precision="int4")
 
 
+def test_openvino_sends_no_usage_statistics(tmp_path: Path) -> None:
+    """OpenVINO's converter imports ``openvino_telemetry`` with OpenVINO and sends an event
+    to Google Analytics when it is installed: a prediction through OpenVINO never imports
+    it. A stand-in module that leaves a mark when imported shows whether it was."""
+    pytest.importorskip("openvino")
+    import os
+    import subprocess
+    import sys
+
+    stand_in = tmp_path / "site" / "openvino_telemetry"
+    stand_in.mkdir(parents=True)
+    mark = tmp_path / "imported"
+    (stand_in / "__init__.py").write_text(f"open({str(mark)!r}, 'w').write('yes')\n")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(src)])}
+    probe = subprocess.run([sys.executable, "-c", "import openvino"], env=env)
+    assert probe.returncode == 0 and mark.exists()  # the stand-in is what OpenVINO finds
+    mark.unlink()
+    run = subprocess.run([sys.executable, "-c", (
+        "from braintumor.inference import MODELS_DIR, OpenVinoNet\n"
+        "OpenVinoNet(next(MODELS_DIR.glob('brats3d/*.onnx'))).session\n")], env=env)
+    assert run.returncode == 0 and not mark.exists()
+
+
 def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:
     pytest.importorskip("openvino")
     from concurrent.futures import ThreadPoolExecutor

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -395,6 +396,18 @@ def model_version(model: str | Path | None = None) -> str:
     return str(json.loads((where / "model.json").read_text()).get("version", "unknown"))
 
 
+def import_openvino() -> Any:
+    """OpenVINO, imported with its usage statistics off. Its model converter, loaded with
+    it, sends an event to Google Analytics at import when ``openvino_telemetry`` is
+    installed (a DNS query from every prediction, and seconds of delay where the network
+    drops it); this package sends nothing anywhere, so that module is hidden and OpenVINO
+    uses its own no-op stand-in."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
 #: the CNN runtimes a prediction may ask for (``auto``: the fastest installed)
 BACKENDS = ("auto", "openvino", "onnx", "torch")
 
@@ -632,8 +645,7 @@ class OpenVinoNet(OnnxNet):
     def session(self) -> Any:
         """The compiled model, made on first use (which settles ``precision``)."""
         if self._session is None:
-            import openvino as ov
-
+            ov = import_openvino()
             core = ov.Core()
             if self.precision == "auto":
                 native = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
