@@ -190,7 +190,7 @@ def test_the_measured_slice_shows_both_diameters_where_they_were_measured() -> N
         lab_o = np.transpose(lab, order)
         img_o = np.transpose(image, (0, *(o + 1 for o in order)))
         d = rano(lab_o, aff)
-        pics[name] = diameter_pictures(img_o, lab_o, aff, d)["ET"]
+        pics[name] = diameter_pictures(img_o, lab_o, aff, d, titles=False)["ET"]
         outline = np.argwhere((pics[name] == DIAMETER_VIEWS["ET"][1]).all(-1))
         assert len(outline) > 50
         for colour in (LONGEST_RGB, PERPENDICULAR_RGB):
@@ -201,6 +201,14 @@ def test_the_measured_slice_shows_both_diameters_where_they_were_measured() -> N
                 (name, hits.mean(0), outline.mean(0))
     assert pics["axial"].shape == pics["sagittal"].shape
     assert np.array_equal(pics["axial"], pics["sagittal"])
+    # titled (as written to diameters.png): the same picture under a band of text
+    titled = diameter_pictures(image, lab, np.eye(4), rano(lab, np.eye(4)))["ET"]
+    band = titled.shape[0] - pics["axial"].shape[0]
+    assert band > 20 and titled.shape[1] == pics["axial"].shape[1]
+    np.testing.assert_array_equal(titled[band:], pics["axial"])
+    top = titled[:band]
+    for colour in ((255, 255, 255), LONGEST_RGB, PERPENDICULAR_RGB):  # title, two lengths
+        assert (top == colour).all(-1).sum() > 10, colour
 
 
 def test_the_longest_diameter_agrees_with_scikit_image_feret_diameter() -> None:

@@ -498,7 +498,7 @@ PERPENDICULAR_RGB = (213, 94, 0)
 
 def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
                       diameters: Mapping[str, Any], axcodes: Sequence[str] = DISPLAY_AXCODES,
-                      scale: int = 2) -> dict[str, np.ndarray]:
+                      scale: int = 2, titles: bool = True) -> dict[str, np.ndarray]:
     """The slice on which each region's largest lesion was measured, with the region's
     outline and the two diameters drawn: ``{"ET": rgb, "WT": rgb}`` (``(H, W, 3)`` uint8;
     a region without a lesion is left out).
@@ -508,7 +508,7 @@ def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
     :func:`plane` draws an axial slice of the grid ``axcodes`` (the default,
     :data:`DISPLAY_AXCODES`, is the radiological view of every picture), enlarged
     ``scale`` times so the lines stay thin, with the orientation letters around it
-    (:func:`label_edges`).
+    (:func:`label_edges`) and, with ``titles``, what it shows above it (:func:`_titled`).
     """
     import nibabel as nib
     from scipy import ndimage as ndi
@@ -569,7 +569,47 @@ def diameter_pictures(image: np.ndarray, labels: np.ndarray, affine: np.ndarray,
                 ok = (rr + dr >= 0) & (rr + dr < h) & (cc + dc >= 0) & (cc + dc < w)
                 rgb[rr[ok] + dr, cc[ok] + dc] = col
         pictures[region] = label_edges(rgb, letters, size=12 * scale)
+        if titles:
+            pictures[region] = _titled(pictures[region], region, modality, les, 9 * scale)
     return pictures
+
+
+#: how a diameter picture's title names its region
+DIAMETER_TITLES = {"ET": "Enhancing tumour", "WT": "T2/FLAIR abnormality"}
+
+
+def _titled(rgb: np.ndarray, region: str, modality: str, lesion: Mapping[str, Any],
+            size: int) -> np.ndarray:
+    """``rgb`` under a black band that says what it shows, so the picture can be read on
+    its own (the demo's ``diameters.png``, a cohort's ``<case>_diameters.png``): the
+    region, the image and the slice, then the two diameters in their lines' colours."""
+    from PIL import Image, ImageDraw
+
+    from braintumor.cases import MODALITY_NAMES
+
+    h, w = rgb.shape[:2]
+    first = (f"{DIAMETER_TITLES.get(region, region)} on {MODALITY_NAMES[modality]}, "
+             f"slice {int(lesion['slice']) + 1}")
+    if lesion.get("slices"):
+        first += f" of {int(lesion['slices'])}"
+    parts = [(f"{float(lesion['longest_mm']):.1f} mm", LONGEST_RGB), (" x ", LETTER_RGB),
+             (f"{float(lesion['perpendicular_mm']):.1f} mm", PERPENDICULAR_RGB)]
+    while True:  # as large as fits the picture's width
+        font = _letter_font(size)
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        if probe.textlength(first, font=font) <= w - 8 or size <= 8:
+            break
+        size -= 1
+    band = 2 * size + size // 2 + 8
+    canvas = Image.new("RGB", (w, h + band))
+    canvas.paste(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((w / 2, 4), first, fill=LETTER_RGB, font=font, anchor="ma")
+    x = (w - sum(draw.textlength(t, font=font) for t, _ in parts)) / 2
+    for text, colour in parts:
+        draw.text((x, 4 + size + size // 2), text, fill=colour, font=font, anchor="la")
+        x += draw.textlength(text, font=font)
+    return np.asarray(canvas)
 
 
 def diameters_png(pictures: Mapping[str, np.ndarray], path: str | Path) -> Path | None:
