@@ -309,6 +309,65 @@ def test_onnx_export_agrees_with_torch(tmp_path: Path, tiny_model: Path,
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
 
 
+def test_export_onnx_never_writes_over_its_checkpoint(tmp_path: Path, tiny_model: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    """``-o`` the checkpoint itself (by its own path, another spelling of it or a link):
+    the export replaced the checkpoint and then failed to read it back; refused in one
+    sentence before any work, the checkpoint as it was."""
+    victim = tmp_path / "ex" / "victim.pt"
+    victim.parent.mkdir()
+    victim.write_bytes((tiny_model / "fold0.pt").read_bytes())
+    before = victim.read_bytes()
+    (tmp_path / "link.pt").symlink_to(victim)
+    for out in (victim, tmp_path / "ex" / ".." / "ex" / "victim.pt", tmp_path / "link.pt"):
+        rc = main(["export-onnx", str(victim), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("error:") == 1 and "is the checkpoint" in err, err
+        assert "not a readable" not in err
+        assert victim.read_bytes() == before
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.pt"]
+
+
+def test_export_onnx_puts_only_a_checked_file_in_place(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The export was written in place, so one that failed its check was left at -o
+    (and an earlier good one gone); now it is written beside it and renamed into place
+    only when it agrees with PyTorch, and replacing a file is said."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import braintumor.inference as inf
+
+    ck, out = str(tiny_model / "fold0.pt"), tmp_path / "x.onnx"
+    out.write_bytes(b"an earlier export")
+    assert main(["export-onnx", ck, "-o", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "replaced" in said.err and str(out) in said.out
+    good = out.read_bytes()
+    assert good != b"an earlier export"
+    monkeypatch.setattr(inf, "onnx_agreement", lambda *a, **k: 0.5)
+    assert main(["export-onnx", ck, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "differ from PyTorch's by up to 0.5" in err and "not written" in err, err
+    assert out.read_bytes() == good  # the earlier file is kept as it was
+    fresh = tmp_path / "fresh.onnx"
+    assert main(["export-onnx", ck, "-o", str(fresh)]) == 1
+    assert not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]  # no temporary left
+
+
+def test_export_onnx_of_a_folder_says_it_is_one(tmp_path: Path, tiny_model: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A model folder given as the checkpoint was 'checkpoint file not found'."""
+    assert main(["export-onnx", str(tiny_model), "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "model.json" in err and "not found" not in err, err
+    assert main(["export-onnx", str(tiny_model / "fold0.pt"), "-o", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> None:
     ov = pytest.importorskip("openvino")
     from braintumor.inference import OnnxNet, OpenVinoNet

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -967,6 +968,42 @@ def test_onnx_export_agrees_with_the_weights(tmp_path: Path) -> None:
     img = fake_slice(50, 70, seed=4)[0]
     a, b = s2d.segment_image(img, fast), s2d.segment_image(img, slow)
     np.testing.assert_allclose(a.probability, b.probability, atol=1e-5)
+
+
+def test_2d_export_never_writes_over_its_weights(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights named like their export (m.onnx, m.json) were overwritten by it, and an
+    export that failed half way was left beside the weights, where the 2D predictor
+    takes it over them: refused, and written beside its place, then renamed."""
+    pytest.importorskip("onnx")
+    from braintumor.inference import onnx_export as real_export
+
+    cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8, 16]}, "size": 32,
+           "threshold": 0.5, "min_fraction": 0.001, "tta": "hv"}
+    blob = {"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg}
+    for name in ("m.onnx", "m.json"):
+        path = tmp_path / name
+        torch.save(blob, path)
+        before = path.read_bytes()
+        with pytest.raises(InputError, match="would write over the weights"):
+            s2d.export_onnx_2d(path)
+        assert path.read_bytes() == before
+        path.unlink()
+    path = tmp_path / "m.pt"
+    torch.save(blob, path)
+
+    def half(net: Any, x: Any, out: Path, *args: Any) -> None:
+        Path(out).write_bytes(b"half an export")
+        raise RuntimeError("exporter failed")
+
+    monkeypatch.setattr("braintumor.inference.onnx_export", half)
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        s2d.export_onnx_2d(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    monkeypatch.setattr("braintumor.inference.onnx_export", real_export)
+    graph, cfg_path = s2d.export_onnx_2d(path)
+    assert graph.is_file() and json.loads(cfg_path.read_text()) == cfg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx", "m.pt"]
 
 
 def test_shipped_2d_export_matches_the_shipped_weights() -> None:

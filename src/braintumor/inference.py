@@ -775,16 +775,63 @@ def onnx_export(net: Any, x: Any, out: Path, dyn: dict[int, str], opset: int) ->
                           dynamo=False)
 
 
-def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17) -> Path:
-    """Export a checkpoint's network to ONNX with dynamic batch and spatial axes."""
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx` did: ``path`` the file asked for; ``diff`` the largest
+    probability difference from PyTorch on the seeded input (None: not checked);
+    ``written`` False where that exceeded the tolerance, so nothing was put at ``path``
+    (a file already there is left as it was); ``replaced`` True where an earlier file at
+    ``path`` was replaced."""
+
+    path: Path
+    diff: float | None = None
+    written: bool = True
+    replaced: bool = False
+
+
+def check_export_target(checkpoint: str | Path, out_path: str | Path) -> None:
+    """Refuse, in one sentence and before any work, an ONNX file to be written over the
+    checkpoint it is exported from (by its own path, another spelling of it or a link to
+    it: the checkpoint would be lost) or onto a folder."""
+    src, out = Path(checkpoint), Path(out_path)
+    if src.exists() and out.exists() and os.path.samefile(src, out):
+        also = "" if str(out) == str(src) else f" ({src})"
+        raise InputError(f"{out}: is the checkpoint being exported{also}, and the ONNX file "
+                         "written there would destroy it; give the ONNX file another name, "
+                         f"such as {src.with_suffix('.onnx').name}.")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; name the ONNX file to write, such as "
+                         f"{out / src.with_suffix('.onnx').name}.")
+
+
+def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
+                tolerance: float | None = None) -> OnnxExport:
+    """Export a checkpoint's network to ONNX with dynamic batch and spatial axes.
+
+    The file is written beside ``out_path`` and renamed into place, so a failed export
+    never leaves half a file there. With ``tolerance``, it is first checked against
+    PyTorch (:func:`onnx_agreement`, where ONNX Runtime is installed) and put in place
+    only when their probabilities differ by at most that; otherwise it is removed and
+    a file already at ``out_path`` is left as it was. An ``out_path`` that is the
+    checkpoint itself is refused (:func:`check_export_target`)."""
     import torch
 
-    net, cfg = load_checkpoint_net(checkpoint, "cpu")
+    check_export_target(checkpoint, out_path)
+    net, _ = load_checkpoint_net(checkpoint, "cpu")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.zeros(1, 4, 64, 64, 64)
-    onnx_export(net, x, out, {0: "batch", 2: "x", 3: "y", 4: "z"}, opset)
-    return out
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial.onnx")
+    try:
+        x = torch.zeros(1, 4, 64, 64, 64)
+        onnx_export(net, x, partial, {0: "batch", 2: "x", 3: "y", 4: "z"}, opset)
+        diff = None if tolerance is None else onnx_agreement(checkpoint, partial)
+        if diff is not None and tolerance is not None and diff > tolerance:
+            return OnnxExport(out, diff, written=False)
+        replaced = out.exists() or out.is_symlink()
+        os.replace(partial, out)
+        return OnnxExport(out, diff, replaced=replaced)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def onnx_agreement(checkpoint: str | Path, onnx_path: str | Path, size: int = 64,

@@ -444,17 +444,37 @@ def _load_torch_model(p: Path) -> Model2D:
 def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
     """Write the ONNX export of 2D weights (dynamic batch and picture size) and their
     config beside them (:func:`onnx_files`); :func:`load_model_2d` then runs them
-    without PyTorch."""
+    without PyTorch. Each is written beside its place and renamed into it, the export
+    last, so a failed export leaves the earlier pair (or none) rather than half a file
+    the predictor would take over the weights; weights named like their export
+    (``m.onnx``, ``m.json``) are refused, not overwritten."""
+    import os
+
     import torch
 
-    from braintumor.inference import onnx_export
+    from braintumor import inference
 
     p = Path(weights)
-    model = _load_torch_model(p)
     graph, cfg_path = onnx_files(p)
+    for target in (graph, cfg_path):
+        if p.exists() and target.exists() and os.path.samefile(p, target):
+            raise InputError(f"{p}: its ONNX export and config are written beside it as "
+                             f"{graph.name} and {cfg_path.name}, which would write over the "
+                             "weights; give the weights file another name (such as "
+                             f"{p.stem}.pt).")
+    model = _load_torch_model(p)
     x = torch.zeros(1, 3, model.size, model.size)
-    onnx_export(model.network, x, graph, {0: "batch", 2: "h", 3: "w"}, opset)
-    cfg_path.write_text(json.dumps(model.config, indent=1) + "\n")
+    partial = [t.with_name(f".{t.name}.{os.getpid()}.partial{t.suffix}")
+               for t in (graph, cfg_path)]
+    try:
+        inference.onnx_export(model.network, x, partial[0], {0: "batch", 2: "h", 3: "w"},
+                              opset)
+        partial[1].write_text(json.dumps(model.config, indent=1) + "\n")
+        os.replace(partial[1], cfg_path)
+        os.replace(partial[0], graph)
+    finally:
+        for t in partial:
+            t.unlink(missing_ok=True)
     _load_model_cached.cache_clear()
     return graph, cfg_path
 

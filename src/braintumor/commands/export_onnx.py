@@ -20,25 +20,35 @@ TOLERANCE = 1e-4
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export, check and only then put the file in place: an export whose probabilities
+    differ from PyTorch's is not written (a file already at ``-o`` is kept), and one that
+    replaces a file says so."""
     import sys
 
-    from braintumor.inference import export_onnx, onnx_agreement
+    from braintumor.inference import check_export_target, export_onnx
 
+    # before any work: an -o that is the checkpoint itself would destroy it
+    check_export_target(args.checkpoint, args.output)
     _not_2d(args.checkpoint)
-    out = export_onnx(args.checkpoint, args.output, args.opset)
-    print(out)
     # the export is checked as it is written: the same seeded input through both
-    diff = onnx_agreement(args.checkpoint, out)
-    if diff is None:
+    done = export_onnx(args.checkpoint, args.output, args.opset, tolerance=TOLERANCE)
+    out = done.path
+    if not done.written:
+        kept = " (the file already there is left as it was)" if out.exists() else ""
+        print(f"error: {args.checkpoint}: its ONNX export's probabilities differ from "
+              f"PyTorch's by up to {done.diff:.2g} on a random 64^3 input (more than "
+              f"{TOLERANCE:g}), so it was not written to {out}{kept}.", file=sys.stderr)
+        return 1
+    print(out)
+    if done.replaced:
+        print(f"note: {out}: the file that was there is replaced by this export.",
+              file=sys.stderr)
+    if done.diff is None:
         print("ONNX Runtime is not installed: the export was not checked against PyTorch.",
               file=sys.stderr)
-    elif diff > TOLERANCE:
-        print(f"error: {out}: its probabilities differ from PyTorch's by up to {diff:.2g} on a "
-              f"random 64^3 input (more than {TOLERANCE:g}); do not use it.", file=sys.stderr)
-        return 1
     else:
-        print(f"checked: ONNX Runtime's probabilities within {diff:.1g} of PyTorch's on a random "
-              "64^3 input")
+        print(f"checked: ONNX Runtime's probabilities within {done.diff:.1g} of PyTorch's on "
+              "a random 64^3 input")
     return 0
 
 
@@ -53,6 +63,10 @@ def _not_2d(checkpoint: str) -> None:
     from braintumor.networks import list_networks
 
     path = Path(checkpoint)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; export-onnx takes one .pt checkpoint, such as "
+                         "a run folder's best.pt or one of the members a model folder's "
+                         "model.json lists.")
     if not path.is_file():
         raise InputError(f"{path}: checkpoint file not found.")
     try:
