@@ -41,6 +41,7 @@ def _windows(batch: int) -> np.ndarray:
 
 
 def main() -> int:
+    from braintumor.errors import InputError
     from braintumor.inference import DEFAULT_MODEL, MODELS_DIR, load_model
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -51,13 +52,12 @@ def main() -> int:
     folder = MODELS_DIR / DEFAULT_MODEL
     results: dict[str, tuple[float, np.ndarray]] = {}
     for backend in ("openvino", "openvino-f32", "onnx", "torch"):
-        lm = load_model(folder, "cpu", backend.split("-")[0])
-        net = lm.nets[0]
-        got = type(net).__name__
-        if backend.startswith("openvino") and got != "OpenVinoNet" or \
-                backend == "onnx" and got != "OnnxNet":
-            print(f"{backend}: not installed, skipped")
+        try:  # a runtime named that is not installed is refused, not swapped
+            lm = load_model(folder, "cpu", backend.split("-")[0])
+        except InputError as exc:
+            print(f"{backend}: skipped ({exc})")
             continue
+        net = lm.nets[0]
         if backend == "openvino-f32":
             net.precision = "f32"  # type: ignore[attr-defined]
         if backend == "torch":

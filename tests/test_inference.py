@@ -441,6 +441,8 @@ def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:
 def test_onnx_runtime_steps_in_where_openvino_cannot_compile(
         tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ov = pytest.importorskip("openvino")
+    from braintumor.errors import InputError
+
     folder = _with_onnx(tmp_path, tiny_model)
     case = make_case(shape=SHAPE, seed=14)
     ref = segment_cnn(case, model=folder, device="cpu", backend="onnx")
@@ -449,11 +451,14 @@ def test_onnx_runtime_steps_in_where_openvino_cannot_compile(
         raise RuntimeError("no CPU plugin here")
 
     monkeypatch.setattr(ov.Core, "compile_model", refuse)
-    res = segment_cnn(case, model=folder, device="cpu", backend="openvino")
+    res = segment_cnn(case, model=folder, device="cpu", backend="auto")
     assert res.info["backend"] == "onnx" and res.info["precision"] == "float32"
     assert "no CPU plugin here" in res.info["backend_note"]
     assert ref.probabilities is not None and res.probabilities is not None
     np.testing.assert_array_equal(res.probabilities, ref.probabilities)
+    # named, OpenVINO is not swapped for ONNX Runtime: the case fails saying why
+    with pytest.raises(InputError, match="OpenVINO could not compile .*no CPU plugin here"):
+        segment_cnn(case, model=folder, device="cpu", backend="openvino")
 
 
 def test_auto_backend_falls_back_without_openvino(tmp_path: Path, tiny_model: Path,
@@ -464,10 +469,74 @@ def test_auto_backend_falls_back_without_openvino(tmp_path: Path, tiny_model: Pa
     from braintumor.inference import backend_name
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
-    for backend in ("auto", "openvino", "onnx"):
+    for backend in ("auto", "onnx"):
         assert backend_name(load_model(folder, "cpu", backend).nets[0]) == "onnx"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert backend_name(load_model(folder, "cpu", "auto").nets[0]) == "torch"
+
+
+@pytest.mark.parametrize("backend, missing, says", [
+    ("openvino", ("openvino",), "--backend openvino was asked for, but OpenVINO is not "
+                                "installed"),
+    ("onnx", ("onnxruntime",), "--backend onnx was asked for, but ONNX Runtime is not "
+                               "installed"),
+    ("openvino", ("openvino", "onnxruntime"), "OpenVINO is not installed"),
+])
+def test_a_backend_named_that_cannot_run_is_refused(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], backend: str, missing: tuple[str, ...],
+        says: str) -> None:
+    """A runtime named explicitly (a benchmark's) was swapped for another without a word:
+    --backend openvino without OpenVINO ran ONNX Runtime or PyTorch, rc 0. ``auto`` alone
+    chooses; a named one that is not installed is refused before any case."""
+    import sys
+
+    from braintumor.errors import InputError
+
+    folder = _with_onnx(tmp_path, tiny_model)
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(InputError, match=says):
+        load_model(folder, "cpu", backend)
+    data = tmp_path / "data"
+    for i in range(2):
+        write_case(make_case(shape=SHAPE, seed=i, case_id=f"c{i}"), data)
+    capsys.readouterr()
+    rc = main(["predict", str(data), "-o", str(tmp_path / "out"), "--model", str(folder),
+               "--fast", "--backend", backend])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count(says) == 1, err
+    assert not list(tmp_path.glob("out/*.nii.gz"))
+
+
+def test_an_onnx_backend_needs_the_models_onnx_files(tmp_path: Path, tiny_model: Path,
+                                                   capsys: pytest.CaptureFixture[str]
+                                                   ) -> None:
+    """--backend onnx with a checkpoint (which has no ONNX file) ran PyTorch without a
+    word; a model folder without its ONNX files likewise, and --device cuda too."""
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+
+    from braintumor.errors import InputError
+    from braintumor.inference import check_backend
+
+    ck = tiny_model / "fold0.pt"
+    for backend in ("onnx", "openvino")[:1 + bool(importlib.util.find_spec("openvino"))]:
+        with pytest.raises(InputError, match=f"--backend {backend} runs a model's ONNX "
+                                             "files, and .*fold0.pt is a checkpoint"):
+            check_backend(ck, backend, "cpu")
+    with pytest.raises(InputError, match="has no ONNX file for fold0.pt"):
+        load_model(tiny_model, "cpu", "onnx")
+    with pytest.raises(InputError, match="--device cuda"):
+        check_backend(_with_onnx(tmp_path, tiny_model), "onnx", "cuda")
+    for backend in ("auto", "torch"):  # these may run PyTorch
+        check_backend(ck, backend, "cuda")
+    case = write_case(make_case(shape=SHAPE, seed=1), tmp_path / "in")
+    rc = main(["predict", str(case), "-o", str(tmp_path / "out"), "--model", str(ck),
+               "--backend", "onnx"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("is a checkpoint, which has none") == 1, err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_missing_model_is_one_sentence(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ turned back into labels, uncropped into the input's native grid.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -421,10 +422,11 @@ def load_model(model: str | Path | None = None, device: str = "cpu",
     ``auto`` runs the model's ONNX files with OpenVINO when it is installed, else with
     ONNX Runtime, else the checkpoints with PyTorch: the benchmark
     (benchmarks/bench_predict.py) measured them in that order of speed for the shipped
-    model. A runtime that is not installed falls back to the next one.
+    model; one that is not installed is passed over for the next. ``onnx`` and
+    ``openvino`` named run that runtime or are refused in one sentence
+    (:func:`check_backend`), never swapped for another without a word.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
+    check_backend(model, backend, device)
     folder = model_location(model)
     if folder.is_file():
         net, cfg = load_checkpoint_net(folder, device)
@@ -492,7 +494,8 @@ def predict_probabilities(case: Case, model: str | Path | None = None, device: s
     """
     from braintumor.training.data import prepare_case
 
-    dev = resolve_device(device)
+    # an ONNX runtime named runs on the CPU, also where "auto" would pick a GPU
+    dev = "cpu" if backend in _NAMED_RUNTIMES and device == "auto" else resolve_device(device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     lm = get_model(model, dev, backend)
@@ -630,8 +633,12 @@ class OpenVinoNet(OnnxNet):
     on the 14 shared cases (README, Speed).
     """
 
-    def __init__(self, path: str | Path, threads: int = 0, precision: str = "auto") -> None:
+    def __init__(self, path: str | Path, threads: int = 0, precision: str = "auto",
+                 may_fall_back: bool = True) -> None:
         super().__init__(path, threads)
+        #: False where OpenVINO was named (``--backend openvino``): a model it cannot
+        #: compile is then an error, not a run on ONNX Runtime
+        self.may_fall_back = may_fall_back
         if precision not in ("auto", "f32", "bf16"):
             raise ValueError(f"precision {precision!r}: auto, f32 or bf16")
         self.precision = precision
@@ -662,12 +669,17 @@ class OpenVinoNet(OnnxNet):
         """``(B, 4, X, Y, Z)`` float32 array -> logits array (float32). Each thread has an
         inference request of its own (the web page's thread workers share one model).
         Where OpenVINO cannot compile the model (a CPU or container it does not serve),
-        ONNX Runtime runs it instead, when installed."""
+        ONNX Runtime runs it instead, when installed and ``may_fall_back``."""
         if self.fallback is not None:
             return self.fallback.run(x)
         try:
             compiled = self.session
         except Exception as exc:  # noqa: BLE001 - any runtime failure: the next runtime
+            if not self.may_fall_back:
+                why = f"{type(exc).__name__}: {exc}"[:200]
+                raise InputError(f"--backend openvino: OpenVINO could not compile "
+                                 f"{self.path.name} on this machine ({why}); --backend onnx "
+                                 "or auto runs it with ONNX Runtime.") from None
             try:
                 import onnxruntime  # noqa: F401
             except ImportError:
@@ -685,17 +697,21 @@ class OpenVinoNet(OnnxNet):
         return np.asarray(out[0], dtype=np.float32)
 
 
-def _onnx_runtime(backend: str) -> type[OnnxNet] | None:
-    """The class that runs ONNX files for ``backend`` (see :func:`load_model`), or None
-    for PyTorch."""
-    order = {"auto": ("openvino", "onnxruntime"), "openvino": ("openvino", "onnxruntime"),
+def _onnx_runtime(backend: str) -> Callable[..., OnnxNet] | None:
+    """What runs ONNX files for ``backend`` (see :func:`load_model`): called with a file
+    (and, for OpenVINO, a ``precision``); None for PyTorch. ``auto`` takes OpenVINO, else
+    ONNX Runtime; a runtime named is that one or None (:func:`check_backend` says why),
+    and OpenVINO named is not swapped for ONNX Runtime where it cannot compile a model."""
+    order = {"auto": ("openvino", "onnxruntime"), "openvino": ("openvino",),
              "onnx": ("onnxruntime",)}.get(backend, ())
     for module in order:
         try:
             __import__(module)
         except ImportError:
             continue
-        return OpenVinoNet if module == "openvino" else OnnxNet
+        if module == "openvino":
+            return functools.partial(OpenVinoNet, may_fall_back=backend == "auto")
+        return OnnxNet
     return None
 
 
@@ -706,7 +722,49 @@ def onnx_net(path: str | Path, backend: str = "auto", precision: str = "auto"
     runtime = _onnx_runtime(backend)
     if runtime is None:
         return None
-    return OpenVinoNet(path, precision=precision) if runtime is OpenVinoNet else runtime(path)
+    return runtime(path) if runtime is OnnxNet else runtime(path, precision=precision)
+
+
+#: the runtimes a backend may name, with the module each needs and its name in a sentence
+_NAMED_RUNTIMES = {"onnx": ("onnxruntime", "ONNX Runtime"), "openvino": ("openvino", "OpenVINO")}
+
+
+def check_backend(model: str | Path | None = None, backend: str = "auto",
+                  device: str = "auto") -> None:
+    """Refuse, in one sentence, a runtime named (``onnx``, ``openvino``) that cannot run
+    ``model`` here: not installed, no ONNX file for a member of the model (a checkpoint
+    has none), or ``device`` ``cuda`` (the ONNX runtimes run on the CPU). ``auto``
+    chooses the fastest that can, silently, and ``torch`` always can; but a run that
+    names one (a benchmark's) must not time another without a word."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
+    if backend not in _NAMED_RUNTIMES:
+        return
+    module, name = _NAMED_RUNTIMES[backend]
+    if device == "cuda":
+        raise InputError(f"--backend {backend} runs the model with {name} on the CPU, and "
+                         "--device cuda was asked for; use --backend torch (or auto) on the "
+                         "GPU.")
+    try:
+        __import__(module)
+    except ImportError:
+        raise InputError(f"--backend {backend} was asked for, but {name} is not installed "
+                         f"(pip install {module}); --backend auto runs the fastest runtime "
+                         "installed.") from None
+    where = model_location(model)
+    if where.is_file():
+        raise InputError(f"--backend {backend} runs a model's ONNX files, and {where} is a "
+                         "checkpoint, which has none; give a model folder whose model.json "
+                         "lists them, or use --backend torch or auto.")
+    meta = json.loads((where / "model.json").read_text())
+    onnx = list(meta.get("onnx") or [])
+    lacking = [ck for i, ck in enumerate(meta["checkpoints"])
+               if i >= len(onnx) or not (where / onnx[i]).is_file()]
+    if lacking:
+        raise InputError(f"--backend {backend} runs a model's ONNX files, and {where} has no "
+                         f"ONNX file for {', '.join(lacking)} (braintumor export-onnx writes "
+                         "one; list it under \"onnx\" in model.json), or use --backend torch "
+                         "or auto.")
 
 
 def backend_name(net: Any) -> str:

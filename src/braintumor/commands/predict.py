@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model folder, checkpoint or train's run folder (default: shipped)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],
                    help="CNN runtime on a CPU (auto: OpenVINO, else ONNX Runtime, when the "
-                        "model ships ONNX files)")
+                        "model ships ONNX files, else PyTorch); onnx or openvino named runs "
+                        "that runtime, or is refused before any case where it cannot")
     p.add_argument("--fast", action="store_true",
                    help="CNN (and hybrid) fast mode: one model of the ensemble at overlap 0.25 "
                         "(18-27 windows of 80^3 instead of 72, 2 members x 36; accuracy in "
@@ -150,10 +151,14 @@ def run(args: argparse.Namespace) -> int:
         from braintumor.inference import resolve_device
 
         resolve_device("cuda")
-    if getattr(args, "model", None) and getattr(args, "method", "cnn") != "watershed":
-        from braintumor.inference import check_model
+    if getattr(args, "method", "cnn") != "watershed":
+        from braintumor.inference import check_backend, check_model
 
-        check_model(args.model)
+        if getattr(args, "model", None):
+            check_model(args.model)
+        # a runtime named that cannot run the model is refused, not swapped for another
+        check_backend(getattr(args, "model", None), getattr(args, "backend", "auto"),
+                      getattr(args, "device", "auto"))
     if args.scheduler:  # a bad value or an unreachable scheduler before the output folder
         from braintumor.scale import check_scheduler
 
