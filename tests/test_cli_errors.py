@@ -458,6 +458,38 @@ def test_options_the_inputs_do_not_take_are_said() -> None:
     assert len(said) == 1 and said[0].startswith("--method, --report apply to 3D cases only")
     assert _unused_options(args, has_3d=True, has_2d=True) == []
     assert _unused_options(parser.parse_args(["x", "-o", "o"]), False, True) == []
+    # the CNN's runtime, model and device are not the 2D model's either
+    args = parser.parse_args(["x", "-o", "o", "--backend", "openvino", "--model", "m.pt",
+                              "--device", "cpu"])
+    assert _unused_options(args, has_3d=False, has_2d=True) == [
+        "--device, --model, --backend apply to 3D cases only; the 2D pictures are outlined "
+        "by the 2D model as they always are."]
+
+
+def test_options_the_watershed_does_not_use_are_said() -> None:
+    """--method watershed --fast --tta --backend openvino --model X ran the watershed with
+    all four passed over in silence: one warning line for them (and the one for
+    --uncertainty), none where the CNN or the hybrid uses them."""
+    import argparse
+
+    from braintumor.commands.predict import _unused_options, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    given = ["--fast", "--tta", "--backend", "openvino", "--model", "X", "--device", "cpu"]
+    args = parser.parse_args(["x", "-o", "o", "--method", "watershed", *given])
+    assert _unused_options(args, has_3d=True, has_2d=False) == [
+        "--device, --model, --backend, --fast, --tta apply to the CNN (--method cnn or "
+        "hybrid); the watershed does not use them."]
+    args = parser.parse_args(["x", "-o", "o", "--method", "watershed", "--uncertainty",
+                              "--fast"])
+    assert _unused_options(args, has_3d=True, has_2d=False) == [
+        "--fast applies to the CNN (--method cnn or hybrid); the watershed does not use it.",
+        "--uncertainty: the watershed gives no probabilities, so no uncertainty map is "
+        "written (it comes with --method cnn or hybrid)."]
+    for method in ("cnn", "hybrid"):
+        args = parser.parse_args(["x", "-o", "o", "--method", method, *given])
+        assert _unused_options(args, has_3d=True, has_2d=False) == []
 
 
 def test_a_zipped_nifti_case_and_dataset_on_the_command_line(tmp_path: Path) -> None:

@@ -329,10 +329,6 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
             print("warning: --channels names the channels of a 4D NIfTI file, and no input "
                   "is one; the cases' modalities come from their file names.",
                   file=sys.stderr)
-    if args.uncertainty and args.method == "watershed":
-        print("warning: --uncertainty: the watershed gives no probabilities, so no "
-              "uncertainty map is written (it comes with --method cnn or hybrid).",
-              file=sys.stderr)
     if args.dicom_seg and not any(s.dicom_reference for s in sources):
         print("warning: --dicom-seg: no input is a DICOM study, so no DICOM SEG is written.",
               file=sys.stderr)
@@ -632,27 +628,46 @@ def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]
 
 
 #: the options only 3D cases take, with their defaults
-_OPTIONS_3D = {"method": "cnn", "labels": "brats2021", "fast": False, "tta": False,
-               "align": False, "bias_correct": False, "uncertainty": False, "report": False,
+_OPTIONS_3D = {"method": "cnn", "labels": "brats2021", "device": "auto", "model": None,
+               "backend": "auto", "fast": False, "tta": False, "align": False,
+               "bias_correct": False, "uncertainty": False, "report": False,
                "diameters": False, "dicom_seg": False}
+
+#: the options only the CNN (and the hybrid, which runs it) takes, with their defaults
+_OPTIONS_CNN = {"device": "auto", "model": None, "backend": "auto", "fast": False,
+                "tta": False}
 
 
 def _unused_options(args: argparse.Namespace, has_3d: bool, has_2d: bool) -> list[str]:
-    """One sentence for each kind of option the run's inputs do not take (a pixel size
-    with no 2D picture, 3D options with 2D pictures only), rather than passing over them
-    in silence; the run goes on."""
+    """One sentence for each kind of option the run's inputs or method do not take (a
+    pixel size with no 2D picture, 3D options with 2D pictures only, the CNN's options
+    with the watershed), rather than passing over them in silence; the run goes on."""
     out = []
     if args.pixel_size is not None and not has_2d:
         out.append("--pixel-size applies to 2D pictures only; the 3D cases' voxel sizes "
                    "come from their files.")
     if has_2d and not has_3d:
-        given = [f"--{k.replace('_', '-')}" for k, default in _OPTIONS_3D.items()
-                 if getattr(args, k, default) != default]
+        given = _given(args, _OPTIONS_3D)
         if given:
             out.append(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to 3D "
                        "cases only; the 2D pictures are outlined by the 2D model as they "
                        "always are.")
+    if has_3d and getattr(args, "method", "cnn") == "watershed":
+        given = _given(args, _OPTIONS_CNN)
+        if given:
+            one = len(given) == 1
+            out.append(f"{', '.join(given)} appl{'ies' if one else 'y'} to the CNN (--method "
+                       f"cnn or hybrid); the watershed does not use {'it' if one else 'them'}.")
+        if getattr(args, "uncertainty", False):
+            out.append("--uncertainty: the watershed gives no probabilities, so no "
+                       "uncertainty map is written (it comes with --method cnn or hybrid).")
     return out
+
+
+def _given(args: argparse.Namespace, options: dict[str, Any]) -> list[str]:
+    """The options of ``options`` that ``args`` sets away from their defaults, as flags."""
+    return [f"--{k.replace('_', '-')}" for k, default in options.items()
+            if getattr(args, k, default) != default]
 
 
 def _named(case_id: str, message: str) -> str:
