@@ -654,3 +654,17 @@ def test_warnings_are_joined_without_a_full_stop_before_the_semicolon() -> None:
     assert join_warnings("the T2 is missing.", None, "The whole tumour is large.") == \
         "the T2 is missing; The whole tumour is large."
     assert join_warnings() == ""
+
+
+def test_a_predict_that_writes_nothing_leaves_no_output_folder_of_its_making(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing input is one sentence and status 2; the output folder the run would
+    have made is not left behind empty, while a folder that was there stays."""
+    out = tmp_path / "new" / "out"
+    assert main(["predict", str(tmp_path / "nothing"), "-o", str(out)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert not out.exists() and not out.parent.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["predict", str(tmp_path / "nothing"), "-o", str(kept)]) == 2
+    assert kept.is_dir()

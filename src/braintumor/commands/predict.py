@@ -165,8 +165,17 @@ def run(args: argparse.Namespace) -> int:
         check_scheduler(args.scheduler)
     from braintumor.interrupts import interruptible
 
-    with interruptible():  # SIGTERM (a time limit, docker stop) stops a run as Ctrl-C does
-        return _run_inputs(args)
+    out = Path(args.output).absolute()
+    made = [d for d in (out, *out.parents) if not d.exists()]  # by this run, if any
+    try:
+        with interruptible():  # SIGTERM (a time limit, docker stop) stops a run as Ctrl-C does
+            return _run_inputs(args)
+    finally:  # a run that wrote nothing leaves no empty output folders of its own making
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break  # not empty (or never made): kept, and the folders above it
 
 
 def _run_inputs(args: argparse.Namespace) -> int:
