@@ -303,7 +303,7 @@ def test_maps_of_two_conventions_each_read_by_their_values(
     ("Pat01_05012023.nii.gz", "Pat01_2023-06-12.nii.gz"),
     ("Pat01_week12.nii.gz", "Pat01_week24_seg.nii.gz"),
     ("Pat01_month3.nii.gz", "Pat01_6months.nii.gz"),
-    ("Pat01_m3.nii.gz", "Pat01_w12.nii.gz"),
+    ("Pat01_mo3.nii.gz", "Pat01_wk12.nii.gz"),
     ("sub-01_ses-baseline_dseg.nii.gz", "sub-01_ses-followup_dseg.nii.gz"),
     ("sub-01_ses-01_desc-tumor_dseg.nii.gz", "sub-01_ses-02_space-T1w_desc-tumor_dseg.nii.gz"),
     ("Pat01_2023-01-05T10-30.nii.gz", "Pat01_2023-06-12T08-15-00_seg.nii.gz"),
@@ -323,6 +323,10 @@ def test_names_of_two_cases_still_differ() -> None:
     assert case_key("Pat01_preop") != case_key("Pat02_preop")
     assert case_key("smith_m") != case_key("smith_f")
     assert case_key("sub-01_ses-01_dseg.nii.gz") != case_key("sub-02_ses-01_dseg.nii.gz")
+    # a bare letter and number, or eight digits alone, may be what names the patient
+    for a, b in (("pat_m3_seg", "pat_m4_seg"), ("P_3w", "P_4w"), ("W1_seg", "W10_seg"),
+                 ("M01_seg", "M02_seg"), ("12032019", "13032019")):
+        assert case_key(a) != case_key(b) and case_key(a) != "", (a, b)
 
 
 def test_the_terminal_says_the_notes_and_dates_the_files_say(

@@ -219,17 +219,19 @@ _KIND_WORDS = re.compile(r"(^|_)(seg|dseg|segmentation|labels?|labelmap|label_ma
                          r"(desc|space|rec|acq|run)_[a-z0-9]+)$")
 #: ... which visit it is (``_visit2``, ``_v2``, ``_tp1``, ``_baseline``, ``_followup_3``,
 #: ``_preop``, ``_pre-op``, ``_week12``, ``_month3``, ``_6months``; BIDS's ``ses-`` before
-#: any of them) ...
+#: any of them; not a bare letter and number such as ``_m3`` or ``_3w``, which may be
+#: what names the patient) ...
 _VISIT_WORDS = re.compile(
     r"(^|_)((visit|v|tp|timepoint|time|scan|exam|session|ses|followup|follow_up|fu|baseline|"
     r"base|pre|post|before|after|earlier|later|old|new|previous|prior|current|now|"
     r"(pre|post)_?(op|operative|operatively|surgery|surgical|treatment|therapy|tx|rt|chemo)|"
-    r"day|week|wk|month|mo|year|yr)_?\d*|[wm]_?\d+|"
-    r"\d+_?(days?|weeks?|wks?|w|months?|mos?|m|years?|yrs?|y))$")
-#: ... or its date (``_2018-03-14``, ``_20180314``, day first ``_14-03-2018`` or
-#: ``_14032018``), with a time of day after it or not (``_2018-03-14T10-30``)
-_DATE_WORDS = re.compile(r"(^|_)((19|20)\d\d_?[01]\d_?[0-3]\d|[0-3]?\d_[01]?\d_(19|20)\d\d|"
-                         r"[0-3]\d[01]\d(19|20)\d\d)((t|_)[0-2]\d_?[0-5]\d(_?[0-5]\d)?z?)?$")
+    r"day|week|wk|month|mo|year|yr)_?\d*|"
+    r"\d+_?(days?|weeks?|wks?|months?|mos?|years?|yrs?))$")
+#: ... or its date (``_2018-03-14``, ``_20180314``, day first ``_14-03-2018`` or, after
+#: a name, ``_14032018``; eight digits alone day first may be an identifier), with a time
+#: of day after it or not (``_2018-03-14T10-30``)
+_DATE_WORDS = re.compile(r"((^|_)((19|20)\d\d_?[01]\d_?[0-3]\d|[0-3]?\d_[01]?\d_(19|20)\d\d)|"
+                         r"_[0-3]\d[01]\d(19|20)\d\d)((t|_)[0-2]\d_?[0-5]\d(_?[0-5]\d)?z?)?$")
 #: BraTS 2023: ``BraTS-GLI-00005-001`` is patient 00005's timepoint 001
 _BRATS_TIMEPOINT = re.compile(r"(brats_[a-z]+_\d{5})_\d{3}")
 #: case names that name no one (this package's own for a case named by nothing)
