@@ -557,6 +557,38 @@ def test_serve_on_a_port_in_use_is_one_sentence_before_the_link(
     _check_one_sentence(capsys.readouterr().err, "not an address of this machine")
 
 
+def test_serve_without_the_web_extra_names_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["serve", "--data-dir", str(tmp_path / "web")]) == 2
+    _check_one_sentence(capsys.readouterr().err, "pip install 'braintumor[web]'")
+    assert not (tmp_path / "web").exists()  # said before anything is made
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "Needs the [web] extra" in " ".join(capsys.readouterr().out.split())
+
+
+def test_serve_data_folder_that_cannot_be_used_is_said_as_predict_says_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("uvicorn")
+    (tmp_path / "afile").write_text("keep me")
+    for target, says in ((tmp_path / "afile", "exists and is not a folder"),
+                         (tmp_path / "afile" / "sub", "the data folder cannot be made")):
+        rc = main(["serve", "--data-dir", str(target), "--port", "8798"])
+        assert rc == 1  # a folder that cannot be written: status 1, as for predict's
+        _check_one_sentence(capsys.readouterr().err, f"{target}: {says}")
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_search_without_the_track_extra_names_it(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    study = Path(__file__).resolve().parents[1] / "configs" / "study_search.yaml"
+    assert main(["experiment", "--config", str(study)]) == 2
+    _check_one_sentence(capsys.readouterr().err, "pip install 'braintumor[track]'")
+
+
 def test_no_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().err

@@ -5,24 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def output_folder(raw: str) -> Path:
+def output_folder(raw: str | Path, what: str = "output folder",
+                  purpose: str = "the outputs") -> Path:
     """The output folder, made when missing; one sentence when it cannot be written,
     before any work is done. These are file-system failures (an ``OSError`` naming the
-    folder), so the command exits with status 1, as for any file it cannot write."""
+    folder), so the command exits with status 1, as for any file it cannot write.
+    ``what`` names the folder in those sentences and ``purpose`` what it is for (the web
+    server's data folder says so)."""
     import errno
     import os
 
     out = Path(raw)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(errno.EEXIST, "exists and is not a folder; give a folder for "
-                              "the outputs", str(out))
+        raise FileExistsError(errno.EEXIST, f"exists and is not a folder; give a folder for "
+                              f"{purpose}", str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OSError(exc.errno, f"the output folder cannot be made ({exc.strerror})",
+        raise OSError(exc.errno, f"the {what} cannot be made ({exc.strerror})",
                       str(out)) from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, "the output folder is not writable", str(out))
+        raise PermissionError(errno.EACCES, f"the {what} is not writable", str(out))
     return out
 
 

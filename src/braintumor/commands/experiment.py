@@ -10,7 +10,10 @@ HELP = ("Run a study (architectures, regularisation ablation or hyperparameter s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="study YAML (configs/study_*.yaml)")
+    p.description = (f"{HELP} A hyperparameter search needs the [track] extra (Optuna): "
+                     "pip install 'braintumor[track]'.")
+    p.add_argument("--config", required=True,
+                   help="study YAML (examples: configs/study_*.yaml of the source repository)")
     p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
                    help="training wall-clock budget per run (overrides the study file)")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
@@ -33,6 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from braintumor.training.experiments import load_study, run_study
 
     study = load_study(args.config, args.budget, args.folds)
+    if study.kind == "search":
+        import importlib.util
+
+        from braintumor.errors import InputError
+
+        if importlib.util.find_spec("optuna") is None:
+            raise InputError(f"{args.config} is a hyperparameter search, which needs "
+                             "braintumor's [track] extra (Optuna), not installed here: pip "
+                             "install 'braintumor[track]'.")
     if args.parallel is not None:
         study.parallel = max(1, args.parallel)
         study.overrides += ["--parallel", str(study.parallel)]

@@ -36,6 +36,8 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (f"{HELP} Needs the [web] extra: pip install 'braintumor[web]' "
+                          "(scripts/install.sh installs it).")
     parser.epilog = ("Access token: with BRAINTUMOR_TOKEN set in the environment, every "
                      "request needs it (Authorization: Bearer TOKEN, or open the printed "
                      "?token= link once, which sets a cookie); without it, anyone who can "
@@ -139,24 +141,47 @@ def _stopping_server() -> type:
     return StoppingServer
 
 
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
+#: modules of the ``[web]`` extra that ``serve`` cannot start without
+WEB_MODULES = ("fastapi", "uvicorn")
+
+
+def check_web_extra() -> None:
+    """One sentence (:class:`InputError`, status 2) when the ``[web]`` extra is not
+    installed, rather than an import's traceback."""
+    import importlib.util
 
     from braintumor.errors import InputError
-    from braintumor.web.app import TOKEN_ENV, create_app
-    from braintumor.web.store import claim_data_dir
+
+    missing = [m for m in WEB_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"the web page needs braintumor's [web] extra, which is not installed "
+                         f"here (no {' or '.join(missing)}): pip install 'braintumor[web]', or "
+                         "run scripts/install.sh, which installs it.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from braintumor.commands import output_folder
+    from braintumor.errors import InputError
 
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port {args.port} is not a port number (1-65535).")
-    data_dir = args.data_dir or default_data_dir()
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")  # the job database and files are written here
+    check_web_extra()
+    import uvicorn
+
+    from braintumor.web.app import TOKEN_ENV, create_app
+    from braintumor.web.store import claim_data_dir
+
+    # the job database and files are written here: a folder it cannot make or write is
+    # one sentence with status 1, as predict's output folder is
+    data_dir = output_folder(args.data_dir or default_data_dir(), "data folder",
+                             "the job database and files")
+    probe = data_dir / f".write-test-{os.getpid()}"
+    try:  # what os.access does not see (a server's root squashed on NFS)
+        probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise InputError(f"{data_dir}: cannot be used as the data folder ({exc.strerror}).") \
-            from None
+        raise OSError(exc.errno, f"the data folder is not writable ({exc.strerror})",
+                      str(data_dir)) from None
     # one sentence if another server holds it; held from here on (the app takes it over),
     # so a server started at the same moment cannot take it in between
     held = claim_data_dir(data_dir.resolve())
