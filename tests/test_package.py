@@ -167,3 +167,29 @@ def test_the_cards_agree_with_the_readme_and_their_template() -> None:
     readme = block((root / "README.md").read_text())
     assert block(card) == readme
     assert block((models / "lgg2d" / "MODEL_CARD_2D.md").read_text()) == readme
+
+
+def test_the_readme_command_block_names_every_option_of_the_help() -> None:
+    """Each sub-command's line in the README's Command line block names every option its
+    ``--help`` lists, and every option has a help text."""
+    import argparse
+    import re
+
+    from braintumor.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```")[1]
+    lines = {ln.split()[1]: ln for ln in block.splitlines() if ln.startswith("braintumor ")}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(lines) == sorted(sub.choices)
+    missing = []
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS \
+                    or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings[-1]} has no help text"
+            if not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", lines[name])
+                       for o in action.option_strings):
+                missing.append(f"{name} {action.option_strings[-1]}")
+    assert not missing, f"options of --help missing from the README's block: {missing}"

@@ -18,12 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training wall-clock budget per run (overrides the study file)")
     p.add_argument("--folds", type=int, nargs="+", default=None, metavar="K",
                    help="folds to run (default: the study file's run_folds)")
-    p.add_argument("--parallel", type=int, default=None,
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="runs at once in separate processes (overrides the study file)")
-    p.add_argument("--tracking-uri", default="default",
+    p.add_argument("--tracking-uri", default="default", metavar="URI",
                    help="MLflow tracking URI (default: local store under mlruns/; "
                         "'none' turns tracking off)")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where the runs train (default cpu)")
     p.add_argument("--scheduler", default=None, metavar="local:N|HOST:PORT",
                    help="run the training runs (and search workers) on a Dask cluster whose "
                         "workers see the same folders (needs braintumor[scale])")

@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="segmenter (default: cnn, the shipped model; hybrid, about 3 s more "
                         "a case on a CPU, is the most accurate: README, Results)")
     p.add_argument("--labels", default="brats2021", choices=["brats2021", "brats2023"],
-                   help="label values written (2021: ET=4; 2023: ET=3)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+                   help="label values written (default brats2021: ET=4; brats2023: ET=3)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the CNN runs (default auto: a CUDA GPU when there is one)")
     p.add_argument("--model", default=None,
                    help="model folder, checkpoint or train's run folder (default: shipped)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"],

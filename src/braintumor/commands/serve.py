@@ -45,19 +45,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help=f"folder for the job database and files (default "
                              f"{default_data_dir()})")
-    parser.add_argument("--workers", type=_positive(int), default=1,
+    parser.add_argument("--workers", type=_positive(int), default=1, metavar="N",
                         help="jobs run at the same time (default 1)")
-    parser.add_argument("--threads", type=_positive(int), default=None,
+    parser.add_argument("--threads", type=_positive(int), default=None, metavar="N",
                         help="CPU threads each job may use (default: all)")
-    parser.add_argument("--ttl-hours", type=_positive(float), default=24.0,
+    parser.add_argument("--ttl-hours", type=_positive(float), default=24.0, metavar="H",
                         help="hours inputs and results are kept after a job finishes "
                              "(default 24)")
     parser.add_argument("--max-upload-mb", type=_positive(float), default=1024.0,
+                        metavar="MB",
                         help="largest upload in MiB (default 1024)")
     parser.add_argument("--job-timeout-min", type=_positive(float), default=None,
+                        metavar="M",
                         help="stop a job running longer than this (default: no limit)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="another name (NAME or NAME:PORT) the page may be opened by, "

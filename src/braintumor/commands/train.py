@@ -12,10 +12,12 @@ HELP = "Train a segmentation network from a YAML config (resumes when its run fo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="training config YAML (see configs/)")
+    p.add_argument("--config", required=True,
+                   help="training config YAML (examples: configs/ of the source repository)")
     p.add_argument("--fold", type=int, default=None,
                    help="cross-validation fold to hold out (-1: train on all cases)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where it trains (default auto: a CUDA GPU when there is one)")
     p.add_argument("--out", default=None, help="run folder (default runs/<name>/fold<K>)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set lr=0.001 augment.enabled=false")
