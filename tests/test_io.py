@@ -583,9 +583,12 @@ def test_the_tolerance_is_a_distance_between_voxel_centres_across_the_grid() -> 
     for other in (zoomed, turned):
         assert np.abs(other - np.eye(4)).max() < io.GRID_TOLERANCE_MM
         assert not io.on_grid(shape, other, shape, np.eye(4))
-        assert io.on_grid((2, 2, 2), other, (2, 2, 2), np.eye(4))  # 1 voxel: 0.009 mm
+        assert io.on_grid((2, 1, 1), other, (2, 1, 1), np.eye(4))  # 1 voxel: < 0.01 mm
     tiny = np.diag([1 + 0.4 * io.GRID_TOLERANCE_MM / 239] * 3 + [1.0])
     assert io.on_grid(shape, tiny, shape, np.eye(4))
+    shifted = np.eye(4)  # 0.009 mm along each axis: 0.0156 mm away
+    shifted[:3, 3] = 0.9 * io.GRID_TOLERANCE_MM
+    assert not io.on_grid(shape, shifted, shape, np.eye(4))
     nan = np.eye(4)
     nan[0, 0] = np.nan
     assert not io.on_grid(shape, nan, shape, np.eye(4))

@@ -219,7 +219,8 @@ def same_placement(affine: np.ndarray, grid_affine: np.ndarray,
     corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1])
                         for k in (0, n[2])]).T
     gap = (a - b)[:3] @ corners
-    return bool(np.all(np.isfinite(gap)) and np.abs(gap).max() <= GRID_TOLERANCE_MM)
+    return bool(np.all(np.isfinite(gap))
+                and np.linalg.norm(gap, axis=0).max() <= GRID_TOLERANCE_MM)
 
 
 class NotOnGrid(ValueError):
