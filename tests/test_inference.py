@@ -420,6 +420,26 @@ def test_openvino_sends_no_usage_statistics(tmp_path: Path) -> None:
         "from braintumor.inference import MODELS_DIR, OpenVinoNet\n"
         "OpenVinoNet(next(MODELS_DIR.glob('brats3d/*.onnx'))).session\n")], env=env)
     assert run.returncode == 0 and not mark.exists()
+    # the paths a prediction takes: a 3D model loaded as predict loads it (its runtime
+    # chosen before any session), and a 2D picture through the shipped 2D model's export
+    run = subprocess.run([sys.executable, "-c", (
+        "from braintumor.inference import backend_name, check_backend, load_model\n"
+        "check_backend(None, 'openvino', 'cpu')\n"
+        "assert backend_name(load_model(None, 'cpu', 'auto').nets[0]) == 'openvino'\n")],
+        env=env)
+    assert run.returncode == 0 and not mark.exists()
+    from PIL import Image
+
+    from braintumor import slices2d
+
+    if not slices2d.model_available():
+        return
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+                    ).save(tmp_path / "pic.png")
+    run = subprocess.run([sys.executable, "-m", "braintumor", "predict",
+                          str(tmp_path / "pic.png"), "-o", str(tmp_path / "out")], env=env)
+    assert run.returncode == 0 and (tmp_path / "out" / "pic_mask.png").exists()
+    assert not mark.exists()
 
 
 def test_openvino_net_serves_threads(tmp_path: Path, tiny_model: Path) -> None:

@@ -409,6 +409,20 @@ def import_openvino() -> Any:
     return openvino
 
 
+def _importable(module: str) -> bool:
+    """True when ``module`` (``openvino`` or ``onnxruntime``) imports. OpenVINO is
+    imported through :func:`import_openvino` only: imported any other way first, it
+    brings its usage statistics module with it before any model is compiled."""
+    try:
+        if module == "openvino":
+            import_openvino()
+        else:
+            __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 #: the CNN runtimes a prediction may ask for (``auto``: the fastest installed)
 BACKENDS = ("auto", "openvino", "onnx", "torch")
 
@@ -705,9 +719,7 @@ def _onnx_runtime(backend: str) -> Callable[..., OnnxNet] | None:
     order = {"auto": ("openvino", "onnxruntime"), "openvino": ("openvino",),
              "onnx": ("onnxruntime",)}.get(backend, ())
     for module in order:
-        try:
-            __import__(module)
-        except ImportError:
+        if not _importable(module):
             continue
         if module == "openvino":
             return functools.partial(OpenVinoNet, may_fall_back=backend == "auto")
@@ -745,12 +757,10 @@ def check_backend(model: str | Path | None = None, backend: str = "auto",
         raise InputError(f"--backend {backend} runs the model with {name} on the CPU, and "
                          "--device cuda was asked for; use --backend torch (or auto) on the "
                          "GPU.")
-    try:
-        __import__(module)
-    except ImportError:
+    if not _importable(module):
         raise InputError(f"--backend {backend} was asked for, but {name} is not installed "
                          f"(pip install {module}); --backend auto runs the fastest runtime "
-                         "installed.") from None
+                         "installed.")
     where = model_location(model)
     if where.is_file():
         raise InputError(f"--backend {backend} runs a model's ONNX files, and {where} is a "
