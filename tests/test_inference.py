@@ -357,6 +357,37 @@ def test_export_onnx_puts_only_a_checked_file_in_place(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]  # no temporary left
 
 
+def test_export_onnx_writes_through_a_link_and_keeps_permissions(
+        tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o ex/current.onnx``, a link to ``v3/member0.onnx``: the link was replaced by a
+    plain file (the version it pointed to left stale), and a replaced file kept private
+    (600) became 644. The export goes where the link points, the link stays, and the
+    replaced file's permission bits are kept."""
+    pytest.importorskip("onnx")
+    import os
+    import stat
+
+    ck = str(tiny_model / "fold0.pt")
+    target = tmp_path / "ex" / "v3" / "member0.onnx"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"an earlier export")
+    target.chmod(0o600)
+    link = tmp_path / "ex" / "current.onnx"
+    link.symlink_to(Path("v3") / "member0.onnx")
+    assert main(["export-onnx", ck, "-o", str(link)]) == 0
+    assert "replaced" in capsys.readouterr().err
+    assert link.is_symlink() and os.readlink(link) == str(Path("v3") / "member0.onnx")
+    assert target.read_bytes() != b"an earlier export" and target.stat().st_size > 1000
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    plain = tmp_path / "ex" / "private.onnx"
+    plain.write_bytes(b"an earlier export")
+    plain.chmod(0o640)
+    assert main(["export-onnx", ck, "-o", str(plain)]) == 0
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o640
+    assert sorted(p.name for p in (tmp_path / "ex").rglob("*")) == [
+        "current.onnx", "member0.onnx", "private.onnx", "v3"]  # no temporary left
+
+
 def test_export_onnx_of_a_folder_says_it_is_one(tmp_path: Path, tiny_model: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """A model folder given as the checkpoint was 'checkpoint file not found'."""

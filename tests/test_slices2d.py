@@ -1006,6 +1006,58 @@ def test_2d_export_never_writes_over_its_weights(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx", "m.pt"]
 
 
+def test_2d_export_never_pairs_a_new_config_with_an_earlier_graph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new config was renamed into place before the new graph: stopped between the
+    two, the predictor loaded the new config with the earlier graph (exported for another
+    picture size). Now the earlier graph is gone before the config changes, so the
+    predictor runs the weights instead; and a link at the graph's place is written
+    through, a replaced file keeping its permission bits."""
+    pytest.importorskip("onnx")
+    import os
+    import stat
+
+    cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8, 16]}, "size": 32,
+           "threshold": 0.5, "min_fraction": 0.001}
+    path = tmp_path / "m.pt"
+    torch.save({"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg}, path)
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "m.onnx").symlink_to(Path("v1") / "m.onnx")
+    graph, cfg_path = s2d.export_onnx_2d(path)
+    assert graph.is_symlink() and (tmp_path / "v1" / "m.onnx").stat().st_size > 1000
+    (tmp_path / "v1" / "m.onnx").chmod(0o600)
+    cfg_path.chmod(0o640)
+    s2d.export_onnx_2d(path)
+    assert graph.is_symlink() and hasattr(s2d.load_model_2d(path).network, "run")
+    assert stat.S_IMODE((tmp_path / "v1" / "m.onnx").stat().st_mode) == 0o600
+    assert stat.S_IMODE(cfg_path.stat().st_mode) == 0o640
+    old_graph = graph.read_bytes()
+    new = {**cfg, "size": 48, "threshold": 0.6}
+    torch.save({"state_dict": s2d.build_network(new).state_dict(), "config": new}, path)
+    real_replace = os.replace
+
+    def stop_at_graph(src: Any, dst: Any) -> None:
+        if Path(dst).suffix == ".onnx":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", stop_at_graph)
+    with pytest.raises(KeyboardInterrupt):
+        s2d.export_onnx_2d(path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    if graph.exists():  # a pair is taken only as it was written
+        assert graph.read_bytes() == old_graph and json.loads(cfg_path.read_text()) == cfg
+    model = s2d.load_model_2d(path)
+    assert model.config == new and model.size == 48
+    assert not hasattr(model.network, "run")  # the weights, not an earlier export
+    s2d.export_onnx_2d(path)
+    model = s2d.load_model_2d(path)
+    assert hasattr(model.network, "run") and model.config == new
+    assert graph.is_symlink() and graph.read_bytes() != old_graph
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "m.json", "m.onnx", "m.onnx", "m.pt", "v1"]  # no temporary left
+
+
 def test_shipped_2d_export_matches_the_shipped_weights() -> None:
     """The package predicts with the ONNX export: it must be the weights' own (an
     export left over from earlier weights would silently change every outline)."""

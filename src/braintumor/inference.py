@@ -877,29 +877,57 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
     """Export a checkpoint's network to ONNX with dynamic batch and spatial axes.
 
     The file is written beside ``out_path`` and renamed into place, so a failed export
-    never leaves half a file there. With ``tolerance``, it is first checked against
-    PyTorch (:func:`onnx_agreement`, where ONNX Runtime is installed) and put in place
-    only when their probabilities differ by at most that; otherwise it is removed and
-    a file already at ``out_path`` is left as it was. An ``out_path`` that is the
-    checkpoint itself is refused (:func:`check_export_target`)."""
+    never leaves half a file there; a link at ``out_path`` is written through (the file it
+    points to is replaced, the link kept), and a file replaced keeps its permission bits.
+    With ``tolerance``, it is first checked against PyTorch (:func:`onnx_agreement`,
+    where ONNX Runtime is installed) and put in place only when their probabilities
+    differ by at most that; otherwise it is removed and a file already at ``out_path`` is
+    left as it was. An ``out_path`` that is the checkpoint itself is refused
+    (:func:`check_export_target`)."""
     import torch
 
     check_export_target(checkpoint, out_path)
     net, _ = load_checkpoint_net(checkpoint, "cpu")
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial.onnx")
+    target = write_target(out)
+    partial = partial_beside(target)
     try:
         x = torch.zeros(1, 4, 64, 64, 64)
         onnx_export(net, x, partial, {0: "batch", 2: "x", 3: "y", 4: "z"}, opset)
         diff = None if tolerance is None else onnx_agreement(checkpoint, partial)
         if diff is not None and tolerance is not None and diff > tolerance:
             return OnnxExport(out, diff, written=False)
-        replaced = out.exists() or out.is_symlink()
-        os.replace(partial, out)
+        replaced = target.exists()
+        put_in_place(partial, target)
         return OnnxExport(out, diff, replaced=replaced)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_target(out: Path) -> Path:
+    """The file a write to ``out`` lands in, its folder made: ``out`` itself, or where a
+    link at ``out`` points (``current.onnx -> v3/member0.onnx`` is written through, as
+    any program writing the file would, and stays a link)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(os.path.realpath(out))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def partial_beside(target: Path) -> Path:
+    """A hidden name beside ``target`` (on its file system, so that renaming it into
+    place is atomic) for a file written before it is put there."""
+    return target.with_name(f".{target.name}.{os.getpid()}.partial{target.suffix}")
+
+
+def put_in_place(partial: Path, target: Path) -> None:
+    """Rename ``partial`` onto ``target`` (:func:`write_target`), keeping the permission
+    bits of a file it replaces (a file kept private, 600, stays so)."""
+    import shutil
+
+    if target.exists():
+        shutil.copymode(target, partial)
+    os.replace(partial, target)
 
 
 def onnx_agreement(checkpoint: str | Path, onnx_path: str | Path, size: int = 64,

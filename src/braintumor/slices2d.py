@@ -444,11 +444,16 @@ def _load_torch_model(p: Path) -> Model2D:
 def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
     """Write the ONNX export of 2D weights (dynamic batch and picture size) and their
     config beside them (:func:`onnx_files`); :func:`load_model_2d` then runs them
-    without PyTorch. Each is written beside its place and renamed into it, the export
-    last, so a failed export leaves the earlier pair (or none) rather than half a file
-    the predictor would take over the weights; weights named like their export
-    (``m.onnx``, ``m.json``) are refused, not overwritten."""
+    without PyTorch. Each is written beside its place, and only once both are written is
+    the earlier export removed and the two renamed into place, the export last: the
+    predictor takes the pair only when both are there, so a failed export leaves the
+    earlier pair, or no export (the weights are then run), never half a file nor a new
+    config with an earlier graph. A link at either place is written through and a file
+    replaced keeps its permission bits (as :func:`braintumor.inference.export_onnx`);
+    weights named like their export (``m.onnx``, ``m.json``) are refused, not
+    overwritten."""
     import os
+    import shutil
 
     import torch
 
@@ -464,18 +469,24 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
                              f"{p.stem}.pt).")
     model = _load_torch_model(p)
     x = torch.zeros(1, 3, model.size, model.size)
-    partial = [t.with_name(f".{t.name}.{os.getpid()}.partial{t.suffix}")
-               for t in (graph, cfg_path)]
+    targets = [inference.write_target(t) for t in (graph, cfg_path)]
+    partial = [inference.partial_beside(t) for t in targets]
     try:
         inference.onnx_export(model.network, x, partial[0], {0: "batch", 2: "h", 3: "w"},
                               opset)
         partial[1].write_text(json.dumps(model.config, indent=1) + "\n")
-        os.replace(partial[1], cfg_path)
-        os.replace(partial[0], graph)
+        # the earlier graph goes first: stopped before the new one is in place, the
+        # predictor finds no pair and runs the weights, never the new config with the
+        # earlier graph (a picture size or threshold it was not exported with)
+        if targets[0].exists():
+            shutil.copymode(targets[0], partial[0])
+            targets[0].unlink()
+        inference.put_in_place(partial[1], targets[1])
+        inference.put_in_place(partial[0], targets[0])
     finally:
         for t in partial:
             t.unlink(missing_ok=True)
-    _load_model_cached.cache_clear()
+        _load_model_cached.cache_clear()
     return graph, cfg_path
 
 
