@@ -52,23 +52,25 @@ def main() -> int:
     folder = MODELS_DIR / DEFAULT_MODEL
     results: dict[str, tuple[float, np.ndarray]] = {}
     for backend in ("openvino", "openvino-f32", "onnx", "torch"):
-        try:  # a runtime named that is not installed is refused, not swapped
+        # a runtime named that is not installed, or cannot compile the model on this
+        # machine, is refused (not swapped for another) and left out of the table
+        try:
             lm = load_model(folder, "cpu", backend.split("-")[0])
-        except InputError as exc:
-            print(f"{backend}: skipped ({exc})")
-            continue
-        net = lm.nets[0]
-        if backend == "openvino-f32":
-            net.precision = "f32"  # type: ignore[attr-defined]
-        if backend == "torch":
-            import torch
+            net = lm.nets[0]
+            if backend == "openvino-f32":
+                net.precision = "f32"  # type: ignore[attr-defined]
+            if backend == "torch":
+                import torch
 
-            def run(a: np.ndarray, net: object = net) -> np.ndarray:
-                with torch.inference_mode():
-                    return net(torch.from_numpy(a)).numpy()  # type: ignore[operator, no-any-return]
-        else:
-            run = net.run
-        out = run(x)  # warm-up (and the session's start)
+                def run(a: np.ndarray, net: object = net) -> np.ndarray:
+                    with torch.inference_mode():
+                        return net(torch.from_numpy(a)).numpy()  # type: ignore[operator, no-any-return]
+            else:
+                run = net.run
+            out = run(x)  # warm-up (and the session's start)
+        except InputError as exc:
+            print(f"{backend}: unavailable ({exc})")
+            continue
         best = min(_timed(run, x) for _ in range(args.repeat))
         name = f"openvino {net.precision}" if backend == "openvino" else backend  # type: ignore[attr-defined]
         results[name] = (best / len(x), np.asarray(out, dtype=np.float32))

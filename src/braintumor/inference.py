@@ -661,6 +661,9 @@ class OpenVinoNet(OnnxNet):
         #: on this machine (``fallback_reason`` says why)
         self.fallback: OnnxNet | None = None
         self.fallback_reason = ""
+        #: why OpenVINO named could not compile the model here: said once, then again
+        #: at once (a cohort's later cases do not compile it again to fail the same way)
+        self.compile_error = ""
 
     @property
     def session(self) -> Any:
@@ -679,21 +682,22 @@ class OpenVinoNet(OnnxNet):
             self._session = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         return self._session
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """``(B, 4, X, Y, Z)`` float32 array -> logits array (float32). Each thread has an
-        inference request of its own (the web page's thread workers share one model).
-        Where OpenVINO cannot compile the model (a CPU or container it does not serve),
-        ONNX Runtime runs it instead, when installed and ``may_fall_back``."""
-        if self.fallback is not None:
-            return self.fallback.run(x)
+    def compile(self) -> Any:
+        """The compiled model (:attr:`session`), or None where OpenVINO could not compile
+        it and ONNX Runtime now runs it (:attr:`fallback`). With OpenVINO named
+        (``may_fall_back`` False) that failure is an :class:`InputError`, remembered:
+        later calls raise it again without compiling again."""
+        if self.compile_error:
+            raise InputError(self.compile_error)
         try:
-            compiled = self.session
+            return self.session
         except Exception as exc:  # noqa: BLE001 - any runtime failure: the next runtime
             if not self.may_fall_back:
                 why = f"{type(exc).__name__}: {exc}"[:200]
-                raise InputError(f"--backend openvino: OpenVINO could not compile "
-                                 f"{self.path.name} on this machine ({why}); --backend onnx "
-                                 "or auto runs it with ONNX Runtime.") from None
+                self.compile_error = (f"--backend openvino: OpenVINO could not compile "
+                                      f"{self.path.name} on this machine ({why}); --backend "
+                                      "onnx or auto runs it with ONNX Runtime.")
+                raise InputError(self.compile_error) from None
             try:
                 import onnxruntime  # noqa: F401
             except ImportError:
@@ -701,6 +705,18 @@ class OpenVinoNet(OnnxNet):
             self.fallback = OnnxNet(self.path, self.threads)
             self.fallback_reason = f"OpenVINO failed ({type(exc).__name__}: {exc})"[:200]
             self.precision = "f32"
+            return None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """``(B, 4, X, Y, Z)`` float32 array -> logits array (float32). Each thread has an
+        inference request of its own (the web page's thread workers share one model).
+        Where OpenVINO cannot compile the model (a CPU or container it does not serve),
+        ONNX Runtime runs it instead, when installed and ``may_fall_back``."""
+        if self.fallback is not None:
+            return self.fallback.run(x)
+        compiled = self.compile()
+        if compiled is None:
+            assert self.fallback is not None
             return self.fallback.run(x)
         request = getattr(self._local, "request", None)
         if request is None:
