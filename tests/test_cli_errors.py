@@ -439,6 +439,45 @@ def test_cuda_without_a_gpu_is_one_sentence_before_any_case(
     assert not (tmp_path / "out" / "a.nii.gz").exists()
 
 
+@needs_predict
+def test_cnn_options_are_checked_only_where_the_cnn_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--model/--backend apply to 3D cases only and the watershed does not use --device,
+    as the warnings say, but 2D pictures with --backend onnx and a checkpoint, or the
+    watershed with --device cuda on a machine without a GPU, were refused (exit 2)
+    before the run: now each runs, saying the options are not used."""
+    import torch
+    from PIL import Image
+
+    from braintumor import slices2d
+
+    stack = _stack4d(tmp_path / "in" / "s.nii.gz")
+    if not torch.cuda.is_available():
+        rc = main(["predict", str(stack), "-o", str(tmp_path / "ws"), "--method",
+                   "watershed", "--device", "cuda"])
+        err = capsys.readouterr().err
+        assert rc == 0 and "no CUDA GPU" not in err, err
+        assert "--device applies to the CNN" in err and (tmp_path / "ws" / "s.nii.gz").exists()
+    if not slices2d.model_available():
+        return
+    pic = tmp_path / "pic.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(pic)
+    checkpoint = tmp_path / "member0.pt"
+    checkpoint.write_bytes(b"not used: no 3D case")
+    rc = main(["predict", str(pic), "-o", str(tmp_path / "2d"), "--backend", "onnx",
+               "--model", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert rc == 0 and "checkpoint" not in err, err
+    assert "--model, --backend apply to 3D cases only" in err
+    assert (tmp_path / "2d" / "pic_mask.png").exists()
+    # with a 3D case for the CNN the same options are refused before any case
+    rc = main(["predict", str(pic), str(stack), "-o", str(tmp_path / "both"), "--backend",
+               "onnx", "--model", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1, err
+    assert not (tmp_path / "both").exists()
+
+
 def test_options_the_inputs_do_not_take_are_said() -> None:
     """A pixel size with only 3D cases, or 3D options with only 2D pictures: one warning
     each, not silence (the run goes on)."""

@@ -126,6 +126,25 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     return three, two
 
 
+def _check_cnn(args: argparse.Namespace) -> None:
+    """Refuse, once and before any case is segmented, a CNN that cannot run as asked:
+    ``--device cuda`` without a GPU, a ``--model`` that is none, a ``--backend`` named
+    that cannot run it. Asked only where 3D cases go to the CNN (``--method`` cnn or
+    hybrid): 2D pictures and the watershed use none of these options (a warning says
+    so), and a run of them is not refused for them."""
+    if getattr(args, "method", "cnn") == "watershed":
+        return
+    from braintumor.inference import check_backend, check_model, resolve_device
+
+    if getattr(args, "device", "auto") == "cuda":
+        resolve_device("cuda")
+    if getattr(args, "model", None):
+        check_model(args.model)
+    # a runtime named that cannot run the model is refused, not swapped for another
+    check_backend(getattr(args, "model", None), getattr(args, "backend", "auto"),
+                  getattr(args, "device", "auto"))
+
+
 #: most bytes a zipped DICOM study given on the command line may unpack to
 MAX_UNZIPPED_BYTES = 32 * 2**30
 
@@ -148,18 +167,6 @@ def run(args: argparse.Namespace) -> int:
     files name none) and removed afterwards."""
     _FAILED.clear()
 
-    if getattr(args, "device", "auto") == "cuda":  # once, before any case is read
-        from braintumor.inference import resolve_device
-
-        resolve_device("cuda")
-    if getattr(args, "method", "cnn") != "watershed":
-        from braintumor.inference import check_backend, check_model
-
-        if getattr(args, "model", None):
-            check_model(args.model)
-        # a runtime named that cannot run the model is refused, not swapped for another
-        check_backend(getattr(args, "model", None), getattr(args, "backend", "auto"),
-                      getattr(args, "device", "auto"))
     if args.scheduler:  # a bad value or an unreachable scheduler before the output folder
         from braintumor.scale import check_scheduler
 
@@ -269,6 +276,8 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
         channels = parse_channels(args.channels)
     out_dir = output_folder(args.output)
     three, two = _split_inputs(args.inputs)
+    if three:
+        _check_cnn(args)
     studies = [p for p in three if dicom.is_dicom_study(p)]
     choice = _series_choice(args.series, studies, [p for p in [*three, *two]
                                                    if p not in studies])
