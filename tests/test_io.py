@@ -650,3 +650,56 @@ def test_a_label_map_that_is_no_nifti_is_read_without_nibabels_lines(
     got = capfd.readouterr().err + caplog.text
     assert "sizeof_hdr" not in got and "not attempting fix" not in got, got
     assert not logging.getLogger("nibabel.global").filters
+
+
+def test_a_readable_label_maps_header_lines_are_said_and_other_threads_are_heard(
+        tmp_path: Path) -> None:
+    """While a label map was read, nibabel's shared logger dropped every thread's lines
+    (another thread's "qform_code 7 not valid; setting to 0" was lost), and the reader's
+    own were dropped for a readable file too, which left unsaid why its qform is not used.
+    Only this thread's lines are held now, and said once the file is read as a NIfTI."""
+    import logging
+    import threading
+
+    log = logging.getLogger("nibabel.global")
+    heard: list[tuple[str, int]] = []
+
+    class Listen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            heard.append((record.getMessage(), record.thread or 0))
+
+    listen = Listen()
+    log.addHandler(listen)
+    try:
+        img = nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4))
+        img.header["qform_code"] = 7  # no code NIfTI defines: nibabel says it sets it to 0
+        nib.save(img, tmp_path / "qcode.nii")
+        io.load_label_nifti(tmp_path / "qcode.nii")
+        assert [m for m, _ in heard] == ["qform_code 7 not valid; setting to 0"]
+        heard.clear()
+        # another thread's line, logged while this thread reads a file, is said at once
+        inside, said = threading.Event(), threading.Event()
+
+        def other() -> None:
+            inside.wait(10)
+            log.error("from another thread")
+            said.set()
+
+        worker = threading.Thread(target=other)
+        worker.start()
+        with io.quiet_nibabel():
+            inside.set()
+            assert said.wait(10)
+            assert [m for m, _ in heard] == ["from another thread"]
+            log.error("from this thread")
+            assert len(heard) == 1
+        worker.join()
+        assert [m for m, _ in heard] == ["from another thread", "from this thread"]
+        heard.clear()
+        text = tmp_path / "readme.txt"
+        text.write_text("These are the scans of patient 1.\n" * 20)
+        with pytest.raises(InputError):
+            io.load_label_nifti(text)
+        assert heard == [] and not log.filters  # a file that is no NIfTI: one sentence
+    finally:
+        log.removeHandler(listen)

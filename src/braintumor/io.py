@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -347,24 +348,42 @@ def _gunzip_nifti(path: Path) -> stdio.BytesIO:
     return out
 
 
-class _Drop(logging.Filter):
+class _HoldThread(logging.Filter):
+    """Holds back the records of the thread that made it; other threads' pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.held: list[logging.LogRecord] = []
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.held.append(record)
         return False
 
 
 @contextlib.contextmanager
 def quiet_nibabel() -> Iterator[None]:
     """nibabel's own lines about a header it checks ("sizeof_hdr should be 348", "data
-    code ... not recognized") kept off stderr while a file is read: a file that is no
-    NIfTI is said in the reader's one sentence, not after two lines of nibabel's. A filter
-    of this call's own, not the logger's level, so that two threads reading at once never
-    leave the logger silenced."""
-    log, drop = logging.getLogger("nibabel.global"), _Drop()
-    log.addFilter(drop)
+    code ... not recognized") kept off stderr while a file is read, where the read fails:
+    a file that is no NIfTI is said in the reader's one sentence, not after two lines of
+    nibabel's. Where the block ends without an error (a readable NIfTI), the lines are
+    said after all: "qform_code 7 not valid; setting to 0" is why a file's qform is not
+    used. Only this thread's lines are held, by a filter of this call's own (not the
+    logger's level): another thread's reads are said as they happen, and two threads
+    reading at once never leave the logger silenced."""
+    log, hold = logging.getLogger("nibabel.global"), _HoldThread()
+    log.addFilter(hold)
+    read = False
     try:
         yield
+        read = True
     finally:
-        log.removeFilter(drop)
+        log.removeFilter(hold)
+        if read:
+            for record in hold.held:
+                log.handle(record)
 
 
 def _open_nifti(path: Path) -> nib.Nifti1Image:
