@@ -211,6 +211,28 @@ def test_the_measured_slice_shows_both_diameters_where_they_were_measured() -> N
         assert (top == colour).all(-1).sum() > 10, colour
 
 
+def test_a_narrow_pictures_title_is_wrapped_not_cut() -> None:
+    """On a narrow picture (the axial view of a case of 5 mm sagittal slices, 140 pixels
+    wide) the title at the smallest letters was wider than the picture and centred, so
+    both of its ends were cut off; it is wrapped onto more lines, the band growing, and
+    every letter lies inside the picture."""
+    from braintumor.report import _titled
+
+    lesion = {"slice": 6, "slices": 32, "longest_mm": 56.6, "perpendicular_mm": 56.2}
+    wide = _titled(np.zeros((300, 700, 3), np.uint8), "WT", "flair", lesion, 8)
+    wide_band = wide.shape[0] - 300
+    assert wide_band == 2 * 8 + 8 // 2 + 8  # two lines at the smallest letters
+    for width in (140, 60):
+        narrow = _titled(np.zeros((300, width, 3), np.uint8), "WT", "flair", lesion, 18)
+        band = narrow.shape[0] - 300
+        assert band > wide_band and narrow.shape[1] == width
+        ink = narrow[:band].astype(np.int64)
+        # every title pixel lies inside the picture, clear of its edges
+        assert ink[:, :3].sum() == 0 and ink[:, -3:].sum() == 0
+        # and all of the text is there: as much ink as the wide picture's one-line title
+        assert abs(ink.sum() - wide[:wide_band].astype(np.int64).sum()) < 0.02 * ink.sum()
+
+
 def test_the_longest_diameter_agrees_with_scikit_image_feret_diameter() -> None:
     """An independent implementation: scikit-image's maximum Feret diameter (of the
     outline's marching-squares contour, so up to about a pixel shorter than the pixel

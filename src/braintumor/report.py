@@ -582,7 +582,10 @@ def _titled(rgb: np.ndarray, region: str, modality: str, lesion: Mapping[str, An
             size: int) -> np.ndarray:
     """``rgb`` under a black band that says what it shows, so the picture can be read on
     its own (the demo's ``diameters.png``, a cohort's ``<case>_diameters.png``): the
-    region, the image and the slice, then the two diameters in their lines' colours."""
+    region, the image and the slice, then the two diameters in their lines' colours.
+    The letters are as large as fit the picture's width, down to 8 pixels; on a picture
+    narrower still (the axial view of a case of thick sagittal slices) a line is wrapped
+    onto more, the band growing with them: no word is cut off at the picture's edges."""
     from PIL import Image, ImageDraw
 
     from braintumor.cases import MODALITY_NAMES
@@ -592,24 +595,58 @@ def _titled(rgb: np.ndarray, region: str, modality: str, lesion: Mapping[str, An
              f"slice {int(lesion['slice']) + 1}")
     if lesion.get("slices"):
         first += f" of {int(lesion['slices'])}"
-    parts = [(f"{float(lesion['longest_mm']):.1f} mm", LONGEST_RGB), (" x ", LETTER_RGB),
-             (f"{float(lesion['perpendicular_mm']):.1f} mm", PERPENDICULAR_RGB)]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    room = max(w - 8, 1)
     while True:  # as large as fits the picture's width
         font = _letter_font(size)
-        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        if probe.textlength(first, font=font) <= w - 8 or size <= 8:
+        if probe.textlength(first, font=font) <= room or size <= 8:
             break
         size -= 1
-    band = 2 * size + size // 2 + 8
+    second = [(f"{float(lesion['longest_mm']):.1f}", LONGEST_RGB), ("mm", LONGEST_RGB),
+              ("x", LETTER_RGB),
+              (f"{float(lesion['perpendicular_mm']):.1f}", PERPENDICULAR_RGB),
+              ("mm", PERPENDICULAR_RGB)]
+    lines = (_wrap([(word, LETTER_RGB) for word in first.split(" ")], room, font, probe)
+             + _wrap(second, room, font, probe))
+    step = size + size // 2
+    band = (len(lines) - 1) * step + size + 8
     canvas = Image.new("RGB", (w, h + band))
     canvas.paste(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)), (0, band))
     draw = ImageDraw.Draw(canvas)
-    draw.text((w / 2, 4), first, fill=LETTER_RGB, font=font, anchor="ma")
-    x = (w - sum(draw.textlength(t, font=font) for t, _ in parts)) / 2
-    for text, colour in parts:
-        draw.text((x, 4 + size + size // 2), text, fill=colour, font=font, anchor="la")
-        x += draw.textlength(text, font=font)
+    space = draw.textlength(" ", font=font)
+    for i, words in enumerate(lines):
+        x = (w - _line_length(words, font, draw)) / 2
+        for text, colour in words:
+            draw.text((x, 4 + i * step), text, fill=colour, font=font, anchor="la")
+            x += draw.textlength(text, font=font) + space
     return np.asarray(canvas)
+
+
+def _line_length(words: Sequence[tuple[str, Any]], font: Any, draw: Any) -> float:
+    """Pixels ``words`` take in ``font``, a space between each two."""
+    return (sum(draw.textlength(t, font=font) for t, _ in words)
+            + max(len(words) - 1, 0) * draw.textlength(" ", font=font))
+
+
+def _wrap(words: Sequence[tuple[str, Any]], room: float, font: Any, draw: Any
+          ) -> list[list[tuple[str, Any]]]:
+    """``words`` (each with its colour) in lines at most ``room`` pixels wide in ``font``:
+    broken between words, and within a word only where it alone is wider."""
+    lines: list[list[tuple[str, Any]]] = []
+    line: list[tuple[str, Any]] = []
+    for text, colour in words:
+        if line and _line_length([*line, (text, colour)], font, draw) <= room:
+            line.append((text, colour))
+            continue
+        if line:
+            lines.append(line)
+        while len(text) > 1 and draw.textlength(text, font=font) > room:
+            cut = max([n for n in range(1, len(text))
+                       if draw.textlength(text[:n], font=font) <= room], default=1)
+            lines.append([(text[:cut], colour)])
+            text = text[cut:]
+        line = [(text, colour)]
+    return [*lines, line] if line else lines
 
 
 def diameters_png(pictures: Mapping[str, np.ndarray], path: str | Path) -> Path | None:
