@@ -375,31 +375,15 @@ def resample_onto_t1(paths: dict[str, Path], ref_mod: str | None = None) -> None
     the same grid stored with its axes in another order or direction (dcm2niix stores a
     3D acquisition with left and right the other way round from a 2D one) is turned,
     voxel for voxel, not interpolated."""
-    import nibabel as nib
-
-    from braintumor.io import (
-        NotOnGrid,
-        load_nifti,
-        on_grid,
-        resample_onto,
-        save_float_nifti,
-        turned_onto,
-    )
+    from braintumor.io import file_onto_grid, load_nifti, save_float_nifti
 
     present = [m for m in MODALITIES if m in paths]
     ref_mod = ref_mod or present[0]
     ref = load_nifti(paths[ref_mod], ndim=3)
     for mod in (m for m in present if m != ref_mod):
-        path = paths[mod]
-        img: Any = nib.load(str(path))
-        if on_grid(img.shape[:3], img.affine, ref.data.shape, ref.affine):
-            continue
-        try:  # its voxels read only when they fit
-            data = np.asarray(turned_onto(img.dataobj, img.affine, ref.data.shape,
-                                          ref.affine), dtype=np.float32)
-        except NotOnGrid:
-            data = resample_onto(load_nifti(path, ndim=3), ref.data.shape, ref.affine)
-        save_float_nifti(data, path, ref.header, ref.affine)
+        data = file_onto_grid(paths[mod], ref.data.shape, ref.affine)
+        if data is not None:
+            save_float_nifti(data, paths[mod], ref.header, ref.affine)
 
 
 #: the value representations a DICOM element may name (explicit VR)

@@ -435,6 +435,25 @@ def _short(exc: BaseException) -> str:
     return text[:160].rstrip(".")
 
 
+def file_onto_grid(path: str | Path, grid_shape: Sequence[int],
+                   grid_affine: np.ndarray) -> np.ndarray | None:
+    """A 3D image file's voxels on the grid ``grid_shape``, ``grid_affine`` as float32:
+    None when the file already lies on it, else turned onto it exactly when it is that
+    grid stored in another orientation (:func:`turned_onto`; its voxels read only then),
+    else resampled (:func:`resample_onto`, linear)."""
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    shape = tuple(int(n) for n in grid_shape)[:3]
+    if on_grid(img.shape[:3], img.affine, shape, grid_affine):
+        return None
+    try:
+        return np.asarray(turned_onto(img.dataobj, img.affine, shape, grid_affine),
+                          dtype=np.float32)
+    except NotOnGrid:
+        return resample_onto(load_nifti(path, ndim=3), shape, grid_affine)
+
+
 def load_nifti(
     path: str | Path,
     ndim: int | tuple[int, ...] = 3,

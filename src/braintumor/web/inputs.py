@@ -873,14 +873,7 @@ def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str 
     import nibabel as nib
 
     from braintumor.cases import grid_of_files
-    from braintumor.io import (
-        NotOnGrid,
-        load_nifti,
-        on_grid,
-        resample_onto,
-        save_float_nifti,
-        turned_onto,
-    )
+    from braintumor.io import file_onto_grid, save_float_nifti
 
     path = job_dir / modalities[mod]
     ref_mod = grid if grid in modalities else grid_of_files(
@@ -892,14 +885,10 @@ def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str 
     if view.exists():
         return view
     ref: Any = nib.load(str(job_dir / modalities[ref_mod]))
-    img: Any = nib.load(str(path))
-    if on_grid(img.shape[:3], img.affine, ref.shape[:3], ref.affine):
+    # turned exactly when it is the grid in another orientation, as load_case turns it
+    data = file_onto_grid(path, ref.shape[:3], ref.affine)
+    if data is None:
         return path
-    try:  # the same grid stored in another orientation: turned, as load_case turns it
-        data = np.asarray(turned_onto(img.dataobj, img.affine, ref.shape[:3], ref.affine),
-                          dtype=np.float32)
-    except NotOnGrid:
-        data = resample_onto(load_nifti(path, ndim=3), tuple(ref.shape[:3]), ref.affine)
     # written whole (io.write_replacing): a request that finds it reads a complete file
     save_float_nifti(data, view, ref.header, ref.affine)
     return view
