@@ -703,3 +703,26 @@ def test_a_readable_label_maps_header_lines_are_said_and_other_threads_are_heard
         assert heard == [] and not log.filters  # a file that is no NIfTI: one sentence
     finally:
         log.removeHandler(listen)
+
+
+def test_a_file_is_put_onto_a_grid_turned_exactly_or_else_resampled(tmp_path: Path) -> None:
+    """On the grid: None (nothing to write). The grid stored flipped: its voxels turned,
+    exactly. Shifted by half a voxel: resampled, values between its neighbours'."""
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    grid = np.eye(4)
+    nib.save(nib.Nifti1Image(data, grid), str(tmp_path / "same.nii.gz"))
+    assert io.file_onto_grid(tmp_path / "same.nii.gz", data.shape, grid) is None
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, 3.0
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data[::-1]), flip),
+             str(tmp_path / "flipped.nii.gz"))
+    turned = io.file_onto_grid(tmp_path / "flipped.nii.gz", data.shape, grid)
+    assert turned is not None and turned.dtype == np.float32
+    np.testing.assert_array_equal(turned, data)
+    shifted = np.eye(4)
+    shifted[2, 3] = 0.5
+    nib.save(nib.Nifti1Image(data, shifted), str(tmp_path / "shifted.nii.gz"))
+    moved = io.file_onto_grid(tmp_path / "shifted.nii.gz", data.shape, grid)
+    assert moved is not None and moved.shape == data.shape
+    # voxel k of the grid lies between the file's voxels k-1 and k along the last axis
+    np.testing.assert_allclose(moved[1:3, 1:4, 2:5], data[1:3, 1:4, 1:4] + 0.5, atol=1e-4)
