@@ -739,3 +739,35 @@ def test_a_predict_that_writes_nothing_leaves_no_output_folder_of_its_making(
     kept.mkdir()
     assert main(["predict", str(tmp_path / "nothing"), "-o", str(kept)]) == 2
     assert kept.is_dir()
+
+
+def test_a_zip_is_not_unpacked_for_a_cnn_that_cannot_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A model that is none (or ``--device cuda`` without a GPU) is refused before a
+    zipped study or case is unpacked: a large study would cost its whole extraction
+    first."""
+    import zipfile
+
+    import braintumor.commands.predict as predict_cmd
+    from braintumor.phantom import make_case, write_case
+
+    folder = write_case(make_case(shape=(32, 32, 32), seed=1, case_id="Z1"), tmp_path / "src",
+                        with_label=False)
+    zipped = tmp_path / "case.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in folder.iterdir():
+            z.write(f, f"{folder.name}/{f.name}")
+    unpacked: list[Path] = []
+    real = predict_cmd._unzip_study
+
+    def spy(zip_path: Path, into: Path) -> Path:
+        unpacked.append(zip_path)
+        return real(zip_path, into)
+
+    monkeypatch.setattr(predict_cmd, "_unzip_study", spy)
+    out = tmp_path / "out"
+    assert main(["predict", str(zipped), "-o", str(out), "--model",
+                 str(tmp_path / "no_model")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert unpacked == [] and not out.exists()

@@ -196,6 +196,7 @@ def _run_inputs(args: argparse.Namespace) -> int:
             if str(raw).lower().endswith(".zip") and Path(raw).is_file()}
     if not zips:
         return _run(args)
+    _check_cnn(args)  # a zip is a 3D study or case: refused as asked before it is unpacked
     out_dir = output_folder(args.output)
     work = out_dir / f".unzipped-{os.getpid()}"
     inputs: list[str] = []
@@ -215,7 +216,8 @@ def _run_inputs(args: argparse.Namespace) -> int:
             inputs.append(str(folder))
         if not inputs:
             return 2
-        return _run(argparse.Namespace(**{**vars(args), "inputs": inputs}), failures)
+        return _run(argparse.Namespace(**{**vars(args), "inputs": inputs}), failures,
+                    checked=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -260,7 +262,7 @@ def _unzip_study(zip_path: Path, folder: Path) -> Path:
         shutil.rmtree(raw, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, failures: int = 0) -> int:
+def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> int:
     from rich.console import Console
 
     from braintumor import dicom
@@ -276,7 +278,7 @@ def _run(args: argparse.Namespace, failures: int = 0) -> int:
         channels = parse_channels(args.channels)
     out_dir = output_folder(args.output)
     three, two = _split_inputs(args.inputs)
-    if three:
+    if three and not checked:
         _check_cnn(args)
     studies = [p for p in three if dicom.is_dicom_study(p)]
     choice = _series_choice(args.series, studies, [p for p in [*three, *two]
