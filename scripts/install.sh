@@ -18,6 +18,11 @@
 # build of your choice first (https://pytorch.org/get-started/locally/) into the same
 # environment, then run this script.
 set -euo pipefail
+# paths given relative to where the script is run from, before it moves to the clone
+absolute() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+[ -n "${BRAINTUMOR_VENV:-}" ] && BRAINTUMOR_VENV=$(absolute "$BRAINTUMOR_VENV")
+[ -n "${BRAINTUMOR_BIN:-}" ] && BRAINTUMOR_BIN=$(absolute "$BRAINTUMOR_BIN")
+case "${PYTHON:-}" in */*) PYTHON=$(absolute "$PYTHON") ;; esac
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH=torch==2.13.0  # the build the package is tested with (it accepts torch>=2.3)
@@ -30,12 +35,17 @@ if ! command -v "$PY" >/dev/null 2>&1; then
 fi
 # "3.11 1 0": version, whether it is 3.10 or newer, whether pip may not install into it
 # (an EXTERNALLY-MANAGED marker beside its standard library, outside a virtual environment)
+version="" recent="" managed=""
 read -r version recent managed < <("$PY" -c '
 import os, sys, sysconfig
 venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
 marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
 print("%d.%d %d %d" % (sys.version_info[0], sys.version_info[1],
-                       sys.version_info >= (3, 10), not venv and os.path.isfile(marker)))')
+                       sys.version_info >= (3, 10), not venv and os.path.isfile(marker)))') || true
+if [ -z "$managed" ]; then
+  echo "error: $PY did not run as a Python 3 interpreter: name one with PYTHON=/path/to/python3." >&2
+  exit 1
+fi
 if [ "$recent" != 1 ]; then
   echo "error: braintumor needs Python 3.10 or newer and $PY is $version: install a newer one and run this again with PYTHON=/path/to/python3." >&2
   exit 1
@@ -48,7 +58,9 @@ fi
 venv=""
 if [ "$managed" = 1 ]; then
   venv=${BRAINTUMOR_VENV:-$HOME/.local/share/braintumor/venv}
-  if [ ! -x "$venv/bin/python" ]; then
+  # made before and still whole (a Python upgrade leaves its interpreter link dangling,
+  # an interrupted run leaves it without pip): kept, else made anew
+  if ! "$venv/bin/python" -c "import pip" >/dev/null 2>&1; then
     if ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
       # Debian and Ubuntu ship venv's pip apart, in python3.X-venv
       if [ "$(id -u)" = 0 ] && [ -x "$(command -v apt-get)" ]; then
@@ -59,7 +71,7 @@ if [ "$managed" = 1 ]; then
         exit 1
       fi
     fi
-    "$PY" -m venv "$venv"
+    "$PY" -m venv --clear "$venv"
   fi
   PY=$venv/bin/python
 fi
@@ -67,6 +79,7 @@ fi
 # PyTorch first, a CPU build (see above)
 if ! "$PY" -c "import torch" 2>/dev/null; then
   wheels=$(mktemp -d)
+  trap 'rm -rf "$wheels"' EXIT
   if "$PY" -m pip download -q --no-index --no-deps "$TORCH" -d "$wheels" >/dev/null 2>&1; then
     "$PY" -m pip install -q "$wheels"/torch-*.whl
   elif ! "$PY" -m pip install -q --timeout 20 --retries 1 \
@@ -107,6 +120,6 @@ else
     *":$bin:"*)
       echo "braintumor installed in $venv, its command linked as $bin/braintumor." ;;
     *)
-      echo "braintumor installed in $venv, its command linked as $bin/braintumor, a folder this shell's PATH lacks: run $bin/braintumor demo instead of braintumor demo (or first: export PATH=\"$bin:\$PATH\")." ;;
+      echo "braintumor installed in $venv, its command linked as $bin/braintumor, a folder this shell's PATH lacks: run '$bin/braintumor' demo instead of braintumor demo (or first: export PATH=\"$bin:\$PATH\")." ;;
   esac
 fi

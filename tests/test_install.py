@@ -31,8 +31,10 @@ case "$1" in
     esac ;;
   -m)
     if [ "$2" = venv ]; then
-      echo "$0 -m venv $3" >> "$FAKE_LOG"
-      mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && touch "$3/bin/braintumor"
+      dir="${@: -1}"
+      case " $* " in *" --clear "*) rm -rf "$dir" ;; esac
+      echo "$0 -m venv $dir" >> "$FAKE_LOG"
+      mkdir -p "$dir/bin" && cp "$0" "$dir/bin/python" && touch "$dir/bin/braintumor"
       exit 0
     fi
     echo "$0 $*" >> "$FAKE_LOG"
@@ -49,7 +51,8 @@ exit 1
 
 
 def _install(tmp_path: Path, *args: str, info: str = "3.11 1 0", torch: bool = True,
-             local: bool = False, cpu_index: bool = False, on_path: bool = False
+             local: bool = False, cpu_index: bool = False, on_path: bool = False,
+             cwd: Path | None = None, **more: str
              ) -> tuple[subprocess.CompletedProcess[str], list[str], Path]:
     fake = tmp_path / "sys" / "python3"
     if not fake.exists():
@@ -63,10 +66,10 @@ def _install(tmp_path: Path, *args: str, info: str = "3.11 1 0", torch: bool = T
         "PATH": (f"{bin_dir}:" if on_path else "") + os.environ["PATH"],
         "HOME": str(tmp_path / "home"), "PYTHON": str(fake), "BRAINTUMOR_BIN": str(bin_dir),
         "FAKE_LOG": str(log), "FAKE_INFO": info, "FAKE_TORCH": str(int(torch)),
-        "FAKE_LOCAL": str(int(local)), "FAKE_CPU_INDEX": str(int(cpu_index)),
+        "FAKE_LOCAL": str(int(local)), "FAKE_CPU_INDEX": str(int(cpu_index)), **more,
     }
     done = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=cwd)
     calls = log.read_text().splitlines() if log.exists() else []
     return done, calls, fake
 
@@ -103,7 +106,7 @@ def test_a_system_python_gets_a_virtual_environment_and_a_linked_command(
     out = done.stdout.strip().splitlines()
     assert len(out) == 1 and str(venv) in out[0]
     # its folder not on PATH: the exact command to run instead
-    assert f"run {link} demo instead of braintumor demo" in out[0], out[0]
+    assert f"run '{link}' demo instead of braintumor demo" in out[0], out[0]
     # on PATH (root's /usr/local/bin): just where; the venv is kept and used again
     done, calls, _ = _install(tmp_path, info="3.11 1 1", on_path=True)
     assert done.returncode == 0 and "instead" not in done.stdout
@@ -145,3 +148,30 @@ def test_torch_is_a_cpu_build_where_one_can_be_found(tmp_path: Path, local: bool
     else:
         assert "CUDA" not in done.stderr
     assert calls[-1] == f"{fake} -m pip install -q -e .[web]"
+
+
+def test_a_broken_environment_is_made_anew_and_relative_paths_are_where_they_were_named(
+        tmp_path: Path) -> None:
+    """A venv whose interpreter link dangles (the system Python upgraded since) is made
+    anew, not used and failed on at every run; a relative BRAINTUMOR_VENV and
+    BRAINTUMOR_BIN name folders beside where the script was run, not inside the clone."""
+    venv = tmp_path / "home" / ".local" / "share" / "braintumor" / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(tmp_path / "gone" / "python3.99")
+    done, calls, _ = _install(tmp_path, info="3.11 1 1")
+    assert done.returncode == 0, done.stderr
+    assert calls[0].endswith(f" -m venv {venv}"), calls
+    assert (venv / "bin" / "python").resolve().is_file()
+    here = tmp_path / "work"
+    here.mkdir()
+    done, calls, _ = _install(tmp_path, info="3.11 1 1", cwd=here,
+                              BRAINTUMOR_VENV="rel_venv", BRAINTUMOR_BIN="rel_bin")
+    assert done.returncode == 0, done.stderr
+    link = here / "rel_bin" / "braintumor"
+    assert os.readlink(link) == f"{here / 'rel_venv'}/bin/braintumor"
+    assert link.resolve().is_file() and not (ROOT / "rel_venv").exists()
+
+
+def test_a_python_that_does_not_answer_is_one_sentence(tmp_path: Path) -> None:
+    done, _, _ = _install(tmp_path, PYTHON="/bin/false")
+    _one_error(done, "/bin/false", "PYTHON=")
