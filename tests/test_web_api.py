@@ -840,9 +840,9 @@ def test_an_undo_on_a_job_deleted_meanwhile_is_404(client: TestClient,
     app: Any = client.app
     undo = app.state.corrector.undo
 
-    def expiring(j: Any) -> None:  # the job goes between the request's check and the undo
-        app.state.store.delete(j.id)
-        undo(j)
+    def expiring(j: Any, **kw: Any) -> None:  # the job goes between the request's check
+        app.state.store.delete(j.id)            # and the undo
+        undo(j, **kw)
 
     monkeypatch.setattr(app.state.corrector, "undo", expiring)
     r = client.post(job["urls"]["corrections"] + "/undo")
@@ -954,6 +954,135 @@ def test_correction_body_must_be_json(client: TestClient, done_job: dict[str, An
     r = client.post(done_job["urls"]["corrections"], content=b"nonsense",
                     headers={"content-type": "application/json"})
     assert r.status_code == 400 and _detail(r).startswith("The request is malformed")
+
+
+def _outline_files(client: TestClient, job_id: str) -> dict[str, bytes]:
+    """Every label map version of a job on disk, by name, with its bytes."""
+    out = client.app.state.store.job_dir(job_id) / "output"  # type: ignore[attr-defined]
+    return {p.name: p.read_bytes() for p in sorted(out.glob("labels_v*"))}
+
+
+def test_a_correction_or_undo_made_on_an_outline_changed_since_is_refused(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """A correction or undo names the label version it was made on: the right one is
+    applied; another (a page that has not seen what another page or reader did since) is a
+    409 in one sentence that changes nothing, neither the label map files nor the
+    version; without one, the current version is corrected or undone, as before."""
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    url = job["urls"]["corrections"]
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
+    inside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 3}]
+    r = client.post(url, json={"seeds": outside, "version": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["label_version"] == 1 and r.json()["changed"] is True
+    files = _outline_files(client, job["id"])
+    state = client.get(job["urls"]["self"]).json()
+    # seeds placed on version 0, which the outline no longer is
+    r = client.post(url, json={"seeds": inside, "version": 0})
+    assert r.status_code == 409
+    assert _detail(r) == (
+        "The outline changed since this page showed it (version 0, now 1: another page or "
+        "reader corrected or undid it), so this correction was not applied: check the "
+        "outline as it is now and correct again.")
+    assert _outline_files(client, job["id"]) == files
+    now = client.get(job["urls"]["self"]).json()
+    assert now["label_version"] == 1 and now["result"]["corrections"] == 1
+    assert now["result"]["summary"] == state["result"]["summary"]
+    # without a version: on whatever is current, as before
+    r = client.post(url, json={"seeds": inside})
+    assert r.status_code == 200 and r.json()["label_version"] == 2
+    files = _outline_files(client, job["id"])
+    # an undo asked on version 1 (in the body or the query) takes back nothing of 2
+    for asked in ({"json": {"version": 1}}, {"params": {"version": 1}}):
+        r = client.post(url + "/undo", **asked)  # type: ignore[arg-type]
+        assert r.status_code == 409
+        assert _detail(r).startswith("The outline changed since this page showed it "
+                                     "(version 1, now 2: ")
+        assert "so nothing was undone" in _detail(r)
+        assert _outline_files(client, job["id"]) == files
+        assert client.get(job["urls"]["self"]).json()["label_version"] == 2
+    r = client.post(url + "/undo", params={"version": 2}, json={"version": 1})
+    assert r.status_code == 400 and "different versions" in _detail(r)
+    assert client.get(job["urls"]["self"]).json()["label_version"] == 2
+    r = client.post(url + "/undo", params={"version": 2})
+    assert r.status_code == 200 and r.json()["label_version"] == 1
+    r = client.post(url + "/undo", json={"version": 1})
+    assert r.status_code == 200 and r.json()["label_version"] == 0
+    # an undo with nothing to undo, on the version shown, says so as before
+    r = client.post(url + "/undo", json={"version": 0})
+    assert r.status_code == 400 and "no correction" in _detail(r)
+    # without a version (no body at all, or an empty one): the last correction, as before
+    assert client.post(url, json={"seeds": outside}).json()["label_version"] == 1
+    r = client.post(url + "/undo")
+    assert r.status_code == 200 and r.json()["label_version"] == 0
+    assert client.post(url, json={"seeds": outside}).json()["label_version"] == 1
+    r = client.post(url + "/undo", json={})
+    assert r.status_code == 200 and r.json()["label_version"] == 0
+    # the API's description names the version and the refusal
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/jobs/{job_id}/corrections", "/api/jobs/{job_id}/corrections/undo"):
+        post = paths[path]["post"]
+        assert "409" in post["summary"] and "409" in post["responses"]
+    undo = paths["/api/jobs/{job_id}/corrections/undo"]["post"]
+    assert [q["name"] for q in undo["parameters"] if q["in"] == "query"] == ["version"]
+
+
+def test_two_corrections_made_on_one_version_at_once_apply_one(
+        client: TestClient, case_files: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two readers correct the same outline version at the same moment: one correction
+    is applied, the other is refused (409), not applied on top of an outline its reader
+    has not seen; likewise two undos asked on one version undo one correction."""
+    import threading
+
+    correction = pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    url = job["urls"]["corrections"]
+    slow_correct = correction.correct
+
+    def slow(*args: Any, **kw: Any) -> Any:  # both requests are under way at once
+        time.sleep(0.5)
+        return slow_correct(*args, **kw)
+
+    monkeypatch.setattr(correction, "correct", slow)
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    seeds = [[{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}],
+             [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 3}]]
+    start = threading.Barrier(2)
+    answers: list[Any] = [None, None]
+
+    def ask(i: int, call: Any) -> None:
+        start.wait()
+        answers[i] = call()
+
+    threads = [threading.Thread(target=ask, args=(i, lambda i=i: client.post(
+        url, json={"seeds": seeds[i], "version": 0}))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 409], [a.text for a in answers]
+    now = client.get(job["urls"]["self"]).json()
+    assert now["label_version"] == 1 and now["result"]["corrections"] == 1
+    assert len(_outline_files(client, job["id"])) == 2  # version 0 and 1, no 2
+    # the one applied is the one answered 200
+    won = next(i for i in range(2) if answers[i].status_code == 200)
+    got = np.asarray(_load(client.get(job["urls"]["download"]).content).dataobj)
+    assert (got[cx, cy, cz] == 0) == (won == 0)
+    assert client.post(url, json={"seeds": seeds[1 - won]}).json()["label_version"] == 2
+    threads = [threading.Thread(target=ask, args=(i, lambda: client.post(
+        url + "/undo", json={"version": 2}))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    assert client.get(job["urls"]["self"]).json()["label_version"] == 1
 
 
 def test_a_long_file_name_keeps_its_end(client: TestClient,

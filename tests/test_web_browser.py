@@ -559,7 +559,8 @@ def test_every_correction_click_places_a_seed_and_the_viewer_keeps_its_place(
     assert re.search(r"at \(-?\d+\.\d, -?\d+\.\d, -?\d+\.\d\) mm", msg), msg
     assert "Updated" not in msg and "nothing changed there" not in msg  # said once
     assert page.eval_on_selector("#correct-msg", "e => e.className") == "msg info"
-    assert len(seeds) == 2 and seeds[0] == seeds[1], seeds
+    assert len(seeds) == 2 and seeds[0]["seeds"] == seeds[1]["seeds"], seeds
+    assert [s["version"] for s in seeds] == [0, 1]  # each on the outline shown
     assert seeds[0]["seeds"][0]["label"] == 0
     assert page.evaluate("document.body.dataset.result") == "v1"
     expect(page.locator("#m-corr")).to_have_text("1")
@@ -618,11 +619,109 @@ def test_a_second_tab_on_the_job_follows_what_the_first_did(
     _until(other, "document.body.dataset.result === 'v1'")
     assert post("corrections/undo")["label_version"] == 0  # ... and undoes it
     other.click("#undo-btn")  # still on: refused, and the job shown as it is
-    expect(other.locator("#correct-msg")).to_contain_text("There is no correction to undo.")
-    expect(other.locator("#correct-msg")).to_contain_text("Another tab changed this outline")
+    expect(other.locator("#correct-msg")).to_contain_text(
+        "The outline changed since this page showed it (version 1, now 0: another page or "
+        "reader corrected or undid it), so nothing was undone")
     expect(other.locator("#m-corr")).to_have_text("0")
     expect(other.locator("#undo-btn")).to_be_disabled()
     _until(other, f"state.loadedOverlay && state.loadedOverlay.endsWith('{outline[-25:]}')")
+    other.close()
+
+
+def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_corrects_it(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """Two pages on one job, both in view: page B's Undo, pressed to take back the
+    correction B shows, does not take back one that page A made since (here through the
+    API, so that B is not brought back into view and refreshed), nor does a seed B
+    places land on A's outline: B says the server's sentence where corrections are said
+    and shows the outline as it is now, and A's correction stays on the server. Two
+    quick seeds of one page are two corrections, neither refused."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    url = page.url
+    job_id = url.rsplit("/", 1)[1]
+    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+
+    def correct(label: int, version: int) -> dict[str, Any]:
+        body = json.dumps({"seeds": [{"mm": centre, "label": label}], "version": version})
+        req = urllib.request.Request(f"{server.url}/api/jobs/{job_id}/corrections",
+                                     data=body.encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback server
+            return dict(json.loads(r.read()))
+
+    # page B, opened second, stays the page in front; its correction (version 1) is shown
+    other = page.context.new_page()
+    other.goto(url)
+    _wait_overlay(other)
+    assert correct(0, 0)["label_version"] == 1
+    other.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    _until(other, "document.body.dataset.result === 'v1'")
+    _until(other, "!!state.loadedOverlay && state.loadedOverlay.includes('/overlay/v1/')")
+    expect(other.locator("#undo-btn")).to_be_enabled()
+    # page A corrects again: version 2, which B has not seen
+    assert correct(3, 1)["label_version"] == 2
+    outline = _fetch(f"{server.url}/api/jobs/{job_id}/overlay/v2/labels.nii.gz")
+    expect(other.locator("#m-corr")).to_have_text("1")
+    asked: list[Any] = []
+    other.on("request", lambda r: asked.append(r.post_data_json)
+             if r.url.endswith("/corrections/undo") else None)
+    other.click("#undo-btn")
+    expect(other.locator("#correct-msg")).to_have_text(
+        "The outline changed since this page showed it (version 1, now 2: another page or "
+        "reader corrected or undid it), so nothing was undone: check the outline as it is "
+        "now and undo again if need be.")
+    assert asked == [{"version": 1}], asked
+    assert other.eval_on_selector("#correct-msg", "e => e.className") == "msg"  # refused
+    # B shows the outline as it is now, A's correction on top of B's
+    expect(other.locator("#m-corr")).to_have_text("2")
+    _until(other, "document.body.dataset.result === 'v2'")
+    _until(other, "!!state.loadedOverlay && state.loadedOverlay.includes('/overlay/v2/')")
+    # ... and A's correction is still the server's outline
+    job = _job(server, job_id)
+    assert job["label_version"] == 2 and job["result"]["corrections"] == 2
+    assert _fetch(f"{server.url}/api/jobs/{job_id}/overlay/v2/labels.nii.gz") == outline
+    # B, now shown version 2, undoes it when asked again
+    other.click("#undo-btn")
+    expect(other.locator("#correct-msg")).to_have_text("Undone.")
+    assert asked[-1] == {"version": 2}
+    assert _job(server, job_id)["label_version"] == 1
+    # two quick seeds of one page are two corrections, the second sent once the first is
+    # answered, on its outline: neither is refused
+    other.click("#undo-btn")
+    expect(other.locator("#correct-msg")).to_have_text("Undone.")
+    sent: list[Any] = []
+    other.on("request", lambda r: sent.append(r.post_data_json)
+             if r.url.endswith("/corrections") else None)
+    other.evaluate("""(c) => {
+        const kind = (k) => { document.querySelector(`input[name=seed-kind][value=${k}]`)
+                                .checked = true; };
+        document.getElementById("correct-region").value = "3";
+        kind("outside");
+        placeSeed(c);
+        kind("inside");
+        placeSeed(c);
+    }""", centre)
+    _until(other, "document.body.dataset.result === 'v2'")
+    expect(other.locator("#correct-msg")).to_contain_text("Updated in")
+    assert [(b["seeds"][0]["label"], b["version"]) for b in sent] == [(0, 0), (3, 1)], sent
+    assert _job(server, job_id)["label_version"] == 2
+    # a seed B places on version 2 after A made version 3 is not applied to 3
+    assert correct(0, 2)["label_version"] == 3
+    outline = _fetch(f"{server.url}/api/jobs/{job_id}/overlay/v3/labels.nii.gz")
+    other.evaluate("(c) => placeSeed(c)", centre)
+    expect(other.locator("#correct-msg")).to_have_text(
+        "The outline changed since this page showed it (version 2, now 3: another page or "
+        "reader corrected or undid it), so this correction was not applied: check the "
+        "outline as it is now and correct again.")
+    assert sent[-1]["version"] == 2, sent
+    _until(other, "document.body.dataset.result === 'v3'")
+    assert _job(server, job_id)["label_version"] == 3
+    assert _fetch(f"{server.url}/api/jobs/{job_id}/overlay/v3/labels.nii.gz") == outline
     other.close()
 
 

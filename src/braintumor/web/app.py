@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import nibabel as nib
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -40,7 +40,12 @@ from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
 from braintumor.io import ArchiveTooLarge, VolumeTooLarge, save_whole, write_replacing
-from braintumor.web.correct import CorrectionUnavailable, Corrector, correction_available
+from braintumor.web.correct import (
+    CorrectionUnavailable,
+    Corrector,
+    VersionConflict,
+    correction_available,
+)
 from braintumor.web.inputs import (
     FeatureUnavailable,
     StackTooLarge,
@@ -139,8 +144,25 @@ class Seed(BaseModel):
     label: int = Field(description="0 outside (remove), 1 NCR, 2 ED, 3 ET")
 
 
+#: what ``version`` of a correction or undo says, in the API's schema
+_VERSION_DOC = ("the label map version (the job's `label_version`) this is made against, "
+                "as the page shows it: when the job's is another by then (another page or "
+                "reader corrected or undid it), the request is refused with 409 and "
+                "changes nothing; leave it out to act on whatever version is current")
+
+#: what a 409 of a correction or undo means, in the API's description
+_STALE_DOC = ("the outline is no longer the `version` named (another page or reader "
+              "corrected or undid it since): nothing was changed; `detail` says so in one "
+              "sentence with both versions")
+
+
 class CorrectionRequest(BaseModel):
     seeds: list[Seed]
+    version: int | None = Field(None, description=_VERSION_DOC)
+
+
+class UndoRequest(BaseModel):
+    version: int | None = Field(None, description=_VERSION_DOC)
 
 
 class CorrectionOut(JobOut):
@@ -194,6 +216,8 @@ def _status_for(exc: InputError) -> int:
         return 503
     if isinstance(exc, CorrectionUnavailable):
         return 501
+    if isinstance(exc, VersionConflict):
+        return 409
     if isinstance(exc, FeatureUnavailable):
         return 501
     return 400
@@ -1200,26 +1224,43 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         return result
 
     @app.post("/api/jobs/{job_id}/corrections", response_model=CorrectionOut,
-              summary="Correct the outline with inside/outside seeds")
+              summary="Correct the outline with inside/outside seeds (409 if it changed "
+                      "since `version`)", responses={409: {"description": _STALE_DOC}})
     def correct(job_id: str, req: CorrectionRequest) -> dict[str, Any]:
         """Seeds: voxel ``x, y, z`` or world ``mm``, with ``label`` 1-3 (inside that
         region) or 0 (outside the tumour). Answers the job with the new label version,
         ``changed`` and ``note``; a correction that changes no voxel answers the job as
-        it was (``changed`` false, ``note`` saying why)."""
+        it was (``changed`` false, ``note`` saying why). With ``version`` (the
+        ``label_version`` the seeds were placed on) it is refused with 409, in one
+        sentence and changing nothing, when the outline is another version by then:
+        another page or reader corrected or undid it since."""
         job = done_3d(job_id)
         seeds = [s.model_dump(exclude_none=True) for s in req.seeds]
         try:
-            _, changed, note = corrector.apply(job, seeds)
+            _, changed, note = corrector.apply(job, seeds, expected=req.version)
         except KeyError:
             raise HTTPException(404, NO_JOB) from None
         return {**job_out(get_job(job_id)), "changed": changed, "note": note}
 
     @app.post("/api/jobs/{job_id}/corrections/undo", response_model=JobOut,
-              summary="Undo the last correction")
-    def undo(job_id: str) -> dict[str, Any]:
+              summary="Undo the last correction (409 if the outline changed since "
+                      "`version`)", responses={409: {"description": _STALE_DOC}})
+    def undo(job_id: str,
+             version: int | None = Query(None, description=_VERSION_DOC),
+             req: UndoRequest | None = Body(None)) -> dict[str, Any]:
+        """Steps back to the previous label map version. ``version`` (in a JSON body or
+        the query) is the ``label_version`` the undo was asked on: when the outline is
+        another version by then, another page or reader corrected or undid it since, and
+        the undo is refused with 409, in one sentence and changing nothing, rather than
+        taking back someone else's correction. Without it the last correction is
+        undone, whoever made it."""
+        body = req.version if req is not None else None
+        if version is not None and body is not None and version != body:
+            raise HTTPException(400, "The request is malformed: version: the query and the "
+                                     "body name different versions.")
         job = done_3d(job_id)
         try:
-            corrector.undo(job)
+            corrector.undo(job, expected=body if body is not None else version)
         except KeyError:  # deleted or expired meanwhile
             raise HTTPException(404, NO_JOB) from None
         return job_out(get_job(job_id))

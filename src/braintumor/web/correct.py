@@ -6,6 +6,12 @@ internal value 0..3, 0 meaning "not tumour here"). :func:`braintumor.correction.
 gives the new label map, stored as the next version; undo steps back one version.
 The newest version is what the viewer shows and what downloads and reports use.
 
+A correction or undo may name the version it was made against (the one its page shows):
+when another page or reader changed the outline since, it is refused
+(:class:`VersionConflict`) and changes nothing, so a seed never lands on an outline its
+reader has not seen and an Undo never takes back someone else's correction. The check is
+made under the job's lock, so two requests made against one version cannot both pass.
+
 The case and the current labels of recently corrected jobs stay in memory, so a click
 costs the correction itself and one file write, not a reload of the four volumes.
 """
@@ -36,6 +42,24 @@ MAX_SEEDS = 2000
 
 class CorrectionUnavailable(InputError):
     """This build has no correction method (answered with 501)."""
+
+
+class VersionConflict(InputError):
+    """The outline changed since the version a correction or undo was made against
+    (answered with 409); nothing was changed."""
+
+
+def check_version(job: Job, expected: int | None, undo: bool = False) -> None:
+    """Refuse (:class:`VersionConflict`) a correction or undo made against label map
+    version ``expected`` when the job's is another; ``None`` names none: always passes."""
+    if expected is None or expected == job.label_version:
+        return
+    done = "nothing was undone" if undo else "this correction was not applied"
+    again = "undo again if need be" if undo else "correct again"
+    raise VersionConflict(
+        f"The outline changed since this page showed it (version {expected}, now "
+        f"{job.label_version}: another page or reader corrected or undid it), so {done}: "
+        f"check the outline as it is now and {again}.")
 
 
 def correction_available() -> bool:
@@ -183,9 +207,12 @@ class Corrector:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
-    def apply(self, job: Job, raw_seeds: Any) -> tuple[float, bool, str]:
+    def apply(self, job: Job, raw_seeds: Any,
+              expected: int | None = None) -> tuple[float, bool, str]:
         """Apply one correction: the seconds it took, whether it changed a voxel, and
         what its seeds that changed nothing say ("" when every one changed something).
+        Made against label version ``expected`` (when given): refused
+        (:class:`VersionConflict`) if the job's is another by then.
 
         A correction that changes no voxel (every seed outside the brain, or asking for
         what is there) is no correction: no label version is written, it is not counted
@@ -201,6 +228,7 @@ class Corrector:
 
         with self._job_lock(job.id):
             job = self._fresh(job)
+            check_version(job, expected)
             t0 = time.perf_counter()
             case, labels = self._state(job)
             seeds = parse_seeds(raw_seeds, case)
@@ -260,10 +288,12 @@ class Corrector:
             summaries[version] = full
             self.store.update(job_id, result={**job.result, "summaries": summaries})
 
-    def undo(self, job: Job) -> None:
-        """Step back to the previous label map version."""
+    def undo(self, job: Job, expected: int | None = None) -> None:
+        """Step back to the previous label map version; made against version ``expected``
+        (when given): refused (:class:`VersionConflict`) if the job's is another by then."""
         with self._job_lock(job.id):
             job = self._fresh(job)
+            check_version(job, expected, undo=True)
             if job.label_version == 0:
                 raise InputError("There is no correction to undo.")
             job_dir = self.store.job_dir(job.id)

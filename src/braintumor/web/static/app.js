@@ -1497,16 +1497,51 @@ async function compareWith(file) {
 }
 
 // -- correction ---------------------------------------------------------------------------
-async function placeSeed(mm) {
-  const job = state.job;
-  if (!job || job.status !== "done" || !mm) return;
+// This page's corrections and undos go to the server one at a time, each naming the outline
+// version the page shows once the one before it is answered (two quick clicks are two
+// corrections, the second on the first's outline). The server refuses one made on an
+// outline another page or reader changed since (409): its sentence is said and the job
+// shown as it is now. A seed clicked before that refusal was placed on the outline it
+// replaced, so it is not sent; each click sends its seed at once, so no seed waits longer.
+let correcting = Promise.resolve();
+let refusals = 0;
+function inTurn(step) {
+  const seen = refusals;
+  const run = correcting.then(() => (seen === refusals ? step() : undefined));
+  correcting = run.catch(() => {});
+  return run;
+}
+
+// a correction or undo refused: said where the correction's messages go, and the job shown
+// as the server has it now (another tab may have corrected or undone it)
+async function correctionRefused(e) {
+  setMsg("correct-msg", e.message);
+  if (e.status === 404 && e.fromServer) jobGone(e.message);
+  else if (e.status === 409 && e.fromServer) {
+    // the outline changed since this page showed it: the server's sentence says so
+    refusals++;
+    await refreshJob();
+  } else if (await refreshJob()) {
+    setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
+  }
+}
+
+function placeSeed(mm) {
+  if (!state.job || state.job.status !== "done" || !mm) return;
   const region = parseInt($("correct-region").value, 10);
   const inside = document.querySelector("input[name=seed-kind]:checked").value === "inside";
   const seed = { mm: [mm[0], mm[1], mm[2]], label: inside ? region : 0 };
+  return inTurn(() => sendSeed(seed));
+}
+
+async function sendSeed(seed) {
+  const job = state.job;
+  if (!job || job.status !== "done" || state.gone) return;
   setMsg("correct-msg", "Correcting…", true);
   const t0 = performance.now();
   try {
-    const updated = await postJSON(`/api/jobs/${job.id}/corrections`, { seeds: [seed] });
+    const updated = await postJSON(`/api/jobs/${job.id}/corrections`,
+                                   { seeds: [seed], version: job.label_version });
     const t1 = performance.now();
     showJob(updated, false);
     await waitViewerIdle();
@@ -1524,11 +1559,7 @@ async function placeSeed(mm) {
     setMsg("correct-msg", note ? `Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
       : `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
-    setMsg("correct-msg", e.message);
-    if (e.status === 404 && e.fromServer) jobGone(e.message);
-    else if (await refreshJob()) {
-      setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
-    }
+    await correctionRefused(e);
   }
 }
 
@@ -1536,20 +1567,23 @@ async function waitViewerIdle() {
   while (state.busy) await new Promise((r) => setTimeout(r, 20));
 }
 
-async function undoCorrection() {
+function undoCorrection() {
   if (!state.job) return;
-  try {
-    showJob(await postJSON(`/api/jobs/${state.job.id}/corrections/undo`), false);
-    setMsg("correct-msg", "Undone.", true);
-  } catch (e) {
-    // refused: the job may have changed in another tab (undone there already), so it is
-    // fetched again and its count, Undo and outline shown as they are
-    setMsg("correct-msg", e.message);
-    if (e.status === 404 && e.fromServer) jobGone(e.message);
-    else if (await refreshJob()) {
-      setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
+  return inTurn(async () => {
+    const job = state.job;
+    if (!job || state.gone) return;
+    try {
+      // the version shown: an undo takes back this outline's last step, not one another
+      // page or reader made since
+      showJob(await postJSON(`/api/jobs/${job.id}/corrections/undo`,
+                             { version: job.label_version }), false);
+      setMsg("correct-msg", "Undone.", true);
+    } catch (e) {
+      // refused: the job may have changed in another tab (undone there already), so it is
+      // fetched again and its count, Undo and outline shown as they are
+      await correctionRefused(e);
     }
-  }
+  });
 }
 
 window.addEventListener("popstate", () => location.reload());
