@@ -726,3 +726,93 @@ def test_a_file_is_put_onto_a_grid_turned_exactly_or_else_resampled(tmp_path: Pa
     assert moved is not None and moved.shape == data.shape
     # voxel k of the grid lies between the file's voxels k-1 and k along the last axis
     np.testing.assert_allclose(moved[1:3, 1:4, 2:5], data[1:3, 1:4, 1:4] + 0.5, atol=1e-4)
+
+
+# -- files written whole: one rule (write beside, then rename) ------------------------------
+def test_write_replacing_writes_through_a_link_and_keeps_permissions(tmp_path: Path) -> None:
+    """``cur.nii.gz -> v3/m.nii.gz`` (mode 600): the label map written to ``cur.nii.gz``
+    replaced the link by a plain file of mode 644 (the version it pointed to left stale).
+    Every file written whole now goes where the link points, the link kept, and keeps
+    the permission bits of the file it replaces; a new file gets the umask's default."""
+    import os
+    import stat
+
+    target = tmp_path / "v3" / "m.nii.gz"
+    target.parent.mkdir()
+    io.save_label_nifti(np.zeros(SHAPE, np.uint8), target)
+    target.chmod(0o600)
+    link = tmp_path / "cur.nii.gz"
+    link.symlink_to(Path("v3") / "m.nii.gz")
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:4, 2:4, 2:4] = 2
+    assert io.save_label_nifti(labels, link) == link
+    assert link.is_symlink() and os.readlink(link) == str(Path("v3") / "m.nii.gz")
+    assert np.array_equal(io.load_label_nifti(target).data, labels)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    # a file written anew: the umask's default, as any program's
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fresh = io.write_replacing(tmp_path / "new.txt", lambda tmp: tmp.write_text("x"))
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+    plain = tmp_path / "plain.txt"
+    plain.write_text("old")
+    plain.chmod(0o640)
+    io.write_replacing(plain, lambda tmp: tmp.write_text("new"))
+    assert plain.read_text() == "new" and stat.S_IMODE(plain.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "cur.nii.gz", "m.nii.gz", "new.txt", "plain.txt", "v3"]  # no temporary left
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    out.write_text("earlier")
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        io.write_replacing(out, fail)
+    assert out.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_the_temporary_name_is_each_call_own(tmp_path: Path) -> None:
+    """The temporary beside a file was named by the process id only: two threads of the
+    web server writing one file wrote one temporary. Each call's is its own (process,
+    thread and a random part), hidden, and of the file's suffix (``.nii.gz`` whole)."""
+    import threading
+
+    target = tmp_path / "case.nii.gz"
+    names = [io.partial_beside(target) for _ in range(3)]
+    other = threading.Thread(target=lambda: names.append(io.partial_beside(target)))
+    other.start()
+    other.join()
+    assert len({p.name for p in names}) == 4
+    for p in names:
+        assert p.parent == tmp_path and p.name.startswith(".case.")
+        assert p.name.endswith(".part.nii.gz")
+    assert io.partial_beside(tmp_path / "m.onnx").name.endswith(".part.onnx")
+
+
+def test_two_threads_writing_one_file_leave_it_whole(tmp_path: Path) -> None:
+    import threading
+
+    out = tmp_path / "t.txt"
+    gate = threading.Barrier(4)
+
+    def write(text: str) -> None:
+        def slow(tmp: Path) -> None:
+            with tmp.open("w") as fh:
+                fh.write(text[:50])
+                gate.wait()  # every thread is mid-write at once
+                fh.write(text[50:])
+        io.write_replacing(out, slow)
+
+    texts = [str(i) * 100 for i in range(4)]
+    threads = [threading.Thread(target=write, args=(t,)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out.read_text() in texts and [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+

@@ -894,13 +894,16 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
 
     The file is written beside ``out_path`` and renamed into place, so a failed export
     never leaves half a file there; a link at ``out_path`` is written through (the file it
-    points to is replaced, the link kept), and a file replaced keeps its permission bits.
+    points to is replaced, the link kept), and a file replaced keeps its permission bits
+    (the rule of every file written whole: :func:`braintumor.io.write_replacing`).
     With ``tolerance``, it is first checked against PyTorch (:func:`onnx_agreement`,
     where ONNX Runtime is installed) and put in place only when their probabilities
     differ by at most that; otherwise it is removed and a file already at ``out_path`` is
     left as it was. An ``out_path`` that is the checkpoint itself is refused
     (:func:`check_export_target`)."""
     import torch
+
+    from braintumor.io import partial_beside, put_in_place, write_target
 
     check_export_target(checkpoint, out_path)
     net, _ = load_checkpoint_net(checkpoint, "cpu")
@@ -918,32 +921,6 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
         return OnnxExport(out, diff, replaced=replaced)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def write_target(out: Path) -> Path:
-    """The file a write to ``out`` lands in, its folder made: ``out`` itself, or where a
-    link at ``out`` points (``current.onnx -> v3/member0.onnx`` is written through, as
-    any program writing the file would, and stays a link)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    target = Path(os.path.realpath(out))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def partial_beside(target: Path) -> Path:
-    """A hidden name beside ``target`` (on its file system, so that renaming it into
-    place is atomic) for a file written before it is put there."""
-    return target.with_name(f".{target.name}.{os.getpid()}.partial{target.suffix}")
-
-
-def put_in_place(partial: Path, target: Path) -> None:
-    """Rename ``partial`` onto ``target`` (:func:`write_target`), keeping the permission
-    bits of a file it replaces (a file kept private, 600, stays so)."""
-    import shutil
-
-    if target.exists():
-        shutil.copymode(target, partial)
-    os.replace(partial, target)
 
 
 def onnx_agreement(checkpoint: str | Path, onnx_path: str | Path, size: int = 64,

@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import io as stdio
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -569,26 +570,63 @@ def load_label_nifti(path: str | Path) -> Volume:
                   header=vol.header)
 
 
-def write_replacing(out: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write`` on a temporary file beside ``out`` (of its suffix, so writers that
-    go by it still do) and rename that into place: a write cut short (a full disk) leaves
-    no partial or empty file under ``out``'s name, which a cache would serve as it is.
-    The temporary file is removed when ``write`` fails."""
+def write_target(out: str | Path) -> Path:
+    """The file a write to ``out`` lands in, its folder made: ``out`` itself, or where a
+    link at ``out`` points (``current.onnx -> v3/member0.onnx`` is written through, as
+    any program writing the file would, and stays a link)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(os.path.realpath(out))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def partial_beside(target: str | Path) -> Path:
+    """A hidden name beside ``target`` (on its file system, so that renaming it into
+    place is atomic) for a file written before it is put there. It keeps ``target``'s
+    suffix (``.nii.gz`` whole), so writers that go by it still do, and is this call's
+    own: the process, the thread and a random part, so two threads (a server's) or two
+    processes writing one file never write one temporary."""
     import secrets
 
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(target)
     name = target.name
     suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else target.suffix
     stem = name[: len(name) - len(suffix)] if suffix else name
-    tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.part{suffix}")
+    own = f"{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(3)}"
+    return target.with_name(f".{stem}.{own}.part{suffix}")
+
+
+def keep_mode(target: Path, partial: Path) -> None:
+    """Give ``partial`` the permission bits of the file at ``target`` it is to replace (a
+    file kept private, 600, stays so); with none there, ``partial`` keeps its own (the
+    umask's default, as any new file)."""
+    if target.exists():
+        shutil.copymode(target, partial)
+
+
+def put_in_place(partial: Path, target: Path) -> None:
+    """Rename ``partial`` (:func:`partial_beside`) onto ``target`` (:func:`write_target`),
+    keeping the permission bits of a file it replaces (:func:`keep_mode`)."""
+    keep_mode(target, partial)
+    os.replace(partial, target)
+
+
+def write_replacing(out: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write`` on a temporary file beside where ``out`` lands (:func:`write_target`:
+    through a link at ``out``) and put that in place (:func:`put_in_place`: a replaced
+    file's permission bits kept): a write cut short (a full disk) leaves no partial or
+    empty file under ``out``'s name, which a cache would serve as it is. The temporary
+    file (:func:`partial_beside`) is removed when ``write`` fails. Returns ``out``."""
+    out = Path(out)
+    target = write_target(out)
+    partial = partial_beside(target)
     try:
-        write(tmp)
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+        write(partial)
+        put_in_place(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out
 
 
 def save_label_nifti(

@@ -199,6 +199,8 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
     lost."""
     import csv
 
+    from braintumor.io import write_replacing
+
     if not rows:
         return None
     path = Path(out_dir) / VOLUME_TABLE
@@ -217,21 +219,20 @@ def write_volume_table(rows: list[dict[str, Any]], out_dir: str | Path) -> Path 
         fields += [f for f in extra if f not in fields]
         out_rows = kept + [{**{f: old[c].get(f, "") for f in extra if c in old}, **r}
                            for c, r in new.items()]
-        # written beside it and renamed over it: an interrupted write leaves the old table
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        # written beside it and renamed over it (io.write_replacing): an interrupted write
+        # leaves the old table, and no temporary copy
+        def write(tmp: Path) -> None:
             with tmp.open("w", newline="", encoding="utf-8") as fh:
                 w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
                 w.writeheader()
                 w.writerows(out_rows)
-            tmp.replace(path)
+
+        try:
+            write_replacing(path, write)
         except OSError as exc:  # a full disk, a locked table: the old table stands, said
-            tmp.unlink(missing_ok=True)
             raise OSError(exc.errno, f"the volume table could not be written "
                           f"({exc.strerror}); the label maps are written, the earlier "
                           "table is kept", str(path)) from None
-        finally:  # a Ctrl-C mid-write leaves no copy behind either
-            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -449,15 +449,20 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
     predictor takes the pair only when both are there, so a failed export leaves the
     earlier pair, or no export (the weights are then run), never half a file nor a new
     config with an earlier graph. A link at either place is written through and a file
-    replaced keeps its permission bits (as :func:`braintumor.inference.export_onnx`);
+    replaced keeps its permission bits (:func:`braintumor.io.write_replacing`'s rule);
     weights named like their export (``m.onnx``, ``m.json``) are refused, not
     overwritten."""
     import os
-    import shutil
 
     import torch
 
     from braintumor import inference
+    from braintumor.io import (
+        keep_mode,
+        partial_beside,
+        put_in_place,
+        write_target,
+    )
 
     p = Path(weights)
     graph, cfg_path = onnx_files(p)
@@ -469,8 +474,8 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
                              f"{p.stem}.pt).")
     model = _load_torch_model(p)
     x = torch.zeros(1, 3, model.size, model.size)
-    targets = [inference.write_target(t) for t in (graph, cfg_path)]
-    partial = [inference.partial_beside(t) for t in targets]
+    targets = [write_target(t) for t in (graph, cfg_path)]
+    partial = [partial_beside(t) for t in targets]
     try:
         inference.onnx_export(model.network, x, partial[0], {0: "batch", 2: "h", 3: "w"},
                               opset)
@@ -479,10 +484,10 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
         # predictor finds no pair and runs the weights, never the new config with the
         # earlier graph (a picture size or threshold it was not exported with)
         if targets[0].exists():
-            shutil.copymode(targets[0], partial[0])
+            keep_mode(targets[0], partial[0])
             targets[0].unlink()
-        inference.put_in_place(partial[1], targets[1])
-        inference.put_in_place(partial[0], targets[0])
+        put_in_place(partial[1], targets[1])
+        put_in_place(partial[0], targets[0])
     finally:
         for t in partial:
             t.unlink(missing_ok=True)
@@ -1068,8 +1073,8 @@ def _write_areas(table: Path, rows: list[dict[str, Any]]) -> Path:
     that is no such table is kept aside, and writers of the folder take turns through
     its lock."""
     import csv
-    import os
 
+    from braintumor.io import write_replacing
     from braintumor.scale import read_table, table_lock
 
     def where(picture: str) -> str:
@@ -1084,17 +1089,16 @@ def _write_areas(table: Path, rows: list[dict[str, Any]]) -> Path:
         earlier = {str(r.get("mask")): r for r in old}
         out_rows = kept + [{**{f: earlier[str(r["mask"])].get(f, "") for f in extra
                                if str(r["mask"]) in earlier}, **r} for r in rows]
-        # one temporary name per process: two runs no longer write one file
-        tmp = table.with_name(f".{table.name}.{os.getpid()}.tmp")
-        try:
+        # written beside it and renamed over it (io.write_replacing): a temporary name of
+        # the call's own, so two runs, or two threads, never write one file
+        def write(tmp: Path) -> None:
             with tmp.open("w", newline="", encoding="utf-8") as fh:
                 w = csv.DictWriter(fh, fieldnames=[*rows[0], *extra], extrasaction="ignore",
                                    restval="")
                 w.writeheader()
                 w.writerows(out_rows)
-            tmp.replace(table)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        write_replacing(table, write)
     return table
 
 

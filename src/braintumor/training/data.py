@@ -12,7 +12,6 @@ files changed since is made again rather than trained on as it was.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from braintumor.cases import (
     discover,
     load_case,
 )
+from braintumor.io import write_replacing
 from braintumor.labels import regions_to_channels
 from braintumor.preprocess import Box, bounding_box, brain_mask, crop, zscore
 
@@ -73,13 +73,13 @@ def save_prepared(p: Prepared, folder: Path) -> Path:
     """Write a prepared case to ``folder/<case_id>.npz`` (float16 image)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{p.case_id}.npz"
-    tmp = folder / f".{p.case_id}.{os.getpid()}.tmp.npz"
     arrays = {"image": p.image.astype(np.float16), "box": box_to_array(p.box),
               "shape": np.array(p.shape, dtype=np.int64)}
     if p.label is not None:
         arrays["label"] = p.label.astype(np.uint8)
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(out)
+    # written beside and renamed into place (io.write_replacing): a worker stopped
+    # mid-write leaves no truncated case that a later run would read as cached
+    write_replacing(out, lambda tmp: np.savez(tmp, **arrays))  # type: ignore[arg-type]
     return out
 
 
@@ -156,9 +156,8 @@ def build_cache(data: str | Path, cache: str | Path, progress: bool = True) -> l
               f"{', ...' if len(remade) > 3 else ''}): {why}", file=sys.stderr, flush=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if known.get("cases") != now or not same_settings:
-        tmp = cache_dir / f".sources.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"settings": CACHE_SETTINGS, "cases": now}, indent=1))
-        tmp.replace(index)
+        record = json.dumps({"settings": CACHE_SETTINGS, "cases": now}, indent=1)
+        write_replacing(index, lambda tmp: tmp.write_text(record))
     ids = cache_dir / "cases.json"
     text = json.dumps([s.case_id for s in sources], indent=1)
     if not ids.exists() or ids.read_text() != text:
