@@ -816,3 +816,17 @@ def test_two_threads_writing_one_file_leave_it_whole(tmp_path: Path) -> None:
         t.join()
     assert out.read_text() in texts and [p.name for p in tmp_path.iterdir()] == ["t.txt"]
 
+
+def test_a_file_is_not_written_over_its_source_nor_onto_a_folder(tmp_path: Path) -> None:
+    src = tmp_path / "m.pt"
+    src.write_bytes(b"weights")
+    (tmp_path / "link.pt").symlink_to("m.pt")
+    (tmp_path / "dir").mkdir()
+    for out in (src, tmp_path / "link.pt", tmp_path / "." / "m.pt"):
+        with pytest.raises(InputError, match="^over$"):
+            io.check_written_file(out, src, over_source="over", folder="folder")
+    with pytest.raises(InputError, match="^folder$"):
+        io.check_written_file(tmp_path / "dir", src, over_source="over", folder="folder")
+    io.check_written_file(tmp_path / "m.onnx", src, over_source="over", folder="folder")
+    io.check_written_file(tmp_path / "m.onnx", tmp_path / "gone.pt", over_source="over",
+                          folder="folder")

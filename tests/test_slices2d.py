@@ -1006,6 +1006,24 @@ def test_2d_export_never_writes_over_its_weights(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx", "m.pt"]
 
 
+def test_2d_export_onto_a_folder_is_one_sentence(tmp_path: Path) -> None:
+    """A folder where the export or its config goes was an IsADirectoryError after the
+    export's work; it is refused first, as export-onnx refuses one (io.check_written_file),
+    and the folder is left as it was."""
+    cfg = {"network": "unet2d", "network_kwargs": {"channels": [4, 8, 16]}, "size": 32,
+           "threshold": 0.5, "min_fraction": 0.001}
+    path = tmp_path / "m.pt"
+    torch.save({"state_dict": s2d.build_network(cfg).state_dict(), "config": cfg}, path)
+    for name in ("m.onnx", "m.json"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(InputError, match=r"m\.(onnx|json): is a folder") as e:
+            s2d.export_onnx_2d(path)
+        assert "\n" not in str(e.value) and "rename or remove that folder" in str(e.value)
+        assert list((tmp_path / name).iterdir()) == []
+        (tmp_path / name).rmdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
 def test_2d_export_never_pairs_a_new_config_with_an_earlier_graph(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The new config was renamed into place before the new graph: stopped between the

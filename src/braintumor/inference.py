@@ -876,16 +876,19 @@ class OnnxExport:
 def check_export_target(checkpoint: str | Path, out_path: str | Path) -> None:
     """Refuse, in one sentence and before any work, an ONNX file to be written over the
     checkpoint it is exported from (by its own path, another spelling of it or a link to
-    it: the checkpoint would be lost) or onto a folder."""
+    it: the checkpoint would be lost) or onto a folder
+    (:func:`braintumor.io.check_written_file`)."""
+    from braintumor.io import check_written_file
+
     src, out = Path(checkpoint), Path(out_path)
-    if src.exists() and out.exists() and os.path.samefile(src, out):
-        also = "" if str(out) == str(src) else f" ({src})"
-        raise InputError(f"{out}: is the checkpoint being exported{also}, and the ONNX file "
-                         "written there would destroy it; give the ONNX file another name, "
-                         f"such as {src.with_suffix('.onnx').name}.")
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; name the ONNX file to write, such as "
-                         f"{out / src.with_suffix('.onnx').name}.")
+    also = "" if str(out) == str(src) else f" ({src})"
+    check_written_file(
+        out, src,
+        over_source=f"{out}: is the checkpoint being exported{also}, and the ONNX file "
+                    "written there would destroy it; give the ONNX file another name, "
+                    f"such as {src.with_suffix('.onnx').name}.",
+        folder=f"{out}: is a folder; name the ONNX file to write, such as "
+               f"{out / src.with_suffix('.onnx').name}.")
 
 
 def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,

@@ -570,6 +570,19 @@ def load_label_nifti(path: str | Path) -> Volume:
                   header=vol.header)
 
 
+def check_written_file(out: str | Path, source: str | Path, over_source: str,
+                       folder: str) -> None:
+    """Refuse, before any work, a file to be written at ``out`` that is the ``source`` it
+    is made from (its own path, another spelling of it or a link to it: the write would
+    destroy it), raising ``InputError(over_source)``, or that is a folder, raising
+    ``InputError(folder)``: each caller's own sentence."""
+    out, src = Path(out), Path(source)
+    if src.exists() and out.exists() and os.path.samefile(src, out):
+        raise InputError(over_source)
+    if out.is_dir():
+        raise InputError(folder)
+
+
 def write_target(out: str | Path) -> Path:
     """The file a write to ``out`` lands in, its folder made: ``out`` itself, or where a
     link at ``out`` points (``current.onnx -> v3/member0.onnx`` is written through, as

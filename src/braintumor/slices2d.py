@@ -451,13 +451,12 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
     config with an earlier graph. A link at either place is written through and a file
     replaced keeps its permission bits (:func:`braintumor.io.write_replacing`'s rule);
     weights named like their export (``m.onnx``, ``m.json``) are refused, not
-    overwritten."""
-    import os
-
+    overwritten, and so is a folder at either place."""
     import torch
 
     from braintumor import inference
     from braintumor.io import (
+        check_written_file,
         keep_mode,
         partial_beside,
         put_in_place,
@@ -467,11 +466,14 @@ def export_onnx_2d(weights: str | Path, opset: int = 17) -> tuple[Path, Path]:
     p = Path(weights)
     graph, cfg_path = onnx_files(p)
     for target in (graph, cfg_path):
-        if p.exists() and target.exists() and os.path.samefile(p, target):
-            raise InputError(f"{p}: its ONNX export and config are written beside it as "
-                             f"{graph.name} and {cfg_path.name}, which would write over the "
-                             "weights; give the weights file another name (such as "
-                             f"{p.stem}.pt).")
+        check_written_file(
+            target, p,
+            over_source=f"{p}: its ONNX export and config are written beside it as "
+                        f"{graph.name} and {cfg_path.name}, which would write over the "
+                        f"weights; give the weights file another name (such as {p.stem}.pt).",
+            folder=f"{target}: is a folder, where the ONNX export of {p.name} goes (its "
+                   f"export and config are written beside it as {graph.name} and "
+                   f"{cfg_path.name}); rename or remove that folder.")
     model = _load_torch_model(p)
     x = torch.zeros(1, 3, model.size, model.size)
     targets = [write_target(t) for t in (graph, cfg_path)]
