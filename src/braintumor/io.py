@@ -388,6 +388,14 @@ def quiet_nibabel() -> Iterator[None]:
 
 
 def _open_nifti(path: Path) -> nib.Nifti1Image:
+    """Every NIfTI the package reads is opened here, under :func:`quiet_nibabel`: a file
+    whose header is no NIfTI's is said in the reader's one sentence, not after nibabel's
+    lines about it; a readable one's lines are said."""
+    with quiet_nibabel():
+        return _open_nifti_quietly(path)
+
+
+def _open_nifti_quietly(path: Path) -> nib.Nifti1Image:
     if not path.exists():
         raise InputError(f"{path}: file not found.")
     if path.is_dir():
@@ -535,8 +543,7 @@ def load_label_nifti(path: str | Path) -> Volume:
     sentence that names the file and quotes it.
     """
     p = Path(path)
-    with quiet_nibabel():
-        img = _open_nifti(p)
+    img = _open_nifti(p)
     stored = img.get_data_dtype()
     # nibabel moves the header's scl_slope / scl_inter onto the data proxy when it reads a
     # file (the header then says none): the proxy's are the file's scaling
