@@ -830,3 +830,43 @@ def test_a_file_is_not_written_over_its_source_nor_onto_a_folder(tmp_path: Path)
     io.check_written_file(tmp_path / "m.onnx", src, over_source="over", folder="folder")
     io.check_written_file(tmp_path / "m.onnx", tmp_path / "gone.pt", over_source="over",
                           folder="folder")
+
+
+def test_a_label_map_goes_onto_a_grid_by_one_rule_for_cases_and_scoring(
+        tmp_path: Path) -> None:
+    """A case's label map (cases.label_on_grid) and a prediction scored against its
+    reference (evaluate.on_reference_grid) each held the same steps; both now take
+    io.label_onto_grid's answer and say its NotOnGrid in their own sentence and class."""
+    from braintumor import cases, evaluate
+
+    grid = np.diag([-1.0, -1.0, 1.0, 1.0])
+    grid[:3, 3] = [2.0, 3.0, -4.0]
+    data = SMALL.astype(np.uint8)
+    flip = grid.copy()
+    flip[:3, 0], flip[:3, 3] = -grid[:3, 0], grid[:3, 3] + grid[:3, 0] * (SMALL.shape[0] - 1)
+    shifted = grid.copy()
+    shifted[0, 3] += 0.5
+    stored = {"same": (data, grid), "identity": (data, np.eye(4)),
+              "flipped": (np.ascontiguousarray(data[::-1]), flip),
+              "shifted": (data, shifted), "other shape": (data[:, :2], grid),
+              "identity, other shape": (data[:, :2], np.eye(4))}
+    want = {"same": data, "identity": data, "flipped": data,
+            "shifted": False, "other shape": True, "identity, other shape": True}
+    ref = _save(tmp_path / "ref.nii.gz", data, grid)
+    for what, (arr, aff) in stored.items():
+        path = _save(tmp_path / f"{what.replace(' ', '_').replace(',', '')}.nii.gz", arr, aff)
+        lv = io.Volume(path=path, data=arr, affine=aff, header=nib.Nifti1Header())
+        if isinstance(want[what], np.ndarray):
+            assert np.array_equal(io.label_onto_grid(arr, aff, data.shape, grid), data), what
+            assert np.array_equal(cases.label_on_grid(lv, data.shape, grid).data, data)
+            assert np.array_equal(evaluate.on_reference_grid(arr, path, data.shape, ref), data)
+            continue
+        with pytest.raises(io.NotOnGrid) as exc:
+            io.label_onto_grid(arr, aff, data.shape, grid)
+        assert exc.value.shape_differs is want[what], what
+        word = "shape" if want[what] else r"affine\) differs"
+        with pytest.raises(InputError, match=f"label map.*{word}") as said:
+            cases.label_on_grid(lv, data.shape, grid)
+        assert not isinstance(said.value, evaluate.OffGrid)
+        with pytest.raises(evaluate.OffGrid, match=f"prediction.s .*{word}"):
+            evaluate.on_reference_grid(arr, path, data.shape, ref)

@@ -40,6 +40,7 @@ from braintumor.io import (
     header_for,
     is_hidden,
     is_nifti,
+    label_onto_grid,
     load_label_nifti,
     load_nifti,
     on_grid,
@@ -651,11 +652,9 @@ def label_on_grid(lv: Volume, shape: tuple[int, ...], affine: np.ndarray) -> Vol
     map that is not, or the other way round), exactly, as the modalities are
     (:func:`~braintumor.io.turned_onto`); else :class:`InputError`: a label map on another
     grid would outline the wrong voxels (the rule of
-    :func:`braintumor.evaluate.on_reference_grid`)."""
-    if lv.data.shape == tuple(shape) and np.allclose(lv.affine, np.eye(4)):
-        return lv
+    :func:`braintumor.evaluate.on_reference_grid`: :func:`~braintumor.io.label_onto_grid`)."""
     try:
-        return replace(lv, data=turned_onto(lv.data, lv.affine, shape, affine),
+        return replace(lv, data=label_onto_grid(lv.data, lv.affine, shape, affine),
                        affine=affine)
     except NotOnGrid as exc:
         if exc.shape_differs:

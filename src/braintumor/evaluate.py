@@ -236,21 +236,19 @@ def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, .
     """``pred`` voxel for voxel on its reference's grid: as it is when its file has the
     reference's shape and affine (or no geometry of its own: an identity affine, as a
     prediction saved from an array often has), its axes reordered or flipped when it is
-    the same grid stored in another orientation (:func:`braintumor.io.turned_onto`); else
+    the same grid stored in another orientation (:func:`braintumor.io.label_onto_grid`,
+    the rule :func:`braintumor.cases.label_on_grid` follows too); else
     :class:`OffGrid` (a prediction shifted or resampled would be scored against the wrong
     voxels)."""
     import nibabel as nib
 
-    from braintumor.io import NotOnGrid, turned_onto
+    from braintumor.io import NotOnGrid, label_onto_grid
 
     def affine(path: Path) -> np.ndarray:
         return np.asarray(nib.load(str(path)).affine, float)  # type: ignore[attr-defined]
 
-    a_pred, a_ref = affine(pred_path), affine(ref_path)
-    if pred.shape == tuple(ref_shape) and np.allclose(a_pred, np.eye(4)):
-        return pred
     try:
-        return turned_onto(pred, a_pred, ref_shape, a_ref)
+        return label_onto_grid(pred, affine(pred_path), ref_shape, affine(ref_path))
     except NotOnGrid as exc:
         if exc.shape_differs:
             raise OffGrid(

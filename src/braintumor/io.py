@@ -261,6 +261,20 @@ def turned_onto(data: np.ndarray, affine: np.ndarray, grid_shape: Sequence[int],
     return np.ascontiguousarray(O.apply_orientation(np.asarray(data), turn))
 
 
+
+def label_onto_grid(data: np.ndarray, affine: np.ndarray, grid_shape: Sequence[int],
+                    grid_affine: np.ndarray) -> np.ndarray:
+    """A label map's voxels (placed by ``affine``) on the grid ``grid_shape``,
+    ``grid_affine``, exactly: as they are when the file has the grid's shape and no
+    geometry of its own (an identity affine, as a map saved from an array often has),
+    else :func:`turned_onto` (as they are on the grid, turned when it is that grid stored
+    in another orientation). Anything else raises :class:`NotOnGrid`, whose
+    ``shape_differs`` tells each caller's sentence: a label map shifted or resampled
+    would outline, or be scored against, the wrong voxels."""
+    if tuple(data.shape) == tuple(grid_shape) and np.allclose(affine, np.eye(4)):
+        return data
+    return turned_onto(data, affine, grid_shape, grid_affine)
+
 #: the most voxels one volume of a NIfTI file may hold (512 x 512 x 1024, twice the
 #: largest clinical volume; 1 GiB as float32): a file claiming more (a few kB of gzip can
 #: claim terabytes) is refused before anything is decompressed
