@@ -199,6 +199,40 @@ def test_compare_warns_of_maps_of_two_patients(tmp_path: Path,
                                "map."]
 
 
+def test_one_outline_and_one_grid_are_judged_as_the_package_judges_a_grid() -> None:
+    """compare held two grids one when every affine entry was within 1e-3, where the
+    package takes voxel centres within 0.01 mm (io.on_grid): two copies of one map whose
+    affines differ by 0.007 mm were said to lie on different grids and were not seen as
+    one outline, and one outline stored flipped was not caught at all."""
+    from braintumor.followup import checks
+
+    lab = _tumour((60, 50, 45), 2.0, 1.0)
+    grid = np.diag([2.0, 2.0, 2.0, 1.0])
+    near = grid.copy()
+    near[0, 3] = 0.007  # a writer's float noise: the same voxels
+    one = ("The two label maps are one outline (the same labels on the same grid), so "
+           "nothing changed; give the earlier scan's label map.")
+    got = checks("P1_seg.nii.gz", "P1_braintumor.nii.gz", lab, grid, lab, near)
+    assert got["warnings"] == [one] and got["grids"]["same"] is True
+    assert not any("different grids" in n for n in got["notes"])
+    # the same outline stored with its first axis reversed (RAS beside LAS)
+    flipped = grid.copy()
+    flipped[0, 0], flipped[0, 3] = -2.0, 2.0 * (lab.shape[0] - 1)
+    got = checks("P1_seg.nii.gz", "P1_braintumor.nii.gz", np.ascontiguousarray(lab[::-1]),
+                 flipped, lab, grid)
+    assert got["warnings"] == [one], got
+    # a map truly moved (half a voxel) is no outline of the other, and lies elsewhere
+    moved = grid.copy()
+    moved[0, 3] = 1.0
+    got = checks("P1_seg.nii.gz", "P1_braintumor.nii.gz", lab, moved, lab, grid)
+    assert got["warnings"] == [] and got["grids"]["same"] is False
+    # another label in the flipped copy: two outlines
+    other = np.ascontiguousarray(lab[::-1]).copy()
+    other[30, 25, 22] = L.ED if other[30, 25, 22] != L.ED else L.NCR
+    got = checks("P1_seg.nii.gz", "P1_braintumor.nii.gz", other, flipped, lab, grid)
+    assert got["warnings"] == []
+
+
 def _save_map(path: Path, lab: np.ndarray, convention: str,
               affine: np.ndarray | None = None) -> Path:
     nib.save(nib.Nifti1Image(L.from_internal(lab, convention),

@@ -293,6 +293,8 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
     ``notes``, facts: the grids differ (follow-up scans often do), a name that could not be
     checked. ``before_name``/``after_name``: the files' names, or a case's; ``said``: how
     the warnings call them."""
+    from braintumor.io import NotOnGrid, on_grid, turned_onto
+
     warnings: list[str] = []
     notes: list[str] = []
     keys = case_key(before_name), case_key(after_name)
@@ -308,13 +310,19 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
     gb, ga = _grid(before, before_affine), _grid(after, after_affine)
     lo = np.maximum(gb["extent_mm"][0], ga["extent_mm"][0])
     hi = np.minimum(gb["extent_mm"][1], ga["extent_mm"][1])
-    same_grid = gb["shape"] == ga["shape"] and np.allclose(
-        np.asarray(before_affine, float), np.asarray(after_affine, float), atol=1e-3)
+    # one grid as the package means it everywhere (io.on_grid: voxel centres within
+    # 0.01 mm), not affine entries within 1e-3 each
+    same_grid = on_grid(before.shape, before_affine, after.shape, after_affine)
+    try:  # one outline: the same labels on one grid, however each file stores it
+        outline = np.array_equal(turned_onto(before, before_affine, after.shape, after_affine),
+                                 after)
+    except NotOnGrid:
+        outline = False
     if np.any(lo >= hi):
         warnings.append("The two label maps do not overlap in scanner space: they are not "
                         "of one head in one coordinate space. Check that the earlier file is "
                         "this patient's label map.")
-    if same_grid and before.shape == after.shape and np.array_equal(before, after):
+    if outline:
         warnings.append("The two label maps are one outline (the same labels on the same "
                         "grid), so nothing changed; give the earlier scan's label map.")
     elif not same_grid and (gb["shape"] != ga["shape"] or
