@@ -193,3 +193,42 @@ def test_the_readme_command_block_names_every_option_of_the_help() -> None:
                        for o in action.option_strings):
                 missing.append(f"{name} {action.option_strings[-1]}")
     assert not missing, f"options of --help missing from the README's block: {missing}"
+
+
+def test_packed_members_onnx_is_checked_and_a_disagreeing_one_stops_packing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packing exported each member to ONNX unchecked (only the export-onnx command
+    compared it with PyTorch), and an export that was not written would still have been
+    listed in model.json; now it is checked, and one that disagrees stops the packing in
+    one sentence."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    import braintumor.inference as inf
+    from braintumor.config import to_dict
+    from braintumor.errors import BrainTumorError
+    from braintumor.networks import create_network
+    from braintumor.training.package import _export_member
+
+    cfg = TrainConfig(network="compact_unet", network_args={"channels": [4, 8, 8, 8]},
+                      patch=(32, 32, 32))
+    pt = tmp_path / "fold0.pt"
+    torch.save({"model": create_network("compact_unet", channels=(4, 8, 8, 8)).state_dict(),
+                "config": to_dict(cfg)}, pt)
+    seen: list[float | None] = []
+    real = inf.onnx_agreement
+
+    def agreement(*a: object, **k: object) -> float | None:
+        seen.append(real(*a, **k))  # type: ignore[arg-type]
+        return seen[-1]
+
+    monkeypatch.setattr(inf, "onnx_agreement", agreement)
+    assert _export_member(pt) == "fold0.onnx" and (tmp_path / "fold0.onnx").is_file()
+    assert len(seen) == 1 and seen[0] is not None and seen[0] <= inf.ONNX_TOLERANCE
+    (tmp_path / "fold0.onnx").unlink()
+    monkeypatch.setattr(inf, "onnx_agreement", lambda *a, **k: 0.5)
+    with pytest.raises(BrainTumorError, match=r"fold0.pt: its ONNX export's probabilities "
+                                              r"differ from PyTorch's by up to 0.5.*--no-onnx"):
+        _export_member(pt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fold0.pt"]

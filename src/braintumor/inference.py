@@ -891,17 +891,23 @@ def check_export_target(checkpoint: str | Path, out_path: str | Path) -> None:
                f"{out / src.with_suffix('.onnx').name}.")
 
 
+#: the largest probability difference between PyTorch and ONNX Runtime an ONNX export
+#: may show on :func:`onnx_agreement`'s seeded input and still be written
+ONNX_TOLERANCE = 1e-4
+
+
 def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
-                tolerance: float | None = None) -> OnnxExport:
+                tolerance: float | None = ONNX_TOLERANCE) -> OnnxExport:
     """Export a checkpoint's network to ONNX with dynamic batch and spatial axes.
 
     The file is written beside ``out_path`` and renamed into place, so a failed export
     never leaves half a file there; a link at ``out_path`` is written through (the file it
     points to is replaced, the link kept), and a file replaced keeps its permission bits
     (the rule of every file written whole: :func:`braintumor.io.write_replacing`).
-    With ``tolerance``, it is first checked against PyTorch (:func:`onnx_agreement`,
-    where ONNX Runtime is installed) and put in place only when their probabilities
-    differ by at most that; otherwise it is removed and a file already at ``out_path`` is
+    It is first checked against PyTorch (:func:`onnx_agreement`, where ONNX Runtime is
+    installed) and put in place only when their probabilities differ by at most
+    ``tolerance`` (:data:`ONNX_TOLERANCE` unless given; ``None`` skips the check);
+    otherwise it is removed, ``written`` is False and a file already at ``out_path`` is
     left as it was. An ``out_path`` that is the checkpoint itself is refused
     (:func:`check_export_target`)."""
     import torch

@@ -15,29 +15,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
 
-#: the largest probability difference between PyTorch and ONNX Runtime an export may show
-TOLERANCE = 1e-4
-
-
 def run(args: argparse.Namespace) -> int:
     """Export, check and only then put the file in place: an export whose probabilities
     differ from PyTorch's is not written (a file already at ``-o`` is kept), and one that
     replaces a file says so."""
     import sys
 
-    from braintumor.inference import check_export_target, export_onnx
+    from braintumor.inference import ONNX_TOLERANCE, check_export_target, export_onnx
 
     # before any work: an -o that is the checkpoint itself would destroy it
     check_export_target(args.checkpoint, args.output)
     _not_2d(args.checkpoint)
     # the export is checked as it is written: the same seeded input through both
-    done = export_onnx(args.checkpoint, args.output, args.opset, tolerance=TOLERANCE)
+    done = export_onnx(args.checkpoint, args.output, args.opset)
     out = done.path
     if not done.written:
         kept = " (the file already there is left as it was)" if out.exists() else ""
         print(f"error: {args.checkpoint}: its ONNX export's probabilities differ from "
               f"PyTorch's by up to {done.diff:.2g} on a random 64^3 input (more than "
-              f"{TOLERANCE:g}), so it was not written to {out}{kept}.", file=sys.stderr)
+              f"{ONNX_TOLERANCE:g}), so it was not written to {out}{kept}.", file=sys.stderr)
         return 1
     print(out)
     if done.replaced:

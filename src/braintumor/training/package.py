@@ -26,8 +26,14 @@ import numpy as np
 import yaml
 
 from braintumor.cases import discover, load_case
-from braintumor.errors import InputError, guarded
-from braintumor.inference import PostProcess, export_onnx, load_checkpoint_net, sliding_window_probs
+from braintumor.errors import BrainTumorError, InputError, guarded
+from braintumor.inference import (
+    ONNX_TOLERANCE,
+    PostProcess,
+    export_onnx,
+    load_checkpoint_net,
+    sliding_window_probs,
+)
 from braintumor.metrics import score_case
 from braintumor.preprocess import uncrop
 from braintumor.training.data import prepare_case
@@ -122,6 +128,21 @@ def choose_postprocess(probs_dir: Path, refs: dict[str, np.ndarray],
     return PostProcess(et_min_voxels=int(best["et_min_voxels"]),
                        wt_min_voxels=int(best["wt_min_voxels"]),
                        wt_keep_fraction=float(best["wt_keep_fraction"])), trials
+
+
+def _export_member(pt: Path) -> str:
+    """Export a packed member to ONNX beside it, checked against PyTorch as the
+    ``export-onnx`` command checks it (the folder users download runs it in ONNX Runtime
+    and OpenVINO); the name of the file written. An export that disagrees is not
+    written, and the packing stops rather than list a file the folder does not hold."""
+    done = export_onnx(pt, pt.with_suffix(".onnx"))
+    if not done.written:
+        raise BrainTumorError(
+            f"{pt}: its ONNX export's probabilities differ from PyTorch's by up to "
+            f"{done.diff:.2g} on a random 64^3 input (more than {ONNX_TOLERANCE:g}), so "
+            "it was not written; package with --no-onnx to ship the model without ONNX "
+            "files.")
+    return done.path.name
 
 
 @guarded
@@ -280,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(slim, out / f"{stem}.pt")
         cks.append(f"{stem}.pt")
         if not args.no_onnx:
-            export_onnx(out / f"{stem}.pt", out / f"{stem}.onnx")
-            onnx.append(f"{stem}.onnx")
+            onnx.append(_export_member(out / f"{stem}.pt"))
     for old in list(out.glob("*.pt")) + list(out.glob("*.onnx")):
         if old.name not in cks + onnx:
             old.unlink()  # a model folder holds only the members of this model
