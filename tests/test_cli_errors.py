@@ -763,6 +763,30 @@ def test_a_predict_that_writes_nothing_leaves_no_output_folder_of_its_making(
     assert kept.is_dir()
 
 
+def test_compare_and_evaluate_that_write_nothing_leave_no_folder_of_their_making(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``compare`` and ``evaluate`` make ``-o``'s folders before any work (to say at once
+    that one cannot be written); a run that then failed left them behind empty, as only
+    ``predict`` cleaned up after itself. A folder that was there stays."""
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a NIfTI file")
+    out = tmp_path / "new" / "sub" / "report"
+    assert main(["compare", str(bad), str(bad), "-o", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    csv_out = tmp_path / "made" / "deeper" / "m.csv"
+    rc = main(["evaluate", "--pred", str(tmp_path / "nothing"), "--ref", str(ref),
+               "-o", str(csv_out), "--quiet"])
+    assert rc != 0 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "made").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["compare", str(bad), str(bad), "-o", str(kept / "report")]) == 2
+    assert kept.is_dir() and list(kept.iterdir()) == []
+
+
 def test_a_zip_is_not_unpacked_for_a_cnn_that_cannot_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

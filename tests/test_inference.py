@@ -355,6 +355,8 @@ def test_export_onnx_puts_only_a_checked_file_in_place(
     fresh = tmp_path / "fresh.onnx"
     assert main(["export-onnx", ck, "-o", str(fresh)]) == 1
     assert not fresh.exists()
+    # nor are folders made for it left behind empty
+    assert main(["export-onnx", ck, "-o", str(tmp_path / "new" / "sub" / "x.onnx")]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]  # no temporary left
 
 

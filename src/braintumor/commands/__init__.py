@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -44,3 +46,28 @@ def output_file(raw: str | Path) -> Path:
     if out.exists() and not os.access(out, os.W_OK):
         raise PermissionError(errno.EACCES, "the file is not writable", str(out))
     return out
+
+
+@contextlib.contextmanager
+def removing_empty_made(path: str | Path | None) -> Iterator[None]:
+    """Around a command's work: the folders ``path`` (an output folder, or a file the
+    command writes) and the folders above it that are missing now and made during the
+    work (by :func:`output_folder` or :func:`output_file`) are removed again if the work
+    leaves them empty, as when it fails before writing anything; a folder that was there
+    stays, and so does one that holds anything. ``None`` (no output asked for): nothing."""
+    import os
+
+    made: list[Path] = []
+    if path is not None:
+        out = Path(os.path.abspath(path))
+        made = [d for d in (out, *out.parents) if not d.exists()]  # by this run, if any
+    try:
+        yield
+    finally:  # a run that wrote nothing leaves no empty folders of its own making
+        for d in made:
+            if not d.exists():
+                continue  # never made (or the file, which was not written)
+            try:
+                d.rmdir()
+            except OSError:
+                break  # not empty (or the file written): kept, and the folders above it

@@ -105,6 +105,15 @@ def _seed(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``demo``: a run that fails before writing anything leaves no empty output folders
+    of its own making."""
+    from braintumor.commands import removing_empty_made
+
+    with removing_empty_made(args.output):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table

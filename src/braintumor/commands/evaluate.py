@@ -52,6 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``evaluate``: a run that fails before writing its files leaves no empty folders
+    of its own making for them (``-o``'s folder is made before any scoring)."""
+    from braintumor.commands import removing_empty_made
+
+    with removing_empty_made(args.output):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -17,8 +17,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, check and only then put the file in place: an export whose probabilities
-    differ from PyTorch's is not written (a file already at ``-o`` is kept), and one that
-    replaces a file says so."""
+    differ from PyTorch's is not written (a file already at ``-o`` is kept, and folders
+    made for it are removed again when left empty), and one that replaces a file says
+    so."""
+    from braintumor.commands import removing_empty_made
+
+    with removing_empty_made(args.output):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import sys
 
     from braintumor.inference import ONNX_TOLERANCE, check_export_target, export_onnx

@@ -171,19 +171,13 @@ def run(args: argparse.Namespace) -> int:
         from braintumor.scale import check_scheduler
 
         check_scheduler(args.scheduler)
+    from braintumor.commands import removing_empty_made
     from braintumor.interrupts import interruptible
 
-    out = Path(args.output).absolute()
-    made = [d for d in (out, *out.parents) if not d.exists()]  # by this run, if any
-    try:
-        with interruptible():  # SIGTERM (a time limit, docker stop) stops a run as Ctrl-C does
-            return _run_inputs(args)
-    finally:  # a run that wrote nothing leaves no empty output folders of its own making
-        for d in made:
-            try:
-                d.rmdir()
-            except OSError:
-                break  # not empty (or never made): kept, and the folders above it
+    # a run that wrote nothing leaves no empty output folders of its own making;
+    # SIGTERM (a time limit, docker stop) stops a run as Ctrl-C does
+    with removing_empty_made(args.output), interruptible():
+        return _run_inputs(args)
 
 
 def _run_inputs(args: argparse.Namespace) -> int:
