@@ -621,6 +621,15 @@ def test_serve_on_a_port_in_use_is_one_sentence_before_the_link(
 def test_serve_without_the_web_extra_names_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
+    from braintumor.commands.serve import check_web_extra
+    from braintumor.errors import InputError
+
+    # python_multipart too: every upload imports it, so a server without it started and
+    # failed at the first upload
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "python_multipart", None)
+        with pytest.raises(InputError, match=r"\(no python_multipart\)"):
+            check_web_extra()
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     assert main(["serve", "--data-dir", str(tmp_path / "web")]) == 2
     _check_one_sentence(capsys.readouterr().err, "pip install 'braintumor[web]'")

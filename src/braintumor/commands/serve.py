@@ -143,8 +143,9 @@ def _stopping_server() -> type:
     return StoppingServer
 
 
-#: modules of the ``[web]`` extra that ``serve`` cannot start without
-WEB_MODULES = ("fastapi", "uvicorn")
+#: modules of the ``[web]`` extra that ``serve`` cannot start without (python_multipart:
+#: every upload reads its form with it)
+WEB_MODULES = ("fastapi", "uvicorn", "python_multipart")
 
 
 def check_web_extra() -> None:
