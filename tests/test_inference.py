@@ -525,6 +525,40 @@ def test_onnx_runtime_steps_in_where_openvino_cannot_compile(
     assert said[0][1] == 1 and said[1:] == [(said[0][0], 0)] * 2, said
 
 
+def test_web_worker_preload_compiles_openvino_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web worker opened the fast mode's session by reading ``session``, around
+    ``OpenVinoNet.compile``: a model OpenVINO could not compile was forgotten (the error
+    swallowed) and the first job compiled it again. Now the preload compiles it, so ONNX
+    Runtime's stand-in is already in place for that job."""
+    pytest.importorskip("onnxruntime")
+    from types import SimpleNamespace
+
+    import braintumor.inference as inf
+    from braintumor.web.worker import _preload_model
+
+    tries: list[int] = []
+
+    class Refusing(inf.OpenVinoNet):
+        @property
+        def session(self) -> Any:
+            tries.append(1)
+            raise RuntimeError("no CPU plugin here")
+
+    (tmp_path / "m.onnx").write_bytes(b"")
+    net = Refusing(tmp_path / "m.onnx")
+    monkeypatch.setattr(inf, "shipped_model_available", lambda: True)
+    monkeypatch.setattr(inf, "get_model", lambda *a, **k: SimpleNamespace(
+        nets=[net], fast_members=(0,)))
+    _preload_model()
+    assert tries == [1] and net.fallback is not None, tries
+    assert "no CPU plugin here" in net.fallback_reason
+    # the first job runs on ONNX Runtime at once, not compiling with OpenVINO again
+    monkeypatch.setattr(inf.OnnxNet, "run", lambda self, x: x)
+    net.run(np.zeros((1, 4, 2, 2, 2), np.float32))
+    assert tries == [1]
+
+
 def test_benchmarks_say_openvino_is_unavailable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

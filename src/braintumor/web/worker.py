@@ -447,12 +447,22 @@ def _preload_model() -> None:
     """Load the shipped CNN into this process's model cache (as the first CNN job would),
     so that job does not pay for it."""
     try:
-        from braintumor.inference import get_model, resolve_device, shipped_model_available
+        from braintumor.inference import (
+            OpenVinoNet,
+            get_model,
+            resolve_device,
+            shipped_model_available,
+        )
 
         if shipped_model_available():
             lm = get_model(None, resolve_device("auto"), "auto")
             for i in lm.fast_members:  # open the fast mode's ONNX session(s) now too
-                getattr(lm.nets[i], "session", None)
+                net = lm.nets[i]
+                # compiled as a job compiles it: a model OpenVINO cannot compile is then
+                # remembered (ONNX Runtime stands in) rather than compiled again by the job
+                if isinstance(net, OpenVinoNet) and net.compile() is None:
+                    net = net.fallback  # ONNX Runtime's session, opened now instead
+                getattr(net, "session", None)
     except Exception:  # noqa: BLE001 - the job itself reports a broken model
         pass
 
