@@ -642,15 +642,14 @@ def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]
     return keep, len(sources) - len(keep)
 
 
-#: the options only 3D cases take, with their defaults
-_OPTIONS_3D = {"method": "cnn", "labels": "brats2021", "device": "auto", "model": None,
-               "backend": "auto", "fast": False, "tta": False, "align": False,
-               "bias_correct": False, "uncertainty": False, "report": False,
-               "diameters": False, "dicom_seg": False}
-
 #: the options only the CNN (and the hybrid, which runs it) takes, with their defaults
-_OPTIONS_CNN = {"device": "auto", "model": None, "backend": "auto", "fast": False,
-                "tta": False}
+_OPTIONS_CNN: dict[str, Any] = {"device": "auto", "model": None, "backend": "auto",
+                                "fast": False, "tta": False}
+
+#: the options only 3D cases take, with their defaults (the CNN's among them)
+_OPTIONS_3D: dict[str, Any] = {"method": "cnn", "labels": "brats2021", **_OPTIONS_CNN,
+                               "align": False, "bias_correct": False, "uncertainty": False,
+                               "report": False, "diameters": False, "dicom_seg": False}
 
 
 def _unused_options(args: argparse.Namespace, has_3d: bool, has_2d: bool) -> list[str]:
