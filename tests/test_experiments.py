@@ -15,7 +15,6 @@ pytest.importorskip("torch")
 from braintumor.cli import main  # noqa: E402
 from braintumor.errors import InputError  # noqa: E402
 from braintumor.training.experiments import (  # noqa: E402
-    _apply,
     aggregate,
     config_key,
     load_study,
@@ -181,10 +180,10 @@ def test_search_runs_trials_prunes_and_retrains_best(tmp_path: Path) -> None:
     assert len(st.trials) == len(done) + sum(t.state.name == "FAIL" for t in st.trials)
 
 
-def test_apply_accepts_dotted_and_nested_augment_changes() -> None:
+def test_replace_accepts_dotted_and_nested_augment_changes() -> None:
     from braintumor.config import TrainConfig
 
-    cfg = _apply(TrainConfig(), {"augment.strength": 0.5, "augment": {"noise": False}})
+    cfg = TrainConfig().replace(**{"augment.strength": 0.5, "augment": {"noise": False}})
     assert cfg.augment.strength == 0.5 and not cfg.augment.noise
 
 
@@ -260,8 +259,8 @@ def test_a_changed_run_is_trained_again_not_relabelled(
     folds = study_folds(st)
     job = next(j for j in make_jobs(st, folds, "cpu") if j["name"] == "a")
     first = run_job(job)
-    changed = dict(job, cfg=to_dict(_apply(st.runs[0].cfg, {"lr": 0.01}).replace(
-        case_ids=tuple(folds[0]["train"]), fold=-1)))
+    changed = dict(job, cfg=to_dict(st.runs[0].cfg.replace(
+        lr=0.01, case_ids=tuple(folds[0]["train"]), fold=-1)))
     capsys.readouterr()
     second = run_job(changed)
     assert second["config_key"] != first["config_key"] and not second.get("skipped")

@@ -106,11 +106,6 @@ class Study:
 # --------------------------------------------------------------------------- loading
 
 
-def _apply(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
-    """``cfg`` with ``changes`` (TrainConfig field names, dotted ``augment.x`` allowed)."""
-    return cfg.replace(**changes)
-
-
 def best_run_config(study_out: str | Path) -> tuple[str, dict[str, Any]]:
     """The best non-reference run of a finished study: ``(name, train config dict)``."""
     p = Path(study_out) / "best.json"
@@ -194,7 +189,7 @@ def _read_study(p: Path, raw: dict[str, Any], budget_min: float | None,
     if st.get("base_from"):
         _, base_d = best_run_config(st["base_from"])
         base_d = {k: v for k, v in base_d.items() if k not in ("case_ids", "fold", "name")}
-    base = _apply(from_dict(base_d), dict(raw.get("base") or {}))
+    base = from_dict(base_d).replace(**dict(raw.get("base") or {}))
     k = int(st.get("folds", 3))
     if k < 2:
         raise InputError(f"{p}: a study needs 2 folds or more, not {k}.")
@@ -215,7 +210,7 @@ def _read_study(p: Path, raw: dict[str, Any], budget_min: float | None,
     for i, r in enumerate(raw.get("runs") or []):
         changes = dict(r.get("set") or {})
         rname = str(r.get("name", f"run{i}"))
-        cfg = _apply(base, changes)
+        cfg = base.replace(**changes)
         if budget > 0:
             cfg = cfg.replace(time_budget_min=budget)
         runs.append(RunSpec(rname, str(r.get("label", rname)), cfg.replace(name=rname),

@@ -51,7 +51,6 @@ from braintumor.interrupts import interruptible
 from braintumor.training.experiments import (
     RunSpec,
     Study,
-    _apply,
     execute,
     make_jobs,
     study_folds,
@@ -114,7 +113,7 @@ def check_space(study: Study, space: dict[str, Any]) -> None:
 
     def check(changes: dict[str, Any], what: str) -> None:
         try:
-            cfg = _apply(study.base, params_to_changes(changes))
+            cfg = study.base.replace(**params_to_changes(changes))
             check_network(cfg.network, cfg.network_args, cfg.patch)
         except InputError as exc:
             raise InputError(f"{study.path}: search space: {what} cannot be trained: "
@@ -287,7 +286,7 @@ def check_storage(study: Study, settings: dict[str, Any], ostudy: Any) -> None:
 
 def _inner_config(study: Study, settings: dict[str, Any], params: dict[str, Any],
                   train_ids: list[str]) -> TrainConfig:
-    cfg = _apply(study.base, params_to_changes(params))
+    cfg = study.base.replace(**params_to_changes(params))
     return cfg.replace(case_ids=tuple(train_ids), folds=int(settings["inner_folds"]), fold=0,
                        split_seed=study.split_seed, name=f"{study.name}-trial",
                        time_budget_min=study.budget_min or cfg.time_budget_min)
@@ -559,10 +558,10 @@ def run_search(study: Study, device: str = "cpu", tracking_uri: str | None = "de
     start = base_params(study.base, space)
     study.runs = [
         RunSpec("search_best", f"search best (trial {best.number})",
-                _apply(study.base, params_to_changes(best.params)).replace(name="search_best"),
+                study.base.replace(**params_to_changes(best.params)).replace(name="search_best"),
                 changes=params_to_changes(best.params)),
         RunSpec("search_start", "search starting point",
-                _apply(study.base, params_to_changes(start)).replace(name="search_start"),
+                study.base.replace(**params_to_changes(start)).replace(name="search_start"),
                 changes=params_to_changes(start)),
     ]
     if best.params == start:
