@@ -328,6 +328,23 @@ def test_maps_of_two_conventions_each_read_by_their_values(
     assert main(["compare", str(old), str(tmp_path / "P1_34_seg.nii.gz")]) == 2
     err = capsys.readouterr().err
     assert "fit no known convention" in err and err.count("\n") == 1
+    assert err.rstrip().endswith("; give a label map in one of them."), err
+
+
+def test_map_convention_refuses_as_detect_convention_does() -> None:
+    """The choice and the values that fit no convention are checked by
+    labels.detect_convention, with the way out the comparison names: a map of values
+    that are not whole labels, read by a convention asked for, was taken as whole ones."""
+    from braintumor.errors import InputError
+    from braintumor.followup import map_convention
+
+    with pytest.raises(InputError, match="not whole labels"):
+        map_convention(np.array([0.0, 1.5]), "brats2021", "x.nii.gz", "map")
+    with pytest.raises(InputError, match=r"do not fit the brats2023 convention asked for "
+                                         r"\(allowed: \[0, 1, 2, 3\]\); send labels=auto\.$"):
+        map_convention(np.array([0, 4]), "brats2023", "x.nii.gz", "map",
+                       choose="send labels=auto")
+    assert map_convention(np.array([0, 1, 3]), "msd", "x_seg.nii.gz", "map") == ("msd", None)
 
 
 @pytest.mark.parametrize("first, second", [

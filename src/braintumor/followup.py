@@ -359,28 +359,20 @@ def map_convention(data: np.ndarray, labels: str, name: str, what: str,
     :func:`braintumor.labels.detect_convention`, where a name that contradicts the values
     is refused.
     """
-    values = {int(v) for v in L.present_values(data)}
-    shown = ", ".join(str(v) for v in sorted(values))
     if labels != "auto":
-        if values <= L.allowed_values(labels):
-            return labels, None
-        raise InputError(f"The {what} holds label values {shown}, which do not fit the "
-                         f"{labels} convention asked for (allowed: "
-                         f"{', '.join(str(v) for v in sorted(L.allowed_values(labels)))}); "
-                         f"{choose}.")
-    fits = [c for c in ("brats2021", "brats2023") if values <= L.allowed_values(c)]
-    if not fits:
-        raise InputError(f"The {what} holds label values {shown}, which fit no known "
-                         "convention (BraTS 2017-2021 uses 0, 1, 2, 4; BraTS 2023 and MSD "
-                         "0, 1, 2, 3); give a label map in one of them.")
+        return L.detect_convention(data, labels, what, hint_given=True, way_out=choose), None
+    # by the values alone (a 4: BraTS 2017-2021; a 3: 2023), or no convention at all
+    read = L.detect_convention(data, what=what, way_out="give a label map in one of them")
     named = L.convention_from_name(name)
-    if named is not None and values <= L.allowed_values(named):
-        return named, None
-    if named is None or len(fits) > 1:
-        return fits[0], None  # 0, 1, 2 alone: the same in both BraTS conventions
-    return fits[0], (f"{name} was read as {_CONVENTION_WORDS[fits[0]]}: its label values "
-                     f"({shown}) fit only that convention, not the "
-                     f"{_CONVENTION_WORDS[named]} its name suggests.")
+    if named is None:
+        return read, None
+    values = {int(v) for v in L.present_values(data)}
+    if values <= L.allowed_values(named):
+        return named, None  # values that fit the name are read by it (0, 1, 2 fit both)
+    shown = ", ".join(str(v) for v in sorted(values))
+    return read, (f"{name} was read as {_CONVENTION_WORDS[read]}: its label values "
+                  f"({shown}) fit only that convention, not the "
+                  f"{_CONVENTION_WORDS[named]} its name suggests.")
 
 
 def read_label_map(path: str | Path, labels: str = "auto", name: str | None = None,

@@ -135,7 +135,7 @@ def convention_from_name(name: str) -> Convention | None:
 
 def detect_convention(
     labels: np.ndarray, hint: str | None = None, what: str = "label map",
-    hint_given: bool = False,
+    hint_given: bool = False, way_out: str = "",
 ) -> Convention:
     """Decide the convention of ``labels``, checked against the values present
     (``hint_given``: the hint is the user's choice, not read from the file's name).
@@ -143,7 +143,10 @@ def detect_convention(
     ``hint`` (from the file name) wins when the values fit it. Without a hint, a 4 means
     ``brats2021``; values within {0,1,2,3} are read as ``brats2023`` (the MSD layout is
     only ever chosen by an explicit hint, since its values are the same set).
+    ``way_out``: what the user can do, ending the sentence of values that fit no
+    convention or not the hint's.
     """
+    end = f"; {way_out}." if way_out else "."
     found = present_values(labels)
     odd = [v.item() for v in found if not np.isfinite(v) or v != int(v)]
     if odd:
@@ -156,7 +159,7 @@ def detect_convention(
         raise InputError(
             f"The {what} holds label values {sorted(values)}, which do not fit the "
             f"{hint} convention {'asked for' if hint_given else 'its name implies'} "
-            f"(allowed: {sorted(allowed_values(hint))})."
+            f"(allowed: {sorted(allowed_values(hint))}){end}"
         )
     if values <= {0, 1, 2, 4}:
         return "brats2021"
@@ -164,7 +167,7 @@ def detect_convention(
         return "brats2023"
     raise InputError(
         f"The {what} holds label values {sorted(values)} that fit no known convention "
-        "(BraTS 2017-2021 uses 0,1,2,4; BraTS 2023 and MSD use 0,1,2,3)."
+        f"(BraTS 2017-2021 uses 0,1,2,4; BraTS 2023 and MSD use 0,1,2,3){end}"
     )
 
 
