@@ -745,8 +745,10 @@ def _onnx_runtime(backend: str) -> Callable[..., OnnxNet] | None:
 
 def onnx_net(path: str | Path, backend: str = "auto", precision: str = "auto"
              ) -> OnnxNet | None:
-    """An ONNX file's runner for ``backend`` (OpenVINO in ``precision``, else ONNX
-    Runtime), or None when neither is installed."""
+    """An ONNX file's runner for ``backend`` (:func:`_onnx_runtime`): with ``auto``,
+    OpenVINO (in ``precision``) where installed, else ONNX Runtime; with a runtime named,
+    that one. None when the runtime(s) it may take are not installed (a named one is not
+    swapped for the other)."""
     runtime = _onnx_runtime(backend)
     if runtime is None:
         return None
