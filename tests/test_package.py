@@ -15,7 +15,8 @@ from braintumor.training.trainer import Trainer
 
 
 @pytest.mark.slow
-def test_package_two_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_package_two_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     for i in range(4):
         write_case(make_case(shape=(40, 48, 32), seed=20 + i, case_id=f"case{i}"), data)
@@ -58,6 +59,19 @@ def test_package_two_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     case = make_case(shape=(40, 48, 32), seed=99)
     res = segment_cnn(case, model=out, device="cpu")
     assert res.labels.shape == case.shape and res.info["folds"] == 2
+    # packed again over it, with an export that disagrees: the packing stops and the
+    # folder holds the earlier model as it was, no new weights beside its ONNX files
+    import braintumor.inference as inf
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(inf, "onnx_agreement", lambda *a, **k: 0.5)
+    assert package_main(["--runs", str(runs), "--data", str(data), "--probs",
+                         str(tmp_path / "probs"), "--fast-probs", str(tmp_path / "fast"),
+                         "--report", str(tmp_path / "report"), "--out", str(out),
+                         "--version", "pk-test-2", "--card-copy", ""]) != 0
+    assert "differ from PyTorch's" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
     # held-out maps with test-time mirroring: every case by the fold that held it out,
     # averaged over the recipes (here the same runs twice) and over the 8 flips
     from braintumor.training.tta_maps import main as tta_main

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -285,23 +286,36 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # pack the shipped model
+    import shutil
+
     import torch
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cks, onnx = [], []
     members = [Path(m) for m in args.members.split(",") if m] or runs
-    for k, run in enumerate(members):
-        ck = torch.load(run / args.checkpoint, map_location="cpu", weights_only=False)
-        slim = {"model": {n: t.half() if t.is_floating_point() else t
-                          for n, t in ck["model"].items()},
-                "config": ck["config"], "version": ck.get("version"), "epoch": ck["epoch"],
-                "best_val_dice": _best_score(ck), "checkpoint": args.checkpoint}
-        stem = f"fold{k}" if members is runs else f"member{k}"
-        torch.save(slim, out / f"{stem}.pt")
-        cks.append(f"{stem}.pt")
-        if not args.no_onnx:
-            onnx.append(_export_member(out / f"{stem}.pt"))
+    # every member is packed and exported beside the folder first, and moved in only
+    # when all are: an export refused part way leaves the earlier model as it was, not
+    # new weights beside the earlier model's ONNX files
+    staging = out / f".packing-{os.getpid()}"
+    staging.mkdir()
+    try:
+        for k, run in enumerate(members):
+            ck = torch.load(run / args.checkpoint, map_location="cpu", weights_only=False)
+            slim = {"model": {n: t.half() if t.is_floating_point() else t
+                              for n, t in ck["model"].items()},
+                    "config": ck["config"], "version": ck.get("version"),
+                    "epoch": ck["epoch"], "best_val_dice": _best_score(ck),
+                    "checkpoint": args.checkpoint}
+            stem = f"fold{k}" if members is runs else f"member{k}"
+            torch.save(slim, staging / f"{stem}.pt")
+            cks.append(f"{stem}.pt")
+            if not args.no_onnx:
+                onnx.append(_export_member(staging / f"{stem}.pt"))
+        for name in cks + onnx:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for old in list(out.glob("*.pt")) + list(out.glob("*.onnx")):
         if old.name not in cks + onnx:
             old.unlink()  # a model folder holds only the members of this model
