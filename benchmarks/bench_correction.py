@@ -37,9 +37,12 @@ def main(args: list[str]) -> None:
 
         case = make_case(seed=0)
     labels = segment_watershed(case).labels
-    t0 = time.perf_counter()
-    ndi.gaussian_filter(case.image[3], 1.0)
-    ref = time.perf_counter() - t0
+    ndi.gaussian_filter(case.image[3], 1.0)  # warm-up: the reference is timed as the edits
+    ref = float("inf")
+    for _ in range(3):  # best of three, as one cold call moved it twofold between runs
+        t0 = time.perf_counter()
+        ndi.gaussian_filter(case.image[3], 1.0)
+        ref = min(ref, time.perf_counter() - t0)
     tumour = np.argwhere(labels > 0)
     centre = tuple(int(v) for v in (tumour.mean(0) if len(tumour) else np.array(case.shape) // 2))
     x, y, z = centre

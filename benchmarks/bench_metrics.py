@@ -127,11 +127,15 @@ def main() -> None:
     except ImportError:
         print("official package (brats-evaluation) not installed: no ratio")
         return
-    ev = Panoptica_Evaluator.load_from_config(str(config_path("gli")))
+    import contextlib
+    import io as _io
+
+    with contextlib.redirect_stdout(_io.StringIO()):  # its banner and config notes
+        ev = Panoptica_Evaluator.load_from_config(str(config_path("gli")))
     p23, r23 = pred.copy(), ref.copy()  # internal labels are the 2023 values it expects
 
     def official() -> object:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()):
             warnings.simplefilter("ignore")
             return ev.evaluate(p23, r23, voxelspacing=tuple(spacing), verbose=False,
                                skip_groups=["snfh", "netc", "rc"])

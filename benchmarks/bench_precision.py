@@ -30,7 +30,8 @@ def main() -> int:
     from braintumor.labels import REGIONS
     from braintumor.metrics import score_case
 
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "brats2018")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "backends")
     args = ap.parse_args()

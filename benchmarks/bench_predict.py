@@ -77,7 +77,8 @@ def _run(code: str, args: list[str], threads: int) -> dict[str, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default=None)
     ap.add_argument("--threads", type=int, default=0, help="OMP threads (0: torch default)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is kept")

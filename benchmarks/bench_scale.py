@@ -19,7 +19,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--method", default="cnn", choices=["cnn", "watershed", "hybrid"])
