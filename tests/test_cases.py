@@ -280,10 +280,7 @@ def test_a_label_map_stored_turned_and_shifted_is_refused_for_its_affine(
     such a prediction (its shape was named before, against the image's 12, 11, 9)."""
     folder = write_brats(tmp_path, "c5", "brats2021")
     _store_turned(folder / "c5_seg.nii.gz", (1, 0, 2))
-    seg = nib.load(str(folder / "c5_seg.nii.gz"))
-    aff = np.asarray(seg.affine, float).copy()
-    aff[0, 3] += 5.0
-    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj), aff), str(folder / "c5_seg.nii.gz"))
+    _shift_x(folder / "c5_seg.nii.gz", 5.0)
     with pytest.raises(InputError, match=r"c5_seg.nii.gz: the label map's voxel-to-world "
                                          r"geometry \(affine\) differs from the image's"):
         load_case(folder, with_label=True)
@@ -293,13 +290,18 @@ def test_a_label_map_on_another_grid_of_the_same_shape_is_refused(tmp_path: Path
     """A _seg file of the image's shape but shifted in scanner space outlines other
     voxels: refused in one sentence, not taken voxel for voxel."""
     folder = write_brats(tmp_path, "c8", "brats2021")
-    seg = nib.load(str(folder / "c8_seg.nii.gz"))
-    aff = np.asarray(seg.affine, float).copy()
-    aff[0, 3] += 5.0
-    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj), aff), str(folder / "c8_seg.nii.gz"))
+    _shift_x(folder / "c8_seg.nii.gz", 5.0)
     with pytest.raises(InputError, match=r"c8_seg.nii.gz: the label map's voxel-to-world "
                                          r"geometry \(affine\) differs from the image's"):
         load_case(folder, with_label=True)
+
+
+def _shift_x(path: Path, mm: float) -> None:
+    """The NIfTI file at ``path`` moved ``mm`` along scanner x, its voxels as they are."""
+    img = nib.load(str(path))
+    aff = np.asarray(img.affine, float).copy()
+    aff[0, 3] += mm
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), aff), str(path))
 
 
 def _world(ijk: np.ndarray, aff: np.ndarray) -> np.ndarray:

@@ -109,6 +109,17 @@ def _job(server: ServerThread, job_id: str) -> dict[str, Any]:
     return dict(json.loads(_fetch(f"{server.url}/api/jobs/{job_id}")))
 
 
+def _post_job(server: ServerThread, job_id: str, path: str, body: Any = None
+              ) -> dict[str, Any]:
+    """POST ``body`` (JSON; ``{}`` when None) to one of the job's API paths, as another
+    page or reader of the job would: its answer."""
+    req = urllib.request.Request(f"{server.url}/api/jobs/{job_id}/{path}",
+                                 data=json.dumps({} if body is None else body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback server
+        return dict(json.loads(r.read()))
+
+
 def _label_masks(png: bytes) -> dict[str, np.ndarray]:
     """Where the picture carries each label colour, blended on grey: necrotic core
     vermillion (213, 94, 0), edema sky blue (86, 180, 233), enhancing tumour yellow
@@ -600,13 +611,10 @@ def test_a_second_tab_on_the_job_follows_what_the_first_did(
     job_id = url.rsplit("/", 1)[1]
     outline = _job(server, job_id)["urls"]["overlay"]
     lesion = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0]
-    seed = json.dumps({"seeds": [{"mm": lesion["centre_mm"], "label": 0}]}).encode()
+    seed = {"seeds": [{"mm": lesion["centre_mm"], "label": 0}]}
 
-    def post(path: str, body: bytes = b"{}") -> dict[str, Any]:
-        req = urllib.request.Request(f"{server.url}/api/jobs/{job_id}/{path}", data=body,
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback server
-            return dict(json.loads(r.read()))
+    def post(path: str, body: Any = None) -> dict[str, Any]:
+        return _post_job(server, job_id, path, body)
 
     other = page.context.new_page()
     other.goto(url)
@@ -647,12 +655,8 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
         "centre_mm"]
 
     def correct(label: int, version: int) -> dict[str, Any]:
-        body = json.dumps({"seeds": [{"mm": centre, "label": label}], "version": version})
-        req = urllib.request.Request(f"{server.url}/api/jobs/{job_id}/corrections",
-                                     data=body.encode(),
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback server
-            return dict(json.loads(r.read()))
+        return _post_job(server, job_id, "corrections",
+                         {"seeds": [{"mm": centre, "label": label}], "version": version})
 
     # page B, opened second, stays the page in front; its correction (version 1) is shown
     other = page.context.new_page()
