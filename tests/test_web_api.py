@@ -1030,6 +1030,36 @@ def test_a_correction_or_undo_made_on_an_outline_changed_since_is_refused(
     assert [q["name"] for q in undo["parameters"] if q["in"] == "query"] == ["version"]
 
 
+def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """A 409 for a stale ``version`` carries the job's version now and the job as
+    ``GET /api/jobs/{id}`` answers it, so a client redraws without asking again; the
+    API's description names both."""
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    url = job["urls"]["corrections"]
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    seeds = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
+    assert client.post(url, json={"seeds": seeds, "version": 0}).json()["label_version"] == 1
+    for r in (client.post(url, json={"seeds": seeds, "version": 0}),
+              client.post(url + "/undo", json={"version": 0}),
+              client.post(url + "/undo", params={"version": 0})):
+        assert r.status_code == 409, r.text
+        body = r.json()
+        assert set(body) == {"detail", "label_version", "job"}
+        assert body["detail"].startswith("The outline changed since this page showed it")
+        assert body["label_version"] == 1
+        assert body["job"] == client.get(job["urls"]["self"]).json()
+    stale = client.get("/openapi.json").json()["components"]["schemas"]["StaleOut"]
+    assert set(stale["properties"]) == {"detail", "label_version", "job"}
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/jobs/{job_id}/corrections", "/api/jobs/{job_id}/corrections/undo"):
+        answer = paths[path]["post"]["responses"]["409"]
+        assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/StaleOut")
+        assert "`label_version`" in answer["description"]
+
+
 def test_two_corrections_made_on_one_version_at_once_apply_one(
         client: TestClient, case_files: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -674,6 +674,8 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
     asked: list[Any] = []
     other.on("request", lambda r: asked.append(r.post_data_json)
              if r.url.endswith("/corrections/undo") else None)
+    # the refusal itself carries the job as it is now: B asks nothing more to show it
+    other.route(f"**/api/jobs/{job_id}", lambda route: route.abort())
     other.click("#undo-btn")
     expect(other.locator("#correct-msg")).to_have_text(
         "The outline changed since this page showed it (version 1, now 2: another page or "
@@ -685,6 +687,7 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
     expect(other.locator("#m-corr")).to_have_text("2")
     _until(other, "document.body.dataset.result === 'v2'")
     _until(other, "!!state.loadedOverlay && state.loadedOverlay.includes('/overlay/v2/')")
+    other.unroute(f"**/api/jobs/{job_id}")
     # ... and A's correction is still the server's outline
     job = _job(server, job_id)
     assert job["label_version"] == 2 and job["result"]["corrections"] == 2

@@ -153,7 +153,9 @@ _VERSION_DOC = ("the label map version (the job's `label_version`) this is made 
 #: what a 409 of a correction or undo means, in the API's description
 _STALE_DOC = ("the outline is no longer the `version` named (another page or reader "
               "corrected or undid it since): nothing was changed; `detail` says so in one "
-              "sentence with both versions")
+              "sentence with both versions, `label_version` is the job's version now and "
+              "`job` the job as `GET /api/jobs/{id}` answers it, so a client redraws "
+              "without asking again")
 
 
 class CorrectionRequest(BaseModel):
@@ -174,6 +176,14 @@ class CorrectionOut(JobOut):
     note: str = Field("", description="what its seeds that changed nothing say (outside "
                                       "the brain, asking for what is there), each "
                                       "placed in scanner mm and voxel indices")
+
+
+class StaleOut(BaseModel):
+    """A correction or undo refused because the outline changed since its ``version``."""
+
+    detail: str = Field(description="why, in one sentence naming both versions")
+    label_version: int = Field(description="the job's label map version now")
+    job: JobOut = Field(description="the job as it is now")
 
 
 class NamesRequest(BaseModel):
@@ -1223,37 +1233,53 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         result["caveat"] = CAVEAT
         return result
 
+    def stale(job_id: str, exc: VersionConflict) -> JSONResponse:
+        """The 409 of a correction or undo made on an outline changed since: its sentence
+        and the job as it is now, so the client redraws it without asking again."""
+        from fastapi.encoders import jsonable_encoder
+
+        now = JobOut.model_validate(job_out(get_job(job_id)))
+        return JSONResponse(jsonable_encoder(StaleOut(detail=str(exc),
+                                                      label_version=now.label_version,
+                                                      job=now)), status_code=409)
+
     @app.post("/api/jobs/{job_id}/corrections", response_model=CorrectionOut,
               summary="Correct the outline with inside/outside seeds (409 if it changed "
-                      "since `version`)", responses={409: {"description": _STALE_DOC}})
-    def correct(job_id: str, req: CorrectionRequest) -> dict[str, Any]:
+                      "since `version`)",
+              responses={409: {"model": StaleOut, "description": _STALE_DOC}})
+    def correct(job_id: str, req: CorrectionRequest) -> dict[str, Any] | Response:
         """Seeds: voxel ``x, y, z`` or world ``mm``, with ``label`` 1-3 (inside that
         region) or 0 (outside the tumour). Answers the job with the new label version,
         ``changed`` and ``note``; a correction that changes no voxel answers the job as
         it was (``changed`` false, ``note`` saying why). With ``version`` (the
         ``label_version`` the seeds were placed on) it is refused with 409, in one
         sentence and changing nothing, when the outline is another version by then:
-        another page or reader corrected or undid it since."""
+        another page or reader corrected or undid it since; the refusal carries the job
+        as it is now (``label_version``, ``job``)."""
         job = done_3d(job_id)
         seeds = [s.model_dump(exclude_none=True) for s in req.seeds]
         try:
             _, changed, note = corrector.apply(job, seeds, expected=req.version)
         except KeyError:
             raise HTTPException(404, NO_JOB) from None
+        except VersionConflict as exc:
+            return stale(job_id, exc)
         return {**job_out(get_job(job_id)), "changed": changed, "note": note}
 
     @app.post("/api/jobs/{job_id}/corrections/undo", response_model=JobOut,
               summary="Undo the last correction (409 if the outline changed since "
-                      "`version`)", responses={409: {"description": _STALE_DOC}})
+                      "`version`)",
+              responses={409: {"model": StaleOut, "description": _STALE_DOC}})
     def undo(job_id: str,
              version: int | None = Query(None, description=_VERSION_DOC),
-             req: UndoRequest | None = Body(None)) -> dict[str, Any]:
+             req: UndoRequest | None = Body(None)) -> dict[str, Any] | Response:
         """Steps back to the previous label map version. ``version`` (in a JSON body or
         the query) is the ``label_version`` the undo was asked on: when the outline is
         another version by then, another page or reader corrected or undid it since, and
         the undo is refused with 409, in one sentence and changing nothing, rather than
-        taking back someone else's correction. Without it the last correction is
-        undone, whoever made it."""
+        taking back someone else's correction; the refusal carries the job as it is now
+        (``label_version``, ``job``). Without it the last correction is undone, whoever
+        made it."""
         body = req.version if req is not None else None
         if version is not None and body is not None and version != body:
             raise HTTPException(400, "The request is malformed: version: the query and the "
@@ -1263,6 +1289,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             corrector.undo(job, expected=body if body is not None else version)
         except KeyError:  # deleted or expired meanwhile
             raise HTTPException(404, NO_JOB) from None
+        except VersionConflict as exc:
+            return stale(job_id, exc)
         return job_out(get_job(job_id))
 
     app.add_middleware(SecurityMiddleware, token=tok, hosts=hosts, proxies=proxies)

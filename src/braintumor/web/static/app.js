@@ -46,6 +46,7 @@ async function api(path, options = {}) {
     err.status = res.status;
     // this server's own refusal (its JSON sentence), not a proxy's or another page's 404
     err.fromServer = !!(body && body.detail);
+    err.body = body;
     throw err;
   }
   return body;
@@ -1501,8 +1502,9 @@ async function compareWith(file) {
 // version the page shows once the one before it is answered (two quick clicks are two
 // corrections, the second on the first's outline). The server refuses one made on an
 // outline another page or reader changed since (409): its sentence is said and the job
-// shown as it is now. A seed clicked before that refusal was placed on the outline it
-// replaced, so it is not sent; each click sends its seed at once, so no seed waits longer.
+// shown as the refusal gives it. A seed clicked before that refusal was placed on the
+// outline it replaced, so it is not sent; each click sends its seed at once, so no seed
+// waits longer.
 let correcting = Promise.resolve();
 let refusals = 0;
 function inTurn(step) {
@@ -1518,9 +1520,12 @@ async function correctionRefused(e) {
   setMsg("correct-msg", e.message);
   if (e.status === 404 && e.fromServer) jobGone(e.message);
   else if (e.status === 409 && e.fromServer) {
-    // the outline changed since this page showed it: the server's sentence says so
+    // the outline changed since this page showed it: the server's sentence says so, and
+    // its answer carries the job as it is now (asked again only from a server without)
     refusals++;
-    await refreshJob();
+    const now = e.body && e.body.job;
+    if (now && state.job && now.id === state.job.id) showJob(now, false);
+    else if (!now) await refreshJob();
   } else if (await refreshJob()) {
     setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
   }
