@@ -732,6 +732,63 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
     other.close()
 
 
+def test_a_correction_the_server_does_not_answer_is_given_up(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """A correction the server does not answer (stalled, or the network dropped) holds
+    up the seeds clicked after it only until the page's time limit: it is given up, the
+    seed queued behind it is not sent, the page says so in one sentence and shows the
+    outline as the server has it (corrected meanwhile by another reader), and the next
+    click is sent as usual, on that outline."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+    sent: list[Any] = []
+    page.on("request", lambda r: sent.append(r.post_data_json)
+            if r.url.endswith("/corrections") else None)
+    stalled: list[Any] = []
+    page.route("**/corrections", lambda route: stalled.append(route))  # never answered
+    page.evaluate("state.correctionTimeoutMs = 2000")
+    page.evaluate("""(c) => {
+        document.querySelector("input[name=seed-kind][value=outside]").checked = true;
+        placeSeed(c);
+        placeSeed(c);
+    }""", centre)
+    _until(page, "document.getElementById('correct-msg').textContent === 'Correcting…'")
+    assert _post_job(server, job_id, "corrections", {"seeds": [{"mm": centre, "label": 0}],
+                                                      "version": 0})["label_version"] == 1
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The server did not answer within 2 s, so nothing more was sent; the outline is "
+        "shown as the server has it now: check it and correct again.", timeout=20_000)
+    assert page.eval_on_selector("#correct-msg", "e => e.className") == "msg"
+    _until(page, "document.body.dataset.result === 'v1'")
+    expect(page.locator("#m-corr")).to_have_text("1")
+    page.wait_for_timeout(500)
+    assert len(sent) == 1 and sent[0]["version"] == 0, sent  # the second seed not sent
+    page.unroute("**/corrections")
+    page.evaluate("""(c) => {
+        document.getElementById("correct-region").value = "3";
+        document.querySelector("input[name=seed-kind][value=inside]").checked = true;
+        placeSeed(c);
+    }""", centre)
+    expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
+    _until(page, "document.body.dataset.result === 'v2'")
+    assert sent[-1]["version"] == 1 and len(sent) == 2, sent
+    assert _job(server, job_id)["label_version"] == 2
+    # a connection dropped (no answer at all) is said likewise, not as "Failed to fetch"
+    page.route("**/corrections", lambda route: route.abort())
+    page.evaluate("(c) => placeSeed(c)", centre)
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The server could not be reached, so nothing more was sent; the outline is shown "
+        "as the server has it now: check it and correct again.")
+    page.unroute("**/corrections")
+    assert page.evaluate("document.body.dataset.result") == "v2"
+
+
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """A case of 1.2 x 1 x 1.5 mm voxels run by the watershed: segmented on the 1 mm
     grid, and the page says so next to the measurements."""

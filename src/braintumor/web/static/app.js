@@ -35,11 +35,26 @@ const state = {
 window.braintumor = state;  // for tests and the curious
 
 // -- API helpers ------------------------------------------------------------------------
+// `timeoutMs`: the answer (its body too) must come within it, or the request is given up
+// (aborted) and the error has `timedOut` set
 async function api(path, options = {}) {
-  const res = await fetch(path, { credentials: "same-origin", ...options });
+  const { timeoutMs, ...rest } = options;
+  const ctrl = timeoutMs ? new AbortController() : null;
+  const timer = ctrl ? setTimeout(() => ctrl.abort(), timeoutMs) : null;
+  let res = null;
   let body = null;
-  const type = res.headers.get("content-type") || "";
-  if (type.includes("application/json")) body = await res.json();
+  try {
+    res = await fetch(path, { credentials: "same-origin", ...rest, ...(ctrl ? { signal: ctrl.signal } : {}) });
+    const type = res.headers.get("content-type") || "";
+    if (type.includes("application/json")) body = await res.json();
+  } catch (e) {
+    if (!ctrl || !ctrl.signal.aborted) throw e;
+    const err = new Error(`The server did not answer within ${Math.round(timeoutMs / 1000)} s.`);
+    err.timedOut = true;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
   if (!res.ok) {
     const detail = body && body.detail ? body.detail : `The server answered ${res.status}.`;
     const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
@@ -51,8 +66,9 @@ async function api(path, options = {}) {
   }
   return body;
 }
-const postJSON = (path, obj) => api(path, {
+const postJSON = (path, obj, extra = {}) => api(path, {
   method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(obj || {}),
+  ...extra,
 });
 
 // a message: an error (red) by default, `true` for one of success (green), "info" for a
@@ -572,18 +588,19 @@ async function poll() {
 
 // The job as the server has it now, redrawn (its corrections count, Undo, the outline):
 // another tab on the same job may have corrected or undone since. Returns whether its
-// outline changed; a job gone since says so.
-async function refreshJob() {
+// outline changed (null: no answer within `timeoutMs`, or none at all); a job gone since
+// says so.
+async function refreshJob(timeoutMs) {
   const job = state.job;
   if (!job || state.gone || state.deleting) return false;
   try {
-    const now = await api(`/api/jobs/${job.id}`);
+    const now = await api(`/api/jobs/${job.id}`, { timeoutMs });
     if (!state.job || state.job.id !== now.id) return false;
     showJob(now, false);
     return now.label_version !== job.label_version;
   } catch (e) {
     if (e.status === 404 && e.fromServer) jobGone(e.message);
-    return false;
+    return e.status ? false : null;
   }
 }
 
@@ -1504,7 +1521,11 @@ async function compareWith(file) {
 // outline another page or reader changed since (409): its sentence is said and the job
 // shown as the refusal gives it. A seed clicked before that refusal was placed on the
 // outline it replaced, so it is not sent; each click sends its seed at once, so no seed
-// waits longer.
+// waits longer. A request the server does not answer within `state.correctionTimeoutMs`
+// (stalled, or the network dropped) is given up likewise: the seeds clicked behind it are
+// not sent, the page says so and shows the outline as the server has it (the one given up
+// may still have been applied there).
+state.correctionTimeoutMs = 30000;
 let correcting = Promise.resolve();
 let refusals = 0;
 function inTurn(step) {
@@ -1513,6 +1534,7 @@ function inTurn(step) {
   correcting = run.catch(() => {});
   return run;
 }
+const correctionPost = (path, obj) => postJSON(path, obj, { timeoutMs: state.correctionTimeoutMs });
 
 // a correction or undo refused: said where the correction's messages go, and the job shown
 // as the server has it now (another tab may have corrected or undone it)
@@ -1526,6 +1548,18 @@ async function correctionRefused(e) {
     const now = e.body && e.body.job;
     if (now && state.job && now.id === state.job.id) showJob(now, false);
     else if (!now) await refreshJob();
+  } else if (e.timedOut || !e.status) {
+    // no answer (stalled, or no connection): what is queued behind it is not sent blindly,
+    // on an outline the server may have changed meanwhile (the request given up may still
+    // be applied there)
+    refusals++;
+    const why = e.timedOut ? `The server did not answer within ${Math.round(state.correctionTimeoutMs / 1000)} s`
+      : "The server could not be reached";
+    const reached = (await refreshJob(state.correctionTimeoutMs)) !== null;
+    if (state.gone) return;
+    setMsg("correct-msg", reached
+      ? `${why}, so nothing more was sent; the outline is shown as the server has it now: check it and correct again.`
+      : `${why}, so nothing more was sent; the outline shown may not be the server's: reload the page once it answers.`);
   } else if (await refreshJob()) {
     setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
   }
@@ -1545,8 +1579,8 @@ async function sendSeed(seed) {
   setMsg("correct-msg", "Correcting…", true);
   const t0 = performance.now();
   try {
-    const updated = await postJSON(`/api/jobs/${job.id}/corrections`,
-                                   { seeds: [seed], version: job.label_version });
+    const updated = await correctionPost(`/api/jobs/${job.id}/corrections`,
+                                         { seeds: [seed], version: job.label_version });
     const t1 = performance.now();
     showJob(updated, false);
     await waitViewerIdle();
@@ -1580,8 +1614,8 @@ function undoCorrection() {
     try {
       // the version shown: an undo takes back this outline's last step, not one another
       // page or reader made since
-      showJob(await postJSON(`/api/jobs/${job.id}/corrections/undo`,
-                             { version: job.label_version }), false);
+      showJob(await correctionPost(`/api/jobs/${job.id}/corrections/undo`,
+                                   { version: job.label_version }), false);
       setMsg("correct-msg", "Undone.", true);
     } catch (e) {
       // refused: the job may have changed in another tab (undone there already), so it is
