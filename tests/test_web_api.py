@@ -956,6 +956,17 @@ def test_correction_body_must_be_json(client: TestClient, done_job: dict[str, An
     assert r.status_code == 400 and _detail(r).startswith("The request is malformed")
 
 
+def _measured(client: TestClient, job: dict[str, Any]) -> dict[str, Any]:
+    """The job once the lesions of its current outline are counted (a correction's are
+    counted in the background, which would change the job under a comparison)."""
+    t0 = time.monotonic()
+    while (now := client.get(job["urls"]["self"]).json())["result"]["summary"][
+            "lesion_count"] is None:
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.05)
+    return dict(now)
+
+
 def _outline_files(client: TestClient, job_id: str) -> dict[str, bytes]:
     """Every label map version of a job on disk, by name, with its bytes."""
     out = client.app.state.store.job_dir(job_id) / "output"  # type: ignore[attr-defined]
@@ -979,7 +990,7 @@ def test_a_correction_or_undo_made_on_an_outline_changed_since_is_refused(
     assert r.status_code == 200, r.text
     assert r.json()["label_version"] == 1 and r.json()["changed"] is True
     files = _outline_files(client, job["id"])
-    state = client.get(job["urls"]["self"]).json()
+    state = _measured(client, job)
     # seeds placed on version 0, which the outline no longer is
     r = client.post(url, json={"seeds": inside, "version": 0})
     assert r.status_code == 409
@@ -1042,6 +1053,7 @@ def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
     cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
     seeds = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     assert client.post(url, json={"seeds": seeds, "version": 0}).json()["label_version"] == 1
+    _measured(client, job)
     for r in (client.post(url, json={"seeds": seeds, "version": 0}),
               client.post(url + "/undo", json={"version": 0}),
               client.post(url + "/undo", params={"version": 0})):
