@@ -1072,6 +1072,32 @@ def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
         assert "`label_version`" in answer["description"]
 
 
+def test_a_file_that_is_no_nifti_is_one_sentence_without_nibabel_s_lines(
+        client: TestClient, done_job: dict[str, Any], case_files: dict[str, Path],
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """A user's file named .nii.gz that is no NIfTI, as a scan of an upload or as the
+    earlier label map of a comparison, is refused in one sentence (400, not 500), and the
+    server's log holds none of nibabel's lines about its header: every NIfTI the web
+    app takes from a user is read by ``braintumor.io``'s quiet reader (the web code's
+    own ``nib.load`` calls read only label maps it wrote, or scans that passed it)."""
+    bad = {"garbage": b"this is not a NIfTI file" * 40,
+           "zeros": gzip.compress(b"\x00" * 400)}
+    capfd.readouterr()
+    for what, data in bad.items():
+        files = [("files", (p.name, data if m == "t1" else p.read_bytes()))
+                 for m, p in case_files.items() if m != "seg"]
+        r = client.post("/api/jobs", files=files, data={"method": "threshold"})
+        assert r.status_code == 400, (what, r.text)
+        assert _detail(r).startswith("Web000_t1.nii.gz: not a readable NIfTI file"), _detail(r)
+        r = client.post(done_job["urls"]["self"] + "/compare",
+                        files=[("before", ("before.nii.gz", data))])
+        assert r.status_code == 400, (what, r.text)
+        assert _detail(r).startswith("before.nii.gz: not a readable NIfTI file"), _detail(r)
+    said = capfd.readouterr().err + "\n".join(r.getMessage() for r in caplog.records)
+    for line in ("sizeof_hdr", "data code", "not supported", "not recognized"):
+        assert line not in said, said
+
+
 def test_two_corrections_made_on_one_version_at_once_apply_one(
         client: TestClient, case_files: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:
