@@ -246,6 +246,72 @@ def test_skip_existing_compares_model_mode_and_a_watershed_fallback(tmp_path: Pa
     assert not _made_alike(args(), {**fallback, "warning": ""}, src, tmp_path, "v2")
 
 
+def test_skip_existing_reads_the_fallback_and_the_seg_from_their_columns(
+        tmp_path: Path) -> None:
+    """Whether the watershed stood in for the method asked, and whether a DICOM SEG could
+    be written, are read from the row's ``missing`` and ``dicom_seg`` columns, so a
+    reworded warning changes nothing; a row from before those columns is read by the
+    words its warning then held."""
+    import argparse
+
+    from braintumor.cases import CaseSource
+    from braintumor.commands.predict import _made_alike
+
+    (tmp_path / "c.nii.gz").write_bytes(b"")
+    src = CaseSource(case_id="c", kind="brats2021", modality_paths={})
+    dicom = CaseSource(case_id="c", kind="brats2021", modality_paths={},
+                       dicom_reference=(tmp_path, 2, None))
+
+    def args(**kw: object) -> argparse.Namespace:
+        base = {"method": "cnn", "fast": False, "tta": False, "uncertainty": False,
+                "labels": "brats2021", "report": False, "diameters": False,
+                "dicom_seg": False}
+        return argparse.Namespace(**{**base, **kw})
+
+    fallback = {"case": "c", "method": "watershed", "model": "", "mode": "",
+                "labels": "brats2021", "missing": "T1", "dicom_seg": "",
+                "warning": "no T1: the threshold segmenter took over"}  # words of its own
+    assert _made_alike(args(), fallback, src, tmp_path, "v2")
+    assert _made_alike(args(method="hybrid"), fallback, src, tmp_path, "v2")
+    assert not _made_alike(args(), {**fallback, "missing": ""}, src, tmp_path, "v2")
+    old = {"case": "c", "method": "watershed", "labels": "brats2021",  # this release's row
+           "warning": "the scan has no T1 image, so it was segmented by the watershed "
+                      "alone, tuned for scans without it"}
+    assert _made_alike(args(), old, src, tmp_path, "v2")
+    # --dicom-seg: a SEG that could not be written is not asked for again
+    seg = {**fallback, "dicom_seg": "not written", "warning": "no SEG: nothing outlined"}
+    assert _made_alike(args(dicom_seg=True), seg, dicom, tmp_path, "v2")
+    assert not _made_alike(args(dicom_seg=True), {**seg, "dicom_seg": "written"}, dicom,
+                           tmp_path, "v2")  # its file is gone
+    (tmp_path / "c_seg.dcm").write_bytes(b"")
+    assert _made_alike(args(dicom_seg=True), {**seg, "dicom_seg": "written"}, dicom,
+                       tmp_path, "v2")
+    (tmp_path / "c_seg.dcm").unlink()
+    shed = args(method="watershed", dicom_seg=True)
+    assert _made_alike(shed, {**old, "warning": "no DICOM SEG written: no tumour was "
+                                                "outlined"}, dicom, tmp_path, None)
+    assert not _made_alike(shed, old, dicom, tmp_path, None)
+
+
+def test_a_case_without_its_t1_is_recorded_as_such_and_skipped_by_a_cnn_rerun(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The row of a case the watershed segmented for want of its T1 says so in its
+    ``missing`` column; a CNN rerun with --skip-existing passes it over whatever its
+    warning's words."""
+    data, out = _cohort(tmp_path / "data", 1), tmp_path / "out"
+    (data / "p0" / "p0_t1.nii.gz").unlink()
+    assert main(["predict", str(data), "-o", str(out), "--method", "watershed"]) == 0
+    with (out / "volumes.csv").open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["missing"] == "T1" and row["dicom_seg"] == ""
+    table = (out / "volumes.csv").read_text()
+    (out / "volumes.csv").write_text(table.replace("so it was segmented by the watershed "
+                                                   "alone", "so the watershed took it"))
+    capsys.readouterr()
+    assert main(["predict", str(data), "-o", str(out), "--skip-existing"]) == 0
+    assert "p0: skipped" in capsys.readouterr().err
+
+
 def test_skip_existing_leaves_a_file_that_is_no_table_where_it_is(tmp_path: Path) -> None:
     """Deciding what to skip only reads volumes.csv: a file there that is no table is not
     renamed aside outside the table's lock (the run's first write does that)."""

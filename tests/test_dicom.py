@@ -193,6 +193,8 @@ def test_dicom_seg_lies_on_the_t1_series_and_equals_the_label_map(
     out = tmp_path / "out"
     assert main(["predict", str(study), "-o", str(out), "--method", "watershed",
                  "--dicom-seg"]) == 0
+    with (out / "volumes.csv").open(newline="") as fh:
+        assert next(csv.DictReader(fh))["dicom_seg"] == "written"  # --skip-existing reads it
     seg = hd.seg.segread(str(out / "exam_seg.dcm"))
     assert seg.Modality == "SEG" and seg.PatientID == "PID-778899"  # attached to its study
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [

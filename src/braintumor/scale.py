@@ -88,6 +88,9 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
         except InputError as exc:  # the label map stands; the SEG's absence is said
             res.info["warning"] = join_warnings(res.info.get("warning"),
                                                 f"no DICOM SEG written: {exc}")
+            res.info["dicom_seg"] = SEG_NOT_WRITTEN
+        else:
+            res.info["dicom_seg"] = SEG_WRITTEN
     if report:  # last, so that its page carries every warning
         write_case_report(case, res, out_dir, method)
     return dst
@@ -132,10 +135,16 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
 
 #: the columns of ``volumes.csv``, one row per segmented case (``labels``: the label
 #: map's convention, brats2021 or brats2023; ``series``: for a DICOM study, which series
-#: became which modality)
+#: became which modality; ``missing``: the modalities the case lacked (or had blank), for
+#: which the watershed tuned without them segmented it whatever the method asked;
+#: ``dicom_seg``: with ``--dicom-seg`` and a DICOM study, whether its SEG was
+#: :data:`SEG_WRITTEN` or :data:`SEG_NOT_WRITTEN`). ``predict --skip-existing`` reads
+#: these fields, not the warning's words.
 VOLUME_FIELDS = ("case", "method", "model", "mode", "labels", "WT_mL", "TC_mL", "ET_mL", "NCR_mL",
                  "ED_mL", "voxel_mm", "agree_WT", "agree_TC", "agree_ET", "series",
-                 "warning")
+                 "missing", "dicom_seg", "warning")
+#: the ``dicom_seg`` column's values (``res.info["dicom_seg"]``)
+SEG_WRITTEN, SEG_NOT_WRITTEN = "written", "not written"
 VOLUME_TABLE = "volumes.csv"
 #: the columns ``predict --diameters`` adds (before ``warning``): each region's SPD and
 #: its largest lesion's two diameters
@@ -157,12 +166,14 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False,
     """One ``volumes.csv`` row: the CNN model version and its mode (fast / accurate, with
     mirroring) where one ran, the label map's convention (``labels``), region volumes
     (mL, on the case's own grid), the voxel size, the CNN's and the watershed's agreement
-    per region (the hybrid only), with ``diameters`` the RANO
-    measurements (:data:`DIAMETER_FIELDS`, about 0.25 s) and the result's warning.
+    per region (the hybrid only), the modalities the case lacked (``missing``) and whether
+    its DICOM SEG was written (``dicom_seg``; :data:`VOLUME_FIELDS`), with ``diameters``
+    the RANO measurements (:data:`DIAMETER_FIELDS`, about 0.25 s) and the result's warning.
     (No lesion count: splitting touching lesions takes about 1.4 s a case, a third of the
     fast mode's whole run; the web page counts them.)"""
     import numpy as np
 
+    from braintumor.cases import MODALITY_NAMES
     from braintumor.report import implausible_warning, ml_text, volumes_ml
 
     vols = volumes_ml(res.labels, float(np.prod(case.spacing)) / 1000.0)
@@ -175,6 +186,8 @@ def volume_row(case: Any, res: Any, method: str, diameters: bool = False,
            **{f"agree_{r}": (res.info.get("agreement") or {}).get(r, "")
               for r in ("WT", "TC", "ET")},
            "series": getattr(getattr(case, "source", None), "series", "") or "",
+           "missing": ", ".join(MODALITY_NAMES[m] for m in res.info.get("missing") or ()),
+           "dicom_seg": res.info.get("dicom_seg") or "",
            "warning": warning}
     if diameters:
         for region, summ in case_diameters(case, res).items():

@@ -122,7 +122,8 @@ def available_methods() -> list[str]:
 
 
 #: what the warning of a case segmented by the watershed in place of the method asked
-#: (it lacked its T1 or T2) says, in ``volumes.csv`` too (``--skip-existing`` reads it)
+#: (it lacked its T1 or T2) says, in ``volumes.csv`` too (whose ``missing`` column records
+#: it for ``--skip-existing``)
 FALLBACK_NOTE = "so it was segmented by the watershed alone"
 
 

@@ -515,18 +515,30 @@ def _model_version(args: argparse.Namespace) -> str | None:
     return None if version == "unknown" else version  # no version: models not told apart
 
 
+#: the words by which a ``volumes.csv`` row from before its ``missing`` and ``dicom_seg``
+#: columns says that the watershed stood in for the method asked, and that no DICOM SEG
+#: could be written: fixed as those tables hold them, whatever the warnings now say
+_OLD_FALLBACK_WORDS = "so it was segmented by the watershed alone"
+_OLD_NO_SEG_WORDS = "no DICOM SEG written"
+
+
 def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir: Path,
                 version: str | None) -> bool:
     """Whether a case's earlier row and files are what this run would write: the same
     method (a case the CNN or hybrid left to the watershed for a missing T1 or T2,
-    which its warning says, counts as done by them), CNN model version and mode (fast or
-    accurate, with mirroring: ``--tta``, ``--uncertainty``), label values (``--labels``)
-    and the files and columns the options ask for (``--report``, ``--uncertainty``,
-    ``--diameters``, ``--dicom-seg``)."""
-    from braintumor.segment import FALLBACK_NOTE
+    which its ``missing`` column records, counts as done by them), CNN model version and
+    mode (fast or accurate, with mirroring: ``--tta``, ``--uncertainty``), label values
+    (``--labels``) and the files and columns the options ask for (``--report``,
+    ``--uncertainty``, ``--diameters``, ``--dicom-seg``, whose SEG is not asked for again
+    where the ``dicom_seg`` column says none could be written). A row from before those
+    two columns is read by the words its warning then held (:data:`_OLD_FALLBACK_WORDS`,
+    :data:`_OLD_NO_SEG_WORDS`)."""
+    from braintumor.scale import SEG_NOT_WRITTEN
 
     method = row.get("method") or ""
-    fallback = method == "watershed" and FALLBACK_NOTE in (row.get("warning") or "")
+    warning = row.get("warning") or ""
+    fallback = bool(row.get("missing")) or (method == "watershed"
+                                            and _OLD_FALLBACK_WORDS in warning)
     if method != args.method and not fallback:
         return False
     if args.method != "watershed" and not fallback:
@@ -541,8 +553,9 @@ def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir
     wanted = [f"{cid}_report.html"] if args.report else []
     if args.uncertainty and args.method != "watershed" and not fallback:
         wanted.append(f"{cid}_uncertainty.nii.gz")
-    if args.dicom_seg and src.dicom_reference is not None and \
-            "no DICOM SEG written" not in (row.get("warning") or ""):
+    no_seg = row.get("dicom_seg") == SEG_NOT_WRITTEN or (
+        not row.get("dicom_seg") and _OLD_NO_SEG_WORDS in warning)
+    if args.dicom_seg and src.dicom_reference is not None and not no_seg:
         wanted.append(f"{cid}_seg.dcm")
     if not all((out_dir / f).is_file() for f in wanted):
         return False
