@@ -7,6 +7,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -441,3 +442,52 @@ def test_an_interrupted_run_says_where_its_checkpoint_is(
             "--set epochs=5") in err
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
     assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+
+
+def _save_3d(out: Path, name: str, epoch: int) -> None:
+    from types import SimpleNamespace
+
+    Trainer._save(SimpleNamespace(out=out), name, {"epoch": epoch})  # type: ignore[arg-type]
+
+
+def _save_2d(out: Path, name: str, epoch: int) -> None:
+    from types import SimpleNamespace
+
+    from braintumor.training2d import _checkpoint
+
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    cfg = SimpleNamespace(to_dict=lambda: {})
+    _checkpoint(out / name, net, opt, sched, epoch, cfg,  # type: ignore[arg-type]
+                np.random.default_rng(0), [])
+
+
+@pytest.mark.parametrize(("save", "stamp", "old_temp"), [
+    (_save_3d, "epoch", ".best.pt.tmp"), (_save_2d, "step", "best.tmp")])
+def test_a_checkpoint_save_cut_short_leaves_the_earlier_one_and_no_partial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: Any, stamp: str,
+        old_temp: str) -> None:
+    """A save that fails part-way (a full disk) leaves the earlier checkpoint as it was
+    and no temporary file; a temporary file of the name the writers used to share (another
+    trainer's in a folder that takes no lock, or a crashed one's) is neither written nor
+    renamed into place."""
+    save(tmp_path, "best.pt", 1)
+    theirs = tmp_path / old_temp
+    theirs.write_bytes(b"another trainer's")
+    real = torch.save
+
+    def full_disk(obj: object, f: Any, *args: Any, **kw: Any) -> None:
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save(tmp_path, "best.pt", 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([old_temp, "best.pt"])
+    assert torch.load(tmp_path / "best.pt", weights_only=False)[stamp] == 1
+    monkeypatch.setattr(torch, "save", real)
+    save(tmp_path, "best.pt", 3)
+    assert torch.load(tmp_path / "best.pt", weights_only=False)[stamp] == 3
+    assert theirs.read_bytes() == b"another trainer's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([old_temp, "best.pt"])

@@ -520,12 +520,14 @@ def _checkpoint(path: Path, net: Any, opt: Any, sched: Any, step: int, cfg: Trai
                 elapsed: float = 0.0) -> None:
     import torch
 
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "step": step, "config": cfg.to_dict(),
-                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "log": log, "elapsed": elapsed}, tmp)
-    tmp.replace(path)
+    from braintumor.io import write_replacing
+
+    state = {"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "step": step, "config": cfg.to_dict(),
+             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+             "log": log, "elapsed": elapsed}
+    # a temporary name of this process's own, removed when the save fails (a full disk)
+    write_replacing(path, lambda tmp: torch.save(state, tmp))
 
 
 def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "final",

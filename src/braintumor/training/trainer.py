@@ -223,11 +223,15 @@ class Trainer:
         }
 
     def _save(self, name: str, state: dict[str, Any]) -> None:
+        """Write ``out/name`` through a temporary name of this process's own, renamed into
+        place (:func:`braintumor.io.write_replacing`): a save cut short (a full disk)
+        leaves the earlier checkpoint and no partial file, and two trainers in a folder
+        that takes no lock never write, or rename away, one another's temporary file."""
         import torch
 
-        tmp = self.out / f".{name}.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / name)
+        from braintumor.io import write_replacing
+
+        write_replacing(self.out / name, lambda tmp: torch.save(state, tmp))
 
     def _init_weights(self, path: str) -> None:
         """Load network weights from another run's checkpoint (fresh optimizer)."""
