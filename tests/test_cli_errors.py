@@ -139,6 +139,77 @@ def test_predict_says_a_corrupt_header_in_its_sentence_alone(tmp_path: Path, nam
                for ln in others), err
 
 
+def _bad_header(path: Path) -> None:
+    """A gzipped NIfTI whose header is wrong past its size and magic (a file cut or
+    overwritten at the start): nibabel reads on, logging two lines, and then fails."""
+    import gzip
+    import struct
+
+    head = bytearray(b"no NIfTI header here " * 20)
+    head[0:4] = struct.pack("<i", 348)
+    head[344:348] = b"n+1\0"
+    path.write_bytes(gzip.compress(bytes(head)))
+
+
+def _predict_err(*args: str) -> tuple[int, str]:
+    r = subprocess.run([sys.executable, "-m", "braintumor", "predict", *args, "--method",
+                        "watershed"], capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stderr
+
+
+@needs_predict
+@pytest.mark.parametrize("given", ["case", "file", "dataset"])
+def test_a_corrupt_header_is_said_in_one_sentence_whatever_looks_at_it_first(
+        tmp_path: Path, given: str) -> None:
+    """The looks at a header before the reading proper (a modality's voxel type, whether
+    a file is a 4D case) printed nibabel's "sizeof_hdr should be 348" and "not attempting
+    fix" lines before the one sentence; they are the reading's to say, and it says none
+    for a file it refuses."""
+    d = _case(tmp_path / "in")
+    _bad_header(d / "c1_t1.nii.gz")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    _bad_header(alone / "x.nii.gz")
+    target = {"case": d, "file": alone / "x.nii.gz", "dataset": alone}[given]
+    rc, err = _predict_err(str(target), "-o", str(tmp_path / "out"))
+    assert rc in (1, 2), err
+    assert "sizeof_hdr" not in err and "not attempting fix" not in err, err
+    assert "Traceback" not in err and len([ln for ln in err.splitlines()
+                                           if ln.startswith("error:")]) == 1, err
+    if given != "dataset":  # a folder holding no case says that, not the file's fault
+        _check_one_sentence(err, "x.nii.gz: not a readable NIfTI file" if given == "file"
+                            else "c1_t1.nii.gz: not a readable NIfTI file")
+
+
+@needs_predict
+def test_a_readable_headers_note_is_said_once(tmp_path: Path) -> None:
+    """nibabel's line about a readable header ("qform_code 7 not valid") is why the file's
+    qform is not used: said once, by the reading, not again by each look before it."""
+    d = _case(tmp_path / "in")
+    img = nib.load(str(d / "c1_t1.nii.gz"))
+    odd = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+    odd.header["qform_code"] = 7
+    nib.save(odd, str(d / "c1_t1.nii.gz"))
+    rc, err = _predict_err(str(d), "-o", str(tmp_path / "out"))
+    assert rc == 0, err
+    assert err.count("qform_code 7 not valid") == 1, err
+
+
+def test_a_look_at_a_corrupt_header_logs_nothing(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The header looks that answer "cannot tell" for a file they cannot read (its grid,
+    its voxel type) leave nibabel's lines about it to the reading proper."""
+    from braintumor.cases import _file_grid, _read_dtype
+    from braintumor.io import peek_nifti
+
+    _bad_header(tmp_path / "x.nii.gz")
+    assert _file_grid(tmp_path / "x.nii.gz") is None
+    assert _read_dtype(tmp_path / "x.nii.gz") is np.float32
+    with pytest.raises(Exception, match="not recognized"):
+        peek_nifti(tmp_path / "x.nii.gz")
+    assert "sizeof_hdr" not in caplog.text and "not attempting fix" not in caplog.text
+
+
 @needs_predict
 def test_missing_modality_names_found_and_missing(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

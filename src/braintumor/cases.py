@@ -44,6 +44,7 @@ from braintumor.io import (
     load_label_nifti,
     load_nifti,
     on_grid,
+    peek_nifti,
     resample_onto,
     same_placement,
     strip_nifti_suffix,
@@ -473,7 +474,7 @@ def _is_4d_case(path: Path) -> bool:
     """Whether a NIfTI file holds the four modalities as a 4th axis (read from its header
     alone)."""
     try:
-        shape = list(getattr(nib.load(str(path)), "shape", ()))
+        shape = list(getattr(peek_nifti(path), "shape", ()))
     except Exception:  # noqa: BLE001 - an unreadable file is not one; reading says why
         return False
     while len(shape) > 4 and shape[-1] == 1:
@@ -552,7 +553,7 @@ def _read_dtype(path: str | Path) -> type:
     without scaling (as scanners and BraTS store them: exact, and half the memory of
     float32 until the case's float32 block is filled), else float32."""
     try:
-        img: Any = nib.load(str(path))
+        img: Any = peek_nifti(path)
         dt = np.dtype(img.header.get_data_dtype())
         # nibabel moves the header's scl_slope / scl_inter onto the image's proxy (the
         # header it hands out says None), so the scaling is read there
@@ -604,7 +605,7 @@ def _file_grid(path: str | Path) -> Grid | None:
     """A NIfTI file's :data:`Grid` from its header alone; None when it cannot be read (the
     reading proper says why)."""
     try:
-        img: Any = nib.load(str(path))
+        img: Any = peek_nifti(path)
         return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, float), \
             coarsest_edge(img.header, img.affine)
     except Exception:  # nibabel raises many types for bad files

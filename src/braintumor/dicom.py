@@ -33,7 +33,7 @@ from braintumor.cases import (  # grid_modality: the case grid's rule, NIfTI's a
     grid_modality,
 )
 from braintumor.errors import InputError
-from braintumor.io import voxel_sizes
+from braintumor.io import peek_nifti, voxel_sizes
 
 NIFTI_EXT = (".nii.gz", ".nii")
 
@@ -323,8 +323,6 @@ def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
     description is the header's where it gives one: pydicom decodes the series' character
     set (SpecificCharacterSet), which dcm2niix's sidecar does not (``Überblick`` in UTF-8
     comes out as ``Ãberblick``)."""
-    import nibabel as nib
-
     sidecar = nifti.with_name(nifti.name[: -len(".nii.gz")] + ".json")
     desc = ""
     meta: dict[str, Any] = {}
@@ -340,7 +338,7 @@ def describe_series(nifti: Path, header: DicomSeries | None = None) -> Series:
     if not desc:
         desc = re.sub(r"^\d+_", "", nifti.name[: -len(".nii.gz")])
     acq = Acquisition.from_sidecar(meta) if meta or header is None else header.acquisition
-    img: Any = nib.load(str(nifti))
+    img: Any = peek_nifti(nifti)
     shape = [int(s) for s in img.shape]
     usable = len([s for s in shape if s > 1]) == 3
     # voxel sizes from the affine, as every image of the project's (the header's own may
@@ -1183,8 +1181,6 @@ def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Pa
     one grid (:func:`grid_modality`'s series, :func:`resample_onto_t1`): -> the files,
     a note for each series much coarser than that grid (its detail between slices is
     interpolated there) and for a grid other than the T1's, and the grid's modality."""
-    import nibabel as nib
-
     series = {e.label: e for e in entries}
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -1194,7 +1190,7 @@ def place_series(entries: list[StudySeries], chosen: Mapping[str, str], dest: Pa
         assert src is not None  # settle_assignment refuses one that could not be read
         paths[m] = dest / f"{m}.nii.gz"
         shutil.copyfile(src, paths[m])
-        img: Any = nib.load(str(src))
+        img: Any = peek_nifti(src)
         edges[m] = coarsest_edge(img.header, img.affine)  # the NIfTI cases' rule
     ref = grid_modality(edges)
     notes = [f"{series[chosen[m]].named()}, the {MODALITY_NAMES[m]}, has {edges[m]:.3g} mm "

@@ -212,11 +212,10 @@ def evaluate_pair(
     pred = on_reference_grid(pred, pred_path, ref.shape, ref_path)
     scores = M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
     if diameters:
-        import nibabel as nib
-
         from braintumor.diameters import rano
+        from braintumor.io import peek_nifti
 
-        affine = nib.load(str(ref_path)).affine  # type: ignore[attr-defined]
+        affine = peek_nifti(ref_path).affine  # read above: its lines were said
         got, want = rano(pred, affine), rano(ref, affine)
         for region in ("ET", "WT"):
             a, b = got[region]["spd_mm2"], want[region]["spd_mm2"]
@@ -240,12 +239,10 @@ def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, .
     the rule :func:`braintumor.cases.label_on_grid` follows too); else
     :class:`OffGrid` (a prediction shifted or resampled would be scored against the wrong
     voxels)."""
-    import nibabel as nib
-
-    from braintumor.io import NotOnGrid, label_onto_grid
+    from braintumor.io import NotOnGrid, label_onto_grid, peek_nifti
 
     def affine(path: Path) -> np.ndarray:
-        return np.asarray(nib.load(str(path)).affine, float)  # type: ignore[attr-defined]
+        return np.asarray(peek_nifti(path).affine, float)  # read above: its lines said
 
     try:
         return label_onto_grid(pred, affine(pred_path), ref_shape, affine(ref_path))

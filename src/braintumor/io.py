@@ -379,12 +379,13 @@ class _HoldThread(logging.Filter):
 
 
 @contextlib.contextmanager
-def quiet_nibabel() -> Iterator[None]:
+def quiet_nibabel(say: bool = True) -> Iterator[None]:
     """nibabel's own lines about a header it checks ("sizeof_hdr should be 348", "data
     code ... not recognized") kept off stderr while a file is read, where the read fails:
     a file that is no NIfTI is said in the reader's one sentence, not after two lines of
     nibabel's. Where the block ends without an error (a readable NIfTI), the lines are
-    said after all: "qform_code 7 not valid; setting to 0" is why a file's qform is not
+    said after all (unless not ``say``: a look at a header that the reading proper says
+    again): "qform_code 7 not valid; setting to 0" is why a file's qform is not
     used. Only this thread's lines are held, by a filter of this call's own (not the
     logger's level): another thread's reads are said as they happen, and two threads
     reading at once never leave the logger silenced."""
@@ -396,9 +397,20 @@ def quiet_nibabel() -> Iterator[None]:
         read = True
     finally:
         log.removeFilter(hold)
-        if read:
+        if read and say:
             for record in hold.held:
                 log.handle(record)
+
+
+def peek_nifti(path: str | Path) -> Any:
+    """A NIfTI file opened by nibabel for a look at its header (shape, affine, voxel
+    type; the voxels stay on disk), with nibabel's lines about the header kept off
+    stderr whether or not it reads: a file that is no NIfTI is said once, in the one
+    sentence of the reading proper (:func:`load_nifti`, :func:`load_label_nifti`), and a
+    readable one's lines are said once, by that reading, not by every look before it.
+    Raises what nibabel raises (callers that only look take a failure as "cannot tell")."""
+    with quiet_nibabel(say=False):
+        return nib.load(str(path))
 
 
 def _open_nifti(path: Path) -> nib.Nifti1Image:
@@ -464,9 +476,8 @@ def file_onto_grid(path: str | Path, grid_shape: Sequence[int],
     None when the file already lies on it, else turned onto it exactly when it is that
     grid stored in another orientation (:func:`turned_onto`; its voxels read only then),
     else resampled (:func:`resample_onto`, linear)."""
-    import nibabel as nib
-
-    img: Any = nib.load(str(path))
+    with quiet_nibabel():  # its voxels are read here: a readable header's lines are said
+        img: Any = nib.load(str(path))
     shape = tuple(int(n) for n in grid_shape)[:3]
     if on_grid(img.shape[:3], img.affine, shape, grid_affine):
         return None
