@@ -99,6 +99,11 @@ def test_other_methods_hand_over_to_the_watershed(files: dict[str, Path],
         assert res.info["method"] == "watershed"
         assert f"the {method} method needs all four modalities" in res.info["warning"]
         assert np.array_equal(res.labels, ws.labels)
+        assert "uncertainty" not in res.info["warning"]
+        # an uncertainty map asked of the CNN is said not to come, not dropped in silence
+        unc = segment(case, method, fast=True, uncertainty=True)
+        assert unc.uncertainty is None
+        assert "so no uncertainty map is written" in unc.info["warning"]
     from braintumor.inference import segment_cnn
     from braintumor.watershed import segment_hybrid
 

@@ -275,6 +275,9 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
     if case.missing:
         redirect = missing_modality_note(case.missing, method, case.blank)
         if method != "watershed":
+            if options.get("uncertainty"):  # asked of the CNN: not passed over in silence
+                redirect += ("; the watershed gives no probabilities, so no uncertainty map "
+                             "is written")
             method = "watershed"
             options = {}  # the watershed tuned for this input, whatever was asked of the other
     fn = get_method(method)
