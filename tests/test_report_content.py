@@ -323,3 +323,20 @@ def test_compare_takes_the_scans_dates(tmp_path, capsys) -> None:
         assert main(["compare", *two[:2], "--dates", dates]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and said in err and err.count("\n") == 1
+
+
+def test_a_count_higher_than_the_diameter_rows_is_explained() -> None:
+    """Two lesions touching at a neck: the count splits them, the RANO table measures
+    one confluent outline, and every report's RANO section says why the two differ."""
+    from braintumor.report import diameters_html, rano_intro
+    from braintumor.web.measure import summary
+
+    g = np.indices((80, 80, 60))
+    lab = np.zeros((80, 80, 60), np.uint8)
+    for c in ((28, 40, 30), (50, 40, 30)):
+        lab[sum((g[i] - c[i]) ** 2 for i in range(3)) <= 121] = 2
+    s = summary(lab, (1.0, 1.0, 1.0), affine=np.diag([-1.0, -1.0, 1.0, 1.0]))
+    assert s["lesion_count"] == 2
+    assert len(s["diameters"]["WT"]["lesions"]) == 1
+    assert "confluent" in rano_intro() and "lesion count splits them" in rano_intro()
+    assert "lesion count splits them" in diameters_html(s["diameters"])

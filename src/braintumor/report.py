@@ -689,7 +689,9 @@ def rano_intro() -> str:
             "the measured diameters along the scanner's foot-to-head axis (S above, I below "
             "the scanner's origin, in mm), as a viewer shows it; each lesion's centre is given "
             "in scanner coordinates (R/L, A/P, S/I of the origin, in mm), and the target "
-            "lesions summed in the SPD are marked.")
+            "lesions summed in the SPD are marked. Touching lesions are measured here as "
+            "one outline, as RANO measures confluent lesions; the lesion count splits them "
+            "at a narrow neck, so it may name more lesions than this table lists.")
 
 
 def display_slice_name(shown: np.ndarray, affine: np.ndarray, shape: Sequence[int],
