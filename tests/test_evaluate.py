@@ -285,6 +285,90 @@ def test_evaluate_2d_masks(tmp_path, capsys):
     assert "lesion_dice" not in rows[0]
 
 
+def _square_masks(folder: Path, names: dict[str, int], top: int = 255) -> None:
+    """A 32x32 mask per name: a 12x12 square shifted right by the number, ``top`` inside."""
+    from PIL import Image
+
+    for name, shift in names.items():
+        m = np.zeros((32, 32), np.uint8)
+        m[8:20, 8 + shift:20 + shift] = top
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m).save(folder / name)
+
+
+@pytest.mark.parametrize("side", ["pred", "ref"])
+def test_a_0_1_mask_is_read_as_it_is(tmp_path, side):
+    """A mask PNG of only 0 and 1 (as many tools save one) is tumour where it is 1, not
+    empty; a 0/255 mask and a JPEG's noise near 0 keep the cut at 127."""
+    from PIL import Image
+
+    _square_masks(tmp_path / "ref", {"a_mask.png": 0}, top=1 if side == "ref" else 255)
+    _square_masks(tmp_path / "pred", {"a_mask.png": 3}, top=1 if side == "pred" else 255)
+    ev = E.evaluate_2d(tmp_path / "pred", tmp_path / "ref")
+    assert ev.rows[0]["dice"] == pytest.approx(9 / 12)
+    noisy = np.zeros((8, 8), np.uint8)
+    noisy[0, 0], noisy[1, 1] = 2, 200
+    Image.fromarray(noisy).save(tmp_path / "n.png")
+    assert E.read_mask_2d(tmp_path / "n.png").sum() == 1
+
+
+def test_patients_folders_with_the_same_slice_names(tmp_path, capsys):
+    """``PA/slice_1`` and ``PB/slice_1`` (what predict writes for two patients) are two
+    pictures, each scored against its own patient's reference; a flat prediction folder
+    still pairs with patients' folders by name when the names are one patient's."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _square_masks(ref, {"PA/slice_1_mask.png": 0, "PB/slice_1_mask.png": 0})
+    _square_masks(pred, {"PA/slice_1_mask.png": 0, "PB/slice_1_mask.png": 6})
+    ev = E.evaluate_2d(pred, ref)
+    by = {r["case"]: r["dice"] for r in ev.rows}
+    assert by == {"PA/slice_1": 1.0, "PB/slice_1": pytest.approx(0.5)}
+    assert set(ev.extra["per_patient"]["patients"]) == {"PA", "PB"}
+    assert ev.extra["per_patient"]["patients"]["PB"]["dice"] == pytest.approx(0.5)
+    out = tmp_path / "o" / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out)]) == 0
+    assert [r["case"] for r in read_csv(out)][:2] == ["PA/slice_1", "PB/slice_1"]
+    flat = tmp_path / "flat"
+    _square_masks(flat, {"PA_1_mask.png": 0, "PB_1_mask.png": 6})
+    _square_masks(tmp_path / "ref2", {"PA/PA_1_mask.png": 0, "PB/PB_1_mask.png": 0})
+    ev = E.evaluate_2d(flat, tmp_path / "ref2")
+    assert {r["case"]: r["dice"] for r in ev.rows} == {"PA_1": 1.0, "PB_1": pytest.approx(0.5)}
+
+
+def test_2d_distances_are_in_pixels_and_one_empty_side_is_the_diagonal(tmp_path, capsys):
+    """HD95 of a 2D picture is in pixels, and where one side is empty (or the prediction
+    is missing) it is the picture's diagonal, not BraTS's 374 mm."""
+    from PIL import Image
+
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _square_masks(ref, {"a_mask.png": 0, "b_mask.png": 0})
+    pred.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(pred / "a_mask.png")
+    ev = E.evaluate_2d(pred, ref)
+    by = {r["case"]: r for r in ev.rows}
+    assert by["a"]["hd95"] == pytest.approx(math.hypot(32, 32))
+    assert by["b"]["status"] == "missing" and by["b"]["hd95"] == pytest.approx(math.hypot(32, 32))
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref),
+                 "-o", str(tmp_path / "m.csv")]) == 0
+    said = capsys.readouterr().out
+    assert "HD95 (pixels)" in said and "(mm)" not in said and "374" not in said
+
+
+def test_2d_evaluate_follows_linked_patient_folders(tmp_path):
+    """Patients' folders linked into the folders given are found, as predict finds them,
+    and a link back up the tree is no loop."""
+    store = tmp_path / "store"
+    _square_masks(store / "ref", {"PA/PA_1_mask.png": 0})
+    _square_masks(store / "pred", {"PA/PA_1_mask.png": 0})
+    for side in ("ref", "pred"):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "PA").symlink_to(store / side / "PA")
+        (tmp_path / side / "PA" / "up").symlink_to(tmp_path / side)
+    assert E.is_2d_folder(tmp_path / "ref")
+    ev = E.evaluate_2d(tmp_path / "pred", tmp_path / "ref")
+    assert [(r["case"], r["dice"]) for r in ev.rows] == [("PA_1", 1.0)]
+    assert ev.extra["per_patient"]["patients"]["PA"]["dice"] == 1.0
+
+
 # ----------------------------------------------------------------------- real data
 
 

@@ -2236,6 +2236,29 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert bad.status_code == 400 and "mask" in _detail(bad)
 
 
+def test_a_0_1_reference_mask_is_read_as_the_command_line_reads_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A ``<name>_mask.png`` of only 0 and 1 uploaded with its picture is the reference
+    where it is 1, not an empty one (Dice 1 against the same outline)."""
+    from braintumor import slices2d
+
+    def fake_segment(image: np.ndarray) -> Any:
+        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
+                                    {"model_version": "fake-2d"})
+
+    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    pic = np.zeros((30, 36), np.uint8)
+    pic[5:15, 5:15] = 200
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        r = c.post("/api/jobs", files=[("files", ("q.png", _png(pic))),
+                                       ("files", ("q_mask.png", _png((pic > 0).astype(np.uint8))))])
+        assert r.status_code == 202, r.text
+        m = wait_done(c.get, r.json()["id"])["result"]["metrics_2d"]
+        assert m["dice"] == pytest.approx(1.0)
+
+
 def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A single-slice DICOM file is a 2D picture: its PixelSpacing gives areas in mm^2

@@ -18,8 +18,9 @@ Label conventions are detected per file (file name, then the values; see
 ``labelsTr`` / ``labelsTs`` folder is the Decathlon's) unless given. Metrics are those of
 :mod:`braintumor.metrics`, computed with the reference's voxel spacing.
 
-2D (PNG/TIFF masks, 0 = background, anything > 127 = tumour): :func:`evaluate_2d`
-matches ``<image>_mask.png`` to ``<image>_mask.tif`` (or equal stems) and scores each
+2D (PNG/TIFF masks, 0 = background, anything > 127 = tumour, or 1 in a mask of only 0
+and 1: :func:`read_mask_2d`): :func:`evaluate_2d` matches ``<image>_mask.png`` to
+``<image>_mask.tif`` (or equal stems) by their paths under each folder and scores each
 picture as one region called ``tumour``, in pixel units.
 
 Output: :func:`write_csv` writes long-form CSV (one row per case and region, then the
@@ -460,76 +461,150 @@ def evaluate_folders(
 # ------------------------------------------------------------------------------ 2D
 
 
-def _mask_files(folder: Path) -> dict[str, Path]:
-    files = [f for f in sorted(folder.rglob("*"))
-             if f.is_file() and is_image_2d(f.name) and not is_hidden(f)]
+def walk_files(root: Path) -> list[Path]:
+    """Every file under ``root`` in name order, hidden files and folders passed over,
+    linked folders followed as ``predict`` follows them (each real folder once, so a
+    link back up the tree is no loop)."""
+    import os
+
+    out: list[Path] = []
+    seen: set[str] = set()
+    for here, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        out.extend(Path(here) / f for f in sorted(files) if not is_hidden(f))
+    return out
+
+
+def mask_files_2d(folder: Path, named_only: bool = False) -> dict[str, Path]:
+    """The mask pictures under ``folder``, keyed by their path there without ``_mask``
+    and suffix (``PA/slice_1`` for ``PA/slice_1_mask.png``), so that patients' folders
+    may hold slices of one name. Pictures named ``*_mask`` when there are any (always
+    with ``named_only``), else every picture."""
+    files = [f for f in walk_files(folder) if is_image_2d(f.name)]
     masks = [f for f in files if _MASK_SUFFIX.search(f.stem)]
-    return _index_2d(masks or files)
-
-
-def _index_2d(files: list[Path]) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for f in files:
-        key = _MASK_SUFFIX.sub("", f.stem)
+    for f in masks if masks or named_only else files:
+        rel = f.relative_to(folder)
+        key = "/".join([*rel.parent.parts, _MASK_SUFFIX.sub("", f.stem)])
         if key in out:
-            raise InputError(f"{f.parent}: two masks for image {key} ({out[key].name}, {f.name}).")
+            raise InputError(f"{f.parent}: two masks for image {key.rsplit('/', 1)[-1]} "
+                             f"({out[key].name}, {f.name}).")
         out[key] = f
     return out
 
 
+def match_masks_2d(refs: Iterable[str], preds: Iterable[str]) -> dict[str, str]:
+    """Reference key -> prediction key (keys of :func:`mask_files_2d`): the same path
+    under both folders; else, when one folder is flat and the other holds patients'
+    folders (or ``predict``'s ``out/<patient>/``), the one prediction whose path ends
+    with the reference's or the other way round, when neither could be another's."""
+    refs, preds = list(refs), list(preds)
+    pairs = {k: k for k in refs if k in set(preds)}
+    left = [k for k in preds if k not in pairs]
+
+    def fits(a: str, b: str) -> bool:
+        return a.endswith("/" + b) or b.endswith("/" + a)
+
+    cands = {k: [q for q in left if fits(k, q)] for k in refs if k not in pairs}
+    takers: dict[str, int] = {}
+    for qs in cands.values():
+        for q in qs:
+            takers[q] = takers.get(q, 0) + 1
+    for k, qs in cands.items():
+        if len(qs) == 1 and takers[qs[0]] == 1:
+            pairs[k] = qs[0]
+    return pairs
+
+
+def case_names_2d(keys: Iterable[str]) -> dict[str, str]:
+    """Key -> the name a picture is shown by: its file name without ``_mask`` when no
+    other picture has it (as ever), else its path under the folder (``PB/slice_1``)."""
+    keys = list(keys)
+    names = [k.rsplit("/", 1)[-1] for k in keys]
+    return {k: n if names.count(n) == 1 else k for k, n in zip(keys, names, strict=True)}
+
+
 def read_mask_2d(path: Path) -> np.ndarray:
-    """A 2D mask picture -> boolean ``(H, W)`` (any channel above 127 is tumour)."""
+    """A 2D mask picture -> boolean ``(H, W)``, as every 2D path reads a mask (the
+    command line's ``evaluate``, the web page's uploaded reference, a data set's masks):
+    a mask whose values are only 0 and 1 is tumour where it is 1 (a 0/1 PNG); any other
+    is tumour where a channel is above 127 (0/255 masks, a JPEG's noise around them, a
+    mask drawn in colour)."""
     from braintumor.io import read_image_2d
 
-    return read_image_2d(path).max(axis=2) > 127
+    top = read_image_2d(path).max(axis=2)
+    return top > (0 if top.size and int(top.max()) <= 1 else 127)
+
+
+def empty_hd95_2d(shape: tuple[int, ...]) -> float:
+    """HD95 (pixels) of a 2D picture where exactly one of prediction and reference is
+    empty, or the prediction is missing: the picture's diagonal, the farthest apart two
+    of its pixels can lie (BraTS's 374 mm is a distance in a head, not in a picture)."""
+    return float(math.hypot(shape[0], shape[1]))
 
 
 def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
                 progress: Progress | None = None) -> Evaluation:
     """Per-picture Dice, sensitivity, specificity and HD95 (pixels) of 2D masks.
 
-    Pictures are matched by name (``<image>_mask.png`` to ``<image>_mask.tif``, or equal
-    stems); a reference without a prediction is scored as missing, as in 3D. The only
-    region is ``tumour``; lesion-wise scores are not computed.
+    Pictures are matched by their path under each folder (``PA/slice_1_mask.png`` to
+    ``PA/slice_1_mask.tif``, or equal stems; a flat folder against patients' folders by
+    name, :func:`match_masks_2d`); a reference without a prediction is scored as
+    missing, as in 3D, its HD95 the picture's diagonal (:func:`empty_hd95_2d`), as is a
+    picture whose prediction or reference alone is empty. The only region is
+    ``tumour``; lesion-wise scores are not computed.
     """
-    refs = _mask_files(_folder(ref_dir, "reference"))
-    preds = _mask_files(_folder(pred_dir, "prediction"))
+    refs = mask_files_2d(_folder(ref_dir, "reference"))
+    preds = mask_files_2d(_folder(pred_dir, "prediction"))
     if not refs:
         raise InputError(f"{ref_dir}: holds no mask pictures ({', '.join(IMAGE_SUFFIXES)}).")
-    if not set(refs) & set(preds):
+    pairs = match_masks_2d(refs, preds)
+    if not pairs:
         raise InputError(f"{pred_dir}: no prediction mask matches a reference mask of {ref_dir}.")
+    names = case_names_2d(refs)
     keys = ("dice", "sensitivity", "specificity", "hd95")
     rows: list[dict[str, Any]] = []
     unreadable: list[str] = []
-    for i, key in enumerate(sorted(refs)):
+    for i, key in enumerate(sorted(refs, key=lambda k: names[k])):
         if progress is not None:
-            progress(i / len(refs), key)
+            progress(i / len(refs), names[key])
         ref = read_mask_2d(refs[key])
-        row: dict[str, Any] = {"case": key, "region": "tumour"}
+        row: dict[str, Any] = {"case": names[key], "region": "tumour"}
         status = "missing"
-        if key in preds:
+        if key in pairs:
+            found = preds[pairs[key]]
             try:
-                pred = read_mask_2d(preds[key])
+                pred = read_mask_2d(found)
                 if pred.shape != ref.shape:
-                    raise InputError(f"{preds[key]}: the mask's shape {pred.shape} differs "
+                    raise InputError(f"{found}: the mask's shape {pred.shape} differs "
                                      f"from its reference {refs[key].name}'s {ref.shape}.")
                 s = M.score_masks(pred, ref, (1.0, 1.0), lesions=False)
+                if pred.any() != ref.any():
+                    s["hd95"] = empty_hd95_2d(ref.shape)
                 row.update({k: s[k] for k in keys}, status="ok")
             except InputError as exc:  # one broken mask: scored as missing, the rest go on
                 unreadable.append(str(exc))
                 status = "unreadable"
         if "status" not in row:
-            row.update({k: MISSING_SCORES[k] for k in keys}, status=status)
+            row.update({k: MISSING_SCORES[k] for k in keys}, status=status,
+                       hd95=empty_hd95_2d(ref.shape))
         rows.append(row)
     if progress is not None:
         progress(1.0, "done")
+    matched = set(pairs.values())
     return Evaluation(rows=rows, summary=summarise(rows, ("tumour",), keys),
                       unreadable=unreadable,
-                      missing=sorted(k for k in refs if k not in preds),
-                      unmatched=sorted(str(preds[k]) for k in preds if k not in refs),
+                      missing=sorted(names[k] for k in refs if k not in pairs),
+                      unmatched=sorted(str(preds[k]) for k in preds if k not in matched),
                       regions=("tumour",),
                       settings={"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
-                                "hd95_method": "surface", "hd95_unit": "pixel"},
+                                "hd95_method": "surface", "hd95_unit": "pixel",
+                                "empty_hd95": "the picture's diagonal (pixels)"},
                       extra={"mean_ci95": mean_intervals(rows, ("tumour",)),
                              **_per_patient_2d(pred_dir, ref_dir)})
 
@@ -558,7 +633,7 @@ def is_2d_folder(folder: str | Path) -> bool:
     p = Path(folder)
     if not p.is_dir():
         return False
-    files = [f for f in p.rglob("*") if f.is_file()]
+    files = walk_files(p)
     return any(is_image_2d(f.name) for f in files) and not any(is_nifti(f.name) for f in files)
 
 

@@ -136,7 +136,7 @@ def load_patient(folder: str | Path, with_masks: bool = True) -> PatientSlices:
         images.append(img)
         if with_masks:
             mp = _mask_for(f)
-            masks.append(None if mp is None else read_image_2d(mp)[..., 0] > 127)
+            masks.append(None if mp is None else _read_mask(mp))
     have = [m is not None for m in masks]
     mask_arr = np.stack(masks) if with_masks and have and all(have) else None  # type: ignore[arg-type]
     nums = np.array([slice_number(f) if slice_number(f) is not None else i
@@ -1197,22 +1197,18 @@ def summarise(per_patient: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _mask_files(root: Path) -> dict[str, Path]:
-    """``<image>`` -> its ``<image>_mask`` picture anywhere under ``root``; hidden files
-    and folders (macOS's ``._`` copies) are passed over, as everywhere."""
-    from braintumor.io import is_hidden, is_image_2d
+    """``<image>`` -> its ``<image>_mask`` picture anywhere under ``root``, keyed by its
+    path there (``PA/slice_1``); hidden files and folders (macOS's ``._`` copies) are
+    passed over, as everywhere, and linked folders followed."""
+    from braintumor.evaluate import mask_files_2d
 
-    out: dict[str, Path] = {}
-    for f in root.rglob("*"):
-        if any(is_hidden(part) for part in f.relative_to(root).parts):
-            continue
-        if f.is_file() and is_image_2d(f) and f.stem.lower().endswith("_mask"):
-            out[f.stem[: -len("_mask")]] = f
-    return out
+    return mask_files_2d(root, named_only=True)
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    """A mask picture as boolean ``(H, W)``: any channel above 127 is tumour (a mask
-    saved in colour counts as the per-picture scores count it)."""
+    """A mask picture as boolean ``(H, W)``, read as every 2D path reads one
+    (:func:`braintumor.evaluate.read_mask_2d`: 1 in a 0/1 mask, else a channel above
+    127)."""
     from braintumor.evaluate import read_mask_2d
 
     return read_mask_2d(path)
@@ -1223,8 +1219,9 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
 
     ``ref_dir``: a kaggle_3m-style folder (``<patient>/<image>_mask.tif``) or any folder
     (tree) of ``<image>_mask.(png|tif)``; ``pred_dir``: the output of
-    :func:`predict_images` (files matched by ``<image>`` anywhere in the tree). Slices are
-    grouped into patients by the reference's parent folder (in a flat folder, by their
+    :func:`predict_images` (files matched by their paths under each folder, a flat
+    folder against patients' folders by name: :func:`braintumor.evaluate.match_masks_2d`).
+    Slices are grouped into patients by the reference's parent folder (in a flat folder, by their
     names before the slice number) and ordered by slice number;
     a reference without a prediction counts as an empty prediction (and is listed in
     ``missing``; an unreadable one or one of another size likewise, in ``unreadable``;
@@ -1239,15 +1236,20 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
     if not refs:
         raise InputError(f"{ref_root}: holds no <image>_mask.png/.tif reference masks.")
     preds = _mask_files(pred_root)
-    if not set(refs) & set(preds):
+    from braintumor.evaluate import case_names_2d, match_masks_2d
+
+    pairs = match_masks_2d(refs, preds)
+    if not pairs:
         raise InputError(f"{pred_root}: holds no <image>_mask.png matching the references "
                          f"in {ref_root}.")
+    names = case_names_2d(refs)
     groups: dict[str, list[str]] = {}
-    for stem, f in refs.items():
+    for key in refs:
         # a patient's folder names the patient; in one flat folder, the slices' names
         # before their numbers do (several patients' slices are never one volume)
-        pid = f.parent.name if f.parent != ref_root else (slice_stem(stem) or "all")
-        groups.setdefault(pid, []).append(stem)
+        folder, _, stem = key.rpartition("/")
+        pid = folder or slice_stem(stem) or "all"
+        groups.setdefault(pid, []).append(key)
     per_patient: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     unreadable: list[str] = []
@@ -1258,17 +1260,18 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
         for s in stems:
             r = _read_mask(refs[s])
             pm = None
-            if s in preds:
+            if s in pairs:
+                found = preds[pairs[s]]
                 try:
-                    pm = _read_mask(preds[s])
+                    pm = _read_mask(found)
                     if pm.shape != r.shape:
-                        raise InputError(f"{preds[s]}: is {pm.shape[1]}x{pm.shape[0]} pixels, "
+                        raise InputError(f"{found}: is {pm.shape[1]}x{pm.shape[0]} pixels, "
                                          f"its reference {r.shape[1]}x{r.shape[0]}.")
                 except InputError as exc:  # scored as a missing picture, and said
                     unreadable.append(str(exc))
                     pm = None
             else:
-                missing.append(s)
+                missing.append(names[s])
             if pm is None:  # an empty outline in its place, counted apart
                 lacking += 1
                 pm = np.zeros_like(r)
@@ -1288,8 +1291,9 @@ def has_2d_masks(path: str | Path) -> bool:
     p = Path(path)
     if not p.is_dir():
         return False
-    files = [f for f in p.rglob("*") if f.is_file()]
-    return not any(is_nifti(f) for f in files) and bool(_mask_files(p))
+    from braintumor.evaluate import walk_files
+
+    return not any(is_nifti(f) for f in walk_files(p)) and bool(_mask_files(p))
 
 
 def rows_2d(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -201,8 +201,11 @@ def print_summary(console: Any, ev: Any) -> None:
     from rich.table import Table
 
     regions = ev.regions
+    # 2D masks are scored picture by picture, their distances in pixels
+    flat = ev.settings.get("hd95_unit") == "pixel"
     if ev.n_cases <= 30:
-        t = Table(title="Per case: Dice / HD95 (mm)", title_justify="left")
+        t = Table(title="Per picture: Dice / HD95 (pixels)" if flat
+                  else "Per case: Dice / HD95 (mm)", title_justify="left")
         t.add_column("case", overflow="fold")
         for r in regions:
             t.add_column(r, justify="right")
@@ -218,9 +221,11 @@ def print_summary(console: Any, ev: Any) -> None:
     cis = ev.extra.get("mean_ci95", {})
     # 2D masks are scored picture by picture (a tumour-free picture predicted empty
     # scores Dice 1): the patients' volumes are the table below
-    unit = "picture(s)" if ev.settings.get("hd95_unit") == "pixel" else "case(s)"
+    unit = "picture(s)" if flat else "case(s)"
+    penalty = "HD95 the picture's diagonal in pixels" if flat else "HD95 374"
     t = Table(title=f"Summary over {ev.n_cases} {unit}"
-              + (f", {len(ev.missing)} missing (scored Dice 0, HD95 374)" if ev.missing else "")
+              + (f", {len(ev.missing)} missing (scored Dice 0, {penalty})" if ev.missing
+                 else "")
               + ("; CI: 95 % bootstrap interval of the mean" if cis else ""),
               title_justify="left")
     t.add_column("region")

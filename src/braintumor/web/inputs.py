@@ -29,7 +29,7 @@ What an upload may be:
   ordered by their InstanceNumber): its pixels are kept as PNG, its
   PixelSpacing as the pixel size (unless one is given), and the DICOM file itself, with
   its patient identifiers, is deleted. When every picture comes with its mask
-  (``<name>_mask.png``/``.tif``, 0/255, as the LGG data set has them), the masks are the
+  (``<name>_mask.png``/``.tif``, 0/255 as the LGG data set has them, or 0/1), the masks are the
   reference the outline is scored against (Dice per patient volume and per slice);
 * optionally a reference label map (field ``reference``) to score the result against.
 

@@ -283,12 +283,12 @@ def _reference_masks(job_dir: Path, inputs: dict[str, Any], shapes: list[tuple[i
                      ) -> list[np.ndarray | None]:
     """The uploaded reference masks, one per picture (None where there is none, or where
     one does not fit its picture: the metrics then say why)."""
-    from braintumor.io import read_image_2d
+    from braintumor.evaluate import read_mask_2d
 
     refs = inputs.get("ref_masks") or []
     out: list[np.ndarray | None] = []
     for k, shape in enumerate(shapes):
-        ref = read_image_2d(job_dir / refs[k])[..., 0] > 127 if k < len(refs) else None
+        ref = read_mask_2d(job_dir / refs[k]) if k < len(refs) else None
         out.append(ref if ref is not None and ref.shape == shape[:2] else None)
     return out
 
