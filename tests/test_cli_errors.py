@@ -481,8 +481,9 @@ def test_error_lines_name_the_input_that_failed(tmp_path: Path,
     assert rc == 1
     assert f"error: {t2}: another input of this run is also case 'c1' ({t1})" in err, err
     assert f"note: {t1} is one file of case c1; the case is segmented from its 4 images" in err
-    line = next(x for x in err.splitlines() if "differ in size" in x)
-    assert line.startswith(f"error: {stack}"), line
+    line = next(x for x in err.splitlines() if "same size" in x)
+    assert line.startswith(f"error: {stack / 'pat_2.png'} is 80x80 pixels while pat_1.png "
+                           "is 64x64"), line
 
 
 def test_an_error_line_says_its_case_once() -> None:

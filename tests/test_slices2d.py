@@ -1282,6 +1282,53 @@ def test_a_later_run_into_the_folder_keeps_areas_2d_true(tiny_model: s2d.Model2D
         [(str(tmp_path / "other" / "s.png"), "0")]
 
 
+def test_a_picture_whose_result_is_written_over_is_named(tiny_model: s2d.Model2D,
+                                                         tmp_path: Path) -> None:
+    """real.png, then real.tif into the same folder: the second's mask replaces the
+    first's, and one warning line names the earlier picture whose row went."""
+    from PIL import Image
+
+    img = fake_slice(48, 48)[0]
+    Image.fromarray(img).save(tmp_path / "real.png")
+    Image.fromarray(img).save(tmp_path / "real.tif")
+    out = tmp_path / "out"
+    lines: list[str] = []
+    s2d.predict_images([tmp_path / "real.png"], out, model=tiny_model, log=lines.append)
+    assert not any(x.startswith("warning:") for x in lines)
+    s2d.predict_images([tmp_path / "real.tif"], out, model=tiny_model, log=lines.append)
+    said = [x for x in lines if x.startswith("warning:")]
+    assert len(said) == 1 and str(tmp_path / "real.png") in said[0], said
+    assert "real_mask.png" in said[0]
+
+
+def test_gaps_and_repeats_in_slice_numbers_are_said(tiny_model: s2d.Model2D,
+                                                   tmp_path: Path) -> None:
+    """A stack numbered 1, 2, 4, 5 (or with pt_1 and pt_01) is still one volume, with a
+    note naming the missing and repeated numbers; a run without gaps says nothing."""
+    from PIL import Image
+
+    assert s2d.numbering_note(["a_1.png", "a_2.png", "a_3.png"]) is None
+    assert s2d.numbering_note(["x.png", "y.png"]) is None
+    note = s2d.numbering_note(["pt_1.png", "pt_01.png", "pt_2.png", "pt_4.png"])
+    assert note is not None and "number 3 is missing" in note
+    assert "number 1 is given twice (pt_1.png, pt_01.png)" in note
+    folder = tmp_path / "pt"
+    folder.mkdir()
+    for k in (1, 2, 4, 5):
+        Image.fromarray(fake_slice(48, 48)[0]).save(folder / f"pt_{k}.png")
+    lines: list[str] = []
+    s2d.predict_images([folder], tmp_path / "out", model=tiny_model, log=lines.append)
+    assert [x for x in lines if x.startswith("note:")] == [
+        "note: pt: the slice numbering has gaps or repeats: number 3 is missing; the "
+        "slices are stacked in their order, one after the other."]
+
+
+def test_a_mixed_size_stack_names_its_odd_slice(tiny_model: s2d.Model2D) -> None:
+    images = [np.zeros((48, 48, 3), np.uint8), np.zeros((40, 48, 3), np.uint8)]
+    with pytest.raises(InputError, match=r"^b.png is 48x40 pixels while a.png is 48x48"):
+        s2d.segment_stack(images, tiny_model, names=["a.png", "b.png"])
+
+
 def test_evaluate_reports_patients_beside_pictures(tmp_path: Path, capsys) -> None:
     """``braintumor evaluate`` on 2D mask folders: the per-picture rows in the CSV, the
     patients' volume Dice (the number the LGG literature reports) in ``_patients.csv``

@@ -2192,7 +2192,9 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         assert m["slice_dice_mean"] == pytest.approx((1.0 + 2 * 20 / 60) / 2)
         assert (m["tumour_slices"], m["tumour_free_slices"], m["fp_slices"],
                 m["missed_slices"]) == (2, 1, 0, 0)
-        assert scored["result"]["has_reference"] and not scored["result"]["warning"]
+        # p_1, p_2, p_10: their numbers skip 3-9, which is said and nothing else
+        assert scored["result"]["has_reference"]
+        assert scored["result"]["warning"].startswith("the slice numbering has gaps")
         assert "0.750" in c.get(scored["urls"]["report_html"]).text
         # the reference's outline is drawn over the model's, in its own colour, where the
         # reference mask lies (slice p_2: its rows 2-3)
@@ -2257,6 +2259,39 @@ def test_a_0_1_reference_mask_is_read_as_the_command_line_reads_it(
         assert r.status_code == 202, r.text
         m = wait_done(c.get, r.json()["id"])["result"]["metrics_2d"]
         assert m["dice"] == pytest.approx(1.0)
+
+
+def test_2d_uploads_that_are_no_one_patients_stack_are_refused(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Pictures that are not the numbered slices of one patient (two unnumbered pictures,
+    two patients' slices), a picture under 8x8 pixels, and an unknown method are refused
+    at upload (400, one sentence), as the command line would not stack or read them; a
+    stack whose numbers skip or repeat one is made, with a note naming those numbers."""
+    from braintumor import slices2d
+
+    def fake_stack(images: list[np.ndarray], **_: Any) -> Any:
+        return [slices2d.SliceResult(i[..., 0] > 128, (i[..., 0] > 128).astype(np.float32),
+                                     {"model_version": "fake-2d"}) for i in images]
+
+    monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    pic = _png(np.full((30, 36), 90, np.uint8))
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        for names in (("real.png", "grey.png"), ("A_1.png", "A_2.png", "B_1.png", "B_2.png")):
+            bad = c.post("/api/jobs", files=[("files", (n, pic)) for n in names])
+            assert bad.status_code == 400, names
+            assert "one picture, or the numbered slices of one patient" in _detail(bad)
+        thin = c.post("/api/jobs",
+                      files=[("files", ("thin.png", _png(np.zeros((50, 1), np.uint8))))])
+        assert thin.status_code == 400 and "thin.png: the picture is 1x50 pixels" in _detail(thin)
+        bogus = c.post("/api/jobs", files=[("files", ("one.png", pic))], data={"method": "bogus"})
+        assert bogus.status_code == 400 and "'bogus' method" in _detail(bogus)
+        r = c.post("/api/jobs", files=[("files", (n, pic)) for n in
+                                       ("pt_1.png", "pt_2.png", "pt_4.png", "pt_04.png")])
+        assert r.status_code == 202, r.text
+        warning = wait_done(c.get, r.json()["id"])["result"]["warning"]
+        assert "number 3 is missing" in warning and "number 4 is given twice" in warning
 
 
 def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(

@@ -91,6 +91,66 @@ def is_mask_name(path: str | Path) -> bool:
     return stem.endswith(_MASK_SUFFIXES)
 
 
+#: the smallest side of a picture the 2D model reads (pixels)
+MIN_PICTURE_SIDE = 8
+
+
+def check_picture_size(image: np.ndarray, name: str | None = None) -> None:
+    """Refuse a picture smaller than :data:`MIN_PICTURE_SIDE` on a side, in one sentence
+    (naming it when ``name`` is given): what the command line and the web page's upload
+    both say."""
+    a = np.asarray(image)
+    if a.ndim not in (2, 3) or a.shape[0] < MIN_PICTURE_SIDE or a.shape[1] < MIN_PICTURE_SIDE:
+        size = f"{a.shape[1]}x{a.shape[0]} pixels" if a.ndim in (2, 3) else f"of shape {a.shape}"
+        raise InputError(f"{name + ': ' if name else ''}the picture is {size}, and a 2D "
+                         f"picture must be at least {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} "
+                         "pixels.")
+
+
+def check_same_size(shapes: Sequence[tuple[int, ...]], names: Sequence[str],
+                    stack: str) -> None:
+    """Refuse slices of one stack whose sizes differ, in one sentence that names the
+    first slice that differs from the first one (as :func:`load_patient` and the web page
+    say it)."""
+    for shape, name in zip(shapes[1:], names[1:], strict=True):
+        if tuple(shape[:2]) != tuple(shapes[0][:2]):
+            h, w = shapes[0][:2]
+            raise InputError(f"{name} is {shape[1]}x{shape[0]} pixels while "
+                             f"{Path(names[0]).name} is {w}x{h}; the slices of {stack} must "
+                             "be the same size.")
+
+
+def _few(nums: Sequence[int], most: int = 6) -> str:
+    shown = ", ".join(str(n) for n in nums[:most])
+    return shown + (f" and {len(nums) - most} more" if len(nums) > most else "")
+
+
+def numbering_note(names: Sequence[str | Path]) -> str | None:
+    """One sentence when the numbered slices of one stack skip numbers (1, 2, 4, 5) or
+    give one twice (``pt_1`` and ``pt_01``), naming those numbers; None when the numbers
+    run on without a gap, or the names are not numbered. The stack is still made, slice
+    after slice as they come: a gap may be slices left out on export."""
+    nums = [slice_number(n) for n in names]
+    if len(nums) < 2 or any(n is None for n in nums):
+        return None
+    have = [int(n) for n in nums if n is not None]
+    missing = sorted(set(range(min(have), max(have) + 1)) - set(have))
+    twice = sorted({n for n in have if have.count(n) > 1})
+    said = []
+    if missing:
+        said.append(f"number{'s' if len(missing) > 1 else ''} {_few(missing)} "
+                    f"{'are' if len(missing) > 1 else 'is'} missing")
+    if twice:
+        which = [Path(str(x)).name for x, n in zip(names, have, strict=True) if n in twice]
+        said.append(f"number{'s' if len(twice) > 1 else ''} {_few(twice)} "
+                    f"{'are' if len(twice) > 1 else 'is'} given twice ({', '.join(which[:4])}"
+                    f"{', ...' if len(which) > 4 else ''})")
+    if not said:
+        return None
+    return ("the slice numbering has gaps or repeats: " + "; ".join(said)
+            + "; the slices are stacked in their order, one after the other.")
+
+
 def _images_in(folder: Path) -> list[Path]:
     from braintumor.io import is_hidden, is_image_2d
 
@@ -801,9 +861,7 @@ def segment_image(image: np.ndarray, model: Model2D | str | Path | None = None,
 
     t0 = time.perf_counter()
     arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or arr.shape[0] < 8 or arr.shape[1] < 8:
-        raise InputError(f"an image of shape {arr.shape} is not a 2D picture of at least "
-                         "8x8 pixels.")
+    check_picture_size(arr)
     h, w = arr.shape[:2]
     warning = check_image(arr)
     info: dict[str, Any] = {"input": _describe(arr), "shape": [int(h), int(w)],
@@ -830,21 +888,23 @@ def segment_image(image: np.ndarray, model: Model2D | str | Path | None = None,
 
 
 def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | None = None,
-                  threshold: float | None = None, keep: str | None = None) -> list[SliceResult]:
+                  threshold: float | None = None, keep: str | None = None,
+                  names: Sequence[str] | None = None) -> list[SliceResult]:
     """Outline the tumour on the numbered slices of one patient, as a volume.
 
     ``images``: slices of equal size, each ``(H, W, C)`` in order. Each slice is
     predicted on its own; the stack, thresholded at ``threshold`` (by default the
     model's ``stack_threshold``), then keeps one 3D component (:func:`postprocess_stack`;
     rule ``keep``, by default the model's ``keep`` setting, else the largest), so
-    per-patient metrics apply.
+    per-patient metrics apply. ``names``: the slices' names, for the sentence that
+    refuses a slice of another size than the first (:func:`check_same_size`).
     """
     if not images:
         return []
+    check_same_size([np.asarray(i).shape for i in images],
+                    list(names) if names is not None
+                    else [f"slice {k + 1}" for k in range(len(images))], "one stack")
     m, name = pick_model(model, images)
-    shapes = {np.asarray(i).shape[:2] for i in images}
-    if len(shapes) != 1:
-        raise InputError(f"the slices of one stack differ in size ({sorted(shapes)}).")
     xs, geos, warns = [], [], []
     for img in images:
         x, g = prepare_input(img, m.size)
@@ -1029,7 +1089,10 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         for f in files:
             _claim(f, dest)
         imgs = [read_image_2d(f) for f in files]
-        results = segment_stack(imgs, m)
+        results = segment_stack(imgs, m, names=[str(f) for f in files])
+        note = numbering_note(files)
+        if note is not None:
+            say(f"note: {name}: {note}")
         for f, img, res in zip(files, imgs, results, strict=True):
             _write(img, res, dest, f.stem, str(f), name)
 
@@ -1062,11 +1125,12 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     if rows:
         out.mkdir(parents=True, exist_ok=True)
         table = out / "areas_2d.csv"
-        written.append(_write_areas(table, rows))
+        written.append(_write_areas(table, rows, say))
     return written
 
 
-def _write_areas(table: Path, rows: list[dict[str, Any]]) -> Path:
+def _write_areas(table: Path, rows: list[dict[str, Any]],
+                 say: Callable[[str], None] | None = None) -> Path:
     """Add ``rows`` to ``areas_2d.csv`` as ``volumes.csv`` is added to
     (:func:`braintumor.scale.write_volume_table`): an earlier run's rows for other
     pictures stay, but not a row of this run's pictures (however their paths were typed)
@@ -1088,6 +1152,14 @@ def _write_areas(table: Path, rows: list[dict[str, Any]]) -> Path:
         masks = {str(r["mask"]) for r in rows}
         kept = [r for r in old if where(r.get("picture") or "") not in mine
                 and (r.get("mask") or "") not in masks]
+        if say is not None:  # another picture's result, written over: said, not dropped
+            by_mask = {str(r["mask"]): str(r["picture"]) for r in rows}
+            for r in old:
+                if where(r.get("picture") or "") not in mine and \
+                        (r.get("mask") or "") in masks and r.get("picture"):
+                    say(f"warning: {r['mask']} of an earlier run, the outline of "
+                        f"{r['picture']}, was replaced by that of {by_mask[str(r['mask'])]} "
+                        "(the same name); its row in areas_2d.csv went with it.")
         earlier = {str(r.get("mask")): r for r in old}
         out_rows = kept + [{**{f: earlier[str(r["mask"])].get(f, "") for f in extra
                                if str(r["mask"]) in earlier}, **r} for r in rows]

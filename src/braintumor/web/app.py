@@ -805,6 +805,12 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                 inputs["options"] = _job_options(
                     *(switch(fields, name)
                       for name in ("uncertainty", "accurate", "align", "bias_correct")))
+            elif fields.get("method") and fields["method"] not in (*_METHOD_LABELS, "2d"):
+                # as the command line refuses an unknown --method; a known one is passed
+                # over, a 2D picture being outlined by the 2D model whatever is asked
+                raise InputError(f"The {fields['method'][:40]!r} method is not one this "
+                                 f"page knows; use one of {', '.join(_METHOD_LABELS)} (a 2D "
+                                 "picture is outlined by the 2D model whichever is chosen).")
             shutil.rmtree(job_dir / "upload", ignore_errors=True)
         except BaseException:
             store.delete(job.id)

@@ -437,7 +437,14 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
                 fields: dict[str, str]) -> dict[str, Any]:
     """One picture, or the slices of one patient (same size, put in slice order; files
     named as masks, ``*_mask.png``, are left out and listed)."""
-    from braintumor.slices2d import is_mask_name
+    from braintumor.slices2d import (
+        check_picture_size,
+        check_same_size,
+        is_mask_name,
+        numbering_note,
+        slice_number,
+        slice_stem,
+    )
 
     pixel_mm = parse_pixel_size(fields.get("pixel_mm"))
     own: list[float] = []
@@ -449,11 +456,14 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         from braintumor.io import is_dicom_picture, read_dicom_2d, read_image_2d, write_png
 
         if not is_dicom_picture(dest):
-            return call_named(read_image_2d, dest, name), dest
+            arr = call_named(read_image_2d, dest, name)
+            check_picture_size(arr, name)  # refused here, as the command line refuses it
+            return arr, dest
         try:
             arr, px = call_named(read_dicom_2d, dest, name)
         finally:
             dest.unlink(missing_ok=True)
+        check_picture_size(arr, name)
         if px is not None and spacing:
             own.append(px)
         png = dest.with_suffix(".png")
@@ -497,7 +507,18 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         if scored:
             inputs["ref_masks"] = [reference(0, 0, arr.shape)]
         return _pixel_size(inputs, pixel_mm, own)
-    order = _dicom_order(pics) or stack_order([f.name for f in pics])
+    dicom_order = _dicom_order(pics)
+    if dicom_order is None:
+        # the command line outlines unnumbered pictures one by one and the numbered
+        # slices of several names as one volume each; a job here has one result, so such
+        # pictures are not stacked into one "patient" (areas summed, interleaved)
+        stems = {slice_stem(f.name) for f in pics}
+        if any(slice_number(f.name) is None for f in pics) or len(stems) > 1:
+            shown = ", ".join(f.name for f in pics[:3]) + (", ..." if len(pics) > 3 else "")
+            raise InputError(f"{shown}: a 2D upload is one picture, or the numbered slices "
+                             "of one patient (name_1.png, name_2.png, ...); send other "
+                             "pictures one at a time.")
+    order = dicom_order or stack_order([f.name for f in pics])
     saved, names, ref_saved = [], [], []
     first: tuple[str, tuple[int, ...]] | None = None
     pixels = 0
@@ -513,11 +534,7 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
                 "pixels in all, the most one upload may hold; send fewer or smaller slices.")
         if first is None:
             first = (f.name, arr.shape[:2])
-        elif arr.shape[:2] != first[1]:
-            h, w = first[1]
-            raise InputError(f"{f.name} is {arr.shape[1]}x{arr.shape[0]} pixels while "
-                             f"{first[0]} is {w}x{h}; the slices of one stack must be the "
-                             "same size.")
+        check_same_size([first[1], arr.shape], [first[0], f.name], "one stack")
         saved.append(str(dest.relative_to(job_dir)))
         names.append(f.name)
         if scored:
@@ -525,6 +542,9 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
     assert first is not None
     inputs.update(source="image2d", images=saved, slice_names=names,
                   case_id=_stack_id(names), image_shape=[*first[1]], skipped=skipped)
+    note = None if dicom_order is not None else numbering_note(names)
+    if note is not None:
+        inputs["numbering_note"] = note
     if scored:
         inputs["ref_masks"] = ref_saved
     return _pixel_size(inputs, pixel_mm, own)

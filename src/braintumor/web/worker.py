@@ -364,6 +364,8 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     info2d = _plain_info(dict(results[0].info))
     info2d.pop("area_pixels", None)
     warnings = sorted({str(r.info["warning"]) for r in results if r.info.get("warning")})
+    if inputs.get("numbering_note"):  # gaps or repeats in the slices' numbers
+        warnings.append(str(inputs["numbering_note"]))
     if inputs.get("skipped"):
         warnings.append(f"{len(inputs['skipped'])} file(s) named as masks were left out "
                         f"({', '.join(inputs['skipped'][:3])}"
