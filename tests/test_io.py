@@ -329,6 +329,22 @@ def test_dicom_slice_as_a_picture(tmp_path: Path) -> None:
         io.read_dicom_2d(tmp_path / "bad.dcm")
 
 
+def test_a_16_bit_picture_is_scaled_as_a_dicom_slice_is(tmp_path: Path) -> None:
+    """A 16-bit PNG or TIFF with one hot pixel keeps its picture: scaled between its
+    minimum and 99.9th percentile, as a DICOM slice's grey values are, not by its
+    maximum (which made it black)."""
+    from PIL import Image
+
+    px = np.zeros((40, 50), np.uint16)
+    px[10:20, 5:25] = 1000
+    px[0, 0] = 65535
+    for name in ("hot.png", "hot.tif"):
+        Image.fromarray(px).save(tmp_path / name)
+        arr = io.read_image_2d(tmp_path / name)
+        assert arr.dtype == np.uint8 and arr[15, 10, 0] == 255 and arr[30, 40, 0] == 0, name
+    assert np.array_equal(io.to_uint8(px), io.to_uint8(px.astype(np.float32)))
+
+
 def test_dcm2niix_faults_in_words_without_file_names() -> None:
     """dcm2niix's log of one series -> why it was not (all) converted, with no path (a
     folder may be named after the patient)."""

@@ -1323,6 +1323,26 @@ def test_gaps_and_repeats_in_slice_numbers_are_said(tiny_model: s2d.Model2D,
         "slices are stacked in their order, one after the other."]
 
 
+def test_a_dicom_slice_named_without_extension_is_read(tiny_model: s2d.Model2D,
+                                                       tmp_path: Path, capsys) -> None:
+    """A PACS export's ``IM0001`` (DICOM by its content, no ``.dcm``) given on the command
+    line is a 2D slice, its pixel size its PixelSpacing's."""
+    pytest.importorskip("pydicom")
+    from test_web_support import write_dicom_slice
+
+    px = np.zeros((48, 48), np.uint16)
+    px[10:30, 10:30] = 900
+    f = write_dicom_slice(tmp_path / "IM0001.dcm", px, (0.5, 0.5))
+    f = f.rename(tmp_path / "IM0001")
+    assert s2d.is_2d_input(f)
+    written = s2d.predict_images([f], tmp_path / "out", model=tiny_model)
+    assert tmp_path / "out" / "IM0001_mask.png" in written
+    import csv
+
+    row = next(csv.DictReader((tmp_path / "out" / "areas_2d.csv").open()))
+    assert row["picture"] == str(f) and row["area_mm2"] != ""
+
+
 def test_a_mixed_size_stack_names_its_odd_slice(tiny_model: s2d.Model2D) -> None:
     images = [np.zeros((48, 48, 3), np.uint8), np.zeros((40, 48, 3), np.uint8)]
     with pytest.raises(InputError, match=r"^b.png is 48x40 pixels while a.png is 48x48"):

@@ -91,9 +91,7 @@ def read_dicom_2d(path: str | Path) -> tuple[np.ndarray, float | None]:
             float(getattr(ds, "RescaleIntercept", 0) or 0)
         if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
             a = a.max() - a
-        lo, hi = float(a.min()), float(np.percentile(a, 99.9))
-        out = (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
-        out = out[..., None]
+        out = to_uint8(a)[..., None]
     pixel_mm = None
     try:
         dy, dx = (float(v) for v in ds.PixelSpacing)
@@ -772,8 +770,9 @@ def read_image_2d(path: str | Path) -> np.ndarray:
 
     Greyscale pictures get C = 1 (so do palette pictures whose colours are all grey);
     palette, CMYK and other colour-space pictures are read by their colours; RGBA loses
-    its alpha; 16-bit pictures are scaled to 8 bits by their own maximum; a single DICOM
-    slice (``.dcm``) is read by :func:`read_dicom_2d`. A picture whose EXIF orientation
+    its alpha; 16-bit pictures are scaled to 8 bits as DICOM slices are
+    (:func:`to_uint8`); a single DICOM slice (``.dcm``) is read by
+    :func:`read_dicom_2d`. A picture whose EXIF orientation
     says it is shown turned or mirrored (a phone's JPEG) is read as it is shown. A TIFF
     of several pages is refused (a folder of numbered pictures is a stack).
     """
@@ -834,12 +833,16 @@ def read_image_2d(path: str | Path) -> np.ndarray:
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Pictures of other bit depths -> uint8, scaled by their own maximum."""
+    """Pictures of other bit depths (a 16-bit PNG or TIFF, a DICOM slice's grey values)
+    -> uint8, mapped to 0-255 between their minimum and their 99.9th percentile, so that
+    one hot pixel does not darken the whole picture (as scaling by the maximum did)."""
     if array.dtype == np.uint8:
         return array
     a = np.asarray(array, dtype=np.float64)
-    top = a.max() if a.size and a.max() > 0 else 1.0
-    return np.clip(a / top * 255.0, 0, 255).astype(np.uint8)
+    if not a.size:
+        return a.astype(np.uint8)
+    lo, hi = float(a.min()), float(np.percentile(a, 99.9))
+    return (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
 
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:

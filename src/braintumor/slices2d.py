@@ -1051,7 +1051,7 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
 
     def _picture(p: Path, dest: Path, stack: str = "") -> None:
         _claim(p, dest)
-        if is_dicom_picture(p):
+        if is_dicom_picture(p) or is_dicom_slice_file(p):
             # a DICOM slice says its own pixel size (a given one still wins)
             img, own = read_dicom_2d(p)
             _write(img, segment_image(img, m), dest, p.stem, str(p), stack,
@@ -1195,6 +1195,18 @@ def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
     return written, len(failed)
 
 
+def is_dicom_slice_file(path: str | Path) -> bool:
+    """A file given on its own whose name says nothing (a PACS export's ``IM0001``) but
+    whose content is DICOM (:func:`braintumor.dicom.is_dicom_file`): one slice, read as
+    a ``.dcm`` file is (a multi-frame file is refused there in a sentence). A picture or
+    NIfTI name is taken by its name."""
+    from braintumor.dicom import is_dicom_file
+    from braintumor.io import is_image_2d, is_nifti
+
+    p = Path(path)
+    return p.is_file() and not (is_image_2d(p) or is_nifti(p)) and is_dicom_file(p)
+
+
 def is_2d_input(path: str | Path) -> bool:
     """True for a 2D picture or a single DICOM slice file, or a folder (of folders) of 2D
     slice pictures without NIfTI (a folder of DICOM files is a series: the 3D path)."""
@@ -1202,7 +1214,7 @@ def is_2d_input(path: str | Path) -> bool:
 
     p = Path(path)
     if p.is_file():
-        return is_image_2d(p) or is_dicom_picture(p)
+        return is_image_2d(p) or is_dicom_picture(p) or is_dicom_slice_file(p)
     if not p.is_dir():
         return False
     if any(is_nifti(f) for f in p.rglob("*")):
