@@ -466,7 +466,7 @@ def test_report_index_links_are_url_encoded(tmp_path: Path) -> None:
 def test_error_lines_name_the_input_that_failed(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Two files of one case folder: the clash names the second file given, not the
-    case's first file twice. A 2D stack whose pictures differ in size names its folder."""
+    case's first file twice. A 2D stack whose pictures differ in size names the odd one."""
     from PIL import Image
 
     d = _case(tmp_path)
