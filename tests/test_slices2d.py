@@ -1403,3 +1403,22 @@ def test_evaluate_2d_goes_on_past_a_missing_or_odd_mask(tmp_path: Path, capsys) 
     assert sum(v == "ok" for v in status.values()) == 4
     (row, _) = list(csv.DictReader((tmp_path / "ev" / "m_patients.csv").open()))
     assert row["patient"] == "PA" and row["missing_slices_pred"] == "2"
+
+
+def test_numbering_note_does_not_spell_out_a_huge_span() -> None:
+    """Two pictures numbered 1 and 2,000,000 (or phone photos named by the time of day)
+    are said to miss a run of numbers without making a set of every number between."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        note = s2d.numbering_note(["a_1.png", "a_2000000.png"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    assert note is not None and "numbers 2 to 1999999 are missing" in note
+    note = s2d.numbering_note(["PXL_20240101_093015123.jpg", "PXL_20240101_193015123.jpg"])
+    assert note is not None and "93015124 to 193015122" in note
+    note = s2d.numbering_note([f"a_{k}.png" for k in (1, 3, 4, 6, 7, 10, 12, 14, 16, 18, 20, 30)])
+    assert note is not None and "numbers 2, 5, 8, 9, 11, 13, 15 and 11 more are missing" in note

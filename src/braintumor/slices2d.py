@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,14 @@ def _few(nums: Sequence[int], most: int = 6) -> str:
     return shown + (f" and {len(nums) - most} more" if len(nums) > most else "")
 
 
+def _gaps(gaps: Sequence[tuple[int, int]], total: int, most: int = 6) -> str:
+    """The first few runs of missing numbers (``3``, ``7 to 9``) and how many more."""
+    shown = [str(lo) if lo == hi else f"{lo}, {hi}" if hi == lo + 1 else f"{lo} to {hi}"
+             for lo, hi in gaps[:most]]
+    rest = total - sum(hi - lo + 1 for lo, hi in gaps[:most])
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+
+
 def numbering_note(names: Sequence[str | Path]) -> str | None:
     """One sentence when the numbered slices of one stack skip numbers (1, 2, 4, 5) or
     give one twice (``pt_1`` and ``pt_01``), naming those numbers; None when the numbers
@@ -134,12 +144,17 @@ def numbering_note(names: Sequence[str | Path]) -> str | None:
     if len(nums) < 2 or any(n is None for n in nums):
         return None
     have = [int(n) for n in nums if n is not None]
-    missing = sorted(set(range(min(have), max(have) + 1)) - set(have))
-    twice = sorted({n for n in have if have.count(n) > 1})
+    counts = Counter(have)
+    twice = sorted(n for n, k in counts.items() if k > 1)
+    # the gaps between neighbouring numbers, never the whole span: two pictures named
+    # a_1 and a_20000000 (or phone photos named by the time) would otherwise make a set
+    # of twenty million numbers
+    gaps = [(a + 1, b - 1) for a, b in pairwise(sorted(counts)) if b - a > 1]
+    n_missing = sum(hi - lo + 1 for lo, hi in gaps)
     said = []
-    if missing:
-        said.append(f"number{'s' if len(missing) > 1 else ''} {_few(missing)} "
-                    f"{'are' if len(missing) > 1 else 'is'} missing")
+    if gaps:
+        said.append(f"number{'s' if n_missing > 1 else ''} {_gaps(gaps, n_missing)} "
+                    f"{'are' if n_missing > 1 else 'is'} missing")
     if twice:
         which = [Path(str(x)).name for x, n in zip(names, have, strict=True) if n in twice]
         said.append(f"number{'s' if len(twice) > 1 else ''} {_few(twice)} "
