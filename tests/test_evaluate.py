@@ -334,6 +334,34 @@ def test_patients_folders_with_the_same_slice_names(tmp_path, capsys):
     assert {r["case"]: r["dice"] for r in ev.rows} == {"PA_1": 1.0, "PB_1": pytest.approx(0.5)}
 
 
+def test_2d_folders_named_otherwise_pair_by_unique_file_names(tmp_path, capsys):
+    """Prediction folders named otherwise than the reference's (``ren/patient_A`` for
+    ``ref/TCGA_A``) pair by file name where each name is given once on both sides, all
+    of them or only the pictures the paths leave unpaired, and one note line says so; a
+    name given twice stays unpaired (scored as missing)."""
+    ref, pred = tmp_path / "ref", tmp_path / "ren"
+    _square_masks(ref, {"TCGA_A/TCGA_A_1_mask.png": 0, "TCGA_A/TCGA_A_2_mask.png": 0,
+                        "TCGA_B/TCGA_B_1_mask.png": 0, "TCGA_C/x_mask.png": 0,
+                        "TCGA_D/x_mask.png": 0})
+    _square_masks(pred, {"patient_A/TCGA_A_1_mask.png": 0, "patient_A/TCGA_A_2_mask.png": 6,
+                         "TCGA_B/TCGA_B_1_mask.png": 0, "pc/x_mask.png": 0,
+                         "pd/x_mask.png": 0})
+    ev = E.evaluate_2d(pred, ref)
+    by = {r["case"]: (r["status"], r["dice"]) for r in ev.rows}
+    assert by["TCGA_A_1"] == ("ok", 1.0) and by["TCGA_A_2"] == ("ok", pytest.approx(0.5))
+    assert by["TCGA_B_1"] == ("ok", 1.0)
+    assert by["TCGA_C/x"][0] == by["TCGA_D/x"][0] == "missing"
+    assert ev.extra["paired_by_name"].startswith("2 of 3 picture(s) are paired")
+    assert "patient_A for TCGA_A" in ev.extra["paired_by_name"]
+    assert ev.extra["per_patient"]["patients"]["TCGA_A"]["missing_slices_pred"] == 0
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref),
+                 "-o", str(tmp_path / "m.csv")]) == 0
+    notes = [x for x in capsys.readouterr().err.splitlines() if "by file name" in x]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {pred}: 2 of 3 picture(s)")
+    # paired by path alone: no note
+    assert "paired_by_name" not in E.evaluate_2d(ref, ref).extra
+
+
 def test_2d_distances_are_in_pixels_and_one_empty_side_is_the_diagonal(tmp_path, capsys):
     """HD95 of a 2D picture is in pixels, and where one side is empty (or the prediction
     is missing) it is the picture's diagonal, not BraTS's 374 mm."""

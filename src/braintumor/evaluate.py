@@ -34,6 +34,7 @@ import csv
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,19 +499,23 @@ def mask_files_2d(folder: Path, named_only: bool = False) -> dict[str, Path]:
     return out
 
 
+def _fits(a: str, b: str) -> bool:
+    return a.endswith("/" + b) or b.endswith("/" + a)
+
+
 def match_masks_2d(refs: Iterable[str], preds: Iterable[str]) -> dict[str, str]:
     """Reference key -> prediction key (keys of :func:`mask_files_2d`): the same path
     under both folders; else, when one folder is flat and the other holds patients'
     folders (or ``predict``'s ``out/<patient>/``), the one prediction whose path ends
-    with the reference's or the other way round, when neither could be another's."""
+    with the reference's or the other way round, when neither could be another's; else,
+    for the pictures still unpaired, the prediction of the same file name, when that
+    name is given once among all the references and once among all the predictions
+    (prediction folders named otherwise than the reference's: ``ren/patient_A/x_1`` for
+    ``lgg/TCGA_CS_4942/x_1``; :func:`paired_by_name` lists them)."""
     refs, preds = list(refs), list(preds)
     pairs = {k: k for k in refs if k in set(preds)}
     left = [k for k in preds if k not in pairs]
-
-    def fits(a: str, b: str) -> bool:
-        return a.endswith("/" + b) or b.endswith("/" + a)
-
-    cands = {k: [q for q in left if fits(k, q)] for k in refs if k not in pairs}
+    cands = {k: [q for q in left if _fits(k, q)] for k in refs if k not in pairs}
     takers: dict[str, int] = {}
     for qs in cands.values():
         for q in qs:
@@ -518,7 +523,41 @@ def match_masks_2d(refs: Iterable[str], preds: Iterable[str]) -> dict[str, str]:
     for k, qs in cands.items():
         if len(qs) == 1 and takers[qs[0]] == 1:
             pairs[k] = qs[0]
+
+    def once(keys: list[str]) -> dict[str, str]:
+        names = Counter(_file_name(k) for k in keys)
+        return {_file_name(k): k for k in keys if names[_file_name(k)] == 1}
+
+    taken = set(pairs.values())
+    by_name = once(preds)
+    for name, k in once(refs).items():
+        found = by_name.get(name)
+        if k not in pairs and found is not None and found not in taken:
+            pairs[k] = found
     return pairs
+
+
+def _file_name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def paired_by_name(pairs: dict[str, str]) -> list[str]:
+    """The reference keys of :func:`match_masks_2d`'s pairs made by file name alone,
+    their folders' paths unlike."""
+    return sorted(k for k, q in pairs.items() if k != q and not _fits(k, q))
+
+
+def by_name_note(pairs: dict[str, str]) -> str | None:
+    """One sentence when some pictures were paired with their predictions by file name
+    alone (the folders named otherwise), naming a folder pair; None when none were."""
+    named = paired_by_name(pairs)
+    if not named:
+        return None
+    k = named[0]
+    ref_dir, pred_dir = k.rpartition("/")[0] or ".", pairs[k].rpartition("/")[0] or "."
+    return (f"{len(named)} of {len(pairs)} picture(s) are paired with their prediction by "
+            f"file name alone, the folders being named otherwise (e.g. {pred_dir} for "
+            f"{ref_dir}).")
 
 
 def case_names_2d(keys: Iterable[str]) -> dict[str, str]:
@@ -597,6 +636,7 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
     if progress is not None:
         progress(1.0, "done")
     matched = set(pairs.values())
+    note = by_name_note(pairs)
     return Evaluation(rows=rows, summary=summarise(rows, ("tumour",), keys),
                       unreadable=unreadable,
                       missing=sorted(names[k] for k in refs if k not in pairs),
@@ -606,6 +646,7 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path,
                                 "hd95_method": "surface", "hd95_unit": "pixel",
                                 "empty_hd95": "the picture's diagonal (pixels)"},
                       extra={"mean_ci95": mean_intervals(rows, ("tumour",)),
+                             **({"paired_by_name": note} if note else {}),
                              **_per_patient_2d(pred_dir, ref_dir)})
 
 

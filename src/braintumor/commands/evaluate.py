@@ -83,7 +83,10 @@ def _run(args: argparse.Namespace) -> int:
 
         def score(pred: Path) -> Any:
             if E.is_2d_folder(pred) and E.is_2d_folder(args.ref):
-                return E.evaluate_2d(pred, args.ref, progress=progress)
+                ev2 = E.evaluate_2d(pred, args.ref, progress=progress)
+                if ev2.extra.get("paired_by_name"):  # folders named otherwise: said
+                    print(f"note: {pred}: {ev2.extra['paired_by_name']}", file=sys.stderr)
+                return ev2
             return E.evaluate_folders(pred, args.ref, pred_labels=args.pred_labels,
                                       ref_labels=args.ref_labels,
                                       hd95_method=args.hd95_method,
