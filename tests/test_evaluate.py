@@ -381,6 +381,30 @@ def test_2d_distances_are_in_pixels_and_one_empty_side_is_the_diagonal(tmp_path,
     assert "HD95 (pixels)" in said and "(mm)" not in said and "374" not in said
 
 
+def test_2d_baseline_scored_before_the_diagonal_penalty_is_refused(tmp_path, capsys):
+    """``--against`` a 2D CSV whose JSON records no ``empty_hd95`` (scored when a picture
+    with one side empty had HD95 374) is refused as scored otherwise; a baseline scored
+    now is compared."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _square_masks(ref, {"a_mask.png": 0, "b_mask.png": 0})
+    _square_masks(pred, {"a_mask.png": 2, "b_mask.png": 0})
+    base = tmp_path / "base.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(base),
+                 "--quiet"]) == 0
+    args = ["evaluate", "--pred", str(pred), "--ref", str(ref), "-o",
+            str(tmp_path / "new.csv"), "--against", str(base), "--quiet"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "scored with" not in capsys.readouterr().err
+    doc = json.loads(base.with_suffix(".json").read_text())
+    assert doc["settings"]["empty_hd95"] == "the picture's diagonal (pixels)"
+    del doc["settings"]["empty_hd95"]  # as the CSV's JSON was written before
+    base.with_suffix(".json").write_text(json.dumps(doc))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "base.csv was scored with empty_hd95 = 374" in err and "Traceback" not in err
+
+
 def test_2d_evaluate_follows_linked_patient_folders(tmp_path):
     """Patients' folders linked into the folders given are found, as predict finds them,
     and a link back up the tree is no loop."""

@@ -318,9 +318,13 @@ def mean_intervals(rows: list[dict[str, Any]], regions: Iterable[str],
 
 
 #: settings of an evaluation that change its numbers: a CSV baseline scored otherwise
-#: is not comparable (``hd95_unit``: 2D pictures are scored in pixels)
+#: is not comparable (``hd95_unit``: 2D pictures are scored in pixels; ``empty_hd95``:
+#: the HD95 of a 2D picture with one side empty)
 SCORING_SETTINGS: tuple[str, ...] = ("hd95_method", "hd95_unit", "lesion_dilation",
-                                     "lesion_min_volume_mm3", "empty_hd95_mm")
+                                     "lesion_min_volume_mm3", "empty_hd95_mm", "empty_hd95")
+#: what a 2D baseline scored before ``empty_hd95`` was recorded gave a picture with
+#: one side empty
+EMPTY_HD95_2D_BEFORE = "374 (written before this setting was recorded)"
 #: statuses of a case with no prediction to score (scored as missing)
 UNPREDICTED = ("missing", "unreadable")
 
@@ -344,6 +348,8 @@ def baseline_settings(ev: Evaluation, csv_path: str | Path) -> str:
                 f"unreadable, so whether {Path(csv_path).name} was scored with the same "
                 f"settings (HD95: {ev.settings.get('hd95_method', 'surface')}) is not "
                 "checked.")
+    if theirs.get("hd95_unit") == "pixel" and "empty_hd95" not in theirs:
+        theirs = {**theirs, "empty_hd95": EMPTY_HD95_2D_BEFORE}  # 2D scored before it
     for key in SCORING_SETTINGS:
         if key in theirs and key in ev.settings and theirs[key] != ev.settings[key]:
             flag = {"hd95_method": " (--hd95)"}.get(key, "")
