@@ -407,7 +407,7 @@ def test_2d_baseline_scored_before_the_diagonal_penalty_is_refused(tmp_path, cap
 
 def test_2d_evaluate_follows_linked_patient_folders(tmp_path):
     """Patients' folders linked into the folders given are found, as predict finds them,
-    and a link back up the tree is no loop."""
+    a link back up the tree is no loop, and a broken link to a mask is passed over."""
     store = tmp_path / "store"
     _square_masks(store / "ref", {"PA/PA_1_mask.png": 0})
     _square_masks(store / "pred", {"PA/PA_1_mask.png": 0})
@@ -419,6 +419,12 @@ def test_2d_evaluate_follows_linked_patient_folders(tmp_path):
     ev = E.evaluate_2d(tmp_path / "pred", tmp_path / "ref")
     assert [(r["case"], r["dice"]) for r in ev.rows] == [("PA_1", 1.0)]
     assert ev.extra["per_patient"]["patients"]["PA"]["dice"] == 1.0
+
+    # a broken link among the masks (a file moved away) is passed over, as before
+    (tmp_path / "ref" / "PA" / "PA_2_mask.png").symlink_to(tmp_path / "gone_mask.png")
+    assert "PA_2_mask.png" not in {f.name for f in E.walk_files(tmp_path / "ref")}
+    ev = E.evaluate_2d(tmp_path / "pred", tmp_path / "ref")
+    assert [(r["case"], r["dice"]) for r in ev.rows] == [("PA_1", 1.0)]
 
 
 # ----------------------------------------------------------------------- real data

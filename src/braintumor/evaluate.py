@@ -471,7 +471,8 @@ def evaluate_folders(
 def walk_files(root: Path) -> list[Path]:
     """Every file under ``root`` in name order, hidden files and folders passed over,
     linked folders followed as ``predict`` follows them (each real folder once, so a
-    link back up the tree is no loop)."""
+    link back up the tree is no loop); a broken link, or anything else that is no
+    regular file (a pipe), is passed over, as ``rglob`` and ``is_file`` did."""
     import os
 
     out: list[Path] = []
@@ -483,7 +484,8 @@ def walk_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        out.extend(Path(here) / f for f in sorted(files) if not is_hidden(f))
+        out.extend(Path(here) / f for f in sorted(files)
+                   if not is_hidden(f) and os.path.isfile(os.path.join(here, f)))
     return out
 
 
