@@ -1422,3 +1422,26 @@ def test_numbering_note_does_not_spell_out_a_huge_span() -> None:
     assert note is not None and "93015124 to 193015122" in note
     note = s2d.numbering_note([f"a_{k}.png" for k in (1, 3, 4, 6, 7, 10, 12, 14, 16, 18, 20, 30)])
     assert note is not None and "numbers 2, 5, 8, 9, 11, 13, 15 and 11 more are missing" in note
+
+
+def test_one_picture_typed_by_another_path_is_no_replaced_result(
+        tiny_model: s2d.Model2D, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same picture segmented again, typed relative before and absolute now from
+    another folder (its stored relative path no longer found from here), or relative
+    again, warns of no replaced result; another picture of the same mask name does."""
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(fake_slice(48, 48)[0]).save(tmp_path / "in" / "s.png")
+    Image.fromarray(fake_slice(48, 48)[0]).save(tmp_path / "s.jpg")
+    out = tmp_path / "out"
+    lines: list[str] = []
+    monkeypatch.chdir(tmp_path)
+    s2d.predict_images([Path("in/s.png")], out, model=tiny_model, log=lines.append)
+    monkeypatch.chdir(tmp_path / "in")
+    s2d.predict_images([tmp_path / "in" / "s.png"], out, model=tiny_model, log=lines.append)
+    s2d.predict_images([Path("s.png")], out, model=tiny_model, log=lines.append)
+    assert not [x for x in lines if x.startswith("warning:")]
+    s2d.predict_images([tmp_path / "s.jpg"], out, model=tiny_model, log=lines.append)
+    said = [x for x in lines if x.startswith("warning:")]
+    assert len(said) == 1 and "s.png" in said[0] and str(tmp_path / "s.jpg") in said[0]

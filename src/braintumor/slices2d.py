@@ -1144,6 +1144,25 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     return written
 
 
+def _other_picture(earlier: str, now: str) -> bool:
+    """True only when a picture path an earlier run stored, as it was typed, is known to
+    be another picture than ``now``: both files there and not one file; else an absolute
+    path elsewhere, or another file name. A relative path typed in another folder, whose
+    file is not found from here, cannot be told apart: False (no warning rather than a
+    false one)."""
+    import os
+
+    a, b = Path(earlier), Path(now)
+    try:
+        if a.exists() and b.exists():
+            return not os.path.samefile(a, b)
+    except OSError:
+        return False
+    if a.is_absolute():
+        return a.resolve() != b.resolve()
+    return a.name != b.name
+
+
 def _write_areas(table: Path, rows: list[dict[str, Any]],
                  say: Callable[[str], None] | None = None) -> Path:
     """Add ``rows`` to ``areas_2d.csv`` as ``volumes.csv`` is added to
@@ -1170,8 +1189,8 @@ def _write_areas(table: Path, rows: list[dict[str, Any]],
         if say is not None:  # another picture's result, written over: said, not dropped
             by_mask = {str(r["mask"]): str(r["picture"]) for r in rows}
             for r in old:
-                if where(r.get("picture") or "") not in mine and \
-                        (r.get("mask") or "") in masks and r.get("picture"):
+                if (r.get("mask") or "") in masks and r.get("picture") and \
+                        _other_picture(str(r["picture"]), by_mask[str(r["mask"])]):
                     say(f"warning: {r['mask']} of an earlier run, the outline of "
                         f"{r['picture']}, was replaced by that of {by_mask[str(r['mask'])]} "
                         "(the same name); its row in areas_2d.csv went with it.")
