@@ -345,6 +345,22 @@ def test_a_16_bit_picture_is_scaled_as_a_dicom_slice_is(tmp_path: Path) -> None:
     assert np.array_equal(io.to_uint8(px), io.to_uint8(px.astype(np.float32)))
 
 
+def test_a_flat_16_bit_picture_or_all_tumour_mask_is_not_black(tmp_path: Path) -> None:
+    """A uniform 16-bit picture, or an all-tumour 16-bit mask (all 1 or all 65535), reads
+    white (and is all tumour as a mask), not black as its minimum; all 0 stays black."""
+    from PIL import Image
+
+    from braintumor.evaluate import read_mask_2d
+
+    for value, grey in ((1, 255), (65535, 255), (700, 255), (0, 0)):
+        px = np.full((32, 32), value, np.uint16)
+        Image.fromarray(px).save(tmp_path / f"m{value}.png")
+        arr = io.read_image_2d(tmp_path / f"m{value}.png")
+        assert arr.dtype == np.uint8 and set(np.unique(arr)) == {grey}, value
+        assert int(read_mask_2d(tmp_path / f"m{value}.png").sum()) == (1024 if value else 0)
+    assert set(np.unique(io.to_uint8(np.full((4, 4), -5.0)))) == {0}
+
+
 def test_dcm2niix_faults_in_words_without_file_names() -> None:
     """dcm2niix's log of one series -> why it was not (all) converted, with no path (a
     folder may be named after the patient)."""

@@ -835,14 +835,18 @@ def read_image_2d(path: str | Path) -> np.ndarray:
 def to_uint8(array: np.ndarray) -> np.ndarray:
     """Pictures of other bit depths (a 16-bit PNG or TIFF, a DICOM slice's grey values)
     -> uint8, mapped to 0-255 between their minimum and their 99.9th percentile, so that
-    one hot pixel does not darken the whole picture (as scaling by the maximum did)."""
+    one hot pixel does not darken the whole picture (as scaling by the maximum did); a
+    flat picture is 255 where its value is above 0 (an all-tumour mask), 0 where it is 0."""
     if array.dtype == np.uint8:
         return array
     a = np.asarray(array, dtype=np.float64)
     if not a.size:
         return a.astype(np.uint8)
     lo, hi = float(a.min()), float(np.percentile(a, 99.9))
-    return (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
+    if hi <= lo:  # flat (a uniform picture, an all-tumour 0/1 or 0/65535 mask): its
+        # value is white above 0 and black at 0 or below, not the minimum's black
+        return np.where(a > lo, 255, 255 if lo > 0 else 0).astype(np.uint8)
+    return (np.clip((a - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
 
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:
