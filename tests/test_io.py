@@ -329,6 +329,28 @@ def test_dicom_slice_as_a_picture(tmp_path: Path) -> None:
         io.read_dicom_2d(tmp_path / "bad.dcm")
 
 
+def test_a_dicomdir_given_alone_is_said_to_be_an_index(tmp_path: Path) -> None:
+    """A disc's ``DICOMDIR`` given as a picture is named an index, with its folder to give
+    instead, not 'no pixel data'."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.FileSetID = "DISC"
+    ds.DirectoryRecordSequence = []
+    (tmp_path / "disc").mkdir()
+    pydicom.dcmwrite(tmp_path / "disc" / "DICOMDIR", ds, enforce_file_format=True)
+    with pytest.raises(InputError, match=r"DICOMDIR: is a DICOMDIR, the index of a DICOM "
+                       r"disc or folder, not an image: give its folder \(.*disc\) instead"):
+        io.read_dicom_2d(tmp_path / "disc" / "DICOMDIR")
+
+
 def test_a_16_bit_picture_is_scaled_as_a_dicom_slice_is(tmp_path: Path) -> None:
     """A 16-bit PNG or TIFF with one hot pixel keeps its picture: scaled between its
     minimum and 99.9th percentile, as a DICOM slice's grey values are, not by its

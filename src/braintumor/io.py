@@ -57,6 +57,17 @@ def is_dicom_picture(path: str | Path) -> bool:
     return str(path).lower().endswith(DICOM_SUFFIXES)
 
 
+#: the SOP class of a DICOMDIR (Media Storage Directory Storage)
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def _is_dicomdir(path: Path, ds: Any) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    return (str(getattr(meta, "MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
+            or "DirectoryRecordSequence" in ds
+            or (path.name.upper() == "DICOMDIR" and "PixelData" not in ds))
+
+
 def read_dicom_2d(path: str | Path) -> tuple[np.ndarray, float | None]:
     """One DICOM slice -> ``(H, W, 1)`` (or ``(H, W, 3)`` for colour) uint8 and its pixel
     size in mm (the square root of the PixelSpacing product, so areas come out exact;
@@ -76,7 +87,13 @@ def read_dicom_2d(path: str | Path) -> tuple[np.ndarray, float | None]:
                          "(pip install 'braintumor[web]').") from None
     try:
         ds = pydicom.dcmread(p)
+        if _is_dicomdir(p, ds):  # a disc's index names the images, it holds none
+            folder = p.resolve().parent
+            raise InputError(f"{p}: is a DICOMDIR, the index of a DICOM disc or folder, "
+                             f"not an image: give its folder ({folder}) instead.")
         arr = np.asarray(ds.pixel_array)
+    except InputError:
+        raise
     except Exception as exc:  # pydicom raises many kinds for a broken file
         raise InputError(f"{p}: not a readable DICOM image ({_short(exc)}).") from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
