@@ -1041,6 +1041,34 @@ def test_a_correction_or_undo_made_on_an_outline_changed_since_is_refused(
     assert [q["name"] for q in undo["parameters"] if q["in"] == "query"] == ["version"]
 
 
+def test_a_correction_s_name_is_kept_so_its_client_knows_it_applied(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """The ``request`` name a client gives a correction is the job's
+    ``result.last_correction_request`` once applied (a page that gave up waiting for the
+    answer tells its own late correction from another reader's), until the next."""
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    url = job["urls"]["corrections"]
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    seeds = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
+    r = client.post(url, json={"seeds": seeds, "version": 0, "request": "page-1"})
+    assert r.status_code == 200 and r.json()["label_version"] == 1, r.text
+    assert r.json()["result"]["last_correction_request"] == "page-1"
+    assert client.get(job["urls"]["self"]).json()["result"]["last_correction_request"] == \
+        "page-1"
+    r = client.post(url, json={"seeds": [dict(seeds[0], label=3)], "version": 1})
+    assert r.status_code == 200 and r.json()["label_version"] == 2, r.text
+    assert "last_correction_request" not in r.json()["result"]  # another's, unnamed
+    r = client.post(url + "/undo", json={"version": 2})
+    assert r.json()["result"]["last_correction_request"] == "page-1"
+    r = client.post(url, json={"seeds": seeds, "request": "x" * 65})
+    assert r.status_code in (400, 422), r.text
+    fields = client.get("/openapi.json").json()["components"]["schemas"][
+        "CorrectionRequest"]["properties"]
+    assert "last_correction_request" in fields["request"]["description"]
+
+
 def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
         client: TestClient, case_files: dict[str, Path]) -> None:
     """A 409 for a stale ``version`` carries the job's version now and the job as

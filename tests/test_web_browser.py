@@ -784,9 +784,157 @@ def test_a_correction_the_server_does_not_answer_is_given_up(
     page.evaluate("(c) => placeSeed(c)", centre)
     expect(page.locator("#correct-msg")).to_have_text(
         "The server could not be reached, so nothing more was sent; the outline is shown "
-        "as the server has it now: check it and correct again.")
+        "as the server has it now, and this page shows the correction if the server "
+        "applies it after all.")
     page.unroute("**/corrections")
     assert page.evaluate("document.body.dataset.result") == "v2"
+
+
+def _slow_first_correction(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The server's next correction takes ``seconds`` longer (a slow server); later ones
+    run at their usual speed."""
+    correction = pytest.importorskip("braintumor.correction")
+    real = correction.correct
+    calls: list[int] = []
+
+    def slow(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(seconds)
+        return real(*a, **k)
+
+    monkeypatch.setattr(correction, "correct", slow)
+
+
+def _outside_seed(page: Any, centre: Any) -> None:
+    page.evaluate("""(c) => {
+        document.querySelector("input[name=seed-kind][value=outside]").checked = true;
+        placeSeed(c);
+    }""", centre)
+
+
+def _inside_seed(page: Any, centre: Any) -> None:
+    page.evaluate("""(c) => {
+        document.getElementById("correct-region").value = "3";
+        document.querySelector("input[name=seed-kind][value=inside]").checked = true;
+        placeSeed(c);
+    }""", centre)
+
+
+def test_a_correction_given_up_but_applied_late_is_shown_as_this_page_s(
+        server: ServerThread, page: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A correction the page gave up on (past its time limit) that the slow server
+    applies later: the page follows the job, shows the corrected outline once the server
+    has it, says the correction was applied after all, and the next click is made on it
+    (not refused as another reader's change)."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+    sent: list[Any] = []
+    page.on("request", lambda r: sent.append(r.post_data_json)
+            if r.url.endswith("/corrections") else None)
+    _slow_first_correction(monkeypatch, 4.0)
+    page.evaluate("state.correctionTimeoutMs = 1500")
+    _outside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The server did not answer within 2 s, so nothing more was sent; the outline is "
+        "shown as the server has it now, and this page shows the correction if the server "
+        "applies it after all.", timeout=20_000)
+    assert page.evaluate("document.body.dataset.result") == "v0"
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The correction given up was applied by the server after all; the outline is "
+        "shown with it.", timeout=20_000)
+    _until(page, "document.body.dataset.result === 'v1'")
+    expect(page.locator("#m-corr")).to_have_text("1")
+    page.evaluate("state.correctionTimeoutMs = 30000")
+    _inside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
+    _until(page, "document.body.dataset.result === 'v2'")
+    assert [b["version"] for b in sent] == [0, 1], sent
+    assert _job(server, job_id)["label_version"] == 2
+
+
+def test_a_click_made_while_the_server_applies_one_given_up_goes_on_it(
+        server: ServerThread, page: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next click made while the slow server is still applying the correction the
+    page gave up on reaches the server after it: refused there as made on the outline
+    before, it is this page's own correction that moved it, so the seed is sent again
+    on the new outline and said so, instead of the refusal blaming another reader."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+    sent: list[Any] = []
+    page.on("request", lambda r: sent.append(r.post_data_json)
+            if r.url.endswith("/corrections") else None)
+    _slow_first_correction(monkeypatch, 5.0)
+    page.evaluate("state.correctionTimeoutMs = 1500")
+    _outside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_contain_text("did not answer within 2 s",
+                                                         timeout=20_000)
+    page.evaluate("state.correctionTimeoutMs = 30000")
+    _inside_seed(page, centre)  # the server is still busy with the first
+    expect(page.locator("#correct-msg")).to_contain_text(
+        "The correction given up was applied by the server after all, and this one made "
+        "on it. Updated in", timeout=30_000)
+    _until(page, "document.body.dataset.result === 'v2'")
+    expect(page.locator("#m-corr")).to_have_text("2")
+    assert [b["version"] for b in sent] == [0, 0, 1], sent
+    assert _job(server, job_id)["label_version"] == 2
+
+
+def test_an_answer_the_page_cannot_read_is_not_taken_for_a_lost_connection(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """A correction answered with something that is not the job (a proxy's page) says
+    so and shows the job as the server has it; the click queued behind it is still
+    sent, as it is after any answered correction (only a request given up or never
+    answered drops the queue)."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+    sent: list[Any] = []
+    page.on("request", lambda r: sent.append(r.post_data_json)
+            if r.url.endswith("/corrections") else None)
+    answered: list[int] = []
+
+    def proxy_page_first(route: Any) -> None:
+        answered.append(1)
+        if len(answered) == 1:
+            route.fulfill(status=200, content_type="text/html", body="<p>Welcome</p>")
+        else:
+            route.continue_()
+
+    page.route("**/corrections", proxy_page_first)
+    _outside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The server's answer could not be read; the outline is shown as the server has it "
+        "now: check it.")
+    answered.clear()
+    page.evaluate("""(c) => {
+        document.querySelector("input[name=seed-kind][value=outside]").checked = true;
+        placeSeed(c);
+        placeSeed(c);
+    }""", centre)
+    expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
+    page.unroute("**/corrections")
+    assert len(sent) == 3, sent
+    assert _job(server, job_id)["label_version"] == 1
 
 
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:

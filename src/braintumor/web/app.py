@@ -161,6 +161,13 @@ _STALE_DOC = ("the outline is no longer the `version` named (another page or rea
 class CorrectionRequest(BaseModel):
     seeds: list[Seed]
     version: int | None = Field(None, description=_VERSION_DOC)
+    request: str | None = Field(None, max_length=64,
+                                description="a name the client gives this correction; once "
+                                            "it is applied the job's "
+                                            "`result.last_correction_request` carries it "
+                                            "until the next, so a client that stopped "
+                                            "waiting for the answer can tell its own "
+                                            "correction, applied late, from another's")
 
 
 class UndoRequest(BaseModel):
@@ -699,6 +706,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             result["last_correction_s"] = corrections[-1].get("seconds")
             if corrections[-1].get("note"):  # e.g. a seed outside the brain changed nothing
                 result["last_correction_note"] = corrections[-1]["note"]
+            if corrections[-1].get("request"):  # the client's name for it
+                result["last_correction_request"] = corrections[-1]["request"]
         return JobOut(
             id=job.id, kind=job.kind, method=job.method, status=job.status, stage=job.stage,
             progress=job.progress, message=job.message, created=job.created,
@@ -1265,7 +1274,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job = done_3d(job_id)
         seeds = [s.model_dump(exclude_none=True) for s in req.seeds]
         try:
-            _, changed, note = corrector.apply(job, seeds, expected=req.version)
+            _, changed, note = corrector.apply(job, seeds, expected=req.version,
+                                               request=req.request)
         except KeyError:
             raise HTTPException(404, NO_JOB) from None
         except VersionConflict as exc:

@@ -207,12 +207,13 @@ class Corrector:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
-    def apply(self, job: Job, raw_seeds: Any,
-              expected: int | None = None) -> tuple[float, bool, str]:
+    def apply(self, job: Job, raw_seeds: Any, expected: int | None = None,
+              request: str | None = None) -> tuple[float, bool, str]:
         """Apply one correction: the seconds it took, whether it changed a voxel, and
         what its seeds that changed nothing say ("" when every one changed something).
         Made against label version ``expected`` (when given): refused
-        (:class:`VersionConflict`) if the job's is another by then.
+        (:class:`VersionConflict`) if the job's is another by then. ``request`` (the
+        client's name for it) is kept with the correction.
 
         A correction that changes no voxel (every seed outside the brain, or asking for
         what is there) is no correction: no label version is written, it is not counted
@@ -260,6 +261,7 @@ class Corrector:
             result["corrections"] = [*result.get("corrections", []),
                                      {"seeds": [list(s) for s in seeds],
                                       "seconds": round(seconds, 3), "id": token,
+                                      **({"request": request} if request else {}),
                                       **({"note": "; ".join(notes)} if notes else {})}]
             self.store.update(job.id, result=result, label_version=version)
             self._remember(job.id, case, version, new)

@@ -36,25 +36,38 @@ window.braintumor = state;  // for tests and the curious
 
 // -- API helpers ------------------------------------------------------------------------
 // `timeoutMs`: the answer (its body too) must come within it, or the request is given up
-// (aborted) and the error has `timedOut` set
+// (aborted) and the error has `timedOut` set. No answer at all (the connection failed:
+// fetch's TypeError) has `network` set; an answer said to be JSON that is not, `unreadable`
 async function api(path, options = {}) {
   const { timeoutMs, ...rest } = options;
   const ctrl = timeoutMs ? new AbortController() : null;
   const timer = ctrl ? setTimeout(() => ctrl.abort(), timeoutMs) : null;
   let res = null;
   let body = null;
+  let unreadable = false;
   try {
     res = await fetch(path, { credentials: "same-origin", ...rest, ...(ctrl ? { signal: ctrl.signal } : {}) });
     const type = res.headers.get("content-type") || "";
-    if (type.includes("application/json")) body = await res.json();
+    if (type.includes("application/json")) {
+      try {
+        body = await res.json();
+      } catch (e) {
+        if (!(e instanceof SyntaxError)) throw e;
+        unreadable = true;
+      }
+    }
   } catch (e) {
-    if (!ctrl || !ctrl.signal.aborted) throw e;
-    const err = new Error(`The server did not answer within ${Math.round(timeoutMs / 1000)} s.`);
-    err.timedOut = true;
-    throw err;
+    if (ctrl && ctrl.signal.aborted) {
+      const err = new Error(`The server did not answer within ${Math.round(timeoutMs / 1000)} s.`);
+      err.timedOut = true;
+      throw err;
+    }
+    if (e instanceof TypeError) e.network = true;
+    throw e;
   } finally {
     clearTimeout(timer);
   }
+  if (res.ok && unreadable) throw unreadableAnswer();
   if (!res.ok) {
     const detail = body && body.detail ? body.detail : `The server answered ${res.status}.`;
     const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
@@ -65,6 +78,11 @@ async function api(path, options = {}) {
     throw err;
   }
   return body;
+}
+function unreadableAnswer() {
+  const err = new Error("The server's answer could not be read.");
+  err.unreadable = true;
+  return err;
 }
 const postJSON = (path, obj, extra = {}) => api(path, {
   method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(obj || {}),
@@ -1523,9 +1541,14 @@ async function compareWith(file) {
 // outline it replaced, so it is not sent; each click sends its seed at once, so no seed
 // waits longer. A request the server does not answer within `state.correctionTimeoutMs`
 // (stalled, or the network dropped) is given up likewise: the seeds clicked behind it are
-// not sent, the page says so and shows the outline as the server has it (the one given up
-// may still have been applied there).
+// not sent, the page says so and shows the outline as the server has it. The one given up
+// may still be applied there (a slow server): the page follows the job for
+// `state.lateFollowMs` or until its outline moves, and shows a correction applied late as
+// its own (each correction carries a name the job keeps), so the next click is made on it.
 state.correctionTimeoutMs = 30000;
+state.lateFollowMs = 120000;
+state.late = null;     // the correction or undo given up, followed: { job, kind, from, request, until }
+state.sending = 0;     // corrections or undos of this page awaiting their answer
 let correcting = Promise.resolve();
 let refusals = 0;
 function inTurn(step) {
@@ -1534,11 +1557,74 @@ function inTurn(step) {
   correcting = run.catch(() => {});
   return run;
 }
-const correctionPost = (path, obj) => postJSON(path, obj, { timeoutMs: state.correctionTimeoutMs });
+async function correctionPost(path, obj) {
+  state.sending++;
+  try {
+    const body = await postJSON(path, obj, { timeoutMs: state.correctionTimeoutMs });
+    if (!body || typeof body !== "object" || !body.id) throw unreadableAnswer();  // not a job
+    return body;
+  } finally {
+    state.sending--;
+  }
+}
+const requestName = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+
+// what a late-applied correction or undo given up says: whether the job `now` shows
+// `late` applied (a correction: its name is the job's last; an undo: one step back),
+// null while it still shows the outline `late` was made on
+function lateOutcome(late, now) {
+  if (!late || !now || now.id !== late.job) return null;
+  if (late.kind === "correction" && now.result && now.result.last_correction_request === late.request) {
+    return "The correction given up was applied by the server after all; the outline is shown with it.";
+  }
+  if (now.label_version === late.from) return null;
+  return late.kind === "undo" && now.label_version === late.from - 1
+    ? "The outline is one step back on the server now: the undo given up was most likely made there after all; it is shown as it is now."
+    : "The outline changed on the server since (another page or reader corrected or undid it), so the step given up was not applied; it is shown as it is now.";
+}
+
+// the step given up, followed until the server's outline moves (or for `lateFollowMs`):
+// the outline it moves to is shown, with what it means, and the next click is made on it
+function followLate() {
+  clearTimeout(state.lateTimer);
+  const late = state.late;
+  if (!late) return;
+  state.lateTimer = setTimeout(async () => {
+    if (state.late !== late) return;
+    if (!state.job || state.job.id !== late.job || state.gone || performance.now() > late.until) {
+      state.late = null;
+      return;
+    }
+    if (!state.sending) {  // a click under way settles it with its own answer
+      let now = null;
+      try {
+        now = await api(`/api/jobs/${late.job}`, { timeoutMs: 10000 });
+      } catch (e) {
+        if (e.status === 404 && e.fromServer) { state.late = null; jobGone(e.message); return; }
+      }
+      if (state.late !== late) return;
+      if (now && !state.sending && settleLate(now)) return;
+    }
+    followLate();
+  }, 1000);
+}
+
+// the job `now` settles the step followed: shown, and said; returns whether it did
+function settleLate(now) {
+  const late = state.late;
+  const said = lateOutcome(late, now);
+  if (!said) return false;
+  state.late = null;
+  clearTimeout(state.lateTimer);
+  showJob(now, false);
+  setMsg("correct-msg", said, "info");
+  return true;
+}
 
 // a correction or undo refused: said where the correction's messages go, and the job shown
-// as the server has it now (another tab may have corrected or undone it)
-async function correctionRefused(e) {
+// as the server has it now (another tab may have corrected or undone it). `step` is what
+// was sent: { kind, from, request }
+async function correctionRefused(e, step) {
   setMsg("correct-msg", e.message);
   if (e.status === 404 && e.fromServer) jobGone(e.message);
   else if (e.status === 409 && e.fromServer) {
@@ -1548,18 +1634,44 @@ async function correctionRefused(e) {
     const now = e.body && e.body.job;
     if (now && state.job && now.id === state.job.id) showJob(now, false);
     else if (!now) await refreshJob();
-  } else if (e.timedOut || !e.status) {
+  } else if (e.timedOut || e.network) {
     // no answer (stalled, or no connection): what is queued behind it is not sent blindly,
-    // on an outline the server may have changed meanwhile (the request given up may still
-    // be applied there)
+    // on an outline the server may have changed meanwhile; the request given up may still
+    // be applied there, so the job is followed until it is or its outline moves otherwise
     refusals++;
+    const late = step && state.job ? { ...step, job: state.job.id,
+                                       until: performance.now() + state.lateFollowMs } : null;
+    state.late = late;
     const why = e.timedOut ? `The server did not answer within ${Math.round(state.correctionTimeoutMs / 1000)} s`
       : "The server could not be reached";
     const reached = (await refreshJob(state.correctionTimeoutMs)) !== null;
+    if (state.gone) { state.late = null; return; }
+    const outcome = reached && late && state.late === late ? lateOutcome(late, state.job) : null;
+    if (outcome && late.kind === "correction" && state.job.result.last_correction_request === late.request) {
+      state.late = null;
+      setMsg("correct-msg", `${why}, but it applied the correction after all; the outline is shown with it.`, "info");
+      return;
+    }
+    if (outcome) state.late = null;  // moved otherwise: the one given up can no longer apply
+    const what = step && step.kind === "undo" ? "undo" : "correction";
+    const watching = state.late === late && late;
+    setMsg("correct-msg", !reached
+      ? `${why}, so nothing more was sent; the outline shown may not be the server's: reload the page once it answers.`
+      : watching
+        ? `${why}, so nothing more was sent; the outline is shown as the server has it now, and this page shows the ${what} if the server applies it after all.`
+        : `${why}, so nothing more was sent; the outline is shown as the server has it now: check it and correct again.`);
+    if (watching) followLate();
+  } else if (!e.status) {
+    // the server answered, but its answer could not be read or shown (a proxy's page, a
+    // fault of this page): the step may have been applied, so the job is shown as the
+    // server has it; the clicks queued behind it go on from there
+    const reached = (await refreshJob(state.correctionTimeoutMs)) !== null;
     if (state.gone) return;
-    setMsg("correct-msg", reached
-      ? `${why}, so nothing more was sent; the outline is shown as the server has it now: check it and correct again.`
-      : `${why}, so nothing more was sent; the outline shown may not be the server's: reload the page once it answers.`);
+    if (!reached) refusals++;
+    const what = e.unreadable ? "The server's answer could not be read"
+      : `The server's answer could not be shown (${e.message})`;
+    setMsg("correct-msg", reached ? `${what}; the outline is shown as the server has it now: check it.`
+      : `${what}, and the server could not be asked again: reload the page.`);
   } else if (await refreshJob()) {
     setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
   }
@@ -1573,14 +1685,19 @@ function placeSeed(mm) {
   return inTurn(() => sendSeed(seed));
 }
 
-async function sendSeed(seed) {
+async function sendSeed(seed, after = "") {
   const job = state.job;
   if (!job || job.status !== "done" || state.gone) return;
   setMsg("correct-msg", "Correcting…", true);
   const t0 = performance.now();
+  const late = state.late;
+  const step = { kind: "correction", from: job.label_version, request: requestName() };
   try {
     const updated = await correctionPost(`/api/jobs/${job.id}/corrections`,
-                                         { seeds: [seed], version: job.label_version });
+                                         { seeds: [seed], version: job.label_version,
+                                           request: step.request });
+    // made: the step given up can no longer be applied (the outline it named is gone)
+    if (state.late === late) state.late = null;
     const t1 = performance.now();
     showJob(updated, false);
     await waitViewerIdle();
@@ -1591,14 +1708,23 @@ async function sendSeed(seed) {
       // not counted, nothing to undo; said as a fact, not as an update
       // "Nothing changed:" says it once, not again after each seed's note
       const why = (updated.note || "").replace(/; nothing changed there/g, "");
-      setMsg("correct-msg", `Nothing changed: ${why || "the seed asks for what the outline holds"}.`, "info");
+      setMsg("correct-msg", `${after}Nothing changed: ${why || "the seed asks for what the outline holds"}.`, "info");
       return;
     }
     const note = updated.note;
-    setMsg("correct-msg", note ? `Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
-      : `Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
+    setMsg("correct-msg", note ? `${after}Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
+      : `${after}Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
-    await correctionRefused(e);
+    // refused because this page's own correction, given up, was applied meanwhile: the
+    // seed goes on that outline, as a click queued behind an answered one would
+    const now = e.status === 409 && e.fromServer && e.body && e.body.job;
+    if (!after && late && late.kind === "correction" && now && now.id === job.id &&
+        now.result && now.result.last_correction_request === late.request) {
+      if (state.late === late) { state.late = null; clearTimeout(state.lateTimer); }
+      showJob(now, false);
+      return sendSeed(seed, "The correction given up was applied by the server after all, and this one made on it. ");
+    }
+    await correctionRefused(e, step);
   }
 }
 
@@ -1611,16 +1737,19 @@ function undoCorrection() {
   return inTurn(async () => {
     const job = state.job;
     if (!job || state.gone) return;
+    const late = state.late;
     try {
       // the version shown: an undo takes back this outline's last step, not one another
       // page or reader made since
-      showJob(await correctionPost(`/api/jobs/${job.id}/corrections/undo`,
-                                   { version: job.label_version }), false);
+      const now = await correctionPost(`/api/jobs/${job.id}/corrections/undo`,
+                                       { version: job.label_version });
+      if (state.late === late) state.late = null;  // the outline it named is gone
+      showJob(now, false);
       setMsg("correct-msg", "Undone.", true);
     } catch (e) {
       // refused: the job may have changed in another tab (undone there already), so it is
       // fetched again and its count, Undo and outline shown as they are
-      await correctionRefused(e);
+      await correctionRefused(e, { kind: "undo", from: job.label_version });
     }
   });
 }
