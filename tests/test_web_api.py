@@ -1092,12 +1092,49 @@ def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
         assert body["label_version"] == 1
         assert body["job"] == client.get(job["urls"]["self"]).json()
     stale = client.get("/openapi.json").json()["components"]["schemas"]["StaleOut"]
-    assert set(stale["properties"]) == {"detail", "label_version", "job"}
+    assert set(stale["properties"]) == {"detail", "label_version", "job"}  # when present
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/jobs/{job_id}/corrections", "/api/jobs/{job_id}/corrections/undo"):
         answer = paths[path]["post"]["responses"]["409"]
         assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/StaleOut")
         assert "`label_version`" in answer["description"]
+
+
+def test_the_declared_409_of_a_correction_fits_both_refusals(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """A correction or undo answers 409 both for an outline changed since its
+    ``version`` (``detail``, ``label_version``, ``job``) and for a job not done yet
+    (``detail`` only): the schema the API declares for its 409 takes both bodies."""
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("braintumor.correction")
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    stale = spec["components"]["schemas"]["StaleOut"]
+    assert stale["required"] == ["detail"]
+    for name in ("label_version", "job"):
+        assert "absent when the job is not done" in stale["properties"][name]["description"]
+    running = client.post("/api/jobs", files=_four(case_files), data={"method": "slow"}).json()
+    url = f"/api/jobs/{running['id']}/corrections"
+    seeds = [{"x": 1, "y": 1, "z": 1, "label": 0}]
+    bodies = [client.post(url, json={"seeds": seeds, "version": 0}),
+              client.post(url + "/undo", json={"version": 0})]
+    client.post(f"/api/jobs/{running['id']}/cancel")
+    job = wait_done(client.get, client.post("/api/jobs", files=_four(case_files),
+                                            data={"method": "threshold"}).json()["id"])
+    done = job["urls"]["corrections"]
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
+    assert client.post(done, json={"seeds": outside, "version": 0}).status_code == 200
+    bodies += [client.post(done, json={"seeds": outside, "version": 0}),
+               client.post(done + "/undo", json={"version": 0})]
+    assert [r.status_code for r in bodies] == [409] * 4, [r.text for r in bodies]
+    assert "label_version" not in bodies[0].json() and "job" in bodies[2].json()
+    for path in ("/api/jobs/{job_id}/corrections", "/api/jobs/{job_id}/corrections/undo"):
+        declared = spec["paths"][path]["post"]["responses"]["409"]
+        assert "not done" in declared["description"]
+        schema = {**declared["content"]["application/json"]["schema"],
+                  "components": spec["components"]}
+        for r in bodies:
+            jsonschema.validate(r.json(), schema)
 
 
 def test_a_file_that_is_no_nifti_is_one_sentence_without_nibabel_s_lines(

@@ -151,11 +151,12 @@ _VERSION_DOC = ("the label map version (the job's `label_version`) this is made 
                 "changes nothing; leave it out to act on whatever version is current")
 
 #: what a 409 of a correction or undo means, in the API's description
-_STALE_DOC = ("the outline is no longer the `version` named (another page or reader "
-              "corrected or undid it since): nothing was changed; `detail` says so in one "
-              "sentence with both versions, `label_version` is the job's version now and "
-              "`job` the job as `GET /api/jobs/{id}` answers it, so a client redraws "
-              "without asking again")
+_STALE_DOC = ("nothing was changed, for one of two reasons, `detail` saying which in one "
+              "sentence. The outline is no longer the `version` named (another page or "
+              "reader corrected or undid it since): `detail` names both versions, "
+              "`label_version` is the job's version now and `job` the job as "
+              "`GET /api/jobs/{id}` answers it, so a client redraws without asking again. "
+              "Or the job is not done (running, say): only `detail`")
 
 
 class CorrectionRequest(BaseModel):
@@ -186,11 +187,18 @@ class CorrectionOut(JobOut):
 
 
 class StaleOut(BaseModel):
-    """A correction or undo refused because the outline changed since its ``version``."""
+    """A correction or undo refused (409): the outline changed since its ``version``
+    (all fields), or the job is not done (``detail`` only)."""
 
-    detail: str = Field(description="why, in one sentence naming both versions")
-    label_version: int = Field(description="the job's label map version now")
-    job: JobOut = Field(description="the job as it is now")
+    detail: str = Field(description="why, in one sentence (naming both versions when "
+                                    "the outline changed)")
+    label_version: int | None = Field(None, description="the job's label map version now; "
+                                                        "present when the outline changed "
+                                                        "since `version`, absent when the "
+                                                        "job is not done")
+    job: JobOut | None = Field(None, description="the job as it is now; present when the "
+                                                 "outline changed since `version`, absent "
+                                                 "when the job is not done")
 
 
 class NamesRequest(BaseModel):
