@@ -293,6 +293,51 @@ def test_skip_existing_reads_the_fallback_and_the_seg_from_their_columns(
     assert not _made_alike(shed, old, dicom, tmp_path, None)
 
 
+def test_a_fallback_row_counts_only_while_the_case_still_lacks_the_modality(
+        tmp_path: Path) -> None:
+    """A row saying the watershed stood in for want of a T1 (its ``missing`` column, or
+    an older row's warning) skips a CNN rerun only while the case still has no T1: a
+    row carried over after the T1 was added, by a release that kept unknown columns,
+    sends the case to the CNN, with its model and mode checked. A T1 the warning called
+    blank counts as lacking while that file is the one segmented."""
+    import argparse
+    import os
+
+    from braintumor.cases import CaseSource
+    from braintumor.commands.predict import _made_alike
+
+    made = tmp_path / "c.nii.gz"
+    made.write_bytes(b"")
+    t1 = tmp_path / "c_t1.nii.gz"
+    t1.write_bytes(b"")
+    os.utime(t1, (made.stat().st_mtime - 60,) * 2)  # older than the label map
+    without = CaseSource(case_id="c", kind="brats2021", modality_paths={})
+    given = CaseSource(case_id="c", kind="brats2021", modality_paths={"t1": t1})
+    args = argparse.Namespace(method="cnn", fast=False, tta=False, uncertainty=False,
+                              labels="brats2021", report=False, diameters=False,
+                              dicom_seg=False)
+    carried = {"case": "c", "method": "watershed", "model": "", "mode": "",
+               "labels": "brats2021", "missing": "T1", "dicom_seg": "", "warning": ""}
+    assert _made_alike(args, carried, without, tmp_path, "v2")
+    assert not _made_alike(args, carried, given, tmp_path, "v2")
+    old = {"case": "c", "method": "watershed", "labels": "brats2021",
+           "warning": "the scan has no T1 image, so it was segmented by the watershed "
+                      "alone, tuned for scans without it"}
+    assert _made_alike(args, old, without, tmp_path, "v2")
+    assert not _made_alike(args, old, given, tmp_path, "v2")
+    # a CNN row whose missing column a carried-over run left: the CNN's checks still hold
+    cnn = {**carried, "method": "cnn", "model": "v1", "mode": "accurate"}
+    assert not _made_alike(args, cnn, given, tmp_path, "v2")
+    assert _made_alike(args, {**cnn, "model": "v2"}, given, tmp_path, "v2")
+    # a T1 there but blank: lacking while the file is the one segmented
+    blank = {**carried, "warning": "the scan's T1 image is blank (one value throughout), "
+                                   "so it was segmented by the watershed alone"}
+    assert _made_alike(args, blank, given, tmp_path, "v2")
+    assert _made_alike(args, {**blank, "missing": "T1, T2"}, given, tmp_path, "v2")  # no T2
+    os.utime(t1, (made.stat().st_mtime + 60,) * 2)  # a new T1 written since
+    assert not _made_alike(args, blank, given, tmp_path, "v2")
+
+
 def test_a_case_without_its_t1_is_recorded_as_such_and_skipped_by_a_cnn_rerun(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The row of a case the watershed segmented for want of its T1 says so in its

@@ -532,13 +532,14 @@ def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir
     ``--uncertainty``, ``--diameters``, ``--dicom-seg``, whose SEG is not asked for again
     where the ``dicom_seg`` column says none could be written). A row from before those
     two columns is read by the words its warning then held (:data:`_OLD_FALLBACK_WORDS`,
-    :data:`_OLD_NO_SEG_WORDS`)."""
+    :data:`_OLD_NO_SEG_WORDS`). The fallback counts only while the case still lacks what
+    its row names (:func:`_still_lacking`): a case given its T1 since goes to the method
+    asked, with its model and mode checked."""
     from braintumor.scale import SEG_NOT_WRITTEN
 
     method = row.get("method") or ""
     warning = row.get("warning") or ""
-    fallback = bool(row.get("missing")) or (method == "watershed"
-                                            and _OLD_FALLBACK_WORDS in warning)
+    fallback = _still_lacking(row, src, out_dir)
     if method != args.method and not fallback:
         return False
     if args.method != "watershed" and not fallback:
@@ -560,6 +561,51 @@ def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir
     if not all((out_dir / f).is_file() for f in wanted):
         return False
     return not args.diameters or bool(row.get("ET_SPD_mm2") and row.get("WT_SPD_mm2"))
+
+
+#: a modality as ``volumes.csv`` and the warnings name it
+_MODALITY_WORD = r"\b(?:T1ce|T1|T2|FLAIR)\b"
+
+
+def _still_lacking(row: dict[str, str], src: Any, out_dir: Path) -> bool:
+    """Whether the watershed stood in for the method asked on this case (its row's
+    ``missing`` column, or in a row from before it, its warning's words) and the case as
+    it is now still lacks those modalities: none has a file now, or the file is the one
+    the row's warning called blank (one value throughout), not written since the label
+    map. A row carried over by another run (a release that kept unknown columns) can
+    name a modality the case has been given since: the case is then for the method
+    asked."""
+    import re
+
+    from braintumor.cases import MODALITY_NAMES
+
+    warning = row.get("warning") or ""
+    said = row.get("missing") or ""
+    if not said:
+        if row.get("method") != "watershed" or _OLD_FALLBACK_WORDS not in warning:
+            return False
+        said = warning.split(_OLD_FALLBACK_WORDS)[0]
+    names = set(re.findall(_MODALITY_WORD, said))
+    if not names:
+        return False
+    phrase = re.search(rf"((?:{_MODALITY_WORD})(?: and (?:{_MODALITY_WORD}))*) images? "
+                       r"(?:is|are) blank", warning)
+    blank = set(re.findall(_MODALITY_WORD, phrase.group(1))) if phrase else set()
+    modality = {v: k for k, v in MODALITY_NAMES.items()}
+    made = out_dir / f"{src.case_id}.nii.gz"
+    for name in names:
+        path = src.image4d if src.image4d is not None else src.modality_paths.get(
+            modality[name])
+        if path is None:
+            continue  # without it now as then
+        if name not in blank:
+            return False  # it has a file now
+        try:
+            if Path(path).stat().st_mtime > made.stat().st_mtime:
+                return False  # written since: perhaps no longer blank
+        except OSError:
+            return False
+    return True
 
 
 def _labels_of(path: Path) -> str:
