@@ -821,6 +821,30 @@ def test_cohort_sorted_into_site_folders_and_4d_files_beside_cases(tmp_path: Pat
     assert [s.case_id for s in discover(cohort / "siteA")] == ["A1", "A2", "four"]
 
 
+def test_a_loose_file_beside_case_folders_that_is_no_nifti_is_named_and_skipped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file named as a NIfTI lying beside case folders that cannot be read is passed
+    over in one note naming it (not in silence), while the cases run."""
+    import gzip
+
+    from braintumor.cli import main
+
+    data = tmp_path / "data"
+    write_brats(data, "c1", seed=1)
+    loose = data / "loose.nii.gz"
+    loose.write_bytes(gzip.compress(b"no NIfTI header here " * 20))
+    notes: list[str] = []
+    assert [s.case_id for s in discover(data, notes=notes)] == ["c1"]
+    assert notes == [f"{loose}: not readable as a NIfTI file, so it is skipped."]
+    assert [s.case_id for s in discover(data)] == ["c1"]  # no notes asked: as before
+    capsys.readouterr()
+    assert main(["predict", str(data), "-o", str(tmp_path / "out"),
+                 "--method", "watershed"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {loose}: not readable as a NIfTI file, so it is skipped." in err
+    assert (tmp_path / "out" / "c1.nii.gz").is_file()
+
+
 # -- a 4D file's channel order -----------------------------------------------------------
 BRATS_FILE_ORDER = ("t1", "t1ce", "t2", "flair")
 

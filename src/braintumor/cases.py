@@ -285,7 +285,7 @@ MAX_NESTING = 4
 
 
 def discover(path: str | Path, errors: list[InputError] | None = None,
-             _depth: int = 0) -> list[CaseSource]:
+             _depth: int = 0, notes: list[str] | None = None) -> list[CaseSource]:
     """Find every case under ``path`` (a case folder, a dataset folder or a 4D NIfTI);
     hidden files and folders (a leading dot) are passed over. A dataset's cases may lie in
     folders of folders (a cohort sorted by site, up to :data:`MAX_NESTING` deep), and 4D
@@ -293,7 +293,8 @@ def discover(path: str | Path, errors: list[InputError] | None = None,
 
     Raises :class:`InputError` when nothing usable is found or a case lacks a modality;
     with ``errors``, a dataset's case folder that fails is added to it and the others
-    are still returned.
+    are still returned. A loose NIfTI file beside case folders that cannot be read is
+    passed over, said in ``notes`` (when given) in one sentence naming it.
     """
     p = Path(path)
     if not p.exists():
@@ -324,7 +325,7 @@ def discover(path: str | Path, errors: list[InputError] | None = None,
                 found = _named_cases(sub, sub_files, strict=False)
             if not found and _depth < MAX_NESTING and not sub.name.lower().startswith("labels"):
                 # a site's (or scanner's) folder of cases, or of 4D files: its cases count
-                found = discover(sub, errors, _depth + 1)
+                found = discover(sub, errors, _depth + 1, notes)
         except InputError as exc:
             if errors is None:
                 raise
@@ -332,7 +333,11 @@ def discover(path: str | Path, errors: list[InputError] | None = None,
             continue
         out.extend(found)
     if out:  # 4D NIfTI cases lying beside case folders are cases too
-        out += [_msd_source(f) for f in files if is_nifti(f.name) and _is_4d_case(f)]
+        unreadable: list[Path] = []
+        out += [_msd_source(f) for f in files
+                if is_nifti(f.name) and _is_4d_case(f, unreadable)]
+        if notes is not None:
+            notes += [f"{f}: not readable as a NIfTI file, so it is skipped." for f in unreadable]
     else:
         niftis = [f for f in files if is_nifti(f.name)]
         # a Decathlon task's root: its images folders hold the 4D cases
@@ -470,12 +475,14 @@ def _msd_source(image4d: Path) -> CaseSource:
                       label_path=_msd_label_for(image4d))
 
 
-def _is_4d_case(path: Path) -> bool:
+def _is_4d_case(path: Path, unreadable: list[Path] | None = None) -> bool:
     """Whether a NIfTI file holds the four modalities as a 4th axis (read from its header
-    alone)."""
+    alone); one that cannot be read is not, and is added to ``unreadable``."""
     try:
         shape = list(getattr(peek_nifti(path), "shape", ()))
     except Exception:  # noqa: BLE001 - an unreadable file is not one; reading says why
+        if unreadable is not None:
+            unreadable.append(path)
         return False
     while len(shape) > 4 and shape[-1] == 1:
         shape.pop()

@@ -299,8 +299,11 @@ def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> 
                 planned += [(folder, cid, None) for folder, cid in dicom.find_studies(p)]
             else:
                 skipped: list[InputError] = []
+                passed_over: list[str] = []
                 # a file given names itself in a clash (two files of one case folder)
-                cases = discover(p, errors=skipped)
+                cases = discover(p, errors=skipped, notes=passed_over)
+                for note in passed_over:  # a loose file that is no case: the rest go on
+                    print(f"note: {note}", file=sys.stderr)
                 planned += [(p if p.is_file() else s.reference_path, s.case_id, s)
                             for s in cases]
                 for s in cases:  # one file of a case folder stands for the whole case
