@@ -646,6 +646,38 @@ def test_train_resumes_and_exports(tmp_path: Path) -> None:
     assert s2d.segment_image(fake_slice(40, 40)[0], model).mask.shape == (40, 40)
 
 
+def test_2d_training_locks_its_folder_and_removes_killed_saves_temporaries(
+        tmp_path: Path) -> None:
+    """The 2D trainer, as the 3D one, holds its folder's lock: a second trainer on it is
+    refused, and the temporary file a save killed hard left (``.last.<pid>-...part.pt``)
+    is removed at the start; other files stay."""
+    from dataclasses import replace
+
+    from braintumor import training2d as t2
+    from braintumor.errors import InputError
+    from braintumor.training.trainer import lock_run_folder
+
+    make_patient(tmp_path / "data" / "P0", n=4, size=32)
+    data = t2.to_slice_set([s2d.load_patient(tmp_path / "data" / "P0")], 32)
+    cfg = replace(t2.Train2DConfig(), network_kwargs={"channels": [4, 8]}, size=32, batch=2,
+                  steps=1, checkpoint_every=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    left = run / ".last.4242-4243-a1b2c3.part.pt"
+    kept = run / ".notes.part.txt"
+    for f in (left, kept):
+        f.write_bytes(b"x" * 1000)
+    held = lock_run_folder(run)
+    try:
+        with pytest.raises(InputError, match="is being trained by another process"):
+            t2.train(cfg, data, run)
+    finally:
+        held.close()
+    assert left.exists() and not (run / "final.pt").exists()
+    t2.train(cfg, data, run)
+    assert not left.exists() and kept.exists() and (run / "final.pt").exists()
+
+
 def test_packed_slices_train_elsewhere_and_are_judged_here(tmp_path: Path) -> None:
     """A GPU machine trains the folds from the packed slices alone; the judging on the
     pictures themselves happens afterwards without training again."""

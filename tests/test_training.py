@@ -377,6 +377,33 @@ def test_a_run_folder_in_training_is_refused_to_a_second_trainer(tmp_path: Path)
     assert (out / "last.pt").exists()
 
 
+def test_the_temporaries_of_checkpoint_saves_killed_before_are_removed(tmp_path: Path) -> None:
+    """A save killed hard (SIGKILL, out of memory) leaves its checkpoint-sized temporary
+    file: the next trainer on the folder, holding its lock, removes those of its
+    checkpoints; other files stay, and a folder another trainer holds is left as it is
+    (its temporaries may be that trainer's saves under way)."""
+    from braintumor.errors import InputError
+    from braintumor.training.trainer import lock_run_folder
+
+    out = tmp_path / "r"
+    out.mkdir()
+    left = [out / ".last.4242-4243-a1b2c3.part.pt", out / ".best.17-18-00ff00.part.pt"]
+    kept = [out / ".notes.part.txt", out / "last.part.pt", out / ".other.1-2-abcdef.part.pt"]
+    for f in left + kept:
+        f.write_bytes(b"x" * 1000)
+    held = lock_run_folder(out)  # as another process training it
+    try:
+        with pytest.raises(InputError, match="is being trained by another process"):
+            Trainer(_small(epochs=1), out, device="cpu", progress=False).fit()
+    finally:
+        held.close()
+    assert all(f.exists() for f in left + kept)
+    Trainer(_small(epochs=1), out, device="cpu", progress=False).fit()
+    assert not any(f.exists() for f in left)
+    assert all(f.exists() for f in kept)
+    assert (out / "last.pt").exists()
+
+
 @pytest.mark.parametrize("err", ["ENOLCK", "EINVAL", "EOPNOTSUPP", "EBADF"])
 def test_a_run_folder_that_takes_no_lock_is_trained_unlocked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

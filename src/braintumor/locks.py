@@ -65,3 +65,26 @@ def claim(path: Path, busy: Callable[[str], str], no_locks: str) -> Any:
     fh.write(str(os.getpid()))
     fh.flush()
     return fh
+
+
+def remove_partials(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files that saves of ``names`` (``last.pt``) in ``folder`` cut
+    short by a hard kill (SIGKILL, the OOM killer) left behind: the hidden
+    ``.<stem>.<pid>-<thread>-<hex>.part<suffix>`` names of
+    :func:`braintumor.io.partial_beside`, each as large as what was saved. Only for a
+    folder whose lock this process holds, so no other process is writing one of them.
+    Returns those removed (one that cannot be removed is left)."""
+    import re
+
+    pattern = re.compile("|".join(
+        rf"\.{re.escape(Path(n).stem)}\.\d+-\d+-[0-9a-f]+\.part{re.escape(Path(n).suffix)}"
+        for n in names))
+    removed = []
+    for f in sorted(Path(folder).glob(".*.part*")):
+        if f.is_file() and pattern.fullmatch(f.name):
+            try:
+                f.unlink()
+            except OSError:
+                continue
+            removed.append(f)
+    return removed

@@ -534,14 +534,31 @@ def train(cfg: Train2DConfig, data: SliceSet, out_dir: str | Path, part: str = "
           aux: SliceSet | None = None) -> Path:
     """Train on ``data`` (and ``aux``, a share ``cfg.aux_fraction`` of every batch);
     resume from ``out_dir/last.pt`` if present. Returns the path of the final checkpoint
-    ``out_dir/final.pt`` (weights + config)."""
+    ``out_dir/final.pt`` (weights + config). The folder is locked meanwhile, as the 3D
+    trainer's (a second trainer on it is refused in one sentence), and the temporary
+    files of checkpoint saves killed before (SIGKILL, out of memory) are removed first."""
+    from braintumor.locks import remove_partials
+    from braintumor.training.trainer import lock_run_folder
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_folder(out)
+    try:
+        if lock is not None:  # no other trainer here: a save killed before left these
+            remove_partials(out, ("last.pt",))
+        return _train(cfg, data, out, part, aux)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train(cfg: Train2DConfig, data: SliceSet, out: Path, part: str,
+           aux: SliceSet | None) -> Path:
     import torch
 
     from braintumor.slices2d import build_network
 
     torch.set_num_threads(cfg.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     final = out / "final.pt"
     if final.exists():
         check_resume(out, torch.load(final, map_location="cpu", weights_only=False)

@@ -252,9 +252,15 @@ class Trainer:
     # -------------------------------------------------------------------- train
     def fit(self) -> dict[str, Any]:
         """Train (or resume) and return a summary with the best validation Dice. The run
-        folder is locked meanwhile: a second trainer on it is refused in one sentence."""
+        folder is locked meanwhile: a second trainer on it is refused in one sentence. The
+        temporary files of checkpoint saves killed before (SIGKILL, out of memory) are
+        removed first."""
+        from braintumor.locks import remove_partials
+
         lock = lock_run_folder(self.out)
         try:
+            if lock is not None:  # no other trainer here: a save killed before left these
+                remove_partials(self.out, ("last.pt", "best.pt"))
             return self._fit()
         finally:
             if lock is not None:
