@@ -1105,7 +1105,7 @@ def test_the_declared_409_of_a_correction_fits_both_refusals(
     """A correction or undo answers 409 both for an outline changed since its
     ``version`` (``detail``, ``label_version``, ``job``) and for a job not done yet
     (``detail`` only): the schema the API declares for its 409 takes both bodies."""
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     pytest.importorskip("braintumor.correction")
     spec = client.app.openapi()  # type: ignore[attr-defined]
     stale = spec["components"]["schemas"]["StaleOut"]
