@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import braintumor
@@ -298,21 +299,31 @@ def test_a_fallback_row_counts_only_while_the_case_still_lacks_the_modality(
     """A row saying the watershed stood in for want of a T1 (its ``missing`` column, or
     an older row's warning) skips a CNN rerun only while the case still has no T1: a
     row carried over after the T1 was added, by a release that kept unknown columns,
-    sends the case to the CNN, with its model and mode checked. A T1 the warning called
-    blank counts as lacking while that file is the one segmented."""
+    sends the case to the CNN, with its model and mode checked. A T1 there but blank
+    counts as lacking while its voxels are blank, whatever its date: rewritten the same
+    (as a DICOM study's series are on every run) it still lacks; a good T1 restored with
+    an old date (``cp -p``, an archive) is a T1."""
     import argparse
     import os
+
+    import nibabel as nib
 
     from braintumor.cases import CaseSource
     from braintumor.commands.predict import _made_alike
 
     made = tmp_path / "c.nii.gz"
     made.write_bytes(b"")
-    t1 = tmp_path / "c_t1.nii.gz"
-    t1.write_bytes(b"")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for m in ("t1", "t1ce", "t2", "flair"):
+        paths[m] = tmp_path / f"c_{m}.nii.gz"
+        data = rng.uniform(10, 100, (12, 12, 12)).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(paths[m]))
+    t1 = paths["t1"]
     os.utime(t1, (made.stat().st_mtime - 60,) * 2)  # older than the label map
-    without = CaseSource(case_id="c", kind="brats2021", modality_paths={})
-    given = CaseSource(case_id="c", kind="brats2021", modality_paths={"t1": t1})
+    rest = {m: p for m, p in paths.items() if m != "t1"}
+    without = CaseSource(case_id="c", kind="brats2021", modality_paths=rest)
+    given = CaseSource(case_id="c", kind="brats2021", modality_paths=dict(paths))
     args = argparse.Namespace(method="cnn", fast=False, tta=False, uncertainty=False,
                               labels="brats2021", report=False, diameters=False,
                               dicom_seg=False)
@@ -329,12 +340,18 @@ def test_a_fallback_row_counts_only_while_the_case_still_lacks_the_modality(
     cnn = {**carried, "method": "cnn", "model": "v1", "mode": "accurate"}
     assert not _made_alike(args, cnn, given, tmp_path, "v2")
     assert _made_alike(args, {**cnn, "model": "v2"}, given, tmp_path, "v2")
-    # a T1 there but blank: lacking while the file is the one segmented
+    # a T1 there but blank: lacking while its voxels are blank, even written since
+    good = nib.load(str(t1)).get_fdata()
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 12), np.float32), np.eye(4)), str(t1))
+    os.utime(t1, (made.stat().st_mtime + 60,) * 2)  # written anew since the label map
     blank = {**carried, "warning": "the scan's T1 image is blank (one value throughout), "
                                    "so it was segmented by the watershed alone"}
     assert _made_alike(args, blank, given, tmp_path, "v2")
-    assert _made_alike(args, {**blank, "missing": "T1, T2"}, given, tmp_path, "v2")  # no T2
-    os.utime(t1, (made.stat().st_mtime + 60,) * 2)  # a new T1 written since
+    # a T2 named missing too, but there and not blank: the case is for the CNN now
+    assert not _made_alike(args, {**blank, "missing": "T1, T2"}, given, tmp_path, "v2")
+    # a good T1 restored with a date older than the label map is a T1 all the same
+    nib.save(nib.Nifti1Image(good.astype(np.float32), np.eye(4)), str(t1))
+    os.utime(t1, (made.stat().st_mtime - 60,) * 2)
     assert not _made_alike(args, blank, given, tmp_path, "v2")
 
 

@@ -542,7 +542,7 @@ def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir
 
     method = row.get("method") or ""
     warning = row.get("warning") or ""
-    fallback = _still_lacking(row, src, out_dir)
+    fallback = _still_lacking(row, src)
     if method != args.method and not fallback:
         return False
     if args.method != "watershed" and not fallback:
@@ -570,14 +570,15 @@ def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir
 _MODALITY_WORD = r"\b(?:T1ce|T1|T2|FLAIR)\b"
 
 
-def _still_lacking(row: dict[str, str], src: Any, out_dir: Path) -> bool:
+def _still_lacking(row: dict[str, str], src: Any) -> bool:
     """Whether the watershed stood in for the method asked on this case (its row's
     ``missing`` column, or in a row from before it, its warning's words) and the case as
-    it is now still lacks those modalities: none has a file now, or the file is the one
-    the row's warning called blank (one value throughout), not written since the label
-    map. A row carried over by another run (a release that kept unknown columns) can
-    name a modality the case has been given since: the case is then for the method
-    asked."""
+    it is now still lacks those modalities: none has a file now, or every file there is
+    blank (one value throughout), judged by its voxels as the segmentation judges them,
+    not by its date (a DICOM study's series are written anew on every run; a good file
+    restored with its old date is a new file all the same). A row carried over by another
+    run (a release that kept unknown columns) can name a modality the case has been
+    given since: the case is then for the method asked."""
     import re
 
     from braintumor.cases import MODALITY_NAMES
@@ -591,24 +592,16 @@ def _still_lacking(row: dict[str, str], src: Any, out_dir: Path) -> bool:
     names = set(re.findall(_MODALITY_WORD, said))
     if not names:
         return False
-    phrase = re.search(rf"((?:{_MODALITY_WORD})(?: and (?:{_MODALITY_WORD}))*) images? "
-                       r"(?:is|are) blank", warning)
-    blank = set(re.findall(_MODALITY_WORD, phrase.group(1))) if phrase else set()
     modality = {v: k for k, v in MODALITY_NAMES.items()}
-    made = out_dir / f"{src.case_id}.nii.gz"
-    for name in names:
-        path = src.image4d if src.image4d is not None else src.modality_paths.get(
-            modality[name])
-        if path is None:
-            continue  # without it now as then
-        if name not in blank:
-            return False  # it has a file now
-        try:
-            if Path(path).stat().st_mtime > made.stat().st_mtime:
-                return False  # written since: perhaps no longer blank
-        except OSError:
-            return False
-    return True
+    if src.image4d is None and not any(src.modality_paths.get(modality[n]) for n in names):
+        return True  # without them now as then
+    from braintumor.cases import load_case, without_blank
+
+    try:  # a file there now: lacking only while its voxels are still blank
+        case = without_blank(load_case(src, with_label=False))
+    except Exception:  # noqa: BLE001 - unreadable now: segmenting it again says why
+        return False
+    return {modality[n] for n in names} <= set(case.missing)
 
 
 def _labels_of(path: Path) -> str:
