@@ -133,10 +133,10 @@ def write_seg(labels: np.ndarray, affine: np.ndarray, source: list[Path],
         seg = _segmentation(hd, datasets, pixels, descriptions)
     except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"the series could not carry a DICOM SEG ({exc}).") from None
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out)
-    return out
+    from braintumor.io import write_replacing
+
+    # beside its place, then renamed in (a full disk leaves the earlier SEG, or none)
+    return write_replacing(Path(out_path), lambda tmp: seg.save_as(tmp))
 
 
 def _segmentation(hd: Any, datasets: list[Any], pixels: np.ndarray,

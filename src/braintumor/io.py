@@ -8,6 +8,7 @@ dimensions, NaN/Inf voxels).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gzip
 import io as stdio
 import logging
@@ -667,9 +668,32 @@ def keep_mode(target: Path, partial: Path) -> None:
 
 def put_in_place(partial: Path, target: Path) -> None:
     """Rename ``partial`` (:func:`partial_beside`) onto ``target`` (:func:`write_target`),
-    keeping the permission bits of a file it replaces (:func:`keep_mode`)."""
-    keep_mode(target, partial)
-    os.replace(partial, target)
+    keeping the permission bits of a file it replaces (:func:`keep_mode`). A failure names
+    ``target`` (:func:`naming`), not the hidden temporary."""
+    with naming(target, partial):
+        keep_mode(target, partial)
+        os.replace(partial, target)
+
+
+@contextlib.contextmanager
+def naming(target: Path, partial: Path) -> Iterator[None]:
+    """A file-system error inside the block that names no file, or ``partial`` (the
+    hidden temporary a user never asked for), is raised again naming ``target``: its
+    sentence (:func:`braintumor.errors.describe_failure`) says which file could not be
+    written, ``"out/case_report.html: no space left on device."``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or exc.filename not in (None, str(partial), partial):
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(target)) \
+            from exc
+
+
+#: the files written, not yet put in place, of the :func:`written_together` block this
+#: context is in (``(partial, target)`` in the order written); None outside one
+_TOGETHER: contextvars.ContextVar[list[tuple[Path, Path]] | None] = \
+    contextvars.ContextVar("written_together", default=None)
 
 
 def write_replacing(out: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -677,16 +701,73 @@ def write_replacing(out: str | Path, write: Callable[[Path], Any]) -> Path:
     through a link at ``out``) and put that in place (:func:`put_in_place`: a replaced
     file's permission bits kept): a write cut short (a full disk) leaves no partial or
     empty file under ``out``'s name, which a cache would serve as it is. The temporary
-    file (:func:`partial_beside`) is removed when ``write`` fails. Returns ``out``."""
+    file (:func:`partial_beside`) is removed when ``write`` fails. Inside a
+    :func:`written_together` block the file is put in place when the block ends, with
+    the block's others (a file written twice there, its last version). Returns ``out``."""
     out = Path(out)
     target = write_target(out)
     partial = partial_beside(target)
+    together = _TOGETHER.get()
     try:
-        write(partial)
-        put_in_place(partial, target)
-    finally:
+        with naming(target, partial):
+            write(partial)
+        if together is None:
+            put_in_place(partial, target)
+    except BaseException:
         partial.unlink(missing_ok=True)
+        raise
+    if together is None:
+        partial.unlink(missing_ok=True)
+        return out
+    for earlier in [e for e in together if e[1] == target]:
+        earlier[0].unlink(missing_ok=True)
+        together.remove(earlier)
+    together.append((partial, target))
     return out
+
+
+@contextlib.contextmanager
+def written_together(last: Sequence[str | Path] = ()) -> Iterator[None]:
+    """Every file written through :func:`write_replacing` inside the block goes in
+    together: each is written beside its place, and only when the block ends without an
+    error are they all renamed in (those named in ``last`` after the others: the file a
+    later run goes by, as a case's label map, lands only when the rest are there). A
+    failure anywhere in the block (a full disk at its third file) removes what it wrote
+    and leaves every earlier file as it was. Read a file written in the block through
+    :func:`pending`. A block inside another is part of the outer one."""
+    if _TOGETHER.get() is not None:
+        yield
+        return
+    together: list[tuple[Path, Path]] = []
+    token = _TOGETHER.set(together)
+    try:
+        yield
+    except BaseException:
+        for partial, _ in together:
+            partial.unlink(missing_ok=True)
+        raise
+    finally:
+        _TOGETHER.reset(token)
+    ends = {write_target(p) for p in last}
+    order = [e for e in together if e[1] not in ends] + [e for e in together if e[1] in ends]
+    try:
+        for partial, target in order:
+            put_in_place(partial, target)
+    finally:
+        for partial, _ in together:
+            partial.unlink(missing_ok=True)
+
+
+def pending(path: str | Path) -> Path:
+    """Where the content of ``path`` is now: the file written for it in the
+    :func:`written_together` block this runs in, not yet in place, else ``path``."""
+    together = _TOGETHER.get()
+    if together:
+        target = Path(os.path.realpath(path))
+        for partial, t in reversed(together):
+            if t == target:
+                return partial
+    return Path(path)
 
 
 def save_label_nifti(
@@ -867,13 +948,12 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:
-    """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG."""
+    """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG (:func:`write_replacing`)."""
     from PIL import Image
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(out)
-    return out
+    picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    return write_replacing(out, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def dcm2niix_executable() -> str | None:

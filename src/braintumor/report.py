@@ -308,8 +308,13 @@ def overlay_png(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray
     # room between the rows for the titles, which tight_layout does not leave an image
     # scaled to its axes
     fig.tight_layout(rect=(0, 0.1, 1, 0.95 if title else 1), h_pad=2.0)
-    fig.savefig(out, dpi=90, facecolor="black")
-    plt.close(fig)
+    from braintumor.io import write_replacing
+
+    try:  # beside its place, then renamed in: a cut-short picture never stands
+        write_replacing(out, lambda tmp: fig.savefig(tmp, dpi=90, facecolor="black",
+                                                      format="png"))
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -409,6 +414,8 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     :func:`diameters_png` to embed with them. The page carries :data:`NOTICE`.
     Returns ``{"json": path, "html": path}``.
     """
+    from braintumor.io import write_replacing, written_together
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vols = volumes_ml(labels, voxel_volume_ml)
@@ -424,7 +431,26 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     if picture is not None:
         doc["picture"] = Path(picture).name
     jpath = out / f"{stem}.json"
-    jpath.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    hpath = out / f"{stem}.html"
+    # the page and its JSON go in together, the page last (what --skip-existing looks for),
+    # each written beside its place: a full disk leaves the earlier pair, never a cut one
+    with written_together(last=[hpath]):
+        text = json.dumps(doc, indent=2, default=_json_default) + "\n"
+        write_replacing(jpath, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        page = _report_page(case_id, analysed, vols, outline, info, picture, metrics,
+                            diameters, diameter_picture)
+        write_replacing(hpath, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return {"json": jpath, "html": hpath}
+
+
+def _report_page(case_id: str, analysed: str, vols: Mapping[str, float], outline: str | None,
+                 info: Mapping[str, Any] | None, picture: str | Path | None,
+                 metrics: Mapping[str, Mapping[str, Any]] | None,
+                 diameters: Mapping[str, Any] | None,
+                 diameter_picture: str | Path | None) -> str:
+    """The HTML of :func:`write_report`'s page (pictures read where they are written,
+    :func:`braintumor.io.pending`: a case's files go in together)."""
+    from braintumor.io import pending
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(case_id)}"
              " - braintumor report</title><style>body{font-family:sans-serif;margin:2em;"
@@ -440,8 +466,8 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
         if warning:
             parts.append("<p style='background:#fff3cd;padding:.5em'><strong>Warning:"
                          f"</strong> {html.escape(str(warning))}</p>")
-    if picture is not None and Path(picture).exists():
-        b64 = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
+    if picture is not None and pending(picture).exists():
+        b64 = base64.b64encode(pending(picture).read_bytes()).decode("ascii")
         parts.append(f"<p><img alt='overlay' style='max-width:100%' "
                      f"src='data:image/png;base64,{b64}'><br>{html.escape(VIEW_NOTE)}</p>")
     parts.append("<h2>Volumes (mL)</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in vols)
@@ -451,9 +477,9 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                  "ET enhancing tumour.</p>")
     if diameters is not None:
         uri = None
-        if diameter_picture is not None and Path(diameter_picture).exists():
+        if diameter_picture is not None and pending(diameter_picture).exists():
             uri = "data:image/png;base64," + base64.b64encode(
-                Path(diameter_picture).read_bytes()).decode("ascii")
+                pending(diameter_picture).read_bytes()).decode("ascii")
         parts.append(diameters_html(diameters, uri, outlined=vols["WT"] > 0))
     if metrics:
         cols = ["dice", "sensitivity", "specificity", "hd95"]
@@ -468,9 +494,7 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                          + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>\n")
-    hpath = out / f"{stem}.html"
-    hpath.write_text("\n".join(parts))
-    return {"json": jpath, "html": hpath}
+    return "\n".join(parts)
 
 
 def _json_default(o: Any) -> Any:

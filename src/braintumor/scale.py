@@ -68,7 +68,23 @@ def write_outputs(case: Any, res: Any, out_dir: str | Path, labels: str = "brats
     ``dicom_seg`` and a case converted from a DICOM study, ``<case>_seg.dcm``
     (:mod:`braintumor.dicom_seg`; a case from NIfTI files has no series to attach one to
     and gets none; when none can be written, ``res.info["warning"]`` says why). Returns the
-    label map's path. Shared by the serial ``predict`` loop and the distributed tasks."""
+    label map's path. Shared by the serial ``predict`` loop and the distributed tasks.
+
+    The case's files go in together (:func:`braintumor.io.written_together`), the label
+    map last: each is written beside its place first, so a failure at any of them (a full
+    disk at the report) leaves every file of an earlier run of the case as it was, in
+    step with its ``volumes.csv`` row."""
+    from braintumor.io import written_together
+
+    dst = Path(out_dir) / f"{case.case_id}.nii.gz"
+    with written_together(last=[dst]):
+        _write_case_files(case, res, out_dir, labels, report, method, dicom_seg)
+    return dst
+
+
+def _write_case_files(case: Any, res: Any, out_dir: str | Path, labels: str, report: bool,
+                      method: str, dicom_seg: bool) -> Path:
+    """The files of :func:`write_outputs`, each through :func:`braintumor.io.write_replacing`."""
     from braintumor.cases import write_label_map
     from braintumor.io import save_float_nifti
 

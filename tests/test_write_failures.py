@@ -1,0 +1,104 @@
+"""A write that fails part-way (a full disk, a quota, a read-only or failing disk) leaves
+every earlier output as it was, no cut-short file under an output's name, and one
+sentence that names the file; the exit status says the machine failed (1), not the user."""
+
+from __future__ import annotations
+
+import csv
+import errno
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from braintumor import io as bio
+from braintumor.cli import main
+
+SHAPE = (12, 11, 9)
+AFF = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+def _case(root: Path, cid: str = "c1") -> Path:
+    d = root / cid
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for m in ("t1", "t1ce", "t2", "flair"):
+        nib.save(nib.Nifti1Image(rng.integers(1, 100, SHAPE).astype(np.int16), AFF),
+                 str(d / f"{cid}_{m}.nii.gz"))
+    return d
+
+
+def _disk_full_after(text: str) -> Any:
+    """A writer that puts ``text`` in its file, then fails as a full disk does."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def _parts(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if ".part" in p.name]
+
+
+def test_files_written_together_go_in_only_when_all_were_written(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old a")
+    b.write_text("old b")
+    with pytest.raises(OSError), bio.written_together(last=[a]):
+        bio.write_replacing(a, lambda tmp: tmp.write_text("new a"))
+        assert a.read_text() == "old a"  # not yet in place
+        assert bio.pending(a).read_text() == "new a"  # but readable where it is
+        bio.write_replacing(b, _disk_full_after("new b, cut"))
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    assert _parts(tmp_path) == []
+    with bio.written_together(last=[a]):
+        bio.write_replacing(a, lambda tmp: tmp.write_text("new a"))
+        bio.write_replacing(b, lambda tmp: tmp.write_text("new b"))
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert _parts(tmp_path) == []
+
+
+def test_a_write_that_fails_names_the_file_not_its_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "m.txt"
+    with pytest.raises(OSError) as err:
+        bio.write_replacing(out, _disk_full_after("cut"))
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(out)
+    (tmp_path / "d.txt").mkdir()  # a folder where the file goes: the rename fails
+    with pytest.raises(OSError) as err:
+        bio.write_replacing(tmp_path / "d.txt", lambda tmp: tmp.write_text("x"))
+    assert err.value.filename == str(tmp_path / "d.txt")
+
+
+def _volume_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "volumes.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_rerun_whose_report_fails_keeps_the_earlier_map_and_its_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The label map used to be renamed in before the report was written: a full disk at
+    the report left the new map with the earlier row, which --skip-existing trusted."""
+    from braintumor import report
+
+    d, out = _case(tmp_path / "in"), tmp_path / "out"
+    assert main(["predict", str(d), "-o", str(out), "--method", "watershed"]) == 0
+    before, rows = (out / "c1.nii.gz").read_bytes(), _volume_rows(out)
+
+    def full_disk(out_dir: Any, case_id: str, *args: Any, **kwargs: Any) -> Any:
+        bio.write_replacing(Path(out_dir) / f"{case_id}_report.html",
+                            _disk_full_after("<html>cut short"))
+
+    monkeypatch.setattr(report, "write_report", full_disk)
+    capsys.readouterr()
+    main(["predict", str(d), "-o", str(out), "--method", "watershed", "--report"])
+    err = capsys.readouterr().err
+    assert (out / "c1.nii.gz").read_bytes() == before and _volume_rows(out) == rows
+    assert f"{out / 'c1_report.html'}: no space left on device." in err
+    assert "the earlier result" in err and "Traceback" not in err
+    assert not (out / "c1_report.html").exists() and not (out / "c1_overlay.png").exists()
+    assert _parts(out) == []
