@@ -102,3 +102,40 @@ def test_a_rerun_whose_report_fails_keeps_the_earlier_map_and_its_row(
     assert "the earlier result" in err and "Traceback" not in err
     assert not (out / "c1_report.html").exists() and not (out / "c1_overlay.png").exists()
     assert _parts(out) == []
+
+
+def test_a_report_cut_short_is_not_taken_for_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--report's page was written in place: a full disk left a truncated page, which
+    --skip-existing counted as done. Now the page goes in whole or not at all, and the
+    folder's index likewise keeps its earlier version."""
+    d, out = _case(tmp_path / "in"), tmp_path / "out"
+    assert main(["predict", str(d), "-o", str(out), "--method", "watershed", "--report"]) == 0
+    page = (out / "c1_report.html").read_text()
+    index = (out / "report_index.html").read_text()
+    assert page.rstrip().endswith("</html>")
+    real = Path.write_text
+
+    def cut_short(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if self.name.endswith(".html"):  # half of the page reaches the disk
+            real(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    main(["predict", str(d), "-o", str(out), "--method", "watershed", "--report"])
+    assert (out / "c1_report.html").read_text() == page  # the earlier page, whole
+    from braintumor.scale import write_report_index
+
+    with pytest.raises(OSError):
+        write_report_index(out)
+    assert (out / "report_index.html").read_text() == index
+    assert _parts(out) == []
+    monkeypatch.setattr(Path, "write_text", real)
+    (out / "c1_report.html").unlink()  # a page missing (or cut, as before): done again
+    capsys.readouterr()
+    assert main(["predict", str(d), "-o", str(out), "--method", "watershed", "--report",
+                 "--skip-existing"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    assert (out / "c1_report.html").read_text().rstrip().endswith("</html>")

@@ -430,9 +430,10 @@ def write_report_index(out_dir: str | Path) -> Path | None:
             "<th>TC mL</th><th>ET mL</th><th>RANO diameters, largest lesion (SPD)</th>"
             "<th>warning</th></tr>" + "".join(cells)
             + "</table></body></html>\n")
-    path = out / REPORT_INDEX
-    path.write_text(page)
-    return path
+    from braintumor.io import write_replacing
+
+    # beside its place, then renamed in: a full disk leaves the earlier index, not a cut one
+    return write_replacing(out / REPORT_INDEX, lambda tmp: tmp.write_text(page, "utf-8"))
 
 
 def _report_diameters(path: Path) -> str:
