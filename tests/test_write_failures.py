@@ -139,3 +139,67 @@ def test_a_report_cut_short_is_not_taken_for_done(
                  "--skip-existing"]) == 0
     assert "skipped" not in capsys.readouterr().err
     assert (out / "c1_report.html").read_text().rstrip().endswith("</html>")
+
+
+def _cut_short_on(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """``Path.write_text`` of a file ending in ``suffix`` puts half its text on the disk,
+    then fails as a full disk does."""
+    real = Path.write_text
+
+    def cut_short(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if self.name.endswith(suffix):
+            real(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+
+
+def _seg(root: Path, cid: str, n: int) -> Path:
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[2:2 + n, 3:8, 2:6] = 2
+    seg[4:6, 4:6, 3:5] = 4
+    (root / cid).mkdir(parents=True, exist_ok=True)
+    path = root / cid / f"{cid}_seg.nii.gz"
+    nib.save(nib.Nifti1Image(seg, AFF), str(path))
+    return path
+
+
+def test_evaluate_on_a_full_disk_keeps_the_earlier_csv_and_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The CSV and JSON were written in place: a full disk left a cut JSON beside an
+    empty or new CSV, the earlier run's both lost."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _seg(ref, "c1", 6)
+    pred.mkdir()
+    _seg(tmp_path / "p", "c1", 4).rename(pred / "c1.nii.gz")
+    out = tmp_path / "m.csv"
+    args = ["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out), "--quiet"]
+    assert main(args) == 0
+    before = out.read_text(), out.with_suffix(".json").read_text()
+    _seg(tmp_path / "p", "c1", 8).rename(pred / "c1.nii.gz")  # other numbers this time
+    _cut_short_on(monkeypatch, ".json")  # the CSV is written, the JSON is cut
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert (out.read_text(), out.with_suffix(".json").read_text()) == before
+    assert _parts(tmp_path) == [] and "Traceback" not in err
+    assert rc == 1 and f"{out.with_suffix('.json')}: no space left on device." in err
+
+
+def test_compare_on_a_full_disk_keeps_the_earlier_pair(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """fu.json was cut short while fu.html stayed the earlier run's."""
+    a, b = _seg(tmp_path, "a", 4), _seg(tmp_path, "b", 6)
+    out = tmp_path / "fu"
+    assert main(["compare", str(a), str(b), "-o", str(out)]) == 0
+    before = (tmp_path / "fu.json").read_text(), (tmp_path / "fu.html").read_text()
+    _cut_short_on(monkeypatch, ".html")  # the JSON is written, the page is cut
+    capsys.readouterr()
+    rc = main(["compare", str(b), str(a), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert ((tmp_path / "fu.json").read_text(), (tmp_path / "fu.html").read_text()) == before
+    assert _parts(tmp_path) == [] and "Traceback" not in err
+    assert rc == 1 and f"{tmp_path / 'fu.html'}: no space left on device." in err

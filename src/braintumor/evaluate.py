@@ -709,16 +709,22 @@ def table_rows(ev: Evaluation) -> list[dict[str, Any]]:
 
 def write_csv(ev: Evaluation, path: str | Path) -> Path:
     """Long-form CSV: ``case,region,dice,sensitivity,specificity,hd95,lesion_...``."""
+    from braintumor.io import write_replacing
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = table_rows(ev)
     cols = [c for c in CSV_COLUMNS if any(c in r for r in rows)]
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: _fmt(r.get(c, math.nan)) for c in cols})
-    return out
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({c: _fmt(r.get(c, math.nan)) for c in cols})
+
+    # beside its place, then renamed in: a full disk leaves the earlier table, not a cut one
+    return write_replacing(out, write)
 
 
 def _json_safe(v: Any) -> Any:
@@ -735,6 +741,8 @@ def _json_safe(v: Any) -> Any:
 
 def write_json(ev: Evaluation, path: str | Path) -> Path:
     """The same numbers as the CSV, nested per case, with the settings used."""
+    from braintumor.io import write_replacing
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     cases: dict[str, Any] = {}
@@ -745,5 +753,5 @@ def write_json(ev: Evaluation, path: str | Path) -> Path:
     doc = {"settings": ev.settings, "cases": cases, "summary": ev.summary,
            "missing": ev.missing, "unmatched_predictions": ev.unmatched,
            "unreadable_predictions": ev.unreadable, **ev.extra}
-    out.write_text(json.dumps(_json_safe(doc), indent=2))
-    return out
+    text = json.dumps(_json_safe(doc), indent=2)
+    return write_replacing(out, lambda tmp: tmp.write_text(text))  # as write_csv

@@ -545,9 +545,11 @@ def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
     (:func:`output_paths`)."""
     paths = output_paths(out)
     jpath, hpath = paths["json"], paths["html"]
+    from braintumor.io import write_replacing, written_together
+
     jpath.parent.mkdir(parents=True, exist_ok=True)
-    jpath.write_text(json.dumps(doc, indent=2) + "\n")
-    hpath.write_text(
+    text = json.dumps(doc, indent=2) + "\n"
+    page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>braintumor: follow-up"
         "</title><style>body{font-family:sans-serif;margin:2em;max-width:60em}"
         "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.25em .6em}"
@@ -557,6 +559,11 @@ def _write(doc: dict[str, Any], body: str, out: str | Path) -> dict[str, Path]:
                   for w in doc.get("warnings", []))
         + f"{body}<p>{html.escape(CAVEAT)}</p>"
         "</body></html>\n")
+    # each beside its place, the pair renamed in once both are written: a full disk
+    # leaves the earlier pair, never a cut JSON beside the earlier page
+    with written_together(last=[hpath]):
+        write_replacing(jpath, lambda tmp: tmp.write_text(text))
+        write_replacing(hpath, lambda tmp: tmp.write_text(page))
     return paths
 
 

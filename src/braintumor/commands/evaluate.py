@@ -108,13 +108,18 @@ def _run(args: argparse.Namespace) -> int:
             ev.extra["paired"] = {"against": str(args.against),
                                   "rows": [p.as_row() for p in paired],
                                   "no_prediction_in_either": left_out}
-    csv_path = E.write_csv(ev, args.output)
-    json_path = E.write_json(ev, csv_path.with_suffix(".json"))
-    written = [str(csv_path), str(json_path)]
-    if ev.extra.get("per_patient", {}).get("patients"):
-        written.append(str(write_patients(ev.extra["per_patient"], csv_path)))
-    if paired is not None:
-        written.append(str(write_paired(paired, csv_path)))
+    from braintumor.io import written_together
+
+    # the CSV, its JSON and the tables beside them go in together, once all are written:
+    # a full disk at any of them leaves the earlier run's files as they were
+    with written_together(last=[args.output]):
+        csv_path = E.write_csv(ev, args.output)
+        json_path = E.write_json(ev, csv_path.with_suffix(".json"))
+        written = [str(csv_path), str(json_path)]
+        if ev.extra.get("per_patient", {}).get("patients"):
+            written.append(str(write_patients(ev.extra["per_patient"], csv_path)))
+        if paired is not None:
+            written.append(str(write_paired(paired, csv_path)))
     if not args.quiet:
         print_summary(console, ev)
         if paired is not None:
@@ -131,14 +136,17 @@ def write_paired(rows: list[Any], csv_path: Path) -> Path:
     """``<stem>_paired.csv``: one row per region and metric of the comparison."""
     import csv
 
-    out = csv_path.with_name(csv_path.stem + "_paired.csv")
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0].as_row()))
-        w.writeheader()
-        for p in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                        for k, v in p.as_row().items()})
-    return out
+    from braintumor.io import write_replacing
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0].as_row()))
+            w.writeheader()
+            for p in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                            for k, v in p.as_row().items()})
+
+    return write_replacing(csv_path.with_name(csv_path.stem + "_paired.csv"), write)
 
 
 def print_paired(console: Any, rows: list[Any], name_a: str, name_b: str,
@@ -181,12 +189,16 @@ def write_patients(per_patient: dict[str, Any], csv_path: Path) -> Path:
     from braintumor.slices2d import rows_2d
 
     rows = rows_2d(per_patient)
-    out = csv_path.with_name(csv_path.stem + "_patients.csv")
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore", restval="")
-        w.writeheader()
-        w.writerows(rows)
-    return out
+    from braintumor.io import write_replacing
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore",
+                               restval="")
+            w.writeheader()
+            w.writerows(rows)
+
+    return write_replacing(csv_path.with_name(csv_path.stem + "_patients.csv"), write)
 
 
 def _cell(v: Any, digits: int = 3) -> str:
