@@ -455,6 +455,8 @@ def write_case(case: Case, folder: str | Path, naming: str = "brats2021",
         seg = "-seg"
     else:
         raise InputError(f"Unknown naming {naming!r}; use brats2021 or brats2023.")
+    from braintumor.io import save_whole
+
     out = Path(folder) / case.case_id
     out.mkdir(parents=True, exist_ok=True)
     for m, name in enumerate(MODALITIES):
@@ -463,7 +465,8 @@ def write_case(case: Case, folder: str | Path, naming: str = "brats2021",
         data = np.clip(np.round(case.image[m]), -32768, 32767).astype(np.int16)
         img = nib.Nifti1Image(data, case.affine, header=hdr)
         img.header.set_slope_inter(1.0, 0.0)
-        nib.save(img, str(out / f"{case.case_id}{suffixes[name]}.nii.gz"))
+        # beside its place, then renamed in: a full disk leaves no cut-short scan
+        save_whole(img, out / f"{case.case_id}{suffixes[name]}.nii.gz")
     if with_label and case.label is not None:
         from braintumor.io import save_label_nifti
 
