@@ -353,7 +353,7 @@ def test_predict_batch_goes_on_past_clashes_and_file_errors(
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 2 and "Traceback" not in err, err
     assert "also case 'scan'" in errors[0] and str(a) in errors[0]
-    assert errors[1].startswith("error: blocked: ") and "is a directory" in errors[1].lower()
+    assert errors[1].startswith("error: blocked: ") and "blocked.nii.gz is a folder" in errors[1]
     assert (out / "scan.nii.gz").exists() and (out / "fine.nii.gz").exists()
     rows = (out / "volumes.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["scan", "fine"]

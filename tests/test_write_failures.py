@@ -95,9 +95,10 @@ def test_a_rerun_whose_report_fails_keeps_the_earlier_map_and_its_row(
 
     monkeypatch.setattr(report, "write_report", full_disk)
     capsys.readouterr()
-    main(["predict", str(d), "-o", str(out), "--method", "watershed", "--report"])
+    rc = main(["predict", str(d), "-o", str(out), "--method", "watershed", "--report"])
     err = capsys.readouterr().err
     assert (out / "c1.nii.gz").read_bytes() == before and _volume_rows(out) == rows
+    assert rc == 1  # the disk failed, not the user
     assert f"{out / 'c1_report.html'}: no space left on device." in err
     assert "the earlier result" in err and "Traceback" not in err
     assert not (out / "c1_report.html").exists() and not (out / "c1_overlay.png").exists()
@@ -203,3 +204,96 @@ def test_compare_on_a_full_disk_keeps_the_earlier_pair(
     assert ((tmp_path / "fu.json").read_text(), (tmp_path / "fu.html").read_text()) == before
     assert _parts(tmp_path) == [] and "Traceback" not in err
     assert rc == 1 and f"{tmp_path / 'fu.html'}: no space left on device." in err
+
+
+def test_a_folder_where_the_label_map_goes_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """It was found only after segmenting, named the hidden temporary and said the
+    earlier result was kept, though it was a folder."""
+    from braintumor import segment
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("segmented")
+
+    monkeypatch.setattr(segment, "segment", never)
+    d, out = _case(tmp_path / "in"), tmp_path / "out"
+    (out / "c1.nii.gz").mkdir(parents=True)
+    rc = main(["predict", str(d), "-o", str(out), "--method", "watershed"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 1 and len(lines) == 1, err  # a file that cannot be written
+    assert f"{out / 'c1.nii.gz'} is a folder" in lines[0]
+    assert ".part" not in err and "earlier result" not in err
+
+
+def test_the_sample_case_of_the_demo_is_never_left_cut_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """phantom.write_case saved each scan in place: a full disk left an empty or cut
+    ``_t1.nii.gz``, which a rerun read as the sample."""
+    from braintumor import phantom
+
+    case = phantom.make_case(shape=(24, 24, 20), case_id="s1")
+    real = nib.save
+
+    def cut_short(img: Any, name: str) -> None:
+        if "_t1ce" in name:
+            Path(name).write_bytes(b"\x1f\x8b cut")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(img, name)
+
+    monkeypatch.setattr(phantom.nib, "save", cut_short)
+    monkeypatch.setattr(bio.nib, "save", cut_short)
+    with pytest.raises(OSError) as err:
+        phantom.write_case(case, tmp_path)
+    assert err.value.filename == str(tmp_path / "s1" / "s1_t1ce.nii.gz")
+    assert not (tmp_path / "s1" / "s1_t1ce.nii.gz").exists()
+    assert _parts(tmp_path) == []
+
+
+def test_a_full_disk_names_the_output_in_every_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """evaluate, compare, demo and export-onnx said only "no space left on device." when
+    the error named no file; memory that runs out is the machine's failure too (1)."""
+    from braintumor.commands import compare
+
+    a = _seg(tmp_path, "a", 4)
+
+    def full(args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(compare, "run", full)
+    rc = main(["compare", str(a), str(a), "-o", str(tmp_path / "fu")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.strip() == f"error: {tmp_path / 'fu'}: no space left on device."
+
+    def no_memory(args: Any) -> int:
+        raise MemoryError
+
+    monkeypatch.setattr(compare, "run", no_memory)
+    rc = main(["compare", str(a), str(a), "-o", str(tmp_path / "fu")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ran out of memory") and "Traceback" not in err
+
+
+def test_a_case_that_fails_for_want_of_disk_exits_1_not_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """One case given alone that failed for a full disk or no memory exited 2, the
+    status of a user's mistake."""
+    from braintumor import segment
+
+    d = _case(tmp_path / "in")
+    for fault in (OSError(errno.ENOSPC, "No space left on device"), MemoryError()):
+        def fail(*args: Any, fault: BaseException = fault, **kwargs: Any) -> Any:
+            raise fault
+
+        monkeypatch.setattr(segment, "segment", fail)
+        out = tmp_path / f"out{type(fault).__name__}"
+        assert main(["predict", str(d), "-o", str(out), "--method", "watershed"]) == 1
+        assert "Traceback" not in capsys.readouterr().err
+    # a mistake in the input alone is still 2
+    (d / "c1_flair.nii.gz").unlink()
+    (d / "c1_t1ce.nii.gz").unlink()
+    assert main(["predict", str(d), "-o", str(tmp_path / "o2"), "--method", "watershed"]) == 2

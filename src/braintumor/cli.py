@@ -13,7 +13,9 @@ with status 1; no traceback. SIGINT / SIGTERM, where a command stops on them
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, RunFailed) else 2
     except OSError as exc:  # a file or folder that cannot be read or written, a full disk
+        print(f"error: {describe_failure(_named_output(exc, args))}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # the machine's failure, as a full disk is: status 1
         print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -77,6 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"interrupted ({exc.name})", file=sys.stderr)
         return exc.exit_status
+
+
+#: errors only a write meets: a full disk or quota, a file past its size limit, a
+#: read-only file system
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def _named_output(exc: OSError, args: argparse.Namespace) -> OSError:
+    """A write's error that names no file (a full disk met inside a library's writer),
+    named by the command's ``-o`` (its file or folder), so that its sentence says where
+    the space ran out; any other error as it is."""
+    output = getattr(args, "output", None)
+    if exc.filename is not None or exc.errno not in _WRITE_ERRNOS or output is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(output))
 
 
 if __name__ == "__main__":  # pragma: no cover

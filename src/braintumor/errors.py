@@ -6,6 +6,7 @@ fault. The CLI prints it and exits non-zero; the web app answers it with a 4xx.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -30,6 +31,23 @@ class RunFailed(BrainTumorError):
     than the user's input; the message says which and why."""
 
 
+#: file-system errors that say the machine, not the user, failed: no space or quota left,
+#: a file grown past its limit, a read-only or failing disk, no memory, no permission
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO,
+                             errno.ENOMEM, errno.EACCES, errno.EPERM})
+
+
+def environment_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the machine's failure, not a mistake in the user's input: no
+    memory (MemoryError), or a file that could not be written for want of space, quota or
+    permission, or on a read-only or failing disk (:data:`_MACHINE_ERRNOS`). The command
+    line answers it with exit status 1, never the user mistake's 2."""
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, BrainTumorError) \
+        and exc.errno in _MACHINE_ERRNOS
+
+
 def describe_failure(exc: BaseException) -> str:
     """One sentence for a failure: the message of an error raised on purpose, the file
     and reason of a file-system error (a folder that cannot be written, a disk that is
@@ -39,6 +57,8 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}."
+    if isinstance(exc, MemoryError):
+        return "ran out of memory (MemoryError); free memory or segment on a larger machine."
     return f"failed unexpectedly ({type(exc).__name__}: {exc})."
 
 

@@ -914,7 +914,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
     (:func:`check_export_target`)."""
     import torch
 
-    from braintumor.io import partial_beside, put_in_place, write_target
+    from braintumor.io import naming, partial_beside, put_in_place, write_target
 
     check_export_target(checkpoint, out_path)
     net, _ = load_checkpoint_net(checkpoint, "cpu")
@@ -923,7 +923,8 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = 17,
     partial = partial_beside(target)
     try:
         x = torch.zeros(1, 4, 64, 64, 64)
-        onnx_export(net, x, partial, {0: "batch", 2: "x", 3: "y", 4: "z"}, opset)
+        with naming(target, partial):  # a full disk names the file, not its temporary
+            onnx_export(net, x, partial, {0: "batch", 2: "x", 3: "y", 4: "z"}, opset)
         diff = None if tolerance is None else onnx_agreement(checkpoint, partial)
         if diff is not None and tolerance is not None and diff > tolerance:
             return OnnxExport(out, diff, written=False)

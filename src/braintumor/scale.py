@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from braintumor.cases import CaseSource
-from braintumor.errors import InputError, join_warnings
+from braintumor.errors import InputError, describe_failure, environment_failure, join_warnings
 from braintumor.interrupts import Interrupted, held
 
 
@@ -54,6 +54,9 @@ class CaseOutcome:
     row: dict[str, Any] | None = None  # its volumes.csv row
     #: the run was stopped (Ctrl-C, SIGTERM) before this case was written: not a failure
     stopped: bool = False
+    #: failed for want of disk, memory or permission, no fault of the input's
+    #: (:func:`braintumor.errors.environment_failure`)
+    environment: bool = False
 
     @property
     def ok(self) -> bool:
@@ -491,6 +494,9 @@ def run_case(src: CaseSource, out_dir: str, method: str = "cnn", labels: str = "
             f" on the worker {who} (every worker must see the input and output folders "
             "under the same paths)." if _on_worker() else ".")
     except Exception as exc:  # noqa: BLE001 - reported per case, the run goes on
+        if environment_failure(exc):
+            return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who,
+                               describe_failure(exc), environment=True)
         err = f"{type(exc).__name__}: {exc}".rstrip(": ")
     return CaseOutcome(src.case_id, None, time.perf_counter() - t0, who, err)
 

@@ -161,11 +161,19 @@ def _error(text: object) -> None:
     _FAILED.append(str(text))
 
 
+#: the cases of a run whose outputs could not be written: for want of disk, memory or
+#: permission (:func:`braintumor.errors.environment_failure`), or a folder in the label
+#: map's place; the run exits 1 even when none gave an output, as for any file that
+#: cannot be written, not the 2 of a mistake in the input
+_MACHINE_FAILED: list[str] = []
+
+
 def run(args: argparse.Namespace) -> int:
     """``predict``: a zip among the inputs (a zipped DICOM study, case folder or dataset)
     is unpacked next to the outputs for the run (a case named after the zip where its
     files name none) and removed afterwards."""
     _FAILED.clear()
+    _MACHINE_FAILED.clear()
 
     if args.scheduler:  # a bad value or an unreachable scheduler before the output folder
         from braintumor.scale import check_scheduler
@@ -370,7 +378,7 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from braintumor.cases import load_case
-    from braintumor.errors import describe_failure
+    from braintumor.errors import describe_failure, environment_failure
     from braintumor.interrupts import Interrupted, held
     from braintumor.scale import volume_row, write_outputs
     from braintumor.segment import segment
@@ -421,6 +429,8 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
             except Exception as exc:  # noqa: BLE001 - one case failing leaves the others
                 prog.update(task, stage="failed")
                 _case_failed(src.case_id, describe_failure(exc), out_dir)
+                if environment_failure(exc):
+                    _MACHINE_FAILED.append(src.case_id)
                 failures += 1
     return failures
 
@@ -473,7 +483,7 @@ def _case_failed(case_id: str, message: str, out_dir: Path) -> None:
     """A case's failure in one sentence, saying so when an earlier run's label map of
     that case is in the output folder (it is kept, with its row)."""
     text = _named(case_id, message)
-    if (out_dir / f"{case_id}.nii.gz").exists():
+    if (out_dir / f"{case_id}.nii.gz").is_file():
         text = f"{text.rstrip()} (the earlier result in {out_dir} is kept)"
     _error(text)
 
@@ -679,9 +689,10 @@ def _distinct_case_ids(planned: list[tuple[Path, str, Any]]) -> tuple[list[Any],
 
 def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]:
     """The cases whose label map may be written: not over one of the inputs (``-o`` the
-    input's own folder, a 4D file named like its case); each refused case is said in one
-    sentence. (Two inputs of one case name were refused before, by
-    :func:`_distinct_case_ids`.)"""
+    input's own folder, a 4D file named like its case), nor where a folder stands in its
+    place (refused before the case is segmented, as a file that cannot be written: exit
+    status 1); each refused case is said in one sentence. (Two inputs of one case name
+    were refused before, by :func:`_distinct_case_ids`.)"""
     inputs = set()
     for s in sources:
         files = [*s.modality_paths.values(), s.image4d, s.label_path]
@@ -692,6 +703,11 @@ def _without_clashes(sources: list[Any], out_dir: Path) -> tuple[list[Any], int]
         if target in inputs:
             _error(f"{s.case_id}: its label map would overwrite the input {target}; "
                    "write the outputs to another folder.")
+        elif target.is_dir():
+            _error(f"{s.case_id}: {out_dir / target.name} is a folder, where the case's "
+                   "label map is to be written; move or rename it, or write the outputs to "
+                   "another folder.")
+            _MACHINE_FAILED.append(s.case_id)
         else:
             keep.append(s)
     return keep, len(sources) - len(keep)
@@ -831,6 +847,8 @@ def _run_distributed(args: argparse.Namespace, sources: list[Any], out_dir: Path
             written.extend(_report_files(args, out_dir, o.case_id))
         else:
             failures += 1
+            if o.environment:
+                _MACHINE_FAILED.append(o.case_id)
     table, failed = _table([o.row for o in outcomes if o.ok and o.row], out_dir)
     rc = _finish(written + table + _index(args, out_dir), failures, failed)
     # every worker died (no memory, say): cases failed, no mistake of the user's
@@ -858,5 +876,6 @@ def _finish(written: list[Path], failures: int, table_failed: int = 0) -> int:
               + (" Failed:" if recap else ""), file=sys.stderr)
         for text in recap:
             print(f"  - {text}", file=sys.stderr)
-        return 2 if not written else 1
+        # none written: a user mistake (2), unless the machine failed a case (1)
+        return 2 if not written and not _MACHINE_FAILED else 1
     return 0
