@@ -1087,17 +1087,109 @@ def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
               client.post(url + "/undo", params={"version": 0})):
         assert r.status_code == 409, r.text
         body = r.json()
-        assert set(body) == {"detail", "label_version", "job"}
+        assert set(body) == {"detail", "label_version", "label_revision", "job"}
         assert body["detail"].startswith("The outline changed since this page showed it")
-        assert body["label_version"] == 1
+        assert body["label_version"] == 1 and body["label_revision"] == 1
         assert body["job"] == client.get(job["urls"]["self"]).json()
     stale = client.get("/openapi.json").json()["components"]["schemas"]["StaleOut"]
-    assert set(stale["properties"]) == {"detail", "label_version", "job"}  # when present
+    assert set(stale["properties"]) == {"detail", "label_version", "label_revision",
+                                        "job"}  # when present
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/jobs/{job_id}/corrections", "/api/jobs/{job_id}/corrections/undo"):
         answer = paths[path]["post"]["responses"]["409"]
         assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/StaleOut")
         assert "`label_version`" in answer["description"]
+
+
+def test_an_outline_undone_and_made_anew_is_another_revision(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """``label_version`` is the depth of the corrections: correct (1), undo (0) and
+    correct again (1) names two outlines by one version. ``label_revision`` counts every
+    change and is never lowered, so a page still showing the first 1 (its revision) is
+    refused, correcting or undoing, where its version alone would pass; a client that
+    sends only ``version`` is checked by it, as before. The viewer's address of the
+    outline differs too, so no viewer takes the second for the first it holds."""
+    pytest.importorskip("braintumor.correction")
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    job = wait_done(client.get, r.json()["id"])
+    assert job["label_version"] == 0 and job["label_revision"] == 0
+    url = job["urls"]["corrections"]
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
+    first = client.post(url, json={"seeds": outside, "version": 0, "revision": 0}).json()
+    assert (first["label_version"], first["label_revision"]) == (1, 1)
+    # one that changes nothing is no change of the outline: no revision either
+    again = client.post(url, json={"seeds": outside, "version": 1, "revision": 1}).json()
+    assert again["changed"] is False and again["label_revision"] == 1
+    undone = client.post(url + "/undo", json={"version": 1, "revision": 1}).json()
+    assert (undone["label_version"], undone["label_revision"]) == (0, 2)
+    second = client.post(url, json={"seeds": [dict(outside[0], label=3)], "version": 0,
+                                    "revision": 2}).json()
+    assert (second["label_version"], second["label_revision"]) == (1, 3)
+    assert second["urls"]["overlay"] != first["urls"]["overlay"]
+    files = _outline_files(client, job["id"])
+    # the page that still shows the first version 1 (revision 1)
+    for r in (client.post(url, json={"seeds": outside, "version": 1, "revision": 1}),
+              client.post(url, json={"seeds": outside, "revision": 1}),
+              client.post(url + "/undo", json={"version": 1, "revision": 1})):
+        assert r.status_code == 409, r.text
+        assert _detail(r).startswith("The outline changed since this page showed it "
+                                     "(revision 1, now 3: ")
+        assert r.json()["label_revision"] == 3 and r.json()["label_version"] == 1
+        assert r.json()["job"]["label_revision"] == 3
+        assert _outline_files(client, job["id"]) == files
+    now = client.get(job["urls"]["self"]).json()
+    assert (now["label_version"], now["label_revision"]) == (1, 3)
+    # an older client, sending only the version: checked by it, as before
+    r = client.post(url + "/undo", json={"version": 1})
+    assert r.status_code == 200 and r.json()["label_revision"] == 4, r.text
+    r = client.post(url, json={"seeds": outside, "version": 1})
+    assert r.status_code == 409 and r.json()["label_revision"] == 4
+    # the right revision passes
+    r = client.post(url, json={"seeds": outside, "version": 0, "revision": 4})
+    assert r.status_code == 200 and r.json()["label_revision"] == 5, r.text
+    fields = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("CorrectionRequest", "UndoRequest"):
+        assert "revision" in fields[name]["properties"]
+    assert "label_revision" in fields["JobOut"]["properties"]
+
+
+def test_a_job_s_revision_survives_a_restart_and_older_stores_gain_one(
+        methods: None, tmp_path: Path, case_files: dict[str, Path]) -> None:
+    """The revision is kept with the job, so a restarted server counts on from it; a
+    store written before jobs had one gains it, each job's its version."""
+    import sqlite3
+
+    pytest.importorskip("braintumor.correction")
+    data = tmp_path / "data"
+    app = create_app(data, token="", warm=False, workers=1)
+    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
+    with TestClient(app) as c:
+        job = wait_done(c.get, c.post("/api/jobs", files=_four(case_files),
+                                      data={"method": "threshold"}).json()["id"])
+        url = job["urls"]["corrections"]
+        assert c.post(url, json={"seeds": outside}).json()["label_revision"] == 1
+        assert c.post(url + "/undo").json()["label_revision"] == 2
+    app.state.store.close()
+    with TestClient(create_app(data, token="", warm=False)) as c:
+        now = c.get(job["urls"]["self"]).json()
+        assert (now["label_version"], now["label_revision"]) == (0, 2)
+        r = c.post(url, json={"seeds": outside, "revision": 0})
+        assert r.status_code == 409
+        assert c.post(url, json={"seeds": outside, "revision": 2}).json()[
+            "label_revision"] == 3
+        c.app.state.store.close()  # type: ignore[attr-defined]
+    # a store from before: no label_revision column
+    db = sqlite3.connect(str(data / "jobs.sqlite3"))
+    db.execute("ALTER TABLE jobs DROP COLUMN label_revision")
+    db.commit()
+    db.close()
+    with TestClient(create_app(data, token="", warm=False)) as c:
+        now = c.get(job["urls"]["self"]).json()
+        assert (now["label_version"], now["label_revision"]) == (1, 1)
+        r = c.post(url + "/undo", json={"version": 1, "revision": 1})
+        assert r.status_code == 200 and r.json()["label_revision"] == 2, r.text
 
 
 def test_the_declared_409_of_a_correction_fits_both_refusals(
@@ -1110,7 +1202,7 @@ def test_the_declared_409_of_a_correction_fits_both_refusals(
     spec = client.app.openapi()  # type: ignore[attr-defined]
     stale = spec["components"]["schemas"]["StaleOut"]
     assert stale["required"] == ["detail"]
-    for name in ("label_version", "job"):
+    for name in ("label_version", "label_revision", "job"):
         assert "absent when the job is not done" in stale["properties"][name]["description"]
     running = client.post("/api/jobs", files=_four(case_files), data={"method": "slow"}).json()
     url = f"/api/jobs/{running['id']}/corrections"

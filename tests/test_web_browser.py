@@ -609,7 +609,6 @@ def test_a_second_tab_on_the_job_follows_what_the_first_did(
     _wait_overlay(page)
     url = page.url
     job_id = url.rsplit("/", 1)[1]
-    outline = _job(server, job_id)["urls"]["overlay"]
     lesion = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0]
     seed = {"seeds": [{"mm": lesion["centre_mm"], "label": 0}]}
 
@@ -632,7 +631,10 @@ def test_a_second_tab_on_the_job_follows_what_the_first_did(
         "reader corrected or undid it), so nothing was undone")
     expect(other.locator("#m-corr")).to_have_text("0")
     expect(other.locator("#undo-btn")).to_be_disabled()
-    _until(other, f"state.loadedOverlay && state.loadedOverlay.endsWith('{outline[-25:]}')")
+    # the outline as it is now: version 0 again, by its own address (its revision)
+    outline = _job(server, job_id)["urls"]["overlay"]
+    assert outline.endswith("/overlay/v0/labels.nii.gz?r=2"), outline
+    _until(other, f"state.loadedOverlay && state.loadedOverlay.endsWith('{outline[-30:]}')")
     other.close()
 
 

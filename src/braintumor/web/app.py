@@ -117,6 +117,10 @@ class JobOut(BaseModel):
     expires: float
     queue_position: int | None
     label_version: int
+    label_revision: int = Field(description="counts every change of the outline (each "
+                                            "correction and undo) and is never lowered, so "
+                                            "it names one outline where `label_version` "
+                                            "(lowered by an undo) may name two in turn")
     inputs: dict[str, Any]
     result: dict[str, Any]
     urls: dict[str, Any]
@@ -150,11 +154,17 @@ _VERSION_DOC = ("the label map version (the job's `label_version`) this is made 
                 "reader corrected or undid it), the request is refused with 409 and "
                 "changes nothing; leave it out to act on whatever version is current")
 
+#: what ``revision`` of a correction or undo says, in the API's schema
+_REVISION_DOC = ("the job's `label_revision` this is made against, as the page shows it: "
+                 "when the job's is another by then (another page or reader corrected or "
+                 "undid it, even back to the same `label_version`), the request is refused "
+                 "with 409 and changes nothing; send it with `version` or in its place")
+
 #: what a 409 of a correction or undo means, in the API's description
 _STALE_DOC = ("nothing was changed, for one of two reasons, `detail` saying which in one "
-              "sentence. The outline is no longer the `version` named (another page or "
-              "reader corrected or undid it since): `detail` names both versions, "
-              "`label_version` is the job's version now and `job` the job as "
+              "sentence. The outline is no longer the `revision` or `version` named (another "
+              "page or reader corrected or undid it since): `detail` names both, "
+              "`label_version` and `label_revision` are the job's now and `job` the job as "
               "`GET /api/jobs/{id}` answers it, so a client redraws without asking again. "
               "Or the job is not done (running, say): only `detail`")
 
@@ -162,6 +172,7 @@ _STALE_DOC = ("nothing was changed, for one of two reasons, `detail` saying whic
 class CorrectionRequest(BaseModel):
     seeds: list[Seed]
     version: int | None = Field(None, description=_VERSION_DOC)
+    revision: int | None = Field(None, description=_REVISION_DOC)
     request: str | None = Field(None, max_length=64,
                                 description="a name the client gives this correction; once "
                                             "it is applied the job's "
@@ -173,6 +184,7 @@ class CorrectionRequest(BaseModel):
 
 class UndoRequest(BaseModel):
     version: int | None = Field(None, description=_VERSION_DOC)
+    revision: int | None = Field(None, description=_REVISION_DOC)
 
 
 class CorrectionOut(JobOut):
@@ -196,6 +208,10 @@ class StaleOut(BaseModel):
                                                         "present when the outline changed "
                                                         "since `version`, absent when the "
                                                         "job is not done")
+    label_revision: int | None = Field(None, description="the job's label revision now; "
+                                                          "present when the outline changed "
+                                                          "since `revision` or `version`, "
+                                                          "absent when the job is not done")
     job: JobOut | None = Field(None, description="the job as it is now; present when the "
                                                  "outline changed since `version`, absent "
                                                  "when the job is not done")
@@ -683,7 +699,10 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             urls["images"] = {m: f"{base}/images/{m}{_suffix(p)}" for m, p in mods.items()}
         res = job.result
         if res.get("kind") == "3d":  # from the moment the outline exists (measuring)
-            urls["overlay"] = f"{base}/overlay/v{job.label_version}/labels.nii.gz"
+            # the revision in the address: an outline of a version number undone and made
+            # anew is another file, not one the viewer holds already
+            urls["overlay"] = (f"{base}/overlay/v{job.label_version}/labels.nii.gz"
+                               f"?r={job.label_revision}")
         if job.status == "done" and res.get("kind") == "3d":
             if res.get("has_uncertainty"):
                 urls["uncertainty"] = f"{base}/overlay/uncertainty.nii.gz"
@@ -691,7 +710,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             urls["report_html"] = f"{base}/report.html"
             urls["report_pdf"] = f"{base}/report.pdf"
             urls["corrections"] = f"{base}/corrections"
-            urls["diameters"] = f"{base}/overlay/v{job.label_version}/diameters.nii.gz"
+            urls["diameters"] = (f"{base}/overlay/v{job.label_version}/diameters.nii.gz"
+                                 f"?r={job.label_revision}")
         if job.status == "done" and res.get("kind") == "2d":
             urls["image2d"] = {k: f"{base}/image2d/{k}.png"
                                for k in ("input", "mask", "overlay", "reference")}
@@ -721,7 +741,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             progress=job.progress, message=job.message, created=job.created,
             finished=job.finished, expires=job.expires,
             queue_position=store.queue_position(job) if job.status == "queued" else None,
-            label_version=job.label_version, inputs=inputs, result=result, urls=urls,
+            label_version=job.label_version, label_revision=job.label_revision,
+            inputs=inputs, result=result, urls=urls,
         ).model_dump()
 
     # -- page and docs ------------------------------------------------------------------
@@ -1264,26 +1285,28 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         now = JobOut.model_validate(job_out(get_job(job_id)))
         return JSONResponse(jsonable_encoder(StaleOut(detail=str(exc),
                                                       label_version=now.label_version,
+                                                      label_revision=now.label_revision,
                                                       job=now)), status_code=409)
 
     @app.post("/api/jobs/{job_id}/corrections", response_model=CorrectionOut,
               summary="Correct the outline with inside/outside seeds (409 if it changed "
-                      "since `version`)",
+                      "since `revision` or `version`)",
               responses={409: {"model": StaleOut, "description": _STALE_DOC}})
     def correct(job_id: str, req: CorrectionRequest) -> dict[str, Any] | Response:
         """Seeds: voxel ``x, y, z`` or world ``mm``, with ``label`` 1-3 (inside that
         region) or 0 (outside the tumour). Answers the job with the new label version,
         ``changed`` and ``note``; a correction that changes no voxel answers the job as
-        it was (``changed`` false, ``note`` saying why). With ``version`` (the
-        ``label_version`` the seeds were placed on) it is refused with 409, in one
-        sentence and changing nothing, when the outline is another version by then:
+        it was (``changed`` false, ``note`` saying why). With ``revision`` (the
+        ``label_revision`` the seeds were placed on) or ``version`` (its
+        ``label_version``, what clients from before the revision send) it is refused with
+        409, in one sentence and changing nothing, when the outline is another by then:
         another page or reader corrected or undid it since; the refusal carries the job
-        as it is now (``label_version``, ``job``)."""
+        as it is now (``label_version``, ``label_revision``, ``job``)."""
         job = done_3d(job_id)
         seeds = [s.model_dump(exclude_none=True) for s in req.seeds]
         try:
             _, changed, note = corrector.apply(job, seeds, expected=req.version,
-                                               request=req.request)
+                                               request=req.request, revision=req.revision)
         except KeyError:
             raise HTTPException(404, NO_JOB) from None
         except VersionConflict as exc:
@@ -1292,7 +1315,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     @app.post("/api/jobs/{job_id}/corrections/undo", response_model=JobOut,
               summary="Undo the last correction (409 if the outline changed since "
-                      "`version`)",
+                      "`revision` or `version`)",
               responses={409: {"model": StaleOut, "description": _STALE_DOC}})
     def undo(job_id: str,
              version: int | None = Query(None, description=_VERSION_DOC),
@@ -1303,14 +1326,17 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         the undo is refused with 409, in one sentence and changing nothing, rather than
         taking back someone else's correction; the refusal carries the job as it is now
         (``label_version``, ``job``). Without it the last correction is undone, whoever
-        made it."""
+        made it. ``revision`` (in the body: the ``label_revision`` shown) names the
+        outline itself, which a version does not once an undo lowered it: sent, it is
+        checked as well."""
         body = req.version if req is not None else None
         if version is not None and body is not None and version != body:
             raise HTTPException(400, "The request is malformed: version: the query and the "
                                      "body name different versions.")
         job = done_3d(job_id)
         try:
-            corrector.undo(job, expected=body if body is not None else version)
+            corrector.undo(job, expected=body if body is not None else version,
+                           revision=req.revision if req is not None else None)
         except KeyError:  # deleted or expired meanwhile
             raise HTTPException(404, NO_JOB) from None
         except VersionConflict as exc:

@@ -6,7 +6,10 @@ internal value 0..3, 0 meaning "not tumour here"). :func:`braintumor.correction.
 gives the new label map, stored as the next version; undo steps back one version.
 The newest version is what the viewer shows and what downloads and reports use.
 
-A correction or undo may name the version it was made against (the one its page shows):
+Every correction and undo also counts the job's revision up, which is never lowered: a
+version may name two outlines in turn (correct to 1, undo to 0, correct to 1 again), a
+revision only one. A correction or undo may name the revision (older clients: the
+version) it was made against (the one its page shows):
 when another page or reader changed the outline since, it is refused
 (:class:`VersionConflict`) and changes nothing, so a seed never lands on an outline its
 reader has not seen and an Undo never takes back someone else's correction. The check is
@@ -49,17 +52,25 @@ class VersionConflict(InputError):
     (answered with 409); nothing was changed."""
 
 
-def check_version(job: Job, expected: int | None, undo: bool = False) -> None:
+def check_version(job: Job, expected: int | None, undo: bool = False,
+                  revision: int | None = None) -> None:
     """Refuse (:class:`VersionConflict`) a correction or undo made against label map
-    version ``expected`` when the job's is another; ``None`` names none: always passes."""
-    if expected is None or expected == job.label_version:
+    revision ``revision`` or version ``expected`` when the job's is another; ``None``
+    names none: always passes. The revision names one outline (every change counts it
+    up); the version, the depth of the corrections, is what clients from before the
+    revision send: an undo lowers it, so a version may name two outlines in turn."""
+    moved = expected is not None and expected != job.label_version
+    if not moved and (revision is None or revision == job.label_revision):
         return
     done = "nothing was undone" if undo else "this correction was not applied"
     again = "undo again if need be" if undo else "correct again"
+    # named by the versions where they differ (the count of corrections the page shows),
+    # by the revisions where only they do (undone and corrected again since)
+    which = (f"version {expected}, now {job.label_version}" if moved
+             else f"revision {revision}, now {job.label_revision}")
     raise VersionConflict(
-        f"The outline changed since this page showed it (version {expected}, now "
-        f"{job.label_version}: another page or reader corrected or undid it), so {done}: "
-        f"check the outline as it is now and {again}.")
+        f"The outline changed since this page showed it ({which}: another page or reader "
+        f"corrected or undid it), so {done}: check the outline as it is now and {again}.")
 
 
 def correction_available() -> bool:
@@ -208,11 +219,12 @@ class Corrector:
                 self._cache.popitem(last=False)
 
     def apply(self, job: Job, raw_seeds: Any, expected: int | None = None,
-              request: str | None = None) -> tuple[float, bool, str]:
+              request: str | None = None,
+              revision: int | None = None) -> tuple[float, bool, str]:
         """Apply one correction: the seconds it took, whether it changed a voxel, and
         what its seeds that changed nothing say ("" when every one changed something).
-        Made against label version ``expected`` (when given): refused
-        (:class:`VersionConflict`) if the job's is another by then. ``request`` (the
+        Made against label revision ``revision`` and version ``expected`` (when given):
+        refused (:class:`VersionConflict`) if the job's is another by then. ``request`` (the
         client's name for it) is kept with the correction.
 
         A correction that changes no voxel (every seed outside the brain, or asking for
@@ -229,7 +241,7 @@ class Corrector:
 
         with self._job_lock(job.id):
             job = self._fresh(job)
-            check_version(job, expected)
+            check_version(job, expected, revision=revision)
             t0 = time.perf_counter()
             case, labels = self._state(job)
             seeds = parse_seeds(raw_seeds, case)
@@ -263,7 +275,8 @@ class Corrector:
                                       "seconds": round(seconds, 3), "id": token,
                                       **({"request": request} if request else {}),
                                       **({"note": "; ".join(notes)} if notes else {})}]
-            self.store.update(job.id, result=result, label_version=version)
+            self.store.update(job.id, result=result, label_version=version,
+                              label_revision=job.label_revision + 1)
             self._remember(job.id, case, version, new)
         threading.Thread(target=self._measure, args=(job.id, token, version, new, case),
                          daemon=True, name="braintumor-measure").start()
@@ -290,12 +303,14 @@ class Corrector:
             summaries[version] = full
             self.store.update(job_id, result={**job.result, "summaries": summaries})
 
-    def undo(self, job: Job, expected: int | None = None) -> None:
-        """Step back to the previous label map version; made against version ``expected``
-        (when given): refused (:class:`VersionConflict`) if the job's is another by then."""
+    def undo(self, job: Job, expected: int | None = None,
+             revision: int | None = None) -> None:
+        """Step back to the previous label map version (a new revision); made against
+        revision ``revision`` and version ``expected`` (when given): refused
+        (:class:`VersionConflict`) if the job's is another by then."""
         with self._job_lock(job.id):
             job = self._fresh(job)
-            check_version(job, expected, undo=True)
+            check_version(job, expected, undo=True, revision=revision)
             if job.label_version == 0:
                 raise InputError("There is no correction to undo.")
             job_dir = self.store.job_dir(job.id)
@@ -303,7 +318,8 @@ class Corrector:
             result["summaries"] = result.get("summaries", [])[:-1]
             result["corrections"] = result.get("corrections", [])[:-1]
             version = job.label_version - 1
-            self.store.update(job.id, result=result, label_version=version)
+            self.store.update(job.id, result=result, label_version=version,
+                              label_revision=job.label_revision + 1)
             labels_path(job_dir, job.label_version).unlink(missing_ok=True)
             drop_derived(job_dir, job.label_version)
             with self._lock:

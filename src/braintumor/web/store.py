@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires REAL NOT NULL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     label_version INTEGER NOT NULL DEFAULT 0,
+    label_revision INTEGER NOT NULL DEFAULT 0,
     inputs TEXT NOT NULL DEFAULT '{}',
     result TEXT NOT NULL DEFAULT '{}'
 );
@@ -90,6 +91,10 @@ class Job:
     expires: float = 0.0
     cancel_requested: bool = False
     label_version: int = 0
+    #: counts every change of the outline (each correction and undo), never lowered: one
+    #: number names one outline, where ``label_version`` (the depth of the corrections,
+    #: lowered by an undo) may name two in turn
+    label_revision: int = 0
     inputs: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -131,6 +136,25 @@ class JobStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            self._add_label_revision()
+
+    def _add_label_revision(self) -> None:
+        """A store written before jobs had a ``label_revision`` gains the column, each
+        job's set to its ``label_version``: at least as many changes as it shows, and
+        counted on from there (a page from before sends no revision, only a version)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cols = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "label_revision" in cols:
+                self._db.execute("COMMIT")
+                return
+            self._db.execute("ALTER TABLE jobs ADD COLUMN label_revision INTEGER NOT NULL "
+                             "DEFAULT 0")
+            self._db.execute("UPDATE jobs SET label_revision = label_version")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # -- plumbing -------------------------------------------------------------------
     @contextmanager
