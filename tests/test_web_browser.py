@@ -683,7 +683,7 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
         "The outline changed since this page showed it (version 1, now 2: another page or "
         "reader corrected or undid it), so nothing was undone: check the outline as it is "
         "now and undo again if need be.")
-    assert asked == [{"version": 1}], asked
+    assert asked == [{"version": 1, "revision": 1}], asked
     assert other.eval_on_selector("#correct-msg", "e => e.className") == "msg"  # refused
     # B shows the outline as it is now, A's correction on top of B's
     expect(other.locator("#m-corr")).to_have_text("2")
@@ -697,7 +697,7 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
     # B, now shown version 2, undoes it when asked again
     other.click("#undo-btn")
     expect(other.locator("#correct-msg")).to_have_text("Undone.")
-    assert asked[-1] == {"version": 2}
+    assert asked[-1] == {"version": 2, "revision": 2}
     assert _job(server, job_id)["label_version"] == 1
     # two quick seeds of one page are two corrections, the second sent once the first is
     # answered, on its outline: neither is refused
@@ -899,9 +899,11 @@ def test_a_click_made_while_the_server_applies_one_given_up_goes_on_it(
 def test_an_answer_the_page_cannot_read_is_not_taken_for_a_lost_connection(
         server: ServerThread, page: Any, tmp_path: Path) -> None:
     """A correction answered with something that is not the job (a proxy's page) says
-    so and shows the job as the server has it; the click queued behind it is still
-    sent, as it is after any answered correction (only a request given up or never
-    answered drops the queue)."""
+    so and shows the job as the server has it. The clicks queued behind it were made on
+    the outline it was to make: they are sent only when the server's outline is that one
+    (the correction applied, known by its name); otherwise (not applied, or another
+    reader's outline meanwhile) they are not sent, and the one sentence that says so
+    stays."""
     pytest.importorskip("braintumor.correction")
     from playwright.sync_api import expect
 
@@ -914,29 +916,151 @@ def test_an_answer_the_page_cannot_read_is_not_taken_for_a_lost_connection(
     page.on("request", lambda r: sent.append(r.post_data_json)
             if r.url.endswith("/corrections") else None)
     answered: list[int] = []
+    other: list[bool] = []  # another reader corrects while the proxy answers
+    applied: list[bool] = []  # the server applies it, the proxy's page answers
 
     def proxy_page_first(route: Any) -> None:
         answered.append(1)
-        if len(answered) == 1:
-            route.fulfill(status=200, content_type="text/html", body="<p>Welcome</p>")
-        else:
+        if len(answered) > 1:
             route.continue_()
+            return
+        if other:
+            _post_job(server, job_id, "corrections",
+                      {"seeds": [{"mm": centre, "label": 0}], "version": 0})
+        if applied:
+            route.fetch()
+        route.fulfill(status=200, content_type="text/html", body="<p>Welcome</p>")
+
+    def two_clicks(kinds: tuple[str, str] = ("outside", "inside")) -> None:
+        page.evaluate("""([c, kinds]) => {
+            document.getElementById("correct-region").value = "3";
+            for (const k of kinds) {
+                document.querySelector(`input[name=seed-kind][value=${k}]`).checked = true;
+                placeSeed(c);
+            }
+        }""", [centre, list(kinds)])
 
     page.route("**/corrections", proxy_page_first)
     _outside_seed(page, centre)
     expect(page.locator("#correct-msg")).to_have_text(
         "The server's answer could not be read; the outline is shown as the server has it "
         "now: check it.")
+    dropped = ("The server's answer could not be read, so the clicks made after it were "
+               "not sent; the outline is shown as the server has it now: check it and "
+               "correct again.")
+    # not applied (the proxy kept it): the click behind it, meant for its outline, is
+    # not sent alone on the one before
     answered.clear()
-    page.evaluate("""(c) => {
-        document.querySelector("input[name=seed-kind][value=outside]").checked = true;
-        placeSeed(c);
-        placeSeed(c);
-    }""", centre)
+    two_clicks()
+    expect(page.locator("#correct-msg")).to_have_text(dropped, timeout=30_000)
+    page.wait_for_timeout(1500)
+    expect(page.locator("#correct-msg")).to_have_text(dropped)
+    assert len(sent) == 2, sent
+    assert _job(server, job_id)["label_version"] == 0
+    # another reader's outline meanwhile: not sent on it either
+    answered.clear()
+    other.append(True)
+    two_clicks()
+    expect(page.locator("#correct-msg")).to_have_text(dropped, timeout=30_000)
+    _until(page, "document.body.dataset.result === 'v1'")
+    page.wait_for_timeout(1500)
+    expect(page.locator("#correct-msg")).to_have_text(dropped)
+    assert len(sent) == 3, sent
+    job = _job(server, job_id)
+    assert job["label_version"] == 1 and job["result"]["corrections"] == 1
+    # applied, though its answer could not be read: the click behind it goes on its outline
+    answered.clear()
+    other.clear()
+    applied.append(True)
+    two_clicks(("inside", "outside"))  # the outline has nothing at the centre now
     expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
     page.unroute("**/corrections")
-    assert len(sent) == 3, sent
-    assert _job(server, job_id)["label_version"] == 1
+    assert [(b["version"], b["revision"]) for b in sent[3:]] == [(1, 1), (2, 2)], sent
+    assert _job(server, job_id)["label_version"] == 3
+
+
+def test_a_page_still_showing_an_outline_undone_and_made_anew_is_refused(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """The page shows version 1 (its own correction); another reader undoes it and
+    corrects again: version 1 once more, another outline. The page's next seed names the
+    outline it shows by its revision, so it is refused, not laid on the other's outline
+    the reader never saw, and the page shows the outline as it is now."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    job_id = page.url.rsplit("/", 1)[1]
+    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+    sent: list[Any] = []
+    page.on("request", lambda r: sent.append(r.post_data_json)
+            if r.url.endswith("/corrections") else None)
+    _outside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
+    _until(page, "document.body.dataset.result === 'v1'")
+    assert _post_job(server, job_id, "corrections/undo", {"version": 1})["label_version"] == 0
+    again = _post_job(server, job_id, "corrections",
+                      {"seeds": [{"mm": centre, "label": 3}], "version": 0})
+    assert (again["label_version"], again["label_revision"]) == (1, 3)
+    _inside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The outline changed since this page showed it (revision 1, now 3: another page or "
+        "reader corrected or undid it), so this correction was not applied: check the "
+        "outline as it is now and correct again.", timeout=30_000)
+    assert [(b["version"], b["revision"]) for b in sent] == [(0, 0), (1, 1)], sent
+    _until(page, "!!state.loadedOverlay && state.loadedOverlay.endsWith('/overlay/v1/"
+                 "labels.nii.gz?r=3')")
+    assert _job(server, job_id)["label_revision"] == 3
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["applied", "deleted"])
+def test_a_correction_followed_does_not_bring_back_the_job_the_page_left(
+        server: ServerThread, page: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, deleted: bool) -> None:
+    """A correction given up is followed on its own job only: when the page goes on to
+    another job while the following's request is under way, its answer (the correction
+    applied late, or the old job deleted meanwhile) neither shows the old job again nor
+    stops the new one's polling, nor says the new one is gone."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    _upload_case(server, page, tmp_path, "threshold")
+    _wait_overlay(page)
+    old = page.url.rsplit("/", 1)[1]
+    centre = _job(server, old)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
+        "centre_mm"]
+    _slow_first_correction(monkeypatch, 5.0)
+    page.evaluate("state.correctionTimeoutMs = 1500")
+    _outside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_contain_text("did not answer within 2 s",
+                                                         timeout=20_000)
+    # the following's requests for the old job take 6 s from now on
+    page.evaluate("""(old) => {
+        const real = window.fetch;
+        window.fetch = async (url, opts) => {
+            if (String(url).endsWith('/api/jobs/' + old) && !(opts && opts.method)) {
+                await new Promise((r) => setTimeout(r, 6000));
+            }
+            return real(url, opts);
+        };
+    }""", old)
+    page.wait_for_timeout(1500)  # a request of the following is under way
+    page.evaluate("startSample()")
+    _until(page, f"!!state.job && state.job.id !== '{old}'")
+    new = page.evaluate("state.job.id")
+    if deleted:
+        _delete(server, old)
+    _until(page, "!!state.job && state.job.status === 'done'", timeout_s=90)
+    page.wait_for_timeout(6000)  # the following's answer (404) has come
+    assert page.evaluate("state.job.id") == new
+    assert page.url.endswith(f"/jobs/{new}")
+    assert page.evaluate("state.gone") is False
+    expect(page.locator("#gone-msg")).to_be_hidden()
+    expect(page.locator("#correct-toggle")).to_be_enabled()
+    assert page.evaluate("state.late") is None
+    # what the page said of the old job's correction is not said of the new one
+    assert "did not answer" not in page.locator("#correct-msg").inner_text()
 
 
 def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: Path) -> None:

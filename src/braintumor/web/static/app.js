@@ -574,6 +574,10 @@ function showJob(job, push) {
   const fresh = !state.job || state.job.id !== job.id;
   if (state.gone && !fresh) return;  // deleted meanwhile: an answer sent before stays unshown
   if (fresh) {
+    // what this page followed or did on the job it leaves is no concern of this one
+    endLate(state.late);
+    state.own = new Map();
+    setMsg("correct-msg", "");  // it spoke of the job left
     state.gone = false;
     $("gone-msg").hidden = true;
     setMsg("delete-msg", "");
@@ -615,7 +619,7 @@ async function refreshJob(timeoutMs) {
     const now = await api(`/api/jobs/${job.id}`, { timeoutMs });
     if (!state.job || state.job.id !== now.id) return false;
     showJob(now, false);
-    return now.label_version !== job.label_version;
+    return revisionOf(now) !== revisionOf(job);
   } catch (e) {
     if (e.status === 404 && e.fromServer) jobGone(e.message);
     return e.status ? false : null;
@@ -1449,7 +1453,7 @@ function renderResult(job) {
     $("cmp-after-date").value = job.inputs.study_date;
   }
   if (!state.busy) refreshDiameters();  // measured after the outline was first shown
-  if (state.cmpVersion !== undefined && state.cmpVersion !== job.label_version) {
+  if (state.cmpVersion !== undefined && state.cmpVersion !== revisionOf(job)) {
     // a correction changed the outline: the comparison shown is of the old one
     $("cmp-table").hidden = true;
     $("cmp-caveat").hidden = true;
@@ -1526,7 +1530,7 @@ async function compareWith(file) {
     setMsg("cmp-msg", [`Earlier file: ${r.files.before} (${dated(r.dates && r.dates.before)}).`,
                        `This scan: ${case_}${dated(r.dates && r.dates.after)}.`, days,
                        ...(r.notes || [])].filter(Boolean).join(" "), true);
-    state.cmpVersion = job.label_version;
+    state.cmpVersion = revisionOf(job);
   } catch (e) {
     setMsg("cmp-msg", e.message);
   }
@@ -1534,26 +1538,58 @@ async function compareWith(file) {
 
 // -- correction ---------------------------------------------------------------------------
 // This page's corrections and undos go to the server one at a time, each naming the outline
-// version the page shows once the one before it is answered (two quick clicks are two
-// corrections, the second on the first's outline). The server refuses one made on an
-// outline another page or reader changed since (409): its sentence is said and the job
-// shown as the refusal gives it. A seed clicked before that refusal was placed on the
-// outline it replaced, so it is not sent; each click sends its seed at once, so no seed
-// waits longer. A request the server does not answer within `state.correctionTimeoutMs`
-// (stalled, or the network dropped) is given up likewise: the seeds clicked behind it are
-// not sent, the page says so and shows the outline as the server has it. The one given up
-// may still be applied there (a slow server): the page follows the job for
-// `state.lateFollowMs` or until its outline moves, and shows a correction applied late as
-// its own (each correction carries a name the job keeps), so the next click is made on it.
+// the page shows (its revision, which every correction and undo counts up, so one number
+// names one outline; and its version) once the one before it is answered: two quick clicks
+// are two corrections, the second on the first's outline. A click is only ever sent on the
+// outline its reader saw when clicking, or on one this page's own steps made from it since:
+// when the server's is another by then, it and the clicks behind it are not sent, and one
+// sentence says so. The server refuses one made on an outline another page or reader
+// changed since (409): its sentence is said and the job shown as the refusal gives it. A
+// request the server does not answer within `state.correctionTimeoutMs` (stalled, or the
+// network dropped) is given up likewise: the seeds clicked behind it are not sent, the page
+// says so and shows the outline as the server has it. The one given up may still be
+// applied there (a slow server): the page follows the job for `state.lateFollowMs` or until
+// its outline moves, and shows a correction applied late as its own (each correction
+// carries a name the job keeps), so the next click is made on it.
 state.correctionTimeoutMs = 30000;
 state.lateFollowMs = 120000;
-state.late = null;     // the correction or undo given up, followed: { job, kind, from, request, until }
+state.late = null;     // the correction or undo given up, followed: { job, kind, from, fromVersion, request, until }
 state.sending = 0;     // corrections or undos of this page awaiting their answer
+state.queued = 0;      // clicks waiting for the one before them to be answered
+state.own = new Map(); // revision made by this page's own step -> the revision it was made on
 let correcting = Promise.resolve();
 let refusals = 0;
+
+// the outline a job shows, by the number that names it alone (a server from before the
+// revision: its version)
+const revisionOf = (job) => (typeof job.label_revision === "number" ? job.label_revision : job.label_version);
+
+// whether the outline `rev` is `from`, or one this page's own steps made from it
+function madeFrom(rev, from) {
+  let r = rev;
+  while (r !== from && state.own.has(r)) r = state.own.get(r);
+  return r === from;
+}
+
+// a click's step, in turn: sent only on the outline shown when it was clicked (or one this
+// page's own steps made from it); skipped with those behind it once a step is refused or
+// given up
 function inTurn(step) {
   const seen = refusals;
-  const run = correcting.then(() => (seen === refusals ? step() : undefined));
+  const shown = state.job ? { id: state.job.id, rev: revisionOf(state.job) } : null;
+  state.queued++;
+  const run = correcting.then(() => {
+    state.queued--;
+    if (seen !== refusals || !shown || !state.job || state.job.id !== shown.id) return undefined;
+    if (!madeFrom(revisionOf(state.job), shown.rev)) {
+      refusals++;
+      setMsg("correct-msg", "The outline changed on the server since this click (another page or " +
+        "reader corrected or undid it), so it was not sent, nor any click after it: check the " +
+        "outline as it is now and correct again.");
+      return undefined;
+    }
+    return step();
+  });
   correcting = run.catch(() => {});
   return run;
 }
@@ -1568,31 +1604,41 @@ async function correctionPost(path, obj) {
   }
 }
 const requestName = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+// the job `now` is still the one shown (the page may have gone on to another meanwhile)
+const stillShown = (id) => !!state.job && state.job.id === id;
 
 // what a late-applied correction or undo given up says: whether the job `now` shows
-// `late` applied (a correction: its name is the job's last; an undo: one step back),
-// null while it still shows the outline `late` was made on
+// `late` applied (a correction: its name is the job's last; an undo: one step back, the
+// only change since), null while it still shows the outline `late` was made on
 function lateOutcome(late, now) {
   if (!late || !now || now.id !== late.job) return null;
   if (late.kind === "correction" && now.result && now.result.last_correction_request === late.request) {
     return "The correction given up was applied by the server after all; the outline is shown with it.";
   }
-  if (now.label_version === late.from) return null;
-  return late.kind === "undo" && now.label_version === late.from - 1
+  if (revisionOf(now) === late.from) return null;
+  return late.kind === "undo" && revisionOf(now) === late.from + 1 && now.label_version === late.fromVersion - 1
     ? "The outline is one step back on the server now: the undo given up was most likely made there after all; it is shown as it is now."
     : "The outline changed on the server since (another page or reader corrected or undid it), so the step given up was not applied; it is shown as it is now.";
 }
 
+// the following `late` ends (a newer one, or none since, is left as it is)
+function endLate(late) {
+  if (!late || state.late !== late) return;
+  state.late = null;
+  clearTimeout(state.lateTimer);
+}
+
 // the step given up, followed until the server's outline moves (or for `lateFollowMs`):
-// the outline it moves to is shown, with what it means, and the next click is made on it
+// the outline it moves to is shown, with what it means, and the next click is made on it.
+// Each following is of its own job: one whose page went on to another job ends unheard
 function followLate() {
   clearTimeout(state.lateTimer);
   const late = state.late;
   if (!late) return;
   state.lateTimer = setTimeout(async () => {
     if (state.late !== late) return;
-    if (!state.job || state.job.id !== late.job || state.gone || performance.now() > late.until) {
-      state.late = null;
+    if (!stillShown(late.job) || state.gone || performance.now() > late.until) {
+      endLate(late);
       return;
     }
     if (!state.sending) {  // a click under way settles it with its own answer
@@ -1600,22 +1646,26 @@ function followLate() {
       try {
         now = await api(`/api/jobs/${late.job}`, { timeoutMs: 10000 });
       } catch (e) {
-        if (e.status === 404 && e.fromServer) { state.late = null; jobGone(e.message); return; }
+        if (state.late !== late || !stillShown(late.job)) return;
+        if (e.status === 404 && e.fromServer) { endLate(late); jobGone(e.message); return; }
       }
       if (state.late !== late) return;
-      if (now && !state.sending && settleLate(now)) return;
+      if (!stillShown(late.job)) { endLate(late); return; }
+      if (now && !state.sending && settleLate(late, now)) return;
     }
     followLate();
   }, 1000);
 }
 
-// the job `now` settles the step followed: shown, and said; returns whether it did
-function settleLate(now) {
-  const late = state.late;
+// the job `now` settles the step `late` followed: shown, and said; returns whether it did
+function settleLate(late, now) {
+  if (state.late !== late || !stillShown(now.id)) return false;
   const said = lateOutcome(late, now);
   if (!said) return false;
-  state.late = null;
-  clearTimeout(state.lateTimer);
+  endLate(late);
+  if (late.kind === "correction" && now.result && now.result.last_correction_request === late.request) {
+    state.own.set(revisionOf(now), late.from);  // this page's own, applied late
+  }
   showJob(now, false);
   setMsg("correct-msg", said, "info");
   return true;
@@ -1623,8 +1673,9 @@ function settleLate(now) {
 
 // a correction or undo refused: said where the correction's messages go, and the job shown
 // as the server has it now (another tab may have corrected or undone it). `step` is what
-// was sent: { kind, from, request }
+// was sent: { job, kind, from, fromVersion, request }
 async function correctionRefused(e, step) {
+  if (!stillShown(step.job)) return;  // the page went on to another job meanwhile
   setMsg("correct-msg", e.message);
   if (e.status === 404 && e.fromServer) jobGone(e.message);
   else if (e.status === 409 && e.fromServer) {
@@ -1632,29 +1683,31 @@ async function correctionRefused(e, step) {
     // its answer carries the job as it is now (asked again only from a server without)
     refusals++;
     const now = e.body && e.body.job;
-    if (now && state.job && now.id === state.job.id) showJob(now, false);
+    if (now && now.id === state.job.id) showJob(now, false);
     else if (!now) await refreshJob();
   } else if (e.timedOut || e.network) {
     // no answer (stalled, or no connection): what is queued behind it is not sent blindly,
     // on an outline the server may have changed meanwhile; the request given up may still
     // be applied there, so the job is followed until it is or its outline moves otherwise
     refusals++;
-    const late = step && state.job ? { ...step, job: state.job.id,
-                                       until: performance.now() + state.lateFollowMs } : null;
+    const late = { ...step, until: performance.now() + state.lateFollowMs };
+    endLate(state.late);
     state.late = late;
     const why = e.timedOut ? `The server did not answer within ${Math.round(state.correctionTimeoutMs / 1000)} s`
       : "The server could not be reached";
     const reached = (await refreshJob(state.correctionTimeoutMs)) !== null;
-    if (state.gone) { state.late = null; return; }
-    const outcome = reached && late && state.late === late ? lateOutcome(late, state.job) : null;
+    if (!stillShown(step.job)) return;
+    if (state.gone) { endLate(late); return; }
+    const outcome = reached && state.late === late ? lateOutcome(late, state.job) : null;
     if (outcome && late.kind === "correction" && state.job.result.last_correction_request === late.request) {
-      state.late = null;
+      endLate(late);
+      state.own.set(revisionOf(state.job), late.from);
       setMsg("correct-msg", `${why}, but it applied the correction after all; the outline is shown with it.`, "info");
       return;
     }
-    if (outcome) state.late = null;  // moved otherwise: the one given up can no longer apply
-    const what = step && step.kind === "undo" ? "undo" : "correction";
-    const watching = state.late === late && late;
+    if (outcome) endLate(late);  // moved otherwise: the one given up can no longer apply
+    const what = step.kind === "undo" ? "undo" : "correction";
+    const watching = state.late === late;
     setMsg("correct-msg", !reached
       ? `${why}, so nothing more was sent; the outline shown may not be the server's: reload the page once it answers.`
       : watching
@@ -1664,14 +1717,24 @@ async function correctionRefused(e, step) {
   } else if (!e.status) {
     // the server answered, but its answer could not be read or shown (a proxy's page, a
     // fault of this page): the step may have been applied, so the job is shown as the
-    // server has it; the clicks queued behind it go on from there
+    // server has it. The clicks queued behind it were made on the outline this step was
+    // to make: they go on only when the server's is that one (the correction, by its
+    // name), and are not sent otherwise, which the sentence says
     const reached = (await refreshJob(state.correctionTimeoutMs)) !== null;
-    if (state.gone) return;
-    if (!reached) refusals++;
+    if (!stillShown(step.job) || state.gone) return;
+    const now = state.job;
+    const applied = reached && step.kind === "correction" && now.result &&
+      now.result.last_correction_request === step.request;
+    if (applied) state.own.set(revisionOf(now), step.from);
+    else refusals++;
     const what = e.unreadable ? "The server's answer could not be read"
       : `The server's answer could not be shown (${e.message})`;
-    setMsg("correct-msg", reached ? `${what}; the outline is shown as the server has it now: check it.`
-      : `${what}, and the server could not be asked again: reload the page.`);
+    const dropped = !applied && state.queued > 0;
+    setMsg("correct-msg", !reached
+      ? `${what}, and the server could not be asked again${dropped ? ", so the clicks made after it were not sent" : ""}: reload the page.`
+      : applied ? `${what}, but the correction was applied; the outline is shown with it.`
+        : dropped ? `${what}, so the clicks made after it were not sent; the outline is shown as the server has it now: check it and correct again.`
+          : `${what}; the outline is shown as the server has it now: check it.`, applied ? "info" : false);
   } else if (await refreshJob()) {
     setMsg("correct-msg", `${e.message} Another tab changed this outline; it is shown as it is now.`);
   }
@@ -1691,13 +1754,16 @@ async function sendSeed(seed, after = "") {
   setMsg("correct-msg", "Correcting…", true);
   const t0 = performance.now();
   const late = state.late;
-  const step = { kind: "correction", from: job.label_version, request: requestName() };
+  const step = { job: job.id, kind: "correction", from: revisionOf(job), fromVersion: job.label_version,
+                 request: requestName() };
   try {
     const updated = await correctionPost(`/api/jobs/${job.id}/corrections`,
                                          { seeds: [seed], version: job.label_version,
-                                           request: step.request });
+                                           revision: revisionOf(job), request: step.request });
+    if (!stillShown(job.id)) return;  // the page went on to another job meanwhile
     // made: the step given up can no longer be applied (the outline it named is gone)
-    if (state.late === late) state.late = null;
+    endLate(late);
+    if (revisionOf(updated) !== step.from) state.own.set(revisionOf(updated), step.from);
     const t1 = performance.now();
     showJob(updated, false);
     await waitViewerIdle();
@@ -1718,9 +1784,10 @@ async function sendSeed(seed, after = "") {
     // refused because this page's own correction, given up, was applied meanwhile: the
     // seed goes on that outline, as a click queued behind an answered one would
     const now = e.status === 409 && e.fromServer && e.body && e.body.job;
-    if (!after && late && late.kind === "correction" && now && now.id === job.id &&
+    if (!after && late && late.kind === "correction" && now && now.id === job.id && stillShown(job.id) &&
         now.result && now.result.last_correction_request === late.request) {
-      if (state.late === late) { state.late = null; clearTimeout(state.lateTimer); }
+      endLate(late);
+      state.own.set(revisionOf(now), late.from);
       showJob(now, false);
       return sendSeed(seed, "The correction given up was applied by the server after all, and this one made on it. ");
     }
@@ -1738,18 +1805,21 @@ function undoCorrection() {
     const job = state.job;
     if (!job || state.gone) return;
     const late = state.late;
+    const step = { job: job.id, kind: "undo", from: revisionOf(job), fromVersion: job.label_version };
     try {
-      // the version shown: an undo takes back this outline's last step, not one another
+      // the outline shown: an undo takes back this outline's last step, not one another
       // page or reader made since
       const now = await correctionPost(`/api/jobs/${job.id}/corrections/undo`,
-                                       { version: job.label_version });
-      if (state.late === late) state.late = null;  // the outline it named is gone
+                                       { version: job.label_version, revision: revisionOf(job) });
+      if (!stillShown(job.id)) return;
+      endLate(late);  // the outline it named is gone
+      state.own.set(revisionOf(now), step.from);
       showJob(now, false);
       setMsg("correct-msg", "Undone.", true);
     } catch (e) {
       // refused: the job may have changed in another tab (undone there already), so it is
       // fetched again and its count, Undo and outline shown as they are
-      await correctionRefused(e, { kind: "undo", from: job.label_version });
+      await correctionRefused(e, step);
     }
   });
 }
