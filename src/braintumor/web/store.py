@@ -297,8 +297,10 @@ class JobStore:
         return self.get(row["id"])
 
     def finish(self, job_id: str, status: str, message: str = "",
-               result: dict[str, Any] | None = None) -> None:
-        """Mark a job done, failed or cancelled; its time-to-live starts now."""
+               result: dict[str, Any] | None = None,
+               inputs: dict[str, Any] | None = None) -> None:
+        """Mark a job done, failed or cancelled; its time-to-live starts now. ``inputs``:
+        the job's inputs as its run found them, when they could not be recorded before."""
         assert status in TERMINAL
         now = time.time()
         fields: dict[str, Any] = {"status": status, "message": message,
@@ -310,6 +312,8 @@ class JobStore:
             fields["stage"] = status
         if result is not None:
             fields["result"] = result
+        if inputs is not None:
+            fields["inputs"] = inputs
         self.update(job_id, **fields)
 
     def request_cancel(self, job_id: str) -> Job | None:

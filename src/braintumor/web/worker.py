@@ -386,10 +386,30 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     }
 
 
+#: why a job failed when the server's disk filled up under it
+DISK_FULL_JOB = ("The server's disk filled up while this job ran, so its results could not be "
+                 "saved; try again once space is freed.")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for a full disk (or quota): an ``OSError`` ENOSPC / EDQUOT, or SQLite's
+    "database or disk is full"."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.Error):
+        return "full" in str(exc).lower()
+    return False
+
+
 def error_sentence(exc: BaseException) -> str:
     """One sentence for a failed job: the InputError itself, else a plain summary."""
     if isinstance(exc, InputError):
         return str(exc)
+    if disk_full(exc):
+        return DISK_FULL_JOB
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     return f"The segmentation failed ({type(exc).__name__}{': ' + text if text else ''})."
 
@@ -594,6 +614,12 @@ class WorkerPool:
         self._children: list[_Child | None] = [None] * self.workers
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
+        #: outcomes the store could not record (a full disk): job id -> finish's arguments,
+        #: recorded as soon as it can write again, before another job is taken
+        self._unsettled: dict[str, dict[str, Any]] = {}
+        #: what a job reported that the store could not record yet (its inputs), written
+        #: with its outcome
+        self._deferred: dict[str, dict[str, Any]] = {}
 
     # -- control --------------------------------------------------------------------
     def start(self) -> None:
@@ -628,7 +654,11 @@ class WorkerPool:
         with self._lock:
             if job_id in self._cancel:
                 return True
-        job = self.store.get(job_id)
+        try:
+            job = self.store.get(job_id)
+        except Exception as exc:  # noqa: BLE001 - asked again in a moment
+            self._store_trouble(f"job {job_id}: reading it failed", exc)
+            return False
         return job is None or job.cancel_requested
 
     # -- slot loop --------------------------------------------------------------------
@@ -640,28 +670,87 @@ class WorkerPool:
                 log.exception("starting a worker process failed")
         while not self._stop.is_set():
             try:
-                job = self.store.claim_next()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the slot
-                log.exception("claiming a job failed")
-                job = None
-            if job is None:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
+                self._turn(index)
+            except Exception:  # noqa: BLE001 - nothing may end a slot: no job would run
+                log.exception("worker slot %d: unexpected error; it goes on", index)
+                self._stop.wait(1.0)
+
+    def _turn(self, index: int) -> None:
+        """One turn of a slot: record what could not be recorded, then run one job."""
+        if not self._settle():
+            self._wake.wait(2.0)  # the store cannot write (a full disk): no job either
+            self._wake.clear()
+            return
+        try:
+            job = self.store.claim_next()
+        except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the slot
+            self._store_trouble("claiming a job failed", exc)
+            job = None
+        if job is None:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            return
+        try:
+            self._run(index, job)
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            log.exception("job %s failed in the pool", job.id)
+            child = self._children[index]
+            if child is not None:  # it may still be at the job: never give it another
+                child.kill()
+                self._children[index] = None
+            self._finish(job.id, "failed", error_sentence(exc))
+        finally:
+            with self._lock:
+                self._cancel.discard(job.id)
+        if self.isolation == "process" and self._children[index] is None \
+                and not self._stop.is_set():
             try:
-                self._run(index, job)
-            except Exception as exc:  # noqa: BLE001 - last line of defence
-                log.exception("job %s failed in the pool", job.id)
-                self.store.finish(job.id, "failed", error_sentence(exc))
-            finally:
-                with self._lock:
-                    self._cancel.discard(job.id)
-            if self.isolation == "process" and self._children[index] is None \
-                    and not self._stop.is_set():
-                try:
-                    self._children[index] = self._new_child()  # warm for the next job
-                except Exception:  # noqa: BLE001 - retried when the next job comes
-                    log.exception("starting a worker process failed")
+                self._children[index] = self._new_child()  # warm for the next job
+            except Exception:  # noqa: BLE001 - retried when the next job comes
+                log.exception("starting a worker process failed")
+
+    def _store_trouble(self, what: str, exc: BaseException) -> None:
+        """Log a store that cannot write: a full disk as one line (it is said again at
+        every try), anything else with its traceback."""
+        if disk_full(exc):
+            log.warning("%s: the disk is full (%s)", what, exc)
+        else:
+            log.error("%s", what, exc_info=exc)
+
+    def _finish(self, job_id: str, status: str, message: str = "",
+                result: dict[str, Any] | None = None) -> None:
+        """``store.finish``, and when the store cannot write (a full disk), the outcome
+        kept to be recorded at the slot's next turn (:meth:`_settle`): the job does not
+        stay 'running' for ever, and the slot goes on."""
+        with self._lock:
+            inputs = self._deferred.pop(job_id, {}).get("inputs")
+        if status == "failed" and not message:
+            message = "The segmentation failed."
+        outcome: dict[str, Any] = {"status": status, "message": message, "result": result,
+                                   "inputs": inputs}
+        try:
+            self.store.finish(job_id, **outcome)
+        except Exception as exc:  # noqa: BLE001 - kept, retried
+            self._store_trouble(f"job {job_id}: its outcome ({status}) could not be recorded "
+                                "yet", exc)
+            with self._lock:
+                self._unsettled[job_id] = outcome
+
+    def _settle(self) -> bool:
+        """Record the outcomes :meth:`_finish` could not; True when none is left."""
+        with self._lock:
+            pending = list(self._unsettled.items())
+        for job_id, outcome in pending:
+            try:
+                self.store.finish(job_id, **outcome)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next turn
+                self._store_trouble(f"job {job_id}: its outcome could not be recorded yet",
+                                    exc)
+                return False
+            with self._lock:
+                self._unsettled.pop(job_id, None)
+            log.info("job %s: its outcome (%s) is recorded now", job_id, outcome["status"])
+        return True
 
     def _spec(self, job: Job) -> dict[str, Any]:
         from braintumor import segment as seg
@@ -680,18 +769,27 @@ class WorkerPool:
 
     def _handle(self, job: Job, kind: str, payload: Any) -> bool:
         """Apply one message from a job; True when the job is over."""
-        if kind == "progress":
-            self.store.set_progress(job.id, payload[0], payload[1])
-        elif kind == "inputs":
-            self.store.update(job.id, inputs=payload)
-        elif kind == "partial":
-            self.store.update(job.id, result=payload, stage="measuring", progress=0.95)
-        elif kind == "done":
-            self.store.finish(job.id, "done", result=payload)
+        if kind == "done":
+            self._finish(job.id, "done", result=payload)
             return True
-        elif kind == "error":
-            self.store.finish(job.id, "failed", str(payload))
+        if kind == "error":
+            self._finish(job.id, "failed", str(payload))
             return True
+        # news of a job under way: one the store cannot record (a full disk) is passed
+        # over, and the job goes on (its inputs are written with its outcome)
+        try:
+            if kind == "progress":
+                self.store.set_progress(job.id, payload[0], payload[1])
+            elif kind == "inputs":
+                with self._lock:
+                    self._deferred[job.id] = {"inputs": payload}
+                self.store.update(job.id, inputs=payload)
+                with self._lock:
+                    self._deferred.pop(job.id, None)
+            elif kind == "partial":
+                self.store.update(job.id, result=payload, stage="measuring", progress=0.95)
+        except Exception as exc:  # noqa: BLE001 - see above
+            self._store_trouble(f"job {job.id}: its {kind} could not be recorded", exc)
         return False
 
     def _run_in_thread(self, job: Job, spec: dict[str, Any]) -> None:
@@ -703,11 +801,11 @@ class WorkerPool:
         try:
             result = run_job(Path(spec["job_dir"]), spec, report)
         except JobCancelled:
-            self.store.finish(job.id, "cancelled", "Cancelled while running.")
+            self._finish(job.id, "cancelled", "Cancelled while running.")
         except BaseException as exc:  # noqa: BLE001
             if not isinstance(exc, InputError):
                 _write_error_log(Path(spec["job_dir"]), exc)
-            self.store.finish(job.id, "failed", error_sentence(exc))
+            self._finish(job.id, "failed", error_sentence(exc))
         else:
             self._handle(job, "done", result)
 
@@ -737,7 +835,7 @@ class WorkerPool:
         except (OSError, BrokenPipeError):
             child.kill()
             self._children[index] = None
-            self.store.finish(job.id, "failed", "The job could not be started; please try again.")
+            self._finish(job.id, "failed", "The job could not be started; please try again.")
             return
         last_check = 0.0
         eof = False
@@ -757,7 +855,7 @@ class WorkerPool:
                 code = child.exitcode
                 child.kill()
                 self._children[index] = None
-                self.store.finish(job.id, "failed",
+                self._finish(job.id, "failed",
                                   f"The segmentation process stopped unexpectedly (exit code "
                                   f"{code}); the server is fine, please try again.")
                 return
@@ -769,11 +867,11 @@ class WorkerPool:
                     self._children[index] = None
                     if self._stop.is_set() and not self._cancelled(job.id):
                         return  # server stopping: the job stays 'running', requeued on start
-                    self.store.finish(job.id, "cancelled", "Cancelled while running.")
+                    self._finish(job.id, "cancelled", "Cancelled while running.")
                     return
                 if self.job_timeout_s is not None and now - t0 > self.job_timeout_s:
                     child.kill()
                     self._children[index] = None
-                    self.store.finish(job.id, "failed", f"The job ran over the time limit of "
+                    self._finish(job.id, "failed", f"The job ran over the time limit of "
                                       f"{self.job_timeout_s:.0f} s and was stopped.")
                     return

@@ -1,0 +1,140 @@
+"""The web server when its environment fails: a disk that fills while a job runs, a job
+database that cannot be opened, a finished job's files removed underneath it, a result
+fetched when nothing more can be written. Each answers one sentence, and the server goes
+on working once the trouble is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from braintumor.web import create_app  # noqa: E402
+from test_web_support import (  # noqa: E402
+    register_test_methods,
+    small_case,
+    wait_done,
+    write_case_files,
+)
+
+DB_FULL = "database or disk is full"
+
+
+@pytest.fixture(scope="module")
+def methods() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        register_test_methods(mp)
+        yield
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_case_files(small_case(), tmp_path_factory.mktemp("case"))
+
+
+def _four(files: dict[str, Path]) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("files", (p.name, p.read_bytes())) for m, p in files.items() if m != "seg"]
+
+
+def _upload(c: TestClient, files: dict[str, Path]) -> str:
+    r = c.post("/api/jobs", files=_four(files), data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def _wait(cond: Any, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_disk_filling_while_a_job_runs_fails_that_job_and_the_next_one_runs(
+        methods: None, case_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills as a job runs: its progress cannot be recorded, its label map cannot
+    be written, nor its failure. The slot survives; once there is room the job is recorded
+    as failed, with the disk-full sentence, and a job queued meanwhile runs."""
+    import braintumor.cases
+    from braintumor.web.worker import DISK_FULL_JOB
+
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    store = app.state.store
+    pool = app.state.pool
+    full = threading.Event()
+    seen: list[str] = []
+
+    def filling(real: Any, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name == "set_progress" and not seen:
+                full.set()  # the disk fills once the first job is under way
+            # the worker's writes fail; the second upload's came in just before
+            if full.is_set() and threading.current_thread().name.startswith("braintumor-slot"):
+                seen.append(name)
+                raise sqlite3.OperationalError(DB_FULL)
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("set_progress", "update", "finish", "claim_next"):
+        monkeypatch.setattr(store, name, filling(getattr(store, name), name))
+    real_write = braintumor.cases.write_label_map
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(braintumor.cases, "write_label_map", write)
+    with TestClient(app) as c:
+        first = _upload(c, case_files)
+        _wait(lambda: "finish" in seen)  # its failure could not be recorded
+        second = _upload(c, case_files)  # accepted while the first is still unsettled
+        assert c.get(f"/api/jobs/{first}").json()["status"] == "running"
+        assert all(t.is_alive() for t in pool._threads)
+        full.clear()  # room again
+        job = wait_done(c.get, first, timeout=30)
+        assert job["status"] == "failed" and job["message"] == DISK_FULL_JOB
+        job = wait_done(c.get, second, timeout=60)
+        assert job["status"] == "done", job
+        assert all(t.is_alive() for t in pool._threads)
+
+
+def test_a_job_outcome_the_store_could_not_record_is_recorded_later(
+        methods: None, case_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that finished while the database could not be written (its files were) is
+    recorded as done, with its result, once the database can be written again."""
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    store = app.state.store
+    full = threading.Event()
+    full.set()
+    tries: list[int] = []
+    real_finish = store.finish
+
+    def finish(*args: Any, **kwargs: Any) -> Any:
+        if full.is_set():
+            tries.append(1)
+            raise sqlite3.OperationalError(DB_FULL)
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish", finish)
+    with TestClient(app) as c:
+        jid = _upload(c, case_files)
+        _wait(lambda: len(tries) >= 2)  # tried, and tried again
+        full.clear()
+        job = wait_done(c.get, jid, timeout=30)
+        assert job["status"] == "done" and job["result"]["kind"] == "3d", job
+        assert c.get(job["urls"]["download"]).status_code == 200
+
