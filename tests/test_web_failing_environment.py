@@ -138,3 +138,61 @@ def test_a_job_outcome_the_store_could_not_record_is_recorded_later(
         assert job["status"] == "done" and job["result"]["kind"] == "3d", job
         assert c.get(job["urls"]["download"]).status_code == 200
 
+
+def _serve(data_dir: Path) -> int:
+    from braintumor.cli import main
+    from test_web_support import free_port
+
+    return main(["serve", "--data-dir", str(data_dir), "--port", str(free_port())])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "folder"])
+def test_serve_with_a_damaged_job_database_is_one_sentence_and_keeps_the_file(
+        tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "jobs.sqlite3"
+    if damage == "garbage":
+        db.write_bytes(bytes(range(256)) * 20)
+    elif damage == "truncated":
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE x (a)")
+        con.executemany("INSERT INTO x VALUES (?)", [("a" * 1000,)] * 200)
+        con.commit()
+        con.close()
+        whole = db.read_bytes()
+        db.write_bytes(whole[:len(whole) // 2])
+    else:
+        db.mkdir()
+    before = db.read_bytes() if db.is_file() else None
+    assert _serve(data) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(db) in err and "move it aside" in err, err
+    if before is not None:
+        assert db.read_bytes() == before  # the user's file, as it was
+    else:
+        assert db.is_dir()
+
+
+def test_serve_with_a_job_database_locked_by_another_program_says_so_soon(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import braintumor.web.store as web_store
+
+    monkeypatch.setattr(web_store, "OPEN_WAIT_S", 0.5)
+    data = tmp_path / "data"
+    data.mkdir()
+    other = sqlite3.connect(data / "jobs.sqlite3", isolation_level=None)
+    other.execute("CREATE TABLE t (a)")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO t VALUES (1)")
+    try:
+        t0 = time.monotonic()
+        assert _serve(data) != 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        other.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert "locked by another program" in err and "stop that program" in err, err

@@ -130,12 +130,8 @@ class JobStore:
         #: ``guard(job_id)``: held while a job is deleted, so what writes a job's files
         #: (a correction) finishes first and cannot write into the deleted folder after
         self.delete_guard: Callable[[str], AbstractContextManager[Any]] | None = None
-        self._db = sqlite3.connect(str(self.data_dir / "jobs.sqlite3"), check_same_thread=False,
-                                   isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        self._db = open_database(self.data_dir / "jobs.sqlite3")
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
             self._add_label_revision()
 
     def _add_label_revision(self) -> None:
@@ -400,6 +396,78 @@ class JobStore:
                 if age > 3600:
                     shutil.rmtree(folder, ignore_errors=True)
         return ids
+
+
+#: seconds a server starting waits for a job database another program holds locked
+OPEN_WAIT_S = 10.0
+#: seconds a query waits for the database once the server runs
+BUSY_S = 30.0
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """The job database at ``path``, checked and with its table made; one sentence that
+    names the file and what to do (:class:`~braintumor.errors.InputError`) when it is
+    damaged, locked by another program past :data:`OPEN_WAIT_S`, or not a file, and an
+    ``OSError`` (ENOSPC) when the disk is too full to set it up. The file is never
+    changed, let alone deleted, when it cannot be used."""
+    import errno
+
+    from braintumor.errors import InputError
+
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: the job database's name is taken by a folder (or something "
+                         "else that is no file); move it aside, then start the server again.")
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                             timeout=BUSY_S)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 1000")
+        try:
+            _check_database(db)
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            log.warning("%s: the job database is locked by another program; waiting up to "
+                        "%.0f s for it", path, OPEN_WAIT_S)
+            db.execute(f"PRAGMA busy_timeout = {int(OPEN_WAIT_S * 1000)}")
+            _check_database(db)
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_S * 1000)}")
+        return db
+    except sqlite3.Error as exc:
+        if db is not None:
+            db.close()
+        text = str(exc)
+        if _locked(exc):
+            raise InputError(f"{path}: the job database is locked by another program that "
+                             "has it open; stop that program, then start the server "
+                             "again.") from None
+        if "full" in text.lower():
+            raise OSError(errno.ENOSPC, "the disk is full, so the job database cannot be "
+                          "set up; free space, then start the server again",
+                          str(path)) from None
+        if not isinstance(exc, sqlite3.OperationalError) or "malformed" in text \
+                or "not a database" in text:
+            raise InputError(f"{path}: the job database is damaged ({text}); move it aside "
+                             "(or put back a copy from a backup), then start the server "
+                             "again.") from None
+        raise InputError(f"{path}: the job database cannot be opened ({text}); check that "
+                         "the server may read and write it, then start it again.") from None
+
+
+def _check_database(db: sqlite3.Connection) -> None:
+    """Read the whole database once (a damaged one says so here, before anything is
+    written to it), then make its table."""
+    rows = db.execute("PRAGMA quick_check").fetchall()
+    if [tuple(r) for r in rows] != [("ok",)]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed: {rows[0][0]}")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(_SCHEMA)
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def remove_tree(folder: Path) -> None:
