@@ -860,6 +860,9 @@ def test_a_report_of_a_job_expiring_meanwhile_is_404(client: TestClient,
     render = report.render_pdf
 
     def expiring(*args: Any, **kw: Any) -> Any:  # the job expires while its PDF is drawn
+        # as the janitor's delete leaves it midway: the folder gone, the row going (a
+        # folder gone under a row that stays is another matter: files removed by hand)
+        app.state.store._deleting.add(job["id"])
         shutil.rmtree(app.state.store.job_dir(job["id"]))
         return render(*args, **kw)
 
@@ -3161,8 +3164,9 @@ def _disk_full(written: list[Path], arg: int) -> Any:
 
 def test_a_full_disk_leaves_no_empty_download_or_label_version(
         client: TestClient, done_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A download converted, or a correction written, when the disk is full is a 507;
-    nothing half-written stays to be served once there is room again."""
+    """A download that cannot be kept when the disk is full is sent from memory, a
+    correction written then is a 507; nothing half-written stays to be served once there
+    is room again."""
     import braintumor.cases
     import braintumor.web.app as web_app
 
@@ -3174,7 +3178,7 @@ def test_a_full_disk_leaves_no_empty_download_or_label_version(
     with monkeypatch.context() as mp:
         mp.setattr(web_app, "_convert_labels", _disk_full(written, 1))
         r = client.get(url)
-        assert r.status_code == 507 and "disk is full" in _detail(r)
+        assert r.status_code == 200 and _load(r.content).shape == SHAPE
     assert written and not any(p.exists() for p in written)
     assert not list((job_dir / "output").glob("*download_*brats2023*"))
     r = client.get(url)

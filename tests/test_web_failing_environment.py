@@ -196,3 +196,104 @@ def test_serve_with_a_job_database_locked_by_another_program_says_so_soon(
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     assert "locked by another program" in err and "stop that program" in err, err
+
+
+@pytest.fixture(scope="module")
+def server(methods: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    app = create_app(tmp_path_factory.mktemp("data"), token="", isolation="thread",
+                     warm=False)
+    with TestClient(app) as c:
+        yield c
+
+
+def _done(c: TestClient, files: dict[str, Path]) -> dict[str, Any]:
+    job = wait_done(c.get, _upload(c, files))
+    assert job["status"] == "done", job
+    return job
+
+
+def _one_sentence(r: Any, status: int, text: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text)
+    detail = r.json()["detail"]
+    assert text in detail and "Traceback" not in r.text, (r.url, detail)
+
+
+def test_a_finished_job_whose_files_were_removed_says_so(
+        server: TestClient, case_files: dict[str, Path]) -> None:
+    """Files removed under a finished job: every fetch is a 404 that says so (no 500, no
+    connection dropped), and the job no longer claims to have results."""
+    from braintumor.web.app import FILES_GONE
+
+    store = server.app.state.store  # type: ignore[attr-defined]
+    for whole in (False, True):
+        job = _done(server, case_files)
+        urls = job["urls"]
+        job_dir = store.job_dir(job["id"])
+        if whole:
+            import shutil
+
+            shutil.rmtree(job_dir)
+        else:
+            (job_dir / "output" / "labels_v0.nii.gz").unlink()
+            (job_dir / "input" / "flair.nii.gz").unlink()
+        for url in (urls["overlay"], urls["images"]["flair"], urls["download"],
+                    urls["download"] + "?convention=brats2023", urls["report_html"],
+                    urls["report_pdf"], f"/api/jobs/{job['id']}/report/v0/axial.png",
+                    urls["diameters"]):
+            _one_sentence(server.get(url), 404, FILES_GONE)
+        now = server.get(urls["self"]).json()
+        assert now["status"] == "failed" and now["message"] == FILES_GONE, now
+        assert now["result"]["files_gone"] is True
+        assert "download" not in now["urls"] and "overlay" not in now["urls"]
+        assert server.delete(urls["self"]).status_code == 204
+
+
+def test_a_finished_result_is_fetched_from_memory_when_the_disk_is_full(
+        server: TestClient, case_files: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download or report made at its first fetch, on a disk too full (or read-only) to
+    keep it, is made in memory and sent; nothing is left in the job's folder; what cannot
+    be made says so in words that fit a fetch."""
+    from PIL import Image
+
+    import braintumor.web.app as web_app
+
+    job = _done(server, case_files)
+    urls = job["urls"]
+    out = server.app.state.store.job_dir(job["id"]) / "output"  # type: ignore[attr-defined]
+    before = sorted(p.name for p in out.iterdir())
+    real_save = Image.Image.save
+
+    def full(code: int) -> Any:
+        def fail(*_: Any, **__: Any) -> Any:
+            raise OSError(code, "No space left on device")
+        return fail
+
+    def save(self: Any, fp: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(fp).startswith(str(out)):  # the data folder is full, the system's not
+            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        return real_save(self, fp, *args, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(web_app, "write_replacing", full(errno.ENOSPC))
+        mp.setattr(web_app, "save_whole", full(errno.EROFS))
+        mp.setattr(Image.Image, "save", save)
+        got = server.get(urls["download"] + "?convention=brats2023")
+        assert got.status_code == 200, got.text
+        assert "brats2023" in got.headers["content-disposition"]
+        pdf = server.get(urls["report_pdf"])
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF"), pdf.text
+        page = server.get(urls["report_html"])
+        assert page.status_code == 200 and page.text.count("data:image/png") >= 3
+        assert server.get(urls["diameters"]).status_code == 200
+        assert sorted(p.name for p in out.iterdir()) == before  # nothing kept
+        # a key slice picture is a file of its own: it says why it cannot be made
+        r = server.get(f"/api/jobs/{job['id']}/report/v0/axial.png")
+        _one_sentence(r, 507, "the file could not be prepared")
+        assert "upload" not in r.json()["detail"]
+    kept = server.get(urls["download"] + "?convention=brats2023")  # room again: kept
+    assert kept.status_code == 200 and kept.content
+    import gzip
+
+    assert gzip.decompress(kept.content) == gzip.decompress(got.content)
+    assert server.get(urls["report_pdf"]).status_code == 200

@@ -783,6 +783,15 @@ def save_label_nifti(
     (NIfTI-1 or NIfTI-2); its intent (a vector image's) is not: a label map has none.
     """
     out = Path(out_path)
+    img = label_nifti_image(labels, reference, affine, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_whole(img, out)
+    return out
+
+
+def label_nifti_image(labels: np.ndarray, reference: nib.Nifti1Header | None = None,
+                      affine: np.ndarray | None = None, out: str | Path = "labels") -> Any:
+    """The image :func:`save_label_nifti` writes (``out``: the name a refusal names)."""
     raw = np.asarray(labels)
     if raw.size and raw.dtype != np.uint8:
         lo, hi = float(np.min(raw)), float(np.max(raw))
@@ -790,7 +799,6 @@ def save_label_nifti(
         if not (0 <= lo and hi <= 255 and whole):  # NaN fails too
             raise InputError(f"{out}: a label map holds whole numbers 0-255; these labels "
                              f"run from {lo:g} to {hi:g}{'' if whole else ', with fractions'}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
     lab = raw.astype(np.uint8)
     if reference is not None:
         hdr = header_for(reference, lab.shape, np.uint8)
@@ -812,8 +820,12 @@ def save_label_nifti(
     img.header["scl_inter"] = 0
     img.header["cal_min"] = 0
     img.header["cal_max"] = max(int(lab.max()), 1) if lab.size else 1
-    save_whole(img, out)
-    return out
+    return img
+
+
+def nifti_gz_bytes(img: Any) -> bytes:
+    """``img`` as the bytes of a ``.nii.gz`` file, made in memory (nothing written)."""
+    return gzip.compress(img.to_bytes(), compresslevel=6)
 
 
 def header_for(reference: Any, shape: tuple[int, ...], dtype: Any) -> Any:

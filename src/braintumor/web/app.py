@@ -39,7 +39,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from braintumor import __version__
 from braintumor.cases import MODALITIES
 from braintumor.errors import InputError
-from braintumor.io import ArchiveTooLarge, VolumeTooLarge, save_whole, write_replacing
+from braintumor.io import (
+    ArchiveTooLarge,
+    VolumeTooLarge,
+    nifti_gz_bytes,
+    save_whole,
+    write_replacing,
+)
 from braintumor.web.correct import (
     CorrectionUnavailable,
     Corrector,
@@ -609,9 +615,12 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         (its files gone under it), or None."""
         job_id = request.path_params.get("job_id")
         if isinstance(job_id, str) and store.vanishing(job_id):
+            # a folder removed under a job still listed (not by its deletion) is said so
+            text = NO_JOB if store.deleting(job_id) or store.get(job_id) is None \
+                else FILES_GONE
             if _navigating(request):
-                return HTMLResponse(_error_page(NO_JOB), status_code=404)
-            return JSONResponse({"detail": NO_JOB}, status_code=404)
+                return HTMLResponse(_error_page(text), status_code=404)
+            return JSONResponse({"detail": text}, status_code=404)
         return None
 
     @app.exception_handler(StarletteHTTPException)
@@ -633,14 +642,35 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             return gone
         return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc))
 
+    def files_missing(request: Request, exc: OSError) -> bool:
+        """True when ``exc`` is a file of the request's job that is not there (removed
+        under a job the database still lists)."""
+        job_id = request.path_params.get("job_id")
+        if not isinstance(exc, FileNotFoundError) or not isinstance(job_id, str):
+            return False
+        try:
+            folder = store.job_dir(job_id)
+        except KeyError:
+            return False
+        return exc.filename is None or Path(str(exc.filename)).resolve().is_relative_to(folder)
+
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> Response:
         gone = vanished(request)
         if gone is not None:
             return gone
+        if files_missing(request, exc):
+            return JSONResponse({"detail": FILES_GONE}, status_code=404)
+        fetching = request.method in ("GET", "HEAD")
         if _disk_full(exc):
-            return JSONResponse({"detail": DISK_FULL}, status_code=507)
+            return JSONResponse({"detail": DISK_FULL_FETCH if fetching else DISK_FULL},
+                                status_code=507)
         log.error("file error: %s", exc)
+        if fetching and _cannot_write(exc):
+            return JSONResponse({"detail": "The server cannot write to its data folder ("
+                                 f"{exc.strerror or type(exc).__name__}), so the file could "
+                                 "not be prepared; ask whoever runs the server."},
+                                status_code=500)
         return JSONResponse({"detail": "The server could not read or write a file "
                              f"({exc.strerror or type(exc).__name__})."}, status_code=500)
 
@@ -651,9 +681,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                              "file is too large for it to read."}, status_code=507)
 
     @app.exception_handler(sqlite3.OperationalError)
-    async def _db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    async def _db_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         if _disk_full(exc):
-            return JSONResponse({"detail": DISK_FULL}, status_code=507)
+            fetching = request.method in ("GET", "HEAD")
+            return JSONResponse({"detail": DISK_FULL_FETCH if fetching else DISK_FULL},
+                                status_code=507)
         log.error("job database error: %s", exc)
         return JSONResponse({"detail": "The job database could not be used (" + str(exc)
                              + ")."}, status_code=500)
@@ -684,6 +716,42 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             if store.vanishing(job_id):
                 raise HTTPException(404, NO_JOB)
             yield
+
+    def results_gone(job: Job) -> bool:
+        """True when a finished job's result files are no longer in its folder (removed
+        under it: by hand, by a clean-up of the disk)."""
+        if job.status != "done":
+            return False
+        out = store.job_dir(job.id) / "output"
+        kind = job.result.get("kind")
+        if kind == "3d":
+            return not labels_path(store.job_dir(job.id), job.label_version).is_file()
+        if kind == "2d":
+            name = "masks.zip" if int(job.result.get("slices", 1)) > 1 else "mask.png"
+            return not (out / name).is_file()
+        return False
+
+    def require_files(job: Job) -> Job:
+        """``job``, or a 404 that says its files are gone (:func:`results_gone`)."""
+        if results_gone(job):
+            raise HTTPException(404, FILES_GONE)
+        return job
+
+    def served(path: Path) -> Path:
+        """``path``, or a 404 that says the job's files are gone: a file a job lists but
+        its folder has not is no 500."""
+        if not path.is_file():
+            raise HTTPException(404, FILES_GONE)
+        return path
+
+    def in_scratch(job_id: str, make: Any) -> Any:
+        """``make(folder)`` in a temporary folder outside the data folder: what a fetch
+        makes when the job's folder cannot be written (a full disk, a read-only one) is
+        made there and answered from memory; the folder goes after."""
+        import tempfile
+
+        with writing(job_id), tempfile.TemporaryDirectory(prefix="braintumor-") as tmp:
+            return make(Path(tmp))
 
     def job_out(job: Job) -> dict[str, Any]:
         base = f"/api/jobs/{job.id}"
@@ -884,6 +952,14 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     @app.get("/api/jobs/{job_id}", response_model=JobOut, summary="A job's state and result")
     def get(job_id: str) -> dict[str, Any]:
         job = get_job(job_id)
+        if results_gone(job):
+            # no longer claimed to be there: told as a job that has no results, which
+            # every client shows with its sentence
+            out = job_out(job)
+            out.update(status="failed", stage="failed", message=FILES_GONE)
+            out["result"]["files_gone"] = True
+            out["urls"] = {k: v for k, v in out["urls"].items() if k in ("page", "self")}
+            return out
         if job.status == "done" and job.result.get("kind") == "3d" and correction_available():
             corrector.prefetch(job)
         return job_out(job)
@@ -945,8 +1021,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         mods = job.inputs.get("modalities") or {}
         if mod not in mods:
             raise HTTPException(404, f"This job has no {mod!r} image.")
-        path = on_case_grid(store.job_dir(job_id), mods, mod, job.inputs.get("grid"),
-                            job.inputs.get("reference"))
+        path = served(on_case_grid(store.job_dir(job_id), mods, mod, job.inputs.get("grid"),
+                                   job.inputs.get("reference")))
         return FileResponse(path, media_type="application/gzip"
                             if path.name.endswith(".gz") else "application/octet-stream")
 
@@ -963,7 +1039,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             raise HTTPException(409, f"The job is {job.status}; results exist once it is done.")
         if job.result.get("kind") != "3d":
             raise HTTPException(404, "This job has no 3D label map.")
-        return job
+        return require_files(job)
 
     @app.get("/api/jobs/{job_id}/overlay/v{version}/labels.nii.gz",
              summary="A label map version for the viewer (internal values 0-3)",
@@ -972,13 +1048,13 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         job = outline_3d(job_id)
         if not 0 <= version <= job.label_version:
             raise HTTPException(404, "No such label map version.")
-        return FileResponse(labels_path(store.job_dir(job_id), version),
+        return FileResponse(served(labels_path(store.job_dir(job_id), version)),
                             media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/overlay/v{version}/diameters.nii.gz",
              summary="The largest lesions' RANO diameters as a volume for the viewer",
              response_class=FileResponse)
-    def diameter_lines(job_id: str, version: int) -> FileResponse:
+    def diameter_lines(job_id: str, version: int) -> Response:
         """1 along each region's longest diameter, 2 along the perpendicular one, on the
         label map's grid; 404 until the label version's diameters are measured."""
         from braintumor.diameters import lines_volume
@@ -992,8 +1068,13 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if not out.exists():
             with writing(job_id):
                 ref: Any = nib.load(str(labels_path(job_dir, version)))
-                lines = lines_volume(ref.shape, summ["diameters"])
-                save_whole(nib.Nifti1Image(lines, ref.affine), out)
+                img = nib.Nifti1Image(lines_volume(ref.shape, summ["diameters"]), ref.affine)
+                try:
+                    save_whole(img, out)
+                except OSError as exc:
+                    if not _cannot_write(exc):
+                        raise
+                    return Response(nifti_gz_bytes(img), media_type="application/gzip")
         return FileResponse(out, media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/overlay/uncertainty.nii.gz", summary="Uncertainty map",
@@ -1001,13 +1082,13 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     def uncertainty(job_id: str) -> FileResponse:
         job = done_3d(job_id)
         path = store.job_dir(job_id) / "output" / "uncertainty.nii.gz"
-        if not job.result.get("has_uncertainty") or not path.exists():
+        if not job.result.get("has_uncertainty"):
             raise HTTPException(404, "This method gave no uncertainty map.")
-        return FileResponse(path, media_type="application/gzip")
+        return FileResponse(served(path), media_type="application/gzip")
 
     @app.get("/api/jobs/{job_id}/download/labels.nii.gz", response_class=FileResponse,
              summary="Download the (corrected) label map in the input's geometry")
-    def download(job_id: str, convention: str = "brats2021") -> FileResponse:
+    def download(job_id: str, convention: str = "brats2021") -> Response:
         """``convention``: brats2021 (ET = 4, default), brats2023 or msd."""
         from braintumor import labels as L
 
@@ -1015,10 +1096,19 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         L.allowed_values(convention)  # one sentence for an unknown convention
         job_dir = store.job_dir(job_id)
         out = job_dir / "output" / f"download_v{job.label_version}_{convention}.nii.gz"
+        src = labels_path(job_dir, job.label_version)
+        made: bytes | None = None
         if not out.exists():  # written whole or not at all: this file is served as it is
-            with writing(job_id):
-                write_replacing(out, lambda tmp: _convert_labels(
-                    labels_path(job_dir, job.label_version), tmp, convention))
+            try:
+                with writing(job_id):
+                    write_replacing(out, lambda tmp: _convert_labels(src, tmp, convention))
+            except OSError as exc:  # not kept (a full disk): converted in memory instead
+                if not _cannot_write(exc):
+                    raise
+                log.warning("job %s: the download could not be kept (%s); sent from memory",
+                            job_id, exc)
+                with writing(job_id):
+                    made = nifti_gz_bytes(_converted_labels(src, convention))
         # not <case>_seg.nii.gz: saved into a BraTS case folder, that would replace the
         # expert's outline, which carries that name; a corrected outline (version N) and
         # another convention say so in the name, so saving one beside the other keeps both
@@ -1027,6 +1117,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             name += f"_corrected{job.label_version}"
         if convention != "brats2021":
             name += f"_{convention}"
+        if made is not None:
+            return _attachment_bytes(made, "application/gzip", f"{name}.nii.gz")
         return _attachment(out, "application/gzip", f"{name}.nii.gz")
 
     @app.get("/api/jobs/{job_id}/report.html", response_class=HTMLResponse,
@@ -1040,9 +1132,15 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             f"{job.inputs.get('case_id') or 'case'}_report.html", inline=True)}
         if job.status == "done" and job.result.get("kind") == "2d":
             return HTMLResponse(render_html_2d(
-                job, store.job_dir(job_id) / "output" / "overlay.png"), headers=named)
+                job, served(store.job_dir(job_id) / "output" / "overlay.png")), headers=named)
         job = done_3d(job_id)
-        return HTMLResponse(render_html(job, *_report_pictures(job)), headers=named)
+        try:
+            page = render_html(job, *_report_pictures(job))
+        except OSError as exc:  # the pictures cannot be kept: drawn for this answer only
+            if not _cannot_write(exc):
+                raise
+            page = in_scratch(job_id, lambda d: render_html(job, *_report_pictures(job, d)))
+        return HTMLResponse(page, headers=named)
 
     @app.get("/api/jobs/{job_id}/report/v{version}/{view}.png", response_class=FileResponse,
              summary="A key slice picture of the report")
@@ -1060,27 +1158,46 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     @app.get("/api/jobs/{job_id}/report.pdf", response_class=FileResponse,
              summary="PDF report")
-    def report_pdf(job_id: str) -> FileResponse:
+    def report_pdf(job_id: str) -> Response:
         from braintumor.web.report import render_pdf, render_pdf_2d, report_facts, report_file
 
         job = get_job(job_id)
-        if job.status == "done" and job.result.get("kind") == "2d":
-            out = store.job_dir(job_id) / "output" / "report_2d.pdf"
-            if not out.exists():
-                with writing(job_id):
-                    write_replacing(out, lambda tmp: render_pdf_2d(
-                        job, store.job_dir(job_id) / "output" / "overlay.png", tmp))
-        else:
-            job = done_3d(job_id)
-            # named anew with the RANO section: a PDF written before, without it, is not served
-            out = store.job_dir(job_id) / "output" / report_file(job, "report_rano.pdf")
-            # kept once the diameters are in it: before, they are still being measured
-            if not out.exists() or report_facts(job)["diameters"] is None:
-                with writing(job_id):
-                    slices, measured = _report_pictures(job)
-                    write_replacing(out, lambda tmp: render_pdf(job, slices, tmp, measured))
-        return _attachment(out, "application/pdf",
-                           f"{job.inputs.get('case_id', 'case')}_report.pdf")
+        name = f"{job.inputs.get('case_id', 'case')}_report.pdf"
+        try:
+            if job.status == "done" and job.result.get("kind") == "2d":
+                overlay_png = served(store.job_dir(job_id) / "output" / "overlay.png")
+                out = store.job_dir(job_id) / "output" / "report_2d.pdf"
+                if not out.exists():
+                    with writing(job_id):
+                        write_replacing(out, lambda tmp: render_pdf_2d(job, overlay_png, tmp))
+            else:
+                job = done_3d(job_id)
+                # named anew with the RANO section: a PDF written before, without it, is
+                # not served
+                out = store.job_dir(job_id) / "output" / report_file(job, "report_rano.pdf")
+                # kept once the diameters are in it: before, they are still being measured
+                if not out.exists() or report_facts(job)["diameters"] is None:
+                    with writing(job_id):
+                        slices, measured = _report_pictures(job)
+                        write_replacing(out, lambda tmp: render_pdf(job, slices, tmp,
+                                                                    measured))
+        except OSError as exc:  # not kept (a full disk): made for this answer only
+            if not _cannot_write(exc):
+                raise
+            log.warning("job %s: the PDF report could not be kept (%s); sent from memory",
+                        job_id, exc)
+
+            def pdf(d: Path) -> bytes:
+                if job.result.get("kind") == "2d":
+                    made = render_pdf_2d(job, store.job_dir(job_id) / "output" / "overlay.png",
+                                         d / "report.pdf")
+                else:
+                    slices, measured = _report_pictures(job, d)
+                    made = render_pdf(job, slices, d / "report.pdf", measured)
+                return made.read_bytes()
+
+            return _attachment_bytes(in_scratch(job_id, pdf), "application/pdf", name)
+        return _attachment(out, "application/pdf", name)
 
     def _diameter_picture(job: Job) -> Path | None:
         from braintumor.web.correct import read_labels
@@ -1091,14 +1208,17 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             return diameter_picture(job_dir, job,
                                     read_labels(labels_path(job_dir, job.label_version)))
 
-    def _report_pictures(job: Job) -> tuple[dict[str, Path], Path | None]:
+    def _report_pictures(job: Job, into: Path | None = None
+                         ) -> tuple[dict[str, Path], Path | None]:
+        """The report's pictures, kept in the job's folder (``into``: drawn there instead,
+        when the job's folder cannot be written)."""
         from braintumor.web.correct import read_labels
         from braintumor.web.report import report_pictures
 
         job_dir = store.job_dir(job.id)
         with writing(job.id):
             return report_pictures(job_dir, job,
-                                   read_labels(labels_path(job_dir, job.label_version)))
+                                   read_labels(labels_path(job_dir, job.label_version)), into)
 
     def _pictures(job: Job) -> dict[str, Path]:
         from braintumor.web.correct import read_labels
@@ -1121,6 +1241,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             raise HTTPException(404, "No such picture.")
         path = store.job_dir(job_id) / "output" / f"{name}.png"
         if not path.exists():  # a reference picture of a job given no reference mask
+            require_files(job)
             raise HTTPException(404, "This job has no such picture (no reference mask "
                                      "was uploaded).")
         if download:
@@ -1138,6 +1259,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             raise HTTPException(404, "No such slice picture.")
         path = store.job_dir(job_id) / "output" / "slices" / f"{index:03d}_{name}.png"
         if not path.exists():  # no reference mask for this slice
+            require_files(job)
             raise HTTPException(404, "This slice has no such picture (no reference mask "
                                      "was uploaded for it).")
         return FileResponse(path, media_type="image/png")
@@ -1149,7 +1271,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if job.status != "done" or job.result.get("kind") != "2d" or \
                 int(job.result.get("slices", 1)) < 2:
             raise HTTPException(404, "This job has no stack of masks.")
-        return _attachment(store.job_dir(job_id) / "output" / "masks.zip", "application/zip",
+        return _attachment(served(store.job_dir(job_id) / "output" / "masks.zip"),
+                           "application/zip",
                            f"{job.inputs.get('case_id', 'slices')}_masks.zip")
 
     @app.post("/api/jobs/{job_id}/compare", summary="Compare with an earlier scan",
@@ -1355,6 +1478,23 @@ DISK_FULL = ("The server's disk is full, so nothing more can be stored; the uplo
              "discarded. Try again later, or ask whoever runs the server to free space.")
 
 
+#: what a fetch (a download, a report) hears when the disk is too full to prepare it
+DISK_FULL_FETCH = ("The server's disk is full, so the file could not be prepared; try again "
+                   "once space is freed, or ask whoever runs the server to free space.")
+
+#: what a request about a finished job hears when its files were removed under it
+FILES_GONE = ("This job's files are no longer on the server (removed by a clean-up or by "
+              "hand), so its results cannot be shown or downloaded; run it again.")
+
+
+def _cannot_write(exc: OSError) -> bool:
+    """True for a file that cannot be written for want of room or permission (a full
+    disk, a read-only data folder): what a fetch can make in memory instead."""
+    import errno
+
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def _disk_full(exc: BaseException) -> bool:
     import errno
 
@@ -1444,6 +1584,12 @@ def _attachment(path: Path, media_type: str, name: str) -> FileResponse:
                         headers={"content-disposition": content_disposition(name)})
 
 
+def _attachment_bytes(content: bytes, media_type: str, name: str) -> Response:
+    """``content``, made in memory, as a download named ``name``."""
+    return Response(content, media_type=media_type,
+                    headers={"content-disposition": content_disposition(name)})
+
+
 def _suffix(path: str) -> str:
     return ".nii.gz" if path.endswith(".nii.gz") else ".nii"
 
@@ -1456,14 +1602,20 @@ def _json_dumps(obj: Any) -> str:
 
 def _convert_labels(src: Path, out: Path, convention: str) -> None:
     """Write ``src`` (internal values, input geometry) in ``convention``, same geometry."""
+    from braintumor.io import save_whole
+
+    save_whole(_converted_labels(src, convention), out)
+
+
+def _converted_labels(src: Path, convention: str) -> Any:
+    """The image :func:`_convert_labels` writes, made in memory."""
     import nibabel as nib
     import numpy as np
 
     from braintumor import labels as L
-    from braintumor.io import save_label_nifti
+    from braintumor.io import label_nifti_image
 
     img: Any = nib.load(str(src))
     data = np.asarray(img.dataobj, dtype=np.uint8)
-    save_label_nifti(L.from_internal(data, convention), out, reference=img.header,
-                     affine=img.affine)
+    return label_nifti_image(L.from_internal(data, convention), img.header, img.affine, src)
 

@@ -173,26 +173,30 @@ def _case_reader(job_dir: Path, job: Job) -> Callable[[], Any]:
     return read
 
 
-def report_pictures(job_dir: Path, job: Job, labels: np.ndarray
+def report_pictures(job_dir: Path, job: Job, labels: np.ndarray, into: Path | None = None
                     ) -> tuple[dict[str, Path], Path | None]:
     """:func:`slice_pictures` and :func:`diameter_picture` of one report, the job's case
     read at most once for both (four full volumes), and not at all once they are made."""
     read = _case_reader(job_dir, job)
-    return (slice_pictures(job_dir, job, labels, case=read),
-            diameter_picture(job_dir, job, labels, case=read))
+    return (slice_pictures(job_dir, job, labels, case=read, into=into),
+            diameter_picture(job_dir, job, labels, case=read, into=into))
 
 
 def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = "flair",
-                   case: Callable[[], Any] | None = None) -> dict[str, Path]:
+                   case: Callable[[], Any] | None = None, into: Path | None = None
+                   ) -> dict[str, Path]:
     """Write (once per label version) and return the three key-slice PNGs of a job,
     drawn on the case's grid, the label map's (a modality sent on a grid of its own is
     shown resampled onto it, as the segmentation read it). ``case``: where to read the
-    job's case from (:func:`_case_reader`)."""
+    job's case from (:func:`_case_reader`); ``into``: a folder to draw them in instead of
+    the job's own (one that cannot be written), when they were not drawn there before."""
     from braintumor.cases import MODALITIES
 
     out = {v: job_dir / "output" / report_file(job, f"{v}.png") for v in VIEWS}
     if all(p.exists() for p in out.values()):
         return out
+    if into is not None:
+        out = {v: into / p.name for v, p in out.items()}
     c = (case or _case_reader(job_dir, job))()
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -208,16 +212,20 @@ def slice_pictures(job_dir: Path, job: Job, labels: np.ndarray, modality: str = 
 
 
 def diameter_picture(job_dir: Path, job: Job, labels: np.ndarray,
-                     case: Callable[[], Any] | None = None) -> Path | None:
+                     case: Callable[[], Any] | None = None, into: Path | None = None
+                     ) -> Path | None:
     """Write (once per label version) and return the PNG of the slices on which the
     largest lesions' RANO diameters were measured (:func:`braintumor.report.
     diameter_pictures`, shown as the other key slices are); None without a lesion.
-    ``case``: where to read the job's case from (:func:`_case_reader`)."""
+    ``case``: where to read the job's case from (:func:`_case_reader`); ``into``: as
+    :func:`slice_pictures` has it."""
     from braintumor.report import diameter_pictures, diameters_png
 
     out = job_dir / "output" / report_file(job, "diameters.png")
     if out.exists():
         return out
+    if into is not None:
+        out = into / out.name
     summ = (job.result.get("summaries") or [{}])[-1]
     if not summ.get("diameters"):
         return None

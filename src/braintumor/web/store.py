@@ -366,6 +366,11 @@ class JobStore:
             with self._lock:
                 self._deleting.discard(job_id)
 
+    def deleting(self, job_id: str) -> bool:
+        """True while :meth:`delete` removes the job."""
+        with self._lock:
+            return job_id in self._deleting
+
     def vanishing(self, job_id: str) -> bool:
         """True when a job is gone or going: being deleted, its row or its folder gone."""
         with self._lock:
