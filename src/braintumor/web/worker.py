@@ -744,12 +744,16 @@ class WorkerPool:
             try:
                 self.store.finish(job_id, **outcome)
             except Exception as exc:  # noqa: BLE001 - tried again at the next turn
-                self._store_trouble(f"job {job_id}: its outcome could not be recorded yet",
-                                    exc)
+                if disk_full(exc):  # said once, by _finish: not every two seconds
+                    log.debug("job %s: its outcome could not be recorded yet (%s)", job_id,
+                              exc)
+                else:
+                    self._store_trouble(f"job {job_id}: its outcome could not be recorded "
+                                        "yet", exc)
                 return False
             with self._lock:
                 self._unsettled.pop(job_id, None)
-            log.info("job %s: its outcome (%s) is recorded now", job_id, outcome["status"])
+            log.warning("job %s: its outcome (%s) is recorded now", job_id, outcome["status"])
         return True
 
     def _spec(self, job: Job) -> dict[str, Any]:
