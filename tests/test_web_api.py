@@ -1159,8 +1159,11 @@ def test_an_outline_undone_and_made_anew_is_another_revision(
 
 def test_a_job_s_revision_survives_a_restart_and_older_stores_gain_one(
         methods: None, tmp_path: Path, case_files: dict[str, Path]) -> None:
-    """The revision is kept with the job, so a restarted server counts on from it; a
-    store written before jobs had one gains it, each job's its version."""
+    """The revision is kept with the job, so a restarted server counts on from it; the
+    jobs table keeps the columns an earlier release reads, so a server of that release
+    started on the same folder still reads every job; a job it corrected in between
+    gets a revision no page has seen, and a job from before revisions counts from its
+    version."""
     import sqlite3
 
     pytest.importorskip("braintumor.correction")
@@ -1183,9 +1186,23 @@ def test_a_job_s_revision_survives_a_restart_and_older_stores_gain_one(
         assert c.post(url, json={"seeds": outside, "revision": 2}).json()[
             "label_revision"] == 3
         c.app.state.store.close()  # type: ignore[attr-defined]
-    # a store from before: no label_revision column
+    # the jobs table keeps the columns an earlier release builds its jobs from (every
+    # one of them): the revision lies in a table of its own
     db = sqlite3.connect(str(data / "jobs.sqlite3"))
-    db.execute("ALTER TABLE jobs DROP COLUMN label_revision")
+    cols = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+    assert "label_revision" not in cols and "label_version" in cols
+    # an earlier release undoes the correction (v1 -> v0) without counting the revision:
+    # the job's revision is then one past the recorded, which no page has seen
+    db.execute("UPDATE jobs SET label_version = 0 WHERE id = ?", (job["id"],))
+    db.commit()
+    with TestClient(create_app(data, token="", warm=False)) as c:
+        now = c.get(job["urls"]["self"]).json()
+        assert (now["label_version"], now["label_revision"]) == (0, 4)
+        assert c.post(url, json={"seeds": outside, "revision": 3}).status_code == 409
+        c.app.state.store.close()  # type: ignore[attr-defined]
+    # a store from before revisions were recorded: each job's counts from its version
+    db.execute("DROP TABLE revisions")
+    db.execute("UPDATE jobs SET label_version = 1 WHERE id = ?", (job["id"],))
     db.commit()
     db.close()
     with TestClient(create_app(data, token="", warm=False)) as c:

@@ -55,12 +55,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires REAL NOT NULL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     label_version INTEGER NOT NULL DEFAULT 0,
-    label_revision INTEGER NOT NULL DEFAULT 0,
     inputs TEXT NOT NULL DEFAULT '{}',
     result TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
+CREATE TABLE IF NOT EXISTS revisions (
+    id TEXT PRIMARY KEY,
+    label_revision INTEGER NOT NULL,
+    at_version INTEGER NOT NULL
+);
 """
+
+#: a job's row with its label revision (a table of its own, so that the jobs table keeps
+#: the columns an earlier release reads: it builds a job from every column there)
+_JOB_ROW = ("SELECT jobs.*, revisions.label_revision AS revision_, "
+            "revisions.at_version AS at_version_ FROM jobs LEFT JOIN revisions "
+            "ON revisions.id = jobs.id WHERE jobs.id = ?")
 
 
 def new_job_id() -> str:
@@ -106,6 +116,15 @@ class Job:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         d = dict(row)
+        # the revision: as recorded, when recorded at the version the job holds now; a
+        # job with none recorded (from an earlier release) counts from its version; one
+        # whose version moved since (an earlier release corrected it in between) one on
+        # from the recorded, which no page has seen
+        revision, at = d.pop("revision_", None), d.pop("at_version_", None)
+        d.pop("label_revision", None)
+        version = int(d.get("label_version") or 0)
+        d["label_revision"] = (version if revision is None else
+                               int(revision) + (0 if at == version else 1))
         d["inputs"] = json.loads(d["inputs"] or "{}")
         d["result"] = json.loads(d["result"] or "{}")
         d["cancel_requested"] = bool(d["cancel_requested"])
@@ -131,26 +150,8 @@ class JobStore:
         #: (a correction) finishes first and cannot write into the deleted folder after
         self.delete_guard: Callable[[str], AbstractContextManager[Any]] | None = None
         self._db = open_database(self.data_dir / "jobs.sqlite3")
-        with self._lock:
-            self._add_label_revision()
-
-    def _add_label_revision(self) -> None:
-        """A store written before jobs had a ``label_revision`` gains the column, each
-        job's set to its ``label_version``: at least as many changes as it shows, and
-        counted on from there (a page from before sends no revision, only a version)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            cols = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            if "label_revision" in cols:
-                self._db.execute("COMMIT")
-                return
-            self._db.execute("ALTER TABLE jobs ADD COLUMN label_revision INTEGER NOT NULL "
-                             "DEFAULT 0")
-            self._db.execute("UPDATE jobs SET label_revision = label_version")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._tx() as db:  # revisions of jobs an earlier release deleted
+            db.execute("DELETE FROM revisions WHERE id NOT IN (SELECT id FROM jobs)")
 
     # -- plumbing -------------------------------------------------------------------
     @contextmanager
@@ -227,7 +228,7 @@ class JobStore:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
+            row = self._db.execute(_JOB_ROW, (jid,)).fetchone()
         return Job.from_row(row)
 
     def get(self, job_id: str) -> Job | None:
@@ -235,7 +236,7 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self._db.execute(_JOB_ROW, (job_id,)).fetchone()
         if row is None:
             return None
         job = Job.from_row(row)
@@ -261,9 +262,11 @@ class JobStore:
 
     # -- state changes --------------------------------------------------------------
     def update(self, job_id: str, **fields: Any) -> None:
-        """Set columns of one job (``inputs``/``result`` given as dicts)."""
+        """Set columns of one job (``inputs``/``result`` given as dicts;
+        ``label_revision`` is kept beside the row, with the version it names)."""
         if not fields:
             return
+        revision = fields.pop("label_revision", None)
         for key in ("inputs", "result"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
@@ -271,6 +274,10 @@ class JobStore:
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            if revision is not None:
+                db.execute("INSERT OR REPLACE INTO revisions (id, label_revision, at_version) "
+                           "SELECT id, ?, label_version FROM jobs WHERE id = ?",
+                           (int(revision), job_id))
 
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
         """Record live progress of a running job (not of one asked to stop: its stage
@@ -361,6 +368,7 @@ class JobStore:
                     return False
                 with self._tx() as db:
                     cur = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                    db.execute("DELETE FROM revisions WHERE id = ?", (job_id,))
                 return cur.rowcount > 0
         finally:
             with self._lock:
