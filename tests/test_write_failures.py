@@ -60,6 +60,15 @@ def test_files_written_together_go_in_only_when_all_were_written(tmp_path: Path)
         bio.write_replacing(b, lambda tmp: tmp.write_text("new b"))
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
     assert _parts(tmp_path) == []
+    # a folder where the block's last file goes: nothing goes in, not the first half
+    b.unlink()
+    b.mkdir()
+    with pytest.raises(OSError) as err, bio.written_together(last=[b]):
+        bio.write_replacing(a, lambda tmp: tmp.write_text("newer a"))
+        bio.write_replacing(b, lambda tmp: tmp.write_text("newer b"))
+    assert err.value.filename == str(b) and "folder" in str(err.value)
+    assert a.read_text() == "new a" and b.is_dir()
+    assert _parts(tmp_path) == []
 
 
 def test_a_write_that_fails_names_the_file_not_its_temporary(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import gzip
 import io as stdio
 import logging
@@ -751,6 +752,12 @@ def written_together(last: Sequence[str | Path] = ()) -> Iterator[None]:
     ends = {write_target(p) for p in last}
     order = [e for e in together if e[1] not in ends] + [e for e in together if e[1] in ends]
     try:
+        # a folder where a file goes would stop the renames half-way, the block's first
+        # files in and its last not: said before any file goes in
+        for _, target in order:
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a folder, where a file goes",
+                                        str(target))
         for partial, target in order:
             put_in_place(partial, target)
     finally:
