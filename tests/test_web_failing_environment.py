@@ -196,6 +196,26 @@ def test_serve_with_a_job_database_locked_by_another_program_says_so_soon(
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     assert "locked by another program" in err and "stop that program" in err, err
+    # a database a server made (WAL mode), whose writing another program holds: the
+    # reads of the check pass it, so the check writes too, and meets the lock there
+    wal = tmp_path / "wal"
+    from braintumor.web.store import JobStore
+
+    store = JobStore(wal)
+    store.create("3d", "watershed")
+    store.close()
+    other = sqlite3.connect(wal / "jobs.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE jobs SET message = 'x'")
+    try:
+        t0 = time.monotonic()
+        assert _serve(wal) != 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        other.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert "locked by another program" in err and "stop that program" in err, err
 
 
 @pytest.fixture(scope="module")

@@ -150,8 +150,6 @@ class JobStore:
         #: (a correction) finishes first and cannot write into the deleted folder after
         self.delete_guard: Callable[[str], AbstractContextManager[Any]] | None = None
         self._db = open_database(self.data_dir / "jobs.sqlite3")
-        with self._tx() as db:  # revisions of jobs an earlier release deleted
-            db.execute("DELETE FROM revisions WHERE id NOT IN (SELECT id FROM jobs)")
 
     # -- plumbing -------------------------------------------------------------------
     @contextmanager
@@ -476,6 +474,15 @@ def _check_database(db: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"database disk image is malformed: {rows[0][0]}")
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(_SCHEMA)
+    # a write, so that a lock another program holds is met here, under the short wait
+    # (in WAL mode its writing blocks none of the reads above), not at the first job
+    db.execute("BEGIN IMMEDIATE")
+    try:  # the revisions of jobs an earlier release deleted
+        db.execute("DELETE FROM revisions WHERE id NOT IN (SELECT id FROM jobs)")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _locked(exc: sqlite3.Error) -> bool:
