@@ -953,6 +953,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
     def get(job_id: str) -> dict[str, Any]:
         job = get_job(job_id)
         if results_gone(job):
+            # an undo between reading the row and looking for its file (the row moved
+            # to the version before, that version's file removed) is no file gone: the
+            # row is read again before the job is said to have lost its files
+            job = get_job(job_id)
+        if results_gone(job):
             # no longer claimed to be there: told as a job that has no results, which
             # every client shows with its sentence
             out = job_out(job)
