@@ -221,6 +221,63 @@ def test_a_seed_without_its_label_is_said_so(scene) -> None:
             correct(case, labels, seeds)  # type: ignore[arg-type]
 
 
+def test_a_seed_on_normal_tissue_or_on_its_own_label_does_not_grow(scene) -> None:
+    # "like the seed" on normal tissue is normal tissue: a region seed there adds no
+    # more than its own 2 mm ball (33 voxels), not the normal brain around it
+    case, labels, m = scene
+    for region in (L.NCR, L.ED, L.ET):
+        out = correct(case, labels, [(40, 22, 30, region)])
+        assert 0 < (out != labels).sum() <= 33, region
+    # a seed confirming the label under it changes nothing, even where the outline
+    # holds only half of the lesion: it is said so, and the caller saves nothing new
+    lab = labels.copy()
+    lab[m["B"] & (np.arange(SHAPE[0])[:, None, None] < 58)] = L.ED
+    notes: list[str] = []
+    out = correct(case, lab, [(55, 24, 30, L.ED)], notes=notes)
+    assert np.array_equal(out, lab)
+    assert notes == ["the seed at (55, 24, 30) asks for edema (ED), which is what the "
+                     "outline holds there already; nothing changed there"]
+    # the same seed on the missed half adds it
+    out = correct(case, lab, [(61, 24, 30, L.ED)])
+    assert (out[m["B"]] == L.ED).mean() > 0.9
+
+
+def test_seeds_sharing_claims_one_voxel_thick_do_not_fail() -> None:
+    # two seeds of different labels whose claims span a box one voxel thick (a slice
+    # between two labelled slabs): the gradient across that box is taken as 0
+    rng = np.random.default_rng(0)
+    img = (100 + rng.normal(0, 4, (4, 40, 40, 20))).astype(np.float32)
+    lab = np.zeros((40, 40, 20), np.uint8)
+    lab[:, :, :10] = L.NCR
+    lab[:, :, 11:] = L.NCR
+    case = case_from_arrays("thin", img)
+    out = correct(case, lab, [(20, 20, 10, L.ED), (23, 20, 10, L.ET)])
+    assert np.array_equal(out[:, :, :10], lab[:, :, :10])
+    assert np.array_equal(out[:, :, 11:], lab[:, :, 11:])
+
+
+def test_normal_brain_statistics_move_smoothly_as_labels_grow(scene) -> None:
+    # below 1000 unlabelled samples the normal brain is topped up with labelled brain,
+    # not swapped for the whole brain at once
+    from braintumor.correction import _normal_stats
+
+    case, labels, _ = scene
+    img = np.array(case.image)
+    img[:, :, :, :30] += 30  # two tissues
+    case = case_from_arrays("two", img)
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[:, :, :30] = L.ED
+    meds = []
+    for keep in (2000, 1100, 900, 0):  # unlabelled samples left (every 4th voxel)
+        lb = np.full(SHAPE, L.ED, np.uint8)
+        free = np.argwhere(lab[::4, ::4, ::4] == 0)[:keep] * 4
+        lb[tuple(free.T)] = 0
+        meds.append(_normal_stats(case, lb)[3, 0])
+    assert abs(meds[0] - 100) < 2 and abs(meds[1] - 100) < 2
+    assert abs(meds[2] - 100) < 2  # 900 normal + 100 labelled: still the normal tissue
+    assert meds[3] > 110  # no normal brain at all: the whole brain
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", ["Brats18_TCIA01_201_1", "Brats18_TCIA10_639_1"])
