@@ -16,6 +16,19 @@ around the seeds):
   took it for its neighbour; seeds with the right label.
 * ``FP``: a false positive: the tumour mirrored left-right (first axis) onto normal
   brain at least 3 mm from the tumour, its largest piece labelled ED; background seeds.
+  Its ``false`` is 0 by construction: a background seed removes only tumour connected
+  to it, and this piece touches none.
+* ``FPT``: a false positive touching the tumour: the normal brain within 4 mm of the
+  expert tumour (its largest piece) labelled ED; background seeds. Here a seed can
+  take true tumour away.
+
+Over-growth, one seed on the expert map itself (``added``: voxels the edit changed;
+median and max over the cases):
+
+* ``normal ED`` / ``ET`` / ``NCR``: a region seed on unlabelled normal brain (the
+  deepest voxel of the ``FP`` scenario's mirrored piece, not labelled here).
+* ``confirm ED`` / ``ET`` / ``NCR``: a region seed at the deepest voxel of the largest
+  piece of that region, which holds the label already.
 
 Seeds: the piece's deepest voxel (maximum of its distance transform, in mm); the
 3-seed variant adds, twice, the deepest voxel at least 10 mm from the seeds so far.
@@ -42,8 +55,11 @@ from scipy import ndimage as ndi
 
 from braintumor.correction import CorrectionParams, correct
 
-SCENARIOS = ("ED", "ET", "NCR", "FP")
-_LABEL = {"ED": 2, "ET": 3, "NCR": 1, "FP": 0}
+SCENARIOS = ("ED", "ET", "NCR", "FP", "FPT")
+_LABEL = {"ED": 2, "ET": 3, "NCR": 1, "FP": 0, "FPT": 0}
+GROWTH = ("normal", "confirm")
+_REGIONS = {"ED": 2, "ET": 3, "NCR": 1}
+FPT_MM = 4.0  # width of the touching false positive
 MIN_VOXELS = 100  # a piece smaller than this is no scenario
 
 
@@ -104,6 +120,19 @@ def scenario(gt: np.ndarray, brain: np.ndarray, spacing: np.ndarray, name: str
         lab = gt.copy()
         lab[piece] = 2
         return lab, piece
+    if name == "FPT":
+        tumour = gt > 0
+        if tumour.sum() < MIN_VOXELS:
+            return None
+        box = _box(tumour, int(np.ceil((FPT_MM + 1) / spacing.min())))
+        ring = np.zeros(gt.shape, dtype=bool)
+        ring[box] = ndi.distance_transform_edt(~tumour[box], sampling=spacing) <= FPT_MM
+        piece = _largest(ring & ~tumour & brain)
+        if piece.sum() < MIN_VOXELS:
+            return None
+        lab = gt.copy()
+        lab[piece] = 2
+        return lab, piece
     region = _LABEL[name]
     if (gt == region).sum() < MIN_VOXELS:
         return None
@@ -146,7 +175,7 @@ def measure(case, gt: np.ndarray, name: str, made, params: CorrectionParams
     out = correct(case, lab, seeds, params=params)
     dt = time.perf_counter() - t0
     target = piece & window
-    if name == "FP":
+    if name in ("FP", "FPT"):
         right = target & (out == 0)
         changed = (out == 0) & (lab > 0)
         wrong = changed & (gt > 0)
@@ -160,6 +189,25 @@ def measure(case, gt: np.ndarray, name: str, made, params: CorrectionParams
     f1 = 2 * prec * recall / (prec + recall) if prec + recall > 0 else 0.0
     return {"target": float(target.sum()), "recall": float(recall), "false": float(false),
             "f1": float(f1), "outside": float(((out != lab) & ~window).sum()), "s": dt}
+
+
+def growth(case, gt: np.ndarray, params: CorrectionParams) -> dict[str, int]:
+    """Voxels changed by one region seed on normal brain and by one confirming a label,
+    on the expert map itself; keys ``"normal ED"`` ... ``"confirm NCR"``."""
+    spacing = np.asarray(case.spacing, dtype=float)
+    brain = np.any(np.asarray(case.image) != 0, axis=0)
+    out: dict[str, int] = {}
+    made = scenario(gt, brain, spacing, "FP")
+    for name, region in _REGIONS.items():
+        if made is not None:
+            s = _seeds(made[1], spacing, 1)[0]
+            out[f"normal {name}"] = int((correct(case, gt, [(*s, region)], params=params)
+                                         != gt).sum())
+        if (gt == region).sum() >= MIN_VOXELS:
+            s = _seeds(_largest(gt == region), spacing, 1)[0]
+            out[f"confirm {name}"] = int((correct(case, gt, [(*s, region)], params=params)
+                                          != gt).sum())
+    return out
 
 
 def _params(pairs: list[str]) -> CorrectionParams:
@@ -194,6 +242,7 @@ def main() -> int:
     if args.case:
         dirs = [d for d in dirs if d.name in args.case]
     rows: dict[tuple[str, int], list[dict[str, float]]] = {}
+    added: dict[str, list[int]] = {}
     print(f"{'case':<22} {'scen':<4} {'n':>1} {'voxels':>7} {'recall':>6} {'false':>6} "
           f"{'F1':>5} {'outside':>7} {'s':>5}")
     for d in dirs:
@@ -209,6 +258,9 @@ def main() -> int:
                 print(f"{case.case_id[8:]:<22} {name:<4} {n:>1} {int(r['target']):>7} "
                       f"{r['recall']:>6.3f} {r['false']:>6.3f} {r['f1']:>5.3f} "
                       f"{int(r['outside']):>7} {r['s']:>5.2f}", flush=True)
+        for key, v in growth(case, gt, params).items():
+            added.setdefault(key, []).append(v)
+            print(f"{case.case_id[8:]:<22} {key:<14} added {v:>7}", flush=True)
     print()
     print("| scenario | seeds | cases | recall | false | F1 | outside | s per edit (max) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -217,6 +269,13 @@ def main() -> int:
         print(f"| {name} | {n} | {len(rs)} | {m['recall']:.3f} | {m['false']:.3f} | "
               f"{m['f1']:.3f} | {int(sum(r['outside'] for r in rs))} | "
               f"{m['s']:.2f} ({max(r['s'] for r in rs):.2f}) |")
+    print()
+    print("| one seed | cases | voxels added, median | max |")
+    print("|---|---|---|---|")
+    for key in (f"{g} {r}" for g in GROWTH for r in _REGIONS):
+        if key in added:
+            v = added[key]
+            print(f"| {key} | {len(v)} | {int(np.median(v))} | {max(v)} |")
     return 0
 
 
