@@ -734,62 +734,23 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
     other.close()
 
 
-def test_a_correction_the_server_does_not_answer_is_given_up(
-        server: ServerThread, page: Any, tmp_path: Path) -> None:
-    """A correction the server does not answer (stalled, or the network dropped) holds
-    up the seeds clicked after it only until the page's time limit: it is given up, the
-    seed queued behind it is not sent, the page says so in one sentence and shows the
-    outline as the server has it (corrected meanwhile by another reader), and the next
-    click is sent as usual, on that outline."""
-    pytest.importorskip("braintumor.correction")
-    from playwright.sync_api import expect
-
+def _lesion_job(server: ServerThread, page: Any, tmp_path: Path) -> tuple[str, Any]:
+    """A case uploaded from the page and segmented by the threshold stand-in, its outline
+    shown: the job's id and its first whole-tumour lesion's centre (mm)."""
     _upload_case(server, page, tmp_path, "threshold")
     _wait_overlay(page)
     job_id = page.url.rsplit("/", 1)[1]
     centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
         "centre_mm"]
+    return job_id, centre
+
+
+def _corrections_sent(page: Any) -> list[Any]:
+    """The bodies of the corrections the page sends from now on, in order."""
     sent: list[Any] = []
     page.on("request", lambda r: sent.append(r.post_data_json)
             if r.url.endswith("/corrections") else None)
-    stalled: list[Any] = []
-    page.route("**/corrections", lambda route: stalled.append(route))  # never answered
-    page.evaluate("state.correctionTimeoutMs = 2000")
-    page.evaluate("""(c) => {
-        document.querySelector("input[name=seed-kind][value=outside]").checked = true;
-        placeSeed(c);
-        placeSeed(c);
-    }""", centre)
-    _until(page, "document.getElementById('correct-msg').textContent === 'Correcting…'")
-    assert _post_job(server, job_id, "corrections", {"seeds": [{"mm": centre, "label": 0}],
-                                                      "version": 0})["label_version"] == 1
-    expect(page.locator("#correct-msg")).to_have_text(
-        "The server did not answer within 2 s, so nothing more was sent; the outline is "
-        "shown as the server has it now: check it and correct again.", timeout=20_000)
-    assert page.eval_on_selector("#correct-msg", "e => e.className") == "msg"
-    _until(page, "document.body.dataset.result === 'v1'")
-    expect(page.locator("#m-corr")).to_have_text("1")
-    page.wait_for_timeout(500)
-    assert len(sent) == 1 and sent[0]["version"] == 0, sent  # the second seed not sent
-    page.unroute("**/corrections")
-    page.evaluate("""(c) => {
-        document.getElementById("correct-region").value = "3";
-        document.querySelector("input[name=seed-kind][value=inside]").checked = true;
-        placeSeed(c);
-    }""", centre)
-    expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
-    _until(page, "document.body.dataset.result === 'v2'")
-    assert sent[-1]["version"] == 1 and len(sent) == 2, sent
-    assert _job(server, job_id)["label_version"] == 2
-    # a connection dropped (no answer at all) is said likewise, not as "Failed to fetch"
-    page.route("**/corrections", lambda route: route.abort())
-    page.evaluate("(c) => placeSeed(c)", centre)
-    expect(page.locator("#correct-msg")).to_have_text(
-        "The server could not be reached, so nothing more was sent; the outline is shown "
-        "as the server has it now, and this page shows the correction if the server "
-        "applies it after all.")
-    page.unroute("**/corrections")
-    assert page.evaluate("document.body.dataset.result") == "v2"
+    return sent
 
 
 def _slow_first_correction(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
@@ -823,6 +784,71 @@ def _inside_seed(page: Any, centre: Any) -> None:
     }""", centre)
 
 
+def _give_up_a_slow_correction(page: Any, monkeypatch: pytest.MonkeyPatch, centre: Any,
+                               seconds: float, said: str | None = None) -> None:
+    """An outside seed at ``centre`` that the server, ``seconds`` slower this once,
+    answers past the page's time limit (1.5 s): the page gives it up and says so (the
+    sentence ``said`` when given)."""
+    from playwright.sync_api import expect
+
+    _slow_first_correction(monkeypatch, seconds)
+    page.evaluate("state.correctionTimeoutMs = 1500")
+    _outside_seed(page, centre)
+    if said is None:
+        expect(page.locator("#correct-msg")).to_contain_text("did not answer within 2 s",
+                                                             timeout=20_000)
+    else:
+        expect(page.locator("#correct-msg")).to_have_text(said, timeout=20_000)
+
+
+def test_a_correction_the_server_does_not_answer_is_given_up(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """A correction the server does not answer (stalled, or the network dropped) holds
+    up the seeds clicked after it only until the page's time limit: it is given up, the
+    seed queued behind it is not sent, the page says so in one sentence and shows the
+    outline as the server has it (corrected meanwhile by another reader), and the next
+    click is sent as usual, on that outline."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    job_id, centre = _lesion_job(server, page, tmp_path)
+    sent = _corrections_sent(page)
+    stalled: list[Any] = []
+    page.route("**/corrections", lambda route: stalled.append(route))  # never answered
+    page.evaluate("state.correctionTimeoutMs = 2000")
+    page.evaluate("""(c) => {
+        document.querySelector("input[name=seed-kind][value=outside]").checked = true;
+        placeSeed(c);
+        placeSeed(c);
+    }""", centre)
+    _until(page, "document.getElementById('correct-msg').textContent === 'Correcting…'")
+    assert _post_job(server, job_id, "corrections", {"seeds": [{"mm": centre, "label": 0}],
+                                                      "version": 0})["label_version"] == 1
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The server did not answer within 2 s, so nothing more was sent; the outline is "
+        "shown as the server has it now: check it and correct again.", timeout=20_000)
+    assert page.eval_on_selector("#correct-msg", "e => e.className") == "msg"
+    _until(page, "document.body.dataset.result === 'v1'")
+    expect(page.locator("#m-corr")).to_have_text("1")
+    page.wait_for_timeout(500)
+    assert len(sent) == 1 and sent[0]["version"] == 0, sent  # the second seed not sent
+    page.unroute("**/corrections")
+    _inside_seed(page, centre)
+    expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
+    _until(page, "document.body.dataset.result === 'v2'")
+    assert sent[-1]["version"] == 1 and len(sent) == 2, sent
+    assert _job(server, job_id)["label_version"] == 2
+    # a connection dropped (no answer at all) is said likewise, not as "Failed to fetch"
+    page.route("**/corrections", lambda route: route.abort())
+    page.evaluate("(c) => placeSeed(c)", centre)
+    expect(page.locator("#correct-msg")).to_have_text(
+        "The server could not be reached, so nothing more was sent; the outline is shown "
+        "as the server has it now, and this page shows the correction if the server "
+        "applies it after all.")
+    page.unroute("**/corrections")
+    assert page.evaluate("document.body.dataset.result") == "v2"
+
+
 def test_a_correction_given_up_but_applied_late_is_shown_as_this_page_s(
         server: ServerThread, page: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -833,21 +859,13 @@ def test_a_correction_given_up_but_applied_late_is_shown_as_this_page_s(
     pytest.importorskip("braintumor.correction")
     from playwright.sync_api import expect
 
-    _upload_case(server, page, tmp_path, "threshold")
-    _wait_overlay(page)
-    job_id = page.url.rsplit("/", 1)[1]
-    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
-        "centre_mm"]
-    sent: list[Any] = []
-    page.on("request", lambda r: sent.append(r.post_data_json)
-            if r.url.endswith("/corrections") else None)
-    _slow_first_correction(monkeypatch, 4.0)
-    page.evaluate("state.correctionTimeoutMs = 1500")
-    _outside_seed(page, centre)
-    expect(page.locator("#correct-msg")).to_have_text(
-        "The server did not answer within 2 s, so nothing more was sent; the outline is "
-        "shown as the server has it now, and this page shows the correction if the server "
-        "applies it after all.", timeout=20_000)
+    job_id, centre = _lesion_job(server, page, tmp_path)
+    sent = _corrections_sent(page)
+    _give_up_a_slow_correction(
+        page, monkeypatch, centre, 4.0,
+        said="The server did not answer within 2 s, so nothing more was sent; the outline "
+             "is shown as the server has it now, and this page shows the correction if the "
+             "server applies it after all.")
     assert page.evaluate("document.body.dataset.result") == "v0"
     expect(page.locator("#correct-msg")).to_have_text(
         "The correction given up was applied by the server after all; the outline is "
@@ -872,19 +890,9 @@ def test_a_click_made_while_the_server_applies_one_given_up_goes_on_it(
     pytest.importorskip("braintumor.correction")
     from playwright.sync_api import expect
 
-    _upload_case(server, page, tmp_path, "threshold")
-    _wait_overlay(page)
-    job_id = page.url.rsplit("/", 1)[1]
-    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
-        "centre_mm"]
-    sent: list[Any] = []
-    page.on("request", lambda r: sent.append(r.post_data_json)
-            if r.url.endswith("/corrections") else None)
-    _slow_first_correction(monkeypatch, 5.0)
-    page.evaluate("state.correctionTimeoutMs = 1500")
-    _outside_seed(page, centre)
-    expect(page.locator("#correct-msg")).to_contain_text("did not answer within 2 s",
-                                                         timeout=20_000)
+    job_id, centre = _lesion_job(server, page, tmp_path)
+    sent = _corrections_sent(page)
+    _give_up_a_slow_correction(page, monkeypatch, centre, 5.0)
     page.evaluate("state.correctionTimeoutMs = 30000")
     _inside_seed(page, centre)  # the server is still busy with the first
     expect(page.locator("#correct-msg")).to_contain_text(
@@ -907,14 +915,8 @@ def test_an_answer_the_page_cannot_read_is_not_taken_for_a_lost_connection(
     pytest.importorskip("braintumor.correction")
     from playwright.sync_api import expect
 
-    _upload_case(server, page, tmp_path, "threshold")
-    _wait_overlay(page)
-    job_id = page.url.rsplit("/", 1)[1]
-    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
-        "centre_mm"]
-    sent: list[Any] = []
-    page.on("request", lambda r: sent.append(r.post_data_json)
-            if r.url.endswith("/corrections") else None)
+    job_id, centre = _lesion_job(server, page, tmp_path)
+    sent = _corrections_sent(page)
     answered: list[int] = []
     other: list[bool] = []  # another reader corrects while the proxy answers
     applied: list[bool] = []  # the server applies it, the proxy's page answers
@@ -988,14 +990,8 @@ def test_a_page_still_showing_an_outline_undone_and_made_anew_is_refused(
     pytest.importorskip("braintumor.correction")
     from playwright.sync_api import expect
 
-    _upload_case(server, page, tmp_path, "threshold")
-    _wait_overlay(page)
-    job_id = page.url.rsplit("/", 1)[1]
-    centre = _job(server, job_id)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
-        "centre_mm"]
-    sent: list[Any] = []
-    page.on("request", lambda r: sent.append(r.post_data_json)
-            if r.url.endswith("/corrections") else None)
+    job_id, centre = _lesion_job(server, page, tmp_path)
+    sent = _corrections_sent(page)
     _outside_seed(page, centre)
     expect(page.locator("#correct-msg")).to_contain_text("Updated in", timeout=30_000)
     _until(page, "document.body.dataset.result === 'v1'")
@@ -1025,16 +1021,8 @@ def test_a_correction_followed_does_not_bring_back_the_job_the_page_left(
     pytest.importorskip("braintumor.correction")
     from playwright.sync_api import expect
 
-    _upload_case(server, page, tmp_path, "threshold")
-    _wait_overlay(page)
-    old = page.url.rsplit("/", 1)[1]
-    centre = _job(server, old)["result"]["summary"]["diameters"]["WT"]["lesions"][0][
-        "centre_mm"]
-    _slow_first_correction(monkeypatch, 5.0)
-    page.evaluate("state.correctionTimeoutMs = 1500")
-    _outside_seed(page, centre)
-    expect(page.locator("#correct-msg")).to_contain_text("did not answer within 2 s",
-                                                         timeout=20_000)
+    old, centre = _lesion_job(server, page, tmp_path)
+    _give_up_a_slow_correction(page, monkeypatch, centre, 5.0)
     # the following's requests for the old job take 6 s from now on
     page.evaluate("""(old) => {
         const real = window.fetch;
