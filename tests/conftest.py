@@ -4,6 +4,7 @@ BRAINTUMOR_DATA to the shared data folder, or it is looked for at ../shared/data
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,23 @@ def _small_test_heads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(preprocess, "MIN_FIELD_MM", 10.0)
     # and the cut field of view's least brain volume (its own test sets it back)
     monkeypatch.setattr(preprocess, "MIN_BRAIN_ML", 0.0)
+
+
+@pytest.fixture(scope="module")
+def methods() -> Iterator[None]:
+    """The web tests' stand-in segmenters (``threshold``, ``crash``, ``slow``) in the
+    segment registry while a module's tests run."""
+    from test_web_support import register_test_methods
+
+    with pytest.MonkeyPatch.context() as mp:
+        register_test_methods(mp)
+        yield
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The web tests' small synthetic case as BraTS 2021-named files, written once a
+    module."""
+    from test_web_support import small_case, write_case_files
+
+    return write_case_files(small_case(), tmp_path_factory.mktemp("case"))

@@ -32,7 +32,6 @@ from test_web_support import (  # noqa: E402
     AFFINE,
     SHAPE,
     cut_short,
-    register_test_methods,
     restamp_series,
     small_case,
     wait_done,
@@ -42,18 +41,6 @@ from test_web_support import (  # noqa: E402
 
 #: how a request about a job deleted or expired (or never made) begins
 GONE = "This job is no longer on the server (deleted or expired)"
-
-
-@pytest.fixture(scope="module")
-def methods() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        register_test_methods(mp)
-        yield
-
-
-@pytest.fixture(scope="module")
-def case_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_case_files(small_case(), tmp_path_factory.mktemp("case"))
 
 
 @pytest.fixture(scope="module")
@@ -2275,6 +2262,23 @@ def _png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _fake_2d(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in 2D model: a picture's pixels over 128 are the tumour, its grey values
+    the probabilities, one picture or a stack."""
+    from braintumor import slices2d
+
+    def fake_segment(image: np.ndarray) -> Any:
+        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
+                                    {"model_version": "fake-2d"})
+
+    def fake_stack(images: list[np.ndarray]) -> Any:
+        return [fake_segment(i) for i in images]
+
+    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
+    monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
+    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+
+
 def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     """Several pictures are the slices of one patient: put in slice order, segmented as
@@ -2293,13 +2297,8 @@ def test_2d_stack_and_pixel_size_in_thread_mode(monkeypatch: pytest.MonkeyPatch,
         return [slices2d.SliceResult(i[..., 0] > 128, (i[..., 0] > 128).astype(np.float32),
                                      {"model_version": "fake-2d"}) for i in images]
 
-    def fake_segment(image: np.ndarray) -> Any:
-        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
-                                    {"model_version": "fake-2d"})
-
+    _fake_2d(monkeypatch)
     monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
-    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
-    monkeypatch.setattr(slices2d, "model_available", lambda: True)
     pics = {}
     for num, area in ((10, 0), (2, 40), (1, 10)):
         a = np.zeros((30, 36), np.uint8)
@@ -2419,14 +2418,7 @@ def test_a_0_1_reference_mask_is_read_as_the_command_line_reads_it(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A ``<name>_mask.png`` of only 0 and 1 uploaded with its picture is the reference
     where it is 1, not an empty one (Dice 1 against the same outline)."""
-    from braintumor import slices2d
-
-    def fake_segment(image: np.ndarray) -> Any:
-        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
-                                    {"model_version": "fake-2d"})
-
-    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
-    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    _fake_2d(monkeypatch)
     pic = np.zeros((30, 36), np.uint8)
     pic[5:15, 5:15] = 200
     app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
@@ -2444,14 +2436,7 @@ def test_2d_uploads_that_are_no_one_patients_stack_are_refused(
     two patients' slices), a picture under 8x8 pixels, and an unknown method are refused
     at upload (400, one sentence), as the command line would not stack or read them; a
     stack whose numbers skip or repeat one is made, with a note naming those numbers."""
-    from braintumor import slices2d
-
-    def fake_stack(images: list[np.ndarray], **_: Any) -> Any:
-        return [slices2d.SliceResult(i[..., 0] > 128, (i[..., 0] > 128).astype(np.float32),
-                                     {"model_version": "fake-2d"}) for i in images]
-
-    monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
-    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    _fake_2d(monkeypatch)
     pic = _png(np.full((30, 36), 90, np.uint8))
     app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
     with TestClient(app) as c:
@@ -2479,12 +2464,7 @@ def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(
     from braintumor import slices2d
     from test_web_support import write_dicom_slice
 
-    def fake_segment(image: np.ndarray) -> Any:
-        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
-                                    {"model_version": "fake-2d"})
-
-    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
-    monkeypatch.setattr(slices2d, "model_available", lambda: True)
+    _fake_2d(monkeypatch)
     px = np.zeros((32, 32), np.uint16)
     px[4:14, 4:12] = 900  # 80 pixels
     dcm = write_dicom_slice(tmp_path / "IM0001.dcm", px, (0.5, 0.5)).read_bytes()
@@ -2987,21 +2967,6 @@ def test_running_out_of_memory_is_one_sentence(client: TestClient,
     monkeypatch.setattr(web_app, "detect_modality", no_memory)
     r = client.post("/api/detect-modalities", json={"names": ["a_t1.nii.gz"]})
     assert r.status_code == 507 and "memory" in _detail(r)
-
-
-def _fake_2d(monkeypatch: pytest.MonkeyPatch) -> None:
-    from braintumor import slices2d
-
-    def fake_segment(image: np.ndarray) -> Any:
-        return slices2d.SliceResult(image[..., 0] > 128, image[..., 0].astype(np.float32),
-                                    {"model_version": "fake-2d"})
-
-    def fake_stack(images: list[np.ndarray]) -> Any:
-        return [fake_segment(i) for i in images]
-
-    monkeypatch.setattr(slices2d, "segment_image", fake_segment)
-    monkeypatch.setattr(slices2d, "segment_stack", fake_stack)
-    monkeypatch.setattr(slices2d, "model_available", lambda: True)
 
 
 def test_a_2d_stack_over_the_pixel_budget_is_413(monkeypatch: pytest.MonkeyPatch,

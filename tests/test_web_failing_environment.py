@@ -23,25 +23,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from braintumor.web import create_app  # noqa: E402
 from test_web_support import (  # noqa: E402
-    register_test_methods,
-    small_case,
     wait_done,
-    write_case_files,
 )
 
 DB_FULL = "database or disk is full"
-
-
-@pytest.fixture(scope="module")
-def methods() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        register_test_methods(mp)
-        yield
-
-
-@pytest.fixture(scope="module")
-def case_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_case_files(small_case(), tmp_path_factory.mktemp("case"))
 
 
 def _four(files: dict[str, Path]) -> list[tuple[str, tuple[str, bytes]]]:
@@ -175,6 +160,21 @@ def test_serve_with_a_damaged_job_database_is_one_sentence_and_keeps_the_file(
         assert db.is_dir()
 
 
+def _serve_says_locked(data: Path, other: sqlite3.Connection,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    """serve on ``data``, whose job database ``other`` holds locked: it stops within 10 s
+    with the sentence naming the lock, no traceback; ``other`` is closed after."""
+    try:
+        t0 = time.monotonic()
+        assert _serve(data) != 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        other.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert "locked by another program" in err and "stop that program" in err, err
+
+
 def test_serve_with_a_job_database_locked_by_another_program_says_so_soon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,15 +187,7 @@ def test_serve_with_a_job_database_locked_by_another_program_says_so_soon(
     other.execute("CREATE TABLE t (a)")
     other.execute("BEGIN EXCLUSIVE")
     other.execute("INSERT INTO t VALUES (1)")
-    try:
-        t0 = time.monotonic()
-        assert _serve(data) != 0
-        assert time.monotonic() - t0 < 10
-    finally:
-        other.close()
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    assert "locked by another program" in err and "stop that program" in err, err
+    _serve_says_locked(data, other, capsys)
     # a database a server made (WAL mode), whose writing another program holds: the
     # reads of the check pass it, so the check writes too, and meets the lock there
     wal = tmp_path / "wal"
@@ -207,15 +199,7 @@ def test_serve_with_a_job_database_locked_by_another_program_says_so_soon(
     other = sqlite3.connect(wal / "jobs.sqlite3", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     other.execute("UPDATE jobs SET message = 'x'")
-    try:
-        t0 = time.monotonic()
-        assert _serve(wal) != 0
-        assert time.monotonic() - t0 < 10
-    finally:
-        other.close()
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    assert "locked by another program" in err and "stop that program" in err, err
+    _serve_says_locked(wal, other, capsys)
 
 
 @pytest.fixture(scope="module")
