@@ -4,6 +4,7 @@ patient among 3D cases."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import signal
@@ -211,11 +212,17 @@ def test_skip_existing_reads_a_table_from_before_the_labels_column(
     assert "p0: skipped" not in capsys.readouterr().err
 
 
+def _args(**kw: object) -> argparse.Namespace:
+    """The options of ``braintumor predict`` that decide whether a row is made alike: a
+    CNN run with the defaults, changed by ``kw``."""
+    base = {"method": "cnn", "fast": False, "tta": False, "uncertainty": False,
+            "labels": "brats2021", "report": False, "diameters": False, "dicom_seg": False}
+    return argparse.Namespace(**{**base, **kw})
+
+
 def test_skip_existing_compares_model_mode_and_a_watershed_fallback(tmp_path: Path) -> None:
     """The CNN's rows are told apart by model version and mode (--fast, --tta); a case
     the CNN left to the watershed (no T1) counts as done by a CNN rerun."""
-    import argparse
-
     from braintumor.cases import CaseSource
     from braintumor.commands.predict import _made_alike
     from braintumor.segment import FALLBACK_NOTE
@@ -223,28 +230,22 @@ def test_skip_existing_compares_model_mode_and_a_watershed_fallback(tmp_path: Pa
     (tmp_path / "c.nii.gz").write_bytes(b"")  # not read: the row says its labels
     src = CaseSource(case_id="c", kind="brats2021", modality_paths={})
 
-    def args(**kw: object) -> argparse.Namespace:
-        base = {"method": "cnn", "fast": False, "tta": False, "uncertainty": False,
-                "labels": "brats2021", "report": False, "diameters": False,
-                "dicom_seg": False}
-        return argparse.Namespace(**{**base, **kw})
-
     row = {"case": "c", "method": "cnn", "model": "v2", "mode": "accurate",
            "labels": "brats2021", "warning": ""}
-    assert _made_alike(args(), row, src, tmp_path, "v2")
-    assert not _made_alike(args(), row, src, tmp_path, "v3")  # another --model
-    assert not _made_alike(args(), row, src, tmp_path, None)  # a model of no version
-    assert not _made_alike(args(tta=True), row, src, tmp_path, "v2")
-    assert not _made_alike(args(fast=True), row, src, tmp_path, "v2")
-    assert not _made_alike(args(labels="brats2023"), row, src, tmp_path, "v2")
-    assert not _made_alike(args(method="hybrid"), row, src, tmp_path, "v2")
+    assert _made_alike(_args(), row, src, tmp_path, "v2")
+    assert not _made_alike(_args(), row, src, tmp_path, "v3")  # another --model
+    assert not _made_alike(_args(), row, src, tmp_path, None)  # a model of no version
+    assert not _made_alike(_args(tta=True), row, src, tmp_path, "v2")
+    assert not _made_alike(_args(fast=True), row, src, tmp_path, "v2")
+    assert not _made_alike(_args(labels="brats2023"), row, src, tmp_path, "v2")
+    assert not _made_alike(_args(method="hybrid"), row, src, tmp_path, "v2")
     mirrored = {**row, "mode": "accurate + mirroring"}
-    assert _made_alike(args(tta=True), mirrored, src, tmp_path, "v2")
+    assert _made_alike(_args(tta=True), mirrored, src, tmp_path, "v2")
     fallback = {**row, "method": "watershed", "model": "", "mode": "",
                 "warning": f"the scan has no T1 image, {FALLBACK_NOTE}, tuned for scans"}
-    assert _made_alike(args(), fallback, src, tmp_path, "v2")
-    assert _made_alike(args(method="hybrid", uncertainty=True), fallback, src, tmp_path, "v2")
-    assert not _made_alike(args(), {**fallback, "warning": ""}, src, tmp_path, "v2")
+    assert _made_alike(_args(), fallback, src, tmp_path, "v2")
+    assert _made_alike(_args(method="hybrid", uncertainty=True), fallback, src, tmp_path, "v2")
+    assert not _made_alike(_args(), {**fallback, "warning": ""}, src, tmp_path, "v2")
 
 
 def test_skip_existing_reads_the_fallback_and_the_seg_from_their_columns(
@@ -253,8 +254,6 @@ def test_skip_existing_reads_the_fallback_and_the_seg_from_their_columns(
     be written, are read from the row's ``missing`` and ``dicom_seg`` columns, so a
     reworded warning changes nothing; a row from before those columns is read by the
     words its warning then held."""
-    import argparse
-
     from braintumor.cases import CaseSource
     from braintumor.commands.predict import _made_alike
 
@@ -263,32 +262,26 @@ def test_skip_existing_reads_the_fallback_and_the_seg_from_their_columns(
     dicom = CaseSource(case_id="c", kind="brats2021", modality_paths={},
                        dicom_reference=(tmp_path, 2, None))
 
-    def args(**kw: object) -> argparse.Namespace:
-        base = {"method": "cnn", "fast": False, "tta": False, "uncertainty": False,
-                "labels": "brats2021", "report": False, "diameters": False,
-                "dicom_seg": False}
-        return argparse.Namespace(**{**base, **kw})
-
     fallback = {"case": "c", "method": "watershed", "model": "", "mode": "",
                 "labels": "brats2021", "missing": "T1", "dicom_seg": "",
                 "warning": "no T1: the threshold segmenter took over"}  # words of its own
-    assert _made_alike(args(), fallback, src, tmp_path, "v2")
-    assert _made_alike(args(method="hybrid"), fallback, src, tmp_path, "v2")
-    assert not _made_alike(args(), {**fallback, "missing": ""}, src, tmp_path, "v2")
+    assert _made_alike(_args(), fallback, src, tmp_path, "v2")
+    assert _made_alike(_args(method="hybrid"), fallback, src, tmp_path, "v2")
+    assert not _made_alike(_args(), {**fallback, "missing": ""}, src, tmp_path, "v2")
     old = {"case": "c", "method": "watershed", "labels": "brats2021",  # this release's row
            "warning": "the scan has no T1 image, so it was segmented by the watershed "
                       "alone, tuned for scans without it"}
-    assert _made_alike(args(), old, src, tmp_path, "v2")
+    assert _made_alike(_args(), old, src, tmp_path, "v2")
     # --dicom-seg: a SEG that could not be written is not asked for again
     seg = {**fallback, "dicom_seg": "not written", "warning": "no SEG: nothing outlined"}
-    assert _made_alike(args(dicom_seg=True), seg, dicom, tmp_path, "v2")
-    assert not _made_alike(args(dicom_seg=True), {**seg, "dicom_seg": "written"}, dicom,
+    assert _made_alike(_args(dicom_seg=True), seg, dicom, tmp_path, "v2")
+    assert not _made_alike(_args(dicom_seg=True), {**seg, "dicom_seg": "written"}, dicom,
                            tmp_path, "v2")  # its file is gone
     (tmp_path / "c_seg.dcm").write_bytes(b"")
-    assert _made_alike(args(dicom_seg=True), {**seg, "dicom_seg": "written"}, dicom,
+    assert _made_alike(_args(dicom_seg=True), {**seg, "dicom_seg": "written"}, dicom,
                        tmp_path, "v2")
     (tmp_path / "c_seg.dcm").unlink()
-    shed = args(method="watershed", dicom_seg=True)
+    shed = _args(method="watershed", dicom_seg=True)
     assert _made_alike(shed, {**old, "warning": "no DICOM SEG written: no tumour was "
                                                 "outlined"}, dicom, tmp_path, None)
     assert not _made_alike(shed, old, dicom, tmp_path, None)
@@ -303,7 +296,6 @@ def test_a_fallback_row_counts_only_while_the_case_still_lacks_the_modality(
     counts as lacking while its voxels are blank, whatever its date: rewritten the same
     (as a DICOM study's series are on every run) it still lacks; a good T1 restored with
     an old date (``cp -p``, an archive) is a T1."""
-    import argparse
     import os
 
     import nibabel as nib
@@ -324,9 +316,7 @@ def test_a_fallback_row_counts_only_while_the_case_still_lacks_the_modality(
     rest = {m: p for m, p in paths.items() if m != "t1"}
     without = CaseSource(case_id="c", kind="brats2021", modality_paths=rest)
     given = CaseSource(case_id="c", kind="brats2021", modality_paths=dict(paths))
-    args = argparse.Namespace(method="cnn", fast=False, tta=False, uncertainty=False,
-                              labels="brats2021", report=False, diameters=False,
-                              dicom_seg=False)
+    args = _args()
     carried = {"case": "c", "method": "watershed", "model": "", "mode": "",
                "labels": "brats2021", "missing": "T1", "dicom_seg": "", "warning": ""}
     assert _made_alike(args, carried, without, tmp_path, "v2")
@@ -377,16 +367,12 @@ def test_a_case_without_its_t1_is_recorded_as_such_and_skipped_by_a_cnn_rerun(
 def test_skip_existing_leaves_a_file_that_is_no_table_where_it_is(tmp_path: Path) -> None:
     """Deciding what to skip only reads volumes.csv: a file there that is no table is not
     renamed aside outside the table's lock (the run's first write does that)."""
-    import argparse
-
     from braintumor.cases import discover
     from braintumor.commands.predict import _not_done
 
     data, out = _cohort(tmp_path / "data", 1), tmp_path / "out"
     out.mkdir()
     (out / "volumes.csv").write_text("my notes\n")
-    args = argparse.Namespace(method="watershed", fast=False, tta=False, uncertainty=False,
-                              labels="brats2021", report=False, diameters=False,
-                              dicom_seg=False, model=None)
+    args = _args(method="watershed", model=None)
     assert len(_not_done(args, discover(data), out)) == 1
     assert sorted(p.name for p in out.iterdir()) == ["volumes.csv"]
