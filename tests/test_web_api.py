@@ -42,6 +42,9 @@ from test_web_support import (  # noqa: E402
 #: how a request about a job deleted or expired (or never made) begins
 GONE = "This job is no longer on the server (deleted or expired)"
 
+#: a voxel in the middle of the tumour of ``small_case`` (its indices)
+TUMOUR_VOXEL = tuple(int(v) for v in (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int))
+
 
 @pytest.fixture(scope="module")
 def client(methods: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
@@ -735,7 +738,7 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     url = job["urls"]["corrections"]
     before = np.asarray(_load(client.get(job["urls"]["download"]).content).dataobj)
     # an "outside" seed in the middle of the tumour (voxel indices)
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     r = client.post(url, json={"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz),
                                           "label": 0}]})
     assert r.status_code == 200, r.text
@@ -796,10 +799,9 @@ def test_a_correction_made_after_an_undo_is_what_downloads_and_reports_show(
     """Files made from a version that was undone are not served for the version written
     anew under its number."""
     pytest.importorskip("braintumor.correction")
-    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
-    job = wait_done(client.get, r.json()["id"])
+    job = _threshold_job(client, case_files)
     url = job["urls"]["corrections"]
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     first = client.post(url, json={"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz),
                                               "label": 0}]}).json()
     assert first["label_version"] == 1
@@ -896,7 +898,7 @@ def test_a_correction_racing_a_delete_leaves_nothing_and_says_no_path(
         return slow_correct(*args, **kw)
 
     monkeypatch.setattr(correction, "correct", slow)
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     seeds = {"seeds": [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]}
     answers: dict[str, Any] = {}
 
@@ -957,6 +959,12 @@ def _measured(client: TestClient, job: dict[str, Any]) -> dict[str, Any]:
     return dict(now)
 
 
+def _threshold_job(client: TestClient, case_files: dict[str, Path]) -> dict[str, Any]:
+    """A job of the case segmented by the threshold stand-in, waited for."""
+    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
+    return wait_done(client.get, r.json()["id"])
+
+
 def _outline_files(client: TestClient, job_id: str) -> dict[str, bytes]:
     """Every label map version of a job on disk, by name, with its bytes."""
     out = client.app.state.store.job_dir(job_id) / "output"  # type: ignore[attr-defined]
@@ -970,10 +978,9 @@ def test_a_correction_or_undo_made_on_an_outline_changed_since_is_refused(
     409 in one sentence that changes nothing, neither the label map files nor the
     version; without one, the current version is corrected or undone, as before."""
     pytest.importorskip("braintumor.correction")
-    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
-    job = wait_done(client.get, r.json()["id"])
+    job = _threshold_job(client, case_files)
     url = job["urls"]["corrections"]
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     inside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 3}]
     r = client.post(url, json={"seeds": outside, "version": 0})
@@ -1037,10 +1044,9 @@ def test_a_correction_s_name_is_kept_so_its_client_knows_it_applied(
     ``result.last_correction_request`` once applied (a page that gave up waiting for the
     answer tells its own late correction from another reader's), until the next."""
     pytest.importorskip("braintumor.correction")
-    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
-    job = wait_done(client.get, r.json()["id"])
+    job = _threshold_job(client, case_files)
     url = job["urls"]["corrections"]
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     seeds = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     r = client.post(url, json={"seeds": seeds, "version": 0, "request": "page-1"})
     assert r.status_code == 200 and r.json()["label_version"] == 1, r.text
@@ -1065,10 +1071,9 @@ def test_a_refused_correction_or_undo_carries_the_job_as_it_is_now(
     ``GET /api/jobs/{id}`` answers it, so a client redraws without asking again; the
     API's description names both."""
     pytest.importorskip("braintumor.correction")
-    r = client.post("/api/jobs", files=_four(case_files), data={"method": "threshold"})
-    job = wait_done(client.get, r.json()["id"])
+    job = _threshold_job(client, case_files)
     url = job["urls"]["corrections"]
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     seeds = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     assert client.post(url, json={"seeds": seeds, "version": 0}).json()["label_version"] == 1
     _measured(client, job)
@@ -1104,7 +1109,7 @@ def test_an_outline_undone_and_made_anew_is_another_revision(
     job = wait_done(client.get, r.json()["id"])
     assert job["label_version"] == 0 and job["label_revision"] == 0
     url = job["urls"]["corrections"]
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     first = client.post(url, json={"seeds": outside, "version": 0, "revision": 0}).json()
     assert (first["label_version"], first["label_revision"]) == (1, 1)
@@ -1156,7 +1161,7 @@ def test_a_job_s_revision_survives_a_restart_and_older_stores_gain_one(
     pytest.importorskip("braintumor.correction")
     data = tmp_path / "data"
     app = create_app(data, token="", warm=False, workers=1)
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     with TestClient(app) as c:
         job = wait_done(c.get, c.post("/api/jobs", files=_four(case_files),
@@ -1220,7 +1225,7 @@ def test_the_declared_409_of_a_correction_fits_both_refusals(
     job = wait_done(client.get, client.post("/api/jobs", files=_four(case_files),
                                             data={"method": "threshold"}).json()["id"])
     done = job["urls"]["corrections"]
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     outside = [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}]
     assert client.post(done, json={"seeds": outside, "version": 0}).status_code == 200
     bodies += [client.post(done, json={"seeds": outside, "version": 0}),
@@ -1281,7 +1286,7 @@ def test_two_corrections_made_on_one_version_at_once_apply_one(
         return slow_correct(*args, **kw)
 
     monkeypatch.setattr(correction, "correct", slow)
-    cx, cy, cz = (np.array(SHAPE) / 2 + np.array([4, -3, 2])).astype(int)
+    cx, cy, cz = TUMOUR_VOXEL
     seeds = [[{"x": int(cx), "y": int(cy), "z": int(cz), "label": 0}],
              [{"x": int(cx), "y": int(cy), "z": int(cz), "label": 3}]]
     start = threading.Barrier(2)
