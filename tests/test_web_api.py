@@ -1192,6 +1192,27 @@ def test_a_job_s_revision_survives_a_restart_and_older_stores_gain_one(
         assert (now["label_version"], now["label_revision"]) == (0, 4)
         assert c.post(url, json={"seeds": outside, "revision": 3}).status_code == 409
         c.app.state.store.close()  # type: ignore[attr-defined]
+
+    def earlier_release_corrects(version: int) -> None:
+        """What that release's correction writes: the version and a new correction id."""
+        import json
+        import secrets
+
+        result = json.loads(db.execute("SELECT result FROM jobs WHERE id = ?",
+                                       (job["id"],)).fetchone()[0])
+        result["corrections"][-1]["id"] = secrets.token_hex(8)
+        db.execute("UPDATE jobs SET label_version = ?, result = ? WHERE id = ?",
+                   (version, json.dumps(result), job["id"]))
+        db.commit()
+
+    # its undo then a correction bring the version back, not the outline: counted too,
+    # each time, also when the version is the one recorded
+    for version, revision in ((1, 5), (1, 6)):
+        earlier_release_corrects(version)
+        with TestClient(create_app(data, token="", warm=False)) as c:
+            now = c.get(job["urls"]["self"]).json()
+            assert (now["label_version"], now["label_revision"]) == (version, revision)
+            c.app.state.store.close()  # type: ignore[attr-defined]
     # a store from before revisions were recorded: each job's counts from its version
     db.execute("DROP TABLE revisions")
     db.execute("UPDATE jobs SET label_version = 1 WHERE id = ?", (job["id"],))

@@ -62,15 +62,42 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
 CREATE TABLE IF NOT EXISTS revisions (
     id TEXT PRIMARY KEY,
     label_revision INTEGER NOT NULL,
-    at_version INTEGER NOT NULL
+    at_mark TEXT NOT NULL
 );
 """
 
 #: a job's row with its label revision (a table of its own, so that the jobs table keeps
 #: the columns an earlier release reads: it builds a job from every column there)
 _JOB_ROW = ("SELECT jobs.*, revisions.label_revision AS revision_, "
-            "revisions.at_version AS at_version_ FROM jobs LEFT JOIN revisions "
+            "revisions.at_mark AS at_mark_ FROM jobs LEFT JOIN revisions "
             "ON revisions.id = jobs.id WHERE jobs.id = ?")
+
+
+def outline_mark(version: int, result: dict[str, Any]) -> str:
+    """What names a job's outline: its label version and its last correction's random
+    id, which every release writes with a correction. An earlier release's undo then
+    correction returns to the version but not to the id."""
+    corrections = result.get("corrections") or []
+    last = corrections[-1].get("id", "") if corrections and isinstance(
+        corrections[-1], dict) else ""
+    return f"{int(version)}:{last}"
+
+
+def reconcile_revisions(db: sqlite3.Connection) -> None:
+    """Count on the revision of every job whose outline moved without it (a server of an
+    earlier release ran on the folder in between: one server at a time holds it, so
+    this runs when none does), and drop the revisions of jobs gone. Inside a write."""
+    db.execute("DELETE FROM revisions WHERE id NOT IN (SELECT id FROM jobs)")
+    rows = db.execute("SELECT jobs.id, jobs.label_version, jobs.result, revisions.at_mark "
+                      "FROM jobs JOIN revisions ON revisions.id = jobs.id").fetchall()
+    for jid, version, result, at in rows:
+        try:
+            mark = outline_mark(version, json.loads(result or "{}"))
+        except ValueError:
+            continue
+        if mark != at:
+            db.execute("UPDATE revisions SET label_revision = label_revision + 1, "
+                       "at_mark = ? WHERE id = ?", (mark, jid))
 
 
 def new_job_id() -> str:
@@ -116,17 +143,21 @@ class Job:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         d = dict(row)
-        # the revision: as recorded, when recorded at the version the job holds now; a
-        # job with none recorded (from an earlier release) counts from its version; one
-        # whose version moved since (an earlier release corrected it in between) one on
-        # from the recorded, which no page has seen
-        revision, at = d.pop("revision_", None), d.pop("at_version_", None)
-        d.pop("label_revision", None)
+        # the revision: as recorded, when recorded on the outline the job holds now
+        # (outline_mark); a job with none recorded (from an earlier release) counts from
+        # its version; one whose outline moved since without it (an earlier release's
+        # server corrected it in between: the store counts it on at its next start,
+        # reconcile_revisions) one on from the recorded, which no page has seen
+        revision, at = d.pop("revision_", None), d.pop("at_mark_", None)
+        column = d.pop("label_revision", None)  # a store of an interim layout
         version = int(d.get("label_version") or 0)
-        d["label_revision"] = (version if revision is None else
-                               int(revision) + (0 if at == version else 1))
-        d["inputs"] = json.loads(d["inputs"] or "{}")
         d["result"] = json.loads(d["result"] or "{}")
+        if revision is None:
+            d["label_revision"] = max(version, int(column or 0))
+        else:
+            d["label_revision"] = int(revision) + (0 if at == outline_mark(
+                version, d["result"]) else 1)
+        d["inputs"] = json.loads(d["inputs"] or "{}")
         d["cancel_requested"] = bool(d["cancel_requested"])
         return cls(**d)
 
@@ -273,9 +304,12 @@ class JobStore:
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
             if revision is not None:
-                db.execute("INSERT OR REPLACE INTO revisions (id, label_revision, at_version) "
-                           "SELECT id, ?, label_version FROM jobs WHERE id = ?",
-                           (int(revision), job_id))
+                row = db.execute("SELECT label_version, result FROM jobs WHERE id = ?",
+                                 (job_id,)).fetchone()
+                if row is not None:
+                    mark = outline_mark(row[0], json.loads(row[1] or "{}"))
+                    db.execute("INSERT OR REPLACE INTO revisions (id, label_revision, at_mark) "
+                               "VALUES (?, ?, ?)", (job_id, int(revision), mark))
 
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
         """Record live progress of a running job (not of one asked to stop: its stage
@@ -477,8 +511,8 @@ def _check_database(db: sqlite3.Connection) -> None:
     # a write, so that a lock another program holds is met here, under the short wait
     # (in WAL mode its writing blocks none of the reads above), not at the first job
     db.execute("BEGIN IMMEDIATE")
-    try:  # the revisions of jobs an earlier release deleted
-        db.execute("DELETE FROM revisions WHERE id NOT IN (SELECT id FROM jobs)")
+    try:  # what an earlier release's server did to the jobs in between
+        reconcile_revisions(db)
     except BaseException:
         db.execute("ROLLBACK")
         raise
