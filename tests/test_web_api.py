@@ -3175,8 +3175,9 @@ def test_a_full_disk_leaves_no_empty_download_or_label_version(
     """A download that cannot be kept when the disk is full is sent from memory, a
     correction written then is a 507; nothing half-written stays to be served once there
     is room again."""
+    import nibabel
+
     import braintumor.cases
-    import braintumor.web.app as web_app
 
     job_dir = client.app.state.store.job_dir(done_job["id"])  # type: ignore[attr-defined]
     url = done_job["urls"]["download"] + "?convention=brats2023"
@@ -3184,7 +3185,7 @@ def test_a_full_disk_leaves_no_empty_download_or_label_version(
         f.unlink()
     written: list[Path] = []
     with monkeypatch.context() as mp:
-        mp.setattr(web_app, "_convert_labels", _disk_full(written, 1))
+        mp.setattr(nibabel, "save", _disk_full(written, 1))  # the download's save
         r = client.get(url)
         assert r.status_code == 200 and _load(r.content).shape == SHAPE
     assert written and not any(p.exists() for p in written)

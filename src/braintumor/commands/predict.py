@@ -552,7 +552,8 @@ def _made_alike(args: argparse.Namespace, row: dict[str, str], src: Any, out_dir
 
     method = row.get("method") or ""
     warning = row.get("warning") or ""
-    fallback = _still_lacking(row, src)
+    # a stand-in for the method asked: only a question when that is not the watershed
+    fallback = args.method != "watershed" and _still_lacking(row, src)
     if method != args.method and not fallback:
         return False
     if args.method != "watershed" and not fallback:

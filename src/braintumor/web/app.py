@@ -62,7 +62,7 @@ from braintumor.web.inputs import (
 )
 from braintumor.web.store import Job, JobStore
 from braintumor.web.upload import ServerStopping, UnsupportedUpload, UploadTooLarge
-from braintumor.web.worker import WorkerPool, labels_path
+from braintumor.web.worker import WorkerPool, disk_full, labels_path
 
 log = logging.getLogger("braintumor.web")
 
@@ -662,7 +662,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         if files_missing(request, exc):
             return JSONResponse({"detail": FILES_GONE}, status_code=404)
         fetching = request.method in ("GET", "HEAD")
-        if _disk_full(exc):
+        if disk_full(exc):
             return JSONResponse({"detail": DISK_FULL_FETCH if fetching else DISK_FULL},
                                 status_code=507)
         log.error("file error: %s", exc)
@@ -682,7 +682,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _db_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-        if _disk_full(exc):
+        if disk_full(exc):
             fetching = request.method in ("GET", "HEAD")
             return JSONResponse({"detail": DISK_FULL_FETCH if fetching else DISK_FULL},
                                 status_code=507)
@@ -1008,7 +1008,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             # waits for a correction under way, which then writes nothing more
             store.delete(job_id, strict=True)
         except OSError as exc:
-            if _disk_full(exc):
+            if disk_full(exc):
                 raise
             log.error("job %s: its folder could not be deleted: %s", job_id, exc)
             raise HTTPException(500, "The job's files could not all be deleted "
@@ -1104,16 +1104,16 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         src = labels_path(job_dir, job.label_version)
         made: bytes | None = None
         if not out.exists():  # written whole or not at all: this file is served as it is
+            img = _converted_labels(src, convention)
             try:
                 with writing(job_id):
-                    write_replacing(out, lambda tmp: _convert_labels(src, tmp, convention))
-            except OSError as exc:  # not kept (a full disk): converted in memory instead
+                    save_whole(img, out)
+            except OSError as exc:  # not kept (a full disk): sent from memory instead
                 if not _cannot_write(exc):
                     raise
                 log.warning("job %s: the download could not be kept (%s); sent from memory",
                             job_id, exc)
-                with writing(job_id):
-                    made = nifti_gz_bytes(_converted_labels(src, convention))
+                made = nifti_gz_bytes(img)
         # not <case>_seg.nii.gz: saved into a BraTS case folder, that would replace the
         # expert's outline, which carries that name; a corrected outline (version N) and
         # another convention say so in the name, so saving one beside the other keeps both
@@ -1500,14 +1500,6 @@ def _cannot_write(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    import errno
-
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return "full" in str(exc).lower()
-
-
 def _have_sample() -> bool:
     try:
         from braintumor.phantom import make_case, write_case  # noqa: F401
@@ -1605,15 +1597,9 @@ def _json_dumps(obj: Any) -> str:
     return json.dumps(obj)
 
 
-def _convert_labels(src: Path, out: Path, convention: str) -> None:
-    """Write ``src`` (internal values, input geometry) in ``convention``, same geometry."""
-    from braintumor.io import save_whole
-
-    save_whole(_converted_labels(src, convention), out)
-
-
 def _converted_labels(src: Path, convention: str) -> Any:
-    """The image :func:`_convert_labels` writes, made in memory."""
+    """``src`` (internal values, input geometry) in ``convention``, same geometry, as an
+    image in memory (saved whole, or sent as bytes where it cannot be kept)."""
     import nibabel as nib
     import numpy as np
 

@@ -296,6 +296,11 @@ class JobStore:
         if not fields:
             return
         revision = fields.pop("label_revision", None)
+        # the outline the revision names, from what is written where given (a correction
+        # and an undo give both), else as the row holds it
+        mark = (outline_mark(fields["label_version"], fields["result"])
+                if revision is not None and "label_version" in fields and "result" in fields
+                else None)
         for key in ("inputs", "result"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
@@ -303,13 +308,14 @@ class JobStore:
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
-            if revision is not None:
+            if revision is not None and mark is None:
                 row = db.execute("SELECT label_version, result FROM jobs WHERE id = ?",
                                  (job_id,)).fetchone()
                 if row is not None:
                     mark = outline_mark(row[0], json.loads(row[1] or "{}"))
-                    db.execute("INSERT OR REPLACE INTO revisions (id, label_revision, at_mark) "
-                               "VALUES (?, ?, ?)", (job_id, int(revision), mark))
+            if revision is not None and mark is not None:
+                db.execute("INSERT OR REPLACE INTO revisions (id, label_revision, at_mark) "
+                           "VALUES (?, ?, ?)", (job_id, int(revision), mark))
 
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
         """Record live progress of a running job (not of one asked to stop: its stage
