@@ -13,13 +13,13 @@ with status 1; no traceback. SIGINT / SIGTERM, where a command stops on them
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from braintumor import __version__
+from braintumor.errors import NO_ROOM_ERRNOS
 
 #: sub-command modules, in the order ``--help`` lists them
 COMMAND_MODULES = (
@@ -84,17 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_status
 
 
-#: errors only a write meets: a full disk or quota, a file past its size limit, a
-#: read-only file system
-_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-
-
 def _named_output(exc: OSError, args: argparse.Namespace) -> OSError:
     """A write's error that names no file (a full disk met inside a library's writer),
     named by the command's ``-o`` (its file or folder), so that its sentence says where
     the space ran out; any other error as it is."""
     output = getattr(args, "output", None)
-    if exc.filename is not None or exc.errno not in _WRITE_ERRNOS or output is None:
+    if exc.filename is not None or exc.errno not in NO_ROOM_ERRNOS or output is None:
         return exc
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(output))
 

@@ -33,8 +33,12 @@ class RunFailed(BrainTumorError):
 
 #: file-system errors that say the machine, not the user, failed: no space or quota left,
 #: a file grown past its limit, a read-only or failing disk, no memory, no permission
-_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO,
-                             errno.ENOMEM, errno.EACCES, errno.EPERM})
+#: a write the machine refused for want of room: a full disk, a quota, a file-size
+#: limit, a read-only file system (the one list the command line and the server build on)
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+#: a write refused for want of permission
+NO_PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+_MACHINE_ERRNOS = NO_ROOM_ERRNOS | NO_PERMISSION_ERRNOS | {errno.EIO, errno.ENOMEM}
 
 
 def environment_failure(exc: BaseException) -> bool:

@@ -1497,7 +1497,9 @@ def _cannot_write(exc: OSError) -> bool:
     disk, a read-only data folder): what a fetch can make in memory instead."""
     import errno
 
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+    from braintumor.errors import NO_PERMISSION_ERRNOS, NO_ROOM_ERRNOS
+
+    return exc.errno in (NO_ROOM_ERRNOS - {errno.EFBIG}) | NO_PERMISSION_ERRNOS
 
 
 def _have_sample() -> bool:

@@ -149,11 +149,10 @@ class Job:
         # server corrected it in between: the store counts it on at its next start,
         # reconcile_revisions) one on from the recorded, which no page has seen
         revision, at = d.pop("revision_", None), d.pop("at_mark_", None)
-        column = d.pop("label_revision", None)  # a store of an interim layout
         version = int(d.get("label_version") or 0)
         d["result"] = json.loads(d["result"] or "{}")
         if revision is None:
-            d["label_revision"] = max(version, int(column or 0))
+            d["label_revision"] = version
         else:
             d["label_revision"] = int(revision) + (0 if at == outline_mark(
                 version, d["result"]) else 1)
