@@ -1261,3 +1261,85 @@ def test_skip_existing_tells_cnn_modes_and_models_apart(
     assert main([*other_args, "--skip-existing", "--uncertainty"]) == 0
     assert "c1: skipped" not in capsys.readouterr().err
     assert (out / "c1_uncertainty.nii.gz").exists()
+
+
+def test_windows_worked_ahead_give_the_same_sums_to_the_bit() -> None:
+    """With ``ahead`` the networks run one batch ahead in a thread of their own while the
+    last batch is blended: the same outputs bit for bit, the same progress, and a
+    network's failure still reaches the caller."""
+    import threading
+
+    from braintumor.inference import sliding_windows
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 4, 50, 44, 38)).astype(np.float32)
+    threads: dict[bool, set[str]] = {False: set(), True: set()}
+
+    def member(scale: float, mode: bool) -> Any:
+        def predict(a: np.ndarray) -> np.ndarray:
+            threads[mode].add(threading.current_thread().name)
+            return np.tanh(a[:, :3] * scale + a[:, 3:4]).astype(np.float32)
+        return predict
+
+    outs, said = {}, {}
+    for mode in (False, True):
+        said[mode] = []
+        outs[mode] = sliding_windows(x, (32, 32, 32), [member(0.7, mode), member(-1.3, mode)],
+                                     0.5, batch=3, ahead=mode,
+                                     done=lambda n, t, m=mode: said[m].append((n, t)))
+    for a, b in zip(outs[False], outs[True], strict=True):
+        assert a.shape == (1, 3, 50, 44, 38) and np.array_equal(a, b)
+    assert said[True] == said[False] and said[True][-1][0] == said[True][-1][1]
+    assert threads[False] == {threading.current_thread().name}
+    assert threading.current_thread().name not in threads[True]
+
+    def broken(a: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the runtime failed")
+
+    with pytest.raises(RuntimeError, match="the runtime failed"):
+        sliding_windows(x, (32, 32, 32), [broken], 0.5, ahead=True)
+
+
+def test_boxed_postprocess_equals_the_rules_on_the_whole_volume() -> None:
+    """PostProcess.apply works in the box around what passes a threshold: the labels
+    are those of the rules applied to the whole volume, for random smooth maps with
+    several components, small ET, components cut by size and by fraction."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(2)
+    for _ in range(12):
+        p = ndi.gaussian_filter(rng.random((3, 48, 40, 36)).astype(np.float32), (0, 2, 2, 2))
+        p = (p - p.min()) / (p.max() - p.min())
+        post = PostProcess(threshold=(0.6, 0.65, 0.7), et_min_voxels=int(rng.integers(0, 300)),
+                           wt_min_voxels=int(rng.integers(0, 60)),
+                           wt_keep_fraction=float(rng.random() * 0.5))
+        boxed = post.apply(p)
+        whole = post._labels(p[0] > 0.6, p[1] > 0.65, p[2] > 0.7)
+        assert boxed.dtype == np.uint8 and np.array_equal(boxed, whole)
+        assert boxed.any()
+    assert not PostProcess(et_min_voxels=5).apply(np.zeros((3, 8, 8, 8), np.float32)).any()
+
+
+def test_warm_model_compiles_the_members_while_a_case_is_read(tmp_path: Path,
+                                                              tiny_model: Path) -> None:
+    """warm_model compiles an ONNX model's members in a thread of their own; the
+    prediction then uses those compiled models and compiles none again. A model that
+    cannot be loaded, or a PyTorch one, starts nothing (the prediction says why)."""
+    pytest.importorskip("openvino")
+    from braintumor.inference import OpenVinoNet, get_model, warm_model
+
+    folder = _with_onnx(tmp_path, tiny_model)
+    thread = warm_model(folder, "cpu", "openvino")
+    assert thread is not None
+    thread.join()
+    lm = get_model(folder, "cpu", "openvino")
+    nets = [n for n in lm.nets if isinstance(n, OpenVinoNet)]
+    assert nets and all(n._session is not None for n in nets)
+    compiled = [n._session for n in nets]
+    res = segment_cnn(make_case(shape=SHAPE, seed=3), model=folder, device="cpu",
+                      backend="openvino")
+    assert res.labels.shape == SHAPE and res.info["backend"] == "openvino"
+    assert [n._session for n in nets] == compiled
+    assert warm_model(tmp_path / "no-such-model", "cpu", "auto") is None
+    assert get_model(tiny_model, "cpu", "torch").nets  # loads; nothing to compile
+    assert warm_model(tiny_model, "cpu", "torch") is None

@@ -848,11 +848,13 @@ def without_blank(case: Case) -> Case:
     if not image_ok:
         raise InputError(f"Case {case.case_id}: the image must be (4, X, Y, Z), the four "
                          f"modalities first, not {np.shape(case.image)}.")
-    bad = int(np.count_nonzero(~np.isfinite(case.image)))
+    values = [(float(ch.min()), float(ch.max())) for ch in case.image]
+    # a NaN makes its channel's min and max NaN, an infinity one of them infinite: the
+    # voxels are counted only then
+    bad = 0 if np.isfinite(values).all() else int(np.count_nonzero(~np.isfinite(case.image)))
     if bad:  # one NaN spreads through every filter, and the outline comes out empty
         raise InputError(f"Case {case.case_id}: the image holds {bad} NaN or infinite "
                          "voxels; every voxel must be a number.")
-    values = [(float(ch.min()), float(ch.max())) for ch in case.image]
     if all(lo == hi == 0 for lo, hi in values):
         raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
     blank = [m for m, (lo, hi) in zip(MODALITIES, values, strict=True)

@@ -188,6 +188,7 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None, clip: float | None
     if mask is None:
         mask = brain_mask(img)
     out = np.zeros_like(img)
+    outside = ~mask
     for c in range(img.shape[0]):
         vals = img[c][mask]
         if vals.size == 0:
@@ -195,11 +196,12 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None, clip: float | None
         mu, sd = float(vals.mean()), float(vals.std())
         if sd < 1e-8:
             continue
-        ch = (img[c] - mu) / sd
+        ch = out[c]  # computed in its place in ``out``: the same float32 steps, no copies
+        np.subtract(img[c], np.float32(mu), out=ch)
+        ch /= np.float32(sd)
         if clip is not None:
             np.clip(ch, -clip, clip, out=ch)
-        ch[~mask] = 0
-        out[c] = ch
+        np.copyto(ch, 0, where=outside)
     return out
 
 

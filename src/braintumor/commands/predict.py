@@ -377,6 +377,35 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
     cases failed (each said in one ``error:`` line, the others going on)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # a log (stderr piped to a file) gets a line per case as it ends, not bars at the end
+    prog: Any = (Progress(TextColumn("{task.description}"), BarColumn(),
+                          TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                          console=console, transient=False)
+                 if console.is_terminal else _CaseLines(len(sources)))
+    warming = _warm_cnn(args) if sources else None
+    try:
+        failures = _each_case(args, sources, out_dir, prog, written, rows)
+    finally:
+        if warming is not None:
+            warming.join()
+    return failures
+
+
+def _warm_cnn(args: argparse.Namespace) -> Any:
+    """The CNN's members compiling in the background while the first case is read
+    (:func:`braintumor.inference.warm_model`), where the method uses the CNN."""
+    if args.method == "watershed":
+        return None
+    try:
+        from braintumor.inference import warm_model
+    except ImportError:  # the case's own segmentation says what is missing
+        return None
+    return warm_model(args.model, args.device, args.backend, fast=bool(args.fast))
+
+
+def _each_case(args: argparse.Namespace, sources: list[Any], out_dir: Path, prog: Any,
+               written: list[Path], rows: list[dict[str, Any]]) -> int:
+    """The loop of :func:`_segment_each` over the cases."""
     from braintumor.cases import load_case
     from braintumor.errors import describe_failure, environment_failure
     from braintumor.interrupts import Interrupted, held
@@ -384,11 +413,6 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
     from braintumor.segment import segment
 
     failures = 0
-    # a log (stderr piped to a file) gets a line per case as it ends, not bars at the end
-    prog: Any = (Progress(TextColumn("{task.description}"), BarColumn(),
-                          TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
-                          console=console, transient=False)
-                 if console.is_terminal else _CaseLines(len(sources)))
     with prog:
         for src in sources:
             task = prog.add_task(src.case_id, total=1.0, stage="reading")

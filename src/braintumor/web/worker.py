@@ -470,21 +470,15 @@ def _preload_model() -> None:
     so that job does not pay for it."""
     try:
         from braintumor.inference import (
-            OpenVinoNet,
             get_model,
+            open_members,
             resolve_device,
             shipped_model_available,
         )
 
         if shipped_model_available():
-            lm = get_model(None, resolve_device("auto"), "auto")
-            for i in lm.fast_members:  # open the fast mode's ONNX session(s) now too
-                net = lm.nets[i]
-                # compiled as a job compiles it: a model OpenVINO cannot compile is then
-                # remembered (ONNX Runtime stands in) rather than compiled again by the job
-                if isinstance(net, OpenVinoNet) and net.compile() is None:
-                    net = net.fallback  # ONNX Runtime's session, opened now instead
-                getattr(net, "session", None)
+            # the fast mode's ONNX session(s) opened now too, as a job would open them
+            open_members(get_model(None, resolve_device("auto"), "auto"), fast=True)
     except Exception:  # noqa: BLE001 - the job itself reports a broken model
         pass
 
