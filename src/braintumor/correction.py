@@ -52,6 +52,7 @@ from skimage.segmentation import watershed
 
 from braintumor.cases import Case
 from braintumor.errors import InputError
+from braintumor.preprocess import robust_stats
 
 Seed = tuple[int, int, int, int]
 
@@ -240,9 +241,8 @@ def _normal_stats(case: Case, labels: np.ndarray) -> np.ndarray | None:
     out = np.zeros((sub.shape[0], 2))
     for c in range(sub.shape[0]):
         v = sub[c][normal].astype(np.float32)
-        med = float(np.median(v))
-        mad = float(np.median(np.abs(v - med))) * 1.4826 or float(v.std()) or 1.0
-        out[c] = med, mad
+        med, mad = robust_stats(v)
+        out[c] = med, mad or float(v.std()) or 1.0
     return out
 
 
@@ -308,8 +308,8 @@ def _correct_window(case: Case, labels: np.ndarray, sds: list[Seed], p: Correcti
             v = img[c][brain] if brain.any() else img[c].ravel()
             if v.size > 40_000:  # every fourth voxel: the same median and MAD to < 1 %
                 v = v[::4]
-            med = float(np.median(v))
-            mad = float(np.median(np.abs(v - med))) * 1.4826 or float(v.std()) or 1.0
+            med, mad = robust_stats(v)
+            mad = mad or float(v.std()) or 1.0
         z[c] = (img[c] - med) / mad
     zs = np.stack([ndi.gaussian_filter(z[c], 0.5) for c in range(z.shape[0])])
 

@@ -205,6 +205,24 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None, clip: float | None
     return out
 
 
+#: MAD x this = the standard deviation of a normal distribution
+MAD_TO_SD = 1.4826
+
+
+def scaled_mad(values: np.ndarray, center: float) -> float:
+    """Median absolute deviation of ``values`` from ``center``, x :data:`MAD_TO_SD`."""
+    return float(np.median(np.abs(values - center))) * MAD_TO_SD
+
+
+def robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """``(median, scaled MAD)`` of ``values``: a mean and standard deviation that a
+    minority of outliers (a tumour in the brain) barely moves. No fallback: a constant
+    sample gives a scale of 0 and an empty one NaN, so each caller says what it uses
+    then."""
+    med = float(np.median(values))
+    return med, scaled_mad(values, med)
+
+
 def remove_small_components(mask: np.ndarray, min_voxels: int,
                             connectivity: int = 26) -> np.ndarray:
     """Drop connected components smaller than ``min_voxels`` (26-connectivity default)."""

@@ -66,11 +66,10 @@ from braintumor import labels as L
 from braintumor import stacking
 from braintumor.cases import OPTIONAL_MODALITIES, Case
 from braintumor.errors import InputError, join_warnings
-from braintumor.preprocess import Box, bounding_box, brain_mask
+from braintumor.preprocess import Box, bounding_box, brain_mask, robust_stats, scaled_mad
 from braintumor.segment import ProgressFn, SegmentationResult
 
 T1, T1CE, T2, FLAIR = 0, 1, 2, 3
-_MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -376,7 +375,7 @@ def robust_z(image: np.ndarray, brain: np.ndarray, erode: int = 2, slab: int = 0
                     scale[k] = med / level
             ch = ch * scale[None, None, :]
             vals = ch[inner]
-        mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD
+        mad = scaled_mad(vals, med)  # about the median from before the levelling
         if mad < 1e-6:
             mad = float(vals.std()) or 1.0
         z = (ch - med) / mad
@@ -732,8 +731,7 @@ def native_z(image: np.ndarray, brain: np.ndarray, slices: slice, erode: int, sl
         vals = ch[inner]
         if vals.size == 0:
             continue
-        med = float(np.median(vals))
-        mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD
+        med, mad = robust_stats(vals)
         if mad < 1e-6:
             mad = float(vals.std()) or 1.0
         for j, k in enumerate(ks):
@@ -1136,8 +1134,7 @@ def prepare_hybrid(case: Case, probs: np.ndarray, box_p: float = BOX_P,
     z = np.zeros(img.shape, dtype=np.float32)
     for c in range(img.shape[0]):
         vals = case.image[c][::2, ::2, ::2][sub]
-        med = float(np.median(vals)) if vals.size else 0.0
-        mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SD if vals.size else 0.0
+        med, mad = robust_stats(vals) if vals.size else (0.0, 0.0)
         if mad < 1e-6:
             mad = float(vals.std()) if vals.size and vals.std() > 0 else 1.0
         z[c] = (img[c] - med) / mad
