@@ -652,11 +652,27 @@ def partial_beside(target: str | Path) -> Path:
     import secrets
 
     target = Path(target)
-    name = target.name
-    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else target.suffix
-    stem = name[: len(name) - len(suffix)] if suffix else name
+    stem, suffix = _stem_suffix(target.name)
     own = f"{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(3)}"
     return target.with_name(f".{stem}.{own}.part{suffix}")
+
+
+def _stem_suffix(name: str) -> tuple[str, str]:
+    """``name`` cut before its suffix, ``.nii.gz`` whole: ``("t1", ".nii.gz")``."""
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else Path(name).suffix
+    return (name[: len(name) - len(suffix)] if suffix else name), suffix
+
+
+def partial_pattern(names: Sequence[str]) -> re.Pattern[str]:
+    """The names :func:`partial_beside` gives the temporary files of targets named
+    ``names`` (``.<stem>.<pid>-<thread>-<hex>.part<suffix>``), to be matched whole
+    (``fullmatch``): what a write cut short by a hard kill leaves behind."""
+    alternatives = []
+    for name in names:
+        stem, suffix = _stem_suffix(name)
+        alternatives.append(
+            rf"\.{re.escape(stem)}\.\d+-\d+-[0-9a-f]+\.part{re.escape(suffix)}")
+    return re.compile("|".join(alternatives))
 
 
 def keep_mode(target: Path, partial: Path) -> None:

@@ -74,11 +74,9 @@ def remove_partials(folder: Path, names: tuple[str, ...]) -> list[Path]:
     :func:`braintumor.io.partial_beside`, each as large as what was saved. Only for a
     folder whose lock this process holds, so no other process is writing one of them.
     Returns those removed (one that cannot be removed is left)."""
-    import re
+    from braintumor.io import partial_pattern
 
-    pattern = re.compile("|".join(
-        rf"\.{re.escape(Path(n).stem)}\.\d+-\d+-[0-9a-f]+\.part{re.escape(Path(n).suffix)}"
-        for n in names))
+    pattern = partial_pattern(names)
     removed = []
     for f in sorted(Path(folder).glob(".*.part*")):
         if f.is_file() and pattern.fullmatch(f.name):
