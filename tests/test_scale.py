@@ -320,3 +320,19 @@ def test_an_interrupted_local_run_removes_only_its_own_unrecorded_files(
     os.replace(tmp, tmp_path / "kept.nii.gz")
     _remove_unrecorded(tmp_path, before, ["old", "new", "kept"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.nii.gz", "old_report.html"]
+
+
+def test_an_interrupted_run_removes_the_temporaries_of_its_stopped_cases_only(
+        tmp_path: Path) -> None:
+    """The temporary files of a stopped case's outputs go; another case's, whose name
+    begins with the same letters, and any other hidden file stay."""
+    from braintumor.io import partial_beside
+    from braintumor.scale import _case_files, _remove_parts
+
+    made = {cid: [partial_beside(f) for f in _case_files(tmp_path, cid)] for cid in ("A1", "A10")}
+    for p in made["A1"] + made["A10"]:
+        p.write_bytes(b"cut short")
+    other = tmp_path / ".A1.notes.part.txt"
+    other.write_text("not a write's temporary")
+    _remove_parts(tmp_path, ["A1"])
+    assert sorted(tmp_path.iterdir()) == sorted([*made["A10"], other])

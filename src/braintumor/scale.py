@@ -829,12 +829,15 @@ def _stop_tasks(client: Any, stop: str, pending: list[Any],
 
 
 def _remove_parts(out: Path, case_ids: list[str]) -> None:
-    """The temporary files (``.<case>....part...``) of cases whose worker was stopped
-    while writing them."""
-    import glob
+    """The temporary files (:func:`braintumor.io.partial_pattern`) of the files
+    (:func:`_case_files`) of cases whose worker was stopped while writing them."""
+    from braintumor.io import partial_pattern
 
-    for cid in case_ids:
-        for part in out.glob(f".{glob.escape(cid)}*.part*"):
+    if not case_ids:
+        return
+    pattern = partial_pattern([f.name for cid in case_ids for f in _case_files(out, cid)])
+    for part in out.glob(".*.part*"):
+        if pattern.fullmatch(part.name):
             part.unlink(missing_ok=True)
 
 
