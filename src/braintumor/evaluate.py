@@ -183,6 +183,15 @@ def load_label_map(path: Path, convention: str = "auto", reference: bool = False
     prediction's folder says nothing: it is the user's choice of name (``predict -o
     Task/labelsTs`` writes BraTS values there), so its convention comes from its file
     name, then its values, unless given."""
+    labels, spacing, conv, _ = _read_label_map(path, convention, reference)
+    return labels, spacing, conv
+
+
+def _read_label_map(path: Path, convention: str = "auto", reference: bool = False
+                    ) -> tuple[np.ndarray, tuple[float, ...], str, np.ndarray]:
+    """:func:`load_label_map`, and the file's affine as nibabel reads it (no orientation
+    assumed for a file without one, unlike ``Volume.affine``: an identity stays one), from
+    the header already read."""
     from braintumor.io import load_label_nifti
 
     vol = load_label_nifti(path)
@@ -195,7 +204,8 @@ def load_label_map(path: Path, convention: str = "auto", reference: bool = False
         conv = L.detect_convention(vol.data, hint=hint, what=what)
     else:
         conv = L.detect_convention(vol.data, hint=convention, what=what, hint_given=True)
-    return L.to_internal(vol.data, conv, what=what), vol.spacing, conv
+    affine = np.asarray(vol.header.get_best_affine(), float)
+    return L.to_internal(vol.data, conv, what=what), vol.spacing, conv, affine
 
 
 def evaluate_pair(
@@ -209,15 +219,13 @@ def evaluate_pair(
 ) -> dict[str, dict[str, float]]:
     """Scores of one prediction file against its reference: ``{region: {metric: value}}``
     (with ``diameters``, also :data:`DIAMETER_KEYS` for ET and WT)."""
-    pred, _, _ = load_label_map(pred_path, pred_labels)
-    ref, spacing, _ = load_label_map(ref_path, ref_labels, reference=True)
-    pred = on_reference_grid(pred, pred_path, ref.shape, ref_path)
+    pred, _, _, pred_affine = _read_label_map(pred_path, pred_labels)
+    ref, spacing, _, affine = _read_label_map(ref_path, ref_labels, reference=True)
+    pred = on_reference_grid(pred, pred_path, ref.shape, ref_path, (pred_affine, affine))
     scores = M.score_case(pred, ref, spacing, lesions=lesions, hd95_method=hd95_method)
     if diameters:
         from braintumor.diameters import rano
-        from braintumor.io import peek_nifti
 
-        affine = peek_nifti(ref_path).affine  # read above: its lines were said
         got, want = rano(pred, affine), rano(ref, affine)
         for region in ("ET", "WT"):
             a, b = got[region]["spd_mm2"], want[region]["spd_mm2"]
@@ -233,21 +241,24 @@ class OffGrid(InputError):
 
 
 def on_reference_grid(pred: np.ndarray, pred_path: Path, ref_shape: tuple[int, ...],
-                      ref_path: Path) -> np.ndarray:
+                      ref_path: Path, affines: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> np.ndarray:
     """``pred`` voxel for voxel on its reference's grid: as it is when its file has the
     reference's shape and affine (or no geometry of its own: an identity affine, as a
     prediction saved from an array often has), its axes reordered or flipped when it is
     the same grid stored in another orientation (:func:`braintumor.io.label_onto_grid`,
     the rule :func:`braintumor.cases.label_on_grid` follows too); else
     :class:`OffGrid` (a prediction shifted or resampled would be scored against the wrong
-    voxels)."""
+    voxels). ``affines``: the two files' affines (prediction's, reference's) when the
+    caller has read them; else they are read from the files' headers."""
     from braintumor.io import NotOnGrid, label_onto_grid, peek_nifti
 
     def affine(path: Path) -> np.ndarray:
         return np.asarray(peek_nifti(path).affine, float)  # read above: its lines said
 
+    pred_affine, ref_affine = affines or (affine(pred_path), affine(ref_path))
     try:
-        return label_onto_grid(pred, affine(pred_path), ref_shape, affine(ref_path))
+        return label_onto_grid(pred, pred_affine, ref_shape, ref_affine)
     except NotOnGrid as exc:
         if exc.shape_differs:
             raise OffGrid(
