@@ -1606,13 +1606,17 @@ async function correctionPost(path, obj) {
 const requestName = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
 // the job `now` is still the one shown (the page may have gone on to another meanwhile)
 const stillShown = (id) => !!state.job && state.job.id === id;
+// whether the job `now` holds the correction `step` this page sent ({ kind, request }), known
+// by its request name: the server keeps the name of the last correction it applied
+const holdsCorrection = (now, step) => !!(step && step.kind === "correction" && now && now.result &&
+  now.result.last_correction_request === step.request);
 
 // what a late-applied correction or undo given up says: whether the job `now` shows
 // `late` applied (a correction: its name is the job's last; an undo: one step back, the
 // only change since), null while it still shows the outline `late` was made on
 function lateOutcome(late, now) {
   if (!late || !now || now.id !== late.job) return null;
-  if (late.kind === "correction" && now.result && now.result.last_correction_request === late.request) {
+  if (holdsCorrection(now, late)) {
     return "The correction given up was applied by the server after all; the outline is shown with it.";
   }
   if (revisionOf(now) === late.from) return null;
@@ -1663,7 +1667,7 @@ function settleLate(late, now) {
   const said = lateOutcome(late, now);
   if (!said) return false;
   endLate(late);
-  if (late.kind === "correction" && now.result && now.result.last_correction_request === late.request) {
+  if (holdsCorrection(now, late)) {
     state.own.set(revisionOf(now), late.from);  // this page's own, applied late
   }
   showJob(now, false);
@@ -1699,7 +1703,7 @@ async function correctionRefused(e, step) {
     if (!stillShown(step.job)) return;
     if (state.gone) { endLate(late); return; }
     const outcome = reached && state.late === late ? lateOutcome(late, state.job) : null;
-    if (outcome && late.kind === "correction" && state.job.result.last_correction_request === late.request) {
+    if (outcome && holdsCorrection(state.job, late)) {
       endLate(late);
       state.own.set(revisionOf(state.job), late.from);
       setMsg("correct-msg", `${why}, but it applied the correction after all; the outline is shown with it.`, "info");
@@ -1723,8 +1727,7 @@ async function correctionRefused(e, step) {
     const reached = (await refreshJob(state.correctionTimeoutMs)) !== null;
     if (!stillShown(step.job) || state.gone) return;
     const now = state.job;
-    const applied = reached && step.kind === "correction" && now.result &&
-      now.result.last_correction_request === step.request;
+    const applied = reached && holdsCorrection(now, step);
     if (applied) state.own.set(revisionOf(now), step.from);
     else refusals++;
     const what = e.unreadable ? "The server's answer could not be read"
@@ -1784,8 +1787,7 @@ async function sendSeed(seed, after = "") {
     // refused because this page's own correction, given up, was applied meanwhile: the
     // seed goes on that outline, as a click queued behind an answered one would
     const now = e.status === 409 && e.fromServer && e.body && e.body.job;
-    if (!after && late && late.kind === "correction" && now && now.id === job.id && stillShown(job.id) &&
-        now.result && now.result.last_correction_request === late.request) {
+    if (!after && now && now.id === job.id && stillShown(job.id) && holdsCorrection(now, late)) {
       endLate(late);
       state.own.set(revisionOf(now), late.from);
       showJob(now, false);
