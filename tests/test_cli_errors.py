@@ -767,6 +767,26 @@ def test_predict_interrupted_keeps_finished_cases_rows(
     assert sorted(p.name for p in out.iterdir()) == ["c1.nii.gz", "c2.nii.gz", "volumes.csv"]
 
 
+@needs_predict
+def test_predict_interrupted_while_the_model_loads_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the CNN is loaded to be compiled ahead of the first case: the run
+    says that no case had finished and how to go on, as during a case."""
+    import braintumor.inference as inference
+
+    _case(tmp_path / "ds", "c1")
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference, "warm_model", stopped)
+    assert main(["predict", str(tmp_path / "ds"), "-o", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at c1: no case of this run had finished" in err
+    assert "--skip-existing" in err
+
+
 def test_label_map_stopped_mid_write_leaves_the_earlier_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A label map whose writing is stopped half-way (Ctrl-C, a full disk) leaves the

@@ -1343,3 +1343,21 @@ def test_warm_model_compiles_the_members_while_a_case_is_read(tmp_path: Path,
     assert warm_model(tmp_path / "no-such-model", "cpu", "auto") is None
     assert get_model(tiny_model, "cpu", "torch").nets  # loads; nothing to compile
     assert warm_model(tiny_model, "cpu", "torch") is None
+
+
+def test_windows_blend_a_reused_output_buffer_in_order() -> None:
+    """A user's ``predict`` that hands back one buffer it reuses: each batch is blended
+    before the next is predicted (the batch worked ahead is only for the package's own
+    runtimes, which return fresh arrays)."""
+    from braintumor.inference import sliding_window
+
+    x = np.random.default_rng(0).random((1, 1, 64, 64, 64), dtype=np.float32)
+    buf = np.empty((2, 1, 32, 32, 32), np.float32)
+
+    def identity(w: np.ndarray) -> np.ndarray:
+        out = buf[: len(w)]
+        np.copyto(out, w)
+        return out
+
+    y = sliding_window(x, (32, 32, 32), identity, 0.25, batch=2)
+    assert float(np.abs(y - x).max()) < 1e-5

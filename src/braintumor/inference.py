@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,9 @@ def sliding_windows(x: np.ndarray, roi: tuple[int, int, int], predicts: list[Any
     this one blends the last (the runtimes let go of the GIL): about 0.3 s less of a
     default prediction on 2 cores, the same sums to the bit (the blending keeps its
     order). Only for a ``predict`` that sets up its own context (PyTorch's inference
-    mode is the calling thread's, and the thread ahead is another)."""
+    mode is the calling thread's, and the thread ahead is another) and returns a fresh
+    array each call (a buffer it reuses would be overwritten by the next batch before
+    the last is blended)."""
     import itertools
 
     spatial = tuple(int(s) for s in x.shape[2:])
@@ -200,12 +202,14 @@ def sliding_windows(x: np.ndarray, roi: tuple[int, int, int], predicts: list[Any
         return [np.asarray(predict(windows), dtype=np.float32) for predict in predicts]
 
     with ThreadPoolExecutor(1, thread_name_prefix="braintumor-windows") as pool:
-        run = pool.submit if ahead else _done_now
-        coming = run(infer, batches[0])
+        coming = pool.submit(infer, batches[0]) if ahead else None
         for b, boxes in enumerate(batches):
-            ys = coming.result()
-            if b + 1 < len(batches):
-                coming = run(infer, batches[b + 1])
+            if coming is None:  # each batch predicted when it is blended
+                ys = infer(boxes)
+            else:
+                ys = coming.result()
+                if b + 1 < len(batches):
+                    coming = pool.submit(infer, batches[b + 1])
             for m, y in enumerate(ys):
                 if not y.flags.writeable:
                     y = y.copy()
@@ -226,13 +230,6 @@ def sliding_windows(x: np.ndarray, roi: tuple[int, int, int], predicts: list[Any
         out /= count
         result.append(out[every + every + keep])
     return result
-
-
-def _done_now(fn: Callable[..., Any], *args: Any) -> Future[Any]:
-    """``fn(*args)`` run now, in this thread, as a finished future."""
-    done: Future[Any] = Future()
-    done.set_result(fn(*args))
-    return done
 
 
 def logistic(logits: np.ndarray, in_place: bool = False) -> np.ndarray:

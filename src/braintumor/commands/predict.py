@@ -382,7 +382,13 @@ def _segment_each(args: argparse.Namespace, sources: list[Any], out_dir: Path, c
                           TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
                           console=console, transient=False)
                  if console.is_terminal else _CaseLines(len(sources)))
-    warming = _warm_cnn(args) if sources else None
+    from braintumor.interrupts import Interrupted
+
+    try:  # loading the model to warm it takes a moment a Ctrl-C may fall in
+        warming = _warm_cnn(args) if sources else None
+    except (KeyboardInterrupt, Interrupted):
+        _say_interrupted(out_dir, 0, f" at {sources[0].case_id}")
+        raise
     try:
         failures = _each_case(args, sources, out_dir, prog, written, rows)
     finally:
