@@ -376,3 +376,42 @@ def test_skip_existing_leaves_a_file_that_is_no_table_where_it_is(tmp_path: Path
     args = _args(method="watershed", model=None)
     assert len(_not_done(args, discover(data), out)) == 1
     assert sorted(p.name for p in out.iterdir()) == ["volumes.csv"]
+
+
+def test_the_next_case_is_read_while_one_is_segmented(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cohort reads case n+1 in a thread of its own while case n is segmented: the
+    label maps are those of one-case runs, an unreadable case in the middle fails at
+    its own turn with its own sentence, and the cases after it are written."""
+    import threading
+
+    import nibabel as nib
+
+    import braintumor.cases as cases_module
+
+    data = _cohort(tmp_path / "data", 4)
+    next((data / "p2").glob("*_t2.nii.gz")).write_bytes(b"not a nifti at all")
+    real = cases_module.load_case
+    readers: set[str] = set()
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        readers.add(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cases_module, "load_case", recorded)
+    out = tmp_path / "out"
+    assert main(["predict", str(data), "-o", str(out), "--method", "watershed"]) == 1
+    err = capsys.readouterr().err
+    assert threading.current_thread().name not in readers
+    failed = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(failed) == 1 and "p2" in failed[0] and "p2_t2.nii.gz" in failed[0]
+    assert _rows(out) == ["p0", "p1", "p3"]
+    monkeypatch.setattr(cases_module, "load_case", real)
+    for cid in ("p1", "p3"):
+        alone = tmp_path / f"alone_{cid}"
+        assert main(["predict", str(data / cid), "-o", str(alone), "--method",
+                     "watershed"]) == 0
+        a = np.asarray(nib.load(str(out / f"{cid}.nii.gz")).dataobj)
+        b = np.asarray(nib.load(str(alone / f"{cid}.nii.gz")).dataobj)
+        assert np.array_equal(a, b)
