@@ -337,3 +337,25 @@ def test_the_combined_hybrid_keeps_no_speck_under_the_smallest_lesion(hgg,
     assert res.info["learned_wt"]
     assert not res.labels[speck].any()
     assert res.labels.any() and _nested(res.labels)
+
+
+def test_small_lesions_are_dropped_as_on_the_whole_volume() -> None:
+    """The hybrid's last step drops detached lesions under its smallest volume, found in
+    the box around the lesions: the same label map as the components of the whole
+    volume give, lesions at the volume's faces included."""
+    from braintumor.watershed import _components, _without_small_lesions
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        m = ndi.gaussian_filter(rng.random((50, 40, 30)), 1.5)
+        lab = np.zeros(m.shape, np.uint8)
+        lab[m > np.quantile(m, 0.97)] = L.ED
+        lab[m > np.quantile(m, 0.99)] = L.ET
+        min_ml = float(rng.random() * 0.05)
+        comp, _ = _components(lab > 0)
+        small = np.bincount(comp.ravel()) * 0.001 < min_ml
+        small[0] = False
+        whole = np.where(small[comp], 0, lab)
+        assert np.array_equal(_without_small_lesions(lab, min_ml, 0.001), whole)
+    empty = np.zeros((6, 6, 6), np.uint8)
+    assert not _without_small_lesions(empty, 1.0, 1.0).any()

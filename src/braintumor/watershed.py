@@ -1313,16 +1313,20 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
 
 def _without_small_lesions(labels: np.ndarray, min_ml: float, voxel_ml: float
                            ) -> np.ndarray:
-    """``labels`` without the detached lesions (26-connected) under ``min_ml`` mL."""
-    comp, n = _components(labels > 0)
-    if n == 0:
+    """``labels`` without the detached lesions (26-connected) under ``min_ml`` mL
+    (found in the box around the lesions: the same components, a fraction of a full
+    volume's time)."""
+    found = labels > 0
+    if not found.any():
         return labels
+    box = bounding_box(found)
+    comp, n = _components(found[box])
     small = np.bincount(comp.ravel()) * voxel_ml < min_ml
     small[0] = False
     if not small.any():
         return labels
     out = labels.copy()
-    out[small[comp]] = 0
+    out[box][small[comp]] = 0
     return out
 
 
