@@ -409,19 +409,9 @@ def _warm_cnn(args: argparse.Namespace) -> Any:
     return warm_model(args.model, args.device, args.backend, fast=bool(args.fast))
 
 
-#: read the next case of a cohort while one is segmented (False: each once the one
-#: before is done, the reference of benchmarks/bench_cohort.py)
-READ_AHEAD = True
-
-
 def _each_case(args: argparse.Namespace, sources: list[Any], out_dir: Path, prog: Any,
                written: list[Path], rows: list[dict[str, Any]]) -> int:
-    """The loop of :func:`_segment_each` over the cases. The next case is read in a
-    thread of its own while this one is segmented (its files inflate outside the GIL,
-    on a core the network's single-threaded steps leave free), so at most two cases are
-    in memory; a case that cannot be read fails at its own turn, as before."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The loop of :func:`_segment_each` over the cases."""
     from braintumor.cases import load_case
     from braintumor.errors import describe_failure, environment_failure
     from braintumor.interrupts import Interrupted, held
@@ -429,25 +419,15 @@ def _each_case(args: argparse.Namespace, sources: list[Any], out_dir: Path, prog
     from braintumor.segment import segment
 
     failures = 0
-    reader = ThreadPoolExecutor(1, thread_name_prefix="braintumor-read")
-    coming = reader.submit(load_case, sources[0], with_label=False) if sources else None
-    case: Any = None
-    res: Any = None
     with prog:
-        for i, src in enumerate(sources):
-            case = res = None  # the last case's arrays let go before the next is read
+        for src in sources:
             task = prog.add_task(src.case_id, total=1.0, stage="reading")
 
             def cb(frac: float, stage: str, task: Any = task) -> None:
                 prog.update(task, completed=frac, stage=stage)
 
-            reading, coming = coming, None
-            if READ_AHEAD and i + 1 < len(sources):
-                coming = reader.submit(load_case, sources[i + 1], with_label=False)
             try:
-                assert reading is not None
-                case = reading.result()
-                del reading  # the case is held here only, released with it
+                case = load_case(src, with_label=False)
                 res = segment(case, args.method, progress=cb, **_options(args))
                 if args.report:
                     prog.update(task, stage="report")
@@ -472,7 +452,6 @@ def _each_case(args: argparse.Namespace, sources: list[Any], out_dir: Path, prog
                 if rows[-1]["warning"]:  # the result's, and an implausible volume's
                     print(f"warning: {case.case_id}: {rows[-1]['warning']}", file=sys.stderr)
             except (KeyboardInterrupt, Interrupted):
-                reader.shutdown(wait=False, cancel_futures=True)
                 prog.update(task, stage="interrupted")
                 prog.stop()
                 _say_interrupted(out_dir, len(rows), f" at {src.case_id}")
@@ -483,9 +462,6 @@ def _each_case(args: argparse.Namespace, sources: list[Any], out_dir: Path, prog
                 if environment_failure(exc):
                     _MACHINE_FAILED.append(src.case_id)
                 failures += 1
-            if coming is None and i + 1 < len(sources):
-                coming = reader.submit(load_case, sources[i + 1], with_label=False)
-    reader.shutdown()
     return failures
 
 
