@@ -477,8 +477,10 @@ def _preload_model() -> None:
         )
 
         if shipped_model_available():
-            # the fast mode's ONNX session(s) opened now too, as a job would open them
-            open_members(get_model(None, resolve_device("auto"), "auto"), fast=True)
+            # every member's session opened now, as a job would open them: the page's
+            # default (accurate) runs them all (0.15 s and 9 MB more than the fast
+            # mode's one, at the worker's start instead of in the first job)
+            open_members(get_model(None, resolve_device("auto"), "auto"))
     except Exception:  # noqa: BLE001 - the job itself reports a broken model
         pass
 
