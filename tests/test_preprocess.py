@@ -118,3 +118,38 @@ def test_slices_thicker_than_measured_are_said() -> None:
         assert thick_slice_warning(ok) is None
     said = thick_slice_warning((0.9, 0.9, 5.0)) or ""
     assert "5.0 mm" in said and "up to 3 mm" in said and "a fifth" in said
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_small_components_in_the_box_equal_the_whole_array_rule(ndim: int) -> None:
+    """Components under a size (in voxels, or in mL through a voxel's volume) or under a
+    fraction of the largest are dropped, found in the box around the mask: the same mask
+    as the components of the whole array give, masks touching the array's faces
+    included; every other voxel is kept."""
+    from braintumor.preprocess import remove_small_components
+
+    rng = np.random.default_rng(7 + ndim)
+    shape = (60, 50) if ndim == 2 else (40, 36, 30)
+    structure = ndi.generate_binary_structure(ndim, ndim)
+    for trial in range(30):
+        field = ndi.gaussian_filter(rng.random(shape), 1.2)
+        mask = field > np.quantile(field, 0.9 + 0.09 * rng.random())
+        if trial % 5 == 0:  # a mask in a corner: the box is small
+            mask[tuple(slice(6, None) for _ in range(ndim))] = False
+        minimum = float(rng.integers(0, 40))
+        fraction = float(rng.choice([0.0, 0.1, 0.5]))
+        voxel = float(rng.choice([1.0, 0.001, 2.5]))
+        lab, _ = ndi.label(mask, structure=structure)
+        sizes = np.bincount(lab.ravel()) * voxel
+        sizes[0] = 0
+        keep = sizes >= max(minimum * voxel, fraction * sizes.max())
+        keep[0] = False
+        got = remove_small_components(mask, minimum * voxel, fraction, voxel_size=voxel)
+        assert got.dtype == bool and got.shape == mask.shape
+        assert np.array_equal(got, keep[lab])
+        assert not (got & ~mask).any()
+    assert not remove_small_components(np.zeros(shape, bool), 5).any()
+    single = np.zeros(shape, bool)
+    single[(3,) * ndim] = True
+    assert remove_small_components(single, 1).sum() == 1
+    assert not remove_small_components(single, 2).any()

@@ -26,7 +26,7 @@ import numpy as np
 from braintumor import labels as L
 from braintumor.cases import Case
 from braintumor.errors import InputError, join_warnings
-from braintumor.preprocess import uncrop
+from braintumor.preprocess import remove_small_components, uncrop
 from braintumor.segment import ProgressFn, SegmentationResult
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -303,28 +303,13 @@ class PostProcess:
 
     def _labels(self, wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndarray:
         if self.wt_min_voxels or self.wt_keep_fraction:
-            keep = _filter_components(wt | tc | et, self.wt_min_voxels, self.wt_keep_fraction)
+            keep = remove_small_components(wt | tc | et, self.wt_min_voxels,
+                                           self.wt_keep_fraction)
             wt, tc, et = wt & keep, tc & keep, et & keep
         labels = L.channels_to_labels(np.stack([wt, tc, et]))
         if self.et_min_voxels and 0 < int((labels == L.ET).sum()) < self.et_min_voxels:
             labels[labels == L.ET] = L.NCR
         return labels
-
-
-def _filter_components(mask: np.ndarray, min_voxels: int, keep_fraction: float) -> np.ndarray:
-    """Keep 26-connected components of at least ``min_voxels`` voxels and at least
-    ``keep_fraction`` of the largest component."""
-    from scipy import ndimage as ndi
-
-    if not mask.any():
-        return mask
-    lab, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    limit = max(min_voxels, keep_fraction * sizes.max())
-    keep = sizes >= limit
-    keep[0] = False
-    return keep[lab]
 
 
 @dataclass

@@ -223,19 +223,35 @@ def robust_stats(values: np.ndarray) -> tuple[float, float]:
     return med, scaled_mad(values, med)
 
 
-def remove_small_components(mask: np.ndarray, min_voxels: int,
-                            connectivity: int = 26) -> np.ndarray:
-    """Drop connected components smaller than ``min_voxels`` (26-connectivity default)."""
-    if min_voxels <= 0 or not mask.any():
-        return mask.astype(bool)
-    structure = ndi.generate_binary_structure(3, 3 if connectivity == 26 else 1)
-    lab, n = ndi.label(mask, structure=structure)
-    if n == 0:
-        return mask.astype(bool)
-    sizes = np.bincount(lab.ravel())
-    keep = sizes >= min_voxels
+def remove_small_components(mask: np.ndarray, minimum: float, keep_fraction: float = 0.0,
+                            voxel_size: float = 1.0) -> np.ndarray:
+    """``mask`` (2D or 3D) without its components (full connectivity: 26 neighbours in 3D,
+    8 in 2D) smaller than ``minimum`` (in the unit of ``voxel_size``, one voxel's size:
+    voxels by default, mL when ``voxel_size`` is a voxel's mL) or smaller than
+    ``keep_fraction`` of the largest component. A new bool array.
+
+    The components are labelled in the box around ``mask`` (every component lies in it):
+    the same result as on the whole array, in a fraction of its time. The one place the
+    CNN's postprocessing, the watershed and the hybrid drop small components."""
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return out
+    box = tuple(_extent(mask, axis) for axis in range(mask.ndim))
+    lab, _ = ndi.label(mask[box], structure=ndi.generate_binary_structure(mask.ndim, mask.ndim))
+    sizes = np.bincount(lab.ravel()) * voxel_size
+    sizes[0] = 0
+    keep = sizes >= max(minimum, keep_fraction * sizes.max())
     keep[0] = False
-    return keep[lab]
+    out[box] = keep[lab]
+    return out
+
+
+def _extent(mask: np.ndarray, axis: int) -> slice:
+    """The slice of ``axis`` that holds every True voxel of ``mask`` (not empty)."""
+    other = tuple(a for a in range(mask.ndim) if a != axis)
+    idx = np.flatnonzero(np.any(mask, axis=other))
+    return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
 # --------------------------------------------------------------------------- model grid

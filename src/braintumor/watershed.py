@@ -66,7 +66,14 @@ from braintumor import labels as L
 from braintumor import stacking
 from braintumor.cases import OPTIONAL_MODALITIES, Case
 from braintumor.errors import InputError, join_warnings
-from braintumor.preprocess import Box, bounding_box, brain_mask, robust_stats, scaled_mad
+from braintumor.preprocess import (
+    Box,
+    bounding_box,
+    brain_mask,
+    remove_small_components,
+    robust_stats,
+    scaled_mad,
+)
 from braintumor.segment import ProgressFn, SegmentationResult
 
 T1, T1CE, T2, FLAIR = 0, 1, 2, 3
@@ -411,16 +418,6 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return lab, int(n)
 
 
-def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
-    lab, n = _components(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[lab]
-
-
 def _fill_rim_interior(et: np.ndarray, close: int) -> np.ndarray:
     """Voxels enclosed by the enhancing rim (3D holes after a closing, plus the holes
     of each axial slice, since rims are often open at the top or bottom)."""
@@ -624,7 +621,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     asym = asymmetry(abn, brain, lr, p.sym_reach) if use_sym else None
     if asym is not None and p.sym_fg > -50:
         fg &= asym > p.sym_fg
-    fg = _drop_small(fg, max(1.0, 0.2 * p.min_lesion_ml / voxel_ml))
+    fg = remove_small_components(fg, max(1.0, 0.2 * p.min_lesion_ml / voxel_ml))
     out = np.zeros(brain.shape, dtype=np.uint8)
     if not fg.any():
         return out
@@ -658,7 +655,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
 
     # --- sub-regions inside WT
     et_seed = wt & (enh > p.et_hi) & (zs[T1CE] > p.et_t1c)
-    et_seed = _drop_small(et_seed, max(1.0, p.min_et_ml / voxel_ml))
+    et_seed = remove_small_components(et_seed, max(1.0, p.min_et_ml / voxel_ml))
     core_seed = wt & (zs[T1CE] < p.ncr_t1c) & ~et_seed
     edge = wt & ~ndi.binary_erosion(wt, iterations=p.ed_edge) if p.ed_edge > 0 else \
         np.zeros_like(wt)
@@ -674,7 +671,7 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     regions[~wt] = 0
 
     et = regions == L.ET
-    et = _drop_small(et, max(1.0, p.min_et_ml / voxel_ml))
+    et = remove_small_components(et, max(1.0, p.min_et_ml / voxel_ml))
     if et.sum() * voxel_ml >= p.rim_core_ml and et.sum() >= p.rim_core_frac * wt.sum():
         # an enhancing tumour: the core is the rim and what it encloses
         core = et | (_fill_rim_interior(et, p.rim_core_close) & wt)
@@ -1313,21 +1310,12 @@ def fuse_labels(hybrid: np.ndarray, watershed_labels: np.ndarray, wt_prob: np.nd
 
 def _without_small_lesions(labels: np.ndarray, min_ml: float, voxel_ml: float
                            ) -> np.ndarray:
-    """``labels`` without the detached lesions (26-connected) under ``min_ml`` mL
-    (found in the box around the lesions: the same components, a fraction of a full
-    volume's time)."""
+    """``labels`` without the detached lesions (26-connected) under ``min_ml`` mL."""
     found = labels > 0
-    if not found.any():
+    keep = remove_small_components(found, min_ml, voxel_size=voxel_ml)
+    if np.array_equal(keep, found):
         return labels
-    box = bounding_box(found)
-    comp, n = _components(found[box])
-    small = np.bincount(comp.ravel()) * voxel_ml < min_ml
-    small[0] = False
-    if not small.any():
-        return labels
-    out = labels.copy()
-    out[box][small[comp]] = 0
-    return out
+    return np.where(keep, labels, 0).astype(labels.dtype, copy=False)
 
 
 def _touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
