@@ -687,3 +687,37 @@ def test_a_summary_over_few_cases_says_its_intervals_are_rough(folders, tmp_path
     text = " ".join(capsys.readouterr().out.split())
     assert "CI low" in text
     assert "These are rough: a bootstrap interval over 3 cases is too narrow" in text
+
+
+def test_a_prediction_whose_values_fit_no_convention_is_scored_as_missing(folders, tmp_path,
+                                                                          capsys):
+    """One prediction holding a value of no convention (a 5) among good ones: it is said
+    and scored as unreadable, the others are scored, and the run fails."""
+    pred, ref = folders
+    bad = labels2021()
+    bad[0, 0, 0] = 5
+    save(bad, pred / "caseC.nii.gz")
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out),
+                 "--no-lesion-wise"]) == 1
+    err = capsys.readouterr().err
+    assert "caseC.nii.gz" in err and "fit no known convention" in err
+    assert "Traceback" not in err
+    status = {r["case"]: r["status"] for r in read_csv(out) if r["case"].startswith("case")}
+    assert status == {"caseA": "ok", "caseB": "ok", "caseC": "unreadable"}
+
+
+@pytest.mark.parametrize("conv", ["brats2021", "brats2023"])
+def test_case_names_ending_like_a_modality_are_no_label_hint(tmp_path, capsys, conv):
+    """Predictions of cases named for a time point or a sequence (pat01_t1, pat01-t2w),
+    as predict writes them: their values decide the convention, whatever the name."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    for case in ("pat01_t1", "pat01-t2w"):
+        save(labels2021(), ref / case / f"{case}_seg.nii.gz")
+        save(L.convert(labels2021(shift=1), "brats2021", conv), pred / f"{case}.nii.gz")
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "-o", str(out),
+                 "--no-lesion-wise", "--quiet"]) == 0, capsys.readouterr().err
+    rows = read_csv(out)
+    et = [float(r["dice"]) for r in rows if r["region"] == "ET" and r["case"].startswith("pat")]
+    assert len(et) == 2 and all(0.5 < d < 1.0 for d in et)

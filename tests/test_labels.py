@@ -73,9 +73,12 @@ def test_non_integer_and_unknown_convention_refused() -> None:
 
 @pytest.mark.parametrize("name,conv", [
     ("BraTS-GLI-00000-000-seg.nii.gz", "brats2023"),
-    ("BraTS-GLI-00000-000-t2f.nii", "brats2023"),
+    ("BraTS-GLI-00000-000-seg.nii", "brats2023"),
     ("Brats18_2013_2_1_seg.nii.gz", "brats2021"),
-    ("BraTS2021_00000_flair.nii", "brats2021"),
+    # a case named for its time point or sequence: no hint from the name
+    ("pat01_t1.nii.gz", None),
+    ("pat01-t2w.nii.gz", None),
+    ("BraTS2021_00000_flair.nii", None),
     ("BRATS_001.nii.gz", None),
     ("case_seg.png", None),
 ])

@@ -447,11 +447,13 @@ def evaluate_folders(
             try:
                 scores = evaluate_pair(preds[cid], refs[cid], pred_labels, ref_labels,
                                        hd95_method, lesions, diameters)
-            except (UnreadableFile, OffGrid) as exc:
+            except InputError as exc:
                 if str(preds[cid]) not in str(exc):  # the reference's fault: said as it is
                     raise
-                # one broken prediction file, or one on another grid than its reference:
-                # scored as a missing one, the others go on
+                if pred_labels != "auto" and not isinstance(exc, (UnreadableFile, OffGrid)):
+                    raise  # values that do not fit the convention asked for: the user's flag
+                # one broken prediction file, one on another grid than its reference or one
+                # whose values fit no convention: scored as a missing one, the others go on
                 unreadable.append(str(exc))
                 status = "unreadable"
         if status == "unreadable" or cid not in preds:

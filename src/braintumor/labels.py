@@ -120,12 +120,15 @@ def convert(labels: np.ndarray, source: str, target: str) -> np.ndarray:
     return from_internal(to_internal(labels, source), target)
 
 
-_NAME_2023 = re.compile(r"-(t1n|t1c|t2w|t2f|seg)\.nii(\.gz)?$", re.IGNORECASE)
-_NAME_2021 = re.compile(r"_(t1|t1ce|t2|flair|seg)\.nii(\.gz)?$", re.IGNORECASE)
+# a label map's own ending only: a modality's ending in a label map's name is part of a
+# case's name (``pat01_t1.nii.gz``, the first time point), no word on its labels
+_NAME_2023 = re.compile(r"-seg\.nii(\.gz)?$", re.IGNORECASE)
+_NAME_2021 = re.compile(r"_seg\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def convention_from_name(name: str) -> Convention | None:
-    """Guess the convention from a file name (BraTS 2023 ``-seg``, 2017-21 ``_seg``)."""
+    """Guess a label map's convention from its file name (BraTS 2023 ``-seg``, 2017-21
+    ``_seg``)."""
     if _NAME_2023.search(name):
         return "brats2023"
     if _NAME_2021.search(name):
