@@ -112,6 +112,25 @@ def test_skip_existing_redoes_a_case_without_its_row(tmp_path: Path,
     assert "p0: skipped" in err and "p1: skipped" not in err
 
 
+def test_skip_existing_redoes_a_case_whose_label_map_is_cut_short(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A label map cut short after its run (a copy stopped half way) is no finished case:
+    --skip-existing segments it again, and the map reads again."""
+    from braintumor.io import load_label_nifti
+
+    data, out = _cohort(tmp_path / "data", 2), tmp_path / "out"
+    args = ["predict", str(data), "-o", str(out), "--method", "watershed"]
+    assert main(args) == 0
+    raw = (out / "p1.nii.gz").read_bytes()
+    (out / "p1.nii.gz").write_bytes(raw[: len(raw) // 2])
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert "p0: skipped" in err and "p1: skipped" not in err
+    assert "cannot be read" in " ".join(err.split())
+    assert load_label_nifti(out / "p1.nii.gz").data.shape == (40, 48, 32)
+
+
 def test_duplicate_case_names_say_the_files_name_the_case(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_case(make_case(shape=(40, 48, 32), seed=1, case_id="same"), tmp_path / "siteA")

@@ -531,7 +531,7 @@ def _not_done(args: argparse.Namespace, sources: list[Any], out_dir: Path) -> li
     todo, redone = [], 0
     for s in sources:
         row = rows.get(s.case_id)
-        if row is not None and (out_dir / f"{s.case_id}.nii.gz").is_file() and \
+        if row is not None and _readable_map(out_dir / f"{s.case_id}.nii.gz") and \
                 _made_alike(args, row, s, out_dir, version):
             print(f"note: {s.case_id}: skipped, its label map and row are in {out_dir} "
                   "(--skip-existing).", file=sys.stderr)
@@ -540,9 +540,25 @@ def _not_done(args: argparse.Namespace, sources: list[Any], out_dir: Path) -> li
             todo.append(s)
     if redone:
         print(f"note: {redone} case(s) in {out_dir} were made with other settings (method, "
-              "model, mode, --labels) or lack a file this run writes, so they are "
-              "segmented again (--skip-existing).", file=sys.stderr)
+              "model, mode, --labels), lack a file this run writes or hold a label map "
+              "that cannot be read, so they are segmented again (--skip-existing).",
+              file=sys.stderr)
     return todo
+
+
+def _readable_map(path: Path) -> bool:
+    """Whether ``path`` is a label map that reads to its end: a file cut short (a copy
+    stopped half way, a full disk) is no finished case. Reading a label map takes a
+    fraction of a second, against seconds to segment its case again."""
+    from braintumor.io import load_label_nifti
+
+    if not path.is_file():
+        return False
+    try:
+        load_label_nifti(path)
+    except Exception:  # noqa: BLE001 - any failure to read means: made again
+        return False
+    return True
 
 
 def _model_version(args: argparse.Namespace) -> str | None:
