@@ -484,12 +484,21 @@ def test_modality_with_wrong_dimensions(tmp_path: Path, shape: tuple[int, ...]) 
         load_case(folder)
 
 
-def test_modality_with_nan(tmp_path: Path) -> None:
+def test_modality_with_nan_or_infinity(tmp_path: Path) -> None:
+    """A NaN voxel is background (0), counted in the case's notes; an infinity is
+    refused in one sentence naming the file."""
     folder = write_brats(tmp_path, "c4", "brats2021", with_seg=False)
     data = np.ones(SHAPE, np.float32)
     data[0, 0, 0] = np.nan
     nib.save(nib.Nifti1Image(data, BRATS_AFF), str(folder / "c4_flair.nii.gz"))
-    with pytest.raises(InputError, match="c4_flair.nii.gz: contains 1 NaN"):
+    case = load_case(folder)
+    assert case.image[MODALITIES.index("flair"), 0, 0, 0] == 0
+    assert case.source.notes == ["c4_flair.nii.gz: 1 voxel is NaN (not a number), read as "
+                                 "background (0), as brain-masking tools write NaN outside "
+                                 "the brain"]
+    data[1, 1, 1] = -np.inf
+    nib.save(nib.Nifti1Image(data, BRATS_AFF), str(folder / "c4_flair.nii.gz"))
+    with pytest.raises(InputError, match="c4_flair.nii.gz: contains 2 NaN or infinite"):
         load_case(folder)
 
 

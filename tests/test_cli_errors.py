@@ -76,11 +76,11 @@ def _truncated(d: Path) -> str:
     return "c1_t2.nii.gz"
 
 
-def _nan(d: Path) -> str:
+def _inf(d: Path) -> str:
     data = np.ones(SHAPE, np.float32)
-    data[3, 3, 3] = np.nan
+    data[3, 3, 3] = np.inf
     nib.save(nib.Nifti1Image(data, AFF), str(d / "c1_t1.nii.gz"))
-    return "NaN"
+    return "NaN or infinite"
 
 
 BAD_INPUTS: dict[str, Callable[[Path], str]] = {
@@ -91,7 +91,7 @@ BAD_INPUTS: dict[str, Callable[[Path], str]] = {
     "5D image": _five_d,
     "unreadable file": _garbage,
     "truncated file": _truncated,
-    "NaN voxels": _nan,
+    "infinite voxels": _inf,
 }
 
 
@@ -115,6 +115,33 @@ def test_predict_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert rc in (1, 2)
     _check_one_sentence(err, expect)
     assert not list((tmp_path / "out").glob("*.nii.gz")) if (tmp_path / "out").exists() else True
+
+
+@needs_predict
+def test_nan_outside_the_brain_is_read_as_background(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN where a brain-masking tool left no brain: the same outline as zeros there,
+    and a note naming the file."""
+    from braintumor.phantom import make_case, write_case
+
+    case = make_case(shape=(64, 64, 64), seed=1, case_id="m1")
+    write_case(case, tmp_path / "zeros")
+    d = write_case(case, tmp_path / "nans")
+    flair = next(d.glob("*_flair.nii.gz"))
+    img = nib.load(str(flair))
+    data = np.asarray(img.dataobj, np.float32)
+    data[data == 0] = np.nan
+    out = nib.Nifti1Image(data, img.affine, img.header)
+    out.set_data_dtype(np.float32)
+    nib.save(out, str(flair))
+    for name in ("zeros", "nans"):
+        assert main(["predict", str(tmp_path / name), "-o", str(tmp_path / f"out_{name}"),
+                     "--method", "watershed"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{flair.name}: {int(np.isnan(data).sum())} voxels are NaN" in err
+    a = nib.load(str(tmp_path / "out_zeros" / "m1.nii.gz")).get_fdata()
+    b = nib.load(str(tmp_path / "out_nans" / "m1.nii.gz")).get_fdata()
+    assert a.any() and np.array_equal(a, b)
 
 
 @needs_predict

@@ -107,6 +107,23 @@ def test_non_finite_voxels(tmp_path: Path, bad: float) -> None:
     assert "2 NaN or infinite" in str(err.value)
 
 
+def test_nan_voxels_can_be_read_as_background(tmp_path: Path) -> None:
+    """A brain-masking tool's NaN outside the brain: read as 0 and counted when asked
+    (a case's reading asks); an infinity is refused all the same."""
+    data = np.ones(SHAPE, np.float32)
+    data[:2] = np.nan
+    p = _save(tmp_path / "masked.nii.gz", data)
+    vol = io.load_nifti(p, nan_as_background=True)
+    assert vol.nan_voxels == 2 * SHAPE[1] * SHAPE[2]
+    assert np.isfinite(vol.data).all() and not vol.data[:2].any() and vol.data[2:].all()
+    plain = p.with_name("plain.nii")  # an uncompressed file, read through a map of it
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(plain))
+    assert not io.load_nifti(plain, nan_as_background=True).data[:2].any()
+    data[5, 5, 5] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        io.load_nifti(_save(tmp_path / "inf.nii.gz", data), nan_as_background=True)
+
+
 def test_label_map_must_hold_whole_numbers(tmp_path: Path) -> None:
     data = np.zeros(SHAPE, np.float32)
     data[0, 0, 0] = 1.5

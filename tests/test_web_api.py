@@ -1462,6 +1462,35 @@ def test_4d_nifti(client: TestClient) -> None:
     assert np.allclose(img.affine, AFFINE)
 
 
+def test_nan_outside_the_brain_is_background_said_by_the_users_name(
+        client: TestClient) -> None:
+    """A modality whose outside-the-brain voxels are NaN (as brain-masking tools write
+    them): the job runs, its warning names the uploaded file, and the image the viewer
+    loads holds no NaN; the same in a 4D file."""
+    from braintumor.phantom import make_case
+
+    case = make_case((48, 48, 40), seed=2)
+    img = case.image.copy()
+    img[img == 0] = np.nan  # every channel: NaN wherever the phantom has no head
+    names = ["P_t1.nii.gz", "P_t1ce.nii.gz", "P_t2.nii.gz", "P_flair.nii.gz"]
+    files = [("files", (n, _nifti_bytes(ch))) for n, ch in zip(names, img, strict=True)]
+    r = client.post("/api/jobs", files=files, data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    warning = job["result"]["warning"] or ""
+    assert "P_flair.nii.gz: " in warning and "NaN (not a number)" in warning, warning
+    assert "flair.nii.gz: " not in warning.replace("P_flair.nii.gz: ", "")
+    flair = _load(client.get(job["urls"]["images"]["flair"]).content).get_fdata()
+    assert np.isfinite(flair).all() and np.allclose(flair, case.image[3], atol=1e-3)
+    r = client.post("/api/jobs", files=[("files", ("four.nii.gz", _nifti_bytes(
+        np.stack([img[3], img[0], img[1], img[2]], axis=-1))))], data={"method": "threshold"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client.get, r.json()["id"])
+    assert job["status"] == "done", job
+    assert "four.nii.gz: " in (job["result"]["warning"] or "")
+
+
 def test_4d_nifti_in_another_channel_order_is_warned_of(client: TestClient) -> None:
     from braintumor.phantom import make_case
 
@@ -1874,10 +1903,10 @@ def _shape_mismatch(files: dict[str, Path]) -> list:
     return out
 
 
-def _nan(files: dict[str, Path]) -> list:
+def _inf(files: dict[str, Path]) -> list:
     out = _four(files)
     d = np.ones(SHAPE, np.float32)
-    d[0, 0, 0] = np.nan
+    d[0, 0, 0] = np.inf
     out[2] = ("files", (out[2][1][0], _nifti_bytes(d)))
     return out
 
@@ -1907,7 +1936,7 @@ MALFORMED = {
                     400, "P_flair.nii.gz"),
     "truncated": (_truncated, 400, "truncated"),
     "shape mismatch": (_shape_mismatch, 400, "co-registered"),
-    "NaN voxels": (_nan, 400, "NaN"),
+    "infinite voxels": (_inf, 400, "NaN or infinite"),
     "3D single file": (lambda f: [("files", ("one.nii.gz", f["t1"].read_bytes()))], 400,
                        "one 3D image"),
     "4D with 3 channels": (lambda f: [("files", ("x.nii.gz", _nifti_bytes(

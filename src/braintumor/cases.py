@@ -104,6 +104,8 @@ class CaseSource:
     #: what reading it found amiss that the case goes on without (a DICOM series that
     #: could not be read), carried into the segmentation's warning
     notes: list[str] = field(default_factory=list)
+    #: files whose NaN voxels were read as background: {file: how many}
+    nan_voxels: dict[str, int] = field(default_factory=dict)
     #: a converted DICOM study: which series became which modality, as the command line
     #: says it (``T1 = series 2 (AX T1 SE), T1ce = series 3 (AX T1 +C), ...``); else ""
     series: str = ""
@@ -573,6 +575,22 @@ def _read_dtype(path: str | Path) -> type:
     return np.float32
 
 
+def nan_note(count: int) -> str:
+    """What a file's ``count`` NaN voxels, read as background, are said to be."""
+    are = "voxel is" if count == 1 else "voxels are"
+    return (f"{count} {are} NaN (not a number), read as background (0), as brain-masking "
+            "tools write NaN outside the brain")
+
+
+def _note_nan(src: CaseSource, vol: Volume) -> None:
+    """Say, among the case's notes, that ``vol``'s NaN voxels were read as background."""
+    if vol.nan_voxels:
+        src.nan_voxels[str(vol.path)] = vol.nan_voxels
+        note = f"{vol.path.name}: {nan_note(vol.nan_voxels)}"
+        if note not in src.notes:
+            src.notes.append(note)
+
+
 def _read_parallel(paths: dict[str, Path]) -> dict[str, Volume]:
     """:func:`load_nifti` of each path, two at a time (gzip inflates outside the GIL);
     the first file in order that fails raises its error, as a loop would. Small
@@ -580,7 +598,7 @@ def _read_parallel(paths: dict[str, Path]) -> dict[str, Volume]:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(min(2, len(paths)) or 1) as pool:
-        futures = {m: pool.submit(load_nifti, p, dtype=_read_dtype(p))
+        futures = {m: pool.submit(load_nifti, p, dtype=_read_dtype(p), nan_as_background=True)
                    for m, p in paths.items()}
         return {m: f.result() for m, f in futures.items()}
 
@@ -761,7 +779,9 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     other_grid: list[str] = []
     grid: str | None = None
     if src.image4d is not None:
-        vol = load_nifti(src.image4d, ndim=(4, 5), dtype=_read_dtype(src.image4d))
+        vol = load_nifti(src.image4d, ndim=(4, 5), dtype=_read_dtype(src.image4d),
+                         nan_as_background=True)
+        _note_nan(src, vol)
         if vol.data.ndim == 5 and vol.data.shape[3] == 1:
             # NIfTI's place for the components of a vector image is its 5th axis, after
             # a time axis of one: (X, Y, Z, 1, 4) holds the same four volumes
@@ -795,6 +815,8 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
         check_complete(src, src.reference_path.parent)
         present = [m for m in MODALITIES if m in src.modality_paths]
         vols = _read_parallel({m: src.modality_paths[m] for m in present})
+        for v in vols.values():
+            _note_nan(src, v)
         grid = present[0]
         if regrid:
             grid = case_grid({m: (v.data.shape, v.affine, coarsest_edge(v.header, v.affine))

@@ -147,13 +147,16 @@ class Volume:
     """A NIfTI image read from disk.
 
     ``data`` keeps the file's own dimensions; ``affine`` maps voxel indices to mm
-    (RAS+); ``header`` is the file's header (kept so outputs share its geometry).
+    (RAS+); ``header`` is the file's header (kept so outputs share its geometry);
+    ``nan_voxels``: how many NaN voxels were read as 0 (``load_nifti``'s
+    ``nan_as_background``).
     """
 
     path: Path
     data: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header
+    nan_voxels: int = 0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -510,18 +513,23 @@ def load_nifti(
     ndim: int | tuple[int, ...] = 3,
     dtype: type = np.float32,
     check_finite: bool = True,
+    nan_as_background: bool = False,
 ) -> Volume:
     """Read a NIfTI file with every check a user's file deserves.
 
     ``ndim`` is the number of dimensions expected (3 for one modality, 4 for an MSD
-    4-channel file); singleton trailing dimensions are squeezed first.
+    4-channel file); singleton trailing dimensions are squeezed first. A NaN or infinite
+    voxel is refused (``check_finite``), except that with ``nan_as_background`` NaN voxels
+    are read as 0 and counted (:attr:`Volume.nan_voxels`): tools that mask the brain
+    (SPM among them) write NaN outside it. An infinity is refused either way.
     """
     p = Path(path)
-    return _volume_from_image(_open_nifti(p), p, ndim, dtype, check_finite)
+    return _volume_from_image(_open_nifti(p), p, ndim, dtype, check_finite, nan_as_background)
 
 
 def _volume_from_image(img: nib.Nifti1Image, p: Path, ndim: int | tuple[int, ...],
-                       dtype: type | np.dtype, check_finite: bool) -> Volume:
+                       dtype: type | np.dtype, check_finite: bool,
+                       nan_as_background: bool = False) -> Volume:
     want = (ndim,) if isinstance(ndim, int) else ndim
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > max(want) and shape[-1] == 1:
@@ -533,11 +541,18 @@ def _volume_from_image(img: nib.Nifti1Image, p: Path, ndim: int | tuple[int, ...
         data: np.ndarray = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
     except (EOFError, OSError, zlib.error, ValueError, gzip.BadGzipFile) as exc:
         raise UnreadableFile(f"{p}: the file is truncated or corrupt ({_short(exc)}).") from None
+    nans = 0
     if check_finite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
-        raise InputError(f"{p}: contains {n} NaN or infinite voxels.")
+        nan = np.isnan(data)
+        nans = int(np.count_nonzero(nan))
+        if not nan_as_background or nans < n:
+            raise InputError(f"{p}: contains {n} NaN or infinite voxels.")
+        if not data.flags.writeable:  # a read-only map of the file
+            data = data.copy()
+        data[nan] = 0
     affine = img.affine.copy() if has_orientation(img.header) else assumed_affine(img.header)
-    return Volume(path=p, data=data, affine=affine, header=img.header.copy())
+    return Volume(path=p, data=data, affine=affine, header=img.header.copy(), nan_voxels=nans)
 
 
 def has_orientation(header: Any) -> bool:

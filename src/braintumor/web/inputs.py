@@ -56,6 +56,7 @@ from braintumor.cases import (
     CaseSource,
     label_on_grid,
     load_case,
+    nan_note,
 )
 from braintumor.dicom import (
     Study,
@@ -603,6 +604,7 @@ def _validate_case(job_dir: Path, inputs: dict[str, Any], display: dict[str, str
     try:
         case = load_job_case(job_dir, inputs)
         inputs["grid"] = case.grid  # the viewer shows the images on it (on_case_grid)
+        _without_nan(job_dir, inputs, display, case)
         return case
     except InputError as exc:
         msg = str(exc)
@@ -612,6 +614,24 @@ def _validate_case(job_dir: Path, inputs: dict[str, Any], display: dict[str, str
             msg = msg.replace(str(job_dir / inputs["reference"]), inputs["reference_name"])
         msg = msg.replace(str(job_dir / "input"), "the upload")
         raise InputError(msg) from None
+
+
+def _without_nan(job_dir: Path, inputs: dict[str, Any], display: dict[str, str],
+                 case: Case) -> None:
+    """Files whose NaN voxels (a brain-masking tool's outside the brain) were read as
+    background are stored so, for the viewer and every later reading, and the job's
+    notes say so by the names the user gave."""
+    from braintumor.io import load_nifti, save_float_nifti
+
+    found = getattr(case.source, "nan_voxels", None) or {}
+    for mod, rel in inputs.get("modalities", {}).items():
+        n = found.get(str(job_dir / rel))
+        if not n:
+            continue
+        vol = load_nifti(job_dir / rel, nan_as_background=True)
+        save_float_nifti(vol.data, job_dir / rel, vol.header, vol.affine)
+        name = display.get(mod, MODALITY_NAMES[mod])
+        inputs["notes"] = [*inputs.get("notes", []), f"{name}: {nan_note(n)}"]
 
 
 def case_id_from_name(name: str) -> str:
@@ -762,7 +782,10 @@ def _prepare_4d(job_dir: Path, inputs: dict[str, Any], f: UploadedFile,
     _, ext = file_kind(f.name)
     raw = job_dir / "input" / f"image4d{ext}"
     f.path.replace(raw)
-    vol = call_named(lambda p: load_nifti(p, ndim=(3, 4)), raw, f.name)
+    vol = call_named(lambda p: load_nifti(p, ndim=(3, 4), nan_as_background=True), raw,
+                     f.name)
+    if vol.nan_voxels:
+        inputs["notes"] = [*inputs.get("notes", []), f"{f.name}: {nan_note(vol.nan_voxels)}"]
     if vol.data.ndim == 3:
         raise InputError(f"{f.name}: is one 3D image; upload all four modalities (T1, T1ce, T2, "
                          "FLAIR) or one 4D file holding them.")
