@@ -2096,6 +2096,35 @@ def test_cancel_queued_and_delete(client: TestClient, case_files: dict[str, Path
     assert not (store.jobs_root / slow["id"]).exists()
 
 
+def test_a_job_cancelled_while_its_series_are_assigned_stays_cancelled(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel answered while the series call checks the assignment is not undone by
+    it: the series call is refused (409) and the job is never queued or run."""
+    from braintumor.web import inputs as web_inputs
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    job = store.create("upload", "threshold", status="awaiting_input",
+                       inputs={"source": "dicom", "series": [], "needs_confirmation": True})
+
+    def cancelled_meanwhile(job_dir: Path, inputs: dict[str, Any],
+                            choice: dict[str, str], given: bool = True) -> dict[str, Any]:
+        c = client.post(f"/api/jobs/{job.id}/cancel")
+        assert c.status_code == 200 and c.json()["status"] == "cancelled"
+        return {**inputs, "modalities": {"t1ce": "input/t1ce.nii.gz"}}
+
+    monkeypatch.setattr(web_inputs, "confirm_series", cancelled_meanwhile)
+    r = client.post(f"/api/jobs/{job.id}/series", json={"modalities": {"2": "t1ce"}})
+    assert r.status_code == 409
+    assert _detail(r) == ("This job was cancelled while its series were being assigned, "
+                          "so it stays cancelled.")
+    time.sleep(0.5)  # a job put back in the queue would be started by now
+    now = client.get(f"/api/jobs/{job.id}").json()
+    assert now["status"] == "cancelled" and now["stage"] == "cancelled", now
+    # the store's check and write are one step: a job no longer awaiting is left alone
+    assert store.update_if(job.id, "awaiting_input", status="queued") is False
+    assert store.get(job.id).status == "cancelled"
+
+
 def test_crash_in_a_job_fails_only_that_job(client: TestClient,
                                             case_files: dict[str, Path]) -> None:
     r = client.post("/api/jobs", files=_four(case_files), data={"method": "crash"})

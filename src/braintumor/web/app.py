@@ -980,7 +980,13 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         choice = parse_modality_choice(_json_dumps(req.modalities))
         inputs = confirm_series(store.job_dir(job_id), job.inputs, choice)
         method = choose_method(job.method if job.method != "pending" else None)
-        store.update(job_id, inputs=inputs, status="queued", stage="queued", method=method)
+        # only while it still waits: a cancel answered meanwhile stands
+        if not store.update_if(job_id, "awaiting_input", inputs=inputs, status="queued",
+                               stage="queued", method=method):
+            if get_job(job_id).status == "cancelled":  # 404 once deleted meanwhile
+                raise HTTPException(409, "This job was cancelled while its series were "
+                                         "being assigned, so it stays cancelled.")
+            raise HTTPException(409, "This job is not waiting for its series to be assigned.")
         pool.notify()
         return job_out(get_job(job_id))
 

@@ -316,6 +316,20 @@ class JobStore:
                 db.execute("INSERT OR REPLACE INTO revisions (id, label_revision, at_mark) "
                            "VALUES (?, ?, ?)", (job_id, int(revision), mark))
 
+    def update_if(self, job_id: str, was: str, **fields: Any) -> bool:
+        """Set columns of one job only while its status is still ``was``, checked and
+        written at once (``inputs``/``result`` given as dicts): a job cancelled meanwhile
+        is not put back in the queue. True when the row was changed."""
+        for key in ("inputs", "result"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE jobs SET {cols} WHERE id = ? AND status = ?",
+                             (*fields.values(), job_id, was))
+            return cur.rowcount > 0
+
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
         """Record live progress of a running job (not of one asked to stop: its stage
         stays 'cancelling')."""
