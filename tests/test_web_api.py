@@ -2540,6 +2540,42 @@ def test_2d_uploads_that_are_no_one_patients_stack_are_refused(
         assert "number 3 is missing" in warning and "number 4 is given twice" in warning
 
 
+def test_2d_slices_of_one_name_keep_each_mask_in_the_zip(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two pictures of one name are refused at upload (400, one sentence), as two NIfTI
+    files of one name are; pictures of one stem but not one type (slice1.png and
+    slice1.jpg) are a stack whose masks.zip keeps each mask under a name of its own,
+    so unzipping it loses none."""
+    from PIL import Image
+
+    from braintumor.web.worker import mask_entry_names
+
+    _fake_2d(monkeypatch)
+    pic = np.zeros((30, 36), np.uint8)
+    pic[5:15, 5:15] = 200
+    jpg = io.BytesIO()
+    Image.fromarray(pic).save(jpg, format="JPEG")
+    app = create_app(tmp_path / "d", token="", isolation="thread", warm=False)
+    with TestClient(app) as c:
+        bad = c.post("/api/jobs", files=[("files", ("s1.png", _png(pic))),
+                                         ("files", ("s1.png", _png(255 - pic)))])
+        assert bad.status_code == 400
+        assert _detail(bad) == ("Two uploaded pictures are both named s1.png; give each "
+                                "slice its own file name.")
+        r = c.post("/api/jobs", files=[("files", ("slice1.png", _png(pic))),
+                                       ("files", ("slice1.jpg", jpg.getvalue()))])
+        assert r.status_code == 202, r.text
+        job = wait_done(c.get, r.json()["id"])
+        assert job["status"] == "done", job
+        z = zipfile.ZipFile(io.BytesIO(c.get(job["urls"]["download"]).content))
+        assert sorted(z.namelist()) == ["slice1.jpg_mask.png", "slice1.png_mask.png"]
+    # the command line's names while no two stems meet; letter case aside as well
+    assert mask_entry_names(["p_1.png", "p_2.tif"]) == ["p_1_mask.png", "p_2_mask.png"]
+    assert mask_entry_names(["S1.png", "s1.png", "s2.png"]) == [
+        "S1.png_mask.png", "s1.png_2_mask.png", "s2_mask.png"]
+    assert mask_entry_names(["a.png", "a.png"]) == ["a.png_mask.png", "a.png_2_mask.png"]
+
+
 def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A single-slice DICOM file is a 2D picture: its PixelSpacing gives areas in mm^2

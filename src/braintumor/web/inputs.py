@@ -471,6 +471,12 @@ def _prepare_2d(job_dir: Path, inputs: dict[str, Any], images: list[UploadedFile
         write_png(arr[..., 0] if arr.shape[2] == 1 else arr, png)
         return arr, png
 
+    seen: set[str] = set()
+    for f in images:  # as the 3D path: a second file of one name would hide the first
+        if f.name in seen:
+            raise InputError(f"Two uploaded pictures are both named {f.name}; give each "
+                             "slice its own file name.")
+        seen.add(f.name)
     inp_dir = job_dir / "input"
     skipped = [f.name for f in images if is_mask_name(f.name)] if len(images) > 1 else []
     pics = [f for f in images if f.name not in skipped]

@@ -332,7 +332,7 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     """The slices of one patient as a volume (:func:`braintumor.slices2d.segment_stack`):
     per slice ``output/slices/<k>_{input,mask,overlay}.png``, the slice with the largest
     outline also as ``output/{input,mask,overlay}.png``, and every mask, named after its
-    picture, in ``output/masks.zip``."""
+    picture (:func:`mask_entry_names`), in ``output/masks.zip``."""
     import zipfile
 
     from braintumor.diameters import picture_diameters
@@ -352,10 +352,11 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     (out / "slices").mkdir(parents=True, exist_ok=True)
     names = list(inputs.get("slice_names") or [Path(p).name for p in inputs["images"]])
     refs = _reference_masks(job_dir, inputs, [a.shape for a in arrs])
+    entries = mask_entry_names(names)
     with zipfile.ZipFile(out / "masks.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         for k, (arr, mask) in enumerate(zip(arrs, masks, strict=True)):
             _write_2d(out / "slices", arr, mask, f"{k:03d}_", reference=refs[k])
-            zf.write(out / "slices" / f"{k:03d}_mask.png", f"{Path(names[k]).stem}_mask.png")
+            zf.write(out / "slices" / f"{k:03d}_mask.png", entries[k])
     areas = [int(m.sum()) for m in masks]
     best = int(np.argmax(areas))
     _write_2d(out, arrs[best], masks[best], reference=refs[best])
@@ -389,6 +390,26 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
 #: why a job failed when the server's disk filled up under it
 DISK_FULL_JOB = ("The server's disk filled up while this job ran, so its results could not be "
                  "saved; try again once space is freed.")
+
+
+def mask_entry_names(names: list[str]) -> list[str]:
+    """The names of a stack's masks in its ``masks.zip``, one per picture of ``names``:
+    ``<stem>_mask.png``, as the command line names a picture's mask; pictures of one stem
+    (``slice1.png`` and ``slice1.jpg``) keep their whole names (``slice1.png_mask.png``,
+    ``slice1.jpg_mask.png``), and a name taken still (letter case aside, as a Mac or
+    Windows unzips) gains the slice's number (``S1.png_mask.png``,
+    ``s1.png_2_mask.png``), so no mask takes another's place when unzipped."""
+    stems = [Path(n).stem.casefold() for n in names]
+    out: list[str] = []
+    taken: set[str] = set()
+    for k, name in enumerate(names):
+        base = name if stems.count(stems[k]) > 1 else Path(name).stem
+        entry = f"{base}_mask.png"
+        if entry.casefold() in taken:
+            entry = f"{base}_{k + 1}_mask.png"
+        taken.add(entry.casefold())
+        out.append(entry)
+    return out
 
 
 def disk_full(exc: BaseException) -> bool:
