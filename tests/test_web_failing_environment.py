@@ -252,6 +252,41 @@ def test_a_finished_job_whose_files_were_removed_says_so(
         assert server.delete(urls["self"]).status_code == 204
 
 
+def test_a_finished_job_whose_inputs_were_removed_says_so_and_keeps_its_outline(
+        server: TestClient, case_files: dict[str, Path]) -> None:
+    """The input folder removed under a finished job (its label maps kept): what needs the
+    scans (the viewer's images, the reports, a correction) is a 404 that says the files
+    are gone, naming no path of the server's; the outline still downloads."""
+    import shutil
+
+    from braintumor.web.app import FILES_GONE
+
+    store = server.app.state.store  # type: ignore[attr-defined]
+    job = _done(server, case_files)
+    urls = job["urls"]
+    job_dir = store.job_dir(job["id"])
+    shutil.rmtree(job_dir / "input")
+    # the scans read ahead for a correction are not held (as after a restart)
+    corrector = server.app.state.corrector  # type: ignore[attr-defined]
+    _wait(lambda: job["id"] not in corrector._loading)
+    corrector.forget(job["id"])
+    seeds = {"seeds": [{"x": 10, "y": 10, "z": 10, "label": 0}]}
+    for r in (server.get(urls["images"]["flair"]), server.get(urls["report_html"]),
+              server.get(urls["report_pdf"]),
+              server.get(f"/api/jobs/{job['id']}/report/v0/axial.png"),
+              server.post(urls["corrections"], json=seeds)):
+        _one_sentence(r, 404, FILES_GONE)
+        assert str(store.data_dir) not in r.text and "input/" not in r.text, r.text
+    # the report opened in a tab says it on a page
+    tab = server.get(urls["report_html"], headers={"sec-fetch-dest": "document"})
+    assert tab.status_code == 404 and tab.headers["content-type"].startswith("text/html")
+    assert "no longer on the server" in tab.text and str(store.data_dir) not in tab.text
+    got = server.get(urls["download"])
+    assert got.status_code == 200 and got.content
+    assert server.get(urls["self"]).json()["status"] == "done"
+    assert server.delete(urls["self"]).status_code == 204
+
+
 def test_a_finished_result_is_fetched_from_memory_when_the_disk_is_full(
         server: TestClient, case_files: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -618,10 +618,36 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             # a folder removed under a job still listed (not by its deletion) is said so
             text = NO_JOB if store.deleting(job_id) or store.get(job_id) is None \
                 else FILES_GONE
-            if _navigating(request):
-                return HTMLResponse(_error_page(text), status_code=404)
-            return JSONResponse({"detail": text}, status_code=404)
+            return said_404(request, text)
         return None
+
+    def said_404(request: Request, text: str) -> Response:
+        """A 404 saying ``text``: on a page for a link opened in a tab, else JSON."""
+        if _navigating(request):
+            return HTMLResponse(_error_page(text), status_code=404)
+        return JSONResponse({"detail": text}, status_code=404)
+
+    def job_folder(request: Request) -> Path | None:
+        """The folder of the request's job, or None (no job in the address, a bad id)."""
+        job_id = request.path_params.get("job_id")
+        if not isinstance(job_id, str):
+            return None
+        try:
+            return store.job_dir(job_id)
+        except KeyError:
+            return None
+
+    def inputs_gone(job_id: str) -> bool:
+        """True when a file a job keeps of its upload (its scans, reference, pictures) is
+        no longer in its folder (removed under it: by hand, by a clean-up of the disk)."""
+        job = store.get(job_id)
+        if job is None:
+            return False
+        inp = job.inputs
+        kept = [*(inp.get("modalities") or {}).values(), inp.get("reference"),
+                inp.get("image"), *(inp.get("images") or []), *(inp.get("ref_masks") or [])]
+        folder = store.job_dir(job_id)
+        return any(isinstance(p, str) and not (folder / p).exists() for p in kept)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -640,7 +666,17 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         gone = vanished(request)
         if gone is not None:
             return gone
-        return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc))
+        text = str(exc)
+        folder = job_folder(request)
+        if folder is not None and str(folder) in text:
+            # said of a file the job keeps, not of what the user sent: one removed under
+            # the job says so, and no path of the server's is shown
+            if inputs_gone(request.path_params["job_id"]):
+                log.warning("job %s: %s", folder.name, text)
+                return said_404(request, FILES_GONE)
+            text = text.replace(str(folder) + os.sep, "")
+        text = text.replace(str(store.data_dir) + os.sep, "")
+        return JSONResponse({"detail": text}, status_code=_status_for(exc))
 
     def files_missing(request: Request, exc: OSError) -> bool:
         """True when ``exc`` is a file of the request's job that is not there (removed
