@@ -1446,6 +1446,39 @@ def test_modalities_given_for_unnamed_files(client: TestClient,
     assert job2["result"]["summary"]["volumes_ml"] != job["result"]["summary"]["volumes_ml"]
 
 
+def test_modalities_naming_a_file_not_uploaded_are_refused(
+        client: TestClient, case_files: dict[str, Path]) -> None:
+    """A choice of modality for a file that is not in the upload (a stray space in its
+    name) is refused in one sentence naming the files there are, not passed over with
+    the files read by their names alone; a name as the browser sent it (its folder, its
+    spaces) is the file's."""
+    names = {"t1": "p_t1.nii.gz", "t1ce": "p_t1ce.nii.gz", "t2": "p_t2.nii.gz",
+             "flair": "p_flair.nii.gz"}
+    files = _four(case_files, names=names)
+    swapped = json.dumps({"p_t1 .nii.gz": "flair", "p_flair.nii.gz": "t1"})
+    before = len(list(client.app.state.store.jobs_root.iterdir()))  # type: ignore
+    r = client.post("/api/jobs", files=files, data={"method": "threshold",
+                                                    "modalities": swapped})
+    assert r.status_code == 400
+    assert _detail(r) == ("The modalities field names 'p_t1 .nii.gz', which is not a file "
+                          "of this upload (its files are p_t1.nii.gz, p_t1ce.nii.gz, "
+                          "p_t2.nii.gz, p_flair.nii.gz).")
+    # the same files zipped: said of the zip
+    z = _zip_bytes({n: case_files[m].read_bytes() for m, n in names.items()})
+    r = client.post("/api/jobs", files=[("files", ("case.zip", z))],
+                    data={"method": "threshold", "modalities": swapped})
+    assert r.status_code == 400
+    assert _detail(r).startswith("The modalities field names 'p_t1 .nii.gz', which is not "
+                                 "a file of case.zip (its files are ")
+    assert len(list(client.app.state.store.jobs_root.iterdir())) == before  # type: ignore
+    as_sent = json.dumps({"C:\\scans\\p_t1.nii.gz ": "t1"})
+    r = client.post("/api/jobs", files=files, data={"method": "threshold",
+                                                    "modalities": as_sent})
+    assert r.status_code == 202, r.text
+    assert r.json()["inputs"]["file_modalities"]["p_t1.nii.gz"] == "t1"
+    client.delete(r.json()["urls"]["self"])
+
+
 def test_4d_nifti(client: TestClient) -> None:
     case = small_case()
     # Decathlon order FLAIR, T1, T1gd, T2
@@ -1606,6 +1639,19 @@ def _dicom_job_to_assign(client: TestClient, tmp_path: Path) -> dict[str, Any]:
                     data={"method": "threshold", "confirm_series": "true"})
     assert r.status_code == 202, r.text
     return dict(r.json())
+
+
+def test_a_dicom_upload_choosing_a_series_it_lacks_is_refused(client: TestClient,
+                                                                tmp_path: Path) -> None:
+    """A series id in the upload's modalities field that the study has not is refused as
+    the series call refuses it, not passed over."""
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    r = client.post("/api/jobs", files=[("files", ("study.zip", z.read_bytes()))],
+                    data={"method": "threshold", "modalities": json.dumps({"999": "t1"})})
+    assert r.status_code == 400
+    assert _detail(r) == "Series '999' is not part of this upload (it has 2, 3, 4, 5)."
 
 
 def test_dicom_study_without_its_t1(client: TestClient, tmp_path: Path) -> None:

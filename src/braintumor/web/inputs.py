@@ -160,11 +160,29 @@ def parse_modality_choice(text: str | None) -> dict[str, str]:
     return out
 
 
+def given_for(names: list[str], choice: dict[str, str], where: str = "this upload"
+              ) -> dict[str, str]:
+    """The client's modality choice ({file name: modality}) keyed as the uploaded files'
+    names are kept (:func:`safe_display_name`); refused in one sentence, naming the files
+    there are, when it names a file not among ``names`` (of ``where``): a slip in a name
+    is not passed over, the file then read by its name alone."""
+    given: dict[str, str] = {}
+    for key, mod in choice.items():
+        name = safe_display_name(key)
+        if name not in names:
+            raise InputError(f"The modalities field names {key!r}, which is not a file of "
+                             f"{where} (its files are {', '.join(names)}).")
+        given[name] = mod
+    return given
+
+
 def assign_modalities(names: list[str], choice: dict[str, str]) -> dict[str, str]:
     """Map each of ``names`` to a distinct modality (client choice first, then the names).
 
-    Returns {name: modality}; raises one sentence when a modality is missing or doubled.
+    Returns {name: modality}; raises one sentence when a modality is missing or doubled,
+    or when the choice names a file not among ``names`` (:func:`given_for`).
     """
+    choice = given_for(names, choice)
     assigned: dict[str, str] = {}
     for n in names:
         mod = choice.get(n) or detect_modality(n)
@@ -381,6 +399,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         if study.date:  # the examination's date, for a follow-up's comparison
             inputs["study_date"] = study.date
         choice = parse_modality_choice(fields.get("modalities"))
+        _known_series(choice, [e.label for e in study.entries])
         want_confirm = switch(fields, "confirm_series")
         auto = None if want_confirm else auto_assignment(
             study.entries, study_name(inputs["files"]), overrides=choice)
@@ -766,6 +785,7 @@ def _zipped_case(archive: str, files: list[UploadedFile], choice: dict[str, str]
                          "one case is four (T1, T1ce, T2, FLAIR; the T1 or T2 may be left "
                          "out) or one 4D file.")
     if len(images) > 1:
+        choice = given_for(names, choice, archive)
         unknown = [n for n in names if not (choice.get(n) or detect_modality(n))]
         if unknown:
             raise InputError(f"{archive}: the modality of {_listed(unknown)} cannot be told "
@@ -884,10 +904,7 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     by their scanner coordinates)."""
     entries = [StudySeries.from_dict(s, job_dir) for s in inputs.get("series", [])]
     series = {e.label: e for e in entries}
-    for sid in choice:
-        if sid not in series:
-            raise InputError(f"Series {sid!r} is not part of this upload (it has "
-                             f"{', '.join(series) or 'none'}).")
+    _known_series(choice, list(series))
     if len(set(choice.values())) != len(choice):
         raise InputError("Two series were given the same modality; give each modality once.")
     chosen, lost = settle_assignment(entries, choice, study_name(inputs.get("files", [])),
@@ -908,6 +925,14 @@ def confirm_series(job_dir: Path, inputs: dict[str, Any], choice: dict[str, str]
     display = {m: series[chosen[m]].named() for m in paths}
     _validate_case(job_dir, inputs, display)
     return inputs
+
+
+def _known_series(choice: dict[str, str], labels: list[str]) -> None:
+    """Refuse, in one sentence, a choice of a series not among ``labels``."""
+    for sid in choice:
+        if sid not in labels:
+            raise InputError(f"Series {sid!r} is not part of this upload (it has "
+                             f"{', '.join(labels) or 'none'}).")
 
 
 def on_case_grid(job_dir: Path, modalities: dict[str, str], mod: str, grid: str | None = None,
