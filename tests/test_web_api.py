@@ -2061,6 +2061,19 @@ def test_not_multipart_and_empty_body(client: TestClient) -> None:
     r = client.post("/api/jobs", content=b"--xyz\r\nbroken", headers={
         "content-type": "multipart/form-data; boundary=xyz"})
     assert r.status_code == 400 and _detail(r)
+    # a whole file part, the form's closing boundary cut off: said so, not "no image"
+    cut = (b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="a_t1.nii.gz"'
+           b"\r\n\r\n" + b"x" * 100 + b"\r\n--xyz\r\nContent-Disposition: form-data; "
+           b'name="files"; filename="a_t2.nii.gz"\r\n\r\n' + b"y" * 50)
+    before = len(list(client.app.state.store.jobs_root.iterdir()))  # type: ignore
+    for body in (cut, cut[:cut.index(b"\r\n--xyz")]):
+        r = client.post("/api/jobs", content=body, headers={
+            "content-type": "multipart/form-data; boundary=xyz"})
+        assert r.status_code == 400
+        assert _detail(r) == ("The upload ends before its form does (its closing boundary "
+                              "is missing): it was cut off or is not a well-formed multipart "
+                              "form; send it again.")
+    assert len(list(client.app.state.store.jobs_root.iterdir())) == before  # type: ignore
 
 
 def test_upload_over_limit_is_413(methods: None, tmp_path: Path,

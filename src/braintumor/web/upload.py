@@ -217,7 +217,7 @@ async def read_multipart(request: Any, dest: Path, limit: int,
     :class:`UnsupportedUpload` or :class:`InputError` (one sentence each).
     """
     from python_multipart.exceptions import MultipartParseError
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
     from starlette.requests import ClientDisconnect
 
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
@@ -255,4 +255,8 @@ async def read_multipart(request: Any, dest: Path, limit: int,
         col.close()
     if total == 0:
         raise InputError("The upload is empty; send at least one file.")
+    if parser.state != MultipartState.END:  # a part not ended is no file or field
+        raise InputError("The upload ends before its form does (its closing boundary is "
+                         "missing): it was cut off or is not a well-formed multipart form; "
+                         "send it again.")
     return col.fields, col.files
