@@ -721,3 +721,19 @@ def test_case_names_ending_like_a_modality_are_no_label_hint(tmp_path, capsys, c
     rows = read_csv(out)
     et = [float(r["dice"]) for r in rows if r["region"] == "ET" and r["case"].startswith("pat")]
     assert len(et) == 2 and all(0.5 < d < 1.0 for d in et)
+
+
+def test_a_label_mask_of_small_values_is_tumour_above_0(tmp_path):
+    """A reference of labels 0/1/2, or a 0/1 mask with values up to 3, is tumour where
+    it is above 0, not empty; a 0/255 mask (and its JPEG) keeps the cut at 127."""
+    from PIL import Image
+
+    lab = np.zeros((32, 32), np.uint8)
+    lab[8:20, 8:20] = 1
+    lab[10:14, 10:14] = 2
+    Image.fromarray(lab).save(tmp_path / "l.png")
+    assert E.read_mask_2d(tmp_path / "l.png").sum() == 144
+    Image.fromarray(np.where(lab > 0, 3, 0).astype(np.uint8)).save(tmp_path / "j.png")
+    assert E.read_mask_2d(tmp_path / "j.png").sum() == 144
+    Image.fromarray((lab > 0).astype(np.uint8) * 255).save(tmp_path / "m.jpg", quality=75)
+    assert abs(int(E.read_mask_2d(tmp_path / "m.jpg").sum()) - 144) <= 4

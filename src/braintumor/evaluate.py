@@ -18,10 +18,11 @@ Label conventions are detected per file (file name, then the values; see
 ``labelsTr`` / ``labelsTs`` folder is the Decathlon's) unless given. Metrics are those of
 :mod:`braintumor.metrics`, computed with the reference's voxel spacing.
 
-2D (PNG/TIFF masks, 0 = background, anything > 127 = tumour, or 1 in a mask of only 0
-and 1: :func:`read_mask_2d`): :func:`evaluate_2d` matches ``<image>_mask.png`` to
-``<image>_mask.tif`` (or equal stems) by their paths under each folder and scores each
-picture as one region called ``tumour``, in pixel units.
+2D (PNG/TIFF masks, 0 = background, anything > 127 = tumour, or anything above 0 in a
+label mask whose values are all under 16, 0/1 or 0/1/2: :func:`read_mask_2d`):
+:func:`evaluate_2d` matches ``<image>_mask.png`` to ``<image>_mask.tif`` (or equal stems)
+by their paths under each folder and scores each picture as one region called
+``tumour``, in pixel units.
 
 Output: :func:`write_csv` writes long-form CSV (one row per case and region, then the
 ``mean`` and ``median`` rows per region) and :func:`write_json` the same plus the
@@ -592,13 +593,20 @@ def case_names_2d(keys: Iterable[str]) -> dict[str, str]:
 def read_mask_2d(path: Path) -> np.ndarray:
     """A 2D mask picture -> boolean ``(H, W)``, as every 2D path reads a mask (the
     command line's ``evaluate``, the web page's uploaded reference, a data set's masks):
-    a mask whose values are only 0 and 1 is tumour where it is 1 (a 0/1 PNG); any other
+    a mask whose values are all under :data:`LABEL_MASK_MAX` is a label mask, tumour
+    where it is above 0 (a 0/1 PNG, labels 0/1/2, a 0/1 mask saved as JPEG); any other
     is tumour where a channel is above 127 (0/255 masks, a JPEG's noise around them, a
     mask drawn in colour)."""
     from braintumor.io import read_image_2d
 
     top = read_image_2d(path).max(axis=2)
-    return top > (0 if top.size and int(top.max()) <= 1 else 127)
+    return top > (0 if top.size and int(top.max()) < LABEL_MASK_MAX else 127)
+
+
+#: a 2D mask whose largest value is below this holds labels (0/1, 0/1/2), not grey
+#: levels: :func:`read_mask_2d` reads it as tumour where it is above 0, where a 0/255
+#: mask's threshold of 127 would read it as empty
+LABEL_MASK_MAX = 16
 
 
 def empty_hd95_2d(shape: tuple[int, ...]) -> float:

@@ -1325,8 +1325,8 @@ def _mask_files(root: Path) -> dict[str, Path]:
 
 def _read_mask(path: Path) -> np.ndarray:
     """A mask picture as boolean ``(H, W)``, read as every 2D path reads one
-    (:func:`braintumor.evaluate.read_mask_2d`: 1 in a 0/1 mask, else a channel above
-    127)."""
+    (:func:`braintumor.evaluate.read_mask_2d`: above 0 in a label mask, values under
+    16, else a channel above 127)."""
     from braintumor.evaluate import read_mask_2d
 
     return read_mask_2d(path)
