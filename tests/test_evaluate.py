@@ -723,6 +723,102 @@ def test_case_names_ending_like_a_modality_are_no_label_hint(tmp_path, capsys, c
     assert len(et) == 2 and all(0.5 < d < 1.0 for d in et)
 
 
+def test_unnumbered_pictures_of_different_sizes_are_no_patient(tmp_path, capsys):
+    """A flat folder of masks named without a slice number (``brain_mask.png`` 64x64 and
+    ``scan_mask.png`` 80x100) is scored per picture, without a traceback: the pictures
+    are no patient's volume, so there are no per-patient scores and a warning says why;
+    beside numbered slices they are left out of the patients and named in a note."""
+    from PIL import Image
+
+    for side in ("ref", "pred"):
+        (tmp_path / side).mkdir()
+        for name, shape in (("brain", (64, 64)), ("scan", (80, 100))):
+            m = np.zeros(shape, np.uint8)
+            m[10:30, 10:30] = 255
+            Image.fromarray(m).save(tmp_path / side / f"{name}_mask.png")
+    out = tmp_path / "ev.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no per-patient scores" in err
+    assert [r["case"] for r in read_csv(out)][:2] == ["brain", "scan"]
+    _square_masks(tmp_path / "ref", {"p_1_mask.png": 0, "p_2_mask.png": 0})
+    _square_masks(tmp_path / "pred", {"p_1_mask.png": 0, "p_2_mask.png": 0})
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 picture(s) named without a slice number (brain, scan)" in err
+    assert [r["patient"] for r in read_csv(tmp_path / "ev_patients.csv")] == ["p", "mean"]
+
+
+def test_reference_slices_of_different_sizes_in_one_patient_are_said(tmp_path, capsys):
+    """One patient's reference slices of two sizes: one sentence, no traceback, the
+    pictures still scored."""
+    from PIL import Image
+
+    for side in ("ref", "pred"):
+        for n, shape in ((1, (32, 32)), (2, (40, 40))):
+            (tmp_path / side / "PA").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros(shape, np.uint8)).save(
+                tmp_path / side / "PA" / f"s_{n}_mask.png")
+    out = tmp_path / "ev.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+                 "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "must be the same size" in err
+    assert len(read_csv(out)) == 2 + 2
+
+
+def test_missing_predictions_never_score_as_right_empty_ones(tmp_path, capsys):
+    """A patient's tumour-free slices without a prediction are not correct negatives:
+    the partial predictions must not score better than the full ones (no false-positive
+    rate of 0 of 3, no higher volume Dice); they are left out of the tumour-free slices,
+    the patient has no volume Dice, and a note says how many slices had no prediction."""
+    from PIL import Image
+
+    from braintumor.slices2d import evaluate_2d as by_patient
+
+    t = np.zeros((64, 64), np.uint8)
+    t[10:30, 10:30] = 255
+    fp = np.zeros((64, 64), np.uint8)
+    fp[40:50, 40:50] = 255
+    z = np.zeros((64, 64), np.uint8)
+    for side in ("ref", "full", "partial", "mixed"):
+        (tmp_path / side / "P1").mkdir(parents=True)
+    (tmp_path / "ref" / "P2").mkdir()
+    (tmp_path / "mixed" / "P2").mkdir()
+    for n, (ref, pred) in enumerate([(t, t), (z, fp), (z, fp), (z, fp)], 1):
+        Image.fromarray(ref).save(tmp_path / "ref" / "P1" / f"P1_{n}_mask.png")
+        Image.fromarray(pred).save(tmp_path / "full" / "P1" / f"P1_{n}_mask.png")
+        Image.fromarray(ref).save(tmp_path / "ref" / "P2" / f"P2_{n}_mask.png")
+        Image.fromarray(ref).save(tmp_path / "mixed" / "P2" / f"P2_{n}_mask.png")
+    Image.fromarray(t).save(tmp_path / "partial" / "P1" / "P1_1_mask.png")
+    Image.fromarray(t).save(tmp_path / "mixed" / "P1" / "P1_1_mask.png")
+    full = by_patient(tmp_path / "full", tmp_path / "ref")
+    part = by_patient(tmp_path / "partial", tmp_path / "ref")
+    assert full["summary"]["fp_rate"] == 1.0 and full["patients"]["P1"]["dice"] < 1
+    p1 = part["patients"]["P1"]
+    assert p1["tumour_free_slices"] == 0 and p1["fp_slices"] == 0
+    assert math.isnan(p1["dice"]) and p1["missing_slices_pred"] == 3
+    assert math.isnan(part["summary"]["fp_rate"]) and math.isnan(part["summary"]["dice_mean"])
+    # a complete patient beside an incomplete one: the mean is the complete one's
+    mixed = by_patient(tmp_path / "mixed", tmp_path / "ref")
+    assert mixed["summary"]["dice_mean"] == 1.0 and mixed["summary"]["dice_patients"] == 1
+    assert mixed["summary"]["tumour_free_slices"] == 3 and mixed["summary"]["fp_rate"] == 0.0
+    # a missing tumour slice is a missed one, Dice 0
+    (tmp_path / "mixed" / "P2" / "P2_1_mask.png").unlink()
+    m2 = by_patient(tmp_path / "mixed", tmp_path / "ref")["patients"]["P2"]
+    assert m2["missed_slices"] == 1 and m2["slice_dices"] == [0.0]
+    out = tmp_path / "ev.csv"
+    assert main(["evaluate", "--pred", str(tmp_path / "partial"), "--ref",
+                 str(tmp_path / "ref"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "7 slice(s) have no readable prediction" in err  # P1's 3, all 4 of P2
+    rows = read_csv(tmp_path / "ev_patients.csv")
+    assert rows[0]["dice"] == "nan" and rows[0]["tumour_free_slices"] == "0"
+    assert rows[-1]["missing_slices_pred"] == "7"
+
+
 def test_a_label_mask_of_small_values_is_tumour_above_0(tmp_path):
     """A reference of labels 0/1/2, or a 0/1 mask with values up to 3, is tumour where
     it is above 0, not empty; a 0/255 mask (and its JPEG) keeps the cut at 127."""

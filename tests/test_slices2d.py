@@ -588,8 +588,10 @@ def test_evaluate_2d_on_mask_folders(tmp_path: Path) -> None:
     res = s2d.evaluate_2d(tmp_path / "pred", tmp_path / "ref")
     assert res["missing"] == ["P1_2"]
     assert res["patients"]["P1"]["slices"] == 5
-    assert res["summary"]["dice_mean"] == pytest.approx(1.0)  # a missing empty slice
-    assert res["summary"]["tumour_slices"] == 2
+    # a missing slice is no right empty one: no volume Dice, no tumour-free slice
+    assert np.isnan(res["patients"]["P1"]["dice"]) and np.isnan(res["summary"]["dice_mean"])
+    assert res["summary"]["tumour_slices"] == 2 and res["summary"]["tumour_free_slices"] == 2
+    assert res["summary"]["missing_slices_pred"] == 1
     json.dumps(res)
     assert s2d.has_2d_masks(tmp_path / "ref") and s2d.has_2d_masks(tmp_path / "pred")
     assert not s2d.has_2d_masks(tmp_path / "nowhere")

@@ -1266,26 +1266,34 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int((p & r).sum()) / s
 
 
-def stack_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def stack_metrics(pred: np.ndarray, ref: np.ndarray,
+                  lacking: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics of one patient's stack ``(N, H, W)`` bool against its reference.
 
     ``dice``: over the whole volume (Buda et al.'s per-patient Dice);
     ``slice_dice_mean``: mean Dice over slices whose reference has tumour;
     ``fp_slices`` / ``tumour_free_slices``: tumour-free slices where anything was
     predicted; ``missed_slices``: tumour slices with an empty prediction.
+
+    ``lacking`` ``(N,)`` bool marks slices with no prediction (missing or unreadable;
+    ``pred`` is empty there). A prediction that is not there is never a right empty
+    one: such a tumour slice is missed (Dice 0), such a tumour-free slice is left out of
+    ``tumour_free_slices`` (so of the false-positive rate), and the volume's Dice, which
+    a missing slice would raise, is undefined (NaN) for the patient.
     """
     p, r = np.asarray(pred, bool), np.asarray(ref, bool)
     if p.shape != r.shape:
         raise InputError(f"prediction shape {p.shape} differs from reference {r.shape}.")
-    has_p = np.asarray(p.reshape(len(p), -1).any(axis=1), dtype=bool)
+    gone = np.zeros(len(p), bool) if lacking is None else np.asarray(lacking, bool)
+    has_p = np.asarray(p.reshape(len(p), -1).any(axis=1), dtype=bool) & ~gone
     has_r = np.asarray(r.reshape(len(r), -1).any(axis=1), dtype=bool)
-    sd = [dice(p[i], r[i]) for i in np.flatnonzero(has_r)]
+    sd = [0.0 if gone[i] else dice(p[i], r[i]) for i in np.flatnonzero(has_r)]
     return {
-        "dice": dice(p, r),
+        "dice": float("nan") if gone.any() else dice(p, r),
         "slice_dice_mean": float(np.mean(sd)) if sd else float("nan"),
         "slices": int(len(p)),
         "tumour_slices": int(has_r.sum()),
-        "tumour_free_slices": int((~has_r).sum()),
+        "tumour_free_slices": int((~has_r & ~gone).sum()),
         "fp_slices": int((has_p & ~has_r).sum()),
         "missed_slices": int((~has_p & has_r).sum()),
         "slice_dices": [float(d) for d in sd],
@@ -1293,24 +1301,33 @@ def stack_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
 
 
 def summarise(per_patient: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Means over patients and pooled slice counts of :func:`stack_metrics` results."""
+    """Means over patients and pooled slice counts of :func:`stack_metrics` results.
+
+    The volume Dice's mean, median and minimum are over the patients whose every slice
+    has a prediction (``dice_patients`` of ``patients``; NaN with none): a patient with
+    slices missing has no volume Dice. ``fp_rate`` is NaN without a tumour-free slice,
+    as ``slice_dice_mean`` is without a tumour slice."""
     rows = list(per_patient.values())
     if not rows:
         return {}
     slice_d = [d for r in rows for d in r["slice_dices"]]
     free = sum(r["tumour_free_slices"] for r in rows)
     fps = sum(r["fp_slices"] for r in rows)
+    whole = [float(r["dice"]) for r in rows if not np.isnan(r["dice"])]
+    nan = float("nan")
     return {
         "patients": len(rows),
-        "dice_mean": float(np.mean([r["dice"] for r in rows])),
-        "dice_median": float(np.median([r["dice"] for r in rows])),
-        "dice_min": float(np.min([r["dice"] for r in rows])),
-        "slice_dice_mean": float(np.mean(slice_d)) if slice_d else float("nan"),
+        "dice_patients": len(whole),
+        "dice_mean": float(np.mean(whole)) if whole else nan,
+        "dice_median": float(np.median(whole)) if whole else nan,
+        "dice_min": float(np.min(whole)) if whole else nan,
+        "slice_dice_mean": float(np.mean(slice_d)) if slice_d else nan,
         "tumour_slices": int(sum(r["tumour_slices"] for r in rows)),
         "tumour_free_slices": int(free),
         "fp_slices": int(fps),
-        "fp_rate": float(fps / free) if free else 0.0,
+        "fp_rate": float(fps / free) if free else nan,
         "missed_slices": int(sum(r["missed_slices"] for r in rows)),
+        "missing_slices_pred": int(sum(r.get("missing_slices_pred", 0) for r in rows)),
     }
 
 
@@ -1340,11 +1357,17 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
     :func:`predict_images` (files matched by their paths under each folder, a flat
     folder against patients' folders by name: :func:`braintumor.evaluate.match_masks_2d`).
     Slices are grouped into patients by the reference's parent folder (in a flat folder, by their
-    names before the slice number) and ordered by slice number;
-    a reference without a prediction counts as an empty prediction (and is listed in
-    ``missing``; an unreadable one or one of another size likewise, in ``unreadable``;
-    each patient's ``missing_slices_pred`` counts them). Returns ``{"patients": {id:
-    metrics}, "summary": {...}, "missing": [...], "unreadable": [...]}``.
+    names before the slice number) and ordered by slice number; pictures of a flat folder
+    whose names have no number (``brain_mask.png``) are no patient's slices: they are
+    listed in ``not_stacked`` and scored per picture only
+    (:func:`braintumor.evaluate.evaluate_2d`). A reference without a prediction (listed
+    in ``missing``; an unreadable one or one of another size likewise, in
+    ``unreadable``; each patient's ``missing_slices_pred`` counts them) is never taken as
+    a right empty prediction (:func:`stack_metrics`' ``lacking``): a missed tumour slice,
+    no tumour-free slice, and no volume Dice for its patient. References of different
+    sizes in one patient, or no patient at all, are refused (:class:`InputError`).
+    Returns ``{"patients": {id: metrics}, "summary": {...}, "missing": [...],
+    "unreadable": [...], "not_stacked": [...]}``.
     """
     pred_root, ref_root = Path(pred_dir), Path(ref_dir)
     for d, what in ((pred_root, "prediction"), (ref_root, "reference")):
@@ -1362,21 +1385,35 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
                          f"in {ref_root}.")
     names = case_names_2d(refs)
     groups: dict[str, list[str]] = {}
+    loose: list[str] = []
     for key in refs:
         # a patient's folder names the patient; in one flat folder, the slices' names
-        # before their numbers do (several patients' slices are never one volume)
+        # before their numbers do (several patients' slices are never one volume), and
+        # pictures named without a number are single pictures, no patient's volume
         folder, _, stem = key.rpartition("/")
+        if not folder and slice_number(stem) is None:
+            loose.append(names[key])
+            continue
         pid = folder or slice_stem(stem) or "all"
         groups.setdefault(pid, []).append(key)
+    if not groups:
+        raise InputError(f"{ref_root}: holds no numbered slices of a patient (name_1, "
+                         "name_2, ... or a folder per patient), so there is no patient's "
+                         "volume to score.")
     per_patient: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     unreadable: list[str] = []
     for pid, stems in sorted(groups.items()):
         stems.sort(key=lambda s: (slice_number(s) if slice_number(s) is not None else -1, s))
-        P, R = [], []
-        lacking = 0
+        P: list[np.ndarray] = []
+        R: list[np.ndarray] = []
+        gone: list[bool] = []
         for s in stems:
             r = _read_mask(refs[s])
+            if R and r.shape != R[0].shape:
+                raise InputError(f"{refs[s]}: is {r.shape[1]}x{r.shape[0]} pixels while "
+                                 f"{refs[stems[0]].name} is {R[0].shape[1]}x{R[0].shape[0]};"
+                                 f" the slices of patient {pid} must be the same size.")
             pm = None
             if s in pairs:
                 found = preds[pairs[s]]
@@ -1390,15 +1427,13 @@ def evaluate_2d(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
                     pm = None
             else:
                 missing.append(names[s])
-            if pm is None:  # an empty outline in its place, counted apart
-                lacking += 1
-                pm = np.zeros_like(r)
-            P.append(pm)
+            gone.append(pm is None)  # no outline: never a right empty one
+            P.append(np.zeros_like(r) if pm is None else pm)
             R.append(r)
-        per_patient[pid] = {**stack_metrics(np.stack(P), np.stack(R)),
-                            "missing_slices_pred": lacking}
+        per_patient[pid] = {**stack_metrics(np.stack(P), np.stack(R), np.array(gone, bool)),
+                            "missing_slices_pred": int(sum(gone))}
     return {"patients": per_patient, "summary": summarise(per_patient), "missing": missing,
-            "unreadable": unreadable}
+            "unreadable": unreadable, "not_stacked": sorted(loose)}
 
 
 def has_2d_masks(path: str | Path) -> bool:
@@ -1417,7 +1452,8 @@ def has_2d_masks(path: str | Path) -> bool:
 def rows_2d(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows (one per patient, then ``mean``) of an :func:`evaluate_2d` result, for a
     CSV: patient, dice, slice_dice_mean, slices, tumour_slices, tumour_free_slices,
-    fp_slices, missed_slices."""
+    fp_slices, missed_slices, missing_slices_pred (the mean row's dice is over the
+    patients with every slice predicted, :func:`summarise`)."""
     rows: list[dict[str, Any]] = []
     for pid, m in result["patients"].items():
         rows.append({"patient": pid, **{k: v for k, v in m.items() if k != "slice_dices"}})
@@ -1427,5 +1463,6 @@ def rows_2d(result: dict[str, Any]) -> list[dict[str, Any]]:
                  "slices": sum(r["slices"] for r in rows),
                  "tumour_slices": s["tumour_slices"],
                  "tumour_free_slices": s["tumour_free_slices"], "fp_slices": s["fp_slices"],
-                 "missed_slices": s["missed_slices"]})
+                 "missed_slices": s["missed_slices"],
+                 "missing_slices_pred": s["missing_slices_pred"]})
     return rows

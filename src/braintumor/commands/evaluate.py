@@ -295,6 +295,18 @@ def print_summary(console: Any, ev: Any) -> None:
                   "", of(s.get("fp_slices"), s.get("tumour_free_slices")),
                   of(s.get("missed_slices"), s.get("tumour_slices")))
         console.print(t)
+        lacking = s.get("missing_slices_pred") or 0
+        if lacking:  # a slice without a prediction is never scored as a right empty one
+            print(f"note: {lacking} slice(s) have no readable prediction: they count as "
+                  "missed where the reference has tumour, are left out of the "
+                  "false-positive slices, and their patients have no volume Dice (the "
+                  f"mean is over {s.get('dice_patients', 0)} of {s.get('patients', 0)} "
+                  "patients).", file=sys.stderr)
+    if pp and pp.get("not_stacked"):
+        loose = pp["not_stacked"]
+        print(f"note: {len(loose)} picture(s) named without a slice number "
+              f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}) are no "
+              "patient's slices: scored per picture only.", file=sys.stderr)
     if ev.missing:
         console.print(f"[red]missing predictions[/red]: {', '.join(ev.missing)}")
     if ev.unmatched:
