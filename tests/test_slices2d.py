@@ -1479,3 +1479,31 @@ def test_one_picture_typed_by_another_path_is_no_replaced_result(
     s2d.predict_images([tmp_path / "s.jpg"], out, model=tiny_model, log=lines.append)
     said = [x for x in lines if x.startswith("warning:")]
     assert len(said) == 1 and "s.png" in said[0] and str(tmp_path / "s.jpg") in said[0]
+
+
+def test_a_write_failure_leaves_the_other_pictures(tiny_model: s2d.Model2D,
+                                                   tmp_path: Path) -> None:
+    """A folder where a picture's overlay goes, or a picture whose name is too long for
+    its temporary output: that picture fails in one sentence naming the real output
+    file (no hidden temporary), its earlier mask stays as it was (mask and overlay go
+    in together), and the other pictures are still written, with their rows."""
+    from PIL import Image
+
+    img, _ = fake_slice(40, 40)
+    for name in ("a", "b", "c" * 235):
+        Image.fromarray(img).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    (out / "a_overlay.png").mkdir(parents=True)
+    (out / "a_mask.png").write_bytes(b"earlier")
+    errors: list[InputError] = []
+    s2d.predict_images([tmp_path / "a.png", tmp_path / ("c" * 235 + ".png"), tmp_path / "b.png"],
+                       out, model=tiny_model, on_error=errors.append)
+    assert len(errors) == 2
+    assert "a_overlay.png" in str(errors[0]) and "is a folder" in str(errors[0])
+    assert "c" * 235 + "_mask.png: file name too long" in str(errors[1])
+    assert ".part" not in str(errors[1])
+    assert (out / "a_mask.png").read_bytes() == b"earlier"
+    assert (out / "b_mask.png").exists() and (out / "b_overlay.png").exists()
+    rows = (out / "areas_2d.csv").read_text().splitlines()
+    assert len(rows) == 2 and "b.png" in rows[1]
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]

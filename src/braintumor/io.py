@@ -746,7 +746,10 @@ def write_replacing(out: str | Path, write: Callable[[Path], Any]) -> Path:
         if together is None:
             put_in_place(partial, target)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        # a temporary that could not be made (a name too long with its own part) is
+        # not there to remove: the error raised is the write's, naming ``out``
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise
     if together is None:
         partial.unlink(missing_ok=True)

@@ -1015,7 +1015,15 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     raised.
     """
     from braintumor.diameters import picture_diameters
-    from braintumor.io import is_dicom_picture, is_image_2d, read_dicom_2d, read_image_2d, write_png
+    from braintumor.errors import BrainTumorError, describe_failure
+    from braintumor.io import (
+        is_dicom_picture,
+        is_image_2d,
+        read_dicom_2d,
+        read_image_2d,
+        write_png,
+        written_together,
+    )
 
     if pixel_mm is not None and not 0 < pixel_mm <= 20:
         raise InputError(f"the pixel size must be a number of millimetres above 0 and at "
@@ -1043,8 +1051,12 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
 
     def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str,
                stack: str = "", px: float | None = pixel_mm) -> None:
-        written.append(write_png(res.mask.astype(np.uint8) * 255, dest / f"{stem}_mask.png"))
-        written.append(write_png(overlay(img, res.mask), dest / f"{stem}_overlay.png"))
+        # the mask and its overlay go in together: a failure at either leaves both as
+        # they were (io.written_together)
+        with written_together():
+            pair = [write_png(res.mask.astype(np.uint8) * 255, dest / f"{stem}_mask.png"),
+                    write_png(overlay(img, res.mask), dest / f"{stem}_overlay.png")]
+        written.extend(pair)
         area = int(res.info["area_pixels"])
         mm2 = round(area * px * px, 2) if px else None
         diam = picture_diameters([res.mask], px)
@@ -1114,10 +1126,13 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     def guarded(fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
-        except InputError as exc:
+        except (InputError, OSError) as exc:
             if on_error is None:
                 raise
             where = str(args[0]) if args else ""
+            if not isinstance(exc, BrainTumorError):  # an output that could not be written
+                exc = InputError(f"{where}: its outputs could not be written: "
+                                 f"{describe_failure(exc)}")
             if where and where not in str(exc):  # every error line names its input
                 exc = InputError(f"{where}: {exc}")
             on_error(exc)
