@@ -453,7 +453,8 @@ def test_predict_images_writes_masks_and_overlays(tiny_model: s2d.Model2D,
     # the folder is one patient: masks only for images, in a sub-folder
     stack = sorted((tmp_path / "out" / "patientA").glob("*_mask.png"))
     assert len(stack) == 6 and not any("_mask_mask" in p.name for p in stack)
-    assert len(lines) == 8
+    assert len([x for x in lines if "tumour area" in x]) == 8
+    assert any(x.startswith("patientA: segmented as one stack of 6") for x in lines)
     import csv
 
     rows = list(csv.DictReader((tmp_path / "out" / "areas_2d.csv").open()))
@@ -1507,3 +1508,125 @@ def test_a_write_failure_leaves_the_other_pictures(tiny_model: s2d.Model2D,
     rows = (out / "areas_2d.csv").read_text().splitlines()
     assert len(rows) == 2 and "b.png" in rows[1]
     assert not [f for f in out.iterdir() if f.name.startswith(".")]
+
+
+def test_patients_folders_at_any_depth_are_segmented(tiny_model: s2d.Model2D,
+                                                     tmp_path: Path) -> None:
+    """A folder of loose pictures beside patients' folders, a patient folder inside a
+    group folder, and a data set's site/patient layout: every folder of slices is
+    segmented, and the command line takes the data set as 2D alone."""
+    from PIL import Image
+
+    from braintumor.commands.predict import _split_inputs
+
+    nest, mix, deep = tmp_path / "nest", tmp_path / "mix", tmp_path / "deep"
+    nest.mkdir()
+    Image.fromarray(fake_slice(40, 40)[0]).save(nest / "cover.png")
+    make_patient(nest / "pat1", n=3, size=32)
+    make_patient(mix / "patA", n=3, size=32)
+    make_patient(mix / "group" / "patB", n=3, size=32)
+    make_patient(deep / "site" / "pat1", n=3, size=32)
+    s2d.predict_images([nest, mix], tmp_path / "out", model=tiny_model)
+    masks = {p.relative_to(tmp_path / "out").as_posix()
+             for p in (tmp_path / "out").rglob("*_mask.png")}
+    assert {"nest/cover_mask.png", "pat1/pat1_3_mask.png", "patA/patA_1_mask.png",
+            "patB/patB_2_mask.png"} <= masks
+    assert s2d.is_2d_input(deep)
+    assert _split_inputs([str(deep)]) == ([], [deep])
+
+
+def test_a_mask_of_another_suffix_beside_a_picture_is_not_written_beside(
+        tiny_model: s2d.Model2D, tmp_path: Path) -> None:
+    """Outputs into a kaggle_3m patient's own folder, where ``X_mask.tif`` lies beside
+    ``X.tif``: refused in one sentence, as ``X_mask.png`` beside it is, and no
+    ``X_mask.png`` prediction is written beside the reference."""
+    make_patient(tmp_path / "P", n=2, size=32)
+    errors: list[InputError] = []
+    s2d.predict_images([tmp_path / "P"], tmp_path, model=tiny_model, on_error=errors.append)
+    assert len(errors) == 1 and "P_1_mask.tif lies beside it" in str(errors[0])
+    assert not list((tmp_path / "P").glob("*_mask.png"))
+
+
+def test_a_stack_of_too_small_slices_is_refused(tiny_model: s2d.Model2D,
+                                                tmp_path: Path) -> None:
+    """Three 5x5 slices in a folder are refused as one 5x5 picture is; another stack
+    still goes on."""
+    from PIL import Image
+
+    (tmp_path / "tiny").mkdir()
+    for n in (1, 2, 3):
+        Image.fromarray(np.full((5, 5), 40 * n, np.uint8)).save(tmp_path / "tiny" / f"t_{n}.png")
+    make_patient(tmp_path / "P", n=2, size=32)
+    errors: list[InputError] = []
+    s2d.predict_images([tmp_path / "tiny", tmp_path / "P"], tmp_path / "out",
+                       model=tiny_model, on_error=errors.append)
+    assert len(errors) == 1 and "t_1.png: the picture is 5x5 pixels" in str(errors[0])
+    assert not (tmp_path / "out" / "tiny").exists()
+    assert (tmp_path / "out" / "P" / "P_2_mask.png").exists()
+
+
+def test_an_interrupted_run_keeps_the_rows_of_its_finished_pictures(
+        tiny_model: s2d.Model2D, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the second picture: the first picture's mask and its row in
+    areas_2d.csv are kept, and a line says so."""
+    from PIL import Image
+
+    for name in ("a", "b"):
+        Image.fromarray(fake_slice(40, 40)[0]).save(tmp_path / f"{name}.png")
+    real = s2d.segment_image
+    calls: list[int] = []
+
+    def stopped(*args: Any, **kwargs: Any) -> s2d.SliceResult:
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(s2d, "segment_image", stopped)
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        s2d.predict_images([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out",
+                           model=tiny_model, log=lines.append)
+    rows = (tmp_path / "out" / "areas_2d.csv").read_text().splitlines()
+    assert len(rows) == 2 and "a.png" in rows[1]
+    assert any(x.startswith("interrupted: the 1 picture(s) finished are written") for x in lines)
+
+
+def test_a_stack_says_so_and_names_the_outlines_its_rule_removed(
+        tiny_model: s2d.Model2D, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numbered single pictures (``case1 ... case3``) are one stack: a line says so, and
+    the slices whose own outline the keep-one-3D-tumour rule removed are named."""
+    from PIL import Image
+
+    (tmp_path / "cases").mkdir()
+    for n in (1, 2, 3):
+        Image.fromarray(fake_slice(32, 32, seed=n)[0]).save(tmp_path / "cases" / f"case{n}.png")
+
+    def probs(model: s2d.Model2D, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+        p = np.zeros((len(inputs), model.size, model.size), np.float32)
+        p[0, 4:20, 4:20] = 0.9  # the largest tumour
+        p[2, 24:30, 24:30] = 0.9  # another, not touching it
+        return p
+
+    monkeypatch.setattr(s2d, "predict_batch", probs)
+    lines: list[str] = []
+    s2d.predict_images([tmp_path / "cases"], tmp_path / "out", model=tiny_model,
+                       log=lines.append)
+    assert any("segmented as one stack of 3 numbered slice(s)" in x for x in lines)
+    said = [x for x in lines if x.startswith("warning:")]
+    assert len(said) == 1 and "case3.png was removed" in said[0] and "case2" not in said[0]
+
+
+def test_one_picture_given_twice_is_segmented_once(tiny_model: s2d.Model2D,
+                                                   tmp_path: Path) -> None:
+    """The same file typed twice is no name clash: segmented once, with a note."""
+    from PIL import Image
+
+    Image.fromarray(fake_slice(40, 40)[0]).save(tmp_path / "a.png")
+    errors: list[InputError] = []
+    lines: list[str] = []
+    s2d.predict_images([tmp_path / "a.png", tmp_path / ".." / tmp_path.name / "a.png"],
+                       tmp_path / "out", model=tiny_model, log=lines.append,
+                       on_error=errors.append)
+    assert not errors and any("given more than once" in x for x in lines)
+    assert len((tmp_path / "out" / "areas_2d.csv").read_text().splitlines()) == 2

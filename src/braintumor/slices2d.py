@@ -122,7 +122,7 @@ def check_same_size(shapes: Sequence[tuple[int, ...]], names: Sequence[str],
                              "be the same size.")
 
 
-def _few(nums: Sequence[int], most: int = 6) -> str:
+def _few(nums: Sequence[int | str], most: int = 6) -> str:
     shown = ", ".join(str(n) for n in nums[:most])
     return shown + (f" and {len(nums) - most} more" if len(nums) > most else "")
 
@@ -183,6 +183,19 @@ def _mask_for(image: Path) -> Path | None:
         if cand.exists():
             return cand
     return None
+
+
+def _mask_beside(image: Path) -> Path | None:
+    """A ``<image>_mask.*`` picture in the image's folder (any picture suffix, as a data
+    set's ``_mask.tif``), or None."""
+    from braintumor.io import is_image_2d
+
+    want = (image.stem + "_mask").lower()
+    try:
+        return next((f for f in sorted(image.parent.iterdir())
+                     if f.stem.lower() == want and is_image_2d(f) and f.is_file()), None)
+    except OSError:
+        return None
 
 
 def load_patient(folder: str | Path, with_masks: bool = True) -> PatientSlices:
@@ -912,10 +925,14 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     model's ``stack_threshold``), then keeps one 3D component (:func:`postprocess_stack`;
     rule ``keep``, by default the model's ``keep`` setting, else the largest), so
     per-patient metrics apply. ``names``: the slices' names, for the sentence that
-    refuses a slice of another size than the first (:func:`check_same_size`).
+    refuses a slice of another size than the first (:func:`check_same_size`) or one under
+    :data:`MIN_PICTURE_SIDE` (:func:`check_picture_size`). A slice whose own outline the
+    3D rule removed (another component was kept) has ``info["removed_by_stack"]``.
     """
     if not images:
         return []
+    for k, img in enumerate(images):
+        check_picture_size(np.asarray(img), names[k] if names is not None else f"slice {k + 1}")
     check_same_size([np.asarray(i).shape for i in images],
                     list(names) if names is not None
                     else [f"slice {k + 1}" for k in range(len(images))], "one stack")
@@ -934,16 +951,21 @@ def segment_stack(images: Sequence[np.ndarray], model: Model2D | str | Path | No
     thr = m.stack_threshold if threshold is None else float(threshold)
     rule = keep if keep is not None else str(m.config.get("keep", "largest"))
     masks = postprocess_stack(probs, thr, float(m.config.get("min_fraction", 0.001)), rule)
+    # the slices with an outline of their own that the 3D rule left empty, to be said
+    own = postprocess_stack(probs, thr, float(m.config.get("min_fraction", 0.001)), "all")
+    emptied = [bool(own[k].any()) and not bool(masks[k].any()) for k in range(len(masks))]
     # a stack with any colour picture is refined as colour
     setting = m.refinement(next((np.asarray(i) for i in images if not is_greyscale(i)),
                                 np.asarray(images[0])))
     if setting is not None:
         masks = refine_masks(probs, np.stack([flair_of(i) for i in images]), masks, setting)
     out = []
-    for img, pr, mk, w in zip(images, probs, masks, warns, strict=True):
+    for img, pr, mk, w, gone in zip(images, probs, masks, warns, emptied, strict=True):
         info: dict[str, Any] = {"input": _describe(img), "shape": list(pr.shape),
                                 "area_pixels": int(mk.sum()), "area_unit": "pixels",
                                 "model": name}
+        if gone:
+            info["removed_by_stack"] = True
         if setting is not None:
             info["refined"] = True
         if w is not None:
@@ -988,6 +1010,32 @@ def _is_stack_folder(path: Path) -> bool:
     return path.is_dir() and bool(_images_in(path))
 
 
+def stack_folders(root: Path) -> list[Path]:
+    """``root`` and every folder under it (hidden ones passed over, linked ones followed
+    once) that holds slice pictures, in name order: a data set's patients however deep
+    (``data/site/patient``), and a folder's own loose pictures as well as its patients'."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def visit(folder: Path) -> None:
+        real = folder.resolve()
+        if real in seen:
+            return
+        seen.add(real)
+        if _is_stack_folder(folder):
+            found.append(folder)
+        try:
+            subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        except OSError:
+            return
+        for d in subs:
+            visit(d)
+
+    if root.is_dir():
+        visit(root)
+    return found
+
+
 def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                    model: Model2D | str | Path | None = None,
                    log: Callable[[str], None] | None = None,
@@ -996,9 +1044,12 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     """Segment picture files and folders of numbered slices; write the results.
 
     Each picture ``X.png`` gives ``out_dir/X_mask.png`` (0/255, same size as the input)
-    and ``out_dir/X_overlay.png``. A folder of numbered slices of one patient is
-    segmented as a volume and written to ``out_dir/<folder>/``. A folder of such folders
-    (e.g. kaggle_3m) is handled patient by patient. ``out_dir/areas_2d.csv`` lists every
+    and ``out_dir/X_overlay.png``, put in place together. A folder of numbered slices of
+    one patient is segmented as a volume (said in a line, with a warning naming the
+    slices whose outline the 3D rule removed) and written to ``out_dir/<folder>/``. A
+    folder of such folders, at any depth (kaggle_3m, or ``data/site/patient``), is
+    handled patient by patient, its own loose pictures as well (:func:`stack_folders`).
+    A file given twice is segmented once. ``out_dir/areas_2d.csv`` lists every
     picture's tumour area in pixels (rows of an earlier run into the folder are kept,
     a picture segmented again replaced), and in mm^2 when ``pixel_mm`` (the pixel size, which
     exported pictures do not carry) is given, and its largest lesion's longest diameter
@@ -1010,12 +1061,15 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     pictures is outlined on its own, into ``out_dir/<folder>/``. A picture is refused
     (:class:`InputError`) when its mask would overwrite another input's of this run (two
     pictures of one name) or a mask beside it (the outputs written into the picture's
-    own folder). With ``on_error``, an input (a picture, or a patient's folder) that
-    fails is passed to it and the others are still segmented; without, the error is
-    raised.
+    own folder; a ``<image>_mask.*`` of any picture suffix counts). With ``on_error``, an
+    input (a picture, or a patient's folder) that fails, or whose outputs cannot be
+    written (a folder in their place, a full disk), is passed to it and the others are
+    still segmented; without, the error is raised. Stopped by Ctrl-C or SIGTERM, the run
+    writes the rows of the pictures it finished into ``areas_2d.csv`` and says so.
     """
     from braintumor.diameters import picture_diameters
     from braintumor.errors import BrainTumorError, describe_failure
+    from braintumor.interrupts import Interrupted
     from braintumor.io import (
         is_dicom_picture,
         is_image_2d,
@@ -1043,10 +1097,11 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
             raise InputError(f"{picture}: another picture of this run ({claimed[mask]}) has "
                              "the same name, and its mask would be overwritten; run it "
                              "into another folder.")
-        if mask.parent == picture.resolve().parent and mask.exists():
-            raise InputError(f"{picture}: {mask.name} lies beside it (a reference "
-                             "outline?), which the output would overwrite; write the "
-                             "outputs to another folder.")
+        beside = _mask_beside(picture) if mask.parent == picture.resolve().parent else None
+        if beside is not None:
+            raise InputError(f"{picture}: {beside.name} lies beside it (a reference "
+                             f"outline?), and the output {mask.name} would be taken for "
+                             "it or overwrite it; write the outputs to another folder.")
         claimed[mask] = str(picture)
 
     def _write(img: np.ndarray, res: SliceResult, dest: Path, stem: str, name: str,
@@ -1117,9 +1172,19 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
             _claim(f, dest)
         imgs = [read_image_2d(f) for f in files]
         results = segment_stack(imgs, m, names=[str(f) for f in files])
+        # one volume: its slices keep one 3D tumour, which may empty a slice's outline
+        say(f"{name}: segmented as one stack of {len(files)} numbered slice(s) (one "
+            "patient's volume, keeping one 3D tumour).")
         note = numbering_note(files)
         if note is not None:
             say(f"note: {name}: {note}")
+        emptied = [f.name for f, r in zip(files, results, strict=True)
+                   if r.info.get("removed_by_stack")]
+        if emptied:
+            say(f"warning: {name}: the outline{'s' if len(emptied) > 1 else ''} of "
+                f"{_few(emptied)} {'were' if len(emptied) > 1 else 'was'} removed by the "
+                "stack's one-tumour rule; if these pictures are not one patient's slices, "
+                "give them one at a time or name them apart (not name_1, name_2, ...).")
         for f, img, res in zip(files, imgs, results, strict=True):
             _write(img, res, dest, f.stem, str(f), name)
 
@@ -1143,15 +1208,30 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         if p.is_file():
             _picture(p, out)
             return
-        folders = [p] if _is_stack_folder(p) else [d for d in sorted(p.iterdir())
-                                                     if _is_stack_folder(d)]
+        folders = stack_folders(p)
         if not folders:
             raise InputError(f"{p}: holds no PNG/JPEG/TIFF slice images.")
         for folder in folders:
             guarded(_folder, folder)
 
-    for raw in paths:
-        guarded(_input, Path(raw))
+    given: set[Path] = set()
+    try:
+        for raw in paths:
+            p = Path(raw)
+            if p.exists() and p.resolve() in given:  # one picture typed twice: once
+                say(f"note: {p} is given more than once; it is segmented once.")
+                continue
+            given.add(p.resolve())
+            guarded(_input, p)
+    except (KeyboardInterrupt, Interrupted):
+        # the pictures finished keep their rows, as a 3D run's finished cases do
+        table = out / "areas_2d.csv"
+        kept = (f"the {len(rows)} picture(s) finished are written, with their rows in "
+                f"{table}" if rows else "no picture of this run had finished")
+        if rows:
+            _write_areas(table, rows, say)
+        say(f"interrupted: {kept}.")
+        raise
     if rows:
         out.mkdir(parents=True, exist_ok=True)
         table = out / "areas_2d.csv"
@@ -1257,8 +1337,9 @@ def is_dicom_slice_file(path: str | Path) -> bool:
 
 
 def is_2d_input(path: str | Path) -> bool:
-    """True for a 2D picture or a single DICOM slice file, or a folder (of folders) of 2D
-    slice pictures without NIfTI (a folder of DICOM files is a series: the 3D path)."""
+    """True for a 2D picture or a single DICOM slice file, or a folder (of folders, at any
+    depth: :func:`stack_folders`) of 2D slice pictures without NIfTI (a folder of DICOM
+    files is a series: the 3D path)."""
     from braintumor.io import is_dicom_picture, is_image_2d, is_nifti
 
     p = Path(path)
@@ -1268,7 +1349,7 @@ def is_2d_input(path: str | Path) -> bool:
         return False
     if any(is_nifti(f) for f in p.rglob("*")):
         return False
-    return _is_stack_folder(p) or any(_is_stack_folder(d) for d in p.iterdir() if d.is_dir())
+    return bool(stack_folders(p))
 
 
 # --------------------------------------------------------------------- evaluation
