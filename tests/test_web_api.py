@@ -1477,6 +1477,15 @@ def test_modalities_naming_a_file_not_uploaded_are_refused(
     assert r.status_code == 202, r.text
     assert r.json()["inputs"]["file_modalities"]["p_t1.nii.gz"] == "t1"
     client.delete(r.json()["urls"]["self"])
+    # a choice with one 4D file or with 2D pictures has no files to choose among: said
+    four = _nifti_bytes(np.zeros(SHAPE + (4,), np.float32))
+    picture = _png(np.zeros((32, 32), np.uint8))
+    for upload, said in (([("files", ("x.nii.gz", four))], "one 4D NIfTI file"),
+                         ([("files", ("s_1.png", picture))], "of 2D pictures")):
+        r = client.post("/api/jobs", files=upload, data={"method": "threshold",
+                                                         "modalities": as_sent})
+        assert r.status_code == 400 and said in _detail(r) and "leave it out" in _detail(r)
+    assert len(list(client.app.state.store.jobs_root.iterdir())) == before  # type: ignore
 
 
 def test_4d_nifti(client: TestClient) -> None:

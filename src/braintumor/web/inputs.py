@@ -307,6 +307,14 @@ def _no_channels(fields: dict[str, str], what: str) -> None:
                          f"file; this upload is {what}.")
 
 
+def _no_modalities(fields: dict[str, str], what: str) -> None:
+    """Refuse a modality choice given with an upload that has no files to choose among
+    (a choice that would otherwise be passed over without a word)."""
+    if parse_modality_choice(fields.get("modalities")):
+        raise InputError(f"The 'modalities' field says which uploaded NIfTI file is which "
+                         f"modality; this upload is {what}, so leave it out.")
+
+
 def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFile],
                    max_unzipped: int, have_2d: bool) -> dict[str, Any]:
     """Check the uploaded files and lay them out as a job's inputs.
@@ -386,6 +394,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         if refs:
             raise InputError("A reference label map is only used with 3D volumes.")
         _no_channels(fields, "of 2D pictures")
+        _no_modalities(fields, "of 2D pictures")
         return _prepare_2d(job_dir, inputs, images, fields)
 
     if kind == "zip":
@@ -410,6 +419,8 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 
     # NIfTI
     if len(images) == 1:
+        _no_modalities(fields, "one 4D NIfTI file (the 'channels' field gives its channels' "
+                               "order)")
         inputs = _prepare_4d(job_dir, inputs, images[0], channel_order(fields))
         if "archive" in inputs and inputs["case_id"] == "case":
             inputs["case_id"] = case_id_from_name(inputs["archive"])
