@@ -1510,6 +1510,25 @@ def test_a_write_failure_leaves_the_other_pictures(tiny_model: s2d.Model2D,
     assert not [f for f in out.iterdir() if f.name.startswith(".")]
 
 
+def test_a_picture_whose_outputs_cannot_be_written_exits_1_not_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An output that cannot be written (here a folder in the overlay's place; a full
+    disk alike) is the machine's failure: exit 1, as in 3D, even when no picture gave an
+    output; a picture that is no input (too small) is the user's: exit 2."""
+    from PIL import Image
+
+    from braintumor.cli import main
+
+    img, _ = fake_slice(40, 40)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(img[:5, :5]).save(tmp_path / "tiny.png")
+    out = tmp_path / "out"
+    (out / "a_overlay.png").mkdir(parents=True)
+    assert main(["predict", str(tmp_path / "a.png"), "-o", str(out)]) == 1
+    assert "a_overlay.png" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "tiny.png"), "-o", str(out)]) == 2
+
+
 def test_patients_folders_at_any_depth_are_segmented(tiny_model: s2d.Model2D,
                                                      tmp_path: Path) -> None:
     """A folder of loose pictures beside patients' folders, a patient folder inside a

@@ -1196,8 +1196,8 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                 raise
             where = str(args[0]) if args else ""
             if not isinstance(exc, BrainTumorError):  # an output that could not be written
-                exc = InputError(f"{where}: its outputs could not be written: "
-                                 f"{describe_failure(exc)}")
+                exc = OutputNotWritten(f"{where}: its outputs could not be written: "
+                                       f"{describe_failure(exc)}")
             if where and where not in str(exc):  # every error line names its input
                 exc = InputError(f"{where}: {exc}")
             on_error(exc)
@@ -1305,12 +1305,19 @@ def _write_areas(table: Path, rows: list[dict[str, Any]],
     return table
 
 
+class OutputNotWritten(InputError):
+    """A picture's outputs that could not be written (a full disk, a folder in a file's
+    place): the machine's failure, not the input's (``predict`` exits 1, not 2)."""
+
+
 def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
-                      pixel_mm: float | None = None) -> tuple[list[Path], int]:
+                      pixel_mm: float | None = None,
+                      not_written: list[str] | None = None) -> tuple[list[Path], int]:
     """What ``braintumor predict`` calls for 2D inputs (pictures or slice folders):
     writes ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` under
     ``out_dir``, prints one line per picture (warnings included) and one ``error:``
-    sentence per input that failed; returns the written paths and how many failed."""
+    sentence per input that failed; returns the written paths and how many failed.
+    ``not_written`` gets the error of each input whose outputs could not be written."""
     import sys
 
     failed: list[InputError] = []
@@ -1318,6 +1325,8 @@ def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
     def report(exc: InputError) -> None:
         print(f"error: {exc}", file=sys.stderr)
         failed.append(exc)
+        if not_written is not None and isinstance(exc, OutputNotWritten):
+            not_written.append(str(exc))
 
     written = predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr),
                              pixel_mm=pixel_mm, on_error=report)

@@ -294,7 +294,8 @@ def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> 
             from braintumor.slices2d import predict_2d_inputs
         except ImportError:
             raise InputError("2D images need the 2D model, which is not installed.") from None
-        done_2d, failed_2d = predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size)
+        done_2d, failed_2d = predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size,
+                                               not_written=_MACHINE_FAILED)
         written += done_2d
         failures += failed_2d
 
@@ -342,7 +343,7 @@ def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> 
             failures += 1
     if not sources and not written:
         if failures:
-            return 2
+            return 1 if _MACHINE_FAILED else 2
         raise InputError("No input could be read.")
 
     sources, clashes = _without_clashes(sources, out_dir)
