@@ -1545,11 +1545,19 @@ def test_patients_folders_at_any_depth_are_segmented(tiny_model: s2d.Model2D,
     make_patient(mix / "patA", n=3, size=32)
     make_patient(mix / "group" / "patB", n=3, size=32)
     make_patient(deep / "site" / "pat1", n=3, size=32)
-    s2d.predict_images([nest, mix], tmp_path / "out", model=tiny_model)
+    make_patient(deep / "siteB" / "pat1", n=3, size=32)  # one patient name at two sites
+    errors: list[InputError] = []
+    s2d.predict_images([nest, mix, deep], tmp_path / "out", model=tiny_model,
+                       on_error=errors.append)
+    assert not errors, errors
     masks = {p.relative_to(tmp_path / "out").as_posix()
              for p in (tmp_path / "out").rglob("*_mask.png")}
+    # a patient keeps its path under the folder given: two sites' pat1 are two outputs
     assert {"nest/cover_mask.png", "pat1/pat1_3_mask.png", "patA/patA_1_mask.png",
-            "patB/patB_2_mask.png"} <= masks
+            "group/patB/patB_2_mask.png", "site/pat1/pat1_1_mask.png",
+            "siteB/pat1/pat1_1_mask.png"} <= masks
+    stacks = (tmp_path / "out" / "areas_2d.csv").read_text()
+    assert "site/pat1" in stacks and "siteB/pat1" in stacks
     assert s2d.is_2d_input(deep)
     assert _split_inputs([str(deep)]) == ([], [deep])
 

@@ -1144,9 +1144,13 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         img = read_image_2d(p)
         _write(img, segment_image(img, m), dest, p.stem, str(p), stack)
 
-    def _folder(folder: Path) -> None:
+    def _folder(folder: Path, root: Path) -> None:
         files = _images_in(folder)
-        dest = out / folder.name
+        # a patient under a data set keeps its path there (site/patient), so that two
+        # sites' patients of one name are two outputs; the folder given keeps its name
+        rel = Path(folder.name) if folder == root else folder.relative_to(root)
+        dest = out / rel
+        name = rel.as_posix()
         if not all(slice_number(f) is not None for f in files):
             say(f"{folder}: its pictures are not numbered slices of one patient "
                 "(name_1, name_2, ...), so each is outlined on its own.")
@@ -1163,9 +1167,9 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                 f"({', '.join(sorted(stems)[:3])}{', ...' if len(stems) > 3 else ''}); "
                 "each is segmented as a volume of its own.")
             for stem, group in sorted(stems.items()):
-                guarded(_stack, group, dest, f"{folder.name}/{stem}")
+                guarded(_stack, group, dest, f"{name}/{stem}")
             return
-        _stack(files, dest, folder.name)
+        _stack(files, dest, name)
 
     def _stack(files: list[Path], dest: Path, name: str) -> None:
         for f in files:
@@ -1212,7 +1216,7 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         if not folders:
             raise InputError(f"{p}: holds no PNG/JPEG/TIFF slice images.")
         for folder in folders:
-            guarded(_folder, folder)
+            guarded(_folder, folder, p)
 
     given: set[Path] = set()
     try:
