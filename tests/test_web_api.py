@@ -2642,6 +2642,9 @@ def test_2d_slices_of_one_name_keep_each_mask_in_the_zip(
     assert mask_entry_names(["S1.png", "s1.png", "s2.png"]) == [
         "S1.png_mask.png", "s1.png_2_mask.png", "s2_mask.png"]
     assert mask_entry_names(["a.png", "a.png"]) == ["a.png_mask.png", "a.png_2_mask.png"]
+    # a numbered name that another picture's name already is: numbered further
+    got = mask_entry_names(["a.png_3.png", "a.png", "A.png"])
+    assert len({g.casefold() for g in got}) == 3, got
 
 
 def test_2d_dicom_slice_keeps_pixels_and_spacing_not_identifiers(

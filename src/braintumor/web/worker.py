@@ -404,9 +404,9 @@ def mask_entry_names(names: list[str]) -> list[str]:
     taken: set[str] = set()
     for k, name in enumerate(names):
         base = name if stems.count(stems[k]) > 1 else Path(name).stem
-        entry = f"{base}_mask.png"
-        if entry.casefold() in taken:
-            entry = f"{base}_{k + 1}_mask.png"
+        entry, n = f"{base}_mask.png", k + 1
+        while entry.casefold() in taken:  # a numbered name may be taken too
+            entry, n = f"{base}_{n}_mask.png", n + len(names)
         taken.add(entry.casefold())
         out.append(entry)
     return out
