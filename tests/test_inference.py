@@ -791,6 +791,20 @@ def test_own_sliding_window_agrees_with_monai(shape: tuple[int, ...], roi: tuple
     np.testing.assert_allclose(ours, np.asarray(ref), atol=1e-5)
 
 
+@pytest.mark.parametrize("overlap", [-0.5, 1.0, 1.5])
+def test_a_window_overlap_out_of_range_is_refused(overlap: float) -> None:
+    """Below 0 some voxels had no window (their probabilities 0/0, NaN); at 1 the step
+    was one voxel, a window per voxel: refused, naming the overlap."""
+    from braintumor.inference import sliding_window, window_starts
+
+    with pytest.raises(ValueError, match=f"overlap is 0 or more and under 1, not {overlap}"):
+        window_starts(70, 32, overlap)
+    with pytest.raises(ValueError, match="overlap"):
+        sliding_window(np.zeros((1, 1, 70, 40, 40), np.float32), (32, 32, 32),
+                       lambda a: a, overlap)
+    assert window_starts(70, 32, 0.0) == [0, 32, 38]
+
+
 @pytest.mark.slow
 def test_onnx_fast_path_does_not_import_torch_or_monai(tmp_path: Path) -> None:
     """On a CPU the shipped model's ONNX path runs without torch or MONAI (their

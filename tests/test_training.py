@@ -210,6 +210,12 @@ def test_a_finished_budget_run_stays_finished(tmp_path: Path) -> None:
     ({"augment": True}, "augment must be a mapping"),
     ({"fold": 5}, "fold 5 does not exist"),
     ({"dropout": 1.5}, "under 1"),
+    ({"early_stopping": -1}, "early_stopping must be 0 or more, not -1"),
+    ({"seed": -1}, "seed must be 0 or more, not -1"),
+    ({"split_seed": -3}, "split_seed must be 0 or more, not -3"),
+    ({"threads": -1}, "threads must be 0 or more, not -1"),
+    ({"sw_overlap": -0.5}, "sw_overlap must be 0 or more and under 1"),
+    ({"sw_overlap": 1.0}, "sw_overlap must be 0 or more and under 1"),
 ])
 def test_config_values_are_checked(tmp_path: Path, change: dict, says: str) -> None:
     """What the trainer would misread or silently replace by its default is refused in

@@ -237,11 +237,15 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"fold {cfg.fold} does not exist: folds run 0 to {cfg.folds - 1} "
                          "(-1 trains on every case).")
     for key in ("lr", "warmup_steps", "weight_decay", "dropout", "label_smoothing",
-                "time_budget_min", "fg_fraction"):
+                "time_budget_min", "fg_fraction", "early_stopping", "seed", "split_seed",
+                "threads"):
         if getattr(cfg, key) < 0:
             raise InputError(f"{key} must be 0 or more, not {getattr(cfg, key)!r}.")
     if cfg.dropout >= 1 or cfg.fg_fraction > 1 or cfg.label_smoothing >= 1:
         raise InputError("dropout and label_smoothing must be under 1, fg_fraction at most 1.")
+    if not 0 <= cfg.sw_overlap < 1:
+        raise InputError(f"sw_overlap must be 0 or more and under 1 (the share of a window "
+                         f"its neighbour overlaps), not {cfg.sw_overlap!r}.")
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

@@ -142,7 +142,12 @@ def gaussian_importance(roi: tuple[int, ...], sigma_scale: float = 0.125) -> np.
 
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Start indices of the windows along one axis: a step of ``roi * (1 - overlap)``,
-    the last window moved back to end at the border (MONAI's placement)."""
+    the last window moved back to end at the border (MONAI's placement). An ``overlap``
+    outside [0, 1) is refused: at 1 or more the step would be one voxel (a window per
+    voxel), below 0 windows would leave voxels that none covers."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"a sliding-window overlap is 0 or more and under 1, not "
+                         f"{overlap!r}.")
     interval = roi if roi == size else max(int(roi * (1 - overlap)), 1)
     n = next((d for d in range(math.ceil(size / interval)) if d * interval + roi >= size),
              None)
