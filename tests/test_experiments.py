@@ -76,6 +76,15 @@ def test_load_study_refuses_bad_files(tmp_path: Path) -> None:
         load_study(bad)
 
 
+def test_a_study_file_not_in_utf8_is_one_sentence(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(_write(tmp_path).read_bytes().replace(b"tiny-compare", b"\xe9t\xe9"))
+    assert main(["experiment", "--config", str(path), "--tracking-uri", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: not a text file in UTF-8" in err and "Traceback" not in err, err
+
+
 def test_folds_are_patient_wise_and_cover_every_case(tmp_path: Path) -> None:
     st = load_study(_write(tmp_path))
     folds = study_folds(st)

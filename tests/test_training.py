@@ -233,6 +233,23 @@ def test_config_values_are_checked(tmp_path: Path, change: dict, says: str) -> N
     assert not (tmp_path / "x" / "last.pt").exists()
 
 
+def test_a_config_file_not_in_utf8_or_with_a_train_list_is_one_sentence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config in another encoding was a UnicodeDecodeError traceback, and ``train:`` as
+    a list was 'Unknown config keys: train.': each is one sentence that says why."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("train:\n  name: tumeur \xe9t\xe9\n".encode("latin-1"))
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("train: [1, 2]\n")
+    for path, says in [(latin, "not a text file in UTF-8"),
+                       (listed, "'train' must be a mapping of training settings")]:
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "x"),
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: {says}" in err and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
+
+
 def test_numbers_in_scientific_notation_are_numbers(tmp_path: Path) -> None:
     """PyYAML reads 1e-3 (no dot) as text; a number field takes it as the number."""
     from braintumor.config import from_dict, to_dict

@@ -284,9 +284,14 @@ def load_config(path: str | Path) -> TrainConfig:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text file in UTF-8, so not a YAML config.") from None
     if not isinstance(raw, dict):
         raise InputError(f"{p}: a config must be a mapping of fields.")
-    if "train" in raw and isinstance(raw["train"], dict):
+    if "train" in raw:
+        if not isinstance(raw["train"], dict):
+            raise InputError(f"{p}: 'train' must be a mapping of training settings "
+                             f"(key: value), not {raw['train']!r}.")
         raw = raw["train"]
     return from_dict(raw)
 

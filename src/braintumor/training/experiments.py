@@ -132,6 +132,8 @@ def load_study(path: str | Path, budget_min: float | None = None,
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text file in UTF-8, so not a YAML study file.") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("study"), dict):
         raise InputError(f"{p}: a study file needs a 'study:' mapping.")
     try:
