@@ -654,3 +654,32 @@ def test_a_held_out_reference_stored_in_another_orientation_is_scored_on_the_cas
     assert prep == "prepared" and ref.shape == case.label.shape
     assert np.array_equal(ref, case.label)  # not its mirror image
     assert not np.array_equal(ref[::-1], case.label)
+
+
+def test_trials_sharing_a_run_folder_are_each_logged_once(tmp_path: Path) -> None:
+    """An interrupted trial and the trial that repeats it share a run folder; its marker
+    held one trial, so each rerun of the search logged both again (two more MLflow runs
+    every time). Each is logged once however often the search is rerun."""
+    pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from braintumor.training.tracking import Tracker
+
+    def trial(number: int, state: str, value: float | None) -> SimpleNamespace:
+        return SimpleNamespace(number=number, state=SimpleNamespace(name=state),
+                               params={"lr": 0.001}, intermediate_values={1: 0.2},
+                               value=value)
+
+    run_dir = tmp_path / "runs" / "trials" / "trial001"
+    run_dir.mkdir(parents=True)
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    failed, repeated = trial(1, "FAIL", None), trial(3, "COMPLETE", 0.4)
+    for _ in range(3):  # the session that finished, then two unchanged reruns
+        tracker = Tracker(uri, "tiny-search")
+        for t in (failed, repeated):
+            tracker.log_trial(t, run_dir, "tiny-search")
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["braintumor-tiny-search"])
+    assert sorted(runs["tags.mlflow.runName"]) == ["trial-1", "trial-3"]

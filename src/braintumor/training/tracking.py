@@ -73,16 +73,29 @@ class Tracker:
             self._ready = True
         return mlflow
 
-    def _already(self, run_dir: Path, key: str) -> bool:
-        marker = run_dir / "tracked.json"
-        if not marker.exists():
-            return False
-        m = json.loads(marker.read_text())
-        return bool(m.get("uri") == self.uri and m.get("key") == key)
+    def _marker(self, run_dir: Path) -> dict[str, Any]:
+        """The folder's ``tracked.json`` when it was written for this store ({} when
+        missing, unreadable or another store's)."""
+        try:
+            m = json.loads((run_dir / "tracked.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return m if isinstance(m, dict) and m.get("uri") == self.uri else {}
 
-    def _mark(self, run_dir: Path, key: str, run_id: str) -> None:
-        (run_dir / "tracked.json").write_text(json.dumps(
-            {"uri": self.uri, "key": key, "run_id": run_id}))
+    def _already(self, run_dir: Path, key: str) -> bool:
+        m = self._marker(run_dir)
+        logged = m.get("logged")
+        return bool(m) and (m.get("key") == key or (isinstance(logged, dict) and key in logged))
+
+    def _mark(self, run_dir: Path, key: str, run_id: str, keep: bool = False) -> None:
+        """Record ``key`` as logged; ``keep``: with those recorded before (the trials that
+        share a folder: an interrupted one and the trial that repeats it), else alone."""
+        from braintumor.io import write_replacing
+
+        logged = dict(self._marker(run_dir).get("logged") or {}) if keep else {}
+        logged[key] = run_id
+        text = json.dumps({"uri": self.uri, "key": key, "run_id": run_id, "logged": logged})
+        write_replacing(run_dir / "tracked.json", lambda tmp: tmp.write_text(text))
 
     def log_run(self, result: dict[str, Any], cfg: Any, study: Any) -> str | None:
         """Log one finished (run, fold): config as params, held-out means as metrics,
@@ -141,7 +154,7 @@ class Tracker:
                 if run_dir is not None:
                     self._log_history(mlflow, run_dir / "log.csv")
             if run_dir is not None and run_dir.exists():
-                self._mark(run_dir, key, run.info.run_id)
+                self._mark(run_dir, key, run.info.run_id, keep=True)
             return str(run.info.run_id)
         except Exception as exc:
             print(f"MLflow tracking failed for trial {trial.number} ({exc}).")
