@@ -285,6 +285,32 @@ def test_a_changed_run_is_trained_again_not_relabelled(
     assert run_job(changed)["skipped"]  # the same config again: nothing to do
 
 
+def test_a_result_or_summary_cut_short_is_done_again_not_a_traceback(tmp_path: Path) -> None:
+    """A result.json or summary.json cut short (a kill or a full disk while it was
+    written) stopped every rerun of the study with a JSONDecodeError traceback: the fold
+    is scored again (its summary rewritten from its checkpoint), with no retraining."""
+    from braintumor.training.experiments import make_jobs, run_job
+
+    st = load_study(_write(tmp_path))
+    job = next(j for j in make_jobs(st, study_folds(st), "cpu") if j["name"] == "a")
+    first = run_job(job)
+    run_dir = Path(job["run_dir"])
+    last = (run_dir / "last.pt").read_bytes()
+    for name in ("result.json", "summary.json"):
+        (run_dir / "result.json").unlink()
+        text = (run_dir / name).read_text() if name == "summary.json" else ""
+        (run_dir / name).write_text(text[:40] if text else json.dumps(first)[:40])
+        again = run_job(job)
+        assert not again.get("skipped"), name
+        assert [{**c, "infer_s": 0} for c in again["cases"]] == \
+            [{**c, "infer_s": 0} for c in first["cases"]]
+        assert again["epochs"] == first["epochs"] and again["steps"] == first["steps"]
+        assert (run_dir / "last.pt").read_bytes() == last  # not trained again
+        for done in ("result.json", "summary.json"):
+            json.loads((run_dir / done).read_text())  # whole again
+    assert run_job(job)["skipped"]
+
+
 @pytest.mark.parametrize("edit, says", [
     (lambda d: d["study"].update(budget_minutes=3), "unknown 'study:' settings: budget_minutes"),
     (lambda d: d["study"].update(folds="x"), "wrong kind"),

@@ -61,6 +61,7 @@ import yaml
 
 from braintumor.config import TrainConfig, from_dict, to_dict
 from braintumor.errors import InputError
+from braintumor.io import write_replacing
 
 REGIONS = ("WT", "TC", "ET")
 METRICS = ("dice", "sensitivity", "specificity", "hd95")
@@ -375,26 +376,25 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from braintumor.networks import count_parameters, create_network
-    from braintumor.training.trainer import Trainer
+    from braintumor.training.trainer import Trainer, read_json_record
 
     cfg = from_dict(job["cfg"])
     run_dir = Path(job["run_dir"])
     key = config_key(cfg)
     res_path = run_dir / "result.json"
-    if res_path.exists():
-        old = json.loads(res_path.read_text())
-        if old.get("config_key") == key:
-            old["skipped"] = True
-            return old
+    old = read_json_record(res_path)
+    if old is not None and old.get("config_key") == key:
+        old["skipped"] = True
+        return old
     _set_aside_if_changed(run_dir, cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     resumed = False
-    if not (run_dir / "summary.json").exists():
+    summary = read_json_record(run_dir / "summary.json")
+    if summary is None:  # not trained, or its summary cut short: the trainer (re)writes it
         trainer = Trainer(cfg, run_dir, device=job.get("device", "cpu"), progress=False)
-        trainer.fit()
+        summary = trainer.fit()
         resumed = trainer.resumed_epoch is not None
-    summary = json.loads((run_dir / "summary.json").read_text())
     out_ch = 3 if cfg.output == "sigmoid" else 4
     n_params = count_parameters(create_network(cfg.network, out_channels=out_ch,
                                                **cfg.network_args))
@@ -407,7 +407,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
               "epochs": summary["epochs"], "stop": summary["stop"],
               "train_cases": list(job["train_ids"]), "val_cases": list(job["val_ids"]),
               "cases": cases, "run_dir": str(run_dir)}
-    res_path.write_text(json.dumps(result, indent=1))
+    text = json.dumps(result, indent=1)
+    write_replacing(res_path, lambda tmp: tmp.write_text(text))
     return {**result, "resumed": True} if resumed else result
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from braintumor import __version__
 from braintumor.config import TrainConfig, save_config, to_dict
+from braintumor.io import write_replacing
 from braintumor.training.data import (
     PatchSampler,
     Prepared,
@@ -330,7 +331,8 @@ class Trainer:
                    "train_s": history[-1]["elapsed_s"] if history else 0.0,
                    "steps": len(history) * cfg.steps_per_epoch,
                    "val_cases": [c.case_id for c in val]}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        text = json.dumps(summary, indent=1)
+        write_replacing(self.out / "summary.json", lambda tmp: tmp.write_text(text))
         return summary
 
     def _epochs(self, epoch0: int, best: float, history: list[dict[str, Any]],
@@ -510,12 +512,23 @@ def lock_run_folder(out: Path) -> Any:
                  "trained without one; do not train into it from two commands at once")
 
 
+def read_json_record(path: Path) -> dict[str, Any] | None:
+    """A run's ``result.json`` / ``summary.json`` as a mapping; None when it is missing or
+    cannot be read as one (cut short by a kill or a full disk while it was written before
+    such files were put in place whole): that step is then done again."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def _finished_summary(out: Path, ck: dict[str, Any]) -> dict[str, Any]:
     """The summary of a run that needs no more training: its ``summary.json``, or one
     made from its checkpoint where that is missing."""
-    path = out / "summary.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
+    saved = read_json_record(out / "summary.json")  # None: missing or cut short
+    if saved is not None:
+        return saved
     history = ck.get("history") or []
     return {"best_val_dice": ck["best"] if ck.get("best", -1.0) >= 0 else None,
             "epochs": len(history), "stop": "epochs",
