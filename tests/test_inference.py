@@ -402,6 +402,30 @@ def test_export_onnx_of_a_folder_says_it_is_one(tmp_path: Path, tiny_model: Path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("alter, says", [
+    (lambda ck: ck["config"].update(network_args={"channels": [4, 8, 8, 16]}),
+     "its weights do not fit the network its config describes (compact_unet with "
+     "{'channels': [4, 8, 8, 16]})"),
+    (lambda ck: ck["model"].pop(next(reversed(ck["model"]))),
+     "its weights do not fit the network its config describes (compact_unet"),
+    (lambda ck: ck["config"].update(newer_key=1),
+     "made by another version of braintumor (test; this is"),
+])
+def test_export_onnx_of_a_checkpoint_whose_config_does_not_fit_is_one_sentence(
+        tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+        alter: Any, says: str) -> None:
+    """Weights that do not fit the saved config were a load_state_dict traceback, and a
+    config with a setting this version does not know said only 'Unknown config keys'."""
+    ck = torch.load(tiny_model / "fold0.pt", map_location="cpu", weights_only=False)
+    alter(ck)
+    path = tmp_path / "altered.pt"
+    torch.save(ck, path)
+    assert main(["export-onnx", str(path), "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {says}" in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_openvino_agrees_with_onnx_runtime(tmp_path: Path, tiny_model: Path) -> None:
     ov = pytest.importorskip("openvino")
     from braintumor.inference import OnnxNet, OpenVinoNet

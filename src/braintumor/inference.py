@@ -339,7 +339,6 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
     """Build the network a checkpoint was made with and load its weights."""
     import torch
 
-    from braintumor.config import from_dict
     from braintumor.networks import create_network
 
     p = Path(path)
@@ -350,7 +349,7 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
     except Exception as exc:
         raise InputError(f"{p}: not a readable model checkpoint ({exc}).") from None
     _check_checkpoint(p, ck)
-    cfg = from_dict(ck["config"])
+    cfg = _saved_config(p, ck)
     out_ch = 3 if cfg.output == "sigmoid" else 4
     args = {k: v for k, v in cfg.network_args.items() if k != "dropout"}
     if cfg.deep_supervision:  # the checkpoint holds the extra heads (unused in eval mode)
@@ -358,7 +357,13 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
     net = create_network(cfg.network, out_channels=out_ch, dropout=0.0, **args)
     state = ck.get("model_ema") or ck["model"]
     # shipped checkpoints store weights in float16 to halve their size
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in state.items()})
+    except (RuntimeError, AttributeError, TypeError):  # shapes, names or kinds that differ
+        raise InputError(f"{p}: its weights do not fit the network its config describes "
+                         f"({cfg.network} with {cfg.network_args or 'default settings'}): it was "
+                         "altered since, or made by a version whose network differs.") from None
     net.eval().to(device)
     return net, cfg
 
@@ -367,14 +372,37 @@ def _checkpoint_config(path: Path) -> Any:
     """The training config saved in a checkpoint (without building its network)."""
     import torch
 
-    from braintumor.config import from_dict
-
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise InputError(f"{path}: not a readable model checkpoint ({exc}).") from None
     _check_checkpoint(path, ck)
-    return from_dict(ck["config"])
+    return _saved_config(path, ck)
+
+
+def _saved_config(path: Path, ck: dict[str, Any]) -> Any:
+    """The training config of a checkpoint; one with settings this version does not know
+    is said to be another version's, naming the checkpoint."""
+    from dataclasses import fields
+
+    from braintumor import __version__
+    from braintumor.config import AugmentConfig, TrainConfig, from_dict
+
+    saved = ck["config"]
+    unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
+    aug = saved.get("augment")
+    if isinstance(aug, dict):
+        unknown += sorted(f"augment.{k}"
+                          for k in set(aug) - {f.name for f in fields(AugmentConfig)})
+    if unknown:
+        raise InputError(f"{path}: made by another version of braintumor "
+                         f"({ck.get('version') or 'not recorded'}; this is {__version__}), "
+                         f"its config has settings this version does not know "
+                         f"({', '.join(unknown)}); use it with the version that made it.")
+    try:
+        return from_dict(saved)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def _check_checkpoint(path: Path, ck: Any) -> None:
