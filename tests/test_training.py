@@ -378,6 +378,29 @@ def test_fewer_epochs_than_the_run_has_leave_it_as_it_is(
     assert (out / "last.pt").read_bytes() == last
 
 
+@pytest.mark.parametrize("damage", ["garbage", "cut short"])
+def test_a_last_pt_that_cannot_be_read_is_one_sentence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    """A corrupt or cut-short last.pt ended the resume in a torch traceback: one sentence
+    naming it and the ways out; the file is left as it is."""
+    out = tmp_path / "r"
+    args = ["train", "--config", str(SMOKE), "--out", str(out), "--no-progress",
+            "--set", "epochs=1"]
+    if damage == "garbage":
+        out.mkdir()
+        (out / "last.pt").write_text("garbage\n")
+    else:
+        assert main(args) == 0
+        (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:1000])
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main([*args[:-1], "epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'last.pt'}: cannot be read as a training checkpoint" in err, err
+    assert "move it aside" in err and "Traceback" not in err and err.count("\n") == 1
+    assert (out / "last.pt").read_bytes() == before
+
+
 def test_a_run_folder_in_training_is_refused_to_a_second_trainer(tmp_path: Path) -> None:
     """Two trainers on one folder (a study rerun while its killed parent's workers went
     on) would write the same checkpoints: the second is refused in one sentence."""

@@ -268,8 +268,6 @@ class Trainer:
                 lock.close()
 
     def _fit(self) -> dict[str, Any]:
-        import torch
-
         from braintumor.networks import check_network
 
         cfg = self.cfg
@@ -280,8 +278,7 @@ class Trainer:
         self._build()
         epoch0, best, history = 0, -1.0, []
         last = self.out / "last.pt"
-        ck = torch.load(last, map_location=self.device, weights_only=False) \
-            if last.exists() else None
+        ck = _load_last(last, self.device) if last.exists() else None
         if ck is not None:  # checked before config.yaml, the run's record, is rewritten
             check_resume(self.out, ck.get("config", {}), cfg)
             if ck["epoch"] > cfg.epochs:  # its record stays as it is: it says what was run
@@ -510,6 +507,25 @@ def lock_run_folder(out: Path) -> Any:
                              "for it to end, or train into another folder.",
                  f"{out} is on a file system that does not support file locks, so it is "
                  "trained without one; do not train into it from two commands at once")
+
+
+def _load_last(last: Path, device: str) -> dict[str, Any]:
+    """A run folder's ``last.pt`` to resume from, or one sentence when it cannot be read
+    (cut short, or not a checkpoint of this trainer): left where it is, as it may be
+    worth keeping."""
+    import torch
+
+    from braintumor.errors import InputError
+
+    try:
+        ck = torch.load(last, map_location=device, weights_only=False)
+    except Exception:
+        ck = None
+    if not (isinstance(ck, dict) and all(k in ck for k in ("model", "optimizer", "epoch"))):
+        raise InputError(f"{last}: cannot be read as a training checkpoint to resume from "
+                         "(cut short, or not one); move it aside to train this run afresh, "
+                         "or train into another folder.")
+    return ck
 
 
 def read_json_record(path: Path) -> dict[str, Any] | None:
