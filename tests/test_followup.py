@@ -199,6 +199,29 @@ def test_compare_warns_of_maps_of_two_patients(tmp_path: Path,
                                "map."]
 
 
+def test_a_series_warns_of_one_outline_given_for_two_later_visits(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three maps with the same outline as the second and third visit were compared
+    without a word (only the baseline was checked against the others): warned of, on the
+    later visit, naming the earlier one."""
+    grid = np.diag([2.0, 2, 2, 1])
+    paths = []
+    for name, scale in (("P1_v1", 1.0), ("P1_v2", 0.8), ("P1_v3", 0.8)):
+        paths.append(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(L.from_internal(_tumour((60, 50, 45), 2.0, scale),
+                                                 "brats2021"), grid), str(paths[-1]))
+    assert main(["compare", *map(str, paths), "-o", str(tmp_path / "s")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("P1_v3.nii.gz: This visit (visit 3) and visit 2, P1_v2.nii.gz, are one outline"
+            in out), out
+    series = json.loads((tmp_path / "s.json").read_text())
+    assert [len(v.get("warnings", [])) for v in series["visits"]] == [0, 0, 1]
+    # given twice in a row, the same file is said to be one outline too
+    assert main(["compare", *map(str, paths[:2]), str(paths[1]), "-o", str(tmp_path / "t")]) == 0
+    assert "and visit 2, P1_v2.nii.gz, are one outline" in " ".join(
+        capsys.readouterr().out.split())
+
+
 def test_one_outline_and_one_grid_are_judged_as_the_package_judges_a_grid() -> None:
     """compare held two grids one when every affine entry was within 1e-3, where the
     package takes voxel centres within 0.01 mm (io.on_grid): two copies of one map whose

@@ -293,7 +293,7 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
     ``notes``, facts: the grids differ (follow-up scans often do), a name that could not be
     checked. ``before_name``/``after_name``: the files' names, or a case's; ``said``: how
     the warnings call them."""
-    from braintumor.io import NotOnGrid, on_grid, turned_onto
+    from braintumor.io import on_grid
 
     warnings: list[str] = []
     notes: list[str] = []
@@ -313,11 +313,7 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
     # one grid as the package means it everywhere (io.on_grid: voxel centres within
     # 0.01 mm), not affine entries within 1e-3 each
     same_grid = on_grid(before.shape, before_affine, after.shape, after_affine)
-    try:  # one outline: the same labels on one grid, however each file stores it
-        outline = np.array_equal(turned_onto(before, before_affine, after.shape, after_affine),
-                                 after)
-    except NotOnGrid:
-        outline = False
+    outline = one_outline(before, before_affine, after, after_affine)
     if np.any(lo >= hi):
         warnings.append("The two label maps do not overlap in scanner space: they are not "
                         "of one head in one coordinate space. Check that the earlier file is "
@@ -333,6 +329,19 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
     return {"warnings": warnings, "notes": notes,
             "names": {"before": before_name, "after": after_name, "same": same_name},
             "grids": {"before": gb, "after": ga, "same": bool(same_grid)}}
+
+
+def one_outline(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
+                after_affine: np.ndarray) -> bool:
+    """Whether two label maps are one outline: the same labels on one grid, however each
+    file stores it (an axis reversed, say)."""
+    from braintumor.io import NotOnGrid, turned_onto
+
+    try:
+        return bool(np.array_equal(turned_onto(before, before_affine, after.shape,
+                                               after_affine), after))
+    except NotOnGrid:
+        return False
 
 
 #: how each convention is named in a sentence
@@ -407,7 +416,8 @@ def compare_files(before: str | Path, after: str | Path, labels: str = "auto"
 def series_from_files(paths: list[str | Path], labels: str = "auto") -> list[dict[str, Any]]:
     """:func:`series` on label map files, in date order; each visit after the first with
     the ``warnings`` and ``notes`` of :func:`checks` against the first (the baseline),
-    and any visit with a note on a convention read against its name."""
+    and a warning where it is one outline with another visit before it; any visit with a
+    note on a convention read against its name."""
     read = [(Path(p).name, *read_label_map(p, labels)) for p in paths]
     maps = [m[:3] for m in read]
     visits = series(maps)
@@ -417,6 +427,11 @@ def series_from_files(paths: list[str | Path], labels: str = "auto") -> list[dic
             said = checks(read[0][0], m[0], read[0][1], read[0][2], m[1], m[2],
                           said=("the baseline", "this visit"))
             visit["warnings"] = said["warnings"]
+            visit["warnings"] += [
+                f"This visit (visit {k + 1}) and visit {j + 1}, {e[0]}, are one outline (the "
+                "same labels on the same grid), so nothing changed between them; give each "
+                "visit's own label map."
+                for j, e in enumerate(read[:k]) if j and one_outline(e[1], e[2], m[1], m[2])]
             notes += said["notes"]
         if notes:
             visit["notes"] = notes
