@@ -175,6 +175,23 @@ def test_resume_refuses_another_config(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "r" / "last.pt", weights_only=False)["epoch"] == 3
 
 
+def test_a_resume_refused_for_an_augment_setting_names_only_that_setting() -> None:
+    """A resume refused because one augment setting changed printed every augment
+    setting, old and new: only the changed one is named."""
+    from braintumor.config import changed_settings, to_dict
+    from braintumor.errors import InputError
+    from braintumor.training.trainer import check_resume
+
+    cfg = _small()
+    what = changed_settings(to_dict(cfg), to_dict(cfg.replace(**{"augment.noise": False})))
+    assert what == "augment.noise True -> False"
+    with pytest.raises(InputError, match=r"another config \(augment\.noise True -> False\);"):
+        check_resume(Path("r"), to_dict(cfg), cfg.replace(**{"augment.noise": False}))
+    assert changed_settings(to_dict(cfg), to_dict(cfg.replace(
+        lr=0.5, network_args={"channels": [4, 8, 16, 64]}))) == (
+        "network_args.channels [4, 8, 16, 32] -> [4, 8, 16, 64], lr 0.003 -> 0.5")
+
+
 def test_resume_with_dropout_equals_one_run(tmp_path: Path) -> None:
     """Dropout draws from torch's global generator: a run stopped and resumed ends with
     the same weights as one that ran through (a constant schedule, so that stopping

@@ -267,11 +267,21 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 def changed_settings(saved: dict[str, Any], now: dict[str, Any], keep: tuple[str, ...] = (),
                      most: int = 3) -> str:
-    """``"lr 0.002 -> 0.01, size 32 -> 40"``: the settings of ``now`` that ``saved`` holds
-    with another value (those in ``keep`` aside), the first ``most`` of them and how many
-    more; empty when none differs."""
-    changed = [k for k in now if k not in keep and k in saved and saved[k] != now[k]]
-    what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed[:most])
+    """``"lr 0.002 -> 0.01, augment.noise True -> False"``: the settings of ``now`` that
+    ``saved`` holds with another value (those in ``keep`` aside; of a mapping, only its
+    entries that differ), the first ``most`` of them and how many more; empty when none
+    differs."""
+    changed = []
+    for k in now:
+        if k in keep or k not in saved or saved[k] == now[k]:
+            continue
+        a, b = saved[k], now[k]
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{k}.{x} {a.get(x)!r} -> {b.get(x)!r}" for x in {**a, **b}
+                        if a.get(x) != b.get(x)]
+        else:
+            changed.append(f"{k} {a!r} -> {b!r}")
+    what = ", ".join(changed[:most])
     return what + (f" and {len(changed) - most} more" if len(changed) > most else "")
 
 
