@@ -410,6 +410,7 @@ def test_export_onnx_of_a_folder_says_it_is_one(tmp_path: Path, tiny_model: Path
      "its weights do not fit the network its config describes (compact_unet"),
     (lambda ck: ck["config"].update(newer_key=1),
      "made by another version of braintumor (test; this is"),
+    (lambda ck: ck["config"].update(network="nosuch"), "Unknown network 'nosuch'"),
 ])
 def test_export_onnx_of_a_checkpoint_whose_config_does_not_fit_is_one_sentence(
         tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],

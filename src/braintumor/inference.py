@@ -354,7 +354,14 @@ def load_checkpoint_net(path: str | Path, device: str = "cpu") -> tuple[Any, Any
     args = {k: v for k, v in cfg.network_args.items() if k != "dropout"}
     if cfg.deep_supervision:  # the checkpoint holds the extra heads (unused in eval mode)
         args["deep_supervision"] = True
-    net = create_network(cfg.network, out_channels=out_ch, dropout=0.0, **args)
+    try:
+        net = create_network(cfg.network, out_channels=out_ch, dropout=0.0, **args)
+    except InputError as exc:  # a network this version does not have
+        raise InputError(f"{p}: {exc}") from None
+    except TypeError:  # settings this version's network does not take
+        raise InputError(f"{p}: its network settings ({cfg.network} with "
+                         f"{cfg.network_args}) do not fit this version's {cfg.network}; it "
+                         "was made by a version whose network differs.") from None
     state = ck.get("model_ema") or ck["model"]
     # shipped checkpoints store weights in float16 to halve their size
     try:
