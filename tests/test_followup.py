@@ -220,6 +220,20 @@ def test_a_series_warns_of_one_outline_given_for_two_later_visits(
     assert main(["compare", *map(str, paths[:2]), str(paths[1]), "-o", str(tmp_path / "t")]) == 0
     assert "and visit 2, P1_v2.nii.gz, are one outline" in " ".join(
         capsys.readouterr().out.split())
+    # two visits after a complete response (no tumour in either, one grid) are no file
+    # given twice: no warning, on the baseline's side either
+    empty = np.zeros((60, 50, 45), np.uint8)
+    for name in ("P1_v2", "P1_v3"):
+        nib.save(nib.Nifti1Image(empty, grid), str(tmp_path / f"{name}.nii.gz"))
+    assert main(["compare", *map(str, paths), "-o", str(tmp_path / "u")]) == 0
+    capsys.readouterr()
+    series = json.loads((tmp_path / "u.json").read_text())
+    assert [len(v.get("warnings", [])) for v in series["visits"]] == [0, 0, 0], series
+    nib.save(nib.Nifti1Image(empty, grid), str(paths[0]))
+    assert main(["compare", *map(str, paths), "-o", str(tmp_path / "w")]) == 0
+    series = json.loads((tmp_path / "w.json").read_text())
+    assert not any("one outline" in w for v in series["visits"]
+                   for w in v.get("warnings", [])), series
 
 
 def test_one_outline_and_one_grid_are_judged_as_the_package_judges_a_grid() -> None:

@@ -334,9 +334,12 @@ def checks(before_name: str, after_name: str, before: np.ndarray, before_affine:
 def one_outline(before: np.ndarray, before_affine: np.ndarray, after: np.ndarray,
                 after_affine: np.ndarray) -> bool:
     """Whether two label maps are one outline: the same labels on one grid, however each
-    file stores it (an axis reversed, say)."""
+    file stores it (an axis reversed, say). Two maps without any tumour are not: two
+    scans after a complete response look so, with no file given twice."""
     from braintumor.io import NotOnGrid, turned_onto
 
+    if not before.any() and not after.any():
+        return False
     try:
         return bool(np.array_equal(turned_onto(before, before_affine, after.shape,
                                                after_affine), after))
