@@ -190,6 +190,10 @@ def test_a_resume_refused_for_an_augment_setting_names_only_that_setting() -> No
     assert changed_settings(to_dict(cfg), to_dict(cfg.replace(
         lr=0.5, network_args={"channels": [4, 8, 16, 64]}))) == (
         "network_args.channels [4, 8, 16, 32] -> [4, 8, 16, 64], lr 0.003 -> 0.5")
+    # an entry on one side only is a change, even where the other side's would be None
+    assert changed_settings({"network_args": {"channels": [4, 8], "norm": None}},
+                            {"network_args": {"channels": [4, 8]}}) == \
+        "network_args.norm None -> unset"
 
 
 def test_resume_with_dropout_equals_one_run(tmp_path: Path) -> None:
@@ -416,6 +420,32 @@ def test_a_last_pt_that_cannot_be_read_is_one_sentence(
     assert f"{out / 'last.pt'}: cannot be read as a training checkpoint" in err, err
     assert "move it aside" in err and "Traceback" not in err and err.count("\n") == 1
     assert (out / "last.pt").read_bytes() == before
+
+
+def test_a_last_pt_that_fails_to_load_says_why(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole checkpoint that fails to load for another reason than being cut short (a
+    class its pickle names that this version lacks, as between library versions): the
+    sentence carries the cause, so a worthwhile file is not taken for garbage."""
+    import sys
+
+    import torch
+
+    from braintumor.errors import InputError
+    from braintumor.training.trainer import _load_last
+
+    last = tmp_path / "last.pt"
+    torch.save({"model": {}, "optimizer": {}, "epoch": 1, "obj": _Named()}, last)
+    monkeypatch.delattr(sys.modules[__name__], "_Named")
+    with pytest.raises(InputError) as err:
+        _load_last(last, "cpu")
+    msg = str(err.value)
+    assert "AttributeError" in msg and "_Named" in msg, msg
+    assert "\n" not in msg and "move it aside" in msg
+
+
+class _Named:
+    """An object a checkpoint may carry, pickled by its module's name."""
 
 
 def test_a_run_folder_in_training_is_refused_to_a_second_trainer(tmp_path: Path) -> None:

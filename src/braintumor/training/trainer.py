@@ -519,12 +519,16 @@ def _load_last(last: Path, device: str) -> dict[str, Any]:
 
     try:
         ck = torch.load(last, map_location=device, weights_only=False)
-    except Exception:
-        ck = None
-    if not (isinstance(ck, dict) and all(k in ck for k in ("model", "optimizer", "epoch"))):
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds; the cause is said
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise InputError(f"{last}: cannot be read as a training checkpoint to resume from "
-                         "(cut short, or not one); move it aside to train this run afresh, "
-                         "or train into another folder.")
+                         f"({why.rstrip(': ')}; cut short, or written by another set of "
+                         "libraries); move it aside to train this run afresh, or train into "
+                         "another folder.") from None
+    if not (isinstance(ck, dict) and all(k in ck for k in ("model", "optimizer", "epoch"))):
+        raise InputError(f"{last}: is not a training checkpoint of this trainer (no model, "
+                         "optimizer and epoch in it); move it aside to train this run "
+                         "afresh, or train into another folder.")
     return ck
 
 
