@@ -277,12 +277,18 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any], keep: tuple[str
             continue
         a, b = saved[k], now[k]
         if isinstance(a, dict) and isinstance(b, dict):
-            changed += [f"{k}.{x} {a.get(x)!r} -> {b.get(x)!r}" for x in {**a, **b}
-                        if a.get(x) != b.get(x)]
+            # an entry on one side only differs even where the other's would be None
+            changed += [f"{k}.{x} {_entry(a, x)} -> {_entry(b, x)}" for x in {**a, **b}
+                        if (x in a) != (x in b) or a.get(x) != b.get(x)]
         else:
             changed.append(f"{k} {a!r} -> {b!r}")
     what = ", ".join(changed[:most])
     return what + (f" and {len(changed) - most} more" if len(changed) > most else "")
+
+
+def _entry(mapping: dict[str, Any], key: str) -> str:
+    """A mapping's entry as :func:`changed_settings` says it (``unset`` when absent)."""
+    return repr(mapping[key]) if key in mapping else "unset"
 
 
 def load_config(path: str | Path) -> TrainConfig:
