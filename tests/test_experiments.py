@@ -709,3 +709,15 @@ def test_trials_sharing_a_run_folder_are_each_logged_once(tmp_path: Path) -> Non
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["braintumor-tiny-search"])
     assert sorted(runs["tags.mlflow.runName"]) == ["trial-1", "trial-3"]
+    # a folder whose marker names one trial, as markers were written before they kept
+    # every trial: that trial is not logged again when the other is
+    old = tmp_path / "runs" / "trials" / "trial002"
+    old.mkdir()
+    (old / "tracked.json").write_text(json.dumps({"uri": uri, "key": "trial4-COMPLETE",
+                                                  "run_id": "earlier"}))
+    tracker = Tracker(uri, "tiny-search")
+    for t in (trial(2, "FAIL", None), trial(4, "COMPLETE", 0.5)):
+        tracker.log_trial(t, old, "tiny-search")
+    tracker.log_trial(trial(4, "COMPLETE", 0.5), old, "tiny-search")
+    runs = mlflow.search_runs(experiment_names=["braintumor-tiny-search"])
+    assert sorted(runs["tags.mlflow.runName"]) == ["trial-1", "trial-2", "trial-3"]

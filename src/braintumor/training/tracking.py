@@ -92,7 +92,12 @@ class Tracker:
         share a folder: an interrupted one and the trial that repeats it), else alone."""
         from braintumor.io import write_replacing
 
-        logged = dict(self._marker(run_dir).get("logged") or {}) if keep else {}
+        logged: dict[str, Any] = {}
+        if keep:
+            m = self._marker(run_dir)
+            logged = dict(m.get("logged") or {})
+            if "key" in m and "logged" not in m:  # a marker of one key, as written before
+                logged[str(m["key"])] = m.get("run_id")
         logged[key] = run_id
         text = json.dumps({"uri": self.uri, "key": key, "run_id": run_id, "logged": logged})
         write_replacing(run_dir / "tracked.json", lambda tmp: tmp.write_text(text))
