@@ -181,6 +181,28 @@ def test_a_2d_patient_folder_in_a_3d_dataset_goes_to_the_2d_model(tmp_path: Path
     assert three == [data] and two == [pat]
 
 
+def test_2d_patients_of_one_name_at_two_sites_among_3d_cases_are_two_outputs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A data set of 3D cases and of 2D patients' folders under sites: each 2D site came
+    to the 2D model as a folder of its own, so siteA/P1 and siteB/P1 both went to
+    OUTDIR/P1 and the second was refused as a name clash; each keeps its path below the
+    data set."""
+    from PIL import Image
+
+    data = _cohort(tmp_path / "data", 1)
+    for site in ("siteA", "siteB"):
+        (data / site / "P1").mkdir(parents=True)
+        for n in (1, 2, 3):
+            Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(
+                data / site / "P1" / f"P1_{n}.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(data), "-o", str(out), "--method", "watershed"]) == 0, \
+        capsys.readouterr().err
+    for site in ("siteA", "siteB"):
+        assert (out / site / "P1" / "P1_2_mask.png").is_file()
+    assert (out / "p0.nii.gz").is_file()
+
+
 def test_skip_existing_redoes_cases_made_with_other_labels_or_missing_outputs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A rerun with another --labels convention, or asking for files or columns the first

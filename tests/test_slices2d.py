@@ -1529,6 +1529,27 @@ def test_a_picture_whose_outputs_cannot_be_written_exits_1_not_2(
     assert main(["predict", str(tmp_path / "tiny.png"), "-o", str(out)]) == 2
 
 
+def test_a_stack_whose_outputs_cannot_be_written_is_named_by_its_folder(
+        tiny_model: s2d.Model2D, tmp_path: Path) -> None:
+    """Numbered slices of two names in one folder, one name's overlay blocked: the error
+    names the folder, not a Python list of the stack's files; the other name's stack is
+    written."""
+    from PIL import Image
+
+    d = tmp_path / "mix"
+    d.mkdir()
+    for stem in ("pa", "pb"):
+        for n in (1, 2):
+            Image.fromarray(fake_slice(40, 40)[0]).save(d / f"{stem}_{n}.png")
+    out = tmp_path / "out"
+    (out / "mix" / "pa_1_overlay.png").mkdir(parents=True)
+    errors: list[InputError] = []
+    s2d.predict_images([d], out, model=tiny_model, on_error=errors.append)
+    assert len(errors) == 1 and str(errors[0]).startswith(f"{d}: its outputs could not be")
+    assert "PosixPath" not in str(errors[0]) and "[" not in str(errors[0])
+    assert (out / "mix" / "pb_2_mask.png").is_file()
+
+
 def test_patients_folders_at_any_depth_are_segmented(tiny_model: s2d.Model2D,
                                                      tmp_path: Path) -> None:
     """A folder of loose pictures beside patients' folders, a patient folder inside a

@@ -1040,7 +1040,8 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
                    model: Model2D | str | Path | None = None,
                    log: Callable[[str], None] | None = None,
                    pixel_mm: float | None = None,
-                   on_error: Callable[[InputError], None] | None = None) -> list[Path]:
+                   on_error: Callable[[InputError], None] | None = None,
+                   bases: dict[Path, Path] | None = None) -> list[Path]:
     """Segment picture files and folders of numbered slices; write the results.
 
     Each picture ``X.png`` gives ``out_dir/X_mask.png`` (0/255, same size as the input)
@@ -1055,7 +1056,9 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
     exported pictures do not carry) is given, and its largest lesion's longest diameter
     and the one perpendicular to it (:func:`braintumor.diameters.picture_diameters`; mm
     or pixels likewise). ``log`` receives one line per picture (and
-    every warning). Returns the written paths.
+    every warning). ``bases``: for a folder given, the folder its patients' output paths
+    are taken below (a data set's, when its 2D folders come one by one from among its 3D
+    cases; else the folder's own). Returns the written paths.
 
     A folder whose pictures are not all numbered is not one patient's stack: each of its
     pictures is outlined on its own, into ``out_dir/<folder>/``. A picture is refused
@@ -1198,7 +1201,9 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         except (InputError, OSError) as exc:
             if on_error is None:
                 raise
-            where = str(args[0]) if args else ""
+            first = args[0] if args else ""
+            # a stack's pictures are named by their folder, not as a list
+            where = str(first[0].parent if isinstance(first, list) and first else first)
             if not isinstance(exc, BrainTumorError):  # an output that could not be written
                 exc = OutputNotWritten(f"{where}: its outputs could not be written: "
                                        f"{describe_failure(exc)}")
@@ -1215,8 +1220,9 @@ def predict_images(paths: Sequence[str | Path], out_dir: str | Path,
         folders = stack_folders(p)
         if not folders:
             raise InputError(f"{p}: holds no PNG/JPEG/TIFF slice images.")
+        root = (bases or {}).get(p, p)
         for folder in folders:
-            guarded(_folder, folder, p)
+            guarded(_folder, folder, root)
 
     given: set[Path] = set()
     try:
@@ -1316,12 +1322,14 @@ class OutputNotWritten(InputError):
 
 def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
                       pixel_mm: float | None = None,
-                      not_written: list[str] | None = None) -> tuple[list[Path], int]:
+                      not_written: list[str] | None = None,
+                      bases: dict[Path, Path] | None = None) -> tuple[list[Path], int]:
     """What ``braintumor predict`` calls for 2D inputs (pictures or slice folders):
     writes ``<image>_mask.png``, ``<image>_overlay.png`` and ``areas_2d.csv`` under
     ``out_dir``, prints one line per picture (warnings included) and one ``error:``
     sentence per input that failed; returns the written paths and how many failed.
-    ``not_written`` gets the error of each input whose outputs could not be written."""
+    ``not_written`` gets the error of each input whose outputs could not be written;
+    ``bases`` as :func:`predict_images` takes it."""
     import sys
 
     failed: list[InputError] = []
@@ -1333,7 +1341,7 @@ def predict_2d_inputs(paths: Sequence[str | Path], out_dir: str | Path,
             not_written.append(str(exc))
 
     written = predict_images(paths, out_dir, log=lambda s: print(s, file=sys.stderr),
-                             pixel_mm=pixel_mm, on_error=report)
+                             pixel_mm=pixel_mm, on_error=report, bases=bases)
     return written, len(failed)
 
 

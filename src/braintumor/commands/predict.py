@@ -93,9 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(needs braintumor[scale])")
 
 
-def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+def _split_inputs(inputs: list[str], bases: dict[Path, Path] | None = None
+                  ) -> tuple[list[Path], list[Path]]:
     """-> (3D inputs, 2D inputs): pictures and folders (of folders) of numbered slice
-    pictures go to the 2D model, everything else to the 3D pipeline."""
+    pictures go to the 2D model, everything else to the 3D pipeline. ``bases`` gets,
+    for a 2D folder found among a dataset's 3D cases, that dataset's folder (its
+    patients' outputs keep their paths below it)."""
     from braintumor.io import is_image_2d
 
     try:
@@ -123,6 +126,8 @@ def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
                           "segmented by the 2D model (masks and areas_2d.csv).",
                           file=sys.stderr)
                     two.append(sub)
+                    if bases is not None:
+                        bases[sub] = p
     return three, two
 
 
@@ -279,7 +284,8 @@ def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> 
 
         channels = parse_channels(args.channels)
     out_dir = output_folder(args.output)
-    three, two = _split_inputs(args.inputs)
+    bases: dict[Path, Path] = {}
+    three, two = _split_inputs(args.inputs, bases)
     if three and not checked:
         _check_cnn(args)
     studies = [p for p in three if dicom.is_dicom_study(p)]
@@ -295,7 +301,7 @@ def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> 
         except ImportError:
             raise InputError("2D images need the 2D model, which is not installed.") from None
         done_2d, failed_2d = predict_2d_inputs(two, out_dir, pixel_mm=args.pixel_size,
-                                               not_written=_MACHINE_FAILED)
+                                               not_written=_MACHINE_FAILED, bases=bases)
         written += done_2d
         failures += failed_2d
 
