@@ -1698,6 +1698,29 @@ def test_on_a_phone_the_result_comes_into_view_when_the_job_ends(
         ctx.close()
 
 
+def test_the_method_menu_s_words_fit_the_side_panel(server: ServerThread, page: Any) -> None:
+    """Each method's name in full in the Method menu of the 290-pixel side panel (the
+    hybrid's was cut off at "most accurate" on a 1366 x 768 screen)."""
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option", state="attached")
+    widths = page.evaluate("""() => {
+        const sel = document.getElementById('method');
+        const free = document.createElement('select');  // as wide as its words
+        free.style.maxWidth = 'none';
+        free.style.width = 'max-content';
+        sel.after(free);
+        const out = state.info.methods.map((m) => {
+            free.replaceChildren(new Option(m.label));
+            return [m.label, free.offsetWidth, sel.parentElement.clientWidth];
+        });
+        free.remove();
+        return out; }""")
+    assert any(label.startswith("Hybrid") for label, _, _ in widths), widths
+    for label, width, room in widths:
+        assert width <= room, (label, width, room)
+
+
 def test_the_empty_page_names_its_parts_and_keeps_idle_controls_out_of_reach(
         server: ServerThread, page: Any) -> None:
     """Before a case: the viewer's controls are disabled (out of the tab order, they did

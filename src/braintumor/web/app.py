@@ -232,8 +232,9 @@ class NamesRequest(BaseModel):
 #: and what sets it apart (not read and why, number shared, not 3D)
 _SERIES_SHOWN = ("id", "description", "shape", "guess", "usable", "remarks")
 
+#: the Method menu's words: each fits the page's 290-pixel side panel whole
 _METHOD_LABELS = {"cnn": "CNN (trained model)", "watershed": "Watershed (classical)",
-                  "hybrid": "Hybrid (CNN + watershed, most accurate)"}
+                  "hybrid": "Hybrid (CNN + watershed, best)"}
 
 
 def _with_slice_positions(summary: dict[str, Any]) -> dict[str, Any]:
