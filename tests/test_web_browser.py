@@ -1066,6 +1066,27 @@ def test_coarse_voxels_are_explained(server: ServerThread, page: Any, tmp_path: 
     expect(note).to_contain_text("1 mm resampling")
 
 
+def test_a_diameter_of_no_lesion_is_not_a_link(server: ServerThread, page: Any,
+                                               tmp_path: Path) -> None:
+    """An outline without enhancing tumour: its diameter "none" is plain text (it was a
+    link reached by Tab, said to show a slice, that did nothing); the T2/FLAIR one
+    stays a link to its slice."""
+    from playwright.sync_api import expect
+
+    case = small_case()
+    case.image[1] = np.minimum(case.image[1], 600)  # no T1ce bright enough: no ET
+    _upload_case(server, page, tmp_path, "threshold", case=case)
+    et, wt = page.locator("#diam-et"), page.locator("#diam-wt")
+    expect(et).to_have_text("none")
+    expect(page.get_by_role("link", name="none")).to_have_count(0)
+    expect(et).to_have_accessible_description("")
+    assert not page.evaluate("""(() => { const e = document.getElementById('diam-et');
+        e.focus(); return document.activeElement === e; })()""")
+    expect(wt).to_have_role("link")
+    expect(wt).to_have_accessible_description(
+        "shows this slice in the viewer, with the diameters drawn")
+
+
 def test_the_uncertainty_map_is_laid_over_and_taken_off(server: ServerThread, page: Any,
                                                         tmp_path: Path) -> None:
     _upload_case(server, page, tmp_path, "threshold", uncertainty=True)

@@ -1402,6 +1402,15 @@ function renderResult(job) {
     const largest = d && d.lesions && d.lesions[0];
     $(id).textContent = d ? d.text : "-";
     $(id).dataset.mm = largest ? largest.centre_mm.join(",") : "";
+    // a link to the slice measured on, or plain text where no lesion was ("none"): not a
+    // link that is reached by Tab, says it shows a slice, and does nothing
+    if (largest) {
+      $(id).setAttribute("href", "#");
+      $(id).setAttribute("aria-describedby", "diam-jump");
+    } else {
+      $(id).removeAttribute("href");
+      $(id).removeAttribute("aria-describedby");
+    }
     // the slice it was measured on, in the reports' words ("123 of 155, S 122.0 mm")
     $(`${id}-slice`).textContent = largest && largest.position ? `slice ${largest.position}` : "";
   }
