@@ -1424,6 +1424,58 @@ def test_bad_upload_shows_one_sentence(server: ServerThread, page: Any, tmp_path
     assert page.evaluate("__focused") == ["submit-btn", "upload-msg", "upload-err"]
 
 
+def test_files_of_no_modality_are_not_sent(server: ServerThread, page: Any,
+                                           tmp_path: Path) -> None:
+    """Files whose names say no modality ("?" in the list) could be sent, and were refused
+    after the whole upload, naming only the first: Segment is off, the sentence beside it
+    naming every file still to be given one (and a modality chosen twice, or T1ce or
+    FLAIR left out). Names that say it still fill the choices in."""
+    from playwright.sync_api import expect
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    scans = []
+    for i, m in enumerate(("t1", "t1ce", "t2", "flair")):
+        scans.append(tmp_path / f"scan{i + 1}.nii.gz")
+        shutil.copy(files[m], scans[-1])
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST"
+            and r.url.endswith("/api/jobs") else None)
+    _choose_files(page, server, [str(p) for p in scans], "threshold")
+    assert page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)") == [""] * 4
+    why = page.locator("#submit-why")
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    expect(why).to_have_text("Segment is off: choose the modality of scan1.nii.gz, "
+                             "scan2.nii.gz, scan3.nii.gz and scan4.nii.gz (T1, T1ce, T2 or "
+                             "FLAIR).")
+    page.evaluate("submitUpload()")
+    for i, m in enumerate(("t1", "t1ce", "t2")):
+        page.select_option(f".mod-select[data-name='scan{i + 1}.nii.gz']", m)
+    expect(why).to_have_text(re.compile(r"^Segment is off: choose the modality of "
+                                        r"scan4\.nii\.gz \("))
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    page.select_option(".mod-select[data-name='scan4.nii.gz']", "t1")
+    expect(why).to_have_text("Segment is off: scan1.nii.gz and scan4.nii.gz are both T1; "
+                             "choose each modality once.")
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    page.select_option(".mod-select[data-name='scan4.nii.gz']", "flair")
+    expect(why).to_have_text("")
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    page.wait_for_timeout(300)
+    assert sent == []
+    # three files named for what they are: guessed, and the FLAIR is found missing
+    page.set_input_files("#file-input", [str(files[m]) for m in ("t1", "t1ce", "t2")])
+    _until(page, "document.querySelectorAll('.mod-select').length === 3")
+    assert sorted(page.eval_on_selector_all(".mod-select", "els => els.map(e => e.value)")) \
+        == ["t1", "t1ce", "t2"]
+    expect(why).to_have_text(re.compile(r"^Segment is off: no file is FLAIR; "))
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    # ... and the four, guessed likewise, can be sent
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    _until(page, "document.querySelectorAll('.mod-select').length === 4")
+    expect(why).to_have_text("")
+    expect(page.locator("#submit-btn")).to_be_enabled()
+
+
 def test_a_case_over_the_upload_limit_is_not_sent(server: ServerThread, page: Any,
                                                   tmp_path: Path) -> None:
     """The page knows the files' size and the server's limit (/api/info): a case over it

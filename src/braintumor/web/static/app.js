@@ -299,7 +299,8 @@ function formSignature() {
 }
 
 // why Segment cannot run the files chosen (said beside it), or "": a file of a kind the
-// page does not take, a channel order naming a modality twice, or files already sent
+// page does not take, files of no modality or of one modality twice, a channel order
+// naming a modality twice, or files already sent
 // with these very options (Segment again would run the same job a second time)
 function submitProblem() {
   if (!state.files.length) return "";
@@ -307,6 +308,28 @@ function submitProblem() {
   if (other) {
     return `Segment is off: ${other.name} is not a file this page takes (NIfTI, a zip, PNG, ` +
       "JPEG, TIFF or DICOM); choose other files.";
+  }
+  // the modality of each file, as chosen in the list (or guessed from its name): one not
+  // chosen, one chosen twice, or T1ce or FLAIR left out would be refused by the server,
+  // and only once every file had been sent
+  const sels = [...document.querySelectorAll(".mod-select")];
+  const unset = sels.filter((sel) => !sel.value).map((sel) => sel.dataset.name);
+  if (unset.length) {
+    return `Segment is off: choose the modality of ${andList(unset)} (T1, T1ce, T2 or FLAIR).`;
+  }
+  const byMod = {};
+  for (const sel of sels) (byMod[sel.value] = byMod[sel.value] || []).push(sel.dataset.name);
+  const twice = Object.keys(MOD_NAMES).find((m) => (byMod[m] || []).length > 1);
+  if (twice) {
+    const same = byMod[twice];
+    return `Segment is off: ${andList(same)} are ${same.length > 2 ? "all" : "both"} ` +
+      `${MOD_NAMES[twice]}; choose each modality once.`;
+  }
+  const lacking = sels.length ? ["t1ce", "flair"].filter((m) => !byMod[m]).map((m) => MOD_NAMES[m])
+    : [];
+  if (lacking.length) {
+    return `Segment is off: no file is ${lacking.join(" or ")}; T1ce and FLAIR are needed ` +
+      "(T1 or T2 may be left out).";
   }
   if (channelsValue() === null) {
     return "Segment is off: name each of T1, T1ce, T2 and FLAIR once in the channel order.";
@@ -316,6 +339,12 @@ function submitProblem() {
       "change a file or an option to segment them again.";
   }
   return "";
+}
+
+// "a", "a and b", "a, b and c"
+function andList(items) {
+  if (items.length < 2) return items.join("");
+  return `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
 }
 
 // Segment on when files are chosen, can run, fit the limit and are not running as a job
