@@ -1648,6 +1648,86 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 20
 
 
+def test_dicom_files_named_without_an_extension_are_taken(server: ServerThread, page: Any,
+                                                          tmp_path: Path) -> None:
+    """A CD's or PACS export's DICOM files have names of no extension (IM00000 ...): the
+    page knows them by their header, as the server does (they were "not supported" and
+    Segment was off), lists them as DICOM, and sends them as a study to be checked. A
+    dropped folder brings its files, its subfolders' too."""
+    pytest.importorskip("pydicom")
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from braintumor.io import dcm2niix_executable
+
+    if dcm2niix_executable() is None:
+        pytest.skip("dcm2niix is not installed")
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    with zipfile.ZipFile(z) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    export = tmp_path / "export"
+    export.mkdir()
+    for i, f in enumerate(sorted((tmp_path / "unzipped").rglob("*.dcm"))):
+        f.rename(export / f"IM{i:05d}")
+    sent = sorted(str(f) for f in export.iterdir())
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", sent)
+    page.wait_for_selector("#file-list:not([hidden])")
+    kinds = page.eval_on_selector_all("#file-list tbody td:nth-child(2)",
+                                      "els => els.map(e => e.textContent)")
+    assert kinds == ["DICOM (series or slices)"] * len(sent), set(kinds)
+    expect(page.locator("#submit-why")).to_have_text("")
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    # a data set written without the preamble is DICOM too; text is not
+    assert page.evaluate("""async () => {
+        const bare = new Uint8Array([2, 0, 0, 0, 85, 76, 4, 0, 0, 0, 0, 0]);
+        const kinds = [];
+        for (const f of [new File([bare], 'I1'), new File(['not an image'], 'README')]) {
+            await sniffDicom(f);
+            kinds.push(kindOf(f));
+        }
+        return kinds; }""") == ["image", "other"]
+    # the export's folder dropped, the files in a subfolder beside a hidden file: the
+    # files found in it (a drop read only the files dropped themselves)
+    page.evaluate("""() => {
+        const given = [...document.getElementById('file-input').files];
+        const file = (f) => ({ isFile: true, isDirectory: false, name: f.name,
+                               file: (ok) => ok(f) });
+        const folder = (name, entries) => ({ isFile: false, isDirectory: true, name,
+            createReader: () => {
+                const left = [entries.slice(0, 50), entries.slice(50), []];
+                return { readEntries: (ok) => ok(left.shift()) };
+            } });
+        const hidden = new File(['x'], '.DS_Store');
+        const drop = new Event('drop', { bubbles: true, cancelable: true });
+        Object.defineProperty(drop, 'dataTransfer', { value: { files: [],
+            items: [{ webkitGetAsEntry: () => folder('CD', [file(hidden),
+                folder('DICOM', given.map(file))]) }] } });
+        document.getElementById('file-list').hidden = true;
+        document.getElementById('drop').dispatchEvent(drop); }""")
+    page.wait_for_selector("#file-list:not([hidden])")
+    kinds = page.eval_on_selector_all("#file-list tbody td:nth-child(2)",
+                                      "els => els.map(e => e.textContent)")
+    assert kinds == ["DICOM (series or slices)"] * len(sent), set(kinds)
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    # sent as a study whose series are checked before the job runs, as .dcm files are
+    page.evaluate("""() => {
+        const append = FormData.prototype.append;
+        window.__fields = [];
+        FormData.prototype.append = function (k, ...v) {
+            __fields.push(k);
+            return append.call(this, k, ...v);
+        }; }""")
+    page.click("#submit-btn")
+    assert "confirm_series" in page.evaluate("__fields")
+    page.wait_for_selector("#series-box:not([hidden]) .series-select >> nth=3", timeout=60_000)
+    guesses = page.eval_on_selector_all(".series-select", "els => els.map(e => e.value)")
+    assert sorted(guesses) == ["flair", "t1", "t1ce", "t2"]
+
+
 def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """The numbered slices of one patient, uploaded together: one job, a slider through
     the slices, areas in mm^2 from the pixel size typed in, every mask in one zip."""

@@ -158,7 +158,7 @@ function wireUi() {
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    chooseFiles([...e.dataTransfer.files]);
+    droppedFiles(e.dataTransfer).then(chooseFiles);
   });
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); }
@@ -252,12 +252,73 @@ function moveCrosshair(mm) {
 }
 
 // -- upload -----------------------------------------------------------------------------
-function kindOf(name) {
-  const n = name.toLowerCase();
+// what a chosen file is, from its name, or from its header for a DICOM file named
+// without an extension (a CD's or PACS export's IM00000 ...; read by chooseFiles)
+function kindOf(file) {
+  const n = file.name.toLowerCase();
   if (n.endsWith(".nii") || n.endsWith(".nii.gz")) return "nifti";
   if (n.endsWith(".zip")) return "zip";
   if (/\.(png|jpe?g|tiff?|dcm|dicom)$/.test(n)) return "image";
-  return "other";
+  return DICOM_BY_HEADER.has(file) ? "image" : "other";
+}
+
+// a DICOM file: by its name, or by its header
+function isDicom(file) {
+  return /\.(dcm|dicom)$/i.test(file.name) || DICOM_BY_HEADER.has(file);
+}
+
+// the files of no known extension that are DICOM by their header, as the server tells
+// them (braintumor.dicom.is_dicom_file): "DICM" after the 128-byte preamble, or a data
+// set written without preamble (a file meta or identifying element first, little endian)
+const DICOM_BY_HEADER = new WeakSet();
+const DICOM_VRS = new Set(("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ " +
+                           "SS ST SV TM UC UI UL UN UR US UT UV").split(" "));
+
+async function sniffDicom(file) {
+  let head;
+  try {
+    head = new Uint8Array(await file.slice(0, 132).arrayBuffer());
+  } catch (e) {
+    return;  // unreadable: left "not supported"
+  }
+  const text = (a, b) => String.fromCharCode(...head.subarray(a, b));
+  let dicom = head.length === 132 && text(128, 132) === "DICM";
+  if (!dicom && head.length >= 8 && head[1] === 0 && (head[0] === 2 || head[0] === 8) &&
+      head[2] + 256 * head[3] <= 0x1200) {
+    const length = head[4] + 256 * head[5] + 65536 * head[6] + 16777216 * head[7];
+    dicom = DICOM_VRS.has(text(4, 6)) || (length < 0x10000 && length % 2 === 0);
+  }
+  if (dicom) DICOM_BY_HEADER.add(file);
+}
+
+// the files dropped, those in a dropped folder (a study's, as a CD or PACS export holds
+// it) and its subfolders among them; a folder's hidden files (.DS_Store) left out
+async function droppedFiles(dt) {
+  // the entries are read at once: the drop's data is gone once its event is over
+  const given = [...dt.files];
+  const entries = [...(dt.items || [])].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry()
+                                                                         : null));
+  if (!entries.some((en) => en && en.isDirectory)) return given;
+  const files = [];
+  const walk = async (entry, inFolder) => {
+    if (entry.isFile) {
+      if (inFolder && entry.name.startsWith(".")) return;
+      files.push(await new Promise((ok, no) => entry.file(ok, no)));
+      return;
+    }
+    const reader = entry.createReader();
+    for (;;) {  // a folder's entries come in batches (of 100 in Chromium) until none is left
+      const batch = await new Promise((ok, no) => reader.readEntries(ok, no));
+      if (!batch.length) break;
+      for (const en of batch) await walk(en, true);
+    }
+  };
+  try {
+    for (const en of entries) if (en) await walk(en, false);
+  } catch (e) {
+    return given;  // a folder that cannot be read: what the browser gave
+  }
+  return files;
 }
 
 function humanSize(n) {
@@ -304,7 +365,7 @@ function formSignature() {
 // with these very options (Segment again would run the same job a second time)
 function submitProblem() {
   if (!state.files.length) return "";
-  const other = state.files.find((f) => kindOf(f.name) === "other");
+  const other = state.files.find((f) => kindOf(f) === "other");
   if (other) {
     return `Segment is off: ${other.name} is not a file this page takes (NIfTI, a zip, PNG, ` +
       "JPEG, TIFF or DICOM); choose other files.";
@@ -422,17 +483,20 @@ async function chooseFiles(files) {
   }
   const names = files.map((f) => f.name);
   let guesses = {};
-  if (files.every((f) => kindOf(f.name) === "nifti") && files.length > 1) {
+  // a file of no known extension may be DICOM all the same (its header says)
+  await Promise.all(files.filter((f) => kindOf(f) === "other").map(sniffDicom));
+  if (state.files !== files) return;  // other files were chosen meanwhile
+  if (files.every((f) => kindOf(f) === "nifti") && files.length > 1) {
     try { guesses = (await postJSON("/api/detect-modalities", { names })).modalities; } catch (e) { /* keep empty */ }
   }
-  const lone = files.length === 1 && kindOf(files[0].name) === "nifti" ? await loneNiftiKind(files[0]) : "";
+  const lone = files.length === 1 && kindOf(files[0]) === "nifti" ? await loneNiftiKind(files[0]) : "";
   if (state.files !== files) return;  // other files were chosen meanwhile
   for (const f of files) {
     const tr = document.createElement("tr");
     const td1 = document.createElement("td");
     td1.textContent = `${f.name} (${humanSize(f.size)})`;
     const td2 = document.createElement("td");
-    const kind = kindOf(f.name);
+    const kind = kindOf(f);
     if (kind === "nifti" && files.length > 1) {
       const sel = document.createElement("select");
       sel.dataset.name = f.name;
@@ -443,7 +507,7 @@ async function chooseFiles(files) {
       sel.value = guesses[f.name] || "";
       td2.appendChild(sel);
     } else {
-      td2.textContent = { nifti: lone, zip: "zip archive", image: files.length < 2 ? "2D picture" : (/\.(dcm|dicom)$/i.test(f.name) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
+      td2.textContent = { nifti: lone, zip: "zip archive", image: files.length < 2 ? "2D picture" : (isDicom(f) ? "DICOM (series or slices)" : (/_mask$/i.test(f.name.replace(/\.[^.]+$/, "")) ? "mask (reference)" : "2D slice")), other: "not supported" }[kind];
     }
     tr.append(td1, td2);
     body.appendChild(tr);
@@ -471,9 +535,8 @@ function submitUpload() {
   if ($("want-bias").checked) form.append("bias_correct", "true");
   if (channelsValue()) form.append("channels", channelsValue());
   const px = $("pixel-mm").value.trim();
-  if (px && state.files.every((f) => kindOf(f.name) === "image")) form.append("pixel_mm", px);
-  const isDicom = (f) => /\.(dcm|dicom)$/i.test(f.name);
-  if ((state.files.length === 1 && kindOf(state.files[0].name) === "zip")
+  if (px && state.files.every((f) => kindOf(f) === "image")) form.append("pixel_mm", px);
+  if ((state.files.length === 1 && kindOf(state.files[0]) === "zip")
       || (state.files.length > 1 && state.files.every(isDicom))) form.append("confirm_series", "true");
   setMsg("upload-err", "");
   setMsg("upload-msg", "Uploading…", true);
