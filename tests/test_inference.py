@@ -1272,6 +1272,31 @@ def test_a_small_fast_finding_is_warned_of(tiny_model: Path, monkeypatch) -> Non
                                         post=PostProcess()).info
 
 
+def test_a_small_fast_finding_on_thick_slices_is_said_in_the_cases_own_volume(
+        tiny_model: Path, monkeypatch) -> None:
+    """A case of 2 mm slices is segmented on a 1 mm grid and brought back: the fast
+    mode's warning quoted the volume on the 1 mm grid (21.5 mL beside a table's 21.44);
+    it quotes the volume of the label map the case gets."""
+    import re
+
+    import braintumor.inference as inf
+    from braintumor.segment import segment
+
+    case = make_case(shape=(48, 48, 24), seed=3, spacing=(1.0, 1.0, 2.0))
+
+    def fake(case, model, device, tta=False, progress=None, backend="auto", fast=False):
+        p = np.zeros((3, *case.shape), np.float32)
+        p[0, 10:27, 10:27, 10:29] = 0.9  # a block whose odd depth resamples unevenly
+        return p, load_model(tiny_model, "cpu"), {"members": 1}
+
+    monkeypatch.setattr(inf, "predict_probabilities", fake)
+    res = segment(case, "cnn", model=tiny_model, device="cpu", fast=True)
+    assert res.info.get("resampled_to_mm") == 1.0
+    said = re.search(r"found ([0-9.]+) mL of tumour", res.info["warning"])
+    ml = float(np.count_nonzero(res.labels)) * case.voxel_volume_ml
+    assert said is not None and said.group(1) == f"{ml:.1f}", (said, ml)
+
+
 def test_skip_existing_tells_cnn_modes_and_models_apart(
         tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--skip-existing after a CNN run: the same model and mode skip, --tta (another mode),

@@ -217,6 +217,17 @@ def _back_to_case(probs: np.ndarray | None, shape: tuple[int, ...], turn: Any
     return make
 
 
+def _restate_fast_note(info: dict[str, Any], work_ml: float, case_ml: float) -> None:
+    """The fast mode's small-tumour warning, made on the 1 mm grid a case was segmented
+    on, restated with the volume on the case's own grid (the volume every table gives)."""
+    from braintumor.inference import fast_small_note
+
+    said, now = fast_small_note(True, work_ml), fast_small_note(True, case_ml)
+    warning = info.get("warning")
+    if said and now and isinstance(warning, str) and said in warning:
+        info["warning"] = warning.replace(said, now)
+
+
 def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             resample: bool = True, align: bool = False, bias_correct: bool = False,
             **options: Any) -> SegmentationResult:
@@ -292,7 +303,10 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
             options["probabilities"], case, turn, work))
     result = fn(axial if work is None else work, progress=progress, **options)
     if work is not None:
+        work_ml = float(np.count_nonzero(result.labels)) * work.voxel_volume_ml
         result.labels = resample_labels(result.labels, axial.shape)
+        _restate_fast_note(result.info, work_ml,
+                           float(np.count_nonzero(result.labels)) * axial.voxel_volume_ml)
         if result.has_probabilities:
             # brought back only when read: at 0.5 mm this took longer than the
             # segmentation and doubled the memory, for callers that never read them
