@@ -235,6 +235,18 @@ def test_no_dicom_seg_without_a_tumour(study: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no tumour was outlined"):
         write_seg(np.zeros((40, 44, 28), np.uint8), np.eye(4), files, tmp_path / "x.dcm")
     assert series_files(study, 2, study_uid="1.2.3") == []
+    # an enhanced multi-frame file (positions per frame): refused for what it is, not for
+    # lacking ImagePositionPatient
+    import pydicom
+
+    ds = pydicom.dcmread(files[0])
+    ds.NumberOfFrames = 28
+    del ds.ImagePositionPatient
+    multi = tmp_path / "multi" / "enhanced.dcm"
+    multi.parent.mkdir()
+    ds.save_as(multi)
+    with pytest.raises(InputError, match="enhanced multi-frame DICOM file"):
+        write_seg(np.ones((40, 44, 28), np.uint8), np.eye(4), [multi], tmp_path / "y.dcm")
 
 
 def test_two_studies_in_one_folder_are_refused(study: Path, tmp_path: Path,

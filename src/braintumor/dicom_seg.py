@@ -14,7 +14,8 @@ flips). Three binary segments: necrotic / non-enhancing core, edema, enhancing t
 coded in SNOMED CT (Necrosis, Edema, Neoplasm), with the algorithm named.
 
 The series must be classic single-frame images (one file per slice, each with its
-ImagePositionPatient); an enhanced multi-frame file is refused with a sentence.
+ImagePositionPatient); an enhanced multi-frame file (positions per frame) is refused with a
+sentence that says so.
 
 Unlike the rest of the output folder, the object carries the patient's and study's
 identifiers, copied from the source series: that is what attaches it to the study. It is
@@ -100,6 +101,11 @@ def write_seg(labels: np.ndarray, affine: np.ndarray, source: list[Path],
     if not datasets:
         raise InputError("no DICOM file of the reference series was found for the SEG.")
     for ds in datasets:
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 or \
+                "PerFrameFunctionalGroupsSequence" in ds:
+            # its positions lie per frame, not in the file's ImagePositionPatient
+            raise InputError(f"{source[0].parent}: the series is an enhanced multi-frame "
+                             "DICOM file, on which this version places no DICOM SEG.")
         for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
             if tag not in ds:
                 raise InputError(f"{source[0].parent}: the series' files lack {tag}, so no "
