@@ -1728,6 +1728,48 @@ def test_loose_dicom_files_of_several_series_are_a_study(client: TestClient,
         assert one.json()["status"] != "awaiting_input" and "series" not in one.json()["inputs"]
 
 
+@pytest.mark.parametrize("extra", [["preview.jpg"], ["Thumbs.db", "preview.jpg"]])
+def test_a_study_beside_its_previews_is_a_study(client: TestClient, tmp_path: Path,
+                                                extra: list[str]) -> None:
+    """A CD's study folder: each series' files named IM00000 ... (the same names in every
+    series), a JPEG preview and a viewer's Thumbs.db beside them. The picture made the
+    upload 2D pictures, refused as "Two uploaded pictures are both named IM00000.dcm",
+    and Thumbs.db a file not taken: the DICOM files are the study, the others passed
+    over and named in the job's notes."""
+    from PIL import Image
+
+    pytest.importorskip("pydicom")
+    _need_dcm2niix()
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    with zipfile.ZipFile(z) as zf:
+        series: dict[str, list[str]] = {}
+        for n in sorted(zf.namelist()):
+            series.setdefault(Path(n).parent.name, []).append(n)
+        files = [("files", (f"IM{i:05d}", zf.read(n)))
+                 for names in series.values() for i, n in enumerate(names)]
+    jpg = io.BytesIO()
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(jpg, "JPEG")
+    others = {"preview.jpg": jpg.getvalue(), "Thumbs.db": b"\xd0\xcf\x11\xe0" + bytes(60)}
+    files += [("files", (n, others[n])) for n in extra]
+    r = client.post("/api/jobs", files=files, data={"method": "threshold",
+                                                    "confirm_series": "true"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "awaiting_input"
+    assert sorted(s["guess"] for s in job["inputs"]["series"]) == ["flair", "t1", "t1ce", "t2"]
+    assert len(job["inputs"]["files"]) == len(files) - len(extra)
+    assert job["inputs"]["notes"][0] == (
+        f"{len(extra)} file{'s' if len(extra) > 1 else ''} beside the DICOM files "
+        f"{'were' if len(extra) > 1 else 'was'} passed over, not being DICOM "
+        f"({', '.join(extra)})")
+    # a text file among them is not passed over: a file sent by name is refused for what
+    # it is
+    r = client.post("/api/jobs", files=[*files[:-len(extra)], ("files", ("README.TXT", b"CD"))],
+                    data={"method": "threshold"})
+    assert r.status_code in (400, 415), r.text
+    assert "README.TXT" in r.json()["detail"]
+
+
 def _zip_folder(folder: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

@@ -14,8 +14,9 @@ What an upload may be:
   named by modality) are taken as those files uploaded as they are, a BraTS label map
   among them (``_seg``) as the reference; DICOM files are a study, below; anything else
   is refused in one sentence saying what the zip holds;
-* one zip of DICOM series (or the DICOM files of several series): read as the command
-  line reads a study folder
+* one zip of DICOM series (or the DICOM files of several series, the pictures that are
+  not DICOM beside them, a CD's previews, and a system's ``Thumbs.db`` passed over and
+  named in the job's notes): read as the command line reads a study folder
   (:func:`braintumor.dicom.convert_study`): each series converted on its own with
   dcm2niix (anonymised), labelled by its SeriesNumber, matched to a modality by its
   description and acquisition, and one that could not be read listed with why; the
@@ -347,6 +348,13 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
             f.name += ".dcm"
     if len(refs) > 1:
         raise InputError("More than one reference label map was uploaded; send at most one.")
+    # a CD's study beside its previews (JPEG), or a viewer's Thumbs.db: the study, as the
+    # command line reads such a folder, the other files passed over
+    beside = _beside_study(images)
+    if beside:
+        images = [f for f in images if f not in beside]
+        for f in beside:
+            f.path.unlink(missing_ok=True)
     inputs: dict[str, Any] = {"files": [f.name for f in images]}
 
     kinds = [file_kind(f.name) for f in images]
@@ -405,6 +413,12 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
             else images, max_unzipped)
         inputs["series"] = [e.as_dict(job_dir) for e in study.entries]
         inputs["notes"] = study.notes
+        if beside:
+            names = [f.name for f in beside]
+            inputs["notes"] = [
+                f"{len(names)} file{'s' if len(names) > 1 else ''} beside the DICOM files "
+                f"{'were' if len(names) > 1 else 'was'} passed over, not being DICOM "
+                f"({_listed(names)})", *study.notes]
         if study.date:  # the examination's date, for a follow-up's comparison
             inputs["study_date"] = study.date
         choice = parse_modality_choice(fields.get("modalities"))
@@ -445,6 +459,23 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
                                                                                   "case"))))
     _validate_case(job_dir, inputs, {assigned[n]: n for n in names})
     return inputs
+
+
+def _beside_study(images: list[UploadedFile]) -> list[UploadedFile]:
+    """The files to pass over when the DICOM files among ``images`` are of more than one
+    series (a study) and every other file is a picture that is not DICOM (a CD's JPEG
+    previews) or a file a system adds to a folder (``Thumbs.db``, ``desktop.ini``,
+    ``.DS_Store``); else none (the upload is read as it is, and refused, if it must
+    be, for what it holds)."""
+    from braintumor.io import is_dicom_picture, system_entry
+
+    dicoms = [f for f in images if is_dicom_picture(f.name)]
+    others = [f for f in images if not is_dicom_picture(f.name)]
+    if not others or len(dicoms) < 2:
+        return []
+    if not all(system_entry(f.name) or f.name.lower().endswith(IMAGE_EXT) for f in others):
+        return []
+    return others if _several_dicom_series(dicoms) else []
 
 
 def _several_dicom_series(images: list[UploadedFile]) -> bool:
