@@ -1728,6 +1728,57 @@ def test_dicom_files_named_without_an_extension_are_taken(server: ServerThread, 
     assert sorted(guesses) == ["flair", "t1", "t1ce", "t2"]
 
 
+#: a folder dropped on the page, of the files the file input holds (``given``), read by
+#: the page's walk of ``webkitGetAsEntry()`` entries; each file is handed over after
+#: ``delay`` ms (a CD's files are many, and slow to read)
+_DROP_FOLDER = """([folderName, subName, delay]) => {
+    const given = [...document.getElementById('file-input').files];
+    const file = (f) => ({ isFile: true, isDirectory: false, name: f.name,
+                           file: (ok) => setTimeout(() => ok(f), delay) });
+    const folder = (name, entries) => ({ isFile: false, isDirectory: true, name,
+        createReader: () => {
+            const left = [entries, []];
+            return { readEntries: (ok) => ok(left.shift()) };
+        } });
+    const drop = new Event('drop', { bubbles: true, cancelable: true });
+    Object.defineProperty(drop, 'dataTransfer', { value: { files: [],
+        items: [{ webkitGetAsEntry: () => folder(folderName,
+                                                 [folder(subName, given.map(file))]) }] } });
+    document.getElementById('file-list').hidden = true;
+    document.getElementById('drop').dispatchEvent(drop); }"""
+
+
+def test_files_chosen_while_a_folder_is_read_are_kept(server: ServerThread, page: Any,
+                                                      tmp_path: Path) -> None:
+    """A folder dropped is read file by file; files chosen in the picker meanwhile were
+    replaced by the folder's once it had been read (the last read to end won, not the
+    user's last choice): the later choice stands, the folder's files are passed over."""
+    files = write_case_files(small_case(), tmp_path / "case", with_label=False)
+    others = tmp_path / "other"
+    others.mkdir()
+    for m in ("t1ce", "flair"):
+        shutil.copy(files[m], others / f"other_{m}.nii.gz")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.set_input_files("#file-input", sorted(str(f) for f in others.iterdir()))
+    _until(page, "document.querySelectorAll('.mod-select').length === 2")
+    page.evaluate(_DROP_FOLDER, ["slow", "folder", 700])
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    _until(page, "document.querySelectorAll('.mod-select').length === 4")
+    page.wait_for_timeout(2500)  # the folder's two files read by now (700 ms each)
+    assert sorted(page.evaluate("state.files.map((f) => f.name)")) == sorted(
+        p.name for p in files.values())
+    assert page.evaluate("document.querySelectorAll('.mod-select').length") == 4
+    # a second drop made while the first is read wins in the same way
+    page.evaluate(_DROP_FOLDER, ["first", "folder", 700])  # the case's four: 2.8 s
+    page.evaluate("""() => { const dt = new DataTransfer();  // no change event
+        dt.items.add(new File(['x'], 'second_flair.nii.gz'));
+        document.getElementById('file-input').files = dt.files; }""")
+    page.evaluate(_DROP_FOLDER, ["second", "folder", 0])
+    page.wait_for_timeout(3500)
+    assert page.evaluate("state.files.map((f) => f.name)") == ["second_flair.nii.gz"]
+
+
 def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """The numbered slices of one patient, uploaded together: one job, a slider through
     the slices, areas in mm^2 from the pixel size typed in, every mask in one zip."""

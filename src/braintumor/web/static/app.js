@@ -14,6 +14,7 @@ const state = {
   info: null,
   job: null,
   files: [],            // File objects chosen for upload
+  choice: 0,            // bumped by every drop and every choice of the file picker
   modality: "flair",    // background shown in the viewer
   nv: null,
   loadedBg: null,       // URL of the background volume in the viewer
@@ -151,14 +152,22 @@ async function init() {
 
 function wireUi() {
   $("sample-btn").addEventListener("click", startSample);
-  $("file-input").addEventListener("change", (e) => chooseFiles([...e.target.files]));
+  $("file-input").addEventListener("change", (e) => {
+    state.choice += 1;
+    chooseFiles([...e.target.files]);
+  });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    droppedFiles(e.dataTransfer).then(chooseFiles);
+    // a folder's files are read one by one (a CD's are many): files chosen or dropped
+    // meanwhile are the user's last choice, and the folder's are passed over
+    const choice = ++state.choice;
+    droppedFiles(e.dataTransfer).then((files) => {
+      if (choice === state.choice) chooseFiles(files);
+    });
   });
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); }
