@@ -1748,6 +1748,72 @@ _DROP_FOLDER = """([folderName, subName, delay]) => {
     document.getElementById('drop').dispatchEvent(drop); }"""
 
 
+def test_a_dropped_cd_folder_leaves_out_what_is_not_dicom(server: ServerThread, page: Any,
+                                                          tmp_path: Path) -> None:
+    """A CD's study folder holds, beside its DICOM files (IM00000 ...), JPEG previews and
+    a viewer's files (Thumbs.db, desktop.ini, README.TXT, autorun.inf, index.htm), which
+    turned Segment off ("Thumbs.db is not a file this page takes; choose other files")
+    though a folder dropped whole cannot be chosen otherwise: they are left out, said in
+    one line. Files picked one by one are still told apart: a text file among them is
+    named as not taken."""
+    pytest.importorskip("pydicom")
+    import zipfile
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    with zipfile.ZipFile(z) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    cd = tmp_path / "CD"
+    cd.mkdir()
+    dicoms = sorted((tmp_path / "unzipped").rglob("*.dcm"))
+    for i, f in enumerate(dicoms):
+        f.rename(cd / f"IM{i:05d}")
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(cd / "preview.jpg")
+    extra = {"Thumbs.db": b"\xd0\xcf\x11\xe0" + bytes(60), "desktop.ini": b"[.ShellClassInfo]",
+             "README.TXT": b"Open the viewer", "autorun.inf": b"[autorun]",
+             "index.htm": b"<html></html>"}
+    for name, raw in extra.items():
+        (cd / name).write_bytes(raw)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", sorted(str(f) for f in cd.iterdir()))
+    page.wait_for_selector("#file-list:not([hidden])")
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    expect(page.locator("#submit-why")).to_have_text(re.compile(
+        r"^Segment is off: \S+ is not a file this page takes"))
+    expect(page.locator("#files-note")).to_have_text("")
+    page.evaluate(_DROP_FOLDER, ["CD", "DICOM", 0])
+    page.wait_for_selector("#file-list:not([hidden])")
+    kinds = page.eval_on_selector_all("#file-list tbody td:nth-child(2)",
+                                      "els => els.map(e => e.textContent)")
+    assert kinds == ["DICOM (series or slices)"] * len(dicoms), set(kinds)
+    expect(page.locator("#files-note")).to_have_text(
+        "6 files of the folder that are not DICOM were left out: autorun.inf, desktop.ini, "
+        "index.htm, preview.jpg and 2 more.")
+    expect(page.locator("#submit-why")).to_have_text("")
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    # a folder of pictures (not DICOM) leaves out the files a system adds, and only them
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in (1, 2):
+        Image.fromarray(np.full((16, 16), 90, np.uint8)).save(pics / f"pat_{i}.png")
+    (pics / "Thumbs.db").write_bytes(extra["Thumbs.db"])
+    page.set_input_files("#file-input", sorted(str(f) for f in pics.iterdir()))
+    page.evaluate(_DROP_FOLDER, ["pics", "slices", 0])
+    page.wait_for_selector("#file-list:not([hidden])")
+    expect(page.locator("#files-note")).to_have_text(
+        "1 file of the folder that is not a scan was left out: Thumbs.db.")
+    assert page.evaluate("state.files.map((f) => f.name)") == ["pat_1.png", "pat_2.png"]
+    # files picked are as they were picked: the note goes
+    page.set_input_files("#file-input", [str(pics / "pat_1.png")])
+    _until(page, "state.files.length === 1 && "
+                 "document.querySelectorAll('#file-list tbody tr').length === 1")
+    expect(page.locator("#files-note")).to_have_text("")
+
+
 def test_files_chosen_while_a_folder_is_read_are_kept(server: ServerThread, page: Any,
                                                       tmp_path: Path) -> None:
     """A folder dropped is read file by file; files chosen in the picker meanwhile were

@@ -165,8 +165,8 @@ function wireUi() {
     // a folder's files are read one by one (a CD's are many): files chosen or dropped
     // meanwhile are the user's last choice, and the folder's are passed over
     const choice = ++state.choice;
-    droppedFiles(e.dataTransfer).then((files) => {
-      if (choice === state.choice) chooseFiles(files);
+    droppedFiles(e.dataTransfer).then(({ files, folder }) => {
+      if (choice === state.choice) chooseFiles(files, folder);
     });
   });
   drop.addEventListener("keydown", (e) => {
@@ -301,13 +301,14 @@ async function sniffDicom(file) {
 }
 
 // the files dropped, those in a dropped folder (a study's, as a CD or PACS export holds
-// it) and its subfolders among them; a folder's hidden files (.DS_Store) left out
+// it) and its subfolders among them; a folder's hidden files (.DS_Store) left out:
+// { files, folder: whether a folder was dropped }
 async function droppedFiles(dt) {
   // the entries are read at once: the drop's data is gone once its event is over
   const given = [...dt.files];
   const entries = [...(dt.items || [])].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry()
                                                                          : null));
-  if (!entries.some((en) => en && en.isDirectory)) return given;
+  if (!entries.some((en) => en && en.isDirectory)) return { files: given, folder: false };
   const files = [];
   const walk = async (entry, inFolder) => {
     if (entry.isFile) {
@@ -325,10 +326,13 @@ async function droppedFiles(dt) {
   try {
     for (const en of entries) if (en) await walk(en, false);
   } catch (e) {
-    return given;  // a folder that cannot be read: what the browser gave
+    return { files: given, folder: false };  // a folder that cannot be read: what the browser gave
   }
-  return files;
+  return { files, folder: true };
 }
+
+// the files a system adds to a folder (braintumor.io.SYSTEM_FILES)
+const SYSTEM_FILE = /^(thumbs\.db|desktop\.ini)$/i;
 
 function humanSize(n) {
   if (n >= 1073741824) return `${(n / 1073741824).toFixed(1)} GiB`;
@@ -476,9 +480,12 @@ async function loneNiftiKind(file) {
   return `4D of ${volumes} volumes (a case has 4)`;
 }
 
-async function chooseFiles(files) {
+// the files chosen (picked, or dropped; `folder`: found in a dropped folder, whose files
+// other than a study's DICOM files, or the files a system adds, are left out and said)
+async function chooseFiles(files, folder = false) {
   setMsg("upload-msg", "");
   setMsg("upload-err", "");
+  setMsg("files-note", "", "info");
   // numbered slices in their order (pat_2 before pat_10), as the server stacks them
   files = [...files].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   state.files = files;
@@ -490,11 +497,27 @@ async function chooseFiles(files) {
     checkSize();
     return;
   }
-  const names = files.map((f) => f.name);
   let guesses = {};
   // a file of no known extension may be DICOM all the same (its header says)
   await Promise.all(files.filter((f) => kindOf(f) === "other").map(sniffDicom));
   if (state.files !== files) return;  // other files were chosen meanwhile
+  if (folder) {
+    // a CD's or PACS export's study folder holds other files beside its DICOM files
+    // (JPEG previews, a viewer's Thumbs.db, autorun.inf, README.TXT), which the user
+    // cannot take out of a folder dropped whole
+    const study = files.some(isDicom) && !files.some((f) => ["nifti", "zip"].includes(kindOf(f)));
+    const left = files.filter(study ? (f) => !isDicom(f) : (f) => SYSTEM_FILE.test(f.name));
+    if (left.length) {
+      files = files.filter((f) => !left.includes(f));
+      state.files = files;
+      const shown = left.slice(0, 4).map((f) => f.name).join(", ") +
+        (left.length > 4 ? ` and ${left.length - 4} more` : "");
+      const n = left.length;
+      setMsg("files-note", `${n} file${n > 1 ? "s" : ""} of the folder that ${n > 1 ? "are" : "is"} ` +
+        `not ${study ? "DICOM" : "a scan"} ${n > 1 ? "were" : "was"} left out: ${shown}.`, "info");
+    }
+  }
+  const names = files.map((f) => f.name);
   if (files.every((f) => kindOf(f) === "nifti") && files.length > 1) {
     try { guesses = (await postJSON("/api/detect-modalities", { names })).modalities; } catch (e) { /* keep empty */ }
   }
@@ -546,7 +569,8 @@ function submitUpload() {
   const px = $("pixel-mm").value.trim();
   if (px && state.files.every((f) => kindOf(f) === "image")) form.append("pixel_mm", px);
   if ((state.files.length === 1 && kindOf(state.files[0]) === "zip")
-      || (state.files.length > 1 && state.files.every(isDicom))) form.append("confirm_series", "true");
+      || (state.files.length > 1 && state.files.some(isDicom)
+          && state.files.every((f) => kindOf(f) === "image"))) form.append("confirm_series", "true");
   setMsg("upload-err", "");
   setMsg("upload-msg", "Uploading…", true);
   state.uploadStep = 0;
