@@ -1845,6 +1845,85 @@ def test_files_chosen_while_a_folder_is_read_are_kept(server: ServerThread, page
     assert page.evaluate("state.files.map((f) => f.name)") == ["second_flair.nii.gz"]
 
 
+def test_a_brats_folder_s_label_map_is_the_reference(server: ServerThread, page: Any,
+                                                      tmp_path: Path) -> None:
+    """A BraTS case's folder holds its four modalities and its label map
+    (<case>_seg.nii.gz): the five files chosen or dropped left Segment off for good
+    ("choose the modality of Web000_seg.nii.gz"), while a zip of the folder was taken
+    with the label map as the reference. The label map is the reference, listed so and
+    sent so, unless one is chosen on its own. More modality files than a case has, or
+    NIfTI files among DICOM files, say so rather than ask for a modality."""
+    pytest.importorskip("pydicom")
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=True)
+    why = page.locator("#submit-why")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.select_option("#method", "threshold")
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    _until(page, "document.querySelectorAll('.mod-select').length === 4")
+    rows = page.eval_on_selector_all(
+        "#file-list tbody tr", "els => els.map(e => e.children[0].textContent.split(' ')[0]"
+        " + ' ' + (e.querySelector('select') ? e.querySelector('select').value"
+        " : e.children[1].textContent))")
+    assert rows == ["Web000_flair.nii.gz flair", "Web000_seg.nii.gz reference label map",
+                    "Web000_t1.nii.gz t1", "Web000_t1ce.nii.gz t1ce", "Web000_t2.nii.gz t2"]
+    expect(why).to_have_text("")
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    page.click("#submit-btn")
+    page.wait_for_selector("body[data-status='done']", timeout=90_000)
+    job = _job(server, page.evaluate("state.job.id"))
+    assert job["inputs"]["reference_name"] == "Web000_seg.nii.gz"
+    assert sorted(job["inputs"]["file_modalities"]) == sorted(
+        p.name for m, p in files.items() if m != "seg")
+    assert "dice" in json.dumps(job["result"]).lower()
+    # a reference chosen on its own is sent instead; the list says the folder's is not
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.set_input_files("#file-input", [str(p) for p in files.values()])
+    _until(page, "document.querySelectorAll('.mod-select').length === 4")
+    other_ref = tmp_path / "ref.nii.gz"
+    shutil.copy(files["seg"], other_ref)
+    page.set_input_files("#ref-input", [str(other_ref)])
+    expect(page.locator("#file-list .label-map")).to_have_text(
+        "label map (not sent: the reference label map chosen below is)")
+    page.evaluate("""() => {
+        const append = FormData.prototype.append;
+        window.__fields = [];
+        FormData.prototype.append = function (k, v, ...rest) {
+            __fields.push(k + '=' + (v && v.name ? v.name : v));
+            return append.call(this, k, v, ...rest);
+        }; }""")
+    page.route("**/api/jobs", lambda route: route.abort())
+    page.click("#submit-btn")
+    sent = page.evaluate("__fields")
+    assert "reference=ref.nii.gz" in sent and "files=Web000_seg.nii.gz" not in sent, sent
+    assert sum(f.startswith("files=") for f in sent) == 4, sent
+    page.unroute("**/api/jobs")
+    # five modality files: more than a case has
+    extra = tmp_path / "more" / "Web000_t1_again.nii.gz"
+    extra.parent.mkdir()
+    shutil.copy(files["t1"], extra)
+    page.set_input_files("#file-input", [str(p) for p in files.values()] + [str(extra)])
+    _until(page, "document.querySelectorAll('.mod-select').length === 5")
+    expect(why).to_have_text(re.compile(r"^Segment is off: 5 NIfTI images are chosen; send "
+                                        r"four NIfTI files, one per modality "))
+    expect(page.locator("#submit-btn")).to_be_disabled()
+    # NIfTI files among DICOM files
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    with zipfile.ZipFile(z) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    dcm = sorted(str(f) for f in (tmp_path / "unzipped").rglob("*.dcm"))[:2]
+    page.set_input_files("#file-input", [str(files["t1ce"]), str(files["flair"]), *dcm])
+    _until(page, "document.querySelectorAll('#file-list tbody tr').length === 4")
+    expect(why).to_have_text(re.compile(r"^Segment is off: the files mix kinds \(DICOM and "
+                                        r"NIfTI\); send four NIfTI files"))
+    expect(page.locator("#submit-btn")).to_be_disabled()
+
+
 def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_path: Path) -> None:
     """The numbered slices of one patient, uploaded together: one job, a slider through
     the slices, areas in mm^2 from the pixel size typed in, every mask in one zip."""

@@ -14,6 +14,7 @@ const state = {
   info: null,
   job: null,
   files: [],            // File objects chosen for upload
+  labelMap: null,       // ... the one of them named as a label map (<case>_seg.nii.gz)
   choice: 0,            // bumped by every drop and every choice of the file picker
   modality: "flair",    // background shown in the viewer
   nv: null,
@@ -179,6 +180,7 @@ function wireUi() {
       if (e.target.id !== "file-input" && state.files.length) checkSize();
     });
   }
+  $("ref-input").addEventListener("change", labelMapKind);
   $("channels").addEventListener("change", () => {
     $("channels-custom").hidden = $("channels").value !== "custom";
   });
@@ -331,8 +333,22 @@ async function droppedFiles(dt) {
   return { files, folder: true };
 }
 
+// a label map's name in a case's folder, BraTS's <case>_seg.nii.gz (2017-2021) or
+// -seg.nii.gz (2023), as the server knows it in a zip (inputs._SEG_NAME)
+const SEG_NAME = /(^|[_\-. ])seg(mentation)?\.nii(\.gz)?$/i;
 // the files a system adds to a folder (braintumor.io.SYSTEM_FILES)
 const SYSTEM_FILE = /^(thumbs\.db|desktop\.ini)$/i;
+
+// what the label map among the files chosen is, said in the list: the reference, unless
+// one is chosen on its own (which is sent instead; Segment is then checked again by the
+// form's change listener)
+function labelMapKind() {
+  const cell = document.querySelector("#file-list .label-map");
+  if (cell) {
+    cell.textContent = $("ref-input").files[0]
+      ? "label map (not sent: the reference label map chosen below is)" : "reference label map";
+  }
+}
 
 function humanSize(n) {
   if (n >= 1073741824) return `${(n / 1073741824).toFixed(1)} GiB`;
@@ -346,7 +362,7 @@ function humanSize(n) {
 function sizeProblem() {
   const limit = state.info && state.info.max_upload_bytes;
   const ref = $("ref-input").files[0];
-  const total = state.files.reduce((n, f) => n + f.size, 0) + (ref ? ref.size : 0);
+  const total = sentFiles().reduce((n, f) => n + f.size, 0) + (ref || state.labelMap || { size: 0 }).size;
   if (!limit || total <= limit) return "";
   return `The files come to ${humanSize(total)}, over this server's upload limit of ` +
     `${humanSize(limit)}; they cannot be sent.`;
@@ -372,8 +388,19 @@ function formSignature() {
     mods, ref ? [ref.name, ref.size, ref.lastModified] : null]);
 }
 
+// the files chosen that are sent as the case's ("files"): all but a label map among them
+function sentFiles() {
+  return state.files.filter((f) => f !== state.labelMap);
+}
+
+// what a kind of file is called in a sentence
+function kindName(f) {
+  return { nifti: "NIfTI", zip: "zip", image: isDicom(f) ? "DICOM" : "pictures" }[kindOf(f)];
+}
+
 // why Segment cannot run the files chosen (said beside it), or "": a file of a kind the
-// page does not take, files of no modality or of one modality twice, a channel order
+// page does not take, files of several kinds, more than one zip or label map, more NIfTI
+// images than a case has, files of no modality or of one modality twice, a channel order
 // naming a modality twice, or files already sent
 // with these very options (Segment again would run the same job a second time)
 function submitProblem() {
@@ -382,6 +409,25 @@ function submitProblem() {
   if (other) {
     return `Segment is off: ${other.name} is not a file this page takes (NIfTI, a zip, PNG, ` +
       "JPEG, TIFF or DICOM); choose other files.";
+  }
+  const kinds = [...new Set(state.files.map(kindName))];
+  if (kinds.length > 1 && (kinds.includes("NIfTI") || kinds.includes("zip"))) {
+    return `Segment is off: the files mix kinds (${andList(kinds)}); send four NIfTI files, ` +
+      "one per modality, one 4D NIfTI, one zip, a DICOM study's files or 2D pictures, " +
+      "each kind on its own.";
+  }
+  const zips = state.files.filter((f) => kindOf(f) === "zip");
+  if (zips.length > 1) return `Segment is off: ${zips.length} zips are chosen; send one at a time.`;
+  const niftis = state.files.filter((f) => kindOf(f) === "nifti");
+  const maps = niftis.filter((f) => SEG_NAME.test(f.name));
+  if (niftis.length > 2 && maps.length > 1) {
+    return `Segment is off: ${andList(maps.map((f) => f.name))} are all named as label ` +
+      "maps; a case has one (choose another as the reference label map).";
+  }
+  const images = niftis.filter((f) => f !== state.labelMap);
+  if (images.length > 4) {
+    return `Segment is off: ${images.length} NIfTI images are chosen; send four NIfTI files, ` +
+      "one per modality (T1, T1ce, T2, FLAIR; the T1 or T2 may be left out), or one 4D file.";
   }
   // the modality of each file, as chosen in the list (or guessed from its name): one not
   // chosen, one chosen twice, or T1ce or FLAIR left out would be refused by the server,
@@ -489,6 +535,7 @@ async function chooseFiles(files, folder = false) {
   // numbered slices in their order (pat_2 before pat_10), as the server stacks them
   files = [...files].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   state.files = files;
+  state.labelMap = null;
   const body = $("file-list").querySelector("tbody");
   body.textContent = "";
   if (!files.length) {
@@ -517,11 +564,17 @@ async function chooseFiles(files, folder = false) {
         `not ${study ? "DICOM" : "a scan"} ${n > 1 ? "were" : "was"} left out: ${shown}.`, "info");
     }
   }
-  const names = files.map((f) => f.name);
-  if (files.every((f) => kindOf(f) === "nifti") && files.length > 1) {
+  // a label map among a case's NIfTI files (a BraTS folder's <case>_seg.nii.gz): the
+  // reference, as the server takes it from a zip of the same folder
+  const niftis = files.every((f) => kindOf(f) === "nifti");
+  const maps = niftis ? files.filter((f) => SEG_NAME.test(f.name)) : [];
+  if (maps.length === 1 && files.length > 1) state.labelMap = maps[0];
+  const images = files.filter((f) => f !== state.labelMap);
+  const names = images.map((f) => f.name);
+  if (niftis && images.length > 1) {
     try { guesses = (await postJSON("/api/detect-modalities", { names })).modalities; } catch (e) { /* keep empty */ }
   }
-  const lone = files.length === 1 && kindOf(files[0]) === "nifti" ? await loneNiftiKind(files[0]) : "";
+  const lone = images.length === 1 && kindOf(images[0]) === "nifti" ? await loneNiftiKind(images[0]) : "";
   if (state.files !== files) return;  // other files were chosen meanwhile
   for (const f of files) {
     const tr = document.createElement("tr");
@@ -529,7 +582,9 @@ async function chooseFiles(files, folder = false) {
     td1.textContent = `${f.name} (${humanSize(f.size)})`;
     const td2 = document.createElement("td");
     const kind = kindOf(f);
-    if (kind === "nifti" && files.length > 1) {
+    if (f === state.labelMap) {
+      td2.className = "label-map";
+    } else if (kind === "nifti" && images.length > 1) {
       const sel = document.createElement("select");
       sel.dataset.name = f.name;
       sel.className = "mod-select";
@@ -545,6 +600,7 @@ async function chooseFiles(files, folder = false) {
     body.appendChild(tr);
   }
   $("file-list").hidden = false;
+  labelMapKind();
   // a lone 4D file (or one whose header could not be read): the order of its channels
   $("channels-box").hidden = !(lone && !lone.startsWith("one 3D"));
   state.sentJob = null;  // new files: a new job
@@ -554,11 +610,12 @@ async function chooseFiles(files, folder = false) {
 function submitUpload() {
   if (!state.files.length || !checkSize()) return;
   const form = new FormData();
-  for (const f of state.files) form.append("files", f, f.name);
+  for (const f of sentFiles()) form.append("files", f, f.name);
   const mods = {};
   for (const sel of document.querySelectorAll(".mod-select")) if (sel.value) mods[sel.dataset.name] = sel.value;
   if (Object.keys(mods).length) form.append("modalities", JSON.stringify(mods));
-  const ref = $("ref-input").files[0];
+  // the reference label map chosen on its own, else the one among the files
+  const ref = $("ref-input").files[0] || state.labelMap;
   if (ref) form.append("reference", ref, ref.name);
   form.append("method", $("method").value);
   if ($("want-unc").checked) form.append("uncertainty", "true");
