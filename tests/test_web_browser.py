@@ -1648,6 +1648,32 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 20
 
 
+def test_segment_is_off_while_chosen_files_are_looked_at(server: ServerThread, page: Any,
+                                                         tmp_path: Path) -> None:
+    """Files of no known extension have their headers read before the list is shown;
+    meanwhile Segment was left as the files chosen before had it (on, with nothing
+    listed): it is off until the new files are judged."""
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(tmp_path / "slice.png")
+    (tmp_path / "IM00000").write_bytes(b"not DICOM either" * 20)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#method option[value='threshold']", state="attached")
+    page.set_input_files("#file-input", [str(tmp_path / "slice.png")])
+    expect(page.locator("#submit-btn")).to_be_enabled()
+    # a header read that takes its time, as a large file's on a slow disk
+    page.evaluate("""() => {
+        const read = sniffDicom;
+        window.sniffDicom = (f) => new Promise((r) => setTimeout(() => r(read(f)), 1500));
+    }""")
+    page.set_input_files("#file-input", [str(tmp_path / "IM00000")])
+    assert page.evaluate("document.getElementById('submit-btn').disabled")
+    expect(page.locator("#submit-why")).to_contain_text("IM00000 is not a file this page "
+                                                        "takes", timeout=10000)
+    expect(page.locator("#submit-btn")).to_be_disabled()
+
+
 def test_dicom_files_named_without_an_extension_are_taken(server: ServerThread, page: Any,
                                                           tmp_path: Path) -> None:
     """A CD's or PACS export's DICOM files have names of no extension (IM00000 ...): the

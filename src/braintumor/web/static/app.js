@@ -545,6 +545,8 @@ async function chooseFiles(files, folder = false) {
     return;
   }
   let guesses = {};
+  // off while the files are looked at (their headers read), on again by checkSize
+  disable("submit-btn", true);
   // a file of no known extension may be DICOM all the same (its header says)
   await Promise.all(files.filter((f) => kindOf(f) === "other").map(sniffDicom));
   if (state.files !== files) return;  // other files were chosen meanwhile
