@@ -1768,6 +1768,16 @@ def test_a_study_beside_its_previews_is_a_study(client: TestClient, tmp_path: Pa
                     data={"method": "threshold"})
     assert r.status_code in (400, 415), r.text
     assert "README.TXT" in r.json()["detail"]
+    # one series' files beside the preview: its slices, the preview passed over and said
+    if extra == ["preview.jpg"] and client.get("/api/info").json()["image2d_available"]:
+        one = files[:len(series[sorted(series)[0]])][:3] + files[-1:]
+        r = client.post("/api/jobs", files=one)
+        assert r.status_code == 202, r.text
+        assert r.json()["inputs"]["files"] == [f"{f[1][0]}.dcm" for f in one[:-1]]
+        job = wait_done(client.get, r.json()["id"])
+        assert job["status"] == "done", job
+        assert ("1 file beside the DICOM files was passed over, not being DICOM "
+                "(preview.jpg)") in (job["result"]["warning"] or "")
 
 
 def _zip_folder(folder: Path) -> bytes:

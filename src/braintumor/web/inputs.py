@@ -356,6 +356,12 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         for f in beside:
             f.path.unlink(missing_ok=True)
     inputs: dict[str, Any] = {"files": [f.name for f in images]}
+    if beside:
+        names = [f.name for f in beside]
+        inputs["passed_over"] = (
+            f"{len(names)} file{'s' if len(names) > 1 else ''} beside the DICOM files "
+            f"{'were' if len(names) > 1 else 'was'} passed over, not being DICOM "
+            f"({_listed(names)})")
 
     kinds = [file_kind(f.name) for f in images]
     kset = {k for k, _ in kinds}
@@ -414,11 +420,7 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
         inputs["series"] = [e.as_dict(job_dir) for e in study.entries]
         inputs["notes"] = study.notes
         if beside:
-            names = [f.name for f in beside]
-            inputs["notes"] = [
-                f"{len(names)} file{'s' if len(names) > 1 else ''} beside the DICOM files "
-                f"{'were' if len(names) > 1 else 'was'} passed over, not being DICOM "
-                f"({_listed(names)})", *study.notes]
+            inputs["notes"] = [inputs["passed_over"], *study.notes]
         if study.date:  # the examination's date, for a follow-up's comparison
             inputs["study_date"] = study.date
         choice = parse_modality_choice(fields.get("modalities"))
@@ -462,11 +464,11 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 
 
 def _beside_study(images: list[UploadedFile]) -> list[UploadedFile]:
-    """The files to pass over when the DICOM files among ``images`` are of more than one
-    series (a study) and every other file is a picture that is not DICOM (a CD's JPEG
-    previews) or a file a system adds to a folder (``Thumbs.db``, ``desktop.ini``,
-    ``.DS_Store``); else none (the upload is read as it is, and refused, if it must
-    be, for what it holds)."""
+    """The files to pass over when two or more of ``images`` are DICOM files (a study, or
+    one series read as slices) and every other file is a picture that is not DICOM (a
+    CD's JPEG previews: no slice of a DICOM series) or a file a system adds to a folder
+    (``Thumbs.db``, ``desktop.ini``, ``.DS_Store``); else none (the upload is read as it
+    is, and refused, if it must be, for what it holds)."""
     from braintumor.io import is_dicom_picture, system_entry
 
     dicoms = [f for f in images if is_dicom_picture(f.name)]
@@ -475,7 +477,7 @@ def _beside_study(images: list[UploadedFile]) -> list[UploadedFile]:
         return []
     if not all(system_entry(f.name) or f.name.lower().endswith(IMAGE_EXT) for f in others):
         return []
-    return others if _several_dicom_series(dicoms) else []
+    return others
 
 
 def _several_dicom_series(images: list[UploadedFile]) -> bool:

@@ -367,6 +367,8 @@ def _run_2d_stack(job_dir: Path, inputs: dict[str, Any], report: Report) -> dict
     warnings = sorted({str(r.info["warning"]) for r in results if r.info.get("warning")})
     if inputs.get("numbering_note"):  # gaps or repeats in the slices' numbers
         warnings.append(str(inputs["numbering_note"]))
+    if inputs.get("passed_over"):  # a CD's previews beside one series' DICOM files
+        warnings.append(str(inputs["passed_over"]))
     if inputs.get("skipped"):
         warnings.append(f"{len(inputs['skipped'])} file(s) named as masks were left out "
                         f"({', '.join(inputs['skipped'][:3])}"
