@@ -673,6 +673,22 @@ def test_case_from_arrays_geometry() -> None:
     np.testing.assert_allclose(case.header.get_best_affine(), aff)
 
 
+def test_case_from_arrays_stores_whole_labels_as_uint8() -> None:
+    """A label of whole floats (or any array-like, a tensor included) is kept as the
+    uint8 ndarray a Case holds; a fractional, NaN or BraTS-valued one is refused."""
+    lab = _labels(0)
+    case = case_from_arrays("arr", _image(0), None, lab.astype(np.float64))
+    assert type(case.label) is np.ndarray and case.label.dtype == np.uint8
+    np.testing.assert_array_equal(case.label, lab)
+    assert case_from_arrays("l", _image(0), None, lab.tolist()).label.dtype == np.uint8
+    with pytest.raises(InputError, match=r"label map of case f holds \d.5, not a whole number"):
+        case_from_arrays("f", _image(0), None, lab * 0.5)
+    with pytest.raises(InputError, match="holds NaN"):
+        case_from_arrays("n", _image(0), None, np.where(lab > 0, lab, np.nan))
+    with pytest.raises(InputError, match="holds label 4"):
+        case_from_arrays("b", _image(0), None, L.from_internal(lab, "brats2021"))
+
+
 SERIES_NAMES = {"t1": "3_AX_T1_SE.nii.gz", "t1ce": "4_AX_T1_SE_POST_GAD.nii.gz",
                 "t2": "5_AX_T2_TSE.nii.gz", "flair": "7_AX_T2_FLAIR.nii"}
 

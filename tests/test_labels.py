@@ -71,6 +71,26 @@ def test_non_integer_and_unknown_convention_refused() -> None:
         L.from_internal(np.array([0, 4], np.uint8), "brats2021")  # 4 is no internal value
 
 
+def test_check_internal_refuses_fractions_and_nan_but_takes_whole_floats() -> None:
+    """A map of 2.55 or 2.7 is no label map: read as integers it would lose its ET or
+    turn it into edema, so it is refused in one sentence, as is a NaN."""
+    y = np.zeros((6, 6, 6))
+    y[2:4, 2:4, 2:4] = 3
+    L.check_internal(y, "map", "f takes")  # whole numbers stored as floats are fine
+    L.check_internal(y.astype(bool), "map", "f takes")
+    for bad, shown in ((y * 0.85, "2.55"), (y * 0.9, "2.7"), (y * 0.5, "1.5")):
+        with pytest.raises(InputError, match=f"holds {shown}, not a whole number") as err:
+            L.check_internal(bad, "map", "f takes")
+        assert str(err.value).endswith(".") and str(err.value).count(".") == 2  # "0-3 (ET = 3)."
+    nan = np.where(y > 0, y, np.nan)
+    with pytest.raises(InputError, match="The map holds NaN; f takes internal labels"):
+        L.check_internal(nan, "map", "f takes")
+    with pytest.raises(InputError, match="holds label 4;"):
+        L.check_internal(y + 1.0, "map", "f takes")
+    with pytest.raises(InputError, match="holds label inf;"):
+        L.check_internal(np.where(y > 0, np.inf, 0), "map", "f takes")
+
+
 @pytest.mark.parametrize("name,conv", [
     ("BraTS-GLI-00000-000-seg.nii.gz", "brats2023"),
     ("BraTS-GLI-00000-000-seg.nii", "brats2023"),

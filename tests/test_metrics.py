@@ -297,6 +297,18 @@ def test_score_case_refuses_brats_file_labels() -> None:
         M.score_case(lab, lab)
 
 
+def test_score_case_refuses_fractional_and_nan_labels() -> None:
+    """A map of 2.55 (ET scaled by mistake) scored ET Dice 0 and a NaN raised numpy's own
+    error; both are one sentence now."""
+    y = np.zeros((6, 6, 6))
+    y[2:4, 2:4, 2:4] = 3
+    assert M.score_case(y, y.astype(np.uint8))["ET"]["dice"] == 1.0
+    with pytest.raises(InputError, match="prediction holds 2.55, not a whole number"):
+        M.score_case(y * 0.85, y)
+    with pytest.raises(InputError, match="reference holds NaN"):
+        M.score_case(y, np.where(y > 0, y, np.nan))
+
+
 @pytest.mark.parametrize("method", M.HD95_METHODS)
 def test_hd95_beyond_the_empty_penalty_is_not_capped(method):
     # two 3-voxel cubes 88 slices apart at 5 mm slices: 440 mm between them, as

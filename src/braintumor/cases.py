@@ -922,7 +922,8 @@ def write_label_map(case: Case, labels: np.ndarray, out_path: str | Path,
 def case_from_arrays(case_id: str, image: np.ndarray, affine: np.ndarray | None = None,
                      label: np.ndarray | None = None) -> Case:
     """Build a Case from arrays (tests, phantoms, a notebook): ``image`` ``(4, X, Y, Z)``
-    in T1, T1ce, T2, FLAIR order; ``affine`` 4x4 voxel-to-mm (identity by default)."""
+    in T1, T1ce, T2, FLAIR order; ``affine`` 4x4 voxel-to-mm (identity by default);
+    ``label`` ``(X, Y, Z)`` internal labels 0-3 as whole numbers, stored as uint8."""
     image = np.asarray(image)
     if image.ndim != 4 or image.shape[0] != len(MODALITIES):
         raise InputError(f"Case {case_id}: the image must be (4, X, Y, Z), the four modalities "
@@ -932,9 +933,13 @@ def case_from_arrays(case_id: str, image: np.ndarray, affine: np.ndarray | None 
             abs(np.linalg.det(aff[:3, :3])) < 1e-9:
         raise InputError(f"Case {case_id}: the affine must be a 4x4 voxel-to-mm matrix with "
                          "an invertible 3x3 part.")
-    if label is not None and np.shape(label) != image.shape[1:]:
-        raise InputError(f"Case {case_id}: the label map's shape {np.shape(label)} differs "
-                         f"from the image's {image.shape[1:]}.")
+    if label is not None:
+        label = np.asarray(label)
+        if label.shape != image.shape[1:]:
+            raise InputError(f"Case {case_id}: the label map's shape {label.shape} differs "
+                             f"from the image's {image.shape[1:]}.")
+        L.check_internal(label, f"label map of case {case_id}", "a Case holds")
+        label = label.astype(np.uint8, copy=False)
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(image.shape[1:])
     hdr.set_qform(aff, 1)

@@ -67,11 +67,29 @@ def check_internal(labels: np.ndarray, what: str, who: str) -> None:
     a = np.asarray(labels)
     if not a.size:
         return
-    lo, hi = int(a.min()), int(a.max())
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"The {what} holds {a.dtype} values; {who} internal labels 0-3 "
+                         "(ET = 3) as whole numbers.")
+    lo, hi = a.min(), a.max()
+    if a.dtype.kind == "f" and (np.isnan(lo) or np.isnan(hi)):
+        raise InputError(f"The {what} holds NaN; {who} internal labels 0-3 (ET = 3) as "
+                         "whole numbers.")
     if hi > 3 or lo < 0:
-        raise InputError(f"The {what} holds label {hi if hi > 3 else lo}; {who} internal "
+        bad = hi if hi > 3 else lo
+        raise InputError(f"The {what} holds label {_shown(bad)}; {who} internal "
                          "labels 0-3 (ET = 3): convert a BraTS file's labels with "
                          "braintumor.labels.to_internal first.")
+    if a.dtype.kind == "f":  # 2.55 or 2.7 would be read as 2 (or as no label at all)
+        frac = a[a != np.floor(a)]
+        if frac.size:
+            raise InputError(f"The {what} holds {_shown(frac.flat[0])}, not a whole "
+                             f"number; {who} internal labels 0-3 (ET = 3) as whole numbers.")
+
+
+def _shown(value: object) -> str:
+    """A label value as a sentence shows it: 4, not 4.0; 2.55 as it is."""
+    v = float(value)  # type: ignore[arg-type]
+    return str(int(v)) if np.isfinite(v) and v == int(v) else str(value)
 
 
 def present_values(labels: np.ndarray) -> np.ndarray:
