@@ -90,6 +90,23 @@ def test_bad_seeds_are_input_errors(scene) -> None:
         correct(case, labels[:10], [(1, 1, 1, 1)])
 
 
+def test_fractional_labels_and_nan_image_are_refused(scene) -> None:
+    """A label map of 0.9 x the labels read its 2.7 as edema, and an image with NaN
+    voxels changed almost nothing; both are refused in one sentence, as segment does."""
+    case, labels, les = scene
+    seed = (*(int(v) for v in np.argwhere(les["B"])[0]), int(L.ED))
+    with pytest.raises(InputError, match="holds 1.8, not a whole number"):
+        correct(case, labels * 0.9, [seed])
+    img = case.image.copy()
+    img[:, ::3] = np.nan
+    with pytest.raises(InputError, match=r"NaN or infinite voxels; every voxel must be"):
+        correct(case_from_arrays("nan", img), labels, [seed])
+    img = case.image.copy()
+    img[1, 0, 0, 0] = -np.inf
+    with pytest.raises(InputError, match="holds 1 NaN or infinite voxels"):
+        correct(case_from_arrays("inf", img), labels, [seed])
+
+
 def test_scattered_seeds_change_only_near_themselves(scene) -> None:
     # a region seed on normal tissue floods normal tissue, but only in its own cube,
     # not over the whole box spanned by two distant seeds

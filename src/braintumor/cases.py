@@ -856,6 +856,22 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
     )
 
 
+def check_finite(case: Case, finite: bool | None = None) -> None:
+    """Refuse (:class:`InputError`) a case whose image holds NaN or infinite voxels: one
+    NaN spreads through every filter, and an outline or an edit comes out empty.
+    ``finite``: the caller's own cheap test where it has one (a channel's min and max);
+    else the image's sum is taken (a NaN or an infinity makes it non-finite). The
+    voxels are counted only when a test fails."""
+    image = np.asarray(case.image)
+    if finite is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = bool(np.isfinite(image.sum()))
+    bad = 0 if finite else int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise InputError(f"Case {case.case_id}: the image holds {bad} NaN or infinite "
+                         "voxels; every voxel must be a number.")
+
+
 def without_blank(case: Case) -> Case:
     """``case``, with any blank image (one value throughout: an empty series, a failed
     export) taken for what it is.
@@ -871,12 +887,8 @@ def without_blank(case: Case) -> Case:
         raise InputError(f"Case {case.case_id}: the image must be (4, X, Y, Z), the four "
                          f"modalities first, not {np.shape(case.image)}.")
     values = [(float(ch.min()), float(ch.max())) for ch in case.image]
-    # a NaN makes its channel's min and max NaN, an infinity one of them infinite: the
-    # voxels are counted only then
-    bad = 0 if np.isfinite(values).all() else int(np.count_nonzero(~np.isfinite(case.image)))
-    if bad:  # one NaN spreads through every filter, and the outline comes out empty
-        raise InputError(f"Case {case.case_id}: the image holds {bad} NaN or infinite "
-                         "voxels; every voxel must be a number.")
+    # a NaN makes its channel's min and max NaN, an infinity one of them infinite
+    check_finite(case, bool(np.isfinite(values).all()))
     if all(lo == hi == 0 for lo, hi in values):
         raise InputError(f"Case {case.case_id}: every voxel is zero; there is no brain.")
     blank = [m for m, (lo, hi) in zip(MODALITIES, values, strict=True)

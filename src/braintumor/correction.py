@@ -50,7 +50,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from braintumor.cases import Case
+from braintumor.cases import Case, check_finite
 from braintumor.errors import InputError
 from braintumor.preprocess import robust_stats
 
@@ -121,6 +121,7 @@ def _check(case: Case, labels: np.ndarray, seeds: object) -> list[Seed]:
     from braintumor.labels import check_internal
 
     check_internal(labels, "label map", "corrections take")
+    check_finite(case)
     out: list[Seed] = []
     at: dict[tuple[int, int, int], int] = {}
     for s in _seed_list(seeds):
