@@ -77,6 +77,29 @@ def test_bad_input() -> None:
         split_lesions(np.zeros((4, 4, 4)), (1, 0, 1))
 
 
+@pytest.mark.timeout(60, method="thread")  # the old loop never gave the signal a chance
+@pytest.mark.parametrize("spacing", [(1, float("nan"), 1), (1, 1, float("inf")), -1.0, (1, 2),
+                                     "1mm"])
+def test_spacing_that_is_not_three_finite_sizes_is_refused(spacing) -> None:
+    """A NaN or infinite size sent the dome reconstruction into a loop that never
+    ended; now it is one sentence."""
+    lab = np.zeros((40, 20, 20), np.uint8)
+    lab[2:10, 5:13, 5:13] = 2
+    with pytest.raises(InputError, match="must be three positive, finite sizes in mm"):
+        split_lesions(lab, spacing)
+
+
+def test_one_number_is_every_axis_spacing() -> None:
+    """A scalar spacing, as every metric takes, raised TypeError."""
+    lab = np.zeros((30, 30, 30), np.uint8)
+    lab[_ball(lab.shape, (8, 8, 8), 4)] = 1
+    lab[_ball(lab.shape, (21, 21, 21), 5)] = 2
+    for sp in (2.0, 2, np.float32(2.0)):
+        out, lesions = split_lesions(lab, sp)
+        ref_out, ref = split_lesions(lab, (2.0, 2.0, 2.0))
+        assert lesions == ref and np.array_equal(out, ref_out)
+
+
 def test_the_page_and_reports_count_no_speck_as_a_lesion() -> None:
     # a few voxels beside a tumour (say what a correction left) are not a second lesion;
     # the floor is BraTS's own lesion-wise minimum, 50 mm^3

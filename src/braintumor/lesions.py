@@ -25,15 +25,15 @@ from braintumor.errors import InputError
 _STRUCT26 = ndi.generate_binary_structure(3, 3)
 
 
-def split_lesions(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+def split_lesions(labels: np.ndarray, spacing: Sequence[float] | float = (1.0, 1.0, 1.0),
                   min_depth_mm: float = 3.0, min_volume_ml: float = 0.0
                   ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Lesions of a label map ``(X, Y, Z)`` (any non-zero value is tumour).
 
-    ``spacing``: voxel size (mm). ``min_depth_mm``: how much deeper (distance to the
-    lesion border, mm) two centres must be than the neck joining them to count as two
-    lesions. ``min_volume_ml``: smaller pieces are merged into a touching lesion or,
-    if alone, dropped.
+    ``spacing``: voxel size (mm), three sizes or one for every axis. ``min_depth_mm``:
+    how much deeper (distance to the lesion border, mm) two centres must be than the
+    neck joining them to count as two lesions. ``min_volume_ml``: smaller pieces are
+    merged into a touching lesion or, if alone, dropped.
 
     Returns ``(lesion_map, lesions)``: ``lesion_map`` ``(X, Y, Z)`` int32 with 0 for
     background and 1..N per lesion (largest first), and one dict per lesion with
@@ -42,9 +42,17 @@ def split_lesions(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
     lab = np.asarray(labels)
     if lab.ndim != 3:
         raise InputError(f"A label map must be 3D (X, Y, Z); got shape {lab.shape}.")
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 3 or min(sp) <= 0:
-        raise InputError(f"Voxel spacing {spacing!r} must be three positive sizes in mm.")
+    try:  # one number is every axis's size, as the metrics take it
+        if np.ndim(spacing) == 0:
+            sp: tuple[float, ...] = (float(spacing),) * 3  # type: ignore[arg-type]
+        else:
+            sp = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        sp = ()
+    # a NaN or infinite size never lets the dome reconstruction finish
+    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp):
+        raise InputError(f"Voxel spacing {spacing!r} must be three positive, finite sizes "
+                         "in mm (or one for every axis).")
     voxel_ml = float(np.prod(sp)) / 1000.0
     tumour = lab > 0
     out = np.zeros(lab.shape, dtype=np.int32)
