@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,44 @@ def test_shape_mismatch_is_one_sentence():
         M.score_case(np.zeros((4, 4, 4), np.uint8), np.zeros((5, 4, 4), np.uint8))
     with pytest.raises(InputError, match="HD95 method"):
         M.hd95(np.ones((2, 2)), np.ones((2, 2)), method="nope")
+
+
+def test_masks_of_other_dimensions_are_one_sentence():
+    """A one-hot (3, X, Y, Z) map or a 1D/4D mask raised 'too many values to unpack'
+    deep in the surface code; Dice of any shape still works."""
+    y = np.zeros((6, 6, 6), np.uint8)
+    y[2:4, 2:4, 2:4] = 3
+    onehot = np.stack([y == 1, y == 2, y == 3]).astype(np.uint8)
+    with pytest.raises(InputError, match=r"label map must be 3D \(X, Y, Z\) or 2D \(H, W\), "
+                       r"not of shape \(3, 6, 6, 6\): a one-hot"):
+        M.score_case(onehot, onehot)
+    for m in (np.ones(5, bool), np.ones((2, 3, 3, 3), bool)):
+        for f in (M.hd95, M.score_masks, M.lesion_wise, M.surface_distances):
+            shape = re.escape(str(m.shape))
+            with pytest.raises(InputError, match=f"mask must be 3D .* shape {shape}"):
+                f(m, m)
+        with pytest.raises(InputError, match="mask must be 3D"):
+            M.surface_of(m)
+        assert M.dice(m, m) == 1.0
+
+
+@pytest.mark.parametrize("spacing", [(1, 1, 0), (1, -1, 1), -1.0, 0.0, (1, 1, float("nan")),
+                                     float("inf"), (1, "a", 1)])
+def test_spacing_must_be_finite_sizes_above_zero(spacing):
+    """A zero size gave HD95 0.0 (a perfect match), a negative one negative volumes and
+    a NaN scipy's own error."""
+    a = np.zeros((5, 5, 8), bool)
+    b = a.copy()
+    a[2, 2, 1] = True
+    b[2, 2, 4] = True
+    y = np.zeros((6, 6, 6), np.uint8)
+    y[2:4, 2:4, 2:4] = 3
+    for f in (lambda: M.hd95(a, b, spacing), lambda: M.score_masks(a, b, spacing),
+              lambda: M.score_case(y, y, spacing), lambda: M.lesion_wise(a, b, spacing)):
+        with pytest.raises(InputError, match="Voxel spacing .* (must hold finite sizes above "
+                           "0 mm|must be sizes in mm)"):
+            f()
+    assert M.hd95(a, b, (1, 1, 2.5)) == 7.5 and M.hd95(a, b, 2) == 6.0
 
 
 # ------------------------------------------------------------------------ HD95

@@ -116,24 +116,42 @@ SCORE_KEYS: tuple[str, ...] = (
 # --------------------------------------------------------------------------- helpers
 
 
-def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pair(pred: np.ndarray, ref: np.ndarray, spatial: bool = False
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Two masks of one shape as booleans; ``spatial``: masks whose surfaces are measured,
+    so 3D ``(X, Y, Z)`` or 2D ``(H, W)`` only."""
     p = np.asarray(pred).astype(bool, copy=False)
     r = np.asarray(ref).astype(bool, copy=False)
     if p.shape != r.shape:
         raise InputError(
             f"The prediction's shape {p.shape} differs from the reference's {r.shape}."
         )
+    if spatial:
+        _check_spatial(p.shape)
     return p, r
+
+
+def _check_spatial(shape: tuple[int, ...], what: str = "mask",
+                   hint: str = "score one region (one channel) at a time") -> None:
+    if len(shape) not in (2, 3):
+        raise InputError(f"A {what} must be 3D (X, Y, Z) or 2D (H, W), not of shape "
+                         f"{shape}{': ' + hint if len(shape) > 3 else ''}.")
 
 
 def _spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
-    if np.isscalar(spacing):
-        return (float(spacing),) * ndim  # type: ignore[arg-type]
-    sp = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    try:
+        if np.ndim(spacing) == 0:
+            sp = (float(spacing),) * ndim  # type: ignore[arg-type]
+        else:
+            sp = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InputError(f"Voxel spacing {spacing!r} must be sizes in mm.") from None
     if len(sp) != ndim:
         raise InputError(f"Voxel spacing {sp} has {len(sp)} values for a {ndim}D mask.")
+    if not all(np.isfinite(s) and s > 0 for s in sp):
+        raise InputError(f"Voxel spacing {sp} must hold finite sizes above 0 mm.")
     return sp
 
 
@@ -326,6 +344,7 @@ def surface_of(mask: np.ndarray, spacing: Sequence[float] | float | None = None,
     if method not in HD95_METHODS:
         raise InputError(f"Unknown HD95 method {method!r}; use one of {', '.join(HD95_METHODS)}.")
     m = np.asarray(mask).astype(bool, copy=False)
+    _check_spatial(m.shape)
     sp = np.asarray(_spacing(spacing, m.ndim))
     box = bounding_box(m, margin=1)
     if box is None:
@@ -422,7 +441,7 @@ def surface_distances(
     ``surface-distance``); "voxel" / "voxel-directed": border voxels, unit weights
     (``brats-evaluation`` / MONAI).
     """
-    p, r = _pair(pred, ref)
+    p, r = _pair(pred, ref, spatial=True)
     sp_, sr_ = surface_of(p, spacing, method), surface_of(r, spacing, method)
     return SurfaceDistances(_nearest(sp_.points, sr_.points)[0],
                             _nearest(sr_.points, sp_.points)[0], sp_.weights, sr_.weights)
@@ -488,7 +507,7 @@ def hd95(
     docstring for the exact definitions. Both masks empty: 0.0; exactly one empty:
     :data:`EMPTY_HD95` (374 mm).
     """
-    p, r = _pair(pred, ref)
+    p, r = _pair(pred, ref, spatial=True)
     sp = _spacing(spacing, p.ndim)
     return _hd95_surfaces(surface_of(p, sp, method), surface_of(r, sp, method), method,
                           percentile)
@@ -535,7 +554,7 @@ def lesion_wise(
     reference fragments and sets each lesion's catchment (3 for BraTS gliomas);
     ``min_volume_mm3``: reference lesions of at most this volume are left out (50).
     """
-    p, r = _pair(pred, ref)
+    p, r = _pair(pred, ref, spatial=True)
     sp = _spacing(spacing, p.ndim)
     box = bounding_box(p | r, margin=1)
     if box is None:
@@ -626,7 +645,7 @@ def score_masks(
     """Every metric of one boolean mask pair: the keys of :data:`SCORE_KEYS`
     (volumes in mL; lesion-wise keys only with ``lesions``). Both surfaces are found
     once and serve the global and every per-lesion HD95."""
-    p, r = _pair(pred, ref)
+    p, r = _pair(pred, ref, spatial=True)
     sp = _spacing(spacing, p.ndim)
     tp, fp, fn, tn = confusion(p, r)
     out: dict[str, float] = {
@@ -680,6 +699,8 @@ def score_case(
         raise InputError(
             f"The prediction's shape {pl.shape} differs from the reference's {rl.shape}."
         )
+    _check_spatial(pl.shape, "label map", "a one-hot or channel-first map must be turned "
+                   "into labels 0-3 first")
     from braintumor.labels import check_internal
 
     check_internal(pl, "prediction", "score_case takes")
