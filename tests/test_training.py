@@ -94,6 +94,26 @@ def test_every_3d_network_forward_shape_no_nan(name: str) -> None:
     assert torch.isfinite(y).all()
 
 
+@pytest.mark.parametrize("name", list_networks())
+def test_create_network_refuses_an_argument_the_network_does_not_take(name: str) -> None:
+    """create_network("compact_unet", chanels=...) built the default 2.8 M network (the
+    3D factories swallowed any argument) and the 2D ones raised a raw TypeError; now a
+    misspelling is one sentence naming what the network takes."""
+    from braintumor.errors import InputError
+    from braintumor.networks import network_arguments
+
+    with pytest.raises(InputError, match=rf"^Network {name} takes no argument chanels; it "
+                       r"takes: in_channels, out_channels, .*\.$") as err:
+        create_network(name, chanels=(8, 16, 32, 64))
+    assert all(a in str(err.value) for a in network_arguments(name))
+    with pytest.raises(InputError, match="takes no arguments chanels, widths;"):
+        create_network(name, chanels=3, widths=3)
+    # what a training config sets for every network is passed on where it is taken
+    net = create_network(name, out_channels=2, dropout=0.0, deep_supervision=True,
+                         **_tiny(name))
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_networks(dims=3))
 def test_every_3d_network_trains_one_step(name: str, tmp_path: Path) -> None:

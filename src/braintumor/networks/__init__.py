@@ -71,13 +71,28 @@ def network_info(name: str) -> dict[str, Any]:
 
 
 def create_network(name: str, **config: Any) -> nn.Module:
-    """Build a registered network; unknown names raise a one-sentence error."""
+    """Build a registered network; an unknown name, or an argument its factory does not
+    take (a misspelling would build the default network), raises a one-sentence error.
+
+    The arguments a training config sets for every network (:data:`_SET_BY_CONFIG`:
+    ``in_channels``, ``out_channels``, ``dropout``, ``deep_supervision``) are passed only
+    to a factory that takes them: asking a network without deep supervision for it
+    builds it without. A factory with a ``**`` catch-all of its own takes anything."""
+    from braintumor.errors import InputError
+
     _load()
     if name not in _REGISTRY:
-        from braintumor.errors import InputError
-
         raise InputError(f"Unknown network {name!r}; registered: {', '.join(sorted(_REGISTRY))}.")
-    return _REGISTRY[name](**config)
+    fn = _REGISTRY[name]
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return fn(**config)
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(k for k in config if k not in takes and k not in _SET_BY_CONFIG)
+    if unknown:
+        raise InputError(f"Network {name} takes no argument{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}; it takes: {', '.join(takes) or 'nothing'}.")
+    return fn(**{k: v for k, v in config.items() if k in takes})
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -116,5 +116,5 @@ def _compact_patch(channels: Sequence[int] = (24, 48, 96, 160), **_: object
           patch_rule=_compact_patch)
 def compact_unet(in_channels: int = 4, out_channels: int = 3,
                  channels: Sequence[int] = (24, 48, 96, 160), dropout: float = 0.0,
-                 deep_supervision: bool = False, **_: object) -> nn.Module:
+                 deep_supervision: bool = False) -> nn.Module:
     return CompactUNet(in_channels, out_channels, channels, dropout, deep_supervision)

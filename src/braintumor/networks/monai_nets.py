@@ -37,7 +37,7 @@ def _slices_patch(channels: Sequence[int] = (32, 64, 128, 256), **_: object
 @register("unet3d", dims=3, note="MONAI UNet with residual units", patch_rule=_unet_patch)
 def unet3d(in_channels: int = 4, out_channels: int = 3,
            channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.0,
-           num_res_units: int = 2, **_: object) -> nn.Module:
+           num_res_units: int = 2) -> nn.Module:
     from monai.networks.nets import UNet
 
     return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
@@ -49,7 +49,7 @@ def unet3d(in_channels: int = 4, out_channels: int = 3,
           patch_rule=_segresnet_patch)
 def segresnet(in_channels: int = 4, out_channels: int = 3, init_filters: int = 8,
               blocks_down: Sequence[int] = (1, 2, 2, 4), blocks_up: Sequence[int] = (1, 1, 1),
-              dropout: float = 0.0, **_: object) -> nn.Module:
+              dropout: float = 0.0) -> nn.Module:
     from monai.networks.nets import SegResNet
 
     return SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
@@ -59,8 +59,8 @@ def segresnet(in_channels: int = 4, out_channels: int = 3, init_filters: int = 8
 
 @register("attention_unet", dims=3, note="MONAI AttentionUnet", patch_rule=_unet_patch)
 def attention_unet(in_channels: int = 4, out_channels: int = 3,
-                   channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.0,
-                   **_: object) -> nn.Module:
+                   channels: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.0
+                   ) -> nn.Module:
     from monai.networks.nets import AttentionUnet
 
     return AttentionUnet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
@@ -72,7 +72,7 @@ def attention_unet(in_channels: int = 4, out_channels: int = 3,
           patch_rule=_slices_patch)
 def unet2p5d(in_channels: int = 4, out_channels: int = 3,
              channels: Sequence[int] = (32, 64, 128, 256), context: int = 1,
-             dropout: float = 0.0, **_: object) -> nn.Module:
+             dropout: float = 0.0) -> nn.Module:
     from monai.networks.nets import UNet
 
     return SliceWise(UNet(spatial_dims=2, in_channels=in_channels * (2 * context + 1),
