@@ -1132,6 +1132,29 @@ def test_library_mistakes_are_one_sentence(tiny_model: Path, tmp_path: Path) -> 
     assert segment(case, "watershed", fast=True, device="cpu").labels.shape == case.shape
 
 
+def test_segment_refuses_an_array_and_a_method_that_is_not_one_name() -> None:
+    """segment(image array) raised AttributeError 'no attribute image' and
+    method=['cnn'] TypeError 'unhashable type'; a case without its T1 took any method
+    (it is segmented by the watershed) without a word."""
+    from dataclasses import replace
+
+    from braintumor.errors import InputError
+    from braintumor.segment import get_method, segment
+
+    case = make_case(shape=(32, 32, 32), seed=3)
+    with pytest.raises(InputError, match=r"^segment takes a Case, not ndarray: build one from "
+                       r"an image \(4, X, Y, Z\) with braintumor\.cases\.case_from_arrays"):
+        segment(case.image, method="watershed")
+    for bad in (["cnn"], None, 3):
+        with pytest.raises(InputError, match=rf"^The method must be one name, not "
+                           rf"{type(bad).__name__} .*; use one of cnn, watershed"):
+            segment(case, method=bad)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="must be one name"):
+            get_method(bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="Unknown method 'nosuch'"):
+        segment(replace(case, missing=("t1",)), method="nosuch")
+
+
 def test_given_probabilities_move_with_the_case(tiny_model: Path) -> None:
     """The hybrid on a scan stored in another orientation, given the CNN's probabilities
     on the scan's own grid, equals the hybrid that ran its own CNN."""

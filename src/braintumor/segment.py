@@ -94,10 +94,17 @@ class SegmentationResult:
 ProgressFn = Callable[[float, str], None]
 
 
-def get_method(method: str) -> Callable[..., SegmentationResult]:
-    """Resolve a method name to its function."""
+def _check_method_name(method: object) -> None:
+    if not isinstance(method, str):
+        raise InputError(f"The method must be one name, not {type(method).__name__} "
+                         f"{method!r}; use one of {', '.join(METHODS)}.")
     if method not in METHODS:
         raise InputError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+
+
+def get_method(method: str) -> Callable[..., SegmentationResult]:
+    """Resolve a method name to its function."""
+    _check_method_name(method)
     mod_name, fn_name = METHODS[method].split(":")
     try:
         mod = importlib.import_module(mod_name)
@@ -271,6 +278,11 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
         thick_slice_warning,
     )
 
+    if not isinstance(case, Case):
+        raise InputError(f"segment takes a Case, not {type(case).__name__}: build one from "
+                         "an image (4, X, Y, Z) with braintumor.cases.case_from_arrays, or "
+                         "read one with braintumor.cases.load_case.")
+    _check_method_name(method)  # before a case without T1 or T2 turns it into the watershed
     case = without_blank(case)
     aligned: list[Any] = []
     align_note = None
