@@ -502,6 +502,26 @@ def test_modality_with_nan_or_infinity(tmp_path: Path) -> None:
         load_case(folder)
 
 
+def test_load_case_with_another_label_leaves_the_source_as_it_was(tmp_path: Path) -> None:
+    """load_case(src, label_path=other) rewrote src.label_path, so a later load_case(src)
+    read the other map; the notes reading makes still reach the caller's source and the
+    case's."""
+    folder = write_brats(tmp_path, "c9", "brats2021")
+    data = _image(0)[MODALITIES.index("flair")].astype(np.float32)
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, BRATS_AFF), str(folder / "c9_flair.nii.gz"))
+    src = discover(folder)[0]
+    own = src.label_path
+    other = tmp_path / "empty_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), BRATS_AFF), str(other))
+    case = load_case(src, label_path=other)
+    assert not case.label.any() and case.source.label_path == other
+    assert src.label_path == own
+    assert case.source.notes == src.notes and "1 voxel is NaN" in src.notes[0]
+    assert case.source.nan_voxels == src.nan_voxels == {str(folder / "c9_flair.nii.gz"): 1}
+    np.testing.assert_array_equal(load_case(src).label, _labels(0))
+
+
 @pytest.mark.parametrize("naming,values", [("brats2021", [0, 1, 3]), ("brats2023", [0, 4]),
                                            ("brats2021", [0, 6])])
 def test_label_values_that_fit_no_convention(tmp_path: Path, naming: str,

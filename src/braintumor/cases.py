@@ -775,7 +775,9 @@ def load_case(src: CaseSource | str | Path, with_label: bool = True,
             raise InputError(f"{src}: holds {len(found)} cases; give one case.")
         src = found[0]
     if label_path is not None:
-        src.label_path = Path(label_path)
+        # on a copy: the caller's source keeps its own label map for the next load; the
+        # copy shares its notes and NaN counts, so what reading finds is seen on both
+        src = replace(src, label_path=Path(label_path))
     other_grid: list[str] = []
     grid: str | None = None
     if src.image4d is not None:
