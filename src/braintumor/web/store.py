@@ -300,13 +300,9 @@ class JobStore:
         mark = (outline_mark(fields["label_version"], fields["result"])
                 if revision is not None and "label_version" in fields and "result" in fields
                 else None)
-        for key in ("inputs", "result"):
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        fields["updated"] = time.time()
-        cols = ", ".join(f"{k} = ?" for k in fields)
+        cols, values = _assignments(fields)
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
             if revision is not None and mark is None:
                 row = db.execute("SELECT label_version, result FROM jobs WHERE id = ?",
                                  (job_id,)).fetchone()
@@ -320,14 +316,10 @@ class JobStore:
         """Set columns of one job only while its status is still ``was``, checked and
         written at once (``inputs``/``result`` given as dicts): a job cancelled meanwhile
         is not put back in the queue. True when the row was changed."""
-        for key in ("inputs", "result"):
-            if key in fields:
-                fields[key] = json.dumps(fields[key])
-        fields["updated"] = time.time()
-        cols = ", ".join(f"{k} = ?" for k in fields)
+        cols, values = _assignments(fields)
         with self._tx() as db:
             cur = db.execute(f"UPDATE jobs SET {cols} WHERE id = ? AND status = ?",
-                             (*fields.values(), job_id, was))
+                             (*values, job_id, was))
             return cur.rowcount > 0
 
     def set_progress(self, job_id: str, progress: float, stage: str) -> None:
@@ -567,3 +559,13 @@ def claim_data_dir(data_dir: Path) -> Any:
                            "folder; stop it, or give this one another --data-dir.",
                  f"the data folder {data_dir} does not support file locks; do not start "
                  "two servers on it")
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """``"a = ?, b = ?"`` and the values of an UPDATE of ``fields`` (``inputs`` and
+    ``result`` stored as JSON), with the time of the change."""
+    for key in ("inputs", "result"):
+        if key in fields:
+            fields[key] = json.dumps(fields[key])
+    fields["updated"] = time.time()
+    return ", ".join(f"{k} = ?" for k in fields), tuple(fields.values())
