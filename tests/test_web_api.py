@@ -1778,6 +1778,18 @@ def test_a_study_beside_its_previews_is_a_study(client: TestClient, tmp_path: Pa
         assert job["status"] == "done", job
         assert ("1 file beside the DICOM files was passed over, not being DICOM "
                 "(preview.jpg)") in (job["result"]["warning"] or "")
+    # numbered pictures beside one series' files may be slices of its stack: kept
+    from braintumor.web.inputs import _beside_study
+    from braintumor.web.upload import UploadedFile
+
+    stack = []
+    for name, raw in [(f"slice_{i}.dcm", files[i][1][1]) for i in (7, 8)] + [
+            (f"slice_{i}.png", jpg.getvalue()) for i in range(1, 7)]:
+        (tmp_path / name).write_bytes(raw)
+        stack.append(UploadedFile("files", name, tmp_path / name, len(raw)))
+    assert _beside_study(stack) == []
+    assert [f.name for f in _beside_study([*stack[:2], UploadedFile(
+        "files", "preview.jpg", tmp_path / "slice_1.png", 1)])] == ["preview.jpg"]
 
 
 def _zip_folder(folder: Path) -> bytes:

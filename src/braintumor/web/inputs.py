@@ -466,9 +466,10 @@ def prepare_upload(job_dir: Path, fields: dict[str, str], files: list[UploadedFi
 def _beside_study(images: list[UploadedFile]) -> list[UploadedFile]:
     """The files to pass over when two or more of ``images`` are DICOM files (a study, or
     one series read as slices) and every other file is a picture that is not DICOM (a
-    CD's JPEG previews: no slice of a DICOM series) or a file a system adds to a folder
-    (``Thumbs.db``, ``desktop.ini``, ``.DS_Store``); else none (the upload is read as it
-    is, and refused, if it must be, for what it holds)."""
+    CD's JPEG previews) or a file a system adds to a folder (``Thumbs.db``,
+    ``desktop.ini``, ``.DS_Store``); beside one series, only when no picture is numbered
+    as a slice (``slice_7.png`` may be one of the stack's). Else none (the upload is read
+    as it is, and refused, if it must be, for what it holds)."""
     from braintumor.io import is_dicom_picture, system_entry
 
     dicoms = [f for f in images if is_dicom_picture(f.name)]
@@ -476,6 +477,14 @@ def _beside_study(images: list[UploadedFile]) -> list[UploadedFile]:
     if not others or len(dicoms) < 2:
         return []
     if not all(system_entry(f.name) or f.name.lower().endswith(IMAGE_EXT) for f in others):
+        return []
+    if _several_dicom_series(dicoms):
+        return others  # a study: no picture is one of its series' slices
+    # one series, read as slices: a numbered picture may be a slice of that stack (read
+    # with it, as before), so only a stack without one passes its pictures over
+    from braintumor.slices2d import slice_number
+
+    if any(slice_number(f.name) is not None for f in others if not system_entry(f.name)):
         return []
     return others
 
