@@ -1648,11 +1648,13 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 20
 
 
-def test_segment_is_off_while_chosen_files_are_looked_at(server: ServerThread, page: Any,
-                                                         tmp_path: Path) -> None:
+def test_segment_is_off_while_chosen_files_are_looked_at(
+        server: ServerThread, page: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of no known extension have their headers read before the list is shown;
     meanwhile Segment was left as the files chosen before had it (on, with nothing
-    listed): it is off until the new files are judged."""
+    listed), and an option changed meanwhile turned it on: it is off until the new
+    files are judged."""
     from PIL import Image
     from playwright.sync_api import expect
 
@@ -1671,7 +1673,26 @@ def test_segment_is_off_while_chosen_files_are_looked_at(server: ServerThread, p
     assert page.evaluate("document.getElementById('submit-btn').disabled")
     expect(page.locator("#submit-why")).to_contain_text("IM00000 is not a file this page "
                                                         "takes", timeout=10000)
-    expect(page.locator("#submit-btn")).to_be_disabled()
+    # three modalities and a label map, their modalities still being guessed: an option
+    # changed meanwhile judged them as four images (Segment on, the label map sent as an
+    # image); it leaves them to be judged once looked at
+    import time
+
+    import braintumor.web.app as web_app
+
+    files = write_case_files(small_case(), tmp_path / "case", with_label=True)
+    guess = web_app.detect_modality
+
+    def slow(name: str) -> str | None:  # the server slow to answer, as on a busy day
+        time.sleep(0.5)
+        return guess(name)
+
+    monkeypatch.setattr(web_app, "detect_modality", slow)
+    page.set_input_files("#file-input", [str(p) for m, p in files.items() if m != "t1"])
+    page.check("#want-unc")
+    assert page.evaluate("document.getElementById('submit-btn').disabled")
+    _until(page, "document.querySelectorAll('.mod-select').length === 3")
+    expect(page.locator("#submit-btn")).to_be_enabled()
 
 
 def test_dicom_files_named_without_an_extension_are_taken(server: ServerThread, page: Any,

@@ -475,9 +475,12 @@ function checkSize() {
   else if ($("upload-err").textContent.startsWith("The files come to ")) setMsg("upload-err", "");
   const why = problem ? "" : submitProblem();
   if ($("submit-why").textContent !== why) setMsg("submit-why", why, "info");
+  // files still being looked at (headers read, modalities guessed) are not judged yet,
+  // whatever an option changed meanwhile asks
+  const looking = !!state.looking;
   disable("submit-btn", !!problem || !!why || !state.files.length || !!state.sentJob ||
-          !!state.uploading, "submit-why");
-  return !problem && !why;
+          !!state.uploading || looking, "submit-why");
+  return !problem && !why && !looking;
 }
 
 // The dimensions of a NIfTI file from its header (NIfTI-1 or -2, either byte order,
@@ -536,6 +539,7 @@ async function chooseFiles(files, folder = false) {
   files = [...files].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   state.files = files;
   state.labelMap = null;
+  state.looking = files.length > 0;
   const body = $("file-list").querySelector("tbody");
   body.textContent = "";
   if (!files.length) {
@@ -606,6 +610,7 @@ async function chooseFiles(files, folder = false) {
   // a lone 4D file (or one whose header could not be read): the order of its channels
   $("channels-box").hidden = !(lone && !lone.startsWith("one 3D"));
   state.sentJob = null;  // new files: a new job
+  state.looking = false;
   checkSize();
 }
 
