@@ -1648,6 +1648,21 @@ def test_dicom_series_are_assigned_in_the_page(server: ServerThread, page: Any,
     assert sum(_label_pixels(page.locator("#gl").screenshot()).values()) > 20
 
 
+def _cd_export(tmp_path: Path, name: str) -> Path:
+    """A small case's DICOM study as a CD or PACS export holds it: every series' files in
+    one folder ``tmp_path/name``, named IM00000 ... without an extension."""
+    import zipfile
+
+    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
+    with zipfile.ZipFile(z) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    folder = tmp_path / name
+    folder.mkdir()
+    for i, f in enumerate(sorted((tmp_path / "unzipped").rglob("*.dcm"))):
+        f.rename(folder / f"IM{i:05d}")
+    return folder
+
+
 def test_segment_is_off_while_chosen_files_are_looked_at(
         server: ServerThread, page: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1702,7 +1717,6 @@ def test_dicom_files_named_without_an_extension_are_taken(server: ServerThread, 
     Segment was off), lists them as DICOM, and sends them as a study to be checked. A
     dropped folder brings its files, its subfolders' too."""
     pytest.importorskip("pydicom")
-    import zipfile
 
     from playwright.sync_api import expect
 
@@ -1710,13 +1724,7 @@ def test_dicom_files_named_without_an_extension_are_taken(server: ServerThread, 
 
     if dcm2niix_executable() is None:
         pytest.skip("dcm2niix is not installed")
-    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
-    with zipfile.ZipFile(z) as zf:
-        zf.extractall(tmp_path / "unzipped")
-    export = tmp_path / "export"
-    export.mkdir()
-    for i, f in enumerate(sorted((tmp_path / "unzipped").rglob("*.dcm"))):
-        f.rename(export / f"IM{i:05d}")
+    export = _cd_export(tmp_path, "export")
     sent = sorted(str(f) for f in export.iterdir())
     page.goto(server.url + "/")
     page.wait_for_selector("#method option[value='threshold']", state="attached")
@@ -1804,19 +1812,12 @@ def test_a_dropped_cd_folder_leaves_out_what_is_not_dicom(server: ServerThread, 
     one line. Files picked one by one are still told apart: a text file among them is
     named as not taken."""
     pytest.importorskip("pydicom")
-    import zipfile
 
     from PIL import Image
     from playwright.sync_api import expect
 
-    z = write_dicom_zip(small_case(shape=(32, 36, 24)), tmp_path / "study.zip")
-    with zipfile.ZipFile(z) as zf:
-        zf.extractall(tmp_path / "unzipped")
-    cd = tmp_path / "CD"
-    cd.mkdir()
-    dicoms = sorted((tmp_path / "unzipped").rglob("*.dcm"))
-    for i, f in enumerate(dicoms):
-        f.rename(cd / f"IM{i:05d}")
+    cd = _cd_export(tmp_path, "CD")
+    dicoms = sorted(cd.iterdir())
     Image.fromarray(np.full((16, 16), 90, np.uint8)).save(cd / "preview.jpg")
     extra = {"Thumbs.db": b"\xd0\xcf\x11\xe0" + bytes(60), "desktop.ini": b"[.ShellClassInfo]",
              "README.TXT": b"Open the viewer", "autorun.inf": b"[autorun]",
