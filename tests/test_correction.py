@@ -107,6 +107,25 @@ def test_fractional_labels_and_nan_image_are_refused(scene) -> None:
         correct(case_from_arrays("inf", img), labels, [seed])
 
 
+def test_nan_where_the_correction_reads_nothing_changes_nothing(scene) -> None:
+    """Only the voxels a correction reads are checked (the statistics' strided sample
+    and the seeds' boxes): a NaN read is refused, one far from both leaves the edit as
+    it is on the clean image."""
+    case, labels, les = scene
+    seed = (*(int(v) for v in np.argwhere(les["B"])[0]), int(L.ED))
+    clean = correct(case, labels, [seed])
+    img = case.image.copy()
+    far = tuple(n - 2 if s < n // 2 else 1 for s, n in zip(seed[:3], case.shape, strict=True))
+    assert all(f % 4 for f in far)  # off the statistics' grid
+    img[(2,) + far] = np.nan
+    np.testing.assert_array_equal(correct(case_from_arrays("far", img), labels, [seed]),
+                                  clean)
+    img = case.image.copy()
+    img[(3,) + tuple(seed[:3])] = np.nan  # the seed's own voxel
+    with pytest.raises(InputError, match="holds 1 NaN or infinite voxels"):
+        correct(case_from_arrays("near", img), labels, [seed])
+
+
 def test_scattered_seeds_change_only_near_themselves(scene) -> None:
     # a region seed on normal tissue floods normal tissue, but only in its own cube,
     # not over the whole box spanned by two distant seeds
@@ -322,3 +341,35 @@ def test_one_seed_gives_back_missed_edema_on_real_cases(brats_dir, case_id) -> N
     assert (target & (out == L.ED)).sum() / target.sum() > 0.45
     added = (out == L.ED) & (lab != L.ED)
     assert (added & (gt != L.ED)).sum() / added.sum() < 0.1
+
+
+def test_smoothed_z_cube_by_cube_equals_the_box_wide_values() -> None:
+    """Seeds far apart have their z-scores smoothed cube by cube (a box their cubes
+    chain into is mostly outside them); within the cubes and as far as the split between
+    seeds reads, the values are the box-wide ones to the last bit."""
+    from braintumor.correction import CorrectionParams, _reach, _smoothed_z
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(100, 20, (4, 90, 70, 50)).astype(np.float32)
+    scale = [(100.0, 15.0), (90.0, 12.0), (110.0, 18.0), (95.0, 10.0)]
+    p = CorrectionParams()
+    box = np.stack([ndi_gaussian((img[c] - np.float32(m)) / np.float32(s))
+                    for c, (m, s) in enumerate(scale)])
+    cubes = [(slice(0, 15), slice(3, 18), slice(0, 15)),
+             (slice(70, 85), slice(50, 65), slice(33, 48))]
+    zs = _smoothed_z(img, scale, cubes, p)
+    g = _reach(p)
+    assert np.count_nonzero(zs) < zs.size // 2  # worked cube by cube
+    for cube in cubes:
+        near = tuple(slice(max(0, s.start - g), s.stop + g) for s in cube)
+        np.testing.assert_array_equal(zs[(slice(None),) + near], box[(slice(None),) + near])
+    # cubes covering most of the box: smoothed box-wide
+    big = [(slice(0, 60), slice(0, 60), slice(0, 40)), (slice(30, 90), slice(10, 70),
+                                                        slice(10, 50))]
+    np.testing.assert_array_equal(_smoothed_z(img, scale, big, p), box)
+
+
+def ndi_gaussian(a: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.gaussian_filter(a, 0.5)
