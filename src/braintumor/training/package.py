@@ -516,8 +516,10 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
     lines.append("- Reproduce: " + "; ".join(
         f"`braintumor train --config {r} --fold K` for K = 0 .. {rc['folds'] - 1}"
         for r, rc in zip(recipes, rcfgs, strict=False))
-        + ("; `--fold -1` trains a recipe on all cases (`--set seed=S` for another seed)"
-           if any(int(m["fold"]) < 0 for m in mruns) else "")
+        + "".join(f"; `braintumor train --config configs/{m['recipe']}.yaml --fold -1 "
+                  f"--out {m['run']}` trains the all-case member (`--fold -1` alone writes "
+                  f"`runs/{m['recipe']}/foldall`; `--set seed=S` for another seed)"
+                  for m in mruns if int(m["fold"]) < 0)
         + "; then `python -m braintumor.training.package`"
         + (" with `--members` naming the shipped runs." if mruns and tr.get("members") !=
            "fold models" else "."))
