@@ -5,7 +5,8 @@ caches, a minute when ``cache/hybrid_study`` holds them)::
 
     OMP_NUM_THREADS=1 nice -n 10 python -m braintumor.hybrid_study
 
-For every case with held-out CNN probabilities (``cache/cv_probs/<case>.npz``: ``probs``
+For every case with held-out CNN probabilities (``cache/cv_probs_mix/<case>.npz``, the
+shipped model's; ``--probs`` for another model's: ``probs``
 float16 ``(3, X, Y, Z)`` WT, TC, ET on the native grid, and ``fold``, the CV fold whose
 model did not train on the case) it computes
 
@@ -66,7 +67,9 @@ from braintumor import labels as L
 from braintumor.errors import guarded
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBS = ROOT / "cache" / "cv_probs"
+#: the shipped model's held-out probabilities (one held-out model per recipe, averaged),
+#: as the packaging command in ``experiments/gpu_recipe/README.md`` writes them
+PROBS = ROOT / "cache" / "cv_probs_mix"
 DATA = ROOT.parent / "shared" / "data" / "brats2018"
 OUT = ROOT / "experiments" / "hybrid"
 WATERSHED_CV = ROOT / "experiments" / "watershed" / "cv_params.json"
@@ -679,7 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m braintumor.hybrid_study", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probs", type=Path, default=PROBS,
-                    help="folder of <case>.npz held-out CNN probabilities")
+                    help="folder of <case>.npz held-out CNN probabilities (default: the "
+                    "shipped model's, %(default)s)")
     ap.add_argument("--data", type=Path, default=DATA, help="the BraTS cases")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "hybrid_study",

@@ -69,9 +69,10 @@ def section_3d(path: Path, stacked: Path, doc: dict[str, Any]) -> list[str]:
     scores = {m: S.read_scores(path, m) for m, _ in METHODS_3D if m != "shipped"}
     scores["shipped"] = S.read_scores(stacked, "learned")
     lines = ["## 3D: CNN, refinement, watershed and combined (14 BraTS cases, held out)", "",
-             f"Sources: `{path.relative_to(ROOT)}` (`python -m braintumor.hybrid_study`) and, "
-             f"for the shipped hybrid, `{stacked.relative_to(ROOT)}` (`python -m "
-             "braintumor.stack_study`; whole tumour from trees learned on the other cases, "
+             f"Sources: `{path.relative_to(ROOT)}` (`python -m braintumor.hybrid_study "
+             f"--probs cache/cv_probs_mix`) and, for the shipped hybrid, "
+             f"`{stacked.relative_to(ROOT)}` (`python -m braintumor.stack_study --probs "
+             "cache/cv_probs_mix`; whole tumour from trees learned on the other cases, "
              "core and enhancing tumour as the rule-based combination).", "",
              "| method | region | Dice, mean [95% CI] | HD95 mm, mean [95% CI] | target Dice |",
              "|---|---|---|---|---|"]

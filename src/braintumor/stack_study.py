@@ -234,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m braintumor.stack_study", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probs", type=Path, default=PROBS,
-                    help="folder of <case>.npz held-out CNN probabilities")
+                    help="folder of <case>.npz held-out CNN probabilities (default: the "
+                    "shipped model's, %(default)s)")
     ap.add_argument("--data", type=Path, default=DATA, help="the BraTS cases")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--hybrid", type=Path, default=HYBRID_OUT,
