@@ -188,3 +188,15 @@ def test_tune_reads_the_published_runs_config(monkeypatch, tmp_path: Path, capsy
     assert T.main(["tune", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
     assert not calls
+
+
+@pytest.mark.realdata
+def test_reference_step_writes_under_root_not_the_committed_results(
+        prepared, tmp_path, monkeypatch) -> None:
+    """``--root`` names the results folder a rerun writes, so the committed
+    ``experiments/watershed`` is left as it is."""
+    before = (T.NATIVE_OUT / "reference_et.md").stat().st_mtime_ns
+    monkeypatch.setattr(T, "_prepare_all", lambda factor: (list(CASES), prepared))
+    assert T.main(["reference", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "native_et" / "reference_et.md").read_text().count("| Brats18_") == 2
+    assert (T.NATIVE_OUT / "reference_et.md").stat().st_mtime_ns == before

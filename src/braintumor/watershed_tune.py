@@ -3,12 +3,15 @@ r"""Cross-validated tuning and evaluation of the watershed segmenters.
 Run as a module::
 
     nice -n 10 python -m braintumor.watershed_tune cache --data ../shared/data/brats2018
-    OMP_NUM_THREADS=1 nice -n 10 python -m braintumor.watershed_tune tune --folds 7 \
-        --trials 60 --local 3 --minutes 35
     OMP_NUM_THREADS=1 python -m braintumor.watershed_tune tune --config configs/watershed.yaml
+    OMP_NUM_THREADS=1 python -m braintumor.watershed_tune native
+    OMP_NUM_THREADS=1 python -m braintumor.watershed_tune flair
 
 ``--config`` reads the settings of a YAML file (``configs/watershed.yaml``: the published
-run's); flags given as well override it.
+run's, ``--trials 400 --local 3 --minutes 25 --study shared_v5_rimfrac``); flags given as
+well override it. Every step reads and writes ``experiments/watershed`` (the committed
+results) unless ``--root`` names another folder: for a rerun beside the committed
+results, copy the folder and name the copy.
 
 * ``cache``: loads each BraTS case once, crops it to the brain (plus a margin) and stores
   ``image`` (int16/float16 ``(4, x, y, z)``), ``label`` (internal, ``(x, y, z)``), the
@@ -43,7 +46,6 @@ from braintumor import labels as L
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "cache" / "watershed"
 EXPERIMENTS = ROOT / "experiments" / "watershed"
-CV_PROBS = ROOT / "cache" / "cv_probs"
 
 # ---------------------------------------------------------------------------------------
 # cache
@@ -590,7 +592,8 @@ def reference_enhancement(factor: int = 2, out: Path = NATIVE_OUT) -> dict[str, 
     return rows
 
 
-def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
+def run_native_cv(factor: int = 2, missing: Sequence[str] = (),
+                  experiments: Path | None = None) -> dict[str, Any]:
     """Cross-validate the native enhancing-tumour step on top of the watershed's own CV.
 
     Each fold of the watershed CV (``experiments/watershed[/without_*]/cv_params.json``
@@ -604,7 +607,8 @@ def run_native_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any
     """
     from braintumor.watershed import params_from, params_without, saved_params
 
-    root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+    experiments = EXPERIMENTS if experiments is None else experiments
+    root = experiments / ("without_" + "_".join(missing)) if missing else experiments
     ids, prep = _prepare_all(factor, missing)
     folds = json.loads((root / "cv_params.json").read_text())
     summary = _step_cv(
@@ -638,7 +642,8 @@ def flair_candidates() -> list[dict[str, Any]]:
     return out
 
 
-def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
+def run_flair_cv(factor: int = 2, missing: Sequence[str] = (),
+                 experiments: Path | None = None) -> dict[str, Any]:
     """Cross-validate the FLAIR edema growing on top of the native step's CV.
 
     Each fold keeps the parameters it had with the native enhancing-tumour step
@@ -650,7 +655,8 @@ def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]
     """
     from braintumor.watershed import params_from, params_without
 
-    root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+    experiments = EXPERIMENTS if experiments is None else experiments
+    root = experiments / ("without_" + "_".join(missing)) if missing else experiments
     _, prep = _prepare_all(factor, missing)
     folds = json.loads((root / "native_et" / "cv_params.json").read_text())
 
@@ -671,7 +677,8 @@ def run_flair_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]
 N4_GRID: dict[str, tuple[Any, ...]] = {"n4": (2, 4)}
 
 
-def run_n4_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
+def run_n4_cv(factor: int = 2, missing: Sequence[str] = (),
+              experiments: Path | None = None) -> dict[str, Any]:
     """Cross-validate the N4 bias-field correction on top of the FLAIR edema growing's CV.
 
     Each fold keeps the parameters it had there (``flair_edema/cv_params.json`` of the CV
@@ -682,7 +689,8 @@ def run_n4_cv(factor: int = 2, missing: Sequence[str] = ()) -> dict[str, Any]:
     """
     from braintumor.watershed import params_from, params_without
 
-    root = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+    experiments = EXPERIMENTS if experiments is None else experiments
+    root = experiments / ("without_" + "_".join(missing)) if missing else experiments
     _, prep = _prepare_all(factor, missing)
     folds = json.loads((root / "flair_edema" / "cv_params.json").read_text())
     cands: list[dict[str, Any]] = [{"n4": 0}] + [{"n4": n} for n in N4_GRID["n4"]]
@@ -864,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "/native_et"),
              "n4": ("the N4 bias-field correction on the FLAIR edema growing's folds", "n4",
                     "/flair_edema")}
+    steps_parsers = []
     for name, (what, folder, base) in steps.items():
         s = sub.add_parser(name, help=f"cross-validate {what}; writes "
                            f"experiments/watershed/{folder}")
@@ -871,8 +880,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         s.add_argument("--without", default="",
                        help="for scans lacking these modalities (t1, t2 or t1,t2), on the "
                             f"folds of experiments/watershed/without_<...>{base}/")
-    sub.add_parser("reference", help="how bright each case's expert ET is on its own "
-                   "images; writes experiments/watershed/native_et/reference_et.*")
+        steps_parsers.append(s)
+    r = sub.add_parser("reference", help="how bright each case's expert ET is on its own "
+                       "images; writes experiments/watershed/native_et/reference_et.*")
+    for s in (t, r, *steps_parsers):
+        s.add_argument("--root", type=Path, default=EXPERIMENTS,
+                       help="the results folder the steps read and write (default "
+                            "experiments/watershed, the committed results: for a rerun "
+                            "beside them, copy it and name the copy)")
     args = ap.parse_args(argv)
     return run_guarded(lambda: _run(ap, args))
 
@@ -897,20 +912,21 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             data = read_tune_config(args.config).get("data")
         cache_cases(Path(data) if data else ROOT.parent / "shared" / "data" / "brats2018")
     elif args.cmd == "native":
-        run_native_cv(args.factor, _missing(ap, args.without))
+        run_native_cv(args.factor, _missing(ap, args.without), args.root)
     elif args.cmd == "reference":
-        reference_enhancement()
+        reference_enhancement(out=args.root / "native_et")
     elif args.cmd == "flair":
-        run_flair_cv(args.factor, _missing(ap, args.without))
+        run_flair_cv(args.factor, _missing(ap, args.without), args.root)
     elif args.cmd == "n4":
-        run_n4_cv(args.factor, _missing(ap, args.without))
+        run_n4_cv(args.factor, _missing(ap, args.without), args.root)
     elif args.cmd == "tune":
         st = tune_settings(args)
         if st["search"] == "per-fold":
-            run_cv(st["folds"], st["trials"], st["factor"], final_trials=st["final_trials"])
+            run_cv(st["folds"], st["trials"], st["factor"], out=args.root,
+                   final_trials=st["final_trials"])
         else:
             missing = _missing(ap, st["without"])
-            out = EXPERIMENTS / ("without_" + "_".join(missing)) if missing else EXPERIMENTS
+            out = args.root / ("without_" + "_".join(missing)) if missing else args.root
             run_cv_shared(st["folds"], st["trials"], st["factor"], out=out, local=st["local"],
                           minutes=st["minutes"], study_name=st["study"], missing=missing)
     return 0
