@@ -69,3 +69,24 @@ def test_help_keeps_the_paragraphs(name: str, capsys: pytest.CaptureFixture[str]
     for para in paragraphs[:3]:  # each starts its own line, as written
         first = para.splitlines()[0].rstrip()
         assert f"\n{first}\n" in f"\n{text}", (name, first)
+
+
+def test_watershed_alone_needs_no_cnn_runs(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The diameter and resolution studies' watershed rows are reproduced without the
+    CNN's fold runs (the cases come from the data folder); a method they lack is one
+    sentence."""
+    from braintumor import diameter_study
+    from braintumor.phantom import make_case, write_case
+    from braintumor.resolution_study import study_cases
+
+    data = tmp_path / "data"
+    write_case(make_case((48, 48, 32), case_id="pat1"), data)
+    held = study_cases(tmp_path / "no_runs", data, "watershed")
+    assert held == {"pat1": None}
+    with pytest.raises(Exception, match="no such run folder"):
+        study_cases(tmp_path / "no_runs", data, "watershed,hybrid")
+    assert diameter_study.main(["--runs", str(tmp_path / "no_runs"), "--data", str(data),
+                                "--methods", "watershed,cnnn",
+                                "--out", str(tmp_path / "out")]) == 2
+    assert "--methods takes cnn, watershed and hybrid" in _one_sentence(capsys)

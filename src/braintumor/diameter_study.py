@@ -84,7 +84,7 @@ def summary_rows(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
 @guarded
 def main(argv: list[str] | None = None) -> int:
     from braintumor.missing_study import fold_params
-    from braintumor.resolution_study import held_out_folds, study_parser, write_study
+    from braintumor.resolution_study import study_cases, study_parser, write_study
     from braintumor.segment import segment
     from braintumor.watershed import HybridParams, cnn_postprocess
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                       prog="python -m braintumor.diameter_study")
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
-    held = held_out_folds(args.runs)
+    held = study_cases(args.runs, args.data, args.methods)
     ws_params = fold_params((), Path(args.watershed))
     sources = {s.case_id: s for s in discover(args.data)}
     methods = args.methods.split(",")
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         case = load_case(sources[cid])
         assert case.label is not None
         expert = measures(case.label, case.affine)
-        ck = held[cid] / "last.pt"
+        run = held[cid]
+        ck = run / "last.pt" if run is not None else None
         options: dict[str, dict[str, Any]] = {
             "cnn": {"model": ck, "device": "cpu", "fast": True, "post": post},
             "watershed": {"params": ws_params[cid]},

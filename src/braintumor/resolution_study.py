@@ -147,6 +147,23 @@ def held_out_folds(runs: str | Path) -> dict[str, Path]:
             for cid in yaml.safe_load((f / "config.yaml").read_text())["split"]["val"]}
 
 
+def study_cases(runs: str | Path, data: str | Path, methods: str) -> dict[str, Path | None]:
+    """case id -> the fold run folder whose CNN did not train on it, for a study's
+    ``--methods``; for the watershed alone (no CNN needed) every case under ``data``, with
+    no run folder, so its rows are reproduced without the CNN's fold runs. A method not
+    among cnn, watershed and hybrid is refused in one sentence."""
+    from braintumor.errors import InputError
+
+    asked = [m for m in methods.split(",") if m]
+    unknown = [m for m in asked if m not in ("cnn", "watershed", "hybrid")]
+    if unknown or not asked:
+        raise InputError(f"--methods takes cnn, watershed and hybrid, comma-separated; not "
+                         f"{methods!r}.")
+    if {"cnn", "hybrid"} & set(asked):
+        return dict(held_out_folds(runs))
+    return {s.case_id: None for s in discover(data)}
+
+
 @guarded
 def main(argv: list[str] | None = None) -> int:
     from braintumor.segment import segment
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                       prog="python -m braintumor.resolution_study")
     ap.add_argument("--methods", default="cnn,watershed,hybrid")
     args = ap.parse_args(argv)
-    held = held_out_folds(args.runs)
+    held = study_cases(args.runs, args.data, args.methods)
     sources = {s.case_id: s for s in discover(args.data)}
     conditions: dict[str, tuple[int, int, int]] = {"1mm": (1, 1, 1), "thick": (1, 1, 3),
                                                    "2mm": (2, 2, 2)}
@@ -164,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     post = cnn_postprocess(None)
     for cid in sorted(held):
         case = load_case(sources[cid])
-        ck = held[cid] / "last.pt"
+        run = held[cid]
+        ck = run / "last.pt" if run is not None else None
         options: dict[str, dict[str, Any]] = {
             "cnn": {"model": ck, "device": "cpu", "fast": True, "post": post},
             "watershed": {},
