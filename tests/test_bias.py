@@ -16,8 +16,9 @@ SHAPE, SPACING = (96, 96, 72), (2.0, 2.0, 2.0)
 
 @pytest.fixture(scope="module")
 def biased():
-    """A phantom whose strong bias field (log sd 0.25) hides its tumour from the
-    watershed, and the same phantom without the field."""
+    """A phantom whose strong bias field (log sd 0.25) blurs its tumour into the
+    normal tissue's spread (the watershed alone overreaches it by 40 %), and the same
+    phantom without the field."""
     return (make_case(shape=SHAPE, spacing=SPACING, seed=1, bias=0.25),
             make_case(shape=SHAPE, spacing=SPACING, seed=1, bias=0.0))
 
@@ -40,13 +41,13 @@ def test_correction_removes_most_of_the_field(biased) -> None:
     assert not correct_bias(blank, brain, case.spacing)[0].any()
 
 
-def test_segment_with_bias_correction_finds_the_hidden_tumour(biased) -> None:
+def test_segment_with_bias_correction_outlines_the_blurred_tumour(biased) -> None:
     case, _ = biased
     truth = case.label > 0
     plain = segment(case, "watershed")
-    assert not plain.labels.any()
     fixed = segment(case, "watershed", bias_correct=True)
-    assert dice(fixed.labels > 0, truth) > 0.85
+    assert dice(fixed.labels > 0, truth) > 0.9
+    assert dice(fixed.labels > 0, truth) > dice(plain.labels > 0, truth) + 0.05
     assert fixed.info["bias_corrected"] is True
 
 
@@ -65,8 +66,9 @@ def test_predict_bias_correct(biased, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 0, err
     rows = {d: next(csv.DictReader((d / "volumes.csv").open())) for d in (plain, fixed)}
-    assert float(rows[plain]["WT_mL"]) == 0.0
-    assert float(rows[fixed]["WT_mL"]) > 0.8 * float((case.label > 0).sum()) * 8 / 1000
+    true_ml = float((case.label > 0).sum()) * 8 / 1000
+    off = {d: abs(float(rows[d]["WT_mL"]) - true_ml) for d in (plain, fixed)}
+    assert off[fixed] < 0.1 * true_ml < off[plain]
 
 
 def test_watershed_n4_corrects_the_leading_modalities_only(biased) -> None:

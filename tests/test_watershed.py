@@ -162,6 +162,20 @@ def test_spurious_enhancement_does_not_cut_a_low_grade_core() -> None:
     assert _dices(cut, case.label)["TC"] < 0.1
 
 
+def test_a_large_faint_tumour_is_kept() -> None:
+    """The demo's phantom of seed 5 (and low-grade seeds 4, 5, 7, 8, 9) holds a 190 mL
+    tumour whose abnormality peaks under ``wt_peak``: it was dropped whole, an empty
+    outline on a large tumour. A lesion of ``big_lesion_ml`` or more is kept."""
+    from braintumor.watershed import DEFAULT_PARAMS
+
+    case = make_case(seed=5)
+    truth = case.label > 0
+    found = segment_watershed(case).labels > 0
+    assert dice(found, truth) > 0.9
+    old = segment_watershed(case, params=DEFAULT_PARAMS.replace(big_lesion_ml=1e9))
+    assert not old.labels.any()
+
+
 def test_synthetic_tumour_free_brain_stays_empty() -> None:
     assert not segment_watershed(synthetic_case(tumour=False, seed=2)).labels.any()
 

@@ -35,7 +35,7 @@ labels (internal: 0 background, 1 NCR, 2 ED, 3 ET) lie on the case's native grid
 
   A tumour-free brain gives an empty map: no lesion smaller than
   ``min_lesion_ml`` survives, and a lesion must reach an abnormality peak of
-  ``wt_peak`` (robust z) to be kept at all.
+  ``wt_peak`` (robust z), or be ``big_lesion_ml`` or larger, to be kept at all.
 
 * :func:`segment_hybrid` takes CNN region probabilities ``(3, X, Y, Z)`` (WT, TC, ET):
   voxels the CNN is sure about become inside / outside markers for each region, and a
@@ -108,6 +108,12 @@ class WatershedParams:
     wt_compactness: float = 0.0  #: compactness of the WT watershed
     grad_sigma: float = 1.0  #: Gaussian scale of the gradient magnitude
     wt_peak: float = 3.0  #: a kept lesion must reach this abnormality somewhere
+    #: ... unless it is this large (mL): a large one-sided region of abnormal signal is a
+    #: tumour however faint its brightest voxel (its markers already passed ``wt_hi`` and
+    #: the asymmetry rule). Set after low-contrast synthetic tumours of 180-300 mL (peak
+    #: 2.1-3.0) were dropped whole; on the shared cases no component of 9 mL or more was
+    #: dropped by the peak, so their outlines are the same to the voxel.
+    big_lesion_ml: float = 30.0
     min_lesion_ml: float = 1.0  #: smaller WT components are dropped
     rel_lesion: float = 0.135  #: components under this fraction of the largest are dropped
     #: a kept lesion's median FLAIR z must reach this: T2-bright but FLAIR-dark signal is
@@ -645,7 +651,8 @@ def watershed_work(z: np.ndarray, brain: np.ndarray, voxel_ml: float, spacing_mm
     peaks = ndi.maximum(abn, lab, index=np.arange(1, n + 1))
     flair = ndi.median(zs[FLAIR], lab, index=np.arange(1, n + 1))
     largest = sizes.max()
-    keep = (sizes * voxel_ml >= p.min_lesion_ml) & (np.asarray(peaks) >= p.wt_peak) & \
+    bright = (np.asarray(peaks) >= p.wt_peak) | (sizes * voxel_ml >= p.big_lesion_ml)
+    keep = (sizes * voxel_ml >= p.min_lesion_ml) & bright & \
         (sizes >= p.rel_lesion * largest) & (np.asarray(flair) >= p.lesion_flair)
     wt = np.concatenate([[False], keep])[lab]
     if not wt.any():
