@@ -622,3 +622,15 @@ def test_the_step_back_to_the_native_grid_leaves_no_detached_speck() -> None:
     assert int((out != native).sum()) == 1
     # a speck of the minimum's size or more stays
     assert without_specks(native, grid, work, 0.001, 0.001)[8, 8, 8] == L.ET
+
+
+@pytest.mark.parametrize("channel", [0, 2, 3])
+def test_a_nan_voxel_is_refused_not_an_empty_outline(channel: int) -> None:
+    c = make_case(shape=(48, 48, 40), seed=1)
+    img = c.image.copy()
+    img[channel, 24, 24, 20] = np.nan
+    case = case_from_arrays("nan", img, c.affine)
+    with pytest.raises(InputError, match="1 NaN or infinite voxels"):
+        segment_watershed(case)
+    with pytest.raises(InputError, match="1 NaN or infinite voxels"):
+        segment_hybrid(case, probabilities=np.zeros((3, *case.shape), np.float32))

@@ -64,7 +64,7 @@ from skimage.segmentation import watershed
 
 from braintumor import labels as L
 from braintumor import stacking
-from braintumor.cases import OPTIONAL_MODALITIES, Case
+from braintumor.cases import OPTIONAL_MODALITIES, Case, check_finite
 from braintumor.errors import InputError, join_warnings
 from braintumor.preprocess import (
     Box,
@@ -448,6 +448,9 @@ def _check_case(case: Case) -> None:
         )
     if min(img.shape[1:]) < 4:
         raise InputError(f"Case {case.case_id}: image {img.shape[1:]} is too small to segment.")
+    # one NaN spreads through the smoothing and the statistics and blanks the outline;
+    # the image's sum costs a full-size case about 12 ms
+    check_finite(case)
 
 
 def with_zero_floor(case: Case, brain: np.ndarray | None = None) -> Case:
