@@ -246,6 +246,24 @@ def test_missing_modality_names_found_and_missing(tmp_path: Path,
     err = capsys.readouterr().err
     assert rc == 2
     _check_one_sentence(err, "missing the T1ce, FLAIR modalities (found: T1, T2)")
+    # the run ends with its count of failures, as one that failed in segmentation does
+    assert err.splitlines()[-1] == "1 input(s) failed; 0 file(s) written.", err
+
+
+@needs_predict
+def test_cases_refused_when_found_end_with_the_count_and_sentences(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for cid in ("c1", "c2"):
+        d = _case(tmp_path / "in", cid)
+        (d / f"{cid}_flair.nii.gz").unlink()
+    rc = main(["predict", str(tmp_path / "in" / "c1"), str(tmp_path / "in" / "c2"), "-o",
+               str(tmp_path / "out"), "--method", "watershed"])
+    lines = capsys.readouterr().err.splitlines()
+    assert rc == 2
+    said = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error:")]
+    assert len(said) == 2
+    assert lines[-3:] == ["2 input(s) failed; 0 file(s) written. Failed:",
+                          *(f"  - {s}" for s in said)]
 
 
 @pytest.mark.parametrize("values", [[0, 1, 3], [0, 7]])
@@ -945,3 +963,15 @@ def test_a_zip_is_not_unpacked_for_a_cnn_that_cannot_run(
                  str(tmp_path / "no_model")]) == 2
     assert "error:" in capsys.readouterr().err
     assert unpacked == [] and not out.exists()
+
+
+@needs_predict
+def test_an_unreadable_zip_alone_ends_with_the_count(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    rc = main(["predict", str(bad), "-o", str(tmp_path / "out"), "--method", "watershed"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    _check_one_sentence(err, "bad.zip")
+    assert err.splitlines()[-1] == "1 input(s) failed; 0 file(s) written.", err

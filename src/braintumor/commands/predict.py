@@ -221,8 +221,8 @@ def _run_inputs(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             inputs.append(str(folder))
-        if not inputs:
-            return 2
+        if not inputs:  # every zip unreadable: the count of failures ends the run
+            return _finish([], failures)
         return _run(argparse.Namespace(**{**vars(args), "inputs": inputs}), failures,
                     checked=True)
     finally:
@@ -348,8 +348,8 @@ def _run(args: argparse.Namespace, failures: int = 0, checked: bool = False) -> 
             _error(exc)
             failures += 1
     if not sources and not written:
-        if failures:
-            return 1 if _MACHINE_FAILED else 2
+        if failures:  # the run's count of failures ends it, as after a case that failed
+            return _finish([], failures)
         raise InputError("No input could be read.")
 
     sources, clashes = _without_clashes(sources, out_dir)
