@@ -153,3 +153,27 @@ def test_small_components_in_the_box_equal_the_whole_array_rule(ndim: int) -> No
     single[(3,) * ndim] = True
     assert remove_small_components(single, 1).sum() == 1
     assert not remove_small_components(single, 2).any()
+
+
+def test_a_shifted_background_is_not_taken_for_a_head() -> None:
+    """A skull-stripped scan shifted before it came (every voxel minus 5000, background
+    included) is still skull-stripped: its background has one value all round. A head
+    (a shell of scalp around the brain) and a background of noise still warn."""
+    from braintumor.preprocess import background_value, skull_strip_warning
+
+    r = np.linalg.norm(np.indices((100, 100, 100)) - 49.5, axis=0)
+    spacing = (2.1, 2.1, 2.1)  # a brain of 1.0 L, a head of 2.5 L, a field of view of 9 L
+    rng = np.random.default_rng(0)
+    image = np.where(r < 30, rng.uniform(50, 150, (4, *r.shape)), 0).astype(np.float32)
+    assert skull_strip_warning(image, spacing) is None
+    shifted = image - 5000.0
+    assert background_value(shifted[0]) == -5000.0 and background_value(image[0]) == 0.0
+    assert skull_strip_warning(shifted, spacing) is None
+    head = np.where((r >= 30) & (r < 40), 40.0, image).astype(np.float32)
+    msg = skull_strip_warning(head, spacing)
+    assert msg is not None and "(2.5 L of non-zero" in msg
+    msg = skull_strip_warning(head - 5000.0, spacing)
+    assert msg is not None and "(2.5 L of voxels other than the background's value" in msg
+    noisy = shifted + rng.uniform(1, 5, shifted.shape).astype(np.float32)
+    assert background_value(noisy[0]) == 0.0
+    assert skull_strip_warning(noisy, spacing) is not None

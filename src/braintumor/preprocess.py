@@ -122,19 +122,46 @@ def thick_slice_warning(spacing: Sequence[float]) -> str | None:
             "and edema +30 % in the fast mode, whole tumour +9 % by the default CNN).")
 
 
+#: share of a channel's border voxels (its six faces) that must hold one value for that
+#: value to be its background: a skull-stripped scan shifted or rescaled before it came
+#: (background -5000, say) has one value all round; a noisy field of view has none
+BACKGROUND_SHARE = 0.9
+
+
+def background_value(channel: np.ndarray) -> float:
+    """The background value of one ``(X, Y, Z)`` channel: the value of its corners that
+    :data:`BACKGROUND_SHARE` of its faces' voxels hold, else 0 (a background of noise,
+    or a volume filled to its faces, has no one value)."""
+    a = np.asarray(channel)
+    faces = np.concatenate([a[[0, -1]].ravel(), a[:, [0, -1]].ravel(),
+                            a[:, :, [0, -1]].ravel()])
+    for v in np.unique(a[np.ix_([0, -1], [0, -1], [0, -1])]):
+        if np.count_nonzero(faces == v) >= BACKGROUND_SHARE * faces.size:
+            return float(v)
+    return 0.0
+
+
 def skull_strip_warning(image: np.ndarray, spacing: tuple[float, float, float]
                         ) -> str | None:
     """One sentence when a scan does not look skull-stripped, else None.
 
     ``image``: ``(C, X, Y, Z)``; ``spacing``: voxel size (mm). The methods learned on
-    skull-stripped scans, whose non-zero voxels are the brain; more than
-    :data:`MAX_BRAIN_ML` of them means scalp, skull or a noisy background is in.
+    skull-stripped scans, whose voxels other than the background are the brain; more
+    than :data:`MAX_BRAIN_ML` of them means scalp, skull or a noisy background is in.
+    The background is 0 unless a channel's faces hold one other value
+    (:func:`background_value`: a scan shifted before it came, background included).
     """
-    ml = float(brain_mask(np.asarray(image), fill_holes=False).sum()) * \
-        float(np.prod(spacing)) / 1000
+    img = np.asarray(image)
+    bg = [background_value(ch) for ch in img]
+    if any(bg):
+        mask = np.any(img != np.asarray(bg, img.dtype)[:, None, None, None], axis=0)
+    else:
+        mask = brain_mask(img, fill_holes=False)
+    ml = float(mask.sum()) * float(np.prod(spacing)) / 1000
     if ml <= MAX_BRAIN_ML:
         return None
-    return (f"the scan does not look skull-stripped ({ml / 1000:.1f} L of non-zero voxels, "
+    what = "voxels other than the background's value" if any(bg) else "non-zero voxels"
+    return (f"the scan does not look skull-stripped ({ml / 1000:.1f} L of {what}, "
             f"where a brain has under {MAX_BRAIN_ML / 1000:.1f} L): the methods learned on "
             "skull-stripped scans and may outline scalp, skull or background; strip the skull "
             "first (e.g. with HD-BET or SynthStrip).")
