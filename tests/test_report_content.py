@@ -340,3 +340,32 @@ def test_a_count_higher_than_the_diameter_rows_is_explained() -> None:
     assert len(s["diameters"]["WT"]["lesions"]) == 1
     assert "confluent" in rano_intro() and "lesion count splits them" in rano_intro()
     assert "lesion count splits them" in diameters_html(s["diameters"])
+
+
+def test_the_command_lines_report_gives_the_lesion_count_it_speaks_of(tmp_path) -> None:
+    """The RANO section says "the lesion count splits them at a narrow neck": the
+    predict report (page and JSON) gives that count and each lesion's volume, the web
+    page's measurements' (two balls touching at a neck: two lesions)."""
+    import json
+
+    from braintumor.cases import case_from_arrays
+    from braintumor.scale import write_case_report
+    from braintumor.segment import SegmentationResult
+    from braintumor.web.measure import summary
+
+    g = np.indices((80, 80, 60))
+    lab = np.zeros((80, 80, 60), np.uint8)
+    for c in ((28, 40, 30), (50, 40, 30)):
+        lab[sum((g[i] - c[i]) ** 2 for i in range(3)) <= 121] = 2
+    img = np.where(lab > 0, 200.0, 100.0)[None].repeat(4, 0).astype(np.float32)
+    case = case_from_arrays("two", img, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    res = SegmentationResult(labels=lab, info={"method": "watershed"})
+    page = write_case_report(case, res, tmp_path, "watershed").read_text()
+    doc = json.loads((tmp_path / "two_report.json").read_text())
+    want = summary(lab, case.spacing)
+    assert doc["lesion_count"] == want["lesion_count"] == 2
+    assert [les["volume_ml"] for les in doc["lesions"]] == \
+        [les["volume_ml"] for les in want["lesions"]]
+    assert "lesion count splits them" in page and "<h2>Lesions</h2><p>2 lesions" in page
+    ml = f"{want['lesions'][0]['volume_ml']:.2f}"
+    assert f"<tr><td>1</td><td>{ml}</td></tr>" in page

@@ -404,15 +404,19 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
                  voxel_volume_ml: float, metrics: Mapping[str, Mapping[str, Any]] | None = None,
                  picture: str | Path | None = None, info: Mapping[str, Any] | None = None,
                  stem: str = "report", diameters: Mapping[str, Any] | None = None,
-                 diameter_picture: str | Path | None = None) -> dict[str, Path]:
+                 diameter_picture: str | Path | None = None,
+                 spacing: Sequence[float] | None = None) -> dict[str, Path]:
     """Write ``<stem>.json`` and a self-contained ``<stem>.html`` into ``out_dir``.
 
     ``labels``: internal ``(X, Y, Z)``; ``metrics``: region -> metric -> value (e.g. from
     :func:`score`); ``picture``: a PNG to embed; ``info``: method, timings, paths (a
     ``warning`` there is set apart, as a note); ``diameters``: the bidimensional
     measurements of :func:`braintumor.diameters.rano`, and ``diameter_picture`` the PNG of
-    :func:`diameters_png` to embed with them. The page carries :data:`NOTICE`.
-    Returns ``{"json": path, "html": path}``.
+    :func:`diameters_png` to embed with them; ``spacing``: the voxel size (mm), to give
+    the lesion count and each lesion's volume, as the web page's measurements do
+    (:func:`braintumor.web.measure.lesions`: touching lesions split at a narrow neck,
+    none under :data:`braintumor.web.measure.LESION_FLOOR_ML`). The page carries
+    :data:`NOTICE`. Returns ``{"json": path, "html": path}``.
     """
     from braintumor.io import write_replacing, written_together
 
@@ -423,6 +427,13 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
     doc: dict[str, Any] = {"case": case_id, "analysed": analysed, "volumes_ml": vols,
                            "metrics": {k: dict(v) for k, v in (metrics or {}).items()},
                            "info": dict(info or {})}
+    found = None
+    if spacing is not None:
+        from braintumor.web.measure import lesions
+
+        found = lesions(labels, (float(spacing[0]), float(spacing[1]), float(spacing[2])))
+        doc["lesion_count"] = len(found)
+        doc["lesions"] = found
     if diameters is not None:
         doc["diameters"] = dict(diameters)
     outline = outline_warning(vols)
@@ -438,7 +449,7 @@ def write_report(out_dir: str | Path, case_id: str, labels: np.ndarray,
         text = json.dumps(doc, indent=2, default=_json_default) + "\n"
         write_replacing(jpath, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         page = _report_page(case_id, analysed, vols, outline, info, picture, metrics,
-                            diameters, diameter_picture)
+                            diameters, diameter_picture, found)
         write_replacing(hpath, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return {"json": jpath, "html": hpath}
 
@@ -447,7 +458,8 @@ def _report_page(case_id: str, analysed: str, vols: Mapping[str, float], outline
                  info: Mapping[str, Any] | None, picture: str | Path | None,
                  metrics: Mapping[str, Mapping[str, Any]] | None,
                  diameters: Mapping[str, Any] | None,
-                 diameter_picture: str | Path | None) -> str:
+                 diameter_picture: str | Path | None,
+                 lesions: Sequence[Mapping[str, Any]] | None = None) -> str:
     """The HTML of :func:`write_report`'s page (pictures read where they are written,
     :func:`braintumor.io.pending`: a case's files go in together)."""
     from braintumor.io import pending
@@ -475,6 +487,8 @@ def _report_page(case_id: str, analysed: str, vols: Mapping[str, float], outline
                  + "</tr></table>")
     parts.append("<p>WT whole tumour = NCR + ED + ET; TC tumour core = NCR + ET; "
                  "ET enhancing tumour.</p>")
+    if lesions is not None:
+        parts.append(lesions_html(lesions))
     if diameters is not None:
         uri = None
         if diameter_picture is not None and pending(diameter_picture).exists():
@@ -495,6 +509,22 @@ def _report_page(case_id: str, analysed: str, vols: Mapping[str, float], outline
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def lesions_html(lesions: Sequence[Mapping[str, Any]]) -> str:
+    """The report's lesion count and each lesion's volume (mL), largest first."""
+    from braintumor.web.measure import LESION_FLOOR_ML
+
+    n = len(lesions)
+    text = (f"<h2>Lesions</h2><p>{n} lesion{'' if n == 1 else 's'} of the whole tumour "
+            f"({LESION_FLOOR_ML:g} mL or more; touching lesions are split at a narrow "
+            "neck).</p>")
+    if not n:
+        return text
+    return (text + "<table><tr><th>lesion</th><th>volume (mL)</th></tr>"
+            + "".join(f"<tr><td>{int(les['id'])}</td>"
+                      f"<td>{ml_text(float(les['volume_ml']))}</td></tr>" for les in lesions)
+            + "</table>")
 
 
 def _json_default(o: Any) -> Any:

@@ -148,7 +148,8 @@ def write_case_report(case: Any, res: Any, out_dir: str | Path, method: str) -> 
                              out / f"{case.case_id}_diameters.png")
     paths = write_report(out, case.case_id, res.labels, float(np.prod(case.spacing)) / 1000.0,
                          picture=png, info=info, stem=f"{case.case_id}_report",
-                         diameters=diameters, diameter_picture=measured)
+                         diameters=diameters, diameter_picture=measured,
+                         spacing=case.spacing)
     return paths["html"]
 
 

@@ -179,7 +179,8 @@ def _run(args: argparse.Namespace) -> int:
             out / "diameters.png")
         paths = report.write_report(out, case.case_id, result.labels, case.voxel_volume_ml,
                                     metrics=metrics, picture=png, info=info,
-                                    diameters=diameters, diameter_picture=measured)
+                                    diameters=diameters, diameter_picture=measured,
+                                    spacing=case.spacing)
         prog.update(rep_task, completed=1.0, stage="done")
 
     table = Table(title=f"{case.case_id} - {method} against the sample's truth")
