@@ -77,6 +77,22 @@ def test_bad_input() -> None:
         split_lesions(np.zeros((4, 4, 4)), (1, 0, 1))
 
 
+@pytest.mark.parametrize("labels, said", [
+    (np.zeros((0, 5, 5)), "holds no voxels"),
+    (np.full((6, 6, 6), -1, np.int16), "holds -1;"),
+    (np.full((6, 6, 6), np.nan), "holds nan;"),
+    (np.full((6, 6, 6), "a"), "holds <U1 values"),
+])
+def test_a_map_no_label_convention_holds_is_one_sentence(labels, said) -> None:
+    """An empty array raised numpy's ValueError; a negative label (which no convention
+    holds, and the docstring called tumour) was silently background."""
+    lab = np.array(labels)
+    if lab.size and lab.dtype.kind != "U":
+        lab[1:4, 1:4, 1:4] = 2
+    with pytest.raises(InputError, match=said):
+        split_lesions(lab, 1)
+
+
 @pytest.mark.timeout(60, method="thread")  # the old loop never gave the signal a chance
 @pytest.mark.parametrize("spacing", [(1, float("nan"), 1), (1, 1, float("inf")), -1.0, (1, 2),
                                      "1mm"])

@@ -28,7 +28,9 @@ _STRUCT26 = ndi.generate_binary_structure(3, 3)
 def split_lesions(labels: np.ndarray, spacing: Sequence[float] | float = (1.0, 1.0, 1.0),
                   min_depth_mm: float = 3.0, min_volume_ml: float = 0.0
                   ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Lesions of a label map ``(X, Y, Z)`` (any non-zero value is tumour).
+    """Lesions of a label map ``(X, Y, Z)`` (any value above zero is tumour, in any
+    label convention; a negative value or a NaN, which no convention holds
+    (:mod:`braintumor.labels`), is refused, as is an empty array).
 
     ``spacing``: voxel size (mm), three sizes or one for every axis. ``min_depth_mm``:
     how much deeper (distance to the lesion border, mm) two centres must be than the
@@ -42,6 +44,16 @@ def split_lesions(labels: np.ndarray, spacing: Sequence[float] | float = (1.0, 1
     lab = np.asarray(labels)
     if lab.ndim != 3:
         raise InputError(f"A label map must be 3D (X, Y, Z); got shape {lab.shape}.")
+    if not lab.size:
+        raise InputError(f"The label map {lab.shape} holds no voxels.")
+    if lab.dtype.kind not in "biuf":
+        raise InputError(f"The label map holds {lab.dtype} values; labels are numbers, "
+                         "0 for background.")
+    if lab.dtype.kind in "if":
+        lo = lab.min()
+        if not lo >= 0:  # a NaN fails too
+            raise InputError(f"The label map holds {float(lo):g}; labels are 0 for "
+                             "background and positive whole numbers for tumour.")
     try:  # one number is every axis's size, as the metrics take it
         if np.ndim(spacing) == 0:
             sp: tuple[float, ...] = (float(spacing),) * 3  # type: ignore[arg-type]
