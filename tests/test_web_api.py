@@ -600,11 +600,14 @@ def test_reports_of_a_job_not_yet_measured_say_so(tmp_path: Path) -> None:
     job = _report_job(result, "Quick")
     pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
                 for v in report.VIEWS}
-    assert "Not measured yet" in report.render_html(job, pictures)
+    page = report.render_html(job, pictures)
+    assert "Not measured yet" in page
+    # never "None" to a reader
+    assert "None" not in page and "<th>Lesions</th><td>still being counted</td>" in page
     flow = report.pdf_layout(job, pictures)
     try:
-        assert "Not measured yet" in " ".join(t.get_text() for fig in flow.figures
-                                              for t in fig.texts)
+        text = " ".join(t.get_text() for fig in flow.figures for t in fig.texts)
+        assert "Not measured yet" in text and "None" not in text
     finally:
         for fig in flow.figures:
             plt.close(fig)
@@ -792,6 +795,37 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert _download_name(got.headers["content-disposition"]) == f"{case_id}_braintumor.nii.gz"
     nothing = client.post(url + "/undo")
     assert nothing.status_code == 400 and "no correction" in _detail(nothing)
+
+
+def test_a_correction_s_measurements_cut_short_by_a_stop_are_taken_after_it(
+        methods: None, tmp_path: Path, case_files: dict[str, Path]) -> None:
+    """A server stopped before a correction's lesions and metrics were measured (in the
+    background) measures them when the job is read again, rather than leaving them
+    unknown for good."""
+    pytest.importorskip("braintumor.correction")
+    data = tmp_path / "data"
+    app = create_app(data, token="", warm=False, workers=1)
+    cx, cy, cz = TUMOUR_VOXEL
+    with TestClient(app) as c:
+        job = wait_done(c.get, c.post("/api/jobs", files=_four(case_files, ref=True),
+                                      data={"method": "threshold"}).json()["id"])
+        r = c.post(job["urls"]["corrections"],
+                   json={"seeds": [{"x": cx, "y": cy, "z": cz, "label": 0}]})
+        assert r.status_code == 200, r.text
+        measured = _measured(c, job)["result"]["summary"]
+        # as a stop within the measurement leaves it: the volumes only
+        store = app.state.store
+        res = store.get(job["id"]).result
+        quick = {**res["summaries"][-1], "lesion_count": None, "lesions": [],
+                 "diameters": None, "metrics": None}
+        store.update(job["id"], result={**res, "summaries": [*res["summaries"][:-1], quick]})
+    with TestClient(create_app(data, token="", warm=False, workers=1)) as c:
+        again = _measured(c, job)["result"]["summary"]
+        assert again["lesion_count"] == measured["lesion_count"] is not None
+        assert again["diameters"] == measured["diameters"]
+        assert again["metrics"] == measured["metrics"] is not None
+        page = c.get(job["urls"]["report_html"]).text
+        assert "Not measured yet" not in page and "None" not in page
 
 
 def test_a_correction_made_after_an_undo_is_what_downloads_and_reports_show(

@@ -1004,6 +1004,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             return out
         if job.status == "done" and job.result.get("kind") == "3d" and correction_available():
             corrector.prefetch(job)
+        # a correction's lesions and metrics that a server stop left unmeasured
+        corrector.remeasure(job)
         return job_out(job)
 
     @app.post("/api/jobs/{job_id}/series", response_model=JobOut,
@@ -1182,6 +1184,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
             return HTMLResponse(render_html_2d(
                 job, served(store.job_dir(job_id) / "output" / "overlay.png")), headers=named)
         job = done_3d(job_id)
+        corrector.remeasure(job)  # said "not measured yet" meanwhile
         try:
             page = render_html(job, *_report_pictures(job))
         except OSError as exc:  # the pictures cannot be kept: drawn for this answer only
@@ -1220,6 +1223,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                         write_replacing(out, lambda tmp: render_pdf_2d(job, overlay_png, tmp))
             else:
                 job = done_3d(job_id)
+                corrector.remeasure(job)  # said "not measured yet" meanwhile
                 # named anew with the RANO section: a PDF written before, without it, is
                 # not served
                 out = store.job_dir(job_id) / "output" / report_file(job, "report_rano.pdf")

@@ -21,6 +21,7 @@ costs the correction itself and one file write, not a reload of the four volumes
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -38,6 +39,8 @@ from braintumor.errors import InputError
 from braintumor.web.inputs import load_job_case
 from braintumor.web.store import Job, JobStore
 from braintumor.web.worker import VIEWER_CONVENTION, labels_path
+
+log = logging.getLogger(__name__)
 
 #: most seeds one request may carry
 MAX_SEEDS = 2000
@@ -160,6 +163,8 @@ class Corrector:
         # its lock held (JobStore.delete_guard)
         self._job_locks: dict[str, threading.RLock] = {}
         self._loading: set[str] = set()
+        # (job id, label revision) whose lesions and metrics are being measured
+        self._measuring: set[tuple[str, int]] = set()
 
     def prefetch(self, job: Job) -> None:
         """Load a finished job's case into memory in the background, so the first
@@ -278,30 +283,85 @@ class Corrector:
             self.store.update(job.id, result=result, label_version=version,
                               label_revision=job.label_revision + 1)
             self._remember(job.id, case, version, new)
-        threading.Thread(target=self._measure, args=(job.id, token, version, new, case),
+            key = (job.id, job.label_revision + 1)
+            with self._lock:
+                self._measuring.add(key)
+        threading.Thread(target=self._measure, args=(job.id, token, version, new, case, key),
                          daemon=True, name="braintumor-measure").start()
         return seconds, True, "; ".join(notes)
 
     def _measure(self, job_id: str, token: str, version: int, labels: np.ndarray,
-                 case: Case) -> None:
+                 case: Case, key: tuple[str, int]) -> None:
         """Complete the summary of label version ``version`` (if it is still current)."""
         from braintumor.web.measure import summary
 
         try:
             full = summary(labels, case.spacing, case.label, affine=case.affine)
+            with self._job_lock(job_id):
+                job = self.store.get(job_id)
+                if job is None or job.label_version != version:
+                    return
+                corr = job.result.get("corrections", [])
+                summaries = list(job.result.get("summaries", []))
+                if len(corr) != version or corr[-1].get("id") != token or \
+                        len(summaries) != version + 1:
+                    return
+                summaries[version] = full
+                self.store.update(job_id, result={**job.result, "summaries": summaries})
         except Exception:  # noqa: BLE001 - the volumes already shown stay valid
             return
-        with self._job_lock(job_id):
-            job = self.store.get(job_id)
-            if job is None or job.label_version != version:
+        finally:
+            with self._lock:
+                self._measuring.discard(key)
+
+    @staticmethod
+    def unmeasured(job: Job) -> bool:
+        """True for a finished 3D job whose current outline has its volumes but not its
+        lesions, diameters and metrics: a correction's measurement, made in the
+        background, that a server stop cut short."""
+        res = job.result
+        summaries = res.get("summaries") or []
+        return (job.status == "done" and res.get("kind") == "3d"
+                and len(summaries) == job.label_version + 1
+                and summaries[-1].get("lesion_count") is None)
+
+    def remeasure(self, job: Job) -> None:
+        """Take again, in the background, the measurements missing for ``job``'s current
+        outline (:meth:`unmeasured`; none is taken twice at once). The revision measured
+        is the one current when it starts; the result is kept only if it still is, so a
+        correction made meanwhile is never given the measurements of the outline before."""
+        if not self.unmeasured(job):
+            return
+        key = (job.id, job.label_revision)
+        with self._lock:
+            if key in self._measuring:
                 return
-            corr = job.result.get("corrections", [])
-            summaries = list(job.result.get("summaries", []))
-            if len(corr) != version or corr[-1].get("id") != token or \
-                    len(summaries) != version + 1:
-                return
-            summaries[version] = full
-            self.store.update(job_id, result={**job.result, "summaries": summaries})
+            self._measuring.add(key)
+
+        def run() -> None:
+            from braintumor.web.measure import summary
+
+            try:
+                with self._job_lock(job.id):
+                    now = self.store.get(job.id)
+                    if now is None or now.label_revision != key[1] or not self.unmeasured(now):
+                        return
+                    case, labels = self._state(now)
+                full = summary(labels, case.spacing, case.label, affine=case.affine)
+                with self._job_lock(job.id):
+                    now = self.store.get(job.id)
+                    if now is None or now.label_revision != key[1] or not self.unmeasured(now):
+                        return
+                    summaries = list(now.result["summaries"])
+                    summaries[-1] = full
+                    self.store.update(job.id, result={**now.result, "summaries": summaries})
+            except Exception:  # noqa: BLE001 - asked again at the next reading
+                log.exception("job %s: measuring its outline failed", job.id)
+            finally:
+                with self._lock:
+                    self._measuring.discard(key)
+
+        threading.Thread(target=run, daemon=True, name="braintumor-remeasure").start()
 
     def undo(self, job: Job, expected: int | None = None,
              revision: int | None = None) -> None:

@@ -570,9 +570,15 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
 {metrics_html}""")
 
 
+def lesions_text(count: Any) -> str:
+    """The lesion count as the reports say it: still being counted when not known yet."""
+    return "still being counted" if count is None else str(count)
+
+
 def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Case", str(f["case"])), ("Segmented", f["date"]), ("Method", str(f["method"])),
-            ("Model version", str(f["model_version"])), ("Lesions", str(f["lesion_count"]))] + \
+            ("Model version", str(f["model_version"])),
+            ("Lesions", lesions_text(f["lesion_count"]))] + \
         ([(f"Diameters, {name} (RANO)", describe(f["diameters"][region]))
           for region, name in (("ET", "enhancing"), ("WT", "T2/FLAIR"))
           if region in f["diameters"]] if f.get("diameters") else []) + \
