@@ -613,6 +613,27 @@ def test_reports_of_a_job_not_yet_measured_say_so(tmp_path: Path) -> None:
             plt.close(fig)
 
 
+def test_the_method_s_warning_is_said_of_the_outline_before_the_corrections(
+        tmp_path: Path) -> None:
+    """A volume the method found (its warning) and the hybrid's agreement were said of
+    the outline before the corrections: once corrected, the reports say so."""
+    from braintumor.io import write_png
+    from braintumor.web import report
+
+    said = "the fast mode (one model) found 27.5 mL of tumour; check it"
+    summ = {"volumes_ml": {"WT": 9.34}, "lesion_count": 1, "diameters": None}
+    result = {"kind": "3d", "summaries": [summ, summ], "warning": said,
+              "info": {"agreement": {"WT": 0.9, "TC": 0.8, "ET": 0.7}}, "corrections": []}
+    pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
+                for v in report.VIEWS}
+    page = report.render_html(_report_job(result, "Warned"), pictures)
+    assert f"<td>{said}</td>" in page and "<th>CNN and watershed agree (Dice)</th>" in page
+    result["corrections"] = [{"seeds": [[1, 2, 3, 0]], "id": "x"}]
+    page = report.render_html(_report_job(result, "Warned"), pictures)
+    assert f"<td>Before the corrections: {said}</td>" in page
+    assert "<th>CNN and watershed agreed before the corrections (Dice)</th>" in page
+
+
 @pytest.mark.parametrize("extra_facts", [0, 45])
 def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch,

@@ -597,6 +597,26 @@ def test_every_correction_click_places_a_seed_and_the_viewer_keeps_its_place(
     assert fits[:3] == [True, True, True], fits
 
 
+def test_after_a_correction_the_page_says_what_it_changed(
+        server: ServerThread, page: Any, tmp_path: Path) -> None:
+    """What the method said of its own outline (the hybrid's agreement, a warning) is
+    said, once the outline is corrected, as said of the outline before the corrections."""
+    pytest.importorskip("braintumor.correction")
+    from playwright.sync_api import expect
+
+    job_id, centre = _lesion_job(server, page, tmp_path)
+    expect(page.locator("#m-agree")).to_have_text(
+        "CNN and watershed agree (Dice): WT 0.91 · TC 0.84 · ET 0.42")
+    _outside_seed(page, centre)
+    page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    expect(page.locator("#m-agree")).to_have_text(
+        "Before the corrections, CNN and watershed agreed (Dice): WT 0.91 · TC 0.84 · ET 0.42")
+    page.evaluate("showJob({...state.job, result: {...state.job.result, "
+                  "warning: 'the fast mode found 27.5 mL'}}, false)")
+    expect(page.locator("#m-warn")).to_have_text(
+        "Note: Before the corrections: the fast mode found 27.5 mL")
+
+
 def test_a_second_tab_on_the_job_follows_what_the_first_did(
         server: ServerThread, page: Any, tmp_path: Path) -> None:
     """Two tabs on one job: the second shows what the first corrected or undid when it

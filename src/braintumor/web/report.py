@@ -262,11 +262,25 @@ def _metric_rows(metrics: dict[str, Any] | None) -> tuple[list[str], list[list[s
     return ["Region", "Dice", "Sensitivity", "Specificity", "HD95 (mm)"], rows
 
 
+#: how a warning the method gave is said once the outline was corrected: it was said of
+#: the outline before the corrections (a volume found, say), which no longer holds it
+BEFORE_CORRECTIONS = "Before the corrections: "
+
+
+def said_before(warning: str | None, corrections: int) -> str | None:
+    """The method's ``warning`` as said after ``corrections`` corrections: marked as said
+    of the outline before them when there were any."""
+    if not warning or not corrections:
+        return warning
+    return BEFORE_CORRECTIONS + warning
+
+
 def report_facts(job: Job) -> dict[str, Any]:
     """The facts every report shows (shared by the HTML and the PDF)."""
     res = job.result
     summ = (res.get("summaries") or [{}])[-1]
     vols = summ.get("volumes_ml", {})
+    corrections = len(res.get("corrections", []))
     return {
         "case": job.inputs.get("case_id", "case"),
         "job": job.id,
@@ -277,9 +291,11 @@ def report_facts(job: Job) -> dict[str, Any]:
         "lesion_count": summ.get("lesion_count", 0),
         "diameters": summ.get("diameters"),
         "metrics": summ.get("metrics"),
-        "corrections": len(res.get("corrections", [])),
-        # an empty or implausibly large outline is said first
-        "warning": join_warnings(outline_warning(vols), res.get("warning")),
+        "corrections": corrections,
+        # an empty or implausibly large outline is said first (of the outline as it is);
+        # the method's, said of its own outline, as such once it was corrected
+        "warning": join_warnings(outline_warning(vols),
+                                 said_before(res.get("warning"), corrections)),
         "outlined": None if vols.get("WT") is None else float(vols["WT"]) > 0,
         "agreement": (res.get("info") or {}).get("agreement"),
     }
@@ -583,7 +599,8 @@ def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
           for region, name in (("ET", "enhancing"), ("WT", "T2/FLAIR"))
           if region in f["diameters"]] if f.get("diameters") else []) + \
         [("Manual corrections", str(f["corrections"]))] + \
-        ([("CNN and watershed agree (Dice)", ", ".join(
+        ([("CNN and watershed agreed before the corrections (Dice)"
+           if f["corrections"] else "CNN and watershed agree (Dice)", ", ".join(
             f"{k} {float(v):.2f}" for k, v in f["agreement"].items()))]
          if f.get("agreement") else []) + \
         ([("Warning", str(f["warning"]))] if f.get("warning") else [])

@@ -989,7 +989,10 @@ function render(job) {
     ? (r.warning || "").replace(`${channels}; `, "").replace(`; ${channels}`, "").replace(channels, "")
     : (r.warning || "");
   $("m-warn").hidden = !warning;
-  $("m-warn").textContent = warning ? `Note: ${warning}` : "";
+  // said of the method's own outline: once corrected, said as such (the volume it found,
+  // say, is no longer the outline's)
+  const before = r.kind === "3d" && r.corrections ? "Before the corrections: " : "";
+  $("m-warn").textContent = warning ? `Note: ${before}${warning}` : "";
   if (r.kind === "2d" && job.status === "done") { show2d(job); return; }
   if (job.urls.images) loadViewer(job);
   if (job.result && job.result.summary) renderResult(job);
@@ -1611,7 +1614,8 @@ function renderResult(job) {
   const agree = r.info && r.info.agreement;
   $("m-agree").hidden = !agree;
   $("m-agree").textContent = agree
-    ? "CNN and watershed agree (Dice): " +
+    ? (r.corrections ? "Before the corrections, CNN and watershed agreed (Dice): "
+      : "CNN and watershed agree (Dice): ") +
       ["WT", "TC", "ET"].map((k) => `${k} ${Number(agree[k]).toFixed(2)}`).join(" · ")
     : "";
   const resampled = r.info && r.info.resampled_to_mm && r.spacing_mm;
