@@ -986,6 +986,18 @@ def test_a_correction_racing_a_delete_leaves_nothing_and_says_no_path(
     ([{"mm": [float("nan"), 0, 0], "label": 1}], "finite"),
     ([{"mm": [float("inf"), 0, 0], "label": 1}], "finite"),
     ([{"label": 1}], "x, y and z"),
+    # pydantic's coercion would read true as 1 (NCR) and 2.0 or "2" as 2: a label and a
+    # voxel index are whole numbers
+    ([{"x": 1, "y": 2, "z": 3, "label": True}], "label: Input should be a valid integer"),
+    ([{"x": 1, "y": 2, "z": 3, "label": 2.0}], "label: Input should be a valid integer"),
+    ([{"x": 1, "y": 2, "z": 3, "label": "2"}], "label: Input should be a valid integer"),
+    ([{"x": True, "y": 2, "z": 3, "label": 1}], "x: Input should be a valid integer"),
+    # a misspelt field is refused, not ignored
+    ([{"x": 1, "y": 2, "z": 3, "label": 1, "lable": 1}], "unknown field, 'seeds.0.lable'"),
+    # far outside: said so without a voxel index hundreds of digits long
+    ([{"mm": [1e308, 1e308, 1e308], "label": 1}], "lies far outside the image"),
+    ([{"mm": [1e308, -1e308, 1e308], "label": 1}], "lies far outside the image"),
+    ([{"x": 10**40, "y": 2, "z": 3, "label": 1}], "lies far outside the image"),
 ])
 def test_bad_seeds_are_4xx(client: TestClient, done_job: dict[str, Any], seeds: list,
                            words: str) -> None:
@@ -995,6 +1007,32 @@ def test_bad_seeds_are_4xx(client: TestClient, done_job: dict[str, Any], seeds: 
                     headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert words in _detail(r)
+    assert len(_detail(r)) < 300
+
+
+@pytest.mark.parametrize("path, body, words", [
+    # a misspelt version: ignored, the undo would take back whatever is current
+    ("/undo", {"verison": 3}, "it has an unknown field, 'verison'"),
+    ("/undo", {"version": -3}, "version: Input should be greater than or equal to 0"),
+    ("/undo", {"revision": -3}, "revision: Input should be greater than or equal to 0"),
+    ("/undo", {"version": True}, "version: Input should be a valid integer"),
+    ("", {"seeds": [{"x": 1, "y": 2, "z": 3, "label": 0}], "revison": 3},
+     "it has an unknown field, 'revison'"),
+    ("", {"seeds": [{"x": 1, "y": 2, "z": 3, "label": 0}], "revision": -3},
+     "revision: Input should be greater than or equal to 0"),
+    ("/undo?version=-1", None, "version: Input should be greater than or equal to 0"),
+])
+def test_correction_and_undo_bodies_are_checked(client: TestClient, done_job: dict[str, Any],
+                                                path: str, body: Any, words: str) -> None:
+    """A misspelt or impossible version or revision is refused with 400 and changes
+    nothing, rather than acting on whatever outline is current."""
+    pytest.importorskip("braintumor.correction")
+    before = client.get(done_job["urls"]["self"]).json()
+    r = client.post(done_job["urls"]["corrections"] + path, json=body)
+    assert r.status_code == 400, r.text
+    assert _detail(r) == f"The request is malformed: {words}."
+    after = client.get(done_job["urls"]["self"]).json()
+    assert after["label_revision"] == before["label_revision"]
 
 
 def test_correction_body_must_be_json(client: TestClient, done_job: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Collection, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 import nibabel as nib
@@ -32,7 +32,7 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -146,12 +146,24 @@ class SeriesChoice(BaseModel):
     modalities: dict[str, str] = Field(description="{series id: t1 | t1ce | t2 | flair}")
 
 
+#: a whole number as JSON writes it: neither true/false nor 2.0 nor "2"
+WholeNumber = Annotated[int, Strict()]
+
+#: a count from 0 (a version, a revision)
+Count = Annotated[int, Strict(), Field(ge=0)]
+
+
 class Seed(BaseModel):
-    x: int | None = None
-    y: int | None = None
-    z: int | None = None
-    mm: list[float] | None = Field(None, description="world coordinates (mm) instead of x,y,z")
-    label: int = Field(description="0 outside (remove), 1 NCR, 2 ED, 3 ET")
+    # a misspelt field is refused (400), not ignored
+    model_config = ConfigDict(extra="forbid")
+
+    x: WholeNumber | None = None
+    y: WholeNumber | None = None
+    z: WholeNumber | None = None
+    mm: list[float] | None = Field(None, description="world coordinates (mm) instead of "
+                                                      "x,y,z")
+    label: WholeNumber = Field(description="0 outside (remove), 1 NCR, 2 ED, 3 ET (a whole "
+                                           "number: not true/false, 2.0 or \"2\")")
 
 
 #: what ``version`` of a correction or undo says, in the API's schema
@@ -176,9 +188,11 @@ _STALE_DOC = ("nothing was changed, for one of two reasons, `detail` saying whic
 
 
 class CorrectionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     seeds: list[Seed]
-    version: int | None = Field(None, description=_VERSION_DOC)
-    revision: int | None = Field(None, description=_REVISION_DOC)
+    version: Count | None = Field(None, description=_VERSION_DOC)
+    revision: Count | None = Field(None, description=_REVISION_DOC)
     request: str | None = Field(None, max_length=64,
                                 description="a name the client gives this correction; once "
                                             "it is applied the job's "
@@ -189,8 +203,12 @@ class CorrectionRequest(BaseModel):
 
 
 class UndoRequest(BaseModel):
-    version: int | None = Field(None, description=_VERSION_DOC)
-    revision: int | None = Field(None, description=_REVISION_DOC)
+    # a misspelt `version` refused, not ignored: ignored, the undo would take back
+    # whatever is current
+    model_config = ConfigDict(extra="forbid")
+
+    version: Count | None = Field(None, description=_VERSION_DOC)
+    revision: Count | None = Field(None, description=_REVISION_DOC)
 
 
 class CorrectionOut(JobOut):
@@ -732,8 +750,12 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         errs = exc.errors()
         if errs:
             e = errs[0]
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            text = f"The request is malformed: {where or 'body'}: {e.get('msg', 'invalid')}."
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
+            if e.get("type") == "extra_forbidden":  # a misspelt field, say
+                text = f"The request is malformed: it has an unknown field, {where!r}."
+            else:
+                text = (f"The request is malformed: {where or 'body'}: "
+                        f"{e.get('msg', 'invalid')}.")
         else:
             text = "The request is malformed."
         return JSONResponse({"detail": text}, status_code=400)
@@ -1493,7 +1515,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
                       "`revision` or `version`)",
               responses={409: {"model": StaleOut, "description": _STALE_DOC}})
     def undo(job_id: str,
-             version: int | None = Query(None, description=_VERSION_DOC),
+             version: int | None = Query(None, ge=0, description=_VERSION_DOC),
              req: UndoRequest | None = Body(None)) -> dict[str, Any] | Response:
         """Steps back to the previous label map version. ``version`` (in a JSON body or
         the query) is the ``label_version`` the undo was asked on: when the outline is

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 #: most seeds one request may carry
 MAX_SEEDS = 2000
 
+#: a seed this many voxels or more from the image's origin is said to lie far outside it,
+#: without its voxel index
+FAR = 1e6
+
 
 class CorrectionUnavailable(InputError):
     """This build has no correction method (answered with 501)."""
@@ -114,13 +118,20 @@ def parse_seeds(raw: Any, case: Case) -> list[tuple[int, int, int, int]]:
             if (not isinstance(mm, list) or len(mm) != 3
                     or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in mm)):
                 raise InputError(f"Seed {i + 1}: mm must be three finite numbers.")
-            vox = inv @ np.array([*map(float, mm), 1.0])
+            with np.errstate(over="ignore", invalid="ignore"):
+                vox = inv @ np.array([*map(float, mm), 1.0])
+            if not all(math.isfinite(float(v)) and abs(float(v)) < FAR for v in vox[:3]):
+                # no voxel index hundreds of digits long in the sentence
+                raise InputError(f"Seed {i + 1} lies far outside the image {case.shape} "
+                                 "(its mm are not in the scan).")
             xyz = [int(round(float(v))) for v in vox[:3]]
         else:
             vals = [s.get(k) for k in ("x", "y", "z")]
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
                 raise InputError(f"Seed {i + 1}: x, y and z must be whole voxel indices.")
             xyz = [int(v) for v in vals]  # type: ignore[arg-type]
+            if not all(abs(v) < FAR for v in xyz):
+                raise InputError(f"Seed {i + 1} lies far outside the image {case.shape}.")
         if not all(0 <= v < n for v, n in zip(xyz, case.shape, strict=True)):
             raise InputError(f"Seed {i + 1} at voxel {tuple(xyz)} lies outside the image "
                              f"{case.shape}.")
