@@ -1010,6 +1010,21 @@ def test_bad_seeds_are_4xx(client: TestClient, done_job: dict[str, Any], seeds: 
     assert len(_detail(r)) < 300
 
 
+def test_a_correction_of_many_seeds_that_changed_nothing_keeps_its_note_short(
+        client: TestClient, done_job: dict[str, Any]) -> None:
+    """2000 seeds outside the brain: the first few are said, the rest counted, rather
+    than a note of 100 KB kept with the job and sent on every poll."""
+    pytest.importorskip("braintumor.correction")
+    seeds = [{"x": i % 10, "y": i // 10 % 10, "z": i // 100, "label": 2} for i in range(2000)]
+    r = client.post(done_job["urls"]["corrections"], json={"seeds": seeds})
+    assert r.status_code == 200, r.text
+    note = r.json()["note"]
+    assert len(note) < 1000, len(note)
+    assert note.startswith("the seed at (") and note.count("the seed at (") == 3
+    more = re.search(r"; and (\d+) more seeds changed nothing$", note)
+    assert more and int(more[1]) > 1000, note
+
+
 @pytest.mark.parametrize("path, body, words", [
     # a misspelt version: ignored, the undo would take back whatever is current
     ("/undo", {"verison": 3}, "it has an unknown field, 'verison'"),

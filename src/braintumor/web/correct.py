@@ -139,6 +139,20 @@ def parse_seeds(raw: Any, case: Case) -> list[tuple[int, int, int, int]]:
     return out
 
 
+#: the seeds that changed nothing a correction's note says one by one; the rest counted
+NOTES_SAID = 3
+
+
+def notes_text(notes: list[str]) -> str:
+    """What a correction's seeds that changed nothing say, in one line kept with the job
+    and sent on every poll: the first :data:`NOTES_SAID`, then how many more."""
+    said = "; ".join(notes[:NOTES_SAID])
+    more = len(notes) - NOTES_SAID
+    if more > 0:
+        said += f"; and {more} more seed{'s' if more > 1 else ''} changed nothing"
+    return said
+
+
 def seed_place(case: Case, x: int, y: int, z: int) -> str:
     """Where a seed lies, as the page's line under the viewer says it: the voxel's centre
     in scanner millimetres (RAS), then its indices, ``(-24.0, 14.0, 75.0) mm (voxel 24,
@@ -268,7 +282,7 @@ class Corrector:
             if new.shape != labels.shape:
                 raise RuntimeError(f"correction returned shape {new.shape}, not {labels.shape}")
             if np.array_equal(new, labels):
-                return time.perf_counter() - t0, False, "; ".join(notes)
+                return time.perf_counter() - t0, False, notes_text(notes)
             version = job.label_version + 1
             job_dir = self.store.job_dir(job.id)
             if self.store.vanishing(job.id):  # nothing is written for a job gone
@@ -290,7 +304,7 @@ class Corrector:
                                      {"seeds": [list(s) for s in seeds],
                                       "seconds": round(seconds, 3), "id": token,
                                       **({"request": request} if request else {}),
-                                      **({"note": "; ".join(notes)} if notes else {})}]
+                                      **({"note": notes_text(notes)} if notes else {})}]
             self.store.update(job.id, result=result, label_version=version,
                               label_revision=job.label_revision + 1)
             self._remember(job.id, case, version, new)
@@ -299,7 +313,7 @@ class Corrector:
                 self._measuring.add(key)
         threading.Thread(target=self._measure, args=(job.id, token, version, new, case, key),
                          daemon=True, name="braintumor-measure").start()
-        return seconds, True, "; ".join(notes)
+        return seconds, True, notes_text(notes)
 
     def _measure(self, job_id: str, token: str, version: int, labels: np.ndarray,
                  case: Case, key: tuple[str, int]) -> None:
