@@ -607,6 +607,30 @@ def test_after_a_correction_the_page_says_what_it_changed(
     job_id, centre = _lesion_job(server, page, tmp_path)
     expect(page.locator("#m-agree")).to_have_text(
         "CNN and watershed agree (Dice): WT 0.91 · TC 0.84 · ET 0.42")
+    # with "outside" chosen, the greyed region menu says what the seed does, not the
+    # region an inside seed would take; that one comes back with "inside"
+    page.check("#correct-toggle")
+    page.select_option("#correct-region", "2")
+    page.check("input[name=seed-kind][value=outside]")
+    assert page.is_disabled("#correct-region")
+    assert page.eval_on_selector(
+        "#correct-region", "e => e.selectedOptions[0].textContent") == \
+        "any tumour label: removed"
+    page.check("input[name=seed-kind][value=inside]")
+    assert page.eval_on_selector("#correct-region", "e => e.value") == "2"
+    page.check("input[name=seed-kind][value=outside]")
+    before = _job(server, job_id)["result"]["summary"]["volumes_ml"]["WT"]
+    _outside_seed(page, centre)
+    page.wait_for_selector("body[data-result='v1']", timeout=30_000)
+    # the message says what the edit did, in mL
+    after = _job(server, job_id)["result"]["summary"]["volumes_ml"]["WT"]
+    assert after < before
+    expect(page.locator("#correct-msg")).to_contain_text(
+        f"Whole tumour {before:.2f} → {after:.2f} mL (−{before - after:.2f} mL). Updated in")
+    page.click("#undo-btn")
+    page.wait_for_selector("body[data-result='v0']", timeout=30_000)
+    expect(page.locator("#correct-msg")).to_have_text(
+        f"Undone. Whole tumour {after:.2f} → {before:.2f} mL (+{before - after:.2f} mL).")
     _outside_seed(page, centre)
     page.wait_for_selector("body[data-result='v1']", timeout=30_000)
     expect(page.locator("#m-agree")).to_have_text(
@@ -716,13 +740,13 @@ def test_a_page_that_has_not_seen_another_s_correction_neither_undoes_nor_correc
     assert _fetch(f"{server.url}/api/jobs/{job_id}/overlay/v2/labels.nii.gz") == outline
     # B, now shown version 2, undoes it when asked again
     other.click("#undo-btn")
-    expect(other.locator("#correct-msg")).to_have_text("Undone.")
+    expect(other.locator("#correct-msg")).to_have_text(re.compile(r"^Undone\. Whole tumour "))
     assert asked[-1] == {"version": 2, "revision": 2}
     assert _job(server, job_id)["label_version"] == 1
     # two quick seeds of one page are two corrections, the second sent once the first is
     # answered, on its outline: neither is refused
     other.click("#undo-btn")
-    expect(other.locator("#correct-msg")).to_have_text("Undone.")
+    expect(other.locator("#correct-msg")).to_have_text(re.compile(r"^Undone\. Whole tumour "))
     sent: list[Any] = []
     other.on("request", lambda r: sent.append(r.post_data_json)
              if r.url.endswith("/corrections") else None)
@@ -2271,7 +2295,7 @@ def test_the_viewer_from_the_keyboard(server: ServerThread, page: Any, tmp_path:
     page.wait_for_selector("body[data-result='v0']", timeout=30_000)
     assert page.is_disabled("#undo-btn")
     assert page.evaluate("document.activeElement.id") == "correct-msg"
-    assert page.text_content("#correct-msg") == "Undone."
+    assert (page.text_content("#correct-msg") or "").startswith("Undone. Whole tumour ")
 
     # 200 % zoom (one column): the diameter link, below the viewer, brings it into view
     page.set_viewport_size({"width": 640, "height": 800})

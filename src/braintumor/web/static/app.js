@@ -215,11 +215,8 @@ function wireUi() {
     const nv = state.nv;
     if (nv) placeSeed(Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3));
   });
-  // an outside seed removes whatever label is there: no region to choose
   for (const r of document.querySelectorAll("input[name=seed-kind]")) {
-    r.addEventListener("change", () => {
-      $("correct-region").disabled = document.querySelector("input[name=seed-kind]:checked").value === "outside";
-    });
+    r.addEventListener("change", seedKindShown);
   }
   $("correct-toggle").addEventListener("change", (e) => {
     $("seed-here-btn").disabled = !e.target.checked;
@@ -1278,8 +1275,18 @@ const VIEWER_ERROR = "The viewer could not show the images:";
 // there is one
 function enableViewerControls() {
   for (const el of document.querySelectorAll(".needs-case")) el.disabled = false;
-  // an outside seed removes whatever label is there: no region to choose
-  $("correct-region").disabled = document.querySelector("input[name=seed-kind]:checked").value === "outside";
+  seedKindShown();
+}
+
+// An outside seed removes whatever label is there: no region to choose, and the menu,
+// greyed, says so rather than showing the region an inside seed would take (kept for it)
+function seedKindShown() {
+  const menu = $("correct-region");
+  const outside = document.querySelector("input[name=seed-kind]:checked").value === "outside";
+  if (outside && menu.value) state.region = menu.value;
+  if (!outside && !menu.value) menu.value = state.region || "3";
+  if (outside) menu.value = "";
+  menu.disabled = outside;
 }
 
 async function loadViewer(job) {
@@ -1555,6 +1562,18 @@ function enableLink(id, url) {
 // a volume (mL) as the reports show it (report.ml_text): to 0.01 mL, to 0.001 mL under
 // 0.1 mL so that a small region neither looks absent nor makes TC = NCR + ET disagree as
 // shown, and "< 0.001" for one present that rounds to 0
+// How an edit changed the whole tumour, from the job before it to the job after it:
+// "Whole tumour 27.50 → 10.70 mL (−16.80 mL). " ("" when either is not known)
+function volumeChange(before, after) {
+  const wt = (job) => job && job.result && job.result.summary &&
+    job.result.summary.volumes_ml && job.result.summary.volumes_ml.WT;
+  const a = wt(before), b = wt(after);
+  if (typeof a !== "number" || typeof b !== "number") return "";
+  const d = b - a;
+  const sign = d < 0 ? "−" : "+";
+  return `Whole tumour ${mlText(a)} → ${mlText(b)} mL (${sign}${mlText(Math.abs(d))} mL). `;
+}
+
 function mlText(v) {
   if (v === 0 || v >= 0.1) return v.toFixed(2);
   return Number(v.toFixed(3)) > 0 ? v.toFixed(3) : "< 0.001";
@@ -1947,7 +1966,7 @@ async function correctionRefused(e, step) {
 
 function placeSeed(mm) {
   if (!state.job || state.job.status !== "done" || !mm) return;
-  const region = parseInt($("correct-region").value, 10);
+  const region = parseInt($("correct-region").value || state.region || "3", 10);
   const inside = document.querySelector("input[name=seed-kind]:checked").value === "inside";
   const seed = { mm: [mm[0], mm[1], mm[2]], label: inside ? region : 0 };
   return inTurn(() => sendSeed(seed));
@@ -1983,8 +2002,10 @@ async function sendSeed(seed, after = "") {
       return;
     }
     const note = updated.note;
-    setMsg("correct-msg", note ? `${after}Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
-      : `${after}Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
+    // what the edit did, in mL: one outside seed may take away a whole lesion
+    const change = volumeChange(job, updated);
+    setMsg("correct-msg", note ? `${after}${change}Updated in ${((t2 - t0) / 1000).toFixed(2)} s; ${note}.`
+      : `${after}${change}Updated in ${((t2 - t0) / 1000).toFixed(2)} s.`, true);
   } catch (e) {
     // refused because this page's own correction, given up, was applied meanwhile: the
     // seed goes on that outline, as a click queued behind an answered one would
@@ -2019,7 +2040,7 @@ function undoCorrection() {
       endLate(late);  // the outline it named is gone
       state.own.set(revisionOf(now), step.from);
       showJob(now, false);
-      setMsg("correct-msg", "Undone.", true);
+      setMsg("correct-msg", `Undone. ${volumeChange(job, now)}`.trim(), true);
     } catch (e) {
       // refused: the job may have changed in another tab (undone there already), so it is
       // fetched again and its count, Undo and outline shown as they are
