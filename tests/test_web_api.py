@@ -792,7 +792,13 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
                                       "outside the brain"), nothing["note"]
     assert nothing["label_version"] == 1 and nothing["result"]["corrections"] == 1
     assert "last_correction_note" not in nothing["result"]
-    assert "<th>Manual corrections</th><td>1</td>" in client.get(j1["urls"]["report_html"]).text
+    report_html = client.get(j1["urls"]["report_html"])
+    assert "<th>Manual corrections</th><td>1</td>" in report_html.text
+    # the reports carry the download's suffix: those before and after keep both
+    assert report_html.headers["content-disposition"] == \
+        f'inline; filename="{case_id}_corrected1_report.html"'
+    assert _download_name(client.get(j1["urls"]["report_pdf"]).headers[
+        "content-disposition"]) == f"{case_id}_corrected1_report.pdf"
     assert j1["result"]["summary"]["volumes_ml"]["WT"] < \
         job["result"]["summary"]["volumes_ml"]["WT"]
     # lesions are counted again in the background

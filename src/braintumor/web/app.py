@@ -1200,8 +1200,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
 
         job = get_job(job_id)
         # opens in the browser; saved (curl -OJ, the browser's save) under the case's name
-        named = {"content-disposition": content_disposition(
-            f"{job.inputs.get('case_id') or 'case'}_report.html", inline=True)}
+        named = {"content-disposition": content_disposition(report_name(job, "html"),
+                                                            inline=True)}
         if job.status == "done" and job.result.get("kind") == "2d":
             return HTMLResponse(render_html_2d(
                 job, served(store.job_dir(job_id) / "output" / "overlay.png")), headers=named)
@@ -1235,7 +1235,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None,
         from braintumor.web.report import render_pdf, render_pdf_2d, report_facts, report_file
 
         job = get_job(job_id)
-        name = f"{job.inputs.get('case_id', 'case')}_report.pdf"
+        name = report_name(job, "pdf")
         try:
             if job.status == "done" and job.result.get("kind") == "2d":
                 overlay_png = served(store.job_dir(job_id) / "output" / "overlay.png")
@@ -1629,6 +1629,16 @@ def _job_options(uncertainty: bool, accurate: bool = False, align: bool = False,
     if bias_correct:
         opts["bias_correct"] = True
     return opts
+
+
+def report_name(job: Job, ext: str) -> str:
+    """The name a report of ``job`` is saved under: ``<case>_report.<ext>``, with the
+    label map download's ``_corrected<N>`` once the outline was corrected, so reports
+    before and after a correction saved side by side keep both."""
+    name = job.inputs.get("case_id") or "case"
+    if job.label_version and job.result.get("kind") == "3d":
+        name += f"_corrected{job.label_version}"
+    return f"{name}_report.{ext}"
 
 
 def content_disposition(name: str, inline: bool = False) -> str:
