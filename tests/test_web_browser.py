@@ -2086,6 +2086,9 @@ def test_2d_slice_stack_with_pixel_size(server: ServerThread, page: Any, tmp_pat
     expect(page.locator("#dl-report-pdf")).to_have_attribute("href", re.compile(r"/report\.pdf$"))
     # the outline is in the picture: no 3D legend or correction tools beside it
     assert page.is_hidden("#legend") and page.is_hidden("#correct-tools")
+    # ... nor a count of corrections, which a picture is not offered
+    assert page.is_hidden("#m-corr-line")
+    assert "Corrections" not in (page.inner_text("#measure") or "")
     assert "disabled" not in (page.get_attribute("#dl-report-html", "class") or "")
 
 

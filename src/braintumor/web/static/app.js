@@ -1002,6 +1002,7 @@ function resetResultPanels() {
   $("m-method").textContent = "-";
   $("m-model").textContent = "-";
   $("m-corr").textContent = "0";
+  $("m-corr-line").hidden = false;
   $("dl-labels").textContent = "Label map (NIfTI)";
   $("vol-h1").textContent = "Region";
   $("vol-h2").textContent = "mL";
@@ -1477,6 +1478,7 @@ function show2d(job) {
   $("m-grid").hidden = true;
   $("m-agree").hidden = true;
   $("m-model").textContent = r.model_version || "-";
+  $("m-corr-line").hidden = true;  // a picture is not corrected
   $("lesion-line").hidden = true;
   $("vol-h1").textContent = "Measure";
   $("vol-h2").textContent = known ? "mm²" : "pixels";
@@ -1629,6 +1631,7 @@ function renderResult(job) {
   $("m-method").textContent = methodText(job);
   $("m-model").textContent = r.model_version || "-";
   $("m-corr").textContent = r.corrections || 0;
+  $("m-corr-line").hidden = false;
   // the hybrid's two methods: how far they agree, region by region (a low value: check it)
   const agree = r.info && r.info.agreement;
   $("m-agree").hidden = !agree;
