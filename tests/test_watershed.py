@@ -634,3 +634,25 @@ def test_a_nan_voxel_is_refused_not_an_empty_outline(channel: int) -> None:
         segment_watershed(case)
     with pytest.raises(InputError, match="1 NaN or infinite voxels"):
         segment_hybrid(case, probabilities=np.zeros((3, *case.shape), np.float32))
+
+
+def test_the_method_s_own_warning_is_kept_apart_from_the_scan_s(monkeypatch) -> None:
+    """``info["method_warning"]`` holds what the method said of its own outline (the web
+    page marks it as said before the corrections once the outline is corrected);
+    ``info["warning"]`` holds it with what is said of the scan (here its 5 mm slices)."""
+    import braintumor.segment as S
+
+    case = make_case((48, 48, 12), spacing=(1.0, 1.0, 5.0), seed=0)
+
+    def said(c, progress=None, **_):
+        return S.SegmentationResult(np.zeros(c.shape, np.uint8),
+                                    info={"warning": "the method found 3 mL."})
+
+    monkeypatch.setattr(S, "get_method", lambda name: said)
+    res = segment(case, "watershed", resample=False)
+    assert res.info["method_warning"] == "the method found 3 mL."
+    assert res.info["warning"].startswith("the method found 3 mL; ")
+    assert "5.0 mm" in res.info["warning"]
+    monkeypatch.undo()
+    quiet = segment(case, "watershed", resample=False)
+    assert "method_warning" not in quiet.info and "5.0 mm" in quiet.info["warning"]

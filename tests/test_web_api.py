@@ -620,18 +620,29 @@ def test_the_method_s_warning_is_said_of_the_outline_before_the_corrections(
     from braintumor.io import write_png
     from braintumor.web import report
 
-    said = "the fast mode (one model) found 27.5 mL of tumour; check it"
+    said = "the fast mode (one model) found 27.5 mL of tumour, check it"
+    scan = "the voxels are 5.0 mm along one axis"
     summ = {"volumes_ml": {"WT": 9.34}, "lesion_count": 1, "diameters": None}
-    result = {"kind": "3d", "summaries": [summ, summ], "warning": said,
+    result = {"kind": "3d", "summaries": [summ, summ], "warning": f"{said}; {scan}",
+              "method_warning": said,
               "info": {"agreement": {"WT": 0.9, "TC": 0.8, "ET": 0.7}}, "corrections": []}
     pictures = {v: write_png(np.full((60, 50, 3), 90, np.uint8), tmp_path / f"{v}.png")
                 for v in report.VIEWS}
     page = report.render_html(_report_job(result, "Warned"), pictures)
-    assert f"<td>{said}</td>" in page and "<th>CNN and watershed agree (Dice)</th>" in page
+    assert f"<td>{said}; {scan}</td>" in page
+    assert "<th>CNN and watershed agree (Dice)</th>" in page
     result["corrections"] = [{"seeds": [[1, 2, 3, 0]], "id": "x"}]
     page = report.render_html(_report_job(result, "Warned"), pictures)
-    assert f"<td>Before the corrections: {said}</td>" in page
+    # the method's words were said of the outline before; the scan's still hold
+    assert f"<td>Before the corrections: {said}; {scan}</td>" in page
     assert "<th>CNN and watershed agreed before the corrections (Dice)</th>" in page
+    result["warning"] = f"{scan}; {said}"
+    page = report.render_html(_report_job(result, "Warned"), pictures)
+    assert f"<td>{scan}; before the corrections: {said}</td>" in page
+    # a note on the scan alone (the method said nothing) is not marked
+    result["warning"], result["method_warning"] = scan, None
+    page = report.render_html(_report_job(result, "Warned"), pictures)
+    assert f"<td>{scan}</td>" in page
 
 
 @pytest.mark.parametrize("extra_facts", [0, 45])

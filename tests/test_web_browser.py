@@ -636,9 +636,13 @@ def test_after_a_correction_the_page_says_what_it_changed(
     expect(page.locator("#m-agree")).to_have_text(
         "Before the corrections, CNN and watershed agreed (Dice): WT 0.91 · TC 0.84 · ET 0.42")
     page.evaluate("showJob({...state.job, result: {...state.job.result, "
-                  "warning: 'the fast mode found 27.5 mL'}}, false)")
+                  "warning: 'the scan is thick; the fast mode found 27.5 mL', "
+                  "method_warning: 'the fast mode found 27.5 mL.'}}, false)")
     expect(page.locator("#m-warn")).to_have_text(
-        "Note: Before the corrections: the fast mode found 27.5 mL")
+        "Note: the scan is thick; before the corrections: the fast mode found 27.5 mL")
+    page.evaluate("showJob({...state.job, result: {...state.job.result, "
+                  "warning: 'the scan is thick', method_warning: null}}, false)")
+    expect(page.locator("#m-warn")).to_have_text("Note: the scan is thick")
 
 
 def test_a_second_tab_on_the_job_follows_what_the_first_did(

@@ -353,7 +353,13 @@ def segment(case: Case, method: str = "cnn", progress: ProgressFn | None = None,
                                   "Brats18_2013_20_1, was missed whole)"
                                   if "t2" in case.missing else ""))
     notes = list(getattr(case.source, "notes", None) or [])  # what reading the case found
-    parts = [*notes, result.info.get("warning"), redirect, regrid_note(case),
+    own = result.info.get("warning")
+    if own:
+        # what the method said of its own outline (a volume it found, its members'
+        # disagreement), apart from what is said of the scan: once the outline is
+        # corrected, only this part was said of another outline
+        result.info["method_warning"] = str(own)
+    parts = [*notes, own, redirect, regrid_note(case),
              unoriented_note(case), align_note,
              skull_strip_warning(case.image, case.spacing),
              coverage_warning(case.image, case.spacing), thick_slice_warning(case.spacing)]

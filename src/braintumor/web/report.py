@@ -262,17 +262,27 @@ def _metric_rows(metrics: dict[str, Any] | None) -> tuple[list[str], list[list[s
     return ["Region", "Dice", "Sensitivity", "Specificity", "HD95 (mm)"], rows
 
 
-#: how a warning the method gave is said once the outline was corrected: it was said of
-#: the outline before the corrections (a volume found, say), which no longer holds it
-BEFORE_CORRECTIONS = "Before the corrections: "
+#: how what the method said of its own outline is said once the outline was corrected:
+#: it was said of the outline before the corrections (a volume found, say), which no
+#: longer holds it; what was said of the scan (its voxels, its skull) still holds
+BEFORE_CORRECTIONS = "before the corrections: "
 
 
-def said_before(warning: str | None, corrections: int) -> str | None:
-    """The method's ``warning`` as said after ``corrections`` corrections: marked as said
-    of the outline before them when there were any."""
-    if not warning or not corrections:
+def said_before(warning: str | None, method_warning: str | None,
+                corrections: int) -> str | None:
+    """``warning`` (every note of the job, joined) as said after ``corrections``
+    corrections: the part that is the method's own, ``method_warning``, marked as said of
+    the outline before them; the notes on the scan as they are. A job stored before the
+    method's part was kept apart has none, and is said as it is."""
+    if not warning or not corrections or not method_warning:
         return warning
-    return BEFORE_CORRECTIONS + warning
+    own = method_warning.rstrip(".")
+    at = warning.find(own)
+    if at < 0:
+        return warning
+    mark = BEFORE_CORRECTIONS[0].upper() + BEFORE_CORRECTIONS[1:] if at == 0 \
+        else BEFORE_CORRECTIONS
+    return warning[:at] + mark + warning[at:]
 
 
 def report_facts(job: Job) -> dict[str, Any]:
@@ -295,7 +305,8 @@ def report_facts(job: Job) -> dict[str, Any]:
         # an empty or implausibly large outline is said first (of the outline as it is);
         # the method's, said of its own outline, as such once it was corrected
         "warning": join_warnings(outline_warning(vols),
-                                 said_before(res.get("warning"), corrections)),
+                                 said_before(res.get("warning"), res.get("method_warning"),
+                                             corrections)),
         "outlined": None if vols.get("WT") is None else float(vols["WT"]) > 0,
         "agreement": (res.get("info") or {}).get("agreement"),
     }

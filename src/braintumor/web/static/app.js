@@ -986,13 +986,25 @@ function render(job) {
     ? (r.warning || "").replace(`${channels}; `, "").replace(`; ${channels}`, "").replace(channels, "")
     : (r.warning || "");
   $("m-warn").hidden = !warning;
-  // said of the method's own outline: once corrected, said as such (the volume it found,
-  // say, is no longer the outline's)
-  const before = r.kind === "3d" && r.corrections ? "Before the corrections: " : "";
-  $("m-warn").textContent = warning ? `Note: ${before}${warning}` : "";
+  // what the method said of its own outline (a volume it found): once corrected, said
+  // as said of the outline before (what was said of the scan still holds)
+  $("m-warn").textContent = warning
+    ? `Note: ${saidBefore(warning, r.method_warning, r.kind === "3d" ? r.corrections : 0)}`
+    : "";
   if (r.kind === "2d" && job.status === "done") { show2d(job); return; }
   if (job.urls.images) loadViewer(job);
   if (job.result && job.result.summary) renderResult(job);
+}
+
+// ``warning`` after ``corrections`` corrections: the method's own part (``own``) marked
+// as said of the outline before them, as the reports say it (web/report.py said_before)
+function saidBefore(warning, own, corrections) {
+  if (!warning || !corrections || !own) return warning;
+  const core = own.replace(/\.+$/, "");
+  const at = warning.indexOf(core);
+  if (at < 0) return warning;
+  const mark = at === 0 ? "Before the corrections: " : "before the corrections: ";
+  return warning.slice(0, at) + mark + warning.slice(at);
 }
 
 function resetResultPanels() {
