@@ -866,6 +866,56 @@ def test_a_correction_s_measurements_cut_short_by_a_stop_are_taken_after_it(
         assert "Not measured yet" not in page and "None" not in page
 
 
+def test_a_measurement_that_fails_is_tried_once_and_said(
+        methods: None, tmp_path: Path, case_files: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measuring a correction's outline again after a stop, when it fails, is not tried
+    again at every reading of the job (the page reads it every 400 ms while the lesions
+    are uncounted): once, and the summary says it failed, so the page stops waiting and
+    the reports say the lesions were not counted."""
+    pytest.importorskip("braintumor.correction")
+    from braintumor.web import measure
+
+    data = tmp_path / "data"
+    app = create_app(data, token="", warm=False, workers=1)
+    cx, cy, cz = TUMOUR_VOXEL
+    with TestClient(app) as c:
+        job = wait_done(c.get, c.post("/api/jobs", files=_four(case_files, ref=True),
+                                      data={"method": "threshold"}).json()["id"])
+        r = c.post(job["urls"]["corrections"],
+                   json={"seeds": [{"x": cx, "y": cy, "z": cz, "label": 0}]})
+        assert r.status_code == 200, r.text
+        _measured(c, job)
+        store = app.state.store
+        res = store.get(job["id"]).result
+        quick = {**res["summaries"][-1], "lesion_count": None, "lesions": [],
+                 "diameters": None, "metrics": None}
+        store.update(job["id"], result={**res, "summaries": [*res["summaries"][:-1], quick]})
+    calls = []
+    real = measure.summary
+
+    def failing(*a: Any, **k: Any) -> Any:
+        if k.get("quick"):
+            return real(*a, **k)
+        calls.append(1)
+        raise RuntimeError("disk error")
+
+    monkeypatch.setattr(measure, "summary", failing)
+    with TestClient(create_app(data, token="", warm=False, workers=1)) as c:
+        t0 = time.monotonic()
+        while not (now := c.get(job["urls"]["self"]).json()["result"]["summary"]).get(
+                "measure_failed"):
+            assert time.monotonic() - t0 < 30
+            time.sleep(0.05)
+        for _ in range(5):
+            c.get(job["urls"]["self"])
+        time.sleep(0.3)
+        assert len(calls) == 1 and now["lesion_count"] is None
+        page = c.get(job["urls"]["report_html"]).text
+        assert "<th>Lesions</th><td>not counted: measuring the outline failed</td>" in page
+        assert "Not measured: measuring the outline failed" in page
+
+
 def test_a_correction_made_after_an_undo_is_what_downloads_and_reports_show(
         client: TestClient, case_files: dict[str, Path]) -> None:
     """Files made from a version that was undone are not served for the version written

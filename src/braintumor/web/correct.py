@@ -190,6 +190,9 @@ class Corrector:
         self._loading: set[str] = set()
         # (job id, label revision) whose lesions and metrics are being measured
         self._measuring: set[tuple[str, int]] = set()
+        # outlines whose measuring failed: not tried again while this server runs (the
+        # page asks for the job every 400 ms while its lesions are uncounted)
+        self._failed: set[tuple[str, int]] = set()
 
     def prefetch(self, job: Job) -> None:
         """Load a finished job's case into memory in the background, so the first
@@ -359,7 +362,7 @@ class Corrector:
             return
         key = (job.id, job.label_revision)
         with self._lock:
-            if key in self._measuring:
+            if key in self._measuring or key in self._failed:
                 return
             self._measuring.add(key)
 
@@ -380,13 +383,31 @@ class Corrector:
                     summaries = list(now.result["summaries"])
                     summaries[-1] = full
                     self.store.update(job.id, result={**now.result, "summaries": summaries})
-            except Exception:  # noqa: BLE001 - asked again at the next reading
+            except Exception:  # noqa: BLE001 - said once, and to the page
                 log.exception("job %s: measuring its outline failed", job.id)
+                with self._lock:
+                    self._failed.add(key)
+                self._mark_failed(job.id, key[1])
             finally:
                 with self._lock:
                     self._measuring.discard(key)
 
         threading.Thread(target=run, daemon=True, name="braintumor-remeasure").start()
+
+    def _mark_failed(self, job_id: str, revision: int) -> None:
+        """Say in the job's current summary (still revision ``revision``) that its lesions
+        could not be counted, so the page stops waiting for them and the reports say so;
+        a server started again tries once more."""
+        try:
+            with self._job_lock(job_id):
+                now = self.store.get(job_id)
+                if now is None or now.label_revision != revision or not self.unmeasured(now):
+                    return
+                summaries = list(now.result["summaries"])
+                summaries[-1] = {**summaries[-1], "measure_failed": True}
+                self.store.update(job_id, result={**now.result, "summaries": summaries})
+        except Exception:  # noqa: BLE001 - the volumes shown stay valid
+            log.exception("job %s: saying its measuring failed failed", job_id)
 
     def undo(self, job: Job, expected: int | None = None,
              revision: int | None = None) -> None:

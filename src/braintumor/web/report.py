@@ -299,6 +299,7 @@ def report_facts(job: Job) -> dict[str, Any]:
         "model_version": res.get("model_version", "-"),
         "volumes": [(name, key, vols.get(key)) for key, name, _ in VOLUME_ROWS],
         "lesion_count": summ.get("lesion_count", 0),
+        "measure_failed": bool(summ.get("measure_failed")),
         "diameters": summ.get("diameters"),
         "metrics": summ.get("metrics"),
         "corrections": corrections,
@@ -597,15 +598,19 @@ def render_html(job: Job, pictures: dict[str, Path], diameters: Path | None = No
 {metrics_html}""")
 
 
-def lesions_text(count: Any) -> str:
-    """The lesion count as the reports say it: still being counted when not known yet."""
-    return "still being counted" if count is None else str(count)
+def lesions_text(count: Any, failed: bool = False) -> str:
+    """The lesion count as the reports say it: still being counted when not known yet,
+    or not counted when the counting failed."""
+    if count is None:
+        return "not counted: measuring the outline failed" if failed else \
+            "still being counted"
+    return str(count)
 
 
 def _facts(f: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Case", str(f["case"])), ("Segmented", f["date"]), ("Method", str(f["method"])),
             ("Model version", str(f["model_version"])),
-            ("Lesions", lesions_text(f["lesion_count"]))] + \
+            ("Lesions", lesions_text(f["lesion_count"], bool(f.get("measure_failed"))))] + \
         ([(f"Diameters, {name} (RANO)", describe(f["diameters"][region]))
           for region, name in (("ET", "enhancing"), ("WT", "T2/FLAIR"))
           if region in f["diameters"]] if f.get("diameters") else []) + \
@@ -632,6 +637,8 @@ def not_measured(facts: dict[str, Any]) -> str:
     """What every report says in place of the RANO section when the job has no diameters
     (``facts``: :func:`report_facts`'): not yet, or not at all."""
     if facts.get("lesion_count") is None:
+        if facts.get("measure_failed"):
+            return "Not measured: measuring the outline failed (the server's log says why)."
         return "Not measured yet: the lesions are still being counted; open the report again."
     return "Not measured: the scan's geometry, which the diameters need, is unknown."
 

@@ -776,7 +776,8 @@ function showJob(job, push) {
   render(job);
   clearTimeout(state.pollTimer);
   const summary = job.result && job.result.summary;
-  const measuring = job.status === "done" && summary && summary.lesion_count === null;
+  const measuring = job.status === "done" && summary && summary.lesion_count === null &&
+    !summary.measure_failed;
   if ((!TERMINAL.includes(job.status) && job.status !== "awaiting_input") || measuring) {
     state.pollTimer = setTimeout(poll, 400);
   }
@@ -1619,7 +1620,8 @@ function renderResult(job) {
     tr.append(td1, td2);
     body.appendChild(tr);
   }
-  $("lesion-count").textContent = s.lesion_count ?? "counting…";
+  $("lesion-count").textContent = s.lesion_count ??
+    (s.measure_failed ? "not counted (measuring failed)" : "counting…");
   const diam = s.diameters;
   $("diam-line").hidden = !diam;
   for (const [region, id] of [["ET", "diam-et"], ["WT", "diam-wt"]]) {
