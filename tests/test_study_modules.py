@@ -90,3 +90,11 @@ def test_watershed_alone_needs_no_cnn_runs(tmp_path: Path,
                                 "--methods", "watershed,cnnn",
                                 "--out", str(tmp_path / "out")]) == 2
     assert "--methods takes cnn, watershed and hybrid" in _one_sentence(capsys)
+    # a case the watershed's cross-validation did not hold out has no parameters
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "cv_params.json").write_text('{"0": {"test": ["other"], "params": {}}}')
+    assert diameter_study.main(["--runs", str(tmp_path / "no_runs"), "--data", str(data),
+                                "--methods", "watershed", "--watershed", str(ws),
+                                "--out", str(tmp_path / "out")]) == 2
+    assert "pat1: in no fold of" in _one_sentence(capsys)

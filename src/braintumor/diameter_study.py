@@ -30,7 +30,7 @@ import numpy as np
 
 from braintumor.cases import discover, load_case
 from braintumor.diameters import rano
-from braintumor.errors import guarded
+from braintumor.errors import InputError, guarded
 
 QUANTITIES = (("ET_spd", "SPD, enhancing"), ("WT_spd", "SPD, T2/FLAIR (WT)"),
               ("ET_longest", "longest diameter, largest enhancing lesion"),
@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     held = study_cases(args.runs, args.data, args.methods)
     ws_params = fold_params((), Path(args.watershed))
+    if "watershed" in args.methods.split(","):
+        unfolded = sorted(set(held) - set(ws_params))
+        if unfolded:
+            raise InputError(f"{', '.join(unfolded[:3])}{' ...' if len(unfolded) > 3 else ''}"
+                             f": in no fold of {Path(args.watershed) / 'cv_params.json'} (the "
+                             "watershed's held-out parameters are chosen per case); "
+                             "--watershed names the cross-validation that held them out.")
     sources = {s.case_id: s for s in discover(args.data)}
     methods = args.methods.split(",")
     post = cnn_postprocess(None)

@@ -513,10 +513,14 @@ def write_model_card(meta: dict[str, Any], summary: dict[str, Any], out: Path,
     for r, rc in zip(recipes, rcfgs, strict=False):
         lines.append(f"- Recipe `{r}` ({rc['folds']} folds): "
                      + _recipe_text(rc.get("config"), rc.get("device", "cpu")))
+    # a member's recipe by its config's name (the file may be named otherwise)
+    recipe_of = {str((rc.get("config") or {}).get("name")): str(r)
+                 for r, rc in zip(recipes, rcfgs, strict=False)}
     lines.append("- Reproduce: " + "; ".join(
         f"`braintumor train --config {r} --fold K` for K = 0 .. {rc['folds'] - 1}"
         for r, rc in zip(recipes, rcfgs, strict=False))
-        + "".join(f"; `braintumor train --config configs/{m['recipe']}.yaml --fold -1 "
+        + "".join(f"; `braintumor train --config {recipe_of.get(m['recipe'], m['recipe'])} "
+                  "--fold -1 "
                   f"--out {m['run']}` trains the all-case member (`--fold -1` alone writes "
                   f"`runs/{m['recipe']}/foldall`; `--set seed=S` for another seed)"
                   for m in mruns if int(m["fold"]) < 0)
