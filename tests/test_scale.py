@@ -104,7 +104,8 @@ def test_run_case_in_process_turns_errors_into_outcomes(dataset: Path, tmp_path:
     assert good.row["agree_WT"] == "" and good.row["warning"] == ""  # the watershed: no pair
     # a case with a noisy background in 4 mm voxels (3.9 L non-zero): written, with a warning
     case = make_case(shape=(40, 48, 32), seed=45, case_id="head")
-    case.image = case.image + 1.0
+    rng = np.random.default_rng(0)
+    case.image = case.image + 1.0 + rng.random(case.image.shape).astype(np.float32)
     case.affine = np.diag([4.0, 4.0, 4.0, 1.0])
     case.spacing = (4.0, 4.0, 4.0)
     case.header.set_zooms((4.0, 4.0, 4.0))
