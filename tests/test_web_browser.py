@@ -643,6 +643,13 @@ def test_after_a_correction_the_page_says_what_it_changed(
     page.evaluate("showJob({...state.job, result: {...state.job.result, "
                   "warning: 'the scan is thick', method_warning: null}}, false)")
     expect(page.locator("#m-warn")).to_have_text("Note: the scan is thick")
+    # a relabelling leaves the whole tumour as it was: the region it changed is said
+    said = page.evaluate("""() => {
+      const j = (v) => ({result: {summary: {volumes_ml: v}}});
+      return [volumeChange(j({WT: 20, TC: 8, ET: 3}), j({WT: 20, TC: 8, ET: 5.5})),
+              volumeChange(j({WT: 20, TC: 8, ET: 3}), j({WT: 20, TC: 8, ET: 3}))];
+    }""")
+    assert said == ["Enhancing tumour 3.00 → 5.50 mL (+2.50 mL). ", "Volumes unchanged. "]
 
 
 def test_a_second_tab_on_the_job_follows_what_the_first_did(

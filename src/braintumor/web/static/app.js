@@ -1578,15 +1578,23 @@ function enableLink(id, url) {
 // 0.1 mL so that a small region neither looks absent nor makes TC = NCR + ET disagree as
 // shown, and "< 0.001" for one present that rounds to 0
 // How an edit changed the whole tumour, from the job before it to the job after it:
-// "Whole tumour 27.50 → 10.70 mL (−16.80 mL). " ("" when either is not known)
+// "Whole tumour 27.50 → 10.70 mL (−16.80 mL). " ("" when either is not known); an edit
+// that left the whole tumour as it was (a region relabelled) says the region it changed,
+// and one that changed no volume says so
 function volumeChange(before, after) {
-  const wt = (job) => job && job.result && job.result.summary &&
-    job.result.summary.volumes_ml && job.result.summary.volumes_ml.WT;
-  const a = wt(before), b = wt(after);
-  if (typeof a !== "number" || typeof b !== "number") return "";
-  const d = b - a;
-  const sign = d < 0 ? "−" : "+";
-  return `Whole tumour ${mlText(a)} → ${mlText(b)} mL (${sign}${mlText(Math.abs(d))} mL). `;
+  const vols = (job) => (job && job.result && job.result.summary &&
+    job.result.summary.volumes_ml) || {};
+  const va = vols(before), vb = vols(after);
+  if (typeof va.WT !== "number" || typeof vb.WT !== "number") return "";
+  const names = [["WT", "Whole tumour"], ["TC", "Tumour core"], ["ET", "Enhancing tumour"]];
+  for (const [key, name] of names) {
+    const a = va[key], b = vb[key];
+    if (typeof a !== "number" || typeof b !== "number" || Math.abs(b - a) < 0.0005) continue;
+    const d = b - a;
+    const sign = d < 0 ? "−" : "+";
+    return `${name} ${mlText(a)} → ${mlText(b)} mL (${sign}${mlText(Math.abs(d))} mL). `;
+  }
+  return "Volumes unchanged. ";
 }
 
 function mlText(v) {
