@@ -684,8 +684,8 @@ def test_pdf_report_facts_never_overlap_the_pictures(tmp_path: Path,
     facts = report._facts(report.report_facts(job))
     assert [k for k, _ in facts] == [
         "Case", "Segmented", "Method", "Model version", "Lesions", "Diameters, enhancing (RANO)",
-        "Diameters, T2/FLAIR (RANO)", "Manual corrections", "CNN and watershed agree (Dice)",
-        "Warning"]
+        "Diameters, T2/FLAIR (RANO)", "Manual corrections",
+        "CNN and watershed agreed before the corrections (Dice)", "Warning"]
     more = [(f"Extra fact number {i} with a label long enough to wrap", "value " * 20)
             for i in range(extra_facts)]
     monkeypatch.setattr(report, "_facts", lambda f: [*facts[:-1], *more, facts[-1]])
