@@ -835,13 +835,11 @@ def test_correction_changes_mask_and_undo_restores(client: TestClient,
     assert nothing.status_code == 400 and "no correction" in _detail(nothing)
 
 
-def test_a_correction_s_measurements_cut_short_by_a_stop_are_taken_after_it(
-        methods: None, tmp_path: Path, case_files: dict[str, Path]) -> None:
-    """A server stopped before a correction's lesions and metrics were measured (in the
-    background) measures them when the job is read again, rather than leaving them
-    unknown for good."""
-    pytest.importorskip("braintumor.correction")
-    data = tmp_path / "data"
+def _corrected_then_stopped(data: Path, case_files: dict[str, Path]
+                            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job corrected once, in a server over ``data`` stopped as a stop within the
+    correction's measurement leaves it (the volumes only); the job and the summary it
+    had once measured."""
     app = create_app(data, token="", warm=False, workers=1)
     cx, cy, cz = TUMOUR_VOXEL
     with TestClient(app) as c:
@@ -851,12 +849,22 @@ def test_a_correction_s_measurements_cut_short_by_a_stop_are_taken_after_it(
                    json={"seeds": [{"x": cx, "y": cy, "z": cz, "label": 0}]})
         assert r.status_code == 200, r.text
         measured = _measured(c, job)["result"]["summary"]
-        # as a stop within the measurement leaves it: the volumes only
         store = app.state.store
         res = store.get(job["id"]).result
         quick = {**res["summaries"][-1], "lesion_count": None, "lesions": [],
                  "diameters": None, "metrics": None}
         store.update(job["id"], result={**res, "summaries": [*res["summaries"][:-1], quick]})
+    return job, measured
+
+
+def test_a_correction_s_measurements_cut_short_by_a_stop_are_taken_after_it(
+        methods: None, tmp_path: Path, case_files: dict[str, Path]) -> None:
+    """A server stopped before a correction's lesions and metrics were measured (in the
+    background) measures them when the job is read again, rather than leaving them
+    unknown for good."""
+    pytest.importorskip("braintumor.correction")
+    data = tmp_path / "data"
+    job, measured = _corrected_then_stopped(data, case_files)
     with TestClient(create_app(data, token="", warm=False, workers=1)) as c:
         again = _measured(c, job)["result"]["summary"]
         assert again["lesion_count"] == measured["lesion_count"] is not None
@@ -877,20 +885,7 @@ def test_a_measurement_that_fails_is_tried_once_and_said(
     from braintumor.web import measure
 
     data = tmp_path / "data"
-    app = create_app(data, token="", warm=False, workers=1)
-    cx, cy, cz = TUMOUR_VOXEL
-    with TestClient(app) as c:
-        job = wait_done(c.get, c.post("/api/jobs", files=_four(case_files, ref=True),
-                                      data={"method": "threshold"}).json()["id"])
-        r = c.post(job["urls"]["corrections"],
-                   json={"seeds": [{"x": cx, "y": cy, "z": cz, "label": 0}]})
-        assert r.status_code == 200, r.text
-        _measured(c, job)
-        store = app.state.store
-        res = store.get(job["id"]).result
-        quick = {**res["summaries"][-1], "lesion_count": None, "lesions": [],
-                 "diameters": None, "metrics": None}
-        store.update(job["id"], result={**res, "summaries": [*res["summaries"][:-1], quick]})
+    job, _ = _corrected_then_stopped(data, case_files)
     calls = []
     real = measure.summary
 
