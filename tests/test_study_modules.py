@@ -98,3 +98,32 @@ def test_watershed_alone_needs_no_cnn_runs(tmp_path: Path,
                                 "--methods", "watershed", "--watershed", str(ws),
                                 "--out", str(tmp_path / "out")]) == 2
     assert "pat1: in no fold of" in _one_sentence(capsys)
+
+
+def test_missing_study_reruns_the_watershed_alone_and_keeps_the_cnn_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``missing_study --methods watershed`` needs no CNN fold runs: it reruns the
+    watershed's rows and keeps the CNN's from the earlier ``cases.json`` in ``--out``."""
+    import json
+
+    from braintumor import missing_study
+    from braintumor.phantom import make_case, write_case
+
+    data, out, ws = tmp_path / "data", tmp_path / "out", tmp_path / "ws"
+    write_case(make_case((48, 48, 32), case_id="pat1"), data)
+    ws.mkdir()
+    (ws / "cv_params.json").write_text('{"0": {"test": ["pat1"], "params": {}}}')
+    args = ["--runs", str(tmp_path / "no_runs"), "--data", str(data), "--watershed", str(ws),
+            "--out", str(out), "--inputs", "all four", "--methods", "watershed"]
+    assert missing_study.main(args) == 2
+    assert "no earlier rows to keep" in _one_sentence(capsys)
+    out.mkdir()
+    cnn = {"case": "pat1", "input": "all four", "method": "cnn", "WT": 0.5, "TC": 0.4,
+           "ET": 0.3, "WT_hd95": 9.0, "TC_hd95": 9.0, "ET_hd95": 9.0}
+    old = {**cnn, "method": "watershed", "WT": 0.0}
+    (out / "cases.json").write_text(json.dumps([old, cnn]))
+    assert missing_study.main(args) == 0
+    rows = json.loads((out / "cases.json").read_text())
+    assert [r["method"] for r in rows] == ["watershed", "cnn"]
+    assert rows[1] == cnn and rows[0]["WT"] > 0.5  # the watershed's row is new
+    assert "| all four | cnn | 0.500 |" in (out / "table.md").read_text()

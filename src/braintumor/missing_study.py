@@ -14,7 +14,8 @@ For every shared BraTS case and every way of lacking modalities (none, T1, T2, b
   what running the CNN on such a scan would have to do.
 
 Scored in native space with :func:`braintumor.metrics.score_case`; writes ``cases.json``
-and ``table.md`` under ``--out``.
+and ``table.md`` under ``--out``. ``--methods watershed`` reruns the watershed's rows
+alone (no CNN fold runs needed) and keeps the CNN's from ``--out``'s ``cases.json``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from braintumor.cases import MODALITIES, STAND_IN, Case, discover, load_case
 from braintumor.errors import InputError, guarded
 from braintumor.resolution_study import (
     INPUT_TABLE,
-    held_out_folds,
     input_line,
     segment_row,
+    study_cases,
     study_parser,
     write_study,
 )
@@ -69,9 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="", help="only these case ids (comma-separated)")
     ap.add_argument("--inputs", default=",".join(CONDITIONS),
                     help="only these inputs (comma-separated names of CONDITIONS)")
+    ap.add_argument("--methods", default="watershed,cnn",
+                    help="rerun these (watershed, cnn); the rows of the other are kept "
+                         "from --out's cases.json")
     args = ap.parse_args(argv)
     conditions = {n: CONDITIONS[n] for n in args.inputs.split(",")}
-    held = held_out_folds(args.runs)
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - {"watershed", "cnn"}:
+        raise InputError(f"--methods takes watershed and cnn, comma-separated; not "
+                         f"{args.methods!r}.")
+    held = study_cases(args.runs, args.data, args.methods)
+    kept: list[dict[str, Any]] = []
+    if set(methods) != {"watershed", "cnn"}:
+        table = Path(args.out) / "cases.json"
+        if not table.is_file():
+            raise InputError(f"{table}: no earlier rows to keep the other method's from; "
+                             "run both methods first.")
+        kept = [r for r in json.loads(table.read_text()) if r["method"] not in methods]
     sources = {s.case_id: s for s in discover(args.data)}
     params = {name: fold_params(miss, Path(args.watershed))
               for name, miss in conditions.items()}
@@ -80,13 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     for cid in sorted(c for c in held if not args.cases or c in args.cases.split(",")):
         case = load_case(sources[cid])
         assert case.label is not None
+        run = held[cid]
         for name, miss in conditions.items():
-            runs = {"watershed": (without(case, miss, True), {"params": params[name][cid]}),
-                    "cnn": (without(case, miss, False),
-                            {"model": held[cid] / "last.pt", "device": "cpu", "fast": True,
-                             "post": post})}
-            for method, (c, options) in runs.items():
-                segment_row(rows, case, name, method, c, options)
+            if "watershed" in methods:
+                segment_row(rows, case, name, "watershed", without(case, miss, True),
+                            {"params": params[name][cid]})
+            if "cnn" in methods and run is not None:
+                segment_row(rows, case, name, "cnn", without(case, miss, False),
+                            {"model": run / "last.pt", "device": "cpu", "fast": True,
+                             "post": post})
+    # the rows of a method not rerun, as they were, in the order of the cases and inputs
+    done = {(r["case"], r["input"], r["method"]) for r in rows}
+    rows += [r for r in kept if (r["case"], r["input"], r["method"]) not in done]
+    order = {n: i for i, n in enumerate(CONDITIONS)}
+    rows.sort(key=lambda r: (r["case"], order.get(r["input"], 99),
+                             ("watershed", "cnn").index(r["method"])
+                             if r["method"] in ("watershed", "cnn") else 9))
     lines = list(INPUT_TABLE)
     for name in conditions:
         for method, label in (("watershed", "watershed tuned for it"),
