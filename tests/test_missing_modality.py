@@ -249,8 +249,10 @@ def test_an_empty_outline_without_t2_does_not_read_as_no_tumour(tmp_path: Path) 
     case.missing = ("t2",)
     res = segment(case, "cnn")
     assert not res.labels.any()
-    assert "the watershed found no tumour, which on such a scan does not rule one out (" \
+    assert "the watershed found no tumour, which on such a scan does not rule one out" \
         in res.info["warning"]
+    # no test case is missed whole without its T2 any more (the large-lesion rule)
+    assert "missed whole" not in res.info["warning"]
     with_tumour = segment(load_case(_folder_without(
         write_case_files(small_case(seed=3), tmp_path / "full"), tmp_path / "C", ("t2",))))
     assert with_tumour.labels.any() and "found no tumour" not in with_tumour.info["warning"]

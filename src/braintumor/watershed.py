@@ -587,7 +587,7 @@ TUNED_WITHOUT: dict[tuple[str, ...], dict[str, Any]] = {
               "et_native": 0.8, "et_native_k": 0.3, "et_native_t1c": 0.3,
               "et_native_reach": 1, "flair_grow": 1.4, "flair_asym": 1.0, "flair_reach": 24},
     ("t2",): {"w_t1": 0.7405, "rim_core_close": 2,
-              "et_native": 0.8, "et_native_k": 0.7, "et_native_t1c": 0.6, "et_native_reach": 1,
+              "et_native": 0.8, "et_native_k": 0.7, "et_native_t1c": 0.3, "et_native_reach": 1,
               "flair_grow": 1.0, "flair_asym": 1.0, "flair_reach": 24},
     ("t1", "t2"): {"grad_sigma": 0.6149, "min_core_ml": 1.351, "sym_fg": 1.3823,
                    "et_native": 0.6, "et_native_k": 0.3, "et_native_t1c": 1.0,
